@@ -1,1 +1,107 @@
-//! placeholder
+//! Myelin's Matrix homeserver.
+//!
+//! The server speaks the Matrix Client-Server API so that unmodified Matrix
+//! clients work against it. It is built in three layers whose dependencies
+//! point down:
+//!
+//! - [`http`]: axum routers and extractors; every failure is a Matrix error JSON;
+//! - [`service`]: the protocol (accounts, devices, profiles, user-interactive auth);
+//! - [`storage`]: one interface with SQLite (embedded default) and PostgreSQL backends.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), myelin_server::StartError> {
+//! let config = myelin_server::config::Config::default();
+//! let listener = tokio::net::TcpListener::bind(config.bind).await?;
+//! myelin_server::run(listener, config, std::future::pending()).await
+//! # }
+//! ```
+//!
+//! Not yet supported: rooms, sync, end-to-end encryption endpoints and
+//! federation (see the open issues); profile lookups of remote users.
+
+pub mod config;
+pub mod http;
+pub mod service;
+pub mod storage;
+
+use std::{future::Future, sync::Arc};
+
+use tokio::net::TcpListener;
+use tracing::info;
+
+use config::{Config, ConfigError};
+use http::{
+    AppState,
+    tls::{TlsError, TlsListener},
+};
+use service::{accounts::Accounts, devices::Devices, profile::Profiles};
+use storage::{Storage, StorageError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Serving failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the configured storage and builds the services on it.
+///
+/// # Errors
+/// When the configuration is invalid or the database cannot be opened.
+pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), StartError> {
+    let server_name = config.validate()?;
+    let storage = storage::open(&config.database()?).await?;
+    let accounts = Arc::new(Accounts::new(storage.clone(), server_name.clone(), config));
+    let state = AppState {
+        devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),
+        profiles: Arc::new(Profiles::new(storage.clone(), server_name)),
+        accounts,
+    };
+    Ok((state, storage))
+}
+
+/// Serves the client API on `listener` until `shutdown` resolves, then
+/// finishes in-flight requests and closes the database.
+///
+/// The listener is bound by the caller, so tests can bind port 0.
+///
+/// # Errors
+/// When start-up fails (see [`open`]) or the listener fails.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let (state, storage) = open(&config).await?;
+    let app = http::app(state, config.max_request_body_bytes)
+        .into_make_service_with_connect_info::<http::PeerAddr>();
+    let address = listener.local_addr()?;
+    match &config.tls {
+        None => {
+            info!(%address, server_name = %config.server_name, "serving over HTTP");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?;
+        }
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls)?;
+            info!(%address, server_name = %config.server_name, "serving over HTTPS");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?;
+        }
+    }
+    storage.close().await;
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! Server configuration.
+//!
+//! Sources are layered: built-in defaults (enough to run with no file), then
+//! a TOML file, then `MYELIN_*` environment variables and command-line flags
+//! (see `main.rs`). [`Config::validate`] turns the result into typed values and
+//! names the offending key when something is wrong.
+
+use std::{fmt, net::SocketAddr, path::PathBuf};
+
+use ruma::{OwnedServerName, ServerName};
+use serde::Deserialize;
+
+/// Everything the server needs to know at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The Matrix server name: the part after `:` in user ids (`@alice:localhost`).
+    pub server_name: String,
+    /// Address and port the client API listens on.
+    pub bind: SocketAddr,
+    /// Directory for the embedded database and, later, media. Created on first start.
+    pub data_dir: PathBuf,
+    /// Database URL. Unset means an embedded SQLite database at `<data_dir>/myelin.db`;
+    /// `postgres://…` selects PostgreSQL.
+    pub database_url: Option<Secret>,
+    /// Largest request body accepted, in bytes; larger requests get `M_TOO_LARGE`.
+    pub max_request_body_bytes: usize,
+    /// Who may create accounts through the client API.
+    pub registration: RegistrationConfig,
+    /// Password rules applied at registration and password change.
+    pub password_policy: PasswordPolicy,
+    /// Request rate limits on login and registration.
+    pub rate_limits: RateLimitConfig,
+    /// Serve the client API over TLS instead of plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// Log output.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".to_owned(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            data_dir: PathBuf::from("myelin-data"),
+            database_url: None,
+            max_request_body_bytes: 4 * 1024 * 1024,
+            registration: RegistrationConfig::default(),
+            password_policy: PasswordPolicy::default(),
+            rate_limits: RateLimitConfig::default(),
+            tls: None,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Registration settings (`[registration]` in the TOML file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// `open`, `token` (each registration needs one of `tokens`) or `closed`
+    /// (accounts only through `myelin-server register-user`).
+    pub mode: RegistrationMode,
+    /// Registration tokens accepted in `token` mode (`m.login.registration_token`).
+    pub tokens: Vec<Secret>,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            mode: RegistrationMode::Open,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// Who may register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// Anyone who can reach the server.
+    Open,
+    /// Anyone holding a configured registration token.
+    Token,
+    /// Nobody through the API; an operator uses the CLI.
+    Closed,
+}
+
+/// Password rules (`[password_policy]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordPolicy {
+    /// Minimum length in characters; shorter passwords get `M_WEAK_PASSWORD`.
+    pub min_length: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self { min_length: 8 }
+    }
+}
+
+/// Rate limits (`[rate_limits]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Switch every limit off (test set-ups, trusted networks).
+    pub enabled: bool,
+    /// Login attempts, counted per client IP and per targeted account.
+    pub login: RateLimit,
+    /// Registration attempts, counted per client IP.
+    pub registration: RateLimit,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            login: RateLimit {
+                per_second: 0.2,
+                burst: 5,
+            },
+            registration: RateLimit {
+                per_second: 0.1,
+                burst: 5,
+            },
+        }
+    }
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained rate, in requests per second.
+    pub per_second: f64,
+    /// Requests allowed in a burst.
+    pub burst: u32,
+}
+
+/// TLS for the client API (`[tls]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+}
+
+/// Logging (`[log]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `myelin_server=debug,info`;
+    /// `RUST_LOG` overrides it.
+    pub filter: String,
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration value that must never reach a log: its `Debug` is redacted.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A configuration that failed validation; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid or has an unknown key.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key.
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// The offending key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Which database the server stores into.
+#[derive(Debug, Clone)]
+pub enum DatabaseLocation {
+    /// An embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server.
+    Postgres(Secret),
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    ///
+    /// # Errors
+    /// When the file cannot be read or has an unknown or mistyped key.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text over the defaults.
+    ///
+    /// # Errors
+    /// The parser's message, naming the key, when the text is invalid.
+    pub fn from_toml_str(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks every value and returns the typed server name.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first bad key.
+    pub fn validate(&self) -> Result<OwnedServerName, ConfigError> {
+        let server_name =
+            ServerName::parse(&self.server_name).map_err(|e| ConfigError::Invalid {
+                key: "server_name",
+                reason: e.to_string(),
+            })?;
+        if self.max_request_body_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "max_request_body_bytes",
+                reason: "must be at least 1024".to_owned(),
+            });
+        }
+        if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty()
+        {
+            return Err(ConfigError::Invalid {
+                key: "registration.tokens",
+                reason: "token mode needs at least one token".to_owned(),
+            });
+        }
+        for (key, limit) in [
+            ("rate_limits.login", self.rate_limits.login),
+            ("rate_limits.registration", self.rate_limits.registration),
+        ] {
+            if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "per_second must be positive and burst at least 1".to_owned(),
+                });
+            }
+        }
+        self.database()?;
+        Ok(server_name)
+    }
+
+    /// Where the data lives, from `database_url` or the data directory.
+    ///
+    /// # Errors
+    /// When `database_url` names an unsupported scheme.
+    pub fn database(&self) -> Result<DatabaseLocation, ConfigError> {
+        let Some(url) = &self.database_url else {
+            return Ok(DatabaseLocation::Sqlite(self.data_dir.join("myelin.db")));
+        };
+        let url = url.expose();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseLocation::Postgres(Secret::new(url)))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            Ok(DatabaseLocation::Sqlite(PathBuf::from(path)))
+        } else {
+            Err(ConfigError::Invalid {
+                key: "database_url",
+                reason: "expected postgres://… or sqlite://PATH".to_owned(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example in the README must stay a valid configuration.
+    #[test]
+    fn documented_example_parses() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").expect("README has a toml example") + 8;
+        let end = start + readme[start..].find("```").expect("example is closed");
+        let config = Config::from_toml_str(&readme[start..end]).expect("example parses");
+        config.validate().expect("example validates");
+        assert_eq!(config.registration.mode, RegistrationMode::Token);
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::default();
+        assert_eq!(
+            config.validate().expect("defaults are valid").as_str(),
+            "localhost"
+        );
+        assert!(
+            matches!(config.database(), Ok(DatabaseLocation::Sqlite(p)) if p.ends_with("myelin.db"))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_toml_str("bindd = \"127.0.0.1:1\"").expect_err("unknown key");
+        assert!(err.contains("bindd"), "{err}");
+    }
+
+    #[test]
+    fn token_mode_without_tokens_is_rejected() {
+        let config = Config::from_toml_str("[registration]\nmode = \"token\"").expect("parses");
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Invalid {
+                key: "registration.tokens",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let config = Config {
+            database_url: Some(Secret::new("postgres://u:hunter2@db/x")),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,55 @@
+//! `/account`: who am I, and changing the password.
+
+use axum::{Json as Reply, extract::State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    auth_data::{self, AuthData},
+    empty_object,
+};
+use crate::{
+    http::{
+        AppState,
+        error::MatrixError,
+        extract::{Authed, Json},
+    },
+    service::password::Password,
+};
+
+/// `GET /account/whoami`.
+pub async fn whoami(Authed(session): Authed) -> Reply<Value> {
+    Reply(json!({
+        "user_id": session.user_id,
+        "device_id": session.device_id,
+        "is_guest": false,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChangePasswordRequest {
+    new_password: String,
+    #[serde(default = "logout_devices_default")]
+    logout_devices: bool,
+    auth: Option<AuthData>,
+}
+
+fn logout_devices_default() -> bool {
+    true
+}
+
+/// `POST /account/password`: needs the current password (UIA); by default
+/// logs out every other device.
+pub async fn change_password(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Json(body): Json<ChangePasswordRequest>,
+) -> Result<Reply<Value>, MatrixError> {
+    let new_password = Password::new(body.new_password);
+    let auth = auth_data::submission(body.auth)?;
+    state
+        .accounts
+        .change_password(&session, &new_password, body.logout_devices, auth)
+        .await?;
+    Ok(empty_object())
+}

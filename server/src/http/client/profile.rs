@@ -1,0 +1,108 @@
+//! `/profile/{userId}`.
+
+use axum::{Json as Reply, extract::State};
+use ruma::OwnedUserId;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::empty_object;
+use crate::{
+    http::{
+        AppState,
+        error::MatrixError,
+        extract::{Authed, Json, Path},
+    },
+    storage::{Profile, ProfileField},
+};
+
+fn profile_json(profile: Profile, fields: &[ProfileField]) -> Value {
+    let mut object = Map::new();
+    for field in fields {
+        let (key, value) = match field {
+            ProfileField::Displayname => ("displayname", &profile.displayname),
+            ProfileField::AvatarUrl => ("avatar_url", &profile.avatar_url),
+        };
+        if let Some(value) = value {
+            object.insert(key.to_owned(), Value::from(value.as_str()));
+        }
+    }
+    Value::Object(object)
+}
+
+async fn get_fields(
+    state: &AppState,
+    user_id: &OwnedUserId,
+    fields: &[ProfileField],
+) -> Result<Reply<Value>, MatrixError> {
+    let profile = state.profiles.get(user_id).await?;
+    Ok(Reply(profile_json(profile, fields)))
+}
+
+/// `GET /profile/{userId}`.
+pub async fn get_profile(
+    State(state): State<AppState>,
+    Path(user_id): Path<OwnedUserId>,
+) -> Result<Reply<Value>, MatrixError> {
+    get_fields(
+        &state,
+        &user_id,
+        &[ProfileField::Displayname, ProfileField::AvatarUrl],
+    )
+    .await
+}
+
+/// `GET /profile/{userId}/displayname`.
+pub async fn get_display_name(
+    State(state): State<AppState>,
+    Path(user_id): Path<OwnedUserId>,
+) -> Result<Reply<Value>, MatrixError> {
+    get_fields(&state, &user_id, &[ProfileField::Displayname]).await
+}
+
+/// `GET /profile/{userId}/avatar_url`.
+pub async fn get_avatar_url(
+    State(state): State<AppState>,
+    Path(user_id): Path<OwnedUserId>,
+) -> Result<Reply<Value>, MatrixError> {
+    get_fields(&state, &user_id, &[ProfileField::AvatarUrl]).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SetDisplayName {
+    displayname: Option<String>,
+}
+
+/// `PUT /profile/{userId}/displayname`: the caller's own only.
+pub async fn set_display_name(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(user_id): Path<OwnedUserId>,
+    Json(body): Json<SetDisplayName>,
+) -> Result<Reply<Value>, MatrixError> {
+    let value = body.displayname.as_deref();
+    state
+        .profiles
+        .set(&session.user_id, &user_id, ProfileField::Displayname, value)
+        .await?;
+    Ok(empty_object())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SetAvatarUrl {
+    avatar_url: Option<String>,
+}
+
+/// `PUT /profile/{userId}/avatar_url`: the caller's own only.
+pub async fn set_avatar_url(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(user_id): Path<OwnedUserId>,
+    Json(body): Json<SetAvatarUrl>,
+) -> Result<Reply<Value>, MatrixError> {
+    let value = body.avatar_url.as_deref();
+    state
+        .profiles
+        .set(&session.user_id, &user_id, ProfileField::AvatarUrl, value)
+        .await?;
+    Ok(empty_object())
+}

@@ -1,0 +1,104 @@
+//! The HTTP edge: routers, extractors and the mapping of errors to Matrix JSON.
+//!
+//! Handlers are thin: parse and authenticate, call one service, shape the answer.
+
+pub mod client;
+pub mod error;
+pub mod extract;
+pub mod tls;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request, connect_info::Connected},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    serve::IncomingStream,
+};
+use tracing::Instrument;
+
+use crate::service::{accounts::Accounts, devices::Devices, profile::Profiles};
+use error::MatrixError;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Accounts, tokens and passwords.
+    pub accounts: Arc<Accounts>,
+    /// Device management.
+    pub devices: Arc<Devices>,
+    /// Profiles.
+    pub profiles: Arc<Profiles>,
+}
+
+/// The peer address of a connection, plain or TLS, as `ConnectInfo`.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, tls::TlsListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, tls::TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .nest("/_matrix/client", client::router())
+        .fallback(|| async { MatrixError::unrecognized() })
+        .method_not_allowed_fallback(|| async { MatrixError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(trace_request))
+        .layer(middleware::from_fn(cors))
+        .with_state(state)
+}
+
+/// CORS as the spec requires, so browser clients on any origin work:
+/// every response carries the headers and every `OPTIONS` preflight succeeds.
+async fn cors(request: Request, next: Next) -> Response {
+    let mut response = if request.method() == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
+    );
+    response
+}
+
+/// One span per request with the method and the matched route, never the
+/// query string (it may hold an access token) nor the body.
+async fn trace_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let span = tracing::debug_span!("request", method = %request.method(), route = %route);
+    async move {
+        let response = next.run(request).await;
+        tracing::debug!(status = response.status().as_u16(), "response");
+        response
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,549 @@
+//! Accounts: registration, password login, access tokens and passwords.
+
+use std::{net::IpAddr, sync::Arc};
+
+use rand::{Rng, distributions::Uniform};
+use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use tracing::{debug, info};
+
+use super::{
+    ServiceError,
+    password::{self, Password},
+    rate_limit::RateLimiter,
+    tokens::{self, AccessToken},
+    uia::{AuthSubmission, AuthType, Stage, UiaAction, UiaSessions},
+};
+use crate::{
+    config::{Config, PasswordPolicy, RegistrationConfig, RegistrationMode},
+    storage::{Millis, NewAccount, Session, Storage, StorageError},
+};
+
+/// Longest user id the spec allows, in bytes.
+const MAX_USER_ID_BYTES: usize = 255;
+/// Longest device id or device display name we store.
+pub const MAX_DEVICE_FIELD_CHARS: usize = 255;
+
+/// A request to create an account (`POST /register`).
+#[derive(Debug, Default)]
+pub struct Registration {
+    /// Desired localpart; generated when absent.
+    pub username: Option<String>,
+    /// The password; required to finish.
+    pub password: Option<Password>,
+    /// Device id for the first session; generated when absent.
+    pub device_id: Option<OwnedDeviceId>,
+    /// Display name for the first device.
+    pub initial_device_display_name: Option<String>,
+    /// Create the account without logging in.
+    pub inhibit_login: bool,
+    /// The UIA step.
+    pub auth: Option<AuthSubmission>,
+}
+
+/// A request to log in with a password (`POST /login`).
+#[derive(Debug)]
+pub struct PasswordLogin {
+    /// Localpart or full user id.
+    pub user: String,
+    /// The password.
+    pub password: Password,
+    /// Reuse this device (its old token is revoked), or create it.
+    pub device_id: Option<OwnedDeviceId>,
+    /// Display name if a device is created.
+    pub initial_device_display_name: Option<String>,
+}
+
+/// A freshly opened session: what a client needs to act.
+#[derive(Debug)]
+pub struct NewSession {
+    /// The account.
+    pub user_id: OwnedUserId,
+    /// The session's device.
+    pub device_id: OwnedDeviceId,
+    /// Its bearer token.
+    pub access_token: AccessToken,
+}
+
+/// The outcome of a registration.
+#[derive(Debug)]
+pub enum Registered {
+    /// Account created and logged in.
+    LoggedIn(NewSession),
+    /// Account created; `inhibit_login` asked for no session.
+    AccountOnly(OwnedUserId),
+}
+
+/// Accounts and their credentials.
+#[derive(Debug)]
+pub struct Accounts {
+    storage: Arc<dyn Storage>,
+    server_name: OwnedServerName,
+    registration: RegistrationConfig,
+    password_policy: PasswordPolicy,
+    uia: UiaSessions,
+    login_limiter: RateLimiter,
+    registration_limiter: RateLimiter,
+}
+
+impl std::fmt::Debug for dyn Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Storage")
+    }
+}
+
+impl Accounts {
+    /// Builds the service from the configuration.
+    pub fn new(storage: Arc<dyn Storage>, server_name: OwnedServerName, config: &Config) -> Self {
+        let limits = config.rate_limits.enabled.then_some(&config.rate_limits);
+        Self {
+            storage,
+            server_name,
+            registration: config.registration.clone(),
+            password_policy: config.password_policy.clone(),
+            uia: UiaSessions::default(),
+            login_limiter: RateLimiter::new(limits.map(|l| l.login)),
+            registration_limiter: RateLimiter::new(limits.map(|l| l.registration)),
+        }
+    }
+
+    /// This server's name.
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.server_name
+    }
+
+    /// Runs one step of registration.
+    ///
+    /// # Errors
+    /// [`ServiceError::AuthRequired`] until UIA completes; `Forbidden` when
+    /// registration is closed; `UserInUse`, `InvalidUsername`, `WeakPassword`;
+    /// `LimitExceeded` past the per-address rate.
+    pub async fn register(
+        &self,
+        request: Registration,
+        client: IpAddr,
+    ) -> Result<Registered, ServiceError> {
+        self.registration_limiter.check(&format!("ip:{client}"))?;
+        let flow: &[AuthType] = match self.registration.mode {
+            RegistrationMode::Closed => {
+                return Err(ServiceError::Forbidden(
+                    "registration is disabled".to_owned(),
+                ));
+            }
+            RegistrationMode::Open => &[AuthType::Dummy],
+            RegistrationMode::Token => &[AuthType::RegistrationToken],
+        };
+        // Fail fast on what the client can fix before asking it to authenticate.
+        let user_id = match &request.username {
+            Some(username) => {
+                let user_id = self.user_id_for_new_localpart(username)?;
+                if self.storage.account(&user_id).await?.is_some() {
+                    return Err(ServiceError::UserInUse);
+                }
+                Some(user_id)
+            }
+            None => None,
+        };
+        if let Some(password) = &request.password {
+            self.check_password_policy(password)?;
+        }
+        if let Some(device_id) = &request.device_id {
+            check_device_id(device_id)?;
+        }
+        check_display_name(request.initial_device_display_name.as_deref())?;
+
+        self.uia
+            .authorize(
+                UiaAction::Register,
+                &[flow],
+                request.auth,
+                |stage| async move {
+                    match stage {
+                        Stage::RegistrationToken(token) => {
+                            self.check_registration_token(token.expose())
+                        }
+                        _ => Ok(()),
+                    }
+                },
+            )
+            .await?;
+
+        let password = request
+            .password
+            .ok_or_else(|| ServiceError::MissingParam("password".to_owned()))?;
+        let user_id = match user_id {
+            Some(user_id) => user_id,
+            None => self.user_id_for_new_localpart(&random_localpart())?,
+        };
+        self.create_account(&user_id, &password, false).await?;
+        if request.inhibit_login {
+            return Ok(Registered::AccountOnly(user_id));
+        }
+        let session = self
+            .open_session(
+                user_id,
+                request.device_id,
+                request.initial_device_display_name.as_deref(),
+            )
+            .await?;
+        Ok(Registered::LoggedIn(session))
+    }
+
+    /// Whether a localpart could be registered (`GET /register/available`).
+    ///
+    /// # Errors
+    /// `UserInUse` or `InvalidUsername` when it could not; `LimitExceeded`.
+    pub async fn check_username_available(
+        &self,
+        username: &str,
+        client: IpAddr,
+    ) -> Result<(), ServiceError> {
+        self.registration_limiter.check(&format!("ip:{client}"))?;
+        let user_id = self.user_id_for_new_localpart(username)?;
+        if self.storage.account(&user_id).await?.is_some() {
+            return Err(ServiceError::UserInUse);
+        }
+        Ok(())
+    }
+
+    /// Creates an account without UIA or registration mode: for the operator's CLI.
+    ///
+    /// # Errors
+    /// `InvalidUsername`, `WeakPassword`, `UserInUse`.
+    pub async fn create_account_as_operator(
+        &self,
+        username: &str,
+        password: &Password,
+        is_admin: bool,
+    ) -> Result<OwnedUserId, ServiceError> {
+        let user_id = self.user_id_for_new_localpart(username)?;
+        self.check_password_policy(password)?;
+        self.create_account(&user_id, password, is_admin).await?;
+        Ok(user_id)
+    }
+
+    /// Logs in with a password.
+    ///
+    /// # Errors
+    /// `Forbidden` for an unknown user or a wrong password (the two are not
+    /// told apart); `LimitExceeded` past the per-address or per-account rate.
+    pub async fn login(
+        &self,
+        login: PasswordLogin,
+        client: IpAddr,
+    ) -> Result<NewSession, ServiceError> {
+        self.login_limiter.check(&format!("ip:{client}"))?;
+        if let Some(device_id) = &login.device_id {
+            check_device_id(device_id)?;
+        }
+        check_display_name(login.initial_device_display_name.as_deref())?;
+        let user_id = self.verify_password(&login.user, &login.password).await?;
+        let session = self
+            .open_session(
+                user_id,
+                login.device_id,
+                login.initial_device_display_name.as_deref(),
+            )
+            .await?;
+        info!(user_id = %session.user_id, device_id = %session.device_id, "logged in");
+        Ok(session)
+    }
+
+    /// Who an access token acts for.
+    ///
+    /// # Errors
+    /// [`ServiceError::UnknownToken`] when it is not live.
+    pub async fn authenticate(&self, token: &AccessToken) -> Result<Session, ServiceError> {
+        let presented = token.hash();
+        let stored = self.storage.session_for_token(&presented).await?;
+        // The index finds the row by hash; the final check is constant-time so
+        // that no comparison of secret material depends on where bytes differ.
+        match stored {
+            Some(stored) if tokens::hashes_match(&stored.hash, &presented) => Ok(stored.session),
+            _ => Err(ServiceError::UnknownToken),
+        }
+    }
+
+    /// Ends one session: its device and token are deleted (`POST /logout`).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn logout(&self, session: &Session) -> Result<(), ServiceError> {
+        self.storage
+            .delete_devices(&session.user_id, &[session.device_id.clone()])
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every session of a user (`POST /logout/all`).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn logout_all(&self, user_id: &UserId) -> Result<(), ServiceError> {
+        self.storage.delete_devices_except(user_id, None).await?;
+        Ok(())
+    }
+
+    /// Changes the caller's password after UIA; optionally logs out every other device.
+    ///
+    /// # Errors
+    /// `AuthRequired` until the current password is given; `WeakPassword`.
+    pub async fn change_password(
+        &self,
+        session: &Session,
+        new_password: &Password,
+        logout_devices: bool,
+        auth: Option<AuthSubmission>,
+    ) -> Result<(), ServiceError> {
+        self.check_password_policy(new_password)?;
+        self.confirm_identity(
+            &session.user_id,
+            UiaAction::ChangePassword(session.user_id.clone()),
+            auth,
+        )
+        .await?;
+        let hash = password::hash(new_password).await?;
+        self.storage
+            .set_password_hash(&session.user_id, &hash)
+            .await?;
+        if logout_devices {
+            self.storage
+                .delete_devices_except(&session.user_id, Some(&session.device_id))
+                .await?;
+        }
+        info!(user_id = %session.user_id, logout_devices, "password changed");
+        Ok(())
+    }
+
+    /// UIA with the account's password, for actions a stolen token alone must not do.
+    ///
+    /// # Errors
+    /// `AuthRequired` until the password of `user_id` is given.
+    pub async fn confirm_identity(
+        &self,
+        user_id: &UserId,
+        action: UiaAction,
+        auth: Option<AuthSubmission>,
+    ) -> Result<(), ServiceError> {
+        self.uia
+            .authorize(action, &[&[AuthType::Password]], auth, |stage| async move {
+                let Stage::Password { user, password } = stage else {
+                    return Err(ServiceError::Forbidden("a password is required".to_owned()));
+                };
+                let verified = self.verify_password(&user, &password).await?;
+                if verified != user_id {
+                    return Err(ServiceError::Forbidden(
+                        "that is not your account".to_owned(),
+                    ));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn verify_password(
+        &self,
+        user: &str,
+        password: &Password,
+    ) -> Result<OwnedUserId, ServiceError> {
+        let user_id = self.resolve_local_user(user);
+        if let Some(user_id) = &user_id {
+            self.login_limiter.check(&format!("user:{user_id}"))?;
+        }
+        let account = match &user_id {
+            Some(user_id) => self.storage.account(user_id).await?,
+            None => None,
+        };
+        let stored = account.as_ref().map(|a| a.password_hash.clone());
+        if password::verify(password, stored).await?
+            && let Some(account) = account
+        {
+            return Ok(account.user_id);
+        }
+        debug!("password check failed");
+        Err(ServiceError::Forbidden(
+            "invalid username or password".to_owned(),
+        ))
+    }
+
+    async fn create_account(
+        &self,
+        user_id: &UserId,
+        password: &Password,
+        is_admin: bool,
+    ) -> Result<(), ServiceError> {
+        let password_hash = password::hash(password).await?;
+        let account = NewAccount {
+            user_id: user_id.to_owned(),
+            password_hash,
+            is_admin,
+            created: Millis::now(),
+        };
+        match self.storage.create_account(&account).await {
+            Ok(()) => {
+                info!(%user_id, is_admin, "account created");
+                Ok(())
+            }
+            Err(StorageError::Conflict(_)) => Err(ServiceError::UserInUse),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn open_session(
+        &self,
+        user_id: OwnedUserId,
+        device_id: Option<OwnedDeviceId>,
+        display_name: Option<&str>,
+    ) -> Result<NewSession, ServiceError> {
+        let session = Session {
+            user_id,
+            device_id: device_id.unwrap_or_else(random_device_id),
+        };
+        let access_token = AccessToken::generate();
+        self.storage
+            .open_session(&session, display_name, &access_token.hash(), Millis::now())
+            .await?;
+        Ok(NewSession {
+            user_id: session.user_id,
+            device_id: session.device_id,
+            access_token,
+        })
+    }
+
+    /// The full id for a localpart being registered, under the spec's rules
+    /// for new user ids: `a-z 0-9 . _ = - / +`, at most 255 bytes in all.
+    fn user_id_for_new_localpart(&self, username: &str) -> Result<OwnedUserId, ServiceError> {
+        let localpart = username.to_ascii_lowercase();
+        let allowed =
+            |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._=-/+".contains(&b);
+        if localpart.is_empty() || !localpart.bytes().all(allowed) {
+            return Err(ServiceError::InvalidUsername(
+                "user ids may contain only a-z, 0-9 and . _ = - / +".to_owned(),
+            ));
+        }
+        let user_id = format!("@{localpart}:{}", self.server_name);
+        if user_id.len() > MAX_USER_ID_BYTES {
+            return Err(ServiceError::InvalidUsername(
+                "the user id is too long".to_owned(),
+            ));
+        }
+        UserId::parse(user_id).map_err(|e| ServiceError::InvalidUsername(e.to_string()))
+    }
+
+    /// The local user a login names, if it could be one of ours.
+    fn resolve_local_user(&self, user: &str) -> Option<OwnedUserId> {
+        let localpart = match user.strip_prefix('@') {
+            Some(_) => {
+                let user_id = UserId::parse(user).ok()?;
+                if user_id.server_name() != self.server_name {
+                    return None;
+                }
+                user_id.localpart().to_owned()
+            }
+            None => user.to_owned(),
+        };
+        UserId::parse(format!(
+            "@{}:{}",
+            localpart.to_ascii_lowercase(),
+            self.server_name
+        ))
+        .ok()
+    }
+
+    fn check_password_policy(&self, password: &Password) -> Result<(), ServiceError> {
+        let min = self.password_policy.min_length;
+        if password.char_count() < min {
+            return Err(ServiceError::WeakPassword(format!(
+                "the password must be at least {min} characters long"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_registration_token(&self, presented: &str) -> Result<(), ServiceError> {
+        use subtle::ConstantTimeEq;
+        // Every configured token is compared, so timing does not reveal which one nearly matched.
+        let valid = self
+            .registration
+            .tokens
+            .iter()
+            .fold(subtle::Choice::from(0), |found, token| {
+                found | token.expose().as_bytes().ct_eq(presented.as_bytes())
+            });
+        if bool::from(valid) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(
+                "invalid registration token".to_owned(),
+            ))
+        }
+    }
+
+    /// Whether `token` is one of the configured registration tokens
+    /// (`GET /register/m.login.registration_token/validity`).
+    ///
+    /// # Errors
+    /// `Forbidden` when registration is not token-gated; `LimitExceeded`.
+    pub fn check_registration_token_validity(
+        &self,
+        token: &str,
+        client: IpAddr,
+    ) -> Result<bool, ServiceError> {
+        self.registration_limiter.check(&format!("ip:{client}"))?;
+        if self.registration.mode != RegistrationMode::Token {
+            return Err(ServiceError::Forbidden(
+                "registration tokens are not in use".to_owned(),
+            ));
+        }
+        Ok(self.check_registration_token(token).is_ok())
+    }
+}
+
+/// Rejects device ids that are empty, too long or hold control characters.
+///
+/// # Errors
+/// [`ServiceError::InvalidParam`].
+pub fn check_device_id(device_id: &DeviceId) -> Result<(), ServiceError> {
+    let id = device_id.as_str();
+    if id.is_empty()
+        || id.chars().count() > MAX_DEVICE_FIELD_CHARS
+        || id.chars().any(char::is_control)
+    {
+        return Err(ServiceError::InvalidParam(format!(
+            "device ids must be 1 to {MAX_DEVICE_FIELD_CHARS} printable characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Rejects device display names over the length limit.
+///
+/// # Errors
+/// [`ServiceError::InvalidParam`].
+pub fn check_display_name(name: Option<&str>) -> Result<(), ServiceError> {
+    if name.is_some_and(|name| name.chars().count() > MAX_DEVICE_FIELD_CHARS) {
+        return Err(ServiceError::InvalidParam(format!(
+            "device display names are limited to {MAX_DEVICE_FIELD_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn random_device_id() -> OwnedDeviceId {
+    let letters = Uniform::from(b'A'..=b'Z');
+    let id: String = rand::thread_rng()
+        .sample_iter(letters)
+        .take(10)
+        .map(char::from)
+        .collect();
+    id.into()
+}
+
+fn random_localpart() -> String {
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let pick = Uniform::from(0..alphabet.len());
+    rand::thread_rng()
+        .sample_iter(pick)
+        .take(12)
+        .map(|i| char::from(alphabet[i]))
+        .collect()
+}

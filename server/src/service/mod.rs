@@ -1,0 +1,67 @@
+//! The domain: what the server does, independent of HTTP and SQL.
+//!
+//! Handlers in [`crate::http`] call these services; services call
+//! [`crate::storage::Storage`]. Services never see axum or sqlx types.
+
+pub mod accounts;
+pub mod devices;
+pub mod password;
+pub mod profile;
+pub mod rate_limit;
+pub mod tokens;
+pub mod uia;
+
+use std::time::Duration;
+
+use crate::storage::StorageError;
+
+pub use uia::UiaChallenge;
+
+/// Why a service refused or failed a request.
+///
+/// Each variant maps to exactly one Matrix error code in `http::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The caller may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The access token is unknown, revoked or belongs to a deleted device.
+    #[error("unknown access token")]
+    UnknownToken,
+    /// The thing asked for does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The requested user id is taken.
+    #[error("user id already taken")]
+    UserInUse,
+    /// The requested user id is not allowed.
+    #[error("invalid username: {0}")]
+    InvalidUsername(String),
+    /// The password does not meet the policy.
+    #[error("weak password: {0}")]
+    WeakPassword(String),
+    /// A required parameter is missing.
+    #[error("missing parameter: {0}")]
+    MissingParam(String),
+    /// A parameter has a value the server does not accept.
+    #[error("invalid parameter: {0}")]
+    InvalidParam(String),
+    /// Guests may not do this.
+    #[error("guest access is not allowed")]
+    GuestAccessForbidden,
+    /// Too many requests; try again after the given time.
+    #[error("rate limited")]
+    LimitExceeded {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// User-interactive authentication must continue.
+    #[error("user-interactive authentication required")]
+    AuthRequired(Box<UiaChallenge>),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A fault inside the server (its detail is logged, never sent).
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,89 @@
+//! Public profiles: display names and avatars.
+
+use std::sync::Arc;
+
+use ruma::{OwnedServerName, UserId};
+
+use super::ServiceError;
+use crate::storage::{Profile, ProfileField, Storage, StorageError};
+
+/// Longest display name accepted, in characters.
+pub const MAX_DISPLAYNAME_CHARS: usize = 256;
+/// Longest avatar URL accepted, in bytes.
+pub const MAX_AVATAR_URL_BYTES: usize = 1024;
+
+/// Profiles of local users.
+#[derive(Debug)]
+pub struct Profiles {
+    storage: Arc<dyn Storage>,
+    server_name: OwnedServerName,
+}
+
+impl Profiles {
+    /// Builds the service.
+    pub fn new(storage: Arc<dyn Storage>, server_name: OwnedServerName) -> Self {
+        Self {
+            storage,
+            server_name,
+        }
+    }
+
+    /// A user's profile.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown user. Remote users are unknown until federation lands.
+    pub async fn get(&self, user_id: &UserId) -> Result<Profile, ServiceError> {
+        if user_id.server_name() != self.server_name {
+            return Err(ServiceError::NotFound(
+                "profile lookup over federation is not supported yet".to_owned(),
+            ));
+        }
+        self.storage
+            .profile(user_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("no such user".to_owned()))
+    }
+
+    /// Sets or clears one field of the caller's own profile.
+    ///
+    /// # Errors
+    /// `Forbidden` for someone else's profile; `InvalidParam` for a bad value.
+    pub async fn set(
+        &self,
+        caller: &UserId,
+        target: &UserId,
+        field: ProfileField,
+        value: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        if caller != target {
+            return Err(ServiceError::Forbidden(
+                "you may only change your own profile".to_owned(),
+            ));
+        }
+        // Clients clear a field by sending an empty string as often as `null`.
+        let value = value.filter(|value| !value.is_empty());
+        match (field, value) {
+            (ProfileField::Displayname, Some(name))
+                if name.chars().count() > MAX_DISPLAYNAME_CHARS =>
+            {
+                return Err(ServiceError::InvalidParam(format!(
+                    "display names are limited to {MAX_DISPLAYNAME_CHARS} characters"
+                )));
+            }
+            (ProfileField::AvatarUrl, Some(url))
+                if !url.starts_with("mxc://") || url.len() > MAX_AVATAR_URL_BYTES =>
+            {
+                return Err(ServiceError::InvalidParam(format!(
+                    "avatar_url must be an mxc:// URI of at most {MAX_AVATAR_URL_BYTES} bytes"
+                )));
+            }
+            _ => {}
+        }
+        match self.storage.set_profile_field(target, field, value).await {
+            Err(StorageError::NotFound(_)) => {
+                Err(ServiceError::NotFound("no such user".to_owned()))
+            }
+            other => Ok(other?),
+        }
+    }
+}

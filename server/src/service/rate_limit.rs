@@ -1,0 +1,110 @@
+//! Token-bucket rate limits, keyed by client address or account.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use crate::config::RateLimit;
+
+use super::ServiceError;
+
+/// Past this many tracked keys, buckets that have refilled are dropped, so a
+/// flood of distinct addresses cannot grow memory without bound.
+const PRUNE_THRESHOLD: usize = 10_000;
+
+/// One limit applied per key.
+#[derive(Debug)]
+pub struct RateLimiter {
+    limit: Option<RateLimit>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl RateLimiter {
+    /// A limiter enforcing `limit`, or one that allows everything when `None`.
+    pub fn new(limit: Option<RateLimit>) -> Self {
+        Self {
+            limit,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one request from `key`'s bucket.
+    ///
+    /// # Errors
+    /// [`ServiceError::LimitExceeded`] with the time until a request is allowed.
+    pub fn check(&self, key: &str) -> Result<(), ServiceError> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let capacity = f64::from(limit.burst);
+        // A poisoned lock only means another request panicked mid-update; the map is still usable.
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if buckets.len() > PRUNE_THRESHOLD {
+            buckets.retain(|_, b| refill(*b, now, limit).tokens < capacity);
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        *bucket = refill(*bucket, now, limit);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - bucket.tokens) / limit.per_second;
+            Err(ServiceError::LimitExceeded {
+                retry_after: Duration::from_secs_f64(wait),
+            })
+        }
+    }
+}
+
+fn refill(bucket: Bucket, now: Instant, limit: RateLimit) -> Bucket {
+    let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+    let tokens = (bucket.tokens + elapsed * limit.per_second).min(f64::from(limit.burst));
+    Bucket {
+        tokens,
+        updated: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refuse_with_a_wait() {
+        let limiter = RateLimiter::new(Some(RateLimit {
+            per_second: 0.5,
+            burst: 2,
+        }));
+        limiter.check("a").unwrap();
+        limiter.check("a").unwrap();
+        let Err(ServiceError::LimitExceeded { retry_after }) = limiter.check("a") else {
+            panic!("third request in the burst must be refused");
+        };
+        assert!(retry_after > Duration::from_millis(1500) && retry_after <= Duration::from_secs(2));
+        // Other keys have their own bucket.
+        limiter.check("b").unwrap();
+    }
+
+    #[test]
+    fn disabled_allows_everything() {
+        let limiter = RateLimiter::new(None);
+        for _ in 0..100 {
+            limiter.check("a").unwrap();
+        }
+    }
+}

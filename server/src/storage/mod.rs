@@ -1,0 +1,247 @@
+//! Persistence: one storage interface, two backends.
+//!
+//! [`Storage`] names what the domain needs; [`sql`] implements it once for
+//! SQLite (the embedded default) and PostgreSQL. Each backend has its own
+//! versioned migrations under `server/migrations/<backend>/`, run at start-up.
+
+mod sql;
+
+use async_trait::async_trait;
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+
+use crate::config::DatabaseLocation;
+
+pub use sql::{PostgresStorage, SqliteStorage};
+
+/// Milliseconds since the Unix epoch, as Matrix timestamps are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Millis(pub i64);
+
+impl Millis {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// The SHA-256 of an access token: what is stored and looked up, never the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash([redacted])")
+    }
+}
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// Its full user id.
+    pub user_id: OwnedUserId,
+    /// The argon2 PHC string of its password.
+    pub password_hash: String,
+    /// Whether the account administers the server.
+    pub is_admin: bool,
+    /// When it was created.
+    pub created: Millis,
+}
+
+/// A stored account.
+#[derive(Clone)]
+pub struct Account {
+    /// Its full user id.
+    pub user_id: OwnedUserId,
+    /// The argon2 PHC string of its password.
+    pub password_hash: String,
+    /// Whether the account administers the server.
+    pub is_admin: bool,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("user_id", &self.user_id)
+            .field("is_admin", &self.is_admin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user's device as the devices API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The device id, unique per user.
+    pub device_id: OwnedDeviceId,
+    /// A name the user chose.
+    pub display_name: Option<String>,
+}
+
+/// Who an access token acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The account.
+    pub user_id: OwnedUserId,
+    /// The device the token belongs to.
+    pub device_id: OwnedDeviceId,
+}
+
+/// A live access token as stored.
+#[derive(Debug, Clone)]
+pub struct StoredToken {
+    /// The stored hash, for the final constant-time comparison.
+    pub hash: TokenHash,
+    /// Who it acts for.
+    pub session: Session,
+}
+
+/// A user's public profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// Display name.
+    pub displayname: Option<String>,
+    /// `mxc://` URI of the avatar.
+    pub avatar_url: Option<String>,
+}
+
+/// Which profile field a write changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileField {
+    /// `displayname`.
+    Displayname,
+    /// `avatar_url`.
+    AvatarUrl,
+}
+
+/// A storage failure. `NotFound` and `Conflict` are outcomes callers act on;
+/// `Backend` is a fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The row the write targets does not exist.
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    /// A uniqueness constraint refused the write.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Backend(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The data directory could not be created.
+    #[error("cannot create data directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored value no longer parses as its type: the database was edited by hand or is corrupt.
+    #[error("corrupt row in {table}: {reason}")]
+    Corrupt {
+        /// The table holding the row.
+        table: &'static str,
+        /// What failed to parse.
+        reason: String,
+    },
+}
+
+/// Everything the server persists.
+///
+/// Methods are named for the domain; each logical write is one transaction.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Creates an account.
+    ///
+    /// # Errors
+    /// [`StorageError::Conflict`] when the user id is taken.
+    async fn create_account(&self, account: &NewAccount) -> Result<(), StorageError>;
+
+    /// The account with this id, if any.
+    async fn account(&self, user_id: &UserId) -> Result<Option<Account>, StorageError>;
+
+    /// Replaces an account's password hash.
+    async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> Result<(), StorageError>;
+
+    /// Gives `device_id` a new access token, creating the device (named
+    /// `display_name`) if it does not exist, and revoking the device's older
+    /// tokens if it does.
+    async fn open_session(
+        &self,
+        session: &Session,
+        display_name: Option<&str>,
+        token: &TokenHash,
+        now: Millis,
+    ) -> Result<(), StorageError>;
+
+    /// The live token with this hash and who it acts for.
+    async fn session_for_token(
+        &self,
+        token: &TokenHash,
+    ) -> Result<Option<StoredToken>, StorageError>;
+
+    /// Every device of a user.
+    async fn devices(&self, user_id: &UserId) -> Result<Vec<Device>, StorageError>;
+
+    /// One device of a user.
+    async fn device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> Result<Option<Device>, StorageError>;
+
+    /// Renames a device.
+    ///
+    /// # Errors
+    /// [`StorageError::NotFound`] when the user has no such device.
+    async fn rename_device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        display_name: Option<&str>,
+    ) -> Result<(), StorageError>;
+
+    /// Deletes devices and every token they hold. Unknown ids are ignored.
+    async fn delete_devices(
+        &self,
+        user_id: &UserId,
+        device_ids: &[OwnedDeviceId],
+    ) -> Result<(), StorageError>;
+
+    /// Deletes all of a user's devices and tokens but `keep`.
+    async fn delete_devices_except(
+        &self,
+        user_id: &UserId,
+        keep: Option<&DeviceId>,
+    ) -> Result<(), StorageError>;
+
+    /// A user's profile, or `None` when there is no such account.
+    async fn profile(&self, user_id: &UserId) -> Result<Option<Profile>, StorageError>;
+
+    /// Sets or clears one profile field.
+    ///
+    /// # Errors
+    /// [`StorageError::NotFound`] when there is no such account.
+    async fn set_profile_field(
+        &self,
+        user_id: &UserId,
+        field: ProfileField,
+        value: Option<&str>,
+    ) -> Result<(), StorageError>;
+
+    /// Waits for in-flight work and closes the database (SQLite checkpoints its log).
+    async fn close(&self);
+}
+
+/// Opens the configured database, creating it if needed, and applies migrations.
+///
+/// # Errors
+/// When the database cannot be reached or created, or a migration fails.
+pub async fn open(
+    location: &DatabaseLocation,
+) -> Result<std::sync::Arc<dyn Storage>, StorageError> {
+    Ok(match location {
+        DatabaseLocation::Sqlite(path) => std::sync::Arc::new(SqliteStorage::open(path).await?),
+        DatabaseLocation::Postgres(url) => {
+            std::sync::Arc::new(PostgresStorage::open(url.expose()).await?)
+        }
+    })
+}
