@@ -1,1 +1,99 @@
-//! placeholder
+//! Myelin's pure cryptographic building blocks.
+//!
+//! Everything here is a deterministic function or type: no I/O, no async, no
+//! clock, no logging. The only entropy is in [`SigningKey::generate`]. Each
+//! algorithm is tested against published vectors (the Matrix spec
+//! appendix, ruma's and gomatrixserverlib's tests, and events signed by
+//! Synapse), with their sources cited next to the tests.
+//!
+//! For what the spec defines to the letter, this crate is a thin typed layer
+//! over ruma (`ruma::canonical_json`, `ruma::signatures` and its room version
+//! rules): Myelin's own code decides *which* function to call, with typed
+//! identifiers and error enums that name what went wrong without echoing
+//! keys or content.
+//!
+//! # Layout
+//!
+//! - [`json`]: canonical JSON, parsing and printing ([`parse_canonical_object`],
+//!   [`to_canonical_string`], [`canonicalize`]).
+//! - [`keys`]: the server's ed25519 [`SigningKey`] (seed in, seed out,
+//!   `ed25519:<version>` key id, redacted `Debug`).
+//! - [`signing`]: signing and verifying arbitrary JSON ([`sign_json`],
+//!   [`verify_json`]).
+//! - [`event`]: PDU content hashes, signatures, verification, reference
+//!   hashes, event ids and room version 12 room ids.
+//!
+//! # Example
+//!
+//! An origin server finishes a PDU it built, derives its id, and a receiver
+//! verifies it:
+//!
+//! ```
+//! use myelin_crypto::{
+//!     PublicKeyMap, SigningKey, Verified, event_id, hash_and_sign_event,
+//!     parse_canonical_object, to_canonical_string, verify_event,
+//! };
+//! use ruma::{RoomVersionId, server_name};
+//!
+//! let key = SigningKey::from_seed_base64("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1", "1")?;
+//! let mut pdu = parse_canonical_object(
+//!     r#"{
+//!         "room_id": "!r:example.org", "sender": "@alice:example.org",
+//!         "type": "m.room.message", "content": {"body": "hi", "msgtype": "m.text"},
+//!         "prev_events": [], "auth_events": [], "depth": 2,
+//!         "origin_server_ts": 1000000
+//!     }"#,
+//! )?;
+//!
+//! let origin = server_name!("example.org");
+//! hash_and_sign_event(origin, &key, &RoomVersionId::V11, &mut pdu)?;
+//! let id = event_id(&RoomVersionId::V11, &pdu)?;
+//! assert!(id.as_str().starts_with('$'));
+//! let wire_bytes = to_canonical_string(&pdu); // store and serve these
+//!
+//! // The receiver knows example.org's public keys by key id.
+//! let mut public_keys = PublicKeyMap::new();
+//! public_keys
+//!     .entry(origin.to_string())
+//!     .or_default()
+//!     .insert(key.key_id().to_string(), key.public_key());
+//! let received = parse_canonical_object(&wire_bytes)?;
+//! assert_eq!(verify_event(&public_keys, &RoomVersionId::V11, &received)?, Verified::All);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Not supported yet
+//!
+//! - Olm/Megolm, SAS, key backup, secret storage and attachment encryption
+//!   (see ARCHITECTURE.md); this crate so far covers event signing only.
+//! - Room versions 1 and 2 have no hashed event ids ([`event_id`] refuses
+//!   them), and room versions before 6 did not enforce canonical JSON, so
+//!   hashes of their historical events may not be reproducible.
+//! - Key validity (`valid_until_ts`) is not checked: the caller chooses which
+//!   keys to pass to [`verify_event`].
+//! - The redaction algorithm itself is not wrapped yet (ruma's
+//!   `ruma::canonical_json::redact` applies it; signing and hashing use it
+//!   internally).
+//! - Only ed25519 signing keys.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod base64;
+pub mod event;
+pub mod json;
+pub mod keys;
+pub mod signing;
+#[cfg(test)]
+mod testing;
+
+pub use self::{
+    event::{
+        EventError, Verified, content_hash, event_id, hash_and_sign_event, reference_hash,
+        room_id_from_create_event, sign_event, verify_event,
+    },
+    json::{JsonError, canonicalize, parse_canonical_object, to_canonical_string},
+    keys::{KeyError, SigningKey},
+    signing::{PublicKeyMap, PublicKeySet, SignatureError, sign_json, verify_json},
+};
