@@ -21,7 +21,7 @@ set -euo pipefail
 synapse_version=1.163.2
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$here/lib.sh"
 
 cache=${MYELIN_SYNAPSE_CACHE:-$HOME/.cache/myelin-synapse}
