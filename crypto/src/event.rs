@@ -239,4 +239,4 @@ fn rules(room_version: &RoomVersionId) -> Result<RoomVersionRules, EventError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

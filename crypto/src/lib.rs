@@ -22,6 +22,8 @@
 //!   [`verify_json`]).
 //! - [`event`]: PDU content hashes, signatures, verification, reference
 //!   hashes, event ids and room version 12 room ids.
+//! - [`pdu`]: building a new PDU ([`NewPdu`] in, [`SignedPdu`] out: signed
+//!   canonical JSON and event id, computed once).
 //!
 //! # Example
 //!
@@ -84,6 +86,7 @@ mod base64;
 pub mod event;
 pub mod json;
 pub mod keys;
+pub mod pdu;
 pub mod signing;
 #[cfg(test)]
 mod testing;
@@ -95,5 +98,6 @@ pub use self::{
     },
     json::{JsonError, canonicalize, parse_canonical_object, to_canonical_string},
     keys::{KeyError, SigningKey},
+    pdu::{NewPdu, SignedPdu, build_pdu},
     signing::{PublicKeyMap, PublicKeySet, SignatureError, sign_json, verify_json},
 };

@@ -169,14 +169,14 @@ fn gomatrixserverlib_event_id_vectors() {
 // --- Synapse: room versions 10, 11 and 12 ---
 
 /// One event hashed, signed and given its id by Synapse.
-struct Vector {
-    room_version: RoomVersionId,
+pub(crate) struct Vector {
+    pub(crate) room_version: RoomVersionId,
     /// The event as built, before hashing and signing.
-    input: &'static str,
+    pub(crate) input: &'static str,
     /// Synapse's hashed and signed event, as canonical JSON.
-    signed: &'static str,
+    pub(crate) signed: &'static str,
     /// Synapse's event id for it.
-    event_id: &'static str,
+    pub(crate) event_id: &'static str,
 }
 
 /// Source: generated with matrix-synapse 1.163.2 (PyPI; synapse/crypto/event_signing.py
@@ -186,7 +186,7 @@ struct Vector {
 /// citing it. The messages carry a top-level `origin`, which version 10
 /// protects and versions 11 and 12 redact, and version 12's create event has
 /// no `room_id`: its id is the room id.
-const SYNAPSE_VECTORS: &[Vector] = &[
+pub(crate) const SYNAPSE_VECTORS: &[Vector] = &[
     Vector {
         room_version: RoomVersionId::V10,
         input: r#"{"auth_events":[],"prev_events":[],"type":"m.room.create","state_key":"","sender":"@a:domain","content":{"room_version":"10","creator":"@a:domain"},"depth":1,"origin_server_ts":1000000,"unsigned":{"age_ts":1000000},"room_id":"!r:domain"}"#,
