@@ -1,6 +1,10 @@
 //! The `myelin-server` binary: configuration in, server out.
 
-use std::{io::BufRead, net::SocketAddr, path::PathBuf};
+use std::{
+    io::{BufRead, IsTerminal},
+    net::SocketAddr,
+    path::PathBuf,
+};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};

@@ -40,9 +40,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 /// # Errors
 /// `M_NOT_JSON` or `M_BAD_JSON`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, MatrixError> {
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => MatrixError::bad_json(e.to_string()),
-        _ => MatrixError::not_json(format!("body is not valid JSON: {e}")),
+    serde_json::from_slice(bytes).map_err(|e| {
+        // A shape error can be reported before a syntax error further on; only
+        // text that is valid JSON throughout is `M_BAD_JSON`. The second pass
+        // runs on failures only.
+        let is_valid_json = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+        if e.classify() == serde_json::error::Category::Data && is_valid_json {
+            MatrixError::bad_json(e.to_string())
+        } else {
+            MatrixError::not_json("body is not valid JSON")
+        }
     })
 }
 

@@ -1,0 +1,116 @@
+//! Profiles.
+
+use myelin_tests::{Backend, TestServer, assert_error, backend_tests};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+backend_tests!(set_and_get_profile, profile_writes_are_checked);
+
+async fn set_and_get_profile(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let profile = server.v3("/profile/@alice:localhost");
+    let (status, empty) = server.request(Method::GET, &profile, None, None).await;
+    assert_eq!((status, empty), (StatusCode::OK, json!({})));
+
+    let name_url = format!("{profile}/displayname");
+    let avatar_url = format!("{profile}/avatar_url");
+    let put = |url: String, body| server.request(Method::PUT, url, Some(&alice.token), Some(body));
+    assert_eq!(
+        put(name_url.clone(), json!({ "displayname": "Alice" }))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        put(
+            avatar_url.clone(),
+            json!({ "avatar_url": "mxc://localhost/abc" })
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (_, full) = server.request(Method::GET, &profile, None, None).await;
+    assert_eq!(
+        full,
+        json!({ "displayname": "Alice", "avatar_url": "mxc://localhost/abc" })
+    );
+    let (_, name) = server.request(Method::GET, &name_url, None, None).await;
+    assert_eq!(name, json!({ "displayname": "Alice" }));
+    let (_, avatar) = server.request(Method::GET, &avatar_url, None, None).await;
+    assert_eq!(avatar, json!({ "avatar_url": "mxc://localhost/abc" }));
+
+    // null and "" both clear a field.
+    assert_eq!(
+        put(name_url.clone(), json!({ "displayname": null }))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        put(avatar_url.clone(), json!({ "avatar_url": "" })).await.0,
+        StatusCode::OK
+    );
+    let (_, cleared) = server.request(Method::GET, &profile, None, None).await;
+    assert_eq!(cleared, json!({}));
+}
+
+async fn profile_writes_are_checked(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    server.register("bob").await;
+    let bob_name = server.v3("/profile/@bob:localhost/displayname");
+    let answer = server
+        .request(
+            Method::PUT,
+            &bob_name,
+            Some(&alice.token),
+            Some(json!({ "displayname": "Bobby" })),
+        )
+        .await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let answer = server
+        .request(
+            Method::PUT,
+            &bob_name,
+            None,
+            Some(json!({ "displayname": "Bobby" })),
+        )
+        .await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
+
+    let own = server.v3("/profile/@alice:localhost");
+    let answer = server
+        .request(
+            Method::PUT,
+            &format!("{own}/avatar_url"),
+            Some(&alice.token),
+            Some(json!({ "avatar_url": "javascript:alert(1)" })),
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    let answer = server
+        .request(
+            Method::PUT,
+            &format!("{own}/displayname"),
+            Some(&alice.token),
+            Some(json!({ "displayname": "x".repeat(257) })),
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+
+    let unknown = server
+        .request(
+            Method::GET,
+            server.v3("/profile/@nobody:localhost"),
+            None,
+            None,
+        )
+        .await;
+    assert_error(&unknown, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let malformed = server
+        .request(Method::GET, server.v3("/profile/not-a-user-id"), None, None)
+        .await;
+    assert_error(&malformed, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+}
