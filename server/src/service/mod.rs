@@ -8,6 +8,7 @@ pub mod devices;
 pub mod password;
 pub mod profile;
 pub mod rate_limit;
+pub mod rooms;
 pub mod tokens;
 pub mod uia;
 

@@ -1,0 +1,19 @@
+//! Rooms: the event model, the authorization rules and state resolution.
+//!
+//! This module tree is pure: no storage, no I/O, no clock. Callers hand in
+//! events and lookups (closures over whatever store or cache they keep) and
+//! get typed answers back.
+//!
+//! - [`version`]: the supported room versions (10, 11, 12) and ruma's rules
+//!   for each.
+//! - [`pdu`]: [`pdu::Pdu`], one event of a room's DAG parsed from its
+//!   canonical JSON, kept with exactly those bytes.
+//!
+//! Signatures and content hashes are checked by `myelin_crypto`, not here:
+//! callers verify received PDUs before they reach the authorization rules.
+
+pub mod pdu;
+pub mod version;
+
+#[cfg(test)]
+mod testing;

@@ -1,0 +1,467 @@
+use myelin_crypto::{room_id_from_create_event, to_canonical_string};
+use ruma::{
+    CanonicalJsonValue, OwnedEventId, RoomVersionId, UInt, events::StateEventType, room_id,
+    state_res::Event,
+};
+use serde_json::json;
+
+use super::*;
+use crate::service::rooms::testing::{
+    self, assert_matches, create_event, legacy_room_id, new_pdu, user,
+};
+
+/// Runs `$body` once per supported room version, with `$version` bound.
+macro_rules! for_each_version {
+    (|$version:ident| $body:block) => {
+        for $version in RoomVersion::ALL {
+            $body
+        }
+    };
+}
+
+fn message(version: RoomVersion, create: &Pdu) -> myelin_crypto::SignedPdu {
+    let mut new = new_pdu(
+        Some(create.room_id().to_owned()),
+        &user("alice"),
+        "m.room.message",
+        None,
+        json!({ "msgtype": "m.text", "body": "secret words" }),
+    );
+    new.prev_events = vec![create.event_id().to_owned()];
+    if !version.is_room_id_derived_from_create_event() {
+        new.auth_events = vec![create.event_id().to_owned()];
+    }
+    new.depth = UInt::from(2_u32);
+    new.origin_server_ts = ruma::MilliSecondsSinceUnixEpoch(UInt::from(1_234_u32));
+    testing::sign(version, new)
+}
+
+fn object_of(signed: &myelin_crypto::SignedPdu) -> CanonicalJsonObject {
+    signed.pdu().clone()
+}
+
+#[test]
+fn parsed_pdu_keeps_the_signed_bytes_and_id_of_a_built_pdu() {
+    for_each_version!(|version| {
+        let create = create_event(version, &user("alice"));
+        let signed = message(version, &create);
+        let from_signed = Pdu::from_signed(version, signed.clone()).unwrap();
+        let parsed = Pdu::from_json(version, signed.canonical_json()).unwrap();
+
+        for pdu in [&from_signed, &parsed] {
+            assert_eq!(pdu.event_id(), signed.event_id());
+            assert_eq!(pdu.canonical_json(), signed.canonical_json());
+            assert_eq!(pdu.as_object(), signed.pdu());
+            assert_eq!(pdu.room_id(), create.room_id());
+            assert_eq!(pdu.sender(), "@alice:a.test");
+            assert_eq!(pdu.kind(), &TimelineEventType::RoomMessage);
+            assert_eq!(pdu.state_key(), None);
+            assert!(!pdu.is_state());
+            assert_eq!(
+                pdu.content().get(),
+                r#"{"body":"secret words","msgtype":"m.text"}"#
+            );
+            assert_eq!(pdu.prev_events(), [create.event_id().to_owned()]);
+            assert_eq!(pdu.depth(), UInt::from(2_u32));
+            assert_eq!(pdu.origin_server_ts().get(), UInt::from(1_234_u32));
+            assert_eq!(pdu.redacts(), None);
+            assert_eq!(pdu.room_version(), version);
+        }
+    });
+}
+
+#[test]
+fn non_canonical_input_is_stored_in_canonical_form() {
+    let version = RoomVersion::V11;
+    let create = create_event(version, &user("alice"));
+    let signed = message(version, &create);
+    let pretty = serde_json::to_string_pretty(signed.pdu()).unwrap();
+    assert_ne!(pretty, signed.canonical_json());
+
+    let pdu = Pdu::from_json(version, &pretty).unwrap();
+    assert_eq!(pdu.canonical_json(), signed.canonical_json());
+    assert_eq!(pdu.event_id(), signed.event_id());
+}
+
+#[test]
+fn tampered_header_yields_a_different_event_id() {
+    for_each_version!(|version| {
+        let create = create_event(version, &user("alice"));
+        let signed = message(version, &create);
+        let mut object = object_of(&signed);
+        object.insert(
+            "depth".to_owned(),
+            CanonicalJsonValue::Integer(99_u32.into()),
+        );
+
+        let pdu = Pdu::from_object(version, object).unwrap();
+        assert_ne!(pdu.event_id(), signed.event_id());
+    });
+}
+
+/// The reference hash covers the *redacted* event and the content hash, not
+/// the content itself: a PDU with forged content keeps its id, and only
+/// `myelin_crypto::verify_event` (the caller's job, before auth) notices.
+#[test]
+fn tampered_content_keeps_the_event_id_so_callers_must_verify_the_content_hash() {
+    for_each_version!(|version| {
+        let create = create_event(version, &user("alice"));
+        let signed = message(version, &create);
+        let mut object = object_of(&signed);
+        let Some(CanonicalJsonValue::Object(content)) = object.get_mut("content") else {
+            panic!("content is an object");
+        };
+        content.insert(
+            "body".to_owned(),
+            CanonicalJsonValue::String("forged".to_owned()),
+        );
+
+        let pdu = Pdu::from_object(version, object).unwrap();
+        assert_eq!(pdu.event_id(), signed.event_id());
+
+        let key = testing::key();
+        let mut public_keys = myelin_crypto::PublicKeyMap::new();
+        public_keys
+            .entry("a.test".to_owned())
+            .or_default()
+            .insert(key.key_id().to_string(), key.public_key());
+        let verified =
+            myelin_crypto::verify_event(&public_keys, &version.id(), pdu.as_object()).unwrap();
+        assert_eq!(verified, myelin_crypto::Verified::SignaturesOnly);
+    });
+}
+
+#[test]
+fn embedded_event_id_must_be_the_reference_hash() {
+    let version = RoomVersion::V11;
+    let create = create_event(version, &user("alice"));
+    let signed = message(version, &create);
+
+    let mut wrong = object_of(&signed);
+    wrong.insert(
+        "event_id".to_owned(),
+        CanonicalJsonValue::String("$forged".to_owned()),
+    );
+    assert_matches!(
+        Pdu::from_object(version, wrong),
+        Err(PduError::EventIdMismatch { claimed, .. }) if claimed == "$forged"
+    );
+}
+
+#[test]
+fn state_event_exposes_its_state_map_key() {
+    for_each_version!(|version| {
+        let create = create_event(version, &user("alice"));
+        assert!(create.is_state());
+        assert_eq!(create.state_key(), Some(""));
+        assert_eq!(
+            create.state_map_key(),
+            Some((StateEventType::RoomCreate, String::new()))
+        );
+    });
+}
+
+#[test]
+fn each_required_field_is_required() {
+    for_each_version!(|version| {
+        let create = create_event(version, &user("alice"));
+        let signed = message(version, &create);
+        for field in [
+            "type",
+            "sender",
+            "room_id",
+            "content",
+            "prev_events",
+            "auth_events",
+            "depth",
+            "origin_server_ts",
+            "hashes",
+            "signatures",
+        ] {
+            let mut object = object_of(&signed);
+            object.remove(field);
+            assert_matches!(
+                Pdu::from_object(version, object),
+                Err(PduError::MissingField { field: missing }) if missing == field,
+                "removing `{field}` in version {version}"
+            );
+        }
+    });
+}
+
+#[test]
+fn fields_of_the_wrong_type_are_refused() {
+    let version = RoomVersion::V11;
+    let create = create_event(version, &user("alice"));
+    let signed = message(version, &create);
+    let cases = [
+        ("type", CanonicalJsonValue::Integer(1_u32.into())),
+        (
+            "sender",
+            CanonicalJsonValue::String("not a user id".to_owned()),
+        ),
+        ("room_id", CanonicalJsonValue::String("no sigil".to_owned())),
+        ("state_key", CanonicalJsonValue::Bool(true)),
+        ("content", CanonicalJsonValue::String("text".to_owned())),
+        ("prev_events", CanonicalJsonValue::String("$a".to_owned())),
+        (
+            "auth_events",
+            CanonicalJsonValue::Array(vec![CanonicalJsonValue::Integer(1_u32.into())]),
+        ),
+        ("depth", CanonicalJsonValue::Integer((-1_i32).into())),
+        (
+            "origin_server_ts",
+            CanonicalJsonValue::String("now".to_owned()),
+        ),
+        ("hashes", CanonicalJsonValue::Array(vec![])),
+        ("signatures", CanonicalJsonValue::Null),
+    ];
+    for (field, value) in cases {
+        let mut object = object_of(&signed);
+        object.insert(field.to_owned(), value);
+        assert_matches!(
+            Pdu::from_object(version, object),
+            Err(PduError::InvalidField { field: bad, .. }) if bad == field,
+            "bad `{field}`"
+        );
+    }
+}
+
+#[test]
+fn identifiers_longer_than_255_bytes_are_refused() {
+    let version = RoomVersion::V11;
+    let create = create_event(version, &user("alice"));
+    let mut new = new_pdu(
+        Some(create.room_id().to_owned()),
+        &user("alice"),
+        "m.room.member",
+        Some(&format!("@{}:a.test", "x".repeat(250))),
+        json!({ "membership": "join" }),
+    );
+    new.auth_events = vec![create.event_id().to_owned()];
+    let signed = testing::sign(version, new);
+    assert_matches!(
+        Pdu::from_json(version, signed.canonical_json()),
+        Err(PduError::InvalidField {
+            field: "state_key",
+            ..
+        })
+    );
+}
+
+#[test]
+fn more_than_20_prev_events_or_10_auth_events_are_refused() {
+    let version = RoomVersion::V11;
+    let create = create_event(version, &user("alice"));
+    let many: Vec<OwnedEventId> = (0..21)
+        .map(|i| OwnedEventId::try_from(format!("$event{i}")).unwrap())
+        .collect();
+
+    let mut new = new_pdu(
+        Some(legacy_room_id()),
+        &user("alice"),
+        "m.room.message",
+        None,
+        json!({}),
+    );
+    new.prev_events = many.clone();
+    new.auth_events = vec![create.event_id().to_owned()];
+    let signed = testing::sign(version, new);
+    assert_matches!(
+        Pdu::from_json(version, signed.canonical_json()),
+        Err(PduError::InvalidField {
+            field: "prev_events",
+            ..
+        })
+    );
+
+    let mut new = new_pdu(
+        Some(legacy_room_id()),
+        &user("alice"),
+        "m.room.message",
+        None,
+        json!({}),
+    );
+    new.auth_events = many[..11].to_vec();
+    let signed = testing::sign(version, new);
+    assert_matches!(
+        Pdu::from_json(version, signed.canonical_json()),
+        Err(PduError::InvalidField {
+            field: "auth_events",
+            ..
+        })
+    );
+
+    // The limits themselves are allowed.
+    let mut new = new_pdu(
+        Some(legacy_room_id()),
+        &user("alice"),
+        "m.room.message",
+        None,
+        json!({}),
+    );
+    new.prev_events = many[..20].to_vec();
+    new.auth_events = many[..10].to_vec();
+    let signed = testing::sign(version, new);
+    Pdu::from_json(version, signed.canonical_json()).unwrap();
+}
+
+#[test]
+fn pdu_of_exactly_the_size_limit_is_accepted_and_one_byte_more_refused() {
+    let version = RoomVersion::V11;
+    let build = |padding: usize| {
+        let new = new_pdu(
+            Some(legacy_room_id()),
+            &user("alice"),
+            "m.room.message",
+            None,
+            json!({ "body": "x".repeat(padding) }),
+        );
+        testing::sign(version, new)
+    };
+    // Signature and hash have fixed lengths, so size grows with the padding.
+    let probe = build(1000).canonical_json().len();
+    let at_limit = build(1000 + MAX_PDU_BYTES - probe);
+    assert_eq!(at_limit.canonical_json().len(), MAX_PDU_BYTES);
+    Pdu::from_json(version, at_limit.canonical_json()).unwrap();
+
+    // ruma cannot hash a larger event, so grow the stored text by hand.
+    let mut object = object_of(&at_limit);
+    object.insert(
+        "unsigned".to_owned(),
+        CanonicalJsonValue::Object(Default::default()),
+    );
+    let too_big = to_canonical_string(&object);
+    assert!(too_big.len() > MAX_PDU_BYTES);
+    assert_matches!(
+        Pdu::from_json(version, &too_big),
+        Err(PduError::TooLarge { size }) if size == too_big.len()
+    );
+}
+
+#[test]
+fn version_12_create_event_has_no_room_id_field_but_a_derived_room_id() {
+    let create = create_event(RoomVersion::V12, &user("alice"));
+    let derived = room_id_from_create_event(&RoomVersionId::V12, create.as_object()).unwrap();
+    assert_eq!(create.room_id(), derived);
+    assert_eq!(Event::room_id(&create), None);
+    assert_eq!(
+        create.room_id().as_str()[1..],
+        create.event_id().as_str()[1..]
+    );
+
+    // Versions 10 and 11 write the room id in the create event.
+    for version in [RoomVersion::V10, RoomVersion::V11] {
+        let create = create_event(version, &user("alice"));
+        assert_eq!(Event::room_id(&create), Some(room_id!("!room:a.test")));
+    }
+}
+
+#[test]
+fn version_12_create_event_with_a_room_id_is_refused() {
+    let create = create_event(RoomVersion::V12, &user("alice"));
+    let mut object = create.as_object().clone();
+    object.insert(
+        "room_id".to_owned(),
+        CanonicalJsonValue::String("!room:a.test".to_owned()),
+    );
+    assert_matches!(
+        Pdu::from_object(RoomVersion::V12, object),
+        Err(PduError::InvalidField {
+            field: "room_id",
+            ..
+        })
+    );
+}
+
+#[test]
+fn version_12_event_citing_the_create_event_is_refused() {
+    let create = create_event(RoomVersion::V12, &user("alice"));
+    let mut new = new_pdu(
+        Some(create.room_id().to_owned()),
+        &user("alice"),
+        "m.room.message",
+        None,
+        json!({}),
+    );
+    new.auth_events = vec![create.event_id().to_owned()];
+    let signed = testing::sign(RoomVersion::V12, new);
+    assert_matches!(
+        Pdu::from_json(RoomVersion::V12, signed.canonical_json()),
+        Err(PduError::InvalidField {
+            field: "auth_events",
+            ..
+        })
+    );
+}
+
+#[test]
+fn redacts_is_read_from_the_top_level_before_v11_and_from_content_after() {
+    let target = OwnedEventId::try_from("$target").unwrap();
+    for_each_version!(|version| {
+        let create = create_event(version, &user("alice"));
+        let mut new = new_pdu(
+            Some(create.room_id().to_owned()),
+            &user("alice"),
+            "m.room.redaction",
+            None,
+            json!({}),
+        );
+        new.redacts = Some(target.clone());
+        let signed = testing::sign(version, new);
+        let in_content = signed
+            .pdu()
+            .get("content")
+            .and_then(|content| match content {
+                CanonicalJsonValue::Object(content) => content.get("redacts"),
+                _ => None,
+            })
+            .is_some();
+        assert_eq!(in_content, version != RoomVersion::V10);
+
+        let pdu = Pdu::from_json(version, signed.canonical_json()).unwrap();
+        assert_eq!(pdu.redacts(), Some(&*target));
+        assert_eq!(Event::redacts(&pdu), Some(&target));
+    });
+}
+
+#[test]
+fn state_res_event_trait_reads_the_same_fields() {
+    for_each_version!(|version| {
+        let create = create_event(version, &user("alice"));
+        let pdu = Pdu::from_signed(version, message(version, &create)).unwrap();
+        assert_eq!(Event::event_id(&pdu).as_str(), pdu.event_id().as_str());
+        assert_eq!(Event::room_id(&pdu), Some(pdu.room_id()));
+        assert_eq!(Event::sender(&pdu), pdu.sender());
+        assert_eq!(Event::event_type(&pdu), pdu.kind());
+        assert_eq!(Event::content(&pdu).get(), pdu.content().get());
+        assert_eq!(Event::state_key(&pdu), None);
+        assert_eq!(
+            Event::prev_events(&pdu).collect::<Vec<_>>(),
+            pdu.prev_events().iter().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            Event::auth_events(&pdu).collect::<Vec<_>>(),
+            pdu.auth_events().iter().collect::<Vec<_>>()
+        );
+        assert_eq!(Event::origin_server_ts(&pdu), pdu.origin_server_ts());
+        assert!(!Event::rejected(&pdu));
+    });
+}
+
+#[test]
+fn debug_output_names_ids_but_not_content() {
+    let version = RoomVersion::V11;
+    let create = create_event(version, &user("alice"));
+    let pdu = Pdu::from_signed(version, message(version, &create)).unwrap();
+    let debug = format!("{pdu:?}");
+    assert!(debug.contains(pdu.event_id().as_str()));
+    assert!(!debug.contains("secret words"));
+}
+
+#[test]
+fn clones_share_one_allocation() {
+    let pdu = create_event(RoomVersion::V11, &user("alice"));
+    let clone = pdu.clone();
+    assert!(Arc::ptr_eq(&pdu.0, &clone.0));
+}
