@@ -8,10 +8,13 @@
 //!   for each.
 //! - [`pdu`]: [`pdu::Pdu`], one event of a room's DAG parsed from its
 //!   canonical JSON, kept with exactly those bytes.
+//! - [`auth`]: the authorization rules (ruma's), which events a new event
+//!   must cite, and errors that name the failed rule.
 //!
 //! Signatures and content hashes are checked by `myelin_crypto`, not here:
 //! callers verify received PDUs before they reach the authorization rules.
 
+pub mod auth;
 pub mod pdu;
 pub mod version;
 

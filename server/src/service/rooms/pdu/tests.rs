@@ -7,17 +7,8 @@ use serde_json::json;
 
 use super::*;
 use crate::service::rooms::testing::{
-    self, assert_matches, create_event, legacy_room_id, new_pdu, user,
+    self, assert_matches, create_event, for_each_version, legacy_room_id, new_pdu, user,
 };
-
-/// Runs `$body` once per supported room version, with `$version` bound.
-macro_rules! for_each_version {
-    (|$version:ident| $body:block) => {
-        for $version in RoomVersion::ALL {
-            $body
-        }
-    };
-}
 
 fn message(version: RoomVersion, create: &Pdu) -> myelin_crypto::SignedPdu {
     let mut new = new_pdu(
