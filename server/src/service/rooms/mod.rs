@@ -10,12 +10,15 @@
 //!   canonical JSON, kept with exactly those bytes.
 //! - [`auth`]: the authorization rules (ruma's), which events a new event
 //!   must cite, and errors that name the failed rule.
+//! - [`resolve`]: state resolution (v2, and v2.1 from room version 12) when
+//!   the DAG forks.
 //!
 //! Signatures and content hashes are checked by `myelin_crypto`, not here:
 //! callers verify received PDUs before they reach the authorization rules.
 
 pub mod auth;
 pub mod pdu;
+pub mod resolve;
 pub mod version;
 
 #[cfg(test)]

@@ -305,6 +305,12 @@ impl TestRoom {
         )
     }
 
+    /// Moves this room's clock forward, so that its next events are later
+    /// than another fork's.
+    pub(crate) fn advance_clock(&mut self, millis: u64) {
+        self.clock += millis;
+    }
+
     /// The event in the current state at `(kind, state_key)`.
     pub(crate) fn state_event(&self, kind: &StateEventType, state_key: &str) -> Option<Pdu> {
         let id = self.state.get(&(kind.clone(), state_key.to_owned()))?;
