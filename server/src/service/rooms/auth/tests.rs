@@ -254,6 +254,70 @@ fn joined_or_banned_users_cannot_be_invited() {
     });
 }
 
+/// An invite through a third party (an identity server): allowed only if
+/// `signed` carries a signature by a key the matching
+/// `m.room.third_party_invite` event published, for the invited user, sent
+/// by the same user who sent that event.
+#[test]
+fn third_party_invite_needs_the_invites_key_mxid_and_sender() {
+    use myelin_crypto::{SigningKey, sign_json};
+    use ruma::server_name;
+
+    let identity = SigningKey::from_seed(&[9; 32], "0").unwrap();
+    let impostor = SigningKey::from_seed(&[10; 32], "0").unwrap();
+    let signed_by = |key: &SigningKey, mxid: &str| {
+        let mut signed =
+            crate::service::rooms::testing::content(json!({ "mxid": mxid, "token": "tok" }));
+        sign_json(server_name!("id.test"), key, &mut signed).unwrap();
+        json!({
+            "membership": "invite",
+            "third_party_invite": { "display_name": "d", "signed": signed },
+        })
+    };
+    for_each_version!(|version| {
+        let mut room = TestRoom::standard(version);
+        room.ok(
+            "bob",
+            "m.room.third_party_invite",
+            Some("tok"),
+            json!({
+                "display_name": "d",
+                "key_validity_url": "https://id.test/isvalid",
+                "public_key": serde_json::to_value(identity.public_key()).unwrap(),
+            }),
+        );
+        let invite = member_rule(MembershipState::Invite);
+        let forged = signed_by(&impostor, "@dave:a.test");
+        let error = room
+            .send("bob", "m.room.member", Some("@dave:a.test"), forged)
+            .unwrap_err();
+        assert_eq!(error.rule(), &invite);
+        assert!(error.reason().contains("no signature"), "{error}");
+        let other_user = signed_by(&identity, "@erin:a.test");
+        assert_eq!(
+            rule(room.send("bob", "m.room.member", Some("@dave:a.test"), other_user)),
+            invite
+        );
+        let genuine = signed_by(&identity, "@dave:a.test");
+        assert_eq!(
+            rule(room.send(
+                "charlie",
+                "m.room.member",
+                Some("@dave:a.test"),
+                genuine.clone()
+            )),
+            invite
+        );
+        let accepted = room
+            .send("bob", "m.room.member", Some("@dave:a.test"), genuine)
+            .unwrap();
+        let token_event =
+            room.state[&(StateEventType::RoomThirdPartyInvite, "tok".to_owned())].clone();
+        assert!(accepted.auth_events().contains(&token_event));
+        room.member("dave", "dave", "join").unwrap();
+    });
+}
+
 // ---- m.room.member: leave, kick --------------------------------------------
 
 #[test]

@@ -388,6 +388,95 @@ fn join_rules_survive_the_admins_departure_only_under_v2_1() {
     });
 }
 
+/// MSC4297 "Problem B", the other case v2.1 fixes: both state sets' auth
+/// chains contain the power levels that promoted bob, so v2 leaves that event
+/// out of the full conflicted set, checks bob's later power levels against
+/// the original ones (where he has no power) and resets the room's power
+/// levels. v2.1 adds the conflicted state subgraph (every event on an auth
+/// path between conflicted events) and keeps bob's power levels.
+#[test]
+fn power_levels_are_not_reset_under_v2_1_thanks_to_the_conflicted_subgraph() {
+    for_each_version!(|version| {
+        let admin = if version == RoomVersion::V12 {
+            json!({})
+        } else {
+            json!({ "@alice:a.test": 100 })
+        };
+        let users = |extra: serde_json::Value| {
+            let mut users = admin.clone();
+            for (user, level) in extra.as_object().unwrap() {
+                users[user] = level.clone();
+            }
+            json!({ "users": users })
+        };
+        let mut room = TestRoom::new(version, "alice");
+        let alice_join = room.join("alice");
+        let original = room.ok("alice", "m.room.power_levels", Some(""), users(json!({})));
+        let join_rules = room.ok(
+            "alice",
+            "m.room.join_rules",
+            Some(""),
+            json!({ "join_rule": "public" }),
+        );
+        let bob_join = room.join("bob");
+        let charlie_join = room.join("charlie");
+        room.ok(
+            "alice",
+            "m.room.power_levels",
+            Some(""),
+            users(json!({ "@bob:a.test": 50 })),
+        );
+        let by_bob = room.ok(
+            "bob",
+            "m.room.power_levels",
+            Some(""),
+            users(json!({ "@bob:a.test": 50, "@charlie:a.test": 50 })),
+        );
+        let zara_join = room.join("zara");
+        room.join("eve");
+        let eve_profile = room
+            .send(
+                "eve",
+                "m.room.member",
+                Some("@eve:a.test"),
+                json!({ "membership": "join", "displayname": "eve++" }),
+            )
+            .unwrap();
+
+        let state = |events: &[&Pdu]| -> StateMap<OwnedEventId> {
+            [
+                &room.create,
+                &alice_join,
+                &join_rules,
+                &bob_join,
+                &charlie_join,
+            ]
+            .into_iter()
+            .chain(events.iter().copied())
+            .map(|pdu| (pdu.state_map_key().unwrap(), pdu.event_id().to_owned()))
+            .collect()
+        };
+        let eves_view = state(&[&original, &eve_profile]);
+        let zaras_view = state(&[&by_bob, &zara_join]);
+        let fetch = room.fetch();
+        let chains = [&eves_view, &zaras_view]
+            .iter()
+            .map(|state| auth_chain(state.values(), &fetch).unwrap())
+            .collect();
+        let resolved = resolve_state(version, &[eves_view, zaras_view], chains, &fetch).unwrap();
+
+        let power_levels = match version.state_resolution() {
+            crate::service::rooms::version::StateResolution::V2 => &original,
+            _ => &by_bob,
+        };
+        assert_eq!(
+            resolved,
+            state(&[power_levels, &eve_profile, &zara_join]),
+            "room version {version}"
+        );
+    });
+}
+
 #[test]
 fn auth_chain_follows_auth_events_and_excludes_the_starting_events() {
     for_each_version!(|version| {
