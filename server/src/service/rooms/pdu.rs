@@ -136,8 +136,8 @@ struct Inner {
 }
 
 impl Pdu {
-    /// Parses a PDU of `version` from JSON text (as received over federation
-    /// or read back from storage) and derives its event id.
+    /// Parses a PDU of `version` from JSON text (as received over federation)
+    /// and derives its event id.
     ///
     /// The text need not be canonical: what is kept and served is its
     /// canonical form, which is what the hashes and signatures cover.
@@ -198,6 +198,27 @@ impl Pdu {
     pub fn from_signed(version: RoomVersion, signed: SignedPdu) -> Result<Self, PduError> {
         let (event_id, object, canonical_json) = signed.into_parts();
         check_size(&canonical_json)?;
+        Fields::parse(version, &object)?.into_pdu(version, event_id, object, canonical_json)
+    }
+
+    /// Rebuilds a PDU this server stored after checking it, from the event id
+    /// and canonical JSON it stored: the fields are parsed and checked again,
+    /// but the reference hash is not recomputed.
+    ///
+    /// Only for bytes that came out of [`Pdu::canonical_json`] under this
+    /// `event_id`: anything else must go through [`Pdu::from_json`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Pdu::from_json`], without [`PduError::EventIdMismatch`] and
+    /// [`PduError::EventId`].
+    pub fn from_storage(
+        version: RoomVersion,
+        event_id: OwnedEventId,
+        canonical_json: String,
+    ) -> Result<Self, PduError> {
+        check_size(&canonical_json)?;
+        let object = parse_canonical_object(&canonical_json)?;
         Fields::parse(version, &object)?.into_pdu(version, event_id, object, canonical_json)
     }
 

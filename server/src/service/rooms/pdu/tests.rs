@@ -62,6 +62,41 @@ fn parsed_pdu_keeps_the_signed_bytes_and_id_of_a_built_pdu() {
 }
 
 #[test]
+fn stored_pdu_comes_back_identical_under_its_stored_id_without_rehashing() {
+    for_each_version!(|version| {
+        let create = create_event(version, &user("alice"));
+        let original = Pdu::from_signed(version, message(version, &create)).unwrap();
+        let restored = Pdu::from_storage(
+            version,
+            original.event_id().to_owned(),
+            original.canonical_json().to_owned(),
+        )
+        .unwrap();
+        assert_eq!(restored.event_id(), original.event_id());
+        assert_eq!(restored.canonical_json(), original.canonical_json());
+        assert_eq!(restored.as_object(), original.as_object());
+        assert_eq!(restored.room_id(), original.room_id());
+
+        let restored_create = Pdu::from_storage(
+            version,
+            create.event_id().to_owned(),
+            create.canonical_json().to_owned(),
+        )
+        .unwrap();
+        assert_eq!(restored_create.room_id(), create.room_id());
+
+        // The stored id is trusted, not recomputed.
+        let trusted = Pdu::from_storage(
+            version,
+            OwnedEventId::try_from("$stored").unwrap(),
+            original.canonical_json().to_owned(),
+        )
+        .unwrap();
+        assert_eq!(trusted.event_id(), "$stored");
+    });
+}
+
+#[test]
 fn non_canonical_input_is_stored_in_canonical_form() {
     let version = RoomVersion::V11;
     let create = create_event(version, &user("alice"));
