@@ -28,9 +28,10 @@
 //!
 //! Note on `redact`: since room version 3 the `redact` power level is not an
 //! authorization rule. An `m.room.redaction` event passes auth with the power
-//! level its event type requires; whether it then *applies* (the sender has
-//! the `redact` level, or redacts an event from its own server) is decided
-//! when the redaction is applied, by the room service.
+//! level its event type requires; whether it then *applies* to its target is
+//! [`is_redaction_allowed`], which the room service asks before redacting.
+//! [`user_power_level`] answers "how powerful is this user" the way the
+//! rules do (creators' infinite power in version 12 included).
 //!
 //! [authorization rules]: https://spec.matrix.org/v1.16/server-server-api/#authorisation-rules
 //! [checks on receipt of a PDU]: https://spec.matrix.org/v1.16/server-server-api/#checks-performed-on-receipt-of-a-pdu
@@ -40,8 +41,15 @@ use std::{collections::HashMap, fmt};
 use myelin_crypto::NewPdu;
 use ruma::{
     EventId, OwnedEventId, UserId,
-    events::{StateEventType, TimelineEventType, room::member::MembershipState},
-    state_res,
+    events::{
+        StateEventType, TimelineEventType,
+        room::{member::MembershipState, power_levels::UserPowerLevel},
+    },
+    int,
+    state_res::{
+        self,
+        events::{RoomCreateEvent, RoomPowerLevelsEvent, RoomPowerLevelsIntField},
+    },
 };
 use serde::Deserialize;
 use serde_json::value::RawValue as RawJsonValue;
@@ -286,6 +294,85 @@ pub fn auth_events_for(
         .iter()
         .filter_map(|(kind, state_key)| current_state(kind, state_key))
         .collect())
+}
+
+/// `user_id`'s power level in `state`, as the authorization rules compute
+/// it: infinite for the room's creators from version 12, otherwise the
+/// `users` entry or `users_default` of `m.room.power_levels`, or without that
+/// event 100 for the creator and 0 for everyone else.
+///
+/// # Errors
+///
+/// [`AuthRule::Other`] if `state` has no `m.room.create` event or the power
+/// levels are malformed.
+pub fn user_power_level(
+    version: RoomVersion,
+    user_id: &UserId,
+    state: impl Fn(&StateEventType, &str) -> Option<Pdu>,
+) -> Result<UserPowerLevel, AuthError> {
+    let rules = &version.rules().authorization;
+    let create = state(&StateEventType::RoomCreate, "").ok_or_else(|| AuthError {
+        rule: AuthRule::Other,
+        reason: "no `m.room.create` event in state".to_owned(),
+    })?;
+    let creators = RoomCreateEvent::new(create)
+        .creators(rules)
+        .map_err(other)?;
+    if rules.explicitly_privilege_room_creators && creators.contains(user_id) {
+        return Ok(UserPowerLevel::Infinite);
+    }
+    match state(&StateEventType::RoomPowerLevels, "") {
+        Some(power_levels) => RoomPowerLevelsEvent::new(power_levels)
+            .user_power_level(user_id, rules)
+            .map(UserPowerLevel::Int)
+            .map_err(other),
+        None if creators.contains(user_id) => Ok(UserPowerLevel::Int(int!(100))),
+        None => Ok(UserPowerLevel::Int(int!(0))),
+    }
+}
+
+/// Whether `redaction` (an authorised `m.room.redaction`) may redact
+/// `target`, per the [redaction rules] of room versions 3 and later: the
+/// target is in the same room, and the redaction's sender is on the same
+/// server as the target's sender or has at least the `redact` power level in
+/// `state` (the state before the redaction).
+///
+/// The Client-Server API is stricter for local users (redacting someone
+/// else's event needs the `redact` level even on the same server); that
+/// check belongs to the redact endpoint.
+///
+/// # Errors
+///
+/// As for [`user_power_level`].
+///
+/// [redaction rules]: https://spec.matrix.org/v1.16/rooms/v11/#handling-redactions
+pub fn is_redaction_allowed(
+    version: RoomVersion,
+    redaction: &Pdu,
+    target: &Pdu,
+    state: impl Fn(&StateEventType, &str) -> Option<Pdu>,
+) -> Result<bool, AuthError> {
+    if redaction.room_id() != target.room_id() {
+        return Ok(false);
+    }
+    if redaction.sender().server_name() == target.sender().server_name() {
+        return Ok(true);
+    }
+    let rules = &version.rules().authorization;
+    let redact_level = match state(&StateEventType::RoomPowerLevels, "") {
+        Some(power_levels) => RoomPowerLevelsEvent::new(power_levels)
+            .get_as_int_or_default(RoomPowerLevelsIntField::Redact, rules)
+            .map_err(other)?,
+        None => RoomPowerLevelsIntField::Redact.default_value(),
+    };
+    Ok(user_power_level(version, redaction.sender(), state)? >= UserPowerLevel::Int(redact_level))
+}
+
+fn other(reason: String) -> AuthError {
+    AuthError {
+        rule: AuthRule::Other,
+        reason,
+    }
 }
 
 /// The id of the create event a version 12 room id names.

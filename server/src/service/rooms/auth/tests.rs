@@ -653,6 +653,72 @@ fn third_party_invite_needs_the_invite_level() {
     });
 }
 
+#[test]
+fn user_power_level_follows_power_levels_and_v12_creators() {
+    for_each_version!(|version| {
+        let mut room = TestRoom::new(version, "alice");
+        room.join("alice");
+        let level = |room: &TestRoom, name: &str| {
+            user_power_level(version, &user(name), |kind, key| {
+                room.state_event(kind, key)
+            })
+            .unwrap()
+        };
+        let creator = if version == RoomVersion::V12 {
+            UserPowerLevel::Infinite
+        } else {
+            UserPowerLevel::Int(ruma::int!(100))
+        };
+        // Without power levels: the creator 100 (infinite in v12), others 0.
+        assert_eq!(level(&room, "alice"), creator);
+        assert_eq!(level(&room, "bob"), UserPowerLevel::Int(ruma::int!(0)));
+        let mut pl = power_levels(version, json!({ "@bob:a.test": 50 }));
+        pl["users_default"] = json!(3);
+        set_power_levels(&mut room, pl);
+        assert_eq!(level(&room, "alice"), creator);
+        assert_eq!(level(&room, "bob"), UserPowerLevel::Int(ruma::int!(50)));
+        assert_eq!(level(&room, "charlie"), UserPowerLevel::Int(ruma::int!(3)));
+    });
+}
+
+/// Redactions apply to events from the redacting user's own server, or with
+/// the `redact` level. Users on b.test: a moderator at 50 and zed at 0.
+#[test]
+fn redaction_applies_with_the_redact_level_or_from_the_same_server() {
+    for_each_version!(|version| {
+        let mut room = TestRoom::standard(version);
+        set_power_levels(
+            &mut room,
+            power_levels(version, json!({ "@bob:a.test": 50, "@mod:b.test": 50 })),
+        );
+        room.join("@mod:b.test");
+        room.join("@zed:b.test");
+        let charlies = room.message("charlie").unwrap();
+        let zeds = room.message("@zed:b.test").unwrap();
+        let allowed = |room: &mut TestRoom, sender: &str, target: &Pdu| {
+            let mut new = room.new_event(sender, "m.room.redaction", None, json!({}));
+            new.redacts = Some(target.event_id().to_owned());
+            let redaction = room.sign(new);
+            room.check(&redaction).unwrap();
+            is_redaction_allowed(version, &redaction, target, |kind, key| {
+                room.state_event(kind, key)
+            })
+            .unwrap()
+        };
+        assert!(allowed(&mut room, "@mod:b.test", &charlies));
+        assert!(!allowed(&mut room, "@zed:b.test", &charlies));
+        assert!(allowed(&mut room, "@zed:b.test", &zeds));
+        assert!(allowed(&mut room, "bob", &zeds));
+
+        let mut pl = power_levels(version, json!({ "@bob:a.test": 50, "@mod:b.test": 50 }));
+        pl["redact"] = json!(60);
+        set_power_levels(&mut room, pl);
+        assert!(!allowed(&mut room, "@mod:b.test", &charlies));
+        assert!(!allowed(&mut room, "bob", &zeds));
+        assert!(allowed(&mut room, "alice", &zeds));
+    });
+}
+
 // ---- m.room.power_levels: changing them ------------------------------------
 
 /// A standard room where bob (50) may send `m.room.power_levels`, erin is a
