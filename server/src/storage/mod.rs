@@ -4,13 +4,15 @@
 //! SQLite (the embedded default) and PostgreSQL. Each backend has its own
 //! versioned migrations under `server/migrations/<backend>/`, run at start-up.
 
+mod accounts;
 mod sql;
 
 use async_trait::async_trait;
-use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{OwnedDeviceId, OwnedUserId};
 
 use crate::config::DatabaseLocation;
 
+pub use accounts::AccountStore;
 pub use sql::{PostgresStorage, SqliteStorage};
 
 /// Milliseconds since the Unix epoch, as Matrix timestamps are.
@@ -144,89 +146,10 @@ pub enum StorageError {
     },
 }
 
-/// Everything the server persists.
-///
-/// Methods are named for the domain; each logical write is one transaction.
+/// Everything the server persists: one trait per area, so each area's
+/// storage code stays in its own file.
 #[async_trait]
-pub trait Storage: Send + Sync + 'static {
-    /// Creates an account.
-    ///
-    /// # Errors
-    /// [`StorageError::Conflict`] when the user id is taken.
-    async fn create_account(&self, account: &NewAccount) -> Result<(), StorageError>;
-
-    /// The account with this id, if any.
-    async fn account(&self, user_id: &UserId) -> Result<Option<Account>, StorageError>;
-
-    /// Replaces an account's password hash.
-    async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> Result<(), StorageError>;
-
-    /// Gives `device_id` a new access token, creating the device (named
-    /// `display_name`) if it does not exist, and revoking the device's older
-    /// tokens if it does.
-    async fn open_session(
-        &self,
-        session: &Session,
-        display_name: Option<&str>,
-        token: &TokenHash,
-        now: Millis,
-    ) -> Result<(), StorageError>;
-
-    /// The live token with this hash and who it acts for.
-    async fn session_for_token(
-        &self,
-        token: &TokenHash,
-    ) -> Result<Option<StoredToken>, StorageError>;
-
-    /// Every device of a user.
-    async fn devices(&self, user_id: &UserId) -> Result<Vec<Device>, StorageError>;
-
-    /// One device of a user.
-    async fn device(
-        &self,
-        user_id: &UserId,
-        device_id: &DeviceId,
-    ) -> Result<Option<Device>, StorageError>;
-
-    /// Renames a device.
-    ///
-    /// # Errors
-    /// [`StorageError::NotFound`] when the user has no such device.
-    async fn rename_device(
-        &self,
-        user_id: &UserId,
-        device_id: &DeviceId,
-        display_name: Option<&str>,
-    ) -> Result<(), StorageError>;
-
-    /// Deletes devices and every token they hold. Unknown ids are ignored.
-    async fn delete_devices(
-        &self,
-        user_id: &UserId,
-        device_ids: &[OwnedDeviceId],
-    ) -> Result<(), StorageError>;
-
-    /// Deletes all of a user's devices and tokens but `keep`.
-    async fn delete_devices_except(
-        &self,
-        user_id: &UserId,
-        keep: Option<&DeviceId>,
-    ) -> Result<(), StorageError>;
-
-    /// A user's profile, or `None` when there is no such account.
-    async fn profile(&self, user_id: &UserId) -> Result<Option<Profile>, StorageError>;
-
-    /// Sets or clears one profile field.
-    ///
-    /// # Errors
-    /// [`StorageError::NotFound`] when there is no such account.
-    async fn set_profile_field(
-        &self,
-        user_id: &UserId,
-        field: ProfileField,
-        value: Option<&str>,
-    ) -> Result<(), StorageError>;
-
+pub trait Storage: AccountStore + Send + Sync + 'static {
     /// Waits for in-flight work and closes the database (SQLite checkpoints its log).
     async fn close(&self);
 }

@@ -1,93 +1,13 @@
-//! The SQL backends.
-//!
-//! The queries are written once, in the SQL that SQLite and PostgreSQL share
-//! (`$n` placeholders, `ON CONFLICT`, `RETURNING`), and [`sql_storage!`]
-//! instantiates them for each concrete sqlx driver. That keeps one body of
-//! storage code without the `Any` driver's type erasure. Queries are checked
-//! at run time, so building needs no live database.
-
-use std::{path::Path, time::Duration};
+//! [`AccountStore`] in SQL.
 
 use async_trait::async_trait;
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
-use sqlx::{
-    Pool, Postgres, Sqlite,
-    postgres::PgPoolOptions,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+
+use super::{PostgresStorage, SqliteStorage, conflict_on_unique};
+use crate::storage::{
+    Account, AccountStore, Device, Millis, NewAccount, Profile, ProfileField, Session,
+    StorageError, StoredToken, TokenHash,
 };
-
-use super::{
-    Account, Device, Millis, NewAccount, Profile, ProfileField, Session, Storage, StorageError,
-    StoredToken, TokenHash,
-};
-
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
-
-/// The embedded SQLite backend.
-#[derive(Debug, Clone)]
-pub struct SqliteStorage {
-    pool: Pool<Sqlite>,
-}
-
-impl SqliteStorage {
-    /// Opens (creating if needed) the database file and migrates it.
-    ///
-    /// The log runs in WAL mode with `synchronous=FULL`: a commit is on disk
-    /// before the server acknowledges it, so `kill -9` or a power cut loses
-    /// nothing acknowledged.
-    ///
-    /// # Errors
-    /// When the file or its directory cannot be created, or migration fails.
-    pub async fn open(path: &Path) -> Result<Self, StorageError> {
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool })
-    }
-}
-
-/// The PostgreSQL backend.
-#[derive(Debug, Clone)]
-pub struct PostgresStorage {
-    pool: Pool<Postgres>,
-}
-
-impl PostgresStorage {
-    /// Connects and migrates.
-    ///
-    /// # Errors
-    /// When the server cannot be reached or migration fails.
-    pub async fn open(url: &str) -> Result<Self, StorageError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await?;
-        POSTGRES_MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool })
-    }
-}
-
-/// Maps a uniqueness violation to [`StorageError::Conflict`].
-fn conflict_on_unique(what: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
-    move |error| match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StorageError::Conflict(what),
-        _ => StorageError::Backend(error),
-    }
-}
 
 fn parse_user_id(table: &'static str, raw: String) -> Result<OwnedUserId, StorageError> {
     OwnedUserId::try_from(raw).map_err(|e| StorageError::Corrupt {
@@ -110,10 +30,10 @@ fn update_profile_sql(field: ProfileField) -> &'static str {
     }
 }
 
-macro_rules! sql_storage {
+macro_rules! sql_account_store {
     ($storage:ty) => {
         #[async_trait]
-        impl Storage for $storage {
+        impl AccountStore for $storage {
             async fn create_account(&self, account: &NewAccount) -> Result<(), StorageError> {
                 sqlx::query(
                     "INSERT INTO accounts (user_id, password_hash, is_admin, created_ts) \
@@ -334,13 +254,9 @@ macro_rules! sql_storage {
                 }
                 Ok(())
             }
-
-            async fn close(&self) {
-                self.pool.close().await;
-            }
         }
     };
 }
 
-sql_storage!(SqliteStorage);
-sql_storage!(PostgresStorage);
+sql_account_store!(SqliteStorage);
+sql_account_store!(PostgresStorage);
