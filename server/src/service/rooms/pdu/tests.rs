@@ -491,3 +491,10 @@ fn clones_share_one_allocation() {
     let clone = pdu.clone();
     assert!(Arc::ptr_eq(&pdu.0, &clone.0));
 }
+
+#[test]
+fn pdu_can_be_shared_across_tasks() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Pdu>();
+    assert_send_sync::<PduError>();
+}
