@@ -5,6 +5,7 @@
 //! versioned migrations under `server/migrations/<backend>/`, run at start-up.
 
 mod accounts;
+mod rooms;
 mod sql;
 
 use async_trait::async_trait;
@@ -13,6 +14,10 @@ use ruma::{OwnedDeviceId, OwnedUserId};
 use crate::config::DatabaseLocation;
 
 pub use accounts::AccountStore;
+pub use rooms::{
+    NewEvent, NewStateGroup, RoomHead, RoomRecord, RoomStore, StateEntry, StoredEvent,
+    StreamPosition,
+};
 pub use sql::{PostgresStorage, SqliteStorage};
 
 /// Milliseconds since the Unix epoch, as Matrix timestamps are.
@@ -149,7 +154,7 @@ pub enum StorageError {
 /// Everything the server persists: one trait per area, so each area's
 /// storage code stays in its own file.
 #[async_trait]
-pub trait Storage: AccountStore + Send + Sync + 'static {
+pub trait Storage: AccountStore + RoomStore + Send + Sync + 'static {
     /// Waits for in-flight work and closes the database (SQLite checkpoints its log).
     async fn close(&self);
 }

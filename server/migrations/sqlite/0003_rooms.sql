@@ -1,0 +1,76 @@
+-- Rooms: the event DAG, state snapshots, memberships, aliases and the directory.
+CREATE TABLE rooms (
+    room_id      TEXT    PRIMARY KEY NOT NULL,
+    room_version TEXT    NOT NULL,
+    is_public    BOOLEAN NOT NULL DEFAULT FALSE,
+    created_ts   BIGINT  NOT NULL
+);
+
+-- Every accepted PDU in the order this server accepted it. `json` is the
+-- canonical JSON served to clients and servers (the redacted form once a
+-- redaction applies). `state_group` is the room state after the event.
+CREATE TABLE events (
+    stream_ordering BIGINT PRIMARY KEY NOT NULL,
+    event_id        TEXT   NOT NULL UNIQUE,
+    room_id         TEXT   NOT NULL REFERENCES rooms (room_id),
+    event_type      TEXT   NOT NULL,
+    state_key       TEXT,
+    sender          TEXT   NOT NULL,
+    depth           BIGINT NOT NULL,
+    state_group     BIGINT NOT NULL,
+    json            TEXT   NOT NULL,
+    redacted_by     TEXT
+);
+CREATE INDEX events_by_room ON events (room_id, stream_ordering);
+
+-- State snapshots, delta-encoded: a group lists what changed since
+-- `prev_group`, or everything when `prev_group` is NULL. A group's id is the
+-- stream ordering of the state event that produced it.
+CREATE TABLE state_groups (
+    state_group  BIGINT  PRIMARY KEY NOT NULL,
+    room_id      TEXT    NOT NULL,
+    prev_group   BIGINT,
+    chain_length INTEGER NOT NULL
+);
+CREATE TABLE state_group_entries (
+    state_group BIGINT NOT NULL,
+    event_type  TEXT   NOT NULL,
+    state_key   TEXT   NOT NULL,
+    event_id    TEXT   NOT NULL,
+    PRIMARY KEY (state_group, event_type, state_key)
+);
+
+-- The events with no successor yet: the next local event's prev_events.
+CREATE TABLE forward_extremities (
+    room_id  TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (room_id, event_id)
+);
+
+-- Each user's current membership in each room, for joined_rooms and sync.
+CREATE TABLE room_memberships (
+    room_id         TEXT    NOT NULL,
+    user_id         TEXT    NOT NULL,
+    membership      TEXT    NOT NULL,
+    event_id        TEXT    NOT NULL,
+    stream_ordering BIGINT  NOT NULL,
+    is_forgotten    BOOLEAN NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (room_id, user_id)
+);
+CREATE INDEX room_memberships_by_user ON room_memberships (user_id, membership);
+
+-- Client transaction ids, so a retried send returns the first event.
+CREATE TABLE event_transactions (
+    user_id   TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    txn_id    TEXT NOT NULL,
+    event_id  TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, txn_id)
+);
+
+CREATE TABLE room_aliases (
+    alias   TEXT PRIMARY KEY NOT NULL,
+    room_id TEXT NOT NULL,
+    creator TEXT NOT NULL
+);
+CREATE INDEX room_aliases_by_room ON room_aliases (room_id);

@@ -1,0 +1,184 @@
+//! Rooms: accepted events, state snapshots, memberships, transaction ids,
+//! aliases and the public directory.
+
+use async_trait::async_trait;
+use ruma::{DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, UserId};
+
+use super::StorageError;
+
+/// A position in the server-wide order of accepted events; sync tokens and
+/// pagination are made of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamPosition(pub i64);
+
+/// A room this server knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    /// Its id.
+    pub room_id: OwnedRoomId,
+    /// Its version, as the create event names it.
+    pub room_version: String,
+    /// Whether it is listed in the public room directory.
+    pub is_public: bool,
+}
+
+/// One `(type, state key) -> event` entry of a room state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateEntry {
+    /// The event type.
+    pub event_type: String,
+    /// The state key.
+    pub state_key: String,
+    /// The event holding that slot.
+    pub event_id: OwnedEventId,
+}
+
+/// A state snapshot written with an event: the entries that changed since
+/// `prev_group`, or the whole state when `prev_group` is `None`.
+#[derive(Debug, Clone)]
+pub struct NewStateGroup {
+    /// The group the entries are a delta against.
+    pub prev_group: Option<i64>,
+    /// How many deltas lie between this group and a full snapshot.
+    pub chain_length: i32,
+    /// The changed (or all) entries.
+    pub entries: Vec<StateEntry>,
+}
+
+/// An accepted event and everything that changes with it; written in one transaction.
+#[derive(Debug)]
+pub struct NewEvent<'a> {
+    /// Its place in the stream.
+    pub position: StreamPosition,
+    /// Its id.
+    pub event_id: &'a EventId,
+    /// Its room.
+    pub room_id: &'a RoomId,
+    /// Set for an `m.room.create` event: the version of the room it creates.
+    pub creates_room_version: Option<&'a str>,
+    /// Its type.
+    pub event_type: &'a str,
+    /// Its state key, for state events.
+    pub state_key: Option<&'a str>,
+    /// Its sender.
+    pub sender: &'a UserId,
+    /// Its depth in the DAG.
+    pub depth: i64,
+    /// Its canonical JSON.
+    pub json: &'a str,
+    /// The state group holding the room state after it.
+    pub state_group: i64,
+    /// A state group to create with it (when it is a state event).
+    pub new_state_group: Option<NewStateGroup>,
+    /// The room's forward extremities once it is accepted.
+    pub forward_extremities: &'a [OwnedEventId],
+    /// For an `m.room.member` event: the target and the new membership.
+    pub membership: Option<(&'a UserId, &'a str)>,
+    /// The client transaction that sent it, for idempotent retries.
+    pub transaction: Option<(&'a UserId, &'a DeviceId, &'a str)>,
+    /// For an applied redaction: the redacted event and its redacted JSON.
+    pub redaction: Option<(&'a EventId, &'a str)>,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its place in the stream.
+    pub position: StreamPosition,
+    /// Its id.
+    pub event_id: OwnedEventId,
+    /// Its room.
+    pub room_id: OwnedRoomId,
+    /// Its canonical JSON as served.
+    pub json: String,
+    /// The state group after it.
+    pub state_group: i64,
+}
+
+/// Where a room's DAG ends.
+#[derive(Debug, Clone)]
+pub struct RoomHead {
+    /// The events with no successor.
+    pub forward_extremities: Vec<OwnedEventId>,
+    /// The greatest depth in the room.
+    pub depth: i64,
+    /// The state group after the latest event.
+    pub state_group: i64,
+    /// That group's delta chain length.
+    pub chain_length: i32,
+}
+
+/// What the room services persist.
+#[async_trait]
+pub trait RoomStore: Send + Sync {
+    /// Persists an accepted event and its consequences in one transaction.
+    ///
+    /// # Errors
+    /// [`StorageError::Conflict`] if the event id or transaction is known,
+    /// or the room it creates exists.
+    async fn append_event(&self, event: &NewEvent<'_>) -> Result<(), StorageError>;
+
+    /// The room, if this server knows it.
+    async fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>, StorageError>;
+
+    /// One event by id.
+    async fn event(&self, event_id: &EventId) -> Result<Option<StoredEvent>, StorageError>;
+
+    /// The full state of a group, following its delta chain.
+    async fn state_group_entries(&self, state_group: i64) -> Result<Vec<StateEntry>, StorageError>;
+
+    /// Where the room's DAG ends; `None` for an unknown room.
+    async fn room_head(&self, room_id: &RoomId) -> Result<Option<RoomHead>, StorageError>;
+
+    /// The greatest stream position in use (0 when there are no events).
+    async fn max_stream_position(&self) -> Result<StreamPosition, StorageError>;
+
+    /// The event a client transaction produced, if it was sent before.
+    async fn transaction_event(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        txn_id: &str,
+    ) -> Result<Option<OwnedEventId>, StorageError>;
+
+    /// The rooms a user has a membership in (not forgotten), with that membership.
+    async fn memberships_of(
+        &self,
+        user_id: &UserId,
+    ) -> Result<Vec<(OwnedRoomId, String)>, StorageError>;
+
+    /// Hides a room the user has left from their membership lists.
+    async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), StorageError>;
+
+    /// Points an alias at a room.
+    ///
+    /// # Errors
+    /// [`StorageError::Conflict`] when the alias is taken.
+    async fn create_alias(
+        &self,
+        alias: &RoomAliasId,
+        room_id: &RoomId,
+        creator: &UserId,
+    ) -> Result<(), StorageError>;
+
+    /// The room an alias points at, and who created the alias.
+    async fn alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<Option<(OwnedRoomId, String)>, StorageError>;
+
+    /// Removes an alias.
+    ///
+    /// # Errors
+    /// [`StorageError::NotFound`] for an unknown alias.
+    async fn delete_alias(&self, alias: &RoomAliasId) -> Result<(), StorageError>;
+
+    /// Every alias of a room.
+    async fn room_aliases(&self, room_id: &RoomId) -> Result<Vec<String>, StorageError>;
+
+    /// Lists or unlists a room in the public directory.
+    async fn set_room_public(&self, room_id: &RoomId, is_public: bool) -> Result<(), StorageError>;
+
+    /// The rooms in the public directory.
+    async fn public_rooms(&self) -> Result<Vec<OwnedRoomId>, StorageError>;
+}

@@ -1,0 +1,368 @@
+//! [`RoomStore`] in SQL.
+
+use async_trait::async_trait;
+use ruma::{DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, UserId};
+
+use super::{PostgresStorage, SqliteStorage, conflict_on_unique};
+use crate::storage::{
+    NewEvent, RoomHead, RoomRecord, RoomStore, StateEntry, StorageError, StoredEvent,
+    StreamPosition,
+};
+
+type EventRow = (i64, String, String, String, i64);
+
+fn stored_event(
+    (position, event_id, room_id, json, state_group): EventRow,
+) -> Result<StoredEvent, StorageError> {
+    Ok(StoredEvent {
+        position: StreamPosition(position),
+        event_id: parse_id("events", event_id)?,
+        room_id: parse_id("events", room_id)?,
+        json,
+        state_group,
+    })
+}
+
+fn parse_id<T: TryFrom<String>>(table: &'static str, raw: String) -> Result<T, StorageError>
+where
+    T::Error: std::fmt::Display,
+{
+    T::try_from(raw).map_err(|e| StorageError::Corrupt {
+        table,
+        reason: e.to_string(),
+    })
+}
+
+macro_rules! sql_room_store {
+    ($storage:ty) => {
+        #[async_trait]
+        impl RoomStore for $storage {
+            async fn append_event(&self, event: &NewEvent<'_>) -> Result<(), StorageError> {
+                let mut tx = self.pool.begin().await?;
+                if let Some(version) = event.creates_room_version {
+                    sqlx::query(
+                        "INSERT INTO rooms (room_id, room_version, is_public, created_ts) \
+                         VALUES ($1, $2, FALSE, $3)",
+                    )
+                    .bind(event.room_id.as_str())
+                    .bind(version)
+                    .bind(crate::storage::Millis::now().0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(conflict_on_unique("room id"))?;
+                }
+                if let Some(group) = &event.new_state_group {
+                    sqlx::query(
+                        "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(event.state_group)
+                    .bind(event.room_id.as_str())
+                    .bind(group.prev_group)
+                    .bind(group.chain_length)
+                    .execute(&mut *tx)
+                    .await?;
+                    for entry in &group.entries {
+                        sqlx::query(
+                            "INSERT INTO state_group_entries \
+                             (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(event.state_group)
+                        .bind(&entry.event_type)
+                        .bind(&entry.state_key)
+                        .bind(entry.event_id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, \
+                     sender, depth, state_group, json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(event.position.0)
+                .bind(event.event_id.as_str())
+                .bind(event.room_id.as_str())
+                .bind(event.event_type)
+                .bind(event.state_key)
+                .bind(event.sender.as_str())
+                .bind(event.depth)
+                .bind(event.state_group)
+                .bind(event.json)
+                .execute(&mut *tx)
+                .await
+                .map_err(conflict_on_unique("event id"))?;
+                sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1")
+                    .bind(event.room_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                for extremity in event.forward_extremities {
+                    sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
+                        .bind(event.room_id.as_str())
+                        .bind(extremity.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some((user_id, membership)) = event.membership {
+                    sqlx::query(
+                        "INSERT INTO room_memberships \
+                         (room_id, user_id, membership, event_id, stream_ordering, is_forgotten) \
+                         VALUES ($1, $2, $3, $4, $5, FALSE) \
+                         ON CONFLICT (room_id, user_id) DO UPDATE SET membership = $3, \
+                         event_id = $4, stream_ordering = $5, is_forgotten = FALSE",
+                    )
+                    .bind(event.room_id.as_str())
+                    .bind(user_id.as_str())
+                    .bind(membership)
+                    .bind(event.event_id.as_str())
+                    .bind(event.position.0)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some((user_id, device_id, txn_id)) = event.transaction {
+                    sqlx::query(
+                        "INSERT INTO event_transactions (user_id, device_id, txn_id, event_id) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(user_id.as_str())
+                    .bind(device_id.as_str())
+                    .bind(txn_id)
+                    .bind(event.event_id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(conflict_on_unique("transaction id"))?;
+                }
+                if let Some((target, redacted_json)) = event.redaction {
+                    sqlx::query("UPDATE events SET json = $2, redacted_by = $3 WHERE event_id = $1")
+                        .bind(target.as_str())
+                        .bind(redacted_json)
+                        .bind(event.event_id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>, StorageError> {
+                let row: Option<(String, bool)> =
+                    sqlx::query_as("SELECT room_version, is_public FROM rooms WHERE room_id = $1")
+                        .bind(room_id.as_str())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(|(room_version, is_public)| RoomRecord {
+                    room_id: room_id.to_owned(),
+                    room_version,
+                    is_public,
+                }))
+            }
+
+            async fn event(&self, event_id: &EventId) -> Result<Option<StoredEvent>, StorageError> {
+                let row: Option<EventRow> = sqlx::query_as(
+                    "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
+                     WHERE event_id = $1",
+                )
+                .bind(event_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(stored_event).transpose()
+            }
+
+            async fn state_group_entries(
+                &self,
+                state_group: i64,
+            ) -> Result<Vec<StateEntry>, StorageError> {
+                // Walk from the group back to its full snapshot; later deltas win.
+                let mut chain = Vec::new();
+                let mut next = Some(state_group);
+                while let Some(group) = next {
+                    let prev: Option<(Option<i64>,)> =
+                        sqlx::query_as("SELECT prev_group FROM state_groups WHERE state_group = $1")
+                            .bind(group)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    let Some((prev,)) = prev else {
+                        return Err(StorageError::Corrupt {
+                            table: "state_groups",
+                            reason: format!("state group {group} is missing"),
+                        });
+                    };
+                    chain.push(group);
+                    next = prev;
+                }
+                let mut state = std::collections::HashMap::new();
+                for group in chain.into_iter().rev() {
+                    let rows: Vec<(String, String, String)> = sqlx::query_as(
+                        "SELECT event_type, state_key, event_id FROM state_group_entries \
+                         WHERE state_group = $1",
+                    )
+                    .bind(group)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    for (event_type, state_key, event_id) in rows {
+                        state.insert((event_type, state_key), event_id);
+                    }
+                }
+                state
+                    .into_iter()
+                    .map(|((event_type, state_key), event_id)| {
+                        Ok(StateEntry { event_type, state_key, event_id: parse_id("state_group_entries", event_id)? })
+                    })
+                    .collect()
+            }
+
+            async fn room_head(&self, room_id: &RoomId) -> Result<Option<RoomHead>, StorageError> {
+                let latest: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT state_group, (SELECT MAX(depth) FROM events WHERE room_id = $1) \
+                     FROM events WHERE room_id = $1 ORDER BY stream_ordering DESC LIMIT 1",
+                )
+                .bind(room_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some((state_group, depth)) = latest else { return Ok(None) };
+                let (chain_length,): (i32,) = sqlx::query_as(
+                    "SELECT chain_length FROM state_groups WHERE state_group = $1",
+                )
+                .bind(state_group)
+                .fetch_one(&self.pool)
+                .await?;
+                let extremities: Vec<(String,)> = sqlx::query_as(
+                    "SELECT event_id FROM forward_extremities WHERE room_id = $1 ORDER BY event_id",
+                )
+                .bind(room_id.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                let forward_extremities = extremities
+                    .into_iter()
+                    .map(|(id,)| parse_id::<OwnedEventId>("forward_extremities", id))
+                    .collect::<Result<_, _>>()?;
+                Ok(Some(RoomHead { forward_extremities, depth, state_group, chain_length }))
+            }
+
+            async fn max_stream_position(&self) -> Result<StreamPosition, StorageError> {
+                let (max,): (Option<i64>,) =
+                    sqlx::query_as("SELECT MAX(stream_ordering) FROM events")
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(StreamPosition(max.unwrap_or(0)))
+            }
+
+            async fn transaction_event(
+                &self,
+                user_id: &UserId,
+                device_id: &DeviceId,
+                txn_id: &str,
+            ) -> Result<Option<OwnedEventId>, StorageError> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT event_id FROM event_transactions \
+                     WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+                )
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .bind(txn_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|(id,)| parse_id("event_transactions", id)).transpose()
+            }
+
+            async fn memberships_of(
+                &self,
+                user_id: &UserId,
+            ) -> Result<Vec<(OwnedRoomId, String)>, StorageError> {
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT room_id, membership FROM room_memberships \
+                     WHERE user_id = $1 AND NOT is_forgotten ORDER BY room_id",
+                )
+                .bind(user_id.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(room_id, membership)| Ok((parse_id("room_memberships", room_id)?, membership)))
+                    .collect()
+            }
+
+            async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), StorageError> {
+                sqlx::query(
+                    "UPDATE room_memberships SET is_forgotten = TRUE \
+                     WHERE user_id = $1 AND room_id = $2",
+                )
+                .bind(user_id.as_str())
+                .bind(room_id.as_str())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn create_alias(
+                &self,
+                alias: &RoomAliasId,
+                room_id: &RoomId,
+                creator: &UserId,
+            ) -> Result<(), StorageError> {
+                sqlx::query("INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)")
+                    .bind(alias.as_str())
+                    .bind(room_id.as_str())
+                    .bind(creator.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(conflict_on_unique("alias"))?;
+                Ok(())
+            }
+
+            async fn alias(
+                &self,
+                alias: &RoomAliasId,
+            ) -> Result<Option<(OwnedRoomId, String)>, StorageError> {
+                let row: Option<(String, String)> =
+                    sqlx::query_as("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
+                        .bind(alias.as_str())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(|(room_id, creator)| Ok((parse_id("room_aliases", room_id)?, creator)))
+                    .transpose()
+            }
+
+            async fn delete_alias(&self, alias: &RoomAliasId) -> Result<(), StorageError> {
+                let done = sqlx::query("DELETE FROM room_aliases WHERE alias = $1")
+                    .bind(alias.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound("alias"));
+                }
+                Ok(())
+            }
+
+            async fn room_aliases(&self, room_id: &RoomId) -> Result<Vec<String>, StorageError> {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
+                        .bind(room_id.as_str())
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(|(alias,)| alias).collect())
+            }
+
+            async fn set_room_public(&self, room_id: &RoomId, is_public: bool) -> Result<(), StorageError> {
+                let done = sqlx::query("UPDATE rooms SET is_public = $2 WHERE room_id = $1")
+                    .bind(room_id.as_str())
+                    .bind(is_public)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound("room"));
+                }
+                Ok(())
+            }
+
+            async fn public_rooms(&self) -> Result<Vec<OwnedRoomId>, StorageError> {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as("SELECT room_id FROM rooms WHERE is_public ORDER BY room_id")
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter().map(|(id,)| parse_id("rooms", id)).collect()
+            }
+        }
+    };
+}
+
+sql_room_store!(SqliteStorage);
+sql_room_store!(PostgresStorage);
