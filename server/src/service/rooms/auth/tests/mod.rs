@@ -15,6 +15,7 @@ use crate::service::rooms::testing::{
 
 mod create;
 mod forged;
+mod invariants;
 mod join_rules;
 mod membership;
 mod power_levels;
