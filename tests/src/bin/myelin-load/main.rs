@@ -7,6 +7,7 @@
 mod api;
 mod compare;
 mod concurrent;
+mod host;
 mod matrix;
 mod memory;
 mod report;
@@ -133,25 +134,39 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         versions.join(" ")
     );
 
+    if let Some(load) = host::load_average_1m()
+        && load > 0.5 * host::cpus() as f64
+    {
+        eprintln!(
+            "myelin-load: warning: the machine is busy (1-minute load average {load} on {} CPUs); \
+             figures will be noisy",
+            host::cpus()
+        );
+    }
     let start_memory = cli
         .server_pid
         .map(|pid| memory::read(pid).map_err(|e| format!("{e:#}")));
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         api: api.clone(),
-        run_id,
+        run_id: run_id.clone(),
         sizes: sizes(&cli)?,
     };
     let mut records = Vec::new();
-    for scenario in cli
+    let chosen = cli
         .scenarios
         .clone()
-        .unwrap_or_else(|| Scenario::ALL.to_vec())
-    {
+        .unwrap_or_else(|| Scenario::ALL.to_vec());
+    for (k, scenario) in chosen.into_iter().enumerate() {
+        // A scenario may be listed twice: each run gets its own accounts.
+        ctx.run_id = format!("{run_id}s{k}");
         eprintln!("{}: running", scenario.name());
         let (retries_before, started) = (api.retries(), SystemTime::now());
         let mut result = scenarios::run(scenario, &ctx)
             .await
             .map_err(|e| format!("{e:#}"));
+        if let (Ok(outcome), Some(load)) = (&mut result, host::load_average_1m()) {
+            outcome.params.push(("host_load_1m", json!(load)));
+        }
         if let (Ok(outcome), Some(pid)) = (&mut result, cli.server_pid)
             && let Ok(m) = memory::read(pid)
         {

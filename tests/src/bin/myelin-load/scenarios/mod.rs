@@ -82,7 +82,7 @@ pub struct Sizes {
 pub struct Ctx {
     /// The homeserver.
     pub api: Api,
-    /// A random tag that makes this run's user names and transaction ids unique.
+    /// A random tag that makes this scenario run's user names and transaction ids unique.
     pub run_id: String,
     /// Scenario sizes.
     pub sizes: Sizes,
