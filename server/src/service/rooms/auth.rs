@@ -358,14 +358,26 @@ pub fn is_redaction_allowed(
     if redaction.sender().server_name() == target.sender().server_name() {
         return Ok(true);
     }
+    let redact_level = redact_power_level(version, &state)?;
+    Ok(user_power_level(version, redaction.sender(), state)? >= UserPowerLevel::Int(redact_level))
+}
+
+/// The `redact` power level of `state`'s `m.room.power_levels`, or its default.
+///
+/// # Errors
+///
+/// [`AuthRule::Other`] if the power levels are malformed.
+pub fn redact_power_level(
+    version: RoomVersion,
+    state: impl Fn(&StateEventType, &str) -> Option<Pdu>,
+) -> Result<ruma::Int, AuthError> {
     let rules = &version.rules().authorization;
-    let redact_level = match state(&StateEventType::RoomPowerLevels, "") {
+    match state(&StateEventType::RoomPowerLevels, "") {
         Some(power_levels) => RoomPowerLevelsEvent::new(power_levels)
             .get_as_int_or_default(RoomPowerLevelsIntField::Redact, rules)
-            .map_err(other)?,
-        None => RoomPowerLevelsIntField::Redact.default_value(),
-    };
-    Ok(user_power_level(version, redaction.sender(), state)? >= UserPowerLevel::Int(redact_level))
+            .map_err(other),
+        None => Ok(RoomPowerLevelsIntField::Redact.default_value()),
+    }
 }
 
 fn other(reason: String) -> AuthError {

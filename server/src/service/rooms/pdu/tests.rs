@@ -498,3 +498,60 @@ fn pdu_can_be_shared_across_tasks() {
     assert_send_sync::<Pdu>();
     assert_send_sync::<PduError>();
 }
+
+/// Events hashed, signed and given their ids by Synapse 1.163.2, copied from
+/// myelin-crypto's `SYNAPSE_VECTORS` (crypto/src/event/tests.rs, generated
+/// by crypto/tests/vectors/synapse_vectors.py): for room versions 10, 11 and
+/// 12, a create event and a message citing it.
+const SYNAPSE_EVENTS: &[(RoomVersion, &str, &str)] = &[
+    (
+        RoomVersion::V10,
+        r#"{"auth_events":[],"content":{"creator":"@a:domain","room_version":"10"},"depth":1,"hashes":{"sha256":"tziz37kOM4eLmR2A/fGV8f8aH1I9Yvt5kWSkjDbzxNQ"},"origin_server_ts":1000000,"prev_events":[],"room_id":"!r:domain","sender":"@a:domain","signatures":{"domain":{"ed25519:1":"3ChYfNQRzVZJKxJzZ0jG2ko71yQM3uwRJGT7vEn53WnVCBCguYiM4A2UGa0oFr1nsJv05ESX7+JAR0QbeS9BDw"}},"state_key":"","type":"m.room.create","unsigned":{"age_ts":1000000}}"#,
+        "$y8K173pAZAN1ERgehkNItZgN1s9dNpL0yI1SPFR5UaM",
+    ),
+    (
+        RoomVersion::V10,
+        r#"{"auth_events":["$y8K173pAZAN1ERgehkNItZgN1s9dNpL0yI1SPFR5UaM"],"content":{"body":"Here is the message content","msgtype":"m.text"},"depth":2,"hashes":{"sha256":"94LjHtgq8xIiaOy+jpb4AZ0hLUshalRZUPMc8R4/Kj8"},"origin":"domain","origin_server_ts":1000001,"prev_events":["$y8K173pAZAN1ERgehkNItZgN1s9dNpL0yI1SPFR5UaM"],"room_id":"!r:domain","sender":"@a:domain","signatures":{"domain":{"ed25519:1":"gAIlTr5KIgWzAp7jEeMZ414z9xmzzoLPHDHQKy4Cjle5bRQC5BHh/GhR589N7Ea3Z3+AvRfuUFjEEXs8mPZoCA"}},"type":"m.room.message","unsigned":{"age_ts":1000001}}"#,
+        "$h3l4-MfEY7c3wl_Ve8zLQCwzoqpE_3UTSihvPtnOtHA",
+    ),
+    (
+        RoomVersion::V11,
+        r#"{"auth_events":[],"content":{"room_version":"11"},"depth":1,"hashes":{"sha256":"Ps8hj2OnOSibP5U0izvS/z5UPtQOT8z73SfvK0W6pVs"},"origin_server_ts":1000000,"prev_events":[],"room_id":"!r:domain","sender":"@a:domain","signatures":{"domain":{"ed25519:1":"OI+uCll0cQ9vXNik6QUgcOo/yHWIX26rWf9/MC84N0NhKyxORYd+akxAGiDvAOpNuwolPC7ppu62g6JkIQSdCw"}},"state_key":"","type":"m.room.create","unsigned":{"age_ts":1000000}}"#,
+        "$_WsicK13CXN4QWf5RJ6rPliYN2yXg-86tTo-KGVWkhk",
+    ),
+    (
+        RoomVersion::V11,
+        r#"{"auth_events":["$_WsicK13CXN4QWf5RJ6rPliYN2yXg-86tTo-KGVWkhk"],"content":{"body":"Here is the message content","msgtype":"m.text"},"depth":2,"hashes":{"sha256":"xM46w07QwA1t3GxS/DFeeGLIVC6fxNDWUKPVpTXX3fA"},"origin":"domain","origin_server_ts":1000001,"prev_events":["$_WsicK13CXN4QWf5RJ6rPliYN2yXg-86tTo-KGVWkhk"],"room_id":"!r:domain","sender":"@a:domain","signatures":{"domain":{"ed25519:1":"B0m7qNCYd48XrnJrU8FBw6+O21PV4QpxCRlC+JwM+A4eoa8o8W4suOTkJvPOk1rGZYVDRkwpTyLysJytwnqjBg"}},"type":"m.room.message","unsigned":{"age_ts":1000001}}"#,
+        "$nwGtFxmaKNegn88NlPxI-esOv-D8thbGoIlCXIc_60w",
+    ),
+    (
+        RoomVersion::V12,
+        r#"{"auth_events":[],"content":{"room_version":"12"},"depth":1,"hashes":{"sha256":"ccqBumrNf46eCfIkdZSYW9RNafS0xFYYDm5rnZBSVJU"},"origin_server_ts":1000000,"prev_events":[],"sender":"@a:domain","signatures":{"domain":{"ed25519:1":"0iTJ32BZFymf41Y7UBttP2wZ0JTo6UjsLDQuf+79LB+WeKVfoLyR2I8RF23ZdFgCuxtjVBl5MKXIOWP+ocELDw"}},"state_key":"","type":"m.room.create","unsigned":{"age_ts":1000000}}"#,
+        "$P5-6WTYQ_woy6f4nmleE0XqxjtZcyKGza5_gDN-KAdM",
+    ),
+    (
+        RoomVersion::V12,
+        r#"{"auth_events":[],"content":{"body":"Here is the message content","msgtype":"m.text"},"depth":2,"hashes":{"sha256":"y/g5ZbQLCmrdxnCp9mAuk2ypXrvenCZINp17e+pIvCg"},"origin":"domain","origin_server_ts":1000001,"prev_events":["$P5-6WTYQ_woy6f4nmleE0XqxjtZcyKGza5_gDN-KAdM"],"room_id":"!P5-6WTYQ_woy6f4nmleE0XqxjtZcyKGza5_gDN-KAdM","sender":"@a:domain","signatures":{"domain":{"ed25519:1":"T+XYlBCnm4jyyP1xcxrhzF0g7jvHVUkWnFtJLvVf0ho9wnJmScNUZ6QmhLiB5HFhHsJBN6EqS3CnF92ZBbrAAw"}},"type":"m.room.message","unsigned":{"age_ts":1000001}}"#,
+        "$2USzM8wZaVneZ6b_mYDHJeucMpnlyol_VjDAejU7UkU",
+    ),
+];
+
+#[test]
+fn events_signed_by_synapse_parse_with_synapses_event_ids() {
+    for (version, json, event_id) in SYNAPSE_EVENTS {
+        let pdu = Pdu::from_json(*version, json).unwrap();
+        assert_eq!(pdu.event_id(), *event_id, "room version {version}");
+        assert_eq!(pdu.canonical_json(), *json);
+        assert_eq!(pdu.sender(), "@a:domain");
+    }
+    // Version 12: the create event's id names the room.
+    let (_, create, _) = SYNAPSE_EVENTS[4];
+    let (_, message, _) = SYNAPSE_EVENTS[5];
+    let create = Pdu::from_json(RoomVersion::V12, create).unwrap();
+    let message = Pdu::from_json(RoomVersion::V12, message).unwrap();
+    assert_eq!(create.room_id(), message.room_id());
+    assert_eq!(
+        create.room_id(),
+        "!P5-6WTYQ_woy6f4nmleE0XqxjtZcyKGza5_gDN-KAdM"
+    );
+}
