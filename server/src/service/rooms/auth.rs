@@ -8,11 +8,12 @@
 //! The spec's [checks on receipt of a PDU] map onto these functions:
 //!
 //! 1. format: [`Pdu`] construction;
-//! 2. signatures and content hash: [`myelin_crypto::verify_event`], **the
-//!    caller's job, before anything here** (some rules, such as restricted
-//!    joins via another server, assume the signatures were verified);
-//! 3. and 4. "passes the authorization rules based on the event's auth
-//!    events": [`check_auth_events`] (reject on failure);
+//! 2. and 3. signatures, then the content hash (redact the event if only the
+//!    hash fails): [`myelin_crypto::verify_event`], **the caller's job,
+//!    before anything here** (some rules, such as restricted joins via
+//!    another server, assume the signatures were verified);
+//! 4. "passes the authorization rules based on the event's auth events":
+//!    [`check_auth_events`] (reject on failure);
 //! 5. "based on the state before the event": [`check_state`] with that state
 //!    (reject on failure);
 //! 6. "based on the current state of the room": [`check_state`] with the
@@ -20,7 +21,7 @@
 //!    change current state or reach clients).
 //!
 //! For an event this server creates, [`auth_events_for`] picks its
-//! `auth_events` from the current state, and [`check_auth`] runs 3 to 5 in
+//! `auth_events` from the current state, and [`check_auth`] runs 4 and 5 in
 //! one call (its auth events *are* the relevant slice of the current state).
 //!
 //! Rejected events are never stored, so the lookups here never return one;
@@ -139,7 +140,7 @@ impl AuthError {
 
 /// Checks `pdu` against its own `auth_events` (fetched with `fetch_event`)
 /// and then against `state`: the authorization checks for an event this
-/// server creates, or steps 3 to 5 of the checks on receipt with `state` the
+/// server creates, or steps 4 and 5 of the checks on receipt with `state` the
 /// state before the event.
 ///
 /// # Errors
