@@ -34,7 +34,9 @@ use http::{
     AppState,
     tls::{TlsError, TlsListener},
 };
-use service::{accounts::Accounts, devices::Devices, profile::Profiles};
+use service::{
+    ServiceError, accounts::Accounts, devices::Devices, profile::Profiles, server_keys::ServerKeys,
+};
 use storage::{Storage, StorageError};
 
 /// Why the server could not start or stopped with an error.
@@ -46,6 +48,9 @@ pub enum StartError {
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The server's signing key could not be loaded or created.
+    #[error("signing key: {0}")]
+    SigningKey(#[source] ServiceError),
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -61,10 +66,14 @@ pub enum StartError {
 pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), StartError> {
     let server_name = config.validate()?;
     let storage = storage::open(&config.database()?).await?;
+    let server_keys = ServerKeys::load_or_generate(storage.clone(), server_name.clone())
+        .await
+        .map_err(StartError::SigningKey)?;
     let accounts = Arc::new(Accounts::new(storage.clone(), server_name.clone(), config));
     let state = AppState {
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),
         profiles: Arc::new(Profiles::new(storage.clone(), server_name)),
+        server_keys: Arc::new(server_keys),
         accounts,
     };
     Ok((state, storage))

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod tls;
 
 use std::sync::Arc;
@@ -19,7 +20,9 @@ use axum::{
 };
 use tracing::Instrument;
 
-use crate::service::{accounts::Accounts, devices::Devices, profile::Profiles};
+use crate::service::{
+    accounts::Accounts, devices::Devices, profile::Profiles, server_keys::ServerKeys,
+};
 use error::MatrixError;
 
 /// What every handler can reach.
@@ -31,6 +34,8 @@ pub struct AppState {
     pub devices: Arc<Devices>,
     /// Profiles.
     pub profiles: Arc<Profiles>,
+    /// The server's signing keys.
+    pub server_keys: Arc<ServerKeys>,
 }
 
 /// The peer address of a connection, plain or TLS, as `ConnectInfo`.
@@ -53,6 +58,7 @@ impl Connected<IncomingStream<'_, tls::TlsListener>> for PeerAddr {
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .nest("/_matrix/client", client::router())
+        .nest("/_matrix/key", keys::router())
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async { MatrixError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -9,6 +9,7 @@ pub mod password;
 pub mod profile;
 pub mod rate_limit;
 pub mod rooms;
+pub mod server_keys;
 pub mod tokens;
 pub mod uia;
 

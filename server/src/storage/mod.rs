@@ -5,6 +5,7 @@
 //! versioned migrations under `server/migrations/<backend>/`, run at start-up.
 
 mod accounts;
+mod keys;
 mod rooms;
 mod sql;
 
@@ -14,6 +15,7 @@ use ruma::{OwnedDeviceId, OwnedUserId};
 use crate::config::DatabaseLocation;
 
 pub use accounts::AccountStore;
+pub use keys::{KeyStore, StoredSigningKey};
 pub use rooms::{
     NewEvent, NewStateGroup, RoomHead, RoomRecord, RoomStore, StateEntry, StoredEvent,
     StreamPosition,
@@ -154,7 +156,7 @@ pub enum StorageError {
 /// Everything the server persists: one trait per area, so each area's
 /// storage code stays in its own file.
 #[async_trait]
-pub trait Storage: AccountStore + RoomStore + Send + Sync + 'static {
+pub trait Storage: AccountStore + KeyStore + RoomStore + Send + Sync + 'static {
     /// Waits for in-flight work and closes the database (SQLite checkpoints its log).
     async fn close(&self);
 }

@@ -6,5 +6,6 @@ mod devices;
 mod errors;
 mod password;
 mod profile;
+mod server_keys;
 mod storage;
 mod tls;

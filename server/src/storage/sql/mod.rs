@@ -18,6 +18,7 @@ use sqlx::{
 use super::{Storage, StorageError};
 
 mod accounts;
+mod keys;
 mod rooms;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
