@@ -23,6 +23,8 @@ pub struct Config {
     /// Database URL. Unset means an embedded SQLite database at `<data_dir>/myelin.db`;
     /// `postgres://…` selects PostgreSQL.
     pub database_url: Option<Secret>,
+    /// Room version for new rooms when the client names none (`10`, `11` or `12`).
+    pub default_room_version: String,
     /// Largest request body accepted, in bytes; larger requests get `M_TOO_LARGE`.
     pub max_request_body_bytes: usize,
     /// Who may create accounts through the client API.
@@ -44,6 +46,7 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8008)),
             data_dir: PathBuf::from("myelin-data"),
             database_url: None,
+            default_room_version: "12".to_owned(),
             max_request_body_bytes: 4 * 1024 * 1024,
             registration: RegistrationConfig::default(),
             password_policy: PasswordPolicy::default(),
@@ -296,6 +299,12 @@ impl Config {
                     reason: "per_second must be positive and burst at least 1".to_owned(),
                 });
             }
+        }
+        if !["10", "11", "12"].contains(&self.default_room_version.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "default_room_version",
+                reason: "supported room versions are 10, 11 and 12".to_owned(),
+            });
         }
         self.database()?;
         Ok(server_name)

@@ -35,7 +35,13 @@ use http::{
     tls::{TlsError, TlsListener},
 };
 use service::{
-    ServiceError, accounts::Accounts, devices::Devices, profile::Profiles, server_keys::ServerKeys,
+    ServiceError,
+    accounts::Accounts,
+    devices::Devices,
+    profile::Profiles,
+    room_events::{RoomEvents, parse_version},
+    room_ops::RoomOps,
+    server_keys::ServerKeys,
 };
 use storage::{Storage, StorageError};
 
@@ -54,6 +60,9 @@ pub enum StartError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The room services could not start.
+    #[error("cannot start the room services: {0}")]
+    Rooms(ServiceError),
     /// Serving failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -69,11 +78,26 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     let server_keys = ServerKeys::load_or_generate(storage.clone(), server_name.clone())
         .await
         .map_err(StartError::SigningKey)?;
+    let server_keys = Arc::new(server_keys);
     let accounts = Arc::new(Accounts::new(storage.clone(), server_name.clone(), config));
+    let profiles = Arc::new(Profiles::new(storage.clone(), server_name.clone()));
+    let room_events = Arc::new(
+        RoomEvents::new(storage.clone(), server_keys.clone())
+            .await
+            .map_err(StartError::Rooms)?,
+    );
+    let default_version = parse_version(&config.default_room_version).map_err(StartError::Rooms)?;
     let state = AppState {
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),
-        profiles: Arc::new(Profiles::new(storage.clone(), server_name)),
-        server_keys: Arc::new(server_keys),
+        rooms: Arc::new(RoomOps::new(
+            room_events,
+            storage.clone(),
+            profiles.clone(),
+            server_name,
+            default_version,
+        )),
+        profiles,
+        server_keys,
         accounts,
     };
     Ok((state, storage))

@@ -143,6 +143,23 @@ impl From<ServiceError> for MatrixError {
                 )
                 .with("retry_after_ms", Value::from(ms))
             }
+            ServiceError::UnsupportedRoomVersion(version) => Self::new(
+                S::BAD_REQUEST,
+                "M_UNSUPPORTED_ROOM_VERSION",
+                format!("room version {version} is not supported"),
+            ),
+            ServiceError::RoomInUse => {
+                Self::new(S::BAD_REQUEST, "M_ROOM_IN_USE", "Room alias already taken")
+            }
+            ServiceError::AliasInUse => {
+                Self::new(S::CONFLICT, "M_UNKNOWN", "Room alias already exists")
+            }
+            ServiceError::BadAlias(m) => Self::new(S::BAD_REQUEST, "M_BAD_ALIAS", m),
+            ServiceError::EventTooLarge => Self::new(
+                S::PAYLOAD_TOO_LARGE,
+                "M_TOO_LARGE",
+                "Events are limited to 65535 bytes",
+            ),
             ServiceError::AuthRequired(challenge) => uia_challenge(*challenge),
             ServiceError::Storage(e) => internal(&e),
             ServiceError::Internal(detail) => internal(&detail),

@@ -21,7 +21,8 @@ use axum::{
 use tracing::Instrument;
 
 use crate::service::{
-    accounts::Accounts, devices::Devices, profile::Profiles, server_keys::ServerKeys,
+    accounts::Accounts, devices::Devices, profile::Profiles, room_ops::RoomOps,
+    server_keys::ServerKeys,
 };
 use error::MatrixError;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub profiles: Arc<Profiles>,
     /// The server's signing keys.
     pub server_keys: Arc<ServerKeys>,
+    /// Room operations.
+    pub rooms: Arc<RoomOps>,
 }
 
 /// The peer address of a connection, plain or TLS, as `ConnectInfo`.

@@ -8,6 +8,8 @@ pub mod devices;
 pub mod password;
 pub mod profile;
 pub mod rate_limit;
+pub mod room_events;
+pub mod room_ops;
 pub mod rooms;
 pub mod server_keys;
 pub mod tokens;
@@ -60,6 +62,21 @@ pub enum ServiceError {
     /// User-interactive authentication must continue.
     #[error("user-interactive authentication required")]
     AuthRequired(Box<UiaChallenge>),
+    /// The room version is unknown or not implemented.
+    #[error("unsupported room version {0}")]
+    UnsupportedRoomVersion(String),
+    /// The room alias asked for at room creation is taken.
+    #[error("room alias in use")]
+    RoomInUse,
+    /// The alias to create exists already.
+    #[error("alias already exists")]
+    AliasInUse,
+    /// A canonical alias names an alias that does not point at the room.
+    #[error("bad alias: {0}")]
+    BadAlias(String),
+    /// The event is larger than the spec allows.
+    #[error("event too large")]
+    EventTooLarge,
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

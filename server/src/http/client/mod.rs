@@ -4,14 +4,19 @@ mod account;
 mod auth_data;
 mod capabilities;
 mod devices;
+mod directory;
+mod events;
 mod login;
 mod profile;
 mod register;
+mod room_state;
+mod rooms;
+mod send;
 mod versions;
 
 use axum::{
     Router,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 
 use super::AppState;
@@ -46,7 +51,64 @@ pub fn router() -> Router<AppState> {
             "/profile/{user_id}/avatar_url",
             get(profile::get_avatar_url).put(profile::set_avatar_url),
         )
-        .route("/capabilities", get(capabilities::get_capabilities));
+        .route("/capabilities", get(capabilities::get_capabilities))
+        .route("/createRoom", post(rooms::create_room))
+        .route("/joined_rooms", get(rooms::get_joined_rooms))
+        .route(
+            "/join/{room_id_or_alias}",
+            post(rooms::join_room_by_id_or_alias),
+        )
+        .route("/rooms/{room_id}/join", post(rooms::join_room_by_id))
+        .route("/rooms/{room_id}/leave", post(rooms::leave_room))
+        .route("/rooms/{room_id}/forget", post(rooms::forget_room))
+        .route("/rooms/{room_id}/invite", post(rooms::invite_user))
+        .route("/rooms/{room_id}/kick", post(rooms::kick_user))
+        .route("/rooms/{room_id}/ban", post(rooms::ban_user))
+        .route("/rooms/{room_id}/unban", post(rooms::unban_user))
+        .route(
+            "/rooms/{room_id}/send/{event_type}/{txn_id}",
+            put(send::send_message_event),
+        )
+        .route(
+            "/rooms/{room_id}/redact/{event_id}/{txn_id}",
+            put(send::redact_event),
+        )
+        .route("/rooms/{room_id}/state", get(room_state::get_state_events))
+        .route(
+            "/rooms/{room_id}/state/{event_type}",
+            get(room_state::get_state_event_empty_key).put(room_state::send_state_event_empty_key),
+        )
+        .route(
+            "/rooms/{room_id}/state/{event_type}/",
+            get(room_state::get_state_event_empty_key).put(room_state::send_state_event_empty_key),
+        )
+        .route(
+            "/rooms/{room_id}/state/{event_type}/{state_key}",
+            get(room_state::get_state_event).put(room_state::send_state_event),
+        )
+        .route(
+            "/rooms/{room_id}/members",
+            get(room_state::get_member_events),
+        )
+        .route(
+            "/rooms/{room_id}/joined_members",
+            get(room_state::joined_members),
+        )
+        .route("/rooms/{room_id}/aliases", get(directory::get_room_aliases))
+        .route(
+            "/directory/room/{room_alias}",
+            get(directory::get_room_alias)
+                .put(directory::create_room_alias)
+                .delete(directory::delete_room_alias),
+        )
+        .route(
+            "/directory/list/room/{room_id}",
+            get(directory::get_room_visibility).put(directory::set_room_visibility),
+        )
+        .route(
+            "/publicRooms",
+            get(directory::get_public_rooms).post(directory::get_public_rooms_filtered),
+        );
     let v1 = Router::new().route(
         "/register/m.login.registration_token/validity",
         get(register::check_registration_token_validity),

@@ -1,0 +1,151 @@
+//! Room state and members.
+
+use axum::{Json as Reply, extract::State, response::Response};
+use ruma::{CanonicalJsonObject, OwnedRoomId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::events::{ClientEvent, json_response};
+use crate::http::{
+    AppState,
+    error::MatrixError,
+    extract::{Authed, Json, Path, Query},
+};
+
+/// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
+pub async fn send_state_event(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path((room_id, event_type, state_key)): Path<(OwnedRoomId, String, String)>,
+    Json(content): Json<CanonicalJsonObject>,
+) -> Result<Reply<Value>, MatrixError> {
+    let event_id = state
+        .rooms
+        .send_state(&session.user_id, &room_id, &event_type, &state_key, content)
+        .await?;
+    Ok(Reply(json!({ "event_id": event_id })))
+}
+
+/// `PUT /rooms/{roomId}/state/{eventType}`: the empty state key.
+pub async fn send_state_event_empty_key(
+    state: State<AppState>,
+    authed: Authed,
+    Path((room_id, event_type)): Path<(OwnedRoomId, String)>,
+    body: Json<CanonicalJsonObject>,
+) -> Result<Reply<Value>, MatrixError> {
+    send_state_event(
+        state,
+        authed,
+        Path((room_id, event_type, String::new())),
+        body,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FormatQuery {
+    format: Option<String>,
+}
+
+/// `GET /rooms/{roomId}/state/{eventType}/{stateKey}`: the content, or the
+/// whole event with `?format=event`.
+pub async fn get_state_event(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path((room_id, event_type, state_key)): Path<(OwnedRoomId, String, String)>,
+    Query(query): Query<FormatQuery>,
+) -> Result<Response, MatrixError> {
+    let pdu = state
+        .rooms
+        .state_event(&session.user_id, &room_id, &event_type, &state_key)
+        .await?;
+    if query.format.as_deref() == Some("event") {
+        json_response(&ClientEvent::from(&pdu))
+    } else {
+        json_response(&pdu.content())
+    }
+}
+
+/// `GET /rooms/{roomId}/state/{eventType}`: the empty state key.
+pub async fn get_state_event_empty_key(
+    state: State<AppState>,
+    authed: Authed,
+    Path((room_id, event_type)): Path<(OwnedRoomId, String)>,
+    query: Query<FormatQuery>,
+) -> Result<Response, MatrixError> {
+    get_state_event(
+        state,
+        authed,
+        Path((room_id, event_type, String::new())),
+        query,
+    )
+    .await
+}
+
+/// `GET /rooms/{roomId}/state`: every state event the user may see.
+pub async fn get_state_events(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(room_id): Path<OwnedRoomId>,
+) -> Result<Response, MatrixError> {
+    let pdus = state
+        .rooms
+        .visible_state(&session.user_id, &room_id)
+        .await?;
+    let events: Vec<ClientEvent<'_>> = pdus.iter().map(ClientEvent::from).collect();
+    json_response(&events)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MembersQuery {
+    membership: Option<String>,
+    not_membership: Option<String>,
+}
+
+/// `GET /rooms/{roomId}/members`, optionally filtered by membership.
+pub async fn get_member_events(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(room_id): Path<OwnedRoomId>,
+    Query(query): Query<MembersQuery>,
+) -> Result<Response, MatrixError> {
+    let members = state.rooms.members(&session.user_id, &room_id).await?;
+    let chunk: Vec<ClientEvent<'_>> = members
+        .iter()
+        .filter(|pdu| {
+            let membership = crate::service::room_events::membership(pdu);
+            query
+                .membership
+                .as_ref()
+                .is_none_or(|want| membership.as_ref() == Some(want))
+                && query
+                    .not_membership
+                    .as_ref()
+                    .is_none_or(|skip| membership.as_ref() != Some(skip))
+        })
+        .map(ClientEvent::from)
+        .collect();
+    json_response(&json!({ "chunk": chunk }))
+}
+
+/// `GET /rooms/{roomId}/joined_members`.
+pub async fn joined_members(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(room_id): Path<OwnedRoomId>,
+) -> Result<Reply<Value>, MatrixError> {
+    let members = state
+        .rooms
+        .joined_members(&session.user_id, &room_id)
+        .await?;
+    let joined: serde_json::Map<String, Value> = members
+        .into_iter()
+        .map(|(user_id, member)| {
+            (
+                user_id,
+                json!({ "display_name": member.display_name, "avatar_url": member.avatar_url }),
+            )
+        })
+        .collect();
+    Ok(Reply(json!({ "joined": joined })))
+}

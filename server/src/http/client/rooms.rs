@@ -1,0 +1,230 @@
+//! Creating rooms and changing membership.
+
+use axum::{Json as Reply, extract::State};
+use ruma::{CanonicalJsonObject, OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::empty_object;
+use crate::{
+    http::{
+        AppState,
+        error::MatrixError,
+        extract::{Authed, Json, Path},
+    },
+    service::room_ops::{CreateRoom, InitialState, Preset},
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PresetJson {
+    PrivateChat,
+    TrustedPrivateChat,
+    PublicChat,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Visibility {
+    Public,
+    Private,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InitialStateJson {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    state_key: String,
+    content: CanonicalJsonObject,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateRoomRequest {
+    preset: Option<PresetJson>,
+    visibility: Option<Visibility>,
+    room_version: Option<String>,
+    name: Option<String>,
+    topic: Option<String>,
+    #[serde(default)]
+    invite: Vec<OwnedUserId>,
+    #[serde(default)]
+    initial_state: Vec<InitialStateJson>,
+    power_level_content_override: Option<CanonicalJsonObject>,
+    creation_content: Option<CanonicalJsonObject>,
+    #[serde(default)]
+    is_direct: bool,
+    room_alias_name: Option<String>,
+}
+
+/// `POST /createRoom`.
+pub async fn create_room(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Json(body): Json<CreateRoomRequest>,
+) -> Result<Reply<Value>, MatrixError> {
+    let request = CreateRoom {
+        preset: body.preset.map(|preset| match preset {
+            PresetJson::PrivateChat => Preset::PrivateChat,
+            PresetJson::TrustedPrivateChat => Preset::TrustedPrivateChat,
+            PresetJson::PublicChat => Preset::PublicChat,
+        }),
+        is_public: matches!(body.visibility, Some(Visibility::Public)),
+        room_version: body.room_version,
+        name: body.name,
+        topic: body.topic,
+        invite: body.invite,
+        initial_state: body
+            .initial_state
+            .into_iter()
+            .map(|s| InitialState {
+                event_type: s.kind,
+                state_key: s.state_key,
+                content: s.content,
+            })
+            .collect(),
+        power_level_content_override: body.power_level_content_override,
+        creation_content: body.creation_content,
+        is_direct: body.is_direct,
+        room_alias_name: body.room_alias_name,
+    };
+    let room_id = state.rooms.create_room(&session.user_id, request).await?;
+    Ok(Reply(json!({ "room_id": room_id })))
+}
+
+/// `GET /joined_rooms`.
+pub async fn get_joined_rooms(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+) -> Result<Reply<Value>, MatrixError> {
+    let rooms = state.rooms.joined_rooms(&session.user_id).await?;
+    Ok(Reply(json!({ "joined_rooms": rooms })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ReasonBody {
+    reason: Option<String>,
+}
+
+/// `POST /join/{roomIdOrAlias}`.
+pub async fn join_room_by_id_or_alias(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(target): Path<OwnedRoomOrAliasId>,
+    body: axum::body::Bytes,
+) -> Result<Reply<Value>, MatrixError> {
+    optional_body::<ReasonBody>(&body)?;
+    let room_id = state.rooms.join(&session.user_id, &target).await?;
+    Ok(Reply(json!({ "room_id": room_id })))
+}
+
+/// `POST /rooms/{roomId}/join`.
+pub async fn join_room_by_id(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(room_id): Path<OwnedRoomId>,
+    body: axum::body::Bytes,
+) -> Result<Reply<Value>, MatrixError> {
+    optional_body::<ReasonBody>(&body)?;
+    let room_id = state
+        .rooms
+        .join(&session.user_id, <&ruma::RoomOrAliasId>::from(&*room_id))
+        .await?;
+    Ok(Reply(json!({ "room_id": room_id })))
+}
+
+/// `POST /rooms/{roomId}/leave`.
+pub async fn leave_room(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(room_id): Path<OwnedRoomId>,
+    body: axum::body::Bytes,
+) -> Result<Reply<Value>, MatrixError> {
+    let body = optional_body::<ReasonBody>(&body)?;
+    state
+        .rooms
+        .leave(&session.user_id, &room_id, body.reason)
+        .await?;
+    Ok(empty_object())
+}
+
+/// `POST /rooms/{roomId}/forget`.
+pub async fn forget_room(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(room_id): Path<OwnedRoomId>,
+) -> Result<Reply<Value>, MatrixError> {
+    state.rooms.forget(&session.user_id, &room_id).await?;
+    Ok(empty_object())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TargetBody {
+    user_id: OwnedUserId,
+    reason: Option<String>,
+}
+
+/// `POST /rooms/{roomId}/invite`.
+pub async fn invite_user(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(room_id): Path<OwnedRoomId>,
+    Json(body): Json<TargetBody>,
+) -> Result<Reply<Value>, MatrixError> {
+    state
+        .rooms
+        .invite(&session.user_id, &room_id, &body.user_id, body.reason)
+        .await?;
+    Ok(empty_object())
+}
+
+/// `POST /rooms/{roomId}/kick`.
+pub async fn kick_user(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(room_id): Path<OwnedRoomId>,
+    Json(body): Json<TargetBody>,
+) -> Result<Reply<Value>, MatrixError> {
+    state
+        .rooms
+        .kick(&session.user_id, &room_id, &body.user_id, body.reason)
+        .await?;
+    Ok(empty_object())
+}
+
+/// `POST /rooms/{roomId}/ban`.
+pub async fn ban_user(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(room_id): Path<OwnedRoomId>,
+    Json(body): Json<TargetBody>,
+) -> Result<Reply<Value>, MatrixError> {
+    state
+        .rooms
+        .ban(&session.user_id, &room_id, &body.user_id, body.reason)
+        .await?;
+    Ok(empty_object())
+}
+
+/// `POST /rooms/{roomId}/unban`.
+pub async fn unban_user(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(room_id): Path<OwnedRoomId>,
+    Json(body): Json<TargetBody>,
+) -> Result<Reply<Value>, MatrixError> {
+    state
+        .rooms
+        .unban(&session.user_id, &room_id, &body.user_id, body.reason)
+        .await?;
+    Ok(empty_object())
+}
+
+/// Parses a body that may be empty.
+fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, MatrixError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        crate::http::extract::parse_json(body)
+    }
+}

@@ -1,0 +1,315 @@
+//! `POST /createRoom`: the create event, the creator's join, power levels,
+//! the preset's rules, initial state, name, topic and invites, in the order
+//! the spec gives.
+
+use rand::{Rng, distributions::Alphanumeric};
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomAliasId, OwnedRoomId, OwnedUserId,
+    RoomAliasId, UserId,
+};
+use serde_json::json;
+use tracing::info;
+
+use super::{RoomOps, object, state_event};
+use crate::service::{ServiceError, room_events::parse_version, rooms::version::RoomVersion};
+
+/// The spec's room presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// Invite-only, history shared with members.
+    PrivateChat,
+    /// Invite-only, and every invitee gets the creator's power.
+    TrustedPrivateChat,
+    /// Anyone may join.
+    PublicChat,
+}
+
+/// A state event for `initial_state`.
+#[derive(Debug, Clone)]
+pub struct InitialState {
+    /// Its type.
+    pub event_type: String,
+    /// Its state key.
+    pub state_key: String,
+    /// Its content.
+    pub content: CanonicalJsonObject,
+}
+
+/// A `POST /createRoom` request.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRoom {
+    /// The preset; from `visibility` when absent.
+    pub preset: Option<Preset>,
+    /// Publish the room in the directory.
+    pub is_public: bool,
+    /// The room version; the server's default when absent.
+    pub room_version: Option<String>,
+    /// `m.room.name`.
+    pub name: Option<String>,
+    /// `m.room.topic`.
+    pub topic: Option<String>,
+    /// Users to invite.
+    pub invite: Vec<OwnedUserId>,
+    /// Extra state events, sent after the preset's.
+    pub initial_state: Vec<InitialState>,
+    /// Keys that replace the default power levels' keys.
+    pub power_level_content_override: Option<CanonicalJsonObject>,
+    /// Extra keys for the create event's content.
+    pub creation_content: Option<CanonicalJsonObject>,
+    /// Mark the invites as direct chats.
+    pub is_direct: bool,
+    /// Local part of an alias to create (`#name:server`).
+    pub room_alias_name: Option<String>,
+}
+
+impl RoomOps {
+    /// Creates a room for `creator`.
+    ///
+    /// # Errors
+    /// `UnsupportedRoomVersion`, `RoomInUse` for a taken alias,
+    /// `InvalidParam` for remote invitees, `Forbidden` when an initial event
+    /// fails the authorization rules.
+    pub async fn create_room(
+        &self,
+        creator: &UserId,
+        request: CreateRoom,
+    ) -> Result<OwnedRoomId, ServiceError> {
+        let version = match &request.room_version {
+            Some(version) => parse_version(version)?,
+            None => self.default_version,
+        };
+        for invitee in &request.invite {
+            self.require_local_user(invitee)?;
+        }
+        let alias = match &request.room_alias_name {
+            Some(name) => Some(self.free_alias(name).await?),
+            None => None,
+        };
+        let preset = request.preset.unwrap_or(if request.is_public {
+            Preset::PublicChat
+        } else {
+            Preset::PrivateChat
+        });
+
+        let create = state_event(
+            creator,
+            "m.room.create",
+            "",
+            create_content(version, creator, &request, preset),
+        );
+        let room_id = match version.is_room_id_derived_from_create_event() {
+            true => None,
+            false => Some(self.random_room_id()?),
+        };
+        let room_id = self.events.create_room(version, room_id, create).await?;
+
+        let mut events = vec![state_event(
+            creator,
+            "m.room.member",
+            creator.as_str(),
+            self.member_content(creator, "join", CanonicalJsonObject::new())
+                .await?,
+        )];
+        events.push(state_event(
+            creator,
+            "m.room.power_levels",
+            "",
+            power_levels(version, creator, &request, preset),
+        ));
+        if let Some(alias) = &alias {
+            events.push(state_event(
+                creator,
+                "m.room.canonical_alias",
+                "",
+                object(json!({ "alias": alias })),
+            ));
+        }
+        let (join_rule, guest_access) = match preset {
+            Preset::PublicChat => ("public", "forbidden"),
+            Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "can_join"),
+        };
+        events.push(state_event(
+            creator,
+            "m.room.join_rules",
+            "",
+            object(json!({ "join_rule": join_rule })),
+        ));
+        events.push(state_event(
+            creator,
+            "m.room.history_visibility",
+            "",
+            object(json!({ "history_visibility": "shared" })),
+        ));
+        events.push(state_event(
+            creator,
+            "m.room.guest_access",
+            "",
+            object(json!({ "guest_access": guest_access })),
+        ));
+        for initial in request.initial_state {
+            events.push(state_event(
+                creator,
+                &initial.event_type,
+                &initial.state_key,
+                initial.content,
+            ));
+        }
+        if let Some(name) = request.name {
+            events.push(state_event(
+                creator,
+                "m.room.name",
+                "",
+                object(json!({ "name": name })),
+            ));
+        }
+        if let Some(topic) = request.topic {
+            events.push(state_event(
+                creator,
+                "m.room.topic",
+                "",
+                object(json!({ "topic": topic })),
+            ));
+        }
+        for invitee in &request.invite {
+            let mut content = CanonicalJsonObject::new();
+            if request.is_direct {
+                content.insert("is_direct".to_owned(), CanonicalJsonValue::Bool(true));
+            }
+            let content = self.member_content(invitee, "invite", content).await?;
+            events.push(state_event(
+                creator,
+                "m.room.member",
+                invitee.as_str(),
+                content,
+            ));
+        }
+        for event in events {
+            self.events.send(&room_id, event).await?;
+        }
+        if let Some(alias) = &alias {
+            self.storage
+                .create_alias(alias, &room_id, creator)
+                .await
+                .map_err(|e| match e {
+                    crate::storage::StorageError::Conflict(_) => ServiceError::RoomInUse,
+                    other => other.into(),
+                })?;
+        }
+        if request.is_public {
+            self.storage.set_room_public(&room_id, true).await?;
+        }
+        info!(%room_id, %version, "room created");
+        Ok(room_id)
+    }
+
+    async fn free_alias(&self, name: &str) -> Result<OwnedRoomAliasId, ServiceError> {
+        let alias = RoomAliasId::parse(format!("#{name}:{}", self.server_name))
+            .map_err(|e| ServiceError::InvalidParam(format!("invalid room_alias_name: {e}")))?;
+        if name.contains(':') || name.contains(char::is_whitespace) {
+            return Err(ServiceError::InvalidParam(
+                "room_alias_name must be a bare local part".to_owned(),
+            ));
+        }
+        if self.storage.alias(&alias).await?.is_some() {
+            return Err(ServiceError::RoomInUse);
+        }
+        Ok(alias)
+    }
+
+    fn random_room_id(&self) -> Result<OwnedRoomId, ServiceError> {
+        let localpart: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(18)
+            .map(char::from)
+            .collect();
+        OwnedRoomId::try_from(format!("!{localpart}:{}", self.server_name))
+            .map_err(|e| ServiceError::Internal(format!("generated room id: {e}")))
+    }
+}
+
+/// The create event's content: the client's `creation_content` plus what
+/// the version requires. From version 11 the creator is the sender, not a
+/// content field; from version 12 the trusted preset makes invitees
+/// additional creators instead of giving them power level 100.
+fn create_content(
+    version: RoomVersion,
+    creator: &UserId,
+    request: &CreateRoom,
+    preset: Preset,
+) -> CanonicalJsonObject {
+    let mut content = request.creation_content.clone().unwrap_or_default();
+    content.insert(
+        "room_version".to_owned(),
+        CanonicalJsonValue::String(version.id().to_string()),
+    );
+    if version == RoomVersion::V10 {
+        content.insert(
+            "creator".to_owned(),
+            CanonicalJsonValue::String(creator.to_string()),
+        );
+    } else {
+        content.remove("creator");
+    }
+    if version == RoomVersion::V12
+        && preset == Preset::TrustedPrivateChat
+        && !request.invite.is_empty()
+    {
+        let creators = request
+            .invite
+            .iter()
+            .map(|u| CanonicalJsonValue::String(u.to_string()))
+            .collect();
+        content.insert(
+            "additional_creators".to_owned(),
+            CanonicalJsonValue::Array(creators),
+        );
+    }
+    content
+}
+
+/// The default power levels, with `power_level_content_override` applied
+/// key by key. Creators of version 12 rooms have unlimited power without a
+/// `users` entry (and must not have one).
+fn power_levels(
+    version: RoomVersion,
+    creator: &UserId,
+    request: &CreateRoom,
+    preset: Preset,
+) -> CanonicalJsonObject {
+    let mut users = serde_json::Map::new();
+    if version != RoomVersion::V12 {
+        users.insert(creator.to_string(), json!(100));
+        if preset == Preset::TrustedPrivateChat {
+            for invitee in &request.invite {
+                users.insert(invitee.to_string(), json!(100));
+            }
+        }
+    }
+    let mut content = object(json!({
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50,
+            "m.room.power_levels": 100,
+            "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50,
+            "m.room.avatar": 50,
+            "m.room.tombstone": 100,
+            "m.room.server_acl": 100,
+            "m.room.encryption": 100
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
+        // Members of private chats may invite others; public rooms leave it to moderators.
+        "invite": if preset == Preset::PublicChat { 50 } else { 0 },
+    }));
+    if let Some(overrides) = &request.power_level_content_override {
+        for (key, value) in overrides {
+            content.insert(key.clone(), value.clone());
+        }
+    }
+    content
+}

@@ -1,0 +1,272 @@
+//! Membership changes: join, invite, leave, kick, ban, unban and forget.
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomId, RoomOrAliasId, UserId,
+    events::StateEventType,
+};
+use serde::Deserialize;
+
+use super::{RoomOps, state_event, with_reason};
+use crate::service::{ServiceError, room_events::RoomState, rooms::auth::user_power_level};
+
+impl RoomOps {
+    /// Joins a room by id or alias; returns the room id.
+    ///
+    /// For a `restricted` room the user may join through membership of an
+    /// allowed room: the join then names a local member with the power to
+    /// invite as its authoriser, as the spec's restricted-join rules require.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown room or alias; `Forbidden` when the
+    /// authorization rules refuse (not invited, banned, ...).
+    pub async fn join(
+        &self,
+        user_id: &UserId,
+        target: &RoomOrAliasId,
+    ) -> Result<OwnedRoomId, ServiceError> {
+        let room_id = self.resolve_room(target).await?;
+        let state = self.room_state(&room_id).await?;
+        let mut extra = CanonicalJsonObject::new();
+        let membership = state.membership_of(user_id.as_str());
+        if !matches!(membership.as_deref(), Some("join" | "invite"))
+            && let Some(authoriser) = self.restricted_join_authoriser(&state, user_id).await?
+        {
+            extra.insert(
+                "join_authorised_via_users_server".to_owned(),
+                CanonicalJsonValue::String(authoriser),
+            );
+        }
+        let content = self.member_content(user_id, "join", extra).await?;
+        self.events
+            .send(
+                &room_id,
+                state_event(user_id, "m.room.member", user_id.as_str(), content),
+            )
+            .await?;
+        Ok(room_id)
+    }
+
+    /// Invites `target` to the room.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown room or local user; `Forbidden` from the rules.
+    pub async fn invite(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<(), ServiceError> {
+        self.require_local_user(target)?;
+        if self.storage.account(target).await?.is_none() {
+            return Err(ServiceError::NotFound("no such user".to_owned()));
+        }
+        self.set_membership(sender, room_id, target, "invite", reason)
+            .await
+    }
+
+    /// Leaves a room (or rejects an invite, or withdraws a knock).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown room; `Forbidden` when not in it.
+    pub async fn leave(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        reason: Option<String>,
+    ) -> Result<(), ServiceError> {
+        self.set_membership(user_id, room_id, user_id, "leave", reason)
+            .await
+    }
+
+    /// Kicks `target` out of the room.
+    ///
+    /// # Errors
+    /// `Forbidden` without the kick power or when `target` is not in the room.
+    pub async fn kick(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<(), ServiceError> {
+        let state = self.room_state(room_id).await?;
+        if !matches!(
+            state.membership_of(target.as_str()).as_deref(),
+            Some("join" | "invite" | "knock")
+        ) {
+            return Err(ServiceError::Forbidden(
+                "the user is not in the room".to_owned(),
+            ));
+        }
+        self.set_membership(sender, room_id, target, "leave", reason)
+            .await
+    }
+
+    /// Bans `target` from the room.
+    ///
+    /// # Errors
+    /// `Forbidden` without the ban power.
+    pub async fn ban(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<(), ServiceError> {
+        self.set_membership(sender, room_id, target, "ban", reason)
+            .await
+    }
+
+    /// Lifts a ban.
+    ///
+    /// # Errors
+    /// `Forbidden` when `target` is not banned or the sender lacks the power.
+    pub async fn unban(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<(), ServiceError> {
+        let state = self.room_state(room_id).await?;
+        if state.membership_of(target.as_str()).as_deref() != Some("ban") {
+            return Err(ServiceError::Forbidden("the user is not banned".to_owned()));
+        }
+        self.set_membership(sender, room_id, target, "leave", reason)
+            .await
+    }
+
+    /// Hides a room the user has left from their lists.
+    ///
+    /// # Errors
+    /// `InvalidParam` while the user is still joined or invited.
+    pub async fn forget(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), ServiceError> {
+        let state = self.room_state(room_id).await?;
+        if matches!(
+            state.membership_of(user_id.as_str()).as_deref(),
+            Some("join" | "invite" | "knock")
+        ) {
+            return Err(ServiceError::InvalidParam(
+                "leave the room before forgetting it".to_owned(),
+            ));
+        }
+        self.storage.forget_room(user_id, room_id).await?;
+        Ok(())
+    }
+
+    async fn set_membership(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        membership: &str,
+        reason: Option<String>,
+    ) -> Result<(), ServiceError> {
+        let content = self
+            .member_content(target, membership, with_reason(reason))
+            .await?;
+        self.events
+            .send(
+                room_id,
+                state_event(sender, "m.room.member", target.as_str(), content),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The current state of a known room.
+    pub(super) async fn room_state(&self, room_id: &RoomId) -> Result<RoomState, ServiceError> {
+        self.events
+            .current_state(room_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("no such room".to_owned()))
+    }
+
+    /// Resolves a room id or a local alias to a known room.
+    pub(super) async fn resolve_room(
+        &self,
+        target: &RoomOrAliasId,
+    ) -> Result<OwnedRoomId, ServiceError> {
+        let room_id = match <&RoomId>::try_from(target) {
+            Ok(room_id) => room_id.to_owned(),
+            Err(alias) => {
+                self.storage
+                    .alias(alias)
+                    .await?
+                    .ok_or_else(|| ServiceError::NotFound("no such room alias".to_owned()))?
+                    .0
+            }
+        };
+        if self.storage.room(&room_id).await?.is_none() {
+            return Err(ServiceError::NotFound(
+                "no such room (federation is not supported yet)".to_owned(),
+            ));
+        }
+        Ok(room_id)
+    }
+
+    /// For a restricted room: the most powerful local member to authorise the
+    /// join, if the user is joined to one of the rooms the `allow` list names.
+    async fn restricted_join_authoriser(
+        &self,
+        state: &RoomState,
+        user_id: &UserId,
+    ) -> Result<Option<String>, ServiceError> {
+        #[derive(Deserialize)]
+        struct JoinRules {
+            join_rule: String,
+            #[serde(default)]
+            allow: Vec<AllowCondition>,
+        }
+        #[derive(Deserialize)]
+        struct AllowCondition {
+            #[serde(rename = "type")]
+            kind: String,
+            room_id: Option<OwnedRoomId>,
+        }
+        let Some(rules) = state.get(&StateEventType::RoomJoinRules, "") else {
+            return Ok(None);
+        };
+        let Ok(rules) = serde_json::from_str::<JoinRules>(rules.content().get()) else {
+            return Ok(None);
+        };
+        if !matches!(rules.join_rule.as_str(), "restricted" | "knock_restricted") {
+            return Ok(None);
+        }
+        let mut allowed = false;
+        for condition in rules.allow.iter().filter(|c| c.kind == "m.room_membership") {
+            let Some(room_id) = &condition.room_id else {
+                continue;
+            };
+            if let Some(other) = self.events.current_state(room_id).await?
+                && other.membership_of(user_id.as_str()).as_deref() == Some("join")
+            {
+                allowed = true;
+                break;
+            }
+        }
+        if !allowed {
+            return Ok(None);
+        }
+        let lookup = |kind: &StateEventType, key: &str| state.get(kind, key).cloned();
+        let authoriser = state
+            .state
+            .iter()
+            .filter(|((kind, key), _)| {
+                *kind == StateEventType::RoomMember
+                    && key.ends_with(&format!(":{}", self.server_name))
+            })
+            .filter(|((_, key), _)| state.membership_of(key).as_deref() == Some("join"))
+            .filter_map(|((_, key), _)| {
+                let member = UserId::parse(key).ok()?;
+                Some((
+                    user_power_level(state.version, &member, lookup).ok()?,
+                    key.clone(),
+                ))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, key)| key);
+        Ok(authoriser)
+    }
+}

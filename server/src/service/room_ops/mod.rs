@@ -1,0 +1,128 @@
+//! What clients do with rooms: create them, change membership, send events
+//! and state, redact, read state and members, and manage aliases and the
+//! public directory. Every write goes through [`RoomEvents`], so the
+//! authorization rules decide what is allowed.
+
+mod create;
+mod directory;
+mod membership;
+mod reads;
+mod send;
+
+use std::sync::Arc;
+
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedServerName, UserId};
+
+use super::{
+    ServiceError,
+    profile::Profiles,
+    room_events::{LocalEvent, RoomEvents},
+    rooms::version::RoomVersion,
+};
+use crate::storage::Storage;
+
+pub use create::{CreateRoom, InitialState, Preset};
+pub use directory::PublicRoom;
+
+/// Client-facing room operations.
+#[derive(Debug)]
+pub struct RoomOps {
+    events: Arc<RoomEvents>,
+    storage: Arc<dyn Storage>,
+    profiles: Arc<Profiles>,
+    server_name: OwnedServerName,
+    default_version: RoomVersion,
+}
+
+impl RoomOps {
+    /// Builds the service.
+    pub fn new(
+        events: Arc<RoomEvents>,
+        storage: Arc<dyn Storage>,
+        profiles: Arc<Profiles>,
+        server_name: OwnedServerName,
+        default_version: RoomVersion,
+    ) -> Self {
+        Self {
+            events,
+            storage,
+            profiles,
+            server_name,
+            default_version,
+        }
+    }
+
+    /// Rooms on other servers need federation, which is not there yet.
+    fn require_local_user(&self, user_id: &UserId) -> Result<(), ServiceError> {
+        if user_id.server_name() == self.server_name {
+            Ok(())
+        } else {
+            Err(ServiceError::InvalidParam(
+                "users on other servers are not reachable yet (no federation)".to_owned(),
+            ))
+        }
+    }
+
+    /// A membership event's content for `user_id`, with their profile as
+    /// clients expect to find it in the room.
+    async fn member_content(
+        &self,
+        user_id: &UserId,
+        membership: &str,
+        extra: CanonicalJsonObject,
+    ) -> Result<CanonicalJsonObject, ServiceError> {
+        let mut content = extra;
+        content.insert(
+            "membership".to_owned(),
+            CanonicalJsonValue::String(membership.to_owned()),
+        );
+        if membership == "join"
+            && let Ok(profile) = self.profiles.get(user_id).await
+        {
+            for (key, value) in [
+                ("displayname", profile.displayname),
+                ("avatar_url", profile.avatar_url),
+            ] {
+                if let Some(value) = value {
+                    content.insert(key.to_owned(), CanonicalJsonValue::String(value));
+                }
+            }
+        }
+        Ok(content)
+    }
+}
+
+/// A state event sent by `sender`.
+fn state_event(
+    sender: &UserId,
+    event_type: &str,
+    state_key: &str,
+    content: CanonicalJsonObject,
+) -> LocalEvent {
+    LocalEvent {
+        sender: sender.to_owned(),
+        event_type: event_type.into(),
+        state_key: Some(state_key.to_owned()),
+        content,
+        redacts: None,
+        transaction: None,
+    }
+}
+
+/// Builds a canonical JSON object from `serde_json` (for contents the server writes).
+fn object(value: serde_json::Value) -> CanonicalJsonObject {
+    match CanonicalJsonValue::try_from(value) {
+        Ok(CanonicalJsonValue::Object(object)) => object,
+        // Only called with object literals of strings, integers and booleans.
+        _ => CanonicalJsonObject::new(),
+    }
+}
+
+/// An optional `reason` for membership changes and redactions.
+fn with_reason(reason: Option<String>) -> CanonicalJsonObject {
+    let mut content = CanonicalJsonObject::new();
+    if let Some(reason) = reason {
+        content.insert("reason".to_owned(), CanonicalJsonValue::String(reason));
+    }
+    content
+}

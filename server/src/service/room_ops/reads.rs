@@ -1,0 +1,152 @@
+//! Reading a room's state and members, as far as the reader may see them.
+
+use std::collections::BTreeMap;
+
+use ruma::{OwnedRoomId, RoomId, UserId, events::StateEventType};
+use serde::Deserialize;
+
+use super::RoomOps;
+use crate::service::{ServiceError, rooms::pdu::Pdu};
+
+/// A joined member's profile in a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedMember {
+    /// `displayname` from the member event.
+    pub display_name: Option<String>,
+    /// `avatar_url` from the member event.
+    pub avatar_url: Option<String>,
+}
+
+impl RoomOps {
+    /// The room state the user may see: the current state while joined (or
+    /// when history is world-readable), the state when they left otherwise.
+    ///
+    /// # Errors
+    /// `Forbidden` for a user who was never in the room; `NotFound` for an unknown room.
+    pub async fn visible_state(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Vec<Pdu>, ServiceError> {
+        let state = self.room_state(room_id).await?;
+        let member = state.get(&StateEventType::RoomMember, user_id.as_str());
+        let membership = state.membership_of(user_id.as_str());
+        if membership.as_deref() == Some("join") || is_world_readable(&state.state) {
+            return Ok(state.state.into_values().collect());
+        }
+        match (membership.as_deref(), member) {
+            (Some("leave" | "ban"), Some(member)) => {
+                self.events.state_after(member.event_id()).await
+            }
+            _ => Err(ServiceError::Forbidden(
+                "you are not in this room".to_owned(),
+            )),
+        }
+    }
+
+    /// One state event's content, as the user may see it.
+    ///
+    /// # Errors
+    /// As for [`RoomOps::visible_state`]; `NotFound` when the slot is empty.
+    pub async fn state_event(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Pdu, ServiceError> {
+        self.visible_state(user_id, room_id)
+            .await?
+            .into_iter()
+            .find(|pdu| pdu.kind().to_string() == event_type && pdu.state_key() == Some(state_key))
+            .ok_or_else(|| ServiceError::NotFound("no such state event".to_owned()))
+    }
+
+    /// The member events the user may see.
+    ///
+    /// # Errors
+    /// As for [`RoomOps::visible_state`].
+    pub async fn members(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Vec<Pdu>, ServiceError> {
+        let mut members: Vec<Pdu> = self
+            .visible_state(user_id, room_id)
+            .await?
+            .into_iter()
+            .filter(|pdu| pdu.kind().to_string() == "m.room.member")
+            .collect();
+        members.sort_by(|a, b| a.state_key().cmp(&b.state_key()));
+        Ok(members)
+    }
+
+    /// The joined members and their profiles; only for members.
+    ///
+    /// # Errors
+    /// `Forbidden` unless the user is joined.
+    pub async fn joined_members(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<BTreeMap<String, JoinedMember>, ServiceError> {
+        #[derive(Deserialize)]
+        struct Member {
+            membership: String,
+            displayname: Option<String>,
+            avatar_url: Option<String>,
+        }
+        let state = self.room_state(room_id).await?;
+        if state.membership_of(user_id.as_str()).as_deref() != Some("join") {
+            return Err(ServiceError::Forbidden(
+                "you are not in this room".to_owned(),
+            ));
+        }
+        Ok(state
+            .state
+            .iter()
+            .filter(|((kind, _), _)| *kind == StateEventType::RoomMember)
+            .filter_map(|((_, key), pdu)| {
+                let member: Member = serde_json::from_str(pdu.content().get()).ok()?;
+                (member.membership == "join").then(|| {
+                    (
+                        key.clone(),
+                        JoinedMember {
+                            display_name: member.displayname,
+                            avatar_url: member.avatar_url,
+                        },
+                    )
+                })
+            })
+            .collect())
+    }
+
+    /// The rooms the user is joined to.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>, ServiceError> {
+        Ok(self
+            .storage
+            .memberships_of(user_id)
+            .await?
+            .into_iter()
+            .filter(|(_, membership)| membership == "join")
+            .map(|(room_id, _)| room_id)
+            .collect())
+    }
+}
+
+/// Whether `m.room.history_visibility` is `world_readable`.
+pub(super) fn is_world_readable(
+    state: &std::collections::HashMap<(StateEventType, String), Pdu>,
+) -> bool {
+    #[derive(Deserialize)]
+    struct Visibility {
+        history_visibility: String,
+    }
+    state
+        .get(&(StateEventType::RoomHistoryVisibility, String::new()))
+        .and_then(|pdu| serde_json::from_str::<Visibility>(pdu.content().get()).ok())
+        .is_some_and(|v| v.history_visibility == "world_readable")
+}

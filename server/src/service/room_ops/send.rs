@@ -1,0 +1,134 @@
+//! Sending events and state, and redacting.
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedDeviceId, OwnedEventId, RoomAliasId, RoomId,
+    UserId, events::TimelineEventType,
+};
+
+use super::{RoomOps, with_reason};
+use crate::service::{ServiceError, room_events::LocalEvent};
+
+impl RoomOps {
+    /// Sends a message-like event. Retrying the same `txn_id` from the same
+    /// device returns the first event instead of sending again.
+    ///
+    /// The content is stored and served exactly as given: the server does
+    /// not read it.
+    ///
+    /// # Errors
+    /// `Forbidden` when the sender may not send it; `NotFound` for an unknown room.
+    pub async fn send_message(
+        &self,
+        sender: &UserId,
+        device_id: OwnedDeviceId,
+        room_id: &RoomId,
+        event_type: &str,
+        txn_id: String,
+        content: CanonicalJsonObject,
+    ) -> Result<OwnedEventId, ServiceError> {
+        self.events
+            .send(
+                room_id,
+                LocalEvent {
+                    sender: sender.to_owned(),
+                    event_type: event_type.into(),
+                    state_key: None,
+                    content,
+                    redacts: None,
+                    transaction: Some((device_id, txn_id)),
+                },
+            )
+            .await
+    }
+
+    /// Sends a state event.
+    ///
+    /// # Errors
+    /// `Forbidden` from the rules; `BadAlias` when an `m.room.canonical_alias`
+    /// names an alias that does not point at this room.
+    pub async fn send_state(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+        content: CanonicalJsonObject,
+    ) -> Result<OwnedEventId, ServiceError> {
+        if event_type == "m.room.canonical_alias" {
+            self.check_canonical_alias(room_id, &content).await?;
+        }
+        self.events
+            .send(
+                room_id,
+                LocalEvent {
+                    sender: sender.to_owned(),
+                    event_type: event_type.into(),
+                    state_key: Some(state_key.to_owned()),
+                    content,
+                    redacts: None,
+                    transaction: None,
+                },
+            )
+            .await
+    }
+
+    /// Redacts an event.
+    ///
+    /// # Errors
+    /// `Forbidden` when the sender may not redact it; `NotFound` when the
+    /// event is not in this room.
+    pub async fn redact(
+        &self,
+        sender: &UserId,
+        device_id: OwnedDeviceId,
+        room_id: &RoomId,
+        target: OwnedEventId,
+        txn_id: String,
+        reason: Option<String>,
+    ) -> Result<OwnedEventId, ServiceError> {
+        self.events
+            .send(
+                room_id,
+                LocalEvent {
+                    sender: sender.to_owned(),
+                    event_type: TimelineEventType::RoomRedaction,
+                    state_key: None,
+                    content: with_reason(reason),
+                    redacts: Some(target),
+                    transaction: Some((device_id, txn_id)),
+                },
+            )
+            .await
+    }
+
+    /// Every alias an `m.room.canonical_alias` names must point at the room.
+    async fn check_canonical_alias(
+        &self,
+        room_id: &RoomId,
+        content: &CanonicalJsonObject,
+    ) -> Result<(), ServiceError> {
+        let mut aliases = Vec::new();
+        if let Some(alias) = content.get("alias") {
+            aliases.push(alias);
+        }
+        if let Some(CanonicalJsonValue::Array(alt)) = content.get("alt_aliases") {
+            aliases.extend(alt);
+        }
+        for alias in aliases {
+            let CanonicalJsonValue::String(alias) = alias else {
+                return Err(ServiceError::BadAlias("aliases must be strings".to_owned()));
+            };
+            let alias =
+                RoomAliasId::parse(alias).map_err(|e| ServiceError::BadAlias(e.to_string()))?;
+            match self.storage.alias(&alias).await? {
+                Some((target, _)) if target == room_id => {}
+                _ => {
+                    return Err(ServiceError::BadAlias(format!(
+                        "{alias} does not point to this room"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
