@@ -225,6 +225,17 @@ impl TestServer {
         }
     }
 
+    /// A URL of the server's database, for tests that inspect storage directly.
+    pub fn database_url(&self) -> String {
+        match &self._database {
+            Some(database) => database.url.clone(),
+            None => format!(
+                "sqlite://{}?mode=ro",
+                self._data_dir.path().join("myelin.db").display()
+            ),
+        }
+    }
+
     /// `/_matrix/client/v3` + `path`.
     pub fn v3(&self, path: &str) -> String {
         format!("{}/_matrix/client/v3{path}", self.base_url)

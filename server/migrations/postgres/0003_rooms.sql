@@ -59,13 +59,15 @@ CREATE TABLE room_memberships (
 );
 CREATE INDEX room_memberships_by_user ON room_memberships (user_id, membership);
 
--- Client transaction ids, so a retried send returns the first event.
+-- Client transactions, so a retried request returns the first event. A
+-- transaction id is scoped to the device and the endpoint's path, so
+-- `txn_key` holds the path (room, event type) with the client's id.
 CREATE TABLE event_transactions (
     user_id   TEXT NOT NULL,
     device_id TEXT NOT NULL,
-    txn_id    TEXT NOT NULL,
+    txn_key   TEXT NOT NULL,
     event_id  TEXT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, txn_key)
 );
 
 CREATE TABLE room_aliases (

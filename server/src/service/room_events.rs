@@ -52,7 +52,8 @@ pub struct LocalEvent {
     pub content: CanonicalJsonObject,
     /// For `m.room.redaction`: the event to redact.
     pub redacts: Option<OwnedEventId>,
-    /// The client's device and transaction id, for idempotent retries.
+    /// The client's device and transaction key (see [`transaction_key`]),
+    /// for idempotent retries.
     pub transaction: Option<(OwnedDeviceId, String)>,
 }
 
@@ -505,6 +506,15 @@ fn may_redact_others(
     let forbidden = |e: super::rooms::auth::AuthError| ServiceError::Forbidden(e.to_string());
     let level = redact_power_level(version, &state).map_err(forbidden)?;
     Ok(user_power_level(version, user_id, state).map_err(forbidden)? >= UserPowerLevel::Int(level))
+}
+
+/// The key a client transaction is remembered under. The spec scopes a
+/// transaction id to the device and the request path, so the same id sent
+/// to another room or endpoint is a new request.
+pub fn transaction_key(endpoint: &str, room_id: &RoomId, detail: &str, txn_id: &str) -> String {
+    // Room ids hold no `/`; the detail is length-prefixed, so no two
+    // different requests share a key.
+    format!("{endpoint}/{room_id}/{}:{detail}/{txn_id}", detail.len())
 }
 
 /// The `membership` of an `m.room.member` event.

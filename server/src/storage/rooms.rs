@@ -74,7 +74,9 @@ pub struct NewEvent<'a> {
     pub forward_extremities: &'a [OwnedEventId],
     /// For an `m.room.member` event: the target and the new membership.
     pub membership: Option<(&'a UserId, &'a str)>,
-    /// The client transaction that sent it, for idempotent retries.
+    /// The client transaction that sent it (user, device, and the
+    /// transaction key: the endpoint path with the client's id), for
+    /// idempotent retries.
     pub transaction: Option<(&'a UserId, &'a DeviceId, &'a str)>,
     /// For an applied redaction: the redacted event and its redacted JSON.
     pub redaction: Option<(&'a EventId, &'a str)>,
@@ -138,7 +140,7 @@ pub trait RoomStore: Send + Sync {
         &self,
         user_id: &UserId,
         device_id: &DeviceId,
-        txn_id: &str,
+        txn_key: &str,
     ) -> Result<Option<OwnedEventId>, StorageError>;
 
     /// The rooms a user has a membership in (not forgotten), with that membership.

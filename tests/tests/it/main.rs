@@ -8,4 +8,5 @@ mod password;
 mod profile;
 mod server_keys;
 mod storage;
+mod stored_events;
 mod tls;

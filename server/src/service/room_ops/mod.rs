@@ -92,6 +92,17 @@ impl RoomOps {
     }
 }
 
+/// Refuses identifiers with NUL characters, which no database text column
+/// (PostgreSQL's least of all) can hold.
+fn check_text(what: &str, value: &str) -> Result<(), ServiceError> {
+    if value.contains('\0') {
+        return Err(ServiceError::InvalidParam(format!(
+            "{what} must not contain NUL characters"
+        )));
+    }
+    Ok(())
+}
+
 /// A state event sent by `sender`.
 fn state_event(
     sender: &UserId,

@@ -5,8 +5,11 @@ use ruma::{
     UserId, events::TimelineEventType,
 };
 
-use super::{RoomOps, with_reason};
-use crate::service::{ServiceError, room_events::LocalEvent};
+use super::{RoomOps, check_text, with_reason};
+use crate::service::{
+    ServiceError,
+    room_events::{LocalEvent, transaction_key},
+};
 
 impl RoomOps {
     /// Sends a message-like event. Retrying the same `txn_id` from the same
@@ -26,6 +29,8 @@ impl RoomOps {
         txn_id: String,
         content: CanonicalJsonObject,
     ) -> Result<OwnedEventId, ServiceError> {
+        check_text("the event type", event_type)?;
+        check_text("the transaction id", &txn_id)?;
         self.events
             .send(
                 room_id,
@@ -35,7 +40,10 @@ impl RoomOps {
                     state_key: None,
                     content,
                     redacts: None,
-                    transaction: Some((device_id, txn_id)),
+                    transaction: Some((
+                        device_id,
+                        transaction_key("send", room_id, event_type, &txn_id),
+                    )),
                 },
             )
             .await
@@ -54,6 +62,8 @@ impl RoomOps {
         state_key: &str,
         content: CanonicalJsonObject,
     ) -> Result<OwnedEventId, ServiceError> {
+        check_text("the event type", event_type)?;
+        check_text("the state key", state_key)?;
         if event_type == "m.room.canonical_alias" {
             self.check_canonical_alias(room_id, &content).await?;
         }
@@ -86,6 +96,7 @@ impl RoomOps {
         txn_id: String,
         reason: Option<String>,
     ) -> Result<OwnedEventId, ServiceError> {
+        check_text("the transaction id", &txn_id)?;
         self.events
             .send(
                 room_id,
@@ -94,8 +105,11 @@ impl RoomOps {
                     event_type: TimelineEventType::RoomRedaction,
                     state_key: None,
                     content: with_reason(reason),
+                    transaction: Some((
+                        device_id,
+                        transaction_key("redact", room_id, target.as_str(), &txn_id),
+                    )),
                     redacts: Some(target),
-                    transaction: Some((device_id, txn_id)),
                 },
             )
             .await

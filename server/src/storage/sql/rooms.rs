@@ -118,14 +118,14 @@ macro_rules! sql_room_store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                if let Some((user_id, device_id, txn_id)) = event.transaction {
+                if let Some((user_id, device_id, txn_key)) = event.transaction {
                     sqlx::query(
-                        "INSERT INTO event_transactions (user_id, device_id, txn_id, event_id) \
+                        "INSERT INTO event_transactions (user_id, device_id, txn_key, event_id) \
                          VALUES ($1, $2, $3, $4)",
                     )
                     .bind(user_id.as_str())
                     .bind(device_id.as_str())
-                    .bind(txn_id)
+                    .bind(txn_key)
                     .bind(event.event_id.as_str())
                     .execute(&mut *tx)
                     .await
@@ -250,15 +250,15 @@ macro_rules! sql_room_store {
                 &self,
                 user_id: &UserId,
                 device_id: &DeviceId,
-                txn_id: &str,
+                txn_key: &str,
             ) -> Result<Option<OwnedEventId>, StorageError> {
                 let row: Option<(String,)> = sqlx::query_as(
                     "SELECT event_id FROM event_transactions \
-                     WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+                     WHERE user_id = $1 AND device_id = $2 AND txn_key = $3",
                 )
                 .bind(user_id.as_str())
                 .bind(device_id.as_str())
-                .bind(txn_id)
+                .bind(txn_key)
                 .fetch_optional(&self.pool)
                 .await?;
                 row.map(|(id,)| parse_id("event_transactions", id)).transpose()
