@@ -6,6 +6,7 @@ mod devices;
 mod errors;
 mod password;
 mod profile;
+mod rooms_join_rules;
 mod server_keys;
 mod storage;
 mod stored_events;

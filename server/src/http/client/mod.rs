@@ -58,6 +58,7 @@ pub fn router() -> Router<AppState> {
             "/join/{room_id_or_alias}",
             post(rooms::join_room_by_id_or_alias),
         )
+        .route("/knock/{room_id_or_alias}", post(rooms::knock_room))
         .route("/rooms/{room_id}/join", post(rooms::join_room_by_id))
         .route("/rooms/{room_id}/leave", post(rooms::leave_room))
         .route("/rooms/{room_id}/forget", post(rooms::forget_room))

@@ -118,6 +118,21 @@ pub async fn join_room_by_id_or_alias(
     Ok(Reply(json!({ "room_id": room_id })))
 }
 
+/// `POST /knock/{roomIdOrAlias}`.
+pub async fn knock_room(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(target): Path<OwnedRoomOrAliasId>,
+    body: axum::body::Bytes,
+) -> Result<Reply<Value>, MatrixError> {
+    let body = optional_body::<ReasonBody>(&body)?;
+    let room_id = state
+        .rooms
+        .knock(&session.user_id, &target, body.reason)
+        .await?;
+    Ok(Reply(json!({ "room_id": room_id })))
+}
+
 /// `POST /rooms/{roomId}/join`.
 pub async fn join_room_by_id(
     State(state): State<AppState>,

@@ -46,6 +46,23 @@ impl RoomOps {
         Ok(room_id)
     }
 
+    /// Asks to join a room whose join rule allows knocking; returns the room id.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown room or alias; `Forbidden` when the rules
+    /// refuse (the room does not allow knocking, the user is banned, ...).
+    pub async fn knock(
+        &self,
+        user_id: &UserId,
+        target: &RoomOrAliasId,
+        reason: Option<String>,
+    ) -> Result<OwnedRoomId, ServiceError> {
+        let room_id = self.resolve_room(target).await?;
+        self.set_membership(user_id, &room_id, user_id, "knock", reason)
+            .await?;
+        Ok(room_id)
+    }
+
     /// Invites `target` to the room.
     ///
     /// # Errors
