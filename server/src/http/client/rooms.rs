@@ -1,6 +1,6 @@
 //! Creating rooms and changing membership.
 
-use axum::{Json as Reply, extract::State};
+use axum::{Json as Reply, extract::State, http::StatusCode};
 use ruma::{CanonicalJsonObject, OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -12,7 +12,10 @@ use crate::{
         error::MatrixError,
         extract::{Authed, Json, Path},
     },
-    service::room_ops::{CreateRoom, InitialState, Preset},
+    service::{
+        ServiceError,
+        room_ops::{CreateRoom, InitialState, Preset},
+    },
 };
 
 #[derive(Debug, Deserialize)]
@@ -88,7 +91,18 @@ pub async fn create_room(
         is_direct: body.is_direct,
         room_alias_name: body.room_alias_name,
     };
-    let room_id = state.rooms.create_room(&session.user_id, request).await?;
+    let room_id = state
+        .rooms
+        .create_room(&session.user_id, request)
+        .await
+        .map_err(|error| match error {
+            // Only an initial event can fail the rules here: the spec's
+            // "initial state implied by the parameters ... is invalid".
+            ServiceError::Forbidden(reason) => {
+                MatrixError::new(StatusCode::BAD_REQUEST, "M_INVALID_ROOM_STATE", reason)
+            }
+            other => other.into(),
+        })?;
     Ok(Reply(json!({ "room_id": room_id })))
 }
 

@@ -254,11 +254,19 @@ fn create_content(
         && preset == Preset::TrustedPrivateChat
         && !request.invite.is_empty()
     {
-        let creators = request
-            .invite
-            .iter()
-            .map(|u| CanonicalJsonValue::String(u.to_string()))
-            .collect();
+        // The spec: combine the client's `additional_creators` with the
+        // invitees, without duplicates.
+        let mut creators = match content.remove("additional_creators") {
+            Some(CanonicalJsonValue::Array(given)) => given,
+            Some(other) => vec![other],
+            None => Vec::new(),
+        };
+        for invitee in &request.invite {
+            let invitee = CanonicalJsonValue::String(invitee.to_string());
+            if !creators.contains(&invitee) {
+                creators.push(invitee);
+            }
+        }
         content.insert(
             "additional_creators".to_owned(),
             CanonicalJsonValue::Array(creators),
