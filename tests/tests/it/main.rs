@@ -8,6 +8,7 @@ mod password;
 mod profile;
 mod rooms_create;
 mod rooms_join_rules;
+mod rooms_membership;
 mod rooms_support;
 mod server_keys;
 mod storage;
