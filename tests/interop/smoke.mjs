@@ -1,5 +1,8 @@
 // Interop smoke test: an unmodified matrix-js-sdk registers a user, logs in,
-// calls whoami and logs out against the homeserver given on the command line.
+// calls whoami and logs out against the homeserver given on the command line;
+// then, with two more users, creates rooms, invites, joins, sends, sets and
+// reads state, redacts, manages aliases, lists the public directory and
+// kicks, bans and unbans (request-level API only: no /sync yet).
 //
 //   node smoke.mjs HOMESERVER_URL      (normally through run.sh)
 //
@@ -12,6 +15,9 @@
 
 import { randomBytes } from "node:crypto";
 import { createClient, MatrixError } from "matrix-js-sdk";
+// The SDK's module-wide logger, which some parts (the event send scheduler)
+// use instead of the client's own.
+import { logger as sdkModuleLogger } from "matrix-js-sdk/lib/logger.js";
 
 const baseUrl = process.argv[2];
 if (!baseUrl) {
@@ -42,11 +48,14 @@ function sdkLogger(prefix) {
     return log;
 }
 const quietLogger = sdkLogger("");
+sdkModuleLogger.setLevel(threshold, false);
 
 // ---- HTTP trace: the last exchanges, printed when a check fails. ----------
 
 const trace = [];
 const TRACE_KEEP = 6;
+// Every request's method and path, to tell what the SDK really sent.
+const sentRequests = [];
 const SECRET_KEYS = new Set(["password", "access_token", "refresh_token"]);
 
 function redact(text) {
@@ -70,6 +79,7 @@ async function tracingFetch(input, init = {}) {
     };
     trace.push(entry);
     if (trace.length > TRACE_KEEP) trace.shift();
+    sentRequests.push(`${entry.method} ${decodeURIComponent(url.pathname)}`);
     try {
         const res = await fetch(input, init);
         entry.status = res.status;
@@ -277,6 +287,526 @@ await check("GET /account/whoami with the logged-out token answers 401 M_UNKNOWN
 await check("the registration device's token still works after the other device logged out", async () => {
     const res = await registeredClient.whoami();
     expect(res.user_id === registered.user_id && res.device_id === registered.device_id, `whoami returned ${JSON.stringify(res)}`);
+});
+
+
+// ---- rooms ----------------------------------------------------------------
+//
+// Two more users join the first one (alice): bob, who is invited into a
+// private room, and carol, who is kicked, banned and unbanned in a public one.
+// There is no /sync here: every call is one of the SDK's request-level
+// methods, and the client's sync loop is never started. What each check
+// expects is what the Client-Server API spec says (clauses named inline),
+// not what one server happens to answer.
+
+const alice = registeredClient;
+const aliceId = registered.user_id;
+// The server name is whatever follows the first colon of a user ID.
+const serverName = aliceId.slice(aliceId.indexOf(":") + 1);
+const tag = `${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
+
+// Runs FN again after a 429 M_LIMIT_EXCEEDED, waiting the retry_after_ms the
+// server asked for (spec, "Rate limiting"), at most twice and 15 s each.
+async function honouringRateLimits(fn) {
+    for (let attempt = 0; ; attempt++) {
+        try {
+            return await fn();
+        } catch (err) {
+            const wait = err instanceof MatrixError && err.httpStatus === 429 ? (err.data?.retry_after_ms ?? 1000) : null;
+            if (wait === null || attempt >= 2 || wait > 15_000) throw err;
+            await new Promise((resolve) => setTimeout(resolve, wait));
+        }
+    }
+}
+
+// Registers another account through the same m.login.dummy flow.
+async function registerUser(name) {
+    const localpart = `interop_${name}_${tag}`;
+    const pass = randomBytes(18).toString("base64url");
+    const first = await honouringRateLimits(() =>
+        expectMatrixError(anon.registerRequest({ username: localpart, password: pass }), "POST /register without auth").then((err) => {
+            if (err.httpStatus === 429) throw err;
+            return err;
+        }),
+    );
+    expect(first.httpStatus === 401 && isNonEmptyString(first.data?.session), `HTTP ${first.httpStatus}: ${JSON.stringify(first.data)}`);
+    const res = await honouringRateLimits(() => anon.registerRequest({
+        username: localpart,
+        password: pass,
+        initial_device_display_name: `interop ${name}`,
+        auth: { type: "m.login.dummy", session: first.data.session },
+    }));
+    expect(isNonEmptyString(res.user_id) && isNonEmptyString(res.access_token), `register returned ${JSON.stringify({ ...res, access_token: "<redacted>" })}`);
+    return res;
+}
+
+// Awaits a call that must fail with the given HTTP status and errcode.
+async function expectRefusal(promise, what, status, errcode) {
+    const err = await expectMatrixError(promise, what);
+    expect(
+        err.httpStatus === status && (errcode === undefined || err.errcode === errcode),
+        `${what}: HTTP ${err.httpStatus} ${err.errcode ?? "(no errcode)"}, expected ${status}${errcode ? ` ${errcode}` : ""}: ${JSON.stringify(err.data)}`,
+    );
+    return err;
+}
+
+// How many requests the trace holds for METHOD PATH-suffix (used to prove the
+// SDK really sent a retry rather than answering it locally).
+const requestsTo = (method, pathSuffix) =>
+    sentRequests.filter((r) => r.startsWith(`${method} `) && r.endsWith(pathSuffix)).length;
+
+// Runs FN until it stops failing a check, for at most `ms`. Only for what the
+// spec does not promise to be immediate: the public room directory (Synapse,
+// for one, fills it from room statistics it updates in the background).
+async function eventually(fn, ms = 10_000) {
+    const deadline = Date.now() + ms;
+    for (;;) {
+        try {
+            return await fn();
+        } catch (err) {
+            if (!(err instanceof CheckFailed) || Date.now() > deadline) throw err;
+            await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+    }
+}
+
+const isEventId = (v) => typeof v === "string" && v.startsWith("$") && v.length > 1;
+const isRoomId = (v) => typeof v === "string" && v.startsWith("!") && v.length > 1;
+
+let bobReg;
+await check("POST /register creates a second user (bob)", async () => {
+    bobReg = await registerUser("bob");
+    return bobReg.user_id;
+});
+let carolReg;
+await check("POST /register creates a third user (carol)", async () => {
+    carolReg = await registerUser("carol");
+    return carolReg.user_id;
+});
+const bob = client(bobReg.access_token);
+const bobId = bobReg.user_id;
+const carol = client(carolReg.access_token);
+const carolId = carolReg.user_id;
+
+// -- a private room with a name, a topic and an alias
+
+const aliasLocalpart = `interop_room_${tag}`;
+const alias = `#${aliasLocalpart}:${serverName}`;
+const roomName = `Interop room ${tag}`;
+const firstTopic = `first topic ${tag}`;
+let roomId;
+await check("POST /createRoom (private_chat, name, topic, room_alias_name) returns a room ID", async () => {
+    const res = await alice.createRoom({ preset: "private_chat", name: roomName, topic: firstTopic, room_alias_name: aliasLocalpart });
+    expect(isRoomId(res.room_id), `room_id is ${JSON.stringify(res.room_id)}`);
+    roomId = res.room_id;
+    return roomId;
+});
+
+// Spec, POST /createRoom, 400: "M_ROOM_IN_USE if the room alias is already taken".
+await check("POST /createRoom with a room_alias_name already in use answers 400 M_ROOM_IN_USE", async () => {
+    await expectRefusal(alice.createRoom({ preset: "private_chat", room_alias_name: aliasLocalpart }), "createRoom with a taken alias", 400, "M_ROOM_IN_USE");
+});
+
+// Spec, POST /createRoom, 400: "M_UNSUPPORTED_ROOM_VERSION if the room version is not supported".
+await check("POST /createRoom with an unknown room_version answers 400 M_UNSUPPORTED_ROOM_VERSION", async () => {
+    await expectRefusal(alice.createRoom({ room_version: "interop-no-such-version" }), "createRoom with an unknown version", 400, "M_UNSUPPORTED_ROOM_VERSION");
+});
+
+await check("GET state m.room.create names a room version", async () => {
+    const content = await alice.getStateEvent(roomId, "m.room.create", "");
+    expect(isNonEmptyString(content.room_version), `content is ${JSON.stringify(content)}`);
+    return `version ${content.room_version}`;
+});
+
+// Spec, POST /createRoom: the request implies m.room.canonical_alias (for
+// room_alias_name), the preset's join rules (private_chat: invite), and the
+// m.room.name and m.room.topic events.
+await check("GET state reads back the name, topic, canonical alias and invite-only join rule", async () => {
+    const name = await alice.getStateEvent(roomId, "m.room.name", "");
+    expect(name.name === roomName, `m.room.name is ${JSON.stringify(name)}`);
+    const topic = await alice.getStateEvent(roomId, "m.room.topic", "");
+    expect(topic.topic === firstTopic, `m.room.topic is ${JSON.stringify(topic)}`);
+    const canonical = await alice.getStateEvent(roomId, "m.room.canonical_alias", "");
+    expect(canonical.alias === alias, `m.room.canonical_alias is ${JSON.stringify(canonical)}, expected alias ${alias}`);
+    const joinRules = await alice.getStateEvent(roomId, "m.room.join_rules", "");
+    expect(joinRules.join_rule === "invite", `m.room.join_rules is ${JSON.stringify(joinRules)}`);
+});
+
+// Spec, GET /rooms/{roomId}/state/{eventType}/{stateKey}, 404: "The room has
+// no state with the given type or key."
+await check("GET state for a type the room has no state for answers 404 M_NOT_FOUND", async () => {
+    await expectRefusal(alice.getStateEvent(roomId, "m.room.avatar", ""), "GET m.room.avatar", 404, "M_NOT_FOUND");
+});
+
+// Spec, GET /directory/room/{roomAlias}: 200 with room_id and servers (both required).
+await check("GET /directory/room/{alias} resolves the alias to the room", async () => {
+    const res = await bob.getRoomIdForAlias(alias);
+    expect(res.room_id === roomId, `room_id ${res.room_id}, expected ${roomId}`);
+    expect(Array.isArray(res.servers) && res.servers.length > 0, `servers is ${JSON.stringify(res.servers)}`);
+    return `servers ${res.servers.join(",")}`;
+});
+
+await check("GET /joined_rooms lists the new room for its creator", async () => {
+    const res = await alice.getJoinedRooms();
+    expect(Array.isArray(res.joined_rooms) && res.joined_rooms.includes(roomId), `joined_rooms is ${JSON.stringify(res.joined_rooms)}`);
+});
+
+// Spec, GET /rooms/{roomId}/state/{eventType}/{stateKey}, 403: "You aren't a
+// member of the room and weren't previously a member of the room."
+await check("a non-member reading the room's state answers 403 M_FORBIDDEN", async () => {
+    await expectRefusal(carol.getStateEvent(roomId, "m.room.name", ""), "carol GET state", 403, "M_FORBIDDEN");
+});
+
+// Spec, POST /join/{roomIdOrAlias}, 403: "You do not have permission to join
+// the room"; the join rule is invite and carol has no invite. (The error code
+// is the server's choice; see the banned join below.)
+await check("an uninvited user joining the invite-only room answers 403", async () => {
+    const err = await expectRefusal(carol.joinRoom(roomId), "carol POST /join", 403);
+    return err.errcode;
+});
+
+await check("POST /rooms/{roomId}/invite invites bob", async () => {
+    await alice.invite(roomId, bobId);
+    const member = await alice.getStateEvent(roomId, "m.room.member", bobId);
+    expect(member.membership === "invite", `bob's m.room.member is ${JSON.stringify(member)}`);
+});
+
+await check("bob joins by alias: POST /join/{roomAlias} returns the room ID", async () => {
+    const room = await bob.joinRoom(alias);
+    expect(room?.roomId === roomId, `joined ${room?.roomId}, expected ${roomId}`);
+    const member = await alice.getStateEvent(roomId, "m.room.member", bobId);
+    expect(member.membership === "join", `bob's m.room.member is ${JSON.stringify(member)}`);
+});
+
+// Joining a room one is already in is a join -> join membership change, which
+// the authorization rules allow for the member themselves.
+await check("bob joins again by room ID: POST /join/{roomId} returns the same room", async () => {
+    const before = requestsTo("POST", `/join/${roomId}`);
+    const room = await bob.joinRoom(roomId);
+    expect(requestsTo("POST", `/join/${roomId}`) > before, `the SDK did not send the join to the server`);
+    expect(room?.roomId === roomId, `joined ${room?.roomId}, expected ${roomId}`);
+});
+
+await check("GET /joined_rooms lists the room for bob", async () => {
+    const res = await bob.getJoinedRooms();
+    expect(Array.isArray(res.joined_rooms) && res.joined_rooms.includes(roomId), `joined_rooms is ${JSON.stringify(res.joined_rooms)}`);
+});
+
+await check("GET /rooms/{roomId}/joined_members lists alice and bob", async () => {
+    const res = await alice.getJoinedRoomMembers(roomId);
+    const ids = Object.keys(res.joined ?? {}).sort();
+    expect(JSON.stringify(ids) === JSON.stringify([aliceId, bobId].sort()), `joined is ${JSON.stringify(res.joined)}`);
+});
+
+// -- messages
+
+const txnId = `interop-${tag}-1`;
+let aliceMessage;
+await check("alice sends m.room.message with an explicit txnId", async () => {
+    const res = await alice.sendMessage(roomId, { msgtype: "m.text", body: `hello from alice ${tag}` }, txnId);
+    expect(isEventId(res.event_id), `event_id is ${JSON.stringify(res.event_id)}`);
+    aliceMessage = res.event_id;
+    return aliceMessage;
+});
+
+// Spec, "Transaction identifiers": a request repeated with the same
+// transaction ID by the same device is the same transaction; PUT /send
+// "will be used by the server to ensure idempotency of requests".
+await check("a retried send with the same txnId returns the same event ID", async () => {
+    const before = requestsTo("PUT", `/send/m.room.message/${txnId}`);
+    const res = await alice.sendMessage(roomId, { msgtype: "m.text", body: `hello from alice ${tag}` }, txnId);
+    expect(requestsTo("PUT", `/send/m.room.message/${txnId}`) > before, `the SDK did not send the retry to the server`);
+    expect(res.event_id === aliceMessage, `event_id ${res.event_id}, expected ${aliceMessage}`);
+});
+
+// Spec, "Transaction identifiers": the scope of a transaction ID is a single
+// device; bob's device reusing alice's txnId is a different transaction.
+let bobMessage;
+await check("bob sends with the same txnId from his own device and gets a different event", async () => {
+    const res = await bob.sendMessage(roomId, { msgtype: "m.text", body: `hello from bob ${tag}` }, txnId);
+    expect(isEventId(res.event_id) && res.event_id !== aliceMessage, `event_id ${res.event_id} (alice's is ${aliceMessage})`);
+    bobMessage = res.event_id;
+    return bobMessage;
+});
+
+let bobSecond;
+await check("bob sends a second message", async () => {
+    const res = await bob.sendEvent(roomId, "m.room.message", { msgtype: "m.text", body: `second from bob ${tag}` }, `interop-${tag}-2`);
+    expect(isEventId(res.event_id) && res.event_id !== bobMessage, `event_id ${res.event_id}`);
+    bobSecond = res.event_id;
+});
+
+// -- state
+
+const newTopic = `second topic ${tag}`;
+let topicEventId;
+await check("alice sets the topic with PUT /rooms/{roomId}/state/m.room.topic/", async () => {
+    const res = await alice.sendStateEvent(roomId, "m.room.topic", { topic: newTopic }, "");
+    expect(isEventId(res.event_id), `event_id is ${JSON.stringify(res.event_id)}`);
+    topicEventId = res.event_id;
+    const content = await bob.getStateEvent(roomId, "m.room.topic", "");
+    expect(content.topic === newTopic, `m.room.topic is now ${JSON.stringify(content)}`);
+});
+
+// Spec, GET /rooms/{roomId}/state: the current state, an array of ClientEvents
+// (content, event_id, origin_server_ts, room_id, sender, type, state_key).
+await check("GET /rooms/{roomId}/state returns the whole current state as client events", async () => {
+    const events = await bob.roomState(roomId);
+    expect(Array.isArray(events), `not an array: ${JSON.stringify(events).slice(0, 200)}`);
+    for (const e of events) {
+        const ok = isEventId(e.event_id) && e.room_id === roomId && isNonEmptyString(e.sender) && isNonEmptyString(e.type)
+            && typeof e.state_key === "string" && typeof e.origin_server_ts === "number" && e.content && typeof e.content === "object";
+        expect(ok, `malformed state event ${JSON.stringify(e)}`);
+    }
+    const find = (type, key = "") => events.find((e) => e.type === type && e.state_key === key);
+    for (const type of ["m.room.create", "m.room.power_levels", "m.room.join_rules", "m.room.history_visibility", "m.room.name", "m.room.canonical_alias"]) {
+        expect(find(type), `no ${type} in the state`);
+    }
+    const topic = find("m.room.topic");
+    expect(topic?.event_id === topicEventId && topic.content.topic === newTopic && topic.sender === aliceId, `m.room.topic is ${JSON.stringify(topic)}`);
+    expect(find("m.room.member", aliceId)?.content.membership === "join", `alice's membership is ${JSON.stringify(find("m.room.member", aliceId))}`);
+    expect(find("m.room.member", bobId)?.content.membership === "join", `bob's membership is ${JSON.stringify(find("m.room.member", bobId))}`);
+    return `${events.length} events`;
+});
+
+await check("GET /rooms/{roomId}/members returns both members' join events", async () => {
+    const res = await bob.members(roomId);
+    const chunk = res.chunk ?? [];
+    const membership = (id) => chunk.find((e) => e.type === "m.room.member" && e.state_key === id)?.content?.membership;
+    expect(membership(aliceId) === "join" && membership(bobId) === "join", `chunk is ${JSON.stringify(chunk).slice(0, 400)}`);
+});
+
+// Spec, PUT /rooms/{roomId}/state/{eventType}/{stateKey}, 403: "The sender
+// doesn't have permission to send the event into the room." (Bob is at
+// users_default 0; changing m.room.power_levels needs its state level and may
+// never raise anyone above the sender's own level.)
+await check("bob giving himself power with PUT state m.room.power_levels answers 403 M_FORBIDDEN", async () => {
+    const levels = await bob.getStateEvent(roomId, "m.room.power_levels", "");
+    const raised = { ...levels, users: { ...(levels.users ?? {}), [bobId]: 100 } };
+    await expectRefusal(bob.sendStateEvent(roomId, "m.room.power_levels", raised, ""), "bob PUT m.room.power_levels", 403, "M_FORBIDDEN");
+    const after = await alice.getStateEvent(roomId, "m.room.power_levels", "");
+    expect((after.users ?? {})[bobId] !== 100, `the power levels changed anyway: ${JSON.stringify(after)}`);
+});
+
+// -- redaction
+
+const redactTxn = `interop-${tag}-redact`;
+let redactionId;
+await check("alice redacts bob's message with PUT /rooms/{roomId}/redact/{eventId}/{txnId}", async () => {
+    const res = await alice.redactEvent(roomId, bobSecond, redactTxn, { reason: "interop" });
+    expect(isEventId(res.event_id) && res.event_id !== bobSecond, `event_id is ${JSON.stringify(res.event_id)}`);
+    redactionId = res.event_id;
+    return redactionId;
+});
+
+await check("a retried redaction with the same txnId returns the same event ID", async () => {
+    const before = requestsTo("PUT", `/redact/${bobSecond}/${redactTxn}`);
+    const res = await alice.redactEvent(roomId, bobSecond, redactTxn, { reason: "interop" });
+    expect(requestsTo("PUT", `/redact/${bobSecond}/${redactTxn}`) > before, `the SDK did not send the retry to the server`);
+    expect(res.event_id === redactionId, `event_id ${res.event_id}, expected ${redactionId}`);
+});
+
+// Spec, "Redactions": the server strips every content key the redaction
+// algorithm does not keep (none, for a custom event type); a redacted state
+// event stays in the current state with its stripped content.
+await check("a redacted state event reads back with its content stripped", async () => {
+    const type = "org.example.interop.note";
+    const sent = await alice.sendStateEvent(roomId, type, { note: `to be redacted ${tag}` }, "");
+    const before = await alice.getStateEvent(roomId, type, "");
+    expect(before.note === `to be redacted ${tag}`, `before the redaction: ${JSON.stringify(before)}`);
+    await alice.redactEvent(roomId, sent.event_id, `interop-${tag}-redact-state`);
+    const after = await alice.getStateEvent(roomId, type, "");
+    expect(Object.keys(after).length === 0, `after the redaction the content is ${JSON.stringify(after)}, expected {}`);
+});
+
+// -- aliases
+
+const extraAlias = `#interop_extra_${tag}:${serverName}`;
+await check("PUT /directory/room/{alias} adds a second alias, which resolves", async () => {
+    await alice.createAlias(extraAlias, roomId);
+    const res = await bob.getRoomIdForAlias(extraAlias);
+    expect(res.room_id === roomId, `room_id ${res.room_id}, expected ${roomId}`);
+});
+
+// Spec, PUT /directory/room/{roomAlias}, 409: "A room alias with that name already exists."
+await check("PUT /directory/room/{alias} for an alias in use answers 409", async () => {
+    await expectRefusal(alice.createAlias(extraAlias, roomId), "PUT an existing alias", 409);
+});
+
+await check("GET /rooms/{roomId}/aliases lists both local aliases", async () => {
+    const res = await bob.getLocalAliases(roomId);
+    const aliases = res.aliases ?? [];
+    expect(aliases.includes(alias) && aliases.includes(extraAlias), `aliases is ${JSON.stringify(res.aliases)}`);
+});
+
+// Spec, DELETE /directory/room/{roomAlias}: 200 {}; then GET answers 404 M_NOT_FOUND.
+await check("DELETE /directory/room/{alias} removes both aliases; resolving them answers 404 M_NOT_FOUND", async () => {
+    for (const a of [extraAlias, alias]) {
+        await alice.deleteAlias(a);
+        await expectRefusal(bob.getRoomIdForAlias(a), `GET ${a} after DELETE`, 404, "M_NOT_FOUND");
+    }
+    const res = await alice.getLocalAliases(roomId);
+    expect((res.aliases ?? []).length === 0, `aliases after deleting is ${JSON.stringify(res.aliases)}`);
+});
+
+// -- a direct chat created with an invite list
+
+// Spec, POST /createRoom: is_direct "makes the server set the is_direct flag
+// on the m.room.member events sent to the users in invite".
+let directId;
+await check("POST /createRoom with invite and is_direct invites bob with is_direct set", async () => {
+    const res = await alice.createRoom({ preset: "trusted_private_chat", is_direct: true, invite: [bobId] });
+    expect(isRoomId(res.room_id), `room_id is ${JSON.stringify(res.room_id)}`);
+    directId = res.room_id;
+    const member = await alice.getStateEvent(directId, "m.room.member", bobId);
+    expect(member.membership === "invite" && member.is_direct === true, `bob's m.room.member is ${JSON.stringify(member)}`);
+});
+
+// Spec, POST /rooms/{roomId}/leave: "If the user was invited to the room,
+// but had not joined, this call serves to reject the invite."
+await check("bob rejects the invite with POST /rooms/{roomId}/leave", async () => {
+    await bob.leave(directId);
+    const member = await alice.getStateEvent(directId, "m.room.member", bobId);
+    expect(member.membership === "leave", `bob's m.room.member is ${JSON.stringify(member)}`);
+});
+
+// -- a public room in the directory
+
+const lobbyName = `Interop lobby ${tag}`;
+let lobbyId;
+await check("POST /createRoom (public_chat, visibility public) returns a room ID", async () => {
+    const res = await alice.createRoom({
+        preset: "public_chat",
+        visibility: "public",
+        name: lobbyName,
+        topic: `lobby ${tag}`,
+        initial_state: [{ type: "org.example.interop.note", state_key: "", content: { note: `initial ${tag}` } }],
+        power_level_content_override: { events: { "m.room.topic": 0 } },
+    });
+    expect(isRoomId(res.room_id) && res.room_id !== roomId, `room_id is ${JSON.stringify(res.room_id)}`);
+    lobbyId = res.room_id;
+    const joinRules = await alice.getStateEvent(lobbyId, "m.room.join_rules", "");
+    expect(joinRules.join_rule === "public", `m.room.join_rules is ${JSON.stringify(joinRules)}`);
+    return lobbyId;
+});
+
+// Spec, GET /publicRooms (no authentication required): chunk of
+// PublishedRoomsChunk (room_id, num_joined_members, world_readable,
+// guest_can_join required; name optional). createRoom's visibility defaults
+// to private, which keeps the first room out of the directory.
+await check("GET /publicRooms lists the public room (not the private one)", () => eventually(async () => {
+    const res = await anon.publicRooms({ limit: 100 });
+    const chunk = res.chunk ?? [];
+    const lobby = chunk.find((r) => r.room_id === lobbyId);
+    expect(lobby, `room ${lobbyId} not in ${JSON.stringify(chunk).slice(0, 400)}`);
+    expect(lobby.name === lobbyName, `name is ${JSON.stringify(lobby.name)}`);
+    expect(lobby.num_joined_members === 1, `num_joined_members is ${lobby.num_joined_members}, expected 1`);
+    expect(lobby.world_readable === false && lobby.guest_can_join === false, `entry is ${JSON.stringify(lobby)}`);
+    expect(!chunk.some((r) => r.room_id === roomId), `the private room is listed too`);
+    return `${chunk.length} rooms listed`;
+}));
+
+await check("POST /publicRooms with a generic_search_term filter finds just that room", () => eventually(async () => {
+    const res = await bob.publicRooms({ limit: 10, filter: { generic_search_term: `lobby ${tag}` } });
+    const ids = (res.chunk ?? []).map((r) => r.room_id);
+    expect(JSON.stringify(ids) === JSON.stringify([lobbyId]), `chunk is ${JSON.stringify(res.chunk)}`);
+}));
+
+// Spec, POST /createRoom: initial_state events are sent into the room, and
+// power_level_content_override is merged into the default m.room.power_levels.
+await check("createRoom's initial_state and power_level_content_override took effect", async () => {
+    const note = await alice.getStateEvent(lobbyId, "org.example.interop.note", "");
+    expect(note.note === `initial ${tag}`, `org.example.interop.note is ${JSON.stringify(note)}`);
+    const levels = await alice.getStateEvent(lobbyId, "m.room.power_levels", "");
+    expect(levels.events?.["m.room.topic"] === 0, `m.room.power_levels is ${JSON.stringify(levels)}`);
+});
+
+// -- kick, ban and unban (in the public room)
+
+await check("bob and carol join the public room by ID without an invite", async () => {
+    expect((await bob.joinRoom(lobbyId))?.roomId === lobbyId, `bob's join returned another room`);
+    expect((await carol.joinRoom(lobbyId))?.roomId === lobbyId, `carol's join returned another room`);
+    const res = await alice.getJoinedRoomMembers(lobbyId);
+    const ids = Object.keys(res.joined ?? {}).sort();
+    expect(JSON.stringify(ids) === JSON.stringify([aliceId, bobId, carolId].sort()), `joined is ${JSON.stringify(res.joined)}`);
+});
+
+// The override above lowered m.room.topic to 0, bob's level.
+await check("bob may set the public room's topic, which the override opened to everyone", async () => {
+    const res = await bob.sendStateEvent(lobbyId, "m.room.topic", { topic: `bob's lobby ${tag}` }, "");
+    expect(isEventId(res.event_id), `event_id is ${JSON.stringify(res.event_id)}`);
+    const topic = await carol.getStateEvent(lobbyId, "m.room.topic", "");
+    expect(topic.topic === `bob's lobby ${tag}`, `m.room.topic is ${JSON.stringify(topic)}`);
+});
+
+// Spec, POST /rooms/{roomId}/kick, 403: "You do not have permission to kick
+// the user from the room." (public_chat: kick level 50, bob at 0.)
+await check("bob kicking carol answers 403 M_FORBIDDEN", async () => {
+    await expectRefusal(bob.kick(lobbyId, carolId, "no"), "bob kicks carol", 403, "M_FORBIDDEN");
+});
+
+// Spec, POST /rooms/{roomId}/kick: the reason "will be supplied as the
+// reason on the target's updated m.room.member event".
+await check("alice kicks carol: her membership becomes leave with the reason", async () => {
+    await alice.kick(lobbyId, carolId, "interop kick");
+    const member = await alice.getStateEvent(lobbyId, "m.room.member", carolId);
+    expect(member.membership === "leave" && member.reason === "interop kick", `carol's m.room.member is ${JSON.stringify(member)}`);
+});
+
+await check("carol can rejoin the public room after a kick", async () => {
+    expect((await carol.joinRoom(lobbyId))?.roomId === lobbyId, `carol's join returned another room`);
+});
+
+await check("alice bans carol: her membership becomes ban", async () => {
+    await alice.ban(lobbyId, carolId, "interop ban");
+    const member = await alice.getStateEvent(lobbyId, "m.room.member", carolId);
+    expect(member.membership === "ban" && member.reason === "interop ban", `carol's m.room.member is ${JSON.stringify(member)}`);
+});
+
+// Spec, POST /join/{roomIdOrAlias}, 403: "You do not have permission to join
+// the room. A meaningful error code and description error text will be
+// returned. Example reasons for rejection are: ... the user is banned from the
+// room." The error code is the server's choice (Synapse says M_BAD_STATE), so
+// only the status is checked.
+await check("banned carol joining answers 403", async () => {
+    const err = await expectRefusal(carol.joinRoom(lobbyId), "banned carol joins", 403);
+    return err.errcode;
+});
+
+await check("alice unbans carol: her membership becomes leave", async () => {
+    await alice.unban(lobbyId, carolId);
+    const member = await alice.getStateEvent(lobbyId, "m.room.member", carolId);
+    expect(member.membership === "leave", `carol's m.room.member is ${JSON.stringify(member)}`);
+});
+
+await check("unbanned carol can join again", async () => {
+    expect((await carol.joinRoom(lobbyId))?.roomId === lobbyId, `carol's join returned another room`);
+    const res = await alice.getJoinedRoomMembers(lobbyId);
+    expect(Object.hasOwn(res.joined ?? {}, carolId), `joined is ${JSON.stringify(res.joined)}`);
+});
+
+// -- bob leaves the private room
+
+await check("bob leaves the private room with POST /rooms/{roomId}/leave", async () => {
+    await bob.leave(roomId);
+    const member = await alice.getStateEvent(roomId, "m.room.member", bobId);
+    expect(member.membership === "leave", `bob's m.room.member is ${JSON.stringify(member)}`);
+});
+
+await check("alice's GET /joined_members no longer lists bob", async () => {
+    const res = await alice.getJoinedRoomMembers(roomId);
+    const ids = Object.keys(res.joined ?? {});
+    expect(JSON.stringify(ids) === JSON.stringify([aliceId]), `joined is ${JSON.stringify(res.joined)}`);
+});
+
+await check("bob's GET /joined_rooms drops the private room and keeps the public one", async () => {
+    const res = await bob.getJoinedRooms();
+    const rooms = res.joined_rooms ?? [];
+    expect(!rooms.includes(roomId) && rooms.includes(lobbyId), `joined_rooms is ${JSON.stringify(res.joined_rooms)}`);
+});
+
+await check("bob forgets the room he left with POST /rooms/{roomId}/forget", async () => {
+    await bob.forget(roomId);
 });
 
 finish();

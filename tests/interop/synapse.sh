@@ -94,6 +94,13 @@ registration_shared_secret: $(secret)
 macaroon_secret_key: $(secret)
 form_secret: $(secret)
 url_preview_enabled: false
+# The spec lets anyone read GET /publicRooms without an access token;
+# Synapse asks for one unless told otherwise.
+allow_public_rooms_without_auth: true
+# createRoom with visibility public must publish the room (spec); Synapse's
+# default rules quietly keep every room out of the directory.
+room_list_publication_rules:
+  - action: allow
 rc_message: $lots
 rc_registration: $lots
 rc_registration_token_validity: $lots
