@@ -60,9 +60,9 @@ pub enum StartError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The room services could not start.
-    #[error("cannot start the room services: {0}")]
-    Rooms(ServiceError),
+    /// A service could not start.
+    #[error("cannot start the services: {0}")]
+    Services(ServiceError),
     /// Serving failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -79,14 +79,18 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         .await
         .map_err(StartError::SigningKey)?;
     let server_keys = Arc::new(server_keys);
-    let accounts = Arc::new(Accounts::new(storage.clone(), server_name.clone(), config));
+    let accounts = Arc::new(
+        Accounts::new(storage.clone(), server_name.clone(), config)
+            .map_err(StartError::Services)?,
+    );
     let profiles = Arc::new(Profiles::new(storage.clone(), server_name.clone()));
     let room_events = Arc::new(
         RoomEvents::new(storage.clone(), server_keys.clone())
             .await
-            .map_err(StartError::Rooms)?,
+            .map_err(StartError::Services)?,
     );
-    let default_version = parse_version(&config.default_room_version).map_err(StartError::Rooms)?;
+    let default_version =
+        parse_version(&config.default_room_version).map_err(StartError::Services)?;
     let state = AppState {
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),
         rooms: Arc::new(RoomOps::new(

@@ -47,17 +47,25 @@ CREATE TABLE forward_extremities (
     PRIMARY KEY (room_id, event_id)
 );
 
--- Each user's current membership in each room, for joined_rooms and sync.
-CREATE TABLE room_memberships (
-    room_id         TEXT    NOT NULL,
-    user_id         TEXT    NOT NULL,
-    membership      TEXT    NOT NULL,
-    event_id        TEXT    NOT NULL,
-    stream_ordering BIGINT  NOT NULL,
-    is_forgotten    BOOLEAN NOT NULL DEFAULT FALSE,
-    PRIMARY KEY (room_id, user_id)
+-- Every membership change of every user, in stream order: the membership
+-- at any stream position is the latest row at or below it, which keeps sync
+-- consistent while new events arrive.
+CREATE TABLE membership_history (
+    user_id         TEXT   NOT NULL,
+    room_id         TEXT   NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    membership      TEXT   NOT NULL,
+    event_id        TEXT   NOT NULL,
+    PRIMARY KEY (user_id, stream_ordering)
 );
-CREATE INDEX room_memberships_by_user ON room_memberships (user_id, membership);
+CREATE INDEX membership_history_by_room ON membership_history (room_id, user_id, stream_ordering);
+
+-- Rooms a user left and asked to forget; a new membership clears the mark.
+CREATE TABLE forgotten_rooms (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, room_id)
+);
 
 -- Client transactions, so a retried request returns the first event. A
 -- transaction id is scoped to the device and the endpoint's path, so
@@ -66,9 +74,12 @@ CREATE TABLE event_transactions (
     user_id   TEXT NOT NULL,
     device_id TEXT NOT NULL,
     txn_key   TEXT NOT NULL,
+    txn_id    TEXT NOT NULL,
     event_id  TEXT NOT NULL,
     PRIMARY KEY (user_id, device_id, txn_key)
 );
+-- The sender's device sees its transaction id on its own events in sync.
+CREATE INDEX event_transactions_by_event ON event_transactions (event_id);
 
 CREATE TABLE room_aliases (
     alias   TEXT PRIMARY KEY NOT NULL,

@@ -8,7 +8,7 @@ use tracing::{debug, info};
 
 use super::{
     ServiceError,
-    password::{self, Password},
+    password::{Password, PasswordHasher},
     rate_limit::RateLimiter,
     tokens::{self, AccessToken},
     uia::{AuthSubmission, AuthType, Stage, UiaAction, UiaSessions},
@@ -81,6 +81,7 @@ pub struct Accounts {
     registration: RegistrationConfig,
     password_policy: PasswordPolicy,
     uia: UiaSessions,
+    hasher: PasswordHasher,
     login_limiter: RateLimiter,
     registration_limiter: RateLimiter,
 }
@@ -93,17 +94,25 @@ impl std::fmt::Debug for dyn Storage {
 
 impl Accounts {
     /// Builds the service from the configuration.
-    pub fn new(storage: Arc<dyn Storage>, server_name: OwnedServerName, config: &Config) -> Self {
+    ///
+    /// # Errors
+    /// `Internal` when the password workers cannot start.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        server_name: OwnedServerName,
+        config: &Config,
+    ) -> Result<Self, ServiceError> {
         let limits = config.rate_limits.enabled.then_some(&config.rate_limits);
-        Self {
+        Ok(Self {
             storage,
             server_name,
             registration: config.registration.clone(),
             password_policy: config.password_policy.clone(),
             uia: UiaSessions::default(),
+            hasher: PasswordHasher::start()?,
             login_limiter: RateLimiter::new(limits.map(|l| l.login)),
             registration_limiter: RateLimiter::new(limits.map(|l| l.registration)),
-        }
+        })
     }
 
     /// This server's name.
@@ -301,7 +310,7 @@ impl Accounts {
             auth,
         )
         .await?;
-        let hash = password::hash(new_password).await?;
+        let hash = self.hasher.hash(new_password).await?;
         self.storage
             .set_password_hash(&session.user_id, &hash)
             .await?;
@@ -354,7 +363,7 @@ impl Accounts {
             None => None,
         };
         let stored = account.as_ref().map(|a| a.password_hash.clone());
-        if password::verify(password, stored).await?
+        if self.hasher.verify(password, stored).await?
             && let Some(account) = account
         {
             return Ok(account.user_id);
@@ -371,7 +380,7 @@ impl Accounts {
         password: &Password,
         is_admin: bool,
     ) -> Result<(), ServiceError> {
-        let password_hash = password::hash(password).await?;
+        let password_hash = self.hasher.hash(password).await?;
         let account = NewAccount {
             user_id: user_id.to_owned(),
             password_hash,

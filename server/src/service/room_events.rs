@@ -32,7 +32,9 @@ use super::{
     },
     server_keys::ServerKeys,
 };
-use crate::storage::{NewEvent, NewStateGroup, StateEntry, Storage, StreamPosition};
+use crate::storage::{
+    NewEvent, NewStateGroup, NewTransaction, StateEntry, Storage, StreamPosition,
+};
 
 /// Past this many deltas a state group is written as a full snapshot, which
 /// bounds the work of reading any state back.
@@ -52,9 +54,20 @@ pub struct LocalEvent {
     pub content: CanonicalJsonObject,
     /// For `m.room.redaction`: the event to redact.
     pub redacts: Option<OwnedEventId>,
-    /// The client's device and transaction key (see [`transaction_key`]),
-    /// for idempotent retries.
-    pub transaction: Option<(OwnedDeviceId, String)>,
+    /// The client transaction that sends it, for idempotent retries.
+    pub transaction: Option<Transaction>,
+}
+
+/// A client transaction: the spec scopes its id to the device and the
+/// request path.
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    /// The sending device.
+    pub device_id: OwnedDeviceId,
+    /// The id scoped to its endpoint (see [`transaction_key`]).
+    pub key: String,
+    /// The id as the client sent it.
+    pub txn_id: String,
 }
 
 /// A room's state as of its latest event.
@@ -241,12 +254,12 @@ impl RoomEvents {
         &self,
         event: &LocalEvent,
     ) -> Result<Option<OwnedEventId>, ServiceError> {
-        let Some((device_id, txn_id)) = &event.transaction else {
+        let Some(transaction) = &event.transaction else {
             return Ok(None);
         };
         Ok(self
             .storage
-            .transaction_event(&event.sender, device_id, txn_id)
+            .transaction_event(&event.sender, &transaction.device_id, &transaction.key)
             .await?)
     }
 
@@ -363,10 +376,12 @@ impl RoomEvents {
         let membership = membership_target.as_ref().and_then(|_| membership(&pdu));
         let version_id = creates_room.map(RoomVersionId::as_str);
         let extremities = vec![pdu.event_id().to_owned()];
-        let transaction = event
-            .transaction
-            .as_ref()
-            .map(|(device, txn)| (event.sender.as_ref(), device.as_ref(), txn.as_str()));
+        let transaction = event.transaction.as_ref().map(|t| NewTransaction {
+            user_id: &event.sender,
+            device_id: &t.device_id,
+            key: &t.key,
+            txn_id: &t.txn_id,
+        });
 
         let mut last = self.last_position.lock().await;
         let position = StreamPosition(last.0 + 1);

@@ -17,8 +17,8 @@ use crate::config::DatabaseLocation;
 pub use accounts::AccountStore;
 pub use keys::{KeyStore, StoredSigningKey};
 pub use rooms::{
-    NewEvent, NewStateGroup, RoomHead, RoomRecord, RoomStore, StateEntry, StoredEvent,
-    StreamPosition,
+    Membership, NewEvent, NewStateGroup, NewTransaction, RoomHead, RoomRecord, RoomStore,
+    StateEntry, StoredEvent, StreamPosition,
 };
 pub use sql::{PostgresStorage, SqliteStorage};
 

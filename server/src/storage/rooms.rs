@@ -74,12 +74,36 @@ pub struct NewEvent<'a> {
     pub forward_extremities: &'a [OwnedEventId],
     /// For an `m.room.member` event: the target and the new membership.
     pub membership: Option<(&'a UserId, &'a str)>,
-    /// The client transaction that sent it (user, device, and the
-    /// transaction key: the endpoint path with the client's id), for
-    /// idempotent retries.
-    pub transaction: Option<(&'a UserId, &'a DeviceId, &'a str)>,
+    /// The client transaction that sent it, for idempotent retries.
+    pub transaction: Option<NewTransaction<'a>>,
     /// For an applied redaction: the redacted event and its redacted JSON.
     pub redaction: Option<(&'a EventId, &'a str)>,
+}
+
+/// A client transaction that produced an event.
+#[derive(Debug, Clone, Copy)]
+pub struct NewTransaction<'a> {
+    /// The sender.
+    pub user_id: &'a UserId,
+    /// The sending device.
+    pub device_id: &'a DeviceId,
+    /// The transaction id scoped to its endpoint path: what retries match on.
+    pub key: &'a str,
+    /// The client's transaction id as sent, echoed to the sending device.
+    pub txn_id: &'a str,
+}
+
+/// A user's membership in a room as of some stream position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The room.
+    pub room_id: OwnedRoomId,
+    /// `join`, `invite`, `leave`, `ban` or `knock`.
+    pub membership: String,
+    /// The membership event.
+    pub event_id: OwnedEventId,
+    /// Where that event is in the stream.
+    pub position: StreamPosition,
 }
 
 /// An event as stored.
@@ -143,11 +167,13 @@ pub trait RoomStore: Send + Sync {
         txn_key: &str,
     ) -> Result<Option<OwnedEventId>, StorageError>;
 
-    /// The rooms a user has a membership in (not forgotten), with that membership.
+    /// The user's latest membership in each room (not forgotten), as of
+    /// `at` (or now).
     async fn memberships_of(
         &self,
         user_id: &UserId,
-    ) -> Result<Vec<(OwnedRoomId, String)>, StorageError>;
+        at: Option<StreamPosition>,
+    ) -> Result<Vec<Membership>, StorageError>;
 
     /// Hides a room the user has left from their membership lists.
     async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), StorageError>;

@@ -128,11 +128,11 @@ impl RoomOps {
     pub async fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>, ServiceError> {
         Ok(self
             .storage
-            .memberships_of(user_id)
+            .memberships_of(user_id, None)
             .await?
             .into_iter()
-            .filter(|(_, membership)| membership == "join")
-            .map(|(room_id, _)| room_id)
+            .filter(|m| m.membership == "join")
+            .map(|m| m.room_id)
             .collect())
     }
 }

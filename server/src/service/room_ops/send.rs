@@ -8,7 +8,7 @@ use ruma::{
 use super::{RoomOps, check_text, with_reason};
 use crate::service::{
     ServiceError,
-    room_events::{LocalEvent, transaction_key},
+    room_events::{LocalEvent, Transaction, transaction_key},
 };
 
 impl RoomOps {
@@ -40,10 +40,11 @@ impl RoomOps {
                     state_key: None,
                     content,
                     redacts: None,
-                    transaction: Some((
+                    transaction: Some(Transaction {
                         device_id,
-                        transaction_key("send", room_id, event_type, &txn_id),
-                    )),
+                        key: transaction_key("send", room_id, event_type, &txn_id),
+                        txn_id,
+                    }),
                 },
             )
             .await
@@ -105,10 +106,11 @@ impl RoomOps {
                     event_type: TimelineEventType::RoomRedaction,
                     state_key: None,
                     content: with_reason(reason),
-                    transaction: Some((
+                    transaction: Some(Transaction {
                         device_id,
-                        transaction_key("redact", room_id, target.as_str(), &txn_id),
-                    )),
+                        key: transaction_key("redact", room_id, target.as_str(), &txn_id),
+                        txn_id,
+                    }),
                     redacts: Some(target),
                 },
             )

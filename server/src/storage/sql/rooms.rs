@@ -5,7 +5,7 @@ use ruma::{DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, Us
 
 use super::{PostgresStorage, SqliteStorage, conflict_on_unique};
 use crate::storage::{
-    NewEvent, RoomHead, RoomRecord, RoomStore, StateEntry, StorageError, StoredEvent,
+    Membership, NewEvent, RoomHead, RoomRecord, RoomStore, StateEntry, StorageError, StoredEvent,
     StreamPosition,
 };
 
@@ -104,28 +104,32 @@ macro_rules! sql_room_store {
                 }
                 if let Some((user_id, membership)) = event.membership {
                     sqlx::query(
-                        "INSERT INTO room_memberships \
-                         (room_id, user_id, membership, event_id, stream_ordering, is_forgotten) \
-                         VALUES ($1, $2, $3, $4, $5, FALSE) \
-                         ON CONFLICT (room_id, user_id) DO UPDATE SET membership = $3, \
-                         event_id = $4, stream_ordering = $5, is_forgotten = FALSE",
+                        "INSERT INTO membership_history \
+                         (user_id, room_id, stream_ordering, membership, event_id) \
+                         VALUES ($1, $2, $3, $4, $5)",
                     )
-                    .bind(event.room_id.as_str())
                     .bind(user_id.as_str())
+                    .bind(event.room_id.as_str())
+                    .bind(event.position.0)
                     .bind(membership)
                     .bind(event.event_id.as_str())
-                    .bind(event.position.0)
                     .execute(&mut *tx)
                     .await?;
+                    sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
+                        .bind(user_id.as_str())
+                        .bind(event.room_id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
                 }
-                if let Some((user_id, device_id, txn_key)) = event.transaction {
+                if let Some(transaction) = &event.transaction {
                     sqlx::query(
-                        "INSERT INTO event_transactions (user_id, device_id, txn_key, event_id) \
-                         VALUES ($1, $2, $3, $4)",
+                        "INSERT INTO event_transactions (user_id, device_id, txn_key, txn_id, event_id) \
+                         VALUES ($1, $2, $3, $4, $5)",
                     )
-                    .bind(user_id.as_str())
-                    .bind(device_id.as_str())
-                    .bind(txn_key)
+                    .bind(transaction.user_id.as_str())
+                    .bind(transaction.device_id.as_str())
+                    .bind(transaction.key)
+                    .bind(transaction.txn_id)
                     .bind(event.event_id.as_str())
                     .execute(&mut *tx)
                     .await
@@ -267,23 +271,38 @@ macro_rules! sql_room_store {
             async fn memberships_of(
                 &self,
                 user_id: &UserId,
-            ) -> Result<Vec<(OwnedRoomId, String)>, StorageError> {
-                let rows: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT room_id, membership FROM room_memberships \
-                     WHERE user_id = $1 AND NOT is_forgotten ORDER BY room_id",
+                at: Option<StreamPosition>,
+            ) -> Result<Vec<Membership>, StorageError> {
+                let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+                    "SELECT h.room_id, h.membership, h.event_id, h.stream_ordering \
+                     FROM membership_history h \
+                     WHERE h.user_id = $1 AND h.stream_ordering <= $2 \
+                     AND h.stream_ordering = (SELECT MAX(l.stream_ordering) FROM membership_history l \
+                         WHERE l.user_id = $1 AND l.room_id = h.room_id AND l.stream_ordering <= $2) \
+                     AND NOT EXISTS (SELECT 1 FROM forgotten_rooms f \
+                         WHERE f.user_id = $1 AND f.room_id = h.room_id) \
+                     ORDER BY h.room_id",
                 )
                 .bind(user_id.as_str())
+                .bind(at.map_or(i64::MAX, |at| at.0))
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter()
-                    .map(|(room_id, membership)| Ok((parse_id("room_memberships", room_id)?, membership)))
+                    .map(|(room_id, membership, event_id, position)| {
+                        Ok(Membership {
+                            room_id: parse_id("membership_history", room_id)?,
+                            membership,
+                            event_id: parse_id("membership_history", event_id)?,
+                            position: StreamPosition(position),
+                        })
+                    })
                     .collect()
             }
 
             async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), StorageError> {
                 sqlx::query(
-                    "UPDATE room_memberships SET is_forgotten = TRUE \
-                     WHERE user_id = $1 AND room_id = $2",
+                    "INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) \
+                     ON CONFLICT (user_id, room_id) DO NOTHING",
                 )
                 .bind(user_id.as_str())
                 .bind(room_id.as_str())
