@@ -61,7 +61,10 @@ async fn join_a_public_room_by_id_and_alias(backend: Backend) {
             Some(json!({ "reason": "hello" })),
         )
         .await;
-    assert_eq!((status, answer), (StatusCode::OK, json!({ "room_id": room })));
+    assert_eq!(
+        (status, answer),
+        (StatusCode::OK, json!({ "room_id": room }))
+    );
     // Joining again is allowed and changes nothing visible.
     let (status, answer) = server
         .request(
@@ -71,7 +74,10 @@ async fn join_a_public_room_by_id_and_alias(backend: Backend) {
             None,
         )
         .await;
-    assert_eq!((status, answer), (StatusCode::OK, json!({ "room_id": room })));
+    assert_eq!(
+        (status, answer),
+        (StatusCode::OK, json!({ "room_id": room }))
+    );
     for account in [&alice, &bob, &carol] {
         assert_eq!(joined_rooms(&server, &account.token).await, [room.clone()]);
         assert_eq!(
@@ -89,7 +95,14 @@ async fn join_a_public_room_by_id_and_alias(backend: Backend) {
 async fn joining_unknown_rooms_is_not_found(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.register("alice").await;
-    let answer = membership(&server, &alice.token, "!nowhere:localhost", "join", json!({})).await;
+    let answer = membership(
+        &server,
+        &alice.token,
+        "!nowhere:localhost",
+        "join",
+        json!({}),
+    )
+    .await;
     assert_error(&answer, StatusCode::NOT_FOUND, "M_NOT_FOUND");
     let answer = server
         .request(
@@ -116,7 +129,10 @@ async fn invite_only_rooms_need_an_invite(backend: Backend) {
     let (alice, bob, room) = setup(&server, "private_chat").await;
     let answer = membership(&server, &bob.token, &room, "join", json!({})).await;
     assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-    assert_eq!(joined_rooms(&server, &bob.token).await, Vec::<String>::new());
+    assert_eq!(
+        joined_rooms(&server, &bob.token).await,
+        Vec::<String>::new()
+    );
 
     invite(&server, &alice.token, &room, &bob.user_id).await;
     assert_eq!(
@@ -124,7 +140,10 @@ async fn invite_only_rooms_need_an_invite(backend: Backend) {
         "invite"
     );
     // An invite is not a join.
-    assert_eq!(joined_rooms(&server, &bob.token).await, Vec::<String>::new());
+    assert_eq!(
+        joined_rooms(&server, &bob.token).await,
+        Vec::<String>::new()
+    );
     join(&server, &bob.token, &room).await;
     assert_eq!(joined_rooms(&server, &bob.token).await, [room.clone()]);
 
@@ -208,12 +227,22 @@ async fn leave_rejects_invites_and_allows_rejoining(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (alice, bob, room) = setup(&server, "public_chat").await;
     join(&server, &bob.token, &room).await;
-    let answer = membership(&server, &bob.token, &room, "leave", json!({ "reason": "bye" })).await;
+    let answer = membership(
+        &server,
+        &bob.token,
+        &room,
+        "leave",
+        json!({ "reason": "bye" }),
+    )
+    .await;
     assert_eq!(answer, (StatusCode::OK, json!({})));
     let left = state_content(&server, &alice.token, &room, "m.room.member", &bob.user_id).await;
     assert_eq!(left["membership"], "leave");
     assert_eq!(left["reason"], "bye");
-    assert_eq!(joined_rooms(&server, &bob.token).await, Vec::<String>::new());
+    assert_eq!(
+        joined_rooms(&server, &bob.token).await,
+        Vec::<String>::new()
+    );
     assert_eq!(joined_rooms(&server, &alice.token).await, [room.clone()]);
     join(&server, &bob.token, &room).await;
     assert_eq!(joined_rooms(&server, &bob.token).await, [room.clone()]);
@@ -290,7 +319,10 @@ async fn kick_needs_power_and_a_member(backend: Backend) {
     assert_eq!(event["sender"], alice.user_id);
     assert_eq!(event["content"]["membership"], "leave");
     assert_eq!(event["content"]["reason"], "spam");
-    assert_eq!(joined_rooms(&server, &bob.token).await, Vec::<String>::new());
+    assert_eq!(
+        joined_rooms(&server, &bob.token).await,
+        Vec::<String>::new()
+    );
     // A kick is not a ban: bob may come back to a public room.
     join(&server, &bob.token, &room).await;
 
@@ -337,7 +369,10 @@ async fn ban_keeps_users_out_until_unbanned(backend: Backend) {
     let banned = state_content(&server, &alice.token, &room, "m.room.member", &bob.user_id).await;
     assert_eq!(banned["membership"], "ban");
     assert_eq!(banned["reason"], "troll");
-    assert_eq!(joined_rooms(&server, &bob.token).await, Vec::<String>::new());
+    assert_eq!(
+        joined_rooms(&server, &bob.token).await,
+        Vec::<String>::new()
+    );
     let answer = membership(&server, &bob.token, &room, "join", json!({})).await;
     assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     // A banned user cannot be invited back either.
@@ -425,7 +460,10 @@ async fn forget_only_after_leaving(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     let answer = membership(&server, &bob.token, &room, "forget", json!({})).await;
     assert_eq!(answer, (StatusCode::OK, json!({})));
-    assert_eq!(joined_rooms(&server, &bob.token).await, Vec::<String>::new());
+    assert_eq!(
+        joined_rooms(&server, &bob.token).await,
+        Vec::<String>::new()
+    );
     // TODO(#3): the spec says a forgotten room's history is no longer
     // retrievable; GET /state still answers 200 after /forget (reported).
     // Rejoining works, and brings the room back.
