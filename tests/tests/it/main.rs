@@ -10,6 +10,7 @@ mod rooms_create;
 mod rooms_join_rules;
 mod rooms_membership;
 mod rooms_send;
+mod rooms_state;
 mod rooms_support;
 mod server_keys;
 mod storage;

@@ -114,14 +114,14 @@ pub async fn get_member_events(
         .iter()
         .filter(|pdu| {
             let membership = crate::service::room_events::membership(pdu);
-            query
-                .membership
-                .as_ref()
-                .is_none_or(|want| membership.as_ref() == Some(want))
-                && query
-                    .not_membership
-                    .as_ref()
-                    .is_none_or(|skip| membership.as_ref() != Some(skip))
+            let is = |want: &String| membership.as_ref() == Some(want);
+            // The spec: given both, the two parameters are an "or" condition.
+            match (&query.membership, &query.not_membership) {
+                (None, None) => true,
+                (Some(want), None) => is(want),
+                (None, Some(skip)) => !is(skip),
+                (Some(want), Some(skip)) => is(want) || !is(skip),
+            }
         })
         .map(ClientEvent::from)
         .collect();
