@@ -9,6 +9,7 @@ mod profile;
 mod rooms_create;
 mod rooms_join_rules;
 mod rooms_membership;
+mod rooms_redact;
 mod rooms_send;
 mod rooms_state;
 mod rooms_support;

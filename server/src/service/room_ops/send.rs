@@ -31,6 +31,25 @@ impl RoomOps {
     ) -> Result<OwnedEventId, ServiceError> {
         check_text("the event type", event_type)?;
         check_text("the transaction id", &txn_id)?;
+        let mut content = content;
+        // Redactions may come through `/send` in every room version; the
+        // event builder puts `redacts` where the version wants it (top level
+        // before v11, in the content from v11), so it is taken out here.
+        let redacts = match event_type {
+            "m.room.redaction" => match content.remove("redacts") {
+                Some(CanonicalJsonValue::String(target)) => Some(
+                    OwnedEventId::try_from(target)
+                        .map_err(|e| ServiceError::InvalidParam(format!("redacts: {e}")))?,
+                ),
+                Some(_) => {
+                    return Err(ServiceError::InvalidParam(
+                        "redacts must be an event id".to_owned(),
+                    ));
+                }
+                None => None,
+            },
+            _ => None,
+        };
         self.events
             .send(
                 room_id,
@@ -39,7 +58,7 @@ impl RoomOps {
                     event_type: event_type.into(),
                     state_key: None,
                     content,
-                    redacts: None,
+                    redacts,
                     transaction: Some(Transaction {
                         device_id,
                         key: transaction_key("send", room_id, event_type, &txn_id),
