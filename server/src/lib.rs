@@ -38,10 +38,12 @@ use service::{
     ServiceError,
     accounts::Accounts,
     devices::Devices,
+    notifier::Notifier,
     profile::Profiles,
     room_events::{RoomEvents, parse_version},
     room_ops::RoomOps,
     server_keys::ServerKeys,
+    sync::Sync,
 };
 use storage::{Storage, StorageError};
 
@@ -84,14 +86,17 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
             .map_err(StartError::Services)?,
     );
     let profiles = Arc::new(Profiles::new(storage.clone(), server_name.clone()));
+    let notifier = Arc::new(Notifier::default());
     let room_events = Arc::new(
-        RoomEvents::new(storage.clone(), server_keys.clone())
+        RoomEvents::new(storage.clone(), server_keys.clone(), notifier.clone())
             .await
             .map_err(StartError::Services)?,
     );
     let default_version =
         parse_version(&config.default_room_version).map_err(StartError::Services)?;
+    let sync = Arc::new(Sync::new(storage.clone(), room_events.clone(), notifier));
     let state = AppState {
+        sync,
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),
         rooms: Arc::new(RoomOps::new(
             room_events,

@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::service::{
     accounts::Accounts, devices::Devices, profile::Profiles, room_ops::RoomOps,
-    server_keys::ServerKeys,
+    server_keys::ServerKeys, sync::Sync,
 };
 use error::MatrixError;
 
@@ -39,6 +39,8 @@ pub struct AppState {
     pub server_keys: Arc<ServerKeys>,
     /// Room operations.
     pub rooms: Arc<RoomOps>,
+    /// Sync and history.
+    pub sync: Arc<Sync>,
 }
 
 /// The peer address of a connection, plain or TLS, as `ConnectInfo`.

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod devices;
+pub mod notifier;
 pub mod password;
 pub mod profile;
 pub mod rate_limit;
@@ -12,6 +13,7 @@ pub mod room_events;
 pub mod room_ops;
 pub mod rooms;
 pub mod server_keys;
+pub mod sync;
 pub mod tokens;
 pub mod uia;
 

@@ -9,7 +9,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
 };
 
 use myelin_crypto::{NewPdu, build_pdu};
@@ -23,6 +26,7 @@ use tracing::debug;
 
 use super::{
     ServiceError,
+    notifier::Notifier,
     rooms::{
         auth::{
             auth_events_for, check_auth, is_redaction_allowed, redact_power_level, user_power_level,
@@ -109,8 +113,11 @@ type RoomSlot = Arc<tokio::sync::Mutex<Option<RoomState>>>;
 pub struct RoomEvents {
     storage: Arc<dyn Storage>,
     keys: Arc<ServerKeys>,
+    notifier: Arc<Notifier>,
     rooms: Mutex<HashMap<OwnedRoomId, RoomSlot>>,
     last_position: tokio::sync::Mutex<StreamPosition>,
+    /// The last position committed, readable without waiting for a writer.
+    committed: AtomicI64,
 }
 
 impl RoomEvents {
@@ -121,14 +128,23 @@ impl RoomEvents {
     pub async fn new(
         storage: Arc<dyn Storage>,
         keys: Arc<ServerKeys>,
+        notifier: Arc<Notifier>,
     ) -> Result<Self, ServiceError> {
         let last = storage.max_stream_position().await?;
         Ok(Self {
             storage,
             keys,
+            notifier,
             rooms: Mutex::new(HashMap::new()),
             last_position: tokio::sync::Mutex::new(last),
+            committed: AtomicI64::new(last.0),
         })
+    }
+
+    /// The last stream position whose event is committed: every event at or
+    /// below it is readable.
+    pub fn current_position(&self) -> StreamPosition {
+        StreamPosition(self.committed.load(Ordering::Acquire))
     }
 
     /// Creates a room with its `m.room.create` event and returns its id.
@@ -373,7 +389,7 @@ impl RoomEvents {
                     .and_then(|key| ruma::UserId::parse(key).ok())
             })
             .flatten();
-        let membership = membership_target.as_ref().and_then(|_| membership(&pdu));
+        let new_membership = membership_target.as_ref().and_then(|_| membership(&pdu));
         let version_id = creates_room.map(RoomVersionId::as_str);
         let extremities = vec![pdu.event_id().to_owned()];
         let transaction = event.transaction.as_ref().map(|t| NewTransaction {
@@ -408,7 +424,7 @@ impl RoomEvents {
                 state_group,
                 new_state_group,
                 forward_extremities: &extremities,
-                membership: membership_target.as_deref().zip(membership.as_deref()),
+                membership: membership_target.as_deref().zip(new_membership.as_deref()),
                 transaction,
                 redaction: redaction
                     .as_ref()
@@ -416,6 +432,7 @@ impl RoomEvents {
             })
             .await?;
         *last = position;
+        self.committed.store(position.0, Ordering::Release);
         drop(last);
 
         state.extremities = extremities;
@@ -438,6 +455,20 @@ impl RoomEvents {
         if let Some(key) = pdu.state_map_key() {
             state.state.insert(key, pdu);
         }
+        // Everyone in the room, and whoever a membership change concerns
+        // (a kicked user must learn of it), may see this event.
+        let members = state.state.iter().filter_map(|((kind, key), member)| {
+            let interested = *kind == StateEventType::RoomMember
+                && matches!(
+                    membership(member).as_deref(),
+                    Some("join" | "invite" | "knock")
+                );
+            interested
+                .then(|| <&ruma::UserId>::try_from(key.as_str()).ok())
+                .flatten()
+        });
+        self.notifier
+            .wake(members.chain(membership_target.as_deref()));
         Ok(())
     }
 

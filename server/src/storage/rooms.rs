@@ -178,6 +178,65 @@ pub trait RoomStore: Send + Sync {
     /// Hides a room the user has left from their membership lists.
     async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), StorageError>;
 
+    /// A room's events in `(after, upto]`, the newest `limit` of them when
+    /// `newest_first`, else the oldest; in the order asked for.
+    async fn room_events(
+        &self,
+        room_id: &RoomId,
+        after: StreamPosition,
+        upto: StreamPosition,
+        limit: u32,
+        newest_first: bool,
+    ) -> Result<Vec<StoredEvent>, StorageError>;
+
+    /// The rooms with events in `(after, upto]`.
+    async fn rooms_with_events(
+        &self,
+        after: StreamPosition,
+        upto: StreamPosition,
+    ) -> Result<Vec<OwnedRoomId>, StorageError>;
+
+    /// The state events of a room in `(after, before)`, oldest first.
+    async fn state_events_between(
+        &self,
+        room_id: &RoomId,
+        after: StreamPosition,
+        before: StreamPosition,
+    ) -> Result<Vec<StoredEvent>, StorageError>;
+
+    /// The state group after the room's last event before `position`.
+    async fn state_group_before(
+        &self,
+        room_id: &RoomId,
+        position: StreamPosition,
+    ) -> Result<Option<i64>, StorageError>;
+
+    /// One slot of a state group, following its delta chain.
+    async fn state_group_entry(
+        &self,
+        state_group: i64,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<OwnedEventId>, StorageError>;
+
+    /// The transaction ids a device sent these events with.
+    async fn transaction_ids(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        event_ids: &[OwnedEventId],
+    ) -> Result<Vec<(OwnedEventId, String)>, StorageError>;
+
+    /// Stores a sync filter and returns its id.
+    async fn create_filter(&self, user_id: &UserId, json: &str) -> Result<i64, StorageError>;
+
+    /// A stored sync filter.
+    async fn filter(
+        &self,
+        user_id: &UserId,
+        filter_id: i64,
+    ) -> Result<Option<String>, StorageError>;
+
     /// Points an alias at a room.
     ///
     /// # Errors

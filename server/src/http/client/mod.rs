@@ -12,6 +12,7 @@ mod register;
 mod room_state;
 mod rooms;
 mod send;
+mod sync;
 mod versions;
 
 use axum::{
@@ -52,6 +53,14 @@ pub fn router() -> Router<AppState> {
             get(profile::get_avatar_url).put(profile::set_avatar_url),
         )
         .route("/capabilities", get(capabilities::get_capabilities))
+        .route("/sync", get(sync::sync_events))
+        .route("/user/{user_id}/filter", post(sync::create_filter))
+        .route("/user/{user_id}/filter/{filter_id}", get(sync::get_filter))
+        .route("/rooms/{room_id}/messages", get(sync::get_message_events))
+        .route(
+            "/rooms/{room_id}/event/{event_id}",
+            get(sync::get_room_event),
+        )
         .route("/createRoom", post(rooms::create_room))
         .route("/joined_rooms", get(rooms::get_joined_rooms))
         .route(

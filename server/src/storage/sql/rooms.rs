@@ -311,6 +311,168 @@ macro_rules! sql_room_store {
                 Ok(())
             }
 
+            async fn room_events(
+                &self,
+                room_id: &RoomId,
+                after: StreamPosition,
+                upto: StreamPosition,
+                limit: u32,
+                newest_first: bool,
+            ) -> Result<Vec<StoredEvent>, StorageError> {
+                let sql = if newest_first {
+                    "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
+                     WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
+                     ORDER BY stream_ordering DESC LIMIT $4"
+                } else {
+                    "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
+                     WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
+                     ORDER BY stream_ordering ASC LIMIT $4"
+                };
+                let rows: Vec<EventRow> = sqlx::query_as(sql)
+                    .bind(room_id.as_str())
+                    .bind(after.0)
+                    .bind(upto.0)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(stored_event).collect()
+            }
+
+            async fn rooms_with_events(
+                &self,
+                after: StreamPosition,
+                upto: StreamPosition,
+            ) -> Result<Vec<OwnedRoomId>, StorageError> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT DISTINCT room_id FROM events \
+                     WHERE stream_ordering > $1 AND stream_ordering <= $2",
+                )
+                .bind(after.0)
+                .bind(upto.0)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(|(id,)| parse_id("events", id)).collect()
+            }
+
+            async fn state_events_between(
+                &self,
+                room_id: &RoomId,
+                after: StreamPosition,
+                before: StreamPosition,
+            ) -> Result<Vec<StoredEvent>, StorageError> {
+                let rows: Vec<EventRow> = sqlx::query_as(
+                    "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
+                     WHERE room_id = $1 AND state_key IS NOT NULL \
+                     AND stream_ordering > $2 AND stream_ordering < $3 ORDER BY stream_ordering",
+                )
+                .bind(room_id.as_str())
+                .bind(after.0)
+                .bind(before.0)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(stored_event).collect()
+            }
+
+            async fn state_group_before(
+                &self,
+                room_id: &RoomId,
+                position: StreamPosition,
+            ) -> Result<Option<i64>, StorageError> {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering < $2 \
+                     ORDER BY stream_ordering DESC LIMIT 1",
+                )
+                .bind(room_id.as_str())
+                .bind(position.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(group,)| group))
+            }
+
+            async fn state_group_entry(
+                &self,
+                state_group: i64,
+                event_type: &str,
+                state_key: &str,
+            ) -> Result<Option<OwnedEventId>, StorageError> {
+                let mut next = Some(state_group);
+                while let Some(group) = next {
+                    let entry: Option<(String,)> = sqlx::query_as(
+                        "SELECT event_id FROM state_group_entries \
+                         WHERE state_group = $1 AND event_type = $2 AND state_key = $3",
+                    )
+                    .bind(group)
+                    .bind(event_type)
+                    .bind(state_key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    if let Some((event_id,)) = entry {
+                        return parse_id("state_group_entries", event_id).map(Some);
+                    }
+                    let prev: Option<(Option<i64>,)> =
+                        sqlx::query_as("SELECT prev_group FROM state_groups WHERE state_group = $1")
+                            .bind(group)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    next = prev.and_then(|(prev,)| prev);
+                }
+                Ok(None)
+            }
+
+            async fn transaction_ids(
+                &self,
+                user_id: &UserId,
+                device_id: &DeviceId,
+                event_ids: &[OwnedEventId],
+            ) -> Result<Vec<(OwnedEventId, String)>, StorageError> {
+                let mut found = Vec::new();
+                for event_id in event_ids {
+                    let row: Option<(String,)> = sqlx::query_as(
+                        "SELECT txn_id FROM event_transactions \
+                         WHERE event_id = $1 AND user_id = $2 AND device_id = $3",
+                    )
+                    .bind(event_id.as_str())
+                    .bind(user_id.as_str())
+                    .bind(device_id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    if let Some((txn_id,)) = row {
+                        found.push((event_id.clone(), txn_id));
+                    }
+                }
+                Ok(found)
+            }
+
+            async fn create_filter(&self, user_id: &UserId, json: &str) -> Result<i64, StorageError> {
+                let mut tx = self.pool.begin().await?;
+                let (next,): (i64,) = sqlx::query_as(
+                    "SELECT COALESCE(MAX(filter_id), 0) + 1 FROM sync_filters WHERE user_id = $1",
+                )
+                .bind(user_id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO sync_filters (user_id, filter_id, json) VALUES ($1, $2, $3)")
+                    .bind(user_id.as_str())
+                    .bind(next)
+                    .bind(json)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(conflict_on_unique("filter id"))?;
+                tx.commit().await?;
+                Ok(next)
+            }
+
+            async fn filter(&self, user_id: &UserId, filter_id: i64) -> Result<Option<String>, StorageError> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT json FROM sync_filters WHERE user_id = $1 AND filter_id = $2",
+                )
+                .bind(user_id.as_str())
+                .bind(filter_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(json,)| json))
+            }
+
             async fn create_alias(
                 &self,
                 alias: &RoomAliasId,

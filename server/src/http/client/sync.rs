@@ -1,0 +1,288 @@
+//! `GET /sync`, filters, and history: `/messages` and `/event`.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use axum::{Json as Reply, body::Bytes, extract::State, response::Response};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::events::{ClientEvent, StrippedEvent, json_response};
+use crate::{
+    http::{
+        AppState,
+        error::MatrixError,
+        extract::{Authed, Path, Query, parse_json},
+    },
+    service::{
+        ServiceError,
+        sync::{
+            RoomUpdate, StreamToken, SyncRequest, SyncResponse,
+            filter::{EventFilter, Filter},
+            history::Direction,
+        },
+    },
+};
+
+#[derive(Debug, Deserialize)]
+pub struct SyncQuery {
+    since: Option<String>,
+    timeout: Option<u64>,
+    #[serde(default)]
+    full_state: bool,
+    filter: Option<String>,
+}
+
+/// `GET /sync`.
+pub async fn sync_events(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Query(query): Query<SyncQuery>,
+) -> Result<Response, MatrixError> {
+    let filter = match query.filter.as_deref() {
+        None => Filter::default(),
+        Some(inline) if inline.trim_start().starts_with('{') => parse_json(inline.as_bytes())?,
+        Some(id) => {
+            let json = state
+                .sync
+                .filter_json(&session.user_id, id)
+                .await
+                .map_err(|_| MatrixError::invalid_param("unknown filter id"))?;
+            parse_json(json.as_bytes())?
+        }
+    };
+    let request = SyncRequest {
+        since: query.since.as_deref().map(StreamToken::parse).transpose()?,
+        timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
+        full_state: query.full_state,
+        filter,
+    };
+    let response = state
+        .sync
+        .sync(&session.user_id, &session.device_id, &request)
+        .await?;
+    json_response(&SyncBody::from(&response))
+}
+
+#[derive(Serialize)]
+struct SyncBody<'a> {
+    next_batch: String,
+    rooms: Rooms<'a>,
+    account_data: Value,
+    presence: Value,
+    to_device: Value,
+    device_lists: Value,
+    device_one_time_keys_count: Value,
+}
+
+#[derive(Serialize)]
+struct Rooms<'a> {
+    join: BTreeMap<&'a OwnedRoomId, JoinedRoomBody<'a>>,
+    invite: BTreeMap<&'a OwnedRoomId, Value>,
+    leave: BTreeMap<&'a OwnedRoomId, RoomBody<'a>>,
+    knock: BTreeMap<&'a OwnedRoomId, Value>,
+}
+
+#[derive(Serialize)]
+struct RoomBody<'a> {
+    state: Events<'a>,
+    timeline: TimelineBody<'a>,
+    account_data: Value,
+}
+
+#[derive(Serialize)]
+struct JoinedRoomBody<'a> {
+    #[serde(flatten)]
+    room: RoomBody<'a>,
+    ephemeral: Value,
+    unread_notifications: Value,
+    summary: Value,
+}
+
+#[derive(Serialize)]
+struct Events<'a> {
+    events: Vec<ClientEvent<'a>>,
+}
+
+#[derive(Serialize)]
+struct TimelineBody<'a> {
+    events: Vec<ClientEvent<'a>>,
+    limited: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_batch: Option<String>,
+}
+
+impl<'a> From<&'a SyncResponse> for SyncBody<'a> {
+    fn from(response: &'a SyncResponse) -> Self {
+        let room = |update: &'a RoomUpdate| RoomBody {
+            state: Events {
+                events: update
+                    .state
+                    .iter()
+                    .map(|pdu| ClientEvent::in_sync(pdu, None))
+                    .collect(),
+            },
+            timeline: TimelineBody {
+                events: update
+                    .timeline
+                    .events
+                    .iter()
+                    .map(|pdu| {
+                        let txn = response
+                            .transaction_ids
+                            .get(pdu.event_id())
+                            .map(String::as_str);
+                        ClientEvent::in_sync(pdu, txn)
+                    })
+                    .collect(),
+                limited: update.timeline.limited,
+                prev_batch: update.timeline.prev_batch.map(|t| t.to_string()),
+            },
+            account_data: json!({ "events": [] }),
+        };
+        let empty = || json!({ "events": [] });
+        Self {
+            next_batch: response.next_batch.to_string(),
+            rooms: Rooms {
+                join: response
+                    .joined
+                    .iter()
+                    .map(|update| {
+                        let body = JoinedRoomBody {
+                            room: room(update),
+                            ephemeral: empty(),
+                            unread_notifications: json!({ "highlight_count": 0, "notification_count": 0 }),
+                            summary: json!({}),
+                        };
+                        (&update.room_id, body)
+                    })
+                    .collect(),
+                invite: response
+                    .invited
+                    .iter()
+                    .map(|invite| {
+                        let events: Vec<StrippedEvent<'_>> =
+                            invite.invite_state.iter().map(StrippedEvent::from).collect();
+                        (&invite.room_id, json!({ "invite_state": { "events": events } }))
+                    })
+                    .collect(),
+                leave: response.left.iter().map(|update| (&update.room_id, room(update))).collect(),
+                knock: BTreeMap::new(),
+            },
+            account_data: empty(),
+            presence: empty(),
+            to_device: empty(),
+            device_lists: json!({ "changed": [], "left": [] }),
+            device_one_time_keys_count: json!({}),
+        }
+    }
+}
+
+/// `POST /user/{userId}/filter`: stores a filter verbatim.
+pub async fn create_filter(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(user_id): Path<OwnedUserId>,
+    body: Bytes,
+) -> Result<Reply<Value>, MatrixError> {
+    own_user(&session.user_id, &user_id)?;
+    let filter: Value = parse_json(&body)?;
+    if !filter.is_object() {
+        return Err(MatrixError::bad_json("a filter is a JSON object"));
+    }
+    let filter_id = state
+        .sync
+        .create_filter(&user_id, &filter.to_string())
+        .await
+        .map_err(bad_filter)?;
+    Ok(Reply(json!({ "filter_id": filter_id })))
+}
+
+/// `GET /user/{userId}/filter/{filterId}`.
+pub async fn get_filter(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path((user_id, filter_id)): Path<(OwnedUserId, String)>,
+) -> Result<Response, MatrixError> {
+    own_user(&session.user_id, &user_id)?;
+    let json = state.sync.filter_json(&user_id, &filter_id).await?;
+    let raw: Box<serde_json::value::RawValue> = serde_json::value::RawValue::from_string(json)
+        .map_err(|e| MatrixError::from(ServiceError::Internal(e.to_string())))?;
+    json_response(&raw)
+}
+
+fn own_user(caller: &OwnedUserId, target: &OwnedUserId) -> Result<(), MatrixError> {
+    if caller == target {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden("you may only manage your own filters".to_owned()).into())
+    }
+}
+
+fn bad_filter(error: ServiceError) -> MatrixError {
+    match error {
+        ServiceError::InvalidParam(message) => MatrixError::bad_json(message),
+        other => other.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessagesQuery {
+    from: Option<String>,
+    to: Option<String>,
+    dir: String,
+    limit: Option<u32>,
+    filter: Option<String>,
+}
+
+/// `GET /rooms/{roomId}/messages`.
+pub async fn get_message_events(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(room_id): Path<OwnedRoomId>,
+    Query(query): Query<MessagesQuery>,
+) -> Result<Response, MatrixError> {
+    let direction = match query.dir.as_str() {
+        "b" => Direction::Backward,
+        "f" => Direction::Forward,
+        _ => return Err(MatrixError::invalid_param("dir must be b or f")),
+    };
+    let filter: EventFilter = match query.filter.as_deref() {
+        Some(json) => parse_json(json.as_bytes())?,
+        None => EventFilter::default(),
+    };
+    let from = query.from.as_deref().map(StreamToken::parse).transpose()?;
+    let to = query.to.as_deref().map(StreamToken::parse).transpose()?;
+    let limit = query.limit.or(filter.limit).unwrap_or(10);
+    let page = state
+        .sync
+        .messages(
+            &session.user_id,
+            &room_id,
+            from,
+            to,
+            direction,
+            limit,
+            &filter,
+        )
+        .await?;
+    let chunk: Vec<ClientEvent<'_>> = page.events.iter().map(ClientEvent::from).collect();
+    let mut body = json!({ "chunk": chunk, "start": page.start.to_string() });
+    if let Some(end) = page.end {
+        body["end"] = json!(end.to_string());
+    }
+    json_response(&body)
+}
+
+/// `GET /rooms/{roomId}/event/{eventId}`.
+pub async fn get_room_event(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
+) -> Result<Response, MatrixError> {
+    let pdu = state
+        .sync
+        .event(&session.user_id, &room_id, &event_id)
+        .await?;
+    json_response(&ClientEvent::from(&pdu))
+}

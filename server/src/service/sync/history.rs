@@ -1,0 +1,185 @@
+//! Reading history: `/messages` pagination and single events, with the same
+//! visibility rules as sync.
+
+use ruma::{EventId, RoomId, UserId};
+
+use super::{StreamToken, Sync, filter::EventFilter, to_pdu, visibility::Visibility};
+use crate::{
+    service::{ServiceError, rooms::pdu::Pdu},
+    storage::StreamPosition,
+};
+
+/// Most events one `/messages` page returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// A page of history.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The events, in the direction asked for.
+    pub events: Vec<Pdu>,
+    /// Where the page starts.
+    pub start: StreamToken,
+    /// Where the next page starts; `None` when there are no more events.
+    pub end: Option<StreamToken>,
+}
+
+/// Which way to paginate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Older events first.
+    Backward,
+    /// Newer events first.
+    Forward,
+}
+
+impl Sync {
+    /// A page of a room's history from `from` (a sync or pagination token).
+    ///
+    /// # Errors
+    /// `Forbidden` when the user never was in the room and its history is
+    /// not world-readable; `NotFound` for an unknown room.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn messages(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        from: Option<StreamToken>,
+        to: Option<StreamToken>,
+        direction: Direction,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<Page, ServiceError> {
+        let joined_now = self.may_read(user_id, room_id).await?;
+        let version = self.events.room_version(room_id).await?;
+        let now = self.events.current_position();
+        let limit = limit.clamp(1, MAX_PAGE);
+        let (from, stored) = match direction {
+            Direction::Backward => {
+                let from = from.map_or(now, |t| t.0.min(now));
+                let floor = to.map_or(StreamPosition(0), |t| t.0);
+                let events = self
+                    .storage
+                    .room_events(room_id, floor, from, limit, true)
+                    .await?;
+                (from, events)
+            }
+            Direction::Forward => {
+                let from = from.map_or(StreamPosition(0), |t| t.0);
+                let ceiling = to.map_or(now, |t| t.0.min(now));
+                let events = self
+                    .storage
+                    .room_events(room_id, from, ceiling, limit, false)
+                    .await?;
+                (from, events)
+            }
+        };
+        let end = match (direction, stored.last()) {
+            (_, None) => None,
+            (_, Some(_)) if (stored.len() as u32) < limit => None,
+            (Direction::Backward, Some(last)) => {
+                Some(StreamToken(StreamPosition(last.position.0 - 1)))
+            }
+            (Direction::Forward, Some(last)) => Some(StreamToken(last.position)),
+        };
+        let mut visibility = Visibility::new(self.storage.as_ref(), user_id);
+        let mut events = Vec::with_capacity(stored.len());
+        for event in &stored {
+            let pdu = to_pdu(version, event)?;
+            if visibility.can_see(event, &pdu, joined_now).await?
+                && filter.allows_type(&pdu.kind().to_string())
+            {
+                events.push(pdu);
+            }
+        }
+        Ok(Page {
+            events,
+            start: StreamToken(from),
+            end,
+        })
+    }
+
+    /// One event of a room, if the user may see it.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist in this room or is hidden from the user.
+    pub async fn event(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<Pdu, ServiceError> {
+        let not_found = || ServiceError::NotFound("no such event".to_owned());
+        let joined_now = self
+            .may_read(user_id, room_id)
+            .await
+            .map_err(|_| not_found())?;
+        let stored = self
+            .storage
+            .event(event_id)
+            .await?
+            .filter(|e| e.room_id == room_id)
+            .ok_or_else(not_found)?;
+        let pdu = to_pdu(self.events.room_version(room_id).await?, &stored)?;
+        let mut visibility = Visibility::new(self.storage.as_ref(), user_id);
+        if visibility.can_see(&stored, &pdu, joined_now).await? {
+            Ok(pdu)
+        } else {
+            Err(not_found())
+        }
+    }
+
+    /// Whether the user is joined now; refuses users who never were in the
+    /// room unless its history is world-readable.
+    async fn may_read(&self, user_id: &UserId, room_id: &RoomId) -> Result<bool, ServiceError> {
+        let state = self
+            .events
+            .current_state(room_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("no such room".to_owned()))?;
+        let membership = state.membership_of(user_id.as_str());
+        let joined_now = membership.as_deref() == Some("join");
+        let world_readable = state
+            .get(&ruma::events::StateEventType::RoomHistoryVisibility, "")
+            .and_then(|pdu| serde_json::from_str::<serde_json::Value>(pdu.content().get()).ok())
+            .is_some_and(|c| c["history_visibility"] == "world_readable");
+        if membership.is_none() && !world_readable {
+            return Err(ServiceError::Forbidden(
+                "you are not in this room".to_owned(),
+            ));
+        }
+        Ok(joined_now)
+    }
+}
+
+impl Sync {
+    /// Stores a sync filter for the user and returns its id.
+    ///
+    /// # Errors
+    /// `BadJson`-like `InvalidParam` when it is not a filter.
+    pub async fn create_filter(
+        &self,
+        user_id: &UserId,
+        json: &str,
+    ) -> Result<String, ServiceError> {
+        serde_json::from_str::<super::filter::Filter>(json)
+            .map_err(|e| ServiceError::InvalidParam(format!("invalid filter: {e}")))?;
+        Ok(self.storage.create_filter(user_id, json).await?.to_string())
+    }
+
+    /// A stored sync filter, verbatim.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id.
+    pub async fn filter_json(
+        &self,
+        user_id: &UserId,
+        filter_id: &str,
+    ) -> Result<String, ServiceError> {
+        let not_found = || ServiceError::NotFound("no such filter".to_owned());
+        let id: i64 = filter_id.parse().map_err(|_| not_found())?;
+        self.storage
+            .filter(user_id, id)
+            .await?
+            .ok_or_else(not_found)
+    }
+}

@@ -1,0 +1,466 @@
+//! `GET /sync`: what changed for a user since a stream position.
+//!
+//! A sync token is a stream position; an incremental sync returns what
+//! became visible in `(since, now]`, where `now` is read once, before any
+//! query, so events committed meanwhile wait for the next sync and none is
+//! ever returned twice or skipped. Memberships are read as of `since` and
+//! `now` from their history for the same reason.
+
+pub mod filter;
+pub mod history;
+pub mod visibility;
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    sync::Arc,
+    time::Duration,
+};
+
+use ruma::{DeviceId, OwnedEventId, OwnedRoomId, RoomId, UserId, events::StateEventType};
+
+use super::{
+    ServiceError, notifier::Notifier, room_events::RoomEvents, rooms::pdu::Pdu,
+    rooms::version::RoomVersion,
+};
+use crate::storage::{Membership, Storage, StoredEvent, StreamPosition};
+use filter::Filter;
+use visibility::Visibility;
+
+/// Longest a sync may wait for news.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A position in the event stream, as clients see it: `s` and the number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StreamToken(pub StreamPosition);
+
+impl StreamToken {
+    /// Parses a token this server issued.
+    ///
+    /// # Errors
+    /// `InvalidParam` for anything else.
+    pub fn parse(token: &str) -> Result<Self, ServiceError> {
+        token
+            .strip_prefix('s')
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .map(|n| Self(StreamPosition(n)))
+            .ok_or_else(|| ServiceError::InvalidParam("unknown stream token".to_owned()))
+    }
+}
+
+impl fmt::Display for StreamToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}", self.0.0)
+    }
+}
+
+/// A sync request.
+#[derive(Debug, Clone, Default)]
+pub struct SyncRequest {
+    /// Where the last sync ended; `None` for an initial sync.
+    pub since: Option<StreamToken>,
+    /// How long to wait for news when there is none.
+    pub timeout: Duration,
+    /// Send the full state of every joined room.
+    pub full_state: bool,
+    /// What to include.
+    pub filter: Filter,
+}
+
+/// A room's timeline in a sync.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// Events, oldest first.
+    pub events: Vec<Pdu>,
+    /// Whether events between `since` and these were left out.
+    pub limited: bool,
+    /// Where to paginate backwards from.
+    pub prev_batch: Option<StreamToken>,
+}
+
+/// A joined (or left) room in a sync.
+#[derive(Debug, Clone)]
+pub struct RoomUpdate {
+    /// The room.
+    pub room_id: OwnedRoomId,
+    /// State between `since` and the timeline's start.
+    pub state: Vec<Pdu>,
+    /// New events.
+    pub timeline: Timeline,
+}
+
+/// An invite in a sync.
+#[derive(Debug, Clone)]
+pub struct InviteUpdate {
+    /// The room.
+    pub room_id: OwnedRoomId,
+    /// The state that describes the room to the invitee, with the invite itself.
+    pub invite_state: Vec<Pdu>,
+}
+
+/// A sync response.
+#[derive(Debug, Clone)]
+pub struct SyncResponse {
+    /// The token for the next sync.
+    pub next_batch: StreamToken,
+    /// Joined rooms with news.
+    pub joined: Vec<RoomUpdate>,
+    /// Pending invites.
+    pub invited: Vec<InviteUpdate>,
+    /// Rooms the user left (or was removed from).
+    pub left: Vec<RoomUpdate>,
+    /// Transaction ids of the syncing device's own events.
+    pub transaction_ids: HashMap<OwnedEventId, String>,
+}
+
+impl SyncResponse {
+    fn is_empty(&self) -> bool {
+        self.joined.is_empty() && self.invited.is_empty() && self.left.is_empty()
+    }
+}
+
+/// The sync service.
+#[derive(Debug)]
+pub struct Sync {
+    storage: Arc<dyn Storage>,
+    events: Arc<RoomEvents>,
+    notifier: Arc<Notifier>,
+}
+
+impl Sync {
+    /// Builds the service.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        events: Arc<RoomEvents>,
+        notifier: Arc<Notifier>,
+    ) -> Self {
+        Self {
+            storage,
+            events,
+            notifier,
+        }
+    }
+
+    /// Syncs, waiting up to `request.timeout` when there is nothing new.
+    ///
+    /// # Errors
+    /// `InvalidParam` for a token from the future; storage failures.
+    pub async fn sync(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        request: &SyncRequest,
+    ) -> Result<SyncResponse, ServiceError> {
+        if let Some(since) = request.since
+            && since.0 > self.events.current_position()
+        {
+            return Err(ServiceError::InvalidParam(
+                "the since token is from the future".to_owned(),
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
+        loop {
+            // Listen before looking, so a write in between still wakes us.
+            let mut listener = self.notifier.listen(user_id);
+            let response = self.compute(user_id, device_id, request).await?;
+            let must_answer = request.since.is_none() || request.full_state || !response.is_empty();
+            if must_answer {
+                return Ok(response);
+            }
+            if tokio::time::timeout_at(deadline, listener.woken())
+                .await
+                .is_err()
+            {
+                return Ok(response);
+            }
+        }
+    }
+
+    async fn compute(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        request: &SyncRequest,
+    ) -> Result<SyncResponse, ServiceError> {
+        let now = self.events.current_position();
+        let since = request.since.map(|token| token.0);
+        let room_filter = &request.filter.room;
+        let memberships_now = self.storage.memberships_of(user_id, Some(now)).await?;
+        let before: HashMap<OwnedRoomId, Membership> = match since {
+            Some(since) => self
+                .storage
+                .memberships_of(user_id, Some(since))
+                .await?
+                .into_iter()
+                .map(|m| (m.room_id.clone(), m))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let active: HashSet<OwnedRoomId> = match since {
+            Some(since) => self
+                .storage
+                .rooms_with_events(since, now)
+                .await?
+                .into_iter()
+                .collect(),
+            None => HashSet::new(),
+        };
+        let mut response = SyncResponse {
+            next_batch: StreamToken(now),
+            joined: Vec::new(),
+            invited: Vec::new(),
+            left: Vec::new(),
+            transaction_ids: HashMap::new(),
+        };
+        let mut visibility = Visibility::new(self.storage.as_ref(), user_id);
+        for membership in memberships_now {
+            let room_id = &membership.room_id;
+            if !room_filter.allows_room(room_id) {
+                continue;
+            }
+            let was = before.get(room_id).map(|m| m.membership.as_str());
+            let changed = since.is_none_or(|since| membership.position > since);
+            match membership.membership.as_str() {
+                "join" => {
+                    let newly_joined = was != Some("join");
+                    if !newly_joined && !request.full_state && !active.contains(room_id) {
+                        continue;
+                    }
+                    let after = if newly_joined { None } else { since };
+                    let update = self
+                        .room_update(
+                            user_id,
+                            room_id,
+                            after,
+                            now,
+                            request,
+                            &mut visibility,
+                            true,
+                            newly_joined || request.full_state,
+                        )
+                        .await?;
+                    if !update.timeline.events.is_empty()
+                        || !update.state.is_empty()
+                        || request.full_state
+                        || newly_joined
+                    {
+                        response.joined.push(update);
+                    }
+                }
+                "invite" if changed => {
+                    response
+                        .invited
+                        .push(self.invite_update(room_id, &membership).await?);
+                }
+                "leave" | "ban" if changed => {
+                    let was_in = matches!(was, Some("join" | "invite" | "knock"));
+                    if was_in || (since.is_none() && room_filter.include_leave) {
+                        let update = self
+                            .room_update(
+                                user_id,
+                                room_id,
+                                since,
+                                membership.position,
+                                request,
+                                &mut visibility,
+                                false,
+                                since.is_none(),
+                            )
+                            .await?;
+                        response.left.push(update);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let own_events: Vec<OwnedEventId> = response
+            .joined
+            .iter()
+            .chain(&response.left)
+            .flat_map(|room| &room.timeline.events)
+            .filter(|pdu| pdu.sender() == user_id)
+            .map(|pdu| pdu.event_id().to_owned())
+            .collect();
+        if !own_events.is_empty() {
+            response.transaction_ids = self
+                .storage
+                .transaction_ids(user_id, device_id, &own_events)
+                .await?
+                .into_iter()
+                .collect();
+        }
+        Ok(response)
+    }
+
+    /// The timeline `(after, upto]` of a room and the state before it:
+    /// the full state when `full_state`, else the state changes since `after`.
+    #[allow(clippy::too_many_arguments)]
+    async fn room_update(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        after: Option<StreamPosition>,
+        upto: StreamPosition,
+        request: &SyncRequest,
+        visibility: &mut Visibility<'_>,
+        joined_now: bool,
+        full_state: bool,
+    ) -> Result<RoomUpdate, ServiceError> {
+        let version = self.events.room_version(room_id).await?;
+        let filter = &request.filter.room;
+        let limit = filter.timeline.limit();
+        let from = after.unwrap_or(StreamPosition(0));
+        let mut newest = self
+            .storage
+            .room_events(room_id, from, upto, limit + 1, true)
+            .await?;
+        let limited = newest.len() > limit as usize;
+        newest.truncate(limit as usize);
+        newest.reverse();
+        let timeline_start = newest
+            .first()
+            .map_or(StreamPosition(upto.0 + 1), |e| e.position);
+
+        let mut events = Vec::with_capacity(newest.len());
+        for stored in &newest {
+            let pdu = to_pdu(version, stored)?;
+            if visibility.can_see(stored, &pdu, joined_now).await?
+                && filter.timeline.allows_type(&pdu.kind().to_string())
+            {
+                events.push(pdu);
+            }
+        }
+        let state = if full_state {
+            match self
+                .storage
+                .state_group_before(room_id, timeline_start)
+                .await?
+            {
+                Some(group) => self.state_of_group(version, group).await?,
+                None => Vec::new(),
+            }
+        } else if limited {
+            self.state_changes(version, room_id, from, timeline_start)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let state = filter_state(state, &events, request, user_id);
+        let prev_batch = newest
+            .first()
+            .map(|e| StreamToken(StreamPosition(e.position.0 - 1)));
+        Ok(RoomUpdate {
+            room_id: room_id.to_owned(),
+            state,
+            timeline: Timeline {
+                events,
+                limited,
+                prev_batch,
+            },
+        })
+    }
+
+    /// The latest state event per slot in `(after, before)`.
+    async fn state_changes(
+        &self,
+        version: RoomVersion,
+        room_id: &RoomId,
+        after: StreamPosition,
+        before: StreamPosition,
+    ) -> Result<Vec<Pdu>, ServiceError> {
+        let mut latest: HashMap<(String, String), Pdu> = HashMap::new();
+        for stored in self
+            .storage
+            .state_events_between(room_id, after, before)
+            .await?
+        {
+            let pdu = to_pdu(version, &stored)?;
+            if let Some(key) = pdu.state_key() {
+                latest.insert((pdu.kind().to_string(), key.to_owned()), pdu);
+            }
+        }
+        Ok(latest.into_values().collect())
+    }
+
+    async fn state_of_group(
+        &self,
+        version: RoomVersion,
+        group: i64,
+    ) -> Result<Vec<Pdu>, ServiceError> {
+        let mut pdus = Vec::new();
+        for entry in self.storage.state_group_entries(group).await? {
+            pdus.push(self.events.pdu(version, &entry.event_id).await?);
+        }
+        Ok(pdus)
+    }
+
+    /// The stripped state an invitee sees: what names and describes the room.
+    async fn invite_update(
+        &self,
+        room_id: &RoomId,
+        membership: &Membership,
+    ) -> Result<InviteUpdate, ServiceError> {
+        let version = self.events.room_version(room_id).await?;
+        let invite = self.events.pdu(version, &membership.event_id).await?;
+        let mut invite_state = Vec::new();
+        if let Some(state) = self.events.current_state(room_id).await? {
+            for kind in [
+                StateEventType::RoomCreate,
+                StateEventType::RoomJoinRules,
+                StateEventType::RoomName,
+                StateEventType::RoomAvatar,
+                StateEventType::RoomCanonicalAlias,
+                StateEventType::RoomEncryption,
+                StateEventType::RoomTopic,
+            ] {
+                invite_state.extend(state.get(&kind, "").cloned());
+            }
+            invite_state.extend(
+                state
+                    .get(&StateEventType::RoomMember, invite.sender().as_str())
+                    .cloned(),
+            );
+        }
+        invite_state.push(invite);
+        Ok(InviteUpdate {
+            room_id: room_id.to_owned(),
+            invite_state,
+        })
+    }
+}
+
+/// Applies the state filter, and lazy-loading: only the members who sent
+/// timeline events (and the user) unless the client wants them all.
+fn filter_state(
+    state: Vec<Pdu>,
+    timeline: &[Pdu],
+    request: &SyncRequest,
+    user_id: &UserId,
+) -> Vec<Pdu> {
+    let filter = &request.filter.room.state;
+    let senders: HashSet<&str> = timeline
+        .iter()
+        .map(|pdu| pdu.sender().as_str())
+        .chain([user_id.as_str()])
+        .collect();
+    state
+        .into_iter()
+        .filter(|pdu| filter.allows_type(&pdu.kind().to_string()))
+        .filter(|pdu| {
+            !filter.lazy_load_members
+                || pdu.kind().to_string() != "m.room.member"
+                || pdu.state_key().is_some_and(|key| senders.contains(key))
+        })
+        .collect()
+}
+
+/// Rebuilds a stored event.
+///
+/// # Errors
+/// `Internal` when the stored bytes no longer parse.
+pub fn to_pdu(version: RoomVersion, stored: &StoredEvent) -> Result<Pdu, ServiceError> {
+    Pdu::from_storage(version, stored.event_id.clone(), stored.json.clone()).map_err(|e| {
+        ServiceError::Internal(format!("stored event {} is invalid: {e}", stored.event_id))
+    })
+}
