@@ -7,6 +7,7 @@ mod errors;
 mod password;
 mod profile;
 mod rooms_create;
+mod rooms_directory;
 mod rooms_join_rules;
 mod rooms_membership;
 mod rooms_redact;

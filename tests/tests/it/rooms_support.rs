@@ -61,13 +61,6 @@ pub async fn membership(
         .await
 }
 
-/// Asserts a membership action succeeded with `{}`.
-#[track_caller]
-pub fn assert_ok_empty(answer: &(StatusCode, Value)) {
-    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
-    assert!(answer.1.is_object(), "{}", answer.1);
-}
-
 /// `POST /rooms/{room_id}/join`, which must succeed.
 pub async fn join(server: &TestServer, token: &str, room_id: &str) {
     let answer = membership(server, token, room_id, "join", json!({})).await;

@@ -81,7 +81,13 @@ pub async fn get_room_visibility(
 
 #[derive(Debug, Deserialize)]
 pub struct VisibilityBody {
+    /// The spec: "Defaults to 'public'".
+    #[serde(default = "public")]
     visibility: String,
+}
+
+fn public() -> String {
+    "public".to_owned()
 }
 
 /// `PUT /directory/list/room/{roomId}`.
@@ -117,6 +123,8 @@ pub struct PublicRoomsQuery {
 #[derive(Debug, Default, Deserialize)]
 pub struct PublicRoomsFilter {
     generic_search_term: Option<String>,
+    /// Room types to list; `null` stands for rooms without a type.
+    room_types: Option<Vec<Option<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,7 +141,8 @@ pub async fn get_public_rooms(
     State(state): State<AppState>,
     Query(query): Query<PublicRoomsQuery>,
 ) -> Result<Reply<Value>, MatrixError> {
-    public_rooms_page(&state, query.server, None, query.limit, query.since).await
+    let filter = PublicRoomsFilter::default();
+    public_rooms_page(&state, query.server, filter, query.limit, query.since).await
 }
 
 /// `POST /publicRooms`: with a search filter.
@@ -142,14 +151,14 @@ pub async fn get_public_rooms_filtered(
     Authed(_): Authed,
     Json(body): Json<PublicRoomsBody>,
 ) -> Result<Reply<Value>, MatrixError> {
-    let search = body.filter.generic_search_term;
-    public_rooms_page(&state, body.server, search, body.limit, body.since).await
+    let filter = body.filter;
+    public_rooms_page(&state, body.server, filter, body.limit, body.since).await
 }
 
 async fn public_rooms_page(
     state: &AppState,
     server: Option<String>,
-    search: Option<String>,
+    filter: PublicRoomsFilter,
     limit: Option<usize>,
     since: Option<String>,
 ) -> Result<Reply<Value>, MatrixError> {
@@ -160,7 +169,13 @@ async fn public_rooms_page(
             "only this server's directory is available",
         ));
     }
-    let rooms = state.rooms.public_rooms(search.as_deref()).await?;
+    let mut rooms = state
+        .rooms
+        .public_rooms(filter.generic_search_term.as_deref())
+        .await?;
+    if let Some(types) = &filter.room_types {
+        rooms.retain(|room| types.contains(&room.room_type));
+    }
     let start: usize = match since {
         Some(token) => token
             .parse()
@@ -200,6 +215,7 @@ fn public_room_json(room: &PublicRoom) -> Value {
         ("canonical_alias", &room.canonical_alias),
         ("avatar_url", &room.avatar_url),
         ("join_rule", &room.join_rule),
+        ("room_type", &room.room_type),
     ] {
         if let Some(field) = field {
             value[key] = json!(field);

@@ -30,6 +30,8 @@ pub struct PublicRoom {
     pub world_readable: bool,
     /// Whether guests may join.
     pub guest_can_join: bool,
+    /// The `type` of its create event (`m.space`, ...), if any.
+    pub room_type: Option<String>,
 }
 
 impl RoomOps {
@@ -203,6 +205,7 @@ fn public_room(room_id: OwnedRoomId, state: &RoomState) -> PublicRoom {
     };
     PublicRoom {
         name: text(StateEventType::RoomName, "name"),
+        room_type: text(StateEventType::RoomCreate, "type"),
         topic: text(StateEventType::RoomTopic, "topic"),
         canonical_alias: text(StateEventType::RoomCanonicalAlias, "alias"),
         avatar_url: text(StateEventType::RoomAvatar, "url"),

@@ -2,7 +2,8 @@
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedDeviceId, OwnedEventId, RoomAliasId, RoomId,
-    UserId, events::TimelineEventType,
+    UserId,
+    events::{StateEventType, TimelineEventType},
 };
 
 use super::{RoomOps, check_text, with_reason};
@@ -136,25 +137,40 @@ impl RoomOps {
             .await
     }
 
-    /// Every alias an `m.room.canonical_alias` names must point at the room.
+    /// Every alias an `m.room.canonical_alias` adds must be valid and point
+    /// at the room; aliases already in the current event are not checked
+    /// again (spec, `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`).
     async fn check_canonical_alias(
         &self,
         room_id: &RoomId,
         content: &CanonicalJsonObject,
     ) -> Result<(), ServiceError> {
-        let mut aliases = Vec::new();
-        if let Some(alias) = content.get("alias") {
-            aliases.push(alias);
-        }
-        if let Some(CanonicalJsonValue::Array(alt)) = content.get("alt_aliases") {
-            aliases.extend(alt);
-        }
-        for alias in aliases {
+        let current = match self.events.current_state(room_id).await? {
+            Some(state) => state
+                .get(&StateEventType::RoomCanonicalAlias, "")
+                .and_then(|pdu| {
+                    serde_json::from_str::<CanonicalJsonObject>(pdu.content().get()).ok()
+                })
+                .map(|content| {
+                    named_aliases(&content)
+                        .into_iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        for alias in named_aliases(content) {
+            if current.contains(alias) {
+                continue;
+            }
             let CanonicalJsonValue::String(alias) = alias else {
-                return Err(ServiceError::BadAlias("aliases must be strings".to_owned()));
+                return Err(ServiceError::InvalidParam(
+                    "aliases must be strings".to_owned(),
+                ));
             };
-            let alias =
-                RoomAliasId::parse(alias).map_err(|e| ServiceError::BadAlias(e.to_string()))?;
+            let alias = RoomAliasId::parse(alias)
+                .map_err(|e| ServiceError::InvalidParam(format!("invalid alias: {e}")))?;
             match self.storage.alias(&alias).await? {
                 Some((target, _)) if target == room_id => {}
                 _ => {
@@ -166,4 +182,16 @@ impl RoomOps {
         }
         Ok(())
     }
+}
+
+/// The `alias` and `alt_aliases` an `m.room.canonical_alias` content names.
+fn named_aliases(content: &CanonicalJsonObject) -> Vec<&CanonicalJsonValue> {
+    let mut aliases = Vec::new();
+    if let Some(alias) = content.get("alias") {
+        aliases.push(alias);
+    }
+    if let Some(CanonicalJsonValue::Array(alt)) = content.get("alt_aliases") {
+        aliases.extend(alt);
+    }
+    aliases
 }
