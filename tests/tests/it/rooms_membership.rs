@@ -464,8 +464,12 @@ async fn forget_only_after_leaving(backend: Backend) {
         joined_rooms(&server, &bob.token).await,
         Vec::<String>::new()
     );
-    // TODO(#3): the spec says a forgotten room's history is no longer
-    // retrievable; GET /state still answers 200 after /forget (reported).
+    // "After this API is called, however, a user will no longer be able to
+    // retrieve history for this room."
+    for what in ["state", "members", "state/m.room.create"] {
+        let answer = get_room(&server, &bob.token, &room, what).await;
+        assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    }
     // Rejoining works, and brings the room back.
     join(&server, &bob.token, &room).await;
     assert_eq!(joined_rooms(&server, &bob.token).await, [room.clone()]);

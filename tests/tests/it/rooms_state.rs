@@ -505,6 +505,11 @@ async fn state_and_members_for_members_former_members_and_strangers(backend: Bac
         let answer = get_room(&server, &stranger.token, &room, what).await;
         assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     }
+    // A room the server does not know is one nobody was in: 403 as well.
+    for what in ["state", "members", "joined_members", "state/m.room.create"] {
+        let answer = get_room(&server, &stranger.token, "!unknown:localhost", what).await;
+        assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    }
     // Unless the history is world-readable.
     let (status, _) = put_state(
         &server,

@@ -22,20 +22,25 @@ impl RoomOps {
     /// when history is world-readable), the state when they left otherwise.
     ///
     /// # Errors
-    /// `Forbidden` for a user who was never in the room; `NotFound` for an unknown room.
+    /// `Forbidden` for a user who was never in the room (or forgot it), and
+    /// for an unknown room, which nobody was ever in.
     pub async fn visible_state(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
     ) -> Result<Vec<Pdu>, ServiceError> {
-        let state = self.room_state(room_id).await?;
+        let state = self.readable_room_state(room_id).await?;
         let member = state.get(&StateEventType::RoomMember, user_id.as_str());
         let membership = state.membership_of(user_id.as_str());
         if membership.as_deref() == Some("join") || is_world_readable(&state.state) {
             return Ok(state.state.into_values().collect());
         }
         match (membership.as_deref(), member) {
-            (Some("leave" | "ban"), Some(member)) => {
+            // "After this API is called, however, a user will no longer be
+            // able to retrieve history for this room" (spec, `/forget`).
+            (Some("leave" | "ban"), Some(member))
+                if !self.has_forgotten(user_id, room_id).await? =>
+            {
                 self.events.state_after(member.event_id()).await
             }
             _ => Err(ServiceError::Forbidden(
@@ -96,7 +101,7 @@ impl RoomOps {
             displayname: Option<String>,
             avatar_url: Option<String>,
         }
-        let state = self.room_state(room_id).await?;
+        let state = self.readable_room_state(room_id).await?;
         if state.membership_of(user_id.as_str()).as_deref() != Some("join") {
             return Err(ServiceError::Forbidden(
                 "you are not in this room".to_owned(),
@@ -119,6 +124,36 @@ impl RoomOps {
                 })
             })
             .collect())
+    }
+
+    /// The current state of a room for a read: an unknown room is one the
+    /// user was never in, which the spec answers with 403, and which does
+    /// not reveal whether the room exists.
+    async fn readable_room_state(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<crate::service::room_events::RoomState, ServiceError> {
+        match self.room_state(room_id).await {
+            Err(ServiceError::NotFound(_)) => Err(ServiceError::Forbidden(
+                "you are not in this room".to_owned(),
+            )),
+            other => other,
+        }
+    }
+
+    /// Whether the user has forgotten the room (forgotten rooms drop out of
+    /// the user's memberships until they join again).
+    async fn has_forgotten(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<bool, ServiceError> {
+        Ok(!self
+            .storage
+            .memberships_of(user_id, None)
+            .await?
+            .iter()
+            .any(|m| m.room_id == room_id))
     }
 
     /// The rooms the user is joined to.
