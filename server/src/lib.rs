@@ -36,6 +36,7 @@ use http::{
 };
 use service::{
     ServiceError,
+    account_data::AccountData,
     accounts::Accounts,
     devices::Devices,
     notifier::Notifier,
@@ -43,7 +44,9 @@ use service::{
     room_events::{RoomEvents, parse_version},
     room_ops::RoomOps,
     server_keys::ServerKeys,
+    stream::Stream,
     sync::Sync,
+    typing::Typing,
 };
 use storage::{Storage, StorageError};
 
@@ -87,16 +90,32 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     );
     let profiles = Arc::new(Profiles::new(storage.clone(), server_name.clone()));
     let notifier = Arc::new(Notifier::default());
-    let room_events = Arc::new(
-        RoomEvents::new(storage.clone(), server_keys.clone(), notifier.clone())
-            .await
-            .map_err(StartError::Services)?,
-    );
+    let stream = Arc::new(Stream::new(storage.max_stream_position().await?));
+    let room_events = Arc::new(RoomEvents::new(
+        storage.clone(),
+        server_keys.clone(),
+        notifier.clone(),
+        stream.clone(),
+    ));
     let default_version =
         parse_version(&config.default_room_version).map_err(StartError::Services)?;
-    let sync = Arc::new(Sync::new(storage.clone(), room_events.clone(), notifier));
+    let typing = Arc::new(Typing::new(notifier.clone()));
+    let account_data = Arc::new(AccountData::new(
+        storage.clone(),
+        stream.clone(),
+        notifier.clone(),
+        room_events.clone(),
+    ));
+    let sync = Arc::new(Sync::new(
+        storage.clone(),
+        room_events.clone(),
+        notifier,
+        typing.clone(),
+    ));
     let state = AppState {
         sync,
+        typing,
+        account_data,
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),
         rooms: Arc::new(RoomOps::new(
             room_events,

@@ -21,8 +21,8 @@ use axum::{
 use tracing::Instrument;
 
 use crate::service::{
-    accounts::Accounts, devices::Devices, profile::Profiles, room_ops::RoomOps,
-    server_keys::ServerKeys, sync::Sync,
+    account_data::AccountData, accounts::Accounts, devices::Devices, profile::Profiles,
+    room_ops::RoomOps, server_keys::ServerKeys, sync::Sync, typing::Typing,
 };
 use error::MatrixError;
 
@@ -41,6 +41,10 @@ pub struct AppState {
     pub rooms: Arc<RoomOps>,
     /// Sync and history.
     pub sync: Arc<Sync>,
+    /// Typing notifications.
+    pub typing: Arc<Typing>,
+    /// Account data and receipts.
+    pub account_data: Arc<AccountData>,
 }
 
 /// The peer address of a connection, plain or TLS, as `ConnectInfo`.

@@ -3,6 +3,7 @@
 //! Handlers in [`crate::http`] call these services; services call
 //! [`crate::storage::Storage`]. Services never see axum or sqlx types.
 
+pub mod account_data;
 pub mod accounts;
 pub mod devices;
 pub mod notifier;
@@ -13,8 +14,10 @@ pub mod room_events;
 pub mod room_ops;
 pub mod rooms;
 pub mod server_keys;
+pub mod stream;
 pub mod sync;
 pub mod tokens;
+pub mod typing;
 pub mod uia;
 
 use std::time::Duration;

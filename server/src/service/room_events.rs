@@ -9,10 +9,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicI64, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use myelin_crypto::{NewPdu, build_pdu};
@@ -35,6 +32,7 @@ use super::{
         version::RoomVersion,
     },
     server_keys::ServerKeys,
+    stream::Stream,
 };
 use crate::storage::{
     NewEvent, NewStateGroup, NewTransaction, StateEntry, Storage, StreamPosition,
@@ -115,36 +113,29 @@ pub struct RoomEvents {
     keys: Arc<ServerKeys>,
     notifier: Arc<Notifier>,
     rooms: Mutex<HashMap<OwnedRoomId, RoomSlot>>,
-    last_position: tokio::sync::Mutex<StreamPosition>,
-    /// The last position committed, readable without waiting for a writer.
-    committed: AtomicI64,
+    stream: Arc<Stream>,
 }
 
 impl RoomEvents {
-    /// Builds the service, continuing the stream after what storage holds.
-    ///
-    /// # Errors
-    /// Storage failures.
-    pub async fn new(
+    /// Builds the service.
+    pub fn new(
         storage: Arc<dyn Storage>,
         keys: Arc<ServerKeys>,
         notifier: Arc<Notifier>,
-    ) -> Result<Self, ServiceError> {
-        let last = storage.max_stream_position().await?;
-        Ok(Self {
+        stream: Arc<Stream>,
+    ) -> Self {
+        Self {
             storage,
             keys,
             notifier,
             rooms: Mutex::new(HashMap::new()),
-            last_position: tokio::sync::Mutex::new(last),
-            committed: AtomicI64::new(last.0),
-        })
+            stream,
+        }
     }
 
-    /// The last stream position whose event is committed: every event at or
-    /// below it is readable.
+    /// The last committed stream position: every event at or below it is readable.
     pub fn current_position(&self) -> StreamPosition {
-        StreamPosition(self.committed.load(Ordering::Acquire))
+        self.stream.current()
     }
 
     /// Creates a room with its `m.room.create` event and returns its id.
@@ -399,41 +390,49 @@ impl RoomEvents {
             txn_id: &t.txn_id,
         });
 
-        let mut last = self.last_position.lock().await;
-        let position = StreamPosition(last.0 + 1);
-        let (state_group, new_state_group) = match pdu.state_map_key() {
-            Some(key) => (
-                position.0,
-                Some(next_state_group(state, &key, pdu.event_id())),
-            ),
-            None => (state.state_group, None),
-        };
-        let chain_length = new_state_group.as_ref().map(|group| group.chain_length);
         let depth = i64::from(pdu.depth());
-        self.storage
-            .append_event(&NewEvent {
-                position,
-                event_id: pdu.event_id(),
-                room_id: pdu.room_id(),
-                creates_room_version: version_id,
-                event_type: &pdu.kind().to_string(),
-                state_key: pdu.state_key(),
-                sender: pdu.sender(),
-                depth,
-                json: pdu.canonical_json(),
-                state_group,
-                new_state_group,
-                forward_extremities: &extremities,
-                membership: membership_target.as_deref().zip(new_membership.as_deref()),
-                transaction,
-                redaction: redaction
-                    .as_ref()
-                    .map(|(target, json)| (target.as_ref(), json.as_str())),
+        let event_type = pdu.kind().to_string();
+        let storage = &self.storage;
+        // The write borrows what it needs; the state is updated after it commits.
+        let (pdu_ref, current, extremities_ref, redaction_ref) =
+            (&pdu, &*state, &extremities, &redaction);
+        let (target_ref, membership_ref) = (&membership_target, &new_membership);
+        let event_type = event_type.as_str();
+        let (state_group, chain_length) = self
+            .stream
+            .append(|position| async move {
+                let (state_group, new_state_group) = match pdu_ref.state_map_key() {
+                    Some(key) => (
+                        position.0,
+                        Some(next_state_group(current, &key, pdu_ref.event_id())),
+                    ),
+                    None => (current.state_group, None),
+                };
+                let chain_length = new_state_group.as_ref().map(|group| group.chain_length);
+                storage
+                    .append_event(&NewEvent {
+                        position,
+                        event_id: pdu_ref.event_id(),
+                        room_id: pdu_ref.room_id(),
+                        creates_room_version: version_id,
+                        event_type,
+                        state_key: pdu_ref.state_key(),
+                        sender: pdu_ref.sender(),
+                        depth,
+                        json: pdu_ref.canonical_json(),
+                        state_group,
+                        new_state_group,
+                        forward_extremities: extremities_ref,
+                        membership: target_ref.as_deref().zip(membership_ref.as_deref()),
+                        transaction,
+                        redaction: redaction_ref
+                            .as_ref()
+                            .map(|(target, json)| (target.as_ref(), json.as_str())),
+                    })
+                    .await?;
+                Ok((state_group, chain_length))
             })
             .await?;
-        *last = position;
-        self.committed.store(position.0, Ordering::Release);
-        drop(last);
 
         state.extremities = extremities;
         state.depth = depth;

@@ -8,6 +8,7 @@ mod accounts;
 mod keys;
 mod rooms;
 mod sql;
+mod user_data;
 
 use async_trait::async_trait;
 use ruma::{OwnedDeviceId, OwnedUserId};
@@ -21,6 +22,7 @@ pub use rooms::{
     StateEntry, StoredEvent, StreamPosition,
 };
 pub use sql::{PostgresStorage, SqliteStorage};
+pub use user_data::{AccountDataEntry, Receipt, UserDataStore};
 
 /// Milliseconds since the Unix epoch, as Matrix timestamps are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -156,7 +158,9 @@ pub enum StorageError {
 /// Everything the server persists: one trait per area, so each area's
 /// storage code stays in its own file.
 #[async_trait]
-pub trait Storage: AccountStore + KeyStore + RoomStore + Send + Sync + 'static {
+pub trait Storage:
+    AccountStore + KeyStore + RoomStore + UserDataStore + Send + Sync + 'static
+{
     /// Waits for in-flight work and closes the database (SQLite checkpoints its log).
     async fn close(&self);
 }

@@ -1,6 +1,7 @@
 //! The Client-Server API, `/_matrix/client`.
 
 mod account;
+mod account_data;
 mod auth_data;
 mod capabilities;
 mod devices;
@@ -54,6 +55,27 @@ pub fn router() -> Router<AppState> {
         )
         .route("/capabilities", get(capabilities::get_capabilities))
         .route("/sync", get(sync::sync_events))
+        .route(
+            "/user/{user_id}/account_data/{data_type}",
+            get(account_data::get_global_account_data).put(account_data::set_global_account_data),
+        )
+        .route(
+            "/user/{user_id}/rooms/{room_id}/account_data/{data_type}",
+            get(account_data::get_room_account_data).put(account_data::set_room_account_data),
+        )
+        .route(
+            "/rooms/{room_id}/typing/{user_id}",
+            put(account_data::set_typing),
+        )
+        .route(
+            "/rooms/{room_id}/receipt/{receipt_type}/{event_id}",
+            post(account_data::create_receipt),
+        )
+        .route(
+            "/rooms/{room_id}/read_markers",
+            post(account_data::set_read_marker),
+        )
+        .route("/pushrules/", get(account_data::get_push_rules))
         .route("/user/{user_id}/filter", post(sync::create_filter))
         .route("/user/{user_id}/filter/{filter_id}", get(sync::get_filter))
         .route("/rooms/{room_id}/messages", get(sync::get_message_events))

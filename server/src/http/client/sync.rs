@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 use axum::{Json as Reply, body::Bytes, extract::State, response::Response};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Value, json, value::RawValue};
 
 use super::events::{ClientEvent, StrippedEvent, json_response};
 use crate::{
@@ -17,11 +17,12 @@ use crate::{
     service::{
         ServiceError,
         sync::{
-            RoomUpdate, StreamToken, SyncRequest, SyncResponse,
+            RoomUpdate, StreamToken, SyncRequest, SyncResponse, SyncToken,
             filter::{EventFilter, Filter},
             history::Direction,
         },
     },
+    storage::AccountDataEntry,
 };
 
 #[derive(Debug, Deserialize)]
@@ -52,7 +53,7 @@ pub async fn sync_events(
         }
     };
     let request = SyncRequest {
-        since: query.since.as_deref().map(StreamToken::parse).transpose()?,
+        since: query.since.as_deref().map(SyncToken::parse).transpose()?,
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
         full_state: query.full_state,
         filter,
@@ -68,7 +69,7 @@ pub async fn sync_events(
 struct SyncBody<'a> {
     next_batch: String,
     rooms: Rooms<'a>,
-    account_data: Value,
+    account_data: RawEvents,
     presence: Value,
     to_device: Value,
     device_lists: Value,
@@ -87,14 +88,68 @@ struct Rooms<'a> {
 struct RoomBody<'a> {
     state: Events<'a>,
     timeline: TimelineBody<'a>,
-    account_data: Value,
+    account_data: RawEvents,
+}
+
+/// Events the server builds itself (account data, receipts, typing).
+#[derive(Serialize)]
+struct RawEvents {
+    events: Vec<Box<RawValue>>,
+}
+
+/// `{"type": …, "content": …}` with the content spliced in verbatim.
+fn raw_event(kind: &str, content: &str) -> Option<Box<RawValue>> {
+    let kind = serde_json::to_string(kind).ok()?;
+    RawValue::from_string(format!("{{\"content\":{content},\"type\":{kind}}}")).ok()
+}
+
+fn account_data_events(entries: &[AccountDataEntry]) -> RawEvents {
+    RawEvents {
+        events: entries
+            .iter()
+            .filter_map(|e| raw_event(&e.data_type, &e.content))
+            .collect(),
+    }
+}
+
+/// The room's ephemeral events: one `m.receipt` and the `m.typing` list.
+fn ephemeral_events(update: &RoomUpdate) -> RawEvents {
+    let mut events = Vec::new();
+    if !update.receipts.is_empty() {
+        let mut content = serde_json::Map::new();
+        for receipt in &update.receipts {
+            let mut read = json!({ "ts": receipt.ts });
+            if !receipt.thread_id.is_empty() {
+                read["thread_id"] = json!(receipt.thread_id);
+            }
+            content
+                .entry(receipt.event_id.clone())
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .map(|by_type| {
+                    by_type
+                        .entry(receipt.receipt_type.clone())
+                        .or_insert_with(|| json!({}))
+                        .as_object_mut()
+                        .map(|by_user| by_user.insert(receipt.user_id.clone(), read))
+                });
+        }
+        events.extend(raw_event("m.receipt", &Value::Object(content).to_string()));
+    }
+    if let Some(typers) = &update.typing {
+        events.extend(raw_event(
+            "m.typing",
+            &json!({ "user_ids": typers }).to_string(),
+        ));
+    }
+    RawEvents { events }
 }
 
 #[derive(Serialize)]
 struct JoinedRoomBody<'a> {
     #[serde(flatten)]
     room: RoomBody<'a>,
-    ephemeral: Value,
+    ephemeral: RawEvents,
     unread_notifications: Value,
     summary: Value,
 }
@@ -138,7 +193,7 @@ impl<'a> From<&'a SyncResponse> for SyncBody<'a> {
                 limited: update.timeline.limited,
                 prev_batch: update.timeline.prev_batch.map(|t| t.to_string()),
             },
-            account_data: json!({ "events": [] }),
+            account_data: account_data_events(&update.account_data),
         };
         let empty = || json!({ "events": [] });
         Self {
@@ -150,8 +205,11 @@ impl<'a> From<&'a SyncResponse> for SyncBody<'a> {
                     .map(|update| {
                         let body = JoinedRoomBody {
                             room: room(update),
-                            ephemeral: empty(),
-                            unread_notifications: json!({ "highlight_count": 0, "notification_count": 0 }),
+                            ephemeral: ephemeral_events(update),
+                            unread_notifications: json!({
+                                "highlight_count": 0,
+                                "notification_count": update.notification_count,
+                            }),
                             summary: json!({}),
                         };
                         (&update.room_id, body)
@@ -161,15 +219,25 @@ impl<'a> From<&'a SyncResponse> for SyncBody<'a> {
                     .invited
                     .iter()
                     .map(|invite| {
-                        let events: Vec<StrippedEvent<'_>> =
-                            invite.invite_state.iter().map(StrippedEvent::from).collect();
-                        (&invite.room_id, json!({ "invite_state": { "events": events } }))
+                        let events: Vec<StrippedEvent<'_>> = invite
+                            .invite_state
+                            .iter()
+                            .map(StrippedEvent::from)
+                            .collect();
+                        (
+                            &invite.room_id,
+                            json!({ "invite_state": { "events": events } }),
+                        )
                     })
                     .collect(),
-                leave: response.left.iter().map(|update| (&update.room_id, room(update))).collect(),
+                leave: response
+                    .left
+                    .iter()
+                    .map(|update| (&update.room_id, room(update)))
+                    .collect(),
                 knock: BTreeMap::new(),
             },
-            account_data: empty(),
+            account_data: account_data_events(&response.account_data),
             presence: empty(),
             to_device: empty(),
             device_lists: json!({ "changed": [], "left": [] }),

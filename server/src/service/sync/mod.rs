@@ -11,19 +11,22 @@ pub mod history;
 pub mod visibility;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     fmt,
     sync::Arc,
     time::Duration,
 };
 
-use ruma::{DeviceId, OwnedEventId, OwnedRoomId, RoomId, UserId, events::StateEventType};
+use ruma::{
+    DeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::StateEventType,
+};
 
+use super::typing::Typing;
 use super::{
     ServiceError, notifier::Notifier, room_events::RoomEvents, rooms::pdu::Pdu,
     rooms::version::RoomVersion,
 };
-use crate::storage::{Membership, Storage, StoredEvent, StreamPosition};
+use crate::storage::{AccountDataEntry, Membership, Receipt, Storage, StoredEvent, StreamPosition};
 use filter::Filter;
 use visibility::Visibility;
 
@@ -40,12 +43,50 @@ impl StreamToken {
     /// # Errors
     /// `InvalidParam` for anything else.
     pub fn parse(token: &str) -> Result<Self, ServiceError> {
-        token
-            .strip_prefix('s')
-            .and_then(|n| n.parse::<i64>().ok())
+        SyncToken::parse(token).map(|sync| Self(sync.position))
+    }
+}
+
+/// A sync token: the stream position and the typing counter (`s12_3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncToken {
+    /// Everything persisted up to here was delivered.
+    pub position: StreamPosition,
+    /// Typing changes up to here were delivered; `None` when the token
+    /// predates the counter (a restart resets it), so typing is sent afresh.
+    pub typing: Option<u64>,
+}
+
+impl SyncToken {
+    /// Parses a token this server issued.
+    ///
+    /// # Errors
+    /// `InvalidParam` for anything else.
+    pub fn parse(token: &str) -> Result<Self, ServiceError> {
+        let invalid = || ServiceError::InvalidParam("unknown stream token".to_owned());
+        let body = token.strip_prefix('s').ok_or_else(invalid)?;
+        let (position, typing) = match body.split_once('_') {
+            Some((position, typing)) => (
+                position,
+                Some(typing.parse::<u64>().map_err(|_| invalid())?),
+            ),
+            None => (body, None),
+        };
+        let position = position
+            .parse::<i64>()
+            .ok()
             .filter(|n| *n >= 0)
-            .map(|n| Self(StreamPosition(n)))
-            .ok_or_else(|| ServiceError::InvalidParam("unknown stream token".to_owned()))
+            .ok_or_else(invalid)?;
+        Ok(Self {
+            position: StreamPosition(position),
+            typing,
+        })
+    }
+}
+
+impl fmt::Display for SyncToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}_{}", self.position.0, self.typing.unwrap_or(0))
     }
 }
 
@@ -59,7 +100,7 @@ impl fmt::Display for StreamToken {
 #[derive(Debug, Clone, Default)]
 pub struct SyncRequest {
     /// Where the last sync ended; `None` for an initial sync.
-    pub since: Option<StreamToken>,
+    pub since: Option<SyncToken>,
     /// How long to wait for news when there is none.
     pub timeout: Duration,
     /// Send the full state of every joined room.
@@ -88,6 +129,36 @@ pub struct RoomUpdate {
     pub state: Vec<Pdu>,
     /// New events.
     pub timeline: Timeline,
+    /// The user's account data for the room that changed.
+    pub account_data: Vec<AccountDataEntry>,
+    /// Receipts that changed (others' private receipts left out).
+    pub receipts: Vec<Receipt>,
+    /// Who types now, when that changed.
+    pub typing: Option<BTreeSet<OwnedUserId>>,
+    /// Messages from others after the user's read receipt.
+    pub notification_count: u64,
+}
+
+impl RoomUpdate {
+    fn empty(room_id: &RoomId) -> Self {
+        Self {
+            room_id: room_id.to_owned(),
+            state: Vec::new(),
+            timeline: Timeline::default(),
+            account_data: Vec::new(),
+            receipts: Vec::new(),
+            typing: None,
+            notification_count: 0,
+        }
+    }
+
+    fn has_news(&self) -> bool {
+        !self.timeline.events.is_empty()
+            || !self.state.is_empty()
+            || !self.account_data.is_empty()
+            || !self.receipts.is_empty()
+            || self.typing.is_some()
+    }
 }
 
 /// An invite in a sync.
@@ -103,7 +174,9 @@ pub struct InviteUpdate {
 #[derive(Debug, Clone)]
 pub struct SyncResponse {
     /// The token for the next sync.
-    pub next_batch: StreamToken,
+    pub next_batch: SyncToken,
+    /// Global account data that changed.
+    pub account_data: Vec<AccountDataEntry>,
     /// Joined rooms with news.
     pub joined: Vec<RoomUpdate>,
     /// Pending invites.
@@ -116,7 +189,10 @@ pub struct SyncResponse {
 
 impl SyncResponse {
     fn is_empty(&self) -> bool {
-        self.joined.is_empty() && self.invited.is_empty() && self.left.is_empty()
+        self.joined.is_empty()
+            && self.invited.is_empty()
+            && self.left.is_empty()
+            && self.account_data.is_empty()
     }
 }
 
@@ -126,6 +202,7 @@ pub struct Sync {
     storage: Arc<dyn Storage>,
     events: Arc<RoomEvents>,
     notifier: Arc<Notifier>,
+    typing: Arc<Typing>,
 }
 
 impl Sync {
@@ -134,11 +211,13 @@ impl Sync {
         storage: Arc<dyn Storage>,
         events: Arc<RoomEvents>,
         notifier: Arc<Notifier>,
+        typing: Arc<Typing>,
     ) -> Self {
         Self {
             storage,
             events,
             notifier,
+            typing,
         }
     }
 
@@ -153,7 +232,7 @@ impl Sync {
         request: &SyncRequest,
     ) -> Result<SyncResponse, ServiceError> {
         if let Some(since) = request.since
-            && since.0 > self.events.current_position()
+            && since.position > self.events.current_position()
         {
             return Err(ServiceError::InvalidParam(
                 "the since token is from the future".to_owned(),
@@ -184,7 +263,9 @@ impl Sync {
         request: &SyncRequest,
     ) -> Result<SyncResponse, ServiceError> {
         let now = self.events.current_position();
-        let since = request.since.map(|token| token.0);
+        let typing_now = self.typing.current();
+        let since = request.since.map(|token| token.position);
+        let typing_since = request.since.and_then(|token| token.typing);
         let room_filter = &request.filter.room;
         let memberships_now = self.storage.memberships_of(user_id, Some(now)).await?;
         let before: HashMap<OwnedRoomId, Membership> = match since {
@@ -206,8 +287,16 @@ impl Sync {
                 .collect(),
             None => HashSet::new(),
         };
+        let mut account_data: Vec<AccountDataEntry> = self
+            .storage
+            .account_data_changes(user_id, since.unwrap_or(StreamPosition(0)), now)
+            .await?;
         let mut response = SyncResponse {
-            next_batch: StreamToken(now),
+            next_batch: SyncToken {
+                position: now,
+                typing: Some(typing_now),
+            },
+            account_data: Vec::new(),
             joined: Vec::new(),
             invited: Vec::new(),
             left: Vec::new(),
@@ -224,12 +313,11 @@ impl Sync {
             match membership.membership.as_str() {
                 "join" => {
                     let newly_joined = was != Some("join");
-                    if !newly_joined && !request.full_state && !active.contains(room_id) {
-                        continue;
-                    }
-                    let after = if newly_joined { None } else { since };
-                    let update = self
-                        .room_update(
+                    let active = newly_joined || request.full_state || active.contains(room_id);
+                    let mut update = if active {
+                        let after = if newly_joined { None } else { since };
+                        let full_state = newly_joined || request.full_state;
+                        self.room_update(
                             user_id,
                             room_id,
                             after,
@@ -237,14 +325,40 @@ impl Sync {
                             request,
                             &mut visibility,
                             true,
-                            newly_joined || request.full_state,
+                            full_state,
                         )
-                        .await?;
-                    if !update.timeline.events.is_empty()
-                        || !update.state.is_empty()
-                        || request.full_state
-                        || newly_joined
-                    {
+                        .await?
+                    } else {
+                        RoomUpdate::empty(room_id)
+                    };
+                    let (room_data, rest): (Vec<_>, Vec<_>) = account_data
+                        .into_iter()
+                        .partition(|entry| entry.room_id.as_ref() == Some(room_id));
+                    account_data = rest;
+                    update.account_data = room_data;
+                    let receipts_from = if newly_joined {
+                        StreamPosition(0)
+                    } else {
+                        since.unwrap_or(StreamPosition(0))
+                    };
+                    update.receipts = self
+                        .storage
+                        .receipts_between(room_id, receipts_from, now)
+                        .await?
+                        .into_iter()
+                        .filter(|r| r.receipt_type == "m.read" || r.user_id == user_id.as_str())
+                        .collect();
+                    update.typing = self
+                        .typing
+                        .typers_since(room_id, if newly_joined { None } else { typing_since });
+                    if update.has_news() || request.full_state || newly_joined {
+                        let read_up_to = self.storage.read_up_to(room_id, user_id).await?;
+                        let read_up_to =
+                            read_up_to.and_then(|id| ruma::OwnedEventId::try_from(id).ok());
+                        update.notification_count = self
+                            .storage
+                            .count_unread(room_id, user_id, read_up_to.as_deref(), now)
+                            .await?;
                         response.joined.push(update);
                     }
                 }
@@ -274,6 +388,10 @@ impl Sync {
                 _ => {}
             }
         }
+        response.account_data = account_data
+            .into_iter()
+            .filter(|entry| entry.room_id.is_none())
+            .collect();
         let own_events: Vec<OwnedEventId> = response
             .joined
             .iter()
@@ -351,13 +469,13 @@ impl Sync {
             .first()
             .map(|e| StreamToken(StreamPosition(e.position.0 - 1)));
         Ok(RoomUpdate {
-            room_id: room_id.to_owned(),
             state,
             timeline: Timeline {
                 events,
                 limited,
                 prev_batch,
             },
+            ..RoomUpdate::empty(room_id)
         })
     }
 

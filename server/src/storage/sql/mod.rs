@@ -20,6 +20,7 @@ use super::{Storage, StorageError};
 mod accounts;
 mod keys;
 mod rooms;
+mod user_data;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

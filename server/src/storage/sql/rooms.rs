@@ -244,7 +244,11 @@ macro_rules! sql_room_store {
 
             async fn max_stream_position(&self) -> Result<StreamPosition, StorageError> {
                 let (max,): (Option<i64>,) =
-                    sqlx::query_as("SELECT MAX(stream_ordering) FROM events")
+                    sqlx::query_as(
+                        "SELECT MAX(m) FROM (SELECT MAX(stream_ordering) AS m FROM events \
+                         UNION ALL SELECT MAX(stream_ordering) FROM account_data \
+                         UNION ALL SELECT MAX(stream_ordering) FROM receipts) AS positions",
+                    )
                         .fetch_one(&self.pool)
                         .await?;
                 Ok(StreamPosition(max.unwrap_or(0)))

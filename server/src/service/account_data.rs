@@ -1,0 +1,184 @@
+//! Account data and read receipts: per-user data that sync delivers.
+
+use std::sync::Arc;
+
+use ruma::{EventId, RoomId, UserId, events::StateEventType};
+
+use super::{ServiceError, notifier::Notifier, room_events::RoomEvents, stream::Stream};
+use crate::storage::{Millis, Receipt, Storage};
+
+/// Largest account data content accepted, in bytes.
+pub const MAX_ACCOUNT_DATA_BYTES: usize = 65_536;
+
+/// Account data and receipts.
+#[derive(Debug)]
+pub struct AccountData {
+    storage: Arc<dyn Storage>,
+    stream: Arc<Stream>,
+    notifier: Arc<Notifier>,
+    events: Arc<RoomEvents>,
+}
+
+impl AccountData {
+    /// Builds the service.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        stream: Arc<Stream>,
+        notifier: Arc<Notifier>,
+        events: Arc<RoomEvents>,
+    ) -> Self {
+        Self {
+            storage,
+            stream,
+            notifier,
+            events,
+        }
+    }
+
+    /// Sets an account data entry (global when `room_id` is `None`).
+    ///
+    /// # Errors
+    /// `Forbidden` for another user's data; `InvalidParam` for the types the
+    /// server manages or oversized content.
+    pub async fn set(
+        &self,
+        caller: &UserId,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+        content: &str,
+    ) -> Result<(), ServiceError> {
+        if caller != user_id {
+            return Err(ServiceError::Forbidden(
+                "you may only change your own account data".to_owned(),
+            ));
+        }
+        // The spec reserves these: the server derives them from other endpoints.
+        if matches!(data_type, "m.fully_read" | "m.push_rules") {
+            return Err(ServiceError::InvalidParam(format!(
+                "{data_type} cannot be set directly"
+            )));
+        }
+        if content.len() > MAX_ACCOUNT_DATA_BYTES
+            || data_type.is_empty()
+            || data_type.contains('\0')
+        {
+            return Err(ServiceError::InvalidParam(
+                "invalid account data".to_owned(),
+            ));
+        }
+        self.write(user_id, room_id, data_type, content).await
+    }
+
+    /// One entry's content.
+    ///
+    /// # Errors
+    /// `Forbidden` for another user's data; `NotFound` when unset.
+    pub async fn get(
+        &self,
+        caller: &UserId,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+    ) -> Result<String, ServiceError> {
+        if caller != user_id {
+            return Err(ServiceError::Forbidden(
+                "you may only read your own account data".to_owned(),
+            ));
+        }
+        self.storage
+            .account_data(user_id, room_id, data_type)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("no such account data".to_owned()))
+    }
+
+    /// Records that the user read up to `event_id`: `m.read` (shared with the
+    /// room), `m.read.private` (only for the user), or the `m.fully_read`
+    /// marker (room account data).
+    ///
+    /// # Errors
+    /// `Forbidden` unless the user is joined; `NotFound` for an event not in
+    /// the room; `InvalidParam` for other receipt types.
+    pub async fn set_receipt(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        receipt_type: &str,
+        event_id: &EventId,
+        thread_id: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let state = self
+            .events
+            .current_state(room_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("no such room".to_owned()))?;
+        if state.membership_of(user_id.as_str()).as_deref() != Some("join") {
+            return Err(ServiceError::Forbidden(
+                "you are not in this room".to_owned(),
+            ));
+        }
+        if self
+            .storage
+            .event(event_id)
+            .await?
+            .is_none_or(|event| event.room_id != room_id)
+        {
+            return Err(ServiceError::NotFound(
+                "no such event in this room".to_owned(),
+            ));
+        }
+        match receipt_type {
+            "m.fully_read" => {
+                let content = serde_json::json!({ "event_id": event_id }).to_string();
+                self.write(user_id, Some(room_id), "m.fully_read", &content)
+                    .await
+            }
+            "m.read" | "m.read.private" => {
+                let receipt = Receipt {
+                    room_id: room_id.to_owned(),
+                    receipt_type: receipt_type.to_owned(),
+                    user_id: user_id.to_string(),
+                    thread_id: thread_id.unwrap_or_default().to_owned(),
+                    event_id: event_id.to_string(),
+                    ts: Millis::now().0,
+                };
+                let storage = &self.storage;
+                self.stream.append(|position| async move { Ok(storage.set_receipt(&receipt, position).await?) }).await?;
+                if receipt_type == "m.read" {
+                    let members = state.state.keys().filter_map(|(kind, key)| {
+                        (*kind == StateEventType::RoomMember
+                            && state.membership_of(key).as_deref() == Some("join"))
+                        .then(|| <&UserId>::try_from(key.as_str()).ok())
+                        .flatten()
+                    });
+                    self.notifier.wake(members);
+                } else {
+                    self.notifier.wake([user_id]);
+                }
+                Ok(())
+            }
+            other => Err(ServiceError::InvalidParam(format!(
+                "unknown receipt type {other}"
+            ))),
+        }
+    }
+
+    async fn write(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+        content: &str,
+    ) -> Result<(), ServiceError> {
+        let storage = &self.storage;
+        self.stream
+            .append(|position| async move {
+                Ok(storage
+                    .set_account_data(user_id, room_id, data_type, content, position)
+                    .await?)
+            })
+            .await?;
+        self.notifier.wake([user_id]);
+        Ok(())
+    }
+}

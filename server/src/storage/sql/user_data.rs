@@ -1,0 +1,182 @@
+//! [`UserDataStore`] in SQL.
+
+use async_trait::async_trait;
+use ruma::{EventId, RoomId, UserId};
+
+use super::{PostgresStorage, SqliteStorage};
+use crate::storage::{AccountDataEntry, Receipt, StorageError, StreamPosition, UserDataStore};
+
+/// Event types that count as unread messages.
+const COUNTED_TYPES: &str = "('m.room.message', 'm.room.encrypted', 'm.sticker')";
+
+macro_rules! sql_user_data_store {
+    ($storage:ty) => {
+        #[async_trait]
+        impl UserDataStore for $storage {
+            async fn set_account_data(
+                &self,
+                user_id: &UserId,
+                room_id: Option<&RoomId>,
+                data_type: &str,
+                content: &str,
+                position: StreamPosition,
+            ) -> Result<(), StorageError> {
+                sqlx::query(
+                    "INSERT INTO account_data (user_id, room_id, data_type, content, stream_ordering) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id, data_type) \
+                     DO UPDATE SET content = $4, stream_ordering = $5",
+                )
+                .bind(user_id.as_str())
+                .bind(room_id.map_or("", RoomId::as_str))
+                .bind(data_type)
+                .bind(content)
+                .bind(position.0)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn account_data(
+                &self,
+                user_id: &UserId,
+                room_id: Option<&RoomId>,
+                data_type: &str,
+            ) -> Result<Option<String>, StorageError> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT content FROM account_data \
+                     WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
+                )
+                .bind(user_id.as_str())
+                .bind(room_id.map_or("", RoomId::as_str))
+                .bind(data_type)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(content,)| content))
+            }
+
+            async fn account_data_changes(
+                &self,
+                user_id: &UserId,
+                after: StreamPosition,
+                upto: StreamPosition,
+            ) -> Result<Vec<AccountDataEntry>, StorageError> {
+                let rows: Vec<(String, String, String)> = sqlx::query_as(
+                    "SELECT room_id, data_type, content FROM account_data \
+                     WHERE user_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
+                     ORDER BY stream_ordering",
+                )
+                .bind(user_id.as_str())
+                .bind(after.0)
+                .bind(upto.0)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(room_id, data_type, content)| {
+                        let room_id = match room_id.as_str() {
+                            "" => None,
+                            id => Some(id.try_into().map_err(|e: ruma::IdParseError| StorageError::Corrupt {
+                                table: "account_data",
+                                reason: e.to_string(),
+                            })?),
+                        };
+                        Ok(AccountDataEntry { room_id, data_type, content })
+                    })
+                    .collect()
+            }
+
+            async fn set_receipt(
+                &self,
+                receipt: &Receipt,
+                position: StreamPosition,
+            ) -> Result<(), StorageError> {
+                sqlx::query(
+                    "INSERT INTO receipts \
+                     (room_id, receipt_type, user_id, thread_id, event_id, ts, stream_ordering) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (room_id, receipt_type, user_id, thread_id) \
+                     DO UPDATE SET event_id = $5, ts = $6, stream_ordering = $7",
+                )
+                .bind(receipt.room_id.as_str())
+                .bind(&receipt.receipt_type)
+                .bind(&receipt.user_id)
+                .bind(&receipt.thread_id)
+                .bind(&receipt.event_id)
+                .bind(receipt.ts)
+                .bind(position.0)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn receipts_between(
+                &self,
+                room_id: &RoomId,
+                after: StreamPosition,
+                upto: StreamPosition,
+            ) -> Result<Vec<Receipt>, StorageError> {
+                let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+                    "SELECT receipt_type, user_id, thread_id, event_id, ts FROM receipts \
+                     WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3",
+                )
+                .bind(room_id.as_str())
+                .bind(after.0)
+                .bind(upto.0)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(receipt_type, user_id, thread_id, event_id, ts)| Receipt {
+                        room_id: room_id.to_owned(),
+                        receipt_type,
+                        user_id,
+                        thread_id,
+                        event_id,
+                        ts,
+                    })
+                    .collect())
+            }
+
+            async fn read_up_to(
+                &self,
+                room_id: &RoomId,
+                user_id: &UserId,
+            ) -> Result<Option<String>, StorageError> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT event_id FROM receipts WHERE room_id = $1 AND user_id = $2 \
+                     AND thread_id = '' ORDER BY stream_ordering DESC LIMIT 1",
+                )
+                .bind(room_id.as_str())
+                .bind(user_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(event_id,)| event_id))
+            }
+
+            async fn count_unread(
+                &self,
+                room_id: &RoomId,
+                user_id: &UserId,
+                read_up_to: Option<&EventId>,
+                upto: StreamPosition,
+            ) -> Result<u64, StorageError> {
+                let sql = format!(
+                    "SELECT COUNT(*) FROM events WHERE room_id = $1 AND sender <> $2 \
+                     AND stream_ordering <= $3 AND event_type IN {COUNTED_TYPES} \
+                     AND stream_ordering > COALESCE( \
+                         (SELECT stream_ordering FROM events WHERE event_id = $4), 0)"
+                );
+                let (count,): (i64,) = sqlx::query_as(&sql)
+                    .bind(room_id.as_str())
+                    .bind(user_id.as_str())
+                    .bind(upto.0)
+                    .bind(read_up_to.map_or("", EventId::as_str))
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+        }
+    };
+}
+
+sql_user_data_store!(SqliteStorage);
+sql_user_data_store!(PostgresStorage);

@@ -1,0 +1,97 @@
+//! Per-user data that syncs: account data and read receipts.
+
+use async_trait::async_trait;
+use ruma::{EventId, OwnedRoomId, RoomId, UserId};
+
+use super::{StorageError, StreamPosition};
+
+/// An account data entry: global when `room_id` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountDataEntry {
+    /// The room it belongs to, if any.
+    pub room_id: Option<OwnedRoomId>,
+    /// Its type.
+    pub data_type: String,
+    /// Its content, verbatim JSON.
+    pub content: String,
+}
+
+/// A read receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The room.
+    pub room_id: OwnedRoomId,
+    /// `m.read` or `m.read.private`.
+    pub receipt_type: String,
+    /// The reader.
+    pub user_id: String,
+    /// The thread, empty for the main timeline and unthreaded receipts.
+    pub thread_id: String,
+    /// The event read up to.
+    pub event_id: String,
+    /// When, in milliseconds since the epoch.
+    pub ts: i64,
+}
+
+/// What the account data and receipt services persist.
+#[async_trait]
+pub trait UserDataStore: Send + Sync {
+    /// Sets an account data entry at a stream position.
+    async fn set_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+        content: &str,
+        position: StreamPosition,
+    ) -> Result<(), StorageError>;
+
+    /// One account data entry's content.
+    async fn account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+    ) -> Result<Option<String>, StorageError>;
+
+    /// The user's account data written in `(after, upto]`.
+    async fn account_data_changes(
+        &self,
+        user_id: &UserId,
+        after: StreamPosition,
+        upto: StreamPosition,
+    ) -> Result<Vec<AccountDataEntry>, StorageError>;
+
+    /// Records a receipt at a stream position, replacing the user's previous one.
+    async fn set_receipt(
+        &self,
+        receipt: &Receipt,
+        position: StreamPosition,
+    ) -> Result<(), StorageError>;
+
+    /// The receipts of a room written in `(after, upto]`.
+    async fn receipts_between(
+        &self,
+        room_id: &RoomId,
+        after: StreamPosition,
+        upto: StreamPosition,
+    ) -> Result<Vec<Receipt>, StorageError>;
+
+    /// The event the user's latest read receipt (public or private) in the
+    /// main timeline points at.
+    async fn read_up_to(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<Option<String>, StorageError>;
+
+    /// How many events of these types others sent after `event_id` (all of
+    /// them when `None`), up to `upto`.
+    async fn count_unread(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        read_up_to: Option<&EventId>,
+        upto: StreamPosition,
+    ) -> Result<u64, StorageError>;
+}
