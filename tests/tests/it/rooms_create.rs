@@ -25,6 +25,7 @@ backend_tests!(
     unsupported_room_versions_are_refused,
     invalid_initial_state_is_m_invalid_room_state,
     malformed_requests_are_bad_json,
+    invalid_alias_names_and_v12_creator_levels_are_refused,
 );
 
 async fn presets_set_join_rules_history_visibility_and_guest_access(backend: Backend) {
@@ -497,4 +498,33 @@ async fn malformed_requests_are_bad_json(backend: Backend) {
         )
         .await;
     assert_error(&answer, StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
+}
+
+async fn invalid_alias_names_and_v12_creator_levels_are_refused(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    // room_alias_name is a local part only: anything but `:` and NUL
+    // (appendices, "Room aliases").
+    for name in ["with:colon", "nul\u{0}"] {
+        let answer =
+            try_create_room(&server, &alice.token, json!({ "room_alias_name": name })).await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    }
+    assert_eq!(
+        joined_rooms(&server, &alice.token).await,
+        Vec::<String>::new()
+    );
+    // "In room versions 12 and later, the room creator is given infinite
+    // power level and cannot be specified in the users field": overriding
+    // users with the creator makes the initial state invalid.
+    let answer = try_create_room(
+        &server,
+        &alice.token,
+        json!({
+            "room_version": "12",
+            "power_level_content_override": { "users": { alice.user_id.clone(): 100 } },
+        }),
+    )
+    .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_ROOM_STATE");
 }

@@ -19,6 +19,7 @@ backend_tests!(
     kick_needs_power_and_a_member,
     ban_keeps_users_out_until_unbanned,
     forget_only_after_leaving,
+    v12_creators_outrank_everyone,
 );
 
 async fn setup(server: &TestServer, preset: &str) -> (Account, Account, String) {
@@ -475,4 +476,61 @@ async fn forget_only_after_leaving(backend: Backend) {
     assert_eq!(joined_rooms(&server, &bob.token).await, [room.clone()]);
     let (status, _) = get_room(&server, &bob.token, &room, "state").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+async fn v12_creators_outrank_everyone(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(
+        &server,
+        &alice.token,
+        json!({
+            "preset": "public_chat",
+            "room_version": "12",
+            "power_level_content_override": { "users": { bob.user_id.clone(): 100 } },
+        }),
+    )
+    .await;
+    join(&server, &bob.token, &room).await;
+    // Bob has 100, the most a `users` entry can give; the creator's power
+    // is infinite, so he may neither kick nor ban her.
+    for action in ["kick", "ban"] {
+        let answer = membership(
+            &server,
+            &bob.token,
+            &room,
+            action,
+            json!({ "user_id": alice.user_id }),
+        )
+        .await;
+        assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    }
+    // Creators cannot be listed in `users` (v12 authorization rules).
+    let mut levels = state_content(&server, &alice.token, &room, "m.room.power_levels", "").await;
+    levels["users"][&alice.user_id] = json!(100);
+    let answer = crate::rooms_support::put_state(
+        &server,
+        &alice.token,
+        &room,
+        "m.room.power_levels",
+        "",
+        levels,
+    )
+    .await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    // She may kick bob despite his 100.
+    let answer = membership(
+        &server,
+        &alice.token,
+        &room,
+        "kick",
+        json!({ "user_id": bob.user_id }),
+    )
+    .await;
+    assert_eq!(answer, (StatusCode::OK, json!({})));
+    assert_eq!(
+        member_state(&server, &alice.token, &room, &bob.user_id).await,
+        "leave"
+    );
 }
