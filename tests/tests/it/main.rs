@@ -17,4 +17,6 @@ mod rooms_support;
 mod server_keys;
 mod storage;
 mod stored_events;
+mod sync;
+mod sync_support;
 mod tls;
