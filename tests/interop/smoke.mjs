@@ -2,7 +2,10 @@
 // calls whoami and logs out against the homeserver given on the command line;
 // then, with two more users, creates rooms, invites, joins, sends, sets and
 // reads state, redacts, manages aliases, lists the public directory and
-// kicks, bans and unbans (request-level API only: no /sync yet).
+// kicks, bans and unbans, all with request-level calls; finally alice and bob
+// run the SDK's own sync loop (startClient) and see a room, an invite, a join
+// and messages arrive through it, resolve a local echo, and page history back
+// through /messages.
 //
 //   node smoke.mjs HOMESERVER_URL      (normally through run.sh)
 //
@@ -14,7 +17,15 @@
 // MYELIN_INTEROP_SDK_LOG=debug|info|warn|error sets the SDK's log level.
 
 import { randomBytes } from "node:crypto";
-import { createClient, MatrixError } from "matrix-js-sdk";
+import {
+    ClientEvent,
+    createClient,
+    MatrixError,
+    MemoryStore,
+    RoomEvent,
+    RoomMemberEvent,
+    SyncState,
+} from "matrix-js-sdk";
 // The SDK's module-wide logger, which some parts (the event send scheduler)
 // use instead of the client's own.
 import { logger as sdkModuleLogger } from "matrix-js-sdk/lib/logger.js";
@@ -26,7 +37,7 @@ if (!baseUrl) {
 }
 const expectedServerName = process.env.MYELIN_INTEROP_SERVER_NAME || null;
 const REQUEST_TIMEOUT_MS = 15_000;
-const WHOLE_RUN_TIMEOUT_MS = 120_000;
+const WHOLE_RUN_TIMEOUT_MS = 180_000;
 
 // The SDK's own log goes to stderr from MYELIN_INTEROP_SDK_LOG's level up
 // (default warn; "debug" shows every request). One message is dropped: the
@@ -53,7 +64,12 @@ sdkModuleLogger.setLevel(threshold, false);
 // ---- HTTP trace: the last exchanges, printed when a check fails. ----------
 
 const trace = [];
-const TRACE_KEEP = 6;
+const TRACE_KEEP = 10;
+// Failed exchanges (HTTP >= 400 or no answer) of the sync-loop phase, where
+// the SDK makes requests of its own and a failure may not surface as an
+// exception in the test.
+const syncPhaseFailures = [];
+let collectFailures = false;
 // Every request's method and path, to tell what the SDK really sent.
 const sentRequests = [];
 const SECRET_KEYS = new Set(["password", "access_token", "refresh_token"]);
@@ -68,9 +84,11 @@ function redact(text) {
 
 // A fetch for the SDK that records each request and response (secrets
 // redacted) without changing them.
-async function tracingFetch(input, init = {}) {
+// WHO, if given, names the client in the printed trace.
+async function tracingFetch(input, init = {}, who = null) {
     const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
     const entry = {
+        who,
         method: init.method ?? "GET",
         path: url.pathname + url.search,
         request: typeof init.body === "string" ? redact(init.body) : init.body ? "<binary>" : "",
@@ -84,19 +102,27 @@ async function tracingFetch(input, init = {}) {
         const res = await fetch(input, init);
         entry.status = res.status;
         entry.response = redact(await res.clone().text());
+        if (collectFailures && res.status >= 400) syncPhaseFailures.push(entry);
         return res;
     } catch (err) {
-        entry.status = `network error: ${err.cause?.message ?? err.message}`;
+        // A sync loop stopped by the test aborts its long-poll: not a failure.
+        entry.status = err?.name === "AbortError" ? "aborted by the client" : `network error: ${err.cause?.message ?? err.message}`;
+        if (collectFailures && err?.name !== "AbortError") syncPhaseFailures.push(entry);
         throw err;
     }
 }
 
+const formatExchange = (e) =>
+    `    ${e.who ? `[${e.who}] ` : ""}${e.method} ${e.path}${e.request ? ` body=${e.request}` : ""}\n` +
+    `      -> ${e.status ?? "no answer"}${e.response ? ` ${e.response.slice(0, 500)}` : ""}`;
+
 function printTrace() {
-    console.log("  last HTTP exchanges (oldest first):");
-    for (const e of trace) {
-        console.log(`    ${e.method} ${e.path}${e.request ? ` body=${e.request}` : ""}`);
-        console.log(`      -> ${e.status ?? "no answer"}${e.response ? ` ${e.response.slice(0, 500)}` : ""}`);
+    if (syncPhaseFailures.length > 0) {
+        console.log("  failed HTTP exchanges since the sync loops started (oldest first, at most 8):");
+        for (const e of syncPhaseFailures.slice(0, 8)) console.log(formatExchange(e));
     }
+    console.log("  last HTTP exchanges (oldest first):");
+    for (const e of trace) console.log(formatExchange(e));
 }
 
 // ---- checks ---------------------------------------------------------------
@@ -294,8 +320,8 @@ await check("the registration device's token still works after the other device 
 //
 // Two more users join the first one (alice): bob, who is invited into a
 // private room, and carol, who is kicked, banned and unbanned in a public one.
-// There is no /sync here: every call is one of the SDK's request-level
-// methods, and the client's sync loop is never started. What each check
+// Until the sync-loop part below, every call is one of the SDK's
+// request-level methods and no sync loop runs. What each check
 // expects is what the Client-Server API spec says (clauses named inline),
 // not what one server happens to answer.
 
@@ -807,6 +833,428 @@ await check("bob's GET /joined_rooms drops the private room and keeps the public
 
 await check("bob forgets the room he left with POST /rooms/{roomId}/forget", async () => {
     await bob.forget(roomId);
+});
+
+
+// ---- the SDK's own sync loop ----------------------------------------------
+//
+// Alice and bob now run the client as an application does: startClient()
+// with the SDK's in-memory store, so everything they learn about rooms comes
+// through the SDK's own /sync loop (initial sync, then long-polling
+// incremental syncs), and its own local-echo and pagination machinery.
+// Nothing here sleeps for a fixed time: each wait listens to the SDK's
+// events (sync state, Room, RoomMember.membership, Room.timeline,
+// Room.localEchoUpdated) and gives up after SYNC_WAIT_MS.
+//
+// A sync loop that reports ERROR or RECONNECTING (the SDK retries a failed
+// start-up request such as GET /pushrules/ forever) fails the waiting check
+// at once with the SDK's error and the failed requests.
+
+const SYNC_WAIT_MS = 15_000;
+const loops = [];
+
+// Starts LABEL's client (REG: a registration response) with its own sync
+// loop. Every /sync response body is kept (rawSyncs) to check what the server
+// sent, as opposed to what the SDK made of it.
+function startSyncLoop(label, reg, startOpts) {
+    const rawSyncs = [];
+    const loop = { label, rawSyncs, states: [], trouble: null };
+    loop.client = createClient({
+        baseUrl,
+        accessToken: reg.access_token,
+        userId: reg.user_id,
+        deviceId: reg.device_id,
+        store: new MemoryStore(),
+        localTimeoutMs: REQUEST_TIMEOUT_MS,
+        logger: sdkLogger(` ${label}`),
+        fetchFn: async (input, init) => {
+            const res = await tracingFetch(input, init, label);
+            const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
+            if (res.ok && url.pathname.endsWith("/sync")) {
+                const body = await res.clone().json();
+                // Not enumerable: kept for error messages, left out of JSON.stringify.
+                Object.defineProperty(body, "request", { value: `GET ${url.pathname}${url.search}` });
+                rawSyncs.push(body);
+            }
+            return res;
+        },
+    });
+    loop.client.on(ClientEvent.Sync, (state, _prev, data) => {
+        loop.states.push(state);
+        if ((state === SyncState.Error || state === SyncState.Reconnecting) && !loop.trouble) {
+            const err = data?.error;
+            loop.trouble = `${label}'s sync loop went to ${state}: ${err ? describe(err) : "(no error given)"}${err?.url ? ` [${err.url}]` : ""}`;
+        }
+    });
+    loop.client.on(ClientEvent.SyncUnexpectedError, (err) => {
+        loop.trouble ??= `${label}'s SDK could not process a /sync response: ${describe(err)}`;
+    });
+    loops.push(loop);
+    void loop.client.startClient(startOpts);
+    return loop;
+}
+
+function stopSyncLoop(loop) {
+    loop.client.stopClient();
+    loops.splice(loops.indexOf(loop), 1);
+}
+
+// Resolves with COND()'s value once it is truthy. COND is tried at once and
+// again whenever one of SOURCES ([emitter, eventName] pairs) or any running
+// sync loop's "sync" event fires; no polling. Rejects with a CheckFailed
+// saying WHAT did not happen after MS, or at once when a sync loop is in
+// trouble (see above). COND may throw a CheckFailed to give up early.
+function when(what, sources, cond, ms = SYNC_WAIT_MS) {
+    return new Promise((resolve, reject) => {
+        const all = [...sources, ...loops.map((l) => [l.client, ClientEvent.Sync])];
+        const listeners = [];
+        let settled = false;
+        const settle = (fn, value) => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            for (const [emitter, name, listener] of listeners) emitter.off(name, listener);
+            fn(value);
+        };
+        const test = () => {
+            const trouble = loops.find((l) => l.trouble)?.trouble;
+            if (trouble) return settle(reject, new CheckFailed(`${trouble} (while waiting until ${what})`));
+            try {
+                const value = cond();
+                if (value) settle(resolve, value);
+            } catch (err) {
+                settle(reject, err);
+            }
+        };
+        const timer = setTimeout(() => settle(reject, new CheckFailed(`${what}: not seen within ${ms} ms`)), ms);
+        for (const [emitter, name] of all) {
+            const listener = () => test();
+            emitter.on(name, listener);
+            listeners.push([emitter, name, listener]);
+        }
+        test();
+    });
+}
+
+const isReady = (loop) => loop.states.includes(SyncState.Prepared) || loop.states.includes(SyncState.Syncing);
+
+// The timeline events of ROOM_ID in a loop's raw /sync responses (join section).
+const rawTimeline = (loop, roomIdToFind) =>
+    loop.rawSyncs.flatMap((r) => r?.rooms?.join?.[roomIdToFind]?.timeline?.events ?? []);
+
+// Records the live m.room.message events (not back-paginated ones, not local
+// echoes) the SDK adds to LOOP's timeline for ROOM, in arrival order.
+function recordLiveMessages(loop, roomIdOf) {
+    const seen = [];
+    loop.client.on(RoomEvent.Timeline, (event, room, toStartOfTimeline, removed, data) => {
+        if (room?.roomId !== roomIdOf() || toStartOfTimeline || removed || event.getType() !== "m.room.message") return;
+        if (event.status !== null) return; // a local echo still being sent
+        seen.push({ id: event.getId(), sender: event.getSender(), body: event.getContent().body, live: data?.liveEvent === true, at: Date.now() });
+    });
+    return seen;
+}
+
+collectFailures = true;
+const INITIAL_SYNC_LIMIT = 10;
+const aliceLoop = startSyncLoop("alice", registered, { initialSyncLimit: INITIAL_SYNC_LIMIT });
+const bobLoop = startSyncLoop("bob", bobReg, { initialSyncLimit: INITIAL_SYNC_LIMIT });
+const aliceSync = aliceLoop.client;
+const bobSync = bobLoop.client;
+
+// Spec, GET /sync: without since, "the server will return the full state of
+// each room" plus the most recent timeline events, up to the filter's
+// timeline limit.
+await check(`alice's and bob's SDK sync loops start (startClient, initialSyncLimit ${INITIAL_SYNC_LIMIT}) and reach PREPARED`, async () => {
+    await when("both sync loops are PREPARED", [], () => isReady(aliceLoop) && isReady(bobLoop));
+    const initial = aliceLoop.rawSyncs[0];
+    expect(initial && typeof initial.next_batch === "string", `the first /sync response has no next_batch: ${JSON.stringify(initial).slice(0, 300)}`);
+    return `alice: ${aliceLoop.states.join(" > ")}; bob: ${bobLoop.states.join(" > ")}`;
+});
+
+await check("the initial sync gives alice the public room with its name, state and a limited timeline", async () => {
+    const room = aliceSync.getRoom(lobbyId);
+    expect(room, `alice's client has no room ${lobbyId}; rooms: ${JSON.stringify(aliceSync.getRooms().map((r) => r.roomId))}`);
+    expect(room.getMyMembership() === "join", `alice's membership is ${room.getMyMembership()}`);
+    expect(room.name === lobbyName, `the SDK names the room ${JSON.stringify(room.name)}, expected ${JSON.stringify(lobbyName)}`);
+    const joined = room.getJoinedMembers().map((m) => m.userId).sort();
+    expect(JSON.stringify(joined) === JSON.stringify([aliceId, bobId, carolId].sort()), `joined members are ${JSON.stringify(joined)}`);
+    const events = room.getLiveTimeline().getEvents();
+    expect(events.length > 0 && events.length <= INITIAL_SYNC_LIMIT, `the live timeline holds ${events.length} events, expected 1..${INITIAL_SYNC_LIMIT}`);
+    return `${events.length} timeline events`;
+});
+
+// -- a room created while both loops run
+
+const syncRoomName = `Interop sync room ${tag}`;
+let syncRoomId;
+const bobSees = recordLiveMessages(bobLoop, () => syncRoomId);
+const aliceSees = recordLiveMessages(aliceLoop, () => syncRoomId);
+
+await check("alice creates a room; her sync loop brings it in (Room event, membership join, name)", async () => {
+    const roomEvents = [];
+    const onRoom = (room) => roomEvents.push(room.roomId);
+    aliceSync.on(ClientEvent.Room, onRoom);
+    try {
+        const res = await aliceSync.createRoom({ preset: "private_chat", name: syncRoomName });
+        expect(isRoomId(res.room_id), `room_id is ${JSON.stringify(res.room_id)}`);
+        syncRoomId = res.room_id;
+        await when("alice's client has the room, joined, with its name",
+            [[aliceSync, ClientEvent.Room], [aliceSync, RoomEvent.MyMembership], [aliceSync, RoomEvent.Name]],
+            () => {
+                const room = aliceSync.getRoom(syncRoomId);
+                return room?.getMyMembership() === "join" && room.name === syncRoomName;
+            });
+        expect(roomEvents.includes(syncRoomId), `no "Room" event for ${syncRoomId}`);
+    } finally {
+        aliceSync.off(ClientEvent.Room, onRoom);
+    }
+    return syncRoomId;
+});
+
+// Spec, GET /sync: rooms.invite holds "the rooms that the user has been
+// invited to", with invite_state including the m.room.member invite event.
+await check("alice invites bob; bob's sync loop shows the invite (RoomMember.membership invite, sender alice)", async () => {
+    const seen = [];
+    const onMembership = (event, member) => {
+        if (member.roomId === syncRoomId && member.userId === bobId) seen.push({ membership: member.membership, sender: event?.getSender() });
+    };
+    bobSync.on(RoomMemberEvent.Membership, onMembership);
+    try {
+        await aliceSync.invite(syncRoomId, bobId);
+        // The SDK fires RoomMember.membership while it builds the room, and
+        // the Room event once the room is in its store.
+        const invite = await when("bob's client sees his invite", [[bobSync, RoomMemberEvent.Membership], [bobSync, ClientEvent.Room]],
+            () => bobSync.getRoom(syncRoomId) && seen.find((s) => s.membership === "invite"));
+        expect(invite.sender === aliceId, `the invite's sender is ${invite.sender}, expected ${aliceId}`);
+        const room = bobSync.getRoom(syncRoomId);
+        expect(room.getMyMembership() === "invite", `bob's membership in his client is ${room.getMyMembership()}`);
+        return `room named ${JSON.stringify(room.name)} in the invite`;
+    } finally {
+        bobSync.off(RoomMemberEvent.Membership, onMembership);
+    }
+});
+
+await check("bob joins; his loop moves the room to join and alice's loop sees his membership become join", async () => {
+    await bobSync.joinRoom(syncRoomId);
+    await when("bob's client shows him joined", [[bobSync, RoomEvent.MyMembership]],
+        () => bobSync.getRoom(syncRoomId)?.getMyMembership() === "join");
+    await when("alice's client shows bob joined", [[aliceSync, RoomMemberEvent.Membership]],
+        () => aliceSync.getRoom(syncRoomId)?.getMember(bobId)?.membership === "join");
+    const room = bobSync.getRoom(syncRoomId);
+    expect(room.name === syncRoomName, `bob's client names the room ${JSON.stringify(room.name)}`);
+    const joined = room.getJoinedMembers().map((m) => m.userId).sort();
+    expect(JSON.stringify(joined) === JSON.stringify([aliceId, bobId].sort()), `bob's client lists joined members ${JSON.stringify(joined)}`);
+});
+
+// -- messages through the sync loop
+
+const aliceSent = []; // { id, body } in the order the server accepted them
+const bodyOf = (i) => `sync message ${i} from alice ${tag}`;
+
+// Spec, GET /sync with since and timeout: the server holds the request
+// "until an event arrives" (long-poll), so each message should arrive well
+// before the SDK's 30 s poll timeout.
+await check("alice sends 3 messages one by one; bob's loop delivers each as a live Room.timeline event", async () => {
+    const latencies = [];
+    for (let i = 1; i <= 3; i++) {
+        const body = bodyOf(i);
+        const start = Date.now();
+        const res = await aliceSync.sendMessage(syncRoomId, { msgtype: "m.text", body });
+        expect(isEventId(res.event_id), `send ${i}: event_id is ${JSON.stringify(res.event_id)}`);
+        aliceSent.push({ id: res.event_id, body });
+        const got = await when(`bob's client receives message ${i} (${res.event_id})`, [[bobSync, RoomEvent.Timeline]],
+            () => bobSees.find((e) => e.id === res.event_id));
+        expect(got.live, `message ${i} was not flagged as a live event`);
+        expect(got.body === body && got.sender === aliceId, `message ${i} arrived as ${JSON.stringify(got)}`);
+        latencies.push(got.at - start);
+    }
+    return `send-to-delivery ${latencies.join(", ")} ms`;
+});
+
+await check("alice sends a burst of 4 messages; bob's loop delivers all of them", async () => {
+    const bodies = [4, 5, 6, 7].map(bodyOf);
+    // The SDK queues m.room.message sends of one room and sends them in order.
+    const results = await Promise.all(bodies.map((body) => aliceSync.sendMessage(syncRoomId, { msgtype: "m.text", body })));
+    results.forEach((res, i) => aliceSent.push({ id: res.event_id, body: bodies[i] }));
+    await when("bob's client has received all 7 messages", [[bobSync, RoomEvent.Timeline]],
+        () => aliceSent.every((m) => bobSees.some((e) => e.id === m.id)));
+});
+
+await check("bob's loop got alice's 7 messages once each, in send order, with the right bodies", async () => {
+    const fromAlice = bobSees.filter((e) => e.sender === aliceId);
+    const got = fromAlice.map((e) => `${e.id} ${e.body}`);
+    const want = aliceSent.map((m) => `${m.id} ${m.body}`);
+    expect(JSON.stringify(got) === JSON.stringify(want), `bob's client saw ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
+    const inTimeline = bobSync.getRoom(syncRoomId).getLiveTimeline().getEvents().map((e) => e.getId());
+    for (const m of aliceSent) {
+        const n = inTimeline.filter((id) => id === m.id).length;
+        expect(n === 1, `${m.id} is ${n} times in bob's live timeline`);
+    }
+});
+
+// Spec, ClientEvent unsigned.transaction_id: "The client-supplied transaction
+// ID, for example, provided via PUT /_matrix/client/v3/rooms/{roomId}/send/
+// {eventType}/{txnId}, if the client being given the event is the same one
+// which sent it." The SDK uses it to match its local echo with the copy that
+// comes down /sync (it can fall back to the event ID, so the raw response is
+// checked too).
+const echoTxnId = `interop-${tag}-echo`;
+const echoBody = `local echo test ${tag}`;
+let echoEventId;
+await check("alice's local echo is resolved by her sync loop: local ID replaced by the server's, txnId matched", async () => {
+    let localEcho = null;
+    let localId = null;
+    const onTimeline = (event, room) => {
+        if (room?.roomId === syncRoomId && event.getTxnId() === echoTxnId && !localEcho) {
+            localEcho = event;
+            localId = event.getId();
+        }
+    };
+    aliceSync.on(RoomEvent.Timeline, onTimeline);
+    let res;
+    try {
+        res = await aliceSync.sendMessage(syncRoomId, { msgtype: "m.text", body: echoBody }, echoTxnId);
+    } finally {
+        aliceSync.off(RoomEvent.Timeline, onTimeline);
+    }
+    echoEventId = res.event_id;
+    expect(localEcho, `the SDK put no local echo with txnId ${echoTxnId} in alice's timeline`);
+    expect(localId !== echoEventId, `the local echo already had the server's ID ${localId}`);
+    expect(requestsTo("PUT", `/send/m.room.message/${echoTxnId}`) === 1, `the SDK did not PUT /send/m.room.message/${echoTxnId} once`);
+    await when("the remote echo of alice's message replaces her local echo", [[aliceSync, RoomEvent.LocalEchoUpdated]],
+        () => localEcho.status === null && localEcho.getId() === echoEventId);
+    const timeline = aliceSync.getRoom(syncRoomId).getLiveTimeline().getEvents();
+    const copies = timeline.filter((e) => e.getId() === echoEventId || e.getTxnId() === echoTxnId);
+    expect(copies.length === 1 && copies[0] === localEcho, `alice's live timeline holds ${copies.length} copies of the message`);
+    expect(!timeline.some((e) => e.getId()?.startsWith("~")), `a local ID is still in alice's timeline`);
+    const raw = rawTimeline(aliceLoop, syncRoomId).find((e) => e.event_id === echoEventId);
+    expect(raw, `no alice /sync response carried ${echoEventId}`);
+    expect(raw.unsigned?.transaction_id === echoTxnId,
+        `alice's /sync copy of ${echoEventId} has unsigned ${JSON.stringify(raw.unsigned)}, expected transaction_id ${echoTxnId}`);
+    return `${localId} -> ${echoEventId}`;
+});
+
+await check("bob's copy of that message has no transaction_id (it is alice's)", async () => {
+    await when("bob's client receives the message", [[bobSync, RoomEvent.Timeline]], () => bobSees.some((e) => e.id === echoEventId));
+    const raw = rawTimeline(bobLoop, syncRoomId).find((e) => e.event_id === echoEventId);
+    expect(raw, `no bob /sync response carried ${echoEventId}`);
+    expect(raw.unsigned?.transaction_id === undefined, `bob's copy has unsigned ${JSON.stringify(raw.unsigned)}`);
+    expect(raw.content?.body === echoBody, `bob's copy has content ${JSON.stringify(raw.content)}`);
+});
+
+let bobSyncMessage;
+await check("bob sends a message; alice's loop delivers it as a live Room.timeline event", async () => {
+    const body = `sync reply from bob ${tag}`;
+    const start = Date.now();
+    const res = await bobSync.sendMessage(syncRoomId, { msgtype: "m.text", body });
+    bobSyncMessage = res.event_id;
+    const got = await when(`alice's client receives bob's message ${res.event_id}`, [[aliceSync, RoomEvent.Timeline]],
+        () => aliceSees.find((e) => e.id === res.event_id));
+    expect(got.live && got.sender === bobId && got.body === body, `it arrived as ${JSON.stringify(got)}`);
+    return `${got.at - start} ms`;
+});
+
+// -- history through pagination
+
+// The events every complete view of the room must hold, in this order.
+const milestones = () => [
+    ["m.room.create", (e) => e.getType() === "m.room.create"],
+    ["alice's join", (e) => e.getType() === "m.room.member" && e.getStateKey() === aliceId && e.getContent().membership === "join"],
+    ["m.room.name", (e) => e.getType() === "m.room.name" && e.getContent().name === syncRoomName],
+    ["bob's invite", (e) => e.getType() === "m.room.member" && e.getStateKey() === bobId && e.getContent().membership === "invite"],
+    ["bob's join", (e) => e.getType() === "m.room.member" && e.getStateKey() === bobId && e.getContent().membership === "join"],
+    ...aliceSent.map((m, i) => [`message ${i + 1}`, (e) => e.getId() === m.id && e.getContent().body === m.body]),
+    ["the local-echo message", (e) => e.getId() === echoEventId],
+    ["bob's message", (e) => e.getId() === bobSyncMessage],
+];
+
+// Pages LOOP's live timeline of the sync room back (LIMIT events a request)
+// until m.room.create is in it or the server says there is no more; checks
+// the result against the milestones. Returns [events, requests made].
+async function paginateToCreation(loop, limit) {
+    const room = loop.client.getRoom(syncRoomId);
+    const timeline = room.getLiveTimeline();
+    const before = requestsTo("GET", `/rooms/${syncRoomId}/messages`);
+    for (let page = 0; page < 40 && !timeline.getEvents().some((e) => e.getType() === "m.room.create"); page++) {
+        const more = await loop.client.paginateEventTimeline(timeline, { backwards: true, limit });
+        if (!more) break;
+    }
+    const events = timeline.getEvents();
+    const ids = events.map((e) => e.getId());
+    expect(new Set(ids).size === ids.length, `the timeline holds duplicates: ${JSON.stringify(ids)}`);
+    expect(events[0]?.getType() === "m.room.create", `the timeline starts with ${events[0]?.getType()} ${events[0]?.getId()}, not m.room.create (${events.length} events)`);
+    let at = -1;
+    for (const [name, matches] of milestones()) {
+        const i = events.findIndex(matches);
+        expect(i >= 0, `${name} is not in the timeline: ${JSON.stringify(events.map((e) => `${e.getType()} ${e.getId()}`))}`);
+        expect(i > at, `${name} comes before an earlier event in the timeline`);
+        at = i;
+    }
+    return [events, requestsTo("GET", `/rooms/${syncRoomId}/messages`) - before];
+}
+
+// Spec, GET /rooms/{roomId}/messages: pages back from a timeline's prev_batch
+// (the from token); "If no further events are available (either because we
+// have reached the start of the timeline, or because the user does not have
+// permission to see any more events), this property [end] is omitted".
+// private_chat gives history_visibility shared, so bob may see it all.
+let bobTimelineIds;
+await check("bob's live timeline, paged back as far as needed, reaches the room's creation with every event once and in order", async () => {
+    const [events, requests] = await paginateToCreation(bobLoop, 3);
+    bobTimelineIds = events.map((e) => e.getId());
+    return `${events.length} events, ${requests} /messages requests`;
+});
+
+// A second client of bob's (fresh in-memory store, same device) with a short
+// initial sync and lazy-loaded members: its timeline starts in the middle, so
+// it must go through /messages to reach the start.
+//
+// Spec, "Lazy-loading room members": "if a client makes a /sync request with
+// lazy-loading enabled, the server will only return membership events for the
+// sender of events in the timeline, not all members of a room."
+const LAZY_SYNC_LIMIT = 3;
+let bobLazyLoop;
+await check(`a second client of bob's (initialSyncLimit ${LAZY_SYNC_LIMIT}, lazyLoadMembers) gets a limited timeline with the senders' members`, async () => {
+    bobLazyLoop = startSyncLoop("bob-lazy", bobReg, { initialSyncLimit: LAZY_SYNC_LIMIT, lazyLoadMembers: true });
+    await when("bob's second sync loop is PREPARED", [], () => isReady(bobLazyLoop));
+    const raw = bobLazyLoop.rawSyncs[0]?.rooms?.join?.[syncRoomId];
+    expect(raw, `the initial sync has no joined room ${syncRoomId}`);
+    const tl = raw.timeline ?? {};
+    expect(Array.isArray(tl.events) && tl.events.length === LAZY_SYNC_LIMIT, `timeline has ${tl.events?.length} events, expected ${LAZY_SYNC_LIMIT}`);
+    expect(tl.limited === true && isNonEmptyString(tl.prev_batch), `timeline limited=${tl.limited} prev_batch=${JSON.stringify(tl.prev_batch)}`);
+    expect(tl.events.at(-1)?.event_id === bobSyncMessage, `the last timeline event is ${tl.events.at(-1)?.event_id}, expected bob's ${bobSyncMessage}`);
+    const room = bobLazyLoop.client.getRoom(syncRoomId);
+    for (const id of [aliceId, bobId]) {
+        expect(room.getMember(id)?.membership === "join", `${id}'s membership is not known to the lazy client`);
+    }
+    return `${tl.events.length} events, limited`;
+});
+
+await check("the second client paginates back through /messages to the creation: the same events as bob's first client", async () => {
+    const [events, requests] = await paginateToCreation(bobLazyLoop, 4);
+    expect(requests > 0, `no /messages request was needed, so nothing was paginated`);
+    const ids = events.map((e) => e.getId());
+    expect(JSON.stringify(ids) === JSON.stringify(bobTimelineIds),
+        `the events differ:\n      second client ${JSON.stringify(ids)}\n      first client  ${JSON.stringify(bobTimelineIds)}`);
+    return `${events.length} events, ${requests} /messages requests`;
+});
+
+// Spec, GET /sync, RoomSummary m.joined_member_count: "The number of users
+// with membership of join, including the client's own user ID. If this field
+// has not changed since the last sync, it may be omitted. Required
+// otherwise." An initial sync has no last sync.
+await check("the second client's initial sync carries the room summary's m.joined_member_count", async () => {
+    const response = bobLazyLoop.rawSyncs[0];
+    const raw = response.rooms.join[syncRoomId];
+    expect(raw.summary?.["m.joined_member_count"] === 2,
+        `summary is ${JSON.stringify(raw.summary)}, expected m.joined_member_count 2; request: ${response.request}`);
+});
+
+await check("the sync loops stop cleanly (stopClient)", async () => {
+    for (const loop of [bobLazyLoop, bobLoop, aliceLoop]) {
+        expect(!loop.trouble, loop.trouble);
+        stopSyncLoop(loop);
+    }
 });
 
 finish();
