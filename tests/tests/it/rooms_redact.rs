@@ -18,6 +18,7 @@ backend_tests!(
     redacted_state_keeps_only_what_the_algorithm_keeps,
     unknown_and_foreign_events_are_not_found,
     redactions_sent_with_send_apply_in_every_version,
+    redacted_messages_lose_their_content,
 );
 
 async fn redact(
@@ -286,4 +287,50 @@ async fn redactions_sent_with_send_apply_in_every_version(backend: Backend) {
             "v{version}"
         );
     }
+}
+
+async fn redacted_messages_lose_their_content(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let t = &alice.token;
+    let room = create_room(&server, t, json!({ "room_version": "11" })).await;
+    let secret = send_text(&server, t, &room, "the secret plan").await;
+    let kept = send_text(&server, t, &room, "harmless").await;
+    let answer = redact(
+        &server,
+        t,
+        &room,
+        &secret,
+        "r1",
+        json!({ "reason": "leak" }),
+    )
+    .await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    let redaction = event_id(&answer.1);
+
+    let (status, page) = server
+        .request(
+            Method::GET,
+            room_url(&server, &room, "/messages?dir=b&limit=50"),
+            Some(t),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(!page.to_string().contains("the secret plan"), "{page}");
+    let events = page["chunk"].as_array().expect("chunk");
+    let find = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["event_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not in {page}"))
+    };
+    assert_eq!(find(&secret)["content"], json!({}));
+    assert_eq!(find(&secret)["type"], "m.room.message");
+    assert_eq!(find(&kept)["content"]["body"], "harmless");
+    let redaction_event = find(&redaction);
+    assert_eq!(redaction_event["type"], "m.room.redaction");
+    // From v11 on, `redacts` is in the content.
+    assert_eq!(redaction_event["content"]["redacts"], secret);
+    assert_eq!(redaction_event["content"]["reason"], "leak");
 }

@@ -18,6 +18,8 @@ backend_tests!(
     content_is_served_as_canonical_json_of_what_was_sent,
     non_canonical_numbers_are_bad_json,
     malformed_bodies_are_rejected,
+    concurrent_retries_create_one_event,
+    message_content_is_served_as_sent_in_messages,
 );
 
 /// Sends a raw body with `token` and returns the status and raw answer text.
@@ -413,4 +415,93 @@ async fn malformed_bodies_are_rejected(backend: Backend) {
         .request(Method::PUT, url, None, Some(json!({})))
         .await;
     assert_error(&answer, StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
+}
+
+async fn concurrent_retries_create_one_event(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice.token, json!({ "room_version": "11" })).await;
+    let content = json!({ "msgtype": "m.text", "body": "once" });
+    let sends = (0..8).map(|_| {
+        send(
+            &server,
+            &alice.token,
+            &room,
+            "m.room.message",
+            "same",
+            content.clone(),
+        )
+    });
+    let answers = futures_join_all(sends).await;
+    let first = &answers[0];
+    assert_eq!(first.0, StatusCode::OK, "{}", first.1);
+    for answer in &answers {
+        assert_eq!(answer, first);
+    }
+    let (status, page) = server
+        .request(
+            Method::GET,
+            room_url(&server, &room, "/messages?dir=b&limit=50"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let count = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["content"]["body"] == "once")
+        .count();
+    assert_eq!(count, 1, "{page}");
+}
+
+/// Runs the futures concurrently on this task and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for future in futures {
+        set.push(Box::pin(future));
+    }
+    let mut outputs: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in set.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("ready")).collect()
+}
+
+async fn message_content_is_served_as_sent_in_messages(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice.token, json!({ "room_version": "11" })).await;
+    let sent = r#"{"z":"\u00e9\ud83d\ude00","a":{"y":[true,null],"x":"\u0001"},"n":-7}"#;
+    let canonical = "{\"a\":{\"x\":\"\\u0001\",\"y\":[true,null]},\"n\":-7,\"z\":\"é😀\"}";
+    let url = room_url(&server, &room, "/send/org.example.opaque/b1");
+    let (status, answer) = raw(&server, Method::PUT, url, &alice.token, sent).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, page) = raw(
+        &server,
+        Method::GET,
+        room_url(&server, &room, "/messages?dir=b&limit=5"),
+        &alice.token,
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(&format!("\"content\":{canonical}")), "{page}");
 }
