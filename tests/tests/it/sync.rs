@@ -33,6 +33,7 @@ backend_tests!(
     incremental_sync_returns_only_what_is_new,
     full_state_returns_the_whole_state,
     membership_moves_rooms_between_sections,
+    filter_types_apply_before_the_limit,
     filter_rooms_and_not_rooms,
     stored_filters_are_per_user,
     lazy_loading_sends_only_the_senders_members,
@@ -844,7 +845,6 @@ async fn membership_moves_rooms_between_sections(backend: Backend) {
 
 /// The spec's `limit` is "the maximum number of events to return": the
 /// events that pass the filter, so a type filter never starves the timeline.
-#[allow(dead_code)] // Registered with the server fix.
 async fn filter_types_apply_before_the_limit(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.register("alice").await;

@@ -33,6 +33,12 @@ use visibility::Visibility;
 /// Longest a sync may wait for news.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Events read per query while filling a timeline.
+const TIMELINE_SCAN_BATCH: usize = 50;
+/// Most events one room's timeline scans past hidden or filtered ones;
+/// beyond it the timeline is `limited` and the client paginates.
+const MAX_TIMELINE_SCAN: usize = 1000;
+
 /// A position in the event stream, as clients see it: `s` and the number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct StreamToken(pub StreamPosition);
@@ -427,28 +433,55 @@ impl Sync {
     ) -> Result<RoomUpdate, ServiceError> {
         let version = self.events.room_version(room_id).await?;
         let filter = &request.filter.room;
-        let limit = filter.timeline.limit();
+        let limit = filter.timeline.limit() as usize;
         let from = after.unwrap_or(StreamPosition(0));
-        let mut newest = self
-            .storage
-            .room_events(room_id, from, upto, limit + 1, true)
-            .await?;
-        let limited = newest.len() > limit as usize;
-        newest.truncate(limit as usize);
-        newest.reverse();
-        let timeline_start = newest
-            .first()
-            .map_or(StreamPosition(upto.0 + 1), |e| e.position);
-
-        let mut events = Vec::with_capacity(newest.len());
-        for stored in &newest {
-            let pdu = to_pdu(version, stored)?;
-            if visibility.can_see(stored, &pdu, joined_now).await?
-                && filter.timeline.allows_type(&pdu.kind().to_string())
-            {
-                events.push(pdu);
+        // The limit counts the events the user may see and the filter lets
+        // through ("the maximum number of events to return"), so scan
+        // newest-first past hidden and filtered ones, up to a bound.
+        let batch = (limit + 1).max(TIMELINE_SCAN_BATCH);
+        let mut kept: Vec<(StreamPosition, Pdu)> = Vec::new();
+        let mut skipped_since_kept = false;
+        let mut limited = false;
+        let mut cursor = upto;
+        let mut scanned = 0;
+        'scan: loop {
+            let page = self
+                .storage
+                .room_events(room_id, from, cursor, batch as u32, true)
+                .await?;
+            let exhausted = page.len() < batch;
+            for stored in &page {
+                if kept.len() == limit {
+                    limited = true;
+                    break 'scan;
+                }
+                cursor = StreamPosition(stored.position.0 - 1);
+                scanned += 1;
+                let pdu = to_pdu(version, stored)?;
+                if visibility.can_see(stored, &pdu, joined_now).await?
+                    && filter.timeline.allows_type(&pdu.kind().to_string())
+                {
+                    kept.push((stored.position, pdu));
+                    skipped_since_kept = false;
+                } else {
+                    skipped_since_kept = true;
+                }
+            }
+            if exhausted {
+                break;
+            }
+            if scanned >= MAX_TIMELINE_SCAN {
+                limited = true;
+                break;
             }
         }
+        kept.reverse();
+        let timeline_start = kept
+            .first()
+            .map_or(StreamPosition(upto.0 + 1), |(position, _)| *position);
+        // Whether events before the timeline's start are missing from it.
+        let gap = limited || skipped_since_kept;
+        let events: Vec<Pdu> = kept.into_iter().map(|(_, pdu)| pdu).collect();
         let state = if full_state {
             match self
                 .storage
@@ -458,16 +491,15 @@ impl Sync {
                 Some(group) => self.state_of_group(version, group).await?,
                 None => Vec::new(),
             }
-        } else if limited {
+        } else if gap {
             self.state_changes(version, room_id, from, timeline_start)
                 .await?
         } else {
             Vec::new()
         };
         let state = filter_state(state, &events, request, user_id);
-        let prev_batch = newest
-            .first()
-            .map(|e| StreamToken(StreamPosition(e.position.0 - 1)));
+        let prev_batch =
+            (gap || !events.is_empty()).then(|| StreamToken(StreamPosition(timeline_start.0 - 1)));
         Ok(RoomUpdate {
             state,
             timeline: Timeline {
