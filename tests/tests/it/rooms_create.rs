@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::rooms_support::{
-    create_room, enc, join, joined_rooms, room_url, state_content, try_create_room,
+    create_room, enc, get_state, join, joined_rooms, room_url, state_content, try_create_room,
 };
 
 backend_tests!(
@@ -26,6 +26,7 @@ backend_tests!(
     invalid_initial_state_is_m_invalid_room_state,
     malformed_requests_are_bad_json,
     invalid_alias_names_and_v12_creator_levels_are_refused,
+    concurrent_creates_with_one_alias_make_one_room,
 );
 
 async fn presets_set_join_rules_history_visibility_and_guest_access(backend: Backend) {
@@ -470,10 +471,27 @@ async fn invalid_initial_state_is_m_invalid_room_state(backend: Backend) {
             "room_version": "11",
             "power_level_content_override": { "users": {} },
             "name": "unreachable",
+            "room_alias_name": "broken",
         }),
     )
     .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_ROOM_STATE");
+    // The alias of the failed room is free again.
+    let (status, _) = server
+        .request(
+            Method::GET,
+            alias_url(&server, "#broken:localhost"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    create_room(
+        &server,
+        &alice.token,
+        json!({ "room_alias_name": "broken" }),
+    )
+    .await;
 }
 
 async fn malformed_requests_are_bad_json(backend: Backend) {
@@ -527,4 +545,43 @@ async fn invalid_alias_names_and_v12_creator_levels_are_refused(backend: Backend
     )
     .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_ROOM_STATE");
+}
+
+async fn concurrent_creates_with_one_alias_make_one_room(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    for round in 0..5 {
+        let name = format!("race{round}");
+        let body = json!({ "room_alias_name": name, "room_version": "11" });
+        let (a, b) = tokio::join!(
+            try_create_room(&server, &alice.token, body.clone()),
+            try_create_room(&server, &bob.token, body.clone()),
+        );
+        let (winner, loser, loser_token) = match (a.0, b.0) {
+            (StatusCode::OK, _) => (a, b, &bob.token),
+            _ => (b, a, &alice.token),
+        };
+        assert_eq!(winner.0, StatusCode::OK, "{}", winner.1);
+        assert_error(&loser, StatusCode::BAD_REQUEST, "M_ROOM_IN_USE");
+        let room = winner.1["room_id"].as_str().unwrap();
+        let alias = format!("#{name}:localhost");
+        let (_, resolved) = server
+            .request(Method::GET, alias_url(&server, &alias), None, None)
+            .await;
+        assert_eq!(resolved["room_id"], room);
+        // The loser is left with no room naming an alias that is not theirs.
+        for joined in joined_rooms(&server, loser_token).await {
+            let (status, canonical) =
+                get_state(&server, loser_token, &joined, "m.room.canonical_alias", "").await;
+            assert!(
+                status == StatusCode::NOT_FOUND || canonical.get("alias") != Some(&json!(alias)),
+                "round {round}: loser's room {joined} claims {alias}"
+            );
+        }
+    }
+}
+
+fn alias_url(server: &TestServer, alias: &str) -> String {
+    server.v3(&format!("/directory/room/{}", enc(alias)))
 }

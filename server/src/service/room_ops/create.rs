@@ -102,6 +102,19 @@ impl RoomOps {
             false => Some(self.random_room_id()?),
         };
         let room_id = self.events.create_room(version, room_id, create).await?;
+        // Claim the alias before any event names it: a concurrent request
+        // for the same alias passed `free_alias` too, and only one may win.
+        // The loser's room is left with its create event only: nobody is in
+        // it and nothing points at it.
+        if let Some(alias) = &alias {
+            self.storage
+                .create_alias(alias, &room_id, creator)
+                .await
+                .map_err(|e| match e {
+                    crate::storage::StorageError::Conflict(_) => ServiceError::RoomInUse,
+                    other => other.into(),
+                })?;
+        }
 
         let mut events = vec![state_event(
             creator,
@@ -184,16 +197,15 @@ impl RoomOps {
             ));
         }
         for event in events {
-            self.events.send(&room_id, event).await?;
-        }
-        if let Some(alias) = &alias {
-            self.storage
-                .create_alias(alias, &room_id, creator)
-                .await
-                .map_err(|e| match e {
-                    crate::storage::StorageError::Conflict(_) => ServiceError::RoomInUse,
-                    other => other.into(),
-                })?;
+            if let Err(error) = self.events.send(&room_id, event).await {
+                // The room is unusable: give the alias back.
+                if let Some(alias) = &alias
+                    && let Err(cleanup) = self.storage.delete_alias(alias).await
+                {
+                    tracing::warn!(%room_id, %cleanup, "could not release the alias of a failed room");
+                }
+                return Err(error);
+            }
         }
         if request.is_public {
             self.storage.set_room_public(&room_id, true).await?;
