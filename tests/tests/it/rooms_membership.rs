@@ -20,6 +20,7 @@ backend_tests!(
     ban_keeps_users_out_until_unbanned,
     forget_only_after_leaving,
     v12_creators_outrank_everyone,
+    unban_needs_kick_and_ban_levels_and_bans_stick,
 );
 
 async fn setup(server: &TestServer, preset: &str) -> (Account, Account, String) {
@@ -533,4 +534,89 @@ async fn v12_creators_outrank_everyone(backend: Backend) {
         member_state(&server, &alice.token, &room, &bob.user_id).await,
         "leave"
     );
+}
+
+async fn unban_needs_kick_and_ban_levels_and_bans_stick(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let dave = server.register("dave").await;
+    let room = create_room(
+        &server,
+        &alice.token,
+        json!({
+            "preset": "private_chat",
+            "room_version": "11",
+            "power_level_content_override": {
+                "users": { alice.user_id.clone(): 100, carol.user_id.clone(): 50 },
+                "ban": 50,
+                "kick": 75,
+                "invite": 0,
+            },
+        }),
+    )
+    .await;
+    for user in [&bob, &carol, &dave] {
+        invite(&server, &alice.token, &room, &user.user_id).await;
+    }
+    join(&server, &bob.token, &room).await;
+    join(&server, &carol.token, &room).await;
+    // Carol (50) may ban bob (0)...
+    let answer = membership(
+        &server,
+        &carol.token,
+        &room,
+        "ban",
+        json!({ "user_id": bob.user_id }),
+    )
+    .await;
+    assert_eq!(answer, (StatusCode::OK, json!({})));
+    // ...but unbanning needs the kick level (75) as well (auth rules: "To
+    // unban somebody, you must have power level greater than or equal to
+    // both the kick and ban levels").
+    let answer = membership(
+        &server,
+        &carol.token,
+        &room,
+        "unban",
+        json!({ "user_id": bob.user_id }),
+    )
+    .await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    // A banned user cannot lift the ban by leaving.
+    let answer = membership(&server, &bob.token, &room, "leave", json!({})).await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_eq!(
+        member_state(&server, &alice.token, &room, &bob.user_id).await,
+        "ban"
+    );
+
+    // A withdrawn invite (kick of an invitee) closes the door again.
+    let answer = membership(
+        &server,
+        &alice.token,
+        &room,
+        "kick",
+        json!({ "user_id": dave.user_id }),
+    )
+    .await;
+    assert_eq!(answer, (StatusCode::OK, json!({})));
+    let answer = membership(&server, &dave.token, &room, "join", json!({})).await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+
+    // Alice (100) may unban; bob, now out but not banned, needs a new invite.
+    let answer = membership(
+        &server,
+        &alice.token,
+        &room,
+        "unban",
+        json!({ "user_id": bob.user_id }),
+    )
+    .await;
+    assert_eq!(answer, (StatusCode::OK, json!({})));
+    let answer = membership(&server, &bob.token, &room, "join", json!({})).await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    invite(&server, &alice.token, &room, &bob.user_id).await;
+    join(&server, &bob.token, &room).await;
 }

@@ -165,6 +165,16 @@ async fn redacted_state_keeps_only_what_the_algorithm_keeps(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.register("alice").await;
     let t = &alice.token;
+    // A display name, for member events to carry something redaction drops.
+    let (status, _) = server
+        .request(
+            Method::PUT,
+            server.v3(&format!("/profile/{}/displayname", enc(&alice.user_id))),
+            Some(t),
+            Some(json!({ "displayname": "Alice" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     for version in ["10", "11", "12"] {
         let room = create_room(&server, t, json!({ "room_version": version })).await;
         let cases = [
@@ -216,6 +226,50 @@ async fn redacted_state_keeps_only_what_the_algorithm_keeps(backend: Backend) {
             assert_eq!(event["event_id"], target);
             assert_eq!(event["content"], kept);
         }
+        // Power levels keep what authorization needs (v11 adds `invite`).
+        let mut levels = state_content(&server, t, &room, "m.room.power_levels", "").await;
+        let kept_levels = levels.clone();
+        levels["org.example.extra"] = json!("dropped");
+        let (status, answer) =
+            put_state(&server, t, &room, "m.room.power_levels", "", levels).await;
+        assert_eq!(status, StatusCode::OK, "v{version}: {answer}");
+        let answer = redact(&server, t, &room, &event_id(&answer), "pl", json!({})).await;
+        assert_eq!(answer.0, StatusCode::OK, "v{version}: {}", answer.1);
+        let mut expected = kept_levels.clone();
+        if version == "10" {
+            expected.as_object_mut().unwrap().remove("invite");
+        }
+        assert_eq!(
+            state_content(&server, t, &room, "m.room.power_levels", "").await,
+            expected,
+            "v{version}"
+        );
+        // Member events keep their membership.
+        let member = state_content(&server, t, &room, "m.room.member", &alice.user_id).await;
+        assert_eq!(
+            member,
+            json!({ "membership": "join", "displayname": "Alice" })
+        );
+        let (_, event) = server
+            .request(
+                Method::GET,
+                room_url(
+                    &server,
+                    &room,
+                    &format!("/state/m.room.member/{}?format=event", enc(&alice.user_id)),
+                ),
+                Some(t),
+                None,
+            )
+            .await;
+        let target = event["event_id"].as_str().unwrap().to_owned();
+        let answer = redact(&server, t, &room, &target, "member", json!({})).await;
+        assert_eq!(answer.0, StatusCode::OK, "v{version}: {}", answer.1);
+        assert_eq!(
+            state_content(&server, t, &room, "m.room.member", &alice.user_id).await,
+            json!({ "membership": "join" }),
+            "v{version}"
+        );
         // The redacted topic does not leak through the state listing either.
         let (_, all) = crate::rooms_support::get_room(&server, t, &room, "state").await;
         assert!(
