@@ -11,6 +11,7 @@ use crate::http::{
     error::MatrixError,
     extract::{Authed, Json, Path, Query},
 };
+use crate::service::sync::StreamToken;
 
 /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
 pub async fn send_state_event(
@@ -98,6 +99,7 @@ pub async fn get_state_events(
 
 #[derive(Debug, Deserialize)]
 pub struct MembersQuery {
+    at: Option<String>,
     membership: Option<String>,
     not_membership: Option<String>,
 }
@@ -109,7 +111,13 @@ pub async fn get_member_events(
     Path(room_id): Path<OwnedRoomId>,
     Query(query): Query<MembersQuery>,
 ) -> Result<Response, MatrixError> {
-    let members = state.rooms.members(&session.user_id, &room_id).await?;
+    let at = query
+        .at
+        .as_deref()
+        .map(StreamToken::parse)
+        .transpose()?
+        .map(|token| token.0);
+    let members = state.rooms.members(&session.user_id, &room_id, at).await?;
     let chunk: Vec<ClientEvent<'_>> = members
         .iter()
         .filter(|pdu| {

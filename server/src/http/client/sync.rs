@@ -210,7 +210,16 @@ impl<'a> From<&'a SyncResponse> for SyncBody<'a> {
                                 "highlight_count": 0,
                                 "notification_count": update.notification_count,
                             }),
-                            summary: json!({}),
+                            summary: update.summary.as_ref().map_or_else(
+                                || json!({}),
+                                |summary| {
+                                    json!({
+                                        "m.joined_member_count": summary.joined_member_count,
+                                        "m.invited_member_count": summary.invited_member_count,
+                                        "m.heroes": summary.heroes,
+                                    })
+                                },
+                            ),
                         };
                         (&update.room_id, body)
                     })

@@ -6,7 +6,10 @@ use ruma::{OwnedRoomId, RoomId, UserId, events::StateEventType};
 use serde::Deserialize;
 
 use super::RoomOps;
-use crate::service::{ServiceError, rooms::pdu::Pdu};
+use crate::{
+    service::{ServiceError, rooms::pdu::Pdu},
+    storage::StreamPosition,
+};
 
 /// A joined member's profile in a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,15 +78,48 @@ impl RoomOps {
         &self,
         user_id: &UserId,
         room_id: &RoomId,
+        at: Option<StreamPosition>,
     ) -> Result<Vec<Pdu>, ServiceError> {
-        let mut members: Vec<Pdu> = self
-            .visible_state(user_id, room_id)
+        let visible = self.visible_state(user_id, room_id).await?;
+        let joined = self
+            .room_state(room_id)
             .await?
+            .membership_of(user_id.as_str())
+            .as_deref()
+            == Some("join");
+        // Members may look at any point in the room's history; a user who
+        // left sees no further than their departure.
+        let state = match at {
+            Some(at) if joined => self.state_at(room_id, at).await?,
+            _ => visible,
+        };
+        let mut members: Vec<Pdu> = state
             .into_iter()
             .filter(|pdu| pdu.kind().to_string() == "m.room.member")
             .collect();
         members.sort_by(|a, b| a.state_key().cmp(&b.state_key()));
         Ok(members)
+    }
+
+    /// The state after the room's last event at or before `at`.
+    async fn state_at(
+        &self,
+        room_id: &RoomId,
+        at: StreamPosition,
+    ) -> Result<Vec<Pdu>, ServiceError> {
+        let Some(group) = self
+            .storage
+            .state_group_before(room_id, StreamPosition(at.0.saturating_add(1)))
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let version = self.events.room_version(room_id).await?;
+        let mut pdus = Vec::new();
+        for entry in self.storage.state_group_entries(group).await? {
+            pdus.push(self.events.pdu(version, &entry.event_id).await?);
+        }
+        Ok(pdus)
     }
 
     /// The joined members and their profiles; only for members.

@@ -163,7 +163,15 @@ impl Sync {
     ) -> Result<String, ServiceError> {
         serde_json::from_str::<super::filter::Filter>(json)
             .map_err(|e| ServiceError::InvalidParam(format!("invalid filter: {e}")))?;
-        Ok(self.storage.create_filter(user_id, json).await?.to_string())
+        // Two clients of one user may race for the next id; the loser retries.
+        let mut attempts = 3;
+        loop {
+            match self.storage.create_filter(user_id, json).await {
+                Ok(id) => return Ok(id.to_string()),
+                Err(crate::storage::StorageError::Conflict(_)) if attempts > 1 => attempts -= 1,
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// A stored sync filter, verbatim.

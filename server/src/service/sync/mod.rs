@@ -143,6 +143,19 @@ pub struct RoomUpdate {
     pub typing: Option<BTreeSet<OwnedUserId>>,
     /// Messages from others after the user's read receipt.
     pub notification_count: u64,
+    /// Member counts and heroes, for naming the room.
+    pub summary: Option<RoomSummary>,
+}
+
+/// What clients need to name a room without its full member list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomSummary {
+    /// Joined members.
+    pub joined_member_count: u64,
+    /// Invited members.
+    pub invited_member_count: u64,
+    /// Up to five other members, for rooms without a name.
+    pub heroes: Vec<OwnedUserId>,
 }
 
 impl RoomUpdate {
@@ -155,6 +168,7 @@ impl RoomUpdate {
             receipts: Vec::new(),
             typing: None,
             notification_count: 0,
+            summary: None,
         }
     }
 
@@ -365,6 +379,7 @@ impl Sync {
                             .storage
                             .count_unread(room_id, user_id, read_up_to.as_deref(), now)
                             .await?;
+                        update.summary = self.summary(room_id, user_id).await?;
                         response.joined.push(update);
                     }
                 }
@@ -543,6 +558,39 @@ impl Sync {
             pdus.push(self.events.pdu(version, &entry.event_id).await?);
         }
         Ok(pdus)
+    }
+
+    /// Member counts and heroes from the room's current state.
+    async fn summary(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<Option<RoomSummary>, ServiceError> {
+        let Some(state) = self.events.current_state(room_id).await? else {
+            return Ok(None);
+        };
+        let mut summary = RoomSummary::default();
+        let mut members: Vec<(&String, String)> = state
+            .state
+            .keys()
+            .filter(|(kind, _)| *kind == StateEventType::RoomMember)
+            .filter_map(|(_, key)| state.membership_of(key).map(|m| (key, m)))
+            .collect();
+        members.sort();
+        for (member, membership) in members {
+            match membership.as_str() {
+                "join" => summary.joined_member_count += 1,
+                "invite" => summary.invited_member_count += 1,
+                _ => continue,
+            }
+            if member != user_id.as_str()
+                && summary.heroes.len() < 5
+                && let Ok(hero) = OwnedUserId::try_from(member.as_str())
+            {
+                summary.heroes.push(hero);
+            }
+        }
+        Ok(Some(summary))
     }
 
     /// The stripped state an invitee sees: what names and describes the room.

@@ -448,22 +448,19 @@ macro_rules! sql_room_store {
             }
 
             async fn create_filter(&self, user_id: &UserId, json: &str) -> Result<i64, StorageError> {
-                let mut tx = self.pool.begin().await?;
-                let (next,): (i64,) = sqlx::query_as(
-                    "SELECT COALESCE(MAX(filter_id), 0) + 1 FROM sync_filters WHERE user_id = $1",
+                // One statement: a read-then-write transaction can fail on
+                // SQLite with "database is locked" when two run at once.
+                let (filter_id,): (i64,) = sqlx::query_as(
+                    "INSERT INTO sync_filters (user_id, filter_id, json) \
+                     SELECT $1, COALESCE(MAX(filter_id), 0) + 1, $2 FROM sync_filters WHERE user_id = $1 \
+                     RETURNING filter_id",
                 )
                 .bind(user_id.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-                sqlx::query("INSERT INTO sync_filters (user_id, filter_id, json) VALUES ($1, $2, $3)")
-                    .bind(user_id.as_str())
-                    .bind(next)
-                    .bind(json)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(conflict_on_unique("filter id"))?;
-                tx.commit().await?;
-                Ok(next)
+                .bind(json)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(conflict_on_unique("filter id"))?;
+                Ok(filter_id)
             }
 
             async fn filter(&self, user_id: &UserId, filter_id: i64) -> Result<Option<String>, StorageError> {
