@@ -19,4 +19,5 @@ mod storage;
 mod stored_events;
 mod sync;
 mod sync_support;
+mod sync_visibility;
 mod tls;

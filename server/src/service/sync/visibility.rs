@@ -2,16 +2,16 @@
 //!
 //! <https://spec.matrix.org/v1.16/client-server-api/#history-visibility>:
 //! the `m.room.history_visibility` and the user's membership in the state at
-//! the event decide, with `shared` opening everything to current members.
+//! the event decide, with `shared` opening an event to whoever joined after it.
 
 use std::collections::HashMap;
 
-use ruma::UserId;
+use ruma::{OwnedRoomId, UserId};
 use serde::Deserialize;
 
 use crate::{
     service::{ServiceError, room_events::membership, rooms::pdu::Pdu},
-    storage::{Storage, StoredEvent},
+    storage::{Storage, StoredEvent, StreamPosition},
 };
 
 /// Decides visibility for one user, caching what each state group says.
@@ -19,7 +19,11 @@ pub struct Visibility<'a> {
     storage: &'a dyn Storage,
     user_id: &'a UserId,
     by_group: HashMap<i64, (String, Option<String>)>,
+    last_join: HashMap<OwnedRoomId, Option<StreamPosition>>,
 }
+
+/// Most membership events walked back to find the user's last join.
+const MAX_MEMBERSHIP_WALK: usize = 64;
 
 impl<'a> Visibility<'a> {
     /// A visibility check for `user_id`.
@@ -28,6 +32,7 @@ impl<'a> Visibility<'a> {
             storage,
             user_id,
             by_group: HashMap::new(),
+            last_join: HashMap::new(),
         }
     }
 
@@ -49,15 +54,95 @@ impl<'a> Visibility<'a> {
             return Ok(true);
         }
         let (visibility, membership) = self.at_group(event.state_group, pdu).await?;
-        Ok(match visibility.as_str() {
+        if self
+            .allows(&visibility, membership.as_deref(), event, pdu, joined_now)
+            .await?
+        {
+            return Ok(true);
+        }
+        // "For m.room.history_visibility events themselves, the user should
+        // be allowed to see the event if the history_visibility before or
+        // after the event would allow them to see it."
+        if pdu.kind().to_string() == "m.room.history_visibility"
+            && pdu.state_key() == Some("")
+            && let Some(group) = self
+                .storage
+                .state_group_before(pdu.room_id(), event.position)
+                .await?
+        {
+            let (before, membership) = self.at_group(group, pdu).await?;
+            return self
+                .allows(&before, membership.as_deref(), event, pdu, joined_now)
+                .await;
+        }
+        Ok(false)
+    }
+
+    /// The spec's rules, given the setting and the user's membership in the
+    /// state at the event.
+    async fn allows(
+        &mut self,
+        visibility: &str,
+        membership: Option<&str>,
+        event: &StoredEvent,
+        pdu: &Pdu,
+        joined_now: bool,
+    ) -> Result<bool, ServiceError> {
+        Ok(match visibility {
             "world_readable" => true,
-            _ if membership.as_deref() == Some("join") => true,
-            "shared" => joined_now,
-            "invited" => {
-                membership.as_deref() == Some("invite") || joined_now && membership.is_some()
+            _ if membership == Some("join") => true,
+            "invited" => membership == Some("invite"),
+            "joined" => false,
+            // `shared`, and any value not understood: allowed if the user
+            // joined the room at any point after the event. A user joined
+            // now did (the event came before that join, or the membership
+            // at it would be `join`).
+            _ => {
+                joined_now
+                    || self
+                        .last_join(pdu)
+                        .await?
+                        .is_some_and(|joined| joined > event.position)
             }
-            _ => false,
         })
+    }
+
+    /// Where the user last joined the event's room, walking back through
+    /// their membership events from the room's latest state.
+    async fn last_join(&mut self, pdu: &Pdu) -> Result<Option<StreamPosition>, ServiceError> {
+        let room_id = pdu.room_id();
+        if let Some(found) = self.last_join.get(room_id) {
+            return Ok(*found);
+        }
+        let mut before = StreamPosition(i64::MAX);
+        let mut found = None;
+        for _ in 0..MAX_MEMBERSHIP_WALK {
+            let Some(group) = self.storage.state_group_before(room_id, before).await? else {
+                break;
+            };
+            let Some(id) = self
+                .storage
+                .state_group_entry(group, "m.room.member", self.user_id.as_str())
+                .await?
+            else {
+                break;
+            };
+            let Some(stored) = self.storage.event(&id).await? else {
+                break;
+            };
+            let Ok(member) =
+                Pdu::from_storage(pdu.room_version(), stored.event_id.clone(), stored.json)
+            else {
+                break;
+            };
+            if membership(&member).as_deref() == Some("join") {
+                found = Some(stored.position);
+                break;
+            }
+            before = stored.position;
+        }
+        self.last_join.insert(room_id.to_owned(), found);
+        Ok(found)
     }
 
     async fn at_group(
