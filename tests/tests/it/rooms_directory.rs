@@ -595,6 +595,16 @@ async fn public_rooms_lists_searches_and_pages(backend: Backend) {
         .await;
     assert_eq!(room_ids(&back), [seen[0].clone()]);
 
+    // The POST form needs a token; the GET form does not.
+    let answer = server
+        .request(
+            Method::POST,
+            server.v3("/publicRooms"),
+            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
     let answer = server
         .request(
             Method::GET,

@@ -136,11 +136,18 @@ async fn invite_only_rooms_need_an_invite(backend: Backend) {
         Vec::<String>::new()
     );
 
-    invite(&server, &alice.token, &room, &bob.user_id).await;
-    assert_eq!(
-        member_state(&server, &alice.token, &room, &bob.user_id).await,
-        "invite"
-    );
+    let answer = membership(
+        &server,
+        &alice.token,
+        &room,
+        "invite",
+        json!({ "user_id": bob.user_id, "reason": "join us" }),
+    )
+    .await;
+    assert_eq!(answer, (StatusCode::OK, json!({})));
+    let invited = state_content(&server, &alice.token, &room, "m.room.member", &bob.user_id).await;
+    assert_eq!(invited["membership"], "invite");
+    assert_eq!(invited["reason"], "join us");
     // An invite is not a join.
     assert_eq!(
         joined_rooms(&server, &bob.token).await,

@@ -20,6 +20,7 @@ backend_tests!(
     malformed_bodies_are_rejected,
     concurrent_retries_create_one_event,
     message_content_is_served_as_sent_in_messages,
+    transactions_belong_to_the_device_not_the_token,
 );
 
 /// Sends a raw body with `token` and returns the status and raw answer text.
@@ -504,4 +505,65 @@ async fn message_content_is_served_as_sent_in_messages(backend: Backend) {
     .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains(&format!("\"content\":{canonical}")), "{page}");
+}
+
+async fn transactions_belong_to_the_device_not_the_token(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let first = server.login("alice", Some("LAPTOP")).await;
+    let room = create_room(&server, &alice.token, json!({ "room_version": "11" })).await;
+    let content = json!({ "msgtype": "m.text", "body": "hi" });
+    let sent = send(
+        &server,
+        &first.token,
+        &room,
+        "m.room.message",
+        "t1",
+        content.clone(),
+    )
+    .await;
+    assert_eq!(sent.0, StatusCode::OK, "{}", sent.1);
+    // "The scope of a transaction ID is for a single device": a new login
+    // on the same device (a new access token) retries into the same event.
+    let again = server.login("alice", Some("LAPTOP")).await;
+    assert_ne!(again.token, first.token);
+    let retry = send(
+        &server,
+        &again.token,
+        &room,
+        "m.room.message",
+        "t1",
+        content.clone(),
+    )
+    .await;
+    assert_eq!(retry, sent);
+    // "... and a single HTTP request path": a redaction with the same
+    // transaction id is a new event, and really redacts.
+    let target = event_id(&sent.1);
+    let (status, redaction) = server
+        .request(
+            Method::PUT,
+            room_url(&server, &room, &format!("/redact/{target}/t1")),
+            Some(&again.token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{redaction}");
+    assert_ne!(event_id(&redaction), target);
+    let (status, page) = server
+        .request(
+            Method::GET,
+            room_url(&server, &room, "/messages?dir=b&limit=50"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let message = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_id"] == target)
+        .unwrap_or_else(|| panic!("{page}"));
+    assert_eq!(message["content"], json!({}));
 }

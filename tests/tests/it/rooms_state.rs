@@ -91,6 +91,25 @@ async fn state_with_empty_and_non_empty_keys(backend: Backend) {
         json!({ "key": "a/b" })
     );
     assert_eq!(all["m.room.topic|"]["content"], json!({ "topic": "two" }));
+    // Bodies must be JSON objects.
+    for (body, errcode) in [
+        ("nope", "M_NOT_JSON"),
+        ("[]", "M_BAD_JSON"),
+        ("1", "M_BAD_JSON"),
+    ] {
+        let response = server
+            .client
+            .put(room_url(&server, &room, "/state/org.example.slot/k"))
+            .bearer_auth(t)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        let answer: Value = response.json().await.expect("JSON error");
+        assert_error(&(status, answer), StatusCode::BAD_REQUEST, errcode);
+    }
     // Empty content is allowed.
     let (status, _) = put("/state/org.example.empty", json!({})).await;
     assert_eq!(status, StatusCode::OK);
@@ -495,6 +514,13 @@ async fn state_and_members_for_members_former_members_and_strangers(backend: Bac
         json!({ "topic": "after" })
     );
 
+    // An invitee who never joined is not (and was not) a member either.
+    let dave = server.register("dave").await;
+    invite(&server, &alice.token, &room, &dave.user_id).await;
+    for what in ["state", "members", "state/m.room.topic"] {
+        let answer = get_room(&server, &dave.token, &room, what).await;
+        assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    }
     // A stranger sees nothing.
     for what in [
         "state",
