@@ -4,6 +4,7 @@
 mod accounts;
 mod devices;
 mod errors;
+mod messages;
 mod password;
 mod profile;
 mod rooms_create;
