@@ -19,6 +19,7 @@ backend_tests!(
     pagination_walks_back_to_the_create_event_and_forward_again,
     to_tokens_bound_pages_in_both_directions,
     limit_filter_and_bad_parameters,
+    own_transaction_ids_in_history,
 );
 
 /// One backward page: the `from` it was asked with, its events (newest
@@ -439,7 +440,6 @@ async fn limit_filter_and_bad_parameters(backend: Backend) {
 /// `unsigned.transaction_id` belongs to the event "if the client being
 /// given the event is the same one which sent it" (ClientEvent format):
 /// history reads are no exception.
-#[allow(dead_code)] // Registered with the server fix.
 async fn own_transaction_ids_in_history(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.register("alice").await;

@@ -1,6 +1,9 @@
 //! `GET /sync`, filters, and history: `/messages` and `/event`.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use axum::{Json as Reply, body::Bytes, extract::State, response::Response};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
@@ -16,6 +19,7 @@ use crate::{
     },
     service::{
         ServiceError,
+        rooms::pdu::Pdu,
         sync::{
             RoomUpdate, StreamToken, SyncRequest, SyncResponse, SyncToken,
             filter::{EventFilter, Filter},
@@ -343,7 +347,15 @@ pub async fn get_message_events(
             &filter,
         )
         .await?;
-    let chunk: Vec<ClientEvent<'_>> = page.events.iter().map(ClientEvent::from).collect();
+    let transaction_ids = state
+        .sync
+        .own_transaction_ids(&session.user_id, &session.device_id, &page.events)
+        .await?;
+    let chunk: Vec<HistoryEvent<'_>> = page
+        .events
+        .iter()
+        .map(|pdu| HistoryEvent::new(pdu, &transaction_ids))
+        .collect();
     let mut body = json!({ "chunk": chunk, "start": page.start.to_string() });
     if let Some(end) = page.end {
         body["end"] = json!(end.to_string());
@@ -361,5 +373,37 @@ pub async fn get_room_event(
         .sync
         .event(&session.user_id, &room_id, &event_id)
         .await?;
-    json_response(&ClientEvent::from(&pdu))
+    let events = std::slice::from_ref(&pdu);
+    let transaction_ids = state
+        .sync
+        .own_transaction_ids(&session.user_id, &session.device_id, events)
+        .await?;
+    json_response(&HistoryEvent::new(&pdu, &transaction_ids))
+}
+
+/// An event as history reads return it: the ClientEvent format, with the
+/// transaction id when the reading device sent it.
+#[derive(Serialize)]
+struct HistoryEvent<'a> {
+    #[serde(flatten)]
+    event: ClientEvent<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unsigned: Option<HistoryUnsigned<'a>>,
+}
+
+#[derive(Serialize)]
+struct HistoryUnsigned<'a> {
+    transaction_id: &'a str,
+}
+
+impl<'a> HistoryEvent<'a> {
+    fn new(pdu: &'a Pdu, transaction_ids: &'a HashMap<OwnedEventId, String>) -> Self {
+        Self {
+            // `ClientEvent::from` leaves its own `unsigned` out.
+            event: ClientEvent::from(pdu),
+            unsigned: transaction_ids
+                .get(pdu.event_id())
+                .map(|transaction_id| HistoryUnsigned { transaction_id }),
+        }
+    }
 }

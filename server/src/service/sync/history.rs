@@ -1,7 +1,9 @@
 //! Reading history: `/messages` pagination and single events, with the same
 //! visibility rules as sync.
 
-use ruma::{EventId, RoomId, UserId};
+use std::collections::HashMap;
+
+use ruma::{DeviceId, EventId, OwnedEventId, RoomId, UserId};
 
 use super::{StreamToken, Sync, filter::EventFilter, to_pdu, visibility::Visibility};
 use crate::{
@@ -126,6 +128,34 @@ impl Sync {
         } else {
             Err(not_found())
         }
+    }
+
+    /// The transaction ids `device_id` sent any of these events with: the
+    /// ClientEvent format shows a transaction id to the sending device only,
+    /// on every endpoint that returns the event.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn own_transaction_ids(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        events: &[Pdu],
+    ) -> Result<HashMap<OwnedEventId, String>, ServiceError> {
+        let own: Vec<OwnedEventId> = events
+            .iter()
+            .filter(|pdu| pdu.sender() == user_id)
+            .map(|pdu| pdu.event_id().to_owned())
+            .collect();
+        if own.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(self
+            .storage
+            .transaction_ids(user_id, device_id, &own)
+            .await?
+            .into_iter()
+            .collect())
     }
 
     /// Whether the user is joined now; refuses users who never were in the
