@@ -284,6 +284,9 @@ async fn room_aliases_lists_local_aliases_for_members(backend: Backend) {
     let (status, answer) = get_room(&server, &stranger.token, &room, "aliases").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["aliases"].as_array().unwrap().len(), 2);
+    // A room the server does not know: not a member either.
+    let answer = get_room(&server, &stranger.token, "!ghost:localhost", "aliases").await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     // A room without aliases has an empty list.
     let bare = create_room(&server, &alice.token, json!({})).await;
     let answer = get_room(&server, &alice.token, &bare, "aliases").await;
@@ -438,6 +441,23 @@ async fn visibility_is_set_by_the_powerful(backend: Backend) {
         )
         .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    // Alice keeps her power level entry after leaving, not her say.
+    let left =
+        crate::rooms_support::membership(&server, &alice.token, &room, "leave", json!({})).await;
+    assert_eq!(left.0, StatusCode::OK);
+    let answer = server
+        .request(
+            Method::PUT,
+            url.clone(),
+            Some(&alice.token),
+            Some(json!({ "visibility": "private" })),
+        )
+        .await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_eq!(
+        get().await,
+        (StatusCode::OK, json!({ "visibility": "public" }))
+    );
     let unknown = server.v3(&format!("/directory/list/room/{}", enc("!ghost:localhost")));
     let answer = server
         .request(Method::GET, unknown.clone(), None, None)

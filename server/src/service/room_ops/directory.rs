@@ -102,13 +102,14 @@ impl RoomOps {
     /// The local aliases of a room the user may see.
     ///
     /// # Errors
-    /// `Forbidden` unless the user is joined or the room is world-readable.
+    /// `Forbidden` unless the user is joined or the room is world-readable
+    /// (an unknown room included).
     pub async fn room_aliases(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
     ) -> Result<Vec<String>, ServiceError> {
-        let state = self.room_state(room_id).await?;
+        let state = self.readable_room_state(room_id).await?;
         if state.membership_of(user_id.as_str()).as_deref() != Some("join")
             && !is_world_readable(&state.state)
         {
@@ -132,7 +133,8 @@ impl RoomOps {
             .is_public)
     }
 
-    /// Lists or unlists a room; needs the power to set `m.room.canonical_alias`.
+    /// Lists or unlists a room; needs membership and the power to set
+    /// `m.room.canonical_alias`.
     ///
     /// # Errors
     /// `NotFound` for an unknown room; `Forbidden` without the power.
@@ -143,7 +145,11 @@ impl RoomOps {
         is_public: bool,
     ) -> Result<(), ServiceError> {
         let state = self.room_state(room_id).await?;
-        if !may_set_state(&state, user_id, "m.room.canonical_alias") {
+        // Only a member acts for a room: a moderator who left keeps their
+        // power level entry, not their say (Synapse checks the same).
+        if state.membership_of(user_id.as_str()).as_deref() != Some("join")
+            || !may_set_state(&state, user_id, "m.room.canonical_alias")
+        {
             return Err(ServiceError::Forbidden(
                 "you may not change this room's visibility".to_owned(),
             ));

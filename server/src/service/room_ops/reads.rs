@@ -165,7 +165,7 @@ impl RoomOps {
     /// The current state of a room for a read: an unknown room is one the
     /// user was never in, which the spec answers with 403, and which does
     /// not reveal whether the room exists.
-    async fn readable_room_state(
+    pub(super) async fn readable_room_state(
         &self,
         room_id: &RoomId,
     ) -> Result<crate::service::room_events::RoomState, ServiceError> {
