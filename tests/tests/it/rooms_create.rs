@@ -476,7 +476,12 @@ async fn invalid_initial_state_is_m_invalid_room_state(backend: Backend) {
     )
     .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_ROOM_STATE");
-    // The alias of the failed room is free again.
+    // The creator is not left in the broken room...
+    assert_eq!(
+        joined_rooms(&server, &alice.token).await,
+        Vec::<String>::new()
+    );
+    // ...and its alias is free again.
     let (status, _) = server
         .request(
             Method::GET,

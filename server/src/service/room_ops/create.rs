@@ -198,11 +198,22 @@ impl RoomOps {
         }
         for event in events {
             if let Err(error) = self.events.send(&room_id, event).await {
-                // The room is unusable: give the alias back.
+                // The room is unusable: give the alias back, and take the
+                // creator out so it leaves their room list (a member may
+                // always leave; before the join, there is nothing to undo).
                 if let Some(alias) = &alias
                     && let Err(cleanup) = self.storage.delete_alias(alias).await
                 {
                     tracing::warn!(%room_id, %cleanup, "could not release the alias of a failed room");
+                }
+                let leave = state_event(
+                    creator,
+                    "m.room.member",
+                    creator.as_str(),
+                    object(json!({ "membership": "leave" })),
+                );
+                if let Err(cleanup) = self.events.send(&room_id, leave).await {
+                    tracing::debug!(%room_id, %cleanup, "creator of a failed room did not leave");
                 }
                 return Err(error);
             }
