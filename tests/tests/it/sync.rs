@@ -39,6 +39,9 @@ backend_tests!(
     lazy_loading_sends_only_the_senders_members,
     bad_filters_and_tokens_are_refused,
     transaction_ids_reach_only_the_sending_device,
+    filter_senders_and_not_senders,
+    lazy_loading_incremental_sync_sends_new_senders_members,
+    long_poll_wakes_a_kicked_user,
 );
 
 /// A tiny deterministic generator, so a failing seed can be replayed.
@@ -1222,4 +1225,128 @@ async fn transaction_ids_reach_only_the_sending_device(backend: Backend) {
         timeline(&on_phone, "join", &room)[0]["unsigned"]["transaction_id"],
         "txn-phone"
     );
+}
+
+/// `senders` and `not_senders` are part of the spec's RoomEventFilter, for
+/// sync timelines and `/messages` alike.
+async fn filter_senders_and_not_senders(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob.token, &room).await;
+    let mut from_alice = Vec::new();
+    let mut from_bob = Vec::new();
+    for index in 0..3 {
+        from_alice.push(send_text(&server, &alice.token, &room, &format!("a{index}")).await);
+        from_bob.push(send_text(&server, &bob.token, &room, &format!("b{index}")).await);
+    }
+    let only_bob =
+        json!({ "room": { "timeline": { "limit": 3, "senders": [bob.user_id] } } }).to_string();
+    let answer = sync_ok(&server, &alice.token, &[("filter", &only_bob)]).await;
+    assert_eq!(ids(timeline(&answer, "join", &room)), from_bob, "{answer}");
+    let not_bob = json!({ "room": { "timeline": { "limit": 3, "not_senders": [bob.user_id], "types": ["m.room.message"] } } }).to_string();
+    let answer = sync_ok(&server, &alice.token, &[("filter", &not_bob)]).await;
+    assert_eq!(
+        ids(timeline(&answer, "join", &room)),
+        from_alice,
+        "{answer}"
+    );
+
+    let filter = json!({ "senders": [bob.user_id] }).to_string();
+    let page = messages_ok(
+        &server,
+        &alice.token,
+        &room,
+        &[("dir", "b"), ("limit", "100"), ("filter", &filter)],
+    )
+    .await;
+    assert!(
+        chunk(&page)
+            .iter()
+            .all(|e| e["sender"] == bob.user_id.as_str()),
+        "{page}"
+    );
+    assert_eq!(bodies(chunk(&page)), ["b2", "b1", "b0"]);
+    let filter = json!({ "not_senders": [bob.user_id], "types": ["m.room.message"] }).to_string();
+    let page = messages_ok(
+        &server,
+        &alice.token,
+        &room,
+        &[("dir", "b"), ("limit", "100"), ("filter", &filter)],
+    )
+    .await;
+    assert_eq!(bodies(chunk(&page)), ["a2", "a1", "a0"]);
+}
+
+/// With lazy-loading, a timeline sender's membership must reach the client
+/// in incremental syncs too, or it cannot show who wrote the message.
+async fn lazy_loading_incremental_sync_sends_new_senders_members(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let dave = server.register("dave").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob.token, &room).await;
+    join(&server, &dave.token, &room).await;
+    send_text(&server, &dave.token, &room, "dave first").await;
+    let filter = json!({ "room": { "state": { "lazy_load_members": true } } }).to_string();
+    let since = next_batch(&sync_ok(&server, &dave.token, &[("filter", &filter)]).await);
+    send_text(&server, &bob.token, &room, "bob speaks").await;
+    let answer = sync_ok(
+        &server,
+        &dave.token,
+        &[("since", &since), ("timeout", "0"), ("filter", &filter)],
+    )
+    .await;
+    assert_eq!(bodies(timeline(&answer, "join", &room)), ["bob speaks"]);
+    let keys = state_keys(state(&answer, "join", &room));
+    assert!(
+        keys.contains(&format!("m.room.member|{}", bob.user_id)),
+        "bob's membership: {answer}"
+    );
+    assert!(
+        !keys.contains(&format!("m.room.member|{}", alice.user_id)),
+        "{keys:?}"
+    );
+}
+
+/// A kicked or banned user's long-poll wakes, and the room moves to leave.
+async fn long_poll_wakes_a_kicked_user(backend: Backend) {
+    let server = Arc::new(TestServer::start(backend).await);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob.token, &room).await;
+    let since = next_batch(&sync_ok(&server, &bob.token, &[]).await);
+    let poll = spawn_sync(
+        &server,
+        &bob.token,
+        vec![("since", since), ("timeout", "30000".to_owned())],
+    );
+    tokio::task::yield_now().await;
+    let banned = membership(
+        &server,
+        &alice.token,
+        &room,
+        "ban",
+        json!({ "user_id": bob.user_id }),
+    )
+    .await;
+    assert_eq!(banned.0, StatusCode::OK, "{}", banned.1);
+    let (elapsed, status, answer) = poll.await.expect("sync task");
+    eprintln!("banned user's long-poll woke after {elapsed:?}");
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(elapsed < Duration::from_secs(5), "woke after {elapsed:?}");
+    assert_eq!(
+        section_rooms(&answer, "leave"),
+        vec![room.clone()],
+        "{answer}"
+    );
+    let last = timeline(&answer, "leave", &room)
+        .last()
+        .expect("ban")
+        .clone();
+    assert_eq!(last["content"]["membership"], "ban");
+    assert_eq!(last["state_key"], bob.user_id.as_str());
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use ruma::OwnedRoomId;
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde::Deserialize;
 
 /// Default number of timeline events per room.
@@ -50,6 +50,11 @@ pub struct EventFilter {
     /// Never these types (`*` wildcards allowed).
     #[serde(default)]
     pub not_types: Vec<String>,
+    /// Only events from these senders.
+    pub senders: Option<HashSet<OwnedUserId>>,
+    /// Never events from these senders.
+    #[serde(default)]
+    pub not_senders: HashSet<OwnedUserId>,
 }
 
 /// A filter on room state.
@@ -86,6 +91,16 @@ impl EventFilter {
     /// Whether an event type passes.
     pub fn allows_type(&self, kind: &str) -> bool {
         allows(self.types.as_deref(), &self.not_types, kind)
+    }
+
+    /// Whether an event of this type from this sender passes.
+    pub fn allows_event(&self, kind: &str, sender: &UserId) -> bool {
+        self.allows_type(kind)
+            && self
+                .senders
+                .as_ref()
+                .is_none_or(|senders| senders.contains(sender))
+            && !self.not_senders.contains(sender)
     }
 }
 

@@ -88,7 +88,7 @@ impl Sync {
         for event in &stored {
             let pdu = to_pdu(version, event)?;
             if visibility.can_see(event, &pdu, joined_now).await?
-                && filter.allows_type(&pdu.kind().to_string())
+                && filter.allows_event(&pdu.kind().to_string(), pdu.sender())
             {
                 events.push(pdu);
             }

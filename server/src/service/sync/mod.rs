@@ -474,7 +474,9 @@ impl Sync {
                 scanned += 1;
                 let pdu = to_pdu(version, stored)?;
                 if visibility.can_see(stored, &pdu, joined_now).await?
-                    && filter.timeline.allows_type(&pdu.kind().to_string())
+                    && filter
+                        .timeline
+                        .allows_event(&pdu.kind().to_string(), pdu.sender())
                 {
                     kept.push((stored.position, pdu));
                     skipped_since_kept = false;
@@ -512,6 +514,11 @@ impl Sync {
         } else {
             Vec::new()
         };
+        let mut state = state;
+        if filter.state.lazy_load_members && !full_state {
+            self.add_sender_members(version, room_id, timeline_start, &events, &mut state)
+                .await?;
+        }
         let state = filter_state(state, &events, request, user_id);
         let prev_batch =
             (gap || !events.is_empty()).then(|| StreamToken(StreamPosition(timeline_start.0 - 1)));
@@ -524,6 +531,52 @@ impl Sync {
             },
             ..RoomUpdate::empty(room_id)
         })
+    }
+
+    /// Lazy-loading in an incremental sync: the membership, as of the
+    /// timeline's start, of each timeline sender that `state` lacks. The
+    /// server does not track which members a client was sent, so it sends
+    /// them again; the spec lets it ("MAY assume", not "MUST omit").
+    async fn add_sender_members(
+        &self,
+        version: RoomVersion,
+        room_id: &RoomId,
+        timeline_start: StreamPosition,
+        timeline: &[Pdu],
+        state: &mut Vec<Pdu>,
+    ) -> Result<(), ServiceError> {
+        let present: HashSet<String> = state
+            .iter()
+            .filter(|pdu| pdu.kind().to_string() == "m.room.member")
+            .filter_map(|pdu| pdu.state_key().map(str::to_owned))
+            .collect();
+        let mut wanted: Vec<&UserId> = timeline
+            .iter()
+            .map(Pdu::sender)
+            .filter(|sender| !present.contains(sender.as_str()))
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let Some(group) = self
+            .storage
+            .state_group_before(room_id, timeline_start)
+            .await?
+        else {
+            return Ok(());
+        };
+        for sender in wanted {
+            if let Some(event_id) = self
+                .storage
+                .state_group_entry(group, "m.room.member", sender.as_str())
+                .await?
+            {
+                state.push(self.events.pdu(version, &event_id).await?);
+            }
+        }
+        Ok(())
     }
 
     /// The latest state event per slot in `(after, before)`.
