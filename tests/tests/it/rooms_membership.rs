@@ -67,6 +67,28 @@ async fn join_a_public_room_by_id_and_alias(backend: Backend) {
         (status, answer),
         (StatusCode::OK, json!({ "room_id": room }))
     );
+    // "Optional reason to be included as the reason on the subsequent
+    // membership event."
+    let joined = state_content(
+        &server,
+        &alice.token,
+        &room,
+        "m.room.member",
+        &carol.user_id,
+    )
+    .await;
+    assert_eq!(joined, json!({ "membership": "join", "reason": "hello" }));
+    let answer = membership(
+        &server,
+        &bob.token,
+        &room,
+        "join",
+        json!({ "reason": "again" }),
+    )
+    .await;
+    assert_eq!(answer.0, StatusCode::OK);
+    let joined = state_content(&server, &alice.token, &room, "m.room.member", &bob.user_id).await;
+    assert_eq!(joined, json!({ "membership": "join", "reason": "again" }));
     // Joining again is allowed and changes nothing visible.
     let (status, answer) = server
         .request(

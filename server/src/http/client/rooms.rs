@@ -127,8 +127,11 @@ pub async fn join_room_by_id_or_alias(
     Path(target): Path<OwnedRoomOrAliasId>,
     body: axum::body::Bytes,
 ) -> Result<Reply<Value>, MatrixError> {
-    optional_body::<ReasonBody>(&body)?;
-    let room_id = state.rooms.join(&session.user_id, &target).await?;
+    let body = optional_body::<ReasonBody>(&body)?;
+    let room_id = state
+        .rooms
+        .join(&session.user_id, &target, body.reason)
+        .await?;
     Ok(Reply(json!({ "room_id": room_id })))
 }
 
@@ -154,10 +157,14 @@ pub async fn join_room_by_id(
     Path(room_id): Path<OwnedRoomId>,
     body: axum::body::Bytes,
 ) -> Result<Reply<Value>, MatrixError> {
-    optional_body::<ReasonBody>(&body)?;
+    let body = optional_body::<ReasonBody>(&body)?;
     let room_id = state
         .rooms
-        .join(&session.user_id, <&ruma::RoomOrAliasId>::from(&*room_id))
+        .join(
+            &session.user_id,
+            <&ruma::RoomOrAliasId>::from(&*room_id),
+            body.reason,
+        )
         .await?;
     Ok(Reply(json!({ "room_id": room_id })))
 }

@@ -1,8 +1,7 @@
 //! Membership changes: join, invite, leave, kick, ban, unban and forget.
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomId, RoomOrAliasId, UserId,
-    events::StateEventType,
+    CanonicalJsonValue, OwnedRoomId, RoomId, RoomOrAliasId, UserId, events::StateEventType,
 };
 use serde::Deserialize;
 
@@ -23,10 +22,11 @@ impl RoomOps {
         &self,
         user_id: &UserId,
         target: &RoomOrAliasId,
+        reason: Option<String>,
     ) -> Result<OwnedRoomId, ServiceError> {
         let room_id = self.resolve_room(target).await?;
         let state = self.room_state(&room_id).await?;
-        let mut extra = CanonicalJsonObject::new();
+        let mut extra = with_reason(reason);
         let membership = state.membership_of(user_id.as_str());
         if !matches!(membership.as_deref(), Some("join" | "invite"))
             && let Some(authoriser) = self.restricted_join_authoriser(&state, user_id).await?
