@@ -30,6 +30,9 @@ backend_tests!(
     invited_history_hides_what_was_sent_while_away,
     history_visibility_changes_are_visible_before_or_after,
     unknown_history_visibility_counts_as_shared,
+    strangers_read_only_the_world_readable_part,
+    invitees_read_from_their_invite_under_invited,
+    redacted_events_are_served_redacted,
 );
 
 async fn world_readable_history(backend: Backend) {
@@ -301,4 +304,90 @@ async fn unknown_history_visibility_counts_as_shared(backend: Backend) {
     assert_eq!(readable(&server, &bob, &room).await, ["before bob"]);
     let synced = initial_sync(&server, &bob.token, 50).await;
     assert_eq!(bodies(timeline(&synced, "join", &room)), ["before bob"]);
+}
+
+/// A stranger reads a world-readable room's events from while it was
+/// world-readable, not those from before under `shared`; `/event` agrees.
+async fn strangers_read_only_the_world_readable_part(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let carol = server.register("carol").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    let hidden = send_text(&server, &alice.token, &room, "shared only").await;
+    set_history_visibility(&server, &alice.token, &room, "world_readable").await;
+    let open = send_text(&server, &alice.token, &room, "for everyone").await;
+    assert_eq!(readable(&server, &carol, &room).await, ["for everyone"]);
+    let answer = get_event(&server, &carol.token, &room, &hidden).await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let (status, event) = get_event(&server, &carol.token, &room, &open).await;
+    assert_eq!(status, StatusCode::OK, "{event}");
+    assert_eq!(event["content"]["body"], "for everyone");
+    // Closing the room again shuts the stranger out of /messages.
+    set_history_visibility(&server, &alice.token, &room, "joined").await;
+    let answer = messages(&server, &carol.token, &room, &[("dir", "b")]).await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+}
+
+/// Rule 4: under `invited`, an invitee who has not joined yet reads what
+/// was sent since the invite; under `joined` they read nothing.
+async fn invitees_read_from_their_invite_under_invited(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    for (setting, expected) in [("invited", vec!["after invite"]), ("joined", vec![])] {
+        let room = create_room(&server, &alice.token, json!({ "preset": "private_chat" })).await;
+        set_history_visibility(&server, &alice.token, &room, setting).await;
+        send_text(&server, &alice.token, &room, "before invite").await;
+        invite(&server, &alice.token, &room, &bob.user_id).await;
+        let after = send_text(&server, &alice.token, &room, "after invite").await;
+        assert_eq!(readable(&server, &bob, &room).await, expected, "{setting}");
+        let answer = get_event(&server, &bob.token, &room, &after).await;
+        if setting == "invited" {
+            assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+        } else {
+            assert_error(&answer, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+        }
+    }
+}
+
+/// Redacted events reach every read path redacted.
+async fn redacted_events_are_served_redacted(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob.token, &room).await;
+    let since = next_batch(&sync_ok(&server, &bob.token, &[]).await);
+    let secret = send_text(&server, &alice.token, &room, "oops").await;
+    let (status, answer) = crate::rooms_support::send(
+        &server,
+        &alice.token,
+        &room,
+        "m.room.redaction",
+        "redact-1",
+        json!({ "redacts": secret, "reason": "typo" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let synced = sync_since(&server, &bob.token, &since).await;
+    let events = timeline(&synced, "join", &room);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["event_id"], secret.as_str());
+    assert_eq!(
+        events[0]["content"],
+        json!({}),
+        "redacted in sync: {}",
+        events[0]
+    );
+    assert_eq!(events[1]["type"], "m.room.redaction");
+    let page = messages_ok(&server, &bob.token, &room, &[("dir", "b"), ("limit", "2")]).await;
+    assert_eq!(chunk(&page)[1]["event_id"], secret.as_str());
+    assert_eq!(
+        chunk(&page)[1]["content"],
+        json!({}),
+        "redacted in /messages"
+    );
+    let (status, event) = get_event(&server, &bob.token, &room, &secret).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(event["content"], json!({}), "redacted in /event");
 }
