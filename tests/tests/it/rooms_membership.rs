@@ -170,6 +170,8 @@ async fn invite_only_rooms_need_an_invite(backend: Backend) {
     let invited = state_content(&server, &alice.token, &room, "m.room.member", &bob.user_id).await;
     assert_eq!(invited["membership"], "invite");
     assert_eq!(invited["reason"], "join us");
+    // "The user has been invited to join the room, or was already invited": 200.
+    invite(&server, &alice.token, &room, &bob.user_id).await;
     // An invite is not a join.
     assert_eq!(
         joined_rooms(&server, &bob.token).await,

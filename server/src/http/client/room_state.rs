@@ -149,10 +149,16 @@ pub async fn joined_members(
     let joined: serde_json::Map<String, Value> = members
         .into_iter()
         .map(|(user_id, member)| {
-            (
-                user_id,
-                json!({ "display_name": member.display_name, "avatar_url": member.avatar_url }),
-            )
+            // Both fields are strings in the spec's RoomMember: an unset one
+            // is left out, not null.
+            let mut profile = serde_json::Map::new();
+            if let Some(name) = member.display_name {
+                profile.insert("display_name".to_owned(), Value::String(name));
+            }
+            if let Some(url) = member.avatar_url {
+                profile.insert("avatar_url".to_owned(), Value::String(url));
+            }
+            (user_id, Value::Object(profile))
         })
         .collect();
     Ok(Reply(json!({ "joined": joined })))
