@@ -42,6 +42,7 @@ backend_tests!(
     filter_senders_and_not_senders,
     lazy_loading_incremental_sync_sends_new_senders_members,
     long_poll_wakes_a_kicked_user,
+    knocks_appear_under_rooms_knock,
 );
 
 /// A tiny deterministic generator, so a failing seed can be replayed.
@@ -320,7 +321,7 @@ async fn long_poll_wakes_when_a_room_event_arrives(backend: Backend) {
         let poll = spawn_sync(
             &server,
             &bob.token,
-            vec![("since", since.clone()), ("timeout", "30000".to_owned())],
+            vec![("since", since.clone()), ("timeout", "10000".to_owned())],
         );
         tokio::task::yield_now().await;
         let sent_at = Instant::now();
@@ -1349,4 +1350,82 @@ async fn long_poll_wakes_a_kicked_user(backend: Backend) {
         .clone();
     assert_eq!(last["content"]["membership"], "ban");
     assert_eq!(last["state_key"], bob.user_id.as_str());
+}
+
+/// "knock: The rooms that the user has knocked upon", with the stripped
+/// state including the knock itself; an answer moves the room on.
+async fn knocks_appear_under_rooms_knock(backend: Backend) {
+    let server = Arc::new(TestServer::start(backend).await);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(
+        &server,
+        &alice.token,
+        json!({ "name": "door", "initial_state": [{ "type": "m.room.join_rules", "content": { "join_rule": "knock" } }] }),
+    )
+    .await;
+    let since = next_batch(&sync_ok(&server, &bob.token, &[]).await);
+    let poll = spawn_sync(
+        &server,
+        &bob.token,
+        vec![("since", since.clone()), ("timeout", "10000".to_owned())],
+    );
+    tokio::task::yield_now().await;
+    let (status, knocked) = server
+        .request(
+            Method::POST,
+            server.v3(&format!("/knock/{}", crate::rooms_support::enc(&room))),
+            Some(&bob.token),
+            Some(json!({ "reason": "let me in" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{knocked}");
+    let (elapsed, status, answer) = poll.await.expect("sync task");
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(elapsed < Duration::from_secs(5), "woke after {elapsed:?}");
+    assert_eq!(
+        section_rooms(&answer, "knock"),
+        vec![room.clone()],
+        "{answer}"
+    );
+    assert_eq!(section_rooms(&answer, "join"), Vec::<String>::new());
+    let stripped = answer["rooms"]["knock"][&room]["knock_state"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("knock_state in {answer}"));
+    let knock = stripped
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str())
+        .unwrap_or_else(|| panic!("the knock in {stripped:?}"));
+    assert_eq!(knock["content"]["membership"], "knock");
+    assert!(
+        state_keys(stripped).contains(&"m.room.name|".to_owned()),
+        "{stripped:?}"
+    );
+    let since = next_batch(&answer);
+    let answer = sync_since(&server, &bob.token, &since).await;
+    assert_eq!(
+        section_rooms(&answer, "knock"),
+        Vec::<String>::new(),
+        "once: {answer}"
+    );
+    let initial = sync_ok(&server, &bob.token, &[]).await;
+    assert_eq!(
+        section_rooms(&initial, "knock"),
+        vec![room.clone()],
+        "{initial}"
+    );
+
+    // Alice answers with an invite: the room moves to invite.
+    invite(&server, &alice.token, &room, &bob.user_id).await;
+    let answer = sync_since(&server, &bob.token, &since).await;
+    assert_eq!(
+        section_rooms(&answer, "invite"),
+        vec![room.clone()],
+        "{answer}"
+    );
+    assert_eq!(
+        section_rooms(&answer, "knock"),
+        Vec::<String>::new(),
+        "{answer}"
+    );
 }

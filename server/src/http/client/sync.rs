@@ -248,7 +248,18 @@ impl<'a> From<&'a SyncResponse> for SyncBody<'a> {
                     .iter()
                     .map(|update| (&update.room_id, room(update)))
                     .collect(),
-                knock: BTreeMap::new(),
+                knock: response
+                    .knocked
+                    .iter()
+                    .map(|knock| {
+                        let events: Vec<StrippedEvent<'_>> =
+                            knock.invite_state.iter().map(StrippedEvent::from).collect();
+                        (
+                            &knock.room_id,
+                            json!({ "knock_state": { "events": events } }),
+                        )
+                    })
+                    .collect(),
             },
             account_data: account_data_events(&response.account_data),
             presence: empty(),

@@ -201,6 +201,8 @@ pub struct SyncResponse {
     pub joined: Vec<RoomUpdate>,
     /// Pending invites.
     pub invited: Vec<InviteUpdate>,
+    /// Pending knocks, with the stripped state (and the knock itself).
+    pub knocked: Vec<InviteUpdate>,
     /// Rooms the user left (or was removed from).
     pub left: Vec<RoomUpdate>,
     /// Transaction ids of the syncing device's own events.
@@ -211,6 +213,7 @@ impl SyncResponse {
     fn is_empty(&self) -> bool {
         self.joined.is_empty()
             && self.invited.is_empty()
+            && self.knocked.is_empty()
             && self.left.is_empty()
             && self.account_data.is_empty()
     }
@@ -319,6 +322,7 @@ impl Sync {
             account_data: Vec::new(),
             joined: Vec::new(),
             invited: Vec::new(),
+            knocked: Vec::new(),
             left: Vec::new(),
             transaction_ids: HashMap::new(),
         };
@@ -386,6 +390,11 @@ impl Sync {
                 "invite" if changed => {
                     response
                         .invited
+                        .push(self.invite_update(room_id, &membership).await?);
+                }
+                "knock" if changed => {
+                    response
+                        .knocked
                         .push(self.invite_update(room_id, &membership).await?);
                 }
                 "leave" | "ban" if changed => {
@@ -646,7 +655,8 @@ impl Sync {
         Ok(Some(summary))
     }
 
-    /// The stripped state an invitee sees: what names and describes the room.
+    /// The stripped state an invitee (or a knocker) sees: what names and
+    /// describes the room, and the membership event itself.
     async fn invite_update(
         &self,
         room_id: &RoomId,
@@ -667,9 +677,11 @@ impl Sync {
             ] {
                 invite_state.extend(state.get(&kind, "").cloned());
             }
+            // The inviter's membership; a knock is its own sender's.
             invite_state.extend(
                 state
                     .get(&StateEventType::RoomMember, invite.sender().as_str())
+                    .filter(|member| member.event_id() != invite.event_id())
                     .cloned(),
             );
         }
