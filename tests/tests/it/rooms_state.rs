@@ -22,6 +22,7 @@ backend_tests!(
     state_and_members_for_members_former_members_and_strangers,
     members_filters,
     joined_members_only_for_members,
+    state_the_rules_refuse,
 );
 
 async fn state_with_empty_and_non_empty_keys(backend: Backend) {
@@ -684,4 +685,48 @@ async fn joined_members_only_for_members(backend: Backend) {
     assert_eq!(left.0, StatusCode::OK);
     let answer = get_room(&server, &bob.token, &room, "joined_members").await;
     assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+}
+
+async fn state_the_rules_refuse(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let t = &alice.token;
+    let room = create_room(&server, t, json!({ "room_version": "11" })).await;
+    let refused = [
+        // A second create event (it must be the first event of the room).
+        (
+            "m.room.create",
+            "".to_owned(),
+            json!({ "room_version": "11" }),
+        ),
+        // Unknown or missing memberships.
+        (
+            "m.room.member",
+            alice.user_id.clone(),
+            json!({ "membership": "dance" }),
+        ),
+        (
+            "m.room.member",
+            alice.user_id.clone(),
+            json!({ "displayname": "x" }),
+        ),
+        // Power levels with non-integer values (v10+).
+        ("m.room.power_levels", "".to_owned(), json!({ "ban": "50" })),
+        (
+            "m.room.power_levels",
+            "".to_owned(),
+            json!({ "events": { "m.room.name": "1" } }),
+        ),
+    ];
+    for (kind, key, content) in refused {
+        let answer = put_state(&server, t, &room, kind, &key, content.clone()).await;
+        assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    }
+    // The room is intact: alice is still joined and in charge.
+    let member = state_content(&server, t, &room, "m.room.member", &alice.user_id).await;
+    assert_eq!(member["membership"], "join");
+    let levels = state_content(&server, t, &room, "m.room.power_levels", "").await;
+    assert_eq!(levels["users"][&alice.user_id], 100);
+    let create = state_content(&server, t, &room, "m.room.create", "").await;
+    assert_eq!(create["room_version"], "11");
 }
