@@ -43,6 +43,8 @@ backend_tests!(
     lazy_loading_incremental_sync_sends_new_senders_members,
     long_poll_wakes_a_kicked_user,
     knocks_appear_under_rooms_knock,
+    long_polls_of_every_device_wake,
+    state_filter_types,
 );
 
 /// A tiny deterministic generator, so a failing seed can be replayed.
@@ -1428,4 +1430,92 @@ async fn knocks_appear_under_rooms_knock(backend: Backend) {
         Vec::<String>::new(),
         "{answer}"
     );
+}
+
+/// Two devices of one user long-poll at once: one event wakes both. An
+/// initial sync and a full_state sync answer at once whatever the timeout.
+async fn long_polls_of_every_device_wake(backend: Backend) {
+    let server = Arc::new(TestServer::start(backend).await);
+    let alice = server.register("alice").await;
+    let phone = server.login("alice", Some("PHONE")).await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &bob.token, json!({ "preset": "public_chat" })).await;
+    join(&server, &alice.token, &room).await;
+    let since = next_batch(&sync_ok(&server, &alice.token, &[]).await);
+    let laptop_poll = spawn_sync(
+        &server,
+        &alice.token,
+        vec![("since", since.clone()), ("timeout", "10000".to_owned())],
+    );
+    let phone_poll = spawn_sync(
+        &server,
+        &phone.token,
+        vec![("since", since.clone()), ("timeout", "10000".to_owned())],
+    );
+    tokio::task::yield_now().await;
+    let id = send_text(&server, &bob.token, &room, "to both").await;
+    for poll in [laptop_poll, phone_poll] {
+        let (elapsed, status, answer) = poll.await.expect("sync task");
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert!(elapsed < Duration::from_secs(5), "woke after {elapsed:?}");
+        assert_eq!(ids(timeline(&answer, "join", &room)), vec![id.clone()]);
+    }
+
+    let loner = server.register("loner").await;
+    let started = Instant::now();
+    let answer = sync_ok(&server, &loner.token, &[("timeout", "10000")]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "initial sync waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(section_rooms(&answer, "join"), Vec::<String>::new());
+    let since = next_batch(&sync_ok(&server, &alice.token, &[]).await);
+    let started = Instant::now();
+    let answer = sync_ok(
+        &server,
+        &alice.token,
+        &[
+            ("since", &since),
+            ("timeout", "10000"),
+            ("full_state", "true"),
+        ],
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "full_state sync waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(section_rooms(&answer, "join"), vec![room.clone()]);
+}
+
+/// `room.state.types` and `not_types` narrow the state section.
+async fn state_filter_types(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let room = create_room(
+        &server,
+        &alice.token,
+        json!({ "preset": "public_chat", "name": "n" }),
+    )
+    .await;
+    for index in 0..5 {
+        send_text(&server, &alice.token, &room, &format!("m{index}")).await;
+    }
+    let filter = json!({ "room": { "timeline": { "limit": 2 }, "state": { "types": ["m.room.create", "m.room.name"] } } }).to_string();
+    let answer = sync_ok(&server, &alice.token, &[("filter", &filter)]).await;
+    assert_eq!(
+        state_keys(state(&answer, "join", &room)),
+        ["m.room.create|", "m.room.name|"]
+    );
+    let filter = json!({ "room": { "timeline": { "limit": 2 }, "state": { "not_types": ["m.room.member", "m.room.power_levels"] } } }).to_string();
+    let answer = sync_ok(&server, &alice.token, &[("filter", &filter)]).await;
+    let keys = state_keys(state(&answer, "join", &room));
+    assert!(
+        keys.iter()
+            .all(|k| !k.starts_with("m.room.member|") && k != "m.room.power_levels|"),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&"m.room.join_rules|".to_owned()), "{keys:?}");
 }
