@@ -508,6 +508,8 @@ async fn malformed_requests_are_bad_json(backend: Backend) {
         json!({ "invite": ["not a user id"] }),
         json!({ "initial_state": [{ "type": "m.room.topic" }] }),
         json!({ "power_level_content_override": { "ban": 1.5 } }),
+        json!({ "room_version": 11 }),
+        json!({ "creation_content": "not an object" }),
     ] {
         let answer = try_create_room(&server, &alice.token, body.clone()).await;
         assert_error(&answer, StatusCode::BAD_REQUEST, "M_BAD_JSON");
