@@ -171,8 +171,16 @@ impl TestServer {
         Self::start_with(backend, |_| {}).await
     }
 
-    /// Starts a server after `configure` adjusts the test defaults.
+    /// Starts a server after `configure` adjusts the test defaults. With
+    /// `MYELIN_TEST_LOG` set (a `tracing` filter), the server's logs go to
+    /// the test's output.
     pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        if let Ok(filter) = std::env::var("MYELIN_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let data_dir = tempfile::tempdir().expect("temporary data dir");
         let database = match backend {
             Backend::Sqlite => None,

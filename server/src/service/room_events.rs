@@ -9,7 +9,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use myelin_crypto::{NewPdu, build_pdu};
@@ -35,8 +38,11 @@ use super::{
     stream::Stream,
 };
 use crate::storage::{
-    NewEvent, NewStateGroup, NewTransaction, StateEntry, Storage, StreamPosition,
+    NewEvent, NewStateGroup, NewTransaction, StateEntry, Storage, StorageError, StreamPosition,
 };
+
+/// Tries at creating a room before giving up on finding a free id.
+const MAX_CREATE_ATTEMPTS: u32 = 16;
 
 /// Past this many deltas a state group is written as a full snapshot, which
 /// bounds the work of reading any state back.
@@ -114,6 +120,7 @@ pub struct RoomEvents {
     notifier: Arc<Notifier>,
     rooms: Mutex<HashMap<OwnedRoomId, RoomSlot>>,
     stream: Arc<Stream>,
+    last_create_ts: AtomicU64,
 }
 
 impl RoomEvents {
@@ -130,6 +137,7 @@ impl RoomEvents {
             notifier,
             rooms: Mutex::new(HashMap::new()),
             stream,
+            last_create_ts: AtomicU64::new(0),
         }
     }
 
@@ -159,15 +167,49 @@ impl RoomEvents {
             state_group: 0,
             chain_length: 0,
         };
-        let pdu = self.build(&empty, room_id, &create)?;
-        let room_id = pdu.room_id().to_owned();
-        let slot = self.slot(&room_id);
-        let mut guard = slot.lock().await;
-        let mut state = empty;
-        self.commit(&mut state, pdu, &create, Some(&version.id()))
-            .await?;
-        *guard = Some(state);
-        Ok(room_id)
+        // From version 12 the room id is the create event's hash: two rooms
+        // created by one user in the same millisecond with the same content
+        // would get one id. The later one moves its timestamp on and tries
+        // again (the spec leaves the timestamp to the server).
+        for _ in 0..MAX_CREATE_ATTEMPTS {
+            let ts = self.next_create_ts();
+            let pdu = self.build(&empty, room_id.clone(), &create, ts)?;
+            let new_room_id = pdu.room_id().to_owned();
+            let slot = self.slot(&new_room_id);
+            let mut guard = slot.lock().await;
+            if guard.is_some() {
+                continue;
+            }
+            let mut state = empty.clone();
+            match self
+                .commit(&mut state, pdu, &create, Some(&version.id()))
+                .await
+            {
+                Ok(()) => {
+                    *guard = Some(state);
+                    return Ok(new_room_id);
+                }
+                Err(ServiceError::Storage(StorageError::Conflict(_))) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(ServiceError::Internal(
+            "no free room id after several attempts".to_owned(),
+        ))
+    }
+
+    /// A timestamp for a create event: the clock, but past every create
+    /// timestamp this process has handed out, so no two are alike.
+    fn next_create_ts(&self) -> MilliSecondsSinceUnixEpoch {
+        let now = u64::from(MilliSecondsSinceUnixEpoch::now().0);
+        let previous = self
+            .last_create_ts
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or(now);
+        let ts = now.max(previous + 1);
+        MilliSecondsSinceUnixEpoch(UInt::new_saturating(ts))
     }
 
     /// Adds a local event to an existing room and returns its id. A retried
@@ -191,7 +233,12 @@ impl RoomEvents {
             return Ok(existing);
         }
         let state = self.loaded(room_id, &mut guard).await?;
-        let pdu = self.build(state, Some(room_id.to_owned()), &event)?;
+        let pdu = self.build(
+            state,
+            Some(room_id.to_owned()),
+            &event,
+            MilliSecondsSinceUnixEpoch::now(),
+        )?;
         let event_id = pdu.event_id().to_owned();
         self.commit(state, pdu, &event, None).await?;
         Ok(event_id)
@@ -319,6 +366,7 @@ impl RoomEvents {
         state: &RoomState,
         room_id: Option<OwnedRoomId>,
         event: &LocalEvent,
+        origin_server_ts: MilliSecondsSinceUnixEpoch,
     ) -> Result<Pdu, ServiceError> {
         let version = state.version;
         let depth = UInt::try_from(state.depth + 1)
@@ -332,7 +380,7 @@ impl RoomEvents {
             prev_events: state.extremities.clone(),
             auth_events: Vec::new(),
             depth,
-            origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
+            origin_server_ts,
             redacts: event.redacts.clone(),
         };
         new.auth_events = auth_events_for(version, &new, |kind, key| {

@@ -4,9 +4,11 @@
 mod accounts;
 mod devices;
 mod errors;
+mod members_at;
 mod messages;
 mod password;
 mod profile;
+mod rooms_concurrency;
 mod rooms_create;
 mod rooms_directory;
 mod rooms_join_rules;
