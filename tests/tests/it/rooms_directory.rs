@@ -615,6 +615,36 @@ async fn public_rooms_lists_searches_and_pages(backend: Backend) {
         .await;
     assert_eq!(room_ids(&back), [seen[0].clone()]);
 
+    // Other servers' directories need federation, in either form (`server`
+    // is a query parameter for both).
+    let answer = server
+        .request(
+            Method::GET,
+            server.v3("/publicRooms?server=elsewhere.example"),
+            None,
+            None,
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    let answer = server
+        .request(
+            Method::POST,
+            server.v3("/publicRooms?server=elsewhere.example"),
+            Some(t),
+            Some(json!({})),
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    let (status, own) = server
+        .request(
+            Method::POST,
+            server.v3("/publicRooms?server=localhost"),
+            Some(t),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    assert_eq!(room_ids(&own).len(), 3);
     // The POST form needs a token; the GET form does not.
     let answer = server
         .request(

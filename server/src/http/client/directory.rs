@@ -149,10 +149,19 @@ pub async fn get_public_rooms(
 pub async fn get_public_rooms_filtered(
     State(state): State<AppState>,
     Authed(_): Authed,
+    Query(query): Query<ServerQuery>,
     Json(body): Json<PublicRoomsBody>,
 ) -> Result<Reply<Value>, MatrixError> {
     let filter = body.filter;
-    public_rooms_page(&state, body.server, filter, body.limit, body.since).await
+    // The spec puts `server` in the query string here; older clients sent it
+    // in the body.
+    let server = query.server.or(body.server);
+    public_rooms_page(&state, server, filter, body.limit, body.since).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ServerQuery {
+    server: Option<String>,
 }
 
 async fn public_rooms_page(
