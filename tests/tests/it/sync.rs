@@ -96,9 +96,11 @@ async fn concurrent_senders_are_seen_exactly_once_in_order(backend: Backend) {
         let since = next_batch(&first);
 
         let mut tasks = tokio::task::JoinSet::new();
+        let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for (index, sender) in senders[..sender_count].iter().cloned().enumerate() {
             let server = Arc::clone(&server);
             let rooms = rooms.clone();
+            let finished = Arc::clone(&finished);
             let mut rng = XorShift(seed ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             tasks.spawn(async move {
                 let mut sent = Vec::new();
@@ -123,12 +125,22 @@ async fn concurrent_senders_are_seen_exactly_once_in_order(backend: Backend) {
                     };
                     sent.push((room.clone(), id, body));
                 }
+                finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 (index, sent)
             });
         }
         let expected_total = sender_count * per_sender;
-        let received =
-            receive_all(&server, &receiver, &rooms, since, &filter, expected_total).await;
+        let senders_done = || finished.load(std::sync::atomic::Ordering::SeqCst) == sender_count;
+        let received = receive_all(
+            &server,
+            &receiver,
+            &rooms,
+            since,
+            &filter,
+            expected_total,
+            senders_done,
+        )
+        .await;
         let mut sent_by: HashMap<usize, Vec<(String, String, String)>> = HashMap::new();
         while let Some(done) = tasks.join_next().await {
             let (index, sent) = done.expect("sender task");
@@ -213,8 +225,9 @@ impl std::ops::Deref for Received {
     }
 }
 
-/// Loops short incremental syncs until `expected` messages have arrived,
-/// filling limited timelines from `/messages`.
+/// Loops short incremental syncs until `expected` events have arrived, or
+/// the senders are done and a sync brings nothing new, filling limited
+/// timelines from `/messages`.
 async fn receive_all(
     server: &TestServer,
     receiver: &Account,
@@ -222,6 +235,7 @@ async fn receive_all(
     mut since: String,
     filter: &str,
     expected: usize,
+    senders_done: impl Fn() -> bool,
 ) -> Received {
     let started = Instant::now();
     let mut received: HashMap<String, Vec<(String, String)>> =
@@ -232,6 +246,9 @@ async fn receive_all(
             started.elapsed() < Duration::from_secs(90),
             "only {count} of {expected} events arrived"
         );
+        // Whether every event was committed before this sync started.
+        let last_round = senders_done();
+        let count_before = count;
         let answer = sync_ok(
             server,
             &receiver.token,
@@ -270,6 +287,9 @@ async fn receive_all(
             }
         }
         since = next_batch(&answer);
+        if last_round && count == count_before {
+            break;
+        }
     }
     Received {
         rooms: received,
