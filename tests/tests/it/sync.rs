@@ -45,6 +45,7 @@ backend_tests!(
     knocks_appear_under_rooms_knock,
     long_polls_of_every_device_wake,
     state_filter_types,
+    filtered_timelines_reach_past_many_skipped_events,
 );
 
 /// A tiny deterministic generator, so a failing seed can be replayed.
@@ -1554,4 +1555,65 @@ async fn state_filter_types(backend: Backend) {
         "{keys:?}"
     );
     assert!(keys.contains(&"m.room.join_rules|".to_owned()), "{keys:?}");
+}
+
+/// A filtered timeline reaches past more skipped events than one read
+/// returns.
+async fn filtered_timelines_reach_past_many_skipped_events(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    let since = next_batch(&sync_ok(&server, &alice.token, &[]).await);
+    let mut messages = Vec::new();
+    for index in 0..3 {
+        messages.push(send_text(&server, &alice.token, &room, &format!("m{index}")).await);
+    }
+    let mut last_topic = String::new();
+    for index in 0..70 {
+        let (status, answer) = put_state(
+            &server,
+            &alice.token,
+            &room,
+            "m.room.topic",
+            "",
+            json!({ "topic": format!("t{index}") }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        last_topic = event_id(&answer);
+    }
+    let filter =
+        json!({ "room": { "timeline": { "limit": 2, "types": ["m.room.message"] } } }).to_string();
+    let answer = sync_ok(
+        &server,
+        &alice.token,
+        &[("since", &since), ("timeout", "0"), ("filter", &filter)],
+    )
+    .await;
+    assert_eq!(
+        ids(timeline(&answer, "join", &room)),
+        messages[1..].to_vec(),
+        "{answer}"
+    );
+    assert_eq!(answer["rooms"]["join"][&room]["timeline"]["limited"], true);
+    let filter =
+        json!({ "room": { "timeline": { "limit": 5, "types": ["m.room.message"] } } }).to_string();
+    let answer = sync_ok(
+        &server,
+        &alice.token,
+        &[("since", &since), ("timeout", "0"), ("filter", &filter)],
+    )
+    .await;
+    assert_eq!(ids(timeline(&answer, "join", &room)), messages, "{answer}");
+    assert_eq!(answer["rooms"]["join"][&room]["timeline"]["limited"], false);
+    // Everything passes a not_types on messages: the newest topics.
+    let filter = json!({ "room": { "timeline": { "limit": 1, "not_types": ["m.room.message"] } } })
+        .to_string();
+    let answer = sync_ok(
+        &server,
+        &alice.token,
+        &[("since", &since), ("timeout", "0"), ("filter", &filter)],
+    )
+    .await;
+    assert_eq!(ids(timeline(&answer, "join", &room)), vec![last_topic]);
 }

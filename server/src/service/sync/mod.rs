@@ -461,8 +461,9 @@ impl Sync {
         let from = after.unwrap_or(StreamPosition(0));
         // The limit counts the events the user may see and the filter lets
         // through ("the maximum number of events to return"), so scan
-        // newest-first past hidden and filtered ones, up to a bound.
-        let batch = (limit + 1).max(TIMELINE_SCAN_BATCH);
+        // newest-first past hidden and filtered ones, up to a bound. The
+        // first read is just enough for the common case where all pass.
+        let mut batch = limit + 1;
         let mut kept: Vec<(StreamPosition, Pdu)> = Vec::new();
         let mut skipped_since_kept = false;
         let mut limited = false;
@@ -474,6 +475,7 @@ impl Sync {
                 .room_events(room_id, from, cursor, batch as u32, true)
                 .await?;
             let exhausted = page.len() < batch;
+            batch = batch.max(TIMELINE_SCAN_BATCH);
             for stored in &page {
                 if kept.len() == limit {
                     limited = true;
