@@ -3,9 +3,10 @@
 use std::sync::{Arc, OnceLock};
 
 use argon2::{
-    Argon2, PasswordHasher as _, PasswordVerifier,
-    password_hash::{PasswordHash, SaltString, rand_core::OsRng},
+    Algorithm, Argon2, Block, Params, Version,
+    password_hash::{Output, ParamsString, PasswordHash, SaltString, rand_core::OsRng},
 };
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::ServiceError;
@@ -36,23 +37,33 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// argon2id at OWASP's 12 MiB, 3 passes, 1 lane: as strong as the crate's
-/// 19 MiB, 2 passes default, with a smaller resident cost per worker.
-const MEMORY_KIB: u32 = 12 * 1024;
-const PASSES: u32 = 3;
+/// argon2id at OWASP's 7 MiB, 5 passes, 1 lane: as strong as the crate's
+/// 19 MiB, 2 passes default, at a third of the memory each worker keeps.
+const MEMORY_KIB: u32 = 7 * 1024;
+const PASSES: u32 = 5;
+const OUTPUT_BYTES: usize = 32;
 
 /// Most hashing threads, whatever the core count: each keeps its working
 /// memory, so this bounds what hashing can hold.
 const MAX_WORKERS: usize = 2;
 
-type Job = Box<dyn FnOnce(&Argon2<'static>) + Send>;
+/// One hashing thread's state: the parameters and the block memory it
+/// reuses for every hash, so the allocator never sees argon2's large buffers
+/// come and go (glibc keeps such memory per thread arena, and the server grew
+/// by hundreds of MiB under a burst of registrations).
+struct Worker {
+    argon2: Argon2<'static>,
+    params: Params,
+    blocks: Vec<Block>,
+}
+
+type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
 /// Hashes and verifies passwords on a few dedicated threads.
 ///
 /// Argon2 is memory-hard by design: each hash touches `MEMORY_KIB` of RAM.
-/// Run on tokio's blocking pool, every one of up to 512 threads would keep
-/// its own allocator arena of that size, so a burst of logins could grow the
-/// server by gigabytes. A small fixed pool bounds it; excess work queues.
+/// A small fixed pool, each worker with one reused buffer, bounds what
+/// hashing can hold; excess work queues.
 #[derive(Debug, Clone)]
 pub struct PasswordHasher {
     jobs: std::sync::mpsc::Sender<Job>,
@@ -64,7 +75,7 @@ impl PasswordHasher {
     /// # Errors
     /// [`ServiceError::Internal`] if a thread cannot be spawned.
     pub fn start() -> Result<Self, ServiceError> {
-        let params = argon2::Params::new(MEMORY_KIB, PASSES, 1, None)
+        let params = Params::new(MEMORY_KIB, PASSES, 1, Some(OUTPUT_BYTES))
             .map_err(|e| ServiceError::Internal(format!("argon2 parameters: {e}")))?;
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -77,8 +88,11 @@ impl PasswordHasher {
             std::thread::Builder::new()
                 .name(format!("password-{index}"))
                 .spawn(move || {
-                    let argon2 =
-                        Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+                    let mut worker = Worker {
+                        argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone()),
+                        blocks: vec![Block::new(); params.block_count()],
+                        params,
+                    };
                     loop {
                         // The lock is held only while taking a job, never while hashing.
                         let job = queue
@@ -86,7 +100,7 @@ impl PasswordHasher {
                             .map_err(|_| ())
                             .and_then(|q| q.recv().map_err(|_| ()));
                         match job {
-                            Ok(job) => job(&argon2),
+                            Ok(job) => job(&mut worker),
                             Err(()) => return,
                         }
                     }
@@ -102,14 +116,7 @@ impl PasswordHasher {
     /// [`ServiceError::Internal`] if the hasher fails.
     pub async fn hash(&self, password: &Password) -> Result<String, ServiceError> {
         let password = password.clone();
-        self.run(move |argon2| {
-            let salt = SaltString::generate(&mut OsRng);
-            argon2
-                .hash_password(password.bytes(), &salt)
-                .map(|hash| hash.to_string())
-                .map_err(|e| ServiceError::Internal(format!("argon2 hash: {e}")))
-        })
-        .await
+        self.run(move |worker| worker.hash(password.bytes())).await
     }
 
     /// Checks a password against a stored PHC string (whatever parameters it
@@ -127,27 +134,24 @@ impl PasswordHasher {
         stored: Option<String>,
     ) -> Result<bool, ServiceError> {
         let password = password.clone();
-        self.run(move |argon2| {
+        self.run(move |worker| {
             let is_real = stored.is_some();
             let stored = match stored {
                 Some(stored) => stored,
-                None => decoy_hash(argon2).to_owned(),
+                None => decoy_hash(worker)?,
             };
-            let parsed = PasswordHash::new(&stored)
-                .map_err(|e| ServiceError::Internal(format!("stored password hash: {e}")))?;
-            let matches = argon2.verify_password(password.bytes(), &parsed).is_ok();
-            Ok(is_real && matches)
+            Ok(worker.verify(password.bytes(), &stored)? && is_real)
         })
         .await
     }
 
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Argon2<'static>) -> Result<T, ServiceError> + Send + 'static,
+        work: impl FnOnce(&mut Worker) -> Result<T, ServiceError> + Send + 'static,
     ) -> Result<T, ServiceError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |argon2| {
-            let _ = reply.send(work(argon2));
+        let job: Job = Box::new(move |worker| {
+            let _ = reply.send(work(worker));
         });
         self.jobs
             .send(job)
@@ -158,16 +162,67 @@ impl PasswordHasher {
     }
 }
 
-fn decoy_hash(argon2: &Argon2<'_>) -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| {
+impl Worker {
+    fn hash(&mut self, password: &[u8]) -> Result<String, ServiceError> {
         let salt = SaltString::generate(&mut OsRng);
-        argon2
-            .hash_password(b"decoy password for unknown users", &salt)
-            .map(|hash| hash.to_string())
-            // Valid parameters and a fresh salt always hash; a failure here is a broken build.
-            .unwrap_or_default()
-    })
+        let mut salt_bytes = [0u8; 64];
+        let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(internal)?;
+        let mut output = [0u8; OUTPUT_BYTES];
+        self.argon2
+            .hash_password_into_with_memory(password, salt_bytes, &mut output, &mut self.blocks)
+            .map_err(internal)?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(internal)?,
+            salt: Some(salt.as_salt()),
+            hash: Some(Output::new(&output).map_err(internal)?),
+        };
+        Ok(phc.to_string())
+    }
+
+    fn verify(&mut self, password: &[u8], stored: &str) -> Result<bool, ServiceError> {
+        let parsed = PasswordHash::new(stored).map_err(internal)?;
+        let algorithm = Algorithm::try_from(parsed.algorithm).map_err(internal)?;
+        let version = parsed
+            .version
+            .map(Version::try_from)
+            .transpose()
+            .map_err(internal)?;
+        let params = Params::try_from(&parsed).map_err(internal)?;
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return Err(ServiceError::Internal(
+                "stored password hash lacks salt or hash".to_owned(),
+            ));
+        };
+        let mut salt_bytes = [0u8; 64];
+        let salt = salt.decode_b64(&mut salt_bytes).map_err(internal)?;
+        let mut output = vec![0u8; expected.len()];
+        let argon2 = Argon2::new(algorithm, version.unwrap_or(Version::V0x13), params.clone());
+        // Hashes made with more memory than the worker keeps (older
+        // parameters) get a buffer of their own.
+        match self.blocks.get_mut(..params.block_count()) {
+            Some(blocks) => {
+                argon2.hash_password_into_with_memory(password, salt, &mut output, blocks)
+            }
+            None => argon2.hash_password_into(password, salt, &mut output),
+        }
+        .map_err(internal)?;
+        Ok(output.ct_eq(expected.as_bytes()).into())
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(format!("argon2: {error}"))
+}
+
+fn decoy_hash(worker: &mut Worker) -> Result<String, ServiceError> {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    if let Some(decoy) = DECOY.get() {
+        return Ok(decoy.clone());
+    }
+    let decoy = worker.hash(b"decoy password for unknown users")?;
+    Ok(DECOY.get_or_init(|| decoy).clone())
 }
 
 #[cfg(test)]
@@ -180,7 +235,7 @@ mod tests {
         let password = Password::new("correct horse".to_owned());
         let stored = hasher.hash(&password).await.unwrap();
         assert!(
-            stored.starts_with("$argon2id$v=19$m=12288,t=3,p=1$"),
+            stored.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"),
             "{stored}"
         );
         assert!(
@@ -198,10 +253,10 @@ mod tests {
         let hasher = PasswordHasher::start().unwrap();
         let password = Password::new("correct horse".to_owned());
         let salt = SaltString::generate(&mut OsRng);
-        let old = Argon2::default()
-            .hash_password(password.bytes(), &salt)
-            .unwrap()
-            .to_string();
+        let old =
+            argon2::PasswordHasher::hash_password(&Argon2::default(), password.bytes(), &salt)
+                .unwrap()
+                .to_string();
         assert!(old.contains("m=19456"));
         assert!(hasher.verify(&password, Some(old)).await.unwrap());
     }

@@ -393,7 +393,10 @@ impl RoomEvents {
             self.keys.current(),
             &version.id(),
         )
-        .map_err(|e| ServiceError::InvalidParam(format!("cannot build the event: {e}")))?;
+        .map_err(|e| match e {
+            myelin_crypto::EventError::TooLarge => ServiceError::EventTooLarge,
+            other => ServiceError::InvalidParam(format!("cannot build the event: {other}")),
+        })?;
         let pdu = Pdu::from_signed(version, signed).map_err(|e| match e {
             PduError::TooLarge { .. } => ServiceError::EventTooLarge,
             other => ServiceError::InvalidParam(format!("invalid event: {other}")),

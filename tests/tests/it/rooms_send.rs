@@ -21,6 +21,7 @@ backend_tests!(
     concurrent_retries_create_one_event,
     message_content_is_served_as_sent_in_messages,
     transactions_belong_to_the_device_not_the_token,
+    events_over_the_size_limit_are_too_large,
 );
 
 /// Sends a raw body with `token` and returns the status and raw answer text.
@@ -355,10 +356,6 @@ async fn non_canonical_numbers_are_bad_json(backend: Backend) {
     }
 }
 
-// TODO(#3): register in backend_tests! once the write path answers 413
-// M_TOO_LARGE for oversized events: `RoomEvents::build` maps
-// `build_pdu`'s `EventError::TooLarge` to `InvalidParam` (400 M_INVALID_PARAM).
-#[allow(dead_code)]
 async fn events_over_the_size_limit_are_too_large(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.register("alice").await;
