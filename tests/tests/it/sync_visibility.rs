@@ -33,6 +33,7 @@ backend_tests!(
     strangers_read_only_the_world_readable_part,
     invitees_read_from_their_invite_under_invited,
     redacted_events_are_served_redacted,
+    forgotten_rooms_history_is_gone,
 );
 
 async fn world_readable_history(backend: Backend) {
@@ -390,4 +391,36 @@ async fn redacted_events_are_served_redacted(backend: Backend) {
     let (status, event) = get_event(&server, &bob.token, &room, &secret).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(event["content"], json!({}), "redacted in /event");
+}
+
+/// "After this API is called, however, a user will no longer be able to
+/// retrieve history for this room" (`POST /rooms/{roomId}/forget`).
+async fn forgotten_rooms_history_is_gone(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob.token, &room).await;
+    let seen = send_text(&server, &alice.token, &room, "seen").await;
+    let left = membership(&server, &bob.token, &room, "leave", json!({})).await;
+    assert_eq!(left.0, StatusCode::OK, "{}", left.1);
+    assert_eq!(readable(&server, &bob, &room).await, ["seen"]);
+    let forgot = membership(&server, &bob.token, &room, "forget", json!({})).await;
+    assert_eq!(forgot.0, StatusCode::OK, "{}", forgot.1);
+
+    let answer = messages(&server, &bob.token, &room, &[("dir", "b")]).await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let answer = get_event(&server, &bob.token, &room, &seen).await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let filter = json!({ "room": { "include_leave": true } }).to_string();
+    let synced = sync_ok(&server, &bob.token, &[("filter", &filter)]).await;
+    assert_eq!(
+        section_rooms(&synced, "leave"),
+        Vec::<String>::new(),
+        "{synced}"
+    );
+
+    // Joining again brings the room back.
+    join(&server, &bob.token, &room).await;
+    assert_eq!(readable(&server, &bob, &room).await, ["seen"]);
 }

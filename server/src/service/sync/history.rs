@@ -172,7 +172,26 @@ impl Sync {
             .get(&ruma::events::StateEventType::RoomHistoryVisibility, "")
             .and_then(|pdu| serde_json::from_str::<serde_json::Value>(pdu.content().get()).ok())
             .is_some_and(|c| c["history_visibility"] == "world_readable");
-        if membership.is_none() && !world_readable {
+        if world_readable {
+            return Ok(joined_now);
+        }
+        let forgotten = || async {
+            // Forgotten rooms drop out of the user's memberships until they
+            // join again.
+            Ok::<_, ServiceError>(
+                !self
+                    .storage
+                    .memberships_of(user_id, None)
+                    .await?
+                    .iter()
+                    .any(|m| m.room_id == room_id),
+            )
+        };
+        // "After this API is called, however, a user will no longer be able
+        // to retrieve history for this room" (spec, `/forget`).
+        if membership.is_none()
+            || matches!(membership.as_deref(), Some("leave" | "ban")) && forgotten().await?
+        {
             return Err(ServiceError::Forbidden(
                 "you are not in this room".to_owned(),
             ));
