@@ -46,6 +46,7 @@ backend_tests!(
     long_polls_of_every_device_wake,
     state_filter_types,
     filtered_timelines_reach_past_many_skipped_events,
+    a_room_joined_between_syncs_arrives_whole,
 );
 
 /// A tiny deterministic generator, so a failing seed can be replayed.
@@ -1616,4 +1617,65 @@ async fn filtered_timelines_reach_past_many_skipped_events(backend: Backend) {
     )
     .await;
     assert_eq!(ids(timeline(&answer, "join", &room)), vec![last_topic]);
+}
+
+/// A room joined between two syncs arrives like an initial sync of it:
+/// the newest events, and the state at their start, together covering
+/// the whole current state.
+async fn a_room_joined_between_syncs_arrives_whole(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(
+        &server,
+        &alice.token,
+        json!({ "preset": "public_chat", "name": "busy" }),
+    )
+    .await;
+    for index in 0..20 {
+        send_text(&server, &alice.token, &room, &format!("m{index}")).await;
+    }
+    let since = next_batch(&sync_ok(&server, &bob.token, &[]).await);
+    join(&server, &bob.token, &room).await;
+    let id = send_text(&server, &alice.token, &room, "welcome").await;
+    let answer = sync_since_limit(&server, &bob.token, &since, 5).await;
+    assert_eq!(
+        section_rooms(&answer, "join"),
+        vec![room.clone()],
+        "{answer}"
+    );
+    let events = timeline(&answer, "join", &room);
+    assert_eq!(events.len(), 5, "{events:?}");
+    assert_eq!(events[4]["event_id"], id.as_str());
+    assert_eq!(events[3]["state_key"], bob.user_id.as_str(), "bob's join");
+    assert_eq!(answer["rooms"]["join"][&room]["timeline"]["limited"], true);
+    let mut covered = state_keys(state(&answer, "join", &room));
+    covered.extend(state_keys(
+        &events
+            .iter()
+            .filter(|e| e.get("state_key").is_some())
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
+    covered.sort();
+    covered.dedup();
+    let (_, full) = server
+        .request(
+            Method::GET,
+            room_url(&server, &room, "/state"),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        covered,
+        state_keys(full.as_array().expect("state")),
+        "{answer}"
+    );
+    for key in ["m.room.create|", "m.room.name|", "m.room.power_levels|"] {
+        assert!(
+            state_keys(state(&answer, "join", &room)).contains(&key.to_owned()),
+            "{key}"
+        );
+    }
 }
