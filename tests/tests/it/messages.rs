@@ -20,6 +20,7 @@ backend_tests!(
     to_tokens_bound_pages_in_both_directions,
     limit_filter_and_bad_parameters,
     own_transaction_ids_in_history,
+    pagination_stops_where_visible_history_stops,
 );
 
 /// One backward page: the `from` it was asked with, its events (newest
@@ -490,4 +491,114 @@ async fn own_transaction_ids_in_history(backend: Backend) {
     );
     let (_, event) = get_event(&server, &phone.token, &room, &id).await;
     assert!(event["unsigned"]["transaction_id"].is_null(), "{event}");
+}
+
+/// `end` is "omitted ... because the user does not have permission to see
+/// any more events", and `limit` counts what is returned: a later joiner
+/// under `joined` gets one page, not empty pages back to the create event.
+async fn pagination_stops_where_visible_history_stops(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    crate::sync_support::set_history_visibility(&server, &alice.token, &room, "joined").await;
+    for index in 0..30 {
+        send_text(&server, &alice.token, &room, &format!("before {index}")).await;
+    }
+    join(&server, &bob.token, &room).await;
+    let mut after = Vec::new();
+    for index in 0..12 {
+        after.push(send_text(&server, &alice.token, &room, &format!("after {index}")).await);
+    }
+    let page = messages_ok(&server, &bob.token, &room, &[("dir", "b"), ("limit", "10")]).await;
+    let mut expected = after[2..].to_vec();
+    expected.reverse();
+    assert_eq!(ids(chunk(&page)), expected, "ten visible events: {page}");
+    // Further back: after 1, after 0, bob's join, then only what bob may
+    // see from before it, which is the room's setup (sent under the
+    // preset's `shared`) and the switch to `joined` (visible as its
+    // previous setting allowed), never the messages sent under `joined`.
+    let (_, alice_view) = messages(
+        &server,
+        &alice.token,
+        &room,
+        &[("dir", "b"), ("limit", "1000")],
+    )
+    .await;
+    let before_join: Vec<Value> = chunk(&alice_view)
+        .iter()
+        .skip_while(|e| e["state_key"] != bob.user_id.as_str())
+        .skip(1)
+        .filter(|e| e["type"] != "m.room.message")
+        .cloned()
+        .collect();
+    assert_eq!(before_join.last().expect("setup")["type"], "m.room.create");
+    let mut expected = vec![after[1].clone(), after[0].clone()];
+    let mut rest = Vec::new();
+    let mut from = page["end"].as_str().expect("more to come").to_owned();
+    let mut pages = 0;
+    loop {
+        let page = messages_ok(
+            &server,
+            &bob.token,
+            &room,
+            &[("dir", "b"), ("from", &from), ("limit", "10")],
+        )
+        .await;
+        pages += 1;
+        rest.extend(chunk(&page).iter().cloned());
+        match page["end"].as_str() {
+            Some(end) => {
+                assert_eq!(
+                    chunk(&page).len(),
+                    10,
+                    "only full pages have an end: {page}"
+                );
+                from = end.to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(rest[2]["state_key"], bob.user_id.as_str(), "bob's join");
+    expected.push(rest[2]["event_id"].as_str().expect("id").to_owned());
+    expected.extend(ids(&before_join));
+    assert_eq!(ids(&rest), expected);
+    assert_eq!(pages, expected.len().div_ceil(10), "no empty pages");
+    assert_eq!(bodies(&rest), ["after 1", "after 0"]);
+
+    // A type filter counts toward the limit the same way.
+    let filter = json!({ "types": ["m.room.member"] }).to_string();
+    let page = messages_ok(
+        &server,
+        &alice.token,
+        &room,
+        &[("dir", "b"), ("limit", "2"), ("filter", &filter)],
+    )
+    .await;
+    let members: Vec<&str> = chunk(&page)
+        .iter()
+        .map(|e| e["state_key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(
+        members,
+        [bob.user_id.as_str(), alice.user_id.as_str()],
+        "{page}"
+    );
+    let page = messages_ok(
+        &server,
+        &alice.token,
+        &room,
+        &[("dir", "f"), ("limit", "2"), ("filter", &filter)],
+    )
+    .await;
+    let members: Vec<&str> = chunk(&page)
+        .iter()
+        .map(|e| e["state_key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(
+        members,
+        [alice.user_id.as_str(), bob.user_id.as_str()],
+        "{page}"
+    );
+    assert!(page["end"].is_string(), "{page}");
 }

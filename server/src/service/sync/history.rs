@@ -13,6 +13,11 @@ use crate::{
 
 /// Most events one `/messages` page returns.
 pub const MAX_PAGE: u32 = 1000;
+/// Events read per query after the first while filling a page.
+const PAGE_SCAN_BATCH: usize = 50;
+/// Most events one page reads past hidden or filtered ones; beyond it the
+/// page ends early, with an `end` to continue from.
+const MAX_PAGE_SCAN: usize = 2000;
 
 /// A page of history.
 #[derive(Debug, Clone)]
@@ -54,45 +59,64 @@ impl Sync {
         let joined_now = self.may_read(user_id, room_id).await?;
         let version = self.events.room_version(room_id).await?;
         let now = self.events.current_position();
-        let limit = limit.clamp(1, MAX_PAGE);
-        let (from, stored) = match direction {
+        let limit = limit.clamp(1, MAX_PAGE) as usize;
+        // The range still to read, `(after, upto]`, shrinking from the `from` side.
+        let (from, mut after, mut upto) = match direction {
             Direction::Backward => {
                 let from = from.map_or(now, |t| t.0.min(now));
-                let floor = to.map_or(StreamPosition(0), |t| t.0);
-                let events = self
-                    .storage
-                    .room_events(room_id, floor, from, limit, true)
-                    .await?;
-                (from, events)
+                (from, to.map_or(StreamPosition(0), |t| t.0), from)
             }
             Direction::Forward => {
                 let from = from.map_or(StreamPosition(0), |t| t.0);
-                let ceiling = to.map_or(now, |t| t.0.min(now));
-                let events = self
-                    .storage
-                    .room_events(room_id, from, ceiling, limit, false)
-                    .await?;
-                (from, events)
+                (from, from, to.map_or(now, |t| t.0.min(now)))
             }
         };
-        let end = match (direction, stored.last()) {
-            (_, None) => None,
-            (_, Some(_)) if (stored.len() as u32) < limit => None,
-            (Direction::Backward, Some(last)) => {
-                Some(StreamToken(StreamPosition(last.position.0 - 1)))
-            }
-            (Direction::Forward, Some(last)) => Some(StreamToken(last.position)),
-        };
+        // `limit` is "the maximum number of events to return", so read past
+        // hidden and filtered events (up to a bound) to fill the page; when
+        // the range runs out, there is no `end`: nothing further is visible.
         let mut visibility = Visibility::new(self.storage.as_ref(), user_id);
-        let mut events = Vec::with_capacity(stored.len());
-        for event in &stored {
-            let pdu = to_pdu(version, event)?;
-            if visibility.can_see(event, &pdu, joined_now).await?
-                && filter.allows_event(&pdu.kind().to_string(), pdu.sender())
-            {
-                events.push(pdu);
+        let mut events = Vec::with_capacity(limit);
+        let mut batch = limit + 1;
+        let mut scanned = 0;
+        let mut more = false;
+        'scan: loop {
+            let stored = self
+                .storage
+                .room_events(
+                    room_id,
+                    after,
+                    upto,
+                    batch as u32,
+                    direction == Direction::Backward,
+                )
+                .await?;
+            let exhausted = stored.len() < batch;
+            batch = batch.max(PAGE_SCAN_BATCH);
+            for event in &stored {
+                if events.len() == limit || scanned == MAX_PAGE_SCAN {
+                    more = true;
+                    break 'scan;
+                }
+                scanned += 1;
+                match direction {
+                    Direction::Backward => upto = StreamPosition(event.position.0 - 1),
+                    Direction::Forward => after = event.position,
+                }
+                let pdu = to_pdu(version, event)?;
+                if visibility.can_see(event, &pdu, joined_now).await?
+                    && filter.allows_event(&pdu.kind().to_string(), pdu.sender())
+                {
+                    events.push(pdu);
+                }
+            }
+            if exhausted {
+                break;
             }
         }
+        let end = more.then_some(match direction {
+            Direction::Backward => StreamToken(upto),
+            Direction::Forward => StreamToken(after),
+        });
         Ok(Page {
             events,
             start: StreamToken(from),
