@@ -34,6 +34,7 @@ backend_tests!(
     invitees_read_from_their_invite_under_invited,
     redacted_events_are_served_redacted,
     forgotten_rooms_history_is_gone,
+    ignored_users_events_are_left_out,
 );
 
 async fn world_readable_history(backend: Backend) {
@@ -423,4 +424,100 @@ async fn forgotten_rooms_history_is_gone(backend: Backend) {
     // Joining again brings the room back.
     join(&server, &bob.token, &room).await;
     assert_eq!(readable(&server, &bob, &room).await, ["seen"]);
+}
+
+/// Ignoring users (client-server-api, "Ignoring Users"): "the client will
+/// no longer receive events sent by that user, with the exception of state
+/// events", and invites from them are suppressed, on sync and /messages.
+async fn ignored_users_events_are_left_out(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let room = create_room(
+        &server,
+        &alice.token,
+        json!({ "preset": "public_chat", "power_level_content_override": { "state_default": 0 } }),
+    )
+    .await;
+    join(&server, &bob.token, &room).await;
+    join(&server, &carol.token, &room).await;
+    let url = server.v3(&format!(
+        "/user/{}/account_data/m.ignored_user_list",
+        carol.user_id
+    ));
+    let (status, answer) = server
+        .request(
+            reqwest::Method::PUT,
+            url,
+            Some(&carol.token),
+            Some(json!({ "ignored_users": { bob.user_id.clone(): {} } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let since = next_batch(&sync_ok(&server, &carol.token, &[]).await);
+
+    let hidden = send_text(&server, &bob.token, &room, "from bob").await;
+    let (status, topic) = put_state(
+        &server,
+        &bob.token,
+        &room,
+        "m.room.topic",
+        "",
+        json!({ "topic": "bob's topic" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{topic}");
+    let shown = send_text(&server, &alice.token, &room, "from alice").await;
+    let synced = sync_since(&server, &carol.token, &since).await;
+    let events = timeline(&synced, "join", &room);
+    let seen: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        seen,
+        [event_id(&topic).as_str(), shown.as_str()],
+        "{synced}"
+    );
+    let page = messages_ok(
+        &server,
+        &carol.token,
+        &room,
+        &[("dir", "b"), ("limit", "3")],
+    )
+    .await;
+    assert!(
+        chunk(&page)
+            .iter()
+            .all(|e| e["event_id"] != hidden.as_str()),
+        "{page}"
+    );
+    assert_eq!(bodies(chunk(&page)), ["from alice"], "{page}");
+    // Others still see bob.
+    let page = messages_ok(
+        &server,
+        &alice.token,
+        &room,
+        &[("dir", "b"), ("limit", "3")],
+    )
+    .await;
+    assert_eq!(bodies(chunk(&page)), ["from alice", "from bob"]);
+
+    // Bob's invites do not reach carol.
+    let since = next_batch(&synced);
+    let bobs_room = create_room(&server, &bob.token, json!({})).await;
+    invite(&server, &bob.token, &bobs_room, &carol.user_id).await;
+    let synced = sync_since(&server, &carol.token, &since).await;
+    assert_eq!(
+        section_rooms(&synced, "invite"),
+        Vec::<String>::new(),
+        "{synced}"
+    );
+    let synced = sync_ok(&server, &carol.token, &[]).await;
+    assert_eq!(
+        section_rooms(&synced, "invite"),
+        Vec::<String>::new(),
+        "{synced}"
+    );
 }

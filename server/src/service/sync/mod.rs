@@ -388,9 +388,15 @@ impl Sync {
                     }
                 }
                 "invite" if changed => {
-                    response
-                        .invited
-                        .push(self.invite_update(room_id, &membership).await?);
+                    let invite = self.invite_update(room_id, &membership).await?;
+                    // Invites from ignored users are suppressed (Ignoring Users).
+                    let from_ignored = match invite.invite_state.last() {
+                        Some(pdu) => visibility.is_ignored(pdu.sender()).await?,
+                        None => false,
+                    };
+                    if !from_ignored {
+                        response.invited.push(invite);
+                    }
                 }
                 "knock" if changed => {
                     response

@@ -4,9 +4,9 @@
 //! the `m.room.history_visibility` and the user's membership in the state at
 //! the event decide, with `shared` opening an event to whoever joined after it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use ruma::{OwnedRoomId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde::Deserialize;
 
 use crate::{
@@ -20,6 +20,7 @@ pub struct Visibility<'a> {
     user_id: &'a UserId,
     by_group: HashMap<i64, (String, Option<String>)>,
     last_join: HashMap<OwnedRoomId, Option<StreamPosition>>,
+    ignored: Option<HashSet<OwnedUserId>>,
 }
 
 /// Most membership events walked back to find the user's last join.
@@ -33,6 +34,7 @@ impl<'a> Visibility<'a> {
             user_id,
             by_group: HashMap::new(),
             last_join: HashMap::new(),
+            ignored: None,
         }
     }
 
@@ -47,6 +49,11 @@ impl<'a> Visibility<'a> {
         pdu: &Pdu,
         joined_now: bool,
     ) -> Result<bool, ServiceError> {
+        // "The client will no longer receive events sent by that user, with
+        // the exception of state events" (spec, Ignoring Users).
+        if pdu.state_key().is_none() && self.is_ignored(pdu.sender()).await? {
+            return Ok(false);
+        }
         // Users always see what concerns their own membership.
         if pdu.state_key() == Some(self.user_id.as_str())
             && pdu.kind().to_string() == "m.room.member"
@@ -76,6 +83,33 @@ impl<'a> Visibility<'a> {
                 .await;
         }
         Ok(false)
+    }
+
+    /// Whether the user ignores `sender` (`m.ignored_user_list`).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn is_ignored(&mut self, sender: &UserId) -> Result<bool, ServiceError> {
+        if self.ignored.is_none() {
+            #[derive(Deserialize)]
+            struct Content {
+                #[serde(default)]
+                ignored_users: HashMap<OwnedUserId, serde::de::IgnoredAny>,
+            }
+            let content = self
+                .storage
+                .account_data(self.user_id, None, "m.ignored_user_list")
+                .await?;
+            let ignored = content
+                .and_then(|json| serde_json::from_str::<Content>(&json).ok())
+                .map(|c| c.ignored_users.into_keys().collect())
+                .unwrap_or_default();
+            self.ignored = Some(ignored);
+        }
+        Ok(self
+            .ignored
+            .as_ref()
+            .is_some_and(|ignored| ignored.contains(sender)))
     }
 
     /// The spec's rules, given the setting and the user's membership in the
