@@ -436,6 +436,12 @@ async fn limit_filter_and_bad_parameters(backend: Backend) {
     assert_error(&answer, StatusCode::NOT_FOUND, "M_NOT_FOUND");
     let answer = get_event(&server, &alice.token, &room, "$doesnotexist").await;
     assert_error(&answer, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    // An unknown room answers like a room the user is not in.
+    let unknown = format!("!nosuchroom:{}", server.server_name);
+    let answer = messages(&server, &alice.token, &unknown, &[("dir", "b")]).await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let answer = get_event(&server, &alice.token, &unknown, &sent[0]).await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "M_NOT_FOUND");
 }
 
 /// `unsigned.transaction_id` belongs to the event "if the client being

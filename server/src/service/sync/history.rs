@@ -43,8 +43,8 @@ impl Sync {
     /// A page of a room's history from `from` (a sync or pagination token).
     ///
     /// # Errors
-    /// `Forbidden` when the user never was in the room and its history is
-    /// not world-readable; `NotFound` for an unknown room.
+    /// `Forbidden` when the user never was in the room (or forgot it) and
+    /// its history is not world-readable, and for an unknown room.
     #[allow(clippy::too_many_arguments)]
     pub async fn messages(
         &self,
@@ -183,13 +183,16 @@ impl Sync {
     }
 
     /// Whether the user is joined now; refuses users who never were in the
-    /// room unless its history is world-readable.
+    /// room (or forgot it) unless its history is world-readable, and
+    /// unknown rooms alike.
     async fn may_read(&self, user_id: &UserId, room_id: &RoomId) -> Result<bool, ServiceError> {
         let state = self
             .events
             .current_state(room_id)
             .await?
-            .ok_or_else(|| ServiceError::NotFound("no such room".to_owned()))?;
+            // An unknown room is one nobody was ever in: answer as for any
+            // room the user is not in, which reveals nothing.
+            .ok_or_else(|| ServiceError::Forbidden("you are not in this room".to_owned()))?;
         let membership = state.membership_of(user_id.as_str());
         let joined_now = membership.as_deref() == Some("join");
         let world_readable = state
