@@ -110,7 +110,7 @@ async fn concurrent_senders_are_seen_exactly_once_in_order(backend: Backend) {
                     let room = &rooms[(rng.next() % rooms.len() as u64) as usize];
                     let body = format!("{index}:{seq}");
                     // Some are state events, which take the same path.
-                    let id = if rng.next() % 8 == 0 {
+                    let id = if rng.next().is_multiple_of(8) {
                         let (status, answer) = put_state(
                             &server,
                             &sender.token,
