@@ -796,6 +796,10 @@ async fn membership_moves_rooms_between_sections(backend: Backend) {
     assert_eq!(last["type"], "m.room.member");
     assert_eq!(last["state_key"], bob.user_id.as_str());
     assert_eq!(last["content"]["membership"], "join");
+    assert_eq!(
+        crate::rooms_support::joined_rooms(&server, &bob.token).await,
+        vec![room.clone()]
+    );
     let since = next_batch(&answer);
 
     let before_leave = send_text(&server, &alice.token, &room, "before leave").await;
@@ -820,6 +824,10 @@ async fn membership_moves_rooms_between_sections(backend: Backend) {
     assert_eq!(events[1]["content"]["membership"], "leave");
     assert_eq!(events[1]["state_key"], bob.user_id.as_str());
     let since = next_batch(&answer);
+    assert_eq!(
+        crate::rooms_support::joined_rooms(&server, &bob.token).await,
+        Vec::<String>::new()
+    );
     // Once only, and later events in the room do not bring it back.
     send_text(&server, &alice.token, &room, "much later").await;
     let answer = sync_since(&server, &bob.token, &since).await;
