@@ -21,6 +21,7 @@ backend_tests!(
     limit_filter_and_bad_parameters,
     own_transaction_ids_in_history,
     pagination_stops_where_visible_history_stops,
+    lazy_loading_on_messages_sends_the_senders_members,
 );
 
 /// One backward page: the `from` it was asked with, its events (newest
@@ -607,4 +608,50 @@ async fn pagination_stops_where_visible_history_stops(backend: Backend) {
         "{page}"
     );
     assert!(page["end"].is_string(), "{page}");
+}
+
+/// With `lazy_load_members` in the filter, `state` holds "the membership
+/// events for the senders of events in the chunk".
+async fn lazy_loading_on_messages_sends_the_senders_members(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob.token, &room).await;
+    join(&server, &carol.token, &room).await;
+    for index in 0..3 {
+        send_text(&server, &bob.token, &room, &format!("b{index}")).await;
+    }
+    let filter = json!({ "lazy_load_members": true }).to_string();
+    let page = messages_ok(
+        &server,
+        &carol.token,
+        &room,
+        &[("dir", "b"), ("limit", "3"), ("filter", &filter)],
+    )
+    .await;
+    let state = page["state"]
+        .as_array()
+        .unwrap_or_else(|| panic!("state in {page}"));
+    let members: Vec<&str> = state
+        .iter()
+        .map(|e| {
+            assert_eq!(e["type"], "m.room.member", "{e}");
+            e["state_key"].as_str().expect("state_key")
+        })
+        .collect();
+    assert_eq!(members, [bob.user_id.as_str()], "{page}");
+    assert_eq!(state[0]["content"]["membership"], "join");
+    let page = messages_ok(
+        &server,
+        &carol.token,
+        &room,
+        &[("dir", "b"), ("limit", "3")],
+    )
+    .await;
+    assert!(
+        page.get("state").is_none_or(|s| s == &json!([])),
+        "no lazy loading asked: {page}"
+    );
 }

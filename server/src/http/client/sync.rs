@@ -371,6 +371,10 @@ pub async fn get_message_events(
     if let Some(end) = page.end {
         body["end"] = json!(end.to_string());
     }
+    if !page.state.is_empty() {
+        let state: Vec<ClientEvent<'_>> = page.state.iter().map(ClientEvent::from).collect();
+        body["state"] = json!(state);
+    }
     json_response(&body)
 }
 

@@ -55,6 +55,9 @@ pub struct EventFilter {
     /// Never events from these senders.
     #[serde(default)]
     pub not_senders: HashSet<OwnedUserId>,
+    /// On `/messages`: send the memberships of the chunk's senders.
+    #[serde(default)]
+    pub lazy_load_members: bool,
 }
 
 /// A filter on room state.

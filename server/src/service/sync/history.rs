@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use ruma::{DeviceId, EventId, OwnedEventId, RoomId, UserId};
+use ruma::{DeviceId, EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
 
 use super::{StreamToken, Sync, filter::EventFilter, to_pdu, visibility::Visibility};
 use crate::{
@@ -28,6 +28,9 @@ pub struct Page {
     pub start: StreamToken,
     /// Where the next page starts; `None` when there are no more events.
     pub end: Option<StreamToken>,
+    /// With `lazy_load_members`: each sender's membership as of their
+    /// first event in the page.
+    pub state: Vec<Pdu>,
 }
 
 /// Which way to paginate.
@@ -76,6 +79,7 @@ impl Sync {
         // the range runs out, there is no `end`: nothing further is visible.
         let mut visibility = Visibility::new(self.storage.as_ref(), user_id);
         let mut events = Vec::with_capacity(limit);
+        let mut sender_groups: HashMap<OwnedUserId, i64> = HashMap::new();
         let mut batch = limit + 1;
         let mut scanned = 0;
         let mut more = false;
@@ -106,6 +110,9 @@ impl Sync {
                 if visibility.can_see(event, &pdu, joined_now).await?
                     && filter.allows_event(&pdu.kind().to_string(), pdu.sender())
                 {
+                    if filter.lazy_load_members && !sender_groups.contains_key(pdu.sender()) {
+                        sender_groups.insert(pdu.sender().to_owned(), event.state_group);
+                    }
                     events.push(pdu);
                 }
             }
@@ -117,10 +124,21 @@ impl Sync {
             Direction::Backward => StreamToken(upto),
             Direction::Forward => StreamToken(after),
         });
+        let mut state = Vec::new();
+        for (sender, group) in sender_groups {
+            if let Some(event_id) = self
+                .storage
+                .state_group_entry(group, "m.room.member", sender.as_str())
+                .await?
+            {
+                state.push(self.events.pdu(version, &event_id).await?);
+            }
+        }
         Ok(Page {
             events,
             start: StreamToken(from),
             end,
+            state,
         })
     }
 
