@@ -296,6 +296,12 @@ impl RoomEvents {
     /// # Errors
     /// `NotFound` for an unknown room.
     pub async fn room_version(&self, room_id: &RoomId) -> Result<RoomVersion, ServiceError> {
+        // A loaded room knows its version; ask storage only otherwise.
+        if let Ok(slot) = self.slot(room_id).try_lock()
+            && let Some(state) = slot.as_ref()
+        {
+            return Ok(state.version);
+        }
         let record = self
             .storage
             .room(room_id)

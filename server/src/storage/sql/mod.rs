@@ -6,7 +6,7 @@
 //! storage code without the `Any` driver's type erasure. Queries are checked
 //! at run time, so building needs no live database.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
@@ -18,6 +18,7 @@ use sqlx::{
 use super::{Storage, StorageError};
 
 mod accounts;
+mod cache;
 mod keys;
 mod rooms;
 mod user_data;
@@ -29,6 +30,7 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 #[derive(Debug, Clone)]
 pub struct SqliteStorage {
     pool: Pool<Sqlite>,
+    cache: Arc<cache::ReadCache>,
 }
 
 impl SqliteStorage {
@@ -56,7 +58,10 @@ impl SqliteStorage {
             .connect_with(options)
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            cache: Arc::default(),
+        })
     }
 }
 
@@ -64,6 +69,7 @@ impl SqliteStorage {
 #[derive(Debug, Clone)]
 pub struct PostgresStorage {
     pool: Pool<Postgres>,
+    cache: Arc<cache::ReadCache>,
 }
 
 impl PostgresStorage {
@@ -78,7 +84,10 @@ impl PostgresStorage {
             .connect(url)
             .await?;
         POSTGRES_MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            cache: Arc::default(),
+        })
     }
 }
 

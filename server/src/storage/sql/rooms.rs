@@ -35,6 +35,62 @@ where
 
 macro_rules! sql_room_store {
     ($storage:ty) => {
+        impl $storage {
+            /// A state group's full state, following its delta chain (later
+            /// deltas win), from the cache when it is there.
+            async fn full_state_group(
+                &self,
+                state_group: i64,
+            ) -> Result<std::sync::Arc<Vec<StateEntry>>, StorageError> {
+                if let Some(entries) = self.cache.group(state_group) {
+                    return Ok(entries);
+                }
+                let mut chain = Vec::new();
+                let mut next = Some(state_group);
+                while let Some(group) = next {
+                    let prev: Option<(Option<i64>,)> =
+                        sqlx::query_as("SELECT prev_group FROM state_groups WHERE state_group = $1")
+                            .bind(group)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    let Some((prev,)) = prev else {
+                        return Err(StorageError::Corrupt {
+                            table: "state_groups",
+                            reason: format!("state group {group} is missing"),
+                        });
+                    };
+                    chain.push(group);
+                    next = prev;
+                }
+                let mut state = std::collections::HashMap::new();
+                for group in chain.into_iter().rev() {
+                    let rows: Vec<(String, String, String)> = sqlx::query_as(
+                        "SELECT event_type, state_key, event_id FROM state_group_entries \
+                         WHERE state_group = $1",
+                    )
+                    .bind(group)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    for (event_type, state_key, event_id) in rows {
+                        state.insert((event_type, state_key), event_id);
+                    }
+                }
+                let entries: Vec<StateEntry> = state
+                    .into_iter()
+                    .map(|((event_type, state_key), event_id)| {
+                        Ok(StateEntry {
+                            event_type,
+                            state_key,
+                            event_id: parse_id("state_group_entries", event_id)?,
+                        })
+                    })
+                    .collect::<Result<_, StorageError>>()?;
+                let entries = std::sync::Arc::new(entries);
+                self.cache.put_group(state_group, entries.clone());
+                Ok(entries)
+            }
+        }
+
         #[async_trait]
         impl RoomStore for $storage {
             async fn append_event(&self, event: &NewEvent<'_>) -> Result<(), StorageError> {
@@ -144,6 +200,16 @@ macro_rules! sql_room_store {
                         .await?;
                 }
                 tx.commit().await?;
+                if let Some((target, redacted_json)) = event.redaction {
+                    self.cache.redact(target, redacted_json);
+                }
+                self.cache.put_event(StoredEvent {
+                    position: event.position,
+                    event_id: event.event_id.to_owned(),
+                    room_id: event.room_id.to_owned(),
+                    json: event.json.to_owned(),
+                    state_group: event.state_group,
+                });
                 Ok(())
             }
 
@@ -161,6 +227,9 @@ macro_rules! sql_room_store {
             }
 
             async fn event(&self, event_id: &EventId) -> Result<Option<StoredEvent>, StorageError> {
+                if let Some(event) = self.cache.event(event_id) {
+                    return Ok(Some(event));
+                }
                 let row: Option<EventRow> = sqlx::query_as(
                     "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
                      WHERE event_id = $1",
@@ -168,50 +237,18 @@ macro_rules! sql_room_store {
                 .bind(event_id.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(stored_event).transpose()
+                let event = row.map(stored_event).transpose()?;
+                if let Some(event) = &event {
+                    self.cache.put_event(event.clone());
+                }
+                Ok(event)
             }
 
             async fn state_group_entries(
                 &self,
                 state_group: i64,
             ) -> Result<Vec<StateEntry>, StorageError> {
-                // Walk from the group back to its full snapshot; later deltas win.
-                let mut chain = Vec::new();
-                let mut next = Some(state_group);
-                while let Some(group) = next {
-                    let prev: Option<(Option<i64>,)> =
-                        sqlx::query_as("SELECT prev_group FROM state_groups WHERE state_group = $1")
-                            .bind(group)
-                            .fetch_optional(&self.pool)
-                            .await?;
-                    let Some((prev,)) = prev else {
-                        return Err(StorageError::Corrupt {
-                            table: "state_groups",
-                            reason: format!("state group {group} is missing"),
-                        });
-                    };
-                    chain.push(group);
-                    next = prev;
-                }
-                let mut state = std::collections::HashMap::new();
-                for group in chain.into_iter().rev() {
-                    let rows: Vec<(String, String, String)> = sqlx::query_as(
-                        "SELECT event_type, state_key, event_id FROM state_group_entries \
-                         WHERE state_group = $1",
-                    )
-                    .bind(group)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    for (event_type, state_key, event_id) in rows {
-                        state.insert((event_type, state_key), event_id);
-                    }
-                }
-                state
-                    .into_iter()
-                    .map(|((event_type, state_key), event_id)| {
-                        Ok(StateEntry { event_type, state_key, event_id: parse_id("state_group_entries", event_id)? })
-                    })
-                    .collect()
+                Ok(self.full_state_group(state_group).await?.as_ref().clone())
             }
 
             async fn room_head(&self, room_id: &RoomId) -> Result<Option<RoomHead>, StorageError> {
@@ -399,28 +436,11 @@ macro_rules! sql_room_store {
                 event_type: &str,
                 state_key: &str,
             ) -> Result<Option<OwnedEventId>, StorageError> {
-                let mut next = Some(state_group);
-                while let Some(group) = next {
-                    let entry: Option<(String,)> = sqlx::query_as(
-                        "SELECT event_id FROM state_group_entries \
-                         WHERE state_group = $1 AND event_type = $2 AND state_key = $3",
-                    )
-                    .bind(group)
-                    .bind(event_type)
-                    .bind(state_key)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                    if let Some((event_id,)) = entry {
-                        return parse_id("state_group_entries", event_id).map(Some);
-                    }
-                    let prev: Option<(Option<i64>,)> =
-                        sqlx::query_as("SELECT prev_group FROM state_groups WHERE state_group = $1")
-                            .bind(group)
-                            .fetch_optional(&self.pool)
-                            .await?;
-                    next = prev.and_then(|(prev,)| prev);
-                }
-                Ok(None)
+                let entries = self.full_state_group(state_group).await?;
+                Ok(entries
+                    .iter()
+                    .find(|entry| entry.event_type == event_type && entry.state_key == state_key)
+                    .map(|entry| entry.event_id.clone()))
             }
 
             async fn transaction_ids(
