@@ -39,6 +39,7 @@ use service::{
     account_data::AccountData,
     accounts::Accounts,
     devices::Devices,
+    key_backup::KeyBackup,
     notifier::Notifier,
     profile::Profiles,
     room_events::{RoomEvents, parse_version},
@@ -112,7 +113,9 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         notifier,
         typing.clone(),
     ));
+    let key_backup = Arc::new(KeyBackup::new(storage.clone()));
     let state = AppState {
+        key_backup,
         sync,
         typing,
         account_data,

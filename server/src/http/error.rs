@@ -160,6 +160,12 @@ impl From<ServiceError> for MatrixError {
                 "M_TOO_LARGE",
                 "Events are limited to 65535 bytes",
             ),
+            ServiceError::WrongRoomKeysVersion { current_version } => Self::new(
+                S::FORBIDDEN,
+                "M_WRONG_ROOM_KEYS_VERSION",
+                "Wrong backup version",
+            )
+            .with("current_version", Value::from(current_version)),
             ServiceError::AuthRequired(challenge) => uia_challenge(*challenge),
             ServiceError::Storage(e) => internal(&e),
             ServiceError::Internal(detail) => internal(&detail),

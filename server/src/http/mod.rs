@@ -21,8 +21,8 @@ use axum::{
 use tracing::Instrument;
 
 use crate::service::{
-    account_data::AccountData, accounts::Accounts, devices::Devices, profile::Profiles,
-    room_ops::RoomOps, server_keys::ServerKeys, sync::Sync, typing::Typing,
+    account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup,
+    profile::Profiles, room_ops::RoomOps, server_keys::ServerKeys, sync::Sync, typing::Typing,
 };
 use error::MatrixError;
 
@@ -45,6 +45,8 @@ pub struct AppState {
     pub typing: Arc<Typing>,
     /// Account data and receipts.
     pub account_data: Arc<AccountData>,
+    /// Server-side key backups.
+    pub key_backup: Arc<KeyBackup>,
 }
 
 /// The peer address of a connection, plain or TLS, as `ConnectInfo`.

@@ -6,6 +6,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod devices;
+pub mod key_backup;
 pub mod notifier;
 pub mod password;
 pub mod profile;
@@ -82,6 +83,12 @@ pub enum ServiceError {
     /// The event is larger than the spec allows.
     #[error("event too large")]
     EventTooLarge,
+    /// A key backup write named a version that is not the user's latest.
+    #[error("backup version is not the current one")]
+    WrongRoomKeysVersion {
+        /// The user's latest version.
+        current_version: String,
+    },
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -5,6 +5,7 @@
 //! versioned migrations under `server/migrations/<backend>/`, run at start-up.
 
 mod accounts;
+mod key_backup;
 mod keys;
 mod rooms;
 mod sql;
@@ -16,6 +17,10 @@ use ruma::{OwnedDeviceId, OwnedUserId};
 use crate::config::DatabaseLocation;
 
 pub use accounts::AccountStore;
+pub use key_backup::{
+    BackedUpKey, BackupInfo, BackupVersion, KeyBackupStore, KeyRank, KeySelection, KeysState,
+    KeysUpload, NotABackupVersion,
+};
 pub use keys::{KeyStore, StoredSigningKey};
 pub use rooms::{
     Membership, NewEvent, NewStateGroup, NewTransaction, RoomHead, RoomRecord, RoomStore,
@@ -159,7 +164,7 @@ pub enum StorageError {
 /// storage code stays in its own file.
 #[async_trait]
 pub trait Storage:
-    AccountStore + KeyStore + RoomStore + UserDataStore + Send + Sync + 'static
+    AccountStore + KeyBackupStore + KeyStore + RoomStore + UserDataStore + Send + Sync + 'static
 {
     /// Waits for in-flight work and closes the database (SQLite checkpoints its log).
     async fn close(&self);

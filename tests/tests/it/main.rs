@@ -4,6 +4,7 @@
 mod accounts;
 mod devices;
 mod errors;
+mod key_backup;
 mod members_at;
 mod messages;
 mod password;

@@ -7,6 +7,7 @@ mod capabilities;
 mod devices;
 mod directory;
 mod events;
+mod key_backup;
 mod login;
 mod profile;
 mod register;
@@ -76,6 +77,34 @@ pub fn router() -> Router<AppState> {
             post(account_data::set_read_marker),
         )
         .route("/pushrules/", get(account_data::get_push_rules))
+        .route(
+            "/room_keys/version",
+            get(key_backup::get_latest_backup_info).post(key_backup::create_backup_version),
+        )
+        .route(
+            "/room_keys/version/{version}",
+            get(key_backup::get_backup_info)
+                .put(key_backup::update_backup_version)
+                .delete(key_backup::delete_backup_version),
+        )
+        .route(
+            "/room_keys/keys",
+            get(key_backup::get_backup_keys)
+                .put(key_backup::add_backup_keys)
+                .delete(key_backup::delete_backup_keys),
+        )
+        .route(
+            "/room_keys/keys/{room_id}",
+            get(key_backup::get_backup_keys_for_room)
+                .put(key_backup::add_backup_keys_for_room)
+                .delete(key_backup::delete_backup_keys_for_room),
+        )
+        .route(
+            "/room_keys/keys/{room_id}/{session_id}",
+            get(key_backup::get_backup_keys_for_session)
+                .put(key_backup::add_backup_keys_for_session)
+                .delete(key_backup::delete_backup_keys_for_session),
+        )
         .route("/user/{user_id}/filter", post(sync::create_filter))
         .route("/user/{user_id}/filter/{filter_id}", get(sync::get_filter))
         .route("/rooms/{room_id}/messages", get(sync::get_message_events))

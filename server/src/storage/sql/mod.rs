@@ -19,6 +19,7 @@ use super::{Storage, StorageError};
 
 mod accounts;
 mod cache;
+mod key_backup;
 mod keys;
 mod rooms;
 mod user_data;
