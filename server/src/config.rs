@@ -18,7 +18,7 @@ pub struct Config {
     pub server_name: String,
     /// Address and port the client API listens on.
     pub bind: SocketAddr,
-    /// Directory for the embedded database and, later, media. Created on first start.
+    /// Directory for the embedded database and the media store (`media/`). Created on first start.
     pub data_dir: PathBuf,
     /// Database URL. Unset means an embedded SQLite database at `<data_dir>/myelin.db`;
     /// `postgres://…` selects PostgreSQL.
@@ -27,6 +27,10 @@ pub struct Config {
     pub default_room_version: String,
     /// Largest request body accepted, in bytes; larger requests get `M_TOO_LARGE`.
     pub max_request_body_bytes: usize,
+    /// Largest media upload accepted, in bytes (`m.upload.size`); larger
+    /// uploads get `M_TOO_LARGE`. Uploads stream to disk, so this is not
+    /// bounded by `max_request_body_bytes`.
+    pub max_upload_bytes: u64,
     /// Who may create accounts through the client API.
     pub registration: RegistrationConfig,
     /// Password rules applied at registration and password change.
@@ -48,6 +52,7 @@ impl Default for Config {
             database_url: None,
             default_room_version: "12".to_owned(),
             max_request_body_bytes: 4 * 1024 * 1024,
+            max_upload_bytes: 50 * 1024 * 1024,
             registration: RegistrationConfig::default(),
             password_policy: PasswordPolicy::default(),
             rate_limits: RateLimitConfig::default(),
@@ -280,6 +285,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "max_request_body_bytes",
                 reason: "must be at least 1024".to_owned(),
+            });
+        }
+        if self.max_upload_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                key: "max_upload_bytes",
+                reason: "must be at least 1".to_owned(),
             });
         }
         if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty()

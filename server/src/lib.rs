@@ -40,6 +40,7 @@ use service::{
     accounts::Accounts,
     devices::Devices,
     key_backup::KeyBackup,
+    media::Media,
     notifier::Notifier,
     profile::Profiles,
     room_events::{RoomEvents, parse_version},
@@ -113,10 +114,20 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         notifier,
         typing.clone(),
     ));
+    let media = Arc::new(
+        Media::new(
+            storage.clone(),
+            server_name.clone(),
+            &config.data_dir,
+            config.max_upload_bytes,
+        )
+        .map_err(StartError::Services)?,
+    );
     let key_backup = Arc::new(KeyBackup::new(storage.clone()));
     let state = AppState {
         key_backup,
         sync,
+        media,
         typing,
         account_data,
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),

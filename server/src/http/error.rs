@@ -160,6 +160,21 @@ impl From<ServiceError> for MatrixError {
                 "M_TOO_LARGE",
                 "Events are limited to 65535 bytes",
             ),
+            ServiceError::MediaTooLarge { limit } => Self::new(
+                S::PAYLOAD_TOO_LARGE,
+                "M_TOO_LARGE",
+                format!("Uploads are limited to {limit} bytes"),
+            ),
+            ServiceError::CannotOverwriteMedia => Self::new(
+                S::CONFLICT,
+                "M_CANNOT_OVERWRITE_MEDIA",
+                "This media has been uploaded already",
+            ),
+            ServiceError::NotYetUploaded => Self::new(
+                S::GATEWAY_TIMEOUT,
+                "M_NOT_YET_UPLOADED",
+                "This media has not been uploaded yet",
+            ),
             ServiceError::WrongRoomKeysVersion { current_version } => Self::new(
                 S::FORBIDDEN,
                 "M_WRONG_ROOM_KEYS_VERSION",

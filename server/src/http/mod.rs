@@ -6,6 +6,7 @@ pub mod client;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod media;
 pub mod tls;
 
 use std::sync::Arc;
@@ -22,7 +23,8 @@ use tracing::Instrument;
 
 use crate::service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup,
-    profile::Profiles, room_ops::RoomOps, server_keys::ServerKeys, sync::Sync, typing::Typing,
+    media::Media, profile::Profiles, room_ops::RoomOps, server_keys::ServerKeys, sync::Sync,
+    typing::Typing,
 };
 use error::MatrixError;
 
@@ -47,6 +49,8 @@ pub struct AppState {
     pub account_data: Arc<AccountData>,
     /// Server-side key backups.
     pub key_backup: Arc<KeyBackup>,
+    /// The media store.
+    pub media: Arc<Media>,
 }
 
 /// The peer address of a connection, plain or TLS, as `ConnectInfo`.
@@ -70,6 +74,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .nest("/_matrix/client", client::router())
         .nest("/_matrix/key", keys::router())
+        .merge(media::router(state.media.max_upload_bytes()))
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async { MatrixError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -7,6 +7,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod devices;
 pub mod key_backup;
+pub mod media;
 pub mod notifier;
 pub mod password;
 pub mod profile;
@@ -83,6 +84,18 @@ pub enum ServiceError {
     /// The event is larger than the spec allows.
     #[error("event too large")]
     EventTooLarge,
+    /// An upload is larger than the configured limit.
+    #[error("upload over the {limit}-byte limit")]
+    MediaTooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The media id has its content already.
+    #[error("media already uploaded")]
+    CannotOverwriteMedia,
+    /// The media id exists but its content has not been uploaded yet.
+    #[error("media not yet uploaded")]
+    NotYetUploaded,
     /// A key backup write named a version that is not the user's latest.
     #[error("backup version is not the current one")]
     WrongRoomKeysVersion {

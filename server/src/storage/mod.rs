@@ -7,6 +7,7 @@
 mod accounts;
 mod key_backup;
 mod keys;
+mod media;
 mod rooms;
 mod sql;
 mod user_data;
@@ -22,6 +23,7 @@ pub use key_backup::{
     KeysUpload, NotABackupVersion,
 };
 pub use keys::{KeyStore, StoredSigningKey};
+pub use media::{MediaContent, MediaRecord, MediaStore};
 pub use rooms::{
     Membership, NewEvent, NewStateGroup, NewTransaction, RoomHead, RoomRecord, RoomStore,
     StateEntry, StoredEvent, StreamPosition,
@@ -164,7 +166,15 @@ pub enum StorageError {
 /// storage code stays in its own file.
 #[async_trait]
 pub trait Storage:
-    AccountStore + KeyBackupStore + KeyStore + RoomStore + UserDataStore + Send + Sync + 'static
+    AccountStore
+    + KeyBackupStore
+    + KeyStore
+    + MediaStore
+    + RoomStore
+    + UserDataStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Waits for in-flight work and closes the database (SQLite checkpoints its log).
     async fn close(&self);

@@ -5,6 +5,7 @@ mod accounts;
 mod devices;
 mod errors;
 mod key_backup;
+mod media;
 mod members_at;
 mod messages;
 mod password;

@@ -21,6 +21,7 @@ mod accounts;
 mod cache;
 mod key_backup;
 mod keys;
+mod media;
 mod rooms;
 mod user_data;
 
