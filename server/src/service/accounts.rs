@@ -278,7 +278,7 @@ impl Accounts {
     /// Storage failures.
     pub async fn logout(&self, session: &Session) -> Result<(), ServiceError> {
         self.storage
-            .delete_devices(&session.user_id, &[session.device_id.clone()])
+            .delete_devices(&session.user_id, std::slice::from_ref(&session.device_id))
             .await?;
         Ok(())
     }

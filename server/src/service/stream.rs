@@ -62,15 +62,18 @@ mod tests {
     #[tokio::test]
     async fn positions_are_published_only_after_the_write() {
         let stream = Stream::new(StreamPosition(7));
-        let seen = stream
+        let stream = &stream;
+        let during = stream
             .append(|position| async move {
                 assert_eq!(position, StreamPosition(8));
-                Ok(stream_current_inside(position))
+                // Readers must not see a position whose write is still running.
+                Ok(stream.current())
             })
             .await
             .unwrap();
-        assert_eq!(seen, StreamPosition(8));
+        assert_eq!(during, StreamPosition(7));
         assert_eq!(stream.current(), StreamPosition(8));
+
         let failed: Result<(), _> = stream
             .append(|_| async { Err(ServiceError::Internal("disk full".into())) })
             .await;
@@ -80,13 +83,15 @@ mod tests {
             StreamPosition(8),
             "a failed write publishes nothing"
         );
-        stream
-            .append(|position| async move { Ok(assert_eq!(position, StreamPosition(10))) })
+
+        let next = stream
+            .append(|position| async move { Ok(position) })
             .await
             .unwrap();
-    }
-
-    fn stream_current_inside(position: StreamPosition) -> StreamPosition {
-        position
+        assert_eq!(
+            next,
+            StreamPosition(10),
+            "the failed write's position is not reused"
+        );
     }
 }

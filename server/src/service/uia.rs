@@ -175,7 +175,7 @@ impl UiaSessions {
 
         let mut completed = completed;
         completed.push(kind);
-        if flows.iter().any(|flow| *flow == completed.as_slice()) {
+        if flows.contains(&completed.as_slice()) {
             self.lock().remove(&session);
             return Ok(());
         }

@@ -40,6 +40,10 @@ impl ServerProcess {
     }
 
     /// As [`ServerProcess::start`], with a prepared command (environment set).
+    #[allow(
+        clippy::zombie_processes,
+        reason = "Drop kills and waits for the child"
+    )]
     pub fn start_command(mut command: Command, data_dir: &Path, args: &[&str]) -> Self {
         let mut child = command
             .args(["--bind", "127.0.0.1:0", "--data-dir"])

@@ -1,6 +1,11 @@
 //! Integration tests against in-process Myelin servers over real HTTP.
 //! One binary, one link step.
 
+#![allow(
+    clippy::cloned_ref_to_slice_refs,
+    reason = "`[id.clone()]` reads better than `slice::from_ref` in assertions"
+)]
+
 mod accounts;
 mod devices;
 mod errors;

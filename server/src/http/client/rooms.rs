@@ -20,6 +20,7 @@ use crate::{
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::enum_variant_names, reason = "the spec's preset names")]
 enum PresetJson {
     PrivateChat,
     TrustedPrivateChat,
