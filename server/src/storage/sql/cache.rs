@@ -24,59 +24,113 @@ const MAX_GROUPS: usize = 1024;
 /// The cache; cheap to share.
 #[derive(Debug, Default)]
 pub struct ReadCache {
-    events: Mutex<HashMap<OwnedEventId, StoredEvent>>,
-    groups: Mutex<HashMap<i64, Arc<Vec<StateEntry>>>>,
+    events: Mutex<Generations<OwnedEventId, StoredEvent>>,
+    groups: Mutex<Generations<i64, Arc<Vec<StateEntry>>>>,
 }
 
 impl ReadCache {
     /// A cached event.
     pub fn event(&self, event_id: &EventId) -> Option<StoredEvent> {
-        lock(&self.events).get(event_id).cloned()
+        lock(&self.events).get(event_id, MAX_EVENTS)
     }
 
     /// Remembers an event (as it is stored now).
     pub fn put_event(&self, event: StoredEvent) {
-        insert_bounded(
-            &mut lock(&self.events),
-            event.event_id.clone(),
-            event,
-            MAX_EVENTS,
-        );
+        lock(&self.events).insert(event.event_id.clone(), event, MAX_EVENTS);
     }
 
     /// Replaces a cached event's JSON after a redaction.
     pub fn redact(&self, event_id: &EventId, json: &str) {
-        if let Some(event) = lock(&self.events).get_mut(event_id) {
-            json.clone_into(&mut event.json);
+        let mut events = lock(&self.events);
+        let events = &mut *events;
+        for generation in [&mut events.current, &mut events.previous] {
+            if let Some(event) = generation.get_mut(event_id) {
+                json.clone_into(&mut event.json);
+            }
         }
     }
 
     /// A cached full state group.
     pub fn group(&self, group: i64) -> Option<Arc<Vec<StateEntry>>> {
-        lock(&self.groups).get(&group).cloned()
+        lock(&self.groups).get(&group, MAX_GROUPS)
     }
 
     /// Remembers a full state group.
     pub fn put_group(&self, group: i64, entries: Arc<Vec<StateEntry>>) {
-        insert_bounded(&mut lock(&self.groups), group, entries, MAX_GROUPS);
+        lock(&self.groups).insert(group, entries, MAX_GROUPS);
     }
 }
 
-/// Inserts, first emptying a full map: crude, but bounded, and the working
-/// set refills at once.
-fn insert_bounded<K: std::hash::Hash + Eq, V>(
-    map: &mut HashMap<K, V>,
-    key: K,
-    value: V,
-    max: usize,
-) {
-    if map.len() >= max {
-        map.clear();
+/// A bounded map that ages entries in two generations: when the current one
+/// is full it becomes the previous one (dropping the old previous), and a hit
+/// in the previous generation moves back to the current one. Recently used
+/// entries survive a turnover, which a single map emptied when full does not.
+#[derive(Debug)]
+struct Generations<K, V> {
+    current: HashMap<K, V>,
+    previous: HashMap<K, V>,
+}
+
+impl<K, V> Default for Generations<K, V> {
+    fn default() -> Self {
+        Self {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+        }
     }
-    map.insert(key, value);
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Generations<K, V> {
+    fn get<Q>(&mut self, key: &Q, max: usize) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if let Some(value) = self.current.get(key) {
+            return Some(value.clone());
+        }
+        let value = self.previous.remove(key)?;
+        self.insert(key.to_owned(), value.clone(), max);
+        Some(value)
+    }
+
+    fn insert(&mut self, key: K, value: V, max: usize) {
+        if self.current.len() >= max / 2 {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, value);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means a panic elsewhere; a cache stays usable.
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Generations;
+
+    #[test]
+    fn recently_used_entries_survive_a_turnover() {
+        let mut cache = Generations::default();
+        for key in 0..4 {
+            cache.insert(key, key, 8);
+        }
+        // Key 0 is read while the next batch pushes the first one to the old generation.
+        for key in 4..8 {
+            cache.insert(key, key, 8);
+        }
+        assert_eq!(cache.get(&0, 8), Some(0));
+        for key in 8..12 {
+            cache.insert(key, key, 8);
+        }
+        assert_eq!(
+            cache.get(&0, 8),
+            Some(0),
+            "a hit moved it to the current generation"
+        );
+        assert_eq!(cache.get(&1, 8), None, "an unused old entry is gone");
+        assert!(cache.current.len() + cache.previous.len() <= 8);
+    }
 }
