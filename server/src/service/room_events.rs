@@ -297,7 +297,8 @@ impl RoomEvents {
     /// `NotFound` for an unknown room.
     pub async fn room_version(&self, room_id: &RoomId) -> Result<RoomVersion, ServiceError> {
         // A loaded room knows its version; ask storage only otherwise.
-        if let Ok(slot) = self.slot(room_id).try_lock()
+        if let Some(slot) = self.rooms_map().get(room_id).cloned()
+            && let Ok(slot) = slot.try_lock()
             && let Some(state) = slot.as_ref()
         {
             return Ok(state.version);
@@ -324,12 +325,17 @@ impl RoomEvents {
     }
 
     fn slot(&self, room_id: &RoomId) -> RoomSlot {
+        self.rooms_map()
+            .entry(room_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn rooms_map(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedRoomId, RoomSlot>> {
         // A poisoned map only means a panic elsewhere; its entries are still whole.
-        let mut rooms = self
-            .rooms
+        self.rooms
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        rooms.entry(room_id.to_owned()).or_default().clone()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// The room's state, loading it from storage on first use.
@@ -339,7 +345,16 @@ impl RoomEvents {
         slot: &'a mut Option<RoomState>,
     ) -> Result<&'a mut RoomState, ServiceError> {
         if slot.is_none() {
-            let version = self.room_version(room_id).await?;
+            let version = match self.room_version(room_id).await {
+                Ok(version) => version,
+                Err(error) => {
+                    // Clients can name any room id: an unknown one must not
+                    // leave an entry behind, or probing would grow the map
+                    // without bound.
+                    self.rooms_map().remove(room_id);
+                    return Err(error);
+                }
+            };
             let head = self
                 .storage
                 .room_head(room_id)
@@ -638,4 +653,42 @@ pub fn parse_version(version: &str) -> Result<RoomVersion, ServiceError> {
     let id = RoomVersionId::try_from(version)
         .map_err(|_| ServiceError::UnsupportedRoomVersion(version.to_owned()))?;
     RoomVersion::try_from(&id).map_err(|_| ServiceError::UnsupportedRoomVersion(version.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ruma::{room_id, server_name};
+
+    use super::*;
+    use crate::{config::DatabaseLocation, storage};
+
+    #[tokio::test]
+    async fn unknown_rooms_leave_no_entry_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = storage::open(&DatabaseLocation::Sqlite(dir.path().join("db")))
+            .await
+            .unwrap();
+        let keys = ServerKeys::load_or_generate(storage.clone(), server_name!("x").to_owned())
+            .await
+            .unwrap();
+        let events = RoomEvents::new(
+            storage,
+            Arc::new(keys),
+            Arc::new(Notifier::default()),
+            Arc::new(Stream::new(StreamPosition(0))),
+        );
+        for room in [room_id!("!probe1:x"), room_id!("!probe2:x")] {
+            assert!(events.current_state(room).await.unwrap().is_none());
+            assert!(matches!(
+                events.room_version(room).await,
+                Err(ServiceError::NotFound(_))
+            ));
+        }
+        assert!(
+            events.rooms_map().is_empty(),
+            "probing unknown rooms must not grow the map"
+        );
+    }
 }
