@@ -6,6 +6,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod devices;
+pub mod event_writer;
 pub mod key_backup;
 pub mod media;
 pub mod notifier;

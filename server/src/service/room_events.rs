@@ -3,9 +3,12 @@
 //!
 //! Each room's current state lives in memory (loaded on first use), so the
 //! authorization checks of a new event touch no storage. A per-room lock
-//! orders the events of a room; a server-wide lock hands out stream
-//! positions in commit order, so a reader that has seen position `n` has seen
-//! every event at or below `n`.
+//! orders the events of a room: whoever holds it takes every send queued for
+//! the room, builds them as one chain on the state, hands the chain to the
+//! group-commit writer and keeps the lock until the chain is committed.
+//! Stream positions are published in order once committed, so a reader that
+//! has seen position `n` has seen every event at or below `n`
+//! (spec-notes/write-path.md).
 
 use std::{
     collections::HashMap,
@@ -22,10 +25,12 @@ use ruma::{
     events::{StateEventType, TimelineEventType, room::power_levels::UserPowerLevel},
 };
 use serde::Deserialize;
+use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::{
     ServiceError,
+    event_writer::{EventWriter, PendingEvent},
     notifier::Notifier,
     rooms::{
         auth::{
@@ -35,10 +40,10 @@ use super::{
         version::RoomVersion,
     },
     server_keys::ServerKeys,
-    stream::Stream,
+    stream::{Reservation, Stream},
 };
 use crate::storage::{
-    NewEvent, NewStateGroup, NewTransaction, StateEntry, Storage, StorageError, StreamPosition,
+    ChainOutcome, NewStateGroup, StateEntry, Storage, StorageError, StreamPosition,
 };
 
 /// Tries at creating a room before giving up on finding a free id.
@@ -110,7 +115,37 @@ impl RoomState {
     }
 }
 
-type RoomSlot = Arc<tokio::sync::Mutex<Option<RoomState>>>;
+/// A room's current state (loaded on first use) behind the lock that
+/// orders its events, and the sends waiting for that lock.
+#[derive(Debug, Default)]
+struct RoomSlot {
+    state: tokio::sync::Mutex<Option<RoomState>>,
+    queue: Mutex<Vec<QueuedSend>>,
+}
+
+/// A send waiting for its room's lock.
+#[derive(Debug)]
+struct QueuedSend {
+    event: LocalEvent,
+    answer: oneshot::Sender<Result<OwnedEventId, ServiceError>>,
+}
+
+/// What became of one queued send while its chain was built.
+enum Prepared {
+    /// Built and authorized; waits in the chain.
+    New(PendingEvent, Reservation),
+    /// A retry of a transaction committed before.
+    Existing(OwnedEventId),
+    /// A retry of a transaction already in this chain, at this index.
+    InChain(usize),
+}
+
+/// A chain entry: the events' ids (kept for the answers) and who waits for it.
+struct Link {
+    event_id: OwnedEventId,
+    position: StreamPosition,
+    senders: Vec<QueuedSend>,
+}
 
 /// Builds, authorizes and persists local events.
 #[derive(Debug)]
@@ -118,13 +153,14 @@ pub struct RoomEvents {
     storage: Arc<dyn Storage>,
     keys: Arc<ServerKeys>,
     notifier: Arc<Notifier>,
-    rooms: Mutex<HashMap<OwnedRoomId, RoomSlot>>,
+    rooms: Mutex<HashMap<OwnedRoomId, Arc<RoomSlot>>>,
     stream: Arc<Stream>,
+    writer: EventWriter,
     last_create_ts: AtomicU64,
 }
 
 impl RoomEvents {
-    /// Builds the service.
+    /// Builds the service and starts its event writer (on the current tokio runtime).
     pub fn new(
         storage: Arc<dyn Storage>,
         keys: Arc<ServerKeys>,
@@ -132,6 +168,7 @@ impl RoomEvents {
         stream: Arc<Stream>,
     ) -> Self {
         Self {
+            writer: EventWriter::start(storage.clone()),
             storage,
             keys,
             notifier,
@@ -176,21 +213,35 @@ impl RoomEvents {
             let pdu = self.build(&empty, room_id.clone(), &create, ts)?;
             let new_room_id = pdu.room_id().to_owned();
             let slot = self.slot(&new_room_id);
-            let mut guard = slot.lock().await;
+            let mut guard = slot.state.lock().await;
             if guard.is_some() {
                 continue;
             }
             let mut state = empty.clone();
-            match self
-                .commit(&mut state, pdu, &create, Some(&version.id()))
-                .await
-            {
-                Ok(()) => {
+            let reservation = self.stream.reserve();
+            let position = reservation.position();
+            let mut pending = advance(&mut state, pdu, &create, None, position)?;
+            pending.creates_room_version = Some(version.id().to_string());
+            let interested = interested_users(&state, &[&pending]);
+            let written = self.writer.write(vec![pending]).await;
+            drop(reservation);
+            match written? {
+                ChainOutcome { written: 1, .. } => {
+                    self.stream.published(position).await;
                     *guard = Some(state);
+                    self.notifier.wake(interested.iter().map(|user| &**user));
                     return Ok(new_room_id);
                 }
-                Err(ServiceError::Storage(StorageError::Conflict(_))) => continue,
-                Err(error) => return Err(error),
+                ChainOutcome {
+                    error: Some(StorageError::Conflict(_)),
+                    ..
+                } => continue,
+                ChainOutcome { error, .. } => {
+                    return Err(error.map_or_else(
+                        || ServiceError::Internal("the create event was not written".to_owned()),
+                        ServiceError::Storage,
+                    ));
+                }
             }
         }
         Err(ServiceError::Internal(
@@ -219,7 +270,7 @@ impl RoomEvents {
     /// `NotFound` for an unknown room; `Forbidden` when the event fails the
     /// authorization rules or redacts what the sender may not.
     pub async fn send(
-        &self,
+        self: &Arc<Self>,
         room_id: &RoomId,
         event: LocalEvent,
     ) -> Result<OwnedEventId, ServiceError> {
@@ -227,21 +278,157 @@ impl RoomEvents {
             return Ok(existing);
         }
         let slot = self.slot(room_id);
-        let mut guard = slot.lock().await;
-        // Checked again under the room lock: a concurrent retry may have won.
-        if let Some(existing) = self.previous_transaction(&event).await? {
-            return Ok(existing);
+        let (answer, sent) = oneshot::channel();
+        lock(&slot.queue).push(QueuedSend { event, answer });
+        // The work runs in a task of its own: the chain it builds may carry
+        // other clients' events, which a client hanging up must not abandon.
+        tokio::spawn(self.clone().send_queued(room_id.to_owned(), slot));
+        sent.await
+            .map_err(|_| ServiceError::Internal("the send was abandoned".to_owned()))?
+    }
+
+    /// Takes the room's lock and sends whatever is queued for the room as
+    /// one chain. Every queued send has such a task, so nothing waits
+    /// unseen; a task that finds the queue empty was beaten to it.
+    async fn send_queued(self: Arc<Self>, room_id: OwnedRoomId, slot: Arc<RoomSlot>) {
+        let mut guard = slot.state.lock().await;
+        let mut queued = std::mem::take(&mut *lock(&slot.queue));
+        // Each round settles at least one send, so the retries run out.
+        while !queued.is_empty() {
+            queued = self.send_chain(&room_id, &mut guard, queued).await;
         }
-        let state = self.loaded(room_id, &mut guard).await?;
+    }
+
+    /// Builds the queued sends on the room's state, one after the other,
+    /// and writes them in one commit. Answers every send, except those
+    /// built on an event that failed to be written: those are returned, to
+    /// be built again on the state as stored.
+    async fn send_chain(
+        &self,
+        room_id: &RoomId,
+        guard: &mut Option<RoomState>,
+        queued: Vec<QueuedSend>,
+    ) -> Vec<QueuedSend> {
+        let state = match self.loaded(room_id, guard).await {
+            Ok(state) => state,
+            Err(error) => {
+                for send in queued {
+                    let _ = send.answer.send(Err(error_for_each(&error)));
+                }
+                return Vec::new();
+            }
+        };
+        let mut chain = Vec::new();
+        let mut links: Vec<Link> = Vec::new();
+        let mut reservations = Vec::new();
+        for send in queued {
+            match self.prepare(room_id, state, &send.event, &chain).await {
+                Ok(Prepared::New(pending, reservation)) => {
+                    links.push(Link {
+                        event_id: pending.pdu.event_id().to_owned(),
+                        position: pending.position,
+                        senders: vec![send],
+                    });
+                    chain.push(pending);
+                    reservations.push(reservation);
+                }
+                Ok(Prepared::InChain(index)) => links[index].senders.push(send),
+                Ok(Prepared::Existing(event_id)) => {
+                    let _ = send.answer.send(Ok(event_id));
+                }
+                Err(error) => {
+                    let _ = send.answer.send(Err(error));
+                }
+            }
+        }
+        if chain.is_empty() {
+            return Vec::new();
+        }
+        let interested = interested_users(state, &chain.iter().collect::<Vec<_>>());
+        let written = self.writer.write(chain).await;
+        // Released on every path: a position left reserved would hold back
+        // every later one.
+        drop(reservations);
+        let ChainOutcome { written, error } = match written {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                // The state moved past events that were not written.
+                *guard = None;
+                for send in links.into_iter().flat_map(|link| link.senders) {
+                    let _ = send.answer.send(Err(error_for_each(&error)));
+                }
+                return Vec::new();
+            }
+        };
+        let mut links = links.into_iter();
+        let committed: Vec<Link> = links.by_ref().take(written).collect();
+        let mut retry = Vec::new();
+        if let Some(error) = error {
+            *guard = None;
+            if let Some(failed) = links.next() {
+                let mut senders = failed.senders.into_iter();
+                if let Some(first) = senders.next() {
+                    let _ = first.answer.send(Err(ServiceError::Storage(error)));
+                }
+                for send in senders {
+                    let _ = send.answer.send(Err(ServiceError::Internal(
+                        "the event was not written".to_owned(),
+                    )));
+                }
+            }
+            retry = links.flat_map(|link| link.senders).collect();
+        }
+        if let Some(last) = committed.last() {
+            self.stream.published(last.position).await;
+            self.notifier.wake(interested.iter().map(|user| &**user));
+        }
+        for link in committed {
+            for send in link.senders {
+                let _ = send.answer.send(Ok(link.event_id.clone()));
+            }
+        }
+        retry
+    }
+
+    /// Builds one queued send on `state` (which already holds the chain
+    /// before it) and moves `state` past it.
+    async fn prepare(
+        &self,
+        room_id: &RoomId,
+        state: &mut RoomState,
+        event: &LocalEvent,
+        chain: &[PendingEvent],
+    ) -> Result<Prepared, ServiceError> {
+        if let Some(transaction) = &event.transaction {
+            let same = |pending: &PendingEvent| {
+                *pending.pdu.sender() == *event.sender
+                    && pending.transaction.as_ref().is_some_and(|t| {
+                        t.device_id == transaction.device_id && t.key == transaction.key
+                    })
+            };
+            if let Some(index) = chain.iter().position(same) {
+                return Ok(Prepared::InChain(index));
+            }
+            // Checked again under the room lock: a concurrent retry may have won.
+            if let Some(existing) = self.previous_transaction(event).await? {
+                return Ok(Prepared::Existing(existing));
+            }
+        }
         let pdu = self.build(
             state,
             Some(room_id.to_owned()),
-            &event,
+            event,
             MilliSecondsSinceUnixEpoch::now(),
         )?;
-        let event_id = pdu.event_id().to_owned();
-        self.commit(state, pdu, &event, None).await?;
-        Ok(event_id)
+        let redaction = match pdu.redacts() {
+            Some(target) if *pdu.kind() == TimelineEventType::RoomRedaction => {
+                Some(self.redaction_of(state, &pdu, target).await?)
+            }
+            _ => None,
+        };
+        let reservation = self.stream.reserve();
+        let pending = advance(state, pdu, event, redaction, reservation.position())?;
+        Ok(Prepared::New(pending, reservation))
     }
 
     /// A copy of the room's current state, or `None` for an unknown room.
@@ -250,7 +437,7 @@ impl RoomEvents {
     /// Storage failures while loading it.
     pub async fn current_state(&self, room_id: &RoomId) -> Result<Option<RoomState>, ServiceError> {
         let slot = self.slot(room_id);
-        let mut guard = slot.lock().await;
+        let mut guard = slot.state.lock().await;
         match self.loaded(room_id, &mut guard).await {
             Ok(state) => Ok(Some(state.clone())),
             Err(ServiceError::NotFound(_)) => Ok(None),
@@ -298,7 +485,7 @@ impl RoomEvents {
     pub async fn room_version(&self, room_id: &RoomId) -> Result<RoomVersion, ServiceError> {
         // A loaded room knows its version; ask storage only otherwise.
         if let Some(slot) = self.rooms_map().get(room_id).cloned()
-            && let Ok(slot) = slot.try_lock()
+            && let Ok(slot) = slot.state.try_lock()
             && let Some(state) = slot.as_ref()
         {
             return Ok(state.version);
@@ -324,18 +511,15 @@ impl RoomEvents {
             .await?)
     }
 
-    fn slot(&self, room_id: &RoomId) -> RoomSlot {
+    fn slot(&self, room_id: &RoomId) -> Arc<RoomSlot> {
         self.rooms_map()
             .entry(room_id.to_owned())
             .or_default()
             .clone()
     }
 
-    fn rooms_map(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedRoomId, RoomSlot>> {
-        // A poisoned map only means a panic elsewhere; its entries are still whole.
-        self.rooms
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+    fn rooms_map(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedRoomId, Arc<RoomSlot>>> {
+        lock(&self.rooms)
     }
 
     /// The room's state, loading it from storage on first use.
@@ -432,117 +616,6 @@ impl RoomEvents {
         Ok(pdu)
     }
 
-    /// Persists an authorized event and moves `state` past it.
-    async fn commit(
-        &self,
-        state: &mut RoomState,
-        pdu: Pdu,
-        event: &LocalEvent,
-        creates_room: Option<&RoomVersionId>,
-    ) -> Result<(), ServiceError> {
-        let redaction = match pdu.redacts() {
-            Some(target) if *pdu.kind() == TimelineEventType::RoomRedaction => {
-                Some(self.redaction_of(state, &pdu, target).await?)
-            }
-            _ => None,
-        };
-        let membership_target = (*pdu.kind() == TimelineEventType::RoomMember)
-            .then(|| {
-                pdu.state_key()
-                    .and_then(|key| ruma::UserId::parse(key).ok())
-            })
-            .flatten();
-        let new_membership = membership_target.as_ref().and_then(|_| membership(&pdu));
-        let version_id = creates_room.map(RoomVersionId::as_str);
-        let extremities = vec![pdu.event_id().to_owned()];
-        let transaction = event.transaction.as_ref().map(|t| NewTransaction {
-            user_id: &event.sender,
-            device_id: &t.device_id,
-            key: &t.key,
-            txn_id: &t.txn_id,
-        });
-
-        let depth = i64::from(pdu.depth());
-        let event_type = pdu.kind().to_string();
-        let storage = &self.storage;
-        // The write borrows what it needs; the state is updated after it commits.
-        let (pdu_ref, current, extremities_ref, redaction_ref) =
-            (&pdu, &*state, &extremities, &redaction);
-        let (target_ref, membership_ref) = (&membership_target, &new_membership);
-        let event_type = event_type.as_str();
-        let (state_group, chain_length) = self
-            .stream
-            .append(|position| async move {
-                let (state_group, new_state_group) = match pdu_ref.state_map_key() {
-                    Some(key) => (
-                        position.0,
-                        Some(next_state_group(current, &key, pdu_ref.event_id())),
-                    ),
-                    None => (current.state_group, None),
-                };
-                let chain_length = new_state_group.as_ref().map(|group| group.chain_length);
-                storage
-                    .append_event(&NewEvent {
-                        position,
-                        event_id: pdu_ref.event_id(),
-                        room_id: pdu_ref.room_id(),
-                        creates_room_version: version_id,
-                        event_type,
-                        state_key: pdu_ref.state_key(),
-                        sender: pdu_ref.sender(),
-                        depth,
-                        json: pdu_ref.canonical_json(),
-                        state_group,
-                        new_state_group,
-                        forward_extremities: extremities_ref,
-                        membership: target_ref.as_deref().zip(membership_ref.as_deref()),
-                        transaction,
-                        redaction: redaction_ref
-                            .as_ref()
-                            .map(|(target, json)| (target.as_ref(), json.as_str())),
-                    })
-                    .await?;
-                Ok((state_group, chain_length))
-            })
-            .await?;
-
-        state.extremities = extremities;
-        state.depth = depth;
-        if let Some(chain_length) = chain_length {
-            state.state_group = state_group;
-            state.chain_length = chain_length;
-        }
-        if let Some((target, json)) = redaction
-            && let Some(slot) = state
-                .state
-                .iter()
-                .find(|(_, p)| p.event_id() == target)
-                .map(|(k, _)| k.clone())
-        {
-            let redacted = Pdu::from_storage(state.version, target, json)
-                .map_err(|e| ServiceError::Internal(format!("redacted event is invalid: {e}")))?;
-            state.state.insert(slot, redacted);
-        }
-        if let Some(key) = pdu.state_map_key() {
-            state.state.insert(key, pdu);
-        }
-        // Everyone in the room, and whoever a membership change concerns
-        // (a kicked user must learn of it), may see this event.
-        let members = state.state.iter().filter_map(|((kind, key), member)| {
-            let interested = *kind == StateEventType::RoomMember
-                && matches!(
-                    membership(member).as_deref(),
-                    Some("join" | "invite" | "knock")
-                );
-            interested
-                .then(|| <&ruma::UserId>::try_from(key.as_str()).ok())
-                .flatten()
-        });
-        self.notifier
-            .wake(members.chain(membership_target.as_deref()));
-        Ok(())
-    }
-
     /// The redacted form of a redaction's target, if the sender may redact it.
     async fn redaction_of(
         &self,
@@ -577,6 +650,91 @@ impl RoomEvents {
             myelin_crypto::to_canonical_string(&redacted),
         ))
     }
+}
+
+/// Moves `state` past an authorized event and says what to write for it.
+fn advance(
+    state: &mut RoomState,
+    pdu: Pdu,
+    event: &LocalEvent,
+    redaction: Option<(OwnedEventId, String)>,
+    position: StreamPosition,
+) -> Result<PendingEvent, ServiceError> {
+    // Everything that can fail comes before the first change to `state`.
+    let redacted_slot = match &redaction {
+        Some((target, json)) => state
+            .state
+            .iter()
+            .find(|(_, p)| p.event_id() == &**target)
+            .map(|(slot, _)| {
+                Pdu::from_storage(state.version, target.clone(), json.clone())
+                    .map(|redacted| (slot.clone(), redacted))
+                    .map_err(|e| ServiceError::Internal(format!("redacted event is invalid: {e}")))
+            })
+            .transpose()?,
+        None => None,
+    };
+    let mut pending = PendingEvent::new(position, pdu.clone(), state.state_group);
+    if let Some(key) = pdu.state_map_key() {
+        let group = next_state_group(state, &key, pdu.event_id());
+        pending.state_group = position.0;
+        state.state_group = position.0;
+        state.chain_length = group.chain_length;
+        pending.new_state_group = Some(group);
+    }
+    if *pdu.kind() == TimelineEventType::RoomMember {
+        let target = pdu
+            .state_key()
+            .and_then(|key| ruma::UserId::parse(key).ok());
+        pending.membership = target.zip(membership(&pdu));
+    }
+    pending.transaction.clone_from(&event.transaction);
+    pending.redaction = redaction;
+    state.extremities = vec![pdu.event_id().to_owned()];
+    state.depth = i64::from(pdu.depth());
+    if let Some((slot, redacted)) = redacted_slot {
+        state.state.insert(slot, redacted);
+    }
+    if let Some(key) = pdu.state_map_key() {
+        state.state.insert(key, pdu);
+    }
+    Ok(pending)
+}
+
+/// Who may see the chain's events: everyone in the room after them
+/// (joined, invited, knocking), and whoever a membership change concerns
+/// (a kicked user must learn of it).
+fn interested_users(state: &RoomState, chain: &[&PendingEvent]) -> Vec<ruma::OwnedUserId> {
+    let members = state.state.iter().filter_map(|((kind, key), member)| {
+        let interested = *kind == StateEventType::RoomMember
+            && matches!(
+                membership(member).as_deref(),
+                Some("join" | "invite" | "knock")
+            );
+        interested
+            .then(|| ruma::OwnedUserId::try_from(key.as_str()).ok())
+            .flatten()
+    });
+    let targets = chain.iter().filter_map(|pending| {
+        pending
+            .membership
+            .as_ref()
+            .map(|(target, _)| target.clone())
+    });
+    members.chain(targets).collect()
+}
+
+/// One failure told to every send of a batch (service errors are not `Clone`).
+fn error_for_each(error: &ServiceError) -> ServiceError {
+    match error {
+        ServiceError::NotFound(message) => ServiceError::NotFound(message.clone()),
+        other => ServiceError::Internal(other.to_string()),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; what it guards is still whole.
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 /// The state group written with a state event: a one-entry delta on the

@@ -2,41 +2,110 @@
 //! can return (room events, account data, receipts), so a sync token is one
 //! position and "what changed since" is a range query on each kind.
 //!
-//! Writers take the next position and commit under one lock, and the
-//! position is published only after the commit: a reader that sees position
-//! `n` can read everything at or below `n`, and nothing later appears below it.
+//! Writers reserve positions, write, and release them; writes may commit
+//! concurrently and in any order (the event writer commits many at once).
+//! The published position is the highest one below which every reserved
+//! position has been released: a reader that sees position `n` can read
+//! everything at or below `n`, and nothing later appears below it.
 
 use std::{
+    collections::BTreeMap,
     future::Future,
-    sync::atomic::{AtomicI64, Ordering},
+    sync::{Arc, Mutex},
 };
+
+use tokio::sync::watch;
 
 use super::ServiceError;
 use crate::storage::StreamPosition;
 
-/// Hands out stream positions in commit order.
+/// Hands out stream positions and publishes them in order.
 #[derive(Debug)]
 pub struct Stream {
-    last: tokio::sync::Mutex<StreamPosition>,
-    committed: AtomicI64,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    positions: Mutex<Positions>,
+    published: watch::Sender<i64>,
+}
+
+/// The reserved positions not yet released.
+#[derive(Debug)]
+struct Positions {
+    /// The greatest position handed out.
+    last: i64,
+    /// Each reserved position, and whether it has been released.
+    pending: BTreeMap<i64, bool>,
+}
+
+/// A reserved position. Releasing it (dropping it) says its write is over,
+/// committed or failed; a failed write leaves a harmless gap. Dropping it
+/// on every path (an error, a cancelled request) is what keeps publication moving.
+#[derive(Debug)]
+pub struct Reservation {
+    inner: Arc<Inner>,
+    position: StreamPosition,
+}
+
+impl Reservation {
+    /// The reserved position.
+    pub fn position(&self) -> StreamPosition {
+        self.position
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.inner.release(self.position.0);
+    }
 }
 
 impl Stream {
     /// Continues after `last`, the greatest position already stored.
     pub fn new(last: StreamPosition) -> Self {
         Self {
-            last: tokio::sync::Mutex::new(last),
-            committed: AtomicI64::new(last.0),
+            inner: Arc::new(Inner {
+                positions: Mutex::new(Positions {
+                    last: last.0,
+                    pending: BTreeMap::new(),
+                }),
+                published: watch::channel(last.0).0,
+            }),
         }
     }
 
-    /// The greatest committed position.
+    /// The greatest published position.
     pub fn current(&self) -> StreamPosition {
-        StreamPosition(self.committed.load(Ordering::Acquire))
+        StreamPosition(*self.inner.published.borrow())
     }
 
-    /// Runs `write` with the next position; publishes the position only if
-    /// the write succeeds (a failed write leaves a harmless gap).
+    /// Reserves the next position. Reserve just before writing: every later
+    /// position waits for this one to be released before it is published.
+    pub fn reserve(&self) -> Reservation {
+        let mut positions = self.inner.lock();
+        positions.last += 1;
+        let position = positions.last;
+        positions.pending.insert(position, false);
+        Reservation {
+            inner: self.inner.clone(),
+            position: StreamPosition(position),
+        }
+    }
+
+    /// Waits until `position` is published, so a wake-up sent afterwards
+    /// finds it readable.
+    pub async fn published(&self, position: StreamPosition) {
+        let mut published = self.inner.published.subscribe();
+        // The sender lives in `self`, so waiting cannot fail.
+        let _ = published
+            .wait_for(|published| *published >= position.0)
+            .await;
+    }
+
+    /// Runs `write` at the next position, and returns once the position is
+    /// published (a failed write publishes nothing of its own).
     ///
     /// # Errors
     /// What `write` fails with.
@@ -45,13 +114,42 @@ impl Stream {
         F: FnOnce(StreamPosition) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
     {
-        let mut last = self.last.lock().await;
-        let position = StreamPosition(last.0 + 1);
-        // Taken even on failure: the storage may have half-seen it, and a gap costs nothing.
-        *last = position;
-        let written = write(position).await?;
-        self.committed.store(position.0, Ordering::Release);
+        let reservation = self.reserve();
+        let position = reservation.position();
+        let written = write(position).await;
+        drop(reservation);
+        let written = written?;
+        self.published(position).await;
         Ok(written)
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Positions> {
+        // A poisoned lock only means a panic elsewhere; the map is still whole.
+        self.positions
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Marks `position` released and publishes the longest released prefix.
+    fn release(&self, position: i64) {
+        let mut positions = self.lock();
+        if let Some(released) = positions.pending.get_mut(&position) {
+            *released = true;
+        }
+        let mut publish = None;
+        while let Some(entry) = positions.pending.first_entry() {
+            if !*entry.get() {
+                break;
+            }
+            publish = Some(*entry.key());
+            entry.remove();
+        }
+        // Published while the lock is held, so publications never go backwards.
+        if let Some(publish) = publish {
+            self.published.send_replace(publish);
+        }
     }
 }
 
@@ -80,8 +178,8 @@ mod tests {
         assert!(failed.is_err());
         assert_eq!(
             stream.current(),
-            StreamPosition(8),
-            "a failed write publishes nothing"
+            StreamPosition(9),
+            "a failed write leaves a gap that is published"
         );
 
         let next = stream
@@ -93,5 +191,41 @@ mod tests {
             StreamPosition(10),
             "the failed write's position is not reused"
         );
+    }
+
+    #[test]
+    fn a_position_released_early_waits_for_the_ones_before_it() {
+        let stream = Stream::new(StreamPosition(0));
+        let first = stream.reserve();
+        let second = stream.reserve();
+        let third = stream.reserve();
+        drop(second);
+        assert_eq!(
+            stream.current(),
+            StreamPosition(0),
+            "position 1 is still being written"
+        );
+        drop(first);
+        assert_eq!(stream.current(), StreamPosition(2));
+        drop(third);
+        assert_eq!(stream.current(), StreamPosition(3));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_publication_ends_when_the_earlier_writes_end() {
+        let stream = Arc::new(Stream::new(StreamPosition(0)));
+        let first = stream.reserve();
+        let second = stream.reserve();
+        let position = second.position();
+        drop(second);
+        let waiter = tokio::spawn({
+            let stream = stream.clone();
+            async move { stream.published(position).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "position 1 holds publication back");
+        drop(first);
+        waiter.await.unwrap();
+        assert_eq!(stream.current(), StreamPosition(2));
     }
 }

@@ -25,8 +25,8 @@ pub use key_backup::{
 pub use keys::{KeyStore, StoredSigningKey};
 pub use media::{MediaContent, MediaRecord, MediaStore};
 pub use rooms::{
-    Membership, NewEvent, NewStateGroup, NewTransaction, RoomHead, RoomRecord, RoomStore,
-    StateEntry, StoredEvent, StreamPosition,
+    ChainOutcome, Membership, NewEvent, NewStateGroup, NewTransaction, RoomHead, RoomRecord,
+    RoomStore, StateEntry, StoredEvent, StreamPosition,
 };
 pub use sql::{PostgresStorage, SqliteStorage};
 pub use user_data::{AccountDataEntry, Receipt, UserDataStore};

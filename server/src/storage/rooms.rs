@@ -69,7 +69,7 @@ pub struct NewEvent<'a> {
     /// The state group holding the room state after it.
     pub state_group: i64,
     /// A state group to create with it (when it is a state event).
-    pub new_state_group: Option<NewStateGroup>,
+    pub new_state_group: Option<&'a NewStateGroup>,
     /// The room's forward extremities once it is accepted.
     pub forward_extremities: &'a [OwnedEventId],
     /// For an `m.room.member` event: the target and the new membership.
@@ -78,6 +78,15 @@ pub struct NewEvent<'a> {
     pub transaction: Option<NewTransaction<'a>>,
     /// For an applied redaction: the redacted event and its redacted JSON.
     pub redaction: Option<(&'a EventId, &'a str)>,
+}
+
+/// What became of one chain in [`RoomStore::append_event_chains`].
+#[derive(Debug)]
+pub struct ChainOutcome {
+    /// How many of its events, from the first, were written.
+    pub written: usize,
+    /// Why the next event was not (the ones after it were not tried).
+    pub error: Option<StorageError>,
 }
 
 /// A client transaction that produced an event.
@@ -137,12 +146,20 @@ pub struct RoomHead {
 /// What the room services persist.
 #[async_trait]
 pub trait RoomStore: Send + Sync {
-    /// Persists an accepted event and its consequences in one transaction.
+    /// Persists chains of accepted events, each with its consequences, in
+    /// one transaction (one commit: what group commit saves). A chain is one
+    /// room's events in order, each built on the one before it: a chain stops
+    /// at its first event that fails (that event is undone, the ones after it
+    /// are not tried), and the other chains still commit. An event fails with
+    /// [`StorageError::Conflict`] if its id or transaction is known, or the
+    /// room it creates exists.
     ///
     /// # Errors
-    /// [`StorageError::Conflict`] if the event id or transaction is known,
-    /// or the room it creates exists.
-    async fn append_event(&self, event: &NewEvent<'_>) -> Result<(), StorageError>;
+    /// When the transaction as a whole fails: then nothing is written.
+    async fn append_event_chains(
+        &self,
+        chains: &[Vec<NewEvent<'_>>],
+    ) -> Result<Vec<ChainOutcome>, StorageError>;
 
     /// The room, if this server knows it.
     async fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>, StorageError>;

@@ -10,6 +10,7 @@ use crate::process::{ServerProcess, binary, register_user};
 
 backend_tests!(
     acknowledged_registration_survives_kill_9,
+    acknowledged_messages_survive_kill_9,
     sigterm_shuts_down_gracefully
 );
 
@@ -78,6 +79,75 @@ async fn acknowledged_registration_survives_kill_9(backend: Backend) {
         whoami.status(),
         StatusCode::OK,
         "the acknowledged session survives too"
+    );
+}
+
+/// Sends many messages at once, so the server commits them in groups, and
+/// kills it the moment the last one is acknowledged: every acknowledged
+/// message must be there after the restart, and the room must go on.
+async fn acknowledged_messages_survive_kill_9(backend: Backend) {
+    const SENDS: usize = 48;
+    let data = tempfile::tempdir().unwrap();
+    let (args, _database) = backend_args(backend).await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = ServerProcess::start(data.path(), &args);
+    let registered = register(&server, "alice").await;
+    let token = registered["access_token"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(server.v3("/createRoom"))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..SENDS {
+        let request = client
+            .put(server.v3(&format!("/rooms/{room}/send/m.room.message/t{i}")))
+            .bearer_auth(&token)
+            .json(&json!({ "msgtype": "m.text", "body": i.to_string() }));
+        sends.spawn(async move {
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), StatusCode::OK);
+            let answer: Value = answer.json().await.unwrap();
+            answer["event_id"].as_str().unwrap().to_owned()
+        });
+    }
+    let acknowledged = sends.join_all().await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+
+    let server = ServerProcess::start(data.path(), &args);
+    for event_id in &acknowledged {
+        let answer = client
+            .get(server.v3(&format!("/rooms/{room}/event/{event_id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status(),
+            StatusCode::OK,
+            "{event_id} was acknowledged"
+        );
+    }
+    let next = client
+        .put(server.v3(&format!("/rooms/{room}/send/m.room.message/after")))
+        .bearer_auth(&token)
+        .json(&json!({ "msgtype": "m.text", "body": "after the restart" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        next.status(),
+        StatusCode::OK,
+        "the room goes on from what was stored"
     );
 }
 

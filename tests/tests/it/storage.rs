@@ -4,10 +4,13 @@ use std::sync::Arc;
 
 use myelin_server::{
     config::DatabaseLocation,
-    storage::{self, Millis, NewAccount, ProfileField, Session, Storage, StorageError, TokenHash},
+    storage::{
+        self, Millis, NewAccount, NewEvent, NewStateGroup, ProfileField, Session, Storage,
+        StorageError, StreamPosition, TokenHash,
+    },
 };
 use myelin_tests::{Backend, PostgresDatabase, backend_tests};
-use ruma_ids::{device_id, owned_user_id};
+use ruma_ids::{EventId, OwnedEventId, RoomId, device_id, owned_user_id, user_id};
 
 backend_tests!(
     accounts_are_unique,
@@ -15,6 +18,7 @@ backend_tests!(
     deleting_devices_revokes_their_tokens,
     profiles_and_renames_report_missing_rows,
     acknowledged_writes_survive_reopening,
+    a_failing_event_fails_only_its_own_chain,
 );
 
 /// A storage on a fresh database, with what keeps that database alive.
@@ -274,4 +278,95 @@ async fn acknowledged_writes_survive_reopening(backend: Backend) {
             .is_some()
     );
     second.close().await;
+}
+
+/// An event as the storage sees it; `creates` makes it a room's first.
+fn new_event<'a>(
+    position: i64,
+    event_id: &'a EventId,
+    room_id: &'a RoomId,
+    creates: bool,
+    extremities: &'a [OwnedEventId],
+    group: &'a NewStateGroup,
+) -> NewEvent<'a> {
+    NewEvent {
+        position: StreamPosition(position),
+        event_id,
+        room_id,
+        creates_room_version: creates.then_some("11"),
+        event_type: if creates {
+            "m.room.create"
+        } else {
+            "m.room.message"
+        },
+        state_key: creates.then_some(""),
+        sender: user_id!("@alice:x"),
+        depth: position,
+        json: "{}",
+        // A create event starts the room's first state group, at its position.
+        state_group: if creates { position } else { position - 1 },
+        new_state_group: creates.then_some(group),
+        forward_extremities: extremities,
+        membership: None,
+        transaction: None,
+        redaction: None,
+    }
+}
+
+/// Group commit writes many rooms' events in one transaction: an event that
+/// fails must undo only itself and skip only the events built on it.
+async fn a_failing_event_fails_only_its_own_chain(backend: Backend) {
+    let (store, _keep) = open(backend).await;
+    let group = NewStateGroup {
+        prev_group: None,
+        chain_length: 0,
+        entries: Vec::new(),
+    };
+    let ids: Vec<OwnedEventId> = ["$a1", "$a2", "$b2", "$c1"]
+        .iter()
+        .map(|id| OwnedEventId::try_from(*id).unwrap())
+        .collect();
+    let (a1, a2, b2, c1) = (&*ids[0], &*ids[1], &*ids[2], &*ids[3]);
+    let (room_a, room_b, room_c) = (
+        <&RoomId>::try_from("!a:x").unwrap(),
+        <&RoomId>::try_from("!b:x").unwrap(),
+        <&RoomId>::try_from("!c:x").unwrap(),
+    );
+    let chains = vec![
+        vec![
+            new_event(1, a1, room_a, true, &ids[0..1], &group),
+            new_event(2, a2, room_a, false, &ids[1..2], &group),
+        ],
+        // Room b's create event reuses an id: it fails, and b2 (built on it) is not tried.
+        vec![
+            new_event(3, a1, room_b, true, &ids[0..1], &group),
+            new_event(4, b2, room_b, false, &ids[2..3], &group),
+        ],
+        vec![new_event(5, c1, room_c, true, &ids[3..4], &group)],
+    ];
+    let outcomes = store.append_event_chains(&chains).await.unwrap();
+    let summary: Vec<(usize, bool)> = outcomes
+        .iter()
+        .map(|outcome| (outcome.written, outcome.error.is_some()))
+        .collect();
+    assert_eq!(summary, [(2, false), (0, true), (1, false)]);
+    assert!(matches!(outcomes[1].error, Some(StorageError::Conflict(_))));
+    for written in [a1, a2, c1] {
+        assert!(store.event(written).await.unwrap().is_some(), "{written}");
+    }
+    assert_eq!(
+        store.event(a1).await.unwrap().unwrap().room_id,
+        room_a,
+        "the failed event did not overwrite the first"
+    );
+    assert!(store.event(b2).await.unwrap().is_none());
+    assert!(
+        store.room(room_b).await.unwrap().is_none(),
+        "the failed create event's room insert was undone with it"
+    );
+    assert!(store.room(room_c).await.unwrap().is_some());
+    assert_eq!(
+        store.max_stream_position().await.unwrap(),
+        StreamPosition(5)
+    );
 }

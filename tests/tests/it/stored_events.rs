@@ -17,7 +17,7 @@ use serde_json::json;
 backend_tests!(every_stored_event_verifies_independently);
 
 /// One stored row: event id, room id, canonical JSON, redacted or not.
-type Row = (String, String, String, Option<String>);
+pub type Row = (String, String, String, Option<String>);
 
 async fn every_stored_event_verifies_independently(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -199,7 +199,7 @@ async fn published_keys(server: &TestServer) -> PublicKeyMap {
 }
 
 /// Every event row and every room's version, read straight from the database.
-async fn stored_rows(url: &str) -> (Vec<Row>, HashMap<String, String>) {
+pub async fn stored_rows(url: &str) -> (Vec<Row>, HashMap<String, String>) {
     const EVENTS: &str =
         "SELECT event_id, room_id, json, redacted_by FROM events ORDER BY stream_ordering";
     const ROOMS: &str = "SELECT room_id, room_version FROM rooms";

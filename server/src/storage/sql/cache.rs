@@ -2,7 +2,7 @@
 //! stored events by id and full state groups.
 //!
 //! State groups never change once written. An event changes only when a
-//! redaction applies, and that goes through `append_event` in this process,
+//! redaction applies, and that goes through `append_event_chains` in this process,
 //! which updates the cache. (Several server processes sharing one
 //! PostgreSQL would need an invalidation channel; they are not supported
 //! yet, see spec-notes/sync.md.)

@@ -5,8 +5,8 @@ use ruma::{DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, Us
 
 use super::{PostgresStorage, SqliteStorage, conflict_on_unique};
 use crate::storage::{
-    Membership, NewEvent, RoomHead, RoomRecord, RoomStore, StateEntry, StorageError, StoredEvent,
-    StreamPosition,
+    ChainOutcome, Membership, NewEvent, RoomHead, RoomRecord, RoomStore, StateEntry, StorageError,
+    StoredEvent, StreamPosition,
 };
 
 type EventRow = (i64, String, String, String, i64);
@@ -34,7 +34,7 @@ where
 }
 
 macro_rules! sql_room_store {
-    ($storage:ty) => {
+    ($storage:ty, $db:ty) => {
         impl $storage {
             /// A state group's full state, following its delta chain (later
             /// deltas win), from the cache when it is there.
@@ -89,12 +89,12 @@ macro_rules! sql_room_store {
                 self.cache.put_group(state_group, entries.clone());
                 Ok(entries)
             }
-        }
 
-        #[async_trait]
-        impl RoomStore for $storage {
-            async fn append_event(&self, event: &NewEvent<'_>) -> Result<(), StorageError> {
-                let mut tx = self.pool.begin().await?;
+            /// Writes one event and what changes with it, inside the caller's transaction.
+            async fn insert_event(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                event: &NewEvent<'_>,
+            ) -> Result<(), StorageError> {
                 if let Some(version) = event.creates_room_version {
                     sqlx::query(
                         "INSERT INTO rooms (room_id, room_version, is_public, created_ts) \
@@ -103,7 +103,7 @@ macro_rules! sql_room_store {
                     .bind(event.room_id.as_str())
                     .bind(version)
                     .bind(crate::storage::Millis::now().0)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(conflict_on_unique("room id"))?;
                 }
@@ -116,7 +116,7 @@ macro_rules! sql_room_store {
                     .bind(event.room_id.as_str())
                     .bind(group.prev_group)
                     .bind(group.chain_length)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
                     for entry in &group.entries {
                         sqlx::query(
@@ -127,7 +127,7 @@ macro_rules! sql_room_store {
                         .bind(&entry.event_type)
                         .bind(&entry.state_key)
                         .bind(entry.event_id.as_str())
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await?;
                     }
                 }
@@ -144,18 +144,18 @@ macro_rules! sql_room_store {
                 .bind(event.depth)
                 .bind(event.state_group)
                 .bind(event.json)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(conflict_on_unique("event id"))?;
                 sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1")
                     .bind(event.room_id.as_str())
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
                 for extremity in event.forward_extremities {
                     sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
                         .bind(event.room_id.as_str())
                         .bind(extremity.as_str())
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await?;
                 }
                 if let Some((user_id, membership)) = event.membership {
@@ -169,12 +169,12 @@ macro_rules! sql_room_store {
                     .bind(event.position.0)
                     .bind(membership)
                     .bind(event.event_id.as_str())
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
                     sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
                         .bind(user_id.as_str())
                         .bind(event.room_id.as_str())
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await?;
                 }
                 if let Some(transaction) = &event.transaction {
@@ -187,7 +187,7 @@ macro_rules! sql_room_store {
                     .bind(transaction.key)
                     .bind(transaction.txn_id)
                     .bind(event.event_id.as_str())
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(conflict_on_unique("transaction id"))?;
                 }
@@ -196,10 +196,14 @@ macro_rules! sql_room_store {
                         .bind(target.as_str())
                         .bind(redacted_json)
                         .bind(event.event_id.as_str())
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await?;
                 }
-                tx.commit().await?;
+                Ok(())
+            }
+
+            /// Updates the read cache for an event that was committed.
+            fn cache_committed(&self, event: &NewEvent<'_>) {
                 if let Some((target, redacted_json)) = event.redaction {
                     self.cache.redact(target, redacted_json);
                 }
@@ -210,7 +214,44 @@ macro_rules! sql_room_store {
                     json: event.json.to_owned(),
                     state_group: event.state_group,
                 });
-                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl RoomStore for $storage {
+            async fn append_event_chains(
+                &self,
+                chains: &[Vec<NewEvent<'_>>],
+            ) -> Result<Vec<ChainOutcome>, StorageError> {
+                let mut tx = self.pool.begin().await?;
+                let mut outcomes = Vec::with_capacity(chains.len());
+                for chain in chains {
+                    let mut outcome = ChainOutcome { written: 0, error: None };
+                    for event in chain {
+                        // A savepoint per event: one that fails is undone
+                        // alone, and the rest of the batch still commits.
+                        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+                        match Self::insert_event(&mut *savepoint, event).await {
+                            Ok(()) => {
+                                savepoint.commit().await?;
+                                outcome.written += 1;
+                            }
+                            Err(error) => {
+                                savepoint.rollback().await?;
+                                outcome.error = Some(error);
+                                break;
+                            }
+                        }
+                    }
+                    outcomes.push(outcome);
+                }
+                tx.commit().await?;
+                for (chain, outcome) in chains.iter().zip(&outcomes) {
+                    for event in &chain[..outcome.written] {
+                        self.cache_committed(event);
+                    }
+                }
+                Ok(outcomes)
             }
 
             async fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>, StorageError> {
@@ -566,5 +607,5 @@ macro_rules! sql_room_store {
     };
 }
 
-sql_room_store!(SqliteStorage);
-sql_room_store!(PostgresStorage);
+sql_room_store!(SqliteStorage, sqlx::Sqlite);
+sql_room_store!(PostgresStorage, sqlx::Postgres);
