@@ -133,7 +133,7 @@ struct QueuedSend {
 /// What became of one queued send while its chain was built.
 enum Prepared {
     /// Built and authorized; waits in the chain.
-    New(PendingEvent, Reservation),
+    New(Box<PendingEvent>, Reservation),
     /// A retry of a transaction committed before.
     Existing(OwnedEventId),
     /// A retry of a transaction already in this chain, at this index.
@@ -329,7 +329,7 @@ impl RoomEvents {
                         position: pending.position,
                         senders: vec![send],
                     });
-                    chain.push(pending);
+                    chain.push(*pending);
                     reservations.push(reservation);
                 }
                 Ok(Prepared::InChain(index)) => links[index].senders.push(send),
@@ -428,7 +428,7 @@ impl RoomEvents {
         };
         let reservation = self.stream.reserve();
         let pending = advance(state, pdu, event, redaction, reservation.position())?;
-        Ok(Prepared::New(pending, reservation))
+        Ok(Prepared::New(Box::new(pending), reservation))
     }
 
     /// A copy of the room's current state, or `None` for an unknown room.
