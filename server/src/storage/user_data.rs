@@ -1,7 +1,7 @@
 //! Per-user data that syncs: account data and read receipts.
 
 use async_trait::async_trait;
-use ruma::{EventId, OwnedRoomId, RoomId, UserId};
+use ruma::{OwnedRoomId, RoomId, UserId};
 
 use super::{StorageError, StreamPosition};
 
@@ -77,21 +77,14 @@ pub trait UserDataStore: Send + Sync {
         upto: StreamPosition,
     ) -> Result<Vec<Receipt>, StorageError>;
 
-    /// The event the user's latest read receipt (public or private) in the
-    /// main timeline points at.
-    async fn read_up_to(
-        &self,
-        room_id: &RoomId,
-        user_id: &UserId,
-    ) -> Result<Option<String>, StorageError>;
-
-    /// How many events of these types others sent after `event_id` (all of
-    /// them when `None`), up to `upto`.
+    /// How many counted events others sent up to `upto` after the event
+    /// the user's latest read receipt (public or private) in the main
+    /// timeline points at (all of them without such a receipt). One query:
+    /// sync asks it for every room.
     async fn count_unread(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
-        read_up_to: Option<&EventId>,
         upto: StreamPosition,
     ) -> Result<u64, StorageError>;
 }

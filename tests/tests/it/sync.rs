@@ -47,6 +47,7 @@ backend_tests!(
     state_filter_types,
     filtered_timelines_reach_past_many_skipped_events,
     a_room_joined_between_syncs_arrives_whole,
+    unread_counts_start_after_the_latest_read_receipt,
 );
 
 /// A tiny deterministic generator, so a failing seed can be replayed.
@@ -1684,6 +1685,53 @@ async fn a_room_joined_between_syncs_arrives_whole(backend: Backend) {
         assert!(
             state_keys(state(&answer, "join", &room)).contains(&key.to_owned()),
             "{key}"
+        );
+    }
+}
+
+/// `notification_count` counts others' messages after the event the
+/// user's latest read receipt (public or private) points at.
+async fn unread_counts_start_after_the_latest_read_receipt(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob.token, &room).await;
+    let mut sent = Vec::new();
+    for body in ["one", "two", "three"] {
+        sent.push(send_text(&server, &bob.token, &room, body).await);
+    }
+    send_text(&server, &alice.token, &room, "her own, never unread").await;
+    let unread = |answer: Value| {
+        answer["rooms"]["join"][&room]["unread_notifications"]["notification_count"].clone()
+    };
+    assert_eq!(
+        unread(initial_sync(&server, &alice.token, 10).await),
+        json!(3)
+    );
+    for (receipt_type, event, expected) in
+        [("m.read", &sent[1], 1), ("m.read.private", &sent[2], 0)]
+    {
+        let (status, answer) = server
+            .request(
+                Method::POST,
+                room_url(
+                    &server,
+                    &room,
+                    &format!(
+                        "/receipt/{receipt_type}/{}",
+                        crate::rooms_support::enc(event)
+                    ),
+                ),
+                Some(&alice.token),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(
+            unread(initial_sync(&server, &alice.token, 10).await),
+            json!(expected),
+            "after a {receipt_type} receipt"
         );
     }
 }

@@ -376,13 +376,8 @@ impl Sync {
                         .typing
                         .typers_since(room_id, if newly_joined { None } else { typing_since });
                     if update.has_news() || request.full_state || newly_joined {
-                        let read_up_to = self.storage.read_up_to(room_id, user_id).await?;
-                        let read_up_to =
-                            read_up_to.and_then(|id| ruma::OwnedEventId::try_from(id).ok());
-                        update.notification_count = self
-                            .storage
-                            .count_unread(room_id, user_id, read_up_to.as_deref(), now)
-                            .await?;
+                        update.notification_count =
+                            self.storage.count_unread(room_id, user_id, now).await?;
                         update.summary = self.summary(room_id, user_id).await?;
                         response.joined.push(update);
                     }
@@ -475,6 +470,9 @@ impl Sync {
         let mut limited = false;
         let mut cursor = upto;
         let mut scanned = 0;
+        // The state group of the event just before the timeline, when the
+        // scan reached it: the full state needs no query of its own then.
+        let mut group_before_timeline = None;
         'scan: loop {
             let page = self
                 .storage
@@ -485,6 +483,7 @@ impl Sync {
             for stored in &page {
                 if kept.len() == limit {
                     limited = true;
+                    group_before_timeline = Some(stored.state_group);
                     break 'scan;
                 }
                 cursor = StreamPosition(stored.position.0 - 1);
@@ -517,11 +516,15 @@ impl Sync {
         let gap = limited || skipped_since_kept;
         let events: Vec<Pdu> = kept.into_iter().map(|(_, pdu)| pdu).collect();
         let state = if full_state {
-            match self
-                .storage
-                .state_group_before(room_id, timeline_start)
-                .await?
-            {
+            let group = match group_before_timeline {
+                Some(group) => Some(group),
+                None => {
+                    self.storage
+                        .state_group_before(room_id, timeline_start)
+                        .await?
+                }
+            };
+            match group {
                 Some(group) => self.state_of_group(version, group).await?,
                 None => Vec::new(),
             }

@@ -1,7 +1,7 @@
 //! [`UserDataStore`] in SQL.
 
 use async_trait::async_trait;
-use ruma::{EventId, RoomId, UserId};
+use ruma::{RoomId, UserId};
 
 use super::{PostgresStorage, SqliteStorage};
 use crate::storage::{AccountDataEntry, Receipt, StorageError, StreamPosition, UserDataStore};
@@ -136,40 +136,24 @@ macro_rules! sql_user_data_store {
                     .collect())
             }
 
-            async fn read_up_to(
-                &self,
-                room_id: &RoomId,
-                user_id: &UserId,
-            ) -> Result<Option<String>, StorageError> {
-                let row: Option<(String,)> = sqlx::query_as(
-                    "SELECT event_id FROM receipts WHERE room_id = $1 AND user_id = $2 \
-                     AND thread_id = '' ORDER BY stream_ordering DESC LIMIT 1",
-                )
-                .bind(room_id.as_str())
-                .bind(user_id.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row.map(|(event_id,)| event_id))
-            }
-
             async fn count_unread(
                 &self,
                 room_id: &RoomId,
                 user_id: &UserId,
-                read_up_to: Option<&EventId>,
                 upto: StreamPosition,
             ) -> Result<u64, StorageError> {
                 let sql = format!(
                     "SELECT COUNT(*) FROM events WHERE room_id = $1 AND sender <> $2 \
                      AND stream_ordering <= $3 AND event_type IN {COUNTED_TYPES} \
                      AND stream_ordering > COALESCE( \
-                         (SELECT stream_ordering FROM events WHERE event_id = $4), 0)"
+                         (SELECT stream_ordering FROM events WHERE event_id = \
+                             (SELECT event_id FROM receipts WHERE room_id = $1 AND user_id = $2 \
+                              AND thread_id = '' ORDER BY stream_ordering DESC LIMIT 1)), 0)"
                 );
                 let (count,): (i64,) = sqlx::query_as(&sql)
                     .bind(room_id.as_str())
                     .bind(user_id.as_str())
                     .bind(upto.0)
-                    .bind(read_up_to.map_or("", EventId::as_str))
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(u64::try_from(count).unwrap_or(0))
