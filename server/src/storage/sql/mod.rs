@@ -28,6 +28,9 @@ mod user_data;
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// Page cache per SQLite connection, in KiB.
+const SQLITE_CACHE_KIB: u32 = 512;
+
 /// The embedded SQLite backend.
 #[derive(Debug, Clone)]
 pub struct SqliteStorage {
@@ -54,7 +57,12 @@ impl SqliteStorage {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Each connection keeps its own page cache (2 MiB by default, four
+            // connections); the operating system caches the file anyway, and
+            // after a load run the default held several MiB of the server's
+            // memory for no measurable speed (spec-notes/write-path.md).
+            .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
