@@ -134,8 +134,6 @@ struct QueuedSend {
 enum Prepared {
     /// Built and authorized; waits in the chain.
     New(Box<PendingEvent>, Reservation),
-    /// A retry of a transaction committed before.
-    Existing(OwnedEventId),
     /// A retry of a transaction already in this chain, at this index.
     InChain(usize),
 }
@@ -333,9 +331,6 @@ impl RoomEvents {
                     reservations.push(reservation);
                 }
                 Ok(Prepared::InChain(index)) => links[index].senders.push(send),
-                Ok(Prepared::Existing(event_id)) => {
-                    let _ = send.answer.send(Ok(event_id));
-                }
                 Err(error) => {
                     let _ = send.answer.send(Err(error));
                 }
@@ -366,14 +361,16 @@ impl RoomEvents {
         if let Some(error) = error {
             *guard = None;
             if let Some(failed) = links.next() {
+                let answer = self.answer_for_failed(&failed, error).await;
                 let mut senders = failed.senders.into_iter();
-                if let Some(first) = senders.next() {
-                    let _ = first.answer.send(Err(ServiceError::Storage(error)));
-                }
+                let first = senders.next();
                 for send in senders {
-                    let _ = send.answer.send(Err(ServiceError::Internal(
-                        "the event was not written".to_owned(),
-                    )));
+                    let _ = send
+                        .answer
+                        .send(answer.as_ref().cloned().map_err(error_for_each));
+                }
+                if let Some(first) = first {
+                    let _ = first.answer.send(answer);
                 }
             }
             retry = links.flat_map(|link| link.senders).collect();
@@ -388,6 +385,23 @@ impl RoomEvents {
             }
         }
         retry
+    }
+
+    /// The answer to the sends of an event that failed to be written: the
+    /// first attempt's event when it was a retry of a committed
+    /// transaction, else the failure.
+    async fn answer_for_failed(
+        &self,
+        failed: &Link,
+        error: StorageError,
+    ) -> Result<OwnedEventId, ServiceError> {
+        if matches!(error, StorageError::Conflict("transaction id"))
+            && let Some(send) = failed.senders.first()
+            && let Some(existing) = self.previous_transaction(&send.event).await?
+        {
+            return Ok(existing);
+        }
+        Err(ServiceError::Storage(error))
     }
 
     /// Builds one queued send on `state` (which already holds the chain
@@ -409,10 +423,9 @@ impl RoomEvents {
             if let Some(index) = chain.iter().position(same) {
                 return Ok(Prepared::InChain(index));
             }
-            // Checked again under the room lock: a concurrent retry may have won.
-            if let Some(existing) = self.previous_transaction(event).await? {
-                return Ok(Prepared::Existing(existing));
-            }
+            // A retry that passed the check in `send` while the first
+            // attempt was being committed in an earlier chain fails on the
+            // transaction's uniqueness; `send_chain` answers it then.
         }
         let pdu = self.build(
             state,
