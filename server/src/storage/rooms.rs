@@ -206,6 +206,16 @@ pub trait RoomStore: Send + Sync {
         newest_first: bool,
     ) -> Result<Vec<StoredEvent>, StorageError>;
 
+    /// For each room, what `room_events(room, 0, upto, limit, true)`
+    /// answers (its newest `limit` events up to `upto`), in one query; in
+    /// no particular order.
+    async fn latest_room_events(
+        &self,
+        room_ids: &[OwnedRoomId],
+        upto: StreamPosition,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StorageError>;
+
     /// The rooms with events in `(after, upto]`.
     async fn rooms_with_events(
         &self,

@@ -19,6 +19,7 @@ backend_tests!(
     profiles_and_renames_report_missing_rows,
     acknowledged_writes_survive_reopening,
     a_failing_event_fails_only_its_own_chain,
+    latest_room_events_reads_each_rooms_newest,
 );
 
 /// A storage on a fresh database, with what keeps that database alive.
@@ -369,4 +370,66 @@ async fn a_failing_event_fails_only_its_own_chain(backend: Backend) {
         store.max_stream_position().await.unwrap(),
         StreamPosition(5)
     );
+}
+
+/// The batched timeline read of an initial sync answers, for each room,
+/// what the per-room newest-first read would.
+async fn latest_room_events_reads_each_rooms_newest(backend: Backend) {
+    let (store, _keep) = open(backend).await;
+    let group = NewStateGroup {
+        prev_group: None,
+        chain_length: 0,
+        entries: Vec::new(),
+    };
+    let ids: Vec<OwnedEventId> = ["$a1", "$a2", "$b1", "$a3"]
+        .iter()
+        .map(|id| OwnedEventId::try_from(*id).unwrap())
+        .collect();
+    let (room_a, room_b, room_empty) = (
+        <&RoomId>::try_from("!a:x").unwrap(),
+        <&RoomId>::try_from("!b:x").unwrap(),
+        <&RoomId>::try_from("!unknown:x").unwrap(),
+    );
+    let chains = vec![
+        vec![
+            new_event(1, &ids[0], room_a, true, &ids[0..1], &group),
+            new_event(2, &ids[1], room_a, false, &ids[1..2], &group),
+        ],
+        vec![new_event(3, &ids[2], room_b, true, &ids[2..3], &group)],
+        vec![new_event(4, &ids[3], room_a, false, &ids[3..4], &group)],
+    ];
+    store.append_event_chains(&chains).await.unwrap();
+    let rooms = [room_a.to_owned(), room_b.to_owned(), room_empty.to_owned()];
+    for (upto, limit) in [(4, 2), (4, 10), (2, 1), (0, 5)] {
+        let mut batched: Vec<String> = store
+            .latest_room_events(&rooms, StreamPosition(upto), limit)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|event| event.event_id.to_string())
+            .collect();
+        batched.sort();
+        let mut one_by_one = Vec::new();
+        for room in &rooms {
+            for event in store
+                .room_events(room, StreamPosition(0), StreamPosition(upto), limit, true)
+                .await
+                .unwrap()
+            {
+                one_by_one.push(event.event_id.to_string());
+            }
+        }
+        one_by_one.sort();
+        assert_eq!(batched, one_by_one, "upto {upto}, limit {limit}");
+    }
+    let newest: Vec<String> = store
+        .latest_room_events(&rooms, StreamPosition(4), 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.event_id.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(newest, ["$a3", "$b1"]);
 }

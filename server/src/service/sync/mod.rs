@@ -327,6 +327,13 @@ impl Sync {
             transaction_ids: HashMap::new(),
         };
         let mut visibility = Visibility::new(self.storage.as_ref(), user_id);
+        let mut first_pages = match since {
+            None => {
+                self.first_timeline_pages(&memberships_now, request, now)
+                    .await?
+            }
+            Some(_) => HashMap::new(),
+        };
         for membership in memberships_now {
             let room_id = &membership.room_id;
             if !room_filter.allows_room(room_id) {
@@ -350,6 +357,7 @@ impl Sync {
                             &mut visibility,
                             true,
                             full_state,
+                            first_pages.remove(room_id),
                         )
                         .await?
                     } else {
@@ -411,6 +419,7 @@ impl Sync {
                                 &mut visibility,
                                 false,
                                 since.is_none(),
+                                None,
                             )
                             .await?;
                         response.left.push(update);
@@ -442,8 +451,45 @@ impl Sync {
         Ok(response)
     }
 
+    /// For an initial sync: the first page `room_update` reads for each
+    /// joined room (its newest events), all in one query instead of one per room.
+    async fn first_timeline_pages(
+        &self,
+        memberships: &[Membership],
+        request: &SyncRequest,
+        now: StreamPosition,
+    ) -> Result<HashMap<OwnedRoomId, Vec<StoredEvent>>, ServiceError> {
+        let joined: Vec<OwnedRoomId> = memberships
+            .iter()
+            .filter(|m| m.membership == "join" && request.filter.room.allows_room(&m.room_id))
+            .map(|m| m.room_id.clone())
+            .collect();
+        let mut pages: HashMap<OwnedRoomId, Vec<StoredEvent>> = HashMap::new();
+        if joined.is_empty() {
+            return Ok(pages);
+        }
+        let page_size = request.filter.room.timeline.limit() + 1;
+        for event in self
+            .storage
+            .latest_room_events(&joined, now, page_size)
+            .await?
+        {
+            pages.entry(event.room_id.clone()).or_default().push(event);
+        }
+        for page in pages.values_mut() {
+            page.sort_unstable_by_key(|event| std::cmp::Reverse(event.position));
+        }
+        // A room with no events still has a (read, empty) first page.
+        for room_id in joined {
+            pages.entry(room_id).or_default();
+        }
+        Ok(pages)
+    }
+
     /// The timeline `(after, upto]` of a room and the state before it:
     /// the full state when `full_state`, else the state changes since `after`.
+    /// `first_page`, when given, is what the first read of the scan would
+    /// return (`first_timeline_pages`).
     #[allow(clippy::too_many_arguments)]
     async fn room_update(
         &self,
@@ -455,6 +501,7 @@ impl Sync {
         visibility: &mut Visibility<'_>,
         joined_now: bool,
         full_state: bool,
+        first_page: Option<Vec<StoredEvent>>,
     ) -> Result<RoomUpdate, ServiceError> {
         let version = self.events.room_version(room_id).await?;
         let filter = &request.filter.room;
@@ -473,11 +520,16 @@ impl Sync {
         // The state group of the event just before the timeline, when the
         // scan reached it: the full state needs no query of its own then.
         let mut group_before_timeline = None;
+        let mut first_page = first_page;
         'scan: loop {
-            let page = self
-                .storage
-                .room_events(room_id, from, cursor, batch as u32, true)
-                .await?;
+            let page = match first_page.take() {
+                Some(page) => page,
+                None => {
+                    self.storage
+                        .room_events(room_id, from, cursor, batch as u32, true)
+                        .await?
+                }
+            };
             let exhausted = page.len() < batch;
             batch = batch.max(TIMELINE_SCAN_BATCH);
             for stored in &page {

@@ -11,6 +11,9 @@ use crate::storage::{
 
 type EventRow = (i64, String, String, String, i64);
 
+/// Rooms read in one statement by `latest_room_events` (each binds one parameter).
+const ROOMS_PER_QUERY: usize = 100;
+
 fn stored_event(
     (position, event_id, room_id, json, state_group): EventRow,
 ) -> Result<StoredEvent, StorageError> {
@@ -418,6 +421,40 @@ macro_rules! sql_room_store {
                     .fetch_all(&self.pool)
                     .await?;
                 rows.into_iter().map(stored_event).collect()
+            }
+
+            async fn latest_room_events(
+                &self,
+                room_ids: &[OwnedRoomId],
+                upto: StreamPosition,
+                limit: u32,
+            ) -> Result<Vec<StoredEvent>, StorageError> {
+                let mut events = Vec::new();
+                for rooms in room_ids.chunks(ROOMS_PER_QUERY) {
+                    // One indexed "newest first, limit" read per room, glued
+                    // into one statement: one round trip for all of them.
+                    let sql = (0..rooms.len())
+                        .map(|i| {
+                            format!(
+                                "SELECT * FROM (SELECT stream_ordering, event_id, room_id, json, \
+                                 state_group FROM events WHERE room_id = ${} AND stream_ordering <= $1 \
+                                 ORDER BY stream_ordering DESC LIMIT $2) AS room{i}",
+                                i + 3
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" UNION ALL ");
+                    let mut query = sqlx::query_as::<_, EventRow>(&sql)
+                        .bind(upto.0)
+                        .bind(i64::from(limit));
+                    for room_id in rooms {
+                        query = query.bind(room_id.as_str());
+                    }
+                    for row in query.fetch_all(&self.pool).await? {
+                        events.push(stored_event(row)?);
+                    }
+                }
+                Ok(events)
             }
 
             async fn rooms_with_events(
