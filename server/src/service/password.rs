@@ -44,8 +44,12 @@ const PASSES: u32 = 5;
 const OUTPUT_BYTES: usize = 32;
 
 /// Most hashing threads, whatever the core count: each keeps its working
-/// memory, so this bounds what hashing can hold.
-const MAX_WORKERS: usize = 2;
+/// memory, so this bounds what hashing can hold. One: a second thread held
+/// another 7 MiB for good (the load tool's RSS after a run, median of three:
+/// 42.7 MiB with two, 36.0 with one) and, on two busy cores, registered no
+/// faster (75 and 83 users/s); on idle cores two would hash up to twice as
+/// fast, which registration bursts are not worth that memory for.
+const MAX_WORKERS: usize = 1;
 
 /// One hashing thread's state: the parameters and the block memory it
 /// reuses for every hash, so the allocator never sees argon2's large buffers
