@@ -7,6 +7,7 @@
 )]
 
 mod accounts;
+mod context;
 mod devices;
 mod errors;
 mod key_backup;

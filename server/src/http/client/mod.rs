@@ -108,6 +108,7 @@ pub fn router() -> Router<AppState> {
         .route("/user/{user_id}/filter", post(sync::create_filter))
         .route("/user/{user_id}/filter/{filter_id}", get(sync::get_filter))
         .route("/rooms/{room_id}/messages", get(sync::get_message_events))
+        .route("/rooms/{room_id}/context/{event_id}", get(sync::get_event_context))
         .route(
             "/rooms/{room_id}/event/{event_id}",
             get(sync::get_room_event),

@@ -396,6 +396,60 @@ pub async fn get_room_event(
     json_response(&HistoryEvent::new(&pdu, &transaction_ids))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct ContextQuery {
+    limit: Option<u32>,
+    filter: Option<String>,
+}
+
+/// `GET /rooms/{roomId}/context/{eventId}`.
+pub async fn get_event_context(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
+    Query(query): Query<ContextQuery>,
+) -> Result<Response, MatrixError> {
+    let filter: EventFilter = match query.filter.as_deref() {
+        Some(json) => parse_json(json.as_bytes())?,
+        None => EventFilter::default(),
+    };
+    let context = state
+        .sync
+        .context(
+            &session.user_id,
+            &room_id,
+            &event_id,
+            query.limit.unwrap_or(10),
+            &filter,
+        )
+        .await?;
+    let shown: Vec<Pdu> = [&context.event]
+        .into_iter()
+        .chain(&context.before)
+        .chain(&context.after)
+        .cloned()
+        .collect();
+    let transaction_ids = state
+        .sync
+        .own_transaction_ids(&session.user_id, &session.device_id, &shown)
+        .await?;
+    let history = |events: &'_ [Pdu]| -> Vec<Value> {
+        events
+            .iter()
+            .map(|pdu| json!(HistoryEvent::new(pdu, &transaction_ids)))
+            .collect()
+    };
+    let state_events: Vec<ClientEvent<'_>> = context.state.iter().map(ClientEvent::from).collect();
+    json_response(&json!({
+        "event": HistoryEvent::new(&context.event, &transaction_ids),
+        "events_before": history(&context.before),
+        "events_after": history(&context.after),
+        "start": context.start.to_string(),
+        "end": context.end.to_string(),
+        "state": state_events,
+    }))
+}
+
 /// An event as history reads return it: the ClientEvent format, with the
 /// transaction id when the reading device sent it.
 #[derive(Serialize)]
