@@ -43,6 +43,7 @@ use service::{
     media::Media,
     notifier::Notifier,
     profile::Profiles,
+    push_rules::PushRules,
     room_events::{RoomEvents, parse_version},
     room_ops::RoomOps,
     server_keys::ServerKeys,
@@ -108,6 +109,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         notifier.clone(),
         room_events.clone(),
     ));
+    let push_rules = Arc::new(PushRules::new(storage.clone(), account_data.clone()));
     let sync = Arc::new(Sync::new(
         storage.clone(),
         room_events.clone(),
@@ -130,6 +132,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         media,
         typing,
         account_data,
+        push_rules,
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),
         rooms: Arc::new(RoomOps::new(
             room_events,

@@ -23,8 +23,8 @@ use tracing::Instrument;
 
 use crate::service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup,
-    media::Media, profile::Profiles, room_ops::RoomOps, server_keys::ServerKeys, sync::Sync,
-    typing::Typing,
+    media::Media, profile::Profiles, push_rules::PushRules, room_ops::RoomOps,
+    server_keys::ServerKeys, sync::Sync, typing::Typing,
 };
 use error::MatrixError;
 
@@ -47,6 +47,8 @@ pub struct AppState {
     pub typing: Arc<Typing>,
     /// Account data and receipts.
     pub account_data: Arc<AccountData>,
+    /// Push rules.
+    pub push_rules: Arc<PushRules>,
     /// Server-side key backups.
     pub key_backup: Arc<KeyBackup>,
     /// The media store.

@@ -11,6 +11,7 @@ pub mod media;
 pub mod notifier;
 pub mod password;
 pub mod profile;
+pub mod push_rules;
 pub mod rate_limit;
 pub mod room_events;
 pub mod room_ops;

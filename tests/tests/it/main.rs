@@ -16,6 +16,7 @@ mod members_at;
 mod messages;
 mod password;
 mod profile;
+mod push_rules;
 mod rooms_concurrency;
 mod rooms_create;
 mod rooms_directory;

@@ -10,6 +10,7 @@ mod events;
 mod key_backup;
 mod login;
 mod profile;
+mod push_rules;
 mod register;
 mod room_state;
 mod rooms;
@@ -76,7 +77,22 @@ pub fn router() -> Router<AppState> {
             "/rooms/{room_id}/read_markers",
             post(account_data::set_read_marker),
         )
-        .route("/pushrules/", get(account_data::get_push_rules))
+        .route("/pushrules/", get(push_rules::get_all))
+        .route("/pushrules/global/", get(push_rules::get_global))
+        .route(
+            "/pushrules/global/{kind}/{rule_id}",
+            get(push_rules::get_rule)
+                .put(push_rules::put_rule)
+                .delete(push_rules::delete_rule),
+        )
+        .route(
+            "/pushrules/global/{kind}/{rule_id}/enabled",
+            get(push_rules::get_enabled).put(push_rules::put_enabled),
+        )
+        .route(
+            "/pushrules/global/{kind}/{rule_id}/actions",
+            get(push_rules::get_actions).put(push_rules::put_actions),
+        )
         .route(
             "/room_keys/version",
             get(key_backup::get_latest_backup_info).post(key_backup::create_backup_version),
@@ -108,7 +124,10 @@ pub fn router() -> Router<AppState> {
         .route("/user/{user_id}/filter", post(sync::create_filter))
         .route("/user/{user_id}/filter/{filter_id}", get(sync::get_filter))
         .route("/rooms/{room_id}/messages", get(sync::get_message_events))
-        .route("/rooms/{room_id}/context/{event_id}", get(sync::get_event_context))
+        .route(
+            "/rooms/{room_id}/context/{event_id}",
+            get(sync::get_event_context),
+        )
         .route(
             "/rooms/{room_id}/event/{event_id}",
             get(sync::get_room_event),
