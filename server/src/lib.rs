@@ -48,6 +48,7 @@ use service::{
     server_keys::ServerKeys,
     stream::Stream,
     sync::Sync,
+    to_device::ToDevice,
     typing::Typing,
 };
 use storage::{Storage, StorageError};
@@ -108,11 +109,19 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         notifier.clone(),
         room_events.clone(),
     ));
+    let to_device = Arc::new(ToDevice::new(
+        storage.clone(),
+        stream.clone(),
+        notifier.clone(),
+        server_name.clone(),
+        config.max_pending_to_device,
+    ));
     let sync = Arc::new(Sync::new(
         storage.clone(),
         room_events.clone(),
         notifier,
         typing.clone(),
+        to_device.clone(),
     ));
     let media = Arc::new(
         Media::new(
@@ -125,6 +134,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     );
     let key_backup = Arc::new(KeyBackup::new(storage.clone()));
     let state = AppState {
+        to_device,
         key_backup,
         sync,
         media,

@@ -181,6 +181,24 @@ impl From<ServiceError> for MatrixError {
                 "Wrong backup version",
             )
             .with("current_version", Value::from(current_version)),
+            // 429 tells clients to back off and retry, which is the remedy:
+            // the inbox drains as soon as the device syncs.
+            ServiceError::ToDeviceInboxFull {
+                user_id,
+                device_id,
+                limit,
+            } => Self::new(
+                S::TOO_MANY_REQUESTS,
+                "M_LIMIT_EXCEEDED",
+                format!(
+                    "device {device_id} of {user_id} has {limit} to-device messages waiting; \
+                     nothing was sent, retry after it syncs"
+                ),
+            )
+            .with(
+                "org.myelin.inbox_full",
+                json!({ "user_id": user_id, "device_id": device_id }),
+            ),
             ServiceError::AuthRequired(challenge) => uia_challenge(*challenge),
             ServiceError::Storage(e) => internal(&e),
             ServiceError::Internal(detail) => internal(&detail),

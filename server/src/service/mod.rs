@@ -18,6 +18,7 @@ pub mod rooms;
 pub mod server_keys;
 pub mod stream;
 pub mod sync;
+pub mod to_device;
 pub mod tokens;
 pub mod typing;
 pub mod uia;
@@ -101,6 +102,17 @@ pub enum ServiceError {
     WrongRoomKeysVersion {
         /// The user's latest version.
         current_version: String,
+    },
+    /// A recipient device has as many to-device messages waiting as the
+    /// server keeps; nothing of the send was stored.
+    #[error("to-device inbox of {user_id} {device_id} is full")]
+    ToDeviceInboxFull {
+        /// The recipient.
+        user_id: ruma::OwnedUserId,
+        /// Its device.
+        device_id: ruma::OwnedDeviceId,
+        /// The configured cap.
+        limit: u64,
     },
     /// Storage failed.
     #[error(transparent)]

@@ -31,3 +31,4 @@ mod sync;
 mod sync_support;
 mod sync_visibility;
 mod tls;
+mod to_device;
