@@ -181,6 +181,9 @@ impl From<ServiceError> for MatrixError {
                 "Wrong backup version",
             )
             .with("current_version", Value::from(current_version)),
+            // Custom codes put their namespace first, in capitals, then `_`
+            // (the spec's example: `COM.MYDOMAIN.HERE_FORBIDDEN`).
+            ServiceError::E2eRequired(m) => Self::new(S::FORBIDDEN, "ORG.MYELIN_E2E_REQUIRED", m),
             // 429 tells clients to back off and retry, which is the remedy:
             // the inbox drains as soon as the device syncs.
             ServiceError::ToDeviceInboxFull {

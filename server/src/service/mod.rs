@@ -103,6 +103,10 @@ pub enum ServiceError {
         /// The user's latest version.
         current_version: String,
     },
+    /// The room is E2E-only and the event would leak plaintext or weaken
+    /// its policy (`spec-notes/e2e-only-rooms.md`).
+    #[error("end-to-end encryption required: {0}")]
+    E2eRequired(String),
     /// A recipient device has as many to-device messages waiting as the
     /// server keeps; nothing of the send was stored.
     #[error("to-device inbox of {user_id} {device_id} is full")]

@@ -8,6 +8,7 @@
 
 mod accounts;
 mod devices;
+mod e2e_only_rooms;
 mod errors;
 mod key_backup;
 mod media;
