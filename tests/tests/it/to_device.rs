@@ -27,6 +27,7 @@ backend_tests!(
     a_full_inbox_refuses_the_whole_send,
     a_long_poll_wakes_for_a_message_to_its_device,
     malformed_sends_are_refused_with_matrix_errors,
+    an_oversized_send_is_refused_whole,
     no_one_reads_another_devices_inbox,
     deleting_a_device_deletes_its_inbox,
     delivery_survives_a_restart,
@@ -469,6 +470,28 @@ async fn malformed_sends_are_refused_with_matrix_errors(backend: Backend) {
         assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     }
     // Nothing of the refused sends was queued.
+    assert!(to_device(&device_sync(&server, &bob, None).await).is_empty());
+}
+
+async fn an_oversized_send_is_refused_whole(backend: Backend) {
+    let server =
+        TestServer::start_with(backend, |config| config.max_request_body_bytes = 4096).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let padding = "A".repeat(8192);
+    let body = json!({ "messages": { &bob.user_id: { "*": { "ciphertext": padding } } } });
+    assert_error(
+        &send(&server, &alice, KEY_TYPE, "big", body).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "M_TOO_LARGE",
+    );
+    let long_txn = "t".repeat(256);
+    let body = json!({ "messages": { &bob.user_id: { "*": {} } } });
+    assert_error(
+        &send(&server, &alice, KEY_TYPE, &long_txn, body).await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
     assert!(to_device(&device_sync(&server, &bob, None).await).is_empty());
 }
 
