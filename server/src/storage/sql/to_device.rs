@@ -148,6 +148,21 @@ macro_rules! sql_to_device_store {
                 device_id: &DeviceId,
                 upto: StreamPosition,
             ) -> Result<(), StorageError> {
+                // Every sync acknowledges, and almost always nothing: look
+                // first, because on SQLite even a DELETE that matches no row
+                // takes the one write lock that every sender needs.
+                let acknowledged: Option<(i64,)> = sqlx::query_as(
+                    "SELECT stream_ordering FROM to_device_inbox \
+                     WHERE user_id = $1 AND device_id = $2 AND stream_ordering <= $3 LIMIT 1",
+                )
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .bind(upto.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                if acknowledged.is_none() {
+                    return Ok(());
+                }
                 sqlx::query(
                     "DELETE FROM to_device_inbox \
                      WHERE user_id = $1 AND device_id = $2 AND stream_ordering <= $3",
