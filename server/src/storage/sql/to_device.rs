@@ -41,63 +41,74 @@ macro_rules! sql_to_device_store {
                 send: &ToDeviceSend<'_>,
             ) -> Result<Queued, StorageError> {
                 let mut tx = self.pool.begin().await?;
-                let fresh = sqlx::query(
-                    "INSERT INTO to_device_transactions (user_id, device_id, txn_id) \
-                     VALUES ($1, $2, $3) ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
-                )
-                .bind(send.sender.as_str())
-                .bind(send.sender_device.as_str())
-                .bind(send.txn_id)
-                .execute(&mut *tx)
-                .await?;
-                if fresh.rows_affected() == 0 {
-                    return Ok(Queued::Duplicate);
-                }
-                let mut delivered = Vec::new();
-                for (user_id, messages) in send.messages {
-                    let existing: Vec<(String,)> =
-                        sqlx::query_as("SELECT device_id FROM devices WHERE user_id = $1")
-                            .bind(user_id.as_str())
-                            .fetch_all(&mut *tx)
-                            .await?;
-                    let existing: Vec<String> = existing.into_iter().map(|(id,)| id).collect();
-                    let recipients = resolve_recipients(&existing, messages);
-                    if recipients.is_empty() {
-                        continue;
-                    }
-                    let pending: Vec<(String, i64)> = sqlx::query_as(
-                        "SELECT device_id, COUNT(*) FROM to_device_inbox \
-                         WHERE user_id = $1 GROUP BY device_id",
+                let queued = 'queue: {
+                    let fresh = sqlx::query(
+                        "INSERT INTO to_device_transactions (user_id, device_id, txn_id) \
+                         VALUES ($1, $2, $3) ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
                     )
-                    .bind(user_id.as_str())
-                    .fetch_all(&mut *tx)
+                    .bind(send.sender.as_str())
+                    .bind(send.sender_device.as_str())
+                    .bind(send.txn_id)
+                    .execute(&mut *tx)
                     .await?;
-                    let pending: HashMap<String, i64> = pending.into_iter().collect();
-                    for (device_id, content) in recipients {
-                        let queued = pending.get(device_id.as_str()).copied().unwrap_or(0);
-                        if u64::try_from(queued).unwrap_or(0) >= send.max_pending {
-                            // Dropping the transaction rolls every insert back.
-                            return Ok(Queued::InboxFull {
-                                user_id: user_id.clone(),
-                                device_id,
-                            });
+                    if fresh.rows_affected() == 0 {
+                        break 'queue Queued::Duplicate;
+                    }
+                    let mut delivered = Vec::new();
+                    for (user_id, messages) in send.messages {
+                        let existing: Vec<(String,)> =
+                            sqlx::query_as("SELECT device_id FROM devices WHERE user_id = $1")
+                                .bind(user_id.as_str())
+                                .fetch_all(&mut *tx)
+                                .await?;
+                        let existing: Vec<String> = existing.into_iter().map(|(id,)| id).collect();
+                        let recipients = resolve_recipients(&existing, messages);
+                        if recipients.is_empty() {
+                            continue;
                         }
-                        sqlx::query(
-                            "INSERT INTO to_device_inbox \
-                             (user_id, device_id, stream_ordering, sender, event_type, content) \
-                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        let pending: Vec<(String, i64)> = sqlx::query_as(
+                            "SELECT device_id, COUNT(*) FROM to_device_inbox \
+                             WHERE user_id = $1 GROUP BY device_id",
                         )
                         .bind(user_id.as_str())
-                        .bind(device_id.as_str())
-                        .bind(send.position.0)
-                        .bind(send.sender.as_str())
-                        .bind(send.event_type)
-                        .bind(content)
-                        .execute(&mut *tx)
+                        .fetch_all(&mut *tx)
                         .await?;
-                        delivered.push((user_id.clone(), device_id));
+                        let pending: HashMap<String, i64> = pending.into_iter().collect();
+                        for (device_id, content) in recipients {
+                            let queued = pending.get(device_id.as_str()).copied().unwrap_or(0);
+                            if u64::try_from(queued).unwrap_or(0) >= send.max_pending {
+                                break 'queue Queued::InboxFull {
+                                    user_id: user_id.clone(),
+                                    device_id,
+                                };
+                            }
+                            sqlx::query(
+                                "INSERT INTO to_device_inbox \
+                                 (user_id, device_id, stream_ordering, sender, event_type, \
+                                 content) \
+                                 VALUES ($1, $2, $3, $4, $5, $6)",
+                            )
+                            .bind(user_id.as_str())
+                            .bind(device_id.as_str())
+                            .bind(send.position.0)
+                            .bind(send.sender.as_str())
+                            .bind(send.event_type)
+                            .bind(content)
+                            .execute(&mut *tx)
+                            .await?;
+                            delivered.push((user_id.clone(), device_id));
+                        }
                     }
+                    Queued::Delivered(delivered)
+                };
+                if !matches!(queued, Queued::Delivered(_)) {
+                    // All or nothing: undo what the send wrote so far.
+                    tx.rollback().await?;
+                    tx = self.pool.begin().await?;
                 }
+                // Even a send that stored nothing took a position the stream
+                // publishes and a sync may hand out as its token; it must
+                // survive a restart like any other.
                 sqlx::query(
                     "INSERT INTO to_device_stream (id, position) VALUES (1, $1) \
                      ON CONFLICT (id) DO UPDATE SET position = $1",
@@ -106,7 +117,7 @@ macro_rules! sql_to_device_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(Queued::Delivered(delivered))
+                Ok(queued)
             }
 
             async fn to_device_messages(
