@@ -202,8 +202,12 @@ async fn ciphertext_flows_and_plaintext_is_refused(backend: Backend) {
     .await;
     assert!(
         !history.to_string().contains("plain secret"),
-        "plaintext reached storage: {history}"
+        "plaintext served: {history}"
     );
+    let stored = server
+        .count_rows("SELECT COUNT(*) FROM events WHERE json LIKE '%plain secret%'")
+        .await;
+    assert_eq!(stored, 0, "plaintext reached storage");
     assert!(
         chunk(&history)
             .iter()
@@ -433,6 +437,11 @@ async fn plain_rooms_stay_usable_by_plain_clients(backend: Backend) {
         .collect();
     assert_eq!(received.len(), 1, "{answer}");
     assert_eq!(received[0]["content"], text);
+    // The same storage probe the E2E-only test relies on finds plaintext here.
+    let stored = server
+        .count_rows("SELECT COUNT(*) FROM events WHERE json LIKE '%hello in plain JSON%'")
+        .await;
+    assert_eq!(stored, 1);
 
     // A policy event that would not enable the policy is refused, not stored.
     for (state_key, content) in [

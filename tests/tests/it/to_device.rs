@@ -594,14 +594,7 @@ async fn delivery_survives_a_restart(backend: Backend) {
 
 /// How many messages are waiting in the server's database, all devices together.
 async fn inbox_rows(server: &TestServer) -> i64 {
-    let url = server.database_url();
-    let query = "SELECT COUNT(*) FROM to_device_inbox";
-    let (count,): (i64,) = if url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        sqlx::query_as(query).fetch_one(&pool).await.unwrap()
-    } else {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        sqlx::query_as(query).fetch_one(&pool).await.unwrap()
-    };
-    count
+    server
+        .count_rows("SELECT COUNT(*) FROM to_device_inbox")
+        .await
 }
