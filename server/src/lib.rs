@@ -49,6 +49,7 @@ use service::{
     server_keys::ServerKeys,
     stream::Stream,
     sync::Sync,
+    to_device::ToDevice,
     typing::Typing,
 };
 use storage::{Storage, StorageError};
@@ -110,11 +111,19 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         room_events.clone(),
     ));
     let push_rules = Arc::new(PushRules::new(storage.clone(), account_data.clone()));
+    let to_device = Arc::new(ToDevice::new(
+        storage.clone(),
+        stream.clone(),
+        notifier.clone(),
+        server_name.clone(),
+        config.max_pending_to_device,
+    ));
     let sync = Arc::new(Sync::new(
         storage.clone(),
         room_events.clone(),
         notifier,
         typing.clone(),
+        to_device.clone(),
     ));
     let media = Arc::new(
         Media::new(
@@ -127,6 +136,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     );
     let key_backup = Arc::new(KeyBackup::new(storage.clone()));
     let state = AppState {
+        to_device,
         key_backup,
         sync,
         media,

@@ -244,6 +244,19 @@ impl TestServer {
         }
     }
 
+    /// Runs a `SELECT COUNT(*) …` on the server's database, either backend.
+    pub async fn count_rows(&self, query: &str) -> i64 {
+        let url = self.database_url();
+        let (count,): (i64,) = if url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&url).await.expect("open SQLite");
+            sqlx::query_as(query).fetch_one(&pool).await.expect("count")
+        } else {
+            let pool = sqlx::PgPool::connect(&url).await.expect("open PostgreSQL");
+            sqlx::query_as(query).fetch_one(&pool).await.expect("count")
+        };
+        count
+    }
+
     /// `/_matrix/client/v3` + `path`.
     pub fn v3(&self, path: &str) -> String {
         format!("{}/_matrix/client/v3{path}", self.base_url)

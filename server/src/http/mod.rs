@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup,
     media::Media, profile::Profiles, push_rules::PushRules, room_ops::RoomOps,
-    server_keys::ServerKeys, sync::Sync, typing::Typing,
+    server_keys::ServerKeys, sync::Sync, to_device::ToDevice, typing::Typing,
 };
 use error::MatrixError;
 
@@ -53,6 +53,8 @@ pub struct AppState {
     pub key_backup: Arc<KeyBackup>,
     /// The media store.
     pub media: Arc<Media>,
+    /// Send-to-device messaging.
+    pub to_device: Arc<ToDevice>,
 }
 
 /// The peer address of a connection, plain or TLS, as `ConnectInfo`.

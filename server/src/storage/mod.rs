@@ -10,6 +10,7 @@ mod keys;
 mod media;
 mod rooms;
 mod sql;
+mod to_device;
 mod user_data;
 
 use async_trait::async_trait;
@@ -29,6 +30,7 @@ pub use rooms::{
     StateEntry, StoredEvent, StreamPosition,
 };
 pub use sql::{PostgresStorage, SqliteStorage};
+pub use to_device::{Queued, ToDeviceMessage, ToDeviceSend, ToDeviceStore, UserMessages};
 pub use user_data::{AccountDataEntry, Receipt, UserDataStore};
 
 /// Milliseconds since the Unix epoch, as Matrix timestamps are.
@@ -171,6 +173,7 @@ pub trait Storage:
     + KeyStore
     + MediaStore
     + RoomStore
+    + ToDeviceStore
     + UserDataStore
     + Send
     + Sync

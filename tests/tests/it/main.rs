@@ -9,6 +9,7 @@
 mod accounts;
 mod context;
 mod devices;
+mod e2e_only_rooms;
 mod errors;
 mod key_backup;
 mod media;
@@ -33,3 +34,4 @@ mod sync;
 mod sync_support;
 mod sync_visibility;
 mod tls;
+mod to_device;

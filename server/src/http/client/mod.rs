@@ -16,6 +16,7 @@ mod room_state;
 mod rooms;
 mod send;
 mod sync;
+mod to_device;
 mod versions;
 
 use axum::{
@@ -57,6 +58,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/capabilities", get(capabilities::get_capabilities))
         .route("/sync", get(sync::sync_events))
+        .route(
+            "/sendToDevice/{event_type}/{txn_id}",
+            put(to_device::send_to_device),
+        )
         .route(
             "/user/{user_id}/account_data/{data_type}",
             get(account_data::get_global_account_data).put(account_data::set_global_account_data),

@@ -26,7 +26,7 @@ use crate::{
             history::Direction,
         },
     },
-    storage::AccountDataEntry,
+    storage::{AccountDataEntry, ToDeviceMessage},
 };
 
 #[derive(Debug, Deserialize)]
@@ -75,7 +75,7 @@ struct SyncBody<'a> {
     rooms: Rooms<'a>,
     account_data: RawEvents,
     presence: Value,
-    to_device: Value,
+    to_device: RawEvents,
     device_lists: Value,
     device_one_time_keys_count: Value,
 }
@@ -105,6 +105,23 @@ struct RawEvents {
 fn raw_event(kind: &str, content: &str) -> Option<Box<RawValue>> {
     let kind = serde_json::to_string(kind).ok()?;
     RawValue::from_string(format!("{{\"content\":{content},\"type\":{kind}}}")).ok()
+}
+
+/// `{"sender": …, "type": …, "content": …}` per message, the content spliced
+/// in as the sender sent it.
+fn to_device_events(messages: &[ToDeviceMessage]) -> RawEvents {
+    let event = |message: &ToDeviceMessage| {
+        let sender = serde_json::to_string(message.sender.as_str()).ok()?;
+        let kind = serde_json::to_string(&message.event_type).ok()?;
+        RawValue::from_string(format!(
+            "{{\"content\":{},\"sender\":{sender},\"type\":{kind}}}",
+            message.content
+        ))
+        .ok()
+    };
+    RawEvents {
+        events: messages.iter().filter_map(event).collect(),
+    }
 }
 
 fn account_data_events(entries: &[AccountDataEntry]) -> RawEvents {
@@ -263,7 +280,7 @@ impl<'a> From<&'a SyncResponse> for SyncBody<'a> {
             },
             account_data: account_data_events(&response.account_data),
             presence: empty(),
-            to_device: empty(),
+            to_device: to_device_events(&response.to_device),
             device_lists: json!({ "changed": [], "left": [] }),
             device_one_time_keys_count: json!({}),
         }
