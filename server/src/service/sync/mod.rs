@@ -11,7 +11,7 @@ pub mod history;
 pub mod visibility;
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     fmt,
     sync::Arc,
     time::Duration,
@@ -23,7 +23,11 @@ use ruma::{
 
 use super::typing::Typing;
 use super::{
-    ServiceError, notifier::Notifier, room_events::RoomEvents, rooms::pdu::Pdu,
+    ServiceError,
+    e2ee::{DeviceListUpdate, DeviceLists, keys::one_time_key_counts},
+    notifier::Notifier,
+    room_events::RoomEvents,
+    rooms::pdu::Pdu,
     rooms::version::RoomVersion,
 };
 use crate::storage::{AccountDataEntry, Membership, Receipt, Storage, StoredEvent, StreamPosition};
@@ -207,6 +211,12 @@ pub struct SyncResponse {
     pub left: Vec<RoomUpdate>,
     /// Transaction ids of the syncing device's own events.
     pub transaction_ids: HashMap<OwnedEventId, String>,
+    /// Whose device lists changed (incremental syncs only).
+    pub device_lists: DeviceListUpdate,
+    /// The syncing device's unclaimed one-time keys by algorithm.
+    pub one_time_key_counts: BTreeMap<String, u64>,
+    /// The algorithms of the syncing device's unused fallback keys.
+    pub unused_fallback_key_types: Vec<String>,
 }
 
 impl SyncResponse {
@@ -216,6 +226,7 @@ impl SyncResponse {
             && self.knocked.is_empty()
             && self.left.is_empty()
             && self.account_data.is_empty()
+            && self.device_lists.is_empty()
     }
 }
 
@@ -226,6 +237,7 @@ pub struct Sync {
     events: Arc<RoomEvents>,
     notifier: Arc<Notifier>,
     typing: Arc<Typing>,
+    device_lists: Arc<DeviceLists>,
 }
 
 impl Sync {
@@ -235,12 +247,14 @@ impl Sync {
         events: Arc<RoomEvents>,
         notifier: Arc<Notifier>,
         typing: Arc<Typing>,
+        device_lists: Arc<DeviceLists>,
     ) -> Self {
         Self {
             storage,
             events,
             notifier,
             typing,
+            device_lists,
         }
     }
 
@@ -325,6 +339,9 @@ impl Sync {
             knocked: Vec::new(),
             left: Vec::new(),
             transaction_ids: HashMap::new(),
+            device_lists: DeviceListUpdate::default(),
+            one_time_key_counts: BTreeMap::new(),
+            unused_fallback_key_types: Vec::new(),
         };
         let mut visibility = Visibility::new(self.storage.as_ref(), user_id);
         for membership in memberships_now {
@@ -444,6 +461,17 @@ impl Sync {
                 .into_iter()
                 .collect();
         }
+        // An initial sync lists no device changes: the client has tracked
+        // nobody yet and queries the keys of the members it sees.
+        if let Some(since) = since {
+            response.device_lists = self.device_lists.changes(user_id, since, now).await?;
+        }
+        response.one_time_key_counts =
+            one_time_key_counts(self.storage.as_ref(), user_id, device_id).await?;
+        response.unused_fallback_key_types = self
+            .storage
+            .unused_fallback_key_types(user_id, device_id)
+            .await?;
         Ok(response)
     }
 

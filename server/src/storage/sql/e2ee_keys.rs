@@ -12,9 +12,9 @@ use super::{
     PostgresStorage, SqliteStorage, device_lists::insert_device_list_changes, rooms::parse_id,
 };
 use crate::storage::{
-    CrossSigningKey, CrossSigningKeyType, DeviceKeys, DeviceListChange, E2eeKeyStore,
-    KeySignature, Millis, OneTimeKey, QueriedDevice, SignatureTarget, StorageError,
-    StreamPosition, e2ee_keys::parse_key_type,
+    CrossSigningKey, CrossSigningKeyType, DeviceKeys, DeviceListChange, E2eeKeyStore, KeySignature,
+    Millis, OneTimeKey, QueriedDevice, SignatureTarget, StorageError, StreamPosition,
+    e2ee_keys::parse_key_type,
 };
 
 /// Maps a write naming a device that no longer exists to `NotFound`.
