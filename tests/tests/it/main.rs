@@ -10,6 +10,8 @@ mod accounts;
 mod devices;
 mod errors;
 mod key_backup;
+mod keys_support;
+mod keys_upload;
 mod media;
 mod members_at;
 mod messages;
