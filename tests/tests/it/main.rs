@@ -10,6 +10,7 @@ mod accounts;
 mod devices;
 mod errors;
 mod key_backup;
+mod keys_claim;
 mod keys_support;
 mod keys_upload;
 mod media;
