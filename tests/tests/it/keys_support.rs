@@ -175,3 +175,85 @@ pub fn signed_part(value: &Value) -> Value {
 fn encode(bytes: &[u8]) -> String {
     Base64::<Standard>::new(bytes.to_vec()).encode()
 }
+
+/// A user's three cross-signing keys.
+pub struct CrossSigning {
+    /// Whose keys they are.
+    pub user_id: String,
+    /// The master key.
+    pub master: SigningKey,
+    /// The self-signing key.
+    pub self_signing: SigningKey,
+    /// The user-signing key.
+    pub user_signing: SigningKey,
+}
+
+impl CrossSigning {
+    /// Fresh keys for `user_id`.
+    pub fn new(user_id: &str) -> Self {
+        Self {
+            user_id: user_id.to_owned(),
+            master: SigningKey::self_named(),
+            self_signing: SigningKey::self_named(),
+            user_signing: SigningKey::self_named(),
+        }
+    }
+
+    /// An unsigned `CrossSigningKey` object for `key`.
+    pub fn key_object(&self, key: &SigningKey, usage: &str) -> Value {
+        json!({
+            "user_id": self.user_id,
+            "usage": [usage],
+            "keys": { format!("ed25519:{}", key.public): key.public },
+        })
+    }
+
+    /// The master key object.
+    pub fn master_key(&self) -> Value {
+        self.key_object(&self.master, "master")
+    }
+
+    /// The self-signing key object, signed by the master key.
+    pub fn self_signing_key(&self) -> Value {
+        self.master.sign(
+            &self.user_id,
+            &self.key_object(&self.self_signing, "self_signing"),
+        )
+    }
+
+    /// The user-signing key object, signed by the master key.
+    pub fn user_signing_key(&self) -> Value {
+        self.master.sign(
+            &self.user_id,
+            &self.key_object(&self.user_signing, "user_signing"),
+        )
+    }
+
+    /// All three, as a `POST /keys/device_signing/upload` body.
+    pub fn upload_body(&self) -> Value {
+        json!({
+            "master_key": self.master_key(),
+            "self_signing_key": self.self_signing_key(),
+            "user_signing_key": self.user_signing_key(),
+        })
+    }
+}
+
+/// `POST /keys/device_signing/upload`.
+pub async fn upload_signing_keys(
+    server: &TestServer,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    keys_call(server, token, "/device_signing/upload", body).await
+}
+
+/// The UIA `auth` object for the test password in `session`.
+pub fn password_auth(localpart: &str, session: &Value) -> Value {
+    json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": localpart },
+        "password": myelin_tests::PASSWORD,
+        "session": session,
+    })
+}
