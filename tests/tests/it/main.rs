@@ -11,6 +11,7 @@ mod devices;
 mod errors;
 mod key_backup;
 mod keys_claim;
+mod keys_cross_signing;
 mod keys_device_lists;
 mod keys_support;
 mod keys_upload;
