@@ -46,7 +46,10 @@ async fn concurrent_claims_never_share_a_key(backend: Backend) {
     for i in 0..CLAIMS {
         let server = Arc::clone(&server);
         let token = claimers[i % claimers.len()].clone();
-        let (user_id, device_id) = (alice.account.user_id.clone(), alice.account.device_id.clone());
+        let (user_id, device_id) = (
+            alice.account.user_id.clone(),
+            alice.account.device_id.clone(),
+        );
         tasks.spawn(async move {
             let answer = claim_one(&server, &token, &user_id, &device_id).await;
             claimed_key(&answer, &user_id, &device_id)
@@ -55,7 +58,9 @@ async fn concurrent_claims_never_share_a_key(backend: Backend) {
     let mut one_time = Vec::new();
     let mut fallbacks = 0;
     while let Some(claimed) = tasks.join_next().await {
-        let (key_id, key) = claimed.expect("claim task").expect("every claim gets a key");
+        let (key_id, key) = claimed
+            .expect("claim task")
+            .expect("every claim gets a key");
         if key_id == fallback_id {
             assert_eq!(key["fallback"], true);
             fallbacks += 1;
@@ -64,7 +69,11 @@ async fn concurrent_claims_never_share_a_key(backend: Backend) {
         }
     }
     let distinct: BTreeSet<&String> = one_time.iter().collect();
-    assert_eq!(distinct.len(), one_time.len(), "a key was handed out twice: {one_time:?}");
+    assert_eq!(
+        distinct.len(),
+        one_time.len(),
+        "a key was handed out twice: {one_time:?}"
+    );
     assert_eq!(one_time.len(), KEYS, "every one-time key was handed out");
     assert_eq!(fallbacks, CLAIMS - KEYS);
     let answer = alice.upload(&server, json!({})).await;
@@ -75,7 +84,10 @@ async fn the_fallback_key_follows_exhaustion(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = Device::new(&server.register("alice").await);
     let bob = server.register("bob").await;
-    let (user_id, device_id) = (alice.account.user_id.clone(), alice.account.device_id.clone());
+    let (user_id, device_id) = (
+        alice.account.user_id.clone(),
+        alice.account.device_id.clone(),
+    );
 
     // No keys at all: the device is left out of the answer.
     alice.publish(&server).await;
@@ -97,32 +109,54 @@ async fn the_fallback_key_follows_exhaustion(backend: Backend) {
 
     let claimed = |answer: Value| claimed_key(&answer, &user_id, &device_id).expect("a key");
     let first = claimed(claim_one(&server, &bob.token, &user_id, &device_id).await);
-    assert_eq!(first, (one_id, one), "the one-time key comes first, as uploaded");
+    assert_eq!(
+        first,
+        (one_id, one),
+        "the one-time key comes first, as uploaded"
+    );
     for _ in 0..2 {
         let next = claimed(claim_one(&server, &bob.token, &user_id, &device_id).await);
-        assert_eq!(next, (fallback_id.clone(), fallback.clone()), "then the fallback key, again");
+        assert_eq!(
+            next,
+            (fallback_id.clone(), fallback.clone()),
+            "then the fallback key, again"
+        );
     }
     assert_eq!(unused_fallback(&server, &alice).await, Vec::<String>::new());
 
     // Re-uploading the used key leaves it used; a new one is unused.
     let answer = alice
-        .upload(&server, json!({ "fallback_keys": { &fallback_id: fallback } }))
+        .upload(
+            &server,
+            json!({ "fallback_keys": { &fallback_id: fallback } }),
+        )
         .await;
     assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
     assert_eq!(unused_fallback(&server, &alice).await, Vec::<String>::new());
     let (new_id, new) = alice.one_time_key("fb2", true);
     alice
-        .upload(&server, json!({ "fallback_keys": { &new_id: new.clone() } }))
+        .upload(
+            &server,
+            json!({ "fallback_keys": { &new_id: new.clone() } }),
+        )
         .await;
-    assert_eq!(unused_fallback(&server, &alice).await, vec!["signed_curve25519"]);
+    assert_eq!(
+        unused_fallback(&server, &alice).await,
+        vec!["signed_curve25519"]
+    );
     let next = claimed(claim_one(&server, &bob.token, &user_id, &device_id).await);
     assert_eq!(next, (new_id, new));
 
     // Remote users are failures, not errors.
-    let body = json!({ "one_time_keys": { "@carol:elsewhere.example": { "D": "signed_curve25519" } } });
+    let body =
+        json!({ "one_time_keys": { "@carol:elsewhere.example": { "D": "signed_curve25519" } } });
     let answer = keys_call(&server, &bob.token, "/claim", body).await;
     assert_eq!(answer.0, StatusCode::OK);
-    assert!(answer.1["failures"]["elsewhere.example"].is_object(), "{}", answer.1);
+    assert!(
+        answer.1["failures"]["elsewhere.example"].is_object(),
+        "{}",
+        answer.1
+    );
 }
 
 async fn sync_reports_counts_and_unused_fallback_keys(backend: Backend) {
@@ -130,7 +164,10 @@ async fn sync_reports_counts_and_unused_fallback_keys(backend: Backend) {
     let alice = Device::new(&server.register("alice").await);
     let bob = server.register("bob").await;
     let initial = sync_ok(&server, &alice.account.token, &[]).await;
-    assert_eq!(initial["device_one_time_keys_count"], json!({ "signed_curve25519": 0 }));
+    assert_eq!(
+        initial["device_one_time_keys_count"],
+        json!({ "signed_curve25519": 0 })
+    );
     assert_eq!(initial["device_unused_fallback_key_types"], json!([]));
 
     let (fallback_id, fallback) = alice.one_time_key("fb", true);
@@ -144,19 +181,34 @@ async fn sync_reports_counts_and_unused_fallback_keys(backend: Backend) {
             }),
         )
         .await;
-    let since = initial["next_batch"].as_str().expect("next_batch").to_owned();
+    let since = initial["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
     let answer = sync_since(&server, &alice.account.token, &since).await;
     assert_eq!(answer["device_one_time_keys_count"]["signed_curve25519"], 3);
-    assert_eq!(answer["device_unused_fallback_key_types"], json!(["signed_curve25519"]));
+    assert_eq!(
+        answer["device_unused_fallback_key_types"],
+        json!(["signed_curve25519"])
+    );
 
-    claim_one(&server, &bob.token, &alice.account.user_id, &alice.account.device_id).await;
+    claim_one(
+        &server,
+        &bob.token,
+        &alice.account.user_id,
+        &alice.account.device_id,
+    )
+    .await;
     let answer = sync_since(&server, &alice.account.token, &since).await;
     assert_eq!(answer["device_one_time_keys_count"]["signed_curve25519"], 2);
 
     // Another device of the same user has its own counts.
     let other = server.login("alice", None).await;
     let answer = sync_ok(&server, &other.token, &[]).await;
-    assert_eq!(answer["device_one_time_keys_count"], json!({ "signed_curve25519": 0 }));
+    assert_eq!(
+        answer["device_one_time_keys_count"],
+        json!({ "signed_curve25519": 0 })
+    );
 }
 
 async fn unused_fallback(server: &TestServer, device: &Device) -> Vec<String> {

@@ -1,7 +1,10 @@
 //! `device_lists` in sync and `GET /keys/changes`: each trigger reaches
 //! exactly the users who share a room, with since tokens; long polls wake.
 
-use std::{sync::Arc, time::{Duration, Instant}};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use myelin_tests::{Backend, TestServer, backend_tests};
 use reqwest::{Method, StatusCode};
@@ -40,7 +43,11 @@ struct Watcher {
 impl Watcher {
     async fn new(server: &TestServer, token: &str) -> Self {
         let initial = sync_ok(server, token, &[]).await;
-        assert_eq!(listed(&initial, "changed"), Vec::<String>::new(), "initial sync lists nobody");
+        assert_eq!(
+            listed(&initial, "changed"),
+            Vec::<String>::new(),
+            "initial sync lists nobody"
+        );
         Self {
             token: token.to_owned(),
             since: next_batch(&initial),
@@ -76,12 +83,24 @@ async fn every_trigger_reaches_exactly_the_room_mates(backend: Backend) {
     // A new device (login).
     let phone = Device::new(&server.login("alice", Some("PHONE")).await);
     assert_eq!(bobs.news(&server).await, (vec![a.clone()], none()), "login");
-    assert_eq!(carols.news(&server).await, (none(), none()), "carol shares no room");
-    assert_eq!(alices.news(&server).await.0, vec![a.clone()], "her own change");
+    assert_eq!(
+        carols.news(&server).await,
+        (none(), none()),
+        "carol shares no room"
+    );
+    assert_eq!(
+        alices.news(&server).await.0,
+        vec![a.clone()],
+        "her own change"
+    );
 
     // New device keys.
     phone.publish(&server).await;
-    assert_eq!(bobs.news(&server).await, (vec![a.clone()], none()), "device keys");
+    assert_eq!(
+        bobs.news(&server).await,
+        (vec![a.clone()], none()),
+        "device keys"
+    );
     assert_eq!(carols.news(&server).await, (none(), none()));
 
     // Identical keys again change nothing.
@@ -92,43 +111,84 @@ async fn every_trigger_reaches_exactly_the_room_mates(backend: Backend) {
     let identity = CrossSigning::new(&a);
     let answer = upload_signing_keys(&server, &alice.token, identity.upload_body()).await;
     assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
-    assert_eq!(bobs.news(&server).await, (vec![a.clone()], none()), "cross-signing");
+    assert_eq!(
+        bobs.news(&server).await,
+        (vec![a.clone()], none()),
+        "cross-signing"
+    );
     assert_eq!(carols.news(&server).await, (none(), none()));
 
     // A deleted device (logout).
     let (status, body) = server
-        .request(Method::POST, server.v3("/logout"), Some(&phone.account.token), Some(json!({})))
+        .request(
+            Method::POST,
+            server.v3("/logout"),
+            Some(&phone.account.token),
+            Some(json!({})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(bobs.news(&server).await, (vec![a.clone()], none()), "logout");
+    assert_eq!(
+        bobs.news(&server).await,
+        (vec![a.clone()], none()),
+        "logout"
+    );
     assert_eq!(carols.news(&server).await, (none(), none()));
 
     // Another user joins a room bob is in: bob must fetch dave's devices.
     join(&server, &dave.token, &room).await;
-    assert_eq!(bobs.news(&server).await, (vec![dave.user_id.clone()], none()), "join");
+    assert_eq!(
+        bobs.news(&server).await,
+        (vec![dave.user_id.clone()], none()),
+        "join"
+    );
     assert_eq!(carols.news(&server).await, (none(), none()));
 
     // Dave leaves and shares no other room with bob.
     let (status, body) = membership(&server, &dave.token, &room, "leave", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(bobs.news(&server).await, (none(), vec![dave.user_id.clone()]), "leave");
+    assert_eq!(
+        bobs.news(&server).await,
+        (none(), vec![dave.user_id.clone()]),
+        "leave"
+    );
 
     // Bob joins carol's room: carol's devices are news to bob, and bob's to carol.
     join(&server, &bob.token, &carols_room).await;
-    assert_eq!(bobs.news(&server).await, (vec![carol.user_id.clone()], none()), "I join");
-    assert_eq!(carols.news(&server).await, (vec![bob.user_id.clone()], none()), "bob joins");
+    assert_eq!(
+        bobs.news(&server).await,
+        (vec![carol.user_id.clone()], none()),
+        "I join"
+    );
+    assert_eq!(
+        carols.news(&server).await,
+        (vec![bob.user_id.clone()], none()),
+        "bob joins"
+    );
 
     // Alice's change reaches bob but still not carol, who shares no room with her.
     let laptop = Device::new(&server.login("alice", Some("LAPTOP")).await);
     laptop.publish(&server).await;
     assert_eq!(bobs.news(&server).await, (vec![a.clone()], none()));
-    assert_eq!(carols.news(&server).await, (none(), none()), "carol never sees alice");
+    assert_eq!(
+        carols.news(&server).await,
+        (none(), none()),
+        "carol never sees alice"
+    );
 
     // Bob leaves carol's room: each is `left` for the other.
     let (status, body) = membership(&server, &bob.token, &carols_room, "leave", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(bobs.news(&server).await, (none(), vec![carol.user_id.clone()]), "I leave");
-    assert_eq!(carols.news(&server).await, (none(), vec![bob.user_id.clone()]), "bob leaves");
+    assert_eq!(
+        bobs.news(&server).await,
+        (none(), vec![carol.user_id.clone()]),
+        "I leave"
+    );
+    assert_eq!(
+        carols.news(&server).await,
+        (none(), vec![bob.user_id.clone()]),
+        "bob leaves"
+    );
 
     // Nothing else is pending.
     assert_eq!(bobs.news(&server).await, (none(), none()));
@@ -144,20 +204,32 @@ async fn keys_changes_matches_sync(backend: Backend) {
     join(&server, &dave.token, &room).await;
     let from = next_batch(&sync_ok(&server, &bob.token, &[]).await);
 
-    Device::new(&server.login("alice", None).await).publish(&server).await;
+    Device::new(&server.login("alice", None).await)
+        .publish(&server)
+        .await;
     let (status, body) = membership(&server, &dave.token, &room, "leave", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let to = next_batch(&sync_ok(&server, &bob.token, &[]).await);
 
     let url = |from: &str, to: &str| server.v3(&format!("/keys/changes?from={from}&to={to}"));
-    let (status, changes) = server.request(Method::GET, url(&from, &to), Some(&bob.token), None).await;
+    let (status, changes) = server
+        .request(Method::GET, url(&from, &to), Some(&bob.token), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{changes}");
-    assert_eq!(changes, json!({ "changed": [alice.user_id], "left": [dave.user_id] }));
+    assert_eq!(
+        changes,
+        json!({ "changed": [alice.user_id], "left": [dave.user_id] })
+    );
     let synced = sync_since(&server, &bob.token, &from).await;
-    assert_eq!(synced["device_lists"], changes, "the same answer as a sync from `from`");
+    assert_eq!(
+        synced["device_lists"], changes,
+        "the same answer as a sync from `from`"
+    );
 
     // An empty range lists nothing.
-    let (_, nothing) = server.request(Method::GET, url(&to, &to), Some(&bob.token), None).await;
+    let (_, nothing) = server
+        .request(Method::GET, url(&to, &to), Some(&bob.token), None)
+        .await;
     assert_eq!(nothing, json!({ "changed": [], "left": [] }));
 }
 
@@ -187,12 +259,18 @@ async fn a_room_mates_long_poll_wakes_on_new_device_keys(backend: Backend) {
 
     let (elapsed, (status, answer)) = bobs.await.expect("bob's sync");
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert!(elapsed < Duration::from_secs(10), "bob woke only after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "bob woke only after {elapsed:?}"
+    );
     assert_eq!(listed(&answer, "changed"), vec![alice.user_id.clone()]);
 
     // Carol shares no room: her long poll runs to its timeout with nothing.
     let (elapsed, (status, answer)) = carols.await.expect("carol's sync");
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert!(elapsed >= Duration::from_millis(1400), "carol answered early: {answer}");
+    assert!(
+        elapsed >= Duration::from_millis(1400),
+        "carol answered early: {answer}"
+    );
     assert_eq!(listed(&answer, "changed"), Vec::<String>::new());
 }

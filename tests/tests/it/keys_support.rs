@@ -139,9 +139,17 @@ pub async fn keys_call(
 
 /// `POST /keys/query` for all devices of `users`, which must succeed.
 pub async fn query(server: &TestServer, token: &str, users: &[&str]) -> Value {
-    let device_keys: serde_json::Map<String, Value> =
-        users.iter().map(|user| ((*user).to_owned(), json!([]))).collect();
-    let answer = keys_call(server, token, "/query", json!({ "device_keys": device_keys })).await;
+    let device_keys: serde_json::Map<String, Value> = users
+        .iter()
+        .map(|user| ((*user).to_owned(), json!([])))
+        .collect();
+    let answer = keys_call(
+        server,
+        token,
+        "/query",
+        json!({ "device_keys": device_keys }),
+    )
+    .await;
     assert_eq!(answer.0, StatusCode::OK, "query: {}", answer.1);
     answer.1
 }
@@ -158,7 +166,9 @@ pub async fn claim_one(server: &TestServer, token: &str, user_id: &str, device_i
 pub fn claimed_key(answer: &Value, user_id: &str, device_id: &str) -> Option<(String, Value)> {
     let keys = answer["one_time_keys"][user_id][device_id].as_object()?;
     assert_eq!(keys.len(), 1, "one key per device: {answer}");
-    keys.iter().next().map(|(id, key)| (id.clone(), key.clone()))
+    keys.iter()
+        .next()
+        .map(|(id, key)| (id.clone(), key.clone()))
 }
 
 /// `value` without `signatures` and `unsigned`: what signatures cover.

@@ -6,7 +6,9 @@ use myelin_tests::{Backend, TestServer, assert_error, backend_tests};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::keys_support::{Device, SigningKey, claim_one, claimed_key, keys_call, query, signed_part};
+use crate::keys_support::{
+    Device, SigningKey, claim_one, claimed_key, keys_call, query, signed_part,
+};
 
 backend_tests!(
     device_keys_round_trip_with_their_signature,
@@ -47,9 +49,18 @@ async fn device_keys_round_trip_with_their_signature(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let alice_id = alice.account.user_id.as_str();
-    let answer = query(&server, &bob.token, &[alice_id, "@nobody:localhost", "@carol:elsewhere.example"]).await;
+    let answer = query(
+        &server,
+        &bob.token,
+        &[alice_id, "@nobody:localhost", "@carol:elsewhere.example"],
+    )
+    .await;
     let served = &answer["device_keys"][alice_id][&alice.account.device_id];
-    assert_eq!(signed_part(served), alice.unsigned_device_keys(), "{answer}");
+    assert_eq!(
+        signed_part(served),
+        alice.unsigned_device_keys(),
+        "{answer}"
+    );
     assert_eq!(served["signatures"], alice.device_keys()["signatures"]);
     assert_eq!(served["unsigned"]["device_display_name"], "Alice's laptop");
     // The signature still verifies over what is served: re-signing the
@@ -58,8 +69,15 @@ async fn device_keys_round_trip_with_their_signature(backend: Backend) {
     assert_eq!(resigned["signatures"], served["signatures"]);
     // An unknown local user has no devices; a remote server is a failure.
     assert_eq!(answer["device_keys"]["@nobody:localhost"], json!({}));
-    assert!(answer["failures"]["elsewhere.example"].is_object(), "{answer}");
-    assert!(answer["device_keys"].get("@carol:elsewhere.example").is_none());
+    assert!(
+        answer["failures"]["elsewhere.example"].is_object(),
+        "{answer}"
+    );
+    assert!(
+        answer["device_keys"]
+            .get("@carol:elsewhere.example")
+            .is_none()
+    );
 
     // Asking for a named device, and for one that does not exist.
     let (status, named) = keys_call(
@@ -71,7 +89,10 @@ async fn device_keys_round_trip_with_their_signature(backend: Backend) {
     .await;
     assert_eq!(status, StatusCode::OK);
     let devices = named["device_keys"][alice_id].as_object().expect("devices");
-    assert_eq!(devices.keys().collect::<Vec<_>>(), vec![&alice.account.device_id]);
+    assert_eq!(
+        devices.keys().collect::<Vec<_>>(),
+        vec![&alice.account.device_id]
+    );
 
     // Re-uploading identical keys is fine and changes nothing.
     let again = alice
@@ -112,7 +133,10 @@ async fn device_keys_are_served_byte_for_byte(backend: Backend) {
         .await
         .expect("query");
     let served = response.text().await.expect("body");
-    assert!(served.contains(&text), "uploaded text not served verbatim: {served}");
+    assert!(
+        served.contains(&text),
+        "uploaded text not served verbatim: {served}"
+    );
 }
 
 async fn forged_or_altered_device_keys_are_refused(backend: Backend) {
@@ -123,18 +147,25 @@ async fn forged_or_altered_device_keys_are_refused(backend: Backend) {
     // Signed by some other key under the device's key id.
     let impostor = SigningKey::named(&alice.account.device_id);
     let forged = impostor.sign(&user_id, &alice.unsigned_device_keys());
-    let answer = alice.upload(&server, json!({ "device_keys": forged })).await;
+    let answer = alice
+        .upload(&server, json!({ "device_keys": forged }))
+        .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 
     // Signed correctly, then altered.
     let mut altered = alice.device_keys();
     altered["algorithms"] = json!(["m.olm.v1.curve25519-aes-sha2"]);
-    let answer = alice.upload(&server, json!({ "device_keys": altered })).await;
+    let answer = alice
+        .upload(&server, json!({ "device_keys": altered }))
+        .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 
     // Not signed at all.
     let answer = alice
-        .upload(&server, json!({ "device_keys": alice.unsigned_device_keys() }))
+        .upload(
+            &server,
+            json!({ "device_keys": alice.unsigned_device_keys() }),
+        )
         .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 
@@ -161,12 +192,18 @@ async fn a_changed_identity_key_is_refused(backend: Backend) {
     same_ed["keys"][format!("curve25519:{}", account.device_id)] =
         json!(SigningKey::named("c").public);
     let signed = first.ed25519.sign(&account.user_id, &same_ed);
-    let answer = first.upload(&server, json!({ "device_keys": signed })).await;
+    let answer = first
+        .upload(&server, json!({ "device_keys": signed }))
+        .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 
     let answer = query(&server, &account.token, &[&account.user_id]).await;
     let served = &answer["device_keys"][&account.user_id][&account.device_id];
-    assert_eq!(signed_part(served), first.unsigned_device_keys(), "{answer}");
+    assert_eq!(
+        signed_part(served),
+        first.unsigned_device_keys(),
+        "{answer}"
+    );
 }
 
 async fn another_devices_or_users_keys_are_refused(backend: Backend) {
@@ -225,13 +262,17 @@ async fn one_time_keys_must_be_signed_by_the_device(backend: Backend) {
             .upload(&server, json!({ "one_time_keys": keys.clone() }))
             .await;
         assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
-        let answer = alice.upload(&server, json!({ "fallback_keys": keys })).await;
+        let answer = alice
+            .upload(&server, json!({ "fallback_keys": keys }))
+            .await;
         assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     }
 
     // A plain curve25519 key is still allowed unsigned, as the spec says.
     let plain = json!({ "curve25519:plain": SigningKey::named("k").public });
-    let answer = alice.upload(&server, json!({ "one_time_keys": plain })).await;
+    let answer = alice
+        .upload(&server, json!({ "one_time_keys": plain }))
+        .await;
     assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
     assert_eq!(answer.1["one_time_key_counts"]["curve25519"], 1);
     assert_eq!(answer.1["one_time_key_counts"]["signed_curve25519"], 0);
@@ -272,20 +313,32 @@ async fn deleting_a_device_deletes_its_keys(backend: Backend) {
     assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
 
     let (status, body) = server
-        .request(Method::POST, server.v3("/logout"), Some(&phone.account.token), Some(json!({})))
+        .request(
+            Method::POST,
+            server.v3("/logout"),
+            Some(&phone.account.token),
+            Some(json!({})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let answer = query(&server, &bob.token, &[&alice.user_id]).await;
     assert_eq!(answer["device_keys"][&alice.user_id], json!({}), "{answer}");
     let claimed = claim_one(&server, &bob.token, &alice.user_id, "PHONE").await;
-    assert_eq!(claimed_key(&claimed, &alice.user_id, "PHONE"), None, "{claimed}");
+    assert_eq!(
+        claimed_key(&claimed, &alice.user_id, "PHONE"),
+        None,
+        "{claimed}"
+    );
 
     // Logging in again as PHONE is a new device: new identity keys are fine.
     let reborn = Device::new(&server.login("alice", Some("PHONE")).await);
     reborn.publish(&server).await;
     let answer = reborn.upload(&server, json!({})).await;
-    assert_eq!(answer.1["one_time_key_counts"], json!({ "signed_curve25519": 0 }));
+    assert_eq!(
+        answer.1["one_time_key_counts"],
+        json!({ "signed_curve25519": 0 })
+    );
 }
 
 async fn malformed_key_requests_are_matrix_errors(backend: Backend) {
@@ -316,27 +369,48 @@ async fn malformed_key_requests_are_matrix_errors(backend: Backend) {
         "/keys/device_signing/upload",
         "/keys/signatures/upload",
     ] {
-        assert_error(&raw(path, "{not json").await, StatusCode::BAD_REQUEST, "M_NOT_JSON");
+        assert_error(
+            &raw(path, "{not json").await,
+            StatusCode::BAD_REQUEST,
+            "M_NOT_JSON",
+        );
     }
     let bad_json = [
         ("/keys/upload", r#"{"one_time_keys": []}"#),
         ("/keys/query", r#"{}"#),
         ("/keys/query", r#"{"device_keys": {"not a user id": []}}"#),
-        ("/keys/claim", r#"{"one_time_keys": {"@a:localhost": {"D": 5}}}"#),
+        (
+            "/keys/claim",
+            r#"{"one_time_keys": {"@a:localhost": {"D": 5}}}"#,
+        ),
         ("/keys/signatures/upload", r#"{"@a:localhost": []}"#),
         ("/keys/device_signing/upload", r#"[]"#),
     ];
     for (path, body) in bad_json {
-        assert_error(&raw(path, body).await, StatusCode::BAD_REQUEST, "M_BAD_JSON");
+        assert_error(
+            &raw(path, body).await,
+            StatusCode::BAD_REQUEST,
+            "M_BAD_JSON",
+        );
     }
     let invalid = [
         ("/keys/upload", r#"{"device_keys": "a string"}"#),
         ("/keys/upload", r#"{"device_keys": {"user_id": 5}}"#),
-        ("/keys/upload", r#"{"one_time_keys": {"signed_curve25519:a": 1.5}}"#),
-        ("/keys/device_signing/upload", r#"{"master_key": {"keys": {}}}"#),
+        (
+            "/keys/upload",
+            r#"{"one_time_keys": {"signed_curve25519:a": 1.5}}"#,
+        ),
+        (
+            "/keys/device_signing/upload",
+            r#"{"master_key": {"keys": {}}}"#,
+        ),
     ];
     for (path, body) in invalid {
-        assert_error(&raw(path, body).await, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+        assert_error(
+            &raw(path, body).await,
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+        );
     }
     let changes = |query: &str| server.v3(&format!("/keys/changes{query}"));
     for query in ["", "?from=s1_0", "?from=nonsense&to=s1_0"] {
@@ -346,7 +420,12 @@ async fn malformed_key_requests_are_matrix_errors(backend: Backend) {
         assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     }
     let answer = server
-        .request(Method::POST, server.v3("/keys/upload"), None, Some(json!({})))
+        .request(
+            Method::POST,
+            server.v3("/keys/upload"),
+            None,
+            Some(json!({})),
+        )
         .await;
     assert_error(&answer, StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
 }

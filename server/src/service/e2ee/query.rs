@@ -62,9 +62,9 @@ impl E2eeKeys {
                 let target = SignatureTarget::Device(device.device_id.clone());
                 let unsigned = device
                     .display_name
-                    .map(|name| Value::from(serde_json::json!({ "device_display_name": name })));
-                let json =
-                    served_json(&device.json, &signatures_on(&signatures, &target), unsigned)?;
+                    .map(|name| serde_json::json!({ "device_display_name": name }));
+                let on_device = signatures_on(&signatures, &target);
+                let json = served_json(&device.json, &on_device, unsigned)?;
                 served.insert(device.device_id, json);
             }
             answer.device_keys.insert(user_id.clone(), served);
