@@ -1,19 +1,17 @@
 //! `device_lists` in sync and `GET /keys/changes`: each trigger reaches
 //! exactly the users who share a room, with since tokens; long polls wake.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use myelin_tests::{Backend, TestServer, backend_tests};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
-    keys_support::{CrossSigning, Device, upload_signing_keys},
+    keys_support::{CrossSigning, Device, logout, upload_signing_keys},
     rooms_support::{create_room, join, membership},
-    sync_support::{next_batch, sync, sync_ok, sync_since},
+    sync::spawn_sync,
+    sync_support::{next_batch, sync_ok, sync_since},
 };
 
 backend_tests!(
@@ -119,15 +117,7 @@ async fn every_trigger_reaches_exactly_the_room_mates(backend: Backend) {
     assert_eq!(carols.news(&server).await, (none(), none()));
 
     // A deleted device (logout).
-    let (status, body) = server
-        .request(
-            Method::POST,
-            server.v3("/logout"),
-            Some(&phone.account.token),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    logout(&server, &phone.account.token).await;
     assert_eq!(
         bobs.news(&server).await,
         (vec![a.clone()], none()),
@@ -244,20 +234,14 @@ async fn a_room_mates_long_poll_wakes_on_new_device_keys(backend: Backend) {
     let carol_since = next_batch(&sync_ok(&server, &carol.token, &[]).await);
     let alice_device = Device::new(&alice);
 
-    let poll = |token: String, since: String, timeout: &'static str| {
-        let server = Arc::clone(&server);
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let answer = sync(&server, &token, &[("since", &since), ("timeout", timeout)]).await;
-            (started.elapsed(), answer)
-        })
-    };
-    let bobs = poll(bob.token.clone(), bob_since, "20000");
-    let carols = poll(carol.token.clone(), carol_since, "1500");
+    let params =
+        |since: String, timeout: &str| vec![("since", since), ("timeout", timeout.to_owned())];
+    let bobs = spawn_sync(&server, &bob.token, params(bob_since, "20000"));
+    let carols = spawn_sync(&server, &carol.token, params(carol_since, "1500"));
     tokio::task::yield_now().await;
     alice_device.publish(&server).await;
 
-    let (elapsed, (status, answer)) = bobs.await.expect("bob's sync");
+    let (elapsed, status, answer) = bobs.await.expect("bob's sync");
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert!(
         elapsed < Duration::from_secs(10),
@@ -266,7 +250,7 @@ async fn a_room_mates_long_poll_wakes_on_new_device_keys(backend: Backend) {
     assert_eq!(listed(&answer, "changed"), vec![alice.user_id.clone()]);
 
     // Carol shares no room: her long poll runs to its timeout with nothing.
-    let (elapsed, (status, answer)) = carols.await.expect("carol's sync");
+    let (elapsed, status, answer) = carols.await.expect("carol's sync");
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert!(
         elapsed >= Duration::from_millis(1400),

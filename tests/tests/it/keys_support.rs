@@ -137,6 +137,19 @@ pub async fn keys_call(
         .await
 }
 
+/// `POST /logout` of a session, which must succeed (it deletes the device).
+pub async fn logout(server: &TestServer, token: &str) {
+    let (status, body) = server
+        .request(
+            Method::POST,
+            server.v3("/logout"),
+            Some(token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "logout: {body}");
+}
+
 /// `POST /keys/query` for all devices of `users`, which must succeed.
 pub async fn query(server: &TestServer, token: &str, users: &[&str]) -> Value {
     let device_keys: serde_json::Map<String, Value> = users

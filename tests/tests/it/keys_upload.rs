@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::keys_support::{
-    Device, SigningKey, claim_one, claimed_key, keys_call, query, signed_part,
+    Device, SigningKey, claim_one, claimed_key, keys_call, logout, query, signed_part,
 };
 
 backend_tests!(
@@ -312,15 +312,7 @@ async fn deleting_a_device_deletes_its_keys(backend: Backend) {
         .await;
     assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
 
-    let (status, body) = server
-        .request(
-            Method::POST,
-            server.v3("/logout"),
-            Some(&phone.account.token),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    logout(&server, &phone.account.token).await;
 
     let answer = query(&server, &bob.token, &[&alice.user_id]).await;
     assert_eq!(answer["device_keys"][&alice.user_id], json!({}), "{answer}");
