@@ -113,6 +113,25 @@ impl DeviceLists {
         since: StreamPosition,
         now: StreamPosition,
     ) -> Result<DeviceListUpdate, ServiceError> {
+        let rooms_then = self.joined_rooms(user_id, since).await?;
+        let rooms_now = self.joined_rooms(user_id, now).await?;
+        self.changes_in_rooms(user_id, since, now, &rooms_then, &rooms_now)
+            .await
+    }
+
+    /// [`Self::changes`] for a caller that has read the user's joined rooms
+    /// at `since` and at `now` already (sync).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn changes_in_rooms(
+        &self,
+        user_id: &UserId,
+        since: StreamPosition,
+        now: StreamPosition,
+        rooms_then: &BTreeSet<OwnedRoomId>,
+        rooms_now: &BTreeSet<OwnedRoomId>,
+    ) -> Result<DeviceListUpdate, ServiceError> {
         if since >= now {
             return Ok(DeviceListUpdate::default());
         }
@@ -120,8 +139,6 @@ impl DeviceLists {
             .storage
             .device_list_changes(user_id, since, now)
             .await?;
-        let rooms_now = self.joined_rooms(user_id, now).await?;
-        let rooms_then = self.joined_rooms(user_id, since).await?;
         let moved: BTreeSet<OwnedRoomId> = self
             .storage
             .rooms_with_membership_changes(since, now)
@@ -133,11 +150,11 @@ impl DeviceLists {
         if changed_users.is_empty() && is_sharing_unchanged {
             return Ok(DeviceListUpdate::default());
         }
-        let shared_now = self.members_of(&rooms_now, now).await?;
+        let shared_now = self.members_of(rooms_now, now).await?;
         let shared_then = if is_sharing_unchanged {
             shared_now.clone()
         } else {
-            self.members_of(&rooms_then, since).await?
+            self.members_of(rooms_then, since).await?
         };
         let mut update = DeviceListUpdate::default();
         for (changed, is_private) in changed_users {

@@ -123,7 +123,7 @@ impl E2eeKeys {
                             .await
                         {
                             Err(StorageError::Conflict(_)) => Err(identity_changed()),
-                            other => Ok(other?),
+                            other => other.map_err(device_gone),
                         }
                     },
                 )
@@ -154,13 +154,14 @@ impl E2eeKeys {
                             .to_owned(),
                     ));
                 }
-                other => other?,
+                other => other.map_err(device_gone)?,
             }
         }
         if !fallback_keys.is_empty() {
             self.storage
                 .set_fallback_keys(user_id, device_id, &fallback_keys)
-                .await?;
+                .await
+                .map_err(device_gone)?;
         }
         one_time_key_counts(self.storage.as_ref(), user_id, device_id).await
     }
@@ -241,6 +242,15 @@ pub async fn one_time_key_counts(
         .collect();
     counts.entry(SIGNED_CURVE25519.to_owned()).or_insert(0);
     Ok(counts)
+}
+
+/// A write for a device deleted meanwhile: the token that made the request
+/// died with the device.
+fn device_gone(error: StorageError) -> ServiceError {
+    match error {
+        StorageError::NotFound(_) => ServiceError::UnknownToken,
+        other => other.into(),
+    }
 }
 
 fn identity_changed() -> ServiceError {

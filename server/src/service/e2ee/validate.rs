@@ -259,3 +259,148 @@ fn string_field<'a>(object: &'a CanonicalJsonObject, name: &str) -> Option<&'a s
 fn invalid(message: impl Into<String>) -> ServiceError {
     ServiceError::InvalidParam(message.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use ruma::{device_id, user_id};
+    use serde_json::json;
+
+    use super::*;
+
+    /// 32 bytes of unpadded base64 (the spec appendix's public test key).
+    const KEY: &str = "XGX0JRS2Af3be3knz2fBiRbApjm2Dh61gXDJA8kcJNI";
+
+    fn message(result: Result<impl std::fmt::Debug, ServiceError>) -> String {
+        match result {
+            Err(ServiceError::InvalidParam(message)) => message,
+            other => panic!("expected InvalidParam, got {other:?}"),
+        }
+    }
+
+    fn device_keys(overrides: serde_json::Value) -> String {
+        let mut keys = json!({
+            "user_id": "@alice:x",
+            "device_id": "DEV",
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+            "keys": { "ed25519:DEV": KEY, "curve25519:DEV": KEY },
+        });
+        if let (Some(keys), Some(overrides)) = (keys.as_object_mut(), overrides.as_object()) {
+            keys.extend(overrides.clone());
+        }
+        keys.to_string()
+    }
+
+    #[test]
+    fn device_keys_are_checked_field_by_field_before_the_signature() {
+        let check =
+            |json: String| check_device_keys(&json, user_id!("@alice:x"), device_id!("DEV"));
+        let cases = [
+            (json!({ "user_id": "@bob:x" }), "user_id"),
+            (json!({ "device_id": "OTHER" }), "device_id"),
+            (json!({ "algorithms": [] }), "algorithms"),
+            (json!({ "algorithms": [1] }), "algorithms"),
+            (json!({ "keys": { "curve25519:DEV": KEY } }), "ed25519:DEV"),
+            (json!({ "keys": { "ed25519:DEV": KEY } }), "curve25519:DEV"),
+            (
+                json!({ "keys": { "ed25519:DEV": "AAAA", "curve25519:DEV": KEY } }),
+                "32 bytes",
+            ),
+            (json!({}), "not signed"),
+        ];
+        for (overrides, expected) in cases {
+            let message = message(check(device_keys(overrides.clone())));
+            assert!(message.contains(expected), "{overrides}: {message}");
+        }
+        assert!(message(check("[]".to_owned())).contains("JSON object"));
+        // Floats are not canonical JSON, so nothing signed can hold them.
+        assert!(message(check(device_keys(json!({ "x": 1.5 })))).contains("JSON object"));
+    }
+
+    #[test]
+    fn one_time_keys_need_an_algorithm_and_signed_ones_a_signature() {
+        let check = |key_id: &str, json: &str, signing_key: Option<&str>| {
+            check_one_time_key(
+                key_id,
+                json,
+                user_id!("@alice:x"),
+                device_id!("DEV"),
+                signing_key,
+            )
+        };
+        let plain = format!("\"{KEY}\"");
+        let key = check("curve25519:AAAA", &plain, None).expect("a plain key is allowed");
+        assert_eq!(
+            (key.algorithm.as_str(), key.json.as_str()),
+            ("curve25519", plain.as_str())
+        );
+        for key_id in ["nocolon", ":AAAA", "curve25519:"] {
+            assert!(
+                message(check(key_id, &plain, None)).contains("<algorithm>"),
+                "{key_id}"
+            );
+        }
+        assert!(message(check("signed_curve25519:A", &plain, None)).contains("signed key object"));
+        assert!(message(check("curve25519:A", "5", None)).contains("signed key object"));
+        let object = json!({ "key": KEY }).to_string();
+        assert!(message(check("signed_curve25519:A", &object, None)).contains("device keys"));
+        assert!(
+            message(check("signed_curve25519:A", &object, Some(KEY))).contains("bad signature")
+        );
+        assert!(message(check("signed_curve25519:A", "{}", Some(KEY))).contains("has no key"));
+    }
+
+    #[test]
+    fn cross_signing_keys_name_their_one_key() {
+        let key = |usage: &str, keys: serde_json::Value| {
+            json!({ "user_id": "@alice:x", "usage": [usage], "keys": keys }).to_string()
+        };
+        let check = |json: String| {
+            check_cross_signing_key(&json, user_id!("@alice:x"), CrossSigningKeyType::Master)
+        };
+        let (checked, _) = check(key("master", json!({ format!("ed25519:{KEY}"): KEY }))).unwrap();
+        assert_eq!(checked.public_key, KEY);
+        let cases = [
+            (
+                key("self_signing", json!({ format!("ed25519:{KEY}"): KEY })),
+                "usage",
+            ),
+            (
+                key("master", json!({ "ed25519:other": KEY })),
+                "ed25519:<its key>",
+            ),
+            (
+                key("master", json!({ format!("curve25519:{KEY}"): KEY })),
+                "ed25519:<its key>",
+            ),
+            (key("master", json!({})), "exactly one"),
+            (
+                key(
+                    "master",
+                    json!({ format!("ed25519:{KEY}"): KEY, "ed25519:b": "b" }),
+                ),
+                "exactly one",
+            ),
+        ];
+        for (json, expected) in cases {
+            let message = message(check(json.clone()));
+            assert!(message.contains(expected), "{json}: {message}");
+        }
+        let someone_else = json!({
+            "user_id": "@bob:x", "usage": ["master"], "keys": { format!("ed25519:{KEY}"): KEY },
+        });
+        assert!(message(check(someone_else.to_string())).contains("user_id"));
+    }
+
+    #[test]
+    fn signed_content_ignores_signatures_and_unsigned_only() {
+        let a = parse_object(r#"{"k":1,"signatures":{"@a:x":{"ed25519:A":"s"}}}"#, "a").unwrap();
+        let b = parse_object(r#"{"k":1,"unsigned":{"x":2}}"#, "b").unwrap();
+        let c = parse_object(r#"{"k":2}"#, "c").unwrap();
+        assert!(same_signed_content(&a, &b));
+        assert!(!same_signed_content(&a, &c));
+        assert_eq!(
+            signatures_of(&a),
+            vec![("@a:x".to_owned(), "ed25519:A".to_owned(), "s".to_owned())]
+        );
+    }
+}

@@ -305,6 +305,7 @@ impl Sync {
         let typing_since = request.since.and_then(|token| token.typing);
         let room_filter = &request.filter.room;
         let memberships_now = self.storage.memberships_of(user_id, Some(now)).await?;
+        let joined_now = joined_rooms(&memberships_now);
         let before: HashMap<OwnedRoomId, Membership> = match since {
             Some(since) => self
                 .storage
@@ -464,7 +465,11 @@ impl Sync {
         // An initial sync lists no device changes: the client has tracked
         // nobody yet and queries the keys of the members it sees.
         if let Some(since) = since {
-            response.device_lists = self.device_lists.changes(user_id, since, now).await?;
+            let joined_then = joined_rooms(before.values());
+            response.device_lists = self
+                .device_lists
+                .changes_in_rooms(user_id, since, now, &joined_then, &joined_now)
+                .await?;
         }
         response.one_time_key_counts =
             one_time_key_counts(self.storage.as_ref(), user_id, device_id).await?;
@@ -727,6 +732,17 @@ impl Sync {
             invite_state,
         })
     }
+}
+
+/// The rooms among `memberships` that the user is joined to.
+fn joined_rooms<'a>(
+    memberships: impl IntoIterator<Item = &'a Membership>,
+) -> BTreeSet<OwnedRoomId> {
+    memberships
+        .into_iter()
+        .filter(|membership| membership.membership == "join")
+        .map(|membership| membership.room_id.clone())
+        .collect()
 }
 
 /// Applies the state filter, and lazy-loading: only the members who sent
