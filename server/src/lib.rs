@@ -44,11 +44,13 @@ use service::{
     media::Media,
     notifier::Notifier,
     profile::Profiles,
+    push_rules::PushRules,
     room_events::{RoomEvents, parse_version},
     room_ops::RoomOps,
     server_keys::ServerKeys,
     stream::Stream,
     sync::Sync,
+    to_device::ToDevice,
     typing::Typing,
 };
 use storage::{Storage, StorageError};
@@ -124,12 +126,21 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         notifier.clone(),
         room_events.clone(),
     ));
+    let push_rules = Arc::new(PushRules::new(storage.clone(), account_data.clone()));
+    let to_device = Arc::new(ToDevice::new(
+        storage.clone(),
+        stream.clone(),
+        notifier.clone(),
+        server_name.clone(),
+        config.max_pending_to_device,
+    ));
     let sync = Arc::new(Sync::new(
         storage.clone(),
         room_events.clone(),
         notifier,
         typing.clone(),
         device_lists,
+        to_device.clone(),
     ));
     let media = Arc::new(
         Media::new(
@@ -142,12 +153,14 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     );
     let key_backup = Arc::new(KeyBackup::new(storage.clone()));
     let state = AppState {
+        to_device,
         e2ee_keys,
         key_backup,
         sync,
         media,
         typing,
         account_data,
+        push_rules,
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),
         rooms: Arc::new(RoomOps::new(
             room_events,

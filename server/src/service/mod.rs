@@ -12,6 +12,7 @@ pub mod media;
 pub mod notifier;
 pub mod password;
 pub mod profile;
+pub mod push_rules;
 pub mod rate_limit;
 pub mod room_events;
 pub mod room_ops;
@@ -19,6 +20,7 @@ pub mod rooms;
 pub mod server_keys;
 pub mod stream;
 pub mod sync;
+pub mod to_device;
 pub mod tokens;
 pub mod typing;
 pub mod uia;
@@ -106,6 +108,21 @@ pub enum ServiceError {
     WrongRoomKeysVersion {
         /// The user's latest version.
         current_version: String,
+    },
+    /// The room is E2E-only and the event would leak plaintext or weaken
+    /// its policy (`spec-notes/e2e-only-rooms.md`).
+    #[error("end-to-end encryption required: {0}")]
+    E2eRequired(String),
+    /// A recipient device has as many to-device messages waiting as the
+    /// server keeps; nothing of the send was stored.
+    #[error("to-device inbox of {user_id} {device_id} is full")]
+    ToDeviceInboxFull {
+        /// The recipient.
+        user_id: ruma::OwnedUserId,
+        /// Its device.
+        device_id: ruma::OwnedDeviceId,
+        /// The configured cap.
+        limit: u64,
     },
     /// Storage failed.
     #[error(transparent)]

@@ -12,6 +12,7 @@ mod keys;
 mod media;
 mod rooms;
 mod sql;
+mod to_device;
 mod user_data;
 
 use async_trait::async_trait;
@@ -36,6 +37,7 @@ pub use rooms::{
     StateEntry, StoredEvent, StreamPosition,
 };
 pub use sql::{PostgresStorage, SqliteStorage};
+pub use to_device::{Queued, ToDeviceMessage, ToDeviceSend, ToDeviceStore, UserMessages};
 pub use user_data::{AccountDataEntry, Receipt, UserDataStore};
 
 /// Milliseconds since the Unix epoch, as Matrix timestamps are.
@@ -180,6 +182,7 @@ pub trait Storage:
     + KeyStore
     + MediaStore
     + RoomStore
+    + ToDeviceStore
     + UserDataStore
     + Send
     + Sync

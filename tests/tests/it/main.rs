@@ -7,7 +7,9 @@
 )]
 
 mod accounts;
+mod context;
 mod devices;
+mod e2e_only_rooms;
 mod errors;
 mod key_backup;
 mod keys_claim;
@@ -20,6 +22,7 @@ mod members_at;
 mod messages;
 mod password;
 mod profile;
+mod push_rules;
 mod rooms_concurrency;
 mod rooms_create;
 mod rooms_directory;
@@ -36,3 +39,4 @@ mod sync;
 mod sync_support;
 mod sync_visibility;
 mod tls;
+mod to_device;

@@ -19,7 +19,7 @@ async fn concurrent_room_creation_gets_distinct_rooms(backend: Backend) {
             Some(json!({ "preset": "public_chat" })),
         )
     });
-    let answers = futures_join_all(creations).await;
+    let answers = myelin_tests::join_all(creations).await;
     let mut ids: Vec<String> = answers
         .into_iter()
         .map(|(status, answer)| {
@@ -39,33 +39,4 @@ async fn concurrent_room_creation_gets_distinct_rooms(backend: Backend) {
         )
         .await;
     assert_eq!(joined["joined_rooms"].as_array().map(Vec::len), Some(20));
-}
-
-/// Runs the futures concurrently on this task and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for future in futures {
-        set.push(Box::pin(future));
-    }
-    let mut outputs: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in set.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }

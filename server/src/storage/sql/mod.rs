@@ -25,6 +25,7 @@ mod key_backup;
 mod keys;
 mod media;
 mod rooms;
+mod to_device;
 mod user_data;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

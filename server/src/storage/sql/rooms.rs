@@ -23,7 +23,10 @@ fn stored_event(
     })
 }
 
-pub(super) fn parse_id<T: TryFrom<String>>(table: &'static str, raw: String) -> Result<T, StorageError>
+pub(super) fn parse_id<T: TryFrom<String>>(
+    table: &'static str,
+    raw: String,
+) -> Result<T, StorageError>
 where
     T::Error: std::fmt::Display,
 {
@@ -285,7 +288,8 @@ macro_rules! sql_room_store {
                         "SELECT MAX(m) FROM (SELECT MAX(stream_ordering) AS m FROM events \
                          UNION ALL SELECT MAX(stream_ordering) FROM account_data \
                          UNION ALL SELECT MAX(stream_ordering) FROM receipts \
-                         UNION ALL SELECT MAX(stream_ordering) FROM device_list_changes) AS positions",
+                         UNION ALL SELECT MAX(stream_ordering) FROM device_list_changes \
+                         UNION ALL SELECT MAX(position) FROM to_device_stream) AS positions",
                     )
                         .fetch_one(&self.pool)
                         .await?;
