@@ -39,6 +39,7 @@ use service::{
     account_data::AccountData,
     accounts::Accounts,
     devices::Devices,
+    e2ee::{DeviceLists, E2eeKeys},
     key_backup::KeyBackup,
     media::Media,
     notifier::Notifier,
@@ -88,13 +89,28 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         .await
         .map_err(StartError::SigningKey)?;
     let server_keys = Arc::new(server_keys);
-    let accounts = Arc::new(
-        Accounts::new(storage.clone(), server_name.clone(), config)
-            .map_err(StartError::Services)?,
-    );
-    let profiles = Arc::new(Profiles::new(storage.clone(), server_name.clone()));
     let notifier = Arc::new(Notifier::default());
     let stream = Arc::new(Stream::new(storage.max_stream_position().await?));
+    let device_lists = Arc::new(DeviceLists::new(
+        storage.clone(),
+        stream.clone(),
+        notifier.clone(),
+    ));
+    let accounts = Arc::new(
+        Accounts::new(
+            storage.clone(),
+            server_name.clone(),
+            config,
+            device_lists.clone(),
+        )
+        .map_err(StartError::Services)?,
+    );
+    let e2ee_keys = Arc::new(E2eeKeys::new(
+        storage.clone(),
+        device_lists.clone(),
+        accounts.clone(),
+    ));
+    let profiles = Arc::new(Profiles::new(storage.clone(), server_name.clone()));
     let room_events = Arc::new(RoomEvents::new(
         storage.clone(),
         server_keys.clone(),
@@ -123,6 +139,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         room_events.clone(),
         notifier,
         typing.clone(),
+        device_lists,
         to_device.clone(),
     ));
     let media = Arc::new(
@@ -137,6 +154,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     let key_backup = Arc::new(KeyBackup::new(storage.clone()));
     let state = AppState {
         to_device,
+        e2ee_keys,
         key_backup,
         sync,
         media,

@@ -11,7 +11,8 @@
 // both directions; bob's later device decrypts new messages but not the one
 // sent before it existed; raw /messages and /sync responses carry only
 // m.room.encrypted events and Olm-encrypted to-device messages, never the
-// plaintext.
+// plaintext. Alice then bootstraps cross-signing (no password the first
+// time) and resets it (the password is required).
 //
 // Output and environment as smoke.mjs.
 
@@ -243,6 +244,71 @@ await check("every to-device message the server delivered was Olm-encrypted, and
     }
     expect(toDevice >= 3, `only ${toDevice} to-device messages: room keys should have reached three devices`);
     return `${toDevice} encrypted to-device messages`;
+});
+
+// Cross-signing: the first upload needs no password (MSC3967), and the
+// server merges the self-signing signature the SDK uploads into alice's
+// device keys as others are served them. Replacing the keys needs the
+// password.
+const passwordAuth = (reg, session) =>
+    ({ type: "m.login.password", identifier: { type: "m.id.user", user: reg.user_id }, password: reg.password, session });
+
+// Resolves once WHO's SDK has had a successful answer to METHOD PATH_SUFFIX
+// among the exchanges after the first FROM.
+const answeredSince = (from, who, method, pathSuffix, what) =>
+    when(what, [[exchanges, "answered"]], () =>
+        answeredExchanges.slice(from).some((e) => e.who === who && e.method === method && e.path.endsWith(pathSuffix) && e.status === 200));
+
+await check("alice bootstraps cross-signing without a password; her device carries her self-signing signature", async () => {
+    const start = answeredExchanges.length;
+    let uploads = 0;
+    await alice.getCrypto().bootstrapCrossSigning({
+        authUploadDeviceSigningKeys: async (makeRequest) => {
+            uploads += 1;
+            await makeRequest(null);
+        },
+    });
+    expect(uploads === 1, `the keys were uploaded ${uploads} times`);
+    // Signing her own device with the new self-signing key is the SDK's
+    // last upload; the server merges that signature into the device keys.
+    await answeredSince(start, "alice", "POST", "/keys/signatures/upload", "alice's client signs her device");
+    const res = await bob1.http.authedRequest("POST", "/keys/query", undefined, { device_keys: { [aliceReg.user_id]: [] } });
+    const selfSigning = Object.keys(res.self_signing_keys?.[aliceReg.user_id]?.keys ?? {})[0];
+    const master = Object.keys(res.master_keys?.[aliceReg.user_id]?.keys ?? {})[0];
+    expect(master && selfSigning, `bob is served master ${master} and self-signing ${selfSigning} keys`);
+    const signatures = res.device_keys?.[aliceReg.user_id]?.[aliceReg.device_id]?.signatures?.[aliceReg.user_id] ?? {};
+    expect(typeof signatures[selfSigning] === "string" && typeof signatures[`ed25519:${aliceReg.device_id}`] === "string",
+        `alice's device is served with signatures by ${JSON.stringify(Object.keys(signatures))}`);
+    return `signed by ${Object.keys(signatures).length} keys`;
+});
+
+// The master key the server holds for a user, as anyone sees it.
+async function masterKeyOf(client, userId) {
+    const res = await client.http.authedRequest("POST", "/keys/query", undefined, { device_keys: { [userId]: [] } });
+    return Object.values(res.master_keys?.[userId]?.keys ?? {})[0];
+}
+
+await check("resetting alice's cross-signing keys needs her password", async () => {
+    const before = await masterKeyOf(bob1, aliceReg.user_id);
+    let refusal;
+    await alice.getCrypto().bootstrapCrossSigning({
+        setupNewCrossSigning: true,
+        authUploadDeviceSigningKeys: async (makeRequest) => {
+            try {
+                await makeRequest(null);
+            } catch (err) {
+                refusal = err;
+                await makeRequest(passwordAuth(aliceReg, err.data?.session));
+                return;
+            }
+            throw new Error("the server replaced cross-signing keys without the password");
+        },
+    });
+    expect(refusal?.httpStatus === 401 && Array.isArray(refusal.data?.flows),
+        `without the password: ${refusal?.httpStatus} ${JSON.stringify(refusal?.data)}`);
+    const after = await masterKeyOf(bob1, aliceReg.user_id);
+    expect(before && after && after !== before, `the master key went from ${before} to ${after}`);
+    return `${refusal.httpStatus} with flows ${JSON.stringify(refusal.data.flows.map((f) => f.stages))}, then 200`;
 });
 
 await check("the sync loops stop cleanly", async () => {

@@ -127,6 +127,9 @@ impl From<ServiceError> for MatrixError {
             ServiceError::WeakPassword(m) => Self::new(S::BAD_REQUEST, "M_WEAK_PASSWORD", m),
             ServiceError::MissingParam(m) => Self::new(S::BAD_REQUEST, "M_MISSING_PARAM", m),
             ServiceError::InvalidParam(m) => Self::invalid_param(m),
+            ServiceError::InvalidSignature(m) => {
+                Self::new(S::BAD_REQUEST, "M_INVALID_SIGNATURE", m)
+            }
             ServiceError::GuestAccessForbidden => Self::new(
                 S::FORBIDDEN,
                 "M_GUEST_ACCESS_FORBIDDEN",

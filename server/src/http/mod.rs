@@ -21,6 +21,7 @@ use axum::{
 };
 use tracing::Instrument;
 
+use crate::service::e2ee::E2eeKeys;
 use crate::service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup,
     media::Media, profile::Profiles, push_rules::PushRules, room_ops::RoomOps,
@@ -53,6 +54,8 @@ pub struct AppState {
     pub key_backup: Arc<KeyBackup>,
     /// The media store.
     pub media: Arc<Media>,
+    /// End-to-end encryption keys and device lists.
+    pub e2ee_keys: Arc<E2eeKeys>,
     /// Send-to-device messaging.
     pub to_device: Arc<ToDevice>,
 }

@@ -6,6 +6,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod devices;
+pub mod e2ee;
 pub mod key_backup;
 pub mod media;
 pub mod notifier;
@@ -59,6 +60,10 @@ pub enum ServiceError {
     /// A parameter has a value the server does not accept.
     #[error("invalid parameter: {0}")]
     InvalidParam(String),
+    /// A signature on a key does not verify, or the key is not signed by
+    /// the key that must sign it.
+    #[error("invalid signature: {0}")]
+    InvalidSignature(String),
     /// Guests may not do this.
     #[error("guest access is not allowed")]
     GuestAccessForbidden,

@@ -5,6 +5,8 @@
 //! versioned migrations under `server/migrations/<backend>/`, run at start-up.
 
 mod accounts;
+mod device_lists;
+mod e2ee_keys;
 mod key_backup;
 mod keys;
 mod media;
@@ -19,6 +21,11 @@ use ruma::{OwnedDeviceId, OwnedUserId};
 use crate::config::DatabaseLocation;
 
 pub use accounts::AccountStore;
+pub use device_lists::{DeviceListChange, DeviceListStore};
+pub use e2ee_keys::{
+    CrossSigningKey, CrossSigningKeyType, DeviceKeys, E2eeKeyStore, KeySignature, OneTimeKey,
+    QueriedDevice, SignatureTarget,
+};
 pub use key_backup::{
     BackedUpKey, BackupInfo, BackupVersion, KeyBackupStore, KeyRank, KeySelection, KeysState,
     KeysUpload, NotABackupVersion,
@@ -169,6 +176,8 @@ pub enum StorageError {
 #[async_trait]
 pub trait Storage:
     AccountStore
+    + DeviceListStore
+    + E2eeKeyStore
     + KeyBackupStore
     + KeyStore
     + MediaStore

@@ -8,6 +8,7 @@ mod devices;
 mod directory;
 mod events;
 mod key_backup;
+mod keys;
 mod login;
 mod profile;
 mod push_rules;
@@ -126,6 +127,15 @@ pub fn router() -> Router<AppState> {
                 .put(key_backup::add_backup_keys_for_session)
                 .delete(key_backup::delete_backup_keys_for_session),
         )
+        .route("/keys/upload", post(keys::upload_keys))
+        .route("/keys/query", post(keys::get_keys))
+        .route("/keys/claim", post(keys::claim_keys))
+        .route("/keys/changes", get(keys::get_key_changes))
+        .route(
+            "/keys/device_signing/upload",
+            post(keys::upload_signing_keys),
+        )
+        .route("/keys/signatures/upload", post(keys::upload_signatures))
         .route("/user/{user_id}/filter", post(sync::create_filter))
         .route("/user/{user_id}/filter/{filter_id}", get(sync::get_filter))
         .route("/rooms/{room_id}/messages", get(sync::get_message_events))

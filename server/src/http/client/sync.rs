@@ -77,7 +77,8 @@ struct SyncBody<'a> {
     presence: Value,
     to_device: RawEvents,
     device_lists: Value,
-    device_one_time_keys_count: Value,
+    device_one_time_keys_count: &'a BTreeMap<String, u64>,
+    device_unused_fallback_key_types: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -281,8 +282,12 @@ impl<'a> From<&'a SyncResponse> for SyncBody<'a> {
             account_data: account_data_events(&response.account_data),
             presence: empty(),
             to_device: to_device_events(&response.to_device),
-            device_lists: json!({ "changed": [], "left": [] }),
-            device_one_time_keys_count: json!({}),
+            device_lists: json!({
+                "changed": response.device_lists.changed,
+                "left": response.device_lists.left,
+            }),
+            device_one_time_keys_count: &response.one_time_key_counts,
+            device_unused_fallback_key_types: &response.unused_fallback_key_types,
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod history;
 pub mod visibility;
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     fmt,
     sync::Arc,
     time::Duration,
@@ -24,7 +24,11 @@ use ruma::{
 use super::to_device::ToDevice;
 use super::typing::Typing;
 use super::{
-    ServiceError, notifier::Notifier, room_events::RoomEvents, rooms::pdu::Pdu,
+    ServiceError,
+    e2ee::{DeviceListUpdate, DeviceLists, keys::one_time_key_counts},
+    notifier::Notifier,
+    room_events::RoomEvents,
+    rooms::pdu::Pdu,
     rooms::version::RoomVersion,
 };
 use crate::storage::{
@@ -230,6 +234,12 @@ pub struct SyncResponse {
     pub left: Vec<RoomUpdate>,
     /// Transaction ids of the syncing device's own events.
     pub transaction_ids: HashMap<OwnedEventId, String>,
+    /// Whose device lists changed (incremental syncs only).
+    pub device_lists: DeviceListUpdate,
+    /// The syncing device's unclaimed one-time keys by algorithm.
+    pub one_time_key_counts: BTreeMap<String, u64>,
+    /// The algorithms of the syncing device's unused fallback keys.
+    pub unused_fallback_key_types: Vec<String>,
     /// To-device messages for the syncing device, oldest first.
     pub to_device: Vec<ToDeviceMessage>,
 }
@@ -242,6 +252,7 @@ impl SyncResponse {
             && self.knocked.is_empty()
             && self.left.is_empty()
             && self.account_data.is_empty()
+            && self.device_lists.is_empty()
     }
 }
 
@@ -252,6 +263,7 @@ pub struct Sync {
     events: Arc<RoomEvents>,
     notifier: Arc<Notifier>,
     typing: Arc<Typing>,
+    device_lists: Arc<DeviceLists>,
     to_device: Arc<ToDevice>,
 }
 
@@ -262,6 +274,7 @@ impl Sync {
         events: Arc<RoomEvents>,
         notifier: Arc<Notifier>,
         typing: Arc<Typing>,
+        device_lists: Arc<DeviceLists>,
         to_device: Arc<ToDevice>,
     ) -> Self {
         Self {
@@ -269,6 +282,7 @@ impl Sync {
             events,
             notifier,
             typing,
+            device_lists,
             to_device,
         }
     }
@@ -320,6 +334,7 @@ impl Sync {
         let typing_since = request.since.and_then(|token| token.typing);
         let room_filter = &request.filter.room;
         let memberships_now = self.storage.memberships_of(user_id, Some(now)).await?;
+        let joined_now = joined_rooms(&memberships_now);
         let before: HashMap<OwnedRoomId, Membership> = match since {
             Some(since) => self
                 .storage
@@ -365,6 +380,9 @@ impl Sync {
             knocked: Vec::new(),
             left: Vec::new(),
             transaction_ids: HashMap::new(),
+            device_lists: DeviceListUpdate::default(),
+            one_time_key_counts: BTreeMap::new(),
+            unused_fallback_key_types: Vec::new(),
         };
         let mut visibility = Visibility::new(self.storage.as_ref(), user_id);
         for membership in memberships_now {
@@ -484,6 +502,21 @@ impl Sync {
                 .into_iter()
                 .collect();
         }
+        // An initial sync lists no device changes: the client has tracked
+        // nobody yet and queries the keys of the members it sees.
+        if let Some(since) = since {
+            let joined_then = joined_rooms(before.values());
+            response.device_lists = self
+                .device_lists
+                .changes_in_rooms(user_id, since, now, &joined_then, &joined_now)
+                .await?;
+        }
+        response.one_time_key_counts =
+            one_time_key_counts(self.storage.as_ref(), user_id, device_id).await?;
+        response.unused_fallback_key_types = self
+            .storage
+            .unused_fallback_key_types(user_id, device_id)
+            .await?;
         Ok(response)
     }
 
@@ -739,6 +772,17 @@ impl Sync {
             invite_state,
         })
     }
+}
+
+/// The rooms among `memberships` that the user is joined to.
+fn joined_rooms<'a>(
+    memberships: impl IntoIterator<Item = &'a Membership>,
+) -> BTreeSet<OwnedRoomId> {
+    memberships
+        .into_iter()
+        .filter(|membership| membership.membership == "join")
+        .map(|membership| membership.room_id.clone())
+        .collect()
 }
 
 /// Applies the state filter, and lazy-loading: only the members who sent

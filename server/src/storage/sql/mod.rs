@@ -19,6 +19,8 @@ use super::{Storage, StorageError};
 
 mod accounts;
 mod cache;
+mod device_lists;
+mod e2ee_keys;
 mod key_backup;
 mod keys;
 mod media;

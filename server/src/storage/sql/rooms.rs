@@ -288,6 +288,7 @@ macro_rules! sql_room_store {
                         "SELECT MAX(m) FROM (SELECT MAX(stream_ordering) AS m FROM events \
                          UNION ALL SELECT MAX(stream_ordering) FROM account_data \
                          UNION ALL SELECT MAX(stream_ordering) FROM receipts \
+                         UNION ALL SELECT MAX(stream_ordering) FROM device_list_changes \
                          UNION ALL SELECT MAX(position) FROM to_device_stream) AS positions",
                     )
                         .fetch_one(&self.pool)
