@@ -378,23 +378,6 @@ impl Account {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::replace_database;
-
-    #[test]
-    fn database_name_is_replaced_keeping_the_query() {
-        assert_eq!(
-            replace_database("postgres://root@127.0.0.1:5432/test?sslmode=disable", "x"),
-            "postgres://root@127.0.0.1:5432/x?sslmode=disable"
-        );
-        assert_eq!(
-            replace_database("postgres://localhost", "x"),
-            "postgres://localhost/x"
-        );
-    }
-}
-
 /// Runs the futures concurrently on the calling task and collects their
 /// outputs in order: concurrent requests without spawning, so they may
 /// borrow the test's server and accounts.
@@ -421,4 +404,21 @@ pub async fn join_all<F: std::future::Future>(
     })
     .await;
     outputs.into_iter().map(|o| o.expect("ready")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_database;
+
+    #[test]
+    fn database_name_is_replaced_keeping_the_query() {
+        assert_eq!(
+            replace_database("postgres://root@127.0.0.1:5432/test?sslmode=disable", "x"),
+            "postgres://root@127.0.0.1:5432/x?sslmode=disable"
+        );
+        assert_eq!(
+            replace_database("postgres://localhost", "x"),
+            "postgres://localhost/x"
+        );
+    }
 }
