@@ -2,10 +2,11 @@
 
 use axum::{Json as Reply, extract::State};
 use ruma::{
-    OwnedRoomId, OwnedUserId,
+    OwnedRoomId, OwnedUserId, UserId,
     push::{
         Action, AnyPushRuleRef, InsertPushRuleError, NewConditionalPushRule, NewPatternedPushRule,
         NewPushRule, NewSimplePushRule, PushCondition, RemovePushRuleError, RuleKind,
+        RuleNotFoundError, Ruleset,
     },
 };
 use serde::Deserialize;
@@ -45,10 +46,7 @@ pub async fn get_rule(
     Authed(session): Authed,
     Path((kind, rule_id)): Path<(String, String)>,
 ) -> Result<Reply<Value>, MatrixError> {
-    let kind = rule_kind(&kind)?;
-    let rules = state.push_rules.ruleset(&session.user_id).await?;
-    let rule = rules.get(kind, &rule_id).ok_or_else(no_such_rule)?;
-    Ok(Reply(rule_json(rule)?))
+    read_rule(&state, &session.user_id, &kind, &rule_id, rule_json).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,10 +115,10 @@ pub async fn get_enabled(
     Authed(session): Authed,
     Path((kind, rule_id)): Path<(String, String)>,
 ) -> Result<Reply<Value>, MatrixError> {
-    let kind = rule_kind(&kind)?;
-    let rules = state.push_rules.ruleset(&session.user_id).await?;
-    let rule = rules.get(kind, &rule_id).ok_or_else(no_such_rule)?;
-    Ok(Reply(json!({ "enabled": rule.enabled() })))
+    read_rule(&state, &session.user_id, &kind, &rule_id, |rule| {
+        Ok(json!({ "enabled": rule.enabled() }))
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,16 +133,10 @@ pub async fn put_enabled(
     Path((kind, rule_id)): Path<(String, String)>,
     Json(body): Json<EnabledBody>,
 ) -> Result<Reply<Value>, MatrixError> {
-    let kind = rule_kind(&kind)?;
-    state
-        .push_rules
-        .change(&session.user_id, |rules| {
-            rules
-                .set_enabled(kind, &rule_id, body.enabled)
-                .map_err(|_| no_such_rule())
-        })
-        .await?;
-    Ok(empty_object())
+    edit_rule(&state, &session.user_id, &kind, |rules, kind| {
+        rules.set_enabled(kind, &rule_id, body.enabled)
+    })
+    .await
 }
 
 /// `GET /pushrules/global/{kind}/{ruleId}/actions`.
@@ -153,10 +145,10 @@ pub async fn get_actions(
     Authed(session): Authed,
     Path((kind, rule_id)): Path<(String, String)>,
 ) -> Result<Reply<Value>, MatrixError> {
-    let kind = rule_kind(&kind)?;
-    let rules = state.push_rules.ruleset(&session.user_id).await?;
-    let rule = rules.get(kind, &rule_id).ok_or_else(no_such_rule)?;
-    Ok(Reply(json!({ "actions": rule.actions() })))
+    read_rule(&state, &session.user_id, &kind, &rule_id, |rule| {
+        Ok(json!({ "actions": rule.actions() }))
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,13 +163,38 @@ pub async fn put_actions(
     Path((kind, rule_id)): Path<(String, String)>,
     Json(body): Json<ActionsBody>,
 ) -> Result<Reply<Value>, MatrixError> {
-    let kind = rule_kind(&kind)?;
+    edit_rule(&state, &session.user_id, &kind, |rules, kind| {
+        rules.set_actions(kind, &rule_id, body.actions)
+    })
+    .await
+}
+
+/// Shows one rule of the user's, or 404.
+async fn read_rule(
+    state: &AppState,
+    user_id: &UserId,
+    kind: &str,
+    rule_id: &str,
+    show: impl FnOnce(AnyPushRuleRef<'_>) -> Result<Value, MatrixError>,
+) -> Result<Reply<Value>, MatrixError> {
+    let kind = rule_kind(kind)?;
+    let rules = state.push_rules.ruleset(user_id).await?;
+    let rule = rules.get(kind, rule_id).ok_or_else(no_such_rule)?;
+    Ok(Reply(show(rule)?))
+}
+
+/// Changes one existing rule of the user's, or 404.
+async fn edit_rule(
+    state: &AppState,
+    user_id: &UserId,
+    kind: &str,
+    edit: impl FnOnce(&mut Ruleset, RuleKind) -> Result<(), RuleNotFoundError>,
+) -> Result<Reply<Value>, MatrixError> {
+    let kind = rule_kind(kind)?;
     state
         .push_rules
-        .change(&session.user_id, |rules| {
-            rules
-                .set_actions(kind, &rule_id, body.actions)
-                .map_err(|_| no_such_rule())
+        .change(user_id, |rules| {
+            edit(rules, kind).map_err(|_| no_such_rule())
         })
         .await?;
     Ok(empty_object())
