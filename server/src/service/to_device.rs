@@ -18,7 +18,7 @@ use tracing::debug;
 
 use super::{ServiceError, notifier::Notifier, stream::Stream};
 use crate::storage::{
-    Queued, Storage, StreamPosition, ToDeviceMessage, ToDeviceSend, UserMessages,
+    Queued, Storage, StorageError, StreamPosition, ToDeviceMessage, ToDeviceSend, UserMessages,
 };
 
 /// Most to-device messages one sync returns; the rest follow in the next
@@ -113,17 +113,25 @@ impl ToDevice {
         let queued = self
             .stream
             .append(|position| async move {
-                Ok(storage
-                    .queue_to_device(&ToDeviceSend {
-                        sender,
-                        sender_device,
-                        txn_id,
-                        event_type,
-                        messages,
-                        position,
-                        max_pending,
-                    })
-                    .await?)
+                let send = ToDeviceSend {
+                    sender,
+                    sender_device,
+                    txn_id,
+                    event_type,
+                    messages,
+                    position,
+                    max_pending,
+                };
+                // On PostgreSQL a recipient device deleted between the read
+                // of the user's devices and the insert fails the insert (and
+                // rolls the send back); a new attempt no longer sees it.
+                let mut attempts = 3;
+                loop {
+                    match storage.queue_to_device(&send).await {
+                        Err(StorageError::NotFound("device")) if attempts > 1 => attempts -= 1,
+                        outcome => break Ok(outcome?),
+                    }
+                }
             })
             .await?;
         match queued {

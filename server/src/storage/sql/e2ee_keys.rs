@@ -9,23 +9,14 @@ use async_trait::async_trait;
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
 use super::{
-    PostgresStorage, SqliteStorage, device_lists::insert_device_list_changes, rooms::parse_id,
+    PostgresStorage, SqliteStorage, device_gone, device_lists::insert_device_list_changes,
+    rooms::parse_id,
 };
 use crate::storage::{
     CrossSigningKey, CrossSigningKeyType, DeviceKeys, DeviceListChange, E2eeKeyStore, KeySignature,
     Millis, OneTimeKey, QueriedDevice, SignatureTarget, StorageError, StreamPosition,
     e2ee_keys::parse_key_type,
 };
-
-/// Maps a write naming a device that no longer exists to `NotFound`.
-fn device_gone(error: sqlx::Error) -> StorageError {
-    match &error {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-            StorageError::NotFound("device")
-        }
-        _ => StorageError::Backend(error),
-    }
-}
 
 fn count_from(count: i64) -> u64 {
     u64::try_from(count).unwrap_or(0)

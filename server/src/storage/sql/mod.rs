@@ -104,6 +104,17 @@ pub(super) fn conflict_on_unique(what: &'static str) -> impl FnOnce(sqlx::Error)
     }
 }
 
+/// Maps a write naming a device that no longer exists (a foreign key
+/// violation) to `NotFound("device")`.
+pub(super) fn device_gone(error: sqlx::Error) -> StorageError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            StorageError::NotFound("device")
+        }
+        _ => StorageError::Backend(error),
+    }
+}
+
 macro_rules! impl_storage {
     ($storage:ty) => {
         #[async_trait]

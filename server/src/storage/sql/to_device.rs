@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
-use super::{PostgresStorage, SqliteStorage, rooms::parse_id};
+use super::{PostgresStorage, SqliteStorage, device_gone, rooms::parse_id};
 use crate::storage::{
     Queued, StorageError, StreamPosition, ToDeviceMessage, ToDeviceSend, ToDeviceStore,
     UserMessages,
@@ -95,7 +95,8 @@ macro_rules! sql_to_device_store {
                             .bind(send.event_type)
                             .bind(content)
                             .execute(&mut *tx)
-                            .await?;
+                            .await
+                            .map_err(device_gone)?;
                             delivered.push((user_id.clone(), device_id));
                         }
                     }
