@@ -294,6 +294,11 @@ impl Client {
         // of a flow we can finish until the server answers 200.
         let mut stages_sent = 0;
         while status == reqwest::StatusCode::UNAUTHORIZED {
+            // A 401 that carries an errcode after a stage says the stage
+            // failed (a wrong token): report it rather than repeat it.
+            if stages_sent > 0 && answer.get("errcode").is_some() {
+                return Err(crate::http::error_from_answer(status, &answer, None));
+            }
             let uia: UiaState = crate::http::parse(status, answer)?;
             let stage = uia.next_stage(registration.registration_token.is_some())?;
             // A server that keeps asking is not going to finish.

@@ -28,6 +28,9 @@ pub struct RoomEvent {
     /// `unsigned` (`transaction_id` for our own events, `redacted_because`).
     #[serde(default)]
     pub unsigned: Value,
+    /// Top-level `redacts` of redactions in room versions before 11.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacts: Option<OwnedEventId>,
 }
 
 impl RoomEvent {
@@ -44,6 +47,16 @@ impl RoomEvent {
     /// `content.body`, for messages.
     pub fn body(&self) -> Option<&str> {
         self.content.get("body").and_then(Value::as_str)
+    }
+
+    /// The event a redaction redacts: `content.redacts` (room version 11
+    /// and later) or the top-level `redacts` (earlier versions).
+    pub fn redacted_event_id(&self) -> Option<OwnedEventId> {
+        self.content
+            .get("redacts")
+            .and_then(Value::as_str)
+            .and_then(|id| OwnedEventId::try_from(id).ok())
+            .or_else(|| self.redacts.clone())
     }
 
     /// `unsigned.transaction_id`: present on our own device's events.

@@ -238,7 +238,7 @@ pub(crate) fn parse<T: DeserializeOwned>(status: StatusCode, body: Value) -> Res
 
 /// Maps an error answer to a [`MatrixError`], or to
 /// [`Error::UnexpectedResponse`] when it carries no `errcode`.
-fn error_from_answer(
+pub(crate) fn error_from_answer(
     status: StatusCode,
     body: &Value,
     retry_after_header: Option<Duration>,

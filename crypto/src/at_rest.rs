@@ -390,6 +390,9 @@ mod tests {
         let a = KdfParams::generate().unwrap();
         let b = KdfParams::generate().unwrap();
         assert_ne!(a.salt, b.salt);
-        assert_eq!((a.memory_kib, a.iterations, a.parallelism), (19 * 1024, 2, 1));
+        assert_eq!(
+            (a.memory_kib, a.iterations, a.parallelism),
+            (19 * 1024, 2, 1)
+        );
     }
 }

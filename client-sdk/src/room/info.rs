@@ -121,15 +121,17 @@ impl RoomInfo {
             "m.room.topic" if state_key.is_empty() => {
                 self.topic = text("topic").filter(|t| !t.is_empty())
             }
-            "m.room.encryption" if state_key.is_empty() => {
-                if content.get("algorithm").and_then(Value::as_str).is_some() {
-                    self.encryption = Some(content.clone());
-                }
+            "m.room.encryption"
+                if state_key.is_empty()
+                    && content.get("algorithm").and_then(Value::as_str).is_some() =>
+            {
+                self.encryption = Some(content.clone());
             }
-            POLICY_EVENT_TYPE if state_key.is_empty() => {
-                if content.get("e2e_required").and_then(Value::as_bool) == Some(true) {
-                    self.is_e2e_required = true;
-                }
+            POLICY_EVENT_TYPE
+                if state_key.is_empty()
+                    && content.get("e2e_required").and_then(Value::as_bool) == Some(true) =>
+            {
+                self.is_e2e_required = true;
             }
             "m.room.member" => {
                 let Ok(user_id) = OwnedUserId::try_from(state_key) else {
