@@ -19,6 +19,7 @@
 //!   plain, encrypted or E2E-only rooms, and a [`Room`] handle to send
 //!   (with transaction ids that survive retries and restarts), redact,
 //!   paginate, type, send receipts, invite, join and leave.
+//! - [`Client::send_to_device`]: batched to-device messages.
 //! - [`store`]: the [`Store`] trait (namespaced records, atomic
 //!   [`Changes`] batches) with [`SqliteStore`] and [`MemoryStore`];
 //!   secrets sealed by [`SecretBox`] under a passphrase-derived key
@@ -85,6 +86,7 @@ pub mod room;
 mod session;
 pub mod store;
 pub mod sync;
+mod to_device;
 
 pub use myelin_crypto;
 pub use ruma;
@@ -98,4 +100,5 @@ pub use self::{
     session::{AccessToken, SessionMeta},
     store::{Changes, MemoryStore, SecretBox, SqliteStore, Store, StoreError},
     sync::{LoopControl, SyncHandler, SyncSettings, SyncStream, SyncUpdate},
+    to_device::ToDeviceMessages,
 };

@@ -7,7 +7,7 @@ use ruma::{OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The E2E-only room policy's state event type (spec-notes/e2e-only-rooms.md).
+/// The E2E-only room policy's state event type (issue 5; `{"e2e_required": true}`, state key "").
 pub const POLICY_EVENT_TYPE: &str = "org.myelin.room.policy";
 /// The Megolm algorithm every encrypted room uses.
 pub const MEGOLM_ALGORITHM: &str = "m.megolm.v1.aes-sha2";

@@ -26,6 +26,7 @@ mod rooms_state;
 mod rooms_support;
 mod sdk_chat;
 mod sdk_errors;
+mod sdk_homeserver;
 mod sdk_restart;
 mod sdk_support;
 mod server_keys;
