@@ -286,21 +286,19 @@ impl Room {
 
     /// Fetches a page of older events
     /// ([`/messages`](https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv3roomsroomidmessages),
-    /// `dir=b`), from `from`, or by default from the start of the last
-    /// sync's timeline for this room (or the newest event if there is none).
+    /// `dir=b`), from `from`, or by default from the newest event. To
+    /// fill the gap before a limited sync timeline, pass that room's
+    /// [`RoomInfo::prev_batch`].
     ///
     /// # Errors
     ///
     /// Matrix errors (`M_FORBIDDEN` when history is not visible to us).
     pub async fn messages(&self, from: Option<&str>, limit: u32) -> Result<Messages> {
-        let from = from
-            .map(str::to_owned)
-            .or_else(|| self.info().and_then(|info| info.prev_batch));
         let mut request = Request::v3(Method::GET, &["rooms", self.room_id.as_str(), "messages"])
             .query("dir", "b")
             .query("limit", limit.to_string());
         if let Some(from) = from {
-            request = request.query("from", from);
+            request = request.query("from", from.to_owned());
         }
         let response: MessagesResponse = self
             .client
