@@ -20,7 +20,7 @@
 //!   (with transaction ids that survive retries and restarts), redact,
 //!   paginate, type, send receipts, invite, join and leave.
 //! - [`Client::send_to_device`]: batched to-device messages.
-//! - [`store`]: the [`Store`] trait (namespaced records, atomic
+//! - [`store`] (spec-notes/client-store.md): the [`Store`] trait (namespaced records, atomic
 //!   [`Changes`] batches) with [`SqliteStore`] and [`MemoryStore`];
 //!   secrets sealed by [`SecretBox`] under a passphrase-derived key
 //!   (myelin-crypto's `at_rest`). The crypto state machine keeps its own

@@ -69,7 +69,8 @@
 //! # Not supported yet
 //!
 //! - Olm/Megolm, SAS, key backup, secret storage and attachment encryption
-//!   (see ARCHITECTURE.md); this crate so far covers event signing only.
+//!   (see ARCHITECTURE.md); this crate so far covers event signing and
+//!   encryption at rest.
 //! - Room versions 1 and 2 have no hashed event ids ([`event_id`] refuses
 //!   them), and room versions before 6 did not enforce canonical JSON, so
 //!   hashes of their historical events may not be reproducible.
