@@ -8,17 +8,14 @@ use std::{
 };
 
 use axum::http::Method;
-use myelin_sdk::{
-    Client, CreateRoom, Error, ErrorKind, MemoryStore, Registration, RetryPolicy, RoomSecurity,
-    Store,
-};
+use myelin_sdk::{Client, Error, ErrorKind, MemoryStore, Registration, RetryPolicy, Store};
 use myelin_server::config::{RateLimit, RegistrationMode, Secret};
 use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests};
 use serde_json::json;
 
 use crate::sdk_support::{
-    Fault, FaultyProxy, PASSPHRASE, client_on, has_message, quick_sync, registered, registered_on,
-    sync_until,
+    Fault, FaultyProxy, PASSPHRASE, client_on, has_message, plain_room, quick_sync, registered,
+    registered_on, single_with_body, sync_until,
 };
 
 backend_tests!(
@@ -158,13 +155,7 @@ async fn retried_sends_do_not_duplicate(backend: Backend) {
     let server = TestServer::start(backend).await;
     let proxy = FaultyProxy::start(&server.base_url).await;
     let alice = registered(&proxy.url, "alice").await;
-    let room = alice
-        .create_room(CreateRoom {
-            security: RoomSecurity::Plain,
-            ..CreateRoom::default()
-        })
-        .await
-        .unwrap();
+    let room = plain_room(&alice, Vec::new()).await;
 
     // The server stores the first attempt, but its answer is lost twice;
     // the third attempt (same transaction id) gets the original event id.
@@ -178,18 +169,10 @@ async fn retried_sends_do_not_duplicate(backend: Backend) {
     assert_eq!(proxy.count(&Method::PUT, "/redact/"), 2);
 
     let history = room.messages(None, 100).await.unwrap();
-    let copies: Vec<_> = history
-        .events
-        .iter()
-        .filter(|e| e.body() == Some("exactly once"))
-        .collect();
     assert_eq!(
-        copies.len(),
-        1,
-        "the message was stored {} times",
-        copies.len()
+        single_with_body(&history.events, "exactly once").event_id,
+        event_id
     );
-    assert_eq!(copies[0].event_id, event_id);
     let redactions: Vec<_> = history
         .events
         .iter()
@@ -205,13 +188,7 @@ async fn pending_sends_survive_a_restart(backend: Backend) {
     let proxy = FaultyProxy::start(&server.base_url).await;
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let alice = registered_on(&proxy.url, "alice", store.clone()).await;
-    let room = alice
-        .create_room(CreateRoom {
-            security: RoomSecurity::Plain,
-            ..CreateRoom::default()
-        })
-        .await
-        .unwrap();
+    let room = plain_room(&alice, Vec::new()).await;
 
     // Every attempt reaches the server but no answer comes back: the SDK
     // gives up with a transient error and keeps the event pending.
@@ -235,26 +212,17 @@ async fn pending_sends_survive_a_restart(backend: Backend) {
         .messages(None, 100)
         .await
         .unwrap();
-    let copies: Vec<_> = history
-        .events
-        .iter()
-        .filter(|e| e.body() == Some("sent before the crash"))
-        .collect();
-    assert_eq!(copies.len(), 1);
-    assert_eq!(copies[0].event_id, event_id);
+    assert_eq!(
+        single_with_body(&history.events, "sent before the crash").event_id,
+        event_id
+    );
 }
 
 async fn sync_retries_429_and_5xx_and_stops_on_garbage(backend: Backend) {
     let server = TestServer::start(backend).await;
     let proxy = FaultyProxy::start(&server.base_url).await;
     let alice = registered(&proxy.url, "alice").await;
-    let room = alice
-        .create_room(CreateRoom {
-            security: RoomSecurity::Plain,
-            ..CreateRoom::default()
-        })
-        .await
-        .unwrap();
+    let room = plain_room(&alice, Vec::new()).await;
     room.send_text("through the storm").await.unwrap();
 
     // Two rate-limit answers asking for 300 ms each, then a 5xx, then

@@ -10,14 +10,13 @@ use std::{
 };
 
 use myelin_sdk::{
-    Changes, Client, CreateRoom, Error, LoopControl, RoomSecurity, SqliteStore, Store, StoreError,
-    SyncHandler, SyncUpdate,
+    Changes, Client, Error, LoopControl, SqliteStore, Store, StoreError, SyncHandler, SyncUpdate,
 };
 use myelin_tests::{Backend, TestServer, backend_tests};
 use tokio::sync::oneshot;
 
 use crate::sdk_support::{
-    PASSPHRASE, client_on, quick_sync, registered, registered_on, sync_until,
+    PASSPHRASE, client_on, plain_room, quick_sync, registered, registered_on, sync_until,
 };
 
 backend_tests!(
@@ -108,14 +107,7 @@ async fn restart_resumes_sync_without_loss_or_duplicates(backend: Backend) {
     let bob_store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
     let bob = registered_on(&server.base_url, "bob", bob_store.clone()).await;
     let bob_id = bob.user_id().unwrap();
-    let room = alice
-        .create_room(CreateRoom {
-            invite: vec![bob_id.clone()],
-            security: RoomSecurity::Plain,
-            ..CreateRoom::default()
-        })
-        .await
-        .unwrap();
+    let room = plain_room(&alice, vec![bob_id.clone()]).await;
     let room_id = room.room_id().to_owned();
     bob.join_room(room_id.as_str()).await.unwrap();
 

@@ -15,8 +15,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use myelin_sdk::{
-    Changes, Client, LoopControl, MemoryStore, Registration, RetryPolicy, Store, SyncSettings,
-    SyncUpdate,
+    Changes, Client, CreateRoom, LoopControl, MemoryStore, Registration, RetryPolicy, Room,
+    RoomEvent, RoomSecurity, Store, SyncSettings, SyncUpdate,
+    ruma::{OwnedEventId, OwnedUserId, RoomId},
 };
 use myelin_tests::PASSWORD;
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -248,4 +249,95 @@ async fn forward(
         return (StatusCode::BAD_GATEWAY, "upstream answer lost").into_response();
     }
     (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// A plain (unencrypted) private room created by `client`, inviting `invite`.
+pub async fn plain_room(client: &Client, invite: Vec<OwnedUserId>) -> Room {
+    client
+        .create_room(CreateRoom {
+            invite,
+            security: RoomSecurity::Plain,
+            ..CreateRoom::default()
+        })
+        .await
+        .expect("create room")
+}
+
+/// The first timeline event of `updates` that `matches`.
+#[track_caller]
+pub fn find_event(updates: &[SyncUpdate], matches: impl Fn(&RoomEvent) -> bool) -> RoomEvent {
+    updates
+        .iter()
+        .flat_map(|update| update.timeline_events())
+        .map(|(_, event)| event)
+        .find(|event| matches(event))
+        .expect("no such event in the updates")
+        .clone()
+}
+
+/// The one event in `events` whose body is `body`.
+#[track_caller]
+pub fn single_with_body<'a>(events: &'a [RoomEvent], body: &str) -> &'a RoomEvent {
+    let copies: Vec<_> = events.iter().filter(|e| e.body() == Some(body)).collect();
+    assert_eq!(copies.len(), 1, "{body:?} is stored {} times", copies.len());
+    copies[0]
+}
+
+/// `typist` types in the room and `reader`'s loop shows it; `reader` sends
+/// a read receipt for `event_id` and `typist`'s loop shows it.
+pub async fn typing_and_receipt_cross(
+    typist: &Client,
+    reader: &Client,
+    room_id: &RoomId,
+    event_id: &OwnedEventId,
+) {
+    let typist_id = typist.user_id().unwrap();
+    let reader_id = reader.user_id().unwrap();
+    typist
+        .room(room_id)
+        .typing(true, Duration::from_secs(10))
+        .await
+        .unwrap();
+    sync_until(reader, |update| {
+        update
+            .joined
+            .iter()
+            .any(|r| r.typing().is_some_and(|users| users.contains(&typist_id)))
+    })
+    .await;
+    reader.room(room_id).read_receipt(event_id).await.unwrap();
+    sync_until(typist, |update| {
+        update
+            .joined
+            .iter()
+            .flat_map(|r| r.receipts())
+            .any(|content| content[event_id.as_str()]["m.read"][reader_id.as_str()].is_object())
+    })
+    .await;
+}
+
+/// Pages `room` back from the newest event to `m.room.create`, `page`
+/// events at a time; checks every event comes once. Newest first.
+pub async fn history_to_creation(room: &Room, page: u32) -> Vec<RoomEvent> {
+    let mut history = Vec::new();
+    let mut from: Option<String> = None;
+    for _ in 0..100 {
+        let messages = room.messages(from.as_deref(), page).await.unwrap();
+        assert!(messages.events.len() <= page as usize);
+        let at_start = messages.events.is_empty() || messages.end.is_none();
+        history.extend(messages.events);
+        if at_start {
+            break;
+        }
+        from = messages.end;
+    }
+    assert_eq!(
+        history.last().map(|e| e.event_type.as_str()),
+        Some("m.room.create")
+    );
+    let mut ids: Vec<_> = history.iter().map(|e| e.event_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), history.len(), "an event came twice");
+    history
 }
