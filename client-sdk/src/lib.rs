@@ -75,7 +75,7 @@
 //!   than `m.login.dummy` and `m.login.registration_token`.
 //! - Lazy-loaded members are not fetched on demand: [`RoomInfo::members`]
 //!   holds the member events the syncs delivered.
-//! - Rooms created or joined appear in [`Client::rooms`] after the next sync.
+//! - Rooms joined appear in [`Client::rooms`] after the next sync.
 
 mod client;
 mod discovery;

@@ -113,8 +113,8 @@ impl Client {
 
     /// Creates a room ([`/createRoom`](https://spec.matrix.org/v1.16/client-server-api/#post_matrixclientv3createroom)).
     /// Encryption and the E2E-only policy go in `initial_state`, so no
-    /// message can precede them. The room shows in [`Client::rooms`] after
-    /// the next sync.
+    /// message can precede them. The room shows in [`Client::rooms`] at
+    /// once, with what we asked for; the next sync fills in the rest.
     ///
     /// # Errors
     ///
@@ -140,10 +140,11 @@ impl Client {
             "is_direct": options.is_direct,
             "initial_state": initial_state,
         });
-        if let Some(name) = options.name {
+        let (name, topic) = (options.name, options.topic);
+        if let Some(name) = &name {
             body["name"] = json!(name);
         }
-        if let Some(topic) = options.topic {
+        if let Some(topic) = &topic {
             body["topic"] = json!(topic);
         }
         let response: RoomIdResponse = self
@@ -151,7 +152,41 @@ impl Client {
             .http
             .send(&Request::v3(Method::POST, &["createRoom"]).json(body))
             .await?;
+        // Known at once, so that the room's encryption holds before the
+        // next sync confirms it.
+        let mut info = RoomInfo::new(response.room_id.clone(), Membership::Join);
+        info.name = name;
+        info.topic = topic;
+        if options.security != RoomSecurity::Plain {
+            info.encryption = Some(json!({ "algorithm": MEGOLM_ALGORITHM }));
+        }
+        info.is_e2e_required = options.security == RoomSecurity::E2eOnly;
+        if let Ok(own_user_id) = self.user_id() {
+            let member = Member {
+                membership: Membership::Join,
+                display_name: None,
+            };
+            info.members.insert(own_user_id, member);
+        }
+        self.remember_room(info).await?;
         Ok(self.room(&response.room_id))
+    }
+
+    /// Saves and publishes `info` unless a sync already brought the room.
+    async fn remember_room(&self, info: RoomInfo) -> Result<()> {
+        if self.rooms_snapshot().contains_key(&info.room_id) {
+            return Ok(());
+        }
+        let mut changes = crate::store::Changes::new();
+        changes.put_json(ROOMS_NAMESPACE, info.room_id.as_str(), &info)?;
+        self.inner.store.commit(changes).await?;
+        self.inner
+            .rooms
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(info.room_id.clone())
+            .or_insert(info);
+        Ok(())
     }
 
     /// Joins a room by id or alias (`#room:server`).
@@ -217,7 +252,7 @@ impl Room {
     /// room; Matrix, network and store errors. After a transient failure
     /// the event stays pending.
     pub async fn send(&self, event_type: &str, content: Value) -> Result<OwnedEventId> {
-        if event_type != "m.room.encrypted" && self.info().is_some_and(|info| info.is_encrypted()) {
+        if event_type != "m.room.encrypted" && self.is_encrypted().await? {
             return Err(Error::EncryptionRequired(self.room_id.clone()));
         }
         self.client
@@ -229,6 +264,35 @@ impl Room {
                 },
             ))
             .await
+    }
+
+    /// Whether the room is encrypted: from the room list, or, for a room
+    /// no sync has shown yet, from the server's `m.room.encryption` state
+    /// (so plaintext cannot slip into a room joined a moment ago).
+    ///
+    /// # Errors
+    ///
+    /// Matrix and network errors of the state lookup, other than
+    /// `M_NOT_FOUND` (which means "not encrypted").
+    pub async fn is_encrypted(&self) -> Result<bool> {
+        if let Some(info) = self.info() {
+            return Ok(info.is_encrypted());
+        }
+        let request = Request::v3(
+            Method::GET,
+            &[
+                "rooms",
+                self.room_id.as_str(),
+                "state",
+                "m.room.encryption",
+                "",
+            ],
+        );
+        match self.client.inner.http.send::<Value>(&request).await {
+            Ok(content) => Ok(content.get("algorithm").and_then(Value::as_str).is_some()),
+            Err(error) if error.kind() == Some(&crate::ErrorKind::NotFound) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// Sets a state event (idempotent: no transaction id needed).

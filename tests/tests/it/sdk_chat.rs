@@ -4,9 +4,10 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use myelin_sdk::{
-    CreateRoom, Error, ErrorKind, Membership, RoomSecurity, SqliteStore, Store, ruma::OwnedUserId,
+    CreateRoom, Error, ErrorKind, Membership, MemoryStore, RoomSecurity, SqliteStore, Store,
+    ruma::OwnedUserId,
 };
-use myelin_tests::{Backend, TestServer, backend_tests, random_suffix};
+use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
 use serde_json::json;
 
 use crate::sdk_support::{
@@ -233,6 +234,32 @@ pub async fn encrypted_rooms(homeserver: &str) {
         })
         .await
         .unwrap();
+    // Before any sync: the creator's client knows the room is encrypted,
+    // and another device of the same user asks the server.
+    let refused = encrypted.send_text("too early").await.unwrap_err();
+    assert!(matches!(refused, Error::EncryptionRequired(_)), "{refused}");
+    let other_device = client_on(homeserver, Arc::new(MemoryStore::new())).await;
+    let localpart = alice.user_id().unwrap().localpart().to_owned();
+    other_device
+        .login_password(&localpart, PASSWORD, None)
+        .await
+        .unwrap();
+    assert!(other_device.rooms().is_empty());
+    let refused = other_device
+        .room(e2e_only.room_id())
+        .send_text("unsynced")
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::EncryptionRequired(_)), "{refused}");
+    assert!(
+        !other_device
+            .room(plain.room_id())
+            .is_encrypted()
+            .await
+            .unwrap()
+    );
+    assert!(other_device.pending_events().await.unwrap().is_empty());
+
     let updates = sync_until(&alice, |update| update.joined.len() >= 3).await;
 
     let info = encrypted.info().unwrap();
