@@ -20,6 +20,7 @@ use crate::sdk_support::{
 };
 
 backend_tests!(
+    sync_stream_saves_only_what_it_returned,
     restart_resumes_sync_without_loss_or_duplicates,
     passphrase_guards_the_saved_session
 );
@@ -180,6 +181,40 @@ async fn restart_resumes_sync_without_loss_or_duplicates(backend: Backend) {
         .filter_map(|(_, e)| e.body())
         .collect();
     assert_eq!(bodies, ["m7"]);
+}
+
+async fn sync_stream_saves_only_what_it_returned(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = registered(&server.base_url, "alice").await;
+    let room = plain_room(&alice, Vec::new()).await;
+    let mut stream = alice.sync_stream(quick_sync());
+    let first = stream.next().await.unwrap();
+    assert!(first.is_initial);
+    assert!(first.joined.iter().any(|r| r.room_id == room.room_id()));
+    let token = alice.sync_token().await.unwrap();
+    assert_eq!(token.as_deref(), Some(first.next_batch.as_str()));
+
+    // A long-poll with nothing new, cancelled half-way, saves nothing.
+    let cancelled = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+    assert!(
+        cancelled.is_err(),
+        "nothing was sent, yet the stream answered"
+    );
+    assert_eq!(alice.sync_token().await.unwrap(), token);
+
+    // The next call picks up from the same place.
+    room.send_text("after the cancel").await.unwrap();
+    let next = stream.next().await.unwrap();
+    assert!(!next.is_initial);
+    let bodies: Vec<_> = next
+        .timeline_events()
+        .filter_map(|(_, e)| e.body())
+        .collect();
+    assert_eq!(bodies, ["after the cancel"]);
+    assert_eq!(
+        alice.sync_token().await.unwrap(),
+        Some(next.next_batch.clone())
+    );
 }
 
 async fn passphrase_guards_the_saved_session(backend: Backend) {
