@@ -124,21 +124,10 @@ impl SyncStream {
     /// A non-transient error (such as [`ErrorKind::UnknownToken`](crate::ErrorKind::UnknownToken)),
     /// or a transient one once the retry policy gives up.
     pub async fn next(&mut self) -> Result<SyncUpdate> {
-        let mut update = None;
-        self.client
-            .sync(
-                self.settings.clone(),
-                |delivered: &SyncUpdate, _: &mut Changes| {
-                    update = Some(delivered.clone());
-                    LoopControl::Break
-                },
-            )
-            .await?;
-        // `sync` returns Ok only after the handler ran and broke the loop.
-        update.ok_or_else(|| crate::Error::UnexpectedResponse {
-            status: 0,
-            reason: "sync ended without an update".to_owned(),
-        })
+        let _syncing = self.client.inner.sync_lock.lock().await;
+        let update = self.client.fetch_with_retries(&self.settings).await?;
+        self.client.save_update(&update, Changes::new()).await?;
+        Ok(update)
     }
 }
 
@@ -169,13 +158,23 @@ impl Client {
     /// transient ones once the policy gives up, and store errors.
     pub async fn sync(&self, settings: SyncSettings, mut handler: impl SyncHandler) -> Result<()> {
         let _syncing = self.inner.sync_lock.lock().await;
+        loop {
+            let update = self.fetch_with_retries(&settings).await?;
+            let mut changes = Changes::new();
+            let control = handler.handle(&update, &mut changes).await;
+            self.save_update(&update, changes).await?;
+            if control == LoopControl::Break {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Fetches the next sync, retrying transient failures under
+    /// `settings.retry`.
+    async fn fetch_with_retries(&self, settings: &SyncSettings) -> Result<SyncUpdate> {
         let mut failures = 0;
         loop {
-            let update = match self.fetch_sync(&settings).await {
-                Ok(update) => {
-                    failures = 0;
-                    update
-                }
+            match self.fetch_sync(settings).await {
                 Err(error) if error.is_transient() => {
                     failures += 1;
                     if !settings.retry.allows_another(failures) {
@@ -188,15 +187,8 @@ impl Client {
                         "sync failed; retrying"
                     );
                     tokio::time::sleep(delay).await;
-                    continue;
                 }
-                Err(error) => return Err(error),
-            };
-            let mut changes = Changes::new();
-            let control = handler.handle(&update, &mut changes).await;
-            self.save_update(&update, changes).await?;
-            if control == LoopControl::Break {
-                return Ok(());
+                other => return other,
             }
         }
     }
