@@ -117,8 +117,9 @@ impl ClientBuilder {
     ///
     /// # Errors
     ///
-    /// - [`Error::InvalidInput`] without a passphrase, or without a
-    ///   homeserver when the store holds no session;
+    /// - [`Error::InvalidInput`] without a passphrase, without a
+    ///   homeserver when the store holds no session, or with a homeserver
+    ///   other than the saved session's (its token is not sent elsewhere);
     /// - [`Error::Store`] with [`StoreError::WrongPassphrase`] if the
     ///   passphrase does not open this store (nothing is changed);
     /// - [`Error::Discovery`] if discovery fails.
@@ -147,6 +148,15 @@ impl ClientBuilder {
                 ));
             }
         };
+        // The saved token belongs to one homeserver; never hand it to another.
+        if let Some(session) = &session
+            && session.meta.homeserver != homeserver
+        {
+            return Err(Error::InvalidInput(format!(
+                "the store holds a session on {}, not {homeserver}",
+                session.meta.homeserver
+            )));
+        }
         let rooms = load_rooms(store.as_ref()).await?;
         let http = Http::new(http_client, homeserver);
         if let Some(session) = &session {

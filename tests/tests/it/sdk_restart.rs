@@ -240,6 +240,16 @@ async fn passphrase_guards_the_saved_session(backend: Backend) {
     );
     assert_eq!(snapshot(store.as_ref()).await, before);
 
+    // The saved token is never offered to another homeserver.
+    let elsewhere = myelin_sdk::Client::builder()
+        .homeserver_url("http://127.0.0.1:9/")
+        .store(store.clone())
+        .passphrase(PASSPHRASE)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(elsewhere, Error::InvalidInput(_)), "{elsewhere}");
+
     // The token is not in the file in the clear; the right passphrase
     // restores the session with no homeserver given.
     let sealed = store.get("session", "access_token").await.unwrap().unwrap();
