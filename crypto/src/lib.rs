@@ -22,6 +22,8 @@
 //!   [`verify_json`]).
 //! - [`event`]: PDU content hashes, signatures, verification, reference
 //!   hashes, event ids and room version 12 room ids.
+//! - [`at_rest`]: encryption at rest for client stores ([`AtRestKey`]:
+//!   argon2id + HKDF + AES-256-GCM, with a passphrase verifier).
 //! - [`pdu`]: building a new PDU ([`NewPdu`] in, [`SignedPdu`] out: signed
 //!   canonical JSON and event id, computed once).
 //!
@@ -67,7 +69,8 @@
 //! # Not supported yet
 //!
 //! - Olm/Megolm, SAS, key backup, secret storage and attachment encryption
-//!   (see ARCHITECTURE.md); this crate so far covers event signing only.
+//!   (see ARCHITECTURE.md); this crate so far covers event signing and
+//!   encryption at rest.
 //! - Room versions 1 and 2 have no hashed event ids ([`event_id`] refuses
 //!   them), and room versions before 6 did not enforce canonical JSON, so
 //!   hashes of their historical events may not be reproducible.
@@ -82,6 +85,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod at_rest;
 mod base64;
 pub mod event;
 pub mod json;
@@ -92,6 +96,7 @@ pub mod signing;
 mod testing;
 
 pub use self::{
+    at_rest::{AtRestError, AtRestKey, KdfParams, Verifier},
     event::{
         EventError, Verified, content_hash, event_id, hash_and_sign_event, reference_hash,
         room_id_from_create_event, sign_event, verify_event,
