@@ -4,8 +4,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use myelin_sdk::{
-    CreateRoom, Error, ErrorKind, Membership, MemoryStore, RoomSecurity, SqliteStore, Store,
-    ruma::OwnedUserId,
+    CreateRoom, Error, Membership, MemoryStore, RoomSecurity, SqliteStore, Store, ruma::OwnedUserId,
 };
 use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
 use serde_json::json;
@@ -158,22 +157,17 @@ pub async fn two_clients_chat(homeserver: &str) {
         bob_id.clone(),
         BTreeMap::from([(bob_device.to_string(), json!({"hello": "device"}))]),
     );
-    match alice.send_to_device("org.myelin.test", &messages).await {
-        // Myelin serves /sendToDevice from issue 5 on; until then, skip.
-        Err(error) if error.kind() == Some(&ErrorKind::Unrecognized) => {
-            eprintln!("to-device skipped: the server does not serve /sendToDevice");
-        }
-        sent => {
-            sent.unwrap();
-            let updates = sync_until(&bob, |update| !update.to_device.is_empty()).await;
-            let to_device = &updates.last().unwrap().to_device[0];
-            assert_eq!(
-                (to_device.sender.as_str(), to_device.event_type.as_str()),
-                (alice_id.as_str(), "org.myelin.test")
-            );
-            assert_eq!(to_device.content["hello"], "device");
-        }
-    }
+    alice
+        .send_to_device("org.myelin.test", &messages)
+        .await
+        .unwrap();
+    let updates = sync_until(&bob, |update| !update.to_device.is_empty()).await;
+    let to_device = &updates.last().unwrap().to_device[0];
+    assert_eq!(
+        (to_device.sender.as_str(), to_device.event_type.as_str()),
+        (alice_id.as_str(), "org.myelin.test")
+    );
+    assert_eq!(to_device.content["hello"], "device");
 
     // Bob restarts from his SQLite file: no login, no initial sync, the
     // next message exactly once.
