@@ -7,4 +7,6 @@
 //! Nothing is implemented yet: the crate exists so the workspace has its
 //! final shape. Until then, [`myelin_crypto`] is the SDK's cryptographic base.
 
+pub mod machine;
+
 pub use myelin_crypto;

@@ -128,7 +128,10 @@ mod tests {
     use crate::testing::SPEC_SEED;
 
     fn spec_secret() -> Ed25519SecretKey {
-        let seed: [u8; 32] = crate::base64::decode(SPEC_SEED).unwrap().try_into().unwrap();
+        let seed: [u8; 32] = crate::base64::decode(SPEC_SEED)
+            .unwrap()
+            .try_into()
+            .unwrap();
         Ed25519SecretKey::from_slice(&seed)
     }
 

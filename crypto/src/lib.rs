@@ -104,7 +104,6 @@ mod testing;
 
 pub use self::{
     device_signing::{DeviceSignatureError, verify_json_signature},
-    pickle::{PickleError, PickleKey},
     event::{
         EventError, Verified, content_hash, event_id, hash_and_sign_event, reference_hash,
         room_id_from_create_event, sign_event, verify_event,
@@ -112,5 +111,6 @@ pub use self::{
     json::{JsonError, canonicalize, parse_canonical_object, to_canonical_string},
     keys::{KeyError, SigningKey},
     pdu::{NewPdu, SignedPdu, build_pdu},
+    pickle::{PickleError, PickleKey},
     signing::{PublicKeyMap, PublicKeySet, SignatureError, sign_json, verify_json},
 };

@@ -172,12 +172,18 @@ pub struct InboundGroupSession(vz::InboundGroupSession);
 impl InboundGroupSession {
     /// Builds a session from an `m.room_key`'s (signed) session key.
     pub fn new(key: &SessionKey) -> Self {
-        Self(vz::InboundGroupSession::new(&key.0, SessionConfig::version_1()))
+        Self(vz::InboundGroupSession::new(
+            &key.0,
+            SessionConfig::version_1(),
+        ))
     }
 
     /// Builds a session from an exported (forwarded or backed-up) key.
     pub fn import(key: &ExportedSessionKey) -> Self {
-        Self(vz::InboundGroupSession::import(&key.0, SessionConfig::version_1()))
+        Self(vz::InboundGroupSession::import(
+            &key.0,
+            SessionConfig::version_1(),
+        ))
     }
 
     /// The session id; it must equal the `session_id` the key arrived with,
@@ -202,10 +208,11 @@ impl InboundGroupSession {
     /// [`MegolmError::MalformedMessage`], [`MegolmError::UnknownMessageIndex`]
     /// or [`MegolmError::Authentication`].
     pub fn decrypt(&mut self, ciphertext: &str) -> Result<(Vec<u8>, u32), MegolmError> {
-        let message =
-            vz::MegolmMessage::from_base64(ciphertext).map_err(|e| MegolmError::MalformedMessage {
+        let message = vz::MegolmMessage::from_base64(ciphertext).map_err(|e| {
+            MegolmError::MalformedMessage {
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         match self.0.decrypt(&message) {
             Ok(decrypted) => Ok((decrypted.plaintext, decrypted.message_index)),
             Err(vz::DecryptionError::UnknownMessageIndex(first, index)) => {

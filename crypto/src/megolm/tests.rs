@@ -36,8 +36,9 @@ fn export_at_limits_what_a_forwarded_key_decrypts() {
     let zero = outbound.encrypt(b"zero");
     let one = outbound.encrypt(b"one");
     let exported = alice.export_at(1).unwrap();
-    let mut forwarded =
-        InboundGroupSession::import(&ExportedSessionKey::from_base64(&exported.to_base64()).unwrap());
+    let mut forwarded = InboundGroupSession::import(
+        &ExportedSessionKey::from_base64(&exported.to_base64()).unwrap(),
+    );
     assert_eq!(forwarded.decrypt(&one).unwrap().0, b"one");
     assert!(forwarded.decrypt(&zero).is_err());
     assert_eq!(
@@ -98,12 +99,18 @@ fn pickles_round_trip() {
     let mut inbound = InboundGroupSession::from_pickle(&inbound.pickle(&key), &key).unwrap();
     let two = outbound.encrypt(b"two");
     assert_eq!(inbound.decrypt(&two).unwrap(), (b"two".to_vec(), 1));
-    assert!(InboundGroupSession::from_pickle(&inbound.pickle(&key), &PickleKey::from_bytes([8; 32])).is_err());
+    assert!(
+        InboundGroupSession::from_pickle(&inbound.pickle(&key), &PickleKey::from_bytes([8; 32]))
+            .is_err()
+    );
 }
 
 #[test]
 fn debug_is_redacted() {
     let outbound = OutboundGroupSession::new();
-    assert_eq!(format!("{:?}", outbound.session_key()), "SessionKey([redacted])");
+    assert_eq!(
+        format!("{:?}", outbound.session_key()),
+        "SessionKey([redacted])"
+    );
     assert!(format!("{outbound:?}").contains("message_index: 0"));
 }

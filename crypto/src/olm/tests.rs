@@ -39,7 +39,10 @@ fn outbound_and_inbound_sessions_talk_both_ways() {
     assert_eq!(outbound.decrypt(&reply).unwrap(), b"hi alice");
     assert!(outbound.has_received_message());
     // Once Alice has heard back, her messages are no longer pre-key messages.
-    assert!(matches!(outbound.encrypt(b"x").unwrap(), OlmMessage::Normal(_)));
+    assert!(matches!(
+        outbound.encrypt(b"x").unwrap(),
+        OlmMessage::Normal(_)
+    ));
 }
 
 #[test]
@@ -118,7 +121,10 @@ fn one_time_keys_are_listed_until_published() {
     account.generate_one_time_keys(5);
     let keys = account.unpublished_one_time_keys();
     assert_eq!(keys.len(), 5);
-    assert!(keys.iter().all(|(id, _)| id.starts_with("signed_curve25519:")));
+    assert!(
+        keys.iter()
+            .all(|(id, _)| id.starts_with("signed_curve25519:"))
+    );
     account.mark_keys_as_published();
     assert!(account.unpublished_one_time_keys().is_empty());
 }
@@ -156,7 +162,10 @@ fn device_keys_signature_verifies_with_the_identity_key() {
         )
         .is_err()
     );
-    assert!(matches!(device_keys["signatures"]["@alice:example.org"]["ed25519:ALICEDEV"], Value::String(_)));
+    assert!(matches!(
+        device_keys["signatures"]["@alice:example.org"]["ed25519:ALICEDEV"],
+        Value::String(_)
+    ));
 }
 
 #[test]

@@ -1,0 +1,368 @@
+//! Inbound Megolm sessions and room event decryption.
+//!
+//! Sessions are stored by (room id, sender curve25519 key, session id): a
+//! key received for one room never decrypts another room's events, and a
+//! session id claimed under someone else's sender key finds nothing.
+//!
+//! Each session remembers which event id each message index decrypted as.
+//! The same index under a different event id is a replay (a server or
+//! member re-sending old ciphertext as a new event) and is refused.
+//!
+//! An event is attributed to its `sender` only if the device that owns the
+//! session's sender key belongs to that sender and its ed25519 key is the
+//! one the session's `m.room_key` payload claimed.
+//!
+//! Events that fail for want of a key are kept and decrypted the moment the
+//! key arrives ([`super::SyncOutput::late_decryptions`]).
+
+use std::collections::BTreeMap;
+
+use myelin_crypto::{
+    PickleError, PickleKey,
+    megolm::{InboundGroupSession, MEGOLM_ALGORITHM, MegolmError, SessionKey},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{
+    DecryptedRoomEvent, LocalTrust, OlmMachine, SyncOutput, UnableToDecrypt, UtdCause,
+    VerificationState, events::event_id, olm::DecryptedOlm,
+};
+
+pub(super) const RECORD_KIND: &str = "inbound";
+pub(super) const WITHHELD_RECORD: &str = "withheld";
+pub(super) const UTD_RECORD_KIND: &str = "utd";
+
+/// Names one inbound session.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(super) struct SessionKeyId {
+    pub(super) room_id: String,
+    pub(super) sender_key: String,
+    pub(super) session_id: String,
+}
+
+pub(super) struct InboundEntry {
+    pub(super) key_id: SessionKeyId,
+    session: InboundGroupSession,
+    /// The user whose Olm session delivered the key.
+    sender: String,
+    /// The ed25519 key the `m.room_key` payload claimed for its device.
+    claimed_ed25519: String,
+    /// Message index -> the event id it decrypted as.
+    seen: BTreeMap<u32, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct InboundRecord {
+    key_id: SessionKeyId,
+    pickle: String,
+    sender: String,
+    claimed_ed25519: String,
+    seen: BTreeMap<u32, String>,
+}
+
+impl InboundEntry {
+    pub(super) fn new(
+        key_id: SessionKeyId,
+        session: InboundGroupSession,
+        sender: String,
+        claimed_ed25519: String,
+    ) -> Self {
+        Self {
+            key_id,
+            session,
+            sender,
+            claimed_ed25519,
+            seen: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn from_record(record: InboundRecord, key: &PickleKey) -> Result<Self, PickleError> {
+        Ok(Self {
+            session: InboundGroupSession::from_pickle(&record.pickle, key)?,
+            key_id: record.key_id,
+            sender: record.sender,
+            claimed_ed25519: record.claimed_ed25519,
+            seen: record.seen,
+        })
+    }
+
+    fn record(&self, key: &PickleKey) -> InboundRecord {
+        InboundRecord {
+            key_id: self.key_id.clone(),
+            pickle: self.session.pickle(key),
+            sender: self.sender.clone(),
+            claimed_ed25519: self.claimed_ed25519.clone(),
+            seen: self.seen.clone(),
+        }
+    }
+}
+
+impl OlmMachine {
+    /// Decrypts an `m.room.encrypted` timeline event of `room_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`UnableToDecrypt`] with its [`UtdCause`]. Events that may still
+    /// decrypt later ([`UtdCause::MissingRoomKey`],
+    /// [`UtdCause::SentBeforeWeJoined`], [`UtdCause::Withheld`]) are kept.
+    pub fn decrypt_room_event(
+        &mut self,
+        room_id: &str,
+        event: &Value,
+    ) -> Result<DecryptedRoomEvent, UnableToDecrypt> {
+        let id = event_id(event).unwrap_or_default().to_owned();
+        match self.try_decrypt(room_id, event, &id) {
+            Ok(decrypted) => {
+                if self.pending_utd.remove(&id).is_some() {
+                    self.changes.delete(format!("{UTD_RECORD_KIND}/{id}"));
+                }
+                Ok(decrypted)
+            }
+            Err(cause) => {
+                let is_new = !self.pending_utd.contains_key(&id);
+                if is_new {
+                    *self.utd_counts.entry(cause.name()).or_default() += 1;
+                }
+                let may_arrive = matches!(
+                    cause,
+                    UtdCause::MissingRoomKey
+                        | UtdCause::SentBeforeWeJoined
+                        | UtdCause::Withheld { .. }
+                );
+                if may_arrive && is_new && !id.is_empty() {
+                    self.pending_utd
+                        .insert(id.clone(), (room_id.to_owned(), event.clone()));
+                    self.put(format!("{UTD_RECORD_KIND}/{id}"), &(room_id, event));
+                }
+                Err(UnableToDecrypt {
+                    event_id: id,
+                    cause,
+                })
+            }
+        }
+    }
+
+    /// How many events failed to decrypt, by [`UtdCause::name`]. Each event
+    /// counts once, however often it is retried.
+    pub fn utd_counts(&self) -> &BTreeMap<&'static str, u64> {
+        &self.utd_counts
+    }
+
+    /// How many events are kept waiting for their key.
+    pub fn pending_utd_count(&self) -> usize {
+        self.pending_utd.len()
+    }
+
+    pub(super) fn receive_room_key(&mut self, olm: &DecryptedOlm, output: &mut SyncOutput) {
+        let field = |name: &str| olm.content.get(name).and_then(Value::as_str);
+        if field("algorithm") != Some(MEGOLM_ALGORITHM) {
+            return;
+        }
+        let (Some(room_id), Some(session_id), Some(session_key)) =
+            (field("room_id"), field("session_id"), field("session_key"))
+        else {
+            return;
+        };
+        let Ok(key) = SessionKey::from_base64(session_key) else {
+            return;
+        };
+        let session = InboundGroupSession::new(&key);
+        if session.session_id() != session_id {
+            return; // the payload lies about which session this is
+        }
+        let key_id = SessionKeyId {
+            room_id: room_id.to_owned(),
+            sender_key: olm.sender_key.clone(),
+            session_id: session_id.to_owned(),
+        };
+        if let Some(existing) = self.inbound.get(&key_id)
+            && existing.session.first_known_index() <= session.first_known_index()
+        {
+            return; // we already reach as far back
+        }
+        let entry = InboundEntry::new(
+            key_id.clone(),
+            session,
+            olm.sender.clone(),
+            olm.claimed_ed25519.clone(),
+        );
+        self.store_inbound(entry);
+        self.retry_pending(&key_id, output);
+    }
+
+    pub(super) fn receive_withheld(&mut self, event: &Value) {
+        let content = event.get("content");
+        let field = |name: &str| content.and_then(|c| c.get(name)).and_then(Value::as_str);
+        let (Some(room_id), Some(session_id), Some(sender_key), Some(code)) = (
+            field("room_id"),
+            field("session_id"),
+            field("sender_key"),
+            field("code"),
+        ) else {
+            return;
+        };
+        let key_id = SessionKeyId {
+            room_id: room_id.to_owned(),
+            sender_key: sender_key.to_owned(),
+            session_id: session_id.to_owned(),
+        };
+        self.withheld.insert(key_id, code.to_owned());
+        let withheld: Vec<(SessionKeyId, String)> = self
+            .withheld
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.put(WITHHELD_RECORD.to_owned(), &withheld);
+    }
+
+    pub(super) fn store_inbound(&mut self, entry: InboundEntry) {
+        let record = entry.record(&self.pickle_key);
+        self.put(inbound_key(&entry.key_id), &record);
+        self.inbound.insert(entry.key_id.clone(), entry);
+    }
+
+    fn retry_pending(&mut self, key_id: &SessionKeyId, output: &mut SyncOutput) {
+        let waiting: Vec<(String, Value)> = self
+            .pending_utd
+            .values()
+            .filter(|(room_id, event)| *room_id == key_id.room_id && names_session(event, key_id))
+            .cloned()
+            .collect();
+        for (room_id, event) in waiting {
+            if let Ok(decrypted) = self.decrypt_room_event(&room_id, &event) {
+                output.late_decryptions.push(decrypted);
+            }
+        }
+    }
+
+    fn try_decrypt(
+        &mut self,
+        room_id: &str,
+        event: &Value,
+        id: &str,
+    ) -> Result<DecryptedRoomEvent, UtdCause> {
+        let sender = event
+            .get("sender")
+            .and_then(Value::as_str)
+            .ok_or(UtdCause::Malformed)?;
+        let content = event.get("content").ok_or(UtdCause::Malformed)?;
+        let field = |name: &str| content.get(name).and_then(Value::as_str);
+        if field("algorithm") != Some(MEGOLM_ALGORITHM) || id.is_empty() {
+            return Err(UtdCause::Malformed);
+        }
+        let (Some(sender_key), Some(session_id), Some(ciphertext)) = (
+            field("sender_key"),
+            field("session_id"),
+            field("ciphertext"),
+        ) else {
+            return Err(UtdCause::Malformed);
+        };
+        let key_id = SessionKeyId {
+            room_id: room_id.to_owned(),
+            sender_key: sender_key.to_owned(),
+            session_id: session_id.to_owned(),
+        };
+        let verification = self.attribute(&key_id, sender)?;
+        let Some(entry) = self.inbound.get_mut(&key_id) else {
+            return Err(match self.withheld.get(&key_id) {
+                Some(code) => UtdCause::Withheld { code: code.clone() },
+                None => UtdCause::MissingRoomKey,
+            });
+        };
+        let (plaintext, index) = entry.session.decrypt(ciphertext).map_err(|e| match e {
+            MegolmError::UnknownMessageIndex { .. } => UtdCause::SentBeforeWeJoined,
+            MegolmError::MalformedMessage { .. } => UtdCause::Malformed,
+            _ => UtdCause::Unauthentic,
+        })?;
+        match entry.seen.get(&index) {
+            Some(seen) if seen != id => return Err(UtdCause::Replay),
+            Some(_) => {}
+            None => {
+                entry.seen.insert(index, id.to_owned());
+                let record = entry.record(&self.pickle_key);
+                self.put(inbound_key(&key_id), &record);
+            }
+        }
+        let plaintext: Value =
+            serde_json::from_slice(&plaintext).map_err(|_| UtdCause::Malformed)?;
+        if plaintext.get("room_id").and_then(Value::as_str) != Some(room_id) {
+            return Err(UtdCause::WrongRoom);
+        }
+        let event_type = plaintext
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or(UtdCause::Malformed)?;
+        let sender_device = self
+            .devices
+            .device_by_curve(sender_key)
+            .map(|d| d.device_id.clone())
+            .or_else(|| (sender_key == self.own_curve()).then(|| self.device_id.clone()));
+        Ok(DecryptedRoomEvent {
+            event_id: id.to_owned(),
+            room_id: room_id.to_owned(),
+            sender: sender.to_owned(),
+            sender_device,
+            sender_key: sender_key.to_owned(),
+            verification,
+            event_type: event_type.to_owned(),
+            content: plaintext.get("content").cloned().unwrap_or(Value::Null),
+            message_index: index,
+        })
+    }
+
+    /// Checks that `sender` owns the session (and the device behind its
+    /// sender key) and returns how far that device is trusted.
+    fn attribute(
+        &self,
+        key_id: &SessionKeyId,
+        sender: &str,
+    ) -> Result<VerificationState, UtdCause> {
+        if let Some(entry) = self.inbound.get(key_id)
+            && entry.sender != sender
+        {
+            return Err(UtdCause::SenderMismatch);
+        }
+        if key_id.sender_key == self.own_curve() {
+            return if sender == self.user_id {
+                Ok(VerificationState::Verified)
+            } else {
+                Err(UtdCause::SenderMismatch)
+            };
+        }
+        let Some(device) = self.devices.device_by_curve(&key_id.sender_key) else {
+            return Ok(VerificationState::UnknownDevice);
+        };
+        if device.user_id != sender {
+            return Err(UtdCause::SenderMismatch);
+        }
+        if let Some(entry) = self.inbound.get(key_id)
+            && entry.claimed_ed25519 != device.ed25519
+        {
+            return Err(UtdCause::SenderMismatch);
+        }
+        Ok(match device.trust {
+            LocalTrust::Verified => VerificationState::Verified,
+            LocalTrust::Unset => VerificationState::Unverified,
+            LocalTrust::Blacklisted => VerificationState::Blacklisted,
+        })
+    }
+
+    fn own_curve(&self) -> String {
+        self.account.identity_keys().curve25519.to_base64()
+    }
+}
+
+fn names_session(event: &Value, key_id: &SessionKeyId) -> bool {
+    let content = event.get("content");
+    let field = |name: &str| content.and_then(|c| c.get(name)).and_then(Value::as_str);
+    field("sender_key") == Some(key_id.sender_key.as_str())
+        && field("session_id") == Some(key_id.session_id.as_str())
+}
+
+fn inbound_key(key_id: &SessionKeyId) -> String {
+    format!(
+        "{RECORD_KIND}/{}/{}/{}",
+        key_id.room_id, key_id.sender_key, key_id.session_id
+    )
+}

@@ -1,0 +1,232 @@
+//! The malicious server and the malicious member fail.
+
+use serde_json::json;
+
+use super::{
+    ALICE, BOB, CAROL, ROOM, alice_and_bob, body, encrypted_room,
+    server::{Client, FakeServer},
+};
+use crate::machine::{DeviceWarning, OlmMachine, UtdCause};
+
+#[test]
+fn a_replayed_ciphertext_under_a_new_event_id_is_refused() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let event = alice.send(&mut server, ROOM, "pay 10");
+    bob.sync(&mut server, vec![]);
+    assert_eq!(body(&bob.decrypt(ROOM, &event).unwrap()), "pay 10");
+
+    let mut replay = event.clone();
+    replay["event_id"] = json!("$replayed");
+    assert_eq!(
+        bob.decrypt(ROOM, &replay).unwrap_err().cause,
+        UtdCause::Replay
+    );
+    // The original still decrypts (a timeline reload is not a replay), also
+    // after a restart: the seen indices are persisted.
+    bob.reload();
+    assert_eq!(body(&bob.decrypt(ROOM, &event).unwrap()), "pay 10");
+    assert_eq!(
+        bob.decrypt(ROOM, &replay).unwrap_err().cause,
+        UtdCause::Replay
+    );
+}
+
+/// Alice, Bob and Mallory in one room; Mallory is a member with a real
+/// device, and she has shared her own session with Bob.
+fn with_mallory(server: &mut FakeServer) -> (Client, Client, Client) {
+    let mut alice = Client::new(server, ALICE, "ALICEDEV");
+    let mut bob = Client::new(server, BOB, "BOBPHONE");
+    let mut mallory = Client::new(server, CAROL, "MALLORY");
+    for client in [&mut alice, &mut bob, &mut mallory] {
+        client.sync(server, vec![encrypted_room(&[ALICE, BOB, CAROL])]);
+    }
+    (alice, bob, mallory)
+}
+
+#[test]
+fn a_forged_sender_or_sender_key_is_refused() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, mut mallory) = with_mallory(&mut server);
+    let genuine = alice.send(&mut server, ROOM, "from alice");
+    let own = mallory.send(&mut server, ROOM, "from mallory");
+    bob.sync(&mut server, vec![]);
+    assert_eq!(bob.decrypt(ROOM, &own).unwrap().sender, CAROL);
+
+    // The server relabels Alice's event as Mallory's, and Mallory's as Alice's.
+    let mut relabelled = genuine.clone();
+    relabelled["sender"] = json!(CAROL);
+    relabelled["event_id"] = json!("$relabelled1");
+    assert_eq!(
+        bob.decrypt(ROOM, &relabelled).unwrap_err().cause,
+        UtdCause::SenderMismatch
+    );
+    let mut impersonation = own.clone();
+    impersonation["sender"] = json!(ALICE);
+    impersonation["event_id"] = json!("$relabelled2");
+    assert_eq!(
+        bob.decrypt(ROOM, &impersonation).unwrap_err().cause,
+        UtdCause::SenderMismatch
+    );
+
+    // Mallory claims Alice's sender key for her own session: no session is
+    // found under Alice's key, so nothing decrypts as Alice.
+    let mut forged_key = mallory.send(&mut server, ROOM, "i am alice");
+    forged_key["sender"] = json!(ALICE);
+    forged_key["content"]["sender_key"] =
+        json!(alice.machine.identity_keys().curve25519.to_base64());
+    assert_eq!(
+        bob.decrypt(ROOM, &forged_key).unwrap_err().cause,
+        UtdCause::MissingRoomKey
+    );
+}
+
+#[test]
+fn an_olm_payload_with_a_forged_sender_or_another_recipient_is_dropped() {
+    let mut server = FakeServer::default();
+    let (alice, mut bob, mut mallory) = with_mallory(&mut server);
+    mallory.send(&mut server, ROOM, "hello"); // Olm session Mallory -> Bob
+    bob.sync(&mut server, vec![]);
+    let bob_device = mallory
+        .machine
+        .devices(BOB)
+        .into_iter()
+        .find(|d| d.device_id == "BOBPHONE")
+        .unwrap();
+    let alice_keys = alice.machine.identity_keys();
+
+    // A session of Mallory's, handed to Bob as if it were Alice's.
+    let forged_session = myelin_crypto::megolm::OutboundGroupSession::new();
+    let room_key = json!({
+        "algorithm": "m.megolm.v1.aes-sha2", "room_id": ROOM,
+        "session_id": forged_session.session_id(),
+        "session_key": forged_session.session_key().to_base64(),
+    });
+    let payload_as_alice = json!({
+        "type": "m.room_key", "content": room_key,
+        "sender": ALICE, "sender_device": "ALICEDEV",
+        "keys": {"ed25519": alice_keys.ed25519.to_base64()},
+        "recipient": BOB, "recipient_keys": {"ed25519": bob_device.ed25519},
+    });
+    let mut payload_for_carol = payload_as_alice.clone();
+    payload_for_carol["sender"] = json!(CAROL);
+    payload_for_carol["keys"]["ed25519"] =
+        json!(mallory.machine.identity_keys().ed25519.to_base64());
+    payload_for_carol["recipient"] = json!("@dave:example.org");
+
+    for (sender, payload) in [(ALICE, payload_as_alice), (CAROL, payload_for_carol)] {
+        let content = mallory
+            .machine
+            .olm_encrypt_payload(&bob_device, &payload)
+            .unwrap();
+        server
+            .inboxes
+            .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
+            .or_default()
+            .push(json!({"type": "m.room.encrypted", "sender": sender, "content": content}));
+    }
+    bob.sync(&mut server, vec![]);
+
+    // Neither key was stored: an event on that session stays undecryptable
+    // under either sender key.
+    let mut group = forged_session;
+    for sender_key in [
+        alice_keys.curve25519.to_base64(),
+        mallory.machine.identity_keys().curve25519.to_base64(),
+    ] {
+        let ciphertext = group.encrypt(
+            br#"{"type":"m.room.message","content":{"body":"x"},"room_id":"!room:example.org"}"#,
+        );
+        let event = server.room_event(
+            ROOM,
+            ALICE,
+            json!({
+                "algorithm": "m.megolm.v1.aes-sha2", "sender_key": sender_key,
+                "ciphertext": ciphertext, "session_id": group.session_id(), "device_id": "ALICEDEV",
+            }),
+        );
+        let cause = bob.decrypt(ROOM, &event).unwrap_err().cause;
+        assert!(
+            matches!(cause, UtdCause::MissingRoomKey | UtdCause::SenderMismatch),
+            "{cause:?}"
+        );
+    }
+    assert_eq!(
+        bob.machine
+            .inbound
+            .values()
+            .filter(|e| e.key_id.session_id == group.session_id())
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn a_known_device_whose_identity_keys_change_is_refused() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    alice.send(&mut server, ROOM, "hello");
+    let known = alice.machine.devices(BOB);
+
+    // The server swaps Bob's phone for a device it controls: same id, new
+    // keys, validly self-signed.
+    let impostor = OlmMachine::new(BOB, "BOBPHONE", super::server::pickle_key());
+    server
+        .device_keys
+        .get_mut(BOB)
+        .unwrap()
+        .insert("BOBPHONE".to_owned(), impostor.device_keys());
+    server.notify_change(BOB);
+    let output = alice.sync(&mut server, vec![]);
+    assert_eq!(
+        output.warnings,
+        vec![DeviceWarning::IdentityKeysChanged {
+            user_id: BOB.to_owned(),
+            device_id: "BOBPHONE".to_owned()
+        }]
+    );
+    assert_eq!(alice.machine.devices(BOB), known);
+
+    // Alice keeps encrypting to the real phone.
+    alice.now_ms += 7 * 24 * 60 * 60 * 1000;
+    let event = alice.send(&mut server, ROOM, "still you?");
+    bob.sync(&mut server, vec![]);
+    assert_eq!(body(&bob.decrypt(ROOM, &event).unwrap()), "still you?");
+}
+
+#[test]
+fn device_keys_without_a_valid_self_signature_are_ignored() {
+    let mut server = FakeServer::default();
+    let (mut alice, _, _) = alice_and_bob(&mut server);
+    let mut forged = OlmMachine::new(BOB, "EVIL", super::server::pickle_key()).device_keys();
+    forged["keys"]["curve25519:EVIL"] = alice.machine.identity_keys().curve25519.to_base64().into();
+    server
+        .device_keys
+        .get_mut(BOB)
+        .unwrap()
+        .insert("EVIL".to_owned(), forged);
+    // Filed under another device id than it names.
+    let misfiled = OlmMachine::new(BOB, "REAL", super::server::pickle_key()).device_keys();
+    server
+        .device_keys
+        .get_mut(BOB)
+        .unwrap()
+        .insert("OTHER".to_owned(), misfiled);
+    server.notify_change(BOB);
+
+    let output = alice.sync(&mut server, vec![]);
+    assert_eq!(output.warnings.len(), 2);
+    assert!(
+        output
+            .warnings
+            .iter()
+            .all(|w| matches!(w, DeviceWarning::InvalidDeviceKeys { .. }))
+    );
+    let ids: Vec<String> = alice
+        .machine
+        .devices(BOB)
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(ids, ["BOBLAPTOP", "BOBPHONE"]);
+}
