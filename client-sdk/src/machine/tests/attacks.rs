@@ -50,6 +50,18 @@ fn a_forged_sender_or_sender_key_is_refused() {
     let (mut alice, mut bob, mut mallory) = with_mallory(&mut server);
     let genuine = alice.send(&mut server, ROOM, "from alice");
     let own = mallory.send(&mut server, ROOM, "from mallory");
+
+    // Relabelled before Bob even has the key: refused at once, not kept
+    // waiting for a key that would make it look genuine.
+    let mut early = genuine.clone();
+    early["sender"] = json!(CAROL);
+    early["event_id"] = json!("$early");
+    assert_eq!(
+        bob.decrypt(ROOM, &early).unwrap_err().cause,
+        UtdCause::SenderMismatch
+    );
+    assert_eq!(bob.machine.pending_utd_count(), 0);
+
     bob.sync(&mut server, vec![]);
     assert_eq!(bob.decrypt(ROOM, &own).unwrap().sender, CAROL);
 

@@ -246,6 +246,28 @@ fn a_new_device_gets_keys_for_new_messages_only() {
 }
 
 #[test]
+fn invitees_get_keys_only_where_history_visibility_lets_them_read() {
+    for (visibility, invitee_reads) in [("joined", false), ("shared", true), ("invited", true)] {
+        let mut server = FakeServer::default();
+        let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");
+        let mut carol = Client::new(&mut server, CAROL, "CAROLDEV");
+        let mut room = encrypted_room(&[ALICE]);
+        room.history_visibility = Some(visibility.to_owned());
+        room.members.push((CAROL.to_owned(), Membership::Invite));
+        for client in [&mut alice, &mut carol] {
+            client.sync(&mut server, vec![room.clone()]);
+        }
+        let event = alice.send(&mut server, ROOM, "welcome");
+        carol.sync(&mut server, vec![]);
+        assert_eq!(
+            carol.decrypt(ROOM, &event).is_ok(),
+            invitee_reads,
+            "{visibility}"
+        );
+    }
+}
+
+#[test]
 fn an_event_whose_key_arrives_later_is_decrypted_then() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
