@@ -431,19 +431,7 @@ impl OlmMachine {
         &mut self,
         devices: Vec<(String, String)>,
     ) -> Result<Vec<OutgoingRequest>, MachineError> {
-        let claiming: Vec<(String, String)> = self
-            .in_flight
-            .values()
-            .filter_map(|r| match r {
-                InFlight::Claim(devices) => Some(devices.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        let to_claim: Vec<_> = devices
-            .into_iter()
-            .filter(|d| !claiming.contains(d))
-            .collect();
+        let to_claim = self.not_being_claimed(devices);
         self.claim_request(to_claim)
             .map(|r| vec![r])
             .ok_or(MachineError::AwaitingResponse)

@@ -176,20 +176,28 @@ impl OlmMachine {
     }
 
     /// Devices marked wedged whose fresh session has not been claimed yet.
-    pub(super) fn wedged_devices_needing_claim(&mut self) -> Vec<(String, String)> {
-        let claiming: Vec<(String, String)> = self
+    pub(super) fn wedged_devices_needing_claim(&self) -> Vec<(String, String)> {
+        let wanted = self.wedged.iter().filter(|(_, done)| **done == 0);
+        self.not_being_claimed(wanted.map(|(device, _)| device.clone()))
+    }
+
+    /// Those of `devices` that no claim in flight asks for already.
+    pub(super) fn not_being_claimed(
+        &self,
+        devices: impl IntoIterator<Item = (String, String)>,
+    ) -> Vec<(String, String)> {
+        let claiming: Vec<&(String, String)> = self
             .in_flight
             .values()
             .filter_map(|r| match r {
-                InFlight::Claim(devices) => Some(devices.clone()),
+                InFlight::Claim(devices) => Some(devices),
                 _ => None,
             })
             .flatten()
             .collect();
-        self.wedged
-            .iter()
-            .filter(|(device, done)| **done == 0 && !claiming.contains(device))
-            .map(|(device, _)| device.clone())
+        devices
+            .into_iter()
+            .filter(|d| !claiming.contains(&d))
             .collect()
     }
 
