@@ -39,6 +39,11 @@ pub struct DecryptedRoomEvent {
     pub content: Value,
     /// The Megolm message index (for diagnostics and replay checks).
     pub message_index: u32,
+    /// Whether the session's key was forwarded (by one of our own verified
+    /// devices) rather than received from its creator: the sender's device
+    /// is then vouched for by our device, not by the sender's own Olm
+    /// session.
+    pub forwarded: bool,
 }
 
 /// An event that could not be decrypted, and why.

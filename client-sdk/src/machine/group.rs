@@ -298,7 +298,7 @@ impl OlmMachine {
         let entry = InboundEntry::new(
             key_id,
             inbound,
-            self.user_id.clone(),
+            Some(self.user_id.clone()),
             own_key.ed25519.to_base64(),
         );
         self.store_inbound(entry);

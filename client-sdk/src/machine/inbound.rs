@@ -44,8 +44,12 @@ pub(super) struct SessionKeyId {
 pub(super) struct InboundEntry {
     pub(super) key_id: SessionKeyId,
     session: InboundGroupSession,
-    /// The user whose Olm session delivered the key.
-    sender: String,
+    /// The user whose Olm session delivered the key; `None` for a
+    /// forwarded key, which our own device relayed.
+    sender: Option<String>,
+    /// Whether the key came by forwarding rather than from the session's
+    /// creator.
+    forwarded: bool,
     /// The ed25519 key the `m.room_key` payload claimed for its device.
     claimed_ed25519: String,
     /// Message index -> the event id it decrypted as.
@@ -56,7 +60,9 @@ pub(super) struct InboundEntry {
 pub(super) struct InboundRecord {
     key_id: SessionKeyId,
     pickle: String,
-    sender: String,
+    sender: Option<String>,
+    #[serde(default)]
+    forwarded: bool,
     claimed_ed25519: String,
     seen: BTreeMap<u32, String>,
 }
@@ -65,16 +71,27 @@ impl InboundEntry {
     pub(super) fn new(
         key_id: SessionKeyId,
         session: InboundGroupSession,
-        sender: String,
+        sender: Option<String>,
         claimed_ed25519: String,
     ) -> Self {
         Self {
             key_id,
             session,
+            forwarded: sender.is_none(),
             sender,
             claimed_ed25519,
             seen: BTreeMap::new(),
         }
+    }
+
+    /// The session from its first known index, for forwarding.
+    pub(super) fn export(&self) -> myelin_crypto::megolm::ExportedSessionKey {
+        self.session.export_at_first_known_index()
+    }
+
+    /// The ed25519 key the session's creator claimed.
+    pub(super) fn claimed_ed25519(&self) -> &str {
+        &self.claimed_ed25519
     }
 
     pub(super) fn from_record(record: InboundRecord, key: &PickleKey) -> Result<Self, PickleError> {
@@ -82,6 +99,7 @@ impl InboundEntry {
             session: InboundGroupSession::from_pickle(&record.pickle, key)?,
             key_id: record.key_id,
             sender: record.sender,
+            forwarded: record.forwarded,
             claimed_ed25519: record.claimed_ed25519,
             seen: record.seen,
         })
@@ -92,6 +110,7 @@ impl InboundEntry {
             key_id: self.key_id.clone(),
             pickle: self.session.pickle(key),
             sender: self.sender.clone(),
+            forwarded: self.forwarded,
             claimed_ed25519: self.claimed_ed25519.clone(),
             seen: self.seen.clone(),
         }
@@ -134,6 +153,11 @@ impl OlmMachine {
                     self.pending_utd
                         .insert(id.clone(), (room_id.to_owned(), event.clone()));
                     self.put(format!("{UTD_RECORD_KIND}/{id}"), &(room_id, event));
+                    if !matches!(cause, UtdCause::Withheld { .. })
+                        && let Some(key_id) = session_key_id(room_id, event)
+                    {
+                        self.request_room_key(&key_id);
+                    }
                 }
                 Err(UnableToDecrypt {
                     event_id: id,
@@ -167,28 +191,36 @@ impl OlmMachine {
         let Ok(key) = SessionKey::from_base64(session_key) else {
             return;
         };
-        let session = InboundGroupSession::new(&key);
-        if session.session_id() != session_id {
-            return; // the payload lies about which session this is
-        }
         let key_id = SessionKeyId {
             room_id: room_id.to_owned(),
             sender_key: olm.sender_key.clone(),
             session_id: session_id.to_owned(),
         };
-        if let Some(existing) = self.inbound.get(&key_id)
-            && existing.session.first_known_index() <= session.first_known_index()
-        {
-            return; // we already reach as far back
-        }
         let entry = InboundEntry::new(
-            key_id.clone(),
-            session,
-            olm.sender.clone(),
+            key_id,
+            InboundGroupSession::new(&key),
+            Some(olm.sender.clone()),
             olm.claimed_ed25519.clone(),
         );
+        self.accept_inbound(entry, output);
+    }
+
+    /// Stores a session that arrived by to-device, unless its id is not the
+    /// one it was announced under or we already reach as far back; then
+    /// decrypts the events that waited for it. Returns whether it was kept.
+    pub(super) fn accept_inbound(&mut self, entry: InboundEntry, output: &mut SyncOutput) -> bool {
+        if entry.session.session_id() != entry.key_id.session_id {
+            return false; // the payload lies about which session this is
+        }
+        if let Some(existing) = self.inbound.get(&entry.key_id)
+            && existing.session.first_known_index() <= entry.session.first_known_index()
+        {
+            return false;
+        }
+        let key_id = entry.key_id.clone();
         self.store_inbound(entry);
         self.retry_pending(&key_id, output);
+        true
     }
 
     pub(super) fn receive_withheld(&mut self, event: &Value) {
@@ -270,6 +302,7 @@ impl OlmMachine {
                 None => UtdCause::MissingRoomKey,
             });
         };
+        let forwarded = entry.forwarded;
         let (plaintext, index) = entry.session.decrypt(ciphertext).map_err(|e| match e {
             MegolmError::UnknownMessageIndex { .. } => UtdCause::SentBeforeWeJoined,
             MegolmError::MalformedMessage { .. } => UtdCause::Malformed,
@@ -308,6 +341,7 @@ impl OlmMachine {
             event_type: event_type.to_owned(),
             content: plaintext.get("content").cloned().unwrap_or(Value::Null),
             message_index: index,
+            forwarded,
         })
     }
 
@@ -319,7 +353,7 @@ impl OlmMachine {
         sender: &str,
     ) -> Result<VerificationState, UtdCause> {
         if let Some(entry) = self.inbound.get(key_id)
-            && entry.sender != sender
+            && entry.sender.as_deref().is_some_and(|s| s != sender)
         {
             return Err(UtdCause::SenderMismatch);
         }
@@ -351,6 +385,17 @@ impl OlmMachine {
     fn own_curve(&self) -> String {
         self.account.identity_keys().curve25519.to_base64()
     }
+}
+
+/// The session an `m.room.encrypted` event of `room_id` names.
+fn session_key_id(room_id: &str, event: &Value) -> Option<SessionKeyId> {
+    let content = event.get("content")?;
+    let field = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
+    Some(SessionKeyId {
+        room_id: room_id.to_owned(),
+        sender_key: field("sender_key")?,
+        session_id: field("session_id")?,
+    })
 }
 
 fn names_session(event: &Value, key_id: &SessionKeyId) -> bool {

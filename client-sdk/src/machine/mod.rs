@@ -36,11 +36,13 @@
 //! - `group`: outbound Megolm sessions, key sharing, rotation, withheld.
 //! - `inbound`: inbound Megolm sessions, room event decryption, replay
 //!   protection, unable-to-decrypt causes.
+//! - `key_requests`: asking our own other devices for missing keys, and
+//!   answering them (only for devices we verified).
 //! - [`store`]: the persistence trait and an in-memory store.
 //!
 //! # Not done yet
 //!
-//! Room key requests and forwarding, key backup, cross-signing and SAS
+//! Key requests to other users' devices, key backup, cross-signing and SAS
 //! verification (trust is local: [`OlmMachine::set_device_trust`]), history
 //! sharing for newcomers (MSC4268), and persistence of requests in flight
 //! (a crash between building a to-device request and sending it leaves
@@ -55,6 +57,7 @@ mod events;
 mod group;
 pub mod identity;
 mod inbound;
+mod key_requests;
 mod olm;
 mod requests;
 mod rooms;
@@ -63,7 +66,7 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use myelin_crypto::{PickleKey, olm::Account};
 use serde::{Serialize, de::DeserializeOwned};
@@ -165,6 +168,8 @@ pub struct OlmMachine {
     outbound: BTreeMap<String, OutboundEntry>,
     inbound: BTreeMap<SessionKeyId, InboundEntry>,
     withheld: BTreeMap<SessionKeyId, String>,
+    /// Sessions we asked our other devices for and have not got yet.
+    key_requests: BTreeSet<SessionKeyId>,
     /// Undecryptable events by event id: (room id, event).
     pending_utd: BTreeMap<String, (String, Value)>,
     in_flight: BTreeMap<String, InFlight>,
@@ -348,6 +353,7 @@ impl OlmMachine {
             outbound: BTreeMap::new(),
             inbound: BTreeMap::new(),
             withheld: BTreeMap::new(),
+            key_requests: BTreeSet::new(),
             pending_utd: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             wedged: BTreeMap::new(),
@@ -396,6 +402,10 @@ impl OlmMachine {
             inbound::WITHHELD_RECORD => {
                 let withheld: Vec<(SessionKeyId, String)> = decode(records, key)?;
                 self.withheld = withheld.into_iter().collect();
+            }
+            key_requests::RECORD => {
+                let requests: Vec<SessionKeyId> = decode(records, key)?;
+                self.key_requests = requests.into_iter().collect();
             }
             inbound::UTD_RECORD_KIND => {
                 let (room_id, event): (String, Value) = decode(records, key)?;

@@ -354,11 +354,13 @@ impl OlmMachine {
                 };
                 match decrypted.event_type.as_str() {
                     "m.room_key" => self.receive_room_key(&decrypted, output),
+                    "m.forwarded_room_key" => self.receive_forwarded_room_key(&decrypted, output),
                     "m.dummy" => {}
                     _ => output.to_device.push(decrypted.payload),
                 }
             }
             "m.room_key.withheld" => self.receive_withheld(event),
+            "m.room_key_request" => self.receive_key_request(event),
             // Room keys are only ever accepted inside Olm: a plaintext
             // m.room_key could come from anyone, the server included.
             "m.room_key" | "m.forwarded_room_key" => {}

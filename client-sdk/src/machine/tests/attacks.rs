@@ -242,3 +242,66 @@ fn device_keys_without_a_valid_self_signature_are_ignored() {
         .collect();
     assert_eq!(ids, ["BOBLAPTOP", "BOBPHONE"]);
 }
+
+#[test]
+fn a_forwarded_key_from_another_user_is_ignored() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, mut mallory) = with_mallory(&mut server);
+    mallory.send(&mut server, ROOM, "hello"); // Olm session Mallory -> Bob
+    bob.sync(&mut server, vec![]);
+    let event = alice.send(&mut server, ROOM, "secret");
+    mallory.sync(&mut server, vec![]);
+    // The server drops Alice's key for Bob; Bob asks his own devices.
+    server
+        .inboxes
+        .remove(&(BOB.to_owned(), "BOBPHONE".to_owned()));
+    assert_eq!(
+        bob.decrypt(ROOM, &event).unwrap_err().cause,
+        UtdCause::MissingRoomKey
+    );
+    bob.send_outgoing(&mut server);
+
+    // Mallory, who holds the real session, answers in Bob's place.
+    let session_id = event["content"]["session_id"].as_str().unwrap();
+    let sender_key = event["content"]["sender_key"].as_str().unwrap();
+    let key_id = crate::machine::inbound::SessionKeyId {
+        room_id: ROOM.to_owned(),
+        sender_key: sender_key.to_owned(),
+        session_id: session_id.to_owned(),
+    };
+    let exported = mallory.machine.inbound[&key_id].export().to_base64();
+    let bob_device = mallory
+        .machine
+        .devices(BOB)
+        .into_iter()
+        .find(|d| d.device_id == "BOBPHONE")
+        .unwrap();
+    let payload = json!({
+        "type": "m.forwarded_room_key",
+        "content": {
+            "algorithm": "m.megolm.v1.aes-sha2", "room_id": ROOM, "sender_key": sender_key,
+            "session_id": session_id, "session_key": exported,
+            "sender_claimed_ed25519_key": alice.machine.identity_keys().ed25519.to_base64(),
+            "forwarding_curve25519_key_chain": [],
+        },
+        "sender": CAROL, "sender_device": "MALLORY",
+        "keys": {"ed25519": mallory.machine.identity_keys().ed25519.to_base64()},
+        "recipient": BOB, "recipient_keys": {"ed25519": bob_device.ed25519},
+    });
+    let content = mallory
+        .machine
+        .olm_encrypt_payload(&bob_device, &payload)
+        .unwrap();
+    server
+        .inboxes
+        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
+        .or_default()
+        .push(json!({"type": "m.room.encrypted", "sender": CAROL, "content": content}));
+
+    let output = bob.sync(&mut server, vec![]);
+    assert!(output.late_decryptions.is_empty());
+    assert_eq!(
+        bob.decrypt(ROOM, &event).unwrap_err().cause,
+        UtdCause::MissingRoomKey
+    );
+}

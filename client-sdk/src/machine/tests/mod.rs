@@ -288,6 +288,69 @@ fn an_event_whose_key_arrives_later_is_decrypted_then() {
 }
 
 #[test]
+fn a_verified_own_device_forwards_a_missing_key_and_an_unverified_one_gets_none() {
+    let mut server = FakeServer::default();
+    let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");
+    let mut phone = Client::new(&mut server, BOB, "BOBPHONE");
+    for client in [&mut alice, &mut phone] {
+        client.sync(&mut server, vec![encrypted_room(&[ALICE, BOB])]);
+    }
+    let old = alice.send(&mut server, ROOM, "before the new devices");
+    phone.sync(&mut server, vec![]);
+
+    let mut laptop = Client::new(&mut server, BOB, "BOBLAPTOP");
+    let mut tablet = Client::new(&mut server, BOB, "BOBTABLET");
+    for device in [&mut laptop, &mut tablet] {
+        device.sync(&mut server, vec![encrypted_room(&[ALICE, BOB])]);
+    }
+    phone.sync(&mut server, vec![]);
+    // The phone talks to both new devices, so each has an Olm channel; only
+    // the laptop is verified, both ways.
+    phone.send(&mut server, ROOM, "hello new devices");
+    assert!(
+        phone
+            .machine
+            .set_device_trust(BOB, "BOBLAPTOP", LocalTrust::Verified)
+    );
+    laptop.sync(&mut server, vec![]);
+    tablet.sync(&mut server, vec![]);
+    assert!(
+        laptop
+            .machine
+            .set_device_trust(BOB, "BOBPHONE", LocalTrust::Verified)
+    );
+    assert!(
+        tablet
+            .machine
+            .set_device_trust(BOB, "BOBPHONE", LocalTrust::Verified)
+    );
+
+    for device in [&mut laptop, &mut tablet] {
+        assert_eq!(
+            device.decrypt(ROOM, &old).unwrap_err().cause,
+            UtdCause::MissingRoomKey
+        );
+        device.send_outgoing(&mut server); // the m.room_key_request to "*"
+    }
+    phone.sync(&mut server, vec![]);
+
+    let output = laptop.sync(&mut server, vec![]);
+    assert_eq!(output.late_decryptions.len(), 1);
+    let decrypted = &output.late_decryptions[0];
+    assert_eq!(body(decrypted), "before the new devices");
+    assert_eq!(decrypted.sender, ALICE);
+    assert_eq!(decrypted.sender_device.as_deref(), Some("ALICEDEV"));
+    assert!(decrypted.forwarded);
+
+    let output = tablet.sync(&mut server, vec![]);
+    assert!(output.late_decryptions.is_empty());
+    assert_eq!(
+        tablet.decrypt(ROOM, &old).unwrap_err().cause,
+        UtdCause::MissingRoomKey
+    );
+}
+
+#[test]
 fn reload_from_the_store_keeps_every_session() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);

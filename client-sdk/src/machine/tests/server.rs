@@ -39,10 +39,22 @@ impl FakeServer {
             } => {
                 for (to_user, devices) in body["messages"].as_object().unwrap() {
                     for (to_device, content) in devices.as_object().unwrap() {
-                        self.inboxes
-                            .entry((to_user.clone(), to_device.clone()))
-                            .or_default()
-                            .push(json!({"type": event_type, "sender": user, "content": content}));
+                        let targets: Vec<String> = if to_device == "*" {
+                            self.device_keys
+                                .get(to_user)
+                                .map(|d| d.keys().cloned().collect())
+                                .unwrap_or_default()
+                        } else {
+                            vec![to_device.clone()]
+                        };
+                        for target in targets {
+                            self.inboxes
+                                .entry((to_user.clone(), target))
+                                .or_default()
+                                .push(
+                                    json!({"type": event_type, "sender": user, "content": content}),
+                                );
+                        }
                     }
                 }
                 json!({})
