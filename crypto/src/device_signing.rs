@@ -187,6 +187,34 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any object signs and verifies, and any single-byte flip of its
+        /// signature breaks it.
+        #[test]
+        fn any_signature_byte_flip_fails(
+            input in crate::testing::canonical_object(),
+            index in 0usize..64,
+            mask in 1u8..,
+        ) {
+            let secret = spec_secret();
+            let value = serde_json::to_value(ruma::CanonicalJsonValue::Object(input)).unwrap();
+            let mut object = map(value);
+            object.remove("signatures");
+            sign_json_with(|b| secret.sign(b), "@a:x", "ed25519:D", &mut object).unwrap();
+            verify_json_signature(&secret.public_key(), "@a:x", "ed25519:D", &object).unwrap();
+
+            let signature = object["signatures"]["@a:x"]["ed25519:D"].as_str().unwrap();
+            let mut bytes = crate::base64::decode(signature).unwrap();
+            bytes[index] ^= mask;
+            object["signatures"]["@a:x"]["ed25519:D"] = Value::String(crate::base64::encode(&bytes));
+            proptest::prop_assert!(
+                verify_json_signature(&secret.public_key(), "@a:x", "ed25519:D", &object).is_err()
+            );
+        }
+    }
+
     #[test]
     fn floats_are_refused() {
         let secret = spec_secret();
