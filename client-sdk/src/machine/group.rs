@@ -45,13 +45,29 @@ pub(super) struct OutboundEntry {
     withheld_from: BTreeMap<(String, String), String>,
 }
 
+/// The session itself: saved after every message, so it stays small.
 #[derive(Serialize, Deserialize)]
 pub(super) struct OutboundRecord {
     room_id: String,
     pickle: String,
     created_ms: u64,
+}
+
+/// Whom the session reached: saved when sharing changes it, so that a
+/// message in a room of a thousand devices does not rewrite the list.
+#[derive(Serialize, Deserialize)]
+pub(super) struct SharesRecord {
+    room_id: String,
     shared_with: Vec<((String, String), String)>,
     withheld_from: Vec<((String, String), String)>,
+}
+
+pub(super) const SHARES_RECORD_KIND: &str = "outbound_shares";
+
+impl SharesRecord {
+    pub(super) fn room_id(&self) -> &str {
+        &self.room_id
+    }
 }
 
 impl OutboundEntry {
@@ -63,9 +79,14 @@ impl OutboundEntry {
             session: OutboundGroupSession::from_pickle(&record.pickle, key)?,
             room_id: record.room_id,
             created_ms: record.created_ms,
-            shared_with: record.shared_with.into_iter().collect(),
-            withheld_from: record.withheld_from.into_iter().collect(),
+            shared_with: BTreeMap::new(),
+            withheld_from: BTreeMap::new(),
         })
+    }
+
+    pub(super) fn add_shares(&mut self, record: SharesRecord) {
+        self.shared_with.extend(record.shared_with);
+        self.withheld_from.extend(record.withheld_from);
     }
 
     fn record(&self, key: &PickleKey) -> OutboundRecord {
@@ -73,16 +94,17 @@ impl OutboundEntry {
             room_id: self.room_id.clone(),
             pickle: self.session.pickle(key),
             created_ms: self.created_ms,
-            shared_with: self
-                .shared_with
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            withheld_from: self
-                .withheld_from
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+        }
+    }
+
+    fn shares_record(&self) -> SharesRecord {
+        let pairs = |map: &BTreeMap<(String, String), String>| {
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        SharesRecord {
+            room_id: self.room_id.clone(),
+            shared_with: pairs(&self.shared_with),
+            withheld_from: pairs(&self.withheld_from),
         }
     }
 
@@ -171,8 +193,9 @@ impl OlmMachine {
         requests
             .extend(self.withheld_messages(room_id, recipients.withheld.into_iter().chain(no_olm)));
         if let Some(entry) = self.outbound.get(room_id) {
-            let record = entry.record(&self.pickle_key);
+            let (record, shares) = (entry.record(&self.pickle_key), entry.shares_record());
             self.put(format!("{RECORD_KIND}/{room_id}"), &record);
+            self.put(format!("{SHARES_RECORD_KIND}/{room_id}"), &shares);
         }
         Ok(requests)
     }
@@ -282,6 +305,8 @@ impl OlmMachine {
         {
             self.outbound.remove(room_id);
             self.changes.delete(format!("{RECORD_KIND}/{room_id}"));
+            self.changes
+                .delete(format!("{SHARES_RECORD_KIND}/{room_id}"));
         }
     }
 

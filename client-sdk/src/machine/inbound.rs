@@ -64,7 +64,23 @@ pub(super) struct InboundRecord {
     #[serde(default)]
     forwarded: bool,
     claimed_ed25519: String,
-    seen: BTreeMap<u32, String>,
+}
+
+/// One decrypted message index and the event it belonged to. One record
+/// each, so decrypting never rewrites the session or a growing list.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ReplayRecord {
+    key_id: SessionKeyId,
+    index: u32,
+    event_id: String,
+}
+
+pub(super) const REPLAY_RECORD_KIND: &str = "replay";
+
+impl ReplayRecord {
+    pub(super) fn key_id(&self) -> &SessionKeyId {
+        &self.key_id
+    }
 }
 
 impl InboundEntry {
@@ -84,6 +100,10 @@ impl InboundEntry {
         }
     }
 
+    pub(super) fn add_replay_record(&mut self, record: ReplayRecord) {
+        self.seen.insert(record.index, record.event_id);
+    }
+
     /// The session from its first known index, for forwarding.
     pub(super) fn export(&self) -> myelin_crypto::megolm::ExportedSessionKey {
         self.session.export_at_first_known_index()
@@ -101,7 +121,7 @@ impl InboundEntry {
             sender: record.sender,
             forwarded: record.forwarded,
             claimed_ed25519: record.claimed_ed25519,
-            seen: record.seen,
+            seen: BTreeMap::new(),
         })
     }
 
@@ -112,7 +132,6 @@ impl InboundEntry {
             sender: self.sender.clone(),
             forwarded: self.forwarded,
             claimed_ed25519: self.claimed_ed25519.clone(),
-            seen: self.seen.clone(),
         }
     }
 }
@@ -313,8 +332,13 @@ impl OlmMachine {
             Some(_) => {}
             None => {
                 entry.seen.insert(index, id.to_owned());
-                let record = entry.record(&self.pickle_key);
-                self.put(inbound_key(&key_id), &record);
+                let record = ReplayRecord {
+                    key_id: key_id.clone(),
+                    index,
+                    event_id: id.to_owned(),
+                };
+                let key = format!("{REPLAY_RECORD_KIND}/{}/{index}", inbound_key(&key_id));
+                self.put(key, &record);
             }
         }
         let plaintext: Value =

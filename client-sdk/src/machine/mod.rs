@@ -217,7 +217,13 @@ impl OlmMachine {
             .map_err(|_| LoadError::Corrupt(identity::ACCOUNT_RECORD.to_owned()))?;
         let mut machine = Self::empty(user_id, device_id, pickle_key, account);
         machine.meta = meta;
-        for key in records.keys() {
+        // Records that refine a session load after every session.
+        let refines = |key: &str| {
+            key.starts_with(group::SHARES_RECORD_KIND)
+                || key.starts_with(inbound::REPLAY_RECORD_KIND)
+        };
+        let (later, first): (Vec<&String>, Vec<&String>) = records.keys().partition(|k| refines(k));
+        for key in first.into_iter().chain(later) {
             machine.load_record(records, key)?;
         }
         Ok(machine)
@@ -398,6 +404,18 @@ impl OlmMachine {
                 let entry = InboundEntry::from_record(record, &self.pickle_key)
                     .map_err(|_| LoadError::Corrupt(key.to_owned()))?;
                 self.inbound.insert(entry.key_id.clone(), entry);
+            }
+            group::SHARES_RECORD_KIND => {
+                let record: group::SharesRecord = decode(records, key)?;
+                if let Some(entry) = self.outbound.get_mut(record.room_id()) {
+                    entry.add_shares(record);
+                }
+            }
+            inbound::REPLAY_RECORD_KIND => {
+                let record: inbound::ReplayRecord = decode(records, key)?;
+                if let Some(entry) = self.inbound.get_mut(record.key_id()) {
+                    entry.add_replay_record(record);
+                }
             }
             inbound::WITHHELD_RECORD => {
                 let withheld: Vec<(SessionKeyId, String)> = decode(records, key)?;

@@ -377,6 +377,8 @@ fn reload_from_the_store_keeps_every_session() {
     );
     // Alice's outbound session survived: same session, next index.
     let second = alice.send(&mut server, ROOM, "after reload");
+    // …and remembers whom it reached: nothing is shared again.
+    assert!(inbox(&server, BOB, "BOBPHONE").is_empty());
     bob.sync(&mut server, vec![]);
     let decrypted = bob.decrypt(ROOM, &second).unwrap();
     assert_eq!(body(&decrypted), "after reload");
