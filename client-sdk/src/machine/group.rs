@@ -349,10 +349,11 @@ impl OlmMachine {
         let Some(entry) = self.outbound.get(room_id) else {
             return Ok(None);
         };
+        let session_id = entry.session.session_id();
         let content = json!({
             "algorithm": MEGOLM_ALGORITHM,
             "room_id": room_id,
-            "session_id": entry.session.session_id(),
+            "session_id": session_id,
             "session_key": entry.session.session_key().to_base64(),
         });
         let targets: Vec<Device> = devices
@@ -376,21 +377,46 @@ impl OlmMachine {
                 .or_default()
                 .insert(device.device_id.clone(), encrypted);
         }
+        let mut sent_to = Vec::with_capacity(targets.len());
         if let Some(entry) = self.outbound.get_mut(room_id) {
             for device in targets {
-                entry
-                    .shared_with
-                    .insert((device.user_id, device.device_id), device.curve25519);
+                let key = (device.user_id, device.device_id);
+                sent_to.push(key.clone());
+                entry.shared_with.insert(key, device.curve25519);
             }
         }
         let body = json!({"messages": messages});
-        Ok(Some(self.issue(InFlight::ToDevice, |txn_id| {
-            Request::ToDevice {
-                event_type: "m.room.encrypted".to_owned(),
-                txn_id: txn_id.to_owned(),
-                body,
-            }
+        let in_flight = InFlight::RoomKeys {
+            room_id: room_id.to_owned(),
+            session_id,
+            devices: sent_to,
+        };
+        Ok(Some(self.issue(in_flight, |txn_id| Request::ToDevice {
+            event_type: "m.room.encrypted".to_owned(),
+            txn_id: txn_id.to_owned(),
+            body,
         })))
+    }
+
+    /// A room key request that failed did not reach its devices: the next
+    /// share sends them the session again.
+    pub(super) fn room_keys_not_sent(
+        &mut self,
+        room_id: &str,
+        session_id: &str,
+        devices: &[(String, String)],
+    ) {
+        let Some(entry) = self.outbound.get_mut(room_id) else {
+            return;
+        };
+        if entry.session.session_id() != session_id {
+            return; // rotated since: the new session is shared afresh anyway
+        }
+        for device in devices {
+            entry.shared_with.remove(device);
+        }
+        let shares = entry.shares_record();
+        self.put(format!("{SHARES_RECORD_KIND}/{room_id}"), &shares);
     }
 
     /// One sendToDevice request of `m.room_key.withheld` to the devices left

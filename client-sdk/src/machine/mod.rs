@@ -45,7 +45,8 @@
 //! Key requests to other users' devices, key backup, cross-signing and SAS
 //! verification (trust is local: [`OlmMachine::set_device_trust`]), history
 //! sharing for newcomers (MSC4268), and persistence of requests in flight
-//! (a crash between building a to-device request and sending it leaves
+//! (a failed request is reported with [`OlmMachine::mark_request_failed`],
+//! but a crash between building a to-device request and sending it leaves
 //! those devices without the key until the session rotates).
 #![cfg_attr(
     not(test),
@@ -326,8 +327,36 @@ impl OlmMachine {
             InFlight::Claim(devices) => self
                 .receive_claim_response(&devices, response)
                 .map_err(malformed),
-            InFlight::ToDevice => Ok(()),
+            InFlight::ToDevice | InFlight::RoomKeys { .. } => Ok(()),
         }
+    }
+
+    /// Reports that a request could not be sent or the server refused it.
+    ///
+    /// The machine forgets it; whatever it asked for is asked again when
+    /// still needed: uploads and queries at the next
+    /// [`OlmMachine::outgoing_requests`], claims and room keys at the next
+    /// [`OlmMachine::share_room_key`] (the devices a failed `m.room_key`
+    /// batch was for no longer count as holding the session).
+    ///
+    /// # Errors
+    ///
+    /// [`MachineError::UnknownRequest`] for an id not in flight.
+    pub fn mark_request_failed(&mut self, request_id: &str) -> Result<(), MachineError> {
+        let in_flight = self
+            .in_flight
+            .remove(request_id)
+            .ok_or_else(|| MachineError::UnknownRequest(request_id.to_owned()))?;
+        match in_flight {
+            InFlight::Query(users) => self.devices.query_finished(&users),
+            InFlight::RoomKeys {
+                room_id,
+                session_id,
+                devices,
+            } => self.room_keys_not_sent(&room_id, &session_id, &devices),
+            InFlight::Upload | InFlight::Claim(_) | InFlight::ToDevice => {}
+        }
+        Ok(())
     }
 
     /// Registers a request as in flight and wraps it with a fresh id.

@@ -58,4 +58,10 @@ pub(crate) enum InFlight {
     /// (user, device) pairs whose keys this claim asks for.
     Claim(Vec<(String, String)>),
     ToDevice,
+    /// `m.room_key` for these devices, of this room's session.
+    RoomKeys {
+        room_id: String,
+        session_id: String,
+        devices: Vec<(String, String)>,
+    },
 }

@@ -403,6 +403,41 @@ fn reload_from_the_store_keeps_every_session() {
 }
 
 #[test]
+fn a_failed_room_key_request_is_sent_again_at_the_next_share() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    // Alice's first attempt: the sendToDevice fails on the network.
+    let mut lost = None;
+    for _ in 0..5 {
+        let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+        if requests.is_empty() {
+            break;
+        }
+        for request in requests {
+            if matches!(request.request, Request::ToDevice { .. }) {
+                alice
+                    .machine
+                    .mark_request_failed(&request.request_id)
+                    .unwrap();
+                lost = Some(request.request_id);
+            } else {
+                alice.answer(&mut server, &request);
+            }
+        }
+    }
+    let lost = lost.expect("a room key request was built");
+    assert!(matches!(
+        alice.machine.mark_request_failed(&lost),
+        Err(MachineError::UnknownRequest(_))
+    ));
+    assert!(inbox(&server, BOB, "BOBPHONE").is_empty());
+
+    let event = alice.send(&mut server, ROOM, "second try");
+    bob.sync(&mut server, vec![]);
+    assert_eq!(body(&bob.decrypt(ROOM, &event).unwrap()), "second try");
+}
+
+#[test]
 fn rotation_after_the_configured_number_of_messages_and_time() {
     let mut server = FakeServer::default();
     let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");
