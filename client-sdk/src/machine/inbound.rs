@@ -389,7 +389,14 @@ impl OlmMachine {
             };
         }
         let Some(device) = self.devices.device_by_curve(&key_id.sender_key) else {
-            return Ok(VerificationState::UnknownDevice);
+            // Unknown is only believable while the sender's device list may
+            // be stale; once it is fresh, a key none of their devices has is
+            // not theirs.
+            return if self.devices.is_outdated(sender) {
+                Ok(VerificationState::UnknownDevice)
+            } else {
+                Err(UtdCause::SenderMismatch)
+            };
         };
         if device.user_id != sender {
             return Err(UtdCause::SenderMismatch);

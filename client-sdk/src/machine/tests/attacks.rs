@@ -6,7 +6,7 @@ use super::{
     ALICE, BOB, CAROL, ROOM, alice_and_bob, body, encrypted_room,
     server::{Client, FakeServer},
 };
-use crate::machine::{DeviceWarning, OlmMachine, UtdCause};
+use crate::machine::{DeviceWarning, OlmMachine, RoomUpdate, UtdCause};
 
 #[test]
 fn a_replayed_ciphertext_under_a_new_event_id_is_refused() {
@@ -303,5 +303,70 @@ fn a_forwarded_key_from_another_user_is_ignored() {
     assert_eq!(
         bob.decrypt(ROOM, &event).unwrap_err().cause,
         UtdCause::MissingRoomKey
+    );
+}
+
+#[test]
+fn a_room_key_from_a_device_the_sender_does_not_have_does_not_decrypt_as_them() {
+    let mut server = FakeServer::default();
+    let (alice, mut bob, _) = with_mallory(&mut server);
+    // A device of a user Bob shares no room with, so Bob does not know it.
+    let mut ghost = Client::new(&mut server, "@ghost:example.org", "GHOST");
+    let side_room = RoomUpdate {
+        room_id: "!side:example.org".to_owned(),
+        ..encrypted_room(&["@ghost:example.org", BOB])
+    };
+    ghost.sync(&mut server, vec![side_room]);
+    // The ghost opens an Olm session to Bob; the server drops what it sent,
+    // so Bob has never heard of the ghost's device.
+    ghost.send(&mut server, "!side:example.org", "hi");
+    server
+        .inboxes
+        .remove(&(BOB.to_owned(), "BOBPHONE".to_owned()));
+
+    // The ghost hands Bob a session as Alice, and the server labels the
+    // to-device event and the room event as Alice's.
+    let bob_device = ghost
+        .machine
+        .devices(BOB)
+        .into_iter()
+        .find(|d| d.device_id == "BOBPHONE")
+        .unwrap();
+    let mut group = myelin_crypto::megolm::OutboundGroupSession::new();
+    let payload = json!({
+        "type": "m.room_key",
+        "content": {
+            "algorithm": "m.megolm.v1.aes-sha2", "room_id": ROOM,
+            "session_id": group.session_id(), "session_key": group.session_key().to_base64(),
+        },
+        "sender": ALICE, "sender_device": "ALICEDEV",
+        "keys": {"ed25519": alice.machine.identity_keys().ed25519.to_base64()},
+        "recipient": BOB, "recipient_keys": {"ed25519": bob_device.ed25519},
+    });
+    let content = ghost
+        .machine
+        .olm_encrypt_payload(&bob_device, &payload)
+        .unwrap();
+    server
+        .inboxes
+        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
+        .or_default()
+        .push(json!({"type": "m.room.encrypted", "sender": ALICE, "content": content}));
+    bob.sync(&mut server, vec![]);
+
+    let ciphertext = group.encrypt(br#"{"type":"m.room.message","content":{"body":"i am alice"},"room_id":"!room:example.org"}"#);
+    let event = server.room_event(
+        ROOM,
+        ALICE,
+        json!({
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "sender_key": ghost.machine.identity_keys().curve25519.to_base64(),
+            "ciphertext": ciphertext, "session_id": group.session_id(), "device_id": "ALICEDEV",
+        }),
+    );
+    // Bob's list of Alice's devices is up to date and has no such key.
+    assert_eq!(
+        bob.decrypt(ROOM, &event).unwrap_err().cause,
+        UtdCause::SenderMismatch
     );
 }
