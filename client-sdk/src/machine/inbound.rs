@@ -31,6 +31,10 @@ use super::{
 
 pub(super) const RECORD_KIND: &str = "inbound";
 pub(super) const WITHHELD_RECORD: &str = "withheld";
+
+/// At most this many undecryptable events and withheld notices are kept:
+/// both can be made up by the server in any number.
+const MAX_KEPT: usize = 10_000;
 pub(super) const UTD_RECORD_KIND: &str = "utd";
 
 /// Names one inbound session.
@@ -168,7 +172,7 @@ impl OlmMachine {
                         | UtdCause::SentBeforeWeJoined
                         | UtdCause::Withheld { .. }
                 );
-                if may_arrive && is_new && !id.is_empty() {
+                if may_arrive && is_new && !id.is_empty() && self.pending_utd.len() < MAX_KEPT {
                     self.pending_utd
                         .insert(id.clone(), (room_id.to_owned(), event.clone()));
                     self.put(format!("{UTD_RECORD_KIND}/{id}"), &(room_id, event));
@@ -242,10 +246,15 @@ impl OlmMachine {
         true
     }
 
+    /// Records an `m.room_key.withheld`. It arrives in the clear, so it
+    /// counts only if its `sender_key` is a known device of the event's
+    /// sender: otherwise anyone (the server included) could make an
+    /// attack's failures look like an expected "withheld".
     pub(super) fn receive_withheld(&mut self, event: &Value) {
         let content = event.get("content");
         let field = |name: &str| content.and_then(|c| c.get(name)).and_then(Value::as_str);
-        let (Some(room_id), Some(session_id), Some(sender_key), Some(code)) = (
+        let (Some(sender), Some(room_id), Some(session_id), Some(sender_key), Some(code)) = (
+            event.get("sender").and_then(Value::as_str),
             field("room_id"),
             field("session_id"),
             field("sender_key"),
@@ -253,18 +262,24 @@ impl OlmMachine {
         ) else {
             return;
         };
+        let from_sender = self
+            .devices
+            .device_by_curve(sender_key)
+            .is_some_and(|d| d.user_id == sender);
+        if !from_sender || self.withheld.len() >= MAX_KEPT {
+            return;
+        }
         let key_id = SessionKeyId {
             room_id: room_id.to_owned(),
             sender_key: sender_key.to_owned(),
             session_id: session_id.to_owned(),
         };
+        let record = (key_id.clone(), code.to_owned());
+        self.put(
+            format!("{WITHHELD_RECORD}/{}", inbound_key(&key_id)),
+            &record,
+        );
         self.withheld.insert(key_id, code.to_owned());
-        let withheld: Vec<(SessionKeyId, String)> = self
-            .withheld
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        self.put(WITHHELD_RECORD.to_owned(), &withheld);
     }
 
     pub(super) fn store_inbound(&mut self, entry: InboundEntry) {

@@ -157,6 +157,8 @@ pub enum LoadError {
 }
 
 /// The end-to-end encryption state of one device. See the module docs.
+///
+/// `Debug` shows the user and device ids only.
 pub struct OlmMachine {
     user_id: String,
     device_id: String,
@@ -259,6 +261,7 @@ impl OlmMachine {
 
     /// Feeds the machine one sync's encryption-relevant parts.
     pub fn receive_sync_changes(&mut self, sync: SyncChanges) -> SyncOutput {
+        self.meta.last_now_ms = self.meta.last_now_ms.max(sync.now_ms);
         self.receive_key_counts(&sync);
         for user in &sync.changed_devices {
             self.devices.mark_changed(user);
@@ -447,8 +450,8 @@ impl OlmMachine {
                 }
             }
             inbound::WITHHELD_RECORD => {
-                let withheld: Vec<(SessionKeyId, String)> = decode(records, key)?;
-                self.withheld = withheld.into_iter().collect();
+                let (key_id, code): (SessionKeyId, String) = decode(records, key)?;
+                self.withheld.insert(key_id, code);
             }
             key_requests::RECORD => {
                 let requests: Vec<SessionKeyId> = decode(records, key)?;
@@ -472,6 +475,15 @@ impl OlmMachine {
         // fail; an empty record would then fail loudly at load.
         let bytes = serde_json::to_vec(value).unwrap_or_default();
         self.changes.put(key, bytes);
+    }
+}
+
+impl std::fmt::Debug for OlmMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OlmMachine")
+            .field("user_id", &self.user_id)
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -370,3 +370,33 @@ fn a_room_key_from_a_device_the_sender_does_not_have_does_not_decrypt_as_them() 
         UtdCause::SenderMismatch
     );
 }
+
+#[test]
+fn a_withheld_notice_not_from_the_sessions_sender_is_ignored() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let event = alice.send(&mut server, ROOM, "secret");
+    // The server drops the key and, to make it look intended, sends a
+    // withheld notice naming Alice's session, as if from Carol.
+    server
+        .inboxes
+        .remove(&(BOB.to_owned(), "BOBPHONE".to_owned()));
+    let notice = json!({
+        "type": "m.room_key.withheld",
+        "sender": CAROL,
+        "content": {
+            "algorithm": "m.megolm.v1.aes-sha2", "room_id": ROOM,
+            "session_id": event["content"]["session_id"], "sender_key": event["content"]["sender_key"],
+            "code": "m.unverified", "reason": "trust me",
+        },
+    });
+    server
+        .inboxes
+        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
+        .or_default()
+        .push(notice);
+    bob.sync(&mut server, vec![]);
+    let utd = bob.decrypt(ROOM, &event).unwrap_err();
+    assert_eq!(utd.cause, UtdCause::MissingRoomKey);
+    assert!(!utd.cause.is_expected());
+}
