@@ -40,6 +40,9 @@ pub(super) const RECORD_KIND: &str = "olm";
 
 /// A new session for a wedged device is started at most this often.
 const UNWEDGE_INTERVAL_MS: u64 = 60 * 60 * 1000;
+/// Sessions kept per device. A fallback key lets anyone open any number of
+/// sessions; beyond this many, the least recently used is dropped.
+const MAX_SESSIONS_PER_DEVICE: usize = 16;
 /// A device a claim returned no key for is not claimed again for this long.
 const CLAIM_RETRY_MS: u64 = 60 * 60 * 1000;
 
@@ -96,7 +99,10 @@ impl OlmSessions {
         self.by_key.get(curve25519).is_some_and(|s| !s.is_empty())
     }
 
-    fn insert(&mut self, sender_key: &str, session: Session, now_ms: u64) -> &mut StoredSession {
+    /// Adds a session; if the device then has more than
+    /// [`MAX_SESSIONS_PER_DEVICE`], drops the least recently used one and
+    /// returns its session id.
+    fn insert(&mut self, sender_key: &str, session: Session, now_ms: u64) -> Option<String> {
         let serial = self.next_serial;
         self.next_serial += 1;
         let sessions = self.by_key.entry(sender_key.to_owned()).or_default();
@@ -107,8 +113,27 @@ impl OlmSessions {
             last_used_ms: now_ms,
             serial,
         });
-        let last = sessions.len() - 1;
-        &mut sessions[last]
+        if sessions.len() <= MAX_SESSIONS_PER_DEVICE {
+            return None;
+        }
+        let (oldest, _) = sessions
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| (s.last_used_ms, s.serial))?;
+        Some(sessions.remove(oldest).session.session_id())
+    }
+
+    fn record_of(
+        &self,
+        sender_key: &str,
+        session_id: &str,
+        key: &PickleKey,
+    ) -> Option<OlmSessionRecord> {
+        self.by_key
+            .get(sender_key)?
+            .iter()
+            .find(|s| s.session.session_id() == session_id)
+            .map(|s| s.record(key))
     }
 
     /// Sessions with `sender_key`, most recently used first.
@@ -225,11 +250,7 @@ impl OlmMachine {
             match session {
                 Some(session) => {
                     self.claim_failures.remove(&wedged_key);
-                    let stored = self
-                        .olm_sessions
-                        .insert(&device.curve25519, session, now_ms);
-                    let record = stored.record(&self.pickle_key);
-                    self.save_olm_session(record);
+                    self.add_olm_session(&device.curve25519, session, now_ms);
                     if let Some(when) = self.wedged.get_mut(&wedged_key) {
                         *when = now_ms.max(1);
                         self.queue_dummy(&device);
@@ -436,11 +457,7 @@ impl OlmMachine {
                 // The one-time key is gone from the account: save both in
                 // the same change set.
                 self.save_account();
-                let record = self
-                    .olm_sessions
-                    .insert(sender_key, session, now_ms)
-                    .record(&pickle_key);
-                self.save_olm_session(record);
+                self.add_olm_session(sender_key, session, now_ms);
                 Ok(plaintext)
             }
             OlmMessage::Normal(_) => {
@@ -518,8 +535,22 @@ impl OlmMachine {
         })
     }
 
+    /// Stores a new session (and forgets the one it pushed out, if any).
+    fn add_olm_session(&mut self, sender_key: &str, session: Session, now_ms: u64) {
+        let session_id = session.session_id();
+        if let Some(evicted) = self.olm_sessions.insert(sender_key, session, now_ms) {
+            self.changes.delete(olm_record_key(sender_key, &evicted));
+        }
+        if let Some(record) = self
+            .olm_sessions
+            .record_of(sender_key, &session_id, &self.pickle_key)
+        {
+            self.save_olm_session(record);
+        }
+    }
+
     fn save_olm_session(&mut self, record: OlmSessionRecord) {
-        let key = format!("{RECORD_KIND}/{}/{}", record.sender_key, record.session_id);
+        let key = olm_record_key(&record.sender_key, &record.session_id);
         self.put(key, &record);
     }
 
@@ -528,4 +559,8 @@ impl OlmMachine {
     fn now_hint(&self) -> u64 {
         self.meta.last_now_ms
     }
+}
+
+fn olm_record_key(sender_key: &str, session_id: &str) -> String {
+    format!("{RECORD_KIND}/{sender_key}/{session_id}")
 }

@@ -1,12 +1,13 @@
 //! The malicious server and the malicious member fail.
 
+use myelin_crypto::olm::{Account, Curve25519PublicKey};
 use serde_json::json;
 
 use super::{
     ALICE, BOB, CAROL, ROOM, alice_and_bob, body, encrypted_room,
     server::{Client, FakeServer},
 };
-use crate::machine::{DeviceWarning, OlmMachine, RoomUpdate, UtdCause};
+use crate::machine::{CryptoStore, DeviceWarning, OlmMachine, RoomUpdate, UtdCause};
 
 #[test]
 fn a_replayed_ciphertext_under_a_new_event_id_is_refused() {
@@ -399,4 +400,40 @@ fn a_withheld_notice_not_from_the_sessions_sender_is_ignored() {
     let utd = bob.decrypt(ROOM, &event).unwrap_err();
     assert_eq!(utd.cause, UtdCause::MissingRoomKey);
     assert!(!utd.cause.is_expected());
+}
+
+#[test]
+fn olm_sessions_opened_with_the_fallback_key_are_capped_per_device() {
+    let mut server = FakeServer::default();
+    let (_, mut bob, _) = alice_and_bob(&mut server);
+    let bob_key = (BOB.to_owned(), "BOBPHONE".to_owned());
+    let (_, fallback, _) = server.fallback_keys[&bob_key].clone();
+    let fallback = Curve25519PublicKey::from_base64(fallback["key"].as_str().unwrap()).unwrap();
+    let bob_curve = bob.machine.identity_keys().curve25519;
+
+    // One identity opens 40 sessions through the (reusable) fallback key.
+    let attacker = Account::new();
+    let sender_key = attacker.identity_keys().curve25519.to_base64();
+    for _ in 0..40 {
+        let mut session = attacker
+            .create_outbound_session(bob_curve, fallback)
+            .unwrap();
+        let message = session.encrypt(b"{}").unwrap();
+        let content = json!({
+            "algorithm": "m.olm.v1.curve25519-aes-sha2", "sender_key": sender_key,
+            "ciphertext": {bob_curve.to_base64(): message},
+        });
+        server.inboxes.entry(bob_key.clone()).or_default().push(
+            json!({"type": "m.room.encrypted", "sender": "@attacker:example.org", "content": content}),
+        );
+    }
+    bob.sync(&mut server, vec![]);
+    let kept = bob
+        .store
+        .load_all()
+        .unwrap()
+        .into_keys()
+        .filter(|k| k.starts_with(&format!("olm/{sender_key}/")))
+        .count();
+    assert_eq!(kept, 16);
 }
