@@ -45,6 +45,19 @@ pub(super) struct SessionKeyId {
     pub(super) session_id: String,
 }
 
+impl SessionKeyId {
+    /// Reads `room_id`, `sender_key` and `session_id` from a to-device
+    /// content (withheld notices, key requests, forwarded keys).
+    pub(super) fn from_json(object: Option<&Value>) -> Option<Self> {
+        let field = |name: &str| object?.get(name)?.as_str().map(str::to_owned);
+        Some(Self {
+            room_id: field("room_id")?,
+            sender_key: field("sender_key")?,
+            session_id: field("session_id")?,
+        })
+    }
+}
+
 pub(super) struct InboundEntry {
     pub(super) key_id: SessionKeyId,
     session: InboundGroupSession,
@@ -252,28 +265,20 @@ impl OlmMachine {
     /// attack's failures look like an expected "withheld".
     pub(super) fn receive_withheld(&mut self, event: &Value) {
         let content = event.get("content");
-        let field = |name: &str| content.and_then(|c| c.get(name)).and_then(Value::as_str);
-        let (Some(sender), Some(room_id), Some(session_id), Some(sender_key), Some(code)) = (
+        let (Some(sender), Some(key_id), Some(code)) = (
             event.get("sender").and_then(Value::as_str),
-            field("room_id"),
-            field("session_id"),
-            field("sender_key"),
-            field("code"),
+            SessionKeyId::from_json(content),
+            content.and_then(|c| c.get("code")).and_then(Value::as_str),
         ) else {
             return;
         };
         let from_sender = self
             .devices
-            .device_by_curve(sender_key)
+            .device_by_curve(&key_id.sender_key)
             .is_some_and(|d| d.user_id == sender);
         if !from_sender || self.withheld.len() >= MAX_KEPT {
             return;
         }
-        let key_id = SessionKeyId {
-            room_id: room_id.to_owned(),
-            sender_key: sender_key.to_owned(),
-            session_id: session_id.to_owned(),
-        };
         let record = (key_id.clone(), code.to_owned());
         self.put(
             format!("{WITHHELD_RECORD}/{}", inbound_key(&key_id)),

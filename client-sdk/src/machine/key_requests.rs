@@ -67,19 +67,8 @@ impl OlmMachine {
         else {
             return;
         };
-        let body = content.and_then(|c| c.get("body"));
-        let body_field = |name: &str| body.and_then(|b| b.get(name)).and_then(Value::as_str);
-        let (Some(room_id), Some(sender_key), Some(session_id)) = (
-            body_field("room_id"),
-            body_field("sender_key"),
-            body_field("session_id"),
-        ) else {
+        let Some(key_id) = SessionKeyId::from_json(content.and_then(|c| c.get("body"))) else {
             return;
-        };
-        let key_id = SessionKeyId {
-            room_id: room_id.to_owned(),
-            sender_key: sender_key.to_owned(),
-            session_id: session_id.to_owned(),
         };
         let Some((exported, claimed_ed25519)) = self
             .inbound
@@ -90,9 +79,9 @@ impl OlmMachine {
         };
         let forwarded = json!({
             "algorithm": MEGOLM_ALGORITHM,
-            "room_id": room_id,
-            "sender_key": sender_key,
-            "session_id": session_id,
+            "room_id": key_id.room_id,
+            "sender_key": key_id.sender_key,
+            "session_id": key_id.session_id,
             "session_key": exported,
             "sender_claimed_ed25519_key": claimed_ed25519,
             "forwarding_curve25519_key_chain": [],
@@ -128,19 +117,12 @@ impl OlmMachine {
             return;
         }
         let field = |name: &str| olm.content.get(name).and_then(Value::as_str);
-        let (Some(room_id), Some(sender_key), Some(session_id), Some(session_key), Some(claimed)) = (
-            field("room_id"),
-            field("sender_key"),
-            field("session_id"),
+        let (Some(key_id), Some(session_key), Some(claimed)) = (
+            SessionKeyId::from_json(Some(&olm.content)),
             field("session_key"),
             field("sender_claimed_ed25519_key"),
         ) else {
             return;
-        };
-        let key_id = SessionKeyId {
-            room_id: room_id.to_owned(),
-            sender_key: sender_key.to_owned(),
-            session_id: session_id.to_owned(),
         };
         if field("algorithm") != Some(MEGOLM_ALGORITHM) || !self.key_requests.contains(&key_id) {
             return;

@@ -1,13 +1,13 @@
 //! The malicious server and the malicious member fail.
 
 use myelin_crypto::olm::{Account, Curve25519PublicKey};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{
     ALICE, BOB, CAROL, ROOM, alice_and_bob, body, encrypted_room,
     server::{Client, FakeServer},
 };
-use crate::machine::{CryptoStore, DeviceWarning, OlmMachine, RoomUpdate, UtdCause};
+use crate::machine::{CryptoStore, Device, DeviceWarning, OlmMachine, RoomUpdate, UtdCause};
 
 #[test]
 fn a_replayed_ciphertext_under_a_new_event_id_is_refused() {
@@ -128,15 +128,7 @@ fn an_olm_payload_with_a_forged_sender_or_another_recipient_is_dropped() {
     payload_for_carol["recipient"] = json!("@dave:example.org");
 
     for (sender, payload) in [(ALICE, payload_as_alice), (CAROL, payload_for_carol)] {
-        let content = mallory
-            .machine
-            .olm_encrypt_payload(&bob_device, &payload)
-            .unwrap();
-        server
-            .inboxes
-            .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
-            .or_default()
-            .push(json!({"type": "m.room.encrypted", "sender": sender, "content": content}));
+        deliver_olm(&mut server, &mut mallory, &bob_device, sender, &payload);
     }
     bob.sync(&mut server, vec![]);
 
@@ -289,15 +281,7 @@ fn a_forwarded_key_from_another_user_is_ignored() {
         "keys": {"ed25519": mallory.machine.identity_keys().ed25519.to_base64()},
         "recipient": BOB, "recipient_keys": {"ed25519": bob_device.ed25519},
     });
-    let content = mallory
-        .machine
-        .olm_encrypt_payload(&bob_device, &payload)
-        .unwrap();
-    server
-        .inboxes
-        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
-        .or_default()
-        .push(json!({"type": "m.room.encrypted", "sender": CAROL, "content": content}));
+    deliver_olm(&mut server, &mut mallory, &bob_device, CAROL, &payload);
 
     let output = bob.sync(&mut server, vec![]);
     assert!(output.late_decryptions.is_empty());
@@ -344,15 +328,7 @@ fn a_room_key_from_a_device_the_sender_does_not_have_does_not_decrypt_as_them() 
         "keys": {"ed25519": alice.machine.identity_keys().ed25519.to_base64()},
         "recipient": BOB, "recipient_keys": {"ed25519": bob_device.ed25519},
     });
-    let content = ghost
-        .machine
-        .olm_encrypt_payload(&bob_device, &payload)
-        .unwrap();
-    server
-        .inboxes
-        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
-        .or_default()
-        .push(json!({"type": "m.room.encrypted", "sender": ALICE, "content": content}));
+    deliver_olm(&mut server, &mut ghost, &bob_device, ALICE, &payload);
     bob.sync(&mut server, vec![]);
 
     let ciphertext = group.encrypt(br#"{"type":"m.room.message","content":{"body":"i am alice"},"room_id":"!room:example.org"}"#);
@@ -436,4 +412,21 @@ fn olm_sessions_opened_with_the_fallback_key_are_capped_per_device() {
         .filter(|k| k.starts_with(&format!("olm/{sender_key}/")))
         .count();
     assert_eq!(kept, 16);
+}
+
+/// Olm-encrypts `payload` from `from` to `device` and has the server
+/// deliver it to Bob's phone labelled as sent by `sender`.
+fn deliver_olm(
+    server: &mut FakeServer,
+    from: &mut Client,
+    device: &Device,
+    sender: &str,
+    payload: &Value,
+) {
+    let content = from.machine.olm_encrypt_payload(device, payload).unwrap();
+    server
+        .inboxes
+        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
+        .or_default()
+        .push(json!({"type": "m.room.encrypted", "sender": sender, "content": content}));
 }
