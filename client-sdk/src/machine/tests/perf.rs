@@ -9,6 +9,7 @@ use super::{
     ALICE, BOB, ROOM, encrypted_room,
     server::{Client, FakeServer},
 };
+use crate::machine::CryptoStore;
 
 #[test]
 #[ignore = "timing, run by hand in release"]
@@ -34,6 +35,42 @@ fn perf_share_with_1000_devices_and_decrypt_1000_events() {
     alice.share(&mut server, ROOM);
     let with_sessions = start.elapsed();
 
+    let devices = alice.machine.devices(BOB);
+    let content = json!({"algorithm": "m.megolm.v1.aes-sha2", "room_id": ROOM, "session_id": "x".repeat(43), "session_key": "A".repeat(300)});
+    let start = Instant::now();
+    for device in &devices {
+        std::hint::black_box(
+            alice
+                .machine
+                .encrypt_for_device(device, "m.room_key", &content)
+                .unwrap(),
+        );
+    }
+    println!(
+        "encrypt_for_device x{}: {:?}",
+        devices.len(),
+        start.elapsed()
+    );
+    let start = Instant::now();
+    let changes = alice.machine.take_changes();
+    println!(
+        "take_changes: {:?} ({} records)",
+        start.elapsed(),
+        changes.records.len()
+    );
+    let start = Instant::now();
+    alice.store.save(changes).unwrap();
+    println!("memory store save: {:?}", start.elapsed());
+    alice.now_ms += 7 * 24 * 60 * 60 * 1000;
+    let start = Instant::now();
+    let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+    println!("share_room_key alone: {:?}", start.elapsed());
+    let start = Instant::now();
+    for request in &requests {
+        alice.answer(&mut server, request);
+    }
+    println!("fake server routing: {:?}", start.elapsed());
+    alice.save();
     let bob = &mut bobs[0];
     bob.sync(&mut server, vec![room]);
     let events: Vec<_> = (0..1000)
