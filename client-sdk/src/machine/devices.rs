@@ -213,6 +213,7 @@ impl OlmMachine {
         };
         device.trust = trust;
         self.save_user_devices(user_id);
+        self.recheck_outbound(None);
         true
     }
 
@@ -311,6 +312,9 @@ impl OlmMachine {
             .filter(|d| !seen.contains(&d.device_id))
             .cloned()
             .collect();
+        if !removed.is_empty() {
+            self.recheck_outbound(None);
+        }
         for device in removed {
             self.devices.by_curve.remove(&device.curve25519);
             if let Some(user) = self.devices.users.get_mut(user_id) {

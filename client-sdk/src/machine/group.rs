@@ -43,6 +43,10 @@ pub(super) struct OutboundEntry {
     shared_with: BTreeMap<(String, String), String>,
     /// (user, device) -> withheld code already sent for this session.
     withheld_from: BTreeMap<(String, String), String>,
+    /// Something happened that may have excluded a device the session
+    /// reached (a departure, a deleted or distrusted device): it must not
+    /// encrypt again until a share has checked.
+    must_recheck: bool,
 }
 
 /// The session itself: saved after every message, so it stays small.
@@ -60,6 +64,8 @@ pub(super) struct SharesRecord {
     room_id: String,
     shared_with: Vec<((String, String), String)>,
     withheld_from: Vec<((String, String), String)>,
+    #[serde(default)]
+    must_recheck: bool,
 }
 
 pub(super) const SHARES_RECORD_KIND: &str = "outbound_shares";
@@ -81,12 +87,14 @@ impl OutboundEntry {
             created_ms: record.created_ms,
             shared_with: BTreeMap::new(),
             withheld_from: BTreeMap::new(),
+            must_recheck: false,
         })
     }
 
     pub(super) fn add_shares(&mut self, record: SharesRecord) {
         self.shared_with.extend(record.shared_with);
         self.withheld_from.extend(record.withheld_from);
+        self.must_recheck |= record.must_recheck;
     }
 
     fn record(&self, key: &PickleKey) -> OutboundRecord {
@@ -105,6 +113,7 @@ impl OutboundEntry {
             room_id: self.room_id.clone(),
             shared_with: pairs(&self.shared_with),
             withheld_from: pairs(&self.withheld_from),
+            must_recheck: self.must_recheck,
         }
     }
 
@@ -225,11 +234,12 @@ impl OlmMachine {
             .outbound
             .get_mut(room_id)
             .filter(|e| {
-                !e.is_expired(
-                    settings.rotation_period_ms,
-                    settings.rotation_period_msgs,
-                    now_ms,
-                )
+                !e.must_recheck
+                    && !e.is_expired(
+                        settings.rotation_period_ms,
+                        settings.rotation_period_msgs,
+                        now_ms,
+                    )
             })
             .ok_or_else(|| MachineError::RoomKeyNotShared(room_id.to_owned()))?;
         let plaintext = json!({"type": event_type, "content": content, "room_id": room_id});
@@ -307,6 +317,24 @@ impl OlmMachine {
             self.changes.delete(format!("{RECORD_KIND}/{room_id}"));
             self.changes
                 .delete(format!("{SHARES_RECORD_KIND}/{room_id}"));
+        } else if let Some(entry) = self.outbound.get_mut(room_id) {
+            entry.must_recheck = false;
+        }
+    }
+
+    /// Stops the outbound session of `room_id` (of every room, for `None`)
+    /// from encrypting until the next share has checked who it reached.
+    pub(super) fn recheck_outbound(&mut self, room_id: Option<&str>) {
+        let rooms: Vec<String> = match room_id {
+            Some(room_id) => vec![room_id.to_owned()],
+            None => self.outbound.keys().cloned().collect(),
+        };
+        for room_id in rooms {
+            if let Some(entry) = self.outbound.get_mut(&room_id) {
+                entry.must_recheck = true;
+                let shares = entry.shares_record();
+                self.put(format!("{SHARES_RECORD_KIND}/{room_id}"), &shares);
+            }
         }
     }
 
@@ -335,6 +363,7 @@ impl OlmMachine {
                 created_ms: now_ms,
                 shared_with: BTreeMap::new(),
                 withheld_from: BTreeMap::new(),
+                must_recheck: false,
             },
         );
     }

@@ -68,11 +68,13 @@ impl OlmMachine {
         let room = self.room_mut(room_id);
         room.only_verified = only_verified;
         self.save_room(room_id);
+        self.recheck_outbound(Some(room_id));
     }
 
     /// The same as [`OlmMachine::set_only_verified`], for every room.
     pub fn set_only_verified_globally(&mut self, only_verified: bool) {
         self.only_verified_globally = only_verified;
+        self.recheck_outbound(None);
         self.put(super::identity::SETTINGS_RECORD.to_owned(), &only_verified);
     }
 
@@ -83,6 +85,11 @@ impl OlmMachine {
         }
         if let Some(visibility) = &update.history_visibility {
             self.room_mut(room_id).history_visibility = Some(visibility.clone());
+        }
+        let may_exclude = update.history_visibility.is_some()
+            || update.members.iter().any(|(_, m)| *m != Membership::Join);
+        if may_exclude {
+            self.recheck_outbound(Some(room_id));
         }
         for (user, membership) in &update.members {
             self.room_mut(room_id)

@@ -175,6 +175,15 @@ fn a_member_who_leaves_cannot_read_what_follows() {
     for client in [&mut alice, &mut bob, &mut carol] {
         client.sync(&mut server, vec![membership(CAROL, Membership::Leave)]);
     }
+    // The old session refuses to encrypt until a share has rotated it, even
+    // for a caller that forgets to share first, and even after a restart.
+    alice.reload();
+    assert!(matches!(
+        alice
+            .machine
+            .encrypt_room_event(ROOM, "m.room.message", &json!({}), alice.now_ms),
+        Err(MachineError::RoomKeyNotShared(_))
+    ));
     let after = alice.send(&mut server, ROOM, "just us two");
     assert_ne!(
         alice.machine.outbound_session_id(ROOM).unwrap(),
