@@ -88,6 +88,8 @@ pub mod store;
 pub mod sync;
 mod to_device;
 
+pub mod machine;
+
 pub use myelin_crypto;
 pub use ruma;
 
