@@ -68,8 +68,10 @@
 //!
 //! # Not supported yet
 //!
-//! - End-to-end encryption itself (the sans-I/O machine in `machine/`,
-//!   issue 7). Until then the SDK refuses to send plaintext into an
+//! - End-to-end encryption in [`Client`]: the sans-I/O [`machine::OlmMachine`]
+//!   (Olm sessions, Megolm keys, sharing, rotation, device tracking) is
+//!   built and tested event by event, but the client does not drive it yet
+//!   (issue 7). Until it does, the SDK refuses to send plaintext into an
 //!   encrypted room ([`Error::EncryptionRequired`]).
 //! - SSO and other login flows than passwords; registration stages other
 //!   than `m.login.dummy` and `m.login.registration_token`.
