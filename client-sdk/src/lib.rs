@@ -1,10 +1,108 @@
-//! Myelin's client SDK.
+//! Myelin's client SDK: an async Matrix [`Client`] with a sync loop, rooms,
+//! timelines and a persistent, passphrase-protected store. It speaks the
+//! [Client-Server API](https://spec.matrix.org/v1.16/client-server-api/)
+//! to any homeserver (Myelin, Synapse, ...).
 //!
-//! This crate will hold the async `Client` (login, sync loop, rooms,
-//! timelines), its persistent store, and the sans-I/O end-to-end encryption
-//! state machine (see `ARCHITECTURE.md` and issues 6 and 7).
+//! # Layout
 //!
-//! Nothing is implemented yet: the crate exists so the workspace has its
-//! final shape. Until then, [`myelin_crypto`] is the SDK's cryptographic base.
+//! - [`Client`] (`client.rs`): build from a homeserver URL or a server name
+//!   ([discovery](ClientBuilder::server_name)), [register](Client::register),
+//!   [log in](Client::login_password), [whoami](Client::whoami),
+//!   [log out](Client::logout); a saved session is restored by
+//!   [`ClientBuilder::build`] without logging in again.
+//! - [`sync`]: the [sync loop](Client::sync) with a [`SyncHandler`]
+//!   callback, or [`SyncStream`]; each [`SyncUpdate`] carries timeline
+//!   events, state changes, invites, to-device events and device-list
+//!   changes. The sync position is saved atomically with what it
+//!   delivered.
+//! - [`room`]: the room list ([`RoomInfo`]), [creating](Client::create_room)
+//!   plain, encrypted or E2E-only rooms, and a [`Room`] handle to send
+//!   (with transaction ids that survive retries and restarts), redact,
+//!   paginate, type, send receipts, invite, join and leave.
+//! - [`Client::send_to_device`]: batched to-device messages.
+//! - [`store`] (spec-notes/client-store.md): the [`Store`] trait (namespaced records, atomic
+//!   [`Changes`] batches) with [`SqliteStore`] and [`MemoryStore`];
+//!   secrets sealed by [`SecretBox`] under a passphrase-derived key
+//!   (myelin-crypto's `at_rest`). The crypto state machine keeps its own
+//!   namespaces in the same store.
+//! - [`Error`]: Matrix errors as a matchable [`ErrorKind`] with
+//!   `retry_after`; network, store and malformed-answer errors. Nothing
+//!   panics on a bad server answer.
+//!
+//! # Example
+//!
+//! Log in, join a room, send, and read the timeline (needs a homeserver,
+//! so not run as a doctest; `examples/chat.rs` is a terminal client built
+//! on the same calls):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use myelin_sdk::{Client, LoopControl, SqliteStore, SyncSettings};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = SqliteStore::open("alice.db").await?;
+//! let client = Client::builder()
+//!     .server_name("example.org") // or .homeserver_url("https://matrix.example.org")
+//!     .store(Arc::new(store))
+//!     .passphrase("a passphrase that protects the access token")
+//!     .build()
+//!     .await?;
+//! if client.session().is_none() {
+//!     client.login_password("alice", "secret", Some("my laptop")).await?;
+//! }
+//! let room = client.join_room("#lobby:example.org").await?;
+//! room.send_text("hello").await?;
+//!
+//! client
+//!     .sync(SyncSettings::default(), |update: &myelin_sdk::SyncUpdate, _: &mut myelin_sdk::Changes| {
+//!         for (room_id, event) in update.timeline_events() {
+//!             println!("{room_id} {}: {}", event.sender, event.body().unwrap_or("<not text>"));
+//!         }
+//!         LoopControl::Continue
+//!     })
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Not supported yet
+//!
+//! - End-to-end encryption in [`Client`]: the sans-I/O [`machine::OlmMachine`]
+//!   (Olm sessions, Megolm keys, sharing, rotation, device tracking) is
+//!   built and tested event by event, but the client does not drive it yet
+//!   (issue 7). Until it does, the SDK refuses to send plaintext into an
+//!   encrypted room ([`Error::EncryptionRequired`]).
+//! - SSO and other login flows than passwords; registration stages other
+//!   than `m.login.dummy` and `m.login.registration_token`.
+//! - Lazy-loaded members are not fetched on demand: [`RoomInfo::members`]
+//!   holds the member events the syncs delivered.
+//! - Rooms joined appear in [`Client::rooms`] after the next sync.
+
+mod client;
+mod discovery;
+mod error;
+pub mod events;
+mod http;
+pub mod room;
+mod session;
+pub mod store;
+pub mod sync;
+mod to_device;
+
+pub mod machine;
 
 pub use myelin_crypto;
+pub use ruma;
+
+pub use self::{
+    client::{Client, ClientBuilder, Registration, WhoAmI},
+    error::{Error, ErrorKind, MatrixError, Result},
+    events::{RoomEvent, StrippedStateEvent, ToDeviceEvent},
+    http::RetryPolicy,
+    room::{CreateRoom, Membership, Messages, PendingEvent, Room, RoomInfo, RoomSecurity},
+    session::{AccessToken, SessionMeta},
+    store::{Changes, MemoryStore, SecretBox, SqliteStore, Store, StoreError},
+    sync::{LoopControl, SyncHandler, SyncSettings, SyncStream, SyncUpdate},
+    to_device::ToDeviceMessages,
+};

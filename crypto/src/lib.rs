@@ -22,8 +22,16 @@
 //!   [`verify_json`]).
 //! - [`event`]: PDU content hashes, signatures, verification, reference
 //!   hashes, event ids and room version 12 room ids.
+//! - [`at_rest`]: encryption at rest for client stores ([`AtRestKey`]:
+//!   argon2id + HKDF + AES-256-GCM, with a passphrase verifier).
 //! - [`pdu`]: building a new PDU ([`NewPdu`] in, [`SignedPdu`] out: signed
 //!   canonical JSON and event id, computed once).
+//! - [`olm`]: a device's Olm [`olm::Account`] (identity keys, one-time and
+//!   fallback keys) and its pairwise [`olm::Session`]s; [`megolm`]: the
+//!   group sessions that encrypt room messages; [`device_signing`]: JSON
+//!   signed by a device's ed25519 key; [`pickle`]: encrypted persistence for
+//!   all of them. Thin wrappers over vodozemac, which nothing else in the
+//!   workspace names.
 //!
 //! # Example
 //!
@@ -66,8 +74,9 @@
 //!
 //! # Not supported yet
 //!
-//! - Olm/Megolm, SAS, key backup, secret storage and attachment encryption
-//!   (see ARCHITECTURE.md); this crate so far covers event signing only.
+//! - SAS, key backup, secret storage and attachment encryption (see
+//!   ARCHITECTURE.md). Olm and Megolm have no published test vectors in the
+//!   spec; their tests pair both ends and attack each check instead.
 //! - Room versions 1 and 2 have no hashed event ids ([`event_id`] refuses
 //!   them), and room versions before 6 did not enforce canonical JSON, so
 //!   hashes of their historical events may not be reproducible.
@@ -82,16 +91,23 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod at_rest;
 mod base64;
+pub mod device_signing;
 pub mod event;
 pub mod json;
 pub mod keys;
+pub mod megolm;
+pub mod olm;
 pub mod pdu;
+pub mod pickle;
 pub mod signing;
 #[cfg(test)]
 mod testing;
 
 pub use self::{
+    at_rest::{AtRestError, AtRestKey, KdfParams, Verifier},
+    device_signing::{DeviceSignatureError, verify_json_signature},
     event::{
         EventError, Verified, content_hash, event_id, hash_and_sign_event, reference_hash,
         room_id_from_create_event, sign_event, verify_event,
@@ -99,5 +115,8 @@ pub use self::{
     json::{JsonError, canonicalize, parse_canonical_object, to_canonical_string},
     keys::{KeyError, SigningKey},
     pdu::{NewPdu, SignedPdu, build_pdu},
-    signing::{PublicKeyMap, PublicKeySet, SignatureError, sign_json, verify_json},
+    pickle::{PickleError, PickleKey},
+    signing::{
+        PublicKeyMap, PublicKeySet, SignatureError, sign_json, verify_json, verify_signature_by,
+    },
 };

@@ -10,7 +10,8 @@
 //! [Signing JSON]: https://spec.matrix.org/v1.16/appendices/#signing-json
 
 use ruma::{
-    CanonicalJsonObject, ServerName,
+    CanonicalJsonObject, CanonicalJsonValue, ServerName,
+    serde::Base64,
     signatures::{self, JsonError as RumaJsonError, VerificationError},
 };
 
@@ -99,6 +100,57 @@ pub fn verify_json(
     object: &CanonicalJsonObject,
 ) -> Result<(), SignatureError> {
     signatures::verify_json(public_keys, object).map_err(SignatureError::from_ruma)
+}
+
+/// Verifies the one signature `signatures.<entity>.<key_id>` on `object`
+/// against `public_key` (unpadded base64), ignoring every other signature.
+///
+/// This is the check for keys that users sign: device keys signed by their
+/// own device key, cross-signing keys signed by the master key, one-time
+/// keys signed by the device. The signer is a user, not a server, and the
+/// object may carry signatures from others (cross-signing) that the caller
+/// has no keys for and must not be made to fail on.
+///
+/// # Errors
+///
+/// [`SignatureError::MissingSignature`] when that signature is absent;
+/// [`SignatureError::Malformed`] when `public_key` is not base64 or the
+/// object's `signatures` is malformed; [`SignatureError::Invalid`] or
+/// [`SignatureError::SignatureNotBase64`] for a bad signature.
+pub fn verify_signature_by(
+    object: &CanonicalJsonObject,
+    entity: &str,
+    key_id: &str,
+    public_key: &str,
+) -> Result<(), SignatureError> {
+    let missing = || SignatureError::MissingSignature {
+        entity: entity.to_owned(),
+    };
+    let signature = object
+        .get("signatures")
+        .and_then(CanonicalJsonValue::as_object)
+        .and_then(|signatures| signatures.get(entity))
+        .and_then(CanonicalJsonValue::as_object)
+        .and_then(|by_entity| by_entity.get(key_id))
+        .ok_or_else(missing)?
+        .clone();
+    let public_key = Base64::parse(public_key)
+        .map_err(|_| SignatureError::Malformed("public key is not base64".to_owned()))?;
+    // Only the one signature stays, so that ruma checks exactly it.
+    let mut only_this = object.clone();
+    let mut by_entity = CanonicalJsonObject::new();
+    by_entity.insert(key_id.to_owned(), signature);
+    let mut signatures = CanonicalJsonObject::new();
+    signatures.insert(entity.to_owned(), CanonicalJsonValue::Object(by_entity));
+    only_this.insert(
+        "signatures".to_owned(),
+        CanonicalJsonValue::Object(signatures),
+    );
+    let mut keys = PublicKeyMap::new();
+    keys.entry(entity.to_owned())
+        .or_default()
+        .insert(key_id.to_owned(), public_key);
+    verify_json(&keys, &only_this)
 }
 
 impl SignatureError {

@@ -31,6 +31,10 @@ pub struct Config {
     /// uploads get `M_TOO_LARGE`. Uploads stream to disk, so this is not
     /// bounded by `max_request_body_bytes`.
     pub max_upload_bytes: u64,
+    /// Most to-device messages kept waiting for one device. A send that
+    /// would pass it is refused whole with 429 `M_LIMIT_EXCEEDED`, never
+    /// partly dropped.
+    pub max_pending_to_device: u64,
     /// Who may create accounts through the client API.
     pub registration: RegistrationConfig,
     /// Password rules applied at registration and password change.
@@ -53,6 +57,7 @@ impl Default for Config {
             default_room_version: "12".to_owned(),
             max_request_body_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 50 * 1024 * 1024,
+            max_pending_to_device: 10_000,
             registration: RegistrationConfig::default(),
             password_policy: PasswordPolicy::default(),
             rate_limits: RateLimitConfig::default(),
@@ -290,6 +295,12 @@ impl Config {
         if self.max_upload_bytes == 0 {
             return Err(ConfigError::Invalid {
                 key: "max_upload_bytes",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if self.max_pending_to_device == 0 {
+            return Err(ConfigError::Invalid {
+                key: "max_pending_to_device",
                 reason: "must be at least 1".to_owned(),
             });
         }

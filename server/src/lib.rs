@@ -39,15 +39,18 @@ use service::{
     account_data::AccountData,
     accounts::Accounts,
     devices::Devices,
+    e2ee::{DeviceLists, E2eeKeys},
     key_backup::KeyBackup,
     media::Media,
     notifier::Notifier,
     profile::Profiles,
+    push_rules::PushRules,
     room_events::{RoomEvents, parse_version},
     room_ops::RoomOps,
     server_keys::ServerKeys,
     stream::Stream,
     sync::Sync,
+    to_device::ToDevice,
     typing::Typing,
 };
 use storage::{Storage, StorageError};
@@ -86,13 +89,28 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         .await
         .map_err(StartError::SigningKey)?;
     let server_keys = Arc::new(server_keys);
-    let accounts = Arc::new(
-        Accounts::new(storage.clone(), server_name.clone(), config)
-            .map_err(StartError::Services)?,
-    );
-    let profiles = Arc::new(Profiles::new(storage.clone(), server_name.clone()));
     let notifier = Arc::new(Notifier::default());
     let stream = Arc::new(Stream::new(storage.max_stream_position().await?));
+    let device_lists = Arc::new(DeviceLists::new(
+        storage.clone(),
+        stream.clone(),
+        notifier.clone(),
+    ));
+    let accounts = Arc::new(
+        Accounts::new(
+            storage.clone(),
+            server_name.clone(),
+            config,
+            device_lists.clone(),
+        )
+        .map_err(StartError::Services)?,
+    );
+    let e2ee_keys = Arc::new(E2eeKeys::new(
+        storage.clone(),
+        device_lists.clone(),
+        accounts.clone(),
+    ));
+    let profiles = Arc::new(Profiles::new(storage.clone(), server_name.clone()));
     let room_events = Arc::new(RoomEvents::new(
         storage.clone(),
         server_keys.clone(),
@@ -108,11 +126,21 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         notifier.clone(),
         room_events.clone(),
     ));
+    let push_rules = Arc::new(PushRules::new(storage.clone(), account_data.clone()));
+    let to_device = Arc::new(ToDevice::new(
+        storage.clone(),
+        stream.clone(),
+        notifier.clone(),
+        server_name.clone(),
+        config.max_pending_to_device,
+    ));
     let sync = Arc::new(Sync::new(
         storage.clone(),
         room_events.clone(),
         notifier,
         typing.clone(),
+        device_lists,
+        to_device.clone(),
     ));
     let media = Arc::new(
         Media::new(
@@ -125,11 +153,14 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     );
     let key_backup = Arc::new(KeyBackup::new(storage.clone()));
     let state = AppState {
+        to_device,
+        e2ee_keys,
         key_backup,
         sync,
         media,
         typing,
         account_data,
+        push_rules,
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),
         rooms: Arc::new(RoomOps::new(
             room_events,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Interop smoke test: drive a homeserver with a real, unmodified Matrix client
-# library (matrix-js-sdk on Node).
+# Interop tests: drive a homeserver with a real, unmodified Matrix client
+# library (matrix-js-sdk on Node, with its Rust crypto).
 #
-#   tests/interop/run.sh HOMESERVER_URL
+#   tests/interop/run.sh HOMESERVER_URL              runs every test script
+#   tests/interop/run.sh SCRIPT... HOMESERVER_URL    runs the named ones (smoke.mjs, crypto.mjs)
 #
 # Everything it installs goes to a cache directory outside the repo,
 # ${MYELIN_INTEROP_CACHE:-$HOME/.cache/myelin-interop}, keyed by the hash of
@@ -25,11 +26,13 @@
 # npm (it runs fine on Node 20) does the installing.
 set -euo pipefail
 
-if [[ $# -ne 1 || -z "$1" ]]; then
-  echo "usage: $0 HOMESERVER_URL" >&2
+if [[ $# -lt 1 || -z "${!#}" ]]; then
+  echo "usage: $0 [SCRIPT...] HOMESERVER_URL" >&2
   exit 2
 fi
-homeserver_url=$1
+homeserver_url=${!#}
+scripts=("${@:1:$#-1}")
+(( ${#scripts[@]} > 0 )) || scripts=(smoke.mjs crypto.mjs)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${MYELIN_INTEROP_CACHE:-$HOME/.cache/myelin-interop}
@@ -104,4 +107,7 @@ cp "$here"/*.mjs "$run_dir/"
 ln -s "$modules_dir/node_modules" "$run_dir/node_modules"
 
 log "node $("$node" --version), matrix-js-sdk $("$node" -p 'require(process.argv[1]).version' "$modules_dir/node_modules/matrix-js-sdk/package.json"), homeserver $homeserver_url"
-"$node" "$run_dir/smoke.mjs" "$homeserver_url"
+for script in "${scripts[@]}"; do
+  log "running $script"
+  "$node" "$run_dir/$script" "$homeserver_url"
+done

@@ -17,196 +17,19 @@
 // MYELIN_INTEROP_SDK_LOG=debug|info|warn|error sets the SDK's log level.
 
 import { randomBytes } from "node:crypto";
+import { ClientEvent, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
 import {
-    ClientEvent,
-    createClient,
-    MatrixError,
-    MemoryStore,
-    RoomEvent,
-    RoomMemberEvent,
-    SyncState,
-} from "matrix-js-sdk";
-// The SDK's module-wide logger, which some parts (the event send scheduler)
-// use instead of the client's own.
-import { logger as sdkModuleLogger } from "matrix-js-sdk/lib/logger.js";
-
-const baseUrl = process.argv[2];
-if (!baseUrl) {
-    console.error("usage: node smoke.mjs HOMESERVER_URL");
-    process.exit(2);
-}
-const expectedServerName = process.env.MYELIN_INTEROP_SERVER_NAME || null;
-const REQUEST_TIMEOUT_MS = 15_000;
-const WHOLE_RUN_TIMEOUT_MS = 180_000;
-
-// The SDK's own log goes to stderr from MYELIN_INTEROP_SDK_LOG's level up
-// (default warn; "debug" shows every request). One message is dropped: the
-// SDK logs "Unable to refresh token" as an error whenever a request meets
-// M_UNKNOWN_TOKEN, which here is a check's expected outcome.
-const LEVELS = ["trace", "debug", "info", "warn", "error"];
-const threshold = Math.max(0, LEVELS.indexOf(process.env.MYELIN_INTEROP_SDK_LOG ?? "warn"));
-function sdkLogger(prefix) {
-    const log = Object.fromEntries(
-        LEVELS.map((level, i) => [
-            level,
-            (...msg) => {
-                if (i < threshold || String(msg[0]).startsWith("Unable to refresh token")) return;
-                console.error(`sdk ${level}${prefix}:`, ...msg);
-            },
-        ]),
-    );
-    log.getChild = (namespace) => sdkLogger(`${prefix} ${namespace}`);
-    return log;
-}
-const quietLogger = sdkLogger("");
-sdkModuleLogger.setLevel(threshold, false);
-
-// ---- HTTP trace: the last exchanges, printed when a check fails. ----------
-
-const trace = [];
-const TRACE_KEEP = 10;
-// Failed exchanges (HTTP >= 400 or no answer) of the sync-loop phase, where
-// the SDK makes requests of its own and a failure may not surface as an
-// exception in the test.
-const syncPhaseFailures = [];
-let collectFailures = false;
-// Every request's method and path, to tell what the SDK really sent.
-const sentRequests = [];
-const SECRET_KEYS = new Set(["password", "access_token", "refresh_token"]);
-
-function redact(text) {
-    try {
-        return JSON.stringify(JSON.parse(text), (k, v) => (SECRET_KEYS.has(k) ? "<redacted>" : v));
-    } catch {
-        return text.replace(/\s+/g, " ").trim();
-    }
-}
-
-// A fetch for the SDK that records each request and response (secrets
-// redacted) without changing them.
-// WHO, if given, names the client in the printed trace.
-async function tracingFetch(input, init = {}, who = null) {
-    const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
-    const entry = {
-        who,
-        method: init.method ?? "GET",
-        path: url.pathname + url.search,
-        request: typeof init.body === "string" ? redact(init.body) : init.body ? "<binary>" : "",
-        status: null,
-        response: "",
-    };
-    trace.push(entry);
-    if (trace.length > TRACE_KEEP) trace.shift();
-    sentRequests.push(`${entry.method} ${decodeURIComponent(url.pathname)}`);
-    try {
-        const res = await fetch(input, init);
-        entry.status = res.status;
-        entry.response = redact(await res.clone().text());
-        if (collectFailures && res.status >= 400) syncPhaseFailures.push(entry);
-        return res;
-    } catch (err) {
-        // A sync loop stopped by the test aborts its long-poll: not a failure.
-        entry.status = err?.name === "AbortError" ? "aborted by the client" : `network error: ${err.cause?.message ?? err.message}`;
-        if (collectFailures && err?.name !== "AbortError") syncPhaseFailures.push(entry);
-        throw err;
-    }
-}
-
-const formatExchange = (e) =>
-    `    ${e.who ? `[${e.who}] ` : ""}${e.method} ${e.path}${e.request ? ` body=${e.request}` : ""}\n` +
-    `      -> ${e.status ?? "no answer"}${e.response ? ` ${e.response.slice(0, 500)}` : ""}`;
-
-function printTrace() {
-    if (syncPhaseFailures.length > 0) {
-        console.log("  failed HTTP exchanges since the sync loops started (oldest first, at most 8):");
-        for (const e of syncPhaseFailures.slice(0, 8)) console.log(formatExchange(e));
-    }
-    console.log("  last HTTP exchanges (oldest first):");
-    for (const e of trace) console.log(formatExchange(e));
-}
-
-// ---- checks ---------------------------------------------------------------
-
-let passed = 0;
-let failed = 0;
-
-class CheckFailed extends Error {}
-
-function expect(condition, message) {
-    if (!condition) throw new CheckFailed(message);
-}
-
-function describe(err) {
-    if (err instanceof CheckFailed) return err.message;
-    if (err instanceof MatrixError) {
-        return `unexpected Matrix error: HTTP ${err.httpStatus} ${err.errcode ?? "(no errcode)"}: ${err.data?.error ?? err.message}`;
-    }
-    // Network errors nest their reason (ECONNREFUSED, ...) in a chain of causes.
-    const messages = [];
-    for (let e = err; e && messages.length < 5; e = e.cause) {
-        const m = e.code && !String(e.message).includes(e.code) ? `${e.message} (${e.code})` : String(e.message ?? e);
-        if (!messages.includes(m)) messages.push(m);
-    }
-    return `unexpected ${err?.name ?? "error"}: ${messages.join(": ")}`;
-}
-
-function finish() {
-    console.log(`${passed} passed, ${failed} failed`);
-    process.exit(failed === 0 ? 0 : 1);
-}
-
-// Runs one check; its return value (if any) is shown after the name. Stops
-// the run on failure.
-async function check(name, fn) {
-    let detail;
-    try {
-        detail = await fn();
-    } catch (err) {
-        failed += 1;
-        console.log(`FAIL - ${name}: ${describe(err)}`);
-        printTrace();
-        finish();
-    }
-    passed += 1;
-    console.log(`ok - ${name}${detail ? ` (${detail})` : ""}`);
-}
-
-// Awaits a call that must fail with a Matrix error; returns the error.
-async function expectMatrixError(promise, what) {
-    try {
-        const body = await promise;
-        throw new CheckFailed(`${what} succeeded, expected an error; got ${JSON.stringify(body)}`);
-    } catch (err) {
-        if (err instanceof CheckFailed) throw err;
-        if (!(err instanceof MatrixError)) throw err;
-        return err;
-    }
-}
-
-function client(accessToken) {
-    return createClient({
-        baseUrl,
-        accessToken,
-        fetchFn: tracingFetch,
-        localTimeoutMs: REQUEST_TIMEOUT_MS,
-        logger: quietLogger,
-    });
-}
-
-const isNonEmptyString = (v) => typeof v === "string" && v.length > 0;
+    anon, check, client, collectSyncPhaseFailures, eventually, expect, expectMatrixError, expectRefusal,
+    expectedServerName, finish, isEventId, isNonEmptyString, isReady, isRoomId, limitRunTime,
+    rawTimeline, recordLiveMessages, registerUser, requestsTo, startSyncLoop, stopSyncLoop, tag, when,
+} from "./harness.mjs";
 
 // ---- the scenario ---------------------------------------------------------
 
-setTimeout(() => {
-    failed += 1;
-    console.log(`FAIL - the whole run took longer than ${WHOLE_RUN_TIMEOUT_MS} ms`);
-    printTrace();
-    finish();
-}, WHOLE_RUN_TIMEOUT_MS).unref();
+limitRunTime(180_000);
 
 const username = `interop_${Date.now().toString(36)}_${randomBytes(4).toString("hex")}`;
 const password = randomBytes(18).toString("base64url");
-const anon = client();
 
 await check("GET /versions lists a spec version", async () => {
     const res = await anon.getVersions();
@@ -329,75 +152,6 @@ const alice = registeredClient;
 const aliceId = registered.user_id;
 // The server name is whatever follows the first colon of a user ID.
 const serverName = aliceId.slice(aliceId.indexOf(":") + 1);
-const tag = `${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
-
-// Runs FN again after a 429 M_LIMIT_EXCEEDED, waiting the retry_after_ms the
-// server asked for (spec, "Rate limiting"), at most twice and 15 s each.
-async function honouringRateLimits(fn) {
-    for (let attempt = 0; ; attempt++) {
-        try {
-            return await fn();
-        } catch (err) {
-            const wait = err instanceof MatrixError && err.httpStatus === 429 ? (err.data?.retry_after_ms ?? 1000) : null;
-            if (wait === null || attempt >= 2 || wait > 15_000) throw err;
-            await new Promise((resolve) => setTimeout(resolve, wait));
-        }
-    }
-}
-
-// Registers another account through the same m.login.dummy flow.
-async function registerUser(name) {
-    const localpart = `interop_${name}_${tag}`;
-    const pass = randomBytes(18).toString("base64url");
-    const first = await honouringRateLimits(() =>
-        expectMatrixError(anon.registerRequest({ username: localpart, password: pass }), "POST /register without auth").then((err) => {
-            if (err.httpStatus === 429) throw err;
-            return err;
-        }),
-    );
-    expect(first.httpStatus === 401 && isNonEmptyString(first.data?.session), `HTTP ${first.httpStatus}: ${JSON.stringify(first.data)}`);
-    const res = await honouringRateLimits(() => anon.registerRequest({
-        username: localpart,
-        password: pass,
-        initial_device_display_name: `interop ${name}`,
-        auth: { type: "m.login.dummy", session: first.data.session },
-    }));
-    expect(isNonEmptyString(res.user_id) && isNonEmptyString(res.access_token), `register returned ${JSON.stringify({ ...res, access_token: "<redacted>" })}`);
-    return res;
-}
-
-// Awaits a call that must fail with the given HTTP status and errcode.
-async function expectRefusal(promise, what, status, errcode) {
-    const err = await expectMatrixError(promise, what);
-    expect(
-        err.httpStatus === status && (errcode === undefined || err.errcode === errcode),
-        `${what}: HTTP ${err.httpStatus} ${err.errcode ?? "(no errcode)"}, expected ${status}${errcode ? ` ${errcode}` : ""}: ${JSON.stringify(err.data)}`,
-    );
-    return err;
-}
-
-// How many requests the trace holds for METHOD PATH-suffix (used to prove the
-// SDK really sent a retry rather than answering it locally).
-const requestsTo = (method, pathSuffix) =>
-    sentRequests.filter((r) => r.startsWith(`${method} `) && r.endsWith(pathSuffix)).length;
-
-// Runs FN until it stops failing a check, for at most `ms`. Only for what the
-// spec does not promise to be immediate: the public room directory (Synapse,
-// for one, fills it from room statistics it updates in the background).
-async function eventually(fn, ms = 10_000) {
-    const deadline = Date.now() + ms;
-    for (;;) {
-        try {
-            return await fn();
-        } catch (err) {
-            if (!(err instanceof CheckFailed) || Date.now() > deadline) throw err;
-            await new Promise((resolve) => setTimeout(resolve, 200));
-        }
-    }
-}
-
-const isEventId = (v) => typeof v === "string" && v.startsWith("$") && v.length > 1;
-const isRoomId = (v) => typeof v === "string" && v.startsWith("!") && v.length > 1;
 
 let bobReg;
 await check("POST /register creates a second user (bob)", async () => {
@@ -850,114 +604,11 @@ await check("bob forgets the room he left with POST /rooms/{roomId}/forget", asy
 // start-up request such as GET /pushrules/ forever) fails the waiting check
 // at once with the SDK's error and the failed requests.
 
-const SYNC_WAIT_MS = 15_000;
-const loops = [];
 
-// Starts LABEL's client (REG: a registration response) with its own sync
-// loop. Every /sync response body is kept (rawSyncs) to check what the server
-// sent, as opposed to what the SDK made of it.
-function startSyncLoop(label, reg, startOpts) {
-    const rawSyncs = [];
-    const loop = { label, rawSyncs, states: [], trouble: null };
-    loop.client = createClient({
-        baseUrl,
-        accessToken: reg.access_token,
-        userId: reg.user_id,
-        deviceId: reg.device_id,
-        store: new MemoryStore(),
-        localTimeoutMs: REQUEST_TIMEOUT_MS,
-        logger: sdkLogger(` ${label}`),
-        fetchFn: async (input, init) => {
-            const res = await tracingFetch(input, init, label);
-            const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
-            if (res.ok && url.pathname.endsWith("/sync")) {
-                const body = await res.clone().json();
-                // Not enumerable: kept for error messages, left out of JSON.stringify.
-                Object.defineProperty(body, "request", { value: `GET ${url.pathname}${url.search}` });
-                rawSyncs.push(body);
-            }
-            return res;
-        },
-    });
-    loop.client.on(ClientEvent.Sync, (state, _prev, data) => {
-        loop.states.push(state);
-        if ((state === SyncState.Error || state === SyncState.Reconnecting) && !loop.trouble) {
-            const err = data?.error;
-            loop.trouble = `${label}'s sync loop went to ${state}: ${err ? describe(err) : "(no error given)"}${err?.url ? ` [${err.url}]` : ""}`;
-        }
-    });
-    loop.client.on(ClientEvent.SyncUnexpectedError, (err) => {
-        loop.trouble ??= `${label}'s SDK could not process a /sync response: ${describe(err)}`;
-    });
-    loops.push(loop);
-    void loop.client.startClient(startOpts);
-    return loop;
-}
-
-function stopSyncLoop(loop) {
-    loop.client.stopClient();
-    loops.splice(loops.indexOf(loop), 1);
-}
-
-// Resolves with COND()'s value once it is truthy. COND is tried at once and
-// again whenever one of SOURCES ([emitter, eventName] pairs) or any running
-// sync loop's "sync" event fires; no polling. Rejects with a CheckFailed
-// saying WHAT did not happen after MS, or at once when a sync loop is in
-// trouble (see above). COND may throw a CheckFailed to give up early.
-function when(what, sources, cond, ms = SYNC_WAIT_MS) {
-    return new Promise((resolve, reject) => {
-        const all = [...sources, ...loops.map((l) => [l.client, ClientEvent.Sync])];
-        const listeners = [];
-        let settled = false;
-        const settle = (fn, value) => {
-            if (settled) return;
-            settled = true;
-            clearTimeout(timer);
-            for (const [emitter, name, listener] of listeners) emitter.off(name, listener);
-            fn(value);
-        };
-        const test = () => {
-            const trouble = loops.find((l) => l.trouble)?.trouble;
-            if (trouble) return settle(reject, new CheckFailed(`${trouble} (while waiting until ${what})`));
-            try {
-                const value = cond();
-                if (value) settle(resolve, value);
-            } catch (err) {
-                settle(reject, err);
-            }
-        };
-        const timer = setTimeout(() => settle(reject, new CheckFailed(`${what}: not seen within ${ms} ms`)), ms);
-        for (const [emitter, name] of all) {
-            const listener = () => test();
-            emitter.on(name, listener);
-            listeners.push([emitter, name, listener]);
-        }
-        test();
-    });
-}
-
-const isReady = (loop) => loop.states.includes(SyncState.Prepared) || loop.states.includes(SyncState.Syncing);
-
-// The timeline events of ROOM_ID in a loop's raw /sync responses (join section).
-const rawTimeline = (loop, roomIdToFind) =>
-    loop.rawSyncs.flatMap((r) => r?.rooms?.join?.[roomIdToFind]?.timeline?.events ?? []);
-
-// Records the live m.room.message events (not back-paginated ones, not local
-// echoes) the SDK adds to LOOP's timeline for ROOM, in arrival order.
-function recordLiveMessages(loop, roomIdOf) {
-    const seen = [];
-    loop.client.on(RoomEvent.Timeline, (event, room, toStartOfTimeline, removed, data) => {
-        if (room?.roomId !== roomIdOf() || toStartOfTimeline || removed || event.getType() !== "m.room.message") return;
-        if (event.status !== null) return; // a local echo still being sent
-        seen.push({ id: event.getId(), sender: event.getSender(), body: event.getContent().body, live: data?.liveEvent === true, at: Date.now() });
-    });
-    return seen;
-}
-
-collectFailures = true;
+collectSyncPhaseFailures();
 const INITIAL_SYNC_LIMIT = 10;
-const aliceLoop = startSyncLoop("alice", registered, { initialSyncLimit: INITIAL_SYNC_LIMIT });
-const bobLoop = startSyncLoop("bob", bobReg, { initialSyncLimit: INITIAL_SYNC_LIMIT });
+const aliceLoop = await startSyncLoop("alice", registered, { initialSyncLimit: INITIAL_SYNC_LIMIT });
+const bobLoop = await startSyncLoop("bob", bobReg, { initialSyncLimit: INITIAL_SYNC_LIMIT });
 const aliceSync = aliceLoop.client;
 const bobSync = bobLoop.client;
 
@@ -1215,7 +866,7 @@ await check("bob's live timeline, paged back as far as needed, reaches the room'
 const LAZY_SYNC_LIMIT = 3;
 let bobLazyLoop;
 await check(`a second client of bob's (initialSyncLimit ${LAZY_SYNC_LIMIT}, lazyLoadMembers) gets a limited timeline with the senders' members`, async () => {
-    bobLazyLoop = startSyncLoop("bob-lazy", bobReg, { initialSyncLimit: LAZY_SYNC_LIMIT, lazyLoadMembers: true });
+    bobLazyLoop = await startSyncLoop("bob-lazy", bobReg, { initialSyncLimit: LAZY_SYNC_LIMIT, lazyLoadMembers: true });
     await when("bob's second sync loop is PREPARED", [], () => isReady(bobLazyLoop));
     const raw = bobLazyLoop.rawSyncs[0]?.rooms?.join?.[syncRoomId];
     expect(raw, `the initial sync has no joined room ${syncRoomId}`);

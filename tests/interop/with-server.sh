@@ -15,8 +15,9 @@
 #
 # The server runs with a generated config file that switches rate limits off.
 #
-# The command also gets HOMESERVER_URL and MYELIN_INTEROP_SERVER_NAME=localhost
-# in its environment. The server is stopped and the data directory removed on
+# The command also gets HOMESERVER_URL, MYELIN_INTEROP_SERVER_NAME=localhost
+# and MYELIN_INTEROP_E2E_ONLY_POLICY=1 (the server enforces E2E-only rooms,
+# which the crypto test then checks) in its environment. The server is stopped and the data directory removed on
 # every exit path.
 set -euo pipefail
 
@@ -83,7 +84,8 @@ fi
 log "server is up on $url"
 
 status=0
-HOMESERVER_URL=$url MYELIN_INTEROP_SERVER_NAME=localhost "$@" "$url" || status=$?
+HOMESERVER_URL=$url MYELIN_INTEROP_SERVER_NAME=localhost MYELIN_INTEROP_E2E_ONLY_POLICY=1 \
+  "$@" "$url" || status=$?
 if (( status != 0 )); then
   log "command failed ($status); last lines of the server log:"
   tail -n 40 "$data/server.log" >&2 || true

@@ -244,6 +244,19 @@ impl TestServer {
         }
     }
 
+    /// Runs a `SELECT COUNT(*) …` on the server's database, either backend.
+    pub async fn count_rows(&self, query: &str) -> i64 {
+        let url = self.database_url();
+        let (count,): (i64,) = if url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&url).await.expect("open SQLite");
+            sqlx::query_as(query).fetch_one(&pool).await.expect("count")
+        } else {
+            let pool = sqlx::PgPool::connect(&url).await.expect("open PostgreSQL");
+            sqlx::query_as(query).fetch_one(&pool).await.expect("count")
+        };
+        count
+    }
+
     /// `/_matrix/client/v3` + `path`.
     pub fn v3(&self, path: &str) -> String {
         format!("{}/_matrix/client/v3{path}", self.base_url)
@@ -363,6 +376,34 @@ impl Account {
             token: field("access_token"),
         }
     }
+}
+
+/// Runs the futures concurrently on the calling task and collects their
+/// outputs in order: concurrent requests without spawning, so they may
+/// borrow the test's server and accounts.
+pub async fn join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in set.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("ready")).collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 use ruma::{CanonicalJsonValue, ServerName, serde::Base64, server_name};
 
-use super::{PublicKeyMap, SignatureError, sign_json, verify_json};
+use super::{PublicKeyMap, SignatureError, sign_json, verify_json, verify_signature_by};
 use crate::{
     SigningKey, parse_canonical_object,
     testing::{canonical_object, object, ruma_key, spec_key},
@@ -89,6 +89,35 @@ fn spec_vectors_verify_and_unsigned_is_not_covered() {
     );
     assert!(matches!(
         verify_json(&keys, &vector),
+        Err(SignatureError::Invalid(_))
+    ));
+}
+
+#[test]
+fn one_signature_is_checked_and_others_are_ignored() {
+    // The spec's vector, plus a signature from an entity nobody has keys for.
+    let mut vector = object(&signed(&spec_key(), r#"{"one": 1, "two": "Two"}"#));
+    let other = object(r#"{"@bob:x": {"ed25519:BOB": "AAAA"}}"#);
+    if let Some(CanonicalJsonValue::Object(signatures)) = vector.get_mut("signatures") {
+        signatures.extend(other);
+    }
+    verify_signature_by(&vector, "domain", "ed25519:1", crate::testing::SPEC_PUBLIC_KEY).unwrap();
+
+    // The right signature checked against another key fails.
+    let wrong_key = ruma_key().public_key().encode();
+    assert!(matches!(
+        verify_signature_by(&vector, "domain", "ed25519:1", &wrong_key),
+        Err(SignatureError::Invalid(_))
+    ));
+    // A signature that is not there is missing, not "invalid".
+    assert!(matches!(
+        verify_signature_by(&vector, "domain", "ed25519:2", crate::testing::SPEC_PUBLIC_KEY),
+        Err(SignatureError::MissingSignature { entity }) if entity == "domain"
+    ));
+    // Changing signed content breaks it.
+    vector.insert("two".to_owned(), CanonicalJsonValue::String("2".to_owned()));
+    assert!(matches!(
+        verify_signature_by(&vector, "domain", "ed25519:1", crate::testing::SPEC_PUBLIC_KEY),
         Err(SignatureError::Invalid(_))
     ));
 }

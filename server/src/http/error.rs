@@ -127,6 +127,9 @@ impl From<ServiceError> for MatrixError {
             ServiceError::WeakPassword(m) => Self::new(S::BAD_REQUEST, "M_WEAK_PASSWORD", m),
             ServiceError::MissingParam(m) => Self::new(S::BAD_REQUEST, "M_MISSING_PARAM", m),
             ServiceError::InvalidParam(m) => Self::invalid_param(m),
+            ServiceError::InvalidSignature(m) => {
+                Self::new(S::BAD_REQUEST, "M_INVALID_SIGNATURE", m)
+            }
             ServiceError::GuestAccessForbidden => Self::new(
                 S::FORBIDDEN,
                 "M_GUEST_ACCESS_FORBIDDEN",
@@ -181,6 +184,27 @@ impl From<ServiceError> for MatrixError {
                 "Wrong backup version",
             )
             .with("current_version", Value::from(current_version)),
+            // Custom codes put their namespace first, in capitals, then `_`
+            // (the spec's example: `COM.MYDOMAIN.HERE_FORBIDDEN`).
+            ServiceError::E2eRequired(m) => Self::new(S::FORBIDDEN, "ORG.MYELIN_E2E_REQUIRED", m),
+            // 429 tells clients to back off and retry, which is the remedy:
+            // the inbox drains as soon as the device syncs.
+            ServiceError::ToDeviceInboxFull {
+                user_id,
+                device_id,
+                limit,
+            } => Self::new(
+                S::TOO_MANY_REQUESTS,
+                "M_LIMIT_EXCEEDED",
+                format!(
+                    "device {device_id} of {user_id} has {limit} to-device messages waiting; \
+                     nothing was sent, retry after it syncs"
+                ),
+            )
+            .with(
+                "org.myelin.inbox_full",
+                json!({ "user_id": user_id, "device_id": device_id }),
+            ),
             ServiceError::AuthRequired(challenge) => uia_challenge(*challenge),
             ServiceError::Storage(e) => internal(&e),
             ServiceError::Internal(detail) => internal(&detail),

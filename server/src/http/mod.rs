@@ -21,10 +21,11 @@ use axum::{
 };
 use tracing::Instrument;
 
+use crate::service::e2ee::E2eeKeys;
 use crate::service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup,
-    media::Media, profile::Profiles, room_ops::RoomOps, server_keys::ServerKeys, sync::Sync,
-    typing::Typing,
+    media::Media, profile::Profiles, push_rules::PushRules, room_ops::RoomOps,
+    server_keys::ServerKeys, sync::Sync, to_device::ToDevice, typing::Typing,
 };
 use error::MatrixError;
 
@@ -47,10 +48,16 @@ pub struct AppState {
     pub typing: Arc<Typing>,
     /// Account data and receipts.
     pub account_data: Arc<AccountData>,
+    /// Push rules.
+    pub push_rules: Arc<PushRules>,
     /// Server-side key backups.
     pub key_backup: Arc<KeyBackup>,
     /// The media store.
     pub media: Arc<Media>,
+    /// End-to-end encryption keys and device lists.
+    pub e2ee_keys: Arc<E2eeKeys>,
+    /// Send-to-device messaging.
+    pub to_device: Arc<ToDevice>,
 }
 
 /// The peer address of a connection, plain or TLS, as `ConnectInfo`.

@@ -163,7 +163,9 @@ impl AccountData {
         }
     }
 
-    async fn write(
+    /// Stores an entry and wakes the owner's syncs, without the checks of
+    /// [`AccountData::set`]: for the services that manage the reserved types.
+    pub(crate) async fn write(
         &self,
         user_id: &UserId,
         room_id: Option<&RoomId>,

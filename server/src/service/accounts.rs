@@ -8,6 +8,7 @@ use tracing::{debug, info};
 
 use super::{
     ServiceError,
+    e2ee::DeviceLists,
     password::{Password, PasswordHasher},
     rate_limit::RateLimiter,
     tokens::{self, AccessToken},
@@ -15,7 +16,7 @@ use super::{
 };
 use crate::{
     config::{Config, PasswordPolicy, RegistrationConfig, RegistrationMode},
-    storage::{Millis, NewAccount, Session, Storage, StorageError},
+    storage::{DeviceListChange, Millis, NewAccount, Session, Storage, StorageError},
 };
 
 /// Longest user id the spec allows, in bytes.
@@ -84,6 +85,7 @@ pub struct Accounts {
     hasher: PasswordHasher,
     login_limiter: RateLimiter,
     registration_limiter: RateLimiter,
+    device_lists: Arc<DeviceLists>,
 }
 
 impl std::fmt::Debug for dyn Storage {
@@ -101,6 +103,7 @@ impl Accounts {
         storage: Arc<dyn Storage>,
         server_name: OwnedServerName,
         config: &Config,
+        device_lists: Arc<DeviceLists>,
     ) -> Result<Self, ServiceError> {
         let limits = config.rate_limits.enabled.then_some(&config.rate_limits);
         Ok(Self {
@@ -112,6 +115,7 @@ impl Accounts {
             hasher: PasswordHasher::start()?,
             login_limiter: RateLimiter::new(limits.map(|l| l.login)),
             registration_limiter: RateLimiter::new(limits.map(|l| l.registration)),
+            device_lists,
         })
     }
 
@@ -280,7 +284,7 @@ impl Accounts {
         self.storage
             .delete_devices(&session.user_id, std::slice::from_ref(&session.device_id))
             .await?;
-        Ok(())
+        self.devices_changed(&session.user_id).await
     }
 
     /// Ends every session of a user (`POST /logout/all`).
@@ -289,7 +293,7 @@ impl Accounts {
     /// Storage failures.
     pub async fn logout_all(&self, user_id: &UserId) -> Result<(), ServiceError> {
         self.storage.delete_devices_except(user_id, None).await?;
-        Ok(())
+        self.devices_changed(user_id).await
     }
 
     /// Changes the caller's password after UIA; optionally logs out every other device.
@@ -318,9 +322,20 @@ impl Accounts {
             self.storage
                 .delete_devices_except(&session.user_id, Some(&session.device_id))
                 .await?;
+            self.devices_changed(&session.user_id).await?;
         }
         info!(user_id = %session.user_id, logout_devices, "password changed");
         Ok(())
+    }
+
+    /// Tells those who share a room with the user that their devices changed.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn devices_changed(&self, user_id: &UserId) -> Result<(), ServiceError> {
+        self.device_lists
+            .record(&[DeviceListChange::public(user_id)])
+            .await
     }
 
     /// UIA with the account's password, for actions a stolen token alone must not do.
@@ -411,6 +426,7 @@ impl Accounts {
         self.storage
             .open_session(&session, display_name, &access_token.hash(), Millis::now())
             .await?;
+        self.devices_changed(&session.user_id).await?;
         Ok(NewSession {
             user_id: session.user_id,
             device_id: session.device_id,

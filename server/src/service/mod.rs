@@ -6,12 +6,14 @@
 pub mod account_data;
 pub mod accounts;
 pub mod devices;
+pub mod e2ee;
 pub mod event_writer;
 pub mod key_backup;
 pub mod media;
 pub mod notifier;
 pub mod password;
 pub mod profile;
+pub mod push_rules;
 pub mod rate_limit;
 pub mod room_events;
 pub mod room_ops;
@@ -19,6 +21,7 @@ pub mod rooms;
 pub mod server_keys;
 pub mod stream;
 pub mod sync;
+pub mod to_device;
 pub mod tokens;
 pub mod typing;
 pub mod uia;
@@ -58,6 +61,10 @@ pub enum ServiceError {
     /// A parameter has a value the server does not accept.
     #[error("invalid parameter: {0}")]
     InvalidParam(String),
+    /// A signature on a key does not verify, or the key is not signed by
+    /// the key that must sign it.
+    #[error("invalid signature: {0}")]
+    InvalidSignature(String),
     /// Guests may not do this.
     #[error("guest access is not allowed")]
     GuestAccessForbidden,
@@ -102,6 +109,21 @@ pub enum ServiceError {
     WrongRoomKeysVersion {
         /// The user's latest version.
         current_version: String,
+    },
+    /// The room is E2E-only and the event would leak plaintext or weaken
+    /// its policy (`spec-notes/e2e-only-rooms.md`).
+    #[error("end-to-end encryption required: {0}")]
+    E2eRequired(String),
+    /// A recipient device has as many to-device messages waiting as the
+    /// server keeps; nothing of the send was stored.
+    #[error("to-device inbox of {user_id} {device_id} is full")]
+    ToDeviceInboxFull {
+        /// The recipient.
+        user_id: ruma::OwnedUserId,
+        /// Its device.
+        device_id: ruma::OwnedDeviceId,
+        /// The configured cap.
+        limit: u64,
     },
     /// Storage failed.
     #[error(transparent)]

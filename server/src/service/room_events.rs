@@ -36,6 +36,7 @@ use super::{
         auth::{
             auth_events_for, check_auth, is_redaction_allowed, redact_power_level, user_power_level,
         },
+        e2e_policy::{self, PolicyError},
         pdu::{Pdu, PduError},
         version::RoomVersion,
     },
@@ -427,6 +428,7 @@ impl RoomEvents {
             // attempt was being committed in an earlier chain fails on the
             // transaction's uniqueness; `send_chain` answers it then.
         }
+        check_e2e_policy(state, event)?;
         let pdu = self.build(
             state,
             Some(room_id.to_owned()),
@@ -748,6 +750,22 @@ fn error_for_each(error: &ServiceError) -> ServiceError {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means a panic elsewhere; what it guards is still whole.
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Myelin's E2E-only policy, checked here, under the room lock, so that
+/// every local write (send, state, redact, membership, initial state) meets
+/// it against the state the event will land on.
+fn check_e2e_policy(state: &RoomState, event: &LocalEvent) -> Result<(), ServiceError> {
+    let proposed = e2e_policy::Proposed {
+        event_type: &event.event_type,
+        state_key: event.state_key.as_deref(),
+        content: &event.content,
+        redacts: event.redacts.as_deref(),
+    };
+    e2e_policy::check(proposed, |kind, key| state.get(kind, key)).map_err(|e| match e {
+        PolicyError::E2eRequired(reason) => ServiceError::E2eRequired(reason.to_owned()),
+        PolicyError::InvalidPolicy(reason) => ServiceError::InvalidParam(reason.to_owned()),
+    })
 }
 
 /// The state group written with a state event: a one-entry delta on the

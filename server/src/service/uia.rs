@@ -91,6 +91,8 @@ pub enum UiaAction {
     DeleteDevices(OwnedUserId, Vec<OwnedDeviceId>),
     /// Changing this user's password.
     ChangePassword(OwnedUserId),
+    /// Replacing this user's cross-signing keys.
+    UploadCrossSigningKeys(OwnedUserId),
 }
 
 /// The 401 answer that tells the client how to go on.

@@ -5,11 +5,14 @@
 //! versioned migrations under `server/migrations/<backend>/`, run at start-up.
 
 mod accounts;
+mod device_lists;
+mod e2ee_keys;
 mod key_backup;
 mod keys;
 mod media;
 mod rooms;
 mod sql;
+mod to_device;
 mod user_data;
 
 use async_trait::async_trait;
@@ -18,6 +21,11 @@ use ruma::{OwnedDeviceId, OwnedUserId};
 use crate::config::DatabaseLocation;
 
 pub use accounts::AccountStore;
+pub use device_lists::{DeviceListChange, DeviceListStore};
+pub use e2ee_keys::{
+    CrossSigningKey, CrossSigningKeyType, DeviceKeys, E2eeKeyStore, KeySignature, OneTimeKey,
+    QueriedDevice, SignatureTarget,
+};
 pub use key_backup::{
     BackedUpKey, BackupInfo, BackupVersion, KeyBackupStore, KeyRank, KeySelection, KeysState,
     KeysUpload, NotABackupVersion,
@@ -29,6 +37,7 @@ pub use rooms::{
     RoomStore, StateEntry, StoredEvent, StreamPosition,
 };
 pub use sql::{PostgresStorage, SqliteStorage};
+pub use to_device::{Queued, ToDeviceMessage, ToDeviceSend, ToDeviceStore, UserMessages};
 pub use user_data::{AccountDataEntry, Receipt, UserDataStore};
 
 /// Milliseconds since the Unix epoch, as Matrix timestamps are.
@@ -167,10 +176,13 @@ pub enum StorageError {
 #[async_trait]
 pub trait Storage:
     AccountStore
+    + DeviceListStore
+    + E2eeKeyStore
     + KeyBackupStore
     + KeyStore
     + MediaStore
     + RoomStore
+    + ToDeviceStore
     + UserDataStore
     + Send
     + Sync

@@ -29,7 +29,7 @@ async fn concurrent_room_creation_gets_distinct_rooms(backend: Backend) {
             Some(json!({ "preset": "public_chat" })),
         )
     });
-    let answers = futures_join_all(creations).await;
+    let answers = myelin_tests::join_all(creations).await;
     let mut ids: Vec<String> = answers
         .into_iter()
         .map(|(status, answer)| {
@@ -104,7 +104,10 @@ async fn concurrent_sends_form_one_chain_per_room(backend: Backend) {
         )
         .await
     });
-    let (answers, refusals) = tokio::join!(futures_join_all(sends), futures_join_all(refused));
+    let (answers, refusals) = tokio::join!(
+        myelin_tests::join_all(sends),
+        myelin_tests::join_all(refused)
+    );
     for (status, answer) in refusals {
         assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
     }
@@ -149,33 +152,4 @@ async fn concurrent_sends_form_one_chain_per_room(backend: Backend) {
         acknowledged.len(),
         "every acknowledged send is stored once"
     );
-}
-
-/// Runs the futures concurrently on this task and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for future in futures {
-        set.push(Box::pin(future));
-    }
-    let mut outputs: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in set.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }

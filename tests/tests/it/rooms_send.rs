@@ -430,7 +430,7 @@ async fn concurrent_retries_create_one_event(backend: Backend) {
             content.clone(),
         )
     });
-    let answers = futures_join_all(sends).await;
+    let answers = myelin_tests::join_all(sends).await;
     let first = &answers[0];
     assert_eq!(first.0, StatusCode::OK, "{}", first.1);
     for answer in &answers {
@@ -452,35 +452,6 @@ async fn concurrent_retries_create_one_event(backend: Backend) {
         .filter(|e| e["content"]["body"] == "once")
         .count();
     assert_eq!(count, 1, "{page}");
-}
-
-/// Runs the futures concurrently on this task and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for future in futures {
-        set.push(Box::pin(future));
-    }
-    let mut outputs: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in set.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().map(|o| o.expect("ready")).collect()
 }
 
 async fn message_content_is_served_as_sent_in_messages(backend: Backend) {

@@ -217,13 +217,13 @@ fn current_key(json: &Value) -> (String, String) {
 
 /// A data directory and database that outlive the servers started on them,
 /// so a test can restart a server on the same data.
-struct PersistentData {
+pub(crate) struct PersistentData {
     dir: tempfile::TempDir,
     database: Option<PostgresDatabase>,
 }
 
 impl PersistentData {
-    async fn new(backend: Backend) -> Self {
+    pub(crate) async fn new(backend: Backend) -> Self {
         let database = match backend {
             Backend::Sqlite => None,
             Backend::Postgres(url) => Some(PostgresDatabase::create(&url).await),
@@ -236,7 +236,7 @@ impl PersistentData {
 
     /// A server on this data. `Backend::Sqlite` only tells the harness not to
     /// create a database of its own; `database_url` picks PostgreSQL.
-    async fn start(&self) -> TestServer {
+    pub(crate) async fn start(&self) -> TestServer {
         let data_dir = self.dir.path().to_owned();
         let database_url = self.database.as_ref().map(|db| Secret::new(db.url.clone()));
         TestServer::start_with(Backend::Sqlite, move |config| {

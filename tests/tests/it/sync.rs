@@ -335,7 +335,7 @@ async fn gap(
 }
 
 /// Starts a sync in the background, timing it from the moment it is sent.
-fn spawn_sync(
+pub(crate) fn spawn_sync(
     server: &Arc<TestServer>,
     token: &str,
     params: Vec<(&'static str, String)>,

@@ -1,12 +1,11 @@
-//! Account data, typing, receipts and read markers; push rules as far as
-//! clients need them to start.
+//! Account data, typing, receipts and read markers.
 
 use std::time::Duration;
 
 use axum::{Json as Reply, body::Bytes, extract::State, response::Response};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
-use serde_json::{Value, json, value::RawValue};
+use serde_json::{Value, value::RawValue};
 
 use super::{empty_object, events::json_response};
 use crate::{
@@ -169,14 +168,6 @@ pub async fn set_read_marker(
         }
     }
     Ok(empty_object())
-}
-
-/// `GET /pushrules/`: the user's push rules. Myelin does not evaluate push
-/// rules yet; it answers with an empty rule set so clients can start.
-pub async fn get_push_rules(Authed(_): Authed) -> Reply<Value> {
-    Reply(json!({
-        "global": { "override": [], "content": [], "room": [], "sender": [], "underride": [] }
-    }))
 }
 
 /// A request body that must be a JSON object, as text to store verbatim.

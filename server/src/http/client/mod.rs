@@ -8,13 +8,16 @@ mod devices;
 mod directory;
 mod events;
 mod key_backup;
+mod keys;
 mod login;
 mod profile;
+mod push_rules;
 mod register;
 mod room_state;
 mod rooms;
 mod send;
 mod sync;
+mod to_device;
 mod versions;
 
 use axum::{
@@ -57,6 +60,10 @@ pub fn router() -> Router<AppState> {
         .route("/capabilities", get(capabilities::get_capabilities))
         .route("/sync", get(sync::sync_events))
         .route(
+            "/sendToDevice/{event_type}/{txn_id}",
+            put(to_device::send_to_device),
+        )
+        .route(
             "/user/{user_id}/account_data/{data_type}",
             get(account_data::get_global_account_data).put(account_data::set_global_account_data),
         )
@@ -76,7 +83,22 @@ pub fn router() -> Router<AppState> {
             "/rooms/{room_id}/read_markers",
             post(account_data::set_read_marker),
         )
-        .route("/pushrules/", get(account_data::get_push_rules))
+        .route("/pushrules/", get(push_rules::get_all))
+        .route("/pushrules/global/", get(push_rules::get_global))
+        .route(
+            "/pushrules/global/{kind}/{rule_id}",
+            get(push_rules::get_rule)
+                .put(push_rules::put_rule)
+                .delete(push_rules::delete_rule),
+        )
+        .route(
+            "/pushrules/global/{kind}/{rule_id}/enabled",
+            get(push_rules::get_enabled).put(push_rules::put_enabled),
+        )
+        .route(
+            "/pushrules/global/{kind}/{rule_id}/actions",
+            get(push_rules::get_actions).put(push_rules::put_actions),
+        )
         .route(
             "/room_keys/version",
             get(key_backup::get_latest_backup_info).post(key_backup::create_backup_version),
@@ -105,9 +127,22 @@ pub fn router() -> Router<AppState> {
                 .put(key_backup::add_backup_keys_for_session)
                 .delete(key_backup::delete_backup_keys_for_session),
         )
+        .route("/keys/upload", post(keys::upload_keys))
+        .route("/keys/query", post(keys::get_keys))
+        .route("/keys/claim", post(keys::claim_keys))
+        .route("/keys/changes", get(keys::get_key_changes))
+        .route(
+            "/keys/device_signing/upload",
+            post(keys::upload_signing_keys),
+        )
+        .route("/keys/signatures/upload", post(keys::upload_signatures))
         .route("/user/{user_id}/filter", post(sync::create_filter))
         .route("/user/{user_id}/filter/{filter_id}", get(sync::get_filter))
         .route("/rooms/{room_id}/messages", get(sync::get_message_events))
+        .route(
+            "/rooms/{room_id}/context/{event_id}",
+            get(sync::get_event_context),
+        )
         .route(
             "/rooms/{room_id}/event/{event_id}",
             get(sync::get_room_event),

@@ -26,7 +26,7 @@ use crate::{
             history::Direction,
         },
     },
-    storage::AccountDataEntry,
+    storage::{AccountDataEntry, ToDeviceMessage},
 };
 
 #[derive(Debug, Deserialize)]
@@ -75,9 +75,10 @@ struct SyncBody<'a> {
     rooms: Rooms<'a>,
     account_data: RawEvents,
     presence: Value,
-    to_device: Value,
+    to_device: RawEvents,
     device_lists: Value,
-    device_one_time_keys_count: Value,
+    device_one_time_keys_count: &'a BTreeMap<String, u64>,
+    device_unused_fallback_key_types: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -105,6 +106,23 @@ struct RawEvents {
 fn raw_event(kind: &str, content: &str) -> Option<Box<RawValue>> {
     let kind = serde_json::to_string(kind).ok()?;
     RawValue::from_string(format!("{{\"content\":{content},\"type\":{kind}}}")).ok()
+}
+
+/// `{"sender": …, "type": …, "content": …}` per message, the content spliced
+/// in as the sender sent it.
+fn to_device_events(messages: &[ToDeviceMessage]) -> RawEvents {
+    let event = |message: &ToDeviceMessage| {
+        let sender = serde_json::to_string(message.sender.as_str()).ok()?;
+        let kind = serde_json::to_string(&message.event_type).ok()?;
+        RawValue::from_string(format!(
+            "{{\"content\":{},\"sender\":{sender},\"type\":{kind}}}",
+            message.content
+        ))
+        .ok()
+    };
+    RawEvents {
+        events: messages.iter().filter_map(event).collect(),
+    }
 }
 
 fn account_data_events(entries: &[AccountDataEntry]) -> RawEvents {
@@ -263,9 +281,13 @@ impl<'a> From<&'a SyncResponse> for SyncBody<'a> {
             },
             account_data: account_data_events(&response.account_data),
             presence: empty(),
-            to_device: empty(),
-            device_lists: json!({ "changed": [], "left": [] }),
-            device_one_time_keys_count: json!({}),
+            to_device: to_device_events(&response.to_device),
+            device_lists: json!({
+                "changed": response.device_lists.changed,
+                "left": response.device_lists.left,
+            }),
+            device_one_time_keys_count: &response.one_time_key_counts,
+            device_unused_fallback_key_types: &response.unused_fallback_key_types,
         }
     }
 }
@@ -394,6 +416,60 @@ pub async fn get_room_event(
         .own_transaction_ids(&session.user_id, &session.device_id, events)
         .await?;
     json_response(&HistoryEvent::new(&pdu, &transaction_ids))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContextQuery {
+    limit: Option<u32>,
+    filter: Option<String>,
+}
+
+/// `GET /rooms/{roomId}/context/{eventId}`.
+pub async fn get_event_context(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
+    Query(query): Query<ContextQuery>,
+) -> Result<Response, MatrixError> {
+    let filter: EventFilter = match query.filter.as_deref() {
+        Some(json) => parse_json(json.as_bytes())?,
+        None => EventFilter::default(),
+    };
+    let context = state
+        .sync
+        .context(
+            &session.user_id,
+            &room_id,
+            &event_id,
+            query.limit.unwrap_or(10),
+            &filter,
+        )
+        .await?;
+    let shown: Vec<Pdu> = [&context.event]
+        .into_iter()
+        .chain(&context.before)
+        .chain(&context.after)
+        .cloned()
+        .collect();
+    let transaction_ids = state
+        .sync
+        .own_transaction_ids(&session.user_id, &session.device_id, &shown)
+        .await?;
+    let history = |events: &'_ [Pdu]| -> Vec<Value> {
+        events
+            .iter()
+            .map(|pdu| json!(HistoryEvent::new(pdu, &transaction_ids)))
+            .collect()
+    };
+    let state_events: Vec<ClientEvent<'_>> = context.state.iter().map(ClientEvent::from).collect();
+    json_response(&json!({
+        "event": HistoryEvent::new(&context.event, &transaction_ids),
+        "events_before": history(&context.before),
+        "events_after": history(&context.after),
+        "start": context.start.to_string(),
+        "end": context.end.to_string(),
+        "state": state_events,
+    }))
 }
 
 /// An event as history reads return it: the ClientEvent format, with the

@@ -11,7 +11,11 @@ use serde_json::json;
 use tracing::info;
 
 use super::{RoomOps, object, state_event};
-use crate::service::{ServiceError, room_events::parse_version, rooms::version::RoomVersion};
+use crate::service::{
+    ServiceError,
+    room_events::parse_version,
+    rooms::{e2e_policy::POLICY_EVENT_TYPE, version::RoomVersion},
+};
 
 /// The spec's room presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,17 +71,19 @@ impl RoomOps {
     ///
     /// # Errors
     /// `UnsupportedRoomVersion`, `RoomInUse` for a taken alias,
-    /// `InvalidParam` for remote invitees, `Forbidden` when an initial event
-    /// fails the authorization rules.
+    /// `InvalidParam` for remote invitees or an E2E-only policy without
+    /// `m.room.encryption`, `Forbidden` when an initial event fails the
+    /// authorization rules.
     pub async fn create_room(
         &self,
         creator: &UserId,
-        request: CreateRoom,
+        mut request: CreateRoom,
     ) -> Result<OwnedRoomId, ServiceError> {
         let version = match &request.room_version {
             Some(version) => parse_version(version)?,
             None => self.default_version,
         };
+        let initial_state = e2e_policy_last(std::mem::take(&mut request.initial_state))?;
         for invitee in &request.invite {
             self.require_local_user(invitee)?;
         }
@@ -159,7 +165,7 @@ impl RoomOps {
             "",
             object(json!({ "guest_access": guest_access })),
         ));
-        for initial in request.initial_state {
+        for initial in initial_state {
             events.push(state_event(
                 creator,
                 &initial.event_type,
@@ -248,6 +254,27 @@ impl RoomOps {
         OwnedRoomId::try_from(format!("!{localpart}:{}", self.server_name))
             .map_err(|e| ServiceError::Internal(format!("generated room id: {e}")))
     }
+}
+
+/// Moves an E2E-only policy in `initial_state` after everything else there,
+/// so the room's `m.room.encryption` is in place when the policy arrives
+/// (the policy requires it), and refuses a policy without one: the
+/// encryption settings are the client's to choose, not the server's
+/// (`spec-notes/e2e-only-rooms.md`).
+fn e2e_policy_last(initial_state: Vec<InitialState>) -> Result<Vec<InitialState>, ServiceError> {
+    let (policy, mut rest): (Vec<_>, Vec<_>) = initial_state
+        .into_iter()
+        .partition(|state| state.event_type == POLICY_EVENT_TYPE);
+    let has_encryption = rest
+        .iter()
+        .any(|state| state.event_type == "m.room.encryption" && state.state_key.is_empty());
+    if !policy.is_empty() && !has_encryption {
+        return Err(ServiceError::InvalidParam(
+            "an E2E-only room needs m.room.encryption in initial_state".to_owned(),
+        ));
+    }
+    rest.extend(policy);
+    Ok(rest)
 }
 
 /// The create event's content: the client's `creation_content` plus what

@@ -10,6 +10,8 @@
 //!   canonical JSON, kept with exactly those bytes.
 //! - [`auth`]: the authorization rules (ruma's), which events a new event
 //!   must cite, and errors that name the failed rule.
+//! - [`e2e_policy`]: Myelin's E2E-only room policy, checked on local
+//!   events against the current state.
 //! - [`resolve`]: state resolution (v2, and v2.1 from room version 12) when
 //!   the DAG forks.
 //!
@@ -84,6 +86,7 @@
 //! ```
 
 pub mod auth;
+pub mod e2e_policy;
 pub mod pdu;
 pub mod resolve;
 pub mod version;

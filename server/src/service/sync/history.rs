@@ -1,14 +1,14 @@
 //! Reading history: `/messages` pagination and single events, with the same
 //! visibility rules as sync.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ruma::{DeviceId, EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
 
 use super::{StreamToken, Sync, filter::EventFilter, to_pdu, visibility::Visibility};
 use crate::{
     service::{ServiceError, rooms::pdu::Pdu},
-    storage::StreamPosition,
+    storage::{StoredEvent, StreamPosition},
 };
 
 /// Most events one `/messages` page returns.
@@ -30,6 +30,24 @@ pub struct Page {
     pub end: Option<StreamToken>,
     /// With `lazy_load_members`: each sender's membership as of their
     /// first event in the page.
+    pub state: Vec<Pdu>,
+}
+
+/// An event with the history around it, as `/context` returns it.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The event asked for.
+    pub event: Pdu,
+    /// Visible events before it, newest first.
+    pub before: Vec<Pdu>,
+    /// Visible events after it, oldest first.
+    pub after: Vec<Pdu>,
+    /// Where to paginate backwards from.
+    pub start: StreamToken,
+    /// Where to paginate forwards from.
+    pub end: StreamToken,
+    /// The room state after the last event returned; with
+    /// `lazy_load_members`, only the returned events' senders' memberships.
     pub state: Vec<Pdu>,
 }
 
@@ -142,6 +160,101 @@ impl Sync {
         })
     }
 
+    /// An event and up to `limit` visible events around it, half before
+    /// and half after, filtered like a `/messages` page.
+    ///
+    /// # Errors
+    /// As [`Sync::event`].
+    pub async fn context(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<Context, ServiceError> {
+        let (stored, event) = self.visible_event(user_id, room_id, event_id).await?;
+        // Forward pages end at the position read now, so `end` continues
+        // exactly where events_after stop.
+        let now = self.events.current_position();
+        let limit = limit.min(MAX_PAGE);
+        let (before_limit, after_limit) = (limit / 2, limit - limit / 2);
+        let just_before = StreamToken(StreamPosition(stored.position.0 - 1));
+        let (before, start) = if before_limit == 0 {
+            (Vec::new(), just_before)
+        } else {
+            let page = self
+                .messages(
+                    user_id,
+                    room_id,
+                    Some(just_before),
+                    None,
+                    Direction::Backward,
+                    before_limit,
+                    filter,
+                )
+                .await?;
+            // Nothing further back is visible: paginating from the start of
+            // the stream returns nothing, as it should.
+            (
+                page.events,
+                page.end.unwrap_or(StreamToken(StreamPosition(0))),
+            )
+        };
+        let (after, end) = if after_limit == 0 {
+            (Vec::new(), StreamToken(stored.position))
+        } else {
+            let page = self
+                .messages(
+                    user_id,
+                    room_id,
+                    Some(StreamToken(stored.position)),
+                    Some(StreamToken(now)),
+                    Direction::Forward,
+                    after_limit,
+                    filter,
+                )
+                .await?;
+            (page.events, page.end.unwrap_or(StreamToken(now)))
+        };
+        let last_group = match after.last() {
+            Some(last) => {
+                self.storage
+                    .event(last.event_id())
+                    .await?
+                    .ok_or_else(|| {
+                        ServiceError::Internal("a returned event is not stored".to_owned())
+                    })?
+                    .state_group
+            }
+            None => stored.state_group,
+        };
+        let senders: HashSet<&UserId> = before
+            .iter()
+            .chain([&event])
+            .chain(&after)
+            .map(Pdu::sender)
+            .collect();
+        let version = self.events.room_version(room_id).await?;
+        let mut state = Vec::new();
+        for entry in self.storage.state_group_entries(last_group).await? {
+            let needed = !filter.lazy_load_members
+                || entry.event_type != "m.room.member"
+                || senders.iter().any(|s| s.as_str() == entry.state_key);
+            if needed {
+                state.push(self.events.pdu(version, &entry.event_id).await?);
+            }
+        }
+        Ok(Context {
+            event,
+            before,
+            after,
+            start,
+            end,
+            state,
+        })
+    }
+
     /// One event of a room, if the user may see it.
     ///
     /// # Errors
@@ -152,6 +265,16 @@ impl Sync {
         room_id: &RoomId,
         event_id: &EventId,
     ) -> Result<Pdu, ServiceError> {
+        Ok(self.visible_event(user_id, room_id, event_id).await?.1)
+    }
+
+    /// An event as stored and parsed, if the user may see it.
+    async fn visible_event(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<(StoredEvent, Pdu), ServiceError> {
         let not_found = || ServiceError::NotFound("no such event".to_owned());
         let joined_now = self
             .may_read(user_id, room_id)
@@ -166,7 +289,7 @@ impl Sync {
         let pdu = to_pdu(self.events.room_version(room_id).await?, &stored)?;
         let mut visibility = Visibility::new(self.storage.as_ref(), user_id);
         if visibility.can_see(&stored, &pdu, joined_now).await? {
-            Ok(pdu)
+            Ok((stored, pdu))
         } else {
             Err(not_found())
         }

@@ -11,7 +11,7 @@ pub mod history;
 pub mod visibility;
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     fmt,
     sync::Arc,
     time::Duration,
@@ -21,12 +21,19 @@ use ruma::{
     DeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::StateEventType,
 };
 
+use super::to_device::ToDevice;
 use super::typing::Typing;
 use super::{
-    ServiceError, notifier::Notifier, room_events::RoomEvents, rooms::pdu::Pdu,
+    ServiceError,
+    e2ee::{DeviceListUpdate, DeviceLists, keys::one_time_key_counts},
+    notifier::Notifier,
+    room_events::RoomEvents,
+    rooms::pdu::Pdu,
     rooms::version::RoomVersion,
 };
-use crate::storage::{AccountDataEntry, Membership, Receipt, Storage, StoredEvent, StreamPosition};
+use crate::storage::{
+    AccountDataEntry, Membership, Receipt, Storage, StoredEvent, StreamPosition, ToDeviceMessage,
+};
 use filter::Filter;
 use visibility::Visibility;
 
@@ -53,7 +60,9 @@ impl StreamToken {
     }
 }
 
-/// A sync token: the stream position and the typing counter (`s12_3`).
+/// A sync token: the stream position and the typing counter (`s12_3`),
+/// and, when a sync carried only part of the device's to-device messages,
+/// the position of the last one it carried (`s12_3_9`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncToken {
     /// Everything persisted up to here was delivered.
@@ -61,6 +70,9 @@ pub struct SyncToken {
     /// Typing changes up to here were delivered; `None` when the token
     /// predates the counter (a restart resets it), so typing is sent afresh.
     pub typing: Option<u64>,
+    /// To-device messages were delivered only up to here (below `position`);
+    /// `None` when they were delivered up to `position`.
+    pub to_device: Option<StreamPosition>,
 }
 
 impl SyncToken {
@@ -70,29 +82,44 @@ impl SyncToken {
     /// `InvalidParam` for anything else.
     pub fn parse(token: &str) -> Result<Self, ServiceError> {
         let invalid = || ServiceError::InvalidParam("unknown stream token".to_owned());
-        let body = token.strip_prefix('s').ok_or_else(invalid)?;
-        let (position, typing) = match body.split_once('_') {
-            Some((position, typing)) => (
-                position,
-                Some(typing.parse::<u64>().map_err(|_| invalid())?),
-            ),
-            None => (body, None),
+        let position_of = |text: &str| {
+            text.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .map(StreamPosition)
+                .ok_or_else(invalid)
         };
-        let position = position
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(invalid)?;
+        let body = token.strip_prefix('s').ok_or_else(invalid)?;
+        let mut parts = body.split('_');
+        let position = position_of(parts.next().unwrap_or_default())?;
+        let typing = parts
+            .next()
+            .map(|typing| typing.parse::<u64>().map_err(|_| invalid()))
+            .transpose()?;
+        let to_device = parts.next().map(position_of).transpose()?;
+        if parts.next().is_some() || to_device.is_some_and(|to_device| to_device >= position) {
+            return Err(invalid());
+        }
         Ok(Self {
-            position: StreamPosition(position),
+            position,
             typing,
+            to_device,
         })
+    }
+
+    /// The position up to which the token's holder has its to-device messages.
+    pub fn to_device_position(&self) -> StreamPosition {
+        self.to_device.unwrap_or(self.position)
     }
 }
 
 impl fmt::Display for SyncToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "s{}_{}", self.position.0, self.typing.unwrap_or(0))
+        write!(f, "s{}_{}", self.position.0, self.typing.unwrap_or(0))?;
+        match self.to_device {
+            Some(to_device) => write!(f, "_{}", to_device.0),
+            None => Ok(()),
+        }
     }
 }
 
@@ -207,15 +234,25 @@ pub struct SyncResponse {
     pub left: Vec<RoomUpdate>,
     /// Transaction ids of the syncing device's own events.
     pub transaction_ids: HashMap<OwnedEventId, String>,
+    /// Whose device lists changed (incremental syncs only).
+    pub device_lists: DeviceListUpdate,
+    /// The syncing device's unclaimed one-time keys by algorithm.
+    pub one_time_key_counts: BTreeMap<String, u64>,
+    /// The algorithms of the syncing device's unused fallback keys.
+    pub unused_fallback_key_types: Vec<String>,
+    /// To-device messages for the syncing device, oldest first.
+    pub to_device: Vec<ToDeviceMessage>,
 }
 
 impl SyncResponse {
     fn is_empty(&self) -> bool {
-        self.joined.is_empty()
+        self.to_device.is_empty()
+            && self.joined.is_empty()
             && self.invited.is_empty()
             && self.knocked.is_empty()
             && self.left.is_empty()
             && self.account_data.is_empty()
+            && self.device_lists.is_empty()
     }
 }
 
@@ -226,6 +263,8 @@ pub struct Sync {
     events: Arc<RoomEvents>,
     notifier: Arc<Notifier>,
     typing: Arc<Typing>,
+    device_lists: Arc<DeviceLists>,
+    to_device: Arc<ToDevice>,
 }
 
 impl Sync {
@@ -235,12 +274,16 @@ impl Sync {
         events: Arc<RoomEvents>,
         notifier: Arc<Notifier>,
         typing: Arc<Typing>,
+        device_lists: Arc<DeviceLists>,
+        to_device: Arc<ToDevice>,
     ) -> Self {
         Self {
             storage,
             events,
             notifier,
             typing,
+            device_lists,
+            to_device,
         }
     }
 
@@ -264,7 +307,7 @@ impl Sync {
         let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
         loop {
             // Listen before looking, so a write in between still wakes us.
-            let mut listener = self.notifier.listen(user_id);
+            let mut listener = self.notifier.listen_device(user_id, device_id);
             let response = self.compute(user_id, device_id, request).await?;
             let must_answer = request.since.is_none() || request.full_state || !response.is_empty();
             if must_answer {
@@ -291,6 +334,7 @@ impl Sync {
         let typing_since = request.since.and_then(|token| token.typing);
         let room_filter = &request.filter.room;
         let memberships_now = self.storage.memberships_of(user_id, Some(now)).await?;
+        let joined_now = joined_rooms(&memberships_now);
         let before: HashMap<OwnedRoomId, Membership> = match since {
             Some(since) => self
                 .storage
@@ -314,17 +358,31 @@ impl Sync {
             .storage
             .account_data_changes(user_id, since.unwrap_or(StreamPosition(0)), now)
             .await?;
+        let to_device = self
+            .to_device
+            .deliver(
+                user_id,
+                device_id,
+                request.since.map(|token| token.to_device_position()),
+                now,
+            )
+            .await?;
         let mut response = SyncResponse {
             next_batch: SyncToken {
                 position: now,
                 typing: Some(typing_now),
+                to_device: to_device.delivered_upto,
             },
+            to_device: to_device.messages,
             account_data: Vec::new(),
             joined: Vec::new(),
             invited: Vec::new(),
             knocked: Vec::new(),
             left: Vec::new(),
             transaction_ids: HashMap::new(),
+            device_lists: DeviceListUpdate::default(),
+            one_time_key_counts: BTreeMap::new(),
+            unused_fallback_key_types: Vec::new(),
         };
         let mut visibility = Visibility::new(self.storage.as_ref(), user_id);
         let mut first_pages = match since {
@@ -448,6 +506,21 @@ impl Sync {
                 .into_iter()
                 .collect();
         }
+        // An initial sync lists no device changes: the client has tracked
+        // nobody yet and queries the keys of the members it sees.
+        if let Some(since) = since {
+            let joined_then = joined_rooms(before.values());
+            response.device_lists = self
+                .device_lists
+                .changes_in_rooms(user_id, since, now, &joined_then, &joined_now)
+                .await?;
+        }
+        response.one_time_key_counts =
+            one_time_key_counts(self.storage.as_ref(), user_id, device_id).await?;
+        response.unused_fallback_key_types = self
+            .storage
+            .unused_fallback_key_types(user_id, device_id)
+            .await?;
         Ok(response)
     }
 
@@ -756,6 +829,17 @@ impl Sync {
     }
 }
 
+/// The rooms among `memberships` that the user is joined to.
+fn joined_rooms<'a>(
+    memberships: impl IntoIterator<Item = &'a Membership>,
+) -> BTreeSet<OwnedRoomId> {
+    memberships
+        .into_iter()
+        .filter(|membership| membership.membership == "join")
+        .map(|membership| membership.room_id.clone())
+        .collect()
+}
+
 /// Applies the state filter, and lazy-loading: only the members who sent
 /// timeline events (and the user) unless the client wants them all.
 fn filter_state(
@@ -789,4 +873,43 @@ pub fn to_pdu(version: RoomVersion, stored: &StoredEvent) -> Result<Pdu, Service
     Pdu::from_storage(version, stored.event_id.clone(), stored.json.clone()).map_err(|e| {
         ServiceError::Internal(format!("stored event {} is invalid: {e}", stored.event_id))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_with_and_without_a_to_device_part() {
+        for text in ["s12_3", "s12_3_9", "s0_0"] {
+            assert_eq!(SyncToken::parse(text).unwrap().to_string(), text);
+        }
+        let paged = SyncToken::parse("s12_3_9").unwrap();
+        assert_eq!(paged.to_device_position(), StreamPosition(9));
+        assert_eq!(
+            SyncToken::parse("s12_3").unwrap().to_device_position(),
+            StreamPosition(12)
+        );
+        assert_eq!(SyncToken::parse("s12").unwrap().typing, None);
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        // A to-device part at or past the position could acknowledge
+        // messages the client was never sent.
+        for text in [
+            "s12_3_12",
+            "s12_3_13",
+            "s12_3_x",
+            "s12_3_-1",
+            "s12_3_4_5",
+            "12_3",
+            "s_3",
+        ] {
+            assert!(
+                matches!(SyncToken::parse(text), Err(ServiceError::InvalidParam(_))),
+                "{text} parsed"
+            );
+        }
+    }
 }

@@ -19,10 +19,13 @@ use super::{Storage, StorageError};
 
 mod accounts;
 mod cache;
+mod device_lists;
+mod e2ee_keys;
 mod key_backup;
 mod keys;
 mod media;
 mod rooms;
+mod to_device;
 mod user_data;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -105,6 +108,17 @@ impl PostgresStorage {
 pub(super) fn conflict_on_unique(what: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
     move |error| match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => StorageError::Conflict(what),
+        _ => StorageError::Backend(error),
+    }
+}
+
+/// Maps a write naming a device that no longer exists (a foreign key
+/// violation) to `NotFound("device")`.
+pub(super) fn device_gone(error: sqlx::Error) -> StorageError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            StorageError::NotFound("device")
+        }
         _ => StorageError::Backend(error),
     }
 }

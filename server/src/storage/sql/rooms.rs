@@ -26,7 +26,10 @@ fn stored_event(
     })
 }
 
-fn parse_id<T: TryFrom<String>>(table: &'static str, raw: String) -> Result<T, StorageError>
+pub(super) fn parse_id<T: TryFrom<String>>(
+    table: &'static str,
+    raw: String,
+) -> Result<T, StorageError>
 where
     T::Error: std::fmt::Display,
 {
@@ -328,7 +331,9 @@ macro_rules! sql_room_store {
                     sqlx::query_as(
                         "SELECT MAX(m) FROM (SELECT MAX(stream_ordering) AS m FROM events \
                          UNION ALL SELECT MAX(stream_ordering) FROM account_data \
-                         UNION ALL SELECT MAX(stream_ordering) FROM receipts) AS positions",
+                         UNION ALL SELECT MAX(stream_ordering) FROM receipts \
+                         UNION ALL SELECT MAX(stream_ordering) FROM device_list_changes \
+                         UNION ALL SELECT MAX(position) FROM to_device_stream) AS positions",
                     )
                         .fetch_one(&self.pool)
                         .await?;

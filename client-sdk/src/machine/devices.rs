@@ -1,0 +1,353 @@
+//! Device tracking: whose devices we know, and which keys they have.
+//!
+//! We track our own user and every member of every encrypted room we are
+//! in. A tracked user's device list is *outdated* until a `/keys/query`
+//! answers for them, and again whenever `device_lists.changed` names them;
+//! `device_lists.left` stops tracking. A change that arrives while a query
+//! for that user is in flight keeps the user outdated after the answer,
+//! since the answer may predate the change.
+//!
+//! Every device in an answer must carry a valid self-signature by the
+//! ed25519 key it lists, under the user and device id it is filed under. A
+//! device we already know whose identity keys differ in a later answer is
+//! *refused*: we keep the keys we had and raise
+//! [`DeviceWarning::IdentityKeysChanged`]. A malicious server could otherwise
+//! swap a device's keys for its own and read what we send that device.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use myelin_crypto::{
+    olm::{Curve25519PublicKey, Ed25519PublicKey},
+    verify_json_signature,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{InFlight, OlmMachine, OutgoingRequest, Request};
+
+pub(super) const RECORD_KIND: &str = "devices";
+
+/// What the local user decided about a device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalTrust {
+    /// No decision: the device is unverified.
+    #[default]
+    Unset,
+    /// Verified (out of band, or by a verification flow).
+    Verified,
+    /// Never share keys with it, never trust what it sends.
+    Blacklisted,
+}
+
+/// Another device, as a verified `/keys/query` answer described it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Its user.
+    pub user_id: String,
+    /// Its device id.
+    pub device_id: String,
+    /// Its ed25519 fingerprint key, unpadded base64.
+    pub ed25519: String,
+    /// Its curve25519 identity key, unpadded base64.
+    pub curve25519: String,
+    /// The local trust decision.
+    pub trust: LocalTrust,
+}
+
+/// A problem with another device's keys, for the application to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceWarning {
+    /// A known device came back with other identity keys; the new keys were
+    /// refused and the old ones kept.
+    IdentityKeysChanged {
+        /// The device's user.
+        user_id: String,
+        /// The device.
+        device_id: String,
+    },
+    /// A device's keys had a missing or invalid self-signature, or were
+    /// filed under another user or device id; they were ignored.
+    InvalidDeviceKeys {
+        /// The user the keys were filed under.
+        user_id: String,
+        /// The device id they were filed under.
+        device_id: String,
+    },
+    /// A room's `m.room.encryption` changed to something weaker or was
+    /// replaced by another algorithm; the change was refused.
+    EncryptionChangeRefused {
+        /// The room.
+        room_id: String,
+    },
+}
+
+/// One user's record: tracking state and devices.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct UserDevices {
+    pub(super) user_id: String,
+    pub(super) tracked: bool,
+    pub(super) outdated: bool,
+    pub(super) devices: BTreeMap<String, Device>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct DeviceTracker {
+    users: BTreeMap<String, UserDevices>,
+    /// curve25519 key -> (user, device), across every user.
+    by_curve: BTreeMap<String, (String, String)>,
+    querying: BTreeSet<String>,
+    changed_while_querying: BTreeSet<String>,
+}
+
+impl DeviceTracker {
+    pub(super) fn insert_user(&mut self, user: UserDevices) {
+        for device in user.devices.values() {
+            self.by_curve.insert(
+                device.curve25519.clone(),
+                (device.user_id.clone(), device.device_id.clone()),
+            );
+        }
+        self.users.insert(user.user_id.clone(), user);
+    }
+
+    /// Starts tracking `user`; returns whether they were not tracked yet.
+    pub(super) fn track(&mut self, user: &str) -> bool {
+        let entry = self
+            .users
+            .entry(user.to_owned())
+            .or_insert_with(|| UserDevices {
+                user_id: user.to_owned(),
+                ..UserDevices::default()
+            });
+        if entry.tracked {
+            return false;
+        }
+        entry.tracked = true;
+        entry.outdated = true;
+        true
+    }
+
+    pub(super) fn mark_changed(&mut self, user: &str) {
+        if let Some(entry) = self.users.get_mut(user)
+            && entry.tracked
+        {
+            entry.outdated = true;
+            if self.querying.contains(user) {
+                self.changed_while_querying.insert(user.to_owned());
+            }
+        }
+    }
+
+    pub(super) fn untrack(&mut self, user: &str) {
+        if let Some(entry) = self.users.get_mut(user) {
+            entry.tracked = false;
+            entry.outdated = false;
+        }
+    }
+
+    pub(super) fn is_outdated(&self, user: &str) -> bool {
+        self.users
+            .get(user)
+            .is_none_or(|u| !u.tracked || u.outdated)
+    }
+
+    /// Outdated tracked users with no query in flight.
+    pub(super) fn users_to_query(&self) -> Vec<String> {
+        self.users
+            .values()
+            .filter(|u| u.tracked && u.outdated && !self.querying.contains(&u.user_id))
+            .map(|u| u.user_id.clone())
+            .collect()
+    }
+
+    pub(super) fn query_started(&mut self, users: &[String]) {
+        self.querying.extend(users.iter().cloned());
+    }
+
+    pub(super) fn query_finished(&mut self, users: &[String]) {
+        for user in users {
+            self.querying.remove(user);
+        }
+    }
+
+    pub(super) fn devices_of(&self, user: &str) -> impl Iterator<Item = &Device> {
+        self.users
+            .get(user)
+            .into_iter()
+            .flat_map(|u| u.devices.values())
+    }
+
+    pub(super) fn device(&self, user: &str, device_id: &str) -> Option<&Device> {
+        self.users.get(user)?.devices.get(device_id)
+    }
+
+    pub(super) fn device_by_curve(&self, curve25519: &str) -> Option<&Device> {
+        let (user, device) = self.by_curve.get(curve25519)?;
+        self.device(user, device)
+    }
+
+    pub(super) fn user_record(&self, user: &str) -> Option<&UserDevices> {
+        self.users.get(user)
+    }
+}
+
+impl OlmMachine {
+    /// The devices we know for `user`.
+    pub fn devices(&self, user_id: &str) -> Vec<Device> {
+        self.devices.devices_of(user_id).cloned().collect()
+    }
+
+    /// Records the local trust decision for a device. Excluding a device
+    /// that holds a current room key rotates that room's session at its
+    /// next share (see `group`).
+    ///
+    /// Returns whether the device is known.
+    pub fn set_device_trust(&mut self, user_id: &str, device_id: &str, trust: LocalTrust) -> bool {
+        let Some(user) = self.devices.users.get_mut(user_id) else {
+            return false;
+        };
+        let Some(device) = user.devices.get_mut(device_id) else {
+            return false;
+        };
+        device.trust = trust;
+        self.save_user_devices(user_id);
+        self.recheck_outbound(None);
+        true
+    }
+
+    pub(super) fn query_request(&mut self, users: Vec<String>) -> Option<OutgoingRequest> {
+        if users.is_empty() {
+            return None;
+        }
+        self.devices.query_started(&users);
+        let device_keys: serde_json::Map<String, Value> =
+            users.iter().map(|u| (u.clone(), json!([]))).collect();
+        let body = json!({"device_keys": device_keys, "timeout": 10_000});
+        Some(self.issue(InFlight::Query(users), |_| Request::KeysQuery { body }))
+    }
+
+    pub(super) fn receive_query_response(
+        &mut self,
+        users: &[String],
+        response: &Value,
+    ) -> Result<(), &'static str> {
+        let all_keys = response
+            .get("device_keys")
+            .and_then(Value::as_object)
+            .ok_or("missing device_keys")?;
+        for user_id in users {
+            let Some(keys) = all_keys.get(user_id).and_then(Value::as_object) else {
+                continue; // a failure for this user: it stays outdated
+            };
+            self.receive_user_devices(user_id, keys);
+            let changed = self.devices.changed_while_querying.remove(user_id);
+            if let Some(user) = self.devices.users.get_mut(user_id) {
+                user.outdated = changed;
+            }
+            self.save_user_devices(user_id);
+        }
+        Ok(())
+    }
+
+    fn receive_user_devices(&mut self, user_id: &str, keys: &serde_json::Map<String, Value>) {
+        let mut seen = BTreeSet::new();
+        for (device_id, object) in keys {
+            seen.insert(device_id.clone());
+            let Some(parsed) = parse_device_keys(user_id, device_id, object) else {
+                self.warnings.push(DeviceWarning::InvalidDeviceKeys {
+                    user_id: user_id.to_owned(),
+                    device_id: device_id.clone(),
+                });
+                continue;
+            };
+            if user_id == self.user_id && *device_id == self.device_id {
+                let ours = self.account.identity_keys();
+                if parsed.ed25519 != ours.ed25519.to_base64()
+                    || parsed.curve25519 != ours.curve25519.to_base64()
+                {
+                    self.warnings.push(DeviceWarning::IdentityKeysChanged {
+                        user_id: user_id.to_owned(),
+                        device_id: device_id.clone(),
+                    });
+                }
+                continue;
+            }
+            match self.devices.device(user_id, device_id) {
+                Some(known)
+                    if known.ed25519 != parsed.ed25519 || known.curve25519 != parsed.curve25519 =>
+                {
+                    self.warnings.push(DeviceWarning::IdentityKeysChanged {
+                        user_id: user_id.to_owned(),
+                        device_id: device_id.clone(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    if self.devices.by_curve.contains_key(&parsed.curve25519) {
+                        // Another device already uses this identity key: a
+                        // server replaying keys under a second name.
+                        self.warnings.push(DeviceWarning::InvalidDeviceKeys {
+                            user_id: user_id.to_owned(),
+                            device_id: device_id.clone(),
+                        });
+                        continue;
+                    }
+                    self.devices.by_curve.insert(
+                        parsed.curve25519.clone(),
+                        (user_id.to_owned(), device_id.clone()),
+                    );
+                    if let Some(user) = self.devices.users.get_mut(user_id) {
+                        user.devices.insert(device_id.clone(), parsed);
+                    }
+                }
+            }
+        }
+        // Devices the server no longer lists were deleted: forget them, so
+        // that group sessions shared with them rotate at the next share.
+        let removed: Vec<Device> = self
+            .devices
+            .devices_of(user_id)
+            .filter(|d| !seen.contains(&d.device_id))
+            .cloned()
+            .collect();
+        if !removed.is_empty() {
+            self.recheck_outbound(None);
+        }
+        for device in removed {
+            self.devices.by_curve.remove(&device.curve25519);
+            if let Some(user) = self.devices.users.get_mut(user_id) {
+                user.devices.remove(&device.device_id);
+            }
+        }
+    }
+
+    pub(super) fn save_user_devices(&mut self, user_id: &str) {
+        if let Some(record) = self.devices.user_record(user_id).cloned() {
+            self.put(format!("{RECORD_KIND}/{user_id}"), &record);
+        }
+    }
+}
+
+/// Checks one device's keys from a `/keys/query` answer: ids match where it
+/// is filed, both keys parse, and the self-signature verifies.
+fn parse_device_keys(user_id: &str, device_id: &str, object: &Value) -> Option<Device> {
+    let map = object.as_object()?;
+    if map.get("user_id")?.as_str()? != user_id || map.get("device_id")?.as_str()? != device_id {
+        return None;
+    }
+    let keys = map.get("keys")?;
+    let ed25519 = keys.get(format!("ed25519:{device_id}"))?.as_str()?;
+    let curve25519 = keys.get(format!("curve25519:{device_id}"))?.as_str()?;
+    let signing_key = Ed25519PublicKey::from_base64(ed25519).ok()?;
+    Curve25519PublicKey::from_base64(curve25519).ok()?;
+    verify_json_signature(&signing_key, user_id, &format!("ed25519:{device_id}"), map).ok()?;
+    Some(Device {
+        user_id: user_id.to_owned(),
+        device_id: device_id.to_owned(),
+        ed25519: ed25519.to_owned(),
+        curve25519: curve25519.to_owned(),
+        trust: LocalTrust::Unset,
+    })
+}

@@ -1,0 +1,116 @@
+//! What decryption hands the application: a decrypted event, or a typed
+//! reason why not.
+
+use serde_json::Value;
+
+/// How far the device that sent an event is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerificationState {
+    /// Sent by one of our own device's sessions, or by a device the user
+    /// verified.
+    Verified,
+    /// Sent by a known device nobody verified.
+    Unverified,
+    /// Sent by a device the user blacklisted.
+    Blacklisted,
+    /// The sending device is not (yet) in our device lists: its identity
+    /// cannot be checked. A keys/query for its user is under way.
+    UnknownDevice,
+}
+
+/// A room event that decrypted and passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecryptedRoomEvent {
+    /// The event id of the `m.room.encrypted` event.
+    pub event_id: String,
+    /// The room.
+    pub room_id: String,
+    /// The sender (checked against the sending device's owner).
+    pub sender: String,
+    /// The sending device, when known.
+    pub sender_device: Option<String>,
+    /// The sending device's curve25519 key.
+    pub sender_key: String,
+    /// How far the sending device is trusted.
+    pub verification: VerificationState,
+    /// The decrypted event type.
+    pub event_type: String,
+    /// The decrypted content.
+    pub content: Value,
+    /// The Megolm message index (for diagnostics and replay checks).
+    pub message_index: u32,
+    /// Whether the session's key was forwarded (by one of our own verified
+    /// devices) rather than received from its creator: the sender's device
+    /// is then vouched for by our device, not by the sender's own Olm
+    /// session.
+    pub forwarded: bool,
+}
+
+/// An event that could not be decrypted, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnableToDecrypt {
+    /// The event id.
+    pub event_id: String,
+    /// Why.
+    pub cause: UtdCause,
+}
+
+/// Why an event did not decrypt.
+///
+/// [`UtdCause::is_expected`] separates what the protocol intends (the key
+/// was never meant for us) from failures (a bug, a lost message, an attack).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UtdCause {
+    /// We have no key for this session (yet). The event is kept and
+    /// decrypted if the key arrives.
+    MissingRoomKey,
+    /// The sender told us it will not send the key (`m.room_key.withheld`),
+    /// with the spec's code (`m.unverified`, `m.blacklisted`, `m.no_olm`…).
+    Withheld {
+        /// The withheld code.
+        code: String,
+    },
+    /// Our key for this session starts after this message: it was sent
+    /// before we joined or before our device existed.
+    SentBeforeWeJoined,
+    /// The same message index already decrypted under another event id: a
+    /// replay by the server or another member.
+    Replay,
+    /// The event's sender is not the owner of the device (or session) that
+    /// encrypted it, or the session's claimed signing key does not match
+    /// that device: a forgery.
+    SenderMismatch,
+    /// The ciphertext did not authenticate with the session it names.
+    Unauthentic,
+    /// The plaintext names another room: an event copied across rooms.
+    WrongRoom,
+    /// The event is not a well-formed Megolm `m.room.encrypted` event.
+    Malformed,
+}
+
+impl UtdCause {
+    /// Whether this cause is one the protocol intends, as opposed to a
+    /// failure worth reporting.
+    pub fn is_expected(&self) -> bool {
+        matches!(self, Self::Withheld { .. } | Self::SentBeforeWeJoined)
+    }
+
+    /// A stable name, for counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::MissingRoomKey => "missing_room_key",
+            Self::Withheld { .. } => "withheld",
+            Self::SentBeforeWeJoined => "sent_before_we_joined",
+            Self::Replay => "replay",
+            Self::SenderMismatch => "sender_mismatch",
+            Self::Unauthentic => "unauthentic",
+            Self::WrongRoom => "wrong_room",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
+pub(super) fn event_id(event: &Value) -> Option<&str> {
+    event.get("event_id").and_then(Value::as_str)
+}

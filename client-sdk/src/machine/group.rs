@@ -1,0 +1,527 @@
+//! Outbound Megolm sessions: one per encrypted room, shared over Olm with
+//! every device that may read, rotated on schedule and on departures.
+//!
+//! [`OlmMachine::share_room_key`] decides, every time it is called, who
+//! must hold the room's current key:
+//!
+//! 1. the readers of the room (see `rooms`) and our own user;
+//! 2. all their known devices but ours, minus blacklisted ones and, under
+//!    "only verified", unverified ones (those get `m.room_key.withheld`);
+//! 3. if the current session was ever shared with a device that is not in
+//!    that set any more (a member left, a device was deleted, a device was
+//!    blacklisted), or it reached `rotation_period_msgs` messages or
+//!    `rotation_period_ms` age, it is discarded and a new one started: the
+//!    excluded device cannot decrypt anything sent from now on.
+//!
+//! Before sharing, device lists of readers must be up to date (a keys/query
+//! is returned first) and every recipient needs an Olm session (a
+//! keys/claim is returned first). The sharing itself is one
+//! `sendToDevice` request with one Olm message per device.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use myelin_crypto::{
+    PickleError, PickleKey,
+    megolm::{InboundGroupSession, MEGOLM_ALGORITHM, OutboundGroupSession},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::{
+    Device, InFlight, LocalTrust, MachineError, OlmMachine, OutgoingRequest, Request,
+    inbound::{InboundEntry, SessionKeyId},
+};
+
+pub(super) const RECORD_KIND: &str = "outbound";
+
+/// A room's current outbound session and whom it went to.
+pub(super) struct OutboundEntry {
+    pub(super) room_id: String,
+    session: OutboundGroupSession,
+    created_ms: u64,
+    /// (user, device) -> curve25519 key it was shared with.
+    shared_with: BTreeMap<(String, String), String>,
+    /// (user, device) -> withheld code already sent for this session.
+    withheld_from: BTreeMap<(String, String), String>,
+    /// Something happened that may have excluded a device the session
+    /// reached (a departure, a deleted or distrusted device): it must not
+    /// encrypt again until a share has checked.
+    must_recheck: bool,
+}
+
+/// The session itself: saved after every message, so it stays small.
+#[derive(Serialize, Deserialize)]
+pub(super) struct OutboundRecord {
+    room_id: String,
+    pickle: String,
+    created_ms: u64,
+}
+
+/// Whom the session reached: saved when sharing changes it, so that a
+/// message in a room of a thousand devices does not rewrite the list.
+#[derive(Serialize, Deserialize)]
+pub(super) struct SharesRecord {
+    room_id: String,
+    shared_with: Vec<((String, String), String)>,
+    withheld_from: Vec<((String, String), String)>,
+    #[serde(default)]
+    must_recheck: bool,
+}
+
+pub(super) const SHARES_RECORD_KIND: &str = "outbound_shares";
+
+impl SharesRecord {
+    pub(super) fn room_id(&self) -> &str {
+        &self.room_id
+    }
+}
+
+impl OutboundEntry {
+    pub(super) fn from_record(
+        record: OutboundRecord,
+        key: &PickleKey,
+    ) -> Result<Self, PickleError> {
+        Ok(Self {
+            session: OutboundGroupSession::from_pickle(&record.pickle, key)?,
+            room_id: record.room_id,
+            created_ms: record.created_ms,
+            shared_with: BTreeMap::new(),
+            withheld_from: BTreeMap::new(),
+            must_recheck: false,
+        })
+    }
+
+    pub(super) fn add_shares(&mut self, record: SharesRecord) {
+        self.shared_with.extend(record.shared_with);
+        self.withheld_from.extend(record.withheld_from);
+        self.must_recheck |= record.must_recheck;
+    }
+
+    fn record(&self, key: &PickleKey) -> OutboundRecord {
+        OutboundRecord {
+            room_id: self.room_id.clone(),
+            pickle: self.session.pickle(key),
+            created_ms: self.created_ms,
+        }
+    }
+
+    fn shares_record(&self) -> SharesRecord {
+        let pairs = |map: &BTreeMap<(String, String), String>| {
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        SharesRecord {
+            room_id: self.room_id.clone(),
+            shared_with: pairs(&self.shared_with),
+            withheld_from: pairs(&self.withheld_from),
+            must_recheck: self.must_recheck,
+        }
+    }
+
+    fn is_expired(&self, rotation_ms: u64, rotation_msgs: u64, now_ms: u64) -> bool {
+        u64::from(self.session.message_index()) >= rotation_msgs
+            || now_ms.saturating_sub(self.created_ms) >= rotation_ms
+    }
+}
+
+/// Who gets the key and who gets a withheld notice.
+struct Recipients {
+    devices: Vec<Device>,
+    withheld: Vec<(Device, &'static str)>,
+}
+
+impl OlmMachine {
+    /// Makes sure every device that may read `room_id` holds the room's
+    /// current Megolm key, rotating it first if it must.
+    ///
+    /// Returns the requests to send first; call again after answering them,
+    /// until it returns none. Then [`OlmMachine::encrypt_room_event`] works.
+    ///
+    /// # Errors
+    ///
+    /// [`MachineError::RoomNotEncrypted`] for a room with no known
+    /// `m.room.encryption`.
+    pub fn share_room_key(
+        &mut self,
+        room_id: &str,
+        now_ms: u64,
+    ) -> Result<Vec<OutgoingRequest>, MachineError> {
+        self.meta.last_now_ms = self.meta.last_now_ms.max(now_ms);
+        let room = self
+            .rooms
+            .get(room_id)
+            .filter(|r| r.encryption.is_some())
+            .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_owned()))?;
+        let mut users = room.readers();
+        users.push(self.user_id.clone());
+        users.sort();
+        users.dedup();
+
+        // 1. Up-to-date device lists for every reader.
+        for user in &users {
+            if self.devices.track(user) {
+                self.save_user_devices(user);
+            }
+        }
+        let outdated: Vec<String> = users
+            .iter()
+            .filter(|u| self.devices.is_outdated(u))
+            .cloned()
+            .collect();
+        if !outdated.is_empty() {
+            return self.pending_or_new_query(outdated);
+        }
+
+        // 2. An Olm session with every recipient.
+        let recipients = self.recipients(room_id, &users);
+        let missing: Vec<(String, String)> = recipients
+            .devices
+            .iter()
+            .filter(|d| !self.has_olm_session(d))
+            .map(|d| (d.user_id.clone(), d.device_id.clone()))
+            .filter(|d| !self.claim_failed_recently(d, now_ms))
+            .collect();
+        if !missing.is_empty() {
+            return self.pending_or_new_claim(missing);
+        }
+
+        // 3. A current session: rotate if it reached anyone it must not.
+        self.rotate_if_needed(room_id, &recipients, now_ms);
+        if !self.outbound.contains_key(room_id) {
+            self.start_outbound_session(room_id, now_ms);
+        }
+
+        // 4. Share with whoever lacks it; withhold from the excluded.
+        let mut requests = Vec::new();
+        requests.extend(self.room_key_messages(room_id, &recipients.devices)?);
+        let no_olm: Vec<(Device, &'static str)> = recipients
+            .devices
+            .iter()
+            .filter(|d| !self.has_olm_session(d))
+            .map(|d| (d.clone(), "m.no_olm"))
+            .collect();
+        requests
+            .extend(self.withheld_messages(room_id, recipients.withheld.into_iter().chain(no_olm)));
+        if let Some(entry) = self.outbound.get(room_id) {
+            let (record, shares) = (entry.record(&self.pickle_key), entry.shares_record());
+            self.put(format!("{RECORD_KIND}/{room_id}"), &record);
+            self.put(format!("{SHARES_RECORD_KIND}/{room_id}"), &shares);
+        }
+        Ok(requests)
+    }
+
+    /// Encrypts an event for `room_id` with its current Megolm session and
+    /// returns the `m.room.encrypted` content.
+    ///
+    /// # Errors
+    ///
+    /// [`MachineError::RoomNotEncrypted`] if the room is not encrypted (the
+    /// E2E-only policy never sends plaintext instead);
+    /// [`MachineError::RoomKeyNotShared`] if there is no current session or
+    /// it must rotate: call [`OlmMachine::share_room_key`] first.
+    pub fn encrypt_room_event(
+        &mut self,
+        room_id: &str,
+        event_type: &str,
+        content: &Value,
+        now_ms: u64,
+    ) -> Result<Value, MachineError> {
+        let settings = self
+            .rooms
+            .get(room_id)
+            .and_then(|r| r.encryption)
+            .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_owned()))?;
+        let entry = self
+            .outbound
+            .get_mut(room_id)
+            .filter(|e| {
+                !e.must_recheck
+                    && !e.is_expired(
+                        settings.rotation_period_ms,
+                        settings.rotation_period_msgs,
+                        now_ms,
+                    )
+            })
+            .ok_or_else(|| MachineError::RoomKeyNotShared(room_id.to_owned()))?;
+        let plaintext = json!({"type": event_type, "content": content, "room_id": room_id});
+        let ciphertext = entry
+            .session
+            .encrypt(&serde_json::to_vec(&plaintext).unwrap_or_default());
+        let session_id = entry.session.session_id();
+        let record = entry.record(&self.pickle_key);
+        // The advanced ratchet must be saved with this change set: reusing a
+        // message index after a crash would repeat a keystream.
+        self.put(format!("{RECORD_KIND}/{room_id}"), &record);
+        Ok(json!({
+            "algorithm": MEGOLM_ALGORITHM,
+            "sender_key": self.account.identity_keys().curve25519.to_base64(),
+            "ciphertext": ciphertext,
+            "session_id": session_id,
+            "device_id": self.device_id,
+        }))
+    }
+
+    /// The id of the room's current outbound session, if any.
+    pub fn outbound_session_id(&self, room_id: &str) -> Option<String> {
+        self.outbound.get(room_id).map(|e| e.session.session_id())
+    }
+
+    fn recipients(&self, room_id: &str, users: &[String]) -> Recipients {
+        let only_verified =
+            self.only_verified_globally || self.rooms.get(room_id).is_some_and(|r| r.only_verified);
+        let mut recipients = Recipients {
+            devices: Vec::new(),
+            withheld: Vec::new(),
+        };
+        for user in users {
+            for device in self.devices.devices_of(user) {
+                if device.user_id == self.user_id && device.device_id == self.device_id {
+                    continue;
+                }
+                match device.trust {
+                    LocalTrust::Blacklisted => {
+                        recipients.withheld.push((device.clone(), "m.blacklisted"))
+                    }
+                    LocalTrust::Unset if only_verified => {
+                        recipients.withheld.push((device.clone(), "m.unverified"));
+                    }
+                    _ => recipients.devices.push(device.clone()),
+                }
+            }
+        }
+        recipients
+    }
+
+    fn rotate_if_needed(&mut self, room_id: &str, recipients: &Recipients, now_ms: u64) {
+        let Some(settings) = self.rooms.get(room_id).and_then(|r| r.encryption) else {
+            return;
+        };
+        let Some(entry) = self.outbound.get(room_id) else {
+            return;
+        };
+        let allowed: BTreeSet<(String, String, String)> = recipients
+            .devices
+            .iter()
+            .map(|d| (d.user_id.clone(), d.device_id.clone(), d.curve25519.clone()))
+            .collect();
+        let reached_outsider = entry.shared_with.iter().any(|((user, device), curve)| {
+            !allowed.contains(&(user.clone(), device.clone(), curve.clone()))
+        });
+        if reached_outsider
+            || entry.is_expired(
+                settings.rotation_period_ms,
+                settings.rotation_period_msgs,
+                now_ms,
+            )
+        {
+            self.outbound.remove(room_id);
+            self.changes.delete(format!("{RECORD_KIND}/{room_id}"));
+            self.changes
+                .delete(format!("{SHARES_RECORD_KIND}/{room_id}"));
+        } else if let Some(entry) = self.outbound.get_mut(room_id) {
+            entry.must_recheck = false;
+        }
+    }
+
+    /// Stops the outbound session of `room_id` (of every room, for `None`)
+    /// from encrypting until the next share has checked who it reached.
+    pub(super) fn recheck_outbound(&mut self, room_id: Option<&str>) {
+        let rooms: Vec<String> = match room_id {
+            Some(room_id) => vec![room_id.to_owned()],
+            None => self.outbound.keys().cloned().collect(),
+        };
+        for room_id in rooms {
+            if let Some(entry) = self.outbound.get_mut(&room_id) {
+                entry.must_recheck = true;
+                let shares = entry.shares_record();
+                self.put(format!("{SHARES_RECORD_KIND}/{room_id}"), &shares);
+            }
+        }
+    }
+
+    fn start_outbound_session(&mut self, room_id: &str, now_ms: u64) {
+        let session = OutboundGroupSession::new();
+        // Our own inbound copy, so we can read what we send.
+        let inbound = InboundGroupSession::new(&session.session_key());
+        let own_key = self.account.identity_keys();
+        let key_id = SessionKeyId {
+            room_id: room_id.to_owned(),
+            sender_key: own_key.curve25519.to_base64(),
+            session_id: session.session_id(),
+        };
+        let entry = InboundEntry::new(
+            key_id,
+            inbound,
+            Some(self.user_id.clone()),
+            own_key.ed25519.to_base64(),
+        );
+        self.store_inbound(entry);
+        self.outbound.insert(
+            room_id.to_owned(),
+            OutboundEntry {
+                room_id: room_id.to_owned(),
+                session,
+                created_ms: now_ms,
+                shared_with: BTreeMap::new(),
+                withheld_from: BTreeMap::new(),
+                must_recheck: false,
+            },
+        );
+    }
+
+    /// One sendToDevice request carrying `m.room_key` to every recipient
+    /// with an Olm session that does not hold the current session yet.
+    fn room_key_messages(
+        &mut self,
+        room_id: &str,
+        devices: &[Device],
+    ) -> Result<Option<OutgoingRequest>, MachineError> {
+        let Some(entry) = self.outbound.get(room_id) else {
+            return Ok(None);
+        };
+        let session_id = entry.session.session_id();
+        let content = json!({
+            "algorithm": MEGOLM_ALGORITHM,
+            "room_id": room_id,
+            "session_id": session_id,
+            "session_key": entry.session.session_key().to_base64(),
+        });
+        let targets: Vec<Device> = devices
+            .iter()
+            .filter(|d| {
+                !entry
+                    .shared_with
+                    .contains_key(&(d.user_id.clone(), d.device_id.clone()))
+            })
+            .filter(|d| self.has_olm_session(d))
+            .cloned()
+            .collect();
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        let mut messages: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        for device in &targets {
+            let encrypted = self.encrypt_for_device(device, "m.room_key", &content)?;
+            messages
+                .entry(device.user_id.clone())
+                .or_default()
+                .insert(device.device_id.clone(), encrypted);
+        }
+        let mut sent_to = Vec::with_capacity(targets.len());
+        if let Some(entry) = self.outbound.get_mut(room_id) {
+            for device in targets {
+                let key = (device.user_id, device.device_id);
+                sent_to.push(key.clone());
+                entry.shared_with.insert(key, device.curve25519);
+            }
+        }
+        let body = json!({"messages": messages});
+        let in_flight = InFlight::RoomKeys {
+            room_id: room_id.to_owned(),
+            session_id,
+            devices: sent_to,
+        };
+        Ok(Some(self.issue(in_flight, |txn_id| Request::ToDevice {
+            event_type: "m.room.encrypted".to_owned(),
+            txn_id: txn_id.to_owned(),
+            body,
+        })))
+    }
+
+    /// A room key request that failed did not reach its devices: the next
+    /// share sends them the session again.
+    pub(super) fn room_keys_not_sent(
+        &mut self,
+        room_id: &str,
+        session_id: &str,
+        devices: &[(String, String)],
+    ) {
+        let Some(entry) = self.outbound.get_mut(room_id) else {
+            return;
+        };
+        if entry.session.session_id() != session_id {
+            return; // rotated since: the new session is shared afresh anyway
+        }
+        for device in devices {
+            entry.shared_with.remove(device);
+        }
+        let shares = entry.shares_record();
+        self.put(format!("{SHARES_RECORD_KIND}/{room_id}"), &shares);
+    }
+
+    /// One sendToDevice request of `m.room_key.withheld` to the devices left
+    /// out that have not been told for this session.
+    fn withheld_messages(
+        &mut self,
+        room_id: &str,
+        excluded: impl Iterator<Item = (Device, &'static str)>,
+    ) -> Option<OutgoingRequest> {
+        let sender_key = self.account.identity_keys().curve25519.to_base64();
+        let entry = self.outbound.get_mut(room_id)?;
+        let session_id = entry.session.session_id();
+        let mut messages: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        for (device, code) in excluded {
+            let key = (device.user_id.clone(), device.device_id.clone());
+            if entry.withheld_from.get(&key).map(String::as_str) == Some(code) {
+                continue;
+            }
+            entry.withheld_from.insert(key, code.to_owned());
+            messages.entry(device.user_id.clone()).or_default().insert(
+                device.device_id.clone(),
+                json!({
+                    "algorithm": MEGOLM_ALGORITHM,
+                    "room_id": room_id,
+                    "session_id": session_id,
+                    "sender_key": sender_key,
+                    "code": code,
+                    "reason": withheld_reason(code),
+                }),
+            );
+        }
+        if messages.is_empty() {
+            return None;
+        }
+        let body = json!({"messages": messages});
+        Some(self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
+            event_type: "m.room_key.withheld".to_owned(),
+            txn_id: txn_id.to_owned(),
+            body,
+        }))
+    }
+
+    /// A query for those of `users` not already being queried; if all are,
+    /// the caller must wait for that answer.
+    fn pending_or_new_query(
+        &mut self,
+        users: Vec<String>,
+    ) -> Result<Vec<OutgoingRequest>, MachineError> {
+        let to_query: Vec<String> = self
+            .devices
+            .users_to_query()
+            .into_iter()
+            .filter(|u| users.contains(u))
+            .collect();
+        self.query_request(to_query)
+            .map(|r| vec![r])
+            .ok_or(MachineError::AwaitingResponse)
+    }
+
+    /// A claim for those of `devices` not already being claimed; if all
+    /// are, the caller must wait for that answer.
+    fn pending_or_new_claim(
+        &mut self,
+        devices: Vec<(String, String)>,
+    ) -> Result<Vec<OutgoingRequest>, MachineError> {
+        let to_claim = self.not_being_claimed(devices);
+        self.claim_request(to_claim)
+            .map(|r| vec![r])
+            .ok_or(MachineError::AwaitingResponse)
+    }
+}
+
+fn withheld_reason(code: &str) -> &'static str {
+    match code {
+        "m.blacklisted" => "The sender has blocked this device.",
+        "m.unverified" => "The sender shares keys with verified devices only.",
+        _ => "The sender could not establish a secure channel with this device.",
+    }
+}

@@ -1,0 +1,464 @@
+//! Inbound Megolm sessions and room event decryption.
+//!
+//! Sessions are stored by (room id, sender curve25519 key, session id): a
+//! key received for one room never decrypts another room's events, and a
+//! session id claimed under someone else's sender key finds nothing.
+//!
+//! Each session remembers which event id each message index decrypted as.
+//! The same index under a different event id is a replay (a server or
+//! member re-sending old ciphertext as a new event) and is refused.
+//!
+//! An event is attributed to its `sender` only if the device that owns the
+//! session's sender key belongs to that sender and its ed25519 key is the
+//! one the session's `m.room_key` payload claimed.
+//!
+//! Events that fail for want of a key are kept and decrypted the moment the
+//! key arrives ([`super::SyncOutput::late_decryptions`]).
+
+use std::collections::BTreeMap;
+
+use myelin_crypto::{
+    PickleError, PickleKey,
+    megolm::{InboundGroupSession, MEGOLM_ALGORITHM, MegolmError, SessionKey},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{
+    DecryptedRoomEvent, LocalTrust, OlmMachine, SyncOutput, UnableToDecrypt, UtdCause,
+    VerificationState, events::event_id, olm::DecryptedOlm,
+};
+
+pub(super) const RECORD_KIND: &str = "inbound";
+pub(super) const WITHHELD_RECORD: &str = "withheld";
+
+/// At most this many undecryptable events and withheld notices are kept:
+/// both can be made up by the server in any number.
+const MAX_KEPT: usize = 10_000;
+pub(super) const UTD_RECORD_KIND: &str = "utd";
+
+/// Names one inbound session.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(super) struct SessionKeyId {
+    pub(super) room_id: String,
+    pub(super) sender_key: String,
+    pub(super) session_id: String,
+}
+
+impl SessionKeyId {
+    /// Reads `room_id`, `sender_key` and `session_id` from a to-device
+    /// content (withheld notices, key requests, forwarded keys).
+    pub(super) fn from_json(object: Option<&Value>) -> Option<Self> {
+        let field = |name: &str| object?.get(name)?.as_str().map(str::to_owned);
+        Some(Self {
+            room_id: field("room_id")?,
+            sender_key: field("sender_key")?,
+            session_id: field("session_id")?,
+        })
+    }
+}
+
+pub(super) struct InboundEntry {
+    pub(super) key_id: SessionKeyId,
+    session: InboundGroupSession,
+    /// The user whose Olm session delivered the key; `None` for a
+    /// forwarded key, which our own device relayed.
+    sender: Option<String>,
+    /// Whether the key came by forwarding rather than from the session's
+    /// creator.
+    forwarded: bool,
+    /// The ed25519 key the `m.room_key` payload claimed for its device.
+    claimed_ed25519: String,
+    /// Message index -> the event id it decrypted as.
+    seen: BTreeMap<u32, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct InboundRecord {
+    key_id: SessionKeyId,
+    pickle: String,
+    sender: Option<String>,
+    #[serde(default)]
+    forwarded: bool,
+    claimed_ed25519: String,
+}
+
+/// One decrypted message index and the event it belonged to. One record
+/// each, so decrypting never rewrites the session or a growing list.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ReplayRecord {
+    key_id: SessionKeyId,
+    index: u32,
+    event_id: String,
+}
+
+pub(super) const REPLAY_RECORD_KIND: &str = "replay";
+
+impl ReplayRecord {
+    pub(super) fn key_id(&self) -> &SessionKeyId {
+        &self.key_id
+    }
+}
+
+impl InboundEntry {
+    pub(super) fn new(
+        key_id: SessionKeyId,
+        session: InboundGroupSession,
+        sender: Option<String>,
+        claimed_ed25519: String,
+    ) -> Self {
+        Self {
+            key_id,
+            session,
+            forwarded: sender.is_none(),
+            sender,
+            claimed_ed25519,
+            seen: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn add_replay_record(&mut self, record: ReplayRecord) {
+        self.seen.insert(record.index, record.event_id);
+    }
+
+    /// The session from its first known index, for forwarding.
+    pub(super) fn export(&self) -> myelin_crypto::megolm::ExportedSessionKey {
+        self.session.export_at_first_known_index()
+    }
+
+    /// The ed25519 key the session's creator claimed.
+    pub(super) fn claimed_ed25519(&self) -> &str {
+        &self.claimed_ed25519
+    }
+
+    pub(super) fn from_record(record: InboundRecord, key: &PickleKey) -> Result<Self, PickleError> {
+        Ok(Self {
+            session: InboundGroupSession::from_pickle(&record.pickle, key)?,
+            key_id: record.key_id,
+            sender: record.sender,
+            forwarded: record.forwarded,
+            claimed_ed25519: record.claimed_ed25519,
+            seen: BTreeMap::new(),
+        })
+    }
+
+    fn record(&self, key: &PickleKey) -> InboundRecord {
+        InboundRecord {
+            key_id: self.key_id.clone(),
+            pickle: self.session.pickle(key),
+            sender: self.sender.clone(),
+            forwarded: self.forwarded,
+            claimed_ed25519: self.claimed_ed25519.clone(),
+        }
+    }
+}
+
+impl OlmMachine {
+    /// Decrypts an `m.room.encrypted` timeline event of `room_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`UnableToDecrypt`] with its [`UtdCause`]. Events that may still
+    /// decrypt later ([`UtdCause::MissingRoomKey`],
+    /// [`UtdCause::SentBeforeWeJoined`], [`UtdCause::Withheld`]) are kept.
+    pub fn decrypt_room_event(
+        &mut self,
+        room_id: &str,
+        event: &Value,
+    ) -> Result<DecryptedRoomEvent, UnableToDecrypt> {
+        let id = event_id(event).unwrap_or_default().to_owned();
+        match self.try_decrypt(room_id, event, &id) {
+            Ok(decrypted) => {
+                if self.pending_utd.remove(&id).is_some() {
+                    self.changes.delete(format!("{UTD_RECORD_KIND}/{id}"));
+                }
+                Ok(decrypted)
+            }
+            Err(cause) => {
+                let is_new = !self.pending_utd.contains_key(&id);
+                if is_new {
+                    *self.utd_counts.entry(cause.name()).or_default() += 1;
+                }
+                let may_arrive = matches!(
+                    cause,
+                    UtdCause::MissingRoomKey
+                        | UtdCause::SentBeforeWeJoined
+                        | UtdCause::Withheld { .. }
+                );
+                if may_arrive && is_new && !id.is_empty() && self.pending_utd.len() < MAX_KEPT {
+                    self.pending_utd
+                        .insert(id.clone(), (room_id.to_owned(), event.clone()));
+                    self.put(format!("{UTD_RECORD_KIND}/{id}"), &(room_id, event));
+                    if !matches!(cause, UtdCause::Withheld { .. })
+                        && let Some(key_id) = session_key_id(room_id, event)
+                    {
+                        self.request_room_key(&key_id);
+                    }
+                }
+                Err(UnableToDecrypt {
+                    event_id: id,
+                    cause,
+                })
+            }
+        }
+    }
+
+    /// How many events failed to decrypt, by [`UtdCause::name`]. Each event
+    /// counts once, however often it is retried.
+    pub fn utd_counts(&self) -> &BTreeMap<&'static str, u64> {
+        &self.utd_counts
+    }
+
+    /// How many events are kept waiting for their key.
+    pub fn pending_utd_count(&self) -> usize {
+        self.pending_utd.len()
+    }
+
+    pub(super) fn receive_room_key(&mut self, olm: &DecryptedOlm, output: &mut SyncOutput) {
+        let field = |name: &str| olm.content.get(name).and_then(Value::as_str);
+        if field("algorithm") != Some(MEGOLM_ALGORITHM) {
+            return;
+        }
+        let (Some(room_id), Some(session_id), Some(session_key)) =
+            (field("room_id"), field("session_id"), field("session_key"))
+        else {
+            return;
+        };
+        let Ok(key) = SessionKey::from_base64(session_key) else {
+            return;
+        };
+        let key_id = SessionKeyId {
+            room_id: room_id.to_owned(),
+            sender_key: olm.sender_key.clone(),
+            session_id: session_id.to_owned(),
+        };
+        let entry = InboundEntry::new(
+            key_id,
+            InboundGroupSession::new(&key),
+            Some(olm.sender.clone()),
+            olm.claimed_ed25519.clone(),
+        );
+        self.accept_inbound(entry, output);
+    }
+
+    /// Stores a session that arrived by to-device, unless its id is not the
+    /// one it was announced under or we already reach as far back; then
+    /// decrypts the events that waited for it. Returns whether it was kept.
+    pub(super) fn accept_inbound(&mut self, entry: InboundEntry, output: &mut SyncOutput) -> bool {
+        if entry.session.session_id() != entry.key_id.session_id {
+            return false; // the payload lies about which session this is
+        }
+        if let Some(existing) = self.inbound.get(&entry.key_id)
+            && existing.session.first_known_index() <= entry.session.first_known_index()
+        {
+            return false;
+        }
+        let key_id = entry.key_id.clone();
+        self.store_inbound(entry);
+        self.retry_pending(&key_id, output);
+        true
+    }
+
+    /// Records an `m.room_key.withheld`. It arrives in the clear, so it
+    /// counts only if its `sender_key` is a known device of the event's
+    /// sender: otherwise anyone (the server included) could make an
+    /// attack's failures look like an expected "withheld".
+    pub(super) fn receive_withheld(&mut self, event: &Value) {
+        let content = event.get("content");
+        let (Some(sender), Some(key_id), Some(code)) = (
+            event.get("sender").and_then(Value::as_str),
+            SessionKeyId::from_json(content),
+            content.and_then(|c| c.get("code")).and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        let from_sender = self
+            .devices
+            .device_by_curve(&key_id.sender_key)
+            .is_some_and(|d| d.user_id == sender);
+        if !from_sender || self.withheld.len() >= MAX_KEPT {
+            return;
+        }
+        let record = (key_id.clone(), code.to_owned());
+        self.put(
+            format!("{WITHHELD_RECORD}/{}", inbound_key(&key_id)),
+            &record,
+        );
+        self.withheld.insert(key_id, code.to_owned());
+    }
+
+    pub(super) fn store_inbound(&mut self, entry: InboundEntry) {
+        let record = entry.record(&self.pickle_key);
+        self.put(inbound_key(&entry.key_id), &record);
+        self.inbound.insert(entry.key_id.clone(), entry);
+    }
+
+    fn retry_pending(&mut self, key_id: &SessionKeyId, output: &mut SyncOutput) {
+        let waiting: Vec<(String, Value)> = self
+            .pending_utd
+            .values()
+            .filter(|(room_id, event)| *room_id == key_id.room_id && names_session(event, key_id))
+            .cloned()
+            .collect();
+        for (room_id, event) in waiting {
+            if let Ok(decrypted) = self.decrypt_room_event(&room_id, &event) {
+                output.late_decryptions.push(decrypted);
+            }
+        }
+    }
+
+    fn try_decrypt(
+        &mut self,
+        room_id: &str,
+        event: &Value,
+        id: &str,
+    ) -> Result<DecryptedRoomEvent, UtdCause> {
+        let sender = event
+            .get("sender")
+            .and_then(Value::as_str)
+            .ok_or(UtdCause::Malformed)?;
+        let content = event.get("content").ok_or(UtdCause::Malformed)?;
+        let field = |name: &str| content.get(name).and_then(Value::as_str);
+        if field("algorithm") != Some(MEGOLM_ALGORITHM) || id.is_empty() {
+            return Err(UtdCause::Malformed);
+        }
+        let (Some(sender_key), Some(session_id), Some(ciphertext)) = (
+            field("sender_key"),
+            field("session_id"),
+            field("ciphertext"),
+        ) else {
+            return Err(UtdCause::Malformed);
+        };
+        let key_id = SessionKeyId {
+            room_id: room_id.to_owned(),
+            sender_key: sender_key.to_owned(),
+            session_id: session_id.to_owned(),
+        };
+        let verification = self.attribute(&key_id, sender)?;
+        let Some(entry) = self.inbound.get_mut(&key_id) else {
+            return Err(match self.withheld.get(&key_id) {
+                Some(code) => UtdCause::Withheld { code: code.clone() },
+                None => UtdCause::MissingRoomKey,
+            });
+        };
+        let forwarded = entry.forwarded;
+        let (plaintext, index) = entry.session.decrypt(ciphertext).map_err(|e| match e {
+            MegolmError::UnknownMessageIndex { .. } => UtdCause::SentBeforeWeJoined,
+            MegolmError::MalformedMessage { .. } => UtdCause::Malformed,
+            _ => UtdCause::Unauthentic,
+        })?;
+        match entry.seen.get(&index) {
+            Some(seen) if seen != id => return Err(UtdCause::Replay),
+            Some(_) => {}
+            None => {
+                entry.seen.insert(index, id.to_owned());
+                let record = ReplayRecord {
+                    key_id: key_id.clone(),
+                    index,
+                    event_id: id.to_owned(),
+                };
+                let key = format!("{REPLAY_RECORD_KIND}/{}/{index}", inbound_key(&key_id));
+                self.put(key, &record);
+            }
+        }
+        let plaintext: Value =
+            serde_json::from_slice(&plaintext).map_err(|_| UtdCause::Malformed)?;
+        if plaintext.get("room_id").and_then(Value::as_str) != Some(room_id) {
+            return Err(UtdCause::WrongRoom);
+        }
+        let event_type = plaintext
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or(UtdCause::Malformed)?;
+        let sender_device = self
+            .devices
+            .device_by_curve(sender_key)
+            .map(|d| d.device_id.clone())
+            .or_else(|| (sender_key == self.own_curve()).then(|| self.device_id.clone()));
+        Ok(DecryptedRoomEvent {
+            event_id: id.to_owned(),
+            room_id: room_id.to_owned(),
+            sender: sender.to_owned(),
+            sender_device,
+            sender_key: sender_key.to_owned(),
+            verification,
+            event_type: event_type.to_owned(),
+            content: plaintext.get("content").cloned().unwrap_or(Value::Null),
+            message_index: index,
+            forwarded,
+        })
+    }
+
+    /// Checks that `sender` owns the session (and the device behind its
+    /// sender key) and returns how far that device is trusted.
+    fn attribute(
+        &self,
+        key_id: &SessionKeyId,
+        sender: &str,
+    ) -> Result<VerificationState, UtdCause> {
+        if let Some(entry) = self.inbound.get(key_id)
+            && entry.sender.as_deref().is_some_and(|s| s != sender)
+        {
+            return Err(UtdCause::SenderMismatch);
+        }
+        if key_id.sender_key == self.own_curve() {
+            return if sender == self.user_id {
+                Ok(VerificationState::Verified)
+            } else {
+                Err(UtdCause::SenderMismatch)
+            };
+        }
+        let Some(device) = self.devices.device_by_curve(&key_id.sender_key) else {
+            // Unknown is only believable while the sender's device list may
+            // be stale; once it is fresh, a key none of their devices has is
+            // not theirs.
+            return if self.devices.is_outdated(sender) {
+                Ok(VerificationState::UnknownDevice)
+            } else {
+                Err(UtdCause::SenderMismatch)
+            };
+        };
+        if device.user_id != sender {
+            return Err(UtdCause::SenderMismatch);
+        }
+        if let Some(entry) = self.inbound.get(key_id)
+            && entry.claimed_ed25519 != device.ed25519
+        {
+            return Err(UtdCause::SenderMismatch);
+        }
+        Ok(match device.trust {
+            LocalTrust::Verified => VerificationState::Verified,
+            LocalTrust::Unset => VerificationState::Unverified,
+            LocalTrust::Blacklisted => VerificationState::Blacklisted,
+        })
+    }
+
+    fn own_curve(&self) -> String {
+        self.account.identity_keys().curve25519.to_base64()
+    }
+}
+
+/// The session an `m.room.encrypted` event of `room_id` names.
+fn session_key_id(room_id: &str, event: &Value) -> Option<SessionKeyId> {
+    let content = event.get("content")?;
+    let field = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
+    Some(SessionKeyId {
+        room_id: room_id.to_owned(),
+        sender_key: field("sender_key")?,
+        session_id: field("session_id")?,
+    })
+}
+
+fn names_session(event: &Value, key_id: &SessionKeyId) -> bool {
+    let content = event.get("content");
+    let field = |name: &str| content.and_then(|c| c.get(name)).and_then(Value::as_str);
+    field("sender_key") == Some(key_id.sender_key.as_str())
+        && field("session_id") == Some(key_id.session_id.as_str())
+}
+
+fn inbound_key(key_id: &SessionKeyId) -> String {
+    format!(
+        "{RECORD_KIND}/{}/{}/{}",
+        key_id.room_id, key_id.sender_key, key_id.session_id
+    )
+}

@@ -1,0 +1,496 @@
+//! The sans-I/O end-to-end encryption state machine.
+//!
+//! [`OlmMachine`] is synchronous and does no I/O: the caller feeds it the
+//! encryption-relevant parts of each sync ([`SyncChanges`]) and the answers
+//! to the requests it asked for ([`OlmMachine::mark_request_sent`]); it
+//! hands back requests to send ([`OutgoingRequest`]), decrypted events, and
+//! a batch of record changes to persist in one transaction
+//! ([`OlmMachine::take_changes`], [`CryptoStore`]). The only clock is the
+//! `now_ms` the caller passes.
+//!
+//! Who gets which room key and when is written down in
+//! `spec-notes/key-distribution.md`; this module follows that note.
+//!
+//! # Flow
+//!
+//! ```text
+//! sync ──► receive_sync_changes ──► SyncOutput (to-device, late decryptions, warnings)
+//!                  │
+//! outgoing_requests / share_room_key ──► OutgoingRequest ──► server
+//!                                                               │
+//! mark_request_sent(request_id, response) ◄─────────────────────┘
+//! encrypt_room_event ──► m.room.encrypted content
+//! decrypt_room_event ──► DecryptedRoomEvent | UnableToDecrypt
+//! take_changes ──► Changes ──► CryptoStore::save (one transaction)
+//! ```
+//!
+//! # Layout
+//!
+//! - [`identity`]: the device's account and keys/upload (device keys,
+//!   one-time and fallback key top-ups).
+//! - [`devices`]: device tracking with keys/query, self-signature checks,
+//!   refusal of changed identity keys, local trust.
+//! - `olm`: Olm sessions: claims, to-device encryption and decryption with
+//!   the payload checks, wedged-session recovery.
+//! - `rooms`: membership and encryption settings per room.
+//! - `group`: outbound Megolm sessions, key sharing, rotation, withheld.
+//! - `inbound`: inbound Megolm sessions, room event decryption, replay
+//!   protection, unable-to-decrypt causes.
+//! - `key_requests`: asking our own other devices for missing keys, and
+//!   answering them (only for devices we verified).
+//! - [`store`]: the persistence trait and an in-memory store.
+//!
+//! # Not done yet
+//!
+//! Key requests to other users' devices, key backup, cross-signing and SAS
+//! verification (trust is local: [`OlmMachine::set_device_trust`]), history
+//! sharing for newcomers (MSC4268), and persistence of requests in flight
+//! (a failed request is reported with [`OlmMachine::mark_request_failed`],
+//! but a crash between building a to-device request and sending it leaves
+//! those devices without the key until the session rotates).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod devices;
+mod events;
+mod group;
+pub mod identity;
+mod inbound;
+mod key_requests;
+mod olm;
+mod requests;
+mod rooms;
+pub mod store;
+mod sync;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use myelin_crypto::{PickleKey, olm::Account};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use self::{
+    devices::DeviceTracker,
+    group::OutboundEntry,
+    identity::AccountMeta,
+    inbound::{InboundEntry, SessionKeyId},
+    olm::OlmSessions,
+    requests::InFlight,
+    rooms::RoomState,
+};
+pub use self::{
+    devices::{Device, DeviceWarning, LocalTrust},
+    events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
+    requests::{OutgoingRequest, Request},
+    store::{Changes, CryptoStore, MemoryStore},
+    sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
+};
+
+/// Errors from feeding the machine a response or asking it to act.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MachineError {
+    /// A response arrived for a request id the machine did not issue, or
+    /// already heard back about.
+    #[error("no request in flight with id `{0}`")]
+    UnknownRequest(String),
+
+    /// A response does not have the shape its endpoint defines.
+    #[error("malformed response to `{request_id}`: {reason}")]
+    MalformedResponse {
+        /// The request the response answers.
+        request_id: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// The room has no `m.room.encryption` state the machine knows of; the
+    /// E2E-only policy refuses to send into it in plaintext or to invent
+    /// encryption for it.
+    #[error("room `{0}` is not encrypted")]
+    RoomNotEncrypted(String),
+
+    /// The room's current Megolm session is missing, used up, or must rotate;
+    /// call [`OlmMachine::share_room_key`] until it returns no request.
+    #[error("no shared room key for `{0}`; share one first")]
+    RoomKeyNotShared(String),
+
+    /// There is no Olm session with this device (no key could be claimed).
+    #[error("no olm session with {user_id}'s device {device_id}")]
+    NoOlmSession {
+        /// The device's user.
+        user_id: String,
+        /// The device.
+        device_id: String,
+    },
+
+    /// A keys/query or keys/claim this step depends on is in flight (issued
+    /// by another call); answer it, then call again.
+    #[error("waiting for a keys/query or keys/claim answer")]
+    AwaitingResponse,
+
+    /// The Olm layer failed to encrypt.
+    #[error(transparent)]
+    Olm(#[from] myelin_crypto::olm::OlmError),
+}
+
+/// Errors from loading a machine from its store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The store holds no account record: this is not a machine's store.
+    #[error("store holds no account")]
+    MissingAccount,
+
+    /// The store's account belongs to another user or device.
+    #[error("store belongs to another device")]
+    WrongDevice,
+
+    /// A record did not decode or its pickle did not decrypt (wrong pickle
+    /// key, or the store was altered).
+    #[error("record `{0}` is corrupt or encrypted with another key")]
+    Corrupt(String),
+}
+
+/// The end-to-end encryption state of one device. See the module docs.
+///
+/// `Debug` shows the user and device ids only.
+pub struct OlmMachine {
+    user_id: String,
+    device_id: String,
+    pickle_key: PickleKey,
+    account: Account,
+    meta: AccountMeta,
+    devices: DeviceTracker,
+    olm_sessions: OlmSessions,
+    rooms: BTreeMap<String, RoomState>,
+    outbound: BTreeMap<String, OutboundEntry>,
+    inbound: BTreeMap<SessionKeyId, InboundEntry>,
+    withheld: BTreeMap<SessionKeyId, String>,
+    /// Sessions we asked our other devices for and have not got yet.
+    key_requests: BTreeSet<SessionKeyId>,
+    /// Undecryptable events by event id: (room id, event).
+    pending_utd: BTreeMap<String, (String, Value)>,
+    in_flight: BTreeMap<String, InFlight>,
+    /// Devices whose Olm session looks wedged: (user, device) -> when we
+    /// last started a fresh session for it.
+    wedged: BTreeMap<(String, String), u64>,
+    /// Devices a claim returned no key for, with when, so sharing does not
+    /// claim for them again and again.
+    claim_failures: BTreeMap<(String, String), u64>,
+    queued: Vec<OutgoingRequest>,
+    warnings: Vec<DeviceWarning>,
+    utd_counts: BTreeMap<&'static str, u64>,
+    only_verified_globally: bool,
+    changes: Changes,
+}
+
+impl OlmMachine {
+    /// A machine for a new device with a fresh Olm account. Its first
+    /// [`OlmMachine::outgoing_requests`] uploads the device keys.
+    pub fn new(user_id: &str, device_id: &str, pickle_key: PickleKey) -> Self {
+        let mut machine = Self::empty(user_id, device_id, pickle_key, Account::new());
+        machine.devices.track(user_id);
+        machine.save_account();
+        machine.save_user_devices(user_id);
+        machine
+    }
+
+    /// Rebuilds a machine from every record of its store.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError`] if the account is missing, belongs to another device,
+    /// or any record is corrupt.
+    pub fn load(
+        user_id: &str,
+        device_id: &str,
+        pickle_key: PickleKey,
+        records: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Self, LoadError> {
+        let meta: AccountMeta = decode(records, identity::ACCOUNT_RECORD)?;
+        if meta.user_id != user_id || meta.device_id != device_id {
+            return Err(LoadError::WrongDevice);
+        }
+        let account = Account::from_pickle(&meta.pickle, &pickle_key)
+            .map_err(|_| LoadError::Corrupt(identity::ACCOUNT_RECORD.to_owned()))?;
+        let mut machine = Self::empty(user_id, device_id, pickle_key, account);
+        machine.meta = meta;
+        // Records that refine a session load after every session.
+        let refines = |key: &str| {
+            key.starts_with(group::SHARES_RECORD_KIND)
+                || key.starts_with(inbound::REPLAY_RECORD_KIND)
+        };
+        let (later, first): (Vec<&String>, Vec<&String>) = records.keys().partition(|k| refines(k));
+        for key in first.into_iter().chain(later) {
+            machine.load_record(records, key)?;
+        }
+        Ok(machine)
+    }
+
+    /// The user this device belongs to.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// This device's id.
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// This device's public identity keys.
+    pub fn identity_keys(&self) -> myelin_crypto::olm::IdentityKeys {
+        self.account.identity_keys()
+    }
+
+    /// Takes the record changes made since the last call, for the caller to
+    /// save in one transaction.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Takes the device warnings raised since the last call (also returned
+    /// in [`SyncOutput::warnings`] when they arise during a sync).
+    pub fn take_warnings(&mut self) -> Vec<DeviceWarning> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// Feeds the machine one sync's encryption-relevant parts.
+    pub fn receive_sync_changes(&mut self, sync: SyncChanges) -> SyncOutput {
+        self.meta.last_now_ms = self.meta.last_now_ms.max(sync.now_ms);
+        self.receive_key_counts(&sync);
+        for user in &sync.changed_devices {
+            self.devices.mark_changed(user);
+            self.save_user_devices(user);
+        }
+        for user in &sync.left_devices {
+            if *user != self.user_id {
+                self.devices.untrack(user);
+                self.save_user_devices(user);
+            }
+        }
+        for update in &sync.rooms {
+            self.receive_room_update(update);
+        }
+        let mut output = SyncOutput::default();
+        for event in &sync.to_device_events {
+            self.receive_to_device(event, sync.now_ms, &mut output);
+        }
+        output.warnings = self.take_warnings();
+        output
+    }
+
+    /// The requests the machine needs sent now: key uploads, device list
+    /// queries, claims for wedged sessions, and queued to-device messages.
+    /// Room key sharing has its own entry point, [`OlmMachine::share_room_key`].
+    pub fn outgoing_requests(&mut self) -> Vec<OutgoingRequest> {
+        let mut requests = Vec::new();
+        if let Some(body) = self.keys_upload_body() {
+            requests.push(self.issue(InFlight::Upload, |_| Request::KeysUpload { body }));
+        }
+        let users = self.devices.users_to_query();
+        requests.extend(self.query_request(users));
+        let wedged: Vec<_> = self.wedged_devices_needing_claim();
+        requests.extend(self.claim_request(wedged));
+        requests.append(&mut self.queued);
+        requests
+    }
+
+    /// Reports the server's answer to a request the machine issued.
+    ///
+    /// # Errors
+    ///
+    /// [`MachineError::UnknownRequest`] for an id not in flight;
+    /// [`MachineError::MalformedResponse`] for a response of the wrong shape
+    /// (the request is then forgotten and will be issued again when needed).
+    pub fn mark_request_sent(
+        &mut self,
+        request_id: &str,
+        response: &Value,
+    ) -> Result<(), MachineError> {
+        let in_flight = self
+            .in_flight
+            .remove(request_id)
+            .ok_or_else(|| MachineError::UnknownRequest(request_id.to_owned()))?;
+        let malformed = |reason: &str| MachineError::MalformedResponse {
+            request_id: request_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        match in_flight {
+            InFlight::Upload => self.receive_upload_response(response).map_err(malformed),
+            InFlight::Query(users) => {
+                self.devices.query_finished(&users);
+                self.receive_query_response(&users, response)
+                    .map_err(malformed)
+            }
+            InFlight::Claim(devices) => self
+                .receive_claim_response(&devices, response)
+                .map_err(malformed),
+            InFlight::ToDevice | InFlight::RoomKeys { .. } => Ok(()),
+        }
+    }
+
+    /// Reports that a request could not be sent or the server refused it.
+    ///
+    /// The machine forgets it; whatever it asked for is asked again when
+    /// still needed: uploads and queries at the next
+    /// [`OlmMachine::outgoing_requests`], claims and room keys at the next
+    /// [`OlmMachine::share_room_key`] (the devices a failed `m.room_key`
+    /// batch was for no longer count as holding the session).
+    ///
+    /// # Errors
+    ///
+    /// [`MachineError::UnknownRequest`] for an id not in flight.
+    pub fn mark_request_failed(&mut self, request_id: &str) -> Result<(), MachineError> {
+        let in_flight = self
+            .in_flight
+            .remove(request_id)
+            .ok_or_else(|| MachineError::UnknownRequest(request_id.to_owned()))?;
+        match in_flight {
+            InFlight::Query(users) => self.devices.query_finished(&users),
+            InFlight::RoomKeys {
+                room_id,
+                session_id,
+                devices,
+            } => self.room_keys_not_sent(&room_id, &session_id, &devices),
+            InFlight::Upload | InFlight::Claim(_) | InFlight::ToDevice => {}
+        }
+        Ok(())
+    }
+
+    /// Registers a request as in flight and wraps it with a fresh id.
+    fn issue(
+        &mut self,
+        in_flight: InFlight,
+        build: impl FnOnce(&str) -> Request,
+    ) -> OutgoingRequest {
+        self.meta.next_request += 1;
+        let request_id = format!("myelin-{}-{}", self.device_id, self.meta.next_request);
+        self.save_account();
+        self.in_flight.insert(request_id.clone(), in_flight);
+        OutgoingRequest {
+            request: build(&request_id),
+            request_id,
+        }
+    }
+
+    fn empty(user_id: &str, device_id: &str, pickle_key: PickleKey, account: Account) -> Self {
+        Self {
+            user_id: user_id.to_owned(),
+            device_id: device_id.to_owned(),
+            meta: AccountMeta::new(user_id, device_id),
+            pickle_key,
+            account,
+            devices: DeviceTracker::default(),
+            olm_sessions: OlmSessions::default(),
+            rooms: BTreeMap::new(),
+            outbound: BTreeMap::new(),
+            inbound: BTreeMap::new(),
+            withheld: BTreeMap::new(),
+            key_requests: BTreeSet::new(),
+            pending_utd: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            wedged: BTreeMap::new(),
+            claim_failures: BTreeMap::new(),
+            queued: Vec::new(),
+            warnings: Vec::new(),
+            utd_counts: BTreeMap::new(),
+            only_verified_globally: false,
+            changes: Changes::default(),
+        }
+    }
+
+    fn load_record(
+        &mut self,
+        records: &BTreeMap<String, Vec<u8>>,
+        key: &str,
+    ) -> Result<(), LoadError> {
+        let kind = key.split('/').next().unwrap_or_default();
+        match kind {
+            devices::RECORD_KIND => {
+                let user: devices::UserDevices = decode(records, key)?;
+                self.devices.insert_user(user);
+            }
+            olm::RECORD_KIND => {
+                let record: olm::OlmSessionRecord = decode(records, key)?;
+                self.olm_sessions
+                    .insert_record(record, &self.pickle_key)
+                    .map_err(|_| LoadError::Corrupt(key.to_owned()))?;
+            }
+            rooms::RECORD_KIND => {
+                let room: RoomState = decode(records, key)?;
+                self.rooms.insert(room.room_id.clone(), room);
+            }
+            group::RECORD_KIND => {
+                let record: group::OutboundRecord = decode(records, key)?;
+                let entry = OutboundEntry::from_record(record, &self.pickle_key)
+                    .map_err(|_| LoadError::Corrupt(key.to_owned()))?;
+                self.outbound.insert(entry.room_id.clone(), entry);
+            }
+            inbound::RECORD_KIND => {
+                let record: inbound::InboundRecord = decode(records, key)?;
+                let entry = InboundEntry::from_record(record, &self.pickle_key)
+                    .map_err(|_| LoadError::Corrupt(key.to_owned()))?;
+                self.inbound.insert(entry.key_id.clone(), entry);
+            }
+            group::SHARES_RECORD_KIND => {
+                let record: group::SharesRecord = decode(records, key)?;
+                if let Some(entry) = self.outbound.get_mut(record.room_id()) {
+                    entry.add_shares(record);
+                }
+            }
+            inbound::REPLAY_RECORD_KIND => {
+                let record: inbound::ReplayRecord = decode(records, key)?;
+                if let Some(entry) = self.inbound.get_mut(record.key_id()) {
+                    entry.add_replay_record(record);
+                }
+            }
+            inbound::WITHHELD_RECORD => {
+                let (key_id, code): (SessionKeyId, String) = decode(records, key)?;
+                self.withheld.insert(key_id, code);
+            }
+            key_requests::RECORD => {
+                let requests: Vec<SessionKeyId> = decode(records, key)?;
+                self.key_requests = requests.into_iter().collect();
+            }
+            inbound::UTD_RECORD_KIND => {
+                let (room_id, event): (String, Value) = decode(records, key)?;
+                let event_id = events::event_id(&event).unwrap_or_default().to_owned();
+                self.pending_utd.insert(event_id, (room_id, event));
+            }
+            identity::SETTINGS_RECORD => {
+                self.only_verified_globally = decode(records, key)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn put<T: Serialize>(&mut self, key: String, value: &T) {
+        // Serialising these plain structs (strings, maps, integers) cannot
+        // fail; an empty record would then fail loudly at load.
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.changes.put(key, bytes);
+    }
+}
+
+impl std::fmt::Debug for OlmMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OlmMachine")
+            .field("user_id", &self.user_id)
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn decode<T: DeserializeOwned>(
+    records: &BTreeMap<String, Vec<u8>>,
+    key: &str,
+) -> Result<T, LoadError> {
+    let bytes = records.get(key).ok_or(LoadError::MissingAccount)?;
+    serde_json::from_slice(bytes).map_err(|_| LoadError::Corrupt(key.to_owned()))
+}

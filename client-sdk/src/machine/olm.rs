@@ -1,0 +1,566 @@
+//! Olm sessions: claiming keys, encrypting to devices, decrypting to-device
+//! events.
+//!
+//! **Session choice** ([spec]): to encrypt, use the session with the device
+//! that most recently decrypted a message (or, failing that, the newest).
+//! To decrypt a pre-key message, use the session it was built on if we have
+//! it, else create an inbound session from it; a normal message is tried
+//! against each session with the sender's key, most recently used first.
+//!
+//! **Payload checks**: after decryption, the payload's `sender` must be the
+//! event's sender, `recipient` and `recipient_keys.ed25519` must be us, and
+//! `keys.ed25519` must be the ed25519 key of the device that owns the Olm
+//! sender key, when we know that device. A device we do not know yet is
+//! queried; what it sent is accepted but carries
+//! [`super::VerificationState::UnknownDevice`] until the query lands.
+//!
+//! **Wedged sessions**: a normal message that no session decrypts means the
+//! sender's session state and ours diverged. We claim a fresh key for that
+//! device, start a new session and send it an `m.dummy` so that its next
+//! message to us uses the new session. At most once an hour per device.
+//!
+//! [spec]: https://spec.matrix.org/v1.16/client-server-api/#molmv1curve25519-aes-sha2
+
+use std::collections::BTreeMap;
+
+use myelin_crypto::{
+    PickleError, PickleKey,
+    olm::{
+        Curve25519PublicKey, Ed25519PublicKey, OLM_ALGORITHM, OlmMessage, SIGNED_CURVE25519,
+        Session,
+    },
+    verify_json_signature,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::{Device, InFlight, MachineError, OlmMachine, OutgoingRequest, Request, SyncOutput};
+
+pub(super) const RECORD_KIND: &str = "olm";
+
+/// A new session for a wedged device is started at most this often.
+const UNWEDGE_INTERVAL_MS: u64 = 60 * 60 * 1000;
+/// Sessions kept per device. A fallback key lets anyone open any number of
+/// sessions; beyond this many, the least recently used is dropped.
+const MAX_SESSIONS_PER_DEVICE: usize = 16;
+/// A device a claim returned no key for is not claimed again for this long.
+const CLAIM_RETRY_MS: u64 = 60 * 60 * 1000;
+
+pub(super) struct StoredSession {
+    session: Session,
+    sender_key: String,
+    created_ms: u64,
+    last_used_ms: u64,
+    /// Order of creation, to break ties between sessions used at the same
+    /// millisecond.
+    serial: u64,
+}
+
+/// A persisted Olm session.
+#[derive(Serialize, Deserialize)]
+pub(super) struct OlmSessionRecord {
+    sender_key: String,
+    session_id: String,
+    pickle: String,
+    created_ms: u64,
+    last_used_ms: u64,
+    serial: u64,
+}
+
+/// Olm sessions by the other device's curve25519 key.
+#[derive(Default)]
+pub(super) struct OlmSessions {
+    by_key: BTreeMap<String, Vec<StoredSession>>,
+    next_serial: u64,
+}
+
+impl OlmSessions {
+    pub(super) fn insert_record(
+        &mut self,
+        record: OlmSessionRecord,
+        key: &PickleKey,
+    ) -> Result<(), PickleError> {
+        let session = Session::from_pickle(&record.pickle, key)?;
+        self.next_serial = self.next_serial.max(record.serial + 1);
+        self.by_key
+            .entry(record.sender_key.clone())
+            .or_default()
+            .push(StoredSession {
+                session,
+                sender_key: record.sender_key,
+                created_ms: record.created_ms,
+                last_used_ms: record.last_used_ms,
+                serial: record.serial,
+            });
+        Ok(())
+    }
+
+    pub(super) fn has_session(&self, curve25519: &str) -> bool {
+        self.by_key.get(curve25519).is_some_and(|s| !s.is_empty())
+    }
+
+    /// Adds a session; if the device then has more than
+    /// [`MAX_SESSIONS_PER_DEVICE`], drops the least recently used one and
+    /// returns its session id.
+    fn insert(&mut self, sender_key: &str, session: Session, now_ms: u64) -> Option<String> {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let sessions = self.by_key.entry(sender_key.to_owned()).or_default();
+        sessions.push(StoredSession {
+            session,
+            sender_key: sender_key.to_owned(),
+            created_ms: now_ms,
+            last_used_ms: now_ms,
+            serial,
+        });
+        if sessions.len() <= MAX_SESSIONS_PER_DEVICE {
+            return None;
+        }
+        let (oldest, _) = sessions
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| (s.last_used_ms, s.serial))?;
+        Some(sessions.remove(oldest).session.session_id())
+    }
+
+    fn record_of(
+        &self,
+        sender_key: &str,
+        session_id: &str,
+        key: &PickleKey,
+    ) -> Option<OlmSessionRecord> {
+        self.by_key
+            .get(sender_key)?
+            .iter()
+            .find(|s| s.session.session_id() == session_id)
+            .map(|s| s.record(key))
+    }
+
+    /// Sessions with `sender_key`, most recently used first.
+    fn ordered(&mut self, sender_key: &str) -> Vec<&mut StoredSession> {
+        let mut sessions: Vec<_> = self
+            .by_key
+            .get_mut(sender_key)
+            .into_iter()
+            .flatten()
+            .collect();
+        sessions.sort_by_key(|s| std::cmp::Reverse((s.last_used_ms, s.serial)));
+        sessions
+    }
+}
+
+impl StoredSession {
+    fn record(&self, key: &PickleKey) -> OlmSessionRecord {
+        OlmSessionRecord {
+            sender_key: self.sender_key.clone(),
+            session_id: self.session.session_id(),
+            pickle: self.session.pickle(key),
+            created_ms: self.created_ms,
+            last_used_ms: self.last_used_ms,
+            serial: self.serial,
+        }
+    }
+}
+
+/// A to-device event that decrypted and passed the payload checks.
+pub(super) struct DecryptedOlm {
+    pub(super) sender: String,
+    pub(super) sender_key: String,
+    pub(super) claimed_ed25519: String,
+    pub(super) event_type: String,
+    pub(super) content: Value,
+    pub(super) payload: Value,
+}
+
+/// Why a to-device event was dropped. Not surfaced beyond debugging: a
+/// to-device event has no timeline slot to mark.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ToDeviceRejection {
+    NotForUs,
+    Malformed,
+    Undecryptable,
+    PayloadMismatch,
+}
+
+impl OlmMachine {
+    /// Builds the `/keys/claim` request for `devices`, if any.
+    pub(super) fn claim_request(
+        &mut self,
+        devices: Vec<(String, String)>,
+    ) -> Option<OutgoingRequest> {
+        if devices.is_empty() {
+            return None;
+        }
+        let mut body: Map<String, Value> = Map::new();
+        for (user, device) in &devices {
+            let entry = body.entry(user.clone()).or_insert_with(|| json!({}));
+            entry[device] = json!(SIGNED_CURVE25519);
+        }
+        let body = json!({"one_time_keys": body, "timeout": 10_000});
+        Some(self.issue(InFlight::Claim(devices), |_| Request::KeysClaim { body }))
+    }
+
+    /// Devices marked wedged whose fresh session has not been claimed yet.
+    pub(super) fn wedged_devices_needing_claim(&self) -> Vec<(String, String)> {
+        let wanted = self.wedged.iter().filter(|(_, done)| **done == 0);
+        self.not_being_claimed(wanted.map(|(device, _)| device.clone()))
+    }
+
+    /// Those of `devices` that no claim in flight asks for already.
+    pub(super) fn not_being_claimed(
+        &self,
+        devices: impl IntoIterator<Item = (String, String)>,
+    ) -> Vec<(String, String)> {
+        let claiming: Vec<&(String, String)> = self
+            .in_flight
+            .values()
+            .filter_map(|r| match r {
+                InFlight::Claim(devices) => Some(devices),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        devices
+            .into_iter()
+            .filter(|d| !claiming.contains(&d))
+            .collect()
+    }
+
+    pub(super) fn receive_claim_response(
+        &mut self,
+        devices: &[(String, String)],
+        response: &Value,
+    ) -> Result<(), &'static str> {
+        let keys = response
+            .get("one_time_keys")
+            .and_then(Value::as_object)
+            .ok_or("missing one_time_keys")?;
+        let now_ms = self.now_hint();
+        for (user_id, device_id) in devices {
+            let claimed = keys
+                .get(user_id)
+                .and_then(|d| d.get(device_id))
+                .and_then(Value::as_object)
+                .and_then(|k| k.values().next());
+            let Some(device) = self.devices.device(user_id, device_id).cloned() else {
+                continue;
+            };
+            let session = claimed.and_then(|key| self.session_from_claimed_key(&device, key));
+            let wedged_key = (user_id.clone(), device_id.clone());
+            match session {
+                Some(session) => {
+                    self.claim_failures.remove(&wedged_key);
+                    self.add_olm_session(&device.curve25519, session, now_ms);
+                    if let Some(when) = self.wedged.get_mut(&wedged_key) {
+                        *when = now_ms.max(1);
+                        self.queue_dummy(&device);
+                    }
+                }
+                None => {
+                    self.claim_failures.insert(wedged_key, now_ms);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies a claimed key's signature by the device and opens a session.
+    fn session_from_claimed_key(&self, device: &Device, key: &Value) -> Option<Session> {
+        let object = key.as_object()?;
+        let signing_key = Ed25519PublicKey::from_base64(&device.ed25519).ok()?;
+        verify_json_signature(
+            &signing_key,
+            &device.user_id,
+            &format!("ed25519:{}", device.device_id),
+            object,
+        )
+        .ok()?;
+        let one_time_key = Curve25519PublicKey::from_base64(object.get("key")?.as_str()?).ok()?;
+        let identity_key = Curve25519PublicKey::from_base64(&device.curve25519).ok()?;
+        self.account
+            .create_outbound_session(identity_key, one_time_key)
+            .ok()
+    }
+
+    fn queue_dummy(&mut self, device: &Device) {
+        if let Ok(content) = self.encrypt_for_device(device, "m.dummy", &json!({})) {
+            let body =
+                json!({"messages": {device.user_id.clone(): {device.device_id.clone(): content}}});
+            let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
+                event_type: "m.room.encrypted".to_owned(),
+                txn_id: txn_id.to_owned(),
+                body,
+            });
+            self.queued.push(request);
+        }
+    }
+
+    /// Whether a device was claimed for recently without getting a key.
+    pub(super) fn claim_failed_recently(&self, device: &(String, String), now_ms: u64) -> bool {
+        self.claim_failures
+            .get(device)
+            .is_some_and(|when| now_ms.saturating_sub(*when) < CLAIM_RETRY_MS)
+    }
+
+    pub(super) fn has_olm_session(&self, device: &Device) -> bool {
+        self.olm_sessions.has_session(&device.curve25519)
+    }
+
+    /// Olm-encrypts an event for one device: the `m.room.encrypted`
+    /// to-device content, payload fields per spec.
+    pub(super) fn encrypt_for_device(
+        &mut self,
+        device: &Device,
+        event_type: &str,
+        content: &Value,
+    ) -> Result<Value, MachineError> {
+        let ours = self.account.identity_keys();
+        let payload = json!({
+            "type": event_type,
+            "content": content,
+            "sender": self.user_id,
+            "sender_device": self.device_id,
+            "keys": {"ed25519": ours.ed25519.to_base64()},
+            "recipient": device.user_id,
+            "recipient_keys": {"ed25519": device.ed25519},
+        });
+        self.olm_encrypt_payload(device, &payload)
+    }
+
+    /// Olm-encrypts an already built payload for one device.
+    pub(super) fn olm_encrypt_payload(
+        &mut self,
+        device: &Device,
+        payload: &Value,
+    ) -> Result<Value, MachineError> {
+        let plaintext = serde_json::to_vec(payload).unwrap_or_default();
+        let Some(stored) = self
+            .olm_sessions
+            .ordered(&device.curve25519)
+            .into_iter()
+            .next()
+        else {
+            return Err(MachineError::NoOlmSession {
+                user_id: device.user_id.clone(),
+                device_id: device.device_id.clone(),
+            });
+        };
+        let message = stored.session.encrypt(&plaintext)?;
+        let record = stored.record(&self.pickle_key);
+        self.save_olm_session(record);
+        // OlmMessage serialises as the spec's `{"type": 0|1, "body": base64}`.
+        let message = serde_json::to_value(&message).unwrap_or_default();
+        Ok(json!({
+            "algorithm": OLM_ALGORITHM,
+            "sender_key": self.account.identity_keys().curve25519.to_base64(),
+            "ciphertext": {device.curve25519.clone(): message},
+        }))
+    }
+
+    /// Handles one to-device event from a sync.
+    pub(super) fn receive_to_device(
+        &mut self,
+        event: &Value,
+        now_ms: u64,
+        output: &mut SyncOutput,
+    ) {
+        let event_type = event
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match event_type {
+            "m.room.encrypted" => {
+                let Ok(decrypted) = self.decrypt_to_device(event, now_ms) else {
+                    return;
+                };
+                match decrypted.event_type.as_str() {
+                    "m.room_key" => self.receive_room_key(&decrypted, output),
+                    "m.forwarded_room_key" => self.receive_forwarded_room_key(&decrypted, output),
+                    "m.dummy" => {}
+                    _ => output.to_device.push(decrypted.payload),
+                }
+            }
+            "m.room_key.withheld" => self.receive_withheld(event),
+            "m.room_key_request" => self.receive_key_request(event),
+            // Room keys are only ever accepted inside Olm: a plaintext
+            // m.room_key could come from anyone, the server included.
+            "m.room_key" | "m.forwarded_room_key" => {}
+            _ => output.to_device.push(event.clone()),
+        }
+    }
+
+    pub(super) fn decrypt_to_device(
+        &mut self,
+        event: &Value,
+        now_ms: u64,
+    ) -> Result<DecryptedOlm, ToDeviceRejection> {
+        use ToDeviceRejection::*;
+        let sender = event
+            .get("sender")
+            .and_then(Value::as_str)
+            .ok_or(Malformed)?
+            .to_owned();
+        let content = event.get("content").ok_or(Malformed)?;
+        if content.get("algorithm").and_then(Value::as_str) != Some(OLM_ALGORITHM) {
+            return Err(Malformed);
+        }
+        let sender_key = content
+            .get("sender_key")
+            .and_then(Value::as_str)
+            .ok_or(Malformed)?
+            .to_owned();
+        let ours = self.account.identity_keys();
+        let ciphertext = content
+            .get("ciphertext")
+            .and_then(|c| c.get(ours.curve25519.to_base64()))
+            .ok_or(NotForUs)?;
+        let message: OlmMessage =
+            serde_json::from_value(ciphertext.clone()).map_err(|_| Malformed)?;
+        let plaintext = self.olm_decrypt(&sender, &sender_key, &message, now_ms)?;
+        let payload: Value = serde_json::from_slice(&plaintext).map_err(|_| Malformed)?;
+        self.check_payload(&sender, &sender_key, payload)
+    }
+
+    fn olm_decrypt(
+        &mut self,
+        sender: &str,
+        sender_key: &str,
+        message: &OlmMessage,
+        now_ms: u64,
+    ) -> Result<Vec<u8>, ToDeviceRejection> {
+        let pickle_key = self.pickle_key.clone();
+        let mut decrypted = None;
+        for stored in self.olm_sessions.ordered(sender_key) {
+            if let OlmMessage::PreKey(pre_key) = message
+                && !stored.session.matches(pre_key)
+            {
+                continue;
+            }
+            if let Ok(plaintext) = stored.session.decrypt(message) {
+                stored.last_used_ms = now_ms;
+                decrypted = Some((plaintext, stored.record(&pickle_key)));
+                break;
+            }
+        }
+        if let Some((plaintext, record)) = decrypted {
+            self.save_olm_session(record);
+            return Ok(plaintext);
+        }
+        match message {
+            OlmMessage::PreKey(pre_key) => {
+                let identity_key = Curve25519PublicKey::from_base64(sender_key)
+                    .map_err(|_| ToDeviceRejection::Malformed)?;
+                let (session, plaintext) = self
+                    .account
+                    .create_inbound_session(identity_key, pre_key)
+                    .map_err(|_| ToDeviceRejection::Undecryptable)?;
+                // The one-time key is gone from the account: save both in
+                // the same change set.
+                self.save_account();
+                self.add_olm_session(sender_key, session, now_ms);
+                Ok(plaintext)
+            }
+            OlmMessage::Normal(_) => {
+                self.mark_wedged(sender, sender_key, now_ms);
+                Err(ToDeviceRejection::Undecryptable)
+            }
+        }
+    }
+
+    fn mark_wedged(&mut self, sender: &str, sender_key: &str, now_ms: u64) {
+        let Some(device) = self.devices.device_by_curve(sender_key) else {
+            return;
+        };
+        if device.user_id != sender {
+            return;
+        }
+        let key = (device.user_id.clone(), device.device_id.clone());
+        let recently = self
+            .wedged
+            .get(&key)
+            .is_some_and(|when| *when != 0 && now_ms.saturating_sub(*when) < UNWEDGE_INTERVAL_MS);
+        if !recently {
+            // 0 = a fresh session is wanted; the claim answer sets the time.
+            self.wedged.insert(key, 0);
+        }
+    }
+
+    fn check_payload(
+        &mut self,
+        sender: &str,
+        sender_key: &str,
+        payload: Value,
+    ) -> Result<DecryptedOlm, ToDeviceRejection> {
+        use ToDeviceRejection::*;
+        let field = |name: &str| payload.get(name).and_then(Value::as_str);
+        let ours = self.account.identity_keys();
+        if field("sender") != Some(sender)
+            || field("recipient") != Some(self.user_id.as_str())
+            || payload
+                .get("recipient_keys")
+                .and_then(|k| k.get("ed25519"))
+                .and_then(Value::as_str)
+                != Some(ours.ed25519.to_base64().as_str())
+        {
+            return Err(PayloadMismatch);
+        }
+        let claimed_ed25519 = payload
+            .get("keys")
+            .and_then(|k| k.get("ed25519"))
+            .and_then(Value::as_str)
+            .ok_or(Malformed)?
+            .to_owned();
+        match self.devices.device_by_curve(sender_key) {
+            Some(device) if device.user_id != sender || device.ed25519 != claimed_ed25519 => {
+                return Err(PayloadMismatch);
+            }
+            Some(_) => {}
+            None => {
+                // Unknown device: learn it, and judge what it sent when we do.
+                if !self.devices.track(sender) {
+                    self.devices.mark_changed(sender);
+                }
+                self.save_user_devices(sender);
+            }
+        }
+        let event_type = field("type").ok_or(Malformed)?.to_owned();
+        let content = payload.get("content").cloned().ok_or(Malformed)?;
+        Ok(DecryptedOlm {
+            sender: sender.to_owned(),
+            sender_key: sender_key.to_owned(),
+            claimed_ed25519,
+            event_type,
+            content,
+            payload,
+        })
+    }
+
+    /// Stores a new session (and forgets the one it pushed out, if any).
+    fn add_olm_session(&mut self, sender_key: &str, session: Session, now_ms: u64) {
+        let session_id = session.session_id();
+        if let Some(evicted) = self.olm_sessions.insert(sender_key, session, now_ms) {
+            self.changes.delete(olm_record_key(sender_key, &evicted));
+        }
+        if let Some(record) = self
+            .olm_sessions
+            .record_of(sender_key, &session_id, &self.pickle_key)
+        {
+            self.save_olm_session(record);
+        }
+    }
+
+    fn save_olm_session(&mut self, record: OlmSessionRecord) {
+        let key = olm_record_key(&record.sender_key, &record.session_id);
+        self.put(key, &record);
+    }
+
+    /// The latest `now_ms` the machine was given; claims have no clock of
+    /// their own and use it to timestamp sessions.
+    fn now_hint(&self) -> u64 {
+        self.meta.last_now_ms
+    }
+}
+
+fn olm_record_key(sender_key: &str, session_id: &str) -> String {
+    format!("{RECORD_KIND}/{sender_key}/{session_id}")
+}

@@ -1,0 +1,67 @@
+//! Requests the machine asks its caller to send, as plain JSON bodies.
+//!
+//! Each carries a request id. The caller sends it, then reports the
+//! server's answer with [`crate::machine::OlmMachine::mark_request_sent`]
+//! under the same id. To-device requests use the request id as their
+//! transaction id, so a retried send is idempotent on the server.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One request for the caller to send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutgoingRequest {
+    /// Names the request when its response is reported back.
+    pub request_id: String,
+    /// What to send.
+    pub request: Request,
+}
+
+/// The endpoint and body of an [`OutgoingRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Request {
+    /// `POST /_matrix/client/v3/keys/upload` with this body.
+    KeysUpload {
+        /// The request body.
+        body: Value,
+    },
+    /// `POST /_matrix/client/v3/keys/query` with this body.
+    KeysQuery {
+        /// The request body.
+        body: Value,
+    },
+    /// `POST /_matrix/client/v3/keys/claim` with this body.
+    KeysClaim {
+        /// The request body.
+        body: Value,
+    },
+    /// `PUT /_matrix/client/v3/sendToDevice/{event_type}/{txn_id}` with
+    /// this body (`{"messages": {user: {device: content}}}`).
+    ToDevice {
+        /// The to-device event type (`m.room.encrypted`, `m.room_key.withheld`).
+        event_type: String,
+        /// The transaction id (the request id).
+        txn_id: String,
+        /// The request body.
+        body: Value,
+    },
+}
+
+/// What the machine remembers about a request it issued and has not heard
+/// back about.
+#[derive(Debug, Clone)]
+pub(crate) enum InFlight {
+    Upload,
+    /// Users whose device lists this query fetches.
+    Query(Vec<String>),
+    /// (user, device) pairs whose keys this claim asks for.
+    Claim(Vec<(String, String)>),
+    ToDevice,
+    /// `m.room_key` for these devices, of this room's session.
+    RoomKeys {
+        room_id: String,
+        session_id: String,
+        devices: Vec<(String, String)>,
+    },
+}

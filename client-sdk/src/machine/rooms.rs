@@ -1,0 +1,168 @@
+//! Per-room state the machine needs: encryption settings and membership.
+//!
+//! **E2E-only**: once a room is encrypted it stays encrypted. A later
+//! `m.room.encryption` with another algorithm, or one that lengthens the
+//! rotation periods, is refused (the stricter settings are kept) and
+//! reported as [`DeviceWarning::EncryptionChangeRefused`].
+//!
+//! **Who may read new messages**: joined members, and invited members unless
+//! the history visibility is `joined` (an invitee then reads nothing until
+//! they join).
+
+use std::collections::BTreeMap;
+
+use myelin_crypto::megolm::MEGOLM_ALGORITHM;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{DeviceWarning, Membership, OlmMachine, RoomUpdate};
+
+pub(super) const RECORD_KIND: &str = "room";
+
+/// Rotation defaults from the spec's `m.room.encryption`.
+const DEFAULT_ROTATION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+const DEFAULT_ROTATION_MSGS: u64 = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct EncryptionSettings {
+    pub(super) rotation_period_ms: u64,
+    pub(super) rotation_period_msgs: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct RoomState {
+    pub(super) room_id: String,
+    pub(super) encryption: Option<EncryptionSettings>,
+    pub(super) history_visibility: Option<String>,
+    pub(super) members: BTreeMap<String, Membership>,
+    /// Share keys only with verified devices in this room.
+    pub(super) only_verified: bool,
+}
+
+impl RoomState {
+    /// The users who may read the next message.
+    pub(super) fn readers(&self) -> Vec<String> {
+        let invitees_read = self.history_visibility.as_deref() != Some("joined");
+        self.members
+            .iter()
+            .filter(|(_, m)| {
+                **m == Membership::Join || (invitees_read && **m == Membership::Invite)
+            })
+            .map(|(user, _)| user.clone())
+            .collect()
+    }
+}
+
+impl OlmMachine {
+    /// Whether the machine knows `room_id` as encrypted.
+    pub fn is_room_encrypted(&self, room_id: &str) -> bool {
+        self.rooms
+            .get(room_id)
+            .is_some_and(|r| r.encryption.is_some())
+    }
+
+    /// Shares keys in `room_id` only with verified devices (`true`), or
+    /// with every device not blacklisted (`false`). Excluded devices get an
+    /// `m.room_key.withheld` with code `m.unverified`.
+    pub fn set_only_verified(&mut self, room_id: &str, only_verified: bool) {
+        let room = self.room_mut(room_id);
+        room.only_verified = only_verified;
+        self.save_room(room_id);
+        self.recheck_outbound(Some(room_id));
+    }
+
+    /// The same as [`OlmMachine::set_only_verified`], for every room.
+    pub fn set_only_verified_globally(&mut self, only_verified: bool) {
+        self.only_verified_globally = only_verified;
+        self.recheck_outbound(None);
+        self.put(super::identity::SETTINGS_RECORD.to_owned(), &only_verified);
+    }
+
+    pub(super) fn receive_room_update(&mut self, update: &RoomUpdate) {
+        let room_id = update.room_id.as_str();
+        if let Some(content) = &update.encryption {
+            self.receive_encryption(room_id, content);
+        }
+        if let Some(visibility) = &update.history_visibility {
+            self.room_mut(room_id).history_visibility = Some(visibility.clone());
+        }
+        let may_exclude = update.history_visibility.is_some()
+            || update.members.iter().any(|(_, m)| *m != Membership::Join);
+        if may_exclude {
+            self.recheck_outbound(Some(room_id));
+        }
+        for (user, membership) in &update.members {
+            self.room_mut(room_id)
+                .members
+                .insert(user.clone(), *membership);
+        }
+        if self.is_room_encrypted(room_id) {
+            // Everyone who may read an encrypted room is tracked, including
+            // members from before the room turned encrypted.
+            let readers = self
+                .rooms
+                .get(room_id)
+                .map(|r| r.readers())
+                .unwrap_or_default();
+            for user in readers {
+                if self.devices.track(&user) {
+                    self.save_user_devices(&user);
+                }
+            }
+        }
+        self.save_room(room_id);
+    }
+
+    fn receive_encryption(&mut self, room_id: &str, content: &Value) {
+        let algorithm = content.get("algorithm").and_then(Value::as_str);
+        let proposed = EncryptionSettings {
+            rotation_period_ms: content
+                .get("rotation_period_ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(DEFAULT_ROTATION_MS),
+            rotation_period_msgs: content
+                .get("rotation_period_msgs")
+                .and_then(Value::as_u64)
+                .unwrap_or(DEFAULT_ROTATION_MSGS),
+        };
+        let room = self.room_mut(room_id);
+        match (room.encryption, algorithm == Some(MEGOLM_ALGORITHM)) {
+            (None, true) => room.encryption = Some(proposed),
+            (None, false) => {} // an algorithm we do not speak: not encrypted for us
+            (Some(current), true) => {
+                let stricter = EncryptionSettings {
+                    rotation_period_ms: current.rotation_period_ms.min(proposed.rotation_period_ms),
+                    rotation_period_msgs: current
+                        .rotation_period_msgs
+                        .min(proposed.rotation_period_msgs),
+                };
+                room.encryption = Some(stricter);
+                if stricter != proposed {
+                    self.refuse_encryption_change(room_id);
+                }
+            }
+            (Some(_), false) => self.refuse_encryption_change(room_id),
+        }
+    }
+
+    fn refuse_encryption_change(&mut self, room_id: &str) {
+        self.warnings.push(DeviceWarning::EncryptionChangeRefused {
+            room_id: room_id.to_owned(),
+        });
+    }
+
+    pub(super) fn room_mut(&mut self, room_id: &str) -> &mut RoomState {
+        self.rooms
+            .entry(room_id.to_owned())
+            .or_insert_with(|| RoomState {
+                room_id: room_id.to_owned(),
+                ..RoomState::default()
+            })
+    }
+
+    pub(super) fn save_room(&mut self, room_id: &str) {
+        if let Some(room) = self.rooms.get(room_id).cloned() {
+            self.put(format!("{RECORD_KIND}/{room_id}"), &room);
+        }
+    }
+}

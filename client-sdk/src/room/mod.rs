@@ -1,0 +1,452 @@
+//! Rooms: the room list, creating and joining, and a [`Room`] handle to
+//! send, redact, paginate, type and mark as read.
+
+mod info;
+pub(crate) mod outbox;
+
+use std::time::Duration;
+
+use reqwest::Method;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub use self::{
+    info::{MEGOLM_ALGORITHM, Member, Membership, POLICY_EVENT_TYPE, RoomInfo},
+    outbox::{PendingEvent, PendingKind},
+};
+use crate::{
+    Client,
+    error::{Error, Result},
+    events::{RoomEvent, parse_each},
+    http::Request,
+};
+
+/// Where room summaries live in the store (key: the room id).
+pub(crate) const ROOMS_NAMESPACE: &str = "rooms";
+
+/// How a new room protects its messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RoomSecurity {
+    /// No encryption: the server can read every message.
+    Plain,
+    /// `m.room.encryption` with Megolm from the first event.
+    #[default]
+    Encrypted,
+    /// Encrypted, plus Myelin's E2E-only policy (`org.myelin.room.policy`,
+    /// `{"e2e_required": true}`): a Myelin server refuses any plaintext
+    /// message event in the room.
+    E2eOnly,
+}
+
+/// What to create; see [`Client::create_room`].
+#[derive(Debug, Clone, Default)]
+pub struct CreateRoom {
+    /// `m.room.name`.
+    pub name: Option<String>,
+    /// `m.room.topic`.
+    pub topic: Option<String>,
+    /// Users to invite at once.
+    pub invite: Vec<OwnedUserId>,
+    /// Mark the invites as a direct chat.
+    pub is_direct: bool,
+    /// Publish in the room directory and let anyone join (`public_chat`);
+    /// otherwise invite-only (`private_chat`).
+    pub is_public: bool,
+    /// Encryption and policy.
+    pub security: RoomSecurity,
+}
+
+/// A page of history from [`Room::messages`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Messages {
+    /// Events, newest first (walking backwards).
+    pub events: Vec<RoomEvent>,
+    /// The token for the next (older) page; `None` at the start of the room.
+    pub end: Option<String>,
+    /// State events needed to show `events` (member events, when lazy
+    /// loading).
+    pub state: Vec<RoomEvent>,
+}
+
+#[derive(Deserialize)]
+struct RoomIdResponse {
+    room_id: OwnedRoomId,
+}
+
+#[derive(Deserialize)]
+struct EventIdResponse {
+    event_id: OwnedEventId,
+}
+
+#[derive(Deserialize)]
+struct MessagesResponse {
+    #[serde(default)]
+    chunk: Vec<Value>,
+    #[serde(default)]
+    end: Option<String>,
+    #[serde(default)]
+    state: Vec<Value>,
+}
+
+impl Client {
+    /// Every room the client knows, as of the last saved sync.
+    pub fn rooms(&self) -> Vec<RoomInfo> {
+        self.rooms_snapshot().into_values().collect()
+    }
+
+    pub(crate) fn rooms_snapshot(&self) -> std::collections::BTreeMap<OwnedRoomId, RoomInfo> {
+        self.inner
+            .rooms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A handle on `room_id` (whether or not a sync has shown it yet).
+    pub fn room(&self, room_id: &RoomId) -> Room {
+        Room {
+            client: self.clone(),
+            room_id: room_id.to_owned(),
+        }
+    }
+
+    /// Creates a room ([`/createRoom`](https://spec.matrix.org/v1.16/client-server-api/#post_matrixclientv3createroom)).
+    /// Encryption and the E2E-only policy go in `initial_state`, so no
+    /// message can precede them. The room shows in [`Client::rooms`] at
+    /// once, with what we asked for; the next sync fills in the rest.
+    ///
+    /// # Errors
+    ///
+    /// Matrix errors (for example `M_FORBIDDEN` when the server refuses).
+    pub async fn create_room(&self, options: CreateRoom) -> Result<Room> {
+        let mut initial_state = Vec::new();
+        if options.security != RoomSecurity::Plain {
+            initial_state.push(json!({
+                "type": "m.room.encryption", "state_key": "",
+                "content": { "algorithm": MEGOLM_ALGORITHM },
+            }));
+        }
+        if options.security == RoomSecurity::E2eOnly {
+            initial_state.push(json!({
+                "type": POLICY_EVENT_TYPE, "state_key": "",
+                "content": { "e2e_required": true },
+            }));
+        }
+        let mut body = json!({
+            "preset": if options.is_public { "public_chat" } else { "private_chat" },
+            "visibility": if options.is_public { "public" } else { "private" },
+            "invite": options.invite,
+            "is_direct": options.is_direct,
+            "initial_state": initial_state,
+        });
+        let (name, topic) = (options.name, options.topic);
+        if let Some(name) = &name {
+            body["name"] = json!(name);
+        }
+        if let Some(topic) = &topic {
+            body["topic"] = json!(topic);
+        }
+        let response: RoomIdResponse = self
+            .inner
+            .http
+            .send(&Request::v3(Method::POST, &["createRoom"]).json(body))
+            .await?;
+        // Known at once, so that the room's encryption holds before the
+        // next sync confirms it.
+        let mut info = RoomInfo::new(response.room_id.clone(), Membership::Join);
+        info.name = name;
+        info.topic = topic;
+        if options.security != RoomSecurity::Plain {
+            info.encryption = Some(json!({ "algorithm": MEGOLM_ALGORITHM }));
+        }
+        info.is_e2e_required = options.security == RoomSecurity::E2eOnly;
+        if let Ok(own_user_id) = self.user_id() {
+            let member = Member {
+                membership: Membership::Join,
+                display_name: None,
+            };
+            info.members.insert(own_user_id, member);
+        }
+        self.remember_room(info).await?;
+        Ok(self.room(&response.room_id))
+    }
+
+    /// Saves and publishes `info` unless a sync already brought the room.
+    async fn remember_room(&self, info: RoomInfo) -> Result<()> {
+        if self.rooms_snapshot().contains_key(&info.room_id) {
+            return Ok(());
+        }
+        let mut changes = crate::store::Changes::new();
+        changes.put_json(ROOMS_NAMESPACE, info.room_id.as_str(), &info)?;
+        self.inner.store.commit(changes).await?;
+        self.inner
+            .rooms
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(info.room_id.clone())
+            .or_insert(info);
+        Ok(())
+    }
+
+    /// Joins a room by id or alias (`#room:server`).
+    ///
+    /// # Errors
+    ///
+    /// Matrix errors (`M_FORBIDDEN` without an invite, `M_NOT_FOUND`).
+    pub async fn join_room(&self, room_id_or_alias: &str) -> Result<Room> {
+        let response: RoomIdResponse = self
+            .inner
+            .http
+            .send(&Request::v3(Method::POST, &["join", room_id_or_alias]).json(json!({})))
+            .await?;
+        Ok(self.room(&response.room_id))
+    }
+}
+
+/// A room, for sending and reading. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Room {
+    client: Client,
+    room_id: OwnedRoomId,
+}
+
+impl Room {
+    /// The room's id.
+    pub fn room_id(&self) -> &RoomId {
+        &self.room_id
+    }
+
+    /// What the last saved sync said about the room.
+    pub fn info(&self) -> Option<RoomInfo> {
+        self.client
+            .inner
+            .rooms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.room_id)
+            .cloned()
+    }
+
+    /// Sends an `m.text` message; see [`Room::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Room::send`].
+    pub async fn send_text(&self, body: &str) -> Result<OwnedEventId> {
+        self.send(
+            "m.room.message",
+            json!({ "msgtype": "m.text", "body": body }),
+        )
+        .await
+    }
+
+    /// Sends a message event. Its transaction id is saved in the store
+    /// before the first attempt; retries (here, or by
+    /// [`Client::resend_pending`] after a restart) reuse it, so the server
+    /// stores the event once however often the request is repeated.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EncryptionRequired`] for a plaintext event in an encrypted
+    /// room; Matrix, network and store errors. After a transient failure
+    /// the event stays pending.
+    pub async fn send(&self, event_type: &str, content: Value) -> Result<OwnedEventId> {
+        if event_type != "m.room.encrypted" && self.is_encrypted().await? {
+            return Err(Error::EncryptionRequired(self.room_id.clone()));
+        }
+        self.client
+            .send_pending(PendingEvent::new(
+                self.room_id.clone(),
+                PendingKind::Message {
+                    event_type: event_type.to_owned(),
+                    content,
+                },
+            ))
+            .await
+    }
+
+    /// Whether the room is encrypted: from the room list, or, for a room
+    /// no sync has shown yet, from the server's `m.room.encryption` state
+    /// (so plaintext cannot slip into a room joined a moment ago).
+    ///
+    /// # Errors
+    ///
+    /// Matrix and network errors of the state lookup, other than
+    /// `M_NOT_FOUND` (which means "not encrypted").
+    pub async fn is_encrypted(&self) -> Result<bool> {
+        if let Some(info) = self.info() {
+            return Ok(info.is_encrypted());
+        }
+        let request = Request::v3(
+            Method::GET,
+            &[
+                "rooms",
+                self.room_id.as_str(),
+                "state",
+                "m.room.encryption",
+                "",
+            ],
+        );
+        match self.client.inner.http.send::<Value>(&request).await {
+            Ok(content) => Ok(content.get("algorithm").and_then(Value::as_str).is_some()),
+            Err(error) if error.kind() == Some(&crate::ErrorKind::NotFound) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Sets a state event (idempotent: no transaction id needed).
+    ///
+    /// # Errors
+    ///
+    /// Matrix errors (`M_FORBIDDEN` without the power level).
+    pub async fn send_state(
+        &self,
+        event_type: &str,
+        state_key: &str,
+        content: Value,
+    ) -> Result<OwnedEventId> {
+        let request = Request::v3(
+            Method::PUT,
+            &[
+                "rooms",
+                self.room_id.as_str(),
+                "state",
+                event_type,
+                state_key,
+            ],
+        )
+        .json(content);
+        let response: EventIdResponse = self
+            .client
+            .inner
+            .http
+            .send_with_retries(&request, &self.client.inner.request_retry)
+            .await?;
+        Ok(response.event_id)
+    }
+
+    /// Redacts an event, with a transaction id kept like [`Room::send`]'s.
+    ///
+    /// # Errors
+    ///
+    /// Matrix errors (`M_FORBIDDEN` for someone else's event without the
+    /// power level), network and store errors.
+    pub async fn redact(
+        &self,
+        event_id: &OwnedEventId,
+        reason: Option<&str>,
+    ) -> Result<OwnedEventId> {
+        self.client
+            .send_pending(PendingEvent::new(
+                self.room_id.clone(),
+                PendingKind::Redaction {
+                    event_id: event_id.clone(),
+                    reason: reason.map(str::to_owned),
+                },
+            ))
+            .await
+    }
+
+    /// Fetches a page of older events
+    /// ([`/messages`](https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv3roomsroomidmessages),
+    /// `dir=b`), from `from`, or by default from the newest event. To
+    /// fill the gap before a limited sync timeline, pass that room's
+    /// [`RoomInfo::prev_batch`].
+    ///
+    /// # Errors
+    ///
+    /// Matrix errors (`M_FORBIDDEN` when history is not visible to us).
+    pub async fn messages(&self, from: Option<&str>, limit: u32) -> Result<Messages> {
+        let mut request = Request::v3(Method::GET, &["rooms", self.room_id.as_str(), "messages"])
+            .query("dir", "b")
+            .query("limit", limit.to_string());
+        if let Some(from) = from {
+            request = request.query("from", from.to_owned());
+        }
+        let response: MessagesResponse = self
+            .client
+            .inner
+            .http
+            .send_with_retries(&request, &self.client.inner.request_retry)
+            .await?;
+        Ok(Messages {
+            events: parse_each(response.chunk, "messages"),
+            end: response.end,
+            state: parse_each(response.state, "messages state"),
+        })
+    }
+
+    /// Says we are (or stopped) typing, for at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// Matrix and network errors; [`Error::NotLoggedIn`].
+    pub async fn typing(&self, is_typing: bool, timeout: Duration) -> Result<()> {
+        let user_id = self.client.user_id()?;
+        let mut body = json!({ "typing": is_typing });
+        if is_typing {
+            body["timeout"] = json!(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        }
+        self.put_or_post(Method::PUT, &["typing", user_id.as_str()], body)
+            .await
+    }
+
+    /// Sends a public read receipt (`m.read`) for `event_id`.
+    ///
+    /// # Errors
+    ///
+    /// Matrix and network errors.
+    pub async fn read_receipt(&self, event_id: &OwnedEventId) -> Result<()> {
+        self.put_or_post(
+            Method::POST,
+            &["receipt", "m.read", event_id.as_str()],
+            json!({}),
+        )
+        .await
+    }
+
+    /// Invites a user.
+    ///
+    /// # Errors
+    ///
+    /// Matrix errors (`M_FORBIDDEN` without the power level or for a banned user).
+    pub async fn invite(&self, user_id: &UserId) -> Result<()> {
+        self.put_or_post(Method::POST, &["invite"], json!({ "user_id": user_id }))
+            .await
+    }
+
+    /// Joins this room (accepting an invite).
+    ///
+    /// # Errors
+    ///
+    /// Matrix errors (`M_FORBIDDEN` without an invite to a private room).
+    pub async fn join(&self) -> Result<()> {
+        self.client.join_room(self.room_id.as_str()).await.map(drop)
+    }
+
+    /// Leaves the room (or rejects an invite).
+    ///
+    /// # Errors
+    ///
+    /// Matrix and network errors.
+    pub async fn leave(&self) -> Result<()> {
+        self.put_or_post(Method::POST, &["leave"], json!({})).await
+    }
+
+    /// `METHOD /rooms/{roomId}/<segments>` with `body`, answer ignored.
+    async fn put_or_post(&self, method: Method, segments: &[&str], body: Value) -> Result<()> {
+        let mut path = vec!["rooms", self.room_id.as_str()];
+        path.extend_from_slice(segments);
+        let _: Value = self
+            .client
+            .inner
+            .http
+            .send_with_retries(
+                &Request::v3(method, &path).json(body),
+                &self.client.inner.request_retry,
+            )
+            .await?;
+        Ok(())
+    }
+}

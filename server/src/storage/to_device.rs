@@ -1,0 +1,113 @@
+//! Send-to-device inboxes: messages waiting for one device of one user.
+//!
+//! Contents are the sender's JSON text, stored and returned byte for byte;
+//! nothing here reads them, and `Debug` never prints them.
+
+use std::{collections::BTreeMap, fmt};
+
+use async_trait::async_trait;
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+
+use super::{StorageError, StreamPosition};
+
+/// The messages of one send for one recipient user.
+#[derive(Clone, Default)]
+pub struct UserMessages {
+    /// The content for every device of the user (`*`), if any.
+    pub all_devices: Option<String>,
+    /// Contents for named devices; these win over `all_devices`.
+    pub by_device: BTreeMap<OwnedDeviceId, String>,
+}
+
+impl fmt::Debug for UserMessages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserMessages")
+            .field("all_devices", &self.all_devices.is_some())
+            .field("devices", &self.by_device.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One `PUT /sendToDevice` request, ready to store.
+#[derive(Debug)]
+pub struct ToDeviceSend<'a> {
+    /// Who sends.
+    pub sender: &'a UserId,
+    /// From which device; transaction ids are scoped to it.
+    pub sender_device: &'a DeviceId,
+    /// The client's transaction id.
+    pub txn_id: &'a str,
+    /// The event type every message of the send has.
+    pub event_type: &'a str,
+    /// Recipients (local users only) and what they get.
+    pub messages: &'a BTreeMap<OwnedUserId, UserMessages>,
+    /// The stream position the messages take.
+    pub position: StreamPosition,
+    /// Most messages a device's inbox may hold.
+    pub max_pending: u64,
+}
+
+/// What became of a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Queued {
+    /// Stored for these devices (unknown users and devices were skipped).
+    Delivered(Vec<(OwnedUserId, OwnedDeviceId)>),
+    /// The sending device used this transaction id before; nothing was stored.
+    Duplicate,
+    /// This device's inbox is full; nothing was stored.
+    InboxFull {
+        /// The recipient.
+        user_id: OwnedUserId,
+        /// Its device.
+        device_id: OwnedDeviceId,
+    },
+}
+
+/// A message in an inbox.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ToDeviceMessage {
+    /// The position it was sent at.
+    pub position: StreamPosition,
+    /// Who sent it.
+    pub sender: OwnedUserId,
+    /// Its event type.
+    pub event_type: String,
+    /// Its content, the sender's JSON text.
+    pub content: String,
+}
+
+impl fmt::Debug for ToDeviceMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToDeviceMessage")
+            .field("position", &self.position)
+            .field("sender", &self.sender)
+            .field("event_type", &self.event_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the to-device service persists.
+#[async_trait]
+pub trait ToDeviceStore: Send + Sync {
+    /// Stores a send in one transaction: all of it, or nothing when the
+    /// transaction id was used or an inbox would pass `max_pending`.
+    async fn queue_to_device(&self, send: &ToDeviceSend<'_>) -> Result<Queued, StorageError>;
+
+    /// Up to `limit` messages of a device's inbox in `(after, upto]`, oldest first.
+    async fn to_device_messages(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        after: StreamPosition,
+        upto: StreamPosition,
+        limit: u32,
+    ) -> Result<Vec<ToDeviceMessage>, StorageError>;
+
+    /// Deletes a device's messages at or below `upto` (the device has them).
+    async fn acknowledge_to_device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        upto: StreamPosition,
+    ) -> Result<(), StorageError>;
+}

@@ -1,0 +1,22 @@
+//! The SDK scenarios of sdk_chat.rs against a homeserver we did not start,
+//! named by `MYELIN_SDK_HOMESERVER` (a URL). Ignored by default;
+//! `tests/interop/sdk.sh` runs it, and `tests/interop/synapse.sh
+//! tests/interop/sdk.sh` runs it against a throwaway Synapse (see
+//! tests/interop/README.md).
+//!
+//! The server must allow open registration (`m.login.dummy`) and not
+//! rate-limit a handful of requests.
+
+use crate::sdk_chat::{encrypted_rooms, two_clients_chat};
+
+/// The environment variable naming the homeserver.
+const HOMESERVER_VAR: &str = "MYELIN_SDK_HOMESERVER";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a running homeserver: run tests/interop/sdk.sh"]
+async fn two_sdk_clients_chat_through_any_homeserver() {
+    let homeserver =
+        std::env::var(HOMESERVER_VAR).unwrap_or_else(|_| panic!("set {HOMESERVER_VAR}"));
+    two_clients_chat(&homeserver).await;
+    encrypted_rooms(&homeserver).await;
+}
