@@ -81,6 +81,7 @@
 
 mod client;
 mod discovery;
+mod encryption;
 mod error;
 pub mod events;
 mod http;
@@ -97,6 +98,7 @@ pub use ruma;
 
 pub use self::{
     client::{Client, ClientBuilder, Registration, WhoAmI},
+    encryption::Decryption,
     error::{Error, ErrorKind, MatrixError, Result},
     events::{RoomEvent, StrippedStateEvent, ToDeviceEvent},
     http::RetryPolicy,

@@ -33,6 +33,7 @@ mod rooms_send;
 mod rooms_state;
 mod rooms_support;
 mod sdk_chat;
+mod sdk_e2ee;
 mod sdk_errors;
 mod sdk_homeserver;
 mod sdk_restart;
