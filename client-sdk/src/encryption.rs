@@ -379,6 +379,7 @@ fn sync_changes(update: &SyncUpdate) -> SyncChanges {
             .filter_map(|event| serde_json::to_value(event).ok())
             .collect(),
         changed_devices: update.device_lists.changed.iter().map(ToString::to_string).collect(),
+        is_initial: update.is_initial,
         left_devices: update.device_lists.left.iter().map(ToString::to_string).collect(),
         one_time_key_counts: update.one_time_keys_count.clone(),
         unused_fallback_key_types: update.unused_fallback_key_types.clone(),
