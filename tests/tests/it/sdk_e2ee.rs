@@ -136,6 +136,14 @@ async fn a_restarted_device_keeps_its_sessions(backend: Backend) {
 
     room.send_text("before the restart").await.unwrap();
     let first = until_decrypted(&bob, "before the restart").await;
+    // The machine's records are in the file, and sealed: none is readable
+    // JSON, and Alice's identity key (in the device list) appears nowhere.
+    let records = bob.store().list("crypto.machine").await.unwrap();
+    assert!(records.len() > 3, "account, devices, sessions: {}", records.len());
+    for (key, value) in &records {
+        assert!(serde_json::from_slice::<Value>(value).is_err(), "{key} is in clear");
+        assert!(!String::from_utf8_lossy(value).contains(&first.sender_key));
+    }
     drop(bob);
 
     // The same device from its file: no login, same keys and sessions.
