@@ -2,7 +2,8 @@
 //! devices exchange Megolm messages both ways, the server only ever holds
 //! `m.room.encrypted`, a member who leaves cannot read what follows, a
 //! device restarted from its SQLite store keeps its sessions, and an
-//! E2E-only room works encrypted.
+//! E2E-only room works encrypted. Also run against Synapse
+//! (sdk_homeserver.rs), except the E2E-only room, a Myelin policy.
 
 use std::{sync::Arc, time::Duration};
 
@@ -26,7 +27,11 @@ backend_tests!(
 
 async fn users_and_devices_exchange_encrypted_messages(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let url = &server.base_url;
+    users_and_devices_exchange_encrypted_messages_on(&server.base_url).await;
+}
+
+/// The scenario against the homeserver at `url` (open registration).
+pub async fn users_and_devices_exchange_encrypted_messages_on(url: &str) {
     let suffix = &random_suffix()[..8];
     let alice = registered(url, &format!("alice{suffix}")).await;
     let alice_laptop = second_device(url, &alice).await;
@@ -87,7 +92,11 @@ async fn users_and_devices_exchange_encrypted_messages(backend: Backend) {
 
 async fn a_member_who_left_cannot_decrypt_later_messages(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let url = &server.base_url;
+    a_member_who_left_cannot_decrypt_later_messages_on(&server.base_url).await;
+}
+
+/// The scenario against the homeserver at `url` (open registration).
+pub async fn a_member_who_left_cannot_decrypt_later_messages_on(url: &str) {
     let suffix = &random_suffix()[..8];
     let alice = registered(url, &format!("alice{suffix}")).await;
     let bob = registered(url, &format!("bob{suffix}")).await;
@@ -123,7 +132,11 @@ async fn a_member_who_left_cannot_decrypt_later_messages(backend: Backend) {
 
 async fn a_restarted_device_keeps_its_sessions(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let url = &server.base_url;
+    a_restarted_device_keeps_its_sessions_on(&server.base_url).await;
+}
+
+/// The scenario against the homeserver at `url` (open registration).
+pub async fn a_restarted_device_keeps_its_sessions_on(url: &str) {
     let suffix = &random_suffix()[..8];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bob.db");
@@ -162,7 +175,11 @@ async fn a_restarted_device_keeps_its_sessions(backend: Backend) {
 
 async fn an_e2e_only_room_works_encrypted(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let url = &server.base_url;
+    an_e2e_only_room_works_encrypted_on(&server.base_url).await;
+}
+
+/// The scenario against the homeserver at `url` (open registration).
+pub async fn an_e2e_only_room_works_encrypted_on(url: &str) {
     let suffix = &random_suffix()[..8];
     let alice = registered(url, &format!("alice{suffix}")).await;
     let bob = registered(url, &format!("bob{suffix}")).await;
