@@ -222,7 +222,7 @@ async fn shared_room(alice: &Client, bob: &Client, security: RoomSecurity) -> Ro
     room
 }
 
-fn has_membership(update: &SyncUpdate, room_id: &RoomId, user: &OwnedUserId, what: &str) -> bool {
+pub fn has_membership(update: &SyncUpdate, room_id: &RoomId, user: &OwnedUserId, what: &str) -> bool {
     update
         .joined
         .iter()
@@ -236,7 +236,7 @@ fn has_membership(update: &SyncUpdate, room_id: &RoomId, user: &OwnedUserId, wha
 }
 
 /// Syncs `client` until a decrypted message with `body` arrives.
-async fn until_decrypted(client: &Client, body: &str) -> DecryptedRoomEvent {
+pub async fn until_decrypted(client: &Client, body: &str) -> DecryptedRoomEvent {
     let mut found = None;
     let mut failures = Vec::new();
     let looped = client.sync(quick_sync(), |update: &SyncUpdate, _: &mut Changes| {
