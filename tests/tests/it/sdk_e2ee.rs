@@ -5,11 +5,11 @@
 //! E2E-only room works encrypted. Also run against Synapse
 //! (sdk_homeserver.rs), except the E2E-only room, a Myelin policy.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use myelin_sdk::{
     Changes, Client, CreateRoom, LoopControl, MemoryStore, Room, RoomEvent, RoomSecurity,
-    SqliteStore, Store, SyncUpdate,
+    SqliteStore, Store, SyncHandler, SyncUpdate,
     machine::{DecryptedRoomEvent, UtdCause, VerificationState},
     ruma::{OwnedEventId, OwnedUserId, RoomId},
 };
@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::sdk_support::{client_on, quick_sync, registered, registered_on, sync_until};
 
 backend_tests!(
+    a_crash_before_the_sync_is_saved_loses_no_olm_message,
     users_and_devices_exchange_encrypted_messages,
     a_member_who_left_cannot_decrypt_later_messages,
     a_restarted_device_keeps_its_sessions,
@@ -171,6 +172,69 @@ pub async fn a_restarted_device_keeps_its_sessions_on(url: &str) {
     // And Bob's own stored account and Olm sessions still reach Alice.
     bob.room(&room_id).send_text("bob is back").await.unwrap();
     until_decrypted(&alice, "bob is back").await;
+}
+
+/// Bob's first message from Alice brings her room key in an Olm pre-key
+/// message. Bob "crashes" while handling that sync, after his machine
+/// consumed the pre-key message in memory but before anything was saved.
+/// Restarted from the file, the same sync comes again and its room key
+/// still decrypts: a crash does not lose an Olm message.
+async fn a_crash_before_the_sync_is_saved_loses_no_olm_message(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let url = &server.base_url;
+    let suffix = &random_suffix()[..8];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bob.db");
+    let alice = registered(url, &format!("alice{suffix}")).await;
+    let bob_store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let bob = registered_on(url, &format!("bob{suffix}"), bob_store).await;
+    let room = shared_room(&alice, &bob, RoomSecurity::Encrypted).await;
+    room.send_text("the first secret").await.unwrap();
+
+    let (crashed, on_crash) = tokio::sync::oneshot::channel();
+    let handler = CrashOn {
+        body: "the first secret",
+        signal: Some(crashed),
+    };
+    let sync = bob.sync(quick_sync(), handler);
+    tokio::select! {
+        ended = sync => panic!("the loop ended instead of crashing: {ended:?}"),
+        signal = on_crash => signal.unwrap(),
+    }
+    drop(bob);
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let bob = client_on(url, store).await;
+    let seen = until_decrypted(&bob, "the first secret").await;
+    assert_eq!(seen.sender, alice.user_id().unwrap().as_str());
+}
+
+/// A sync handler that "crashes" (signals, then never returns, so its
+/// update is never saved) once a decrypted `body` arrives.
+struct CrashOn {
+    body: &'static str,
+    signal: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl SyncHandler for CrashOn {
+    fn handle(
+        &mut self,
+        update: &SyncUpdate,
+        _: &mut Changes,
+    ) -> impl Future<Output = LoopControl> + Send {
+        let crash = update
+            .decrypted
+            .iter()
+            .any(|event| event.content["body"] == self.body);
+        let signal = if crash { self.signal.take() } else { None };
+        async move {
+            if let Some(signal) = signal {
+                signal.send(()).ok();
+                std::future::pending::<()>().await;
+            }
+            LoopControl::Continue
+        }
+    }
 }
 
 async fn an_e2e_only_room_works_encrypted(backend: Backend) {
