@@ -24,7 +24,7 @@
 //! into an encrypted room (queue it and send after the handler returns).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -245,10 +245,17 @@ impl Client {
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
         let output = machine.receive_sync_changes(sync_changes(update));
+        // An event kept from `decrypt_event` can also be in this timeline;
+        // the app gets it once.
+        let late: BTreeSet<String> = output
+            .late_decryptions
+            .iter()
+            .map(|event| event.event_id.clone())
+            .collect();
         update.decrypted.extend(output.late_decryptions);
         for room in &update.joined {
             for event in &room.timeline {
-                if event.event_type != "m.room.encrypted" {
+                if event.event_type != "m.room.encrypted" || late.contains(event.event_id.as_str()) {
                     continue;
                 }
                 match decrypt(machine, &room.room_id, event) {

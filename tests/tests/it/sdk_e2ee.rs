@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::sdk_support::{client_on, quick_sync, registered, registered_on, sync_until};
 
 backend_tests!(
+    an_event_is_delivered_when_its_key_arrives,
     a_crash_before_the_sync_is_saved_loses_no_olm_message,
     users_and_devices_exchange_encrypted_messages,
     a_member_who_left_cannot_decrypt_later_messages,
@@ -172,6 +173,37 @@ pub async fn a_restarted_device_keeps_its_sessions_on(url: &str) {
     // And Bob's own stored account and Olm sessions still reach Alice.
     bob.room(&room_id).send_text("bob is back").await.unwrap();
     until_decrypted(&alice, "bob is back").await;
+}
+
+/// Bob holds an encrypted event before its key (fetched from history
+/// before his next sync): it does not decrypt, is kept, and comes out
+/// decrypted, once, in the update whose to-device events bring the key.
+async fn an_event_is_delivered_when_its_key_arrives(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let url = &server.base_url;
+    let suffix = &random_suffix()[..8];
+    let alice = registered(url, &format!("alice{suffix}")).await;
+    let bob = registered(url, &format!("bob{suffix}")).await;
+    let room = shared_room(&alice, &bob, RoomSecurity::Encrypted).await;
+    let room_id = room.room_id().to_owned();
+    let sent = room.send_text("early bird").await.unwrap();
+
+    let history = bob.room(&room_id).messages(None, 20).await.unwrap().events;
+    let raw = event(&history, &sent);
+    let waiting = bob.decrypt_event(&room_id, &raw).await.unwrap().unwrap_err();
+    assert_eq!(waiting.cause, UtdCause::MissingRoomKey);
+
+    let updates = sync_until(&bob, |update| {
+        update.decrypted.iter().any(|e| e.event_id == sent.as_str())
+    })
+    .await;
+    let delivered: Vec<&DecryptedRoomEvent> = updates
+        .iter()
+        .flat_map(|update| &update.decrypted)
+        .filter(|e| e.event_id == sent.as_str())
+        .collect();
+    assert_eq!(delivered.len(), 1, "delivered once");
+    assert_eq!(delivered[0].content["body"], "early bird");
 }
 
 /// Bob's first message from Alice brings her room key in an Olm pre-key
