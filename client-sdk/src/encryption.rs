@@ -41,8 +41,8 @@ use crate::{
     events::RoomEvent,
     http::Request,
     machine::{
-        self, CryptoStore, DecryptedRoomEvent, Membership, OlmMachine, OutgoingRequest,
-        RoomUpdate, SyncChanges, UnableToDecrypt,
+        self, CryptoStore, DecryptedRoomEvent, Membership, OlmMachine, OutgoingRequest, RoomUpdate,
+        SyncChanges, UnableToDecrypt,
     },
     store::{Changes, SecretBox, Store, StoreError},
 };
@@ -154,10 +154,9 @@ impl Client {
             .await?
         {
             Some(bytes) => {
-                let bytes: [u8; PICKLE_KEY_LENGTH] =
-                    bytes.as_slice().try_into().map_err(|_| {
-                        StoreError::Encoding("the crypto pickle key has the wrong length".into())
-                    })?;
+                let bytes: [u8; PICKLE_KEY_LENGTH] = bytes.as_slice().try_into().map_err(|_| {
+                    StoreError::Encoding("the crypto pickle key has the wrong length".into())
+                })?;
                 PickleKey::from_bytes(bytes)
             }
             None => {
@@ -211,11 +210,8 @@ impl Client {
         requests: Vec<OutgoingRequest>,
     ) -> Result<()> {
         for outgoing in requests {
-            let answer: Result<Value> = self
-                .inner
-                .http
-                .send(&http_request(&outgoing.request))
-                .await;
+            let answer: Result<Value> =
+                self.inner.http.send(&http_request(&outgoing.request)).await;
             let reported = match answer {
                 Ok(answer) => machine.mark_request_sent(&outgoing.request_id, &answer),
                 Err(error) => {
@@ -255,7 +251,8 @@ impl Client {
         update.decrypted.extend(output.late_decryptions);
         for room in &update.joined {
             for event in &room.timeline {
-                if event.event_type != "m.room.encrypted" || late.contains(event.event_id.as_str()) {
+                if event.event_type != "m.room.encrypted" || late.contains(event.event_id.as_str())
+                {
                     continue;
                 }
                 match decrypt(machine, &room.room_id, event) {
@@ -336,7 +333,8 @@ impl Client {
             }
             self.send_machine_requests(machine, requests).await?;
         }
-        let encrypted = machine.encrypt_room_event(room_id.as_str(), event_type, content, now_ms())?;
+        let encrypted =
+            machine.encrypt_room_event(room_id.as_str(), event_type, content, now_ms())?;
         let changes = sealed_changes(&self.inner.secrets, machine)?;
         self.inner.store.commit(changes).await?;
         Ok(encrypted)
@@ -377,7 +375,10 @@ fn sync_changes(update: &SyncUpdate) -> SyncChanges {
     }
     for left in &update.left {
         let events = left.state.iter().chain(left.timeline.iter());
-        rooms.push(room_update(left.room_id.as_str(), events.filter(|e| e.is_state())));
+        rooms.push(room_update(
+            left.room_id.as_str(),
+            events.filter(|e| e.is_state()),
+        ));
     }
     SyncChanges {
         to_device_events: update
@@ -385,9 +386,19 @@ fn sync_changes(update: &SyncUpdate) -> SyncChanges {
             .iter()
             .filter_map(|event| serde_json::to_value(event).ok())
             .collect(),
-        changed_devices: update.device_lists.changed.iter().map(ToString::to_string).collect(),
+        changed_devices: update
+            .device_lists
+            .changed
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         is_initial: update.is_initial,
-        left_devices: update.device_lists.left.iter().map(ToString::to_string).collect(),
+        left_devices: update
+            .device_lists
+            .left
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         one_time_key_counts: update.one_time_keys_count.clone(),
         unused_fallback_key_types: update.unused_fallback_key_types.clone(),
         rooms,
@@ -434,5 +445,7 @@ fn room_update<'a>(room_id: &str, state: impl Iterator<Item = &'a RoomEvent>) ->
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }

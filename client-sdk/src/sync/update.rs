@@ -10,8 +10,8 @@ use ruma::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::machine::{DecryptedRoomEvent, UnableToDecrypt};
 use crate::events::{RoomEvent, StrippedStateEvent, ToDeviceEvent, parse_each};
+use crate::machine::{DecryptedRoomEvent, UnableToDecrypt};
 
 /// Everything one sync delivered.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -110,7 +110,10 @@ pub async fn a_member_who_left_cannot_decrypt_later_messages_on(url: &str) {
 
     bob.room(&room_id).leave().await.unwrap();
     let bob_id = bob.user_id().unwrap();
-    sync_until(&alice, |update| has_membership(update, &room_id, &bob_id, "leave")).await;
+    sync_until(&alice, |update| {
+        has_membership(update, &room_id, &bob_id, "leave")
+    })
+    .await;
     let after = room.send_text("after bob left").await.unwrap();
 
     // The session rotated: the message after the leave uses a new one.
@@ -123,13 +126,21 @@ pub async fn a_member_who_left_cannot_decrypt_later_messages_on(url: &str) {
     );
     // Bob, handed the ciphertext, has no key for it; the earlier message
     // still decrypts (its key was rightly his).
-    let refused = bob.decrypt_event(&room_id, &after).await.unwrap().unwrap_err();
+    let refused = bob
+        .decrypt_event(&room_id, &after)
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(refused.cause, UtdCause::MissingRoomKey);
     let earlier = bob.decrypt_event(&room_id, &before).await.unwrap().unwrap();
     assert_eq!(earlier.content["body"], "while bob is here");
     // Nor did the key reach him later over to-device.
     let late = bob.sync_once(&quick_sync()).await.unwrap();
-    assert!(late.decrypted.iter().all(|e| e.event_id != after.event_id.as_str()));
+    assert!(
+        late.decrypted
+            .iter()
+            .all(|e| e.event_id != after.event_id.as_str())
+    );
 }
 
 async fn a_restarted_device_keeps_its_sessions(backend: Backend) {
@@ -154,9 +165,16 @@ pub async fn a_restarted_device_keeps_its_sessions_on(url: &str) {
     // The machine's records are in the file, and sealed: none is readable
     // JSON, and Alice's identity key (in the device list) appears nowhere.
     let records = bob.store().list("crypto.machine").await.unwrap();
-    assert!(records.len() > 3, "account, devices, sessions: {}", records.len());
+    assert!(
+        records.len() > 3,
+        "account, devices, sessions: {}",
+        records.len()
+    );
     for (key, value) in &records {
-        assert!(serde_json::from_slice::<Value>(value).is_err(), "{key} is in clear");
+        assert!(
+            serde_json::from_slice::<Value>(value).is_err(),
+            "{key} is in clear"
+        );
         assert!(!String::from_utf8_lossy(value).contains(&first.sender_key));
     }
     drop(bob);
@@ -190,7 +208,11 @@ async fn an_event_is_delivered_when_its_key_arrives(backend: Backend) {
 
     let history = bob.room(&room_id).messages(None, 20).await.unwrap().events;
     let raw = event(&history, &sent);
-    let waiting = bob.decrypt_event(&room_id, &raw).await.unwrap().unwrap_err();
+    let waiting = bob
+        .decrypt_event(&room_id, &raw)
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(waiting.cause, UtdCause::MissingRoomKey);
 
     let updates = sync_until(&bob, |update| {
@@ -311,14 +333,28 @@ async fn shared_room(alice: &Client, bob: &Client, security: RoomSecurity) -> Ro
         .await
         .unwrap();
     let room_id = room.room_id().to_owned();
-    sync_until(bob, |update| update.invited.iter().any(|r| r.room_id == room_id)).await;
+    sync_until(bob, |update| {
+        update.invited.iter().any(|r| r.room_id == room_id)
+    })
+    .await;
     bob.join_room(room_id.as_str()).await.unwrap();
-    sync_until(bob, |update| update.joined.iter().any(|r| r.room_id == room_id)).await;
-    sync_until(alice, |update| has_membership(update, &room_id, &bob_id, "join")).await;
+    sync_until(bob, |update| {
+        update.joined.iter().any(|r| r.room_id == room_id)
+    })
+    .await;
+    sync_until(alice, |update| {
+        has_membership(update, &room_id, &bob_id, "join")
+    })
+    .await;
     room
 }
 
-pub fn has_membership(update: &SyncUpdate, room_id: &RoomId, user: &OwnedUserId, what: &str) -> bool {
+pub fn has_membership(
+    update: &SyncUpdate,
+    room_id: &RoomId,
+    user: &OwnedUserId,
+    what: &str,
+) -> bool {
     update
         .joined
         .iter()
@@ -336,7 +372,12 @@ pub async fn until_decrypted(client: &Client, body: &str) -> DecryptedRoomEvent 
     let mut found = None;
     let mut failures = Vec::new();
     let looped = client.sync(quick_sync(), |update: &SyncUpdate, _: &mut Changes| {
-        failures.extend(update.undecryptable.iter().map(|(_, utd)| utd.cause.clone()));
+        failures.extend(
+            update
+                .undecryptable
+                .iter()
+                .map(|(_, utd)| utd.cause.clone()),
+        );
         found = update
             .decrypted
             .iter()

@@ -11,8 +11,8 @@
 use crate::{
     sdk_chat::{encrypted_rooms, two_clients_chat},
     sdk_e2ee::{
-        a_member_who_left_cannot_decrypt_later_messages_on, a_restarted_device_keeps_its_sessions_on,
-        users_and_devices_exchange_encrypted_messages_on,
+        a_member_who_left_cannot_decrypt_later_messages_on,
+        a_restarted_device_keeps_its_sessions_on, users_and_devices_exchange_encrypted_messages_on,
     },
 };
 

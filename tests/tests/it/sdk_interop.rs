@@ -49,7 +49,10 @@ async fn myelin_sdk_and_matrix_js_sdk_exchange_encrypted_messages() {
         .unwrap();
     let room_id = room.room_id().to_owned();
     peer("join", json!({"room_id": room_id})).await;
-    sync_until(&alice, |update| has_membership(update, &room_id, &js_user, "join")).await;
+    sync_until(&alice, |update| {
+        has_membership(update, &room_id, &js_user, "join")
+    })
+    .await;
 
     let to_js = format!("from myelin-sdk {suffix}");
     room.send_text(&to_js).await.unwrap();

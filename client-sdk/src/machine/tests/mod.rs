@@ -64,9 +64,14 @@ fn an_initial_sync_refreshes_every_tracked_device_list() {
             .filter(|r| matches!(&r.request, Request::KeysQuery { body } if body["device_keys"].get(ALICE).is_some()))
             .collect::<Vec<_>>()
     };
-    let quiet = alice.machine.receive_sync_changes(super::SyncChanges::default());
+    let quiet = alice
+        .machine
+        .receive_sync_changes(super::SyncChanges::default());
     assert!(quiet.warnings.is_empty());
-    assert!(queries(&mut alice.machine).is_empty(), "nothing changed yet");
+    assert!(
+        queries(&mut alice.machine).is_empty(),
+        "nothing changed yet"
+    );
     alice.machine.receive_sync_changes(super::SyncChanges {
         is_initial: true,
         ..super::SyncChanges::default()
