@@ -31,7 +31,7 @@ use std::{
 use myelin_crypto::{PickleKey, pickle::PICKLE_KEY_LENGTH};
 use rand::RngCore;
 use reqwest::Method;
-use ruma::RoomId;
+use ruma::{DeviceId, RoomId, UserId};
 use serde_json::Value;
 use tokio::sync::MutexGuard;
 
@@ -41,8 +41,8 @@ use crate::{
     events::RoomEvent,
     http::Request,
     machine::{
-        self, CryptoStore, DecryptedRoomEvent, Membership, OlmMachine, OutgoingRequest, RoomUpdate,
-        SyncChanges, UnableToDecrypt,
+        self, CryptoStore, DecryptedRoomEvent, Device, LocalTrust, Membership, OlmMachine,
+        OutgoingRequest, RoomUpdate, SyncChanges, UnableToDecrypt,
     },
     store::{Changes, SecretBox, Store, StoreError},
 };
@@ -293,14 +293,64 @@ impl Client {
     /// [`Error::NotLoggedIn`] and store errors; the decryption outcome is
     /// the `Ok` value.
     pub async fn decrypt_event(&self, room_id: &RoomId, event: &RoomEvent) -> Result<Decryption> {
+        self.with_machine(|machine| decrypt(machine, room_id, event))
+            .await
+    }
+
+    /// Runs `step` on the machine and commits what it changed.
+    async fn with_machine<R>(&self, step: impl FnOnce(&mut OlmMachine) -> R) -> Result<R> {
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
-        let decryption = decrypt(machine, room_id, event);
+        let result = step(machine);
         let changes = sealed_changes(&self.inner.secrets, machine)?;
         if !changes.is_empty() {
             self.inner.store.commit(changes).await?;
         }
-        Ok(decryption)
+        Ok(result)
+    }
+
+    /// The devices of `user_id` this device has fetched and checked (their
+    /// keys' self-signatures), with the local trust decision for each.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoggedIn`] and store errors.
+    pub async fn devices(&self, user_id: &UserId) -> Result<Vec<Device>> {
+        self.with_machine(|machine| machine.devices(user_id.as_str()))
+            .await
+    }
+
+    /// Records a local trust decision for a device (there is no
+    /// cross-signing or interactive verification yet). Excluding a device
+    /// that holds a room's current key rotates that key at the next send.
+    /// Returns whether the device is known.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoggedIn`] and store errors.
+    pub async fn set_device_trust(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        trust: LocalTrust,
+    ) -> Result<bool> {
+        self.with_machine(|machine| {
+            machine.set_device_trust(user_id.as_str(), device_id.as_str(), trust)
+        })
+        .await
+    }
+
+    /// Shares `room_id`'s keys only with verified devices (`true`) or with
+    /// every device not blacklisted (`false`, the default). Left-out
+    /// devices get `m.room_key.withheld` with code `m.unverified`, so their
+    /// failures say why.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoggedIn`] and store errors.
+    pub async fn set_only_verified(&self, room_id: &RoomId, only_verified: bool) -> Result<()> {
+        self.with_machine(|machine| machine.set_only_verified(room_id.as_str(), only_verified))
+            .await
     }
 
     /// Shares the room key with every device that may read `room_id` (the

@@ -31,7 +31,9 @@
 //!   and decrypts `m.room.encrypted` into [`SyncUpdate::decrypted`] or a
 //!   typed cause in [`SyncUpdate::undecryptable`]; [`Room::send`] into an
 //!   encrypted room shares the room key and sends `m.room.encrypted`.
-//!   Plaintext never goes into an encrypted room.
+//!   Plaintext never goes into an encrypted room. [`Client::devices`],
+//!   [`Client::set_device_trust`] and [`Client::set_only_verified`] hold
+//!   the local trust decisions.
 //! - [`Error`]: Matrix errors as a matchable [`ErrorKind`] with
 //!   `retry_after`; network, store and malformed-answer errors. Nothing
 //!   panics on a bad server answer.
@@ -78,9 +80,10 @@
 //! - Parts of end-to-end encryption in [`Client`]: the client drives the
 //!   [`machine::OlmMachine`] (see [`Client::decrypt_event`] and
 //!   [`SyncUpdate::decrypted`]), but [`Room::messages`] returns ciphertext
-//!   (decrypt each event with [`Client::decrypt_event`]); device trust,
-//!   "only verified devices" and device warnings are not exposed on
-//!   [`Client`]; key backup, cross-signing, SAS, history sharing and
+//!   (decrypt each event with [`Client::decrypt_event`]); trust is a
+//!   local decision ([`Client::set_device_trust`]), device warnings are
+//!   only logged, and "only verified" is per room
+//!   ([`Client::set_only_verified`]); key backup, cross-signing, SAS, history sharing and
 //!   encrypted attachments are not built. A [`SyncHandler`] must not await
 //!   an encrypted send (the crypto state is locked while it runs).
 //! - SSO and other login flows than passwords; registration stages other

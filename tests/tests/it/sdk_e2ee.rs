@@ -10,7 +10,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use myelin_sdk::{
     Changes, Client, CreateRoom, LoopControl, MemoryStore, Room, RoomEvent, RoomSecurity,
     SqliteStore, Store, SyncHandler, SyncUpdate,
-    machine::{DecryptedRoomEvent, UtdCause, VerificationState},
+    machine::{DecryptedRoomEvent, LocalTrust, UtdCause, VerificationState},
     ruma::{OwnedEventId, OwnedUserId, RoomId},
 };
 use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::sdk_support::{client_on, quick_sync, registered, registered_on, sync_until};
 
 backend_tests!(
+    only_verified_devices_get_keys_when_the_room_asks,
     an_event_is_delivered_when_its_key_arrives,
     a_crash_before_the_sync_is_saved_loses_no_olm_message,
     users_and_devices_exchange_encrypted_messages,
@@ -191,6 +192,56 @@ pub async fn a_restarted_device_keeps_its_sessions_on(url: &str) {
     // And Bob's own stored account and Olm sessions still reach Alice.
     bob.room(&room_id).send_text("bob is back").await.unwrap();
     until_decrypted(&alice, "bob is back").await;
+}
+
+/// With "only verified devices" on, Alice's client withholds the key from
+/// Bob's unverified device, which says so (`m.unverified`); once Alice
+/// verifies it, her next message reaches it.
+async fn only_verified_devices_get_keys_when_the_room_asks(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let url = &server.base_url;
+    let suffix = &random_suffix()[..8];
+    let alice = registered(url, &format!("alice{suffix}")).await;
+    let bob = registered(url, &format!("bob{suffix}")).await;
+    let room = shared_room(&alice, &bob, RoomSecurity::Encrypted).await;
+    let room_id = room.room_id().to_owned();
+    alice.set_only_verified(&room_id, true).await.unwrap();
+
+    let withheld = room.send_text("verified eyes only").await.unwrap();
+    let updates = sync_until(&bob, |update| {
+        update
+            .undecryptable
+            .iter()
+            .any(|(_, utd)| utd.event_id == withheld.as_str())
+    })
+    .await;
+    let cause = updates
+        .iter()
+        .flat_map(|update| &update.undecryptable)
+        .find(|(_, utd)| utd.event_id == withheld.as_str())
+        .map(|(_, utd)| utd.cause.clone())
+        .unwrap();
+    assert_eq!(
+        cause,
+        UtdCause::Withheld {
+            code: "m.unverified".to_owned()
+        }
+    );
+    assert!(cause.is_expected());
+
+    let bob_id = bob.user_id().unwrap();
+    let bob_device = bob.session().unwrap().device_id;
+    let devices = alice.devices(&bob_id).await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].device_id, bob_device.as_str());
+    assert!(
+        alice
+            .set_device_trust(&bob_id, &bob_device, LocalTrust::Verified)
+            .await
+            .unwrap()
+    );
+    room.send_text("now you may read").await.unwrap();
+    until_decrypted(&bob, "now you may read").await;
 }
 
 /// Bob holds an encrypted event before its key (fetched from history
