@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     discovery,
+    encryption::{MACHINE_NAMESPACE, MachineSlot, PICKLE_KEY_NAMESPACE},
     error::{Error, Result},
     http::{Http, Request, RetryPolicy},
     room::{ROOMS_NAMESPACE, RoomInfo, outbox::OUTBOX_NAMESPACE},
@@ -42,6 +43,8 @@ pub(crate) struct Inner {
     /// Held by whichever task is syncing, so two loops never race on the token.
     pub(crate) sync_lock: tokio::sync::Mutex<()>,
     pub(crate) request_retry: RetryPolicy,
+    /// The end-to-end encryption state, loaded on first use.
+    pub(crate) machine: MachineSlot,
 }
 
 /// Builds a [`Client`]; see [`Client::builder`].
@@ -171,6 +174,7 @@ impl ClientBuilder {
                 rooms: RwLock::new(rooms),
                 sync_lock: tokio::sync::Mutex::new(()),
                 request_retry: self.request_retry.unwrap_or_default(),
+                machine: MachineSlot::default(),
             }),
         })
     }
@@ -368,7 +372,14 @@ impl Client {
         }
         let mut changes = Changes::new();
         Session::forget(&mut changes);
-        for namespace in [SYNC_NAMESPACE, ROOMS_NAMESPACE, OUTBOX_NAMESPACE] {
+        // The device is gone; so are its keys.
+        for namespace in [
+            SYNC_NAMESPACE,
+            ROOMS_NAMESPACE,
+            OUTBOX_NAMESPACE,
+            MACHINE_NAMESPACE,
+            PICKLE_KEY_NAMESPACE,
+        ] {
             for (key, _) in self.inner.store.list(namespace).await? {
                 changes.delete(namespace, &key);
             }
@@ -385,6 +396,7 @@ impl Client {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        *self.inner.machine.lock().await = None;
         Ok(())
     }
 
@@ -414,6 +426,8 @@ impl Client {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(session.meta.clone());
         tracing::info!(user_id = %session.meta.user_id, device_id = %session.meta.device_id, "logged in");
+        // A new device: create its Olm account and upload its keys.
+        self.start_encryption().await?;
         Ok(session.meta)
     }
 }

@@ -48,6 +48,10 @@ pub enum Error {
     /// never lets plaintext into an encrypted room.
     #[error("room {0} is encrypted; refusing to send plaintext")]
     EncryptionRequired(ruma::OwnedRoomId),
+    /// The crypto machine could not share a room key or encrypt (no Olm
+    /// session with a device, a key request unanswered). Nothing was sent.
+    #[error("encryption: {0}")]
+    Crypto(#[from] crate::machine::MachineError),
     /// The server's user-interactive authentication offers no flow this SDK
     /// can complete with what the caller gave (for example a token flow
     /// without a registration token).

@@ -24,7 +24,16 @@
 //!   [`Changes`] batches) with [`SqliteStore`] and [`MemoryStore`];
 //!   secrets sealed by [`SecretBox`] under a passphrase-derived key
 //!   (myelin-crypto's `at_rest`). The crypto state machine keeps its own
-//!   namespaces in the same store.
+//!   sealed namespaces in the same store.
+//! - End-to-end encryption (spec-notes/key-distribution.md): login creates
+//!   the device's Olm account and uploads its keys; each sync feeds the
+//!   [`machine::OlmMachine`] (its changes saved with the sync position)
+//!   and decrypts `m.room.encrypted` into [`SyncUpdate::decrypted`] or a
+//!   typed cause in [`SyncUpdate::undecryptable`]; [`Room::send`] into an
+//!   encrypted room shares the room key and sends `m.room.encrypted`.
+//!   Plaintext never goes into an encrypted room. [`Client::devices`],
+//!   [`Client::set_device_trust`] and [`Client::set_only_verified`] hold
+//!   the local trust decisions.
 //! - [`Error`]: Matrix errors as a matchable [`ErrorKind`] with
 //!   `retry_after`; network, store and malformed-answer errors. Nothing
 //!   panics on a bad server answer.
@@ -68,11 +77,15 @@
 //!
 //! # Not supported yet
 //!
-//! - End-to-end encryption in [`Client`]: the sans-I/O [`machine::OlmMachine`]
-//!   (Olm sessions, Megolm keys, sharing, rotation, device tracking) is
-//!   built and tested event by event, but the client does not drive it yet
-//!   (issue 7). Until it does, the SDK refuses to send plaintext into an
-//!   encrypted room ([`Error::EncryptionRequired`]).
+//! - Parts of end-to-end encryption in [`Client`]: the client drives the
+//!   [`machine::OlmMachine`] (see [`Client::decrypt_event`] and
+//!   [`SyncUpdate::decrypted`]), but [`Room::messages`] returns ciphertext
+//!   (decrypt each event with [`Client::decrypt_event`]); trust is a
+//!   local decision ([`Client::set_device_trust`]), device warnings are
+//!   only logged, and "only verified" is per room
+//!   ([`Client::set_only_verified`]); key backup, cross-signing, SAS, history sharing and
+//!   encrypted attachments are not built. A [`SyncHandler`] must not await
+//!   an encrypted send (the crypto state is locked while it runs).
 //! - SSO and other login flows than passwords; registration stages other
 //!   than `m.login.dummy` and `m.login.registration_token`.
 //! - Lazy-loaded members are not fetched on demand: [`RoomInfo::members`]
@@ -81,6 +94,7 @@
 
 mod client;
 mod discovery;
+mod encryption;
 mod error;
 pub mod events;
 mod http;
@@ -97,6 +111,7 @@ pub use ruma;
 
 pub use self::{
     client::{Client, ClientBuilder, Registration, WhoAmI},
+    encryption::Decryption,
     error::{Error, ErrorKind, MatrixError, Result},
     events::{RoomEvent, StrippedStateEvent, ToDeviceEvent},
     http::RetryPolicy,

@@ -153,6 +153,15 @@ impl DeviceTracker {
             .is_none_or(|u| !u.tracked || u.outdated)
     }
 
+    /// Every tracked user.
+    pub(super) fn tracked_users(&self) -> Vec<String> {
+        self.users
+            .values()
+            .filter(|u| u.tracked)
+            .map(|u| u.user_id.clone())
+            .collect()
+    }
+
     /// Outdated tracked users with no query in flight.
     pub(super) fn users_to_query(&self) -> Vec<String> {
         self.users

@@ -263,7 +263,11 @@ impl OlmMachine {
     pub fn receive_sync_changes(&mut self, sync: SyncChanges) -> SyncOutput {
         self.meta.last_now_ms = self.meta.last_now_ms.max(sync.now_ms);
         self.receive_key_counts(&sync);
-        for user in &sync.changed_devices {
+        let mut changed = sync.changed_devices.clone();
+        if sync.is_initial {
+            changed.extend(self.devices.tracked_users());
+        }
+        for user in &changed {
             self.devices.mark_changed(user);
             self.save_user_devices(user);
         }

@@ -13,6 +13,11 @@ pub struct SyncChanges {
     pub to_device_events: Vec<Value>,
     /// `device_lists.changed`.
     pub changed_devices: Vec<String>,
+    /// Whether this was an initial sync (no `since`). It reports no device
+    /// list changes, so a change made since the machine last queried (a
+    /// device added before this device's first sync) would go unseen:
+    /// every tracked list is refreshed instead.
+    pub is_initial: bool,
     /// `device_lists.left`.
     pub left_devices: Vec<String>,
     /// `device_one_time_keys_count`.

@@ -17,7 +17,7 @@ pub use self::{
 };
 use crate::{
     Client,
-    error::{Error, Result},
+    error::Result,
     events::{RoomEvent, parse_each},
     http::Request,
 };
@@ -246,15 +246,29 @@ impl Room {
     /// [`Client::resend_pending`] after a restart) reuse it, so the server
     /// stores the event once however often the request is repeated.
     ///
+    /// In an encrypted room the event is encrypted first: the room key is
+    /// shared with every device that may read it (key queries, claims and
+    /// to-device messages as needed), and the event goes out as
+    /// `m.room.encrypted`. Plaintext never does.
+    ///
     /// # Errors
     ///
-    /// [`Error::EncryptionRequired`] for a plaintext event in an encrypted
-    /// room; Matrix, network and store errors. After a transient failure
-    /// the event stays pending.
+    /// [`crate::Error::EncryptionRequired`] for an encrypted room whose
+    /// encryption state and members no sync has delivered yet (sync
+    /// first); [`crate::Error::Crypto`] if the key could not be shared;
+    /// Matrix, network and store errors. After a transient failure the
+    /// event stays pending.
     pub async fn send(&self, event_type: &str, content: Value) -> Result<OwnedEventId> {
-        if event_type != "m.room.encrypted" && self.is_encrypted().await? {
-            return Err(Error::EncryptionRequired(self.room_id.clone()));
-        }
+        let (event_type, content) =
+            if event_type != "m.room.encrypted" && self.is_encrypted().await? {
+                let encrypted = self
+                    .client
+                    .encrypt_room_event(&self.room_id, event_type, &content)
+                    .await?;
+                ("m.room.encrypted", encrypted)
+            } else {
+                (event_type, content)
+            };
         self.client
             .send_pending(PendingEvent::new(
                 self.room_id.clone(),
@@ -381,7 +395,7 @@ impl Room {
     ///
     /// # Errors
     ///
-    /// Matrix and network errors; [`Error::NotLoggedIn`].
+    /// Matrix and network errors; [`crate::Error::NotLoggedIn`].
     pub async fn typing(&self, is_typing: bool, timeout: Duration) -> Result<()> {
         let user_id = self.client.user_id()?;
         let mut body = json!({ "typing": is_typing });

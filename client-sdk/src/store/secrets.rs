@@ -109,9 +109,23 @@ impl SecretBox {
         let Some(sealed) = store.get(namespace, key).await? else {
             return Ok(None);
         };
+        self.open(namespace, key, &sealed).map(Some)
+    }
+
+    /// Opens `sealed`, read from `namespace`/`key` (by [`Store::list`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Tampered`] if the value does not authenticate for
+    /// that record.
+    pub fn open(
+        &self,
+        namespace: &str,
+        key: &str,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         self.key
-            .open(context(namespace, key).as_bytes(), &sealed)
-            .map(Some)
+            .open(context(namespace, key).as_bytes(), sealed)
             .map_err(|error| StoreError::Tampered(format!("{namespace}/{key}: {error}")))
     }
 }

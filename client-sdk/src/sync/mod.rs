@@ -21,6 +21,7 @@ use std::{collections::BTreeMap, future::Future, time::Duration};
 use reqwest::Method;
 use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::Value;
+use tokio::sync::MutexGuard;
 
 use self::update::SyncResponse;
 pub use self::update::{
@@ -30,6 +31,7 @@ use crate::{
     Client,
     error::Result,
     http::{Request, RetryPolicy},
+    machine::OlmMachine,
     room::{Membership, ROOMS_NAMESPACE, RoomInfo},
     store::Changes,
 };
@@ -125,8 +127,11 @@ impl SyncStream {
     /// or a transient one once the retry policy gives up.
     pub async fn next(&mut self) -> Result<SyncUpdate> {
         let _syncing = self.client.inner.sync_lock.lock().await;
-        let update = self.client.fetch_with_retries(&self.settings).await?;
-        self.client.save_update(&update, Changes::new()).await?;
+        let mut update = self.client.fetch_with_retries(&self.settings).await?;
+        let (machine, crypto) = self.client.receive_sync_encryption(&mut update).await?;
+        self.client
+            .save_with_encryption(&update, Changes::new(), machine, crypto)
+            .await?;
         Ok(update)
     }
 }
@@ -139,8 +144,10 @@ impl Client {
     /// Network, Matrix and store errors.
     pub async fn sync_once(&self, settings: &SyncSettings) -> Result<SyncUpdate> {
         let _syncing = self.inner.sync_lock.lock().await;
-        let update = self.fetch_sync(settings).await?;
-        self.save_update(&update, Changes::new()).await?;
+        let mut update = self.fetch_sync(settings).await?;
+        let (machine, crypto) = self.receive_sync_encryption(&mut update).await?;
+        self.save_with_encryption(&update, Changes::new(), machine, crypto)
+            .await?;
         Ok(update)
     }
 
@@ -159,10 +166,12 @@ impl Client {
     pub async fn sync(&self, settings: SyncSettings, mut handler: impl SyncHandler) -> Result<()> {
         let _syncing = self.inner.sync_lock.lock().await;
         loop {
-            let update = self.fetch_with_retries(&settings).await?;
+            let mut update = self.fetch_with_retries(&settings).await?;
+            let (machine, crypto) = self.receive_sync_encryption(&mut update).await?;
             let mut changes = Changes::new();
             let control = handler.handle(&update, &mut changes).await;
-            self.save_update(&update, changes).await?;
+            self.save_with_encryption(&update, changes, machine, crypto)
+                .await?;
             if control == LoopControl::Break {
                 return Ok(());
             }
@@ -227,6 +236,33 @@ impl Client {
         let request = request.timeout(settings.timeout + Duration::from_secs(30));
         let response: SyncResponse = self.inner.http.send(&request).await?;
         Ok(response.into_update(since.is_none()))
+    }
+
+    /// Saves `update` with the crypto machine's changes from consuming it
+    /// (one transaction: its to-device events are consumed exactly when
+    /// the token moves past them), then sends what the machine asks for.
+    /// If the save fails the in-memory machine is dropped, to be reloaded
+    /// from the state the store holds.
+    async fn save_with_encryption(
+        &self,
+        update: &SyncUpdate,
+        mut changes: Changes,
+        mut machine: MutexGuard<'_, Option<OlmMachine>>,
+        crypto: Changes,
+    ) -> Result<()> {
+        // The handler's writes win only over its own records; crypto
+        // records live in namespaces of their own.
+        changes.extend(crypto);
+        if let Err(error) = self.save_update(update, changes).await {
+            Self::discard_machine(&mut machine);
+            return Err(error);
+        }
+        // Key uploads and queries are asked for again at the next sync if
+        // this fails; the update itself is saved.
+        if let Err(error) = self.after_sync_encryption(machine).await {
+            tracing::warn!(%error, "sending the crypto machine's requests failed");
+        }
+        Ok(())
     }
 
     /// Saves `update`'s position, the rooms it changed and the handler's

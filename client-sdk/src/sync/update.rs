@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::events::{RoomEvent, StrippedStateEvent, ToDeviceEvent, parse_each};
+use crate::machine::{DecryptedRoomEvent, UnableToDecrypt};
 
 /// Everything one sync delivered.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -36,6 +37,15 @@ pub struct SyncUpdate {
     pub unused_fallback_key_types: Option<Vec<String>>,
     /// Global account data events.
     pub account_data: Vec<Value>,
+    /// The `m.room.encrypted` timeline events of this update that
+    /// decrypted, then events of earlier updates (or of
+    /// [`Client::decrypt_event`](crate::Client::decrypt_event)) whose key
+    /// arrived in this one.
+    pub decrypted: Vec<DecryptedRoomEvent>,
+    /// The `m.room.encrypted` timeline events of this update that did not
+    /// decrypt, with their room and why. Those whose key may still arrive
+    /// are kept and show up in a later update's `decrypted`.
+    pub undecryptable: Vec<(OwnedRoomId, UnableToDecrypt)>,
 }
 
 impl SyncUpdate {
@@ -48,6 +58,7 @@ impl SyncUpdate {
             && self.device_lists.changed.is_empty()
             && self.device_lists.left.is_empty()
             && self.account_data.is_empty()
+            && self.decrypted.is_empty()
     }
 
     /// Every timeline event of joined rooms, with its room.
@@ -258,6 +269,8 @@ impl SyncResponse {
             one_time_keys_count: self.device_one_time_keys_count,
             unused_fallback_key_types: self.device_unused_fallback_key_types,
             account_data: self.account_data.events,
+            decrypted: Vec::new(),
+            undecryptable: Vec::new(),
         }
     }
 }

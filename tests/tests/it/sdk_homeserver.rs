@@ -1,4 +1,5 @@
-//! The SDK scenarios of sdk_chat.rs against a homeserver we did not start,
+//! The SDK scenarios of sdk_chat.rs and sdk_e2ee.rs (end-to-end encryption)
+//! against a homeserver we did not start,
 //! named by `MYELIN_SDK_HOMESERVER` (a URL). Ignored by default;
 //! `tests/interop/sdk.sh` runs it, and `tests/interop/synapse.sh
 //! tests/interop/sdk.sh` runs it against a throwaway Synapse (see
@@ -7,7 +8,13 @@
 //! The server must allow open registration (`m.login.dummy`) and not
 //! rate-limit a handful of requests.
 
-use crate::sdk_chat::{encrypted_rooms, two_clients_chat};
+use crate::{
+    sdk_chat::{encrypted_rooms, two_clients_chat},
+    sdk_e2ee::{
+        a_member_who_left_cannot_decrypt_later_messages_on,
+        a_restarted_device_keeps_its_sessions_on, users_and_devices_exchange_encrypted_messages_on,
+    },
+};
 
 /// The environment variable naming the homeserver.
 const HOMESERVER_VAR: &str = "MYELIN_SDK_HOMESERVER";
@@ -19,4 +26,7 @@ async fn two_sdk_clients_chat_through_any_homeserver() {
         std::env::var(HOMESERVER_VAR).unwrap_or_else(|_| panic!("set {HOMESERVER_VAR}"));
     two_clients_chat(&homeserver).await;
     encrypted_rooms(&homeserver).await;
+    users_and_devices_exchange_encrypted_messages_on(&homeserver).await;
+    a_member_who_left_cannot_decrypt_later_messages_on(&homeserver).await;
+    a_restarted_device_keeps_its_sessions_on(&homeserver).await;
 }

@@ -51,6 +51,44 @@ fn alice_and_bob(server: &mut FakeServer) -> (Client, Client, Client) {
 }
 
 #[test]
+fn an_initial_sync_refreshes_every_tracked_device_list() {
+    let mut server = FakeServer::default();
+    let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");
+    // A second device appears before Alice's first sync, which (being
+    // initial) carries no device_lists.changed.
+    let _laptop = Client::new(&mut server, ALICE, "ALICELAPTOP");
+    let queries = |machine: &mut super::OlmMachine| {
+        machine
+            .outgoing_requests()
+            .into_iter()
+            .filter(|r| matches!(&r.request, Request::KeysQuery { body } if body["device_keys"].get(ALICE).is_some()))
+            .collect::<Vec<_>>()
+    };
+    let quiet = alice
+        .machine
+        .receive_sync_changes(super::SyncChanges::default());
+    assert!(quiet.warnings.is_empty());
+    assert!(
+        queries(&mut alice.machine).is_empty(),
+        "nothing changed yet"
+    );
+    alice.machine.receive_sync_changes(super::SyncChanges {
+        is_initial: true,
+        ..super::SyncChanges::default()
+    });
+    let refresh = queries(&mut alice.machine);
+    assert_eq!(refresh.len(), 1);
+    alice.answer(&mut server, &refresh[0]);
+    let devices: Vec<String> = alice
+        .machine
+        .devices(ALICE)
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert!(devices.contains(&"ALICELAPTOP".to_owned()), "{devices:?}");
+}
+
+#[test]
 fn a_new_device_uploads_self_signed_keys_and_tops_up_one_time_keys() {
     let mut server = FakeServer::default();
     let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");

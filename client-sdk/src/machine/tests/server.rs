@@ -171,6 +171,7 @@ impl FakeServer {
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
+            is_initial: false,
             left_devices: vec![],
             one_time_key_counts: [("signed_curve25519".to_owned(), self.otk_count(&key) as u64)]
                 .into(),

@@ -1,0 +1,501 @@
+//! The client's end-to-end encryption: the sans-I/O [`OlmMachine`] kept in
+//! the client's [`Store`], fed by every sync, and asked to share keys and
+//! encrypt before each send into an encrypted room.
+//!
+//! # Persistence
+//!
+//! The machine's records live in [`MACHINE_NAMESPACE`], each value sealed
+//! by the store's [`SecretBox`] (so even the public metadata is encrypted
+//! at rest); the Olm and Megolm pickles inside are additionally encrypted
+//! under a random [`PickleKey`], itself sealed in [`PICKLE_KEY_NAMESPACE`].
+//! [`SealedCryptoStore`] implements the machine's [`CryptoStore`] by
+//! staging those sealed writes into a [`Changes`] batch, which the client
+//! commits together with what caused them: a sync's machine changes go in
+//! the same transaction as its `next_batch`, so after a crash either the
+//! to-device events were consumed and the token moved, or neither (an Olm
+//! message is never lost nor decrypted twice).
+//!
+//! # Locking
+//!
+//! One async mutex guards the machine. A sync holds it from feeding the
+//! machine until its commit, so no other step can save a newer state of a
+//! record before the sync saves an older one. The sync handler runs inside
+//! that window: a [`SyncHandler`](crate::SyncHandler) must not await a send
+//! into an encrypted room (queue it and send after the handler returns).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use myelin_crypto::{PickleKey, pickle::PICKLE_KEY_LENGTH};
+use rand::RngCore;
+use reqwest::Method;
+use ruma::{DeviceId, RoomId, UserId};
+use serde_json::Value;
+use tokio::sync::MutexGuard;
+
+use crate::{
+    Client, SyncUpdate,
+    error::{Error, Result},
+    events::RoomEvent,
+    http::Request,
+    machine::{
+        self, CryptoStore, DecryptedRoomEvent, Device, LocalTrust, Membership, OlmMachine,
+        OutgoingRequest, RoomUpdate, SyncChanges, UnableToDecrypt,
+    },
+    store::{Changes, SecretBox, Store, StoreError},
+};
+
+/// The machine's records, each sealed.
+pub(crate) const MACHINE_NAMESPACE: &str = "crypto.machine";
+/// The machine's pickle key, sealed.
+pub(crate) const PICKLE_KEY_NAMESPACE: &str = "crypto.pickle_key";
+const PICKLE_KEY_RECORD: &str = "key";
+
+/// How many rounds of key queries and claims one send may need before its
+/// room key is shared (query, claim, share: three in the usual case).
+const MAX_SHARE_ROUNDS: usize = 8;
+
+/// The machine's [`CryptoStore`] over the SDK store: records opened at
+/// load, writes sealed into a batch for the client to commit.
+pub(crate) struct SealedCryptoStore<'a> {
+    secrets: &'a SecretBox,
+    loaded: BTreeMap<String, Vec<u8>>,
+    staged: Changes,
+}
+
+impl<'a> SealedCryptoStore<'a> {
+    /// Opens every machine record of `store`.
+    async fn open(store: &dyn Store, secrets: &'a SecretBox) -> Result<Self, StoreError> {
+        let mut loaded = BTreeMap::new();
+        for (key, sealed) in store.list(MACHINE_NAMESPACE).await? {
+            let plain = secrets.open(MACHINE_NAMESPACE, &key, &sealed)?;
+            loaded.insert(key, plain.to_vec());
+        }
+        Ok(Self {
+            secrets,
+            loaded,
+            staged: Changes::new(),
+        })
+    }
+
+    /// A store with nothing loaded, only for staging writes.
+    fn staging(secrets: &'a SecretBox) -> Self {
+        Self {
+            secrets,
+            loaded: BTreeMap::new(),
+            staged: Changes::new(),
+        }
+    }
+
+    fn into_changes(self) -> Changes {
+        self.staged
+    }
+}
+
+impl CryptoStore for SealedCryptoStore<'_> {
+    type Error = StoreError;
+
+    fn load_all(&self) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
+        Ok(self.loaded.clone())
+    }
+
+    fn save(&mut self, changes: machine::Changes) -> Result<(), StoreError> {
+        for (key, value) in changes.records {
+            match value {
+                Some(value) => {
+                    self.secrets
+                        .put(&mut self.staged, MACHINE_NAMESPACE, &key, &value)?;
+                    self.loaded.insert(key, value);
+                }
+                None => {
+                    self.staged.delete(MACHINE_NAMESPACE, &key);
+                    self.loaded.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The machine's pending changes, sealed into a batch.
+fn sealed_changes(secrets: &SecretBox, machine: &mut OlmMachine) -> Result<Changes, StoreError> {
+    let mut store = SealedCryptoStore::staging(secrets);
+    store.save(machine.take_changes())?;
+    Ok(store.into_changes())
+}
+
+/// The machine behind the client's lock (`None` until first needed).
+pub(crate) type MachineSlot = tokio::sync::Mutex<Option<OlmMachine>>;
+
+/// What decryption made of one encrypted event.
+pub type Decryption = std::result::Result<DecryptedRoomEvent, UnableToDecrypt>;
+
+impl Client {
+    /// Locks the machine, loading it from the store or creating it (and
+    /// committing the new account) on first use.
+    async fn machine(&self) -> Result<MutexGuard<'_, Option<OlmMachine>>> {
+        let mut slot = self.inner.machine.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.load_or_create_machine().await?);
+        }
+        Ok(slot)
+    }
+
+    async fn load_or_create_machine(&self) -> Result<OlmMachine> {
+        let session = self.session().ok_or(Error::NotLoggedIn)?;
+        let (user_id, device_id) = (session.user_id.as_str(), session.device_id.as_str());
+        let store = self.inner.store.as_ref();
+        let secrets = &self.inner.secrets;
+        let mut changes = Changes::new();
+        let pickle_key = match secrets
+            .get(store, PICKLE_KEY_NAMESPACE, PICKLE_KEY_RECORD)
+            .await?
+        {
+            Some(bytes) => {
+                let bytes: [u8; PICKLE_KEY_LENGTH] = bytes.as_slice().try_into().map_err(|_| {
+                    StoreError::Encoding("the crypto pickle key has the wrong length".into())
+                })?;
+                PickleKey::from_bytes(bytes)
+            }
+            None => {
+                let mut bytes = zeroize::Zeroizing::new([0u8; PICKLE_KEY_LENGTH]);
+                rand::thread_rng().fill_bytes(bytes.as_mut());
+                secrets.put(
+                    &mut changes,
+                    PICKLE_KEY_NAMESPACE,
+                    PICKLE_KEY_RECORD,
+                    bytes.as_ref(),
+                )?;
+                PickleKey::from_bytes(*bytes)
+            }
+        };
+        let crypto_store = SealedCryptoStore::open(store, secrets).await?;
+        let records = crypto_store.load_all()?;
+        let mut machine = if records.is_empty() {
+            OlmMachine::new(user_id, device_id, pickle_key)
+        } else {
+            OlmMachine::load(user_id, device_id, pickle_key, &records)
+                .map_err(|error| StoreError::Encoding(format!("crypto machine: {error}")))?
+        };
+        changes.extend(sealed_changes(secrets, &mut machine)?);
+        if !changes.is_empty() {
+            store.commit(changes).await?;
+        }
+        Ok(machine)
+    }
+
+    /// Uploads the device keys of a fresh login (and anything else the
+    /// machine asks for).
+    pub(crate) async fn start_encryption(&self) -> Result<()> {
+        let mut slot = self.machine().await?;
+        self.run_outgoing_requests(&mut slot).await
+    }
+
+    /// Sends what the machine asks for now and commits its changes.
+    async fn run_outgoing_requests(&self, slot: &mut Option<OlmMachine>) -> Result<()> {
+        let Some(machine) = slot.as_mut() else {
+            return Err(Error::NotLoggedIn);
+        };
+        let requests = machine.outgoing_requests();
+        self.send_machine_requests(machine, requests).await
+    }
+
+    /// Sends each request, reports its answer to the machine, and commits
+    /// the machine's changes.
+    async fn send_machine_requests(
+        &self,
+        machine: &mut OlmMachine,
+        requests: Vec<OutgoingRequest>,
+    ) -> Result<()> {
+        for outgoing in requests {
+            let answer: Result<Value> =
+                self.inner.http.send(&http_request(&outgoing.request)).await;
+            let reported = match answer {
+                Ok(answer) => machine.mark_request_sent(&outgoing.request_id, &answer),
+                Err(error) => {
+                    // The machine asks again when it still needs it.
+                    tracing::warn!(request_id = %outgoing.request_id, %error, "crypto request failed");
+                    machine.mark_request_failed(&outgoing.request_id)
+                }
+            };
+            if let Err(error) = reported {
+                tracing::warn!(request_id = %outgoing.request_id, %error, "crypto answer refused");
+            }
+        }
+        let changes = sealed_changes(&self.inner.secrets, machine)?;
+        if !changes.is_empty() {
+            self.inner.store.commit(changes).await?;
+        }
+        Ok(())
+    }
+
+    /// Feeds one sync to the machine and decrypts its encrypted timeline
+    /// events into `update`. Returns the locked machine and its changes,
+    /// to be committed with the sync position while the lock is held.
+    pub(crate) async fn receive_sync_encryption(
+        &self,
+        update: &mut SyncUpdate,
+    ) -> Result<(MutexGuard<'_, Option<OlmMachine>>, Changes)> {
+        let mut slot = self.machine().await?;
+        let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
+        let output = machine.receive_sync_changes(sync_changes(update));
+        // An event kept from `decrypt_event` can also be in this timeline;
+        // the app gets it once.
+        let late: BTreeSet<String> = output
+            .late_decryptions
+            .iter()
+            .map(|event| event.event_id.clone())
+            .collect();
+        update.decrypted.extend(output.late_decryptions);
+        for room in &update.joined {
+            for event in &room.timeline {
+                if event.event_type != "m.room.encrypted" || late.contains(event.event_id.as_str())
+                {
+                    continue;
+                }
+                match decrypt(machine, &room.room_id, event) {
+                    Ok(decrypted) => update.decrypted.push(decrypted),
+                    Err(utd) => update.undecryptable.push((room.room_id.clone(), utd)),
+                }
+            }
+        }
+        for warning in output.warnings {
+            tracing::warn!(?warning, "device warning");
+        }
+        let changes = sealed_changes(&self.inner.secrets, machine)?;
+        Ok((slot, changes))
+    }
+
+    /// After a sync is saved: sends key uploads, queries and queued
+    /// to-device messages the machine asks for.
+    pub(crate) async fn after_sync_encryption(
+        &self,
+        mut slot: MutexGuard<'_, Option<OlmMachine>>,
+    ) -> Result<()> {
+        self.run_outgoing_requests(&mut slot).await
+    }
+
+    /// Forgets the in-memory machine after a failed sync commit, so the
+    /// next use reloads the state the store actually holds.
+    pub(crate) fn discard_machine(slot: &mut MutexGuard<'_, Option<OlmMachine>>) {
+        **slot = None;
+    }
+
+    /// Decrypts an `m.room.encrypted` event fetched outside sync (from
+    /// [`Room::messages`](crate::Room::messages), say). An event whose key
+    /// has not arrived is kept and delivered in [`SyncUpdate::decrypted`]
+    /// when it does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoggedIn`] and store errors; the decryption outcome is
+    /// the `Ok` value.
+    pub async fn decrypt_event(&self, room_id: &RoomId, event: &RoomEvent) -> Result<Decryption> {
+        self.with_machine(|machine| decrypt(machine, room_id, event))
+            .await
+    }
+
+    /// Runs `step` on the machine and commits what it changed.
+    async fn with_machine<R>(&self, step: impl FnOnce(&mut OlmMachine) -> R) -> Result<R> {
+        let mut slot = self.machine().await?;
+        let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
+        let result = step(machine);
+        let changes = sealed_changes(&self.inner.secrets, machine)?;
+        if !changes.is_empty() {
+            self.inner.store.commit(changes).await?;
+        }
+        Ok(result)
+    }
+
+    /// The devices of `user_id` this device has fetched and checked (their
+    /// keys' self-signatures), with the local trust decision for each.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoggedIn`] and store errors.
+    pub async fn devices(&self, user_id: &UserId) -> Result<Vec<Device>> {
+        self.with_machine(|machine| machine.devices(user_id.as_str()))
+            .await
+    }
+
+    /// Records a local trust decision for a device (there is no
+    /// cross-signing or interactive verification yet). Excluding a device
+    /// that holds a room's current key rotates that key at the next send.
+    /// Returns whether the device is known.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoggedIn`] and store errors.
+    pub async fn set_device_trust(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        trust: LocalTrust,
+    ) -> Result<bool> {
+        self.with_machine(|machine| {
+            machine.set_device_trust(user_id.as_str(), device_id.as_str(), trust)
+        })
+        .await
+    }
+
+    /// Shares `room_id`'s keys only with verified devices (`true`) or with
+    /// every device not blacklisted (`false`, the default). Left-out
+    /// devices get `m.room_key.withheld` with code `m.unverified`, so their
+    /// failures say why.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoggedIn`] and store errors.
+    pub async fn set_only_verified(&self, room_id: &RoomId, only_verified: bool) -> Result<()> {
+        self.with_machine(|machine| machine.set_only_verified(room_id.as_str(), only_verified))
+            .await
+    }
+
+    /// Shares the room key with every device that may read `room_id` (the
+    /// key queries, claims and to-device messages that takes), then
+    /// encrypts the event into `m.room.encrypted` content.
+    ///
+    /// The advanced Megolm ratchet is committed before the ciphertext is
+    /// returned, so a crash can never make the device reuse a message index.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EncryptionRequired`] if the machine has not seen the room's
+    /// `m.room.encryption` and members yet (sync first);
+    /// [`Error::Crypto`] if the key could not be shared.
+    pub(crate) async fn encrypt_room_event(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        content: &Value,
+    ) -> Result<Value> {
+        let mut slot = self.machine().await?;
+        let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
+        if !machine.is_room_encrypted(room_id.as_str()) {
+            return Err(Error::EncryptionRequired(room_id.to_owned()));
+        }
+        for _ in 0..MAX_SHARE_ROUNDS {
+            let requests = machine.share_room_key(room_id.as_str(), now_ms())?;
+            if requests.is_empty() {
+                break;
+            }
+            self.send_machine_requests(machine, requests).await?;
+        }
+        let encrypted =
+            machine.encrypt_room_event(room_id.as_str(), event_type, content, now_ms())?;
+        let changes = sealed_changes(&self.inner.secrets, machine)?;
+        self.inner.store.commit(changes).await?;
+        Ok(encrypted)
+    }
+}
+
+fn decrypt(machine: &mut OlmMachine, room_id: &RoomId, event: &RoomEvent) -> Decryption {
+    // A RoomEvent always serialises (strings, ids and JSON values).
+    let json = serde_json::to_value(event).unwrap_or(Value::Null);
+    machine.decrypt_room_event(room_id.as_str(), &json)
+}
+
+/// The HTTP request for one of the machine's requests.
+fn http_request(request: &machine::Request) -> Request {
+    match request {
+        machine::Request::KeysUpload { body } => {
+            Request::v3(Method::POST, &["keys", "upload"]).json(body.clone())
+        }
+        machine::Request::KeysQuery { body } => {
+            Request::v3(Method::POST, &["keys", "query"]).json(body.clone())
+        }
+        machine::Request::KeysClaim { body } => {
+            Request::v3(Method::POST, &["keys", "claim"]).json(body.clone())
+        }
+        machine::Request::ToDevice {
+            event_type,
+            txn_id,
+            body,
+        } => Request::v3(Method::PUT, &["sendToDevice", event_type, txn_id]).json(body.clone()),
+    }
+}
+
+/// The encryption-relevant parts of a sync, for the machine.
+fn sync_changes(update: &SyncUpdate) -> SyncChanges {
+    let mut rooms = Vec::new();
+    for joined in &update.joined {
+        rooms.push(room_update(joined.room_id.as_str(), joined.state_changes()));
+    }
+    for left in &update.left {
+        let events = left.state.iter().chain(left.timeline.iter());
+        rooms.push(room_update(
+            left.room_id.as_str(),
+            events.filter(|e| e.is_state()),
+        ));
+    }
+    SyncChanges {
+        to_device_events: update
+            .to_device
+            .iter()
+            .filter_map(|event| serde_json::to_value(event).ok())
+            .collect(),
+        changed_devices: update
+            .device_lists
+            .changed
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        is_initial: update.is_initial,
+        left_devices: update
+            .device_lists
+            .left
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        one_time_key_counts: update.one_time_keys_count.clone(),
+        unused_fallback_key_types: update.unused_fallback_key_types.clone(),
+        rooms,
+        now_ms: now_ms(),
+    }
+}
+
+fn room_update<'a>(room_id: &str, state: impl Iterator<Item = &'a RoomEvent>) -> RoomUpdate {
+    let mut update = RoomUpdate {
+        room_id: room_id.to_owned(),
+        ..RoomUpdate::default()
+    };
+    for event in state {
+        let Some(state_key) = &event.state_key else {
+            continue;
+        };
+        match event.event_type.as_str() {
+            "m.room.encryption" if state_key.is_empty() => {
+                update.encryption = Some(event.content.clone());
+            }
+            "m.room.history_visibility" if state_key.is_empty() => {
+                update.history_visibility = event
+                    .content
+                    .get("history_visibility")
+                    .and_then(Value::as_str)
+                    .map(ToOwned::to_owned);
+            }
+            "m.room.member" => {
+                let membership = event
+                    .content
+                    .get("membership")
+                    .and_then(Value::as_str)
+                    .unwrap_or("leave");
+                update
+                    .members
+                    .push((state_key.clone(), Membership::from_event(membership)));
+            }
+            _ => {}
+        }
+    }
+    update
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
