@@ -22,6 +22,7 @@ backend_tests!(
     the_policy_and_encryption_cannot_be_weakened,
     plain_rooms_stay_usable_by_plain_clients,
     an_encrypted_room_can_adopt_the_policy_later,
+    invitees_see_the_policy_before_joining,
 );
 
 const POLICY: &str = "org.myelin.room.policy";
@@ -520,4 +521,23 @@ async fn an_encrypted_room_can_adopt_the_policy_later(backend: Backend) {
     )
     .await;
     assert_eq!(encrypted.0, StatusCode::OK, "{}", encrypted.1);
+}
+
+async fn invitees_see_the_policy_before_joining(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = e2e_only_room(&server, &alice.token).await;
+    invite(&server, &alice.token, &room, &bob.user_id).await;
+
+    let synced = initial_sync(&server, &bob.token, 5).await;
+    let stripped = synced["rooms"]["invite"][&room]["invite_state"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no invite_state for {room} in {synced}"));
+    let of_type = |kind: &str| stripped.iter().find(|e| e["type"] == kind);
+    let policy = of_type(POLICY).unwrap_or_else(|| panic!("no policy in {stripped:?}"));
+    assert_eq!(policy["content"], json!({ "e2e_required": true }));
+    assert_eq!(policy["state_key"], "");
+    let encryption = of_type("m.room.encryption").expect("m.room.encryption in invite_state");
+    assert_eq!(encryption["content"]["algorithm"], MEGOLM);
 }

@@ -28,6 +28,7 @@ use super::{
     e2ee::{DeviceListUpdate, DeviceLists, keys::one_time_key_counts},
     notifier::Notifier,
     room_events::RoomEvents,
+    rooms::e2e_policy::POLICY_EVENT_TYPE,
     rooms::pdu::Pdu,
     rooms::version::RoomVersion,
 };
@@ -809,6 +810,9 @@ impl Sync {
                 StateEventType::RoomAvatar,
                 StateEventType::RoomCanonicalAlias,
                 StateEventType::RoomEncryption,
+                // An invitee's client can tell an E2E-only room before
+                // joining it (spec-notes/e2e-only-rooms.md).
+                StateEventType::from(POLICY_EVENT_TYPE),
                 StateEventType::RoomTopic,
             ] {
                 invite_state.extend(state.get(&kind, "").cloned());
