@@ -3,7 +3,9 @@
 //! back byte for byte; bytes that are not the ones the sender hashed are
 //! refused; in a plain room the file travels as is.
 
-use myelin_sdk::{Error, RoomEvent, RoomSecurity, myelin_crypto::attachment::AttachmentError};
+use myelin_sdk::{
+    Client, Error, Room, RoomEvent, RoomSecurity, myelin_crypto::attachment::AttachmentError,
+};
 use myelin_tests::{Backend, TestServer, backend_tests, random_suffix};
 use serde_json::Value;
 
@@ -17,6 +19,16 @@ backend_tests!(
     a_plain_room_gets_a_plain_url
 );
 
+/// Bob's client, and Alice's handle on a room of `security` they share.
+async fn alice_and_bob(server: &TestServer, security: RoomSecurity) -> (Client, Room) {
+    let url = &server.base_url;
+    let suffix = &random_suffix()[..8];
+    let alice = registered(url, &format!("alice{suffix}")).await;
+    let bob = registered(url, &format!("bob{suffix}")).await;
+    let room = shared_room(&alice, &bob, security).await;
+    (bob, room)
+}
+
 /// Bytes that are not UTF-8, over several AES blocks and not a multiple of 16.
 fn document(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 253) as u8).collect()
@@ -26,11 +38,7 @@ async fn an_encrypted_attachment_reaches_bob_and_only_ciphertext_reaches_the_ser
     backend: Backend,
 ) {
     let server = TestServer::start(backend).await;
-    let url = &server.base_url;
-    let suffix = &random_suffix()[..8];
-    let alice = registered(url, &format!("alice{suffix}")).await;
-    let bob = registered(url, &format!("bob{suffix}")).await;
-    let room = shared_room(&alice, &bob, RoomSecurity::Encrypted).await;
+    let (bob, room) = alice_and_bob(&server, RoomSecurity::Encrypted).await;
 
     let plaintext = document(100_003);
     room.send_attachment("report.pdf", "application/pdf", &plaintext)
@@ -99,11 +107,7 @@ async fn an_encrypted_attachment_reaches_bob_and_only_ciphertext_reaches_the_ser
 
 async fn a_plain_room_gets_a_plain_url(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let url = &server.base_url;
-    let suffix = &random_suffix()[..8];
-    let alice = registered(url, &format!("alice{suffix}")).await;
-    let bob = registered(url, &format!("bob{suffix}")).await;
-    let room = shared_room(&alice, &bob, RoomSecurity::Plain).await;
+    let (bob, room) = alice_and_bob(&server, RoomSecurity::Plain).await;
 
     let plaintext = document(2_000);
     let id = room
