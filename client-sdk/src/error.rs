@@ -56,6 +56,9 @@ pub enum Error {
     /// downloaded ciphertext did not check out (nothing was decrypted).
     #[error("attachment: {0}")]
     Attachment(#[source] myelin_crypto::attachment::AttachmentError),
+    /// Writing a downloaded file to the caller's writer failed.
+    #[error("writing the download failed: {0}")]
+    Write(#[source] std::io::Error),
     /// The server's user-interactive authentication offers no flow this SDK
     /// can complete with what the caller gave (for example a token flow
     /// without a registration token).

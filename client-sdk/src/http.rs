@@ -231,12 +231,23 @@ impl Http {
     /// Sends `request` once and returns a successful answer's body as bytes
     /// (media downloads); an error answer is mapped as for JSON calls.
     pub(crate) async fn send_for_bytes(&self, request: &Request) -> Result<bytes::Bytes> {
-        let (status, retry_after_header, bytes) = self.execute(request).await?;
+        let response = self.send_for_stream(request).await?;
+        response.bytes().await.map_err(Error::Network)
+    }
+
+    /// Sends `request` once and hands back a successful answer unread, for
+    /// the caller to stream its body; an error answer is mapped as for
+    /// JSON calls.
+    pub(crate) async fn send_for_stream(&self, request: &Request) -> Result<reqwest::Response> {
+        let response = self.start(request).await?;
+        let status = response.status();
         if !status.is_success() {
+            let retry_after_header = retry_after_header(&response);
+            let bytes = response.bytes().await.map_err(Error::Network)?;
             let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             return Err(error_from_answer(status, &body, retry_after_header));
         }
-        Ok(bytes)
+        Ok(response)
     }
 
     /// Sends `request` once: the status, a `Retry-After` header and the body.
@@ -244,6 +255,15 @@ impl Http {
         &self,
         request: &Request,
     ) -> Result<(StatusCode, Option<Duration>, bytes::Bytes)> {
+        let response = self.start(request).await?;
+        let status = response.status();
+        let retry_after_header = retry_after_header(&response);
+        let bytes = response.bytes().await.map_err(Error::Network)?;
+        Ok((status, retry_after_header, bytes))
+    }
+
+    /// Sends `request` once and returns the answer with its body unread.
+    async fn start(&self, request: &Request) -> Result<reqwest::Response> {
         let mut url = self.homeserver.clone();
         {
             let mut path = url
@@ -272,11 +292,7 @@ impl Http {
             }
             None => {}
         }
-        let response = builder.send().await.map_err(Error::Network)?;
-        let status = response.status();
-        let retry_after_header = retry_after_header(&response);
-        let bytes = response.bytes().await.map_err(Error::Network)?;
-        Ok((status, retry_after_header, bytes))
+        builder.send().await.map_err(Error::Network)
     }
 }
 

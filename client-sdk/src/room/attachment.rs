@@ -3,7 +3,7 @@
 //! downloads that verify the ciphertext's hash before any plaintext is
 //! handed back.
 
-use myelin_crypto::attachment::{self, EncryptedFile};
+use myelin_crypto::attachment::{self, AttachmentDecryptor, EncryptedFile};
 use reqwest::Method;
 use ruma::OwnedEventId;
 use serde::Deserialize;
@@ -73,7 +73,12 @@ impl Room {
 
 impl Client {
     async fn upload(&self, request: &Request) -> Result<String> {
-        let uploaded: Uploaded = self.inner.http.send(request).await?;
+        // Retrying is safe: a repeated upload at worst leaves an unused copy.
+        let uploaded: Uploaded = self
+            .inner
+            .http
+            .send_with_retries(request, &self.inner.request_retry)
+            .await?;
         Ok(uploaded.content_uri)
     }
 
@@ -84,13 +89,44 @@ impl Client {
     /// [`Error::InvalidInput`] for a URI that is not `mxc://server/id`;
     /// Matrix and network errors.
     pub async fn download_media(&self, mxc: &str) -> Result<Vec<u8>> {
-        let (server, media_id) = mxc
-            .strip_prefix("mxc://")
-            .and_then(|rest| rest.split_once('/'))
-            .filter(|(server, id)| !server.is_empty() && !id.is_empty() && !id.contains('/'))
-            .ok_or_else(|| Error::InvalidInput("not an mxc:// URI".to_owned()))?;
-        let request = Request::client_v1(Method::GET, &["media", "download", server, media_id]);
+        let request = download_request(mxc)?;
         Ok(self.inner.http.send_for_bytes(&request).await?.to_vec())
+    }
+
+    /// Downloads an encrypted attachment chunk by chunk, decrypting each
+    /// into `out` as it arrives, so a large file needs little memory.
+    ///
+    /// **What reaches `out` is unverified** until this returns `Ok`: the
+    /// hash covers the whole ciphertext and is checked after the last
+    /// chunk. On any error, discard everything written (write to a
+    /// temporary file and move it into place only on success). Prefer
+    /// [`Client::download_attachment`] for files that fit in memory: it
+    /// never hands out unverified bytes. Returns the plaintext's length.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::download_attachment`], and [`Error::Write`] if `out`
+    /// fails.
+    pub async fn download_attachment_to<W>(&self, file: &Value, out: &mut W) -> Result<u64>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+
+        let file = EncryptedFile::from_json(file).map_err(Error::Attachment)?;
+        let request = download_request(&file.url)?;
+        let mut response = self.inner.http.send_for_stream(&request).await?;
+        let mut decryptor = AttachmentDecryptor::new(&file.keys);
+        let mut written = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(Error::Network)? {
+            let mut chunk = chunk.to_vec();
+            decryptor.decrypt_chunk(&mut chunk);
+            out.write_all(&chunk).await.map_err(Error::Write)?;
+            written += chunk.len() as u64;
+        }
+        out.flush().await.map_err(Error::Write)?;
+        decryptor.finish().map_err(Error::Attachment)?;
+        Ok(written)
     }
 
     /// Downloads an encrypted attachment (an event's `file` object), checks
@@ -106,4 +142,17 @@ impl Client {
         let ciphertext = self.download_media(&file.url).await?;
         attachment::decrypt(&ciphertext, &file.keys).map_err(Error::Attachment)
     }
+}
+
+/// `GET /_matrix/client/v1/media/download/{server}/{id}` for `mxc`.
+fn download_request(mxc: &str) -> Result<Request> {
+    let (server, media_id) = mxc
+        .strip_prefix("mxc://")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(server, id)| !server.is_empty() && !id.is_empty() && !id.contains('/'))
+        .ok_or_else(|| Error::InvalidInput("not an mxc:// URI".to_owned()))?;
+    Ok(Request::client_v1(
+        Method::GET,
+        &["media", "download", server, media_id],
+    ))
 }

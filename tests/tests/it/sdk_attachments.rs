@@ -58,6 +58,14 @@ async fn an_encrypted_attachment_reaches_bob_and_only_ciphertext_reaches_the_ser
 
     // Bob gets the file back, byte for byte.
     assert_eq!(bob.download_attachment(file).await.unwrap(), plaintext);
+    // Also streamed, chunk by chunk, into a writer.
+    let mut streamed = Vec::new();
+    let written = bob
+        .download_attachment_to(file, &mut streamed)
+        .await
+        .unwrap();
+    assert_eq!(written, plaintext.len() as u64);
+    assert_eq!(streamed, plaintext);
 
     // The server holds ciphertext of the same length, unrelated to the
     // plaintext; the event it stores is m.room.encrypted, without the key.
@@ -84,6 +92,15 @@ async fn an_encrypted_attachment_reaches_bob_and_only_ciphertext_reaches_the_ser
     let mut swapped: Value = file.clone();
     swapped["url"] = other.content["file"]["url"].clone();
     let refused = bob.download_attachment(&swapped).await.unwrap_err();
+    assert!(
+        matches!(refused, Error::Attachment(AttachmentError::HashMismatch)),
+        "{refused:?}"
+    );
+    let mut unverified = Vec::new();
+    let refused = bob
+        .download_attachment_to(&swapped, &mut unverified)
+        .await
+        .unwrap_err();
     assert!(
         matches!(refused, Error::Attachment(AttachmentError::HashMismatch)),
         "{refused:?}"
