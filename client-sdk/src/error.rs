@@ -52,6 +52,13 @@ pub enum Error {
     /// session with a device, a key request unanswered). Nothing was sent.
     #[error("encryption: {0}")]
     Crypto(#[from] crate::machine::MachineError),
+    /// An attachment could not be encrypted, or its `file` object or
+    /// downloaded ciphertext did not check out (nothing was decrypted).
+    #[error("attachment: {0}")]
+    Attachment(#[source] myelin_crypto::attachment::AttachmentError),
+    /// Writing a downloaded file to the caller's writer failed.
+    #[error("writing the download failed: {0}")]
+    Write(#[source] std::io::Error),
     /// The server's user-interactive authentication offers no flow this SDK
     /// can complete with what the caller gave (for example a token flow
     /// without a registration token).

@@ -68,19 +68,45 @@ impl RetryPolicy {
 #[derive(Debug, Clone)]
 pub(crate) struct Request {
     method: Method,
+    api: &'static str,
     version: &'static str,
     segments: Vec<String>,
     query: Vec<(String, String)>,
-    body: Option<Value>,
+    body: Option<Body>,
     timeout: Option<Duration>,
+}
+
+/// A request body: JSON for the API, raw bytes for media uploads.
+#[derive(Debug, Clone)]
+enum Body {
+    Json(Value),
+    Bytes {
+        data: bytes::Bytes,
+        content_type: String,
+    },
 }
 
 impl Request {
     /// `method /_matrix/client/v3/<segments>`.
     pub(crate) fn v3(method: Method, segments: &[&str]) -> Self {
+        Self::under("client", "v3", method, segments)
+    }
+
+    /// `method /_matrix/client/v1/<segments>` (authenticated media lives here).
+    pub(crate) fn client_v1(method: Method, segments: &[&str]) -> Self {
+        Self::under("client", "v1", method, segments)
+    }
+
+    /// `method /_matrix/media/v3/<segments>` (uploads).
+    pub(crate) fn media_v3(method: Method, segments: &[&str]) -> Self {
+        Self::under("media", "v3", method, segments)
+    }
+
+    fn under(api: &'static str, version: &'static str, method: Method, segments: &[&str]) -> Self {
         Self {
             method,
-            version: "v3",
+            api,
+            version,
             segments: segments.iter().map(|s| (*s).to_owned()).collect(),
             query: Vec::new(),
             body: None,
@@ -96,7 +122,17 @@ impl Request {
 
     /// Sets the JSON body.
     pub(crate) fn json(mut self, body: Value) -> Self {
-        self.body = Some(body);
+        self.body = Some(Body::Json(body));
+        self
+    }
+
+    /// Sets a raw body (a media upload). `Bytes` clones cheaply, so a
+    /// retried upload does not copy the file.
+    pub(crate) fn bytes(mut self, data: bytes::Bytes, content_type: &str) -> Self {
+        self.body = Some(Body::Bytes {
+            data,
+            content_type: content_type.to_owned(),
+        });
         self
     }
 
@@ -183,13 +219,58 @@ impl Http {
     /// answer (`Value::Null` for a body that is not JSON), mapping only
     /// transport failures to errors.
     pub(crate) async fn send_raw(&self, request: &Request) -> Result<(StatusCode, Value)> {
+        let (status, retry_after_header, bytes) = self.execute(request).await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(error_from_answer(status, &body, retry_after_header))
+                .or_else(|error| keep_uia_answer(status, body, error));
+        }
+        Ok((status, body))
+    }
+
+    /// Sends `request` once and returns a successful answer's body as bytes
+    /// (media downloads); an error answer is mapped as for JSON calls.
+    pub(crate) async fn send_for_bytes(&self, request: &Request) -> Result<bytes::Bytes> {
+        let response = self.send_for_stream(request).await?;
+        response.bytes().await.map_err(Error::Network)
+    }
+
+    /// Sends `request` once and hands back a successful answer unread, for
+    /// the caller to stream its body; an error answer is mapped as for
+    /// JSON calls.
+    pub(crate) async fn send_for_stream(&self, request: &Request) -> Result<reqwest::Response> {
+        let response = self.start(request).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after_header = retry_after_header(&response);
+            let bytes = response.bytes().await.map_err(Error::Network)?;
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(error_from_answer(status, &body, retry_after_header));
+        }
+        Ok(response)
+    }
+
+    /// Sends `request` once: the status, a `Retry-After` header and the body.
+    async fn execute(
+        &self,
+        request: &Request,
+    ) -> Result<(StatusCode, Option<Duration>, bytes::Bytes)> {
+        let response = self.start(request).await?;
+        let status = response.status();
+        let retry_after_header = retry_after_header(&response);
+        let bytes = response.bytes().await.map_err(Error::Network)?;
+        Ok((status, retry_after_header, bytes))
+    }
+
+    /// Sends `request` once and returns the answer with its body unread.
+    async fn start(&self, request: &Request) -> Result<reqwest::Response> {
         let mut url = self.homeserver.clone();
         {
             let mut path = url
                 .path_segments_mut()
                 .map_err(|()| Error::InvalidInput("homeserver URL cannot be a base".to_owned()))?;
             path.pop_if_empty()
-                .extend(["_matrix", "client", request.version])
+                .extend(["_matrix", request.api, request.version])
                 .extend(&request.segments);
         }
         if !request.query.is_empty() {
@@ -202,19 +283,16 @@ impl Http {
         if let Some(token) = self.token() {
             builder = builder.bearer_auth(token.expose());
         }
-        if let Some(body) = &request.body {
-            builder = builder.json(body);
+        match &request.body {
+            Some(Body::Json(body)) => builder = builder.json(body),
+            Some(Body::Bytes { data, content_type }) => {
+                builder = builder
+                    .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
+                    .body(data.clone());
+            }
+            None => {}
         }
-        let response = builder.send().await.map_err(Error::Network)?;
-        let status = response.status();
-        let retry_after_header = retry_after_header(&response);
-        let bytes = response.bytes().await.map_err(Error::Network)?;
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(error_from_answer(status, &body, retry_after_header))
-                .or_else(|error| keep_uia_answer(status, body, error));
-        }
-        Ok((status, body))
+        builder.send().await.map_err(Error::Network)
     }
 }
 

@@ -32,6 +32,8 @@
 //!   signed by a device's ed25519 key; [`pickle`]: encrypted persistence for
 //!   all of them. Thin wrappers over vodozemac, which nothing else in the
 //!   workspace names.
+//! - [`attachment`]: encrypted attachments (AES-256-CTR, SHA-256 of the
+//!   ciphertext, the key as a JWK), whole-buffer or streaming.
 //!
 //! # Example
 //!
@@ -74,7 +76,7 @@
 //!
 //! # Not supported yet
 //!
-//! - SAS, key backup, secret storage and attachment encryption (see
+//! - SAS, key backup and secret storage (see
 //!   ARCHITECTURE.md). Olm and Megolm have no published test vectors in the
 //!   spec; their tests pair both ends and attack each check instead.
 //! - Room versions 1 and 2 have no hashed event ids ([`event_id`] refuses
@@ -92,6 +94,7 @@
 )]
 
 pub mod at_rest;
+pub mod attachment;
 mod base64;
 pub mod device_signing;
 pub mod event;

@@ -1,6 +1,7 @@
 //! Rooms: the room list, creating and joining, and a [`Room`] handle to
 //! send, redact, paginate, type and mark as read.
 
+mod attachment;
 mod info;
 pub(crate) mod outbox;
 

@@ -32,6 +32,7 @@ mod rooms_redact;
 mod rooms_send;
 mod rooms_state;
 mod rooms_support;
+mod sdk_attachments;
 mod sdk_chat;
 mod sdk_e2ee;
 mod sdk_errors;

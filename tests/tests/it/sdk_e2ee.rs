@@ -373,7 +373,7 @@ async fn second_device(url: &str, client: &Client) -> Client {
 
 /// A room of `security` that `alice` created and `bob` joined, once both
 /// clients' syncs have shown them the room and each other.
-async fn shared_room(alice: &Client, bob: &Client, security: RoomSecurity) -> Room {
+pub async fn shared_room(alice: &Client, bob: &Client, security: RoomSecurity) -> Room {
     let bob_id = bob.user_id().unwrap();
     let room = alice
         .create_room(CreateRoom {
