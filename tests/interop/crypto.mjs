@@ -18,9 +18,10 @@
 
 import { randomBytes } from "node:crypto";
 import { ClientEvent, MatrixEventEvent, RoomEvent } from "matrix-js-sdk";
+import { CryptoEvent } from "matrix-js-sdk/lib/crypto-api/index.js";
 import {
     anon, answeredExchanges, check, collectSyncPhaseFailures, exchanges, expect, expectMatrixError, finish, isEventId, isReady, isRoomId, limitRunTime,
-    registerUser, startSyncLoop, stopSyncLoop, tag, when,
+    registerUser, startSyncLoop, stopSyncLoop, SYNC_WAIT_MS, tag, when,
 } from "./harness.mjs";
 
 limitRunTime(180_000);
@@ -94,15 +95,20 @@ await check("alice creates an encrypted room and invites bob, who joins", async 
     return roomId;
 });
 
-// Resolves with the decrypted event EVENT_ID once CLIENT has it; fails if it
-// stays undecryptable.
-function decrypted(client, eventId, what) {
+// Resolves with the decrypted event EVENT_ID of ROOM once CLIENT has it;
+// fails if it stays undecryptable. A failed attempt is not the end: the
+// timeline event may arrive before its room key, and the SDK decrypts it
+// again when the key comes.
+function decryptedIn(room, client, eventId, what) {
     return when(what, [[client, RoomEvent.Timeline], [client, MatrixEventEvent.Decrypted]], () => {
-        const event = client.getRoom(roomId)?.findEventById(eventId);
-        if (!event || event.isBeingDecrypted() || event.getType() === "m.room.encrypted") return null;
+        const event = client.getRoom(room)?.findEventById(eventId);
+        if (!event || event.isBeingDecrypted() || event.isDecryptionFailure() || event.getType() === "m.room.encrypted") {
+            return null;
+        }
         return event;
     });
 }
+const decrypted = (client, eventId, what) => decryptedIn(roomId, client, eventId, what);
 
 // The events sendAndDecrypt sent into the encrypted room.
 const sentInRoom = [];
@@ -132,6 +138,23 @@ await check("bob's encrypted reply reaches alice, decrypted", async () => {
 });
 
 let bob2Loop;
+// Resolves once CLIENT's crypto lists DEVICE_ID among USER_ID's devices (the
+// list it shares room keys with). The SDK re-queries a user's keys when
+// device_lists.changed names them; the first change (the login) can come
+// before the new device has uploaded keys, so this waits for the SDK's own
+// view rather than for the first change.
+async function untilCryptoKnows(client, userId, deviceId, what) {
+    const deadline = Date.now() + SYNC_WAIT_MS;
+    for (;;) {
+        const updated = new Promise((resolve) => client.once(CryptoEvent.DevicesUpdated, resolve));
+        const devices = await client.getCrypto().getUserDeviceInfo([userId]);
+        if (devices.get(userId)?.has(deviceId)) return;
+        const left = deadline - Date.now();
+        expect(left > 0, `${what}: not seen within ${SYNC_WAIT_MS} ms`);
+        await Promise.race([updated, new Promise((resolve) => setTimeout(resolve, left))]);
+    }
+}
+
 await check("bob logs in a second device; alice learns of it through device_lists.changed", async () => {
     const bob2Reg = await anon.loginRequest({
         type: "m.login.password",
@@ -147,6 +170,7 @@ await check("bob logs in a second device; alice learns of it through device_list
     await answered("bob-2", "POST", "/keys/upload", "bob's second client uploads its keys");
     const devices = await queriedDevices(alice, bobReg.user_id);
     expect(devices[bob2Reg.device_id], `keys/query lists bob's devices ${JSON.stringify(Object.keys(devices))}, not ${bob2Reg.device_id}`);
+    await untilCryptoKnows(alice, bobReg.user_id, bob2Reg.device_id, "alice's crypto lists bob's second device");
     return `bob's devices: ${Object.keys(devices).sort().join(", ")}`;
 });
 const bob2 = bob2Loop.client;
@@ -187,12 +211,14 @@ if (process.env.MYELIN_INTEROP_E2E_ONLY_POLICY === "1") {
             const room = bob1.getRoom(strictRoom);
             return room?.getMyMembership() === "join" && room.hasEncryptionStateEvent();
         });
+        // A client that has not synced the room's m.room.encryption yet sends
+        // plaintext (the SDK does, right after createRoom); in an E2E-only
+        // room the server refuses that with 403, so wait as a careful app would.
+        await when("alice's client shows bob joined the E2E-only room", [[alice, RoomEvent.Timeline]],
+            () => alice.getRoom(strictRoom)?.getMember(bobReg.user_id)?.membership === "join" && alice.getRoom(strictRoom).hasEncryptionStateEvent());
         const body = secret("in the E2E-only room");
         const { event_id } = await alice.sendTextMessage(strictRoom, body);
-        const event = await when(`bob decrypts ${event_id}`, [[bob1, RoomEvent.Timeline], [bob1, MatrixEventEvent.Decrypted]], () => {
-            const e = bob1.getRoom(strictRoom)?.findEventById(event_id);
-            return e && !e.isBeingDecrypted() && e.getType() !== "m.room.encrypted" ? e : null;
-        });
+        const event = await decryptedIn(strictRoom, bob1, event_id, `bob decrypts ${event_id}`);
         expect(event.getContent().body === body, `bob decrypted ${JSON.stringify(event.getContent())}`);
         return strictRoom;
     });
