@@ -1,6 +1,7 @@
 //! A small terminal chat client on myelin-sdk: log in (or register),
 //! restore the session from a SQLite store on later runs, sync in the
-//! background, and send what you type to the current room.
+//! background, and send what you type to the current room — end-to-end
+//! encrypted unless the room is plain.
 //!
 //! ```sh
 //! export MYELIN_PASSWORD='...' MYELIN_PASSPHRASE='protects the store'
@@ -11,16 +12,32 @@
 //! through `/.well-known/matrix/client`). The password is only needed the
 //! first time; set `MYELIN_REGISTER=1` to register the account instead.
 //!
-//! Commands: `/create NAME`, `/join ROOM`, `/switch ROOM`, `/invite USER`,
-//! `/rooms`, `/history`, `/leave`, `/quit`; anything else is sent to the
-//! current room.
+//! Every timeline line says how it reached you: `[e2e verified]`,
+//! `[e2e unverified]`, `[e2e unknown device]`, `[e2e blacklisted]` (and
+//! `forwarded` when the key came from another device than the sender's), or
+//! `[plaintext]`; a message that did not decrypt shows its cause and
+//! whether that cause is expected (sent before you joined, withheld) or a
+//! failure worth reporting.
+//!
+//! Commands:
+//! - `/create NAME`: an E2E-only room (encrypted; a Myelin server refuses
+//!   plaintext in it); `/create-plain NAME` for an unencrypted one
+//! - `/join ROOM`, `/switch ROOM`, `/invite USER`, `/leave`, `/rooms`
+//! - `/history`: the last 20 events of the current room, decrypted
+//! - `/devices USER`: a user's devices, fingerprints and trust (your own
+//!   user shows this device's fingerprint to compare out of band)
+//! - `/trust USER DEVICE verified|unset|blacklisted`
+//! - `/only-verified on|off`: share the current room's keys only with
+//!   verified devices
+//! - `/quit`; anything else is sent to the current room.
 
 use std::{sync::Arc, time::Duration};
 
 use myelin_sdk::{
-    Changes, Client, CreateRoom, LoopControl, Registration, RoomSecurity, SqliteStore,
-    SyncSettings, SyncUpdate,
-    ruma::{OwnedRoomId, OwnedUserId},
+    Changes, Client, CreateRoom, Decryption, LoopControl, Registration, RoomEvent, RoomSecurity,
+    SqliteStore, SyncSettings, SyncUpdate,
+    machine::{DecryptedRoomEvent, LocalTrust, UnableToDecrypt, VerificationState},
+    ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId},
 };
 use tokio::sync::mpsc;
 
@@ -131,17 +148,20 @@ async fn run_command(
     match command {
         "" => {}
         "/quit" => return Ok(false),
-        "/create" => {
+        "/create" | "/create-plain" => {
+            let security = if command == "/create" {
+                RoomSecurity::E2eOnly
+            } else {
+                RoomSecurity::Plain
+            };
             let room = client
                 .create_room(CreateRoom {
                     name: (!rest.is_empty()).then(|| rest.to_owned()),
-                    // Until the crypto machine lands the SDK cannot encrypt,
-                    // and it refuses to send plaintext to encrypted rooms.
-                    security: RoomSecurity::Plain,
+                    security,
                     ..CreateRoom::default()
                 })
                 .await?;
-            println!("* created {}", room.room_id());
+            println!("* created {} ({security:?})", room.room_id());
             *current = Some(room.room_id().to_owned());
         }
         "/join" => {
@@ -158,7 +178,9 @@ async fn run_command(
                     room.membership,
                     room.name.as_deref().unwrap_or("(no name)"),
                     room.joined_members().len(),
-                    if room.is_encrypted() {
+                    if room.is_e2e_required {
+                        ", e2e only"
+                    } else if room.is_encrypted() {
                         ", encrypted"
                     } else {
                         ""
@@ -166,7 +188,45 @@ async fn run_command(
                 );
             }
         }
-        "/invite" | "/history" | "/leave" => {
+        "/devices" => {
+            let user = OwnedUserId::try_from(rest)?;
+            let own_device = client.session().map(|s| s.device_id);
+            for device in client.devices(&user).await? {
+                let this = own_device
+                    .as_ref()
+                    .is_some_and(|d| d.as_str() == device.device_id);
+                println!(
+                    "* {} {} fingerprint {} {:?}{}",
+                    device.user_id,
+                    device.device_id,
+                    device.ed25519,
+                    device.trust,
+                    if this { " (this device)" } else { "" },
+                );
+            }
+        }
+        "/trust" => {
+            let mut words = rest.split_whitespace();
+            let (Some(user), Some(device), Some(level)) =
+                (words.next(), words.next(), words.next())
+            else {
+                return Err("usage: /trust USER DEVICE verified|unset|blacklisted".into());
+            };
+            let trust = match level {
+                "verified" => LocalTrust::Verified,
+                "unset" => LocalTrust::Unset,
+                "blacklisted" => LocalTrust::Blacklisted,
+                _ => return Err("trust is verified, unset or blacklisted".into()),
+            };
+            let user = OwnedUserId::try_from(user)?;
+            let device = OwnedDeviceId::from(device);
+            if client.set_device_trust(&user, &device, trust).await? {
+                println!("* {user} {device} is now {trust:?}");
+            } else {
+                println!("* {user} has no device {device} we know of (/devices {user})");
+            }
+        }
+        "/invite" | "/history" | "/leave" | "/only-verified" => {
             let room_id = current
                 .as_ref()
                 .ok_or("no current room: /join or /create first")?;
@@ -177,15 +237,24 @@ async fn run_command(
                     room.leave().await?;
                     *current = None;
                 }
+                "/only-verified" => {
+                    let on = match rest {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err("usage: /only-verified on|off".into()),
+                    };
+                    client.set_only_verified(room_id, on).await?;
+                    println!("* keys for {room_id} go only to verified devices: {on}");
+                }
                 _ => {
                     let page = room.messages(None, 20).await?;
                     for event in page.events.iter().rev() {
-                        println!(
-                            "  {} {}: {}",
-                            event.event_id,
-                            event.sender,
-                            event.body().unwrap_or(&event.event_type)
-                        );
+                        let decryption = if event.event_type == "m.room.encrypted" {
+                            Some(client.decrypt_event(room_id, event).await?)
+                        } else {
+                            None
+                        };
+                        print_event(room_id, event, decryption.as_ref());
                     }
                 }
             }
@@ -196,6 +265,8 @@ async fn run_command(
                 .ok_or("no current room: /join or /create first")?;
             let room = client.room(room_id);
             room.typing(false, Duration::ZERO).await.ok();
+            // Encrypted rooms are encrypted here; the SDK never falls back
+            // to plaintext.
             room.send_text(line).await?;
         }
     }
@@ -206,16 +277,88 @@ fn print_update(update: &SyncUpdate) {
     for invite in &update.invited {
         println!("* invited to {} (/join {0})", invite.room_id);
     }
+    let mut shown = Vec::new();
     for (room_id, event) in update.timeline_events() {
-        match event.body() {
-            Some(body) => println!("[{room_id}] {}: {body}", event.sender),
-            None if event.is_state() => {
-                println!("[{room_id}] {} set {}", event.sender, event.event_type)
+        let decryption = if event.event_type == "m.room.encrypted" {
+            let id = event.event_id.as_str();
+            let decrypted = update.decrypted.iter().find(|d| d.event_id == id);
+            let failed = update.undecryptable.iter().find(|(_, u)| u.event_id == id);
+            match (decrypted, failed) {
+                (Some(decrypted), _) => Some(Ok(decrypted.clone())),
+                (None, Some((_, utd))) => Some(Err(utd.clone())),
+                (None, None) => None,
             }
-            None => {}
-        }
+        } else {
+            None
+        };
+        print_event(room_id, event, decryption.as_ref());
+        shown.push(event.event_id.as_str());
+    }
+    // Keys that arrived for events of earlier updates.
+    for late in update
+        .decrypted
+        .iter()
+        .filter(|d| !shown.contains(&d.event_id.as_str()))
+    {
+        println!(
+            "[{}] {} (earlier, key just arrived): {} {}",
+            late.room_id,
+            late.sender,
+            decrypted_body(late),
+            e2e_label(late)
+        );
     }
     for left in &update.left {
         println!("* left {}", left.room_id);
     }
+}
+
+/// One timeline line: the body, or what the state event set, with how it
+/// was protected.
+fn print_event(room_id: &OwnedRoomId, event: &RoomEvent, decryption: Option<&Decryption>) {
+    match decryption {
+        Some(Ok(decrypted)) => println!(
+            "[{room_id}] {}: {} {}",
+            event.sender,
+            decrypted_body(decrypted),
+            e2e_label(decrypted)
+        ),
+        Some(Err(utd)) => println!("[{room_id}] {}: {}", event.sender, utd_label(utd)),
+        None => match event.body() {
+            Some(body) => println!("[{room_id}] {}: {body} [plaintext]", event.sender),
+            None if event.is_state() => {
+                println!("[{room_id}] {} set {}", event.sender, event.event_type)
+            }
+            None => {}
+        },
+    }
+}
+
+fn decrypted_body(event: &DecryptedRoomEvent) -> &str {
+    event
+        .content
+        .get("body")
+        .and_then(|b| b.as_str())
+        .unwrap_or(&event.event_type)
+}
+
+fn e2e_label(event: &DecryptedRoomEvent) -> String {
+    let trust = match event.verification {
+        VerificationState::Verified => "verified",
+        VerificationState::Unverified => "unverified",
+        VerificationState::Blacklisted => "blacklisted",
+        VerificationState::UnknownDevice => "unknown device",
+    };
+    let device = event.sender_device.as_deref().unwrap_or("?");
+    let forwarded = if event.forwarded { ", forwarded" } else { "" };
+    format!("[e2e {trust}, device {device}{forwarded}]")
+}
+
+fn utd_label(utd: &UnableToDecrypt) -> String {
+    let kind = if utd.cause.is_expected() {
+        "expected"
+    } else {
+        "unexpected"
+    };
+    format!("** unable to decrypt: {} ({kind}) **", utd.cause.name())
 }

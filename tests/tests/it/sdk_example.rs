@@ -1,0 +1,202 @@
+//! The terminal example client (`client-sdk/examples/chat.rs`) driven as a
+//! user would drive it: two processes register, create an E2E-only room,
+//! invite, join, and chat; each line they print must say how the message
+//! was protected, and trusting a device must show in the next message.
+//!
+//! The example binary is built by `cargo test --workspace` (which builds
+//! every example) next to this test binary.
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
+    process::{Child, ChildStdin, ChildStdout, Command},
+};
+
+backend_tests!(two_example_clients_chat_end_to_end_encrypted);
+
+/// How long one expected line may take to appear.
+const LINE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One running example client, read line by line.
+struct ChatProcess {
+    name: &'static str,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl ChatProcess {
+    /// Starts the example for `localpart`, registering it.
+    fn register(server: &TestServer, localpart: &'static str, store: PathBuf) -> Self {
+        let mut child = Command::new(example_binary())
+            .args([&server.base_url, localpart])
+            .arg(store)
+            .env("MYELIN_PASSWORD", PASSWORD)
+            .env("MYELIN_PASSPHRASE", "example store passphrase")
+            .env("MYELIN_REGISTER", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the chat example");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Self {
+            name: localpart,
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    async fn type_line(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write to the example");
+    }
+
+    /// Reads output until a line satisfies `wanted`, and returns it.
+    async fn expect(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let mut seen = Vec::new();
+        let found = tokio::time::timeout(LINE_TIMEOUT, async {
+            while let Some(line) = self.stdout.next_line().await.expect("read output") {
+                if wanted(&line) {
+                    return Some(line);
+                }
+                seen.push(line);
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!("{} never printed {what}; it printed: {seen:#?}", self.name),
+        }
+    }
+
+    async fn quit(mut self) {
+        self.type_line("/quit").await;
+        let status = tokio::time::timeout(LINE_TIMEOUT, self.child.wait())
+            .await
+            .expect("the example quits")
+            .expect("wait for the example");
+        assert!(status.success(), "{} exited with {status}", self.name);
+    }
+}
+
+/// `target/<profile>/examples/chat`, beside this test's `deps/` directory.
+fn example_binary() -> PathBuf {
+    let test_binary = std::env::current_exe().expect("test binary path");
+    let profile_dir = test_binary
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target profile directory");
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("chat{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds the examples",
+        binary.display()
+    );
+    binary
+}
+
+async fn two_example_clients_chat_end_to_end_encrypted(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let stores = tempfile::tempdir().expect("store dir");
+    let mut alice = ChatProcess::register(&server, "alice", stores.path().join("alice.db"));
+    let mut bob = ChatProcess::register(&server, "bob", stores.path().join("bob.db"));
+    alice
+        .expect("its login", |l| l.starts_with("* logged in as @alice"))
+        .await;
+    bob.expect("its login", |l| l.starts_with("* logged in as @bob"))
+        .await;
+    let (alice_id, bob_id) = (server.user_id("alice"), server.user_id("bob"));
+
+    alice.type_line("/create secrets").await;
+    let created = alice
+        .expect("the new room", |l| l.starts_with("* created !"))
+        .await;
+    assert!(created.ends_with("(E2eOnly)"), "{created}");
+    let room_id = created
+        .split_whitespace()
+        .nth(2)
+        .expect("room id")
+        .to_owned();
+
+    alice.type_line(&format!("/invite {bob_id}")).await;
+    bob.expect("the invite", |l| {
+        l.starts_with(&format!("* invited to {room_id}"))
+    })
+    .await;
+    bob.type_line(&format!("/join {room_id}")).await;
+    bob.expect("the join", |l| l == format!("* joined {room_id}"))
+        .await;
+    // Alice's client shares the room key with the members it knows of:
+    // wait until her sync has seen Bob join.
+    alice
+        .expect("Bob's join", |l| {
+            l == format!("[{room_id}] {bob_id} set m.room.member")
+        })
+        .await;
+
+    alice.type_line("hello bob").await;
+    let line = bob
+        .expect("Alice's message", |l| l.contains("hello bob"))
+        .await;
+    assert!(
+        line.contains(&alice_id) && line.contains("[e2e unverified, device "),
+        "an unverified sender's message says so: {line}"
+    );
+    let alice_device = line
+        .split("device ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(']'))
+        .expect("the sending device")
+        .to_owned();
+
+    // Bob compares the fingerprint out of band and trusts the device.
+    bob.type_line(&format!("/devices {alice_id}")).await;
+    let device = bob
+        .expect("Alice's device", |l| l.contains(&alice_device))
+        .await;
+    assert!(
+        device.contains("fingerprint ") && device.ends_with("Unset"),
+        "{device}"
+    );
+    bob.type_line(&format!("/trust {alice_id} {alice_device} verified"))
+        .await;
+    bob.expect("the trust change", |l| l.ends_with("is now Verified"))
+        .await;
+    alice.type_line("now you know it is me").await;
+    let line = bob
+        .expect("Alice's second message", |l| {
+            l.contains("now you know it is me")
+        })
+        .await;
+    assert!(line.contains("[e2e verified, device "), "{line}");
+
+    bob.type_line("hi alice").await;
+    let line = alice
+        .expect("Bob's reply", |l| l.contains("hi alice"))
+        .await;
+    assert!(line.contains(&bob_id) && line.contains("[e2e "), "{line}");
+
+    // History fetched with /messages is decrypted too, never shown as
+    // plaintext.
+    bob.type_line("/history").await;
+    let line = bob.expect("the history", |l| l.contains("hello bob")).await;
+    assert!(line.contains("[e2e verified"), "{line}");
+
+    // The server only ever held ciphertext.
+    for text in ["hello bob", "now you know it is me", "hi alice"] {
+        let query = format!("SELECT COUNT(*) FROM events WHERE json LIKE '%{text}%'");
+        assert_eq!(server.count_rows(&query).await, 0, "{text} stored in clear");
+    }
+    alice.quit().await;
+    bob.quit().await;
+}
