@@ -40,6 +40,10 @@ pub(crate) struct Inner {
     pub(crate) secrets: SecretBox,
     pub(crate) session: RwLock<Option<SessionMeta>>,
     pub(crate) rooms: RwLock<BTreeMap<OwnedRoomId, RoomInfo>>,
+    /// Held over each read-modify-save-publish of the room list, so that a
+    /// sync and a room creation cannot each save a copy missing the other's
+    /// knowledge.
+    pub(crate) room_list_lock: tokio::sync::Mutex<()>,
     /// Held by whichever task is syncing, so two loops never race on the token.
     pub(crate) sync_lock: tokio::sync::Mutex<()>,
     pub(crate) request_retry: RetryPolicy,
@@ -173,6 +177,7 @@ impl ClientBuilder {
                 session: RwLock::new(session.map(|session| session.meta)),
                 rooms: RwLock::new(rooms),
                 sync_lock: tokio::sync::Mutex::new(()),
+                room_list_lock: tokio::sync::Mutex::new(()),
                 request_retry: self.request_retry.unwrap_or_default(),
                 machine: MachineSlot::default(),
             }),

@@ -90,6 +90,16 @@ impl RoomInfo {
         self.encryption.is_some()
     }
 
+    /// Takes on `other`'s encryption and E2E-only policy where this copy
+    /// lacks them. Security only rises: two copies of one room built
+    /// apart (by a sync and by the room's creation, say) keep both.
+    pub(crate) fn raise_security_to(&mut self, other: &RoomInfo) {
+        if self.encryption.is_none() {
+            self.encryption.clone_from(&other.encryption);
+        }
+        self.is_e2e_required |= other.is_e2e_required;
+    }
+
     /// The ids of the joined members.
     pub fn joined_members(&self) -> Vec<OwnedUserId> {
         self.members

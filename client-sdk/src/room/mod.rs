@@ -173,21 +173,33 @@ impl Client {
         Ok(self.room(&response.room_id))
     }
 
-    /// Saves and publishes `info` unless a sync already brought the room.
+    /// Saves and publishes `info`; if a sync already brought the room, only
+    /// raises that copy's security to what `info` knows (a sync that saw
+    /// only the room's first events does not know it is encrypted yet).
     async fn remember_room(&self, info: RoomInfo) -> Result<()> {
-        if self.rooms_snapshot().contains_key(&info.room_id) {
-            return Ok(());
-        }
+        let _room_list = self.inner.room_list_lock.lock().await;
+        let info = match self.rooms_snapshot().remove(&info.room_id) {
+            Some(mut known) => {
+                known.raise_security_to(&info);
+                known
+            }
+            None => info,
+        };
         let mut changes = crate::store::Changes::new();
         changes.put_json(ROOMS_NAMESPACE, info.room_id.as_str(), &info)?;
         self.inner.store.commit(changes).await?;
-        self.inner
-            .rooms
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(info.room_id.clone())
-            .or_insert(info);
+        self.publish_room(info);
         Ok(())
+    }
+
+    /// Makes `info` the live copy of its room, keeping any security the
+    /// live copy gained meanwhile (see [`Client::raise_room_security`]).
+    pub(crate) fn publish_room(&self, mut info: RoomInfo) {
+        let mut live = self.inner.rooms.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(current) = live.get(&info.room_id) {
+            info.raise_security_to(current);
+        }
+        live.insert(info.room_id.clone(), info);
     }
 
     /// Joins a room by id or alias (`#room:server`).

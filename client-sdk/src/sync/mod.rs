@@ -128,7 +128,7 @@ impl SyncStream {
     pub async fn next(&mut self) -> Result<SyncUpdate> {
         let _syncing = self.client.inner.sync_lock.lock().await;
         let mut update = self.client.fetch_with_retries(&self.settings).await?;
-        let (machine, crypto) = self.client.receive_sync_encryption(&mut update).await?;
+        let (machine, crypto) = self.client.receive_update(&mut update).await?;
         self.client
             .save_with_encryption(&update, Changes::new(), machine, crypto)
             .await?;
@@ -145,7 +145,7 @@ impl Client {
     pub async fn sync_once(&self, settings: &SyncSettings) -> Result<SyncUpdate> {
         let _syncing = self.inner.sync_lock.lock().await;
         let mut update = self.fetch_sync(settings).await?;
-        let (machine, crypto) = self.receive_sync_encryption(&mut update).await?;
+        let (machine, crypto) = self.receive_update(&mut update).await?;
         self.save_with_encryption(&update, Changes::new(), machine, crypto)
             .await?;
         Ok(update)
@@ -167,7 +167,7 @@ impl Client {
         let _syncing = self.inner.sync_lock.lock().await;
         loop {
             let mut update = self.fetch_with_retries(&settings).await?;
-            let (machine, crypto) = self.receive_sync_encryption(&mut update).await?;
+            let (machine, crypto) = self.receive_update(&mut update).await?;
             let mut changes = Changes::new();
             let control = handler.handle(&update, &mut changes).await;
             self.save_with_encryption(&update, changes, machine, crypto)
@@ -265,10 +265,43 @@ impl Client {
         Ok(())
     }
 
+    /// Takes in a fetched update before anyone sees it: raised room
+    /// security goes live at once, then the crypto machine consumes it.
+    /// Returns the locked machine and its changes, to be saved with the
+    /// update.
+    async fn receive_update(
+        &self,
+        update: &mut SyncUpdate,
+    ) -> Result<(MutexGuard<'_, Option<OlmMachine>>, Changes)> {
+        self.raise_room_security(update)?;
+        self.receive_sync_encryption(update).await
+    }
+
+    /// Makes the encryption or E2E-only policy an update turns on visible
+    /// to [`Room::is_encrypted`](crate::Room::is_encrypted) before the
+    /// handler sees the update and before it is saved: a message sent in
+    /// between must not go out in plaintext. Publishing this early is safe
+    /// because security never drops again, whatever becomes of the update.
+    /// Rooms not in the list yet are left alone: for them `is_encrypted`
+    /// asks the server.
+    fn raise_room_security(&self, update: &SyncUpdate) -> Result<()> {
+        let own_user_id = self.user_id()?;
+        let mut seen = BTreeMap::new();
+        fold_rooms(&own_user_id, &mut seen, update);
+        let mut live = self.inner.rooms.write().unwrap_or_else(|e| e.into_inner());
+        for (room_id, info) in seen {
+            if let Some(current) = live.get_mut(&room_id) {
+                current.raise_security_to(&info);
+            }
+        }
+        Ok(())
+    }
+
     /// Saves `update`'s position, the rooms it changed and the handler's
     /// `changes` in one transaction, then publishes the rooms in memory.
     async fn save_update(&self, update: &SyncUpdate, mut changes: Changes) -> Result<()> {
         let own_user_id = self.user_id()?;
+        let _room_list = self.inner.room_list_lock.lock().await;
         let mut rooms = self.rooms_snapshot();
         let touched = fold_rooms(&own_user_id, &mut rooms, update);
         for room_id in &touched {
@@ -282,10 +315,9 @@ impl Client {
             update.next_batch.as_bytes().to_vec(),
         );
         self.inner.store.commit(changes).await?;
-        let mut live = self.inner.rooms.write().unwrap_or_else(|e| e.into_inner());
         for room_id in touched {
             if let Some(info) = rooms.remove(&room_id) {
-                live.insert(room_id, info);
+                self.publish_room(info);
             }
         }
         Ok(())

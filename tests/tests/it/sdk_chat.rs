@@ -1,22 +1,28 @@
 //! Two SDK clients chat through a Myelin server: invite, join, messages
 //! both ways, typing, receipts, redaction, history, and the room list.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 use myelin_sdk::{
-    CreateRoom, Error, Membership, MemoryStore, RoomSecurity, SqliteStore, Store, ruma::OwnedUserId,
+    Changes, CreateRoom, Error, LoopControl, Membership, MemoryStore, RoomSecurity, SqliteStore,
+    Store, SyncUpdate, ruma::OwnedUserId,
 };
 use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
 use serde_json::json;
 
 use crate::sdk_support::{
-    client_on, find_event, has_message, history_to_creation, registered, registered_on, sync_until,
-    typing_and_receipt_cross,
+    client_on, find_event, has_message, history_to_creation, plain_room, quick_sync, registered,
+    registered_on, sync_until, typing_and_receipt_cross,
 };
 
 backend_tests!(
     two_clients_chat_through_a_room,
-    encrypted_and_e2e_only_rooms
+    encrypted_and_e2e_only_rooms,
+    a_room_created_while_syncing_stays_encrypted,
+    the_handler_sees_encryption_switched_on
 );
 
 async fn two_clients_chat_through_a_room(backend: Backend) {
@@ -290,4 +296,85 @@ pub async fn encrypted_rooms(homeserver: &str) {
     }
     assert!(alice.pending_events().await.unwrap().is_empty());
     plain.send_text("fine here").await.unwrap();
+}
+
+/// A sync that lands while `create_room` is in flight can carry only the
+/// room's first events (not yet `m.room.encryption`); the room list must
+/// still know the room is encrypted the moment `create_room` returns, and a
+/// message sent then never goes out as plaintext.
+async fn a_room_created_while_syncing_stays_encrypted(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = registered(&server.base_url, "alice").await;
+    let syncing = tokio::spawn({
+        let alice = alice.clone();
+        async move {
+            alice
+                .sync(quick_sync(), |_: &SyncUpdate, _: &mut Changes| {
+                    LoopControl::Continue
+                })
+                .await
+        }
+    });
+    for round in 0..12 {
+        let room = alice
+            .create_room(CreateRoom {
+                security: RoomSecurity::E2eOnly,
+                ..CreateRoom::default()
+            })
+            .await
+            .unwrap();
+        let info = room.info().expect("a created room is listed at once");
+        assert!(
+            info.is_encrypted() && info.is_e2e_required,
+            "round {round}: the room list lost the room's encryption: {info:?}"
+        );
+        // Encrypted, or refused until a sync brings the room's members.
+        match room.send_text(&format!("secret {round}")).await {
+            Ok(_) | Err(Error::EncryptionRequired(_)) => {}
+            Err(error) => panic!("round {round}: {error}"),
+        }
+    }
+    syncing.abort();
+    let stored = server
+        .count_rows("SELECT COUNT(*) FROM events WHERE json LIKE '%secret %'")
+        .await;
+    assert_eq!(stored, 0, "a message reached the server in plaintext");
+}
+
+/// A sync handler that reacts to an update by sending must find the
+/// room's new encryption already in force: the room list is updated before
+/// the handler runs, not after the update is saved.
+async fn the_handler_sees_encryption_switched_on(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = registered(&server.base_url, "alice").await;
+    let bob = registered(&server.base_url, "bob").await;
+    let room = plain_room(&alice, vec![bob.user_id().unwrap()]).await;
+    let room_id = room.room_id().to_owned();
+    bob.join_room(room_id.as_str()).await.unwrap();
+    sync_until(&bob, |update| {
+        update.joined.iter().any(|r| r.room_id == room_id)
+    })
+    .await;
+    assert!(!bob.room(&room_id).is_encrypted().await.unwrap());
+
+    room.send_state(
+        "m.room.encryption",
+        "",
+        json!({ "algorithm": "m.megolm.v1.aes-sha2" }),
+    )
+    .await
+    .unwrap();
+    let seen_in_handler = Mutex::new(None);
+    sync_until(&bob, |update| {
+        let switched_on = update
+            .timeline_events()
+            .any(|(_, event)| event.event_type == "m.room.encryption");
+        if switched_on {
+            let info = bob.room(&room_id).info().expect("listed");
+            *seen_in_handler.lock().unwrap() = Some(info.is_encrypted());
+        }
+        switched_on
+    })
+    .await;
+    assert_eq!(*seen_in_handler.lock().unwrap(), Some(true));
 }
