@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::{
     DecryptedRoomEvent, LocalTrust, OlmMachine, SyncOutput, UnableToDecrypt, UtdCause,
-    VerificationState, events::event_id, olm::DecryptedOlm,
+    VerificationState, events::event_id, history::SHARED_HISTORY_FIELD, olm::DecryptedOlm,
 };
 
 pub(super) const RECORD_KIND: &str = "inbound";
@@ -69,6 +69,11 @@ pub(super) struct InboundEntry {
     forwarded: bool,
     /// The ed25519 key the `m.room_key` payload claimed for its device.
     claimed_ed25519: String,
+    /// The session's creator agreed that future members may get it
+    /// (MSC4268 `shared_history`).
+    shared_history: bool,
+    /// The user whose room key bundle gave us the session, if it came so.
+    shared_by: Option<String>,
     /// Message index -> the event id it decrypted as.
     seen: BTreeMap<u32, String>,
 }
@@ -81,6 +86,10 @@ pub(super) struct InboundRecord {
     #[serde(default)]
     forwarded: bool,
     claimed_ed25519: String,
+    #[serde(default)]
+    shared_history: bool,
+    #[serde(default)]
+    shared_by: Option<String>,
 }
 
 /// One decrypted message index and the event it belonged to. One record
@@ -113,8 +122,27 @@ impl InboundEntry {
             forwarded: sender.is_none(),
             sender,
             claimed_ed25519,
+            shared_history: false,
+            shared_by: None,
             seen: BTreeMap::new(),
         }
+    }
+
+    /// Sets the session's `shared_history` flag.
+    pub(super) fn with_shared_history(mut self, shared_history: bool) -> Self {
+        self.shared_history = shared_history;
+        self
+    }
+
+    /// Marks the session as received in `user`'s room key bundle.
+    pub(super) fn shared_by(mut self, user: &str) -> Self {
+        self.shared_by = Some(user.to_owned());
+        self
+    }
+
+    /// Whether the session may go into a room key bundle.
+    pub(super) fn is_history_shared(&self) -> bool {
+        self.shared_history
     }
 
     pub(super) fn add_replay_record(&mut self, record: ReplayRecord) {
@@ -138,6 +166,8 @@ impl InboundEntry {
             sender: record.sender,
             forwarded: record.forwarded,
             claimed_ed25519: record.claimed_ed25519,
+            shared_history: record.shared_history,
+            shared_by: record.shared_by,
             seen: BTreeMap::new(),
         })
     }
@@ -149,6 +179,8 @@ impl InboundEntry {
             sender: self.sender.clone(),
             forwarded: self.forwarded,
             claimed_ed25519: self.claimed_ed25519.clone(),
+            shared_history: self.shared_history,
+            shared_by: self.shared_by.clone(),
         }
     }
 }
@@ -232,12 +264,14 @@ impl OlmMachine {
             sender_key: olm.sender_key.clone(),
             session_id: session_id.to_owned(),
         };
+        let shared_history = olm.content.get(SHARED_HISTORY_FIELD) == Some(&Value::Bool(true));
         let entry = InboundEntry::new(
             key_id,
             InboundGroupSession::new(&key),
             Some(olm.sender.clone()),
             olm.claimed_ed25519.clone(),
-        );
+        )
+        .with_shared_history(shared_history);
         self.accept_inbound(entry, output);
     }
 
@@ -259,6 +293,64 @@ impl OlmMachine {
         true
     }
 
+    /// Stores a session from a room key bundle, unless we hold one that
+    /// reaches as far back. A copy that reaches further back than ours
+    /// extends ours only if it is the same ratchet (it advances to exactly
+    /// our earliest key): the session then keeps what we knew of it, so a
+    /// key its creator sent us stays attributed to them and is never
+    /// downgraded to "shared by". A different session under the same id is
+    /// a forgery and is refused. Returns whether anything was stored.
+    pub(super) fn accept_shared_inbound(
+        &mut self,
+        mut entry: InboundEntry,
+        output: &mut SyncOutput,
+    ) -> bool {
+        if entry.session.session_id() != entry.key_id.session_id {
+            return false;
+        }
+        if let Some(existing) = self.inbound.get(&entry.key_id) {
+            let ours = existing.session.first_known_index();
+            if ours <= entry.session.first_known_index() {
+                return false;
+            }
+            let connected = entry
+                .session
+                .export_at(ours)
+                .is_some_and(|key| key.to_base64() == existing.export().to_base64());
+            if !connected {
+                return false;
+            }
+            entry = InboundEntry {
+                key_id: existing.key_id.clone(),
+                session: entry.session,
+                sender: existing.sender.clone(),
+                forwarded: existing.forwarded,
+                claimed_ed25519: existing.claimed_ed25519.clone(),
+                shared_history: existing.shared_history,
+                shared_by: existing.shared_by.clone(),
+                seen: existing.seen.clone(),
+            };
+        }
+        let key_id = entry.key_id.clone();
+        self.store_inbound(entry);
+        self.retry_pending(&key_id, output);
+        true
+    }
+
+    /// Records a withheld code for a session we have no key for, from a
+    /// source already checked (a withheld notice or a room key bundle).
+    pub(super) fn record_withheld(&mut self, key_id: SessionKeyId, code: &str) {
+        if self.inbound.contains_key(&key_id) || self.withheld.len() >= MAX_KEPT {
+            return;
+        }
+        let record = (key_id.clone(), code.to_owned());
+        self.put(
+            format!("{WITHHELD_RECORD}/{}", inbound_key(&key_id)),
+            &record,
+        );
+        self.withheld.insert(key_id, code.to_owned());
+    }
+
     /// Records an `m.room_key.withheld`. It arrives in the clear, so it
     /// counts only if its `sender_key` is a known device of the event's
     /// sender: otherwise anyone (the server included) could make an
@@ -276,15 +368,9 @@ impl OlmMachine {
             .devices
             .device_by_curve(&key_id.sender_key)
             .is_some_and(|d| d.user_id == sender);
-        if !from_sender || self.withheld.len() >= MAX_KEPT {
-            return;
+        if from_sender {
+            self.record_withheld(key_id, code);
         }
-        let record = (key_id.clone(), code.to_owned());
-        self.put(
-            format!("{WITHHELD_RECORD}/{}", inbound_key(&key_id)),
-            &record,
-        );
-        self.withheld.insert(key_id, code.to_owned());
     }
 
     pub(super) fn store_inbound(&mut self, entry: InboundEntry) {
@@ -341,7 +427,7 @@ impl OlmMachine {
                 None => UtdCause::MissingRoomKey,
             });
         };
-        let forwarded = entry.forwarded;
+        let (forwarded, shared_by) = (entry.forwarded, entry.shared_by.clone());
         let (plaintext, index) = entry.session.decrypt(ciphertext).map_err(|e| match e {
             MegolmError::UnknownMessageIndex { .. } => UtdCause::SentBeforeWeJoined,
             MegolmError::MalformedMessage { .. } => UtdCause::Malformed,
@@ -386,6 +472,7 @@ impl OlmMachine {
             content: plaintext.get("content").cloned().unwrap_or(Value::Null),
             message_index: index,
             forwarded,
+            shared_by,
         })
     }
 

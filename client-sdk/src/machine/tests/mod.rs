@@ -28,6 +28,7 @@ fn encrypted_room(members: &[&str]) -> RoomUpdate {
             .iter()
             .map(|u| ((*u).to_owned(), Membership::Join))
             .collect(),
+        inviter: None,
     }
 }
 
