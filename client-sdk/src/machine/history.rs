@@ -313,7 +313,7 @@ impl OlmMachine {
         for room_key in &contents.room_keys {
             let stored = shared_session(room_id, room_key)
                 .map(|entry| entry.shared_by(sender))
-                .is_some_and(|entry| self.accept_shared_inbound(entry, &mut output));
+                .is_some_and(|entry| self.accept_inbound(entry, &mut output));
             if stored {
                 import.imported += 1;
             } else {

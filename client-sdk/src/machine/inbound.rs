@@ -275,64 +275,34 @@ impl OlmMachine {
         self.accept_inbound(entry, output);
     }
 
-    /// Stores a session that arrived by to-device, unless its id is not the
-    /// one it was announced under or we already reach as far back; then
-    /// decrypts the events that waited for it. Returns whether it was kept.
+    /// Stores a session that arrived by to-device or in a room key bundle,
+    /// then decrypts the events that waited for it. Returns whether
+    /// anything changed.
+    ///
+    /// A session whose id is not the one it was announced under is refused.
+    /// If we already hold the session, the two copies are merged only if
+    /// they are the same ratchet (the earlier one advances to exactly the
+    /// later one's first key; anything else is a forgery under a known id):
+    /// the merged session reaches as far back as either copy and keeps the
+    /// better provenance, a key from its creator's own Olm session over a
+    /// forwarded or shared one. So a bundle extends what Alice sent us
+    /// without turning it into "shared by", and Alice's own key upgrades a
+    /// session a bundle gave us. A copy that adds neither is ignored.
     pub(super) fn accept_inbound(&mut self, entry: InboundEntry, output: &mut SyncOutput) -> bool {
         if entry.session.session_id() != entry.key_id.session_id {
             return false; // the payload lies about which session this is
         }
-        if let Some(existing) = self.inbound.get(&entry.key_id)
-            && existing.session.first_known_index() <= entry.session.first_known_index()
-        {
-            return false;
-        }
         let key_id = entry.key_id.clone();
-        self.store_inbound(entry);
-        self.retry_pending(&key_id, output);
-        true
-    }
-
-    /// Stores a session from a room key bundle, unless we hold one that
-    /// reaches as far back. A copy that reaches further back than ours
-    /// extends ours only if it is the same ratchet (it advances to exactly
-    /// our earliest key): the session then keeps what we knew of it, so a
-    /// key its creator sent us stays attributed to them and is never
-    /// downgraded to "shared by". A different session under the same id is
-    /// a forgery and is refused. Returns whether anything was stored.
-    pub(super) fn accept_shared_inbound(
-        &mut self,
-        mut entry: InboundEntry,
-        output: &mut SyncOutput,
-    ) -> bool {
-        if entry.session.session_id() != entry.key_id.session_id {
-            return false;
-        }
-        if let Some(existing) = self.inbound.get(&entry.key_id) {
-            let ours = existing.session.first_known_index();
-            if ours <= entry.session.first_known_index() {
-                return false;
+        match self.inbound.get_mut(&key_id) {
+            None => self.store_inbound(entry),
+            Some(existing) => {
+                if !merge_into(existing, entry) {
+                    return false;
+                }
+                let record = existing.record(&self.pickle_key);
+                self.put(inbound_key(&key_id), &record);
             }
-            let connected = entry
-                .session
-                .export_at(ours)
-                .is_some_and(|key| key.to_base64() == existing.export().to_base64());
-            if !connected {
-                return false;
-            }
-            entry = InboundEntry {
-                key_id: existing.key_id.clone(),
-                session: entry.session,
-                sender: existing.sender.clone(),
-                forwarded: existing.forwarded,
-                claimed_ed25519: existing.claimed_ed25519.clone(),
-                shared_history: existing.shared_history,
-                shared_by: existing.shared_by.clone(),
-                seen: existing.seen.clone(),
-            };
         }
-        let key_id = entry.key_id.clone();
-        self.store_inbound(entry);
         self.retry_pending(&key_id, output);
         true
     }
@@ -523,6 +493,44 @@ impl OlmMachine {
     fn own_curve(&self) -> String {
         self.account.identity_keys().curve25519.to_base64()
     }
+}
+
+/// Merges a new copy of a session into the one we hold (see
+/// [`OlmMachine::accept_inbound`]); `false`, leaving ours untouched, when
+/// the new copy adds nothing or is not the same ratchet.
+fn merge_into(existing: &mut InboundEntry, mut new: InboundEntry) -> bool {
+    let reaches_further = new.session.first_known_index() < existing.session.first_known_index();
+    let better_provenance = existing.forwarded && !new.forwarded;
+    if !reaches_further && !better_provenance {
+        return false;
+    }
+    let same_ratchet = if reaches_further {
+        advances_to(&mut new.session, existing)
+    } else {
+        advances_to(&mut existing.session, &new)
+    };
+    if !same_ratchet {
+        return false;
+    }
+    if reaches_further {
+        std::mem::swap(&mut existing.session, &mut new.session);
+    }
+    // What was decrypted stays recorded (`seen`) for replay checks.
+    if better_provenance {
+        existing.sender = new.sender;
+        existing.forwarded = new.forwarded;
+        existing.claimed_ed25519 = new.claimed_ed25519;
+        existing.shared_history = new.shared_history;
+        existing.shared_by = new.shared_by;
+    }
+    true
+}
+
+/// Whether `earlier`, advanced to `later`'s first index, is `later`.
+fn advances_to(earlier: &mut InboundGroupSession, later: &InboundEntry) -> bool {
+    earlier
+        .export_at(later.session.first_known_index())
+        .is_some_and(|key| key.to_base64() == later.export().to_base64())
 }
 
 /// The session an `m.room.encrypted` event of `room_id` names.

@@ -399,3 +399,30 @@ fn a_session_received_from_its_creator_is_extended_but_never_downgraded() {
     assert_eq!((import.imported, import.skipped), (0, 1));
     assert!(!bob.decrypt(ROOM, &before).unwrap().forwarded);
 }
+
+#[test]
+fn a_key_from_its_creator_upgrades_a_session_a_bundle_gave() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, before, ciphertext) =
+        alice_shares_history_with_bob(&mut server, "before the join");
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    bob.machine
+        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .unwrap();
+    assert_eq!(
+        bob.decrypt(ROOM, &before).unwrap().shared_by.as_deref(),
+        Some(ALICE)
+    );
+
+    // Alice, seeing Bob joined, shares the same session with him herself.
+    alice.sync(&mut server, vec![joined(ROOM, BOB)]);
+    let after = alice.send(&mut server, ROOM, "after the join");
+    bob.sync(&mut server, vec![]);
+    // The same ratchet from Alice's own Olm session: the whole session is
+    // now hers, the history included.
+    for event in [&after, &before] {
+        let decrypted = bob.decrypt(ROOM, event).unwrap();
+        assert!(!decrypted.forwarded);
+        assert_eq!(decrypted.shared_by, None);
+    }
+}
