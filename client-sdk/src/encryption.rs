@@ -534,12 +534,17 @@ fn sync_changes(update: &SyncUpdate, own_user_id: &str) -> SyncChanges {
         })
     }));
     for joined in &update.joined {
-        rooms.push(room_update(joined.room_id.as_str(), joined.state_changes()));
+        rooms.push(room_update(
+            joined.room_id.as_str(),
+            own_user_id,
+            joined.state_changes(),
+        ));
     }
     for left in &update.left {
         let events = left.state.iter().chain(left.timeline.iter());
         rooms.push(room_update(
             left.room_id.as_str(),
+            own_user_id,
             events.filter(|e| e.is_state()),
         ));
     }
@@ -569,7 +574,11 @@ fn sync_changes(update: &SyncUpdate, own_user_id: &str) -> SyncChanges {
     }
 }
 
-fn room_update<'a>(room_id: &str, state: impl Iterator<Item = &'a RoomEvent>) -> RoomUpdate {
+fn room_update<'a>(
+    room_id: &str,
+    own_user_id: &str,
+    state: impl Iterator<Item = &'a RoomEvent>,
+) -> RoomUpdate {
     let mut update = RoomUpdate {
         room_id: room_id.to_owned(),
         ..RoomUpdate::default()
@@ -595,6 +604,9 @@ fn room_update<'a>(room_id: &str, state: impl Iterator<Item = &'a RoomEvent>) ->
                     .get("membership")
                     .and_then(Value::as_str)
                     .unwrap_or("leave");
+                if state_key == own_user_id && membership == "invite" {
+                    update.inviter = Some(event.sender.to_string());
+                }
                 update
                     .members
                     .push((state_key.clone(), Membership::from_event(membership)));

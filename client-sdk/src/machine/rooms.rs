@@ -152,7 +152,11 @@ impl OlmMachine {
         let previous = room.members.get(&own).copied();
         match membership {
             Membership::Invite => {
-                room.inviter = inviter.map(str::to_owned);
+                // The same invite seen again without its sender (a timeline
+                // replayed after our join) keeps what the first sighting said.
+                if inviter.is_some() || previous != Some(Membership::Invite) {
+                    room.inviter = inviter.map(str::to_owned);
+                }
                 room.joined_ms = None;
             }
             Membership::Join if previous != Some(Membership::Join) => {

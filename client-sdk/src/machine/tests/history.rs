@@ -23,10 +23,15 @@ fn invited(room_id: &str, user: &str, inviter: &str) -> RoomUpdate {
     }
 }
 
+/// The room after `user` joined, as a server's timeline shows it: the
+/// invite (without its sender, which the invite's sync gave) and the join.
 fn joined(room_id: &str, user: &str) -> RoomUpdate {
     RoomUpdate {
         room_id: room_id.to_owned(),
-        members: vec![(user.to_owned(), Membership::Join)],
+        members: vec![
+            (user.to_owned(), Membership::Invite),
+            (user.to_owned(), Membership::Join),
+        ],
         ..RoomUpdate::default()
     }
 }
