@@ -433,7 +433,7 @@ impl Room {
     /// Matrix errors (`M_FORBIDDEN` without the power level or for a banned
     /// user); when sharing history, as [`Room::share_history_with`].
     pub async fn invite(&self, user_id: &UserId) -> Result<()> {
-        if self.is_encrypted().await? && self.client.shares_history_on_invite(&self.room_id).await?
+        if self.client.shares_history_on_invite(&self.room_id).await? && self.is_encrypted().await?
         {
             self.share_history_with(user_id).await?;
         }
