@@ -101,13 +101,7 @@ fn one_signature_is_checked_and_others_are_ignored() {
     if let Some(CanonicalJsonValue::Object(signatures)) = vector.get_mut("signatures") {
         signatures.extend(other);
     }
-    verify_signature_by(
-        &vector,
-        "domain",
-        "ed25519:1",
-        crate::testing::SPEC_PUBLIC_KEY,
-    )
-    .unwrap();
+    verify_signature_by(&vector, "domain", "ed25519:1", crate::testing::SPEC_PUBLIC_KEY).unwrap();
 
     // The right signature checked against another key fails.
     let wrong_key = ruma_key().public_key().encode();
@@ -123,12 +117,7 @@ fn one_signature_is_checked_and_others_are_ignored() {
     // Changing signed content breaks it.
     vector.insert("two".to_owned(), CanonicalJsonValue::String("2".to_owned()));
     assert!(matches!(
-        verify_signature_by(
-            &vector,
-            "domain",
-            "ed25519:1",
-            crate::testing::SPEC_PUBLIC_KEY
-        ),
+        verify_signature_by(&vector, "domain", "ed25519:1", crate::testing::SPEC_PUBLIC_KEY),
         Err(SignatureError::Invalid(_))
     ));
 }
