@@ -47,7 +47,8 @@
 //! Key requests to other users' devices, key backup, cross-signing and SAS
 //! verification (trust is local: [`OlmMachine::set_device_trust`]; so
 //! history bundles go to the invitee's non-blacklisted devices, not only
-//! cross-signed ones as MSC4268 asks), and persistence of requests in flight
+//! cross-signed ones as MSC4268 asks, and without the MSC4147
+//! `sender_device_keys` it requires), and persistence of requests in flight
 //! (a failed request is reported with [`OlmMachine::mark_request_failed`],
 //! but a crash between building a to-device request and sending it leaves
 //! those devices without the key until the session rotates).
