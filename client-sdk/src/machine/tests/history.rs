@@ -431,3 +431,43 @@ fn a_key_from_its_creator_upgrades_a_session_a_bundle_gave() {
         assert_eq!(decrypted.shared_by, None);
     }
 }
+
+#[test]
+fn a_forged_copy_of_a_known_session_is_ignored() {
+    use ruma::serde::{Base64, base64::Standard};
+
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, before, _) = alice_shares_history_with_bob(&mut server, "real");
+    let after = alice.send(&mut server, ROOM, "also real");
+    bob.sync(&mut server, vec![]);
+    assert!(bob.decrypt(ROOM, &after).is_ok());
+
+    // Alice (or whoever holds the bundle's key) hands Bob a copy of the
+    // session under its real id but with another ratchet, from index 0.
+    let mut contents = alice.machine.bundle_contents(ROOM);
+    let key = contents["room_keys"][0]["session_key"].as_str().unwrap();
+    let mut bytes = Base64::<Standard, Vec<u8>>::parse(key)
+        .unwrap()
+        .into_inner();
+    bytes[10] ^= 0xff; // inside the ratchet, after version and index
+    contents["room_keys"][0]["session_key"] = json!(Base64::<Standard, _>::new(bytes).encode());
+    let (ciphertext, keys) = attachment::encrypt(&serde_json::to_vec(&contents).unwrap()).unwrap();
+    let file = EncryptedFile {
+        url: "mxc://example.org/forged".to_owned(),
+        keys,
+    };
+    alice.announce_bundle(&mut server, ROOM, BOB, &file);
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    let import = bob
+        .machine
+        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .unwrap();
+    assert_eq!((import.imported, import.skipped), (0, 1));
+    // Bob's session is untouched: what it decrypted still does, and the
+    // forged past stays out of reach.
+    assert_eq!(body(&bob.decrypt(ROOM, &after).unwrap()), "also real");
+    assert_eq!(
+        bob.decrypt(ROOM, &before).unwrap_err().cause,
+        UtdCause::SentBeforeWeJoined
+    );
+}
