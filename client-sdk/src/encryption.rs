@@ -28,7 +28,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use myelin_crypto::{PickleKey, pickle::PICKLE_KEY_LENGTH};
+use myelin_crypto::{PickleKey, attachment::EncryptedFile, pickle::PICKLE_KEY_LENGTH};
 use rand::RngCore;
 use reqwest::Method;
 use ruma::{DeviceId, RoomId, UserId};
@@ -41,8 +41,8 @@ use crate::{
     events::RoomEvent,
     http::Request,
     machine::{
-        self, CryptoStore, DecryptedRoomEvent, Device, LocalTrust, Membership, OlmMachine,
-        OutgoingRequest, RoomUpdate, SyncChanges, UnableToDecrypt,
+        self, BundleShare, CryptoStore, DecryptedRoomEvent, Device, LocalTrust, MachineError,
+        Membership, OlmMachine, OutgoingRequest, RoomUpdate, SyncChanges, UnableToDecrypt,
     },
     store::{Changes, SecretBox, Store, StoreError},
 };
@@ -240,7 +240,11 @@ impl Client {
     ) -> Result<(MutexGuard<'_, Option<OlmMachine>>, Changes)> {
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
-        let output = machine.receive_sync_changes(sync_changes(update));
+        let own_user_id = self.user_id()?;
+        let mut output = machine.receive_sync_changes(sync_changes(update, own_user_id.as_str()));
+        // Before the timeline, so history it holds decrypts at once.
+        self.import_room_key_bundles(machine, &mut output.late_decryptions)
+            .await;
         // An event kept from `decrypt_event` can also be in this timeline;
         // the app gets it once.
         let late: BTreeSet<String> = output
@@ -266,6 +270,102 @@ impl Client {
         }
         let changes = sealed_changes(&self.inner.secrets, machine)?;
         Ok((slot, changes))
+    }
+
+    /// Downloads and imports the room key bundles the machine is ready for
+    /// (history shared by whoever invited us to a room we just joined);
+    /// the events they decrypt join `late`. A failure is logged and the
+    /// bundle tried again at a later sync, a few times.
+    async fn import_room_key_bundles(
+        &self,
+        machine: &mut OlmMachine,
+        late: &mut Vec<DecryptedRoomEvent>,
+    ) {
+        for bundle in machine.room_key_bundles_to_import(now_ms()) {
+            let (room_id, sender) = (bundle.room_id.as_str(), bundle.sender.as_str());
+            let ciphertext = match self.download_media(&bundle.url).await {
+                Ok(ciphertext) => ciphertext,
+                Err(error) => {
+                    tracing::warn!(%room_id, %sender, %error, "room key bundle download failed");
+                    machine.mark_room_key_bundle_failed(room_id, sender);
+                    continue;
+                }
+            };
+            match machine.import_room_key_bundle(room_id, sender, &ciphertext, now_ms()) {
+                Ok(import) => {
+                    tracing::info!(
+                        %room_id, %sender, imported = import.imported, skipped = import.skipped,
+                        withheld = import.withheld, "imported shared room history"
+                    );
+                    late.extend(import.late_decryptions);
+                }
+                Err(error) => {
+                    tracing::warn!(%room_id, %sender, %error, "room key bundle refused");
+                }
+            }
+        }
+    }
+
+    /// Hands `user_id` the history of `room_id` (MSC4268): builds the room
+    /// key bundle, uploads it encrypted, and sends its key over Olm to each
+    /// of the user's devices that may get room keys.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Crypto`] if the room is not known as encrypted or the
+    /// devices' keys could not be fetched; upload, Matrix, network and
+    /// store errors.
+    pub(crate) async fn share_room_history(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<()> {
+        let (ciphertext, keys) = self
+            .with_machine(|machine| machine.build_room_key_bundle(room_id.as_str()))
+            .await??;
+        let url = self.upload_ciphertext(ciphertext).await?;
+        let file = EncryptedFile { url, keys };
+        let mut slot = self.machine().await?;
+        let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
+        for _ in 0..MAX_SHARE_ROUNDS {
+            let step = machine.share_room_key_bundle(
+                room_id.as_str(),
+                user_id.as_str(),
+                &file,
+                now_ms(),
+            )?;
+            match step {
+                BundleShare::Prepare(requests) => {
+                    self.send_machine_requests(machine, requests).await?;
+                }
+                BundleShare::Deliver(request) => {
+                    return self
+                        .send_machine_requests(machine, request.into_iter().collect())
+                        .await;
+                }
+            }
+        }
+        Err(MachineError::AwaitingResponse.into())
+    }
+
+    /// Hands the room's shareable history to users invited from now on
+    /// (`true`), or not (`false`, the default). See
+    /// [`Room::set_share_history_on_invite`](crate::Room::set_share_history_on_invite).
+    pub(crate) async fn set_share_history_on_invite(
+        &self,
+        room_id: &RoomId,
+        enabled: bool,
+    ) -> Result<()> {
+        self.with_machine(|machine| {
+            machine.set_share_history_on_invite(room_id.as_str(), enabled);
+        })
+        .await
+    }
+
+    /// Whether the room hands its history to users we invite.
+    pub(crate) async fn shares_history_on_invite(&self, room_id: &RoomId) -> Result<bool> {
+        self.with_machine(|machine| machine.shares_history_on_invite(room_id.as_str()))
+            .await
     }
 
     /// After a sync is saved: sends key uploads, queries and queued
@@ -418,15 +518,33 @@ fn http_request(request: &machine::Request) -> Request {
 }
 
 /// The encryption-relevant parts of a sync, for the machine.
-fn sync_changes(update: &SyncUpdate) -> SyncChanges {
+fn sync_changes(update: &SyncUpdate, own_user_id: &str) -> SyncChanges {
     let mut rooms = Vec::new();
+    rooms.extend(update.invited.iter().filter_map(|invited| {
+        let invite = invited.invite_state.iter().find(|event| {
+            event.event_type == "m.room.member"
+                && event.state_key == own_user_id
+                && event.content.get("membership").and_then(Value::as_str) == Some("invite")
+        })?;
+        Some(RoomUpdate {
+            room_id: invited.room_id.to_string(),
+            members: vec![(own_user_id.to_owned(), Membership::Invite)],
+            inviter: Some(invite.sender.to_string()),
+            ..RoomUpdate::default()
+        })
+    }));
     for joined in &update.joined {
-        rooms.push(room_update(joined.room_id.as_str(), joined.state_changes()));
+        rooms.push(room_update(
+            joined.room_id.as_str(),
+            own_user_id,
+            joined.state_changes(),
+        ));
     }
     for left in &update.left {
         let events = left.state.iter().chain(left.timeline.iter());
         rooms.push(room_update(
             left.room_id.as_str(),
+            own_user_id,
             events.filter(|e| e.is_state()),
         ));
     }
@@ -456,7 +574,11 @@ fn sync_changes(update: &SyncUpdate) -> SyncChanges {
     }
 }
 
-fn room_update<'a>(room_id: &str, state: impl Iterator<Item = &'a RoomEvent>) -> RoomUpdate {
+fn room_update<'a>(
+    room_id: &str,
+    own_user_id: &str,
+    state: impl Iterator<Item = &'a RoomEvent>,
+) -> RoomUpdate {
     let mut update = RoomUpdate {
         room_id: room_id.to_owned(),
         ..RoomUpdate::default()
@@ -482,6 +604,9 @@ fn room_update<'a>(room_id: &str, state: impl Iterator<Item = &'a RoomEvent>) ->
                     .get("membership")
                     .and_then(Value::as_str)
                     .unwrap_or("leave");
+                if state_key == own_user_id && membership == "invite" {
+                    update.inviter = Some(event.sender.to_string());
+                }
                 update
                     .members
                     .push((state_key.clone(), Membership::from_event(membership)));

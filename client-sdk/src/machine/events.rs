@@ -44,6 +44,10 @@ pub struct DecryptedRoomEvent {
     /// is then vouched for by our device, not by the sender's own Olm
     /// session.
     pub forwarded: bool,
+    /// The user whose room key bundle (MSC4268 history sharing) gave us
+    /// this session, if that is how it arrived. The event's sender is then
+    /// only that user's word: show it as "history shared by" them.
+    pub shared_by: Option<String>,
 }
 
 /// An event that could not be decrypted, and why.

@@ -10,8 +10,10 @@
 //! 3. if the current session was ever shared with a device that is not in
 //!    that set any more (a member left, a device was deleted, a device was
 //!    blacklisted), or it reached `rotation_period_msgs` messages or
-//!    `rotation_period_ms` age, it is discarded and a new one started: the
-//!    excluded device cannot decrypt anything sent from now on.
+//!    `rotation_period_ms` age, or the history visibility moved between
+//!    shared (`shared`, `world_readable`) and not (its MSC4268
+//!    `shared_history` flag would lie), it is discarded and a new one
+//!    started: the excluded device cannot decrypt anything sent from now on.
 //!
 //! Before sharing, device lists of readers must be up to date (a keys/query
 //! is returned first) and every recipient needs an Olm session (a
@@ -29,7 +31,9 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Device, InFlight, LocalTrust, MachineError, OlmMachine, OutgoingRequest, Request,
+    history::SHARED_HISTORY_FIELD,
     inbound::{InboundEntry, SessionKeyId},
+    rooms::RoomState,
 };
 
 pub(super) const RECORD_KIND: &str = "outbound";
@@ -47,6 +51,9 @@ pub(super) struct OutboundEntry {
     /// reached (a departure, a deleted or distrusted device): it must not
     /// encrypt again until a share has checked.
     must_recheck: bool,
+    /// Started while history was shared: future members may get it
+    /// (MSC4268 `shared_history`, sent in `m.room_key`).
+    shared_history: bool,
 }
 
 /// The session itself: saved after every message, so it stays small.
@@ -55,6 +62,8 @@ pub(super) struct OutboundRecord {
     room_id: String,
     pickle: String,
     created_ms: u64,
+    #[serde(default)]
+    shared_history: bool,
 }
 
 /// Whom the session reached: saved when sharing changes it, so that a
@@ -88,6 +97,7 @@ impl OutboundEntry {
             shared_with: BTreeMap::new(),
             withheld_from: BTreeMap::new(),
             must_recheck: false,
+            shared_history: record.shared_history,
         })
     }
 
@@ -102,6 +112,7 @@ impl OutboundEntry {
             room_id: self.room_id.clone(),
             pickle: self.session.pickle(key),
             created_ms: self.created_ms,
+            shared_history: self.shared_history,
         }
     }
 
@@ -124,9 +135,9 @@ impl OutboundEntry {
 }
 
 /// Who gets the key and who gets a withheld notice.
-struct Recipients {
-    devices: Vec<Device>,
-    withheld: Vec<(Device, &'static str)>,
+pub(super) struct Recipients {
+    pub(super) devices: Vec<Device>,
+    pub(super) withheld: Vec<(Device, &'static str)>,
 }
 
 impl OlmMachine {
@@ -173,13 +184,7 @@ impl OlmMachine {
 
         // 2. An Olm session with every recipient.
         let recipients = self.recipients(room_id, &users);
-        let missing: Vec<(String, String)> = recipients
-            .devices
-            .iter()
-            .filter(|d| !self.has_olm_session(d))
-            .map(|d| (d.user_id.clone(), d.device_id.clone()))
-            .filter(|d| !self.claim_failed_recently(d, now_ms))
-            .collect();
+        let missing = self.devices_to_claim(&recipients.devices, now_ms);
         if !missing.is_empty() {
             return self.pending_or_new_claim(missing);
         }
@@ -265,7 +270,7 @@ impl OlmMachine {
         self.outbound.get(room_id).map(|e| e.session.session_id())
     }
 
-    fn recipients(&self, room_id: &str, users: &[String]) -> Recipients {
+    pub(super) fn recipients(&self, room_id: &str, users: &[String]) -> Recipients {
         let only_verified =
             self.only_verified_globally || self.rooms.get(room_id).is_some_and(|r| r.only_verified);
         let mut recipients = Recipients {
@@ -306,7 +311,13 @@ impl OlmMachine {
         let reached_outsider = entry.shared_with.iter().any(|((user, device), curve)| {
             !allowed.contains(&(user.clone(), device.clone(), curve.clone()))
         });
+        let history_changed = entry.shared_history
+            != self
+                .rooms
+                .get(room_id)
+                .is_some_and(RoomState::is_history_shared);
         if reached_outsider
+            || history_changed
             || entry.is_expired(
                 settings.rotation_period_ms,
                 settings.rotation_period_msgs,
@@ -340,6 +351,10 @@ impl OlmMachine {
 
     fn start_outbound_session(&mut self, room_id: &str, now_ms: u64) {
         let session = OutboundGroupSession::new();
+        let shared_history = self
+            .rooms
+            .get(room_id)
+            .is_some_and(RoomState::is_history_shared);
         // Our own inbound copy, so we can read what we send.
         let inbound = InboundGroupSession::new(&session.session_key());
         let own_key = self.account.identity_keys();
@@ -353,7 +368,8 @@ impl OlmMachine {
             inbound,
             Some(self.user_id.clone()),
             own_key.ed25519.to_base64(),
-        );
+        )
+        .with_shared_history(shared_history);
         self.store_inbound(entry);
         self.outbound.insert(
             room_id.to_owned(),
@@ -364,8 +380,24 @@ impl OlmMachine {
                 shared_with: BTreeMap::new(),
                 withheld_from: BTreeMap::new(),
                 must_recheck: false,
+                shared_history,
             },
         );
+    }
+
+    /// Those of `devices` we have no Olm session with and have not failed
+    /// to claim a key for recently.
+    pub(super) fn devices_to_claim(
+        &self,
+        devices: &[Device],
+        now_ms: u64,
+    ) -> Vec<(String, String)> {
+        devices
+            .iter()
+            .filter(|d| !self.has_olm_session(d))
+            .map(|d| (d.user_id.clone(), d.device_id.clone()))
+            .filter(|d| !self.claim_failed_recently(d, now_ms))
+            .collect()
     }
 
     /// One sendToDevice request carrying `m.room_key` to every recipient
@@ -384,6 +416,7 @@ impl OlmMachine {
             "room_id": room_id,
             "session_id": session_id,
             "session_key": entry.session.session_key().to_base64(),
+            SHARED_HISTORY_FIELD: entry.shared_history,
         });
         let targets: Vec<Device> = devices
             .iter()
@@ -490,7 +523,7 @@ impl OlmMachine {
 
     /// A query for those of `users` not already being queried; if all are,
     /// the caller must wait for that answer.
-    fn pending_or_new_query(
+    pub(super) fn pending_or_new_query(
         &mut self,
         users: Vec<String>,
     ) -> Result<Vec<OutgoingRequest>, MachineError> {
@@ -507,7 +540,7 @@ impl OlmMachine {
 
     /// A claim for those of `devices` not already being claimed; if all
     /// are, the caller must wait for that answer.
-    fn pending_or_new_claim(
+    pub(super) fn pending_or_new_claim(
         &mut self,
         devices: Vec<(String, String)>,
     ) -> Result<Vec<OutgoingRequest>, MachineError> {

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::{
     DecryptedRoomEvent, LocalTrust, OlmMachine, SyncOutput, UnableToDecrypt, UtdCause,
-    VerificationState, events::event_id, olm::DecryptedOlm,
+    VerificationState, events::event_id, history::SHARED_HISTORY_FIELD, olm::DecryptedOlm,
 };
 
 pub(super) const RECORD_KIND: &str = "inbound";
@@ -69,6 +69,11 @@ pub(super) struct InboundEntry {
     forwarded: bool,
     /// The ed25519 key the `m.room_key` payload claimed for its device.
     claimed_ed25519: String,
+    /// The session's creator agreed that future members may get it
+    /// (MSC4268 `shared_history`).
+    shared_history: bool,
+    /// The user whose room key bundle gave us the session, if it came so.
+    shared_by: Option<String>,
     /// Message index -> the event id it decrypted as.
     seen: BTreeMap<u32, String>,
 }
@@ -81,6 +86,10 @@ pub(super) struct InboundRecord {
     #[serde(default)]
     forwarded: bool,
     claimed_ed25519: String,
+    #[serde(default)]
+    shared_history: bool,
+    #[serde(default)]
+    shared_by: Option<String>,
 }
 
 /// One decrypted message index and the event it belonged to. One record
@@ -113,8 +122,27 @@ impl InboundEntry {
             forwarded: sender.is_none(),
             sender,
             claimed_ed25519,
+            shared_history: false,
+            shared_by: None,
             seen: BTreeMap::new(),
         }
+    }
+
+    /// Sets the session's `shared_history` flag.
+    pub(super) fn with_shared_history(mut self, shared_history: bool) -> Self {
+        self.shared_history = shared_history;
+        self
+    }
+
+    /// Marks the session as received in `user`'s room key bundle.
+    pub(super) fn shared_by(mut self, user: &str) -> Self {
+        self.shared_by = Some(user.to_owned());
+        self
+    }
+
+    /// Whether the session may go into a room key bundle.
+    pub(super) fn is_history_shared(&self) -> bool {
+        self.shared_history
     }
 
     pub(super) fn add_replay_record(&mut self, record: ReplayRecord) {
@@ -138,6 +166,8 @@ impl InboundEntry {
             sender: record.sender,
             forwarded: record.forwarded,
             claimed_ed25519: record.claimed_ed25519,
+            shared_history: record.shared_history,
+            shared_by: record.shared_by,
             seen: BTreeMap::new(),
         })
     }
@@ -149,6 +179,8 @@ impl InboundEntry {
             sender: self.sender.clone(),
             forwarded: self.forwarded,
             claimed_ed25519: self.claimed_ed25519.clone(),
+            shared_history: self.shared_history,
+            shared_by: self.shared_by.clone(),
         }
     }
 }
@@ -232,31 +264,61 @@ impl OlmMachine {
             sender_key: olm.sender_key.clone(),
             session_id: session_id.to_owned(),
         };
+        let shared_history = olm.content.get(SHARED_HISTORY_FIELD) == Some(&Value::Bool(true));
         let entry = InboundEntry::new(
             key_id,
             InboundGroupSession::new(&key),
             Some(olm.sender.clone()),
             olm.claimed_ed25519.clone(),
-        );
+        )
+        .with_shared_history(shared_history);
         self.accept_inbound(entry, output);
     }
 
-    /// Stores a session that arrived by to-device, unless its id is not the
-    /// one it was announced under or we already reach as far back; then
-    /// decrypts the events that waited for it. Returns whether it was kept.
+    /// Stores a session that arrived by to-device or in a room key bundle,
+    /// then decrypts the events that waited for it. Returns whether
+    /// anything changed.
+    ///
+    /// A session whose id is not the one it was announced under is refused.
+    /// If we already hold the session, the two copies are merged only if
+    /// they are the same ratchet (the earlier one advances to exactly the
+    /// later one's first key; anything else is a forgery under a known id):
+    /// the merged session reaches as far back as either copy and keeps the
+    /// better provenance, a key from its creator's own Olm session over a
+    /// forwarded or shared one. So a bundle extends what Alice sent us
+    /// without turning it into "shared by", and Alice's own key upgrades a
+    /// session a bundle gave us. A copy that adds neither is ignored.
     pub(super) fn accept_inbound(&mut self, entry: InboundEntry, output: &mut SyncOutput) -> bool {
         if entry.session.session_id() != entry.key_id.session_id {
             return false; // the payload lies about which session this is
         }
-        if let Some(existing) = self.inbound.get(&entry.key_id)
-            && existing.session.first_known_index() <= entry.session.first_known_index()
-        {
-            return false;
-        }
         let key_id = entry.key_id.clone();
-        self.store_inbound(entry);
+        match self.inbound.get_mut(&key_id) {
+            None => self.store_inbound(entry),
+            Some(existing) => {
+                if !merge_into(existing, entry) {
+                    return false;
+                }
+                let record = existing.record(&self.pickle_key);
+                self.put(inbound_key(&key_id), &record);
+            }
+        }
         self.retry_pending(&key_id, output);
         true
+    }
+
+    /// Records a withheld code for a session we have no key for, from a
+    /// source already checked (a withheld notice or a room key bundle).
+    pub(super) fn record_withheld(&mut self, key_id: SessionKeyId, code: &str) {
+        if self.inbound.contains_key(&key_id) || self.withheld.len() >= MAX_KEPT {
+            return;
+        }
+        let record = (key_id.clone(), code.to_owned());
+        self.put(
+            format!("{WITHHELD_RECORD}/{}", inbound_key(&key_id)),
+            &record,
+        );
+        self.withheld.insert(key_id, code.to_owned());
     }
 
     /// Records an `m.room_key.withheld`. It arrives in the clear, so it
@@ -276,15 +338,9 @@ impl OlmMachine {
             .devices
             .device_by_curve(&key_id.sender_key)
             .is_some_and(|d| d.user_id == sender);
-        if !from_sender || self.withheld.len() >= MAX_KEPT {
-            return;
+        if from_sender {
+            self.record_withheld(key_id, code);
         }
-        let record = (key_id.clone(), code.to_owned());
-        self.put(
-            format!("{WITHHELD_RECORD}/{}", inbound_key(&key_id)),
-            &record,
-        );
-        self.withheld.insert(key_id, code.to_owned());
     }
 
     pub(super) fn store_inbound(&mut self, entry: InboundEntry) {
@@ -341,7 +397,7 @@ impl OlmMachine {
                 None => UtdCause::MissingRoomKey,
             });
         };
-        let forwarded = entry.forwarded;
+        let (forwarded, shared_by) = (entry.forwarded, entry.shared_by.clone());
         let (plaintext, index) = entry.session.decrypt(ciphertext).map_err(|e| match e {
             MegolmError::UnknownMessageIndex { .. } => UtdCause::SentBeforeWeJoined,
             MegolmError::MalformedMessage { .. } => UtdCause::Malformed,
@@ -386,6 +442,7 @@ impl OlmMachine {
             content: plaintext.get("content").cloned().unwrap_or(Value::Null),
             message_index: index,
             forwarded,
+            shared_by,
         })
     }
 
@@ -436,6 +493,44 @@ impl OlmMachine {
     fn own_curve(&self) -> String {
         self.account.identity_keys().curve25519.to_base64()
     }
+}
+
+/// Merges a new copy of a session into the one we hold (see
+/// [`OlmMachine::accept_inbound`]); `false`, leaving ours untouched, when
+/// the new copy adds nothing or is not the same ratchet.
+fn merge_into(existing: &mut InboundEntry, mut new: InboundEntry) -> bool {
+    let reaches_further = new.session.first_known_index() < existing.session.first_known_index();
+    let better_provenance = existing.forwarded && !new.forwarded;
+    if !reaches_further && !better_provenance {
+        return false;
+    }
+    let same_ratchet = if reaches_further {
+        advances_to(&mut new.session, existing)
+    } else {
+        advances_to(&mut existing.session, &new)
+    };
+    if !same_ratchet {
+        return false;
+    }
+    if reaches_further {
+        std::mem::swap(&mut existing.session, &mut new.session);
+    }
+    // What was decrypted stays recorded (`seen`) for replay checks.
+    if better_provenance {
+        existing.sender = new.sender;
+        existing.forwarded = new.forwarded;
+        existing.claimed_ed25519 = new.claimed_ed25519;
+        existing.shared_history = new.shared_history;
+        existing.shared_by = new.shared_by;
+    }
+    true
+}
+
+/// Whether `earlier`, advanced to `later`'s first index, is `later`.
+fn advances_to(earlier: &mut InboundGroupSession, later: &InboundEntry) -> bool {
+    earlier
+        .export_at(later.session.first_known_index())
+        .is_some_and(|key| key.to_base64() == later.export().to_base64())
 }
 
 /// The session an `m.room.encrypted` event of `room_id` names.

@@ -38,13 +38,17 @@
 //!   protection, unable-to-decrypt causes.
 //! - `key_requests`: asking our own other devices for missing keys, and
 //!   answering them (only for devices we verified).
+//! - [`history`]: history for newcomers (MSC4268): the `shared_history`
+//!   flag, building, sending, and importing room key bundles.
 //! - [`store`]: the persistence trait and an in-memory store.
 //!
 //! # Not done yet
 //!
 //! Key requests to other users' devices, key backup, cross-signing and SAS
-//! verification (trust is local: [`OlmMachine::set_device_trust`]), history
-//! sharing for newcomers (MSC4268), and persistence of requests in flight
+//! verification (trust is local: [`OlmMachine::set_device_trust`]; so
+//! history bundles go to the invitee's non-blacklisted devices, not only
+//! cross-signed ones as MSC4268 asks, and without the MSC4147
+//! `sender_device_keys` it requires), and persistence of requests in flight
 //! (a failed request is reported with [`OlmMachine::mark_request_failed`],
 //! but a crash between building a to-device request and sending it leaves
 //! those devices without the key until the session rotates).
@@ -56,6 +60,7 @@
 pub mod devices;
 mod events;
 mod group;
+pub mod history;
 pub mod identity;
 mod inbound;
 mod key_requests;
@@ -76,6 +81,7 @@ use serde_json::Value;
 use self::{
     devices::DeviceTracker,
     group::OutboundEntry,
+    history::PendingBundle,
     identity::AccountMeta,
     inbound::{InboundEntry, SessionKeyId},
     olm::OlmSessions,
@@ -85,6 +91,7 @@ use self::{
 pub use self::{
     devices::{Device, DeviceWarning, LocalTrust},
     events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
+    history::{BundleError, BundleImport, BundleShare, RoomKeyBundle},
     requests::{OutgoingRequest, Request},
     store::{Changes, CryptoStore, MemoryStore},
     sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
@@ -136,6 +143,10 @@ pub enum MachineError {
     /// The Olm layer failed to encrypt.
     #[error(transparent)]
     Olm(#[from] myelin_crypto::olm::OlmError),
+
+    /// A room key bundle could not be encrypted.
+    #[error(transparent)]
+    Attachment(#[from] myelin_crypto::attachment::AttachmentError),
 }
 
 /// Errors from loading a machine from its store.
@@ -173,6 +184,8 @@ pub struct OlmMachine {
     withheld: BTreeMap<SessionKeyId, String>,
     /// Sessions we asked our other devices for and have not got yet.
     key_requests: BTreeSet<SessionKeyId>,
+    /// Room key bundles waiting for us to join, by (room id, sender).
+    bundles: BTreeMap<(String, String), PendingBundle>,
     /// Undecryptable events by event id: (room id, event).
     pending_utd: BTreeMap<String, (String, Value)>,
     in_flight: BTreeMap<String, InFlight>,
@@ -396,6 +409,7 @@ impl OlmMachine {
             inbound: BTreeMap::new(),
             withheld: BTreeMap::new(),
             key_requests: BTreeSet::new(),
+            bundles: BTreeMap::new(),
             pending_utd: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             wedged: BTreeMap::new(),
@@ -465,6 +479,10 @@ impl OlmMachine {
                 let (room_id, event): (String, Value) = decode(records, key)?;
                 let event_id = events::event_id(&event).unwrap_or_default().to_owned();
                 self.pending_utd.insert(event_id, (room_id, event));
+            }
+            history::RECORD_KIND => {
+                let bundle: PendingBundle = decode(records, key)?;
+                self.load_bundle(bundle);
             }
             identity::SETTINGS_RECORD => {
                 self.only_verified_globally = decode(records, key)?;

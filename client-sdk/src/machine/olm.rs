@@ -34,7 +34,10 @@ use myelin_crypto::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{Device, InFlight, MachineError, OlmMachine, OutgoingRequest, Request, SyncOutput};
+use super::{
+    Device, InFlight, MachineError, OlmMachine, OutgoingRequest, Request, SyncOutput,
+    history::ROOM_KEY_BUNDLE_EVENT,
+};
 
 pub(super) const RECORD_KIND: &str = "olm";
 
@@ -376,6 +379,7 @@ impl OlmMachine {
                 match decrypted.event_type.as_str() {
                     "m.room_key" => self.receive_room_key(&decrypted, output),
                     "m.forwarded_room_key" => self.receive_forwarded_room_key(&decrypted, output),
+                    ROOM_KEY_BUNDLE_EVENT => self.receive_room_key_bundle(&decrypted, now_ms),
                     "m.dummy" => {}
                     _ => output.to_device.push(decrypted.payload),
                 }
@@ -384,7 +388,7 @@ impl OlmMachine {
             "m.room_key_request" => self.receive_key_request(event),
             // Room keys are only ever accepted inside Olm: a plaintext
             // m.room_key could come from anyone, the server included.
-            "m.room_key" | "m.forwarded_room_key" => {}
+            "m.room_key" | "m.forwarded_room_key" | ROOM_KEY_BUNDLE_EVENT => {}
             _ => output.to_device.push(event.clone()),
         }
     }

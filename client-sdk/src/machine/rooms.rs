@@ -8,6 +8,9 @@
 //! **Who may read new messages**: joined members, and invited members unless
 //! the history visibility is `joined` (an invitee then reads nothing until
 //! they join).
+//!
+//! **Our own membership**: who invited us and when we joined are kept, for
+//! deciding whose shared history we accept (see `history`).
 
 use std::collections::BTreeMap;
 
@@ -37,6 +40,16 @@ pub(super) struct RoomState {
     pub(super) members: BTreeMap<String, Membership>,
     /// Share keys only with verified devices in this room.
     pub(super) only_verified: bool,
+    /// Who invited us, while we are invited or joined after an invite.
+    #[serde(default)]
+    pub(super) inviter: Option<String>,
+    /// When we joined (the caller's clock at the sync that showed it).
+    #[serde(default)]
+    pub(super) joined_ms: Option<u64>,
+    /// Hand the room's shareable history to users we invite (MSC4268);
+    /// off unless the user opts in.
+    #[serde(default)]
+    pub(super) share_history_on_invite: bool,
 }
 
 impl RoomState {
@@ -50,6 +63,15 @@ impl RoomState {
             })
             .map(|(user, _)| user.clone())
             .collect()
+    }
+
+    /// Whether messages sent now may be shown to future members: the
+    /// `shared_history` flag (MSC4268) of a session started now.
+    pub(super) fn is_history_shared(&self) -> bool {
+        matches!(
+            self.history_visibility.as_deref(),
+            Some("shared" | "world_readable")
+        )
     }
 }
 
@@ -92,6 +114,9 @@ impl OlmMachine {
             self.recheck_outbound(Some(room_id));
         }
         for (user, membership) in &update.members {
+            if *user == self.user_id {
+                self.receive_own_membership(room_id, *membership, update.inviter.as_deref());
+            }
             self.room_mut(room_id)
                 .members
                 .insert(user.clone(), *membership);
@@ -111,6 +136,39 @@ impl OlmMachine {
             }
         }
         self.save_room(room_id);
+    }
+
+    /// Remembers who invited us and when we joined, which decides whose
+    /// shared history we accept (see `history`).
+    fn receive_own_membership(
+        &mut self,
+        room_id: &str,
+        membership: Membership,
+        inviter: Option<&str>,
+    ) {
+        let now_ms = self.meta.last_now_ms;
+        let own = self.user_id.clone();
+        let room = self.room_mut(room_id);
+        let previous = room.members.get(&own).copied();
+        match membership {
+            Membership::Invite => {
+                // The same invite seen again without its sender (a timeline
+                // replayed after our join) keeps what the first sighting said.
+                if inviter.is_some() || previous != Some(Membership::Invite) {
+                    room.inviter = inviter.map(str::to_owned);
+                }
+                room.joined_ms = None;
+            }
+            Membership::Join if previous != Some(Membership::Join) => {
+                room.joined_ms = Some(now_ms);
+            }
+            Membership::Join => {}
+            Membership::Leave => {
+                room.inviter = None;
+                room.joined_ms = None;
+                self.forget_room_key_bundles(room_id);
+            }
+        }
     }
 
     fn receive_encryption(&mut self, room_id: &str, content: &Value) {

@@ -8,12 +8,13 @@
 //! ratchet that advanced and the event it encrypted from being saved apart.
 //!
 //! Records are keyed by strings with a kind prefix (`account`, `devices/…`,
-//! `olm/…`, `outbound/…`, `inbound/…`, `room/…`, `utd/…`). Values are JSON
-//! bytes. Secret material inside them (the Olm account, Olm and Megolm
-//! sessions) is already an encrypted pickle under the machine's
+//! `olm/…`, `outbound/…`, `inbound/…`, `room/…`, `utd/…`, `bundle/…`).
+//! Values are JSON bytes. Secret material inside them (the Olm account, Olm
+//! and Megolm sessions) is already an encrypted pickle under the machine's
 //! [`myelin_crypto::PickleKey`]; the rest (public device keys, room
-//! membership, undecrypted ciphertext) is metadata a store should still
-//! encrypt at rest.
+//! membership, undecrypted ciphertext, and the file keys of room key
+//! bundles waiting for a join, which open only media the server may have
+//! dropped) is data a store must still encrypt at rest.
 //!
 //! A machine loads everything at start ([`CryptoStore::load_all`]). That is
 //! simple and fast for thousands of sessions; a store with millions of

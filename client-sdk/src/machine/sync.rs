@@ -44,6 +44,10 @@ pub struct RoomUpdate {
     pub history_visibility: Option<String>,
     /// Membership changes, (user id, membership) in order.
     pub members: Vec<(String, Membership)>,
+    /// When this update invites us: who sent the invite (the `sender` of
+    /// our `m.room.member` invite event). History shared with us for the
+    /// room is accepted from that user only (`history`).
+    pub inviter: Option<String>,
 }
 
 /// A member's membership in a room.

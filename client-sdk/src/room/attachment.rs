@@ -57,9 +57,7 @@ impl Room {
         });
         if self.is_encrypted().await? {
             let (ciphertext, keys) = attachment::encrypt(data).map_err(Error::Attachment)?;
-            let request = Request::media_v3(Method::POST, &["upload"])
-                .bytes(ciphertext.into(), CIPHERTEXT_TYPE);
-            let url = self.client.upload(&request).await?;
+            let url = self.client.upload_ciphertext(ciphertext).await?;
             content["file"] = EncryptedFile { url, keys }.to_json();
         } else {
             let request = Request::media_v3(Method::POST, &["upload"])
@@ -72,6 +70,14 @@ impl Room {
 }
 
 impl Client {
+    /// Uploads encrypted bytes as `application/octet-stream`, unnamed, and
+    /// returns their `mxc://` URI.
+    pub(crate) async fn upload_ciphertext(&self, ciphertext: Vec<u8>) -> Result<String> {
+        let request =
+            Request::media_v3(Method::POST, &["upload"]).bytes(ciphertext.into(), CIPHERTEXT_TYPE);
+        self.upload(&request).await
+    }
+
     async fn upload(&self, request: &Request) -> Result<String> {
         // Retrying is safe: a repeated upload at worst leaves an unused copy.
         let uploaded: Uploaded = self

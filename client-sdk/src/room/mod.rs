@@ -435,12 +435,64 @@ impl Room {
 
     /// Invites a user.
     ///
+    /// In an encrypted room that [shares history on
+    /// invite](Room::set_share_history_on_invite), the user is first handed
+    /// the room's shareable history (MSC4268), so that the invite never
+    /// arrives without it.
+    ///
     /// # Errors
     ///
-    /// Matrix errors (`M_FORBIDDEN` without the power level or for a banned user).
+    /// Matrix errors (`M_FORBIDDEN` without the power level or for a banned
+    /// user); when sharing history, as [`Room::share_history_with`].
     pub async fn invite(&self, user_id: &UserId) -> Result<()> {
+        if self.client.shares_history_on_invite(&self.room_id).await? && self.is_encrypted().await?
+        {
+            self.share_history_with(user_id).await?;
+        }
         self.put_or_post(Method::POST, &["invite"], json!({ "user_id": user_id }))
             .await
+    }
+
+    /// Opts this room in (`true`) or out (`false`, the default) of handing
+    /// its history to the users we invite (MSC4268): the keys of every
+    /// Megolm session whose creator marked it shareable (sent while the
+    /// history visibility was `shared` or `world_readable`), in an
+    /// encrypted bundle only the invitee's devices can open. Messages from
+    /// joined-only or invited-only periods are never included. The setting
+    /// is local to this device. See `spec-notes/history-sharing.md` for
+    /// what this gives up.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::NotLoggedIn`] and store errors.
+    pub async fn set_share_history_on_invite(&self, enabled: bool) -> Result<()> {
+        self.client
+            .set_share_history_on_invite(&self.room_id, enabled)
+            .await
+    }
+
+    /// Whether this room hands its history to the users we invite.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::NotLoggedIn`] and store errors.
+    pub async fn shares_history_on_invite(&self) -> Result<bool> {
+        self.client.shares_history_on_invite(&self.room_id).await
+    }
+
+    /// Hands `user_id` this room's shareable history now, whatever the
+    /// room's setting: a room key bundle uploaded encrypted, its key sent
+    /// over Olm to each of the user's devices. Their client imports it when
+    /// they join on our invite; decrypted events then carry
+    /// [`DecryptedRoomEvent::shared_by`](crate::machine::DecryptedRoomEvent::shared_by).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Crypto`] for a room not known as encrypted (sync
+    /// first) or devices whose keys could not be fetched; upload, Matrix,
+    /// network and store errors.
+    pub async fn share_history_with(&self, user_id: &UserId) -> Result<()> {
+        self.client.share_room_history(&self.room_id, user_id).await
     }
 
     /// Joins this room (accepting an invite).

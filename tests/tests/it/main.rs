@@ -37,6 +37,7 @@ mod sdk_chat;
 mod sdk_e2ee;
 mod sdk_errors;
 mod sdk_example;
+mod sdk_history;
 mod sdk_homeserver;
 mod sdk_interop;
 mod sdk_restart;

@@ -1,6 +1,7 @@
 //! Machines talking to each other through a fake server, event by event.
 
 mod attacks;
+mod history;
 mod perf;
 mod server;
 
@@ -28,6 +29,7 @@ fn encrypted_room(members: &[&str]) -> RoomUpdate {
             .iter()
             .map(|u| ((*u).to_owned(), Membership::Join))
             .collect(),
+        inviter: None,
     }
 }
 

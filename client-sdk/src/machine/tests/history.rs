@@ -1,0 +1,473 @@
+//! History for newcomers (MSC4268): room key bundles between machines.
+
+use myelin_crypto::attachment::{self, EncryptedFile};
+use serde_json::{Value, json};
+
+use super::{
+    ALICE, BOB, CAROL, ROOM, encrypted_room,
+    server::{Client, FakeServer, body},
+};
+use crate::machine::{
+    BundleError, BundleShare, Membership, RoomUpdate, UtdCause, history::BUNDLE_IMPORT_WINDOW_MS,
+};
+
+const OTHER_ROOM: &str = "!other:example.org";
+
+/// The room as an invitee sees it: encrypted, and our invite from `inviter`.
+fn invited(room_id: &str, user: &str, inviter: &str) -> RoomUpdate {
+    RoomUpdate {
+        room_id: room_id.to_owned(),
+        members: vec![(user.to_owned(), Membership::Invite)],
+        inviter: Some(inviter.to_owned()),
+        ..encrypted_room(&[inviter])
+    }
+}
+
+/// The room after `user` joined, as a server's timeline shows it: the
+/// invite (without its sender, which the invite's sync gave) and the join.
+fn joined(room_id: &str, user: &str) -> RoomUpdate {
+    RoomUpdate {
+        room_id: room_id.to_owned(),
+        members: vec![
+            (user.to_owned(), Membership::Invite),
+            (user.to_owned(), Membership::Join),
+        ],
+        ..RoomUpdate::default()
+    }
+}
+
+impl Client {
+    /// Builds `bundle_room`'s bundle and announces it to `user` as the
+    /// history of `room_id`; returns the ciphertext the media repo holds.
+    fn share_history(
+        &mut self,
+        server: &mut FakeServer,
+        room_id: &str,
+        bundle_room: &str,
+        user: &str,
+    ) -> Vec<u8> {
+        let (ciphertext, keys) = self.machine.build_room_key_bundle(bundle_room).unwrap();
+        let file = EncryptedFile {
+            url: "mxc://example.org/bundle".to_owned(),
+            keys,
+        };
+        self.announce_bundle(server, room_id, user, &file);
+        ciphertext
+    }
+
+    fn announce_bundle(
+        &mut self,
+        server: &mut FakeServer,
+        room_id: &str,
+        user: &str,
+        file: &EncryptedFile,
+    ) {
+        for _ in 0..5 {
+            let step = self
+                .machine
+                .share_room_key_bundle(room_id, user, file, self.now_ms)
+                .unwrap();
+            self.save();
+            match step {
+                BundleShare::Prepare(requests) => {
+                    for request in requests {
+                        self.answer(server, &request);
+                    }
+                    self.save();
+                }
+                BundleShare::Deliver(request) => {
+                    self.answer(server, &request.expect("bob has a device"));
+                    self.save();
+                    return;
+                }
+            }
+        }
+        panic!("sharing the bundle did not settle");
+    }
+}
+
+/// Alice alone in a shared-history room says `before`, then hands Bob the
+/// history and invites him; Bob sees the invite.
+fn alice_shares_history_with_bob(
+    server: &mut FakeServer,
+    before: &str,
+) -> (Client, Client, Value, Vec<u8>) {
+    let mut alice = Client::new(server, ALICE, "ALICEDEV");
+    let mut bob = Client::new(server, BOB, "BOBPHONE");
+    alice.sync(server, vec![encrypted_room(&[ALICE])]);
+    let event = alice.send(server, ROOM, before);
+    let ciphertext = alice.share_history(server, ROOM, ROOM, BOB);
+    alice.sync(server, vec![invited(ROOM, BOB, ALICE)]);
+    bob.sync(server, vec![invited(ROOM, BOB, ALICE)]);
+    (alice, bob, event, ciphertext)
+}
+
+#[test]
+fn an_invitee_reads_the_shared_history_marked_as_shared_by_the_inviter() {
+    let mut server = FakeServer::default();
+    let (_alice, mut bob, event, ciphertext) =
+        alice_shares_history_with_bob(&mut server, "before bob");
+
+    // The m.room_key carried the flag; the event is not Bob's yet.
+    assert_eq!(
+        bob.decrypt(ROOM, &event).unwrap_err().cause,
+        UtdCause::MissingRoomKey
+    );
+    // Invited, not joined: nothing is downloaded yet.
+    assert!(
+        bob.machine
+            .room_key_bundles_to_import(bob.now_ms)
+            .is_empty()
+    );
+
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    let ready = bob.machine.room_key_bundles_to_import(bob.now_ms);
+    assert_eq!(ready.len(), 1);
+    assert_eq!(
+        (ready[0].room_id.as_str(), ready[0].sender.as_str()),
+        (ROOM, ALICE)
+    );
+    assert_eq!(ready[0].url, "mxc://example.org/bundle");
+
+    let import = bob
+        .machine
+        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .unwrap();
+    bob.save();
+    assert_eq!((import.imported, import.withheld), (1, 0));
+    // The event kept from before decrypts at once, marked as shared history.
+    assert_eq!(import.late_decryptions.len(), 1);
+    let late = &import.late_decryptions[0];
+    assert_eq!(body(late), "before bob");
+    assert_eq!(late.sender, ALICE);
+    assert!(late.forwarded);
+    assert_eq!(late.shared_by.as_deref(), Some(ALICE));
+
+    // Used up, and still there after a restart.
+    assert!(
+        bob.machine
+            .room_key_bundles_to_import(bob.now_ms)
+            .is_empty()
+    );
+    bob.reload();
+    let again = bob.decrypt(ROOM, &event).unwrap();
+    assert_eq!(again.shared_by.as_deref(), Some(ALICE));
+    assert!(matches!(
+        bob.machine
+            .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms),
+        Err(BundleError::NotPending { .. })
+    ));
+}
+
+#[test]
+fn sessions_from_a_period_without_shared_history_are_withheld_not_shared() {
+    let mut server = FakeServer::default();
+    let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");
+    let mut bob = Client::new(&mut server, BOB, "BOBPHONE");
+    let mut members_only = encrypted_room(&[ALICE]);
+    members_only.history_visibility = Some("joined".to_owned());
+    alice.sync(&mut server, vec![members_only]);
+    let private = alice.send(&mut server, ROOM, "members only");
+    let private_session = alice.machine.outbound_session_id(ROOM).unwrap();
+
+    // The room opens its history: the next message needs a new session.
+    alice.sync(
+        &mut server,
+        vec![RoomUpdate {
+            room_id: ROOM.to_owned(),
+            history_visibility: Some("shared".to_owned()),
+            ..RoomUpdate::default()
+        }],
+    );
+    let public = alice.send(&mut server, ROOM, "for everyone");
+    assert_ne!(
+        alice.machine.outbound_session_id(ROOM).unwrap(),
+        private_session
+    );
+
+    let contents = alice.machine.bundle_contents(ROOM);
+    let ids = |section: &str| -> Vec<String> {
+        contents[section]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["session_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids("withheld"), std::slice::from_ref(&private_session));
+    assert_eq!(
+        contents["withheld"][0]["code"],
+        "io.element.msc4268.history_not_shared"
+    );
+    assert_eq!(ids("room_keys").len(), 1);
+    assert_ne!(ids("room_keys")[0], private_session);
+    assert_eq!(
+        contents["room_keys"][0]["org.matrix.msc3061.shared_history"],
+        true
+    );
+
+    let ciphertext = alice.share_history(&mut server, ROOM, ROOM, BOB);
+    bob.sync(&mut server, vec![invited(ROOM, BOB, ALICE)]);
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    let import = bob
+        .machine
+        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .unwrap();
+    assert_eq!((import.imported, import.withheld), (1, 1));
+    assert_eq!(body(&bob.decrypt(ROOM, &public).unwrap()), "for everyone");
+    let utd = bob.decrypt(ROOM, &private).unwrap_err();
+    assert_eq!(
+        utd.cause,
+        UtdCause::Withheld {
+            code: "io.element.msc4268.history_not_shared".to_owned()
+        }
+    );
+    assert!(utd.cause.is_expected());
+}
+
+#[test]
+fn bundles_from_anyone_but_the_inviter_or_for_another_room_are_refused() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, event, _) = alice_shares_history_with_bob(&mut server, "secret");
+    // Carol, a member of another of Alice's rooms with the same session
+    // data in hand, and not Bob's inviter, sends Bob "history" for ROOM.
+    let mut carol = Client::new(&mut server, CAROL, "CAROLDEV");
+    carol.sync(&mut server, vec![encrypted_room(&[CAROL])]);
+    carol.send(&mut server, ROOM, "carol's own");
+    let from_carol = carol.share_history(&mut server, ROOM, ROOM, BOB);
+    // Alice sends history of another room under the name of an invite Bob
+    // never got, and another room's keys under ROOM's name.
+    alice.sync(
+        &mut server,
+        vec![RoomUpdate {
+            room_id: OTHER_ROOM.to_owned(),
+            ..encrypted_room(&[ALICE])
+        }],
+    );
+    let other = alice.send(&mut server, OTHER_ROOM, "elsewhere");
+    alice.share_history(&mut server, OTHER_ROOM, OTHER_ROOM, BOB);
+    let mislabelled = alice.share_history(&mut server, ROOM, OTHER_ROOM, BOB);
+    // And the server injects a plaintext announcement in Alice's name.
+    server
+        .inboxes
+        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
+        .or_default()
+        .push(json!({
+            "type": "io.element.msc4268.room_key_bundle", "sender": ALICE,
+            "content": {"room_id": OTHER_ROOM, "file": {"url": "mxc://evil/x"}},
+        }));
+
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    let ready = bob.machine.room_key_bundles_to_import(bob.now_ms);
+    assert_eq!(ready.len(), 1, "only Alice's bundle for ROOM: {ready:?}");
+    assert_eq!(ready[0].sender, ALICE);
+    assert!(matches!(
+        bob.machine
+            .import_room_key_bundle(ROOM, CAROL, &from_carol, bob.now_ms),
+        Err(BundleError::NotInvitedBySender)
+    ));
+    assert!(matches!(
+        bob.machine
+            .import_room_key_bundle(OTHER_ROOM, ALICE, &[], bob.now_ms),
+        Err(BundleError::NotInvitedBySender)
+    ));
+
+    // The latest of Alice's announcements for ROOM is the mislabelled one:
+    // its keys name another room and are skipped.
+    let import = bob
+        .machine
+        .import_room_key_bundle(ROOM, ALICE, &mislabelled, bob.now_ms)
+        .unwrap();
+    assert_eq!((import.imported, import.skipped), (0, 1));
+    assert!(import.late_decryptions.is_empty());
+    assert_eq!(
+        bob.decrypt(OTHER_ROOM, &other).unwrap_err().cause,
+        UtdCause::MissingRoomKey
+    );
+    assert_eq!(
+        bob.decrypt(ROOM, &event).unwrap_err().cause,
+        UtdCause::MissingRoomKey
+    );
+}
+
+#[test]
+fn a_tampered_bundle_is_refused() {
+    // The media repo serves other bytes than were uploaded.
+    let mut server = FakeServer::default();
+    let (_, mut bob, event, mut ciphertext) = alice_shares_history_with_bob(&mut server, "x");
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    ciphertext[0] ^= 1;
+    let error = bob
+        .machine
+        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        BundleError::File(attachment::AttachmentError::HashMismatch)
+    ));
+    assert!(bob.decrypt(ROOM, &event).is_err());
+    // The bundle is used up: a tampered download is not retried forever.
+    assert!(
+        bob.machine
+            .room_key_bundles_to_import(bob.now_ms)
+            .is_empty()
+    );
+
+    // The announcement names another hash than the ciphertext has.
+    let mut server = FakeServer::default();
+    let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");
+    let mut bob = Client::new(&mut server, BOB, "BOBPHONE");
+    alice.sync(&mut server, vec![encrypted_room(&[ALICE])]);
+    alice.send(&mut server, ROOM, "y");
+    let (ciphertext, keys) = alice.machine.build_room_key_bundle(ROOM).unwrap();
+    let mut file = EncryptedFile {
+        url: "mxc://example.org/bundle".to_owned(),
+        keys,
+    }
+    .to_json();
+    file["hashes"]["sha256"] = json!("A".repeat(43));
+    let file = EncryptedFile::from_json(&file).unwrap();
+    alice.announce_bundle(&mut server, ROOM, BOB, &file);
+    bob.sync(&mut server, vec![invited(ROOM, BOB, ALICE)]);
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    assert!(matches!(
+        bob.machine
+            .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms),
+        Err(BundleError::File(attachment::AttachmentError::HashMismatch))
+    ));
+}
+
+#[test]
+fn a_bundle_is_imported_only_soon_after_joining() {
+    let mut server = FakeServer::default();
+    let (_, mut bob, _, ciphertext) = alice_shares_history_with_bob(&mut server, "late");
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    let later = bob.now_ms + BUNDLE_IMPORT_WINDOW_MS;
+    assert!(bob.machine.room_key_bundles_to_import(later).is_empty());
+    assert!(matches!(
+        bob.machine
+            .import_room_key_bundle(ROOM, ALICE, &ciphertext, later),
+        Err(BundleError::NotInvitedBySender)
+    ));
+    // Leaving forgets it altogether.
+    bob.sync(&mut server, vec![super::membership(BOB, Membership::Leave)]);
+    assert!(matches!(
+        bob.machine
+            .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms),
+        Err(BundleError::NotPending { .. })
+    ));
+}
+
+#[test]
+fn a_session_received_from_its_creator_is_extended_but_never_downgraded() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, before, ciphertext) =
+        alice_shares_history_with_bob(&mut server, "before the invite");
+    // Invitees read under "shared": Bob gets the current session from
+    // Alice herself, from the next message on.
+    let after = alice.send(&mut server, ROOM, "after the invite");
+    bob.sync(&mut server, vec![]);
+    let direct = bob.decrypt(ROOM, &after).unwrap();
+    assert!(!direct.forwarded);
+    // The m.room_key carried Alice's shared_history flag: Bob may pass the
+    // session on to whoever he invites.
+    let bobs_bundle = bob.machine.bundle_contents(ROOM);
+    assert_eq!(bobs_bundle["room_keys"].as_array().unwrap().len(), 1);
+    let utd = bob.decrypt(ROOM, &before).unwrap_err();
+    assert_eq!(utd.cause, UtdCause::SentBeforeWeJoined);
+    assert!(utd.cause.is_expected());
+
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    let import = bob
+        .machine
+        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .unwrap();
+    assert_eq!(import.imported, 1);
+    // The bundle's copy is the same ratchet from an earlier index: the
+    // session reaches back, and stays Alice's own, not "shared by".
+    let late = &import.late_decryptions;
+    assert_eq!(late.len(), 1);
+    assert_eq!(body(&late[0]), "before the invite");
+    assert!(!late[0].forwarded);
+    assert_eq!(late[0].shared_by, None);
+    let after = bob.decrypt(ROOM, &after).unwrap();
+    assert!(!after.forwarded);
+    assert_eq!(after.shared_by, None);
+
+    // A second bundle has nothing better: the session is left as it is.
+    let again = alice.share_history(&mut server, ROOM, ROOM, BOB);
+    bob.sync(&mut server, vec![]);
+    let import = bob
+        .machine
+        .import_room_key_bundle(ROOM, ALICE, &again, bob.now_ms)
+        .unwrap();
+    assert_eq!((import.imported, import.skipped), (0, 1));
+    assert!(!bob.decrypt(ROOM, &before).unwrap().forwarded);
+}
+
+#[test]
+fn a_key_from_its_creator_upgrades_a_session_a_bundle_gave() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, before, ciphertext) =
+        alice_shares_history_with_bob(&mut server, "before the join");
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    bob.machine
+        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .unwrap();
+    assert_eq!(
+        bob.decrypt(ROOM, &before).unwrap().shared_by.as_deref(),
+        Some(ALICE)
+    );
+
+    // Alice, seeing Bob joined, shares the same session with him herself.
+    alice.sync(&mut server, vec![joined(ROOM, BOB)]);
+    let after = alice.send(&mut server, ROOM, "after the join");
+    bob.sync(&mut server, vec![]);
+    // The same ratchet from Alice's own Olm session: the whole session is
+    // now hers, the history included.
+    for event in [&after, &before] {
+        let decrypted = bob.decrypt(ROOM, event).unwrap();
+        assert!(!decrypted.forwarded);
+        assert_eq!(decrypted.shared_by, None);
+    }
+}
+
+#[test]
+fn a_forged_copy_of_a_known_session_is_ignored() {
+    use ruma::serde::{Base64, base64::Standard};
+
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, before, _) = alice_shares_history_with_bob(&mut server, "real");
+    let after = alice.send(&mut server, ROOM, "also real");
+    bob.sync(&mut server, vec![]);
+    assert!(bob.decrypt(ROOM, &after).is_ok());
+
+    // Alice (or whoever holds the bundle's key) hands Bob a copy of the
+    // session under its real id but with another ratchet, from index 0.
+    let mut contents = alice.machine.bundle_contents(ROOM);
+    let key = contents["room_keys"][0]["session_key"].as_str().unwrap();
+    let mut bytes = Base64::<Standard, Vec<u8>>::parse(key)
+        .unwrap()
+        .into_inner();
+    bytes[10] ^= 0xff; // inside the ratchet, after version and index
+    contents["room_keys"][0]["session_key"] = json!(Base64::<Standard, _>::new(bytes).encode());
+    let (ciphertext, keys) = attachment::encrypt(&serde_json::to_vec(&contents).unwrap()).unwrap();
+    let file = EncryptedFile {
+        url: "mxc://example.org/forged".to_owned(),
+        keys,
+    };
+    alice.announce_bundle(&mut server, ROOM, BOB, &file);
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    let import = bob
+        .machine
+        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .unwrap();
+    assert_eq!((import.imported, import.skipped), (0, 1));
+    // Bob's session is untouched: what it decrypted still does, and the
+    // forged past stays out of reach.
+    assert_eq!(body(&bob.decrypt(ROOM, &after).unwrap()), "also real");
+    assert_eq!(
+        bob.decrypt(ROOM, &before).unwrap_err().cause,
+        UtdCause::SentBeforeWeJoined
+    );
+}
