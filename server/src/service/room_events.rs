@@ -273,9 +273,10 @@ impl RoomEvents {
         room_id: &RoomId,
         event: LocalEvent,
     ) -> Result<OwnedEventId, ServiceError> {
-        if let Some(existing) = self.previous_transaction(&event).await? {
-            return Ok(existing);
-        }
+        // A retried transaction is not looked up first (a query on every
+        // send for a rare case): if its first attempt was committed, the
+        // retry fails on the transaction's uniqueness, or on the rules if the
+        // room changed since, and is answered with the stored event then.
         let slot = self.slot(room_id);
         let (answer, sent) = oneshot::channel();
         lock(&slot.queue).push(QueuedSend { event, answer });
@@ -333,7 +334,11 @@ impl RoomEvents {
                 }
                 Ok(Prepared::InChain(index)) => links[index].senders.push(send),
                 Err(error) => {
-                    let _ = send.answer.send(Err(error));
+                    let answer = match self.previous_transaction(&send.event).await {
+                        Ok(Some(existing)) => Ok(existing),
+                        _ => Err(error),
+                    };
+                    let _ = send.answer.send(answer);
                 }
             }
         }

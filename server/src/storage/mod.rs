@@ -55,7 +55,7 @@ impl Millis {
 }
 
 /// The SHA-256 of an access token: what is stored and looked up, never the token.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TokenHash(pub [u8; 32]);
 
 impl std::fmt::Debug for TokenHash {

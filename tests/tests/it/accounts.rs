@@ -364,6 +364,8 @@ async fn login_refuses_wrong_credentials_alike(backend: Backend) {
 async fn login_reuses_a_device_and_revokes_its_old_token(backend: Backend) {
     let server = TestServer::start(backend).await;
     let first = server.register("alice").await;
+    // Used once, so the server has it cached: the new login must evict it.
+    assert_eq!(server.whoami(&first.token).await.0, StatusCode::OK);
     let again = server.login("alice", Some(&first.device_id)).await;
     assert_eq!(again.device_id, first.device_id);
     assert_error(
@@ -416,6 +418,10 @@ async fn logout_all_kills_every_token(backend: Backend) {
     let phone = server.register("alice").await;
     let laptop = server.login("alice", None).await;
     let bob = server.register("bob").await;
+    // Used once, so the server has them cached: logging out must evict them.
+    for token in [&phone.token, &laptop.token] {
+        assert_eq!(server.whoami(token).await.0, StatusCode::OK);
+    }
     let (status, _) = server
         .request(
             Method::POST,

@@ -166,6 +166,10 @@ async fn delete_devices_in_bulk(backend: Backend) {
         server.login("alice", None).await,
     ];
     let ids: Vec<&str> = others.iter().map(|a| a.device_id.as_str()).collect();
+    // Used once, so the server has them cached: the deletion must evict them.
+    for account in &others {
+        assert_eq!(server.whoami(&account.token).await.0, StatusCode::OK);
+    }
     let url = server.v3("/delete_devices");
     let (status, challenge) = server
         .request(

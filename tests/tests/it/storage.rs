@@ -323,15 +323,16 @@ async fn a_failing_event_fails_only_its_own_chain(backend: Backend) {
         chain_length: 0,
         entries: Vec::new(),
     };
-    let ids: Vec<OwnedEventId> = ["$a1", "$a2", "$b2", "$c1"]
+    let ids: Vec<OwnedEventId> = ["$a1", "$a2", "$b2", "$c1", "$d1", "$d3"]
         .iter()
         .map(|id| OwnedEventId::try_from(*id).unwrap())
         .collect();
-    let (a1, a2, b2, c1) = (&*ids[0], &*ids[1], &*ids[2], &*ids[3]);
-    let (room_a, room_b, room_c) = (
+    let (a1, a2, b2, c1, d1, d3) = (&*ids[0], &*ids[1], &*ids[2], &*ids[3], &*ids[4], &*ids[5]);
+    let (room_a, room_b, room_c, room_d) = (
         <&RoomId>::try_from("!a:x").unwrap(),
         <&RoomId>::try_from("!b:x").unwrap(),
         <&RoomId>::try_from("!c:x").unwrap(),
+        <&RoomId>::try_from("!d:x").unwrap(),
     );
     let chains = vec![
         vec![
@@ -344,15 +345,23 @@ async fn a_failing_event_fails_only_its_own_chain(backend: Backend) {
             new_event(4, b2, room_b, false, &ids[2..3], &group),
         ],
         vec![new_event(5, c1, room_c, true, &ids[3..4], &group)],
+        // Room d's second event reuses an id: d1 is written, d3 is not tried,
+        // and the room's extremity is d1.
+        vec![
+            new_event(6, d1, room_d, true, &ids[4..5], &group),
+            new_event(7, a2, room_d, false, &ids[1..2], &group),
+            new_event(8, d3, room_d, false, &ids[5..6], &group),
+        ],
     ];
     let outcomes = store.append_event_chains(&chains).await.unwrap();
     let summary: Vec<(usize, bool)> = outcomes
         .iter()
         .map(|outcome| (outcome.written, outcome.error.is_some()))
         .collect();
-    assert_eq!(summary, [(2, false), (0, true), (1, false)]);
+    assert_eq!(summary, [(2, false), (0, true), (1, false), (1, true)]);
     assert!(matches!(outcomes[1].error, Some(StorageError::Conflict(_))));
-    for written in [a1, a2, c1] {
+    assert!(matches!(outcomes[3].error, Some(StorageError::Conflict(_))));
+    for written in [a1, a2, c1, d1] {
         assert!(store.event(written).await.unwrap().is_some(), "{written}");
     }
     assert_eq!(
@@ -366,9 +375,19 @@ async fn a_failing_event_fails_only_its_own_chain(backend: Backend) {
         "the failed create event's room insert was undone with it"
     );
     assert!(store.room(room_c).await.unwrap().is_some());
+    assert!(store.event(d3).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .room_head(room_d)
+            .await
+            .unwrap()
+            .unwrap()
+            .forward_extremities,
+        [d1.to_owned()]
+    );
     assert_eq!(
         store.max_stream_position().await.unwrap(),
-        StreamPosition(5)
+        StreamPosition(6)
     );
 }
 

@@ -117,6 +117,8 @@ macro_rules! sql_account_store {
                 .await
                 .map_err(conflict_on_unique("access token"))?;
                 tx.commit().await?;
+                // The device's previous token is gone.
+                self.cache.forget_sessions();
                 Ok(())
             }
 
@@ -124,6 +126,10 @@ macro_rules! sql_account_store {
                 &self,
                 token: &TokenHash,
             ) -> Result<Option<StoredToken>, StorageError> {
+                if let Some(stored) = self.cache.session(token) {
+                    return Ok(Some(stored));
+                }
+                let epoch = self.cache.session_epoch();
                 let row: Option<(Vec<u8>, String, String)> = sqlx::query_as(
                     "SELECT token_hash, user_id, device_id FROM access_tokens \
                      WHERE token_hash = $1",
@@ -131,20 +137,25 @@ macro_rules! sql_account_store {
                 .bind(&token.0[..])
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(|(hash, user_id, device_id)| {
-                    let hash = hash.try_into().map_err(|_| StorageError::Corrupt {
-                        table: "access_tokens",
-                        reason: "token hash is not 32 bytes".to_owned(),
-                    })?;
-                    Ok(StoredToken {
-                        hash: TokenHash(hash),
-                        session: Session {
-                            user_id: parse_user_id("access_tokens", user_id)?,
-                            device_id: device_id.into(),
-                        },
+                let stored = row
+                    .map(|(hash, user_id, device_id)| {
+                        let hash = hash.try_into().map_err(|_| StorageError::Corrupt {
+                            table: "access_tokens",
+                            reason: "token hash is not 32 bytes".to_owned(),
+                        })?;
+                        Ok::<_, StorageError>(StoredToken {
+                            hash: TokenHash(hash),
+                            session: Session {
+                                user_id: parse_user_id("access_tokens", user_id)?,
+                                device_id: device_id.into(),
+                            },
+                        })
                     })
-                })
-                .transpose()
+                    .transpose()?;
+                if let Some(stored) = &stored {
+                    self.cache.put_session(epoch, stored.clone());
+                }
+                Ok(stored)
             }
 
             async fn devices(&self, user_id: &UserId) -> Result<Vec<Device>, StorageError> {
@@ -208,6 +219,7 @@ macro_rules! sql_account_store {
                         .await?;
                 }
                 tx.commit().await?;
+                self.cache.forget_sessions();
                 Ok(())
             }
 
@@ -222,6 +234,7 @@ macro_rules! sql_account_store {
                     .bind(keep.map_or("", DeviceId::as_str))
                     .execute(&self.pool)
                     .await?;
+                self.cache.forget_sessions();
                 Ok(())
             }
 

@@ -1,5 +1,6 @@
-//! A bounded cache of what the room read paths ask for again and again:
-//! stored events by id and full state groups.
+//! A bounded cache of what the read paths ask for again and again: stored
+//! events by id, full state groups, and the session behind each access
+//! token (looked up by every authenticated request).
 //!
 //! State groups never change once written. An event changes only when a
 //! redaction applies, and that goes through `append_event_chains` in this process,
@@ -14,18 +15,28 @@ use std::{
 
 use ruma::{EventId, OwnedEventId};
 
-use crate::storage::{StateEntry, StoredEvent};
+use crate::storage::{StateEntry, StoredEvent, StoredToken, TokenHash};
 
 /// Events kept; each is one event's JSON (at most 64 KiB, typically < 1 KiB).
 const MAX_EVENTS: usize = 4096;
 /// State groups kept.
 const MAX_GROUPS: usize = 1024;
+/// Access tokens kept.
+const MAX_SESSIONS: usize = 8192;
 
 /// The cache; cheap to share.
 #[derive(Debug, Default)]
 pub struct ReadCache {
     events: Mutex<Generations<OwnedEventId, StoredEvent>>,
     groups: Mutex<Generations<i64, Arc<Vec<StateEntry>>>>,
+    sessions: Mutex<Sessions>,
+}
+
+/// Cached sessions, and an epoch that moves whenever tokens are deleted.
+#[derive(Debug, Default)]
+struct Sessions {
+    epoch: u64,
+    by_hash: Generations<TokenHash, StoredToken>,
 }
 
 impl ReadCache {
@@ -58,6 +69,39 @@ impl ReadCache {
     /// Remembers a full state group.
     pub fn put_group(&self, group: i64, entries: Arc<Vec<StateEntry>>) {
         lock(&self.groups).insert(group, entries, MAX_GROUPS);
+    }
+
+    /// The cached session of a token hash.
+    pub fn session(&self, hash: &TokenHash) -> Option<StoredToken> {
+        lock(&self.sessions).by_hash.get(hash, MAX_SESSIONS)
+    }
+
+    /// The current token epoch: read it before looking a token up in the
+    /// database, and pass it to [`ReadCache::put_session`].
+    pub fn session_epoch(&self) -> u64 {
+        lock(&self.sessions).epoch
+    }
+
+    /// Remembers a session read from the database, unless tokens were
+    /// deleted since `epoch`: the row read may be one that is gone now, and
+    /// a logged-out token must not live on in the cache.
+    pub fn put_session(&self, epoch: u64, token: StoredToken) {
+        let mut sessions = lock(&self.sessions);
+        if sessions.epoch == epoch {
+            sessions
+                .by_hash
+                .insert(token.hash.clone(), token, MAX_SESSIONS);
+        }
+    }
+
+    /// Forgets every cached session; called once a deletion of tokens has
+    /// committed (logout, device deletion, a new login on a device).
+    /// Deletions are rare next to lookups, so forgetting all is simpler
+    /// than finding the affected ones and costs little.
+    pub fn forget_sessions(&self) {
+        let mut sessions = lock(&self.sessions);
+        sessions.epoch += 1;
+        sessions.by_hash = Generations::default();
     }
 }
 

@@ -96,7 +96,70 @@ macro_rules! sql_room_store {
                 Ok(entries)
             }
 
-            /// Writes one event and what changes with it, inside the caller's transaction.
+            /// Writes a chain's events (each built on the one before) inside
+            /// one savepoint, and the room's forward extremities once, as
+            /// the last written event leaves them. Optimistic: an event that
+            /// fails (a uniqueness conflict, which is rare: a retried
+            /// transaction) undoes the savepoint, and the events before it
+            /// are written again without it; the events after it are not
+            /// tried. So the usual chain costs two statements per event, not
+            /// six.
+            async fn append_chain(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                chain: &[NewEvent<'_>],
+            ) -> Result<ChainOutcome, StorageError> {
+                let mut outcome = ChainOutcome {
+                    written: chain.len(),
+                    error: None,
+                };
+                while outcome.written > 0 {
+                    let mut savepoint = sqlx::Connection::begin(&mut *conn).await?;
+                    let mut failed = None;
+                    for (index, event) in chain[..outcome.written].iter().enumerate() {
+                        if let Err(error) = Self::insert_event(&mut *savepoint, event).await {
+                            failed = Some((index, error));
+                            break;
+                        }
+                    }
+                    match failed {
+                        None => {
+                            let last = &chain[outcome.written - 1];
+                            Self::set_forward_extremities(&mut *savepoint, last).await?;
+                            savepoint.commit().await?;
+                            break;
+                        }
+                        Some((index, error)) => {
+                            savepoint.rollback().await?;
+                            outcome.written = index;
+                            outcome.error = Some(error);
+                        }
+                    }
+                }
+                Ok(outcome)
+            }
+
+            /// Replaces the room's forward extremities with those `event`
+            /// leaves.
+            async fn set_forward_extremities(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                event: &NewEvent<'_>,
+            ) -> Result<(), StorageError> {
+                sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1")
+                    .bind(event.room_id.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+                for extremity in event.forward_extremities {
+                    sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
+                        .bind(event.room_id.as_str())
+                        .bind(extremity.as_str())
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            /// Writes one event and what changes with it (but not the
+            /// forward extremities), inside the caller's transaction.
             async fn insert_event(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 event: &NewEvent<'_>,
@@ -153,17 +216,6 @@ macro_rules! sql_room_store {
                 .execute(&mut *conn)
                 .await
                 .map_err(conflict_on_unique("event id"))?;
-                sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1")
-                    .bind(event.room_id.as_str())
-                    .execute(&mut *conn)
-                    .await?;
-                for extremity in event.forward_extremities {
-                    sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
-                        .bind(event.room_id.as_str())
-                        .bind(extremity.as_str())
-                        .execute(&mut *conn)
-                        .await?;
-                }
                 if let Some((user_id, membership)) = event.membership {
                     sqlx::query(
                         "INSERT INTO membership_history \
@@ -232,24 +284,7 @@ macro_rules! sql_room_store {
                 let mut tx = self.pool.begin().await?;
                 let mut outcomes = Vec::with_capacity(chains.len());
                 for chain in chains {
-                    let mut outcome = ChainOutcome { written: 0, error: None };
-                    for event in chain {
-                        // A savepoint per event: one that fails is undone
-                        // alone, and the rest of the batch still commits.
-                        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-                        match Self::insert_event(&mut *savepoint, event).await {
-                            Ok(()) => {
-                                savepoint.commit().await?;
-                                outcome.written += 1;
-                            }
-                            Err(error) => {
-                                savepoint.rollback().await?;
-                                outcome.error = Some(error);
-                                break;
-                            }
-                        }
-                    }
-                    outcomes.push(outcome);
+                    outcomes.push(Self::append_chain(&mut tx, chain).await?);
                 }
                 tx.commit().await?;
                 for (chain, outcome) in chains.iter().zip(&outcomes) {
