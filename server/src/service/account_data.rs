@@ -4,7 +4,12 @@ use std::sync::Arc;
 
 use ruma::{EventId, RoomId, UserId, events::StateEventType};
 
-use super::{ServiceError, notifier::Notifier, room_events::RoomEvents, stream::Stream};
+use super::{
+    ServiceError,
+    notifier::Notifier,
+    room_events::RoomEvents,
+    stream::{Kind, Stream},
+};
 use crate::storage::{Millis, Receipt, Storage};
 
 /// Largest account data content accepted, in bytes.
@@ -143,7 +148,11 @@ impl AccountData {
                     ts: Millis::now().0,
                 };
                 let storage = &self.storage;
-                self.stream.append(|position| async move { Ok(storage.set_receipt(&receipt, position).await?) }).await?;
+                self.stream
+                    .append(Kind::Receipt, |position| async move {
+                        Ok(storage.set_receipt(&receipt, position).await?)
+                    })
+                    .await?;
                 if receipt_type == "m.read" {
                     let members = state.state.keys().filter_map(|(kind, key)| {
                         (*kind == StateEventType::RoomMember
@@ -174,7 +183,7 @@ impl AccountData {
     ) -> Result<(), ServiceError> {
         let storage = &self.storage;
         self.stream
-            .append(|position| async move {
+            .append(Kind::AccountData, |position| async move {
                 Ok(storage
                     .set_account_data(user_id, room_id, data_type, content, position)
                     .await?)

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod devices;
 pub mod e2ee;
 pub mod event_writer;
+mod inbox_marks;
 pub mod key_backup;
 pub mod media;
 pub mod notifier;

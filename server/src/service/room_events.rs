@@ -41,7 +41,7 @@ use super::{
         version::RoomVersion,
     },
     server_keys::ServerKeys,
-    stream::{Reservation, Stream},
+    stream::{Kind, Reservation, Stream},
 };
 use crate::storage::{
     ChainOutcome, NewStateGroup, StateEntry, Storage, StorageError, StreamPosition,
@@ -180,6 +180,12 @@ impl RoomEvents {
     /// The last committed stream position: every event at or below it is readable.
     pub fn current_position(&self) -> StreamPosition {
         self.stream.current()
+    }
+
+    /// Whether anything of `kind` may have been written to the stream after
+    /// `since` (see [`Stream::changed_since`]).
+    pub fn changed_since(&self, kind: Kind, since: StreamPosition) -> bool {
+        self.stream.changed_since(kind, since)
     }
 
     /// Creates a room with its `m.room.create` event and returns its id.
@@ -346,7 +352,15 @@ impl RoomEvents {
             return Vec::new();
         }
         let interested = interested_users(state, &chain.iter().collect::<Vec<_>>());
+        let last_membership = chain
+            .iter()
+            .filter(|pending| pending.membership.is_some())
+            .map(|pending| pending.position)
+            .max();
         let written = self.writer.write(chain).await;
+        if let Some(position) = last_membership {
+            self.stream.mark(Kind::Membership, position);
+        }
         // Released on every path: a position left reserved would hold back
         // every later one.
         drop(reservations);

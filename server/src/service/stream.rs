@@ -7,11 +7,20 @@
 //! The published position is the highest one below which every reserved
 //! position has been released: a reader that sees position `n` can read
 //! everything at or below `n`, and nothing later appears below it.
+//!
+//! The stream also remembers the latest position of each [`Kind`] written
+//! since the process started, so that a sync can skip the queries of kinds
+//! with nothing new since its token (most incremental syncs wake for one
+//! room event, and would otherwise ask the database about account data,
+//! receipts and device lists every time).
 
 use std::{
     collections::BTreeMap,
     future::Future,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
 };
 
 use tokio::sync::watch;
@@ -29,6 +38,30 @@ pub struct Stream {
 struct Inner {
     positions: Mutex<Positions>,
     published: watch::Sender<i64>,
+    /// The latest position written for each [`Kind`] (indexed by `Kind as
+    /// usize`); at start, the last stored position, since what came before
+    /// is unknown.
+    latest: [AtomicI64; Kind::COUNT],
+}
+
+/// What a write puts on the stream, for readers that skip a kind with
+/// nothing new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A room event that changes a membership.
+    Membership,
+    /// Global or per-room account data.
+    AccountData,
+    /// A read receipt.
+    Receipt,
+    /// A to-device message.
+    ToDevice,
+    /// A device list change (new keys, a new or deleted device, cross-signing).
+    DeviceList,
+}
+
+impl Kind {
+    const COUNT: usize = 5;
 }
 
 /// The reserved positions not yet released.
@@ -72,8 +105,21 @@ impl Stream {
                     pending: BTreeMap::new(),
                 }),
                 published: watch::channel(last.0).0,
+                latest: std::array::from_fn(|_| AtomicI64::new(last.0)),
             }),
         }
+    }
+
+    /// Records that `position` holds a write of `kind`. Call it before the
+    /// position is released: a reader that sees it published must also see
+    /// the mark, or it would skip what was written there.
+    pub fn mark(&self, kind: Kind, position: StreamPosition) {
+        self.inner.latest[kind as usize].fetch_max(position.0, Ordering::SeqCst);
+    }
+
+    /// Whether anything of `kind` may have been written after `since`.
+    pub fn changed_since(&self, kind: Kind, since: StreamPosition) -> bool {
+        self.inner.latest[kind as usize].load(Ordering::SeqCst) > since.0
     }
 
     /// The greatest published position.
@@ -104,12 +150,13 @@ impl Stream {
             .await;
     }
 
-    /// Runs `write` at the next position, and returns once the position is
-    /// published (a failed write publishes nothing of its own).
+    /// Runs `write`, a write of `kind`, at the next position, and returns
+    /// once the position is published (a failed write publishes nothing of
+    /// its own).
     ///
     /// # Errors
     /// What `write` fails with.
-    pub async fn append<T, F, Fut>(&self, write: F) -> Result<T, ServiceError>
+    pub async fn append<T, F, Fut>(&self, kind: Kind, write: F) -> Result<T, ServiceError>
     where
         F: FnOnce(StreamPosition) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
@@ -117,6 +164,8 @@ impl Stream {
         let reservation = self.reserve();
         let position = reservation.position();
         let written = write(position).await;
+        // Marked even if the write failed: a mark too many only costs a query.
+        self.mark(kind, position);
         drop(reservation);
         let written = written?;
         self.published(position).await;
@@ -162,7 +211,7 @@ mod tests {
         let stream = Stream::new(StreamPosition(7));
         let stream = &stream;
         let during = stream
-            .append(|position| async move {
+            .append(Kind::Receipt, |position| async move {
                 assert_eq!(position, StreamPosition(8));
                 // Readers must not see a position whose write is still running.
                 Ok(stream.current())
@@ -173,7 +222,9 @@ mod tests {
         assert_eq!(stream.current(), StreamPosition(8));
 
         let failed: Result<(), _> = stream
-            .append(|_| async { Err(ServiceError::Internal("disk full".into())) })
+            .append(Kind::Receipt, |_| async {
+                Err(ServiceError::Internal("disk full".into()))
+            })
             .await;
         assert!(failed.is_err());
         assert_eq!(
@@ -183,7 +234,7 @@ mod tests {
         );
 
         let next = stream
-            .append(|position| async move { Ok(position) })
+            .append(Kind::Receipt, |position| async move { Ok(position) })
             .await
             .unwrap();
         assert_eq!(

@@ -16,7 +16,12 @@ use std::{collections::BTreeMap, sync::Arc};
 use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use tracing::debug;
 
-use super::{ServiceError, notifier::Notifier, stream::Stream};
+use super::{
+    ServiceError,
+    inbox_marks::InboxMarks,
+    notifier::Notifier,
+    stream::{Kind, Stream},
+};
 use crate::storage::{
     Queued, Storage, StorageError, StreamPosition, ToDeviceMessage, ToDeviceSend, UserMessages,
 };
@@ -53,6 +58,7 @@ pub struct ToDevice {
     notifier: Arc<Notifier>,
     server_name: OwnedServerName,
     max_pending: u64,
+    inboxes: InboxMarks,
 }
 
 impl ToDevice {
@@ -65,6 +71,7 @@ impl ToDevice {
         max_pending: u64,
     ) -> Self {
         Self {
+            inboxes: InboxMarks::new(stream.current()),
             storage,
             stream,
             notifier,
@@ -110,9 +117,10 @@ impl ToDevice {
         let messages = &messages;
         let max_pending = self.max_pending;
         let storage = &self.storage;
+        let inboxes = &self.inboxes;
         let queued = self
             .stream
-            .append(|position| async move {
+            .append(Kind::ToDevice, |position| async move {
                 let send = ToDeviceSend {
                     sender,
                     sender_device,
@@ -129,7 +137,12 @@ impl ToDevice {
                 loop {
                     match storage.queue_to_device(&send).await {
                         Err(StorageError::NotFound("device")) if attempts > 1 => attempts -= 1,
-                        outcome => break Ok(outcome?),
+                        outcome => {
+                            if let Ok(Queued::Delivered(devices)) = &outcome {
+                                inboxes.written(devices, position);
+                            }
+                            break Ok(outcome?);
+                        }
                     }
                 }
             })
@@ -169,9 +182,13 @@ impl ToDevice {
         now: StreamPosition,
     ) -> Result<Delivery, ServiceError> {
         if let Some(acknowledged) = acknowledged {
+            if self.inboxes.is_empty(user_id, device_id) {
+                return Ok(Delivery::default());
+            }
             self.storage
                 .acknowledge_to_device(user_id, device_id, acknowledged)
                 .await?;
+            self.inboxes.emptied(user_id, device_id, acknowledged);
         }
         let page = u32::try_from(TO_DEVICE_PAGE + 1).unwrap_or(u32::MAX);
         let mut messages = self

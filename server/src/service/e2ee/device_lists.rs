@@ -11,7 +11,11 @@ use std::{collections::BTreeSet, future::Future, sync::Arc};
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 
 use crate::{
-    service::{ServiceError, notifier::Notifier, stream::Stream},
+    service::{
+        ServiceError,
+        notifier::Notifier,
+        stream::{Kind, Stream},
+    },
     storage::{DeviceListChange, Storage, StreamPosition},
 };
 
@@ -82,7 +86,7 @@ impl DeviceLists {
         F: FnOnce(StreamPosition) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
     {
-        let written = self.stream.append(write).await?;
+        let written = self.stream.append(Kind::DeviceList, write).await?;
         let now = self.stream.current();
         let mut woken = BTreeSet::new();
         for change in changes {

@@ -31,6 +31,7 @@ use super::{
     rooms::e2e_policy::POLICY_EVENT_TYPE,
     rooms::pdu::Pdu,
     rooms::version::RoomVersion,
+    stream::Kind,
 };
 use crate::storage::{
     AccountDataEntry, Membership, Receipt, Storage, StoredEvent, StreamPosition, ToDeviceMessage,
@@ -334,9 +335,16 @@ impl Sync {
         let since = request.since.map(|token| token.position);
         let typing_since = request.since.and_then(|token| token.typing);
         let room_filter = &request.filter.room;
+        // Kinds with nothing new since the token need no query (most
+        // incremental syncs wake for a room event and nothing else).
+        let changed = |kind| since.is_none_or(|since| self.events.changed_since(kind, since));
         let memberships_now = self.storage.memberships_of(user_id, Some(now)).await?;
         let joined_now = joined_rooms(&memberships_now);
         let before: HashMap<OwnedRoomId, Membership> = match since {
+            Some(_) if !changed(Kind::Membership) => memberships_now
+                .iter()
+                .map(|m| (m.room_id.clone(), m.clone()))
+                .collect(),
             Some(since) => self
                 .storage
                 .memberships_of(user_id, Some(since))
@@ -355,10 +363,13 @@ impl Sync {
                 .collect(),
             None => HashSet::new(),
         };
-        let mut account_data: Vec<AccountDataEntry> = self
-            .storage
-            .account_data_changes(user_id, since.unwrap_or(StreamPosition(0)), now)
-            .await?;
+        let mut account_data: Vec<AccountDataEntry> = if changed(Kind::AccountData) {
+            self.storage
+                .account_data_changes(user_id, since.unwrap_or(StreamPosition(0)), now)
+                .await?
+        } else {
+            Vec::new()
+        };
         let to_device = self
             .to_device
             .deliver(
@@ -432,13 +443,15 @@ impl Sync {
                     } else {
                         since.unwrap_or(StreamPosition(0))
                     };
-                    update.receipts = self
-                        .storage
-                        .receipts_between(room_id, receipts_from, now)
-                        .await?
-                        .into_iter()
-                        .filter(|r| r.receipt_type == "m.read" || r.user_id == user_id.as_str())
-                        .collect();
+                    if self.events.changed_since(Kind::Receipt, receipts_from) {
+                        update.receipts = self
+                            .storage
+                            .receipts_between(room_id, receipts_from, now)
+                            .await?
+                            .into_iter()
+                            .filter(|r| r.receipt_type == "m.read" || r.user_id == user_id.as_str())
+                            .collect();
+                    }
                     update.typing = self
                         .typing
                         .typers_since(room_id, if newly_joined { None } else { typing_since });
@@ -509,7 +522,9 @@ impl Sync {
         }
         // An initial sync lists no device changes: the client has tracked
         // nobody yet and queries the keys of the members it sees.
-        if let Some(since) = since {
+        if let Some(since) = since
+            && (changed(Kind::DeviceList) || changed(Kind::Membership))
+        {
             let joined_then = joined_rooms(before.values());
             response.device_lists = self
                 .device_lists

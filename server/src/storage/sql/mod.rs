@@ -38,6 +38,12 @@ const SQLITE_CACHE_KIB: u32 = 512;
 #[derive(Debug, Clone)]
 pub struct SqliteStorage {
     pool: Pool<Sqlite>,
+    /// The one connection room events are written on. SQLite drops a
+    /// connection's whole page cache when another connection has written
+    /// since it last read; a writer drawn from the shared pool found its
+    /// cache dropped at nearly every commit and read the index pages it
+    /// was about to change back from the file. Kept apart, it keeps them.
+    events_writer: Pool<Sqlite>,
     cache: Arc<cache::ReadCache>,
 }
 
@@ -65,14 +71,22 @@ impl SqliteStorage {
             // connections); the operating system caches the file anyway, and
             // after a load run the default held several MiB of the server's
             // memory for no measurable speed (spec-notes/write-path.md).
-            .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"));
+            .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"))
+            // Savepoints' statement journals in memory, not in a temporary
+            // file created and deleted at every group commit.
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
+        let events_writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
         Ok(Self {
             pool,
+            events_writer,
             cache: Arc::default(),
         })
     }
@@ -82,6 +96,9 @@ impl SqliteStorage {
 #[derive(Debug, Clone)]
 pub struct PostgresStorage {
     pool: Pool<Postgres>,
+    /// The same pool: PostgreSQL's shared buffers serve every connection,
+    /// so room events need no connection of their own.
+    events_writer: Pool<Postgres>,
     cache: Arc<cache::ReadCache>,
 }
 
@@ -98,6 +115,7 @@ impl PostgresStorage {
             .await?;
         POSTGRES_MIGRATIONS.run(&pool).await?;
         Ok(Self {
+            events_writer: pool.clone(),
             pool,
             cache: Arc::default(),
         })
@@ -128,6 +146,7 @@ macro_rules! impl_storage {
         #[async_trait]
         impl Storage for $storage {
             async fn close(&self) {
+                self.events_writer.close().await;
                 self.pool.close().await;
             }
         }

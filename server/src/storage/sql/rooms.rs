@@ -281,7 +281,7 @@ macro_rules! sql_room_store {
                 &self,
                 chains: &[Vec<NewEvent<'_>>],
             ) -> Result<Vec<ChainOutcome>, StorageError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.events_writer.begin().await?;
                 let mut outcomes = Vec::with_capacity(chains.len());
                 for chain in chains {
                     outcomes.push(Self::append_chain(&mut tx, chain).await?);
