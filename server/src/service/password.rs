@@ -43,18 +43,28 @@ const MEMORY_KIB: u32 = 7 * 1024;
 const PASSES: u32 = 5;
 const OUTPUT_BYTES: usize = 32;
 
-/// Most hashing threads, whatever the core count: each keeps its working
-/// memory, so this bounds what hashing can hold. One: a second thread held
-/// another 7 MiB for good (the load tool's RSS after a run, median of three:
-/// 42.7 MiB with two, 36.0 with one) and, on two busy cores, registered no
-/// faster (75 and 83 users/s); on idle cores two would hash up to twice as
-/// fast, which registration bursts are not worth that memory for.
+/// Most hashing threads, whatever the core count: each holds its working
+/// memory while there is work, so this bounds what hashing can hold. One: a
+/// second thread held another 7 MiB (the load tool's RSS after a run, median
+/// of three: 42.7 MiB with two, 36.0 with one, when workers kept their memory
+/// for good) and, on two busy cores, registered no faster (75 and 83
+/// users/s); on idle cores two would hash up to twice as fast, which
+/// registration bursts are not worth that memory for.
 const MAX_WORKERS: usize = 1;
 
-/// One hashing thread's state: the parameters and the block memory it
-/// reuses for every hash, so the allocator never sees argon2's large buffers
-/// come and go (glibc keeps such memory per thread arena, and the server grew
-/// by hundreds of MiB under a burst of registrations).
+/// Capacity reserved for a worker's block memory, above glibc's largest
+/// dynamic mmap threshold (32 MiB on 64-bit): an allocation that big is
+/// always a mapping of its own, returned to the system the moment it is
+/// freed. A 7 MiB buffer would instead end up in the thread's arena and stay
+/// resident for good (glibc raises its mmap threshold to the size of a
+/// freed mapping); only the pages argon2 touches are ever resident.
+const BLOCK_RESERVE_BYTES: usize = 33 << 20;
+
+/// One hashing thread's state: the parameters and, while there is work,
+/// the block memory every hash reuses. The memory is freed whenever the
+/// queue runs dry, so an idle server does not keep argon2's 7 MiB (a third
+/// of its resident memory) between registrations, and a burst allocates it
+/// once.
 struct Worker {
     argon2: Argon2<'static>,
     params: Params,
@@ -94,19 +104,26 @@ impl PasswordHasher {
                 .spawn(move || {
                     let mut worker = Worker {
                         argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone()),
-                        blocks: vec![Block::new(); params.block_count()],
+                        blocks: Vec::new(),
                         params,
                     };
+                    // The lock is held only while taking a job, never while hashing.
+                    let next = |wait: bool| {
+                        let queue = queue.lock().ok()?;
+                        if wait { queue.recv().ok() } else { queue.try_recv().ok() }
+                    };
                     loop {
-                        // The lock is held only while taking a job, never while hashing.
-                        let job = queue
-                            .lock()
-                            .map_err(|_| ())
-                            .and_then(|q| q.recv().map_err(|_| ()));
-                        match job {
-                            Ok(job) => job(&mut worker),
-                            Err(()) => return,
-                        }
+                        let job = match next(false) {
+                            Some(job) => job,
+                            None => {
+                                worker.blocks = Vec::new();
+                                match next(true) {
+                                    Some(job) => job,
+                                    None => return,
+                                }
+                            }
+                        };
+                        job(&mut worker);
                     }
                 })
                 .map_err(|e| ServiceError::Internal(format!("password worker: {e}")))?;
@@ -167,13 +184,27 @@ impl PasswordHasher {
 }
 
 impl Worker {
+    /// The block memory for the worker's parameters, allocated on first use
+    /// after the queue ran dry (see [`BLOCK_RESERVE_BYTES`]).
+    fn blocks(&mut self) -> &mut [Block] {
+        let count = self.params.block_count();
+        if self.blocks.len() < count {
+            let reserve = count.max(BLOCK_RESERVE_BYTES / std::mem::size_of::<Block>());
+            let mut blocks = Vec::with_capacity(reserve);
+            blocks.resize(count, Block::new());
+            self.blocks = blocks;
+        }
+        &mut self.blocks[..count]
+    }
+
     fn hash(&mut self, password: &[u8]) -> Result<String, ServiceError> {
         let salt = SaltString::generate(&mut OsRng);
         let mut salt_bytes = [0u8; 64];
         let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(internal)?;
         let mut output = [0u8; OUTPUT_BYTES];
-        self.argon2
-            .hash_password_into_with_memory(password, salt_bytes, &mut output, &mut self.blocks)
+        let argon2 = self.argon2.clone();
+        argon2
+            .hash_password_into_with_memory(password, salt_bytes, &mut output, self.blocks())
             .map_err(internal)?;
         let phc = PasswordHash {
             algorithm: Algorithm::Argon2id.ident(),
@@ -205,7 +236,7 @@ impl Worker {
         let argon2 = Argon2::new(algorithm, version.unwrap_or(Version::V0x13), params.clone());
         // Hashes made with more memory than the worker keeps (older
         // parameters) get a buffer of their own.
-        match self.blocks.get_mut(..params.block_count()) {
+        match self.blocks().get_mut(..params.block_count()) {
             Some(blocks) => {
                 argon2.hash_password_into_with_memory(password, salt, &mut output, blocks)
             }
