@@ -509,6 +509,12 @@ fn http_request(request: &machine::Request) -> Request {
         machine::Request::KeysClaim { body } => {
             Request::v3(Method::POST, &["keys", "claim"]).json(body.clone())
         }
+        machine::Request::SigningKeysUpload { body } => {
+            Request::v3(Method::POST, &["keys", "device_signing", "upload"]).json(body.clone())
+        }
+        machine::Request::SignaturesUpload { body } => {
+            Request::v3(Method::POST, &["keys", "signatures", "upload"]).json(body.clone())
+        }
         machine::Request::ToDevice {
             event_type,
             txn_id,

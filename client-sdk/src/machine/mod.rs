@@ -57,6 +57,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod cross_signing;
 pub mod devices;
 mod events;
 mod group;
@@ -79,6 +80,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use self::{
+    cross_signing::CrossSigningState,
     devices::DeviceTracker,
     group::OutboundEntry,
     history::PendingBundle,
@@ -89,6 +91,7 @@ use self::{
     rooms::RoomState,
 };
 pub use self::{
+    cross_signing::{CrossSigningError, UserIdentity},
     devices::{Device, DeviceWarning, LocalTrust},
     events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
     history::{BundleError, BundleImport, BundleShare, RoomKeyBundle},
@@ -147,6 +150,10 @@ pub enum MachineError {
     /// A room key bundle could not be encrypted.
     #[error(transparent)]
     Attachment(#[from] myelin_crypto::attachment::AttachmentError),
+
+    /// A cross-signing step could not be taken.
+    #[error(transparent)]
+    CrossSigning(#[from] CrossSigningError),
 }
 
 /// Errors from loading a machine from its store.
@@ -177,6 +184,7 @@ pub struct OlmMachine {
     account: Account,
     meta: AccountMeta,
     devices: DeviceTracker,
+    cross_signing: CrossSigningState,
     olm_sessions: OlmSessions,
     rooms: BTreeMap<String, RoomState>,
     outbound: BTreeMap<String, OutboundEntry>,
@@ -242,6 +250,8 @@ impl OlmMachine {
         for key in first.into_iter().chain(later) {
             machine.load_record(records, key)?;
         }
+        // Derived from what was loaded; no record changes.
+        machine.devices.refresh_trust(&[], true);
         Ok(machine)
     }
 
@@ -313,6 +323,7 @@ impl OlmMachine {
         requests.extend(self.query_request(users));
         let wedged: Vec<_> = self.wedged_devices_needing_claim();
         requests.extend(self.claim_request(wedged));
+        requests.extend(self.own_device_signature_request());
         requests.append(&mut self.queued);
         requests
     }
@@ -347,6 +358,8 @@ impl OlmMachine {
             InFlight::Claim(devices) => self
                 .receive_claim_response(&devices, response)
                 .map_err(malformed),
+            InFlight::SigningKeysUpload => self.receive_signing_keys_upload().map_err(malformed),
+            InFlight::Signatures(upload) => self.receive_signatures_upload(upload, response),
             InFlight::ToDevice | InFlight::RoomKeys { .. } => Ok(()),
         }
     }
@@ -374,7 +387,11 @@ impl OlmMachine {
                 session_id,
                 devices,
             } => self.room_keys_not_sent(&room_id, &session_id, &devices),
-            InFlight::Upload | InFlight::Claim(_) | InFlight::ToDevice => {}
+            InFlight::Upload
+            | InFlight::Claim(_)
+            | InFlight::ToDevice
+            | InFlight::SigningKeysUpload
+            | InFlight::Signatures(_) => {}
         }
         Ok(())
     }
@@ -402,7 +419,8 @@ impl OlmMachine {
             meta: AccountMeta::new(user_id, device_id),
             pickle_key,
             account,
-            devices: DeviceTracker::default(),
+            devices: DeviceTracker::new(user_id),
+            cross_signing: CrossSigningState::default(),
             olm_sessions: OlmSessions::default(),
             rooms: BTreeMap::new(),
             outbound: BTreeMap::new(),
@@ -483,6 +501,10 @@ impl OlmMachine {
             history::RECORD_KIND => {
                 let bundle: PendingBundle = decode(records, key)?;
                 self.load_bundle(bundle);
+            }
+            cross_signing::RECORD => {
+                let record: cross_signing::CrossSigningRecord = decode(records, key)?;
+                self.load_cross_signing(record)?;
             }
             identity::SETTINGS_RECORD => {
                 self.only_verified_globally = decode(records, key)?;
