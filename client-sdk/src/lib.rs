@@ -93,6 +93,7 @@
 //! - Rooms joined appear in [`Client::rooms`] after the next sync.
 
 mod client;
+mod cross_signing;
 mod discovery;
 mod encryption;
 mod error;

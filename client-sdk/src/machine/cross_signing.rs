@@ -182,6 +182,15 @@ impl OlmMachine {
         })
     }
 
+    /// Starts tracking `user_id`'s devices and identity (they are queried at
+    /// the next [`OlmMachine::outgoing_requests`]), for a user we share no
+    /// encrypted room with but want to verify.
+    pub fn track_user(&mut self, user_id: &str) {
+        if self.devices.track(user_id) {
+            self.save_user_devices(user_id);
+        }
+    }
+
     /// Whether this device holds cross-signing keys the server accepted.
     pub fn has_cross_signing_keys(&self) -> bool {
         self.cross_signing.active.is_some()
