@@ -71,8 +71,9 @@ impl Client {
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
         if machine.user_identity(user_id.as_str()).is_none() {
-            // Not tracked yet (no shared encrypted room): query them now.
-            machine.track_user(user_id.as_str());
+            // Not tracked yet (no shared encrypted room), or their keys
+            // came after our last query: query them now.
+            machine.refresh_user_keys(user_id.as_str());
             let requests = machine.outgoing_requests();
             self.send_machine_requests(machine, requests).await?;
         }

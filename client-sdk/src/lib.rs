@@ -34,6 +34,12 @@
 //!   Plaintext never goes into an encrypted room. [`Client::devices`],
 //!   [`Client::set_device_trust`] and [`Client::set_only_verified`] hold
 //!   the local trust decisions.
+//! - Cross-signing (spec-notes/cross-signing.md):
+//!   [`Client::bootstrap_cross_signing`] (password UIA when replacing keys),
+//!   [`Client::verify_user`], [`Client::user_identity`],
+//!   [`Client::pin_identity`] after a changed identity, and
+//!   [`Client::is_device_verified`]; cross-signed devices of verified users
+//!   count as verified for decryption and "only verified" sharing.
 //! - [`Error`]: Matrix errors as a matchable [`ErrorKind`] with
 //!   `retry_after`; network, store and malformed-answer errors. Nothing
 //!   panics on a bad server answer.

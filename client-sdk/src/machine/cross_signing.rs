@@ -182,13 +182,14 @@ impl OlmMachine {
         })
     }
 
-    /// Starts tracking `user_id`'s devices and identity (they are queried at
-    /// the next [`OlmMachine::outgoing_requests`]), for a user we share no
-    /// encrypted room with but want to verify.
-    pub fn track_user(&mut self, user_id: &str) {
-        if self.devices.track(user_id) {
-            self.save_user_devices(user_id);
+    /// Tracks `user_id`'s devices and identity and has them queried again
+    /// at the next [`OlmMachine::outgoing_requests`]: for a user we share
+    /// no encrypted room with, or whose identity we have not seen yet.
+    pub fn refresh_user_keys(&mut self, user_id: &str) {
+        if !self.devices.track(user_id) {
+            self.devices.mark_changed(user_id);
         }
+        self.save_user_devices(user_id);
     }
 
     /// Whether this device holds cross-signing keys the server accepted.

@@ -361,7 +361,7 @@ pub async fn an_e2e_only_room_works_encrypted_on(url: &str) {
 }
 
 /// Another device of `client`'s user, logged in with a fresh store.
-async fn second_device(url: &str, client: &Client) -> Client {
+pub async fn second_device(url: &str, client: &Client) -> Client {
     let device = client_on(url, Arc::new(MemoryStore::new())).await;
     let localpart = client.user_id().unwrap().localpart().to_owned();
     device
