@@ -25,7 +25,8 @@
 //! A user's identity is verified when its master key is the pinned one and
 //! either it is ours and this device trusts it, or our (verified)
 //! user-signing key signed it. A device is then verified when that user's
-//! self-signing key signed it ([`DeviceTracker::is_verified`]).
+//! self-signing key signed it (`DeviceTracker::is_verified`, public as
+//! [`OlmMachine::is_device_verified`]).
 //!
 //! [spec]: https://spec.matrix.org/v1.16/client-server-api/#cross-signing
 

@@ -17,7 +17,7 @@
 //! The same answers carry each user's cross-signing keys; how they are
 //! checked, pinned and trusted is in [`super::cross_signing`]. A device's
 //! signature by its owner's self-signing key is checked here, when its keys
-//! arrive, and [`DeviceTracker::is_verified`] is the one place that says
+//! arrive, and `DeviceTracker::is_verified` is the one place that says
 //! whether a device is verified, by local decision or by cross-signing.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -388,14 +388,23 @@ impl OlmMachine {
                     });
                 }
                 Some(_) => {
-                    // Same keys: only the owner's signature may have come or gone.
-                    if let Some(known) = self
+                    // Same keys: only the owner's signature may have come or
+                    // gone; a device that lost it may have to lose the
+                    // rooms' current keys too.
+                    let lost_signature = self
                         .devices
                         .users
                         .get_mut(user_id)
                         .and_then(|u| u.devices.get_mut(device_id))
-                    {
-                        known.self_signing_key = parsed.self_signing_key;
+                        .is_some_and(|known| {
+                            let old = std::mem::replace(
+                                &mut known.self_signing_key,
+                                parsed.self_signing_key,
+                            );
+                            old.is_some() && known.self_signing_key.is_none()
+                        });
+                    if lost_signature {
+                        self.recheck_outbound(None);
                     }
                 }
                 None => {

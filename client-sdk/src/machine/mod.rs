@@ -29,7 +29,11 @@
 //! - [`identity`]: the device's account and keys/upload (device keys,
 //!   one-time and fallback key top-ups).
 //! - [`devices`]: device tracking with keys/query, self-signature checks,
-//!   refusal of changed identity keys, local trust.
+//!   refusal of changed identity keys, local trust, and the one
+//!   "is this device verified" decision.
+//! - [`cross_signing`]: our master, self-signing and user-signing keys
+//!   (bootstrap), other users' identities with trust-on-first-use pinning,
+//!   verifying users (`spec-notes/cross-signing.md`).
 //! - `olm`: Olm sessions: claims, to-device encryption and decryption with
 //!   the payload checks, wedged-session recovery.
 //! - `rooms`: membership and encryption settings per room.
@@ -44,11 +48,13 @@
 //!
 //! # Not done yet
 //!
-//! Key requests to other users' devices, key backup, cross-signing and SAS
-//! verification (trust is local: [`OlmMachine::set_device_trust`]; so
-//! history bundles go to the invitee's non-blacklisted devices, not only
-//! cross-signed ones as MSC4268 asks, and without the MSC4147
-//! `sender_device_keys` it requires), and persistence of requests in flight
+//! Key requests to other users' devices, key backup, SAS verification
+//! ([`OlmMachine::verify_user`] relies on a comparison made elsewhere),
+//! secret sharing of the cross-signing keys (only the device that
+//! bootstrapped holds them), history bundles sent only to cross-signed
+//! devices as MSC4268 asks (they go to the invitee's non-blacklisted
+//! devices, and without the MSC4147 `sender_device_keys` it requires),
+//! and persistence of requests in flight
 //! (a failed request is reported with [`OlmMachine::mark_request_failed`],
 //! but a crash between building a to-device request and sending it leaves
 //! those devices without the key until the session rotates).
