@@ -171,6 +171,7 @@ impl OlmMachine {
     pub fn bootstrap_cross_signing(&mut self) -> OutgoingRequest {
         let keys = PrivateKeys::generate();
         let (master, self_signing, user_signing) = keys.public_objects(&self.user_id);
+        let master_key = keys.master.public_key().to_base64();
         let body = json!({
             "master_key": master,
             "self_signing_key": self_signing,
@@ -178,7 +179,7 @@ impl OlmMachine {
         });
         self.cross_signing.pending = Some(keys);
         self.save_cross_signing();
-        self.issue(InFlight::SigningKeysUpload, |_| {
+        self.issue(InFlight::SigningKeysUpload(master_key), |_| {
             Request::SigningKeysUpload { body }
         })
     }
@@ -220,12 +221,8 @@ impl OlmMachine {
                     == Some(keys.user_signing.public_key().to_base64())
             })
             .ok_or(CrossSigningError::NotSetUp)?;
-        let record = self
-            .devices
-            .user_record(user_id)
-            .filter(|r| r.identity.is_some())
-            .ok_or_else(|| CrossSigningError::UnknownIdentity(user_id.to_owned()))?;
-        let Some(identity) = &record.identity else {
+        let record = self.devices.user_record(user_id);
+        let Some((record, identity)) = record.and_then(|r| Some((r, r.identity.as_ref()?))) else {
             return Err(CrossSigningError::UnknownIdentity(user_id.to_owned()).into());
         };
         if record.pinned_master.as_deref() != Some(&identity.master) {
@@ -321,14 +318,15 @@ impl OlmMachine {
         record.identity.as_ref()?.self_signing.clone()
     }
 
-    /// The server accepted the keys of [`OlmMachine::bootstrap_cross_signing`]:
-    /// they become ours.
-    pub(super) fn receive_signing_keys_upload(&mut self) -> Result<(), &'static str> {
+    /// The server accepted the keys of [`OlmMachine::bootstrap_cross_signing`]
+    /// whose master key is `master`: they become ours.
+    pub(super) fn receive_signing_keys_upload(&mut self, master: &str) -> Result<(), &'static str> {
+        // A later bootstrap replaced the pending keys: these are not them.
         let keys = self
             .cross_signing
             .pending
-            .take()
-            .ok_or("no cross-signing keys were waiting for the server")?;
+            .take_if(|keys| keys.master.public_key().to_base64() == master)
+            .ok_or("the uploaded cross-signing keys are no longer pending")?;
         let (master_key, _, _) = keys.public_objects(&self.user_id);
         let master = keys.master.public_key().to_base64();
         let identity = UserIdentityRecord {

@@ -364,7 +364,9 @@ impl OlmMachine {
             InFlight::Claim(devices) => self
                 .receive_claim_response(&devices, response)
                 .map_err(malformed),
-            InFlight::SigningKeysUpload => self.receive_signing_keys_upload().map_err(malformed),
+            InFlight::SigningKeysUpload(master) => {
+                self.receive_signing_keys_upload(&master).map_err(malformed)
+            }
             InFlight::Signatures(upload) => self.receive_signatures_upload(upload, response),
             InFlight::ToDevice | InFlight::RoomKeys { .. } => Ok(()),
         }
@@ -396,7 +398,7 @@ impl OlmMachine {
             InFlight::Upload
             | InFlight::Claim(_)
             | InFlight::ToDevice
-            | InFlight::SigningKeysUpload
+            | InFlight::SigningKeysUpload(_)
             | InFlight::Signatures(_) => {}
         }
         Ok(())

@@ -70,8 +70,8 @@ pub(crate) enum InFlight {
     /// (user, device) pairs whose keys this claim asks for.
     Claim(Vec<(String, String)>),
     ToDevice,
-    /// Our new cross-signing keys.
-    SigningKeysUpload,
+    /// Our new cross-signing keys, named by their master key.
+    SigningKeysUpload(String),
     /// Signatures by our cross-signing keys.
     Signatures(super::cross_signing::SignatureUpload),
     /// `m.room_key` for these devices, of this room's session.

@@ -360,3 +360,28 @@ fn verifying_needs_our_keys_and_their_identity() {
         Err(MachineError::CrossSigning(CrossSigningError::OwnUser))
     ));
 }
+
+#[test]
+fn an_answer_for_replaced_pending_keys_does_not_install_them() {
+    let mut server = FakeServer::default();
+    let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");
+    let first = alice.machine.bootstrap_cross_signing();
+    let second = alice.machine.bootstrap_cross_signing();
+    let answer = server.handle(ALICE, "ALICEDEV", &first);
+    assert!(matches!(
+        alice.machine.mark_request_sent(&first.request_id, &answer),
+        Err(MachineError::MalformedResponse { .. })
+    ));
+    assert!(!alice.machine.has_cross_signing_keys());
+    alice.answer(&mut server, &second);
+    let Request::SigningKeysUpload { body } = &second.request else {
+        unreachable!()
+    };
+    assert_eq!(
+        format!(
+            "ed25519:{}",
+            alice.machine.user_identity(ALICE).unwrap().master_key
+        ),
+        public_key(&body["master_key"]).0
+    );
+}
