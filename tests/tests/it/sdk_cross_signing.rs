@@ -4,13 +4,13 @@
 //! key in an "only verified" room); and replacing keys needs the password.
 
 use myelin_sdk::{
-    ErrorKind, RoomSecurity, SyncUpdate,
+    ErrorKind, RoomSecurity,
     machine::{UtdCause, VerificationState},
 };
 use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
 
 use crate::{
-    sdk_e2ee::{second_device, shared_room, until_decrypted},
+    sdk_e2ee::{second_device, shared_room, until_decrypted, until_undecryptable},
     sdk_support::{registered, sync_until},
 };
 
@@ -82,23 +82,11 @@ async fn a_verified_users_signed_device_is_verified_and_an_unsigned_one_is_not(b
     alice.set_only_verified(&room_id, true).await.unwrap();
     let sent = room.send_text("verified eyes only").await.unwrap();
     until_decrypted(&bob, "verified eyes only").await;
-    let updates = sync_until(&bob_laptop, |update: &SyncUpdate| {
-        update
-            .undecryptable
-            .iter()
-            .any(|(_, utd)| utd.event_id == sent.as_str())
-    })
-    .await;
-    let cause = updates
-        .iter()
-        .flat_map(|update| &update.undecryptable)
-        .find(|(_, utd)| utd.event_id == sent.as_str())
-        .map(|(_, utd)| utd.cause.clone());
     assert_eq!(
-        cause,
-        Some(UtdCause::Withheld {
+        until_undecryptable(&bob_laptop, &sent).await,
+        UtdCause::Withheld {
             code: "m.unverified".to_owned()
-        })
+        }
     );
 }
 

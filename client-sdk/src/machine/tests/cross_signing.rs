@@ -50,6 +50,13 @@ fn cross_signed_alice_and_bob(server: &mut FakeServer) -> (Client, Client, Clien
     (alice, bob, bob2)
 }
 
+/// [`cross_signed_alice_and_bob`], then Alice verifies Bob.
+fn alice_verified_bob(server: &mut FakeServer) -> (Client, Client, Client) {
+    let (mut alice, bob, bob2) = cross_signed_alice_and_bob(server);
+    verify(&mut alice, server, BOB);
+    (alice, bob, bob2)
+}
+
 #[test]
 fn bootstrap_uploads_keys_that_chain_to_the_master_key() {
     let mut server = FakeServer::default();
@@ -165,8 +172,7 @@ fn our_own_devices_are_verified_once_our_self_signing_key_signs_them() {
 #[test]
 fn a_self_signing_key_not_signed_by_the_master_key_is_refused() {
     let mut server = FakeServer::default();
-    let (mut alice, _bob, _bob2) = cross_signed_alice_and_bob(&mut server);
-    verify(&mut alice, &mut server, BOB);
+    let (mut alice, _bob, _bob2) = alice_verified_bob(&mut server);
     assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
 
     // The server swaps in its own self-signing key, signs Bob's phone with
@@ -220,8 +226,7 @@ fn a_self_signing_key_not_signed_by_the_master_key_is_refused() {
 #[test]
 fn a_device_signature_by_another_key_under_the_self_signing_key_id_is_refused() {
     let mut server = FakeServer::default();
-    let (mut alice, _bob, _bob2) = cross_signed_alice_and_bob(&mut server);
-    verify(&mut alice, &mut server, BOB);
+    let (mut alice, _bob, _bob2) = alice_verified_bob(&mut server);
     // The server makes the laptop look cross-signed: a signature under the
     // id of Bob's self-signing key, made with another key.
     let (ssk_id, _) = public_key(&server.cross_signing[BOB]["self_signing_key"]);
@@ -253,8 +258,7 @@ fn a_device_signature_by_another_key_under_the_self_signing_key_id_is_refused() 
 #[test]
 fn a_changed_master_key_is_not_trusted_until_acknowledged_and_verified_again() {
     let mut server = FakeServer::default();
-    let (mut alice, _bob, mut bob2) = cross_signed_alice_and_bob(&mut server);
-    verify(&mut alice, &mut server, BOB);
+    let (mut alice, _bob, mut bob2) = alice_verified_bob(&mut server);
     let old_master = alice.machine.user_identity(BOB).unwrap().master_key;
 
     // New keys for Bob, made on his laptop (a reset, or the server's own
@@ -291,8 +295,7 @@ fn a_changed_master_key_is_not_trusted_until_acknowledged_and_verified_again() {
 #[test]
 fn keys_and_trust_survive_a_reload() {
     let mut server = FakeServer::default();
-    let (mut alice, _bob, _bob2) = cross_signed_alice_and_bob(&mut server);
-    verify(&mut alice, &mut server, BOB);
+    let (mut alice, _bob, _bob2) = alice_verified_bob(&mut server);
     alice.reload();
     assert!(alice.machine.has_cross_signing_keys());
     assert!(alice.machine.user_identity(ALICE).unwrap().is_verified);
@@ -325,8 +328,7 @@ fn keys_and_trust_survive_a_reload() {
 #[test]
 fn a_refused_reset_keeps_the_keys_in_force() {
     let mut server = FakeServer::default();
-    let (mut alice, _bob, _bob2) = cross_signed_alice_and_bob(&mut server);
-    verify(&mut alice, &mut server, BOB);
+    let (mut alice, _bob, _bob2) = alice_verified_bob(&mut server);
     let master = alice.machine.user_identity(ALICE).unwrap().master_key;
     let reset = alice.machine.bootstrap_cross_signing();
     alice
