@@ -78,12 +78,35 @@ impl Client {
             self.send_machine_requests(machine, requests).await?;
         }
         let outgoing = machine.verify_user(user_id.as_str())?;
-        let answer = self
-            .inner
-            .http
-            .send::<Value>(&http_request(&outgoing.request))
-            .await;
-        self.report_answer(machine, &outgoing, answer).await
+        self.send_signature(machine, &outgoing).await
+    }
+
+    /// Vouches for another device of ours (one the user recognises): signs
+    /// it with our self-signing key and uploads the signature. It is then
+    /// verified for everyone who verified us.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Crypto`] with a
+    /// [`CrossSigningError`](crate::machine::CrossSigningError): this
+    /// device has not bootstrapped cross-signing, the device is unknown, or
+    /// the server refused the signature; network and store errors.
+    pub async fn verify_own_device(&self, device_id: &DeviceId) -> Result<()> {
+        let own = self.user_id()?;
+        let mut slot = self.machine().await?;
+        let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
+        let is_known = machine
+            .devices(own.as_str())
+            .iter()
+            .any(|device| device.device_id == device_id.as_str());
+        if !is_known {
+            // A device that logged in after our last query: query again.
+            machine.refresh_user_keys(own.as_str());
+            let requests = machine.outgoing_requests();
+            self.send_machine_requests(machine, requests).await?;
+        }
+        let outgoing = machine.verify_own_device(device_id.as_str())?;
+        self.send_signature(machine, &outgoing).await
     }
 
     /// Accepts `user_id`'s new master key after a
@@ -166,6 +189,20 @@ impl Client {
             // A 401 after the stage is a wrong password (`M_FORBIDDEN`).
             Err(crate::http::error_from_answer(status, &answer, None))
         }
+    }
+
+    /// Sends a signature upload and reports its outcome.
+    async fn send_signature(
+        &self,
+        machine: &mut OlmMachine,
+        outgoing: &OutgoingRequest,
+    ) -> Result<()> {
+        let answer = self
+            .inner
+            .http
+            .send::<Value>(&http_request(&outgoing.request))
+            .await;
+        self.report_answer(machine, outgoing, answer).await
     }
 
     /// Reports the outcome of one request to the machine and commits what

@@ -36,7 +36,8 @@
 //!   the local trust decisions.
 //! - Cross-signing (spec-notes/cross-signing.md):
 //!   [`Client::bootstrap_cross_signing`] (password UIA when replacing keys),
-//!   [`Client::verify_user`], [`Client::user_identity`],
+//!   [`Client::verify_user`], [`Client::verify_own_device`],
+//!   [`Client::user_identity`],
 //!   [`Client::pin_identity`] after a changed identity, and
 //!   [`Client::is_device_verified`]; cross-signed devices of verified users
 //!   count as verified for decryption and "only verified" sharing.

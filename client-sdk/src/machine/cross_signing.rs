@@ -69,6 +69,9 @@ pub enum CrossSigningError {
     /// Our own identity is trusted through our keys, not by verifying it.
     #[error("cannot verify our own user")]
     OwnUser,
+    /// The device is not one of ours that a keys/query showed us.
+    #[error("no device `{0}` of ours is known")]
+    UnknownDevice(String),
     /// The user's master key object cannot be signed (not canonical JSON).
     #[error("the master key of `{0}` cannot be signed")]
     Unsignable(String),
@@ -118,8 +121,9 @@ pub(super) struct UserIdentityRecord {
 /// A signature upload in flight, and what to record when it lands.
 #[derive(Debug, Clone)]
 pub(crate) enum SignatureUpload {
-    /// This device's keys, signed by our self-signing key.
-    OwnDevice,
+    /// One of our devices' keys (this one's after a bootstrap), signed by
+    /// our self-signing key.
+    OwnDevice { device_id: String },
     /// Another user's master key, signed by our user-signing key.
     UserMaster {
         user_id: String,
@@ -355,24 +359,63 @@ impl OlmMachine {
         let in_flight = self
             .in_flight
             .values()
-            .any(|r| matches!(r, InFlight::Signatures(SignatureUpload::OwnDevice)));
+            .any(|r| matches!(r, InFlight::Signatures(SignatureUpload::OwnDevice { device_id }) if *device_id == self.device_id));
         if in_flight
             || self.cross_signing.own_device_signature_sent
             || !self.meta.device_keys_published
         {
             return None;
         }
-        let keys = self.cross_signing.active.as_ref()?;
-        let mut device_keys = self.device_keys().as_object().cloned()?;
+        let device_keys = self.device_keys().as_object().cloned()?;
+        let device_id = self.device_id.clone();
+        self.own_device_signature(&device_id, device_keys).ok()
+    }
+
+    /// Vouches for another of our devices: signs its keys with our
+    /// self-signing key and returns the `/keys/signatures/upload` request.
+    /// Once the server accepts, the device is verified for every user who
+    /// verified us (and for our devices that trust our identity). Call it
+    /// only for a device the user recognises as theirs.
+    ///
+    /// # Errors
+    ///
+    /// [`CrossSigningError::NotSetUp`] without our keys;
+    /// [`CrossSigningError::UnknownDevice`] for a device not in our
+    /// (queried, checked) device list.
+    pub fn verify_own_device(&mut self, device_id: &str) -> Result<OutgoingRequest, MachineError> {
+        let device_keys = self
+            .devices
+            .user_record(&self.user_id)
+            .and_then(|r| r.own_device_keys.get(device_id))
+            .cloned()
+            .ok_or_else(|| CrossSigningError::UnknownDevice(device_id.to_owned()))?;
+        self.own_device_signature(device_id, device_keys)
+    }
+
+    fn own_device_signature(
+        &mut self,
+        device_id: &str,
+        mut device_keys: Map<String, Value>,
+    ) -> Result<OutgoingRequest, MachineError> {
+        let keys = self
+            .cross_signing
+            .active
+            .as_ref()
+            .filter(|keys| {
+                self.devices.own_self_signing_key()
+                    == Some(keys.self_signing.public_key().to_base64())
+            })
+            .ok_or(CrossSigningError::NotSetUp)?;
         keys.self_signing
             .sign_json(&self.user_id, &mut device_keys)
-            .ok()?;
-        let body = json!({ self.user_id.clone(): { self.device_id.clone(): device_keys } });
-        Some(
-            self.issue(InFlight::Signatures(SignatureUpload::OwnDevice), |_| {
-                Request::SignaturesUpload { body }
-            }),
-        )
+            .map_err(|_| CrossSigningError::Unsignable(self.user_id.clone()))?;
+        let body = json!({ self.user_id.clone(): { device_id: device_keys } });
+        let upload = SignatureUpload::OwnDevice {
+            device_id: device_id.to_owned(),
+        };
+        Ok(self.issue(InFlight::Signatures(upload), |_| {
+            Request::SignaturesUpload { body }
+        }))
     }
 
     pub(super) fn receive_signatures_upload(
@@ -391,10 +434,14 @@ impl OlmMachine {
             })
             .collect();
         match upload {
-            SignatureUpload::OwnDevice => {
+            SignatureUpload::OwnDevice { device_id } if device_id == self.device_id => {
                 self.cross_signing.own_device_signature_sent = true;
                 self.save_cross_signing();
             }
+            SignatureUpload::OwnDevice { device_id } if refused.is_empty() => {
+                self.mark_own_device_signed(&device_id);
+            }
+            SignatureUpload::OwnDevice { .. } => {}
             SignatureUpload::UserMaster {
                 user_id,
                 master_key,
@@ -452,6 +499,22 @@ impl OlmMachine {
         self.put(RECORD.to_owned(), &record);
     }
 
+    /// Records our accepted signature on one of our other devices, so it is
+    /// verified before the next keys/query shows it.
+    fn mark_own_device_signed(&mut self, device_id: &str) {
+        let own = self.user_id.clone();
+        let self_signing_key = self.devices.own_self_signing_key();
+        if let Some(device) = self
+            .devices
+            .users
+            .get_mut(&own)
+            .and_then(|r| r.devices.get_mut(device_id))
+        {
+            device.self_signing_key = self_signing_key;
+        }
+        self.save_user_devices(&own);
+    }
+
     /// Records our accepted signature on `user_id`'s master key, so the user
     /// is verified before the next keys/query shows it.
     fn add_own_signature(&mut self, user_id: &str, signed: &Map<String, Value>) {
@@ -507,17 +570,31 @@ impl DeviceTracker {
         lost
     }
 
+    /// Keeps one of our other devices' keys as served, to sign later.
+    pub(super) fn keep_own_device_keys(&mut self, device_id: &str, object: &Map<String, Value>) {
+        let mut object = object.clone();
+        object.remove("signatures");
+        object.remove("unsigned");
+        if let Some(record) = self.users.get_mut(&self.own.user_id) {
+            record.own_device_keys.insert(device_id.to_owned(), object);
+        }
+    }
+
     /// Our user-signing key, when our own identity is verified.
     pub(super) fn own_user_signing_key(&self) -> Option<String> {
+        self.own_verified_identity()?.user_signing.clone()
+    }
+
+    /// Our self-signing key, when our own identity is verified.
+    pub(super) fn own_self_signing_key(&self) -> Option<String> {
+        self.own_verified_identity()?.self_signing.clone()
+    }
+
+    fn own_verified_identity(&self) -> Option<&UserIdentityRecord> {
         if !self.verified_users.contains(&self.own.user_id) {
             return None;
         }
-        self.users
-            .get(&self.own.user_id)?
-            .identity
-            .as_ref()?
-            .user_signing
-            .clone()
+        self.users.get(&self.own.user_id)?.identity.as_ref()
     }
 
     /// Whether the device's owner signed it with the self-signing key of

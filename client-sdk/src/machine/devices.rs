@@ -129,6 +129,11 @@ pub(super) struct UserDevices {
     /// application acknowledged since; a different one is not trusted.
     #[serde(default)]
     pub(super) pinned_master: Option<String>,
+    /// For our own user only: each other device's keys as served, without
+    /// `signatures` and `unsigned`: the exact object our self-signing key
+    /// signs to vouch for it ([`OlmMachine::verify_own_device`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) own_device_keys: BTreeMap<String, serde_json::Map<String, Value>>,
 }
 
 #[derive(Debug, Default)]
@@ -378,6 +383,7 @@ impl OlmMachine {
                         .is_some_and(|o| is_signed_by(o, user_id, key))
                 })
                 .map(ToOwned::to_owned);
+            let served_keys = (parsed.ed25519.clone(), parsed.curve25519.clone());
             match self.devices.device(user_id, device_id) {
                 Some(known)
                     if known.ed25519 != parsed.ed25519 || known.curve25519 != parsed.curve25519 =>
@@ -426,6 +432,15 @@ impl OlmMachine {
                     }
                 }
             }
+            if user_id == self.user_id
+                && self
+                    .devices
+                    .device(user_id, device_id)
+                    .is_some_and(|d| (d.ed25519.clone(), d.curve25519.clone()) == served_keys)
+                && let Some(object) = object.as_object()
+            {
+                self.devices.keep_own_device_keys(device_id, object);
+            }
         }
         // Devices the server no longer lists were deleted: forget them, so
         // that group sessions shared with them rotate at the next share.
@@ -442,6 +457,7 @@ impl OlmMachine {
             self.devices.by_curve.remove(&device.curve25519);
             if let Some(user) = self.devices.users.get_mut(user_id) {
                 user.devices.remove(&device.device_id);
+                user.own_device_keys.remove(&device.device_id);
             }
         }
     }

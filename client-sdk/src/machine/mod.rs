@@ -33,7 +33,8 @@
 //!   "is this device verified" decision.
 //! - [`cross_signing`]: our master, self-signing and user-signing keys
 //!   (bootstrap), other users' identities with trust-on-first-use pinning,
-//!   verifying users (`spec-notes/cross-signing.md`).
+//!   verifying users and vouching for our own devices
+//!   (`spec-notes/cross-signing.md`).
 //! - `olm`: Olm sessions: claims, to-device encryption and decryption with
 //!   the payload checks, wedged-session recovery.
 //! - `rooms`: membership and encryption settings per room.

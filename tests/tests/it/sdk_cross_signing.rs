@@ -1,7 +1,8 @@
 //! Cross-signing through the SDK against a Myelin server: Alice and Bob
 //! bootstrap, Alice verifies Bob, and what follows for Bob's devices (the
 //! one he signed is verified, a new one he did not sign is not and gets no
-//! key in an "only verified" room); and replacing keys needs the password.
+//! key in an "only verified" room until he signs it); and replacing keys
+//! needs the password.
 
 use myelin_sdk::{
     ErrorKind, RoomSecurity,
@@ -88,6 +89,17 @@ async fn a_verified_users_signed_device_is_verified_and_an_unsigned_one_is_not(b
             code: "m.unverified".to_owned()
         }
     );
+
+    // Bob vouches for the laptop from his phone: Alice now trusts it too.
+    bob.verify_own_device(&laptop_id).await.unwrap();
+    assert!(bob.is_device_verified(&bob_id, &laptop_id).await.unwrap());
+    sync_until(&alice, |update| {
+        update.device_lists.changed.contains(&bob_id)
+    })
+    .await;
+    assert!(alice.is_device_verified(&bob_id, &laptop_id).await.unwrap());
+    room.send_text("welcome, laptop").await.unwrap();
+    until_decrypted(&bob_laptop, "welcome, laptop").await;
 }
 
 async fn replacing_cross_signing_keys_needs_the_password(backend: Backend) {

@@ -387,3 +387,39 @@ fn an_answer_for_replaced_pending_keys_does_not_install_them() {
         public_key(&body["master_key"]).0
     );
 }
+
+#[test]
+fn an_own_device_we_sign_is_verified_for_us_and_for_who_verified_us() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _bob2) = alice_verified_bob(&mut server);
+    assert!(!alice.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    assert!(matches!(
+        bob.machine.verify_own_device("NOSUCHDEVICE"),
+        Err(MachineError::CrossSigning(
+            CrossSigningError::UnknownDevice(_)
+        ))
+    ));
+
+    // Bob, on his phone, vouches for his laptop.
+    let request = bob.machine.verify_own_device("BOBLAPTOP").unwrap();
+    bob.answer(&mut server, &request);
+    bob.save();
+    assert!(bob.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    let (ssk_id, ssk) = public_key(&server.cross_signing[BOB]["self_signing_key"]);
+    let laptop = server.device_keys[BOB]["BOBLAPTOP"].as_object().unwrap();
+    verify_json_signature(&ssk, BOB, &ssk_id, laptop).unwrap();
+
+    alice.sync(&mut server, vec![]);
+    assert!(alice.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    // Carol, who never verified Bob, sees the signature but not a verified device.
+    let mut carol = Client::new(&mut server, CAROL, "CAROLDEV");
+    carol.sync(&mut server, vec![encrypted_room(&[ALICE, BOB, CAROL])]);
+    let laptop = carol
+        .machine
+        .devices(BOB)
+        .into_iter()
+        .find(|d| d.device_id == "BOBLAPTOP")
+        .unwrap();
+    assert!(laptop.self_signing_key.is_some());
+    assert!(!carol.machine.is_device_verified(BOB, "BOBLAPTOP"));
+}
