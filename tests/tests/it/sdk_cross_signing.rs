@@ -4,20 +4,23 @@
 //! key in an "only verified" room until he signs it); and replacing keys
 //! needs the password.
 
+use std::sync::Arc;
+
 use myelin_sdk::{
-    ErrorKind, RoomSecurity,
+    ErrorKind, RoomSecurity, SqliteStore, Store,
     machine::{UtdCause, VerificationState},
 };
 use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
 
 use crate::{
     sdk_e2ee::{second_device, shared_room, until_decrypted, until_undecryptable},
-    sdk_support::{registered, sync_until},
+    sdk_support::{client_on, registered, registered_on, sync_until},
 };
 
 backend_tests!(
     a_verified_users_signed_device_is_verified_and_an_unsigned_one_is_not,
-    replacing_cross_signing_keys_needs_the_password
+    replacing_cross_signing_keys_needs_the_password,
+    keys_and_trust_survive_a_restart
 );
 
 async fn a_verified_users_signed_device_is_verified_and_an_unsigned_one_is_not(backend: Backend) {
@@ -134,4 +137,53 @@ async fn replacing_cross_signing_keys_needs_the_password(backend: Backend) {
         .unwrap();
     assert_eq!(seen.master_key, replaced.master_key);
     assert!(!seen.is_verified);
+}
+
+async fn keys_and_trust_survive_a_restart(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let url = &server.base_url;
+    let suffix = &random_suffix()[..8];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alice.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let alice = registered_on(url, &format!("alice{suffix}"), store).await;
+    let bob = registered(url, &format!("bob{suffix}")).await;
+    let (alice_id, bob_id) = (alice.user_id().unwrap(), bob.user_id().unwrap());
+    alice.bootstrap_cross_signing(PASSWORD).await.unwrap();
+    bob.bootstrap_cross_signing(PASSWORD).await.unwrap();
+    // No shared room: verifying queries Bob first.
+    alice.verify_user(&bob_id).await.unwrap();
+    drop(alice);
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let alice = client_on(url, store).await;
+    assert!(
+        alice
+            .user_identity(&alice_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_verified
+    );
+    assert!(
+        alice
+            .user_identity(&bob_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_verified
+    );
+    // The private user-signing key came back from the store: it still signs.
+    let carol = registered(url, &format!("carol{suffix}")).await;
+    carol.bootstrap_cross_signing(PASSWORD).await.unwrap();
+    let carol_id = carol.user_id().unwrap();
+    alice.verify_user(&carol_id).await.unwrap();
+    assert!(
+        alice
+            .user_identity(&carol_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_verified
+    );
 }
