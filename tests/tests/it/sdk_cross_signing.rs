@@ -25,7 +25,13 @@ backend_tests!(
 
 async fn a_verified_users_signed_device_is_verified_and_an_unsigned_one_is_not(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let url = &server.base_url;
+    a_verified_users_signed_device_is_verified_and_an_unsigned_one_is_not_on(&server.base_url)
+        .await;
+}
+
+/// The scenario against the homeserver at `url` (open registration, first
+/// cross-signing upload without user-interactive auth).
+pub async fn a_verified_users_signed_device_is_verified_and_an_unsigned_one_is_not_on(url: &str) {
     let suffix = &random_suffix()[..8];
     let alice = registered(url, &format!("alice{suffix}")).await;
     let bob = registered(url, &format!("bob{suffix}")).await;
@@ -107,8 +113,13 @@ async fn a_verified_users_signed_device_is_verified_and_an_unsigned_one_is_not(b
 
 async fn replacing_cross_signing_keys_needs_the_password(backend: Backend) {
     let server = TestServer::start(backend).await;
+    replacing_cross_signing_keys_needs_the_password_on(&server.base_url).await;
+}
+
+/// The scenario against the homeserver at `url`.
+pub async fn replacing_cross_signing_keys_needs_the_password_on(url: &str) {
     let suffix = &random_suffix()[..8];
-    let alice = registered(&server.base_url, &format!("alice{suffix}")).await;
+    let alice = registered(url, &format!("alice{suffix}")).await;
     let alice_id = alice.user_id().unwrap();
     alice.bootstrap_cross_signing("ignored").await.unwrap();
     let first = alice.user_identity(&alice_id).await.unwrap().unwrap();
@@ -129,7 +140,7 @@ async fn replacing_cross_signing_keys_needs_the_password(backend: Backend) {
     assert!(replaced.is_verified);
     // The server holds the new keys: a new device's first query (at login)
     // sees them, and does not trust them, not having made them.
-    let other_device = second_device(&server.base_url, &alice).await;
+    let other_device = second_device(url, &alice).await;
     let seen = other_device
         .user_identity(&alice_id)
         .await
@@ -141,7 +152,11 @@ async fn replacing_cross_signing_keys_needs_the_password(backend: Backend) {
 
 async fn keys_and_trust_survive_a_restart(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let url = &server.base_url;
+    keys_and_trust_survive_a_restart_on(&server.base_url).await;
+}
+
+/// The scenario against the homeserver at `url`.
+pub async fn keys_and_trust_survive_a_restart_on(url: &str) {
     let suffix = &random_suffix()[..8];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("alice.db");
