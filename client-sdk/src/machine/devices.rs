@@ -15,7 +15,7 @@
 //! swap a device's keys for its own and read what we send that device.
 //!
 //! The same answers carry each user's cross-signing keys; how they are
-//! checked, pinned and trusted is in [`super::cross_signing`]. A device's
+//! checked, pinned and trusted is in [`super::identities`]. A device's
 //! signature by its owner's self-signing key is checked here, when its keys
 //! arrive, and `DeviceTracker::is_verified` is the one place that says
 //! whether a device is verified, by local decision or by cross-signing.
@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 
 use super::{
     InFlight, OlmMachine, OutgoingRequest, Request,
-    cross_signing::{OwnIdentity, UserIdentityRecord, is_signed_by},
+    identities::{OwnIdentity, UserIdentityRecord, is_signed_by},
 };
 
 pub(super) const RECORD_KIND: &str = "devices";

@@ -32,8 +32,9 @@
 //!   refusal of changed identity keys, local trust, and the one
 //!   "is this device verified" decision.
 //! - [`cross_signing`]: our master, self-signing and user-signing keys
-//!   (bootstrap), other users' identities with trust-on-first-use pinning,
-//!   verifying users and vouching for our own devices
+//!   (bootstrap), verifying users and vouching for our own devices;
+//!   [`identities`]: everyone's cross-signing keys from keys/query, checked
+//!   and pinned on first use, and who is verified through them
 //!   (`spec-notes/cross-signing.md`).
 //! - `olm`: Olm sessions: claims, to-device encryption and decryption with
 //!   the payload checks, wedged-session recovery.
@@ -69,6 +70,7 @@ pub mod devices;
 mod events;
 mod group;
 pub mod history;
+pub mod identities;
 pub mod identity;
 mod inbound;
 mod key_requests;
@@ -86,6 +88,16 @@ use myelin_crypto::{PickleKey, olm::Account};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
+pub use self::{
+    cross_signing::CrossSigningError,
+    devices::{Device, DeviceWarning, LocalTrust},
+    events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
+    history::{BundleError, BundleImport, BundleShare, RoomKeyBundle},
+    identities::UserIdentity,
+    requests::{OutgoingRequest, Request},
+    store::{Changes, CryptoStore, MemoryStore},
+    sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
+};
 use self::{
     cross_signing::CrossSigningState,
     devices::DeviceTracker,
@@ -96,15 +108,6 @@ use self::{
     olm::OlmSessions,
     requests::InFlight,
     rooms::RoomState,
-};
-pub use self::{
-    cross_signing::{CrossSigningError, UserIdentity},
-    devices::{Device, DeviceWarning, LocalTrust},
-    events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
-    history::{BundleError, BundleImport, BundleShare, RoomKeyBundle},
-    requests::{OutgoingRequest, Request},
-    store::{Changes, CryptoStore, MemoryStore},
-    sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
 };
 
 /// Errors from feeding the machine a response or asking it to act.
