@@ -270,9 +270,10 @@ impl Client {
                 }
             }
         }
-        for warning in output.warnings {
+        for warning in &output.warnings {
             tracing::warn!(?warning, "device warning");
         }
+        update.device_warnings.extend(output.warnings);
         let changes = sealed_changes(&self.inner.secrets, machine)?;
         Ok((slot, changes))
     }

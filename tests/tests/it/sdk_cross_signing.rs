@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use myelin_sdk::{
     ErrorKind, RoomSecurity, SqliteStore, Store,
-    machine::{UtdCause, VerificationState},
+    machine::{DeviceWarning, UtdCause, VerificationState},
 };
 use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
 
@@ -124,6 +124,10 @@ pub async fn replacing_cross_signing_keys_needs_the_password_on(url: &str) {
     alice.bootstrap_cross_signing("ignored").await.unwrap();
     let first = alice.user_identity(&alice_id).await.unwrap().unwrap();
     assert!(first.is_verified);
+    // A second device pins the first keys when it first sees them.
+    let laptop = second_device(url, &alice).await;
+    let pinned = laptop.user_identity(&alice_id).await.unwrap().unwrap();
+    assert_eq!(pinned.master_key, first.master_key);
 
     let refused = alice
         .bootstrap_cross_signing("not the password")
@@ -138,16 +142,18 @@ pub async fn replacing_cross_signing_keys_needs_the_password_on(url: &str) {
     let replaced = alice.user_identity(&alice_id).await.unwrap().unwrap();
     assert_ne!(replaced.master_key, first.master_key);
     assert!(replaced.is_verified);
-    // The server holds the new keys: a new device's first query (at login)
-    // sees them, and does not trust them, not having made them.
-    let other_device = second_device(url, &alice).await;
-    let seen = other_device
-        .user_identity(&alice_id)
-        .await
-        .unwrap()
-        .unwrap();
+    // The laptop is told, and trusts the new keys for nothing until it
+    // acknowledges them (and, not having made them, not even then).
+    let changed = DeviceWarning::IdentityChanged {
+        user_id: alice_id.to_string(),
+    };
+    sync_until(&laptop, |update| update.device_warnings.contains(&changed)).await;
+    let seen = laptop.user_identity(&alice_id).await.unwrap().unwrap();
     assert_eq!(seen.master_key, replaced.master_key);
-    assert!(!seen.is_verified);
+    assert!(seen.has_changed && !seen.is_verified);
+    assert!(laptop.pin_identity(&alice_id).await.unwrap());
+    let seen = laptop.user_identity(&alice_id).await.unwrap().unwrap();
+    assert!(!seen.has_changed && !seen.is_verified);
 }
 
 async fn keys_and_trust_survive_a_restart(backend: Backend) {
