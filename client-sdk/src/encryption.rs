@@ -135,7 +135,7 @@ pub type Decryption = std::result::Result<DecryptedRoomEvent, UnableToDecrypt>;
 impl Client {
     /// Locks the machine, loading it from the store or creating it (and
     /// committing the new account) on first use.
-    async fn machine(&self) -> Result<MutexGuard<'_, Option<OlmMachine>>> {
+    pub(crate) async fn machine(&self) -> Result<MutexGuard<'_, Option<OlmMachine>>> {
         let mut slot = self.inner.machine.lock().await;
         if slot.is_none() {
             *slot = Some(self.load_or_create_machine().await?);
@@ -204,7 +204,7 @@ impl Client {
 
     /// Sends each request, reports its answer to the machine, and commits
     /// the machine's changes.
-    async fn send_machine_requests(
+    pub(crate) async fn send_machine_requests(
         &self,
         machine: &mut OlmMachine,
         requests: Vec<OutgoingRequest>,
@@ -224,6 +224,11 @@ impl Client {
                 tracing::warn!(request_id = %outgoing.request_id, %error, "crypto answer refused");
             }
         }
+        self.commit_machine(machine).await
+    }
+
+    /// Commits the machine's pending changes, if any.
+    pub(crate) async fn commit_machine(&self, machine: &mut OlmMachine) -> Result<()> {
         let changes = sealed_changes(&self.inner.secrets, machine)?;
         if !changes.is_empty() {
             self.inner.store.commit(changes).await?;
@@ -265,9 +270,10 @@ impl Client {
                 }
             }
         }
-        for warning in output.warnings {
+        for warning in &output.warnings {
             tracing::warn!(?warning, "device warning");
         }
+        update.device_warnings.extend(output.warnings);
         let changes = sealed_changes(&self.inner.secrets, machine)?;
         Ok((slot, changes))
     }
@@ -398,14 +404,14 @@ impl Client {
     }
 
     /// Runs `step` on the machine and commits what it changed.
-    async fn with_machine<R>(&self, step: impl FnOnce(&mut OlmMachine) -> R) -> Result<R> {
+    pub(crate) async fn with_machine<R>(
+        &self,
+        step: impl FnOnce(&mut OlmMachine) -> R,
+    ) -> Result<R> {
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
         let result = step(machine);
-        let changes = sealed_changes(&self.inner.secrets, machine)?;
-        if !changes.is_empty() {
-            self.inner.store.commit(changes).await?;
-        }
+        self.commit_machine(machine).await?;
         Ok(result)
     }
 
@@ -420,8 +426,9 @@ impl Client {
             .await
     }
 
-    /// Records a local trust decision for a device (there is no
-    /// cross-signing or interactive verification yet). Excluding a device
+    /// Records a local trust decision for a device (besides cross-signing:
+    /// [`Client::verify_user`]; there is no interactive verification yet).
+    /// Excluding a device
     /// that holds a room's current key rotates that key at the next send.
     /// Returns whether the device is known.
     ///
@@ -498,7 +505,7 @@ fn decrypt(machine: &mut OlmMachine, room_id: &RoomId, event: &RoomEvent) -> Dec
 }
 
 /// The HTTP request for one of the machine's requests.
-fn http_request(request: &machine::Request) -> Request {
+pub(crate) fn http_request(request: &machine::Request) -> Request {
     match request {
         machine::Request::KeysUpload { body } => {
             Request::v3(Method::POST, &["keys", "upload"]).json(body.clone())
@@ -508,6 +515,12 @@ fn http_request(request: &machine::Request) -> Request {
         }
         machine::Request::KeysClaim { body } => {
             Request::v3(Method::POST, &["keys", "claim"]).json(body.clone())
+        }
+        machine::Request::SigningKeysUpload { body } => {
+            Request::v3(Method::POST, &["keys", "device_signing", "upload"]).json(body.clone())
+        }
+        machine::Request::SignaturesUpload { body } => {
+            Request::v3(Method::POST, &["keys", "signatures", "upload"]).json(body.clone())
         }
         machine::Request::ToDevice {
             event_type,

@@ -34,6 +34,13 @@
 //!   Plaintext never goes into an encrypted room. [`Client::devices`],
 //!   [`Client::set_device_trust`] and [`Client::set_only_verified`] hold
 //!   the local trust decisions.
+//! - Cross-signing (spec-notes/cross-signing.md):
+//!   [`Client::bootstrap_cross_signing`] (password UIA when replacing keys),
+//!   [`Client::verify_user`], [`Client::verify_own_device`],
+//!   [`Client::user_identity`],
+//!   [`Client::pin_identity`] after a changed identity, and
+//!   [`Client::is_device_verified`]; cross-signed devices of verified users
+//!   count as verified for decryption and "only verified" sharing.
 //! - [`Error`]: Matrix errors as a matchable [`ErrorKind`] with
 //!   `retry_after`; network, store and malformed-answer errors. Nothing
 //!   panics on a bad server answer.
@@ -93,6 +100,7 @@
 //! - Rooms joined appear in [`Client::rooms`] after the next sync.
 
 mod client;
+mod cross_signing;
 mod discovery;
 mod encryption;
 mod error;

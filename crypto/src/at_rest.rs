@@ -33,12 +33,15 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::PickleKey;
+
 /// The version byte that opens every sealed record.
 const SEALED_VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const ENCRYPTION_INFO: &[u8] = b"myelin.at_rest.v1.encryption";
 const VERIFIER_INFO: &[u8] = b"myelin.at_rest.v1.verifier";
+const PICKLE_SEAL_INFO: &[u8] = b"myelin.pickle.v1.seal";
 
 /// What went wrong deriving a key, sealing or opening a record. No variant
 /// carries key material, passphrases or plaintext.
@@ -163,11 +166,25 @@ impl AtRestKey {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params)
             .hash_password_into(passphrase, &params.salt, master.as_mut())
             .map_err(|error| AtRestError::InvalidKdfParams(error.to_string()))?;
-        let hkdf = Hkdf::<Sha256>::new(None, master.as_ref());
+        Self::expand(master.as_ref(), ENCRYPTION_INFO)
+    }
+
+    /// A key for sealing small secrets under a [`PickleKey`] (a uniformly
+    /// random 32-byte key, so no password hashing): the secrets that have no
+    /// vodozemac pickle of their own, such as cross-signing keys. Its HKDF
+    /// label differs from a passphrase-derived key's, so the two never
+    /// coincide even for equal input bytes.
+    pub(crate) fn for_pickles(key: &PickleKey) -> Result<Self, AtRestError> {
+        Self::expand(key.as_bytes(), PICKLE_SEAL_INFO)
+    }
+
+    /// The cipher and verifier from 32 bytes of uniformly random key material.
+    fn expand(master: &[u8], encryption_info: &[u8]) -> Result<Self, AtRestError> {
+        let hkdf = Hkdf::<Sha256>::new(None, master);
         let mut encryption = Zeroizing::new([0u8; 32]);
         let mut verifier = [0u8; 32];
         // 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
-        hkdf.expand(ENCRYPTION_INFO, encryption.as_mut())
+        hkdf.expand(encryption_info, encryption.as_mut())
             .map_err(|_| AtRestError::InvalidKdfParams("hkdf output length".to_owned()))?;
         hkdf.expand(VERIFIER_INFO, &mut verifier)
             .map_err(|_| AtRestError::InvalidKdfParams("hkdf output length".to_owned()))?;

@@ -1,7 +1,8 @@
 //! Myelin's pure cryptographic building blocks.
 //!
 //! Everything here is a deterministic function or type: no I/O, no async, no
-//! clock, no logging. The only entropy is in [`SigningKey::generate`]. Each
+//! clock, no logging. The only entropy is in the `generate` and `new`
+//! constructors of keys and accounts, and in sealing nonces. Each
 //! algorithm is tested against published vectors (the Matrix spec
 //! appendix, ruma's and gomatrixserverlib's tests, and events signed by
 //! Synapse), with their sources cited next to the tests.
@@ -29,7 +30,8 @@
 //! - [`olm`]: a device's Olm [`olm::Account`] (identity keys, one-time and
 //!   fallback keys) and its pairwise [`olm::Session`]s; [`megolm`]: the
 //!   group sessions that encrypt room messages; [`device_signing`]: JSON
-//!   signed by a device's ed25519 key; [`pickle`]: encrypted persistence for
+//!   signed by a device's ed25519 key; [`cross_signing`]: a user's
+//!   master, self-signing and user-signing keys; [`pickle`]: encrypted persistence for
 //!   all of them. Thin wrappers over vodozemac, which nothing else in the
 //!   workspace names.
 //! - [`attachment`]: encrypted attachments (AES-256-CTR, SHA-256 of the
@@ -96,6 +98,7 @@
 pub mod at_rest;
 pub mod attachment;
 mod base64;
+pub mod cross_signing;
 pub mod device_signing;
 pub mod event;
 pub mod json;

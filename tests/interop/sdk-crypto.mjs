@@ -9,7 +9,9 @@
 // This script registers the js-sdk user, starts its sync loop, and serves a
 // small loopback HTTP API the Rust test drives it with (POST JSON, answers
 // JSON): /join {room_id}, /send {room_id, body}, /expect {room_id, body}
-// (waits until that body decrypts; answers the sender and wire type). It
+// (waits until that body decrypts; answers the sender and wire type),
+// /bootstrap_cross_signing, /device_status {user_id, device_id} (whether
+// the js client finds that device signed by its owner). It
 // then runs the Rust test with MYELIN_SDK_HOMESERVER, MYELIN_INTEROP_PEER
 // (the API's URL) and MYELIN_INTEROP_PEER_USER, and exits with its status.
 // MYELIN_INTEROP_REPO names the checkout to run cargo in (default: the
@@ -50,6 +52,24 @@ const commands = {
     async send({ room_id, body }) {
         const { event_id } = await js.sendTextMessage(room_id, body);
         return { event_id };
+    },
+    // First upload: no user-interactive auth (MSC3967).
+    async bootstrap_cross_signing() {
+        const crypto = js.getCrypto();
+        await crypto.bootstrapCrossSigning({ authUploadDeviceSigningKeys: (makeRequest) => makeRequest(null) });
+        // Bootstrap signs the device in the background; this signs it again
+        // and waits for the upload, so the Rust side finds the signature.
+        await crypto.crossSignDevice(js.getDeviceId());
+        return { bootstrapped: reg.user_id };
+    },
+    // How the js client judges a device of the Rust client, after fetching
+    // that user's keys afresh.
+    async device_status({ user_id, device_id }) {
+        const crypto = js.getCrypto();
+        await crypto.getUserDeviceInfo([user_id], true);
+        const status = await crypto.getDeviceVerificationStatus(user_id, device_id);
+        const identity = await crypto.getUserVerificationStatus(user_id);
+        return { signed_by_owner: status?.signedByOwner ?? null, cross_signing_verified: status?.crossSigningVerified ?? null, identity_known: identity !== null };
     },
     async expect({ room_id, body }) {
         const event = await when(`the js client decrypts "${body}"`, [[js, RoomEvent.Timeline], [js, MatrixEventEvent.Decrypted]], () =>

@@ -13,6 +13,12 @@
 //! *refused*: we keep the keys we had and raise
 //! [`DeviceWarning::IdentityKeysChanged`]. A malicious server could otherwise
 //! swap a device's keys for its own and read what we send that device.
+//!
+//! The same answers carry each user's cross-signing keys; how they are
+//! checked, pinned and trusted is in [`super::identities`]. A device's
+//! signature by its owner's self-signing key is checked here, when its keys
+//! arrive, and `DeviceTracker::is_verified` is the one place that says
+//! whether a device is verified, by local decision or by cross-signing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,7 +29,10 @@ use myelin_crypto::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{InFlight, OlmMachine, OutgoingRequest, Request};
+use super::{
+    InFlight, OlmMachine, OutgoingRequest, Request,
+    identities::{OwnIdentity, UserIdentityRecord, is_signed_by},
+};
 
 pub(super) const RECORD_KIND: &str = "devices";
 
@@ -53,6 +62,13 @@ pub struct Device {
     pub curve25519: String,
     /// The local trust decision.
     pub trust: LocalTrust,
+    /// The owner's self-signing key (unpadded base64) whose signature over
+    /// these device keys verified at the last keys/query; `None` if the
+    /// owner has not cross-signed the device. Whether that makes the device
+    /// verified depends on the owner's identity:
+    /// [`OlmMachine::is_device_verified`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_signing_key: Option<String>,
 }
 
 /// A problem with another device's keys, for the application to show.
@@ -81,6 +97,22 @@ pub enum DeviceWarning {
         /// The room.
         room_id: String,
     },
+    /// The user's master cross-signing key is not the one we pinned when we
+    /// first saw them (or, for our own user, not the one this device
+    /// trusts). The new identity and its devices are not verified until the
+    /// application acknowledges the change
+    /// ([`OlmMachine::pin_identity`]) and, for trust, verifies the user
+    /// again.
+    IdentityChanged {
+        /// The user.
+        user_id: String,
+    },
+    /// A user's cross-signing keys were malformed, or a self-signing or
+    /// user-signing key was not signed by the master key; they were ignored.
+    InvalidCrossSigningKeys {
+        /// The user.
+        user_id: String,
+    },
 }
 
 /// One user's record: tracking state and devices.
@@ -90,11 +122,28 @@ pub(super) struct UserDevices {
     pub(super) tracked: bool,
     pub(super) outdated: bool,
     pub(super) devices: BTreeMap<String, Device>,
+    /// The cross-signing keys from the last keys/query that had them.
+    #[serde(default)]
+    pub(super) identity: Option<UserIdentityRecord>,
+    /// The master key we accepted first (trust on first use), or that the
+    /// application acknowledged since; a different one is not trusted.
+    #[serde(default)]
+    pub(super) pinned_master: Option<String>,
+    /// For our own user only: each other device's keys as served, without
+    /// `signatures` and `unsigned`: the exact object our self-signing key
+    /// signs to vouch for it ([`OlmMachine::verify_own_device`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) own_device_keys: BTreeMap<String, serde_json::Map<String, Value>>,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct DeviceTracker {
-    users: BTreeMap<String, UserDevices>,
+    pub(super) users: BTreeMap<String, UserDevices>,
+    /// Our own user, and the master key this device trusts as ours.
+    pub(super) own: OwnIdentity,
+    /// Users whose current identity is verified (derived from `users` and
+    /// `own`, refreshed whenever either changes: [`DeviceTracker::refresh_trust`]).
+    pub(super) verified_users: BTreeSet<String>,
     /// curve25519 key -> (user, device), across every user.
     by_curve: BTreeMap<String, (String, String)>,
     querying: BTreeSet<String>,
@@ -102,6 +151,17 @@ pub(super) struct DeviceTracker {
 }
 
 impl DeviceTracker {
+    /// A tracker for `own_user_id`'s device, knowing nobody yet.
+    pub(super) fn new(own_user_id: &str) -> Self {
+        Self {
+            own: OwnIdentity {
+                user_id: own_user_id.to_owned(),
+                trusted_master: None,
+            },
+            ..Self::default()
+        }
+    }
+
     pub(super) fn insert_user(&mut self, user: UserDevices) {
         for device in user.devices.values() {
             self.by_curve.insert(
@@ -200,12 +260,33 @@ impl DeviceTracker {
     pub(super) fn user_record(&self, user: &str) -> Option<&UserDevices> {
         self.users.get(user)
     }
+
+    /// Whether `device` is verified: the user verified it locally, or its
+    /// owner's self-signing key signed it and the owner's identity is
+    /// verified. A blacklisted device never is.
+    pub(super) fn is_verified(&self, device: &Device) -> bool {
+        match device.trust {
+            LocalTrust::Verified => true,
+            LocalTrust::Blacklisted => false,
+            LocalTrust::Unset => self.is_cross_signed_by_verified_owner(device),
+        }
+    }
 }
 
 impl OlmMachine {
     /// The devices we know for `user`.
     pub fn devices(&self, user_id: &str) -> Vec<Device> {
         self.devices.devices_of(user_id).cloned().collect()
+    }
+
+    /// Whether a known device is verified: locally
+    /// ([`OlmMachine::set_device_trust`]), or cross-signed by its owner
+    /// whose identity is verified (our own, or one we signed with
+    /// [`OlmMachine::verify_user`]). Blacklisted devices never are.
+    pub fn is_device_verified(&self, user_id: &str, device_id: &str) -> bool {
+        self.devices
+            .device(user_id, device_id)
+            .is_some_and(|device| self.devices.is_verified(device))
     }
 
     /// Records the local trust decision for a device. Excluding a device
@@ -246,25 +327,37 @@ impl OlmMachine {
             .get("device_keys")
             .and_then(Value::as_object)
             .ok_or("missing device_keys")?;
-        for user_id in users {
+        // Our own identity first: whether others are verified depends on it.
+        let (own, others): (Vec<&String>, Vec<&String>) =
+            users.iter().partition(|u| **u == self.user_id);
+        for user_id in own.into_iter().chain(others) {
             let Some(keys) = all_keys.get(user_id).and_then(Value::as_object) else {
                 continue; // a failure for this user: it stays outdated
             };
-            self.receive_user_devices(user_id, keys);
+            let self_signing_key = self.receive_user_identity(user_id, response);
+            self.receive_user_devices(user_id, keys, self_signing_key.as_deref());
             let changed = self.devices.changed_while_querying.remove(user_id);
             if let Some(user) = self.devices.users.get_mut(user_id) {
                 user.outdated = changed;
             }
             self.save_user_devices(user_id);
         }
+        self.refresh_trust(users);
         Ok(())
     }
 
-    fn receive_user_devices(&mut self, user_id: &str, keys: &serde_json::Map<String, Value>) {
+    /// Stores `user_id`'s devices from a keys/query answer. `self_signing_key`
+    /// is the owner's checked self-signing key from the same answer.
+    fn receive_user_devices(
+        &mut self,
+        user_id: &str,
+        keys: &serde_json::Map<String, Value>,
+        self_signing_key: Option<&str>,
+    ) {
         let mut seen = BTreeSet::new();
         for (device_id, object) in keys {
             seen.insert(device_id.clone());
-            let Some(parsed) = parse_device_keys(user_id, device_id, object) else {
+            let Some(mut parsed) = parse_device_keys(user_id, device_id, object) else {
                 self.warnings.push(DeviceWarning::InvalidDeviceKeys {
                     user_id: user_id.to_owned(),
                     device_id: device_id.clone(),
@@ -283,6 +376,14 @@ impl OlmMachine {
                 }
                 continue;
             }
+            parsed.self_signing_key = self_signing_key
+                .filter(|key| {
+                    object
+                        .as_object()
+                        .is_some_and(|o| is_signed_by(o, user_id, key))
+                })
+                .map(ToOwned::to_owned);
+            let served_keys = (parsed.ed25519.clone(), parsed.curve25519.clone());
             match self.devices.device(user_id, device_id) {
                 Some(known)
                     if known.ed25519 != parsed.ed25519 || known.curve25519 != parsed.curve25519 =>
@@ -292,7 +393,26 @@ impl OlmMachine {
                         device_id: device_id.clone(),
                     });
                 }
-                Some(_) => {}
+                Some(_) => {
+                    // Same keys: only the owner's signature may have come or
+                    // gone; a device that lost it may have to lose the
+                    // rooms' current keys too.
+                    let lost_signature = self
+                        .devices
+                        .users
+                        .get_mut(user_id)
+                        .and_then(|u| u.devices.get_mut(device_id))
+                        .is_some_and(|known| {
+                            let old = std::mem::replace(
+                                &mut known.self_signing_key,
+                                parsed.self_signing_key,
+                            );
+                            old.is_some() && known.self_signing_key.is_none()
+                        });
+                    if lost_signature {
+                        self.recheck_outbound(None);
+                    }
+                }
                 None => {
                     if self.devices.by_curve.contains_key(&parsed.curve25519) {
                         // Another device already uses this identity key: a
@@ -312,6 +432,15 @@ impl OlmMachine {
                     }
                 }
             }
+            if user_id == self.user_id
+                && self
+                    .devices
+                    .device(user_id, device_id)
+                    .is_some_and(|d| (d.ed25519.clone(), d.curve25519.clone()) == served_keys)
+                && let Some(object) = object.as_object()
+            {
+                self.devices.keep_own_device_keys(device_id, object);
+            }
         }
         // Devices the server no longer lists were deleted: forget them, so
         // that group sessions shared with them rotate at the next share.
@@ -328,6 +457,7 @@ impl OlmMachine {
             self.devices.by_curve.remove(&device.curve25519);
             if let Some(user) = self.devices.users.get_mut(user_id) {
                 user.devices.remove(&device.device_id);
+                user.own_device_keys.remove(&device.device_id);
             }
         }
     }
@@ -358,5 +488,6 @@ fn parse_device_keys(user_id: &str, device_id: &str, object: &Value) -> Option<D
         ed25519: ed25519.to_owned(),
         curve25519: curve25519.to_owned(),
         trust: LocalTrust::Unset,
+        self_signing_key: None,
     })
 }

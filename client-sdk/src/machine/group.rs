@@ -286,7 +286,7 @@ impl OlmMachine {
                     LocalTrust::Blacklisted => {
                         recipients.withheld.push((device.clone(), "m.blacklisted"))
                     }
-                    LocalTrust::Unset if only_verified => {
+                    _ if only_verified && !self.devices.is_verified(device) => {
                         recipients.withheld.push((device.clone(), "m.unverified"));
                     }
                     _ => recipients.devices.push(device.clone()),

@@ -484,9 +484,9 @@ impl OlmMachine {
             return Err(UtdCause::SenderMismatch);
         }
         Ok(match device.trust {
-            LocalTrust::Verified => VerificationState::Verified,
-            LocalTrust::Unset => VerificationState::Unverified,
             LocalTrust::Blacklisted => VerificationState::Blacklisted,
+            _ if self.devices.is_verified(device) => VerificationState::Verified,
+            _ => VerificationState::Unverified,
         })
     }
 

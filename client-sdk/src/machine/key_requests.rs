@@ -16,7 +16,7 @@ use myelin_crypto::megolm::{ExportedSessionKey, InboundGroupSession, MEGOLM_ALGO
 use serde_json::{Value, json};
 
 use super::{
-    InFlight, LocalTrust, OlmMachine, Request, SyncOutput,
+    InFlight, OlmMachine, Request, SyncOutput,
     inbound::{InboundEntry, SessionKeyId},
     olm::DecryptedOlm,
 };
@@ -62,7 +62,7 @@ impl OlmMachine {
         let Some(device) = field("requesting_device_id")
             .filter(|d| *d != self.device_id)
             .and_then(|d| self.devices.device(&self.user_id, d))
-            .filter(|d| d.trust == LocalTrust::Verified)
+            .filter(|d| self.devices.is_verified(d))
             .cloned()
         else {
             return;
@@ -112,7 +112,7 @@ impl OlmMachine {
             && self
                 .devices
                 .device_by_curve(&olm.sender_key)
-                .is_some_and(|d| d.user_id == self.user_id && d.trust == LocalTrust::Verified);
+                .is_some_and(|d| d.user_id == self.user_id && self.devices.is_verified(d));
         if !from_own_verified_device {
             return;
         }

@@ -29,7 +29,13 @@
 //! - [`identity`]: the device's account and keys/upload (device keys,
 //!   one-time and fallback key top-ups).
 //! - [`devices`]: device tracking with keys/query, self-signature checks,
-//!   refusal of changed identity keys, local trust.
+//!   refusal of changed identity keys, local trust, and the one
+//!   "is this device verified" decision.
+//! - [`cross_signing`]: our master, self-signing and user-signing keys
+//!   (bootstrap), verifying users and vouching for our own devices;
+//!   [`identities`]: everyone's cross-signing keys from keys/query, checked
+//!   and pinned on first use, and who is verified through them
+//!   (`spec-notes/cross-signing.md`).
 //! - `olm`: Olm sessions: claims, to-device encryption and decryption with
 //!   the payload checks, wedged-session recovery.
 //! - `rooms`: membership and encryption settings per room.
@@ -44,11 +50,13 @@
 //!
 //! # Not done yet
 //!
-//! Key requests to other users' devices, key backup, cross-signing and SAS
-//! verification (trust is local: [`OlmMachine::set_device_trust`]; so
-//! history bundles go to the invitee's non-blacklisted devices, not only
-//! cross-signed ones as MSC4268 asks, and without the MSC4147
-//! `sender_device_keys` it requires), and persistence of requests in flight
+//! Key requests to other users' devices, key backup, SAS verification
+//! ([`OlmMachine::verify_user`] relies on a comparison made elsewhere),
+//! secret sharing of the cross-signing keys (only the device that
+//! bootstrapped holds them), history bundles sent only to cross-signed
+//! devices as MSC4268 asks (they go to the invitee's non-blacklisted
+//! devices, and without the MSC4147 `sender_device_keys` it requires),
+//! and persistence of requests in flight
 //! (a failed request is reported with [`OlmMachine::mark_request_failed`],
 //! but a crash between building a to-device request and sending it leaves
 //! those devices without the key until the session rotates).
@@ -57,10 +65,12 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod cross_signing;
 pub mod devices;
 mod events;
 mod group;
 pub mod history;
+pub mod identities;
 pub mod identity;
 mod inbound;
 mod key_requests;
@@ -78,7 +88,18 @@ use myelin_crypto::{PickleKey, olm::Account};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
+pub use self::{
+    cross_signing::CrossSigningError,
+    devices::{Device, DeviceWarning, LocalTrust},
+    events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
+    history::{BundleError, BundleImport, BundleShare, RoomKeyBundle},
+    identities::UserIdentity,
+    requests::{OutgoingRequest, Request},
+    store::{Changes, CryptoStore, MemoryStore},
+    sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
+};
 use self::{
+    cross_signing::CrossSigningState,
     devices::DeviceTracker,
     group::OutboundEntry,
     history::PendingBundle,
@@ -87,14 +108,6 @@ use self::{
     olm::OlmSessions,
     requests::InFlight,
     rooms::RoomState,
-};
-pub use self::{
-    devices::{Device, DeviceWarning, LocalTrust},
-    events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
-    history::{BundleError, BundleImport, BundleShare, RoomKeyBundle},
-    requests::{OutgoingRequest, Request},
-    store::{Changes, CryptoStore, MemoryStore},
-    sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
 };
 
 /// Errors from feeding the machine a response or asking it to act.
@@ -147,6 +160,10 @@ pub enum MachineError {
     /// A room key bundle could not be encrypted.
     #[error(transparent)]
     Attachment(#[from] myelin_crypto::attachment::AttachmentError),
+
+    /// A cross-signing step could not be taken.
+    #[error(transparent)]
+    CrossSigning(#[from] CrossSigningError),
 }
 
 /// Errors from loading a machine from its store.
@@ -177,6 +194,7 @@ pub struct OlmMachine {
     account: Account,
     meta: AccountMeta,
     devices: DeviceTracker,
+    cross_signing: CrossSigningState,
     olm_sessions: OlmSessions,
     rooms: BTreeMap<String, RoomState>,
     outbound: BTreeMap<String, OutboundEntry>,
@@ -242,6 +260,8 @@ impl OlmMachine {
         for key in first.into_iter().chain(later) {
             machine.load_record(records, key)?;
         }
+        // Derived from what was loaded; no record changes.
+        machine.devices.refresh_trust(&[], true);
         Ok(machine)
     }
 
@@ -313,6 +333,7 @@ impl OlmMachine {
         requests.extend(self.query_request(users));
         let wedged: Vec<_> = self.wedged_devices_needing_claim();
         requests.extend(self.claim_request(wedged));
+        requests.extend(self.own_device_signature_request());
         requests.append(&mut self.queued);
         requests
     }
@@ -347,6 +368,10 @@ impl OlmMachine {
             InFlight::Claim(devices) => self
                 .receive_claim_response(&devices, response)
                 .map_err(malformed),
+            InFlight::SigningKeysUpload(master) => {
+                self.receive_signing_keys_upload(&master).map_err(malformed)
+            }
+            InFlight::Signatures(upload) => self.receive_signatures_upload(upload, response),
             InFlight::ToDevice | InFlight::RoomKeys { .. } => Ok(()),
         }
     }
@@ -374,7 +399,11 @@ impl OlmMachine {
                 session_id,
                 devices,
             } => self.room_keys_not_sent(&room_id, &session_id, &devices),
-            InFlight::Upload | InFlight::Claim(_) | InFlight::ToDevice => {}
+            InFlight::Upload
+            | InFlight::Claim(_)
+            | InFlight::ToDevice
+            | InFlight::SigningKeysUpload(_)
+            | InFlight::Signatures(_) => {}
         }
         Ok(())
     }
@@ -402,7 +431,8 @@ impl OlmMachine {
             meta: AccountMeta::new(user_id, device_id),
             pickle_key,
             account,
-            devices: DeviceTracker::default(),
+            devices: DeviceTracker::new(user_id),
+            cross_signing: CrossSigningState::default(),
             olm_sessions: OlmSessions::default(),
             rooms: BTreeMap::new(),
             outbound: BTreeMap::new(),
@@ -483,6 +513,10 @@ impl OlmMachine {
             history::RECORD_KIND => {
                 let bundle: PendingBundle = decode(records, key)?;
                 self.load_bundle(bundle);
+            }
+            cross_signing::RECORD => {
+                let record: cross_signing::CrossSigningRecord = decode(records, key)?;
+                self.load_cross_signing(record)?;
             }
             identity::SETTINGS_RECORD => {
                 self.only_verified_globally = decode(records, key)?;

@@ -36,6 +36,18 @@ pub enum Request {
         /// The request body.
         body: Value,
     },
+    /// `POST /_matrix/client/v3/keys/device_signing/upload` with this body.
+    /// The server may ask for user-interactive auth (a 401 with `flows`):
+    /// send the body again with `auth` added.
+    SigningKeysUpload {
+        /// The request body (without `auth`).
+        body: Value,
+    },
+    /// `POST /_matrix/client/v3/keys/signatures/upload` with this body.
+    SignaturesUpload {
+        /// The request body.
+        body: Value,
+    },
     /// `PUT /_matrix/client/v3/sendToDevice/{event_type}/{txn_id}` with
     /// this body (`{"messages": {user: {device: content}}}`).
     ToDevice {
@@ -58,6 +70,10 @@ pub(crate) enum InFlight {
     /// (user, device) pairs whose keys this claim asks for.
     Claim(Vec<(String, String)>),
     ToDevice,
+    /// Our new cross-signing keys, named by their master key.
+    SigningKeysUpload(String),
+    /// Signatures by our cross-signing keys.
+    Signatures(super::cross_signing::SignatureUpload),
     /// `m.room_key` for these devices, of this room's session.
     RoomKeys {
         room_id: String,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::events::{RoomEvent, StrippedStateEvent, ToDeviceEvent, parse_each};
-use crate::machine::{DecryptedRoomEvent, UnableToDecrypt};
+use crate::machine::{DecryptedRoomEvent, DeviceWarning, UnableToDecrypt};
 
 /// Everything one sync delivered.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -46,6 +46,9 @@ pub struct SyncUpdate {
     /// decrypt, with their room and why. Those whose key may still arrive
     /// are kept and show up in a later update's `decrypted`.
     pub undecryptable: Vec<(OwnedRoomId, UnableToDecrypt)>,
+    /// Problems the crypto machine found with other users' keys (a changed
+    /// identity, refused device keys), for the application to show.
+    pub device_warnings: Vec<DeviceWarning>,
 }
 
 impl SyncUpdate {
@@ -59,6 +62,7 @@ impl SyncUpdate {
             && self.device_lists.left.is_empty()
             && self.account_data.is_empty()
             && self.decrypted.is_empty()
+            && self.device_warnings.is_empty()
     }
 
     /// Every timeline event of joined rooms, with its room.
@@ -271,6 +275,7 @@ impl SyncResponse {
             account_data: self.account_data.events,
             decrypted: Vec::new(),
             undecryptable: Vec::new(),
+            device_warnings: Vec::new(),
         }
     }
 }

@@ -34,6 +34,7 @@ mod rooms_state;
 mod rooms_support;
 mod sdk_attachments;
 mod sdk_chat;
+mod sdk_cross_signing;
 mod sdk_e2ee;
 mod sdk_errors;
 mod sdk_example;

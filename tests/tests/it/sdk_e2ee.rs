@@ -208,19 +208,7 @@ async fn only_verified_devices_get_keys_when_the_room_asks(backend: Backend) {
     alice.set_only_verified(&room_id, true).await.unwrap();
 
     let withheld = room.send_text("verified eyes only").await.unwrap();
-    let updates = sync_until(&bob, |update| {
-        update
-            .undecryptable
-            .iter()
-            .any(|(_, utd)| utd.event_id == withheld.as_str())
-    })
-    .await;
-    let cause = updates
-        .iter()
-        .flat_map(|update| &update.undecryptable)
-        .find(|(_, utd)| utd.event_id == withheld.as_str())
-        .map(|(_, utd)| utd.cause.clone())
-        .unwrap();
+    let cause = until_undecryptable(&bob, &withheld).await;
     assert_eq!(
         cause,
         UtdCause::Withheld {
@@ -361,7 +349,7 @@ pub async fn an_e2e_only_room_works_encrypted_on(url: &str) {
 }
 
 /// Another device of `client`'s user, logged in with a fresh store.
-async fn second_device(url: &str, client: &Client) -> Client {
+pub async fn second_device(url: &str, client: &Client) -> Client {
     let device = client_on(url, Arc::new(MemoryStore::new())).await;
     let localpart = client.user_id().unwrap().localpart().to_owned();
     device
@@ -416,6 +404,24 @@ pub fn has_membership(
                 && event.state_key.as_deref() == Some(user.as_str())
                 && event.content["membership"] == what
         })
+}
+
+/// Syncs `client` until the event `event_id` comes out undecryptable;
+/// returns why.
+pub async fn until_undecryptable(client: &Client, event_id: &OwnedEventId) -> UtdCause {
+    let updates = sync_until(client, |update| {
+        update
+            .undecryptable
+            .iter()
+            .any(|(_, utd)| utd.event_id == *event_id)
+    })
+    .await;
+    updates
+        .iter()
+        .flat_map(|update| &update.undecryptable)
+        .find(|(_, utd)| utd.event_id == *event_id)
+        .map(|(_, utd)| utd.cause.clone())
+        .expect("the loop stops only when found")
 }
 
 /// Syncs `client` until a decrypted message with `body` arrives.

@@ -1,12 +1,14 @@
 //! A myelin-sdk client and matrix-js-sdk with its Rust crypto exchange
-//! encrypted messages both ways. Ignored by default: tests/interop/sdk-crypto.mjs
+//! encrypted messages both ways, then cross-sign: each finds the other's
+//! device signed by its owner, and a js-sdk user we verify sends as
+//! verified. Ignored by default: tests/interop/sdk-crypto.mjs
 //! starts the js-sdk client, then runs this test against the same
 //! homeserver with `MYELIN_INTEROP_PEER` naming the small HTTP API it
 //! drives the js-sdk client with (`tests/interop/with-server.sh
 //! tests/interop/run.sh sdk-crypto.mjs` runs it against Myelin).
 
-use myelin_sdk::{CreateRoom, RoomSecurity, ruma::OwnedUserId};
-use myelin_tests::random_suffix;
+use myelin_sdk::{CreateRoom, RoomSecurity, machine::VerificationState, ruma::OwnedUserId};
+use myelin_tests::{PASSWORD, random_suffix};
 use serde_json::{Value, json};
 
 use crate::{
@@ -71,4 +73,28 @@ async fn myelin_sdk_and_matrix_js_sdk_exchange_encrypted_messages() {
     for event in history.iter().filter(|e| !e.is_state()) {
         assert_eq!(event.event_type, "m.room.encrypted");
     }
+
+    // Cross-signing both ways: each side checks the other's signatures.
+    alice.bootstrap_cross_signing(PASSWORD).await.unwrap();
+    peer("bootstrap_cross_signing", json!({})).await;
+    let alice_device = alice.session().unwrap().device_id;
+    let status = peer(
+        "device_status",
+        json!({"user_id": alice.user_id().unwrap(), "device_id": alice_device}),
+    )
+    .await;
+    assert_eq!(status["signed_by_owner"], true, "{status}");
+    alice.verify_user(&js_user).await.unwrap();
+    assert!(
+        alice
+            .user_identity(&js_user)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_verified
+    );
+    let verified = format!("from a verified matrix-js-sdk {suffix}");
+    peer("send", json!({"room_id": room_id, "body": verified})).await;
+    let decrypted = until_decrypted(&alice, &verified).await;
+    assert_eq!(decrypted.verification, VerificationState::Verified);
 }

@@ -25,6 +25,9 @@ pub(super) struct FakeServer {
     pub(super) inboxes: BTreeMap<DeviceKey, Vec<Value>>,
     /// Users each device should hear about in `device_lists.changed`.
     pub(super) changed: BTreeMap<DeviceKey, BTreeSet<String>>,
+    /// Cross-signing keys by user, then `master_key`, `self_signing_key`
+    /// or `user_signing_key`, as uploaded (signatures merged in).
+    pub(super) cross_signing: BTreeMap<String, BTreeMap<String, Value>>,
     next_event: u64,
 }
 
@@ -32,7 +35,36 @@ impl FakeServer {
     pub(super) fn handle(&mut self, user: &str, device: &str, request: &OutgoingRequest) -> Value {
         match &request.request {
             Request::KeysUpload { body } => self.upload(user, device, body),
-            Request::KeysQuery { body } => self.query(body),
+            Request::KeysQuery { body } => self.query(user, body),
+            Request::SigningKeysUpload { body } => {
+                let keys = self.cross_signing.entry(user.to_owned()).or_default();
+                for (name, key) in body.as_object().unwrap() {
+                    keys.insert(name.clone(), key.clone());
+                }
+                self.notify_change(user);
+                json!({})
+            }
+            Request::SignaturesUpload { body } => {
+                for (target, signed) in body.as_object().unwrap() {
+                    for (key_id, object) in signed.as_object().unwrap() {
+                        let stored = match self
+                            .device_keys
+                            .get_mut(target)
+                            .and_then(|d| d.get_mut(key_id))
+                        {
+                            Some(device) => device,
+                            None => self
+                                .cross_signing
+                                .get_mut(target)
+                                .and_then(|k| k.get_mut("master_key"))
+                                .unwrap(),
+                        };
+                        merge_signatures(stored, object);
+                    }
+                    self.notify_change(target);
+                }
+                json!({"failures": {}})
+            }
             Request::KeysClaim { body } => self.claim(body),
             Request::ToDevice {
                 event_type, body, ..
@@ -120,13 +152,28 @@ impl FakeServer {
         json!({"one_time_key_counts": {"signed_curve25519": self.otk_count(&key)}})
     }
 
-    fn query(&self, body: &Value) -> Value {
-        let mut device_keys = Map::new();
+    /// A keys/query answer for `requester`: the user-signing key only for
+    /// their own user, as the spec says.
+    fn query(&self, requester: &str, body: &Value) -> Value {
+        let mut answer = json!({"device_keys": {}, "master_keys": {}, "self_signing_keys": {}, "user_signing_keys": {}, "failures": {}});
         for user in body["device_keys"].as_object().unwrap().keys() {
             let devices = self.device_keys.get(user).cloned().unwrap_or_default();
-            device_keys.insert(user.clone(), json!(devices));
+            answer["device_keys"][user] = json!(devices);
+            let keys = self.cross_signing.get(user);
+            for (field, name) in [
+                ("master_keys", "master_key"),
+                ("self_signing_keys", "self_signing_key"),
+                ("user_signing_keys", "user_signing_key"),
+            ] {
+                if field == "user_signing_keys" && user != requester {
+                    continue;
+                }
+                if let Some(key) = keys.and_then(|k| k.get(name)) {
+                    answer[field][user] = key.clone();
+                }
+            }
         }
-        json!({"device_keys": device_keys, "failures": {}})
+        answer
     }
 
     fn claim(&mut self, body: &Value) -> Value {
@@ -309,6 +356,15 @@ impl Client {
         self.machine
             .mark_request_sent(&request.request_id, &response)
             .unwrap();
+    }
+}
+
+/// Adds `from`'s signatures to `stored`'s, as `/keys/signatures/upload` does.
+fn merge_signatures(stored: &mut Value, from: &Value) {
+    for (signer, signatures) in from["signatures"].as_object().unwrap() {
+        for (key_id, signature) in signatures.as_object().unwrap() {
+            stored["signatures"][signer][key_id] = signature.clone();
+        }
     }
 }
 
