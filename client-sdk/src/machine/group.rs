@@ -398,9 +398,10 @@ impl OlmMachine {
         if targets.is_empty() {
             return Ok(None);
         }
+        let payload = self.olm_payload("m.room_key", &content);
         let mut messages: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
         for device in &targets {
-            let encrypted = self.encrypt_for_device(device, "m.room_key", &content)?;
+            let encrypted = self.olm_encrypt(device, &payload.for_device(device))?;
             messages
                 .entry(device.user_id.clone())
                 .or_default()

@@ -249,7 +249,14 @@ impl OlmMachine {
 
     /// Takes the record changes made since the last call, for the caller to
     /// save in one transaction.
+    ///
+    /// Call it after every input and save the result before sending the
+    /// requests that input produced: Olm sessions that encrypted are pickled
+    /// here (once each, however many messages they carried), so a request
+    /// sent before its changes are saved could be followed, after a crash,
+    /// by a message that reuses a ratchet step.
     pub fn take_changes(&mut self) -> Changes {
+        self.save_changed_olm_sessions();
         std::mem::take(&mut self.changes)
     }
 
