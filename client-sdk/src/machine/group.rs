@@ -298,13 +298,13 @@ impl OlmMachine {
         let Some(entry) = self.outbound.get(room_id) else {
             return;
         };
-        let allowed: BTreeSet<(String, String, String)> = recipients
+        let allowed: BTreeSet<(&str, &str, &str)> = recipients
             .devices
             .iter()
-            .map(|d| (d.user_id.clone(), d.device_id.clone(), d.curve25519.clone()))
+            .map(|d| (d.user_id.as_str(), d.device_id.as_str(), d.curve25519.as_str()))
             .collect();
         let reached_outsider = entry.shared_with.iter().any(|((user, device), curve)| {
-            !allowed.contains(&(user.clone(), device.clone(), curve.clone()))
+            !allowed.contains(&(user.as_str(), device.as_str(), curve.as_str()))
         });
         if reached_outsider
             || entry.is_expired(
@@ -385,7 +385,7 @@ impl OlmMachine {
             "session_id": session_id,
             "session_key": entry.session.session_key().to_base64(),
         });
-        let targets: Vec<Device> = devices
+        let targets: Vec<&Device> = devices
             .iter()
             .filter(|d| {
                 !entry
@@ -393,29 +393,34 @@ impl OlmMachine {
                     .contains_key(&(d.user_id.clone(), d.device_id.clone()))
             })
             .filter(|d| self.has_olm_session(d))
-            .cloned()
             .collect();
         if targets.is_empty() {
             return Ok(None);
         }
         let payload = self.olm_payload("m.room_key", &content);
-        let mut messages: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        // Built as a `Map` in place: `json!` would serialise a finished map
+        // into a copy, a thousand encrypted messages deep.
+        let mut messages: Map<String, Value> = Map::new();
         for device in &targets {
             let encrypted = self.olm_encrypt(device, &payload.for_device(device))?;
-            messages
-                .entry(device.user_id.clone())
-                .or_default()
-                .insert(device.device_id.clone(), encrypted);
+            if let Value::Object(devices) = messages
+                .entry(device.user_id.as_str())
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                devices.insert(device.device_id.clone(), encrypted);
+            }
         }
         let mut sent_to = Vec::with_capacity(targets.len());
         if let Some(entry) = self.outbound.get_mut(room_id) {
             for device in targets {
-                let key = (device.user_id, device.device_id);
+                let key = (device.user_id.clone(), device.device_id.clone());
                 sent_to.push(key.clone());
-                entry.shared_with.insert(key, device.curve25519);
+                entry.shared_with.insert(key, device.curve25519.clone());
             }
         }
-        let body = json!({"messages": messages});
+        let mut body = Map::new();
+        body.insert("messages".to_owned(), Value::Object(messages));
+        let body = Value::Object(body);
         let in_flight = InFlight::RoomKeys {
             room_id: room_id.to_owned(),
             session_id,
