@@ -123,6 +123,16 @@ impl OutboundEntry {
     }
 }
 
+/// What Megolm encrypts: the event without its envelope. Borrowed, so the
+/// content is serialised where it lies instead of copied into a new value.
+#[derive(Serialize)]
+struct MegolmPayload<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    content: &'a Value,
+    room_id: &'a str,
+}
+
 /// Who gets the key and who gets a withheld notice.
 struct Recipients {
     devices: Vec<Device>,
@@ -242,7 +252,11 @@ impl OlmMachine {
                     )
             })
             .ok_or_else(|| MachineError::RoomKeyNotShared(room_id.to_owned()))?;
-        let plaintext = json!({"type": event_type, "content": content, "room_id": room_id});
+        let plaintext = MegolmPayload {
+            event_type,
+            content,
+            room_id,
+        };
         let ciphertext = entry
             .session
             .encrypt(&serde_json::to_vec(&plaintext).unwrap_or_default());
