@@ -315,7 +315,13 @@ impl OlmMachine {
         let allowed: BTreeSet<(&str, &str, &str)> = recipients
             .devices
             .iter()
-            .map(|d| (d.user_id.as_str(), d.device_id.as_str(), d.curve25519.as_str()))
+            .map(|d| {
+                (
+                    d.user_id.as_str(),
+                    d.device_id.as_str(),
+                    d.curve25519.as_str(),
+                )
+            })
             .collect();
         let reached_outsider = entry.shared_with.iter().any(|((user, device), curve)| {
             !allowed.contains(&(user.as_str(), device.as_str(), curve.as_str()))

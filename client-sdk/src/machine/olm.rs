@@ -133,7 +133,8 @@ impl OlmSessions {
             .enumerate()
             .min_by_key(|(_, s)| (s.last_used_ms, s.serial))?;
         let evicted = sessions.remove(oldest).session_id;
-        self.changed.remove(&(sender_key.to_owned(), evicted.clone()));
+        self.changed
+            .remove(&(sender_key.to_owned(), evicted.clone()));
         Some(evicted)
     }
 

@@ -1,7 +1,6 @@
 //! Machines talking to each other through a fake server, event by event.
 
 mod attacks;
-mod perf;
 mod server;
 
 use myelin_crypto::{megolm::MEGOLM_ALGORITHM, olm::Ed25519PublicKey, verify_json_signature};
