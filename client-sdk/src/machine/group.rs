@@ -264,7 +264,11 @@ impl OlmMachine {
         let record = entry.record(&self.pickle_key);
         // The advanced ratchet must be saved with this change set: reusing a
         // message index after a crash would repeat a keystream.
-        self.put(format!("{RECORD_KIND}/{room_id}"), &record);
+        self.put_pickled(
+            format!("{RECORD_KIND}/{room_id}"),
+            &record,
+            record.pickle.len(),
+        );
         Ok(json!({
             "algorithm": MEGOLM_ALGORITHM,
             "sender_key": self.account.identity_keys().curve25519.to_base64(),

@@ -487,6 +487,17 @@ impl OlmMachine {
         let bytes = serde_json::to_vec(value).unwrap_or_default();
         self.changes.put(key, bytes);
     }
+
+    /// [`Self::put`] for a record around a pickle of `pickle_len` bytes:
+    /// the buffer starts at its size rather than doubling up to it, which
+    /// copies a kilobyte-sized pickle several times over.
+    fn put_pickled<T: Serialize>(&mut self, key: String, value: &T, pickle_len: usize) {
+        let mut bytes = Vec::with_capacity(pickle_len + 256);
+        if serde_json::to_writer(&mut bytes, value).is_err() {
+            bytes.clear(); // as in `put`: cannot happen, fails loudly at load
+        }
+        self.changes.put(key, bytes);
+    }
 }
 
 impl std::fmt::Debug for OlmMachine {

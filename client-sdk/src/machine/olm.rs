@@ -577,7 +577,7 @@ impl OlmMachine {
     pub(super) fn save_changed_olm_sessions(&mut self) {
         for record in self.olm_sessions.take_changed(&self.pickle_key) {
             let key = olm_record_key(&record.sender_key, &record.session_id);
-            self.put(key, &record);
+            self.put_pickled(key, &record, record.pickle.len());
         }
     }
 
