@@ -75,9 +75,10 @@ pub(super) struct OlmSessions {
     by_key: BTreeMap<String, Vec<StoredSession>>,
     next_serial: u64,
     /// Sessions changed since the last [`OlmSessions::take_changed`], by
-    /// (sender key, session id). They are pickled once there rather than
-    /// after every use: sharing a room key uses a thousand sessions, and
-    /// pickling encrypts each session's whole state.
+    /// (sender key, session id). They are pickled there, once each however
+    /// often they were used in between: pickling encrypts a session's whole
+    /// state, and a session created from a claimed key and used at once to
+    /// share a room key would otherwise be pickled twice.
     changed: BTreeSet<(String, String)>,
 }
 
@@ -114,8 +115,7 @@ impl OlmSessions {
         let serial = self.next_serial;
         self.next_serial += 1;
         let session_id = session.session_id();
-        self.changed
-            .insert((sender_key.to_owned(), session_id.clone()));
+        self.mark_changed(sender_key, session_id.clone());
         let sessions = self.by_key.entry(sender_key.to_owned()).or_default();
         sessions.push(StoredSession {
             session,
@@ -151,9 +151,15 @@ impl OlmSessions {
             .iter_mut()
             .max_by_key(|s| (s.last_used_ms, s.serial))?;
         let message = stored.session.encrypt(plaintext);
-        self.changed
-            .insert((stored.sender_key.clone(), stored.session_id.clone()));
+        let session_id = stored.session_id.clone();
+        self.mark_changed(sender_key, session_id);
         Some(message)
+    }
+
+    /// Notes that a session's state changed, to be saved at the next
+    /// [`OlmSessions::take_changed`].
+    fn mark_changed(&mut self, sender_key: &str, session_id: String) {
+        self.changed.insert((sender_key.to_owned(), session_id));
     }
 
     /// The records of the sessions changed since the last call.
@@ -472,9 +478,7 @@ impl OlmMachine {
             }
         }
         if let Some((plaintext, session_id)) = decrypted {
-            self.olm_sessions
-                .changed
-                .insert((sender_key.to_owned(), session_id));
+            self.olm_sessions.mark_changed(sender_key, session_id);
             return Ok(plaintext);
         }
         match message {
