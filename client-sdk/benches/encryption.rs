@@ -198,17 +198,7 @@ fn share_room_key(criterion: &mut Criterion, server: &mut Server, devices: &[(St
     // same devices, over the Olm sessions the first share made.
     let mut share = || {
         alice.now_ms += WEEK_MS;
-        let requests = alice
-            .machine
-            .share_room_key(ROOM, alice.now_ms)
-            .expect("the room is encrypted");
-        for request in &requests {
-            alice
-                .machine
-                .mark_request_sent(&request.request_id, &json!({}))
-                .expect("in flight");
-        }
-        (requests, alice.machine.take_changes())
+        alice.share_and_send()
     };
     let (requests, _) = share();
     assert!(matches!(&requests[..], [r] if support::is_encrypted_to(r, count)));
@@ -252,17 +242,8 @@ fn share_room_key_claiming(
             .machine
             .mark_request_sent(&claim_id, &response)
             .expect("claim in flight");
-        let requests = alice
-            .machine
-            .share_room_key(ROOM, alice.now_ms)
-            .expect("the room is encrypted");
-        for request in &requests {
-            alice
-                .machine
-                .mark_request_sent(&request.request_id, &json!({}))
-                .expect("in flight");
-        }
-        (requests, alice.machine.take_changes(), alice)
+        let (requests, changes) = alice.share_and_send();
+        (requests, changes, alice)
     };
     let (requests, _, _) = share(setup(server));
     assert!(matches!(&requests[..], [r] if support::is_encrypted_to(r, count)));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use myelin_crypto::{PickleKey, megolm::MEGOLM_ALGORITHM};
 use myelin_sdk::machine::{
-    Membership, OlmMachine, OutgoingRequest, Request, RoomUpdate, SyncChanges,
+    Changes, Membership, OlmMachine, OutgoingRequest, Request, RoomUpdate, SyncChanges,
 };
 use serde_json::{Map, Value, json};
 
@@ -194,6 +194,22 @@ impl Client {
             }
             self.answer_all(server, &requests);
         }
+    }
+
+    /// One share as the application does it: the machine's requests, sent
+    /// (the server's answer to a to-device request is empty), and the
+    /// changes to save before sending them.
+    pub fn share_and_send(&mut self) -> (Vec<OutgoingRequest>, Changes) {
+        let requests = self
+            .machine
+            .share_room_key(ROOM, self.now_ms)
+            .expect("the room is encrypted");
+        for request in &requests {
+            self.machine
+                .mark_request_sent(&request.request_id, &json!({}))
+                .expect("in flight");
+        }
+        (requests, self.machine.take_changes())
     }
 }
 
