@@ -134,6 +134,16 @@ impl OutboundEntry {
     }
 }
 
+/// What Megolm encrypts: the event without its envelope. Borrowed, so the
+/// content is serialised where it lies instead of copied into a new value.
+#[derive(Serialize)]
+struct MegolmPayload<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    content: &'a Value,
+    room_id: &'a str,
+}
+
 /// Who gets the key and who gets a withheld notice.
 pub(super) struct Recipients {
     pub(super) devices: Vec<Device>,
@@ -247,7 +257,11 @@ impl OlmMachine {
                     )
             })
             .ok_or_else(|| MachineError::RoomKeyNotShared(room_id.to_owned()))?;
-        let plaintext = json!({"type": event_type, "content": content, "room_id": room_id});
+        let plaintext = MegolmPayload {
+            event_type,
+            content,
+            room_id,
+        };
         let ciphertext = entry
             .session
             .encrypt(&serde_json::to_vec(&plaintext).unwrap_or_default());
@@ -255,7 +269,11 @@ impl OlmMachine {
         let record = entry.record(&self.pickle_key);
         // The advanced ratchet must be saved with this change set: reusing a
         // message index after a crash would repeat a keystream.
-        self.put(format!("{RECORD_KIND}/{room_id}"), &record);
+        self.put_pickled(
+            format!("{RECORD_KIND}/{room_id}"),
+            &record,
+            record.pickle.len(),
+        );
         Ok(json!({
             "algorithm": MEGOLM_ALGORITHM,
             "sender_key": self.account.identity_keys().curve25519.to_base64(),
@@ -303,13 +321,19 @@ impl OlmMachine {
         let Some(entry) = self.outbound.get(room_id) else {
             return;
         };
-        let allowed: BTreeSet<(String, String, String)> = recipients
+        let allowed: BTreeSet<(&str, &str, &str)> = recipients
             .devices
             .iter()
-            .map(|d| (d.user_id.clone(), d.device_id.clone(), d.curve25519.clone()))
+            .map(|d| {
+                (
+                    d.user_id.as_str(),
+                    d.device_id.as_str(),
+                    d.curve25519.as_str(),
+                )
+            })
             .collect();
         let reached_outsider = entry.shared_with.iter().any(|((user, device), curve)| {
-            !allowed.contains(&(user.clone(), device.clone(), curve.clone()))
+            !allowed.contains(&(user.as_str(), device.as_str(), curve.as_str()))
         });
         let history_changed = entry.shared_history
             != self
@@ -418,7 +442,7 @@ impl OlmMachine {
             "session_key": entry.session.session_key().to_base64(),
             SHARED_HISTORY_FIELD: entry.shared_history,
         });
-        let targets: Vec<Device> = devices
+        let targets: Vec<&Device> = devices
             .iter()
             .filter(|d| {
                 !entry
@@ -426,28 +450,34 @@ impl OlmMachine {
                     .contains_key(&(d.user_id.clone(), d.device_id.clone()))
             })
             .filter(|d| self.has_olm_session(d))
-            .cloned()
             .collect();
         if targets.is_empty() {
             return Ok(None);
         }
-        let mut messages: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let payload = self.olm_payload("m.room_key", &content);
+        // Built as a `Map` in place: `json!` would serialise a finished map
+        // into a copy, a thousand encrypted messages deep.
+        let mut messages: Map<String, Value> = Map::new();
         for device in &targets {
-            let encrypted = self.encrypt_for_device(device, "m.room_key", &content)?;
-            messages
-                .entry(device.user_id.clone())
-                .or_default()
-                .insert(device.device_id.clone(), encrypted);
+            let encrypted = self.olm_encrypt(device, &payload.for_device(device))?;
+            if let Value::Object(devices) = messages
+                .entry(device.user_id.as_str())
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                devices.insert(device.device_id.clone(), encrypted);
+            }
         }
         let mut sent_to = Vec::with_capacity(targets.len());
         if let Some(entry) = self.outbound.get_mut(room_id) {
             for device in targets {
-                let key = (device.user_id, device.device_id);
+                let key = (device.user_id.clone(), device.device_id.clone());
                 sent_to.push(key.clone());
-                entry.shared_with.insert(key, device.curve25519);
+                entry.shared_with.insert(key, device.curve25519.clone());
             }
         }
-        let body = json!({"messages": messages});
+        let mut body = Map::new();
+        body.insert("messages".to_owned(), Value::Object(messages));
+        let body = Value::Object(body);
         let in_flight = InFlight::RoomKeys {
             room_id: room_id.to_owned(),
             session_id,

@@ -417,7 +417,7 @@ impl OlmMachine {
                 self.put(key, &record);
             }
         }
-        let plaintext: Value =
+        let mut plaintext: Value =
             serde_json::from_slice(&plaintext).map_err(|_| UtdCause::Malformed)?;
         if plaintext.get("room_id").and_then(Value::as_str) != Some(room_id) {
             return Err(UtdCause::WrongRoom);
@@ -425,7 +425,8 @@ impl OlmMachine {
         let event_type = plaintext
             .get("type")
             .and_then(Value::as_str)
-            .ok_or(UtdCause::Malformed)?;
+            .ok_or(UtdCause::Malformed)?
+            .to_owned();
         let sender_device = self
             .devices
             .device_by_curve(sender_key)
@@ -438,8 +439,11 @@ impl OlmMachine {
             sender_device,
             sender_key: sender_key.to_owned(),
             verification,
-            event_type: event_type.to_owned(),
-            content: plaintext.get("content").cloned().unwrap_or(Value::Null),
+            event_type,
+            content: plaintext
+                .get_mut("content")
+                .map(Value::take)
+                .unwrap_or(Value::Null),
             message_index: index,
             forwarded,
             shared_by,

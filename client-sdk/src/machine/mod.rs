@@ -282,7 +282,14 @@ impl OlmMachine {
 
     /// Takes the record changes made since the last call, for the caller to
     /// save in one transaction.
+    ///
+    /// Call it after every input and save the result before sending the
+    /// requests that input produced: Olm sessions that encrypted are pickled
+    /// here (once each, however many messages they carried), so a request
+    /// sent before its changes are saved could be followed, after a crash,
+    /// by a message that reuses a ratchet step.
     pub fn take_changes(&mut self) -> Changes {
+        self.save_changed_olm_sessions();
         std::mem::take(&mut self.changes)
     }
 
@@ -530,6 +537,17 @@ impl OlmMachine {
         // Serialising these plain structs (strings, maps, integers) cannot
         // fail; an empty record would then fail loudly at load.
         let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.changes.put(key, bytes);
+    }
+
+    /// [`Self::put`] for a record around a pickle of `pickle_len` bytes:
+    /// the buffer starts at its size rather than doubling up to it, which
+    /// copies a kilobyte-sized pickle several times over.
+    fn put_pickled<T: Serialize>(&mut self, key: String, value: &T, pickle_len: usize) {
+        let mut bytes = Vec::with_capacity(pickle_len + 256);
+        if serde_json::to_writer(&mut bytes, value).is_err() {
+            bytes.clear(); // as in `put`: cannot happen, fails loudly at load
+        }
         self.changes.put(key, bytes);
     }
 }

@@ -21,13 +21,13 @@
 //!
 //! [spec]: https://spec.matrix.org/v1.16/client-server-api/#molmv1curve25519-aes-sha2
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use myelin_crypto::{
     PickleError, PickleKey,
     olm::{
-        Curve25519PublicKey, Ed25519PublicKey, OLM_ALGORITHM, OlmMessage, SIGNED_CURVE25519,
-        Session,
+        Curve25519PublicKey, Ed25519PublicKey, OLM_ALGORITHM, OlmError, OlmMessage,
+        SIGNED_CURVE25519, Session,
     },
     verify_json_signature,
 };
@@ -51,6 +51,8 @@ const CLAIM_RETRY_MS: u64 = 60 * 60 * 1000;
 
 pub(super) struct StoredSession {
     session: Session,
+    /// The session's id, kept: vodozemac hashes the keys to compute it.
+    session_id: String,
     sender_key: String,
     created_ms: u64,
     last_used_ms: u64,
@@ -75,6 +77,12 @@ pub(super) struct OlmSessionRecord {
 pub(super) struct OlmSessions {
     by_key: BTreeMap<String, Vec<StoredSession>>,
     next_serial: u64,
+    /// Sessions changed since the last [`OlmSessions::take_changed`], by
+    /// (sender key, session id). They are pickled there, once each however
+    /// often they were used in between: pickling encrypts a session's whole
+    /// state, and a session created from a claimed key and used at once to
+    /// share a room key would otherwise be pickled twice.
+    changed: BTreeSet<(String, String)>,
 }
 
 impl OlmSessions {
@@ -90,6 +98,7 @@ impl OlmSessions {
             .or_default()
             .push(StoredSession {
                 session,
+                session_id: record.session_id,
                 sender_key: record.sender_key,
                 created_ms: record.created_ms,
                 last_used_ms: record.last_used_ms,
@@ -102,15 +111,18 @@ impl OlmSessions {
         self.by_key.get(curve25519).is_some_and(|s| !s.is_empty())
     }
 
-    /// Adds a session; if the device then has more than
+    /// Adds a session, marked changed; if the device then has more than
     /// [`MAX_SESSIONS_PER_DEVICE`], drops the least recently used one and
     /// returns its session id.
     fn insert(&mut self, sender_key: &str, session: Session, now_ms: u64) -> Option<String> {
         let serial = self.next_serial;
         self.next_serial += 1;
+        let session_id = session.session_id();
+        self.mark_changed(sender_key, session_id.clone());
         let sessions = self.by_key.entry(sender_key.to_owned()).or_default();
         sessions.push(StoredSession {
             session,
+            session_id,
             sender_key: sender_key.to_owned(),
             created_ms: now_ms,
             last_used_ms: now_ms,
@@ -123,20 +135,48 @@ impl OlmSessions {
             .iter()
             .enumerate()
             .min_by_key(|(_, s)| (s.last_used_ms, s.serial))?;
-        Some(sessions.remove(oldest).session.session_id())
+        let evicted = sessions.remove(oldest).session_id;
+        self.changed
+            .remove(&(sender_key.to_owned(), evicted.clone()));
+        Some(evicted)
     }
 
-    fn record_of(
-        &self,
+    /// Encrypts with the session to use for `sender_key` (the most recently
+    /// used one), or `None` without a session.
+    fn encrypt(
+        &mut self,
         sender_key: &str,
-        session_id: &str,
-        key: &PickleKey,
-    ) -> Option<OlmSessionRecord> {
-        self.by_key
-            .get(sender_key)?
-            .iter()
-            .find(|s| s.session.session_id() == session_id)
-            .map(|s| s.record(key))
+        plaintext: &[u8],
+    ) -> Option<Result<OlmMessage, OlmError>> {
+        let stored = self
+            .by_key
+            .get_mut(sender_key)?
+            .iter_mut()
+            .max_by_key(|s| (s.last_used_ms, s.serial))?;
+        let message = stored.session.encrypt(plaintext);
+        let session_id = stored.session_id.clone();
+        self.mark_changed(sender_key, session_id);
+        Some(message)
+    }
+
+    /// Notes that a session's state changed, to be saved at the next
+    /// [`OlmSessions::take_changed`].
+    fn mark_changed(&mut self, sender_key: &str, session_id: String) {
+        self.changed.insert((sender_key.to_owned(), session_id));
+    }
+
+    /// The records of the sessions changed since the last call.
+    pub(super) fn take_changed(&mut self, key: &PickleKey) -> Vec<OlmSessionRecord> {
+        std::mem::take(&mut self.changed)
+            .into_iter()
+            .filter_map(|(sender_key, session_id)| {
+                self.by_key
+                    .get(&sender_key)?
+                    .iter()
+                    .find(|s| s.session_id == session_id)
+                    .map(|s| s.record(key))
+            })
+            .collect()
     }
 
     /// Sessions with `sender_key`, most recently used first.
@@ -156,7 +196,7 @@ impl StoredSession {
     fn record(&self, key: &PickleKey) -> OlmSessionRecord {
         OlmSessionRecord {
             sender_key: self.sender_key.clone(),
-            session_id: self.session.session_id(),
+            session_id: self.session_id.clone(),
             pickle: self.session.pickle(key),
             created_ms: self.created_ms,
             last_used_ms: self.last_used_ms,
@@ -317,42 +357,38 @@ impl OlmMachine {
         event_type: &str,
         content: &Value,
     ) -> Result<Value, MachineError> {
+        let payload = self.olm_payload(event_type, content);
+        self.olm_encrypt(device, &payload.for_device(device))
+    }
+
+    /// The payload of an event from this device, for any number of
+    /// recipients.
+    pub(super) fn olm_payload(&self, event_type: &str, content: &Value) -> OlmPayload {
         let ours = self.account.identity_keys();
-        let payload = json!({
+        OlmPayload::new(&json!({
             "type": event_type,
             "content": content,
             "sender": self.user_id,
             "sender_device": self.device_id,
             "keys": {"ed25519": ours.ed25519.to_base64()},
-            "recipient": device.user_id,
-            "recipient_keys": {"ed25519": device.ed25519},
-        });
-        self.olm_encrypt_payload(device, &payload)
+        }))
     }
 
-    /// Olm-encrypts an already built payload for one device.
-    pub(super) fn olm_encrypt_payload(
+    /// Olm-encrypts a serialised payload for one device, with the session
+    /// used last.
+    pub(super) fn olm_encrypt(
         &mut self,
         device: &Device,
-        payload: &Value,
+        plaintext: &[u8],
     ) -> Result<Value, MachineError> {
-        let plaintext = serde_json::to_vec(payload).unwrap_or_default();
-        let Some(stored) = self
-            .olm_sessions
-            .ordered(&device.curve25519)
-            .into_iter()
-            .next()
-        else {
+        let Some(message) = self.olm_sessions.encrypt(&device.curve25519, plaintext) else {
             return Err(MachineError::NoOlmSession {
                 user_id: device.user_id.clone(),
                 device_id: device.device_id.clone(),
             });
         };
-        let message = stored.session.encrypt(&plaintext)?;
-        let record = stored.record(&self.pickle_key);
-        self.save_olm_session(record);
         // OlmMessage serialises as the spec's `{"type": 0|1, "body": base64}`.
-        let message = serde_json::to_value(&message).unwrap_or_default();
+        let message = serde_json::to_value(message?).unwrap_or_default();
         Ok(json!({
             "algorithm": OLM_ALGORITHM,
             "sender_key": self.account.identity_keys().curve25519.to_base64(),
@@ -432,7 +468,6 @@ impl OlmMachine {
         message: &OlmMessage,
         now_ms: u64,
     ) -> Result<Vec<u8>, ToDeviceRejection> {
-        let pickle_key = self.pickle_key.clone();
         let mut decrypted = None;
         for stored in self.olm_sessions.ordered(sender_key) {
             if let OlmMessage::PreKey(pre_key) = message
@@ -442,12 +477,12 @@ impl OlmMachine {
             }
             if let Ok(plaintext) = stored.session.decrypt(message) {
                 stored.last_used_ms = now_ms;
-                decrypted = Some((plaintext, stored.record(&pickle_key)));
+                decrypted = Some((plaintext, stored.session_id.clone()));
                 break;
             }
         }
-        if let Some((plaintext, record)) = decrypted {
-            self.save_olm_session(record);
+        if let Some((plaintext, session_id)) = decrypted {
+            self.olm_sessions.mark_changed(sender_key, session_id);
             return Ok(plaintext);
         }
         match message {
@@ -541,27 +576,53 @@ impl OlmMachine {
 
     /// Stores a new session (and forgets the one it pushed out, if any).
     fn add_olm_session(&mut self, sender_key: &str, session: Session, now_ms: u64) {
-        let session_id = session.session_id();
         if let Some(evicted) = self.olm_sessions.insert(sender_key, session, now_ms) {
             self.changes.delete(olm_record_key(sender_key, &evicted));
         }
-        if let Some(record) = self
-            .olm_sessions
-            .record_of(sender_key, &session_id, &self.pickle_key)
-        {
-            self.save_olm_session(record);
-        }
     }
 
-    fn save_olm_session(&mut self, record: OlmSessionRecord) {
-        let key = olm_record_key(&record.sender_key, &record.session_id);
-        self.put(key, &record);
+    /// Adds the records of the Olm sessions that changed to the change set.
+    pub(super) fn save_changed_olm_sessions(&mut self) {
+        for record in self.olm_sessions.take_changed(&self.pickle_key) {
+            let key = olm_record_key(&record.sender_key, &record.session_id);
+            self.put_pickled(key, &record, record.pickle.len());
+        }
     }
 
     /// The latest `now_ms` the machine was given; claims have no clock of
     /// their own and use it to timestamp sessions.
     fn now_hint(&self) -> u64 {
         self.meta.last_now_ms
+    }
+}
+
+/// The plaintext of an Olm-encrypted event, serialised once for all its
+/// recipients: only `recipient` and `recipient_keys` differ, and they are
+/// appended to the common part for each device.
+pub(super) struct OlmPayload {
+    /// The serialised object without its closing brace.
+    common: Vec<u8>,
+}
+
+impl OlmPayload {
+    /// Wraps the payload's common fields (a JSON object).
+    fn new(common: &Value) -> Self {
+        let mut bytes = serde_json::to_vec(common).unwrap_or_default();
+        bytes.pop(); // the object's `}`: recipient fields follow
+        Self { common: bytes }
+    }
+
+    /// The payload addressed to `device`.
+    pub(super) fn for_device(&self, device: &Device) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.common.len() + 128);
+        bytes.extend_from_slice(&self.common);
+        bytes.extend_from_slice(br#","recipient":"#);
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut bytes, &device.user_id);
+        bytes.extend_from_slice(br#","recipient_keys":{"ed25519":"#);
+        let _ = serde_json::to_writer(&mut bytes, &device.ed25519);
+        bytes.extend_from_slice(b"}}");
+        bytes
     }
 }
 

@@ -423,7 +423,10 @@ fn deliver_olm(
     sender: &str,
     payload: &Value,
 ) {
-    let content = from.machine.olm_encrypt_payload(device, payload).unwrap();
+    let content = from
+        .machine
+        .olm_encrypt(device, &serde_json::to_vec(payload).unwrap())
+        .unwrap();
     server
         .inboxes
         .entry((BOB.to_owned(), "BOBPHONE".to_owned()))

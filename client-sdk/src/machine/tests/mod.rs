@@ -3,7 +3,6 @@
 mod attacks;
 mod cross_signing;
 mod history;
-mod perf;
 mod server;
 
 use myelin_crypto::{megolm::MEGOLM_ALGORITHM, olm::Ed25519PublicKey, verify_json_signature};
@@ -450,6 +449,29 @@ fn reload_from_the_store_keeps_every_session() {
         .map(|k| k.len())
         .sum::<usize>();
     assert_eq!(keys_before, keys_after);
+}
+
+#[test]
+fn the_change_set_of_a_share_holds_every_olm_session_it_advanced() {
+    let mut server = FakeServer::default();
+    let (mut alice, _bob, _bob2) = alice_and_bob(&mut server);
+    alice.share(&mut server, ROOM);
+    // A rotation later, the new session goes out over the Olm sessions the
+    // first share made: both advance, and both must be saved before the
+    // request goes out, or a restart would reuse their ratchet steps.
+    alice.now_ms += 7 * 24 * 60 * 60 * 1000;
+    let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+    assert_eq!(requests.len(), 1);
+    let olm_records = |changes: super::Changes| {
+        changes
+            .records
+            .into_iter()
+            .filter(|(key, value)| key.starts_with("olm/") && value.is_some())
+            .count()
+    };
+    assert_eq!(olm_records(alice.machine.take_changes()), 2);
+    // Saved once: nothing advanced since.
+    assert_eq!(olm_records(alice.machine.take_changes()), 0);
 }
 
 #[test]
