@@ -19,6 +19,7 @@ backend_tests!(
     profiles_and_renames_report_missing_rows,
     acknowledged_writes_survive_reopening,
     a_failing_event_fails_only_its_own_chain,
+    a_lone_chain_keeps_the_events_before_its_failure,
     latest_room_events_reads_each_rooms_newest,
 );
 
@@ -388,6 +389,52 @@ async fn a_failing_event_fails_only_its_own_chain(backend: Backend) {
     assert_eq!(
         store.max_stream_position().await.unwrap(),
         StreamPosition(6)
+    );
+}
+
+/// A batch of one chain is written without a savepoint; when an event of
+/// it fails, the events before it are still committed, with the room's
+/// extremity moved to the last of them.
+async fn a_lone_chain_keeps_the_events_before_its_failure(backend: Backend) {
+    let (store, _keep) = open(backend).await;
+    let group = NewStateGroup {
+        prev_group: None,
+        chain_length: 0,
+        entries: Vec::new(),
+    };
+    let ids: Vec<OwnedEventId> = ["$e1", "$e2", "$e4"]
+        .iter()
+        .map(|id| OwnedEventId::try_from(*id).unwrap())
+        .collect();
+    let room = <&RoomId>::try_from("!e:x").unwrap();
+    store
+        .append_event_chains(&[vec![new_event(1, &ids[0], room, true, &ids[0..1], &group)]])
+        .await
+        .unwrap();
+    let chains = vec![vec![
+        new_event(2, &ids[1], room, false, &ids[1..2], &group),
+        // Reuses the create event's id: fails, and e4 after it is not tried.
+        new_event(3, &ids[0], room, false, &ids[0..1], &group),
+        new_event(4, &ids[2], room, false, &ids[2..3], &group),
+    ]];
+    let outcomes = store.append_event_chains(&chains).await.unwrap();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].written, 1);
+    assert!(matches!(outcomes[0].error, Some(StorageError::Conflict(_))));
+    assert!(store.event(&ids[1]).await.unwrap().is_some());
+    assert!(store.event(&ids[2]).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .room_head(room)
+            .await
+            .unwrap()
+            .unwrap()
+            .forward_extremities,
+        [ids[1].clone()]
+    );
+    assert_eq!(
+        store.max_stream_position().await.unwrap(),
+        StreamPosition(2)
     );
 }
 

@@ -97,13 +97,13 @@ macro_rules! sql_room_store {
             }
 
             /// Writes a chain's events (each built on the one before) inside
-            /// one savepoint, and the room's forward extremities once, as
-            /// the last written event leaves them. Optimistic: an event that
-            /// fails (a uniqueness conflict, which is rare: a retried
-            /// transaction) undoes the savepoint, and the events before it
-            /// are written again without it; the events after it are not
-            /// tried. So the usual chain costs two statements per event, not
-            /// six.
+            /// one savepoint (or one transaction, on a connection with none
+            /// open), and the room's forward extremities once, as the last
+            /// written event leaves them. Optimistic: an event that fails (a
+            /// uniqueness conflict, which is rare: a retried transaction)
+            /// undoes the savepoint, and the events before it are written
+            /// again without it; the events after it are not tried. So the
+            /// usual chain costs two statements per event, not six.
             async fn append_chain(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 chain: &[NewEvent<'_>],
@@ -139,11 +139,25 @@ macro_rules! sql_room_store {
             }
 
             /// Replaces the room's forward extremities with those `event`
-            /// leaves.
+            /// leaves: a local event follows every extremity and leaves
+            /// itself alone, which is one update of the room's one row.
             async fn set_forward_extremities(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 event: &NewEvent<'_>,
             ) -> Result<(), StorageError> {
+                if let [extremity] = event.forward_extremities {
+                    let replaced = sqlx::query(
+                        "UPDATE forward_extremities SET event_id = $2 WHERE room_id = $1 \
+                         AND (SELECT COUNT(*) FROM forward_extremities WHERE room_id = $1) = 1",
+                    )
+                    .bind(event.room_id.as_str())
+                    .bind(extremity.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+                    if replaced.rows_affected() == 1 {
+                        return Ok(());
+                    }
+                }
                 sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1")
                     .bind(event.room_id.as_str())
                     .execute(&mut *conn)
@@ -281,12 +295,20 @@ macro_rules! sql_room_store {
                 &self,
                 chains: &[Vec<NewEvent<'_>>],
             ) -> Result<Vec<ChainOutcome>, StorageError> {
-                let mut tx = self.events_writer.begin().await?;
-                let mut outcomes = Vec::with_capacity(chains.len());
-                for chain in chains {
-                    outcomes.push(Self::append_chain(&mut tx, chain).await?);
-                }
-                tx.commit().await?;
+                let mut conn = self.events_writer.acquire().await?;
+                let outcomes = if let [chain] = chains {
+                    // A lone chain (a lone send, mostly) needs no savepoint:
+                    // its own transaction is undone instead.
+                    vec![Self::append_chain(&mut conn, chain).await?]
+                } else {
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    let mut outcomes = Vec::with_capacity(chains.len());
+                    for chain in chains {
+                        outcomes.push(Self::append_chain(&mut tx, chain).await?);
+                    }
+                    tx.commit().await?;
+                    outcomes
+                };
                 for (chain, outcome) in chains.iter().zip(&outcomes) {
                     for event in &chain[..outcome.written] {
                         self.cache_committed(event);
