@@ -51,33 +51,36 @@ macro_rules! sql_room_store {
                 if let Some(entries) = self.cache.group(state_group) {
                     return Ok(entries);
                 }
-                let mut chain = Vec::new();
-                let mut next = Some(state_group);
-                while let Some(group) = next {
-                    let prev: Option<(Option<i64>,)> =
-                        sqlx::query_as("SELECT prev_group FROM state_groups WHERE state_group = $1")
-                            .bind(group)
-                            .fetch_optional(&self.pool)
-                            .await?;
-                    let Some((prev,)) = prev else {
-                        return Err(StorageError::Corrupt {
-                            table: "state_groups",
-                            reason: format!("state group {group} is missing"),
-                        });
-                    };
-                    chain.push(group);
-                    next = prev;
-                }
-                let mut state = std::collections::HashMap::new();
-                for group in chain.into_iter().rev() {
-                    let rows: Vec<(String, String, String)> = sqlx::query_as(
-                        "SELECT event_type, state_key, event_id FROM state_group_entries \
-                         WHERE state_group = $1",
+                // The group and its delta chain in one query, oldest first.
+                let rows: Vec<(i64, Option<i64>, Option<String>, Option<String>, Option<String>)> =
+                    sqlx::query_as(
+                        "WITH RECURSIVE chain (state_group, prev_group, depth) AS ( \
+                             SELECT state_group, prev_group, 0 FROM state_groups \
+                             WHERE state_group = $1 \
+                             UNION ALL \
+                             SELECT g.state_group, g.prev_group, c.depth + 1 FROM state_groups g \
+                             JOIN chain c ON g.state_group = c.prev_group) \
+                         SELECT c.state_group, c.prev_group, e.event_type, e.state_key, e.event_id \
+                         FROM chain c \
+                         LEFT JOIN state_group_entries e ON e.state_group = c.state_group \
+                         ORDER BY c.depth DESC",
                     )
-                    .bind(group)
+                    .bind(state_group)
                     .fetch_all(&self.pool)
                     .await?;
-                    for (event_type, state_key, event_id) in rows {
+                let chain_is_whole = rows.first().is_some_and(|(_, prev, ..)| prev.is_none())
+                    && rows.last().is_some_and(|(group, ..)| *group == state_group);
+                if !chain_is_whole {
+                    return Err(StorageError::Corrupt {
+                        table: "state_groups",
+                        reason: format!("state group {state_group} or one before it is missing"),
+                    });
+                }
+                let mut state = std::collections::HashMap::new();
+                for (_, _, event_type, state_key, event_id) in rows {
+                    if let (Some(event_type), Some(state_key), Some(event_id)) =
+                        (event_type, state_key, event_id)
+                    {
                         state.insert((event_type, state_key), event_id);
                     }
                 }
