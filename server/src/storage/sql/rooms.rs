@@ -99,14 +99,30 @@ macro_rules! sql_room_store {
                 Ok(entries)
             }
 
-            /// Writes a chain's events (each built on the one before) inside
-            /// one savepoint (or one transaction, on a connection with none
-            /// open), and the room's forward extremities once, as the last
-            /// written event leaves them. Optimistic: an event that fails (a
-            /// uniqueness conflict, which is rare: a retried transaction)
-            /// undoes the savepoint, and the events before it are written
-            /// again without it; the events after it are not tried. So the
-            /// usual chain costs two statements per event, not six.
+            /// Writes a chain's events (each built on the one before) and
+            /// the room's forward extremities, once, as the last event leaves
+            /// them. Stops at the first event that fails and says which, with
+            /// what it wrote so far left for the caller to undo.
+            async fn insert_chain(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                chain: &[NewEvent<'_>],
+            ) -> Result<Option<(usize, StorageError)>, StorageError> {
+                for (index, event) in chain.iter().enumerate() {
+                    if let Err(error) = Self::insert_event(&mut *conn, event).await {
+                        return Ok(Some((index, error)));
+                    }
+                }
+                if let Some(last) = chain.last() {
+                    Self::set_forward_extremities(&mut *conn, last).await?;
+                }
+                Ok(None)
+            }
+
+            /// Writes a chain inside one savepoint (or one transaction, on a
+            /// connection with none open). An event that fails (a uniqueness
+            /// conflict, which is rare: a retried transaction) undoes the
+            /// savepoint, and the events before it are written again
+            /// without it; the events after it are not tried.
             async fn append_chain(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 chain: &[NewEvent<'_>],
@@ -117,17 +133,8 @@ macro_rules! sql_room_store {
                 };
                 while outcome.written > 0 {
                     let mut savepoint = sqlx::Connection::begin(&mut *conn).await?;
-                    let mut failed = None;
-                    for (index, event) in chain[..outcome.written].iter().enumerate() {
-                        if let Err(error) = Self::insert_event(&mut *savepoint, event).await {
-                            failed = Some((index, error));
-                            break;
-                        }
-                    }
-                    match failed {
+                    match Self::insert_chain(&mut savepoint, &chain[..outcome.written]).await? {
                         None => {
-                            let last = &chain[outcome.written - 1];
-                            Self::set_forward_extremities(&mut *savepoint, last).await?;
                             savepoint.commit().await?;
                             break;
                         }
@@ -304,13 +311,36 @@ macro_rules! sql_room_store {
                     // its own transaction is undone instead.
                     vec![Self::append_chain(&mut conn, chain).await?]
                 } else {
+                    // Optimistic: every chain without savepoints. A failing
+                    // event (rare) undoes the whole transaction, and the
+                    // batch is written again with a savepoint per chain.
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                    let mut outcomes = Vec::with_capacity(chains.len());
+                    let mut clean = true;
                     for chain in chains {
-                        outcomes.push(Self::append_chain(&mut tx, chain).await?);
+                        if Self::insert_chain(&mut tx, chain).await?.is_some() {
+                            clean = false;
+                            break;
+                        }
                     }
-                    tx.commit().await?;
-                    outcomes
+                    if clean {
+                        tx.commit().await?;
+                        chains
+                            .iter()
+                            .map(|chain| ChainOutcome {
+                                written: chain.len(),
+                                error: None,
+                            })
+                            .collect()
+                    } else {
+                        tx.rollback().await?;
+                        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                        let mut outcomes = Vec::with_capacity(chains.len());
+                        for chain in chains {
+                            outcomes.push(Self::append_chain(&mut tx, chain).await?);
+                        }
+                        tx.commit().await?;
+                        outcomes
+                    }
                 };
                 for (chain, outcome) in chains.iter().zip(&outcomes) {
                     for event in &chain[..outcome.written] {
