@@ -522,6 +522,14 @@ pub(crate) fn http_request(request: &machine::Request) -> Request {
         machine::Request::SignaturesUpload { body } => {
             Request::v3(Method::POST, &["keys", "signatures", "upload"]).json(body.clone())
         }
+        machine::Request::BackupVersionCreate { body } => {
+            Request::v3(Method::POST, &["room_keys", "version"]).json(body.clone())
+        }
+        machine::Request::BackupKeysUpload { version, body } => {
+            Request::v3(Method::PUT, &["room_keys", "keys"])
+                .query("version", version.clone())
+                .json(body.clone())
+        }
         machine::Request::ToDevice {
             event_type,
             txn_id,

@@ -26,7 +26,7 @@ use vodozemac::{
 };
 use zeroize::Zeroizing;
 
-use crate::base64;
+use crate::{AtRestKey, PickleError, PickleKey, base64};
 
 /// The algorithm name in a backup version's `algorithm` field.
 pub const BACKUP_ALGORITHM: &str = "m.megolm_backup.v1.curve25519-aes-sha2";
@@ -37,6 +37,8 @@ const RECOVERY_KEY_PREFIX: [u8; 2] = [0x8b, 0x01];
 const RECOVERY_KEY_LENGTH: usize = RECOVERY_KEY_PREFIX.len() + 32 + 1;
 /// The recovery key is shown to users in groups of this many characters.
 const RECOVERY_KEY_GROUP: usize = 4;
+/// Binds a sealed backup key to its purpose (AES-GCM associated data).
+const PICKLE_CONTEXT: &[u8] = b"myelin.backup.v1.decryption_key";
 
 /// Errors from reading a recovery key, a public key or a backed-up entry.
 ///
@@ -89,6 +91,33 @@ impl BackupDecryptionKey {
     /// The 32 private bytes, for sealed storage.
     pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(*self.0.secret_key().to_bytes())
+    }
+
+    /// The key sealed under `key` (AES-256-GCM, as the cross-signing keys
+    /// are), for the machine's store.
+    ///
+    /// # Errors
+    ///
+    /// [`PickleError`] if the system's random number generator failed.
+    pub fn pickle(&self, key: &PickleKey) -> Result<String, PickleError> {
+        let sealed = AtRestKey::for_pickles(key)
+            .and_then(|k| k.seal(PICKLE_CONTEXT, self.to_bytes().as_slice()))
+            .map_err(|_| PickleError)?;
+        Ok(base64::encode(&sealed))
+    }
+
+    /// Loads a key from [`BackupDecryptionKey::pickle`]'s output.
+    ///
+    /// # Errors
+    ///
+    /// [`PickleError`] for another pickle key or a damaged pickle.
+    pub fn from_pickle(pickle: &str, key: &PickleKey) -> Result<Self, PickleError> {
+        let sealed = base64::decode(pickle).map_err(|_| PickleError)?;
+        let bytes = AtRestKey::for_pickles(key)
+            .and_then(|k| k.open(PICKLE_CONTEXT, &sealed))
+            .map_err(|_| PickleError)?;
+        let bytes: &[u8; 32] = bytes.as_slice().try_into().map_err(|_| PickleError)?;
+        Ok(Self::from_bytes(bytes))
     }
 
     /// The public key that uploads are encrypted to.

@@ -65,6 +65,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod backup;
 pub mod cross_signing;
 pub mod devices;
 mod events;
@@ -89,6 +90,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 pub use self::{
+    backup::{BackupError, BackupRestore},
     cross_signing::CrossSigningError,
     devices::{Device, DeviceWarning, LocalTrust},
     events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
@@ -99,6 +101,7 @@ pub use self::{
     sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
 };
 use self::{
+    backup::ActiveBackup,
     cross_signing::CrossSigningState,
     devices::DeviceTracker,
     group::OutboundEntry,
@@ -217,6 +220,10 @@ pub struct OlmMachine {
     warnings: Vec<DeviceWarning>,
     utd_counts: BTreeMap<&'static str, u64>,
     only_verified_globally: bool,
+    /// The key backup this device uploads to.
+    backup: Option<ActiveBackup>,
+    /// Session -> the backup version its current copy was uploaded to.
+    backed_up: BTreeMap<SessionKeyId, String>,
     changes: Changes,
 }
 
@@ -334,6 +341,7 @@ impl OlmMachine {
         let wedged: Vec<_> = self.wedged_devices_needing_claim();
         requests.extend(self.claim_request(wedged));
         requests.extend(self.own_device_signature_request());
+        requests.extend(self.backup_upload_request());
         requests.append(&mut self.queued);
         requests
     }
@@ -372,6 +380,13 @@ impl OlmMachine {
                 self.receive_signing_keys_upload(&master).map_err(malformed)
             }
             InFlight::Signatures(upload) => self.receive_signatures_upload(upload, response),
+            InFlight::BackupCreate { pickle } => self
+                .receive_backup_created(&pickle, response)
+                .map_err(malformed),
+            InFlight::BackupUpload { version, sessions } => {
+                self.receive_backup_uploaded(&version, sessions);
+                Ok(())
+            }
             InFlight::ToDevice | InFlight::RoomKeys { .. } => Ok(()),
         }
     }
@@ -403,7 +418,9 @@ impl OlmMachine {
             | InFlight::Claim(_)
             | InFlight::ToDevice
             | InFlight::SigningKeysUpload(_)
-            | InFlight::Signatures(_) => {}
+            | InFlight::Signatures(_)
+            | InFlight::BackupCreate { .. }
+            | InFlight::BackupUpload { .. } => {}
         }
         Ok(())
     }
@@ -448,6 +465,8 @@ impl OlmMachine {
             warnings: Vec::new(),
             utd_counts: BTreeMap::new(),
             only_verified_globally: false,
+            backup: None,
+            backed_up: BTreeMap::new(),
             changes: Changes::default(),
         }
     }
@@ -517,6 +536,15 @@ impl OlmMachine {
             cross_signing::RECORD => {
                 let record: cross_signing::CrossSigningRecord = decode(records, key)?;
                 self.load_cross_signing(record)?;
+            }
+            backup::RECORD => {
+                let record: backup::BackupRecord = decode(records, key)?;
+                self.load_backup(record)
+                    .map_err(|_| LoadError::Corrupt(key.to_owned()))?;
+            }
+            backup::UPLOADED_RECORD_KIND => {
+                let record: backup::UploadedRecord = decode(records, key)?;
+                self.load_backed_up(record);
             }
             identity::SETTINGS_RECORD => {
                 self.only_verified_globally = decode(records, key)?;

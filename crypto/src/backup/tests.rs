@@ -215,3 +215,14 @@ fn debug_is_redacted() {
     let debug = format!("{key:?}");
     assert_eq!(debug, "BackupDecryptionKey([redacted])");
 }
+
+#[test]
+fn pickle_round_trip_and_wrong_key() {
+    let key = BackupDecryptionKey::new();
+    let pickle_key = crate::PickleKey::from_bytes([7; 32]);
+    let pickle = key.pickle(&pickle_key).unwrap();
+    let restored = BackupDecryptionKey::from_pickle(&pickle, &pickle_key).unwrap();
+    assert_eq!(restored.encryption_key(), key.encryption_key());
+    let other = crate::PickleKey::from_bytes([8; 32]);
+    assert!(BackupDecryptionKey::from_pickle(&pickle, &other).is_err());
+}

@@ -1,0 +1,277 @@
+//! Key backup: uploads once per session, restore on a new device, and a
+//! server that serves a wrong, damaged or forged backup.
+
+use myelin_crypto::{
+    backup::{BackupDecryptionKey, BackupEncryptionKey, EncryptedEntry},
+    verify_json_signature,
+};
+use ruma::serde::{Base64, base64::Standard};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::{
+    ALICE, BOB, ROOM, alice_and_bob, encrypted_room,
+    server::{Client, FakeServer, body},
+};
+use crate::machine::{BackupError, UtdCause};
+
+/// Alice enables a backup and the server creates version 1.
+fn enable(server: &mut FakeServer, alice: &mut Client) -> Zeroizing<String> {
+    let (request, recovery_key) = alice.machine.enable_backup().unwrap();
+    alice.save();
+    alice.answer(server, &request);
+    alice.save();
+    assert_eq!(alice.machine.backup_version(), Some("1"));
+    recovery_key
+}
+
+fn backed_up_sessions(server: &FakeServer) -> Vec<String> {
+    server.backup_keys["1"][ROOM].keys().cloned().collect()
+}
+
+/// A brand-new device of Alice's in the room, holding `event` undecryptable.
+fn new_device_with_utd(server: &mut FakeServer, event: &Value) -> Client {
+    let mut new = Client::new(server, ALICE, "ALICENEW");
+    new.sync(server, vec![encrypted_room(&[ALICE, BOB])]);
+    let utd = new.decrypt(ROOM, event).unwrap_err();
+    assert_eq!(utd.cause, UtdCause::MissingRoomKey);
+    new
+}
+
+#[test]
+fn the_backup_version_is_signed_by_the_device_and_each_session_uploaded_once() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    enable(&mut server, &mut alice);
+
+    let info = &server.backup_versions[0];
+    assert_eq!(info["algorithm"], "m.megolm_backup.v1.curve25519-aes-sha2");
+    let ed25519 = alice.machine.identity_keys().ed25519;
+    verify_json_signature(
+        &ed25519,
+        ALICE,
+        "ed25519:ALICEDEV",
+        info["auth_data"].as_object().unwrap(),
+    )
+    .unwrap();
+
+    // Alice's own session and Bob's both go up, once.
+    alice.send(&mut server, ROOM, "from alice");
+    let from_bob = bob.send(&mut server, ROOM, "from bob");
+    alice.sync(&mut server, vec![]);
+    alice.decrypt(ROOM, &from_bob).unwrap();
+    alice.send_outgoing(&mut server);
+    assert_eq!(backed_up_sessions(&server).len(), 2);
+    let uploads = server.backup_uploads;
+    alice.send_outgoing(&mut server);
+    alice.sync(&mut server, vec![]);
+    assert_eq!(server.backup_uploads, uploads, "nothing new to upload");
+
+    // The tracking survives a restart.
+    alice.reload();
+    alice.send_outgoing(&mut server);
+    assert_eq!(server.backup_uploads, uploads);
+    assert_eq!(alice.machine.backup_version(), Some("1"));
+}
+
+#[test]
+fn the_server_sees_no_key_material() {
+    let mut server = FakeServer::default();
+    let (mut alice, _, _) = alice_and_bob(&mut server);
+    enable(&mut server, &mut alice);
+    alice.send(&mut server, ROOM, "secret");
+    alice.send_outgoing(&mut server);
+    let stored = serde_json::to_string(&server.backup_keys).unwrap();
+    for plaintext_field in ["session_key", "sender_claimed_keys", "m.megolm.v1.aes-sha2"] {
+        assert!(!stored.contains(plaintext_field), "{plaintext_field}");
+    }
+    assert_eq!(backed_up_sessions(&server).len(), 1);
+}
+
+#[test]
+fn a_gone_backup_is_disabled() {
+    let mut server = FakeServer::default();
+    let (mut alice, _, _) = alice_and_bob(&mut server);
+    enable(&mut server, &mut alice);
+    alice.send(&mut server, ROOM, "hello");
+    let requests = alice.machine.outgoing_requests();
+    let upload = requests
+        .iter()
+        .find(|r| matches!(r.request, crate::machine::Request::BackupKeysUpload { .. }))
+        .unwrap();
+    assert!(alice.machine.mark_backup_gone(&upload.request_id).unwrap());
+    alice.save();
+    assert_eq!(alice.machine.backup_version(), None);
+    alice.reload();
+    assert_eq!(alice.machine.backup_version(), None);
+    assert!(alice.machine.outgoing_requests().is_empty());
+}
+
+#[test]
+fn a_new_device_restores_old_sessions_as_forwarded_keys() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let recovery_key = enable(&mut server, &mut alice);
+    let old = bob.send(&mut server, ROOM, "before the new device");
+    alice.sync(&mut server, vec![]);
+    alice.send_outgoing(&mut server);
+
+    let mut new = new_device_with_utd(&mut server, &old);
+    let (version, keys) = server.backup("1");
+    let restore = new
+        .machine
+        .restore_backup(&recovery_key, &version, &keys)
+        .unwrap();
+    new.save();
+    assert_eq!((restore.imported, restore.invalid), (1, 0));
+    assert_eq!(restore.late_decryptions.len(), 1);
+    let event = &restore.late_decryptions[0];
+    assert_eq!(body(event), "before the new device");
+    assert!(event.forwarded, "a backed-up key is not the sender's word");
+    assert_eq!(new.machine.pending_utd_count(), 0);
+
+    // The new device now uploads to the same backup, without sending the
+    // restored sessions back.
+    assert_eq!(new.machine.backup_version(), Some("1"));
+    let uploads = server.backup_uploads;
+    new.send_outgoing(&mut server);
+    assert_eq!(server.backup_uploads, uploads);
+    new.reload();
+    let again = new.decrypt(ROOM, &old).unwrap();
+    assert!(again.forwarded);
+}
+
+#[test]
+fn a_wrong_or_mistyped_recovery_key_restores_nothing() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let recovery_key = enable(&mut server, &mut alice);
+    let old = bob.send(&mut server, ROOM, "old");
+    alice.sync(&mut server, vec![]);
+    alice.send_outgoing(&mut server);
+    let mut new = new_device_with_utd(&mut server, &old);
+    let (version, keys) = server.backup("1");
+
+    let other = BackupDecryptionKey::new().to_recovery_key();
+    let wrong = new.machine.restore_backup(&other, &version, &keys);
+    assert!(matches!(wrong, Err(BackupError::WrongRecoveryKey)));
+
+    let mut typo: Vec<char> = recovery_key.chars().collect();
+    typo[5] = if typo[5] == 'a' { 'b' } else { 'a' };
+    let typo: String = typo.into_iter().collect();
+    let mistyped = new.machine.restore_backup(&typo, &version, &keys);
+    assert!(matches!(mistyped, Err(BackupError::InvalidRecoveryKey(_))));
+
+    assert_eq!(new.machine.pending_utd_count(), 1);
+    assert_eq!(new.machine.backup_version(), None);
+    assert!(new.decrypt(ROOM, &old).is_err());
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    Base64::<Standard>::parse(text).unwrap().into_inner()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    Base64::<Standard, _>::new(bytes).encode()
+}
+
+/// Encrypts `session` to the backup's public key, as anyone can.
+fn forge(public_key: &BackupEncryptionKey, session: &Value) -> Value {
+    let entry = public_key
+        .encrypt(&serde_json::to_vec(session).unwrap())
+        .unwrap();
+    json!({"first_message_index": 0, "forwarded_count": 0, "is_verified": false,
+           "session_data": entry.to_json()})
+}
+
+#[test]
+fn damaged_and_forged_entries_are_skipped_without_breaking_the_others() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, mut bob2) = alice_and_bob(&mut server);
+    let recovery_key = enable(&mut server, &mut alice);
+    let from_phone = bob.send(&mut server, ROOM, "phone");
+    let from_laptop = bob2.send(&mut server, ROOM, "laptop");
+    alice.sync(&mut server, vec![]);
+    alice.send_outgoing(&mut server);
+    let sessions = backed_up_sessions(&server);
+    assert_eq!(sessions.len(), 2);
+    let phone_session = from_phone["content"]["session_id"].as_str().unwrap();
+    let laptop_session = from_laptop["content"]["session_id"].as_str().unwrap();
+
+    // The server damages the phone's entry, files a copy of the laptop's
+    // entry under a made-up id, and adds garbage.
+    let public_key = BackupEncryptionKey::from_auth_data(
+        server.backup_versions[0]["auth_data"].as_object().unwrap(),
+    )
+    .unwrap();
+    let room = server.backup_keys.get_mut("1").unwrap().get_mut(ROOM).unwrap();
+    let mut damaged = EncryptedEntry::from_json(&room[phone_session]["session_data"]).unwrap();
+    let mut mac = base64_decode(&damaged.mac);
+    mac[0] ^= 1;
+    damaged.mac = base64_encode(&mac);
+    room[phone_session]["session_data"] = Value::Object(damaged.to_json());
+    let laptop_entry = room[laptop_session].clone();
+    room.insert("made-up".to_owned(), laptop_entry);
+    room.insert("garbage".to_owned(), json!({"session_data": {"ephemeral": 1}}));
+    room.insert(
+        "not-a-room-key".to_owned(),
+        forge(&public_key, &json!({"algorithm": "m.olm.v1.curve25519-aes-sha2"})),
+    );
+
+    let mut new = new_device_with_utd(&mut server, &from_phone);
+    assert!(new.decrypt(ROOM, &from_laptop).is_err());
+    let (version, keys) = server.backup("1");
+    let restore = new
+        .machine
+        .restore_backup(&recovery_key, &version, &keys)
+        .unwrap();
+    assert_eq!((restore.imported, restore.invalid), (1, 4));
+    assert_eq!(restore.late_decryptions.len(), 1);
+    assert_eq!(body(&restore.late_decryptions[0]), "laptop");
+    assert_eq!(new.decrypt(ROOM, &from_phone).unwrap_err().cause, UtdCause::MissingRoomKey);
+}
+
+#[test]
+fn a_forged_copy_of_a_known_session_does_not_replace_it() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let recovery_key = enable(&mut server, &mut alice);
+    let old = bob.send(&mut server, ROOM, "old");
+    alice.sync(&mut server, vec![]);
+    alice.send_outgoing(&mut server);
+
+    // The new device gets Bob's session from him at a later index.
+    let mut new = new_device_with_utd(&mut server, &old);
+    bob.sync(&mut server, vec![]);
+    let later = bob.send(&mut server, ROOM, "later");
+    new.sync(&mut server, vec![]);
+    let decrypted = new.decrypt(ROOM, &later).unwrap();
+    assert!(!decrypted.forwarded);
+
+    // The server swaps the backed-up copy for one with the same session id
+    // and sender but another ratchet, from index 0.
+    let session_id = old["content"]["session_id"].as_str().unwrap();
+    let genuine_key = BackupDecryptionKey::from_recovery_key(&recovery_key).unwrap();
+    let room = server.backup_keys.get_mut("1").unwrap().get_mut(ROOM).unwrap();
+    let entry = EncryptedEntry::from_json(&room[session_id]["session_data"]).unwrap();
+    let mut session: Value =
+        serde_json::from_slice(&genuine_key.decrypt(&entry).unwrap()).unwrap();
+    let mut exported = base64_decode(session["session_key"].as_str().unwrap());
+    exported[10] ^= 0xff; // inside the ratchet; the ed25519 key (the id) is kept
+    session["session_key"] = json!(base64_encode(&exported));
+    room.insert(
+        session_id.to_owned(),
+        forge(&genuine_key.encryption_key(), &session),
+    );
+
+    let (version, keys) = server.backup("1");
+    let restore = new
+        .machine
+        .restore_backup(&recovery_key, &version, &keys)
+        .unwrap();
+    assert_eq!((restore.imported, restore.unchanged), (0, 1));
+    assert!(restore.late_decryptions.is_empty());
+    // Still Bob's own copy, still not reaching back.
+    assert!(!new.decrypt(ROOM, &later).unwrap().forwarded);
+    assert_eq!(new.decrypt(ROOM, &old).unwrap_err().cause, UtdCause::SentBeforeWeJoined);
+}
