@@ -132,6 +132,16 @@ impl OlmMachine {
         Ok((request, key.to_recovery_key()))
     }
 
+    /// Checks that `recovery_key` opens the backup `version` (the answer of
+    /// `GET /room_keys/version`), before downloading its keys.
+    ///
+    /// # Errors
+    ///
+    /// As [`OlmMachine::restore_backup`].
+    pub fn check_recovery_key(recovery_key: &str, version: &Value) -> Result<(), BackupError> {
+        open_version(recovery_key, version).map(drop)
+    }
+
     /// The backup version this device uploads to, if any.
     pub fn backup_version(&self) -> Option<&str> {
         self.backup.as_ref().map(|b| b.version.as_str())
