@@ -113,16 +113,20 @@ impl Client {
         outgoing: &OutgoingRequest,
         error: &Error,
     ) {
-        let backup_gone = matches!(outgoing.request, crate::machine::Request::BackupKeysUpload { .. })
-            && error.as_matrix().is_some_and(|e| {
-                e.status == 404 || e.kind == ErrorKind::NotFound || e.kind.errcode() == WRONG_VERSION
-            });
+        let backup_gone = matches!(
+            outgoing.request,
+            crate::machine::Request::BackupKeysUpload { .. }
+        ) && error.as_matrix().is_some_and(|e| {
+            e.status == 404 || e.kind == ErrorKind::NotFound || e.kind.errcode() == WRONG_VERSION
+        });
         let reported = if backup_gone {
-            machine.mark_backup_gone(&outgoing.request_id).map(|disabled| {
-                if disabled {
-                    tracing::warn!("key backup version is gone or replaced; backup disabled");
-                }
-            })
+            machine
+                .mark_backup_gone(&outgoing.request_id)
+                .map(|disabled| {
+                    if disabled {
+                        tracing::warn!("key backup version is gone or replaced; backup disabled");
+                    }
+                })
         } else {
             machine.mark_request_failed(&outgoing.request_id)
         };

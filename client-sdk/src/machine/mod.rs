@@ -89,17 +89,6 @@ use myelin_crypto::{PickleKey, olm::Account};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-pub use self::{
-    backup::{BackupError, BackupRestore},
-    cross_signing::CrossSigningError,
-    devices::{Device, DeviceWarning, LocalTrust},
-    events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
-    history::{BundleError, BundleImport, BundleShare, RoomKeyBundle},
-    identities::UserIdentity,
-    requests::{OutgoingRequest, Request},
-    store::{Changes, CryptoStore, MemoryStore},
-    sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
-};
 use self::{
     backup::ActiveBackup,
     cross_signing::CrossSigningState,
@@ -111,6 +100,17 @@ use self::{
     olm::OlmSessions,
     requests::InFlight,
     rooms::RoomState,
+};
+pub use self::{
+    backup::{BackupError, BackupRestore},
+    cross_signing::CrossSigningError,
+    devices::{Device, DeviceWarning, LocalTrust},
+    events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
+    history::{BundleError, BundleImport, BundleShare, RoomKeyBundle},
+    identities::UserIdentity,
+    requests::{OutgoingRequest, Request},
+    store::{Changes, CryptoStore, MemoryStore},
+    sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
 };
 
 /// Errors from feeding the machine a response or asking it to act.

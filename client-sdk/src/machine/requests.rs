@@ -90,7 +90,9 @@ pub(crate) enum InFlight {
     /// Signatures by our cross-signing keys.
     Signatures(super::cross_signing::SignatureUpload),
     /// A new backup version, its private key sealed under the pickle key.
-    BackupCreate { pickle: String },
+    BackupCreate {
+        pickle: String,
+    },
     /// These sessions, to this backup version.
     BackupUpload {
         version: String,

@@ -204,7 +204,12 @@ fn damaged_and_forged_entries_are_skipped_without_breaking_the_others() {
         server.backup_versions[0]["auth_data"].as_object().unwrap(),
     )
     .unwrap();
-    let room = server.backup_keys.get_mut("1").unwrap().get_mut(ROOM).unwrap();
+    let room = server
+        .backup_keys
+        .get_mut("1")
+        .unwrap()
+        .get_mut(ROOM)
+        .unwrap();
     let mut damaged = EncryptedEntry::from_json(&room[phone_session]["session_data"]).unwrap();
     let mut mac = base64_decode(&damaged.mac);
     mac[0] ^= 1;
@@ -212,10 +217,16 @@ fn damaged_and_forged_entries_are_skipped_without_breaking_the_others() {
     room[phone_session]["session_data"] = Value::Object(damaged.to_json());
     let laptop_entry = room[laptop_session].clone();
     room.insert("made-up".to_owned(), laptop_entry);
-    room.insert("garbage".to_owned(), json!({"session_data": {"ephemeral": 1}}));
+    room.insert(
+        "garbage".to_owned(),
+        json!({"session_data": {"ephemeral": 1}}),
+    );
     room.insert(
         "not-a-room-key".to_owned(),
-        forge(&public_key, &json!({"algorithm": "m.olm.v1.curve25519-aes-sha2"})),
+        forge(
+            &public_key,
+            &json!({"algorithm": "m.olm.v1.curve25519-aes-sha2"}),
+        ),
     );
 
     let mut new = new_device_with_utd(&mut server, &from_phone);
@@ -228,7 +239,10 @@ fn damaged_and_forged_entries_are_skipped_without_breaking_the_others() {
     assert_eq!((restore.imported, restore.invalid), (1, 4));
     assert_eq!(restore.late_decryptions.len(), 1);
     assert_eq!(body(&restore.late_decryptions[0]), "laptop");
-    assert_eq!(new.decrypt(ROOM, &from_phone).unwrap_err().cause, UtdCause::MissingRoomKey);
+    assert_eq!(
+        new.decrypt(ROOM, &from_phone).unwrap_err().cause,
+        UtdCause::MissingRoomKey
+    );
 }
 
 #[test]
@@ -252,10 +266,14 @@ fn a_forged_copy_of_a_known_session_does_not_replace_it() {
     // and sender but another ratchet, from index 0.
     let session_id = old["content"]["session_id"].as_str().unwrap();
     let genuine_key = BackupDecryptionKey::from_recovery_key(&recovery_key).unwrap();
-    let room = server.backup_keys.get_mut("1").unwrap().get_mut(ROOM).unwrap();
+    let room = server
+        .backup_keys
+        .get_mut("1")
+        .unwrap()
+        .get_mut(ROOM)
+        .unwrap();
     let entry = EncryptedEntry::from_json(&room[session_id]["session_data"]).unwrap();
-    let mut session: Value =
-        serde_json::from_slice(&genuine_key.decrypt(&entry).unwrap()).unwrap();
+    let mut session: Value = serde_json::from_slice(&genuine_key.decrypt(&entry).unwrap()).unwrap();
     let mut exported = base64_decode(session["session_key"].as_str().unwrap());
     exported[10] ^= 0xff; // inside the ratchet; the ed25519 key (the id) is kept
     session["session_key"] = json!(base64_encode(&exported));
@@ -273,5 +291,8 @@ fn a_forged_copy_of_a_known_session_does_not_replace_it() {
     assert!(restore.late_decryptions.is_empty());
     // Still Bob's own copy, still not reaching back.
     assert!(!new.decrypt(ROOM, &later).unwrap().forwarded);
-    assert_eq!(new.decrypt(ROOM, &old).unwrap_err().cause, UtdCause::SentBeforeWeJoined);
+    assert_eq!(
+        new.decrypt(ROOM, &old).unwrap_err().cause,
+        UtdCause::SentBeforeWeJoined
+    );
 }
