@@ -5,7 +5,7 @@
 //! uploads.
 
 use myelin_sdk::{
-    Client, Error, RoomSecurity,
+    Client, Error, Room, RoomSecurity,
     machine::{BackupError, UtdCause},
     myelin_crypto::backup::BackupDecryptionKey,
     ruma::RoomId,
@@ -71,13 +71,20 @@ async fn read_history(client: &Client, room_id: &RoomId) -> Vec<Result<(String, 
     read
 }
 
-async fn a_new_device_reads_old_messages_with_the_recovery_key_only(backend: Backend) {
+/// A server with Alice and Bob in an encrypted room.
+async fn alice_and_bob(backend: Backend) -> (TestServer, Client, Client, Room) {
     let server = TestServer::start(backend).await;
     let url = server.base_url.as_str();
     let suffix = &random_suffix()[..8];
     let alice = registered(url, &format!("alice{suffix}")).await;
     let bob = registered(url, &format!("bob{suffix}")).await;
     let room = shared_room(&alice, &bob, RoomSecurity::Encrypted).await;
+    (server, alice, bob, room)
+}
+
+async fn a_new_device_reads_old_messages_with_the_recovery_key_only(backend: Backend) {
+    let (server, alice, bob, room) = alice_and_bob(backend).await;
+    let url = server.base_url.as_str();
     let room_id = room.room_id().to_owned();
 
     let recovery_key = alice.enable_backup().await.unwrap();
@@ -148,12 +155,7 @@ async fn a_new_device_reads_old_messages_with_the_recovery_key_only(backend: Bac
 }
 
 async fn a_replaced_backup_stops_the_uploads(backend: Backend) {
-    let server = TestServer::start(backend).await;
-    let url = server.base_url.as_str();
-    let suffix = &random_suffix()[..8];
-    let alice = registered(url, &format!("alice{suffix}")).await;
-    let bob = registered(url, &format!("bob{suffix}")).await;
-    let room = shared_room(&alice, &bob, RoomSecurity::Encrypted).await;
+    let (server, alice, bob, room) = alice_and_bob(backend).await;
     alice.enable_backup().await.unwrap();
 
     // Someone (another client of Alice's) makes a new backup version.

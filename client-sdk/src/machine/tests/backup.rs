@@ -13,7 +13,16 @@ use super::{
     ALICE, BOB, ROOM, alice_and_bob, encrypted_room,
     server::{Client, FakeServer, body},
 };
-use crate::machine::{BackupError, UtdCause};
+use crate::machine::{BackupError, BackupRestore, UtdCause};
+
+/// Alice and Bob (two devices) in a room; Alice has enabled a backup
+/// (version 1). Returns them and the recovery key.
+fn backing_up() -> (FakeServer, Client, Client, Client, Zeroizing<String>) {
+    let mut server = FakeServer::default();
+    let (mut alice, bob, bob2) = alice_and_bob(&mut server);
+    let recovery_key = enable(&mut server, &mut alice);
+    (server, alice, bob, bob2, recovery_key)
+}
 
 /// Alice enables a backup and the server creates version 1.
 fn enable(server: &mut FakeServer, alice: &mut Client) -> Zeroizing<String> {
@@ -25,8 +34,42 @@ fn enable(server: &mut FakeServer, alice: &mut Client) -> Zeroizing<String> {
     recovery_key
 }
 
+/// The room's entries in backup version 1, for a test to tamper with.
+fn stored_room(server: &mut FakeServer) -> &mut serde_json::Map<String, Value> {
+    server
+        .backup_keys
+        .get_mut("1")
+        .unwrap()
+        .get_mut(ROOM)
+        .unwrap()
+}
+
 fn backed_up_sessions(server: &FakeServer) -> Vec<String> {
     server.backup_keys["1"][ROOM].keys().cloned().collect()
+}
+
+/// Bob's phone sends `text`; Alice receives the key and backs it up.
+fn backed_up_message(
+    server: &mut FakeServer,
+    alice: &mut Client,
+    bob: &mut Client,
+    text: &str,
+) -> Value {
+    let event = bob.send(server, ROOM, text);
+    alice.sync(server, vec![]);
+    alice.send_outgoing(server);
+    event
+}
+
+/// Restores backup version 1 as the server serves it now.
+fn restore(server: &FakeServer, device: &mut Client, recovery_key: &str) -> BackupRestore {
+    let (version, keys) = server.backup("1");
+    let restore = device
+        .machine
+        .restore_backup(recovery_key, &version, &keys)
+        .unwrap();
+    device.save();
+    restore
 }
 
 /// A brand-new device of Alice's in the room, holding `event` undecryptable.
@@ -40,9 +83,7 @@ fn new_device_with_utd(server: &mut FakeServer, event: &Value) -> Client {
 
 #[test]
 fn the_backup_version_is_signed_by_the_device_and_each_session_uploaded_once() {
-    let mut server = FakeServer::default();
-    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
-    enable(&mut server, &mut alice);
+    let (mut server, mut alice, mut bob, _, _) = backing_up();
 
     let info = &server.backup_versions[0];
     assert_eq!(info["algorithm"], "m.megolm_backup.v1.curve25519-aes-sha2");
@@ -76,9 +117,7 @@ fn the_backup_version_is_signed_by_the_device_and_each_session_uploaded_once() {
 
 #[test]
 fn the_server_sees_no_key_material() {
-    let mut server = FakeServer::default();
-    let (mut alice, _, _) = alice_and_bob(&mut server);
-    enable(&mut server, &mut alice);
+    let (mut server, mut alice, _, _, _) = backing_up();
     alice.send(&mut server, ROOM, "secret");
     alice.send_outgoing(&mut server);
     let stored = serde_json::to_string(&server.backup_keys).unwrap();
@@ -90,9 +129,7 @@ fn the_server_sees_no_key_material() {
 
 #[test]
 fn a_gone_backup_is_disabled() {
-    let mut server = FakeServer::default();
-    let (mut alice, _, _) = alice_and_bob(&mut server);
-    enable(&mut server, &mut alice);
+    let (mut server, mut alice, _, _, _) = backing_up();
     alice.send(&mut server, ROOM, "hello");
     let requests = alice.machine.outgoing_requests();
     let upload = requests
@@ -109,20 +146,11 @@ fn a_gone_backup_is_disabled() {
 
 #[test]
 fn a_new_device_restores_old_sessions_as_forwarded_keys() {
-    let mut server = FakeServer::default();
-    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
-    let recovery_key = enable(&mut server, &mut alice);
-    let old = bob.send(&mut server, ROOM, "before the new device");
-    alice.sync(&mut server, vec![]);
-    alice.send_outgoing(&mut server);
+    let (mut server, mut alice, mut bob, _, recovery_key) = backing_up();
+    let old = backed_up_message(&mut server, &mut alice, &mut bob, "before the new device");
 
     let mut new = new_device_with_utd(&mut server, &old);
-    let (version, keys) = server.backup("1");
-    let restore = new
-        .machine
-        .restore_backup(&recovery_key, &version, &keys)
-        .unwrap();
-    new.save();
+    let restore = restore(&server, &mut new, &recovery_key);
     assert_eq!((restore.imported, restore.invalid), (1, 0));
     assert_eq!(restore.late_decryptions.len(), 1);
     let event = &restore.late_decryptions[0];
@@ -143,12 +171,8 @@ fn a_new_device_restores_old_sessions_as_forwarded_keys() {
 
 #[test]
 fn a_wrong_or_mistyped_recovery_key_restores_nothing() {
-    let mut server = FakeServer::default();
-    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
-    let recovery_key = enable(&mut server, &mut alice);
-    let old = bob.send(&mut server, ROOM, "old");
-    alice.sync(&mut server, vec![]);
-    alice.send_outgoing(&mut server);
+    let (mut server, mut alice, mut bob, _, recovery_key) = backing_up();
+    let old = backed_up_message(&mut server, &mut alice, &mut bob, "old");
     let mut new = new_device_with_utd(&mut server, &old);
     let (version, keys) = server.backup("1");
 
@@ -186,9 +210,7 @@ fn forge(public_key: &BackupEncryptionKey, session: &Value) -> Value {
 
 #[test]
 fn damaged_and_forged_entries_are_skipped_without_breaking_the_others() {
-    let mut server = FakeServer::default();
-    let (mut alice, mut bob, mut bob2) = alice_and_bob(&mut server);
-    let recovery_key = enable(&mut server, &mut alice);
+    let (mut server, mut alice, mut bob, mut bob2, recovery_key) = backing_up();
     let from_phone = bob.send(&mut server, ROOM, "phone");
     let from_laptop = bob2.send(&mut server, ROOM, "laptop");
     alice.sync(&mut server, vec![]);
@@ -204,12 +226,7 @@ fn damaged_and_forged_entries_are_skipped_without_breaking_the_others() {
         server.backup_versions[0]["auth_data"].as_object().unwrap(),
     )
     .unwrap();
-    let room = server
-        .backup_keys
-        .get_mut("1")
-        .unwrap()
-        .get_mut(ROOM)
-        .unwrap();
+    let room = stored_room(&mut server);
     let mut damaged = EncryptedEntry::from_json(&room[phone_session]["session_data"]).unwrap();
     let mut mac = base64_decode(&damaged.mac);
     mac[0] ^= 1;
@@ -231,11 +248,7 @@ fn damaged_and_forged_entries_are_skipped_without_breaking_the_others() {
 
     let mut new = new_device_with_utd(&mut server, &from_phone);
     assert!(new.decrypt(ROOM, &from_laptop).is_err());
-    let (version, keys) = server.backup("1");
-    let restore = new
-        .machine
-        .restore_backup(&recovery_key, &version, &keys)
-        .unwrap();
+    let restore = restore(&server, &mut new, &recovery_key);
     assert_eq!((restore.imported, restore.invalid), (1, 4));
     assert_eq!(restore.late_decryptions.len(), 1);
     assert_eq!(body(&restore.late_decryptions[0]), "laptop");
@@ -247,12 +260,8 @@ fn damaged_and_forged_entries_are_skipped_without_breaking_the_others() {
 
 #[test]
 fn a_forged_copy_of_a_known_session_does_not_replace_it() {
-    let mut server = FakeServer::default();
-    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
-    let recovery_key = enable(&mut server, &mut alice);
-    let old = bob.send(&mut server, ROOM, "old");
-    alice.sync(&mut server, vec![]);
-    alice.send_outgoing(&mut server);
+    let (mut server, mut alice, mut bob, _, recovery_key) = backing_up();
+    let old = backed_up_message(&mut server, &mut alice, &mut bob, "old");
 
     // The new device gets Bob's session from him at a later index.
     let mut new = new_device_with_utd(&mut server, &old);
@@ -266,12 +275,7 @@ fn a_forged_copy_of_a_known_session_does_not_replace_it() {
     // and sender but another ratchet, from index 0.
     let session_id = old["content"]["session_id"].as_str().unwrap();
     let genuine_key = BackupDecryptionKey::from_recovery_key(&recovery_key).unwrap();
-    let room = server
-        .backup_keys
-        .get_mut("1")
-        .unwrap()
-        .get_mut(ROOM)
-        .unwrap();
+    let room = stored_room(&mut server);
     let entry = EncryptedEntry::from_json(&room[session_id]["session_data"]).unwrap();
     let mut session: Value = serde_json::from_slice(&genuine_key.decrypt(&entry).unwrap()).unwrap();
     let mut exported = base64_decode(session["session_key"].as_str().unwrap());
@@ -282,11 +286,7 @@ fn a_forged_copy_of_a_known_session_does_not_replace_it() {
         forge(&genuine_key.encryption_key(), &session),
     );
 
-    let (version, keys) = server.backup("1");
-    let restore = new
-        .machine
-        .restore_backup(&recovery_key, &version, &keys)
-        .unwrap();
+    let restore = restore(&server, &mut new, &recovery_key);
     assert_eq!((restore.imported, restore.unchanged), (0, 1));
     assert!(restore.late_decryptions.is_empty());
     // Still Bob's own copy, still not reaching back.
