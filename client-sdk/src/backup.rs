@@ -66,11 +66,7 @@ impl Client {
     /// [`ErrorKind::NotFound`] when there is no backup; network and store
     /// errors. Nothing is imported then.
     pub async fn restore_backup(&self, recovery_key: &str) -> Result<BackupRestore> {
-        let version: Value = self
-            .inner
-            .http
-            .send(&Request::v3(Method::GET, &["room_keys", "version"]))
-            .await?;
+        let version = self.current_backup().await?;
         // Checked before downloading every key with it.
         OlmMachine::check_recovery_key(recovery_key, &version)?;
         let version_id = version
@@ -92,6 +88,37 @@ impl Client {
         let requests = machine.outgoing_requests();
         self.send_machine_requests(machine, requests).await?;
         Ok(restore)
+    }
+
+    /// Uploads this device's room keys to the server's current backup,
+    /// which another of our devices enabled, without its recovery key. Only
+    /// a backup signed by this device or by one of our own devices the user
+    /// verified is used: the server cannot make us encrypt our keys to a
+    /// key of its own. Returns the backup version.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backup`] with [`BackupError::Untrusted`](crate::machine::BackupError::Untrusted)
+    /// when no trusted device of ours signed it; a Matrix error with
+    /// [`ErrorKind::NotFound`] when there is no backup; network and store
+    /// errors.
+    pub async fn trust_current_backup(&self) -> Result<String> {
+        let version = self.current_backup().await?;
+        let mut slot = self.machine().await?;
+        let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
+        machine.trust_backup(&version)?;
+        let id = machine.backup_version().unwrap_or_default().to_owned();
+        let requests = machine.outgoing_requests();
+        self.send_machine_requests(machine, requests).await?;
+        Ok(id)
+    }
+
+    /// `GET /room_keys/version`: the server's current backup version.
+    async fn current_backup(&self) -> Result<Value> {
+        self.inner
+            .http
+            .send(&Request::v3(Method::GET, &["room_keys", "version"]))
+            .await
     }
 
     /// The backup version this device uploads room keys to, if any. `None`

@@ -21,10 +21,11 @@
 //! (`forwarded`), merged into a session we hold only if it is the same
 //! ratchet, and never replacing a better copy.
 //!
-//! A device uploads only to a backup whose private key it holds (it created
-//! or restored it): uploading to a version some other device announced
-//! would need that version's `auth_data` signature checked against a
-//! verified device, which is not done yet (`spec-notes/key-backup.md`).
+//! A device uploads to a backup whose private key it holds (it created or
+//! restored it), or, with [`OlmMachine::trust_backup`], to one whose
+//! `auth_data` is signed by this device or by one of our own devices the
+//! user verified: never to a public key the server alone vouches for, which
+//! would hand it every room key (`spec-notes/key-backup.md`).
 
 use std::collections::BTreeMap;
 
@@ -32,6 +33,8 @@ use myelin_crypto::{
     PickleError,
     backup::{BACKUP_ALGORITHM, BackupDecryptionKey, BackupEncryptionKey, EncryptedEntry},
     megolm::{ExportedSessionKey, InboundGroupSession, MEGOLM_ALGORITHM},
+    olm::Ed25519PublicKey,
+    verify_json_signature,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -66,6 +69,10 @@ pub enum BackupError {
     /// The backup version or its keys do not have the spec's shape.
     #[error("malformed backup: {0}")]
     Malformed(&'static str),
+    /// The backup's `auth_data` is not signed by this device nor by one of
+    /// our own devices the user verified.
+    #[error("the backup is not signed by a trusted device of ours")]
+    Untrusted,
     /// The new backup key could not be sealed or its `auth_data` signed.
     #[error("the backup key could not be stored or signed")]
     KeyStorage,
@@ -91,14 +98,17 @@ pub struct BackupRestore {
 /// The backup this device uploads to.
 pub(super) struct ActiveBackup {
     version: String,
-    key: BackupDecryptionKey,
+    public_key: BackupEncryptionKey,
+    /// Held when this device created or restored the backup.
+    private_key: Option<BackupDecryptionKey>,
 }
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct BackupRecord {
     version: String,
+    public_key: String,
     /// The private key, sealed under the pickle key.
-    pickle: String,
+    pickle: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,6 +150,31 @@ impl OlmMachine {
     /// As [`OlmMachine::restore_backup`].
     pub fn check_recovery_key(recovery_key: &str, version: &Value) -> Result<(), BackupError> {
         open_version(recovery_key, version).map(drop)
+    }
+
+    /// Uploads to the server's current backup `version` (the answer of
+    /// `GET /room_keys/version`) without its recovery key, because its
+    /// `auth_data` is signed by this device or by one of our own devices the
+    /// user verified (a backup another of our devices enabled). Keeps the
+    /// private key if this device already holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`BackupError::Untrusted`] otherwise (the server alone could have
+    /// made it); [`BackupError::UnsupportedAlgorithm`] or
+    /// [`BackupError::Malformed`].
+    pub fn trust_backup(&mut self, version: &Value) -> Result<(), BackupError> {
+        let (id, public_key, auth_data) = parse_version(version)?;
+        if !self.signed_by_trusted_own_device(auth_data) {
+            return Err(BackupError::Untrusted);
+        }
+        let private_key = self
+            .backup
+            .take()
+            .filter(|b| b.version == id && b.public_key == public_key)
+            .and_then(|b| b.private_key);
+        self.activate_backup(id, public_key, private_key);
+        Ok(())
     }
 
     /// The backup version this device uploads to, if any.
@@ -213,7 +248,7 @@ impl OlmMachine {
                 }
             }
         }
-        self.activate_backup(version.clone(), key);
+        self.activate_backup(version.clone(), key.encryption_key(), Some(key));
         restore.version = version;
         restore.late_decryptions = output.late_decryptions;
         Ok(restore)
@@ -228,7 +263,7 @@ impl OlmMachine {
             .any(|f| matches!(f, InFlight::BackupUpload { .. }));
         let backup = self.backup.as_ref().filter(|_| !uploading)?;
         let version = backup.version.clone();
-        let public_key = backup.key.encryption_key();
+        let public_key = backup.public_key;
         let batch: Vec<SessionKeyId> = self
             .inbound
             .keys()
@@ -285,7 +320,7 @@ impl OlmMachine {
             .ok_or("no `version`")?;
         let key = BackupDecryptionKey::from_pickle(pickle, &self.pickle_key)
             .map_err(|_| "backup key pickle did not open")?;
-        self.activate_backup(version.to_owned(), key);
+        self.activate_backup(version.to_owned(), key.encryption_key(), Some(key));
         Ok(())
     }
 
@@ -308,10 +343,16 @@ impl OlmMachine {
     }
 
     pub(super) fn load_backup(&mut self, record: BackupRecord) -> Result<(), PickleError> {
-        let key = BackupDecryptionKey::from_pickle(&record.pickle, &self.pickle_key)?;
+        let private_key = record
+            .pickle
+            .map(|pickle| BackupDecryptionKey::from_pickle(&pickle, &self.pickle_key))
+            .transpose()?;
+        let public_key =
+            BackupEncryptionKey::from_base64(&record.public_key).map_err(|_| PickleError)?;
         self.backup = Some(ActiveBackup {
             version: record.version,
-            key,
+            public_key,
+            private_key,
         });
         Ok(())
     }
@@ -320,15 +361,58 @@ impl OlmMachine {
         self.backed_up.insert(record.key_id, record.version);
     }
 
-    fn activate_backup(&mut self, version: String, key: BackupDecryptionKey) {
-        if let Ok(pickle) = key.pickle(&self.pickle_key) {
-            let record = BackupRecord {
-                version: version.clone(),
-                pickle,
+    fn activate_backup(
+        &mut self,
+        version: String,
+        public_key: BackupEncryptionKey,
+        private_key: Option<BackupDecryptionKey>,
+    ) {
+        let pickle = match private_key.as_ref().map(|k| k.pickle(&self.pickle_key)) {
+            Some(Ok(pickle)) => Some(pickle),
+            // Without its record the backup is simply not used after a
+            // restart (the random number generator failed).
+            Some(Err(_)) => return,
+            None => None,
+        };
+        let record = BackupRecord {
+            version: version.clone(),
+            public_key: public_key.to_base64(),
+            pickle,
+        };
+        self.put(RECORD.to_owned(), &record);
+        self.backup = Some(ActiveBackup {
+            version,
+            public_key,
+            private_key,
+        });
+    }
+
+    /// Whether `auth_data` is signed by this device or by one of our own
+    /// devices the user verified.
+    fn signed_by_trusted_own_device(&self, auth_data: &Map<String, Value>) -> bool {
+        let Some(signatures) = auth_data
+            .get("signatures")
+            .and_then(|s| s.get(&self.user_id))
+            .and_then(Value::as_object)
+        else {
+            return false;
+        };
+        signatures.keys().any(|key_id| {
+            let Some(device_id) = key_id.strip_prefix("ed25519:") else {
+                return false;
             };
-            self.put(RECORD.to_owned(), &record);
-        }
-        self.backup = Some(ActiveBackup { version, key });
+            let key = if device_id == self.device_id {
+                Some(self.account.identity_keys().ed25519)
+            } else {
+                self.devices
+                    .device(&self.user_id, device_id)
+                    .filter(|d| self.devices.is_verified(d))
+                    .and_then(|d| Ed25519PublicKey::from_base64(&d.ed25519).ok())
+            };
+            key.is_some_and(|key| {
+                verify_json_signature(&key, &self.user_id, key_id, auth_data).is_ok()
+            })
+        })
     }
 
     fn mark_backed_up(&mut self, key_id: SessionKeyId, version: &str) {
@@ -350,6 +434,19 @@ fn open_version(
     recovery_key: &str,
     version: &Value,
 ) -> Result<(String, BackupDecryptionKey), BackupError> {
+    let (id, public_key, _) = parse_version(version)?;
+    let key = BackupDecryptionKey::from_recovery_key(recovery_key)
+        .map_err(BackupError::InvalidRecoveryKey)?;
+    if key.encryption_key() != public_key {
+        return Err(BackupError::WrongRecoveryKey);
+    }
+    Ok((id, key))
+}
+
+/// A backup version's id, public key and `auth_data`.
+fn parse_version(
+    version: &Value,
+) -> Result<(String, BackupEncryptionKey, &Map<String, Value>), BackupError> {
     let algorithm = version
         .get("algorithm")
         .and_then(Value::as_str)
@@ -367,12 +464,7 @@ fn open_version(
         .ok_or(BackupError::Malformed("no `auth_data` object"))?;
     let public_key = BackupEncryptionKey::from_auth_data(auth_data)
         .map_err(|_| BackupError::Malformed("no curve25519 `public_key` in `auth_data`"))?;
-    let key = BackupDecryptionKey::from_recovery_key(recovery_key)
-        .map_err(BackupError::InvalidRecoveryKey)?;
-    if key.encryption_key() != public_key {
-        return Err(BackupError::WrongRecoveryKey);
-    }
-    Ok((id.to_owned(), key))
+    Ok((id.to_owned(), public_key, auth_data))
 }
 
 /// The JSON a session is backed up as (the spec's `BackedUpSessionData`).

@@ -13,7 +13,7 @@ use super::{
     ALICE, BOB, ROOM, alice_and_bob, encrypted_room,
     server::{Client, FakeServer, body},
 };
-use crate::machine::{BackupError, BackupRestore, UtdCause};
+use crate::machine::{BackupError, BackupRestore, LocalTrust, UtdCause};
 
 /// Alice and Bob (two devices) in a room; Alice has enabled a backup
 /// (version 1). Returns them and the recovery key.
@@ -295,4 +295,45 @@ fn a_forged_copy_of_a_known_session_does_not_replace_it() {
         new.decrypt(ROOM, &old).unwrap_err().cause,
         UtdCause::SentBeforeWeJoined
     );
+}
+
+#[test]
+fn another_device_uploads_to_the_backup_only_once_it_verified_its_creator() {
+    let (mut server, mut alice, _, _, _) = backing_up();
+    let mut laptop = Client::new(&mut server, ALICE, "ALICELAPTOP");
+    laptop.sync(&mut server, vec![encrypted_room(&[ALICE, BOB])]);
+    let (version, _) = server.backup("1");
+
+    // Unverified, the creator's signature is not enough.
+    let refused = laptop.machine.trust_backup(&version);
+    assert!(matches!(refused, Err(BackupError::Untrusted)));
+    assert_eq!(laptop.machine.backup_version(), None);
+
+    // A public key the server swapped in keeps the old signature, which
+    // then no longer verifies.
+    assert!(
+        laptop
+            .machine
+            .set_device_trust(ALICE, "ALICEDEV", LocalTrust::Verified)
+    );
+    let mut swapped = version.clone();
+    swapped["auth_data"]["public_key"] =
+        json!(BackupDecryptionKey::new().encryption_key().to_base64());
+    let refused = laptop.machine.trust_backup(&swapped);
+    assert!(matches!(refused, Err(BackupError::Untrusted)));
+
+    // Verified and intact: the laptop's own session goes into the backup,
+    // and it survives a restart.
+    laptop.machine.trust_backup(&version).unwrap();
+    laptop.save();
+    let sent = laptop.send(&mut server, ROOM, "from the laptop");
+    laptop.send_outgoing(&mut server);
+    let session_id = sent["content"]["session_id"].as_str().unwrap();
+    assert!(backed_up_sessions(&server).iter().any(|s| s == session_id));
+    laptop.reload();
+    assert_eq!(laptop.machine.backup_version(), Some("1"));
+
+    // Alice's first device, which signed it, trusts it too.
+    alice.machine.trust_backup(&version).unwrap();
+    assert_eq!(alice.machine.backup_version(), Some("1"));
 }
