@@ -6,7 +6,7 @@
 
 use myelin_sdk::{
     Client, Error, Room, RoomSecurity,
-    machine::{BackupError, UtdCause},
+    machine::{BackupError, LocalTrust, UtdCause},
     myelin_crypto::backup::BackupDecryptionKey,
     ruma::RoomId,
 };
@@ -21,7 +21,8 @@ use crate::{
 
 backend_tests!(
     a_new_device_reads_old_messages_with_the_recovery_key_only,
-    a_replaced_backup_stops_the_uploads
+    a_replaced_backup_stops_the_uploads,
+    another_device_backs_up_once_it_verified_the_creator
 );
 
 /// Alice's backup, read with a token of her own (the server's view).
@@ -195,4 +196,41 @@ async fn a_replaced_backup_stops_the_uploads(backend: Backend) {
         json!({}),
         "nothing went into the new version"
     );
+}
+
+async fn another_device_backs_up_once_it_verified_the_creator(backend: Backend) {
+    let (server, alice, _bob, room) = alice_and_bob(backend).await;
+    let room_id = room.room_id().to_owned();
+    alice.enable_backup().await.unwrap();
+    let laptop = second_device(server.base_url.as_str(), &alice).await;
+    sync_until(&laptop, |update| {
+        update.joined.iter().any(|r| r.room_id == room_id)
+    })
+    .await;
+
+    let refused = laptop.trust_current_backup().await.unwrap_err();
+    assert!(
+        matches!(refused, Error::Backup(BackupError::Untrusted)),
+        "{refused:?}"
+    );
+    let alice_id = alice.user_id().unwrap();
+    let first_device = alice.session().unwrap().device_id;
+    assert!(
+        laptop
+            .set_device_trust(&alice_id, &first_device, LocalTrust::Verified)
+            .await
+            .unwrap()
+    );
+    let version = laptop.trust_current_backup().await.unwrap();
+    assert_eq!(alice.backup_version().await.unwrap(), Some(version));
+
+    // The laptop's own session goes up after its next sync.
+    laptop
+        .room(&room_id)
+        .send_text("from the laptop")
+        .await
+        .unwrap();
+    sync_until(&laptop, |_| true).await;
+    let (info, keys) = stored_backup(&server, &alice).await;
+    assert_eq!(info["count"], 1, "{keys}");
 }
