@@ -44,13 +44,17 @@
 //!   protection, unable-to-decrypt causes.
 //! - `key_requests`: asking our own other devices for missing keys, and
 //!   answering them (only for devices we verified).
+//! - `backup`: server-side key backup: enabling, uploading each session
+//!   once, restoring with the recovery key as forwarded keys, which backup
+//!   to trust (`spec-notes/key-backup.md`).
 //! - [`history`]: history for newcomers (MSC4268): the `shared_history`
 //!   flag, building, sending, and importing room key bundles.
 //! - [`store`]: the persistence trait and an in-memory store.
 //!
 //! # Not done yet
 //!
-//! Key requests to other users' devices, key backup, SAS verification
+//! Key requests to other users' devices, secret storage and sharing of the
+//! key backup's recovery key (and Myelin's authenticated backup), SAS verification
 //! ([`OlmMachine::verify_user`] relies on a comparison made elsewhere),
 //! secret sharing of the cross-signing keys (only the device that
 //! bootstrapped holds them), history bundles sent only to cross-signed
