@@ -110,11 +110,7 @@ impl PasswordHasher {
                     // The lock is held only while taking a job, never while hashing.
                     let next = |wait: bool| {
                         let queue = queue.lock().ok()?;
-                        if wait {
-                            queue.recv().ok()
-                        } else {
-                            queue.try_recv().ok()
-                        }
+                        if wait { queue.recv().ok() } else { queue.try_recv().ok() }
                     };
                     loop {
                         let job = match next(false) {
