@@ -207,7 +207,7 @@ impl Client {
 
     /// Reports the outcome of one request to the machine and commits what
     /// changed; the request's error, or the machine's refusal, is returned.
-    async fn report_answer(
+    pub(crate) async fn report_answer(
         &self,
         machine: &mut OlmMachine,
         outgoing: &OutgoingRequest,

@@ -212,16 +212,16 @@ impl Client {
         for outgoing in requests {
             let answer: Result<Value> =
                 self.inner.http.send(&http_request(&outgoing.request)).await;
-            let reported = match answer {
-                Ok(answer) => machine.mark_request_sent(&outgoing.request_id, &answer),
-                Err(error) => {
-                    // The machine asks again when it still needs it.
-                    tracing::warn!(request_id = %outgoing.request_id, %error, "crypto request failed");
-                    machine.mark_request_failed(&outgoing.request_id)
+            match answer {
+                Ok(answer) => {
+                    if let Err(error) = machine.mark_request_sent(&outgoing.request_id, &answer) {
+                        tracing::warn!(request_id = %outgoing.request_id, %error, "crypto answer refused");
+                    }
                 }
-            };
-            if let Err(error) = reported {
-                tracing::warn!(request_id = %outgoing.request_id, %error, "crypto answer refused");
+                Err(error) => {
+                    tracing::warn!(request_id = %outgoing.request_id, %error, "crypto request failed");
+                    Self::report_failure(machine, &outgoing, &error);
+                }
             }
         }
         self.commit_machine(machine).await
@@ -521,6 +521,14 @@ pub(crate) fn http_request(request: &machine::Request) -> Request {
         }
         machine::Request::SignaturesUpload { body } => {
             Request::v3(Method::POST, &["keys", "signatures", "upload"]).json(body.clone())
+        }
+        machine::Request::BackupVersionCreate { body } => {
+            Request::v3(Method::POST, &["room_keys", "version"]).json(body.clone())
+        }
+        machine::Request::BackupKeysUpload { version, body } => {
+            Request::v3(Method::PUT, &["room_keys", "keys"])
+                .query("version", version.clone())
+                .json(body.clone())
         }
         machine::Request::ToDevice {
             event_type,

@@ -52,6 +52,10 @@ pub enum Error {
     /// session with a device, a key request unanswered). Nothing was sent.
     #[error("encryption: {0}")]
     Crypto(#[from] crate::machine::MachineError),
+    /// A key backup could not be enabled or restored (a wrong recovery key,
+    /// say).
+    #[error("key backup: {0}")]
+    Backup(#[from] crate::machine::BackupError),
     /// An attachment could not be encrypted, or its `file` object or
     /// downloaded ciphertext did not check out (nothing was decrypted).
     #[error("attachment: {0}")]

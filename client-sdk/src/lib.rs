@@ -99,6 +99,7 @@
 //!   holds the member events the syncs delivered.
 //! - Rooms joined appear in [`Client::rooms`] after the next sync.
 
+mod backup;
 mod client;
 mod cross_signing;
 mod discovery;

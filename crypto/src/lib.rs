@@ -34,6 +34,8 @@
 //!   master, self-signing and user-signing keys; [`pickle`]: encrypted persistence for
 //!   all of them. Thin wrappers over vodozemac, which nothing else in the
 //!   workspace names.
+//! - [`backup`]: server-side key backup (`m.megolm_backup.v1.curve25519-aes-sha2`
+//!   via vodozemac's `pk_encryption`) and the recovery key encoding.
 //! - [`attachment`]: encrypted attachments (AES-256-CTR, SHA-256 of the
 //!   ciphertext, the key as a JWK), whole-buffer or streaming.
 //!
@@ -78,7 +80,7 @@
 //!
 //! # Not supported yet
 //!
-//! - SAS, key backup and secret storage (see
+//! - SAS and secret storage (see
 //!   ARCHITECTURE.md). Olm and Megolm have no published test vectors in the
 //!   spec; their tests pair both ends and attack each check instead.
 //! - Room versions 1 and 2 have no hashed event ids ([`event_id`] refuses
@@ -97,6 +99,7 @@
 
 pub mod at_rest;
 pub mod attachment;
+pub mod backup;
 mod base64;
 pub mod cross_signing;
 pub mod device_signing;

@@ -154,6 +154,16 @@ impl InboundEntry {
         self.session.export_at_first_known_index()
     }
 
+    /// The first message index the session can decrypt.
+    pub(super) fn first_known_index(&self) -> u32 {
+        self.session.first_known_index()
+    }
+
+    /// Whether the key came from someone other than the session's creator.
+    pub(super) fn is_forwarded(&self) -> bool {
+        self.forwarded
+    }
+
     /// The ed25519 key the session's creator claimed.
     pub(super) fn claimed_ed25519(&self) -> &str {
         &self.claimed_ed25519
@@ -303,6 +313,8 @@ impl OlmMachine {
                 self.put(inbound_key(&key_id), &record);
             }
         }
+        // A new or improved session is (again) due for the key backup.
+        self.forget_backed_up(&key_id);
         self.retry_pending(&key_id, output);
         true
     }
@@ -555,7 +567,7 @@ fn names_session(event: &Value, key_id: &SessionKeyId) -> bool {
         && field("session_id") == Some(key_id.session_id.as_str())
 }
 
-fn inbound_key(key_id: &SessionKeyId) -> String {
+pub(super) fn inbound_key(key_id: &SessionKeyId) -> String {
     format!(
         "{RECORD_KIND}/{}/{}/{}",
         key_id.room_id, key_id.sender_key, key_id.session_id

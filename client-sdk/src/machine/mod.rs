@@ -44,13 +44,17 @@
 //!   protection, unable-to-decrypt causes.
 //! - `key_requests`: asking our own other devices for missing keys, and
 //!   answering them (only for devices we verified).
+//! - `backup`: server-side key backup: enabling, uploading each session
+//!   once, restoring with the recovery key as forwarded keys, which backup
+//!   to trust (`spec-notes/key-backup.md`).
 //! - [`history`]: history for newcomers (MSC4268): the `shared_history`
 //!   flag, building, sending, and importing room key bundles.
 //! - [`store`]: the persistence trait and an in-memory store.
 //!
 //! # Not done yet
 //!
-//! Key requests to other users' devices, key backup, SAS verification
+//! Key requests to other users' devices, secret storage and sharing of the
+//! key backup's recovery key (and Myelin's authenticated backup), SAS verification
 //! ([`OlmMachine::verify_user`] relies on a comparison made elsewhere),
 //! secret sharing of the cross-signing keys (only the device that
 //! bootstrapped holds them), history bundles sent only to cross-signed
@@ -65,6 +69,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod backup;
 pub mod cross_signing;
 pub mod devices;
 mod events;
@@ -88,17 +93,8 @@ use myelin_crypto::{PickleKey, olm::Account};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-pub use self::{
-    cross_signing::CrossSigningError,
-    devices::{Device, DeviceWarning, LocalTrust},
-    events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
-    history::{BundleError, BundleImport, BundleShare, RoomKeyBundle},
-    identities::UserIdentity,
-    requests::{OutgoingRequest, Request},
-    store::{Changes, CryptoStore, MemoryStore},
-    sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
-};
 use self::{
+    backup::ActiveBackup,
     cross_signing::CrossSigningState,
     devices::DeviceTracker,
     group::OutboundEntry,
@@ -108,6 +104,17 @@ use self::{
     olm::OlmSessions,
     requests::InFlight,
     rooms::RoomState,
+};
+pub use self::{
+    backup::{BackupError, BackupRestore},
+    cross_signing::CrossSigningError,
+    devices::{Device, DeviceWarning, LocalTrust},
+    events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
+    history::{BundleError, BundleImport, BundleShare, RoomKeyBundle},
+    identities::UserIdentity,
+    requests::{OutgoingRequest, Request},
+    store::{Changes, CryptoStore, MemoryStore},
+    sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
 };
 
 /// Errors from feeding the machine a response or asking it to act.
@@ -217,6 +224,10 @@ pub struct OlmMachine {
     warnings: Vec<DeviceWarning>,
     utd_counts: BTreeMap<&'static str, u64>,
     only_verified_globally: bool,
+    /// The key backup this device uploads to.
+    backup: Option<ActiveBackup>,
+    /// Session -> the backup version its current copy was uploaded to.
+    backed_up: BTreeMap<SessionKeyId, String>,
     changes: Changes,
 }
 
@@ -341,6 +352,7 @@ impl OlmMachine {
         let wedged: Vec<_> = self.wedged_devices_needing_claim();
         requests.extend(self.claim_request(wedged));
         requests.extend(self.own_device_signature_request());
+        requests.extend(self.backup_upload_request());
         requests.append(&mut self.queued);
         requests
     }
@@ -379,6 +391,13 @@ impl OlmMachine {
                 self.receive_signing_keys_upload(&master).map_err(malformed)
             }
             InFlight::Signatures(upload) => self.receive_signatures_upload(upload, response),
+            InFlight::BackupCreate { pickle } => self
+                .receive_backup_created(&pickle, response)
+                .map_err(malformed),
+            InFlight::BackupUpload { version, sessions } => {
+                self.receive_backup_uploaded(&version, sessions);
+                Ok(())
+            }
             InFlight::ToDevice | InFlight::RoomKeys { .. } => Ok(()),
         }
     }
@@ -410,7 +429,9 @@ impl OlmMachine {
             | InFlight::Claim(_)
             | InFlight::ToDevice
             | InFlight::SigningKeysUpload(_)
-            | InFlight::Signatures(_) => {}
+            | InFlight::Signatures(_)
+            | InFlight::BackupCreate { .. }
+            | InFlight::BackupUpload { .. } => {}
         }
         Ok(())
     }
@@ -455,6 +476,8 @@ impl OlmMachine {
             warnings: Vec::new(),
             utd_counts: BTreeMap::new(),
             only_verified_globally: false,
+            backup: None,
+            backed_up: BTreeMap::new(),
             changes: Changes::default(),
         }
     }
@@ -524,6 +547,15 @@ impl OlmMachine {
             cross_signing::RECORD => {
                 let record: cross_signing::CrossSigningRecord = decode(records, key)?;
                 self.load_cross_signing(record)?;
+            }
+            backup::RECORD => {
+                let record: backup::BackupRecord = decode(records, key)?;
+                self.load_backup(record)
+                    .map_err(|_| LoadError::Corrupt(key.to_owned()))?;
+            }
+            backup::UPLOADED_RECORD_KIND => {
+                let record: backup::UploadedRecord = decode(records, key)?;
+                self.load_backed_up(record);
             }
             identity::SETTINGS_RECORD => {
                 self.only_verified_globally = decode(records, key)?;

@@ -48,6 +48,21 @@ pub enum Request {
         /// The request body.
         body: Value,
     },
+    /// `POST /_matrix/client/v3/room_keys/version` with this body: a new
+    /// key backup version.
+    BackupVersionCreate {
+        /// The request body (`algorithm`, signed `auth_data`).
+        body: Value,
+    },
+    /// `PUT /_matrix/client/v3/room_keys/keys?version={version}` with this
+    /// body. `M_WRONG_ROOM_KEYS_VERSION` or a 404 means the backup is gone:
+    /// report it with [`crate::machine::OlmMachine::mark_backup_gone`].
+    BackupKeysUpload {
+        /// The backup version.
+        version: String,
+        /// The request body (`{"rooms": {room: {"sessions": {id: data}}}}`).
+        body: Value,
+    },
     /// `PUT /_matrix/client/v3/sendToDevice/{event_type}/{txn_id}` with
     /// this body (`{"messages": {user: {device: content}}}`).
     ToDevice {
@@ -74,6 +89,15 @@ pub(crate) enum InFlight {
     SigningKeysUpload(String),
     /// Signatures by our cross-signing keys.
     Signatures(super::cross_signing::SignatureUpload),
+    /// A new backup version, its private key sealed under the pickle key.
+    BackupCreate {
+        pickle: String,
+    },
+    /// These sessions, to this backup version.
+    BackupUpload {
+        version: String,
+        sessions: Vec<super::inbound::SessionKeyId>,
+    },
     /// `m.room_key` for these devices, of this room's session.
     RoomKeys {
         room_id: String,

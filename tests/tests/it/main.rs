@@ -33,6 +33,7 @@ mod rooms_send;
 mod rooms_state;
 mod rooms_support;
 mod sdk_attachments;
+mod sdk_backup;
 mod sdk_chat;
 mod sdk_cross_signing;
 mod sdk_e2ee;

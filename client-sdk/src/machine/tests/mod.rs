@@ -1,6 +1,7 @@
 //! Machines talking to each other through a fake server, event by event.
 
 mod attacks;
+mod backup;
 mod cross_signing;
 mod history;
 mod server;

@@ -28,6 +28,12 @@ pub(super) struct FakeServer {
     /// Cross-signing keys by user, then `master_key`, `self_signing_key`
     /// or `user_signing_key`, as uploaded (signatures merged in).
     pub(super) cross_signing: BTreeMap<String, BTreeMap<String, Value>>,
+    /// Key backup versions as created (`version` is the position + 1).
+    pub(super) backup_versions: Vec<Value>,
+    /// Backed-up sessions by version, then room, then session id.
+    pub(super) backup_keys: BTreeMap<String, BTreeMap<String, Map<String, Value>>>,
+    /// How many backup upload requests arrived.
+    pub(super) backup_uploads: usize,
     next_event: u64,
 }
 
@@ -66,6 +72,24 @@ impl FakeServer {
                 json!({"failures": {}})
             }
             Request::KeysClaim { body } => self.claim(body),
+            Request::BackupVersionCreate { body } => {
+                let version = (self.backup_versions.len() + 1).to_string();
+                let mut info = body.clone();
+                info["version"] = json!(version);
+                self.backup_versions.push(info);
+                json!({"version": version})
+            }
+            Request::BackupKeysUpload { version, body } => {
+                self.backup_uploads += 1;
+                let stored = self.backup_keys.entry(version.clone()).or_default();
+                for (room, sessions) in body["rooms"].as_object().unwrap() {
+                    let room = stored.entry(room.clone()).or_default();
+                    for (id, data) in sessions["sessions"].as_object().unwrap() {
+                        room.insert(id.clone(), data.clone());
+                    }
+                }
+                json!({"count": stored.values().map(Map::len).sum::<usize>(), "etag": "1"})
+            }
             Request::ToDevice {
                 event_type, body, ..
             } => {
@@ -92,6 +116,23 @@ impl FakeServer {
                 json!({})
             }
         }
+    }
+
+    /// The answers of `GET /room_keys/version/{version}` and
+    /// `GET /room_keys/keys?version=…`.
+    pub(super) fn backup(&self, version: &str) -> (Value, Value) {
+        let index: usize = version.parse().unwrap();
+        let rooms: Map<String, Value> = self
+            .backup_keys
+            .get(version)
+            .into_iter()
+            .flatten()
+            .map(|(room, sessions)| (room.clone(), json!({"sessions": sessions})))
+            .collect();
+        (
+            self.backup_versions[index - 1].clone(),
+            json!({"rooms": rooms}),
+        )
     }
 
     /// Makes a room event from encrypted content.

@@ -1,0 +1,513 @@
+//! Server-side key backup (`m.megolm_backup.v1.curve25519-aes-sha2`).
+//!
+//! [`OlmMachine::enable_backup`] makes a new backup key, asks the server
+//! for a backup version whose `auth_data` holds the public key (signed by
+//! this device), and hands back the recovery key for the user to write
+//! down; the private key is kept sealed under the pickle key. From then on
+//! every inbound Megolm session is uploaded once to that version, encrypted
+//! to the public key, in batches from [`OlmMachine::outgoing_requests`]. A
+//! session is uploaded again only when it improves (reaches further back or
+//! gains a better provenance), and everything again for a new version.
+//!
+//! [`OlmMachine::restore_backup`] takes what a new device downloaded (the
+//! version and its keys) and the recovery key. A recovery key whose public
+//! key is not the version's is refused as a whole
+//! ([`BackupError::WrongRecoveryKey`]); otherwise each entry is decrypted on
+//! its own, and one that does not decrypt, is malformed, or is not the
+//! session it is filed under is skipped without touching the others. The
+//! algorithm authenticates nothing (anyone with the public key, the server
+//! included, can write an entry), so restored sessions are stored exactly
+//! like forwarded keys: not attributed to their sender's Olm session
+//! (`forwarded`), merged into a session we hold only if it is the same
+//! ratchet, and never replacing a better copy.
+//!
+//! A device uploads to a backup whose private key it holds (it created or
+//! restored it), or, with [`OlmMachine::trust_backup`], to one whose
+//! `auth_data` is signed by this device or by one of our own devices the
+//! user verified: never to a public key the server alone vouches for, which
+//! would hand it every room key (`spec-notes/key-backup.md`).
+
+use std::collections::BTreeMap;
+
+use myelin_crypto::{
+    PickleError,
+    backup::{BACKUP_ALGORITHM, BackupDecryptionKey, BackupEncryptionKey, EncryptedEntry},
+    megolm::{ExportedSessionKey, InboundGroupSession, MEGOLM_ALGORITHM},
+    olm::Ed25519PublicKey,
+    verify_json_signature,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+use super::{
+    DecryptedRoomEvent, MachineError, OlmMachine, OutgoingRequest, Request, SyncOutput,
+    inbound::{InboundEntry, SessionKeyId, inbound_key},
+    requests::InFlight,
+};
+
+/// The record of the backup we upload to.
+pub(super) const RECORD: &str = "backup";
+/// One record per session uploaded: which version holds it.
+pub(super) const UPLOADED_RECORD_KIND: &str = "backed_up";
+/// Sessions per upload request.
+pub(super) const UPLOAD_BATCH: usize = 100;
+
+/// Why a backup could not be enabled or restored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// The recovery key is not one (typo, wrong length, bad parity).
+    #[error("not a valid recovery key: {0}")]
+    InvalidRecoveryKey(#[source] myelin_crypto::backup::BackupError),
+    /// The recovery key is valid but is not the key of this backup.
+    #[error("the recovery key does not open this backup")]
+    WrongRecoveryKey,
+    /// The backup uses an algorithm this SDK does not implement.
+    #[error("unsupported backup algorithm `{0}`")]
+    UnsupportedAlgorithm(String),
+    /// The backup version or its keys do not have the spec's shape.
+    #[error("malformed backup: {0}")]
+    Malformed(&'static str),
+    /// The backup's `auth_data` is not signed by this device nor by one of
+    /// our own devices the user verified.
+    #[error("the backup is not signed by a trusted device of ours")]
+    Untrusted,
+    /// The new backup key could not be sealed or its `auth_data` signed.
+    #[error("the backup key could not be stored or signed")]
+    KeyStorage,
+}
+
+/// What restoring a backup did.
+#[derive(Debug, Default)]
+pub struct BackupRestore {
+    /// The backup version restored from (uploads now go there).
+    pub version: String,
+    /// Sessions stored (new, or an existing one extended backwards).
+    pub imported: usize,
+    /// Sessions that added nothing to what we hold, or that are not the
+    /// ratchet we hold under their id (a forged copy of a known session).
+    pub unchanged: usize,
+    /// Entries that did not decrypt, did not hold a room key, or held
+    /// another session than the one they are filed under.
+    pub invalid: usize,
+    /// Events kept undecryptable that the restored keys decrypted.
+    pub late_decryptions: Vec<DecryptedRoomEvent>,
+}
+
+/// The backup this device uploads to.
+pub(super) struct ActiveBackup {
+    version: String,
+    public_key: BackupEncryptionKey,
+    /// Held when this device created or restored the backup.
+    private_key: Option<BackupDecryptionKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct BackupRecord {
+    version: String,
+    public_key: String,
+    /// The private key, sealed under the pickle key.
+    pickle: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct UploadedRecord {
+    key_id: SessionKeyId,
+    version: String,
+}
+
+impl OlmMachine {
+    /// Starts a new backup: returns the request creating the backup version
+    /// (`POST /room_keys/version`) and the recovery key to show the user.
+    /// The backup is used once [`OlmMachine::mark_request_sent`] reports the
+    /// server's answer.
+    ///
+    /// # Errors
+    ///
+    /// [`BackupError::KeyStorage`] if the key could not be sealed or signed.
+    pub fn enable_backup(&mut self) -> Result<(OutgoingRequest, Zeroizing<String>), BackupError> {
+        let key = BackupDecryptionKey::new();
+        let mut auth_data = key.encryption_key().auth_data();
+        self.account
+            .sign_json(&self.user_id, &self.device_id, &mut auth_data)
+            .map_err(|_| BackupError::KeyStorage)?;
+        let pickle = key
+            .pickle(&self.pickle_key)
+            .map_err(|_| BackupError::KeyStorage)?;
+        let body = json!({"algorithm": BACKUP_ALGORITHM, "auth_data": auth_data});
+        let request = self.issue(InFlight::BackupCreate { pickle }, |_| {
+            Request::BackupVersionCreate { body }
+        });
+        Ok((request, key.to_recovery_key()))
+    }
+
+    /// Checks that `recovery_key` opens the backup `version` (the answer of
+    /// `GET /room_keys/version`), before downloading its keys.
+    ///
+    /// # Errors
+    ///
+    /// As [`OlmMachine::restore_backup`].
+    pub fn check_recovery_key(recovery_key: &str, version: &Value) -> Result<(), BackupError> {
+        open_version(recovery_key, version).map(drop)
+    }
+
+    /// Uploads to the server's current backup `version` (the answer of
+    /// `GET /room_keys/version`) without its recovery key, because its
+    /// `auth_data` is signed by this device or by one of our own devices the
+    /// user verified (a backup another of our devices enabled). Keeps the
+    /// private key if this device already holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`BackupError::Untrusted`] otherwise (the server alone could have
+    /// made it); [`BackupError::UnsupportedAlgorithm`] or
+    /// [`BackupError::Malformed`].
+    pub fn trust_backup(&mut self, version: &Value) -> Result<(), BackupError> {
+        let (id, public_key, auth_data) = parse_version(version)?;
+        if !self.signed_by_trusted_own_device(auth_data) {
+            return Err(BackupError::Untrusted);
+        }
+        let private_key = self
+            .backup
+            .take()
+            .filter(|b| b.version == id && b.public_key == public_key)
+            .and_then(|b| b.private_key);
+        self.activate_backup(id, public_key, private_key);
+        Ok(())
+    }
+
+    /// The backup version this device uploads to, if any.
+    pub fn backup_version(&self) -> Option<&str> {
+        self.backup.as_ref().map(|b| b.version.as_str())
+    }
+
+    /// Reports that the server refused an upload because its backup version
+    /// is gone or is no longer the current one (`M_WRONG_ROOM_KEYS_VERSION`
+    /// or 404): the backup is disabled until one is enabled or restored.
+    /// Returns whether a backup was disabled.
+    ///
+    /// # Errors
+    ///
+    /// [`MachineError::UnknownRequest`] for an id not in flight.
+    pub fn mark_backup_gone(&mut self, request_id: &str) -> Result<bool, MachineError> {
+        let in_flight = self
+            .in_flight
+            .remove(request_id)
+            .ok_or_else(|| MachineError::UnknownRequest(request_id.to_owned()))?;
+        let InFlight::BackupUpload { version, .. } = in_flight else {
+            return Ok(false);
+        };
+        if self.backup_version() != Some(version.as_str()) {
+            return Ok(false);
+        }
+        self.backup = None;
+        self.changes.delete(RECORD.to_owned());
+        Ok(true)
+    }
+
+    /// Restores a backup on this device: `version` is the answer of
+    /// `GET /room_keys/version`, `keys` that of
+    /// `GET /room_keys/keys?version=…`. The backup is used for uploads from
+    /// now on.
+    ///
+    /// # Errors
+    ///
+    /// [`BackupError::InvalidRecoveryKey`], [`BackupError::WrongRecoveryKey`],
+    /// [`BackupError::UnsupportedAlgorithm`] or [`BackupError::Malformed`]
+    /// (for the version; bad entries are only counted).
+    pub fn restore_backup(
+        &mut self,
+        recovery_key: &str,
+        version: &Value,
+        keys: &Value,
+    ) -> Result<BackupRestore, BackupError> {
+        let (version, key) = open_version(recovery_key, version)?;
+        let rooms = keys
+            .get("rooms")
+            .and_then(Value::as_object)
+            .ok_or(BackupError::Malformed("no `rooms` object"))?;
+        let mut restore = BackupRestore::default();
+        let mut output = SyncOutput::default();
+        for (room_id, room) in rooms {
+            let sessions = room.get("sessions").and_then(Value::as_object);
+            for (session_id, data) in sessions.into_iter().flatten() {
+                let Some(entry) = restored_session(&key, room_id, session_id, data) else {
+                    restore.invalid += 1;
+                    continue;
+                };
+                let key_id = entry.key_id.clone();
+                let is_new = !self.inbound.contains_key(&key_id);
+                if self.accept_inbound(entry, &mut output) {
+                    restore.imported += 1;
+                    if is_new {
+                        self.mark_backed_up(key_id, &version);
+                    }
+                } else {
+                    restore.unchanged += 1;
+                }
+            }
+        }
+        self.activate_backup(version.clone(), key.encryption_key(), Some(key));
+        restore.version = version;
+        restore.late_decryptions = output.late_decryptions;
+        Ok(restore)
+    }
+
+    /// The next batch of sessions to upload, if a backup is active and no
+    /// upload is in flight.
+    pub(super) fn backup_upload_request(&mut self) -> Option<OutgoingRequest> {
+        let uploading = self
+            .in_flight
+            .values()
+            .any(|f| matches!(f, InFlight::BackupUpload { .. }));
+        let backup = self.backup.as_ref().filter(|_| !uploading)?;
+        let version = backup.version.clone();
+        let public_key = backup.public_key;
+        let batch: Vec<SessionKeyId> = self
+            .inbound
+            .keys()
+            .filter(|k| self.backed_up.get(*k) != Some(&version))
+            .take(UPLOAD_BATCH)
+            .cloned()
+            .collect();
+        let mut rooms: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
+        let mut sessions = Vec::new();
+        for key_id in &batch {
+            let Some(entry) = self.inbound.get(key_id) else {
+                continue;
+            };
+            // Only a low-order public key fails, and ours is generated.
+            let Ok(encrypted) = public_key.encrypt(&backup_plaintext(entry)) else {
+                continue;
+            };
+            let data = json!({
+                "first_message_index": entry.first_known_index(),
+                "forwarded_count": u32::from(entry.is_forwarded()),
+                "is_verified": false,
+                "session_data": encrypted.to_json(),
+            });
+            rooms
+                .entry(key_id.room_id.as_str())
+                .or_default()
+                .insert(key_id.session_id.clone(), data);
+            sessions.push(key_id.clone());
+        }
+        if sessions.is_empty() {
+            return None;
+        }
+        let rooms: Map<String, Value> = rooms
+            .into_iter()
+            .map(|(room, sessions)| (room.to_owned(), json!({"sessions": sessions})))
+            .collect();
+        let body = json!({"rooms": rooms});
+        let in_flight = InFlight::BackupUpload {
+            version: version.clone(),
+            sessions,
+        };
+        Some(self.issue(in_flight, |_| Request::BackupKeysUpload { version, body }))
+    }
+
+    /// The server created our backup version.
+    pub(super) fn receive_backup_created(
+        &mut self,
+        pickle: &str,
+        response: &Value,
+    ) -> Result<(), &'static str> {
+        let version = response
+            .get("version")
+            .and_then(Value::as_str)
+            .ok_or("no `version`")?;
+        let key = BackupDecryptionKey::from_pickle(pickle, &self.pickle_key)
+            .map_err(|_| "backup key pickle did not open")?;
+        self.activate_backup(version.to_owned(), key.encryption_key(), Some(key));
+        Ok(())
+    }
+
+    /// The server stored an upload.
+    pub(super) fn receive_backup_uploaded(&mut self, version: &str, sessions: Vec<SessionKeyId>) {
+        if self.backup_version() != Some(version) {
+            return;
+        }
+        for key_id in sessions {
+            self.mark_backed_up(key_id, version);
+        }
+    }
+
+    /// A session changed (improved): its backed-up copy is stale.
+    pub(super) fn forget_backed_up(&mut self, key_id: &SessionKeyId) {
+        if self.backed_up.remove(key_id).is_some() {
+            self.changes
+                .delete(format!("{UPLOADED_RECORD_KIND}/{}", inbound_key(key_id)));
+        }
+    }
+
+    pub(super) fn load_backup(&mut self, record: BackupRecord) -> Result<(), PickleError> {
+        let private_key = record
+            .pickle
+            .map(|pickle| BackupDecryptionKey::from_pickle(&pickle, &self.pickle_key))
+            .transpose()?;
+        let public_key =
+            BackupEncryptionKey::from_base64(&record.public_key).map_err(|_| PickleError)?;
+        self.backup = Some(ActiveBackup {
+            version: record.version,
+            public_key,
+            private_key,
+        });
+        Ok(())
+    }
+
+    pub(super) fn load_backed_up(&mut self, record: UploadedRecord) {
+        self.backed_up.insert(record.key_id, record.version);
+    }
+
+    fn activate_backup(
+        &mut self,
+        version: String,
+        public_key: BackupEncryptionKey,
+        private_key: Option<BackupDecryptionKey>,
+    ) {
+        let pickle = match private_key.as_ref().map(|k| k.pickle(&self.pickle_key)) {
+            Some(Ok(pickle)) => Some(pickle),
+            // Without its record the backup is simply not used after a
+            // restart (the random number generator failed).
+            Some(Err(_)) => return,
+            None => None,
+        };
+        let record = BackupRecord {
+            version: version.clone(),
+            public_key: public_key.to_base64(),
+            pickle,
+        };
+        self.put(RECORD.to_owned(), &record);
+        self.backup = Some(ActiveBackup {
+            version,
+            public_key,
+            private_key,
+        });
+    }
+
+    /// Whether `auth_data` is signed by this device or by one of our own
+    /// devices the user verified.
+    fn signed_by_trusted_own_device(&self, auth_data: &Map<String, Value>) -> bool {
+        let Some(signatures) = auth_data
+            .get("signatures")
+            .and_then(|s| s.get(&self.user_id))
+            .and_then(Value::as_object)
+        else {
+            return false;
+        };
+        signatures.keys().any(|key_id| {
+            let Some(device_id) = key_id.strip_prefix("ed25519:") else {
+                return false;
+            };
+            let key = if device_id == self.device_id {
+                Some(self.account.identity_keys().ed25519)
+            } else {
+                self.devices
+                    .device(&self.user_id, device_id)
+                    .filter(|d| self.devices.is_verified(d))
+                    .and_then(|d| Ed25519PublicKey::from_base64(&d.ed25519).ok())
+            };
+            key.is_some_and(|key| {
+                verify_json_signature(&key, &self.user_id, key_id, auth_data).is_ok()
+            })
+        })
+    }
+
+    fn mark_backed_up(&mut self, key_id: SessionKeyId, version: &str) {
+        let record = UploadedRecord {
+            key_id: key_id.clone(),
+            version: version.to_owned(),
+        };
+        self.put(
+            format!("{UPLOADED_RECORD_KIND}/{}", inbound_key(&key_id)),
+            &record,
+        );
+        self.backed_up.insert(key_id, version.to_owned());
+    }
+}
+
+/// Checks a backup version against a recovery key; returns the version id
+/// and the key.
+fn open_version(
+    recovery_key: &str,
+    version: &Value,
+) -> Result<(String, BackupDecryptionKey), BackupError> {
+    let (id, public_key, _) = parse_version(version)?;
+    let key = BackupDecryptionKey::from_recovery_key(recovery_key)
+        .map_err(BackupError::InvalidRecoveryKey)?;
+    if key.encryption_key() != public_key {
+        return Err(BackupError::WrongRecoveryKey);
+    }
+    Ok((id, key))
+}
+
+/// A backup version's id, public key and `auth_data`.
+fn parse_version(
+    version: &Value,
+) -> Result<(String, BackupEncryptionKey, &Map<String, Value>), BackupError> {
+    let algorithm = version
+        .get("algorithm")
+        .and_then(Value::as_str)
+        .ok_or(BackupError::Malformed("no `algorithm`"))?;
+    if algorithm != BACKUP_ALGORITHM {
+        return Err(BackupError::UnsupportedAlgorithm(algorithm.to_owned()));
+    }
+    let id = version
+        .get("version")
+        .and_then(Value::as_str)
+        .ok_or(BackupError::Malformed("no `version`"))?;
+    let auth_data = version
+        .get("auth_data")
+        .and_then(Value::as_object)
+        .ok_or(BackupError::Malformed("no `auth_data` object"))?;
+    let public_key = BackupEncryptionKey::from_auth_data(auth_data)
+        .map_err(|_| BackupError::Malformed("no curve25519 `public_key` in `auth_data`"))?;
+    Ok((id.to_owned(), public_key, auth_data))
+}
+
+/// The JSON a session is backed up as (the spec's `BackedUpSessionData`).
+fn backup_plaintext(entry: &InboundEntry) -> Zeroizing<Vec<u8>> {
+    let data = json!({
+        "algorithm": MEGOLM_ALGORITHM,
+        "sender_key": entry.key_id.sender_key,
+        "sender_claimed_keys": {"ed25519": entry.claimed_ed25519()},
+        "forwarding_curve25519_key_chain": [],
+        "session_key": entry.export().to_base64(),
+    });
+    // Serialising a `Value` of strings cannot fail.
+    Zeroizing::new(serde_json::to_vec(&data).unwrap_or_default())
+}
+
+/// The session one backup entry holds, as a forwarded key; `None` if it
+/// does not decrypt or is not a Megolm room key.
+fn restored_session(
+    key: &BackupDecryptionKey,
+    room_id: &str,
+    session_id: &str,
+    data: &Value,
+) -> Option<InboundEntry> {
+    let encrypted = EncryptedEntry::from_json(data.get("session_data")?).ok()?;
+    let plaintext = key.decrypt(&encrypted).ok()?;
+    let session: Value = serde_json::from_slice(&plaintext).ok()?;
+    let field = |name: &str| session.get(name).and_then(Value::as_str);
+    if field("algorithm") != Some(MEGOLM_ALGORITHM) {
+        return None;
+    }
+    let session_key = ExportedSessionKey::from_base64(field("session_key")?).ok()?;
+    let claimed = session
+        .pointer("/sender_claimed_keys/ed25519")
+        .and_then(Value::as_str)?;
+    let session = InboundGroupSession::import(&session_key);
+    if session.session_id() != session_id {
+        return None; // filed under another session's id
+    }
+    let key_id = SessionKeyId {
+        room_id: room_id.to_owned(),
+        sender_key: field("sender_key")?.to_owned(),
+        session_id: session_id.to_owned(),
+    };
+    // `forwarded`: the backup's writer, not the sender, vouches for it.
+    Some(InboundEntry::new(key_id, session, None, claimed.to_owned()))
+}
