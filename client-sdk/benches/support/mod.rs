@@ -110,8 +110,11 @@ impl Server {
                 }
                 json!({})
             }
-            // The benchmarks never bootstrap cross-signing.
-            Request::SigningKeysUpload { .. } | Request::SignaturesUpload { .. } => json!({}),
+            // The benchmarks never bootstrap cross-signing or back keys up.
+            Request::SigningKeysUpload { .. }
+            | Request::SignaturesUpload { .. }
+            | Request::BackupVersionCreate { .. }
+            | Request::BackupKeysUpload { .. } => json!({}),
         }
     }
 
