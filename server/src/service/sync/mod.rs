@@ -355,6 +355,9 @@ impl Sync {
             None => HashMap::new(),
         };
         let active: HashSet<OwnedRoomId> = match since {
+            // Nothing can have happened in an empty range (a long-poll's
+            // first look, mostly).
+            Some(since) if since == now => HashSet::new(),
             Some(since) => self
                 .storage
                 .rooms_with_events(since, now)

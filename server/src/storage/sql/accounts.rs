@@ -117,8 +117,9 @@ macro_rules! sql_account_store {
                 .await
                 .map_err(conflict_on_unique("access token"))?;
                 tx.commit().await?;
-                // The device's previous token is gone.
-                self.cache.forget_sessions();
+                // The device's previous token is gone (and a device id
+                // used again must not inherit cached key counts).
+                self.cache.forget_devices();
                 Ok(())
             }
 
@@ -126,10 +127,10 @@ macro_rules! sql_account_store {
                 &self,
                 token: &TokenHash,
             ) -> Result<Option<StoredToken>, StorageError> {
-                if let Some(stored) = self.cache.session(token) {
+                if let Some(stored) = self.cache.sessions().get(token) {
                     return Ok(Some(stored));
                 }
-                let epoch = self.cache.session_epoch();
+                let epoch = self.cache.sessions().epoch();
                 let row: Option<(Vec<u8>, String, String)> = sqlx::query_as(
                     "SELECT token_hash, user_id, device_id FROM access_tokens \
                      WHERE token_hash = $1",
@@ -153,7 +154,9 @@ macro_rules! sql_account_store {
                     })
                     .transpose()?;
                 if let Some(stored) = &stored {
-                    self.cache.put_session(epoch, stored.clone());
+                    self.cache
+                        .sessions()
+                        .put(epoch, stored.hash.clone(), stored.clone());
                 }
                 Ok(stored)
             }
@@ -219,7 +222,7 @@ macro_rules! sql_account_store {
                         .await?;
                 }
                 tx.commit().await?;
-                self.cache.forget_sessions();
+                self.cache.forget_devices();
                 Ok(())
             }
 
@@ -234,7 +237,7 @@ macro_rules! sql_account_store {
                     .bind(keep.map_or("", DeviceId::as_str))
                     .execute(&self.pool)
                     .await?;
-                self.cache.forget_sessions();
+                self.cache.forget_devices();
                 Ok(())
             }
 

@@ -1,6 +1,8 @@
 //! A bounded cache of what the read paths ask for again and again: stored
-//! events by id, full state groups, and the session behind each access
-//! token (looked up by every authenticated request).
+//! events by id, full state groups, the session behind each access token
+//! (looked up by every authenticated request) and each device's key counts
+//! (in every sync). Tokens and key counts change; their writers invalidate
+//! them ([`Invalidated`]).
 //!
 //! State groups never change once written. An event changes only when a
 //! redaction applies, and that goes through `append_event_chains` in this process,
@@ -13,7 +15,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use ruma::{EventId, OwnedEventId};
+use ruma::{DeviceId, EventId, OwnedDeviceId, OwnedEventId, OwnedUserId, UserId};
 
 use crate::storage::{StateEntry, StoredEvent, StoredToken, TokenHash};
 
@@ -24,19 +26,29 @@ const MAX_GROUPS: usize = 1024;
 /// Access tokens kept.
 const MAX_SESSIONS: usize = 8192;
 
+/// Devices whose key counts are kept.
+const MAX_DEVICES: usize = 4096;
+
 /// The cache; cheap to share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReadCache {
     events: Mutex<Generations<OwnedEventId, StoredEvent>>,
     groups: Mutex<Generations<i64, Arc<Vec<StateEntry>>>>,
-    sessions: Mutex<Sessions>,
+    sessions: Mutex<Invalidated<TokenHash, StoredToken>>,
+    one_time_key_counts: Mutex<Invalidated<DeviceKey, Vec<(String, u64)>>>,
+    unused_fallback_keys: Mutex<Invalidated<DeviceKey, Vec<String>>>,
 }
 
-/// Cached sessions, and an epoch that moves whenever tokens are deleted.
-#[derive(Debug, Default)]
-struct Sessions {
-    epoch: u64,
-    by_hash: Generations<TokenHash, StoredToken>,
+impl Default for ReadCache {
+    fn default() -> Self {
+        Self {
+            events: Mutex::default(),
+            groups: Mutex::default(),
+            sessions: Mutex::new(Invalidated::new(MAX_SESSIONS)),
+            one_time_key_counts: Mutex::new(Invalidated::new(MAX_DEVICES)),
+            unused_fallback_keys: Mutex::new(Invalidated::new(MAX_DEVICES)),
+        }
+    }
 }
 
 impl ReadCache {
@@ -71,37 +83,95 @@ impl ReadCache {
         lock(&self.groups).insert(group, entries, MAX_GROUPS);
     }
 
-    /// The cached session of a token hash.
-    pub fn session(&self, hash: &TokenHash) -> Option<StoredToken> {
-        lock(&self.sessions).by_hash.get(hash, MAX_SESSIONS)
+    /// The sessions behind access tokens.
+    pub fn sessions(&self) -> std::sync::MutexGuard<'_, Invalidated<TokenHash, StoredToken>> {
+        lock(&self.sessions)
     }
 
-    /// The current token epoch: read it before looking a token up in the
-    /// database, and pass it to [`ReadCache::put_session`].
-    pub fn session_epoch(&self) -> u64 {
-        lock(&self.sessions).epoch
+    /// Each device's unclaimed one-time key counts, by algorithm.
+    pub fn one_time_key_counts(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Invalidated<DeviceKey, Vec<(String, u64)>>> {
+        lock(&self.one_time_key_counts)
     }
 
-    /// Remembers a session read from the database, unless tokens were
-    /// deleted since `epoch`: the row read may be one that is gone now, and
-    /// a logged-out token must not live on in the cache.
-    pub fn put_session(&self, epoch: u64, token: StoredToken) {
-        let mut sessions = lock(&self.sessions);
-        if sessions.epoch == epoch {
-            sessions
-                .by_hash
-                .insert(token.hash.clone(), token, MAX_SESSIONS);
+    /// Each device's unused fallback key algorithms.
+    pub fn unused_fallback_keys(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Invalidated<DeviceKey, Vec<String>>> {
+        lock(&self.unused_fallback_keys)
+    }
+
+    /// Forgets everything cached about devices and their tokens; for
+    /// deletions of devices and new logins, which are rare.
+    pub fn forget_devices(&self) {
+        self.sessions().forget_all();
+        self.one_time_key_counts().forget_all();
+        self.unused_fallback_keys().forget_all();
+    }
+
+    /// Forgets what is cached about one device's keys, after they changed.
+    pub fn forget_device_keys(&self, user_id: &UserId, device_id: &DeviceId) {
+        let key = (user_id.to_owned(), device_id.to_owned());
+        self.one_time_key_counts().forget(&key);
+        self.unused_fallback_keys().forget(&key);
+    }
+}
+
+/// A device, as a cache key.
+pub type DeviceKey = (OwnedUserId, OwnedDeviceId);
+
+/// A cache of values that writes make stale. Every invalidation moves an
+/// epoch; a value read from the database is stored only if the epoch has
+/// not moved since the read began, since it may be what the invalidating
+/// write replaced (otherwise a logged-out token, say, could live on).
+#[derive(Debug)]
+pub struct Invalidated<K, V> {
+    epoch: u64,
+    entries: Generations<K, V>,
+    max: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Invalidated<K, V> {
+    fn new(max: usize) -> Self {
+        Self {
+            epoch: 0,
+            entries: Generations::default(),
+            max,
         }
     }
 
-    /// Forgets every cached session; called once a deletion of tokens has
-    /// committed (logout, device deletion, a new login on a device).
-    /// Deletions are rare next to lookups, so forgetting all is simpler
-    /// than finding the affected ones and costs little.
-    pub fn forget_sessions(&self) {
-        let mut sessions = lock(&self.sessions);
-        sessions.epoch += 1;
-        sessions.by_hash = Generations::default();
+    /// A cached value.
+    pub fn get(&mut self, key: &K) -> Option<V> {
+        self.entries.get(key, self.max)
+    }
+
+    /// The epoch to read before looking a value up in the database and to
+    /// pass to [`Invalidated::put`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Stores a value read from the database, unless an invalidation
+    /// happened since `epoch`.
+    pub fn put(&mut self, epoch: u64, key: K, value: V) {
+        if self.epoch == epoch {
+            self.entries.insert(key, value, self.max);
+        }
+    }
+
+    /// Forgets one key's value; call once the write that changed it has
+    /// committed.
+    pub fn forget(&mut self, key: &K) {
+        self.epoch += 1;
+        self.entries.current.remove(key);
+        self.entries.previous.remove(key);
+    }
+
+    /// Forgets every value.
+    pub fn forget_all(&mut self) {
+        self.epoch += 1;
+        self.entries = Generations::default();
     }
 }
 

@@ -40,6 +40,72 @@ fn signature_from_row(
 
 macro_rules! sql_e2ee_key_store {
     ($storage:ty) => {
+        impl $storage {
+            /// Takes the device's oldest one-time key of `algorithm`, or
+            /// else marks its fallback key used (see
+            /// [`E2eeKeyStore::claim_key`]).
+            async fn take_key(
+                &self,
+                user_id: &UserId,
+                device_id: &DeviceId,
+                algorithm: &str,
+            ) -> Result<Option<OneTimeKey>, StorageError> {
+                loop {
+                    let claimed: Option<(String, String, String)> = sqlx::query_as(
+                        "DELETE FROM one_time_keys \
+                         WHERE user_id = $1 AND device_id = $2 AND key_id = \
+                         (SELECT key_id FROM one_time_keys \
+                          WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 \
+                          ORDER BY uploaded_ts, key_id LIMIT 1) \
+                         RETURNING key_id, algorithm, json",
+                    )
+                    .bind(user_id.as_str())
+                    .bind(device_id.as_str())
+                    .bind(algorithm)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    if let Some((key_id, algorithm, json)) = claimed {
+                        return Ok(Some(OneTimeKey {
+                            key_id,
+                            algorithm,
+                            json,
+                        }));
+                    }
+                    // Nothing deleted: either none is left, or (PostgreSQL)
+                    // another claimer took the chosen key first. Each retry
+                    // follows someone else's success, so this ends.
+                    let (left,): (i64,) = sqlx::query_as(
+                        "SELECT COUNT(*) FROM one_time_keys \
+                         WHERE user_id = $1 AND device_id = $2 AND algorithm = $3",
+                    )
+                    .bind(user_id.as_str())
+                    .bind(device_id.as_str())
+                    .bind(algorithm)
+                    .fetch_one(&self.pool)
+                    .await?;
+                    if left == 0 {
+                        break;
+                    }
+                }
+                let fallback: Option<(String, String, String)> = sqlx::query_as(
+                    "UPDATE fallback_keys SET is_used = $4 \
+                     WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 \
+                     RETURNING key_id, algorithm, json",
+                )
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .bind(algorithm)
+                .bind(true)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(fallback.map(|(key_id, algorithm, json)| OneTimeKey {
+                    key_id,
+                    algorithm,
+                    json,
+                }))
+            }
+        }
+
         #[async_trait]
         impl E2eeKeyStore for $storage {
             async fn device_keys(
@@ -137,6 +203,7 @@ macro_rules! sql_e2ee_key_store {
                     }
                 }
                 tx.commit().await?;
+                self.cache.forget_device_keys(user_id, device_id);
                 Ok(())
             }
 
@@ -169,6 +236,7 @@ macro_rules! sql_e2ee_key_store {
                     .map_err(device_gone)?;
                 }
                 tx.commit().await?;
+                self.cache.forget_device_keys(user_id, device_id);
                 Ok(())
             }
 
@@ -177,6 +245,11 @@ macro_rules! sql_e2ee_key_store {
                 user_id: &UserId,
                 device_id: &DeviceId,
             ) -> Result<Vec<(String, u64)>, StorageError> {
+                let key = (user_id.to_owned(), device_id.to_owned());
+                if let Some(counts) = self.cache.one_time_key_counts().get(&key) {
+                    return Ok(counts);
+                }
+                let epoch = self.cache.one_time_key_counts().epoch();
                 let rows: Vec<(String, i64)> = sqlx::query_as(
                     "SELECT algorithm, COUNT(*) FROM one_time_keys \
                      WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm ORDER BY algorithm",
@@ -185,10 +258,12 @@ macro_rules! sql_e2ee_key_store {
                 .bind(device_id.as_str())
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows
+                let counts: Vec<(String, u64)> = rows
                     .into_iter()
                     .map(|(algorithm, count)| (algorithm, count_from(count)))
-                    .collect())
+                    .collect();
+                self.cache.one_time_key_counts().put(epoch, key, counts.clone());
+                Ok(counts)
             }
 
             async fn unused_fallback_key_types(
@@ -196,6 +271,11 @@ macro_rules! sql_e2ee_key_store {
                 user_id: &UserId,
                 device_id: &DeviceId,
             ) -> Result<Vec<String>, StorageError> {
+                let key = (user_id.to_owned(), device_id.to_owned());
+                if let Some(types) = self.cache.unused_fallback_keys().get(&key) {
+                    return Ok(types);
+                }
+                let epoch = self.cache.unused_fallback_keys().epoch();
                 let rows: Vec<(String,)> = sqlx::query_as(
                     "SELECT algorithm FROM fallback_keys \
                      WHERE user_id = $1 AND device_id = $2 AND is_used = $3 ORDER BY algorithm",
@@ -205,7 +285,9 @@ macro_rules! sql_e2ee_key_store {
                 .bind(false)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows.into_iter().map(|(algorithm,)| algorithm).collect())
+                let types: Vec<String> = rows.into_iter().map(|(algorithm,)| algorithm).collect();
+                self.cache.unused_fallback_keys().put(epoch, key, types.clone());
+                Ok(types)
             }
 
             async fn claim_key(
@@ -214,59 +296,9 @@ macro_rules! sql_e2ee_key_store {
                 device_id: &DeviceId,
                 algorithm: &str,
             ) -> Result<Option<OneTimeKey>, StorageError> {
-                loop {
-                    let claimed: Option<(String, String, String)> = sqlx::query_as(
-                        "DELETE FROM one_time_keys \
-                         WHERE user_id = $1 AND device_id = $2 AND key_id = \
-                         (SELECT key_id FROM one_time_keys \
-                          WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 \
-                          ORDER BY uploaded_ts, key_id LIMIT 1) \
-                         RETURNING key_id, algorithm, json",
-                    )
-                    .bind(user_id.as_str())
-                    .bind(device_id.as_str())
-                    .bind(algorithm)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                    if let Some((key_id, algorithm, json)) = claimed {
-                        return Ok(Some(OneTimeKey {
-                            key_id,
-                            algorithm,
-                            json,
-                        }));
-                    }
-                    // Nothing deleted: either none is left, or (PostgreSQL)
-                    // another claimer took the chosen key first. Each retry
-                    // follows someone else's success, so this ends.
-                    let (left,): (i64,) = sqlx::query_as(
-                        "SELECT COUNT(*) FROM one_time_keys \
-                         WHERE user_id = $1 AND device_id = $2 AND algorithm = $3",
-                    )
-                    .bind(user_id.as_str())
-                    .bind(device_id.as_str())
-                    .bind(algorithm)
-                    .fetch_one(&self.pool)
-                    .await?;
-                    if left == 0 {
-                        break;
-                    }
-                }
-                let fallback: Option<(String, String, String)> = sqlx::query_as(
-                    "UPDATE fallback_keys SET is_used = $4 \
-                     WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 \
-                     RETURNING key_id, algorithm, json",
-                )
-                .bind(user_id.as_str())
-                .bind(device_id.as_str())
-                .bind(algorithm)
-                .bind(true)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(fallback.map(|(key_id, algorithm, json)| OneTimeKey {
-                    key_id,
-                    algorithm,
-                    json,
-                }))
+                let claimed = self.take_key(user_id, device_id, algorithm).await;
+                self.cache.forget_device_keys(user_id, device_id);
+                claimed
             }
 
             async fn devices_with_keys(
