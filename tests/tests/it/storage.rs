@@ -5,8 +5,8 @@ use std::sync::Arc;
 use myelin_server::{
     config::DatabaseLocation,
     storage::{
-        self, Millis, NewAccount, NewEvent, NewStateGroup, ProfileField, Session, Storage,
-        StorageError, StreamPosition, TokenHash,
+        self, Millis, NewAccount, NewEvent, NewStateGroup, NewTransaction, ProfileField, Session,
+        Storage, StorageError, StreamPosition, TokenHash,
     },
 };
 use myelin_tests::{Backend, PostgresDatabase, backend_tests};
@@ -20,6 +20,7 @@ backend_tests!(
     acknowledged_writes_survive_reopening,
     a_failing_event_fails_only_its_own_chain,
     a_lone_chain_keeps_the_events_before_its_failure,
+    a_batch_of_messages_in_several_rooms_is_written_whole,
     latest_room_events_reads_each_rooms_newest,
 );
 
@@ -435,6 +436,102 @@ async fn a_lone_chain_keeps_the_events_before_its_failure(backend: Backend) {
     assert_eq!(
         store.max_stream_position().await.unwrap(),
         StreamPosition(2)
+    );
+}
+
+fn with_transaction<'a>(mut event: NewEvent<'a>, key: &'a str) -> NewEvent<'a> {
+    event.transaction = Some(NewTransaction {
+        user_id: user_id!("@alice:x"),
+        device_id: device_id!("PHONE"),
+        key,
+        txn_id: key,
+    });
+    event
+}
+
+/// Several rooms' chains of plain messages with transaction ids (SQLite
+/// writes them in one query): every event, every transaction id, and each
+/// room's extremity at its last event.
+async fn a_batch_of_messages_in_several_rooms_is_written_whole(backend: Backend) {
+    let (store, _keep) = open(backend).await;
+    let group = NewStateGroup {
+        prev_group: None,
+        chain_length: 0,
+        entries: Vec::new(),
+    };
+    let ids: Vec<OwnedEventId> = ["$f1", "$g1", "$f2", "$f3", "$g2"]
+        .iter()
+        .map(|id| OwnedEventId::try_from(*id).unwrap())
+        .collect();
+    let (room_f, room_g) = (
+        <&RoomId>::try_from("!f:x").unwrap(),
+        <&RoomId>::try_from("!g:x").unwrap(),
+    );
+    store
+        .append_event_chains(&[
+            vec![new_event(1, &ids[0], room_f, true, &ids[0..1], &group)],
+            vec![new_event(2, &ids[1], room_g, true, &ids[1..2], &group)],
+        ])
+        .await
+        .unwrap();
+    let txn_keys = ["f2", "f3", "g2"];
+    // Each room's messages follow the state its create event started.
+    let message = |position, index: usize, room, state_group, key| {
+        let mut event = with_transaction(
+            new_event(
+                position,
+                &ids[index],
+                room,
+                false,
+                &ids[index..=index],
+                &group,
+            ),
+            key,
+        );
+        event.state_group = state_group;
+        event
+    };
+    let chains = vec![
+        vec![
+            message(3, 2, room_f, 1, txn_keys[0]),
+            message(5, 3, room_f, 1, txn_keys[1]),
+        ],
+        vec![message(4, 4, room_g, 2, txn_keys[2])],
+    ];
+    let outcomes = store.append_event_chains(&chains).await.unwrap();
+    let summary: Vec<(usize, bool)> = outcomes
+        .iter()
+        .map(|outcome| (outcome.written, outcome.error.is_some()))
+        .collect();
+    assert_eq!(summary, [(2, false), (1, false)]);
+    for (key, event_id) in txn_keys.iter().zip([&ids[2], &ids[3], &ids[4]]) {
+        assert_eq!(
+            store
+                .transaction_event(user_id!("@alice:x"), device_id!("PHONE"), key)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(event_id),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        store
+            .room_head(room_f)
+            .await
+            .unwrap()
+            .unwrap()
+            .forward_extremities,
+        [ids[3].clone()]
+    );
+    assert_eq!(
+        store
+            .room_head(room_g)
+            .await
+            .unwrap()
+            .unwrap()
+            .forward_extremities,
+        [ids[4].clone()]
     );
 }
 

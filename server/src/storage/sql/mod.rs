@@ -24,6 +24,7 @@ mod e2ee_keys;
 mod key_backup;
 mod keys;
 mod media;
+mod message_batch;
 mod rooms;
 mod to_device;
 mod user_data;

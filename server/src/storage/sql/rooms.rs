@@ -306,7 +306,11 @@ macro_rules! sql_room_store {
                 chains: &[Vec<NewEvent<'_>>],
             ) -> Result<Vec<ChainOutcome>, StorageError> {
                 let mut conn = self.events_writer.acquire().await?;
-                let outcomes = if let [chain] = chains {
+                let outcomes = if let Some(outcomes) =
+                    Self::write_plain_messages(&mut conn, chains).await?
+                {
+                    outcomes
+                } else if let [chain] = chains {
                     // A lone chain (a lone send, mostly) needs no savepoint:
                     // its own transaction is undone instead.
                     vec![Self::append_chain(&mut conn, chain).await?]
@@ -741,3 +745,24 @@ macro_rules! sql_room_store {
 
 sql_room_store!(SqliteStorage, sqlx::Sqlite);
 sql_room_store!(PostgresStorage, sqlx::Postgres);
+
+impl SqliteStorage {
+    /// A batch of plain messages in one query (see [`super::message_batch`]).
+    async fn write_plain_messages(
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+        chains: &[Vec<NewEvent<'_>>],
+    ) -> Result<Option<Vec<ChainOutcome>>, StorageError> {
+        super::message_batch::try_write(conn, chains).await
+    }
+}
+
+impl PostgresStorage {
+    /// PostgreSQL takes no bound parameters in a multi-statement query: its
+    /// batches take the general path.
+    async fn write_plain_messages(
+        _conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+        _chains: &[Vec<NewEvent<'_>>],
+    ) -> Result<Option<Vec<ChainOutcome>>, StorageError> {
+        Ok(None)
+    }
+}
