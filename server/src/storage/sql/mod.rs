@@ -76,13 +76,17 @@ impl SqliteStorage {
             // Savepoints' statement journals in memory, not in a temporary
             // file created and deleted at every group commit.
             .pragma("temp_store", "memory");
+        // An embedded database's connections do not go stale: no ping (a
+        // round trip to the connection's thread) before each use.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
         let events_writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Self {
