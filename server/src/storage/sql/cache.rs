@@ -1,8 +1,9 @@
 //! A bounded cache of what the read paths ask for again and again: stored
-//! events by id, full state groups, the session behind each access token
-//! (looked up by every authenticated request) and each device's key counts
-//! (in every sync). Tokens and key counts change; their writers invalidate
-//! them ([`Invalidated`]).
+//! events by id, full state groups, sync filters, the session behind each
+//! access token (looked up by every authenticated request), and each
+//! device's key counts and the account data a sync consults (ignored users,
+//! push rules). Tokens, key counts and account data change; their writers
+//! invalidate them ([`Invalidated`]).
 //!
 //! State groups never change once written. An event changes only when a
 //! redaction applies, and that goes through `append_event_chains` in this process,
@@ -28,6 +29,10 @@ const MAX_SESSIONS: usize = 8192;
 
 /// Devices whose key counts are kept.
 const MAX_DEVICES: usize = 4096;
+/// Sync filters kept.
+const MAX_FILTERS: usize = 1024;
+/// Account data entries kept.
+const MAX_ACCOUNT_DATA: usize = 4096;
 
 /// The cache; cheap to share.
 #[derive(Debug)]
@@ -37,7 +42,12 @@ pub struct ReadCache {
     sessions: Mutex<Invalidated<TokenHash, StoredToken>>,
     one_time_key_counts: Mutex<Invalidated<DeviceKey, Vec<(String, u64)>>>,
     unused_fallback_keys: Mutex<Invalidated<DeviceKey, Vec<String>>>,
+    filters: Mutex<Generations<(OwnedUserId, i64), String>>,
+    account_data: Mutex<Invalidated<AccountDataKey, Option<String>>>,
 }
+
+/// An account data entry's key: user, room (`""` for global), type.
+pub type AccountDataKey = (OwnedUserId, String, String);
 
 impl Default for ReadCache {
     fn default() -> Self {
@@ -47,6 +57,8 @@ impl Default for ReadCache {
             sessions: Mutex::new(Invalidated::new(MAX_SESSIONS)),
             one_time_key_counts: Mutex::new(Invalidated::new(MAX_DEVICES)),
             unused_fallback_keys: Mutex::new(Invalidated::new(MAX_DEVICES)),
+            filters: Mutex::default(),
+            account_data: Mutex::new(Invalidated::new(MAX_ACCOUNT_DATA)),
         }
     }
 }
@@ -100,6 +112,23 @@ impl ReadCache {
         &self,
     ) -> std::sync::MutexGuard<'_, Invalidated<DeviceKey, Vec<String>>> {
         lock(&self.unused_fallback_keys)
+    }
+
+    /// A stored sync filter (filters never change once created).
+    pub fn filter(&self, user_id: &UserId, filter_id: i64) -> Option<String> {
+        lock(&self.filters).get(&(user_id.to_owned(), filter_id), MAX_FILTERS)
+    }
+
+    /// Remembers a stored sync filter.
+    pub fn put_filter(&self, user_id: &UserId, filter_id: i64, json: String) {
+        lock(&self.filters).insert((user_id.to_owned(), filter_id), json, MAX_FILTERS);
+    }
+
+    /// Account data entries (and their absence), by user, room and type.
+    pub fn account_data(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Invalidated<AccountDataKey, Option<String>>> {
+        lock(&self.account_data)
     }
 
     /// Forgets everything cached about devices and their tokens; for

@@ -661,6 +661,9 @@ macro_rules! sql_room_store {
             }
 
             async fn filter(&self, user_id: &UserId, filter_id: i64) -> Result<Option<String>, StorageError> {
+                if let Some(json) = self.cache.filter(user_id, filter_id) {
+                    return Ok(Some(json));
+                }
                 let row: Option<(String,)> = sqlx::query_as(
                     "SELECT json FROM sync_filters WHERE user_id = $1 AND filter_id = $2",
                 )
@@ -668,6 +671,9 @@ macro_rules! sql_room_store {
                 .bind(filter_id)
                 .fetch_optional(&self.pool)
                 .await?;
+                if let Some((json,)) = &row {
+                    self.cache.put_filter(user_id, filter_id, json.clone());
+                }
                 Ok(row.map(|(json,)| json))
             }
 

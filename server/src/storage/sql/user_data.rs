@@ -33,6 +33,11 @@ macro_rules! sql_user_data_store {
                 .bind(position.0)
                 .execute(&self.pool)
                 .await?;
+                self.cache.account_data().forget(&(
+                    user_id.to_owned(),
+                    room_id.map_or("", RoomId::as_str).to_owned(),
+                    data_type.to_owned(),
+                ));
                 Ok(())
             }
 
@@ -42,6 +47,15 @@ macro_rules! sql_user_data_store {
                 room_id: Option<&RoomId>,
                 data_type: &str,
             ) -> Result<Option<String>, StorageError> {
+                let key = (
+                    user_id.to_owned(),
+                    room_id.map_or("", RoomId::as_str).to_owned(),
+                    data_type.to_owned(),
+                );
+                if let Some(content) = self.cache.account_data().get(&key) {
+                    return Ok(content);
+                }
+                let epoch = self.cache.account_data().epoch();
                 let row: Option<(String,)> = sqlx::query_as(
                     "SELECT content FROM account_data \
                      WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
@@ -51,7 +65,9 @@ macro_rules! sql_user_data_store {
                 .bind(data_type)
                 .fetch_optional(&self.pool)
                 .await?;
-                Ok(row.map(|(content,)| content))
+                let content = row.map(|(content,)| content);
+                self.cache.account_data().put(epoch, key, content.clone());
+                Ok(content)
             }
 
             async fn account_data_changes(
