@@ -26,9 +26,17 @@
 //! - `/history`: the last 20 events of the current room, decrypted
 //! - `/devices USER`: a user's devices, fingerprints and trust (your own
 //!   user shows this device's fingerprint to compare out of band)
-//! - `/trust USER DEVICE verified|unset|blacklisted`
+//! - `/trust USER DEVICE verified|unset|blacklisted`: a local decision
+//! - `/cross-signing`: create this account's cross-signing keys (asks the
+//!   server for `MYELIN_PASSWORD` when it wants it), then `/verify USER` to
+//!   sign a user's identity once you compared it out of band: their devices
+//!   they signed themselves show as verified
 //! - `/only-verified on|off`: share the current room's keys only with
 //!   verified devices
+//! - `/share-history on|off`: hand people you invite to the current room the
+//!   keys of its past messages (MSC4268; off by default)
+//! - `/backup`: back the room keys up on the server and print the recovery
+//!   key; `/restore KEY` on a new device reads old messages again
 //! - `/quit`; anything else is sent to the current room.
 
 use std::{sync::Arc, time::Duration};
@@ -226,7 +234,38 @@ async fn run_command(
                 println!("* {user} has no device {device} we know of (/devices {user})");
             }
         }
-        "/invite" | "/history" | "/leave" | "/only-verified" => {
+        "/cross-signing" => {
+            let password = std::env::var("MYELIN_PASSWORD").unwrap_or_default();
+            client.bootstrap_cross_signing(&password).await?;
+            println!("* cross-signing keys created; this device is signed");
+        }
+        "/verify" => {
+            let user = OwnedUserId::try_from(rest)?;
+            client.verify_user(&user).await?;
+            println!("* {user}'s identity is verified (signed with your user-signing key)");
+        }
+        "/backup" => {
+            let recovery_key = client.enable_backup().await?;
+            println!("* room keys are backed up; write down the recovery key:");
+            println!("  {}", recovery_key.as_str());
+        }
+        "/restore" => {
+            let restored = client.restore_backup(rest).await?;
+            println!(
+                "* restored {} keys from backup version {} ({} unusable)",
+                restored.imported, restored.version, restored.invalid
+            );
+            for event in &restored.late_decryptions {
+                println!(
+                    "[{}] {} (earlier, from backup): {} {}",
+                    event.room_id,
+                    event.sender,
+                    decrypted_body(event),
+                    e2e_label(event)
+                );
+            }
+        }
+        "/invite" | "/history" | "/leave" | "/only-verified" | "/share-history" => {
             let room_id = current
                 .as_ref()
                 .ok_or("no current room: /join or /create first")?;
@@ -238,13 +277,14 @@ async fn run_command(
                     *current = None;
                 }
                 "/only-verified" => {
-                    let on = match rest {
-                        "on" => true,
-                        "off" => false,
-                        _ => return Err("usage: /only-verified on|off".into()),
-                    };
+                    let on = on_off(rest)?;
                     client.set_only_verified(room_id, on).await?;
                     println!("* keys for {room_id} go only to verified devices: {on}");
+                }
+                "/share-history" => {
+                    let on = on_off(rest)?;
+                    room.set_share_history_on_invite(on).await?;
+                    println!("* invitees to {room_id} get the keys of its history: {on}");
                 }
                 _ => {
                     let page = room.messages(None, 20).await?;
@@ -334,6 +374,14 @@ fn print_event(room_id: &OwnedRoomId, event: &RoomEvent, decryption: Option<&Dec
     }
 }
 
+fn on_off(word: &str) -> Result<bool, Box<dyn std::error::Error>> {
+    match word {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("say on or off".into()),
+    }
+}
+
 fn decrypted_body(event: &DecryptedRoomEvent) -> &str {
     event
         .content
@@ -350,8 +398,12 @@ fn e2e_label(event: &DecryptedRoomEvent) -> String {
         VerificationState::UnknownDevice => "unknown device",
     };
     let device = event.sender_device.as_deref().unwrap_or("?");
-    let forwarded = if event.forwarded { ", forwarded" } else { "" };
-    format!("[e2e {trust}, device {device}{forwarded}]")
+    let origin = match (&event.shared_by, event.forwarded) {
+        (Some(inviter), _) => format!(", history shared by {inviter}"),
+        (None, true) => ", forwarded".to_owned(),
+        (None, false) => String::new(),
+    };
+    format!("[e2e {trust}, device {device}{origin}]")
 }
 
 fn utd_label(utd: &UnableToDecrypt) -> String {
