@@ -66,7 +66,6 @@ const BLOCK_RESERVE_BYTES: usize = 33 << 20;
 /// of its resident memory) between registrations, and a burst allocates it
 /// once.
 struct Worker {
-    argon2: Argon2<'static>,
     params: Params,
     blocks: Vec<Block>,
 }
@@ -103,7 +102,6 @@ impl PasswordHasher {
                 .name(format!("password-{index}"))
                 .spawn(move || {
                     let mut worker = Worker {
-                        argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone()),
                         blocks: Vec::new(),
                         params,
                     };
@@ -206,8 +204,7 @@ impl Worker {
         let mut salt_bytes = [0u8; 64];
         let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(internal)?;
         let mut output = [0u8; OUTPUT_BYTES];
-        let argon2 = self.argon2.clone();
-        argon2
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
             .hash_password_into_with_memory(password, salt_bytes, &mut output, self.blocks())
             .map_err(internal)?;
         let phc = PasswordHash {

@@ -89,6 +89,19 @@ pub struct ChainOutcome {
     pub error: Option<StorageError>,
 }
 
+impl ChainOutcome {
+    /// The outcomes of `chains` all written whole.
+    pub fn all_written(chains: &[Vec<NewEvent<'_>>]) -> Vec<Self> {
+        chains
+            .iter()
+            .map(|chain| Self {
+                written: chain.len(),
+                error: None,
+            })
+            .collect()
+    }
+}
+
 /// A client transaction that produced an event.
 #[derive(Debug, Clone, Copy)]
 pub struct NewTransaction<'a> {

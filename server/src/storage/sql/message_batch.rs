@@ -47,15 +47,7 @@ pub(super) async fn try_write(
         query = value.bind(query);
     }
     match query.execute(&mut **conn).await {
-        Ok(_) => Ok(Some(
-            chains
-                .iter()
-                .map(|chain| ChainOutcome {
-                    written: chain.len(),
-                    error: None,
-                })
-                .collect(),
-        )),
+        Ok(_) => Ok(Some(ChainOutcome::all_written(chains))),
         Err(_) => {
             // The failing statement ended the query; its transaction is
             // still open unless BEGIN itself failed.

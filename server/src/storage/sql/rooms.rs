@@ -118,8 +118,8 @@ macro_rules! sql_room_store {
                 Ok(None)
             }
 
-            /// Writes a chain inside one savepoint (or one transaction, on a
-            /// connection with none open). An event that fails (a uniqueness
+            /// Writes a chain inside one savepoint of the caller's
+            /// transaction. An event that fails (a uniqueness
             /// conflict, which is rare: a retried transaction) undoes the
             /// savepoint, and the events before it are written again
             /// without it; the events after it are not tried.
@@ -310,10 +310,6 @@ macro_rules! sql_room_store {
                     Self::write_plain_messages(&mut conn, chains).await?
                 {
                     outcomes
-                } else if let [chain] = chains {
-                    // A lone chain (a lone send, mostly) needs no savepoint:
-                    // its own transaction is undone instead.
-                    vec![Self::append_chain(&mut conn, chain).await?]
                 } else {
                     // Optimistic: every chain without savepoints. A failing
                     // event (rare) undoes the whole transaction, and the
@@ -328,13 +324,7 @@ macro_rules! sql_room_store {
                     }
                     if clean {
                         tx.commit().await?;
-                        chains
-                            .iter()
-                            .map(|chain| ChainOutcome {
-                                written: chain.len(),
-                                error: None,
-                            })
-                            .collect()
+                        ChainOutcome::all_written(chains)
                     } else {
                         tx.rollback().await?;
                         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
