@@ -153,6 +153,9 @@ pub struct RoomEvents {
     keys: Arc<ServerKeys>,
     notifier: Arc<Notifier>,
     rooms: Mutex<HashMap<OwnedRoomId, Arc<RoomSlot>>>,
+    /// Each known room's version, which never changes: syncs ask for it
+    /// while a send holds the room's lock.
+    versions: Mutex<HashMap<OwnedRoomId, RoomVersion>>,
     stream: Arc<Stream>,
     writer: EventWriter,
     last_create_ts: AtomicU64,
@@ -172,6 +175,7 @@ impl RoomEvents {
             keys,
             notifier,
             rooms: Mutex::new(HashMap::new()),
+            versions: Mutex::new(HashMap::new()),
             stream,
             last_create_ts: AtomicU64::new(0),
         }
@@ -517,19 +521,17 @@ impl RoomEvents {
     /// # Errors
     /// `NotFound` for an unknown room.
     pub async fn room_version(&self, room_id: &RoomId) -> Result<RoomVersion, ServiceError> {
-        // A loaded room knows its version; ask storage only otherwise.
-        if let Some(slot) = self.rooms_map().get(room_id).cloned()
-            && let Ok(slot) = slot.state.try_lock()
-            && let Some(state) = slot.as_ref()
-        {
-            return Ok(state.version);
+        if let Some(version) = lock(&self.versions).get(room_id) {
+            return Ok(*version);
         }
         let record = self
             .storage
             .room(room_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound("no such room".to_owned()))?;
-        parse_version(&record.room_version)
+        let version = parse_version(&record.room_version)?;
+        lock(&self.versions).insert(room_id.to_owned(), version);
+        Ok(version)
     }
 
     async fn previous_transaction(

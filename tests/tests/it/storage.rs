@@ -22,25 +22,31 @@ backend_tests!(
     a_lone_chain_keeps_the_events_before_its_failure,
     a_batch_of_messages_in_several_rooms_is_written_whole,
     latest_room_events_reads_each_rooms_newest,
+    cached_reads_answer_as_the_database_does,
 );
 
 /// A storage on a fresh database, with what keeps that database alive.
 async fn open(backend: Backend) -> (Arc<dyn Storage>, Keep) {
+    let (location, keep) = fresh_location(backend, "myelin.db").await;
+    (storage::open(&location).await.unwrap(), keep)
+}
+
+/// A fresh database (SQLite: `file` in a new directory).
+async fn fresh_location(backend: Backend, file: &str) -> (DatabaseLocation, Keep) {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
-            let location = DatabaseLocation::Sqlite(dir.path().join("myelin.db"));
-            (storage::open(&location).await.unwrap(), Keep::Dir(dir))
+            (
+                DatabaseLocation::Sqlite(dir.path().join(file)),
+                Keep::Dir(dir),
+            )
         }
         Backend::Postgres(url) => {
             let database = PostgresDatabase::create(&url).await;
             let location = DatabaseLocation::Postgres(myelin_server::config::Secret::new(
                 database.url.clone(),
             ));
-            (
-                storage::open(&location).await.unwrap(),
-                Keep::Database(database),
-            )
+            (location, Keep::Database(database))
         }
     }
 }
@@ -253,22 +259,7 @@ async fn profiles_and_renames_report_missing_rows(backend: Backend) {
 
 async fn acknowledged_writes_survive_reopening(backend: Backend) {
     // Reopen on the same location: migrations are idempotent and data persists.
-    let (location, _keep) = match backend {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir().unwrap();
-            (
-                DatabaseLocation::Sqlite(dir.path().join("nested/dir/myelin.db")),
-                Keep::Dir(dir),
-            )
-        }
-        Backend::Postgres(url) => {
-            let database = PostgresDatabase::create(&url).await;
-            let location = DatabaseLocation::Postgres(myelin_server::config::Secret::new(
-                database.url.clone(),
-            ));
-            (location, Keep::Database(database))
-        }
-    };
+    let (location, _keep) = fresh_location(backend, "nested/dir/myelin.db").await;
     let first = storage::open(&location).await.unwrap();
     first.create_account(&account("@alice:x")).await.unwrap();
     drop(first);
@@ -595,4 +586,168 @@ async fn latest_room_events_reads_each_rooms_newest(backend: Backend) {
         .into_iter()
         .collect();
     assert_eq!(newest, ["$a3", "$b1"]);
+}
+
+/// What the storage serves from memory (the window of recent events, the
+/// membership lists, unread counts grown from the window) is what the
+/// database says: a second storage on the same database, which wrote
+/// nothing and so answers every question from the database, is asked the
+/// same questions over every range.
+async fn cached_reads_answer_as_the_database_does(backend: Backend) {
+    let (location, _keep) = fresh_location(backend, "myelin.db").await;
+    let writer = storage::open(&location).await.unwrap();
+    let reader = storage::open(&location).await.unwrap();
+    let (alice, bob) = (user_id!("@alice:x"), user_id!("@bob:x"));
+    let rooms = [
+        <&RoomId>::try_from("!a:x").unwrap(),
+        <&RoomId>::try_from("!b:x").unwrap(),
+    ];
+    const EVENTS: i64 = 24;
+    let ids: Vec<OwnedEventId> = (1..=EVENTS)
+        .map(|n| OwnedEventId::try_from(format!("$e{n}")).unwrap())
+        .collect();
+    let jsons: Vec<String> = (1..=EVENTS).map(|n| format!("{{\"n\":{n}}}")).collect();
+    let group = NewStateGroup {
+        prev_group: None,
+        chain_length: 0,
+        entries: Vec::new(),
+    };
+    // Position n is event n: the rooms' create events, then bob joins room
+    // a and messages follow from both, some of another type; event 20
+    // redacts event 8.
+    let event = |n: i64| {
+        let index = usize::try_from(n - 1).unwrap();
+        let room = rooms[usize::from(n == 2 || (n > 3 && n % 3 == 0))];
+        let mut event = new_event(n, &ids[index], room, n <= 2, &ids[index..=index], &group);
+        event.json = &jsons[index];
+        event.state_group = if n <= 2 {
+            n
+        } else {
+            rooms.iter().position(|r| *r == room).unwrap() as i64 + 1
+        };
+        match n {
+            3 => {
+                event.event_type = "m.room.member";
+                event.state_key = Some("@bob:x");
+                event.sender = bob;
+                event.membership = Some((bob, "join"));
+            }
+            20 => {
+                event.event_type = "m.room.redaction";
+                event.redaction = Some((&ids[7], "{\"redacted\":8}"));
+            }
+            _ if n % 4 == 0 => event.sender = bob,
+            _ if n % 5 == 0 => event.event_type = "m.room.topic",
+            _ => {}
+        }
+        event
+    };
+    let chain = |positions: &[i64]| positions.iter().map(|n| event(*n)).collect::<Vec<_>>();
+    // Batches as group commit makes them: each room's chain in position
+    // order, the chains of one batch interleaved.
+    let batches: Vec<Vec<Vec<i64>>> = vec![
+        vec![vec![1], vec![2]],
+        vec![vec![3]],
+        vec![vec![4, 5], vec![6]],
+        vec![vec![9], vec![7, 8, 10]],
+        (11..=EVENTS).map(|n| vec![n]).collect(),
+    ];
+    for batch in &batches {
+        let chains: Vec<_> = batch.iter().map(|positions| chain(positions)).collect();
+        let outcomes = writer.append_event_chains(&chains).await.unwrap();
+        assert!(outcomes.iter().all(|o| o.error.is_none()));
+    }
+    // Bob read up to event 10 in room a; a receipt is not an event.
+    writer
+        .set_receipt(
+            &storage::Receipt {
+                room_id: rooms[0].to_owned(),
+                receipt_type: "m.read".to_owned(),
+                user_id: bob.to_string(),
+                thread_id: String::new(),
+                event_id: ids[9].to_string(),
+                ts: 1,
+            },
+            StreamPosition(EVENTS + 1),
+        )
+        .await
+        .unwrap();
+
+    let summary = |events: Vec<storage::StoredEvent>| -> Vec<(i64, String, i64)> {
+        events
+            .into_iter()
+            .map(|e| (e.position.0, e.json, e.state_group))
+            .collect()
+    };
+    for upto in 0..=EVENTS {
+        let upto_at = StreamPosition(upto);
+        for room in rooms {
+            // Growing upto, as syncs ask: the writer grows its cached count.
+            for user in [alice, bob] {
+                assert_eq!(
+                    writer.count_unread(room, user, upto_at).await.unwrap(),
+                    reader.count_unread(room, user, upto_at).await.unwrap(),
+                    "unread of {user} in {room} up to {upto}"
+                );
+            }
+            assert_eq!(
+                writer.state_group_before(room, upto_at).await.unwrap(),
+                reader.state_group_before(room, upto_at).await.unwrap(),
+                "state group before {upto} in {room}"
+            );
+        }
+        assert_eq!(
+            writer
+                .memberships_of(bob, Some(upto_at))
+                .await
+                .unwrap()
+                .len(),
+            reader
+                .memberships_of(bob, Some(upto_at))
+                .await
+                .unwrap()
+                .len(),
+            "bob's memberships at {upto}"
+        );
+        for after in 0..=upto {
+            let after_at = StreamPosition(after);
+            let mut from_writer = writer.rooms_with_events(after_at, upto_at).await.unwrap();
+            let mut from_reader = reader.rooms_with_events(after_at, upto_at).await.unwrap();
+            from_writer.sort();
+            from_reader.sort();
+            assert_eq!(from_writer, from_reader, "rooms in ({after}, {upto}]");
+            for room in rooms {
+                for (limit, newest_first) in
+                    [(1, true), (3, true), (100, true), (2, false), (100, false)]
+                {
+                    assert_eq!(
+                        summary(
+                            writer
+                                .room_events(room, after_at, upto_at, limit, newest_first)
+                                .await
+                                .unwrap()
+                        ),
+                        summary(
+                            reader
+                                .room_events(room, after_at, upto_at, limit, newest_first)
+                                .await
+                                .unwrap()
+                        ),
+                        "{room} ({after}, {upto}] limit {limit} newest first {newest_first}"
+                    );
+                }
+            }
+        }
+    }
+    let redacted = writer.room_events(rooms[0], StreamPosition(7), StreamPosition(8), 1, true);
+    assert_eq!(redacted.await.unwrap()[0].json, "{\"redacted\":8}");
+    assert_eq!(
+        writer.memberships_of(bob, None).await.unwrap()[0].event_id,
+        ids[2]
+    );
+    writer.forget_room(bob, rooms[0]).await.unwrap();
+    assert!(
+        writer.memberships_of(bob, None).await.unwrap().is_empty(),
+        "forgotten"
+    );
 }

@@ -1,9 +1,10 @@
 //! A bounded cache of what the read paths ask for again and again: stored
 //! events by id, full state groups, sync filters, the session behind each
-//! access token (looked up by every authenticated request), and each
-//! device's key counts and the account data a sync consults (ignored users,
-//! push rules). Tokens, key counts and account data change; their writers
-//! invalidate them ([`Invalidated`]).
+//! access token (looked up by every authenticated request), each device's
+//! key counts and the account data a sync consults (ignored users, push
+//! rules), each user's memberships, unread counts, and the newest events
+//! ([`RecentEvents`]). Tokens, key counts, account data, memberships and
+//! read receipts change; their writers invalidate them ([`Invalidated`]).
 //!
 //! State groups never change once written. An event changes only when a
 //! redaction applies, and that goes through `append_event_chains` in this process,
@@ -18,7 +19,10 @@ use std::{
 
 use ruma::{DeviceId, EventId, OwnedDeviceId, OwnedEventId, OwnedUserId, UserId};
 
-use crate::storage::{StateEntry, StoredEvent, StoredToken, TokenHash};
+use ruma::OwnedRoomId;
+
+use super::recent::RecentEvents;
+use crate::storage::{Membership, StateEntry, StoredEvent, StoredToken, StreamPosition, TokenHash};
 
 /// Events kept; each is one event's JSON (at most 64 KiB, typically < 1 KiB).
 const MAX_EVENTS: usize = 4096;
@@ -33,6 +37,10 @@ const MAX_DEVICES: usize = 4096;
 const MAX_FILTERS: usize = 1024;
 /// Account data entries kept.
 const MAX_ACCOUNT_DATA: usize = 4096;
+/// Users whose memberships are kept.
+const MAX_MEMBERSHIP_LISTS: usize = 4096;
+/// Unread counts kept (a room and a user each).
+const MAX_UNREAD_COUNTS: usize = 8192;
 
 /// The cache; cheap to share.
 #[derive(Debug)]
@@ -44,6 +52,23 @@ pub struct ReadCache {
     unused_fallback_keys: Mutex<Invalidated<DeviceKey, Vec<String>>>,
     filters: Mutex<Generations<(OwnedUserId, i64), String>>,
     account_data: Mutex<Invalidated<AccountDataKey, Option<String>>>,
+    memberships: Mutex<Invalidated<OwnedUserId, Arc<Vec<Membership>>>>,
+    unread_counts: Mutex<Invalidated<UnreadKey, UnreadCount>>,
+    recent: Mutex<RecentEvents>,
+}
+
+/// An unread count's key: the room and the user.
+pub type UnreadKey = (OwnedRoomId, String);
+
+/// A user's unread count in a room.
+#[derive(Debug, Clone, Copy)]
+pub struct UnreadCount {
+    /// The position it was counted up to.
+    pub upto: StreamPosition,
+    /// The position of the event the user's read receipt names (0 without one).
+    pub read_upto: StreamPosition,
+    /// Counted messages in `(read_upto, upto]`.
+    pub count: u64,
 }
 
 /// An account data entry's key: user, room (`""` for global), type.
@@ -59,6 +84,9 @@ impl Default for ReadCache {
             unused_fallback_keys: Mutex::new(Invalidated::new(MAX_DEVICES)),
             filters: Mutex::default(),
             account_data: Mutex::new(Invalidated::new(MAX_ACCOUNT_DATA)),
+            memberships: Mutex::new(Invalidated::new(MAX_MEMBERSHIP_LISTS)),
+            unread_counts: Mutex::new(Invalidated::new(MAX_UNREAD_COUNTS)),
+            recent: Mutex::default(),
         }
     }
 }
@@ -129,6 +157,24 @@ impl ReadCache {
         &self,
     ) -> std::sync::MutexGuard<'_, Invalidated<AccountDataKey, Option<String>>> {
         lock(&self.account_data)
+    }
+
+    /// Each user's latest membership in each room (not forgotten), as
+    /// `memberships_of(user, None)` answers.
+    pub fn memberships(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Invalidated<OwnedUserId, Arc<Vec<Membership>>>> {
+        lock(&self.memberships)
+    }
+
+    /// Unread counts, by room and user; a read receipt forgets the user's.
+    pub fn unread_counts(&self) -> std::sync::MutexGuard<'_, Invalidated<UnreadKey, UnreadCount>> {
+        lock(&self.unread_counts)
+    }
+
+    /// The newest committed events.
+    pub fn recent(&self) -> std::sync::MutexGuard<'_, RecentEvents> {
+        lock(&self.recent)
     }
 
     /// Forgets everything cached about devices and their tokens; for

@@ -25,6 +25,7 @@ mod key_backup;
 mod keys;
 mod media;
 mod message_batch;
+mod recent;
 mod rooms;
 mod to_device;
 mod user_data;

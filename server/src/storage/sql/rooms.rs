@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use ruma::{DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, UserId};
 
-use super::{PostgresStorage, SqliteStorage, conflict_on_unique};
+use super::{PostgresStorage, SqliteStorage, conflict_on_unique, recent::RecentEvent};
 use crate::storage::{
     ChainOutcome, Membership, NewEvent, RoomHead, RoomRecord, RoomStore, StateEntry, StorageError,
     StoredEvent, StreamPosition,
@@ -284,18 +284,76 @@ macro_rules! sql_room_store {
                 Ok(())
             }
 
-            /// Updates the read cache for an event that was committed.
+            /// Updates the read cache for an event that was committed
+            /// (before its position is published).
             fn cache_committed(&self, event: &NewEvent<'_>) {
                 if let Some((target, redacted_json)) = event.redaction {
                     self.cache.redact(target, redacted_json);
+                    self.cache.recent().redact(target, redacted_json);
                 }
-                self.cache.put_event(StoredEvent {
+                if let Some((user_id, _)) = event.membership {
+                    self.cache.memberships().forget(&user_id.to_owned());
+                }
+                let stored = StoredEvent {
                     position: event.position,
                     event_id: event.event_id.to_owned(),
                     room_id: event.room_id.to_owned(),
                     json: event.json.to_owned(),
                     state_group: event.state_group,
+                };
+                self.cache.recent().record(RecentEvent {
+                    event: stored.clone(),
+                    event_type: event.event_type.to_owned(),
+                    sender: event.sender.to_owned(),
                 });
+                self.cache.put_event(stored);
+            }
+
+            /// The user's memberships as `memberships_of(user, None)`
+            /// answers, cached until one of them changes.
+            async fn latest_memberships(
+                &self,
+                user_id: &UserId,
+            ) -> Result<std::sync::Arc<Vec<Membership>>, StorageError> {
+                let key = user_id.to_owned();
+                if let Some(memberships) = self.cache.memberships().get(&key) {
+                    return Ok(memberships);
+                }
+                let epoch = self.cache.memberships().epoch();
+                let memberships = std::sync::Arc::new(Self::query_memberships(&self.pool, user_id, None).await?);
+                self.cache.memberships().put(epoch, key, memberships.clone());
+                Ok(memberships)
+            }
+
+            async fn query_memberships(
+                pool: &sqlx::Pool<$db>,
+                user_id: &UserId,
+                at: Option<StreamPosition>,
+            ) -> Result<Vec<Membership>, StorageError> {
+                let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+                    "SELECT h.room_id, h.membership, h.event_id, h.stream_ordering \
+                     FROM membership_history h \
+                     WHERE h.user_id = $1 AND h.stream_ordering <= $2 \
+                     AND h.stream_ordering = (SELECT MAX(l.stream_ordering) FROM membership_history l \
+                         WHERE l.user_id = $1 AND l.room_id = h.room_id AND l.stream_ordering <= $2) \
+                     AND NOT EXISTS (SELECT 1 FROM forgotten_rooms f \
+                         WHERE f.user_id = $1 AND f.room_id = h.room_id) \
+                     ORDER BY h.room_id",
+                )
+                .bind(user_id.as_str())
+                .bind(at.map_or(i64::MAX, |at| at.0))
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(room_id, membership, event_id, position)| {
+                        Ok(Membership {
+                            room_id: parse_id("membership_history", room_id)?,
+                            membership,
+                            event_id: parse_id("membership_history", event_id)?,
+                            position: StreamPosition(position),
+                        })
+                    })
+                    .collect()
             }
         }
 
@@ -447,30 +505,13 @@ macro_rules! sql_room_store {
                 user_id: &UserId,
                 at: Option<StreamPosition>,
             ) -> Result<Vec<Membership>, StorageError> {
-                let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-                    "SELECT h.room_id, h.membership, h.event_id, h.stream_ordering \
-                     FROM membership_history h \
-                     WHERE h.user_id = $1 AND h.stream_ordering <= $2 \
-                     AND h.stream_ordering = (SELECT MAX(l.stream_ordering) FROM membership_history l \
-                         WHERE l.user_id = $1 AND l.room_id = h.room_id AND l.stream_ordering <= $2) \
-                     AND NOT EXISTS (SELECT 1 FROM forgotten_rooms f \
-                         WHERE f.user_id = $1 AND f.room_id = h.room_id) \
-                     ORDER BY h.room_id",
-                )
-                .bind(user_id.as_str())
-                .bind(at.map_or(i64::MAX, |at| at.0))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.into_iter()
-                    .map(|(room_id, membership, event_id, position)| {
-                        Ok(Membership {
-                            room_id: parse_id("membership_history", room_id)?,
-                            membership,
-                            event_id: parse_id("membership_history", event_id)?,
-                            position: StreamPosition(position),
-                        })
-                    })
-                    .collect()
+                let latest = self.latest_memberships(user_id).await?;
+                // The latest memberships are those as of `at` unless one
+                // of them is newer (a change after `at` replaced one).
+                if at.is_none_or(|at| latest.iter().all(|m| m.position <= at)) {
+                    return Ok(latest.as_ref().clone());
+                }
+                Self::query_memberships(&self.pool, user_id, at).await
             }
 
             async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), StorageError> {
@@ -482,6 +523,7 @@ macro_rules! sql_room_store {
                 .bind(room_id.as_str())
                 .execute(&self.pool)
                 .await?;
+                self.cache.memberships().forget(&user_id.to_owned());
                 Ok(())
             }
 
@@ -493,6 +535,9 @@ macro_rules! sql_room_store {
                 limit: u32,
                 newest_first: bool,
             ) -> Result<Vec<StoredEvent>, StorageError> {
+                if let Some(events) = self.cache.recent().room_events(room_id, after, upto, limit, newest_first) {
+                    return Ok(events);
+                }
                 let sql = if newest_first {
                     "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
                      WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
@@ -551,6 +596,9 @@ macro_rules! sql_room_store {
                 after: StreamPosition,
                 upto: StreamPosition,
             ) -> Result<Vec<OwnedRoomId>, StorageError> {
+                if let Some(rooms) = self.cache.recent().rooms_with_events(after, upto) {
+                    return Ok(rooms);
+                }
                 let rows: Vec<(String,)> = sqlx::query_as(
                     "SELECT DISTINCT room_id FROM events \
                      WHERE stream_ordering > $1 AND stream_ordering <= $2",
@@ -586,6 +634,9 @@ macro_rules! sql_room_store {
                 room_id: &RoomId,
                 position: StreamPosition,
             ) -> Result<Option<i64>, StorageError> {
+                if let Some(group) = self.cache.recent().state_group_before(room_id, position) {
+                    return Ok(Some(group));
+                }
                 let row: Option<(i64,)> = sqlx::query_as(
                     "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering < $2 \
                      ORDER BY stream_ordering DESC LIMIT 1",

@@ -3,11 +3,11 @@
 use async_trait::async_trait;
 use ruma::{RoomId, UserId};
 
-use super::{PostgresStorage, SqliteStorage};
+use super::{PostgresStorage, SqliteStorage, cache::UnreadCount};
 use crate::storage::{AccountDataEntry, Receipt, StorageError, StreamPosition, UserDataStore};
 
 /// Event types that count as unread messages.
-const COUNTED_TYPES: &str = "('m.room.message', 'm.room.encrypted', 'm.sticker')";
+const COUNTED_TYPES: [&str; 3] = ["m.room.message", "m.room.encrypted", "m.sticker"];
 
 macro_rules! sql_user_data_store {
     ($storage:ty) => {
@@ -121,6 +121,9 @@ macro_rules! sql_user_data_store {
                 .bind(position.0)
                 .execute(&self.pool)
                 .await?;
+                self.cache
+                    .unread_counts()
+                    .forget(&(receipt.room_id.clone(), receipt.user_id.clone()));
                 Ok(())
             }
 
@@ -158,21 +161,53 @@ macro_rules! sql_user_data_store {
                 user_id: &UserId,
                 upto: StreamPosition,
             ) -> Result<u64, StorageError> {
-                let sql = format!(
-                    "SELECT COUNT(*) FROM events WHERE room_id = $1 AND sender <> $2 \
-                     AND stream_ordering <= $3 AND event_type IN {COUNTED_TYPES} \
-                     AND stream_ordering > COALESCE( \
-                         (SELECT stream_ordering FROM events WHERE event_id = \
-                             (SELECT event_id FROM receipts WHERE room_id = $1 AND user_id = $2 \
-                              AND thread_id = '' ORDER BY stream_ordering DESC LIMIT 1)), 0)"
-                );
-                let (count,): (i64,) = sqlx::query_as(&sql)
-                    .bind(room_id.as_str())
-                    .bind(user_id.as_str())
-                    .bind(upto.0)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(u64::try_from(count).unwrap_or(0))
+                let key = (room_id.to_owned(), user_id.as_str().to_owned());
+                let (cached, epoch) = {
+                    let mut counts = self.cache.unread_counts();
+                    (counts.get(&key), counts.epoch())
+                };
+                // A count up to an earlier position grows by the new
+                // messages the window of recent events holds.
+                let grown = cached.filter(|cached| cached.upto <= upto).and_then(|cached| {
+                    let after = cached.upto.max(cached.read_upto);
+                    let more = if after >= upto {
+                        0
+                    } else {
+                        self.cache.recent().count_from_others(
+                            room_id, user_id, &COUNTED_TYPES, after, upto,
+                        )?
+                    };
+                    Some(UnreadCount { upto, count: cached.count + more, ..cached })
+                });
+                let unread = match grown {
+                    Some(unread) => unread,
+                    None => {
+                        let sql = format!(
+                            "SELECT r.read_upto, (SELECT COUNT(*) FROM events \
+                                 WHERE room_id = $1 AND sender <> $2 AND stream_ordering <= $3 \
+                                 AND event_type IN ('{}') AND stream_ordering > r.read_upto) \
+                             FROM (SELECT COALESCE( \
+                                 (SELECT stream_ordering FROM events WHERE event_id = \
+                                     (SELECT event_id FROM receipts WHERE room_id = $1 AND user_id = $2 \
+                                      AND thread_id = '' ORDER BY stream_ordering DESC LIMIT 1)), \
+                                 0) AS read_upto) r",
+                            COUNTED_TYPES.join("', '")
+                        );
+                        let (read_upto, count): (i64, i64) = sqlx::query_as(&sql)
+                            .bind(room_id.as_str())
+                            .bind(user_id.as_str())
+                            .bind(upto.0)
+                            .fetch_one(&self.pool)
+                            .await?;
+                        UnreadCount {
+                            upto,
+                            read_upto: StreamPosition(read_upto),
+                            count: u64::try_from(count).unwrap_or(0),
+                        }
+                    }
+                };
+                self.cache.unread_counts().put(epoch, key, unread);
+                Ok(unread.count)
             }
         }
     };
