@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ruma::{EventId, RoomId, UserId, events::StateEventType};
+use ruma::{EventId, RoomId, UserId};
 
 use super::{
     ServiceError,
@@ -117,7 +117,7 @@ impl AccountData {
             .current_state(room_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound("no such room".to_owned()))?;
-        if state.membership_of(user_id.as_str()).as_deref() != Some("join") {
+        if state.membership_of(user_id.as_str()) != Some("join") {
             return Err(ServiceError::Forbidden(
                 "you are not in this room".to_owned(),
             ));
@@ -154,13 +154,7 @@ impl AccountData {
                     })
                     .await?;
                 if receipt_type == "m.read" {
-                    let members = state.state.keys().filter_map(|(kind, key)| {
-                        (*kind == StateEventType::RoomMember
-                            && state.membership_of(key).as_deref() == Some("join"))
-                        .then(|| <&UserId>::try_from(key.as_str()).ok())
-                        .flatten()
-                    });
-                    self.notifier.wake(members);
+                    self.notifier.wake(state.members_in(&["join"]));
                 } else {
                     self.notifier.wake([user_id]);
                 }

@@ -11,7 +11,7 @@
 //! (spec-notes/write-path.md).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -21,7 +21,7 @@ use std::{
 use myelin_crypto::{NewPdu, build_pdu};
 use ruma::{
     CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId,
-    OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UInt,
+    OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
     events::{StateEventType, TimelineEventType, room::power_levels::UserPowerLevel},
 };
 use serde::Deserialize;
@@ -89,8 +89,13 @@ pub struct Transaction {
 pub struct RoomState {
     /// The room version.
     pub version: RoomVersion,
-    /// `(type, state key)` to the event holding it.
+    /// `(type, state key)` to the event holding it; changed only through
+    /// [`RoomState::put`], which keeps `members` in step.
     pub state: HashMap<(StateEventType, String), Pdu>,
+    /// Each member's membership by user id, sorted: what sends (who to
+    /// wake), syncs (counts and heroes) and receipts ask of a room at every
+    /// turn, without parsing every member event each time.
+    members: BTreeMap<String, String>,
     extremities: Vec<OwnedEventId>,
     depth: i64,
     state_group: i64,
@@ -104,8 +109,56 @@ impl RoomState {
     }
 
     /// A user's membership (`join`, `invite`, `leave`, `ban`, `knock`), if any.
-    pub fn membership_of(&self, user_id: &str) -> Option<String> {
-        membership(self.get(&StateEventType::RoomMember, user_id)?)
+    pub fn membership_of(&self, user_id: &str) -> Option<&str> {
+        self.members.get(user_id).map(String::as_str)
+    }
+
+    /// Every user with a membership event and that membership, by user id.
+    pub fn members(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.members
+            .iter()
+            .map(|(user, membership)| (user.as_str(), membership.as_str()))
+    }
+
+    /// The users whose membership is one of `memberships`, by user id.
+    pub fn members_in<'a>(
+        &'a self,
+        memberships: &'a [&str],
+    ) -> impl Iterator<Item = &'a UserId> + 'a {
+        self.members()
+            .filter(|(_, membership)| memberships.contains(membership))
+            .filter_map(|(user, _)| <&UserId>::try_from(user).ok())
+    }
+
+    /// A state whose slots hold `events`.
+    fn new(version: RoomVersion, events: impl IntoIterator<Item = Pdu>) -> Self {
+        let mut state = Self {
+            version,
+            state: HashMap::new(),
+            members: BTreeMap::new(),
+            extremities: Vec::new(),
+            depth: 0,
+            state_group: 0,
+            chain_length: 0,
+        };
+        for pdu in events {
+            state.put(pdu);
+        }
+        state
+    }
+
+    /// Puts a state event in its slot.
+    fn put(&mut self, pdu: Pdu) {
+        let Some(key) = pdu.state_map_key() else {
+            return;
+        };
+        if key.0 == StateEventType::RoomMember {
+            match membership(&pdu) {
+                Some(membership) => self.members.insert(key.1.clone(), membership),
+                None => self.members.remove(&key.1),
+            };
+        }
+        self.state.insert(key, pdu);
     }
 
     fn event_by_id(&self, event_id: &EventId) -> Option<Pdu> {
@@ -205,14 +258,7 @@ impl RoomEvents {
         room_id: Option<OwnedRoomId>,
         create: LocalEvent,
     ) -> Result<OwnedRoomId, ServiceError> {
-        let empty = RoomState {
-            version,
-            state: HashMap::new(),
-            extremities: Vec::new(),
-            depth: 0,
-            state_group: 0,
-            chain_length: 0,
-        };
+        let empty = RoomState::new(version, []);
         // From version 12 the room id is the create event's hash: two rooms
         // created by one user in the same millisecond with the same content
         // would get one id. The later one moves its timestamp on and tries
@@ -474,10 +520,23 @@ impl RoomEvents {
     /// # Errors
     /// Storage failures while loading it.
     pub async fn current_state(&self, room_id: &RoomId) -> Result<Option<RoomState>, ServiceError> {
+        self.read_state(room_id, RoomState::clone).await
+    }
+
+    /// What `read` makes of the room's current state (without copying
+    /// it), or `None` for an unknown room.
+    ///
+    /// # Errors
+    /// Storage failures while loading it.
+    pub async fn read_state<T>(
+        &self,
+        room_id: &RoomId,
+        read: impl FnOnce(&RoomState) -> T,
+    ) -> Result<Option<T>, ServiceError> {
         let slot = self.slot(room_id);
         let mut guard = slot.state.lock().await;
         match self.loaded(room_id, &mut guard).await {
-            Ok(state) => Ok(Some(state.clone())),
+            Ok(state) => Ok(Some(read(state))),
             Err(ServiceError::NotFound(_)) => Ok(None),
             Err(error) => Err(error),
         }
@@ -580,22 +639,19 @@ impl RoomEvents {
                 .room_head(room_id)
                 .await?
                 .ok_or_else(|| ServiceError::NotFound("no such room".to_owned()))?;
-            let mut state = HashMap::new();
+            let mut events = Vec::new();
             for entry in self.storage.state_group_entries(head.state_group).await? {
-                let pdu = self.pdu(version, &entry.event_id).await?;
-                if let Some(key) = pdu.state_map_key() {
-                    state.insert(key, pdu);
-                }
+                events.push(self.pdu(version, &entry.event_id).await?);
             }
-            debug!(%room_id, entries = state.len(), "loaded room state");
-            *slot = Some(RoomState {
-                version,
-                state,
+            let state = RoomState {
                 extremities: head.forward_extremities,
                 depth: head.depth,
                 state_group: head.state_group,
                 chain_length: head.chain_length,
-            });
+                ..RoomState::new(version, events)
+            };
+            debug!(%room_id, entries = state.state.len(), "loaded room state");
+            *slot = Some(state);
         }
         slot.as_mut()
             .ok_or_else(|| ServiceError::Internal("room state vanished".to_owned()))
@@ -700,11 +756,10 @@ fn advance(
     let redacted_slot = match &redaction {
         Some((target, json)) => state
             .state
-            .iter()
-            .find(|(_, p)| p.event_id() == &**target)
-            .map(|(slot, _)| {
+            .values()
+            .any(|p| p.event_id() == &**target)
+            .then(|| {
                 Pdu::from_storage(state.version, target.clone(), json.clone())
-                    .map(|redacted| (slot.clone(), redacted))
                     .map_err(|e| ServiceError::Internal(format!("redacted event is invalid: {e}")))
             })
             .transpose()?,
@@ -728,12 +783,10 @@ fn advance(
     pending.redaction = redaction;
     state.extremities = vec![pdu.event_id().to_owned()];
     state.depth = i64::from(pdu.depth());
-    if let Some((slot, redacted)) = redacted_slot {
-        state.state.insert(slot, redacted);
+    if let Some(redacted) = redacted_slot {
+        state.put(redacted);
     }
-    if let Some(key) = pdu.state_map_key() {
-        state.state.insert(key, pdu);
-    }
+    state.put(pdu);
     Ok(pending)
 }
 
@@ -741,16 +794,9 @@ fn advance(
 /// (joined, invited, knocking), and whoever a membership change concerns
 /// (a kicked user must learn of it).
 fn interested_users(state: &RoomState, chain: &[&PendingEvent]) -> Vec<ruma::OwnedUserId> {
-    let members = state.state.iter().filter_map(|((kind, key), member)| {
-        let interested = *kind == StateEventType::RoomMember
-            && matches!(
-                membership(member).as_deref(),
-                Some("join" | "invite" | "knock")
-            );
-        interested
-            .then(|| ruma::OwnedUserId::try_from(key.as_str()).ok())
-            .flatten()
-    });
+    let members = state
+        .members_in(&["join", "invite", "knock"])
+        .map(ToOwned::to_owned);
     let targets = chain.iter().filter_map(|pending| {
         pending
             .membership
@@ -900,5 +946,59 @@ mod tests {
             events.rooms_map().is_empty(),
             "probing unknown rooms must not grow the map"
         );
+    }
+
+    #[test]
+    fn the_member_index_follows_member_events() {
+        use crate::service::rooms::testing::{legacy_room_id, new_pdu, pdu, user};
+        let version = RoomVersion::V10;
+        let member = |target: &str, membership: &str| {
+            let sender = user(target);
+            let content = serde_json::json!({ "membership": membership });
+            let new = new_pdu(
+                Some(legacy_room_id()),
+                &sender,
+                "m.room.member",
+                Some(sender.as_str()),
+                content,
+            );
+            pdu(version, new)
+        };
+        let topic = pdu(
+            version,
+            new_pdu(
+                Some(legacy_room_id()),
+                &user("alice"),
+                "m.room.topic",
+                Some(""),
+                serde_json::json!({ "topic": "t" }),
+            ),
+        );
+        let mut state = RoomState::new(
+            version,
+            [member("carol", "invite"), member("alice", "join"), topic],
+        );
+        state.put(member("bob", "join"));
+        state.put(member("carol", "join"));
+        state.put(member("alice", "leave"));
+        assert_eq!(state.membership_of(user("alice").as_str()), Some("leave"));
+        let joined: Vec<String> = state
+            .members_in(&["join"])
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(joined, [user("bob").to_string(), user("carol").to_string()]);
+        assert_eq!(state.members().count(), 3, "the topic is not a member");
+        // A member event without a membership leaves no entry.
+        state.put(pdu(
+            version,
+            new_pdu(
+                Some(legacy_room_id()),
+                &user("bob"),
+                "m.room.member",
+                Some(user("bob").as_str()),
+                serde_json::json!({}),
+            ),
+        ));
+        assert_eq!(state.membership_of(user("bob").as_str()), None);
     }
 }

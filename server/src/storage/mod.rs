@@ -155,6 +155,9 @@ pub enum StorageError {
     /// The database failed.
     #[error("database error: {0}")]
     Backend(#[from] sqlx::Error),
+    /// The embedded database failed on SQLite's message writer thread.
+    #[error("database error: {0}")]
+    Embedded(#[from] rusqlite::Error),
     /// Migrations could not be applied.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),

@@ -48,7 +48,7 @@ impl RoomOps {
     ) -> Result<(), ServiceError> {
         self.require_local_alias(alias)?;
         let state = self.room_state(room_id).await?;
-        if state.membership_of(user_id.as_str()).as_deref() != Some("join") {
+        if state.membership_of(user_id.as_str()) != Some("join") {
             return Err(ServiceError::Forbidden(
                 "only members may add aliases to a room".to_owned(),
             ));
@@ -110,8 +110,7 @@ impl RoomOps {
         room_id: &RoomId,
     ) -> Result<Vec<String>, ServiceError> {
         let state = self.readable_room_state(room_id).await?;
-        if state.membership_of(user_id.as_str()).as_deref() != Some("join")
-            && !is_world_readable(&state.state)
+        if state.membership_of(user_id.as_str()) != Some("join") && !is_world_readable(&state.state)
         {
             return Err(ServiceError::Forbidden(
                 "you are not in this room".to_owned(),
@@ -147,7 +146,7 @@ impl RoomOps {
         let state = self.room_state(room_id).await?;
         // Only a member acts for a room: a moderator who left keeps their
         // power level entry, not their say (Synapse checks the same).
-        if state.membership_of(user_id.as_str()).as_deref() != Some("join")
+        if state.membership_of(user_id.as_str()) != Some("join")
             || !may_set_state(&state, user_id, "m.room.canonical_alias")
         {
             return Err(ServiceError::Forbidden(
@@ -219,14 +218,7 @@ fn public_room(room_id: OwnedRoomId, state: &RoomState) -> PublicRoom {
         guest_can_join: text(StateEventType::RoomGuestAccess, "guest_access").as_deref()
             == Some("can_join"),
         world_readable: is_world_readable(&state.state),
-        num_joined_members: state
-            .state
-            .keys()
-            .filter(|(kind, key)| {
-                *kind == StateEventType::RoomMember
-                    && state.membership_of(key).as_deref() == Some("join")
-            })
-            .count() as u64,
+        num_joined_members: state.members_in(&["join"]).count() as u64,
         room_id,
     }
 }

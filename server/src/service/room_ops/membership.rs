@@ -28,7 +28,7 @@ impl RoomOps {
         let state = self.room_state(&room_id).await?;
         let mut extra = with_reason(reason);
         let membership = state.membership_of(user_id.as_str());
-        if !matches!(membership.as_deref(), Some("join" | "invite"))
+        if !matches!(membership, Some("join" | "invite"))
             && let Some(authoriser) = self.restricted_join_authoriser(&state, user_id).await?
         {
             extra.insert(
@@ -109,7 +109,7 @@ impl RoomOps {
     ) -> Result<(), ServiceError> {
         let state = self.room_state(room_id).await?;
         if !matches!(
-            state.membership_of(target.as_str()).as_deref(),
+            state.membership_of(target.as_str()),
             Some("join" | "invite" | "knock")
         ) {
             return Err(ServiceError::Forbidden(
@@ -147,7 +147,7 @@ impl RoomOps {
         reason: Option<String>,
     ) -> Result<(), ServiceError> {
         let state = self.room_state(room_id).await?;
-        if state.membership_of(target.as_str()).as_deref() != Some("ban") {
+        if state.membership_of(target.as_str()) != Some("ban") {
             return Err(ServiceError::Forbidden("the user is not banned".to_owned()));
         }
         self.set_membership(sender, room_id, target, "leave", reason)
@@ -161,7 +161,7 @@ impl RoomOps {
     pub async fn forget(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), ServiceError> {
         let state = self.room_state(room_id).await?;
         if matches!(
-            state.membership_of(user_id.as_str()).as_deref(),
+            state.membership_of(user_id.as_str()),
             Some("join" | "invite" | "knock")
         ) {
             return Err(ServiceError::InvalidParam(
@@ -257,7 +257,7 @@ impl RoomOps {
                 continue;
             };
             if let Some(other) = self.events.current_state(room_id).await?
-                && other.membership_of(user_id.as_str()).as_deref() == Some("join")
+                && other.membership_of(user_id.as_str()) == Some("join")
             {
                 allowed = true;
                 break;
@@ -274,7 +274,7 @@ impl RoomOps {
                 *kind == StateEventType::RoomMember
                     && key.ends_with(&format!(":{}", self.server_name))
             })
-            .filter(|((_, key), _)| state.membership_of(key).as_deref() == Some("join"))
+            .filter(|((_, key), _)| state.membership_of(key) == Some("join"))
             .filter_map(|((_, key), _)| {
                 let member = UserId::parse(key).ok()?;
                 Some((

@@ -35,10 +35,10 @@ impl RoomOps {
         let state = self.readable_room_state(room_id).await?;
         let member = state.get(&StateEventType::RoomMember, user_id.as_str());
         let membership = state.membership_of(user_id.as_str());
-        if membership.as_deref() == Some("join") || is_world_readable(&state.state) {
+        if membership == Some("join") || is_world_readable(&state.state) {
             return Ok(state.state.into_values().collect());
         }
-        match (membership.as_deref(), member) {
+        match (membership, member) {
             // "After this API is called, however, a user will no longer be
             // able to retrieve history for this room" (spec, `/forget`).
             (Some("leave" | "ban"), Some(member))
@@ -85,7 +85,6 @@ impl RoomOps {
             .room_state(room_id)
             .await?
             .membership_of(user_id.as_str())
-            .as_deref()
             == Some("join");
         // Members may look at any point in the room's history; a user who
         // left sees no further than their departure.
@@ -138,7 +137,7 @@ impl RoomOps {
             avatar_url: Option<String>,
         }
         let state = self.readable_room_state(room_id).await?;
-        if state.membership_of(user_id.as_str()).as_deref() != Some("join") {
+        if state.membership_of(user_id.as_str()) != Some("join") {
             return Err(ServiceError::Forbidden(
                 "you are not in this room".to_owned(),
             ));

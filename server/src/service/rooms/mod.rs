@@ -92,4 +92,4 @@ pub mod resolve;
 pub mod version;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;

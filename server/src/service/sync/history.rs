@@ -335,7 +335,7 @@ impl Sync {
             // room the user is not in, which reveals nothing.
             .ok_or_else(|| ServiceError::Forbidden("you are not in this room".to_owned()))?;
         let membership = state.membership_of(user_id.as_str());
-        let joined_now = membership.as_deref() == Some("join");
+        let joined_now = membership == Some("join");
         let world_readable = state
             .get(&ruma::events::StateEventType::RoomHistoryVisibility, "")
             .and_then(|pdu| serde_json::from_str::<serde_json::Value>(pdu.content().get()).ok())
@@ -358,7 +358,7 @@ impl Sync {
         // "After this API is called, however, a user will no longer be able
         // to retrieve history for this room" (spec, `/forget`).
         if membership.is_none()
-            || matches!(membership.as_deref(), Some("leave" | "ban")) && forgotten().await?
+            || matches!(membership, Some("leave" | "ban")) && forgotten().await?
         {
             return Err(ServiceError::Forbidden(
                 "you are not in this room".to_owned(),

@@ -783,31 +783,26 @@ impl Sync {
         room_id: &RoomId,
         user_id: &UserId,
     ) -> Result<Option<RoomSummary>, ServiceError> {
-        let Some(state) = self.events.current_state(room_id).await? else {
-            return Ok(None);
-        };
-        let mut summary = RoomSummary::default();
-        let mut members: Vec<(&String, String)> = state
-            .state
-            .keys()
-            .filter(|(kind, _)| *kind == StateEventType::RoomMember)
-            .filter_map(|(_, key)| state.membership_of(key).map(|m| (key, m)))
-            .collect();
-        members.sort();
-        for (member, membership) in members {
-            match membership.as_str() {
-                "join" => summary.joined_member_count += 1,
-                "invite" => summary.invited_member_count += 1,
-                _ => continue,
-            }
-            if member != user_id.as_str()
-                && summary.heroes.len() < 5
-                && let Ok(hero) = OwnedUserId::try_from(member.as_str())
-            {
-                summary.heroes.push(hero);
-            }
-        }
-        Ok(Some(summary))
+        self.events
+            .read_state(room_id, |state| {
+                let mut summary = RoomSummary::default();
+                // By user id, so the heroes stay the same from sync to sync.
+                for (member, membership) in state.members() {
+                    match membership {
+                        "join" => summary.joined_member_count += 1,
+                        "invite" => summary.invited_member_count += 1,
+                        _ => continue,
+                    }
+                    if member != user_id.as_str()
+                        && summary.heroes.len() < 5
+                        && let Ok(hero) = OwnedUserId::try_from(member)
+                    {
+                        summary.heroes.push(hero);
+                    }
+                }
+                summary
+            })
+            .await
     }
 
     /// The stripped state an invitee (or a knocker) sees: what names and

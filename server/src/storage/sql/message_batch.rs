@@ -1,13 +1,14 @@
 //! SQLite's fast path for a batch of plain message events: the whole
-//! transaction (begin, every event, its transaction id, each room's new
-//! extremity, commit) as one multi-statement query, so one hand-off to
-//! SQLite's connection thread instead of several per event.
+//! transaction (every event, its transaction id, each room's new
+//! extremity) written with cached prepared statements on a connection of
+//! its own, on the calling thread.
 //!
-//! sqlx runs each SQLite connection on a thread of its own; every statement
-//! is a round trip to that thread, and on a busy two-core machine the round
-//! trips, not SQLite, were most of a lone send's commit time. PostgreSQL's
-//! protocol allows no bound parameters in a multi-statement query, so this
-//! is SQLite's alone; PostgreSQL takes the general path.
+//! sqlx runs each SQLite connection on a thread of its own and hands every
+//! statement, and every statement's result, between that thread and the
+//! async task. On a two-core virtual machine a hand-off to a thread that
+//! had gone idle costs well over 100 µs: a lone message's commit took
+//! 0.76 ms through sqlx against 0.35 ms for SQLite itself, and 0.44 ms
+//! here (spec-notes/write-path.md). PostgreSQL takes the general path.
 //!
 //! Only batches of plain messages qualify (no state, membership, room
 //! creation or redaction); the general path writes the rest. If any
@@ -15,51 +16,77 @@
 //! the transaction is rolled back and the caller writes the batch again on
 //! the general path, which finds and reports the failing event.
 
-use sqlx::{Sqlite, pool::PoolConnection, query::Query, sqlite::SqliteArguments};
+use std::{path::Path, sync::Mutex, time::Duration};
 
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+use super::SQLITE_CACHE_KIB;
 use crate::storage::{ChainOutcome, NewEvent, StorageError};
 
-/// Most events written by one query: each binds up to fifteen values, well
-/// below SQLite's limit on bound parameters.
-const MAX_EVENTS: usize = 512;
+/// The message writer's connection; `None` once closed.
+#[derive(Debug)]
+pub(super) struct MessageWriter(Mutex<Option<Connection>>);
 
-/// Writes `chains` in one query if they qualify. `Ok(None)`: they did not
-/// qualify or the write failed and was rolled back; nothing was written.
-///
-/// # Errors
-/// Only when the rollback after a failure fails: the connection's state is
-/// then unknown.
-pub(super) async fn try_write(
-    conn: &mut PoolConnection<Sqlite>,
-    chains: &[Vec<NewEvent<'_>>],
-) -> Result<Option<Vec<ChainOutcome>>, StorageError> {
-    let events = chains.iter().map(Vec::len).sum::<usize>();
-    if events == 0 || events > MAX_EVENTS || !chains.iter().flatten().all(is_plain_message) {
-        return Ok(None);
+impl MessageWriter {
+    /// Opens a connection to the database at `path` (created and migrated
+    /// already).
+    ///
+    /// # Errors
+    /// When the connection cannot be opened or configured.
+    pub(super) fn open(path: &Path) -> Result<Self, StorageError> {
+        let connection = Connection::open(path)?;
+        // Per-connection settings, as the sqlx pool sets them.
+        connection.busy_timeout(Duration::from_secs(10))?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.pragma_update(None, "foreign_keys", true)?;
+        connection.pragma_update(None, "cache_size", -i64::from(SQLITE_CACHE_KIB))?;
+        connection.pragma_update(None, "temp_store", "memory")?;
+        Ok(Self(Mutex::new(Some(connection))))
     }
-    let mut batch = Batch::default();
-    for chain in chains {
-        batch.chain(chain);
-    }
-    let sql = batch.sql();
-    let mut query = sqlx::query(&sql);
-    for value in batch.values {
-        query = value.bind(query);
-    }
-    match query.execute(&mut **conn).await {
-        Ok(_) => Ok(Some(ChainOutcome::all_written(chains))),
-        Err(_) => {
-            // The failing statement ended the query; its transaction is
-            // still open unless BEGIN itself failed.
-            if let Err(error) = sqlx::query("ROLLBACK").execute(&mut **conn).await {
-                let no_transaction = matches!(&error, sqlx::Error::Database(db)
-                    if db.message().contains("no transaction is active"));
-                if !no_transaction {
-                    return Err(error.into());
-                }
-            }
-            Ok(None)
+
+    /// Writes `chains` in one transaction if they qualify. `Ok(None)`:
+    /// they did not qualify or a statement failed and nothing was written.
+    /// Blocks the calling thread for the commit (see [`blocking`]).
+    ///
+    /// # Errors
+    /// When the commit itself failed (nothing was written then either).
+    pub(super) fn try_write(
+        &self,
+        chains: &[Vec<NewEvent<'_>>],
+    ) -> Result<Option<Vec<ChainOutcome>>, StorageError> {
+        if chains.iter().all(Vec::is_empty) || !chains.iter().flatten().all(is_plain_message) {
+            return Ok(None);
         }
+        let written = blocking(|| {
+            let mut connection = self.lock();
+            let connection = connection
+                .as_mut()
+                .ok_or_else(|| StorageError::Io(std::io::Error::other("the storage is closed")))?;
+            Ok::<_, StorageError>(write(connection, chains)?)
+        })?;
+        Ok(written.then(|| ChainOutcome::all_written(chains)))
+    }
+
+    /// Closes the connection.
+    pub(super) fn close(&self) {
+        self.lock().take();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
+        // A poisoned lock only means a panic elsewhere; a rolled-back
+        // transaction leaves the connection usable.
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// Runs `work`, which blocks, on the calling thread: on a multi-threaded
+/// runtime the worker first hands its other tasks to another thread; a
+/// current-thread runtime (as in tests) waits for it.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match Handle::try_current().map(|runtime| runtime.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 
@@ -71,105 +98,65 @@ fn is_plain_message(event: &NewEvent<'_>) -> bool {
         && event.redaction.is_none()
 }
 
-/// A value to bind, in order.
-enum Value<'a> {
-    Int(i64),
-    Text(&'a str),
-    OptionalText(Option<&'a str>),
-}
-
-impl<'a> Value<'a> {
-    fn bind(
-        self,
-        query: Query<'a, Sqlite, SqliteArguments<'a>>,
-    ) -> Query<'a, Sqlite, SqliteArguments<'a>> {
-        match self {
-            Value::Int(value) => query.bind(value),
-            Value::Text(value) => query.bind(value),
-            Value::OptionalText(value) => query.bind(value),
-        }
+/// `Ok(false)` when a statement failed and the transaction was rolled back.
+fn write(
+    connection: &mut Connection,
+    chains: &[Vec<NewEvent<'_>>],
+) -> Result<bool, rusqlite::Error> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if insert(&transaction, chains).is_err() {
+        transaction.rollback()?;
+        return Ok(false);
     }
+    transaction.commit()?;
+    Ok(true)
 }
 
-/// The rows of the three statements, as `($n, …)` tuples over `values`.
-#[derive(Default)]
-struct Batch<'a> {
-    values: Vec<Value<'a>>,
-    events: Vec<String>,
-    transactions: Vec<String>,
-    extremity_rooms: Vec<String>,
-    extremities: Vec<String>,
-}
-
-impl<'a> Batch<'a> {
-    /// Binds `value` and returns its parameter, `$n`.
-    fn param(&mut self, value: Value<'a>) -> String {
-        self.values.push(value);
-        format!("${}", self.values.len())
-    }
-
-    fn chain(&mut self, chain: &[NewEvent<'a>]) {
-        let mut last = None;
+fn insert(
+    transaction: &Transaction<'_>,
+    chains: &[Vec<NewEvent<'_>>],
+) -> Result<(), rusqlite::Error> {
+    let mut insert_event = transaction.prepare_cached(
+        "INSERT INTO events (stream_ordering, event_id, room_id, event_type, sender, depth, \
+         state_group, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let mut insert_transaction = transaction.prepare_cached(
+        "INSERT INTO event_transactions (user_id, device_id, txn_key, txn_id, event_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut clear_extremities =
+        transaction.prepare_cached("DELETE FROM forward_extremities WHERE room_id = ?1")?;
+    let mut insert_extremity = transaction
+        .prepare_cached("INSERT INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)")?;
+    for chain in chains {
         for event in chain {
-            let event_id = self.param(Value::Text(event.event_id.as_str()));
-            let room_id = self.param(Value::Text(event.room_id.as_str()));
-            let row = [
-                self.param(Value::Int(event.position.0)),
-                event_id.clone(),
-                room_id.clone(),
-                self.param(Value::Text(event.event_type)),
-                self.param(Value::OptionalText(event.state_key)),
-                self.param(Value::Text(event.sender.as_str())),
-                self.param(Value::Int(event.depth)),
-                self.param(Value::Int(event.state_group)),
-                self.param(Value::Text(event.json)),
-            ];
-            self.events.push(format!("({})", row.join(", ")));
-            if let Some(transaction) = &event.transaction {
-                let row = [
-                    self.param(Value::Text(transaction.user_id.as_str())),
-                    self.param(Value::Text(transaction.device_id.as_str())),
-                    self.param(Value::Text(transaction.key)),
-                    self.param(Value::Text(transaction.txn_id)),
-                    event_id,
-                ];
-                self.transactions.push(format!("({})", row.join(", ")));
+            insert_event.execute(params![
+                event.position.0,
+                event.event_id.as_str(),
+                event.room_id.as_str(),
+                event.event_type,
+                event.sender.as_str(),
+                event.depth,
+                event.state_group,
+                event.json,
+            ])?;
+            if let Some(t) = &event.transaction {
+                insert_transaction.execute(params![
+                    t.user_id.as_str(),
+                    t.device_id.as_str(),
+                    t.key,
+                    t.txn_id,
+                    event.event_id.as_str(),
+                ])?;
             }
-            last = Some((event, room_id));
         }
-        if let Some((event, room_id)) = last {
-            for extremity in event.forward_extremities {
-                let extremity = self.param(Value::Text(extremity.as_str()));
-                self.extremities.push(format!("({room_id}, {extremity})"));
+        // The chain's last event leaves the room's extremities.
+        if let Some(last) = chain.last() {
+            clear_extremities.execute([last.room_id.as_str()])?;
+            for event_id in last.forward_extremities {
+                insert_extremity.execute([last.room_id.as_str(), event_id.as_str()])?;
             }
-            self.extremity_rooms.push(room_id);
         }
     }
-
-    fn sql(&self) -> String {
-        let mut sql = format!(
-            "BEGIN; INSERT INTO events (stream_ordering, event_id, room_id, event_type, \
-             state_key, sender, depth, state_group, json) VALUES {};",
-            self.events.join(", ")
-        );
-        if !self.transactions.is_empty() {
-            sql.push_str(&format!(
-                " INSERT INTO event_transactions (user_id, device_id, txn_key, txn_id, event_id) \
-                 VALUES {};",
-                self.transactions.join(", ")
-            ));
-        }
-        sql.push_str(&format!(
-            " DELETE FROM forward_extremities WHERE room_id IN ({});",
-            self.extremity_rooms.join(", ")
-        ));
-        if !self.extremities.is_empty() {
-            sql.push_str(&format!(
-                " INSERT INTO forward_extremities (room_id, event_id) VALUES {};",
-                self.extremities.join(", ")
-            ));
-        }
-        sql.push_str(" COMMIT;");
-        sql
-    }
+    Ok(())
 }

@@ -46,6 +46,8 @@ pub struct SqliteStorage {
     /// cache dropped at nearly every commit and read the index pages it
     /// was about to change back from the file. Kept apart, it keeps them.
     events_writer: Pool<Sqlite>,
+    /// Writes batches of plain messages (on a connection of its own).
+    messages: Arc<message_batch::MessageWriter>,
     cache: Arc<cache::ReadCache>,
 }
 
@@ -90,9 +92,11 @@ impl SqliteStorage {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
+        let messages = Arc::new(message_batch::MessageWriter::open(path)?);
         Ok(Self {
             pool,
             events_writer,
+            messages,
             cache: Arc::default(),
         })
     }
@@ -147,17 +151,18 @@ pub(super) fn device_gone(error: sqlx::Error) -> StorageError {
     }
 }
 
-macro_rules! impl_storage {
-    ($storage:ty) => {
-        #[async_trait]
-        impl Storage for $storage {
-            async fn close(&self) {
-                self.events_writer.close().await;
-                self.pool.close().await;
-            }
-        }
-    };
+#[async_trait]
+impl Storage for SqliteStorage {
+    async fn close(&self) {
+        self.messages.close();
+        self.events_writer.close().await;
+        self.pool.close().await;
+    }
 }
 
-impl_storage!(SqliteStorage);
-impl_storage!(PostgresStorage);
+#[async_trait]
+impl Storage for PostgresStorage {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -363,12 +363,10 @@ macro_rules! sql_room_store {
                 &self,
                 chains: &[Vec<NewEvent<'_>>],
             ) -> Result<Vec<ChainOutcome>, StorageError> {
-                let mut conn = self.events_writer.acquire().await?;
-                let outcomes = if let Some(outcomes) =
-                    Self::write_plain_messages(&mut conn, chains).await?
-                {
+                let outcomes = if let Some(outcomes) = self.write_plain_messages(chains).await? {
                     outcomes
                 } else {
+                    let mut conn = self.events_writer.acquire().await?;
                     // Optimistic: every chain without savepoints. A failing
                     // event (rare) undoes the whole transaction, and the
                     // batch is written again with a savepoint per chain.
@@ -794,20 +792,21 @@ sql_room_store!(SqliteStorage, sqlx::Sqlite);
 sql_room_store!(PostgresStorage, sqlx::Postgres);
 
 impl SqliteStorage {
-    /// A batch of plain messages in one query (see [`super::message_batch`]).
+    /// A batch of plain messages on the message writer's connection (see
+    /// [`super::message_batch`]); `None` when it takes the general path.
     async fn write_plain_messages(
-        conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+        &self,
         chains: &[Vec<NewEvent<'_>>],
     ) -> Result<Option<Vec<ChainOutcome>>, StorageError> {
-        super::message_batch::try_write(conn, chains).await
+        self.messages.try_write(chains)
     }
 }
 
 impl PostgresStorage {
-    /// PostgreSQL takes no bound parameters in a multi-statement query: its
-    /// batches take the general path.
+    /// PostgreSQL's batches all take the general path: its driver has no
+    /// thread hand-offs to save.
     async fn write_plain_messages(
-        _conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+        &self,
         _chains: &[Vec<NewEvent<'_>>],
     ) -> Result<Option<Vec<ChainOutcome>>, StorageError> {
         Ok(None)
