@@ -34,19 +34,17 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/s
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Page cache per SQLite connection, in KiB.
-const SQLITE_CACHE_KIB: u32 = 512;
+const SQLITE_CACHE_KIB: u32 = 256;
 
 /// The embedded SQLite backend.
 #[derive(Debug, Clone)]
 pub struct SqliteStorage {
     pool: Pool<Sqlite>,
-    /// The one connection room events are written on. SQLite drops a
-    /// connection's whole page cache when another connection has written
-    /// since it last read; a writer drawn from the shared pool found its
-    /// cache dropped at nearly every commit and read the index pages it
-    /// was about to change back from the file. Kept apart, it keeps them.
-    events_writer: Pool<Sqlite>,
-    /// Writes batches of plain messages (on a connection of its own).
+    /// Writes batches of plain messages, on a connection of its own: SQLite
+    /// drops a connection's whole page cache when another connection has
+    /// written since it last read, and a writer drawn from the shared pool
+    /// read the index pages it was about to change back from the file at
+    /// nearly every commit. Other events are written through the pool.
     messages: Arc<message_batch::MessageWriter>,
     cache: Arc<cache::ReadCache>,
 }
@@ -71,31 +69,27 @@ impl SqliteStorage {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            // Each connection keeps its own page cache (2 MiB by default, four
-            // connections); the operating system caches the file anyway, and
-            // after a load run the default held several MiB of the server's
-            // memory for no measurable speed (spec-notes/write-path.md).
+            // Each connection keeps its own page cache (2 MiB by default);
+            // the operating system caches the file anyway, and after a load
+            // run the default held several MiB of the server's memory for no
+            // measurable speed (spec-notes/write-path.md).
             .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"))
             // Savepoints' statement journals in memory, not in a temporary
             // file created and deleted at every group commit.
             .pragma("temp_store", "memory");
         // An embedded database's connections do not go stale: no ping (a
-        // round trip to the connection's thread) before each use.
+        // round trip to the connection's thread) before each use. Three:
+        // each is a thread with its own page cache, and most syncs read
+        // the newest events from memory.
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(3)
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
-        let events_writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
         let messages = Arc::new(message_batch::MessageWriter::open(path)?);
         Ok(Self {
             pool,
-            events_writer,
             messages,
             cache: Arc::default(),
         })
@@ -106,9 +100,6 @@ impl SqliteStorage {
 #[derive(Debug, Clone)]
 pub struct PostgresStorage {
     pool: Pool<Postgres>,
-    /// The same pool: PostgreSQL's shared buffers serve every connection,
-    /// so room events need no connection of their own.
-    events_writer: Pool<Postgres>,
     cache: Arc<cache::ReadCache>,
 }
 
@@ -125,7 +116,6 @@ impl PostgresStorage {
             .await?;
         POSTGRES_MIGRATIONS.run(&pool).await?;
         Ok(Self {
-            events_writer: pool.clone(),
             pool,
             cache: Arc::default(),
         })
@@ -155,7 +145,6 @@ pub(super) fn device_gone(error: sqlx::Error) -> StorageError {
 impl Storage for SqliteStorage {
     async fn close(&self) {
         self.messages.close();
-        self.events_writer.close().await;
         self.pool.close().await;
     }
 }

@@ -22,10 +22,11 @@ use ruma::{EventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use crate::storage::{StoredEvent, StreamPosition};
 
-/// Events kept at most.
-const MAX_EVENTS: usize = 1024;
+/// Events kept at most: a long-polling client is rarely more than a few
+/// behind; one that is reads the database.
+const MAX_EVENTS: usize = 256;
 /// Bytes of event JSON kept at most.
-const MAX_JSON_BYTES: usize = 512 * 1024;
+const MAX_JSON_BYTES: usize = 128 * 1024;
 
 /// A committed event with what the window's questions look at.
 #[derive(Debug, Clone)]

@@ -366,7 +366,7 @@ macro_rules! sql_room_store {
                 let outcomes = if let Some(outcomes) = self.write_plain_messages(chains).await? {
                     outcomes
                 } else {
-                    let mut conn = self.events_writer.acquire().await?;
+                    let mut conn = self.pool.acquire().await?;
                     // Optimistic: every chain without savepoints. A failing
                     // event (rare) undoes the whole transaction, and the
                     // batch is written again with a savepoint per chain.
