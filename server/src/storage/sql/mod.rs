@@ -34,7 +34,7 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/s
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Page cache per SQLite connection, in KiB.
-const SQLITE_CACHE_KIB: u32 = 256;
+const SQLITE_CACHE_KIB: u32 = 128;
 
 /// The embedded SQLite backend.
 #[derive(Debug, Clone)]
