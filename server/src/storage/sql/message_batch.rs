@@ -7,7 +7,7 @@
 //! statement, and every statement's result, between that thread and the
 //! async task. On a two-core virtual machine a hand-off to a thread that
 //! had gone idle costs well over 100 µs: a lone message's commit took
-//! 0.76 ms through sqlx against 0.35 ms for SQLite itself, and 0.44 ms
+//! 0.76 ms through sqlx against 0.35 ms for SQLite itself, and 0.50 ms
 //! here (spec-notes/write-path.md). PostgreSQL takes the general path.
 //!
 //! Only batches of plain messages qualify (no state, membership, room
