@@ -43,10 +43,6 @@ status=0
 log "== Synapse =="
 "$repo/tests/interop/synapse.sh" "$here/run-one.sh" synapse "$out/synapse.json" "$@" || status=1
 
-# Synapse's last writes are still being flushed to disk when it stops;
-# flush them first, so that they do not slow the next server's fsyncs.
-sync
-
 log "== Myelin =="
 data=$(mktemp -d "${TMPDIR:-/tmp}/myelin-load-server.XXXXXX")
 pid=
