@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ruma::{EventId, RoomId, UserId};
+use ruma::{EventId, OwnedUserId, RoomId, UserId};
 
 use super::{
     ServiceError,
@@ -112,12 +112,15 @@ impl AccountData {
         event_id: &EventId,
         thread_id: Option<&str>,
     ) -> Result<(), ServiceError> {
-        let state = self
+        // Who a public receipt wakes: the room's joined members.
+        let joined: Vec<OwnedUserId> = self
             .events
-            .current_state(room_id)
+            .read_state(room_id, |state| {
+                state.members_in(&["join"]).map(ToOwned::to_owned).collect()
+            })
             .await?
             .ok_or_else(|| ServiceError::NotFound("no such room".to_owned()))?;
-        if state.membership_of(user_id.as_str()) != Some("join") {
+        if !joined.iter().any(|member| member == user_id) {
             return Err(ServiceError::Forbidden(
                 "you are not in this room".to_owned(),
             ));
@@ -154,7 +157,7 @@ impl AccountData {
                     })
                     .await?;
                 if receipt_type == "m.read" {
-                    self.notifier.wake(state.members_in(&["join"]));
+                    self.notifier.wake(joined.iter().map(|member| &**member));
                 } else {
                     self.notifier.wake([user_id]);
                 }

@@ -327,19 +327,24 @@ impl Sync {
     /// room (or forgot it) unless its history is world-readable, and
     /// unknown rooms alike.
     async fn may_read(&self, user_id: &UserId, room_id: &RoomId) -> Result<bool, ServiceError> {
-        let state = self
+        let (membership, world_readable) = self
             .events
-            .current_state(room_id)
+            .read_state(room_id, |state| {
+                let world_readable = state
+                    .get(&ruma::events::StateEventType::RoomHistoryVisibility, "")
+                    .and_then(|pdu| {
+                        serde_json::from_str::<serde_json::Value>(pdu.content().get()).ok()
+                    })
+                    .is_some_and(|c| c["history_visibility"] == "world_readable");
+                let membership = state.membership_of(user_id.as_str()).map(ToOwned::to_owned);
+                (membership, world_readable)
+            })
             .await?
             // An unknown room is one nobody was ever in: answer as for any
             // room the user is not in, which reveals nothing.
             .ok_or_else(|| ServiceError::Forbidden("you are not in this room".to_owned()))?;
-        let membership = state.membership_of(user_id.as_str());
+        let membership = membership.as_deref();
         let joined_now = membership == Some("join");
-        let world_readable = state
-            .get(&ruma::events::StateEventType::RoomHistoryVisibility, "")
-            .and_then(|pdu| serde_json::from_str::<serde_json::Value>(pdu.content().get()).ok())
-            .is_some_and(|c| c["history_visibility"] == "world_readable");
         if world_readable {
             return Ok(joined_now);
         }
