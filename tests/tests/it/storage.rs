@@ -23,6 +23,7 @@ backend_tests!(
     a_batch_of_messages_in_several_rooms_is_written_whole,
     latest_room_events_reads_each_rooms_newest,
     cached_reads_answer_as_the_database_does,
+    transaction_ids_outlive_the_move_onto_event_rows,
 );
 
 /// A storage on a fresh database, with what keeps that database alive.
@@ -506,6 +507,25 @@ async fn a_batch_of_messages_in_several_rooms_is_written_whole(backend: Backend)
             "{key}"
         );
     }
+    // The sending device, and only it, sees each of its events' transaction ids.
+    let mut shown = store
+        .transaction_ids(user_id!("@alice:x"), device_id!("PHONE"), &ids)
+        .await
+        .unwrap();
+    shown.sort();
+    let expected: Vec<(OwnedEventId, String)> = [2, 3, 4]
+        .into_iter()
+        .zip(txn_keys)
+        .map(|(index, key)| (ids[index].clone(), key.to_owned()))
+        .collect();
+    assert_eq!(shown, expected);
+    for (user, device) in [("@alice:x", "LAPTOP"), ("@bob:x", "PHONE")] {
+        let other = store
+            .transaction_ids(user.try_into().unwrap(), device.into(), &ids)
+            .await
+            .unwrap();
+        assert!(other.is_empty(), "{user} {device}: {other:?}");
+    }
     assert_eq!(
         store
             .room_head(room_f)
@@ -749,5 +769,76 @@ async fn cached_reads_answer_as_the_database_does(backend: Backend) {
     assert!(
         writer.memberships_of(bob, None).await.unwrap().is_empty(),
         "forgotten"
+    );
+}
+
+/// Migration 11 moved each event's transaction id from `event_transactions`
+/// onto the event's row: a database written before it still shows the
+/// sending device its transaction ids, and a retried transaction still
+/// finds its event.
+async fn transaction_ids_outlive_the_move_onto_event_rows(backend: Backend) {
+    let (location, _keep) = fresh_location(backend, "myelin.db").await;
+    let (backend_dir, url) = match &location {
+        DatabaseLocation::Sqlite(path) => ("sqlite", format!("sqlite://{}?mode=rwc", path.display())),
+        DatabaseLocation::Postgres(url) => ("postgres", url.expose().to_owned()),
+    };
+    let mut before = sqlx::migrate::Migrator::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../server/migrations")
+            .join(backend_dir),
+    )
+    .await
+    .unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|migration| migration.version < 11)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    let rows = "INSERT INTO rooms (room_id, room_version, created_ts) VALUES ('!r:x', '11', 1); \
+        INSERT INTO events (stream_ordering, event_id, room_id, event_type, sender, depth, \
+            state_group, json) \
+        VALUES (1, '$sent', '!r:x', 'm.room.message', '@alice:x', 1, 1, '{}'), \
+               (2, '$plain', '!r:x', 'm.room.message', '@alice:x', 2, 1, '{}'); \
+        INSERT INTO event_transactions (user_id, device_id, txn_key, txn_id, event_id) \
+        VALUES ('@alice:x', 'PHONE', 'send/!r:x/m.room.message/t1', 't1', '$sent');";
+    {
+        use sqlx::{Connection, Executor};
+        // One code path for both backends would need sqlx's `any` driver.
+        if backend_dir == "sqlite" {
+            let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            before.run(&mut connection).await.unwrap();
+            connection.execute(rows).await.unwrap();
+            connection.close().await.unwrap();
+        } else {
+            let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
+            before.run(&mut connection).await.unwrap();
+            connection.execute(rows).await.unwrap();
+            connection.close().await.unwrap();
+        }
+    }
+    let store = storage::open(&location).await.unwrap();
+    let events: Vec<OwnedEventId> = ["$sent", "$plain"]
+        .iter()
+        .map(|id| OwnedEventId::try_from(*id).unwrap())
+        .collect();
+    assert_eq!(
+        store
+            .transaction_ids(user_id!("@alice:x"), device_id!("PHONE"), &events)
+            .await
+            .unwrap(),
+        [(events[0].clone(), "t1".to_owned())]
+    );
+    assert_eq!(
+        store
+            .transaction_event(
+                user_id!("@alice:x"),
+                device_id!("PHONE"),
+                "send/!r:x/m.room.message/t1"
+            )
+            .await
+            .unwrap(),
+        Some(events[0].clone())
     );
 }

@@ -118,11 +118,11 @@ fn insert(
 ) -> Result<(), rusqlite::Error> {
     let mut insert_event = transaction.prepare_cached(
         "INSERT INTO events (stream_ordering, event_id, room_id, event_type, sender, depth, \
-         state_group, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         state_group, json, txn_device_id, txn_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     let mut insert_transaction = transaction.prepare_cached(
-        "INSERT INTO event_transactions (user_id, device_id, txn_key, txn_id, event_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO event_transactions (user_id, device_id, txn_key, event_id) \
+         VALUES (?1, ?2, ?3, ?4)",
     )?;
     let mut clear_extremities =
         transaction.prepare_cached("DELETE FROM forward_extremities WHERE room_id = ?1")?;
@@ -130,6 +130,7 @@ fn insert(
         .prepare_cached("INSERT INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)")?;
     for chain in chains {
         for event in chain {
+            let transaction = event.transaction.as_ref();
             insert_event.execute(params![
                 event.position.0,
                 event.event_id.as_str(),
@@ -139,13 +140,14 @@ fn insert(
                 event.depth,
                 event.state_group,
                 event.json,
+                transaction.map(|t| t.device_id.as_str()),
+                transaction.map(|t| t.txn_id),
             ])?;
-            if let Some(t) = &event.transaction {
+            if let Some(t) = transaction {
                 insert_transaction.execute(params![
                     t.user_id.as_str(),
                     t.device_id.as_str(),
                     t.key,
-                    t.txn_id,
                     event.event_id.as_str(),
                 ])?;
             }

@@ -226,7 +226,8 @@ macro_rules! sql_room_store {
                 }
                 sqlx::query(
                     "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, \
-                     sender, depth, state_group, json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     sender, depth, state_group, json, txn_device_id, txn_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .bind(event.position.0)
                 .bind(event.event_id.as_str())
@@ -237,6 +238,8 @@ macro_rules! sql_room_store {
                 .bind(event.depth)
                 .bind(event.state_group)
                 .bind(event.json)
+                .bind(event.transaction.as_ref().map(|t| t.device_id.as_str()))
+                .bind(event.transaction.as_ref().map(|t| t.txn_id))
                 .execute(&mut *conn)
                 .await
                 .map_err(conflict_on_unique("event id"))?;
@@ -261,13 +264,12 @@ macro_rules! sql_room_store {
                 }
                 if let Some(transaction) = &event.transaction {
                     sqlx::query(
-                        "INSERT INTO event_transactions (user_id, device_id, txn_key, txn_id, event_id) \
-                         VALUES ($1, $2, $3, $4, $5)",
+                        "INSERT INTO event_transactions (user_id, device_id, txn_key, event_id) \
+                         VALUES ($1, $2, $3, $4)",
                     )
                     .bind(transaction.user_id.as_str())
                     .bind(transaction.device_id.as_str())
                     .bind(transaction.key)
-                    .bind(transaction.txn_id)
                     .bind(event.event_id.as_str())
                     .execute(&mut *conn)
                     .await
@@ -668,8 +670,9 @@ macro_rules! sql_room_store {
                 let mut found = Vec::new();
                 for event_id in event_ids {
                     let row: Option<(String,)> = sqlx::query_as(
-                        "SELECT txn_id FROM event_transactions \
-                         WHERE event_id = $1 AND user_id = $2 AND device_id = $3",
+                        "SELECT txn_id FROM events \
+                         WHERE event_id = $1 AND sender = $2 AND txn_device_id = $3 \
+                         AND txn_id IS NOT NULL",
                     )
                     .bind(event_id.as_str())
                     .bind(user_id.as_str())
