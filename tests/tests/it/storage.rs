@@ -779,7 +779,9 @@ async fn cached_reads_answer_as_the_database_does(backend: Backend) {
 async fn transaction_ids_outlive_the_move_onto_event_rows(backend: Backend) {
     let (location, _keep) = fresh_location(backend, "myelin.db").await;
     let (backend_dir, url) = match &location {
-        DatabaseLocation::Sqlite(path) => ("sqlite", format!("sqlite://{}?mode=rwc", path.display())),
+        DatabaseLocation::Sqlite(path) => {
+            ("sqlite", format!("sqlite://{}?mode=rwc", path.display()))
+        }
         DatabaseLocation::Postgres(url) => ("postgres", url.expose().to_owned()),
     };
     let mut before = sqlx::migrate::Migrator::new(

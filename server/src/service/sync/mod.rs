@@ -310,7 +310,9 @@ impl Sync {
         loop {
             // Listen before looking, so a write in between still wakes us.
             let mut listener = self.notifier.listen_device(user_id, device_id);
-            let response = self.compute(user_id, device_id, request).await?;
+            // Boxed: a parked long-poll then holds only this loop's few
+            // locals, not room for every step of computing a response.
+            let response = Box::pin(self.compute(user_id, device_id, request)).await?;
             let must_answer = request.since.is_none() || request.full_state || !response.is_empty();
             if must_answer {
                 return Ok(response);

@@ -51,7 +51,7 @@ struct Cli {
     /// Write the results to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Scenarios to run, comma-separated [default: all, in this order].
+    /// Scenarios to run, comma-separated [default: all but idle-polls, in this order].
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<Scenario>>,
     /// Server process id: report its resident memory (VmRSS) at start and end.
@@ -94,6 +94,9 @@ struct Cli {
     /// initial-sync: initial syncs timed after the first (median reported).
     #[arg(long, default_value_t = 10)]
     sync_repeats: usize,
+    /// idle-polls: long-polls parked at once (one connection each).
+    #[arg(long, default_value_t = 2000)]
+    idle_polls: usize,
     /// Retries of one request answered 429 before giving up.
     #[arg(long, default_value_t = 50)]
     max_retries: u32,
@@ -150,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         api: api.clone(),
         run_id: run_id.clone(),
         sizes: sizes(&cli)?,
+        server_pid: cli.server_pid,
     };
     let mut records = Vec::new();
     let chosen = cli
@@ -222,6 +226,7 @@ fn sizes(cli: &Cli) -> anyhow::Result<Sizes> {
         sync_rooms: cli.sync_rooms.max(1),
         sync_messages_per_room: cli.sync_messages,
         sync_repeats: cli.sync_repeats,
+        idle_polls: cli.idle_polls,
     })
 }
 

@@ -2,6 +2,7 @@
 //! context, account set-up and the shape of a result.
 
 mod delivery;
+mod idle_polls;
 mod initial_sync;
 mod register;
 mod send;
@@ -25,6 +26,10 @@ pub enum Scenario {
     Delivery,
     /// Initial sync of a user in many rooms with history.
     InitialSync,
+    /// Many parked long-polls: the server's memory and CPU time while they
+    /// wait, and how fast one message wakes the right ones (not in a
+    /// default run; needs --server-pid).
+    IdlePolls,
 }
 
 impl Scenario {
@@ -45,6 +50,7 @@ impl Scenario {
             Scenario::SendSpreadRooms => "send-spread-rooms",
             Scenario::Delivery => "delivery",
             Scenario::InitialSync => "initial-sync",
+            Scenario::IdlePolls => "idle-polls",
         }
     }
 }
@@ -76,6 +82,8 @@ pub struct Sizes {
     pub sync_messages_per_room: usize,
     /// Initial syncs timed after the first.
     pub sync_repeats: usize,
+    /// Long-polls parked at once in `idle-polls`.
+    pub idle_polls: usize,
 }
 
 /// What every scenario gets.
@@ -86,6 +94,8 @@ pub struct Ctx {
     pub run_id: String,
     /// Scenario sizes.
     pub sizes: Sizes,
+    /// The server's process id, when given.
+    pub server_pid: Option<u32>,
 }
 
 /// The figures a scenario measured and the parameters it ran with.
@@ -105,6 +115,7 @@ pub async fn run(scenario: Scenario, ctx: &Ctx) -> anyhow::Result<Outcome> {
         Scenario::SendSpreadRooms => send::run(ctx, ctx.sizes.spread_rooms, "spread").await,
         Scenario::Delivery => delivery::run(ctx).await,
         Scenario::InitialSync => initial_sync::run(ctx).await,
+        Scenario::IdlePolls => idle_polls::run(ctx).await,
     }
 }
 
