@@ -112,15 +112,23 @@ impl AccountData {
         event_id: &EventId,
         thread_id: Option<&str>,
     ) -> Result<(), ServiceError> {
-        // Who a public receipt wakes: the room's joined members.
-        let joined: Vec<OwnedUserId> = self
+        // Whether the user is joined, and whom a public receipt wakes: the
+        // room's joined members.
+        let wakes_room = receipt_type == "m.read";
+        let (is_joined, joined): (bool, Vec<OwnedUserId>) = self
             .events
             .read_state(room_id, |state| {
-                state.members_in(&["join"]).map(ToOwned::to_owned).collect()
+                let is_joined = state.membership_of(user_id.as_str()) == Some("join");
+                let joined = if is_joined && wakes_room {
+                    state.members_in(&["join"]).map(ToOwned::to_owned).collect()
+                } else {
+                    Vec::new()
+                };
+                (is_joined, joined)
             })
             .await?
             .ok_or_else(|| ServiceError::NotFound("no such room".to_owned()))?;
-        if !joined.iter().any(|member| member == user_id) {
+        if !is_joined {
             return Err(ServiceError::Forbidden(
                 "you are not in this room".to_owned(),
             ));
@@ -156,7 +164,7 @@ impl AccountData {
                         Ok(storage.set_receipt(&receipt, position).await?)
                     })
                     .await?;
-                if receipt_type == "m.read" {
+                if wakes_room {
                     self.notifier.wake(joined.iter().map(|member| &**member));
                 } else {
                     self.notifier.wake([user_id]);

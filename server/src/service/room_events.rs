@@ -113,6 +113,17 @@ impl RoomState {
         self.members.get(user_id).map(String::as_str)
     }
 
+    /// Whether `m.room.history_visibility` is `world_readable`.
+    pub fn is_world_readable(&self) -> bool {
+        #[derive(Deserialize)]
+        struct Visibility {
+            history_visibility: String,
+        }
+        self.get(&StateEventType::RoomHistoryVisibility, "")
+            .and_then(|pdu| serde_json::from_str::<Visibility>(pdu.content().get()).ok())
+            .is_some_and(|v| v.history_visibility == "world_readable")
+    }
+
     /// Every user with a membership event and that membership, by user id.
     pub fn members(&self) -> impl Iterator<Item = (&str, &str)> {
         self.members

@@ -3,7 +3,7 @@
 use ruma::{OwnedRoomId, RoomAliasId, RoomId, UserId, events::StateEventType};
 use serde::Deserialize;
 
-use super::{RoomOps, reads::is_world_readable};
+use super::RoomOps;
 use crate::{
     service::{ServiceError, room_events::RoomState, rooms::auth::user_power_level},
     storage::StorageError,
@@ -110,8 +110,7 @@ impl RoomOps {
         room_id: &RoomId,
     ) -> Result<Vec<String>, ServiceError> {
         let state = self.readable_room_state(room_id).await?;
-        if state.membership_of(user_id.as_str()) != Some("join") && !is_world_readable(&state.state)
-        {
+        if state.membership_of(user_id.as_str()) != Some("join") && !state.is_world_readable() {
             return Err(ServiceError::Forbidden(
                 "you are not in this room".to_owned(),
             ));
@@ -217,7 +216,7 @@ fn public_room(room_id: OwnedRoomId, state: &RoomState) -> PublicRoom {
         join_rule: text(StateEventType::RoomJoinRules, "join_rule"),
         guest_can_join: text(StateEventType::RoomGuestAccess, "guest_access").as_deref()
             == Some("can_join"),
-        world_readable: is_world_readable(&state.state),
+        world_readable: state.is_world_readable(),
         num_joined_members: state.members_in(&["join"]).count() as u64,
         room_id,
     }

@@ -35,7 +35,7 @@ impl RoomOps {
         let state = self.readable_room_state(room_id).await?;
         let member = state.get(&StateEventType::RoomMember, user_id.as_str());
         let membership = state.membership_of(user_id.as_str());
-        if membership == Some("join") || is_world_readable(&state.state) {
+        if membership == Some("join") || state.is_world_readable() {
             return Ok(state.state.into_values().collect());
         }
         match (membership, member) {
@@ -205,18 +205,4 @@ impl RoomOps {
             .map(|m| m.room_id)
             .collect())
     }
-}
-
-/// Whether `m.room.history_visibility` is `world_readable`.
-pub(super) fn is_world_readable(
-    state: &std::collections::HashMap<(StateEventType, String), Pdu>,
-) -> bool {
-    #[derive(Deserialize)]
-    struct Visibility {
-        history_visibility: String,
-    }
-    state
-        .get(&(StateEventType::RoomHistoryVisibility, String::new()))
-        .and_then(|pdu| serde_json::from_str::<Visibility>(pdu.content().get()).ok())
-        .is_some_and(|v| v.history_visibility == "world_readable")
 }

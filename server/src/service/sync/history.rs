@@ -330,14 +330,8 @@ impl Sync {
         let (membership, world_readable) = self
             .events
             .read_state(room_id, |state| {
-                let world_readable = state
-                    .get(&ruma::events::StateEventType::RoomHistoryVisibility, "")
-                    .and_then(|pdu| {
-                        serde_json::from_str::<serde_json::Value>(pdu.content().get()).ok()
-                    })
-                    .is_some_and(|c| c["history_visibility"] == "world_readable");
                 let membership = state.membership_of(user_id.as_str()).map(ToOwned::to_owned);
-                (membership, world_readable)
+                (membership, state.is_world_readable())
             })
             .await?
             // An unknown room is one nobody was ever in: answer as for any

@@ -17,9 +17,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use ruma::{DeviceId, EventId, OwnedDeviceId, OwnedEventId, OwnedUserId, UserId};
-
-use ruma::OwnedRoomId;
+use ruma::{DeviceId, EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
 
 use super::recent::RecentEvents;
 use crate::storage::{Membership, StateEntry, StoredEvent, StoredToken, StreamPosition, TokenHash};
