@@ -7,6 +7,7 @@
 )]
 
 mod accounts;
+mod attacks;
 mod context;
 mod devices;
 mod e2e_only_rooms;
