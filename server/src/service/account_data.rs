@@ -127,11 +127,9 @@ impl AccountData {
                 (is_joined, joined)
             })
             .await?
-            .ok_or_else(|| ServiceError::NotFound("no such room".to_owned()))?;
+            .ok_or_else(ServiceError::not_in_room)?;
         if !is_joined {
-            return Err(ServiceError::Forbidden(
-                "you are not in this room".to_owned(),
-            ));
+            return Err(ServiceError::not_in_room());
         }
         if self
             .storage

@@ -133,3 +133,12 @@ pub enum ServiceError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+impl ServiceError {
+    /// The one answer to a user who is not in a room, whether the room
+    /// exists or not and whatever they asked: outsiders learn nothing from
+    /// the difference (spec-notes/threat-model.md).
+    pub fn not_in_room() -> Self {
+        Self::Forbidden("you are not in this room".to_owned())
+    }
+}

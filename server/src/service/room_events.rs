@@ -37,6 +37,7 @@ use super::{
             auth_events_for, check_auth, is_redaction_allowed, redact_power_level, user_power_level,
         },
         e2e_policy::{self, PolicyError},
+        local_rules::{self, LocalRuleError, Requirement},
         pdu::{Pdu, PduError},
         version::RoomVersion,
     },
@@ -49,6 +50,10 @@ use crate::storage::{
 
 /// Tries at creating a room before giving up on finding a free id.
 const MAX_CREATE_ATTEMPTS: u32 = 16;
+
+/// How many of a user's past membership changes [`RoomEvents::last_departure`]
+/// looks through (leave, ban, unban, ... after their last join).
+const MAX_MEMBERSHIP_WALK: usize = 16;
 
 /// Past this many deltas a state group is written as a full snapshot, which
 /// bounds the work of reading any state back.
@@ -378,6 +383,14 @@ impl RoomEvents {
     ) -> Vec<QueuedSend> {
         let state = match self.loaded(room_id, guard).await {
             Ok(state) => state,
+            // Local users write only to rooms they are in; an unknown room is
+            // one nobody is in, answered alike so it reveals nothing.
+            Err(ServiceError::NotFound(_)) => {
+                for send in queued {
+                    let _ = send.answer.send(Err(ServiceError::not_in_room()));
+                }
+                return Vec::new();
+            }
             Err(error) => {
                 for send in queued {
                     let _ = send.answer.send(Err(error_for_each(&error)));
@@ -508,13 +521,27 @@ impl RoomEvents {
             // attempt was being committed in an earlier chain fails on the
             // transaction's uniqueness; `send_chain` answers it then.
         }
-        check_e2e_policy(state, event)?;
+        local_rules::check_shape(&event.event_type, event.state_key.as_deref())
+            .map_err(local_rule_error)?;
+        if !local_rules::may_act_in(
+            state.membership_of(event.sender.as_str()),
+            &event.sender,
+            &event.event_type,
+            event.state_key.as_deref(),
+            &event.content,
+        ) {
+            return Err(ServiceError::not_in_room());
+        }
         let pdu = self.build(
             state,
             Some(room_id.to_owned()),
             event,
             MilliSecondsSinceUnixEpoch::now(),
         )?;
+        // Every rule is decided on the event about to be written, whichever
+        // route asked for it.
+        self.check_local_rules(state, &pdu).await?;
+        check_e2e_policy(state, &pdu)?;
         let redaction = match pdu.redacts() {
             Some(target) if *pdu.kind() == TimelineEventType::RoomRedaction => {
                 Some(self.redaction_of(state, &pdu, target).await?)
@@ -570,6 +597,51 @@ impl RoomEvents {
             pdus.push(self.pdu(version, &entry.event_id).await?);
         }
         Ok(pdus)
+    }
+
+    /// The member event that ended `member`'s owner's last stay in the
+    /// room with one of the memberships `stays` (`join`, or also `invite`):
+    /// `member` itself when they had one just before it, else the same
+    /// question asked of their member event before it. `None` when they
+    /// never had one (a user banned before ever joining), or not within the
+    /// last [`MAX_MEMBERSHIP_WALK`] changes of their membership.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn last_departure(
+        &self,
+        member: &Pdu,
+        stays: &[&str],
+    ) -> Result<Option<Pdu>, ServiceError> {
+        let Some(user) = member.state_key() else {
+            return Ok(None);
+        };
+        let version = member.room_version();
+        let mut current = member.clone();
+        for _ in 0..MAX_MEMBERSHIP_WALK {
+            // Local rooms are a line: the state before an event is the state
+            // after its one prev event.
+            let Some(prev) = current.prev_events().first() else {
+                return Ok(None);
+            };
+            let Some(stored) = self.storage.event(prev).await? else {
+                return Ok(None);
+            };
+            let entries = self.storage.state_group_entries(stored.state_group).await?;
+            let Some(entry) = entries
+                .into_iter()
+                .find(|e| e.event_type == "m.room.member" && e.state_key == user)
+            else {
+                return Ok(None);
+            };
+            let before = self.pdu(version, &entry.event_id).await?;
+            match membership(&before).as_deref() {
+                Some(stay) if stays.contains(&stay) => return Ok(Some(current)),
+                Some("leave" | "ban") => current = before,
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
     /// One stored event.
@@ -719,6 +791,54 @@ impl RoomEvents {
         Ok(pdu)
     }
 
+    /// This server's own rules for events its users ask it to sign
+    /// ([`local_rules`]), with what they leave to look up: the joining
+    /// user's rooms for a restricted join, the invitee's account.
+    async fn check_local_rules(&self, state: &RoomState, pdu: &Pdu) -> Result<(), ServiceError> {
+        let join_rules = state.get(&StateEventType::RoomJoinRules, "");
+        let requirement = local_rules::check(
+            pdu,
+            self.keys.server_name(),
+            |user| state.membership_of(user),
+            join_rules,
+        )
+        .map_err(local_rule_error)?;
+        match requirement {
+            Requirement::None => Ok(()),
+            Requirement::MemberOfOneOf { user, rooms } => {
+                let memberships = self.storage.memberships_of(&user, None).await?;
+                let allowed = memberships
+                    .iter()
+                    .any(|m| m.membership == "join" && rooms.contains(&m.room_id));
+                if allowed {
+                    Ok(())
+                } else {
+                    Err(ServiceError::Forbidden(
+                        "this room admits only members of the rooms its join rules name".to_owned(),
+                    ))
+                }
+            }
+            Requirement::ExistingUser(user) => self.check_invitee(&user).await,
+        }
+    }
+
+    /// Whether `user` can be invited: a user of this server with an
+    /// account (users elsewhere need federation, which is not there yet).
+    ///
+    /// # Errors
+    /// `InvalidParam` for a remote user, `NotFound` for an unknown one.
+    pub async fn check_invitee(&self, user: &UserId) -> Result<(), ServiceError> {
+        if user.server_name() != self.keys.server_name() {
+            return Err(ServiceError::InvalidParam(
+                "users on other servers are not reachable yet (no federation)".to_owned(),
+            ));
+        }
+        match self.storage.account(user).await? {
+            Some(_) => Ok(()),
+            None => Err(ServiceError::NotFound("no such user".to_owned())),
+        }
+    }
+
     /// The redacted form of a redaction's target, if the sender may redact it.
     async fn redaction_of(
         &self,
@@ -830,16 +950,19 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-/// Myelin's E2E-only policy, checked here, under the room lock, so that
-/// every local write (send, state, redact, membership, initial state) meets
-/// it against the state the event will land on.
-fn check_e2e_policy(state: &RoomState, event: &LocalEvent) -> Result<(), ServiceError> {
-    let proposed = e2e_policy::Proposed {
-        event_type: &event.event_type,
-        state_key: event.state_key.as_deref(),
-        content: &event.content,
-        redacts: event.redacts.as_deref(),
-    };
+fn local_rule_error(error: LocalRuleError) -> ServiceError {
+    match error {
+        LocalRuleError::NotClientWritable(reason) => ServiceError::Forbidden(reason.to_owned()),
+        LocalRuleError::RemoteAuthoriser => ServiceError::Forbidden(error.to_string()),
+    }
+}
+
+/// Myelin's E2E-only policy, checked here, on the built event and under
+/// the room lock, so that every local write (send, state, redact,
+/// membership, initial state) meets it against the state the event will
+/// land on.
+fn check_e2e_policy(state: &RoomState, pdu: &Pdu) -> Result<(), ServiceError> {
+    let proposed = e2e_policy::Proposed::of(pdu);
     e2e_policy::check(proposed, |kind, key| state.get(kind, key)).map_err(|e| match e {
         PolicyError::E2eRequired(reason) => ServiceError::E2eRequired(reason.to_owned()),
         PolicyError::InvalidPolicy(reason) => ServiceError::InvalidParam(reason.to_owned()),

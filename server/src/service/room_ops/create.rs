@@ -84,8 +84,10 @@ impl RoomOps {
             None => self.default_version,
         };
         let initial_state = e2e_policy_last(std::mem::take(&mut request.initial_state))?;
+        // Checked again when each invite is signed; checked first so that a
+        // bad invitee does not leave a half-built room behind.
         for invitee in &request.invite {
-            self.require_local_user(invitee)?;
+            self.events.check_invitee(invitee).await?;
         }
         let alias = match &request.room_alias_name {
             Some(name) => Some(self.free_alias(name).await?),

@@ -111,9 +111,7 @@ impl RoomOps {
     ) -> Result<Vec<String>, ServiceError> {
         let state = self.readable_room_state(room_id).await?;
         if state.membership_of(user_id.as_str()) != Some("join") && !state.is_world_readable() {
-            return Err(ServiceError::Forbidden(
-                "you are not in this room".to_owned(),
-            ));
+            return Err(ServiceError::not_in_room());
         }
         Ok(self.storage.room_aliases(room_id).await?)
     }

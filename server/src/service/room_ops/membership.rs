@@ -3,10 +3,13 @@
 use ruma::{
     CanonicalJsonValue, OwnedRoomId, RoomId, RoomOrAliasId, UserId, events::StateEventType,
 };
-use serde::Deserialize;
 
 use super::{RoomOps, state_event, with_reason};
-use crate::service::{ServiceError, room_events::RoomState, rooms::auth::user_power_level};
+use crate::service::{
+    ServiceError,
+    room_events::RoomState,
+    rooms::{auth::user_power_level, local_rules},
+};
 
 impl RoomOps {
     /// Joins a room by id or alias; returns the room id.
@@ -29,7 +32,7 @@ impl RoomOps {
         let mut extra = with_reason(reason);
         let membership = state.membership_of(user_id.as_str());
         if !matches!(membership, Some("join" | "invite"))
-            && let Some(authoriser) = self.restricted_join_authoriser(&state, user_id).await?
+            && let Some(authoriser) = self.restricted_join_authoriser(&state)
         {
             extra.insert(
                 "join_authorised_via_users_server".to_owned(),
@@ -74,10 +77,6 @@ impl RoomOps {
         target: &UserId,
         reason: Option<String>,
     ) -> Result<(), ServiceError> {
-        self.require_local_user(target)?;
-        if self.storage.account(target).await?.is_none() {
-            return Err(ServiceError::NotFound("no such user".to_owned()));
-        }
         self.set_membership(sender, room_id, target, "invite", reason)
             .await
     }
@@ -107,7 +106,7 @@ impl RoomOps {
         target: &UserId,
         reason: Option<String>,
     ) -> Result<(), ServiceError> {
-        let state = self.room_state(room_id).await?;
+        let state = self.member_view(sender, room_id).await?;
         if !matches!(
             state.membership_of(target.as_str()),
             Some("join" | "invite" | "knock")
@@ -146,7 +145,7 @@ impl RoomOps {
         target: &UserId,
         reason: Option<String>,
     ) -> Result<(), ServiceError> {
-        let state = self.room_state(room_id).await?;
+        let state = self.member_view(sender, room_id).await?;
         if state.membership_of(target.as_str()) != Some("ban") {
             return Err(ServiceError::Forbidden("the user is not banned".to_owned()));
         }
@@ -200,6 +199,21 @@ impl RoomOps {
             .ok_or_else(|| ServiceError::NotFound("no such room".to_owned()))
     }
 
+    /// The current state of a room `user_id` is joined to; anyone else is
+    /// told only that they are not in it (whether it exists or not), before
+    /// any check that would reveal something about its members.
+    async fn member_view(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<RoomState, ServiceError> {
+        let state = self.readable_room_state(room_id).await?;
+        if state.membership_of(user_id.as_str()) != Some("join") {
+            return Err(ServiceError::not_in_room());
+        }
+        Ok(state)
+    }
+
     /// Resolves a room id or a local alias to a known room.
     pub(super) async fn resolve_room(
         &self,
@@ -223,67 +237,23 @@ impl RoomOps {
         Ok(room_id)
     }
 
-    /// For a restricted room: the most powerful local member to authorise the
-    /// join, if the user is joined to one of the rooms the `allow` list names.
-    async fn restricted_join_authoriser(
-        &self,
-        state: &RoomState,
-        user_id: &UserId,
-    ) -> Result<Option<String>, ServiceError> {
-        #[derive(Deserialize)]
-        struct JoinRules {
-            join_rule: String,
-            #[serde(default)]
-            allow: Vec<AllowCondition>,
-        }
-        #[derive(Deserialize)]
-        struct AllowCondition {
-            #[serde(rename = "type")]
-            kind: String,
-            room_id: Option<OwnedRoomId>,
-        }
-        let Some(rules) = state.get(&StateEventType::RoomJoinRules, "") else {
-            return Ok(None);
-        };
-        let Ok(rules) = serde_json::from_str::<JoinRules>(rules.content().get()) else {
-            return Ok(None);
-        };
-        if !matches!(rules.join_rule.as_str(), "restricted" | "knock_restricted") {
-            return Ok(None);
-        }
-        let mut allowed = false;
-        for condition in rules.allow.iter().filter(|c| c.kind == "m.room_membership") {
-            let Some(room_id) = &condition.room_id else {
-                continue;
-            };
-            if let Some(other) = self.events.current_state(room_id).await?
-                && other.membership_of(user_id.as_str()) == Some("join")
-            {
-                allowed = true;
-                break;
-            }
-        }
-        if !allowed {
-            return Ok(None);
-        }
+    /// For a restricted room: the most powerful local member, who
+    /// authorises the join. Whether the user may join (is a member of an
+    /// allowed room) is decided where the event is signed.
+    fn restricted_join_authoriser(&self, state: &RoomState) -> Option<String> {
+        let rules = state.get(&StateEventType::RoomJoinRules, "")?;
+        local_rules::allowed_rooms(rules)?;
         let lookup = |kind: &StateEventType, key: &str| state.get(kind, key).cloned();
-        let authoriser = state
-            .state
-            .iter()
-            .filter(|((kind, key), _)| {
-                *kind == StateEventType::RoomMember
-                    && key.ends_with(&format!(":{}", self.server_name))
-            })
-            .filter(|((_, key), _)| state.membership_of(key) == Some("join"))
-            .filter_map(|((_, key), _)| {
-                let member = UserId::parse(key).ok()?;
+        state
+            .members_in(&["join"])
+            .filter(|member| member.server_name() == self.server_name)
+            .filter_map(|member| {
                 Some((
-                    user_power_level(state.version, &member, lookup).ok()?,
-                    key.clone(),
+                    user_power_level(state.version, member, lookup).ok()?,
+                    member.to_string(),
                 ))
             })
             .max_by(|a, b| a.0.cmp(&b.0))
-            .map(|(_, key)| key);
-        Ok(authoriser)
+            .map(|(_, member)| member)
     }
 }

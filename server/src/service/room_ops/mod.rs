@@ -52,17 +52,6 @@ impl RoomOps {
         }
     }
 
-    /// Rooms on other servers need federation, which is not there yet.
-    fn require_local_user(&self, user_id: &UserId) -> Result<(), ServiceError> {
-        if user_id.server_name() == self.server_name {
-            Ok(())
-        } else {
-            Err(ServiceError::InvalidParam(
-                "users on other servers are not reachable yet (no federation)".to_owned(),
-            ))
-        }
-    }
-
     /// A membership event's content for `user_id`, with their profile as
     /// clients expect to find it in the room.
     async fn member_content(

@@ -44,11 +44,14 @@ impl RoomOps {
             (Some("leave" | "ban"), Some(member))
                 if !self.has_forgotten(user_id, room_id).await? =>
             {
-                self.events.state_after(member.event_id()).await
+                // The state as it was when they left; a user who never
+                // joined (banned or rejecting an invite first) sees nothing.
+                match self.events.last_departure(member, &["join"]).await? {
+                    Some(departure) => self.events.state_after(departure.event_id()).await,
+                    None => Err(ServiceError::not_in_room()),
+                }
             }
-            _ => Err(ServiceError::Forbidden(
-                "you are not in this room".to_owned(),
-            )),
+            _ => Err(ServiceError::not_in_room()),
         }
     }
 
@@ -138,9 +141,7 @@ impl RoomOps {
         }
         let state = self.readable_room_state(room_id).await?;
         if state.membership_of(user_id.as_str()) != Some("join") {
-            return Err(ServiceError::Forbidden(
-                "you are not in this room".to_owned(),
-            ));
+            return Err(ServiceError::not_in_room());
         }
         Ok(state
             .state
@@ -169,9 +170,7 @@ impl RoomOps {
         room_id: &RoomId,
     ) -> Result<crate::service::room_events::RoomState, ServiceError> {
         match self.room_state(room_id).await {
-            Err(ServiceError::NotFound(_)) => Err(ServiceError::Forbidden(
-                "you are not in this room".to_owned(),
-            )),
+            Err(ServiceError::NotFound(_)) => Err(ServiceError::not_in_room()),
             other => other,
         }
     }

@@ -4,9 +4,12 @@
 //! a reason), and nothing may remove or weaken the policy or the room's
 //! encryption.
 //!
-//! Pure: the caller hands in the proposed event and a lookup of the room's
-//! current state, and runs the check under the room's write lock so that
-//! the state it checks against is the state the event lands on.
+//! Pure: the caller hands in the event it is about to sign (its type, state
+//! key, content and `redacts` as the room version places them) and a lookup
+//! of the room's current state, and runs the check under the room's write
+//! lock so that the state it checks against is the state the event lands
+//! on. Checking the built event, not the request, is what keeps every
+//! route (send, state, redact, createRoom) to the same rule.
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId,
@@ -23,7 +26,7 @@ pub const POLICY_EVENT_TYPE: &str = "org.myelin.room.policy";
 /// E2E-only room must use.
 pub const MEGOLM_ALGORITHM: &str = "m.megolm.v1.aes-sha2";
 
-/// An event a local user proposes to add to a room.
+/// An event about to be added to a room.
 #[derive(Debug, Clone, Copy)]
 pub struct Proposed<'a> {
     /// Its type.
@@ -34,6 +37,25 @@ pub struct Proposed<'a> {
     pub content: &'a CanonicalJsonObject,
     /// For redactions: the event it redacts.
     pub redacts: Option<&'a EventId>,
+}
+
+impl<'a> Proposed<'a> {
+    /// The fields the policy reads, from a built event.
+    pub fn of(pdu: &'a Pdu) -> Self {
+        static NO_CONTENT: CanonicalJsonObject = CanonicalJsonObject::new();
+        let content = match pdu.as_object().get("content") {
+            Some(CanonicalJsonValue::Object(content)) => content,
+            // A built PDU always has an object content; an event without
+            // one reads as empty, which no rule below lets weaken anything.
+            _ => &NO_CONTENT,
+        };
+        Self {
+            event_type: pdu.kind(),
+            state_key: pdu.state_key(),
+            content,
+            redacts: pdu.redacts(),
+        }
+    }
 }
 
 /// Why the policy refuses an event.
@@ -65,6 +87,20 @@ pub fn check<'s>(
         .and_then(|pdu| algorithm_of(pdu.content().get()));
     let event_type = event.event_type.to_string();
 
+    // Whatever the event's type and state key, it may not take the policy
+    // or the encryption away.
+    let protected = [&policy, &StateEventType::RoomEncryption];
+    if is_e2e_only
+        && let Some(target) = event.redacts
+        && protected
+            .iter()
+            .any(|kind| current(kind, "").is_some_and(|pdu| pdu.event_id() == target))
+    {
+        return Err(PolicyError::E2eRequired(
+            "this room is end-to-end encrypted only: its policy and encryption events \
+             cannot be redacted",
+        ));
+    }
     if let Some(state_key) = event.state_key {
         if event_type == POLICY_EVENT_TYPE {
             return check_policy_event(state_key, event.content, is_e2e_only, algorithm.as_deref());
@@ -96,21 +132,11 @@ pub fn check<'s>(
             }
         }
         TimelineEventType::RoomRedaction => {
-            // A reason is text a person typed, and redactions cannot be encrypted.
-            if !event.content.is_empty() {
+            // A reason is text a person typed, and redactions cannot be
+            // encrypted. From room version 11 `redacts` itself is content.
+            if event.content.keys().any(|key| key != "redacts") {
                 return Err(PolicyError::E2eRequired(
                     "this room is end-to-end encrypted only: redactions may not carry a reason",
-                ));
-            }
-            let protected = [&policy, &StateEventType::RoomEncryption];
-            if let Some(target) = event.redacts
-                && protected
-                    .iter()
-                    .any(|kind| current(kind, "").is_some_and(|pdu| pdu.event_id() == target))
-            {
-                return Err(PolicyError::E2eRequired(
-                    "this room is end-to-end encrypted only: its policy and encryption events \
-                     cannot be redacted",
                 ));
             }
             Ok(())
@@ -337,7 +363,31 @@ mod tests {
                 )),
                 "{kind}"
             );
+            // Whatever shape carries the `redacts`: a state event, or the
+            // version 11 content form.
+            assert!(
+                refused(check_in(
+                    &state,
+                    "m.room.redaction",
+                    Some("x"),
+                    json!({ "redacts": target }),
+                    Some(&target)
+                )),
+                "{kind} redacted by a state event"
+            );
         }
+        let message = EventId::parse("$message:a.test").unwrap();
+        assert_eq!(
+            check_in(
+                &state,
+                "m.room.redaction",
+                None,
+                json!({ "redacts": message }),
+                Some(&message)
+            ),
+            Ok(()),
+            "`redacts` in the content is not a reason"
+        );
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //!   must cite, and errors that name the failed rule.
 //! - [`e2e_policy`]: Myelin's E2E-only room policy, checked on local
 //!   events against the current state.
+//! - [`local_rules`]: what this server adds for events its own users ask it
+//!   to sign (restricted joins it vouches for, event shapes no client may
+//!   build).
 //! - [`resolve`]: state resolution (v2, and v2.1 from room version 12) when
 //!   the DAG forks.
 //!
@@ -87,6 +90,7 @@
 
 pub mod auth;
 pub mod e2e_policy;
+pub mod local_rules;
 pub mod pdu;
 pub mod resolve;
 pub mod version;

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use ruma::{DeviceId, EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
+use ruma::{DeviceId, EventId, OwnedEventId, OwnedUserId, RoomId, UserId, events::StateEventType};
 
 use super::{StreamToken, Sync, filter::EventFilter, to_pdu, visibility::Visibility};
 use crate::{
@@ -327,16 +327,19 @@ impl Sync {
     /// room (or forgot it) unless its history is world-readable, and
     /// unknown rooms alike.
     async fn may_read(&self, user_id: &UserId, room_id: &RoomId) -> Result<bool, ServiceError> {
-        let (membership, world_readable) = self
+        let (membership, member, world_readable) = self
             .events
             .read_state(room_id, |state| {
                 let membership = state.membership_of(user_id.as_str()).map(ToOwned::to_owned);
-                (membership, state.is_world_readable())
+                let member = state
+                    .get(&StateEventType::RoomMember, user_id.as_str())
+                    .cloned();
+                (membership, member, state.is_world_readable())
             })
             .await?
             // An unknown room is one nobody was ever in: answer as for any
             // room the user is not in, which reveals nothing.
-            .ok_or_else(|| ServiceError::Forbidden("you are not in this room".to_owned()))?;
+            .ok_or_else(ServiceError::not_in_room)?;
         let membership = membership.as_deref();
         let joined_now = membership == Some("join");
         if world_readable {
@@ -359,9 +362,20 @@ impl Sync {
         if membership.is_none()
             || matches!(membership, Some("leave" | "ban")) && forgotten().await?
         {
-            return Err(ServiceError::Forbidden(
-                "you are not in this room".to_owned(),
-            ));
+            return Err(ServiceError::not_in_room());
+        }
+        // Someone who left without ever having been joined or invited
+        // (banned first) has no history to read; what a past stay lets them
+        // read, the visibility rules decide event by event.
+        if matches!(membership, Some("leave" | "ban"))
+            && let Some(member) = member
+            && self
+                .events
+                .last_departure(&member, &["join", "invite"])
+                .await?
+                .is_none()
+        {
+            return Err(ServiceError::not_in_room());
         }
         Ok(joined_now)
     }

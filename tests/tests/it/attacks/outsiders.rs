@@ -1,0 +1,186 @@
+//! An outsider with an account probes rooms it is not in: every answer must
+//! be the same whether the room exists or not, and whether the user it
+//! names is in the room or not. A banned user who never joined reads
+//! nothing.
+
+use myelin_tests::{Account, Backend, TestServer, backend_tests};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::rooms_support::{create_room, enc, invite, join, membership, room_url, send_text};
+
+backend_tests!(
+    a_non_member_cannot_tell_a_room_exists,
+    a_non_member_cannot_tell_who_is_in_a_room,
+    a_user_banned_before_joining_reads_nothing,
+);
+
+/// One request of the probe: method, path after `/rooms/{room}`, body.
+type Probe = (Method, String, Option<Value>);
+
+/// Every room endpoint a non-member might probe with.
+fn probes(target_user: &str, event_id: &str) -> Vec<Probe> {
+    let event = enc(event_id);
+    let user = enc(target_user);
+    let message = json!({ "msgtype": "m.text", "body": "probe" });
+    vec![
+        (
+            Method::PUT,
+            "/send/m.room.message/p1".to_owned(),
+            Some(message),
+        ),
+        (
+            Method::PUT,
+            "/state/m.room.topic/".to_owned(),
+            Some(json!({ "topic": "t" })),
+        ),
+        (Method::PUT, format!("/redact/{event}/p2"), Some(json!({}))),
+        (
+            Method::POST,
+            "/invite".to_owned(),
+            Some(json!({ "user_id": target_user })),
+        ),
+        (
+            Method::POST,
+            "/kick".to_owned(),
+            Some(json!({ "user_id": target_user })),
+        ),
+        (
+            Method::POST,
+            "/ban".to_owned(),
+            Some(json!({ "user_id": target_user })),
+        ),
+        (
+            Method::POST,
+            "/unban".to_owned(),
+            Some(json!({ "user_id": target_user })),
+        ),
+        (Method::POST, "/leave".to_owned(), Some(json!({}))),
+        (
+            Method::POST,
+            format!("/receipt/m.read/{event}"),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            "/read_markers".to_owned(),
+            Some(json!({ "m.fully_read": event_id })),
+        ),
+        (Method::GET, "/messages?dir=b".to_owned(), None),
+        (Method::GET, "/state".to_owned(), None),
+        (Method::GET, "/state/m.room.create/".to_owned(), None),
+        (Method::GET, format!("/state/m.room.member/{user}"), None),
+        (Method::GET, "/members".to_owned(), None),
+        (Method::GET, "/joined_members".to_owned(), None),
+        (Method::GET, format!("/event/{event}"), None),
+        (Method::GET, format!("/context/{event}"), None),
+    ]
+}
+
+async fn probe(
+    server: &TestServer,
+    outsider: &Account,
+    room: &str,
+    probe: &Probe,
+) -> (StatusCode, Value) {
+    let (method, rest, body) = probe;
+    server
+        .request(
+            method.clone(),
+            room_url(server, room, rest),
+            Some(&outsider.token),
+            body.clone(),
+        )
+        .await
+}
+
+/// A room id of the same shape as `room` that names no room.
+fn unknown_room_like(room: &str) -> String {
+    let mut id: Vec<char> = room.chars().collect();
+    id[1] = if id[1] == 'A' { 'B' } else { 'A' };
+    id.into_iter().collect()
+}
+
+async fn a_non_member_cannot_tell_a_room_exists(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mallory = server.register("mallory").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "private_chat" })).await;
+    invite(&server, &alice.token, &room, &bob.user_id).await;
+    join(&server, &bob.token, &room).await;
+    let message = send_text(&server, &alice.token, &room, "secret").await;
+    let unknown = unknown_room_like(&room);
+
+    for request in probes(&bob.user_id, &message) {
+        let existing = probe(&server, &mallory, &room, &request).await;
+        let missing = probe(&server, &mallory, &unknown, &request).await;
+        assert_eq!(
+            existing, missing,
+            "{} {} tells an existing room from none",
+            request.0, request.1
+        );
+        assert!(
+            existing.0.is_client_error(),
+            "{} {} must be refused: {existing:?}",
+            request.0,
+            request.1
+        );
+    }
+}
+
+async fn a_non_member_cannot_tell_who_is_in_a_room(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let dave = server.register("dave").await;
+    let mallory = server.register("mallory").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "private_chat" })).await;
+    invite(&server, &alice.token, &room, &bob.user_id).await;
+    join(&server, &bob.token, &room).await;
+    let message = send_text(&server, &alice.token, &room, "secret").await;
+
+    for (member, stranger) in probes(&bob.user_id, &message)
+        .into_iter()
+        .zip(probes(&dave.user_id, &message))
+    {
+        let about_member = probe(&server, &mallory, &room, &member).await;
+        let about_stranger = probe(&server, &mallory, &room, &stranger).await;
+        assert_eq!(
+            about_member, about_stranger,
+            "{} {} tells a member from a stranger",
+            member.0, member.1
+        );
+    }
+}
+
+async fn a_user_banned_before_joining_reads_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let mallory = server.register("mallory").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    let message = send_text(&server, &alice.token, &room, "before the ban").await;
+    let (status, answer) = membership(
+        &server,
+        &alice.token,
+        &room,
+        "ban",
+        json!({ "user_id": mallory.user_id }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    let unknown = unknown_room_like(&room);
+    for request in probes(&alice.user_id, &message) {
+        if request.0 != Method::GET {
+            continue;
+        }
+        let banned = probe(&server, &mallory, &room, &request).await;
+        let missing = probe(&server, &mallory, &unknown, &request).await;
+        assert_eq!(
+            banned, missing,
+            "{} {} shows a room to a user banned before joining",
+            request.0, request.1
+        );
+    }
+}
