@@ -25,6 +25,10 @@ pub struct Config {
     pub database_url: Option<Secret>,
     /// Room version for new rooms when the client names none (`10`, `11` or `12`).
     pub default_room_version: String,
+    /// Rooms whose current state is kept in memory; past it, the least
+    /// recently used idle rooms are dropped and reloaded from storage when
+    /// next used.
+    pub max_cached_rooms: usize,
     /// Largest request body accepted, in bytes; larger requests get `M_TOO_LARGE`.
     pub max_request_body_bytes: usize,
     /// Largest media upload accepted, in bytes (`m.upload.size`); larger
@@ -55,6 +59,7 @@ impl Default for Config {
             data_dir: PathBuf::from("myelin-data"),
             database_url: None,
             default_room_version: "12".to_owned(),
+            max_cached_rooms: 4096,
             max_request_body_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 50 * 1024 * 1024,
             max_pending_to_device: 10_000,
@@ -290,6 +295,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "max_request_body_bytes",
                 reason: "must be at least 1024".to_owned(),
+            });
+        }
+        if self.max_cached_rooms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "max_cached_rooms",
+                reason: "must be at least 1".to_owned(),
             });
         }
         if self.max_upload_bytes == 0 {

@@ -116,6 +116,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         server_keys.clone(),
         notifier.clone(),
         stream.clone(),
+        config.max_cached_rooms,
     ));
     let default_version =
         parse_version(&config.default_room_version).map_err(StartError::Services)?;

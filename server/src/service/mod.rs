@@ -18,6 +18,7 @@ pub mod push_rules;
 pub mod rate_limit;
 pub mod room_events;
 pub mod room_ops;
+mod room_slots;
 pub mod rooms;
 pub mod server_keys;
 pub mod stream;

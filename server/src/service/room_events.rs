@@ -32,6 +32,7 @@ use super::{
     ServiceError,
     event_writer::{EventWriter, PendingEvent},
     notifier::Notifier,
+    room_slots::RoomSlots,
     rooms::{
         auth::{
             auth_events_for, check_auth, is_redaction_allowed, redact_power_level, user_power_level,
@@ -55,9 +56,9 @@ const MAX_CREATE_ATTEMPTS: u32 = 16;
 /// looks through (leave, ban, unban, ... after their last join).
 const MAX_MEMBERSHIP_WALK: usize = 16;
 
-/// Past this many deltas a state group is written as a full snapshot, which
-/// bounds the work of reading any state back.
-const MAX_STATE_DELTA_CHAIN: i32 = 64;
+/// The shortest delta chain after which a state group is written as a full
+/// snapshot (see [`max_delta_chain`]).
+const MIN_STATE_DELTA_CHAIN: usize = 64;
 
 /// An event a local user asks to add to a room.
 #[derive(Debug, Clone)]
@@ -221,7 +222,7 @@ pub struct RoomEvents {
     storage: Arc<dyn Storage>,
     keys: Arc<ServerKeys>,
     notifier: Arc<Notifier>,
-    rooms: Mutex<HashMap<OwnedRoomId, Arc<RoomSlot>>>,
+    rooms: RoomSlots<RoomSlot>,
     /// Each known room's version, which never changes: syncs ask for it
     /// while a send holds the room's lock.
     versions: Mutex<HashMap<OwnedRoomId, RoomVersion>>,
@@ -231,19 +232,21 @@ pub struct RoomEvents {
 }
 
 impl RoomEvents {
-    /// Builds the service and starts its event writer (on the current tokio runtime).
+    /// Builds the service and starts its event writer (on the current tokio
+    /// runtime). About `cached_rooms` rooms keep their state in memory.
     pub fn new(
         storage: Arc<dyn Storage>,
         keys: Arc<ServerKeys>,
         notifier: Arc<Notifier>,
         stream: Arc<Stream>,
+        cached_rooms: usize,
     ) -> Self {
         Self {
             writer: EventWriter::start(storage.clone()),
             storage,
             keys,
             notifier,
-            rooms: Mutex::new(HashMap::new()),
+            rooms: RoomSlots::new(cached_rooms),
             versions: Mutex::new(HashMap::new()),
             stream,
             last_create_ts: AtomicU64::new(0),
@@ -690,14 +693,7 @@ impl RoomEvents {
     }
 
     fn slot(&self, room_id: &RoomId) -> Arc<RoomSlot> {
-        self.rooms_map()
-            .entry(room_id.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    fn rooms_map(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedRoomId, Arc<RoomSlot>>> {
-        lock(&self.rooms)
+        self.rooms.get(room_id)
     }
 
     /// The room's state, loading it from storage on first use.
@@ -713,7 +709,7 @@ impl RoomEvents {
                     // Clients can name any room id: an unknown one must not
                     // leave an entry behind, or probing would grow the map
                     // without bound.
-                    self.rooms_map().remove(room_id);
+                    self.rooms.remove(room_id);
                     return Err(error);
                 }
             };
@@ -982,7 +978,8 @@ fn next_state_group(
         state_key: state_key.clone(),
         event_id: event_id.to_owned(),
     };
-    if state.state.is_empty() || state.chain_length >= MAX_STATE_DELTA_CHAIN {
+    let chain_length = usize::try_from(state.chain_length).unwrap_or(usize::MAX);
+    if state.state.is_empty() || chain_length >= max_delta_chain(state.state.len()) {
         let mut entries: Vec<StateEntry> = state
             .state
             .iter()
@@ -1002,6 +999,19 @@ fn next_state_group(
             entries: vec![entry(key, event_id)],
         }
     }
+}
+
+/// How many deltas a state group of a room with `entries` state entries
+/// may follow before a snapshot: as many as the state has entries (and at
+/// least [`MIN_STATE_DELTA_CHAIN`]). A snapshot writes one row per entry;
+/// taking one only after as many one-row deltas keeps the rows written per
+/// state event at about two however large the state grows, where a fixed
+/// interval grows them with the state (a 2,000-member room snapshotting
+/// every 64 events wrote about 30 rows per event, quadratic in all).
+/// Reading a group back follows at most that many deltas plus one
+/// snapshot: about twice the state's size, the size of the answer.
+fn max_delta_chain(entries: usize) -> usize {
+    entries.max(MIN_STATE_DELTA_CHAIN)
 }
 
 /// Whether `user_id` reaches the room's `redact` power level.
@@ -1068,6 +1078,7 @@ mod tests {
             Arc::new(keys),
             Arc::new(Notifier::default()),
             Arc::new(Stream::new(StreamPosition(0))),
+            16,
         );
         for room in [room_id!("!probe1:x"), room_id!("!probe2:x")] {
             assert!(events.current_state(room).await.unwrap().is_none());
@@ -1077,9 +1088,31 @@ mod tests {
             ));
         }
         assert!(
-            events.rooms_map().is_empty(),
+            events.rooms.is_empty(),
             "probing unknown rooms must not grow the map"
         );
+    }
+
+    #[test]
+    fn state_rows_grow_linearly_with_state_events() {
+        // A room that gains one member per state event, as a large room
+        // does: the rows written per event stay constant.
+        for members in [100, 1_000, 10_000] {
+            let (mut rows, mut chain) = (0, 0);
+            for entries in 1..=members {
+                if chain >= max_delta_chain(entries) {
+                    rows += entries;
+                    chain = 0;
+                } else {
+                    rows += 1;
+                    chain += 1;
+                }
+            }
+            assert!(
+                rows <= 2 * members,
+                "{rows} rows for {members} state events"
+            );
+        }
     }
 
     #[test]
