@@ -48,6 +48,8 @@ token=$(sed -n 's/^TOKEN=//p' "$work/setup.err")
 
 log "fuzzing $url for ${seconds}s"
 status=0
+# From the scratch directory: schemathesis keeps a cache in its working directory.
+cd "$work"
 "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run "$here/client-server.json" \
   --url "$url" -H "Authorization: Bearer $token" \
   --checks not_a_server_error --max-time "$seconds" --workers 1 \
