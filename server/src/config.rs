@@ -343,6 +343,20 @@ impl Config {
         Ok(server_name)
     }
 
+    /// Settings that are valid but risky, each as a sentence for the
+    /// operator, given the address the server is actually bound to.
+    pub fn warnings(&self, bound: SocketAddr) -> Vec<&'static str> {
+        let mut warnings = Vec::new();
+        if self.registration.mode == RegistrationMode::Open && !bound.ip().is_loopback() {
+            warnings.push(
+                "registration is open and the server listens beyond loopback: anyone who \
+                 can reach it can create accounts (set registration.mode to \"token\" or \
+                 \"closed\")",
+            );
+        }
+        warnings
+    }
+
     /// Where the data lives, from `database_url` or the data directory.
     ///
     /// # Errors
@@ -390,6 +404,18 @@ mod tests {
         assert!(
             matches!(config.database(), Ok(DatabaseLocation::Sqlite(p)) if p.ends_with("myelin.db"))
         );
+    }
+
+    #[test]
+    fn open_registration_beyond_loopback_is_warned_about() {
+        let open = Config::default();
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 8008));
+        let public = SocketAddr::from(([0, 0, 0, 0], 8008));
+        assert!(open.warnings(loopback).is_empty());
+        assert_eq!(open.warnings(public).len(), 1);
+        let mut gated = Config::default();
+        gated.registration.mode = RegistrationMode::Token;
+        assert!(gated.warnings(public).is_empty());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod storage;
 use std::{future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use config::{Config, ConfigError};
 use http::{
@@ -193,6 +193,9 @@ pub async fn run(
     let app = http::app(state, config.max_request_body_bytes)
         .into_make_service_with_connect_info::<http::PeerAddr>();
     let address = listener.local_addr()?;
+    for warning in config.warnings(address) {
+        warn!("{warning}");
+    }
     match &config.tls {
         None => {
             info!(%address, server_name = %config.server_name, "serving over HTTP");
