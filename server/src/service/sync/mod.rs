@@ -443,8 +443,13 @@ impl Sync {
                         .partition(|entry| entry.room_id.as_ref() == Some(room_id));
                     account_data = rest;
                     update.account_data = room_data;
+                    // Receipts from before the user's membership event are
+                    // not theirs to see: a newcomer learns nothing of who
+                    // read what before they came. (In a first sync the
+                    // latest member event counts, so a profile change hides
+                    // what was read before it too.)
                     let receipts_from = if newly_joined {
-                        StreamPosition(0)
+                        membership.position
                     } else {
                         since.unwrap_or(StreamPosition(0))
                     };

@@ -7,12 +7,16 @@ use myelin_tests::{Account, Backend, TestServer, backend_tests};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::rooms_support::{create_room, enc, invite, join, membership, room_url, send_text};
+use crate::{
+    rooms_support::{create_room, enc, invite, join, membership, room_url, send_text},
+    sync_support::{initial_sync, next_batch, sync_since},
+};
 
 backend_tests!(
     a_non_member_cannot_tell_a_room_exists,
     a_non_member_cannot_tell_who_is_in_a_room,
     a_user_banned_before_joining_reads_nothing,
+    a_new_member_sees_no_receipts_from_before_joining,
 );
 
 /// One request of the probe: method, path after `/rooms/{room}`, body.
@@ -183,4 +187,64 @@ async fn a_user_banned_before_joining_reads_nothing(backend: Backend) {
             request.0, request.1
         );
     }
+}
+
+/// The users with an `m.read` receipt in a room's ephemeral events of a
+/// sync answer.
+fn readers(answer: &Value, room: &str) -> Vec<String> {
+    let mut users: Vec<String> = answer["rooms"]["join"][room]["ephemeral"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|event| event["type"] == "m.receipt")
+        .flat_map(|event| {
+            event["content"]
+                .as_object()
+                .into_iter()
+                .flat_map(|by_event| by_event.values())
+                .filter_map(|types| types["m.read"].as_object())
+                .flat_map(|by_user| by_user.keys().cloned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    users.sort();
+    users.dedup();
+    users
+}
+
+async fn read(server: &TestServer, reader: &Account, room: &str, event_id: &str) {
+    let (status, answer) = server
+        .request(
+            Method::POST,
+            room_url(server, room, &format!("/receipt/m.read/{}", enc(event_id))),
+            Some(&reader.token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+async fn a_new_member_sees_no_receipts_from_before_joining(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    let before = send_text(&server, &alice.token, &room, "read before bob came").await;
+    read(&server, &alice, &room, &before).await;
+
+    join(&server, &bob.token, &room).await;
+    let first = initial_sync(&server, &bob.token, 10).await;
+    assert!(
+        readers(&first, &room).is_empty(),
+        "receipts from before the join: {:?}",
+        first["rooms"]["join"][&room]["ephemeral"]
+    );
+
+    // What alice reads once bob is in, bob sees.
+    let after = send_text(&server, &alice.token, &room, "read with bob there").await;
+    read(&server, &alice, &room, &after).await;
+    let next = sync_since(&server, &bob.token, &next_batch(&first)).await;
+    assert_eq!(readers(&next, &room), [alice.user_id.clone()]);
+    let again = initial_sync(&server, &bob.token, 10).await;
+    assert_eq!(readers(&again, &room), [alice.user_id.clone()]);
 }
