@@ -41,6 +41,8 @@ pub struct Config {
     pub max_pending_to_device: u64,
     /// Who may create accounts through the client API.
     pub registration: RegistrationConfig,
+    /// Who may look up users' profiles.
+    pub profile_lookup: ProfileLookupConfig,
     /// Password rules applied at registration and password change.
     pub password_policy: PasswordPolicy,
     /// Request rate limits on login and registration.
@@ -64,10 +66,34 @@ impl Default for Config {
             max_upload_bytes: 50 * 1024 * 1024,
             max_pending_to_device: 10_000,
             registration: RegistrationConfig::default(),
+            profile_lookup: ProfileLookupConfig::default(),
             password_policy: PasswordPolicy::default(),
             rate_limits: RateLimitConfig::default(),
             tls: None,
             log: LogConfig::default(),
+        }
+    }
+}
+
+/// Who may look up profiles (`[profile_lookup]` in the TOML file). The
+/// spec lets servers require authentication for `GET /profile/{userId}`
+/// and refuse lookups with 403; refusals are the same for users that do not
+/// exist, so they cannot be used to list accounts.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProfileLookupConfig {
+    /// Only requests with an access token may look profiles up.
+    pub require_auth: bool,
+    /// Only users who share a room (joined or invited) with the user they
+    /// look up, or look themselves up.
+    pub shared_rooms_only: bool,
+}
+
+impl Default for ProfileLookupConfig {
+    fn default() -> Self {
+        Self {
+            require_auth: true,
+            shared_rooms_only: false,
         }
     }
 }

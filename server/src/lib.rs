@@ -110,7 +110,11 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         device_lists.clone(),
         accounts.clone(),
     ));
-    let profiles = Arc::new(Profiles::new(storage.clone(), server_name.clone()));
+    let profiles = Arc::new(Profiles::new(
+        storage.clone(),
+        server_name.clone(),
+        config.profile_lookup,
+    ));
     let room_events = Arc::new(RoomEvents::new(
         storage.clone(),
         server_keys.clone(),

@@ -101,6 +101,27 @@ impl FromRequestParts<AppState> for Authed {
     }
 }
 
+/// The session of a request that may come with or without an access
+/// token: none when it has none, an error when the one it has is bad.
+#[derive(Debug, Clone)]
+pub struct MaybeAuthed(pub Option<Session>);
+
+impl FromRequestParts<AppState> for MaybeAuthed {
+    type Rejection = MatrixError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match presented_token(parts)? {
+            Some(token) => Ok(MaybeAuthed(Some(
+                state.accounts.authenticate(&token).await?,
+            ))),
+            None => Ok(MaybeAuthed(None)),
+        }
+    }
+}
+
 fn presented_token(parts: &Parts) -> Result<Option<AccessToken>, MatrixError> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| MatrixError::missing_token())?;

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use ruma::{OwnedServerName, UserId};
 
 use super::ServiceError;
-use crate::storage::{Profile, ProfileField, Storage, StorageError};
+use crate::{
+    config::ProfileLookupConfig,
+    storage::{Profile, ProfileField, Storage, StorageError},
+};
 
 /// Longest display name accepted, in characters.
 pub const MAX_DISPLAYNAME_CHARS: usize = 256;
@@ -17,15 +20,69 @@ pub const MAX_AVATAR_URL_BYTES: usize = 1024;
 pub struct Profiles {
     storage: Arc<dyn Storage>,
     server_name: OwnedServerName,
+    lookup: ProfileLookupConfig,
 }
 
 impl Profiles {
-    /// Builds the service.
-    pub fn new(storage: Arc<dyn Storage>, server_name: OwnedServerName) -> Self {
+    /// Builds the service; `lookup` says who may look profiles up.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        server_name: OwnedServerName,
+        lookup: ProfileLookupConfig,
+    ) -> Self {
         Self {
             storage,
             server_name,
+            lookup,
         }
+    }
+
+    /// A user's profile as `viewer` (`None` without an access token) may
+    /// see it. Refusals name no reason and are the same for unknown users,
+    /// so a lookup the configuration refuses cannot tell who exists.
+    ///
+    /// # Errors
+    /// `Forbidden` when the configuration refuses the lookup; `NotFound`
+    /// for an unknown user otherwise.
+    pub async fn lookup(
+        &self,
+        viewer: Option<&UserId>,
+        user_id: &UserId,
+    ) -> Result<Profile, ServiceError> {
+        let refused = || ServiceError::Forbidden("this profile is not disclosed to you".to_owned());
+        let Some(viewer) = viewer else {
+            return if self.lookup.require_auth {
+                Err(refused())
+            } else {
+                self.get(user_id).await
+            };
+        };
+        if self.lookup.shared_rooms_only
+            && viewer != user_id
+            && !self.share_a_room(viewer, user_id).await?
+        {
+            return Err(refused());
+        }
+        self.get(user_id).await
+    }
+
+    /// Whether both users are joined to (or invited into) one room.
+    async fn share_a_room(&self, a: &UserId, b: &UserId) -> Result<bool, ServiceError> {
+        let present = |membership: &str| matches!(membership, "join" | "invite");
+        let rooms_of_a: std::collections::HashSet<_> = self
+            .storage
+            .memberships_of(a, None)
+            .await?
+            .into_iter()
+            .filter(|m| present(&m.membership))
+            .map(|m| m.room_id)
+            .collect();
+        Ok(self
+            .storage
+            .memberships_of(b, None)
+            .await?
+            .iter()
+            .any(|m| present(&m.membership) && rooms_of_a.contains(&m.room_id)))
     }
 
     /// A user's profile.

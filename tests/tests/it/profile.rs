@@ -10,7 +10,8 @@ async fn set_and_get_profile(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.register("alice").await;
     let profile = server.v3("/profile/@alice:localhost");
-    let (status, empty) = server.request(Method::GET, &profile, None, None).await;
+    let get = |url: String| server.request(Method::GET, url, Some(&alice.token), None);
+    let (status, empty) = get(profile.clone()).await;
     assert_eq!((status, empty), (StatusCode::OK, json!({})));
 
     let name_url = format!("{profile}/displayname");
@@ -31,14 +32,14 @@ async fn set_and_get_profile(backend: Backend) {
         .0,
         StatusCode::OK
     );
-    let (_, full) = server.request(Method::GET, &profile, None, None).await;
+    let (_, full) = get(profile.clone()).await;
     assert_eq!(
         full,
         json!({ "displayname": "Alice", "avatar_url": "mxc://localhost/abc" })
     );
-    let (_, name) = server.request(Method::GET, &name_url, None, None).await;
+    let (_, name) = get(name_url.clone()).await;
     assert_eq!(name, json!({ "displayname": "Alice" }));
-    let (_, avatar) = server.request(Method::GET, &avatar_url, None, None).await;
+    let (_, avatar) = get(avatar_url.clone()).await;
     assert_eq!(avatar, json!({ "avatar_url": "mxc://localhost/abc" }));
 
     // null and "" both clear a field.
@@ -52,7 +53,7 @@ async fn set_and_get_profile(backend: Backend) {
         put(avatar_url.clone(), json!({ "avatar_url": "" })).await.0,
         StatusCode::OK
     );
-    let (_, cleared) = server.request(Method::GET, &profile, None, None).await;
+    let (_, cleared) = get(profile.clone()).await;
     assert_eq!(cleared, json!({}));
 }
 
@@ -104,7 +105,7 @@ async fn profile_writes_are_checked(backend: Backend) {
         .request(
             Method::GET,
             server.v3("/profile/@nobody:localhost"),
-            None,
+            Some(&alice.token),
             None,
         )
         .await;

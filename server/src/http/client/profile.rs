@@ -10,7 +10,7 @@ use crate::{
     http::{
         AppState,
         error::MatrixError,
-        extract::{Authed, Json, Path},
+        extract::{Authed, Json, MaybeAuthed, Path},
     },
     storage::{Profile, ProfileField},
 };
@@ -31,20 +31,24 @@ fn profile_json(profile: Profile, fields: &[ProfileField]) -> Value {
 
 async fn get_fields(
     state: &AppState,
+    viewer: MaybeAuthed,
     user_id: &OwnedUserId,
     fields: &[ProfileField],
 ) -> Result<Reply<Value>, MatrixError> {
-    let profile = state.profiles.get(user_id).await?;
+    let viewer = viewer.0.as_ref().map(|session| &*session.user_id);
+    let profile = state.profiles.lookup(viewer, user_id).await?;
     Ok(Reply(profile_json(profile, fields)))
 }
 
 /// `GET /profile/{userId}`.
 pub async fn get_profile(
     State(state): State<AppState>,
+    viewer: MaybeAuthed,
     Path(user_id): Path<OwnedUserId>,
 ) -> Result<Reply<Value>, MatrixError> {
     get_fields(
         &state,
+        viewer,
         &user_id,
         &[ProfileField::Displayname, ProfileField::AvatarUrl],
     )
@@ -54,17 +58,19 @@ pub async fn get_profile(
 /// `GET /profile/{userId}/displayname`.
 pub async fn get_display_name(
     State(state): State<AppState>,
+    viewer: MaybeAuthed,
     Path(user_id): Path<OwnedUserId>,
 ) -> Result<Reply<Value>, MatrixError> {
-    get_fields(&state, &user_id, &[ProfileField::Displayname]).await
+    get_fields(&state, viewer, &user_id, &[ProfileField::Displayname]).await
 }
 
 /// `GET /profile/{userId}/avatar_url`.
 pub async fn get_avatar_url(
     State(state): State<AppState>,
+    viewer: MaybeAuthed,
     Path(user_id): Path<OwnedUserId>,
 ) -> Result<Reply<Value>, MatrixError> {
-    get_fields(&state, &user_id, &[ProfileField::AvatarUrl]).await
+    get_fields(&state, viewer, &user_id, &[ProfileField::AvatarUrl]).await
 }
 
 #[derive(Debug, Deserialize)]

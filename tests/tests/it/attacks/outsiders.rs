@@ -17,6 +17,7 @@ backend_tests!(
     a_non_member_cannot_tell_who_is_in_a_room,
     a_user_banned_before_joining_reads_nothing,
     a_new_member_sees_no_receipts_from_before_joining,
+    profile_lookups_follow_the_configured_limits,
 );
 
 /// One request of the probe: method, path after `/rooms/{room}`, body.
@@ -247,4 +248,68 @@ async fn a_new_member_sees_no_receipts_from_before_joining(backend: Backend) {
     assert_eq!(readers(&next, &room), [alice.user_id.clone()]);
     let again = initial_sync(&server, &bob.token, 10).await;
     assert_eq!(readers(&again, &room), [alice.user_id.clone()]);
+}
+
+/// `GET /profile/{user}` as `viewer` (no token when `None`).
+async fn profile(server: &TestServer, viewer: Option<&Account>, user: &str) -> (StatusCode, Value) {
+    let url = server.v3(&format!("/profile/{}", enc(user)));
+    server
+        .request(Method::GET, url, viewer.map(|v| v.token.as_str()), None)
+        .await
+}
+
+async fn profile_lookups_follow_the_configured_limits(backend: Backend) {
+    // By default a profile is shown only to requests with a token, and a
+    // refusal is the same whether the user exists or not.
+    let server = TestServer::start(backend.clone()).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let ghost = server.user_id("ghost");
+    let anonymous = profile(&server, None, &alice.user_id).await;
+    assert_eq!(anonymous.0, StatusCode::FORBIDDEN, "{anonymous:?}");
+    assert_eq!(anonymous, profile(&server, None, &ghost).await);
+    assert_eq!(
+        profile(&server, Some(&bob), &alice.user_id).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        profile(&server, Some(&bob), &ghost).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Open lookups, for servers that want them.
+    let open = TestServer::start_with(backend.clone(), |config| {
+        config.profile_lookup.require_auth = false;
+    })
+    .await;
+    let carol = open.register("carol").await;
+    assert_eq!(profile(&open, None, &carol.user_id).await.0, StatusCode::OK);
+    assert_eq!(
+        profile(&open, None, &open.user_id("ghost")).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Only users who share a room.
+    let closed = TestServer::start_with(backend, |config| {
+        config.profile_lookup.shared_rooms_only = true;
+    })
+    .await;
+    let alice = closed.register("alice").await;
+    let bob = closed.register("bob").await;
+    let stranger = profile(&closed, Some(&bob), &alice.user_id).await;
+    assert_eq!(stranger.0, StatusCode::FORBIDDEN, "{stranger:?}");
+    assert_eq!(
+        stranger,
+        profile(&closed, Some(&bob), &closed.user_id("ghost")).await
+    );
+    assert_eq!(
+        profile(&closed, Some(&alice), &alice.user_id).await.0,
+        StatusCode::OK
+    );
+    let room = create_room(&closed, &alice.token, json!({ "preset": "private_chat" })).await;
+    invite(&closed, &alice.token, &room, &bob.user_id).await;
+    assert_eq!(
+        profile(&closed, Some(&bob), &alice.user_id).await.0,
+        StatusCode::OK
+    );
 }
