@@ -41,6 +41,10 @@ pub struct Config {
     pub max_pending_to_device: u64,
     /// Who may create accounts through the client API.
     pub registration: RegistrationConfig,
+    /// Lifetime of access tokens handed out with a refresh token (clients
+    /// ask for one with `refresh_token: true` at login or registration), in
+    /// milliseconds. Tokens handed out without one do not expire.
+    pub refreshable_access_token_lifetime_ms: u64,
     /// Who may look up users' profiles.
     pub profile_lookup: ProfileLookupConfig,
     /// Password rules applied at registration and password change.
@@ -66,6 +70,7 @@ impl Default for Config {
             max_upload_bytes: 50 * 1024 * 1024,
             max_pending_to_device: 10_000,
             registration: RegistrationConfig::default(),
+            refreshable_access_token_lifetime_ms: 5 * 60 * 1000,
             profile_lookup: ProfileLookupConfig::default(),
             password_policy: PasswordPolicy::default(),
             rate_limits: RateLimitConfig::default(),
@@ -321,6 +326,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "max_request_body_bytes",
                 reason: "must be at least 1024".to_owned(),
+            });
+        }
+        if self.refreshable_access_token_lifetime_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "refreshable_access_token_lifetime_ms",
+                reason: "must be at least 1".to_owned(),
             });
         }
         if self.max_cached_rooms == 0 {

@@ -119,6 +119,12 @@ impl From<ServiceError> for MatrixError {
                 "Unknown or expired access token",
             )
             .with("soft_logout", Value::Bool(false)),
+            ServiceError::ExpiredToken => Self::new(
+                S::UNAUTHORIZED,
+                "M_UNKNOWN_TOKEN",
+                "The access token has expired: refresh it",
+            )
+            .with("soft_logout", Value::Bool(true)),
             ServiceError::NotFound(m) => Self::new(S::NOT_FOUND, "M_NOT_FOUND", m),
             ServiceError::UserInUse => {
                 Self::new(S::BAD_REQUEST, "M_USER_IN_USE", "User ID already taken")

@@ -1,6 +1,6 @@
 //! Accounts: registration, password login, access tokens and passwords.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use rand::{Rng, distributions::Uniform};
 use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     config::{Config, PasswordPolicy, RegistrationConfig, RegistrationMode},
-    storage::{DeviceListChange, Millis, NewAccount, Session, Storage, StorageError},
+    storage::{DeviceListChange, IssuedTokens, Millis, NewAccount, Session, Storage, StorageError},
 };
 
 /// Longest user id the spec allows, in bytes.
@@ -37,6 +37,8 @@ pub struct Registration {
     pub initial_device_display_name: Option<String>,
     /// Create the account without logging in.
     pub inhibit_login: bool,
+    /// Hand out a refresh token, with an access token that expires.
+    pub refresh_token: bool,
     /// The UIA step.
     pub auth: Option<AuthSubmission>,
 }
@@ -52,6 +54,8 @@ pub struct PasswordLogin {
     pub device_id: Option<OwnedDeviceId>,
     /// Display name if a device is created.
     pub initial_device_display_name: Option<String>,
+    /// Hand out a refresh token, with an access token that expires.
+    pub refresh_token: bool,
 }
 
 /// A freshly opened session: what a client needs to act.
@@ -63,6 +67,18 @@ pub struct NewSession {
     pub device_id: OwnedDeviceId,
     /// Its bearer token.
     pub access_token: AccessToken,
+    /// The refresh token and the access token's lifetime, for clients
+    /// that asked for one.
+    pub refresh: Option<Refresh>,
+}
+
+/// A refresh token and how long the access token issued with it lives.
+#[derive(Debug)]
+pub struct Refresh {
+    /// The refresh token (a bearer secret like the access token).
+    pub refresh_token: AccessToken,
+    /// The access token's lifetime.
+    pub expires_in: Duration,
 }
 
 /// The outcome of a registration.
@@ -86,6 +102,7 @@ pub struct Accounts {
     login_limiter: RateLimiter,
     registration_limiter: RateLimiter,
     device_lists: Arc<DeviceLists>,
+    refreshable_token_lifetime: Duration,
 }
 
 impl std::fmt::Debug for dyn Storage {
@@ -116,6 +133,9 @@ impl Accounts {
             login_limiter: RateLimiter::new(limits.map(|l| l.login)),
             registration_limiter: RateLimiter::new(limits.map(|l| l.registration)),
             device_lists,
+            refreshable_token_lifetime: Duration::from_millis(
+                config.refreshable_access_token_lifetime_ms,
+            ),
         })
     }
 
@@ -196,6 +216,7 @@ impl Accounts {
                 user_id,
                 request.device_id,
                 request.initial_device_display_name.as_deref(),
+                request.refresh_token,
             )
             .await?;
         Ok(Registered::LoggedIn(session))
@@ -255,6 +276,7 @@ impl Accounts {
                 user_id,
                 login.device_id,
                 login.initial_device_display_name.as_deref(),
+                login.refresh_token,
             )
             .await?;
         info!(user_id = %session.user_id, device_id = %session.device_id, "logged in");
@@ -271,7 +293,15 @@ impl Accounts {
         // The index finds the row by hash; the final check is constant-time so
         // that no comparison of secret material depends on where bytes differ.
         match stored {
-            Some(stored) if tokens::hashes_match(&stored.hash, &presented) => Ok(stored.session),
+            Some(stored) if tokens::hashes_match(&stored.hash, &presented) => {
+                match stored.expires {
+                    // The client can refresh it: a soft logout.
+                    Some(expires) if Millis::now().0 >= expires.0 => {
+                        Err(ServiceError::ExpiredToken)
+                    }
+                    _ => Ok(stored.session),
+                }
+            }
             _ => Err(ServiceError::UnknownToken),
         }
     }
@@ -417,21 +447,71 @@ impl Accounts {
         user_id: OwnedUserId,
         device_id: Option<OwnedDeviceId>,
         display_name: Option<&str>,
+        refresh_token: bool,
     ) -> Result<NewSession, ServiceError> {
         let session = Session {
             user_id,
             device_id: device_id.unwrap_or_else(random_device_id),
         };
-        let access_token = AccessToken::generate();
+        let now = Millis::now();
+        let (access_token, refresh, tokens) = self.new_tokens(refresh_token, now);
         self.storage
-            .open_session(&session, display_name, &access_token.hash(), Millis::now())
+            .open_session(&session, display_name, &tokens, now)
             .await?;
         self.devices_changed(&session.user_id).await?;
         Ok(NewSession {
             user_id: session.user_id,
             device_id: session.device_id,
             access_token,
+            refresh,
         })
+    }
+
+    /// Spends a refresh token for a new access token and a new refresh
+    /// token (`POST /refresh`). The spent token keeps working until the new
+    /// ones are first used, so a client whose answer was lost can retry.
+    ///
+    /// # Errors
+    /// [`ServiceError::UnknownToken`] for an unknown or revoked refresh token.
+    pub async fn refresh(&self, refresh_token: &AccessToken) -> Result<NewSession, ServiceError> {
+        let now = Millis::now();
+        let (access_token, refresh, tokens) = self.new_tokens(true, now);
+        let session = self
+            .storage
+            .refresh_session(&refresh_token.hash(), &tokens, now)
+            .await?
+            .ok_or(ServiceError::UnknownToken)?;
+        debug!(user_id = %session.user_id, device_id = %session.device_id, "access token refreshed");
+        Ok(NewSession {
+            user_id: session.user_id,
+            device_id: session.device_id,
+            access_token,
+            refresh,
+        })
+    }
+
+    /// A new access token, and with `refresh_token` a refresh token and the
+    /// access token's expiry; with what to store of them.
+    fn new_tokens(
+        &self,
+        refresh_token: bool,
+        now: Millis,
+    ) -> (AccessToken, Option<Refresh>, IssuedTokens) {
+        let access_token = AccessToken::generate();
+        let refresh = refresh_token.then(|| Refresh {
+            refresh_token: AccessToken::generate(),
+            expires_in: self.refreshable_token_lifetime,
+        });
+        let lifetime =
+            i64::try_from(self.refreshable_token_lifetime.as_millis()).unwrap_or(i64::MAX);
+        let tokens = IssuedTokens {
+            access: access_token.hash(),
+            access_expires: refresh
+                .as_ref()
+                .map(|_| Millis(now.0.saturating_add(lifetime))),
+            refresh: refresh.as_ref().map(|r| r.refresh_token.hash()),
+        };
+        (access_token, refresh, tokens)
     }
 
     /// The full id for a localpart being registered, under the spec's rules

@@ -45,6 +45,9 @@ pub enum ServiceError {
     /// The access token is unknown, revoked or belongs to a deleted device.
     #[error("unknown access token")]
     UnknownToken,
+    /// The access token has expired; its refresh token can replace it.
+    #[error("expired access token")]
+    ExpiredToken,
     /// The thing asked for does not exist.
     #[error("not found: {0}")]
     NotFound(String),

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use ruma::{DeviceId, OwnedDeviceId, UserId};
 
 use super::{
-    Account, Device, Millis, NewAccount, Profile, ProfileField, Session, StorageError, StoredToken,
-    TokenHash,
+    Account, Device, IssuedTokens, Millis, NewAccount, Profile, ProfileField, Session,
+    StorageError, StoredToken, TokenHash,
 };
 
 /// What the account services persist.
@@ -23,18 +23,30 @@ pub trait AccountStore: Send + Sync {
     /// Replaces an account's password hash.
     async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> Result<(), StorageError>;
 
-    /// Gives `device_id` a new access token, creating the device (named
+    /// Gives `device_id` new tokens, creating the device (named
     /// `display_name`) if it does not exist, and revoking the device's older
-    /// tokens if it does.
+    /// access and refresh tokens if it does.
     async fn open_session(
         &self,
         session: &Session,
         display_name: Option<&str>,
-        token: &TokenHash,
+        tokens: &IssuedTokens,
         now: Millis,
     ) -> Result<(), StorageError>;
 
-    /// The live token with this hash and who it acts for.
+    /// Spends a refresh token: stores `tokens` for its device and returns
+    /// the session, or `None` for an unknown (or revoked) refresh token.
+    /// The spent token stays valid until `tokens` are first used; the one
+    /// it was issued for is revoked now, since it has been used.
+    async fn refresh_session(
+        &self,
+        spent: &TokenHash,
+        tokens: &IssuedTokens,
+        now: Millis,
+    ) -> Result<Option<Session>, StorageError>;
+
+    /// The live token with this hash and who it acts for. Its first use
+    /// revokes the refresh token spent to issue it.
     async fn session_for_token(
         &self,
         token: &TokenHash,

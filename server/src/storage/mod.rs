@@ -122,6 +122,19 @@ pub struct StoredToken {
     pub hash: TokenHash,
     /// Who it acts for.
     pub session: Session,
+    /// When it stops working; `None` for tokens issued without a refresh token.
+    pub expires: Option<Millis>,
+}
+
+/// The tokens a login, registration or refresh hands out, by their hashes.
+#[derive(Debug, Clone)]
+pub struct IssuedTokens {
+    /// The access token.
+    pub access: TokenHash,
+    /// When the access token expires (only with a refresh token).
+    pub access_expires: Option<Millis>,
+    /// The refresh token, for clients that asked for one.
+    pub refresh: Option<TokenHash>,
 }
 
 /// A user's public profile.

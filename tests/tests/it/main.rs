@@ -24,6 +24,7 @@ mod messages;
 mod password;
 mod profile;
 mod push_rules;
+mod refresh_tokens;
 mod rooms_concurrency;
 mod rooms_create;
 mod rooms_directory;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use myelin_server::{
     config::DatabaseLocation,
     storage::{
-        self, Millis, NewAccount, NewEvent, NewStateGroup, NewTransaction, ProfileField, Session,
-        Storage, StorageError, StreamPosition, TokenHash,
+        self, IssuedTokens, Millis, NewAccount, NewEvent, NewStateGroup, NewTransaction,
+        ProfileField, Session, Storage, StorageError, StreamPosition, TokenHash,
     },
 };
 use myelin_tests::{Backend, PostgresDatabase, backend_tests};
@@ -116,12 +116,21 @@ async fn accounts_are_unique(backend: Backend) {
     ));
 }
 
+/// An access token `[n; 32]` without a refresh token.
+fn access_only(n: u8) -> IssuedTokens {
+    IssuedTokens {
+        access: TokenHash([n; 32]),
+        access_expires: None,
+        refresh: None,
+    }
+}
+
 async fn sessions_resolve_and_reuse_devices(backend: Backend) {
     let (store, _keep) = open(backend).await;
     store.create_account(&account("@alice:x")).await.unwrap();
     let phone = session("@alice:x", "PHONE");
     store
-        .open_session(&phone, Some("Phone"), &TokenHash([1; 32]), Millis(1))
+        .open_session(&phone, Some("Phone"), &access_only(1), Millis(1))
         .await
         .unwrap();
     let found = store
@@ -141,7 +150,7 @@ async fn sessions_resolve_and_reuse_devices(backend: Backend) {
 
     // Reopening the device replaces its token and keeps its name.
     store
-        .open_session(&phone, Some("ignored"), &TokenHash([3; 32]), Millis(2))
+        .open_session(&phone, Some("ignored"), &access_only(3), Millis(2))
         .await
         .unwrap();
     assert!(
@@ -171,7 +180,7 @@ async fn deleting_devices_revokes_their_tokens(backend: Backend) {
     let alice = owned_user_id!("@alice:x");
     store.create_account(&account("@alice:x")).await.unwrap();
     for (i, device) in ["A", "B", "C"].into_iter().enumerate() {
-        let token = TokenHash([u8::try_from(i).unwrap(); 32]);
+        let token = access_only(u8::try_from(i).unwrap());
         store
             .open_session(&session("@alice:x", device), None, &token, Millis(1))
             .await

@@ -3,7 +3,7 @@
 use axum::{Json as Reply, extract::State};
 use ruma::OwnedDeviceId;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{
     auth_data::{UserIdentifier, identified_user},
@@ -15,7 +15,11 @@ use crate::{
         error::MatrixError,
         extract::{Authed, ClientIp, Json},
     },
-    service::{accounts::PasswordLogin, password::Password},
+    service::{
+        accounts::{NewSession, PasswordLogin},
+        password::Password,
+        tokens::AccessToken,
+    },
 };
 
 /// `GET /login`: the login types this server offers.
@@ -32,6 +36,8 @@ pub struct LoginRequest {
     password: Option<String>,
     device_id: Option<OwnedDeviceId>,
     initial_device_display_name: Option<String>,
+    #[serde(default)]
+    refresh_token: bool,
 }
 
 /// `POST /login`: a password login that opens a session on a new or reused device.
@@ -55,14 +61,58 @@ pub async fn login(
         ),
         device_id: body.device_id,
         initial_device_display_name: body.initial_device_display_name,
+        refresh_token: body.refresh_token,
     };
     let session = state.accounts.login(login, client).await?;
-    Ok(Reply(json!({
-        "user_id": session.user_id,
-        "device_id": session.device_id,
-        "access_token": session.access_token.expose(),
-        "home_server": state.accounts.server_name(),
-    })))
+    let mut reply = session_json(&session);
+    reply.insert(
+        "home_server".to_owned(),
+        Value::from(state.accounts.server_name().as_str()),
+    );
+    Ok(Reply(Value::Object(reply)))
+}
+
+/// A new session as login and registration answer it: the ids, the access
+/// token, and the refresh token with the access token's lifetime when the
+/// client asked for one.
+pub fn session_json(session: &NewSession) -> Map<String, Value> {
+    let mut reply = Map::new();
+    reply.insert("user_id".to_owned(), Value::from(session.user_id.as_str()));
+    reply.insert(
+        "device_id".to_owned(),
+        Value::from(session.device_id.as_str()),
+    );
+    reply.insert(
+        "access_token".to_owned(),
+        Value::from(session.access_token.expose()),
+    );
+    if let Some(refresh) = &session.refresh {
+        reply.insert(
+            "refresh_token".to_owned(),
+            Value::from(refresh.refresh_token.expose()),
+        );
+        let expires_in_ms = u64::try_from(refresh.expires_in.as_millis()).unwrap_or(u64::MAX);
+        reply.insert("expires_in_ms".to_owned(), Value::from(expires_in_ms));
+    }
+    reply
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// `POST /refresh`: a new access token (and refresh token) for a refresh token.
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> Result<Reply<Value>, MatrixError> {
+    let presented = AccessToken::from_presented(&body.refresh_token);
+    let session = state.accounts.refresh(&presented).await?;
+    let mut reply = session_json(&session);
+    reply.remove("user_id");
+    reply.remove("device_id");
+    Ok(Reply(Value::Object(reply)))
 }
 
 /// `POST /logout`: ends this session; its device is deleted.

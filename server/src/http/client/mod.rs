@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
             get(register::check_registration_availability),
         )
         .route("/login", get(login::get_login_types).post(login::login))
+        .route("/refresh", post(login::refresh))
         .route("/logout", post(login::logout))
         .route("/logout/all", post(login::logout_all))
         .route("/account/whoami", get(account::whoami))

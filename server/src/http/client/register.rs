@@ -5,7 +5,10 @@ use ruma::OwnedDeviceId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth_data::{self, AuthData};
+use super::{
+    auth_data::{self, AuthData},
+    login::session_json,
+};
 use crate::{
     http::{
         AppState,
@@ -32,6 +35,8 @@ pub struct RegisterRequest {
     initial_device_display_name: Option<String>,
     #[serde(default)]
     inhibit_login: bool,
+    #[serde(default)]
+    refresh_token: bool,
     auth: Option<AuthData>,
 }
 
@@ -53,17 +58,17 @@ pub async fn register(
         device_id: body.device_id,
         initial_device_display_name: body.initial_device_display_name,
         inhibit_login: body.inhibit_login,
+        refresh_token: body.refresh_token,
         auth: auth_data::submission(body.auth)?,
     };
     let home_server = state.accounts.server_name().to_string();
     Ok(Reply(
         match state.accounts.register(registration, client).await? {
-            Registered::LoggedIn(session) => json!({
-                "user_id": session.user_id,
-                "device_id": session.device_id,
-                "access_token": session.access_token.expose(),
-                "home_server": home_server,
-            }),
+            Registered::LoggedIn(session) => {
+                let mut reply = session_json(&session);
+                reply.insert("home_server".to_owned(), Value::from(home_server));
+                Value::Object(reply)
+            }
             Registered::AccountOnly(user_id) => json!({
                 "user_id": user_id,
                 "home_server": home_server,

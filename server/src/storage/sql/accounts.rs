@@ -5,8 +5,8 @@ use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
 use super::{PostgresStorage, SqliteStorage, conflict_on_unique};
 use crate::storage::{
-    Account, AccountStore, Device, Millis, NewAccount, Profile, ProfileField, Session,
-    StorageError, StoredToken, TokenHash,
+    Account, AccountStore, Device, IssuedTokens, Millis, NewAccount, Profile, ProfileField,
+    Session, StorageError, StoredToken, TokenHash,
 };
 
 fn parse_user_id(table: &'static str, raw: String) -> Result<OwnedUserId, StorageError> {
@@ -28,6 +28,56 @@ fn update_profile_sql(field: ProfileField) -> &'static str {
         ProfileField::Displayname => "UPDATE accounts SET displayname = $2 WHERE user_id = $1",
         ProfileField::AvatarUrl => "UPDATE accounts SET avatar_url = $2 WHERE user_id = $1",
     }
+}
+
+/// Inserts a session's new tokens; `spent` is the refresh token they
+/// were issued for, if any.
+async fn insert_tokens<'c, DB>(
+    tx: &mut sqlx::Transaction<'c, DB>,
+    session: &Session,
+    tokens: &IssuedTokens,
+    spent: Option<&TokenHash>,
+    now: Millis,
+) -> Result<(), StorageError>
+where
+    DB: sqlx::Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q [u8]: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q [u8]>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO access_tokens \
+         (token_hash, user_id, device_id, created_ts, expires_ts, spent_refresh) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&tokens.access.0[..])
+    .bind(session.user_id.as_str())
+    .bind(session.device_id.as_str())
+    .bind(now.0)
+    .bind(tokens.access_expires.map(|m| m.0))
+    .bind(spent.map(|hash| &hash.0[..]))
+    .execute(&mut **tx)
+    .await
+    .map_err(conflict_on_unique("access token"))?;
+    if let Some(refresh) = &tokens.refresh {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts, spent) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&refresh.0[..])
+        .bind(session.user_id.as_str())
+        .bind(session.device_id.as_str())
+        .bind(now.0)
+        .bind(spent.map(|hash| &hash.0[..]))
+        .execute(&mut **tx)
+        .await
+        .map_err(conflict_on_unique("refresh token"))?;
+    }
+    Ok(())
 }
 
 macro_rules! sql_account_store {
@@ -86,7 +136,7 @@ macro_rules! sql_account_store {
                 &self,
                 session: &Session,
                 display_name: Option<&str>,
-                token: &TokenHash,
+                tokens: &IssuedTokens,
                 now: Millis,
             ) -> Result<(), StorageError> {
                 let mut tx = self.pool.begin().await?;
@@ -100,27 +150,53 @@ macro_rules! sql_account_store {
                 .bind(now.0)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
+                for table in ["access_tokens", "refresh_tokens"] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
+                    ))
                     .bind(session.user_id.as_str())
                     .bind(session.device_id.as_str())
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(
-                    "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&token.0[..])
-                .bind(session.user_id.as_str())
-                .bind(session.device_id.as_str())
-                .bind(now.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(conflict_on_unique("access token"))?;
+                }
+                insert_tokens(&mut tx, session, tokens, None, now).await?;
                 tx.commit().await?;
                 // The device's previous token is gone (and a device id
                 // used again must not inherit cached key counts).
                 self.cache.forget_devices();
                 Ok(())
+            }
+
+            async fn refresh_session(
+                &self,
+                spent: &TokenHash,
+                tokens: &IssuedTokens,
+                now: Millis,
+            ) -> Result<Option<Session>, StorageError> {
+                let mut tx = self.pool.begin().await?;
+                let row: Option<(String, String, Option<Vec<u8>>)> = sqlx::query_as(
+                    "SELECT user_id, device_id, spent FROM refresh_tokens WHERE token_hash = $1",
+                )
+                .bind(&spent.0[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((user_id, device_id, spent_before)) = row else {
+                    return Ok(None);
+                };
+                // This token is being used: the one spent to issue it goes.
+                if let Some(before) = spent_before {
+                    sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
+                        .bind(before)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let session = Session {
+                    user_id: parse_user_id("refresh_tokens", user_id)?,
+                    device_id: device_id.into(),
+                };
+                insert_tokens(&mut tx, &session, tokens, Some(spent), now).await?;
+                tx.commit().await?;
+                Ok(Some(session))
             }
 
             async fn session_for_token(
@@ -131,34 +207,49 @@ macro_rules! sql_account_store {
                     return Ok(Some(stored));
                 }
                 let epoch = self.cache.sessions().epoch();
-                let row: Option<(Vec<u8>, String, String)> = sqlx::query_as(
-                    "SELECT token_hash, user_id, device_id FROM access_tokens \
-                     WHERE token_hash = $1",
-                )
-                .bind(&token.0[..])
-                .fetch_optional(&self.pool)
-                .await?;
-                let stored = row
-                    .map(|(hash, user_id, device_id)| {
-                        let hash = hash.try_into().map_err(|_| StorageError::Corrupt {
-                            table: "access_tokens",
-                            reason: "token hash is not 32 bytes".to_owned(),
-                        })?;
-                        Ok::<_, StorageError>(StoredToken {
-                            hash: TokenHash(hash),
-                            session: Session {
-                                user_id: parse_user_id("access_tokens", user_id)?,
-                                device_id: device_id.into(),
-                            },
-                        })
-                    })
-                    .transpose()?;
-                if let Some(stored) = &stored {
-                    self.cache
-                        .sessions()
-                        .put(epoch, stored.hash.clone(), stored.clone());
+                let row: Option<(Vec<u8>, String, String, Option<i64>, Option<Vec<u8>>)> =
+                    sqlx::query_as(
+                        "SELECT token_hash, user_id, device_id, expires_ts, spent_refresh \
+                         FROM access_tokens WHERE token_hash = $1",
+                    )
+                    .bind(&token.0[..])
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some((hash, user_id, device_id, expires, spent_refresh)) = row else {
+                    return Ok(None);
+                };
+                // The first use of a refreshed access token revokes the
+                // refresh token spent for it (spec, `POST /refresh`).
+                if let Some(spent) = spent_refresh {
+                    let mut tx = self.pool.begin().await?;
+                    sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
+                        .bind(&spent)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE access_tokens SET spent_refresh = NULL WHERE token_hash = $1",
+                    )
+                    .bind(&token.0[..])
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
                 }
-                Ok(stored)
+                let hash = hash.try_into().map_err(|_| StorageError::Corrupt {
+                    table: "access_tokens",
+                    reason: "token hash is not 32 bytes".to_owned(),
+                })?;
+                let stored = StoredToken {
+                    hash: TokenHash(hash),
+                    session: Session {
+                        user_id: parse_user_id("access_tokens", user_id)?,
+                        device_id: device_id.into(),
+                    },
+                    expires: expires.map(Millis),
+                };
+                self.cache
+                    .sessions()
+                    .put(epoch, stored.hash.clone(), stored.clone());
+                Ok(Some(stored))
             }
 
             async fn devices(&self, user_id: &UserId) -> Result<Vec<Device>, StorageError> {
