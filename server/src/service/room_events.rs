@@ -205,8 +205,12 @@ struct QueuedSend {
 enum Prepared {
     /// Built and authorized; waits in the chain.
     New(Box<PendingEvent>, Reservation),
-    /// A retry of a transaction already in this chain, at this index.
+    /// A retry of a transaction already in this chain, or a state event
+    /// the chain already holds, at this index.
     InChain(usize),
+    /// A state event identical to the committed current one: answered
+    /// with that event, and nothing is written.
+    Unchanged(OwnedEventId),
 }
 
 /// A chain entry: the events' ids (kept for the answers) and who waits for it.
@@ -416,6 +420,9 @@ impl RoomEvents {
                     reservations.push(reservation);
                 }
                 Ok(Prepared::InChain(index)) => links[index].senders.push(send),
+                Ok(Prepared::Unchanged(event_id)) => {
+                    let _ = send.answer.send(Ok(event_id));
+                }
                 Err(error) => {
                     let answer = match self.previous_transaction(&send.event).await {
                         Ok(Some(existing)) => Ok(existing),
@@ -534,6 +541,14 @@ impl RoomEvents {
             &event.content,
         ) {
             return Err(ServiceError::not_in_room());
+        }
+        if let Some(current) = unchanged_state(state, event) {
+            return Ok(
+                match chain.iter().position(|p| p.pdu.event_id() == current) {
+                    Some(index) => Prepared::InChain(index),
+                    None => Prepared::Unchanged(current.to_owned()),
+                },
+            );
         }
         let pdu = self.build(
             state,
@@ -944,6 +959,23 @@ fn error_for_each(error: &ServiceError) -> ServiceError {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means a panic elsewhere; what it guards is still whole.
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// The current state event that `event` would repeat: same slot, same
+/// sender, same content. Clients resend state they already set (a join
+/// while joined, a topic set twice); the spec's reference server answers
+/// with the existing event rather than grow the room, and so does this one.
+fn unchanged_state<'s>(state: &'s RoomState, event: &LocalEvent) -> Option<&'s EventId> {
+    let state_key = event.state_key.as_deref()?;
+    let current = state.get(
+        &StateEventType::from(event.event_type.to_string()),
+        state_key,
+    )?;
+    let same_content = matches!(
+        current.as_object().get("content"),
+        Some(ruma::CanonicalJsonValue::Object(content)) if *content == event.content
+    );
+    (current.sender() == event.sender && same_content).then(|| current.event_id())
 }
 
 fn local_rule_error(error: LocalRuleError) -> ServiceError {

@@ -23,6 +23,7 @@ backend_tests!(
     members_filters,
     joined_members_only_for_members,
     state_the_rules_refuse,
+    repeating_the_current_state_writes_nothing,
 );
 
 async fn state_with_empty_and_non_empty_keys(backend: Backend) {
@@ -729,4 +730,56 @@ async fn state_the_rules_refuse(backend: Backend) {
     assert_eq!(levels["users"][&alice.user_id], 100);
     let create = state_content(&server, t, &room, "m.room.create", "").await;
     assert_eq!(create["room_version"], "11");
+}
+
+/// `PUT /state` with the content the slot already has from the same
+/// sender, and `/join` while joined, answer with the existing event and
+/// add nothing to the room.
+/// How many events `/messages` shows of the room, newest first.
+async fn event_count(server: &TestServer, token: &str, room: &str) -> usize {
+    let url = room_url(server, room, "/messages?dir=b&limit=100");
+    let (status, page) = server.request(Method::GET, url, Some(token), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["chunk"].as_array().expect("chunk").len()
+}
+
+async fn repeating_the_current_state_writes_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let t = &alice.token;
+    let anyone_sets_the_topic = json!({
+        "preset": "public_chat",
+        "power_level_content_override": { "events": { "m.room.topic": 0 } },
+    });
+    let room = create_room(&server, t, anyone_sets_the_topic).await;
+    join(&server, &bob.token, &room).await;
+    let topic = json!({ "topic": "the same" });
+    let (status, first) = put_state(&server, t, &room, "m.room.topic", "", topic.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let before = event_count(&server, t, &room).await;
+    let (status, again) = put_state(&server, t, &room, "m.room.topic", "", topic.clone()).await;
+    assert_eq!((status, &again), (StatusCode::OK, &first));
+    join(&server, &bob.token, &room).await;
+    assert_eq!(
+        event_count(&server, t, &room).await,
+        before,
+        "nothing was added"
+    );
+
+    // Another sender, or other content, is a new event.
+    let (status, by_bob) = put_state(&server, &bob.token, &room, "m.room.topic", "", topic).await;
+    assert_eq!(status, StatusCode::OK, "{by_bob}");
+    assert_ne!(by_bob, first);
+    let (status, changed) = put_state(
+        &server,
+        t,
+        &room,
+        "m.room.topic",
+        "",
+        json!({ "topic": "new" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(event_count(&server, t, &room).await, before + 2);
 }
