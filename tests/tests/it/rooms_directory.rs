@@ -7,7 +7,7 @@ use myelin_tests::{Backend, TestServer, assert_error, backend_tests};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::rooms_support::{create_room, enc, get_room, join, put_state, state_content};
+use crate::rooms_support::{create_room, enc, get_room, invite, join, put_state, state_content};
 
 backend_tests!(
     aliases_are_created_resolved_and_deleted,
@@ -18,6 +18,7 @@ backend_tests!(
     visibility_is_set_by_the_powerful,
     public_rooms_lists_searches_and_pages,
     public_rooms_filters_room_types,
+    deleting_an_alias_drops_it_from_the_canonical_alias,
 );
 
 fn alias_url(server: &TestServer, alias: &str) -> String {
@@ -340,19 +341,33 @@ async fn canonical_alias_must_point_at_the_room(backend: Backend) {
     let (status, answer) = set(json!({ "alias": "#here:localhost" })).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     // "Servers do not validate aliases which are being removed or are
-    // already present in the state event": once #here is deleted from the
-    // directory, the event can still be updated while keeping it.
+    // already present in the state event": once bob's alias is deleted from
+    // the directory (by bob, who may not change the canonical alias, so it
+    // stays there), the event can still be updated while keeping it.
+    let bob = server.register("bob").await;
+    invite(&server, t, &room, &bob.user_id).await;
+    join(&server, &bob.token, &room).await;
+    assert_eq!(
+        put_alias(&server, &bob.token, "#bobs:localhost", &room).await,
+        (StatusCode::OK, json!({}))
+    );
+    let (status, answer) =
+        set(json!({ "alias": "#here:localhost", "alt_aliases": ["#bobs:localhost"] })).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
     let deleted = server
         .request(
             Method::DELETE,
-            alias_url(&server, "#here:localhost"),
-            Some(t),
+            alias_url(&server, "#bobs:localhost"),
+            Some(&bob.token),
             None,
         )
         .await;
     assert_eq!(deleted.0, StatusCode::OK);
-    let (status, answer) =
-        set(json!({ "alias": "#here:localhost", "alt_aliases": ["#alt:localhost"] })).await;
+    let (status, answer) = set(json!({
+        "alias": "#here:localhost",
+        "alt_aliases": ["#bobs:localhost", "#alt:localhost"],
+    }))
+    .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     // New aliases are still checked.
     let answer =
@@ -716,5 +731,66 @@ async fn public_rooms_filters_room_types(backend: Backend) {
     assert_eq!(
         room_ids(&filtered(json!([null, "m.space"])).await.1).len(),
         2
+    );
+}
+
+async fn deleting_an_alias_drops_it_from_the_canonical_alias(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob.token, &room).await;
+    for alias in ["#main:localhost", "#alt:localhost", "#bobs:localhost"] {
+        let token = if alias == "#bobs:localhost" {
+            &bob.token
+        } else {
+            &alice.token
+        };
+        assert_eq!(
+            put_alias(&server, token, alias, &room).await,
+            (StatusCode::OK, json!({}))
+        );
+    }
+    let canonical = json!({
+        "alias": "#main:localhost",
+        "alt_aliases": ["#alt:localhost", "#main:localhost", "#bobs:localhost"],
+    });
+    let (status, answer) = put_state(
+        &server,
+        &alice.token,
+        &room,
+        "m.room.canonical_alias",
+        "",
+        canonical,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let delete = |token: String, alias: &str| {
+        let url = alias_url(&server, alias);
+        let server = &server;
+        async move {
+            server
+                .request(Method::DELETE, url, Some(&token), None)
+                .await
+        }
+    };
+
+    assert_eq!(
+        delete(alice.token.clone(), "#main:localhost").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        state_content(&server, &alice.token, &room, "m.room.canonical_alias", "").await,
+        json!({ "alt_aliases": ["#alt:localhost", "#bobs:localhost"] })
+    );
+    // Bob created his alias and may delete it, but may not send the
+    // canonical alias event: it keeps naming the alias.
+    assert_eq!(
+        delete(bob.token.clone(), "#bobs:localhost").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        state_content(&server, &alice.token, &room, "m.room.canonical_alias", "").await,
+        json!({ "alt_aliases": ["#alt:localhost", "#bobs:localhost"] })
     );
 }

@@ -1,11 +1,18 @@
 //! Room aliases and the public room directory.
 
-use ruma::{OwnedRoomId, RoomAliasId, RoomId, UserId, events::StateEventType};
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomAliasId, RoomId, UserId,
+    events::StateEventType,
+};
 use serde::Deserialize;
 
-use super::RoomOps;
+use super::{RoomOps, state_event};
 use crate::{
-    service::{ServiceError, room_events::RoomState, rooms::auth::user_power_level},
+    service::{
+        ServiceError,
+        room_events::RoomState,
+        rooms::{auth::user_power_level, pdu::Pdu},
+    },
     storage::StorageError,
 };
 
@@ -87,15 +94,29 @@ impl RoomOps {
             .alias(alias)
             .await?
             .ok_or_else(|| ServiceError::NotFound("no such room alias".to_owned()))?;
-        if creator != user_id.as_str() {
-            let state = self.room_state(&room_id).await?;
-            if !may_set_state(&state, user_id, "m.room.canonical_alias") {
-                return Err(ServiceError::Forbidden(
-                    "you may not remove this alias".to_owned(),
-                ));
-            }
+        let state = self.room_state(&room_id).await?;
+        let may_set_canonical = may_set_state(&state, user_id, "m.room.canonical_alias");
+        if creator != user_id.as_str() && !may_set_canonical {
+            return Err(ServiceError::Forbidden(
+                "you may not remove this alias".to_owned(),
+            ));
         }
         self.storage.delete_alias(alias).await?;
+        // The room should not advertise an alias that no longer resolves;
+        // the spec asks servers to drop it from the canonical alias event
+        // when the remover may send that event.
+        if may_set_canonical
+            && let Some(content) = state
+                .get(&StateEventType::RoomCanonicalAlias, "")
+                .and_then(|pdu| without_alias(pdu, alias))
+        {
+            self.events
+                .send(
+                    &room_id,
+                    state_event(user_id, "m.room.canonical_alias", "", content),
+                )
+                .await?;
+        }
         Ok(())
     }
 
@@ -221,6 +242,26 @@ fn public_room(room_id: OwnedRoomId, state: &RoomState) -> PublicRoom {
 }
 
 /// Whether `user_id` has the power level to send the state event `event_type`.
+/// An `m.room.canonical_alias` content with `alias` taken out of `alias`
+/// and `alt_aliases`, or `None` when it does not name it.
+fn without_alias(canonical: &Pdu, alias: &RoomAliasId) -> Option<CanonicalJsonObject> {
+    let Some(CanonicalJsonValue::Object(content)) = canonical.as_object().get("content") else {
+        return None;
+    };
+    let is_alias = |value: &CanonicalJsonValue| matches!(value, CanonicalJsonValue::String(named) if named == alias.as_str());
+    let mut content = content.clone();
+    let mut named = content.get("alias").is_some_and(is_alias);
+    if named {
+        content.remove("alias");
+    }
+    if let Some(CanonicalJsonValue::Array(alternatives)) = content.get_mut("alt_aliases") {
+        let before = alternatives.len();
+        alternatives.retain(|value| !is_alias(value));
+        named |= alternatives.len() != before;
+    }
+    named.then_some(content)
+}
+
 fn may_set_state(state: &RoomState, user_id: &UserId, event_type: &str) -> bool {
     #[derive(Deserialize, Default)]
     struct Levels {
