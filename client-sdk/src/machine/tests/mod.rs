@@ -4,6 +4,7 @@ mod attacks;
 mod backup;
 mod cross_signing;
 mod history;
+mod persistence;
 mod server;
 
 use myelin_crypto::{megolm::MEGOLM_ALGORITHM, olm::Ed25519PublicKey, verify_json_signature};
