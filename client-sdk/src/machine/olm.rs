@@ -4,7 +4,9 @@
 //! **Session choice** ([spec]): to encrypt, use the session with the device
 //! that most recently decrypted a message (or, failing that, the newest).
 //! To decrypt a pre-key message, use the session it was built on if we have
-//! it, else create an inbound session from it; a normal message is tried
+//! it (if that session cannot decrypt it, it is a replay and dropped: the
+//! fallback key would otherwise open a second session on it), else create
+//! an inbound session from it; a normal message is tried
 //! against each session with the sender's key, most recently used first.
 //!
 //! **Payload checks**: after decryption, the payload's `sender` must be the
@@ -223,6 +225,8 @@ pub(super) enum ToDeviceRejection {
     Malformed,
     Undecryptable,
     PayloadMismatch,
+    /// A pre-key message an existing session was built on, again.
+    Replay,
 }
 
 impl OlmMachine {
@@ -469,11 +473,13 @@ impl OlmMachine {
         now_ms: u64,
     ) -> Result<Vec<u8>, ToDeviceRejection> {
         let mut decrypted = None;
+        let mut built_on_it = false;
         for stored in self.olm_sessions.ordered(sender_key) {
-            if let OlmMessage::PreKey(pre_key) = message
-                && !stored.session.matches(pre_key)
-            {
-                continue;
+            if let OlmMessage::PreKey(pre_key) = message {
+                if !stored.session.matches(pre_key) {
+                    continue;
+                }
+                built_on_it = true;
             }
             if let Ok(plaintext) = stored.session.decrypt(message) {
                 stored.last_used_ms = now_ms;
@@ -486,6 +492,11 @@ impl OlmMachine {
             return Ok(plaintext);
         }
         match message {
+            // A session was built on this very pre-key message and cannot
+            // decrypt it again: its message key is used up, so this is a
+            // replay. With a fallback key (never used up) a new inbound
+            // session would otherwise take it in a second time.
+            OlmMessage::PreKey(_) if built_on_it => Err(ToDeviceRejection::Replay),
             OlmMessage::PreKey(pre_key) => {
                 let identity_key = Curve25519PublicKey::from_base64(sender_key)
                     .map_err(|_| ToDeviceRejection::Malformed)?;

@@ -433,3 +433,48 @@ fn deliver_olm(
         .or_default()
         .push(json!({"type": "m.room.encrypted", "sender": sender, "content": content}));
 }
+
+#[test]
+fn a_replayed_pre_key_message_on_the_fallback_key_is_processed_once() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let bob_key = (BOB.to_owned(), "BOBPHONE".to_owned());
+    // Bob's one-time keys are used up: Alice's session opens on his
+    // fallback key, which stays usable for more sessions.
+    server.one_time_keys.remove(&bob_key);
+    alice.share(&mut server, ROOM);
+    assert!(
+        server.fallback_keys[&bob_key].2,
+        "the fallback key was claimed"
+    );
+    bob.sync(&mut server, vec![]);
+
+    let bob_device = alice
+        .machine
+        .devices(BOB)
+        .into_iter()
+        .find(|d| d.device_id == "BOBPHONE")
+        .unwrap();
+    let content = alice
+        .machine
+        .encrypt_for_device(&bob_device, "org.example.ping", &json!({"n": 1}))
+        .unwrap();
+    assert_eq!(
+        content["ciphertext"][&bob_device.curve25519]["type"], 0,
+        "still a pre-key message"
+    );
+    // The server delivers the same pre-key message twice.
+    let event = json!({"type": "m.room.encrypted", "sender": ALICE, "content": content});
+    server
+        .inboxes
+        .entry(bob_key)
+        .or_default()
+        .extend([event.clone(), event]);
+    let output = bob.sync(&mut server, vec![]);
+    let pings = output
+        .to_device
+        .iter()
+        .filter(|e| e["type"] == "org.example.ping")
+        .count();
+    assert_eq!(pings, 1, "the replay was processed as a new message");
+}
