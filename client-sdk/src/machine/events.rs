@@ -69,10 +69,20 @@ pub enum UtdCause {
     /// We have no key for this session (yet). The event is kept and
     /// decrypted if the key arrives.
     MissingRoomKey,
-    /// The sender told us it will not send the key (`m.room_key.withheld`),
-    /// with the spec's code (`m.unverified`, `m.blacklisted`, `m.no_olm`…).
+    /// The sender told us it will not send the key (`m.room_key.withheld`
+    /// inside Olm, from the session's own device, or a withheld entry of a
+    /// room key bundle), with the spec's code (`m.unverified`,
+    /// `m.blacklisted`…).
     Withheld {
         /// The withheld code.
+        code: String,
+    },
+    /// We have no key for this session, and an `m.room_key.withheld` for it
+    /// arrived in the clear. Nothing authenticates such a notice (the
+    /// server writes a to-device event's `sender`), so the missing key is
+    /// not taken as intended: the code is only the notice's word.
+    WithheldUnconfirmed {
+        /// The withheld code the notice gave.
         code: String,
     },
     /// Our key for this session starts after this message: it was sent
@@ -105,6 +115,7 @@ impl UtdCause {
         match self {
             Self::MissingRoomKey => "missing_room_key",
             Self::Withheld { .. } => "withheld",
+            Self::WithheldUnconfirmed { .. } => "withheld_unconfirmed",
             Self::SentBeforeWeJoined => "sent_before_we_joined",
             Self::Replay => "replay",
             Self::SenderMismatch => "sender_mismatch",

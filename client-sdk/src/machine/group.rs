@@ -192,9 +192,16 @@ impl OlmMachine {
             return self.pending_or_new_query(outdated);
         }
 
-        // 2. An Olm session with every recipient.
+        // 2. An Olm session with every recipient, and with every device
+        //    left out, so that it can be told why inside Olm.
         let recipients = self.recipients(room_id, &users);
-        let missing = self.devices_to_claim(&recipients.devices, now_ms);
+        let everyone: Vec<Device> = recipients
+            .devices
+            .iter()
+            .chain(recipients.withheld.iter().map(|(device, _)| device))
+            .cloned()
+            .collect();
+        let missing = self.devices_to_claim(&everyone, now_ms);
         if !missing.is_empty() {
             return self.pending_or_new_claim(missing);
         }
@@ -511,44 +518,72 @@ impl OlmMachine {
         self.put(format!("{SHARES_RECORD_KIND}/{room_id}"), &shares);
     }
 
-    /// One sendToDevice request of `m.room_key.withheld` to the devices left
-    /// out that have not been told for this session.
+    /// `m.room_key.withheld` for the devices left out that have not been
+    /// told for this session: inside Olm where there is a session (only
+    /// then can the device tell the notice is ours, not the server's), in
+    /// the clear otherwise (`m.no_olm`, a device with no key to claim).
+    /// At most one request of each kind.
     fn withheld_messages(
         &mut self,
         room_id: &str,
         excluded: impl Iterator<Item = (Device, &'static str)>,
-    ) -> Option<OutgoingRequest> {
+    ) -> Vec<OutgoingRequest> {
         let sender_key = self.account.identity_keys().curve25519.to_base64();
-        let entry = self.outbound.get_mut(room_id)?;
+        let Some(entry) = self.outbound.get_mut(room_id) else {
+            return Vec::new();
+        };
         let session_id = entry.session.session_id();
-        let mut messages: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut notices = Vec::new();
         for (device, code) in excluded {
             let key = (device.user_id.clone(), device.device_id.clone());
             if entry.withheld_from.get(&key).map(String::as_str) == Some(code) {
                 continue;
             }
             entry.withheld_from.insert(key, code.to_owned());
-            messages.entry(device.user_id.clone()).or_default().insert(
-                device.device_id.clone(),
-                json!({
-                    "algorithm": MEGOLM_ALGORITHM,
-                    "room_id": room_id,
-                    "session_id": session_id,
-                    "sender_key": sender_key,
-                    "code": code,
-                    "reason": withheld_reason(code),
-                }),
-            );
+            let content = json!({
+                "algorithm": MEGOLM_ALGORITHM,
+                "room_id": room_id,
+                "session_id": session_id,
+                "sender_key": sender_key,
+                "code": code,
+                "reason": withheld_reason(code),
+            });
+            notices.push((device, content));
         }
-        if messages.is_empty() {
-            return None;
+        let mut sealed: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut in_clear: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        for (device, content) in notices {
+            let encrypted = if self.has_olm_session(&device) {
+                self.encrypt_for_device(&device, "m.room_key.withheld", &content)
+                    .ok()
+            } else {
+                None
+            };
+            let (target, content) = match encrypted {
+                Some(encrypted) => (&mut sealed, encrypted),
+                None => (&mut in_clear, content),
+            };
+            target
+                .entry(device.user_id.clone())
+                .or_default()
+                .insert(device.device_id.clone(), content);
         }
-        let body = json!({"messages": messages});
-        Some(self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
-            event_type: "m.room_key.withheld".to_owned(),
-            txn_id: txn_id.to_owned(),
-            body,
-        }))
+        let mut requests = Vec::new();
+        for (event_type, messages) in [
+            ("m.room.encrypted", sealed),
+            ("m.room_key.withheld", in_clear),
+        ] {
+            if messages.is_empty() {
+                continue;
+            }
+            let body = json!({"messages": messages});
+            requests.push(self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
+                event_type: event_type.to_owned(),
+                txn_id: txn_id.to_owned(),
+                body,
+            }));
+        }
+        requests
     }
 
     /// A query for those of `users` not already being queried; if all are,

@@ -30,7 +30,11 @@ use super::{
 };
 
 pub(super) const RECORD_KIND: &str = "inbound";
+/// Withheld notices that arrived in the clear: hints only.
 pub(super) const WITHHELD_RECORD: &str = "withheld";
+/// Withheld notices from the session's own device over Olm, or from a
+/// room key bundle.
+pub(super) const CONFIRMED_WITHHELD_RECORD: &str = "withheld_confirmed";
 
 /// At most this many undecryptable events and withheld notices are kept:
 /// both can be made up by the server in any number.
@@ -226,6 +230,7 @@ impl OlmMachine {
                     UtdCause::MissingRoomKey
                         | UtdCause::SentBeforeWeJoined
                         | UtdCause::Withheld { .. }
+                        | UtdCause::WithheldUnconfirmed { .. }
                 );
                 if may_arrive && is_new && !id.is_empty() && self.pending_utd.len() < MAX_KEPT {
                     self.pending_utd
@@ -320,23 +325,29 @@ impl OlmMachine {
     }
 
     /// Records a withheld code for a session we have no key for, from a
-    /// source already checked (a withheld notice or a room key bundle).
+    /// source already checked (an Olm-encrypted notice from the session's
+    /// device, or a room key bundle).
     pub(super) fn record_withheld(&mut self, key_id: SessionKeyId, code: &str) {
         if self.inbound.contains_key(&key_id) || self.withheld.len() >= MAX_KEPT {
             return;
         }
+        if self.withheld_hints.remove(&key_id).is_some() {
+            self.changes
+                .delete(format!("{WITHHELD_RECORD}/{}", inbound_key(&key_id)));
+        }
         let record = (key_id.clone(), code.to_owned());
         self.put(
-            format!("{WITHHELD_RECORD}/{}", inbound_key(&key_id)),
+            format!("{CONFIRMED_WITHHELD_RECORD}/{}", inbound_key(&key_id)),
             &record,
         );
         self.withheld.insert(key_id, code.to_owned());
     }
 
-    /// Records an `m.room_key.withheld`. It arrives in the clear, so it
-    /// counts only if its `sender_key` is a known device of the event's
-    /// sender: otherwise anyone (the server included) could make an
-    /// attack's failures look like an expected "withheld".
+    /// Records an `m.room_key.withheld` that came in the clear, as a hint
+    /// ([`UtdCause::WithheldUnconfirmed`]): the to-device `sender` is the
+    /// server's word, so the notice could be the server dressing up a key
+    /// it dropped. Notices not even claiming to come from the session's
+    /// owner are ignored.
     pub(super) fn receive_withheld(&mut self, event: &Value) {
         let content = event.get("content");
         let (Some(sender), Some(key_id), Some(code)) = (
@@ -350,7 +361,29 @@ impl OlmMachine {
             .devices
             .device_by_curve(&key_id.sender_key)
             .is_some_and(|d| d.user_id == sender);
-        if from_sender {
+        if !from_sender
+            || self.inbound.contains_key(&key_id)
+            || self.withheld.contains_key(&key_id)
+            || self.withheld_hints.len() >= MAX_KEPT
+        {
+            return;
+        }
+        let record = (key_id.clone(), code.to_owned());
+        self.put(
+            format!("{WITHHELD_RECORD}/{}", inbound_key(&key_id)),
+            &record,
+        );
+        self.withheld_hints.insert(key_id, code.to_owned());
+    }
+
+    /// Records an `m.room_key.withheld` that came inside Olm. It counts
+    /// only for sessions of the very device whose Olm session carried it.
+    pub(super) fn receive_olm_withheld(&mut self, olm: &DecryptedOlm) {
+        let key_id = SessionKeyId::from_json(Some(&olm.content));
+        let code = olm.content.get("code").and_then(Value::as_str);
+        if let (Some(key_id), Some(code)) = (key_id, code)
+            && key_id.sender_key == olm.sender_key
+        {
             self.record_withheld(key_id, code);
         }
     }
@@ -404,10 +437,13 @@ impl OlmMachine {
         };
         let verification = self.attribute(&key_id, sender)?;
         let Some(entry) = self.inbound.get_mut(&key_id) else {
-            return Err(match self.withheld.get(&key_id) {
-                Some(code) => UtdCause::Withheld { code: code.clone() },
-                None => UtdCause::MissingRoomKey,
-            });
+            return Err(
+                match (self.withheld.get(&key_id), self.withheld_hints.get(&key_id)) {
+                    (Some(code), _) => UtdCause::Withheld { code: code.clone() },
+                    (None, Some(code)) => UtdCause::WithheldUnconfirmed { code: code.clone() },
+                    (None, None) => UtdCause::MissingRoomKey,
+                },
+            );
         };
         let (forwarded, shared_by) = (entry.forwarded, entry.shared_by.clone());
         let (plaintext, index) = entry.session.decrypt(ciphertext).map_err(|e| match e {

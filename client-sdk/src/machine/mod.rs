@@ -212,7 +212,10 @@ pub struct OlmMachine {
     rooms: BTreeMap<String, RoomState>,
     outbound: BTreeMap<String, OutboundEntry>,
     inbound: BTreeMap<SessionKeyId, InboundEntry>,
+    /// Withheld codes we can attribute to the session's device.
     withheld: BTreeMap<SessionKeyId, String>,
+    /// Withheld codes from notices in the clear: hints only.
+    withheld_hints: BTreeMap<SessionKeyId, String>,
     /// Sessions we asked our other devices for and have not got yet.
     key_requests: BTreeSet<SessionKeyId>,
     /// Room key bundles waiting for us to join, by (room id, sender).
@@ -562,6 +565,7 @@ impl OlmMachine {
             outbound: BTreeMap::new(),
             inbound: BTreeMap::new(),
             withheld: BTreeMap::new(),
+            withheld_hints: BTreeMap::new(),
             key_requests: BTreeSet::new(),
             bundles: BTreeMap::new(),
             pending_utd: BTreeMap::new(),
@@ -625,6 +629,10 @@ impl OlmMachine {
                 }
             }
             inbound::WITHHELD_RECORD => {
+                let (key_id, code): (SessionKeyId, String) = decode(records, key)?;
+                self.withheld_hints.insert(key_id, code);
+            }
+            inbound::CONFIRMED_WITHHELD_RECORD => {
                 let (key_id, code): (SessionKeyId, String) = decode(records, key)?;
                 self.withheld.insert(key_id, code);
             }

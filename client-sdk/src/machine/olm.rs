@@ -420,6 +420,7 @@ impl OlmMachine {
                     "m.room_key" => self.receive_room_key(&decrypted, output),
                     "m.forwarded_room_key" => self.receive_forwarded_room_key(&decrypted, output),
                     ROOM_KEY_BUNDLE_EVENT => self.receive_room_key_bundle(&decrypted, now_ms),
+                    "m.room_key.withheld" => self.receive_olm_withheld(&decrypted),
                     "m.dummy" => {}
                     _ => output.to_device.push(decrypted.payload),
                 }

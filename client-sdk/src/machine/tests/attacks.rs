@@ -478,3 +478,33 @@ fn a_replayed_pre_key_message_on_the_fallback_key_is_processed_once() {
         .count();
     assert_eq!(pings, 1, "the replay was processed as a new message");
 }
+
+#[test]
+fn a_withheld_notice_in_clear_does_not_make_a_missing_key_expected() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let event = alice.send(&mut server, ROOM, "secret");
+    // The server drops the key and, to make the failure look intended,
+    // forges a withheld notice as if Alice's device sent it: the to-device
+    // `sender` is whatever the server writes.
+    server
+        .inboxes
+        .remove(&(BOB.to_owned(), "BOBPHONE".to_owned()));
+    let notice = json!({
+        "type": "m.room_key.withheld",
+        "sender": ALICE,
+        "content": {
+            "algorithm": "m.megolm.v1.aes-sha2", "room_id": ROOM,
+            "session_id": event["content"]["session_id"], "sender_key": event["content"]["sender_key"],
+            "code": "m.unverified", "reason": "trust me",
+        },
+    });
+    server
+        .inboxes
+        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
+        .or_default()
+        .push(notice);
+    bob.sync(&mut server, vec![]);
+    let utd = bob.decrypt(ROOM, &event).unwrap_err();
+    assert!(!utd.cause.is_expected(), "{:?}", utd.cause);
+}
