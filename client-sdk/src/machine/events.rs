@@ -16,6 +16,13 @@ pub enum VerificationState {
     /// The sending device is not (yet) in our device lists: its identity
     /// cannot be checked. A keys/query for its user is under way.
     UnknownDevice,
+    /// The session's key did not come from its creator's own Olm session:
+    /// it was forwarded by one of our devices, restored from the key
+    /// backup, or received in a room key bundle. Whoever handed it on
+    /// (for a backup, anyone who has its public key, the server included)
+    /// could have written the event, so it is not shown as verified,
+    /// however far the device named as sender is trusted.
+    AuthenticityNotGuaranteed,
 }
 
 /// A room event that decrypted and passed every check.
@@ -39,10 +46,12 @@ pub struct DecryptedRoomEvent {
     pub content: Value,
     /// The Megolm message index (for diagnostics and replay checks).
     pub message_index: u32,
-    /// Whether the session's key was forwarded (by one of our own verified
-    /// devices) rather than received from its creator: the sender's device
-    /// is then vouched for by our device, not by the sender's own Olm
-    /// session.
+    /// Whether the session's key was handed on (forwarded by one of our own
+    /// verified devices, restored from the key backup, or imported from a
+    /// room key bundle) rather than received from its creator: the event is
+    /// then vouched for by whoever handed it on, and `verification` is
+    /// [`VerificationState::AuthenticityNotGuaranteed`] instead of
+    /// `Verified` or `Unverified`.
     pub forwarded: bool,
     /// The user whose room key bundle (MSC4268 history sharing) gave us
     /// this session, if that is how it arrived. The event's sender is then

@@ -499,8 +499,30 @@ impl OlmMachine {
     }
 
     /// Checks that `sender` owns the session (and the device behind its
-    /// sender key) and returns how far that device is trusted.
+    /// sender key) and returns how far the event can be trusted: as far as
+    /// that device, if the key came from the device's own Olm session;
+    /// [`VerificationState::AuthenticityNotGuaranteed`] if it was handed on.
     fn attribute(
+        &self,
+        key_id: &SessionKeyId,
+        sender: &str,
+    ) -> Result<VerificationState, UtdCause> {
+        let state = self.attribute_device(key_id, sender)?;
+        let handed_on = self
+            .inbound
+            .get(key_id)
+            .is_some_and(InboundEntry::is_forwarded);
+        Ok(match state {
+            VerificationState::Verified | VerificationState::Unverified if handed_on => {
+                VerificationState::AuthenticityNotGuaranteed
+            }
+            state => state,
+        })
+    }
+
+    /// Checks that `sender` owns the session (and the device behind its
+    /// sender key) and returns how far that device is trusted.
+    fn attribute_device(
         &self,
         key_id: &SessionKeyId,
         sender: &str,

@@ -7,7 +7,8 @@
 //! verified**, and it holds the session; it forwards the session from its
 //! first known index. We accept a forwarded key only for a session we
 //! asked for, from our own verified device. Decrypted events then carry
-//! `forwarded: true`.
+//! `forwarded: true` and
+//! [`VerificationState::AuthenticityNotGuaranteed`](super::VerificationState::AuthenticityNotGuaranteed).
 //!
 //! Requests to other users' devices are not sent: a key that the sender
 //! did not share with us was, by the rules of `group`, not meant for us.

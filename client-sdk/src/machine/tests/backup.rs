@@ -337,3 +337,30 @@ fn another_device_uploads_to_the_backup_only_once_it_verified_its_creator() {
     alice.machine.trust_backup(&version).unwrap();
     assert_eq!(alice.machine.backup_version(), Some("1"));
 }
+
+#[test]
+fn a_restored_key_from_a_verified_sender_does_not_show_as_verified() {
+    let (mut server, mut alice, mut bob, _, recovery_key) = backing_up();
+    let old = backed_up_message(&mut server, &mut alice, &mut bob, "from the backup");
+    let mut new = new_device_with_utd(&mut server, &old);
+    // The new device verified Bob's phone: what Bob's own Olm session
+    // brings shows as verified, but not a key anyone with the backup's
+    // public key (the server included) could have written.
+    assert!(
+        new.machine
+            .set_device_trust(BOB, "BOBPHONE", LocalTrust::Verified)
+    );
+    let restore = restore(&server, &mut new, &recovery_key);
+    let event = &restore.late_decryptions[0];
+    assert_eq!(body(event), "from the backup");
+    assert_eq!(
+        event.verification,
+        crate::machine::VerificationState::AuthenticityNotGuaranteed
+    );
+    new.reload();
+    let again = new.decrypt(ROOM, &old).unwrap();
+    assert_eq!(
+        again.verification,
+        crate::machine::VerificationState::AuthenticityNotGuaranteed
+    );
+}

@@ -471,3 +471,24 @@ fn a_forged_copy_of_a_known_session_is_ignored() {
         UtdCause::SentBeforeWeJoined
     );
 }
+
+#[test]
+fn shared_history_does_not_show_as_verified() {
+    let mut server = FakeServer::default();
+    let (_alice, mut bob, event, ciphertext) =
+        alice_shares_history_with_bob(&mut server, "old history");
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    assert!(
+        bob.machine
+            .set_device_trust(ALICE, "ALICEDEV", crate::machine::LocalTrust::Verified)
+    );
+    bob.machine
+        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .unwrap();
+    let decrypted = bob.decrypt(ROOM, &event).unwrap();
+    assert_eq!(body(&decrypted), "old history");
+    assert_eq!(
+        decrypted.verification,
+        crate::machine::VerificationState::AuthenticityNotGuaranteed
+    );
+}

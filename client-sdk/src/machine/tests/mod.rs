@@ -393,6 +393,10 @@ fn a_verified_own_device_forwards_a_missing_key_and_an_unverified_one_gets_none(
     assert_eq!(decrypted.sender, ALICE);
     assert_eq!(decrypted.sender_device.as_deref(), Some("ALICEDEV"));
     assert!(decrypted.forwarded);
+    assert_eq!(
+        decrypted.verification,
+        VerificationState::AuthenticityNotGuaranteed
+    );
 
     let output = tablet.sync(&mut server, vec![]);
     assert!(output.late_decryptions.is_empty());
