@@ -601,7 +601,9 @@ impl OlmMachine {
                     .map_err(|_| LoadError::Corrupt(key.to_owned()))?;
             }
             rooms::RECORD_KIND => {
-                let room: RoomState = decode(records, key)?;
+                let mut room: RoomState = decode(records, key)?;
+                // Saved before the bounds were enforced, perhaps.
+                room.encryption = room.encryption.map(rooms::EncryptionSettings::clamped);
                 self.rooms.insert(room.room_id.clone(), room);
             }
             group::RECORD_KIND => {

@@ -522,7 +522,7 @@ fn rotation_after_the_configured_number_of_messages_and_time() {
     let mut bob = Client::new(&mut server, BOB, "BOBPHONE");
     let mut room = encrypted_room(&[ALICE, BOB]);
     room.encryption = Some(json!({
-        "algorithm": MEGOLM_ALGORITHM, "rotation_period_msgs": 2, "rotation_period_ms": 60_000
+        "algorithm": MEGOLM_ALGORITHM, "rotation_period_msgs": 2, "rotation_period_ms": 3_600_000
     }));
     for client in [&mut alice, &mut bob] {
         client.sync(&mut server, vec![room.clone()]);
@@ -542,7 +542,8 @@ fn rotation_after_the_configured_number_of_messages_and_time() {
     let second = alice.machine.outbound_session_id(ROOM).unwrap();
     assert_ne!(second, first);
 
-    alice.now_ms += 60_000;
+    // An hour, the shortest period a room can set.
+    alice.now_ms += 3_600_000;
     alice.send(&mut server, ROOM, "4");
     assert_ne!(alice.machine.outbound_session_id(ROOM).unwrap(), second);
 
@@ -685,4 +686,41 @@ fn inbox(server: &FakeServer, user: &str, device: &str) -> Vec<Value> {
         .get(&(user.to_owned(), device.to_owned()))
         .cloned()
         .unwrap_or_default()
+}
+
+#[test]
+fn rotation_settings_are_clamped_to_what_the_peers_accept() {
+    let mut server = FakeServer::default();
+    let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");
+    let mut bob = Client::new(&mut server, BOB, "BOBPHONE");
+    // A member with power over state sets periods that would expire every
+    // session at birth.
+    let mut room = encrypted_room(&[ALICE, BOB]);
+    room.encryption = Some(json!({
+        "algorithm": MEGOLM_ALGORITHM, "rotation_period_msgs": 0, "rotation_period_ms": 0,
+    }));
+    for client in [&mut alice, &mut bob] {
+        client.sync(&mut server, vec![room.clone()]);
+    }
+    let first = alice.send(&mut server, ROOM, "one message per session");
+    let second = alice.send(&mut server, ROOM, "still sending");
+    bob.sync(&mut server, vec![]);
+    assert_eq!(
+        body(&bob.decrypt(ROOM, &first).unwrap()),
+        "one message per session"
+    );
+    assert_eq!(body(&bob.decrypt(ROOM, &second).unwrap()), "still sending");
+    // At least one message, at most 10,000 per session; at least an hour.
+    let settings = alice.machine.rooms[ROOM].encryption.unwrap();
+    assert_eq!(settings.rotation_period_msgs, 1);
+    assert_eq!(settings.rotation_period_ms, 60 * 60 * 1000);
+    let mut huge = encrypted_room(&[ALICE, BOB]);
+    huge.room_id = "!huge:example.org".to_owned();
+    huge.encryption = Some(json!({
+        "algorithm": MEGOLM_ALGORITHM, "rotation_period_msgs": 1_000_000u64,
+        "rotation_period_ms": u64::MAX,
+    }));
+    alice.sync(&mut server, vec![huge]);
+    let settings = alice.machine.rooms["!huge:example.org"].encryption.unwrap();
+    assert_eq!(settings.rotation_period_msgs, 10_000);
 }
