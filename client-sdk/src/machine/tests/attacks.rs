@@ -508,3 +508,50 @@ fn a_withheld_notice_in_clear_does_not_make_a_missing_key_expected() {
     let utd = bob.decrypt(ROOM, &event).unwrap_err();
     assert!(!utd.cause.is_expected(), "{:?}", utd.cause);
 }
+
+#[test]
+fn a_deleted_device_id_that_returns_with_other_keys_is_refused() {
+    let mut server = FakeServer::default();
+    let (mut alice, _, _) = alice_and_bob(&mut server);
+    let laptop = |alice: &Client| {
+        alice
+            .machine
+            .devices(BOB)
+            .into_iter()
+            .find(|d| d.device_id == "BOBLAPTOP")
+    };
+    let original = laptop(&alice).unwrap();
+    let served = server.device_keys[BOB]["BOBLAPTOP"].clone();
+    // The server leaves the laptop out of one answer...
+    server.delete_device(BOB, "BOBLAPTOP");
+    alice.sync(&mut server, vec![]);
+    assert!(laptop(&alice).is_none());
+    // ...then serves a device of its own under the same id.
+    let _impostor = Client::new(&mut server, BOB, "BOBLAPTOP");
+    let output = alice.sync(&mut server, vec![]);
+    assert!(
+        output
+            .warnings
+            .contains(&DeviceWarning::IdentityKeysChanged {
+                user_id: BOB.to_owned(),
+                device_id: "BOBLAPTOP".to_owned(),
+            }),
+        "{:?}",
+        output.warnings
+    );
+    assert!(laptop(&alice).is_none(), "the impostor was accepted");
+    // Still refused after a restart.
+    alice.reload();
+    server.notify_change(BOB);
+    alice.sync(&mut server, vec![]);
+    assert!(laptop(&alice).is_none());
+    // The real laptop, with the keys it always had, is welcome back.
+    server
+        .device_keys
+        .get_mut(BOB)
+        .unwrap()
+        .insert("BOBLAPTOP".to_owned(), served);
+    server.notify_change(BOB);
+    alice.sync(&mut server, vec![]);
+    assert_eq!(laptop(&alice), Some(original));
+}
