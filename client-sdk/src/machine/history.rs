@@ -23,7 +23,9 @@
 //! room we were invited to *by the bundle's sender*, and for
 //! [`BUNDLE_IMPORT_WINDOW_MS`] after that join
 //! ([`OlmMachine::room_key_bundles_to_import`]). The sender's Olm device must
-//! then be a known device of theirs. Imported sessions are marked forwarded
+//! then be a known device of theirs. Imported sessions keep the
+//! `shared_history` flag their bundle entry carries (never forced on), and
+//! are marked forwarded
 //! and "shared by" the sender ([`super::DecryptedRoomEvent::shared_by`]):
 //! who sent each old message rests on the inviter's word. A session we
 //! already hold from as far back is never replaced; one that the bundle
@@ -481,7 +483,10 @@ fn shared_session(room_id: &str, room_key: &Value) -> Option<InboundEntry> {
         None,
         claimed.to_owned(),
     );
-    Some(entry.with_shared_history(true))
+    // The flag is the session creator's word, passed on: a bundle cannot
+    // make a session shareable that was not.
+    let shared_history = room_key.get(SHARED_HISTORY_FIELD) == Some(&Value::Bool(true));
+    Some(entry.with_shared_history(shared_history))
 }
 
 fn bundle_key((room_id, sender): &(String, String)) -> String {

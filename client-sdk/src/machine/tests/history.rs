@@ -492,3 +492,37 @@ fn shared_history_does_not_show_as_verified() {
         crate::machine::VerificationState::AuthenticityNotGuaranteed
     );
 }
+
+#[test]
+fn a_bundle_keeps_the_shared_history_flag_its_entries_carry() {
+    let mut server = FakeServer::default();
+    let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");
+    let mut bob = Client::new(&mut server, BOB, "BOBPHONE");
+    alice.sync(&mut server, vec![encrypted_room(&[ALICE])]);
+    alice.send(&mut server, ROOM, "not for re-sharing");
+    // A bundle (from another client, say) whose entry does not say the
+    // session's creator agreed to share it on.
+    let mut contents = alice.machine.bundle_contents(ROOM);
+    contents["room_keys"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove(crate::machine::history::SHARED_HISTORY_FIELD);
+    let (ciphertext, keys) = attachment::encrypt(&serde_json::to_vec(&contents).unwrap()).unwrap();
+    let file = EncryptedFile {
+        url: "mxc://example.org/bundle".to_owned(),
+        keys,
+    };
+    alice.announce_bundle(&mut server, ROOM, BOB, &file);
+    alice.sync(&mut server, vec![invited(ROOM, BOB, ALICE)]);
+    bob.sync(&mut server, vec![invited(ROOM, BOB, ALICE)]);
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    let import = bob
+        .machine
+        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .unwrap();
+    assert_eq!(import.imported, 1);
+    // Bob may read it, but never hands it on to the next newcomer.
+    let onward = bob.machine.bundle_contents(ROOM);
+    assert_eq!(onward["room_keys"].as_array().unwrap().len(), 0, "{onward}");
+    assert_eq!(onward["withheld"].as_array().unwrap().len(), 1);
+}
