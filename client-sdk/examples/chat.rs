@@ -247,8 +247,15 @@ async fn run_command(
         }
         "/backup" => {
             let recovery_key = client.enable_backup().await?;
-            println!("* room keys are backed up; write down the recovery key:");
+            println!("* write down the recovery key; it is the only way to read the backup:");
             println!("  {}", recovery_key.as_str());
+            if client.backup_version().await?.is_none() {
+                println!(
+                    "* the server has not created the backup yet; retrying after the next sync"
+                );
+            } else {
+                println!("* room keys are backed up");
+            }
         }
         "/restore" => {
             let restored = client.restore_backup(rest).await?;

@@ -238,6 +238,8 @@ pub struct OlmMachine {
     only_verified_globally: bool,
     /// The key backup this device uploads to.
     backup: Option<ActiveBackup>,
+    /// A backup whose recovery key was handed out, not yet created.
+    pending_backup: Option<backup::PendingBackup>,
     /// Session -> the backup version its current copy was uploaded to.
     backed_up: BTreeMap<SessionKeyId, String>,
     changes: Changes,
@@ -364,6 +366,7 @@ impl OlmMachine {
         let wedged: Vec<_> = self.wedged_devices_needing_claim();
         requests.extend(self.claim_request(wedged));
         requests.extend(self.own_device_signature_request());
+        requests.extend(self.pending_backup_request());
         requests.extend(self.backup_upload_request());
         requests.append(&mut self.queued);
         requests
@@ -578,6 +581,7 @@ impl OlmMachine {
             utd_counts: BTreeMap::new(),
             only_verified_globally: false,
             backup: None,
+            pending_backup: None,
             backed_up: BTreeMap::new(),
             changes: Changes::default(),
         }
@@ -659,6 +663,10 @@ impl OlmMachine {
                 let record: backup::BackupRecord = decode(records, key)?;
                 self.load_backup(record)
                     .map_err(|_| LoadError::Corrupt(key.to_owned()))?;
+            }
+            backup::PENDING_RECORD => {
+                let pending: backup::PendingBackup = decode(records, key)?;
+                self.load_pending_backup(pending);
             }
             backup::UPLOADED_RECORD_KIND => {
                 let record: backup::UploadedRecord = decode(records, key)?;

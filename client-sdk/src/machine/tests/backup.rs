@@ -364,3 +364,34 @@ fn a_restored_key_from_a_verified_sender_does_not_show_as_verified() {
         crate::machine::VerificationState::AuthenticityNotGuaranteed
     );
 }
+
+#[test]
+fn a_new_backup_key_survives_a_failed_creation_and_a_restart() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let event = bob.send(&mut server, ROOM, "keep me");
+    alice.sync(&mut server, vec![]);
+    // The recovery key is handed out (and shown) with the request; the
+    // request fails, then the process restarts.
+    let (request, recovery_key) = alice.machine.enable_backup().unwrap();
+    alice.save();
+    alice
+        .machine
+        .mark_request_failed(&request.request_id)
+        .unwrap();
+    alice.save();
+    alice.reload();
+    // The same key's backup is created at the next chance, and the key the
+    // user wrote down opens it.
+    alice.send_outgoing(&mut server);
+    assert_eq!(alice.machine.backup_version(), Some("1"));
+    assert_eq!(server.backup_versions.len(), 1);
+    let mut new = new_device_with_utd(&mut server, &event);
+    let restore = restore(&server, &mut new, &recovery_key);
+    assert_eq!(restore.imported, 1);
+    assert_eq!(body(&restore.late_decryptions[0]), "keep me");
+    // Created once: nothing pending any more.
+    alice.reload();
+    alice.send_outgoing(&mut server);
+    assert_eq!(server.backup_versions.len(), 1);
+}
