@@ -349,10 +349,15 @@ impl OlmMachine {
         // Our own identity first: whether others are verified depends on it.
         let (own, others): (Vec<&String>, Vec<&String>) =
             users.iter().partition(|u| **u == self.user_id);
+        let now_ms = self.meta.last_now_ms;
         for user_id in own.into_iter().chain(others) {
             let Some(keys) = all_keys.get(user_id).and_then(Value::as_object) else {
-                continue; // a failure for this user: it stays outdated
+                // A failure for this user: it stays outdated, and its
+                // server is not asked again for a while.
+                self.query_backoff.failed([user_id], now_ms);
+                continue;
             };
+            self.query_backoff.answered(user_id);
             let self_signing_key = self.receive_user_identity(user_id, response);
             self.receive_user_devices(user_id, keys, self_signing_key.as_deref());
             let changed = self.devices.changed_while_querying.remove(user_id);

@@ -16,8 +16,9 @@
 //!    started: the excluded device cannot decrypt anything sent from now on.
 //!
 //! Before sharing, device lists of readers must be up to date (a keys/query
-//! is returned first) and every recipient needs an Olm session (a
-//! keys/claim is returned first). The sharing itself is one
+//! is returned first; a reader whose server's keys/query keeps failing is
+//! not waited for, see `query_backoff`) and every recipient needs an Olm
+//! session (a keys/claim is returned first). The sharing itself is one
 //! `sendToDevice` request with one Olm message per device.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -183,11 +184,13 @@ impl OlmMachine {
                 self.save_user_devices(user);
             }
         }
-        let outdated: Vec<String> = users
+        //    A user whose server fails keys/query is not waited for: the
+        //    devices we know for them get the key (see `query_backoff`).
+        let (stale, outdated): (Vec<String>, Vec<String>) = users
             .iter()
             .filter(|u| self.devices.is_outdated(u))
             .cloned()
-            .collect();
+            .partition(|u| self.query_backoff.is_backing_off(u, now_ms));
         if !outdated.is_empty() {
             return self.pending_or_new_query(outdated);
         }
@@ -214,7 +217,14 @@ impl OlmMachine {
 
         // 4. Share with whoever lacks it; withhold from the excluded.
         let mut requests = Vec::new();
-        requests.extend(self.room_key_messages(room_id, &recipients.devices)?);
+        let room_keys = self.room_key_messages(room_id, &recipients.devices)?;
+        if room_keys.is_some() && !stale.is_empty() {
+            *self
+                .utd_counts
+                .entry("shared_with_stale_device_lists")
+                .or_default() += 1;
+        }
+        requests.extend(room_keys);
         let no_olm: Vec<(Device, &'static str)> = recipients
             .devices
             .iter()
@@ -586,6 +596,15 @@ impl OlmMachine {
         requests
     }
 
+    /// The users whose device lists want a keys/query now: outdated, not
+    /// being queried, and not on a server that is backing off.
+    pub(super) fn users_to_query_now(&self) -> Vec<String> {
+        let now_ms = self.meta.last_now_ms;
+        let mut users = self.devices.users_to_query();
+        users.retain(|u| !self.query_backoff.is_backing_off(u, now_ms));
+        users
+    }
+
     /// A query for those of `users` not already being queried; if all are,
     /// the caller must wait for that answer.
     pub(super) fn pending_or_new_query(
@@ -593,8 +612,7 @@ impl OlmMachine {
         users: Vec<String>,
     ) -> Result<Vec<OutgoingRequest>, MachineError> {
         let to_query: Vec<String> = self
-            .devices
-            .users_to_query()
+            .users_to_query_now()
             .into_iter()
             .filter(|u| users.contains(u))
             .collect();

@@ -251,7 +251,10 @@ impl OlmMachine {
     }
 
     /// How many events failed to decrypt, by [`UtdCause::name`]. Each event
-    /// counts once, however often it is retried.
+    /// counts once, however often it is retried. Also counts, under
+    /// `shared_with_stale_device_lists`, room keys shared while a reader's
+    /// device list could not be refreshed (their server's keys/query
+    /// failing): devices they added meanwhile will report a missing key.
     pub fn utd_counts(&self) -> &BTreeMap<&'static str, u64> {
         &self.utd_counts
     }

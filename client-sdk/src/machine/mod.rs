@@ -40,6 +40,8 @@
 //!   the payload checks, wedged-session recovery.
 //! - `rooms`: membership and encryption settings per room.
 //! - `group`: outbound Megolm sessions, key sharing, rotation, withheld.
+//! - `query_backoff`: servers whose keys/query fails are backed off, and
+//!   sharing goes ahead with the devices known for their users.
 //! - `inbound`: inbound Megolm sessions, room event decryption, replay
 //!   protection, unable-to-decrypt causes.
 //! - `key_requests`: asking our own other devices for missing keys, and
@@ -86,6 +88,7 @@ pub mod identity;
 mod inbound;
 mod key_requests;
 mod olm;
+mod query_backoff;
 mod requests;
 mod rooms;
 pub mod store;
@@ -229,6 +232,8 @@ pub struct OlmMachine {
     /// Devices whose Olm session looks wedged: (user, device) -> when we
     /// last started a fresh session for it.
     wedged: BTreeMap<(String, String), u64>,
+    /// Servers whose keys/query failed, not asked again for a while.
+    query_backoff: query_backoff::QueryBackoff,
     /// Devices a claim returned no key for, with when, so sharing does not
     /// claim for them again and again.
     claim_failures: BTreeMap<(String, String), u64>,
@@ -361,7 +366,7 @@ impl OlmMachine {
         if let Some(body) = self.keys_upload_body() {
             requests.push(self.issue(InFlight::Upload, |_| Request::KeysUpload { body }));
         }
-        let users = self.devices.users_to_query();
+        let users = self.users_to_query_now();
         requests.extend(self.query_request(users));
         let wedged: Vec<_> = self.wedged_devices_needing_claim();
         requests.extend(self.claim_request(wedged));
@@ -445,7 +450,11 @@ impl OlmMachine {
             .ok_or_else(|| MachineError::UnknownRequest(request_id.to_owned()))?;
         self.forget_pending_record(request_id);
         match in_flight {
-            InFlight::Query(users) => self.devices.query_finished(&users),
+            InFlight::Query(users) => {
+                self.devices.query_finished(&users);
+                let now_ms = self.meta.last_now_ms;
+                self.query_backoff.failed(&users, now_ms);
+            }
             InFlight::RoomKeys {
                 room_id,
                 session_id,
@@ -576,6 +585,7 @@ impl OlmMachine {
             pending_records: BTreeMap::new(),
             wedged: BTreeMap::new(),
             claim_failures: BTreeMap::new(),
+            query_backoff: query_backoff::QueryBackoff::default(),
             queued: Vec::new(),
             warnings: Vec::new(),
             utd_counts: BTreeMap::new(),

@@ -724,3 +724,72 @@ fn rotation_settings_are_clamped_to_what_the_peers_accept() {
     let settings = alice.machine.rooms["!huge:example.org"].encryption.unwrap();
     assert_eq!(settings.rotation_period_msgs, 10_000);
 }
+
+#[test]
+fn a_failing_keys_query_backs_off_and_sharing_proceeds_with_the_devices_known() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    // Bob's list changed, and his server fails every keys/query for now.
+    alice.machine.receive_sync_changes(super::SyncChanges {
+        changed_devices: vec![BOB.to_owned()],
+        now_ms: alice.now_ms,
+        ..super::SyncChanges::default()
+    });
+    let mut queries = 0;
+    let mut settled = false;
+    for _ in 0..6 {
+        let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+        alice.save();
+        if requests.is_empty() {
+            settled = true;
+            break;
+        }
+        for request in requests {
+            if matches!(request.request, Request::KeysQuery { .. }) {
+                queries += 1;
+                alice
+                    .machine
+                    .mark_request_failed(&request.request_id)
+                    .unwrap();
+            } else {
+                alice.answer(&mut server, &request);
+            }
+        }
+        alice.save();
+    }
+    assert!(settled, "sharing waits for a query that keeps failing");
+    assert_eq!(queries, 1, "the failing server is asked again at once");
+    // The devices Alice knew get the key; the counters say it went out on
+    // a list that may be stale.
+    let content = alice
+        .machine
+        .encrypt_room_event(
+            ROOM,
+            "m.room.message",
+            &json!({"msgtype": "m.text", "body": "despite the query"}),
+            alice.now_ms,
+        )
+        .unwrap();
+    let event = server.room_event(ROOM, ALICE, content);
+    bob.sync(&mut server, vec![]);
+    assert_eq!(
+        body(&bob.decrypt(ROOM, &event).unwrap()),
+        "despite the query"
+    );
+    assert_eq!(
+        alice
+            .machine
+            .utd_counts()
+            .get("shared_with_stale_device_lists"),
+        Some(&1)
+    );
+    // Once the back-off is over, the list is asked for again.
+    alice.now_ms += 60 * 60 * 1000;
+    let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+    assert!(
+        requests
+            .iter()
+            .any(|r| matches!(r.request, Request::KeysQuery { .. })),
+        "{requests:?}"
+    );
+}
