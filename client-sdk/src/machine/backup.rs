@@ -548,7 +548,14 @@ fn restored_session(
 ) -> Option<InboundEntry> {
     let encrypted = EncryptedEntry::from_json(data.get("session_data")?).ok()?;
     let plaintext = key.decrypt(&encrypted).ok()?;
-    let session: Value = serde_json::from_slice(&plaintext).ok()?;
+    let mut session: Value = serde_json::from_slice(&plaintext).ok()?;
+    let entry = session_from_backup(room_id, session_id, &session);
+    super::zeroize_json(&mut session);
+    entry
+}
+
+/// [`restored_session`] once the entry decrypted.
+fn session_from_backup(room_id: &str, session_id: &str, session: &Value) -> Option<InboundEntry> {
     let field = |name: &str| session.get(name).and_then(Value::as_str);
     if field("algorithm") != Some(MEGOLM_ALGORITHM) {
         return None;
@@ -561,11 +568,7 @@ fn restored_session(
     if session.session_id() != session_id {
         return None; // filed under another session's id
     }
-    let key_id = SessionKeyId {
-        room_id: room_id.to_owned(),
-        sender_key: field("sender_key")?.to_owned(),
-        session_id: session_id.to_owned(),
-    };
+    let key_id = SessionKeyId::new(room_id, field("sender_key")?, session_id)?;
     // `forwarded`: the backup's writer, not the sender, vouches for it.
     Some(InboundEntry::new(key_id, session, None, claimed.to_owned()))
 }

@@ -471,7 +471,9 @@ impl OlmMachine {
         if targets.is_empty() {
             return Ok(None);
         }
+        let mut content = content;
         let payload = self.olm_payload("m.room_key", &content);
+        super::zeroize_json(&mut content);
         // Built as a `Map` in place: `json!` would serialise a finished map
         // into a copy, a thousand encrypted messages deep.
         let mut messages: Map<String, Value> = Map::new();

@@ -188,9 +188,9 @@ impl OlmMachine {
         if !self.is_room_encrypted(room_id) {
             return Err(MachineError::RoomNotEncrypted(room_id.to_owned()));
         }
-        let plaintext = zeroize::Zeroizing::new(
-            serde_json::to_vec(&self.bundle_contents(room_id)).unwrap_or_default(),
-        );
+        let mut contents = self.bundle_contents(room_id);
+        let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&contents).unwrap_or_default());
+        super::zeroize_json(&mut contents);
         Ok(attachment::encrypt(&plaintext)?)
     }
 
@@ -307,7 +307,7 @@ impl OlmMachine {
         self.drop_bundle(&key);
         let file = EncryptedFile::from_json(&bundle.file)?;
         let plaintext = zeroize::Zeroizing::new(attachment::decrypt(ciphertext, &file.keys)?);
-        let contents: BundleContents =
+        let mut contents: BundleContents =
             serde_json::from_slice(&plaintext).map_err(|_| BundleError::Malformed)?;
 
         let mut import = BundleImport::default();
@@ -331,6 +331,7 @@ impl OlmMachine {
                 import.withheld += 1;
             }
         }
+        contents.room_keys.iter_mut().for_each(super::zeroize_json);
         import.late_decryptions = output.late_decryptions;
         Ok(import)
     }

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use myelin_crypto::{
     PickleError, PickleKey,
     megolm::{InboundGroupSession, MEGOLM_ALGORITHM, MegolmError, SessionKey},
+    olm::{Curve25519PublicKey, Ed25519PublicKey},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -51,13 +52,30 @@ pub(super) struct SessionKeyId {
 
 impl SessionKeyId {
     /// Reads `room_id`, `sender_key` and `session_id` from a to-device
-    /// content (withheld notices, key requests, forwarded keys).
+    /// content (withheld notices, key requests, forwarded keys, bundle and
+    /// backup entries); `None` unless [`SessionKeyId::new`] takes them.
     pub(super) fn from_json(object: Option<&Value>) -> Option<Self> {
-        let field = |name: &str| object?.get(name)?.as_str().map(str::to_owned);
+        let field = |name: &str| object?.get(name)?.as_str();
+        Self::new(
+            field("room_id")?,
+            field("sender_key")?,
+            field("session_id")?,
+        )
+    }
+
+    /// A session id whose sender key is a curve25519 key and whose session
+    /// id an ed25519 key (what a Megolm session id is), both in unpadded
+    /// base64; `None` for anything else. Fixed-length keys are what make the
+    /// record keys built from these parts (`inbound/{room}/{key}/{session}`)
+    /// unambiguous: a `/` in the room id, or in a made-up "key", cannot make
+    /// two sessions share a record and overwrite each other.
+    pub(super) fn new(room_id: &str, sender_key: &str, session_id: &str) -> Option<Self> {
+        Curve25519PublicKey::from_base64(sender_key).ok()?;
+        Ed25519PublicKey::from_base64(session_id).ok()?;
         Some(Self {
-            room_id: field("room_id")?,
-            sender_key: field("sender_key")?,
-            session_id: field("session_id")?,
+            room_id: room_id.to_owned(),
+            sender_key: sender_key.to_owned(),
+            session_id: session_id.to_owned(),
         })
     }
 }
@@ -603,22 +621,26 @@ fn merge_into(existing: &mut InboundEntry, mut new: InboundEntry) -> bool {
     true
 }
 
-/// Whether `earlier`, advanced to `later`'s first index, is `later`.
+/// Whether `earlier`, advanced to `later`'s first index, is `later`
+/// (compared in constant time: these are secret keys).
 fn advances_to(earlier: &mut InboundGroupSession, later: &InboundEntry) -> bool {
+    use subtle::ConstantTimeEq;
     earlier
         .export_at(later.session.first_known_index())
-        .is_some_and(|key| key.to_base64() == later.export().to_base64())
+        .is_some_and(|key| {
+            let (ours, theirs) = (
+                zeroize::Zeroizing::new(key.to_base64()),
+                zeroize::Zeroizing::new(later.export().to_base64()),
+            );
+            bool::from(ours.as_bytes().ct_eq(theirs.as_bytes()))
+        })
 }
 
 /// The session an `m.room.encrypted` event of `room_id` names.
 fn session_key_id(room_id: &str, event: &Value) -> Option<SessionKeyId> {
     let content = event.get("content")?;
-    let field = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
-    Some(SessionKeyId {
-        room_id: room_id.to_owned(),
-        sender_key: field("sender_key")?,
-        session_id: field("session_id")?,
-    })
+    let field = |name: &str| content.get(name).and_then(Value::as_str);
+    SessionKeyId::new(room_id, field("sender_key")?, field("session_id")?)
 }
 
 fn names_session(event: &Value, key_id: &SessionKeyId) -> bool {
@@ -633,4 +655,32 @@ pub(super) fn inbound_key(key_id: &SessionKeyId) -> String {
         "{RECORD_KIND}/{}/{}/{}",
         key_id.room_id, key_id.sender_key, key_id.session_id
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{SessionKeyId, inbound_key};
+
+    const KEY: &str = "33z9bIkULlKY8yXfHcT4lCISUIniiANt7F3dbjuPDGc";
+    const SESSION: &str = "NxGJ0DvFvNXgrZLwxkUpZhZKo5bNBcyIFnVozJ28bq4";
+
+    #[test]
+    fn session_ids_whose_keys_are_not_keys_are_refused_so_record_keys_cannot_collide() {
+        let named = |room: &str, sender_key: &str, session_id: &str| {
+            SessionKeyId::from_json(Some(&json!({
+                "room_id": room, "sender_key": sender_key, "session_id": session_id,
+            })))
+        };
+        let real = named("!room:example.org", KEY, SESSION).unwrap();
+        // The same record key from other parts: a room id and a sender key
+        // that carry a `/` of their own.
+        let forged = named("!room:example.org/x", &format!("y/{KEY}"), SESSION);
+        assert!(forged.is_none());
+        let forged = named("!room:example.org", &format!("{KEY}/a"), SESSION);
+        assert!(forged.is_none());
+        assert!(named("!room:example.org", KEY, "not a session id").is_none());
+        assert!(inbound_key(&real).ends_with(&format!("/{KEY}/{SESSION}")));
+    }
 }

@@ -78,7 +78,7 @@ impl OlmMachine {
         else {
             return;
         };
-        let forwarded = json!({
+        let mut forwarded = json!({
             "algorithm": MEGOLM_ALGORITHM,
             "room_id": key_id.room_id,
             "sender_key": key_id.sender_key,
@@ -89,8 +89,9 @@ impl OlmMachine {
         });
         // Without an Olm session with that device there is no safe channel;
         // the request is dropped (the device asks again after a restart).
-        let Ok(encrypted) = self.encrypt_for_device(&device, "m.forwarded_room_key", &forwarded)
-        else {
+        let encrypted = self.encrypt_for_device(&device, "m.forwarded_room_key", &forwarded);
+        super::zeroize_json(&mut forwarded);
+        let Ok(encrypted) = encrypted else {
             return;
         };
         let body =

@@ -722,6 +722,17 @@ impl std::fmt::Debug for OlmMachine {
     }
 }
 
+/// Wipes every string in `value` (parsed JSON that held key material).
+pub(super) fn zeroize_json(value: &mut Value) {
+    use zeroize::Zeroize;
+    match value {
+        Value::String(text) => text.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(zeroize_json),
+        Value::Object(fields) => fields.values_mut().for_each(zeroize_json),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 fn decode<T: DeserializeOwned>(
     records: &BTreeMap<String, Vec<u8>>,
     key: &str,
