@@ -21,7 +21,9 @@ pub enum VerificationState {
     /// backup, or received in a room key bundle. Whoever handed it on
     /// (for a backup, anyone who has its public key, the server included)
     /// could have written the event, so it is not shown as verified,
-    /// however far the device named as sender is trusted.
+    /// however far the device named as sender is trusted (nor as from an
+    /// unknown device: this says more). A blacklisted device stays
+    /// [`VerificationState::Blacklisted`].
     AuthenticityNotGuaranteed,
 }
 

@@ -534,7 +534,11 @@ impl OlmMachine {
             .get(key_id)
             .is_some_and(InboundEntry::is_forwarded);
         Ok(match state {
-            VerificationState::Verified | VerificationState::Unverified if handed_on => {
+            VerificationState::Verified
+            | VerificationState::Unverified
+            | VerificationState::UnknownDevice
+                if handed_on =>
+            {
                 VerificationState::AuthenticityNotGuaranteed
             }
             state => state,
