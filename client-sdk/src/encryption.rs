@@ -451,6 +451,21 @@ impl Client {
         Ok(result)
     }
 
+    /// How many events failed to decrypt, by cause
+    /// ([`UtdCause::name`](crate::machine::UtdCause::name)), each counted
+    /// once; and, as `shared_with_stale_device_lists`, how many room keys
+    /// went out while a reader's device list could not be refreshed (their
+    /// server's keys/query failing), which devices they added meanwhile
+    /// will report as missing keys.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoggedIn`] and store errors.
+    pub async fn utd_counts(&self) -> Result<BTreeMap<&'static str, u64>> {
+        self.with_machine(|machine| machine.utd_counts().clone())
+            .await
+    }
+
     /// The devices of `user_id` this device has fetched and checked (their
     /// keys' self-signatures), with the local trust decision for each.
     ///
