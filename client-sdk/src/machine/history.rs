@@ -386,8 +386,15 @@ impl OlmMachine {
         }
     }
 
-    pub(super) fn load_bundle(&mut self, bundle: PendingBundle) {
+    /// A bundle from the store, under `record_key`; one saved under the
+    /// older `bundle/{room}/{sender}` key moves to its own.
+    pub(super) fn load_bundle(&mut self, record_key: &str, bundle: PendingBundle) {
         let key = (bundle.room_id.clone(), bundle.sender.clone());
+        let own_key = bundle_key(&key);
+        if record_key != own_key {
+            self.changes.delete(record_key.to_owned());
+            self.put(own_key, &bundle);
+        }
         self.bundles.insert(key, bundle);
     }
 
@@ -490,6 +497,11 @@ fn shared_session(room_id: &str, room_key: &Value) -> Option<InboundEntry> {
     Some(entry.with_shared_history(shared_history))
 }
 
-fn bundle_key((room_id, sender): &(String, String)) -> String {
-    format!("{RECORD_KIND}/{room_id}/{sender}")
+/// The record of a pending bundle: the room and sender as a JSON pair, so
+/// that no two (room, sender) pairs share a key, whatever `/` their ids
+/// (unchecked: the sender is the server's word) carry.
+fn bundle_key(key: &(String, String)) -> String {
+    // A pair of strings always serialises.
+    let pair = serde_json::to_string(key).unwrap_or_default();
+    format!("{RECORD_KIND}/{pair}")
 }

@@ -663,7 +663,7 @@ impl OlmMachine {
             }
             history::RECORD_KIND => {
                 let bundle: PendingBundle = decode(records, key)?;
-                self.load_bundle(bundle);
+                self.load_bundle(key, bundle);
             }
             cross_signing::RECORD => {
                 let record: cross_signing::CrossSigningRecord = decode(records, key)?;

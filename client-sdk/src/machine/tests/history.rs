@@ -8,7 +8,8 @@ use super::{
     server::{Client, FakeServer, body},
 };
 use crate::machine::{
-    BundleError, BundleShare, Membership, RoomUpdate, UtdCause, history::BUNDLE_IMPORT_WINDOW_MS,
+    BundleError, BundleShare, CryptoStore, Membership, RoomUpdate, UtdCause,
+    history::BUNDLE_IMPORT_WINDOW_MS,
 };
 
 const OTHER_ROOM: &str = "!other:example.org";
@@ -525,4 +526,56 @@ fn a_bundle_keeps_the_shared_history_flag_its_entries_carry() {
     let onward = bob.machine.bundle_contents(ROOM);
     assert_eq!(onward["room_keys"].as_array().unwrap().len(), 0, "{onward}");
     assert_eq!(onward["withheld"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bundles_whose_ids_carry_a_slash_do_not_share_a_record() {
+    let mut server = FakeServer::default();
+    let mut bob = Client::new(&mut server, BOB, "BOBPHONE");
+    let file = EncryptedFile {
+        url: "mxc://example.org/bundle".to_owned(),
+        keys: attachment::encrypt(b"{}").unwrap().1,
+    }
+    .to_json();
+    // Two announcements (the server writes a to-device `sender`) whose
+    // room and sender, joined by `/`, read the same.
+    for (room_id, sender) in [
+        ("!room:example.org/@mallory:example.org", ALICE),
+        (
+            "!room:example.org",
+            "@mallory:example.org/@alice:example.org",
+        ),
+    ] {
+        let olm = crate::machine::olm::DecryptedOlm {
+            sender: sender.to_owned(),
+            sender_key: bob.machine.identity_keys().curve25519.to_base64(),
+            claimed_ed25519: bob.machine.identity_keys().ed25519.to_base64(),
+            event_type: crate::machine::history::ROOM_KEY_BUNDLE_EVENT.to_owned(),
+            content: json!({"room_id": room_id, "file": file}),
+            payload: json!({}),
+        };
+        bob.machine.receive_room_key_bundle(&olm, bob.now_ms);
+    }
+    bob.save();
+    bob.reload();
+    assert_eq!(bob.machine.bundles.len(), 2);
+
+    // A record saved under the older `bundle/{room}/{sender}` key moves to
+    // its own key at load.
+    let records = bob.store.load_all().unwrap();
+    let (new_key, value) = records
+        .iter()
+        .find(|(key, _)| key.starts_with("bundle/") && key.contains(ALICE))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .unwrap();
+    let old_key = format!("bundle/!room:example.org/@mallory:example.org/{ALICE}");
+    let mut moved = crate::machine::Changes::default();
+    moved.records.insert(new_key.clone(), None);
+    moved.records.insert(old_key.clone(), Some(value));
+    bob.store.save(moved).unwrap();
+    bob.reload();
+    assert_eq!(bob.machine.bundles.len(), 2);
+    let migration = bob.machine.take_changes();
+    assert_eq!(migration.records.get(&old_key), Some(&None));
+    assert!(matches!(migration.records.get(&new_key), Some(Some(_))));
 }
