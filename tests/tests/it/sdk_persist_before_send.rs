@@ -8,7 +8,7 @@ use std::sync::{
 };
 
 use myelin_sdk::{Changes, MemoryStore, RoomSecurity, Store, StoreError, store::StoreFuture};
-use myelin_tests::{Backend, TestServer, backend_tests, random_suffix};
+use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
 use reqwest::Method;
 
 use crate::{
@@ -16,7 +16,10 @@ use crate::{
     sdk_support::{FaultyProxy, registered, registered_on},
 };
 
-backend_tests!(olm_messages_leave_only_after_the_machine_is_saved);
+backend_tests!(
+    olm_messages_leave_only_after_the_machine_is_saved,
+    a_signature_leaves_only_after_the_machine_is_saved
+);
 
 /// A store whose commits of crypto records fail while `failing` is set,
 /// as a full disk would.
@@ -76,4 +79,42 @@ async fn olm_messages_leave_only_after_the_machine_is_saved(backend: Backend) {
     assert!(proxy.count(&Method::PUT, "/sendToDevice/") > to_device_before);
     let seen = until_decrypted(&bob, "the disk has room again").await;
     assert_eq!(seen.sender, alice.user_id().unwrap().as_str());
+}
+
+/// The same for cross-signing: verifying a user uploads a signature only
+/// once the machine's state behind it is saved.
+async fn a_signature_leaves_only_after_the_machine_is_saved(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let proxy = FaultyProxy::start(&server.base_url).await;
+    let suffix = &random_suffix()[..8];
+    let store = Arc::new(FlakyStore::default());
+    let alice = registered_on(&proxy.url, &format!("alice{suffix}"), store.clone()).await;
+    let bob = registered(&server.base_url, &format!("bob{suffix}")).await;
+    shared_room(&alice, &bob, RoomSecurity::Encrypted).await;
+    alice.bootstrap_cross_signing(PASSWORD).await.unwrap();
+    bob.bootstrap_cross_signing(PASSWORD).await.unwrap();
+    let bob_id = bob.user_id().unwrap();
+    // Alice learns Bob's cross-signing keys.
+    while alice.user_identity(&bob_id).await.unwrap().is_none() {
+        crate::sdk_support::sync_until(&alice, |_| true).await;
+    }
+
+    let signatures_before = proxy.count(&Method::POST, "/keys/signatures/upload");
+    store.failing.store(true, Ordering::SeqCst);
+    assert!(alice.verify_user(&bob_id).await.is_err());
+    assert_eq!(
+        proxy.count(&Method::POST, "/keys/signatures/upload"),
+        signatures_before,
+        "a signature left before the machine was saved"
+    );
+    store.failing.store(false, Ordering::SeqCst);
+    alice.verify_user(&bob_id).await.unwrap();
+    assert!(
+        alice
+            .user_identity(&bob_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_verified
+    );
 }
