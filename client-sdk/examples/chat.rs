@@ -13,9 +13,10 @@
 //! first time; set `MYELIN_REGISTER=1` to register the account instead.
 //!
 //! Every timeline line says how it reached you: `[e2e verified]`,
-//! `[e2e unverified]`, `[e2e unknown device]`, `[e2e blacklisted]` (and
-//! `forwarded` when the key came from another device than the sender's), or
-//! `[plaintext]`; a message that did not decrypt shows its cause and
+//! `[e2e unverified]`, `[e2e unknown device]`, `[e2e blacklisted]`,
+//! `[e2e authenticity not guaranteed]` when the key did not come from the
+//! sender's own device (forwarded, restored from the key backup, or shared
+//! history; the line then says which), or `[plaintext]`; a message that did not decrypt shows its cause and
 //! whether that cause is expected (sent before you joined, withheld) or a
 //! failure worth reporting.
 //!
@@ -246,8 +247,15 @@ async fn run_command(
         }
         "/backup" => {
             let recovery_key = client.enable_backup().await?;
-            println!("* room keys are backed up; write down the recovery key:");
+            println!("* write down the recovery key; it is the only way to read the backup:");
             println!("  {}", recovery_key.as_str());
+            if client.backup_version().await?.is_none() {
+                println!(
+                    "* the server has not created the backup yet; retrying after the next sync"
+                );
+            } else {
+                println!("* room keys are backed up");
+            }
         }
         "/restore" => {
             let restored = client.restore_backup(rest).await?;
@@ -396,6 +404,7 @@ fn e2e_label(event: &DecryptedRoomEvent) -> String {
         VerificationState::Unverified => "unverified",
         VerificationState::Blacklisted => "blacklisted",
         VerificationState::UnknownDevice => "unknown device",
+        VerificationState::AuthenticityNotGuaranteed => "authenticity not guaranteed",
     };
     let device = event.sender_device.as_deref().unwrap_or("?");
     let origin = match (&event.shared_by, event.forwarded) {

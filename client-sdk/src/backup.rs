@@ -32,19 +32,38 @@ impl Client {
     /// store, to keep uploading). Calling this again starts a new, empty
     /// backup version, which the server makes the current one.
     ///
+    /// The key is saved (sealed) in the store before the server hears of
+    /// it, and returned whatever happens after that: if the server does not
+    /// create the version now (network, 5xx), it is asked again with the
+    /// same key after the next syncs, so the key returned is always the
+    /// backup's. [`Client::backup_version`] says once the backup is live.
+    ///
     /// # Errors
     ///
-    /// Matrix, network and store errors; nothing is uploaded then.
+    /// Store errors while saving the key (no backup is created then, and
+    /// the key is forgotten).
     ///
     /// [spec]: https://spec.matrix.org/v1.16/client-server-api/#server-side-key-backups
     pub async fn enable_backup(&self) -> Result<Zeroizing<String>> {
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
         let (outgoing, recovery_key) = machine.enable_backup()?;
+        if let Err(error) = self.commit_machine(machine).await {
+            // Never shown, never to be used.
+            let _ = machine.mark_request_failed(&outgoing.request_id);
+            machine.cancel_backup_creation();
+            return Err(error);
+        }
+        // From here the key is the user's: nothing below may lose it.
         let answer = self.inner.http.send(&http_request(&outgoing.request)).await;
-        self.report_answer(machine, &outgoing, answer).await?;
+        if let Err(error) = self.report_answer(machine, &outgoing, answer).await {
+            tracing::warn!(%error, "creating the key backup failed; asked again after the next sync");
+            return Ok(recovery_key);
+        }
         let requests = machine.outgoing_requests();
-        self.send_machine_requests(machine, requests).await?;
+        if let Err(error) = self.send_machine_requests(machine, requests).await {
+            tracing::warn!(%error, "uploading to the key backup failed; retried after the next sync");
+        }
         Ok(recovery_key)
     }
 

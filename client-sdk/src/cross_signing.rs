@@ -191,12 +191,19 @@ impl Client {
         }
     }
 
-    /// Sends a signature upload and reports its outcome.
+    /// Sends a signature upload and reports its outcome. The machine's
+    /// changes are committed first, as before every request it hands out;
+    /// nothing is sent if that fails.
     async fn send_signature(
         &self,
         machine: &mut OlmMachine,
         outgoing: &OutgoingRequest,
     ) -> Result<()> {
+        if let Err(error) = self.commit_machine(machine).await {
+            // The request id was issued just now; it cannot be unknown.
+            let _ = machine.mark_request_failed(&outgoing.request_id);
+            return Err(error);
+        }
         let answer = self
             .inner
             .http

@@ -126,6 +126,18 @@ fn sealed_changes(secrets: &SecretBox, machine: &mut OlmMachine) -> Result<Chang
     Ok(store.into_changes())
 }
 
+/// `changes` sealed into a batch, leaving them to the caller.
+fn seal(secrets: &SecretBox, changes: &machine::Changes) -> Result<Changes, StoreError> {
+    let mut sealed = Changes::new();
+    for (key, value) in &changes.records {
+        match value {
+            Some(value) => secrets.put(&mut sealed, MACHINE_NAMESPACE, key, value)?,
+            None => sealed.delete(MACHINE_NAMESPACE, key),
+        }
+    }
+    Ok(sealed)
+}
+
 /// The machine behind the client's lock (`None` until first needed).
 pub(crate) type MachineSlot = tokio::sync::Mutex<Option<OlmMachine>>;
 
@@ -202,13 +214,28 @@ impl Client {
         self.send_machine_requests(machine, requests).await
     }
 
-    /// Sends each request, reports its answer to the machine, and commits
-    /// the machine's changes.
+    /// Commits the machine's changes (the Olm ratchet steps the requests
+    /// carry, the requests themselves), then sends each request, reports
+    /// its answer to the machine, and commits again.
+    ///
+    /// Nothing is sent if the first commit fails: a message whose ratchet
+    /// step is not saved could be followed, after a crash, by another one
+    /// under the same message key. The requests then stay with the machine
+    /// (to-device ones are queued again), and so do its changes.
     pub(crate) async fn send_machine_requests(
         &self,
         machine: &mut OlmMachine,
         requests: Vec<OutgoingRequest>,
     ) -> Result<()> {
+        if let Err(error) = self.commit_machine(machine).await {
+            for outgoing in requests {
+                let request_id = outgoing.request_id.clone();
+                if let Err(error) = machine.mark_request_unsent(outgoing) {
+                    tracing::warn!(%request_id, %error, "crypto request not sent");
+                }
+            }
+            return Err(error);
+        }
         for outgoing in requests {
             let answer: Result<Value> =
                 self.inner.http.send(&http_request(&outgoing.request)).await;
@@ -227,11 +254,20 @@ impl Client {
         self.commit_machine(machine).await
     }
 
-    /// Commits the machine's pending changes, if any.
+    /// Commits the machine's pending changes, if any. If that fails, the
+    /// machine keeps them, to be committed by the next step.
     pub(crate) async fn commit_machine(&self, machine: &mut OlmMachine) -> Result<()> {
-        let changes = sealed_changes(&self.inner.secrets, machine)?;
-        if !changes.is_empty() {
-            self.inner.store.commit(changes).await?;
+        let changes = machine.take_changes();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let committed = match seal(&self.inner.secrets, &changes) {
+            Ok(sealed) => self.inner.store.commit(sealed).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = committed {
+            machine.restore_changes(changes);
+            return Err(error.into());
         }
         Ok(())
     }
@@ -415,6 +451,21 @@ impl Client {
         Ok(result)
     }
 
+    /// How many events failed to decrypt, by cause
+    /// ([`UtdCause::name`](crate::machine::UtdCause::name)), each counted
+    /// once; and, as `shared_with_stale_device_lists`, how many room keys
+    /// went out while a reader's device list could not be refreshed (their
+    /// server's keys/query failing), which devices they added meanwhile
+    /// will report as missing keys.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoggedIn`] and store errors.
+    pub async fn utd_counts(&self) -> Result<BTreeMap<&'static str, u64>> {
+        self.with_machine(|machine| machine.utd_counts().clone())
+            .await
+    }
+
     /// The devices of `user_id` this device has fetched and checked (their
     /// keys' self-signatures), with the local trust decision for each.
     ///
@@ -483,6 +534,10 @@ impl Client {
         if !machine.is_room_encrypted(room_id.as_str()) {
             return Err(Error::EncryptionRequired(room_id.to_owned()));
         }
+        let queued = machine.take_queued_requests();
+        if !queued.is_empty() {
+            self.send_machine_requests(machine, queued).await?;
+        }
         for _ in 0..MAX_SHARE_ROUNDS {
             let requests = machine.share_room_key(room_id.as_str(), now_ms())?;
             if requests.is_empty() {
@@ -492,8 +547,7 @@ impl Client {
         }
         let encrypted =
             machine.encrypt_room_event(room_id.as_str(), event_type, content, now_ms())?;
-        let changes = sealed_changes(&self.inner.secrets, machine)?;
-        self.inner.store.commit(changes).await?;
+        self.commit_machine(machine).await?;
         Ok(encrypted)
     }
 }

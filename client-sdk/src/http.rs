@@ -65,7 +65,9 @@ impl RetryPolicy {
 
 /// One API request. Paths are lists of segments, escaped one by one, so an
 /// ID with `/` or `#` in it cannot change the endpoint.
-#[derive(Debug, Clone)]
+/// `Debug` shows the route, never the body or the query's values (a body
+/// can hold a password, a room key bundle, key material).
+#[derive(Clone)]
 pub(crate) struct Request {
     method: Method,
     api: &'static str,
@@ -76,8 +78,27 @@ pub(crate) struct Request {
     timeout: Option<Duration>,
 }
 
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let query: Vec<&str> = self.query.iter().map(|(name, _)| name.as_str()).collect();
+        let body = match &self.body {
+            None => "none".to_owned(),
+            Some(Body::Json(_)) => "json".to_owned(),
+            Some(Body::Bytes { data, .. }) => format!("{} bytes", data.len()),
+        };
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("api", &self.api)
+            .field("version", &self.version)
+            .field("segments", &self.segments)
+            .field("query", &query)
+            .field("body", &body)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A request body: JSON for the API, raw bytes for media uploads.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Body {
     Json(Value),
     Bytes {
@@ -368,8 +389,24 @@ mod tests {
     use reqwest::StatusCode;
     use serde_json::json;
 
-    use super::{RetryPolicy, error_from_answer};
+    use super::{Request, RetryPolicy, error_from_answer};
     use crate::error::{Error, ErrorKind};
+
+    #[test]
+    fn a_request_debug_shows_the_route_never_the_body() {
+        let login = Request::v3(reqwest::Method::POST, &["login"]).json(json!({
+            "type": "m.login.password", "password": "correct horse battery",
+        }));
+        let shown = format!("{login:?}");
+        assert!(!shown.contains("correct horse"), "{shown}");
+        assert!(shown.contains("POST") && shown.contains("login"), "{shown}");
+        let media = Request::v3(reqwest::Method::POST, &["upload"]).bytes(
+            bytes::Bytes::from_static(b"secret bundle"),
+            "application/octet-stream",
+        );
+        let shown = format!("{media:?}");
+        assert!(!shown.contains("115, 101, 99"), "{shown}"); // "sec"
+    }
 
     #[test]
     fn matrix_errors_keep_code_message_and_retry_after() {

@@ -48,6 +48,9 @@ use super::{
 
 /// The record of the backup we upload to.
 pub(super) const RECORD: &str = "backup";
+/// The record of a backup being created: its key, sealed, until the
+/// server has made the version.
+pub(super) const PENDING_RECORD: &str = "backup_pending";
 /// One record per session uploaded: which version holds it.
 pub(super) const UPLOADED_RECORD_KIND: &str = "backed_up";
 /// Sessions per upload request.
@@ -111,6 +114,16 @@ pub(super) struct BackupRecord {
     pickle: Option<String>,
 }
 
+/// A backup whose recovery key was handed out and whose version the
+/// server has not confirmed yet.
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct PendingBackup {
+    /// The private key, sealed under the pickle key.
+    pickle: String,
+    /// The `POST /room_keys/version` body (signed `auth_data`).
+    body: Value,
+}
+
 #[derive(Serialize, Deserialize)]
 pub(super) struct UploadedRecord {
     key_id: SessionKeyId,
@@ -122,6 +135,14 @@ impl OlmMachine {
     /// (`POST /room_keys/version`) and the recovery key to show the user.
     /// The backup is used once [`OlmMachine::mark_request_sent`] reports the
     /// server's answer.
+    ///
+    /// The key is in the change set taken next (sealed under the pickle
+    /// key): save it before sending the request, and show the recovery key
+    /// then. From that point the key is not lost: a creation that fails, or
+    /// is not answered before a restart, is asked for again by
+    /// [`OlmMachine::outgoing_requests`] with the same key, until the server
+    /// confirms it or [`OlmMachine::cancel_backup_creation`] gives up on it
+    /// (for a caller that could not save the key, and so never showed it).
     ///
     /// # Errors
     ///
@@ -136,10 +157,43 @@ impl OlmMachine {
             .pickle(&self.pickle_key)
             .map_err(|_| BackupError::KeyStorage)?;
         let body = json!({"algorithm": BACKUP_ALGORITHM, "auth_data": auth_data});
-        let request = self.issue(InFlight::BackupCreate { pickle }, |_| {
+        let pending = PendingBackup { pickle, body };
+        self.put(PENDING_RECORD.to_owned(), &pending);
+        self.pending_backup = Some(pending.clone());
+        Ok((self.backup_create_request(pending), key.to_recovery_key()))
+    }
+
+    /// Gives up on the backup [`OlmMachine::enable_backup`] started and the
+    /// server has not confirmed: its creation is not asked for again, and
+    /// an answer to one in flight is ignored.
+    pub fn cancel_backup_creation(&mut self) {
+        if self.pending_backup.take().is_some() {
+            self.changes.delete(PENDING_RECORD.to_owned());
+        }
+    }
+
+    /// The creation of the pending backup, unless one is in flight.
+    pub(super) fn pending_backup_request(&mut self) -> Option<OutgoingRequest> {
+        let creating = self
+            .in_flight
+            .values()
+            .any(|r| matches!(r, InFlight::BackupCreate { .. }));
+        if creating {
+            return None;
+        }
+        let pending = self.pending_backup.clone()?;
+        Some(self.backup_create_request(pending))
+    }
+
+    fn backup_create_request(&mut self, pending: PendingBackup) -> OutgoingRequest {
+        let PendingBackup { pickle, body } = pending;
+        self.issue(InFlight::BackupCreate { pickle }, |_| {
             Request::BackupVersionCreate { body }
-        });
-        Ok((request, key.to_recovery_key()))
+        })
+    }
+
+    pub(super) fn load_pending_backup(&mut self, pending: PendingBackup) {
+        self.pending_backup = Some(pending);
     }
 
     /// Checks that `recovery_key` opens the backup `version` (the answer of
@@ -318,6 +372,10 @@ impl OlmMachine {
             .get("version")
             .and_then(Value::as_str)
             .ok_or("no `version`")?;
+        if self.pending_backup.as_ref().map(|p| p.pickle.as_str()) != Some(pickle) {
+            return Ok(()); // cancelled, or replaced by a newer backup
+        }
+        self.cancel_backup_creation();
         let key = BackupDecryptionKey::from_pickle(pickle, &self.pickle_key)
             .map_err(|_| "backup key pickle did not open")?;
         self.activate_backup(version.to_owned(), key.encryption_key(), Some(key));
@@ -490,7 +548,14 @@ fn restored_session(
 ) -> Option<InboundEntry> {
     let encrypted = EncryptedEntry::from_json(data.get("session_data")?).ok()?;
     let plaintext = key.decrypt(&encrypted).ok()?;
-    let session: Value = serde_json::from_slice(&plaintext).ok()?;
+    let mut session: Value = serde_json::from_slice(&plaintext).ok()?;
+    let entry = session_from_backup(room_id, session_id, &session);
+    super::zeroize_json(&mut session);
+    entry
+}
+
+/// [`restored_session`] once the entry decrypted.
+fn session_from_backup(room_id: &str, session_id: &str, session: &Value) -> Option<InboundEntry> {
     let field = |name: &str| session.get(name).and_then(Value::as_str);
     if field("algorithm") != Some(MEGOLM_ALGORITHM) {
         return None;
@@ -503,11 +568,7 @@ fn restored_session(
     if session.session_id() != session_id {
         return None; // filed under another session's id
     }
-    let key_id = SessionKeyId {
-        room_id: room_id.to_owned(),
-        sender_key: field("sender_key")?.to_owned(),
-        session_id: session_id.to_owned(),
-    };
+    let key_id = SessionKeyId::new(room_id, field("sender_key")?, session_id)?;
     // `forwarded`: the backup's writer, not the sender, vouches for it.
     Some(InboundEntry::new(key_id, session, None, claimed.to_owned()))
 }

@@ -12,7 +12,11 @@
 //! device we already know whose identity keys differ in a later answer is
 //! *refused*: we keep the keys we had and raise
 //! [`DeviceWarning::IdentityKeysChanged`]. A malicious server could otherwise
-//! swap a device's keys for its own and read what we send that device.
+//! swap a device's keys for its own and read what we send that device. A
+//! device that leaves its user's list is remembered (a tombstone with its
+//! keys, in the user's record), so the same id coming back with other keys
+//! is refused the same way: leaving a device out of one answer does not
+//! make us forget its keys. The same keys are accepted back.
 //!
 //! The same answers carry each user's cross-signing keys; how they are
 //! checked, pinned and trusted is in [`super::identities`]. A device's
@@ -134,7 +138,17 @@ pub(super) struct UserDevices {
     /// signs to vouch for it ([`OlmMachine::verify_own_device`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(super) own_device_keys: BTreeMap<String, serde_json::Map<String, Value>>,
+    /// Every device id the user ever had that is gone from their list,
+    /// with the (ed25519, curve25519) keys it had: the same id with other
+    /// keys is refused, however long it was away.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) removed_devices: BTreeMap<String, (String, String)>,
 }
+
+/// Device ids remembered per user once their device is gone. The server
+/// can invent device ids (with keys of its own) in any number; past this
+/// many, some are forgotten (the first in sort order).
+const MAX_REMOVED_DEVICES: usize = 10_000;
 
 #[derive(Debug, Default)]
 pub(super) struct DeviceTracker {
@@ -257,6 +271,11 @@ impl DeviceTracker {
         self.device(user, device)
     }
 
+    /// The keys a device of `user` had before it left their list, if it did.
+    pub(super) fn removed_keys(&self, user: &str, device_id: &str) -> Option<&(String, String)> {
+        self.users.get(user)?.removed_devices.get(device_id)
+    }
+
     pub(super) fn user_record(&self, user: &str) -> Option<&UserDevices> {
         self.users.get(user)
     }
@@ -330,10 +349,15 @@ impl OlmMachine {
         // Our own identity first: whether others are verified depends on it.
         let (own, others): (Vec<&String>, Vec<&String>) =
             users.iter().partition(|u| **u == self.user_id);
+        let now_ms = self.meta.last_now_ms;
         for user_id in own.into_iter().chain(others) {
             let Some(keys) = all_keys.get(user_id).and_then(Value::as_object) else {
-                continue; // a failure for this user: it stays outdated
+                // A failure for this user: it stays outdated, and its
+                // server is not asked again for a while.
+                self.query_backoff.failed([user_id], now_ms);
+                continue;
             };
+            self.query_backoff.answered(user_id);
             let self_signing_key = self.receive_user_identity(user_id, response);
             self.receive_user_devices(user_id, keys, self_signing_key.as_deref());
             let changed = self.devices.changed_while_querying.remove(user_id);
@@ -413,6 +437,19 @@ impl OlmMachine {
                         self.recheck_outbound(None);
                     }
                 }
+                None if self
+                    .devices
+                    .removed_keys(user_id, device_id)
+                    .is_some_and(|keys| keys != &served_keys) =>
+                {
+                    // A device id we saw, back with other keys: a server
+                    // that left it out of one answer to forget its keys.
+                    self.warnings.push(DeviceWarning::IdentityKeysChanged {
+                        user_id: user_id.to_owned(),
+                        device_id: device_id.clone(),
+                    });
+                    continue;
+                }
                 None => {
                     if self.devices.by_curve.contains_key(&parsed.curve25519) {
                         // Another device already uses this identity key: a
@@ -428,6 +465,7 @@ impl OlmMachine {
                         (user_id.to_owned(), device_id.clone()),
                     );
                     if let Some(user) = self.devices.users.get_mut(user_id) {
+                        user.removed_devices.remove(device_id);
                         user.devices.insert(device_id.clone(), parsed);
                     }
                 }
@@ -458,6 +496,13 @@ impl OlmMachine {
             if let Some(user) = self.devices.users.get_mut(user_id) {
                 user.devices.remove(&device.device_id);
                 user.own_device_keys.remove(&device.device_id);
+                user.removed_devices.insert(
+                    device.device_id.clone(),
+                    (device.ed25519.clone(), device.curve25519.clone()),
+                );
+                while user.removed_devices.len() > MAX_REMOVED_DEVICES {
+                    user.removed_devices.pop_first();
+                }
             }
         }
     }

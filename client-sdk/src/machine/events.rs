@@ -16,6 +16,15 @@ pub enum VerificationState {
     /// The sending device is not (yet) in our device lists: its identity
     /// cannot be checked. A keys/query for its user is under way.
     UnknownDevice,
+    /// The session's key did not come from its creator's own Olm session:
+    /// it was forwarded by one of our devices, restored from the key
+    /// backup, or received in a room key bundle. Whoever handed it on
+    /// (for a backup, anyone who has its public key, the server included)
+    /// could have written the event, so it is not shown as verified,
+    /// however far the device named as sender is trusted (nor as from an
+    /// unknown device: this says more). A blacklisted device stays
+    /// [`VerificationState::Blacklisted`].
+    AuthenticityNotGuaranteed,
 }
 
 /// A room event that decrypted and passed every check.
@@ -39,10 +48,12 @@ pub struct DecryptedRoomEvent {
     pub content: Value,
     /// The Megolm message index (for diagnostics and replay checks).
     pub message_index: u32,
-    /// Whether the session's key was forwarded (by one of our own verified
-    /// devices) rather than received from its creator: the sender's device
-    /// is then vouched for by our device, not by the sender's own Olm
-    /// session.
+    /// Whether the session's key was handed on (forwarded by one of our own
+    /// verified devices, restored from the key backup, or imported from a
+    /// room key bundle) rather than received from its creator: the event is
+    /// then vouched for by whoever handed it on, and `verification` is
+    /// [`VerificationState::AuthenticityNotGuaranteed`] instead of
+    /// `Verified` or `Unverified`.
     pub forwarded: bool,
     /// The user whose room key bundle (MSC4268 history sharing) gave us
     /// this session, if that is how it arrived. The event's sender is then
@@ -69,10 +80,20 @@ pub enum UtdCause {
     /// We have no key for this session (yet). The event is kept and
     /// decrypted if the key arrives.
     MissingRoomKey,
-    /// The sender told us it will not send the key (`m.room_key.withheld`),
-    /// with the spec's code (`m.unverified`, `m.blacklisted`, `m.no_olm`…).
+    /// The sender told us it will not send the key (`m.room_key.withheld`
+    /// inside Olm, from the session's own device, or a withheld entry of a
+    /// room key bundle), with the spec's code (`m.unverified`,
+    /// `m.blacklisted`…).
     Withheld {
         /// The withheld code.
+        code: String,
+    },
+    /// We have no key for this session, and an `m.room_key.withheld` for it
+    /// arrived in the clear. Nothing authenticates such a notice (the
+    /// server writes a to-device event's `sender`), so the missing key is
+    /// not taken as intended: the code is only the notice's word.
+    WithheldUnconfirmed {
+        /// The withheld code the notice gave.
         code: String,
     },
     /// Our key for this session starts after this message: it was sent
@@ -105,6 +126,7 @@ impl UtdCause {
         match self {
             Self::MissingRoomKey => "missing_room_key",
             Self::Withheld { .. } => "withheld",
+            Self::WithheldUnconfirmed { .. } => "withheld_unconfirmed",
             Self::SentBeforeWeJoined => "sent_before_we_joined",
             Self::Replay => "replay",
             Self::SenderMismatch => "sender_mismatch",

@@ -16,8 +16,9 @@
 //!    started: the excluded device cannot decrypt anything sent from now on.
 //!
 //! Before sharing, device lists of readers must be up to date (a keys/query
-//! is returned first) and every recipient needs an Olm session (a
-//! keys/claim is returned first). The sharing itself is one
+//! is returned first; a reader whose server's keys/query keeps failing is
+//! not waited for, see `query_backoff`) and every recipient needs an Olm
+//! session (a keys/claim is returned first). The sharing itself is one
 //! `sendToDevice` request with one Olm message per device.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -183,18 +184,27 @@ impl OlmMachine {
                 self.save_user_devices(user);
             }
         }
-        let outdated: Vec<String> = users
+        //    A user whose server fails keys/query is not waited for: the
+        //    devices we know for them get the key (see `query_backoff`).
+        let (stale, outdated): (Vec<String>, Vec<String>) = users
             .iter()
             .filter(|u| self.devices.is_outdated(u))
             .cloned()
-            .collect();
+            .partition(|u| self.query_backoff.is_backing_off(u, now_ms));
         if !outdated.is_empty() {
             return self.pending_or_new_query(outdated);
         }
 
-        // 2. An Olm session with every recipient.
+        // 2. An Olm session with every recipient, and with every device
+        //    left out, so that it can be told why inside Olm.
         let recipients = self.recipients(room_id, &users);
-        let missing = self.devices_to_claim(&recipients.devices, now_ms);
+        let everyone: Vec<Device> = recipients
+            .devices
+            .iter()
+            .chain(recipients.withheld.iter().map(|(device, _)| device))
+            .cloned()
+            .collect();
+        let missing = self.devices_to_claim(&everyone, now_ms);
         if !missing.is_empty() {
             return self.pending_or_new_claim(missing);
         }
@@ -207,7 +217,14 @@ impl OlmMachine {
 
         // 4. Share with whoever lacks it; withhold from the excluded.
         let mut requests = Vec::new();
-        requests.extend(self.room_key_messages(room_id, &recipients.devices)?);
+        let room_keys = self.room_key_messages(room_id, &recipients.devices)?;
+        if room_keys.is_some() && !stale.is_empty() {
+            *self
+                .utd_counts
+                .entry("shared_with_stale_device_lists")
+                .or_default() += 1;
+        }
+        requests.extend(room_keys);
         let no_olm: Vec<(Device, &'static str)> = recipients
             .devices
             .iter()
@@ -454,7 +471,9 @@ impl OlmMachine {
         if targets.is_empty() {
             return Ok(None);
         }
+        let mut content = content;
         let payload = self.olm_payload("m.room_key", &content);
+        super::zeroize_json(&mut content);
         // Built as a `Map` in place: `json!` would serialise a finished map
         // into a copy, a thousand encrypted messages deep.
         let mut messages: Map<String, Value> = Map::new();
@@ -511,44 +530,81 @@ impl OlmMachine {
         self.put(format!("{SHARES_RECORD_KIND}/{room_id}"), &shares);
     }
 
-    /// One sendToDevice request of `m.room_key.withheld` to the devices left
-    /// out that have not been told for this session.
+    /// `m.room_key.withheld` for the devices left out that have not been
+    /// told for this session: inside Olm where there is a session (only
+    /// then can the device tell the notice is ours, not the server's), in
+    /// the clear otherwise (`m.no_olm`, a device with no key to claim).
+    /// At most one request of each kind.
     fn withheld_messages(
         &mut self,
         room_id: &str,
         excluded: impl Iterator<Item = (Device, &'static str)>,
-    ) -> Option<OutgoingRequest> {
+    ) -> Vec<OutgoingRequest> {
         let sender_key = self.account.identity_keys().curve25519.to_base64();
-        let entry = self.outbound.get_mut(room_id)?;
+        let Some(entry) = self.outbound.get_mut(room_id) else {
+            return Vec::new();
+        };
         let session_id = entry.session.session_id();
-        let mut messages: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut notices = Vec::new();
         for (device, code) in excluded {
             let key = (device.user_id.clone(), device.device_id.clone());
             if entry.withheld_from.get(&key).map(String::as_str) == Some(code) {
                 continue;
             }
             entry.withheld_from.insert(key, code.to_owned());
-            messages.entry(device.user_id.clone()).or_default().insert(
-                device.device_id.clone(),
-                json!({
-                    "algorithm": MEGOLM_ALGORITHM,
-                    "room_id": room_id,
-                    "session_id": session_id,
-                    "sender_key": sender_key,
-                    "code": code,
-                    "reason": withheld_reason(code),
-                }),
-            );
+            let content = json!({
+                "algorithm": MEGOLM_ALGORITHM,
+                "room_id": room_id,
+                "session_id": session_id,
+                "sender_key": sender_key,
+                "code": code,
+                "reason": withheld_reason(code),
+            });
+            notices.push((device, content));
         }
-        if messages.is_empty() {
-            return None;
+        let mut sealed: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut in_clear: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        for (device, content) in notices {
+            let encrypted = if self.has_olm_session(&device) {
+                self.encrypt_for_device(&device, "m.room_key.withheld", &content)
+                    .ok()
+            } else {
+                None
+            };
+            let (target, content) = match encrypted {
+                Some(encrypted) => (&mut sealed, encrypted),
+                None => (&mut in_clear, content),
+            };
+            target
+                .entry(device.user_id.clone())
+                .or_default()
+                .insert(device.device_id.clone(), content);
         }
-        let body = json!({"messages": messages});
-        Some(self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
-            event_type: "m.room_key.withheld".to_owned(),
-            txn_id: txn_id.to_owned(),
-            body,
-        }))
+        let mut requests = Vec::new();
+        for (event_type, messages) in [
+            ("m.room.encrypted", sealed),
+            ("m.room_key.withheld", in_clear),
+        ] {
+            if messages.is_empty() {
+                continue;
+            }
+            let body = json!({"messages": messages});
+            requests.push(self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
+                event_type: event_type.to_owned(),
+                txn_id: txn_id.to_owned(),
+                body,
+            }));
+        }
+        requests
+    }
+
+    /// The users whose device lists want a keys/query now: outdated, not
+    /// being queried, and not on a server that is backing off.
+    pub(super) fn users_to_query_now(&self) -> Vec<String> {
+        let now_ms = self.meta.last_now_ms;
+        let mut users = self.devices.users_to_query();
+        users.retain(|u| !self.query_backoff.is_backing_off(u, now_ms));
+        users
     }
 
     /// A query for those of `users` not already being queried; if all are,
@@ -558,8 +614,7 @@ impl OlmMachine {
         users: Vec<String>,
     ) -> Result<Vec<OutgoingRequest>, MachineError> {
         let to_query: Vec<String> = self
-            .devices
-            .users_to_query()
+            .users_to_query_now()
             .into_iter()
             .filter(|u| users.contains(u))
             .collect();

@@ -23,7 +23,9 @@
 //! room we were invited to *by the bundle's sender*, and for
 //! [`BUNDLE_IMPORT_WINDOW_MS`] after that join
 //! ([`OlmMachine::room_key_bundles_to_import`]). The sender's Olm device must
-//! then be a known device of theirs. Imported sessions are marked forwarded
+//! then be a known device of theirs. Imported sessions keep the
+//! `shared_history` flag their bundle entry carries (never forced on), and
+//! are marked forwarded
 //! and "shared by" the sender ([`super::DecryptedRoomEvent::shared_by`]):
 //! who sent each old message rests on the inviter's word. A session we
 //! already hold from as far back is never replaced; one that the bundle
@@ -186,9 +188,9 @@ impl OlmMachine {
         if !self.is_room_encrypted(room_id) {
             return Err(MachineError::RoomNotEncrypted(room_id.to_owned()));
         }
-        let plaintext = zeroize::Zeroizing::new(
-            serde_json::to_vec(&self.bundle_contents(room_id)).unwrap_or_default(),
-        );
+        let mut contents = self.bundle_contents(room_id);
+        let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&contents).unwrap_or_default());
+        super::zeroize_json(&mut contents);
         Ok(attachment::encrypt(&plaintext)?)
     }
 
@@ -305,7 +307,7 @@ impl OlmMachine {
         self.drop_bundle(&key);
         let file = EncryptedFile::from_json(&bundle.file)?;
         let plaintext = zeroize::Zeroizing::new(attachment::decrypt(ciphertext, &file.keys)?);
-        let contents: BundleContents =
+        let mut contents: BundleContents =
             serde_json::from_slice(&plaintext).map_err(|_| BundleError::Malformed)?;
 
         let mut import = BundleImport::default();
@@ -329,6 +331,7 @@ impl OlmMachine {
                 import.withheld += 1;
             }
         }
+        contents.room_keys.iter_mut().for_each(super::zeroize_json);
         import.late_decryptions = output.late_decryptions;
         Ok(import)
     }
@@ -383,8 +386,15 @@ impl OlmMachine {
         }
     }
 
-    pub(super) fn load_bundle(&mut self, bundle: PendingBundle) {
+    /// A bundle from the store, under `record_key`; one saved under the
+    /// older `bundle/{room}/{sender}` key moves to its own.
+    pub(super) fn load_bundle(&mut self, record_key: &str, bundle: PendingBundle) {
         let key = (bundle.room_id.clone(), bundle.sender.clone());
+        let own_key = bundle_key(&key);
+        if record_key != own_key {
+            self.changes.delete(record_key.to_owned());
+            self.put(own_key, &bundle);
+        }
         self.bundles.insert(key, bundle);
     }
 
@@ -481,9 +491,17 @@ fn shared_session(room_id: &str, room_key: &Value) -> Option<InboundEntry> {
         None,
         claimed.to_owned(),
     );
-    Some(entry.with_shared_history(true))
+    // The flag is the session creator's word, passed on: a bundle cannot
+    // make a session shareable that was not.
+    let shared_history = room_key.get(SHARED_HISTORY_FIELD) == Some(&Value::Bool(true));
+    Some(entry.with_shared_history(shared_history))
 }
 
-fn bundle_key((room_id, sender): &(String, String)) -> String {
-    format!("{RECORD_KIND}/{room_id}/{sender}")
+/// The record of a pending bundle: the room and sender as a JSON pair, so
+/// that no two (room, sender) pairs share a key, whatever `/` their ids
+/// (unchecked: the sender is the server's word) carry.
+fn bundle_key(key: &(String, String)) -> String {
+    // A pair of strings always serialises.
+    let pair = serde_json::to_string(key).unwrap_or_default();
+    format!("{RECORD_KIND}/{pair}")
 }

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use myelin_crypto::{
     PickleError, PickleKey,
     megolm::{InboundGroupSession, MEGOLM_ALGORITHM, MegolmError, SessionKey},
+    olm::{Curve25519PublicKey, Ed25519PublicKey},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -30,7 +31,11 @@ use super::{
 };
 
 pub(super) const RECORD_KIND: &str = "inbound";
+/// Withheld notices that arrived in the clear: hints only.
 pub(super) const WITHHELD_RECORD: &str = "withheld";
+/// Withheld notices from the session's own device over Olm, or from a
+/// room key bundle.
+pub(super) const CONFIRMED_WITHHELD_RECORD: &str = "withheld_confirmed";
 
 /// At most this many undecryptable events and withheld notices are kept:
 /// both can be made up by the server in any number.
@@ -47,13 +52,30 @@ pub(super) struct SessionKeyId {
 
 impl SessionKeyId {
     /// Reads `room_id`, `sender_key` and `session_id` from a to-device
-    /// content (withheld notices, key requests, forwarded keys).
+    /// content (withheld notices, key requests, forwarded keys, bundle and
+    /// backup entries); `None` unless [`SessionKeyId::new`] takes them.
     pub(super) fn from_json(object: Option<&Value>) -> Option<Self> {
-        let field = |name: &str| object?.get(name)?.as_str().map(str::to_owned);
+        let field = |name: &str| object?.get(name)?.as_str();
+        Self::new(
+            field("room_id")?,
+            field("sender_key")?,
+            field("session_id")?,
+        )
+    }
+
+    /// A session id whose sender key is a curve25519 key and whose session
+    /// id an ed25519 key (what a Megolm session id is), both in unpadded
+    /// base64; `None` for anything else. Fixed-length keys are what make the
+    /// record keys built from these parts (`inbound/{room}/{key}/{session}`)
+    /// unambiguous: a `/` in the room id, or in a made-up "key", cannot make
+    /// two sessions share a record and overwrite each other.
+    pub(super) fn new(room_id: &str, sender_key: &str, session_id: &str) -> Option<Self> {
+        Curve25519PublicKey::from_base64(sender_key).ok()?;
+        Ed25519PublicKey::from_base64(session_id).ok()?;
         Some(Self {
-            room_id: field("room_id")?,
-            sender_key: field("sender_key")?,
-            session_id: field("session_id")?,
+            room_id: room_id.to_owned(),
+            sender_key: sender_key.to_owned(),
+            session_id: session_id.to_owned(),
         })
     }
 }
@@ -226,6 +248,7 @@ impl OlmMachine {
                     UtdCause::MissingRoomKey
                         | UtdCause::SentBeforeWeJoined
                         | UtdCause::Withheld { .. }
+                        | UtdCause::WithheldUnconfirmed { .. }
                 );
                 if may_arrive && is_new && !id.is_empty() && self.pending_utd.len() < MAX_KEPT {
                     self.pending_utd
@@ -246,7 +269,10 @@ impl OlmMachine {
     }
 
     /// How many events failed to decrypt, by [`UtdCause::name`]. Each event
-    /// counts once, however often it is retried.
+    /// counts once, however often it is retried. Also counts, under
+    /// `shared_with_stale_device_lists`, room keys shared while a reader's
+    /// device list could not be refreshed (their server's keys/query
+    /// failing): devices they added meanwhile will report a missing key.
     pub fn utd_counts(&self) -> &BTreeMap<&'static str, u64> {
         &self.utd_counts
     }
@@ -320,23 +346,29 @@ impl OlmMachine {
     }
 
     /// Records a withheld code for a session we have no key for, from a
-    /// source already checked (a withheld notice or a room key bundle).
+    /// source already checked (an Olm-encrypted notice from the session's
+    /// device, or a room key bundle).
     pub(super) fn record_withheld(&mut self, key_id: SessionKeyId, code: &str) {
         if self.inbound.contains_key(&key_id) || self.withheld.len() >= MAX_KEPT {
             return;
         }
+        if self.withheld_hints.remove(&key_id).is_some() {
+            self.changes
+                .delete(format!("{WITHHELD_RECORD}/{}", inbound_key(&key_id)));
+        }
         let record = (key_id.clone(), code.to_owned());
         self.put(
-            format!("{WITHHELD_RECORD}/{}", inbound_key(&key_id)),
+            format!("{CONFIRMED_WITHHELD_RECORD}/{}", inbound_key(&key_id)),
             &record,
         );
         self.withheld.insert(key_id, code.to_owned());
     }
 
-    /// Records an `m.room_key.withheld`. It arrives in the clear, so it
-    /// counts only if its `sender_key` is a known device of the event's
-    /// sender: otherwise anyone (the server included) could make an
-    /// attack's failures look like an expected "withheld".
+    /// Records an `m.room_key.withheld` that came in the clear, as a hint
+    /// ([`UtdCause::WithheldUnconfirmed`]): the to-device `sender` is the
+    /// server's word, so the notice could be the server dressing up a key
+    /// it dropped. Notices not even claiming to come from the session's
+    /// owner are ignored.
     pub(super) fn receive_withheld(&mut self, event: &Value) {
         let content = event.get("content");
         let (Some(sender), Some(key_id), Some(code)) = (
@@ -350,7 +382,29 @@ impl OlmMachine {
             .devices
             .device_by_curve(&key_id.sender_key)
             .is_some_and(|d| d.user_id == sender);
-        if from_sender {
+        if !from_sender
+            || self.inbound.contains_key(&key_id)
+            || self.withheld.contains_key(&key_id)
+            || self.withheld_hints.len() >= MAX_KEPT
+        {
+            return;
+        }
+        let record = (key_id.clone(), code.to_owned());
+        self.put(
+            format!("{WITHHELD_RECORD}/{}", inbound_key(&key_id)),
+            &record,
+        );
+        self.withheld_hints.insert(key_id, code.to_owned());
+    }
+
+    /// Records an `m.room_key.withheld` that came inside Olm. It counts
+    /// only for sessions of the very device whose Olm session carried it.
+    pub(super) fn receive_olm_withheld(&mut self, olm: &DecryptedOlm) {
+        let key_id = SessionKeyId::from_json(Some(&olm.content));
+        let code = olm.content.get("code").and_then(Value::as_str);
+        if let (Some(key_id), Some(code)) = (key_id, code)
+            && key_id.sender_key == olm.sender_key
+        {
             self.record_withheld(key_id, code);
         }
     }
@@ -404,10 +458,13 @@ impl OlmMachine {
         };
         let verification = self.attribute(&key_id, sender)?;
         let Some(entry) = self.inbound.get_mut(&key_id) else {
-            return Err(match self.withheld.get(&key_id) {
-                Some(code) => UtdCause::Withheld { code: code.clone() },
-                None => UtdCause::MissingRoomKey,
-            });
+            return Err(
+                match (self.withheld.get(&key_id), self.withheld_hints.get(&key_id)) {
+                    (Some(code), _) => UtdCause::Withheld { code: code.clone() },
+                    (None, Some(code)) => UtdCause::WithheldUnconfirmed { code: code.clone() },
+                    (None, None) => UtdCause::MissingRoomKey,
+                },
+            );
         };
         let (forwarded, shared_by) = (entry.forwarded, entry.shared_by.clone());
         let (plaintext, index) = entry.session.decrypt(ciphertext).map_err(|e| match e {
@@ -463,8 +520,34 @@ impl OlmMachine {
     }
 
     /// Checks that `sender` owns the session (and the device behind its
-    /// sender key) and returns how far that device is trusted.
+    /// sender key) and returns how far the event can be trusted: as far as
+    /// that device, if the key came from the device's own Olm session;
+    /// [`VerificationState::AuthenticityNotGuaranteed`] if it was handed on.
     fn attribute(
+        &self,
+        key_id: &SessionKeyId,
+        sender: &str,
+    ) -> Result<VerificationState, UtdCause> {
+        let state = self.attribute_device(key_id, sender)?;
+        let handed_on = self
+            .inbound
+            .get(key_id)
+            .is_some_and(InboundEntry::is_forwarded);
+        Ok(match state {
+            VerificationState::Verified
+            | VerificationState::Unverified
+            | VerificationState::UnknownDevice
+                if handed_on =>
+            {
+                VerificationState::AuthenticityNotGuaranteed
+            }
+            state => state,
+        })
+    }
+
+    /// Checks that `sender` owns the session (and the device behind its
+    /// sender key) and returns how far that device is trusted.
+    fn attribute_device(
         &self,
         key_id: &SessionKeyId,
         sender: &str,
@@ -542,22 +625,26 @@ fn merge_into(existing: &mut InboundEntry, mut new: InboundEntry) -> bool {
     true
 }
 
-/// Whether `earlier`, advanced to `later`'s first index, is `later`.
+/// Whether `earlier`, advanced to `later`'s first index, is `later`
+/// (compared in constant time: these are secret keys).
 fn advances_to(earlier: &mut InboundGroupSession, later: &InboundEntry) -> bool {
+    use subtle::ConstantTimeEq;
     earlier
         .export_at(later.session.first_known_index())
-        .is_some_and(|key| key.to_base64() == later.export().to_base64())
+        .is_some_and(|key| {
+            let (ours, theirs) = (
+                zeroize::Zeroizing::new(key.to_base64()),
+                zeroize::Zeroizing::new(later.export().to_base64()),
+            );
+            bool::from(ours.as_bytes().ct_eq(theirs.as_bytes()))
+        })
 }
 
 /// The session an `m.room.encrypted` event of `room_id` names.
 fn session_key_id(room_id: &str, event: &Value) -> Option<SessionKeyId> {
     let content = event.get("content")?;
-    let field = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
-    Some(SessionKeyId {
-        room_id: room_id.to_owned(),
-        sender_key: field("sender_key")?,
-        session_id: field("session_id")?,
-    })
+    let field = |name: &str| content.get(name).and_then(Value::as_str);
+    SessionKeyId::new(room_id, field("sender_key")?, field("session_id")?)
 }
 
 fn names_session(event: &Value, key_id: &SessionKeyId) -> bool {
@@ -572,4 +659,32 @@ pub(super) fn inbound_key(key_id: &SessionKeyId) -> String {
         "{RECORD_KIND}/{}/{}/{}",
         key_id.room_id, key_id.sender_key, key_id.session_id
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{SessionKeyId, inbound_key};
+
+    const KEY: &str = "33z9bIkULlKY8yXfHcT4lCISUIniiANt7F3dbjuPDGc";
+    const SESSION: &str = "NxGJ0DvFvNXgrZLwxkUpZhZKo5bNBcyIFnVozJ28bq4";
+
+    #[test]
+    fn session_ids_whose_keys_are_not_keys_are_refused_so_record_keys_cannot_collide() {
+        let named = |room: &str, sender_key: &str, session_id: &str| {
+            SessionKeyId::from_json(Some(&json!({
+                "room_id": room, "sender_key": sender_key, "session_id": session_id,
+            })))
+        };
+        let real = named("!room:example.org", KEY, SESSION).unwrap();
+        // The same record key from other parts: a room id and a sender key
+        // that carry a `/` of their own.
+        let forged = named("!room:example.org/x", &format!("y/{KEY}"), SESSION);
+        assert!(forged.is_none());
+        let forged = named("!room:example.org", &format!("{KEY}/a"), SESSION);
+        assert!(forged.is_none());
+        assert!(named("!room:example.org", KEY, "not a session id").is_none());
+        assert!(inbound_key(&real).ends_with(&format!("/{KEY}/{SESSION}")));
+    }
 }

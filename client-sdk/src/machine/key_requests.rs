@@ -7,7 +7,8 @@
 //! verified**, and it holds the session; it forwards the session from its
 //! first known index. We accept a forwarded key only for a session we
 //! asked for, from our own verified device. Decrypted events then carry
-//! `forwarded: true`.
+//! `forwarded: true` and
+//! [`VerificationState::AuthenticityNotGuaranteed`](super::VerificationState::AuthenticityNotGuaranteed).
 //!
 //! Requests to other users' devices are not sent: a key that the sender
 //! did not share with us was, by the rules of `group`, not meant for us.
@@ -77,7 +78,7 @@ impl OlmMachine {
         else {
             return;
         };
-        let forwarded = json!({
+        let mut forwarded = json!({
             "algorithm": MEGOLM_ALGORITHM,
             "room_id": key_id.room_id,
             "sender_key": key_id.sender_key,
@@ -88,8 +89,9 @@ impl OlmMachine {
         });
         // Without an Olm session with that device there is no safe channel;
         // the request is dropped (the device asks again after a restart).
-        let Ok(encrypted) = self.encrypt_for_device(&device, "m.forwarded_room_key", &forwarded)
-        else {
+        let encrypted = self.encrypt_for_device(&device, "m.forwarded_room_key", &forwarded);
+        super::zeroize_json(&mut forwarded);
+        let Ok(encrypted) = encrypted else {
             return;
         };
         let body =

@@ -40,6 +40,8 @@
 //!   the payload checks, wedged-session recovery.
 //! - `rooms`: membership and encryption settings per room.
 //! - `group`: outbound Megolm sessions, key sharing, rotation, withheld.
+//! - `query_backoff`: servers whose keys/query fails are backed off, and
+//!   sharing goes ahead with the devices known for their users.
 //! - `inbound`: inbound Megolm sessions, room event decryption, replay
 //!   protection, unable-to-decrypt causes.
 //! - `key_requests`: asking our own other devices for missing keys, and
@@ -59,11 +61,17 @@
 //! secret sharing of the cross-signing keys (only the device that
 //! bootstrapped holds them), history bundles sent only to cross-signed
 //! devices as MSC4268 asks (they go to the invitee's non-blacklisted
-//! devices, and without the MSC4147 `sender_device_keys` it requires),
-//! and persistence of requests in flight
-//! (a failed request is reported with [`OlmMachine::mark_request_failed`],
-//! but a crash between building a to-device request and sending it leaves
-//! those devices without the key until the session rotates).
+//! devices, and without the MSC4147 `sender_device_keys` it requires).
+//!
+//! # Persist before send
+//!
+//! Every request the machine hands out is covered by the change set taken
+//! after it: save that set before the request leaves. To-device requests
+//! are also records of their own until the server answers, so one saved
+//! but not sent before a crash is handed out again after the restart
+//! ([`OlmMachine::outgoing_requests`]). A caller that could not save hands
+//! the set back ([`OlmMachine::restore_changes`]) and the requests too
+//! ([`OlmMachine::mark_request_unsent`]).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -80,6 +88,7 @@ pub mod identity;
 mod inbound;
 mod key_requests;
 mod olm;
+mod query_backoff;
 mod requests;
 mod rooms;
 pub mod store;
@@ -102,7 +111,7 @@ use self::{
     identity::AccountMeta,
     inbound::{InboundEntry, SessionKeyId},
     olm::OlmSessions,
-    requests::InFlight,
+    requests::{InFlight, PENDING_RECORD_KIND, PendingToDevice},
     rooms::RoomState,
 };
 pub use self::{
@@ -206,7 +215,10 @@ pub struct OlmMachine {
     rooms: BTreeMap<String, RoomState>,
     outbound: BTreeMap<String, OutboundEntry>,
     inbound: BTreeMap<SessionKeyId, InboundEntry>,
+    /// Withheld codes we can attribute to the session's device.
     withheld: BTreeMap<SessionKeyId, String>,
+    /// Withheld codes from notices in the clear: hints only.
+    withheld_hints: BTreeMap<SessionKeyId, String>,
     /// Sessions we asked our other devices for and have not got yet.
     key_requests: BTreeSet<SessionKeyId>,
     /// Room key bundles waiting for us to join, by (room id, sender).
@@ -214,9 +226,14 @@ pub struct OlmMachine {
     /// Undecryptable events by event id: (room id, event).
     pending_utd: BTreeMap<String, (String, Value)>,
     in_flight: BTreeMap<String, InFlight>,
+    /// To-device requests in flight -> the record that keeps them until
+    /// the server has them.
+    pending_records: BTreeMap<String, String>,
     /// Devices whose Olm session looks wedged: (user, device) -> when we
     /// last started a fresh session for it.
     wedged: BTreeMap<(String, String), u64>,
+    /// Servers whose keys/query failed, not asked again for a while.
+    query_backoff: query_backoff::QueryBackoff,
     /// Devices a claim returned no key for, with when, so sharing does not
     /// claim for them again and again.
     claim_failures: BTreeMap<(String, String), u64>,
@@ -226,6 +243,8 @@ pub struct OlmMachine {
     only_verified_globally: bool,
     /// The key backup this device uploads to.
     backup: Option<ActiveBackup>,
+    /// A backup whose recovery key was handed out, not yet created.
+    pending_backup: Option<backup::PendingBackup>,
     /// Session -> the backup version its current copy was uploaded to.
     backed_up: BTreeMap<SessionKeyId, String>,
     changes: Changes,
@@ -347,14 +366,24 @@ impl OlmMachine {
         if let Some(body) = self.keys_upload_body() {
             requests.push(self.issue(InFlight::Upload, |_| Request::KeysUpload { body }));
         }
-        let users = self.devices.users_to_query();
+        let users = self.users_to_query_now();
         requests.extend(self.query_request(users));
         let wedged: Vec<_> = self.wedged_devices_needing_claim();
         requests.extend(self.claim_request(wedged));
         requests.extend(self.own_device_signature_request());
+        requests.extend(self.pending_backup_request());
         requests.extend(self.backup_upload_request());
         requests.append(&mut self.queued);
         requests
+    }
+
+    /// The to-device requests queued by earlier steps (answers to
+    /// requests, key requests, requests saved before a restart), without
+    /// the rest of [`OlmMachine::outgoing_requests`]: a send sends them
+    /// before its room key, so an `m.room_key` that could not leave earlier
+    /// reaches its devices before the message it opens.
+    pub fn take_queued_requests(&mut self) -> Vec<OutgoingRequest> {
+        std::mem::take(&mut self.queued)
     }
 
     /// Reports the server's answer to a request the machine issued.
@@ -373,6 +402,7 @@ impl OlmMachine {
             .in_flight
             .remove(request_id)
             .ok_or_else(|| MachineError::UnknownRequest(request_id.to_owned()))?;
+        self.forget_pending_record(request_id);
         let malformed = |reason: &str| MachineError::MalformedResponse {
             request_id: request_id.to_owned(),
             reason: reason.to_owned(),
@@ -418,8 +448,13 @@ impl OlmMachine {
             .in_flight
             .remove(request_id)
             .ok_or_else(|| MachineError::UnknownRequest(request_id.to_owned()))?;
+        self.forget_pending_record(request_id);
         match in_flight {
-            InFlight::Query(users) => self.devices.query_finished(&users),
+            InFlight::Query(users) => {
+                self.devices.query_finished(&users);
+                let now_ms = self.meta.last_now_ms;
+                self.query_backoff.failed(&users, now_ms);
+            }
             InFlight::RoomKeys {
                 room_id,
                 session_id,
@@ -436,20 +471,96 @@ impl OlmMachine {
         Ok(())
     }
 
+    /// Reports that a request was not sent at all: the caller could not
+    /// save the machine's changes first (which must land before anything
+    /// leaves). A to-device request is queued again, to go out at the next
+    /// [`OlmMachine::outgoing_requests`] (its record is in the change set
+    /// the caller puts back with [`OlmMachine::restore_changes`]); any
+    /// other request is forgotten as by [`OlmMachine::mark_request_failed`].
+    ///
+    /// # Errors
+    ///
+    /// [`MachineError::UnknownRequest`] for a request not in flight.
+    pub fn mark_request_unsent(&mut self, request: OutgoingRequest) -> Result<(), MachineError> {
+        if self.pending_records.contains_key(&request.request_id) {
+            self.queued.push(request);
+            return Ok(());
+        }
+        self.mark_request_failed(&request.request_id)
+    }
+
+    /// Puts back a change set the caller took with
+    /// [`OlmMachine::take_changes`] and could not save: the next
+    /// `take_changes` returns it again, under any newer change to the same
+    /// record.
+    pub fn restore_changes(&mut self, earlier: Changes) {
+        let newer = std::mem::replace(&mut self.changes, earlier);
+        self.changes.records.extend(newer.records);
+    }
+
     /// Registers a request as in flight and wraps it with a fresh id.
+    /// To-device requests are also recorded in the change set, so that one
+    /// built and saved but not sent before a crash goes out after it.
     fn issue(
         &mut self,
         in_flight: InFlight,
         build: impl FnOnce(&str) -> Request,
     ) -> OutgoingRequest {
         self.meta.next_request += 1;
-        let request_id = format!("myelin-{}-{}", self.device_id, self.meta.next_request);
+        let serial = self.meta.next_request;
+        let request_id = format!("myelin-{}-{serial}", self.device_id);
         self.save_account();
-        self.in_flight.insert(request_id.clone(), in_flight);
-        OutgoingRequest {
+        let outgoing = OutgoingRequest {
             request: build(&request_id),
             request_id,
+        };
+        let room_keys = match &in_flight {
+            InFlight::RoomKeys {
+                room_id,
+                session_id,
+                devices,
+            } => Some((room_id.clone(), session_id.clone(), devices.clone())),
+            _ => None,
+        };
+        if matches!(in_flight, InFlight::ToDevice | InFlight::RoomKeys { .. }) {
+            // Zero-padded: records load in the order they were issued, and
+            // Olm messages to one device keep their order.
+            let key = format!("{PENDING_RECORD_KIND}/{serial:020}");
+            let pending = PendingToDevice {
+                request: outgoing.clone(),
+                room_keys,
+            };
+            self.put(key.clone(), &pending);
+            self.pending_records
+                .insert(outgoing.request_id.clone(), key);
         }
+        self.in_flight
+            .insert(outgoing.request_id.clone(), in_flight);
+        outgoing
+    }
+
+    /// The server has (or refused) a to-device request: its record goes.
+    fn forget_pending_record(&mut self, request_id: &str) {
+        if let Some(key) = self.pending_records.remove(request_id) {
+            self.changes.delete(key);
+        }
+    }
+
+    /// A to-device request saved but not answered before the last stop:
+    /// in flight again, and queued to be sent.
+    fn load_pending(&mut self, key: &str, pending: PendingToDevice) {
+        let in_flight = match pending.room_keys {
+            Some((room_id, session_id, devices)) => InFlight::RoomKeys {
+                room_id,
+                session_id,
+                devices,
+            },
+            None => InFlight::ToDevice,
+        };
+        let request_id = pending.request.request_id.clone();
+        self.in_flight.insert(request_id.clone(), in_flight);
+        self.pending_records.insert(request_id, key.to_owned());
+        self.queued.push(pending.request);
     }
 
     fn empty(user_id: &str, device_id: &str, pickle_key: PickleKey, account: Account) -> Self {
@@ -466,17 +577,21 @@ impl OlmMachine {
             outbound: BTreeMap::new(),
             inbound: BTreeMap::new(),
             withheld: BTreeMap::new(),
+            withheld_hints: BTreeMap::new(),
             key_requests: BTreeSet::new(),
             bundles: BTreeMap::new(),
             pending_utd: BTreeMap::new(),
             in_flight: BTreeMap::new(),
+            pending_records: BTreeMap::new(),
             wedged: BTreeMap::new(),
             claim_failures: BTreeMap::new(),
+            query_backoff: query_backoff::QueryBackoff::default(),
             queued: Vec::new(),
             warnings: Vec::new(),
             utd_counts: BTreeMap::new(),
             only_verified_globally: false,
             backup: None,
+            pending_backup: None,
             backed_up: BTreeMap::new(),
             changes: Changes::default(),
         }
@@ -500,7 +615,9 @@ impl OlmMachine {
                     .map_err(|_| LoadError::Corrupt(key.to_owned()))?;
             }
             rooms::RECORD_KIND => {
-                let room: RoomState = decode(records, key)?;
+                let mut room: RoomState = decode(records, key)?;
+                // Saved before the bounds were enforced, perhaps.
+                room.encryption = room.encryption.map(rooms::EncryptionSettings::clamped);
                 self.rooms.insert(room.room_id.clone(), room);
             }
             group::RECORD_KIND => {
@@ -529,6 +646,10 @@ impl OlmMachine {
             }
             inbound::WITHHELD_RECORD => {
                 let (key_id, code): (SessionKeyId, String) = decode(records, key)?;
+                self.withheld_hints.insert(key_id, code);
+            }
+            inbound::CONFIRMED_WITHHELD_RECORD => {
+                let (key_id, code): (SessionKeyId, String) = decode(records, key)?;
                 self.withheld.insert(key_id, code);
             }
             key_requests::RECORD => {
@@ -542,7 +663,7 @@ impl OlmMachine {
             }
             history::RECORD_KIND => {
                 let bundle: PendingBundle = decode(records, key)?;
-                self.load_bundle(bundle);
+                self.load_bundle(key, bundle);
             }
             cross_signing::RECORD => {
                 let record: cross_signing::CrossSigningRecord = decode(records, key)?;
@@ -553,9 +674,17 @@ impl OlmMachine {
                 self.load_backup(record)
                     .map_err(|_| LoadError::Corrupt(key.to_owned()))?;
             }
+            backup::PENDING_RECORD => {
+                let pending: backup::PendingBackup = decode(records, key)?;
+                self.load_pending_backup(pending);
+            }
             backup::UPLOADED_RECORD_KIND => {
                 let record: backup::UploadedRecord = decode(records, key)?;
                 self.load_backed_up(record);
+            }
+            PENDING_RECORD_KIND => {
+                let pending: PendingToDevice = decode(records, key)?;
+                self.load_pending(key, pending);
             }
             identity::SETTINGS_RECORD => {
                 self.only_verified_globally = decode(records, key)?;
@@ -590,6 +719,17 @@ impl std::fmt::Debug for OlmMachine {
             .field("user_id", &self.user_id)
             .field("device_id", &self.device_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// Wipes every string in `value` (parsed JSON that held key material).
+pub(super) fn zeroize_json(value: &mut Value) {
+    use zeroize::Zeroize;
+    match value {
+        Value::String(text) => text.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(zeroize_json),
+        Value::Object(fields) => fields.values_mut().for_each(zeroize_json),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 

@@ -4,7 +4,9 @@
 //! **Session choice** ([spec]): to encrypt, use the session with the device
 //! that most recently decrypted a message (or, failing that, the newest).
 //! To decrypt a pre-key message, use the session it was built on if we have
-//! it, else create an inbound session from it; a normal message is tried
+//! it (if that session cannot decrypt it, it is a replay and dropped: the
+//! fallback key would otherwise open a second session on it), else create
+//! an inbound session from it; a normal message is tried
 //! against each session with the sender's key, most recently used first.
 //!
 //! **Payload checks**: after decryption, the payload's `sender` must be the
@@ -33,6 +35,7 @@ use myelin_crypto::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
 
 use super::{
     Device, InFlight, MachineError, OlmMachine, OutgoingRequest, Request, SyncOutput,
@@ -205,7 +208,8 @@ impl StoredSession {
     }
 }
 
-/// A to-device event that decrypted and passed the payload checks.
+/// A to-device event that decrypted and passed the payload checks. Its
+/// JSON (a room key, a forwarded key, a bundle's file key) is wiped on drop.
 pub(super) struct DecryptedOlm {
     pub(super) sender: String,
     pub(super) sender_key: String,
@@ -213,6 +217,13 @@ pub(super) struct DecryptedOlm {
     pub(super) event_type: String,
     pub(super) content: Value,
     pub(super) payload: Value,
+}
+
+impl Drop for DecryptedOlm {
+    fn drop(&mut self) {
+        super::zeroize_json(&mut self.content);
+        super::zeroize_json(&mut self.payload);
+    }
 }
 
 /// Why a to-device event was dropped. Not surfaced beyond debugging: a
@@ -223,6 +234,8 @@ pub(super) enum ToDeviceRejection {
     Malformed,
     Undecryptable,
     PayloadMismatch,
+    /// A pre-key message an existing session was built on, again.
+    Replay,
 }
 
 impl OlmMachine {
@@ -409,15 +422,18 @@ impl OlmMachine {
             .unwrap_or_default();
         match event_type {
             "m.room.encrypted" => {
-                let Ok(decrypted) = self.decrypt_to_device(event, now_ms) else {
+                let Ok(mut decrypted) = self.decrypt_to_device(event, now_ms) else {
                     return;
                 };
                 match decrypted.event_type.as_str() {
                     "m.room_key" => self.receive_room_key(&decrypted, output),
                     "m.forwarded_room_key" => self.receive_forwarded_room_key(&decrypted, output),
                     ROOM_KEY_BUNDLE_EVENT => self.receive_room_key_bundle(&decrypted, now_ms),
+                    "m.room_key.withheld" => self.receive_olm_withheld(&decrypted),
                     "m.dummy" => {}
-                    _ => output.to_device.push(decrypted.payload),
+                    _ => output
+                        .to_device
+                        .push(std::mem::take(&mut decrypted.payload)),
                 }
             }
             "m.room_key.withheld" => self.receive_withheld(event),
@@ -467,15 +483,17 @@ impl OlmMachine {
         sender_key: &str,
         message: &OlmMessage,
         now_ms: u64,
-    ) -> Result<Vec<u8>, ToDeviceRejection> {
+    ) -> Result<Zeroizing<Vec<u8>>, ToDeviceRejection> {
         let mut decrypted = None;
+        let mut built_on_it = false;
         for stored in self.olm_sessions.ordered(sender_key) {
-            if let OlmMessage::PreKey(pre_key) = message
-                && !stored.session.matches(pre_key)
-            {
-                continue;
+            if let OlmMessage::PreKey(pre_key) = message {
+                if !stored.session.matches(pre_key) {
+                    continue;
+                }
+                built_on_it = true;
             }
-            if let Ok(plaintext) = stored.session.decrypt(message) {
+            if let Ok(plaintext) = stored.session.decrypt(message).map(Zeroizing::new) {
                 stored.last_used_ms = now_ms;
                 decrypted = Some((plaintext, stored.session_id.clone()));
                 break;
@@ -486,6 +504,11 @@ impl OlmMachine {
             return Ok(plaintext);
         }
         match message {
+            // A session was built on this very pre-key message and cannot
+            // decrypt it again: its message key is used up, so this is a
+            // replay. With a fallback key (never used up) a new inbound
+            // session would otherwise take it in a second time.
+            OlmMessage::PreKey(_) if built_on_it => Err(ToDeviceRejection::Replay),
             OlmMessage::PreKey(pre_key) => {
                 let identity_key = Curve25519PublicKey::from_base64(sender_key)
                     .map_err(|_| ToDeviceRejection::Malformed)?;
@@ -497,7 +520,7 @@ impl OlmMachine {
                 // the same change set.
                 self.save_account();
                 self.add_olm_session(sender_key, session, now_ms);
-                Ok(plaintext)
+                Ok(Zeroizing::new(plaintext))
             }
             OlmMessage::Normal(_) => {
                 self.mark_wedged(sender, sender_key, now_ms);
@@ -598,29 +621,30 @@ impl OlmMachine {
 
 /// The plaintext of an Olm-encrypted event, serialised once for all its
 /// recipients: only `recipient` and `recipient_keys` differ, and they are
-/// appended to the common part for each device.
+/// appended to the common part for each device. Wiped on drop (it may
+/// carry a room key), as is each device's copy.
 pub(super) struct OlmPayload {
     /// The serialised object without its closing brace.
-    common: Vec<u8>,
+    common: Zeroizing<Vec<u8>>,
 }
 
 impl OlmPayload {
     /// Wraps the payload's common fields (a JSON object).
     fn new(common: &Value) -> Self {
-        let mut bytes = serde_json::to_vec(common).unwrap_or_default();
+        let mut bytes = Zeroizing::new(serde_json::to_vec(common).unwrap_or_default());
         bytes.pop(); // the object's `}`: recipient fields follow
         Self { common: bytes }
     }
 
     /// The payload addressed to `device`.
-    pub(super) fn for_device(&self, device: &Device) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(self.common.len() + 128);
+    pub(super) fn for_device(&self, device: &Device) -> Zeroizing<Vec<u8>> {
+        let mut bytes = Zeroizing::new(Vec::with_capacity(self.common.len() + 128));
         bytes.extend_from_slice(&self.common);
         bytes.extend_from_slice(br#","recipient":"#);
         // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut bytes, &device.user_id);
+        let _ = serde_json::to_writer(&mut *bytes, &device.user_id);
         bytes.extend_from_slice(br#","recipient_keys":{"ed25519":"#);
-        let _ = serde_json::to_writer(&mut bytes, &device.ed25519);
+        let _ = serde_json::to_writer(&mut *bytes, &device.ed25519);
         bytes.extend_from_slice(b"}}");
         bytes
     }

@@ -75,6 +75,23 @@ pub enum Request {
     },
 }
 
+/// A to-device request kept in the store from the moment it is issued
+/// until the server took it (or refused it): an Olm message whose ratchet
+/// step is saved must also be sent, after a restart if need be.
+#[derive(Serialize, Deserialize)]
+pub(super) struct PendingToDevice {
+    pub(super) request: OutgoingRequest,
+    /// For an `m.room_key` batch: whom it carries which session to.
+    #[serde(default)]
+    pub(super) room_keys: Option<RoomKeysTarget>,
+}
+
+/// The room, the session and the (user, device) pairs of an `m.room_key`
+/// batch.
+pub(super) type RoomKeysTarget = (String, String, Vec<(String, String)>);
+
+pub(super) const PENDING_RECORD_KIND: &str = "to_device";
+
 /// What the machine remembers about a request it issued and has not heard
 /// back about.
 #[derive(Debug, Clone)]

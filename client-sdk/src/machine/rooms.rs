@@ -3,7 +3,9 @@
 //! **E2E-only**: once a room is encrypted it stays encrypted. A later
 //! `m.room.encryption` with another algorithm, or one that lengthens the
 //! rotation periods, is refused (the stricter settings are kept) and
-//! reported as [`DeviceWarning::EncryptionChangeRefused`].
+//! reported as [`DeviceWarning::EncryptionChangeRefused`]. Rotation periods
+//! are held to 1..=10,000 messages and at least an hour, as other clients
+//! do: a period of 0 would make the room impossible to send to.
 //!
 //! **Who may read new messages**: joined members, and invited members unless
 //! the history visibility is `joined` (an invitee then reads nothing until
@@ -25,11 +27,30 @@ pub(super) const RECORD_KIND: &str = "room";
 /// Rotation defaults from the spec's `m.room.encryption`.
 const DEFAULT_ROTATION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 const DEFAULT_ROTATION_MSGS: u64 = 100;
+/// The bounds other clients hold rotation settings to: a room's state can
+/// make sessions short-lived, but not so short that nothing can be sent
+/// (a period of 0 would expire every session at birth), nor so long that
+/// one session covers a room's whole history.
+const MIN_ROTATION_MS: u64 = 60 * 60 * 1000;
+const MIN_ROTATION_MSGS: u64 = 1;
+const MAX_ROTATION_MSGS: u64 = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct EncryptionSettings {
     pub(super) rotation_period_ms: u64,
     pub(super) rotation_period_msgs: u64,
+}
+
+impl EncryptionSettings {
+    /// The settings within the bounds above.
+    pub(super) fn clamped(self) -> Self {
+        Self {
+            rotation_period_ms: self.rotation_period_ms.max(MIN_ROTATION_MS),
+            rotation_period_msgs: self
+                .rotation_period_msgs
+                .clamp(MIN_ROTATION_MSGS, MAX_ROTATION_MSGS),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -182,7 +203,8 @@ impl OlmMachine {
                 .get("rotation_period_msgs")
                 .and_then(Value::as_u64)
                 .unwrap_or(DEFAULT_ROTATION_MSGS),
-        };
+        }
+        .clamped();
         let room = self.room_mut(room_id);
         match (room.encryption, algorithm == Some(MEGOLM_ALGORITHM)) {
             (None, true) => room.encryption = Some(proposed),

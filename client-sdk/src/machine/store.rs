@@ -23,7 +23,10 @@
 use std::{collections::BTreeMap, convert::Infallible};
 
 /// One batch of record writes and deletions, to be applied atomically.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows each record's key and size, never its value: some hold
+/// key material in the clear (a room key bundle's file key).
+#[derive(Default, Clone, PartialEq, Eq)]
 pub struct Changes {
     /// Key -> new value (`Some`) or deletion (`None`). A later write to the
     /// same key in one batch replaces the earlier one.
@@ -42,6 +45,20 @@ impl Changes {
 
     pub(crate) fn delete(&mut self, key: String) {
         self.records.insert(key, None);
+    }
+}
+
+impl std::fmt::Debug for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sizes: BTreeMap<&str, Option<String>> = self
+            .records
+            .iter()
+            .map(|(key, value)| {
+                let size = value.as_ref().map(|v| format!("{} bytes", v.len()));
+                (key.as_str(), size)
+            })
+            .collect();
+        f.debug_struct("Changes").field("records", &sizes).finish()
     }
 }
 
@@ -105,5 +122,21 @@ impl CryptoStore for MemoryStore {
             };
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Changes;
+
+    #[test]
+    fn debug_shows_record_keys_and_sizes_never_values() {
+        let mut changes = Changes::default();
+        changes.put("bundle/!room/@alice".to_owned(), b"file key".to_vec());
+        changes.delete("utd/$event".to_owned());
+        assert_eq!(
+            format!("{changes:?}"),
+            r#"Changes { records: {"bundle/!room/@alice": Some("8 bytes"), "utd/$event": None} }"#
+        );
     }
 }

@@ -44,6 +44,8 @@ mod sdk_example;
 mod sdk_history;
 mod sdk_homeserver;
 mod sdk_interop;
+mod sdk_keys_query_backoff;
+mod sdk_persist_before_send;
 mod sdk_restart;
 mod sdk_support;
 mod server_keys;

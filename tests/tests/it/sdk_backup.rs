@@ -16,11 +16,12 @@ use serde_json::{Value, json};
 
 use crate::{
     sdk_e2ee::{second_device, shared_room, until_decrypted},
-    sdk_support::{registered, sync_until},
+    sdk_support::{Fault, FaultyProxy, quick_sync, registered, registered_on, sync_until},
 };
 
 backend_tests!(
     a_new_device_reads_old_messages_with_the_recovery_key_only,
+    the_recovery_key_is_not_lost_when_the_backup_cannot_be_created_at_once,
     a_replaced_backup_stops_the_uploads,
     another_device_backs_up_once_it_verified_the_creator
 );
@@ -233,4 +234,54 @@ async fn another_device_backs_up_once_it_verified_the_creator(backend: Backend) 
     sync_until(&laptop, |_| true).await;
     let (info, keys) = stored_backup(&server, &alice).await;
     assert_eq!(info["count"], 1, "{keys}");
+}
+
+/// The server fails the backup's creation: the recovery key is returned all
+/// the same (it is already saved), the creation is asked again after the
+/// next sync with the same key, and that key opens the backup.
+async fn the_recovery_key_is_not_lost_when_the_backup_cannot_be_created_at_once(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let url = server.base_url.as_str();
+    let proxy = FaultyProxy::start(url).await;
+    let suffix = &random_suffix()[..8];
+    let alice = registered_on(
+        &proxy.url,
+        &format!("alice{suffix}"),
+        std::sync::Arc::new(myelin_sdk::MemoryStore::new()),
+    )
+    .await;
+    let bob = registered(url, &format!("bob{suffix}")).await;
+    let room = shared_room(&alice, &bob, RoomSecurity::Encrypted).await;
+    let room_id = room.room_id().to_owned();
+    room.send_text("before the backup").await.unwrap();
+
+    let refused = r#"{"errcode":"M_UNKNOWN","error":"not now"}"#.to_owned();
+    proxy.inject(
+        Method::POST,
+        "/room_keys/version",
+        Fault::Answer(400, refused),
+        1,
+    );
+    let recovery_key = alice.enable_backup().await.unwrap();
+    assert_eq!(alice.backup_version().await.unwrap(), None);
+
+    // The server is back: the next sync creates it, the one after uploads
+    // the keys.
+    let mut synced = alice.sync_stream(quick_sync());
+    for _ in 0..6 {
+        if proxy.count(&Method::PUT, "/room_keys/keys") > 0 {
+            break;
+        }
+        synced.next().await.unwrap();
+    }
+    assert!(alice.backup_version().await.unwrap().is_some());
+    assert_eq!(proxy.count(&Method::POST, "/room_keys/version"), 2);
+
+    let new = second_device(url, &alice).await;
+    sync_until(&new, |update| {
+        update.joined.iter().any(|r| r.room_id == room_id)
+    })
+    .await;
+    let restore = new.restore_backup(&recovery_key).await.unwrap();
+    assert_eq!(restore.imported, 1);
 }

@@ -14,7 +14,10 @@ use tokio::{
     process::{Child, ChildStdin, ChildStdout, Command},
 };
 
-backend_tests!(two_example_clients_chat_end_to_end_encrypted);
+backend_tests!(
+    two_example_clients_chat_end_to_end_encrypted,
+    history_restored_from_the_backup_shows_its_authenticity_is_not_guaranteed
+);
 
 /// How long one expected line may take to appear.
 const LINE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,12 +33,25 @@ struct ChatProcess {
 impl ChatProcess {
     /// Starts the example for `localpart`, registering it.
     fn register(server: &TestServer, localpart: &'static str, store: PathBuf) -> Self {
-        let mut child = Command::new(example_binary())
+        Self::start(server, localpart, store, true)
+    }
+
+    /// Starts the example for `localpart`, registered before, as a new
+    /// device (a new store).
+    fn login(server: &TestServer, localpart: &'static str, store: PathBuf) -> Self {
+        Self::start(server, localpart, store, false)
+    }
+
+    fn start(server: &TestServer, localpart: &'static str, store: PathBuf, register: bool) -> Self {
+        let mut command = Command::new(example_binary());
+        if register {
+            command.env("MYELIN_REGISTER", "1");
+        }
+        let mut child = command
             .args([&server.base_url, localpart])
             .arg(store)
             .env("MYELIN_PASSWORD", PASSWORD)
             .env("MYELIN_PASSPHRASE", "example store passphrase")
-            .env("MYELIN_REGISTER", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -199,4 +215,84 @@ async fn two_example_clients_chat_end_to_end_encrypted(backend: Backend) {
     }
     alice.quit().await;
     bob.quit().await;
+}
+
+/// Bob backs his keys up; his new device restores them and reads Alice's
+/// old message, which it must not show as verified nor plainly unverified:
+/// the backup (which the server could write to) vouches for the key, not
+/// Alice's device.
+async fn history_restored_from_the_backup_shows_its_authenticity_is_not_guaranteed(
+    backend: Backend,
+) {
+    let server = TestServer::start(backend).await;
+    let stores = tempfile::tempdir().expect("store dir");
+    let mut alice = ChatProcess::register(&server, "alice", stores.path().join("alice.db"));
+    let mut bob = ChatProcess::register(&server, "bob", stores.path().join("bob.db"));
+    alice
+        .expect("its login", |l| l.starts_with("* logged in as @alice"))
+        .await;
+    bob.expect("its login", |l| l.starts_with("* logged in as @bob"))
+        .await;
+    let bob_id = server.user_id("bob");
+    alice.type_line("/create backed up").await;
+    let created = alice
+        .expect("the new room", |l| l.starts_with("* created !"))
+        .await;
+    let room_id = created
+        .split_whitespace()
+        .nth(2)
+        .expect("room id")
+        .to_owned();
+    alice.type_line(&format!("/invite {bob_id}")).await;
+    bob.expect("the invite", |l| {
+        l.starts_with(&format!("* invited to {room_id}"))
+    })
+    .await;
+    bob.type_line(&format!("/join {room_id}")).await;
+    bob.expect("the join", |l| l == format!("* joined {room_id}"))
+        .await;
+    alice
+        .expect("Bob's join", |l| {
+            l == format!("[{room_id}] {bob_id} set m.room.member")
+        })
+        .await;
+    alice.type_line("kept in the backup").await;
+    let line = bob
+        .expect("Alice's message", |l| l.contains("kept in the backup"))
+        .await;
+    assert!(line.contains("[e2e unverified, device "), "{line}");
+
+    bob.type_line("/backup").await;
+    bob.expect("the prompt to write the key down", |l| {
+        l.starts_with("* write down the recovery key")
+    })
+    .await;
+    let recovery_key = bob
+        .expect("the recovery key", |l| l.starts_with("  "))
+        .await
+        .trim()
+        .to_owned();
+    bob.expect("the backup", |l| l == "* room keys are backed up")
+        .await;
+
+    let mut laptop = ChatProcess::login(&server, "bob", stores.path().join("laptop.db"));
+    laptop
+        .expect("its login", |l| l.starts_with("* logged in as @bob"))
+        .await;
+    laptop.type_line(&format!("/switch {room_id}")).await;
+    laptop.type_line(&format!("/restore {recovery_key}")).await;
+    laptop
+        .expect("the restore", |l| l.starts_with("* restored 1 keys"))
+        .await;
+    laptop.type_line("/history").await;
+    let line = laptop
+        .expect("the old message", |l| l.contains("kept in the backup"))
+        .await;
+    assert!(
+        line.contains("[e2e authenticity not guaranteed, device "),
+        "{line}"
+    );
+    alice.quit().await;
+    bob.quit().await;
+    laptop.quit().await;
 }

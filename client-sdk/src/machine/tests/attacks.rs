@@ -433,3 +433,125 @@ fn deliver_olm(
         .or_default()
         .push(json!({"type": "m.room.encrypted", "sender": sender, "content": content}));
 }
+
+#[test]
+fn a_replayed_pre_key_message_on_the_fallback_key_is_processed_once() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let bob_key = (BOB.to_owned(), "BOBPHONE".to_owned());
+    // Bob's one-time keys are used up: Alice's session opens on his
+    // fallback key, which stays usable for more sessions.
+    server.one_time_keys.remove(&bob_key);
+    alice.share(&mut server, ROOM);
+    assert!(
+        server.fallback_keys[&bob_key].2,
+        "the fallback key was claimed"
+    );
+    bob.sync(&mut server, vec![]);
+
+    let bob_device = alice
+        .machine
+        .devices(BOB)
+        .into_iter()
+        .find(|d| d.device_id == "BOBPHONE")
+        .unwrap();
+    let content = alice
+        .machine
+        .encrypt_for_device(&bob_device, "org.example.ping", &json!({"n": 1}))
+        .unwrap();
+    assert_eq!(
+        content["ciphertext"][&bob_device.curve25519]["type"], 0,
+        "still a pre-key message"
+    );
+    // The server delivers the same pre-key message twice.
+    let event = json!({"type": "m.room.encrypted", "sender": ALICE, "content": content});
+    server
+        .inboxes
+        .entry(bob_key)
+        .or_default()
+        .extend([event.clone(), event]);
+    let output = bob.sync(&mut server, vec![]);
+    let pings = output
+        .to_device
+        .iter()
+        .filter(|e| e["type"] == "org.example.ping")
+        .count();
+    assert_eq!(pings, 1, "the replay was processed as a new message");
+}
+
+#[test]
+fn a_withheld_notice_in_clear_does_not_make_a_missing_key_expected() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let event = alice.send(&mut server, ROOM, "secret");
+    // The server drops the key and, to make the failure look intended,
+    // forges a withheld notice as if Alice's device sent it: the to-device
+    // `sender` is whatever the server writes.
+    server
+        .inboxes
+        .remove(&(BOB.to_owned(), "BOBPHONE".to_owned()));
+    let notice = json!({
+        "type": "m.room_key.withheld",
+        "sender": ALICE,
+        "content": {
+            "algorithm": "m.megolm.v1.aes-sha2", "room_id": ROOM,
+            "session_id": event["content"]["session_id"], "sender_key": event["content"]["sender_key"],
+            "code": "m.unverified", "reason": "trust me",
+        },
+    });
+    server
+        .inboxes
+        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
+        .or_default()
+        .push(notice);
+    bob.sync(&mut server, vec![]);
+    let utd = bob.decrypt(ROOM, &event).unwrap_err();
+    assert!(!utd.cause.is_expected(), "{:?}", utd.cause);
+}
+
+#[test]
+fn a_deleted_device_id_that_returns_with_other_keys_is_refused() {
+    let mut server = FakeServer::default();
+    let (mut alice, _, _) = alice_and_bob(&mut server);
+    let laptop = |alice: &Client| {
+        alice
+            .machine
+            .devices(BOB)
+            .into_iter()
+            .find(|d| d.device_id == "BOBLAPTOP")
+    };
+    let original = laptop(&alice).unwrap();
+    let served = server.device_keys[BOB]["BOBLAPTOP"].clone();
+    // The server leaves the laptop out of one answer...
+    server.delete_device(BOB, "BOBLAPTOP");
+    alice.sync(&mut server, vec![]);
+    assert!(laptop(&alice).is_none());
+    // ...then serves a device of its own under the same id.
+    let _impostor = Client::new(&mut server, BOB, "BOBLAPTOP");
+    let output = alice.sync(&mut server, vec![]);
+    assert!(
+        output
+            .warnings
+            .contains(&DeviceWarning::IdentityKeysChanged {
+                user_id: BOB.to_owned(),
+                device_id: "BOBLAPTOP".to_owned(),
+            }),
+        "{:?}",
+        output.warnings
+    );
+    assert!(laptop(&alice).is_none(), "the impostor was accepted");
+    // Still refused after a restart.
+    alice.reload();
+    server.notify_change(BOB);
+    alice.sync(&mut server, vec![]);
+    assert!(laptop(&alice).is_none());
+    // The real laptop, with the keys it always had, is welcome back.
+    server
+        .device_keys
+        .get_mut(BOB)
+        .unwrap()
+        .insert("BOBLAPTOP".to_owned(), served);
+    server.notify_change(BOB);
+    alice.sync(&mut server, vec![]);
+    assert_eq!(laptop(&alice), Some(original));
+}

@@ -337,3 +337,61 @@ fn another_device_uploads_to_the_backup_only_once_it_verified_its_creator() {
     alice.machine.trust_backup(&version).unwrap();
     assert_eq!(alice.machine.backup_version(), Some("1"));
 }
+
+#[test]
+fn a_restored_key_from_a_verified_sender_does_not_show_as_verified() {
+    let (mut server, mut alice, mut bob, _, recovery_key) = backing_up();
+    let old = backed_up_message(&mut server, &mut alice, &mut bob, "from the backup");
+    let mut new = new_device_with_utd(&mut server, &old);
+    // The new device verified Bob's phone: what Bob's own Olm session
+    // brings shows as verified, but not a key anyone with the backup's
+    // public key (the server included) could have written.
+    assert!(
+        new.machine
+            .set_device_trust(BOB, "BOBPHONE", LocalTrust::Verified)
+    );
+    let restore = restore(&server, &mut new, &recovery_key);
+    let event = &restore.late_decryptions[0];
+    assert_eq!(body(event), "from the backup");
+    assert_eq!(
+        event.verification,
+        crate::machine::VerificationState::AuthenticityNotGuaranteed
+    );
+    new.reload();
+    let again = new.decrypt(ROOM, &old).unwrap();
+    assert_eq!(
+        again.verification,
+        crate::machine::VerificationState::AuthenticityNotGuaranteed
+    );
+}
+
+#[test]
+fn a_new_backup_key_survives_a_failed_creation_and_a_restart() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let event = bob.send(&mut server, ROOM, "keep me");
+    alice.sync(&mut server, vec![]);
+    // The recovery key is handed out (and shown) with the request; the
+    // request fails, then the process restarts.
+    let (request, recovery_key) = alice.machine.enable_backup().unwrap();
+    alice.save();
+    alice
+        .machine
+        .mark_request_failed(&request.request_id)
+        .unwrap();
+    alice.save();
+    alice.reload();
+    // The same key's backup is created at the next chance, and the key the
+    // user wrote down opens it.
+    alice.send_outgoing(&mut server);
+    assert_eq!(alice.machine.backup_version(), Some("1"));
+    assert_eq!(server.backup_versions.len(), 1);
+    let mut new = new_device_with_utd(&mut server, &event);
+    let restore = restore(&server, &mut new, &recovery_key);
+    assert_eq!(restore.imported, 1);
+    assert_eq!(body(&restore.late_decryptions[0]), "keep me");
+    // Created once: nothing pending any more.
+    alice.reload();
+    alice.send_outgoing(&mut server);
+    assert_eq!(server.backup_versions.len(), 1);
+}

@@ -9,7 +9,7 @@ use super::{
     alice_and_bob, body, encrypted_room,
     server::{Client, FakeServer},
 };
-use crate::machine::{CrossSigningError, CryptoStore, Request};
+use crate::machine::{CrossSigningError, CryptoStore, Request, UtdCause};
 
 /// Bootstraps cross-signing on `client`'s device and sends what follows
 /// (the device's own signature).
@@ -96,7 +96,7 @@ fn bootstrap_uploads_keys_that_chain_to_the_master_key() {
 #[test]
 fn a_verified_users_cross_signed_devices_are_verified_and_others_are_not() {
     let mut server = FakeServer::default();
-    let (mut alice, mut bob, _bob2) = cross_signed_alice_and_bob(&mut server);
+    let (mut alice, mut bob, mut bob2) = cross_signed_alice_and_bob(&mut server);
     let identity = alice.machine.user_identity(BOB).unwrap();
     assert!(!identity.is_verified && !identity.has_changed);
     assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
@@ -120,20 +120,16 @@ fn a_verified_users_cross_signed_devices_are_verified_and_others_are_not() {
 
     // "Only verified devices": the laptop is left out with m.unverified.
     alice.machine.set_only_verified(ROOM, true);
-    let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
-    let withheld: Vec<&Value> = requests
-        .iter()
-        .filter_map(|r| match &r.request {
-            Request::ToDevice {
-                event_type, body, ..
-            } if event_type == "m.room_key.withheld" => Some(body),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(withheld.len(), 1, "{requests:?}");
-    let to_bob = withheld[0]["messages"][BOB].as_object().unwrap();
-    assert_eq!(to_bob.keys().collect::<Vec<_>>(), ["BOBLAPTOP"]);
-    assert_eq!(to_bob["BOBLAPTOP"]["code"], "m.unverified");
+    let sent = alice.send(&mut server, ROOM, "verified eyes only");
+    bob.sync(&mut server, vec![]);
+    assert!(bob.decrypt(ROOM, &sent).is_ok());
+    bob2.sync(&mut server, vec![]);
+    assert_eq!(
+        bob2.decrypt(ROOM, &sent).unwrap_err().cause,
+        UtdCause::Withheld {
+            code: "m.unverified".to_owned()
+        }
+    );
 
     // A blacklisted device stays blacklisted, cross-signed or not.
     alice

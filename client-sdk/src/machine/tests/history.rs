@@ -8,7 +8,8 @@ use super::{
     server::{Client, FakeServer, body},
 };
 use crate::machine::{
-    BundleError, BundleShare, Membership, RoomUpdate, UtdCause, history::BUNDLE_IMPORT_WINDOW_MS,
+    BundleError, BundleShare, CryptoStore, Membership, RoomUpdate, UtdCause,
+    history::BUNDLE_IMPORT_WINDOW_MS,
 };
 
 const OTHER_ROOM: &str = "!other:example.org";
@@ -470,4 +471,111 @@ fn a_forged_copy_of_a_known_session_is_ignored() {
         bob.decrypt(ROOM, &before).unwrap_err().cause,
         UtdCause::SentBeforeWeJoined
     );
+}
+
+#[test]
+fn shared_history_does_not_show_as_verified() {
+    let mut server = FakeServer::default();
+    let (_alice, mut bob, event, ciphertext) =
+        alice_shares_history_with_bob(&mut server, "old history");
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    assert!(
+        bob.machine
+            .set_device_trust(ALICE, "ALICEDEV", crate::machine::LocalTrust::Verified)
+    );
+    bob.machine
+        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .unwrap();
+    let decrypted = bob.decrypt(ROOM, &event).unwrap();
+    assert_eq!(body(&decrypted), "old history");
+    assert_eq!(
+        decrypted.verification,
+        crate::machine::VerificationState::AuthenticityNotGuaranteed
+    );
+}
+
+#[test]
+fn a_bundle_keeps_the_shared_history_flag_its_entries_carry() {
+    let mut server = FakeServer::default();
+    let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");
+    let mut bob = Client::new(&mut server, BOB, "BOBPHONE");
+    alice.sync(&mut server, vec![encrypted_room(&[ALICE])]);
+    alice.send(&mut server, ROOM, "not for re-sharing");
+    // A bundle (from another client, say) whose entry does not say the
+    // session's creator agreed to share it on.
+    let mut contents = alice.machine.bundle_contents(ROOM);
+    contents["room_keys"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove(crate::machine::history::SHARED_HISTORY_FIELD);
+    let (ciphertext, keys) = attachment::encrypt(&serde_json::to_vec(&contents).unwrap()).unwrap();
+    let file = EncryptedFile {
+        url: "mxc://example.org/bundle".to_owned(),
+        keys,
+    };
+    alice.announce_bundle(&mut server, ROOM, BOB, &file);
+    alice.sync(&mut server, vec![invited(ROOM, BOB, ALICE)]);
+    bob.sync(&mut server, vec![invited(ROOM, BOB, ALICE)]);
+    bob.sync(&mut server, vec![joined(ROOM, BOB)]);
+    let import = bob
+        .machine
+        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .unwrap();
+    assert_eq!(import.imported, 1);
+    // Bob may read it, but never hands it on to the next newcomer.
+    let onward = bob.machine.bundle_contents(ROOM);
+    assert_eq!(onward["room_keys"].as_array().unwrap().len(), 0, "{onward}");
+    assert_eq!(onward["withheld"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bundles_whose_ids_carry_a_slash_do_not_share_a_record() {
+    let mut server = FakeServer::default();
+    let mut bob = Client::new(&mut server, BOB, "BOBPHONE");
+    let file = EncryptedFile {
+        url: "mxc://example.org/bundle".to_owned(),
+        keys: attachment::encrypt(b"{}").unwrap().1,
+    }
+    .to_json();
+    // Two announcements (the server writes a to-device `sender`) whose
+    // room and sender, joined by `/`, read the same.
+    for (room_id, sender) in [
+        ("!room:example.org/@mallory:example.org", ALICE),
+        (
+            "!room:example.org",
+            "@mallory:example.org/@alice:example.org",
+        ),
+    ] {
+        let olm = crate::machine::olm::DecryptedOlm {
+            sender: sender.to_owned(),
+            sender_key: bob.machine.identity_keys().curve25519.to_base64(),
+            claimed_ed25519: bob.machine.identity_keys().ed25519.to_base64(),
+            event_type: crate::machine::history::ROOM_KEY_BUNDLE_EVENT.to_owned(),
+            content: json!({"room_id": room_id, "file": file}),
+            payload: json!({}),
+        };
+        bob.machine.receive_room_key_bundle(&olm, bob.now_ms);
+    }
+    bob.save();
+    bob.reload();
+    assert_eq!(bob.machine.bundles.len(), 2);
+
+    // A record saved under the older `bundle/{room}/{sender}` key moves to
+    // its own key at load.
+    let records = bob.store.load_all().unwrap();
+    let (new_key, value) = records
+        .iter()
+        .find(|(key, _)| key.starts_with("bundle/") && key.contains(ALICE))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .unwrap();
+    let old_key = format!("bundle/!room:example.org/@mallory:example.org/{ALICE}");
+    let mut moved = crate::machine::Changes::default();
+    moved.records.insert(new_key.clone(), None);
+    moved.records.insert(old_key.clone(), Some(value));
+    bob.store.save(moved).unwrap();
+    bob.reload();
+    assert_eq!(bob.machine.bundles.len(), 2);
+    let migration = bob.machine.take_changes();
+    assert_eq!(migration.records.get(&old_key), Some(&None));
+    assert!(matches!(migration.records.get(&new_key), Some(Some(_))));
 }

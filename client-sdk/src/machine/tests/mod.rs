@@ -4,6 +4,7 @@ mod attacks;
 mod backup;
 mod cross_signing;
 mod history;
+mod persistence;
 mod server;
 
 use myelin_crypto::{megolm::MEGOLM_ALGORITHM, olm::Ed25519PublicKey, verify_json_signature};
@@ -392,6 +393,10 @@ fn a_verified_own_device_forwards_a_missing_key_and_an_unverified_one_gets_none(
     assert_eq!(decrypted.sender, ALICE);
     assert_eq!(decrypted.sender_device.as_deref(), Some("ALICEDEV"));
     assert!(decrypted.forwarded);
+    assert_eq!(
+        decrypted.verification,
+        VerificationState::AuthenticityNotGuaranteed
+    );
 
     let output = tablet.sync(&mut server, vec![]);
     assert!(output.late_decryptions.is_empty());
@@ -517,7 +522,7 @@ fn rotation_after_the_configured_number_of_messages_and_time() {
     let mut bob = Client::new(&mut server, BOB, "BOBPHONE");
     let mut room = encrypted_room(&[ALICE, BOB]);
     room.encryption = Some(json!({
-        "algorithm": MEGOLM_ALGORITHM, "rotation_period_msgs": 2, "rotation_period_ms": 60_000
+        "algorithm": MEGOLM_ALGORITHM, "rotation_period_msgs": 2, "rotation_period_ms": 3_600_000
     }));
     for client in [&mut alice, &mut bob] {
         client.sync(&mut server, vec![room.clone()]);
@@ -537,7 +542,8 @@ fn rotation_after_the_configured_number_of_messages_and_time() {
     let second = alice.machine.outbound_session_id(ROOM).unwrap();
     assert_ne!(second, first);
 
-    alice.now_ms += 60_000;
+    // An hour, the shortest period a room can set.
+    alice.now_ms += 3_600_000;
     alice.send(&mut server, ROOM, "4");
     assert_ne!(alice.machine.outbound_session_id(ROOM).unwrap(), second);
 
@@ -564,10 +570,11 @@ fn only_verified_devices_get_keys_and_the_rest_are_told_why() {
         "for verified eyes"
     );
 
+    // The notice travels inside Olm: only so can the laptop tell it is
+    // Alice's and not the server's.
     let withheld = inbox(&server, BOB, "BOBLAPTOP");
     assert_eq!(withheld.len(), 1);
-    assert_eq!(withheld[0]["type"], "m.room_key.withheld");
-    assert_eq!(withheld[0]["content"]["code"], "m.unverified");
+    assert_eq!(withheld[0]["type"], "m.room.encrypted");
     bob2.sync(&mut server, vec![]);
     let utd = bob2.decrypt(ROOM, &event).unwrap_err();
     assert_eq!(
@@ -679,4 +686,110 @@ fn inbox(server: &FakeServer, user: &str, device: &str) -> Vec<Value> {
         .get(&(user.to_owned(), device.to_owned()))
         .cloned()
         .unwrap_or_default()
+}
+
+#[test]
+fn rotation_settings_are_clamped_to_what_the_peers_accept() {
+    let mut server = FakeServer::default();
+    let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");
+    let mut bob = Client::new(&mut server, BOB, "BOBPHONE");
+    // A member with power over state sets periods that would expire every
+    // session at birth.
+    let mut room = encrypted_room(&[ALICE, BOB]);
+    room.encryption = Some(json!({
+        "algorithm": MEGOLM_ALGORITHM, "rotation_period_msgs": 0, "rotation_period_ms": 0,
+    }));
+    for client in [&mut alice, &mut bob] {
+        client.sync(&mut server, vec![room.clone()]);
+    }
+    let first = alice.send(&mut server, ROOM, "one message per session");
+    let second = alice.send(&mut server, ROOM, "still sending");
+    bob.sync(&mut server, vec![]);
+    assert_eq!(
+        body(&bob.decrypt(ROOM, &first).unwrap()),
+        "one message per session"
+    );
+    assert_eq!(body(&bob.decrypt(ROOM, &second).unwrap()), "still sending");
+    // At least one message, at most 10,000 per session; at least an hour.
+    let settings = alice.machine.rooms[ROOM].encryption.unwrap();
+    assert_eq!(settings.rotation_period_msgs, 1);
+    assert_eq!(settings.rotation_period_ms, 60 * 60 * 1000);
+    let mut huge = encrypted_room(&[ALICE, BOB]);
+    huge.room_id = "!huge:example.org".to_owned();
+    huge.encryption = Some(json!({
+        "algorithm": MEGOLM_ALGORITHM, "rotation_period_msgs": 1_000_000u64,
+        "rotation_period_ms": u64::MAX,
+    }));
+    alice.sync(&mut server, vec![huge]);
+    let settings = alice.machine.rooms["!huge:example.org"].encryption.unwrap();
+    assert_eq!(settings.rotation_period_msgs, 10_000);
+}
+
+#[test]
+fn a_failing_keys_query_backs_off_and_sharing_proceeds_with_the_devices_known() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    // Bob's list changed, and his server fails every keys/query for now.
+    alice.machine.receive_sync_changes(super::SyncChanges {
+        changed_devices: vec![BOB.to_owned()],
+        now_ms: alice.now_ms,
+        ..super::SyncChanges::default()
+    });
+    let mut queries = 0;
+    let mut settled = false;
+    for _ in 0..6 {
+        let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+        alice.save();
+        if requests.is_empty() {
+            settled = true;
+            break;
+        }
+        for request in requests {
+            if matches!(request.request, Request::KeysQuery { .. }) {
+                queries += 1;
+                alice
+                    .machine
+                    .mark_request_failed(&request.request_id)
+                    .unwrap();
+            } else {
+                alice.answer(&mut server, &request);
+            }
+        }
+        alice.save();
+    }
+    assert!(settled, "sharing waits for a query that keeps failing");
+    assert_eq!(queries, 1, "the failing server is asked again at once");
+    // The devices Alice knew get the key; the counters say it went out on
+    // a list that may be stale.
+    let content = alice
+        .machine
+        .encrypt_room_event(
+            ROOM,
+            "m.room.message",
+            &json!({"msgtype": "m.text", "body": "despite the query"}),
+            alice.now_ms,
+        )
+        .unwrap();
+    let event = server.room_event(ROOM, ALICE, content);
+    bob.sync(&mut server, vec![]);
+    assert_eq!(
+        body(&bob.decrypt(ROOM, &event).unwrap()),
+        "despite the query"
+    );
+    assert_eq!(
+        alice
+            .machine
+            .utd_counts()
+            .get("shared_with_stale_device_lists"),
+        Some(&1)
+    );
+    // Once the back-off is over, the list is asked for again.
+    alice.now_ms += 60 * 60 * 1000;
+    let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+    assert!(
+        requests
+            .iter()
+            .any(|r| matches!(r.request, Request::KeysQuery { .. })),
+        "{requests:?}"
+    );
 }
