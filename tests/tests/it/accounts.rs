@@ -512,6 +512,13 @@ async fn capabilities_and_versions(backend: Backend) {
         capabilities["capabilities"]["m.change_password"]["enabled"],
         true
     );
+    assert_eq!(
+        capabilities["capabilities"]["m.room_versions"],
+        json!({
+            "default": "12",
+            "available": { "10": "stable", "11": "stable", "12": "stable" },
+        })
+    );
     // The pre-1.0 path prefix reaches the same endpoints.
     let r0 = format!("{}/_matrix/client/r0/account/whoami", server.base_url);
     assert_eq!(

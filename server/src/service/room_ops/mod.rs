@@ -52,6 +52,11 @@ impl RoomOps {
         }
     }
 
+    /// The version of rooms created without one named.
+    pub fn default_room_version(&self) -> RoomVersion {
+        self.default_version
+    }
+
     /// A membership event's content for `user_id`, with their profile as
     /// clients expect to find it in the room.
     async fn member_content(
