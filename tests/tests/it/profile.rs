@@ -1,10 +1,16 @@
 //! Profiles.
 
 use myelin_tests::{Backend, TestServer, assert_error, backend_tests};
+
+use crate::rooms_support::{create_room, membership, state_content};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-backend_tests!(set_and_get_profile, profile_writes_are_checked);
+backend_tests!(
+    set_and_get_profile,
+    profile_writes_are_checked,
+    profile_changes_reach_the_member_event_of_every_joined_room
+);
 
 async fn set_and_get_profile(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -114,4 +120,53 @@ async fn profile_writes_are_checked(backend: Backend) {
         .request(Method::GET, server.v3("/profile/not-a-user-id"), None, None)
         .await;
     assert_error(&malformed, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+}
+
+async fn profile_changes_reach_the_member_event_of_every_joined_room(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let t = &alice.token;
+    let rooms = [
+        create_room(&server, t, json!({ "preset": "public_chat" })).await,
+        create_room(&server, t, json!({ "preset": "private_chat" })).await,
+    ];
+    let left = create_room(&server, t, json!({ "preset": "public_chat" })).await;
+    let (status, _) = membership(&server, t, &left, "leave", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let put = |field: &str, body| {
+        let url = server.v3(&format!("/profile/{}/{field}", alice.user_id));
+        server.request(Method::PUT, url, Some(t), Some(body))
+    };
+    assert_eq!(
+        put("displayname", json!({ "displayname": "Alice" }))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        put("avatar_url", json!({ "avatar_url": "mxc://localhost/a" }))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    for room in &rooms {
+        let member = state_content(&server, t, room, "m.room.member", &alice.user_id).await;
+        assert_eq!(
+            member,
+            json!({ "membership": "join", "displayname": "Alice", "avatar_url": "mxc://localhost/a" })
+        );
+    }
+    assert_eq!(
+        put("displayname", json!({ "displayname": null })).await.0,
+        StatusCode::OK
+    );
+    let member = state_content(&server, t, &rooms[0], "m.room.member", &alice.user_id).await;
+    assert_eq!(
+        member,
+        json!({ "membership": "join", "avatar_url": "mxc://localhost/a" })
+    );
+    // A room she left keeps her leave.
+    let gone = state_content(&server, t, &left, "m.room.member", &alice.user_id).await;
+    assert_eq!(gone, json!({ "membership": "leave" }));
 }

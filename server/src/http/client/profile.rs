@@ -87,8 +87,8 @@ pub async fn set_display_name(
 ) -> Result<Reply<Value>, MatrixError> {
     let value = body.displayname.as_deref();
     state
-        .profiles
-        .set(&session.user_id, &user_id, ProfileField::Displayname, value)
+        .rooms
+        .set_profile_field(&session.user_id, &user_id, ProfileField::Displayname, value)
         .await?;
     Ok(empty_object())
 }
@@ -107,8 +107,8 @@ pub async fn set_avatar_url(
 ) -> Result<Reply<Value>, MatrixError> {
     let value = body.avatar_url.as_deref();
     state
-        .profiles
-        .set(&session.user_id, &user_id, ProfileField::AvatarUrl, value)
+        .rooms
+        .set_profile_field(&session.user_id, &user_id, ProfileField::AvatarUrl, value)
         .await?;
     Ok(empty_object())
 }

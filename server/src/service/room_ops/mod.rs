@@ -6,6 +6,7 @@
 mod create;
 mod directory;
 mod membership;
+mod profile;
 mod reads;
 mod send;
 
