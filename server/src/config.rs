@@ -35,6 +35,13 @@ pub struct Config {
     /// would pass it is refused whole with 429 `M_LIMIT_EXCEEDED`, never
     /// partly dropped.
     pub max_pending_to_device: u64,
+    /// Most to-device messages from one sender kept waiting for one
+    /// device, so that one account cannot fill an inbox on its own. Past
+    /// it, that device is refused like a full inbox.
+    pub max_pending_to_device_per_sender: u64,
+    /// Largest content of one to-device message, in bytes; larger gets
+    /// 413 `M_TOO_LARGE` (the spec limits an event to 64 KiB).
+    pub max_to_device_message_bytes: usize,
     /// Who may create accounts through the client API.
     pub registration: RegistrationConfig,
     /// Password rules applied at registration and password change.
@@ -58,6 +65,8 @@ impl Default for Config {
             max_request_body_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 50 * 1024 * 1024,
             max_pending_to_device: 10_000,
+            max_pending_to_device_per_sender: 1_000,
+            max_to_device_message_bytes: 64 * 1024,
             registration: RegistrationConfig::default(),
             password_policy: PasswordPolicy::default(),
             rate_limits: RateLimitConfig::default(),
@@ -298,11 +307,23 @@ impl Config {
                 reason: "must be at least 1".to_owned(),
             });
         }
-        if self.max_pending_to_device == 0 {
-            return Err(ConfigError::Invalid {
-                key: "max_pending_to_device",
-                reason: "must be at least 1".to_owned(),
-            });
+        for (key, value) in [
+            ("max_pending_to_device", self.max_pending_to_device),
+            (
+                "max_pending_to_device_per_sender",
+                self.max_pending_to_device_per_sender,
+            ),
+            (
+                "max_to_device_message_bytes",
+                u64::try_from(self.max_to_device_message_bytes).unwrap_or(u64::MAX),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be at least 1".to_owned(),
+                });
+            }
         }
         if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty()
         {

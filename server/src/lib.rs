@@ -50,7 +50,7 @@ use service::{
     server_keys::ServerKeys,
     stream::Stream,
     sync::Sync,
-    to_device::ToDevice,
+    to_device::{ToDevice, ToDeviceLimits},
     typing::Typing,
 };
 use storage::{Storage, StorageError};
@@ -132,7 +132,11 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         stream.clone(),
         notifier.clone(),
         server_name.clone(),
-        config.max_pending_to_device,
+        ToDeviceLimits {
+            max_pending: config.max_pending_to_device,
+            max_pending_per_sender: config.max_pending_to_device_per_sender,
+            max_message_bytes: config.max_to_device_message_bytes,
+        },
     ));
     let sync = Arc::new(Sync::new(
         storage.clone(),

@@ -2,3 +2,5 @@
 //! attacker (an outsider with an account, a room member with or without
 //! power, a malicious homeserver, the thief of a device) tries to break it
 //! and fails. One module per area.
+
+mod to_device;
