@@ -48,6 +48,8 @@ pub struct Config {
     pub password_policy: PasswordPolicy,
     /// Request rate limits on login and registration.
     pub rate_limits: RateLimitConfig,
+    /// Caps on what clients can make the server hold (`[limits]`).
+    pub limits: Limits,
     /// Serve the client API over TLS instead of plain HTTP.
     pub tls: Option<TlsConfig>,
     /// Log output.
@@ -70,6 +72,7 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             password_policy: PasswordPolicy::default(),
             rate_limits: RateLimitConfig::default(),
+            limits: Limits::default(),
             tls: None,
             log: LogConfig::default(),
         }
@@ -122,13 +125,41 @@ impl Default for PasswordPolicy {
     }
 }
 
+/// Caps on what clients can make the server hold in memory or on disk
+/// (`[limits]`). Past one, a request gets a Matrix error, never a crash.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Unfinished user-interactive auth sessions kept, for everyone; those
+    /// started by registration (no account yet) may hold half of them.
+    /// Past it, a new session gets 429 `M_LIMIT_EXCEEDED`.
+    pub uia_sessions: usize,
+    /// Unfinished user-interactive auth sessions kept for one account.
+    pub uia_sessions_per_user: usize,
+    /// Password checks and hashes waiting for the hashing thread, the one
+    /// being done included. Past it, a login, registration or password
+    /// stage gets 429 `M_LIMIT_EXCEEDED` before anything is queued.
+    pub password_hash_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            uia_sessions: 10_000,
+            uia_sessions_per_user: 5,
+            password_hash_queue: 64,
+        }
+    }
+}
+
 /// Rate limits (`[rate_limits]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Switch every limit off (test set-ups, trusted networks).
     pub enabled: bool,
-    /// Login attempts, counted per client IP and per targeted account.
+    /// Login attempts, counted per client IP; and failed attempts, counted
+    /// per targeted account (see `Accounts::verify_password`).
     pub login: RateLimit,
     /// Registration attempts, counted per client IP.
     pub registration: RateLimit,
@@ -316,6 +347,24 @@ impl Config {
             (
                 "max_to_device_message_bytes",
                 u64::try_from(self.max_to_device_message_bytes).unwrap_or(u64::MAX),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be at least 1".to_owned(),
+                });
+            }
+        }
+        for (key, value) in [
+            ("limits.uia_sessions", self.limits.uia_sessions),
+            (
+                "limits.uia_sessions_per_user",
+                self.limits.uia_sessions_per_user,
+            ),
+            (
+                "limits.password_hash_queue",
+                self.limits.password_hash_queue,
             ),
         ] {
             if value == 0 {

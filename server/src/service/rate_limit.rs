@@ -69,6 +69,59 @@ impl RateLimiter {
             })
         }
     }
+
+    /// Whether `key`'s bucket has a request left, without taking it.
+    pub fn has_room(&self, key: &str) -> bool {
+        let Some(limit) = self.limit else {
+            return true;
+        };
+        let now = Instant::now();
+        self.lock()
+            .get(key)
+            .is_none_or(|bucket| refill(*bucket, now, limit).tokens >= 1.0)
+    }
+
+    /// Whether `key` has used nothing of its bucket lately (its bucket is
+    /// full again, or it never had one).
+    pub fn is_untouched(&self, key: &str) -> bool {
+        let Some(limit) = self.limit else {
+            return true;
+        };
+        let now = Instant::now();
+        self.lock()
+            .get(key)
+            .is_none_or(|bucket| refill(*bucket, now, limit).tokens >= f64::from(limit.burst))
+    }
+
+    /// Takes one request from `key`'s bucket whatever is left, for counting
+    /// what has already happened (a failed attempt).
+    pub fn record(&self, key: &str) {
+        let Some(limit) = self.limit else {
+            return;
+        };
+        let now = Instant::now();
+        let capacity = f64::from(limit.burst);
+        let mut buckets = self.lock();
+        if buckets.len() > PRUNE_THRESHOLD {
+            buckets.retain(|_, b| refill(*b, now, limit).tokens < capacity);
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        let refilled = refill(*bucket, now, limit);
+        *bucket = Bucket {
+            tokens: (refilled.tokens - 1.0).max(0.0),
+            updated: now,
+        };
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Bucket>> {
+        // A poisoned lock only means another request panicked mid-update; the map is still usable.
+        self.buckets
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
 }
 
 fn refill(bucket: Bucket, now: Instant, limit: RateLimit) -> Bucket {
@@ -98,6 +151,21 @@ mod tests {
         assert!(retry_after > Duration::from_millis(1500) && retry_after <= Duration::from_secs(2));
         // Other keys have their own bucket.
         limiter.check("b").unwrap();
+    }
+
+    #[test]
+    fn recorded_failures_empty_the_bucket_without_refusing() {
+        let limiter = RateLimiter::new(Some(RateLimit {
+            per_second: 0.001,
+            burst: 2,
+        }));
+        assert!(limiter.has_room("a") && limiter.is_untouched("a"));
+        limiter.record("a");
+        assert!(limiter.has_room("a") && !limiter.is_untouched("a"));
+        limiter.record("a");
+        limiter.record("a");
+        assert!(!limiter.has_room("a"));
+        assert!(limiter.is_untouched("b"));
     }
 
     #[test]

@@ -3,4 +3,5 @@
 //! power, a malicious homeserver, the thief of a device) tries to break it
 //! and fails. One module per area.
 
+mod accounts;
 mod to_device;
