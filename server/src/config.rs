@@ -5,7 +5,11 @@
 //! (see `main.rs`). [`Config::validate`] turns the result into typed values and
 //! names the offending key when something is wrong.
 
-use std::{fmt, net::SocketAddr, path::PathBuf};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 use ruma::{OwnedServerName, ServerName};
 use serde::Deserialize;
@@ -163,6 +167,23 @@ pub struct RateLimitConfig {
     pub login: RateLimit,
     /// Registration attempts, counted per client IP.
     pub registration: RateLimit,
+    /// Room events sent (`/send`, `/state`, `/redact`), per account.
+    pub sends: RateLimit,
+    /// Rooms created, per account.
+    pub room_creation: RateLimit,
+    /// Invites sent, per account.
+    pub invites: RateLimit,
+    /// `sendToDevice` requests, per account.
+    pub to_device: RateLimit,
+    /// `/keys/claim` requests, per account.
+    pub key_claims: RateLimit,
+    /// Media uploads, per account.
+    pub media_uploads: RateLimit,
+    /// Addresses of reverse proxies (`10.0.0.0/8`, `::1/128`, or a plain
+    /// address) whose `X-Forwarded-For` header names the client for
+    /// address-keyed limits. From any other peer the header is ignored, since
+    /// a client could write anything in it.
+    pub trusted_proxies: Vec<IpRange>,
 }
 
 impl Default for RateLimitConfig {
@@ -177,6 +198,31 @@ impl Default for RateLimitConfig {
                 per_second: 0.1,
                 burst: 5,
             },
+            sends: RateLimit {
+                per_second: 10.0,
+                burst: 50,
+            },
+            room_creation: RateLimit {
+                per_second: 0.05,
+                burst: 5,
+            },
+            invites: RateLimit {
+                per_second: 0.5,
+                burst: 20,
+            },
+            to_device: RateLimit {
+                per_second: 20.0,
+                burst: 100,
+            },
+            key_claims: RateLimit {
+                per_second: 2.0,
+                burst: 20,
+            },
+            media_uploads: RateLimit {
+                per_second: 0.5,
+                burst: 10,
+            },
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -189,6 +235,71 @@ pub struct RateLimit {
     pub per_second: f64,
     /// Requests allowed in a burst.
     pub burst: u32,
+}
+
+/// An address range, `ADDRESS/PREFIX` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Whether `address` is in the range (an IPv4 address in IPv6 form
+    /// counts as the IPv4 address).
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        match (self.network, address) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(network) & mask == u32::from(address) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(network) & mask == u128::from(address) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (address, prefix) = text
+            .split_once('/')
+            .map_or((text, None), |(a, p)| (a, Some(p)));
+        let network: IpAddr = address
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or ADDRESS/PREFIX"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(prefix) => prefix
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?} has a prefix length over {max}"))?,
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for IpRange {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// TLS for the client API (`[tls]`).
@@ -384,6 +495,12 @@ impl Config {
         for (key, limit) in [
             ("rate_limits.login", self.rate_limits.login),
             ("rate_limits.registration", self.rate_limits.registration),
+            ("rate_limits.sends", self.rate_limits.sends),
+            ("rate_limits.room_creation", self.rate_limits.room_creation),
+            ("rate_limits.invites", self.rate_limits.invites),
+            ("rate_limits.to_device", self.rate_limits.to_device),
+            ("rate_limits.key_claims", self.rate_limits.key_claims),
+            ("rate_limits.media_uploads", self.rate_limits.media_uploads),
         ] {
             if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
                 return Err(ConfigError::Invalid {
@@ -467,6 +584,23 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn address_ranges_parse_and_match() {
+        let range: IpRange = "10.0.0.0/8".parse().unwrap();
+        assert!(range.contains("10.9.8.7".parse().unwrap()));
+        assert!(range.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!range.contains("11.0.0.1".parse().unwrap()));
+        let one: IpRange = "::1".parse().unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(!one.contains("::2".parse().unwrap()));
+        let all: IpRange = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpRange>().is_err());
+        assert!("proxy".parse::<IpRange>().is_err());
+        let config = Config::from_toml_str("[rate_limits]\ntrusted_proxies = [\"10.0.0.0/99\"]");
+        assert!(config.is_err_and(|e| e.contains("prefix")));
     }
 
     #[test]

@@ -45,6 +45,7 @@ use service::{
     notifier::Notifier,
     profile::Profiles,
     push_rules::PushRules,
+    rate_limit::AccountBudgets,
     room_events::{RoomEvents, parse_version},
     room_ops::RoomOps,
     server_keys::ServerKeys,
@@ -157,6 +158,8 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     );
     let key_backup = Arc::new(KeyBackup::new(storage.clone()));
     let state = AppState {
+        budgets: Arc::new(AccountBudgets::new(&config.rate_limits)),
+        trusted_proxies: config.rate_limits.trusted_proxies.clone().into(),
         to_device,
         e2ee_keys,
         key_backup,

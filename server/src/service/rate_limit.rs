@@ -6,13 +6,74 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::config::RateLimit;
+use ruma::UserId;
+
+use crate::config::{RateLimit, RateLimitConfig};
 
 use super::ServiceError;
 
 /// Past this many tracked keys, buckets that have refilled are dropped, so a
 /// flood of distinct addresses cannot grow memory without bound.
 const PRUNE_THRESHOLD: usize = 10_000;
+
+/// A kind of write whose rate an account's budget bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Room events: `/send`, `/state`, `/redact`.
+    Sends,
+    /// `/createRoom`.
+    RoomCreation,
+    /// `/invite`.
+    Invites,
+    /// `/sendToDevice`.
+    ToDevice,
+    /// `/keys/claim`.
+    KeyClaims,
+    /// Media uploads and `/media/v1/create`.
+    MediaUploads,
+}
+
+/// Per-account budgets for each [`Budget`], from `[rate_limits]`.
+#[derive(Debug)]
+pub struct AccountBudgets {
+    sends: RateLimiter,
+    room_creation: RateLimiter,
+    invites: RateLimiter,
+    to_device: RateLimiter,
+    key_claims: RateLimiter,
+    media_uploads: RateLimiter,
+}
+
+impl AccountBudgets {
+    /// The configured budgets; none when limits are switched off.
+    pub fn new(config: &RateLimitConfig) -> Self {
+        let limit = |limit: RateLimit| RateLimiter::new(config.enabled.then_some(limit));
+        Self {
+            sends: limit(config.sends),
+            room_creation: limit(config.room_creation),
+            invites: limit(config.invites),
+            to_device: limit(config.to_device),
+            key_claims: limit(config.key_claims),
+            media_uploads: limit(config.media_uploads),
+        }
+    }
+
+    /// Takes one request of `budget` for `user_id`.
+    ///
+    /// # Errors
+    /// [`ServiceError::LimitExceeded`] with the time until one is allowed.
+    pub fn spend(&self, budget: Budget, user_id: &UserId) -> Result<(), ServiceError> {
+        let limiter = match budget {
+            Budget::Sends => &self.sends,
+            Budget::RoomCreation => &self.room_creation,
+            Budget::Invites => &self.invites,
+            Budget::ToDevice => &self.to_device,
+            Budget::KeyClaims => &self.key_claims,
+            Budget::MediaUploads => &self.media_uploads,
+        };
+        limiter.check(user_id.as_str())
+    }
+}
 
 /// One limit applied per key.
 #[derive(Debug)]

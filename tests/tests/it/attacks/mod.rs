@@ -4,4 +4,5 @@
 //! and fails. One module per area.
 
 mod accounts;
+mod rate_limits;
 mod to_device;
