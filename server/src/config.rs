@@ -144,6 +144,19 @@ pub struct Limits {
     /// being done included. Past it, a login, registration or password
     /// stage gets 429 `M_LIMIT_EXCEEDED` before anything is queued.
     pub password_hash_queue: usize,
+    /// Users one `/keys/query` may name; more get 400 `M_INVALID_PARAM`.
+    pub keys_query_users: usize,
+    /// Largest sync filter, in bytes of JSON; larger gets 413 `M_TOO_LARGE`.
+    pub filter_bytes: usize,
+    /// Distinct sync filters kept per account (uploading one already kept
+    /// answers its id); past it 403 `M_FORBIDDEN`.
+    pub filters_per_user: u64,
+    /// Key backup versions per account, deleted ones included (their
+    /// numbers stay taken); past it 403 `M_FORBIDDEN`.
+    pub backup_versions_per_user: u64,
+    /// Largest push rule set of an account, in bytes of JSON; a change that
+    /// would pass it gets 413 `M_TOO_LARGE`.
+    pub push_rules_bytes: usize,
 }
 
 impl Default for Limits {
@@ -152,6 +165,11 @@ impl Default for Limits {
             uia_sessions: 10_000,
             uia_sessions_per_user: 5,
             password_hash_queue: 64,
+            keys_query_users: 1_000,
+            filter_bytes: 64 * 1024,
+            filters_per_user: 1_000,
+            backup_versions_per_user: 1_000,
+            push_rules_bytes: 256 * 1024,
         }
     }
 }
@@ -476,6 +494,17 @@ impl Config {
             (
                 "limits.password_hash_queue",
                 self.limits.password_hash_queue,
+            ),
+            ("limits.keys_query_users", self.limits.keys_query_users),
+            ("limits.filter_bytes", self.limits.filter_bytes),
+            ("limits.push_rules_bytes", self.limits.push_rules_bytes),
+            (
+                "limits.filters_per_user",
+                usize::try_from(self.limits.filters_per_user).unwrap_or(usize::MAX),
+            ),
+            (
+                "limits.backup_versions_per_user",
+                usize::try_from(self.limits.backup_versions_per_user).unwrap_or(usize::MAX),
             ),
         ] {
             if value == 0 {

@@ -50,7 +50,7 @@ use service::{
     room_ops::RoomOps,
     server_keys::ServerKeys,
     stream::Stream,
-    sync::Sync,
+    sync::{FilterLimits, Sync},
     to_device::{ToDevice, ToDeviceLimits},
     typing::Typing,
 };
@@ -110,6 +110,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         storage.clone(),
         device_lists.clone(),
         accounts.clone(),
+        config.limits.keys_query_users,
     ));
     let profiles = Arc::new(Profiles::new(storage.clone(), server_name.clone()));
     let room_events = Arc::new(RoomEvents::new(
@@ -127,7 +128,11 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         notifier.clone(),
         room_events.clone(),
     ));
-    let push_rules = Arc::new(PushRules::new(storage.clone(), account_data.clone()));
+    let push_rules = Arc::new(PushRules::new(
+        storage.clone(),
+        account_data.clone(),
+        config.limits.push_rules_bytes,
+    ));
     let to_device = Arc::new(ToDevice::new(
         storage.clone(),
         stream.clone(),
@@ -146,6 +151,10 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         typing.clone(),
         device_lists,
         to_device.clone(),
+        FilterLimits {
+            max_bytes: config.limits.filter_bytes,
+            per_user: config.limits.filters_per_user,
+        },
     ));
     let media = Arc::new(
         Media::new(
@@ -156,7 +165,10 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         )
         .map_err(StartError::Services)?,
     );
-    let key_backup = Arc::new(KeyBackup::new(storage.clone()));
+    let key_backup = Arc::new(KeyBackup::new(
+        storage.clone(),
+        config.limits.backup_versions_per_user,
+    ));
     let state = AppState {
         budgets: Arc::new(AccountBudgets::new(&config.rate_limits)),
         trusted_proxies: config.rate_limits.trusted_proxies.clone().into(),

@@ -51,6 +51,8 @@ pub struct E2eeKeys {
     pub(super) storage: Arc<dyn Storage>,
     pub(super) device_lists: Arc<DeviceLists>,
     pub(super) accounts: Arc<Accounts>,
+    /// Most users one key query may name.
+    pub(super) max_query_users: usize,
 }
 
 impl E2eeKeys {
@@ -59,11 +61,13 @@ impl E2eeKeys {
         storage: Arc<dyn Storage>,
         device_lists: Arc<DeviceLists>,
         accounts: Arc<Accounts>,
+        max_query_users: usize,
     ) -> Self {
         Self {
             storage,
             device_lists,
             accounts,
+            max_query_users,
         }
     }
 

@@ -4,5 +4,6 @@
 //! and fails. One module per area.
 
 mod accounts;
+mod bounds;
 mod rate_limits;
 mod to_device;

@@ -1,0 +1,155 @@
+//! Per-account stores a client fills at will: each has a cap, and a request
+//! past it gets a Matrix error while nothing of it is kept.
+
+use myelin_tests::{Backend, TestServer, assert_error, backend_tests};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+backend_tests!(
+    keys_query_is_capped_in_users,
+    a_filter_is_capped_in_size,
+    filters_are_capped_per_user,
+    backup_versions_are_capped_per_user,
+    push_rules_are_capped_in_size,
+);
+
+async fn keys_query_is_capped_in_users(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| config.limits.keys_query_users = 2).await;
+    let alice = server.register("alice").await;
+    let query = |users: &[&str]| {
+        let wanted: serde_json::Map<String, Value> = users
+            .iter()
+            .map(|user| (server.user_id(user), json!([])))
+            .collect();
+        server.request(
+            Method::POST,
+            server.v3("/keys/query"),
+            Some(&alice.token),
+            Some(json!({ "device_keys": wanted })),
+        )
+    };
+    assert_eq!(query(&["alice", "bob"]).await.0, StatusCode::OK);
+    assert_error(
+        &query(&["alice", "bob", "carol"]).await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+}
+
+async fn create_filter(
+    server: &TestServer,
+    user_id: &str,
+    token: &str,
+    filter: Value,
+) -> (StatusCode, Value) {
+    server
+        .request(
+            Method::POST,
+            server.v3(&format!("/user/{user_id}/filter")),
+            Some(token),
+            Some(filter),
+        )
+        .await
+}
+
+async fn a_filter_is_capped_in_size(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| config.limits.filter_bytes = 1024).await;
+    let alice = server.register("alice").await;
+    let senders: Vec<String> = (0..100).map(|n| format!("@user{n}:localhost")).collect();
+    let big = json!({ "room": { "timeline": { "senders": senders } } });
+    assert!(big.to_string().len() > 1024);
+    assert_error(
+        &create_filter(&server, &alice.user_id, &alice.token, big).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "M_TOO_LARGE",
+    );
+}
+
+async fn filters_are_capped_per_user(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| config.limits.filters_per_user = 2).await;
+    let alice = server.register("alice").await;
+    let filter = |limit: u32| json!({ "room": { "timeline": { "limit": limit } } });
+    let first = create_filter(&server, &alice.user_id, &alice.token, filter(1)).await;
+    assert_eq!(first.0, StatusCode::OK, "{}", first.1);
+    assert_eq!(
+        create_filter(&server, &alice.user_id, &alice.token, filter(2))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // The same filter again is the one stored, not a new one.
+    assert_eq!(
+        create_filter(&server, &alice.user_id, &alice.token, filter(1)).await,
+        first
+    );
+    assert_error(
+        &create_filter(&server, &alice.user_id, &alice.token, filter(3)).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+}
+
+async fn backup_versions_are_capped_per_user(backend: Backend) {
+    let server =
+        TestServer::start_with(backend, |config| config.limits.backup_versions_per_user = 2).await;
+    let alice = server.register("alice").await;
+    let create = || {
+        server.request(
+            Method::POST,
+            server.v3("/room_keys/version"),
+            Some(&alice.token),
+            Some(json!({
+                "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+                "auth_data": { "public_key": "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo" },
+            })),
+        )
+    };
+    assert_eq!(create().await.0, StatusCode::OK);
+    let second = create().await;
+    assert_eq!(second.0, StatusCode::OK);
+    // Deleting a version keeps its number taken, so it does not free a place.
+    let version = second.1["version"].as_str().expect("version").to_owned();
+    let deleted = server
+        .request(
+            Method::DELETE,
+            server.v3(&format!("/room_keys/version/{version}")),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.0, StatusCode::OK, "{}", deleted.1);
+    assert_error(&create().await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+}
+
+async fn push_rules_are_capped_in_size(backend: Backend) {
+    let server =
+        TestServer::start_with(backend, |config| config.limits.push_rules_bytes = 64 * 1024).await;
+    let alice = server.register("alice").await;
+    let put = |rule: &str, pattern: String| {
+        server.request(
+            Method::PUT,
+            server.v3(&format!("/pushrules/global/content/{rule}")),
+            Some(&alice.token),
+            Some(json!({ "pattern": pattern, "actions": ["notify"] })),
+        )
+    };
+    assert_eq!(
+        put("small", "cake".to_owned()).await,
+        (StatusCode::OK, json!({}))
+    );
+    assert_error(
+        &put("big", "x".repeat(64 * 1024)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "M_TOO_LARGE",
+    );
+    // The refused rule was not kept.
+    let (status, _) = server
+        .request(
+            Method::GET,
+            server.v3("/pushrules/global/content/big"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
