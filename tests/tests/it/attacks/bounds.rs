@@ -5,12 +5,15 @@ use myelin_tests::{Backend, TestServer, assert_error, backend_tests};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::rooms_support::{create_room, enc, room_url, send_text};
+
 backend_tests!(
     keys_query_is_capped_in_users,
     a_filter_is_capped_in_size,
     filters_are_capped_per_user,
     backup_versions_are_capped_per_user,
     push_rules_are_capped_in_size,
+    receipt_threads_must_be_events_of_the_room,
 );
 
 async fn keys_query_is_capped_in_users(backend: Backend) {
@@ -152,4 +155,55 @@ async fn push_rules_are_capped_in_size(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn receipt(
+    server: &TestServer,
+    token: &str,
+    room: &str,
+    event: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    server
+        .request(
+            Method::POST,
+            room_url(server, room, &format!("/receipt/m.read/{}", enc(event))),
+            Some(token),
+            Some(body),
+        )
+        .await
+}
+
+async fn receipt_threads_must_be_events_of_the_room(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice.token, json!({})).await;
+    let event = send_text(&server, &alice.token, &room, "root").await;
+    assert_eq!(
+        receipt(
+            &server,
+            &alice.token,
+            &room,
+            &event,
+            json!({ "thread_id": event })
+        )
+        .await,
+        (StatusCode::OK, json!({}))
+    );
+    // Every made-up thread id would be one more stored receipt.
+    let long = format!("${}", "a".repeat(300));
+    for thread in [long.as_str(), "$made-up-thread", "not an event id"] {
+        assert_error(
+            &receipt(
+                &server,
+                &alice.token,
+                &room,
+                &event,
+                json!({ "thread_id": thread }),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+        );
+    }
 }
