@@ -197,6 +197,8 @@ pub struct RateLimitConfig {
     pub key_claims: RateLimit,
     /// Media uploads, per account.
     pub media_uploads: RateLimit,
+    /// Typing notifications, per account.
+    pub typing: RateLimit,
     /// Addresses of reverse proxies (`10.0.0.0/8`, `::1/128`, or a plain
     /// address) whose `X-Forwarded-For` header names the client for
     /// address-keyed limits. From any other peer the header is ignored, since
@@ -238,6 +240,10 @@ impl Default for RateLimitConfig {
             },
             media_uploads: RateLimit {
                 per_second: 0.5,
+                burst: 10,
+            },
+            typing: RateLimit {
+                per_second: 1.0,
                 burst: 10,
             },
             trusted_proxies: Vec::new(),
@@ -530,6 +536,7 @@ impl Config {
             ("rate_limits.to_device", self.rate_limits.to_device),
             ("rate_limits.key_claims", self.rate_limits.key_claims),
             ("rate_limits.media_uploads", self.rate_limits.media_uploads),
+            ("rate_limits.typing", self.rate_limits.typing),
         ] {
             if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
                 return Err(ConfigError::Invalid {

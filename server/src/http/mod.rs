@@ -171,6 +171,7 @@ fn budget_of(method: &Method, route: &str) -> Option<Budget> {
         ("POST", "/rooms/{room_id}/invite") => Budget::Invites,
         ("PUT", "/sendToDevice/{event_type}/{txn_id}") => Budget::ToDevice,
         ("POST", "/keys/claim") => Budget::KeyClaims,
+        ("PUT", "/rooms/{room_id}/typing/{user_id}") => Budget::Typing,
         ("POST", "/_matrix/media/v3/upload")
         | ("PUT", "/_matrix/media/v3/upload/{server_name}/{media_id}")
         | ("POST", "/_matrix/media/v1/create") => Budget::MediaUploads,

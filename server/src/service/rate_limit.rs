@@ -31,6 +31,8 @@ pub enum Budget {
     KeyClaims,
     /// Media uploads and `/media/v1/create`.
     MediaUploads,
+    /// Typing notifications.
+    Typing,
 }
 
 /// Per-account budgets for each [`Budget`], from `[rate_limits]`.
@@ -42,6 +44,7 @@ pub struct AccountBudgets {
     to_device: RateLimiter,
     key_claims: RateLimiter,
     media_uploads: RateLimiter,
+    typing: RateLimiter,
 }
 
 impl AccountBudgets {
@@ -55,6 +58,7 @@ impl AccountBudgets {
             to_device: limit(config.to_device),
             key_claims: limit(config.key_claims),
             media_uploads: limit(config.media_uploads),
+            typing: limit(config.typing),
         }
     }
 
@@ -70,6 +74,7 @@ impl AccountBudgets {
             Budget::ToDevice => &self.to_device,
             Budget::KeyClaims => &self.key_claims,
             Budget::MediaUploads => &self.media_uploads,
+            Budget::Typing => &self.typing,
         };
         limiter.check(user_id.as_str())
     }

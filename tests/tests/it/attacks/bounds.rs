@@ -14,6 +14,7 @@ backend_tests!(
     backup_versions_are_capped_per_user,
     push_rules_are_capped_in_size,
     receipt_threads_must_be_events_of_the_room,
+    typing_is_rate_limited,
 );
 
 async fn keys_query_is_capped_in_users(backend: Backend) {
@@ -206,4 +207,31 @@ async fn receipt_threads_must_be_events_of_the_room(backend: Backend) {
             "M_INVALID_PARAM",
         );
     }
+}
+
+async fn typing_is_rate_limited(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
+        config.rate_limits.enabled = true;
+        config.rate_limits.typing = myelin_server::config::RateLimit {
+            per_second: 0.001,
+            burst: 1,
+        };
+    })
+    .await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice.token, json!({})).await;
+    let typing = || {
+        server.request(
+            Method::PUT,
+            room_url(&server, &room, &format!("/typing/{}", enc(&alice.user_id))),
+            Some(&alice.token),
+            Some(json!({ "typing": true, "timeout": 30000 })),
+        )
+    };
+    assert_eq!(typing().await, (StatusCode::OK, json!({})));
+    assert_error(
+        &typing().await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "M_LIMIT_EXCEEDED",
+    );
 }
