@@ -157,6 +157,12 @@ pub struct Limits {
     /// Largest push rule set of an account, in bytes of JSON; a change that
     /// would pass it gets 413 `M_TOO_LARGE`.
     pub push_rules_bytes: usize,
+    /// Bytes of media one account may have uploaded; an upload that would
+    /// pass it gets 413 `M_TOO_LARGE`.
+    pub media_bytes_per_user: u64,
+    /// Media ids one account may hold reserved (`/media/v1/create`) and
+    /// not yet uploaded to; past it 429 `M_LIMIT_EXCEEDED`.
+    pub pending_media_ids: u64,
 }
 
 impl Default for Limits {
@@ -170,6 +176,8 @@ impl Default for Limits {
             filters_per_user: 1_000,
             backup_versions_per_user: 1_000,
             push_rules_bytes: 256 * 1024,
+            media_bytes_per_user: 1024 * 1024 * 1024,
+            pending_media_ids: 10,
         }
     }
 }
@@ -511,6 +519,14 @@ impl Config {
             (
                 "limits.backup_versions_per_user",
                 usize::try_from(self.limits.backup_versions_per_user).unwrap_or(usize::MAX),
+            ),
+            (
+                "limits.media_bytes_per_user",
+                usize::try_from(self.limits.media_bytes_per_user).unwrap_or(usize::MAX),
+            ),
+            (
+                "limits.pending_media_ids",
+                usize::try_from(self.limits.pending_media_ids).unwrap_or(usize::MAX),
             ),
         ] {
             if value == 0 {

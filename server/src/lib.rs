@@ -41,7 +41,7 @@ use service::{
     devices::Devices,
     e2ee::{DeviceLists, E2eeKeys},
     key_backup::KeyBackup,
-    media::Media,
+    media::{Media, MediaQuota},
     notifier::Notifier,
     profile::Profiles,
     push_rules::PushRules,
@@ -162,6 +162,10 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
             server_name.clone(),
             &config.data_dir,
             config.max_upload_bytes,
+            MediaQuota {
+                bytes_per_user: config.limits.media_bytes_per_user,
+                pending_ids: config.limits.pending_media_ids,
+            },
         )
         .map_err(StartError::Services)?,
     );

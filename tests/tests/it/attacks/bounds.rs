@@ -15,6 +15,8 @@ backend_tests!(
     push_rules_are_capped_in_size,
     receipt_threads_must_be_events_of_the_room,
     typing_is_rate_limited,
+    media_is_capped_per_user,
+    pending_media_ids_are_capped_per_user,
 );
 
 async fn keys_query_is_capped_in_users(backend: Backend) {
@@ -234,4 +236,80 @@ async fn typing_is_rate_limited(backend: Backend) {
         StatusCode::TOO_MANY_REQUESTS,
         "M_LIMIT_EXCEEDED",
     );
+}
+
+async fn upload(server: &TestServer, token: &str, bytes: usize) -> (StatusCode, Value) {
+    let response = server
+        .client
+        .post(format!("{}/_matrix/media/v3/upload", server.base_url))
+        .bearer_auth(token)
+        .header("Content-Type", "application/octet-stream")
+        .body(vec![7u8; bytes])
+        .send()
+        .await
+        .expect("reaches the server");
+    let status = response.status();
+    (status, response.json().await.expect("JSON"))
+}
+
+async fn media_is_capped_per_user(backend: Backend) {
+    let server =
+        TestServer::start_with(backend, |config| config.limits.media_bytes_per_user = 10).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    assert_eq!(upload(&server, &alice.token, 6).await.0, StatusCode::OK);
+    assert_error(
+        &upload(&server, &alice.token, 6).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "M_TOO_LARGE",
+    );
+    // What is left of the quota can still be used; other accounts have their own.
+    assert_eq!(upload(&server, &alice.token, 4).await.0, StatusCode::OK);
+    assert_error(
+        &upload(&server, &alice.token, 1).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "M_TOO_LARGE",
+    );
+    assert_eq!(upload(&server, &bob.token, 10).await.0, StatusCode::OK);
+}
+
+async fn pending_media_ids_are_capped_per_user(backend: Backend) {
+    let server =
+        TestServer::start_with(backend, |config| config.limits.pending_media_ids = 2).await;
+    let alice = server.register("alice").await;
+    let create = || {
+        server.request(
+            Method::POST,
+            format!("{}/_matrix/media/v1/create", server.base_url),
+            Some(&alice.token),
+            Some(json!({})),
+        )
+    };
+    let first = create().await;
+    assert_eq!(first.0, StatusCode::OK, "{}", first.1);
+    assert_eq!(create().await.0, StatusCode::OK);
+    assert_error(
+        &create().await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "M_LIMIT_EXCEEDED",
+    );
+    // Uploading into a reserved id frees its place.
+    let uri = first.1["content_uri"]
+        .as_str()
+        .expect("content_uri")
+        .to_owned();
+    let media_id = uri.rsplit('/').next().expect("media id");
+    let put = server
+        .client
+        .put(format!(
+            "{}/_matrix/media/v3/upload/localhost/{media_id}",
+            server.base_url
+        ))
+        .bearer_auth(&alice.token)
+        .body("x")
+        .send()
+        .await
+        .expect("reaches the server");
+    assert_eq!(put.status(), StatusCode::OK);
+    assert_eq!(create().await.0, StatusCode::OK);
 }
