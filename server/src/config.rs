@@ -163,6 +163,11 @@ pub struct Limits {
     /// Media ids one account may hold reserved (`/media/v1/create`) and
     /// not yet uploaded to; past it 429 `M_LIMIT_EXCEEDED`.
     pub pending_media_ids: u64,
+    /// Stream positions a sync or `/keys/changes` reads device-list
+    /// changes over. From an older token the server does not read them; it
+    /// reports everyone the user shares a room with as changed (always
+    /// correct: clients query those keys again).
+    pub device_list_window: u64,
 }
 
 impl Default for Limits {
@@ -178,6 +183,7 @@ impl Default for Limits {
             push_rules_bytes: 256 * 1024,
             media_bytes_per_user: 1024 * 1024 * 1024,
             pending_media_ids: 10,
+            device_list_window: 100_000,
         }
     }
 }
@@ -527,6 +533,10 @@ impl Config {
             (
                 "limits.pending_media_ids",
                 usize::try_from(self.limits.pending_media_ids).unwrap_or(usize::MAX),
+            ),
+            (
+                "limits.device_list_window",
+                usize::try_from(self.limits.device_list_window).unwrap_or(usize::MAX),
             ),
         ] {
             if value == 0 {

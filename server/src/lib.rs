@@ -96,6 +96,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         storage.clone(),
         stream.clone(),
         notifier.clone(),
+        config.limits.device_list_window,
     ));
     let accounts = Arc::new(
         Accounts::new(

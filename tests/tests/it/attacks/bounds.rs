@@ -17,6 +17,7 @@ backend_tests!(
     typing_is_rate_limited,
     media_is_capped_per_user,
     pending_media_ids_are_capped_per_user,
+    key_changes_from_an_ancient_token_do_bounded_work,
 );
 
 async fn keys_query_is_capped_in_users(backend: Backend) {
@@ -312,4 +313,64 @@ async fn pending_media_ids_are_capped_per_user(backend: Backend) {
         .expect("reaches the server");
     assert_eq!(put.status(), StatusCode::OK);
     assert_eq!(create().await.0, StatusCode::OK);
+}
+
+async fn key_changes(
+    server: &TestServer,
+    token: &str,
+    from: &str,
+    to: &str,
+) -> (StatusCode, Value) {
+    let url = server.v3(&format!("/keys/changes?from={from}&to={to}"));
+    server.request(Method::GET, url, Some(token), None).await
+}
+
+async fn key_changes_from_an_ancient_token_do_bounded_work(backend: Backend) {
+    let server =
+        TestServer::start_with(backend, |config| config.limits.device_list_window = 5).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    let (status, _) = server
+        .request(
+            Method::POST,
+            room_url(&server, &room, "/join"),
+            Some(&bob.token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let recent = crate::sync_support::next_batch(
+        &crate::sync_support::sync_ok(&server, &bob.token, &[]).await,
+    );
+    send_text(&server, &alice.token, &room, "one").await;
+    let now = crate::sync_support::next_batch(
+        &crate::sync_support::sync_ok(&server, &bob.token, &[]).await,
+    );
+    // A recent token reads what changed: nothing.
+    assert_eq!(
+        key_changes(&server, &bob.token, &recent, &now).await,
+        (StatusCode::OK, json!({ "changed": [], "left": [] }))
+    );
+    // Past the window the server does not read the changes between; it
+    // lists everyone the user shares a room with, which is always correct
+    // (a client then queries their keys again).
+    for n in 0..6 {
+        send_text(&server, &alice.token, &room, &format!("m{n}")).await;
+    }
+    let later = crate::sync_support::next_batch(
+        &crate::sync_support::sync_ok(&server, &bob.token, &[]).await,
+    );
+    let (status, answer) = key_changes(&server, &bob.token, &recent, &later).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let mut changed: Vec<String> = answer["changed"]
+        .as_array()
+        .expect("changed")
+        .iter()
+        .map(|user| user.as_str().expect("user id").to_owned())
+        .collect();
+    changed.sort();
+    let mut expected = vec![alice.user_id.clone(), bob.user_id.clone()];
+    expected.sort();
+    assert_eq!(changed, expected, "{answer}");
 }
