@@ -146,6 +146,8 @@ pub struct Limits {
     pub password_hash_queue: usize,
     /// Users one `/keys/query` may name; more get 400 `M_INVALID_PARAM`.
     pub keys_query_users: usize,
+    /// Keys one `/keys/claim` may ask for; more get 400 `M_INVALID_PARAM`.
+    pub keys_claim_keys: usize,
     /// Largest sync filter, in bytes of JSON; larger gets 413 `M_TOO_LARGE`.
     pub filter_bytes: usize,
     /// Distinct sync filters kept per account (uploading one already kept
@@ -177,6 +179,7 @@ impl Default for Limits {
             uia_sessions_per_user: 5,
             password_hash_queue: 64,
             keys_query_users: 1_000,
+            keys_claim_keys: 10_000,
             filter_bytes: 64 * 1024,
             filters_per_user: 1_000,
             backup_versions_per_user: 1_000,
@@ -516,6 +519,7 @@ impl Config {
                 self.limits.password_hash_queue,
             ),
             ("limits.keys_query_users", self.limits.keys_query_users),
+            ("limits.keys_claim_keys", self.limits.keys_claim_keys),
             ("limits.filter_bytes", self.limits.filter_bytes),
             ("limits.push_rules_bytes", self.limits.push_rules_bytes),
             (

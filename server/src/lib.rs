@@ -112,6 +112,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         device_lists.clone(),
         accounts.clone(),
         config.limits.keys_query_users,
+        config.limits.keys_claim_keys,
     ));
     let profiles = Arc::new(Profiles::new(storage.clone(), server_name.clone()));
     let room_events = Arc::new(RoomEvents::new(

@@ -18,6 +18,7 @@ backend_tests!(
     media_is_capped_per_user,
     pending_media_ids_are_capped_per_user,
     key_changes_from_an_ancient_token_do_bounded_work,
+    keys_claim_is_capped_in_keys,
 );
 
 async fn keys_query_is_capped_in_users(backend: Backend) {
@@ -373,4 +374,27 @@ async fn key_changes_from_an_ancient_token_do_bounded_work(backend: Backend) {
     let mut expected = vec![alice.user_id.clone(), bob.user_id.clone()];
     expected.sort();
     assert_eq!(changed, expected, "{answer}");
+}
+
+async fn keys_claim_is_capped_in_keys(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| config.limits.keys_claim_keys = 2).await;
+    let alice = server.register("alice").await;
+    let claim = |devices: &[&str]| {
+        let wanted: serde_json::Map<String, Value> = devices
+            .iter()
+            .map(|device| ((*device).to_owned(), json!("signed_curve25519")))
+            .collect();
+        server.request(
+            Method::POST,
+            server.v3("/keys/claim"),
+            Some(&alice.token),
+            Some(json!({ "one_time_keys": { server.user_id("bob"): wanted } })),
+        )
+    };
+    assert_eq!(claim(&["A", "B"]).await.0, StatusCode::OK);
+    assert_error(
+        &claim(&["A", "B", "C"]).await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
 }
