@@ -216,6 +216,9 @@ pub struct RateLimitConfig {
     pub media_uploads: RateLimit,
     /// Typing notifications, per account.
     pub typing: RateLimit,
+    /// Public room directory listings (`/publicRooms`, which needs no
+    /// account), per client IP.
+    pub public_rooms: RateLimit,
     /// Addresses of reverse proxies (`10.0.0.0/8`, `::1/128`, or a plain
     /// address) whose `X-Forwarded-For` header names the client for
     /// address-keyed limits. From any other peer the header is ignored, since
@@ -262,6 +265,10 @@ impl Default for RateLimitConfig {
             typing: RateLimit {
                 per_second: 1.0,
                 burst: 10,
+            },
+            public_rooms: RateLimit {
+                per_second: 2.0,
+                burst: 20,
             },
             trusted_proxies: Vec::new(),
         }
@@ -567,6 +574,7 @@ impl Config {
             ("rate_limits.key_claims", self.rate_limits.key_claims),
             ("rate_limits.media_uploads", self.rate_limits.media_uploads),
             ("rate_limits.typing", self.rate_limits.typing),
+            ("rate_limits.public_rooms", self.rate_limits.public_rooms),
         ] {
             if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
                 return Err(ConfigError::Invalid {

@@ -44,8 +44,9 @@ use service::{
     media::{Media, MediaQuota},
     notifier::Notifier,
     profile::Profiles,
+    public_rooms::PublicRooms,
     push_rules::PushRules,
-    rate_limit::AccountBudgets,
+    rate_limit::{AccountBudgets, RateLimiter},
     room_events::{RoomEvents, parse_version},
     room_ops::RoomOps,
     server_keys::ServerKeys,
@@ -175,7 +176,25 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         storage.clone(),
         config.limits.backup_versions_per_user,
     ));
+    let rooms = Arc::new(RoomOps::new(
+        room_events,
+        storage.clone(),
+        profiles.clone(),
+        server_name,
+        default_version,
+    ));
+    let public_rooms = Arc::new(PublicRooms::new(
+        rooms.clone(),
+        stream.clone(),
+        RateLimiter::new(
+            config
+                .rate_limits
+                .enabled
+                .then_some(config.rate_limits.public_rooms),
+        ),
+    ));
     let state = AppState {
+        public_rooms,
         budgets: Arc::new(AccountBudgets::new(&config.rate_limits)),
         trusted_proxies: config.rate_limits.trusted_proxies.clone().into(),
         to_device,
@@ -187,13 +206,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         account_data,
         push_rules,
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),
-        rooms: Arc::new(RoomOps::new(
-            room_events,
-            storage.clone(),
-            profiles.clone(),
-            server_name,
-            default_version,
-        )),
+        rooms,
         profiles,
         server_keys,
         accounts,

@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::config::IpRange;
 use crate::service::e2ee::E2eeKeys;
+use crate::service::public_rooms::PublicRooms;
 use crate::service::rate_limit::{AccountBudgets, Budget};
 use crate::service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup,
@@ -62,6 +63,8 @@ pub struct AppState {
     pub to_device: Arc<ToDevice>,
     /// Per-account budgets of the writes a client can repeat cheaply.
     pub budgets: Arc<AccountBudgets>,
+    /// The public room directory's listings.
+    pub public_rooms: Arc<PublicRooms>,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[IpRange]>,
 }

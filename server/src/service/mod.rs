@@ -14,6 +14,7 @@ pub mod media;
 pub mod notifier;
 pub mod password;
 pub mod profile;
+pub mod public_rooms;
 pub mod push_rules;
 pub mod rate_limit;
 pub mod room_events;

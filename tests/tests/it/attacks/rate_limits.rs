@@ -18,6 +18,7 @@ backend_tests!(
     key_claims_are_rate_limited,
     media_uploads_are_rate_limited,
     forwarded_for_counts_only_from_a_trusted_proxy,
+    public_room_listings_are_rate_limited_per_address,
 );
 
 /// One request at once and nothing more for the test's duration.
@@ -214,4 +215,11 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy(backend: Backend) {
         login_from(&server, "not an address").await,
         StatusCode::FORBIDDEN
     );
+}
+
+async fn public_room_listings_are_rate_limited_per_address(backend: Backend) {
+    let server = start(backend, |config| config.rate_limits.public_rooms = ONCE).await;
+    let list = || server.request(Method::GET, server.v3("/publicRooms"), None, None);
+    assert_eq!(list().await.0, StatusCode::OK);
+    assert_limited(&list().await);
 }
