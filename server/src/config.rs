@@ -5,7 +5,11 @@
 //! (see `main.rs`). [`Config::validate`] turns the result into typed values and
 //! names the offending key when something is wrong.
 
-use std::{fmt, net::SocketAddr, path::PathBuf};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 use ruma::{OwnedServerName, ServerName};
 use serde::Deserialize;
@@ -39,6 +43,13 @@ pub struct Config {
     /// would pass it is refused whole with 429 `M_LIMIT_EXCEEDED`, never
     /// partly dropped.
     pub max_pending_to_device: u64,
+    /// Most to-device messages from one sender kept waiting for one
+    /// device, so that one account cannot fill an inbox on its own. Past
+    /// it, that device is refused like a full inbox.
+    pub max_pending_to_device_per_sender: u64,
+    /// Largest content of one to-device message, in bytes; larger gets
+    /// 413 `M_TOO_LARGE` (the spec limits an event to 64 KiB).
+    pub max_to_device_message_bytes: usize,
     /// Who may create accounts through the client API.
     pub registration: RegistrationConfig,
     /// Lifetime of access tokens handed out with a refresh token (clients
@@ -51,6 +62,8 @@ pub struct Config {
     pub password_policy: PasswordPolicy,
     /// Request rate limits on login and registration.
     pub rate_limits: RateLimitConfig,
+    /// Caps on what clients can make the server hold (`[limits]`).
+    pub limits: Limits,
     /// Serve the client API over TLS instead of plain HTTP.
     pub tls: Option<TlsConfig>,
     /// Log output.
@@ -69,11 +82,14 @@ impl Default for Config {
             max_request_body_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 50 * 1024 * 1024,
             max_pending_to_device: 10_000,
+            max_pending_to_device_per_sender: 1_000,
+            max_to_device_message_bytes: 64 * 1024,
             registration: RegistrationConfig::default(),
             refreshable_access_token_lifetime_ms: 5 * 60 * 1000,
             profile_lookup: ProfileLookupConfig::default(),
             password_policy: PasswordPolicy::default(),
             rate_limits: RateLimitConfig::default(),
+            limits: Limits::default(),
             tls: None,
             log: LogConfig::default(),
         }
@@ -149,16 +165,101 @@ impl Default for PasswordPolicy {
     }
 }
 
+/// Caps on what clients can make the server hold in memory or on disk
+/// (`[limits]`). Past one, a request gets a Matrix error, never a crash.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Unfinished user-interactive auth sessions kept, for everyone; those
+    /// started by registration (no account yet) may hold half of them.
+    /// Past it, a new session gets 429 `M_LIMIT_EXCEEDED`.
+    pub uia_sessions: usize,
+    /// Unfinished user-interactive auth sessions kept for one account.
+    pub uia_sessions_per_user: usize,
+    /// Password checks and hashes waiting for the hashing thread, the one
+    /// being done included. Past it, a login, registration or password
+    /// stage gets 429 `M_LIMIT_EXCEEDED` before anything is queued.
+    pub password_hash_queue: usize,
+    /// Users one `/keys/query` may name; more get 400 `M_INVALID_PARAM`.
+    pub keys_query_users: usize,
+    /// Keys one `/keys/claim` may ask for; more get 400 `M_INVALID_PARAM`.
+    pub keys_claim_keys: usize,
+    /// Largest sync filter, in bytes of JSON; larger gets 413 `M_TOO_LARGE`.
+    pub filter_bytes: usize,
+    /// Distinct sync filters kept per account (uploading one already kept
+    /// answers its id); past it 403 `M_FORBIDDEN`.
+    pub filters_per_user: u64,
+    /// Key backup versions per account, deleted ones included (their
+    /// numbers stay taken); past it 403 `M_FORBIDDEN`.
+    pub backup_versions_per_user: u64,
+    /// Largest push rule set of an account, in bytes of JSON; a change that
+    /// would pass it gets 413 `M_TOO_LARGE`.
+    pub push_rules_bytes: usize,
+    /// Bytes of media one account may have uploaded; an upload that would
+    /// pass it gets 413 `M_TOO_LARGE`.
+    pub media_bytes_per_user: u64,
+    /// Media ids one account may hold reserved (`/media/v1/create`) and
+    /// not yet uploaded to; past it 429 `M_LIMIT_EXCEEDED`.
+    pub pending_media_ids: u64,
+    /// Stream positions a sync or `/keys/changes` reads device-list
+    /// changes over. From an older token the server does not read them; it
+    /// reports everyone the user shares a room with as changed (always
+    /// correct: clients query those keys again).
+    pub device_list_window: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            uia_sessions: 10_000,
+            uia_sessions_per_user: 5,
+            password_hash_queue: 64,
+            keys_query_users: 1_000,
+            keys_claim_keys: 10_000,
+            filter_bytes: 64 * 1024,
+            filters_per_user: 1_000,
+            backup_versions_per_user: 1_000,
+            push_rules_bytes: 256 * 1024,
+            media_bytes_per_user: 1024 * 1024 * 1024,
+            pending_media_ids: 10,
+            device_list_window: 100_000,
+        }
+    }
+}
+
 /// Rate limits (`[rate_limits]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Switch every limit off (test set-ups, trusted networks).
     pub enabled: bool,
-    /// Login attempts, counted per client IP and per targeted account.
+    /// Login attempts, counted per client IP; and failed attempts, counted
+    /// per targeted account (see `Accounts::verify_password`).
     pub login: RateLimit,
     /// Registration attempts, counted per client IP.
     pub registration: RateLimit,
+    /// Room events sent (`/send`, `/state`, `/redact`), per account.
+    pub sends: RateLimit,
+    /// Rooms created, per account.
+    pub room_creation: RateLimit,
+    /// Invites sent, per account.
+    pub invites: RateLimit,
+    /// `sendToDevice` requests, per account.
+    pub to_device: RateLimit,
+    /// `/keys/claim` requests, per account.
+    pub key_claims: RateLimit,
+    /// Media uploads, per account.
+    pub media_uploads: RateLimit,
+    /// Typing notifications, per account.
+    pub typing: RateLimit,
+    /// Public room directory listings (`/publicRooms`, which needs no
+    /// account), per client IP.
+    pub public_rooms: RateLimit,
+    /// Addresses of reverse proxies (`10.0.0.0/8`, `::1/128`, or a plain
+    /// address) whose `X-Forwarded-For` header names the client for
+    /// address-keyed limits. From any other peer the header is ignored, since
+    /// a client could write anything in it.
+    pub trusted_proxies: Vec<IpRange>,
 }
 
 impl Default for RateLimitConfig {
@@ -173,6 +274,39 @@ impl Default for RateLimitConfig {
                 per_second: 0.1,
                 burst: 5,
             },
+            sends: RateLimit {
+                per_second: 10.0,
+                burst: 50,
+            },
+            room_creation: RateLimit {
+                per_second: 0.05,
+                burst: 5,
+            },
+            invites: RateLimit {
+                per_second: 0.5,
+                burst: 20,
+            },
+            to_device: RateLimit {
+                per_second: 20.0,
+                burst: 100,
+            },
+            key_claims: RateLimit {
+                per_second: 2.0,
+                burst: 20,
+            },
+            media_uploads: RateLimit {
+                per_second: 0.5,
+                burst: 10,
+            },
+            typing: RateLimit {
+                per_second: 1.0,
+                burst: 10,
+            },
+            public_rooms: RateLimit {
+                per_second: 2.0,
+                burst: 20,
+            },
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -185,6 +319,71 @@ pub struct RateLimit {
     pub per_second: f64,
     /// Requests allowed in a burst.
     pub burst: u32,
+}
+
+/// An address range, `ADDRESS/PREFIX` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Whether `address` is in the range (an IPv4 address in IPv6 form
+    /// counts as the IPv4 address).
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        match (self.network, address) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(network) & mask == u32::from(address) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(network) & mask == u128::from(address) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (address, prefix) = text
+            .split_once('/')
+            .map_or((text, None), |(a, p)| (a, Some(p)));
+        let network: IpAddr = address
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or ADDRESS/PREFIX"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(prefix) => prefix
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?} has a prefix length over {max}"))?,
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for IpRange {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// TLS for the client API (`[tls]`).
@@ -346,11 +545,65 @@ impl Config {
                 reason: "must be at least 1".to_owned(),
             });
         }
-        if self.max_pending_to_device == 0 {
-            return Err(ConfigError::Invalid {
-                key: "max_pending_to_device",
-                reason: "must be at least 1".to_owned(),
-            });
+        for (key, value) in [
+            ("max_pending_to_device", self.max_pending_to_device),
+            (
+                "max_pending_to_device_per_sender",
+                self.max_pending_to_device_per_sender,
+            ),
+            (
+                "max_to_device_message_bytes",
+                u64::try_from(self.max_to_device_message_bytes).unwrap_or(u64::MAX),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be at least 1".to_owned(),
+                });
+            }
+        }
+        for (key, value) in [
+            ("limits.uia_sessions", self.limits.uia_sessions),
+            (
+                "limits.uia_sessions_per_user",
+                self.limits.uia_sessions_per_user,
+            ),
+            (
+                "limits.password_hash_queue",
+                self.limits.password_hash_queue,
+            ),
+            ("limits.keys_query_users", self.limits.keys_query_users),
+            ("limits.keys_claim_keys", self.limits.keys_claim_keys),
+            ("limits.filter_bytes", self.limits.filter_bytes),
+            ("limits.push_rules_bytes", self.limits.push_rules_bytes),
+            (
+                "limits.filters_per_user",
+                usize::try_from(self.limits.filters_per_user).unwrap_or(usize::MAX),
+            ),
+            (
+                "limits.backup_versions_per_user",
+                usize::try_from(self.limits.backup_versions_per_user).unwrap_or(usize::MAX),
+            ),
+            (
+                "limits.media_bytes_per_user",
+                usize::try_from(self.limits.media_bytes_per_user).unwrap_or(usize::MAX),
+            ),
+            (
+                "limits.pending_media_ids",
+                usize::try_from(self.limits.pending_media_ids).unwrap_or(usize::MAX),
+            ),
+            (
+                "limits.device_list_window",
+                usize::try_from(self.limits.device_list_window).unwrap_or(usize::MAX),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be at least 1".to_owned(),
+                });
+            }
         }
         if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty()
         {
@@ -362,6 +615,14 @@ impl Config {
         for (key, limit) in [
             ("rate_limits.login", self.rate_limits.login),
             ("rate_limits.registration", self.rate_limits.registration),
+            ("rate_limits.sends", self.rate_limits.sends),
+            ("rate_limits.room_creation", self.rate_limits.room_creation),
+            ("rate_limits.invites", self.rate_limits.invites),
+            ("rate_limits.to_device", self.rate_limits.to_device),
+            ("rate_limits.key_claims", self.rate_limits.key_claims),
+            ("rate_limits.media_uploads", self.rate_limits.media_uploads),
+            ("rate_limits.typing", self.rate_limits.typing),
+            ("rate_limits.public_rooms", self.rate_limits.public_rooms),
         ] {
             if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
                 return Err(ConfigError::Invalid {
@@ -471,6 +732,23 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn address_ranges_parse_and_match() {
+        let range: IpRange = "10.0.0.0/8".parse().unwrap();
+        assert!(range.contains("10.9.8.7".parse().unwrap()));
+        assert!(range.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!range.contains("11.0.0.1".parse().unwrap()));
+        let one: IpRange = "::1".parse().unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(!one.contains("::2".parse().unwrap()));
+        let all: IpRange = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpRange>().is_err());
+        assert!("proxy".parse::<IpRange>().is_err());
+        let config = Config::from_toml_str("[rate_limits]\ntrusted_proxies = [\"10.0.0.0/99\"]");
+        assert!(config.is_err_and(|e| e.contains("prefix")));
     }
 
     #[test]

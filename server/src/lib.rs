@@ -41,16 +41,18 @@ use service::{
     devices::Devices,
     e2ee::{DeviceLists, E2eeKeys},
     key_backup::KeyBackup,
-    media::Media,
+    media::{Media, MediaQuota},
     notifier::Notifier,
     profile::Profiles,
+    public_rooms::PublicRooms,
     push_rules::PushRules,
+    rate_limit::{AccountBudgets, RateLimiter},
     room_events::{RoomEvents, parse_version},
     room_ops::RoomOps,
     server_keys::ServerKeys,
     stream::Stream,
-    sync::Sync,
-    to_device::ToDevice,
+    sync::{FilterLimits, Sync},
+    to_device::{ToDevice, ToDeviceLimits},
     typing::Typing,
 };
 use storage::{Storage, StorageError};
@@ -95,6 +97,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         storage.clone(),
         stream.clone(),
         notifier.clone(),
+        config.limits.device_list_window,
     ));
     let accounts = Arc::new(
         Accounts::new(
@@ -109,6 +112,8 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         storage.clone(),
         device_lists.clone(),
         accounts.clone(),
+        config.limits.keys_query_users,
+        config.limits.keys_claim_keys,
     ));
     let profiles = Arc::new(Profiles::new(
         storage.clone(),
@@ -131,13 +136,21 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         notifier.clone(),
         room_events.clone(),
     ));
-    let push_rules = Arc::new(PushRules::new(storage.clone(), account_data.clone()));
+    let push_rules = Arc::new(PushRules::new(
+        storage.clone(),
+        account_data.clone(),
+        config.limits.push_rules_bytes,
+    ));
     let to_device = Arc::new(ToDevice::new(
         storage.clone(),
         stream.clone(),
         notifier.clone(),
         server_name.clone(),
-        config.max_pending_to_device,
+        ToDeviceLimits {
+            max_pending: config.max_pending_to_device,
+            max_pending_per_sender: config.max_pending_to_device_per_sender,
+            max_message_bytes: config.max_to_device_message_bytes,
+        },
     ));
     let sync = Arc::new(Sync::new(
         storage.clone(),
@@ -146,6 +159,10 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         typing.clone(),
         device_lists,
         to_device.clone(),
+        FilterLimits {
+            max_bytes: config.limits.filter_bytes,
+            per_user: config.limits.filters_per_user,
+        },
     ));
     let media = Arc::new(
         Media::new(
@@ -153,11 +170,38 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
             server_name.clone(),
             &config.data_dir,
             config.max_upload_bytes,
+            MediaQuota {
+                bytes_per_user: config.limits.media_bytes_per_user,
+                pending_ids: config.limits.pending_media_ids,
+            },
         )
         .map_err(StartError::Services)?,
     );
-    let key_backup = Arc::new(KeyBackup::new(storage.clone()));
+    let key_backup = Arc::new(KeyBackup::new(
+        storage.clone(),
+        config.limits.backup_versions_per_user,
+    ));
+    let rooms = Arc::new(RoomOps::new(
+        room_events,
+        storage.clone(),
+        profiles.clone(),
+        server_name,
+        default_version,
+    ));
+    let public_rooms = Arc::new(PublicRooms::new(
+        rooms.clone(),
+        stream.clone(),
+        RateLimiter::new(
+            config
+                .rate_limits
+                .enabled
+                .then_some(config.rate_limits.public_rooms),
+        ),
+    ));
     let state = AppState {
+        public_rooms,
+        budgets: Arc::new(AccountBudgets::new(&config.rate_limits)),
+        trusted_proxies: config.rate_limits.trusted_proxies.clone().into(),
         to_device,
         e2ee_keys,
         key_backup,
@@ -167,13 +211,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         account_data,
         push_rules,
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),
-        rooms: Arc::new(RoomOps::new(
-            room_events,
-            storage.clone(),
-            profiles.clone(),
-            server_name,
-            default_version,
-        )),
+        rooms,
         profiles,
         server_keys,
         accounts,

@@ -195,27 +195,27 @@ impl From<ServiceError> for MatrixError {
             ServiceError::E2eRequired(m) => Self::new(S::FORBIDDEN, "ORG.MYELIN_E2E_REQUIRED", m),
             // 429 tells clients to back off and retry, which is the remedy:
             // the inbox drains as soon as the device syncs.
-            ServiceError::ToDeviceInboxFull {
-                user_id,
-                device_id,
-                limit,
-            } => Self::new(
+            ServiceError::ToDeviceInboxFull(refused) => Self::new(
                 S::TOO_MANY_REQUESTS,
                 "M_LIMIT_EXCEEDED",
-                format!(
-                    "device {device_id} of {user_id} has {limit} to-device messages waiting; \
-                     nothing was sent, retry after it syncs"
-                ),
+                "Every recipient device has as many to-device messages waiting as the \
+                 server keeps; nothing was sent, retry after they sync",
             )
-            .with(
-                "org.myelin.inbox_full",
-                json!({ "user_id": user_id, "device_id": device_id }),
-            ),
+            .with("org.myelin.inbox_full", inbox_full(&refused)),
+            ServiceError::TooLarge(m) => Self::new(S::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", m),
             ServiceError::AuthRequired(challenge) => uia_challenge(*challenge),
             ServiceError::Storage(e) => internal(&e),
             ServiceError::Internal(detail) => internal(&detail),
         }
     }
+}
+
+/// The devices a to-device send did not reach, as `[{user_id, device_id}]`.
+pub fn inbox_full(refused: &[crate::service::to_device::RefusedDevice]) -> Value {
+    refused
+        .iter()
+        .map(|(user_id, device_id)| json!({ "user_id": user_id, "device_id": device_id }))
+        .collect()
 }
 
 /// The UIA 401 body: flows, params, session, completed, and the last stage's error.

@@ -6,12 +6,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use axum::{
     body::Bytes,
     extract::{ConnectInfo, FromRequest, FromRequestParts, Request},
-    http::{StatusCode, header, request::Parts},
+    http::{HeaderMap, StatusCode, header, request::Parts},
 };
 use serde::{Deserialize, de::DeserializeOwned};
 
 use super::{AppState, PeerAddr, error::MatrixError};
-use crate::{service::tokens::AccessToken, storage::Session};
+use crate::{config::IpRange, service::tokens::AccessToken, storage::Session};
 
 /// A JSON body: unparseable text is `M_NOT_JSON`, the wrong shape is
 /// `M_BAD_JSON`, and a body over the configured limit is `M_TOO_LARGE`.
@@ -95,8 +95,13 @@ impl FromRequestParts<AppState> for Authed {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // A rate-limit layer may have authenticated this request already.
+        if let Some(authed) = parts.extensions.get::<Authed>() {
+            return Ok(authed.clone());
+        }
         let token = presented_token(parts)?.ok_or_else(MatrixError::missing_token)?;
         let session = state.accounts.authenticate(&token).await?;
+        parts.extensions.insert(Authed(session.clone()));
         Ok(Authed(session))
     }
 }
@@ -146,18 +151,82 @@ fn presented_token(parts: &Parts) -> Result<Option<AccessToken>, MatrixError> {
 }
 
 /// The client's address, for rate limits. Requests that did not come over a
-/// socket (in-process tests) count as `0.0.0.0`.
+/// socket (in-process tests) count as `0.0.0.0`. When the peer is one of the
+/// configured trusted proxies, the client is the last address in
+/// `X-Forwarded-For` that is not itself a trusted proxy (what a client puts
+/// in front of it is the client's own word); from any other peer the header
+/// is ignored.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = MatrixError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<PeerAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.0.ip());
-        Ok(ClientIp(ip))
+        Ok(ClientIp(client_address(
+            peer,
+            &parts.headers,
+            &state.trusted_proxies,
+        )))
+    }
+}
+
+/// The client behind `peer`, as [`ClientIp`] describes.
+fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpRange]) -> IpAddr {
+    let is_trusted = |address: IpAddr| trusted.iter().any(|range| range.contains(address));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    // Every proxy appends the address it got the request from; read from the
+    // nearest hop backwards while the hops are trusted proxies.
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        let Ok(address) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = address;
+        if !is_trusted(address) {
+            break;
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_read_only_behind_a_trusted_proxy() {
+        let trusted: Vec<IpRange> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "192.0.2.1, 203.0.113.4, 10.0.0.9".parse().unwrap(),
+        );
+        // The hop before the innermost proxy, not what the client wrote first.
+        assert_eq!(
+            client_address(proxy, &headers, &trusted),
+            "203.0.113.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_address(stranger, &headers, &trusted), stranger);
+        headers.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(client_address(proxy, &headers, &trusted), proxy);
+        assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
     }
 }

@@ -77,7 +77,10 @@ async fn create_content(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Reply<Value>, MatrixError> {
-    let staged = state.media.begin_upload(content_length(&headers)).await?;
+    let staged = state
+        .media
+        .begin_upload(&session.user_id, content_length(&headers))
+        .await?;
     let staged = receive(staged, body).await?;
     let uri = state
         .media

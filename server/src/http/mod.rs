@@ -21,7 +21,10 @@ use axum::{
 };
 use tracing::Instrument;
 
+use crate::config::IpRange;
 use crate::service::e2ee::E2eeKeys;
+use crate::service::public_rooms::PublicRooms;
+use crate::service::rate_limit::{AccountBudgets, Budget};
 use crate::service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup,
     media::Media, profile::Profiles, push_rules::PushRules, room_ops::RoomOps,
@@ -58,6 +61,12 @@ pub struct AppState {
     pub e2ee_keys: Arc<E2eeKeys>,
     /// Send-to-device messaging.
     pub to_device: Arc<ToDevice>,
+    /// Per-account budgets of the writes a client can repeat cheaply.
+    pub budgets: Arc<AccountBudgets>,
+    /// The public room directory's listings.
+    pub public_rooms: Arc<PublicRooms>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<[IpRange]>,
 }
 
 /// The peer address of a connection, plain or TLS, as `ConnectInfo`.
@@ -85,6 +94,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async { MatrixError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), spend_budget))
         .layer(middleware::from_fn(trace_request))
         .layer(middleware::from_fn(cors))
         .with_state(state)
@@ -112,6 +122,65 @@ async fn cors(request: Request, next: Next) -> Response {
         HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
     );
     response
+}
+
+/// Takes one request from the account's budget for routes that write what a
+/// client can repeat cheaply, before the handler runs. The session it
+/// authenticates is kept in the request for the handler's [`Authed`].
+///
+/// [`Authed`]: extract::Authed
+async fn spend_budget(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let Some(budget) = route.and_then(|route| budget_of(request.method(), route)) else {
+        return next.run(request).await;
+    };
+    let (mut parts, body) = request.into_parts();
+    let session =
+        match <extract::Authed as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+            &mut parts, &state,
+        )
+        .await
+        {
+            Ok(extract::Authed(session)) => session,
+            Err(error) => return error.into_response(),
+        };
+    if let Err(error) = state.budgets.spend(budget, &session.user_id) {
+        tracing::debug!(user_id = %session.user_id, ?budget, "rate limited");
+        return MatrixError::from(error).into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// The budget a matched route spends, if any.
+fn budget_of(method: &Method, route: &str) -> Option<Budget> {
+    let route = route
+        .strip_prefix("/_matrix/client/v3")
+        .or_else(|| route.strip_prefix("/_matrix/client/r0"))
+        .unwrap_or(route);
+    let budget = match (method.as_str(), route) {
+        ("PUT", "/rooms/{room_id}/send/{event_type}/{txn_id}")
+        | ("PUT", "/rooms/{room_id}/redact/{event_id}/{txn_id}")
+        | ("PUT", "/rooms/{room_id}/state/{event_type}")
+        | ("PUT", "/rooms/{room_id}/state/{event_type}/")
+        | ("PUT", "/rooms/{room_id}/state/{event_type}/{state_key}") => Budget::Sends,
+        ("POST", "/createRoom") => Budget::RoomCreation,
+        ("POST", "/rooms/{room_id}/invite") => Budget::Invites,
+        ("PUT", "/sendToDevice/{event_type}/{txn_id}") => Budget::ToDevice,
+        ("POST", "/keys/claim") => Budget::KeyClaims,
+        ("PUT", "/rooms/{room_id}/typing/{user_id}") => Budget::Typing,
+        ("POST", "/_matrix/media/v3/upload")
+        | ("PUT", "/_matrix/media/v3/upload/{server_name}/{media_id}")
+        | ("POST", "/_matrix/media/v1/create") => Budget::MediaUploads,
+        _ => return None,
+    };
+    Some(budget)
 }
 
 /// One span per request with the method and the matched route, never the

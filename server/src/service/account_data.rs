@@ -12,6 +12,9 @@ use super::{
 };
 use crate::storage::{Millis, Receipt, Storage};
 
+/// Longest thread id accepted: the spec's limit for an event id.
+const MAX_THREAD_ID_BYTES: usize = 255;
+
 /// Largest account data content accepted, in bytes.
 pub const MAX_ACCOUNT_DATA_BYTES: usize = 65_536;
 
@@ -103,7 +106,8 @@ impl AccountData {
     ///
     /// # Errors
     /// `Forbidden` unless the user is joined; `NotFound` for an event not in
-    /// the room; `InvalidParam` for other receipt types.
+    /// the room; `InvalidParam` for other receipt types, or a thread that is
+    /// not an event of the room.
     pub async fn set_receipt(
         &self,
         user_id: &UserId,
@@ -140,6 +144,26 @@ impl AccountData {
             return Err(ServiceError::NotFound(
                 "no such event in this room".to_owned(),
             ));
+        }
+        // A thread is named by its root event. Anything else would let a
+        // client store one receipt per made-up thread id, without end.
+        if let Some(thread_id) = thread_id {
+            let root = (thread_id.len() <= MAX_THREAD_ID_BYTES)
+                .then(|| EventId::parse(thread_id).ok())
+                .flatten();
+            let is_room_event = match root {
+                Some(root) => self
+                    .storage
+                    .event(&root)
+                    .await?
+                    .is_some_and(|event| event.room_id == room_id),
+                None => false,
+            };
+            if !is_room_event {
+                return Err(ServiceError::InvalidParam(
+                    "thread_id must be `main` or the id of an event in this room".to_owned(),
+                ));
+            }
         }
         match receipt_type {
             "m.fully_read" => {

@@ -12,7 +12,7 @@ use super::{
     password::{Password, PasswordHasher},
     rate_limit::RateLimiter,
     tokens::{self, AccessToken},
-    uia::{AuthSubmission, AuthType, Stage, UiaAction, UiaSessions},
+    uia::{AuthSubmission, AuthType, Stage, UiaAction, UiaLimits, UiaSessions},
 };
 use crate::{
     config::{Config, PasswordPolicy, RegistrationConfig, RegistrationMode},
@@ -128,8 +128,11 @@ impl Accounts {
             server_name,
             registration: config.registration.clone(),
             password_policy: config.password_policy.clone(),
-            uia: UiaSessions::default(),
-            hasher: PasswordHasher::start()?,
+            uia: UiaSessions::new(UiaLimits {
+                total: config.limits.uia_sessions,
+                per_user: config.limits.uia_sessions_per_user,
+            }),
+            hasher: PasswordHasher::start(config.limits.password_hash_queue)?,
             login_limiter: RateLimiter::new(limits.map(|l| l.login)),
             registration_limiter: RateLimiter::new(limits.map(|l| l.registration)),
             device_lists,
@@ -270,7 +273,9 @@ impl Accounts {
             check_device_id(device_id)?;
         }
         check_display_name(login.initial_device_display_name.as_deref())?;
-        let user_id = self.verify_password(&login.user, &login.password).await?;
+        let user_id = self
+            .verify_password(&login.user, &login.password, &format!("ip:{client}"))
+            .await?;
         let session = self
             .open_session(
                 user_id,
@@ -383,7 +388,7 @@ impl Accounts {
                 let Stage::Password { user, password } = stage else {
                     return Err(ServiceError::Forbidden("a password is required".to_owned()));
                 };
-                let verified = self.verify_password(&user, &password).await?;
+                let verified = self.verify_password(&user, &password, "uia").await?;
                 if verified != user_id {
                     return Err(ServiceError::Forbidden(
                         "that is not your account".to_owned(),
@@ -394,14 +399,36 @@ impl Accounts {
             .await
     }
 
+    /// Checks a password; `origin` names where the attempt comes from
+    /// (`ip:ADDRESS` for a login, `uia` for a password stage).
+    ///
+    /// Only failures count against an account, so logging in often costs
+    /// nothing. Once an account's failures pass the login limit, attempts
+    /// from origins that failed against it lately are refused unchecked,
+    /// while an origin with no recent failure is still checked: a flood of
+    /// wrong passwords from elsewhere never locks the owner out, and a
+    /// guesser that spreads over many addresses gets about one guess per
+    /// address while the account is under attack.
     async fn verify_password(
         &self,
         user: &str,
         password: &Password,
+        origin: &str,
     ) -> Result<OwnedUserId, ServiceError> {
         let user_id = self.resolve_local_user(user);
-        if let Some(user_id) = &user_id {
-            self.login_limiter.check(&format!("user:{user_id}"))?;
+        let keys = user_id.as_ref().map(|user_id| {
+            (
+                format!("user:{user_id}"),
+                format!("user:{user_id}:{origin}"),
+            )
+        });
+        if let Some((account, account_origin)) = &keys
+            && !self.login_limiter.has_room(account)
+            && !self.login_limiter.is_untouched(account_origin)
+        {
+            return Err(ServiceError::LimitExceeded {
+                retry_after: std::time::Duration::from_secs(60),
+            });
         }
         let account = match &user_id {
             Some(user_id) => self.storage.account(user_id).await?,
@@ -412,6 +439,10 @@ impl Accounts {
             && let Some(account) = account
         {
             return Ok(account.user_id);
+        }
+        if let Some((account, account_origin)) = &keys {
+            self.login_limiter.record(account);
+            self.login_limiter.record(account_origin);
         }
         debug!("password check failed");
         Err(ServiceError::Forbidden(

@@ -30,18 +30,24 @@ use crate::storage::{
 #[derive(Debug)]
 pub struct KeyBackup {
     storage: Arc<dyn Storage>,
+    max_versions: u64,
 }
 
 impl KeyBackup {
-    /// Builds the service.
-    pub fn new(storage: Arc<dyn Storage>) -> Self {
-        Self { storage }
+    /// Builds the service; an account may create `max_versions` versions.
+    pub fn new(storage: Arc<dyn Storage>, max_versions: u64) -> Self {
+        Self {
+            storage,
+            max_versions,
+        }
     }
 
     /// Creates a backup version, which becomes the user's latest.
     ///
     /// # Errors
-    /// `InvalidParam` for an empty algorithm name.
+    /// `InvalidParam` for an empty algorithm name; `Forbidden` once the
+    /// account has created as many versions as it may (deleted ones count:
+    /// their numbers are never given out again).
     #[instrument(skip_all, fields(user_id = %user_id))]
     pub async fn create_version(
         &self,
@@ -53,6 +59,12 @@ impl KeyBackup {
             return Err(ServiceError::InvalidParam(
                 "algorithm must not be empty".to_owned(),
             ));
+        }
+        if self.storage.backup_version_count(user_id).await? >= self.max_versions {
+            return Err(ServiceError::Forbidden(format!(
+                "an account may create at most {} backup versions",
+                self.max_versions
+            )));
         }
         let version = self
             .storage

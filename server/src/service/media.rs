@@ -80,6 +80,16 @@ pub struct Media {
     server_name: OwnedServerName,
     dir: PathBuf,
     max_upload_bytes: u64,
+    quota: MediaQuota,
+}
+
+/// What one account may hold in the media store.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaQuota {
+    /// Bytes of uploads.
+    pub bytes_per_user: u64,
+    /// Media ids reserved and not yet uploaded to.
+    pub pending_ids: u64,
 }
 
 /// A stored upload, ready to serve.
@@ -120,6 +130,7 @@ impl Media {
         server_name: OwnedServerName,
         data_dir: &Path,
         max_upload_bytes: u64,
+        quota: MediaQuota,
     ) -> Result<Self, ServiceError> {
         let dir = data_dir.join("media");
         let tmp = dir.join("tmp");
@@ -136,6 +147,7 @@ impl Media {
             server_name,
             dir,
             max_upload_bytes,
+            quota,
         })
     }
 
@@ -147,10 +159,23 @@ impl Media {
     /// Reserves a media id for a later `PUT` by `uploader`, and says until when.
     ///
     /// # Errors
-    /// When storage fails.
+    /// `LimitExceeded` when the account holds as many reserved ids as it
+    /// may (they free as they are uploaded to or expire); storage failures.
     pub async fn create(&self, uploader: &UserId) -> Result<(OwnedMxcUri, Millis), ServiceError> {
-        let media_id = new_media_id();
         let now = Millis::now();
+        let expiry_ms = i64::try_from(UNUSED_EXPIRY.as_millis()).unwrap_or(i64::MAX);
+        let usage = self
+            .storage
+            .media_usage(uploader, Millis(now.0.saturating_sub(expiry_ms)))
+            .await?;
+        if usage.pending >= self.quota.pending_ids {
+            let frees = usage.oldest_pending.map_or(now, expiry);
+            let wait = u64::try_from(frees.0.saturating_sub(now.0)).unwrap_or(0);
+            return Err(ServiceError::LimitExceeded {
+                retry_after: Duration::from_millis(wait),
+            });
+        }
+        let media_id = new_media_id();
         self.storage
             .insert_media(&media_id, uploader, None, now)
             .await?;
@@ -164,9 +189,10 @@ impl Media {
     /// `MediaTooLarge` when the declared length is over the limit.
     pub async fn begin_upload(
         &self,
+        uploader: &UserId,
         declared_len: Option<u64>,
     ) -> Result<StagedUpload, ServiceError> {
-        self.stage(declared_len, None).await
+        self.stage(uploader, declared_len, None).await
     }
 
     /// Starts the upload into a media id made by [`Self::create`]
@@ -198,7 +224,8 @@ impl Media {
         if expiry(record.created) < Millis::now() {
             return Err(unknown_media());
         }
-        self.stage(declared_len, Some(record.media_id)).await
+        self.stage(caller, declared_len, Some(record.media_id))
+            .await
     }
 
     /// Stores a fully received upload: moves its blob into place (sharing an
@@ -300,6 +327,7 @@ impl Media {
 
     async fn stage(
         &self,
+        uploader: &UserId,
         declared_len: Option<u64>,
         target: Option<String>,
     ) -> Result<StagedUpload, ServiceError> {
@@ -307,6 +335,20 @@ impl Media {
             return Err(ServiceError::MediaTooLarge {
                 limit: self.max_upload_bytes,
             });
+        }
+        // The account's quota caps this upload too. Two uploads at once
+        // can each pass the check and overshoot by one upload each.
+        let used = self
+            .storage
+            .media_usage(uploader, Millis::now())
+            .await?
+            .bytes;
+        let left = self.quota.bytes_per_user.saturating_sub(used);
+        if left == 0 || declared_len.is_some_and(|len| len > left) {
+            return Err(ServiceError::TooLarge(format!(
+                "this account has {left} bytes left of its {}-byte media quota",
+                self.quota.bytes_per_user
+            )));
         }
         let path = self
             .dir
@@ -323,7 +365,7 @@ impl Media {
             path,
             hasher: Sha256::new(),
             size: 0,
-            limit: self.max_upload_bytes,
+            limit: self.max_upload_bytes.min(left),
             target,
         })
     }

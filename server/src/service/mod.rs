@@ -14,6 +14,7 @@ pub mod media;
 pub mod notifier;
 pub mod password;
 pub mod profile;
+pub mod public_rooms;
 pub mod push_rules;
 pub mod rate_limit;
 pub mod room_events;
@@ -119,17 +120,14 @@ pub enum ServiceError {
     /// its policy (`spec-notes/e2e-only-rooms.md`).
     #[error("end-to-end encryption required: {0}")]
     E2eRequired(String),
-    /// A recipient device has as many to-device messages waiting as the
-    /// server keeps; nothing of the send was stored.
-    #[error("to-device inbox of {user_id} {device_id} is full")]
-    ToDeviceInboxFull {
-        /// The recipient.
-        user_id: ruma::OwnedUserId,
-        /// Its device.
-        device_id: ruma::OwnedDeviceId,
-        /// The configured cap.
-        limit: u64,
-    },
+    /// Every recipient device of a to-device send has as many messages
+    /// waiting as the server keeps for it (or for the sender in it);
+    /// nothing of the send was stored.
+    #[error("to-device inboxes full: {}", .0.len())]
+    ToDeviceInboxFull(Vec<to_device::RefusedDevice>),
+    /// A request is larger than a configured or spec limit allows.
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -1,6 +1,12 @@
 //! Password hashing with argon2id, on a small pool of dedicated threads.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use argon2::{
     Algorithm, Argon2, Block, Params, Version,
@@ -76,18 +82,36 @@ type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 ///
 /// Argon2 is memory-hard by design: each hash touches `MEMORY_KIB` of RAM.
 /// A small fixed pool, each worker with one reused buffer, bounds what
-/// hashing can hold; excess work queues.
+/// hashing can hold; excess work queues, up to a capacity past which it is
+/// refused before it is queued.
 #[derive(Debug, Clone)]
 pub struct PasswordHasher {
     jobs: std::sync::mpsc::Sender<Job>,
+    /// Jobs queued or running.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+/// What a refused caller is told to wait: about one hash per queued job
+/// ahead of it is a guess, and clients back off further on a repeat.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// One place in the queue, given back when the job is done or dropped.
+struct Place(Arc<AtomicUsize>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl PasswordHasher {
-    /// Starts the worker threads (one per core, at most [`MAX_WORKERS`]).
+    /// Starts the worker threads (one per core, at most [`MAX_WORKERS`]);
+    /// at most `capacity` jobs wait or run at once.
     ///
     /// # Errors
     /// [`ServiceError::Internal`] if a thread cannot be spawned.
-    pub fn start() -> Result<Self, ServiceError> {
+    pub fn start(capacity: usize) -> Result<Self, ServiceError> {
         let params = Params::new(MEMORY_KIB, PASSES, 1, Some(OUTPUT_BYTES))
             .map_err(|e| ServiceError::Internal(format!("argon2 parameters: {e}")))?;
         let workers = std::thread::available_parallelism()
@@ -130,7 +154,11 @@ impl PasswordHasher {
                 })
                 .map_err(|e| ServiceError::Internal(format!("password worker: {e}")))?;
         }
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            queued: Arc::new(AtomicUsize::new(0)),
+            capacity,
+        })
     }
 
     /// Hashes a password and returns the PHC string.
@@ -172,9 +200,20 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce(&mut Worker) -> Result<T, ServiceError> + Send + 'static,
     ) -> Result<T, ServiceError> {
+        // Counted before anything is queued: a flood of logins is refused
+        // at the door instead of queueing work and memory for each.
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(ServiceError::LimitExceeded {
+                retry_after: RETRY_AFTER,
+            });
+        }
+        let place = Place(self.queued.clone());
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |worker| {
-            let _ = reply.send(work(worker));
+            let result = work(worker);
+            drop(place);
+            let _ = reply.send(result);
         });
         self.jobs
             .send(job)
@@ -267,7 +306,7 @@ mod tests {
 
     #[tokio::test]
     async fn hash_then_verify() {
-        let hasher = PasswordHasher::start().unwrap();
+        let hasher = PasswordHasher::start(8).unwrap();
         let password = Password::new("correct horse".to_owned());
         let stored = hasher.hash(&password).await.unwrap();
         assert!(
@@ -286,7 +325,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_made_with_other_parameters_still_verify() {
-        let hasher = PasswordHasher::start().unwrap();
+        let hasher = PasswordHasher::start(8).unwrap();
         let password = Password::new("correct horse".to_owned());
         let salt = SaltString::generate(&mut OsRng);
         let old =
@@ -299,8 +338,33 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_account_never_verifies() {
-        let hasher = PasswordHasher::start().unwrap();
+        let hasher = PasswordHasher::start(8).unwrap();
         let password = Password::new("decoy password for unknown users".to_owned());
         assert!(!hasher.verify(&password, None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_before_queueing() {
+        let hasher = PasswordHasher::start(1).unwrap();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let busy = hasher.clone();
+        let first = tokio::spawn(async move {
+            busy.run(move |_| {
+                wait.recv().ok();
+                Ok(())
+            })
+            .await
+        });
+        // The first job holds the one place until released.
+        while hasher.queued.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = hasher.run(|_| Ok(())).await;
+        assert!(matches!(refused, Err(ServiceError::LimitExceeded { .. })));
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        // The place is given back once the job is done.
+        hasher.run(|_| Ok(())).await.unwrap();
+        assert_eq!(hasher.queued.load(Ordering::Acquire), 0);
     }
 }

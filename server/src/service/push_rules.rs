@@ -25,17 +25,29 @@ pub struct PushRules {
     storage: Arc<dyn Storage>,
     account_data: Arc<AccountData>,
     /// Changes are read-modify-write of one document; two devices editing
-    /// at once must not lose either edit. Edits are rare: one lock for all.
-    changes: Mutex<()>,
+    /// at once must not lose either edit. A fixed set of locks, an account
+    /// taking the one its id hashes to: accounts rarely wait for each
+    /// other, and nothing grows with the number of accounts.
+    changes: Vec<Mutex<()>>,
+    /// Largest rule set an account may keep, in bytes of JSON.
+    max_bytes: usize,
 }
 
+/// How many locks [`PushRules`] spreads accounts over.
+const CHANGE_LOCKS: usize = 64;
+
 impl PushRules {
-    /// Builds the service.
-    pub fn new(storage: Arc<dyn Storage>, account_data: Arc<AccountData>) -> Self {
+    /// Builds the service; a rule set may take `max_bytes` of JSON.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        account_data: Arc<AccountData>,
+        max_bytes: usize,
+    ) -> Self {
         Self {
             storage,
             account_data,
-            changes: Mutex::new(()),
+            changes: (0..CHANGE_LOCKS).map(|_| Mutex::new(())).collect(),
+            max_bytes,
         }
     }
 
@@ -76,14 +88,27 @@ impl PushRules {
         user_id: &UserId,
         change: impl FnOnce(&mut Ruleset) -> Result<T, ServiceError>,
     ) -> Result<T, ServiceError> {
-        let _serialised = self.changes.lock().await;
+        let _serialised = self.lock_for(user_id).lock().await;
         let mut rules = self.ruleset(user_id).await?;
         let outcome = change(&mut rules)?;
         let content = json!({ "global": ruleset_json(&rules) }).to_string();
+        if content.len() > self.max_bytes {
+            return Err(ServiceError::TooLarge(format!(
+                "push rules are limited to {} bytes per account",
+                self.max_bytes
+            )));
+        }
         self.account_data
             .write(user_id, None, PUSH_RULES_TYPE, &content)
             .await?;
         Ok(outcome)
+    }
+
+    fn lock_for(&self, user_id: &UserId) -> &Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(user_id.as_str());
+        let index = usize::try_from(hash % CHANGE_LOCKS as u64).unwrap_or(0);
+        &self.changes[index]
     }
 }
 

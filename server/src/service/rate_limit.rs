@@ -6,13 +6,79 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::config::RateLimit;
+use ruma::UserId;
+
+use crate::config::{RateLimit, RateLimitConfig};
 
 use super::ServiceError;
 
 /// Past this many tracked keys, buckets that have refilled are dropped, so a
 /// flood of distinct addresses cannot grow memory without bound.
 const PRUNE_THRESHOLD: usize = 10_000;
+
+/// A kind of write whose rate an account's budget bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Room events: `/send`, `/state`, `/redact`.
+    Sends,
+    /// `/createRoom`.
+    RoomCreation,
+    /// `/invite`.
+    Invites,
+    /// `/sendToDevice`.
+    ToDevice,
+    /// `/keys/claim`.
+    KeyClaims,
+    /// Media uploads and `/media/v1/create`.
+    MediaUploads,
+    /// Typing notifications.
+    Typing,
+}
+
+/// Per-account budgets for each [`Budget`], from `[rate_limits]`.
+#[derive(Debug)]
+pub struct AccountBudgets {
+    sends: RateLimiter,
+    room_creation: RateLimiter,
+    invites: RateLimiter,
+    to_device: RateLimiter,
+    key_claims: RateLimiter,
+    media_uploads: RateLimiter,
+    typing: RateLimiter,
+}
+
+impl AccountBudgets {
+    /// The configured budgets; none when limits are switched off.
+    pub fn new(config: &RateLimitConfig) -> Self {
+        let limit = |limit: RateLimit| RateLimiter::new(config.enabled.then_some(limit));
+        Self {
+            sends: limit(config.sends),
+            room_creation: limit(config.room_creation),
+            invites: limit(config.invites),
+            to_device: limit(config.to_device),
+            key_claims: limit(config.key_claims),
+            media_uploads: limit(config.media_uploads),
+            typing: limit(config.typing),
+        }
+    }
+
+    /// Takes one request of `budget` for `user_id`.
+    ///
+    /// # Errors
+    /// [`ServiceError::LimitExceeded`] with the time until one is allowed.
+    pub fn spend(&self, budget: Budget, user_id: &UserId) -> Result<(), ServiceError> {
+        let limiter = match budget {
+            Budget::Sends => &self.sends,
+            Budget::RoomCreation => &self.room_creation,
+            Budget::Invites => &self.invites,
+            Budget::ToDevice => &self.to_device,
+            Budget::KeyClaims => &self.key_claims,
+            Budget::MediaUploads => &self.media_uploads,
+            Budget::Typing => &self.typing,
+        };
+        limiter.check(user_id.as_str())
+    }
+}
 
 /// One limit applied per key.
 #[derive(Debug)]
@@ -69,6 +135,59 @@ impl RateLimiter {
             })
         }
     }
+
+    /// Whether `key`'s bucket has a request left, without taking it.
+    pub fn has_room(&self, key: &str) -> bool {
+        let Some(limit) = self.limit else {
+            return true;
+        };
+        let now = Instant::now();
+        self.lock()
+            .get(key)
+            .is_none_or(|bucket| refill(*bucket, now, limit).tokens >= 1.0)
+    }
+
+    /// Whether `key` has used nothing of its bucket lately (its bucket is
+    /// full again, or it never had one).
+    pub fn is_untouched(&self, key: &str) -> bool {
+        let Some(limit) = self.limit else {
+            return true;
+        };
+        let now = Instant::now();
+        self.lock()
+            .get(key)
+            .is_none_or(|bucket| refill(*bucket, now, limit).tokens >= f64::from(limit.burst))
+    }
+
+    /// Takes one request from `key`'s bucket whatever is left, for counting
+    /// what has already happened (a failed attempt).
+    pub fn record(&self, key: &str) {
+        let Some(limit) = self.limit else {
+            return;
+        };
+        let now = Instant::now();
+        let capacity = f64::from(limit.burst);
+        let mut buckets = self.lock();
+        if buckets.len() > PRUNE_THRESHOLD {
+            buckets.retain(|_, b| refill(*b, now, limit).tokens < capacity);
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        let refilled = refill(*bucket, now, limit);
+        *bucket = Bucket {
+            tokens: (refilled.tokens - 1.0).max(0.0),
+            updated: now,
+        };
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Bucket>> {
+        // A poisoned lock only means another request panicked mid-update; the map is still usable.
+        self.buckets
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
 }
 
 fn refill(bucket: Bucket, now: Instant, limit: RateLimit) -> Bucket {
@@ -98,6 +217,21 @@ mod tests {
         assert!(retry_after > Duration::from_millis(1500) && retry_after <= Duration::from_secs(2));
         // Other keys have their own bucket.
         limiter.check("b").unwrap();
+    }
+
+    #[test]
+    fn recorded_failures_empty_the_bucket_without_refusing() {
+        let limiter = RateLimiter::new(Some(RateLimit {
+            per_second: 0.001,
+            burst: 2,
+        }));
+        assert!(limiter.has_room("a") && limiter.is_untouched("a"));
+        limiter.record("a");
+        assert!(limiter.has_room("a") && !limiter.is_untouched("a"));
+        limiter.record("a");
+        limiter.record("a");
+        assert!(!limiter.has_room("a"));
+        assert!(limiter.is_untouched("b"));
     }
 
     #[test]

@@ -50,6 +50,20 @@ pub struct Delivery {
     pub delivered_upto: Option<StreamPosition>,
 }
 
+/// What one send may cost (`spec-notes/to-device.md`).
+#[derive(Debug, Clone, Copy)]
+pub struct ToDeviceLimits {
+    /// Most messages waiting in one device's inbox.
+    pub max_pending: u64,
+    /// Most messages from one sender waiting in one device's inbox.
+    pub max_pending_per_sender: u64,
+    /// Largest content of one message, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// A recipient device that did not get its message, its inbox being full.
+pub type RefusedDevice = (OwnedUserId, OwnedDeviceId);
+
 /// The to-device service.
 #[derive(Debug)]
 pub struct ToDevice {
@@ -57,18 +71,18 @@ pub struct ToDevice {
     stream: Arc<Stream>,
     notifier: Arc<Notifier>,
     server_name: OwnedServerName,
-    max_pending: u64,
+    limits: ToDeviceLimits,
     inboxes: InboxMarks,
 }
 
 impl ToDevice {
-    /// Builds the service; `max_pending` caps each device's inbox.
+    /// Builds the service with the inbox and message limits.
     pub fn new(
         storage: Arc<dyn Storage>,
         stream: Arc<Stream>,
         notifier: Arc<Notifier>,
         server_name: OwnedServerName,
-        max_pending: u64,
+        limits: ToDeviceLimits,
     ) -> Self {
         Self {
             inboxes: InboxMarks::new(stream.current()),
@@ -76,21 +90,24 @@ impl ToDevice {
             stream,
             notifier,
             server_name,
-            max_pending,
+            limits,
         }
     }
 
     /// Queues one send: `messages` maps each recipient to device ids (or
     /// `*`) and the content (a JSON object's text) each gets. A retried
     /// `txn_id` from the same device succeeds without sending again.
-    /// Unknown local users and devices are skipped.
+    /// Unknown local users and devices are skipped. Returns the devices
+    /// that got nothing because their inbox is full (all of it, or the
+    /// sender's share of it); the others got their message.
     ///
     /// # Errors
     /// `InvalidParam` for a bad event type or transaction id, or a recipient
     /// on another server (there is no federation yet, and dropping the
     /// message silently would let the sender believe it was delivered);
-    /// `ToDeviceInboxFull` when a recipient device has `max_pending`
-    /// messages waiting, in which case nothing of the send is stored.
+    /// `TooLarge` for a content over the message limit; `ToDeviceInboxFull`
+    /// when every recipient device's inbox is full, in which case nothing
+    /// of the send is stored, its transaction id included.
     pub async fn send(
         &self,
         sender: &UserId,
@@ -98,9 +115,19 @@ impl ToDevice {
         event_type: &str,
         txn_id: &str,
         messages: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Vec<RefusedDevice>, ServiceError> {
         check_identifier("the event type", event_type, MAX_EVENT_TYPE_BYTES)?;
         check_identifier("the transaction id", txn_id, MAX_TXN_ID_BYTES)?;
+        let max_bytes = self.limits.max_message_bytes;
+        if messages
+            .values()
+            .flat_map(BTreeMap::values)
+            .any(|content| content.len() > max_bytes)
+        {
+            return Err(ServiceError::TooLarge(format!(
+                "a to-device message's content is limited to {max_bytes} bytes"
+            )));
+        }
         if let Some(remote) = messages
             .keys()
             .find(|user_id| user_id.server_name() != self.server_name)
@@ -115,7 +142,7 @@ impl ToDevice {
             .map(|(user_id, by_device)| (user_id, user_messages(by_device)))
             .collect();
         let messages = &messages;
-        let max_pending = self.max_pending;
+        let limits = self.limits;
         let storage = &self.storage;
         let inboxes = &self.inboxes;
         let queued = self
@@ -128,7 +155,8 @@ impl ToDevice {
                     event_type,
                     messages,
                     position,
-                    max_pending,
+                    max_pending: limits.max_pending,
+                    max_pending_per_sender: limits.max_pending_per_sender,
                 };
                 // On PostgreSQL a recipient device deleted between the read
                 // of the user's devices and the insert fails the insert (and
@@ -138,8 +166,8 @@ impl ToDevice {
                     match storage.queue_to_device(&send).await {
                         Err(StorageError::NotFound("device")) if attempts > 1 => attempts -= 1,
                         outcome => {
-                            if let Ok(Queued::Delivered(devices)) = &outcome {
-                                inboxes.written(devices, position);
+                            if let Ok(Queued::Delivered { delivered, .. }) = &outcome {
+                                inboxes.written(delivered, position);
                             }
                             break Ok(outcome?);
                         }
@@ -148,22 +176,23 @@ impl ToDevice {
             })
             .await?;
         match queued {
-            Queued::Delivered(devices) => {
-                debug!(%sender, recipients = devices.len(), "to-device messages queued");
-                self.notifier.wake_devices(devices);
-                Ok(())
+            Queued::Delivered { delivered, refused } => {
+                debug!(
+                    %sender,
+                    recipients = delivered.len(),
+                    refused = refused.len(),
+                    "to-device messages queued"
+                );
+                self.notifier.wake_devices(delivered);
+                Ok(refused)
             }
             Queued::Duplicate => {
                 debug!(%sender, "to-device transaction retried");
-                Ok(())
+                Ok(Vec::new())
             }
-            Queued::InboxFull { user_id, device_id } => {
-                debug!(%sender, %user_id, %device_id, "to-device inbox full");
-                Err(ServiceError::ToDeviceInboxFull {
-                    user_id,
-                    device_id,
-                    limit: self.max_pending,
-                })
+            Queued::InboxFull(refused) => {
+                debug!(%sender, refused = refused.len(), "to-device inboxes full");
+                Err(ServiceError::ToDeviceInboxFull(refused))
             }
         }
     }

@@ -3,7 +3,10 @@
 //!
 //! Sessions live in memory for [`SESSION_LIFETIME`]; each is bound to the
 //! action it was started for, so stages completed to delete one device cannot
-//! be spent on another action.
+//! be spent on another action. They are few and small: a session keeps a
+//! digest of its action (not the action, whose device list a client sizes),
+//! each account may hold [`UiaLimits::per_user`] of them, registration (no
+//! account yet) half of [`UiaLimits::total`], and everyone the total.
 
 use std::{
     collections::HashMap,
@@ -14,7 +17,8 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::RngCore;
-use ruma::{OwnedDeviceId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
+use sha2::{Digest, Sha256};
 
 use super::{ServiceError, password::Password};
 use crate::config::Secret;
@@ -108,28 +112,85 @@ pub struct UiaChallenge {
     pub error: Option<ServiceError>,
 }
 
+impl UiaAction {
+    /// The account the action is for; `None` for registration.
+    fn user_id(&self) -> Option<&UserId> {
+        match self {
+            Self::Register => None,
+            Self::DeleteDevices(user_id, _)
+            | Self::ChangePassword(user_id)
+            | Self::UploadCrossSigningKeys(user_id) => Some(user_id),
+        }
+    }
+
+    /// A fixed-size fingerprint of the action: what a session keeps.
+    fn digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        match self {
+            Self::Register => hasher.update(b"register"),
+            Self::DeleteDevices(user_id, devices) => {
+                hasher.update(b"delete_devices\0");
+                hasher.update(user_id.as_bytes());
+                for device in devices {
+                    hasher.update(b"\0");
+                    hasher.update(device.as_bytes());
+                }
+            }
+            Self::ChangePassword(user_id) => {
+                hasher.update(b"change_password\0");
+                hasher.update(user_id.as_bytes());
+            }
+            Self::UploadCrossSigningKeys(user_id) => {
+                hasher.update(b"cross_signing\0");
+                hasher.update(user_id.as_bytes());
+            }
+        }
+        hasher.finalize().into()
+    }
+}
+
+/// How many sessions are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct UiaLimits {
+    /// For everyone; registration may take half.
+    pub total: usize,
+    /// For one account.
+    pub per_user: usize,
+}
+
 /// The server's UIA sessions.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UiaSessions {
     sessions: Mutex<HashMap<String, SessionState>>,
+    limits: UiaLimits,
 }
 
 #[derive(Debug)]
 struct SessionState {
-    action: UiaAction,
+    action: [u8; 32],
+    user_id: Option<OwnedUserId>,
     completed: Vec<AuthType>,
     started: Instant,
 }
 
 impl UiaSessions {
+    /// No sessions yet, at most `limits` of them.
+    pub fn new(limits: UiaLimits) -> Self {
+        Self {
+            sessions: Mutex::new(HashMap::new()),
+            limits,
+        }
+    }
+
     /// Runs one UIA step for `action`.
     ///
     /// `verify` checks the submitted stage's credentials; its
     /// [`ServiceError::Forbidden`] answers become the challenge's `error`.
     ///
     /// # Errors
-    /// [`ServiceError::AuthRequired`] until one of `flows` is complete, or
-    /// what `verify` failed with when it is not a refusal.
+    /// [`ServiceError::AuthRequired`] until one of `flows` is complete;
+    /// `LimitExceeded` when a new session would pass a cap; what `verify`
+    /// failed with when it is not a refusal.
     pub async fn authorize<F, Fut>(
         &self,
         action: UiaAction,
@@ -145,7 +206,7 @@ impl UiaSessions {
             Some(AuthSubmission { session, stage }) => (session, Some(stage)),
             None => (None, None),
         };
-        let (session, completed) = self.resume_or_start(session, &action);
+        let (session, completed) = self.resume_or_start(session, &action, Instant::now())?;
         let challenge = |completed, error| {
             ServiceError::AuthRequired(Box::new(UiaChallenge {
                 session: session.clone(),
@@ -193,15 +254,36 @@ impl UiaSessions {
         &self,
         session: Option<String>,
         action: &UiaAction,
-    ) -> (String, Vec<AuthType>) {
-        let now = Instant::now();
+        now: Instant,
+    ) -> Result<(String, Vec<AuthType>), ServiceError> {
+        let digest = action.digest();
         let mut sessions = self.lock();
         sessions.retain(|_, state| now.duration_since(state.started) < SESSION_LIFETIME);
         if let Some(id) = session
             && let Some(state) = sessions.get(&id)
-            && state.action == *action
+            && state.action == digest
         {
-            return (id, state.completed.clone());
+            return Ok((id, state.completed.clone()));
+        }
+        let user_id = action.user_id();
+        let alike = |state: &SessionState| state.user_id.as_deref() == user_id;
+        let cap = match user_id {
+            Some(_) => self.limits.per_user,
+            None => (self.limits.total / 2).max(1),
+        };
+        let alike_full = sessions.values().filter(|state| alike(state)).count() >= cap;
+        if alike_full || sessions.len() >= self.limits.total {
+            // The oldest session of the full set expires first; a place
+            // frees then at the latest.
+            let oldest = sessions
+                .values()
+                .filter(|state| !alike_full || alike(state))
+                .map(|state| state.started)
+                .min();
+            let retry_after = oldest.map_or(SESSION_LIFETIME, |started| {
+                SESSION_LIFETIME.saturating_sub(now.duration_since(started))
+            });
+            return Err(ServiceError::LimitExceeded { retry_after });
         }
         let mut bytes = [0u8; 18];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -209,12 +291,13 @@ impl UiaSessions {
         sessions.insert(
             id.clone(),
             SessionState {
-                action: action.clone(),
+                action: digest,
+                user_id: user_id.map(ToOwned::to_owned),
                 completed: Vec::new(),
                 started: now,
             },
         );
-        (id, Vec::new())
+        Ok((id, Vec::new()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionState>> {
@@ -230,6 +313,10 @@ mod tests {
     use super::*;
 
     const DUMMY: &[&[AuthType]] = &[&[AuthType::Dummy]];
+    const LIMITS: UiaLimits = UiaLimits {
+        total: 100,
+        per_user: 5,
+    };
 
     fn challenge(result: Result<(), ServiceError>) -> UiaChallenge {
         match result {
@@ -240,7 +327,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_auth_gets_flows_and_a_session() {
-        let uia = UiaSessions::default();
+        let uia = UiaSessions::new(LIMITS);
         let c = challenge(
             uia.authorize(UiaAction::Register, DUMMY, None, |_| async { Ok(()) })
                 .await,
@@ -251,7 +338,7 @@ mod tests {
 
     #[tokio::test]
     async fn completing_the_flow_succeeds_and_ends_the_session() {
-        let uia = UiaSessions::default();
+        let uia = UiaSessions::new(LIMITS);
         let c = challenge(
             uia.authorize(UiaAction::Register, DUMMY, None, |_| async { Ok(()) })
                 .await,
@@ -268,7 +355,7 @@ mod tests {
 
     #[tokio::test]
     async fn refused_stage_keeps_the_session_and_reports_why() {
-        let uia = UiaSessions::default();
+        let uia = UiaSessions::new(LIMITS);
         let flows: &[&[AuthType]] = &[&[AuthType::Password]];
         let action = UiaAction::ChangePassword("@a:x".try_into().unwrap());
         let auth = AuthSubmission {
@@ -290,7 +377,7 @@ mod tests {
 
     #[tokio::test]
     async fn unexpected_stage_is_not_verified() {
-        let uia = UiaSessions::default();
+        let uia = UiaSessions::new(LIMITS);
         let auth = AuthSubmission {
             session: None,
             stage: Stage::Unsupported("m.login.sso".into()),
@@ -306,7 +393,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_cannot_be_spent_on_another_action() {
-        let uia = UiaSessions::default();
+        let uia = UiaSessions::new(LIMITS);
         let alice: OwnedUserId = "@alice:x".try_into().unwrap();
         let first = UiaAction::DeleteDevices(alice.clone(), vec!["A".into()]);
         let c = challenge(
@@ -314,7 +401,33 @@ mod tests {
                 .await,
         );
         let other = UiaAction::DeleteDevices(alice, vec!["B".into()]);
-        let (session, _) = uia.resume_or_start(Some(c.session.clone()), &other);
+        let (session, _) = uia
+            .resume_or_start(Some(c.session.clone()), &other, Instant::now())
+            .unwrap();
         assert_ne!(session, c.session);
+    }
+
+    #[test]
+    fn capped_sessions_free_up_as_they_expire() {
+        let uia = UiaSessions::new(UiaLimits {
+            total: 4,
+            per_user: 2,
+        });
+        let alice: OwnedUserId = "@alice:x".try_into().unwrap();
+        let action = UiaAction::ChangePassword(alice);
+        let start = Instant::now();
+        uia.resume_or_start(None, &action, start).unwrap();
+        let later = start + Duration::from_secs(60);
+        uia.resume_or_start(None, &action, later).unwrap();
+        let Err(ServiceError::LimitExceeded { retry_after }) =
+            uia.resume_or_start(None, &action, later)
+        else {
+            panic!("a third session for one user must be refused");
+        };
+        assert_eq!(retry_after, SESSION_LIFETIME - Duration::from_secs(60));
+        // Once the first has expired there is room again, and it is gone.
+        uia.resume_or_start(None, &action, start + SESSION_LIFETIME)
+            .unwrap();
+        assert_eq!(uia.lock().len(), 2);
     }
 }

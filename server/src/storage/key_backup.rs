@@ -167,6 +167,9 @@ pub trait KeyBackupStore: Send + Sync {
         auth_data: &str,
     ) -> Result<BackupVersion, StorageError>;
 
+    /// How many backup versions the user has created, deleted ones included.
+    async fn backup_version_count(&self, user_id: &UserId) -> Result<u64, StorageError>;
+
     /// A live (not deleted) backup version; the latest when `version` is `None`.
     async fn backup_version(
         &self,

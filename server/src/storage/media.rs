@@ -61,4 +61,23 @@ pub trait MediaStore: Send + Sync {
 
     /// One media id's record.
     async fn media(&self, media_id: &str) -> Result<Option<MediaRecord>, StorageError>;
+
+    /// What an account holds: bytes uploaded, and media ids reserved at or
+    /// after `pending_since` and not yet uploaded to.
+    async fn media_usage(
+        &self,
+        uploader: &UserId,
+        pending_since: Millis,
+    ) -> Result<MediaUsage, StorageError>;
+}
+
+/// An account's share of the media store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaUsage {
+    /// Bytes of its uploads.
+    pub bytes: u64,
+    /// Reserved ids still waiting for their bytes.
+    pub pending: u64,
+    /// When the oldest of those was reserved.
+    pub oldest_pending: Option<Millis>,
 }

@@ -31,7 +31,7 @@ pub use key_backup::{
     KeysUpload, NotABackupVersion,
 };
 pub use keys::{KeyStore, StoredSigningKey};
-pub use media::{MediaContent, MediaRecord, MediaStore};
+pub use media::{MediaContent, MediaRecord, MediaStore, MediaUsage};
 pub use rooms::{
     ChainOutcome, Membership, NewEvent, NewStateGroup, NewTransaction, RoomHead, RoomRecord,
     RoomStore, StateEntry, StoredEvent, StreamPosition,

@@ -270,6 +270,16 @@ pub trait RoomStore: Send + Sync {
     /// Stores a sync filter and returns its id.
     async fn create_filter(&self, user_id: &UserId, json: &str) -> Result<i64, StorageError>;
 
+    /// The id of a stored filter with exactly this JSON, if any.
+    async fn filter_id_for(
+        &self,
+        user_id: &UserId,
+        json: &str,
+    ) -> Result<Option<i64>, StorageError>;
+
+    /// How many filters a user has stored.
+    async fn filter_count(&self, user_id: &UserId) -> Result<u64, StorageError>;
+
     /// A stored sync filter.
     async fn filter(
         &self,

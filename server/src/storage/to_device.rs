@@ -45,22 +45,27 @@ pub struct ToDeviceSend<'a> {
     pub position: StreamPosition,
     /// Most messages a device's inbox may hold.
     pub max_pending: u64,
+    /// Most messages from this sender a device's inbox may hold.
+    pub max_pending_per_sender: u64,
 }
 
 /// What became of a send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Queued {
-    /// Stored for these devices (unknown users and devices were skipped).
-    Delivered(Vec<(OwnedUserId, OwnedDeviceId)>),
+    /// Stored for the devices in `delivered` (unknown users and devices
+    /// were skipped); the devices in `refused` got nothing, their inbox
+    /// being full or holding as many of this sender's messages as it may.
+    Delivered {
+        /// The devices that got their message.
+        delivered: Vec<(OwnedUserId, OwnedDeviceId)>,
+        /// The devices that did not.
+        refused: Vec<(OwnedUserId, OwnedDeviceId)>,
+    },
     /// The sending device used this transaction id before; nothing was stored.
     Duplicate,
-    /// This device's inbox is full; nothing was stored.
-    InboxFull {
-        /// The recipient.
-        user_id: OwnedUserId,
-        /// Its device.
-        device_id: OwnedDeviceId,
-    },
+    /// Every recipient device's inbox was full; nothing was stored, the
+    /// transaction id included.
+    InboxFull(Vec<(OwnedUserId, OwnedDeviceId)>),
 }
 
 /// A message in an inbox.
@@ -89,8 +94,10 @@ impl fmt::Debug for ToDeviceMessage {
 /// What the to-device service persists.
 #[async_trait]
 pub trait ToDeviceStore: Send + Sync {
-    /// Stores a send in one transaction: all of it, or nothing when the
-    /// transaction id was used or an inbox would pass `max_pending`.
+    /// Stores a send in one transaction, skipping the devices whose inbox
+    /// is full (`max_pending` messages, or `max_pending_per_sender` from
+    /// this sender); nothing at all when the transaction id was used or
+    /// every recipient device was skipped for a full inbox.
     async fn queue_to_device(&self, send: &ToDeviceSend<'_>) -> Result<Queued, StorageError>;
 
     /// Up to `limit` messages of a device's inbox in `(after, upto]`, oldest first.

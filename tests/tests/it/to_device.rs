@@ -1,6 +1,6 @@
 //! Send-to-device messaging: `PUT /sendToDevice` and `to_device` in `/sync`
 //! (delivery until acknowledged, idempotent transactions, `*`, order,
-//! paging, the per-device cap, wake-ups, malformed input, isolation of
+//! paging, wake-ups, malformed input, isolation of
 //! inboxes, device deletion and restarts).
 
 use std::{
@@ -24,7 +24,6 @@ backend_tests!(
     wildcard_reaches_every_device_and_named_devices_win,
     order_is_kept_per_sender_under_many_messages,
     a_full_page_leaves_the_rest_for_the_next_sync,
-    a_full_inbox_refuses_the_whole_send,
     a_long_poll_wakes_for_a_message_to_its_device,
     malformed_sends_are_refused_with_matrix_errors,
     an_oversized_send_is_refused_whole,
@@ -304,45 +303,6 @@ async fn a_full_page_leaves_the_rest_for_the_next_sync(backend: Backend) {
     }
     assert_eq!(received, (0..TOTAL).collect::<Vec<_>>());
     assert_eq!(inbox_rows(&server).await, 0);
-}
-
-async fn a_full_inbox_refuses_the_whole_send(backend: Backend) {
-    let server = TestServer::start_with(backend, |config| config.max_pending_to_device = 3).await;
-    let alice = server.register("alice").await;
-    let bob = server.register("bob").await;
-    let bob_phone = server.login("bob", Some("PHONE")).await;
-    for n in 0..3 {
-        send_ok(&server, &alice, &bob, &format!("f{n}"), json!({ "n": n })).await;
-    }
-    let everyone = json!({ "messages": { &bob.user_id: { "*": { "n": 9 } } } });
-    let refused = send(&server, &alice, KEY_TYPE, "all", everyone.clone()).await;
-    assert_error(&refused, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
-    assert_eq!(
-        refused.1["org.myelin.inbox_full"],
-        json!({ "user_id": bob.user_id, "device_id": bob.device_id })
-    );
-    // All or nothing: the phone, which had room, got nothing either.
-    assert!(to_device(&device_sync(&server, &bob_phone, None).await).is_empty());
-    let full = device_sync(&server, &bob, None).await;
-    assert_eq!(numbers(&to_device(&full)), vec![0, 1, 2], "nothing dropped");
-
-    // Once bob's device acknowledges, the same transaction goes through: the
-    // refused attempt did not use up its id.
-    device_sync(&server, &bob, Some(&next_batch(&full))).await;
-    assert_eq!(
-        send(&server, &alice, KEY_TYPE, "all", everyone).await,
-        (StatusCode::OK, json!({}))
-    );
-    assert_eq!(
-        numbers(&to_device(
-            &device_sync(&server, &bob, Some(&next_batch(&full))).await
-        )),
-        vec![9]
-    );
-    assert_eq!(
-        numbers(&to_device(&device_sync(&server, &bob_phone, None).await)),
-        vec![9]
-    );
 }
 
 async fn a_long_poll_wakes_for_a_message_to_its_device(backend: Backend) {

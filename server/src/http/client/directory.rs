@@ -10,7 +10,7 @@ use crate::{
     http::{
         AppState,
         error::MatrixError,
-        extract::{Authed, Json, Path, Query},
+        extract::{Authed, ClientIp, Json, Path, Query},
     },
     service::room_ops::PublicRoom,
 };
@@ -110,6 +110,7 @@ pub async fn set_room_visibility(
         .rooms
         .set_public(&session.user_id, &room_id, is_public)
         .await?;
+    state.public_rooms.invalidate();
     Ok(empty_object())
 }
 
@@ -139,16 +140,26 @@ pub struct PublicRoomsBody {
 /// `GET /publicRooms`: this server's directory (no authentication needed).
 pub async fn get_public_rooms(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     Query(query): Query<PublicRoomsQuery>,
 ) -> Result<Reply<Value>, MatrixError> {
     let filter = PublicRoomsFilter::default();
-    public_rooms_page(&state, query.server, filter, query.limit, query.since).await
+    public_rooms_page(
+        &state,
+        client,
+        query.server,
+        filter,
+        query.limit,
+        query.since,
+    )
+    .await
 }
 
 /// `POST /publicRooms`: with a search filter.
 pub async fn get_public_rooms_filtered(
     State(state): State<AppState>,
     Authed(_): Authed,
+    ClientIp(client): ClientIp,
     Query(query): Query<ServerQuery>,
     Json(body): Json<PublicRoomsBody>,
 ) -> Result<Reply<Value>, MatrixError> {
@@ -156,7 +167,7 @@ pub async fn get_public_rooms_filtered(
     // The spec puts `server` in the query string here; older clients sent it
     // in the body.
     let server = query.server.or(body.server);
-    public_rooms_page(&state, server, filter, body.limit, body.since).await
+    public_rooms_page(&state, client, server, filter, body.limit, body.since).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +177,7 @@ pub struct ServerQuery {
 
 async fn public_rooms_page(
     state: &AppState,
+    client: std::net::IpAddr,
     server: Option<String>,
     filter: PublicRoomsFilter,
     limit: Option<usize>,
@@ -178,13 +190,19 @@ async fn public_rooms_page(
             "only this server's directory is available",
         ));
     }
-    let mut rooms = state
-        .rooms
-        .public_rooms(filter.generic_search_term.as_deref())
+    let listed = state
+        .public_rooms
+        .list(client, filter.generic_search_term.as_deref())
         .await?;
-    if let Some(types) = &filter.room_types {
-        rooms.retain(|room| types.contains(&room.room_type));
-    }
+    let rooms: Vec<&PublicRoom> = listed
+        .iter()
+        .filter(|room| {
+            filter
+                .room_types
+                .as_ref()
+                .is_none_or(|types| types.contains(&room.room_type))
+        })
+        .collect();
     let start: usize = match since {
         Some(token) => token
             .parse()
@@ -199,7 +217,7 @@ async fn public_rooms_page(
         .get(start..end)
         .unwrap_or_default()
         .iter()
-        .map(public_room_json)
+        .map(|room| public_room_json(room))
         .collect();
     let mut page = json!({ "chunk": chunk, "total_room_count_estimate": rooms.len() });
     if end < rooms.len() {

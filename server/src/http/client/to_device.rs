@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use axum::{Json as Reply, extract::State};
 use ruma::OwnedUserId;
 use serde::Deserialize;
-use serde_json::{Value, value::RawValue};
+use serde_json::{Value, json, value::RawValue};
 
 use super::empty_object;
 use crate::http::{
     AppState,
-    error::MatrixError,
+    error::{MatrixError, inbox_full},
     extract::{Authed, Json, Path},
 };
 
@@ -21,7 +21,8 @@ pub struct SendToDeviceBody {
 }
 
 /// `PUT /sendToDevice/{eventType}/{txnId}`: idempotent per device and
-/// transaction id; all of it is queued or none.
+/// transaction id. Devices whose inbox is full are named in
+/// `org.myelin.inbox_full`; the others got their message.
 pub async fn send_to_device(
     State(state): State<AppState>,
     Authed(session): Authed,
@@ -45,7 +46,7 @@ pub async fn send_to_device(
         }
         messages.insert(user_id, contents);
     }
-    state
+    let refused = state
         .to_device
         .send(
             &session.user_id,
@@ -55,5 +56,10 @@ pub async fn send_to_device(
             messages,
         )
         .await?;
-    Ok(empty_object())
+    if refused.is_empty() {
+        return Ok(empty_object());
+    }
+    Ok(Reply(
+        json!({ "org.myelin.inbox_full": inbox_full(&refused) }),
+    ))
 }

@@ -41,15 +41,24 @@ pub struct DeviceLists {
     storage: Arc<dyn Storage>,
     stream: Arc<Stream>,
     notifier: Arc<Notifier>,
+    /// Widest range of stream positions whose changes are read.
+    window: u64,
 }
 
 impl DeviceLists {
-    /// Builds the service.
-    pub fn new(storage: Arc<dyn Storage>, stream: Arc<Stream>, notifier: Arc<Notifier>) -> Self {
+    /// Builds the service; changes are read over at most `window` stream
+    /// positions (see [`Self::changes_in_rooms`]).
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        stream: Arc<Stream>,
+        notifier: Arc<Notifier>,
+        window: u64,
+    ) -> Self {
         Self {
             storage,
             stream,
             notifier,
+            window,
         }
     }
 
@@ -126,6 +135,12 @@ impl DeviceLists {
     /// [`Self::changes`] for a caller that has read the user's joined rooms
     /// at `since` and at `now` already (sync).
     ///
+    /// From a token older than the window the changes between are not read
+    /// (their number grows with the server's history, not with the user):
+    /// everyone who shares a room with the user now is reported changed,
+    /// which is always correct, since a client then queries their keys
+    /// again; the work is bounded by the user's rooms.
+    ///
     /// # Errors
     /// Storage failures.
     pub async fn changes_in_rooms(
@@ -138,6 +153,19 @@ impl DeviceLists {
     ) -> Result<DeviceListUpdate, ServiceError> {
         if since >= now {
             return Ok(DeviceListUpdate::default());
+        }
+        if u64::try_from(now.0.saturating_sub(since.0)).unwrap_or(u64::MAX) > self.window {
+            let shared_now = self.members_of(rooms_now, now).await?;
+            let shared_then = self.members_of(rooms_then, since).await?;
+            let left = shared_then
+                .difference(&shared_now)
+                .filter(|other| *other != user_id)
+                .cloned()
+                .collect();
+            return Ok(DeviceListUpdate {
+                changed: shared_now,
+                left,
+            });
         }
         let changed_users = self
             .storage

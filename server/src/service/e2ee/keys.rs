@@ -19,8 +19,6 @@ use crate::{
 
 /// Most one-time keys a device may hold unclaimed; clients keep about 50.
 pub const MAX_ONE_TIME_KEYS: u64 = 10_000;
-/// Most keys one `POST /keys/claim` may ask for.
-pub const MAX_CLAIMS: usize = 10_000;
 /// The algorithm clients claim; always reported in counts, as 0 when none
 /// are left, so that clients know to upload.
 const SIGNED_CURVE25519: &str = "signed_curve25519";
@@ -51,6 +49,10 @@ pub struct E2eeKeys {
     pub(super) storage: Arc<dyn Storage>,
     pub(super) device_lists: Arc<DeviceLists>,
     pub(super) accounts: Arc<Accounts>,
+    /// Most users one key query may name.
+    pub(super) max_query_users: usize,
+    /// Most keys one claim may ask for.
+    max_claims: usize,
 }
 
 impl E2eeKeys {
@@ -59,11 +61,15 @@ impl E2eeKeys {
         storage: Arc<dyn Storage>,
         device_lists: Arc<DeviceLists>,
         accounts: Arc<Accounts>,
+        max_query_users: usize,
+        max_claims: usize,
     ) -> Self {
         Self {
             storage,
             device_lists,
             accounts,
+            max_query_users,
+            max_claims,
         }
     }
 
@@ -171,15 +177,16 @@ impl E2eeKeys {
     /// with neither are left out, as the spec says.
     ///
     /// # Errors
-    /// `InvalidParam` past [`MAX_CLAIMS`].
+    /// `InvalidParam` past the configured number of keys per claim.
     pub async fn claim(
         &self,
         wanted: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, String>>,
     ) -> Result<ClaimedKeys, ServiceError> {
         let total: usize = wanted.values().map(BTreeMap::len).sum();
-        if total > MAX_CLAIMS {
+        if total > self.max_claims {
             return Err(ServiceError::InvalidParam(format!(
-                "at most {MAX_CLAIMS} keys per claim"
+                "at most {} keys per claim",
+                self.max_claims
             )));
         }
         let mut claimed = ClaimedKeys::default();

@@ -35,12 +35,20 @@ impl E2eeKeys {
     /// who verified whom is nobody else's business.
     ///
     /// # Errors
-    /// Storage failures; `Internal` for stored JSON that no longer parses.
+    /// `InvalidParam` for more users than the server answers at once;
+    /// storage failures; `Internal` for stored JSON that no longer parses.
     pub async fn query(
         &self,
         requester: &UserId,
         wanted: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
     ) -> Result<QueriedKeys, ServiceError> {
+        // Each user costs a few reads and a share of the answer.
+        if wanted.len() > self.max_query_users {
+            return Err(ServiceError::InvalidParam(format!(
+                "at most {} users per key query",
+                self.max_query_users
+            )));
+        }
         let mut answer = QueriedKeys::default();
         for (user_id, devices) in wanted {
             if !self.is_local(&user_id) {

@@ -391,8 +391,27 @@ impl Sync {
         user_id: &UserId,
         json: &str,
     ) -> Result<String, ServiceError> {
+        let limits = self.filter_limits;
+        if json.len() > limits.max_bytes {
+            return Err(ServiceError::TooLarge(format!(
+                "a filter is limited to {} bytes",
+                limits.max_bytes
+            )));
+        }
         serde_json::from_str::<super::filter::Filter>(json)
             .map_err(|e| ServiceError::InvalidParam(format!("invalid filter: {e}")))?;
+        // Clients upload the same filter at every start: answer its id
+        // instead of keeping another copy. Two racing uploads may pass the
+        // cap by one each; it bounds growth, not an exact count.
+        if let Some(id) = self.storage.filter_id_for(user_id, json).await? {
+            return Ok(id.to_string());
+        }
+        if self.storage.filter_count(user_id).await? >= limits.per_user {
+            return Err(ServiceError::Forbidden(format!(
+                "an account may keep at most {} sync filters",
+                limits.per_user
+            )));
+        }
         // Two clients of one user may race for the next id; the loser retries.
         let mut attempts = 3;
         loop {

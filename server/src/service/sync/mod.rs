@@ -267,6 +267,16 @@ pub struct Sync {
     typing: Arc<Typing>,
     device_lists: Arc<DeviceLists>,
     to_device: Arc<ToDevice>,
+    filter_limits: FilterLimits,
+}
+
+/// How large and how many sync filters an account may keep.
+#[derive(Debug, Clone, Copy)]
+pub struct FilterLimits {
+    /// Largest filter, in bytes of JSON.
+    pub max_bytes: usize,
+    /// Most distinct filters per account.
+    pub per_user: u64,
 }
 
 impl Sync {
@@ -278,6 +288,7 @@ impl Sync {
         typing: Arc<Typing>,
         device_lists: Arc<DeviceLists>,
         to_device: Arc<ToDevice>,
+        filter_limits: FilterLimits,
     ) -> Self {
         Self {
             storage,
@@ -286,6 +297,7 @@ impl Sync {
             typing,
             device_lists,
             to_device,
+            filter_limits,
         }
     }
 

@@ -89,6 +89,15 @@ macro_rules! sql_key_backup_store {
     ($storage:ty) => {
         #[async_trait]
         impl KeyBackupStore for $storage {
+            async fn backup_version_count(&self, user_id: &UserId) -> Result<u64, StorageError> {
+                let (count,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM backup_versions WHERE user_id = $1")
+                        .bind(user_id.as_str())
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+
             async fn create_backup_version(
                 &self,
                 user_id: &UserId,

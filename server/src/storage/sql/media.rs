@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use ruma::UserId;
 
 use super::{PostgresStorage, SqliteStorage, conflict_on_unique};
-use crate::storage::{MediaContent, MediaRecord, MediaStore, Millis, StorageError};
+use crate::storage::{MediaContent, MediaRecord, MediaStore, MediaUsage, Millis, StorageError};
 
 /// A `media` row: id, uploader, content type, file name, size, sha256, created.
 type MediaRow = (
@@ -87,6 +87,28 @@ macro_rules! sql_media_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 row.map(media_record).transpose()
+            }
+
+            async fn media_usage(
+                &self,
+                uploader: &UserId,
+                pending_since: Millis,
+            ) -> Result<MediaUsage, StorageError> {
+                let (bytes, pending, oldest): (i64, i64, Option<i64>) = sqlx::query_as(
+                    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT), \
+                     COUNT(*) FILTER (WHERE size IS NULL AND created_ts >= $2), \
+                     MIN(created_ts) FILTER (WHERE size IS NULL AND created_ts >= $2) \
+                     FROM media WHERE uploader = $1",
+                )
+                .bind(uploader.as_str())
+                .bind(pending_since.0)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(MediaUsage {
+                    bytes: u64::try_from(bytes).unwrap_or(0),
+                    pending: u64::try_from(pending).unwrap_or(0),
+                    oldest_pending: oldest.map(Millis),
+                })
             }
         }
     };

@@ -702,6 +702,31 @@ macro_rules! sql_room_store {
                 Ok(filter_id)
             }
 
+            async fn filter_id_for(
+                &self,
+                user_id: &UserId,
+                json: &str,
+            ) -> Result<Option<i64>, StorageError> {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "SELECT filter_id FROM sync_filters WHERE user_id = $1 AND json = $2 \
+                     ORDER BY filter_id LIMIT 1",
+                )
+                .bind(user_id.as_str())
+                .bind(json)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(id,)| id))
+            }
+
+            async fn filter_count(&self, user_id: &UserId) -> Result<u64, StorageError> {
+                let (count,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM sync_filters WHERE user_id = $1")
+                        .bind(user_id.as_str())
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+
             async fn filter(&self, user_id: &UserId, filter_id: i64) -> Result<Option<String>, StorageError> {
                 if let Some(json) = self.cache.filter(user_id, filter_id) {
                     return Ok(Some(json));

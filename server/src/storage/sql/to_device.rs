@@ -55,6 +55,7 @@ macro_rules! sql_to_device_store {
                         break 'queue Queued::Duplicate;
                     }
                     let mut delivered = Vec::new();
+                    let mut refused = Vec::new();
                     for (user_id, messages) in send.messages {
                         let existing: Vec<(String,)> =
                             sqlx::query_as("SELECT device_id FROM devices WHERE user_id = $1")
@@ -66,21 +67,29 @@ macro_rules! sql_to_device_store {
                         if recipients.is_empty() {
                             continue;
                         }
-                        let pending: Vec<(String, i64)> = sqlx::query_as(
-                            "SELECT device_id, COUNT(*) FROM to_device_inbox \
-                             WHERE user_id = $1 GROUP BY device_id",
+                        // Per device: everything waiting, and what of it
+                        // this sender sent.
+                        let pending: Vec<(String, i64, i64)> = sqlx::query_as(
+                            "SELECT device_id, COUNT(*), COUNT(*) FILTER (WHERE sender = $2) \
+                             FROM to_device_inbox WHERE user_id = $1 GROUP BY device_id",
                         )
                         .bind(user_id.as_str())
+                        .bind(send.sender.as_str())
                         .fetch_all(&mut *tx)
                         .await?;
-                        let pending: HashMap<String, i64> = pending.into_iter().collect();
+                        let pending: HashMap<String, (i64, i64)> = pending
+                            .into_iter()
+                            .map(|(device, all, from_sender)| (device, (all, from_sender)))
+                            .collect();
                         for (device_id, content) in recipients {
-                            let queued = pending.get(device_id.as_str()).copied().unwrap_or(0);
-                            if u64::try_from(queued).unwrap_or(0) >= send.max_pending {
-                                break 'queue Queued::InboxFull {
-                                    user_id: user_id.clone(),
-                                    device_id,
-                                };
+                            let (all, from_sender) =
+                                pending.get(device_id.as_str()).copied().unwrap_or((0, 0));
+                            let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                            if count(all) >= send.max_pending
+                                || count(from_sender) >= send.max_pending_per_sender
+                            {
+                                refused.push((user_id.clone(), device_id));
+                                continue;
                             }
                             sqlx::query(
                                 "INSERT INTO to_device_inbox \
@@ -100,10 +109,13 @@ macro_rules! sql_to_device_store {
                             delivered.push((user_id.clone(), device_id));
                         }
                     }
-                    Queued::Delivered(delivered)
+                    if delivered.is_empty() && !refused.is_empty() {
+                        break 'queue Queued::InboxFull(refused);
+                    }
+                    Queued::Delivered { delivered, refused }
                 };
-                if !matches!(queued, Queued::Delivered(_)) {
-                    // All or nothing: undo what the send wrote so far.
+                if !matches!(queued, Queued::Delivered { .. }) {
+                    // Nothing stored: undo the transaction id, so the send may be retried.
                     tx.rollback().await?;
                     tx = self.pool.begin().await?;
                 }
