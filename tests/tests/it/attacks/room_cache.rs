@@ -61,7 +61,7 @@ async fn rooms_beyond_the_cache_reload_from_storage(backend: Backend) {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{page}");
-        let mut sent = bodies(&chunk(&page));
+        let mut sent = bodies(chunk(&page));
         sent.sort();
         let expected: Vec<String> = (0..3).map(|n| format!("{r}-{n}")).collect();
         assert_eq!(sent, expected, "room {r}");
