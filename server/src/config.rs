@@ -206,6 +206,10 @@ pub struct Limits {
     /// reports everyone the user shares a room with as changed (always
     /// correct: clients query those keys again).
     pub device_list_window: u64,
+    /// Account data entries (global and per room) one account may keep;
+    /// a new one past it gets 403 `M_FORBIDDEN` (changing one it has is
+    /// always allowed).
+    pub account_data_entries: u64,
 }
 
 impl Default for Limits {
@@ -223,6 +227,7 @@ impl Default for Limits {
             media_bytes_per_user: 1024 * 1024 * 1024,
             pending_media_ids: 10,
             device_list_window: 100_000,
+            account_data_entries: 1_000,
         }
     }
 }
@@ -596,6 +601,10 @@ impl Config {
             (
                 "limits.device_list_window",
                 usize::try_from(self.limits.device_list_window).unwrap_or(usize::MAX),
+            ),
+            (
+                "limits.account_data_entries",
+                usize::try_from(self.limits.account_data_entries).unwrap_or(usize::MAX),
             ),
         ] {
             if value == 0 {

@@ -135,6 +135,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         stream.clone(),
         notifier.clone(),
         room_events.clone(),
+        config.limits.account_data_entries,
     ));
     let push_rules = Arc::new(PushRules::new(
         storage.clone(),

@@ -25,29 +25,34 @@ pub struct AccountData {
     stream: Arc<Stream>,
     notifier: Arc<Notifier>,
     events: Arc<RoomEvents>,
+    /// Most entries one account may keep.
+    max_entries: u64,
 }
 
 impl AccountData {
-    /// Builds the service.
+    /// Builds the service; an account keeps at most `max_entries` entries.
     pub fn new(
         storage: Arc<dyn Storage>,
         stream: Arc<Stream>,
         notifier: Arc<Notifier>,
         events: Arc<RoomEvents>,
+        max_entries: u64,
     ) -> Self {
         Self {
             storage,
             stream,
             notifier,
             events,
+            max_entries,
         }
     }
 
     /// Sets an account data entry (global when `room_id` is `None`).
     ///
     /// # Errors
-    /// `Forbidden` for another user's data; `InvalidParam` for the types the
-    /// server manages or oversized content.
+    /// `Forbidden` for another user's data, or a new entry past the
+    /// account's cap; `InvalidParam` for the types the server manages or
+    /// oversized content.
     pub async fn set(
         &self,
         caller: &UserId,
@@ -74,6 +79,20 @@ impl AccountData {
             return Err(ServiceError::InvalidParam(
                 "invalid account data".to_owned(),
             ));
+        }
+        // Each type (and room) is a row kept for good: cap how many an
+        // account has, but never refuse changing one it has. Two new
+        // entries at once may pass the cap by one each.
+        let is_new = self
+            .storage
+            .account_data(user_id, room_id, data_type)
+            .await?
+            .is_none();
+        if is_new && self.storage.account_data_count(user_id).await? >= self.max_entries {
+            return Err(ServiceError::Forbidden(format!(
+                "an account may keep at most {} account data entries",
+                self.max_entries
+            )));
         }
         self.write(user_id, room_id, data_type, content).await
     }

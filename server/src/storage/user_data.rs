@@ -46,6 +46,9 @@ pub trait UserDataStore: Send + Sync {
         position: StreamPosition,
     ) -> Result<(), StorageError>;
 
+    /// How many account data entries (global and per room) the user has.
+    async fn account_data_count(&self, user_id: &UserId) -> Result<u64, StorageError>;
+
     /// One account data entry's content.
     async fn account_data(
         &self,

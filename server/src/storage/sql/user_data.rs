@@ -41,6 +41,15 @@ macro_rules! sql_user_data_store {
                 Ok(())
             }
 
+            async fn account_data_count(&self, user_id: &UserId) -> Result<u64, StorageError> {
+                let (count,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM account_data WHERE user_id = $1")
+                        .bind(user_id.as_str())
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+
             async fn account_data(
                 &self,
                 user_id: &UserId,

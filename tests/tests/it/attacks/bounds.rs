@@ -19,6 +19,7 @@ backend_tests!(
     pending_media_ids_are_capped_per_user,
     key_changes_from_an_ancient_token_do_bounded_work,
     keys_claim_is_capped_in_keys,
+    account_data_entries_are_capped_per_user,
 );
 
 async fn keys_query_is_capped_in_users(backend: Backend) {
@@ -396,5 +397,31 @@ async fn keys_claim_is_capped_in_keys(backend: Backend) {
         &claim(&["A", "B", "C"]).await,
         StatusCode::BAD_REQUEST,
         "M_INVALID_PARAM",
+    );
+}
+
+async fn account_data_entries_are_capped_per_user(backend: Backend) {
+    let server =
+        TestServer::start_with(backend, |config| config.limits.account_data_entries = 2).await;
+    let alice = server.register("alice").await;
+    let put = |data_type: &str, n: u32| {
+        server.request(
+            Method::PUT,
+            server.v3(&format!(
+                "/user/{}/account_data/{data_type}",
+                enc(&alice.user_id)
+            )),
+            Some(&alice.token),
+            Some(json!({ "n": n })),
+        )
+    };
+    assert_eq!(put("org.example.a", 1).await, (StatusCode::OK, json!({})));
+    assert_eq!(put("org.example.b", 1).await, (StatusCode::OK, json!({})));
+    // Changing an entry it has is always allowed.
+    assert_eq!(put("org.example.a", 2).await, (StatusCode::OK, json!({})));
+    assert_error(
+        &put("org.example.c", 1).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
     );
 }
