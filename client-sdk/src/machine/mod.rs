@@ -95,6 +95,7 @@ pub mod store;
 mod sync;
 #[cfg(test)]
 mod tests;
+pub mod verification;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -124,6 +125,7 @@ pub use self::{
     requests::{OutgoingRequest, Request},
     store::{Changes, CryptoStore, MemoryStore},
     sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
+    verification::{CancelCode, Emoji, Verification, VerificationError, VerificationPhase},
 };
 
 /// Errors from feeding the machine a response or asking it to act.
@@ -247,6 +249,8 @@ pub struct OlmMachine {
     pending_backup: Option<backup::PendingBackup>,
     /// Session -> the backup version its current copy was uploaded to.
     backed_up: BTreeMap<SessionKeyId, String>,
+    /// Interactive verifications in progress or finished (memory only).
+    verifications: verification::Verifications,
     changes: Changes,
 }
 
@@ -354,6 +358,7 @@ impl OlmMachine {
         for event in &sync.to_device_events {
             self.receive_to_device(event, sync.now_ms, &mut output);
         }
+        self.expire_verifications(sync.now_ms);
         output.warnings = self.take_warnings();
         output
     }
@@ -593,6 +598,7 @@ impl OlmMachine {
             backup: None,
             pending_backup: None,
             backed_up: BTreeMap::new(),
+            verifications: verification::Verifications::default(),
             changes: Changes::default(),
         }
     }
