@@ -521,12 +521,12 @@ impl OlmMachine {
             START if !known => self.receive_start_without_request(sender, content, now_ms),
             CANCEL if !known => {}
             _ if !known => {
-                // A flow we never had (or lost in a restart): say so, once
-                // per message, to the device that sent it if it said which.
-                let device = content
-                    .get("from_device")
-                    .and_then(Value::as_str)
-                    .unwrap_or("*");
+                // A flow we never had (or lost in a restart): say so to the
+                // device that sent it, when the message names it (to-device
+                // events do not say which device sent them).
+                let Some(device) = content.get("from_device").and_then(Value::as_str) else {
+                    return;
+                };
                 let ids = self.flow_ids(sender, device, transaction_id);
                 self.send_cancel(&ids, &CancelCode::UnknownTransaction);
             }
@@ -942,4 +942,17 @@ fn new_transaction_id() -> String {
     (0..32)
         .map(|_| char::from(rng.sample(rand::distributions::Alphanumeric)))
         .collect()
+}
+
+/// A start as `device_id` of `user_id` would send it, for tests that forge
+/// one.
+#[cfg(test)]
+pub(crate) fn test_start_content(user_id: &str, device_id: &str, transaction_id: &str) -> Value {
+    sas::start_content(&FlowIds {
+        own_user: user_id.to_owned(),
+        own_device: device_id.to_owned(),
+        other_user: String::new(),
+        other_device: String::new(),
+        transaction_id: transaction_id.to_owned(),
+    })
 }
