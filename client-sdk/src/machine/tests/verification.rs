@@ -125,6 +125,7 @@ fn verifying_an_own_device_signs_it_with_the_self_signing_key() {
             .len()
     };
     assert_eq!(signers(&server), 1, "only the device's own signature");
+    assert!(!bob2.machine.user_identity(BOB).unwrap().is_verified);
 
     let txn = bob
         .machine
@@ -147,6 +148,9 @@ fn verifying_an_own_device_signs_it_with_the_self_signing_key() {
     assert!(bob.machine.is_device_verified(BOB, "BOBLAPTOP"));
     assert!(bob2.machine.is_device_verified(BOB, "BOBPHONE"));
     assert_eq!(signers(&server), 2, "signed by the self-signing key too");
+    // The laptop, which holds no cross-signing keys, now trusts the master
+    // key the phone MAC'd, and through it the devices it signs.
+    assert!(bob2.machine.user_identity(BOB).unwrap().is_verified);
 }
 
 #[test]

@@ -13,7 +13,9 @@
 //! - another user's master key, when MAC'd and the one we know, is signed
 //!   with our user-signing key (if this device holds it);
 //! - another device of ours is signed with our self-signing key (if this
-//!   device holds it).
+//!   device holds it); and when this device does not trust a master key of
+//!   ours yet and the other device MAC'd the one the server serves us, it
+//!   trusts that one from now on (self-verification of a new device).
 //!
 //! Flows live in memory only: a restart drops them (the peer's next message
 //! is answered with `m.unknown_transaction`), as matrix-sdk-crypto does.
@@ -779,6 +781,21 @@ impl OlmMachine {
             .iter()
             .any(|id| *id != format!("ed25519:{}", ids.other_device) && known.contains_key(id));
         if ids.other_user == self.user_id {
+            if master_verified && self.devices.own.trusted_master.is_none() {
+                // Our other device vouched, by MAC, for the master key the
+                // server serves us: this device (which did not make it)
+                // now trusts it, and with it every device it signs.
+                let master = verified.iter().find_map(|id| {
+                    let key = known.get(id)?;
+                    (*id != format!("ed25519:{}", ids.other_device)).then(|| key.clone())
+                });
+                if let Some(master) = master {
+                    self.devices.own.trusted_master = Some(master);
+                    self.save_cross_signing();
+                    let own = self.user_id.clone();
+                    self.refresh_trust(&[own]);
+                }
+            }
             if self.has_cross_signing_keys()
                 && let Ok(request) = self.verify_own_device(&ids.other_device)
             {
