@@ -51,13 +51,16 @@
 //!   to trust (`spec-notes/key-backup.md`).
 //! - [`history`]: history for newcomers (MSC4268): the `shared_history`
 //!   flag, building, sending, and importing room key bundles.
+//! - [`verification`]: interactive SAS verification by to-device
+//!   messages, and the trust a success produces
+//!   (`spec-notes/verification.md`).
 //! - [`store`]: the persistence trait and an in-memory store.
 //!
 //! # Not done yet
 //!
 //! Key requests to other users' devices, secret storage and sharing of the
-//! key backup's recovery key (and Myelin's authenticated backup), SAS verification
-//! ([`OlmMachine::verify_user`] relies on a comparison made elsewhere),
+//! key backup's recovery key (and Myelin's authenticated backup), in-room
+//! and QR code verification (SAS runs over to-device messages only),
 //! secret sharing of the cross-signing keys (only the device that
 //! bootstrapped holds them), history bundles sent only to cross-signed
 //! devices as MSC4268 asks (they go to the invitee's non-blacklisted
@@ -182,6 +185,10 @@ pub enum MachineError {
     /// A cross-signing step could not be taken.
     #[error(transparent)]
     CrossSigning(#[from] CrossSigningError),
+
+    /// An interactive verification step could not be taken.
+    #[error(transparent)]
+    Verification(#[from] VerificationError),
 }
 
 /// Errors from loading a machine from its store.
