@@ -5,11 +5,11 @@
 use serde_json::{Value, json};
 
 use super::{
-    ALICE, BOB, alice_and_bob,
+    ALICE, BOB, ROOM, alice_and_bob, body,
     cross_signing::bootstrap,
     server::{Client, FakeServer},
 };
-use crate::machine::{CancelCode, VerificationPhase, verification};
+use crate::machine::{CancelCode, VerificationPhase, VerificationState, verification};
 
 /// One sync of `client`: it reads its inbox and sends what it queued.
 fn step(server: &mut FakeServer, client: &mut Client) {
@@ -421,4 +421,39 @@ fn a_message_from_another_device_of_the_user_cancels_with_user_mismatch() {
             by_us: true
         }
     );
+}
+
+#[test]
+fn a_device_verified_by_sas_shows_as_verified_and_gets_only_verified_keys() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, mut bob2) = alice_and_bob(&mut server);
+    let before = bob.send(&mut server, ROOM, "before");
+    step(&mut server, &mut alice);
+    assert_eq!(
+        alice.decrypt(ROOM, &before).unwrap().verification,
+        VerificationState::Unverified
+    );
+
+    let txn = started(&mut server, &mut alice, &mut bob);
+    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    alice.machine.confirm_sas(BOB, &txn).unwrap();
+    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
+
+    // Events from the verified phone now show as verified.
+    let after = bob.send(&mut server, ROOM, "after");
+    step(&mut server, &mut alice);
+    assert_eq!(
+        alice.decrypt(ROOM, &after).unwrap().verification,
+        VerificationState::Verified
+    );
+    // Sharing to verified devices only reaches the phone, not the laptop.
+    alice.machine.set_only_verified(ROOM, true);
+    let secret = alice.send(&mut server, ROOM, "verified only");
+    step(&mut server, &mut bob);
+    step(&mut server, &mut bob2);
+    assert_eq!(body(&bob.decrypt(ROOM, &secret).unwrap()), "verified only");
+    assert!(bob2.decrypt(ROOM, &secret).is_err());
 }
