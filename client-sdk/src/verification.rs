@@ -33,6 +33,18 @@ impl Client {
         .await
     }
 
+    /// Asks every other device of ours to verify this one; the first to
+    /// accept takes the flow. Returns the transaction id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Crypto`] with [`VerificationError::UnknownDevice`] when no
+    /// other device of ours is known; network and store errors.
+    pub async fn request_own_verification(&self) -> Result<String> {
+        self.verification_step(|machine| machine.request_own_verification(now_ms()))
+            .await
+    }
+
     /// Accepts an incoming request (sends `ready`).
     ///
     /// # Errors

@@ -457,3 +457,44 @@ fn a_device_verified_by_sas_shows_as_verified_and_gets_only_verified_keys() {
     assert_eq!(body(&bob.decrypt(ROOM, &secret).unwrap()), "verified only");
     assert!(bob2.decrypt(ROOM, &secret).is_err());
 }
+
+#[test]
+fn a_request_to_all_our_devices_goes_to_the_first_that_answers() {
+    let mut server = FakeServer::default();
+    let (_alice, mut bob, mut bob2) = alice_and_bob(&mut server);
+    let mut tablet = Client::new(&mut server, BOB, "BOBTABLET");
+    tablet.sync(&mut server, vec![super::encrypted_room(&[ALICE, BOB])]);
+    server.notify_change(BOB);
+    settle(&mut server, &mut bob, &mut bob2);
+
+    let txn = bob.machine.request_own_verification(bob.now_ms).unwrap();
+    step(&mut server, &mut bob);
+    step(&mut server, &mut bob2);
+    step(&mut server, &mut tablet);
+    assert_eq!(phase(&tablet, BOB, &txn), VerificationPhase::Requested);
+    bob2.machine.accept_verification_request(BOB, &txn).unwrap();
+    settle(&mut server, &mut bob, &mut bob2);
+    step(&mut server, &mut tablet);
+    assert_eq!(
+        phase(&tablet, BOB, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::Accepted,
+            by_us: false
+        }
+    );
+    let view = bob.machine.verification(BOB, &txn).unwrap();
+    assert_eq!(
+        (view.device_id.as_str(), view.phase),
+        ("BOBLAPTOP", VerificationPhase::Ready)
+    );
+
+    bob.machine.start_sas(BOB, &txn, bob.now_ms).unwrap();
+    settle(&mut server, &mut bob, &mut bob2);
+    bob2.machine.accept_sas(BOB, &txn).unwrap();
+    settle(&mut server, &mut bob, &mut bob2);
+    bob.machine.confirm_sas(BOB, &txn).unwrap();
+    bob2.machine.confirm_sas(BOB, &txn).unwrap();
+    settle(&mut server, &mut bob, &mut bob2);
+    assert!(bob.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    assert!(!bob.machine.is_device_verified(BOB, "BOBTABLET"));
+}

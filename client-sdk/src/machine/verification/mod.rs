@@ -214,7 +214,11 @@ pub enum VerificationError {
 
 /// One flow.
 pub(super) struct Flow {
+    /// `other_device` is empty while a request to all our other devices
+    /// waits for the first `ready`.
     ids: FlowIds,
+    /// The devices a request to all our other devices went to.
+    broadcast_to: Vec<String>,
     we_requested: bool,
     /// When the request was sent (its `timestamp`), or the start if there
     /// was no request.
@@ -320,6 +324,62 @@ impl OlmMachine {
             (user_id.to_owned(), transaction_id.clone()),
             Flow {
                 ids,
+                broadcast_to: Vec::new(),
+                we_requested: true,
+                requested_ms: now_ms,
+                started_ms: None,
+                start: None,
+                state: State::Requested,
+            },
+        );
+        Ok(transaction_id)
+    }
+
+    /// Asks every other device of ours to verify this one: the first to
+    /// answer `ready` takes the flow and the others are told `m.accepted`.
+    /// Returns the transaction id.
+    ///
+    /// # Errors
+    ///
+    /// [`VerificationError::UnknownDevice`] (device `*`) when no other
+    /// device of ours is known.
+    pub fn request_own_verification(&mut self, now_ms: u64) -> Result<String, VerificationError> {
+        let own = self.user_id.clone();
+        let targets: Vec<String> = self
+            .devices
+            .devices_of(&own)
+            .map(|d| d.device_id.clone())
+            .filter(|d| *d != self.device_id)
+            .collect();
+        if targets.is_empty() {
+            return Err(VerificationError::UnknownDevice {
+                user_id: own,
+                device_id: "*".to_owned(),
+            });
+        }
+        let transaction_id = new_transaction_id();
+        let content = json!({
+            "from_device": self.device_id,
+            "methods": [sas::SAS_V1],
+            "timestamp": now_ms,
+            "transaction_id": transaction_id,
+        });
+        let messages: serde_json::Map<String, Value> = targets
+            .iter()
+            .map(|d| (d.clone(), content.clone()))
+            .collect();
+        let body = json!({ "messages": { own.clone(): messages } });
+        let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
+            event_type: REQUEST.to_owned(),
+            txn_id: txn_id.to_owned(),
+            body,
+        });
+        self.queued.push(request);
+        self.verifications.flows.insert(
+            (own.clone(), transaction_id.clone()),
+            Flow {
+                ids: self.flow_ids(&own, "", &transaction_id),
+                broadcast_to: targets,
                 we_requested: true,
                 requested_ms: now_ms,
                 started_ms: None,
@@ -549,6 +609,7 @@ impl OlmMachine {
         if now_ms.saturating_sub(timestamp) >= REQUEST_TIMEOUT_MS
             || timestamp.saturating_sub(now_ms) > REQUEST_FUTURE_MS
             || self.devices.device(sender, device).is_none()
+            || (sender == self.user_id && device == self.device_id)
         {
             return;
         }
@@ -565,6 +626,7 @@ impl OlmMachine {
             (sender.to_owned(), transaction_id.to_owned()),
             Flow {
                 ids,
+                broadcast_to: Vec::new(),
                 we_requested: false,
                 requested_ms: timestamp,
                 started_ms: None,
@@ -593,6 +655,7 @@ impl OlmMachine {
             (sender.to_owned(), transaction_id.to_owned()),
             Flow {
                 ids,
+                broadcast_to: Vec::new(),
                 we_requested: false,
                 requested_ms: now_ms,
                 started_ms: Some(now_ms),
@@ -629,6 +692,33 @@ impl OlmMachine {
             self.cancel_flow(sender, transaction_id, CancelCode::Timeout);
             return;
         }
+        if flow.ids.other_device.is_empty() {
+            // A request to all our devices: the first ready from one of
+            // them picks it; the others hear `m.accepted`. Nothing else is
+            // expected before that.
+            let device = content.get("from_device").and_then(Value::as_str);
+            let Some(device) =
+                device.filter(|d| event_type == READY && flow.broadcast_to.iter().any(|t| t == d))
+            else {
+                return;
+            };
+            flow.ids.other_device = device.to_owned();
+            let others: Vec<String> = std::mem::take(&mut flow.broadcast_to)
+                .into_iter()
+                .filter(|d| d != device)
+                .collect();
+            let ids = flow.ids.clone();
+            for other in others {
+                let to = FlowIds {
+                    other_device: other,
+                    ..ids.clone()
+                };
+                self.send_cancel(&to, &CancelCode::Accepted);
+            }
+        }
+        let Some(flow) = self.verifications.flows.get_mut(&key) else {
+            return;
+        };
         // Messages that name their device must come from the flow's.
         if let Some(device) = content.get("from_device").and_then(Value::as_str)
             && device != flow.ids.other_device
@@ -861,7 +951,18 @@ impl OlmMachine {
             by_us: true,
         };
         let ids = flow.ids.clone();
-        self.send_cancel(&ids, &code);
+        let targets = if ids.other_device.is_empty() {
+            flow.broadcast_to.clone()
+        } else {
+            vec![ids.other_device.clone()]
+        };
+        for device in targets {
+            let to = FlowIds {
+                other_device: device,
+                ..ids.clone()
+            };
+            self.send_cancel(&to, &code);
+        }
     }
 
     fn send_cancel(&mut self, ids: &FlowIds, code: &CancelCode) {
