@@ -498,3 +498,28 @@ fn a_request_to_all_our_devices_goes_to_the_first_that_answers() {
     assert!(bob.machine.is_device_verified(BOB, "BOBLAPTOP"));
     assert!(!bob.machine.is_device_verified(BOB, "BOBTABLET"));
 }
+
+#[test]
+fn a_request_without_sas_is_cancelled_with_unknown_method() {
+    let mut server = FakeServer::default();
+    let (_alice, mut bob, _) = alice_and_bob(&mut server);
+    server
+        .inboxes
+        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
+        .or_default()
+        .push(json!({
+            "type": "m.key.verification.request",
+            "sender": ALICE,
+            "content": {
+                "from_device": "ALICEDEV",
+                "methods": ["m.qr_code.show.v1"],
+                "timestamp": bob.now_ms,
+                "transaction_id": "qr-only",
+            },
+        }));
+    step(&mut server, &mut bob);
+    assert!(bob.machine.verification(ALICE, "qr-only").is_none());
+    let to_alice = &server.inboxes[&(ALICE.to_owned(), "ALICEDEV".to_owned())];
+    assert_eq!(to_alice.len(), 1, "{to_alice:?}");
+    assert_eq!(to_alice[0]["content"]["code"], "m.unknown_method");
+}

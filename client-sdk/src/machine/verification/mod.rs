@@ -168,7 +168,8 @@ pub enum VerificationPhase {
 pub struct Verification {
     /// The other user.
     pub user_id: String,
-    /// The other device.
+    /// The other device; empty while a request to all our other devices
+    /// ([`OlmMachine::request_own_verification`]) waits for an answer.
     pub device_id: String,
     /// The transaction id naming the flow.
     pub transaction_id: String,
