@@ -478,7 +478,7 @@ impl Client {
     }
 
     /// Records a local trust decision for a device (besides cross-signing:
-    /// [`Client::verify_user`]; there is no interactive verification yet).
+    /// [`Client::verify_user`], and SAS: [`Client::request_verification`]).
     /// Excluding a device
     /// that holds a room's current key rotates that key at the next send.
     /// Returns whether the device is known.
@@ -692,7 +692,7 @@ fn room_update<'a>(
     update
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {

@@ -41,6 +41,13 @@
 //!   [`Client::pin_identity`] after a changed identity, and
 //!   [`Client::is_device_verified`]; cross-signed devices of verified users
 //!   count as verified for decryption and "only verified" sharing.
+//! - SAS verification over to-device messages (spec-notes/verification.md):
+//!   [`Client::request_verification`], [`Client::accept_verification_request`],
+//!   [`Client::start_sas`], [`Client::accept_sas`], the emoji and numbers in
+//!   [`Client::verification`], then [`Client::confirm_sas`] or
+//!   [`Client::sas_mismatch`]; a success verifies the device and signs
+//!   what cross-signing lets this device sign. In-room and QR code
+//!   verification are not built.
 //! - [`Error`]: Matrix errors as a matchable [`ErrorKind`] with
 //!   `retry_after`; network, store and malformed-answer errors. Nothing
 //!   panics on a bad server answer.
@@ -90,7 +97,7 @@
 //!   (decrypt each event with [`Client::decrypt_event`]); trust is a
 //!   local decision ([`Client::set_device_trust`]), device warnings are
 //!   only logged, and "only verified" is per room
-//!   ([`Client::set_only_verified`]); key backup, cross-signing, SAS, history sharing and
+//!   ([`Client::set_only_verified`]); key backup, cross-signing, history sharing and
 //!   encrypted attachments are not built. A [`SyncHandler`] must not await
 //!   an encrypted send (the crypto state is locked while it runs).
 //! - SSO and other login flows than passwords; registration stages other
@@ -112,6 +119,7 @@ mod session;
 pub mod store;
 pub mod sync;
 mod to_device;
+mod verification;
 
 pub mod machine;
 

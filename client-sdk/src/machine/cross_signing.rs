@@ -350,7 +350,7 @@ impl OlmMachine {
         Ok(())
     }
 
-    fn save_cross_signing(&mut self) {
+    pub(super) fn save_cross_signing(&mut self) {
         let key = &self.pickle_key;
         let record = CrossSigningRecord {
             trusted_master: self.devices.own.trusted_master.clone(),

@@ -51,13 +51,16 @@
 //!   to trust (`spec-notes/key-backup.md`).
 //! - [`history`]: history for newcomers (MSC4268): the `shared_history`
 //!   flag, building, sending, and importing room key bundles.
+//! - [`verification`]: interactive SAS verification by to-device
+//!   messages, and the trust a success produces
+//!   (`spec-notes/verification.md`).
 //! - [`store`]: the persistence trait and an in-memory store.
 //!
 //! # Not done yet
 //!
 //! Key requests to other users' devices, secret storage and sharing of the
-//! key backup's recovery key (and Myelin's authenticated backup), SAS verification
-//! ([`OlmMachine::verify_user`] relies on a comparison made elsewhere),
+//! key backup's recovery key (and Myelin's authenticated backup), in-room
+//! and QR code verification (SAS runs over to-device messages only),
 //! secret sharing of the cross-signing keys (only the device that
 //! bootstrapped holds them), history bundles sent only to cross-signed
 //! devices as MSC4268 asks (they go to the invitee's non-blacklisted
@@ -95,6 +98,7 @@ pub mod store;
 mod sync;
 #[cfg(test)]
 mod tests;
+pub mod verification;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -124,6 +128,7 @@ pub use self::{
     requests::{OutgoingRequest, Request},
     store::{Changes, CryptoStore, MemoryStore},
     sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
+    verification::{CancelCode, Emoji, Verification, VerificationError, VerificationPhase},
 };
 
 /// Errors from feeding the machine a response or asking it to act.
@@ -180,6 +185,10 @@ pub enum MachineError {
     /// A cross-signing step could not be taken.
     #[error(transparent)]
     CrossSigning(#[from] CrossSigningError),
+
+    /// An interactive verification step could not be taken.
+    #[error(transparent)]
+    Verification(#[from] VerificationError),
 }
 
 /// Errors from loading a machine from its store.
@@ -247,6 +256,8 @@ pub struct OlmMachine {
     pending_backup: Option<backup::PendingBackup>,
     /// Session -> the backup version its current copy was uploaded to.
     backed_up: BTreeMap<SessionKeyId, String>,
+    /// Interactive verifications in progress or finished (memory only).
+    verifications: verification::Verifications,
     changes: Changes,
 }
 
@@ -354,6 +365,7 @@ impl OlmMachine {
         for event in &sync.to_device_events {
             self.receive_to_device(event, sync.now_ms, &mut output);
         }
+        self.expire_verifications(sync.now_ms);
         output.warnings = self.take_warnings();
         output
     }
@@ -593,6 +605,7 @@ impl OlmMachine {
             backup: None,
             pending_backup: None,
             backed_up: BTreeMap::new(),
+            verifications: verification::Verifications::default(),
             changes: Changes::default(),
         }
     }

@@ -438,6 +438,9 @@ impl OlmMachine {
             }
             "m.room_key.withheld" => self.receive_withheld(event),
             "m.room_key_request" => self.receive_key_request(event),
+            t if t.starts_with("m.key.verification.") => {
+                self.receive_verification_event(event, now_ms);
+            }
             // Room keys are only ever accepted inside Olm: a plaintext
             // m.room_key could come from anyone, the server included.
             "m.room_key" | "m.forwarded_room_key" | ROOM_KEY_BUNDLE_EVENT => {}

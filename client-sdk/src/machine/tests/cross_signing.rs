@@ -13,7 +13,7 @@ use crate::machine::{CrossSigningError, CryptoStore, Request, UtdCause};
 
 /// Bootstraps cross-signing on `client`'s device and sends what follows
 /// (the device's own signature).
-fn bootstrap(client: &mut Client, server: &mut FakeServer) {
+pub(super) fn bootstrap(client: &mut Client, server: &mut FakeServer) {
     let request = client.machine.bootstrap_cross_signing();
     assert!(matches!(request.request, Request::SigningKeysUpload { .. }));
     client.answer(server, &request);

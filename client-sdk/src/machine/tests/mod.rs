@@ -6,6 +6,7 @@ mod cross_signing;
 mod history;
 mod persistence;
 mod server;
+mod verification;
 
 use myelin_crypto::{megolm::MEGOLM_ALGORITHM, olm::Ed25519PublicKey, verify_json_signature};
 use serde_json::{Value, json};

@@ -1,0 +1,525 @@
+//! SAS verification between machines through the fake server: the full
+//! flow, and what a server swapping keys or messages, a stale flow and a
+//! concurrent start do to it.
+
+use serde_json::{Value, json};
+
+use super::{
+    ALICE, BOB, ROOM, alice_and_bob, body,
+    cross_signing::bootstrap,
+    server::{Client, FakeServer},
+};
+use crate::machine::{CancelCode, VerificationPhase, VerificationState, verification};
+
+/// One sync of `client`: it reads its inbox and sends what it queued.
+fn step(server: &mut FakeServer, client: &mut Client) {
+    client.sync(server, vec![]);
+}
+
+/// Lets both sides talk until nothing is left in flight.
+fn settle(server: &mut FakeServer, a: &mut Client, b: &mut Client) {
+    for _ in 0..4 {
+        step(server, a);
+        step(server, b);
+    }
+}
+
+fn phase(client: &Client, other: &str, txn: &str) -> VerificationPhase {
+    client.machine.verification(other, txn).unwrap().phase
+}
+
+/// Alice asks Bob's phone, it accepts, Alice starts SAS; returns the
+/// transaction id with Bob holding the start.
+fn started(server: &mut FakeServer, alice: &mut Client, bob: &mut Client) -> String {
+    let txn = alice
+        .machine
+        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .unwrap();
+    step(server, alice);
+    step(server, bob);
+    assert_eq!(phase(bob, ALICE, &txn), VerificationPhase::Requested);
+    bob.machine
+        .accept_verification_request(ALICE, &txn)
+        .unwrap();
+    step(server, bob);
+    step(server, alice);
+    assert_eq!(phase(alice, BOB, &txn), VerificationPhase::Ready);
+    alice.machine.start_sas(BOB, &txn, alice.now_ms).unwrap();
+    step(server, alice);
+    step(server, bob);
+    assert_eq!(phase(bob, ALICE, &txn), VerificationPhase::Started);
+    txn
+}
+
+/// Replaces the `key` of the `m.key.verification.key` waiting in a
+/// device's inbox with one the server made up.
+fn swap_key_in_inbox(server: &mut FakeServer, user: &str, device: &str) {
+    let inbox = server
+        .inboxes
+        .get_mut(&(user.to_owned(), device.to_owned()))
+        .unwrap();
+    let event = inbox
+        .iter_mut()
+        .find(|e| e["type"] == "m.key.verification.key")
+        .expect("a key in transit");
+    event["content"]["key"] = json!(vodozemac::sas::Sas::new().public_key().to_base64());
+}
+
+fn sas(client: &Client, other: &str, txn: &str) -> (Vec<&'static str>, [u16; 3]) {
+    let view = client.machine.verification(other, txn).unwrap();
+    let emoji = view
+        .emoji
+        .expect("emoji shown")
+        .iter()
+        .map(|e| e.name)
+        .collect();
+    (emoji, view.decimals.expect("decimals shown"))
+}
+
+#[test]
+fn both_sides_see_the_same_sas_and_end_verified() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _bob2) = alice_and_bob(&mut server);
+    bootstrap(&mut alice, &mut server);
+    bootstrap(&mut bob, &mut server);
+    settle(&mut server, &mut alice, &mut bob);
+    assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
+
+    let txn = started(&mut server, &mut alice, &mut bob);
+    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    let (alice_emoji, alice_decimals) = sas(&alice, BOB, &txn);
+    let (bob_emoji, bob_decimals) = sas(&bob, ALICE, &txn);
+    assert_eq!(alice_emoji.len(), 7);
+    assert_eq!(alice_emoji, bob_emoji);
+    assert_eq!(alice_decimals, bob_decimals);
+    assert!(alice_decimals.iter().all(|d| (1000..=9191).contains(d)));
+
+    alice.machine.confirm_sas(BOB, &txn).unwrap();
+    // Nothing is trusted on one side's confirmation alone.
+    settle(&mut server, &mut alice, &mut bob);
+    assert!(!bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Confirmed);
+    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
+    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+    // The master keys were MAC'd: each signed the other's identity.
+    assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(bob.machine.user_identity(ALICE).unwrap().is_verified);
+}
+
+#[test]
+fn verifying_an_own_device_signs_it_with_the_self_signing_key() {
+    let mut server = FakeServer::default();
+    let (_alice, mut bob, mut bob2) = alice_and_bob(&mut server);
+    bootstrap(&mut bob, &mut server);
+    settle(&mut server, &mut bob, &mut bob2);
+    let signers = |server: &FakeServer| {
+        server.device_keys[BOB]["BOBLAPTOP"]["signatures"][BOB]
+            .as_object()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(signers(&server), 1, "only the device's own signature");
+    assert!(!bob2.machine.user_identity(BOB).unwrap().is_verified);
+
+    let txn = bob
+        .machine
+        .request_verification(BOB, "BOBLAPTOP", bob.now_ms)
+        .unwrap();
+    step(&mut server, &mut bob);
+    step(&mut server, &mut bob2);
+    bob2.machine.accept_verification_request(BOB, &txn).unwrap();
+    settle(&mut server, &mut bob, &mut bob2);
+    bob2.machine.start_sas(BOB, &txn, bob2.now_ms).unwrap();
+    settle(&mut server, &mut bob, &mut bob2);
+    bob.machine.accept_sas(BOB, &txn).unwrap();
+    settle(&mut server, &mut bob, &mut bob2);
+    assert_eq!(sas(&bob, BOB, &txn), sas(&bob2, BOB, &txn));
+    bob.machine.confirm_sas(BOB, &txn).unwrap();
+    bob2.machine.confirm_sas(BOB, &txn).unwrap();
+    settle(&mut server, &mut bob, &mut bob2);
+
+    assert_eq!(phase(&bob, BOB, &txn), VerificationPhase::Done);
+    assert!(bob.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    assert!(bob2.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert_eq!(signers(&server), 2, "signed by the self-signing key too");
+    // The laptop, which holds no cross-signing keys, now trusts the master
+    // key the phone MAC'd, and through it the devices it signs.
+    assert!(bob2.machine.user_identity(BOB).unwrap().is_verified);
+}
+
+#[test]
+fn a_server_swapping_the_accepters_key_breaks_the_commitment() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = started(&mut server, &mut alice, &mut bob);
+    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    step(&mut server, &mut bob); // accept out
+    step(&mut server, &mut alice); // Alice's key out
+    step(&mut server, &mut bob); // Bob's key out
+    swap_key_in_inbox(&mut server, ALICE, "ALICEDEV");
+    step(&mut server, &mut alice);
+    step(&mut server, &mut bob);
+
+    assert_eq!(
+        phase(&alice, BOB, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::MismatchedCommitment,
+            by_us: true
+        }
+    );
+    assert_eq!(
+        phase(&bob, ALICE, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::MismatchedCommitment,
+            by_us: false
+        }
+    );
+    assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(!bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+}
+
+#[test]
+fn a_server_swapping_the_starters_key_shows_different_sas_and_cannot_get_verified() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = started(&mut server, &mut alice, &mut bob);
+    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    step(&mut server, &mut bob); // accept out
+    step(&mut server, &mut alice); // Alice's key out
+    swap_key_in_inbox(&mut server, BOB, "BOBPHONE");
+    step(&mut server, &mut bob); // Bob takes the server's key, sends his
+    step(&mut server, &mut alice);
+
+    let (alice_emoji, alice_decimals) = sas(&alice, BOB, &txn);
+    let (bob_emoji, bob_decimals) = sas(&bob, ALICE, &txn);
+    assert_ne!(alice_emoji, bob_emoji);
+    assert_ne!(alice_decimals, bob_decimals);
+
+    // Careless users confirm anyway: the MACs do not verify.
+    alice.machine.confirm_sas(BOB, &txn).unwrap();
+    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    let cancelled = |client: &Client, other: &str| match phase(client, other, &txn) {
+        VerificationPhase::Cancelled { code, .. } => code,
+        other => panic!("not cancelled: {other:?}"),
+    };
+    assert_eq!(cancelled(&alice, BOB), CancelCode::KeyMismatch);
+    assert_eq!(cancelled(&bob, ALICE), CancelCode::KeyMismatch);
+    assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(!bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+}
+
+#[test]
+fn a_user_reporting_different_emoji_cancels_with_mismatched_sas() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = started(&mut server, &mut alice, &mut bob);
+    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    bob.machine.sas_mismatch(ALICE, &txn).unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    assert_eq!(
+        phase(&alice, BOB, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::MismatchedSas,
+            by_us: false
+        }
+    );
+    assert!(alice.machine.confirm_sas(BOB, &txn).is_err());
+    assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
+}
+
+#[test]
+fn an_unexpected_message_cancels_the_flow() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = alice
+        .machine
+        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    bob.machine
+        .accept_verification_request(ALICE, &txn)
+        .unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    // A key before any start or accept, as the server might inject.
+    server
+        .inboxes
+        .entry((ALICE.to_owned(), "ALICEDEV".to_owned()))
+        .or_default()
+        .push(json!({
+            "type": "m.key.verification.key",
+            "sender": BOB,
+            "content": {"transaction_id": txn, "key": vodozemac::sas::Sas::new().public_key().to_base64()},
+        }));
+    settle(&mut server, &mut alice, &mut bob);
+    assert_eq!(
+        phase(&alice, BOB, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::UnexpectedMessage,
+            by_us: true
+        }
+    );
+    assert_eq!(
+        phase(&bob, ALICE, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::UnexpectedMessage,
+            by_us: false
+        }
+    );
+}
+
+#[test]
+fn a_message_for_an_unknown_flow_is_answered_with_unknown_transaction() {
+    let mut server = FakeServer::default();
+    let (mut alice, _bob, _) = alice_and_bob(&mut server);
+    let inbox = (ALICE.to_owned(), "ALICEDEV".to_owned());
+    server.inboxes.entry(inbox).or_default().push(json!({
+        "type": "m.key.verification.ready",
+        "sender": BOB,
+        "content": {"transaction_id": "nope", "from_device": "BOBPHONE", "methods": ["m.sas.v1"]},
+    }));
+    step(&mut server, &mut alice);
+    let to_bob: &Vec<Value> = &server.inboxes[&(BOB.to_owned(), "BOBPHONE".to_owned())];
+    assert_eq!(to_bob.len(), 1, "{to_bob:?}");
+    assert_eq!(to_bob[0]["type"], "m.key.verification.cancel");
+    assert_eq!(to_bob[0]["content"]["code"], "m.unknown_transaction");
+    assert_eq!(to_bob[0]["content"]["transaction_id"], "nope");
+    assert!(alice.machine.verification(BOB, "nope").is_none());
+}
+
+#[test]
+fn an_unanswered_request_and_a_stalled_sas_time_out() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = alice
+        .machine
+        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    alice.now_ms += verification::REQUEST_TIMEOUT_MS - 1;
+    step(&mut server, &mut alice);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Requested);
+    alice.now_ms += 1;
+    settle(&mut server, &mut alice, &mut bob);
+    let timeout = |by_us| VerificationPhase::Cancelled {
+        code: CancelCode::Timeout,
+        by_us,
+    };
+    assert_eq!(phase(&alice, BOB, &txn), timeout(true));
+    assert_eq!(phase(&bob, ALICE, &txn), timeout(false));
+
+    // A started flow has five minutes.
+    bob.now_ms = alice.now_ms;
+    let txn = started(&mut server, &mut alice, &mut bob);
+    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::ShowingSas);
+    bob.now_ms += verification::SAS_TIMEOUT_MS;
+    settle(&mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&bob, ALICE, &txn), timeout(true));
+    assert_eq!(phase(&alice, BOB, &txn), timeout(false));
+    assert!(alice.machine.confirm_sas(BOB, &txn).is_err());
+}
+
+#[test]
+fn a_request_older_than_ten_minutes_is_ignored() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = alice
+        .machine
+        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .unwrap();
+    step(&mut server, &mut alice);
+    bob.now_ms = alice.now_ms + verification::REQUEST_TIMEOUT_MS;
+    step(&mut server, &mut bob);
+    assert!(bob.machine.verification(ALICE, &txn).is_none());
+}
+
+#[test]
+fn concurrent_starts_resolve_to_the_smaller_user_ids_start() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = alice
+        .machine
+        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    bob.machine
+        .accept_verification_request(ALICE, &txn)
+        .unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    // Both start before seeing the other's start.
+    alice.machine.start_sas(BOB, &txn, alice.now_ms).unwrap();
+    bob.machine.start_sas(ALICE, &txn, bob.now_ms).unwrap();
+    let types = |server: &FakeServer, user: &str, device: &str| -> Vec<String> {
+        server.inboxes[&(user.to_owned(), device.to_owned())]
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    step(&mut server, &mut alice); // Alice's start out
+    step(&mut server, &mut bob); // Bob's start was out already; he yields
+    assert_eq!(
+        types(&server, ALICE, "ALICEDEV"),
+        ["m.key.verification.start", "m.key.verification.accept"],
+        "Bob sent his start, then accepted Alice's"
+    );
+    step(&mut server, &mut alice);
+    assert_eq!(
+        types(&server, BOB, "BOBPHONE"),
+        ["m.key.verification.key"],
+        "Alice ignored Bob's start and never accepted it"
+    );
+    settle(&mut server, &mut alice, &mut bob);
+
+    // "@alice" < "@bob": Alice's start stands, Bob accepted it, and both
+    // show the same SAS without anyone accepting by hand.
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::ShowingSas);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::ShowingSas);
+    assert_eq!(sas(&alice, BOB, &txn), sas(&bob, ALICE, &txn));
+    alice.machine.confirm_sas(BOB, &txn).unwrap();
+    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+}
+
+#[test]
+fn a_message_from_another_device_of_the_user_cancels_with_user_mismatch() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = alice
+        .machine
+        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    bob.machine
+        .accept_verification_request(ALICE, &txn)
+        .unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    // Bob's laptop (or the server in its name) starts in the phone's flow.
+    let mut start =
+        serde_json::to_value(verification::test_start_content(BOB, "BOBLAPTOP", &txn)).unwrap();
+    start["from_device"] = json!("BOBLAPTOP");
+    server
+        .inboxes
+        .entry((ALICE.to_owned(), "ALICEDEV".to_owned()))
+        .or_default()
+        .push(json!({"type": "m.key.verification.start", "sender": BOB, "content": start}));
+    step(&mut server, &mut alice);
+    assert_eq!(
+        phase(&alice, BOB, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::UserMismatch,
+            by_us: true
+        }
+    );
+}
+
+#[test]
+fn a_device_verified_by_sas_shows_as_verified_and_gets_only_verified_keys() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, mut bob2) = alice_and_bob(&mut server);
+    let before = bob.send(&mut server, ROOM, "before");
+    step(&mut server, &mut alice);
+    assert_eq!(
+        alice.decrypt(ROOM, &before).unwrap().verification,
+        VerificationState::Unverified
+    );
+
+    let txn = started(&mut server, &mut alice, &mut bob);
+    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    alice.machine.confirm_sas(BOB, &txn).unwrap();
+    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
+
+    // Events from the verified phone now show as verified.
+    let after = bob.send(&mut server, ROOM, "after");
+    step(&mut server, &mut alice);
+    assert_eq!(
+        alice.decrypt(ROOM, &after).unwrap().verification,
+        VerificationState::Verified
+    );
+    // Sharing to verified devices only reaches the phone, not the laptop.
+    alice.machine.set_only_verified(ROOM, true);
+    let secret = alice.send(&mut server, ROOM, "verified only");
+    step(&mut server, &mut bob);
+    step(&mut server, &mut bob2);
+    assert_eq!(body(&bob.decrypt(ROOM, &secret).unwrap()), "verified only");
+    assert!(bob2.decrypt(ROOM, &secret).is_err());
+}
+
+#[test]
+fn a_request_to_all_our_devices_goes_to_the_first_that_answers() {
+    let mut server = FakeServer::default();
+    let (_alice, mut bob, mut bob2) = alice_and_bob(&mut server);
+    let mut tablet = Client::new(&mut server, BOB, "BOBTABLET");
+    tablet.sync(&mut server, vec![super::encrypted_room(&[ALICE, BOB])]);
+    server.notify_change(BOB);
+    settle(&mut server, &mut bob, &mut bob2);
+
+    let txn = bob.machine.request_own_verification(bob.now_ms).unwrap();
+    step(&mut server, &mut bob);
+    step(&mut server, &mut bob2);
+    step(&mut server, &mut tablet);
+    assert_eq!(phase(&tablet, BOB, &txn), VerificationPhase::Requested);
+    bob2.machine.accept_verification_request(BOB, &txn).unwrap();
+    settle(&mut server, &mut bob, &mut bob2);
+    step(&mut server, &mut tablet);
+    assert_eq!(
+        phase(&tablet, BOB, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::Accepted,
+            by_us: false
+        }
+    );
+    let view = bob.machine.verification(BOB, &txn).unwrap();
+    assert_eq!(
+        (view.device_id.as_str(), view.phase),
+        ("BOBLAPTOP", VerificationPhase::Ready)
+    );
+
+    bob.machine.start_sas(BOB, &txn, bob.now_ms).unwrap();
+    settle(&mut server, &mut bob, &mut bob2);
+    bob2.machine.accept_sas(BOB, &txn).unwrap();
+    settle(&mut server, &mut bob, &mut bob2);
+    bob.machine.confirm_sas(BOB, &txn).unwrap();
+    bob2.machine.confirm_sas(BOB, &txn).unwrap();
+    settle(&mut server, &mut bob, &mut bob2);
+    assert!(bob.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    assert!(!bob.machine.is_device_verified(BOB, "BOBTABLET"));
+}
+
+#[test]
+fn a_request_without_sas_is_cancelled_with_unknown_method() {
+    let mut server = FakeServer::default();
+    let (_alice, mut bob, _) = alice_and_bob(&mut server);
+    server
+        .inboxes
+        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
+        .or_default()
+        .push(json!({
+            "type": "m.key.verification.request",
+            "sender": ALICE,
+            "content": {
+                "from_device": "ALICEDEV",
+                "methods": ["m.qr_code.show.v1"],
+                "timestamp": bob.now_ms,
+                "transaction_id": "qr-only",
+            },
+        }));
+    step(&mut server, &mut bob);
+    assert!(bob.machine.verification(ALICE, "qr-only").is_none());
+    let to_alice = &server.inboxes[&(ALICE.to_owned(), "ALICEDEV".to_owned())];
+    assert_eq!(to_alice.len(), 1, "{to_alice:?}");
+    assert_eq!(to_alice[0]["content"]["code"], "m.unknown_method");
+}

@@ -1,0 +1,1077 @@
+//! Interactive device verification by short authentication string
+//! (`m.sas.v1`) over to-device messages ([spec]); the decisions are in
+//! `spec-notes/verification.md`.
+//!
+//! A flow is keyed by the other user and its transaction id and goes
+//! request → ready → start → accept → key → mac → done, or ends in a
+//! cancel with one of the spec's codes ([`CancelCode`]). The SAS exchange
+//! itself is typestate in `sas`; this module routes events to it, keeps
+//! the timeouts (the machine has no clock: `now_ms` comes in with every
+//! call) and turns a success into trust:
+//!
+//! - the other device becomes locally verified ([`LocalTrust::Verified`]);
+//! - another user's master key, when MAC'd and the one we know, is signed
+//!   with our user-signing key (if this device holds it);
+//! - another device of ours is signed with our self-signing key (if this
+//!   device holds it); and when this device does not trust a master key of
+//!   ours yet and the other device MAC'd the one the server serves us, it
+//!   trusts that one from now on (self-verification of a new device).
+//!
+//! Flows live in memory only: a restart drops them (the peer's next message
+//! is answered with `m.unknown_transaction`), as matrix-sdk-crypto does.
+//!
+//! [spec]: https://spec.matrix.org/v1.16/client-server-api/#device-verification
+
+mod emoji;
+mod sas;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+pub use self::emoji::Emoji;
+use self::sas::{AwaitingKey, Confirmed, FlowIds, KeysExchanged, ReceivedStart, SentStart};
+use super::{InFlight, LocalTrust, OlmMachine, Request};
+
+/// An unanswered request expires ten minutes after it was sent.
+pub const REQUEST_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+/// A started SAS flow expires five minutes after its start.
+pub const SAS_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+/// An incoming request more than this far in the future is ignored.
+const REQUEST_FUTURE_MS: u64 = 5 * 60 * 1000;
+
+const REQUEST: &str = "m.key.verification.request";
+const READY: &str = "m.key.verification.ready";
+const START: &str = "m.key.verification.start";
+const ACCEPT: &str = "m.key.verification.accept";
+const KEY: &str = "m.key.verification.key";
+const MAC: &str = "m.key.verification.mac";
+const DONE: &str = "m.key.verification.done";
+const CANCEL: &str = "m.key.verification.cancel";
+
+/// Why a verification was cancelled: the spec's codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelCode {
+    /// `m.user`: a user cancelled.
+    User,
+    /// `m.timeout`: the flow took too long.
+    Timeout,
+    /// `m.unknown_transaction`: no flow with this transaction id.
+    UnknownTransaction,
+    /// `m.unknown_method`: no method or algorithm in common.
+    UnknownMethod,
+    /// `m.unexpected_message`: a message out of order.
+    UnexpectedMessage,
+    /// `m.key_mismatch`: a MAC did not verify.
+    KeyMismatch,
+    /// `m.user_mismatch`: the message came from another user or device.
+    UserMismatch,
+    /// `m.invalid_message`: a malformed message.
+    InvalidMessage,
+    /// `m.accepted`: another of our devices took the request.
+    Accepted,
+    /// `m.mismatched_commitment`: the key is not the one committed to.
+    MismatchedCommitment,
+    /// `m.mismatched_sas`: the user says the emoji or numbers differ.
+    MismatchedSas,
+    /// A code the spec does not define.
+    Other(String),
+}
+
+impl CancelCode {
+    /// The wire value.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::User => "m.user",
+            Self::Timeout => "m.timeout",
+            Self::UnknownTransaction => "m.unknown_transaction",
+            Self::UnknownMethod => "m.unknown_method",
+            Self::UnexpectedMessage => "m.unexpected_message",
+            Self::KeyMismatch => "m.key_mismatch",
+            Self::UserMismatch => "m.user_mismatch",
+            Self::InvalidMessage => "m.invalid_message",
+            Self::Accepted => "m.accepted",
+            Self::MismatchedCommitment => "m.mismatched_commitment",
+            Self::MismatchedSas => "m.mismatched_sas",
+            Self::Other(code) => code,
+        }
+    }
+
+    /// Parses a wire value.
+    pub fn from_wire(code: &str) -> Self {
+        [
+            Self::User,
+            Self::Timeout,
+            Self::UnknownTransaction,
+            Self::UnknownMethod,
+            Self::UnexpectedMessage,
+            Self::KeyMismatch,
+            Self::UserMismatch,
+            Self::InvalidMessage,
+            Self::Accepted,
+            Self::MismatchedCommitment,
+            Self::MismatchedSas,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == code)
+        .unwrap_or_else(|| Self::Other(code.to_owned()))
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::User => "The user cancelled the verification",
+            Self::Timeout => "The verification timed out",
+            Self::UnknownTransaction => "Unknown transaction",
+            Self::UnknownMethod => "No common verification method",
+            Self::UnexpectedMessage => "Unexpected message",
+            Self::KeyMismatch => "A MAC did not match",
+            Self::UserMismatch => "The message came from an unexpected user or device",
+            Self::InvalidMessage => "Invalid message",
+            Self::Accepted => "Another device accepted the request",
+            Self::MismatchedCommitment => "The key does not match the commitment",
+            Self::MismatchedSas => "The short authentication strings differ",
+            Self::Other(_) => "Cancelled",
+        }
+    }
+}
+
+/// Where a verification stands, for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerificationPhase {
+    /// Requested, not yet ready.
+    Requested,
+    /// Both sides are ready; either may start SAS.
+    Ready,
+    /// SAS started, keys not yet exchanged ([`OlmMachine::accept_sas`]
+    /// accepts an incoming start).
+    Started,
+    /// The short authentication string can be compared: confirm or report
+    /// a mismatch.
+    ShowingSas,
+    /// We confirmed; waiting for the other side.
+    Confirmed,
+    /// Both MACs verified: the other device is verified.
+    Done,
+    /// Cancelled by us (`by_us`) or by them.
+    Cancelled {
+        /// The spec's code.
+        code: CancelCode,
+        /// Whether this device cancelled.
+        by_us: bool,
+    },
+}
+
+/// A verification as the application sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// The other user.
+    pub user_id: String,
+    /// The other device; empty while a request to all our other devices
+    /// ([`OlmMachine::request_own_verification`]) waits for an answer.
+    pub device_id: String,
+    /// The transaction id naming the flow.
+    pub transaction_id: String,
+    /// Whether this device sent the request (or the first start).
+    pub we_requested: bool,
+    /// Where it stands.
+    pub phase: VerificationPhase,
+    /// The seven emoji, once keys are exchanged.
+    pub emoji: Option<[Emoji; 7]>,
+    /// The three numbers, once keys are exchanged.
+    pub decimals: Option<[u16; 3]>,
+}
+
+/// Why a verification step could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerificationError {
+    /// The device is not one a keys/query showed us.
+    #[error("no device `{device_id}` known for `{user_id}`")]
+    UnknownDevice {
+        /// The user.
+        user_id: String,
+        /// The device.
+        device_id: String,
+    },
+    /// No flow with this user and transaction id.
+    #[error("no verification `{transaction_id}` with `{user_id}`")]
+    UnknownFlow {
+        /// The other user.
+        user_id: String,
+        /// The transaction id.
+        transaction_id: String,
+    },
+    /// The flow is not at a step where this can be done.
+    #[error("the verification is {phase:?}; cannot {action}")]
+    WrongPhase {
+        /// Where the flow is.
+        phase: VerificationPhase,
+        /// What was asked.
+        action: &'static str,
+    },
+}
+
+/// One flow.
+pub(super) struct Flow {
+    /// `other_device` is empty while a request to all our other devices
+    /// waits for the first `ready`.
+    ids: FlowIds,
+    /// The devices a request to all our other devices went to.
+    broadcast_to: Vec<String>,
+    we_requested: bool,
+    /// When the request was sent (its `timestamp`), or the start if there
+    /// was no request.
+    requested_ms: u64,
+    started_ms: Option<u64>,
+    /// The start in force, for the commitment.
+    start: Option<Value>,
+    state: State,
+}
+
+enum State {
+    Requested,
+    Ready,
+    SentStart(SentStart),
+    ReceivedStart(ReceivedStart),
+    AwaitingKey(AwaitingKey),
+    KeysExchanged(KeysExchanged),
+    Confirmed(Confirmed),
+    /// Their MAC verified and our done sent; waiting for theirs.
+    WaitingForDone,
+    Done,
+    Cancelled {
+        code: CancelCode,
+        by_us: bool,
+    },
+    /// Between transitions only.
+    Taken,
+}
+
+impl State {
+    fn phase(&self) -> VerificationPhase {
+        match self {
+            Self::Requested => VerificationPhase::Requested,
+            Self::Ready => VerificationPhase::Ready,
+            Self::SentStart(_) | Self::ReceivedStart(_) | Self::AwaitingKey(_) => {
+                VerificationPhase::Started
+            }
+            Self::KeysExchanged(_) => VerificationPhase::ShowingSas,
+            Self::Confirmed(_) | Self::WaitingForDone => VerificationPhase::Confirmed,
+            Self::Done => VerificationPhase::Done,
+            Self::Cancelled { code, by_us } => VerificationPhase::Cancelled {
+                code: code.clone(),
+                by_us: *by_us,
+            },
+            Self::Taken => VerificationPhase::Cancelled {
+                code: CancelCode::Other("internal".to_owned()),
+                by_us: true,
+            },
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        matches!(self, Self::Done | Self::Cancelled { .. })
+    }
+}
+
+type FlowKey = (String, String);
+
+/// Every flow of the machine.
+#[derive(Default)]
+pub(super) struct Verifications {
+    flows: BTreeMap<FlowKey, Flow>,
+}
+
+impl std::fmt::Debug for Verifications {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifications")
+            .field("flows", &self.flows.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OlmMachine {
+    /// Asks `device_id` of `user_id` (another user's, or another of ours)
+    /// to verify by SAS: sends `m.key.verification.request` (at the next
+    /// [`OlmMachine::outgoing_requests`]) and returns the transaction id.
+    ///
+    /// # Errors
+    ///
+    /// [`VerificationError::UnknownDevice`] for a device not queried yet.
+    pub fn request_verification(
+        &mut self,
+        user_id: &str,
+        device_id: &str,
+        now_ms: u64,
+    ) -> Result<String, VerificationError> {
+        if self.devices.device(user_id, device_id).is_none() || device_id == self.device_id {
+            return Err(VerificationError::UnknownDevice {
+                user_id: user_id.to_owned(),
+                device_id: device_id.to_owned(),
+            });
+        }
+        let transaction_id = new_transaction_id();
+        let ids = self.flow_ids(user_id, device_id, &transaction_id);
+        let content = json!({
+            "from_device": self.device_id,
+            "methods": [sas::SAS_V1],
+            "timestamp": now_ms,
+            "transaction_id": transaction_id,
+        });
+        self.send_verification_event(&ids, REQUEST, content);
+        self.verifications.flows.insert(
+            (user_id.to_owned(), transaction_id.clone()),
+            Flow {
+                ids,
+                broadcast_to: Vec::new(),
+                we_requested: true,
+                requested_ms: now_ms,
+                started_ms: None,
+                start: None,
+                state: State::Requested,
+            },
+        );
+        Ok(transaction_id)
+    }
+
+    /// Asks every other device of ours to verify this one: the first to
+    /// answer `ready` takes the flow and the others are told `m.accepted`.
+    /// Returns the transaction id.
+    ///
+    /// # Errors
+    ///
+    /// [`VerificationError::UnknownDevice`] (device `*`) when no other
+    /// device of ours is known.
+    pub fn request_own_verification(&mut self, now_ms: u64) -> Result<String, VerificationError> {
+        let own = self.user_id.clone();
+        let targets: Vec<String> = self
+            .devices
+            .devices_of(&own)
+            .map(|d| d.device_id.clone())
+            .filter(|d| *d != self.device_id)
+            .collect();
+        if targets.is_empty() {
+            return Err(VerificationError::UnknownDevice {
+                user_id: own,
+                device_id: "*".to_owned(),
+            });
+        }
+        let transaction_id = new_transaction_id();
+        let content = json!({
+            "from_device": self.device_id,
+            "methods": [sas::SAS_V1],
+            "timestamp": now_ms,
+            "transaction_id": transaction_id,
+        });
+        let messages: serde_json::Map<String, Value> = targets
+            .iter()
+            .map(|d| (d.clone(), content.clone()))
+            .collect();
+        let body = json!({ "messages": { own.clone(): messages } });
+        let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
+            event_type: REQUEST.to_owned(),
+            txn_id: txn_id.to_owned(),
+            body,
+        });
+        self.queued.push(request);
+        self.verifications.flows.insert(
+            (own.clone(), transaction_id.clone()),
+            Flow {
+                ids: self.flow_ids(&own, "", &transaction_id),
+                broadcast_to: targets,
+                we_requested: true,
+                requested_ms: now_ms,
+                started_ms: None,
+                start: None,
+                state: State::Requested,
+            },
+        );
+        Ok(transaction_id)
+    }
+
+    /// Accepts an incoming request: sends `m.key.verification.ready`.
+    ///
+    /// # Errors
+    ///
+    /// [`VerificationError`]: no such flow, or not an incoming request.
+    pub fn accept_verification_request(
+        &mut self,
+        user_id: &str,
+        transaction_id: &str,
+    ) -> Result<(), VerificationError> {
+        let flow = self.flow_mut(user_id, transaction_id)?;
+        if flow.we_requested || !matches!(flow.state, State::Requested) {
+            return Err(wrong_phase(flow, "accept the request"));
+        }
+        flow.state = State::Ready;
+        let ids = flow.ids.clone();
+        let content = json!({
+            "from_device": ids.own_device,
+            "methods": [sas::SAS_V1],
+            "transaction_id": ids.transaction_id,
+        });
+        self.send_verification_event(&ids, READY, content);
+        Ok(())
+    }
+
+    /// Starts SAS on a ready flow: sends `m.key.verification.start`.
+    ///
+    /// # Errors
+    ///
+    /// [`VerificationError`]: no such flow, or not ready.
+    pub fn start_sas(
+        &mut self,
+        user_id: &str,
+        transaction_id: &str,
+        now_ms: u64,
+    ) -> Result<(), VerificationError> {
+        let flow = self.flow_mut(user_id, transaction_id)?;
+        if !matches!(flow.state, State::Ready) {
+            return Err(wrong_phase(flow, "start SAS"));
+        }
+        let (state, start) = SentStart::new(&flow.ids);
+        flow.state = State::SentStart(state);
+        flow.start = Some(start.clone());
+        flow.started_ms = Some(now_ms);
+        let ids = flow.ids.clone();
+        self.send_verification_event(&ids, START, start);
+        Ok(())
+    }
+
+    /// Accepts the other side's SAS start: sends `m.key.verification.accept`
+    /// with our commitment.
+    ///
+    /// # Errors
+    ///
+    /// [`VerificationError`]: no such flow, or no start to accept.
+    pub fn accept_sas(
+        &mut self,
+        user_id: &str,
+        transaction_id: &str,
+    ) -> Result<(), VerificationError> {
+        let flow = self.flow_mut(user_id, transaction_id)?;
+        if !matches!(flow.state, State::ReceivedStart(_)) {
+            return Err(wrong_phase(flow, "accept SAS"));
+        }
+        let State::ReceivedStart(received) = std::mem::replace(&mut flow.state, State::Taken)
+        else {
+            return Err(wrong_phase(flow, "accept SAS"));
+        };
+        let (state, accept) = received.accept(&flow.ids);
+        flow.state = State::AwaitingKey(state);
+        let ids = flow.ids.clone();
+        self.send_verification_event(&ids, ACCEPT, accept);
+        Ok(())
+    }
+
+    /// The user compared the SAS and it matches: sends our MAC; the flow
+    /// completes when theirs verifies.
+    ///
+    /// # Errors
+    ///
+    /// [`VerificationError`]: no such flow, or no SAS shown.
+    pub fn confirm_sas(
+        &mut self,
+        user_id: &str,
+        transaction_id: &str,
+    ) -> Result<(), VerificationError> {
+        let own_keys = self.own_verification_keys();
+        let flow = self.flow_mut(user_id, transaction_id)?;
+        if !matches!(flow.state, State::KeysExchanged(_)) {
+            return Err(wrong_phase(flow, "confirm the SAS"));
+        }
+        let State::KeysExchanged(exchanged) = std::mem::replace(&mut flow.state, State::Taken)
+        else {
+            return Err(wrong_phase(flow, "confirm the SAS"));
+        };
+        let (mut confirmed, mac) = exchanged.confirm(&flow.ids, &own_keys);
+        let held = confirmed.take_held_mac();
+        flow.state = State::Confirmed(confirmed);
+        let ids = flow.ids.clone();
+        self.send_verification_event(&ids, MAC, mac);
+        if let Some(mac) = held {
+            self.receive_mac(user_id, transaction_id, &mac);
+        }
+        Ok(())
+    }
+
+    /// The user says the SAS differs: cancels with `m.mismatched_sas`.
+    ///
+    /// # Errors
+    ///
+    /// [`VerificationError`]: no such flow, or no SAS shown.
+    pub fn sas_mismatch(
+        &mut self,
+        user_id: &str,
+        transaction_id: &str,
+    ) -> Result<(), VerificationError> {
+        let flow = self.flow_mut(user_id, transaction_id)?;
+        if !matches!(flow.state, State::KeysExchanged(_)) {
+            return Err(wrong_phase(flow, "report a mismatch"));
+        }
+        self.cancel_flow(user_id, transaction_id, CancelCode::MismatchedSas);
+        Ok(())
+    }
+
+    /// Cancels a flow (`m.user`).
+    ///
+    /// # Errors
+    ///
+    /// [`VerificationError`]: no such flow, or already finished.
+    pub fn cancel_verification(
+        &mut self,
+        user_id: &str,
+        transaction_id: &str,
+    ) -> Result<(), VerificationError> {
+        let flow = self.flow_mut(user_id, transaction_id)?;
+        if flow.state.is_finished() {
+            return Err(wrong_phase(flow, "cancel"));
+        }
+        self.cancel_flow(user_id, transaction_id, CancelCode::User);
+        Ok(())
+    }
+
+    /// One verification, if known.
+    pub fn verification(&self, user_id: &str, transaction_id: &str) -> Option<Verification> {
+        let flow = self
+            .verifications
+            .flows
+            .get(&(user_id.to_owned(), transaction_id.to_owned()))?;
+        Some(flow.view())
+    }
+
+    /// Every verification known, finished ones included.
+    pub fn verifications(&self) -> Vec<Verification> {
+        self.verifications.flows.values().map(Flow::view).collect()
+    }
+
+    /// Cancels with `m.timeout` every flow past its deadline: a request
+    /// [`REQUEST_TIMEOUT_MS`] after it was sent, a SAS flow
+    /// [`SAS_TIMEOUT_MS`] after its start. Each sync calls this with its
+    /// `now_ms`; an application may call it between syncs.
+    pub fn expire_verifications(&mut self, now_ms: u64) {
+        let expired: Vec<FlowKey> = self
+            .verifications
+            .flows
+            .iter()
+            .filter(|(_, flow)| !flow.state.is_finished() && flow.is_expired(now_ms))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (user, transaction_id) in expired {
+            self.cancel_flow(&user, &transaction_id, CancelCode::Timeout);
+        }
+    }
+
+    /// A to-device `m.key.verification.*` event (in the clear, as every
+    /// client sends them).
+    pub(super) fn receive_verification_event(&mut self, event: &Value, now_ms: u64) {
+        let (Some(event_type), Some(sender), Some(content)) = (
+            event.get("type").and_then(Value::as_str),
+            event.get("sender").and_then(Value::as_str),
+            event.get("content"),
+        ) else {
+            return;
+        };
+        let Some(transaction_id) = content.get("transaction_id").and_then(Value::as_str) else {
+            return;
+        };
+        let key = (sender.to_owned(), transaction_id.to_owned());
+        let known = self.verifications.flows.contains_key(&key);
+        match event_type {
+            REQUEST if !known => self.receive_request(sender, content, now_ms),
+            START if !known => self.receive_start_without_request(sender, content, now_ms),
+            CANCEL if !known => {}
+            _ if !known => {
+                // A flow we never had (or lost in a restart): say so to the
+                // device that sent it, when the message names it (to-device
+                // events do not say which device sent them).
+                let Some(device) = content.get("from_device").and_then(Value::as_str) else {
+                    return;
+                };
+                let ids = self.flow_ids(sender, device, transaction_id);
+                self.send_cancel(&ids, &CancelCode::UnknownTransaction);
+            }
+            _ => self.receive_flow_event(sender, transaction_id, event_type, content, now_ms),
+        }
+    }
+
+    fn receive_request(&mut self, sender: &str, content: &Value, now_ms: u64) {
+        let (Some(device), Some(timestamp), Some(transaction_id)) = (
+            content.get("from_device").and_then(Value::as_str),
+            content.get("timestamp").and_then(Value::as_u64),
+            content.get("transaction_id").and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        // Stale, from the future, or from a device we cannot check: ignored
+        // as the spec says (and as matrix-js-sdk does).
+        if now_ms.saturating_sub(timestamp) >= REQUEST_TIMEOUT_MS
+            || timestamp.saturating_sub(now_ms) > REQUEST_FUTURE_MS
+            || self.devices.device(sender, device).is_none()
+            || (sender == self.user_id && device == self.device_id)
+        {
+            return;
+        }
+        let ids = self.flow_ids(sender, device, transaction_id);
+        let offers_sas = content
+            .get("methods")
+            .and_then(Value::as_array)
+            .is_some_and(|m| m.iter().any(|m| m.as_str() == Some(sas::SAS_V1)));
+        if !offers_sas {
+            self.send_cancel(&ids, &CancelCode::UnknownMethod);
+            return;
+        }
+        self.verifications.flows.insert(
+            (sender.to_owned(), transaction_id.to_owned()),
+            Flow {
+                ids,
+                broadcast_to: Vec::new(),
+                we_requested: false,
+                requested_ms: timestamp,
+                started_ms: None,
+                start: None,
+                state: State::Requested,
+            },
+        );
+    }
+
+    fn receive_start_without_request(&mut self, sender: &str, content: &Value, now_ms: u64) {
+        let (Some(device), Some(transaction_id)) = (
+            content.get("from_device").and_then(Value::as_str),
+            content.get("transaction_id").and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        if self.devices.device(sender, device).is_none() {
+            return;
+        }
+        let ids = self.flow_ids(sender, device, transaction_id);
+        if let Err(code) = sas::check_start(content) {
+            self.send_cancel(&ids, &code);
+            return;
+        }
+        self.verifications.flows.insert(
+            (sender.to_owned(), transaction_id.to_owned()),
+            Flow {
+                ids,
+                broadcast_to: Vec::new(),
+                we_requested: false,
+                requested_ms: now_ms,
+                started_ms: Some(now_ms),
+                start: Some(content.clone()),
+                state: State::ReceivedStart(ReceivedStart::new(content.clone())),
+            },
+        );
+    }
+
+    fn receive_flow_event(
+        &mut self,
+        sender: &str,
+        transaction_id: &str,
+        event_type: &str,
+        content: &Value,
+        now_ms: u64,
+    ) {
+        let key = (sender.to_owned(), transaction_id.to_owned());
+        let Some(flow) = self.verifications.flows.get_mut(&key) else {
+            return;
+        };
+        if flow.state.is_finished() {
+            return;
+        }
+        if event_type == CANCEL {
+            let code = content
+                .get("code")
+                .and_then(Value::as_str)
+                .map_or(CancelCode::Other(String::new()), CancelCode::from_wire);
+            flow.state = State::Cancelled { code, by_us: false };
+            return;
+        }
+        if flow.is_expired(now_ms) {
+            self.cancel_flow(sender, transaction_id, CancelCode::Timeout);
+            return;
+        }
+        if flow.ids.other_device.is_empty() {
+            // A request to all our devices: the first ready from one of
+            // them picks it; the others hear `m.accepted`. Nothing else is
+            // expected before that.
+            let device = content.get("from_device").and_then(Value::as_str);
+            let Some(device) =
+                device.filter(|d| event_type == READY && flow.broadcast_to.iter().any(|t| t == d))
+            else {
+                return;
+            };
+            flow.ids.other_device = device.to_owned();
+            let others: Vec<String> = std::mem::take(&mut flow.broadcast_to)
+                .into_iter()
+                .filter(|d| d != device)
+                .collect();
+            let ids = flow.ids.clone();
+            for other in others {
+                let to = FlowIds {
+                    other_device: other,
+                    ..ids.clone()
+                };
+                self.send_cancel(&to, &CancelCode::Accepted);
+            }
+        }
+        let Some(flow) = self.verifications.flows.get_mut(&key) else {
+            return;
+        };
+        // Messages that name their device must come from the flow's.
+        if let Some(device) = content.get("from_device").and_then(Value::as_str)
+            && device != flow.ids.other_device
+        {
+            self.cancel_flow(sender, transaction_id, CancelCode::UserMismatch);
+            return;
+        }
+        let result = match event_type {
+            READY => self.receive_ready(&key),
+            START => self.receive_start(&key, content, now_ms),
+            ACCEPT => self.receive_accept(&key, content),
+            KEY => self.receive_key(&key, content),
+            MAC => {
+                self.receive_mac(sender, transaction_id, content);
+                Ok(())
+            }
+            DONE => self.receive_done(&key),
+            _ => Err(CancelCode::UnexpectedMessage),
+        };
+        if let Err(code) = result {
+            self.cancel_flow(sender, transaction_id, code);
+        }
+    }
+
+    fn receive_ready(&mut self, key: &FlowKey) -> Result<(), CancelCode> {
+        let flow = self.flow_by_key(key)?;
+        if !(flow.we_requested && matches!(flow.state, State::Requested)) {
+            return Err(CancelCode::UnexpectedMessage);
+        }
+        flow.state = State::Ready;
+        Ok(())
+    }
+
+    fn receive_start(
+        &mut self,
+        key: &FlowKey,
+        content: &Value,
+        now_ms: u64,
+    ) -> Result<(), CancelCode> {
+        let flow = self.flow_by_key(key)?;
+        match &flow.state {
+            State::Ready => {}
+            State::SentStart(ours) => {
+                // Both sides started at once. The spec: with the same
+                // method, the start of the user (then device) with the
+                // lexicographically smaller id wins, the other is ignored;
+                // with different methods, cancel.
+                if ours.start().get("method") != content.get("method") {
+                    return Err(CancelCode::UnexpectedMessage);
+                }
+                let we_win = (&flow.ids.own_user, &flow.ids.own_device)
+                    < (&flow.ids.other_user, &flow.ids.other_device);
+                if we_win {
+                    return Ok(());
+                }
+                // Theirs wins: ours is dropped and theirs accepted, since
+                // the user here already chose to verify.
+                sas::check_start(content)?;
+                flow.state = State::ReceivedStart(ReceivedStart::new(content.clone()));
+                flow.start = Some(content.clone());
+                let (user, transaction_id) = key.clone();
+                self.accept_sas(&user, &transaction_id)
+                    .map_err(|_| CancelCode::UnexpectedMessage)?;
+                return Ok(());
+            }
+            _ => return Err(CancelCode::UnexpectedMessage),
+        }
+        sas::check_start(content)?;
+        flow.state = State::ReceivedStart(ReceivedStart::new(content.clone()));
+        flow.start = Some(content.clone());
+        flow.started_ms = Some(now_ms);
+        Ok(())
+    }
+
+    fn receive_accept(&mut self, key: &FlowKey, content: &Value) -> Result<(), CancelCode> {
+        let flow = self.flow_by_key(key)?;
+        let State::SentStart(sent) = std::mem::replace(&mut flow.state, State::Taken) else {
+            return Err(CancelCode::UnexpectedMessage);
+        };
+        let (state, key_content) = sent.receive_accept(&flow.ids, content)?;
+        flow.state = State::AwaitingKey(state);
+        let ids = flow.ids.clone();
+        self.send_verification_event(&ids, KEY, key_content);
+        Ok(())
+    }
+
+    fn receive_key(&mut self, key: &FlowKey, content: &Value) -> Result<(), CancelCode> {
+        let flow = self.flow_by_key(key)?;
+        let State::AwaitingKey(awaiting) = std::mem::replace(&mut flow.state, State::Taken) else {
+            return Err(CancelCode::UnexpectedMessage);
+        };
+        let start = flow.start.clone().unwrap_or_default();
+        let (state, reply) = awaiting.receive_key(&flow.ids, &start, content)?;
+        flow.state = State::KeysExchanged(state);
+        let ids = flow.ids.clone();
+        if let Some(reply) = reply {
+            self.send_verification_event(&ids, KEY, reply);
+        }
+        Ok(())
+    }
+
+    /// Their MAC: held until the user confirms, then checked against the
+    /// keys we know for them; success applies the trust and sends done.
+    fn receive_mac(&mut self, user_id: &str, transaction_id: &str, content: &Value) {
+        let known = self.keys_known_for(user_id, transaction_id);
+        let key = (user_id.to_owned(), transaction_id.to_owned());
+        let Some(flow) = self.verifications.flows.get_mut(&key) else {
+            return;
+        };
+        let verified = match &mut flow.state {
+            State::KeysExchanged(exchanged) => {
+                exchanged.hold_mac(content.clone());
+                return;
+            }
+            State::Confirmed(confirmed) => confirmed.verify_mac(&flow.ids, content, &known),
+            _ => Err(CancelCode::UnexpectedMessage),
+        };
+        let device_key_id = format!("ed25519:{}", flow.ids.other_device);
+        match verified {
+            Ok(keys) if keys.contains(&device_key_id) => {
+                flow.state = State::WaitingForDone;
+                let ids = flow.ids.clone();
+                self.send_verification_event(&ids, DONE, json!({"transaction_id": transaction_id}));
+                self.apply_verification(&ids, &keys, &known);
+            }
+            // Something verified, but not the device itself.
+            Ok(_) => self.cancel_flow(user_id, transaction_id, CancelCode::KeyMismatch),
+            Err(code) => self.cancel_flow(user_id, transaction_id, code),
+        }
+    }
+
+    fn receive_done(&mut self, key: &FlowKey) -> Result<(), CancelCode> {
+        let flow = self.flow_by_key(key)?;
+        if !matches!(flow.state, State::WaitingForDone) {
+            return Err(CancelCode::UnexpectedMessage);
+        }
+        flow.state = State::Done;
+        Ok(())
+    }
+
+    /// Raises trust after both MACs verified: see the module docs.
+    fn apply_verification(
+        &mut self,
+        ids: &FlowIds,
+        verified: &[String],
+        known: &BTreeMap<String, String>,
+    ) {
+        self.set_device_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
+        let master_verified = verified
+            .iter()
+            .any(|id| *id != format!("ed25519:{}", ids.other_device) && known.contains_key(id));
+        if ids.other_user == self.user_id {
+            if master_verified && self.devices.own.trusted_master.is_none() {
+                // Our other device vouched, by MAC, for the master key the
+                // server serves us: this device (which did not make it)
+                // now trusts it, and with it every device it signs.
+                let master = verified.iter().find_map(|id| {
+                    let key = known.get(id)?;
+                    (*id != format!("ed25519:{}", ids.other_device)).then(|| key.clone())
+                });
+                if let Some(master) = master {
+                    self.devices.own.trusted_master = Some(master);
+                    self.save_cross_signing();
+                    let own = self.user_id.clone();
+                    self.refresh_trust(&[own]);
+                }
+            }
+            if self.has_cross_signing_keys()
+                && let Ok(request) = self.verify_own_device(&ids.other_device)
+            {
+                self.queued.push(request);
+            }
+        } else if master_verified
+            && self.has_cross_signing_keys()
+            && let Ok(request) = self.verify_user(&ids.other_user)
+        {
+            self.queued.push(request);
+        }
+    }
+
+    /// The keys we MAC for the other side: our device key and, when this
+    /// device trusts it, our master key.
+    fn own_verification_keys(&self) -> BTreeMap<String, String> {
+        let mut keys = BTreeMap::from([(
+            format!("ed25519:{}", self.device_id),
+            self.account.identity_keys().ed25519.to_base64(),
+        )]);
+        if let Some(master) = &self.devices.own.trusted_master {
+            keys.insert(format!("ed25519:{master}"), master.clone());
+        }
+        keys
+    }
+
+    /// The keys we would accept a MAC over: their device's ed25519 key and
+    /// their current master key if it is the pinned one.
+    fn keys_known_for(&self, user_id: &str, transaction_id: &str) -> BTreeMap<String, String> {
+        let mut keys = BTreeMap::new();
+        let Some(flow) = self
+            .verifications
+            .flows
+            .get(&(user_id.to_owned(), transaction_id.to_owned()))
+        else {
+            return keys;
+        };
+        if let Some(device) = self.devices.device(user_id, &flow.ids.other_device) {
+            keys.insert(
+                format!("ed25519:{}", device.device_id),
+                device.ed25519.clone(),
+            );
+        }
+        if let Some(record) = self.devices.user_record(user_id)
+            && let Some(identity) = &record.identity
+            && record.pinned_master.as_deref() == Some(&identity.master)
+        {
+            keys.insert(
+                format!("ed25519:{}", identity.master),
+                identity.master.clone(),
+            );
+        }
+        keys
+    }
+
+    fn cancel_flow(&mut self, user_id: &str, transaction_id: &str, code: CancelCode) {
+        let key = (user_id.to_owned(), transaction_id.to_owned());
+        let Some(flow) = self.verifications.flows.get_mut(&key) else {
+            return;
+        };
+        flow.state = State::Cancelled {
+            code: code.clone(),
+            by_us: true,
+        };
+        let ids = flow.ids.clone();
+        let targets = if ids.other_device.is_empty() {
+            flow.broadcast_to.clone()
+        } else {
+            vec![ids.other_device.clone()]
+        };
+        for device in targets {
+            let to = FlowIds {
+                other_device: device,
+                ..ids.clone()
+            };
+            self.send_cancel(&to, &code);
+        }
+    }
+
+    fn send_cancel(&mut self, ids: &FlowIds, code: &CancelCode) {
+        let content = json!({
+            "transaction_id": ids.transaction_id,
+            "code": code.as_str(),
+            "reason": code.reason(),
+        });
+        self.send_verification_event(ids, CANCEL, content);
+    }
+
+    /// Queues one verification message for the flow's other device. They
+    /// go in the clear, as every client sends them: they carry public keys
+    /// and MACs only.
+    fn send_verification_event(&mut self, ids: &FlowIds, event_type: &str, content: Value) {
+        let body = json!({ "messages": { ids.other_user.clone(): { ids.other_device.clone(): content } } });
+        let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
+            event_type: event_type.to_owned(),
+            txn_id: txn_id.to_owned(),
+            body,
+        });
+        self.queued.push(request);
+    }
+
+    fn flow_ids(&self, user_id: &str, device_id: &str, transaction_id: &str) -> FlowIds {
+        FlowIds {
+            own_user: self.user_id.clone(),
+            own_device: self.device_id.clone(),
+            other_user: user_id.to_owned(),
+            other_device: device_id.to_owned(),
+            transaction_id: transaction_id.to_owned(),
+        }
+    }
+
+    fn flow_mut(
+        &mut self,
+        user_id: &str,
+        transaction_id: &str,
+    ) -> Result<&mut Flow, VerificationError> {
+        self.verifications
+            .flows
+            .get_mut(&(user_id.to_owned(), transaction_id.to_owned()))
+            .ok_or_else(|| VerificationError::UnknownFlow {
+                user_id: user_id.to_owned(),
+                transaction_id: transaction_id.to_owned(),
+            })
+    }
+
+    fn flow_by_key(&mut self, key: &FlowKey) -> Result<&mut Flow, CancelCode> {
+        self.verifications
+            .flows
+            .get_mut(key)
+            .ok_or(CancelCode::UnknownTransaction)
+    }
+}
+
+impl Flow {
+    fn view(&self) -> Verification {
+        let (emoji, decimals) = match &self.state {
+            State::KeysExchanged(exchanged) => (
+                Some(emoji::emoji(exchanged.emoji())),
+                Some(exchanged.decimals()),
+            ),
+            _ => (None, None),
+        };
+        Verification {
+            user_id: self.ids.other_user.clone(),
+            device_id: self.ids.other_device.clone(),
+            transaction_id: self.ids.transaction_id.clone(),
+            we_requested: self.we_requested,
+            phase: self.state.phase(),
+            emoji,
+            decimals,
+        }
+    }
+
+    fn is_expired(&self, now_ms: u64) -> bool {
+        match self.started_ms {
+            Some(started) => now_ms.saturating_sub(started) >= SAS_TIMEOUT_MS,
+            None => now_ms.saturating_sub(self.requested_ms) >= REQUEST_TIMEOUT_MS,
+        }
+    }
+}
+
+fn wrong_phase(flow: &Flow, action: &'static str) -> VerificationError {
+    VerificationError::WrongPhase {
+        phase: flow.state.phase(),
+        action,
+    }
+}
+
+fn new_transaction_id() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..32)
+        .map(|_| char::from(rng.sample(rand::distributions::Alphanumeric)))
+        .collect()
+}
+
+/// A start as `device_id` of `user_id` would send it, for tests that forge
+/// one.
+#[cfg(test)]
+pub(crate) fn test_start_content(user_id: &str, device_id: &str, transaction_id: &str) -> Value {
+    sas::start_content(&FlowIds {
+        own_user: user_id.to_owned(),
+        own_device: device_id.to_owned(),
+        other_user: String::new(),
+        other_device: String::new(),
+        transaction_id: transaction_id.to_owned(),
+    })
+}
