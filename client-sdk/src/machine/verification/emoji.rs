@@ -104,4 +104,23 @@ mod tests {
         assert_eq!(EMOJI[34], ("🔧", "Spanner"));
         assert_eq!(EMOJI[63], ("📌", "Pin"));
     }
+
+    /// The names in index order, from the spec's `sas-emoji.json`
+    /// (matrix-org/matrix-spec, data-definitions), which matrix-rust-sdk's
+    /// table follows too: another order would show other clients other words.
+    #[test]
+    fn the_names_follow_the_spec_in_order() {
+        const SPEC: &str = "Dog Cat Lion Horse Unicorn Pig Elephant Rabbit Panda Rooster \
+            Penguin Turtle Fish Octopus Butterfly Flower Tree Cactus Mushroom Globe Moon Cloud \
+            Fire Banana Apple Strawberry Corn Pizza Cake Heart Smiley Robot Hat Glasses Spanner \
+            Santa Thumbs_Up Umbrella Hourglass Clock Gift Light_Bulb Book Pencil Paperclip \
+            Scissors Lock Key Hammer Telephone Flag Train Bicycle Aeroplane Rocket Trophy Ball \
+            Guitar Trumpet Bell Anchor Headphones Folder Pin";
+        let names: Vec<String> = EMOJI.iter().map(|(_, n)| n.replace(' ', "_")).collect();
+        let spec: Vec<&str> = SPEC.split_whitespace().collect();
+        assert_eq!(names, spec);
+        // Symbols that take a variation selector carry it, as the spec's do.
+        assert_eq!(EMOJI[21].0, "\u{2601}\u{fe0f}");
+        assert_eq!(EMOJI[53].0, "\u{2708}\u{fe0f}");
+    }
 }
