@@ -206,6 +206,10 @@ pub struct Limits {
     /// reports everyone the user shares a room with as changed (always
     /// correct: clients query those keys again).
     pub device_list_window: u64,
+    /// Events one `createRoom` may add beyond the preset's own
+    /// (`initial_state` entries plus `invite`s); more get 400
+    /// `M_INVALID_PARAM` before the room exists.
+    pub create_room_events: usize,
     /// Account data entries (global and per room) one account may keep;
     /// a new one past it gets 403 `M_FORBIDDEN` (changing one it has is
     /// always allowed).
@@ -227,6 +231,7 @@ impl Default for Limits {
             media_bytes_per_user: 1024 * 1024 * 1024,
             pending_media_ids: 10,
             device_list_window: 100_000,
+            create_room_events: 100,
             account_data_entries: 1_000,
         }
     }
@@ -579,6 +584,7 @@ impl Config {
                 self.limits.password_hash_queue,
             ),
             ("limits.keys_query_users", self.limits.keys_query_users),
+            ("limits.create_room_events", self.limits.create_room_events),
             ("limits.keys_claim_keys", self.limits.keys_claim_keys),
             ("limits.filter_bytes", self.limits.filter_bytes),
             ("limits.push_rules_bytes", self.limits.push_rules_bytes),

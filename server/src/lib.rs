@@ -188,6 +188,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         profiles.clone(),
         server_name,
         default_version,
+        config.limits.create_room_events,
     ));
     let public_rooms = Arc::new(PublicRooms::new(
         rooms.clone(),

@@ -83,6 +83,13 @@ impl RoomOps {
             Some(version) => parse_version(version)?,
             None => self.default_version,
         };
+        let extra_events = request.initial_state.len() + request.invite.len();
+        if extra_events > self.create_room_events {
+            return Err(ServiceError::InvalidParam(format!(
+                "initial_state and invite may add at most {} events to a new room",
+                self.create_room_events
+            )));
+        }
         let initial_state = e2e_policy_last(std::mem::take(&mut request.initial_state))?;
         // Checked again when each invite is signed; checked first so that a
         // bad invitee does not leave a half-built room behind.

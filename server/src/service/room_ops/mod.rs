@@ -33,16 +33,21 @@ pub struct RoomOps {
     profiles: Arc<Profiles>,
     server_name: OwnedServerName,
     default_version: RoomVersion,
+    create_room_events: usize,
 }
 
 impl RoomOps {
     /// Builds the service.
+    ///
+    /// `create_room_events` caps what one `createRoom` may add beyond the
+    /// preset's events (`initial_state` entries plus invites).
     pub fn new(
         events: Arc<RoomEvents>,
         storage: Arc<dyn Storage>,
         profiles: Arc<Profiles>,
         server_name: OwnedServerName,
         default_version: RoomVersion,
+        create_room_events: usize,
     ) -> Self {
         Self {
             events,
@@ -50,6 +55,7 @@ impl RoomOps {
             profiles,
             server_name,
             default_version,
+            create_room_events,
         }
     }
 

@@ -5,7 +5,7 @@ use myelin_tests::{Backend, TestServer, assert_error, backend_tests};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::rooms_support::{create_room, enc, room_url, send_text};
+use crate::rooms_support::{create_room, enc, joined_rooms, room_url, send_text, try_create_room};
 
 backend_tests!(
     keys_query_is_capped_in_users,
@@ -20,6 +20,7 @@ backend_tests!(
     key_changes_from_an_ancient_token_do_bounded_work,
     keys_claim_is_capped_in_keys,
     account_data_entries_are_capped_per_user,
+    create_room_is_capped_in_initial_events,
 );
 
 async fn keys_query_is_capped_in_users(backend: Backend) {
@@ -424,4 +425,20 @@ async fn account_data_entries_are_capped_per_user(backend: Backend) {
         StatusCode::FORBIDDEN,
         "M_FORBIDDEN",
     );
+}
+
+async fn create_room_is_capped_in_initial_events(backend: Backend) {
+    let server =
+        TestServer::start_with(backend, |config| config.limits.create_room_events = 3).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let topic =
+        |n: usize| json!({ "type": "org.example.note", "state_key": n.to_string(), "content": {} });
+    let within = json!({ "initial_state": [topic(1), topic(2)], "invite": [bob.user_id] });
+    create_room(&server, &alice.token, within).await;
+    let over = json!({ "initial_state": [topic(1), topic(2), topic(3)], "invite": [bob.user_id] });
+    let refused = try_create_room(&server, &alice.token, over).await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    // Refused before the room existed: alice is in one room only.
+    assert_eq!(joined_rooms(&server, &alice.token).await.len(), 1);
 }
