@@ -523,3 +523,32 @@ fn a_request_without_sas_is_cancelled_with_unknown_method() {
     assert_eq!(to_alice.len(), 1, "{to_alice:?}");
     assert_eq!(to_alice[0]["content"]["code"], "m.unknown_method");
 }
+
+#[test]
+fn a_device_flooding_requests_holds_only_a_few_open_and_finished_flows_are_dropped() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    for _ in 0..3 * verification::MAX_OPEN_FLOWS_PER_USER {
+        bob.machine
+            .request_verification(ALICE, "ALICEDEV", bob.now_ms)
+            .unwrap();
+    }
+    settle(&mut server, &mut bob, &mut alice);
+    let from_bob = |alice: &Client| {
+        alice
+            .machine
+            .verifications()
+            .iter()
+            .filter(|v| v.user_id == BOB)
+            .count()
+    };
+    assert_eq!(from_bob(&alice), verification::MAX_OPEN_FLOWS_PER_USER);
+
+    // They time out, stay visible for a while, then are dropped.
+    alice.now_ms += verification::REQUEST_TIMEOUT_MS;
+    step(&mut server, &mut alice);
+    assert_eq!(from_bob(&alice), verification::MAX_OPEN_FLOWS_PER_USER);
+    alice.now_ms += verification::FINISHED_KEPT_MS;
+    step(&mut server, &mut alice);
+    assert_eq!(from_bob(&alice), 0);
+}

@@ -39,6 +39,13 @@ pub const REQUEST_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 pub const SAS_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 /// An incoming request more than this far in the future is ignored.
 const REQUEST_FUTURE_MS: u64 = 5 * 60 * 1000;
+/// Unfinished flows one user's devices may have open with us at once;
+/// further requests and starts are ignored, so a known device cannot grow
+/// the machine without bound.
+pub const MAX_OPEN_FLOWS_PER_USER: usize = 8;
+/// How long a finished flow stays visible after its request's deadline,
+/// for the application to show how it ended; then it is dropped.
+pub const FINISHED_KEPT_MS: u64 = REQUEST_TIMEOUT_MS;
 
 const REQUEST: &str = "m.key.verification.request";
 const READY: &str = "m.key.verification.ready";
@@ -562,6 +569,21 @@ impl OlmMachine {
         for (user, transaction_id) in expired {
             self.cancel_flow(&user, &transaction_id, CancelCode::Timeout);
         }
+        self.verifications.flows.retain(|_, flow| {
+            !flow.state.is_finished()
+                || now_ms.saturating_sub(flow.requested_ms) < REQUEST_TIMEOUT_MS + FINISHED_KEPT_MS
+        });
+    }
+
+    /// Whether `sender`'s devices already have as many unfinished flows
+    /// with us as [`MAX_OPEN_FLOWS_PER_USER`].
+    fn has_too_many_open_flows(&self, sender: &str) -> bool {
+        self.verifications
+            .flows
+            .iter()
+            .filter(|((user, _), flow)| user == sender && !flow.state.is_finished())
+            .count()
+            >= MAX_OPEN_FLOWS_PER_USER
     }
 
     /// A to-device `m.key.verification.*` event (in the clear, as every
@@ -580,6 +602,7 @@ impl OlmMachine {
         let key = (sender.to_owned(), transaction_id.to_owned());
         let known = self.verifications.flows.contains_key(&key);
         match event_type {
+            REQUEST | START if !known && self.has_too_many_open_flows(sender) => {}
             REQUEST if !known => self.receive_request(sender, content, now_ms),
             START if !known => self.receive_start_without_request(sender, content, now_ms),
             CANCEL if !known => {}
