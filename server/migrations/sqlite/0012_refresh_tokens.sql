@@ -6,14 +6,14 @@ ALTER TABLE access_tokens ADD COLUMN expires_ts BIGINT;
 -- new access token or its refresh token is first used, then it is deleted.
 ALTER TABLE access_tokens ADD COLUMN spent_refresh BLOB;
 
--- Only the SHA-256 of a refresh token is stored, as for access tokens.
+-- Only the SHA-256 of a refresh token is stored, as for access tokens. A
+-- refresh deletes the device's other tokens, so a device holds at most the
+-- current pair and the refresh token spent for it.
 CREATE TABLE refresh_tokens (
     token_hash BLOB  PRIMARY KEY NOT NULL,
     user_id    TEXT   NOT NULL,
     device_id  TEXT   NOT NULL,
     created_ts BIGINT NOT NULL,
-    -- The refresh token spent to issue this one, deleted when this one is used.
-    spent      BLOB,
     FOREIGN KEY (user_id, device_id) REFERENCES devices (user_id, device_id) ON DELETE CASCADE
 );
 CREATE INDEX refresh_tokens_by_device ON refresh_tokens (user_id, device_id);

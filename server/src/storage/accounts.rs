@@ -36,8 +36,8 @@ pub trait AccountStore: Send + Sync {
 
     /// Spends a refresh token: stores `tokens` for its device and returns
     /// the session, or `None` for an unknown (or revoked) refresh token.
-    /// The spent token stays valid until `tokens` are first used; the one
-    /// it was issued for is revoked now, since it has been used.
+    /// The device's other tokens are revoked; the spent one stays valid
+    /// until `tokens` are first used.
     async fn refresh_session(
         &self,
         spent: &TokenHash,

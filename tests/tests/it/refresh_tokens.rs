@@ -111,6 +111,11 @@ async fn a_spent_refresh_token_dies_once_its_successor_is_used(backend: Backend)
         server.whoami(token(&retried, "access_token")).await.0,
         StatusCode::OK
     );
+    // The retry replaced the lost pair: a device holds one pair at a time.
+    let replaced = server.whoami(token(&lost, "access_token")).await;
+    assert_error(&replaced, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
+    let replaced = refresh(&server, token(&lost, "refresh_token")).await;
+    assert_error(&replaced, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
     let spent = refresh(&server, first).await;
     assert_error(&spent, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
     assert_eq!(spent.1["soft_logout"], false);

@@ -31,7 +31,7 @@ fn update_profile_sql(field: ProfileField) -> &'static str {
 }
 
 /// Inserts a session's new tokens; `spent` is the refresh token they
-/// were issued for, if any.
+/// were issued for, if any (revoked when the new access token is first used).
 async fn insert_tokens<'c, DB>(
     tx: &mut sqlx::Transaction<'c, DB>,
     session: &Session,
@@ -65,14 +65,13 @@ where
     .map_err(conflict_on_unique("access token"))?;
     if let Some(refresh) = &tokens.refresh {
         sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts, spent) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts) \
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(&refresh.0[..])
         .bind(session.user_id.as_str())
         .bind(session.device_id.as_str())
         .bind(now.0)
-        .bind(spent.map(|hash| &hash.0[..]))
         .execute(&mut **tx)
         .await
         .map_err(conflict_on_unique("refresh token"))?;
@@ -174,28 +173,43 @@ macro_rules! sql_account_store {
                 now: Millis,
             ) -> Result<Option<Session>, StorageError> {
                 let mut tx = self.pool.begin().await?;
-                let row: Option<(String, String, Option<Vec<u8>>)> = sqlx::query_as(
-                    "SELECT user_id, device_id, spent FROM refresh_tokens WHERE token_hash = $1",
+                let row: Option<(String, String)> = sqlx::query_as(
+                    "SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1",
                 )
                 .bind(&spent.0[..])
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some((user_id, device_id, spent_before)) = row else {
+                let Some((user_id, device_id)) = row else {
                     return Ok(None);
                 };
-                // This token is being used: the one spent to issue it goes.
-                if let Some(before) = spent_before {
-                    sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
-                        .bind(before)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                // The device keeps one pair of tokens, and the spent refresh
+                // token until that pair is first used: its older access
+                // tokens (the spec lets them go at once), the pair of an
+                // earlier try with this refresh token, and the refresh token
+                // before it all go. Retried refreshes replace each other
+                // instead of piling up rows.
+                sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
+                    .bind(&user_id)
+                    .bind(&device_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "DELETE FROM refresh_tokens \
+                     WHERE user_id = $1 AND device_id = $2 AND token_hash <> $3",
+                )
+                .bind(&user_id)
+                .bind(&device_id)
+                .bind(&spent.0[..])
+                .execute(&mut *tx)
+                .await?;
                 let session = Session {
                     user_id: parse_user_id("refresh_tokens", user_id)?,
                     device_id: device_id.into(),
                 };
                 insert_tokens(&mut tx, &session, tokens, Some(spent), now).await?;
                 tx.commit().await?;
+                // The device's older access tokens are gone.
+                self.cache.forget_devices();
                 Ok(Some(session))
             }
 
