@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use ruma::{EventId, OwnedUserId, RoomId, UserId};
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
     ServiceError,
@@ -18,6 +19,11 @@ const MAX_THREAD_ID_BYTES: usize = 255;
 /// Largest account data content accepted, in bytes.
 pub const MAX_ACCOUNT_DATA_BYTES: usize = 65_536;
 
+mod tags;
+
+/// How many locks [`AccountData::lock_account`] spreads accounts over.
+const ACCOUNT_LOCKS: usize = 64;
+
 /// Account data and receipts.
 #[derive(Debug)]
 pub struct AccountData {
@@ -27,6 +33,12 @@ pub struct AccountData {
     events: Arc<RoomEvents>,
     /// Most entries one account may keep.
     max_entries: u64,
+    /// Entries the server edits (push rules, tags) are read-modify-write of
+    /// one document; two devices editing at once must not lose either edit.
+    /// A fixed set of locks, an account taking the one its id hashes to:
+    /// accounts rarely wait for each other, and nothing grows with their
+    /// number.
+    edits: Vec<Mutex<()>>,
 }
 
 impl AccountData {
@@ -44,7 +56,17 @@ impl AccountData {
             notifier,
             events,
             max_entries,
+            edits: (0..ACCOUNT_LOCKS).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    /// Held while one of the account's server-edited entries is read,
+    /// changed and written back.
+    pub(crate) async fn lock_account(&self, user_id: &UserId) -> MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(user_id.as_str());
+        let index = usize::try_from(hash % ACCOUNT_LOCKS as u64).unwrap_or(0);
+        self.edits[index].lock().await
     }
 
     /// Sets an account data entry (global when `room_id` is `None`).
@@ -72,6 +94,18 @@ impl AccountData {
                 "{data_type} cannot be set directly"
             )));
         }
+        self.store(user_id, room_id, data_type, content).await
+    }
+
+    /// Stores an entry within the account's limits: its size, and the
+    /// number of entries.
+    async fn store(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+        content: &str,
+    ) -> Result<(), ServiceError> {
         if content.len() > MAX_ACCOUNT_DATA_BYTES
             || data_type.is_empty()
             || data_type.contains('\0')

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use ruma::{UserId, push::Ruleset};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
 use super::{ServiceError, account_data::AccountData};
 use crate::storage::Storage;
@@ -24,17 +23,9 @@ pub const PUSH_RULES_TYPE: &str = "m.push_rules";
 pub struct PushRules {
     storage: Arc<dyn Storage>,
     account_data: Arc<AccountData>,
-    /// Changes are read-modify-write of one document; two devices editing
-    /// at once must not lose either edit. A fixed set of locks, an account
-    /// taking the one its id hashes to: accounts rarely wait for each
-    /// other, and nothing grows with the number of accounts.
-    changes: Vec<Mutex<()>>,
     /// Largest rule set an account may keep, in bytes of JSON.
     max_bytes: usize,
 }
-
-/// How many locks [`PushRules`] spreads accounts over.
-const CHANGE_LOCKS: usize = 64;
 
 impl PushRules {
     /// Builds the service; a rule set may take `max_bytes` of JSON.
@@ -46,7 +37,6 @@ impl PushRules {
         Self {
             storage,
             account_data,
-            changes: (0..CHANGE_LOCKS).map(|_| Mutex::new(())).collect(),
             max_bytes,
         }
     }
@@ -88,7 +78,7 @@ impl PushRules {
         user_id: &UserId,
         change: impl FnOnce(&mut Ruleset) -> Result<T, ServiceError>,
     ) -> Result<T, ServiceError> {
-        let _serialised = self.lock_for(user_id).lock().await;
+        let _serialised = self.account_data.lock_account(user_id).await;
         let mut rules = self.ruleset(user_id).await?;
         let outcome = change(&mut rules)?;
         let content = json!({ "global": ruleset_json(&rules) }).to_string();
@@ -102,13 +92,6 @@ impl PushRules {
             .write(user_id, None, PUSH_RULES_TYPE, &content)
             .await?;
         Ok(outcome)
-    }
-
-    fn lock_for(&self, user_id: &UserId) -> &Mutex<()> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(user_id.as_str());
-        let index = usize::try_from(hash % CHANGE_LOCKS as u64).unwrap_or(0);
-        &self.changes[index]
     }
 }
 

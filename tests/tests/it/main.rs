@@ -54,5 +54,6 @@ mod stored_events;
 mod sync;
 mod sync_support;
 mod sync_visibility;
+mod tags;
 mod tls;
 mod to_device;

@@ -1,11 +1,11 @@
-//! Account data, typing, receipts and read markers.
+//! Account data, room tags, typing, receipts and read markers.
 
 use std::time::Duration;
 
 use axum::{Json as Reply, body::Bytes, extract::State, response::Response};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
-use serde_json::{Value, value::RawValue};
+use serde_json::{Map, Value, json, value::RawValue};
 
 use super::{empty_object, events::json_response};
 use crate::{
@@ -77,6 +77,46 @@ pub async fn get_room_account_data(
         .get(&session.user_id, &user_id, Some(&room_id), &data_type)
         .await?;
     raw_response(content)
+}
+
+/// `GET /user/{userId}/rooms/{roomId}/tags`.
+pub async fn get_tags(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path((user_id, room_id)): Path<(OwnedUserId, OwnedRoomId)>,
+) -> Result<Reply<Value>, MatrixError> {
+    let tags = state
+        .account_data
+        .tags(&session.user_id, &user_id, &room_id)
+        .await?;
+    Ok(Reply(json!({ "tags": tags })))
+}
+
+/// `PUT /user/{userId}/rooms/{roomId}/tags/{tag}`.
+pub async fn set_tag(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path((user_id, room_id, tag)): Path<(OwnedUserId, OwnedRoomId, String)>,
+    Json(content): Json<Map<String, Value>>,
+) -> Result<Reply<Value>, MatrixError> {
+    state
+        .account_data
+        .set_tag(&session.user_id, &user_id, &room_id, &tag, content)
+        .await?;
+    Ok(empty_object())
+}
+
+/// `DELETE /user/{userId}/rooms/{roomId}/tags/{tag}`.
+pub async fn delete_tag(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path((user_id, room_id, tag)): Path<(OwnedUserId, OwnedRoomId, String)>,
+) -> Result<Reply<Value>, MatrixError> {
+    state
+        .account_data
+        .delete_tag(&session.user_id, &user_id, &room_id, &tag)
+        .await?;
+    Ok(empty_object())
 }
 
 #[derive(Debug, Deserialize)]

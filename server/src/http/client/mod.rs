@@ -73,6 +73,14 @@ pub fn router() -> Router<AppState> {
             get(account_data::get_room_account_data).put(account_data::set_room_account_data),
         )
         .route(
+            "/user/{user_id}/rooms/{room_id}/tags",
+            get(account_data::get_tags),
+        )
+        .route(
+            "/user/{user_id}/rooms/{room_id}/tags/{tag}",
+            put(account_data::set_tag).delete(account_data::delete_tag),
+        )
+        .route(
             "/rooms/{room_id}/typing/{user_id}",
             put(account_data::set_typing),
         )
