@@ -136,6 +136,11 @@ impl From<ServiceError> for MatrixError {
             ServiceError::InvalidSignature(m) => {
                 Self::new(S::BAD_REQUEST, "M_INVALID_SIGNATURE", m)
             }
+            ServiceError::UserDeactivated => Self::new(
+                S::FORBIDDEN,
+                "M_USER_DEACTIVATED",
+                "This account has been deactivated",
+            ),
             ServiceError::GuestAccessForbidden => Self::new(
                 S::FORBIDDEN,
                 "M_GUEST_ACCESS_FORBIDDEN",

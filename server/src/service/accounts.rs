@@ -363,6 +363,29 @@ impl Accounts {
         Ok(())
     }
 
+    /// Deactivates the caller's account after UIA with its password: it
+    /// can never log in again and its user id is never reused; its devices,
+    /// tokens, device keys and key backups are deleted, and with `erase`
+    /// its profile too. Leaving its rooms is the caller's next step
+    /// ([`crate::service::room_ops::RoomOps::leave_every_room`]).
+    ///
+    /// # Errors
+    /// `AuthRequired` until the password is given.
+    pub async fn deactivate(
+        &self,
+        session: &Session,
+        erase: bool,
+        auth: Option<AuthSubmission>,
+    ) -> Result<(), ServiceError> {
+        let user_id = &session.user_id;
+        self.confirm_identity(user_id, UiaAction::Deactivate(user_id.clone(), erase), auth)
+            .await?;
+        self.storage.deactivate_account(user_id, erase).await?;
+        self.devices_changed(user_id).await?;
+        info!(%user_id, erase, "account deactivated");
+        Ok(())
+    }
+
     /// Tells those who share a room with the user that their devices changed.
     ///
     /// # Errors
@@ -438,6 +461,10 @@ impl Accounts {
         if self.hasher.verify(password, stored).await?
             && let Some(account) = account
         {
+            // Told only to whoever knows the password.
+            if account.deactivated {
+                return Err(ServiceError::UserDeactivated);
+            }
             return Ok(account.user_id);
         }
         if let Some((account, account_origin)) = &keys {

@@ -74,6 +74,9 @@ pub enum ServiceError {
     /// Guests may not do this.
     #[error("guest access is not allowed")]
     GuestAccessForbidden,
+    /// The account has been deactivated.
+    #[error("the account is deactivated")]
+    UserDeactivated,
     /// Too many requests; try again after the given time.
     #[error("rate limited")]
     LimitExceeded {

@@ -97,6 +97,8 @@ pub enum UiaAction {
     ChangePassword(OwnedUserId),
     /// Replacing this user's cross-signing keys.
     UploadCrossSigningKeys(OwnedUserId),
+    /// Deactivating this user's account (erasing it when `true`).
+    Deactivate(OwnedUserId, bool),
 }
 
 /// The 401 answer that tells the client how to go on.
@@ -119,7 +121,8 @@ impl UiaAction {
             Self::Register => None,
             Self::DeleteDevices(user_id, _)
             | Self::ChangePassword(user_id)
-            | Self::UploadCrossSigningKeys(user_id) => Some(user_id),
+            | Self::UploadCrossSigningKeys(user_id)
+            | Self::Deactivate(user_id, _) => Some(user_id),
         }
     }
 
@@ -143,6 +146,11 @@ impl UiaAction {
             Self::UploadCrossSigningKeys(user_id) => {
                 hasher.update(b"cross_signing\0");
                 hasher.update(user_id.as_bytes());
+            }
+            Self::Deactivate(user_id, erase) => {
+                hasher.update(b"deactivate\0");
+                hasher.update(user_id.as_bytes());
+                hasher.update([u8::from(*erase)]);
             }
         }
         hasher.finalize().into()

@@ -87,6 +87,11 @@ pub trait AccountStore: Send + Sync {
         keep: Option<&DeviceId>,
     ) -> Result<(), StorageError>;
 
+    /// Deactivates an account for good: marks it, and deletes its devices
+    /// (with their tokens and keys) and its key backups; `erase` also
+    /// clears its profile. One transaction.
+    async fn deactivate_account(&self, user_id: &UserId, erase: bool) -> Result<(), StorageError>;
+
     /// A user's profile, or `None` when there is no such account.
     async fn profile(&self, user_id: &UserId) -> Result<Option<Profile>, StorageError>;
 

@@ -86,6 +86,8 @@ pub struct Account {
     pub password_hash: String,
     /// Whether the account administers the server.
     pub is_admin: bool,
+    /// Whether the account was deactivated: it can no longer log in.
+    pub deactivated: bool,
 }
 
 impl std::fmt::Debug for Account {

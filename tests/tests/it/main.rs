@@ -9,6 +9,7 @@
 mod accounts;
 mod attacks;
 mod context;
+mod deactivation;
 mod devices;
 mod e2e_only_rooms;
 mod errors;

@@ -1,4 +1,4 @@
-//! `/account`: who am I, and changing the password.
+//! `/account`: who am I, changing the password, and deactivation.
 
 use axum::{Json as Reply, extract::State};
 use serde::Deserialize;
@@ -52,4 +52,28 @@ pub async fn change_password(
         .change_password(&session, &new_password, body.logout_devices, auth)
         .await?;
     Ok(empty_object())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeactivateRequest {
+    #[serde(default)]
+    erase: bool,
+    auth: Option<AuthData>,
+}
+
+/// `POST /account/deactivate`: needs the password (UIA); the account is
+/// closed for good and leaves every room.
+pub async fn deactivate(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Json(body): Json<DeactivateRequest>,
+) -> Result<Reply<Value>, MatrixError> {
+    let auth = auth_data::submission(body.auth)?;
+    state
+        .accounts
+        .deactivate(&session, body.erase, auth)
+        .await?;
+    state.rooms.leave_every_room(&session.user_id).await?;
+    // No identity server is bound, so there is nothing to unbind.
+    Ok(Reply(json!({ "id_server_unbind_result": "no-support" })))
 }

@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/logout/all", post(login::logout_all))
         .route("/account/whoami", get(account::whoami))
         .route("/account/password", post(account::change_password))
+        .route("/account/deactivate", post(account::deactivate))
         .route("/devices", get(devices::get_devices))
         .route(
             "/devices/{device_id}",

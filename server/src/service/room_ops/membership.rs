@@ -4,6 +4,8 @@ use ruma::{
     CanonicalJsonValue, OwnedRoomId, RoomId, RoomOrAliasId, UserId, events::StateEventType,
 };
 
+use tracing::warn;
+
 use super::{RoomOps, state_event, with_reason};
 use crate::service::{
     ServiceError,
@@ -93,6 +95,25 @@ impl RoomOps {
     ) -> Result<(), ServiceError> {
         self.set_membership(user_id, room_id, user_id, "leave", reason)
             .await
+    }
+
+    /// Takes a deactivated user out of every room: leaves those joined,
+    /// rejects invites, withdraws knocks.
+    ///
+    /// # Errors
+    /// Storage failures. A room that refuses the leave is skipped (and
+    /// logged): the others are still left.
+    pub async fn leave_every_room(&self, user_id: &UserId) -> Result<(), ServiceError> {
+        let rooms = self.storage.memberships_of(user_id, None).await?;
+        for room in rooms {
+            if !matches!(room.membership.as_str(), "join" | "invite" | "knock") {
+                continue;
+            }
+            if let Err(error) = self.leave(user_id, &room.room_id, None).await {
+                warn!(room_id = %room.room_id, %error, "a deactivated user could not leave");
+            }
+        }
+        Ok(())
     }
 
     /// Kicks `target` out of the room.
@@ -202,7 +223,7 @@ impl RoomOps {
     /// The current state of a room `user_id` is joined to; anyone else is
     /// told only that they are not in it (whether it exists or not), before
     /// any check that would reveal something about its members.
-    async fn member_view(
+    pub(super) async fn member_view(
         &self,
         user_id: &UserId,
         room_id: &RoomId,

@@ -99,17 +99,19 @@ macro_rules! sql_account_store {
             }
 
             async fn account(&self, user_id: &UserId) -> Result<Option<Account>, StorageError> {
-                let row: Option<(String, String, bool)> = sqlx::query_as(
-                    "SELECT user_id, password_hash, is_admin FROM accounts WHERE user_id = $1",
+                let row: Option<(String, String, bool, bool)> = sqlx::query_as(
+                    "SELECT user_id, password_hash, is_admin, deactivated \
+                     FROM accounts WHERE user_id = $1",
                 )
                 .bind(user_id.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(|(user_id, password_hash, is_admin)| {
+                row.map(|(user_id, password_hash, is_admin, deactivated)| {
                     Ok(Account {
                         user_id: parse_user_id("accounts", user_id)?,
                         password_hash,
                         is_admin,
+                        deactivated,
                     })
                 })
                 .transpose()
@@ -323,6 +325,33 @@ macro_rules! sql_account_store {
                     sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
                         .bind(user_id.as_str())
                         .bind(device_id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                self.cache.forget_devices();
+                Ok(())
+            }
+
+            async fn deactivate_account(
+                &self,
+                user_id: &UserId,
+                erase: bool,
+            ) -> Result<(), StorageError> {
+                let mut tx = self.pool.begin().await?;
+                let statements = [
+                    "UPDATE accounts SET deactivated = TRUE WHERE user_id = $1",
+                    "DELETE FROM devices WHERE user_id = $1",
+                    "DELETE FROM backup_keys WHERE user_id = $1",
+                    // Deleted versions keep their rows, so numbers are not reused.
+                    "UPDATE backup_versions SET is_deleted = TRUE WHERE user_id = $1",
+                ];
+                let erasure = [
+                    "UPDATE accounts SET displayname = NULL, avatar_url = NULL WHERE user_id = $1",
+                ];
+                for statement in statements.iter().chain(erasure.iter().filter(|_| erase)) {
+                    sqlx::query(statement)
+                        .bind(user_id.as_str())
                         .execute(&mut *tx)
                         .await?;
                 }
