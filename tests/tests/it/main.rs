@@ -35,6 +35,7 @@ mod rooms_redact;
 mod rooms_send;
 mod rooms_state;
 mod rooms_support;
+mod rooms_upgrade;
 mod sdk_attachments;
 mod sdk_backup;
 mod sdk_chat;

@@ -167,6 +167,7 @@ pub fn router() -> Router<AppState> {
         .route("/rooms/{room_id}/join", post(rooms::join_room_by_id))
         .route("/rooms/{room_id}/leave", post(rooms::leave_room))
         .route("/rooms/{room_id}/forget", post(rooms::forget_room))
+        .route("/rooms/{room_id}/upgrade", post(rooms::upgrade_room))
         .route("/rooms/{room_id}/invite", post(rooms::invite_user))
         .route("/rooms/{room_id}/kick", post(rooms::kick_user))
         .route("/rooms/{room_id}/ban", post(rooms::ban_user))

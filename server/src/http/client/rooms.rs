@@ -265,3 +265,29 @@ fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Resul
         crate::http::extract::parse_json(body)
     }
 }
+
+#[derive(Debug, Deserialize)]
+pub struct UpgradeRoomRequest {
+    new_version: String,
+    #[serde(default)]
+    additional_creators: Vec<OwnedUserId>,
+}
+
+/// `POST /rooms/{roomId}/upgrade`.
+pub async fn upgrade_room(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(room_id): Path<OwnedRoomId>,
+    Json(body): Json<UpgradeRoomRequest>,
+) -> Result<Reply<Value>, MatrixError> {
+    let replacement = state
+        .rooms
+        .upgrade_room(
+            &session.user_id,
+            &room_id,
+            &body.new_version,
+            body.additional_creators,
+        )
+        .await?;
+    Ok(Reply(json!({ "replacement_room": replacement })))
+}

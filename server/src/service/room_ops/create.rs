@@ -156,24 +156,27 @@ impl RoomOps {
             Preset::PublicChat => ("public", "forbidden"),
             Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "can_join"),
         };
-        events.push(state_event(
-            creator,
-            "m.room.join_rules",
-            "",
-            object(json!({ "join_rule": join_rule })),
-        ));
-        events.push(state_event(
-            creator,
-            "m.room.history_visibility",
-            "",
-            object(json!({ "history_visibility": "shared" })),
-        ));
-        events.push(state_event(
-            creator,
-            "m.room.guest_access",
-            "",
-            object(json!({ "guest_access": guest_access })),
-        ));
+        // The spec: `initial_state` takes precedence over the preset, so a
+        // slot it sets gets no preset event first.
+        let preset_state = [
+            ("m.room.join_rules", json!({ "join_rule": join_rule })),
+            (
+                "m.room.history_visibility",
+                json!({ "history_visibility": "shared" }),
+            ),
+            (
+                "m.room.guest_access",
+                json!({ "guest_access": guest_access }),
+            ),
+        ];
+        for (event_type, content) in preset_state {
+            let given = initial_state
+                .iter()
+                .any(|state| state.event_type == event_type && state.state_key.is_empty());
+            if !given {
+                events.push(state_event(creator, event_type, "", object(content)));
+            }
+        }
         for initial in initial_state {
             events.push(state_event(
                 creator,

@@ -262,7 +262,7 @@ fn without_alias(canonical: &Pdu, alias: &RoomAliasId) -> Option<CanonicalJsonOb
     named.then_some(content)
 }
 
-fn may_set_state(state: &RoomState, user_id: &UserId, event_type: &str) -> bool {
+pub(super) fn may_set_state(state: &RoomState, user_id: &UserId, event_type: &str) -> bool {
     #[derive(Deserialize, Default)]
     struct Levels {
         #[serde(default)]

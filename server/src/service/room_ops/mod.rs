@@ -9,6 +9,7 @@ mod membership;
 mod profile;
 mod reads;
 mod send;
+mod upgrade;
 
 use std::sync::Arc;
 
