@@ -8,8 +8,11 @@ use myelin_tests::{Backend, TestServer, assert_error, backend_tests};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::rooms_support::{
-    create_room, enc, get_state, join, joined_rooms, room_url, state_content, try_create_room,
+use crate::{
+    rooms_support::{
+        create_room, enc, get_state, join, joined_rooms, room_url, state_content, try_create_room,
+    },
+    sync_support::{chunk, messages_ok},
 };
 
 backend_tests!(
@@ -318,6 +321,13 @@ async fn initial_state_overrides_the_preset_and_name_overrides_initial_state(bac
         state_content(&server, t, &room, "org.example.custom", "k").await,
         json!({ "n": 1 })
     );
+    // A slot `initial_state` sets gets no preset event before it.
+    let history = messages_ok(&server, t, &room, &[("dir", "f"), ("limit", "50")]).await;
+    let visibility_events = chunk(&history)
+        .iter()
+        .filter(|event| event["type"] == "m.room.history_visibility")
+        .count();
+    assert_eq!(visibility_events, 1, "{history}");
 }
 
 async fn power_level_content_override_replaces_keys(backend: Backend) {
