@@ -58,6 +58,8 @@ pub struct Config {
     pub refreshable_access_token_lifetime_ms: u64,
     /// Who may look up users' profiles.
     pub profile_lookup: ProfileLookupConfig,
+    /// Whom the user directory finds.
+    pub user_directory: UserDirectoryConfig,
     /// Password rules applied at registration and password change.
     pub password_policy: PasswordPolicy,
     /// Request rate limits on login and registration.
@@ -87,6 +89,7 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             refreshable_access_token_lifetime_ms: 5 * 60 * 1000,
             profile_lookup: ProfileLookupConfig::default(),
+            user_directory: UserDirectoryConfig::default(),
             password_policy: PasswordPolicy::default(),
             rate_limits: RateLimitConfig::default(),
             limits: Limits::default(),
@@ -117,6 +120,15 @@ impl Default for ProfileLookupConfig {
             shared_rooms_only: false,
         }
     }
+}
+
+/// Whom the user directory finds (`[user_directory]` in the TOML file).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserDirectoryConfig {
+    /// Every local account, instead of the spec's default: users who share
+    /// a room with the searcher and users in public rooms.
+    pub search_all_users: bool,
 }
 
 /// Registration settings (`[registration]` in the TOML file).

@@ -119,6 +119,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         storage.clone(),
         server_name.clone(),
         config.profile_lookup,
+        config.user_directory,
     ));
     let room_events = Arc::new(RoomEvents::new(
         storage.clone(),

@@ -39,6 +39,9 @@ pub struct PendingEvent {
     pub new_state_group: Option<NewStateGroup>,
     /// For an `m.room.member` event: the target and the new membership.
     pub membership: Option<(OwnedUserId, String)>,
+    /// For the room's `m.room.join_rules` event: its rule (empty when
+    /// unreadable), which the user directory asks of every room.
+    pub join_rule: Option<String>,
     /// The sender's client transaction, for idempotent retries.
     pub transaction: Option<Transaction>,
     /// For an applied redaction: the redacted event and its redacted JSON.
@@ -60,6 +63,7 @@ impl PendingEvent {
             state_group,
             new_state_group: None,
             membership: None,
+            join_rule: None,
             transaction: None,
             redaction: None,
         }
@@ -83,6 +87,7 @@ impl PendingEvent {
                 .membership
                 .as_ref()
                 .map(|(user_id, membership)| (&**user_id, membership.as_str())),
+            join_rule: self.join_rule.as_deref(),
             transaction: self.transaction.as_ref().map(|t| NewTransaction {
                 user_id: self.pdu.sender(),
                 device_id: &t.device_id,

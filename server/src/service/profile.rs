@@ -6,9 +6,13 @@ use ruma::{OwnedServerName, UserId};
 
 use super::ServiceError;
 use crate::{
-    config::ProfileLookupConfig,
+    config::{ProfileLookupConfig, UserDirectoryConfig},
     storage::{Profile, ProfileField, Storage, StorageError},
 };
+
+mod directory;
+
+pub use directory::DirectorySearch;
 
 /// Longest display name accepted, in characters.
 pub const MAX_DISPLAYNAME_CHARS: usize = 256;
@@ -21,19 +25,23 @@ pub struct Profiles {
     storage: Arc<dyn Storage>,
     server_name: OwnedServerName,
     lookup: ProfileLookupConfig,
+    directory: UserDirectoryConfig,
 }
 
 impl Profiles {
-    /// Builds the service; `lookup` says who may look profiles up.
+    /// Builds the service; `lookup` says who may look profiles up, and
+    /// `directory` whom the user directory finds.
     pub fn new(
         storage: Arc<dyn Storage>,
         server_name: OwnedServerName,
         lookup: ProfileLookupConfig,
+        directory: UserDirectoryConfig,
     ) -> Self {
         Self {
             storage,
             server_name,
             lookup,
+            directory,
         }
     }
 

@@ -921,6 +921,9 @@ fn advance(
             .and_then(|key| ruma::UserId::parse(key).ok());
         pending.membership = target.zip(membership(&pdu));
     }
+    if *pdu.kind() == TimelineEventType::RoomJoinRules && pdu.state_key() == Some("") {
+        pending.join_rule = Some(join_rule(&pdu).unwrap_or_default());
+    }
     pending.transaction.clone_from(&event.transaction);
     pending.redaction = redaction;
     state.extremities = vec![pdu.event_id().to_owned()];
@@ -1075,6 +1078,17 @@ pub fn membership(pdu: &Pdu) -> Option<String> {
     serde_json::from_str::<Content>(pdu.content().get())
         .ok()
         .map(|c| c.membership)
+}
+
+/// The `join_rule` of an `m.room.join_rules` event.
+fn join_rule(pdu: &Pdu) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Content {
+        join_rule: String,
+    }
+    serde_json::from_str::<Content>(pdu.content().get())
+        .ok()
+        .map(|c| c.join_rule)
 }
 
 /// Parses a stored or requested room version.

@@ -1,7 +1,7 @@
 //! Accounts, devices, access tokens and profiles.
 
 use async_trait::async_trait;
-use ruma::{DeviceId, OwnedDeviceId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
 use super::{
     Account, Device, IssuedTokens, Millis, NewAccount, Profile, ProfileField, Session,
@@ -91,6 +91,18 @@ pub trait AccountStore: Send + Sync {
     /// (with their tokens and keys) and its key backups; `erase` also
     /// clears its profile. One transaction.
     async fn deactivate_account(&self, user_id: &UserId, erase: bool) -> Result<(), StorageError>;
+
+    /// The user directory: active accounts whose user id or display name
+    /// contains `term` (lower case, matched case-insensitively), that share
+    /// a room with `searcher` or are joined to a room with the `public` join
+    /// rule (any account with `all_users`); at most `limit`, by user id.
+    async fn search_user_directory(
+        &self,
+        searcher: &UserId,
+        term: &str,
+        limit: u32,
+        all_users: bool,
+    ) -> Result<Vec<(OwnedUserId, Profile)>, StorageError>;
 
     /// A user's profile, or `None` when there is no such account.
     async fn profile(&self, user_id: &UserId) -> Result<Option<Profile>, StorageError>;

@@ -74,6 +74,8 @@ pub struct NewEvent<'a> {
     pub forward_extremities: &'a [OwnedEventId],
     /// For an `m.room.member` event: the target and the new membership.
     pub membership: Option<(&'a UserId, &'a str)>,
+    /// For the room's `m.room.join_rules` event: its rule.
+    pub join_rule: Option<&'a str>,
     /// The client transaction that sent it, for idempotent retries.
     pub transaction: Option<NewTransaction<'a>>,
     /// For an applied redaction: the redacted event and its redacted JSON.

@@ -59,3 +59,4 @@ mod sync_visibility;
 mod tags;
 mod tls;
 mod to_device;
+mod user_directory;

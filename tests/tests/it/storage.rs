@@ -312,6 +312,7 @@ fn new_event<'a>(
         new_state_group: creates.then_some(group),
         forward_extremities: extremities,
         membership: None,
+        join_rule: None,
         transaction: None,
         redaction: None,
     }

@@ -52,6 +52,10 @@ pub fn router() -> Router<AppState> {
         .route("/delete_devices", post(devices::delete_devices))
         .route("/profile/{user_id}", get(profile::get_profile))
         .route(
+            "/user_directory/search",
+            post(profile::search_user_directory),
+        )
+        .route(
             "/profile/{user_id}/displayname",
             get(profile::get_display_name).put(profile::set_display_name),
         )

@@ -1,9 +1,9 @@
-//! `/profile/{userId}`.
+//! `/profile/{userId}` and the user directory that searches profiles.
 
 use axum::{Json as Reply, extract::State};
 use ruma::OwnedUserId;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::empty_object;
 use crate::{
@@ -111,4 +111,39 @@ pub async fn set_avatar_url(
         .set_profile_field(&session.user_id, &user_id, ProfileField::AvatarUrl, value)
         .await?;
     Ok(empty_object())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UserDirectorySearch {
+    search_term: String,
+    limit: Option<u64>,
+}
+
+/// `POST /user_directory/search`.
+pub async fn search_user_directory(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Json(body): Json<UserDirectorySearch>,
+) -> Result<Reply<Value>, MatrixError> {
+    let found = state
+        .profiles
+        .search_directory(&session.user_id, &body.search_term, body.limit)
+        .await?;
+    let results: Vec<Value> = found
+        .results
+        .into_iter()
+        .map(|(user_id, profile)| {
+            let mut entry = json!({ "user_id": user_id });
+            if let Some(name) = profile.displayname {
+                entry["display_name"] = Value::from(name);
+            }
+            if let Some(avatar) = profile.avatar_url {
+                entry["avatar_url"] = Value::from(avatar);
+            }
+            entry
+        })
+        .collect();
+    Ok(Reply(
+        json!({ "results": results, "limited": found.limited }),
+    ))
 }

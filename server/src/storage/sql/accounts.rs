@@ -9,6 +9,18 @@ use crate::storage::{
     Session, StorageError, StoredToken, TokenHash,
 };
 
+/// `text` as a literal in a `LIKE` pattern with `\\` as the escape.
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 fn parse_user_id(table: &'static str, raw: String) -> Result<OwnedUserId, StorageError> {
     OwnedUserId::try_from(raw).map_err(|e| StorageError::Corrupt {
         table,
@@ -373,6 +385,52 @@ macro_rules! sql_account_store {
                     .await?;
                 self.cache.forget_devices();
                 Ok(())
+            }
+
+            async fn search_user_directory(
+                &self,
+                searcher: &UserId,
+                term: &str,
+                limit: u32,
+                all_users: bool,
+            ) -> Result<Vec<(OwnedUserId, Profile)>, StorageError> {
+                // A user's current membership of a room is their latest row
+                // in membership_history for it.
+                let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+                    "SELECT a.user_id, a.displayname, a.avatar_url FROM accounts a \
+                     WHERE NOT a.deactivated \
+                     AND (LOWER(a.user_id) LIKE $2 ESCAPE '\\' \
+                          OR LOWER(COALESCE(a.displayname, '')) LIKE $2 ESCAPE '\\') \
+                     AND ($4 OR EXISTS (SELECT 1 FROM membership_history m \
+                         WHERE m.user_id = a.user_id AND m.membership = 'join' \
+                         AND m.stream_ordering = (SELECT MAX(l.stream_ordering) \
+                             FROM membership_history l \
+                             WHERE l.user_id = m.user_id AND l.room_id = m.room_id) \
+                         AND (EXISTS (SELECT 1 FROM rooms r \
+                                 WHERE r.room_id = m.room_id AND r.join_rule = 'public') \
+                              OR EXISTS (SELECT 1 FROM membership_history s \
+                                 WHERE s.user_id = $1 AND s.room_id = m.room_id \
+                                 AND s.membership = 'join' \
+                                 AND s.stream_ordering = (SELECT MAX(t.stream_ordering) \
+                                     FROM membership_history t \
+                                     WHERE t.user_id = $1 AND t.room_id = m.room_id))))) \
+                     ORDER BY a.user_id LIMIT $3",
+                )
+                .bind(searcher.as_str())
+                .bind(format!("%{}%", escape_like(term)))
+                .bind(i64::from(limit))
+                .bind(all_users)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(user_id, displayname, avatar_url)| {
+                        let profile = Profile {
+                            displayname,
+                            avatar_url,
+                        };
+                        Ok((parse_user_id("accounts", user_id)?, profile))
+                    })
+                    .collect()
             }
 
             async fn profile(&self, user_id: &UserId) -> Result<Option<Profile>, StorageError> {

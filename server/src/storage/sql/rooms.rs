@@ -262,6 +262,13 @@ macro_rules! sql_room_store {
                         .execute(&mut *conn)
                         .await?;
                 }
+                if let Some(join_rule) = event.join_rule {
+                    sqlx::query("UPDATE rooms SET join_rule = $2 WHERE room_id = $1")
+                        .bind(event.room_id.as_str())
+                        .bind(join_rule)
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 if let Some(transaction) = &event.transaction {
                     sqlx::query(
                         "INSERT INTO event_transactions (user_id, device_id, txn_key, event_id) \
