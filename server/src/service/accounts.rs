@@ -399,13 +399,25 @@ impl Accounts {
     /// UIA with the account's password, for actions a stolen token alone must not do.
     ///
     /// # Errors
-    /// `AuthRequired` until the password of `user_id` is given.
+    /// `AuthRequired` until the password of `user_id` is given; `Forbidden`
+    /// (403, not another challenge) for a password stage naming someone
+    /// else, as the spec asks.
     pub async fn confirm_identity(
         &self,
         user_id: &UserId,
         action: UiaAction,
         auth: Option<AuthSubmission>,
     ) -> Result<(), ServiceError> {
+        if let Some(AuthSubmission {
+            stage: Stage::Password { user, .. },
+            ..
+        }) = &auth
+            && self.resolve_local_user(user).as_deref() != Some(user_id)
+        {
+            return Err(ServiceError::Forbidden(
+                "the password stage names another user".to_owned(),
+            ));
+        }
         self.uia
             .authorize(action, &[&[AuthType::Password]], auth, |stage| async move {
                 let Stage::Password { user, password } = stage else {

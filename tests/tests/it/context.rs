@@ -276,9 +276,14 @@ async fn context_hides_what_history_visibility_hides(backend: Backend) {
     assert!(!bodies(before).contains(&"before bob".to_owned()));
     let refused = context(&server, &bob.token, &room, &hidden, &[]).await;
     assert_error(&refused, StatusCode::NOT_FOUND, "M_NOT_FOUND");
-    // Nobody outside the room learns anything, not even that the event exists.
+    // Someone outside the room is refused (403, as for /messages) before
+    // anything is looked up: the same answer for an unknown event or room.
     let outsider = context(&server, &eve.token, &room, &seen, &[]).await;
-    assert_error(&outsider, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    assert_error(&outsider, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let unknown = context(&server, &eve.token, &room, "$nosuchevent", &[]).await;
+    assert_eq!(unknown, outsider);
+    let unknown_room = context(&server, &eve.token, "!nosuchroom:localhost", &seen, &[]).await;
+    assert_eq!(unknown_room, outsider);
 }
 
 async fn context_rejects_bad_input(backend: Backend) {

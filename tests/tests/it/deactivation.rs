@@ -154,7 +154,6 @@ async fn another_users_password_cannot_deactivate(backend: Backend) {
     let alice = server.register("alice").await;
     server.register("mallory").await;
     let answer = deactivate_as(&server, &alice.token, "mallory", PASSWORD, false).await;
-    assert_eq!(answer.0, StatusCode::UNAUTHORIZED, "{}", answer.1);
-    assert_eq!(answer.1["errcode"], "M_FORBIDDEN", "{}", answer.1);
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     assert_eq!(server.whoami(&alice.token).await.0, StatusCode::OK);
 }

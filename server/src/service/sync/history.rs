@@ -173,7 +173,12 @@ impl Sync {
         limit: u32,
         filter: &EventFilter,
     ) -> Result<Context, ServiceError> {
-        let (stored, event) = self.visible_event(user_id, room_id, event_id).await?;
+        // One who may not read the room is told so (403), as for /messages;
+        // an event they cannot see in a room they can read is not found.
+        let joined_now = self.may_read(user_id, room_id).await?;
+        let (stored, event) = self
+            .visible_event(user_id, room_id, event_id, joined_now)
+            .await?;
         // Forward pages end at the position read now, so `end` continues
         // exactly where events_after stop.
         let now = self.events.current_position();
@@ -265,21 +270,27 @@ impl Sync {
         room_id: &RoomId,
         event_id: &EventId,
     ) -> Result<Pdu, ServiceError> {
-        Ok(self.visible_event(user_id, room_id, event_id).await?.1)
-    }
-
-    /// An event as stored and parsed, if the user may see it.
-    async fn visible_event(
-        &self,
-        user_id: &UserId,
-        room_id: &RoomId,
-        event_id: &EventId,
-    ) -> Result<(StoredEvent, Pdu), ServiceError> {
         let not_found = || ServiceError::NotFound("no such event".to_owned());
         let joined_now = self
             .may_read(user_id, room_id)
             .await
             .map_err(|_| not_found())?;
+        Ok(self
+            .visible_event(user_id, room_id, event_id, joined_now)
+            .await?
+            .1)
+    }
+
+    /// An event as stored and parsed, if the user (who may read the room,
+    /// `joined_now` when joined) may see it.
+    async fn visible_event(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+        joined_now: bool,
+    ) -> Result<(StoredEvent, Pdu), ServiceError> {
+        let not_found = || ServiceError::NotFound("no such event".to_owned());
         let stored = self
             .storage
             .event(event_id)
