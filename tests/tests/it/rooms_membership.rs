@@ -21,6 +21,7 @@ backend_tests!(
     forget_only_after_leaving,
     v12_creators_outrank_everyone,
     unban_needs_kick_and_ban_levels_and_bans_stick,
+    a_join_keeps_the_clients_content_but_not_a_forged_authoriser,
 );
 
 async fn setup(server: &TestServer, preset: &str) -> (Account, Account, String) {
@@ -650,4 +651,47 @@ async fn unban_needs_kick_and_ban_levels_and_bans_stick(backend: Backend) {
     assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     invite(&server, &alice.token, &room, &bob.user_id).await;
     join(&server, &bob.token, &room).await;
+}
+
+async fn a_join_keeps_the_clients_content_but_not_a_forged_authoriser(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (alice, bob, room) = setup(&server, "public_chat").await;
+    let url = server.v3(&format!("/profile/{}/displayname", bob.user_id));
+    let answer = server
+        .request(
+            Method::PUT,
+            url,
+            Some(&bob.token),
+            Some(json!({ "displayname": "Bob" })),
+        )
+        .await;
+    assert_eq!(answer.0, StatusCode::OK);
+
+    let body = json!({
+        "reason": "hello",
+        "org.example.colour": "teal",
+        "join_authorised_via_users_server": alice.user_id,
+    });
+    let answer = membership(&server, &bob.token, &room, "join", body).await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    let member = state_content(&server, &alice.token, &room, "m.room.member", &bob.user_id).await;
+    assert_eq!(
+        member,
+        json!({
+            "membership": "join",
+            "reason": "hello",
+            "org.example.colour": "teal",
+            "displayname": "Bob",
+        })
+    );
+
+    // A per-room display name the client chose stands over the profile's.
+    let body = json!({ "displayname": "Bob in this room" });
+    let answer = membership(&server, &bob.token, &room, "join", body).await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    let member = state_content(&server, &alice.token, &room, "m.room.member", &bob.user_id).await;
+    assert_eq!(member["displayname"], "Bob in this room");
+
+    let bad = membership(&server, &bob.token, &room, "join", json!({ "reason": 7 })).await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "M_BAD_JSON");
 }

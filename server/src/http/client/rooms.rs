@@ -121,6 +121,19 @@ pub struct ReasonBody {
     reason: Option<String>,
 }
 
+/// The body of a join: `reason`, and whatever else the client wants in its
+/// member event (as Synapse keeps it).
+fn join_content(body: &[u8]) -> Result<CanonicalJsonObject, MatrixError> {
+    let content = optional_body::<CanonicalJsonObject>(body)?;
+    if content
+        .get("reason")
+        .is_some_and(|reason| !matches!(reason, ruma::CanonicalJsonValue::String(_)))
+    {
+        return Err(MatrixError::bad_json("reason must be a string"));
+    }
+    Ok(content)
+}
+
 /// `POST /join/{roomIdOrAlias}`.
 pub async fn join_room_by_id_or_alias(
     State(state): State<AppState>,
@@ -128,11 +141,8 @@ pub async fn join_room_by_id_or_alias(
     Path(target): Path<OwnedRoomOrAliasId>,
     body: axum::body::Bytes,
 ) -> Result<Reply<Value>, MatrixError> {
-    let body = optional_body::<ReasonBody>(&body)?;
-    let room_id = state
-        .rooms
-        .join(&session.user_id, &target, body.reason)
-        .await?;
+    let content = join_content(&body)?;
+    let room_id = state.rooms.join(&session.user_id, &target, content).await?;
     Ok(Reply(json!({ "room_id": room_id })))
 }
 
@@ -158,13 +168,13 @@ pub async fn join_room_by_id(
     Path(room_id): Path<OwnedRoomId>,
     body: axum::body::Bytes,
 ) -> Result<Reply<Value>, MatrixError> {
-    let body = optional_body::<ReasonBody>(&body)?;
+    let content = join_content(&body)?;
     let room_id = state
         .rooms
         .join(
             &session.user_id,
             <&ruma::RoomOrAliasId>::from(&*room_id),
-            body.reason,
+            content,
         )
         .await?;
     Ok(Reply(json!({ "room_id": room_id })))

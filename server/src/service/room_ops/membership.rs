@@ -1,7 +1,8 @@
 //! Membership changes: join, invite, leave, kick, ban, unban and forget.
 
 use ruma::{
-    CanonicalJsonValue, OwnedRoomId, RoomId, RoomOrAliasId, UserId, events::StateEventType,
+    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomId, RoomOrAliasId, UserId,
+    events::StateEventType,
 };
 
 use tracing::warn;
@@ -14,7 +15,11 @@ use crate::service::{
 };
 
 impl RoomOps {
-    /// Joins a room by id or alias; returns the room id.
+    /// Joins a room by id or alias; returns the room id. `content` is the
+    /// client's part of the member event (`reason`, a per-room display
+    /// name, its own keys); the server sets `membership` and the
+    /// restricted-join authoriser, and fills in the profile where the
+    /// client gave none.
     ///
     /// For a `restricted` room the user may join through membership of an
     /// allowed room: the join then names a local member with the power to
@@ -27,11 +32,13 @@ impl RoomOps {
         &self,
         user_id: &UserId,
         target: &RoomOrAliasId,
-        reason: Option<String>,
+        content: CanonicalJsonObject,
     ) -> Result<OwnedRoomId, ServiceError> {
         let room_id = self.resolve_room(target).await?;
         let state = self.room_state(&room_id).await?;
-        let mut extra = with_reason(reason);
+        let mut extra = content;
+        // Only this server may vouch for a restricted join.
+        extra.remove("join_authorised_via_users_server");
         let membership = state.membership_of(user_id.as_str());
         if !matches!(membership, Some("join" | "invite"))
             && let Some(authoriser) = self.restricted_join_authoriser(&state)

@@ -86,7 +86,10 @@ impl RoomOps {
                 ("avatar_url", profile.avatar_url),
             ] {
                 if let Some(value) = value {
-                    content.insert(key.to_owned(), CanonicalJsonValue::String(value));
+                    // A per-room name or avatar the client chose stands.
+                    content
+                        .entry(key.to_owned())
+                        .or_insert(CanonicalJsonValue::String(value));
                 }
             }
         }
