@@ -16,6 +16,7 @@ pub mod password;
 pub mod profile;
 pub mod public_rooms;
 pub mod push_rules;
+pub mod pushers;
 pub mod rate_limit;
 pub mod room_events;
 pub mod room_ops;

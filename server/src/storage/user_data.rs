@@ -1,7 +1,7 @@
-//! Per-user data that syncs: account data and read receipts.
+//! Per-user data: account data and read receipts (which sync), and pushers.
 
 use async_trait::async_trait;
-use ruma::{OwnedRoomId, RoomId, UserId};
+use ruma::{DeviceId, OwnedRoomId, RoomId, UserId};
 
 use super::{StorageError, StreamPosition};
 
@@ -31,6 +31,21 @@ pub struct Receipt {
     pub event_id: String,
     /// When, in milliseconds since the epoch.
     pub ts: i64,
+}
+
+/// A pusher to store: who set it, its key, and its JSON as clients read it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewPusher<'a> {
+    /// The account.
+    pub user_id: &'a UserId,
+    /// The device that set it; the pusher goes with the device.
+    pub device_id: &'a DeviceId,
+    /// The application it notifies.
+    pub app_id: &'a str,
+    /// The application's key for the device to notify.
+    pub pushkey: &'a str,
+    /// The pusher as `GET /pushers` returns it.
+    pub json: &'a str,
 }
 
 /// What the account data and receipt services persist.
@@ -90,4 +105,20 @@ pub trait UserDataStore: Send + Sync {
         user_id: &UserId,
         upto: StreamPosition,
     ) -> Result<u64, StorageError>;
+
+    /// Adds a pusher, or replaces the user's pusher with the same app id
+    /// and pushkey; unless `append`, other users' pushers with that app id
+    /// and pushkey are removed. One transaction.
+    async fn set_pusher(&self, pusher: NewPusher<'_>, append: bool) -> Result<(), StorageError>;
+
+    /// Removes the user's pusher with this app id and pushkey, if any.
+    async fn delete_pusher(
+        &self,
+        user_id: &UserId,
+        app_id: &str,
+        pushkey: &str,
+    ) -> Result<(), StorageError>;
+
+    /// The user's pushers (as JSON), oldest first.
+    async fn pushers(&self, user_id: &UserId) -> Result<Vec<String>, StorageError>;
 }

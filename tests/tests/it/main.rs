@@ -25,6 +25,7 @@ mod messages;
 mod password;
 mod profile;
 mod push_rules;
+mod pushers;
 mod refresh_tokens;
 mod rooms_concurrency;
 mod rooms_create;

@@ -12,6 +12,7 @@ mod keys;
 mod login;
 mod profile;
 mod push_rules;
+mod pushers;
 mod register;
 mod room_state;
 mod rooms;
@@ -97,6 +98,8 @@ pub fn router() -> Router<AppState> {
             "/rooms/{room_id}/read_markers",
             post(account_data::set_read_marker),
         )
+        .route("/pushers", get(pushers::get_pushers))
+        .route("/pushers/set", post(pushers::set_pusher))
         .route("/pushrules/", get(push_rules::get_all))
         .route("/pushrules/global/", get(push_rules::get_global))
         .route(

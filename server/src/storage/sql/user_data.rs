@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use ruma::{RoomId, UserId};
 
 use super::{PostgresStorage, SqliteStorage, cache::UnreadCount};
-use crate::storage::{AccountDataEntry, Receipt, StorageError, StreamPosition, UserDataStore};
+use crate::storage::{
+    AccountDataEntry, Millis, NewPusher, Receipt, StorageError, StreamPosition, UserDataStore,
+};
 
 /// Event types that count as unread messages.
 const COUNTED_TYPES: [&str; 3] = ["m.room.message", "m.room.encrypted", "m.sticker"];
@@ -217,6 +219,65 @@ macro_rules! sql_user_data_store {
                 };
                 self.cache.unread_counts().put(epoch, key, unread);
                 Ok(unread.count)
+            }
+
+            async fn set_pusher(
+                &self,
+                pusher: NewPusher<'_>,
+                append: bool,
+            ) -> Result<(), StorageError> {
+                let mut tx = self.pool.begin().await?;
+                if !append {
+                    sqlx::query(
+                        "DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3",
+                    )
+                    .bind(pusher.app_id)
+                    .bind(pusher.pushkey)
+                    .bind(pusher.user_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO pushers (user_id, device_id, app_id, pushkey, pusher, created_ts) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (user_id, app_id, pushkey) \
+                     DO UPDATE SET device_id = $2, pusher = $5",
+                )
+                .bind(pusher.user_id.as_str())
+                .bind(pusher.device_id.as_str())
+                .bind(pusher.app_id)
+                .bind(pusher.pushkey)
+                .bind(pusher.json)
+                .bind(Millis::now().0)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_pusher(
+                &self,
+                user_id: &UserId,
+                app_id: &str,
+                pushkey: &str,
+            ) -> Result<(), StorageError> {
+                sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
+                    .bind(user_id.as_str())
+                    .bind(app_id)
+                    .bind(pushkey)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn pushers(&self, user_id: &UserId) -> Result<Vec<String>, StorageError> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT pusher FROM pushers WHERE user_id = $1 ORDER BY created_ts, app_id, pushkey",
+                )
+                .bind(user_id.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(json,)| json).collect())
             }
         }
     };
