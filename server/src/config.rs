@@ -60,6 +60,8 @@ pub struct Config {
     pub profile_lookup: ProfileLookupConfig,
     /// Whom the user directory finds.
     pub user_directory: UserDirectoryConfig,
+    /// Presence (online, away, offline).
+    pub presence: PresenceConfig,
     /// Password rules applied at registration and password change.
     pub password_policy: PasswordPolicy,
     /// Request rate limits on login and registration.
@@ -90,6 +92,7 @@ impl Default for Config {
             refreshable_access_token_lifetime_ms: 5 * 60 * 1000,
             profile_lookup: ProfileLookupConfig::default(),
             user_directory: UserDirectoryConfig::default(),
+            presence: PresenceConfig::default(),
             password_policy: PasswordPolicy::default(),
             rate_limits: RateLimitConfig::default(),
             limits: Limits::default(),
@@ -129,6 +132,22 @@ pub struct UserDirectoryConfig {
     /// Every local account, instead of the spec's default: users who share
     /// a room with the searcher and users in public rooms.
     pub search_all_users: bool,
+}
+
+/// Presence settings (`[presence]` in the TOML file).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Share users' presence with those who share a room with them. Off,
+    /// nobody learns when anyone is online: changes are dropped and
+    /// everyone reads as offline.
+    pub enabled: bool,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// Registration settings (`[registration]` in the TOML file).

@@ -13,6 +13,7 @@ pub mod key_backup;
 pub mod media;
 pub mod notifier;
 pub mod password;
+pub mod presence;
 pub mod profile;
 pub mod public_rooms;
 pub mod push_rules;

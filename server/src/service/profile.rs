@@ -67,30 +67,11 @@ impl Profiles {
         };
         if self.lookup.shared_rooms_only
             && viewer != user_id
-            && !self.share_a_room(viewer, user_id).await?
+            && !share_a_room(self.storage.as_ref(), viewer, user_id).await?
         {
             return Err(refused());
         }
         self.get(user_id).await
-    }
-
-    /// Whether both users are joined to (or invited into) one room.
-    async fn share_a_room(&self, a: &UserId, b: &UserId) -> Result<bool, ServiceError> {
-        let present = |membership: &str| matches!(membership, "join" | "invite");
-        let rooms_of_a: std::collections::HashSet<_> = self
-            .storage
-            .memberships_of(a, None)
-            .await?
-            .into_iter()
-            .filter(|m| present(&m.membership))
-            .map(|m| m.room_id)
-            .collect();
-        Ok(self
-            .storage
-            .memberships_of(b, None)
-            .await?
-            .iter()
-            .any(|m| present(&m.membership) && rooms_of_a.contains(&m.room_id)))
     }
 
     /// A user's profile.
@@ -151,4 +132,28 @@ impl Profiles {
             other => Ok(other?),
         }
     }
+}
+
+/// Whether both users are joined to (or invited into) one room.
+///
+/// # Errors
+/// Storage failures.
+pub async fn share_a_room(
+    storage: &dyn Storage,
+    a: &UserId,
+    b: &UserId,
+) -> Result<bool, ServiceError> {
+    let present = |membership: &str| matches!(membership, "join" | "invite");
+    let rooms_of_a: std::collections::HashSet<_> = storage
+        .memberships_of(a, None)
+        .await?
+        .into_iter()
+        .filter(|m| present(&m.membership))
+        .map(|m| m.room_id)
+        .collect();
+    Ok(storage
+        .memberships_of(b, None)
+        .await?
+        .iter()
+        .any(|m| present(&m.membership) && rooms_of_a.contains(&m.room_id)))
 }

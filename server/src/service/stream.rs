@@ -58,10 +58,12 @@ pub enum Kind {
     ToDevice,
     /// A device list change (new keys, a new or deleted device, cross-signing).
     DeviceList,
+    /// A user's presence.
+    Presence,
 }
 
 impl Kind {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
 }
 
 /// The reserved positions not yet released.

@@ -38,7 +38,7 @@ pub use rooms::{
 };
 pub use sql::{PostgresStorage, SqliteStorage};
 pub use to_device::{Queued, ToDeviceMessage, ToDeviceSend, ToDeviceStore, UserMessages};
-pub use user_data::{AccountDataEntry, NewPusher, Receipt, UserDataStore};
+pub use user_data::{AccountDataEntry, NewPusher, PresenceState, Receipt, UserDataStore};
 
 /// Milliseconds since the Unix epoch, as Matrix timestamps are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

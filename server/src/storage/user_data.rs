@@ -1,4 +1,5 @@
-//! Per-user data: account data and read receipts (which sync), and pushers.
+//! Per-user data: account data, read receipts and presence (which sync),
+//! and pushers.
 
 use async_trait::async_trait;
 use ruma::{DeviceId, OwnedRoomId, RoomId, UserId};
@@ -31,6 +32,17 @@ pub struct Receipt {
     pub event_id: String,
     /// When, in milliseconds since the epoch.
     pub ts: i64,
+}
+
+/// A user's presence as they last set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceState {
+    /// `online`, `unavailable` or `offline`.
+    pub presence: String,
+    /// Their status message, if any.
+    pub status_msg: Option<String>,
+    /// When they were last active, in milliseconds since the epoch.
+    pub last_active_ts: i64,
 }
 
 /// A pusher to store: who set it, its key, and its JSON as clients read it.
@@ -121,4 +133,15 @@ pub trait UserDataStore: Send + Sync {
 
     /// The user's pushers (as JSON), oldest first.
     async fn pushers(&self, user_id: &UserId) -> Result<Vec<String>, StorageError>;
+
+    /// Records a user's presence at a stream position.
+    async fn set_presence(
+        &self,
+        user_id: &UserId,
+        state: &PresenceState,
+        position: StreamPosition,
+    ) -> Result<(), StorageError>;
+
+    /// A user's presence, if they ever set it.
+    async fn presence(&self, user_id: &UserId) -> Result<Option<PresenceState>, StorageError>;
 }

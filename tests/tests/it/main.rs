@@ -23,6 +23,7 @@ mod media;
 mod members_at;
 mod messages;
 mod password;
+mod presence;
 mod profile;
 mod push_rules;
 mod pushers;

@@ -10,6 +10,7 @@ mod events;
 mod key_backup;
 mod keys;
 mod login;
+mod presence;
 mod profile;
 mod push_rules;
 mod pushers;
@@ -97,6 +98,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/rooms/{room_id}/read_markers",
             post(account_data::set_read_marker),
+        )
+        .route(
+            "/presence/{user_id}/status",
+            get(presence::get_presence).put(presence::set_presence),
         )
         .route("/pushers", get(pushers::get_pushers))
         .route("/pushers/set", post(pushers::set_pusher))

@@ -482,6 +482,7 @@ macro_rules! sql_room_store {
                          UNION ALL SELECT MAX(stream_ordering) FROM account_data \
                          UNION ALL SELECT MAX(stream_ordering) FROM receipts \
                          UNION ALL SELECT MAX(stream_ordering) FROM device_list_changes \
+                         UNION ALL SELECT MAX(stream_ordering) FROM presence \
                          UNION ALL SELECT MAX(position) FROM to_device_stream) AS positions",
                     )
                         .fetch_one(&self.pool)

@@ -5,7 +5,8 @@ use ruma::{RoomId, UserId};
 
 use super::{PostgresStorage, SqliteStorage, cache::UnreadCount};
 use crate::storage::{
-    AccountDataEntry, Millis, NewPusher, Receipt, StorageError, StreamPosition, UserDataStore,
+    AccountDataEntry, Millis, NewPusher, PresenceState, Receipt, StorageError, StreamPosition,
+    UserDataStore,
 };
 
 /// Event types that count as unread messages.
@@ -278,6 +279,46 @@ macro_rules! sql_user_data_store {
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows.into_iter().map(|(json,)| json).collect())
+            }
+
+            async fn set_presence(
+                &self,
+                user_id: &UserId,
+                state: &PresenceState,
+                position: StreamPosition,
+            ) -> Result<(), StorageError> {
+                sqlx::query(
+                    "INSERT INTO presence \
+                     (user_id, presence, status_msg, last_active_ts, stream_ordering) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (user_id) DO UPDATE SET presence = $2, status_msg = $3, \
+                     last_active_ts = $4, stream_ordering = $5",
+                )
+                .bind(user_id.as_str())
+                .bind(&state.presence)
+                .bind(state.status_msg.as_deref())
+                .bind(state.last_active_ts)
+                .bind(position.0)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn presence(
+                &self,
+                user_id: &UserId,
+            ) -> Result<Option<PresenceState>, StorageError> {
+                let row: Option<(String, Option<String>, i64)> = sqlx::query_as(
+                    "SELECT presence, status_msg, last_active_ts FROM presence WHERE user_id = $1",
+                )
+                .bind(user_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(presence, status_msg, last_active_ts)| PresenceState {
+                    presence,
+                    status_msg,
+                    last_active_ts,
+                }))
             }
         }
     };

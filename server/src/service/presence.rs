@@ -1,0 +1,139 @@
+//! Presence (`GET`/`PUT /presence/{userId}/status`): whether a user is
+//! online, away or offline, with an optional status message. A user's
+//! presence is shown to themselves and to users who share a room with
+//! them; to anyone else it is as unknown as a user that does not exist.
+//! `[presence] enabled = false` turns it off for privacy: changes are
+//! accepted and dropped, and everyone reads as `offline`.
+
+use std::{sync::Arc, time::Duration};
+
+use ruma::UserId;
+
+use super::{
+    ServiceError,
+    profile::share_a_room,
+    stream::{Kind, Stream},
+};
+use crate::storage::{Millis, PresenceState, Storage};
+
+/// Longest status message accepted, in characters.
+const MAX_STATUS_MSG_CHARS: usize = 1024;
+/// How recently an online user must have been active to count as
+/// `currently_active`.
+const CURRENTLY_ACTIVE: Duration = Duration::from_secs(5 * 60);
+
+/// What a presence read shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceView {
+    /// `online`, `unavailable` or `offline`.
+    pub presence: String,
+    /// The status message, if any.
+    pub status_msg: Option<String>,
+    /// Milliseconds since the user was last active, when known.
+    pub last_active_ago: Option<u64>,
+    /// Whether the user is online and was active lately.
+    pub currently_active: bool,
+}
+
+/// Users' presence.
+#[derive(Debug)]
+pub struct Presence {
+    storage: Arc<dyn Storage>,
+    stream: Arc<Stream>,
+    enabled: bool,
+}
+
+impl Presence {
+    /// Builds the service; with `enabled` false, presence is off.
+    pub fn new(storage: Arc<dyn Storage>, stream: Arc<Stream>, enabled: bool) -> Self {
+        Self {
+            storage,
+            stream,
+            enabled,
+        }
+    }
+
+    /// Sets the caller's own presence.
+    ///
+    /// # Errors
+    /// `Forbidden` for another user; `InvalidParam` for an unknown state or
+    /// an overlong status message.
+    pub async fn set(
+        &self,
+        caller: &UserId,
+        user_id: &UserId,
+        presence: &str,
+        status_msg: Option<String>,
+    ) -> Result<(), ServiceError> {
+        if caller != user_id {
+            return Err(ServiceError::Forbidden(
+                "you may only set your own presence".to_owned(),
+            ));
+        }
+        if !matches!(presence, "online" | "unavailable" | "offline") {
+            return Err(ServiceError::InvalidParam(
+                "presence is online, unavailable or offline".to_owned(),
+            ));
+        }
+        if status_msg
+            .as_ref()
+            .is_some_and(|msg| msg.chars().count() > MAX_STATUS_MSG_CHARS || msg.contains('\0'))
+        {
+            return Err(ServiceError::InvalidParam(format!(
+                "status_msg is at most {MAX_STATUS_MSG_CHARS} characters"
+            )));
+        }
+        if !self.enabled {
+            return Ok(());
+        }
+        let state = PresenceState {
+            presence: presence.to_owned(),
+            status_msg,
+            last_active_ts: Millis::now().0,
+        };
+        let storage = &self.storage;
+        let state = &state;
+        self.stream
+            .append(Kind::Presence, |position| async move {
+                Ok(storage.set_presence(user_id, state, position).await?)
+            })
+            .await
+    }
+
+    /// A user's presence as `viewer` may see it.
+    ///
+    /// # Errors
+    /// `NotFound` for a user the viewer shares no room with (the same as
+    /// for one that does not exist).
+    pub async fn get(
+        &self,
+        viewer: &UserId,
+        user_id: &UserId,
+    ) -> Result<PresenceView, ServiceError> {
+        let offline = PresenceView {
+            presence: "offline".to_owned(),
+            status_msg: None,
+            last_active_ago: None,
+            currently_active: false,
+        };
+        if !self.enabled {
+            return Ok(offline);
+        }
+        if viewer != user_id && !share_a_room(self.storage.as_ref(), viewer, user_id).await? {
+            return Err(ServiceError::NotFound(
+                "no presence for this user".to_owned(),
+            ));
+        }
+        let Some(state) = self.storage.presence(user_id).await? else {
+            return Ok(offline);
+        };
+        let ago = u64::try_from(Millis::now().0.saturating_sub(state.last_active_ts)).unwrap_or(0);
+        Ok(PresenceView {
+            currently_active: state.presence == "online"
+                && Duration::from_millis(ago) < CURRENTLY_ACTIVE,
+            presence: state.presence,
+            status_msg: state.status_msg,
+            last_active_ago: Some(ago),
+        })
+    }
+}

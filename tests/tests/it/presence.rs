@@ -1,0 +1,127 @@
+//! `GET`/`PUT /presence/{userId}/status` (client-server-api, "Presence"):
+//! set by the user, shown to those who share a room with them and to
+//! nobody else, and turned off entirely by `[presence] enabled = false`.
+
+use myelin_tests::{Backend, TestServer, assert_error, backend_tests};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::rooms_support::{create_room, invite, join};
+
+backend_tests!(
+    presence_is_shown_to_room_mates_only,
+    presence_changes_are_checked,
+    presence_can_be_turned_off,
+);
+
+fn status_url(server: &TestServer, user_id: &str) -> String {
+    server.v3(&format!("/presence/{user_id}/status"))
+}
+
+async fn put(server: &TestServer, token: &str, user_id: &str, body: Value) -> (StatusCode, Value) {
+    let url = status_url(server, user_id);
+    server
+        .request(Method::PUT, url, Some(token), Some(body))
+        .await
+}
+
+async fn get(server: &TestServer, token: &str, user_id: &str) -> (StatusCode, Value) {
+    server
+        .request(Method::GET, status_url(server, user_id), Some(token), None)
+        .await
+}
+
+async fn presence_is_shown_to_room_mates_only(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let room = create_room(&server, &alice.token, json!({})).await;
+    invite(&server, &alice.token, &room, &bob.user_id).await;
+    join(&server, &bob.token, &room).await;
+
+    // Never set: offline.
+    let (status, answer) = get(&server, &bob.token, &alice.user_id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["presence"], "offline", "{answer}");
+
+    let body = json!({ "presence": "online", "status_msg": "making tea" });
+    assert_eq!(
+        put(&server, &alice.token, &alice.user_id, body).await.0,
+        StatusCode::OK
+    );
+    for viewer in [&alice, &bob] {
+        let (status, answer) = get(&server, &viewer.token, &alice.user_id).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["presence"], "online");
+        assert_eq!(answer["status_msg"], "making tea");
+        assert_eq!(answer["currently_active"], true);
+        let ago = answer["last_active_ago"].as_u64().expect("last_active_ago");
+        assert!(ago < 60_000, "{answer}");
+    }
+
+    let body = json!({ "presence": "unavailable" });
+    assert_eq!(
+        put(&server, &alice.token, &alice.user_id, body).await.0,
+        StatusCode::OK
+    );
+    let (_, answer) = get(&server, &bob.token, &alice.user_id).await;
+    assert_eq!(answer["presence"], "unavailable");
+    assert_eq!(answer["currently_active"], false);
+    assert_eq!(answer.get("status_msg"), None, "{answer}");
+
+    // Carol shares no room with alice: she learns as much as about nobody.
+    let hidden = get(&server, &carol.token, &alice.user_id).await;
+    assert_error(&hidden, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let nobody = get(&server, &carol.token, &server.user_id("nobody")).await;
+    assert_eq!(nobody, hidden);
+}
+
+async fn presence_changes_are_checked(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let others = put(
+        &server,
+        &bob.token,
+        &alice.user_id,
+        json!({ "presence": "offline" }),
+    )
+    .await;
+    assert_error(&others, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let unknown = put(
+        &server,
+        &alice.token,
+        &alice.user_id,
+        json!({ "presence": "busy" }),
+    )
+    .await;
+    assert_error(&unknown, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    let body = json!({ "presence": "online", "status_msg": "x".repeat(1025) });
+    let long = put(&server, &alice.token, &alice.user_id, body).await;
+    assert_error(&long, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    let missing = put(&server, &alice.token, &alice.user_id, json!({})).await;
+    assert_error(&missing, StatusCode::BAD_REQUEST, "M_BAD_JSON");
+    let (_, answer) = get(&server, &alice.token, &alice.user_id).await;
+    assert_eq!(
+        answer["presence"], "offline",
+        "nothing refused was kept: {answer}"
+    );
+}
+
+async fn presence_can_be_turned_off(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| config.presence.enabled = false).await;
+    let alice = server.register("alice").await;
+    let body = json!({ "presence": "online", "status_msg": "here" });
+    assert_eq!(
+        put(&server, &alice.token, &alice.user_id, body).await.0,
+        StatusCode::OK
+    );
+    let (status, answer) = get(&server, &alice.token, &alice.user_id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        answer,
+        json!({ "presence": "offline", "currently_active": false })
+    );
+    assert_eq!(server.count_rows("SELECT COUNT(*) FROM presence").await, 0);
+}
