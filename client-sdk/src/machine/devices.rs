@@ -397,6 +397,8 @@ impl OlmMachine {
                         user_id: user_id.to_owned(),
                         device_id: device_id.clone(),
                     });
+                } else {
+                    self.keep_served_signatures(object);
                 }
                 continue;
             }
@@ -516,7 +518,7 @@ impl OlmMachine {
 
 /// Checks one device's keys from a `/keys/query` answer: ids match where it
 /// is filed, both keys parse, and the self-signature verifies.
-fn parse_device_keys(user_id: &str, device_id: &str, object: &Value) -> Option<Device> {
+pub(super) fn parse_device_keys(user_id: &str, device_id: &str, object: &Value) -> Option<Device> {
     let map = object.as_object()?;
     if map.get("user_id")?.as_str()? != user_id || map.get("device_id")?.as_str()? != device_id {
         return None;

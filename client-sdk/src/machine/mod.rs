@@ -64,7 +64,8 @@
 //! secret sharing of the cross-signing keys (only the device that
 //! bootstrapped holds them), history bundles sent only to cross-signed
 //! devices as MSC4268 asks (they go to the invitee's non-blacklisted
-//! devices, and without the MSC4147 `sender_device_keys` it requires).
+//! devices; the MSC4147 `sender_device_keys` it requires go with every
+//! Olm payload, but a bundle arriving without them is not refused).
 //!
 //! # Persist before send
 //!
@@ -125,6 +126,7 @@ pub use self::{
     events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
     history::{BundleError, BundleImport, BundleShare, RoomKeyBundle},
     identities::UserIdentity,
+    olm::ToDeviceRejection,
     requests::{OutgoingRequest, Request},
     store::{Changes, CryptoStore, MemoryStore},
     sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
@@ -249,6 +251,8 @@ pub struct OlmMachine {
     queued: Vec<OutgoingRequest>,
     warnings: Vec<DeviceWarning>,
     utd_counts: BTreeMap<&'static str, u64>,
+    /// Encrypted to-device events dropped, by [`ToDeviceRejection::name`].
+    to_device_rejections: BTreeMap<&'static str, u64>,
     only_verified_globally: bool,
     /// The key backup this device uploads to.
     backup: Option<ActiveBackup>,
@@ -601,6 +605,7 @@ impl OlmMachine {
             queued: Vec::new(),
             warnings: Vec::new(),
             utd_counts: BTreeMap::new(),
+            to_device_rejections: BTreeMap::new(),
             only_verified_globally: false,
             backup: None,
             pending_backup: None,
