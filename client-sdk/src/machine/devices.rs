@@ -133,6 +133,12 @@ pub(super) struct UserDevices {
     /// application acknowledged since; a different one is not trusted.
     #[serde(default)]
     pub(super) pinned_master: Option<String>,
+    /// The master key the user was last verified with, kept when that
+    /// verification is lost to a new master key: a verification violation
+    /// ([`OlmMachine::verification_violations`]) until the application
+    /// acknowledges the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) verified_master: Option<String>,
     /// For our own user only: each other device's keys as served, without
     /// `signatures` and `unsigned`: the exact object our self-signing key
     /// signs to vouch for it ([`OlmMachine::verify_own_device`]).

@@ -171,6 +171,16 @@ pub enum MachineError {
         device_id: String,
     },
 
+    /// Users who were verified now show another master key, and the change
+    /// was not acknowledged ([`OlmMachine::acknowledge_identity_change`]):
+    /// room keys are not shared with, and nothing is encrypted for, a room
+    /// they read (a verification violation; see [`identities`]).
+    #[error("verified users changed identity: {}", user_ids.join(", "))]
+    VerificationViolation {
+        /// Every reader of the room in violation.
+        user_ids: Vec<String>,
+    },
+
     /// A keys/query or keys/claim this step depends on is in flight (issued
     /// by another call); answer it, then call again.
     #[error("waiting for a keys/query or keys/claim answer")]
@@ -254,6 +264,9 @@ pub struct OlmMachine {
     /// Encrypted to-device events dropped, by [`ToDeviceRejection::name`].
     to_device_rejections: BTreeMap<&'static str, u64>,
     only_verified_globally: bool,
+    /// Whether a reader in verification violation blocks sharing and
+    /// encrypting (on by default: `spec-notes/cross-signing.md`).
+    violations_block_sending: bool,
     /// The key backup this device uploads to.
     backup: Option<ActiveBackup>,
     /// A backup whose recovery key was handed out, not yet created.
@@ -607,6 +620,7 @@ impl OlmMachine {
             utd_counts: BTreeMap::new(),
             to_device_rejections: BTreeMap::new(),
             only_verified_globally: false,
+            violations_block_sending: true,
             backup: None,
             pending_backup: None,
             backed_up: BTreeMap::new(),
@@ -706,6 +720,9 @@ impl OlmMachine {
             }
             identity::SETTINGS_RECORD => {
                 self.only_verified_globally = decode(records, key)?;
+            }
+            identities::VIOLATION_POLICY_RECORD => {
+                self.violations_block_sending = decode(records, key)?;
             }
             _ => {}
         }
