@@ -28,10 +28,21 @@
 //! - `/devices USER`: a user's devices, fingerprints and trust (your own
 //!   user shows this device's fingerprint to compare out of band)
 //! - `/trust USER DEVICE verified|unset|blacklisted`: a local decision
+//! - `/verify USER [DEVICE]`: interactive verification by emoji (SAS) with
+//!   a device of USER (or each of their devices; your own other devices
+//!   for your own user). Both terminals show the same seven emoji and three
+//!   numbers; answer `y` if they match what the other side shows, `n` if
+//!   not (that cancels with `m.mismatched_sas`). When both say yes the
+//!   other device is verified. Incoming requests are shown as they arrive;
+//!   `/accept [TRANSACTION]` takes the latest (or the one named).
 //! - `/cross-signing`: create this account's cross-signing keys (asks the
-//!   server for `MYELIN_PASSWORD` when it wants it), then `/verify USER` to
-//!   sign a user's identity once you compared it out of band: their devices
-//!   they signed themselves show as verified
+//!   server for `MYELIN_PASSWORD` when it wants it); a verification then
+//!   also signs the other user's identity. `/trust-identity USER` signs a
+//!   user's identity without any comparison here: only once you compared
+//!   their master key (`/identity USER`) out of band
+//! - `/identity USER`: a user's master key, whether it is verified, and
+//!   whether it changed since you verified it; sending to a room they are
+//!   in is refused until `/acknowledge USER`
 //! - `/only-verified on|off`: share the current room's keys only with
 //!   verified devices
 //! - `/share-history on|off`: hand people you invite to the current room the
@@ -40,15 +51,22 @@
 //!   key; `/restore KEY` on a new device reads old messages again
 //! - `/quit`; anything else is sent to the current room.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use myelin_sdk::{
     Changes, Client, CreateRoom, Decryption, LoopControl, Registration, RoomEvent, RoomSecurity,
     SqliteStore, SyncSettings, SyncUpdate,
-    machine::{DecryptedRoomEvent, LocalTrust, UnableToDecrypt, VerificationState},
+    machine::{
+        DecryptedRoomEvent, LocalTrust, UnableToDecrypt, Verification, VerificationPhase,
+        VerificationState,
+    },
     ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -104,6 +122,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
+    // Verifications move on with each sync; a task of their own takes
+    // their steps (the sync handler must not await the client).
+    let prompts = Prompts::default();
+    let synced = Arc::new(Notify::new());
+    let verifying = tokio::spawn(drive_verifications(
+        client.clone(),
+        prompts.clone(),
+        synced.clone(),
+    ));
+
     // The sync loop runs in the background; aborting the task cancels it
     // cleanly (an update is saved whole or not at all).
     let syncing = tokio::spawn({
@@ -114,6 +142,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     SyncSettings::default(),
                     |update: &SyncUpdate, _: &mut Changes| {
                         print_update(update);
+                        synced.notify_one();
                         LoopControl::Continue
                     },
                 )
@@ -137,19 +166,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut current: Option<OwnedRoomId> = None;
     while let Some(line) = lines.recv().await {
-        match run_command(&client, &mut current, line.trim()).await {
+        let line = line.trim();
+        let outcome = match prompts.take_answer(line) {
+            Some((flow, matches)) => answer_sas(&client, flow, matches).await,
+            None => run_command(&client, &prompts, &mut current, line).await,
+        };
+        match outcome {
             Ok(true) => {}
             Ok(false) => break,
             Err(error) => println!("* error: {error}"),
         }
     }
     syncing.abort();
+    verifying.abort();
     Ok(())
 }
 
 /// Runs one input line; `Ok(false)` means quit.
 async fn run_command(
     client: &Client,
+    prompts: &Prompts,
     current: &mut Option<OwnedRoomId>,
     line: &str,
 ) -> Result<bool, Box<dyn std::error::Error>> {
@@ -240,10 +276,42 @@ async fn run_command(
             client.bootstrap_cross_signing(&password).await?;
             println!("* cross-signing keys created; this device is signed");
         }
-        "/verify" => {
+        "/verify" => request_verification(client, rest).await?,
+        "/accept" => accept_verification(client, prompts, rest).await?,
+        "/trust-identity" => {
             let user = OwnedUserId::try_from(rest)?;
             client.verify_user(&user).await?;
             println!("* {user}'s identity is verified (signed with your user-signing key)");
+        }
+        "/identity" => {
+            let user = OwnedUserId::try_from(rest)?;
+            match client.user_identity(&user).await? {
+                None => println!("* {user} has no cross-signing identity we know of"),
+                Some(identity) => println!(
+                    "* {user} master key {}{}{}{}",
+                    identity.master_key,
+                    if identity.is_verified {
+                        ", verified"
+                    } else {
+                        ", not verified"
+                    },
+                    if identity.has_changed {
+                        ", changed"
+                    } else {
+                        ""
+                    },
+                    if identity.has_verification_violation {
+                        " since you verified it: /acknowledge to send to them again"
+                    } else {
+                        ""
+                    },
+                ),
+            }
+        }
+        "/acknowledge" => {
+            let user = OwnedUserId::try_from(rest)?;
+            client.acknowledge_identity_change(&user).await?;
+            println!("* {user}'s new identity acknowledged (not verified)");
         }
         "/backup" => {
             let recovery_key = client.enable_backup().await?;
@@ -319,6 +387,248 @@ async fn run_command(
         }
     }
     Ok(true)
+}
+
+/// `/verify USER [DEVICE]`: sends the request(s); the rest of the flow is
+/// [`drive_verifications`]'s.
+async fn request_verification(
+    client: &Client,
+    rest: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut words = rest.split_whitespace();
+    let user = OwnedUserId::try_from(words.next().ok_or("usage: /verify USER [DEVICE]")?)?;
+    let own = client.user_id()?;
+    let devices: Vec<OwnedDeviceId> = match words.next() {
+        Some(device) => vec![OwnedDeviceId::from(device)],
+        None if user == own => {
+            client.request_own_verification().await?;
+            println!("* verification requested from your other devices");
+            return Ok(());
+        }
+        None => client
+            .devices(&user)
+            .await?
+            .into_iter()
+            .map(|device| OwnedDeviceId::from(device.device_id))
+            .collect(),
+    };
+    if devices.is_empty() {
+        return Err(format!("no device of {user} known: share a room first, or name it").into());
+    }
+    for device in devices {
+        client.request_verification(&user, &device).await?;
+        println!("* verification requested from {user} {device}");
+    }
+    Ok(())
+}
+
+/// `/accept [TRANSACTION]`: accepts the named incoming request, or the
+/// latest one shown.
+async fn accept_verification(
+    client: &Client,
+    prompts: &Prompts,
+    rest: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (user, transaction_id) = if rest.is_empty() {
+        prompts
+            .latest_request()
+            .ok_or("no verification request waiting")?
+    } else {
+        let named = client
+            .verifications()
+            .await?
+            .into_iter()
+            .find(|v| !v.we_requested && v.transaction_id == rest)
+            .ok_or("no such verification request")?;
+        (
+            OwnedUserId::try_from(named.user_id.as_str())?,
+            named.transaction_id,
+        )
+    };
+    client
+        .accept_verification_request(&user, &transaction_id)
+        .await?;
+    println!("* accepted; waiting for {user} to start");
+    Ok(())
+}
+
+/// A flow: the other user and the transaction id.
+type FlowKey = (OwnedUserId, String);
+
+/// What the terminal was last asked about verifications: the emoji
+/// comparison waiting for `y` or `n`, and the latest incoming request
+/// (what a bare `/accept` takes).
+#[derive(Clone, Default)]
+struct Prompts(Arc<Mutex<PromptState>>);
+
+#[derive(Default)]
+struct PromptState {
+    comparison: Option<FlowKey>,
+    latest_request: Option<FlowKey>,
+}
+
+impl Prompts {
+    fn state(&self) -> std::sync::MutexGuard<'_, PromptState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ask_comparison(&self, flow: FlowKey) {
+        self.state().comparison = Some(flow);
+    }
+
+    fn note_request(&self, flow: FlowKey) {
+        self.state().latest_request = Some(flow);
+    }
+
+    fn latest_request(&self) -> Option<FlowKey> {
+        self.state().latest_request.take()
+    }
+
+    /// The flow ended: nothing about it is asked any more.
+    fn forget(&self, flow: &FlowKey) {
+        let mut state = self.state();
+        if state.comparison.as_ref() == Some(flow) {
+            state.comparison = None;
+        }
+        if state.latest_request.as_ref() == Some(flow) {
+            state.latest_request = None;
+        }
+    }
+
+    /// The flow and whether the SAS matches, if `line` answers the
+    /// comparison being asked about.
+    fn take_answer(&self, line: &str) -> Option<(FlowKey, bool)> {
+        let matches = match line {
+            "y" | "yes" => true,
+            "n" | "no" => false,
+            _ => return None,
+        };
+        let flow = self.state().comparison.take()?;
+        Some((flow, matches))
+    }
+}
+
+/// Confirms the SAS, or cancels with `m.mismatched_sas`.
+async fn answer_sas(
+    client: &Client,
+    (user, transaction_id): FlowKey,
+    matches: bool,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    if matches {
+        client.confirm_sas(&user, &transaction_id).await?;
+        println!("* confirmed; waiting for {user} to confirm");
+    } else {
+        client.sas_mismatch(&user, &transaction_id).await?;
+        println!("* told {user} the emoji differ; verification cancelled");
+    }
+    Ok(true)
+}
+
+/// Takes each verification's next step after every sync: shows incoming
+/// requests, starts SAS on a flow we requested once it is ready (and
+/// drops our other requests to that user), accepts the other side's start,
+/// shows the emoji and asks, and reports how each flow ends.
+async fn drive_verifications(client: Client, prompts: Prompts, synced: Arc<Notify>) {
+    let mut shown: BTreeMap<FlowKey, VerificationPhase> = BTreeMap::new();
+    let mut started_here: BTreeSet<FlowKey> = BTreeSet::new();
+    loop {
+        synced.notified().await;
+        // A step we take changes the phase: look again until nothing moves.
+        loop {
+            let Ok(flows) = client.verifications().await else {
+                break;
+            };
+            let mut moved = false;
+            for flow in &flows {
+                let Ok(user) = OwnedUserId::try_from(flow.user_id.as_str()) else {
+                    continue;
+                };
+                let key = (user, flow.transaction_id.clone());
+                if shown.get(&key) == Some(&flow.phase) {
+                    continue;
+                }
+                shown.insert(key.clone(), flow.phase.clone());
+                match take_step(&client, &prompts, &flows, flow, &key, &mut started_here).await {
+                    Ok(took_step) => moved |= took_step,
+                    Err(error) => println!("* verification with {}: {error}", key.0),
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+}
+
+/// Shows one flow's new phase and takes our step in it; returns whether a
+/// step was taken.
+async fn take_step(
+    client: &Client,
+    prompts: &Prompts,
+    flows: &[Verification],
+    flow: &Verification,
+    key: &FlowKey,
+    started_here: &mut BTreeSet<FlowKey>,
+) -> Result<bool, myelin_sdk::Error> {
+    let (user, transaction_id) = key;
+    let device = &flow.device_id;
+    match &flow.phase {
+        VerificationPhase::Requested if !flow.we_requested => {
+            prompts.note_request(key.clone());
+            println!(
+                "* verification request from {user} {device} ({transaction_id}): /accept to verify"
+            );
+        }
+        VerificationPhase::Ready if flow.we_requested => {
+            // Our other requests to this user are no longer needed.
+            for other in flows.iter().filter(|other| {
+                other.we_requested
+                    && other.user_id == flow.user_id
+                    && other.transaction_id != flow.transaction_id
+                    && other.phase == VerificationPhase::Requested
+            }) {
+                client
+                    .cancel_verification(user, &other.transaction_id)
+                    .await?;
+            }
+            started_here.insert(key.clone());
+            client.start_sas(user, transaction_id).await?;
+            println!("* {user} {device} is ready; comparing emoji");
+            return Ok(true);
+        }
+        VerificationPhase::Started if !started_here.contains(key) => {
+            client.accept_sas(user, transaction_id).await?;
+            return Ok(true);
+        }
+        VerificationPhase::ShowingSas => {
+            if let Some(emoji) = &flow.emoji {
+                let shown: Vec<String> = emoji
+                    .iter()
+                    .map(|e| format!("{} {}", e.symbol, e.name))
+                    .collect();
+                println!("* emoji with {user} {device}: {}", shown.join(" | "));
+            }
+            if let Some([a, b, c]) = flow.decimals {
+                println!("* numbers with {user} {device}: {a} {b} {c}");
+            }
+            println!("* do they match what {user} sees? y/n");
+            prompts.ask_comparison(key.clone());
+        }
+        VerificationPhase::Done => {
+            prompts.forget(key);
+            println!("* verified {user} {device}");
+        }
+        VerificationPhase::Cancelled { code, by_us } => {
+            prompts.forget(key);
+            let by = if *by_us { "by us" } else { "by them" };
+            println!(
+                "* verification with {user} {device} cancelled {by}: {}",
+                code.as_str()
+            );
+        }
+        _ => {}
+    }
+    Ok(false)
 }
 
 fn print_update(update: &SyncUpdate) {

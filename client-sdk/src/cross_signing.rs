@@ -5,7 +5,7 @@
 //! it, and commits what changed. See `spec-notes/cross-signing.md`.
 
 use reqwest::StatusCode;
-use ruma::{DeviceId, UserId};
+use ruma::{DeviceId, OwnedUserId, UserId};
 use serde_json::{Value, json};
 
 use crate::{
@@ -119,6 +119,49 @@ impl Client {
     /// [`Error::NotLoggedIn`] and store errors.
     pub async fn pin_identity(&self, user_id: &UserId) -> Result<bool> {
         self.with_machine(|machine| machine.pin_identity(user_id.as_str()))
+            .await
+    }
+
+    /// Accepts that `user_id`, whom we had verified, now shows another
+    /// identity (a verification violation: sending to rooms they read fails
+    /// with [`MachineError::VerificationViolation`](crate::machine::MachineError::VerificationViolation)
+    /// until this is called). Pins the new master key and forgets the old
+    /// verification; the new identity is verified only by
+    /// [`Client::verify_user`]. Returns whether the user is known.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoggedIn`] and store errors.
+    pub async fn acknowledge_identity_change(&self, user_id: &UserId) -> Result<bool> {
+        self.with_machine(|machine| machine.acknowledge_identity_change(user_id.as_str()))
+            .await
+    }
+
+    /// The users in verification violation: verified once, showing another
+    /// master key now, not acknowledged ([`Client::acknowledge_identity_change`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoggedIn`] and store errors.
+    pub async fn verification_violations(&self) -> Result<Vec<OwnedUserId>> {
+        let users = self
+            .with_machine(|machine| machine.verification_violations())
+            .await?;
+        // The machine's users came from checked, typed ids.
+        Ok(users
+            .into_iter()
+            .filter_map(|user| UserId::parse(user).ok())
+            .collect())
+    }
+
+    /// Whether a verification violation of a room's reader refuses sending
+    /// there (on unless turned off; kept in the store).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoggedIn`] and store errors.
+    pub async fn set_verification_violations_block_sending(&self, blocks: bool) -> Result<()> {
+        self.with_machine(|machine| machine.set_verification_violations_block_sending(blocks))
             .await
     }
 

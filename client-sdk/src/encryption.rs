@@ -466,6 +466,19 @@ impl Client {
             .await
     }
 
+    /// How many encrypted to-device events were dropped, by
+    /// [`ToDeviceRejection::name`](crate::machine::ToDeviceRejection::name)
+    /// (sender device keys that do not check out, payloads addressed to
+    /// someone else, replays…).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoggedIn`] and store errors.
+    pub async fn rejected_to_device_counts(&self) -> Result<BTreeMap<&'static str, u64>> {
+        self.with_machine(|machine| machine.rejected_to_device_counts().clone())
+            .await
+    }
+
     /// The devices of `user_id` this device has fetched and checked (their
     /// keys' self-signatures), with the local trust decision for each.
     ///

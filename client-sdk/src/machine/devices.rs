@@ -133,6 +133,12 @@ pub(super) struct UserDevices {
     /// application acknowledged since; a different one is not trusted.
     #[serde(default)]
     pub(super) pinned_master: Option<String>,
+    /// The master key the user was last verified with, kept when that
+    /// verification is lost to a new master key: a verification violation
+    /// ([`OlmMachine::verification_violations`]) until the application
+    /// acknowledges the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) verified_master: Option<String>,
     /// For our own user only: each other device's keys as served, without
     /// `signatures` and `unsigned`: the exact object our self-signing key
     /// signs to vouch for it ([`OlmMachine::verify_own_device`]).
@@ -397,6 +403,8 @@ impl OlmMachine {
                         user_id: user_id.to_owned(),
                         device_id: device_id.clone(),
                     });
+                } else {
+                    self.keep_served_signatures(object);
                 }
                 continue;
             }
@@ -516,7 +524,7 @@ impl OlmMachine {
 
 /// Checks one device's keys from a `/keys/query` answer: ids match where it
 /// is filed, both keys parse, and the self-signature verifies.
-fn parse_device_keys(user_id: &str, device_id: &str, object: &Value) -> Option<Device> {
+pub(super) fn parse_device_keys(user_id: &str, device_id: &str, object: &Value) -> Option<Device> {
     let map = object.as_object()?;
     if map.get("user_id")?.as_str()? != user_id || map.get("device_id")?.as_str()? != device_id {
         return None;

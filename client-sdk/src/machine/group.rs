@@ -161,7 +161,8 @@ impl OlmMachine {
     /// # Errors
     ///
     /// [`MachineError::RoomNotEncrypted`] for a room with no known
-    /// `m.room.encryption`.
+    /// `m.room.encryption`; [`MachineError::VerificationViolation`] when a
+    /// reader once verified changed identity, unacknowledged.
     pub fn share_room_key(
         &mut self,
         room_id: &str,
@@ -194,6 +195,9 @@ impl OlmMachine {
         if !outdated.is_empty() {
             return self.pending_or_new_query(outdated);
         }
+        //    A verified reader whose identity changed gets nothing until
+        //    the application has seen it (verification violation).
+        self.check_verification_violations(&users)?;
 
         // 2. An Olm session with every recipient, and with every device
         //    left out, so that it can be told why inside Olm.
@@ -249,7 +253,10 @@ impl OlmMachine {
     /// [`MachineError::RoomNotEncrypted`] if the room is not encrypted (the
     /// E2E-only policy never sends plaintext instead);
     /// [`MachineError::RoomKeyNotShared`] if there is no current session or
-    /// it must rotate: call [`OlmMachine::share_room_key`] first.
+    /// it must rotate: call [`OlmMachine::share_room_key`] first;
+    /// [`MachineError::VerificationViolation`] as for `share_room_key`:
+    /// a message to a room with such a reader is refused as a whole, so
+    /// the user sees the change before anything more is said there.
     pub fn encrypt_room_event(
         &mut self,
         room_id: &str,
@@ -262,6 +269,13 @@ impl OlmMachine {
             .get(room_id)
             .and_then(|r| r.encryption)
             .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_owned()))?;
+        let mut readers = self
+            .rooms
+            .get(room_id)
+            .map(RoomState::readers)
+            .unwrap_or_default();
+        readers.push(self.user_id.clone());
+        self.check_verification_violations(&readers)?;
         let entry = self
             .outbound
             .get_mut(room_id)

@@ -202,7 +202,9 @@ impl OlmMachine {
     /// # Errors
     ///
     /// [`MachineError::RoomNotEncrypted`]; [`MachineError::AwaitingResponse`]
-    /// while a query or claim this needs is in flight; Olm failures.
+    /// while a query or claim this needs is in flight;
+    /// [`MachineError::VerificationViolation`] for a user once verified
+    /// whose identity changed, unacknowledged; Olm failures.
     pub fn share_room_key_bundle(
         &mut self,
         room_id: &str,
@@ -220,6 +222,7 @@ impl OlmMachine {
         if self.devices.is_outdated(user_id) {
             return self.pending_or_new_query(users).map(BundleShare::Prepare);
         }
+        self.check_verification_violations(&users)?;
         let recipients = self.recipients(room_id, &users);
         let missing = self.devices_to_claim(&recipients.devices, now_ms);
         if !missing.is_empty() {

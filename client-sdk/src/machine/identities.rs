@@ -17,6 +17,14 @@
 //! that user's self-signing key signed it (`DeviceTracker::is_verified`,
 //! public as [`OlmMachine::is_device_verified`]).
 //!
+//! A user once verified whose master key then changes is in *verification
+//! violation*: the machine remembers the master key they were verified with,
+//! and, unless the application turned the policy off, refuses to share room
+//! keys with or encrypt for a room they read
+//! ([`MachineError::VerificationViolation`]) until the application
+//! acknowledges the change ([`OlmMachine::acknowledge_identity_change`]) or
+//! verifies the new identity.
+//!
 //! [spec]: https://spec.matrix.org/v1.16/client-server-api/#cross-signing
 
 use std::collections::BTreeSet;
@@ -26,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    DeviceWarning, OlmMachine,
+    DeviceWarning, MachineError, OlmMachine,
     cross_signing::{MASTER, SELF_SIGNING, USER_SIGNING},
     devices::{Device, DeviceTracker},
 };
@@ -46,7 +54,14 @@ pub struct UserIdentity {
     /// Whether the master key differs from the pinned one: the change has
     /// not been acknowledged.
     pub has_changed: bool,
+    /// Whether the user was verified with another master key than the one
+    /// served now, and the change was not acknowledged: sharing with them
+    /// is refused while the policy is on (see the module docs).
+    pub has_verification_violation: bool,
 }
+
+/// Whether encrypting for a user in verification violation is refused.
+pub(super) const VIOLATION_POLICY_RECORD: &str = "verification_violation_policy";
 
 /// Our own user, and the master key this device trusts as ours (the one it
 /// generated).
@@ -96,7 +111,72 @@ impl OlmMachine {
             self_signing_key: identity.self_signing.clone(),
             is_verified: self.devices.verified_users.contains(user_id),
             has_changed: record.pinned_master.as_deref() != Some(&identity.master),
+            has_verification_violation: self.devices.has_verification_violation(user_id),
         })
+    }
+
+    /// Accepts that `user_id`, once verified, now has another identity: pins
+    /// their current master key ([`OlmMachine::pin_identity`]) and forgets
+    /// that they were verified, which lifts the verification violation, so
+    /// room keys go to their devices again. The new identity is not
+    /// verified by this; verify the user again for that. Returns whether
+    /// the user is known.
+    pub fn acknowledge_identity_change(&mut self, user_id: &str) -> bool {
+        let Some(record) = self.devices.users.get_mut(user_id) else {
+            return false;
+        };
+        if let Some(identity) = &record.identity {
+            record.pinned_master = Some(identity.master.clone());
+        }
+        record.verified_master = None;
+        self.save_user_devices(user_id);
+        self.refresh_trust(&[user_id.to_owned()]);
+        true
+    }
+
+    /// Users in verification violation: verified once, showing another
+    /// master key now, not acknowledged. Each is refused room keys while
+    /// [`OlmMachine::set_verification_violations_block_sending`] is on.
+    pub fn verification_violations(&self) -> Vec<String> {
+        self.devices
+            .users
+            .keys()
+            .filter(|user| self.devices.has_verification_violation(user))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a verification violation of a room's reader refuses sharing
+    /// and encrypting in that room (on unless turned off; persisted).
+    pub fn set_verification_violations_block_sending(&mut self, blocks: bool) {
+        self.violations_block_sending = blocks;
+        self.put(VIOLATION_POLICY_RECORD.to_owned(), &blocks);
+    }
+
+    /// Whether verification violations refuse sharing and encrypting.
+    pub fn verification_violations_block_sending(&self) -> bool {
+        self.violations_block_sending
+    }
+
+    /// Refuses to encrypt for `users` while the policy is on and any of
+    /// them is in verification violation, naming them all.
+    pub(super) fn check_verification_violations(
+        &self,
+        users: &[String],
+    ) -> Result<(), MachineError> {
+        if !self.violations_block_sending {
+            return Ok(());
+        }
+        let user_ids: Vec<String> = users
+            .iter()
+            .filter(|user| self.devices.has_verification_violation(user))
+            .cloned()
+            .collect();
+        if user_ids.is_empty() {
+            Ok(())
+        } else {
+            Err(MachineError::VerificationViolation { user_ids })
+        }
     }
 
     /// Checks and stores `user_id`'s cross-signing keys from a keys/query
@@ -151,6 +231,9 @@ impl OlmMachine {
         if self.devices.refresh_trust(users, all) {
             self.recheck_outbound(None);
         }
+        for user in self.devices.remember_verified_masters() {
+            self.save_user_devices(&user);
+        }
     }
 }
 
@@ -176,6 +259,33 @@ impl DeviceTracker {
             }
         }
         lost
+    }
+
+    /// Records, for every verified user, the master key they are verified
+    /// with; returns the users whose record changed.
+    pub(super) fn remember_verified_masters(&mut self) -> Vec<String> {
+        let mut changed = Vec::new();
+        for user in &self.verified_users {
+            let Some(record) = self.users.get_mut(user) else {
+                continue;
+            };
+            let master = record.identity.as_ref().map(|i| i.master.clone());
+            if master.is_some() && record.verified_master != master {
+                record.verified_master = master;
+                changed.push(user.clone());
+            }
+        }
+        changed
+    }
+
+    /// Whether `user` was verified with a master key other than the one
+    /// served now (or none is served now) and no one acknowledged it.
+    pub(super) fn has_verification_violation(&self, user: &str) -> bool {
+        self.users.get(user).is_some_and(|record| {
+            record.verified_master.as_ref().is_some_and(|verified| {
+                record.identity.as_ref().map(|i| &i.master) != Some(verified)
+            })
+        })
     }
 
     /// Keeps one of our other devices' keys as served, to sign later.

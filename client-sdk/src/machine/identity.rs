@@ -40,6 +40,11 @@ pub(super) struct AccountMeta {
     /// The latest time the caller passed in, for answers that carry none.
     #[serde(default)]
     pub(super) last_now_ms: u64,
+    /// The signatures keys/query serves on our device keys (our own, and
+    /// our self-signing key's once this device is cross-signed), added to
+    /// the `sender_device_keys` we send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) served_signatures: Option<Map<String, Value>>,
 }
 
 impl AccountMeta {
@@ -53,6 +58,7 @@ impl AccountMeta {
             fallback_needed: true,
             next_request: 0,
             last_now_ms: 0,
+            served_signatures: None,
         }
     }
 }
@@ -72,6 +78,42 @@ impl OlmMachine {
         });
         self.sign(&mut object);
         object
+    }
+
+    /// Our device keys for the MSC4147 `sender_device_keys` of every Olm
+    /// payload we send: [`OlmMachine::device_keys`] with the signatures
+    /// the server serves on them, so that a recipient who has not (or no
+    /// longer) got this device from keys/query can still see that our
+    /// self-signing key vouches for it. A signature the server made up
+    /// fails the recipient's check and vouches for nothing.
+    pub(super) fn sender_device_keys(&self) -> Value {
+        let mut keys = self.device_keys();
+        if let Some(served) = &self.meta.served_signatures {
+            for (signer, signatures) in served {
+                let (Some(ours), Some(signatures)) =
+                    (keys["signatures"].as_object_mut(), signatures.as_object())
+                else {
+                    continue;
+                };
+                let entry = ours.entry(signer.clone()).or_insert_with(|| json!({}));
+                for (key_id, signature) in signatures {
+                    if entry.get(key_id).is_none() {
+                        entry[key_id] = signature.clone();
+                    }
+                }
+            }
+        }
+        keys
+    }
+
+    /// Keeps the signatures keys/query served on our own device keys (the
+    /// caller checked the keys are ours).
+    pub(super) fn keep_served_signatures(&mut self, served: &Value) {
+        let signatures = served.get("signatures").and_then(Value::as_object);
+        if signatures.is_some() && signatures != self.meta.served_signatures.as_ref() {
+            self.meta.served_signatures = signatures.cloned();
+            self.save_account();
+        }
     }
 
     pub(super) fn receive_key_counts(&mut self, sync: &SyncChanges) {

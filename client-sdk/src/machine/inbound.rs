@@ -10,7 +10,11 @@
 //!
 //! An event is attributed to its `sender` only if the device that owns the
 //! session's sender key belongs to that sender and its ed25519 key is the
-//! one the session's `m.room_key` payload claimed.
+//! one the session's `m.room_key` payload claimed. A device keys/query does
+//! not list (deleted since, or not fetched yet) is judged by the MSC4147
+//! `sender_device_keys` its `m.room_key` carried, when the sender's current
+//! self-signing key signed them: the owner vouches for the device as a
+//! listed device would be vouched for.
 //!
 //! Events that fail for want of a key are kept and decrypted the moment the
 //! key arrives ([`super::SyncOutput::late_decryptions`]).
@@ -23,11 +27,12 @@ use myelin_crypto::{
     olm::{Curve25519PublicKey, Ed25519PublicKey},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{
     DecryptedRoomEvent, LocalTrust, OlmMachine, SyncOutput, UnableToDecrypt, UtdCause,
-    VerificationState, events::event_id, history::SHARED_HISTORY_FIELD, olm::DecryptedOlm,
+    VerificationState, events::event_id, history::SHARED_HISTORY_FIELD, identities::is_signed_by,
+    olm::DecryptedOlm,
 };
 
 pub(super) const RECORD_KIND: &str = "inbound";
@@ -96,6 +101,9 @@ pub(super) struct InboundEntry {
     shared_history: bool,
     /// The user whose room key bundle gave us the session, if it came so.
     shared_by: Option<String>,
+    /// The checked MSC4147 `sender_device_keys` the creator's `m.room_key`
+    /// carried: who the device is when keys/query does not list it.
+    sender_device_keys: Option<Map<String, Value>>,
     /// Message index -> the event id it decrypted as.
     seen: BTreeMap<u32, String>,
 }
@@ -112,6 +120,8 @@ pub(super) struct InboundRecord {
     shared_history: bool,
     #[serde(default)]
     shared_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sender_device_keys: Option<Map<String, Value>>,
 }
 
 /// One decrypted message index and the event it belonged to. One record
@@ -146,8 +156,15 @@ impl InboundEntry {
             claimed_ed25519,
             shared_history: false,
             shared_by: None,
+            sender_device_keys: None,
             seen: BTreeMap::new(),
         }
+    }
+
+    /// Keeps the checked `sender_device_keys` of the `m.room_key` payload.
+    pub(super) fn with_sender_device_keys(mut self, keys: Option<Map<String, Value>>) -> Self {
+        self.sender_device_keys = keys;
+        self
     }
 
     /// Sets the session's `shared_history` flag.
@@ -200,6 +217,7 @@ impl InboundEntry {
             claimed_ed25519: record.claimed_ed25519,
             shared_history: record.shared_history,
             shared_by: record.shared_by,
+            sender_device_keys: record.sender_device_keys,
             seen: BTreeMap::new(),
         })
     }
@@ -213,6 +231,7 @@ impl InboundEntry {
             claimed_ed25519: self.claimed_ed25519.clone(),
             shared_history: self.shared_history,
             shared_by: self.shared_by.clone(),
+            sender_device_keys: self.sender_device_keys.clone(),
         }
     }
 }
@@ -307,7 +326,8 @@ impl OlmMachine {
             Some(olm.sender.clone()),
             olm.claimed_ed25519.clone(),
         )
-        .with_shared_history(shared_history);
+        .with_shared_history(shared_history)
+        .with_sender_device_keys(olm.sender_device_keys.clone());
         self.accept_inbound(entry, output);
     }
 
@@ -500,7 +520,11 @@ impl OlmMachine {
             .devices
             .device_by_curve(sender_key)
             .map(|d| d.device_id.clone())
-            .or_else(|| (sender_key == self.own_curve()).then(|| self.device_id.clone()));
+            .or_else(|| (sender_key == self.own_curve()).then(|| self.device_id.clone()))
+            .or_else(|| {
+                let announced = self.inbound.get(&key_id)?.sender_device_keys.as_ref()?;
+                Some(announced.get("device_id")?.as_str()?.to_owned())
+            });
         Ok(DecryptedRoomEvent {
             event_id: id.to_owned(),
             room_id: room_id.to_owned(),
@@ -565,6 +589,9 @@ impl OlmMachine {
             };
         }
         let Some(device) = self.devices.device_by_curve(&key_id.sender_key) else {
+            if let Some(state) = self.attribute_announced_device(key_id, sender) {
+                return Ok(state);
+            }
             // Unknown is only believable while the sender's device list may
             // be stale; once it is fresh, a key none of their devices has is
             // not theirs.
@@ -586,6 +613,36 @@ impl OlmMachine {
             LocalTrust::Blacklisted => VerificationState::Blacklisted,
             _ if self.devices.is_verified(device) => VerificationState::Verified,
             _ => VerificationState::Unverified,
+        })
+    }
+
+    /// How far a device keys/query does not list is trusted, judged by the
+    /// `sender_device_keys` its room key carried (checked on receipt: self-
+    /// signed, the session's sender key, the payload's ed25519 key): `None`
+    /// unless `sender`'s current self-signing key signed them. Then the
+    /// device is theirs as surely as a listed, cross-signed one, and
+    /// verified when their identity is.
+    fn attribute_announced_device(
+        &self,
+        key_id: &SessionKeyId,
+        sender: &str,
+    ) -> Option<VerificationState> {
+        let entry = self.inbound.get(key_id)?;
+        let announced = entry.sender_device_keys.as_ref()?;
+        if entry.sender.as_deref() != Some(sender)
+            || announced.get("user_id").and_then(Value::as_str) != Some(sender)
+        {
+            return None;
+        }
+        let identity = self.devices.user_record(sender)?.identity.as_ref()?;
+        let self_signing = identity.self_signing.as_deref()?;
+        if !is_signed_by(announced, sender, self_signing) {
+            return None;
+        }
+        Some(if self.devices.verified_users.contains(sender) {
+            VerificationState::Verified
+        } else {
+            VerificationState::Unverified
         })
     }
 
@@ -621,6 +678,7 @@ fn merge_into(existing: &mut InboundEntry, mut new: InboundEntry) -> bool {
         existing.claimed_ed25519 = new.claimed_ed25519;
         existing.shared_history = new.shared_history;
         existing.shared_by = new.shared_by;
+        existing.sender_device_keys = new.sender_device_keys;
     }
     true
 }

@@ -64,7 +64,8 @@
 //! secret sharing of the cross-signing keys (only the device that
 //! bootstrapped holds them), history bundles sent only to cross-signed
 //! devices as MSC4268 asks (they go to the invitee's non-blacklisted
-//! devices, and without the MSC4147 `sender_device_keys` it requires).
+//! devices; the MSC4147 `sender_device_keys` it requires go with every
+//! Olm payload, but a bundle arriving without them is not refused).
 //!
 //! # Persist before send
 //!
@@ -125,6 +126,7 @@ pub use self::{
     events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
     history::{BundleError, BundleImport, BundleShare, RoomKeyBundle},
     identities::UserIdentity,
+    olm::ToDeviceRejection,
     requests::{OutgoingRequest, Request},
     store::{Changes, CryptoStore, MemoryStore},
     sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
@@ -167,6 +169,16 @@ pub enum MachineError {
         user_id: String,
         /// The device.
         device_id: String,
+    },
+
+    /// Users who were verified now show another master key, and the change
+    /// was not acknowledged ([`OlmMachine::acknowledge_identity_change`]):
+    /// room keys are not shared with, and nothing is encrypted for, a room
+    /// they read (a verification violation; see [`identities`]).
+    #[error("verified users changed identity: {}", user_ids.join(", "))]
+    VerificationViolation {
+        /// Every reader of the room in violation.
+        user_ids: Vec<String>,
     },
 
     /// A keys/query or keys/claim this step depends on is in flight (issued
@@ -249,7 +261,12 @@ pub struct OlmMachine {
     queued: Vec<OutgoingRequest>,
     warnings: Vec<DeviceWarning>,
     utd_counts: BTreeMap<&'static str, u64>,
+    /// Encrypted to-device events dropped, by [`ToDeviceRejection::name`].
+    to_device_rejections: BTreeMap<&'static str, u64>,
     only_verified_globally: bool,
+    /// Whether a reader in verification violation blocks sharing and
+    /// encrypting (on by default: `spec-notes/cross-signing.md`).
+    violations_block_sending: bool,
     /// The key backup this device uploads to.
     backup: Option<ActiveBackup>,
     /// A backup whose recovery key was handed out, not yet created.
@@ -601,7 +618,9 @@ impl OlmMachine {
             queued: Vec::new(),
             warnings: Vec::new(),
             utd_counts: BTreeMap::new(),
+            to_device_rejections: BTreeMap::new(),
             only_verified_globally: false,
+            violations_block_sending: true,
             backup: None,
             pending_backup: None,
             backed_up: BTreeMap::new(),
@@ -701,6 +720,9 @@ impl OlmMachine {
             }
             identity::SETTINGS_RECORD => {
                 self.only_verified_globally = decode(records, key)?;
+            }
+            identities::VIOLATION_POLICY_RECORD => {
+                self.violations_block_sending = decode(records, key)?;
             }
             _ => {}
         }

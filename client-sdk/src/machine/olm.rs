@@ -16,6 +16,17 @@
 //! queried; what it sent is accepted but carries
 //! [`super::VerificationState::UnknownDevice`] until the query lands.
 //!
+//! **Sender device keys** ([MSC4147]): every payload we send carries our
+//! signed device keys as `sender_device_keys`. One that arrives with them
+//! is refused ([`ToDeviceRejection`], counted in
+//! [`OlmMachine::rejected_to_device_counts`]) unless they are self-signed,
+//! filed under the sender, name the Olm session's curve25519 key and the
+//! payload's `keys.ed25519`, and, for a device keys/query told us of, are
+//! that device's. Room keys remember them, so events of a device that
+//! keys/query does not list can still be attributed to it (`inbound`).
+//!
+//! [MSC4147]: https://github.com/matrix-org/matrix-spec-proposals/pull/4147
+//!
 //! **Wedged sessions**: a normal message that no session decrypts means the
 //! sender's session state and ours diverged. We claim a fresh key for that
 //! device, start a new session and send it an `m.dummy` so that its next
@@ -39,7 +50,7 @@ use zeroize::Zeroizing;
 
 use super::{
     Device, InFlight, MachineError, OlmMachine, OutgoingRequest, Request, SyncOutput,
-    history::ROOM_KEY_BUNDLE_EVENT,
+    devices::parse_device_keys, history::ROOM_KEY_BUNDLE_EVENT,
 };
 
 pub(super) const RECORD_KIND: &str = "olm";
@@ -214,6 +225,8 @@ pub(super) struct DecryptedOlm {
     pub(super) sender: String,
     pub(super) sender_key: String,
     pub(super) claimed_ed25519: String,
+    /// The payload's checked MSC4147 `sender_device_keys`, if it had them.
+    pub(super) sender_device_keys: Option<Map<String, Value>>,
     pub(super) event_type: String,
     pub(super) content: Value,
     pub(super) payload: Value,
@@ -226,16 +239,46 @@ impl Drop for DecryptedOlm {
     }
 }
 
-/// Why a to-device event was dropped. Not surfaced beyond debugging: a
-/// to-device event has no timeline slot to mark.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum ToDeviceRejection {
+/// Why an encrypted to-device event was dropped. A to-device event has no
+/// timeline slot to mark, so the application sees only the counts
+/// ([`OlmMachine::rejected_to_device_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ToDeviceRejection {
+    /// No ciphertext for this device's key.
     NotForUs,
+    /// Not a well-formed Olm event or payload.
     Malformed,
+    /// No session decrypted it, and it opened none.
     Undecryptable,
+    /// The payload's `sender`, `recipient` or `recipient_keys` are not the
+    /// event's, or its `keys.ed25519` is not the known device's.
     PayloadMismatch,
     /// A pre-key message an existing session was built on, again.
     Replay,
+    /// The MSC4147 `sender_device_keys` are malformed, not self-signed, not
+    /// filed under the sender, or name other keys than the Olm session's
+    /// curve25519 key and the payload's `keys.ed25519`.
+    InvalidSenderDeviceKeys,
+    /// The `sender_device_keys` are valid but are not what keys/query told
+    /// us of that device (another device id for the session's key, or
+    /// other keys under the device id).
+    SenderDeviceKeysMismatch,
+}
+
+impl ToDeviceRejection {
+    /// A stable name, for counters.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NotForUs => "not_for_us",
+            Self::Malformed => "malformed",
+            Self::Undecryptable => "undecryptable",
+            Self::PayloadMismatch => "payload_mismatch",
+            Self::Replay => "replay",
+            Self::InvalidSenderDeviceKeys => "invalid_sender_device_keys",
+            Self::SenderDeviceKeysMismatch => "sender_device_keys_mismatch",
+        }
+    }
 }
 
 impl OlmMachine {
@@ -384,7 +427,14 @@ impl OlmMachine {
             "sender": self.user_id,
             "sender_device": self.device_id,
             "keys": {"ed25519": ours.ed25519.to_base64()},
+            "sender_device_keys": self.sender_device_keys(),
         }))
+    }
+
+    /// How many encrypted to-device events were dropped, by
+    /// [`ToDeviceRejection::name`].
+    pub fn rejected_to_device_counts(&self) -> &BTreeMap<&'static str, u64> {
+        &self.to_device_rejections
     }
 
     /// Olm-encrypts a serialised payload for one device, with the session
@@ -422,8 +472,15 @@ impl OlmMachine {
             .unwrap_or_default();
         match event_type {
             "m.room.encrypted" => {
-                let Ok(mut decrypted) = self.decrypt_to_device(event, now_ms) else {
-                    return;
+                let mut decrypted = match self.decrypt_to_device(event, now_ms) {
+                    Ok(decrypted) => decrypted,
+                    Err(rejection) => {
+                        *self
+                            .to_device_rejections
+                            .entry(rejection.name())
+                            .or_default() += 1;
+                        return;
+                    }
                 };
                 match decrypted.event_type.as_str() {
                     "m.room_key" => self.receive_room_key(&decrypted, output),
@@ -575,11 +632,32 @@ impl OlmMachine {
             .and_then(Value::as_str)
             .ok_or(Malformed)?
             .to_owned();
+        let sender_device_keys = match payload.get("sender_device_keys") {
+            None | Some(Value::Null) => None,
+            Some(keys) => Some(check_sender_device_keys(
+                sender,
+                sender_key,
+                &claimed_ed25519,
+                field("sender_device"),
+                keys,
+            )?),
+        };
+        let announced = sender_device_keys.as_ref().map(|(device, _)| device);
         match self.devices.device_by_curve(sender_key) {
             Some(device) if device.user_id != sender || device.ed25519 != claimed_ed25519 => {
                 return Err(PayloadMismatch);
             }
+            Some(device) if announced.is_some_and(|a| a.device_id != device.device_id) => {
+                return Err(SenderDeviceKeysMismatch);
+            }
             Some(_) => {}
+            None if announced
+                .and_then(|a| self.devices.device(sender, &a.device_id))
+                .is_some() =>
+            {
+                // The device id is known with another curve25519 key.
+                return Err(SenderDeviceKeysMismatch);
+            }
             None => {
                 // Unknown device: learn it, and judge what it sent when we do.
                 if !self.devices.track(sender) {
@@ -594,6 +672,7 @@ impl OlmMachine {
             sender: sender.to_owned(),
             sender_key: sender_key.to_owned(),
             claimed_ed25519,
+            sender_device_keys: sender_device_keys.map(|(_, object)| object),
             event_type,
             content,
             payload,
@@ -651,6 +730,38 @@ impl OlmPayload {
         bytes.extend_from_slice(b"}}");
         bytes
     }
+}
+
+/// Checks a payload's MSC4147 `sender_device_keys` against the payload
+/// itself: a self-signed device keys object of `sender`'s, for the device
+/// the payload names (if it names one), whose curve25519 key opened the Olm
+/// session and whose ed25519 key is the payload's `keys.ed25519`. Together
+/// the two keys vouch for each other: only the curve25519 key's holder
+/// could put the object in the session, and only the ed25519 key's holder
+/// could sign it.
+fn check_sender_device_keys(
+    sender: &str,
+    sender_key: &str,
+    claimed_ed25519: &str,
+    sender_device: Option<&str>,
+    keys: &Value,
+) -> Result<(Device, Map<String, Value>), ToDeviceRejection> {
+    let invalid = ToDeviceRejection::InvalidSenderDeviceKeys;
+    let object = keys.as_object().ok_or(invalid)?;
+    let device_id = object
+        .get("device_id")
+        .and_then(Value::as_str)
+        .ok_or(invalid)?;
+    let device = parse_device_keys(sender, device_id, keys).ok_or(invalid)?;
+    if device.curve25519 != sender_key
+        || device.ed25519 != claimed_ed25519
+        || sender_device.is_some_and(|named| named != device_id)
+    {
+        return Err(invalid);
+    }
+    let mut object = object.clone();
+    object.remove("unsigned");
+    Ok((device, object))
 }
 
 fn olm_record_key(sender_key: &str, session_id: &str) -> String {

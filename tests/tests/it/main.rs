@@ -47,6 +47,7 @@ mod sdk_errors;
 mod sdk_example;
 mod sdk_history;
 mod sdk_homeserver;
+mod sdk_identity_changes;
 mod sdk_interop;
 mod sdk_keys_query_backoff;
 mod sdk_persist_before_send;

@@ -1,7 +1,8 @@
 //! The terminal example client (`client-sdk/examples/chat.rs`) driven as a
 //! user would drive it: two processes register, create an E2E-only room,
 //! invite, join, and chat; each line they print must say how the message
-//! was protected, and trusting a device must show in the next message.
+//! was protected, and trusting a device (by hand, or by comparing emoji
+//! with `/verify`) must show in the next message.
 //!
 //! The example binary is built by `cargo test --workspace` (which builds
 //! every example) next to this test binary.
@@ -16,7 +17,8 @@ use tokio::{
 
 backend_tests!(
     two_example_clients_chat_end_to_end_encrypted,
-    history_restored_from_the_backup_shows_its_authenticity_is_not_guaranteed
+    history_restored_from_the_backup_shows_its_authenticity_is_not_guaranteed,
+    two_example_clients_verify_each_other_by_emoji
 );
 
 /// How long one expected line may take to appear.
@@ -226,36 +228,7 @@ async fn history_restored_from_the_backup_shows_its_authenticity_is_not_guarante
 ) {
     let server = TestServer::start(backend).await;
     let stores = tempfile::tempdir().expect("store dir");
-    let mut alice = ChatProcess::register(&server, "alice", stores.path().join("alice.db"));
-    let mut bob = ChatProcess::register(&server, "bob", stores.path().join("bob.db"));
-    alice
-        .expect("its login", |l| l.starts_with("* logged in as @alice"))
-        .await;
-    bob.expect("its login", |l| l.starts_with("* logged in as @bob"))
-        .await;
-    let bob_id = server.user_id("bob");
-    alice.type_line("/create backed up").await;
-    let created = alice
-        .expect("the new room", |l| l.starts_with("* created !"))
-        .await;
-    let room_id = created
-        .split_whitespace()
-        .nth(2)
-        .expect("room id")
-        .to_owned();
-    alice.type_line(&format!("/invite {bob_id}")).await;
-    bob.expect("the invite", |l| {
-        l.starts_with(&format!("* invited to {room_id}"))
-    })
-    .await;
-    bob.type_line(&format!("/join {room_id}")).await;
-    bob.expect("the join", |l| l == format!("* joined {room_id}"))
-        .await;
-    alice
-        .expect("Bob's join", |l| {
-            l == format!("[{room_id}] {bob_id} set m.room.member")
-        })
-        .await;
+    let (mut alice, mut bob, room_id) = alice_and_bob_in_a_room(&server, stores.path()).await;
     alice.type_line("kept in the backup").await;
     let line = bob
         .expect("Alice's message", |l| l.contains("kept in the backup"))
@@ -295,4 +268,186 @@ async fn history_restored_from_the_backup_shows_its_authenticity_is_not_guarante
     alice.quit().await;
     bob.quit().await;
     laptop.quit().await;
+}
+
+/// Alice and Bob, registered, in an E2E-only room Alice created, each
+/// having seen the other's membership; and the room id.
+async fn alice_and_bob_in_a_room(
+    server: &TestServer,
+    stores: &std::path::Path,
+) -> (ChatProcess, ChatProcess, String) {
+    let mut alice = ChatProcess::register(server, "alice", stores.join("alice.db"));
+    let mut bob = ChatProcess::register(server, "bob", stores.join("bob.db"));
+    alice
+        .expect("its login", |l| l.starts_with("* logged in as @alice"))
+        .await;
+    bob.expect("its login", |l| l.starts_with("* logged in as @bob"))
+        .await;
+    let bob_id = server.user_id("bob");
+    alice.type_line("/create together").await;
+    let created = alice
+        .expect("the new room", |l| l.starts_with("* created !"))
+        .await;
+    let room_id = created
+        .split_whitespace()
+        .nth(2)
+        .expect("room id")
+        .to_owned();
+    alice.type_line(&format!("/invite {bob_id}")).await;
+    bob.expect("the invite", |l| {
+        l.starts_with(&format!("* invited to {room_id}"))
+    })
+    .await;
+    bob.type_line(&format!("/join {room_id}")).await;
+    bob.expect("the join", |l| l == format!("* joined {room_id}"))
+        .await;
+    alice
+        .expect("Bob's join", |l| {
+            l == format!("[{room_id}] {bob_id} set m.room.member")
+        })
+        .await;
+    (alice, bob, room_id)
+}
+
+/// The device a timeline line says a message came from.
+fn sending_device(line: &str) -> String {
+    line.split("device ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(']'))
+        .expect("the sending device")
+        .to_owned()
+}
+
+/// Bob asks Alice's device to verify; Alice accepts; both terminals show
+/// the same emoji and numbers, both users say they match, and from then on
+/// each shows the other's messages as from a verified device.
+async fn two_example_clients_verify_each_other_by_emoji(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let stores = tempfile::tempdir().expect("store dir");
+    let (mut alice, mut bob, _) = alice_and_bob_in_a_room(&server, stores.path()).await;
+    let (alice_id, bob_id) = (server.user_id("alice"), server.user_id("bob"));
+
+    alice.type_line("before verifying").await;
+    let line = bob
+        .expect("Alice's message", |l| l.contains("before verifying"))
+        .await;
+    assert!(line.contains("[e2e unverified, device "), "{line}");
+    let alice_device = sending_device(&line);
+    bob.type_line("me neither").await;
+    let line = alice
+        .expect("Bob's message", |l| l.contains("me neither"))
+        .await;
+    assert!(line.contains("[e2e unverified, device "), "{line}");
+    let bob_device = sending_device(&line);
+
+    // First Alice says the emoji differ: the flow is cancelled as a
+    // mismatch on both sides, and nothing is verified.
+    bob_asks_alice_to_compare_emoji(
+        &mut alice,
+        &mut bob,
+        [&alice_id, &alice_device],
+        [&bob_id, &bob_device],
+    )
+    .await;
+    alice.type_line("n").await;
+    bob.expect("the cancellation", |l| {
+        l.starts_with(&format!(
+            "* verification with {alice_id} {alice_device} cancelled by them"
+        )) && l.ends_with("m.mismatched_sas")
+    })
+    .await;
+    alice.type_line("still unverified").await;
+    let line = bob
+        .expect("Alice's message", |l| l.contains("still unverified"))
+        .await;
+    assert!(line.contains("[e2e unverified, device "), "{line}");
+
+    // Then both say they match.
+    bob_asks_alice_to_compare_emoji(
+        &mut alice,
+        &mut bob,
+        [&alice_id, &alice_device],
+        [&bob_id, &bob_device],
+    )
+    .await;
+    alice.type_line("y").await;
+    bob.type_line("y").await;
+    alice
+        .expect("the verification", |l| {
+            l == format!("* verified {bob_id} {bob_device}")
+        })
+        .await;
+    bob.expect("the verification", |l| {
+        l == format!("* verified {alice_id} {alice_device}")
+    })
+    .await;
+
+    alice.type_line("verified now").await;
+    let line = bob
+        .expect("Alice's message", |l| l.contains("verified now"))
+        .await;
+    assert!(
+        line.contains(&format!("[e2e verified, device {alice_device}]")),
+        "{line}"
+    );
+    bob.type_line("so are you").await;
+    let line = alice
+        .expect("Bob's message", |l| l.contains("so are you"))
+        .await;
+    assert!(
+        line.contains(&format!("[e2e verified, device {bob_device}]")),
+        "{line}"
+    );
+    alice.quit().await;
+    bob.quit().await;
+}
+
+/// Bob asks Alice's device to verify, Alice accepts, and both terminals
+/// show the same seven emoji and three numbers and ask whether they match.
+async fn bob_asks_alice_to_compare_emoji(
+    alice: &mut ChatProcess,
+    bob: &mut ChatProcess,
+    [alice_id, alice_device]: [&str; 2],
+    [bob_id, bob_device]: [&str; 2],
+) {
+    bob.type_line(&format!("/verify {alice_id} {alice_device}"))
+        .await;
+    alice
+        .expect("Bob's request", |l| {
+            l.starts_with(&format!(
+                "* verification request from {bob_id} {bob_device} "
+            ))
+        })
+        .await;
+    alice.type_line("/accept").await;
+    let emoji = |l: &str| l.starts_with("* emoji with ");
+    let numbers = |l: &str| l.starts_with("* numbers with ");
+    let asked = |l: &str| l.ends_with("y/n");
+    let alice_emoji = alice.expect("the emoji", emoji).await;
+    let alice_numbers = alice.expect("the numbers", numbers).await;
+    alice.expect("the question", asked).await;
+    let bob_emoji = bob.expect("the emoji", emoji).await;
+    let bob_numbers = bob.expect("the numbers", numbers).await;
+    bob.expect("the question", asked).await;
+    let listed = |line: &str| line.split_once(": ").expect("a list").1.to_owned();
+    assert_eq!(listed(&alice_emoji), listed(&bob_emoji));
+    assert_eq!(
+        listed(&alice_emoji).split(" | ").count(),
+        7,
+        "{alice_emoji}"
+    );
+    assert_eq!(listed(&alice_numbers), listed(&bob_numbers));
+    assert_eq!(
+        listed(&alice_numbers).split(' ').count(),
+        3,
+        "{alice_numbers}"
+    );
+    assert!(
+        alice_emoji.starts_with(&format!("* emoji with {bob_id} {bob_device}: ")),
+        "{alice_emoji}"
+    );
+    assert!(
+        bob_emoji.starts_with(&format!("* emoji with {alice_id} {alice_device}: ")),
+        "{bob_emoji}"
+    );
 }

@@ -35,7 +35,7 @@ fn a_replayed_ciphertext_under_a_new_event_id_is_refused() {
 
 /// Alice, Bob and Mallory in one room; Mallory is a member with a real
 /// device, and she has shared her own session with Bob.
-fn with_mallory(server: &mut FakeServer) -> (Client, Client, Client) {
+pub(super) fn with_mallory(server: &mut FakeServer) -> (Client, Client, Client) {
     let mut alice = Client::new(server, ALICE, "ALICEDEV");
     let mut bob = Client::new(server, BOB, "BOBPHONE");
     let mut mallory = Client::new(server, CAROL, "MALLORY");
@@ -416,7 +416,7 @@ fn olm_sessions_opened_with_the_fallback_key_are_capped_per_device() {
 
 /// Olm-encrypts `payload` from `from` to `device` and has the server
 /// deliver it to Bob's phone labelled as sent by `sender`.
-fn deliver_olm(
+pub(super) fn deliver_olm(
     server: &mut FakeServer,
     from: &mut Client,
     device: &Device,

@@ -23,7 +23,7 @@ pub(super) fn bootstrap(client: &mut Client, server: &mut FakeServer) {
 
 /// `verifier` verifies `user` (whose keys it has queried) and the server
 /// takes the signature.
-fn verify(client: &mut Client, server: &mut FakeServer, user: &str) {
+pub(super) fn verify(client: &mut Client, server: &mut FakeServer, user: &str) {
     let request = client.machine.verify_user(user).unwrap();
     assert!(matches!(request.request, Request::SignaturesUpload { .. }));
     client.answer(server, &request);
@@ -40,7 +40,7 @@ fn public_key(object: &Value) -> (String, Ed25519PublicKey) {
 
 /// Alice, Bob's phone and laptop in a room; Alice and Bob (from his phone)
 /// have bootstrapped, everyone has synced.
-fn cross_signed_alice_and_bob(server: &mut FakeServer) -> (Client, Client, Client) {
+pub(super) fn cross_signed_alice_and_bob(server: &mut FakeServer) -> (Client, Client, Client) {
     let (mut alice, mut bob, mut bob2) = alice_and_bob(server);
     bootstrap(&mut alice, server);
     bootstrap(&mut bob, server);
@@ -51,7 +51,7 @@ fn cross_signed_alice_and_bob(server: &mut FakeServer) -> (Client, Client, Clien
 }
 
 /// [`cross_signed_alice_and_bob`], then Alice verifies Bob.
-fn alice_verified_bob(server: &mut FakeServer) -> (Client, Client, Client) {
+pub(super) fn alice_verified_bob(server: &mut FakeServer) -> (Client, Client, Client) {
     let (mut alice, bob, bob2) = cross_signed_alice_and_bob(server);
     verify(&mut alice, server, BOB);
     (alice, bob, bob2)

@@ -550,6 +550,7 @@ fn bundles_whose_ids_carry_a_slash_do_not_share_a_record() {
             sender: sender.to_owned(),
             sender_key: bob.machine.identity_keys().curve25519.to_base64(),
             claimed_ed25519: bob.machine.identity_keys().ed25519.to_base64(),
+            sender_device_keys: None,
             event_type: crate::machine::history::ROOM_KEY_BUNDLE_EVENT.to_owned(),
             content: json!({"room_id": room_id, "file": file}),
             payload: json!({}),

@@ -4,7 +4,9 @@ mod attacks;
 mod backup;
 mod cross_signing;
 mod history;
+mod identity_changes;
 mod persistence;
+mod sender_device_keys;
 mod server;
 mod verification;
 
