@@ -22,6 +22,7 @@ backend_tests!(
     every_timeline_has_a_prev_batch,
     timeline_limit_zero_returns_no_events,
     a_filtered_timeline_is_limited_only_when_something_was_cut,
+    events_hidden_from_the_user_do_not_make_a_timeline_limited,
 );
 
 fn room_timeline<'a>(answer: &'a Value, room_id: &str) -> &'a Value {
@@ -89,8 +90,8 @@ async fn state_changed_while_away_arrives_after_a_rejoin(backend: Backend) {
             .rfind(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str())
             .map(|e| e["content"]["membership"].clone());
         assert_eq!(own, Some(json!("join")), "limit {limit}: {answer}");
-        // The unseen message is a gap before the timeline's start only when
-        // the timeline starts after it.
+        // Hidden events cut nothing; bob's leave, which he may see, is
+        // cut by the smaller limit.
         assert_eq!(
             room_timeline(&answer, &room)["limited"],
             limit == 2,
@@ -195,7 +196,7 @@ async fn a_newly_joined_room_is_limited_when_earlier_events_exist(backend: Backe
     let first = timeline(&whole, "join", &room);
     assert_eq!(first[0]["type"], "m.room.create", "{whole}");
     assert_eq!(room_timeline(&whole, &room)["limited"], false, "{whole}");
-    // Hidden history inside the timeline is no cut before it.
+    // History hidden from the newcomer is no cut.
     set_history_visibility(&server, &alice.token, &room, "joined").await;
     send_text(&server, &alice.token, &room, "hidden from carol").await;
     let carol = server.register("carol").await;
@@ -316,4 +317,35 @@ async fn a_filtered_timeline_is_limited_only_when_something_was_cut(backend: Bac
         ["two", "three", "four"]
     );
     assert_eq!(room_timeline(&answer, &room)["limited"], true, "{answer}");
+}
+
+/// An ignored user's messages are left out of the timeline, and are no gap
+/// in it: a limited timeline makes clients drop what they hold and
+/// paginate, and paginating would not find them either.
+async fn events_hidden_from_the_user_do_not_make_a_timeline_limited(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob.token, &room).await;
+    let (status, answer) = server
+        .request(
+            reqwest::Method::PUT,
+            server.v3(&format!(
+                "/user/{}/account_data/m.ignored_user_list",
+                alice.user_id
+            )),
+            Some(&alice.token),
+            Some(json!({ "ignored_users": { bob.user_id.clone(): {} } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let since = next_batch(&sync_ok(&server, &alice.token, &[]).await);
+    for index in 0..3 {
+        send_text(&server, &bob.token, &room, &format!("ignored {index}")).await;
+    }
+    send_text(&server, &alice.token, &room, "mine").await;
+    let answer = sync_since_limit(&server, &alice.token, &since, 2).await;
+    assert_eq!(bodies(timeline(&answer, "join", &room)), ["mine"]);
+    assert_eq!(room_timeline(&answer, &room)["limited"], false, "{answer}");
 }

@@ -14,6 +14,7 @@
 //! forgetting only costs a member event sent again.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
 use ruma::{
@@ -32,17 +33,22 @@ const MAX_MEMBERS_PER_STREAM: usize = 256;
 pub struct StreamKey {
     user_id: OwnedUserId,
     device_id: OwnedDeviceId,
-    filter: String,
+    /// A hash of how the client named the filter, so an inline filter's
+    /// JSON is not kept. Two filters of one device that collide share a
+    /// record, which costs that device members left out; nobody else's.
+    filter: u64,
 }
 
 impl StreamKey {
     /// The stream of a device syncing with the filter `filter` names
     /// (its id, or its inline JSON).
     pub fn new(user_id: &UserId, device_id: &DeviceId, filter: &str) -> Self {
+        let mut hasher = std::hash::DefaultHasher::new();
+        filter.hash(&mut hasher);
         Self {
             user_id: user_id.to_owned(),
             device_id: device_id.to_owned(),
-            filter: filter.to_owned(),
+            filter: hasher.finish(),
         }
     }
 }

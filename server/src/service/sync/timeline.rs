@@ -40,9 +40,9 @@ pub(super) struct ScannedTimeline {
     pub events: Vec<Pdu>,
     /// The position of the first event (one past `upto` when empty).
     pub start: StreamPosition,
-    /// Whether an event the filter lets through, older than the timeline,
-    /// is missing from it: cut by the limit, hidden from the user, or past
-    /// the scan's bound.
+    /// Whether an event the user may see and the filter lets through,
+    /// older than the timeline, is missing from it: cut by the limit, or
+    /// past the scan's bound.
     pub limited: bool,
     /// State events in the range that the timeline leaves out (hidden or
     /// filtered), with their positions.
@@ -82,7 +82,7 @@ impl Sync {
     /// filter's limit. The limit counts the events the user may see and the
     /// filter lets through ("the maximum number of events to return"), so
     /// the scan reads past hidden and filtered ones, up to a bound; once
-    /// full, it reads on only until it finds an event the filter wants,
+    /// full, it reads on only until it finds one more it would have kept,
     /// which makes the timeline `limited`.
     pub(super) async fn scan_timeline(
         &self,
@@ -104,7 +104,6 @@ impl Sync {
             stopped_early: false,
             group_before_start: None,
         };
-        let mut oldest_hidden_wanted: Option<StreamPosition> = None;
         let mut cursor = range.upto;
         let mut scanned = 0;
         let mut first_page = first_page;
@@ -123,24 +122,19 @@ impl Sync {
                 cursor = StreamPosition(stored.position.0 - 1);
                 scanned += 1;
                 let pdu = to_pdu(range.version, stored)?;
-                let wanted = filter.allows_event(&pdu.kind().to_string(), pdu.sender());
-                if kept.len() == limit && wanted {
+                let shown = filter.allows_event(&pdu.kind().to_string(), pdu.sender())
+                    && visibility.can_see(stored, &pdu, range.joined_now).await?;
+                if shown && kept.len() == limit {
                     scan.limited = true;
                     scan.stopped_early = true;
                     scan.group_before_start.get_or_insert(stored.state_group);
                     break 'scan;
                 }
-                let keep = kept.len() < limit
-                    && wanted
-                    && visibility.can_see(stored, &pdu, range.joined_now).await?;
-                if keep {
+                if shown {
                     kept.push((stored.position, pdu));
                     // Whatever is read next is older than this event.
                     scan.group_before_start = None;
                     continue;
-                }
-                if wanted {
-                    oldest_hidden_wanted = Some(stored.position);
                 }
                 if let Some(slot) = slot_of(&pdu) {
                     scan.left_out_state.push((stored.position, slot));
@@ -160,7 +154,6 @@ impl Sync {
         scan.start = kept
             .first()
             .map_or(StreamPosition(range.upto.0 + 1), |(position, _)| *position);
-        scan.limited |= oldest_hidden_wanted.is_some_and(|hidden| hidden < scan.start);
         scan.events = kept.into_iter().map(|(_, pdu)| pdu).collect();
         Ok(scan)
     }
