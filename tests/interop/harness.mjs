@@ -282,7 +282,7 @@ export const loops = [];
 // sent, as opposed to what the SDK made of it.
 export async function startSyncLoop(label, reg, startOpts, { rustCrypto = false } = {}) {
     const rawSyncs = [];
-    const loop = { label, rawSyncs, states: [], trouble: null };
+    const loop = { label, rawSyncs, states: [], trouble: null, gate: null, held: 0, gateEvents: new EventEmitter() };
     loop.client = createClient({
         baseUrl,
         accessToken: reg.access_token,
@@ -292,8 +292,13 @@ export async function startSyncLoop(label, reg, startOpts, { rustCrypto = false 
         localTimeoutMs: REQUEST_TIMEOUT_MS,
         logger: sdkLogger(` ${label}`),
         fetchFn: async (input, init) => {
-            const res = await tracingFetch(input, init, label);
             const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
+            if (loop.gate && url.pathname.endsWith("/sync")) {
+                loop.held += 1;
+                loop.gateEvents.emit("held");
+                await loop.gate;
+            }
+            const res = await tracingFetch(input, init, label);
             if (res.ok && url.pathname.endsWith("/sync")) {
                 const body = await res.clone().json();
                 // Not enumerable: kept for error messages, left out of JSON.stringify.
@@ -317,6 +322,23 @@ export async function startSyncLoop(label, reg, startOpts, { rustCrypto = false 
     loops.push(loop);
     void loop.client.startClient(startOpts);
     return loop;
+}
+
+// Holds LOOP's /sync requests until the returned function is called, so
+// that whatever happens meanwhile reaches the client in one later sync (a
+// gap, when it is more than the timeline limit). WAKE() must make the
+// long-poll in flight return (send it something). Resolves once the next
+// /sync is waiting: from then on the client receives nothing.
+export async function holdSyncs(loop, wake) {
+    let release;
+    loop.gate = new Promise((resolve) => { release = resolve; });
+    loop.held = 0;
+    await wake();
+    await when(`${loop.label}'s next /sync waits`, [[loop.gateEvents, "held"]], () => loop.held > 0);
+    return () => {
+        loop.gate = null;
+        release();
+    };
 }
 
 export function stopSyncLoop(loop) {

@@ -20,7 +20,7 @@ import { randomBytes } from "node:crypto";
 import { ClientEvent, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
 import {
     anon, check, client, collectSyncPhaseFailures, eventually, expect, expectMatrixError, expectRefusal,
-    expectedServerName, finish, isEventId, isNonEmptyString, isReady, isRoomId, limitRunTime,
+    expectedServerName, finish, holdSyncs, isEventId, isNonEmptyString, isReady, isRoomId, limitRunTime,
     rawTimeline, recordLiveMessages, registerUser, requestsTo, startSyncLoop, stopSyncLoop, tag, when,
 } from "./harness.mjs";
 
@@ -899,6 +899,62 @@ await check("the second client's initial sync carries the room summary's m.joine
     const raw = response.rooms.join[syncRoomId];
     expect(raw.summary?.["m.joined_member_count"] === 2,
         `summary is ${JSON.stringify(raw.summary)}, expected m.joined_member_count 2; request: ${response.request}`);
+});
+
+// Spec, "Lazy-loading room members": the server "MAY assume that clients
+// will remember membership events they have already been sent", and must
+// send the membership of each sender in the timeline the client lacks; GET
+// /sync: `state` holds "updates to the state, between the time indicated by
+// the since parameter, and the start of the timeline". So after a gap in
+// which carol joins and takes a room display name, the lazy client knows
+// her by that name, and still knows the members it was sent before.
+const carolRoomName = `Carol ${tag}`;
+const GAP_FILLERS = 25;
+let carolGapMessage;
+await check(`carol joins and takes a display name while bob's lazy client is away; after the gap (limited timeline) it shows her name and still knows alice's`, async () => {
+    const releaseSyncs = await holdSyncs(bobLazyLoop, () => aliceSync.sendTextMessage(syncRoomId, "opening the gap"));
+    const heldFrom = bobLazyLoop.rawSyncs.length;
+    try {
+        await alice.invite(syncRoomId, carolId);
+        await carol.joinRoom(syncRoomId);
+        await carol.sendStateEvent(syncRoomId, "m.room.member", { membership: "join", displayname: carolRoomName }, carolId);
+        // More than the timeline limit of the SDK's stored filter, which
+        // sets none (servers default to 10), so the next sync is limited.
+        for (let i = 0; i < GAP_FILLERS; i++) await alice.sendTextMessage(syncRoomId, `gap filler ${i}`);
+        carolGapMessage = (await carol.sendTextMessage(syncRoomId, "carol after the gap")).event_id;
+    } finally {
+        releaseSyncs();
+    }
+    const lazySync = bobLazyLoop.client;
+    await when("bob's lazy client has carol's message", [[lazySync, RoomEvent.Timeline]],
+        () => lazySync.getRoom(syncRoomId)?.getLiveTimeline().getEvents().some((e) => e.getId() === carolGapMessage));
+    const gapSync = bobLazyLoop.rawSyncs.slice(heldFrom).find((r) => r.rooms?.join?.[syncRoomId]?.timeline?.events?.some((e) => e.event_id === carolGapMessage));
+    const raw = gapSync.rooms.join[syncRoomId];
+    expect(raw.timeline.limited === true, `the sync after the gap has limited=${raw.timeline.limited}; request: ${gapSync.request}`);
+    const carolState = raw.state.events.find((e) => e.type === "m.room.member" && e.state_key === carolId);
+    expect(carolState?.content?.displayname === carolRoomName, `the sync's state has carol's membership ${JSON.stringify(carolState?.content)}, expected the display name ${carolRoomName}`);
+    const room = lazySync.getRoom(syncRoomId);
+    const message = room.getLiveTimeline().getEvents().find((e) => e.getId() === carolGapMessage);
+    expect(message.sender?.name === carolRoomName, `the client shows carol's message from ${JSON.stringify(message.sender?.name)}, expected ${carolRoomName}`);
+    for (const id of [aliceId, bobId]) {
+        const member = await alice.getStateEvent(syncRoomId, "m.room.member", id);
+        const expected = member.displayname ?? id;
+        expect(room.getMember(id)?.rawDisplayName === expected, `the client names ${id} ${JSON.stringify(room.getMember(id)?.rawDisplayName)}, expected ${JSON.stringify(expected)}`);
+    }
+    expect(room.getJoinedMemberCount() === 3, `the client counts ${room.getJoinedMemberCount()} joined members, expected 3`);
+    const sentMembers = raw.state.events.filter((e) => e.type === "m.room.member").map((e) => e.state_key);
+    return `state after the gap: ${raw.state.events.length} events, members ${JSON.stringify(sentMembers)}`;
+});
+
+// Spec, GET /rooms/{roomId}/members: the full member list, which a lazy
+// client loads when it needs it.
+await check("bob's lazy client loads the member list: alice, bob and carol, with their names", async () => {
+    const room = bobLazyLoop.client.getRoom(syncRoomId);
+    await room.loadMembersIfNeeded();
+    const joined = room.getJoinedMembers().map((m) => m.userId).sort();
+    expect(JSON.stringify(joined) === JSON.stringify([aliceId, bobId, carolId].sort()), `joined members are ${JSON.stringify(joined)}`);
+    expect(room.getMember(carolId)?.name === carolRoomName, `carol is named ${JSON.stringify(room.getMember(carolId)?.name)}`);
+    return joined.map((id) => room.getMember(id).name).join(", ");
 });
 
 await check("the sync loops stop cleanly (stopClient)", async () => {

@@ -1340,7 +1340,12 @@ async fn lazy_loading_incremental_sync_sends_new_senders_members(backend: Backen
     join(&server, &bob.token, &room).await;
     join(&server, &dave.token, &room).await;
     send_text(&server, &dave.token, &room, "dave first").await;
-    let filter = json!({ "room": { "state": { "lazy_load_members": true } } }).to_string();
+    // A timeline of one, so bob's join is not in the first sync.
+    let filter = json!({ "room": {
+        "timeline": { "limit": 1 },
+        "state": { "lazy_load_members": true },
+    } })
+    .to_string();
     let since = next_batch(&sync_ok(&server, &dave.token, &[("filter", &filter)]).await);
     send_text(&server, &bob.token, &room, "bob speaks").await;
     let answer = sync_ok(

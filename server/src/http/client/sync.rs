@@ -22,7 +22,7 @@ use crate::{
         rooms::pdu::Pdu,
         sync::{
             RoomUpdate, StreamToken, SyncRequest, SyncResponse, SyncToken,
-            filter::{EventFilter, Filter},
+            filter::{EventFilter, EventFormat, Filter},
             history::Direction,
         },
     },
@@ -56,17 +56,19 @@ pub async fn sync_events(
             parse_json(json.as_bytes())?
         }
     };
+    let format = filter.event_format;
     let request = SyncRequest {
         since: query.since.as_deref().map(SyncToken::parse).transpose()?,
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
         full_state: query.full_state,
         filter,
+        filter_key: query.filter.unwrap_or_default(),
     };
     let response = state
         .sync
         .sync(&session.user_id, &session.device_id, &request)
         .await?;
-    json_response(&SyncBody::from(&response))
+    json_response(&SyncBody::new(&response, format))
 }
 
 #[derive(Serialize)]
@@ -173,30 +175,70 @@ struct JoinedRoomBody<'a> {
     room: RoomBody<'a>,
     ephemeral: RawEvents,
     unread_notifications: Value,
+    /// MSC2654's unread count under its unstable name (Synapse sends it
+    /// when its experimental support is on): messages from others after
+    /// the read receipt, the same count as `notification_count` while push
+    /// rules are not evaluated.
+    #[serde(rename = "org.matrix.msc2654.unread_count")]
+    unread_count: u64,
     summary: Value,
 }
 
 #[derive(Serialize)]
 struct Events<'a> {
-    events: Vec<ClientEvent<'a>>,
+    events: Vec<SyncEvent<'a>>,
 }
 
 #[derive(Serialize)]
 struct TimelineBody<'a> {
-    events: Vec<ClientEvent<'a>>,
+    events: Vec<SyncEvent<'a>>,
     limited: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prev_batch: Option<String>,
+    prev_batch: String,
 }
 
-impl<'a> From<&'a SyncResponse> for SyncBody<'a> {
-    fn from(response: &'a SyncResponse) -> Self {
+/// A room event in the filter's `event_format`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SyncEvent<'a> {
+    Client(ClientEvent<'a>),
+    Federation(Value),
+}
+
+impl<'a> SyncEvent<'a> {
+    fn new(pdu: &'a Pdu, transaction_id: Option<&'a str>, format: EventFormat) -> Self {
+        match format {
+            EventFormat::Client => Self::Client(ClientEvent::in_sync(pdu, transaction_id)),
+            EventFormat::Federation => Self::Federation(federation_event(pdu, transaction_id)),
+        }
+    }
+}
+
+/// The PDU as servers exchange it, with its `event_id` (which room
+/// versions 3 and later leave out of the PDU) and, for its sender's
+/// device, the transaction id, as Synapse's `federation` format has them.
+fn federation_event(pdu: &Pdu, transaction_id: Option<&str>) -> Value {
+    let mut object = serde_json::Map::new();
+    for (key, value) in pdu.as_object() {
+        object.insert(key.clone(), value.clone().into());
+    }
+    object.insert("event_id".to_owned(), json!(pdu.event_id()));
+    if let Some(transaction_id) = transaction_id {
+        let unsigned = object.entry("unsigned").or_insert_with(|| json!({}));
+        if let Some(unsigned) = unsigned.as_object_mut() {
+            unsigned.insert("transaction_id".to_owned(), json!(transaction_id));
+        }
+    }
+    Value::Object(object)
+}
+
+impl<'a> SyncBody<'a> {
+    fn new(response: &'a SyncResponse, format: EventFormat) -> Self {
         let room = |update: &'a RoomUpdate| RoomBody {
             state: Events {
                 events: update
                     .state
                     .iter()
-                    .map(|pdu| ClientEvent::in_sync(pdu, None))
+                    .map(|pdu| SyncEvent::new(pdu, None, format))
                     .collect(),
             },
             timeline: TimelineBody {
@@ -209,11 +251,11 @@ impl<'a> From<&'a SyncResponse> for SyncBody<'a> {
                             .transaction_ids
                             .get(pdu.event_id())
                             .map(String::as_str);
-                        ClientEvent::in_sync(pdu, txn)
+                        SyncEvent::new(pdu, txn, format)
                     })
                     .collect(),
                 limited: update.timeline.limited,
-                prev_batch: update.timeline.prev_batch.map(|t| t.to_string()),
+                prev_batch: update.timeline.prev_batch.to_string(),
             },
             account_data: account_data_events(&update.account_data),
         };
@@ -232,14 +274,18 @@ impl<'a> From<&'a SyncResponse> for SyncBody<'a> {
                                 "highlight_count": 0,
                                 "notification_count": update.notification_count,
                             }),
+                            unread_count: update.notification_count,
                             summary: update.summary.as_ref().map_or_else(
                                 || json!({}),
                                 |summary| {
-                                    json!({
+                                    let mut body = json!({
                                         "m.joined_member_count": summary.joined_member_count,
                                         "m.invited_member_count": summary.invited_member_count,
-                                        "m.heroes": summary.heroes,
-                                    })
+                                    });
+                                    if let Some(heroes) = &summary.heroes {
+                                        body["m.heroes"] = json!(heroes);
+                                    }
+                                    body
                                 },
                             ),
                         };

@@ -14,11 +14,38 @@ pub const DEFAULT_TIMELINE_LIMIT: u32 = 10;
 pub const MAX_TIMELINE_LIMIT: u32 = 500;
 
 /// A sync filter.
+///
+/// Every field the spec defines is parsed with its type, so a filter with
+/// a wrong type anywhere is refused (`M_BAD_JSON`), as Synapse's schema
+/// check does; fields this server does not apply are still type-checked.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Filter {
+    /// Only these event fields (type-checked, not applied).
+    #[serde(default)]
+    pub event_fields: Option<Vec<String>>,
+    /// The format of the events returned.
+    #[serde(default)]
+    pub event_format: EventFormat,
+    /// Presence events (type-checked; presence is not served).
+    #[serde(default)]
+    pub presence: Option<EventFilter>,
+    /// Global account data (type-checked, not applied).
+    #[serde(default)]
+    pub account_data: Option<EventFilter>,
     /// Filters on rooms.
     #[serde(default)]
     pub room: RoomFilter,
+}
+
+/// `event_format`: how events are shaped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventFormat {
+    /// The client-server format.
+    #[default]
+    Client,
+    /// The PDU as servers exchange it.
+    Federation,
 }
 
 /// `filter.room`.
@@ -37,10 +64,17 @@ pub struct RoomFilter {
     pub timeline: EventFilter,
     /// The state.
     #[serde(default)]
-    pub state: StateFilter,
+    pub state: EventFilter,
+    /// Typing and receipts (type-checked, not applied).
+    #[serde(default)]
+    pub ephemeral: Option<EventFilter>,
+    /// Room account data (type-checked, not applied).
+    #[serde(default)]
+    pub account_data: Option<EventFilter>,
 }
 
-/// A filter on room events.
+/// A filter on room events (the spec's `RoomEventFilter`, which is also
+/// its `StateFilter`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct EventFilter {
     /// Most events to return.
@@ -55,22 +89,25 @@ pub struct EventFilter {
     /// Never events from these senders.
     #[serde(default)]
     pub not_senders: HashSet<OwnedUserId>,
-    /// On `/messages`: send the memberships of the chunk's senders.
+    /// Only these rooms (type-checked; the room filter's `rooms` applies).
+    #[serde(default)]
+    pub rooms: Option<Vec<OwnedRoomId>>,
+    /// Never these rooms (type-checked; the room filter's `not_rooms` applies).
+    #[serde(default)]
+    pub not_rooms: Option<Vec<OwnedRoomId>>,
+    /// Only events with (or without) a `url` (type-checked, not applied).
+    #[serde(default)]
+    pub contains_url: Option<bool>,
+    /// Send only the members needed to show the events returned.
     #[serde(default)]
     pub lazy_load_members: bool,
-}
-
-/// A filter on room state.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct StateFilter {
-    /// Send only the members needed to show the timeline.
+    /// With `lazy_load_members`: send those members again even when this
+    /// client was sent them before.
     #[serde(default)]
-    pub lazy_load_members: bool,
-    /// Only these types.
-    pub types: Option<Vec<String>>,
-    /// Never these types.
+    pub include_redundant_members: bool,
+    /// Per-thread unread counts (type-checked, not applied).
     #[serde(default)]
-    pub not_types: Vec<String>,
+    pub unread_thread_notifications: bool,
 }
 
 impl RoomFilter {
@@ -84,11 +121,17 @@ impl RoomFilter {
 }
 
 impl EventFilter {
-    /// The timeline limit, defaulted and capped.
+    /// The timeline limit, defaulted and capped; 0 asks for no events.
     pub fn limit(&self) -> u32 {
         self.limit
             .unwrap_or(DEFAULT_TIMELINE_LIMIT)
-            .clamp(1, MAX_TIMELINE_LIMIT)
+            .min(MAX_TIMELINE_LIMIT)
+    }
+
+    /// Whether lazy-loading may leave out members this client was sent
+    /// before.
+    pub fn omits_redundant_members(&self) -> bool {
+        self.lazy_load_members && !self.include_redundant_members
     }
 
     /// Whether an event type passes.
@@ -104,13 +147,6 @@ impl EventFilter {
                 .as_ref()
                 .is_none_or(|senders| senders.contains(sender))
             && !self.not_senders.contains(sender)
-    }
-}
-
-impl StateFilter {
-    /// Whether a state event type passes.
-    pub fn allows_type(&self, kind: &str) -> bool {
-        allows(self.types.as_deref(), &self.not_types, kind)
     }
 }
 
@@ -168,5 +204,34 @@ mod tests {
         assert!(!filter.allows_type("m.room.member"));
         assert!(!filter.allows_type("org.example"));
         assert_eq!(filter.limit(), MAX_TIMELINE_LIMIT);
+    }
+
+    #[test]
+    fn wrong_types_anywhere_are_refused() {
+        for json in [
+            r#"{"room":{"state":{"lazy_load_members":"true"}}}"#,
+            r#"{"room":{"state":{"lazy_load_members":1}}}"#,
+            r#"{"room":{"timeline":{"include_redundant_members":"yes"}}}"#,
+            r#"{"room":{"timeline":{"limit":-1}}}"#,
+            r#"{"room":{"timeline":{"contains_url":"no"}}}"#,
+            r#"{"room":{"ephemeral":{"types":"m.typing"}}}"#,
+            r#"{"room":{"include_leave":null}}"#,
+            r#"{"event_format":"xml"}"#,
+            r#"{"event_fields":"content"}"#,
+            r#"{"presence":{"not_types":[1]}}"#,
+            r#"{"room":[]}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Filter>(json).is_err(),
+                "{json} parsed"
+            );
+        }
+        let filter: Filter = serde_json::from_str(
+            r#"{"event_format":"federation","room":{"timeline":{"limit":0},"state":{"lazy_load_members":true,"include_redundant_members":false}},"org.example.unknown":1}"#,
+        )
+        .unwrap();
+        assert_eq!(filter.event_format, EventFormat::Federation);
+        assert_eq!(filter.room.timeline.limit(), 0);
+        assert!(filter.room.state.omits_redundant_members());
     }
 }

@@ -8,6 +8,9 @@
 
 pub mod filter;
 pub mod history;
+mod lazy_members;
+mod room_state;
+mod timeline;
 pub mod visibility;
 
 use std::{
@@ -27,7 +30,7 @@ use super::{
     ServiceError,
     e2ee::{DeviceListUpdate, DeviceLists, keys::one_time_key_counts},
     notifier::Notifier,
-    room_events::RoomEvents,
+    room_events::{RoomEvents, RoomState},
     rooms::e2e_policy::POLICY_EVENT_TYPE,
     rooms::pdu::Pdu,
     rooms::version::RoomVersion,
@@ -37,16 +40,12 @@ use crate::storage::{
     AccountDataEntry, Membership, Receipt, Storage, StoredEvent, StreamPosition, ToDeviceMessage,
 };
 use filter::Filter;
+use lazy_members::{LazyMembers, StreamKey};
+use timeline::TimelineRange;
 use visibility::Visibility;
 
 /// Longest a sync may wait for news.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Events read per query while filling a timeline.
-const TIMELINE_SCAN_BATCH: usize = 50;
-/// Most events one room's timeline scans past hidden or filtered ones;
-/// beyond it the timeline is `limited` and the client paginates.
-const MAX_TIMELINE_SCAN: usize = 1000;
 
 /// A position in the event stream, as clients see it: `s` and the number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -142,17 +141,33 @@ pub struct SyncRequest {
     pub full_state: bool,
     /// What to include.
     pub filter: Filter,
+    /// The filter as the client named it (its id or its inline JSON): with
+    /// the device, the sync stream lazy-loading remembers members for.
+    pub filter_key: String,
+}
+
+/// What every room of one sync shares.
+struct SyncContext<'a> {
+    user_id: &'a UserId,
+    request: &'a SyncRequest,
+    /// The client's token position, `None` for an initial sync.
+    since: Option<StreamPosition>,
+    /// The stream lazy-loaded members are remembered for.
+    stream: StreamKey,
+    /// The position this sync answers up to (its `next_batch`).
+    now: StreamPosition,
 }
 
 /// A room's timeline in a sync.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Timeline {
     /// Events, oldest first.
     pub events: Vec<Pdu>,
-    /// Whether events between `since` and these were left out.
+    /// Whether events the filter wants, older than these (and newer than
+    /// `since`), were left out.
     pub limited: bool,
     /// Where to paginate backwards from.
-    pub prev_batch: Option<StreamToken>,
+    pub prev_batch: StreamToken,
 }
 
 /// A joined (or left) room in a sync.
@@ -183,16 +198,22 @@ pub struct RoomSummary {
     pub joined_member_count: u64,
     /// Invited members.
     pub invited_member_count: u64,
-    /// Up to five other members, for rooms without a name.
-    pub heroes: Vec<OwnedUserId>,
+    /// Up to five other members, for rooms without a name or canonical
+    /// alias (`None` for the others).
+    pub heroes: Option<Vec<OwnedUserId>>,
 }
 
 impl RoomUpdate {
-    fn empty(room_id: &RoomId) -> Self {
+    /// An update with no events; its timeline pages back from `upto`.
+    fn empty(room_id: &RoomId, upto: StreamPosition) -> Self {
         Self {
             room_id: room_id.to_owned(),
             state: Vec::new(),
-            timeline: Timeline::default(),
+            timeline: Timeline {
+                events: Vec::new(),
+                limited: false,
+                prev_batch: StreamToken(upto),
+            },
             account_data: Vec::new(),
             receipts: Vec::new(),
             typing: None,
@@ -202,7 +223,10 @@ impl RoomUpdate {
     }
 
     fn has_news(&self) -> bool {
+        // A limited timeline with no events (`limit: 0`) still tells of
+        // events the client skipped.
         !self.timeline.events.is_empty()
+            || self.timeline.limited
             || !self.state.is_empty()
             || !self.account_data.is_empty()
             || !self.receipts.is_empty()
@@ -268,6 +292,7 @@ pub struct Sync {
     device_lists: Arc<DeviceLists>,
     to_device: Arc<ToDevice>,
     filter_limits: FilterLimits,
+    lazy_members: LazyMembers,
 }
 
 /// How large and how many sync filters an account may keep.
@@ -298,6 +323,7 @@ impl Sync {
             device_lists,
             to_device,
             filter_limits,
+            lazy_members: LazyMembers::default(),
         }
     }
 
@@ -413,6 +439,17 @@ impl Sync {
             one_time_key_counts: BTreeMap::new(),
             unused_fallback_key_types: Vec::new(),
         };
+        let context = SyncContext {
+            user_id,
+            request,
+            since,
+            stream: StreamKey::new(user_id, device_id, &request.filter_key),
+            now,
+        };
+        // A client that starts over has forgotten the members it was sent.
+        if since.is_none() {
+            self.lazy_members.reset(&context.stream);
+        }
         let mut visibility = Visibility::new(self.storage.as_ref(), user_id);
         let mut first_pages = match since {
             None => {
@@ -433,22 +470,24 @@ impl Sync {
                     let newly_joined = was != Some("join");
                     let active = newly_joined || request.full_state || active.contains(room_id);
                     let mut update = if active {
-                        let after = if newly_joined { None } else { since };
+                        let range = TimelineRange {
+                            room_id,
+                            version: self.events.room_version(room_id).await?,
+                            after: if newly_joined { None } else { since },
+                            upto: now,
+                            joined_now: true,
+                        };
                         let full_state = newly_joined || request.full_state;
                         self.room_update(
-                            user_id,
-                            room_id,
-                            after,
-                            now,
-                            request,
-                            &mut visibility,
-                            true,
+                            &context,
+                            range,
                             full_state,
+                            &mut visibility,
                             first_pages.remove(room_id),
                         )
                         .await?
                     } else {
-                        RoomUpdate::empty(room_id)
+                        RoomUpdate::empty(room_id, now)
                     };
                     let (room_data, rest): (Vec<_>, Vec<_>) = account_data
                         .into_iter()
@@ -503,18 +542,15 @@ impl Sync {
                 "leave" | "ban" if changed => {
                     let was_in = matches!(was, Some("join" | "invite" | "knock"));
                     if was_in || (since.is_none() && room_filter.include_leave) {
+                        let range = TimelineRange {
+                            room_id,
+                            version: self.events.room_version(room_id).await?,
+                            after: since,
+                            upto: membership.position,
+                            joined_now: false,
+                        };
                         let update = self
-                            .room_update(
-                                user_id,
-                                room_id,
-                                since,
-                                membership.position,
-                                request,
-                                &mut visibility,
-                                false,
-                                since.is_none(),
-                                None,
-                            )
+                            .room_update(&context, range, since.is_none(), &mut visibility, None)
                             .await?;
                         response.left.push(update);
                     }
@@ -598,205 +634,53 @@ impl Sync {
     }
 
     /// The timeline `(after, upto]` of a room and the state before it:
-    /// the full state when `full_state`, else the state changes since `after`.
+    /// the full state when `full_state`, else what changed unseen.
     /// `first_page`, when given, is what the first read of the scan would
     /// return (`first_timeline_pages`).
-    #[allow(clippy::too_many_arguments)]
     async fn room_update(
         &self,
-        user_id: &UserId,
-        room_id: &RoomId,
-        after: Option<StreamPosition>,
-        upto: StreamPosition,
-        request: &SyncRequest,
-        visibility: &mut Visibility<'_>,
-        joined_now: bool,
+        context: &SyncContext<'_>,
+        range: TimelineRange<'_>,
         full_state: bool,
+        visibility: &mut Visibility<'_>,
         first_page: Option<Vec<StoredEvent>>,
     ) -> Result<RoomUpdate, ServiceError> {
-        let version = self.events.room_version(room_id).await?;
-        let filter = &request.filter.room;
-        let limit = filter.timeline.limit() as usize;
-        let from = after.unwrap_or(StreamPosition(0));
-        // The limit counts the events the user may see and the filter lets
-        // through ("the maximum number of events to return"), so scan
-        // newest-first past hidden and filtered ones, up to a bound. The
-        // first read is just enough for the common case where all pass.
-        let mut batch = limit + 1;
-        let mut kept: Vec<(StreamPosition, Pdu)> = Vec::new();
-        let mut skipped_since_kept = false;
-        let mut limited = false;
-        let mut cursor = upto;
-        let mut scanned = 0;
-        // The state group of the event just before the timeline, when the
-        // scan reached it: the full state needs no query of its own then.
-        let mut group_before_timeline = None;
-        let mut first_page = first_page;
-        'scan: loop {
-            let page = match first_page.take() {
-                Some(page) => page,
-                None => {
-                    self.storage
-                        .room_events(room_id, from, cursor, batch as u32, true)
-                        .await?
-                }
-            };
-            let exhausted = page.len() < batch;
-            batch = batch.max(TIMELINE_SCAN_BATCH);
-            for stored in &page {
-                if kept.len() == limit {
-                    limited = true;
-                    group_before_timeline = Some(stored.state_group);
-                    break 'scan;
-                }
-                cursor = StreamPosition(stored.position.0 - 1);
-                scanned += 1;
-                let pdu = to_pdu(version, stored)?;
-                if visibility.can_see(stored, &pdu, joined_now).await?
-                    && filter
-                        .timeline
-                        .allows_event(&pdu.kind().to_string(), pdu.sender())
-                {
-                    kept.push((stored.position, pdu));
-                    skipped_since_kept = false;
-                } else {
-                    skipped_since_kept = true;
-                }
-            }
-            if exhausted {
-                break;
-            }
-            if scanned >= MAX_TIMELINE_SCAN {
-                limited = true;
-                break;
-            }
+        let filter = &context.request.filter.room;
+        let timeline = self
+            .scan_timeline(&range, first_page, &filter.timeline, visibility)
+            .await?;
+        let state = self
+            .state_before_timeline(context, &range, full_state, &timeline)
+            .await?;
+        if filter.state.omits_redundant_members() {
+            let members = state
+                .iter()
+                .chain(&timeline.events)
+                .filter(|pdu| pdu.kind().to_string() == "m.room.member")
+                .filter_map(|pdu| {
+                    let member = <&UserId>::try_from(pdu.state_key()?).ok()?;
+                    Some((member, pdu.event_id()))
+                });
+            self.lazy_members
+                .record(&context.stream, context.now, range.room_id, members);
         }
-        kept.reverse();
-        let timeline_start = kept
-            .first()
-            .map_or(StreamPosition(upto.0 + 1), |(position, _)| *position);
-        // Whether events before the timeline's start are missing from it.
-        let gap = limited || skipped_since_kept;
-        let events: Vec<Pdu> = kept.into_iter().map(|(_, pdu)| pdu).collect();
-        let state = if full_state {
-            let group = match group_before_timeline {
-                Some(group) => Some(group),
-                None => {
-                    self.storage
-                        .state_group_before(room_id, timeline_start)
-                        .await?
-                }
-            };
-            match group {
-                Some(group) => self.state_of_group(version, group).await?,
-                None => Vec::new(),
-            }
-        } else if gap {
-            self.state_changes(version, room_id, from, timeline_start)
-                .await?
-        } else {
-            Vec::new()
-        };
-        let mut state = state;
-        if filter.state.lazy_load_members && !full_state {
-            self.add_sender_members(version, room_id, timeline_start, &events, &mut state)
-                .await?;
-        }
-        let state = filter_state(state, &events, request, user_id);
-        let prev_batch =
-            (gap || !events.is_empty()).then(|| StreamToken(StreamPosition(timeline_start.0 - 1)));
         Ok(RoomUpdate {
             state,
             timeline: Timeline {
-                events,
-                limited,
-                prev_batch,
+                limited: timeline.limited,
+                prev_batch: StreamToken(StreamPosition(timeline.start.0 - 1)),
+                events: timeline.events,
             },
-            ..RoomUpdate::empty(room_id)
+            ..RoomUpdate::empty(range.room_id, range.upto)
         })
     }
 
-    /// Lazy-loading in an incremental sync: the membership, as of the
-    /// timeline's start, of each timeline sender that `state` lacks. The
-    /// server does not track which members a client was sent, so it sends
-    /// them again; the spec lets it ("MAY assume", not "MUST omit").
-    async fn add_sender_members(
-        &self,
-        version: RoomVersion,
-        room_id: &RoomId,
-        timeline_start: StreamPosition,
-        timeline: &[Pdu],
-        state: &mut Vec<Pdu>,
-    ) -> Result<(), ServiceError> {
-        let present: HashSet<String> = state
-            .iter()
-            .filter(|pdu| pdu.kind().to_string() == "m.room.member")
-            .filter_map(|pdu| pdu.state_key().map(str::to_owned))
-            .collect();
-        let mut wanted: Vec<&UserId> = timeline
-            .iter()
-            .map(Pdu::sender)
-            .filter(|sender| !present.contains(sender.as_str()))
-            .collect();
-        wanted.sort();
-        wanted.dedup();
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let Some(group) = self
-            .storage
-            .state_group_before(room_id, timeline_start)
-            .await?
-        else {
-            return Ok(());
-        };
-        for sender in wanted {
-            if let Some(event_id) = self
-                .storage
-                .state_group_entry(group, "m.room.member", sender.as_str())
-                .await?
-            {
-                state.push(self.events.pdu(version, &event_id).await?);
-            }
-        }
-        Ok(())
-    }
-
-    /// The latest state event per slot in `(after, before)`.
-    async fn state_changes(
-        &self,
-        version: RoomVersion,
-        room_id: &RoomId,
-        after: StreamPosition,
-        before: StreamPosition,
-    ) -> Result<Vec<Pdu>, ServiceError> {
-        let mut latest: HashMap<(String, String), Pdu> = HashMap::new();
-        for stored in self
-            .storage
-            .state_events_between(room_id, after, before)
-            .await?
-        {
-            let pdu = to_pdu(version, &stored)?;
-            if let Some(key) = pdu.state_key() {
-                latest.insert((pdu.kind().to_string(), key.to_owned()), pdu);
-            }
-        }
-        Ok(latest.into_values().collect())
-    }
-
-    async fn state_of_group(
-        &self,
-        version: RoomVersion,
-        group: i64,
-    ) -> Result<Vec<Pdu>, ServiceError> {
-        let mut pdus = Vec::new();
-        for entry in self.storage.state_group_entries(group).await? {
-            pdus.push(self.events.pdu(version, &entry.event_id).await?);
-        }
-        Ok(pdus)
-    }
-
-    /// Member counts and heroes from the room's current state.
+    /// Member counts and heroes from the room's current state. Heroes are
+    /// "required if the room's `m.room.name` or `m.room.canonical_alias`
+    /// state events are unset or empty", and left out otherwise, as
+    /// Synapse does: up to five others who are joined or invited, else who
+    /// left or were banned, by user id so they stay the same from sync to
+    /// sync.
     async fn summary(
         &self,
         room_id: &RoomId,
@@ -805,19 +689,36 @@ impl Sync {
         self.events
             .read_state(room_id, |state| {
                 let mut summary = RoomSummary::default();
-                // By user id, so the heroes stay the same from sync to sync.
+                let mut present = Vec::new();
+                let mut departed = Vec::new();
                 for (member, membership) in state.members() {
-                    match membership {
-                        "join" => summary.joined_member_count += 1,
-                        "invite" => summary.invited_member_count += 1,
+                    let heroes = match membership {
+                        "join" => {
+                            summary.joined_member_count += 1;
+                            &mut present
+                        }
+                        "invite" => {
+                            summary.invited_member_count += 1;
+                            &mut present
+                        }
+                        "leave" | "ban" => &mut departed,
                         _ => continue,
-                    }
+                    };
                     if member != user_id.as_str()
-                        && summary.heroes.len() < 5
+                        && heroes.len() < 5
                         && let Ok(hero) = OwnedUserId::try_from(member)
                     {
-                        summary.heroes.push(hero);
+                        heroes.push(hero);
                     }
+                }
+                let is_named = has_nonempty(state, StateEventType::RoomName, "name")
+                    || has_nonempty(state, StateEventType::RoomCanonicalAlias, "alias");
+                if !is_named {
+                    summary.heroes = Some(if present.is_empty() {
+                        departed
+                    } else {
+                        present
+                    });
                 }
                 summary
             })
@@ -876,29 +777,16 @@ fn joined_rooms<'a>(
         .collect()
 }
 
-/// Applies the state filter, and lazy-loading: only the members who sent
-/// timeline events (and the user) unless the client wants them all.
-fn filter_state(
-    state: Vec<Pdu>,
-    timeline: &[Pdu],
-    request: &SyncRequest,
-    user_id: &UserId,
-) -> Vec<Pdu> {
-    let filter = &request.filter.room.state;
-    let senders: HashSet<&str> = timeline
-        .iter()
-        .map(|pdu| pdu.sender().as_str())
-        .chain([user_id.as_str()])
-        .collect();
+/// Whether the room's `kind` state event has a non-empty string `field`.
+fn has_nonempty(state: &RoomState, kind: StateEventType, field: &str) -> bool {
     state
-        .into_iter()
-        .filter(|pdu| filter.allows_type(&pdu.kind().to_string()))
-        .filter(|pdu| {
-            !filter.lazy_load_members
-                || pdu.kind().to_string() != "m.room.member"
-                || pdu.state_key().is_some_and(|key| senders.contains(key))
+        .get(&kind, "")
+        .and_then(|pdu| serde_json::from_str::<serde_json::Value>(pdu.content().get()).ok())
+        .is_some_and(|content| {
+            content[field]
+                .as_str()
+                .is_some_and(|value| !value.is_empty())
         })
-        .collect()
 }
 
 /// Rebuilds a stored event.
