@@ -132,6 +132,13 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     ));
     let default_version =
         parse_version(&config.default_room_version).map_err(StartError::Services)?;
+    let presence = Arc::new(Presence::new(
+        storage.clone(),
+        stream.clone(),
+        room_events.clone(),
+        notifier.clone(),
+        config.presence.enabled,
+    ));
     let typing = Arc::new(Typing::new(notifier.clone()));
     let account_data = Arc::new(AccountData::new(
         storage.clone(),
@@ -216,11 +223,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         account_data,
         push_rules,
         pushers: Arc::new(Pushers::new(storage.clone())),
-        presence: Arc::new(Presence::new(
-            storage.clone(),
-            stream.clone(),
-            config.presence.enabled,
-        )),
+        presence,
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),
         rooms,
         profiles,
