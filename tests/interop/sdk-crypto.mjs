@@ -1,25 +1,33 @@
-// Interop of the two crypto stacks: a myelin-sdk client (Rust, the ignored
-// test sdk_interop::myelin_sdk_and_matrix_js_sdk_exchange_encrypted_messages)
-// and matrix-js-sdk with its Rust crypto (matrix-sdk-crypto-wasm) exchange
-// encrypted messages in both directions through the homeserver given on the
-// command line.
+// Interop of the two crypto stacks: myelin-sdk clients (Rust, the ignored
+// tests in tests/tests/it/sdk_interop.rs) and matrix-js-sdk with its Rust
+// crypto (matrix-sdk-crypto-wasm) exchange encrypted messages in both
+// directions and verify each other's devices by SAS (emoji) through the
+// homeserver given on the command line.
 //
 //   node sdk-crypto.mjs HOMESERVER_URL     (normally through run.sh)
 //
 // This script registers the js-sdk user, starts its sync loop, and serves a
-// small loopback HTTP API the Rust test drives it with (POST JSON, answers
+// small loopback HTTP API the Rust tests drive it with (POST JSON, answers
 // JSON): /join {room_id}, /send {room_id, body}, /expect {room_id, body}
 // (waits until that body decrypts; answers the sender and wire type),
-// /bootstrap_cross_signing, /device_status {user_id, device_id} (whether
-// the js client finds that device signed by its owner). It
-// then runs the Rust test with MYELIN_SDK_HOMESERVER, MYELIN_INTEROP_PEER
-// (the API's URL) and MYELIN_INTEROP_PEER_USER, and exits with its status.
+// /encryption_info {room_id, body} (the shield the js client shows on it),
+// /bootstrap_cross_signing, /device_status {user_id, device_id} (how the
+// js client judges that device: signed by its owner, verified),
+// /identity_verified {user_id} (waits until the js client verifies that
+// user's identity), and the verification steps /request_verification
+// {user_id, device_id}, /accept_verification {user_id}, /start_sas, /sas,
+// /confirm_sas, /verification_outcome (each {transaction_id}). It then
+// runs the Rust tests (`sdk_interop::`, one at a time) with
+// MYELIN_SDK_HOMESERVER, MYELIN_INTEROP_PEER (the API's URL) and
+// MYELIN_INTEROP_PEER_USER, and exits with their status.
 // MYELIN_INTEROP_REPO names the checkout to run cargo in (default: the
 // current directory).
 
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
+import { EventEmitter } from "node:events";
 import { MatrixEventEvent, RoomEvent, ClientEvent } from "matrix-js-sdk";
+import { CryptoEvent, EventShieldColour, EventShieldReason, VerificationPhase, VerificationRequestEvent, VerifierEvent } from "matrix-js-sdk/lib/crypto-api/index.js";
 import {
     baseUrl, check, collectSyncPhaseFailures, finish, isReady, limitRunTime, registerUser, startSyncLoop, when,
 } from "./harness.mjs";
@@ -39,6 +47,54 @@ await check("the matrix-js-sdk client syncs with its Rust crypto", async () => {
     return reg.device_id;
 });
 
+// Verification flows by transaction id: the request, and once a method is
+// chosen the verifier's outcome and the SAS it shows. The js user plays
+// one who accepts whatever start arrives (as Element's "Verify" button
+// does): a verifier that appears is run with verify() at once.
+const flows = new Map();
+const flowNews = new EventEmitter();
+const incoming = [];
+js.on(CryptoEvent.VerificationRequestReceived, (request) => {
+    incoming.push(request);
+    flowNews.emit("news");
+});
+function follow(request) {
+    const flow = { request, verifier: null, outcome: null, settled: false, sas: null };
+    const watchVerifier = () => {
+        const verifier = request.verifier;
+        if (!verifier || flow.verifier) return;
+        flow.verifier = verifier;
+        verifier.on(VerifierEvent.ShowSas, (sas) => {
+            flow.sas = sas;
+            flowNews.emit("news");
+        });
+        flow.outcome = verifier.verify().then(() => "done", (err) => `failed: ${err?.message ?? err}`);
+        void flow.outcome.then(() => {
+            flow.settled = true;
+            flowNews.emit("news");
+        });
+    };
+    request.on(VerificationRequestEvent.Change, () => {
+        watchVerifier();
+        flowNews.emit("news");
+    });
+    watchVerifier();
+    flows.set(request.transactionId, flow);
+    return flow;
+}
+const news = [[flowNews, "news"]];
+function flowOf(transaction_id) {
+    const flow = flows.get(transaction_id);
+    if (!flow) throw new Error(`no verification ${transaction_id}`);
+    return flow;
+}
+const flowView = (flow) => ({
+    transaction_id: flow.request.transactionId,
+    room_id: flow.request.roomId ?? null,
+    phase: VerificationPhase[flow.request.phase],
+    cancellation_code: flow.request.cancellationCode,
+});
+
 const commands = {
     async join({ room_id }) {
         await when("the js client sees the invite", [[js, ClientEvent.Room]], () => js.getRoom(room_id)?.getMyMembership() === "invite");
@@ -56,6 +112,7 @@ const commands = {
     // First upload: no user-interactive auth (MSC3967).
     async bootstrap_cross_signing() {
         const crypto = js.getCrypto();
+        if (await crypto.isCrossSigningReady()) return { bootstrapped: reg.user_id };
         await crypto.bootstrapCrossSigning({ authUploadDeviceSigningKeys: (makeRequest) => makeRequest(null) });
         // Bootstrap signs the device in the background; this signs it again
         // and waits for the upload, so the Rust side finds the signature.
@@ -69,7 +126,80 @@ const commands = {
         await crypto.getUserDeviceInfo([user_id], true);
         const status = await crypto.getDeviceVerificationStatus(user_id, device_id);
         const identity = await crypto.getUserVerificationStatus(user_id);
-        return { signed_by_owner: status?.signedByOwner ?? null, cross_signing_verified: status?.crossSigningVerified ?? null, identity_known: identity !== null };
+        return {
+            signed_by_owner: status?.signedByOwner ?? null,
+            cross_signing_verified: status?.crossSigningVerified ?? null,
+            locally_verified: status?.localVerified ?? null,
+            is_verified: status?.isVerified() ?? null,
+            identity_known: identity !== null,
+            identity_verified: identity?.isVerified() ?? null,
+        };
+    },
+    // Waits until the js client verifies USER_ID's cross-signing identity
+    // (after a SAS that MAC'd its master key, the js client signs it with
+    // its user-signing key and stores the signature: a moment later).
+    async identity_verified({ user_id }) {
+        const crypto = js.getCrypto();
+        let verified = false;
+        const look = () => crypto.getUserVerificationStatus(user_id).then((status) => {
+            verified = status.isVerified();
+            flowNews.emit("news");
+        });
+        const onTrust = (userId) => { if (userId === user_id) void look(); };
+        js.on(CryptoEvent.UserTrustStatusChanged, onTrust);
+        try {
+            await look();
+            await when(`the js client verifies ${user_id}'s identity`, news, () => verified);
+        } finally {
+            js.off(CryptoEvent.UserTrustStatusChanged, onTrust);
+        }
+        return { identity_verified: verified };
+    },
+    // Verification (CryptoApi): to-device to one device, or in a room.
+    async request_verification({ user_id, device_id }) {
+        return flowView(follow(await js.getCrypto().requestDeviceVerification(user_id, device_id)));
+    },
+    // Waits for a request from USER_ID, and accepts it (ready).
+    async accept_verification({ user_id }) {
+        const request = await when(`a verification request from ${user_id}`, news, () =>
+            incoming.find((r) => r.otherUserId === user_id && r.phase === VerificationPhase.Requested && !flows.has(r.transactionId)));
+        const flow = follow(request);
+        await request.accept();
+        return flowView(flow);
+    },
+    async start_sas({ transaction_id }) {
+        const flow = flowOf(transaction_id);
+        await when("the other side is ready", news, () => flow.request.phase === VerificationPhase.Ready);
+        await flow.request.startVerification("m.sas.v1");
+        return flowView(flow);
+    },
+    // Waits until the SAS is shown; answers its emoji ([symbol, name] x7)
+    // and numbers.
+    async sas({ transaction_id }) {
+        const flow = flowOf(transaction_id);
+        const sas = await when("the js client shows the SAS", news, () => {
+            if (flow.request.phase === VerificationPhase.Cancelled) throw new Error(`cancelled: ${flow.request.cancellationCode}`);
+            return flow.sas;
+        });
+        return { emoji: sas.sas.emoji, decimal: sas.sas.decimal };
+    },
+    async confirm_sas({ transaction_id }) {
+        await flowOf(transaction_id).sas.confirm();
+        return {};
+    },
+    // Waits until the flow ends (Done or Cancelled).
+    async verification_outcome({ transaction_id }) {
+        const flow = flowOf(transaction_id);
+        await when("the verification ends", news, () =>
+            [VerificationPhase.Done, VerificationPhase.Cancelled].includes(flow.request.phase) && (!flow.outcome || flow.settled));
+        return { ...flowView(flow), verifier: flow.outcome ? await flow.outcome : null };
+    },
+    // How the js client shows an event it decrypted: its shield.
+    async encryption_info({ room_id, body }) {
+        const event = js.getRoom(room_id)?.getLiveTimeline().getEvents().find((e) => e.getContent().body === body);
+        if (!event) throw new Error(`no event "${body}"`);
+        const info = await js.getCrypto().getEncryptionInfoForEvent(event);
+        return { shield_colour: EventShieldColour[info?.shieldColour] ?? null, shield_reason: EventShieldReason[info?.shieldReason] ?? null };
     },
     async expect({ room_id, body }) {
         const event = await when(`the js client decrypts "${body}"`, [[js, RoomEvent.Timeline], [js, MatrixEventEvent.Decrypted]], () =>
@@ -95,11 +225,12 @@ const api = createServer((req, res) => {
 await new Promise((resolve) => api.listen(0, "127.0.0.1", resolve));
 const peerUrl = `http://127.0.0.1:${api.address().port}`;
 
-await check("the myelin-sdk client and matrix-js-sdk exchange encrypted messages both ways", async () => {
+await check("the myelin-sdk client and matrix-js-sdk exchange encrypted messages and verify each other", async () => {
     const status = await new Promise((resolve) => {
+        // One test at a time: they share the one js-sdk client.
         const child = spawn("cargo", [
             "test", "-p", "myelin-tests", "--locked", "--test", "it", "--",
-            "--ignored", "--nocapture", "--exact", "sdk_interop::myelin_sdk_and_matrix_js_sdk_exchange_encrypted_messages",
+            "--ignored", "--nocapture", "--test-threads=1", "sdk_interop::",
         ], {
             cwd: process.env.MYELIN_INTEROP_REPO || process.cwd(),
             stdio: "inherit",
