@@ -15,7 +15,8 @@
 // js client judges that device: signed by its owner, verified),
 // /identity_verified {user_id} (waits until the js client verifies that
 // user's identity), and the verification steps /request_verification
-// {user_id, device_id}, /accept_verification {user_id}, /start_sas, /sas,
+// {user_id, device_id}, /request_verification_dm {user_id, room_id} (in
+// the room), /accept_verification {user_id}, /start_sas, /sas,
 // /confirm_sas, /verification_outcome (each {transaction_id}). It then
 // runs the Rust tests (`sdk_interop::`, one at a time) with
 // MYELIN_SDK_HOMESERVER, MYELIN_INTEROP_PEER (the API's URL) and
@@ -158,6 +159,26 @@ const commands = {
     // Verification (CryptoApi): to-device to one device, or in a room.
     async request_verification({ user_id, device_id }) {
         return flowView(follow(await js.getCrypto().requestDeviceVerification(user_id, device_id)));
+    },
+    // The js client asks in a room only once it knows the user's
+    // cross-signing identity, which its key query after the user's
+    // bootstrap brings: tried again after each sync until then.
+    async request_verification_dm({ user_id, room_id }) {
+        let request = null;
+        let trying = false;
+        const attempt = () => {
+            if (trying || request) return;
+            trying = true;
+            js.getCrypto().requestVerificationDM(user_id, room_id).then(
+                (r) => { request = r; flowNews.emit("news"); },
+                () => { trying = false; },
+            );
+        };
+        await when(`an in-room request to ${user_id} (its identity known)`, news, () => {
+            attempt();
+            return request;
+        });
+        return flowView(follow(request));
     },
     // Waits for a request from USER_ID, and accepts it (ready).
     async accept_verification({ user_id }) {

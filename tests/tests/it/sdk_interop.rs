@@ -2,10 +2,11 @@
 //! homeserver: they exchange encrypted messages both ways and cross-sign
 //! (each finds the other's device signed by its owner, and a js-sdk user
 //! we verify sends as verified), and they verify each other's devices by
-//! SAS, once with myelin-sdk requesting and starting and once with
-//! matrix-js-sdk doing so: both sides show the same emoji, both end with
-//! the other device verified, and messages then show as from a verified
-//! device on both sides.
+//! SAS, over to-device messages and in their encrypted room, each time
+//! once with myelin-sdk requesting and once with matrix-js-sdk doing so:
+//! both sides show the same emoji, both end with the other device (and
+//! identity) verified, and messages then show as from a verified device
+//! on both sides.
 //!
 //! Ignored by default: tests/interop/sdk-crypto.mjs starts the js-sdk
 //! client, then runs these tests one at a time against the same homeserver
@@ -326,6 +327,93 @@ async fn matrix_js_sdk_starts_sas_with_myelin_sdk_and_both_end_verified() {
     .await;
     assert_eq!(request.device_id, js_device.as_str());
     assert!(!request.we_requested);
+    pair.rust
+        .accept_verification_request(&pair.js_user, &txn)
+        .await
+        .unwrap();
+    let (started, _) = tokio::join!(
+        peer("start_sas", json!({"transaction_id": txn})),
+        until_phase(&pair.rust, &pair.js_user, &txn, VerificationPhase::Started)
+    );
+    assert_eq!(started["phase"], "Started", "{started}");
+    pair.rust.accept_sas(&pair.js_user, &txn).await.unwrap();
+    pair.compare_and_confirm(&txn).await;
+    pair.assert_verified_both_ways(&js_device).await;
+}
+
+/// myelin-sdk requests in the shared encrypted room (its events go
+/// encrypted), js accepts (its events go in the clear), myelin-sdk starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "driven by tests/interop/sdk-crypto.mjs"]
+async fn myelin_sdk_requests_in_room_verification_with_matrix_js_sdk_and_both_end_verified() {
+    let pair = Pair::in_encrypted_room("room_rust_requests").await;
+    let js_device = pair.unverified_exchange().await;
+
+    let txn = pair
+        .rust
+        .request_verification_in_room(pair.room.room_id(), &pair.js_user)
+        .await
+        .unwrap();
+    assert!(txn.starts_with('$'), "the request's event id: {txn}");
+    let accepted = peer("accept_verification", json!({"user_id": pair.rust_user()})).await;
+    assert_eq!(accepted["transaction_id"], txn.as_str(), "{accepted}");
+    assert_eq!(
+        accepted["room_id"],
+        pair.room.room_id().as_str(),
+        "{accepted}"
+    );
+    let ready = until_phase(&pair.rust, &pair.js_user, &txn, VerificationPhase::Ready).await;
+    assert_eq!(
+        ready.device_id,
+        js_device.as_str(),
+        "the js device answered"
+    );
+    pair.rust.start_sas(&pair.js_user, &txn).await.unwrap();
+    pair.compare_and_confirm(&txn).await;
+    pair.assert_verified_both_ways(&js_device).await;
+
+    // On the wire: ours encrypted, js's in the clear.
+    let history = pair.room.messages(None, 100).await.unwrap().events;
+    let messages = history.iter().filter(|e| !e.is_state());
+    let (ours, theirs): (Vec<_>, Vec<_>) = messages.partition(|e| e.sender == pair.rust_user());
+    assert!(ours.iter().all(|e| e.event_type == "m.room.encrypted"));
+    let js_clear: Vec<&str> = theirs
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .filter(|t| t.starts_with("m.key.verification."))
+        .collect();
+    assert!(
+        js_clear.contains(&"m.key.verification.ready"),
+        "{js_clear:?}"
+    );
+}
+
+/// js requests in the shared encrypted room (`requestVerificationDM`,
+/// which needs the other user's cross-signing identity), myelin-sdk
+/// accepts, js starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "driven by tests/interop/sdk-crypto.mjs"]
+async fn matrix_js_sdk_requests_in_room_verification_with_myelin_sdk_and_both_end_verified() {
+    let pair = Pair::in_encrypted_room("room_js_requests").await;
+    let js_device = pair.unverified_exchange().await;
+
+    let room_id = pair.room.room_id();
+    let requested = peer(
+        "request_verification_dm",
+        json!({"user_id": pair.rust_user(), "room_id": room_id}),
+    )
+    .await;
+    assert_eq!(requested["room_id"], room_id.as_str(), "{requested}");
+    let txn = requested["transaction_id"].as_str().unwrap().to_owned();
+    let request = until_phase(
+        &pair.rust,
+        &pair.js_user,
+        &txn,
+        VerificationPhase::Requested,
+    )
+    .await;
+    assert_eq!(request.room_id.as_deref(), Some(room_id.as_str()));
+    assert_eq!(request.device_id, js_device.as_str());
     pair.rust
         .accept_verification_request(&pair.js_user, &txn)
         .await

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{
-    ALICE, BOB, ROOM, alice_and_bob, body,
+    ALICE, BOB, CAROL, ROOM, alice_and_bob, body,
     cross_signing::bootstrap,
     server::{Client, FakeServer},
 };
@@ -551,4 +551,315 @@ fn a_device_flooding_requests_holds_only_a_few_open_and_finished_flows_are_dropp
     alice.now_ms += verification::FINISHED_KEPT_MS;
     step(&mut server, &mut alice);
     assert_eq!(from_bob(&alice), 0);
+}
+
+/// A room's timeline as the fake server holds it: every event in order,
+/// and how far each device has read.
+#[derive(Default)]
+struct Timeline {
+    events: Vec<Value>,
+    read: std::collections::BTreeMap<String, usize>,
+}
+
+/// How a device sends its in-room verification messages: encrypted, as
+/// myelin-sdk does in an encrypted room, or in the clear, as matrix-js-sdk
+/// does.
+#[derive(Clone, Copy, PartialEq)]
+enum Sends {
+    Encrypted,
+    Clear,
+}
+
+impl Timeline {
+    /// Posts `event_type` + `content` from `client` into ROOM.
+    fn post(
+        &mut self,
+        server: &mut FakeServer,
+        client: &mut Client,
+        how: Sends,
+        event_type: &str,
+        content: &Value,
+    ) -> String {
+        let mut event = if how == Sends::Encrypted {
+            client.share(server, ROOM);
+            let encrypted = client
+                .machine
+                .encrypt_room_event(ROOM, event_type, content, client.now_ms)
+                .unwrap();
+            client.save();
+            server.room_event(ROOM, &client.user, encrypted)
+        } else {
+            let mut event = server.room_event(ROOM, &client.user, content.clone());
+            event["type"] = json!(event_type);
+            event
+        };
+        event["origin_server_ts"] = json!(client.now_ms);
+        let event_id = event["event_id"].as_str().unwrap().to_owned();
+        self.events.push(event);
+        event_id
+    }
+
+    /// One round for `client`: a sync (to-device, keys), then the new
+    /// timeline events, decrypted and routed as the SDK's sync does, then
+    /// its queued in-room messages posted.
+    fn step(&mut self, server: &mut FakeServer, client: &mut Client, how: Sends) {
+        client.sync(server, vec![]);
+        let reader = format!("{}|{}", client.user, client.device);
+        let from = self.read.get(&reader).copied().unwrap_or(0);
+        for event in self.events[from..].iter().cloned() {
+            let clear = if event["type"] == "m.room.encrypted" {
+                let Ok(decrypted) = client.decrypt(ROOM, &event) else {
+                    continue;
+                };
+                json!({
+                    "type": decrypted.event_type,
+                    "sender": decrypted.sender,
+                    "event_id": event["event_id"],
+                    "origin_server_ts": event["origin_server_ts"],
+                    "content": decrypted.content,
+                })
+            } else {
+                event
+            };
+            client
+                .machine
+                .receive_room_verification_event(ROOM, &clear, client.now_ms);
+        }
+        self.read.insert(reader, self.events.len());
+        for message in client.machine.take_room_verification_messages() {
+            assert_eq!(message.room_id, ROOM);
+            self.post(server, client, how, &message.event_type, &message.content);
+        }
+        client.send_outgoing(server);
+    }
+
+    /// Rounds for both until nothing is left in flight.
+    fn settle(
+        &mut self,
+        server: &mut FakeServer,
+        a: (&mut Client, Sends),
+        b: (&mut Client, Sends),
+    ) {
+        for _ in 0..4 {
+            self.step(server, a.0, a.1);
+            self.step(server, b.0, b.1);
+        }
+    }
+}
+
+/// Alice asks Bob in ROOM; returns the transaction id (the request's event
+/// id) once Bob's phone has accepted and Alice sees it ready.
+fn in_room_ready(
+    server: &mut FakeServer,
+    timeline: &mut Timeline,
+    alice: &mut Client,
+    bob: &mut Client,
+    bob_sends: Sends,
+) -> String {
+    let request = alice.machine.room_verification_request(BOB).unwrap();
+    let txn = timeline.post(server, alice, Sends::Encrypted, "m.room.message", &request);
+    alice
+        .machine
+        .room_verification_request_sent(ROOM, BOB, &txn, alice.now_ms)
+        .unwrap();
+    timeline.step(server, bob, bob_sends);
+    let view = bob.machine.verification(ALICE, &txn).unwrap();
+    assert_eq!(
+        (view.phase, view.room_id.as_deref(), view.device_id.as_str()),
+        (VerificationPhase::Requested, Some(ROOM), "ALICEDEV")
+    );
+    bob.machine
+        .accept_verification_request(ALICE, &txn)
+        .unwrap();
+    timeline.step(server, bob, bob_sends);
+    timeline.step(server, alice, Sends::Encrypted);
+    let view = alice.machine.verification(BOB, &txn).unwrap();
+    assert_eq!(
+        (view.phase, view.device_id.as_str()),
+        (VerificationPhase::Ready, "BOBPHONE"),
+        "the phone's ready picked the device"
+    );
+    txn
+}
+
+#[test]
+fn an_in_room_flow_runs_on_encrypted_room_events_and_verifies_both_sides() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let mut timeline = Timeline::default();
+    let txn = in_room_ready(
+        &mut server,
+        &mut timeline,
+        &mut alice,
+        &mut bob,
+        Sends::Encrypted,
+    );
+    alice.machine.start_sas(BOB, &txn, alice.now_ms).unwrap();
+    let both = |t: &mut Timeline, s: &mut FakeServer, a: &mut Client, b: &mut Client| {
+        t.settle(s, (a, Sends::Encrypted), (b, Sends::Encrypted));
+    };
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    assert_eq!(sas(&alice, BOB, &txn), sas(&bob, ALICE, &txn));
+    alice.machine.confirm_sas(BOB, &txn).unwrap();
+    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
+    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+
+    // Everything went through the room, encrypted, and nothing to-device.
+    let to_device = |server: &FakeServer, user: &str, device: &str| {
+        server
+            .inboxes
+            .get(&(user.to_owned(), device.to_owned()))
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e["type"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("m.key.verification.")
+            })
+            .count()
+    };
+    assert_eq!(to_device(&server, ALICE, "ALICEDEV"), 0);
+    assert_eq!(to_device(&server, BOB, "BOBPHONE"), 0);
+    assert!(
+        timeline
+            .events
+            .iter()
+            .all(|e| e["type"] == "m.room.encrypted")
+    );
+    let mut types = Vec::new();
+    for event in &timeline.events[1..] {
+        let reader = if event["sender"] == ALICE {
+            &mut bob
+        } else {
+            &mut alice
+        };
+        let clear = reader.decrypt(ROOM, event).unwrap();
+        assert_eq!(
+            clear.content["m.relates_to"],
+            json!({"rel_type": "m.reference", "event_id": txn})
+        );
+        assert!(clear.content.get("transaction_id").is_none());
+        types.push(clear.event_type);
+    }
+    let types: Vec<&str> = types
+        .iter()
+        .map(|t| t.trim_start_matches("m.key.verification."))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "ready", "start", "accept", "key", "key", "mac", "mac", "done", "done"
+        ]
+    );
+}
+
+#[test]
+fn in_room_events_in_the_clear_are_taken_as_matrix_js_sdk_sends_them() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let mut timeline = Timeline::default();
+    let txn = in_room_ready(
+        &mut server,
+        &mut timeline,
+        &mut alice,
+        &mut bob,
+        Sends::Clear,
+    );
+    bob.machine.start_sas(ALICE, &txn, bob.now_ms).unwrap();
+    let both = |t: &mut Timeline, s: &mut FakeServer, a: &mut Client, b: &mut Client| {
+        t.settle(s, (a, Sends::Encrypted), (b, Sends::Clear));
+    };
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    alice.machine.accept_sas(BOB, &txn).unwrap();
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    assert_eq!(sas(&alice, BOB, &txn), sas(&bob, ALICE, &txn));
+    alice.machine.confirm_sas(BOB, &txn).unwrap();
+    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
+    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    let clear_from_bob = timeline
+        .events
+        .iter()
+        .filter(|e| e["sender"] == BOB && e["type"] != "m.room.encrypted")
+        .count();
+    assert_eq!(
+        clear_from_bob, 5,
+        "ready, start, key, mac, done in the clear"
+    );
+}
+
+#[test]
+fn room_events_outside_our_flow_or_room_are_ignored() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let mut timeline = Timeline::default();
+    // A request addressed to Carol opens nothing for Bob, who shares the room.
+    let mut to_carol = alice.machine.room_verification_request(BOB).unwrap();
+    to_carol["to"] = json!(CAROL);
+    let carols = timeline.post(
+        &mut server,
+        &mut alice,
+        Sends::Clear,
+        "m.room.message",
+        &to_carol,
+    );
+    timeline.step(&mut server, &mut bob, Sends::Clear);
+    assert!(bob.machine.verification(ALICE, &carols).is_none());
+
+    let txn = in_room_ready(
+        &mut server,
+        &mut timeline,
+        &mut alice,
+        &mut bob,
+        Sends::Clear,
+    );
+    // A start for the flow, from Bob, but in another room: not the flow's.
+    let start = timeline.events.len();
+    let mut content = verification::test_start_content(BOB, "BOBPHONE", &txn);
+    content.as_object_mut().unwrap().remove("transaction_id");
+    content["m.relates_to"] = json!({"rel_type": "m.reference", "event_id": txn});
+    let mut event = json!({
+        "type": "m.key.verification.start", "sender": BOB, "event_id": "$elsewhere",
+        "origin_server_ts": alice.now_ms, "content": content,
+    });
+    alice
+        .machine
+        .receive_room_verification_event("!other:example.org", &event, alice.now_ms);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Ready);
+    // Without the reference, or with another relation: nothing either.
+    event["content"]["m.relates_to"]["rel_type"] = json!("m.thread");
+    alice
+        .machine
+        .receive_room_verification_event(ROOM, &event, alice.now_ms);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Ready);
+    assert!(alice.machine.take_room_verification_messages().is_empty());
+    assert_eq!(timeline.events.len(), start);
+    // In the flow's room, the same start is the flow's.
+    event["content"]["m.relates_to"]["rel_type"] = json!("m.reference");
+    alice
+        .machine
+        .receive_room_verification_event(ROOM, &event, alice.now_ms);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Started);
+}
+
+#[test]
+fn in_room_verification_is_for_other_users() {
+    let mut server = FakeServer::default();
+    let (alice, _, _) = alice_and_bob(&mut server);
+    assert_eq!(
+        alice.machine.room_verification_request(ALICE),
+        Err(verification::VerificationError::NotAnotherUser {
+            user_id: ALICE.to_owned()
+        })
+    );
 }

@@ -1,6 +1,8 @@
 //! Interactive device verification by short authentication string
-//! (`m.sas.v1`) over to-device messages ([spec]); the decisions are in
-//! `spec-notes/verification.md`.
+//! (`m.sas.v1`) over to-device messages or in a room ([spec]); the
+//! decisions are in `spec-notes/verification.md`. The in-room transport
+//! (requests as room messages, events referencing them, an outbox the
+//! application sends as room events) is in `room`.
 //!
 //! A flow is keyed by the other user and its transaction id and goes
 //! request → ready → start → accept → key → mac → done, or ends in a
@@ -23,14 +25,15 @@
 //! [spec]: https://spec.matrix.org/v1.16/client-server-api/#device-verification
 
 mod emoji;
+mod room;
 mod sas;
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-pub use self::emoji::Emoji;
 use self::sas::{AwaitingKey, Confirmed, FlowIds, KeysExchanged, ReceivedStart, SentStart};
+pub use self::{emoji::Emoji, room::RoomVerificationMessage};
 use super::{InFlight, LocalTrust, OlmMachine, Request};
 
 /// An unanswered request expires ten minutes after it was sent.
@@ -178,8 +181,11 @@ pub struct Verification {
     /// The other device; empty while a request to all our other devices
     /// ([`OlmMachine::request_own_verification`]) waits for an answer.
     pub device_id: String,
-    /// The transaction id naming the flow.
+    /// The transaction id naming the flow (for an in-room flow, the event
+    /// id of its request).
     pub transaction_id: String,
+    /// The room of an in-room flow; `None` over to-device messages.
+    pub room_id: Option<String>,
     /// Whether this device sent the request (or the first start).
     pub we_requested: bool,
     /// Where it stands.
@@ -209,6 +215,13 @@ pub enum VerificationError {
         user_id: String,
         /// The transaction id.
         transaction_id: String,
+    },
+    /// In-room verification is for another user; our own devices verify
+    /// over to-device messages.
+    #[error("in-room verification is with another user, not `{user_id}`")]
+    NotAnotherUser {
+        /// The user asked for.
+        user_id: String,
     },
     /// The flow is not at a step where this can be done.
     #[error("the verification is {phase:?}; cannot {action}")]
@@ -289,6 +302,9 @@ type FlowKey = (String, String);
 #[derive(Default)]
 pub(super) struct Verifications {
     flows: BTreeMap<FlowKey, Flow>,
+    /// Messages of in-room flows waiting for the application to send them
+    /// as room events.
+    room_outbox: Vec<RoomVerificationMessage>,
 }
 
 impl std::fmt::Debug for Verifications {
@@ -417,7 +433,6 @@ impl OlmMachine {
         let content = json!({
             "from_device": ids.own_device,
             "methods": [sas::SAS_V1],
-            "transaction_id": ids.transaction_id,
         });
         self.send_verification_event(&ids, READY, content);
         Ok(())
@@ -603,7 +618,13 @@ impl OlmMachine {
         let known = self.verifications.flows.contains_key(&key);
         match event_type {
             REQUEST | START if !known && self.has_too_many_open_flows(sender) => {}
-            REQUEST if !known => self.receive_request(sender, content, now_ms),
+            REQUEST if !known => {
+                let Some(timestamp) = content.get("timestamp").and_then(Value::as_u64) else {
+                    return;
+                };
+                let ids = self.flow_ids(sender, "", transaction_id);
+                self.receive_request(ids, content, timestamp, now_ms);
+            }
             START if !known => self.receive_start_without_request(sender, content, now_ms),
             CANCEL if !known => {}
             _ if !known => {
@@ -620,24 +641,25 @@ impl OlmMachine {
         }
     }
 
-    fn receive_request(&mut self, sender: &str, content: &Value, now_ms: u64) {
-        let (Some(device), Some(timestamp), Some(transaction_id)) = (
-            content.get("from_device").and_then(Value::as_str),
-            content.get("timestamp").and_then(Value::as_u64),
-            content.get("transaction_id").and_then(Value::as_str),
-        ) else {
+    /// A request (to-device, or in a room) for the flow `ids` names, sent
+    /// at `timestamp` (its `timestamp` field, or in a room the event's
+    /// `origin_server_ts`); `ids.other_device` is filled from its
+    /// `from_device`.
+    fn receive_request(&mut self, mut ids: FlowIds, content: &Value, timestamp: u64, now_ms: u64) {
+        let Some(device) = content.get("from_device").and_then(Value::as_str) else {
             return;
         };
+        let sender = ids.other_user.clone();
         // Stale, from the future, or from a device we cannot check: ignored
         // as the spec says (and as matrix-js-sdk does).
         if now_ms.saturating_sub(timestamp) >= REQUEST_TIMEOUT_MS
             || timestamp.saturating_sub(now_ms) > REQUEST_FUTURE_MS
-            || self.devices.device(sender, device).is_none()
+            || self.devices.device(&sender, device).is_none()
             || (sender == self.user_id && device == self.device_id)
         {
             return;
         }
-        let ids = self.flow_ids(sender, device, transaction_id);
+        device.clone_into(&mut ids.other_device);
         let offers_sas = content
             .get("methods")
             .and_then(Value::as_array)
@@ -647,7 +669,7 @@ impl OlmMachine {
             return;
         }
         self.verifications.flows.insert(
-            (sender.to_owned(), transaction_id.to_owned()),
+            (sender, ids.transaction_id.clone()),
             Flow {
                 ids,
                 broadcast_to: Vec::new(),
@@ -717,13 +739,20 @@ impl OlmMachine {
             return;
         }
         if flow.ids.other_device.is_empty() {
-            // A request to all our devices: the first ready from one of
-            // them picks it; the others hear `m.accepted`. Nothing else is
-            // expected before that.
+            // A request to all our devices, or one in a room (which every
+            // device of the user sees): the first ready from one of them
+            // picks it. Our other devices hear `m.accepted`; in a room,
+            // everyone sees the ready. Nothing else is expected before.
             let device = content.get("from_device").and_then(Value::as_str);
-            let Some(device) =
-                device.filter(|d| event_type == READY && flow.broadcast_to.iter().any(|t| t == d))
-            else {
+            let in_room = flow.ids.room_id.is_some();
+            let Some(device) = device.filter(|d| {
+                event_type == READY
+                    && if in_room {
+                        self.devices.device(sender, d).is_some()
+                    } else {
+                        flow.broadcast_to.iter().any(|t| t == d)
+                    }
+            }) else {
                 return;
             };
             flow.ids.other_device = device.to_owned();
@@ -865,7 +894,7 @@ impl OlmMachine {
             Ok(keys) if keys.contains(&device_key_id) => {
                 flow.state = State::WaitingForDone;
                 let ids = flow.ids.clone();
-                self.send_verification_event(&ids, DONE, json!({"transaction_id": transaction_id}));
+                self.send_verification_event(&ids, DONE, json!({}));
                 self.apply_verification(&ids, &keys, &known);
             }
             // Something verified, but not the device itself.
@@ -975,7 +1004,9 @@ impl OlmMachine {
             by_us: true,
         };
         let ids = flow.ids.clone();
-        let targets = if ids.other_device.is_empty() {
+        // A room is one audience; a request to all our devices that none
+        // took yet is cancelled at each of them.
+        let targets = if ids.other_device.is_empty() && ids.room_id.is_none() {
             flow.broadcast_to.clone()
         } else {
             vec![ids.other_device.clone()]
@@ -991,17 +1022,30 @@ impl OlmMachine {
 
     fn send_cancel(&mut self, ids: &FlowIds, code: &CancelCode) {
         let content = json!({
-            "transaction_id": ids.transaction_id,
             "code": code.as_str(),
             "reason": code.reason(),
         });
         self.send_verification_event(ids, CANCEL, content);
     }
 
-    /// Queues one verification message for the flow's other device. They
-    /// go in the clear, as every client sends them: they carry public keys
-    /// and MACs only.
+    /// Queues one verification message, named for its flow
+    /// ([`FlowIds::tag`]): for an in-room flow, for the application to
+    /// send as a room event ([`OlmMachine::take_room_verification_messages`]);
+    /// otherwise as a to-device message to the flow's other device, in the
+    /// clear as every client sends them (they carry public keys and MACs
+    /// only).
     fn send_verification_event(&mut self, ids: &FlowIds, event_type: &str, content: Value) {
+        let content = ids.tag(content);
+        if let Some(room_id) = &ids.room_id {
+            self.verifications
+                .room_outbox
+                .push(RoomVerificationMessage {
+                    room_id: room_id.clone(),
+                    event_type: event_type.to_owned(),
+                    content,
+                });
+            return;
+        }
         let body = json!({ "messages": { ids.other_user.clone(): { ids.other_device.clone(): content } } });
         let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
             event_type: event_type.to_owned(),
@@ -1018,6 +1062,7 @@ impl OlmMachine {
             other_user: user_id.to_owned(),
             other_device: device_id.to_owned(),
             transaction_id: transaction_id.to_owned(),
+            room_id: None,
         }
     }
 
@@ -1056,6 +1101,7 @@ impl Flow {
             user_id: self.ids.other_user.clone(),
             device_id: self.ids.other_device.clone(),
             transaction_id: self.ids.transaction_id.clone(),
+            room_id: self.ids.room_id.clone(),
             we_requested: self.we_requested,
             phase: self.state.phase(),
             emoji,
@@ -1096,5 +1142,6 @@ pub(crate) fn test_start_content(user_id: &str, device_id: &str, transaction_id:
         other_user: String::new(),
         other_device: String::new(),
         transaction_id: transaction_id.to_owned(),
+        room_id: None,
     })
 }
