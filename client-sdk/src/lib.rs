@@ -48,8 +48,10 @@
 //!   [`Client::accept_sas`], the emoji and numbers in
 //!   [`Client::verification`], then [`Client::confirm_sas`] or
 //!   [`Client::sas_mismatch`]; a success verifies the device and signs
-//!   what cross-signing lets this device sign. QR code verification is not
-//!   built.
+//!   what cross-signing lets this device sign. QR codes between two
+//!   cross-signed users: [`Client::generate_qr_code`],
+//!   [`Client::scan_qr_code`], [`Client::confirm_qr_scanned`] (not between
+//!   our own devices).
 //! - [`Error`]: Matrix errors as a matchable [`ErrorKind`] with
 //!   `retry_after`; network, store and malformed-answer errors. Nothing
 //!   panics on a bad server answer.

@@ -159,6 +159,56 @@ impl Client {
         .await
     }
 
+    /// The QR code to show another user in a ready flow (the bytes to
+    /// render); see [`OlmMachine::generate_qr_code`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Crypto`] with a [`VerificationError`] (no cross-signing
+    /// keys, the other side cannot scan, not ready); store errors.
+    pub async fn generate_qr_code(
+        &self,
+        user_id: &UserId,
+        transaction_id: &str,
+    ) -> Result<Vec<u8>> {
+        self.verification_step(|machine| machine.generate_qr_code(user_id.as_str(), transaction_id))
+            .await
+    }
+
+    /// The other device's QR code, as scanned: checked, then answered with
+    /// the reciprocate start; see [`OlmMachine::scan_qr_code`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Crypto`] with a [`VerificationError`] (a code that is not
+    /// for this flow, or over keys we do not know, which cancels it);
+    /// network and store errors.
+    pub async fn scan_qr_code(
+        &self,
+        user_id: &UserId,
+        transaction_id: &str,
+        data: &[u8],
+    ) -> Result<()> {
+        self.verification_step(|machine| {
+            machine.scan_qr_code(user_id.as_str(), transaction_id, data, now_ms())
+        })
+        .await
+    }
+
+    /// The other device reported that our QR code matched: signs their
+    /// master key and sends done.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Crypto`] with a [`VerificationError`]; network and store
+    /// errors.
+    pub async fn confirm_qr_scanned(&self, user_id: &UserId, transaction_id: &str) -> Result<()> {
+        self.verification_step(|machine| {
+            machine.confirm_qr_scanned(user_id.as_str(), transaction_id)
+        })
+        .await
+    }
+
     /// One verification: its phase and, once keys are exchanged, the emoji
     /// and numbers to compare.
     ///

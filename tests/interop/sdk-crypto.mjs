@@ -1,8 +1,8 @@
 // Interop of the two crypto stacks: myelin-sdk clients (Rust, the ignored
 // tests in tests/tests/it/sdk_interop.rs) and matrix-js-sdk with its Rust
 // crypto (matrix-sdk-crypto-wasm) exchange encrypted messages in both
-// directions and verify each other's devices by SAS (emoji) through the
-// homeserver given on the command line.
+// directions and verify each other by SAS (emoji; to-device and in a room)
+// and by QR code, through the homeserver given on the command line.
 //
 //   node sdk-crypto.mjs HOMESERVER_URL     (normally through run.sh)
 //
@@ -12,15 +12,16 @@
 // (waits until that body decrypts; answers the sender and wire type),
 // /encryption_info {room_id, body} (the shield the js client shows on it),
 // /bootstrap_cross_signing, /device_status {user_id, device_id} (how the
-// js client judges that device: signed by its owner, verified),
-// /identity_verified {user_id} (waits until the js client verifies that
-// user's identity), and the verification steps /request_verification
-// {user_id, device_id}, /request_verification_dm {user_id, room_id} (in
-// the room), /accept_verification {user_id}, /start_sas, /sas,
-// /confirm_sas, /verification_outcome (each {transaction_id}). It then
-// runs the Rust tests (`sdk_interop::`, one at a time) with
-// MYELIN_SDK_HOMESERVER, MYELIN_INTEROP_PEER (the API's URL) and
-// MYELIN_INTEROP_PEER_USER, and exits with their status.
+// js client judges that device and its user: signed by its owner,
+// verified; with {until: FIELD}, once FIELD is true), and the verification
+// steps /request_verification {user_id, device_id},
+// /request_verification_dm {user_id, room_id} (in the room),
+// /accept_verification {user_id}, /start_sas, /sas, /confirm_sas,
+// /generate_qr, /scan_qr {data}, /confirm_qr_scanned and
+// /verification_outcome (each {transaction_id}). It then runs the Rust
+// tests (`sdk_interop::`, one at a time) with MYELIN_SDK_HOMESERVER,
+// MYELIN_INTEROP_PEER (the API's URL) and MYELIN_INTEROP_PEER_USER, and
+// exits with their status.
 // MYELIN_INTEROP_REPO names the checkout to run cargo in (default: the
 // current directory).
 
@@ -60,13 +61,17 @@ js.on(CryptoEvent.VerificationRequestReceived, (request) => {
     flowNews.emit("news");
 });
 function follow(request) {
-    const flow = { request, verifier: null, outcome: null, settled: false, sas: null };
+    const flow = { request, verifier: null, outcome: null, settled: false, sas: null, reciprocate: null };
     const watchVerifier = () => {
         const verifier = request.verifier;
         if (!verifier || flow.verifier) return;
         flow.verifier = verifier;
         verifier.on(VerifierEvent.ShowSas, (sas) => {
             flow.sas = sas;
+            flowNews.emit("news");
+        });
+        verifier.on(VerifierEvent.ShowReciprocateQr, (reciprocate) => {
+            flow.reciprocate = reciprocate;
             flowNews.emit("news");
         });
         flow.outcome = verifier.verify().then(() => "done", (err) => `failed: ${err?.message ?? err}`);
@@ -84,6 +89,30 @@ function follow(request) {
     return flow;
 }
 const news = [[flowNews, "news"]];
+
+// Waits until OK holds of COMPUTE()'s (asynchronous) answer, asking again
+// whenever the js client emits one of EVENTS or completes a sync; answers
+// the last value.
+async function untilComputed(what, events, compute, ok) {
+    let latest = null;
+    let running = false;
+    const look = () => {
+        if (running) return;
+        running = true;
+        compute().then(
+            (value) => { latest = value; running = false; flowNews.emit("news"); },
+            () => { running = false; },
+        );
+    };
+    const sources = [...events, ClientEvent.Sync];
+    for (const name of sources) js.on(name, look);
+    try {
+        look();
+        return await when(what, news, () => latest !== null && ok(latest) && latest);
+    } finally {
+        for (const name of sources) js.off(name, look);
+    }
+}
 function flowOf(transaction_id) {
     const flow = flows.get(transaction_id);
     if (!flow) throw new Error(`no verification ${transaction_id}`);
@@ -120,41 +149,28 @@ const commands = {
         await crypto.crossSignDevice(js.getDeviceId());
         return { bootstrapped: reg.user_id };
     },
-    // How the js client judges a device of the Rust client, after fetching
-    // that user's keys afresh.
-    async device_status({ user_id, device_id }) {
+    // How the js client judges a device of the Rust client. With UNTIL
+    // (a field name), waits until that field is true: the js client
+    // refetches a user's keys after the server reports a change, a
+    // moment after it happened.
+    async device_status({ user_id, device_id, until }) {
         const crypto = js.getCrypto();
         await crypto.getUserDeviceInfo([user_id], true);
-        const status = await crypto.getDeviceVerificationStatus(user_id, device_id);
-        const identity = await crypto.getUserVerificationStatus(user_id);
-        return {
-            signed_by_owner: status?.signedByOwner ?? null,
-            cross_signing_verified: status?.crossSigningVerified ?? null,
-            locally_verified: status?.localVerified ?? null,
-            is_verified: status?.isVerified() ?? null,
-            identity_known: identity !== null,
-            identity_verified: identity?.isVerified() ?? null,
+        const status = async () => {
+            const device = await crypto.getDeviceVerificationStatus(user_id, device_id);
+            const identity = await crypto.getUserVerificationStatus(user_id);
+            return {
+                signed_by_owner: device?.signedByOwner ?? null,
+                cross_signing_verified: device?.crossSigningVerified ?? null,
+                locally_verified: device?.localVerified ?? null,
+                is_verified: device?.isVerified() ?? null,
+                identity_known: identity !== null,
+                identity_verified: identity?.isVerified() ?? null,
+            };
         };
-    },
-    // Waits until the js client verifies USER_ID's cross-signing identity
-    // (after a SAS that MAC'd its master key, the js client signs it with
-    // its user-signing key and stores the signature: a moment later).
-    async identity_verified({ user_id }) {
-        const crypto = js.getCrypto();
-        let verified = false;
-        const look = () => crypto.getUserVerificationStatus(user_id).then((status) => {
-            verified = status.isVerified();
-            flowNews.emit("news");
-        });
-        const onTrust = (userId) => { if (userId === user_id) void look(); };
-        js.on(CryptoEvent.UserTrustStatusChanged, onTrust);
-        try {
-            await look();
-            await when(`the js client verifies ${user_id}'s identity`, news, () => verified);
-        } finally {
-            js.off(CryptoEvent.UserTrustStatusChanged, onTrust);
-        }
-        return { identity_verified: verified };
+        if (!until) return status();
+        return untilComputed(`the js client finds ${until} for ${user_id}'s ${device_id}`,
+            [CryptoEvent.DevicesUpdated, CryptoEvent.UserTrustStatusChanged], status, (s) => s[until] === true);
     },
     // Verification (CryptoApi): to-device to one device, or in a room.
     async request_verification({ user_id, device_id }) {
@@ -207,6 +223,28 @@ const commands = {
     async confirm_sas({ transaction_id }) {
         await flowOf(transaction_id).sas.confirm();
         return {};
+    },
+    // QR codes (bytes as base64): show ours, scan theirs, and confirm
+    // that the other device reported our code matched.
+    async generate_qr({ transaction_id }) {
+        const bytes = await flowOf(transaction_id).request.generateQRCode();
+        if (!bytes) throw new Error("no QR code: the js client cannot show one here");
+        return { data: Buffer.from(bytes).toString("base64").replace(/=+$/, "") };
+    },
+    async scan_qr({ transaction_id, data }) {
+        const flow = flowOf(transaction_id);
+        await when("the other side is ready", news, () => flow.request.phase === VerificationPhase.Ready);
+        await flow.request.scanQRCode(new Uint8ClampedArray(Buffer.from(data, "base64")));
+        return flowView(flow);
+    },
+    async confirm_qr_scanned({ transaction_id }) {
+        const flow = flowOf(transaction_id);
+        const reciprocate = await when("the other device scanned our QR code", news, () => {
+            if (flow.request.phase === VerificationPhase.Cancelled) throw new Error(`cancelled: ${flow.request.cancellationCode}`);
+            return flow.reciprocate;
+        });
+        reciprocate.confirm();
+        return flowView(flow);
     },
     // Waits until the flow ends (Done or Cancelled).
     async verification_outcome({ transaction_id }) {

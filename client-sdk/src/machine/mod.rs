@@ -60,7 +60,7 @@
 //!
 //! Key requests to other users' devices, secret storage and sharing of the
 //! key backup's recovery key (and Myelin's authenticated backup), QR code
-//! verification (SAS only),
+//! verification between our own devices,
 //! secret sharing of the cross-signing keys (only the device that
 //! bootstrapped holds them), history bundles sent only to cross-signed
 //! devices as MSC4268 asks (they go to the invitee's non-blacklisted

@@ -22,6 +22,7 @@ use myelin_sdk::{
     ruma::{OwnedDeviceId, OwnedUserId},
 };
 use myelin_tests::{PASSWORD, random_suffix};
+use ruma_ids::serde::{Base64, base64::Standard};
 use serde_json::{Value, json};
 
 use crate::{
@@ -190,7 +191,11 @@ impl Pair {
         assert_eq!(status["locally_verified"], true, "{status}");
         assert_eq!(status["is_verified"], true, "{status}");
         // Our master key was MAC'd: the js user now verifies our identity.
-        let identity = peer("identity_verified", json!({"user_id": self.rust_user()})).await;
+        let identity = peer(
+            "device_status",
+            json!({"user_id": self.rust_user(), "device_id": self.rust_device(), "until": "identity_verified"}),
+        )
+        .await;
         assert_eq!(identity["identity_verified"], true, "{identity}");
         // And theirs was: we signed it with our user-signing key.
         let identity = self.rust.user_identity(&self.js_user).await.unwrap();
@@ -200,6 +205,42 @@ impl Pair {
         assert_eq!(self.state_on_rust(&body).await, VerificationState::Verified);
         let shield = self
             .shield_on_js(&format!("rust, verified {}", self.suffix))
+            .await;
+        assert_eq!(shield["shield_colour"], "NONE", "{shield}");
+    }
+}
+
+impl Pair {
+    /// After a QR code verification (which signs master keys, not
+    /// devices): each side has verified the other's identity, each device
+    /// is verified through its owner's cross-signing, and a message each
+    /// way shows as from a verified device.
+    async fn assert_identities_verified(&self, js_device: &OwnedDeviceId) {
+        let identity = self.rust.user_identity(&self.js_user).await.unwrap();
+        assert!(identity.is_some_and(|i| i.is_verified), "the js identity");
+        assert!(
+            self.rust
+                .is_device_verified(&self.js_user, js_device)
+                .await
+                .unwrap()
+        );
+        let identity = peer(
+            "device_status",
+            json!({"user_id": self.rust_user(), "device_id": self.rust_device(), "until": "identity_verified"}),
+        )
+        .await;
+        assert_eq!(identity["identity_verified"], true, "{identity}");
+        let status = peer(
+            "device_status",
+            json!({"user_id": self.rust_user(), "device_id": self.rust_device()}),
+        )
+        .await;
+        assert_eq!(status["cross_signing_verified"], true, "{status}");
+
+        let body = format!("js, verified by QR {}", self.suffix);
+        assert_eq!(self.state_on_rust(&body).await, VerificationState::Verified);
+        let shield = self
+            .shield_on_js(&format!("rust, verified by QR {}", self.suffix))
             .await;
         assert_eq!(shield["shield_colour"], "NONE", "{shield}");
     }
@@ -264,7 +305,7 @@ async fn myelin_sdk_and_matrix_js_sdk_exchange_encrypted_messages() {
     let alice_device = pair.rust_device();
     let status = peer(
         "device_status",
-        json!({"user_id": alice.user_id().unwrap(), "device_id": alice_device}),
+        json!({"user_id": alice.user_id().unwrap(), "device_id": alice_device, "until": "signed_by_owner"}),
     )
     .await;
     assert_eq!(status["signed_by_owner"], true, "{status}");
@@ -426,4 +467,103 @@ async fn matrix_js_sdk_requests_in_room_verification_with_myelin_sdk_and_both_en
     pair.rust.accept_sas(&pair.js_user, &txn).await.unwrap();
     pair.compare_and_confirm(&txn).await;
     pair.assert_verified_both_ways(&js_device).await;
+}
+
+/// myelin-sdk requests (to-device), js accepts and shows a QR code,
+/// myelin-sdk scans it; js confirms the scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "driven by tests/interop/sdk-crypto.mjs"]
+async fn matrix_js_sdk_shows_a_qr_code_that_myelin_sdk_scans_and_both_verify() {
+    let pair = Pair::in_encrypted_room("qr_js_shows").await;
+    let js_device = pair.unverified_exchange().await;
+
+    let txn = pair
+        .rust
+        .request_verification(&pair.js_user, &js_device)
+        .await
+        .unwrap();
+    peer("accept_verification", json!({"user_id": pair.rust_user()})).await;
+    until_phase(&pair.rust, &pair.js_user, &txn, VerificationPhase::Ready).await;
+    let shown = peer("generate_qr", json!({"transaction_id": txn})).await;
+    let code = Base64::<Standard>::parse(shown["data"].as_str().unwrap())
+        .unwrap()
+        .into_inner();
+    assert_eq!(&code[..8], b"MATRIX\x02\x00", "mode 0: another user");
+    pair.rust
+        .scan_qr_code(&pair.js_user, &txn, &code)
+        .await
+        .unwrap();
+    let txn_body = json!({"transaction_id": txn});
+    let (_, confirmed) = tokio::join!(
+        until_phase(
+            &pair.rust,
+            &pair.js_user,
+            &txn,
+            VerificationPhase::Confirmed
+        ),
+        peer("confirm_qr_scanned", txn_body.clone())
+    );
+    assert_eq!(confirmed["phase"], "Started", "{confirmed}");
+    let (_, outcome) = tokio::join!(
+        until_phase(&pair.rust, &pair.js_user, &txn, VerificationPhase::Done),
+        peer("verification_outcome", txn_body)
+    );
+    assert_eq!(outcome["phase"], "Done", "{outcome}");
+    pair.assert_identities_verified(&js_device).await;
+}
+
+/// js requests (to-device), myelin-sdk accepts and shows a QR code, js
+/// scans it; myelin-sdk confirms the scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "driven by tests/interop/sdk-crypto.mjs"]
+async fn myelin_sdk_shows_a_qr_code_that_matrix_js_sdk_scans_and_both_verify() {
+    let pair = Pair::in_encrypted_room("qr_rust_shows").await;
+    let js_device = pair.unverified_exchange().await;
+
+    let requested = peer(
+        "request_verification",
+        json!({"user_id": pair.rust_user(), "device_id": pair.rust_device()}),
+    )
+    .await;
+    let txn = requested["transaction_id"].as_str().unwrap().to_owned();
+    until_phase(
+        &pair.rust,
+        &pair.js_user,
+        &txn,
+        VerificationPhase::Requested,
+    )
+    .await;
+    pair.rust
+        .accept_verification_request(&pair.js_user, &txn)
+        .await
+        .unwrap();
+    let code = pair
+        .rust
+        .generate_qr_code(&pair.js_user, &txn)
+        .await
+        .unwrap();
+    let txn_body = json!({"transaction_id": txn});
+    let (scanned, _) = tokio::join!(
+        peer(
+            "scan_qr",
+            json!({"transaction_id": txn, "data": Base64::<Standard>::new(code).encode()})
+        ),
+        until_phase(
+            &pair.rust,
+            &pair.js_user,
+            &txn,
+            VerificationPhase::TheyScannedQr
+        )
+    );
+    assert_eq!(scanned["phase"], "Started", "{scanned}");
+    pair.rust
+        .confirm_qr_scanned(&pair.js_user, &txn)
+        .await
+        .unwrap();
+    let (_, outcome) = tokio::join!(
+        until_phase(&pair.rust, &pair.js_user, &txn, VerificationPhase::Done),
+        peer("verification_outcome", txn_body)
+    );
+    assert_eq!(outcome["phase"], "Done", "{outcome}");
+    pair.assert_identities_verified(&js_device).await;
 }

@@ -863,3 +863,123 @@ fn in_room_verification_is_for_other_users() {
         })
     );
 }
+
+/// Alice and Bob, both with cross-signing, and a to-device flow from
+/// Alice to Bob's phone that both see ready; returns its transaction id.
+fn cross_signed_and_ready(server: &mut FakeServer, alice: &mut Client, bob: &mut Client) -> String {
+    bootstrap(alice, server);
+    bootstrap(bob, server);
+    settle(server, alice, bob);
+    let txn = alice
+        .machine
+        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .unwrap();
+    step(server, alice);
+    let request = &server.inboxes[&(BOB.to_owned(), "BOBPHONE".to_owned())][0];
+    assert_eq!(
+        request["content"]["methods"],
+        json!([
+            "m.sas.v1",
+            "m.qr_code.show.v1",
+            "m.qr_code.scan.v1",
+            "m.reciprocate.v1"
+        ]),
+        "with cross-signing keys, the QR methods are offered"
+    );
+    step(server, bob);
+    bob.machine
+        .accept_verification_request(ALICE, &txn)
+        .unwrap();
+    settle(server, alice, bob);
+    assert_eq!(phase(alice, BOB, &txn), VerificationPhase::Ready);
+    txn
+}
+
+#[test]
+fn a_qr_code_scanned_by_the_other_user_verifies_both_identities() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = cross_signed_and_ready(&mut server, &mut alice, &mut bob);
+
+    let code = bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    assert_eq!(&code[..8], b"MATRIX\x02\x00", "mode 0: another user");
+    alice
+        .machine
+        .scan_qr_code(BOB, &txn, &code, alice.now_ms)
+        .unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::TheyScannedQr);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Confirmed);
+    // Nothing is trusted before Bob's user confirms the scan.
+    assert!(!alice.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(!bob.machine.user_identity(ALICE).unwrap().is_verified);
+
+    bob.machine.confirm_qr_scanned(ALICE, &txn).unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
+    assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(bob.machine.user_identity(ALICE).unwrap().is_verified);
+    // The devices their owners cross-signed are verified through them.
+    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+}
+
+#[test]
+fn a_qr_code_over_a_key_we_do_not_know_is_refused_and_cancels() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = cross_signed_and_ready(&mut server, &mut alice, &mut bob);
+    let mut code = bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    // key2, the master key Bob believes Alice has, is one a server made up
+    // for her: bytes 10 + txn length + 32 onwards.
+    let key2 = 10 + txn.len() + 32;
+    let fake = vodozemac::Ed25519SecretKey::new().public_key();
+    code[key2..key2 + 32].copy_from_slice(fake.as_bytes());
+    assert_eq!(
+        alice.machine.scan_qr_code(BOB, &txn, &code, alice.now_ms),
+        Err(verification::VerificationError::Qr(
+            verification::QrError::KeyMismatch
+        ))
+    );
+    settle(&mut server, &mut alice, &mut bob);
+    assert_eq!(
+        phase(&bob, ALICE, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::KeyMismatch,
+            by_us: false
+        }
+    );
+    assert!(!alice.machine.user_identity(BOB).unwrap().is_verified);
+}
+
+#[test]
+fn a_reciprocate_without_the_codes_secret_verifies_nothing() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = cross_signed_and_ready(&mut server, &mut alice, &mut bob);
+    bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    // Alice's device never saw the code; a start with a guessed secret.
+    server
+        .inboxes
+        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
+        .or_default()
+        .push(json!({
+            "type": "m.key.verification.start",
+            "sender": ALICE,
+            "content": {
+                "transaction_id": txn, "from_device": "ALICEDEV",
+                "method": "m.reciprocate.v1", "secret": vodozemac::base64_encode([7u8; 16]),
+            },
+        }));
+    step(&mut server, &mut bob);
+    assert_eq!(
+        phase(&bob, ALICE, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::KeyMismatch,
+            by_us: true
+        }
+    );
+    assert!(bob.machine.confirm_qr_scanned(ALICE, &txn).is_err());
+    assert!(!bob.machine.user_identity(ALICE).unwrap().is_verified);
+}

@@ -1,8 +1,9 @@
-//! Interactive device verification by short authentication string
-//! (`m.sas.v1`) over to-device messages or in a room ([spec]); the
+//! Interactive verification by short authentication string (`m.sas.v1`)
+//! or QR code, over to-device messages or in a room ([spec]); the
 //! decisions are in `spec-notes/verification.md`. The in-room transport
 //! (requests as room messages, events referencing them, an outbox the
-//! application sends as room events) is in `room`.
+//! application sends as room events) is in `room`, the QR payload and the
+//! reciprocate step in `qr`.
 //!
 //! A flow is keyed by the other user and its transaction id and goes
 //! request → ready → start → accept → key → mac → done, or ends in a
@@ -25,6 +26,7 @@
 //! [spec]: https://spec.matrix.org/v1.16/client-server-api/#device-verification
 
 mod emoji;
+mod qr;
 mod room;
 mod sas;
 
@@ -33,7 +35,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use self::sas::{AwaitingKey, Confirmed, FlowIds, KeysExchanged, ReceivedStart, SentStart};
-pub use self::{emoji::Emoji, room::RoomVerificationMessage};
+pub use self::{emoji::Emoji, qr::QrError, room::RoomVerificationMessage};
 use super::{InFlight, LocalTrust, OlmMachine, Request};
 
 /// An unanswered request expires ten minutes after it was sent.
@@ -160,7 +162,11 @@ pub enum VerificationPhase {
     /// The short authentication string can be compared: confirm or report
     /// a mismatch.
     ShowingSas,
-    /// We confirmed; waiting for the other side.
+    /// The other device scanned our QR code: confirm
+    /// ([`OlmMachine::confirm_qr_scanned`]) once it shows that the code
+    /// matched, or cancel.
+    TheyScannedQr,
+    /// We confirmed (or scanned their QR code); waiting for the other side.
     Confirmed,
     /// Both MACs verified: the other device is verified.
     Done,
@@ -223,6 +229,9 @@ pub enum VerificationError {
         /// The user asked for.
         user_id: String,
     },
+    /// A QR code could not be shown or was refused.
+    #[error(transparent)]
+    Qr(#[from] QrError),
     /// The flow is not at a step where this can be done.
     #[error("the verification is {phase:?}; cannot {action}")]
     WrongPhase {
@@ -240,6 +249,10 @@ pub(super) struct Flow {
     ids: FlowIds,
     /// The devices a request to all our other devices went to.
     broadcast_to: Vec<String>,
+    /// The methods the other side offered (in its request or ready).
+    their_methods: Vec<String>,
+    /// The QR code we showed, if any.
+    shown_qr: Option<qr::ShownQr>,
     we_requested: bool,
     /// When the request was sent (its `timestamp`), or the start if there
     /// was no request.
@@ -260,6 +273,15 @@ enum State {
     Confirmed(Confirmed),
     /// Their MAC verified and our done sent; waiting for theirs.
     WaitingForDone,
+    /// We scanned their QR code and sent the reciprocate start; waiting
+    /// for their done (their user saw the match), then `their_master` is
+    /// signed.
+    QrScanned {
+        their_master: String,
+    },
+    /// They scanned our QR code (their start carried our secret); waiting
+    /// for our user to confirm that their device showed a match.
+    QrReciprocated,
     Done,
     Cancelled {
         code: CancelCode,
@@ -278,7 +300,10 @@ impl State {
                 VerificationPhase::Started
             }
             Self::KeysExchanged(_) => VerificationPhase::ShowingSas,
-            Self::Confirmed(_) | Self::WaitingForDone => VerificationPhase::Confirmed,
+            Self::Confirmed(_) | Self::WaitingForDone | Self::QrScanned { .. } => {
+                VerificationPhase::Confirmed
+            }
+            Self::QrReciprocated => VerificationPhase::TheyScannedQr,
             Self::Done => VerificationPhase::Done,
             Self::Cancelled { code, by_us } => VerificationPhase::Cancelled {
                 code: code.clone(),
@@ -339,7 +364,7 @@ impl OlmMachine {
         let ids = self.flow_ids(user_id, device_id, &transaction_id);
         let content = json!({
             "from_device": self.device_id,
-            "methods": [sas::SAS_V1],
+            "methods": self.offered_methods(user_id),
             "timestamp": now_ms,
             "transaction_id": transaction_id,
         });
@@ -349,6 +374,8 @@ impl OlmMachine {
             Flow {
                 ids,
                 broadcast_to: Vec::new(),
+                their_methods: Vec::new(),
+                shown_qr: None,
                 we_requested: true,
                 requested_ms: now_ms,
                 started_ms: None,
@@ -404,6 +431,8 @@ impl OlmMachine {
             Flow {
                 ids: self.flow_ids(&own, "", &transaction_id),
                 broadcast_to: targets,
+                their_methods: Vec::new(),
+                shown_qr: None,
                 we_requested: true,
                 requested_ms: now_ms,
                 started_ms: None,
@@ -432,7 +461,7 @@ impl OlmMachine {
         let ids = flow.ids.clone();
         let content = json!({
             "from_device": ids.own_device,
-            "methods": [sas::SAS_V1],
+            "methods": self.offered_methods(&ids.other_user),
         });
         self.send_verification_event(&ids, READY, content);
         Ok(())
@@ -660,11 +689,8 @@ impl OlmMachine {
             return;
         }
         device.clone_into(&mut ids.other_device);
-        let offers_sas = content
-            .get("methods")
-            .and_then(Value::as_array)
-            .is_some_and(|m| m.iter().any(|m| m.as_str() == Some(sas::SAS_V1)));
-        if !offers_sas {
+        let their_methods = methods(content);
+        if !their_methods.iter().any(|m| m == sas::SAS_V1) {
             self.send_cancel(&ids, &CancelCode::UnknownMethod);
             return;
         }
@@ -673,6 +699,8 @@ impl OlmMachine {
             Flow {
                 ids,
                 broadcast_to: Vec::new(),
+                their_methods,
+                shown_qr: None,
                 we_requested: false,
                 requested_ms: timestamp,
                 started_ms: None,
@@ -702,6 +730,8 @@ impl OlmMachine {
             Flow {
                 ids,
                 broadcast_to: Vec::new(),
+                their_methods: Vec::new(),
+                shown_qr: None,
                 we_requested: false,
                 requested_ms: now_ms,
                 started_ms: Some(now_ms),
@@ -780,7 +810,7 @@ impl OlmMachine {
             return;
         }
         let result = match event_type {
-            READY => self.receive_ready(&key),
+            READY => self.receive_ready(&key, content),
             START => self.receive_start(&key, content, now_ms),
             ACCEPT => self.receive_accept(&key, content),
             KEY => self.receive_key(&key, content),
@@ -796,11 +826,12 @@ impl OlmMachine {
         }
     }
 
-    fn receive_ready(&mut self, key: &FlowKey) -> Result<(), CancelCode> {
+    fn receive_ready(&mut self, key: &FlowKey, content: &Value) -> Result<(), CancelCode> {
         let flow = self.flow_by_key(key)?;
         if !(flow.we_requested && matches!(flow.state, State::Requested)) {
             return Err(CancelCode::UnexpectedMessage);
         }
+        flow.their_methods = methods(content);
         flow.state = State::Ready;
         Ok(())
     }
@@ -811,6 +842,9 @@ impl OlmMachine {
         content: &Value,
         now_ms: u64,
     ) -> Result<(), CancelCode> {
+        if content.get("method").and_then(Value::as_str) == Some(qr::RECIPROCATE) {
+            return self.receive_reciprocate(key, content, now_ms);
+        }
         let flow = self.flow_by_key(key)?;
         match &flow.state {
             State::Ready => {}
@@ -905,10 +939,21 @@ impl OlmMachine {
 
     fn receive_done(&mut self, key: &FlowKey) -> Result<(), CancelCode> {
         let flow = self.flow_by_key(key)?;
-        if !matches!(flow.state, State::WaitingForDone) {
-            return Err(CancelCode::UnexpectedMessage);
+        match std::mem::replace(&mut flow.state, State::Taken) {
+            State::WaitingForDone => flow.state = State::Done,
+            State::QrScanned { their_master } => {
+                // Their user saw the match on their side: the code we
+                // scanned was theirs, over the keys we checked.
+                flow.state = State::Done;
+                let ids = flow.ids.clone();
+                self.send_verification_event(&ids, DONE, json!({}));
+                self.sign_qr_verified_user(&ids, &their_master);
+            }
+            other => {
+                flow.state = other;
+                return Err(CancelCode::UnexpectedMessage);
+            }
         }
-        flow.state = State::Done;
         Ok(())
     }
 
@@ -1115,6 +1160,20 @@ impl Flow {
             None => now_ms.saturating_sub(self.requested_ms) >= REQUEST_TIMEOUT_MS,
         }
     }
+}
+
+/// The `methods` of a request or ready.
+fn methods(content: &Value) -> Vec<String> {
+    content
+        .get("methods")
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn wrong_phase(flow: &Flow, action: &'static str) -> VerificationError {

@@ -11,7 +11,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Flow, REQUEST, State, VerificationError, Verifications, sas::SAS_V1};
+use super::{Flow, REQUEST, State, VerificationError, Verifications};
 use crate::machine::OlmMachine;
 
 /// The room event type that carries an in-room request.
@@ -53,7 +53,7 @@ impl OlmMachine {
                 self.user_id
             ),
             "from_device": self.device_id,
-            "methods": [SAS_V1],
+            "methods": self.offered_methods(user_id),
             "to": user_id,
         }))
     }
@@ -84,6 +84,8 @@ impl OlmMachine {
             Flow {
                 ids,
                 broadcast_to: Vec::new(),
+                their_methods: Vec::new(),
+                shown_qr: None,
                 we_requested: true,
                 requested_ms: now_ms,
                 started_ms: None,
