@@ -983,3 +983,49 @@ fn a_reciprocate_without_the_codes_secret_verifies_nothing() {
     assert!(bob.machine.confirm_qr_scanned(ALICE, &txn).is_err());
     assert!(!bob.machine.user_identity(ALICE).unwrap().is_verified);
 }
+
+#[test]
+fn a_qr_code_verification_runs_in_a_room_too() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    bootstrap(&mut alice, &mut server);
+    bootstrap(&mut bob, &mut server);
+    settle(&mut server, &mut alice, &mut bob);
+    let mut timeline = Timeline::default();
+    let txn = in_room_ready(
+        &mut server,
+        &mut timeline,
+        &mut alice,
+        &mut bob,
+        Sends::Clear,
+    );
+
+    let code = bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    alice
+        .machine
+        .scan_qr_code(BOB, &txn, &code, alice.now_ms)
+        .unwrap();
+    let both = |t: &mut Timeline, s: &mut FakeServer, a: &mut Client, b: &mut Client| {
+        t.settle(s, (a, Sends::Encrypted), (b, Sends::Clear));
+    };
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::TheyScannedQr);
+    bob.machine.confirm_qr_scanned(ALICE, &txn).unwrap();
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
+    assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(bob.machine.user_identity(ALICE).unwrap().is_verified);
+    // The reciprocate start went into the room, referencing the request.
+    let start = timeline
+        .events
+        .iter()
+        .filter(|e| e["sender"] == ALICE)
+        .find_map(|e| {
+            let clear = bob.decrypt(ROOM, e).ok()?;
+            (clear.event_type == "m.key.verification.start").then_some(clear.content)
+        })
+        .expect("a start in the room");
+    assert_eq!(start["method"], "m.reciprocate.v1");
+    assert_eq!(start["m.relates_to"]["event_id"], txn.as_str());
+}
