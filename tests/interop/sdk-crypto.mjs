@@ -23,7 +23,8 @@
 // MYELIN_INTEROP_PEER (the API's URL) and MYELIN_INTEROP_PEER_USER, and
 // exits with their status.
 // MYELIN_INTEROP_REPO names the checkout to run cargo in (default: the
-// current directory).
+// current directory); MYELIN_INTEROP_TESTS narrows the tests run (a cargo
+// test filter, default `sdk_interop::`).
 
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
@@ -289,7 +290,7 @@ await check("the myelin-sdk client and matrix-js-sdk exchange encrypted messages
         // One test at a time: they share the one js-sdk client.
         const child = spawn("cargo", [
             "test", "-p", "myelin-tests", "--locked", "--test", "it", "--",
-            "--ignored", "--nocapture", "--test-threads=1", "sdk_interop::",
+            "--ignored", "--nocapture", "--test-threads=1", process.env.MYELIN_INTEROP_TESTS || "sdk_interop::",
         ], {
             cwd: process.env.MYELIN_INTEROP_REPO || process.cwd(),
             stdio: "inherit",

@@ -1029,3 +1029,159 @@ fn a_qr_code_verification_runs_in_a_room_too() {
     assert_eq!(start["method"], "m.reciprocate.v1");
     assert_eq!(start["m.relates_to"]["event_id"], txn.as_str());
 }
+
+/// Bob's phone (cross-signing keys, trusts the master key) and his laptop
+/// (trusts no master key yet) with a to-device flow both see ready;
+/// returns its transaction id.
+fn own_devices_ready(server: &mut FakeServer, phone: &mut Client, laptop: &mut Client) -> String {
+    bootstrap(phone, server);
+    settle(server, phone, laptop);
+    assert!(!laptop.machine.user_identity(BOB).unwrap().is_verified);
+    let txn = laptop
+        .machine
+        .request_verification(BOB, "BOBPHONE", laptop.now_ms)
+        .unwrap();
+    settle(server, laptop, phone);
+    phone
+        .machine
+        .accept_verification_request(BOB, &txn)
+        .unwrap();
+    settle(server, laptop, phone);
+    assert_eq!(phase(laptop, BOB, &txn), VerificationPhase::Ready);
+    txn
+}
+
+fn laptop_signers(server: &FakeServer) -> usize {
+    server.device_keys[BOB]["BOBLAPTOP"]["signatures"][BOB]
+        .as_object()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn a_qr_code_shown_by_the_device_that_trusts_the_master_key_verifies_the_new_one() {
+    let mut server = FakeServer::default();
+    let (_alice, mut phone, mut laptop) = alice_and_bob(&mut server);
+    let txn = own_devices_ready(&mut server, &mut phone, &mut laptop);
+
+    let code = phone.machine.generate_qr_code(BOB, &txn).unwrap();
+    assert_eq!(
+        code[7], 0x01,
+        "mode 1: shown by a device that trusts the master key"
+    );
+    laptop
+        .machine
+        .scan_qr_code(BOB, &txn, &code, laptop.now_ms)
+        .unwrap();
+    settle(&mut server, &mut laptop, &mut phone);
+    assert_eq!(phase(&phone, BOB, &txn), VerificationPhase::TheyScannedQr);
+    phone.machine.confirm_qr_scanned(BOB, &txn).unwrap();
+    settle(&mut server, &mut laptop, &mut phone);
+
+    assert_eq!(phase(&phone, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(laptop_signers(&server), 2, "the phone signed the laptop");
+    assert!(laptop.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(laptop.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(phone.machine.is_device_verified(BOB, "BOBLAPTOP"));
+}
+
+#[test]
+fn a_qr_code_shown_by_the_new_device_is_checked_and_signed_by_the_trusted_one() {
+    let mut server = FakeServer::default();
+    let (_alice, mut phone, mut laptop) = alice_and_bob(&mut server);
+    let txn = own_devices_ready(&mut server, &mut phone, &mut laptop);
+
+    let code = laptop.machine.generate_qr_code(BOB, &txn).unwrap();
+    assert_eq!(
+        code[7], 0x02,
+        "mode 2: shown by a device that trusts no master key"
+    );
+    phone
+        .machine
+        .scan_qr_code(BOB, &txn, &code, phone.now_ms)
+        .unwrap();
+    settle(&mut server, &mut laptop, &mut phone);
+    assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::TheyScannedQr);
+    assert!(!laptop.machine.user_identity(BOB).unwrap().is_verified);
+    laptop.machine.confirm_qr_scanned(BOB, &txn).unwrap();
+    settle(&mut server, &mut laptop, &mut phone);
+
+    assert_eq!(phase(&phone, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(laptop_signers(&server), 2, "the phone signed the laptop");
+    assert!(laptop.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(phone.machine.is_device_verified(BOB, "BOBLAPTOP"));
+}
+
+#[test]
+fn a_new_device_shown_a_servers_master_key_is_caught_by_the_trusted_one() {
+    let mut server = FakeServer::default();
+    let (_alice, mut phone, mut laptop) = alice_and_bob(&mut server);
+    let txn = own_devices_ready(&mut server, &mut phone, &mut laptop);
+    let mut code = laptop.machine.generate_qr_code(BOB, &txn).unwrap();
+    // key2, the master key the laptop believes in, replaced by one the
+    // server made up.
+    let key2 = 10 + txn.len() + 32;
+    let fake = vodozemac::Ed25519SecretKey::new().public_key();
+    code[key2..key2 + 32].copy_from_slice(fake.as_bytes());
+    assert_eq!(
+        phone.machine.scan_qr_code(BOB, &txn, &code, phone.now_ms),
+        Err(verification::VerificationError::Qr(
+            verification::QrError::KeyMismatch
+        ))
+    );
+    settle(&mut server, &mut laptop, &mut phone);
+    assert_eq!(
+        phase(&laptop, BOB, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::KeyMismatch,
+            by_us: false
+        }
+    );
+    assert_eq!(laptop_signers(&server), 1);
+    assert!(!laptop.machine.user_identity(BOB).unwrap().is_verified);
+}
+
+#[test]
+fn a_code_whose_mode_does_not_fit_the_flow_is_refused() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = cross_signed_and_ready(&mut server, &mut alice, &mut bob);
+    let mut code = bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    code[7] = 0x02;
+    assert_eq!(
+        alice.machine.scan_qr_code(BOB, &txn, &code, alice.now_ms),
+        Err(verification::VerificationError::Qr(
+            verification::QrError::WrongMode(0x02)
+        ))
+    );
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Ready);
+}
+
+#[test]
+fn a_room_event_delivered_twice_is_taken_once() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let mut timeline = Timeline::default();
+    let txn = in_room_ready(
+        &mut server,
+        &mut timeline,
+        &mut alice,
+        &mut bob,
+        Sends::Clear,
+    );
+    bob.machine.start_sas(ALICE, &txn, bob.now_ms).unwrap();
+    timeline.step(&mut server, &mut bob, Sends::Clear);
+    timeline.step(&mut server, &mut alice, Sends::Encrypted);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Started);
+    // The same start again, as a repeated sync would hand it over: without
+    // its event id remembered it would be out of order and cancel.
+    let start = timeline.events.last().unwrap().clone();
+    assert_eq!(start["type"], "m.key.verification.start");
+    alice
+        .machine
+        .receive_room_verification_event(ROOM, &start, alice.now_ms);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Started);
+    assert!(alice.machine.take_room_verification_messages().is_empty());
+}

@@ -90,6 +90,7 @@ impl OlmMachine {
                 broadcast_to: Vec::new(),
                 their_methods,
                 shown_qr: None,
+                room_events: Vec::new(),
                 we_requested: false,
                 requested_ms: timestamp,
                 started_ms: None,
@@ -126,6 +127,7 @@ impl OlmMachine {
                 broadcast_to: Vec::new(),
                 their_methods: Vec::new(),
                 shown_qr: None,
+                room_events: Vec::new(),
                 we_requested: false,
                 requested_ms: now_ms,
                 started_ms: Some(now_ms),
@@ -343,13 +345,15 @@ impl OlmMachine {
         let flow = self.flow_by_key(key)?;
         match std::mem::replace(&mut flow.state, State::Taken) {
             State::WaitingForDone => flow.state = State::Done,
-            State::QrScanned { their_master } => {
+            State::QrScanned { trust } => {
                 // Their user saw the match on their side: the code we
                 // scanned was theirs, over the keys we checked.
-                flow.state = State::Done;
                 let ids = flow.ids.clone();
+                if !self.apply_qr_trust(&ids, &trust) {
+                    return Err(CancelCode::KeyMismatch);
+                }
+                self.flow_by_key(key)?.state = State::Done;
                 self.send_verification_event(&ids, DONE, json!({}));
-                self.sign_qr_verified_user(&ids, &their_master);
             }
             other => {
                 flow.state = other;

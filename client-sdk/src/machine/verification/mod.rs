@@ -255,6 +255,8 @@ pub(super) struct Flow {
     their_methods: Vec<String>,
     /// The QR code we showed, if any.
     shown_qr: Option<qr::ShownQr>,
+    /// The event ids of the room events an in-room flow took.
+    room_events: Vec<String>,
     we_requested: bool,
     /// When the request was sent (its `timestamp`), or the start if there
     /// was no request.
@@ -276,10 +278,9 @@ enum State {
     /// Their MAC verified and our done sent; waiting for theirs.
     WaitingForDone,
     /// We scanned their QR code and sent the reciprocate start; waiting
-    /// for their done (their user saw the match), then `their_master` is
-    /// signed.
+    /// for their done (their user saw the match), then `trust` applies.
     QrScanned {
-        their_master: String,
+        trust: qr::QrTrust,
     },
     /// They scanned our QR code (their start carried our secret); waiting
     /// for our user to confirm that their device showed a match.
@@ -378,6 +379,7 @@ impl OlmMachine {
                 broadcast_to: Vec::new(),
                 their_methods: Vec::new(),
                 shown_qr: None,
+                room_events: Vec::new(),
                 we_requested: true,
                 requested_ms: now_ms,
                 started_ms: None,
@@ -413,7 +415,7 @@ impl OlmMachine {
         let transaction_id = new_transaction_id();
         let content = json!({
             "from_device": self.device_id,
-            "methods": [sas::SAS_V1],
+            "methods": self.offered_methods(&own),
             "timestamp": now_ms,
             "transaction_id": transaction_id,
         });
@@ -435,6 +437,7 @@ impl OlmMachine {
                 broadcast_to: targets,
                 their_methods: Vec::new(),
                 shown_qr: None,
+                room_events: Vec::new(),
                 we_requested: true,
                 requested_ms: now_ms,
                 started_ms: None,

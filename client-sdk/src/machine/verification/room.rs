@@ -86,6 +86,7 @@ impl OlmMachine {
                 broadcast_to: Vec::new(),
                 their_methods: Vec::new(),
                 shown_qr: None,
+                room_events: Vec::new(),
                 we_requested: true,
                 requested_ms: now_ms,
                 started_ms: None,
@@ -134,9 +135,10 @@ impl OlmMachine {
         else {
             return;
         };
+        let event_id = event.get("event_id").and_then(Value::as_str).unwrap_or("");
         if !self
             .verifications
-            .is_in_room(sender, transaction_id, room_id)
+            .take_new_room_event(sender, transaction_id, room_id, event_id)
         {
             return;
         }
@@ -173,10 +175,30 @@ impl OlmMachine {
 }
 
 impl Verifications {
-    /// Whether `(user, transaction_id)` is an in-room flow in `room_id`.
-    fn is_in_room(&self, user: &str, transaction_id: &str, room_id: &str) -> bool {
-        self.flows
-            .get(&(user.to_owned(), transaction_id.to_owned()))
-            .is_some_and(|flow| flow.ids.room_id.as_deref() == Some(room_id))
+    /// Whether `(user, transaction_id)` is an unfinished in-room flow in
+    /// `room_id` that has not yet seen `event_id`, which it now has. A
+    /// timeline event can reach the client twice (a sync repeated after a
+    /// failed save, the same event in a later batch); the second time it
+    /// would be out of order, and cancel the flow. The list is short: every
+    /// message a flow does not expect ends it.
+    fn take_new_room_event(
+        &mut self,
+        user: &str,
+        transaction_id: &str,
+        room_id: &str,
+        event_id: &str,
+    ) -> bool {
+        let Some(flow) = self
+            .flows
+            .get_mut(&(user.to_owned(), transaction_id.to_owned()))
+            .filter(|flow| flow.ids.room_id.as_deref() == Some(room_id))
+        else {
+            return false;
+        };
+        if flow.state.is_finished() || flow.room_events.iter().any(|seen| seen == event_id) {
+            return false;
+        }
+        flow.room_events.push(event_id.to_owned());
+        true
     }
 }

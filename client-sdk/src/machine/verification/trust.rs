@@ -30,20 +30,35 @@ impl OlmMachine {
                     (*id != format!("ed25519:{}", ids.other_device)).then(|| key.clone())
                 });
                 if let Some(master) = master {
-                    self.devices.own.trusted_master = Some(master);
-                    self.save_cross_signing();
-                    let own = self.user_id.clone();
-                    self.refresh_trust(&[own]);
+                    self.trust_own_master(&master);
                 }
             }
-            if self.has_cross_signing_keys()
-                && let Ok(request) = self.verify_own_device(&ids.other_device)
-            {
-                self.queued.push(request);
-            }
+            self.sign_own_device(&ids.other_device);
         } else if master_verified
             && self.has_cross_signing_keys()
             && let Ok(request) = self.verify_user(&ids.other_user)
+        {
+            self.queued.push(request);
+        }
+    }
+
+    /// From now on this device trusts `master` as our master key, and
+    /// with it every device it signs (when it trusts none yet).
+    pub(super) fn trust_own_master(&mut self, master: &str) {
+        if self.devices.own.trusted_master.is_some() {
+            return;
+        }
+        self.devices.own.trusted_master = Some(master.to_owned());
+        self.save_cross_signing();
+        let own = self.user_id.clone();
+        self.refresh_trust(&[own]);
+    }
+
+    /// Signs another device of ours with our self-signing key, when this
+    /// device holds it.
+    pub(super) fn sign_own_device(&mut self, device_id: &str) {
+        if self.has_cross_signing_keys()
+            && let Ok(request) = self.verify_own_device(device_id)
         {
             self.queued.push(request);
         }
