@@ -159,6 +159,9 @@ pub struct RegistrationConfig {
     pub mode: RegistrationMode,
     /// Registration tokens accepted in `token` mode (`m.login.registration_token`).
     pub tokens: Vec<Secret>,
+    /// Guest accounts (`POST /register?kind=guest`), limited to the
+    /// endpoints the spec lists for guests (unless registration is closed).
+    pub guests: bool,
 }
 
 impl Default for RegistrationConfig {
@@ -166,6 +169,7 @@ impl Default for RegistrationConfig {
         Self {
             mode: RegistrationMode::Open,
             tokens: Vec::new(),
+            guests: false,
         }
     }
 }

@@ -10,8 +10,12 @@ use axum::{
 };
 use serde::{Deserialize, de::DeserializeOwned};
 
-use super::{AppState, PeerAddr, error::MatrixError};
-use crate::{config::IpRange, service::tokens::AccessToken, storage::Session};
+use super::{AppState, PeerAddr, error::MatrixError, guest_access::guest_may};
+use crate::{
+    config::IpRange,
+    service::{ServiceError, tokens::AccessToken},
+    storage::Session,
+};
 
 /// A JSON body: unparseable text is `M_NOT_JSON`, the wrong shape is
 /// `M_BAD_JSON`, and a body over the configured limit is `M_TOO_LARGE`.
@@ -96,14 +100,30 @@ impl FromRequestParts<AppState> for Authed {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         // A rate-limit layer may have authenticated this request already.
-        if let Some(authed) = parts.extensions.get::<Authed>() {
-            return Ok(authed.clone());
-        }
-        let token = presented_token(parts)?.ok_or_else(MatrixError::missing_token)?;
-        let session = state.accounts.authenticate(&token).await?;
-        parts.extensions.insert(Authed(session.clone()));
+        let session = match parts.extensions.get::<Authed>() {
+            Some(Authed(session)) => session.clone(),
+            None => {
+                let token = presented_token(parts)?.ok_or_else(MatrixError::missing_token)?;
+                let session = state.accounts.authenticate(&token).await?;
+                parts.extensions.insert(Authed(session.clone()));
+                session
+            }
+        };
+        check_guest_access(parts, &session)?;
         Ok(Authed(session))
     }
+}
+
+/// Refuses a guest's request to an endpoint guests may not use.
+fn check_guest_access(parts: &Parts, session: &Session) -> Result<(), MatrixError> {
+    let route = parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map_or("", axum::extract::MatchedPath::as_str);
+    if session.is_guest && !guest_may(&parts.method, route, parts.uri.path()) {
+        return Err(ServiceError::GuestAccessForbidden.into());
+    }
+    Ok(())
 }
 
 /// The session of a request that may come with or without an access
@@ -119,9 +139,11 @@ impl FromRequestParts<AppState> for MaybeAuthed {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         match presented_token(parts)? {
-            Some(token) => Ok(MaybeAuthed(Some(
-                state.accounts.authenticate(&token).await?,
-            ))),
+            Some(token) => {
+                let session = state.accounts.authenticate(&token).await?;
+                check_guest_access(parts, &session)?;
+                Ok(MaybeAuthed(Some(session)))
+            }
             None => Ok(MaybeAuthed(None)),
         }
     }

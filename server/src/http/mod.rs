@@ -5,6 +5,7 @@
 pub mod client;
 pub mod error;
 pub mod extract;
+pub mod guest_access;
 pub mod keys;
 pub mod media;
 pub mod tls;

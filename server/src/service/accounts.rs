@@ -41,6 +41,9 @@ pub struct Registration {
     pub refresh_token: bool,
     /// The UIA step.
     pub auth: Option<AuthSubmission>,
+    /// A guest's access token: the guest account becomes a full one, with
+    /// its user id, instead of a new account being created.
+    pub guest_access_token: Option<AccessToken>,
 }
 
 /// A request to log in with a password (`POST /login`).
@@ -206,11 +209,20 @@ impl Accounts {
         let password = request
             .password
             .ok_or_else(|| ServiceError::MissingParam("password".to_owned()))?;
-        let user_id = match user_id {
-            Some(user_id) => user_id,
-            None => self.user_id_for_new_localpart(&random_localpart())?,
+        let user_id = match (request.guest_access_token, user_id) {
+            (Some(guest), _) => self.upgrade_guest(&guest, &password).await?,
+            (None, Some(user_id)) => {
+                self.create_account(&user_id, &password, false, false)
+                    .await?;
+                user_id
+            }
+            (None, None) => {
+                let user_id = self.user_id_for_new_localpart(&random_localpart())?;
+                self.create_account(&user_id, &password, false, false)
+                    .await?;
+                user_id
+            }
         };
-        self.create_account(&user_id, &password, false).await?;
         if request.inhibit_login {
             return Ok(Registered::AccountOnly(user_id));
         }
@@ -220,9 +232,57 @@ impl Accounts {
                 request.device_id,
                 request.initial_device_display_name.as_deref(),
                 request.refresh_token,
+                false,
             )
             .await?;
         Ok(Registered::LoggedIn(session))
+    }
+
+    /// Registers a guest (`kind=guest`), when the configuration allows
+    /// guests: an account with a generated id and no usable password,
+    /// limited to the guest endpoints, logged in on a new device.
+    ///
+    /// # Errors
+    /// `GuestAccessForbidden` when guests are not allowed; `LimitExceeded`
+    /// past the per-address registration rate.
+    pub async fn register_guest(
+        &self,
+        initial_device_display_name: Option<&str>,
+        client: IpAddr,
+    ) -> Result<NewSession, ServiceError> {
+        if !self.registration.guests || self.registration.mode == RegistrationMode::Closed {
+            return Err(ServiceError::GuestAccessForbidden);
+        }
+        self.registration_limiter.check(&format!("ip:{client}"))?;
+        check_display_name(initial_device_display_name)?;
+        let user_id = self.user_id_for_new_localpart(&random_localpart())?;
+        // A random password nobody learns: guests cannot log in again.
+        let unusable = Password::new(tokens::AccessToken::generate().expose().to_owned());
+        self.create_account(&user_id, &unusable, false, true)
+            .await?;
+        info!(%user_id, "guest registered");
+        self.open_session(user_id, None, initial_device_display_name, false, true)
+            .await
+    }
+
+    /// Makes the guest whose token this is a full account with `password`;
+    /// the guest's devices (and tokens) end.
+    async fn upgrade_guest(
+        &self,
+        guest: &AccessToken,
+        password: &Password,
+    ) -> Result<OwnedUserId, ServiceError> {
+        let not_a_guest = || ServiceError::Forbidden("not a guest access token".to_owned());
+        let session = self.authenticate(guest).await.map_err(|_| not_a_guest())?;
+        if !session.is_guest {
+            return Err(not_a_guest());
+        }
+        let hash = self.hasher.hash(password).await?;
+        if !self.storage.upgrade_guest(&session.user_id, &hash).await? {
+            return Err(not_a_guest());
+        }
+        info!(user_id = %session.user_id, "guest upgraded to a full account");
+        Ok(session.user_id)
     }
 
     /// Whether a localpart could be registered (`GET /register/available`).
@@ -254,7 +314,8 @@ impl Accounts {
     ) -> Result<OwnedUserId, ServiceError> {
         let user_id = self.user_id_for_new_localpart(username)?;
         self.check_password_policy(password)?;
-        self.create_account(&user_id, password, is_admin).await?;
+        self.create_account(&user_id, password, is_admin, false)
+            .await?;
         Ok(user_id)
     }
 
@@ -282,6 +343,7 @@ impl Accounts {
                 login.device_id,
                 login.initial_device_display_name.as_deref(),
                 login.refresh_token,
+                false,
             )
             .await?;
         info!(user_id = %session.user_id, device_id = %session.device_id, "logged in");
@@ -494,12 +556,14 @@ impl Accounts {
         user_id: &UserId,
         password: &Password,
         is_admin: bool,
+        is_guest: bool,
     ) -> Result<(), ServiceError> {
         let password_hash = self.hasher.hash(password).await?;
         let account = NewAccount {
             user_id: user_id.to_owned(),
             password_hash,
             is_admin,
+            is_guest,
             created: Millis::now(),
         };
         match self.storage.create_account(&account).await {
@@ -518,10 +582,12 @@ impl Accounts {
         device_id: Option<OwnedDeviceId>,
         display_name: Option<&str>,
         refresh_token: bool,
+        is_guest: bool,
     ) -> Result<NewSession, ServiceError> {
         let session = Session {
             user_id,
             device_id: device_id.unwrap_or_else(random_device_id),
+            is_guest,
         };
         let now = Millis::now();
         let (access_token, refresh, tokens) = self.new_tokens(refresh_token, now);

@@ -87,6 +87,14 @@ pub trait AccountStore: Send + Sync {
         keep: Option<&DeviceId>,
     ) -> Result<(), StorageError>;
 
+    /// Makes a guest account a full one with this password; its devices
+    /// (and their tokens) end. `false` when it is not a guest (any more).
+    async fn upgrade_guest(
+        &self,
+        user_id: &UserId,
+        password_hash: &str,
+    ) -> Result<bool, StorageError>;
+
     /// Deactivates an account for good: marks it, and deletes its devices
     /// (with their tokens and keys) and its key backups; `erase` also
     /// clears its profile. One transaction.

@@ -73,6 +73,8 @@ pub struct NewAccount {
     pub password_hash: String,
     /// Whether the account administers the server.
     pub is_admin: bool,
+    /// Whether it is a guest account.
+    pub is_guest: bool,
     /// When it was created.
     pub created: Millis,
 }
@@ -88,6 +90,8 @@ pub struct Account {
     pub is_admin: bool,
     /// Whether the account was deactivated: it can no longer log in.
     pub deactivated: bool,
+    /// Whether it is a guest account.
+    pub is_guest: bool,
 }
 
 impl std::fmt::Debug for Account {
@@ -115,6 +119,8 @@ pub struct Session {
     pub user_id: OwnedUserId,
     /// The device the token belongs to.
     pub device_id: OwnedDeviceId,
+    /// Whether the account is a guest, limited to the guest endpoints.
+    pub is_guest: bool,
 }
 
 /// A live access token as stored.

@@ -63,6 +63,7 @@ fn account(user_id: &str) -> NewAccount {
         user_id: user_id.try_into().unwrap(),
         password_hash: "$argon2id$placeholder".to_owned(),
         is_admin: false,
+        is_guest: false,
         created: Millis(1),
     }
 }
@@ -71,6 +72,7 @@ fn session(user: &str, device: &str) -> Session {
     Session {
         user_id: user.try_into().unwrap(),
         device_id: device.into(),
+        is_guest: false,
     }
 }
 

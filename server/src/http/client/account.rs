@@ -22,7 +22,7 @@ pub async fn whoami(Authed(session): Authed) -> Reply<Value> {
     Reply(json!({
         "user_id": session.user_id,
         "device_id": session.device_id,
-        "is_guest": false,
+        "is_guest": session.is_guest,
     }))
 }
 

@@ -16,9 +16,9 @@ use crate::{
         extract::{ClientIp, Json, Query},
     },
     service::{
-        ServiceError,
         accounts::{Registered, Registration},
         password::Password,
+        tokens::AccessToken,
     },
 };
 
@@ -38,6 +38,7 @@ pub struct RegisterRequest {
     #[serde(default)]
     refresh_token: bool,
     auth: Option<AuthData>,
+    guest_access_token: Option<String>,
 }
 
 /// `POST /register`: creates an account after user-interactive auth.
@@ -47,9 +48,18 @@ pub async fn register(
     Query(query): Query<RegisterQuery>,
     Json(body): Json<RegisterRequest>,
 ) -> Result<Reply<Value>, MatrixError> {
+    let home_server = state.accounts.server_name().to_string();
     match query.kind.as_deref() {
         None | Some("user") => {}
-        Some("guest") => return Err(ServiceError::GuestAccessForbidden.into()),
+        Some("guest") => {
+            let session = state
+                .accounts
+                .register_guest(body.initial_device_display_name.as_deref(), client)
+                .await?;
+            let mut reply = session_json(&session);
+            reply.insert("home_server".to_owned(), Value::from(home_server));
+            return Ok(Reply(Value::Object(reply)));
+        }
         Some(_) => return Err(MatrixError::invalid_param("kind must be user or guest")),
     }
     let registration = Registration {
@@ -60,8 +70,11 @@ pub async fn register(
         inhibit_login: body.inhibit_login,
         refresh_token: body.refresh_token,
         auth: auth_data::submission(body.auth)?,
+        guest_access_token: body
+            .guest_access_token
+            .as_deref()
+            .map(AccessToken::from_presented),
     };
-    let home_server = state.accounts.server_name().to_string();
     Ok(Reply(
         match state.accounts.register(registration, client).await? {
             Registered::LoggedIn(session) => {

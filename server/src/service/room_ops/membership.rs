@@ -36,6 +36,14 @@ impl RoomOps {
     ) -> Result<OwnedRoomId, ServiceError> {
         let room_id = self.resolve_room(target).await?;
         let state = self.room_state(&room_id).await?;
+        let is_guest = self
+            .storage
+            .account(user_id)
+            .await?
+            .is_some_and(|account| account.is_guest);
+        if is_guest && !lets_guests_join(&state) {
+            return Err(ServiceError::GuestAccessForbidden);
+        }
         let mut extra = content;
         // Only this server may vouch for a restricted join.
         extra.remove("join_authorised_via_users_server");
@@ -284,4 +292,16 @@ impl RoomOps {
             .max_by(|a, b| a.0.cmp(&b.0))
             .map(|(_, member)| member)
     }
+}
+
+/// Whether the room's `m.room.guest_access` is `can_join`.
+fn lets_guests_join(state: &RoomState) -> bool {
+    #[derive(serde::Deserialize)]
+    struct GuestAccess {
+        guest_access: String,
+    }
+    state
+        .get(&StateEventType::RoomGuestAccess, "")
+        .and_then(|pdu| serde_json::from_str::<GuestAccess>(pdu.content().get()).ok())
+        .is_some_and(|access| access.guest_access == "can_join")
 }

@@ -97,12 +97,13 @@ macro_rules! sql_account_store {
         impl AccountStore for $storage {
             async fn create_account(&self, account: &NewAccount) -> Result<(), StorageError> {
                 sqlx::query(
-                    "INSERT INTO accounts (user_id, password_hash, is_admin, created_ts) \
-                     VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO accounts (user_id, password_hash, is_admin, is_guest, created_ts) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(account.user_id.as_str())
                 .bind(&account.password_hash)
                 .bind(account.is_admin)
+                .bind(account.is_guest)
                 .bind(account.created.0)
                 .execute(&self.pool)
                 .await
@@ -111,19 +112,20 @@ macro_rules! sql_account_store {
             }
 
             async fn account(&self, user_id: &UserId) -> Result<Option<Account>, StorageError> {
-                let row: Option<(String, String, bool, bool)> = sqlx::query_as(
-                    "SELECT user_id, password_hash, is_admin, deactivated \
+                let row: Option<(String, String, bool, bool, bool)> = sqlx::query_as(
+                    "SELECT user_id, password_hash, is_admin, deactivated, is_guest \
                      FROM accounts WHERE user_id = $1",
                 )
                 .bind(user_id.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(|(user_id, password_hash, is_admin, deactivated)| {
+                row.map(|(user_id, password_hash, is_admin, deactivated, is_guest)| {
                     Ok(Account {
                         user_id: parse_user_id("accounts", user_id)?,
                         password_hash,
                         is_admin,
                         deactivated,
+                        is_guest,
                     })
                 })
                 .transpose()
@@ -216,9 +218,11 @@ macro_rules! sql_account_store {
                 .bind(&spent.0[..])
                 .execute(&mut *tx)
                 .await?;
+                // Guests are never given refresh tokens.
                 let session = Session {
                     user_id: parse_user_id("refresh_tokens", user_id)?,
                     device_id: device_id.into(),
+                    is_guest: false,
                 };
                 insert_tokens(&mut tx, &session, tokens, Some(spent), now).await?;
                 tx.commit().await?;
@@ -235,15 +239,16 @@ macro_rules! sql_account_store {
                     return Ok(Some(stored));
                 }
                 let epoch = self.cache.sessions().epoch();
-                let row: Option<(Vec<u8>, String, String, Option<i64>, Option<Vec<u8>>)> =
-                    sqlx::query_as(
-                        "SELECT token_hash, user_id, device_id, expires_ts, spent_refresh \
-                         FROM access_tokens WHERE token_hash = $1",
-                    )
-                    .bind(&token.0[..])
-                    .fetch_optional(&self.pool)
-                    .await?;
-                let Some((hash, user_id, device_id, expires, spent_refresh)) = row else {
+                type Row = (Vec<u8>, String, String, Option<i64>, Option<Vec<u8>>, bool);
+                let row: Option<Row> = sqlx::query_as(
+                    "SELECT t.token_hash, t.user_id, t.device_id, t.expires_ts, t.spent_refresh, \
+                     a.is_guest FROM access_tokens t JOIN accounts a ON a.user_id = t.user_id \
+                     WHERE t.token_hash = $1",
+                )
+                .bind(&token.0[..])
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some((hash, user_id, device_id, expires, spent_refresh, is_guest)) = row else {
                     return Ok(None);
                 };
                 // The first use of a refreshed access token revokes the
@@ -271,6 +276,7 @@ macro_rules! sql_account_store {
                     session: Session {
                         user_id: parse_user_id("access_tokens", user_id)?,
                         device_id: device_id.into(),
+                        is_guest,
                     },
                     expires: expires.map(Millis),
                 };
@@ -343,6 +349,33 @@ macro_rules! sql_account_store {
                 tx.commit().await?;
                 self.cache.forget_devices();
                 Ok(())
+            }
+
+            async fn upgrade_guest(
+                &self,
+                user_id: &UserId,
+                password_hash: &str,
+            ) -> Result<bool, StorageError> {
+                let mut tx = self.pool.begin().await?;
+                let upgraded = sqlx::query(
+                    "UPDATE accounts SET password_hash = $2, is_guest = FALSE \
+                     WHERE user_id = $1 AND is_guest",
+                )
+                .bind(user_id.as_str())
+                .bind(password_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if upgraded {
+                    sqlx::query("DELETE FROM devices WHERE user_id = $1")
+                        .bind(user_id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                self.cache.forget_devices();
+                Ok(upgraded)
             }
 
             async fn deactivate_account(
