@@ -54,6 +54,7 @@ mod sdk_keys_query_backoff;
 mod sdk_persist_before_send;
 mod sdk_restart;
 mod sdk_support;
+mod sdk_verification;
 mod server_keys;
 mod storage;
 mod stored_events;

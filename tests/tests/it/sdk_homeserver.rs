@@ -1,5 +1,5 @@
 //! The SDK scenarios of sdk_chat.rs, sdk_e2ee.rs (end-to-end encryption)
-//! and sdk_cross_signing.rs against a homeserver we did not start,
+//! sdk_cross_signing.rs and sdk_verification.rs (emoji verification) against a homeserver we did not start,
 //! named by `MYELIN_SDK_HOMESERVER` (a URL). Ignored by default;
 //! `tests/interop/sdk.sh` runs it, and `tests/interop/synapse.sh
 //! tests/interop/sdk.sh` runs it against a throwaway Synapse (see
@@ -36,4 +36,5 @@ async fn two_sdk_clients_chat_through_any_homeserver() {
     a_verified_users_signed_device_is_verified_and_an_unsigned_one_is_not_on(&homeserver).await;
     replacing_cross_signing_keys_needs_the_password_on(&homeserver).await;
     keys_and_trust_survive_a_restart_on(&homeserver).await;
+    crate::sdk_verification::two_users_verify_each_other_by_emoji_on(&homeserver).await;
 }

@@ -248,7 +248,7 @@ impl Pair {
 
 /// Syncs `client` until its verification `transaction_id` with `user` is
 /// in `phase`; returns it. Panics on a cancel, or after 30 s.
-async fn until_phase(
+pub(crate) async fn until_phase(
     client: &Client,
     user: &OwnedUserId,
     transaction_id: &str,
