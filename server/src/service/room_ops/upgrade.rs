@@ -164,7 +164,7 @@ fn replacement_request(
         "predecessor".to_owned(),
         CanonicalJsonValue::Object(predecessor),
     );
-    if version == RoomVersion::V12 && !additional_creators.is_empty() {
+    if version.are_creators_privileged() && !additional_creators.is_empty() {
         let creators = additional_creators
             .iter()
             .map(|creator| CanonicalJsonValue::String(creator.to_string()))
@@ -175,7 +175,7 @@ fn replacement_request(
         );
     }
     let mut levels = content_of(old, "m.room.power_levels");
-    if version == RoomVersion::V12
+    if version.are_creators_privileged()
         && let Some(CanonicalJsonValue::Object(users)) =
             levels.as_mut().and_then(|levels| levels.get_mut("users"))
     {
