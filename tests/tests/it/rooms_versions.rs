@@ -25,6 +25,7 @@ backend_tests!(
     knocking_is_refused_before_v7,
     restricted_joins_are_refused_before_v8,
     string_power_levels_are_accepted_only_before_v10,
+    upgrades_turn_string_power_levels_into_integers,
 );
 
 /// Every stable room version, oldest first.
@@ -447,5 +448,54 @@ async fn string_power_levels_are_accepted_only_before_v10(backend: Backend) {
         )
         .await;
         assert_eq!(topic.0, StatusCode::OK, "v{version}: {}", topic.1);
+    }
+}
+
+/// Upgrading a room whose power levels hold strings (allowed before 10) to
+/// a version that takes integers only carries the levels over as integers,
+/// and retiring the old room never lowers a level written as a string.
+async fn upgrades_turn_string_power_levels_into_integers(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    for new_version in ["10", "12"] {
+        let room = create_room(&server, &alice.token, json!({ "room_version": "9" })).await;
+        let mut levels =
+            state_content(&server, &alice.token, &room, "m.room.power_levels", "").await;
+        levels["users"][&bob.user_id] = json!("40");
+        levels["events"]["m.room.topic"] = json!(" 20 ");
+        levels["events_default"] = json!("70");
+        let answer = put_state(
+            &server,
+            &alice.token,
+            &room,
+            "m.room.power_levels",
+            "",
+            levels,
+        )
+        .await;
+        assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+
+        let (status, upgraded) = server
+            .request(
+                Method::POST,
+                room_url(&server, &room, "/upgrade"),
+                Some(&alice.token),
+                Some(json!({ "new_version": new_version })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "to v{new_version}: {upgraded}");
+        let new_room = upgraded["replacement_room"].as_str().unwrap();
+        let carried =
+            state_content(&server, &alice.token, new_room, "m.room.power_levels", "").await;
+        assert_eq!(
+            carried["users"][&bob.user_id], 40,
+            "v{new_version}: {carried}"
+        );
+        assert_eq!(carried["events"]["m.room.topic"], 20, "{carried}");
+        assert_eq!(carried["events_default"], 70, "{carried}");
+
+        let retired = state_content(&server, &alice.token, &room, "m.room.power_levels", "").await;
+        assert_eq!(retired["events_default"], 70, "not lowered: {retired}");
     }
 }
