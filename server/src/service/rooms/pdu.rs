@@ -9,7 +9,8 @@
 //!
 //! Construction checks the [event format] of the room version: every required
 //! field is present with the right JSON type, identifiers parse, the
-//! [size limits] hold, and the event id is the event's [reference hash]. It
+//! [size limits] hold, and the event id is the event's [reference hash] (in
+//! room versions 1 and 2, the origin's choice in the PDU's `event_id`). It
 //! does **not** verify signatures or the content hash: that is
 //! [`myelin_crypto::verify_event`]'s job, and the caller must run it (and
 //! redact the event if only the content hash fails) on every PDU received over
