@@ -123,7 +123,7 @@ pub use self::{
     },
     json::{JsonError, canonicalize, parse_canonical_object, to_canonical_string},
     keys::{KeyError, SigningKey},
-    pdu::{NewPdu, SignedPdu, build_pdu},
+    pdu::{NewPdu, SignedPdu, V1EventIds, build_pdu},
     pickle::{PickleError, PickleKey},
     signing::{
         PublicKeyMap, PublicKeySet, SignatureError, sign_json, verify_json, verify_signature_by,

@@ -11,8 +11,10 @@ use std::{
     path::PathBuf,
 };
 
-use ruma::{OwnedServerName, ServerName};
+use ruma::{OwnedServerName, RoomVersionId, ServerName};
 use serde::Deserialize;
+
+use crate::service::rooms::version::RoomVersion;
 
 /// Everything the server needs to know at start-up.
 #[derive(Debug, Clone, Deserialize)]
@@ -27,7 +29,7 @@ pub struct Config {
     /// Database URL. Unset means an embedded SQLite database at `<data_dir>/myelin.db`;
     /// `postgres://…` selects PostgreSQL.
     pub database_url: Option<Secret>,
-    /// Room version for new rooms when the client names none (`10`, `11` or `12`).
+    /// Room version for new rooms when the client names none (`1` to `12`).
     pub default_room_version: String,
     /// Rooms whose current state is kept in memory; past it, the least
     /// recently used idle rooms are dropped and reloaded from storage when
@@ -681,10 +683,12 @@ impl Config {
                 });
             }
         }
-        if !["10", "11", "12"].contains(&self.default_room_version.as_str()) {
+        let is_supported = RoomVersionId::try_from(self.default_room_version.as_str())
+            .is_ok_and(|id| RoomVersion::try_from(&id).is_ok());
+        if !is_supported {
             return Err(ConfigError::Invalid {
                 key: "default_room_version",
-                reason: "supported room versions are 10, 11 and 12".to_owned(),
+                reason: "supported room versions are 1 to 12".to_owned(),
             });
         }
         self.database()?;

@@ -4,11 +4,11 @@ use ruma::{
     owned_user_id, server_name, uint,
 };
 
-use super::{NewPdu, build_pdu};
+use super::{NewPdu, SignedPdu, V1EventIds, build_pdu};
 use crate::{
     EventError, PublicKeyMap, Verified,
     event::tests::SYNAPSE_VECTORS,
-    parse_canonical_object, room_id_from_create_event,
+    parse_canonical_object, reference_hash, room_id_from_create_event,
     testing::{object, spec_key},
     verify_event,
 };
@@ -32,7 +32,12 @@ fn create(room_version: &RoomVersionId) -> NewPdu {
         "room_version".to_owned(),
         CanonicalJsonValue::String(room_version.to_string()),
     );
-    if *room_version == RoomVersionId::V10 {
+    if !room_version
+        .rules()
+        .unwrap()
+        .authorization
+        .use_room_create_sender
+    {
         content.insert(
             "creator".to_owned(),
             CanonicalJsonValue::String("@a:domain".to_owned()),
@@ -49,6 +54,7 @@ fn create(room_version: &RoomVersionId) -> NewPdu {
         depth: uint!(1),
         origin_server_ts: MilliSecondsSinceUnixEpoch(uint!(1_000_000)),
         redacts: None,
+        v1_ids: None,
     }
 }
 
@@ -93,7 +99,18 @@ fn built_create_events_match_synapse() {
 
 #[test]
 fn built_events_verify() {
-    for version in [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12] {
+    for version in [
+        RoomVersionId::V3,
+        RoomVersionId::V4,
+        RoomVersionId::V5,
+        RoomVersionId::V6,
+        RoomVersionId::V7,
+        RoomVersionId::V8,
+        RoomVersionId::V9,
+        RoomVersionId::V10,
+        RoomVersionId::V11,
+        RoomVersionId::V12,
+    ] {
         let built = build_pdu(create(&version), domain(), &spec_key(), &version).unwrap();
         let received = parse_canonical_object(built.canonical_json()).unwrap();
         assert_eq!(
@@ -174,8 +191,69 @@ fn room_id_presence_is_checked_against_the_room_version() {
     ));
 }
 
+fn v1_ids(event_id: OwnedEventId, cited: &[(&OwnedEventId, &SignedPdu)]) -> V1EventIds {
+    let reference_hashes = cited
+        .iter()
+        .map(|(id, pdu)| {
+            let hash = reference_hash(&RoomVersionId::V1, pdu.pdu()).unwrap();
+            ((*id).clone(), hash)
+        })
+        .collect();
+    V1EventIds {
+        event_id,
+        reference_hashes,
+    }
+}
+
+/// Room versions 1 and 2 ([v1 event format]): the origin's id in `event_id`,
+/// cited events as `[id, {"sha256": reference hash}]`, and a signature the
+/// spec's checks (which for these versions include the event id's server)
+/// accept.
+///
+/// [v1 event format]: https://spec.matrix.org/v1.16/rooms/v1/#event-format
 #[test]
-fn room_versions_with_random_event_ids_are_refused() {
+fn versions_1_and_2_carry_the_origin_chosen_id_and_hashed_references() {
+    for version in [RoomVersionId::V1, RoomVersionId::V2] {
+        let create_id = owned_event_id!("$create:domain");
+        let mut new = create(&version);
+        new.v1_ids = Some(v1_ids(create_id.clone(), &[]));
+        let created = build_pdu(new, domain(), &spec_key(), &version).unwrap();
+        assert_eq!(created.event_id(), &create_id);
+        assert_eq!(
+            created.pdu()["event_id"],
+            CanonicalJsonValue::String("$create:domain".to_owned())
+        );
+
+        let mut new = redaction(&version, create_id.clone());
+        new.v1_ids = Some(v1_ids(
+            owned_event_id!("$second:domain"),
+            &[(&create_id, &created)],
+        ));
+        let built = build_pdu(new, domain(), &spec_key(), &version).unwrap();
+        let hash = reference_hash(&version, created.pdu()).unwrap();
+        let reference = format!(r#"[["$create:domain",{{"sha256":"{hash}"}}]]"#);
+        assert!(
+            built
+                .canonical_json()
+                .contains(&format!(r#""prev_events":{reference}"#)),
+            "room version {version}: {}",
+            built.canonical_json()
+        );
+        assert!(
+            built
+                .canonical_json()
+                .contains(&format!(r#""auth_events":{reference}"#))
+        );
+        let received = parse_canonical_object(built.canonical_json()).unwrap();
+        assert_eq!(
+            verify_event(&keys(), &version, &received).unwrap(),
+            Verified::All
+        );
+    }
+}
+
+#[test]
+fn v1_ids_must_match_the_room_version() {
     assert!(matches!(
         build_pdu(
             create(&RoomVersionId::V1),
@@ -183,6 +261,46 @@ fn room_versions_with_random_event_ids_are_refused() {
             &spec_key(),
             &RoomVersionId::V1
         ),
-        Err(EventError::EventIdNotHashed(RoomVersionId::V1))
+        Err(EventError::Malformed(_))
     ));
+    let mut new = create(&RoomVersionId::V3);
+    new.v1_ids = Some(v1_ids(owned_event_id!("$x:domain"), &[]));
+    assert!(matches!(
+        build_pdu(new, domain(), &spec_key(), &RoomVersionId::V3),
+        Err(EventError::Malformed(_))
+    ));
+
+    // A cited event without its hash cannot be written in the v1 format.
+    let mut new = redaction(&RoomVersionId::V1, owned_event_id!("$create:domain"));
+    new.v1_ids = Some(v1_ids(owned_event_id!("$x:domain"), &[]));
+    assert!(matches!(
+        build_pdu(new, domain(), &spec_key(), &RoomVersionId::V1),
+        Err(EventError::Malformed(_))
+    ));
+}
+
+/// Room version 3 writes the reference hash in standard base64 and version 4
+/// in URL-safe base64 ([v3](https://spec.matrix.org/v1.16/rooms/v3/#event-ids),
+/// [v4](https://spec.matrix.org/v1.16/rooms/v4/#event-ids)): with the same
+/// rules otherwise, the ids differ exactly in those two characters.
+#[test]
+fn version_3_ids_use_standard_base64_and_version_4_url_safe() {
+    let mut saw_special = false;
+    for ts in 0..64_u32 {
+        let ids = [RoomVersionId::V3, RoomVersionId::V4].map(|version| {
+            let mut new = create(&version);
+            new.content.remove("room_version");
+            new.origin_server_ts = MilliSecondsSinceUnixEpoch(ts.into());
+            build_pdu(new, domain(), &spec_key(), &version)
+                .unwrap()
+                .event_id()
+                .to_string()
+        });
+        let [v3, v4] = ids;
+        assert!(!v3.contains(['-', '_']), "{v3}");
+        assert!(!v4.contains(['+', '/']), "{v4}");
+        assert_eq!(v3.replace('+', "-").replace('/', "_"), v4);
+        saw_special |= v3.contains(['+', '/']);
+    }
+    assert!(saw_special, "no id exercised the two differing characters");
 }

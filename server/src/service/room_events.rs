@@ -18,7 +18,8 @@ use std::{
     },
 };
 
-use myelin_crypto::{NewPdu, build_pdu};
+use myelin_crypto::{NewPdu, V1EventIds, build_pdu};
+use rand::{Rng, distributions::Alphanumeric};
 use ruma::{
     CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId,
     OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
@@ -102,7 +103,9 @@ pub struct RoomState {
     /// wake), syncs (counts and heroes) and receipts ask of a room at every
     /// turn, without parsing every member event each time.
     members: BTreeMap<String, String>,
-    extremities: Vec<OwnedEventId>,
+    /// The forward extremities: whole events, since room versions 1 and 2
+    /// cite them with their reference hashes.
+    extremities: Vec<Pdu>,
     depth: i64,
     state_group: i64,
     chain_length: i32,
@@ -737,8 +740,12 @@ impl RoomEvents {
             for entry in self.storage.state_group_entries(head.state_group).await? {
                 events.push(self.pdu(version, &entry.event_id).await?);
             }
+            let mut extremities = Vec::new();
+            for event_id in &head.forward_extremities {
+                extremities.push(self.pdu(version, event_id).await?);
+            }
             let state = RoomState {
-                extremities: head.forward_extremities,
+                extremities,
                 depth: head.depth,
                 state_group: head.state_group,
                 chain_length: head.chain_length,
@@ -768,16 +775,24 @@ impl RoomEvents {
             event_type: event.event_type.clone(),
             state_key: event.state_key.clone(),
             content: event.content.clone(),
-            prev_events: state.extremities.clone(),
+            prev_events: state
+                .extremities
+                .iter()
+                .map(|pdu| pdu.event_id().to_owned())
+                .collect(),
             auth_events: Vec::new(),
             depth,
             origin_server_ts,
             redacts: event.redacts.clone(),
+            v1_ids: None,
         };
         new.auth_events = auth_events_for(version, &new, |kind, key| {
             state.get(kind, key).map(|pdu| pdu.event_id().to_owned())
         })
         .map_err(|e| ServiceError::Forbidden(e.to_string()))?;
+        if version.has_origin_chosen_event_ids() {
+            new.v1_ids = Some(self.v1_ids(state, &new)?);
+        }
         let signed = build_pdu(
             new,
             self.keys.server_name(),
@@ -800,6 +815,35 @@ impl RoomEvents {
         )
         .map_err(|e| ServiceError::Forbidden(e.to_string()))?;
         Ok(pdu)
+    }
+
+    /// For room versions 1 and 2: a fresh `$opaque:server` id for `new`, and
+    /// the reference hash of each event it cites (extremities and auth
+    /// events, all in memory).
+    fn v1_ids(&self, state: &RoomState, new: &NewPdu) -> Result<V1EventIds, ServiceError> {
+        let opaque: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(24)
+            .map(char::from)
+            .collect();
+        let event_id = OwnedEventId::try_from(format!("${opaque}:{}", self.keys.server_name()))
+            .map_err(|e| ServiceError::Internal(format!("generated event id is invalid: {e}")))?;
+        let room_version = state.version.id();
+        let mut reference_hashes = HashMap::new();
+        let cited = state.extremities.iter().cloned().chain(
+            new.auth_events
+                .iter()
+                .filter_map(|id| state.event_by_id(id)),
+        );
+        for pdu in cited {
+            let hash = myelin_crypto::reference_hash(&room_version, pdu.as_object())
+                .map_err(|e| ServiceError::Internal(format!("cannot hash a cited event: {e}")))?;
+            reference_hashes.insert(pdu.event_id().to_owned(), hash);
+        }
+        Ok(V1EventIds {
+            event_id,
+            reference_hashes,
+        })
     }
 
     /// This server's own rules for events its users ask it to sign
@@ -926,7 +970,7 @@ fn advance(
     }
     pending.transaction.clone_from(&event.transaction);
     pending.redaction = redaction;
-    state.extremities = vec![pdu.event_id().to_owned()];
+    state.extremities = vec![pdu.clone()];
     state.depth = i64::from(pdu.depth());
     if let Some(redacted) = redacted_slot {
         state.put(redacted);

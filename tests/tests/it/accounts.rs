@@ -516,7 +516,11 @@ async fn capabilities_and_versions(backend: Backend) {
         capabilities["capabilities"]["m.room_versions"],
         json!({
             "default": "12",
-            "available": { "10": "stable", "11": "stable", "12": "stable" },
+            "available": {
+                "1": "stable", "2": "stable", "3": "stable", "4": "stable",
+                "5": "stable", "6": "stable", "7": "stable", "8": "stable",
+                "9": "stable", "10": "stable", "11": "stable", "12": "stable",
+            },
         })
     );
     // The pre-1.0 path prefix reaches the same endpoints.

@@ -39,6 +39,7 @@ mod rooms_send;
 mod rooms_state;
 mod rooms_support;
 mod rooms_upgrade;
+mod rooms_versions;
 mod sdk_attachments;
 mod sdk_backup;
 mod sdk_chat;

@@ -1,13 +1,16 @@
 //! An independent check of what the server stored: every event in the
-//! database is re-verified from its bytes alone (reference-hash event id,
-//! content hash, the server's signature against its published key) and the
-//! DAG links are checked, after a workload that exercises every room
-//! operation in each supported room version.
+//! database is re-verified from its bytes alone (reference-hash event id, or
+//! the PDU's own `event_id` in room versions 1 and 2; content hash; the
+//! server's signature against its published key) and the DAG links are
+//! checked (with the cited reference hashes in versions 1 and 2), after a
+//! workload that exercises every room operation in each of the room versions
+//! 1 to 12.
 
 use std::collections::HashMap;
 
 use myelin_crypto::{
-    PublicKeyMap, Verified, event_id, parse_canonical_object, to_canonical_string, verify_event,
+    PublicKeyMap, Verified, event_id, parse_canonical_object, reference_hash, to_canonical_string,
+    verify_event,
 };
 use myelin_tests::{Backend, TestServer, backend_tests};
 use reqwest::{Method, StatusCode};
@@ -23,7 +26,7 @@ async fn every_stored_event_verifies_independently(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    for version in ["10", "11", "12"] {
+    for version in VERSIONS {
         let (status, created) = server
             .request(
                 Method::POST,
@@ -94,7 +97,7 @@ async fn every_stored_event_verifies_independently(backend: Backend) {
     let keys = published_keys(&server).await;
     let (rows, versions) = stored_rows(&server.database_url()).await;
     assert!(
-        rows.len() >= 30,
+        rows.len() >= 10 * VERSIONS.len(),
         "the workload stored {} events",
         rows.len()
     );
@@ -120,11 +123,22 @@ async fn every_stored_event_verifies_independently(backend: Backend) {
             "{stored_id} is stored as canonical JSON"
         );
         let version = RoomVersionId::try_from(versions[room_id].as_str()).unwrap();
-        assert_eq!(
-            event_id(&version, object).unwrap().as_str(),
-            stored_id,
-            "event id is the reference hash"
-        );
+        let has_origin_chosen_ids = matches!(version, RoomVersionId::V1 | RoomVersionId::V2);
+        if has_origin_chosen_ids {
+            // Versions 1 and 2: the id is the server's choice, in the PDU.
+            assert_eq!(
+                object["event_id"],
+                CanonicalJsonValue::String(stored_id.clone()),
+                "the PDU carries its id"
+            );
+            assert!(stored_id.ends_with(&format!(":{}", server.server_name)));
+        } else {
+            assert_eq!(
+                event_id(&version, object).unwrap().as_str(),
+                stored_id,
+                "event id is the reference hash"
+            );
+        }
         let verified = verify_event(&keys, &version, object).expect("signature verifies");
         match redacted_by {
             None => assert_eq!(verified, Verified::All, "{stored_id}: content hash"),
@@ -143,13 +157,18 @@ async fn every_stored_event_verifies_independently(backend: Backend) {
             let CanonicalJsonValue::Array(ids) = &object[field] else {
                 panic!("{field} is an array")
             };
-            for id in ids {
-                let CanonicalJsonValue::String(id) = id else {
-                    panic!("{field} holds ids")
-                };
+            for entry in ids {
+                let (id, hash) = citation(entry, has_origin_chosen_ids);
                 let (cited_room, cited) = objects
                     .get(id.as_str())
                     .unwrap_or_else(|| panic!("{stored_id} cites unknown {id}"));
+                if let Some(hash) = hash {
+                    assert_eq!(
+                        hash,
+                        &reference_hash(&version, cited).unwrap(),
+                        "{stored_id} cites {id} with its reference hash"
+                    );
+                }
                 assert_eq!(
                     cited_room, room_id,
                     "{stored_id} cites {id} from another room"
@@ -163,7 +182,32 @@ async fn every_stored_event_verifies_independently(backend: Backend) {
             }
         }
     }
-    assert_eq!(redacted, 3, "one redacted message per room");
+    assert_eq!(redacted, VERSIONS.len(), "one redacted message per room");
+}
+
+/// Every stable room version: each has its own event format, hashing and
+/// redaction rules.
+const VERSIONS: [&str; 12] = [
+    "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
+];
+
+/// A `prev_events` or `auth_events` entry: an event id from room version 3,
+/// `[id, {"sha256": reference hash}]` before.
+fn citation(entry: &CanonicalJsonValue, is_pair: bool) -> (&String, Option<&String>) {
+    match entry {
+        CanonicalJsonValue::String(id) if !is_pair => (id, None),
+        CanonicalJsonValue::Array(pair) if is_pair => match pair.as_slice() {
+            [
+                CanonicalJsonValue::String(id),
+                CanonicalJsonValue::Object(hashes),
+            ] => match hashes.get("sha256") {
+                Some(CanonicalJsonValue::String(hash)) => (id, Some(hash)),
+                other => panic!("citation hash is not a string: {other:?}"),
+            },
+            other => panic!("citation is not an [id, hashes] pair: {other:?}"),
+        },
+        other => panic!("unexpected citation {other:?}"),
+    }
 }
 
 fn integer(value: &CanonicalJsonValue) -> i64 {

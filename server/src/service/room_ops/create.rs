@@ -290,8 +290,8 @@ fn e2e_policy_last(initial_state: Vec<InitialState>) -> Result<Vec<InitialState>
 }
 
 /// The create event's content: the client's `creation_content` plus what
-/// the version requires. From version 11 the creator is the sender, not a
-/// content field; from version 12 the trusted preset makes invitees
+/// the version requires. Before version 11 `content.creator` names the
+/// creator; from 11 the creator is the sender, not a content field; from version 12 the trusted preset makes invitees
 /// additional creators instead of giving them power level 100.
 fn create_content(
     version: RoomVersion,
@@ -304,7 +304,7 @@ fn create_content(
         "room_version".to_owned(),
         CanonicalJsonValue::String(version.id().to_string()),
     );
-    if version == RoomVersion::V10 {
+    if version.has_creator_field() {
         content.insert(
             "creator".to_owned(),
             CanonicalJsonValue::String(creator.to_string()),
@@ -312,7 +312,7 @@ fn create_content(
     } else {
         content.remove("creator");
     }
-    if version == RoomVersion::V12
+    if version.are_creators_privileged()
         && preset == Preset::TrustedPrivateChat
         && !request.invite.is_empty()
     {
@@ -347,7 +347,7 @@ fn power_levels(
     preset: Preset,
 ) -> CanonicalJsonObject {
     let mut users = serde_json::Map::new();
-    if version != RoomVersion::V12 {
+    if !version.are_creators_privileged() {
         users.insert(creator.to_string(), json!(100));
         if preset == Preset::TrustedPrivateChat {
             for invitee in &request.invite {

@@ -164,7 +164,7 @@ fn replacement_request(
         "predecessor".to_owned(),
         CanonicalJsonValue::Object(predecessor),
     );
-    if version == RoomVersion::V12 && !additional_creators.is_empty() {
+    if version.are_creators_privileged() && !additional_creators.is_empty() {
         let creators = additional_creators
             .iter()
             .map(|creator| CanonicalJsonValue::String(creator.to_string()))
@@ -175,7 +175,12 @@ fn replacement_request(
         );
     }
     let mut levels = content_of(old, "m.room.power_levels");
-    if version == RoomVersion::V12
+    if let Some(levels) = &mut levels {
+        // Rooms before version 10 may hold levels as strings; later
+        // versions take integers only, and every version takes them.
+        integer_power_levels(levels);
+    }
+    if version.are_creators_privileged()
         && let Some(CanonicalJsonValue::Object(users)) =
             levels.as_mut().and_then(|levels| levels.get_mut("users"))
     {
@@ -210,6 +215,7 @@ fn replacement_request(
 /// already are.
 fn retired_power_levels(old: &RoomState) -> Option<CanonicalJsonObject> {
     let mut levels = content_of(old, "m.room.power_levels")?;
+    integer_power_levels(&mut levels);
     let level_of = |levels: &CanonicalJsonObject, key: &str, default: i64| match levels.get(key) {
         Some(CanonicalJsonValue::Integer(level)) => i64::from(*level),
         _ => default,
@@ -225,6 +231,28 @@ fn retired_power_levels(old: &RoomState) -> Option<CanonicalJsonObject> {
         }
     }
     changed.then_some(levels)
+}
+
+/// Turns the string levels rooms before version 10 allow (`"50"`) into the
+/// integers they stand for, at the top level and in `users`, `events` and
+/// `notifications`. Strings that hold no integer are left for the
+/// authorization rules to judge.
+fn integer_power_levels(levels: &mut CanonicalJsonObject) {
+    fn integer(value: &mut CanonicalJsonValue) {
+        if let CanonicalJsonValue::String(text) = value
+            && let Ok(level) = text.trim().parse::<ruma::Int>()
+        {
+            *value = CanonicalJsonValue::Integer(level);
+        }
+    }
+    for (key, value) in levels.iter_mut() {
+        match (key.as_str(), value) {
+            ("users" | "events" | "notifications", CanonicalJsonValue::Object(map)) => {
+                map.values_mut().for_each(integer);
+            }
+            (_, value) => integer(value),
+        }
+    }
 }
 
 /// The content of the state event `(kind, "")`, when there is one.

@@ -4,8 +4,8 @@
 //! events and lookups (closures over whatever store or cache they keep) and
 //! get typed answers back.
 //!
-//! - [`version`]: the supported room versions (10, 11, 12) and ruma's rules
-//!   for each.
+//! - [`version`]: the supported room versions (every stable one, 1 to 12)
+//!   and ruma's rules for each.
 //! - [`pdu`]: [`pdu::Pdu`], one event of a room's DAG parsed from its
 //!   canonical JSON, kept with exactly those bytes.
 //! - [`auth`]: the authorization rules (ruma's), which events a new event
@@ -15,8 +15,8 @@
 //! - [`local_rules`]: what this server adds for events its own users ask it
 //!   to sign (restricted joins it vouches for, event shapes no client may
 //!   build).
-//! - [`resolve`]: state resolution (v2, and v2.1 from room version 12) when
-//!   the DAG forks.
+//! - [`resolve`]: state resolution (v1 for room version 1, v2, and v2.1
+//!   from room version 12) when the DAG forks.
 //!
 //! Signatures and content hashes are checked by `myelin_crypto`, not here:
 //! callers verify received PDUs before they reach the authorization rules.
@@ -62,6 +62,7 @@
 //!         depth: UInt::try_from(events.len() + 1)?,
 //!         origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
 //!         redacts: None,
+//!         v1_ids: None,
 //!     };
 //!     new.auth_events = auth_events_for(version, &new, |kind, key| {
 //!         state.get(&(kind.clone(), key.to_owned())).cloned()

@@ -9,7 +9,8 @@
 //!
 //! Construction checks the [event format] of the room version: every required
 //! field is present with the right JSON type, identifiers parse, the
-//! [size limits] hold, and the event id is the event's [reference hash]. It
+//! [size limits] hold, and the event id is the event's [reference hash] (in
+//! room versions 1 and 2, the origin's choice in the PDU's `event_id`). It
 //! does **not** verify signatures or the content hash: that is
 //! [`myelin_crypto::verify_event`]'s job, and the caller must run it (and
 //! redact the event if only the content hash fails) on every PDU received over
@@ -151,7 +152,8 @@ impl Pdu {
     }
 
     /// Checks a PDU of `version` already parsed to canonical JSON values and
-    /// derives its event id (the reference hash).
+    /// derives its event id (the reference hash; in room versions 1 and 2 the
+    /// required `event_id` field, which the origin chose).
     ///
     /// If the object carries an `event_id` field (not part of the format since
     /// room version 3, but some servers send it), it must equal the derived id.
@@ -170,6 +172,13 @@ impl Pdu {
         let canonical_json = to_canonical_string(&object);
         check_size(&canonical_json)?;
         let fields = Fields::parse(version, &object)?;
+        if version.has_origin_chosen_event_ids() {
+            // Versions 1 and 2: the id is the origin's choice, written in the
+            // PDU; nothing derives it.
+            let event_id = OwnedEventId::try_from(required_id_string(&object, "event_id")?)
+                .map_err(|error| invalid("event_id", error))?;
+            return fields.into_pdu(version, event_id, object, canonical_json);
+        }
         let event_id =
             myelin_crypto::event_id(&version.id(), &object).map_err(PduError::EventId)?;
         match object.get("event_id") {
@@ -227,7 +236,8 @@ impl Pdu {
         self.0.version
     }
 
-    /// The event id: `$` and the reference hash.
+    /// The event id: `$` and the reference hash (`$opaque:server`, chosen by
+    /// the origin, in room versions 1 and 2).
     pub fn event_id(&self) -> &EventId {
         &self.0.event_id
     }
@@ -356,8 +366,8 @@ impl Fields {
             None => return Err(PduError::MissingField { field: "content" }),
         };
 
-        let prev_events = event_id_list(object, "prev_events", MAX_PREV_EVENTS)?;
-        let auth_events = event_id_list(object, "auth_events", MAX_AUTH_EVENTS)?;
+        let prev_events = event_id_list(version, object, "prev_events", MAX_PREV_EVENTS)?;
+        let auth_events = event_id_list(version, object, "auth_events", MAX_AUTH_EVENTS)?;
         if let Some(room_id) = room_id
             .as_ref()
             .filter(|_| version.is_room_id_derived_from_create_event())
@@ -555,7 +565,11 @@ fn required_uint(object: &CanonicalJsonObject, field: &'static str) -> Result<UI
     }
 }
 
+/// The ids of the events a PDU cites: plain ids from room version 3,
+/// `[id, {"sha256": hash}]` pairs before. The hash stays in the canonical
+/// JSON but is not checked here: the cited event is looked up by its id.
 fn event_id_list(
+    version: RoomVersion,
     object: &CanonicalJsonObject,
     field: &'static str,
     max: usize,
@@ -571,16 +585,41 @@ fn event_id_list(
             format!("{} entries, more than {max}", items.len()),
         ));
     }
+    let has_pairs = version.has_origin_chosen_event_ids();
     items
         .iter()
-        .map(|item| match item {
-            CanonicalJsonValue::String(id) if id.len() <= MAX_ID_BYTES => {
-                OwnedEventId::try_from(id.as_str()).map_err(|error| invalid(field, error))
+        .map(|item| {
+            let id = if has_pairs {
+                cited_id_of_pair(item).ok_or_else(|| {
+                    invalid(field, r#"entry is not an [id, {"sha256": hash}] pair"#)
+                })?
+            } else {
+                item
+            };
+            match id {
+                CanonicalJsonValue::String(id) if id.len() <= MAX_ID_BYTES => {
+                    OwnedEventId::try_from(id.as_str()).map_err(|error| invalid(field, error))
+                }
+                CanonicalJsonValue::String(_) => Err(invalid(field, "event id too long")),
+                _ => Err(invalid(field, "entry is not a string")),
             }
-            CanonicalJsonValue::String(_) => Err(invalid(field, "event id too long")),
-            _ => Err(invalid(field, "entry is not a string")),
         })
         .collect()
+}
+
+/// The id of a room version 1 or 2 citation, `[id, {"sha256": hash}]`.
+fn cited_id_of_pair(item: &CanonicalJsonValue) -> Option<&CanonicalJsonValue> {
+    let CanonicalJsonValue::Array(pair) = item else {
+        return None;
+    };
+    match pair.as_slice() {
+        [id, CanonicalJsonValue::Object(hashes)]
+            if matches!(hashes.get("sha256"), Some(CanonicalJsonValue::String(_))) =>
+        {
+            Some(id)
+        }
+        _ => None,
+    }
 }
 
 fn redacts(

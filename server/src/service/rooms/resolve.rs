@@ -2,11 +2,13 @@
 //!
 //! When an event has several `prev_events` whose states differ (federation
 //! makes this routine), the state before it is the resolution of those
-//! states. The algorithm is ruma's ([`ruma::state_res::resolve`]): v2 for
-//! room versions 10 and 11, [v2.1] for version 12, which starts the iterative
-//! auth checks from an empty state and adds the *conflicted state subgraph*
-//! to the full conflicted set. ruma leaves computing that subgraph to the
-//! caller; [`resolve_state`] does it from the events it can fetch.
+//! states. From room version 2 the algorithm is ruma's
+//! ([`ruma::state_res::resolve`]): v2 for room versions 2 to 11, [v2.1] for
+//! version 12, which starts the iterative auth checks from an empty state and
+//! adds the *conflicted state subgraph* to the full conflicted set. ruma
+//! leaves computing that subgraph to the caller; [`resolve_state`] does it
+//! from the events it can fetch. ruma has no [v1] (room version 1): [`v1`]
+//! is Myelin's own.
 //!
 //! Nothing here verifies signatures or authorises the fork tips: every event
 //! `fetch_event` returns must already have passed the checks on receipt
@@ -15,6 +17,7 @@
 //!
 //! [State resolution]: https://spec.matrix.org/v1.16/rooms/v2/#state-resolution
 //! [v2.1]: https://spec.matrix.org/v1.16/rooms/v12/#state-resolution
+//! [v1]: https://spec.matrix.org/v1.16/rooms/v1/#state-resolution
 
 use std::collections::{HashMap, HashSet};
 
@@ -25,7 +28,12 @@ use ruma::{
 
 pub use ruma::state_res::StateMap;
 
-use super::{pdu::Pdu, version::RoomVersion};
+use super::{
+    pdu::Pdu,
+    version::{RoomVersion, StateResolution},
+};
+
+mod v1;
 
 /// Why state could not be resolved.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +64,8 @@ pub enum ResolveError {
 /// - `state_sets`: the state at each fork, one [`StateMap`] per fork
 ///   (`(event type, state key)` to event id).
 /// - `auth_chains`: for each state set, in the same order, the union of the
-///   auth chains of its events ([`auth_chain`] computes one).
+///   auth chains of its events ([`auth_chain`] computes one). State
+///   resolution v1 (room version 1) does not use them.
 /// - `fetch_event`: looks up any event of the room by id.
 ///
 /// Returns the resolved state. With a single state set, or sets that agree,
@@ -78,6 +87,9 @@ pub fn resolve_state(
             state_sets: state_sets.len(),
             auth_chains: auth_chains.len(),
         });
+    }
+    if version.state_resolution() == StateResolution::V1 {
+        return v1::resolve(version, state_sets, fetch_event);
     }
     let rules = version.rules();
     let state_res_rules = rules.state_res.v2_rules().ok_or_else(|| {

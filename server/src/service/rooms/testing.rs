@@ -1,8 +1,8 @@
 //! Helpers shared by the room tests: a signing key, users and PDU builders.
 
-use std::collections::HashMap;
+use std::{cell::RefCell, collections::HashMap};
 
-use myelin_crypto::{NewPdu, SignedPdu, SigningKey, build_pdu, parse_canonical_object};
+use myelin_crypto::{NewPdu, SignedPdu, SigningKey, V1EventIds, build_pdu, parse_canonical_object};
 use ruma::{
     CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
     OwnedUserId, UInt,
@@ -58,12 +58,49 @@ pub(crate) fn new_pdu(
         depth: UInt::MIN,
         origin_server_ts: MilliSecondsSinceUnixEpoch(UInt::MIN),
         redacts: None,
+        v1_ids: None,
     }
 }
 
-/// Signs `new` as `a.test` under `version`.
-pub(crate) fn sign(version: RoomVersion, new: NewPdu) -> SignedPdu {
-    build_pdu(new, server_name!("a.test"), &key(), &version.id()).expect("test PDU builds")
+thread_local! {
+    /// The reference hash of every test PDU signed on this thread, for the
+    /// `[id, {"sha256": hash}]` citations of room versions 1 and 2.
+    static REFERENCE_HASHES: RefCell<HashMap<OwnedEventId, String>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Signs `new` as `a.test` under `version`. In room versions 1 and 2 the
+/// event gets the next `$n:a.test` id, and cites events with the reference
+/// hashes recorded when they were signed (a placeholder for ids no test PDU
+/// has: tests cite unknown events on purpose).
+pub(crate) fn sign(version: RoomVersion, mut new: NewPdu) -> SignedPdu {
+    if version.has_origin_chosen_event_ids() {
+        let reference_hashes = REFERENCE_HASHES.with_borrow(|known| {
+            new.prev_events
+                .iter()
+                .chain(&new.auth_events)
+                .map(|id| {
+                    let hash = known
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_else(|| "unknown".to_owned());
+                    (id.clone(), hash)
+                })
+                .collect()
+        });
+        let serial = REFERENCE_HASHES.with_borrow(HashMap::len);
+        new.v1_ids = Some(V1EventIds {
+            event_id: OwnedEventId::try_from(format!("${serial}:a.test"))
+                .expect("valid test event id"),
+            reference_hashes,
+        });
+    }
+    let signed =
+        build_pdu(new, server_name!("a.test"), &key(), &version.id()).expect("test PDU builds");
+    let hash = myelin_crypto::reference_hash(&version.id(), signed.pdu())
+        .expect("a built PDU has a reference hash");
+    REFERENCE_HASHES.with_borrow_mut(|known| known.insert(signed.event_id().clone(), hash));
+    signed
 }
 
 /// Signs `new` and wraps it as a [`Pdu`].
@@ -79,17 +116,11 @@ pub(crate) fn legacy_room_id() -> OwnedRoomId {
 
 /// A create event for `version`, sent by `creator`.
 pub(crate) fn create_event(version: RoomVersion, creator: &OwnedUserId) -> Pdu {
-    let (room_id, body) = match version {
-        RoomVersion::V10 => (
-            Some(legacy_room_id()),
-            serde_json::json!({ "creator": creator, "room_version": "10" }),
-        ),
-        RoomVersion::V11 => (
-            Some(legacy_room_id()),
-            serde_json::json!({ "room_version": "11" }),
-        ),
-        RoomVersion::V12 => (None, serde_json::json!({ "room_version": "12" })),
-    };
+    let room_id = (!version.is_room_id_derived_from_create_event()).then(legacy_room_id);
+    let mut body = serde_json::json!({ "room_version": version.to_string() });
+    if version.has_creator_field() {
+        body["creator"] = serde_json::json!(creator);
+    }
     pdu(
         version,
         new_pdu(room_id, creator, "m.room.create", Some(""), body),
@@ -113,9 +144,20 @@ macro_rules! assert_matches {
 pub(crate) use assert_matches;
 
 /// Runs `$body` once per supported room version, with `$version` bound.
+///
+/// `for_each_version!(where |v| .., |version| { .. })` runs it only for the
+/// versions the filter keeps (a rule some versions lack).
 macro_rules! for_each_version {
     (|$version:ident| $body:block) => {
         for $version in $crate::service::rooms::version::RoomVersion::ALL {
+            $body
+        }
+    };
+    (where $filter:expr, |$version:ident| $body:block) => {
+        for $version in $crate::service::rooms::version::RoomVersion::ALL
+            .into_iter()
+            .filter($filter)
+        {
             $body
         }
     };
@@ -341,7 +383,7 @@ pub(crate) fn default_power_levels(version: RoomVersion) -> JsonValue {
 /// Power levels with the given `users`, plus alice at 100 before version 12
 /// (where she has her power as creator instead).
 pub(crate) fn power_levels(version: RoomVersion, mut users: JsonValue) -> JsonValue {
-    if version != RoomVersion::V12 {
+    if !version.are_creators_privileged() {
         users["@alice:a.test"] = json!(100);
     }
     json!({

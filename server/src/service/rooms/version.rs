@@ -1,33 +1,42 @@
 //! The room versions this server can authorise and resolve, and ruma's rules
 //! for each.
 //!
-//! Myelin supports room versions 10, 11 and 12: the versions whose
-//! authorization rules and state resolution the tests in this module tree
-//! exercise. ruma's rules exist for older versions too, but ruma's state-res
-//! crate asks servers not to advertise versions 1 to 5 and we have not tested
-//! 6 to 9, so [`RoomVersion::try_from`] refuses them.
+//! Myelin creates and serves rooms of every stable room version, 1 to 12.
+//! The rules themselves are ruma's [`RoomVersionRules`]; this module names
+//! the versions and answers the questions the rest of the server asks of a
+//! version. What each version means here, and what is not done for the old
+//! ones, is in `spec-notes/room-versions.md`.
 //!
-//! What changes between the supported versions ([v10], [v11], [v12]):
+//! What changes between the versions ([v1] to [v12]):
 //!
-//! | | 10 | 11 | 12 |
-//! | --- | --- | --- | --- |
-//! | `knock`, `restricted`, `knock_restricted` join rules | yes | yes | yes |
-//! | creator | `content.creator` | the create event's `sender` | the `sender` and `content.additional_creators` |
-//! | creators' power | from `m.room.power_levels` | from `m.room.power_levels` | infinite; may not appear in `users` |
-//! | room id | `!opaque:server` | `!opaque:server` | `!` + the create event's reference hash |
-//! | create event in `auth_events` | required | required | forbidden |
-//! | `redacts` of `m.room.redaction` | top level | in `content` | in `content` |
-//! | state resolution | v2 | v2 | v2.1 |
+//! | | 1 | 2 | 3 | 4, 5 | 6 | 7 | 8, 9 | 10 | 11 | 12 |
+//! | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+//! | event id | `$random:server`, in the PDU | same | reference hash, standard base64 | URL-safe base64 | ← | ← | ← | ← | ← | ← |
+//! | `prev_events`, `auth_events` | `[id, {"sha256": hash}]` pairs | same | ids | ← | ← | ← | ← | ← | ← | ← |
+//! | state resolution | v1 | v2 | v2 | v2 | v2 | v2 | v2 | v2 | v2 | v2.1 |
+//! | `knock` | | | | | | yes | yes | yes | yes | yes |
+//! | `restricted` (`knock_restricted` from 10) | | | | | | | yes | yes | yes | yes |
+//! | power levels | strings or integers | ← | ← | ← | ← + `notifications` checked | ← | ← | integers only | ← | ← |
+//! | creator | `content.creator` | ← | ← | ← | ← | ← | ← | ← | `sender` | `sender` + `additional_creators`, infinite power |
+//! | room id | `!opaque:server` | ← | ← | ← | ← | ← | ← | ← | ← | `!` + create event hash |
+//! | `redacts` | top level | ← | ← | ← | ← | ← | ← | ← | `content` | `content` |
 //!
-//! [v10]: https://spec.matrix.org/v1.16/rooms/v10/
-//! [v11]: https://spec.matrix.org/v1.16/rooms/v11/
+//! Redaction keeps different keys per version (`m.room.aliases` content
+//! until 5, `allow` of join rules from 8, `join_authorised_via_users_server`
+//! from 9, the whole create content and more from 11): ruma's
+//! [`RedactionRules`](ruma::room_version_rules::RedactionRules) for the
+//! version decide.
+//!
+//! [v1]: https://spec.matrix.org/v1.16/rooms/v1/
 //! [v12]: https://spec.matrix.org/v1.16/rooms/v12/
 
 use std::fmt;
 
 use ruma::{
     RoomVersionId,
-    room_version_rules::{RoomIdFormatVersion, RoomVersionRules},
+    room_version_rules::{
+        EventIdFormatVersion, RoomIdFormatVersion, RoomVersionRules, StateResolutionVersion,
+    },
 };
 
 /// A room version whose events this server can parse, authorise and resolve.
@@ -37,6 +46,24 @@ use ruma::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum RoomVersion {
+    /// [Room version 1](https://spec.matrix.org/v1.16/rooms/v1/).
+    V1,
+    /// [Room version 2](https://spec.matrix.org/v1.16/rooms/v2/).
+    V2,
+    /// [Room version 3](https://spec.matrix.org/v1.16/rooms/v3/).
+    V3,
+    /// [Room version 4](https://spec.matrix.org/v1.16/rooms/v4/).
+    V4,
+    /// [Room version 5](https://spec.matrix.org/v1.16/rooms/v5/).
+    V5,
+    /// [Room version 6](https://spec.matrix.org/v1.16/rooms/v6/).
+    V6,
+    /// [Room version 7](https://spec.matrix.org/v1.16/rooms/v7/).
+    V7,
+    /// [Room version 8](https://spec.matrix.org/v1.16/rooms/v8/).
+    V8,
+    /// [Room version 9](https://spec.matrix.org/v1.16/rooms/v9/).
+    V9,
     /// [Room version 10](https://spec.matrix.org/v1.16/rooms/v10/).
     V10,
     /// [Room version 11](https://spec.matrix.org/v1.16/rooms/v11/).
@@ -49,6 +76,9 @@ pub enum RoomVersion {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StateResolution {
+    /// [State resolution v1](https://spec.matrix.org/v1.16/rooms/v1/#state-resolution)
+    /// (room version 1).
+    V1,
     /// [State resolution v2](https://spec.matrix.org/v1.16/rooms/v2/#state-resolution)
     /// (room versions 2 to 11).
     V2,
@@ -63,17 +93,50 @@ pub enum StateResolution {
 #[error("unsupported room version {0}")]
 pub struct UnsupportedRoomVersion(pub RoomVersionId);
 
-static RULES_V10: RoomVersionRules = RoomVersionRules::V10;
-static RULES_V11: RoomVersionRules = RoomVersionRules::V11;
-static RULES_V12: RoomVersionRules = RoomVersionRules::V12;
+static RULES: [RoomVersionRules; 12] = [
+    RoomVersionRules::V1,
+    RoomVersionRules::V2,
+    RoomVersionRules::V3,
+    RoomVersionRules::V4,
+    RoomVersionRules::V5,
+    RoomVersionRules::V6,
+    RoomVersionRules::V7,
+    RoomVersionRules::V8,
+    RoomVersionRules::V9,
+    RoomVersionRules::V10,
+    RoomVersionRules::V11,
+    RoomVersionRules::V12,
+];
 
 impl RoomVersion {
     /// Every supported version, oldest first.
-    pub const ALL: [RoomVersion; 3] = [Self::V10, Self::V11, Self::V12];
+    pub const ALL: [RoomVersion; 12] = [
+        Self::V1,
+        Self::V2,
+        Self::V3,
+        Self::V4,
+        Self::V5,
+        Self::V6,
+        Self::V7,
+        Self::V8,
+        Self::V9,
+        Self::V10,
+        Self::V11,
+        Self::V12,
+    ];
 
-    /// The version's identifier (`"10"`, `"11"`, `"12"`).
+    /// The version's identifier (`"1"` to `"12"`).
     pub fn id(self) -> RoomVersionId {
         match self {
+            Self::V1 => RoomVersionId::V1,
+            Self::V2 => RoomVersionId::V2,
+            Self::V3 => RoomVersionId::V3,
+            Self::V4 => RoomVersionId::V4,
+            Self::V5 => RoomVersionId::V5,
+            Self::V6 => RoomVersionId::V6,
+            Self::V7 => RoomVersionId::V7,
+            Self::V8 => RoomVersionId::V8,
+            Self::V9 => RoomVersionId::V9,
             Self::V10 => RoomVersionId::V10,
             Self::V11 => RoomVersionId::V11,
             Self::V12 => RoomVersionId::V12,
@@ -83,25 +146,44 @@ impl RoomVersion {
     /// ruma's rules for this version: event format, redaction, signatures,
     /// authorization and state resolution tweaks.
     pub fn rules(self) -> &'static RoomVersionRules {
-        match self {
-            Self::V10 => &RULES_V10,
-            Self::V11 => &RULES_V11,
-            Self::V12 => &RULES_V12,
-        }
+        // `ALL` lists the variants in declaration order, so the variant's
+        // discriminant is its index in `RULES`.
+        &RULES[self as usize]
     }
 
     /// The state resolution algorithm of this version.
     pub fn state_resolution(self) -> StateResolution {
-        let consider_subgraph = self
-            .rules()
-            .state_res
-            .v2_rules()
-            .is_some_and(|rules| rules.consider_conflicted_state_subgraph);
-        if consider_subgraph {
-            StateResolution::V2_1
-        } else {
-            StateResolution::V2
+        match &self.rules().state_res {
+            StateResolutionVersion::V2(rules) if rules.consider_conflicted_state_subgraph => {
+                StateResolution::V2_1
+            }
+            StateResolutionVersion::V2(_) => StateResolution::V2,
+            _ => StateResolution::V1,
         }
+    }
+
+    /// Whether event ids are chosen by the origin server (`$random:server`,
+    /// versions 1 and 2) rather than derived from the event's reference hash.
+    /// Such events carry their id in an `event_id` field, and cite other
+    /// events as `[id, {"sha256": reference hash}]` pairs.
+    pub fn has_origin_chosen_event_ids(self) -> bool {
+        self.rules().event_id_format == EventIdFormatVersion::V1
+    }
+
+    /// Whether the `m.room.create` event names the creator in
+    /// `content.creator` (before version 11); from version 11 the creator is
+    /// the create event's `sender`.
+    pub fn has_creator_field(self) -> bool {
+        !self.rules().authorization.use_room_create_sender
+    }
+
+    /// Whether the room's creators (the create event's sender and
+    /// `content.additional_creators`) hold infinite power and may not be
+    /// listed in `m.room.power_levels` `users` (version 12).
+    pub fn are_creators_privileged(self) -> bool {
+        self.rules()
+            .authorization
+            .explicitly_privilege_room_creators
     }
 
     /// Whether the room id is derived from the `m.room.create` event's
@@ -116,12 +198,10 @@ impl TryFrom<&RoomVersionId> for RoomVersion {
     type Error = UnsupportedRoomVersion;
 
     fn try_from(id: &RoomVersionId) -> Result<Self, Self::Error> {
-        match id {
-            RoomVersionId::V10 => Ok(Self::V10),
-            RoomVersionId::V11 => Ok(Self::V11),
-            RoomVersionId::V12 => Ok(Self::V12),
-            other => Err(UnsupportedRoomVersion(other.clone())),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|version| version.id() == *id)
+            .ok_or_else(|| UnsupportedRoomVersion(id.clone()))
     }
 }
 
@@ -142,32 +222,70 @@ mod tests {
     use super::*;
 
     #[test]
-    fn supported_versions_round_trip_through_their_ids() {
-        for version in RoomVersion::ALL {
+    fn every_stable_version_round_trips_through_its_id() {
+        for (index, version) in RoomVersion::ALL.into_iter().enumerate() {
+            assert_eq!(version.id().as_str(), (index + 1).to_string());
             assert_eq!(RoomVersion::try_from(&version.id()), Ok(version));
         }
     }
 
     #[test]
-    fn versions_before_10_and_unknown_versions_are_refused() {
-        for id in [RoomVersionId::V1, RoomVersionId::V6, RoomVersionId::V9] {
+    fn each_version_gets_its_own_rules() {
+        for version in RoomVersion::ALL {
+            let expected = version.id().rules().unwrap();
+            let rules = version.rules();
+            assert_eq!(rules.event_id_format, expected.event_id_format, "{version}");
+            assert_eq!(rules.state_res, expected.state_res, "{version}");
+            assert_eq!(
+                rules.authorization.knocking, expected.authorization.knocking,
+                "{version}"
+            );
+            assert_eq!(
+                rules
+                    .redaction
+                    .keep_room_member_join_authorised_via_users_server,
+                expected
+                    .redaction
+                    .keep_room_member_join_authorised_via_users_server,
+                "{version}"
+            );
+        }
+    }
+
+    #[test]
+    fn unstable_and_unknown_versions_are_refused() {
+        for id in ["org.example.custom", "13", "1.1"] {
+            let id = RoomVersionId::try_from(id).unwrap();
             assert_eq!(
                 RoomVersion::try_from(&id),
                 Err(UnsupportedRoomVersion(id.clone()))
             );
         }
-        let custom = RoomVersionId::try_from("org.example.custom").unwrap();
-        assert_eq!(
-            RoomVersion::try_from(&custom),
-            Err(UnsupportedRoomVersion(custom.clone()))
-        );
     }
 
     #[test]
-    fn only_version_12_uses_state_resolution_v2_1_and_hashed_room_ids() {
-        assert_eq!(RoomVersion::V10.state_resolution(), StateResolution::V2);
-        assert_eq!(RoomVersion::V11.state_resolution(), StateResolution::V2);
+    fn state_resolution_is_v1_then_v2_then_v2_1() {
+        assert_eq!(RoomVersion::V1.state_resolution(), StateResolution::V1);
+        for version in &RoomVersion::ALL[1..11] {
+            assert_eq!(version.state_resolution(), StateResolution::V2, "{version}");
+        }
         assert_eq!(RoomVersion::V12.state_resolution(), StateResolution::V2_1);
+    }
+
+    #[test]
+    fn version_features_switch_where_the_spec_says() {
+        let origin_chosen: Vec<_> = RoomVersion::ALL
+            .into_iter()
+            .filter(|v| v.has_origin_chosen_event_ids())
+            .collect();
+        assert_eq!(origin_chosen, [RoomVersion::V1, RoomVersion::V2]);
+        let with_creator_field = RoomVersion::ALL
+            .into_iter()
+            .filter(|v| v.has_creator_field())
+            .count();
+        assert_eq!(with_creator_field, 10);
+        assert!(!RoomVersion::V11.are_creators_privileged());
+        assert!(RoomVersion::V12.are_creators_privileged());
         assert!(!RoomVersion::V11.is_room_id_derived_from_create_event());
         assert!(RoomVersion::V12.is_room_id_derived_from_create_event());
     }

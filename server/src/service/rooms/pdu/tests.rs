@@ -109,9 +109,43 @@ fn non_canonical_input_is_stored_in_canonical_form() {
     assert_eq!(pdu.event_id(), signed.event_id());
 }
 
+/// Room versions 1 and 2: the id is the PDU's own `event_id`, and cited
+/// events are `[id, {"sha256": hash}]` pairs
+/// ([v1 event format](https://spec.matrix.org/v1.16/rooms/v1/#event-format)).
+#[test]
+fn versions_1_and_2_read_the_event_id_field_and_cited_pairs() {
+    for_each_version!(where |v| v.has_origin_chosen_event_ids(), |version| {
+        let create = create_event(version, &user("alice"));
+        let signed = message(version, &create);
+        let pdu = Pdu::from_json(version, signed.canonical_json()).unwrap();
+        assert_eq!(pdu.event_id(), signed.event_id());
+        assert!(pdu.event_id().as_str().ends_with(":a.test"));
+        assert_eq!(pdu.prev_events(), [create.event_id().to_owned()]);
+        assert_eq!(pdu.auth_events(), [create.event_id().to_owned()]);
+
+        let mut missing = object_of(&signed);
+        missing.remove("event_id");
+        assert_matches!(
+            Pdu::from_object(version, missing),
+            Err(PduError::MissingField { field: "event_id" })
+        );
+        let mut bare_ids = object_of(&signed);
+        bare_ids.insert(
+            "prev_events".to_owned(),
+            CanonicalJsonValue::Array(vec![CanonicalJsonValue::String(
+                create.event_id().to_string(),
+            )]),
+        );
+        assert_matches!(
+            Pdu::from_object(version, bare_ids),
+            Err(PduError::InvalidField { field: "prev_events", .. })
+        );
+    });
+}
+
 #[test]
 fn tampered_header_yields_a_different_event_id() {
-    for_each_version!(|version| {
+    for_each_version!(where |v| !v.has_origin_chosen_event_ids(), |version| {
         let create = create_event(version, &user("alice"));
         let signed = message(version, &create);
         let mut object = object_of(&signed);
@@ -443,7 +477,8 @@ fn redacts_is_read_from_the_top_level_before_v11_and_from_content_after() {
                 _ => None,
             })
             .is_some();
-        assert_eq!(in_content, version != RoomVersion::V10);
+        assert_eq!(in_content, version.rules().redaction.content_field_redacts);
+        assert_eq!(in_content, version >= RoomVersion::V11);
 
         let pdu = Pdu::from_json(version, signed.canonical_json()).unwrap();
         assert_eq!(pdu.redacts(), Some(&*target));

@@ -56,7 +56,7 @@ fn citing_an_auth_event_from_another_room_is_rejected() {
         let other_create = pdu(
             version,
             new_pdu(
-                (version != RoomVersion::V12)
+                (!version.is_room_id_derived_from_create_event())
                     .then(|| OwnedRoomId::try_from("!other:a.test").unwrap()),
                 &user("alice"),
                 "m.room.create",
@@ -186,13 +186,14 @@ fn event_citing_stale_membership_passes_its_auth_events_but_fails_current_state(
 fn unfederated_room_refuses_users_of_other_servers() {
     for_each_version!(|version| {
         let mut body = json!({ "room_version": version.to_string(), "m.federate": false });
-        if version == RoomVersion::V10 {
+        if version.has_creator_field() {
             body["creator"] = json!("@alice:a.test");
         }
         let create = pdu(
             version,
             new_pdu(
-                (version != RoomVersion::V12).then(crate::service::rooms::testing::legacy_room_id),
+                (!version.is_room_id_derived_from_create_event())
+                    .then(crate::service::rooms::testing::legacy_room_id),
                 &user("alice"),
                 "m.room.create",
                 Some(""),

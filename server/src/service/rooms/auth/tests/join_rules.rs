@@ -5,8 +5,12 @@ use super::*;
 
 #[test]
 fn restricted_join_without_an_authorising_user_is_rejected() {
-    for_each_version!(|version| {
-        for kind in ["restricted", "knock_restricted"] {
+    for_each_version!(where |v| v.rules().authorization.restricted_join_rule, |version| {
+        let knock_restricted = version.rules().authorization.knock_restricted_join_rule;
+        for kind in ["restricted", "knock_restricted"]
+            .into_iter()
+            .filter(|kind| knock_restricted || *kind == "restricted")
+        {
             let mut room = TestRoom::standard(version);
             set_join_rule(&mut room, restricted(kind));
             assert_eq!(
@@ -19,8 +23,12 @@ fn restricted_join_without_an_authorising_user_is_rejected() {
 
 #[test]
 fn restricted_join_authorised_by_a_member_with_invite_power_is_allowed() {
-    for_each_version!(|version| {
-        for kind in ["restricted", "knock_restricted"] {
+    for_each_version!(where |v| v.rules().authorization.restricted_join_rule, |version| {
+        let knock_restricted = version.rules().authorization.knock_restricted_join_rule;
+        for kind in ["restricted", "knock_restricted"]
+            .into_iter()
+            .filter(|kind| knock_restricted || *kind == "restricted")
+        {
             let mut room = TestRoom::standard(version);
             set_join_rule(&mut room, restricted(kind));
             let bob_member =
@@ -40,7 +48,7 @@ fn restricted_join_authorised_by_a_member_with_invite_power_is_allowed() {
 
 #[test]
 fn restricted_join_authorised_by_a_non_member_or_powerless_user_is_rejected() {
-    for_each_version!(|version| {
+    for_each_version!(where |v| v.rules().authorization.restricted_join_rule, |version| {
         let mut room = TestRoom::standard(version);
         let mut pl = power_levels(version, json!({ "@bob:a.test": 50 }));
         pl["invite"] = json!(50);
@@ -64,10 +72,32 @@ fn restricted_join_authorised_by_a_non_member_or_powerless_user_is_rejected() {
 
 #[test]
 fn invited_user_joins_a_restricted_room_without_an_authorising_user() {
-    for_each_version!(|version| {
+    for_each_version!(where |v| v.rules().authorization.restricted_join_rule, |version| {
         let mut room = TestRoom::standard(version);
         set_join_rule(&mut room, restricted("restricted"));
         room.member("alice", "dave", "invite").unwrap();
         room.member("dave", "dave", "join").unwrap();
+    });
+}
+
+/// Restricted joins arrived in room version 8: before it a `restricted` join
+/// rule admits nobody uninvited, whoever vouches.
+#[test]
+fn restricted_joins_are_refused_before_v8() {
+    for_each_version!(where |v| !v.rules().authorization.restricted_join_rule, |version| {
+        let mut room = TestRoom::standard(version);
+        set_join_rule(&mut room, restricted("restricted"));
+        let via_bob = room.send(
+            "dave",
+            "m.room.member",
+            Some("@dave:a.test"),
+            json!({ "membership": "join", "join_authorised_via_users_server": "@bob:a.test" }),
+        );
+        assert_eq!(rule(via_bob), member_rule(MembershipState::Join), "room version {version}");
+        assert_eq!(
+            rule(room.member("dave", "dave", "join")),
+            member_rule(MembershipState::Join),
+            "room version {version}"
+        );
     });
 }

@@ -251,7 +251,7 @@ fn unban_needs_the_ban_level_and_the_banned_cannot_leave() {
 
 #[test]
 fn knocking_is_allowed_in_knock_and_knock_restricted_rooms() {
-    for_each_version!(|version| {
+    for_each_version!(where |v| v.rules().authorization.knock_restricted_join_rule, |version| {
         let mut room = TestRoom::standard(version);
         set_join_rule(&mut room, json!({ "join_rule": "knock" }));
         room.member("dave", "dave", "knock").unwrap();
@@ -260,9 +260,24 @@ fn knocking_is_allowed_in_knock_and_knock_restricted_rooms() {
     });
 }
 
+/// Knocking arrived in room version 7: before it a `knock` membership is
+/// refused even where the join rule says `knock`.
+#[test]
+fn knocking_is_refused_before_v7() {
+    for_each_version!(where |v| !v.rules().authorization.knocking, |version| {
+        let mut room = TestRoom::standard(version);
+        set_join_rule(&mut room, json!({ "join_rule": "knock" }));
+        assert_eq!(
+            rule(room.member("dave", "dave", "knock")),
+            member_rule(MembershipState::Knock),
+            "room version {version}"
+        );
+    });
+}
+
 #[test]
 fn knocking_on_a_public_or_invite_only_room_is_rejected() {
-    for_each_version!(|version| {
+    for_each_version!(where |v| v.rules().authorization.knocking, |version| {
         let mut room = TestRoom::standard(version);
         let knock = member_rule(MembershipState::Knock);
         assert_eq!(rule(room.member("dave", "dave", "knock")), knock);
@@ -273,7 +288,7 @@ fn knocking_on_a_public_or_invite_only_room_is_rejected() {
 
 #[test]
 fn knocking_for_someone_else_or_while_joined_is_rejected() {
-    for_each_version!(|version| {
+    for_each_version!(where |v| v.rules().authorization.knocking, |version| {
         let mut room = TestRoom::standard(version);
         set_join_rule(&mut room, json!({ "join_rule": "knock" }));
         let knock = member_rule(MembershipState::Knock);
@@ -286,7 +301,7 @@ fn knocking_for_someone_else_or_while_joined_is_rejected() {
 
 #[test]
 fn knocking_user_may_withdraw_or_be_invited_and_join() {
-    for_each_version!(|version| {
+    for_each_version!(where |v| v.rules().authorization.knocking, |version| {
         let mut room = TestRoom::standard(version);
         set_join_rule(&mut room, json!({ "join_rule": "knock" }));
         room.member("dave", "dave", "knock").unwrap();

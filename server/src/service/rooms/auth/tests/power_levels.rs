@@ -131,7 +131,7 @@ fn user_power_level_follows_power_levels_and_v12_creators() {
             })
             .unwrap()
         };
-        let creator = if version == RoomVersion::V12 {
+        let creator = if version.are_creators_privileged() {
             UserPowerLevel::Infinite
         } else {
             UserPowerLevel::Int(ruma::int!(100))

@@ -50,7 +50,7 @@ fn power_levels_cannot_demote_a_user_at_or_above_the_sender_except_oneself() {
             rule(bob_sets(&mut room, demote_peer)),
             AuthRule::PowerLevelsChange
         );
-        if version != RoomVersion::V12 {
+        if !version.are_creators_privileged() {
             let mut demote_admin = pl.clone();
             demote_admin["users"]["@alice:a.test"] = json!(0);
             assert_eq!(
@@ -118,7 +118,7 @@ fn plain_member_cannot_grant_itself_power() {
 
 #[test]
 fn power_levels_must_be_integers() {
-    for_each_version!(|version| {
+    for_each_version!(where |v| v.rules().authorization.integer_power_levels, |version| {
         let mut room = TestRoom::standard(version);
         let mut pl = power_levels(version, json!({ "@bob:a.test": 50 }));
         pl["ban"] = json!("50");
@@ -135,6 +135,27 @@ fn power_levels_must_be_integers() {
     });
 }
 
+/// Before room version 10 power levels may be strings holding integers
+/// ([v10](https://spec.matrix.org/v1.16/rooms/v10/#values-in-mroompower_levels-events-must-be-integers)),
+/// and they count as the integers they hold.
+#[test]
+fn string_power_levels_are_accepted_and_honoured_before_v10() {
+    for_each_version!(where |v| !v.rules().authorization.integer_power_levels, |version| {
+        let mut room = TestRoom::standard(version);
+        let mut pl = power_levels(version, json!({ "@bob:a.test": "50" }));
+        pl["ban"] = json!("60");
+        room.send("alice", "m.room.power_levels", Some(""), pl)
+            .unwrap_or_else(|error| panic!("room version {version}: {error}"));
+        assert_eq!(
+            rule(room.member("bob", "charlie", "ban")),
+            member_rule(MembershipState::Ban),
+            "room version {version}: bob (\"50\") is below the ban level (\"60\")"
+        );
+        room.member("bob", "charlie", "leave")
+            .unwrap_or_else(|error| panic!("room version {version}: bob kicks at \"50\": {error}"));
+    });
+}
+
 #[test]
 fn creator_power_comes_from_power_levels_before_v12_and_is_infinite_from_v12() {
     for_each_version!(|version| {
@@ -144,7 +165,7 @@ fn creator_power_comes_from_power_levels_before_v12_and_is_infinite_from_v12() {
         pl["users"].as_object_mut().unwrap().remove("@alice:a.test");
         set_power_levels(&mut room, pl);
         let name = room.send("alice", "m.room.name", Some(""), json!({ "name": "n" }));
-        if version == RoomVersion::V12 {
+        if version.are_creators_privileged() {
             name.unwrap();
         } else {
             assert_eq!(rule(name), AuthRule::PowerLevel);
