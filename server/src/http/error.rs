@@ -133,6 +133,7 @@ impl From<ServiceError> for MatrixError {
             ServiceError::WeakPassword(m) => Self::new(S::BAD_REQUEST, "M_WEAK_PASSWORD", m),
             ServiceError::MissingParam(m) => Self::new(S::BAD_REQUEST, "M_MISSING_PARAM", m),
             ServiceError::InvalidParam(m) => Self::invalid_param(m),
+            ServiceError::BadJson(m) => Self::bad_json(m),
             ServiceError::InvalidSignature(m) => {
                 Self::new(S::BAD_REQUEST, "M_INVALID_SIGNATURE", m)
             }

@@ -69,6 +69,10 @@ pub enum ServiceError {
     /// A parameter has a value the server does not accept.
     #[error("invalid parameter: {0}")]
     InvalidParam(String),
+    /// A JSON value inside the request does not have the shape the spec
+    /// defines (a wrong type, a missing object).
+    #[error("malformed JSON: {0}")]
+    BadJson(String),
     /// A signature on a key does not verify, or the key is not signed by
     /// the key that must sign it.
     #[error("invalid signature: {0}")]

@@ -377,6 +377,21 @@ async fn malformed_key_requests_are_matrix_errors(backend: Backend) {
         ),
         ("/keys/signatures/upload", r#"{"@a:localhost": []}"#),
         ("/keys/device_signing/upload", r#"[]"#),
+        // Malformed key objects: the spec's shapes, wrong types.
+        ("/keys/upload", r#"{"device_keys": "a string"}"#),
+        ("/keys/upload", r#"{"device_keys": {"user_id": 5}}"#),
+        (
+            "/keys/upload",
+            r#"{"device_keys": {"user_id": "@a:localhost", "device_id": "D", "algorithms": "x", "keys": {}}}"#,
+        ),
+        (
+            "/keys/upload",
+            r#"{"device_keys": {"user_id": "@a:localhost", "device_id": "D", "algorithms": ["x"], "keys": "nope"}}"#,
+        ),
+        (
+            "/keys/upload",
+            r#"{"one_time_keys": {"signed_curve25519:a": 1.5}}"#,
+        ),
     ];
     for (path, body) in bad_json {
         assert_error(
@@ -385,18 +400,10 @@ async fn malformed_key_requests_are_matrix_errors(backend: Backend) {
             "M_BAD_JSON",
         );
     }
-    let invalid = [
-        ("/keys/upload", r#"{"device_keys": "a string"}"#),
-        ("/keys/upload", r#"{"device_keys": {"user_id": 5}}"#),
-        (
-            "/keys/upload",
-            r#"{"one_time_keys": {"signed_curve25519:a": 1.5}}"#,
-        ),
-        (
-            "/keys/device_signing/upload",
-            r#"{"master_key": {"keys": {}}}"#,
-        ),
-    ];
+    let invalid = [(
+        "/keys/device_signing/upload",
+        r#"{"master_key": {"keys": {}}}"#,
+    )];
     for (path, body) in invalid {
         assert_error(
             &raw(path, body).await,

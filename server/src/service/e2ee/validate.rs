@@ -21,13 +21,37 @@ const PUBLIC_KEY_BYTES: usize = 32;
 /// is signed by that ed25519 key.
 ///
 /// # Errors
-/// `InvalidParam` naming what is wrong.
+/// `BadJson` for a wrong shape (a field of the wrong type), `InvalidParam`
+/// naming what else is wrong.
 pub fn check_device_keys(
     json: &str,
     user_id: &UserId,
     device_id: &DeviceId,
 ) -> Result<DeviceKeys, ServiceError> {
     let object = parse_object(json, "device_keys")?;
+    // The shape first, then what the values say.
+    for field in ["user_id", "device_id"] {
+        if object
+            .get(field)
+            .is_some_and(|value| value.as_str().is_none())
+        {
+            return Err(malformed(format!("device_keys.{field} must be a string")));
+        }
+    }
+    let algorithms = object
+        .get("algorithms")
+        .and_then(CanonicalJsonValue::as_array)
+        .ok_or_else(|| malformed("device_keys.algorithms must be a list"))?;
+    if !algorithms.iter().all(|a| a.as_str().is_some()) {
+        return Err(malformed("device_keys.algorithms must be strings"));
+    }
+    let keys = object
+        .get("keys")
+        .and_then(CanonicalJsonValue::as_object)
+        .ok_or_else(|| malformed("device_keys.keys must be an object"))?;
+    if !keys.values().all(|key| key.as_str().is_some()) {
+        return Err(malformed("device_keys.keys must map key ids to strings"));
+    }
     if string_field(&object, "user_id") != Some(user_id.as_str()) {
         return Err(invalid("device_keys.user_id is not your user id"));
     }
@@ -36,18 +60,9 @@ pub fn check_device_keys(
             "device_keys.device_id is not the device of your access token",
         ));
     }
-    let algorithms = object
-        .get("algorithms")
-        .and_then(CanonicalJsonValue::as_array)
-        .filter(|algorithms| !algorithms.is_empty())
-        .ok_or_else(|| invalid("device_keys.algorithms must be a non-empty list"))?;
-    if !algorithms.iter().all(|a| a.as_str().is_some()) {
-        return Err(invalid("device_keys.algorithms must be strings"));
+    if algorithms.is_empty() {
+        return Err(invalid("device_keys.algorithms must not be empty"));
     }
-    let keys = object
-        .get("keys")
-        .and_then(CanonicalJsonValue::as_object)
-        .ok_or_else(|| invalid("device_keys.keys must be an object"))?;
     let key = |algorithm: &str| -> Result<String, ServiceError> {
         let key_id = format!("{algorithm}:{device_id}");
         let key = keys
@@ -92,7 +107,7 @@ pub fn check_one_time_key(
         _ => return Err(invalid(format!("{key_id:?} is not <algorithm>:<key id>"))),
     };
     let value: serde_json::Value = serde_json::from_str(json)
-        .map_err(|_| invalid(format!("one-time key {key_id} is not JSON")))?;
+        .map_err(|_| malformed(format!("one-time key {key_id} is not JSON")))?;
     match value {
         serde_json::Value::String(key) if !algorithm.starts_with("signed_") => {
             check_public_key(&key)?;
@@ -113,9 +128,14 @@ pub fn check_one_time_key(
             )
             .map_err(|_| invalid(format!("one-time key {key_id} has a bad signature")))?;
         }
-        _ => {
+        serde_json::Value::String(_) => {
             return Err(invalid(format!(
                 "one-time key {key_id} must be a signed key object"
+            )));
+        }
+        _ => {
+            return Err(malformed(format!(
+                "one-time key {key_id} must be a key or a signed key object"
             )));
         }
     }
@@ -210,7 +230,7 @@ pub fn same_signed_content(a: &CanonicalJsonObject, b: &CanonicalJsonObject) -> 
 /// # Errors
 /// `InvalidParam` when it is not a JSON object canonical JSON can carry.
 pub fn parse_object(json: &str, what: &str) -> Result<CanonicalJsonObject, ServiceError> {
-    parse_canonical_object(json).map_err(|_| invalid(format!("{what} must be a JSON object")))
+    parse_canonical_object(json).map_err(|_| malformed(format!("{what} must be a JSON object")))
 }
 
 /// The `signatures.<user>.<key id>` strings of an object, flattened.
@@ -260,6 +280,10 @@ fn invalid(message: impl Into<String>) -> ServiceError {
     ServiceError::InvalidParam(message.into())
 }
 
+fn malformed(message: impl Into<String>) -> ServiceError {
+    ServiceError::BadJson(message.into())
+}
+
 #[cfg(test)]
 mod tests {
     use ruma::{device_id, user_id};
@@ -274,6 +298,13 @@ mod tests {
         match result {
             Err(ServiceError::InvalidParam(message)) => message,
             other => panic!("expected InvalidParam, got {other:?}"),
+        }
+    }
+
+    fn malformed_message(result: Result<impl std::fmt::Debug, ServiceError>) -> String {
+        match result {
+            Err(ServiceError::BadJson(message)) => message,
+            other => panic!("expected BadJson, got {other:?}"),
         }
     }
 
@@ -298,7 +329,6 @@ mod tests {
             (json!({ "user_id": "@bob:x" }), "user_id"),
             (json!({ "device_id": "OTHER" }), "device_id"),
             (json!({ "algorithms": [] }), "algorithms"),
-            (json!({ "algorithms": [1] }), "algorithms"),
             (json!({ "keys": { "curve25519:DEV": KEY } }), "ed25519:DEV"),
             (json!({ "keys": { "ed25519:DEV": KEY } }), "curve25519:DEV"),
             (
@@ -311,9 +341,26 @@ mod tests {
             let message = message(check(device_keys(overrides.clone())));
             assert!(message.contains(expected), "{overrides}: {message}");
         }
-        assert!(message(check("[]".to_owned())).contains("JSON object"));
+        // A wrong shape is malformed JSON, whatever else is wrong.
+        let malformed = [
+            (json!({ "algorithms": [1] }), "algorithms"),
+            (
+                json!({ "algorithms": "m.olm.v1.curve25519-aes-sha2" }),
+                "algorithms",
+            ),
+            (json!({ "keys": "none" }), "keys"),
+            (json!({ "keys": { "ed25519:DEV": 5 } }), "keys"),
+            (json!({ "user_id": 5 }), "user_id"),
+            (json!({ "user_id": "@bob:x", "device_id": [] }), "device_id"),
+        ];
+        for (overrides, expected) in malformed {
+            let message = malformed_message(check(device_keys(overrides.clone())));
+            assert!(message.contains(expected), "{overrides}: {message}");
+        }
+        assert!(malformed_message(check("[]".to_owned())).contains("JSON object"));
         // Floats are not canonical JSON, so nothing signed can hold them.
-        assert!(message(check(device_keys(json!({ "x": 1.5 })))).contains("JSON object"));
+        let float = device_keys(json!({ "x": 1.5 }));
+        assert!(malformed_message(check(float)).contains("JSON object"));
     }
 
     #[test]
@@ -340,7 +387,7 @@ mod tests {
             );
         }
         assert!(message(check("signed_curve25519:A", &plain, None)).contains("signed key object"));
-        assert!(message(check("curve25519:A", "5", None)).contains("signed key object"));
+        assert!(malformed_message(check("curve25519:A", "5", None)).contains("signed key object"));
         let object = json!({ "key": KEY }).to_string();
         assert!(message(check("signed_curve25519:A", &object, None)).contains("device keys"));
         assert!(
