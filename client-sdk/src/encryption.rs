@@ -283,7 +283,7 @@ impl Client {
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
         let own_user_id = self.user_id()?;
-        let mut output = machine.receive_sync_changes(sync_changes(update, own_user_id.as_str()));
+        let mut output = machine.receive_sync_changes(sync_changes(update, &own_user_id));
         // Before the timeline, so history it holds decrypts at once.
         self.import_room_key_bundles(machine, &mut output.late_decryptions)
             .await;
@@ -633,24 +633,23 @@ pub(crate) fn http_request(request: &machine::Request) -> Request {
 }
 
 /// The encryption-relevant parts of a sync, for the machine.
-fn sync_changes(update: &SyncUpdate, own_user_id: &str) -> SyncChanges {
+fn sync_changes(update: &SyncUpdate, own_user_id: &UserId) -> SyncChanges {
     let mut rooms = Vec::new();
     rooms.extend(update.invited.iter().filter_map(|invited| {
         let invite = invited.invite_state.iter().find(|event| {
             event.event_type == "m.room.member"
-                && event.state_key == own_user_id
+                && event.state_key == own_user_id.as_str()
                 && event.content.get("membership").and_then(Value::as_str) == Some("invite")
         })?;
         Some(RoomUpdate {
-            room_id: invited.room_id.to_string(),
             members: vec![(own_user_id.to_owned(), Membership::Invite)],
-            inviter: Some(invite.sender.to_string()),
-            ..RoomUpdate::default()
+            inviter: Some(invite.sender.clone()),
+            ..RoomUpdate::new(invited.room_id.clone())
         })
     }));
     for joined in &update.joined {
         rooms.push(room_update(
-            joined.room_id.as_str(),
+            &joined.room_id,
             own_user_id,
             joined.state_changes(),
         ));
@@ -658,7 +657,7 @@ fn sync_changes(update: &SyncUpdate, own_user_id: &str) -> SyncChanges {
     for left in &update.left {
         let events = left.state.iter().chain(left.timeline.iter());
         rooms.push(room_update(
-            left.room_id.as_str(),
+            &left.room_id,
             own_user_id,
             events.filter(|e| e.is_state()),
         ));
@@ -669,19 +668,9 @@ fn sync_changes(update: &SyncUpdate, own_user_id: &str) -> SyncChanges {
             .iter()
             .filter_map(|event| serde_json::to_value(event).ok())
             .collect(),
-        changed_devices: update
-            .device_lists
-            .changed
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        changed_devices: update.device_lists.changed.clone(),
         is_initial: update.is_initial,
-        left_devices: update
-            .device_lists
-            .left
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        left_devices: update.device_lists.left.clone(),
         one_time_key_counts: update.one_time_keys_count.clone(),
         unused_fallback_key_types: update.unused_fallback_key_types.clone(),
         rooms,
@@ -690,14 +679,11 @@ fn sync_changes(update: &SyncUpdate, own_user_id: &str) -> SyncChanges {
 }
 
 fn room_update<'a>(
-    room_id: &str,
-    own_user_id: &str,
+    room_id: &RoomId,
+    own_user_id: &UserId,
     state: impl Iterator<Item = &'a RoomEvent>,
 ) -> RoomUpdate {
-    let mut update = RoomUpdate {
-        room_id: room_id.to_owned(),
-        ..RoomUpdate::default()
-    };
+    let mut update = RoomUpdate::new(room_id.to_owned());
     for event in state {
         let Some(state_key) = &event.state_key else {
             continue;
@@ -714,17 +700,22 @@ fn room_update<'a>(
                     .map(ToOwned::to_owned);
             }
             "m.room.member" => {
+                // A member event must be keyed by a user id; the server's
+                // word otherwise names nobody the machine could share with.
+                let Ok(member) = UserId::parse(state_key.as_str()) else {
+                    continue;
+                };
                 let membership = event
                     .content
                     .get("membership")
                     .and_then(Value::as_str)
                     .unwrap_or("leave");
-                if state_key == own_user_id && membership == "invite" {
-                    update.inviter = Some(event.sender.to_string());
+                if member == own_user_id && membership == "invite" {
+                    update.inviter = Some(event.sender.clone());
                 }
                 update
                     .members
-                    .push((state_key.clone(), Membership::from_event(membership)));
+                    .push((member, Membership::from_event(membership)));
             }
             _ => {}
         }
@@ -738,4 +729,45 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |elapsed| {
             u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{room_id, user_id};
+    use serde_json::json;
+
+    use super::{Membership, RoomEvent, room_update};
+
+    #[test]
+    fn member_events_whose_state_key_is_not_a_user_id_name_nobody() {
+        let member = |event_id: &str, state_key: &str, membership: &str| {
+            RoomEvent::from_json(json!({
+                "event_id": event_id, "sender": "@alice:example.org",
+                "type": "m.room.member", "state_key": state_key,
+                "content": {"membership": membership},
+            }))
+            .unwrap()
+        };
+        let events = [
+            member("$1", "@bob:example.org", "join"),
+            member("$2", "not a user", "join"),
+            member("$3", "@me:example.org", "invite"),
+        ];
+        let update = room_update(
+            room_id!("!room:example.org"),
+            user_id!("@me:example.org"),
+            events.iter(),
+        );
+        assert_eq!(
+            update.members,
+            vec![
+                (user_id!("@bob:example.org").to_owned(), Membership::Join),
+                (user_id!("@me:example.org").to_owned(), Membership::Invite),
+            ]
+        );
+        assert_eq!(
+            update.inviter.as_deref(),
+            Some(user_id!("@alice:example.org"))
+        );
+    }
 }

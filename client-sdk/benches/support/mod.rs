@@ -23,7 +23,7 @@ pub fn pickle_key() -> PickleKey {
 /// benchmark never hits the message count), with `members` joined.
 pub fn room(members: &[String]) -> RoomUpdate {
     RoomUpdate {
-        room_id: ROOM.to_owned(),
+        room_id: ROOM.try_into().expect("a valid room id"),
         encryption: Some(json!({
             "algorithm": MEGOLM_ALGORITHM,
             "rotation_period_msgs": u32::MAX,
@@ -31,7 +31,12 @@ pub fn room(members: &[String]) -> RoomUpdate {
         history_visibility: Some("shared".to_owned()),
         members: members
             .iter()
-            .map(|user| (user.clone(), Membership::Join))
+            .map(|user| {
+                (
+                    user.as_str().try_into().expect("a valid user id"),
+                    Membership::Join,
+                )
+            })
             .collect(),
         inviter: None,
     }

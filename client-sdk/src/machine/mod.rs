@@ -364,7 +364,7 @@ impl OlmMachine {
     pub fn receive_sync_changes(&mut self, sync: SyncChanges) -> SyncOutput {
         self.meta.last_now_ms = self.meta.last_now_ms.max(sync.now_ms);
         self.receive_key_counts(&sync);
-        let mut changed = sync.changed_devices.clone();
+        let mut changed: Vec<String> = sync.changed_devices.iter().map(|u| u.to_string()).collect();
         if sync.is_initial {
             changed.extend(self.devices.tracked_users());
         }
@@ -374,8 +374,8 @@ impl OlmMachine {
         }
         for user in &sync.left_devices {
             if *user != self.user_id {
-                self.devices.untrack(user);
-                self.save_user_devices(user);
+                self.devices.untrack(user.as_str());
+                self.save_user_devices(user.as_str());
             }
         }
         for update in &sync.rooms {

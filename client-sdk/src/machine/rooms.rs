@@ -136,11 +136,12 @@ impl OlmMachine {
         }
         for (user, membership) in &update.members {
             if *user == self.user_id {
-                self.receive_own_membership(room_id, *membership, update.inviter.as_deref());
+                let inviter = update.inviter.as_ref().map(|inviter| inviter.as_str());
+                self.receive_own_membership(room_id, *membership, inviter);
             }
             self.room_mut(room_id)
                 .members
-                .insert(user.clone(), *membership);
+                .insert(user.to_string(), *membership);
         }
         if self.is_room_encrypted(room_id) {
             // Everyone who may read an encrypted room is tracked, including

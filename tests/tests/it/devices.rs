@@ -217,9 +217,14 @@ async fn a_rename_shows_in_room_mates_device_list_changes(backend: Backend) {
 
     let url = server.v3(&format!("/devices/{}", alice.device_id));
     let body = json!({ "display_name": "Alice's phone" });
-    let answer = server.request(Method::PUT, url, Some(&alice.token), Some(body)).await;
+    let answer = server
+        .request(Method::PUT, url, Some(&alice.token), Some(body))
+        .await;
     assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
     let answer = crate::sync_support::sync_since(&server, &bob.token, &since).await;
-    let changed = answer["device_lists"]["changed"].as_array().cloned().unwrap_or_default();
+    let changed = answer["device_lists"]["changed"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(changed.contains(&json!(alice.user_id)), "{answer}");
 }

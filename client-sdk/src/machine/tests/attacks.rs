@@ -298,7 +298,7 @@ fn a_room_key_from_a_device_the_sender_does_not_have_does_not_decrypt_as_them() 
     // A device of a user Bob shares no room with, so Bob does not know it.
     let mut ghost = Client::new(&mut server, "@ghost:example.org", "GHOST");
     let side_room = RoomUpdate {
-        room_id: "!side:example.org".to_owned(),
+        room_id: super::room("!side:example.org"),
         ..encrypted_room(&["@ghost:example.org", BOB])
     };
     ghost.sync(&mut server, vec![side_room]);

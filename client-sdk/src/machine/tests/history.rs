@@ -15,25 +15,24 @@ use crate::machine::{
 const OTHER_ROOM: &str = "!other:example.org";
 
 /// The room as an invitee sees it: encrypted, and our invite from `inviter`.
-fn invited(room_id: &str, user: &str, inviter: &str) -> RoomUpdate {
+fn invited(room_id: &str, member: &str, inviter: &str) -> RoomUpdate {
     RoomUpdate {
-        room_id: room_id.to_owned(),
-        members: vec![(user.to_owned(), Membership::Invite)],
-        inviter: Some(inviter.to_owned()),
+        room_id: super::room(room_id),
+        members: vec![(super::user(member), Membership::Invite)],
+        inviter: Some(super::user(inviter)),
         ..encrypted_room(&[inviter])
     }
 }
 
 /// The room after `user` joined, as a server's timeline shows it: the
 /// invite (without its sender, which the invite's sync gave) and the join.
-fn joined(room_id: &str, user: &str) -> RoomUpdate {
+fn joined(room_id: &str, member: &str) -> RoomUpdate {
     RoomUpdate {
-        room_id: room_id.to_owned(),
         members: vec![
-            (user.to_owned(), Membership::Invite),
-            (user.to_owned(), Membership::Join),
+            (super::user(member), Membership::Invite),
+            (super::user(member), Membership::Join),
         ],
-        ..RoomUpdate::default()
+        ..RoomUpdate::new(super::room(room_id))
     }
 }
 
@@ -175,9 +174,8 @@ fn sessions_from_a_period_without_shared_history_are_withheld_not_shared() {
     alice.sync(
         &mut server,
         vec![RoomUpdate {
-            room_id: ROOM.to_owned(),
             history_visibility: Some("shared".to_owned()),
-            ..RoomUpdate::default()
+            ..RoomUpdate::new(super::room(ROOM))
         }],
     );
     let public = alice.send(&mut server, ROOM, "for everyone");
@@ -241,7 +239,7 @@ fn bundles_from_anyone_but_the_inviter_or_for_another_room_are_refused() {
     alice.sync(
         &mut server,
         vec![RoomUpdate {
-            room_id: OTHER_ROOM.to_owned(),
+            room_id: super::room(OTHER_ROOM),
             ..encrypted_room(&[ALICE])
         }],
     );

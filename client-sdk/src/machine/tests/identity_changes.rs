@@ -118,7 +118,7 @@ fn a_violation_blocks_only_rooms_the_user_reads() {
     let mut server = FakeServer::default();
     let (mut alice, _bob, _) = bobs_identity_changed_after_alice_verified_him(&mut server);
     let alone = RoomUpdate {
-        room_id: "!alone:example.org".to_owned(),
+        room_id: super::room("!alone:example.org"),
         ..super::encrypted_room(&[ALICE])
     };
     alice.sync(&mut server, vec![alone]);

@@ -11,6 +11,7 @@ mod server;
 mod verification;
 
 use myelin_crypto::{megolm::MEGOLM_ALGORITHM, olm::Ed25519PublicKey, verify_json_signature};
+use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::{Value, json};
 
 use self::server::{Client, FakeServer, body};
@@ -24,25 +25,34 @@ const ALICE: &str = "@alice:example.org";
 const BOB: &str = "@bob:example.org";
 const CAROL: &str = "@carol:example.org";
 
+/// A test's user id, which it spells right.
+fn user(id: &str) -> OwnedUserId {
+    id.try_into().expect("a valid user id")
+}
+
+/// A test's room id, which it spells right.
+fn room(id: &str) -> OwnedRoomId {
+    id.try_into().expect("a valid room id")
+}
+
 /// An encrypted room's state with `members` joined.
 fn encrypted_room(members: &[&str]) -> RoomUpdate {
     RoomUpdate {
-        room_id: ROOM.to_owned(),
+        room_id: room(ROOM),
         encryption: Some(json!({"algorithm": MEGOLM_ALGORITHM})),
         history_visibility: Some("shared".to_owned()),
         members: members
             .iter()
-            .map(|u| ((*u).to_owned(), Membership::Join))
+            .map(|u| (user(u), Membership::Join))
             .collect(),
         inviter: None,
     }
 }
 
-fn membership(user: &str, membership: Membership) -> RoomUpdate {
+fn membership(member: &str, membership: Membership) -> RoomUpdate {
     RoomUpdate {
-        room_id: ROOM.to_owned(),
-        members: vec![(user.to_owned(), membership)],
-        ..RoomUpdate::default()
+        members: vec![(user(member), membership)],
+        ..RoomUpdate::new(room(ROOM))
     }
 }
 
@@ -308,7 +318,7 @@ fn invitees_get_keys_only_where_history_visibility_lets_them_read() {
         let mut carol = Client::new(&mut server, CAROL, "CAROLDEV");
         let mut room = encrypted_room(&[ALICE]);
         room.history_visibility = Some(visibility.to_owned());
-        room.members.push((CAROL.to_owned(), Membership::Invite));
+        room.members.push((user(CAROL), Membership::Invite));
         for client in [&mut alice, &mut carol] {
             client.sync(&mut server, vec![room.clone()]);
         }
@@ -620,9 +630,8 @@ fn e2e_only_never_sends_plaintext_and_refuses_downgrades() {
     ));
 
     let downgrade = RoomUpdate {
-        room_id: ROOM.to_owned(),
         encryption: Some(json!({"algorithm": "m.none"})),
-        ..RoomUpdate::default()
+        ..RoomUpdate::new(room(ROOM))
     };
     let output = alice.sync(&mut server, vec![downgrade]);
     assert_eq!(
@@ -718,7 +727,7 @@ fn rotation_settings_are_clamped_to_what_the_peers_accept() {
     assert_eq!(settings.rotation_period_msgs, 1);
     assert_eq!(settings.rotation_period_ms, 60 * 60 * 1000);
     let mut huge = encrypted_room(&[ALICE, BOB]);
-    huge.room_id = "!huge:example.org".to_owned();
+    huge.room_id = self::room("!huge:example.org");
     huge.encryption = Some(json!({
         "algorithm": MEGOLM_ALGORITHM, "rotation_period_msgs": 1_000_000u64,
         "rotation_period_ms": u64::MAX,
@@ -734,7 +743,7 @@ fn a_failing_keys_query_backs_off_and_sharing_proceeds_with_the_devices_known() 
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     // Bob's list changed, and his server fails every keys/query for now.
     alice.machine.receive_sync_changes(super::SyncChanges {
-        changed_devices: vec![BOB.to_owned()],
+        changed_devices: vec![user(BOB)],
         now_ms: alice.now_ms,
         ..super::SyncChanges::default()
     });

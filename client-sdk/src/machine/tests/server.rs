@@ -257,7 +257,8 @@ impl FakeServer {
                 .changed
                 .remove(&key)
                 .unwrap_or_default()
-                .into_iter()
+                .iter()
+                .map(|changed| super::user(changed))
                 .collect(),
             is_initial: false,
             left_devices: vec![],
