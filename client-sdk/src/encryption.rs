@@ -493,10 +493,11 @@ impl Client {
             .await
     }
 
-    /// How many encrypted to-device events were dropped, by
+    /// How many to-device events the crypto machine dropped, by
     /// [`ToDeviceRejection::name`](crate::machine::ToDeviceRejection::name)
     /// (sender device keys that do not check out, payloads addressed to
-    /// someone else, replays…).
+    /// someone else, replays…). Events whose sender is not a user id are
+    /// dropped when the sync is parsed, before the machine sees them.
     ///
     /// # Errors
     ///

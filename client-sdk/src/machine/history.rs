@@ -365,10 +365,10 @@ impl OlmMachine {
         if EncryptedFile::from_json(file).is_err() {
             return;
         }
-        let key = (room_id.to_owned(), olm.sender.clone());
+        let key = (room_id.to_owned(), olm.sender.to_string());
         let bundle = PendingBundle {
             room_id: room_id.to_owned(),
-            sender: olm.sender.clone(),
+            sender: olm.sender.to_string(),
             sender_key: olm.sender_key.clone(),
             claimed_ed25519: olm.claimed_ed25519.clone(),
             file: file.clone(),

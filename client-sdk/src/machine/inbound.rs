@@ -323,7 +323,7 @@ impl OlmMachine {
         let entry = InboundEntry::new(
             key_id,
             InboundGroupSession::new(&key),
-            Some(olm.sender.clone()),
+            Some(olm.sender.to_string()),
             olm.claimed_ed25519.clone(),
         )
         .with_shared_history(shared_history)

@@ -555,3 +555,29 @@ fn a_deleted_device_id_that_returns_with_other_keys_is_refused() {
     alice.sync(&mut server, vec![]);
     assert_eq!(laptop(&alice), Some(original));
 }
+
+#[test]
+fn to_device_events_whose_sender_is_not_a_user_id_are_refused_and_counted() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let event = alice.send(&mut server, ROOM, "secret");
+    let bob_key = (BOB.to_owned(), "BOBPHONE".to_owned());
+    // The server rewrites the sender of Alice's genuine `m.room_key`, and
+    // adds plaintext events that name nobody (or nothing) as their sender.
+    let inbox = server.inboxes.get_mut(&bob_key).unwrap();
+    assert_eq!(inbox.len(), 1);
+    inbox[0]["sender"] = json!("alice");
+    inbox.push(json!({"type": "org.example.ping", "sender": "@alice", "content": {}}));
+    inbox.push(json!({"type": "org.example.ping", "sender": 7, "content": {}}));
+    inbox.push(json!({"type": "org.example.ping", "content": {}}));
+
+    let output = bob.sync(&mut server, vec![]);
+    assert!(output.to_device.is_empty(), "{:?}", output.to_device);
+    let counts = bob.machine.rejected_to_device_counts();
+    assert_eq!(counts.get("invalid_sender"), Some(&4), "{counts:?}");
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert_eq!(
+        bob.decrypt(ROOM, &event).unwrap_err().cause,
+        UtdCause::MissingRoomKey
+    );
+}

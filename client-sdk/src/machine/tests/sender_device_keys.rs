@@ -21,7 +21,10 @@ fn olm_payloads(server: &mut FakeServer, to: &mut Client) -> Vec<Value> {
         .unwrap_or_default();
     inbox
         .iter()
-        .filter_map(|event| to.machine.decrypt_to_device(event, to.now_ms).ok())
+        .filter_map(|event| {
+            let sender = super::user(event["sender"].as_str()?);
+            to.machine.decrypt_to_device(&sender, event, to.now_ms).ok()
+        })
         .map(|decrypted| decrypted.payload.clone())
         .collect()
 }
