@@ -59,9 +59,10 @@ pub enum CrossSigningError {
     #[error("the master key of `{0}` cannot be signed")]
     Unsignable(String),
     /// The server refused signatures (`failures` of
-    /// `/keys/signatures/upload`), named `<user>/<key id or device id>`.
+    /// `/keys/signatures/upload`), as (user id, key id or device id) pairs
+    /// named as the server named them.
     #[error("the server refused signatures: {0:?}")]
-    SignaturesRefused(Vec<String>),
+    SignaturesRefused(Vec<(String, String)>),
 }
 
 /// A signature upload in flight, and what to record when it lands.
@@ -295,14 +296,14 @@ impl OlmMachine {
         upload: SignatureUpload,
         response: &Value,
     ) -> Result<(), MachineError> {
-        let refused: Vec<String> = response
+        let refused: Vec<(String, String)> = response
             .get("failures")
             .and_then(Value::as_object)
             .into_iter()
             .flatten()
             .flat_map(|(user, keys)| {
                 let keys = keys.as_object().into_iter().flat_map(|k| k.keys());
-                keys.map(move |key| format!("{user}/{key}"))
+                keys.map(move |key| (user.clone(), key.clone()))
             })
             .collect();
         match upload {
