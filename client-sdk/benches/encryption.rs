@@ -294,7 +294,15 @@ fn decrypt_timeline(criterion: &mut Criterion, count: usize) {
         .save(bob.machine.take_changes())
         .expect("memory store");
     let records = store.load_all().expect("memory store");
-    let load_bob = || OlmMachine::load(BOB, "BOBDEV", pickle_key(), &records).expect("loads");
+    let load_bob = || {
+        OlmMachine::load(
+            BOB.try_into().expect("a valid user id"),
+            "BOBDEV".into(),
+            pickle_key(),
+            &records,
+        )
+        .expect("loads")
+    };
     let decrypt_all = |mut bob: OlmMachine| {
         let decrypted: Vec<_> = events
             .iter()

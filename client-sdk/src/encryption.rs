@@ -158,7 +158,7 @@ impl Client {
 
     async fn load_or_create_machine(&self) -> Result<OlmMachine> {
         let session = self.session().ok_or(Error::NotLoggedIn)?;
-        let (user_id, device_id) = (session.user_id.as_str(), session.device_id.as_str());
+        let (user_id, device_id) = (&session.user_id, &session.device_id);
         let store = self.inner.store.as_ref();
         let secrets = &self.inner.secrets;
         let mut changes = Changes::new();

@@ -159,7 +159,11 @@ impl Client {
     /// A new device that has uploaded its keys.
     pub fn new(server: &mut Server, user: &str, device: &str) -> Self {
         let mut client = Self {
-            machine: OlmMachine::new(user, device, pickle_key()),
+            machine: OlmMachine::new(
+                user.try_into().expect("a valid user id"),
+                device.into(),
+                pickle_key(),
+            ),
             user: user.to_owned(),
             device: device.to_owned(),
             now_ms: 1,

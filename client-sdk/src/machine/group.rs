@@ -175,7 +175,7 @@ impl OlmMachine {
             .filter(|r| r.encryption.is_some())
             .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_owned()))?;
         let mut users = room.readers();
-        users.push(self.user_id.clone());
+        users.push(self.user_id.to_string());
         users.sort();
         users.dedup();
 
@@ -274,7 +274,7 @@ impl OlmMachine {
             .get(room_id)
             .map(RoomState::readers)
             .unwrap_or_default();
-        readers.push(self.user_id.clone());
+        readers.push(self.user_id.to_string());
         self.check_verification_violations(&readers)?;
         let entry = self
             .outbound
@@ -421,7 +421,7 @@ impl OlmMachine {
         let entry = InboundEntry::new(
             key_id,
             inbound,
-            Some(self.user_id.clone()),
+            Some(self.user_id.to_string()),
             own_key.ed25519.to_base64(),
         )
         .with_shared_history(shared_history);

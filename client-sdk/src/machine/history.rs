@@ -418,7 +418,7 @@ impl OlmMachine {
     /// sender, recently.
     fn may_import(&self, bundle: &PendingBundle, now_ms: u64) -> bool {
         self.rooms.get(&bundle.room_id).is_some_and(|room| {
-            room.members.get(&self.user_id) == Some(&Membership::Join)
+            room.members.get(self.user_id.as_str()) == Some(&Membership::Join)
                 && room.inviter.as_deref() == Some(bundle.sender.as_str())
                 && room
                     .joined_ms

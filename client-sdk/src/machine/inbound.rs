@@ -520,7 +520,7 @@ impl OlmMachine {
             .devices
             .device_by_curve(sender_key)
             .map(|d| d.device_id.clone())
-            .or_else(|| (sender_key == self.own_curve()).then(|| self.device_id.clone()))
+            .or_else(|| (sender_key == self.own_curve()).then(|| self.device_id.to_string()))
             .or_else(|| {
                 let announced = self.inbound.get(&key_id)?.sender_device_keys.as_ref()?;
                 Some(announced.get("device_id")?.as_str()?.to_owned())

@@ -169,7 +169,7 @@ impl OlmMachine {
         inviter: Option<&str>,
     ) {
         let now_ms = self.meta.last_now_ms;
-        let own = self.user_id.clone();
+        let own = self.user_id.to_string();
         let room = self.room_mut(room_id);
         let previous = room.members.get(&own).copied();
         match membership {

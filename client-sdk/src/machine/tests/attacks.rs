@@ -175,7 +175,11 @@ fn a_known_device_whose_identity_keys_change_is_refused() {
 
     // The server swaps Bob's phone for a device it controls: same id, new
     // keys, validly self-signed.
-    let impostor = OlmMachine::new(BOB, "BOBPHONE", super::server::pickle_key());
+    let impostor = OlmMachine::new(
+        &super::user(BOB),
+        "BOBPHONE".into(),
+        super::server::pickle_key(),
+    );
     server
         .device_keys
         .get_mut(BOB)
@@ -203,7 +207,12 @@ fn a_known_device_whose_identity_keys_change_is_refused() {
 fn device_keys_without_a_valid_self_signature_are_ignored() {
     let mut server = FakeServer::default();
     let (mut alice, _, _) = alice_and_bob(&mut server);
-    let mut forged = OlmMachine::new(BOB, "EVIL", super::server::pickle_key()).device_keys();
+    let mut forged = OlmMachine::new(
+        &super::user(BOB),
+        "EVIL".into(),
+        super::server::pickle_key(),
+    )
+    .device_keys();
     forged["keys"]["curve25519:EVIL"] = alice.machine.identity_keys().curve25519.to_base64().into();
     server
         .device_keys
@@ -211,7 +220,12 @@ fn device_keys_without_a_valid_self_signature_are_ignored() {
         .unwrap()
         .insert("EVIL".to_owned(), forged);
     // Filed under another device id than it names.
-    let misfiled = OlmMachine::new(BOB, "REAL", super::server::pickle_key()).device_keys();
+    let misfiled = OlmMachine::new(
+        &super::user(BOB),
+        "REAL".into(),
+        super::server::pickle_key(),
+    )
+    .device_keys();
     server
         .device_keys
         .get_mut(BOB)

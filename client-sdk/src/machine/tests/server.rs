@@ -288,7 +288,7 @@ impl Client {
     /// A new device that has uploaded its keys.
     pub(super) fn new(server: &mut FakeServer, user: &str, device: &str) -> Self {
         let mut client = Self {
-            machine: OlmMachine::new(user, device, pickle_key()),
+            machine: OlmMachine::new(&super::user(user), device.into(), pickle_key()),
             store: MemoryStore::new(),
             user: user.to_owned(),
             device: device.to_owned(),
@@ -302,7 +302,13 @@ impl Client {
     /// Rebuilds the machine from its store, as after a restart.
     pub(super) fn reload(&mut self) {
         let records = self.store.load_all().unwrap();
-        self.machine = OlmMachine::load(&self.user, &self.device, pickle_key(), &records).unwrap();
+        self.machine = OlmMachine::load(
+            &super::user(&self.user),
+            self.device.as_str().into(),
+            pickle_key(),
+            &records,
+        )
+        .unwrap();
     }
 
     /// Saves what changed, as the async client would after each step.

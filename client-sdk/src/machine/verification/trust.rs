@@ -50,7 +50,7 @@ impl OlmMachine {
         }
         self.devices.own.trusted_master = Some(master.to_owned());
         self.save_cross_signing();
-        let own = self.user_id.clone();
+        let own = self.user_id.to_string();
         self.refresh_trust(&[own]);
     }
 
