@@ -548,7 +548,7 @@ impl Client {
     ///
     /// [`Error::NotLoggedIn`] and store errors.
     pub async fn set_only_verified(&self, room_id: &RoomId, only_verified: bool) -> Result<()> {
-        self.with_machine(|machine| machine.set_only_verified(room_id.as_str(), only_verified))
+        self.with_machine(|machine| machine.set_only_verified(room_id, only_verified))
             .await
     }
 
@@ -572,7 +572,7 @@ impl Client {
     ) -> Result<Value> {
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
-        if !machine.is_room_encrypted(room_id.as_str()) {
+        if !machine.is_room_encrypted(room_id) {
             return Err(Error::EncryptionRequired(room_id.to_owned()));
         }
         let queued = machine.take_queued_requests();
@@ -580,14 +580,13 @@ impl Client {
             self.send_machine_requests(machine, queued).await?;
         }
         for _ in 0..MAX_SHARE_ROUNDS {
-            let requests = machine.share_room_key(room_id.as_str(), now_ms())?;
+            let requests = machine.share_room_key(room_id, now_ms())?;
             if requests.is_empty() {
                 break;
             }
             self.send_machine_requests(machine, requests).await?;
         }
-        let encrypted =
-            machine.encrypt_room_event(room_id.as_str(), event_type, content, now_ms())?;
+        let encrypted = machine.encrypt_room_event(room_id, event_type, content, now_ms())?;
         self.commit_machine(machine).await?;
         Ok(encrypted)
     }
@@ -596,7 +595,7 @@ impl Client {
 fn decrypt(machine: &mut OlmMachine, room_id: &RoomId, event: &RoomEvent) -> Decryption {
     // A RoomEvent always serialises (strings, ids and JSON values).
     let json = serde_json::to_value(event).unwrap_or(Value::Null);
-    machine.decrypt_room_event(room_id.as_str(), &json)
+    machine.decrypt_room_event(room_id, &json)
 }
 
 /// The HTTP request for one of the machine's requests.

@@ -7,6 +7,7 @@ use myelin_crypto::{PickleKey, megolm::MEGOLM_ALGORITHM};
 use myelin_sdk::machine::{
     Changes, Membership, OlmMachine, OutgoingRequest, Request, RoomUpdate, SyncChanges,
 };
+use ruma::RoomId;
 use serde_json::{Map, Value, json};
 
 pub const ROOM: &str = "!bench:example.org";
@@ -14,6 +15,11 @@ pub const ALICE: &str = "@alice:example.org";
 /// The default rotation period: a share this much later starts a new
 /// Megolm session and sends it to every device again.
 pub const WEEK_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// [`ROOM`], typed.
+pub fn room_id() -> &'static RoomId {
+    <&RoomId>::try_from(ROOM).expect("a valid room id")
+}
 
 pub fn pickle_key() -> PickleKey {
     PickleKey::from_bytes([7; 32])
@@ -202,7 +208,7 @@ impl Client {
         loop {
             let requests = self
                 .machine
-                .share_room_key(ROOM, self.now_ms)
+                .share_room_key(room_id(), self.now_ms)
                 .expect("the room is encrypted");
             if requests.is_empty() || requests.iter().any(|r| stop_at(&r.request)) {
                 return requests;
@@ -217,7 +223,7 @@ impl Client {
     pub fn share_and_send(&mut self) -> (Vec<OutgoingRequest>, Changes) {
         let requests = self
             .machine
-            .share_room_key(ROOM, self.now_ms)
+            .share_room_key(room_id(), self.now_ms)
             .expect("the room is encrypted");
         for request in &requests {
             self.machine

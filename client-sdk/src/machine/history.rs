@@ -185,7 +185,7 @@ impl OlmMachine {
         &self,
         room_id: &str,
     ) -> Result<(Vec<u8>, AttachmentKeys), MachineError> {
-        if !self.is_room_encrypted(room_id) {
+        if !self.is_encrypted(room_id) {
             return Err(MachineError::RoomNotEncrypted(room_id.to_owned()));
         }
         let mut contents = self.bundle_contents(room_id);
@@ -212,7 +212,7 @@ impl OlmMachine {
         file: &EncryptedFile,
         now_ms: u64,
     ) -> Result<BundleShare, MachineError> {
-        if !self.is_room_encrypted(room_id) {
+        if !self.is_encrypted(room_id) {
             return Err(MachineError::RoomNotEncrypted(room_id.to_owned()));
         }
         let users = vec![user_id.to_owned()];

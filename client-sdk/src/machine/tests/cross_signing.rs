@@ -119,7 +119,7 @@ fn a_verified_users_cross_signed_devices_are_verified_and_others_are_not() {
     assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
 
     // "Only verified devices": the laptop is left out with m.unverified.
-    alice.machine.set_only_verified(ROOM, true);
+    alice.machine.set_only_verified(super::room_id(ROOM), true);
     let sent = alice.send(&mut server, ROOM, "verified eyes only");
     bob.sync(&mut server, vec![]);
     assert!(bob.decrypt(ROOM, &sent).is_ok());

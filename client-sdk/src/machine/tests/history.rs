@@ -168,7 +168,10 @@ fn sessions_from_a_period_without_shared_history_are_withheld_not_shared() {
     members_only.history_visibility = Some("joined".to_owned());
     alice.sync(&mut server, vec![members_only]);
     let private = alice.send(&mut server, ROOM, "members only");
-    let private_session = alice.machine.outbound_session_id(ROOM).unwrap();
+    let private_session = alice
+        .machine
+        .outbound_session_id(super::room_id(ROOM))
+        .unwrap();
 
     // The room opens its history: the next message needs a new session.
     alice.sync(
@@ -180,7 +183,10 @@ fn sessions_from_a_period_without_shared_history_are_withheld_not_shared() {
     );
     let public = alice.send(&mut server, ROOM, "for everyone");
     assert_ne!(
-        alice.machine.outbound_session_id(ROOM).unwrap(),
+        alice
+            .machine
+            .outbound_session_id(super::room_id(ROOM))
+            .unwrap(),
         private_session
     );
 

@@ -11,7 +11,7 @@ mod server;
 mod verification;
 
 use myelin_crypto::{megolm::MEGOLM_ALGORITHM, olm::Ed25519PublicKey, verify_json_signature};
-use ruma::{OwnedRoomId, OwnedUserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::{Value, json};
 
 use self::server::{Client, FakeServer, body};
@@ -33,6 +33,11 @@ fn user(id: &str) -> OwnedUserId {
 /// A test's room id, which it spells right.
 fn room(id: &str) -> OwnedRoomId {
     id.try_into().expect("a valid room id")
+}
+
+/// A test's room id, borrowed, which it spells right.
+fn room_id(id: &str) -> &RoomId {
+    <&RoomId>::try_from(id).expect("a valid room id")
 }
 
 /// An encrypted room's state with `members` joined.
@@ -219,7 +224,7 @@ fn a_member_who_leaves_cannot_read_what_follows() {
         client.sync(&mut server, vec![encrypted_room(&[ALICE, BOB, CAROL])]);
     }
     let before = alice.send(&mut server, ROOM, "all three of us");
-    let first_session = alice.machine.outbound_session_id(ROOM).unwrap();
+    let first_session = alice.machine.outbound_session_id(room_id(ROOM)).unwrap();
     carol.sync(&mut server, vec![]);
     assert_eq!(
         body(&carol.decrypt(ROOM, &before).unwrap()),
@@ -236,12 +241,12 @@ fn a_member_who_leaves_cannot_read_what_follows() {
     assert!(matches!(
         alice
             .machine
-            .encrypt_room_event(ROOM, "m.room.message", &json!({}), alice.now_ms),
+            .encrypt_room_event(room_id(ROOM), "m.room.message", &json!({}), alice.now_ms),
         Err(MachineError::RoomKeyNotShared(_))
     ));
     let after = alice.send(&mut server, ROOM, "just us two");
     assert_ne!(
-        alice.machine.outbound_session_id(ROOM).unwrap(),
+        alice.machine.outbound_session_id(room_id(ROOM)).unwrap(),
         first_session
     );
     assert!(
@@ -263,13 +268,13 @@ fn a_deleted_device_rotates_the_session() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, mut bob2) = alice_and_bob(&mut server);
     alice.send(&mut server, ROOM, "one");
-    let first_session = alice.machine.outbound_session_id(ROOM).unwrap();
+    let first_session = alice.machine.outbound_session_id(room_id(ROOM)).unwrap();
 
     server.delete_device(BOB, "BOBLAPTOP");
     alice.sync(&mut server, vec![]);
     let event = alice.send(&mut server, ROOM, "two");
     assert_ne!(
-        alice.machine.outbound_session_id(ROOM).unwrap(),
+        alice.machine.outbound_session_id(room_id(ROOM)).unwrap(),
         first_session
     );
     bob2.sync(&mut server, vec![]);
@@ -290,14 +295,17 @@ fn a_new_device_gets_keys_for_new_messages_only() {
         client.sync(&mut server, vec![encrypted_room(&[ALICE, BOB])]);
     }
     let old = alice.send(&mut server, ROOM, "before the laptop");
-    let session = alice.machine.outbound_session_id(ROOM).unwrap();
+    let session = alice.machine.outbound_session_id(room_id(ROOM)).unwrap();
 
     let mut laptop = Client::new(&mut server, BOB, "BOBLAPTOP");
     laptop.sync(&mut server, vec![encrypted_room(&[ALICE, BOB])]);
     alice.sync(&mut server, vec![]); // device_lists.changed: Bob
     let new = alice.send(&mut server, ROOM, "after the laptop");
     // Adding a device does not rotate: the laptop gets the current ratchet.
-    assert_eq!(alice.machine.outbound_session_id(ROOM).unwrap(), session);
+    assert_eq!(
+        alice.machine.outbound_session_id(room_id(ROOM)).unwrap(),
+        session
+    );
 
     laptop.sync(&mut server, vec![]);
     assert_eq!(
@@ -424,7 +432,7 @@ fn reload_from_the_store_keeps_every_session() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let first = alice.send(&mut server, ROOM, "before reload");
-    let session = alice.machine.outbound_session_id(ROOM).unwrap();
+    let session = alice.machine.outbound_session_id(room_id(ROOM)).unwrap();
     bob.sync(&mut server, vec![]);
     let reply = bob.send(&mut server, ROOM, "bob before reload");
     alice.sync(&mut server, vec![]);
@@ -456,7 +464,10 @@ fn reload_from_the_store_keeps_every_session() {
     // existing sessions without claiming a single one-time key.
     alice.now_ms += 7 * 24 * 60 * 60 * 1000;
     let third = alice.send(&mut server, ROOM, "new session, old olm");
-    assert_ne!(alice.machine.outbound_session_id(ROOM), Some(session));
+    assert_ne!(
+        alice.machine.outbound_session_id(room_id(ROOM)),
+        Some(session)
+    );
     bob.sync(&mut server, vec![]);
     assert_eq!(
         body(&bob.decrypt(ROOM, &third).unwrap()),
@@ -479,7 +490,10 @@ fn the_change_set_of_a_share_holds_every_olm_session_it_advanced() {
     // first share made: both advance, and both must be saved before the
     // request goes out, or a restart would reuse their ratchet steps.
     alice.now_ms += 7 * 24 * 60 * 60 * 1000;
-    let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+    let requests = alice
+        .machine
+        .share_room_key(room_id(ROOM), alice.now_ms)
+        .unwrap();
     assert_eq!(requests.len(), 1);
     let olm_records = |changes: super::Changes| {
         changes
@@ -500,7 +514,10 @@ fn a_failed_room_key_request_is_sent_again_at_the_next_share() {
     // Alice's first attempt: the sendToDevice fails on the network.
     let mut lost = None;
     for _ in 0..5 {
-        let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+        let requests = alice
+            .machine
+            .share_room_key(room_id(ROOM), alice.now_ms)
+            .unwrap();
         if requests.is_empty() {
             break;
         }
@@ -541,24 +558,30 @@ fn rotation_after_the_configured_number_of_messages_and_time() {
         client.sync(&mut server, vec![room.clone()]);
     }
     alice.send(&mut server, ROOM, "1");
-    let first = alice.machine.outbound_session_id(ROOM).unwrap();
+    let first = alice.machine.outbound_session_id(room_id(ROOM)).unwrap();
     alice.send(&mut server, ROOM, "2");
-    assert_eq!(alice.machine.outbound_session_id(ROOM).unwrap(), first);
+    assert_eq!(
+        alice.machine.outbound_session_id(room_id(ROOM)).unwrap(),
+        first
+    );
     // Two messages used up: encrypting without sharing is refused…
     assert!(matches!(
         alice
             .machine
-            .encrypt_room_event(ROOM, "m.room.message", &json!({}), alice.now_ms),
+            .encrypt_room_event(room_id(ROOM), "m.room.message", &json!({}), alice.now_ms),
         Err(MachineError::RoomKeyNotShared(_))
     ));
     let third = alice.send(&mut server, ROOM, "3");
-    let second = alice.machine.outbound_session_id(ROOM).unwrap();
+    let second = alice.machine.outbound_session_id(room_id(ROOM)).unwrap();
     assert_ne!(second, first);
 
     // An hour, the shortest period a room can set.
     alice.now_ms += 3_600_000;
     alice.send(&mut server, ROOM, "4");
-    assert_ne!(alice.machine.outbound_session_id(ROOM).unwrap(), second);
+    assert_ne!(
+        alice.machine.outbound_session_id(room_id(ROOM)).unwrap(),
+        second
+    );
 
     bob.sync(&mut server, vec![]);
     assert_eq!(body(&bob.decrypt(ROOM, &third).unwrap()), "3");
@@ -568,7 +591,7 @@ fn rotation_after_the_configured_number_of_messages_and_time() {
 fn only_verified_devices_get_keys_and_the_rest_are_told_why() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, mut bob2) = alice_and_bob(&mut server);
-    alice.machine.set_only_verified(ROOM, true);
+    alice.machine.set_only_verified(room_id(ROOM), true);
     alice.sync(&mut server, vec![]);
     assert!(
         alice
@@ -619,13 +642,18 @@ fn e2e_only_never_sends_plaintext_and_refuses_downgrades() {
     let mut server = FakeServer::default();
     let (mut alice, _, _) = alice_and_bob(&mut server);
     assert!(matches!(
-        alice
-            .machine
-            .encrypt_room_event("!plain:example.org", "m.room.message", &json!({}), 0),
+        alice.machine.encrypt_room_event(
+            room_id("!plain:example.org"),
+            "m.room.message",
+            &json!({}),
+            0
+        ),
         Err(MachineError::RoomNotEncrypted(_))
     ));
     assert!(matches!(
-        alice.machine.share_room_key("!plain:example.org", 0),
+        alice
+            .machine
+            .share_room_key(room_id("!plain:example.org"), 0),
         Err(MachineError::RoomNotEncrypted(_))
     ));
 
@@ -640,7 +668,7 @@ fn e2e_only_never_sends_plaintext_and_refuses_downgrades() {
             room_id: ROOM.to_owned()
         }]
     );
-    assert!(alice.machine.is_room_encrypted(ROOM));
+    assert!(alice.machine.is_room_encrypted(room_id(ROOM)));
     alice.send(&mut server, ROOM, "still encrypted");
 }
 
@@ -750,7 +778,10 @@ fn a_failing_keys_query_backs_off_and_sharing_proceeds_with_the_devices_known() 
     let mut queries = 0;
     let mut settled = false;
     for _ in 0..6 {
-        let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+        let requests = alice
+            .machine
+            .share_room_key(room_id(ROOM), alice.now_ms)
+            .unwrap();
         alice.save();
         if requests.is_empty() {
             settled = true;
@@ -776,7 +807,7 @@ fn a_failing_keys_query_backs_off_and_sharing_proceeds_with_the_devices_known() 
     let content = alice
         .machine
         .encrypt_room_event(
-            ROOM,
+            room_id(ROOM),
             "m.room.message",
             &json!({"msgtype": "m.text", "body": "despite the query"}),
             alice.now_ms,
@@ -797,7 +828,10 @@ fn a_failing_keys_query_backs_off_and_sharing_proceeds_with_the_devices_known() 
     );
     // Once the back-off is over, the list is asked for again.
     alice.now_ms += 60 * 60 * 1000;
-    let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+    let requests = alice
+        .machine
+        .share_room_key(room_id(ROOM), alice.now_ms)
+        .unwrap();
     assert!(
         requests
             .iter()

@@ -364,7 +364,7 @@ impl Client {
         let content = self
             .machine
             .encrypt_room_event(
-                room_id,
+                super::room_id(room_id),
                 "m.room.message",
                 &json!({"msgtype": "m.text", "body": body}),
                 self.now_ms,
@@ -376,7 +376,10 @@ impl Client {
 
     pub(super) fn share(&mut self, server: &mut FakeServer, room_id: &str) {
         for _ in 0..10 {
-            let requests = self.machine.share_room_key(room_id, self.now_ms).unwrap();
+            let requests = self
+                .machine
+                .share_room_key(super::room_id(room_id), self.now_ms)
+                .unwrap();
             self.save();
             if requests.is_empty() {
                 return;
@@ -394,7 +397,9 @@ impl Client {
         room_id: &str,
         event: &Value,
     ) -> Result<DecryptedRoomEvent, UnableToDecrypt> {
-        let result = self.machine.decrypt_room_event(room_id, event);
+        let result = self
+            .machine
+            .decrypt_room_event(super::room_id(room_id), event);
         self.save();
         result
     }

@@ -450,7 +450,7 @@ fn a_device_verified_by_sas_shows_as_verified_and_gets_only_verified_keys() {
         VerificationState::Verified
     );
     // Sharing to verified devices only reaches the phone, not the laptop.
-    alice.machine.set_only_verified(ROOM, true);
+    alice.machine.set_only_verified(super::room_id(ROOM), true);
     let secret = alice.send(&mut server, ROOM, "verified only");
     step(&mut server, &mut bob);
     step(&mut server, &mut bob2);
@@ -584,7 +584,7 @@ impl Timeline {
             client.share(server, ROOM);
             let encrypted = client
                 .machine
-                .encrypt_room_event(ROOM, event_type, content, client.now_ms)
+                .encrypt_room_event(super::room_id(ROOM), event_type, content, client.now_ms)
                 .unwrap();
             client.save();
             server.room_event(ROOM, &client.user, encrypted)
