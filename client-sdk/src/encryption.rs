@@ -514,8 +514,7 @@ impl Client {
     ///
     /// [`Error::NotLoggedIn`] and store errors.
     pub async fn devices(&self, user_id: &UserId) -> Result<Vec<Device>> {
-        self.with_machine(|machine| machine.devices(user_id.as_str()))
-            .await
+        self.with_machine(|machine| machine.devices(user_id)).await
     }
 
     /// Records a local trust decision for a device (besides cross-signing:
@@ -533,10 +532,8 @@ impl Client {
         device_id: &DeviceId,
         trust: LocalTrust,
     ) -> Result<bool> {
-        self.with_machine(|machine| {
-            machine.set_device_trust(user_id.as_str(), device_id.as_str(), trust)
-        })
-        .await
+        self.with_machine(|machine| machine.set_device_trust(user_id, device_id, trust))
+            .await
     }
 
     /// Shares `room_id`'s keys only with verified devices (`true`) or with

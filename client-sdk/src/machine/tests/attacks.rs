@@ -102,7 +102,7 @@ fn an_olm_payload_with_a_forged_sender_or_another_recipient_is_dropped() {
     bob.sync(&mut server, vec![]);
     let bob_device = mallory
         .machine
-        .devices(BOB)
+        .devices(super::user_id(BOB))
         .into_iter()
         .find(|d| d.device_id == "BOBPHONE")
         .unwrap();
@@ -171,7 +171,7 @@ fn a_known_device_whose_identity_keys_change_is_refused() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     alice.send(&mut server, ROOM, "hello");
-    let known = alice.machine.devices(BOB);
+    let known = alice.machine.devices(super::user_id(BOB));
 
     // The server swaps Bob's phone for a device it controls: same id, new
     // keys, validly self-signed.
@@ -194,7 +194,7 @@ fn a_known_device_whose_identity_keys_change_is_refused() {
             device_id: "BOBPHONE".to_owned()
         }]
     );
-    assert_eq!(alice.machine.devices(BOB), known);
+    assert_eq!(alice.machine.devices(super::user_id(BOB)), known);
 
     // Alice keeps encrypting to the real phone.
     alice.now_ms += 7 * 24 * 60 * 60 * 1000;
@@ -243,7 +243,7 @@ fn device_keys_without_a_valid_self_signature_are_ignored() {
     );
     let ids: Vec<String> = alice
         .machine
-        .devices(BOB)
+        .devices(super::user_id(BOB))
         .into_iter()
         .map(|d| d.device_id)
         .collect();
@@ -279,7 +279,7 @@ fn a_forwarded_key_from_another_user_is_ignored() {
     let exported = mallory.machine.inbound[&key_id].export().to_base64();
     let bob_device = mallory
         .machine
-        .devices(BOB)
+        .devices(super::user_id(BOB))
         .into_iter()
         .find(|d| d.device_id == "BOBPHONE")
         .unwrap();
@@ -327,7 +327,7 @@ fn a_room_key_from_a_device_the_sender_does_not_have_does_not_decrypt_as_them() 
     // to-device event and the room event as Alice's.
     let bob_device = ghost
         .machine
-        .devices(BOB)
+        .devices(super::user_id(BOB))
         .into_iter()
         .find(|d| d.device_id == "BOBPHONE")
         .unwrap();
@@ -465,7 +465,7 @@ fn a_replayed_pre_key_message_on_the_fallback_key_is_processed_once() {
 
     let bob_device = alice
         .machine
-        .devices(BOB)
+        .devices(super::user_id(BOB))
         .into_iter()
         .find(|d| d.device_id == "BOBPHONE")
         .unwrap();
@@ -530,7 +530,7 @@ fn a_deleted_device_id_that_returns_with_other_keys_is_refused() {
     let laptop = |alice: &Client| {
         alice
             .machine
-            .devices(BOB)
+            .devices(super::user_id(BOB))
             .into_iter()
             .find(|d| d.device_id == "BOBLAPTOP")
     };

@@ -483,10 +483,11 @@ fn shared_history_does_not_show_as_verified() {
     let (_alice, mut bob, event, ciphertext) =
         alice_shares_history_with_bob(&mut server, "old history");
     bob.sync(&mut server, vec![joined(ROOM, BOB)]);
-    assert!(
-        bob.machine
-            .set_device_trust(ALICE, "ALICEDEV", crate::machine::LocalTrust::Verified)
-    );
+    assert!(bob.machine.set_device_trust(
+        super::user_id(ALICE),
+        super::device_id("ALICEDEV"),
+        crate::machine::LocalTrust::Verified
+    ));
     bob.machine
         .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
         .unwrap();

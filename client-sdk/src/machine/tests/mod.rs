@@ -11,7 +11,7 @@ mod server;
 mod verification;
 
 use myelin_crypto::{megolm::MEGOLM_ALGORITHM, olm::Ed25519PublicKey, verify_json_signature};
-use ruma::{OwnedRoomId, OwnedUserId, RoomId};
+use ruma::{DeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use self::server::{Client, FakeServer, body};
@@ -38,6 +38,16 @@ fn room(id: &str) -> OwnedRoomId {
 /// A test's room id, borrowed, which it spells right.
 fn room_id(id: &str) -> &RoomId {
     <&RoomId>::try_from(id).expect("a valid room id")
+}
+
+/// A test's user id, borrowed, which it spells right.
+fn user_id(id: &str) -> &UserId {
+    <&UserId>::try_from(id).expect("a valid user id")
+}
+
+/// A test's device id, borrowed.
+fn device_id(id: &str) -> &DeviceId {
+    id.into()
 }
 
 /// An encrypted room's state with `members` joined.
@@ -103,7 +113,7 @@ fn an_initial_sync_refreshes_every_tracked_device_list() {
     alice.answer(&mut server, &refresh[0]);
     let devices: Vec<String> = alice
         .machine
-        .devices(ALICE)
+        .devices(user_id(ALICE))
         .into_iter()
         .map(|d| d.device_id)
         .collect();
@@ -205,10 +215,11 @@ fn keys_are_shared_with_every_device_of_every_member() {
     alice.sync(&mut server, vec![]);
     bob2.sync(&mut server, vec![]);
     assert_eq!(body(&alice.decrypt(ROOM, &reply).unwrap()), "hi alice");
-    assert!(
-        bob2.machine
-            .set_device_trust(BOB, "BOBPHONE", LocalTrust::Verified)
-    );
+    assert!(bob2.machine.set_device_trust(
+        user_id(BOB),
+        device_id("BOBPHONE"),
+        LocalTrust::Verified
+    ));
     let on_laptop = bob2.decrypt(ROOM, &reply).unwrap();
     assert_eq!(on_laptop.verification, VerificationState::Verified);
     assert_eq!(on_laptop.sender_device.as_deref(), Some("BOBPHONE"));
@@ -380,23 +391,23 @@ fn a_verified_own_device_forwards_a_missing_key_and_an_unverified_one_gets_none(
     // The phone talks to both new devices, so each has an Olm channel; only
     // the laptop is verified, both ways.
     phone.send(&mut server, ROOM, "hello new devices");
-    assert!(
-        phone
-            .machine
-            .set_device_trust(BOB, "BOBLAPTOP", LocalTrust::Verified)
-    );
+    assert!(phone.machine.set_device_trust(
+        user_id(BOB),
+        device_id("BOBLAPTOP"),
+        LocalTrust::Verified
+    ));
     laptop.sync(&mut server, vec![]);
     tablet.sync(&mut server, vec![]);
-    assert!(
-        laptop
-            .machine
-            .set_device_trust(BOB, "BOBPHONE", LocalTrust::Verified)
-    );
-    assert!(
-        tablet
-            .machine
-            .set_device_trust(BOB, "BOBPHONE", LocalTrust::Verified)
-    );
+    assert!(laptop.machine.set_device_trust(
+        user_id(BOB),
+        device_id("BOBPHONE"),
+        LocalTrust::Verified
+    ));
+    assert!(tablet.machine.set_device_trust(
+        user_id(BOB),
+        device_id("BOBPHONE"),
+        LocalTrust::Verified
+    ));
 
     for device in [&mut laptop, &mut tablet] {
         assert_eq!(
@@ -593,11 +604,11 @@ fn only_verified_devices_get_keys_and_the_rest_are_told_why() {
     let (mut alice, mut bob, mut bob2) = alice_and_bob(&mut server);
     alice.machine.set_only_verified(room_id(ROOM), true);
     alice.sync(&mut server, vec![]);
-    assert!(
-        alice
-            .machine
-            .set_device_trust(BOB, "BOBPHONE", LocalTrust::Verified)
-    );
+    assert!(alice.machine.set_device_trust(
+        user_id(BOB),
+        device_id("BOBPHONE"),
+        LocalTrust::Verified
+    ));
 
     let event = alice.send(&mut server, ROOM, "for verified eyes");
     bob.sync(&mut server, vec![]);
@@ -624,7 +635,7 @@ fn only_verified_devices_get_keys_and_the_rest_are_told_why() {
     // Verifying the laptop later shares the same session with it.
     alice
         .machine
-        .set_device_trust(BOB, "BOBLAPTOP", LocalTrust::Verified);
+        .set_device_trust(user_id(BOB), device_id("BOBLAPTOP"), LocalTrust::Verified);
     let next = alice.send(&mut server, ROOM, "now you too");
     let output = bob2.sync(&mut server, vec![]);
     assert_eq!(body(&bob2.decrypt(ROOM, &next).unwrap()), "now you too");

@@ -440,12 +440,12 @@ impl OlmMachine {
                 if self.served_own_master().as_deref() != Some(master.as_str()) {
                     return false;
                 }
-                self.set_device_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
+                self.set_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
                 self.trust_own_master(master);
                 true
             }
             QrTrust::OwnDevice => {
-                self.set_device_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
+                self.set_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
                 self.sign_own_device(&ids.other_device);
                 true
             }

@@ -16,7 +16,7 @@ impl OlmMachine {
         verified: &[String],
         known: &BTreeMap<String, String>,
     ) {
-        self.set_device_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
+        self.set_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
         let master_verified = verified
             .iter()
             .any(|id| *id != format!("ed25519:{}", ids.other_device) && known.contains_key(id));
