@@ -25,7 +25,9 @@ use std::{hint::black_box, time::Duration};
 use criterion::{BatchSize, BenchmarkGroup, Criterion, SamplingMode, measurement::WallTime};
 use myelin_sdk::machine::{CryptoStore, MemoryStore, OlmMachine, OutgoingRequest, Request};
 use serde_json::{Value, json};
-use support::{ALICE, Client, ROOM, Server, WEEK_MS, pickle_key, recipients, room, users_of};
+use support::{
+    ALICE, Client, ROOM, Server, WEEK_MS, pickle_key, recipients, room, room_id, users_of,
+};
 use vodozemac::{
     Curve25519PublicKey,
     megolm::{self, GroupSession, InboundGroupSession, MegolmMessage},
@@ -98,10 +100,10 @@ fn megolm_message(criterion: &mut Criterion) {
     let mut round_trip = || {
         event["content"] = alice
             .machine
-            .encrypt_room_event(ROOM, "m.room.message", &content, 1)
+            .encrypt_room_event(room_id(), "m.room.message", &content, 1)
             .expect("the key is shared");
         let changes = alice.machine.take_changes();
-        let decrypted = bob.machine.decrypt_room_event(ROOM, &event);
+        let decrypted = bob.machine.decrypt_room_event(room_id(), &event);
         (changes, decrypted, bob.machine.take_changes())
     };
     let (_, decrypted, _) = round_trip();
@@ -282,7 +284,7 @@ fn decrypt_timeline(criterion: &mut Criterion, count: usize) {
         .map(|n| {
             let content = alice
                 .machine
-                .encrypt_room_event(ROOM, "m.room.message", &message(n), 1)
+                .encrypt_room_event(room_id(), "m.room.message", &message(n), 1)
                 .expect("the key is shared");
             room_event(n, content)
         })
@@ -294,11 +296,19 @@ fn decrypt_timeline(criterion: &mut Criterion, count: usize) {
         .save(bob.machine.take_changes())
         .expect("memory store");
     let records = store.load_all().expect("memory store");
-    let load_bob = || OlmMachine::load(BOB, "BOBDEV", pickle_key(), &records).expect("loads");
+    let load_bob = || {
+        OlmMachine::load(
+            BOB.try_into().expect("a valid user id"),
+            "BOBDEV".into(),
+            pickle_key(),
+            &records,
+        )
+        .expect("loads")
+    };
     let decrypt_all = |mut bob: OlmMachine| {
         let decrypted: Vec<_> = events
             .iter()
-            .map(|event| bob.decrypt_room_event(ROOM, event))
+            .map(|event| bob.decrypt_room_event(room_id(), event))
             .collect();
         (decrypted, bob.take_changes(), bob)
     };

@@ -96,7 +96,7 @@ impl Client {
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
         let is_known = machine
-            .devices(own.as_str())
+            .devices(&own)
             .iter()
             .any(|device| device.device_id == device_id.as_str());
         if !is_known {
@@ -183,10 +183,8 @@ impl Client {
     ///
     /// [`Error::NotLoggedIn`] and store errors.
     pub async fn is_device_verified(&self, user_id: &UserId, device_id: &DeviceId) -> Result<bool> {
-        self.with_machine(|machine| {
-            machine.is_device_verified(user_id.as_str(), device_id.as_str())
-        })
-        .await
+        self.with_machine(|machine| machine.is_device_verified(user_id, device_id))
+            .await
     }
 
     /// Sends a `/keys/device_signing/upload`, completing the password stage

@@ -158,7 +158,7 @@ impl Client {
 
     async fn load_or_create_machine(&self) -> Result<OlmMachine> {
         let session = self.session().ok_or(Error::NotLoggedIn)?;
-        let (user_id, device_id) = (session.user_id.as_str(), session.device_id.as_str());
+        let (user_id, device_id) = (&session.user_id, &session.device_id);
         let store = self.inner.store.as_ref();
         let secrets = &self.inner.secrets;
         let mut changes = Changes::new();
@@ -283,7 +283,7 @@ impl Client {
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
         let own_user_id = self.user_id()?;
-        let mut output = machine.receive_sync_changes(sync_changes(update, own_user_id.as_str()));
+        let mut output = machine.receive_sync_changes(sync_changes(update, &own_user_id));
         // Before the timeline, so history it holds decrypts at once.
         self.import_room_key_bundles(machine, &mut output.late_decryptions)
             .await;
@@ -493,10 +493,11 @@ impl Client {
             .await
     }
 
-    /// How many encrypted to-device events were dropped, by
+    /// How many to-device events the crypto machine dropped, by
     /// [`ToDeviceRejection::name`](crate::machine::ToDeviceRejection::name)
     /// (sender device keys that do not check out, payloads addressed to
-    /// someone else, replays…).
+    /// someone else, replays…). Events whose sender is not a user id are
+    /// dropped when the sync is parsed, before the machine sees them.
     ///
     /// # Errors
     ///
@@ -513,8 +514,7 @@ impl Client {
     ///
     /// [`Error::NotLoggedIn`] and store errors.
     pub async fn devices(&self, user_id: &UserId) -> Result<Vec<Device>> {
-        self.with_machine(|machine| machine.devices(user_id.as_str()))
-            .await
+        self.with_machine(|machine| machine.devices(user_id)).await
     }
 
     /// Records a local trust decision for a device (besides cross-signing:
@@ -532,10 +532,8 @@ impl Client {
         device_id: &DeviceId,
         trust: LocalTrust,
     ) -> Result<bool> {
-        self.with_machine(|machine| {
-            machine.set_device_trust(user_id.as_str(), device_id.as_str(), trust)
-        })
-        .await
+        self.with_machine(|machine| machine.set_device_trust(user_id, device_id, trust))
+            .await
     }
 
     /// Shares `room_id`'s keys only with verified devices (`true`) or with
@@ -547,7 +545,7 @@ impl Client {
     ///
     /// [`Error::NotLoggedIn`] and store errors.
     pub async fn set_only_verified(&self, room_id: &RoomId, only_verified: bool) -> Result<()> {
-        self.with_machine(|machine| machine.set_only_verified(room_id.as_str(), only_verified))
+        self.with_machine(|machine| machine.set_only_verified(room_id, only_verified))
             .await
     }
 
@@ -571,7 +569,7 @@ impl Client {
     ) -> Result<Value> {
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
-        if !machine.is_room_encrypted(room_id.as_str()) {
+        if !machine.is_room_encrypted(room_id) {
             return Err(Error::EncryptionRequired(room_id.to_owned()));
         }
         let queued = machine.take_queued_requests();
@@ -579,14 +577,13 @@ impl Client {
             self.send_machine_requests(machine, queued).await?;
         }
         for _ in 0..MAX_SHARE_ROUNDS {
-            let requests = machine.share_room_key(room_id.as_str(), now_ms())?;
+            let requests = machine.share_room_key(room_id, now_ms())?;
             if requests.is_empty() {
                 break;
             }
             self.send_machine_requests(machine, requests).await?;
         }
-        let encrypted =
-            machine.encrypt_room_event(room_id.as_str(), event_type, content, now_ms())?;
+        let encrypted = machine.encrypt_room_event(room_id, event_type, content, now_ms())?;
         self.commit_machine(machine).await?;
         Ok(encrypted)
     }
@@ -595,7 +592,7 @@ impl Client {
 fn decrypt(machine: &mut OlmMachine, room_id: &RoomId, event: &RoomEvent) -> Decryption {
     // A RoomEvent always serialises (strings, ids and JSON values).
     let json = serde_json::to_value(event).unwrap_or(Value::Null);
-    machine.decrypt_room_event(room_id.as_str(), &json)
+    machine.decrypt_room_event(room_id, &json)
 }
 
 /// The HTTP request for one of the machine's requests.
@@ -633,24 +630,23 @@ pub(crate) fn http_request(request: &machine::Request) -> Request {
 }
 
 /// The encryption-relevant parts of a sync, for the machine.
-fn sync_changes(update: &SyncUpdate, own_user_id: &str) -> SyncChanges {
+fn sync_changes(update: &SyncUpdate, own_user_id: &UserId) -> SyncChanges {
     let mut rooms = Vec::new();
     rooms.extend(update.invited.iter().filter_map(|invited| {
         let invite = invited.invite_state.iter().find(|event| {
             event.event_type == "m.room.member"
-                && event.state_key == own_user_id
+                && event.state_key == own_user_id.as_str()
                 && event.content.get("membership").and_then(Value::as_str) == Some("invite")
         })?;
         Some(RoomUpdate {
-            room_id: invited.room_id.to_string(),
             members: vec![(own_user_id.to_owned(), Membership::Invite)],
-            inviter: Some(invite.sender.to_string()),
-            ..RoomUpdate::default()
+            inviter: Some(invite.sender.clone()),
+            ..RoomUpdate::new(invited.room_id.clone())
         })
     }));
     for joined in &update.joined {
         rooms.push(room_update(
-            joined.room_id.as_str(),
+            &joined.room_id,
             own_user_id,
             joined.state_changes(),
         ));
@@ -658,7 +654,7 @@ fn sync_changes(update: &SyncUpdate, own_user_id: &str) -> SyncChanges {
     for left in &update.left {
         let events = left.state.iter().chain(left.timeline.iter());
         rooms.push(room_update(
-            left.room_id.as_str(),
+            &left.room_id,
             own_user_id,
             events.filter(|e| e.is_state()),
         ));
@@ -669,19 +665,9 @@ fn sync_changes(update: &SyncUpdate, own_user_id: &str) -> SyncChanges {
             .iter()
             .filter_map(|event| serde_json::to_value(event).ok())
             .collect(),
-        changed_devices: update
-            .device_lists
-            .changed
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        changed_devices: update.device_lists.changed.clone(),
         is_initial: update.is_initial,
-        left_devices: update
-            .device_lists
-            .left
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        left_devices: update.device_lists.left.clone(),
         one_time_key_counts: update.one_time_keys_count.clone(),
         unused_fallback_key_types: update.unused_fallback_key_types.clone(),
         rooms,
@@ -690,14 +676,11 @@ fn sync_changes(update: &SyncUpdate, own_user_id: &str) -> SyncChanges {
 }
 
 fn room_update<'a>(
-    room_id: &str,
-    own_user_id: &str,
+    room_id: &RoomId,
+    own_user_id: &UserId,
     state: impl Iterator<Item = &'a RoomEvent>,
 ) -> RoomUpdate {
-    let mut update = RoomUpdate {
-        room_id: room_id.to_owned(),
-        ..RoomUpdate::default()
-    };
+    let mut update = RoomUpdate::new(room_id.to_owned());
     for event in state {
         let Some(state_key) = &event.state_key else {
             continue;
@@ -714,17 +697,22 @@ fn room_update<'a>(
                     .map(ToOwned::to_owned);
             }
             "m.room.member" => {
+                // A member event must be keyed by a user id; the server's
+                // word otherwise names nobody the machine could share with.
+                let Ok(member) = UserId::parse(state_key.as_str()) else {
+                    continue;
+                };
                 let membership = event
                     .content
                     .get("membership")
                     .and_then(Value::as_str)
                     .unwrap_or("leave");
-                if state_key == own_user_id && membership == "invite" {
-                    update.inviter = Some(event.sender.to_string());
+                if member == own_user_id && membership == "invite" {
+                    update.inviter = Some(event.sender.clone());
                 }
                 update
                     .members
-                    .push((state_key.clone(), Membership::from_event(membership)));
+                    .push((member, Membership::from_event(membership)));
             }
             _ => {}
         }
@@ -738,4 +726,45 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |elapsed| {
             u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{room_id, user_id};
+    use serde_json::json;
+
+    use super::{Membership, RoomEvent, room_update};
+
+    #[test]
+    fn member_events_whose_state_key_is_not_a_user_id_name_nobody() {
+        let member = |event_id: &str, state_key: &str, membership: &str| {
+            RoomEvent::from_json(json!({
+                "event_id": event_id, "sender": "@alice:example.org",
+                "type": "m.room.member", "state_key": state_key,
+                "content": {"membership": membership},
+            }))
+            .unwrap()
+        };
+        let events = [
+            member("$1", "@bob:example.org", "join"),
+            member("$2", "not a user", "join"),
+            member("$3", "@me:example.org", "invite"),
+        ];
+        let update = room_update(
+            room_id!("!room:example.org"),
+            user_id!("@me:example.org"),
+            events.iter(),
+        );
+        assert_eq!(
+            update.members,
+            vec![
+                (user_id!("@bob:example.org").to_owned(), Membership::Join),
+                (user_id!("@me:example.org").to_owned(), Membership::Invite),
+            ]
+        );
+        assert_eq!(
+            update.inviter.as_deref(),
+            Some(user_id!("@alice:example.org"))
+        );
+    }
 }

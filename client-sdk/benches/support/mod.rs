@@ -7,6 +7,7 @@ use myelin_crypto::{PickleKey, megolm::MEGOLM_ALGORITHM};
 use myelin_sdk::machine::{
     Changes, Membership, OlmMachine, OutgoingRequest, Request, RoomUpdate, SyncChanges,
 };
+use ruma::RoomId;
 use serde_json::{Map, Value, json};
 
 pub const ROOM: &str = "!bench:example.org";
@@ -14,6 +15,11 @@ pub const ALICE: &str = "@alice:example.org";
 /// The default rotation period: a share this much later starts a new
 /// Megolm session and sends it to every device again.
 pub const WEEK_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// [`ROOM`], typed.
+pub fn room_id() -> &'static RoomId {
+    <&RoomId>::try_from(ROOM).expect("a valid room id")
+}
 
 pub fn pickle_key() -> PickleKey {
     PickleKey::from_bytes([7; 32])
@@ -23,7 +29,7 @@ pub fn pickle_key() -> PickleKey {
 /// benchmark never hits the message count), with `members` joined.
 pub fn room(members: &[String]) -> RoomUpdate {
     RoomUpdate {
-        room_id: ROOM.to_owned(),
+        room_id: ROOM.try_into().expect("a valid room id"),
         encryption: Some(json!({
             "algorithm": MEGOLM_ALGORITHM,
             "rotation_period_msgs": u32::MAX,
@@ -31,7 +37,12 @@ pub fn room(members: &[String]) -> RoomUpdate {
         history_visibility: Some("shared".to_owned()),
         members: members
             .iter()
-            .map(|user| (user.clone(), Membership::Join))
+            .map(|user| {
+                (
+                    user.as_str().try_into().expect("a valid user id"),
+                    Membership::Join,
+                )
+            })
             .collect(),
         inviter: None,
     }
@@ -154,7 +165,11 @@ impl Client {
     /// A new device that has uploaded its keys.
     pub fn new(server: &mut Server, user: &str, device: &str) -> Self {
         let mut client = Self {
-            machine: OlmMachine::new(user, device, pickle_key()),
+            machine: OlmMachine::new(
+                user.try_into().expect("a valid user id"),
+                device.into(),
+                pickle_key(),
+            ),
             user: user.to_owned(),
             device: device.to_owned(),
             now_ms: 1,
@@ -193,7 +208,7 @@ impl Client {
         loop {
             let requests = self
                 .machine
-                .share_room_key(ROOM, self.now_ms)
+                .share_room_key(room_id(), self.now_ms)
                 .expect("the room is encrypted");
             if requests.is_empty() || requests.iter().any(|r| stop_at(&r.request)) {
                 return requests;
@@ -208,7 +223,7 @@ impl Client {
     pub fn share_and_send(&mut self) -> (Vec<OutgoingRequest>, Changes) {
         let requests = self
             .machine
-            .share_room_key(ROOM, self.now_ms)
+            .share_room_key(room_id(), self.now_ms)
             .expect("the room is encrypted");
         for request in &requests {
             self.machine

@@ -151,7 +151,11 @@ impl OlmMachine {
         let key = BackupDecryptionKey::new();
         let mut auth_data = key.encryption_key().auth_data();
         self.account
-            .sign_json(&self.user_id, &self.device_id, &mut auth_data)
+            .sign_json(
+                self.user_id.as_str(),
+                self.device_id.as_str(),
+                &mut auth_data,
+            )
             .map_err(|_| BackupError::KeyStorage)?;
         let pickle = key
             .pickle(&self.pickle_key)
@@ -450,7 +454,7 @@ impl OlmMachine {
     fn signed_by_trusted_own_device(&self, auth_data: &Map<String, Value>) -> bool {
         let Some(signatures) = auth_data
             .get("signatures")
-            .and_then(|s| s.get(&self.user_id))
+            .and_then(|s| s.get(self.user_id.as_str()))
             .and_then(Value::as_object)
         else {
             return false;
@@ -463,12 +467,12 @@ impl OlmMachine {
                 Some(self.account.identity_keys().ed25519)
             } else {
                 self.devices
-                    .device(&self.user_id, device_id)
+                    .device(self.user_id.as_str(), device_id)
                     .filter(|d| self.devices.is_verified(d))
                     .and_then(|d| Ed25519PublicKey::from_base64(&d.ed25519).ok())
             };
             key.is_some_and(|key| {
-                verify_json_signature(&key, &self.user_id, key_id, auth_data).is_ok()
+                verify_json_signature(&key, self.user_id.as_str(), key_id, auth_data).is_ok()
             })
         })
     }

@@ -59,9 +59,10 @@ pub enum CrossSigningError {
     #[error("the master key of `{0}` cannot be signed")]
     Unsignable(String),
     /// The server refused signatures (`failures` of
-    /// `/keys/signatures/upload`), named `<user>/<key id or device id>`.
+    /// `/keys/signatures/upload`), as (user id, key id or device id) pairs
+    /// named as the server named them.
     #[error("the server refused signatures: {0:?}")]
-    SignaturesRefused(Vec<String>),
+    SignaturesRefused(Vec<(String, String)>),
 }
 
 /// A signature upload in flight, and what to record when it lands.
@@ -120,7 +121,7 @@ impl OlmMachine {
     /// had (if any) stay in force.
     pub fn bootstrap_cross_signing(&mut self) -> OutgoingRequest {
         let keys = PrivateKeys::generate();
-        let (master, self_signing, user_signing) = keys.public_objects(&self.user_id);
+        let (master, self_signing, user_signing) = keys.public_objects(self.user_id.as_str());
         let master_key = keys.master.public_key().to_base64();
         let body = json!({
             "master_key": master,
@@ -182,7 +183,7 @@ impl OlmMachine {
         master_key.remove("signatures");
         master_key.remove("unsigned");
         keys.user_signing
-            .sign_json(&self.user_id, &mut master_key)
+            .sign_json(self.user_id.as_str(), &mut master_key)
             .map_err(|_| CrossSigningError::Unsignable(user_id.to_owned()))?;
         let body = json!({ user_id: { identity.master.clone(): master_key } });
         let upload = SignatureUpload::UserMaster {
@@ -203,7 +204,7 @@ impl OlmMachine {
             .pending
             .take_if(|keys| keys.master.public_key().to_base64() == master)
             .ok_or("the uploaded cross-signing keys are no longer pending")?;
-        let (master_key, _, _) = keys.public_objects(&self.user_id);
+        let (master_key, _, _) = keys.public_objects(self.user_id.as_str());
         let master = keys.master.public_key().to_base64();
         let identity = UserIdentityRecord {
             master_key: master_key.as_object().cloned().unwrap_or_default(),
@@ -212,14 +213,14 @@ impl OlmMachine {
             user_signing: Some(keys.user_signing.public_key().to_base64()),
         };
         self.devices.own.trusted_master = Some(master.clone());
-        if let Some(record) = self.devices.users.get_mut(&self.user_id) {
+        if let Some(record) = self.devices.users.get_mut(self.user_id.as_str()) {
             record.pinned_master = Some(master);
             record.identity = Some(identity);
         }
         self.cross_signing.active = Some(keys);
         self.cross_signing.own_device_signature_sent = false;
         self.save_cross_signing();
-        let own = self.user_id.clone();
+        let own = self.user_id.to_string();
         self.save_user_devices(&own);
         self.refresh_trust(&[own]);
         Ok(())
@@ -239,7 +240,7 @@ impl OlmMachine {
             return None;
         }
         let device_keys = self.device_keys().as_object().cloned()?;
-        let device_id = self.device_id.clone();
+        let device_id = self.device_id.to_string();
         self.own_device_signature(&device_id, device_keys).ok()
     }
 
@@ -257,7 +258,7 @@ impl OlmMachine {
     pub fn verify_own_device(&mut self, device_id: &str) -> Result<OutgoingRequest, MachineError> {
         let device_keys = self
             .devices
-            .user_record(&self.user_id)
+            .user_record(self.user_id.as_str())
             .and_then(|r| r.own_device_keys.get(device_id))
             .cloned()
             .ok_or_else(|| CrossSigningError::UnknownDevice(device_id.to_owned()))?;
@@ -279,9 +280,9 @@ impl OlmMachine {
             })
             .ok_or(CrossSigningError::NotSetUp)?;
         keys.self_signing
-            .sign_json(&self.user_id, &mut device_keys)
-            .map_err(|_| CrossSigningError::Unsignable(self.user_id.clone()))?;
-        let body = json!({ self.user_id.clone(): { device_id: device_keys } });
+            .sign_json(self.user_id.as_str(), &mut device_keys)
+            .map_err(|_| CrossSigningError::Unsignable(self.user_id.to_string()))?;
+        let body = json!({ self.user_id.to_string(): { device_id: device_keys } });
         let upload = SignatureUpload::OwnDevice {
             device_id: device_id.to_owned(),
         };
@@ -295,14 +296,14 @@ impl OlmMachine {
         upload: SignatureUpload,
         response: &Value,
     ) -> Result<(), MachineError> {
-        let refused: Vec<String> = response
+        let refused: Vec<(String, String)> = response
             .get("failures")
             .and_then(Value::as_object)
             .into_iter()
             .flatten()
             .flat_map(|(user, keys)| {
                 let keys = keys.as_object().into_iter().flat_map(|k| k.keys());
-                keys.map(move |key| format!("{user}/{key}"))
+                keys.map(move |key| (user.clone(), key.clone()))
             })
             .collect();
         match upload {
@@ -364,7 +365,7 @@ impl OlmMachine {
     /// Records our accepted signature on one of our other devices, so it is
     /// verified before the next keys/query shows it.
     fn mark_own_device_signed(&mut self, device_id: &str) {
-        let own = self.user_id.clone();
+        let own = self.user_id.to_string();
         let self_signing_key = self.devices.own_self_signing_key();
         if let Some(device) = self
             .devices
@@ -380,7 +381,10 @@ impl OlmMachine {
     /// Records our accepted signature on `user_id`'s master key, so the user
     /// is verified before the next keys/query shows it.
     fn add_own_signature(&mut self, user_id: &str, signed: &Map<String, Value>) {
-        let Some(signature) = signed.get("signatures").and_then(|s| s.get(&self.user_id)) else {
+        let Some(signature) = signed
+            .get("signatures")
+            .and_then(|s| s.get(self.user_id.as_str()))
+        else {
             return;
         };
         let Some(identity) = self
@@ -397,7 +401,7 @@ impl OlmMachine {
             .or_insert_with(|| json!({}));
         if let (Some(ours), Some(signature)) = (ours.as_object_mut(), signature.as_object()) {
             let by_us = ours
-                .entry(self.user_id.clone())
+                .entry(self.user_id.to_string())
                 .or_insert_with(|| json!({}));
             if let Some(by_us) = by_us.as_object_mut() {
                 by_us.extend(signature.clone());

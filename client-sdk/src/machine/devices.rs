@@ -30,6 +30,7 @@ use myelin_crypto::{
     olm::{Curve25519PublicKey, Ed25519PublicKey},
     verify_json_signature,
 };
+use ruma::{DeviceId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -300,17 +301,17 @@ impl DeviceTracker {
 
 impl OlmMachine {
     /// The devices we know for `user`.
-    pub fn devices(&self, user_id: &str) -> Vec<Device> {
-        self.devices.devices_of(user_id).cloned().collect()
+    pub fn devices(&self, user_id: &UserId) -> Vec<Device> {
+        self.devices.devices_of(user_id.as_str()).cloned().collect()
     }
 
     /// Whether a known device is verified: locally
     /// ([`OlmMachine::set_device_trust`]), or cross-signed by its owner
     /// whose identity is verified (our own, or one we signed with
     /// [`OlmMachine::verify_user`]). Blacklisted devices never are.
-    pub fn is_device_verified(&self, user_id: &str, device_id: &str) -> bool {
+    pub fn is_device_verified(&self, user_id: &UserId, device_id: &DeviceId) -> bool {
         self.devices
-            .device(user_id, device_id)
+            .device(user_id.as_str(), device_id.as_str())
             .is_some_and(|device| self.devices.is_verified(device))
     }
 
@@ -319,7 +320,17 @@ impl OlmMachine {
     /// next share (see `group`).
     ///
     /// Returns whether the device is known.
-    pub fn set_device_trust(&mut self, user_id: &str, device_id: &str, trust: LocalTrust) -> bool {
+    pub fn set_device_trust(
+        &mut self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        trust: LocalTrust,
+    ) -> bool {
+        self.set_trust(user_id.as_str(), device_id.as_str(), trust)
+    }
+
+    /// [`OlmMachine::set_device_trust`] for ids the machine holds.
+    pub(super) fn set_trust(&mut self, user_id: &str, device_id: &str, trust: LocalTrust) -> bool {
         let Some(user) = self.devices.users.get_mut(user_id) else {
             return false;
         };

@@ -27,6 +27,7 @@ use myelin_crypto::{
     PickleError, PickleKey,
     megolm::{InboundGroupSession, MEGOLM_ALGORITHM, OutboundGroupSession},
 };
+use ruma::RoomId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -165,9 +166,10 @@ impl OlmMachine {
     /// reader once verified changed identity, unacknowledged.
     pub fn share_room_key(
         &mut self,
-        room_id: &str,
+        room_id: &RoomId,
         now_ms: u64,
     ) -> Result<Vec<OutgoingRequest>, MachineError> {
+        let room_id = room_id.as_str();
         self.meta.last_now_ms = self.meta.last_now_ms.max(now_ms);
         let room = self
             .rooms
@@ -175,7 +177,7 @@ impl OlmMachine {
             .filter(|r| r.encryption.is_some())
             .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_owned()))?;
         let mut users = room.readers();
-        users.push(self.user_id.clone());
+        users.push(self.user_id.to_string());
         users.sort();
         users.dedup();
 
@@ -259,11 +261,12 @@ impl OlmMachine {
     /// the user sees the change before anything more is said there.
     pub fn encrypt_room_event(
         &mut self,
-        room_id: &str,
+        room_id: &RoomId,
         event_type: &str,
         content: &Value,
         now_ms: u64,
     ) -> Result<Value, MachineError> {
+        let room_id = room_id.as_str();
         let settings = self
             .rooms
             .get(room_id)
@@ -274,7 +277,7 @@ impl OlmMachine {
             .get(room_id)
             .map(RoomState::readers)
             .unwrap_or_default();
-        readers.push(self.user_id.clone());
+        readers.push(self.user_id.to_string());
         self.check_verification_violations(&readers)?;
         let entry = self
             .outbound
@@ -315,8 +318,10 @@ impl OlmMachine {
     }
 
     /// The id of the room's current outbound session, if any.
-    pub fn outbound_session_id(&self, room_id: &str) -> Option<String> {
-        self.outbound.get(room_id).map(|e| e.session.session_id())
+    pub fn outbound_session_id(&self, room_id: &RoomId) -> Option<String> {
+        self.outbound
+            .get(room_id.as_str())
+            .map(|e| e.session.session_id())
     }
 
     pub(super) fn recipients(&self, room_id: &str, users: &[String]) -> Recipients {
@@ -421,7 +426,7 @@ impl OlmMachine {
         let entry = InboundEntry::new(
             key_id,
             inbound,
-            Some(self.user_id.clone()),
+            Some(self.user_id.to_string()),
             own_key.ed25519.to_base64(),
         )
         .with_shared_history(shared_history);

@@ -185,7 +185,7 @@ impl OlmMachine {
         &self,
         room_id: &str,
     ) -> Result<(Vec<u8>, AttachmentKeys), MachineError> {
-        if !self.is_room_encrypted(room_id) {
+        if !self.is_encrypted(room_id) {
             return Err(MachineError::RoomNotEncrypted(room_id.to_owned()));
         }
         let mut contents = self.bundle_contents(room_id);
@@ -212,7 +212,7 @@ impl OlmMachine {
         file: &EncryptedFile,
         now_ms: u64,
     ) -> Result<BundleShare, MachineError> {
-        if !self.is_room_encrypted(room_id) {
+        if !self.is_encrypted(room_id) {
             return Err(MachineError::RoomNotEncrypted(room_id.to_owned()));
         }
         let users = vec![user_id.to_owned()];
@@ -365,10 +365,10 @@ impl OlmMachine {
         if EncryptedFile::from_json(file).is_err() {
             return;
         }
-        let key = (room_id.to_owned(), olm.sender.clone());
+        let key = (room_id.to_owned(), olm.sender.to_string());
         let bundle = PendingBundle {
             room_id: room_id.to_owned(),
-            sender: olm.sender.clone(),
+            sender: olm.sender.to_string(),
             sender_key: olm.sender_key.clone(),
             claimed_ed25519: olm.claimed_ed25519.clone(),
             file: file.clone(),
@@ -418,7 +418,7 @@ impl OlmMachine {
     /// sender, recently.
     fn may_import(&self, bundle: &PendingBundle, now_ms: u64) -> bool {
         self.rooms.get(&bundle.room_id).is_some_and(|room| {
-            room.members.get(&self.user_id) == Some(&Membership::Join)
+            room.members.get(self.user_id.as_str()) == Some(&Membership::Join)
                 && room.inviter.as_deref() == Some(bundle.sender.as_str())
                 && room
                     .joined_ms

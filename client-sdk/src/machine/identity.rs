@@ -220,7 +220,9 @@ impl OlmMachine {
         if let Some(map) = object.as_object_mut() {
             // Objects built here hold strings, booleans and arrays only, so
             // canonicalization cannot fail.
-            let _ = self.account.sign_json(&self.user_id, &self.device_id, map);
+            let _ = self
+                .account
+                .sign_json(self.user_id.as_str(), self.device_id.as_str(), map);
         }
     }
 

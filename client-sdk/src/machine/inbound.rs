@@ -26,6 +26,7 @@ use myelin_crypto::{
     megolm::{InboundGroupSession, MEGOLM_ALGORITHM, MegolmError, SessionKey},
     olm::{Curve25519PublicKey, Ed25519PublicKey},
 };
+use ruma::RoomId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -246,6 +247,15 @@ impl OlmMachine {
     /// [`UtdCause::SentBeforeWeJoined`], [`UtdCause::Withheld`]) are kept.
     pub fn decrypt_room_event(
         &mut self,
+        room_id: &RoomId,
+        event: &Value,
+    ) -> Result<DecryptedRoomEvent, UnableToDecrypt> {
+        self.decrypt_in_room(room_id.as_str(), event)
+    }
+
+    /// [`OlmMachine::decrypt_room_event`] for a room id the machine holds.
+    fn decrypt_in_room(
+        &mut self,
         room_id: &str,
         event: &Value,
     ) -> Result<DecryptedRoomEvent, UnableToDecrypt> {
@@ -323,7 +333,7 @@ impl OlmMachine {
         let entry = InboundEntry::new(
             key_id,
             InboundGroupSession::new(&key),
-            Some(olm.sender.clone()),
+            Some(olm.sender.to_string()),
             olm.claimed_ed25519.clone(),
         )
         .with_shared_history(shared_history)
@@ -443,7 +453,7 @@ impl OlmMachine {
             .cloned()
             .collect();
         for (room_id, event) in waiting {
-            if let Ok(decrypted) = self.decrypt_room_event(&room_id, &event) {
+            if let Ok(decrypted) = self.decrypt_in_room(&room_id, &event) {
                 output.late_decryptions.push(decrypted);
             }
         }
@@ -520,7 +530,7 @@ impl OlmMachine {
             .devices
             .device_by_curve(sender_key)
             .map(|d| d.device_id.clone())
-            .or_else(|| (sender_key == self.own_curve()).then(|| self.device_id.clone()))
+            .or_else(|| (sender_key == self.own_curve()).then(|| self.device_id.to_string()))
             .or_else(|| {
                 let announced = self.inbound.get(&key_id)?.sender_device_keys.as_ref()?;
                 Some(announced.get("device_id")?.as_str()?.to_owned())

@@ -31,7 +31,7 @@ impl OlmMachine {
             return;
         }
         self.save_key_requests();
-        let (user_id, device_id) = (self.user_id.clone(), self.device_id.clone());
+        let (user_id, device_id) = (self.user_id.to_string(), self.device_id.to_string());
         let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
             event_type: "m.room_key_request".to_owned(),
             txn_id: txn_id.to_owned(),
@@ -62,7 +62,7 @@ impl OlmMachine {
         }
         let Some(device) = field("requesting_device_id")
             .filter(|d| *d != self.device_id)
-            .and_then(|d| self.devices.device(&self.user_id, d))
+            .and_then(|d| self.devices.device(self.user_id.as_str(), d))
             .filter(|d| self.devices.is_verified(d))
             .cloned()
         else {

@@ -104,6 +104,7 @@ pub mod verification;
 use std::collections::{BTreeMap, BTreeSet};
 
 use myelin_crypto::{PickleKey, olm::Account};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -228,8 +229,8 @@ pub enum LoadError {
 ///
 /// `Debug` shows the user and device ids only.
 pub struct OlmMachine {
-    user_id: String,
-    device_id: String,
+    user_id: OwnedUserId,
+    device_id: OwnedDeviceId,
     pickle_key: PickleKey,
     account: Account,
     meta: AccountMeta,
@@ -284,11 +285,11 @@ pub struct OlmMachine {
 impl OlmMachine {
     /// A machine for a new device with a fresh Olm account. Its first
     /// [`OlmMachine::outgoing_requests`] uploads the device keys.
-    pub fn new(user_id: &str, device_id: &str, pickle_key: PickleKey) -> Self {
+    pub fn new(user_id: &UserId, device_id: &DeviceId, pickle_key: PickleKey) -> Self {
         let mut machine = Self::empty(user_id, device_id, pickle_key, Account::new());
-        machine.devices.track(user_id);
+        machine.devices.track(user_id.as_str());
         machine.save_account();
-        machine.save_user_devices(user_id);
+        machine.save_user_devices(user_id.as_str());
         machine
     }
 
@@ -299,13 +300,13 @@ impl OlmMachine {
     /// [`LoadError`] if the account is missing, belongs to another device,
     /// or any record is corrupt.
     pub fn load(
-        user_id: &str,
-        device_id: &str,
+        user_id: &UserId,
+        device_id: &DeviceId,
         pickle_key: PickleKey,
         records: &BTreeMap<String, Vec<u8>>,
     ) -> Result<Self, LoadError> {
         let meta: AccountMeta = decode(records, identity::ACCOUNT_RECORD)?;
-        if meta.user_id != user_id || meta.device_id != device_id {
+        if meta.user_id != user_id.as_str() || meta.device_id != device_id.as_str() {
             return Err(LoadError::WrongDevice);
         }
         let account = Account::from_pickle(&meta.pickle, &pickle_key)
@@ -327,12 +328,12 @@ impl OlmMachine {
     }
 
     /// The user this device belongs to.
-    pub fn user_id(&self) -> &str {
+    pub fn user_id(&self) -> &UserId {
         &self.user_id
     }
 
     /// This device's id.
-    pub fn device_id(&self) -> &str {
+    pub fn device_id(&self) -> &DeviceId {
         &self.device_id
     }
 
@@ -364,7 +365,7 @@ impl OlmMachine {
     pub fn receive_sync_changes(&mut self, sync: SyncChanges) -> SyncOutput {
         self.meta.last_now_ms = self.meta.last_now_ms.max(sync.now_ms);
         self.receive_key_counts(&sync);
-        let mut changed = sync.changed_devices.clone();
+        let mut changed: Vec<String> = sync.changed_devices.iter().map(|u| u.to_string()).collect();
         if sync.is_initial {
             changed.extend(self.devices.tracked_users());
         }
@@ -374,8 +375,8 @@ impl OlmMachine {
         }
         for user in &sync.left_devices {
             if *user != self.user_id {
-                self.devices.untrack(user);
-                self.save_user_devices(user);
+                self.devices.untrack(user.as_str());
+                self.save_user_devices(user.as_str());
             }
         }
         for update in &sync.rooms {
@@ -595,14 +596,19 @@ impl OlmMachine {
         self.queued.push(pending.request);
     }
 
-    fn empty(user_id: &str, device_id: &str, pickle_key: PickleKey, account: Account) -> Self {
+    fn empty(
+        user_id: &UserId,
+        device_id: &DeviceId,
+        pickle_key: PickleKey,
+        account: Account,
+    ) -> Self {
         Self {
             user_id: user_id.to_owned(),
             device_id: device_id.to_owned(),
-            meta: AccountMeta::new(user_id, device_id),
+            meta: AccountMeta::new(user_id.as_str(), device_id.as_str()),
             pickle_key,
             account,
-            devices: DeviceTracker::new(user_id),
+            devices: DeviceTracker::new(user_id.as_str()),
             cross_signing: CrossSigningState::default(),
             olm_sessions: OlmSessions::default(),
             rooms: BTreeMap::new(),

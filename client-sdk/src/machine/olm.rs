@@ -44,6 +44,7 @@ use myelin_crypto::{
     },
     verify_json_signature,
 };
+use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
@@ -222,7 +223,7 @@ impl StoredSession {
 /// A to-device event that decrypted and passed the payload checks. Its
 /// JSON (a room key, a forwarded key, a bundle's file key) is wiped on drop.
 pub(super) struct DecryptedOlm {
-    pub(super) sender: String,
+    pub(super) sender: OwnedUserId,
     pub(super) sender_key: String,
     pub(super) claimed_ed25519: String,
     /// The payload's checked MSC4147 `sender_device_keys`, if it had them.
@@ -239,12 +240,15 @@ impl Drop for DecryptedOlm {
     }
 }
 
-/// Why an encrypted to-device event was dropped. A to-device event has no
+/// Why a to-device event was dropped. A to-device event has no
 /// timeline slot to mark, so the application sees only the counts
 /// ([`OlmMachine::rejected_to_device_counts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ToDeviceRejection {
+    /// The event's `sender` is missing or not a user id: it names nobody
+    /// whose devices or sessions it could concern.
+    InvalidSender,
     /// No ciphertext for this device's key.
     NotForUs,
     /// Not a well-formed Olm event or payload.
@@ -270,6 +274,7 @@ impl ToDeviceRejection {
     /// A stable name, for counters.
     pub fn name(self) -> &'static str {
         match self {
+            Self::InvalidSender => "invalid_sender",
             Self::NotForUs => "not_for_us",
             Self::Malformed => "malformed",
             Self::Undecryptable => "undecryptable",
@@ -431,8 +436,9 @@ impl OlmMachine {
         }))
     }
 
-    /// How many encrypted to-device events were dropped, by
-    /// [`ToDeviceRejection::name`].
+    /// How many to-device events were dropped, by
+    /// [`ToDeviceRejection::name`]: encrypted ones that failed to decrypt
+    /// or to pass the payload checks, and any whose sender is not a user id.
     pub fn rejected_to_device_counts(&self) -> &BTreeMap<&'static str, u64> {
         &self.to_device_rejections
     }
@@ -466,19 +472,26 @@ impl OlmMachine {
         now_ms: u64,
         output: &mut SyncOutput,
     ) {
+        // The sender is the server's word (or the embedder's): parsed here
+        // once, so no handler below meets a sender that is not a user id.
+        let Some(sender) = event
+            .get("sender")
+            .and_then(Value::as_str)
+            .and_then(|sender| UserId::parse(sender).ok())
+        else {
+            self.count_rejection(ToDeviceRejection::InvalidSender);
+            return;
+        };
         let event_type = event
             .get("type")
             .and_then(Value::as_str)
             .unwrap_or_default();
         match event_type {
             "m.room.encrypted" => {
-                let mut decrypted = match self.decrypt_to_device(event, now_ms) {
+                let mut decrypted = match self.decrypt_to_device(&sender, event, now_ms) {
                     Ok(decrypted) => decrypted,
                     Err(rejection) => {
-                        *self
-                            .to_device_rejections
-                            .entry(rejection.name())
-                            .or_default() += 1;
+                        self.count_rejection(rejection);
                         return;
                     }
                 };
@@ -505,17 +518,22 @@ impl OlmMachine {
         }
     }
 
+    fn count_rejection(&mut self, rejection: ToDeviceRejection) {
+        *self
+            .to_device_rejections
+            .entry(rejection.name())
+            .or_default() += 1;
+    }
+
+    /// Decrypts an `m.room.encrypted` to-device event from `sender` (its
+    /// parsed `sender` field) and checks the payload.
     pub(super) fn decrypt_to_device(
         &mut self,
+        sender: &UserId,
         event: &Value,
         now_ms: u64,
     ) -> Result<DecryptedOlm, ToDeviceRejection> {
         use ToDeviceRejection::*;
-        let sender = event
-            .get("sender")
-            .and_then(Value::as_str)
-            .ok_or(Malformed)?
-            .to_owned();
         let content = event.get("content").ok_or(Malformed)?;
         if content.get("algorithm").and_then(Value::as_str) != Some(OLM_ALGORITHM) {
             return Err(Malformed);
@@ -532,9 +550,9 @@ impl OlmMachine {
             .ok_or(NotForUs)?;
         let message: OlmMessage =
             serde_json::from_value(ciphertext.clone()).map_err(|_| Malformed)?;
-        let plaintext = self.olm_decrypt(&sender, &sender_key, &message, now_ms)?;
+        let plaintext = self.olm_decrypt(sender.as_str(), &sender_key, &message, now_ms)?;
         let payload: Value = serde_json::from_slice(&plaintext).map_err(|_| Malformed)?;
-        self.check_payload(&sender, &sender_key, payload)
+        self.check_payload(sender, &sender_key, payload)
     }
 
     fn olm_decrypt(
@@ -609,14 +627,14 @@ impl OlmMachine {
 
     fn check_payload(
         &mut self,
-        sender: &str,
+        sender: &UserId,
         sender_key: &str,
         payload: Value,
     ) -> Result<DecryptedOlm, ToDeviceRejection> {
         use ToDeviceRejection::*;
         let field = |name: &str| payload.get(name).and_then(Value::as_str);
         let ours = self.account.identity_keys();
-        if field("sender") != Some(sender)
+        if field("sender") != Some(sender.as_str())
             || field("recipient") != Some(self.user_id.as_str())
             || payload
                 .get("recipient_keys")
@@ -635,7 +653,7 @@ impl OlmMachine {
         let sender_device_keys = match payload.get("sender_device_keys") {
             None | Some(Value::Null) => None,
             Some(keys) => Some(check_sender_device_keys(
-                sender,
+                sender.as_str(),
                 sender_key,
                 &claimed_ed25519,
                 field("sender_device"),
@@ -644,7 +662,9 @@ impl OlmMachine {
         };
         let announced = sender_device_keys.as_ref().map(|(device, _)| device);
         match self.devices.device_by_curve(sender_key) {
-            Some(device) if device.user_id != sender || device.ed25519 != claimed_ed25519 => {
+            Some(device)
+                if device.user_id != sender.as_str() || device.ed25519 != claimed_ed25519 =>
+            {
                 return Err(PayloadMismatch);
             }
             Some(device) if announced.is_some_and(|a| a.device_id != device.device_id) => {
@@ -652,7 +672,7 @@ impl OlmMachine {
             }
             Some(_) => {}
             None if announced
-                .and_then(|a| self.devices.device(sender, &a.device_id))
+                .and_then(|a| self.devices.device(sender.as_str(), &a.device_id))
                 .is_some() =>
             {
                 // The device id is known with another curve25519 key.
@@ -660,10 +680,10 @@ impl OlmMachine {
             }
             None => {
                 // Unknown device: learn it, and judge what it sent when we do.
-                if !self.devices.track(sender) {
-                    self.devices.mark_changed(sender);
+                if !self.devices.track(sender.as_str()) {
+                    self.devices.mark_changed(sender.as_str());
                 }
-                self.save_user_devices(sender);
+                self.save_user_devices(sender.as_str());
             }
         }
         let event_type = field("type").ok_or(Malformed)?.to_owned();

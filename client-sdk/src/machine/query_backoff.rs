@@ -12,6 +12,8 @@
 
 use std::collections::BTreeMap;
 
+use ruma::{OwnedServerName, UserId};
+
 /// The first wait after a failure.
 const BASE_MS: u64 = 5_000;
 /// The longest wait.
@@ -23,20 +25,21 @@ const MAX_SERVERS: usize = 10_000;
 /// Per server: consecutive failures, and when it may be asked again.
 #[derive(Debug, Default)]
 pub(super) struct QueryBackoff {
-    servers: BTreeMap<String, (u32, u64)>,
+    servers: BTreeMap<OwnedServerName, (u32, u64)>,
 }
 
 impl QueryBackoff {
     /// Records a failed query for `users` at `now_ms`.
     pub(super) fn failed<'a>(&mut self, users: impl IntoIterator<Item = &'a String>, now_ms: u64) {
-        let mut servers: Vec<&str> = users.into_iter().map(|u| server_of(u)).collect();
+        let mut servers: Vec<OwnedServerName> =
+            users.into_iter().filter_map(|u| server_of(u)).collect();
         servers.sort_unstable();
         servers.dedup();
         for server in servers {
-            if !self.servers.contains_key(server) && self.servers.len() >= MAX_SERVERS {
+            if !self.servers.contains_key(&server) && self.servers.len() >= MAX_SERVERS {
                 continue;
             }
-            let entry = self.servers.entry(server.to_owned()).or_default();
+            let entry = self.servers.entry(server).or_default();
             entry.0 = entry.0.saturating_add(1);
             let delay = BASE_MS
                 .saturating_mul(1 << (entry.0 - 1).min(16))
@@ -47,20 +50,25 @@ impl QueryBackoff {
 
     /// Records an answer for `user`: their server is fine again.
     pub(super) fn answered(&mut self, user: &str) {
-        self.servers.remove(server_of(user));
+        if let Some(server) = server_of(user) {
+            self.servers.remove(&server);
+        }
     }
 
     /// Whether `user`'s server is not to be asked at `now_ms`.
     pub(super) fn is_backing_off(&self, user: &str, now_ms: u64) -> bool {
-        self.servers
-            .get(server_of(user))
+        server_of(user)
+            .and_then(|server| self.servers.get(&server))
             .is_some_and(|(_, retry_at)| now_ms < *retry_at)
     }
 }
 
-/// The server name of a user id (`@local:server`, the port included).
-fn server_of(user: &str) -> &str {
-    user.split_once(':').map_or(user, |(_, server)| server)
+/// The server name of a user id (the port included); `None` for a string
+/// that is not a user id, which belongs to no server and backs none off.
+fn server_of(user: &str) -> Option<OwnedServerName> {
+    UserId::parse(user)
+        .ok()
+        .map(|user| user.server_name().to_owned())
 }
 
 #[cfg(test)]
@@ -83,5 +91,20 @@ mod tests {
         assert!(!backoff.is_backing_off(&bob, MAX_MS));
         backoff.answered("@carol:down.example");
         assert!(!backoff.is_backing_off(&bob, 0));
+    }
+
+    #[test]
+    fn strings_that_are_not_user_ids_back_no_server_off() {
+        let mut backoff = QueryBackoff::default();
+        // Read as `local:server`, these would name the server of the
+        // second and the port of the third.
+        let strays = ["down.example", "@carol", "@dave:up.example:80:80"].map(str::to_owned);
+        backoff.failed(&strays, 0);
+        assert!(backoff.servers.is_empty());
+        assert!(!backoff.is_backing_off("@bob:down.example", 0));
+        let ported = "@erin:up.example:8448".to_owned();
+        backoff.failed([&ported], 0);
+        assert!(backoff.is_backing_off("@frank:up.example:8448", 0));
+        assert!(!backoff.is_backing_off("@frank:up.example", 0));
     }
 }

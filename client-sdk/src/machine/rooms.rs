@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 
 use myelin_crypto::megolm::MEGOLM_ALGORITHM;
+use ruma::RoomId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -98,7 +99,12 @@ impl RoomState {
 
 impl OlmMachine {
     /// Whether the machine knows `room_id` as encrypted.
-    pub fn is_room_encrypted(&self, room_id: &str) -> bool {
+    pub fn is_room_encrypted(&self, room_id: &RoomId) -> bool {
+        self.is_encrypted(room_id.as_str())
+    }
+
+    /// [`OlmMachine::is_room_encrypted`] for a room id the machine holds.
+    pub(super) fn is_encrypted(&self, room_id: &str) -> bool {
         self.rooms
             .get(room_id)
             .is_some_and(|r| r.encryption.is_some())
@@ -107,7 +113,8 @@ impl OlmMachine {
     /// Shares keys in `room_id` only with verified devices (`true`), or
     /// with every device not blacklisted (`false`). Excluded devices get an
     /// `m.room_key.withheld` with code `m.unverified`.
-    pub fn set_only_verified(&mut self, room_id: &str, only_verified: bool) {
+    pub fn set_only_verified(&mut self, room_id: &RoomId, only_verified: bool) {
+        let room_id = room_id.as_str();
         let room = self.room_mut(room_id);
         room.only_verified = only_verified;
         self.save_room(room_id);
@@ -136,13 +143,14 @@ impl OlmMachine {
         }
         for (user, membership) in &update.members {
             if *user == self.user_id {
-                self.receive_own_membership(room_id, *membership, update.inviter.as_deref());
+                let inviter = update.inviter.as_ref().map(|inviter| inviter.as_str());
+                self.receive_own_membership(room_id, *membership, inviter);
             }
             self.room_mut(room_id)
                 .members
-                .insert(user.clone(), *membership);
+                .insert(user.to_string(), *membership);
         }
-        if self.is_room_encrypted(room_id) {
+        if self.is_encrypted(room_id) {
             // Everyone who may read an encrypted room is tracked, including
             // members from before the room turned encrypted.
             let readers = self
@@ -168,7 +176,7 @@ impl OlmMachine {
         inviter: Option<&str>,
     ) {
         let now_ms = self.meta.last_now_ms;
-        let own = self.user_id.clone();
+        let own = self.user_id.to_string();
         let room = self.room_mut(room_id);
         let previous = room.members.get(&own).copied();
         match membership {

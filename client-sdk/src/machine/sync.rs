@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::Value;
 
 use super::{devices::DeviceWarning, events::DecryptedRoomEvent};
@@ -12,14 +13,14 @@ pub struct SyncChanges {
     /// `to_device.events`, as received.
     pub to_device_events: Vec<Value>,
     /// `device_lists.changed`.
-    pub changed_devices: Vec<String>,
+    pub changed_devices: Vec<OwnedUserId>,
     /// Whether this was an initial sync (no `since`). It reports no device
     /// list changes, so a change made since the machine last queried (a
     /// device added before this device's first sync) would go unseen:
     /// every tracked list is refreshed instead.
     pub is_initial: bool,
     /// `device_lists.left`.
-    pub left_devices: Vec<String>,
+    pub left_devices: Vec<OwnedUserId>,
     /// `device_one_time_keys_count`.
     pub one_time_key_counts: BTreeMap<String, u64>,
     /// `device_unused_fallback_key_types`; `None` when the server omitted
@@ -34,20 +35,35 @@ pub struct SyncChanges {
 
 /// State changes of one room: new encryption settings, history
 /// visibility and membership.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct RoomUpdate {
     /// The room id.
-    pub room_id: String,
+    pub room_id: OwnedRoomId,
     /// The content of a new `m.room.encryption` state event.
     pub encryption: Option<Value>,
     /// The `history_visibility` of a new `m.room.history_visibility`.
     pub history_visibility: Option<String>,
-    /// Membership changes, (user id, membership) in order.
-    pub members: Vec<(String, Membership)>,
+    /// Membership changes, (user id, membership) in order. A member event
+    /// whose state key is not a user id has no place here: the caller
+    /// drops it when parsing.
+    pub members: Vec<(OwnedUserId, Membership)>,
     /// When this update invites us: who sent the invite (the `sender` of
     /// our `m.room.member` invite event). History shared with us for the
     /// room is accepted from that user only (`history`).
-    pub inviter: Option<String>,
+    pub inviter: Option<OwnedUserId>,
+}
+
+impl RoomUpdate {
+    /// An update of `room_id` that changes nothing yet.
+    pub fn new(room_id: OwnedRoomId) -> Self {
+        Self {
+            room_id,
+            encryption: None,
+            history_visibility: None,
+            members: Vec::new(),
+            inviter: None,
+        }
+    }
 }
 
 /// A member's membership in a room.

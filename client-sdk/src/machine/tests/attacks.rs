@@ -102,7 +102,7 @@ fn an_olm_payload_with_a_forged_sender_or_another_recipient_is_dropped() {
     bob.sync(&mut server, vec![]);
     let bob_device = mallory
         .machine
-        .devices(BOB)
+        .devices(super::user_id(BOB))
         .into_iter()
         .find(|d| d.device_id == "BOBPHONE")
         .unwrap();
@@ -171,11 +171,15 @@ fn a_known_device_whose_identity_keys_change_is_refused() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     alice.send(&mut server, ROOM, "hello");
-    let known = alice.machine.devices(BOB);
+    let known = alice.machine.devices(super::user_id(BOB));
 
     // The server swaps Bob's phone for a device it controls: same id, new
     // keys, validly self-signed.
-    let impostor = OlmMachine::new(BOB, "BOBPHONE", super::server::pickle_key());
+    let impostor = OlmMachine::new(
+        &super::user(BOB),
+        "BOBPHONE".into(),
+        super::server::pickle_key(),
+    );
     server
         .device_keys
         .get_mut(BOB)
@@ -190,7 +194,7 @@ fn a_known_device_whose_identity_keys_change_is_refused() {
             device_id: "BOBPHONE".to_owned()
         }]
     );
-    assert_eq!(alice.machine.devices(BOB), known);
+    assert_eq!(alice.machine.devices(super::user_id(BOB)), known);
 
     // Alice keeps encrypting to the real phone.
     alice.now_ms += 7 * 24 * 60 * 60 * 1000;
@@ -203,7 +207,12 @@ fn a_known_device_whose_identity_keys_change_is_refused() {
 fn device_keys_without_a_valid_self_signature_are_ignored() {
     let mut server = FakeServer::default();
     let (mut alice, _, _) = alice_and_bob(&mut server);
-    let mut forged = OlmMachine::new(BOB, "EVIL", super::server::pickle_key()).device_keys();
+    let mut forged = OlmMachine::new(
+        &super::user(BOB),
+        "EVIL".into(),
+        super::server::pickle_key(),
+    )
+    .device_keys();
     forged["keys"]["curve25519:EVIL"] = alice.machine.identity_keys().curve25519.to_base64().into();
     server
         .device_keys
@@ -211,7 +220,12 @@ fn device_keys_without_a_valid_self_signature_are_ignored() {
         .unwrap()
         .insert("EVIL".to_owned(), forged);
     // Filed under another device id than it names.
-    let misfiled = OlmMachine::new(BOB, "REAL", super::server::pickle_key()).device_keys();
+    let misfiled = OlmMachine::new(
+        &super::user(BOB),
+        "REAL".into(),
+        super::server::pickle_key(),
+    )
+    .device_keys();
     server
         .device_keys
         .get_mut(BOB)
@@ -229,7 +243,7 @@ fn device_keys_without_a_valid_self_signature_are_ignored() {
     );
     let ids: Vec<String> = alice
         .machine
-        .devices(BOB)
+        .devices(super::user_id(BOB))
         .into_iter()
         .map(|d| d.device_id)
         .collect();
@@ -265,7 +279,7 @@ fn a_forwarded_key_from_another_user_is_ignored() {
     let exported = mallory.machine.inbound[&key_id].export().to_base64();
     let bob_device = mallory
         .machine
-        .devices(BOB)
+        .devices(super::user_id(BOB))
         .into_iter()
         .find(|d| d.device_id == "BOBPHONE")
         .unwrap();
@@ -298,7 +312,7 @@ fn a_room_key_from_a_device_the_sender_does_not_have_does_not_decrypt_as_them() 
     // A device of a user Bob shares no room with, so Bob does not know it.
     let mut ghost = Client::new(&mut server, "@ghost:example.org", "GHOST");
     let side_room = RoomUpdate {
-        room_id: "!side:example.org".to_owned(),
+        room_id: super::room("!side:example.org"),
         ..encrypted_room(&["@ghost:example.org", BOB])
     };
     ghost.sync(&mut server, vec![side_room]);
@@ -313,7 +327,7 @@ fn a_room_key_from_a_device_the_sender_does_not_have_does_not_decrypt_as_them() 
     // to-device event and the room event as Alice's.
     let bob_device = ghost
         .machine
-        .devices(BOB)
+        .devices(super::user_id(BOB))
         .into_iter()
         .find(|d| d.device_id == "BOBPHONE")
         .unwrap();
@@ -451,7 +465,7 @@ fn a_replayed_pre_key_message_on_the_fallback_key_is_processed_once() {
 
     let bob_device = alice
         .machine
-        .devices(BOB)
+        .devices(super::user_id(BOB))
         .into_iter()
         .find(|d| d.device_id == "BOBPHONE")
         .unwrap();
@@ -516,7 +530,7 @@ fn a_deleted_device_id_that_returns_with_other_keys_is_refused() {
     let laptop = |alice: &Client| {
         alice
             .machine
-            .devices(BOB)
+            .devices(super::user_id(BOB))
             .into_iter()
             .find(|d| d.device_id == "BOBLAPTOP")
     };
@@ -554,4 +568,30 @@ fn a_deleted_device_id_that_returns_with_other_keys_is_refused() {
     server.notify_change(BOB);
     alice.sync(&mut server, vec![]);
     assert_eq!(laptop(&alice), Some(original));
+}
+
+#[test]
+fn to_device_events_whose_sender_is_not_a_user_id_are_refused_and_counted() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let event = alice.send(&mut server, ROOM, "secret");
+    let bob_key = (BOB.to_owned(), "BOBPHONE".to_owned());
+    // The server rewrites the sender of Alice's genuine `m.room_key`, and
+    // adds plaintext events that name nobody (or nothing) as their sender.
+    let inbox = server.inboxes.get_mut(&bob_key).unwrap();
+    assert_eq!(inbox.len(), 1);
+    inbox[0]["sender"] = json!("alice");
+    inbox.push(json!({"type": "org.example.ping", "sender": "@alice", "content": {}}));
+    inbox.push(json!({"type": "org.example.ping", "sender": 7, "content": {}}));
+    inbox.push(json!({"type": "org.example.ping", "content": {}}));
+
+    let output = bob.sync(&mut server, vec![]);
+    assert!(output.to_device.is_empty(), "{:?}", output.to_device);
+    let counts = bob.machine.rejected_to_device_counts();
+    assert_eq!(counts.get("invalid_sender"), Some(&4), "{counts:?}");
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert_eq!(
+        bob.decrypt(ROOM, &event).unwrap_err().cause,
+        UtdCause::MissingRoomKey
+    );
 }

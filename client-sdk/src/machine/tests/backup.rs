@@ -311,11 +311,11 @@ fn another_device_uploads_to_the_backup_only_once_it_verified_its_creator() {
 
     // A public key the server swapped in keeps the old signature, which
     // then no longer verifies.
-    assert!(
-        laptop
-            .machine
-            .set_device_trust(ALICE, "ALICEDEV", LocalTrust::Verified)
-    );
+    assert!(laptop.machine.set_device_trust(
+        super::user_id(ALICE),
+        super::device_id("ALICEDEV"),
+        LocalTrust::Verified
+    ));
     let mut swapped = version.clone();
     swapped["auth_data"]["public_key"] =
         json!(BackupDecryptionKey::new().encryption_key().to_base64());
@@ -346,10 +346,11 @@ fn a_restored_key_from_a_verified_sender_does_not_show_as_verified() {
     // The new device verified Bob's phone: what Bob's own Olm session
     // brings shows as verified, but not a key anyone with the backup's
     // public key (the server included) could have written.
-    assert!(
-        new.machine
-            .set_device_trust(BOB, "BOBPHONE", LocalTrust::Verified)
-    );
+    assert!(new.machine.set_device_trust(
+        super::user_id(BOB),
+        super::device_id("BOBPHONE"),
+        LocalTrust::Verified
+    ));
     let restore = restore(&server, &mut new, &recovery_key);
     let event = &restore.late_decryptions[0];
     assert_eq!(body(event), "from the backup");

@@ -99,7 +99,11 @@ fn a_verified_users_cross_signed_devices_are_verified_and_others_are_not() {
     let (mut alice, mut bob, mut bob2) = cross_signed_alice_and_bob(&mut server);
     let identity = alice.machine.user_identity(BOB).unwrap();
     assert!(!identity.is_verified && !identity.has_changed);
-    assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(
+        !alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
 
     let before = bob.send(&mut server, ROOM, "before");
     alice.sync(&mut server, vec![]);
@@ -108,18 +112,30 @@ fn a_verified_users_cross_signed_devices_are_verified_and_others_are_not() {
 
     verify(&mut alice, &mut server, BOB);
     assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
-    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
     // Bob signed his phone only.
-    assert!(!alice.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    assert!(
+        !alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
+    );
     let decrypted = alice.decrypt(ROOM, &before).unwrap();
     assert_eq!(decrypted.verification, VerificationState::Verified);
 
     // The server's copy (with Alice's signature merged) keeps it verified.
     alice.sync(&mut server, vec![]);
-    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
 
     // "Only verified devices": the laptop is left out with m.unverified.
-    alice.machine.set_only_verified(ROOM, true);
+    alice.machine.set_only_verified(super::room_id(ROOM), true);
     let sent = alice.send(&mut server, ROOM, "verified eyes only");
     bob.sync(&mut server, vec![]);
     assert!(bob.decrypt(ROOM, &sent).is_ok());
@@ -132,10 +148,16 @@ fn a_verified_users_cross_signed_devices_are_verified_and_others_are_not() {
     );
 
     // A blacklisted device stays blacklisted, cross-signed or not.
-    alice
-        .machine
-        .set_device_trust(BOB, "BOBPHONE", LocalTrust::Blacklisted);
-    assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    alice.machine.set_device_trust(
+        super::user_id(BOB),
+        super::device_id("BOBPHONE"),
+        LocalTrust::Blacklisted,
+    );
+    assert!(
+        !alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
     let decrypted = alice.decrypt(ROOM, &before).unwrap();
     assert_eq!(decrypted.verification, VerificationState::Blacklisted);
 }
@@ -147,9 +169,15 @@ fn our_own_devices_are_verified_once_our_self_signing_key_signs_them() {
     // Bob's phone trusts his identity (it made it) and so his signed
     // devices; the laptop, unsigned, is not verified even for him.
     assert!(bob.machine.user_identity(BOB).unwrap().is_verified);
-    assert!(!bob.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    assert!(
+        !bob.machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
+    );
     // Alice's device is signed by her SSK, but Bob has not verified her.
-    assert!(!bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+    assert!(
+        !bob.machine
+            .is_device_verified(super::user_id(ALICE), super::device_id("ALICEDEV"))
+    );
     // The laptop never made the keys: it does not trust Bob's identity.
     assert!(!bob2.machine.user_identity(BOB).unwrap().is_verified);
     let message = alice.send(&mut server, ROOM, "hi");
@@ -169,7 +197,11 @@ fn our_own_devices_are_verified_once_our_self_signing_key_signs_them() {
 fn a_self_signing_key_not_signed_by_the_master_key_is_refused() {
     let mut server = FakeServer::default();
     let (mut alice, _bob, _bob2) = alice_verified_bob(&mut server);
-    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
 
     // The server swaps in its own self-signing key, signs Bob's phone with
     // it, and signs that key with a key of its own, not Bob's master key.
@@ -216,7 +248,11 @@ fn a_self_signing_key_not_signed_by_the_master_key_is_refused() {
         alice.machine.user_identity(BOB).unwrap().self_signing_key,
         None
     );
-    assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(
+        !alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
 }
 
 #[test]
@@ -240,11 +276,19 @@ fn a_device_signature_by_another_key_under_the_self_signing_key_id_is_refused() 
     laptop["signatures"][BOB][&ssk_id] = forged;
     server.notify_change(BOB);
     alice.sync(&mut server, vec![]);
-    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
-    assert!(!alice.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
+    assert!(
+        !alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
+    );
     let laptop = alice
         .machine
-        .devices(BOB)
+        .devices(super::user_id(BOB))
         .into_iter()
         .find(|d| d.device_id == "BOBLAPTOP")
         .unwrap();
@@ -270,8 +314,16 @@ fn a_changed_master_key_is_not_trusted_until_acknowledged_and_verified_again() {
     assert_ne!(identity.master_key, old_master);
     // The laptop is signed by the new self-signing key; neither device is
     // verified now.
-    assert!(!alice.machine.is_device_verified(BOB, "BOBLAPTOP"));
-    assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(
+        !alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
+    );
+    assert!(
+        !alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
     assert!(matches!(
         alice.machine.verify_user(BOB),
         Err(MachineError::CrossSigning(CrossSigningError::IdentityChanged(user))) if user == BOB
@@ -284,8 +336,16 @@ fn a_changed_master_key_is_not_trusted_until_acknowledged_and_verified_again() {
     let identity = alice.machine.user_identity(BOB).unwrap();
     assert!(!identity.has_changed && !identity.is_verified);
     verify(&mut alice, &mut server, BOB);
-    assert!(alice.machine.is_device_verified(BOB, "BOBLAPTOP"));
-    assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
+    );
+    assert!(
+        !alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
 }
 
 #[test]
@@ -295,7 +355,11 @@ fn keys_and_trust_survive_a_reload() {
     alice.reload();
     assert!(alice.machine.has_cross_signing_keys());
     assert!(alice.machine.user_identity(ALICE).unwrap().is_verified);
-    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
     let stored =
         String::from_utf8(alice.store.load_all().unwrap()["cross_signing"].clone()).unwrap();
     for secret_free in ["master", "self_signing", "user_signing"] {
@@ -314,7 +378,11 @@ fn keys_and_trust_survive_a_reload() {
         client.sync(&mut server, vec![encrypted_room(&[ALICE, BOB, CAROL])]);
     }
     verify(&mut alice, &mut server, CAROL);
-    assert!(alice.machine.is_device_verified(CAROL, "CAROLDEV"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(CAROL), super::device_id("CAROLDEV"))
+    );
     let message = carol.send(&mut server, ROOM, "hello");
     alice.sync(&mut server, vec![]);
     let decrypted = alice.decrypt(ROOM, &message);
@@ -336,7 +404,11 @@ fn a_refused_reset_keeps_the_keys_in_force() {
     let identity = alice.machine.user_identity(ALICE).unwrap();
     assert_eq!(identity.master_key, master);
     assert!(identity.is_verified);
-    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
 }
 
 #[test]
@@ -388,7 +460,11 @@ fn an_answer_for_replaced_pending_keys_does_not_install_them() {
 fn an_own_device_we_sign_is_verified_for_us_and_for_who_verified_us() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _bob2) = alice_verified_bob(&mut server);
-    assert!(!alice.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    assert!(
+        !alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
+    );
     assert!(matches!(
         bob.machine.verify_own_device("NOSUCHDEVICE"),
         Err(MachineError::CrossSigning(
@@ -400,22 +476,33 @@ fn an_own_device_we_sign_is_verified_for_us_and_for_who_verified_us() {
     let request = bob.machine.verify_own_device("BOBLAPTOP").unwrap();
     bob.answer(&mut server, &request);
     bob.save();
-    assert!(bob.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    assert!(
+        bob.machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
+    );
     let (ssk_id, ssk) = public_key(&server.cross_signing[BOB]["self_signing_key"]);
     let laptop = server.device_keys[BOB]["BOBLAPTOP"].as_object().unwrap();
     verify_json_signature(&ssk, BOB, &ssk_id, laptop).unwrap();
 
     alice.sync(&mut server, vec![]);
-    assert!(alice.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
+    );
     // Carol, who never verified Bob, sees the signature but not a verified device.
     let mut carol = Client::new(&mut server, CAROL, "CAROLDEV");
     carol.sync(&mut server, vec![encrypted_room(&[ALICE, BOB, CAROL])]);
     let laptop = carol
         .machine
-        .devices(BOB)
+        .devices(super::user_id(BOB))
         .into_iter()
         .find(|d| d.device_id == "BOBLAPTOP")
         .unwrap();
     assert!(laptop.self_signing_key.is_some());
-    assert!(!carol.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    assert!(
+        !carol
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
+    );
 }

@@ -42,21 +42,33 @@ fn a_verified_users_new_identity_blocks_sending_until_acknowledged() {
         alice.machine.verification_violations(),
         vec![BOB.to_owned()]
     );
-    refused_for_bob(alice.machine.share_room_key(ROOM, alice.now_ms));
+    refused_for_bob(
+        alice
+            .machine
+            .share_room_key(super::room_id(ROOM), alice.now_ms),
+    );
     // The session shared before the change cannot be used either.
     refused_for_bob(alice.machine.encrypt_room_event(
-        ROOM,
+        super::room_id(ROOM),
         "m.room.message",
         &serde_json::json!({"body": "x"}),
         alice.now_ms,
     ));
     // Pinning the new key (TOFU) is not acknowledging the violation.
     assert!(alice.machine.pin_identity(BOB));
-    refused_for_bob(alice.machine.share_room_key(ROOM, alice.now_ms));
+    refused_for_bob(
+        alice
+            .machine
+            .share_room_key(super::room_id(ROOM), alice.now_ms),
+    );
     // Nor does a restart forget it.
     alice.save();
     alice.reload();
-    refused_for_bob(alice.machine.share_room_key(ROOM, alice.now_ms));
+    refused_for_bob(
+        alice
+            .machine
+            .share_room_key(super::room_id(ROOM), alice.now_ms),
+    );
 
     assert!(alice.machine.acknowledge_identity_change(BOB));
     let identity = alice.machine.user_identity(BOB).unwrap();
@@ -118,10 +130,14 @@ fn a_violation_blocks_only_rooms_the_user_reads() {
     let mut server = FakeServer::default();
     let (mut alice, _bob, _) = bobs_identity_changed_after_alice_verified_him(&mut server);
     let alone = RoomUpdate {
-        room_id: "!alone:example.org".to_owned(),
+        room_id: super::room("!alone:example.org"),
         ..super::encrypted_room(&[ALICE])
     };
     alice.sync(&mut server, vec![alone]);
     alice.send(&mut server, "!alone:example.org", "only me here");
-    refused_for_bob(alice.machine.share_room_key(ROOM, alice.now_ms));
+    refused_for_bob(
+        alice
+            .machine
+            .share_room_key(super::room_id(ROOM), alice.now_ms),
+    );
 }

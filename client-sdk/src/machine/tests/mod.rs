@@ -11,6 +11,7 @@ mod server;
 mod verification;
 
 use myelin_crypto::{megolm::MEGOLM_ALGORITHM, olm::Ed25519PublicKey, verify_json_signature};
+use ruma::{DeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use self::server::{Client, FakeServer, body};
@@ -24,25 +25,49 @@ const ALICE: &str = "@alice:example.org";
 const BOB: &str = "@bob:example.org";
 const CAROL: &str = "@carol:example.org";
 
+/// A test's user id, which it spells right.
+fn user(id: &str) -> OwnedUserId {
+    id.try_into().expect("a valid user id")
+}
+
+/// A test's room id, which it spells right.
+fn room(id: &str) -> OwnedRoomId {
+    id.try_into().expect("a valid room id")
+}
+
+/// A test's room id, borrowed, which it spells right.
+fn room_id(id: &str) -> &RoomId {
+    <&RoomId>::try_from(id).expect("a valid room id")
+}
+
+/// A test's user id, borrowed, which it spells right.
+fn user_id(id: &str) -> &UserId {
+    <&UserId>::try_from(id).expect("a valid user id")
+}
+
+/// A test's device id, borrowed.
+fn device_id(id: &str) -> &DeviceId {
+    id.into()
+}
+
 /// An encrypted room's state with `members` joined.
 fn encrypted_room(members: &[&str]) -> RoomUpdate {
     RoomUpdate {
-        room_id: ROOM.to_owned(),
+        room_id: room(ROOM),
         encryption: Some(json!({"algorithm": MEGOLM_ALGORITHM})),
         history_visibility: Some("shared".to_owned()),
         members: members
             .iter()
-            .map(|u| ((*u).to_owned(), Membership::Join))
+            .map(|u| (user(u), Membership::Join))
             .collect(),
         inviter: None,
     }
 }
 
-fn membership(user: &str, membership: Membership) -> RoomUpdate {
+fn membership(member: &str, membership: Membership) -> RoomUpdate {
     RoomUpdate {
-        room_id: ROOM.to_owned(),
-        members: vec![(user.to_owned(), membership)],
-        ..RoomUpdate::default()
+        members: vec![(user(member), membership)],
+        ..RoomUpdate::new(room(ROOM))
     }
 }
 
@@ -88,7 +113,7 @@ fn an_initial_sync_refreshes_every_tracked_device_list() {
     alice.answer(&mut server, &refresh[0]);
     let devices: Vec<String> = alice
         .machine
-        .devices(ALICE)
+        .devices(user_id(ALICE))
         .into_iter()
         .map(|d| d.device_id)
         .collect();
@@ -190,10 +215,11 @@ fn keys_are_shared_with_every_device_of_every_member() {
     alice.sync(&mut server, vec![]);
     bob2.sync(&mut server, vec![]);
     assert_eq!(body(&alice.decrypt(ROOM, &reply).unwrap()), "hi alice");
-    assert!(
-        bob2.machine
-            .set_device_trust(BOB, "BOBPHONE", LocalTrust::Verified)
-    );
+    assert!(bob2.machine.set_device_trust(
+        user_id(BOB),
+        device_id("BOBPHONE"),
+        LocalTrust::Verified
+    ));
     let on_laptop = bob2.decrypt(ROOM, &reply).unwrap();
     assert_eq!(on_laptop.verification, VerificationState::Verified);
     assert_eq!(on_laptop.sender_device.as_deref(), Some("BOBPHONE"));
@@ -209,7 +235,7 @@ fn a_member_who_leaves_cannot_read_what_follows() {
         client.sync(&mut server, vec![encrypted_room(&[ALICE, BOB, CAROL])]);
     }
     let before = alice.send(&mut server, ROOM, "all three of us");
-    let first_session = alice.machine.outbound_session_id(ROOM).unwrap();
+    let first_session = alice.machine.outbound_session_id(room_id(ROOM)).unwrap();
     carol.sync(&mut server, vec![]);
     assert_eq!(
         body(&carol.decrypt(ROOM, &before).unwrap()),
@@ -226,12 +252,12 @@ fn a_member_who_leaves_cannot_read_what_follows() {
     assert!(matches!(
         alice
             .machine
-            .encrypt_room_event(ROOM, "m.room.message", &json!({}), alice.now_ms),
+            .encrypt_room_event(room_id(ROOM), "m.room.message", &json!({}), alice.now_ms),
         Err(MachineError::RoomKeyNotShared(_))
     ));
     let after = alice.send(&mut server, ROOM, "just us two");
     assert_ne!(
-        alice.machine.outbound_session_id(ROOM).unwrap(),
+        alice.machine.outbound_session_id(room_id(ROOM)).unwrap(),
         first_session
     );
     assert!(
@@ -253,13 +279,13 @@ fn a_deleted_device_rotates_the_session() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, mut bob2) = alice_and_bob(&mut server);
     alice.send(&mut server, ROOM, "one");
-    let first_session = alice.machine.outbound_session_id(ROOM).unwrap();
+    let first_session = alice.machine.outbound_session_id(room_id(ROOM)).unwrap();
 
     server.delete_device(BOB, "BOBLAPTOP");
     alice.sync(&mut server, vec![]);
     let event = alice.send(&mut server, ROOM, "two");
     assert_ne!(
-        alice.machine.outbound_session_id(ROOM).unwrap(),
+        alice.machine.outbound_session_id(room_id(ROOM)).unwrap(),
         first_session
     );
     bob2.sync(&mut server, vec![]);
@@ -280,14 +306,17 @@ fn a_new_device_gets_keys_for_new_messages_only() {
         client.sync(&mut server, vec![encrypted_room(&[ALICE, BOB])]);
     }
     let old = alice.send(&mut server, ROOM, "before the laptop");
-    let session = alice.machine.outbound_session_id(ROOM).unwrap();
+    let session = alice.machine.outbound_session_id(room_id(ROOM)).unwrap();
 
     let mut laptop = Client::new(&mut server, BOB, "BOBLAPTOP");
     laptop.sync(&mut server, vec![encrypted_room(&[ALICE, BOB])]);
     alice.sync(&mut server, vec![]); // device_lists.changed: Bob
     let new = alice.send(&mut server, ROOM, "after the laptop");
     // Adding a device does not rotate: the laptop gets the current ratchet.
-    assert_eq!(alice.machine.outbound_session_id(ROOM).unwrap(), session);
+    assert_eq!(
+        alice.machine.outbound_session_id(room_id(ROOM)).unwrap(),
+        session
+    );
 
     laptop.sync(&mut server, vec![]);
     assert_eq!(
@@ -308,7 +337,7 @@ fn invitees_get_keys_only_where_history_visibility_lets_them_read() {
         let mut carol = Client::new(&mut server, CAROL, "CAROLDEV");
         let mut room = encrypted_room(&[ALICE]);
         room.history_visibility = Some(visibility.to_owned());
-        room.members.push((CAROL.to_owned(), Membership::Invite));
+        room.members.push((user(CAROL), Membership::Invite));
         for client in [&mut alice, &mut carol] {
             client.sync(&mut server, vec![room.clone()]);
         }
@@ -362,23 +391,23 @@ fn a_verified_own_device_forwards_a_missing_key_and_an_unverified_one_gets_none(
     // The phone talks to both new devices, so each has an Olm channel; only
     // the laptop is verified, both ways.
     phone.send(&mut server, ROOM, "hello new devices");
-    assert!(
-        phone
-            .machine
-            .set_device_trust(BOB, "BOBLAPTOP", LocalTrust::Verified)
-    );
+    assert!(phone.machine.set_device_trust(
+        user_id(BOB),
+        device_id("BOBLAPTOP"),
+        LocalTrust::Verified
+    ));
     laptop.sync(&mut server, vec![]);
     tablet.sync(&mut server, vec![]);
-    assert!(
-        laptop
-            .machine
-            .set_device_trust(BOB, "BOBPHONE", LocalTrust::Verified)
-    );
-    assert!(
-        tablet
-            .machine
-            .set_device_trust(BOB, "BOBPHONE", LocalTrust::Verified)
-    );
+    assert!(laptop.machine.set_device_trust(
+        user_id(BOB),
+        device_id("BOBPHONE"),
+        LocalTrust::Verified
+    ));
+    assert!(tablet.machine.set_device_trust(
+        user_id(BOB),
+        device_id("BOBPHONE"),
+        LocalTrust::Verified
+    ));
 
     for device in [&mut laptop, &mut tablet] {
         assert_eq!(
@@ -414,7 +443,7 @@ fn reload_from_the_store_keeps_every_session() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let first = alice.send(&mut server, ROOM, "before reload");
-    let session = alice.machine.outbound_session_id(ROOM).unwrap();
+    let session = alice.machine.outbound_session_id(room_id(ROOM)).unwrap();
     bob.sync(&mut server, vec![]);
     let reply = bob.send(&mut server, ROOM, "bob before reload");
     alice.sync(&mut server, vec![]);
@@ -446,7 +475,10 @@ fn reload_from_the_store_keeps_every_session() {
     // existing sessions without claiming a single one-time key.
     alice.now_ms += 7 * 24 * 60 * 60 * 1000;
     let third = alice.send(&mut server, ROOM, "new session, old olm");
-    assert_ne!(alice.machine.outbound_session_id(ROOM), Some(session));
+    assert_ne!(
+        alice.machine.outbound_session_id(room_id(ROOM)),
+        Some(session)
+    );
     bob.sync(&mut server, vec![]);
     assert_eq!(
         body(&bob.decrypt(ROOM, &third).unwrap()),
@@ -469,7 +501,10 @@ fn the_change_set_of_a_share_holds_every_olm_session_it_advanced() {
     // first share made: both advance, and both must be saved before the
     // request goes out, or a restart would reuse their ratchet steps.
     alice.now_ms += 7 * 24 * 60 * 60 * 1000;
-    let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+    let requests = alice
+        .machine
+        .share_room_key(room_id(ROOM), alice.now_ms)
+        .unwrap();
     assert_eq!(requests.len(), 1);
     let olm_records = |changes: super::Changes| {
         changes
@@ -490,7 +525,10 @@ fn a_failed_room_key_request_is_sent_again_at_the_next_share() {
     // Alice's first attempt: the sendToDevice fails on the network.
     let mut lost = None;
     for _ in 0..5 {
-        let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+        let requests = alice
+            .machine
+            .share_room_key(room_id(ROOM), alice.now_ms)
+            .unwrap();
         if requests.is_empty() {
             break;
         }
@@ -531,24 +569,30 @@ fn rotation_after_the_configured_number_of_messages_and_time() {
         client.sync(&mut server, vec![room.clone()]);
     }
     alice.send(&mut server, ROOM, "1");
-    let first = alice.machine.outbound_session_id(ROOM).unwrap();
+    let first = alice.machine.outbound_session_id(room_id(ROOM)).unwrap();
     alice.send(&mut server, ROOM, "2");
-    assert_eq!(alice.machine.outbound_session_id(ROOM).unwrap(), first);
+    assert_eq!(
+        alice.machine.outbound_session_id(room_id(ROOM)).unwrap(),
+        first
+    );
     // Two messages used up: encrypting without sharing is refused…
     assert!(matches!(
         alice
             .machine
-            .encrypt_room_event(ROOM, "m.room.message", &json!({}), alice.now_ms),
+            .encrypt_room_event(room_id(ROOM), "m.room.message", &json!({}), alice.now_ms),
         Err(MachineError::RoomKeyNotShared(_))
     ));
     let third = alice.send(&mut server, ROOM, "3");
-    let second = alice.machine.outbound_session_id(ROOM).unwrap();
+    let second = alice.machine.outbound_session_id(room_id(ROOM)).unwrap();
     assert_ne!(second, first);
 
     // An hour, the shortest period a room can set.
     alice.now_ms += 3_600_000;
     alice.send(&mut server, ROOM, "4");
-    assert_ne!(alice.machine.outbound_session_id(ROOM).unwrap(), second);
+    assert_ne!(
+        alice.machine.outbound_session_id(room_id(ROOM)).unwrap(),
+        second
+    );
 
     bob.sync(&mut server, vec![]);
     assert_eq!(body(&bob.decrypt(ROOM, &third).unwrap()), "3");
@@ -558,13 +602,13 @@ fn rotation_after_the_configured_number_of_messages_and_time() {
 fn only_verified_devices_get_keys_and_the_rest_are_told_why() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, mut bob2) = alice_and_bob(&mut server);
-    alice.machine.set_only_verified(ROOM, true);
+    alice.machine.set_only_verified(room_id(ROOM), true);
     alice.sync(&mut server, vec![]);
-    assert!(
-        alice
-            .machine
-            .set_device_trust(BOB, "BOBPHONE", LocalTrust::Verified)
-    );
+    assert!(alice.machine.set_device_trust(
+        user_id(BOB),
+        device_id("BOBPHONE"),
+        LocalTrust::Verified
+    ));
 
     let event = alice.send(&mut server, ROOM, "for verified eyes");
     bob.sync(&mut server, vec![]);
@@ -591,7 +635,7 @@ fn only_verified_devices_get_keys_and_the_rest_are_told_why() {
     // Verifying the laptop later shares the same session with it.
     alice
         .machine
-        .set_device_trust(BOB, "BOBLAPTOP", LocalTrust::Verified);
+        .set_device_trust(user_id(BOB), device_id("BOBLAPTOP"), LocalTrust::Verified);
     let next = alice.send(&mut server, ROOM, "now you too");
     let output = bob2.sync(&mut server, vec![]);
     assert_eq!(body(&bob2.decrypt(ROOM, &next).unwrap()), "now you too");
@@ -609,20 +653,24 @@ fn e2e_only_never_sends_plaintext_and_refuses_downgrades() {
     let mut server = FakeServer::default();
     let (mut alice, _, _) = alice_and_bob(&mut server);
     assert!(matches!(
-        alice
-            .machine
-            .encrypt_room_event("!plain:example.org", "m.room.message", &json!({}), 0),
+        alice.machine.encrypt_room_event(
+            room_id("!plain:example.org"),
+            "m.room.message",
+            &json!({}),
+            0
+        ),
         Err(MachineError::RoomNotEncrypted(_))
     ));
     assert!(matches!(
-        alice.machine.share_room_key("!plain:example.org", 0),
+        alice
+            .machine
+            .share_room_key(room_id("!plain:example.org"), 0),
         Err(MachineError::RoomNotEncrypted(_))
     ));
 
     let downgrade = RoomUpdate {
-        room_id: ROOM.to_owned(),
         encryption: Some(json!({"algorithm": "m.none"})),
-        ..RoomUpdate::default()
+        ..RoomUpdate::new(room(ROOM))
     };
     let output = alice.sync(&mut server, vec![downgrade]);
     assert_eq!(
@@ -631,7 +679,7 @@ fn e2e_only_never_sends_plaintext_and_refuses_downgrades() {
             room_id: ROOM.to_owned()
         }]
     );
-    assert!(alice.machine.is_room_encrypted(ROOM));
+    assert!(alice.machine.is_room_encrypted(room_id(ROOM)));
     alice.send(&mut server, ROOM, "still encrypted");
 }
 
@@ -718,7 +766,7 @@ fn rotation_settings_are_clamped_to_what_the_peers_accept() {
     assert_eq!(settings.rotation_period_msgs, 1);
     assert_eq!(settings.rotation_period_ms, 60 * 60 * 1000);
     let mut huge = encrypted_room(&[ALICE, BOB]);
-    huge.room_id = "!huge:example.org".to_owned();
+    huge.room_id = self::room("!huge:example.org");
     huge.encryption = Some(json!({
         "algorithm": MEGOLM_ALGORITHM, "rotation_period_msgs": 1_000_000u64,
         "rotation_period_ms": u64::MAX,
@@ -734,14 +782,17 @@ fn a_failing_keys_query_backs_off_and_sharing_proceeds_with_the_devices_known() 
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     // Bob's list changed, and his server fails every keys/query for now.
     alice.machine.receive_sync_changes(super::SyncChanges {
-        changed_devices: vec![BOB.to_owned()],
+        changed_devices: vec![user(BOB)],
         now_ms: alice.now_ms,
         ..super::SyncChanges::default()
     });
     let mut queries = 0;
     let mut settled = false;
     for _ in 0..6 {
-        let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+        let requests = alice
+            .machine
+            .share_room_key(room_id(ROOM), alice.now_ms)
+            .unwrap();
         alice.save();
         if requests.is_empty() {
             settled = true;
@@ -767,7 +818,7 @@ fn a_failing_keys_query_backs_off_and_sharing_proceeds_with_the_devices_known() 
     let content = alice
         .machine
         .encrypt_room_event(
-            ROOM,
+            room_id(ROOM),
             "m.room.message",
             &json!({"msgtype": "m.text", "body": "despite the query"}),
             alice.now_ms,
@@ -788,7 +839,10 @@ fn a_failing_keys_query_backs_off_and_sharing_proceeds_with_the_devices_known() 
     );
     // Once the back-off is over, the list is asked for again.
     alice.now_ms += 60 * 60 * 1000;
-    let requests = alice.machine.share_room_key(ROOM, alice.now_ms).unwrap();
+    let requests = alice
+        .machine
+        .share_room_key(room_id(ROOM), alice.now_ms)
+        .unwrap();
     assert!(
         requests
             .iter()

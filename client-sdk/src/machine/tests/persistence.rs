@@ -15,7 +15,10 @@ fn is_olm_to_device(request: &Request) -> bool {
 fn share_but_keep_room_keys(client: &mut Client, server: &mut FakeServer) -> usize {
     let mut kept = 0;
     for _ in 0..10 {
-        let requests = client.machine.share_room_key(ROOM, client.now_ms).unwrap();
+        let requests = client
+            .machine
+            .share_room_key(super::room_id(ROOM), client.now_ms)
+            .unwrap();
         client.save();
         if requests.is_empty() {
             return kept;
@@ -87,14 +90,14 @@ fn a_key_request_queued_before_a_crash_is_sent_after_the_restart() {
 fn a_change_set_that_could_not_be_saved_is_taken_again_under_newer_changes() {
     let mut server = FakeServer::default();
     let (mut alice, _, _) = alice_and_bob(&mut server);
-    alice.machine.set_only_verified(ROOM, true);
+    alice.machine.set_only_verified(super::room_id(ROOM), true);
     let lost = alice.machine.take_changes();
     let room_key = format!("room/{ROOM}");
     assert!(lost.records.contains_key(&room_key));
     // The commit failed: the client hands the set back; a newer change to
     // the same record wins over it.
     alice.machine.restore_changes(lost.clone());
-    alice.machine.set_only_verified(ROOM, false);
+    alice.machine.set_only_verified(super::room_id(ROOM), false);
     let again = alice.machine.take_changes();
     assert!(lost.records.keys().all(|k| again.records.contains_key(k)));
     assert_ne!(again.records[&room_key], lost.records[&room_key]);

@@ -21,7 +21,10 @@ fn olm_payloads(server: &mut FakeServer, to: &mut Client) -> Vec<Value> {
         .unwrap_or_default();
     inbox
         .iter()
-        .filter_map(|event| to.machine.decrypt_to_device(event, to.now_ms).ok())
+        .filter_map(|event| {
+            let sender = super::user(event["sender"].as_str()?);
+            to.machine.decrypt_to_device(&sender, event, to.now_ms).ok()
+        })
         .map(|decrypted| decrypted.payload.clone())
         .collect()
 }
@@ -58,7 +61,7 @@ fn every_olm_payload_carries_our_device_keys_with_the_signatures_served_on_them(
         .encrypt_for_device(
             &alice
                 .machine
-                .devices(BOB)
+                .devices(super::user_id(BOB))
                 .into_iter()
                 .find(|d| d.device_id == "BOBPHONE")
                 .unwrap(),
@@ -101,7 +104,7 @@ fn a_cross_signed_device_that_keys_query_no_longer_lists_keeps_its_messages_attr
     assert!(
         alice
             .machine
-            .devices(BOB)
+            .devices(super::user_id(BOB))
             .iter()
             .all(|d| d.device_id != "BOBLAPTOP")
     );
@@ -137,7 +140,7 @@ fn sender_device_keys_that_do_not_check_out_refuse_the_payload() {
     bob.sync(&mut server, vec![]);
     let bob_device = mallory
         .machine
-        .devices(BOB)
+        .devices(super::user_id(BOB))
         .into_iter()
         .find(|d| d.device_id == "BOBPHONE")
         .unwrap();

@@ -257,7 +257,8 @@ impl FakeServer {
                 .changed
                 .remove(&key)
                 .unwrap_or_default()
-                .into_iter()
+                .iter()
+                .map(|changed| super::user(changed))
                 .collect(),
             is_initial: false,
             left_devices: vec![],
@@ -287,7 +288,7 @@ impl Client {
     /// A new device that has uploaded its keys.
     pub(super) fn new(server: &mut FakeServer, user: &str, device: &str) -> Self {
         let mut client = Self {
-            machine: OlmMachine::new(user, device, pickle_key()),
+            machine: OlmMachine::new(&super::user(user), device.into(), pickle_key()),
             store: MemoryStore::new(),
             user: user.to_owned(),
             device: device.to_owned(),
@@ -301,7 +302,13 @@ impl Client {
     /// Rebuilds the machine from its store, as after a restart.
     pub(super) fn reload(&mut self) {
         let records = self.store.load_all().unwrap();
-        self.machine = OlmMachine::load(&self.user, &self.device, pickle_key(), &records).unwrap();
+        self.machine = OlmMachine::load(
+            &super::user(&self.user),
+            self.device.as_str().into(),
+            pickle_key(),
+            &records,
+        )
+        .unwrap();
     }
 
     /// Saves what changed, as the async client would after each step.
@@ -357,7 +364,7 @@ impl Client {
         let content = self
             .machine
             .encrypt_room_event(
-                room_id,
+                super::room_id(room_id),
                 "m.room.message",
                 &json!({"msgtype": "m.text", "body": body}),
                 self.now_ms,
@@ -369,7 +376,10 @@ impl Client {
 
     pub(super) fn share(&mut self, server: &mut FakeServer, room_id: &str) {
         for _ in 0..10 {
-            let requests = self.machine.share_room_key(room_id, self.now_ms).unwrap();
+            let requests = self
+                .machine
+                .share_room_key(super::room_id(room_id), self.now_ms)
+                .unwrap();
             self.save();
             if requests.is_empty() {
                 return;
@@ -387,7 +397,9 @@ impl Client {
         room_id: &str,
         event: &Value,
     ) -> Result<DecryptedRoomEvent, UnableToDecrypt> {
-        let result = self.machine.decrypt_room_event(room_id, event);
+        let result = self
+            .machine
+            .decrypt_room_event(super::room_id(room_id), event);
         self.save();
         result
     }

@@ -83,7 +83,11 @@ fn both_sides_see_the_same_sas_and_end_verified() {
     bootstrap(&mut alice, &mut server);
     bootstrap(&mut bob, &mut server);
     settle(&mut server, &mut alice, &mut bob);
-    assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(
+        !alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
 
     let txn = started(&mut server, &mut alice, &mut bob);
     bob.machine.accept_sas(ALICE, &txn).unwrap();
@@ -98,15 +102,25 @@ fn both_sides_see_the_same_sas_and_end_verified() {
     alice.machine.confirm_sas(BOB, &txn).unwrap();
     // Nothing is trusted on one side's confirmation alone.
     settle(&mut server, &mut alice, &mut bob);
-    assert!(!bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+    assert!(
+        !bob.machine
+            .is_device_verified(super::user_id(ALICE), super::device_id("ALICEDEV"))
+    );
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Confirmed);
     bob.machine.confirm_sas(ALICE, &txn).unwrap();
     settle(&mut server, &mut alice, &mut bob);
 
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
     assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
-    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
-    assert!(bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
+    assert!(
+        bob.machine
+            .is_device_verified(super::user_id(ALICE), super::device_id("ALICEDEV"))
+    );
     // The master keys were MAC'd: each signed the other's identity.
     assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
     assert!(bob.machine.user_identity(ALICE).unwrap().is_verified);
@@ -145,8 +159,14 @@ fn verifying_an_own_device_signs_it_with_the_self_signing_key() {
     settle(&mut server, &mut bob, &mut bob2);
 
     assert_eq!(phase(&bob, BOB, &txn), VerificationPhase::Done);
-    assert!(bob.machine.is_device_verified(BOB, "BOBLAPTOP"));
-    assert!(bob2.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(
+        bob.machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
+    );
+    assert!(
+        bob2.machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
     assert_eq!(signers(&server), 2, "signed by the self-signing key too");
     // The laptop, which holds no cross-signing keys, now trusts the master
     // key the phone MAC'd, and through it the devices it signs.
@@ -180,8 +200,15 @@ fn a_server_swapping_the_accepters_key_breaks_the_commitment() {
             by_us: false
         }
     );
-    assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
-    assert!(!bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+    assert!(
+        !alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
+    assert!(
+        !bob.machine
+            .is_device_verified(super::user_id(ALICE), super::device_id("ALICEDEV"))
+    );
 }
 
 #[test]
@@ -211,8 +238,15 @@ fn a_server_swapping_the_starters_key_shows_different_sas_and_cannot_get_verifie
     };
     assert_eq!(cancelled(&alice, BOB), CancelCode::KeyMismatch);
     assert_eq!(cancelled(&bob, ALICE), CancelCode::KeyMismatch);
-    assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
-    assert!(!bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+    assert!(
+        !alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
+    assert!(
+        !bob.machine
+            .is_device_verified(super::user_id(ALICE), super::device_id("ALICEDEV"))
+    );
 }
 
 #[test]
@@ -232,7 +266,11 @@ fn a_user_reporting_different_emoji_cancels_with_mismatched_sas() {
         }
     );
     assert!(alice.machine.confirm_sas(BOB, &txn).is_err());
-    assert!(!alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(
+        !alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
 }
 
 #[test]
@@ -387,8 +425,15 @@ fn concurrent_starts_resolve_to_the_smaller_user_ids_start() {
     alice.machine.confirm_sas(BOB, &txn).unwrap();
     bob.machine.confirm_sas(ALICE, &txn).unwrap();
     settle(&mut server, &mut alice, &mut bob);
-    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
-    assert!(bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
+    assert!(
+        bob.machine
+            .is_device_verified(super::user_id(ALICE), super::device_id("ALICEDEV"))
+    );
 }
 
 #[test]
@@ -450,7 +495,7 @@ fn a_device_verified_by_sas_shows_as_verified_and_gets_only_verified_keys() {
         VerificationState::Verified
     );
     // Sharing to verified devices only reaches the phone, not the laptop.
-    alice.machine.set_only_verified(ROOM, true);
+    alice.machine.set_only_verified(super::room_id(ROOM), true);
     let secret = alice.send(&mut server, ROOM, "verified only");
     step(&mut server, &mut bob);
     step(&mut server, &mut bob2);
@@ -495,8 +540,14 @@ fn a_request_to_all_our_devices_goes_to_the_first_that_answers() {
     bob.machine.confirm_sas(BOB, &txn).unwrap();
     bob2.machine.confirm_sas(BOB, &txn).unwrap();
     settle(&mut server, &mut bob, &mut bob2);
-    assert!(bob.machine.is_device_verified(BOB, "BOBLAPTOP"));
-    assert!(!bob.machine.is_device_verified(BOB, "BOBTABLET"));
+    assert!(
+        bob.machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
+    );
+    assert!(
+        !bob.machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBTABLET"))
+    );
 }
 
 #[test]
@@ -584,7 +635,7 @@ impl Timeline {
             client.share(server, ROOM);
             let encrypted = client
                 .machine
-                .encrypt_room_event(ROOM, event_type, content, client.now_ms)
+                .encrypt_room_event(super::room_id(ROOM), event_type, content, client.now_ms)
                 .unwrap();
             client.save();
             server.room_event(ROOM, &client.user, encrypted)
@@ -708,8 +759,15 @@ fn an_in_room_flow_runs_on_encrypted_room_events_and_verifies_both_sides() {
 
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
     assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
-    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
-    assert!(bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
+    assert!(
+        bob.machine
+            .is_device_verified(super::user_id(ALICE), super::device_id("ALICEDEV"))
+    );
 
     // Everything went through the room, encrypted, and nothing to-device.
     let to_device = |server: &FakeServer, user: &str, device: &str| {
@@ -786,7 +844,11 @@ fn in_room_events_in_the_clear_are_taken_as_matrix_js_sdk_sends_them() {
     both(&mut timeline, &mut server, &mut alice, &mut bob);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
     assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
-    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
     let clear_from_bob = timeline
         .events
         .iter()
@@ -921,8 +983,15 @@ fn a_qr_code_scanned_by_the_other_user_verifies_both_identities() {
     assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
     assert!(bob.machine.user_identity(ALICE).unwrap().is_verified);
     // The devices their owners cross-signed are verified through them.
-    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
-    assert!(bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+    assert!(
+        alice
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
+    assert!(
+        bob.machine
+            .is_device_verified(super::user_id(ALICE), super::device_id("ALICEDEV"))
+    );
 }
 
 #[test]
@@ -1082,8 +1151,16 @@ fn a_qr_code_shown_by_the_device_that_trusts_the_master_key_verifies_the_new_one
     assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::Done);
     assert_eq!(laptop_signers(&server), 2, "the phone signed the laptop");
     assert!(laptop.machine.user_identity(BOB).unwrap().is_verified);
-    assert!(laptop.machine.is_device_verified(BOB, "BOBPHONE"));
-    assert!(phone.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    assert!(
+        laptop
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
+    );
+    assert!(
+        phone
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
+    );
 }
 
 #[test]
@@ -1111,7 +1188,11 @@ fn a_qr_code_shown_by_the_new_device_is_checked_and_signed_by_the_trusted_one() 
     assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::Done);
     assert_eq!(laptop_signers(&server), 2, "the phone signed the laptop");
     assert!(laptop.machine.user_identity(BOB).unwrap().is_verified);
-    assert!(phone.machine.is_device_verified(BOB, "BOBLAPTOP"));
+    assert!(
+        phone
+            .machine
+            .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
+    );
 }
 
 #[test]

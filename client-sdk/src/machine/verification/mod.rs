@@ -399,7 +399,7 @@ impl OlmMachine {
     /// [`VerificationError::UnknownDevice`] (device `*`) when no other
     /// device of ours is known.
     pub fn request_own_verification(&mut self, now_ms: u64) -> Result<String, VerificationError> {
-        let own = self.user_id.clone();
+        let own = self.user_id.to_string();
         let targets: Vec<String> = self
             .devices
             .devices_of(&own)
@@ -698,8 +698,8 @@ impl OlmMachine {
 
     fn flow_ids(&self, user_id: &str, device_id: &str, transaction_id: &str) -> FlowIds {
         FlowIds {
-            own_user: self.user_id.clone(),
-            own_device: self.device_id.clone(),
+            own_user: self.user_id.to_string(),
+            own_device: self.device_id.to_string(),
             other_user: user_id.to_owned(),
             other_device: device_id.to_owned(),
             transaction_id: transaction_id.to_owned(),

@@ -440,12 +440,12 @@ impl OlmMachine {
                 if self.served_own_master().as_deref() != Some(master.as_str()) {
                     return false;
                 }
-                self.set_device_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
+                self.set_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
                 self.trust_own_master(master);
                 true
             }
             QrTrust::OwnDevice => {
-                self.set_device_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
+                self.set_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
                 self.sign_own_device(&ids.other_device);
                 true
             }
@@ -477,7 +477,7 @@ impl OlmMachine {
     /// The master key the server serves for our user.
     fn served_own_master(&self) -> Option<String> {
         self.devices
-            .user_record(&self.user_id)
+            .user_record(self.user_id.as_str())
             .and_then(|r| r.identity.as_ref())
             .map(|identity| identity.master.clone())
     }
@@ -485,7 +485,7 @@ impl OlmMachine {
     /// The ed25519 key of another device of ours, as queried.
     fn own_device_key(&self, device_id: &str) -> Result<String, QrError> {
         self.devices
-            .device(&self.user_id, device_id)
+            .device(self.user_id.as_str(), device_id)
             .map(|device| device.ed25519.clone())
             .ok_or(QrError::Unavailable("the other device's key"))
     }

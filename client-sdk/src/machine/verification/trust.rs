@@ -16,7 +16,7 @@ impl OlmMachine {
         verified: &[String],
         known: &BTreeMap<String, String>,
     ) {
-        self.set_device_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
+        self.set_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
         let master_verified = verified
             .iter()
             .any(|id| *id != format!("ed25519:{}", ids.other_device) && known.contains_key(id));
@@ -50,7 +50,7 @@ impl OlmMachine {
         }
         self.devices.own.trusted_master = Some(master.to_owned());
         self.save_cross_signing();
-        let own = self.user_id.clone();
+        let own = self.user_id.to_string();
         self.refresh_trust(&[own]);
     }
 
