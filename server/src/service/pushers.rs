@@ -133,7 +133,7 @@ fn http_pusher(
     });
     match body.get("profile_tag") {
         None | Some(Value::Null) => {}
-        Some(Value::String(tag)) if tag.chars().count() <= MAX_PROFILE_TAG_CHARS => {
+        Some(Value::String(tag)) if is_text(tag, MAX_PROFILE_TAG_CHARS) => {
             pusher["profile_tag"] = Value::from(tag.as_str());
         }
         Some(_) => {
@@ -180,7 +180,8 @@ fn gateway_data(body: &Map<String, Value>) -> Result<Value, ServiceError> {
     Ok(Value::Object(data.clone()))
 }
 
-/// A required, non-empty string field of at most `max` characters.
+/// A required, non-empty string field of at most `max` characters, without
+/// NUL (which no database text column can hold).
 fn required_text<'a>(
     body: &'a Map<String, Value>,
     field: &str,
@@ -188,11 +189,15 @@ fn required_text<'a>(
 ) -> Result<&'a str, ServiceError> {
     match body.get(field) {
         None | Some(Value::Null) => Err(ServiceError::MissingParam(field.to_owned())),
-        Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= max => Ok(text),
+        Some(Value::String(text)) if is_text(text, max) => Ok(text),
         Some(_) => Err(invalid(&format!(
-            "{field} must be a non-empty string of at most {max} characters"
+            "{field} must be a non-empty string of at most {max} characters, without NUL"
         ))),
     }
+}
+
+fn is_text(text: &str, max: usize) -> bool {
+    !text.is_empty() && text.chars().count() <= max && !text.contains('\0')
 }
 
 fn invalid(message: &str) -> ServiceError {

@@ -159,6 +159,8 @@ async fn bad_pushers_are_refused(backend: Backend) {
         with("kind", json!(3)),
         with("pushkey", json!("k".repeat(513))),
         with("app_id", json!("a".repeat(65))),
+        with("app_id", json!("org.example\u{0}chat")),
+        with("pushkey", json!("k\u{0}")),
         with("profile_tag", json!("t".repeat(33))),
         with("append", json!("yes")),
         with(
