@@ -62,6 +62,8 @@ pub struct Config {
     pub user_directory: UserDirectoryConfig,
     /// Presence (online, away, offline).
     pub presence: PresenceConfig,
+    /// Delivery of notifications to push gateways.
+    pub push: PushConfig,
     /// Password rules applied at registration and password change.
     pub password_policy: PasswordPolicy,
     /// Request rate limits on login and registration.
@@ -93,6 +95,7 @@ impl Default for Config {
             profile_lookup: ProfileLookupConfig::default(),
             user_directory: UserDirectoryConfig::default(),
             presence: PresenceConfig::default(),
+            push: PushConfig::default(),
             password_policy: PasswordPolicy::default(),
             rate_limits: RateLimitConfig::default(),
             limits: Limits::default(),
@@ -147,6 +150,28 @@ pub struct PresenceConfig {
 impl Default for PresenceConfig {
     fn default() -> Self {
         Self { enabled: true }
+    }
+}
+
+/// Push gateway delivery (`[push]` in the TOML file).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Post to gateways on loopback, private, link-local and other
+    /// non-public addresses. Off, a pusher's URL cannot make the server
+    /// reach its own network (the URL is chosen by clients).
+    pub allow_private_gateways: bool,
+    /// Wait before retrying a failed post to a gateway, in milliseconds;
+    /// each next retry waits twice as long, five retries at most.
+    pub retry_delay_ms: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_gateways: false,
+            retry_delay_ms: 1000,
+        }
     }
 }
 

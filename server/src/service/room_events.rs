@@ -30,6 +30,7 @@ use tracing::debug;
 
 use super::{
     ServiceError,
+    committed::{CommittedEvents, CommittedFeed},
     event_writer::{EventWriter, PendingEvent},
     notifier::Notifier,
     room_slots::RoomSlots,
@@ -232,18 +233,21 @@ pub struct RoomEvents {
     versions: Mutex<HashMap<OwnedRoomId, RoomVersion>>,
     stream: Arc<Stream>,
     writer: EventWriter,
+    committed: CommittedFeed,
     last_create_ts: AtomicU64,
 }
 
 impl RoomEvents {
     /// Builds the service and starts its event writer (on the current tokio
-    /// runtime). About `cached_rooms` rooms keep their state in memory.
+    /// runtime). About `cached_rooms` rooms keep their state in memory;
+    /// every committed chain of sent events goes to `committed`.
     pub fn new(
         storage: Arc<dyn Storage>,
         keys: Arc<ServerKeys>,
         notifier: Arc<Notifier>,
         stream: Arc<Stream>,
         cached_rooms: usize,
+        committed: CommittedFeed,
     ) -> Self {
         Self {
             writer: EventWriter::start(storage.clone()),
@@ -253,6 +257,7 @@ impl RoomEvents {
             rooms: RoomSlots::new(cached_rooms),
             versions: Mutex::new(HashMap::new()),
             stream,
+            committed,
             last_create_ts: AtomicU64::new(0),
         }
     }
@@ -441,6 +446,11 @@ impl RoomEvents {
             .filter(|pending| pending.membership.is_some())
             .map(|pending| pending.position)
             .max();
+        // Kept for the feed (a `Pdu` is a shared pointer, so this is cheap).
+        let pdus: Vec<_> = chain
+            .iter()
+            .map(|pending| (pending.position, pending.pdu.clone()))
+            .collect();
         let written = self.writer.write(chain).await;
         if let Some(position) = last_membership {
             self.stream.mark(Kind::Membership, position);
@@ -482,6 +492,10 @@ impl RoomEvents {
         if let Some(last) = committed.last() {
             self.stream.published(last.position).await;
             self.notifier.wake(interested.iter().map(|user| &**user));
+            self.committed.committed(CommittedEvents {
+                room_id: room_id.to_owned(),
+                events: pdus.into_iter().take(committed.len()).collect(),
+            });
         }
         for link in committed {
             for send in link.senders {
@@ -1125,6 +1139,7 @@ mod tests {
             Arc::new(Notifier::default()),
             Arc::new(Stream::new(StreamPosition(0))),
             16,
+            CommittedFeed::new().0,
         );
         for room in [room_id!("!probe1:x"), room_id!("!probe2:x")] {
             assert!(events.current_state(room).await.unwrap().is_none());

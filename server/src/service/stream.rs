@@ -60,10 +60,12 @@ pub enum Kind {
     DeviceList,
     /// A user's presence.
     Presence,
+    /// Push rules evaluated for new events (notification counts changed).
+    Notification,
 }
 
 impl Kind {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
 }
 
 /// The reserved positions not yet released.
