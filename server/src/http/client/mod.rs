@@ -10,6 +10,7 @@ mod events;
 mod key_backup;
 mod keys;
 mod login;
+mod notifications;
 mod presence;
 mod profile;
 mod push_rules;
@@ -103,6 +104,7 @@ pub fn router() -> Router<AppState> {
             "/presence/{user_id}/status",
             get(presence::get_presence).put(presence::set_presence),
         )
+        .route("/notifications", get(notifications::get_notifications))
         .route("/pushers", get(pushers::get_pushers))
         .route("/pushers/set", post(pushers::set_pusher))
         .route("/pushrules/", get(push_rules::get_all))

@@ -37,7 +37,8 @@ use super::{
     stream::Kind,
 };
 use crate::storage::{
-    AccountDataEntry, Membership, Receipt, Storage, StoredEvent, StreamPosition, ToDeviceMessage,
+    AccountDataEntry, Membership, NotificationCounts, Receipt, Storage, StoredEvent,
+    StreamPosition, ToDeviceMessage,
 };
 use filter::Filter;
 use lazy_members::{LazyMembers, StreamKey};
@@ -185,8 +186,11 @@ pub struct RoomUpdate {
     pub receipts: Vec<Receipt>,
     /// Who types now, when that changed.
     pub typing: Option<BTreeSet<OwnedUserId>>,
-    /// Messages from others after the user's read receipt.
-    pub notification_count: u64,
+    /// Messages from others after the user's read receipt (MSC2654).
+    pub unread_count: u64,
+    /// Events that notified the user after their read receipt, by their
+    /// push rules, and how many of them highlight.
+    pub notifications: NotificationCounts,
     /// Member counts and heroes, for naming the room.
     pub summary: Option<RoomSummary>,
 }
@@ -217,7 +221,8 @@ impl RoomUpdate {
             account_data: Vec::new(),
             receipts: Vec::new(),
             typing: None,
-            notification_count: 0,
+            unread_count: 0,
+            notifications: NotificationCounts::default(),
             summary: None,
         }
     }
@@ -406,6 +411,17 @@ impl Sync {
                 .collect(),
             None => HashSet::new(),
         };
+        // Rooms whose counts changed since: push rules are evaluated after
+        // an event is published, so its count can come after the event.
+        let notified: HashSet<OwnedRoomId> = match since {
+            Some(since) if changed(Kind::Notification) => self
+                .storage
+                .rooms_notified_between(user_id, since, now)
+                .await?
+                .into_iter()
+                .collect(),
+            _ => HashSet::new(),
+        };
         let mut account_data: Vec<AccountDataEntry> = if changed(Kind::AccountData) {
             self.storage
                 .account_data_changes(user_id, since.unwrap_or(StreamPosition(0)), now)
@@ -516,9 +532,17 @@ impl Sync {
                     update.typing = self
                         .typing
                         .typers_since(room_id, if newly_joined { None } else { typing_since });
-                    if update.has_news() || request.full_state || newly_joined {
-                        update.notification_count =
+                    if update.has_news()
+                        || request.full_state
+                        || newly_joined
+                        || notified.contains(room_id)
+                    {
+                        update.unread_count =
                             self.storage.count_unread(room_id, user_id, now).await?;
+                        update.notifications = self
+                            .storage
+                            .notification_counts(room_id, user_id, now)
+                            .await?;
                         update.summary = self.summary(room_id, user_id).await?;
                         response.joined.push(update);
                     }
