@@ -109,6 +109,7 @@ pub fn router() -> Router<AppState> {
         .route("/pushers/set", post(pushers::set_pusher))
         .route("/pushrules/", get(push_rules::get_all))
         .route("/pushrules/global/", get(push_rules::get_global))
+        .route("/pushrules/global/{kind}/", get(push_rules::get_kind))
         .route(
             "/pushrules/global/{kind}/{rule_id}",
             get(push_rules::get_rule)
