@@ -27,6 +27,7 @@ backend_tests!(
     notifications_list_what_notified,
     a_rejected_pushkey_removes_the_pusher,
     a_failing_gateway_is_retried,
+    an_invite_notifies_the_invitee,
 );
 
 /// How long a test waits for the gateway before it fails.
@@ -257,6 +258,28 @@ async fn encrypted_and_e2e_only_events_are_pushed_without_content(backend: Backe
         assert!(!device.contains_key("tweaks"), "{body}");
         assert!(!body.to_string().contains("AwgAEnACgAkLmt"));
     }
+    // A state event of the E2E-only room (never encrypted) is pushed
+    // without content too: an invite, with the invitee's display name in it.
+    let carol = server.register("carol").await;
+    set_pusher(
+        &server,
+        &carol.token,
+        "carol",
+        json!({ "url": gateway.url }),
+    )
+    .await;
+    crate::rooms_support::invite(&server, &alice.token, &e2e_only, &carol.user_id).await;
+    let body = gateway.next().await;
+    let notification = body["notification"].as_object().unwrap();
+    assert_eq!(
+        notification["devices"][0]["pushkey"],
+        json!("carol"),
+        "{body}"
+    );
+    let mut keys: Vec<&str> = notification.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["counts", "devices", "event_id", "room_id"], "{body}");
+    assert!(!body.to_string().contains("invite"), "{body}");
 }
 
 /// Bob's `unread_notifications` in `room`, once they equal `want`, through
@@ -524,4 +547,31 @@ async fn a_failing_gateway_is_retried(backend: Backend) {
         json!(next)
     );
     assert_eq!(pushkeys(&server, &bob.token).await, ["key"]);
+}
+
+async fn an_invite_notifies_the_invitee(backend: Backend) {
+    let server = start_server(backend).await;
+    let mut gateway = Gateway::start().await;
+    let alice = server.register("alice").await;
+    let carol = server.register("carol").await;
+    set_pusher(
+        &server,
+        &carol.token,
+        "carol",
+        json!({ "url": gateway.url }),
+    )
+    .await;
+    let room = create_room(&server, &alice.token, json!({ "preset": "private_chat" })).await;
+    crate::rooms_support::invite(&server, &alice.token, &room, &carol.user_id).await;
+    let body = gateway.next().await;
+    let notification = &body["notification"];
+    assert_eq!(notification["room_id"], json!(room), "{body}");
+    assert_eq!(notification["type"], json!("m.room.member"));
+    assert_eq!(notification["content"]["membership"], json!("invite"));
+    // `.m.rule.invite_for_me`: notify with the default sound.
+    assert_eq!(
+        notification["devices"][0]["tweaks"]["sound"],
+        json!("default"),
+        "{body}"
+    );
 }

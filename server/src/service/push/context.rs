@@ -4,7 +4,7 @@
 use ruma::{
     OwnedRoomId, OwnedUserId, ServerName, UInt,
     events::{
-        StateEventType,
+        StateEventType, TimelineEventType,
         room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource},
     },
     push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx},
@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::service::{
     room_events::RoomState,
     rooms::e2e_policy::{self, POLICY_EVENT_TYPE},
+    rooms::pdu::Pdu,
 };
 
 /// A room as the push rules of its local members see it.
@@ -23,7 +24,7 @@ pub struct RoomPushContext {
     room_id: OwnedRoomId,
     member_count: UInt,
     /// Local joined members, each with their display name in the room.
-    pub local_members: Vec<(OwnedUserId, String)>,
+    local_members: Vec<(OwnedUserId, String)>,
     power_levels: Option<PushConditionPowerLevelsCtx>,
     /// Whether the room is E2E-only: its events are pushed without content.
     pub is_e2e_only: bool,
@@ -51,6 +52,19 @@ impl RoomPushContext {
         }
     }
 
+    /// Who the event is evaluated for: the local joined members, and the
+    /// invitee of an invite (for `.m.rule.invite_for_me`), each with their
+    /// display name.
+    pub fn recipients(&self, event: &Pdu, server_name: &ServerName) -> Vec<(OwnedUserId, String)> {
+        let mut recipients = self.local_members.clone();
+        if let Some(invitee) = local_invitee(event, server_name)
+            && !recipients.iter().any(|(member, _)| *member == invitee.0)
+        {
+            recipients.push(invitee);
+        }
+        recipients
+    }
+
     /// The rule context for one member.
     pub fn for_member(&self, user_id: OwnedUserId, display_name: String) -> PushConditionRoomCtx {
         let context = PushConditionRoomCtx::new(
@@ -64,6 +78,23 @@ impl RoomPushContext {
             None => context,
         }
     }
+}
+
+/// The local user an `m.room.member` invite is for, with the display name
+/// it gives them.
+fn local_invitee(event: &Pdu, server_name: &ServerName) -> Option<(OwnedUserId, String)> {
+    #[derive(Deserialize)]
+    struct Invite {
+        membership: String,
+        displayname: Option<String>,
+    }
+    if *event.kind() != TimelineEventType::RoomMember {
+        return None;
+    }
+    let invitee = OwnedUserId::try_from(event.state_key()?).ok()?;
+    let content: Invite = serde_json::from_str(event.content().get()).ok()?;
+    (content.membership == "invite" && invitee.server_name() == server_name)
+        .then(|| (invitee, content.displayname.unwrap_or_default()))
 }
 
 /// A member's display name in the room (empty without one, which matches nothing).

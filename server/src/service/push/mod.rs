@@ -157,21 +157,21 @@ impl Evaluator {
             let raw = RawValue::from_string(event.canonical_json().to_owned())
                 .map_err(|e| ServiceError::Internal(format!("event json: {e}")))?;
             let raw = Raw::<Value>::from_json(raw);
-            for (user_id, display_name) in &room.local_members {
+            for (user_id, display_name) in room.recipients(event, server_name) {
                 // The sender's own events never notify them (ruma also
                 // skips them; this spares loading their rules).
                 if user_id == event.sender() {
                     continue;
                 }
-                if !rulesets.contains_key(user_id) {
-                    let rules = self.push_rules.ruleset(user_id).await?;
+                if !rulesets.contains_key(&user_id) {
+                    let rules = self.push_rules.ruleset(&user_id).await?;
                     rulesets.insert(user_id.clone(), rules);
                 }
-                let context = room.for_member(user_id.clone(), display_name.clone());
-                let actions = rulesets[user_id].get_actions(&raw, &context).await;
+                let context = room.for_member(user_id.clone(), display_name);
+                let actions = rulesets[&user_id].get_actions(&raw, &context).await;
                 if actions.iter().any(Action::should_notify) {
                     notified.push(Notified {
-                        user_id: user_id.clone(),
+                        user_id,
                         event: event.clone(),
                         position: *position,
                         actions: actions.to_vec(),
