@@ -761,6 +761,19 @@ mod tests {
         let config = Config::from_toml_str(&readme[start..end]).expect("example parses");
         config.validate().expect("example validates");
         assert_eq!(config.registration.mode, RegistrationMode::Token);
+        assert!(!config.push.allow_private_gateways);
+    }
+
+    #[test]
+    fn push_gateways_stay_public_unless_allowed() {
+        assert!(!Config::default().push.allow_private_gateways);
+        let config =
+            Config::from_toml_str("[push]\nallow_private_gateways = true\nretry_delay_ms = 5")
+                .expect("parses");
+        assert!(config.push.allow_private_gateways);
+        assert_eq!(config.push.retry_delay_ms, 5);
+        let err = Config::from_toml_str("[push]\nallow_private = true").expect_err("unknown key");
+        assert!(err.contains("allow_private"), "{err}");
     }
 
     #[test]
