@@ -12,7 +12,7 @@ use crate::{
         error::MatrixError,
         extract::{Authed, Query},
     },
-    service::ServiceError,
+    service::{ServiceError, push::MAX_NOTIFICATIONS_PAGE},
     storage::StreamPosition,
 };
 
@@ -38,7 +38,10 @@ pub async fn get_notifications(
             ServiceError::InvalidParam("from is not a token this server gave".to_owned())
         })?)),
     };
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    let limit = query
+        .limit
+        .unwrap_or(DEFAULT_LIMIT)
+        .clamp(1, MAX_NOTIFICATIONS_PAGE);
     let only_highlights = match query.only.as_deref() {
         None => false,
         Some("highlight") => true,
@@ -50,7 +53,7 @@ pub async fn get_notifications(
         .push
         .notifications(&session.user_id, from, limit, only_highlights)
         .await?;
-    let next_token = (page.len() >= limit.max(1))
+    let next_token = (page.len() >= limit)
         .then(|| page.last().map(|last| last.position.0.to_string()))
         .flatten();
     let mut notifications = Vec::with_capacity(page.len());
