@@ -45,6 +45,7 @@ use crate::{
         Membership, OlmMachine, OutgoingRequest, RoomUpdate, SyncChanges, UnableToDecrypt,
     },
     store::{Changes, SecretBox, Store, StoreError},
+    verification::route_room_verification_event,
 };
 
 /// The machine's records, each sealed.
@@ -296,12 +297,30 @@ impl Client {
         update.decrypted.extend(output.late_decryptions);
         for room in &update.joined {
             for event in &room.timeline {
-                if event.event_type != "m.room.encrypted" || late.contains(event.event_id.as_str())
-                {
+                if event.event_type != "m.room.encrypted" {
+                    route_room_verification_event(
+                        machine,
+                        &room.room_id,
+                        event,
+                        &event.event_type,
+                        &event.content,
+                    );
+                    continue;
+                }
+                if late.contains(event.event_id.as_str()) {
                     continue;
                 }
                 match decrypt(machine, &room.room_id, event) {
-                    Ok(decrypted) => update.decrypted.push(decrypted),
+                    Ok(decrypted) => {
+                        route_room_verification_event(
+                            machine,
+                            &room.room_id,
+                            event,
+                            &decrypted.event_type,
+                            &decrypted.content,
+                        );
+                        update.decrypted.push(decrypted);
+                    }
                     Err(utd) => update.undecryptable.push((room.room_id.clone(), utd)),
                 }
             }
@@ -411,12 +430,20 @@ impl Client {
     }
 
     /// After a sync is saved: sends key uploads, queries and queued
-    /// to-device messages the machine asks for.
+    /// to-device messages the machine asks for, then the messages of
+    /// in-room verifications (after releasing the machine: sending into an
+    /// encrypted room takes it).
     pub(crate) async fn after_sync_encryption(
         &self,
         mut slot: MutexGuard<'_, Option<OlmMachine>>,
     ) -> Result<()> {
-        self.run_outgoing_requests(&mut slot).await
+        self.run_outgoing_requests(&mut slot).await?;
+        let messages = slot
+            .as_mut()
+            .map(OlmMachine::take_room_verification_messages)
+            .unwrap_or_default();
+        drop(slot);
+        self.send_room_verification_messages(messages).await
     }
 
     /// Forgets the in-memory machine after a failed sync commit, so the

@@ -41,13 +41,17 @@
 //!   [`Client::pin_identity`] after a changed identity, and
 //!   [`Client::is_device_verified`]; cross-signed devices of verified users
 //!   count as verified for decryption and "only verified" sharing.
-//! - SAS verification over to-device messages (spec-notes/verification.md):
-//!   [`Client::request_verification`], [`Client::accept_verification_request`],
-//!   [`Client::start_sas`], [`Client::accept_sas`], the emoji and numbers in
+//! - SAS verification over to-device messages or in a room
+//!   (spec-notes/verification.md): [`Client::request_verification`] or
+//!   [`Client::request_verification_in_room`],
+//!   [`Client::accept_verification_request`], [`Client::start_sas`],
+//!   [`Client::accept_sas`], the emoji and numbers in
 //!   [`Client::verification`], then [`Client::confirm_sas`] or
 //!   [`Client::sas_mismatch`]; a success verifies the device and signs
-//!   what cross-signing lets this device sign. In-room and QR code
-//!   verification are not built.
+//!   what cross-signing lets this device sign. QR codes between two
+//!   cross-signed users: [`Client::generate_qr_code`],
+//!   [`Client::scan_qr_code`], [`Client::confirm_qr_scanned`] (not between
+//!   our own devices).
 //! - [`Error`]: Matrix errors as a matchable [`ErrorKind`] with
 //!   `retry_after`; network, store and malformed-answer errors. Nothing
 //!   panics on a bad server answer.

@@ -1,16 +1,21 @@
-//! The client's interactive verification (SAS over to-device messages).
-//! The machine runs the flows ([`crate::machine::verification`]); incoming
-//! `m.key.verification.*` events reach it with each sync. Each call here
-//! takes one step, commits the machine's changes and then sends what it
-//! queued, as everywhere else. See `spec-notes/verification.md`.
+//! The client's interactive verification (SAS, over to-device messages or
+//! in a room). The machine runs the flows ([`crate::machine::verification`]);
+//! incoming `m.key.verification.*` events reach it with each sync, to-device
+//! ones and room timeline ones alike (decrypted first in an encrypted room).
+//! Each call here takes one step, commits the machine's changes and then
+//! sends what it queued, as everywhere else; messages of in-room flows go
+//! out as room events through [`crate::Room::send`], so they are encrypted
+//! in an encrypted room. See `spec-notes/verification.md`.
 
-use ruma::{DeviceId, UserId};
+use ruma::{DeviceId, OwnedRoomId, RoomId, UserId};
+use serde_json::{Value, json};
 
 use crate::{
     Client,
     encryption::now_ms,
     error::{Error, Result},
-    machine::{MachineError, OlmMachine, Verification, VerificationError},
+    events::RoomEvent,
+    machine::{MachineError, OlmMachine, RoomVerificationMessage, Verification, VerificationError},
 };
 
 impl Client {
@@ -43,6 +48,38 @@ impl Client {
     pub async fn request_own_verification(&self) -> Result<String> {
         self.verification_step(|machine| machine.request_own_verification(now_ms()))
             .await
+    }
+
+    /// Asks `user_id` (another user) to verify in `room_id`, a room shared
+    /// with them: sends the `m.key.verification.request` room message
+    /// (encrypted when the room is); any of their devices may answer.
+    /// Returns the transaction id, which is the request's event id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Crypto`] with [`VerificationError::NotAnotherUser`] for our
+    /// own user (our devices verify with [`Client::request_verification`]);
+    /// the errors of [`crate::Room::send`].
+    pub async fn request_verification_in_room(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<String> {
+        let content = self
+            .with_machine(|machine| machine.room_verification_request(user_id.as_str()))
+            .await?
+            .map_err(MachineError::from)?;
+        let event_id = self.room(room_id).send("m.room.message", content).await?;
+        self.verification_step(|machine| {
+            machine.room_verification_request_sent(
+                room_id.as_str(),
+                user_id.as_str(),
+                event_id.as_str(),
+                now_ms(),
+            )
+        })
+        .await?;
+        Ok(event_id.to_string())
     }
 
     /// Accepts an incoming request (sends `ready`).
@@ -122,6 +159,56 @@ impl Client {
         .await
     }
 
+    /// The QR code to show another user in a ready flow (the bytes to
+    /// render); see [`OlmMachine::generate_qr_code`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Crypto`] with a [`VerificationError`] (no cross-signing
+    /// keys, the other side cannot scan, not ready); store errors.
+    pub async fn generate_qr_code(
+        &self,
+        user_id: &UserId,
+        transaction_id: &str,
+    ) -> Result<Vec<u8>> {
+        self.verification_step(|machine| machine.generate_qr_code(user_id.as_str(), transaction_id))
+            .await
+    }
+
+    /// The other device's QR code, as scanned: checked, then answered with
+    /// the reciprocate start; see [`OlmMachine::scan_qr_code`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Crypto`] with a [`VerificationError`] (a code that is not
+    /// for this flow, or over keys we do not know, which cancels it);
+    /// network and store errors.
+    pub async fn scan_qr_code(
+        &self,
+        user_id: &UserId,
+        transaction_id: &str,
+        data: &[u8],
+    ) -> Result<()> {
+        self.verification_step(|machine| {
+            machine.scan_qr_code(user_id.as_str(), transaction_id, data, now_ms())
+        })
+        .await
+    }
+
+    /// The other device reported that our QR code matched: signs their
+    /// master key and sends done.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Crypto`] with a [`VerificationError`]; network and store
+    /// errors.
+    pub async fn confirm_qr_scanned(&self, user_id: &UserId, transaction_id: &str) -> Result<()> {
+        self.verification_step(|machine| {
+            machine.confirm_qr_scanned(user_id.as_str(), transaction_id)
+        })
+        .await
+    }
+
     /// One verification: its phase and, once keys are exchanged, the emoji
     /// and numbers to compare.
     ///
@@ -147,7 +234,7 @@ impl Client {
     }
 
     /// Runs one machine step, then commits and sends what it queued
-    /// (commit first: see `send_machine_requests`).
+    /// (commit first: see `send_machine_requests`), in-room messages last.
     async fn verification_step<T>(
         &self,
         step: impl FnOnce(&mut OlmMachine) -> Result<T, VerificationError>,
@@ -157,6 +244,57 @@ impl Client {
         let value = step(machine).map_err(MachineError::from)?;
         let requests = machine.outgoing_requests();
         self.send_machine_requests(machine, requests).await?;
+        let messages = machine.take_room_verification_messages();
+        // Sending into an encrypted room takes the machine's lock.
+        drop(slot);
+        self.send_room_verification_messages(messages).await?;
         Ok(value)
     }
+
+    /// Sends in-room verification messages as room events, in order
+    /// (encrypted when the room is). Call without the machine's lock.
+    ///
+    /// # Errors
+    ///
+    /// The first error of [`crate::Room::send`]; the messages after it are
+    /// not sent (the flow then times out).
+    pub(crate) async fn send_room_verification_messages(
+        &self,
+        messages: Vec<RoomVerificationMessage>,
+    ) -> Result<()> {
+        for message in messages {
+            let Ok(room_id) = OwnedRoomId::try_from(message.room_id) else {
+                continue;
+            };
+            self.room(&room_id)
+                .send(&message.event_type, message.content)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Hands a timeline event of `room_id` to the machine's in-room flows when
+/// it is a verification event: `event_type` and `content` are the clear
+/// ones (the decrypted ones for an `m.room.encrypted` event).
+pub(crate) fn route_room_verification_event(
+    machine: &mut OlmMachine,
+    room_id: &RoomId,
+    event: &RoomEvent,
+    event_type: &str,
+    content: &Value,
+) {
+    let is_request = event_type == "m.room.message"
+        && content.get("msgtype").and_then(Value::as_str) == Some("m.key.verification.request");
+    if !is_request && !event_type.starts_with("m.key.verification.") {
+        return;
+    }
+    let clear = json!({
+        "type": event_type,
+        "sender": event.sender,
+        "event_id": event.event_id,
+        "origin_server_ts": event.origin_server_ts,
+        "content": content,
+    });
+    machine.receive_room_verification_event(room_id.as_str(), &clear, now_ms());
 }

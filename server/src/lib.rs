@@ -136,6 +136,13 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     ));
     let default_version =
         parse_version(&config.default_room_version).map_err(StartError::Services)?;
+    let presence = Arc::new(Presence::new(
+        storage.clone(),
+        stream.clone(),
+        room_events.clone(),
+        notifier.clone(),
+        config.presence.enabled,
+    ));
     let typing = Arc::new(Typing::new(notifier.clone()));
     let account_data = Arc::new(AccountData::new(
         storage.clone(),
@@ -237,11 +244,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         push_rules,
         push,
         pushers: Arc::new(Pushers::new(storage.clone())),
-        presence: Arc::new(Presence::new(
-            storage.clone(),
-            stream.clone(),
-            config.presence.enabled,
-        )),
+        presence,
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),
         rooms,
         profiles,

@@ -1,25 +1,36 @@
-// Interop of the two crypto stacks: a myelin-sdk client (Rust, the ignored
-// test sdk_interop::myelin_sdk_and_matrix_js_sdk_exchange_encrypted_messages)
-// and matrix-js-sdk with its Rust crypto (matrix-sdk-crypto-wasm) exchange
-// encrypted messages in both directions through the homeserver given on the
-// command line.
+// Interop of the two crypto stacks: myelin-sdk clients (Rust, the ignored
+// tests in tests/tests/it/sdk_interop.rs) and matrix-js-sdk with its Rust
+// crypto (matrix-sdk-crypto-wasm) exchange encrypted messages in both
+// directions and verify each other by SAS (emoji; to-device and in a room)
+// and by QR code, through the homeserver given on the command line.
 //
 //   node sdk-crypto.mjs HOMESERVER_URL     (normally through run.sh)
 //
 // This script registers the js-sdk user, starts its sync loop, and serves a
-// small loopback HTTP API the Rust test drives it with (POST JSON, answers
+// small loopback HTTP API the Rust tests drive it with (POST JSON, answers
 // JSON): /join {room_id}, /send {room_id, body}, /expect {room_id, body}
 // (waits until that body decrypts; answers the sender and wire type),
-// /bootstrap_cross_signing, /device_status {user_id, device_id} (whether
-// the js client finds that device signed by its owner). It
-// then runs the Rust test with MYELIN_SDK_HOMESERVER, MYELIN_INTEROP_PEER
-// (the API's URL) and MYELIN_INTEROP_PEER_USER, and exits with its status.
+// /encryption_info {room_id, body} (the shield the js client shows on it),
+// /bootstrap_cross_signing, /device_status {user_id, device_id} (how the
+// js client judges that device and its user: signed by its owner,
+// verified; with {until: FIELD}, once FIELD is true), and the verification
+// steps /request_verification {user_id, device_id},
+// /request_verification_dm {user_id, room_id} (in the room),
+// /accept_verification {user_id}, /start_sas, /sas, /confirm_sas,
+// /generate_qr, /scan_qr {data}, /confirm_qr_scanned and
+// /verification_outcome (each {transaction_id}). It then runs the Rust
+// tests (`sdk_interop::`, one at a time) with MYELIN_SDK_HOMESERVER,
+// MYELIN_INTEROP_PEER (the API's URL) and MYELIN_INTEROP_PEER_USER, and
+// exits with their status.
 // MYELIN_INTEROP_REPO names the checkout to run cargo in (default: the
-// current directory).
+// current directory); MYELIN_INTEROP_TESTS narrows the tests run (a cargo
+// test filter, default `sdk_interop::`).
 
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
+import { EventEmitter } from "node:events";
 import { MatrixEventEvent, RoomEvent, ClientEvent } from "matrix-js-sdk";
+import { CryptoEvent, EventShieldColour, EventShieldReason, VerificationPhase, VerificationRequestEvent, VerifierEvent } from "matrix-js-sdk/lib/crypto-api/index.js";
 import {
     baseUrl, check, collectSyncPhaseFailures, finish, isReady, limitRunTime, registerUser, startSyncLoop, when,
 } from "./harness.mjs";
@@ -39,6 +50,82 @@ await check("the matrix-js-sdk client syncs with its Rust crypto", async () => {
     return reg.device_id;
 });
 
+// Verification flows by transaction id: the request, and once a method is
+// chosen the verifier's outcome and the SAS it shows. The js user plays
+// one who accepts whatever start arrives (as Element's "Verify" button
+// does): a verifier that appears is run with verify() at once.
+const flows = new Map();
+const flowNews = new EventEmitter();
+const incoming = [];
+js.on(CryptoEvent.VerificationRequestReceived, (request) => {
+    incoming.push(request);
+    flowNews.emit("news");
+});
+function follow(request) {
+    const flow = { request, verifier: null, outcome: null, settled: false, sas: null, reciprocate: null };
+    const watchVerifier = () => {
+        const verifier = request.verifier;
+        if (!verifier || flow.verifier) return;
+        flow.verifier = verifier;
+        verifier.on(VerifierEvent.ShowSas, (sas) => {
+            flow.sas = sas;
+            flowNews.emit("news");
+        });
+        verifier.on(VerifierEvent.ShowReciprocateQr, (reciprocate) => {
+            flow.reciprocate = reciprocate;
+            flowNews.emit("news");
+        });
+        flow.outcome = verifier.verify().then(() => "done", (err) => `failed: ${err?.message ?? err}`);
+        void flow.outcome.then(() => {
+            flow.settled = true;
+            flowNews.emit("news");
+        });
+    };
+    request.on(VerificationRequestEvent.Change, () => {
+        watchVerifier();
+        flowNews.emit("news");
+    });
+    watchVerifier();
+    flows.set(request.transactionId, flow);
+    return flow;
+}
+const news = [[flowNews, "news"]];
+
+// Waits until OK holds of COMPUTE()'s (asynchronous) answer, asking again
+// whenever the js client emits one of EVENTS or completes a sync; answers
+// the last value.
+async function untilComputed(what, events, compute, ok) {
+    let latest = null;
+    let running = false;
+    const look = () => {
+        if (running) return;
+        running = true;
+        compute().then(
+            (value) => { latest = value; running = false; flowNews.emit("news"); },
+            () => { running = false; },
+        );
+    };
+    const sources = [...events, ClientEvent.Sync];
+    for (const name of sources) js.on(name, look);
+    try {
+        look();
+        return await when(what, news, () => latest !== null && ok(latest) && latest);
+    } finally {
+        for (const name of sources) js.off(name, look);
+    }
+}
+function flowOf(transaction_id) {
+    const flow = flows.get(transaction_id);
+    if (!flow) throw new Error(`no verification ${transaction_id}`);
+    return flow;
+}
+const flowView = (flow) => ({
+    transaction_id: flow.request.transactionId,
+    room_id: flow.request.roomId ?? null,
+    phase: VerificationPhase[flow.request.phase],
+    cancellation_code: flow.request.cancellationCode,
+});
+
 const commands = {
     async join({ room_id }) {
         await when("the js client sees the invite", [[js, ClientEvent.Room]], () => js.getRoom(room_id)?.getMyMembership() === "invite");
@@ -56,20 +143,123 @@ const commands = {
     // First upload: no user-interactive auth (MSC3967).
     async bootstrap_cross_signing() {
         const crypto = js.getCrypto();
+        if (await crypto.isCrossSigningReady()) return { bootstrapped: reg.user_id };
         await crypto.bootstrapCrossSigning({ authUploadDeviceSigningKeys: (makeRequest) => makeRequest(null) });
         // Bootstrap signs the device in the background; this signs it again
         // and waits for the upload, so the Rust side finds the signature.
         await crypto.crossSignDevice(js.getDeviceId());
         return { bootstrapped: reg.user_id };
     },
-    // How the js client judges a device of the Rust client, after fetching
-    // that user's keys afresh.
-    async device_status({ user_id, device_id }) {
+    // How the js client judges a device of the Rust client. With UNTIL
+    // (a field name), waits until that field is true: the js client
+    // refetches a user's keys after the server reports a change, a
+    // moment after it happened.
+    async device_status({ user_id, device_id, until }) {
         const crypto = js.getCrypto();
         await crypto.getUserDeviceInfo([user_id], true);
-        const status = await crypto.getDeviceVerificationStatus(user_id, device_id);
-        const identity = await crypto.getUserVerificationStatus(user_id);
-        return { signed_by_owner: status?.signedByOwner ?? null, cross_signing_verified: status?.crossSigningVerified ?? null, identity_known: identity !== null };
+        const status = async () => {
+            const device = await crypto.getDeviceVerificationStatus(user_id, device_id);
+            const identity = await crypto.getUserVerificationStatus(user_id);
+            return {
+                signed_by_owner: device?.signedByOwner ?? null,
+                cross_signing_verified: device?.crossSigningVerified ?? null,
+                locally_verified: device?.localVerified ?? null,
+                is_verified: device?.isVerified() ?? null,
+                identity_known: identity !== null,
+                identity_verified: identity?.isVerified() ?? null,
+            };
+        };
+        if (!until) return status();
+        return untilComputed(`the js client finds ${until} for ${user_id}'s ${device_id}`,
+            [CryptoEvent.DevicesUpdated, CryptoEvent.UserTrustStatusChanged], status, (s) => s[until] === true);
+    },
+    // Verification (CryptoApi): to-device to one device, or in a room.
+    async request_verification({ user_id, device_id }) {
+        return flowView(follow(await js.getCrypto().requestDeviceVerification(user_id, device_id)));
+    },
+    // The js client asks in a room only once it knows the user's
+    // cross-signing identity, which its key query after the user's
+    // bootstrap brings: tried again after each sync until then.
+    async request_verification_dm({ user_id, room_id }) {
+        let request = null;
+        let trying = false;
+        const attempt = () => {
+            if (trying || request) return;
+            trying = true;
+            js.getCrypto().requestVerificationDM(user_id, room_id).then(
+                (r) => { request = r; flowNews.emit("news"); },
+                () => { trying = false; },
+            );
+        };
+        await when(`an in-room request to ${user_id} (its identity known)`, news, () => {
+            attempt();
+            return request;
+        });
+        return flowView(follow(request));
+    },
+    // Waits for a request from USER_ID, and accepts it (ready).
+    async accept_verification({ user_id }) {
+        const request = await when(`a verification request from ${user_id}`, news, () =>
+            incoming.find((r) => r.otherUserId === user_id && r.phase === VerificationPhase.Requested && !flows.has(r.transactionId)));
+        const flow = follow(request);
+        await request.accept();
+        return flowView(flow);
+    },
+    async start_sas({ transaction_id }) {
+        const flow = flowOf(transaction_id);
+        await when("the other side is ready", news, () => flow.request.phase === VerificationPhase.Ready);
+        await flow.request.startVerification("m.sas.v1");
+        return flowView(flow);
+    },
+    // Waits until the SAS is shown; answers its emoji ([symbol, name] x7)
+    // and numbers.
+    async sas({ transaction_id }) {
+        const flow = flowOf(transaction_id);
+        const sas = await when("the js client shows the SAS", news, () => {
+            if (flow.request.phase === VerificationPhase.Cancelled) throw new Error(`cancelled: ${flow.request.cancellationCode}`);
+            return flow.sas;
+        });
+        return { emoji: sas.sas.emoji, decimal: sas.sas.decimal };
+    },
+    async confirm_sas({ transaction_id }) {
+        await flowOf(transaction_id).sas.confirm();
+        return {};
+    },
+    // QR codes (bytes as base64): show ours, scan theirs, and confirm
+    // that the other device reported our code matched.
+    async generate_qr({ transaction_id }) {
+        const bytes = await flowOf(transaction_id).request.generateQRCode();
+        if (!bytes) throw new Error("no QR code: the js client cannot show one here");
+        return { data: Buffer.from(bytes).toString("base64").replace(/=+$/, "") };
+    },
+    async scan_qr({ transaction_id, data }) {
+        const flow = flowOf(transaction_id);
+        await when("the other side is ready", news, () => flow.request.phase === VerificationPhase.Ready);
+        await flow.request.scanQRCode(new Uint8ClampedArray(Buffer.from(data, "base64")));
+        return flowView(flow);
+    },
+    async confirm_qr_scanned({ transaction_id }) {
+        const flow = flowOf(transaction_id);
+        const reciprocate = await when("the other device scanned our QR code", news, () => {
+            if (flow.request.phase === VerificationPhase.Cancelled) throw new Error(`cancelled: ${flow.request.cancellationCode}`);
+            return flow.reciprocate;
+        });
+        reciprocate.confirm();
+        return flowView(flow);
+    },
+    // Waits until the flow ends (Done or Cancelled).
+    async verification_outcome({ transaction_id }) {
+        const flow = flowOf(transaction_id);
+        await when("the verification ends", news, () =>
+            [VerificationPhase.Done, VerificationPhase.Cancelled].includes(flow.request.phase) && (!flow.outcome || flow.settled));
+        return { ...flowView(flow), verifier: flow.outcome ? await flow.outcome : null };
+    },
+    // How the js client shows an event it decrypted: its shield.
+    async encryption_info({ room_id, body }) {
+        const event = js.getRoom(room_id)?.getLiveTimeline().getEvents().find((e) => e.getContent().body === body);
+        if (!event) throw new Error(`no event "${body}"`);
+        const info = await js.getCrypto().getEncryptionInfoForEvent(event);
+        return { shield_colour: EventShieldColour[info?.shieldColour] ?? null, shield_reason: EventShieldReason[info?.shieldReason] ?? null };
     },
     async expect({ room_id, body }) {
         const event = await when(`the js client decrypts "${body}"`, [[js, RoomEvent.Timeline], [js, MatrixEventEvent.Decrypted]], () =>
@@ -95,11 +285,12 @@ const api = createServer((req, res) => {
 await new Promise((resolve) => api.listen(0, "127.0.0.1", resolve));
 const peerUrl = `http://127.0.0.1:${api.address().port}`;
 
-await check("the myelin-sdk client and matrix-js-sdk exchange encrypted messages both ways", async () => {
+await check("the myelin-sdk client and matrix-js-sdk exchange encrypted messages and verify each other", async () => {
     const status = await new Promise((resolve) => {
+        // One test at a time: they share the one js-sdk client.
         const child = spawn("cargo", [
             "test", "-p", "myelin-tests", "--locked", "--test", "it", "--",
-            "--ignored", "--nocapture", "--exact", "sdk_interop::myelin_sdk_and_matrix_js_sdk_exchange_encrypted_messages",
+            "--ignored", "--nocapture", "--test-threads=1", process.env.MYELIN_INTEROP_TESTS || "sdk_interop::",
         ], {
             cwd: process.env.MYELIN_INTEROP_REPO || process.cwd(),
             stdio: "inherit",

@@ -52,15 +52,15 @@
 //! - [`history`]: history for newcomers (MSC4268): the `shared_history`
 //!   flag, building, sending, and importing room key bundles.
 //! - [`verification`]: interactive SAS verification by to-device
-//!   messages, and the trust a success produces
+//!   messages or in a room, and the trust a success produces
 //!   (`spec-notes/verification.md`).
 //! - [`store`]: the persistence trait and an in-memory store.
 //!
 //! # Not done yet
 //!
 //! Key requests to other users' devices, secret storage and sharing of the
-//! key backup's recovery key (and Myelin's authenticated backup), in-room
-//! and QR code verification (SAS runs over to-device messages only),
+//! key backup's recovery key (and Myelin's authenticated backup), QR code
+//! verification between our own devices,
 //! secret sharing of the cross-signing keys (only the device that
 //! bootstrapped holds them), history bundles sent only to cross-signed
 //! devices as MSC4268 asks (they go to the invitee's non-blacklisted
@@ -130,7 +130,10 @@ pub use self::{
     requests::{OutgoingRequest, Request},
     store::{Changes, CryptoStore, MemoryStore},
     sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
-    verification::{CancelCode, Emoji, Verification, VerificationError, VerificationPhase},
+    verification::{
+        CancelCode, Emoji, RoomVerificationMessage, Verification, VerificationError,
+        VerificationPhase,
+    },
 };
 
 /// Errors from feeding the machine a response or asking it to act.

@@ -55,6 +55,7 @@ impl Devices {
     ///
     /// # Errors
     /// `NotFound` for an unknown device; `InvalidParam` for an overlong name.
+    /// Those who share a room with the user see the device list change.
     pub async fn rename(
         &self,
         user_id: &UserId,
@@ -68,10 +69,13 @@ impl Devices {
             .await
         {
             Err(StorageError::NotFound(_)) => {
-                Err(ServiceError::NotFound("no such device".to_owned()))
+                return Err(ServiceError::NotFound("no such device".to_owned()));
             }
-            other => Ok(other?),
+            other => other?,
         }
+        // `/keys/query` shows the name, so those who track the user's
+        // devices must look again.
+        self.accounts.devices_changed(user_id).await
     }
 
     /// Deletes devices after the user re-enters their password; their tokens die at once.

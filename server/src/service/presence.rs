@@ -2,7 +2,8 @@
 //! online, away or offline, with an optional status message. A user's
 //! presence is shown to themselves and to users who share a room with
 //! them; to anyone else it is as unknown as a user that does not exist.
-//! `[presence] enabled = false` turns it off for privacy: changes are
+//! Sync carries the changes of the syncing user's room mates (and their
+//! own). `[presence] enabled = false` turns it off for privacy: changes are
 //! accepted and dropped, and everyone reads as `offline`.
 
 use std::{sync::Arc, time::Duration};
@@ -11,7 +12,9 @@ use ruma::UserId;
 
 use super::{
     ServiceError,
+    notifier::Notifier,
     profile::share_a_room,
+    room_events::RoomEvents,
     stream::{Kind, Stream},
 };
 use crate::storage::{Millis, PresenceState, Storage};
@@ -35,20 +38,53 @@ pub struct PresenceView {
     pub currently_active: bool,
 }
 
+impl PresenceView {
+    /// How a stored presence reads at `now_ms`.
+    pub fn of(state: PresenceState, now_ms: i64) -> Self {
+        let ago = u64::try_from(now_ms.saturating_sub(state.last_active_ts)).unwrap_or(0);
+        Self {
+            currently_active: state.presence == "online"
+                && Duration::from_millis(ago) < CURRENTLY_ACTIVE,
+            presence: state.presence,
+            status_msg: state.status_msg,
+            last_active_ago: Some(ago),
+        }
+    }
+
+    fn offline() -> Self {
+        Self {
+            presence: "offline".to_owned(),
+            status_msg: None,
+            last_active_ago: None,
+            currently_active: false,
+        }
+    }
+}
+
 /// Users' presence.
 #[derive(Debug)]
 pub struct Presence {
     storage: Arc<dyn Storage>,
     stream: Arc<Stream>,
+    events: Arc<RoomEvents>,
+    notifier: Arc<Notifier>,
     enabled: bool,
 }
 
 impl Presence {
     /// Builds the service; with `enabled` false, presence is off.
-    pub fn new(storage: Arc<dyn Storage>, stream: Arc<Stream>, enabled: bool) -> Self {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        stream: Arc<Stream>,
+        events: Arc<RoomEvents>,
+        notifier: Arc<Notifier>,
+        enabled: bool,
+    ) -> Self {
         Self {
             storage,
             stream,
+            events,
+            notifier,
             enabled,
         }
     }
@@ -97,7 +133,29 @@ impl Presence {
             .append(Kind::Presence, |position| async move {
                 Ok(storage.set_presence(user_id, state, position).await?)
             })
-            .await
+            .await?;
+        // Wake the long-polling syncs that carry the change.
+        let mut mates = vec![user_id.to_owned()];
+        for membership in self.storage.memberships_of(user_id, None).await?.iter() {
+            if membership.membership != "join" {
+                continue;
+            }
+            let members = self
+                .events
+                .read_state(&membership.room_id, |state| {
+                    state
+                        .members_in(&["join"])
+                        .map(ToOwned::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .await?
+                .unwrap_or_default();
+            mates.extend(members);
+        }
+        mates.sort();
+        mates.dedup();
+        self.notifier.wake(mates.iter().map(|user| &**user));
+        Ok(())
     }
 
     /// A user's presence as `viewer` may see it.
@@ -110,30 +168,17 @@ impl Presence {
         viewer: &UserId,
         user_id: &UserId,
     ) -> Result<PresenceView, ServiceError> {
-        let offline = PresenceView {
-            presence: "offline".to_owned(),
-            status_msg: None,
-            last_active_ago: None,
-            currently_active: false,
-        };
         if !self.enabled {
-            return Ok(offline);
+            return Ok(PresenceView::offline());
         }
         if viewer != user_id && !share_a_room(self.storage.as_ref(), viewer, user_id).await? {
             return Err(ServiceError::NotFound(
                 "no presence for this user".to_owned(),
             ));
         }
-        let Some(state) = self.storage.presence(user_id).await? else {
-            return Ok(offline);
-        };
-        let ago = u64::try_from(Millis::now().0.saturating_sub(state.last_active_ts)).unwrap_or(0);
-        Ok(PresenceView {
-            currently_active: state.presence == "online"
-                && Duration::from_millis(ago) < CURRENTLY_ACTIVE,
-            presence: state.presence,
-            status_msg: state.status_msg,
-            last_active_ago: Some(ago),
+        Ok(match self.storage.presence(user_id).await? {
+            Some(state) => PresenceView::of(state, Millis::now().0),
+            None => PresenceView::offline(),
         })
     }
 }

@@ -2,7 +2,7 @@
 //! and pushers.
 
 use async_trait::async_trait;
-use ruma::{DeviceId, OwnedRoomId, RoomId, UserId};
+use ruma::{DeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use super::{StorageError, StreamPosition};
 
@@ -144,4 +144,13 @@ pub trait UserDataStore: Send + Sync {
 
     /// A user's presence, if they ever set it.
     async fn presence(&self, user_id: &UserId) -> Result<Option<PresenceState>, StorageError>;
+
+    /// Presence set after `after` and at or before `upto`, latest first, at
+    /// most `limit`.
+    async fn presence_changes(
+        &self,
+        after: StreamPosition,
+        upto: StreamPosition,
+        limit: u32,
+    ) -> Result<Vec<(OwnedUserId, PresenceState)>, StorageError>;
 }

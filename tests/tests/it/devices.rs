@@ -9,6 +9,7 @@ backend_tests!(
     deleting_a_device_needs_the_password,
     deleting_a_device_with_someone_elses_password_fails,
     delete_devices_in_bulk,
+    a_rename_shows_in_room_mates_device_list_changes,
 );
 
 fn password_auth(user: &str, password: &str, session: &Value) -> Value {
@@ -201,4 +202,29 @@ async fn delete_devices_in_bulk(backend: Backend) {
         )
         .await;
     assert_eq!(devices["devices"].as_array().map(Vec::len), Some(1));
+}
+
+async fn a_rename_shows_in_room_mates_device_list_changes(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = crate::rooms_support::create_room(&server, &alice.token, json!({})).await;
+    crate::rooms_support::invite(&server, &alice.token, &room, &bob.user_id).await;
+    crate::rooms_support::join(&server, &bob.token, &room).await;
+    let since = crate::sync_support::next_batch(
+        &crate::sync_support::initial_sync(&server, &bob.token, 1).await,
+    );
+
+    let url = server.v3(&format!("/devices/{}", alice.device_id));
+    let body = json!({ "display_name": "Alice's phone" });
+    let answer = server
+        .request(Method::PUT, url, Some(&alice.token), Some(body))
+        .await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    let answer = crate::sync_support::sync_since(&server, &bob.token, &since).await;
+    let changed = answer["device_lists"]["changed"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(changed.contains(&json!(alice.user_id)), "{answer}");
 }

@@ -6,12 +6,16 @@ use myelin_tests::{Backend, TestServer, assert_error, backend_tests};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::rooms_support::{create_room, invite, join};
+use crate::{
+    rooms_support::{create_room, invite, join},
+    sync_support::{initial_sync, next_batch, sync_ok, sync_since},
+};
 
 backend_tests!(
     presence_is_shown_to_room_mates_only,
     presence_changes_are_checked,
     presence_can_be_turned_off,
+    presence_changes_reach_room_mates_in_sync,
 );
 
 fn status_url(server: &TestServer, user_id: &str) -> String {
@@ -124,4 +128,69 @@ async fn presence_can_be_turned_off(backend: Backend) {
         json!({ "presence": "offline", "currently_active": false })
     );
     assert_eq!(server.count_rows("SELECT COUNT(*) FROM presence").await, 0);
+}
+
+/// The presence events of a sync answer, by sender.
+fn presence_of(answer: &Value, user_id: &str) -> Vec<Value> {
+    answer["presence"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no presence events in {answer}"))
+        .iter()
+        .filter(|event| event["sender"] == user_id)
+        .cloned()
+        .collect()
+}
+
+async fn presence_changes_reach_room_mates_in_sync(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let room = create_room(&server, &alice.token, json!({})).await;
+    invite(&server, &alice.token, &room, &bob.user_id).await;
+    join(&server, &bob.token, &room).await;
+    let bob_since = next_batch(&initial_sync(&server, &bob.token, 1).await);
+    let carol_since = next_batch(&initial_sync(&server, &carol.token, 1).await);
+
+    // Bob's long-poll wakes for alice's change.
+    let body = json!({ "presence": "online", "status_msg": "here" });
+    let started = std::time::Instant::now();
+    let params = [("since", bob_since.as_str()), ("timeout", "30000")];
+    let (answer, set) = tokio::join!(
+        sync_ok(&server, &bob.token, &params),
+        put(&server, &alice.token, &alice.user_id, body),
+    );
+    assert_eq!(set.0, StatusCode::OK);
+    let mut answer = answer;
+    if presence_of(&answer, &alice.user_id).is_empty() {
+        // The long-poll returned for something else first; the change is next.
+        answer = sync_since(&server, &bob.token, &next_batch(&answer)).await;
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the sync was not woken"
+    );
+    let events = presence_of(&answer, &alice.user_id);
+    assert_eq!(events.len(), 1, "{answer}");
+    assert_eq!(events[0]["type"], "m.presence");
+    assert_eq!(events[0]["content"]["presence"], "online");
+    assert_eq!(events[0]["content"]["status_msg"], "here");
+    assert_eq!(events[0]["content"]["currently_active"], true);
+
+    // The next sync does not repeat it; carol, who shares no room, never sees it.
+    let again = sync_since(&server, &bob.token, &next_batch(&answer)).await;
+    assert!(
+        again["presence"]["events"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{again}"
+    );
+    let carol_answer = sync_since(&server, &carol.token, &carol_since).await;
+    assert!(
+        presence_of(&carol_answer, &alice.user_id).is_empty(),
+        "{carol_answer}"
+    );
+    // An initial sync shows the room mates' current presence.
+    let initial = initial_sync(&server, &bob.token, 1).await;
+    assert_eq!(presence_of(&initial, &alice.user_id).len(), 1, "{initial}");
 }

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{
-    ALICE, BOB, ROOM, alice_and_bob, body,
+    ALICE, BOB, CAROL, ROOM, alice_and_bob, body,
     cross_signing::bootstrap,
     server::{Client, FakeServer},
 };
@@ -551,4 +551,637 @@ fn a_device_flooding_requests_holds_only_a_few_open_and_finished_flows_are_dropp
     alice.now_ms += verification::FINISHED_KEPT_MS;
     step(&mut server, &mut alice);
     assert_eq!(from_bob(&alice), 0);
+}
+
+/// A room's timeline as the fake server holds it: every event in order,
+/// and how far each device has read.
+#[derive(Default)]
+struct Timeline {
+    events: Vec<Value>,
+    read: std::collections::BTreeMap<String, usize>,
+}
+
+/// How a device sends its in-room verification messages: encrypted, as
+/// myelin-sdk does in an encrypted room, or in the clear, as matrix-js-sdk
+/// does.
+#[derive(Clone, Copy, PartialEq)]
+enum Sends {
+    Encrypted,
+    Clear,
+}
+
+impl Timeline {
+    /// Posts `event_type` + `content` from `client` into ROOM.
+    fn post(
+        &mut self,
+        server: &mut FakeServer,
+        client: &mut Client,
+        how: Sends,
+        event_type: &str,
+        content: &Value,
+    ) -> String {
+        let mut event = if how == Sends::Encrypted {
+            client.share(server, ROOM);
+            let encrypted = client
+                .machine
+                .encrypt_room_event(ROOM, event_type, content, client.now_ms)
+                .unwrap();
+            client.save();
+            server.room_event(ROOM, &client.user, encrypted)
+        } else {
+            let mut event = server.room_event(ROOM, &client.user, content.clone());
+            event["type"] = json!(event_type);
+            event
+        };
+        event["origin_server_ts"] = json!(client.now_ms);
+        let event_id = event["event_id"].as_str().unwrap().to_owned();
+        self.events.push(event);
+        event_id
+    }
+
+    /// One round for `client`: a sync (to-device, keys), then the new
+    /// timeline events, decrypted and routed as the SDK's sync does, then
+    /// its queued in-room messages posted.
+    fn step(&mut self, server: &mut FakeServer, client: &mut Client, how: Sends) {
+        client.sync(server, vec![]);
+        let reader = format!("{}|{}", client.user, client.device);
+        let from = self.read.get(&reader).copied().unwrap_or(0);
+        for event in self.events[from..].iter().cloned() {
+            let clear = if event["type"] == "m.room.encrypted" {
+                let Ok(decrypted) = client.decrypt(ROOM, &event) else {
+                    continue;
+                };
+                json!({
+                    "type": decrypted.event_type,
+                    "sender": decrypted.sender,
+                    "event_id": event["event_id"],
+                    "origin_server_ts": event["origin_server_ts"],
+                    "content": decrypted.content,
+                })
+            } else {
+                event
+            };
+            client
+                .machine
+                .receive_room_verification_event(ROOM, &clear, client.now_ms);
+        }
+        self.read.insert(reader, self.events.len());
+        for message in client.machine.take_room_verification_messages() {
+            assert_eq!(message.room_id, ROOM);
+            self.post(server, client, how, &message.event_type, &message.content);
+        }
+        client.send_outgoing(server);
+    }
+
+    /// Rounds for both until nothing is left in flight.
+    fn settle(
+        &mut self,
+        server: &mut FakeServer,
+        a: (&mut Client, Sends),
+        b: (&mut Client, Sends),
+    ) {
+        for _ in 0..4 {
+            self.step(server, a.0, a.1);
+            self.step(server, b.0, b.1);
+        }
+    }
+}
+
+/// Alice asks Bob in ROOM; returns the transaction id (the request's event
+/// id) once Bob's phone has accepted and Alice sees it ready.
+fn in_room_ready(
+    server: &mut FakeServer,
+    timeline: &mut Timeline,
+    alice: &mut Client,
+    bob: &mut Client,
+    bob_sends: Sends,
+) -> String {
+    let request = alice.machine.room_verification_request(BOB).unwrap();
+    let txn = timeline.post(server, alice, Sends::Encrypted, "m.room.message", &request);
+    alice
+        .machine
+        .room_verification_request_sent(ROOM, BOB, &txn, alice.now_ms)
+        .unwrap();
+    timeline.step(server, bob, bob_sends);
+    let view = bob.machine.verification(ALICE, &txn).unwrap();
+    assert_eq!(
+        (view.phase, view.room_id.as_deref(), view.device_id.as_str()),
+        (VerificationPhase::Requested, Some(ROOM), "ALICEDEV")
+    );
+    bob.machine
+        .accept_verification_request(ALICE, &txn)
+        .unwrap();
+    timeline.step(server, bob, bob_sends);
+    timeline.step(server, alice, Sends::Encrypted);
+    let view = alice.machine.verification(BOB, &txn).unwrap();
+    assert_eq!(
+        (view.phase, view.device_id.as_str()),
+        (VerificationPhase::Ready, "BOBPHONE"),
+        "the phone's ready picked the device"
+    );
+    txn
+}
+
+#[test]
+fn an_in_room_flow_runs_on_encrypted_room_events_and_verifies_both_sides() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let mut timeline = Timeline::default();
+    let txn = in_room_ready(
+        &mut server,
+        &mut timeline,
+        &mut alice,
+        &mut bob,
+        Sends::Encrypted,
+    );
+    alice.machine.start_sas(BOB, &txn, alice.now_ms).unwrap();
+    let both = |t: &mut Timeline, s: &mut FakeServer, a: &mut Client, b: &mut Client| {
+        t.settle(s, (a, Sends::Encrypted), (b, Sends::Encrypted));
+    };
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    assert_eq!(sas(&alice, BOB, &txn), sas(&bob, ALICE, &txn));
+    alice.machine.confirm_sas(BOB, &txn).unwrap();
+    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
+    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+
+    // Everything went through the room, encrypted, and nothing to-device.
+    let to_device = |server: &FakeServer, user: &str, device: &str| {
+        server
+            .inboxes
+            .get(&(user.to_owned(), device.to_owned()))
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e["type"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("m.key.verification.")
+            })
+            .count()
+    };
+    assert_eq!(to_device(&server, ALICE, "ALICEDEV"), 0);
+    assert_eq!(to_device(&server, BOB, "BOBPHONE"), 0);
+    assert!(
+        timeline
+            .events
+            .iter()
+            .all(|e| e["type"] == "m.room.encrypted")
+    );
+    let mut types = Vec::new();
+    for event in &timeline.events[1..] {
+        let reader = if event["sender"] == ALICE {
+            &mut bob
+        } else {
+            &mut alice
+        };
+        let clear = reader.decrypt(ROOM, event).unwrap();
+        assert_eq!(
+            clear.content["m.relates_to"],
+            json!({"rel_type": "m.reference", "event_id": txn})
+        );
+        assert!(clear.content.get("transaction_id").is_none());
+        types.push(clear.event_type);
+    }
+    let types: Vec<&str> = types
+        .iter()
+        .map(|t| t.trim_start_matches("m.key.verification."))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "ready", "start", "accept", "key", "key", "mac", "mac", "done", "done"
+        ]
+    );
+}
+
+#[test]
+fn in_room_events_in_the_clear_are_taken_as_matrix_js_sdk_sends_them() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let mut timeline = Timeline::default();
+    let txn = in_room_ready(
+        &mut server,
+        &mut timeline,
+        &mut alice,
+        &mut bob,
+        Sends::Clear,
+    );
+    bob.machine.start_sas(ALICE, &txn, bob.now_ms).unwrap();
+    let both = |t: &mut Timeline, s: &mut FakeServer, a: &mut Client, b: &mut Client| {
+        t.settle(s, (a, Sends::Encrypted), (b, Sends::Clear));
+    };
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    alice.machine.accept_sas(BOB, &txn).unwrap();
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    assert_eq!(sas(&alice, BOB, &txn), sas(&bob, ALICE, &txn));
+    alice.machine.confirm_sas(BOB, &txn).unwrap();
+    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
+    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    let clear_from_bob = timeline
+        .events
+        .iter()
+        .filter(|e| e["sender"] == BOB && e["type"] != "m.room.encrypted")
+        .count();
+    assert_eq!(
+        clear_from_bob, 5,
+        "ready, start, key, mac, done in the clear"
+    );
+}
+
+#[test]
+fn room_events_outside_our_flow_or_room_are_ignored() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let mut timeline = Timeline::default();
+    // A request addressed to Carol opens nothing for Bob, who shares the room.
+    let mut to_carol = alice.machine.room_verification_request(BOB).unwrap();
+    to_carol["to"] = json!(CAROL);
+    let carols = timeline.post(
+        &mut server,
+        &mut alice,
+        Sends::Clear,
+        "m.room.message",
+        &to_carol,
+    );
+    timeline.step(&mut server, &mut bob, Sends::Clear);
+    assert!(bob.machine.verification(ALICE, &carols).is_none());
+
+    let txn = in_room_ready(
+        &mut server,
+        &mut timeline,
+        &mut alice,
+        &mut bob,
+        Sends::Clear,
+    );
+    // A start for the flow, from Bob, but in another room: not the flow's.
+    let start = timeline.events.len();
+    let mut content = verification::test_start_content(BOB, "BOBPHONE", &txn);
+    content.as_object_mut().unwrap().remove("transaction_id");
+    content["m.relates_to"] = json!({"rel_type": "m.reference", "event_id": txn});
+    let mut event = json!({
+        "type": "m.key.verification.start", "sender": BOB, "event_id": "$elsewhere",
+        "origin_server_ts": alice.now_ms, "content": content,
+    });
+    alice
+        .machine
+        .receive_room_verification_event("!other:example.org", &event, alice.now_ms);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Ready);
+    // Without the reference, or with another relation: nothing either.
+    event["content"]["m.relates_to"]["rel_type"] = json!("m.thread");
+    alice
+        .machine
+        .receive_room_verification_event(ROOM, &event, alice.now_ms);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Ready);
+    assert!(alice.machine.take_room_verification_messages().is_empty());
+    assert_eq!(timeline.events.len(), start);
+    // In the flow's room, the same start is the flow's.
+    event["content"]["m.relates_to"]["rel_type"] = json!("m.reference");
+    alice
+        .machine
+        .receive_room_verification_event(ROOM, &event, alice.now_ms);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Started);
+}
+
+#[test]
+fn in_room_verification_is_for_other_users() {
+    let mut server = FakeServer::default();
+    let (alice, _, _) = alice_and_bob(&mut server);
+    assert_eq!(
+        alice.machine.room_verification_request(ALICE),
+        Err(verification::VerificationError::NotAnotherUser {
+            user_id: ALICE.to_owned()
+        })
+    );
+}
+
+/// Alice and Bob, both with cross-signing, and a to-device flow from
+/// Alice to Bob's phone that both see ready; returns its transaction id.
+fn cross_signed_and_ready(server: &mut FakeServer, alice: &mut Client, bob: &mut Client) -> String {
+    bootstrap(alice, server);
+    bootstrap(bob, server);
+    settle(server, alice, bob);
+    let txn = alice
+        .machine
+        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .unwrap();
+    step(server, alice);
+    let request = &server.inboxes[&(BOB.to_owned(), "BOBPHONE".to_owned())][0];
+    assert_eq!(
+        request["content"]["methods"],
+        json!([
+            "m.sas.v1",
+            "m.qr_code.show.v1",
+            "m.qr_code.scan.v1",
+            "m.reciprocate.v1"
+        ]),
+        "with cross-signing keys, the QR methods are offered"
+    );
+    step(server, bob);
+    bob.machine
+        .accept_verification_request(ALICE, &txn)
+        .unwrap();
+    settle(server, alice, bob);
+    assert_eq!(phase(alice, BOB, &txn), VerificationPhase::Ready);
+    txn
+}
+
+#[test]
+fn a_qr_code_scanned_by_the_other_user_verifies_both_identities() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = cross_signed_and_ready(&mut server, &mut alice, &mut bob);
+
+    let code = bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    assert_eq!(&code[..8], b"MATRIX\x02\x00", "mode 0: another user");
+    alice
+        .machine
+        .scan_qr_code(BOB, &txn, &code, alice.now_ms)
+        .unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::TheyScannedQr);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Confirmed);
+    // Nothing is trusted before Bob's user confirms the scan.
+    assert!(!alice.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(!bob.machine.user_identity(ALICE).unwrap().is_verified);
+
+    bob.machine.confirm_qr_scanned(ALICE, &txn).unwrap();
+    settle(&mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
+    assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(bob.machine.user_identity(ALICE).unwrap().is_verified);
+    // The devices their owners cross-signed are verified through them.
+    assert!(alice.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(bob.machine.is_device_verified(ALICE, "ALICEDEV"));
+}
+
+#[test]
+fn a_qr_code_over_a_key_we_do_not_know_is_refused_and_cancels() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = cross_signed_and_ready(&mut server, &mut alice, &mut bob);
+    let mut code = bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    // key2, the master key Bob believes Alice has, is one a server made up
+    // for her: bytes 10 + txn length + 32 onwards.
+    let key2 = 10 + txn.len() + 32;
+    let fake = vodozemac::Ed25519SecretKey::new().public_key();
+    code[key2..key2 + 32].copy_from_slice(fake.as_bytes());
+    assert_eq!(
+        alice.machine.scan_qr_code(BOB, &txn, &code, alice.now_ms),
+        Err(verification::VerificationError::Qr(
+            verification::QrError::KeyMismatch
+        ))
+    );
+    settle(&mut server, &mut alice, &mut bob);
+    assert_eq!(
+        phase(&bob, ALICE, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::KeyMismatch,
+            by_us: false
+        }
+    );
+    assert!(!alice.machine.user_identity(BOB).unwrap().is_verified);
+}
+
+#[test]
+fn a_reciprocate_without_the_codes_secret_verifies_nothing() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = cross_signed_and_ready(&mut server, &mut alice, &mut bob);
+    bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    // Alice's device never saw the code; a start with a guessed secret.
+    server
+        .inboxes
+        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
+        .or_default()
+        .push(json!({
+            "type": "m.key.verification.start",
+            "sender": ALICE,
+            "content": {
+                "transaction_id": txn, "from_device": "ALICEDEV",
+                "method": "m.reciprocate.v1", "secret": vodozemac::base64_encode([7u8; 16]),
+            },
+        }));
+    step(&mut server, &mut bob);
+    assert_eq!(
+        phase(&bob, ALICE, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::KeyMismatch,
+            by_us: true
+        }
+    );
+    assert!(bob.machine.confirm_qr_scanned(ALICE, &txn).is_err());
+    assert!(!bob.machine.user_identity(ALICE).unwrap().is_verified);
+}
+
+#[test]
+fn a_qr_code_verification_runs_in_a_room_too() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    bootstrap(&mut alice, &mut server);
+    bootstrap(&mut bob, &mut server);
+    settle(&mut server, &mut alice, &mut bob);
+    let mut timeline = Timeline::default();
+    let txn = in_room_ready(
+        &mut server,
+        &mut timeline,
+        &mut alice,
+        &mut bob,
+        Sends::Clear,
+    );
+
+    let code = bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    alice
+        .machine
+        .scan_qr_code(BOB, &txn, &code, alice.now_ms)
+        .unwrap();
+    let both = |t: &mut Timeline, s: &mut FakeServer, a: &mut Client, b: &mut Client| {
+        t.settle(s, (a, Sends::Encrypted), (b, Sends::Clear));
+    };
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::TheyScannedQr);
+    bob.machine.confirm_qr_scanned(ALICE, &txn).unwrap();
+    both(&mut timeline, &mut server, &mut alice, &mut bob);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
+    assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(bob.machine.user_identity(ALICE).unwrap().is_verified);
+    // The reciprocate start went into the room, referencing the request.
+    let start = timeline
+        .events
+        .iter()
+        .filter(|e| e["sender"] == ALICE)
+        .find_map(|e| {
+            let clear = bob.decrypt(ROOM, e).ok()?;
+            (clear.event_type == "m.key.verification.start").then_some(clear.content)
+        })
+        .expect("a start in the room");
+    assert_eq!(start["method"], "m.reciprocate.v1");
+    assert_eq!(start["m.relates_to"]["event_id"], txn.as_str());
+}
+
+/// Bob's phone (cross-signing keys, trusts the master key) and his laptop
+/// (trusts no master key yet) with a to-device flow both see ready;
+/// returns its transaction id.
+fn own_devices_ready(server: &mut FakeServer, phone: &mut Client, laptop: &mut Client) -> String {
+    bootstrap(phone, server);
+    settle(server, phone, laptop);
+    assert!(!laptop.machine.user_identity(BOB).unwrap().is_verified);
+    let txn = laptop
+        .machine
+        .request_verification(BOB, "BOBPHONE", laptop.now_ms)
+        .unwrap();
+    settle(server, laptop, phone);
+    phone
+        .machine
+        .accept_verification_request(BOB, &txn)
+        .unwrap();
+    settle(server, laptop, phone);
+    assert_eq!(phase(laptop, BOB, &txn), VerificationPhase::Ready);
+    txn
+}
+
+fn laptop_signers(server: &FakeServer) -> usize {
+    server.device_keys[BOB]["BOBLAPTOP"]["signatures"][BOB]
+        .as_object()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn a_qr_code_shown_by_the_device_that_trusts_the_master_key_verifies_the_new_one() {
+    let mut server = FakeServer::default();
+    let (_alice, mut phone, mut laptop) = alice_and_bob(&mut server);
+    let txn = own_devices_ready(&mut server, &mut phone, &mut laptop);
+
+    let code = phone.machine.generate_qr_code(BOB, &txn).unwrap();
+    assert_eq!(
+        code[7], 0x01,
+        "mode 1: shown by a device that trusts the master key"
+    );
+    laptop
+        .machine
+        .scan_qr_code(BOB, &txn, &code, laptop.now_ms)
+        .unwrap();
+    settle(&mut server, &mut laptop, &mut phone);
+    assert_eq!(phase(&phone, BOB, &txn), VerificationPhase::TheyScannedQr);
+    phone.machine.confirm_qr_scanned(BOB, &txn).unwrap();
+    settle(&mut server, &mut laptop, &mut phone);
+
+    assert_eq!(phase(&phone, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(laptop_signers(&server), 2, "the phone signed the laptop");
+    assert!(laptop.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(laptop.machine.is_device_verified(BOB, "BOBPHONE"));
+    assert!(phone.machine.is_device_verified(BOB, "BOBLAPTOP"));
+}
+
+#[test]
+fn a_qr_code_shown_by_the_new_device_is_checked_and_signed_by_the_trusted_one() {
+    let mut server = FakeServer::default();
+    let (_alice, mut phone, mut laptop) = alice_and_bob(&mut server);
+    let txn = own_devices_ready(&mut server, &mut phone, &mut laptop);
+
+    let code = laptop.machine.generate_qr_code(BOB, &txn).unwrap();
+    assert_eq!(
+        code[7], 0x02,
+        "mode 2: shown by a device that trusts no master key"
+    );
+    phone
+        .machine
+        .scan_qr_code(BOB, &txn, &code, phone.now_ms)
+        .unwrap();
+    settle(&mut server, &mut laptop, &mut phone);
+    assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::TheyScannedQr);
+    assert!(!laptop.machine.user_identity(BOB).unwrap().is_verified);
+    laptop.machine.confirm_qr_scanned(BOB, &txn).unwrap();
+    settle(&mut server, &mut laptop, &mut phone);
+
+    assert_eq!(phase(&phone, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::Done);
+    assert_eq!(laptop_signers(&server), 2, "the phone signed the laptop");
+    assert!(laptop.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(phone.machine.is_device_verified(BOB, "BOBLAPTOP"));
+}
+
+#[test]
+fn a_new_device_shown_a_servers_master_key_is_caught_by_the_trusted_one() {
+    let mut server = FakeServer::default();
+    let (_alice, mut phone, mut laptop) = alice_and_bob(&mut server);
+    let txn = own_devices_ready(&mut server, &mut phone, &mut laptop);
+    let mut code = laptop.machine.generate_qr_code(BOB, &txn).unwrap();
+    // key2, the master key the laptop believes in, replaced by one the
+    // server made up.
+    let key2 = 10 + txn.len() + 32;
+    let fake = vodozemac::Ed25519SecretKey::new().public_key();
+    code[key2..key2 + 32].copy_from_slice(fake.as_bytes());
+    assert_eq!(
+        phone.machine.scan_qr_code(BOB, &txn, &code, phone.now_ms),
+        Err(verification::VerificationError::Qr(
+            verification::QrError::KeyMismatch
+        ))
+    );
+    settle(&mut server, &mut laptop, &mut phone);
+    assert_eq!(
+        phase(&laptop, BOB, &txn),
+        VerificationPhase::Cancelled {
+            code: CancelCode::KeyMismatch,
+            by_us: false
+        }
+    );
+    assert_eq!(laptop_signers(&server), 1);
+    assert!(!laptop.machine.user_identity(BOB).unwrap().is_verified);
+}
+
+#[test]
+fn a_code_whose_mode_does_not_fit_the_flow_is_refused() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let txn = cross_signed_and_ready(&mut server, &mut alice, &mut bob);
+    let mut code = bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    code[7] = 0x02;
+    assert_eq!(
+        alice.machine.scan_qr_code(BOB, &txn, &code, alice.now_ms),
+        Err(verification::VerificationError::Qr(
+            verification::QrError::WrongMode(0x02)
+        ))
+    );
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Ready);
+}
+
+#[test]
+fn a_room_event_delivered_twice_is_taken_once() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    let mut timeline = Timeline::default();
+    let txn = in_room_ready(
+        &mut server,
+        &mut timeline,
+        &mut alice,
+        &mut bob,
+        Sends::Clear,
+    );
+    bob.machine.start_sas(ALICE, &txn, bob.now_ms).unwrap();
+    timeline.step(&mut server, &mut bob, Sends::Clear);
+    timeline.step(&mut server, &mut alice, Sends::Encrypted);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Started);
+    // The same start again, as a repeated sync would hand it over: without
+    // its event id remembered it would be out of order and cancel.
+    let start = timeline.events.last().unwrap().clone();
+    assert_eq!(start["type"], "m.key.verification.start");
+    alice
+        .machine
+        .receive_room_verification_event(ROOM, &start, alice.now_ms);
+    assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Started);
+    assert!(alice.machine.take_room_verification_messages().is_empty());
 }

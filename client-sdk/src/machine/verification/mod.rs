@@ -1,6 +1,9 @@
-//! Interactive device verification by short authentication string
-//! (`m.sas.v1`) over to-device messages ([spec]); the decisions are in
-//! `spec-notes/verification.md`.
+//! Interactive verification by short authentication string (`m.sas.v1`)
+//! or QR code, over to-device messages or in a room ([spec]); the
+//! decisions are in `spec-notes/verification.md`. The in-room transport
+//! (requests as room messages, events referencing them, an outbox the
+//! application sends as room events) is in `room`, the QR payload and the
+//! reciprocate step in `qr`.
 //!
 //! A flow is keyed by the other user and its transaction id and goes
 //! request → ready → start → accept → key → mac → done, or ends in a
@@ -9,7 +12,7 @@
 //! the timeouts (the machine has no clock: `now_ms` comes in with every
 //! call) and turns a success into trust:
 //!
-//! - the other device becomes locally verified ([`LocalTrust::Verified`]);
+//! - the other device becomes locally verified ([`LocalTrust::Verified`](super::LocalTrust::Verified));
 //! - another user's master key, when MAC'd and the one we know, is signed
 //!   with our user-signing key (if this device holds it);
 //! - another device of ours is signed with our self-signing key (if this
@@ -23,15 +26,19 @@
 //! [spec]: https://spec.matrix.org/v1.16/client-server-api/#device-verification
 
 mod emoji;
+mod incoming;
+mod qr;
+mod room;
 mod sas;
+mod trust;
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-pub use self::emoji::Emoji;
 use self::sas::{AwaitingKey, Confirmed, FlowIds, KeysExchanged, ReceivedStart, SentStart};
-use super::{InFlight, LocalTrust, OlmMachine, Request};
+pub use self::{emoji::Emoji, qr::QrError, room::RoomVerificationMessage};
+use super::{InFlight, OlmMachine, Request};
 
 /// An unanswered request expires ten minutes after it was sent.
 pub const REQUEST_TIMEOUT_MS: u64 = 10 * 60 * 1000;
@@ -157,7 +164,11 @@ pub enum VerificationPhase {
     /// The short authentication string can be compared: confirm or report
     /// a mismatch.
     ShowingSas,
-    /// We confirmed; waiting for the other side.
+    /// The other device scanned our QR code: confirm
+    /// ([`OlmMachine::confirm_qr_scanned`]) once it shows that the code
+    /// matched, or cancel.
+    TheyScannedQr,
+    /// We confirmed (or scanned their QR code); waiting for the other side.
     Confirmed,
     /// Both MACs verified: the other device is verified.
     Done,
@@ -178,8 +189,11 @@ pub struct Verification {
     /// The other device; empty while a request to all our other devices
     /// ([`OlmMachine::request_own_verification`]) waits for an answer.
     pub device_id: String,
-    /// The transaction id naming the flow.
+    /// The transaction id naming the flow (for an in-room flow, the event
+    /// id of its request).
     pub transaction_id: String,
+    /// The room of an in-room flow; `None` over to-device messages.
+    pub room_id: Option<String>,
     /// Whether this device sent the request (or the first start).
     pub we_requested: bool,
     /// Where it stands.
@@ -210,6 +224,16 @@ pub enum VerificationError {
         /// The transaction id.
         transaction_id: String,
     },
+    /// In-room verification is for another user; our own devices verify
+    /// over to-device messages.
+    #[error("in-room verification is with another user, not `{user_id}`")]
+    NotAnotherUser {
+        /// The user asked for.
+        user_id: String,
+    },
+    /// A QR code could not be shown or was refused.
+    #[error(transparent)]
+    Qr(#[from] QrError),
     /// The flow is not at a step where this can be done.
     #[error("the verification is {phase:?}; cannot {action}")]
     WrongPhase {
@@ -227,6 +251,12 @@ pub(super) struct Flow {
     ids: FlowIds,
     /// The devices a request to all our other devices went to.
     broadcast_to: Vec<String>,
+    /// The methods the other side offered (in its request or ready).
+    their_methods: Vec<String>,
+    /// The QR code we showed, if any.
+    shown_qr: Option<qr::ShownQr>,
+    /// The event ids of the room events an in-room flow took.
+    room_events: Vec<String>,
     we_requested: bool,
     /// When the request was sent (its `timestamp`), or the start if there
     /// was no request.
@@ -247,6 +277,14 @@ enum State {
     Confirmed(Confirmed),
     /// Their MAC verified and our done sent; waiting for theirs.
     WaitingForDone,
+    /// We scanned their QR code and sent the reciprocate start; waiting
+    /// for their done (their user saw the match), then `trust` applies.
+    QrScanned {
+        trust: qr::QrTrust,
+    },
+    /// They scanned our QR code (their start carried our secret); waiting
+    /// for our user to confirm that their device showed a match.
+    QrReciprocated,
     Done,
     Cancelled {
         code: CancelCode,
@@ -265,7 +303,10 @@ impl State {
                 VerificationPhase::Started
             }
             Self::KeysExchanged(_) => VerificationPhase::ShowingSas,
-            Self::Confirmed(_) | Self::WaitingForDone => VerificationPhase::Confirmed,
+            Self::Confirmed(_) | Self::WaitingForDone | Self::QrScanned { .. } => {
+                VerificationPhase::Confirmed
+            }
+            Self::QrReciprocated => VerificationPhase::TheyScannedQr,
             Self::Done => VerificationPhase::Done,
             Self::Cancelled { code, by_us } => VerificationPhase::Cancelled {
                 code: code.clone(),
@@ -289,6 +330,9 @@ type FlowKey = (String, String);
 #[derive(Default)]
 pub(super) struct Verifications {
     flows: BTreeMap<FlowKey, Flow>,
+    /// Messages of in-room flows waiting for the application to send them
+    /// as room events.
+    room_outbox: Vec<RoomVerificationMessage>,
 }
 
 impl std::fmt::Debug for Verifications {
@@ -323,7 +367,7 @@ impl OlmMachine {
         let ids = self.flow_ids(user_id, device_id, &transaction_id);
         let content = json!({
             "from_device": self.device_id,
-            "methods": [sas::SAS_V1],
+            "methods": self.offered_methods(user_id),
             "timestamp": now_ms,
             "transaction_id": transaction_id,
         });
@@ -333,6 +377,9 @@ impl OlmMachine {
             Flow {
                 ids,
                 broadcast_to: Vec::new(),
+                their_methods: Vec::new(),
+                shown_qr: None,
+                room_events: Vec::new(),
                 we_requested: true,
                 requested_ms: now_ms,
                 started_ms: None,
@@ -368,7 +415,7 @@ impl OlmMachine {
         let transaction_id = new_transaction_id();
         let content = json!({
             "from_device": self.device_id,
-            "methods": [sas::SAS_V1],
+            "methods": self.offered_methods(&own),
             "timestamp": now_ms,
             "transaction_id": transaction_id,
         });
@@ -388,6 +435,9 @@ impl OlmMachine {
             Flow {
                 ids: self.flow_ids(&own, "", &transaction_id),
                 broadcast_to: targets,
+                their_methods: Vec::new(),
+                shown_qr: None,
+                room_events: Vec::new(),
                 we_requested: true,
                 requested_ms: now_ms,
                 started_ms: None,
@@ -416,8 +466,7 @@ impl OlmMachine {
         let ids = flow.ids.clone();
         let content = json!({
             "from_device": ids.own_device,
-            "methods": [sas::SAS_V1],
-            "transaction_id": ids.transaction_id,
+            "methods": self.offered_methods(&ids.other_user),
         });
         self.send_verification_event(&ids, READY, content);
         Ok(())
@@ -586,385 +635,6 @@ impl OlmMachine {
             >= MAX_OPEN_FLOWS_PER_USER
     }
 
-    /// A to-device `m.key.verification.*` event (in the clear, as every
-    /// client sends them).
-    pub(super) fn receive_verification_event(&mut self, event: &Value, now_ms: u64) {
-        let (Some(event_type), Some(sender), Some(content)) = (
-            event.get("type").and_then(Value::as_str),
-            event.get("sender").and_then(Value::as_str),
-            event.get("content"),
-        ) else {
-            return;
-        };
-        let Some(transaction_id) = content.get("transaction_id").and_then(Value::as_str) else {
-            return;
-        };
-        let key = (sender.to_owned(), transaction_id.to_owned());
-        let known = self.verifications.flows.contains_key(&key);
-        match event_type {
-            REQUEST | START if !known && self.has_too_many_open_flows(sender) => {}
-            REQUEST if !known => self.receive_request(sender, content, now_ms),
-            START if !known => self.receive_start_without_request(sender, content, now_ms),
-            CANCEL if !known => {}
-            _ if !known => {
-                // A flow we never had (or lost in a restart): say so to the
-                // device that sent it, when the message names it (to-device
-                // events do not say which device sent them).
-                let Some(device) = content.get("from_device").and_then(Value::as_str) else {
-                    return;
-                };
-                let ids = self.flow_ids(sender, device, transaction_id);
-                self.send_cancel(&ids, &CancelCode::UnknownTransaction);
-            }
-            _ => self.receive_flow_event(sender, transaction_id, event_type, content, now_ms),
-        }
-    }
-
-    fn receive_request(&mut self, sender: &str, content: &Value, now_ms: u64) {
-        let (Some(device), Some(timestamp), Some(transaction_id)) = (
-            content.get("from_device").and_then(Value::as_str),
-            content.get("timestamp").and_then(Value::as_u64),
-            content.get("transaction_id").and_then(Value::as_str),
-        ) else {
-            return;
-        };
-        // Stale, from the future, or from a device we cannot check: ignored
-        // as the spec says (and as matrix-js-sdk does).
-        if now_ms.saturating_sub(timestamp) >= REQUEST_TIMEOUT_MS
-            || timestamp.saturating_sub(now_ms) > REQUEST_FUTURE_MS
-            || self.devices.device(sender, device).is_none()
-            || (sender == self.user_id && device == self.device_id)
-        {
-            return;
-        }
-        let ids = self.flow_ids(sender, device, transaction_id);
-        let offers_sas = content
-            .get("methods")
-            .and_then(Value::as_array)
-            .is_some_and(|m| m.iter().any(|m| m.as_str() == Some(sas::SAS_V1)));
-        if !offers_sas {
-            self.send_cancel(&ids, &CancelCode::UnknownMethod);
-            return;
-        }
-        self.verifications.flows.insert(
-            (sender.to_owned(), transaction_id.to_owned()),
-            Flow {
-                ids,
-                broadcast_to: Vec::new(),
-                we_requested: false,
-                requested_ms: timestamp,
-                started_ms: None,
-                start: None,
-                state: State::Requested,
-            },
-        );
-    }
-
-    fn receive_start_without_request(&mut self, sender: &str, content: &Value, now_ms: u64) {
-        let (Some(device), Some(transaction_id)) = (
-            content.get("from_device").and_then(Value::as_str),
-            content.get("transaction_id").and_then(Value::as_str),
-        ) else {
-            return;
-        };
-        if self.devices.device(sender, device).is_none() {
-            return;
-        }
-        let ids = self.flow_ids(sender, device, transaction_id);
-        if let Err(code) = sas::check_start(content) {
-            self.send_cancel(&ids, &code);
-            return;
-        }
-        self.verifications.flows.insert(
-            (sender.to_owned(), transaction_id.to_owned()),
-            Flow {
-                ids,
-                broadcast_to: Vec::new(),
-                we_requested: false,
-                requested_ms: now_ms,
-                started_ms: Some(now_ms),
-                start: Some(content.clone()),
-                state: State::ReceivedStart(ReceivedStart::new(content.clone())),
-            },
-        );
-    }
-
-    fn receive_flow_event(
-        &mut self,
-        sender: &str,
-        transaction_id: &str,
-        event_type: &str,
-        content: &Value,
-        now_ms: u64,
-    ) {
-        let key = (sender.to_owned(), transaction_id.to_owned());
-        let Some(flow) = self.verifications.flows.get_mut(&key) else {
-            return;
-        };
-        if flow.state.is_finished() {
-            return;
-        }
-        if event_type == CANCEL {
-            let code = content
-                .get("code")
-                .and_then(Value::as_str)
-                .map_or(CancelCode::Other(String::new()), CancelCode::from_wire);
-            flow.state = State::Cancelled { code, by_us: false };
-            return;
-        }
-        if flow.is_expired(now_ms) {
-            self.cancel_flow(sender, transaction_id, CancelCode::Timeout);
-            return;
-        }
-        if flow.ids.other_device.is_empty() {
-            // A request to all our devices: the first ready from one of
-            // them picks it; the others hear `m.accepted`. Nothing else is
-            // expected before that.
-            let device = content.get("from_device").and_then(Value::as_str);
-            let Some(device) =
-                device.filter(|d| event_type == READY && flow.broadcast_to.iter().any(|t| t == d))
-            else {
-                return;
-            };
-            flow.ids.other_device = device.to_owned();
-            let others: Vec<String> = std::mem::take(&mut flow.broadcast_to)
-                .into_iter()
-                .filter(|d| d != device)
-                .collect();
-            let ids = flow.ids.clone();
-            for other in others {
-                let to = FlowIds {
-                    other_device: other,
-                    ..ids.clone()
-                };
-                self.send_cancel(&to, &CancelCode::Accepted);
-            }
-        }
-        let Some(flow) = self.verifications.flows.get_mut(&key) else {
-            return;
-        };
-        // Messages that name their device must come from the flow's.
-        if let Some(device) = content.get("from_device").and_then(Value::as_str)
-            && device != flow.ids.other_device
-        {
-            self.cancel_flow(sender, transaction_id, CancelCode::UserMismatch);
-            return;
-        }
-        let result = match event_type {
-            READY => self.receive_ready(&key),
-            START => self.receive_start(&key, content, now_ms),
-            ACCEPT => self.receive_accept(&key, content),
-            KEY => self.receive_key(&key, content),
-            MAC => {
-                self.receive_mac(sender, transaction_id, content);
-                Ok(())
-            }
-            DONE => self.receive_done(&key),
-            _ => Err(CancelCode::UnexpectedMessage),
-        };
-        if let Err(code) = result {
-            self.cancel_flow(sender, transaction_id, code);
-        }
-    }
-
-    fn receive_ready(&mut self, key: &FlowKey) -> Result<(), CancelCode> {
-        let flow = self.flow_by_key(key)?;
-        if !(flow.we_requested && matches!(flow.state, State::Requested)) {
-            return Err(CancelCode::UnexpectedMessage);
-        }
-        flow.state = State::Ready;
-        Ok(())
-    }
-
-    fn receive_start(
-        &mut self,
-        key: &FlowKey,
-        content: &Value,
-        now_ms: u64,
-    ) -> Result<(), CancelCode> {
-        let flow = self.flow_by_key(key)?;
-        match &flow.state {
-            State::Ready => {}
-            State::SentStart(ours) => {
-                // Both sides started at once. The spec: with the same
-                // method, the start of the user (then device) with the
-                // lexicographically smaller id wins, the other is ignored;
-                // with different methods, cancel.
-                if ours.start().get("method") != content.get("method") {
-                    return Err(CancelCode::UnexpectedMessage);
-                }
-                let we_win = (&flow.ids.own_user, &flow.ids.own_device)
-                    < (&flow.ids.other_user, &flow.ids.other_device);
-                if we_win {
-                    return Ok(());
-                }
-                // Theirs wins: ours is dropped and theirs accepted, since
-                // the user here already chose to verify.
-                sas::check_start(content)?;
-                flow.state = State::ReceivedStart(ReceivedStart::new(content.clone()));
-                flow.start = Some(content.clone());
-                let (user, transaction_id) = key.clone();
-                self.accept_sas(&user, &transaction_id)
-                    .map_err(|_| CancelCode::UnexpectedMessage)?;
-                return Ok(());
-            }
-            _ => return Err(CancelCode::UnexpectedMessage),
-        }
-        sas::check_start(content)?;
-        flow.state = State::ReceivedStart(ReceivedStart::new(content.clone()));
-        flow.start = Some(content.clone());
-        flow.started_ms = Some(now_ms);
-        Ok(())
-    }
-
-    fn receive_accept(&mut self, key: &FlowKey, content: &Value) -> Result<(), CancelCode> {
-        let flow = self.flow_by_key(key)?;
-        let State::SentStart(sent) = std::mem::replace(&mut flow.state, State::Taken) else {
-            return Err(CancelCode::UnexpectedMessage);
-        };
-        let (state, key_content) = sent.receive_accept(&flow.ids, content)?;
-        flow.state = State::AwaitingKey(state);
-        let ids = flow.ids.clone();
-        self.send_verification_event(&ids, KEY, key_content);
-        Ok(())
-    }
-
-    fn receive_key(&mut self, key: &FlowKey, content: &Value) -> Result<(), CancelCode> {
-        let flow = self.flow_by_key(key)?;
-        let State::AwaitingKey(awaiting) = std::mem::replace(&mut flow.state, State::Taken) else {
-            return Err(CancelCode::UnexpectedMessage);
-        };
-        let start = flow.start.clone().unwrap_or_default();
-        let (state, reply) = awaiting.receive_key(&flow.ids, &start, content)?;
-        flow.state = State::KeysExchanged(state);
-        let ids = flow.ids.clone();
-        if let Some(reply) = reply {
-            self.send_verification_event(&ids, KEY, reply);
-        }
-        Ok(())
-    }
-
-    /// Their MAC: held until the user confirms, then checked against the
-    /// keys we know for them; success applies the trust and sends done.
-    fn receive_mac(&mut self, user_id: &str, transaction_id: &str, content: &Value) {
-        let known = self.keys_known_for(user_id, transaction_id);
-        let key = (user_id.to_owned(), transaction_id.to_owned());
-        let Some(flow) = self.verifications.flows.get_mut(&key) else {
-            return;
-        };
-        let verified = match &mut flow.state {
-            State::KeysExchanged(exchanged) => {
-                exchanged.hold_mac(content.clone());
-                return;
-            }
-            State::Confirmed(confirmed) => confirmed.verify_mac(&flow.ids, content, &known),
-            _ => Err(CancelCode::UnexpectedMessage),
-        };
-        let device_key_id = format!("ed25519:{}", flow.ids.other_device);
-        match verified {
-            Ok(keys) if keys.contains(&device_key_id) => {
-                flow.state = State::WaitingForDone;
-                let ids = flow.ids.clone();
-                self.send_verification_event(&ids, DONE, json!({"transaction_id": transaction_id}));
-                self.apply_verification(&ids, &keys, &known);
-            }
-            // Something verified, but not the device itself.
-            Ok(_) => self.cancel_flow(user_id, transaction_id, CancelCode::KeyMismatch),
-            Err(code) => self.cancel_flow(user_id, transaction_id, code),
-        }
-    }
-
-    fn receive_done(&mut self, key: &FlowKey) -> Result<(), CancelCode> {
-        let flow = self.flow_by_key(key)?;
-        if !matches!(flow.state, State::WaitingForDone) {
-            return Err(CancelCode::UnexpectedMessage);
-        }
-        flow.state = State::Done;
-        Ok(())
-    }
-
-    /// Raises trust after both MACs verified: see the module docs.
-    fn apply_verification(
-        &mut self,
-        ids: &FlowIds,
-        verified: &[String],
-        known: &BTreeMap<String, String>,
-    ) {
-        self.set_device_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
-        let master_verified = verified
-            .iter()
-            .any(|id| *id != format!("ed25519:{}", ids.other_device) && known.contains_key(id));
-        if ids.other_user == self.user_id {
-            if master_verified && self.devices.own.trusted_master.is_none() {
-                // Our other device vouched, by MAC, for the master key the
-                // server serves us: this device (which did not make it)
-                // now trusts it, and with it every device it signs.
-                let master = verified.iter().find_map(|id| {
-                    let key = known.get(id)?;
-                    (*id != format!("ed25519:{}", ids.other_device)).then(|| key.clone())
-                });
-                if let Some(master) = master {
-                    self.devices.own.trusted_master = Some(master);
-                    self.save_cross_signing();
-                    let own = self.user_id.clone();
-                    self.refresh_trust(&[own]);
-                }
-            }
-            if self.has_cross_signing_keys()
-                && let Ok(request) = self.verify_own_device(&ids.other_device)
-            {
-                self.queued.push(request);
-            }
-        } else if master_verified
-            && self.has_cross_signing_keys()
-            && let Ok(request) = self.verify_user(&ids.other_user)
-        {
-            self.queued.push(request);
-        }
-    }
-
-    /// The keys we MAC for the other side: our device key and, when this
-    /// device trusts it, our master key.
-    fn own_verification_keys(&self) -> BTreeMap<String, String> {
-        let mut keys = BTreeMap::from([(
-            format!("ed25519:{}", self.device_id),
-            self.account.identity_keys().ed25519.to_base64(),
-        )]);
-        if let Some(master) = &self.devices.own.trusted_master {
-            keys.insert(format!("ed25519:{master}"), master.clone());
-        }
-        keys
-    }
-
-    /// The keys we would accept a MAC over: their device's ed25519 key and
-    /// their current master key if it is the pinned one.
-    fn keys_known_for(&self, user_id: &str, transaction_id: &str) -> BTreeMap<String, String> {
-        let mut keys = BTreeMap::new();
-        let Some(flow) = self
-            .verifications
-            .flows
-            .get(&(user_id.to_owned(), transaction_id.to_owned()))
-        else {
-            return keys;
-        };
-        if let Some(device) = self.devices.device(user_id, &flow.ids.other_device) {
-            keys.insert(
-                format!("ed25519:{}", device.device_id),
-                device.ed25519.clone(),
-            );
-        }
-        if let Some(record) = self.devices.user_record(user_id)
-            && let Some(identity) = &record.identity
-            && record.pinned_master.as_deref() == Some(&identity.master)
-        {
-            keys.insert(
-                format!("ed25519:{}", identity.master),
-                identity.master.clone(),
-            );
-        }
-        keys
-    }
-
     fn cancel_flow(&mut self, user_id: &str, transaction_id: &str, code: CancelCode) {
         let key = (user_id.to_owned(), transaction_id.to_owned());
         let Some(flow) = self.verifications.flows.get_mut(&key) else {
@@ -975,7 +645,9 @@ impl OlmMachine {
             by_us: true,
         };
         let ids = flow.ids.clone();
-        let targets = if ids.other_device.is_empty() {
+        // A room is one audience; a request to all our devices that none
+        // took yet is cancelled at each of them.
+        let targets = if ids.other_device.is_empty() && ids.room_id.is_none() {
             flow.broadcast_to.clone()
         } else {
             vec![ids.other_device.clone()]
@@ -991,17 +663,30 @@ impl OlmMachine {
 
     fn send_cancel(&mut self, ids: &FlowIds, code: &CancelCode) {
         let content = json!({
-            "transaction_id": ids.transaction_id,
             "code": code.as_str(),
             "reason": code.reason(),
         });
         self.send_verification_event(ids, CANCEL, content);
     }
 
-    /// Queues one verification message for the flow's other device. They
-    /// go in the clear, as every client sends them: they carry public keys
-    /// and MACs only.
+    /// Queues one verification message, named for its flow
+    /// ([`FlowIds::tag`]): for an in-room flow, for the application to
+    /// send as a room event ([`OlmMachine::take_room_verification_messages`]);
+    /// otherwise as a to-device message to the flow's other device, in the
+    /// clear as every client sends them (they carry public keys and MACs
+    /// only).
     fn send_verification_event(&mut self, ids: &FlowIds, event_type: &str, content: Value) {
+        let content = ids.tag(content);
+        if let Some(room_id) = &ids.room_id {
+            self.verifications
+                .room_outbox
+                .push(RoomVerificationMessage {
+                    room_id: room_id.clone(),
+                    event_type: event_type.to_owned(),
+                    content,
+                });
+            return;
+        }
         let body = json!({ "messages": { ids.other_user.clone(): { ids.other_device.clone(): content } } });
         let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
             event_type: event_type.to_owned(),
@@ -1018,6 +703,7 @@ impl OlmMachine {
             other_user: user_id.to_owned(),
             other_device: device_id.to_owned(),
             transaction_id: transaction_id.to_owned(),
+            room_id: None,
         }
     }
 
@@ -1056,6 +742,7 @@ impl Flow {
             user_id: self.ids.other_user.clone(),
             device_id: self.ids.other_device.clone(),
             transaction_id: self.ids.transaction_id.clone(),
+            room_id: self.ids.room_id.clone(),
             we_requested: self.we_requested,
             phase: self.state.phase(),
             emoji,
@@ -1069,6 +756,20 @@ impl Flow {
             None => now_ms.saturating_sub(self.requested_ms) >= REQUEST_TIMEOUT_MS,
         }
     }
+}
+
+/// The `methods` of a request or ready.
+fn methods(content: &Value) -> Vec<String> {
+    content
+        .get("methods")
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn wrong_phase(flow: &Flow, action: &'static str) -> VerificationError {
@@ -1096,5 +797,6 @@ pub(crate) fn test_start_content(user_id: &str, device_id: &str, transaction_id:
         other_user: String::new(),
         other_device: String::new(),
         transaction_id: transaction_id.to_owned(),
+        room_id: None,
     })
 }

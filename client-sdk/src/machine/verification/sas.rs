@@ -37,19 +37,40 @@ pub(crate) struct FlowIds {
     pub(crate) other_user: String,
     pub(crate) other_device: String,
     pub(crate) transaction_id: String,
+    /// The room of an in-room flow (whose transaction id is the request's
+    /// event id); `None` for a flow over to-device messages.
+    pub(crate) room_id: Option<String>,
+}
+
+impl FlowIds {
+    /// `content` with the field that names the flow: `transaction_id` in a
+    /// to-device message; in a room, `m.relates_to` referencing the request
+    /// event (and no `transaction_id`, which the spec leaves out there).
+    pub(crate) fn tag(&self, mut content: Value) -> Value {
+        if let Some(fields) = content.as_object_mut() {
+            if self.room_id.is_some() {
+                fields.insert(
+                    "m.relates_to".to_owned(),
+                    json!({"rel_type": "m.reference", "event_id": self.transaction_id}),
+                );
+            } else {
+                fields.insert("transaction_id".to_owned(), json!(self.transaction_id));
+            }
+        }
+        content
+    }
 }
 
 /// The `m.key.verification.start` content we send.
 pub(crate) fn start_content(ids: &FlowIds) -> Value {
-    json!({
+    ids.tag(json!({
         "from_device": ids.own_device,
         "method": SAS_V1,
         "key_agreement_protocols": [KEY_AGREEMENT],
         "hashes": [HASH],
         "message_authentication_codes": [MAC_METHOD],
         "short_authentication_string": [SAS_DECIMAL, SAS_EMOJI],
-        "transaction_id": ids.transaction_id,
-    })
+    }))
 }
 
 /// Checks a start we received offers what we speak.
@@ -190,15 +211,14 @@ impl ReceivedStart {
     /// Accepts: commits to our ephemeral key over their start.
     pub(crate) fn accept(self, ids: &FlowIds) -> (AwaitingKey, Value) {
         let commitment = commitment(&self.sas.public_key(), &self.start);
-        let accept = json!({
-            "transaction_id": ids.transaction_id,
+        let accept = ids.tag(json!({
             "method": SAS_V1,
             "key_agreement_protocol": KEY_AGREEMENT,
             "hash": HASH,
             "message_authentication_code": MAC_METHOD,
             "short_authentication_string": [SAS_DECIMAL, SAS_EMOJI],
             "commitment": commitment,
-        });
+        }));
         let state = AwaitingKey {
             sas: self.sas,
             role: Role::Accepter,
@@ -323,7 +343,7 @@ fn commitment(key: &Curve25519PublicKey, start: &Value) -> String {
 }
 
 fn key_content(ids: &FlowIds, key: Curve25519PublicKey) -> Value {
-    json!({"transaction_id": ids.transaction_id, "key": key.to_base64()})
+    ids.tag(json!({"key": key.to_base64()}))
 }
 
 /// The HKDF info of `curve25519-hkdf-sha256`: the starter's, then the
@@ -374,11 +394,10 @@ fn mac_content(
     }
     let key_ids = keys.keys().cloned().collect::<Vec<_>>().join(",");
     let keys_mac = established.calculate_mac(&key_ids, &format!("{base}KEY_IDS"));
-    json!({
-        "transaction_id": ids.transaction_id,
+    ids.tag(json!({
         "mac": macs,
         "keys": keys_mac.to_base64(),
-    })
+    }))
 }
 
 /// Checks an `m.key.verification.mac` from the other side: the MAC of the
@@ -448,6 +467,7 @@ mod tests {
             other_user: other.0.to_owned(),
             other_device: other.1.to_owned(),
             transaction_id: "txn".to_owned(),
+            room_id: None,
         }
     }
 

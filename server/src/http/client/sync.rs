@@ -19,6 +19,7 @@ use crate::{
     },
     service::{
         ServiceError,
+        presence::PresenceView,
         rooms::pdu::Pdu,
         sync::{
             RoomUpdate, StreamToken, SyncRequest, SyncResponse, SyncToken,
@@ -26,7 +27,7 @@ use crate::{
             history::Direction,
         },
     },
-    storage::{AccountDataEntry, ToDeviceMessage},
+    storage::{AccountDataEntry, Millis, PresenceState, ToDeviceMessage},
 };
 
 #[derive(Debug, Deserialize)]
@@ -258,7 +259,6 @@ impl<'a> SyncBody<'a> {
             },
             account_data: account_data_events(&update.account_data),
         };
-        let empty = || json!({ "events": [] });
         Self {
             next_batch: response.next_batch.to_string(),
             rooms: Rooms {
@@ -325,7 +325,7 @@ impl<'a> SyncBody<'a> {
                     .collect(),
             },
             account_data: account_data_events(&response.account_data),
-            presence: empty(),
+            presence: presence_events(&response.presence),
             to_device: to_device_events(&response.to_device),
             device_lists: json!({
                 "changed": response.device_lists.changed,
@@ -542,4 +542,27 @@ impl<'a> HistoryEvent<'a> {
                 .map(|transaction_id| HistoryUnsigned { transaction_id }),
         }
     }
+}
+
+/// `m.presence` events for sync's `presence` section, read as of now.
+fn presence_events(changes: &[(OwnedUserId, PresenceState)]) -> Value {
+    let now = Millis::now().0;
+    let events: Vec<Value> = changes
+        .iter()
+        .map(|(user_id, state)| {
+            let view = PresenceView::of(state.clone(), now);
+            let mut content = json!({
+                "presence": view.presence,
+                "currently_active": view.currently_active,
+            });
+            if let Some(ago) = view.last_active_ago {
+                content["last_active_ago"] = Value::from(ago);
+            }
+            if let Some(msg) = view.status_msg {
+                content["status_msg"] = Value::from(msg);
+            }
+            json!({ "type": "m.presence", "sender": user_id, "content": content })
+        })
+        .collect();
+    json!({ "events": events })
 }

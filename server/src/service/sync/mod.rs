@@ -37,13 +37,16 @@ use super::{
     stream::Kind,
 };
 use crate::storage::{
-    AccountDataEntry, Membership, NotificationCounts, Receipt, Storage, StoredEvent,
+    AccountDataEntry, Membership, NotificationCounts, PresenceState, Receipt, Storage, StoredEvent,
     StreamPosition, ToDeviceMessage,
 };
 use filter::Filter;
 use lazy_members::{LazyMembers, StreamKey};
 use timeline::TimelineRange;
 use visibility::Visibility;
+
+/// Most presence changes one sync carries (the latest ones).
+const MAX_PRESENCE_CHANGES: u32 = 500;
 
 /// Longest a sync may wait for news.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
@@ -255,6 +258,8 @@ pub struct SyncResponse {
     pub next_batch: SyncToken,
     /// Global account data that changed.
     pub account_data: Vec<AccountDataEntry>,
+    /// Presence that changed, of the user and those sharing a room with them.
+    pub presence: Vec<(OwnedUserId, PresenceState)>,
     /// Joined rooms with news.
     pub joined: Vec<RoomUpdate>,
     /// Pending invites.
@@ -283,6 +288,7 @@ impl SyncResponse {
             && self.knocked.is_empty()
             && self.left.is_empty()
             && self.account_data.is_empty()
+            && self.presence.is_empty()
             && self.device_lists.is_empty()
     }
 }
@@ -369,6 +375,39 @@ impl Sync {
         }
     }
 
+    /// The presence changes in `(since, now]` of the user and of the users
+    /// joined to one of `joined` (the user's rooms).
+    async fn presence_of_room_mates(
+        &self,
+        user_id: &UserId,
+        since: Option<StreamPosition>,
+        now: StreamPosition,
+        joined: &BTreeSet<OwnedRoomId>,
+    ) -> Result<Vec<(OwnedUserId, PresenceState)>, ServiceError> {
+        let changes = self
+            .storage
+            .presence_changes(
+                since.unwrap_or(StreamPosition(0)),
+                now,
+                MAX_PRESENCE_CHANGES,
+            )
+            .await?;
+        let mut shown = Vec::new();
+        for (other, state) in changes {
+            let shares_a_room = other == user_id
+                || self
+                    .storage
+                    .memberships_of(&other, Some(now))
+                    .await?
+                    .iter()
+                    .any(|m| m.membership == "join" && joined.contains(&m.room_id));
+            if shares_a_room {
+                shown.push((other, state));
+            }
+        }
+        Ok(shown)
+    }
+
     async fn compute(
         &self,
         user_id: &UserId,
@@ -446,6 +485,7 @@ impl Sync {
             },
             to_device: to_device.messages,
             account_data: Vec::new(),
+            presence: Vec::new(),
             joined: Vec::new(),
             invited: Vec::new(),
             knocked: Vec::new(),
@@ -611,6 +651,11 @@ impl Sync {
             response.device_lists = self
                 .device_lists
                 .changes_in_rooms(user_id, since, now, &joined_then, &joined_now)
+                .await?;
+        }
+        if changed(Kind::Presence) {
+            response.presence = self
+                .presence_of_room_mates(user_id, since, now, &joined_now)
                 .await?;
         }
         response.one_time_key_counts =

@@ -1,9 +1,9 @@
 //! [`UserDataStore`] in SQL.
 
 use async_trait::async_trait;
-use ruma::{RoomId, UserId};
+use ruma::{OwnedUserId, RoomId, UserId};
 
-use super::{PostgresStorage, SqliteStorage, cache::UnreadCount};
+use super::{PostgresStorage, SqliteStorage, cache::UnreadCount, rooms::parse_id};
 use crate::storage::{
     AccountDataEntry, Millis, NewPusher, PresenceState, Receipt, StorageError, StreamPosition,
     UserDataStore,
@@ -319,6 +319,31 @@ macro_rules! sql_user_data_store {
                     status_msg,
                     last_active_ts,
                 }))
+            }
+
+            async fn presence_changes(
+                &self,
+                after: StreamPosition,
+                upto: StreamPosition,
+                limit: u32,
+            ) -> Result<Vec<(OwnedUserId, PresenceState)>, StorageError> {
+                let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+                    "SELECT user_id, presence, status_msg, last_active_ts FROM presence \
+                     WHERE stream_ordering > $1 AND stream_ordering <= $2 \
+                     ORDER BY stream_ordering DESC LIMIT $3",
+                )
+                .bind(after.0)
+                .bind(upto.0)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(user_id, presence, status_msg, last_active_ts)| {
+                        let user_id: OwnedUserId = parse_id("presence", user_id)?;
+                        let state = PresenceState { presence, status_msg, last_active_ts };
+                        Ok((user_id, state))
+                    })
+                    .collect()
             }
         }
     };
