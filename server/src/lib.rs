@@ -161,8 +161,6 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         PushServices {
             events: room_events.clone(),
             push_rules: push_rules.clone(),
-            stream: stream.clone(),
-            notifier: notifier.clone(),
         },
         server_name.clone(),
         committed_events,

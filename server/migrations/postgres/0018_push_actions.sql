@@ -1,14 +1,12 @@
 -- What each user's push rules made of the events they were sent: one row per
 -- (user, event) whose actions notify. `stream_ordering` is the event's own
--- position (compared with the read receipt's event); `notified_at` is the
--- position the evaluation was published at, so an incremental sync learns
--- which rooms' counts changed. `actions` is the JSON array of actions.
+-- position (compared with the read receipt's event). `actions` is the JSON
+-- array of actions.
 CREATE TABLE event_push_actions (
     user_id         TEXT    NOT NULL,
     room_id         TEXT    NOT NULL,
     event_id        TEXT    NOT NULL,
     stream_ordering BIGINT  NOT NULL,
-    notified_at     BIGINT  NOT NULL,
     actions         TEXT    NOT NULL,
     highlight       BOOLEAN NOT NULL,
     ts              BIGINT  NOT NULL,
@@ -16,4 +14,3 @@ CREATE TABLE event_push_actions (
 );
 CREATE INDEX event_push_actions_by_room ON event_push_actions (user_id, room_id, stream_ordering);
 CREATE INDEX event_push_actions_by_user ON event_push_actions (user_id, stream_ordering);
-CREATE INDEX event_push_actions_by_notified ON event_push_actions (user_id, notified_at);

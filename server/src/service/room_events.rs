@@ -267,6 +267,13 @@ impl RoomEvents {
         self.stream.current()
     }
 
+    /// Waits, at most `limit`, until push rules have been evaluated for
+    /// every event at or below the published position; returns whether
+    /// they have.
+    pub async fn push_evaluated(&self, limit: std::time::Duration) -> bool {
+        self.committed.caught_up(limit).await
+    }
+
     /// Whether anything of `kind` may have been written to the stream after
     /// `since` (see [`Stream::changed_since`]).
     pub fn changed_since(&self, kind: Kind, since: StreamPosition) -> bool {
@@ -455,6 +462,17 @@ impl RoomEvents {
         if let Some(position) = last_membership {
             self.stream.mark(Kind::Membership, position);
         }
+        // What was committed goes to the push evaluator before its positions
+        // are released, so a sync that reads them can wait for their
+        // evaluation (spec-notes/push.md).
+        if let Ok(ChainOutcome { written, .. }) = &written
+            && *written > 0
+        {
+            self.committed.committed(CommittedEvents {
+                room_id: room_id.to_owned(),
+                events: pdus.into_iter().take(*written).collect(),
+            });
+        }
         // Released on every path: a position left reserved would hold back
         // every later one.
         drop(reservations);
@@ -492,10 +510,6 @@ impl RoomEvents {
         if let Some(last) = committed.last() {
             self.stream.published(last.position).await;
             self.notifier.wake(interested.iter().map(|user| &**user));
-            self.committed.committed(CommittedEvents {
-                room_id: room_id.to_owned(),
-                events: pdus.into_iter().take(committed.len()).collect(),
-            });
         }
         for link in committed {
             for send in link.senders {

@@ -60,12 +60,10 @@ pub enum Kind {
     DeviceList,
     /// A user's presence.
     Presence,
-    /// Push rules evaluated for new events (notification counts changed).
-    Notification,
 }
 
 impl Kind {
-    const COUNT: usize = 7;
+    const COUNT: usize = 6;
 }
 
 /// The reserved positions not yet released.

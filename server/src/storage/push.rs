@@ -55,13 +55,8 @@ pub struct Notification {
 /// Push actions storage.
 #[async_trait]
 pub trait PushStore {
-    /// Stores the notifying actions of one evaluation, all published at
-    /// `notified_at`. One transaction.
-    async fn add_push_actions(
-        &self,
-        actions: &[NewPushAction<'_>],
-        notified_at: StreamPosition,
-    ) -> Result<(), StorageError>;
+    /// Stores the notifying actions of one evaluation. One transaction.
+    async fn add_push_actions(&self, actions: &[NewPushAction<'_>]) -> Result<(), StorageError>;
 
     /// The user's counts in a room: notifying events up to `upto` after the
     /// event their latest read receipt (public or private) in the main
@@ -76,15 +71,6 @@ pub trait PushStore {
     /// Unread notifying events of the user across every room (the badge a
     /// push gateway shows).
     async fn unread_notification_total(&self, user_id: &UserId) -> Result<u64, StorageError>;
-
-    /// The rooms in which evaluations for the user were published in
-    /// `(after, upto]`.
-    async fn rooms_notified_between(
-        &self,
-        user_id: &UserId,
-        after: StreamPosition,
-        upto: StreamPosition,
-    ) -> Result<Vec<OwnedRoomId>, StorageError>;
 
     /// Up to `limit` events that notified the user, newest first, before
     /// `before` (from the newest without it); only highlights when

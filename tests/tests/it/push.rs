@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     rooms_support::{create_room, enc, join, room_url, send, send_text},
-    sync_support::{initial_sync, next_batch, sync_ok},
+    sync_support::initial_sync,
 };
 
 backend_tests!(
@@ -282,39 +282,16 @@ async fn encrypted_and_e2e_only_events_are_pushed_without_content(backend: Backe
     assert!(!body.to_string().contains("invite"), "{body}");
 }
 
-/// Bob's `unread_notifications` in `room`, once they equal `want`, through
-/// long-polling syncs (push rules are evaluated after the send returns).
-async fn await_counts(
-    server: &TestServer,
-    token: &str,
-    room: &str,
-    since: &mut String,
-    want: Value,
-) {
-    let mut last = Value::Null;
-    for _ in 0..20 {
-        let answer = sync_ok(
-            server,
-            token,
-            &[("since", since.as_str()), ("timeout", "10000")],
-        )
-        .await;
-        *since = next_batch(&answer);
-        let counts = &answer["rooms"]["join"][room]["unread_notifications"];
-        if !counts.is_null() {
-            last = counts.clone();
-            if last == want {
-                return;
-            }
-        }
-    }
-    panic!("counts never became {want}; last {last}");
+/// The user's `unread_notifications` in `room`, from a sync right after the
+/// sends: a sync waits for the evaluation of every event it can see, so the
+/// counts match its timeline.
+async fn counts(server: &TestServer, token: &str, room: &str) -> Value {
+    initial_sync(server, token, 1).await["rooms"]["join"][room]["unread_notifications"].clone()
 }
 
 async fn counts_follow_the_rules_and_reset_on_read(backend: Backend) {
     let server = start_server(backend).await;
     let (alice, bob, room) = pair(&server, json!({ "preset": "public_chat" })).await;
-    let mut since = next_batch(&initial_sync(&server, &bob.token, 1).await);
     send_text(&server, &alice.token, &room, "plain").await;
     let (status, answer) = send(
         &server,
@@ -327,14 +304,10 @@ async fn counts_follow_the_rules_and_reset_on_read(backend: Backend) {
     .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let mention = answer["event_id"].as_str().unwrap().to_owned();
-    await_counts(
-        &server,
-        &bob.token,
-        &room,
-        &mut since,
-        json!({ "notification_count": 2, "highlight_count": 1 }),
-    )
-    .await;
+    assert_eq!(
+        counts(&server, &bob.token, &room).await,
+        json!({ "notification_count": 2, "highlight_count": 1 })
+    );
     // Alice's own messages never count for her.
     let alice_view = initial_sync(&server, &alice.token, 1).await;
     assert_eq!(
@@ -359,14 +332,10 @@ async fn counts_follow_the_rules_and_reset_on_read(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    await_counts(
-        &server,
-        &bob.token,
-        &room,
-        &mut since,
-        json!({ "notification_count": 0, "highlight_count": 0 }),
-    )
-    .await;
+    assert_eq!(
+        counts(&server, &bob.token, &room).await,
+        json!({ "notification_count": 0, "highlight_count": 0 })
+    );
 
     // A room muted by a room rule notifies no more.
     let (status, answer) = server
@@ -394,7 +363,6 @@ async fn counts_follow_the_rules_and_reset_on_read(backend: Backend) {
 async fn notifications_list_what_notified(backend: Backend) {
     let server = start_server(backend).await;
     let (alice, bob, room) = pair(&server, json!({ "preset": "public_chat" })).await;
-    let mut since = next_batch(&initial_sync(&server, &bob.token, 1).await);
     let first = send_text(&server, &alice.token, &room, "one").await;
     let (_, answer) = send(
         &server,
@@ -406,14 +374,10 @@ async fn notifications_list_what_notified(backend: Backend) {
     )
     .await;
     let second = answer["event_id"].as_str().unwrap().to_owned();
-    await_counts(
-        &server,
-        &bob.token,
-        &room,
-        &mut since,
-        json!({ "notification_count": 2, "highlight_count": 1 }),
-    )
-    .await;
+    assert_eq!(
+        counts(&server, &bob.token, &room).await,
+        json!({ "notification_count": 2, "highlight_count": 1 })
+    );
     let (status, page) = server
         .request(
             Method::GET,

@@ -3,11 +3,11 @@
 //! that notify are stored for sync's counts and `GET /notifications`, and
 //! the member's pushers hear of them through their push gateways.
 //!
-//! Evaluation happens after the send is answered, in one task reading the
+//! Evaluation happens beside the send, in one task reading the
 //! [`CommittedFeed`](super::committed::CommittedFeed): its cost is not part
-//! of a send's latency. Its results are published on the stream as
-//! [`Kind::Notification`] writes, which is how an incremental sync learns
-//! that a room's counts changed after it delivered the event.
+//! of a send's latency. A sync that reports counts first waits (briefly)
+//! for the evaluation of every event it can see, so the counts it gives
+//! match its timeline.
 
 mod context;
 mod delivery;
@@ -21,19 +21,16 @@ use ruma::{
     serde::Raw,
 };
 use serde_json::{Value, value::RawValue};
-use tokio::sync::mpsc;
 use tracing::warn;
 
 pub use self::delivery::RetryPolicy;
 use self::{context::RoomPushContext, delivery::Delivery};
 use super::{
     ServiceError,
-    committed::CommittedEvents,
-    notifier::Notifier,
+    committed::{CommittedEvents, CommittedReader},
     push_rules::PushRules,
     room_events::RoomEvents,
     rooms::pdu::Pdu,
-    stream::{Kind, Stream},
 };
 use crate::storage::{Millis, NewPushAction, Notification, Storage, StreamPosition};
 
@@ -51,8 +48,6 @@ struct Evaluator {
     storage: Arc<dyn Storage>,
     events: Arc<RoomEvents>,
     push_rules: Arc<PushRules>,
-    stream: Arc<Stream>,
-    notifier: Arc<Notifier>,
     server_name: OwnedServerName,
     delivery: Delivery,
 }
@@ -64,10 +59,6 @@ pub struct PushServices {
     pub events: Arc<RoomEvents>,
     /// Whose rules are evaluated.
     pub push_rules: Arc<PushRules>,
-    /// Where results are published.
-    pub stream: Arc<Stream>,
-    /// Whom results wake.
-    pub notifier: Arc<Notifier>,
 }
 
 impl Push {
@@ -78,7 +69,7 @@ impl Push {
         storage: Arc<dyn Storage>,
         services: PushServices,
         server_name: OwnedServerName,
-        committed: mpsc::Receiver<CommittedEvents>,
+        committed: CommittedReader,
         allow_private_gateways: bool,
         retry: RetryPolicy,
     ) -> Self {
@@ -87,8 +78,6 @@ impl Push {
             storage: storage.clone(),
             events: services.events,
             push_rules: services.push_rules,
-            stream: services.stream,
-            notifier: services.notifier,
             server_name,
         };
         tokio::spawn(evaluator.run(committed));
@@ -128,17 +117,18 @@ struct Notified {
 }
 
 impl Evaluator {
-    async fn run(self, mut committed: mpsc::Receiver<CommittedEvents>) {
-        while let Some(chain) = committed.recv().await {
+    async fn run(self, mut committed: CommittedReader) {
+        while let Some(chain) = committed.next().await {
             let room_id = chain.room_id.clone();
             if let Err(error) = self.evaluate(chain).await {
                 warn!(%room_id, %error, "push rules could not be evaluated");
             }
+            committed.handled();
         }
     }
 
     /// Evaluates one committed chain for the room's local members, stores
-    /// and publishes what notifies, and hands it to the gateways.
+    /// what notifies, and hands it to the gateways.
     async fn evaluate(&self, chain: CommittedEvents) -> Result<(), ServiceError> {
         let server_name = &self.server_name;
         let room_id = chain.room_id.clone();
@@ -182,7 +172,7 @@ impl Evaluator {
         if notified.is_empty() {
             return Ok(());
         }
-        self.publish(&notified).await?;
+        self.store(&notified).await?;
         for notice in notified {
             self.delivery
                 .notify(
@@ -196,9 +186,8 @@ impl Evaluator {
         Ok(())
     }
 
-    /// Stores the notifying actions at the next stream position and wakes
-    /// the users' syncs, whose counts changed.
-    async fn publish(&self, notified: &[Notified]) -> Result<(), ServiceError> {
+    /// Stores the notifying actions, for counts and `GET /notifications`.
+    async fn store(&self, notified: &[Notified]) -> Result<(), ServiceError> {
         let ts = Millis::now().0;
         let actions: Vec<String> = notified
             .iter()
@@ -219,14 +208,7 @@ impl Evaluator {
                 ts,
             })
             .collect();
-        let storage = &self.storage;
-        self.stream
-            .append(Kind::Notification, |notified_at| async move {
-                Ok(storage.add_push_actions(&rows, notified_at).await?)
-            })
-            .await?;
-        self.notifier
-            .wake(notified.iter().map(|notice| &*notice.user_id));
+        self.storage.add_push_actions(&rows).await?;
         Ok(())
     }
 }

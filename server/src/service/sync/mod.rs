@@ -48,6 +48,9 @@ use visibility::Visibility;
 /// Most presence changes one sync carries (the latest ones).
 const MAX_PRESENCE_CHANGES: u32 = 500;
 
+/// Longest a sync waits for push rule evaluation before reading counts.
+const PUSH_EVALUATION_WAIT: Duration = Duration::from_secs(1);
+
 /// Longest a sync may wait for news.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -450,17 +453,10 @@ impl Sync {
                 .collect(),
             None => HashSet::new(),
         };
-        // Rooms whose counts changed since: push rules are evaluated after
-        // an event is published, so its count can come after the event.
-        let notified: HashSet<OwnedRoomId> = match since {
-            Some(since) if changed(Kind::Notification) => self
-                .storage
-                .rooms_notified_between(user_id, since, now)
-                .await?
-                .into_iter()
-                .collect(),
-            _ => HashSet::new(),
-        };
+        // Counts are read once push rules have been evaluated for every
+        // event up to `now`, so they match the timeline (a moment at most:
+        // past it, they may trail by the events still being evaluated).
+        self.events.push_evaluated(PUSH_EVALUATION_WAIT).await;
         let mut account_data: Vec<AccountDataEntry> = if changed(Kind::AccountData) {
             self.storage
                 .account_data_changes(user_id, since.unwrap_or(StreamPosition(0)), now)
@@ -572,11 +568,7 @@ impl Sync {
                     update.typing = self
                         .typing
                         .typers_since(room_id, if newly_joined { None } else { typing_since });
-                    if update.has_news()
-                        || request.full_state
-                        || newly_joined
-                        || notified.contains(room_id)
-                    {
+                    if update.has_news() || request.full_state || newly_joined {
                         update.unread_count =
                             self.storage.count_unread(room_id, user_id, now).await?;
                         update.notifications = self

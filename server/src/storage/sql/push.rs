@@ -1,7 +1,7 @@
 //! [`PushStore`] in SQL.
 
 use async_trait::async_trait;
-use ruma::{OwnedRoomId, RoomId, UserId};
+use ruma::{RoomId, UserId};
 
 use super::{PostgresStorage, SqliteStorage, rooms::parse_id};
 use crate::storage::{
@@ -22,21 +22,19 @@ macro_rules! sql_push_store {
             async fn add_push_actions(
                 &self,
                 actions: &[NewPushAction<'_>],
-                notified_at: StreamPosition,
             ) -> Result<(), StorageError> {
                 let mut tx = self.pool.begin().await?;
                 for action in actions {
                     sqlx::query(
                         "INSERT INTO event_push_actions (user_id, room_id, event_id, \
-                         stream_ordering, notified_at, actions, highlight, ts) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                         stream_ordering, actions, highlight, ts) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) \
                          ON CONFLICT (user_id, event_id) DO NOTHING",
                     )
                     .bind(action.user_id.as_str())
                     .bind(action.room_id.as_str())
                     .bind(action.event_id.as_str())
                     .bind(action.position.0)
-                    .bind(notified_at.0)
                     .bind(action.actions)
                     .bind(action.is_highlight)
                     .bind(action.ts)
@@ -83,26 +81,6 @@ macro_rules! sql_push_store {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(u64::try_from(total).unwrap_or(0))
-            }
-
-            async fn rooms_notified_between(
-                &self,
-                user_id: &UserId,
-                after: StreamPosition,
-                upto: StreamPosition,
-            ) -> Result<Vec<OwnedRoomId>, StorageError> {
-                let rows: Vec<(String,)> = sqlx::query_as(
-                    "SELECT DISTINCT room_id FROM event_push_actions \
-                     WHERE user_id = $1 AND notified_at > $2 AND notified_at <= $3",
-                )
-                .bind(user_id.as_str())
-                .bind(after.0)
-                .bind(upto.0)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.into_iter()
-                    .map(|(room_id,)| parse_id("event_push_actions", room_id))
-                    .collect()
             }
 
             async fn notifications(
