@@ -64,6 +64,8 @@ pub struct Config {
     pub user_directory: UserDirectoryConfig,
     /// Presence (online, away, offline).
     pub presence: PresenceConfig,
+    /// Delivery of notifications to push gateways.
+    pub push: PushConfig,
     /// Password rules applied at registration and password change.
     pub password_policy: PasswordPolicy,
     /// Request rate limits on login and registration.
@@ -95,6 +97,7 @@ impl Default for Config {
             profile_lookup: ProfileLookupConfig::default(),
             user_directory: UserDirectoryConfig::default(),
             presence: PresenceConfig::default(),
+            push: PushConfig::default(),
             password_policy: PasswordPolicy::default(),
             rate_limits: RateLimitConfig::default(),
             limits: Limits::default(),
@@ -149,6 +152,28 @@ pub struct PresenceConfig {
 impl Default for PresenceConfig {
     fn default() -> Self {
         Self { enabled: true }
+    }
+}
+
+/// Push gateway delivery (`[push]` in the TOML file).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Post to gateways on loopback, private, link-local and other
+    /// non-public addresses. Off, a pusher's URL cannot make the server
+    /// reach its own network (the URL is chosen by clients).
+    pub allow_private_gateways: bool,
+    /// Wait before retrying a failed post to a gateway, in milliseconds;
+    /// each next retry waits twice as long, five retries at most.
+    pub retry_delay_ms: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_gateways: false,
+            retry_delay_ms: 1000,
+        }
     }
 }
 
@@ -744,6 +769,19 @@ mod tests {
         let config = Config::from_toml_str(&readme[start..end]).expect("example parses");
         config.validate().expect("example validates");
         assert_eq!(config.registration.mode, RegistrationMode::Token);
+        assert!(!config.push.allow_private_gateways);
+    }
+
+    #[test]
+    fn push_gateways_stay_public_unless_allowed() {
+        assert!(!Config::default().push.allow_private_gateways);
+        let config =
+            Config::from_toml_str("[push]\nallow_private_gateways = true\nretry_delay_ms = 5")
+                .expect("parses");
+        assert!(config.push.allow_private_gateways);
+        assert_eq!(config.push.retry_delay_ms, 5);
+        let err = Config::from_toml_str("[push]\nallow_private = true").expect_err("unknown key");
+        assert!(err.contains("allow_private"), "{err}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod http;
 pub mod service;
 pub mod storage;
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -38,6 +38,7 @@ use service::{
     ServiceError,
     account_data::AccountData,
     accounts::Accounts,
+    committed::CommittedFeed,
     devices::Devices,
     e2ee::{DeviceLists, E2eeKeys},
     key_backup::KeyBackup,
@@ -46,6 +47,7 @@ use service::{
     presence::Presence,
     profile::Profiles,
     public_rooms::PublicRooms,
+    push::{Push, PushServices, RetryPolicy},
     push_rules::PushRules,
     pushers::Pushers,
     rate_limit::{AccountBudgets, RateLimiter},
@@ -123,12 +125,14 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         config.profile_lookup,
         config.user_directory,
     ));
+    let (committed, committed_events) = CommittedFeed::new();
     let room_events = Arc::new(RoomEvents::new(
         storage.clone(),
         server_keys.clone(),
         notifier.clone(),
         stream.clone(),
         config.max_cached_rooms,
+        committed,
     ));
     let default_version =
         parse_version(&config.default_room_version).map_err(StartError::Services)?;
@@ -151,6 +155,20 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         storage.clone(),
         account_data.clone(),
         config.limits.push_rules_bytes,
+    ));
+    let push = Arc::new(Push::start(
+        storage.clone(),
+        PushServices {
+            events: room_events.clone(),
+            push_rules: push_rules.clone(),
+        },
+        server_name.clone(),
+        committed_events,
+        config.push.allow_private_gateways,
+        RetryPolicy {
+            first_delay: Duration::from_millis(config.push.retry_delay_ms),
+            ..RetryPolicy::default()
+        },
     ));
     let to_device = Arc::new(ToDevice::new(
         storage.clone(),
@@ -222,6 +240,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         typing,
         account_data,
         push_rules,
+        push,
         pushers: Arc::new(Pushers::new(storage.clone())),
         presence,
         devices: Arc::new(Devices::new(storage.clone(), accounts.clone())),

@@ -28,8 +28,9 @@ use crate::service::public_rooms::PublicRooms;
 use crate::service::rate_limit::{AccountBudgets, Budget};
 use crate::service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup,
-    media::Media, presence::Presence, profile::Profiles, push_rules::PushRules, pushers::Pushers,
-    room_ops::RoomOps, server_keys::ServerKeys, sync::Sync, to_device::ToDevice, typing::Typing,
+    media::Media, presence::Presence, profile::Profiles, push::Push, push_rules::PushRules,
+    pushers::Pushers, room_ops::RoomOps, server_keys::ServerKeys, sync::Sync, to_device::ToDevice,
+    typing::Typing,
 };
 use error::MatrixError;
 
@@ -54,6 +55,8 @@ pub struct AppState {
     pub account_data: Arc<AccountData>,
     /// Push rules.
     pub push_rules: Arc<PushRules>,
+    /// Push rule results: notification counts and `GET /notifications`.
+    pub push: Arc<Push>,
     /// Users' presence.
     pub presence: Arc<Presence>,
     /// Push gateways registered by clients.

@@ -5,6 +5,7 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod committed;
 pub mod devices;
 pub mod e2ee;
 pub mod event_writer;
@@ -16,6 +17,7 @@ pub mod password;
 pub mod presence;
 pub mod profile;
 pub mod public_rooms;
+pub mod push;
 pub mod push_rules;
 pub mod pushers;
 pub mod rate_limit;

@@ -1,7 +1,7 @@
 //! Pushers (`GET /pushers`, `POST /pushers/set`): the push gateways a
 //! client registers for its device. Myelin keeps HTTP pushers, each tied to
-//! the device that set it (gone when the device is); delivery to gateways
-//! is not implemented yet (`spec-notes/conformance.md`).
+//! the device that set it (gone when the device is); [`super::push`]
+//! delivers notifications to their gateways (spec-notes/push.md).
 
 use std::sync::Arc;
 

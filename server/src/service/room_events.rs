@@ -31,6 +31,7 @@ use tracing::debug;
 
 use super::{
     ServiceError,
+    committed::{CommittedEvents, CommittedFeed},
     event_writer::{EventWriter, PendingEvent},
     notifier::Notifier,
     room_slots::RoomSlots,
@@ -235,18 +236,21 @@ pub struct RoomEvents {
     versions: Mutex<HashMap<OwnedRoomId, RoomVersion>>,
     stream: Arc<Stream>,
     writer: EventWriter,
+    committed: CommittedFeed,
     last_create_ts: AtomicU64,
 }
 
 impl RoomEvents {
     /// Builds the service and starts its event writer (on the current tokio
-    /// runtime). About `cached_rooms` rooms keep their state in memory.
+    /// runtime). About `cached_rooms` rooms keep their state in memory;
+    /// every committed chain of sent events goes to `committed`.
     pub fn new(
         storage: Arc<dyn Storage>,
         keys: Arc<ServerKeys>,
         notifier: Arc<Notifier>,
         stream: Arc<Stream>,
         cached_rooms: usize,
+        committed: CommittedFeed,
     ) -> Self {
         Self {
             writer: EventWriter::start(storage.clone()),
@@ -256,6 +260,7 @@ impl RoomEvents {
             rooms: RoomSlots::new(cached_rooms),
             versions: Mutex::new(HashMap::new()),
             stream,
+            committed,
             last_create_ts: AtomicU64::new(0),
         }
     }
@@ -263,6 +268,13 @@ impl RoomEvents {
     /// The last committed stream position: every event at or below it is readable.
     pub fn current_position(&self) -> StreamPosition {
         self.stream.current()
+    }
+
+    /// Waits, at most `limit`, until push rules have been evaluated for
+    /// every event at or below the published position; returns whether
+    /// they have.
+    pub async fn push_evaluated(&self, limit: std::time::Duration) -> bool {
+        self.committed.caught_up(limit).await
     }
 
     /// Whether anything of `kind` may have been written to the stream after
@@ -444,9 +456,25 @@ impl RoomEvents {
             .filter(|pending| pending.membership.is_some())
             .map(|pending| pending.position)
             .max();
+        // Kept for the feed (a `Pdu` is a shared pointer, so this is cheap).
+        let pdus: Vec<_> = chain
+            .iter()
+            .map(|pending| (pending.position, pending.pdu.clone()))
+            .collect();
         let written = self.writer.write(chain).await;
         if let Some(position) = last_membership {
             self.stream.mark(Kind::Membership, position);
+        }
+        // What was committed goes to the push evaluator before its positions
+        // are released, so a sync that reads them can wait for their
+        // evaluation (spec-notes/push.md).
+        if let Ok(ChainOutcome { written, .. }) = &written
+            && *written > 0
+        {
+            self.committed.committed(CommittedEvents {
+                room_id: room_id.to_owned(),
+                events: pdus.into_iter().take(*written).collect(),
+            });
         }
         // Released on every path: a position left reserved would hold back
         // every later one.
@@ -1169,6 +1197,7 @@ mod tests {
             Arc::new(Notifier::default()),
             Arc::new(Stream::new(StreamPosition(0))),
             16,
+            CommittedFeed::new().0,
         );
         for room in [room_id!("!probe1:x"), room_id!("!probe2:x")] {
             assert!(events.current_state(room).await.unwrap().is_none());

@@ -10,6 +10,7 @@ mod e2ee_keys;
 mod key_backup;
 mod keys;
 mod media;
+mod push;
 mod rooms;
 mod sql;
 mod to_device;
@@ -32,6 +33,7 @@ pub use key_backup::{
 };
 pub use keys::{KeyStore, StoredSigningKey};
 pub use media::{MediaContent, MediaRecord, MediaStore, MediaUsage};
+pub use push::{NewPushAction, Notification, NotificationCounts, PushStore};
 pub use rooms::{
     ChainOutcome, Membership, NewEvent, NewStateGroup, NewTransaction, RoomHead, RoomRecord,
     RoomStore, StateEntry, StoredEvent, StreamPosition,
@@ -205,6 +207,7 @@ pub trait Storage:
     + KeyBackupStore
     + KeyStore
     + MediaStore
+    + PushStore
     + RoomStore
     + ToDeviceStore
     + UserDataStore

@@ -26,6 +26,7 @@ mod messages;
 mod password;
 mod presence;
 mod profile;
+mod push;
 mod push_rules;
 mod pushers;
 mod refresh_tokens;

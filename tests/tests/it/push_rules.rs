@@ -17,7 +17,26 @@ backend_tests!(
     changes_reach_sync_and_stay_per_user,
     concurrent_edits_are_all_kept,
     bad_rules_are_refused,
+    one_kind_is_listed,
 );
+
+/// `GET /pushrules/global/{kind}/`: that kind's rules, in order; an
+/// unknown kind is a bad parameter.
+async fn one_kind_is_listed(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let (status, all) = get(&server, &alice.token, "global/").await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    for kind in ["override", "content", "room", "sender", "underride"] {
+        let (status, rules) = get(&server, &alice.token, &format!("global/{kind}/")).await;
+        assert_eq!(status, StatusCode::OK, "{rules}");
+        assert_eq!(rules, all[kind], "{kind}");
+    }
+    let (_, overrides) = get(&server, &alice.token, "global/override/").await;
+    assert_eq!(overrides[0]["rule_id"], json!(".m.rule.master"));
+    let answer = get(&server, &alice.token, "global/postcontent/").await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+}
 
 fn url(server: &TestServer, rest: &str) -> String {
     server.v3(&format!("/pushrules/{rest}"))

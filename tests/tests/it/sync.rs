@@ -1694,8 +1694,9 @@ async fn a_room_joined_between_syncs_arrives_whole(backend: Backend) {
     }
 }
 
-/// `notification_count` counts others' messages after the event the
-/// user's latest read receipt (public or private) points at.
+/// The MSC2654 unread count counts others' messages after the event the
+/// user's latest read receipt (public or private) points at (push rule
+/// counts are tested in `push.rs`).
 async fn unread_counts_start_after_the_latest_read_receipt(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.register("alice").await;
@@ -1707,9 +1708,8 @@ async fn unread_counts_start_after_the_latest_read_receipt(backend: Backend) {
         sent.push(send_text(&server, &bob.token, &room, body).await);
     }
     send_text(&server, &alice.token, &room, "her own, never unread").await;
-    let unread = |answer: Value| {
-        answer["rooms"]["join"][&room]["unread_notifications"]["notification_count"].clone()
-    };
+    let unread =
+        |answer: Value| answer["rooms"]["join"][&room]["org.matrix.msc2654.unread_count"].clone();
     assert_eq!(
         unread(initial_sync(&server, &alice.token, 10).await),
         json!(3)

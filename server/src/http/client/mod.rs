@@ -10,6 +10,7 @@ mod events;
 mod key_backup;
 mod keys;
 mod login;
+mod notifications;
 mod presence;
 mod profile;
 mod push_rules;
@@ -103,10 +104,12 @@ pub fn router() -> Router<AppState> {
             "/presence/{user_id}/status",
             get(presence::get_presence).put(presence::set_presence),
         )
+        .route("/notifications", get(notifications::get_notifications))
         .route("/pushers", get(pushers::get_pushers))
         .route("/pushers/set", post(pushers::set_pusher))
         .route("/pushrules/", get(push_rules::get_all))
         .route("/pushrules/global/", get(push_rules::get_global))
+        .route("/pushrules/global/{kind}/", get(push_rules::get_kind))
         .route(
             "/pushrules/global/{kind}/{rule_id}",
             get(push_rules::get_rule)

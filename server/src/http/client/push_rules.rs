@@ -40,6 +40,17 @@ pub async fn get_global(
     Ok(Reply(ruleset_json(&rules)))
 }
 
+/// `GET /pushrules/global/{kind}/`: the rules of one kind, in order.
+pub async fn get_kind(
+    State(state): State<AppState>,
+    Authed(session): Authed,
+    Path(kind): Path<String>,
+) -> Result<Reply<Value>, MatrixError> {
+    rule_kind(&kind)?;
+    let rules = state.push_rules.ruleset(&session.user_id).await?;
+    Ok(Reply(ruleset_json(&rules)[kind.as_str()].clone()))
+}
+
 /// `GET /pushrules/global/{kind}/{ruleId}`.
 pub async fn get_rule(
     State(state): State<AppState>,

@@ -178,8 +178,7 @@ struct JoinedRoomBody<'a> {
     unread_notifications: Value,
     /// MSC2654's unread count under its unstable name (Synapse sends it
     /// when its experimental support is on): messages from others after
-    /// the read receipt, the same count as `notification_count` while push
-    /// rules are not evaluated.
+    /// the read receipt, whatever the push rules say.
     #[serde(rename = "org.matrix.msc2654.unread_count")]
     unread_count: u64,
     summary: Value,
@@ -271,10 +270,10 @@ impl<'a> SyncBody<'a> {
                             room: room(update),
                             ephemeral: ephemeral_events(update),
                             unread_notifications: json!({
-                                "highlight_count": 0,
-                                "notification_count": update.notification_count,
+                                "highlight_count": update.notifications.highlights,
+                                "notification_count": update.notifications.notifications,
                             }),
-                            unread_count: update.notification_count,
+                            unread_count: update.unread_count,
                             summary: update.summary.as_ref().map_or_else(
                                 || json!({}),
                                 |summary| {

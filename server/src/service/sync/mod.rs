@@ -37,8 +37,8 @@ use super::{
     stream::Kind,
 };
 use crate::storage::{
-    AccountDataEntry, Membership, PresenceState, Receipt, Storage, StoredEvent, StreamPosition,
-    ToDeviceMessage,
+    AccountDataEntry, Membership, NotificationCounts, PresenceState, Receipt, Storage, StoredEvent,
+    StreamPosition, ToDeviceMessage,
 };
 use filter::Filter;
 use lazy_members::{LazyMembers, StreamKey};
@@ -47,6 +47,9 @@ use visibility::Visibility;
 
 /// Most presence changes one sync carries (the latest ones).
 const MAX_PRESENCE_CHANGES: u32 = 500;
+
+/// Longest a sync waits for push rule evaluation before reading counts.
+const PUSH_EVALUATION_WAIT: Duration = Duration::from_secs(1);
 
 /// Longest a sync may wait for news.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
@@ -189,8 +192,11 @@ pub struct RoomUpdate {
     pub receipts: Vec<Receipt>,
     /// Who types now, when that changed.
     pub typing: Option<BTreeSet<OwnedUserId>>,
-    /// Messages from others after the user's read receipt.
-    pub notification_count: u64,
+    /// Messages from others after the user's read receipt (MSC2654).
+    pub unread_count: u64,
+    /// Events that notified the user after their read receipt, by their
+    /// push rules, and how many of them highlight.
+    pub notifications: NotificationCounts,
     /// Member counts and heroes, for naming the room.
     pub summary: Option<RoomSummary>,
 }
@@ -221,7 +227,8 @@ impl RoomUpdate {
             account_data: Vec::new(),
             receipts: Vec::new(),
             typing: None,
-            notification_count: 0,
+            unread_count: 0,
+            notifications: NotificationCounts::default(),
             summary: None,
         }
     }
@@ -446,6 +453,10 @@ impl Sync {
                 .collect(),
             None => HashSet::new(),
         };
+        // Counts are read once push rules have been evaluated for every
+        // event up to `now`, so they match the timeline (a moment at most:
+        // past it, they may trail by the events still being evaluated).
+        self.events.push_evaluated(PUSH_EVALUATION_WAIT).await;
         let mut account_data: Vec<AccountDataEntry> = if changed(Kind::AccountData) {
             self.storage
                 .account_data_changes(user_id, since.unwrap_or(StreamPosition(0)), now)
@@ -558,8 +569,12 @@ impl Sync {
                         .typing
                         .typers_since(room_id, if newly_joined { None } else { typing_since });
                     if update.has_news() || request.full_state || newly_joined {
-                        update.notification_count =
+                        update.unread_count =
                             self.storage.count_unread(room_id, user_id, now).await?;
+                        update.notifications = self
+                            .storage
+                            .notification_counts(room_id, user_id, now)
+                            .await?;
                         update.summary = self.summary(room_id, user_id).await?;
                         response.joined.push(update);
                     }

@@ -25,6 +25,7 @@ mod key_backup;
 mod keys;
 mod media;
 mod message_batch;
+mod push;
 mod recent;
 mod rooms;
 mod to_device;
