@@ -12,7 +12,7 @@ use super::{
     password::{Password, PasswordHasher},
     rate_limit::RateLimiter,
     tokens::{self, AccessToken},
-    uia::{AuthSubmission, AuthType, Stage, UiaAction, UiaLimits, UiaSessions},
+    uia::{AuthSubmission, AuthType, RegistrationParams, Stage, UiaAction, UiaLimits, UiaSessions},
 };
 use crate::{
     config::{Config, PasswordPolicy, RegistrationConfig, RegistrationMode},
@@ -158,10 +158,21 @@ impl Accounts {
     /// `LimitExceeded` past the per-address rate.
     pub async fn register(
         &self,
-        request: Registration,
+        mut request: Registration,
         client: IpAddr,
     ) -> Result<Registered, ServiceError> {
         self.registration_limiter.check(&format!("ip:{client}"))?;
+        // Later stages may carry only `auth`: the first request's
+        // parameters fill in what they leave out.
+        let session = request.auth.as_ref().and_then(|auth| auth.session.clone());
+        if let Some(kept) = session.and_then(|id| self.uia.registration_params(&id)) {
+            request.username = request.username.or(kept.username);
+            request.password = request.password.or(kept.password);
+            request.device_id = request.device_id.or(kept.device_id);
+            request.initial_device_display_name = request
+                .initial_device_display_name
+                .or(kept.initial_device_display_name);
+        }
         let flow: &[AuthType] = match self.registration.mode {
             RegistrationMode::Closed => {
                 return Err(ServiceError::Forbidden(
@@ -190,7 +201,8 @@ impl Accounts {
         }
         check_display_name(request.initial_device_display_name.as_deref())?;
 
-        self.uia
+        let outcome = self
+            .uia
             .authorize(
                 UiaAction::Register,
                 &[flow],
@@ -204,7 +216,17 @@ impl Accounts {
                     }
                 },
             )
-            .await?;
+            .await;
+        if let Err(ServiceError::AuthRequired(challenge)) = &outcome {
+            let params = RegistrationParams {
+                username: request.username.clone(),
+                password: request.password.clone(),
+                device_id: request.device_id.clone(),
+                initial_device_display_name: request.initial_device_display_name.clone(),
+            };
+            self.uia.remember_registration(&challenge.session, params);
+        }
+        outcome?;
 
         let password = request
             .password

@@ -179,6 +179,23 @@ struct SessionState {
     user_id: Option<OwnedUserId>,
     completed: Vec<AuthType>,
     started: Instant,
+    /// For a registration: what its first request asked for.
+    registration: Option<RegistrationParams>,
+}
+
+/// What a registration's first request asked for, kept with its session:
+/// clients may send the parameters only once, and the later stages carry
+/// only `auth`.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrationParams {
+    /// The desired localpart.
+    pub username: Option<String>,
+    /// The password (wiped when the session ends).
+    pub password: Option<Password>,
+    /// The device id for the first session.
+    pub device_id: Option<OwnedDeviceId>,
+    /// The first device's display name.
+    pub initial_device_display_name: Option<String>,
 }
 
 impl UiaSessions {
@@ -303,9 +320,31 @@ impl UiaSessions {
                 user_id: user_id.map(ToOwned::to_owned),
                 completed: Vec::new(),
                 started: now,
+                registration: None,
             },
         );
         Ok((id, Vec::new()))
+    }
+
+    /// Keeps a registration's parameters with its session, unless it
+    /// already keeps some: the first request's stand.
+    pub fn remember_registration(&self, session: &str, params: RegistrationParams) {
+        let register = UiaAction::Register.digest();
+        if let Some(state) = self.lock().get_mut(session)
+            && state.action == register
+            && state.registration.is_none()
+        {
+            state.registration = Some(params);
+        }
+    }
+
+    /// The parameters a registration session keeps.
+    pub fn registration_params(&self, session: &str) -> Option<RegistrationParams> {
+        let register = UiaAction::Register.digest();
+        self.lock()
+            .get(session)
+            .filter(|state| state.action == register)
+            .and_then(|state| state.registration.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionState>> {

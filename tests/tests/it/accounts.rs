@@ -7,6 +7,7 @@ use serde_json::json;
 
 backend_tests!(
     register_with_the_dummy_flow,
+    registration_keeps_the_first_requests_parameters,
     register_refuses_taken_invalid_and_weak,
     register_with_inhibit_login_opens_no_session,
     register_without_username_generates_one,
@@ -532,4 +533,64 @@ async fn capabilities_and_versions(backend: Backend) {
             .0,
         StatusCode::OK
     );
+}
+
+/// Clients may send the parameters with the first request only; the
+/// later stages carry `auth` alone (or change nothing they leave out).
+async fn registration_keeps_the_first_requests_parameters(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let first = json!({
+        "username": "carol",
+        "password": PASSWORD,
+        "device_id": "CAROLPHONE",
+        "initial_device_display_name": "Carol's phone",
+    });
+    let url = server.v3("/register");
+    let (status, challenge) = server
+        .request(Method::POST, url.clone(), None, Some(first))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{challenge}");
+    let session = challenge["session"].as_str().expect("session");
+    let auth_only = json!({ "auth": { "type": "m.login.dummy", "session": session } });
+    let (status, answer) = server
+        .request(Method::POST, url.clone(), None, Some(auth_only))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["user_id"], server.user_id("carol"));
+    assert_eq!(answer["device_id"], "CAROLPHONE");
+    let token = answer["access_token"].as_str().expect("access_token");
+    let device = server
+        .request(
+            Method::GET,
+            server.v3("/devices/CAROLPHONE"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(device.1["display_name"], "Carol's phone", "{}", device.1);
+    let login = json!({ "type": "m.login.password", "user": "carol", "password": PASSWORD });
+    let (status, _) = server
+        .request(Method::POST, server.v3("/login"), None, Some(login))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the first request's password was kept"
+    );
+
+    // What no request gave stays missing.
+    let (_, other) = server
+        .request(
+            Method::POST,
+            url.clone(),
+            None,
+            Some(json!({ "username": "dave" })),
+        )
+        .await;
+    let session = other["session"].as_str().expect("session");
+    let auth_only = json!({ "auth": { "type": "m.login.dummy", "session": session } });
+    let answer = server
+        .request(Method::POST, url, None, Some(auth_only))
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "M_MISSING_PARAM");
 }
