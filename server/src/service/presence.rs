@@ -140,17 +140,7 @@ impl Presence {
             if membership.membership != "join" {
                 continue;
             }
-            let members = self
-                .events
-                .read_state(&membership.room_id, |state| {
-                    state
-                        .members_in(&["join"])
-                        .map(ToOwned::to_owned)
-                        .collect::<Vec<_>>()
-                })
-                .await?
-                .unwrap_or_default();
-            mates.extend(members);
+            mates.extend(self.events.joined_members(&membership.room_id).await?);
         }
         mates.sort();
         mates.dedup();

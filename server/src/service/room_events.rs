@@ -277,6 +277,20 @@ impl RoomEvents {
         self.committed.caught_up(limit).await
     }
 
+    /// The users joined to a room now (none for an unknown room), from its
+    /// cached state.
+    ///
+    /// # Errors
+    /// Storage failures while loading the state.
+    pub async fn joined_members(&self, room_id: &RoomId) -> Result<Vec<OwnedUserId>, ServiceError> {
+        Ok(self
+            .read_state(room_id, |state| {
+                state.members_in(&["join"]).map(ToOwned::to_owned).collect()
+            })
+            .await?
+            .unwrap_or_default())
+    }
+
     /// Whether anything of `kind` may have been written to the stream after
     /// `since` (see [`Stream::changed_since`]).
     pub fn changed_since(&self, kind: Kind, since: StreamPosition) -> bool {

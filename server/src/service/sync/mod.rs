@@ -395,19 +395,19 @@ impl Sync {
                 MAX_PRESENCE_CHANGES,
             )
             .await?;
-        let mut shown = Vec::new();
-        for (other, state) in changes {
-            let shares_a_room = other == user_id
-                || self
-                    .storage
-                    .memberships_of(&other, Some(now))
-                    .await?
-                    .iter()
-                    .any(|m| m.membership == "join" && joined.contains(&m.room_id));
-            if shares_a_room {
-                shown.push((other, state));
-            }
+        if changes.is_empty() {
+            return Ok(changes);
         }
+        // The room mates, once, from the rooms' cached state (not one
+        // membership query per changed user).
+        let mut mates: HashSet<OwnedUserId> = HashSet::from([user_id.to_owned()]);
+        for room_id in joined {
+            mates.extend(self.events.joined_members(room_id).await?);
+        }
+        let shown = changes
+            .into_iter()
+            .filter(|(other, _)| mates.contains(other))
+            .collect();
         Ok(shown)
     }
 
