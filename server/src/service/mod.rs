@@ -8,7 +8,6 @@ pub mod accounts;
 pub mod committed;
 pub mod devices;
 pub mod e2ee;
-pub mod event_writer;
 mod inbox_marks;
 pub mod key_backup;
 pub mod media;
