@@ -214,6 +214,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         room_events,
         storage.clone(),
         profiles.clone(),
+        push_rules.clone(),
         server_name,
         default_version,
         config.limits.create_room_events,

@@ -181,6 +181,18 @@ struct SessionState {
     started: Instant,
     /// For a registration: what its first request asked for.
     registration: Option<RegistrationParams>,
+    /// For a completed registration: the account it created.
+    registered: Option<RegisteredAccount>,
+}
+
+/// The account a completed registration session created, so that a retry
+/// of the same request gets the same answer instead of a second account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredAccount {
+    /// The new account.
+    pub user_id: OwnedUserId,
+    /// The device its first session opened (`None` with `inhibit_login`).
+    pub device_id: Option<OwnedDeviceId>,
 }
 
 /// What a registration's first request asked for, kept with its session:
@@ -196,6 +208,10 @@ pub struct RegistrationParams {
     pub device_id: Option<OwnedDeviceId>,
     /// The first device's display name.
     pub initial_device_display_name: Option<String>,
+    /// Whether to open no session.
+    pub inhibit_login: Option<bool>,
+    /// Whether to hand out a refresh token.
+    pub refresh_token: Option<bool>,
 }
 
 impl UiaSessions {
@@ -232,6 +248,11 @@ impl UiaSessions {
             None => (None, None),
         };
         let (session, completed) = self.resume_or_start(session, &action, Instant::now())?;
+        if flows.contains(&completed.as_slice()) {
+            // "Completed stages cannot be retried by clients": a retry of
+            // a completed (registration) session is answered as the call.
+            return Ok(());
+        }
         let challenge = |completed, error| {
             ServiceError::AuthRequired(Box::new(UiaChallenge {
                 session: session.clone(),
@@ -264,7 +285,17 @@ impl UiaSessions {
         let mut completed = completed;
         completed.push(kind);
         if flows.contains(&completed.as_slice()) {
-            self.lock().remove(&session);
+            let mut sessions = self.lock();
+            if action == UiaAction::Register {
+                // Kept until it expires: the spec has a retried completed
+                // request answered with the call's result, and the session
+                // remembers which account that is (`remember_registered`).
+                if let Some(state) = sessions.get_mut(&session) {
+                    state.completed = completed;
+                }
+            } else {
+                sessions.remove(&session);
+            }
             return Ok(());
         }
         if let Some(state) = self.lock().get_mut(&session) {
@@ -321,6 +352,7 @@ impl UiaSessions {
                 completed: Vec::new(),
                 started: now,
                 registration: None,
+                registered: None,
             },
         );
         Ok((id, Vec::new()))
@@ -336,6 +368,26 @@ impl UiaSessions {
         {
             state.registration = Some(params);
         }
+    }
+
+    /// Records the account a completed registration session created; the
+    /// password it kept is forgotten, as no later request needs it.
+    pub fn remember_registered(&self, session: &str, account: RegisteredAccount) {
+        if let Some(state) = self.lock().get_mut(session) {
+            if let Some(params) = &mut state.registration {
+                params.password = None;
+            }
+            state.registered = Some(account);
+        }
+    }
+
+    /// The account a completed registration session already created.
+    pub fn registered_account(&self, session: &str) -> Option<RegisteredAccount> {
+        let register = UiaAction::Register.digest();
+        self.lock()
+            .get(session)
+            .filter(|state| state.action == register)
+            .and_then(|state| state.registered.clone())
     }
 
     /// The parameters a registration session keeps.
@@ -386,18 +438,49 @@ mod tests {
     #[tokio::test]
     async fn completing_the_flow_succeeds_and_ends_the_session() {
         let uia = UiaSessions::new(LIMITS);
+        let action = || UiaAction::ChangePassword("@a:x".try_into().unwrap());
+        let c = challenge(uia.authorize(action(), DUMMY, None, |_| async { Ok(()) }).await);
+        let auth = || AuthSubmission {
+            session: Some(c.session.clone()),
+            stage: Stage::Dummy,
+        };
+        uia.authorize(action(), DUMMY, Some(auth()), |_| async { Ok(()) })
+            .await
+            .unwrap();
+        assert!(uia.lock().is_empty());
+        // The spent session buys nothing more: a retry starts over.
+        let (again, completed) = uia
+            .resume_or_start(Some(c.session.clone()), &action(), Instant::now())
+            .unwrap();
+        assert_ne!(again, c.session);
+        assert!(completed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_completed_registration_answers_its_retries() {
+        let uia = UiaSessions::new(LIMITS);
         let c = challenge(
             uia.authorize(UiaAction::Register, DUMMY, None, |_| async { Ok(()) })
                 .await,
         );
-        let auth = AuthSubmission {
+        let auth = || AuthSubmission {
             session: Some(c.session.clone()),
             stage: Stage::Dummy,
         };
-        uia.authorize(UiaAction::Register, DUMMY, Some(auth), |_| async { Ok(()) })
+        uia.authorize(UiaAction::Register, DUMMY, Some(auth()), |_| async { Ok(()) })
             .await
             .unwrap();
-        assert!(uia.lock().is_empty());
+        let account = RegisteredAccount {
+            user_id: "@a:x".try_into().unwrap(),
+            device_id: None,
+        };
+        uia.remember_registered(&c.session, account.clone());
+        uia.authorize(UiaAction::Register, DUMMY, Some(auth()), |_| async {
+            panic!("a completed stage is not verified again")
+        })
+        .await
+        .unwrap();
+        assert_eq!(uia.registered_account(&c.session), Some(account));
     }
 
     #[tokio::test]
