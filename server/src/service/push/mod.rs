@@ -12,6 +12,7 @@
 mod context;
 mod delivery;
 pub mod gateway;
+mod prune;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -23,7 +24,7 @@ use ruma::{
 use serde_json::{Value, value::RawValue};
 use tracing::warn;
 
-pub use self::delivery::RetryPolicy;
+pub use self::{delivery::RetryPolicy, prune::PrunePolicy};
 use self::{context::RoomPushContext, delivery::Delivery};
 use super::{
     ServiceError,
@@ -63,8 +64,9 @@ pub struct PushServices {
 
 impl Push {
     /// Starts evaluating what `committed` brings (on the current tokio
-    /// runtime); gateways on loopback or private addresses are reached only
-    /// when `allow_private_gateways`.
+    /// runtime), and pruning what was stored as `prune` says; gateways on
+    /// loopback or private addresses are reached only when
+    /// `allow_private_gateways`.
     pub fn start(
         storage: Arc<dyn Storage>,
         services: PushServices,
@@ -72,6 +74,7 @@ impl Push {
         committed: CommittedReader,
         allow_private_gateways: bool,
         retry: RetryPolicy,
+        prune: PrunePolicy,
     ) -> Self {
         let evaluator = Evaluator {
             delivery: Delivery::new(storage.clone(), allow_private_gateways, retry),
@@ -81,6 +84,7 @@ impl Push {
             server_name,
         };
         tokio::spawn(evaluator.run(committed));
+        tokio::spawn(prune::run(storage.clone(), prune));
         Self { storage }
     }
 
