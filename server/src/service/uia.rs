@@ -322,17 +322,21 @@ impl UiaSessions {
             return Ok((id, state.completed.clone()));
         }
         let user_id = action.user_id();
-        let alike = |state: &SessionState| state.user_id.as_deref() == user_id;
+        // Sessions of finished registrations are kept only to answer
+        // retries; they hold no place (`remember_registered` bounds them).
+        let open = |state: &&SessionState| state.registered.is_none();
+        let alike = |state: &&SessionState| state.user_id.as_deref() == user_id;
         let cap = match user_id {
             Some(_) => self.limits.per_user,
             None => (self.limits.total / 2).max(1),
         };
-        let alike_full = sessions.values().filter(|state| alike(state)).count() >= cap;
-        if alike_full || sessions.len() >= self.limits.total {
+        let alike_full = sessions.values().filter(open).filter(alike).count() >= cap;
+        if alike_full || sessions.values().filter(open).count() >= self.limits.total {
             // The oldest session of the full set expires first; a place
             // frees then at the latest.
             let oldest = sessions
                 .values()
+                .filter(open)
                 .filter(|state| !alike_full || alike(state))
                 .map(|state| state.started)
                 .min();
@@ -372,12 +376,30 @@ impl UiaSessions {
 
     /// Records the account a completed registration session created; the
     /// password it kept is forgotten, as no later request needs it.
+    /// At most [`UiaLimits::total`] of them are kept: past it, the one
+    /// started first is forgotten (its retries then start over, which
+    /// costs a client only a lost answer it asked for twice).
     pub fn remember_registered(&self, session: &str, account: RegisteredAccount) {
-        if let Some(state) = self.lock().get_mut(session) {
+        let mut sessions = self.lock();
+        if let Some(state) = sessions.get_mut(session) {
             if let Some(params) = &mut state.registration {
                 params.password = None;
             }
             state.registered = Some(account);
+        }
+        let finished = sessions
+            .values()
+            .filter(|state| state.registered.is_some())
+            .count();
+        if finished > self.limits.total {
+            let oldest = sessions
+                .iter()
+                .filter(|(_, state)| state.registered.is_some())
+                .min_by_key(|(_, state)| state.started)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                sessions.remove(&oldest);
+            }
         }
     }
 
@@ -481,6 +503,35 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(uia.registered_account(&c.session), Some(account));
+    }
+
+    #[test]
+    fn finished_registrations_hold_no_place_and_are_bounded() {
+        let uia = UiaSessions::new(UiaLimits {
+            total: 2,
+            per_user: 1,
+        });
+        let start = Instant::now();
+        for n in 0..3u64 {
+            let (id, _) = uia
+                .resume_or_start(None, &UiaAction::Register, start + Duration::from_secs(n))
+                .unwrap();
+            let account = RegisteredAccount {
+                user_id: format!("@u{n}:x").try_into().unwrap(),
+                device_id: None,
+            };
+            uia.remember_registered(&id, account);
+        }
+        // The first is forgotten; the two others stay, and take no place.
+        let kept: Vec<String> = uia
+            .lock()
+            .values()
+            .filter_map(|state| state.registered.as_ref())
+            .map(|account| account.user_id.to_string())
+            .collect();
+        assert_eq!(kept.len(), 2);
+        assert!(!kept.contains(&"@u0:x".to_owned()));
+        uia.resume_or_start(None, &UiaAction::Register, start).unwrap();
     }
 
     #[tokio::test]

@@ -236,7 +236,12 @@ async fn members_push_rules_follow_the_room(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let old = create_room(&server, &alice.token, json!({ "preset": "public_chat" })).await;
+    let old = create_room(
+        &server,
+        &alice.token,
+        json!({ "preset": "public_chat", "room_version": "10" }),
+    )
+    .await;
     join(&server, &bob.token, &old).await;
     let room_condition = |room: &str| json!({ "kind": "event_match", "key": "room_id", "pattern": room });
     // Alice mutes the room; bob has a keyword rule for it, and one for

@@ -34,6 +34,18 @@ fn values(events: &Value, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// The sorted types of a joined room's `section` (none when it is absent).
+fn room_types(answer: &Value, room: &str, section: &str) -> Vec<String> {
+    let events = &answer["rooms"]["join"][room][section];
+    let mut kinds = if events.is_null() {
+        Vec::new()
+    } else {
+        values(events, "type")
+    };
+    kinds.sort();
+    kinds
+}
+
 async fn ok(answer: (StatusCode, Value)) {
     assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
 }
@@ -95,16 +107,7 @@ async fn account_data_filters_apply(backend: Backend) {
         kinds.sort();
         kinds
     };
-    let in_room = |answer: &Value, room: &str| {
-        let events = &answer["rooms"]["join"][room]["account_data"];
-        let mut kinds = if events.is_null() {
-            Vec::new()
-        } else {
-            values(events, "type")
-        };
-        kinds.sort();
-        kinds
-    };
+    let in_room = |answer: &Value, room: &str| room_types(answer, room, "account_data");
     let both = ["org.example.a", "org.example.b"];
     let all = sync_with(&server, &alice, json!({})).await;
     assert_eq!(global(&all), both);
@@ -159,16 +162,7 @@ async fn ephemeral_filter_applies(backend: Backend) {
         let body = json!({ "typing": true, "timeout": 30000 });
         ok(server.request(Method::PUT, url, Some(&bob.token), Some(body)).await).await;
     }
-    let ephemeral = |answer: &Value, room: &str| {
-        let events = &answer["rooms"]["join"][room]["ephemeral"];
-        let mut kinds = if events.is_null() {
-            Vec::new()
-        } else {
-            values(events, "type")
-        };
-        kinds.sort();
-        kinds
-    };
+    let ephemeral = |answer: &Value, room: &str| room_types(answer, room, "ephemeral");
     let all = sync_with(&server, &alice, json!({})).await;
     assert_eq!(ephemeral(&all, &room), ["m.receipt", "m.typing"], "{all}");
 
