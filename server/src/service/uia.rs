@@ -247,6 +247,7 @@ impl UiaSessions {
             Some(AuthSubmission { session, stage }) => (session, Some(stage)),
             None => (None, None),
         };
+        let quoted = session.clone();
         let (session, completed) = self.resume_or_start(session, &action, Instant::now())?;
         if flows.contains(&completed.as_slice()) {
             // "Completed stages cannot be retried by clients": a retry of
@@ -286,10 +287,11 @@ impl UiaSessions {
         completed.push(kind);
         if flows.contains(&completed.as_slice()) {
             let mut sessions = self.lock();
-            if action == UiaAction::Register {
-                // Kept until it expires: the spec has a retried completed
-                // request answered with the call's result, and the session
-                // remembers which account that is (`remember_registered`).
+            // A registration session the client knows is kept until it
+            // expires: the spec has a retried completed request answered
+            // with the call's result, and the session remembers which
+            // account that is (`remember_registered`).
+            if action == UiaAction::Register && quoted.as_ref() == Some(&session) {
                 if let Some(state) = sessions.get_mut(&session) {
                     state.completed = completed;
                 }
@@ -503,6 +505,17 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(uia.registered_account(&c.session), Some(account));
+
+        // A registration done in one request quoted no session: there is
+        // nothing a retry could name, so nothing is kept.
+        let one_shot = AuthSubmission {
+            session: None,
+            stage: Stage::Dummy,
+        };
+        uia.authorize(UiaAction::Register, DUMMY, Some(one_shot), |_| async { Ok(()) })
+            .await
+            .unwrap();
+        assert_eq!(uia.lock().len(), 1);
     }
 
     #[test]
