@@ -179,7 +179,8 @@ pub struct PushConfig {
 impl Default for PushConfig {
     fn default() -> Self {
         let prune = PrunePolicy::default();
-        let millis = |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        let millis =
+            |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         Self {
             allow_private_gateways: false,
             retry_delay_ms: 1000,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use ruma::{
     RoomId, UserId,
     push::{
-        ConditionalPushRule, NewConditionalPushRule, NewPushRule, NewSimplePushRule,
-        PushCondition, RuleKind, Ruleset,
+        ConditionalPushRule, NewConditionalPushRule, NewPushRule, NewSimplePushRule, PushCondition,
+        RuleKind, Ruleset,
     },
 };
 use serde_json::{Value, json};
@@ -180,9 +180,7 @@ fn conditional_copy(
     old_room: &RoomId,
     new_room: &RoomId,
 ) -> Option<NewConditionalPushRule> {
-    let is_room_condition = |condition: &PushCondition| {
-        matches!(condition, PushCondition::EventMatch(data) if data.key == "room_id")
-    };
+    let is_room_condition = |condition: &PushCondition| matches!(condition, PushCondition::EventMatch(data) if data.key == "room_id");
     let mut room_conditions = rule
         .conditions
         .iter()
@@ -278,9 +276,15 @@ mod tests {
         let conditions = serde_json::to_value(&muted.conditions).unwrap();
         assert_eq!(
             conditions,
-            json!([event_match("room_id", "!new:x"), event_match("sender", "@b:x")])
+            json!([
+                event_match("room_id", "!new:x"),
+                event_match("sender", "@b:x")
+            ])
         );
-        let loud = rules.underride.get("!new:x").expect("underride copied, named for the room");
+        let loud = rules
+            .underride
+            .get("!new:x")
+            .expect("underride copied, named for the room");
         assert!(loud.actions.iter().any(Action::should_notify));
         // Nothing else: not the rule for two rooms, not the one for anywhere.
         assert_eq!(rules.override_.iter().filter(|r| !r.default).count(), 4);

@@ -463,7 +463,10 @@ mod tests {
     async fn completing_the_flow_succeeds_and_ends_the_session() {
         let uia = UiaSessions::new(LIMITS);
         let action = || UiaAction::ChangePassword("@a:x".try_into().unwrap());
-        let c = challenge(uia.authorize(action(), DUMMY, None, |_| async { Ok(()) }).await);
+        let c = challenge(
+            uia.authorize(action(), DUMMY, None, |_| async { Ok(()) })
+                .await,
+        );
         let auth = || AuthSubmission {
             session: Some(c.session.clone()),
             stage: Stage::Dummy,
@@ -491,9 +494,11 @@ mod tests {
             session: Some(c.session.clone()),
             stage: Stage::Dummy,
         };
-        uia.authorize(UiaAction::Register, DUMMY, Some(auth()), |_| async { Ok(()) })
-            .await
-            .unwrap();
+        uia.authorize(UiaAction::Register, DUMMY, Some(auth()), |_| async {
+            Ok(())
+        })
+        .await
+        .unwrap();
         let account = RegisteredAccount {
             user_id: "@a:x".try_into().unwrap(),
             device_id: None,
@@ -512,9 +517,11 @@ mod tests {
             session: None,
             stage: Stage::Dummy,
         };
-        uia.authorize(UiaAction::Register, DUMMY, Some(one_shot), |_| async { Ok(()) })
-            .await
-            .unwrap();
+        uia.authorize(UiaAction::Register, DUMMY, Some(one_shot), |_| async {
+            Ok(())
+        })
+        .await
+        .unwrap();
         assert_eq!(uia.lock().len(), 1);
     }
 
@@ -544,7 +551,8 @@ mod tests {
             .collect();
         assert_eq!(kept.len(), 2);
         assert!(!kept.contains(&"@u0:x".to_owned()));
-        uia.resume_or_start(None, &UiaAction::Register, start).unwrap();
+        uia.resume_or_start(None, &UiaAction::Register, start)
+            .unwrap();
     }
 
     #[tokio::test]

@@ -640,12 +640,19 @@ async fn registration_keeps_inhibit_login_and_refresh_token(backend: Backend) {
     let last = json!({
         "inhibit_login": false, "auth": { "type": "m.login.dummy", "session": session },
     });
-    let (status, answer) = server.request(Method::POST, url.clone(), None, Some(last)).await;
+    let (status, answer) = server
+        .request(Method::POST, url.clone(), None, Some(last))
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert!(answer["access_token"].is_string(), "{answer}");
 
-    for wrong in [json!({ "inhibit_login": "yes" }), json!({ "refresh_token": 1 })] {
-        let answer = server.request(Method::POST, url.clone(), None, Some(wrong)).await;
+    for wrong in [
+        json!({ "inhibit_login": "yes" }),
+        json!({ "refresh_token": 1 }),
+    ] {
+        let answer = server
+            .request(Method::POST, url.clone(), None, Some(wrong))
+            .await;
         assert_error(&answer, StatusCode::BAD_REQUEST, "M_BAD_JSON");
     }
 }
@@ -673,7 +680,10 @@ async fn a_retried_completed_registration_gets_the_same_account(backend: Backend
     let token = again["access_token"].as_str().expect("token");
     assert_ne!(token, first_token);
     assert_eq!(server.whoami(token).await.0, StatusCode::OK);
-    assert_eq!(server.whoami(&first_token).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        server.whoami(&first_token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(
         server.count_rows("SELECT COUNT(*) FROM accounts").await,
         1,

@@ -213,7 +213,10 @@ async fn sync_sets_presence_as_set_presence_says(backend: Backend) {
 
     // `offline` leaves presence alone.
     sync_ok(&server, &alice.token, &[("set_presence", "offline")]).await;
-    assert_eq!(status(get(&server, &bob.token, &alice.user_id).await), "unavailable");
+    assert_eq!(
+        status(get(&server, &bob.token, &alice.user_id).await),
+        "unavailable"
+    );
 
     // A sync without the parameter marks the user online, status kept, and
     // room mates hear of it.
@@ -231,17 +234,28 @@ async fn sync_sets_presence_as_set_presence_says(backend: Backend) {
 
     // `unavailable` marks the user idle; syncing again changes nothing more.
     sync_ok(&server, &alice.token, &[("set_presence", "unavailable")]).await;
-    assert_eq!(status(get(&server, &bob.token, &alice.user_id).await), "unavailable");
+    assert_eq!(
+        status(get(&server, &bob.token, &alice.user_id).await),
+        "unavailable"
+    );
     let written = "SELECT MAX(stream_ordering) FROM presence";
     let before = server.count_rows(written).await;
     sync_ok(&server, &alice.token, &[("set_presence", "unavailable")]).await;
-    assert_eq!(server.count_rows(written).await, before, "nothing new to write");
+    assert_eq!(
+        server.count_rows(written).await,
+        before,
+        "nothing new to write"
+    );
 
     for wrong in ["busy", "ONLINE", "", "online\u{0}"] {
-        let answer = crate::sync_support::sync(&server, &alice.token, &[("set_presence", wrong)]).await;
+        let answer =
+            crate::sync_support::sync(&server, &alice.token, &[("set_presence", wrong)]).await;
         assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     }
-    assert_eq!(status(get(&server, &bob.token, &alice.user_id).await), "unavailable");
+    assert_eq!(
+        status(get(&server, &bob.token, &alice.user_id).await),
+        "unavailable"
+    );
 }
 
 async fn sync_sets_no_presence_when_presence_is_off(backend: Backend) {

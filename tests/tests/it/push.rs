@@ -551,7 +551,12 @@ async fn listed(server: &TestServer, token: &str) -> Vec<String> {
         .as_array()
         .expect("notifications")
         .iter()
-        .map(|n| n["event"]["event_id"].as_str().expect("event_id").to_owned())
+        .map(|n| {
+            n["event"]["event_id"]
+                .as_str()
+                .expect("event_id")
+                .to_owned()
+        })
         .collect()
 }
 
@@ -594,7 +599,11 @@ async fn notifications_are_pruned_once_read_or_past_the_cap(backend: Backend) {
     let (status, _) = server
         .request(
             Method::POST,
-            room_url(&server, &room, &format!("/receipt/m.read/{}", enc(&sent[3]))),
+            room_url(
+                &server,
+                &room,
+                &format!("/receipt/m.read/{}", enc(&sent[3])),
+            ),
             Some(&bob.token),
             Some(json!({})),
         )

@@ -243,11 +243,19 @@ async fn members_push_rules_follow_the_room(backend: Backend) {
     )
     .await;
     join(&server, &bob.token, &old).await;
-    let room_condition = |room: &str| json!({ "kind": "event_match", "key": "room_id", "pattern": room });
+    let room_condition =
+        |room: &str| json!({ "kind": "event_match", "key": "room_id", "pattern": room });
     // Alice mutes the room; bob has a keyword rule for it, and one for
     // elsewhere too, which is not the room's.
     let mute = json!({ "actions": [] });
-    let (status, _) = push_rule(&server, &alice.token, Method::PUT, &format!("/room/{}", enc(&old)), Some(mute)).await;
+    let (status, _) = push_rule(
+        &server,
+        &alice.token,
+        Method::PUT,
+        &format!("/room/{}", enc(&old)),
+        Some(mute),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let keyword = json!({
         "actions": ["notify", { "set_tweak": "highlight" }],
@@ -256,17 +264,46 @@ async fn members_push_rules_follow_the_room(backend: Backend) {
             { "kind": "event_match", "key": "content.body", "pattern": "tea" },
         ],
     });
-    let (status, _) = push_rule(&server, &bob.token, Method::PUT, "/override/tea", Some(keyword)).await;
+    let (status, _) = push_rule(
+        &server,
+        &bob.token,
+        Method::PUT,
+        "/override/tea",
+        Some(keyword),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let elsewhere = json!({ "actions": [], "conditions": [room_condition("!elsewhere:localhost")] });
-    let (status, _) = push_rule(&server, &bob.token, Method::PUT, "/underride/elsewhere", Some(elsewhere)).await;
+    let elsewhere =
+        json!({ "actions": [], "conditions": [room_condition("!elsewhere:localhost")] });
+    let (status, _) = push_rule(
+        &server,
+        &bob.token,
+        Method::PUT,
+        "/underride/elsewhere",
+        Some(elsewhere),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = push_rule(&server, &bob.token, Method::PUT, "/override/tea/enabled", Some(json!({ "enabled": false }))).await;
+    let (status, _) = push_rule(
+        &server,
+        &bob.token,
+        Method::PUT,
+        "/override/tea/enabled",
+        Some(json!({ "enabled": false })),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 
     let new = upgraded(&server, &alice.token, &old, "11").await;
     // The upgrader's rule is there at once.
-    let (status, rule) = push_rule(&server, &alice.token, Method::GET, &format!("/room/{}", enc(&new)), None).await;
+    let (status, rule) = push_rule(
+        &server,
+        &alice.token,
+        Method::GET,
+        &format!("/room/{}", enc(&new)),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{rule}");
     assert_eq!(rule["actions"], json!([]));
     assert_eq!(rule["rule_id"], new.as_str());
@@ -274,21 +311,40 @@ async fn members_push_rules_follow_the_room(backend: Backend) {
     // Bob's arrives when he joins the new room, its condition naming it,
     // disabled as the original is.
     let new_id = enc(&new);
-    let (status, _) = push_rule(&server, &bob.token, Method::GET, &format!("/override/{new_id}"), None).await;
+    let (status, _) = push_rule(
+        &server,
+        &bob.token,
+        Method::GET,
+        &format!("/override/{new_id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     join(&server, &bob.token, &new).await;
-    let (status, rule) = push_rule(&server, &bob.token, Method::GET, &format!("/override/{new_id}"), None).await;
+    let (status, rule) = push_rule(
+        &server,
+        &bob.token,
+        Method::GET,
+        &format!("/override/{new_id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{rule}");
     assert_eq!(rule["enabled"], false, "{rule}");
     assert_eq!(
         rule["conditions"],
         json!([room_condition(&new), { "kind": "event_match", "key": "content.body", "pattern": "tea" }])
     );
-    assert_eq!(rule["actions"], json!(["notify", { "set_tweak": "highlight" }]));
+    assert_eq!(
+        rule["actions"],
+        json!(["notify", { "set_tweak": "highlight" }])
+    );
     let (_, all) = push_rule(&server, &bob.token, Method::GET, "/", None).await;
     let underrides = all["underride"].as_array().expect("underride");
     assert!(
-        !underrides.iter().any(|r| r["conditions"].to_string().contains(&new)),
+        !underrides
+            .iter()
+            .any(|r| r["conditions"].to_string().contains(&new)),
         "a rule for another room was not copied: {all}"
     );
     // The originals stay.

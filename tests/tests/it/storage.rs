@@ -884,15 +884,18 @@ async fn push_actions_are_pruned_when_read_and_old_or_past_the_cap(backend: Back
     let rows: Vec<storage::NewPushAction<'_>> = [bob, carol]
         .into_iter()
         .flat_map(|user| {
-            ids[1..].iter().zip(2..).map(move |(event_id, n)| storage::NewPushAction {
-                user_id: user,
-                room_id: room,
-                event_id,
-                position: StreamPosition(n),
-                actions: "[\"notify\"]",
-                is_highlight: false,
-                ts: n * 100,
-            })
+            ids[1..]
+                .iter()
+                .zip(2..)
+                .map(move |(event_id, n)| storage::NewPushAction {
+                    user_id: user,
+                    room_id: room,
+                    event_id,
+                    position: StreamPosition(n),
+                    actions: "[\"notify\"]",
+                    is_highlight: false,
+                    ts: n * 100,
+                })
         })
         .collect();
     store.add_push_actions(&rows).await.unwrap();

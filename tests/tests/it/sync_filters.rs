@@ -21,7 +21,12 @@ backend_tests!(
 /// An initial sync with this inline filter.
 async fn sync_with(server: &TestServer, account: &Account, filter: Value) -> Value {
     let filter = filter.to_string();
-    sync_ok(server, &account.token, &[("filter", &filter), ("set_presence", "offline")]).await
+    sync_ok(
+        server,
+        &account.token,
+        &[("filter", &filter), ("set_presence", "offline")],
+    )
+    .await
 }
 
 /// The `type`s of a section's events, or of the field `key` of each.
@@ -65,19 +70,36 @@ async fn presence_filter_applies(backend: Backend) {
     for account in [&alice, &bob] {
         let url = server.v3(&format!("/presence/{}/status", account.user_id));
         let body = json!({ "presence": "online" });
-        ok(server.request(Method::PUT, url, Some(&account.token), Some(body)).await).await;
+        ok(server
+            .request(Method::PUT, url, Some(&account.token), Some(body))
+            .await)
+        .await;
     }
     let everyone = sync_with(&server, &alice, json!({})).await;
     let mut senders = values(&everyone["presence"], "sender");
     senders.sort();
     assert_eq!(senders, [alice.user_id.clone(), bob.user_id.clone()]);
 
-    let only_bob = sync_with(&server, &alice, json!({ "presence": { "senders": [bob.user_id] } }))
-        .await;
-    assert_eq!(values(&only_bob["presence"], "sender"), [bob.user_id.clone()]);
-    let not_bob =
-        sync_with(&server, &alice, json!({ "presence": { "not_senders": [bob.user_id] } })).await;
-    assert_eq!(values(&not_bob["presence"], "sender"), [alice.user_id.clone()]);
+    let only_bob = sync_with(
+        &server,
+        &alice,
+        json!({ "presence": { "senders": [bob.user_id] } }),
+    )
+    .await;
+    assert_eq!(
+        values(&only_bob["presence"], "sender"),
+        [bob.user_id.clone()]
+    );
+    let not_bob = sync_with(
+        &server,
+        &alice,
+        json!({ "presence": { "not_senders": [bob.user_id] } }),
+    )
+    .await;
+    assert_eq!(
+        values(&not_bob["presence"], "sender"),
+        [alice.user_id.clone()]
+    );
     let one = sync_with(&server, &alice, json!({ "presence": { "limit": 1 } })).await;
     assert_eq!(values(&one["presence"], "sender").len(), 1, "{one}");
     for none in [json!({ "types": [] }), json!({ "not_types": ["m.*"] })] {
@@ -94,12 +116,25 @@ async fn account_data_filters_apply(backend: Backend) {
     let user = enc(&alice.user_id);
     for kind in ["org.example.a", "org.example.b"] {
         let url = server.v3(&format!("/user/{user}/account_data/{kind}"));
-        ok(server.request(Method::PUT, url, Some(&alice.token), Some(json!({ "k": kind }))).await)
-            .await;
+        ok(server
+            .request(
+                Method::PUT,
+                url,
+                Some(&alice.token),
+                Some(json!({ "k": kind })),
+            )
+            .await)
+        .await;
         for room in [&first, &second] {
-            let url = server.v3(&format!("/user/{user}/rooms/{}/account_data/{kind}", enc(room)));
+            let url = server.v3(&format!(
+                "/user/{user}/rooms/{}/account_data/{kind}",
+                enc(room)
+            ));
             let body = json!({ "k": kind });
-            ok(server.request(Method::PUT, url, Some(&alice.token), Some(body)).await).await;
+            ok(server
+                .request(Method::PUT, url, Some(&alice.token), Some(body))
+                .await)
+            .await;
         }
     }
     let global = |answer: &Value| {
@@ -157,10 +192,16 @@ async fn ephemeral_filter_applies(backend: Backend) {
     for room in [&room, &other] {
         let event = send_text(&server, &alice.token, room, "read me").await;
         let url = room_url(&server, room, &format!("/receipt/m.read/{}", enc(&event)));
-        ok(server.request(Method::POST, url, Some(&bob.token), Some(json!({}))).await).await;
+        ok(server
+            .request(Method::POST, url, Some(&bob.token), Some(json!({})))
+            .await)
+        .await;
         let url = room_url(&server, room, &format!("/typing/{}", enc(&bob.user_id)));
         let body = json!({ "typing": true, "timeout": 30000 });
-        ok(server.request(Method::PUT, url, Some(&bob.token), Some(body)).await).await;
+        ok(server
+            .request(Method::PUT, url, Some(&bob.token), Some(body))
+            .await)
+        .await;
     }
     let ephemeral = |answer: &Value, room: &str| room_types(answer, room, "ephemeral");
     let all = sync_with(&server, &alice, json!({})).await;
@@ -199,7 +240,12 @@ async fn ephemeral_filter_applies(backend: Backend) {
         .collect();
     assert_eq!(readers, [&bob.user_id]);
 
-    let one = sync_with(&server, &alice, json!({ "room": { "ephemeral": { "limit": 1 } } })).await;
+    let one = sync_with(
+        &server,
+        &alice,
+        json!({ "room": { "ephemeral": { "limit": 1 } } }),
+    )
+    .await;
     assert_eq!(ephemeral(&one, &room).len(), 1, "{one}");
     assert_eq!(ephemeral(&one, &other).len(), 1, "{one}");
 }
@@ -213,7 +259,16 @@ async fn event_fields_select_the_fields_of_room_events(backend: Backend) {
         "body": "hello",
         "m.relates_to": { "rel_type": "org.example", "event_id": "$x" },
     });
-    ok(send(&server, &alice.token, &room, "m.room.message", "fields", content).await).await;
+    ok(send(
+        &server,
+        &alice.token,
+        &room,
+        "m.room.message",
+        "fields",
+        content,
+    )
+    .await)
+    .await;
     let filter = json!({
         "event_fields": ["type", "content.body", r"content.m\.relates_to.rel_type"],
         "room": { "timeline": { "limit": 1 } },
@@ -231,7 +286,8 @@ async fn event_fields_select_the_fields_of_room_events(backend: Backend) {
     for event in state.as_array().expect("state") {
         let keys: Vec<&String> = event.as_object().expect("event").keys().collect();
         assert!(
-            keys.iter().all(|key| ["type", "content"].contains(&key.as_str())),
+            keys.iter()
+                .all(|key| ["type", "content"].contains(&key.as_str())),
             "{event}"
         );
     }
@@ -244,8 +300,19 @@ async fn event_fields_select_the_fields_of_room_events(backend: Backend) {
     let answer = sync_with(&server, &alice, filter).await;
     let event = &timeline(&answer, "join", &room)[0];
     assert_eq!(event.as_object().expect("event").len(), 2, "{event}");
-    assert!(event["depth"].is_u64() && event["event_id"].is_string(), "{event}");
+    assert!(
+        event["depth"].is_u64() && event["event_id"].is_string(),
+        "{event}"
+    );
     // No list, or an empty one, selects nothing away.
-    let answer = sync_with(&server, &alice, json!({ "event_fields": [], "room": { "timeline": { "limit": 1 } } })).await;
-    assert_eq!(timeline(&answer, "join", &room)[0]["content"]["msgtype"], "m.text");
+    let answer = sync_with(
+        &server,
+        &alice,
+        json!({ "event_fields": [], "room": { "timeline": { "limit": 1 } } }),
+    )
+    .await;
+    assert_eq!(
+        timeline(&answer, "join", &room)[0]["content"]["msgtype"],
+        "m.text"
+    );
 }

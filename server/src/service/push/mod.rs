@@ -24,8 +24,8 @@ use ruma::{
 use serde_json::{Value, value::RawValue};
 use tracing::warn;
 
-pub use self::{delivery::RetryPolicy, prune::PrunePolicy};
 use self::{context::RoomPushContext, delivery::Delivery};
+pub use self::{delivery::RetryPolicy, prune::PrunePolicy};
 use super::{
     ServiceError,
     committed::{CommittedEvents, CommittedReader},

@@ -134,7 +134,8 @@ impl EventFilter {
     /// The limit the client gave, for the kinds that have no default one
     /// (presence, account data, ephemeral events).
     pub fn given_limit(&self) -> Option<usize> {
-        self.limit.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX))
+        self.limit
+            .map(|limit| usize::try_from(limit).unwrap_or(usize::MAX))
     }
 
     /// Whether the filter lets events of this room through (`rooms`,
