@@ -215,6 +215,11 @@ impl Accounts {
         {
             return self.register_again(account, request).await;
         }
+        // A generated username is chosen now and kept with the session, so
+        // requests racing to complete it name one account, never two.
+        if request.username.is_none() && request.guest_access_token.is_none() {
+            request.username = Some(random_localpart());
+        }
         // Fail fast on what the client can fix before asking it to authenticate.
         let user_id = match &request.username {
             Some(username) => {
@@ -269,13 +274,10 @@ impl Accounts {
             .ok_or_else(|| ServiceError::MissingParam("password".to_owned()))?;
         let user_id = match (request.guest_access_token.take(), user_id) {
             (Some(guest), _) => self.upgrade_guest(&guest, &password).await?,
-            (None, Some(user_id)) => {
-                self.create_account(&user_id, &password, false, false)
-                    .await?;
-                user_id
-            }
-            (None, None) => {
-                let user_id = self.user_id_for_new_localpart(&random_localpart())?;
+            (None, user_id) => {
+                // Without a guest token a username was given or generated.
+                let user_id =
+                    user_id.ok_or_else(|| ServiceError::MissingParam("username".to_owned()))?;
                 self.create_account(&user_id, &password, false, false)
                     .await?;
                 user_id

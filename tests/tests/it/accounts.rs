@@ -690,6 +690,20 @@ async fn a_retried_completed_registration_gets_the_same_account(backend: Backend
         "no second account"
     );
 
+    // Requests racing to complete one session without a username make
+    // one account between them, never two.
+    let session = registration_session(&server, json!({ "password": PASSWORD })).await;
+    let last = json!({ "auth": { "type": "m.login.dummy", "session": session } });
+    let (first, second) = tokio::join!(
+        server.request(Method::POST, url.clone(), None, Some(last.clone())),
+        server.request(Method::POST, url.clone(), None, Some(last)),
+    );
+    assert!(
+        first.0 == StatusCode::OK || second.0 == StatusCode::OK,
+        "{first:?} {second:?}"
+    );
+    assert_eq!(server.count_rows("SELECT COUNT(*) FROM accounts").await, 2);
+
     // The spent session does not serve another request.
     let other = json!({
         "username": "ivan", "password": PASSWORD,
