@@ -12,6 +12,7 @@
 mod context;
 mod delivery;
 pub mod gateway;
+mod prune;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -23,8 +24,8 @@ use ruma::{
 use serde_json::{Value, value::RawValue};
 use tracing::warn;
 
-pub use self::delivery::RetryPolicy;
 use self::{context::RoomPushContext, delivery::Delivery};
+pub use self::{delivery::RetryPolicy, prune::PrunePolicy};
 use super::{
     ServiceError,
     committed::{CommittedEvents, CommittedReader},
@@ -70,8 +71,9 @@ pub struct PushServices {
 
 impl Push {
     /// Starts evaluating what `committed` brings (on the current tokio
-    /// runtime); gateways on loopback or private addresses are reached only
-    /// when `allow_private_gateways`.
+    /// runtime), and pruning what was stored as `prune` says; gateways on
+    /// loopback or private addresses are reached only when
+    /// `allow_private_gateways`.
     pub fn start(
         storage: Arc<dyn Storage>,
         services: PushServices,
@@ -79,6 +81,7 @@ impl Push {
         committed: CommittedReader,
         allow_private_gateways: bool,
         retry: RetryPolicy,
+        prune: PrunePolicy,
     ) -> Self {
         let evaluator = Evaluator {
             delivery: Delivery::new(storage.clone(), allow_private_gateways, retry),
@@ -88,6 +91,7 @@ impl Push {
             server_name,
         };
         tokio::spawn(evaluator.run(committed));
+        tokio::spawn(prune::run(storage.clone(), prune));
         Self { storage }
     }
 
