@@ -11,6 +11,8 @@ use super::{
 };
 use crate::machine::{CancelCode, VerificationPhase, VerificationState, verification};
 
+mod timing;
+
 /// One sync of `client`: it reads its inbox and sends what it queued.
 fn step(server: &mut FakeServer, client: &mut Client) {
     client.sync(server, vec![]);
@@ -576,32 +578,40 @@ fn a_request_without_sas_is_cancelled_with_unknown_method() {
 }
 
 #[test]
-fn a_device_flooding_requests_holds_only_a_few_open_and_finished_flows_are_dropped() {
+fn a_device_flooding_requests_holds_only_a_few_flows_and_finished_ones_are_dropped() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
-    for _ in 0..3 * verification::MAX_OPEN_FLOWS_PER_USER {
+    for _ in 0..3 * verification::MAX_FLOWS_PER_USER {
         bob.machine
             .request_verification(ALICE, "ALICEDEV", bob.now_ms)
             .unwrap();
     }
     settle(&mut server, &mut bob, &mut alice);
     let from_bob = |alice: &Client| {
-        alice
+        let flows: Vec<_> = alice
             .machine
             .verifications()
-            .iter()
+            .into_iter()
             .filter(|v| v.user_id == BOB)
-            .count()
+            .collect();
+        let open = flows
+            .iter()
+            .filter(|v| !matches!(v.phase, VerificationPhase::Cancelled { .. }))
+            .count();
+        (flows.len(), open)
     };
-    assert_eq!(from_bob(&alice), verification::MAX_OPEN_FLOWS_PER_USER);
+    // Each second attempt of the device cancelled the one before; past
+    // the cap, the rest was ignored.
+    assert_eq!(from_bob(&alice), (verification::MAX_FLOWS_PER_USER, 1));
 
-    // They time out, stay visible for a while, then are dropped.
-    alice.now_ms += verification::REQUEST_TIMEOUT_MS;
+    // The open one times out and stays visible for a while; the others,
+    // idle as long, are forgotten; then it is too.
+    alice.now_ms += verification::IDLE_TIMEOUT_MS;
     step(&mut server, &mut alice);
-    assert_eq!(from_bob(&alice), verification::MAX_OPEN_FLOWS_PER_USER);
-    alice.now_ms += verification::FINISHED_KEPT_MS;
+    assert_eq!(from_bob(&alice), (1, 0));
+    alice.now_ms += verification::IDLE_TIMEOUT_MS;
     step(&mut server, &mut alice);
-    assert_eq!(from_bob(&alice), 0);
+    assert_eq!(from_bob(&alice), (0, 0));
 }
 
 /// A room's timeline as the fake server holds it: every event in order,

@@ -16,6 +16,7 @@ impl OlmMachine {
     /// A to-device `m.key.verification.*` event (in the clear, as every
     /// client sends them).
     pub(in crate::machine) fn receive_verification_event(&mut self, event: &Value, now_ms: u64) {
+        self.verifications.observe(now_ms);
         let (Some(event_type), Some(sender), Some(content)) = (
             event.get("type").and_then(Value::as_str),
             event.get("sender").and_then(Value::as_str),
@@ -29,7 +30,7 @@ impl OlmMachine {
         let key = (sender.to_owned(), transaction_id.to_owned());
         let known = self.verifications.flows.contains_key(&key);
         match event_type {
-            REQUEST | START if !known && self.has_too_many_open_flows(sender) => {}
+            REQUEST | START if !known && self.has_too_many_flows(sender) => {}
             REQUEST if !known => {
                 let Some(timestamp) = content.get("timestamp").and_then(Value::as_u64) else {
                     return;
@@ -78,26 +79,46 @@ impl OlmMachine {
             return;
         }
         device.clone_into(&mut ids.other_device);
+        if self.refuse_second_attempt(&ids) {
+            return;
+        }
         let their_methods = methods(content);
         if !their_methods.iter().any(|m| m == sas::SAS_V1) {
             self.send_cancel(&ids, &CancelCode::UnknownMethod);
             return;
         }
-        self.verifications.flows.insert(
-            (sender, ids.transaction_id.clone()),
-            Flow {
-                ids,
-                broadcast_to: Vec::new(),
-                their_methods,
-                shown_qr: None,
-                room_events: Vec::new(),
-                we_requested: false,
-                requested_ms: timestamp,
-                started_ms: None,
-                start: None,
-                state: State::Requested,
-            },
-        );
+        let mut flow = Flow::new(ids, false, timestamp, now_ms);
+        flow.their_methods = their_methods;
+        self.verifications.open(flow);
+    }
+
+    /// The spec: "When the same device attempts to initiate multiple
+    /// verification attempts, the recipient should cancel all attempts
+    /// with that device." When `ids.other_device` already has an
+    /// unfinished flow with us that it initiated, every unfinished flow
+    /// with that device and the new attempt are cancelled with
+    /// `m.unexpected_message`, and this returns true: neither side can
+    /// tell which one the user meant.
+    fn refuse_second_attempt(&mut self, ids: &FlowIds) -> bool {
+        let with_device: Vec<(FlowKey, bool)> = self
+            .verifications
+            .flows
+            .iter()
+            .filter(|(_, flow)| {
+                !flow.state.is_finished()
+                    && flow.ids.other_user == ids.other_user
+                    && flow.ids.other_device == ids.other_device
+            })
+            .map(|(key, flow)| (key.clone(), flow.we_requested))
+            .collect();
+        if !with_device.iter().any(|(_, we_requested)| !we_requested) {
+            return false;
+        }
+        for ((user, transaction_id), _) in with_device {
+            self.cancel_flow(&user, &transaction_id, CancelCode::UnexpectedMessage);
+        }
+        self.send_cancel(ids, &CancelCode::UnexpectedMessage);
+        true
     }
 
     pub(super) fn receive_start_without_request(
@@ -116,25 +137,18 @@ impl OlmMachine {
             return;
         }
         let ids = self.flow_ids(sender, device, transaction_id);
+        if self.refuse_second_attempt(&ids) {
+            return;
+        }
         if let Err(code) = sas::check_start(content) {
             self.send_cancel(&ids, &code);
             return;
         }
-        self.verifications.flows.insert(
-            (sender.to_owned(), transaction_id.to_owned()),
-            Flow {
-                ids,
-                broadcast_to: Vec::new(),
-                their_methods: Vec::new(),
-                shown_qr: None,
-                room_events: Vec::new(),
-                we_requested: false,
-                requested_ms: now_ms,
-                started_ms: Some(now_ms),
-                start: Some(content.clone()),
-                state: State::ReceivedStart(ReceivedStart::new(content.clone())),
-            },
-        );
+        let mut flow = Flow::new(ids, false, now_ms, now_ms);
+        flow.started_ms = Some(now_ms);
+        flow.start = Some(content.clone());
+        flow.state = State::ReceivedStart(ReceivedStart::new(content.clone()));
+        self.verifications.open(flow);
     }
 
     pub(super) fn receive_flow_event(
@@ -158,12 +172,30 @@ impl OlmMachine {
                 .and_then(Value::as_str)
                 .map_or(CancelCode::Other(String::new()), CancelCode::from_wire);
             flow.state = State::Cancelled { code, by_us: false };
+            // One of our devices declined a request sent to all of them:
+            // the spec has the others told `m.user`.
+            let declined: Vec<String> = std::mem::take(&mut flow.broadcast_to);
+            let ids = flow.ids.clone();
+            self.verifications.touch(sender, transaction_id);
+            if ids.other_device.is_empty() {
+                for device in declined {
+                    let to = FlowIds {
+                        other_device: device,
+                        ..ids.clone()
+                    };
+                    self.send_cancel(&to, &CancelCode::User);
+                }
+            }
             return;
         }
         if flow.is_expired(now_ms) {
             self.cancel_flow(sender, transaction_id, CancelCode::Timeout);
             return;
         }
+        self.verifications.touch(sender, transaction_id);
+        let Some(flow) = self.verifications.flows.get_mut(&key) else {
+            return;
+        };
         if flow.ids.other_device.is_empty() {
             // A request to all our devices, or one in a room (which every
             // device of the user sees): the first ready from one of them

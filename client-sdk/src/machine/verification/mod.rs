@@ -40,19 +40,23 @@ use self::sas::{AwaitingKey, Confirmed, FlowIds, KeysExchanged, ReceivedStart, S
 pub use self::{emoji::Emoji, qr::QrError, room::RoomVerificationMessage};
 use super::{InFlight, OlmMachine, Request};
 
-/// An unanswered request expires ten minutes after it was sent.
+/// A flow must complete within ten minutes of its request (the spec's
+/// "does not complete within 10 minutes"); an incoming request older than
+/// this is ignored.
 pub const REQUEST_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 /// A started SAS flow expires five minutes after its start.
 pub const SAS_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+/// A transaction id unused for this long (nothing sent or received in its
+/// flow) expires: an unfinished flow is cancelled with `m.timeout`, a
+/// finished one, kept until then for the application to show how it
+/// ended, is forgotten.
+pub const IDLE_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 /// An incoming request more than this far in the future is ignored.
-const REQUEST_FUTURE_MS: u64 = 5 * 60 * 1000;
-/// Unfinished flows one user's devices may have open with us at once;
-/// further requests and starts are ignored, so a known device cannot grow
-/// the machine without bound.
-pub const MAX_OPEN_FLOWS_PER_USER: usize = 8;
-/// How long a finished flow stays visible after its request's deadline,
-/// for the application to show how it ended; then it is dropped.
-pub const FINISHED_KEPT_MS: u64 = REQUEST_TIMEOUT_MS;
+pub const REQUEST_FUTURE_MS: u64 = 5 * 60 * 1000;
+/// Flows one user's devices may have with us at once, finished ones
+/// included until they are forgotten; further requests and starts are
+/// ignored, so a known device cannot grow the machine without bound.
+pub const MAX_FLOWS_PER_USER: usize = 8;
 
 const REQUEST: &str = "m.key.verification.request";
 const READY: &str = "m.key.verification.ready";
@@ -262,6 +266,8 @@ pub(super) struct Flow {
     /// was no request.
     requested_ms: u64,
     started_ms: Option<u64>,
+    /// When a message of the flow was last sent or received.
+    last_activity_ms: u64,
     /// The start in force, for the commitment.
     start: Option<Value>,
     state: State,
@@ -330,6 +336,9 @@ type FlowKey = (String, String);
 #[derive(Default)]
 pub(super) struct Verifications {
     flows: BTreeMap<FlowKey, Flow>,
+    /// The latest `now_ms` the machine was given: the time of messages we
+    /// send from calls that carry none (the machine has no clock).
+    now_ms: u64,
     /// Messages of in-room flows waiting for the application to send them
     /// as room events.
     room_outbox: Vec<RoomVerificationMessage>,
@@ -371,22 +380,10 @@ impl OlmMachine {
             "timestamp": now_ms,
             "transaction_id": transaction_id,
         });
+        self.verifications.observe(now_ms);
+        self.verifications
+            .open(Flow::new(ids.clone(), true, now_ms, now_ms));
         self.send_verification_event(&ids, REQUEST, content);
-        self.verifications.flows.insert(
-            (user_id.to_owned(), transaction_id.clone()),
-            Flow {
-                ids,
-                broadcast_to: Vec::new(),
-                their_methods: Vec::new(),
-                shown_qr: None,
-                room_events: Vec::new(),
-                we_requested: true,
-                requested_ms: now_ms,
-                started_ms: None,
-                start: None,
-                state: State::Requested,
-            },
-        );
         Ok(transaction_id)
     }
 
@@ -430,21 +427,15 @@ impl OlmMachine {
             body,
         });
         self.queued.push(request);
-        self.verifications.flows.insert(
-            (own.clone(), transaction_id.clone()),
-            Flow {
-                ids: self.flow_ids(&own, "", &transaction_id),
-                broadcast_to: targets,
-                their_methods: Vec::new(),
-                shown_qr: None,
-                room_events: Vec::new(),
-                we_requested: true,
-                requested_ms: now_ms,
-                started_ms: None,
-                start: None,
-                state: State::Requested,
-            },
+        self.verifications.observe(now_ms);
+        let mut flow = Flow::new(
+            self.flow_ids(&own, "", &transaction_id),
+            true,
+            now_ms,
+            now_ms,
         );
+        flow.broadcast_to = targets;
+        self.verifications.open(flow);
         Ok(transaction_id)
     }
 
@@ -483,6 +474,7 @@ impl OlmMachine {
         transaction_id: &str,
         now_ms: u64,
     ) -> Result<(), VerificationError> {
+        self.verifications.observe(now_ms);
         let flow = self.flow_mut(user_id, transaction_id)?;
         if !matches!(flow.state, State::Ready) {
             return Err(wrong_phase(flow, "start SAS"));
@@ -608,6 +600,7 @@ impl OlmMachine {
     /// [`SAS_TIMEOUT_MS`] after its start. Each sync calls this with its
     /// `now_ms`; an application may call it between syncs.
     pub fn expire_verifications(&mut self, now_ms: u64) {
+        self.verifications.observe(now_ms);
         let expired: Vec<FlowKey> = self
             .verifications
             .flows
@@ -620,19 +613,19 @@ impl OlmMachine {
         }
         self.verifications.flows.retain(|_, flow| {
             !flow.state.is_finished()
-                || now_ms.saturating_sub(flow.requested_ms) < REQUEST_TIMEOUT_MS + FINISHED_KEPT_MS
+                || now_ms.saturating_sub(flow.last_activity_ms) < IDLE_TIMEOUT_MS
         });
     }
 
-    /// Whether `sender`'s devices already have as many unfinished flows
-    /// with us as [`MAX_OPEN_FLOWS_PER_USER`].
-    fn has_too_many_open_flows(&self, sender: &str) -> bool {
+    /// Whether `sender`'s devices already have as many flows with us as
+    /// [`MAX_FLOWS_PER_USER`].
+    fn has_too_many_flows(&self, sender: &str) -> bool {
         self.verifications
             .flows
-            .iter()
-            .filter(|((user, _), flow)| user == sender && !flow.state.is_finished())
+            .keys()
+            .filter(|(user, _)| user == sender)
             .count()
-            >= MAX_OPEN_FLOWS_PER_USER
+            >= MAX_FLOWS_PER_USER
     }
 
     fn cancel_flow(&mut self, user_id: &str, transaction_id: &str, code: CancelCode) {
@@ -676,6 +669,8 @@ impl OlmMachine {
     /// clear as every client sends them (they carry public keys and MACs
     /// only).
     fn send_verification_event(&mut self, ids: &FlowIds, event_type: &str, content: Value) {
+        self.verifications
+            .touch(&ids.other_user, &ids.transaction_id);
         let content = ids.tag(content);
         if let Some(room_id) = &ids.room_id {
             self.verifications
@@ -729,7 +724,49 @@ impl OlmMachine {
     }
 }
 
+impl Verifications {
+    /// Moves the machine's idea of the time forward to `now_ms`.
+    fn observe(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    fn open(&mut self, flow: Flow) {
+        let key = (flow.ids.other_user.clone(), flow.ids.transaction_id.clone());
+        self.flows.insert(key, flow);
+    }
+
+    /// Marks `(user, transaction_id)` as used now: a message of it was sent
+    /// or received.
+    fn touch(&mut self, user: &str, transaction_id: &str) {
+        let now_ms = self.now_ms;
+        if let Some(flow) = self
+            .flows
+            .get_mut(&(user.to_owned(), transaction_id.to_owned()))
+        {
+            flow.last_activity_ms = flow.last_activity_ms.max(now_ms);
+        }
+    }
+}
+
 impl Flow {
+    /// A flow in `Requested` (or, for a start without request, the caller
+    /// sets its state), requested at `requested_ms` and opened at `now_ms`.
+    fn new(ids: FlowIds, we_requested: bool, requested_ms: u64, now_ms: u64) -> Self {
+        Self {
+            ids,
+            broadcast_to: Vec::new(),
+            their_methods: Vec::new(),
+            shown_qr: None,
+            room_events: Vec::new(),
+            we_requested,
+            requested_ms,
+            started_ms: None,
+            last_activity_ms: now_ms,
+            start: None,
+            state: State::Requested,
+        }
+    }
+
     fn view(&self) -> Verification {
         let (emoji, decimals) = match &self.state {
             State::KeysExchanged(exchanged) => (
@@ -750,11 +787,16 @@ impl Flow {
         }
     }
 
+    /// Whether the flow is past one of its deadlines: not complete
+    /// [`REQUEST_TIMEOUT_MS`] after its request, SAS not done
+    /// [`SAS_TIMEOUT_MS`] after its start, or idle for [`IDLE_TIMEOUT_MS`]
+    /// (which bounds a request dated in the future too).
     fn is_expired(&self, now_ms: u64) -> bool {
-        match self.started_ms {
-            Some(started) => now_ms.saturating_sub(started) >= SAS_TIMEOUT_MS,
-            None => now_ms.saturating_sub(self.requested_ms) >= REQUEST_TIMEOUT_MS,
-        }
+        now_ms.saturating_sub(self.requested_ms) >= REQUEST_TIMEOUT_MS
+            || now_ms.saturating_sub(self.last_activity_ms) >= IDLE_TIMEOUT_MS
+            || self
+                .started_ms
+                .is_some_and(|started| now_ms.saturating_sub(started) >= SAS_TIMEOUT_MS)
     }
 }
 

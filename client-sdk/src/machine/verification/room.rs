@@ -11,7 +11,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Flow, REQUEST, State, VerificationError, Verifications};
+use super::{CANCEL, CancelCode, Flow, READY, REQUEST, State, VerificationError, Verifications};
 use crate::machine::OlmMachine;
 
 /// The room event type that carries an in-room request.
@@ -79,21 +79,9 @@ impl OlmMachine {
         }
         let mut ids = self.flow_ids(user_id, "", event_id);
         ids.room_id = Some(room_id.to_owned());
-        self.verifications.flows.insert(
-            (user_id.to_owned(), event_id.to_owned()),
-            Flow {
-                ids,
-                broadcast_to: Vec::new(),
-                their_methods: Vec::new(),
-                shown_qr: None,
-                room_events: Vec::new(),
-                we_requested: true,
-                requested_ms: now_ms,
-                started_ms: None,
-                start: None,
-                state: State::Requested,
-            },
-        );
+        self.verifications.observe(now_ms);
+        self.verifications
+            .open(Flow::new(ids, true, now_ms, now_ms));
         Ok(())
     }
 
@@ -117,7 +105,9 @@ impl OlmMachine {
         ) else {
             return;
         };
+        self.verifications.observe(now_ms);
         if sender == self.user_id {
+            self.receive_own_room_event(room_id, event_type, content);
             return;
         }
         if event_type == ROOM_MESSAGE {
@@ -127,12 +117,7 @@ impl OlmMachine {
         if !event_type.starts_with("m.key.verification.") {
             return;
         }
-        let relation = content.get("m.relates_to");
-        let Some(transaction_id) = relation
-            .filter(|r| r.get("rel_type").and_then(Value::as_str) == Some("m.reference"))
-            .and_then(|r| r.get("event_id"))
-            .and_then(Value::as_str)
-        else {
+        let Some(transaction_id) = referenced_request(content) else {
             return;
         };
         let event_id = event.get("event_id").and_then(Value::as_str).unwrap_or("");
@@ -143,6 +128,42 @@ impl OlmMachine {
             return;
         }
         self.receive_flow_event(sender, transaction_id, event_type, content, now_ms);
+    }
+
+    /// An event of our own user: our echo, or another of our devices
+    /// answering a request made to us. Its `ready` means that device took
+    /// the request (the spec: our other devices "will know that the
+    /// request has already been accepted, and that they should ignore
+    /// it"), its `cancel` that it declined; either way the request still
+    /// waiting here is dismissed. A flow this device already answered is
+    /// left to the requester, who takes the first `ready` it sees.
+    fn receive_own_room_event(&mut self, room_id: &str, event_type: &str, content: &Value) {
+        let code = match event_type {
+            READY => CancelCode::Accepted,
+            CANCEL => content
+                .get("code")
+                .and_then(Value::as_str)
+                .map_or(CancelCode::User, CancelCode::from_wire),
+            _ => return,
+        };
+        let from_device = content.get("from_device").and_then(Value::as_str);
+        let Some(transaction_id) = referenced_request(content) else {
+            return;
+        };
+        if from_device == Some(self.device_id.as_str()) {
+            return;
+        }
+        let waiting = self.verifications.flows.values_mut().find(|flow| {
+            flow.ids.transaction_id == transaction_id
+                && flow.ids.room_id.as_deref() == Some(room_id)
+                && !flow.we_requested
+                && matches!(flow.state, State::Requested)
+        });
+        if let Some(flow) = waiting {
+            flow.state = State::Cancelled { code, by_us: false };
+            let user = flow.ids.other_user.clone();
+            self.verifications.touch(&user, transaction_id);
+        }
     }
 
     fn receive_room_request(
@@ -165,13 +186,22 @@ impl OlmMachine {
             .verifications
             .flows
             .contains_key(&(sender.to_owned(), event_id.to_owned()));
-        if !is_request || !to_us || known || self.has_too_many_open_flows(sender) {
+        if !is_request || !to_us || known || self.has_too_many_flows(sender) {
             return;
         }
         let mut ids = self.flow_ids(sender, "", event_id);
         ids.room_id = Some(room_id.to_owned());
         self.receive_request(ids, content, timestamp, now_ms);
     }
+}
+
+/// The request event an in-room verification event references (`m.reference`).
+fn referenced_request(content: &Value) -> Option<&str> {
+    content
+        .get("m.relates_to")
+        .filter(|r| r.get("rel_type").and_then(Value::as_str) == Some("m.reference"))
+        .and_then(|r| r.get("event_id"))
+        .and_then(Value::as_str)
 }
 
 impl Verifications {
