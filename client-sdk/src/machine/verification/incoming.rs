@@ -3,6 +3,7 @@
 //! against the step it is at (in-room events reach `receive_flow_event`
 //! through `room`).
 
+use ruma::{DeviceId, UserId};
 use serde_json::{Value, json};
 
 use super::{
@@ -19,7 +20,10 @@ impl OlmMachine {
         self.verifications.observe(now_ms);
         let (Some(event_type), Some(sender), Some(content)) = (
             event.get("type").and_then(Value::as_str),
-            event.get("sender").and_then(Value::as_str),
+            event
+                .get("sender")
+                .and_then(Value::as_str)
+                .and_then(|s| <&UserId>::try_from(s).ok()),
             event.get("content"),
         ) else {
             return;
@@ -35,7 +39,7 @@ impl OlmMachine {
                 let Some(timestamp) = content.get("timestamp").and_then(Value::as_u64) else {
                     return;
                 };
-                let ids = self.flow_ids(sender, "", transaction_id);
+                let ids = self.flow_ids(sender, None, transaction_id);
                 self.receive_request(ids, content, timestamp, now_ms);
             }
             START if !known => self.receive_start_without_request(sender, content, now_ms),
@@ -44,10 +48,10 @@ impl OlmMachine {
                 // A flow we never had (or lost in a restart): say so to the
                 // device that sent it, when the message names it (to-device
                 // events do not say which device sent them).
-                let Some(device) = content.get("from_device").and_then(Value::as_str) else {
+                let Some(device) = from_device(content) else {
                     return;
                 };
-                let ids = self.flow_ids(sender, device, transaction_id);
+                let ids = self.flow_ids(sender, Some(device), transaction_id);
                 self.send_cancel(&ids, &CancelCode::UnknownTransaction);
             }
             _ => self.receive_flow_event(sender, transaction_id, event_type, content, now_ms),
@@ -65,7 +69,7 @@ impl OlmMachine {
         timestamp: u64,
         now_ms: u64,
     ) {
-        let Some(device) = content.get("from_device").and_then(Value::as_str) else {
+        let Some(device) = from_device(content) else {
             return;
         };
         let sender = ids.other_user.clone();
@@ -73,12 +77,15 @@ impl OlmMachine {
         // as the spec says (and as matrix-js-sdk does).
         if now_ms.saturating_sub(timestamp) >= REQUEST_TIMEOUT_MS
             || timestamp.saturating_sub(now_ms) > REQUEST_FUTURE_MS
-            || self.devices.device(&sender, device).is_none()
+            || self
+                .devices
+                .device(sender.as_str(), device.as_str())
+                .is_none()
             || (sender == self.user_id && device == self.device_id)
         {
             return;
         }
-        device.clone_into(&mut ids.other_device);
+        ids.other_device = Some(device.to_owned());
         if self.refuse_second_attempt(&ids) {
             return;
         }
@@ -123,20 +130,24 @@ impl OlmMachine {
 
     pub(super) fn receive_start_without_request(
         &mut self,
-        sender: &str,
+        sender: &UserId,
         content: &Value,
         now_ms: u64,
     ) {
         let (Some(device), Some(transaction_id)) = (
-            content.get("from_device").and_then(Value::as_str),
+            from_device(content),
             content.get("transaction_id").and_then(Value::as_str),
         ) else {
             return;
         };
-        if self.devices.device(sender, device).is_none() {
+        if self
+            .devices
+            .device(sender.as_str(), device.as_str())
+            .is_none()
+        {
             return;
         }
-        let ids = self.flow_ids(sender, device, transaction_id);
+        let ids = self.flow_ids(sender, Some(device), transaction_id);
         if self.refuse_second_attempt(&ids) {
             return;
         }
@@ -153,7 +164,7 @@ impl OlmMachine {
 
     pub(super) fn receive_flow_event(
         &mut self,
-        sender: &str,
+        sender: &UserId,
         transaction_id: &str,
         event_type: &str,
         content: &Value,
@@ -174,13 +185,13 @@ impl OlmMachine {
             flow.state = State::Cancelled { code, by_us: false };
             // One of our devices declined a request sent to all of them:
             // the spec has the others told `m.user`.
-            let declined: Vec<String> = std::mem::take(&mut flow.broadcast_to);
+            let declined = std::mem::take(&mut flow.broadcast_to);
             let ids = flow.ids.clone();
             self.verifications.touch(sender, transaction_id);
-            if ids.other_device.is_empty() {
+            if ids.other_device.is_none() {
                 for device in declined {
                     let to = FlowIds {
-                        other_device: device,
+                        other_device: Some(device),
                         ..ids.clone()
                     };
                     self.send_cancel(&to, &CancelCode::User);
@@ -196,32 +207,31 @@ impl OlmMachine {
         let Some(flow) = self.verifications.flows.get_mut(&key) else {
             return;
         };
-        if flow.ids.other_device.is_empty() {
+        if flow.ids.other_device.is_none() {
             // A request to all our devices, or one in a room (which every
             // device of the user sees): the first ready from one of them
             // picks it. Our other devices hear `m.accepted`; in a room,
             // everyone sees the ready. Nothing else is expected before.
-            let device = content.get("from_device").and_then(Value::as_str);
             let in_room = flow.ids.room_id.is_some();
-            let Some(device) = device.filter(|d| {
+            let Some(device) = from_device(content).filter(|d| {
                 event_type == READY
                     && if in_room {
-                        self.devices.device(sender, d).is_some()
+                        self.devices.device(sender.as_str(), d.as_str()).is_some()
                     } else {
                         flow.broadcast_to.iter().any(|t| t == d)
                     }
             }) else {
                 return;
             };
-            flow.ids.other_device = device.to_owned();
-            let others: Vec<String> = std::mem::take(&mut flow.broadcast_to)
+            flow.ids.other_device = Some(device.to_owned());
+            let others: Vec<_> = std::mem::take(&mut flow.broadcast_to)
                 .into_iter()
                 .filter(|d| d != device)
                 .collect();
             let ids = flow.ids.clone();
             for other in others {
                 let to = FlowIds {
-                    other_device: other,
+                    other_device: Some(other),
                     ..ids.clone()
                 };
                 self.send_cancel(&to, &CancelCode::Accepted);
@@ -231,8 +241,8 @@ impl OlmMachine {
             return;
         };
         // Messages that name their device must come from the flow's.
-        if let Some(device) = content.get("from_device").and_then(Value::as_str)
-            && device != flow.ids.other_device
+        if let Some(device) = from_device(content)
+            && flow.ids.other_device.as_deref() != Some(device)
         {
             self.cancel_flow(sender, transaction_id, CancelCode::UserMismatch);
             return;
@@ -288,8 +298,8 @@ impl OlmMachine {
                 if ours.start().get("method") != content.get("method") {
                     return Err(CancelCode::UnexpectedMessage);
                 }
-                let we_win = (&flow.ids.own_user, &flow.ids.own_device)
-                    < (&flow.ids.other_user, &flow.ids.other_device);
+                let we_win = (flow.ids.own_user.as_str(), flow.ids.own_device.as_str())
+                    < (flow.ids.other_user.as_str(), flow.ids.other_device_str());
                 if we_win {
                     return Ok(());
                 }
@@ -345,7 +355,7 @@ impl OlmMachine {
 
     /// Their MAC: held until the user confirms, then checked against the
     /// keys we know for them; success applies the trust and sends done.
-    pub(super) fn receive_mac(&mut self, user_id: &str, transaction_id: &str, content: &Value) {
+    pub(super) fn receive_mac(&mut self, user_id: &UserId, transaction_id: &str, content: &Value) {
         let known = self.keys_known_for(user_id, transaction_id);
         let key = (user_id.to_owned(), transaction_id.to_owned());
         let Some(flow) = self.verifications.flows.get_mut(&key) else {
@@ -359,7 +369,7 @@ impl OlmMachine {
             State::Confirmed(confirmed) => confirmed.verify_mac(&flow.ids, content, &known),
             _ => Err(CancelCode::UnexpectedMessage),
         };
-        let device_key_id = format!("ed25519:{}", flow.ids.other_device);
+        let device_key_id = format!("ed25519:{}", flow.ids.other_device_str());
         match verified {
             Ok(keys) if keys.contains(&device_key_id) => {
                 flow.state = State::WaitingForDone;
@@ -394,4 +404,12 @@ impl OlmMachine {
         }
         Ok(())
     }
+}
+
+/// The `from_device` a message names.
+pub(super) fn from_device(content: &Value) -> Option<&DeviceId> {
+    content
+        .get("from_device")
+        .and_then(Value::as_str)
+        .map(<&DeviceId>::from)
 }

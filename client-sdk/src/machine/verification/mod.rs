@@ -34,6 +34,7 @@ mod trust;
 
 use std::collections::BTreeMap;
 
+use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{Value, json};
 
 use self::sas::{AwaitingKey, Confirmed, FlowIds, KeysExchanged, ReceivedStart, SentStart};
@@ -189,15 +190,16 @@ pub enum VerificationPhase {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
     /// The other user.
-    pub user_id: String,
-    /// The other device; empty while a request to all our other devices
-    /// ([`OlmMachine::request_own_verification`]) waits for an answer.
-    pub device_id: String,
+    pub user_id: OwnedUserId,
+    /// The other device; `None` while a request to all our other devices
+    /// ([`OlmMachine::request_own_verification`]), or one we sent in a
+    /// room, waits for an answer.
+    pub device_id: Option<OwnedDeviceId>,
     /// The transaction id naming the flow (for an in-room flow, the event
     /// id of its request).
     pub transaction_id: String,
     /// The room of an in-room flow; `None` over to-device messages.
-    pub room_id: Option<String>,
+    pub room_id: Option<OwnedRoomId>,
     /// Whether this device sent the request (or the first start).
     pub we_requested: bool,
     /// Where it stands.
@@ -216,15 +218,18 @@ pub enum VerificationError {
     #[error("no device `{device_id}` known for `{user_id}`")]
     UnknownDevice {
         /// The user.
-        user_id: String,
+        user_id: OwnedUserId,
         /// The device.
-        device_id: String,
+        device_id: OwnedDeviceId,
     },
+    /// No other device of ours is known to ask.
+    #[error("no other device of ours is known")]
+    NoOtherOwnDevice,
     /// No flow with this user and transaction id.
     #[error("no verification `{transaction_id}` with `{user_id}`")]
     UnknownFlow {
         /// The other user.
-        user_id: String,
+        user_id: OwnedUserId,
         /// The transaction id.
         transaction_id: String,
     },
@@ -233,7 +238,7 @@ pub enum VerificationError {
     #[error("in-room verification is with another user, not `{user_id}`")]
     NotAnotherUser {
         /// The user asked for.
-        user_id: String,
+        user_id: OwnedUserId,
     },
     /// A QR code could not be shown or was refused.
     #[error(transparent)]
@@ -250,11 +255,9 @@ pub enum VerificationError {
 
 /// One flow.
 pub(super) struct Flow {
-    /// `other_device` is empty while a request to all our other devices
-    /// waits for the first `ready`.
     ids: FlowIds,
     /// The devices a request to all our other devices went to.
-    broadcast_to: Vec<String>,
+    broadcast_to: Vec<OwnedDeviceId>,
     /// The methods the other side offered (in its request or ready).
     their_methods: Vec<String>,
     /// The QR code we showed, if any.
@@ -330,7 +333,8 @@ impl State {
     }
 }
 
-type FlowKey = (String, String);
+/// The other user and the transaction id.
+type FlowKey = (OwnedUserId, String);
 
 /// Every flow of the machine.
 #[derive(Default)]
@@ -362,18 +366,23 @@ impl OlmMachine {
     /// [`VerificationError::UnknownDevice`] for a device not queried yet.
     pub fn request_verification(
         &mut self,
-        user_id: &str,
-        device_id: &str,
+        user_id: &UserId,
+        device_id: &DeviceId,
         now_ms: u64,
     ) -> Result<String, VerificationError> {
-        if self.devices.device(user_id, device_id).is_none() || device_id == self.device_id {
+        if self
+            .devices
+            .device(user_id.as_str(), device_id.as_str())
+            .is_none()
+            || (user_id == self.user_id && device_id == self.device_id)
+        {
             return Err(VerificationError::UnknownDevice {
                 user_id: user_id.to_owned(),
                 device_id: device_id.to_owned(),
             });
         }
         let transaction_id = new_transaction_id();
-        let ids = self.flow_ids(user_id, device_id, &transaction_id);
+        let ids = self.flow_ids(user_id, Some(device_id), &transaction_id);
         let content = json!({
             "from_device": self.device_id,
             "methods": self.offered_methods(user_id),
@@ -393,21 +402,18 @@ impl OlmMachine {
     ///
     /// # Errors
     ///
-    /// [`VerificationError::UnknownDevice`] (device `*`) when no other
-    /// device of ours is known.
+    /// [`VerificationError::NoOtherOwnDevice`] when no other device of
+    /// ours is known.
     pub fn request_own_verification(&mut self, now_ms: u64) -> Result<String, VerificationError> {
-        let own = self.user_id.to_string();
-        let targets: Vec<String> = self
+        let own = self.user_id.clone();
+        let targets: Vec<OwnedDeviceId> = self
             .devices
-            .devices_of(&own)
-            .map(|d| d.device_id.clone())
+            .devices_of(own.as_str())
+            .map(|d| OwnedDeviceId::from(d.device_id.as_str()))
             .filter(|d| *d != self.device_id)
             .collect();
         if targets.is_empty() {
-            return Err(VerificationError::UnknownDevice {
-                user_id: own,
-                device_id: "*".to_owned(),
-            });
+            return Err(VerificationError::NoOtherOwnDevice);
         }
         let transaction_id = new_transaction_id();
         let content = json!({
@@ -418,9 +424,9 @@ impl OlmMachine {
         });
         let messages: serde_json::Map<String, Value> = targets
             .iter()
-            .map(|d| (d.clone(), content.clone()))
+            .map(|d| (d.to_string(), content.clone()))
             .collect();
-        let body = json!({ "messages": { own.clone(): messages } });
+        let body = json!({ "messages": { own.as_str(): messages } });
         let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
             event_type: REQUEST.to_owned(),
             txn_id: txn_id.to_owned(),
@@ -429,7 +435,7 @@ impl OlmMachine {
         self.queued.push(request);
         self.verifications.observe(now_ms);
         let mut flow = Flow::new(
-            self.flow_ids(&own, "", &transaction_id),
+            self.flow_ids(&own, None, &transaction_id),
             true,
             now_ms,
             now_ms,
@@ -446,7 +452,7 @@ impl OlmMachine {
     /// [`VerificationError`]: no such flow, or not an incoming request.
     pub fn accept_verification_request(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<(), VerificationError> {
         let flow = self.flow_mut(user_id, transaction_id)?;
@@ -470,7 +476,7 @@ impl OlmMachine {
     /// [`VerificationError`]: no such flow, or not ready.
     pub fn start_sas(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
         now_ms: u64,
     ) -> Result<(), VerificationError> {
@@ -496,7 +502,7 @@ impl OlmMachine {
     /// [`VerificationError`]: no such flow, or no start to accept.
     pub fn accept_sas(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<(), VerificationError> {
         let flow = self.flow_mut(user_id, transaction_id)?;
@@ -522,7 +528,7 @@ impl OlmMachine {
     /// [`VerificationError`]: no such flow, or no SAS shown.
     pub fn confirm_sas(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<(), VerificationError> {
         let own_keys = self.own_verification_keys();
@@ -552,7 +558,7 @@ impl OlmMachine {
     /// [`VerificationError`]: no such flow, or no SAS shown.
     pub fn sas_mismatch(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<(), VerificationError> {
         let flow = self.flow_mut(user_id, transaction_id)?;
@@ -570,7 +576,7 @@ impl OlmMachine {
     /// [`VerificationError`]: no such flow, or already finished.
     pub fn cancel_verification(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<(), VerificationError> {
         let flow = self.flow_mut(user_id, transaction_id)?;
@@ -582,7 +588,7 @@ impl OlmMachine {
     }
 
     /// One verification, if known.
-    pub fn verification(&self, user_id: &str, transaction_id: &str) -> Option<Verification> {
+    pub fn verification(&self, user_id: &UserId, transaction_id: &str) -> Option<Verification> {
         let flow = self
             .verifications
             .flows
@@ -619,7 +625,7 @@ impl OlmMachine {
 
     /// Whether `sender`'s devices already have as many flows with us as
     /// [`MAX_FLOWS_PER_USER`].
-    fn has_too_many_flows(&self, sender: &str) -> bool {
+    fn has_too_many_flows(&self, sender: &UserId) -> bool {
         self.verifications
             .flows
             .keys()
@@ -628,7 +634,7 @@ impl OlmMachine {
             >= MAX_FLOWS_PER_USER
     }
 
-    fn cancel_flow(&mut self, user_id: &str, transaction_id: &str, code: CancelCode) {
+    fn cancel_flow(&mut self, user_id: &UserId, transaction_id: &str, code: CancelCode) {
         let key = (user_id.to_owned(), transaction_id.to_owned());
         let Some(flow) = self.verifications.flows.get_mut(&key) else {
             return;
@@ -640,8 +646,8 @@ impl OlmMachine {
         let ids = flow.ids.clone();
         // A room is one audience; a request to all our devices that none
         // took yet is cancelled at each of them.
-        let targets = if ids.other_device.is_empty() && ids.room_id.is_none() {
-            flow.broadcast_to.clone()
+        let targets = if ids.other_device.is_none() && ids.room_id.is_none() {
+            flow.broadcast_to.iter().cloned().map(Some).collect()
         } else {
             vec![ids.other_device.clone()]
         };
@@ -682,7 +688,8 @@ impl OlmMachine {
                 });
             return;
         }
-        let body = json!({ "messages": { ids.other_user.clone(): { ids.other_device.clone(): content } } });
+        let body =
+            json!({ "messages": { ids.other_user.as_str(): { ids.other_device_str(): content } } });
         let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
             event_type: event_type.to_owned(),
             txn_id: txn_id.to_owned(),
@@ -691,12 +698,17 @@ impl OlmMachine {
         self.queued.push(request);
     }
 
-    fn flow_ids(&self, user_id: &str, device_id: &str, transaction_id: &str) -> FlowIds {
+    fn flow_ids(
+        &self,
+        user_id: &UserId,
+        device_id: Option<&DeviceId>,
+        transaction_id: &str,
+    ) -> FlowIds {
         FlowIds {
-            own_user: self.user_id.to_string(),
-            own_device: self.device_id.to_string(),
+            own_user: self.user_id.clone(),
+            own_device: self.device_id.clone(),
             other_user: user_id.to_owned(),
-            other_device: device_id.to_owned(),
+            other_device: device_id.map(ToOwned::to_owned),
             transaction_id: transaction_id.to_owned(),
             room_id: None,
         }
@@ -704,7 +716,7 @@ impl OlmMachine {
 
     fn flow_mut(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<&mut Flow, VerificationError> {
         self.verifications
@@ -737,7 +749,7 @@ impl Verifications {
 
     /// Marks `(user, transaction_id)` as used now: a message of it was sent
     /// or received.
-    fn touch(&mut self, user: &str, transaction_id: &str) {
+    fn touch(&mut self, user: &UserId, transaction_id: &str) {
         let now_ms = self.now_ms;
         if let Some(flow) = self
             .flows
@@ -834,10 +846,10 @@ fn new_transaction_id() -> String {
 #[cfg(test)]
 pub(crate) fn test_start_content(user_id: &str, device_id: &str, transaction_id: &str) -> Value {
     sas::start_content(&FlowIds {
-        own_user: user_id.to_owned(),
-        own_device: device_id.to_owned(),
-        other_user: String::new(),
-        other_device: String::new(),
+        own_user: user_id.try_into().expect("a user id"),
+        own_device: device_id.into(),
+        other_user: user_id.try_into().expect("a user id"),
+        other_device: None,
         transaction_id: transaction_id.to_owned(),
         room_id: None,
     })

@@ -9,9 +9,13 @@
 //!
 //! [spec]: https://spec.matrix.org/v1.16/client-server-api/#key-verification-framework
 
+use ruma::{EventId, OwnedRoomId, RoomId, UserId};
 use serde_json::{Value, json};
 
-use super::{CANCEL, CancelCode, Flow, READY, REQUEST, State, VerificationError, Verifications};
+use super::{
+    CANCEL, CancelCode, Flow, READY, REQUEST, State, VerificationError, Verifications,
+    incoming::from_device,
+};
 use crate::machine::OlmMachine;
 
 /// The room event type that carries an in-room request.
@@ -23,7 +27,7 @@ const ROOM_MESSAGE: &str = "m.room.message";
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomVerificationMessage {
     /// The room.
-    pub room_id: String,
+    pub room_id: OwnedRoomId,
     /// The event type (`m.key.verification.ready`, `.start`, ...).
     pub event_type: String,
     /// The content, with `m.relates_to` referencing the request.
@@ -40,7 +44,7 @@ impl OlmMachine {
     ///
     /// [`VerificationError::NotAnotherUser`] for our own user: our devices
     /// verify each other over to-device messages.
-    pub fn room_verification_request(&self, user_id: &str) -> Result<Value, VerificationError> {
+    pub fn room_verification_request(&self, user_id: &UserId) -> Result<Value, VerificationError> {
         if user_id == self.user_id {
             return Err(VerificationError::NotAnotherUser {
                 user_id: user_id.to_owned(),
@@ -67,9 +71,9 @@ impl OlmMachine {
     /// [`VerificationError::NotAnotherUser`] for our own user.
     pub fn room_verification_request_sent(
         &mut self,
-        room_id: &str,
-        user_id: &str,
-        event_id: &str,
+        room_id: &RoomId,
+        user_id: &UserId,
+        event_id: &EventId,
         now_ms: u64,
     ) -> Result<(), VerificationError> {
         if user_id == self.user_id {
@@ -77,7 +81,7 @@ impl OlmMachine {
                 user_id: user_id.to_owned(),
             });
         }
-        let mut ids = self.flow_ids(user_id, "", event_id);
+        let mut ids = self.flow_ids(user_id, None, event_id.as_str());
         ids.room_id = Some(room_id.to_owned());
         self.verifications.observe(now_ms);
         self.verifications
@@ -97,10 +101,18 @@ impl OlmMachine {
     /// alone: other people's verifications share the room, and nothing is
     /// answered for a flow we do not have (the room is no place to tell
     /// third parties about it). Our own events are our echoes.
-    pub fn receive_room_verification_event(&mut self, room_id: &str, event: &Value, now_ms: u64) {
+    pub fn receive_room_verification_event(
+        &mut self,
+        room_id: &RoomId,
+        event: &Value,
+        now_ms: u64,
+    ) {
         let (Some(event_type), Some(sender), Some(content)) = (
             event.get("type").and_then(Value::as_str),
-            event.get("sender").and_then(Value::as_str),
+            event
+                .get("sender")
+                .and_then(Value::as_str)
+                .and_then(|s| <&UserId>::try_from(s).ok()),
             event.get("content"),
         ) else {
             return;
@@ -137,7 +149,7 @@ impl OlmMachine {
     /// it"), its `cancel` that it declined; either way the request still
     /// waiting here is dismissed. A flow this device already answered is
     /// left to the requester, who takes the first `ready` it sees.
-    fn receive_own_room_event(&mut self, room_id: &str, event_type: &str, content: &Value) {
+    fn receive_own_room_event(&mut self, room_id: &RoomId, event_type: &str, content: &Value) {
         let code = match event_type {
             READY => CancelCode::Accepted,
             CANCEL => content
@@ -146,11 +158,10 @@ impl OlmMachine {
                 .map_or(CancelCode::User, CancelCode::from_wire),
             _ => return,
         };
-        let from_device = content.get("from_device").and_then(Value::as_str);
         let Some(transaction_id) = referenced_request(content) else {
             return;
         };
-        if from_device == Some(self.device_id.as_str()) {
+        if from_device(content) == Some(&*self.device_id) {
             return;
         }
         let waiting = self.verifications.flows.values_mut().find(|flow| {
@@ -168,8 +179,8 @@ impl OlmMachine {
 
     fn receive_room_request(
         &mut self,
-        room_id: &str,
-        sender: &str,
+        room_id: &RoomId,
+        sender: &UserId,
         event: &Value,
         content: &Value,
         now_ms: u64,
@@ -189,7 +200,7 @@ impl OlmMachine {
         if !is_request || !to_us || known || self.has_too_many_flows(sender) {
             return;
         }
-        let mut ids = self.flow_ids(sender, "", event_id);
+        let mut ids = self.flow_ids(sender, None, event_id);
         ids.room_id = Some(room_id.to_owned());
         self.receive_request(ids, content, timestamp, now_ms);
     }
@@ -213,9 +224,9 @@ impl Verifications {
     /// message a flow does not expect ends it.
     fn take_new_room_event(
         &mut self,
-        user: &str,
+        user: &UserId,
         transaction_id: &str,
-        room_id: &str,
+        room_id: &RoomId,
         event_id: &str,
     ) -> bool {
         let Some(flow) = self

@@ -10,8 +10,9 @@ use crate::machine::{
     CancelCode,
     VerificationPhase::{self, Cancelled},
     tests::{
-        ALICE, BOB, alice_and_bob,
+        ALICE, BOB, alice_and_bob, device_id, event_id, room_id,
         server::{Client, FakeServer},
+        user_id,
     },
     verification,
 };
@@ -77,7 +78,7 @@ fn a_request_dated_more_than_five_minutes_ahead_is_ignored() {
         request_from_alice("just-in-time", now + verification::REQUEST_FUTURE_MS),
     );
     step(&mut server, &mut bob);
-    assert!(bob.machine.verification(ALICE, "ahead").is_none());
+    assert!(bob.machine.verification(user_id(ALICE), "ahead").is_none());
     assert_eq!(
         phase(&bob, ALICE, "just-in-time"),
         VerificationPhase::Requested
@@ -117,10 +118,10 @@ fn an_idle_flow_times_out_though_its_request_is_dated_ahead() {
     // have.
     bob.now_ms += verification::IDLE_TIMEOUT_MS - 1;
     step(&mut server, &mut bob);
-    assert!(bob.machine.verification(ALICE, "skewed").is_some());
+    assert!(bob.machine.verification(user_id(ALICE), "skewed").is_some());
     bob.now_ms += 1;
     step(&mut server, &mut bob);
-    assert!(bob.machine.verification(ALICE, "skewed").is_none());
+    assert!(bob.machine.verification(user_id(ALICE), "skewed").is_none());
     step(&mut server, &mut alice);
     deliver(
         &mut server,
@@ -142,7 +143,7 @@ fn each_message_of_a_flow_restarts_its_idle_clock_but_not_its_request_deadline()
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let txn = alice
         .machine
-        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
         .unwrap();
     settle(&mut server, &mut alice, &mut bob);
     // Bob answers nine minutes later; the flow is active, yet it must
@@ -151,7 +152,7 @@ fn each_message_of_a_flow_restarts_its_idle_clock_but_not_its_request_deadline()
     alice.now_ms += nine_minutes;
     bob.now_ms += nine_minutes;
     bob.machine
-        .accept_verification_request(ALICE, &txn)
+        .accept_verification_request(user_id(ALICE), &txn)
         .unwrap();
     settle(&mut server, &mut alice, &mut bob);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Ready);
@@ -176,23 +177,23 @@ fn a_second_attempt_from_the_same_device_cancels_both() {
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let first = alice
         .machine
-        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
         .unwrap();
     settle(&mut server, &mut alice, &mut bob);
     bob.machine
-        .accept_verification_request(ALICE, &first)
+        .accept_verification_request(user_id(ALICE), &first)
         .unwrap();
     settle(&mut server, &mut alice, &mut bob);
     let second = alice
         .machine
-        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
         .unwrap();
     step(&mut server, &mut alice);
     step(&mut server, &mut bob);
     let unexpected = |by_us| cancelled(CancelCode::UnexpectedMessage, by_us);
     assert_eq!(phase(&bob, ALICE, &first), unexpected(true));
     assert!(
-        bob.machine.verification(ALICE, &second).is_none(),
+        bob.machine.verification(user_id(ALICE), &second).is_none(),
         "the second attempt opens nothing"
     );
     let mut told = cancels(&server, ALICE, "ALICEDEV");
@@ -210,7 +211,7 @@ fn a_second_attempt_from_the_same_device_cancels_both() {
     // Once those ended, the device may ask again.
     let third = alice
         .machine
-        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
         .unwrap();
     settle(&mut server, &mut alice, &mut bob);
     assert_eq!(phase(&bob, ALICE, &third), VerificationPhase::Requested);
@@ -222,14 +223,17 @@ fn crossing_starts_with_different_methods_cancel_with_unexpected_message() {
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let txn = alice
         .machine
-        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
         .unwrap();
     settle(&mut server, &mut alice, &mut bob);
     bob.machine
-        .accept_verification_request(ALICE, &txn)
+        .accept_verification_request(user_id(ALICE), &txn)
         .unwrap();
     settle(&mut server, &mut alice, &mut bob);
-    alice.machine.start_sas(BOB, &txn, alice.now_ms).unwrap();
+    alice
+        .machine
+        .start_sas(user_id(BOB), &txn, alice.now_ms)
+        .unwrap();
     // Bob's device started too, with a method of its own, before it saw
     // Alice's start.
     let mut start = verification::test_start_content(BOB, "BOBPHONE", &txn);
@@ -263,7 +267,10 @@ fn a_request_to_all_our_devices_declined_on_one_is_withdrawn_from_the_others() {
     step(&mut server, &mut laptop);
     step(&mut server, &mut tablet);
     assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::Requested);
-    tablet.machine.cancel_verification(BOB, &txn).unwrap();
+    tablet
+        .machine
+        .cancel_verification(user_id(BOB), &txn)
+        .unwrap();
     step(&mut server, &mut tablet);
     step(&mut server, &mut bob);
     assert_eq!(phase(&bob, BOB, &txn), cancelled(CancelCode::User, false));
@@ -279,7 +286,10 @@ fn a_request_another_of_our_devices_took_in_the_room_is_dismissed() {
     let mut server = FakeServer::default();
     let (mut alice, mut phone, mut laptop) = alice_and_bob(&mut server);
     let mut timeline = Timeline::default();
-    let request = alice.machine.room_verification_request(BOB).unwrap();
+    let request = alice
+        .machine
+        .room_verification_request(user_id(BOB))
+        .unwrap();
     let txn = timeline.post(
         &mut server,
         &mut alice,
@@ -289,7 +299,12 @@ fn a_request_another_of_our_devices_took_in_the_room_is_dismissed() {
     );
     alice
         .machine
-        .room_verification_request_sent(super::ROOM, BOB, &txn, alice.now_ms)
+        .room_verification_request_sent(
+            room_id(super::ROOM),
+            user_id(BOB),
+            event_id(&txn),
+            alice.now_ms,
+        )
         .unwrap();
     timeline.step(&mut server, &mut phone, Sends::Encrypted);
     timeline.step(&mut server, &mut laptop, Sends::Clear);
@@ -297,7 +312,7 @@ fn a_request_another_of_our_devices_took_in_the_room_is_dismissed() {
 
     phone
         .machine
-        .accept_verification_request(ALICE, &txn)
+        .accept_verification_request(user_id(ALICE), &txn)
         .unwrap();
     timeline.step(&mut server, &mut phone, Sends::Encrypted);
     // The phone's own echo leaves its flow as it was.
@@ -321,7 +336,10 @@ fn a_request_another_of_our_devices_declined_in_the_room_is_dismissed() {
     let mut server = FakeServer::default();
     let (mut alice, mut phone, mut laptop) = alice_and_bob(&mut server);
     let mut timeline = Timeline::default();
-    let request = alice.machine.room_verification_request(BOB).unwrap();
+    let request = alice
+        .machine
+        .room_verification_request(user_id(BOB))
+        .unwrap();
     let txn = timeline.post(
         &mut server,
         &mut alice,
@@ -331,11 +349,19 @@ fn a_request_another_of_our_devices_declined_in_the_room_is_dismissed() {
     );
     alice
         .machine
-        .room_verification_request_sent(super::ROOM, BOB, &txn, alice.now_ms)
+        .room_verification_request_sent(
+            room_id(super::ROOM),
+            user_id(BOB),
+            event_id(&txn),
+            alice.now_ms,
+        )
         .unwrap();
     timeline.step(&mut server, &mut phone, Sends::Clear);
     timeline.step(&mut server, &mut laptop, Sends::Clear);
-    phone.machine.cancel_verification(ALICE, &txn).unwrap();
+    phone
+        .machine
+        .cancel_verification(user_id(ALICE), &txn)
+        .unwrap();
     timeline.step(&mut server, &mut phone, Sends::Clear);
     timeline.step(&mut server, &mut laptop, Sends::Clear);
     assert_eq!(
