@@ -133,8 +133,19 @@ fn both_sides_see_the_same_sas_and_end_verified() {
             .is_device_verified(super::user_id(ALICE), super::device_id("ALICEDEV"))
     );
     // The master keys were MAC'd: each signed the other's identity.
-    assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
-    assert!(bob.machine.user_identity(ALICE).unwrap().is_verified);
+    assert!(
+        alice
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
+    assert!(
+        bob.machine
+            .user_identity(super::user_id(ALICE))
+            .unwrap()
+            .is_verified
+    );
 }
 
 #[test]
@@ -150,7 +161,13 @@ fn verifying_an_own_device_signs_it_with_the_self_signing_key() {
             .len()
     };
     assert_eq!(signers(&server), 1, "only the device's own signature");
-    assert!(!bob2.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        !bob2
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
 
     let txn = bob
         .machine
@@ -185,7 +202,12 @@ fn verifying_an_own_device_signs_it_with_the_self_signing_key() {
     assert_eq!(signers(&server), 2, "signed by the self-signing key too");
     // The laptop, which holds no cross-signing keys, now trusts the master
     // key the phone MAC'd, and through it the devices it signs.
-    assert!(bob2.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        bob2.machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
 }
 
 #[test]
@@ -1030,8 +1052,19 @@ fn a_qr_code_scanned_by_the_other_user_verifies_both_identities() {
     assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::TheyScannedQr);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Confirmed);
     // Nothing is trusted before Bob's user confirms the scan.
-    assert!(!alice.machine.user_identity(BOB).unwrap().is_verified);
-    assert!(!bob.machine.user_identity(ALICE).unwrap().is_verified);
+    assert!(
+        !alice
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
+    assert!(
+        !bob.machine
+            .user_identity(super::user_id(ALICE))
+            .unwrap()
+            .is_verified
+    );
 
     bob.machine
         .confirm_qr_scanned(user_id(ALICE), &txn)
@@ -1039,8 +1072,19 @@ fn a_qr_code_scanned_by_the_other_user_verifies_both_identities() {
     settle(&mut server, &mut alice, &mut bob);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
     assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
-    assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
-    assert!(bob.machine.user_identity(ALICE).unwrap().is_verified);
+    assert!(
+        alice
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
+    assert!(
+        bob.machine
+            .user_identity(super::user_id(ALICE))
+            .unwrap()
+            .is_verified
+    );
     // The devices their owners cross-signed are verified through them.
     assert!(
         alice
@@ -1080,7 +1124,13 @@ fn a_qr_code_over_a_key_we_do_not_know_is_refused_and_cancels() {
             by_us: false
         }
     );
-    assert!(!alice.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        !alice
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
 }
 
 #[test]
@@ -1115,7 +1165,12 @@ fn a_reciprocate_without_the_codes_secret_verifies_nothing() {
             .confirm_qr_scanned(user_id(ALICE), &txn)
             .is_err()
     );
-    assert!(!bob.machine.user_identity(ALICE).unwrap().is_verified);
+    assert!(
+        !bob.machine
+            .user_identity(super::user_id(ALICE))
+            .unwrap()
+            .is_verified
+    );
 }
 
 #[test]
@@ -1150,8 +1205,19 @@ fn a_qr_code_verification_runs_in_a_room_too() {
     both(&mut timeline, &mut server, &mut alice, &mut bob);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
     assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
-    assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
-    assert!(bob.machine.user_identity(ALICE).unwrap().is_verified);
+    assert!(
+        alice
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
+    assert!(
+        bob.machine
+            .user_identity(super::user_id(ALICE))
+            .unwrap()
+            .is_verified
+    );
     // The reciprocate start went into the room, referencing the request.
     let start = timeline
         .events
@@ -1172,7 +1238,13 @@ fn a_qr_code_verification_runs_in_a_room_too() {
 fn own_devices_ready(server: &mut FakeServer, phone: &mut Client, laptop: &mut Client) -> String {
     bootstrap(phone, server);
     settle(server, phone, laptop);
-    assert!(!laptop.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        !laptop
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
     let txn = laptop
         .machine
         .request_verification(user_id(BOB), device_id("BOBPHONE"), laptop.now_ms)
@@ -1220,7 +1292,13 @@ fn a_qr_code_shown_by_the_device_that_trusts_the_master_key_verifies_the_new_one
     assert_eq!(phase(&phone, BOB, &txn), VerificationPhase::Done);
     assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::Done);
     assert_eq!(laptop_signers(&server), 2, "the phone signed the laptop");
-    assert!(laptop.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        laptop
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
     assert!(
         laptop
             .machine
@@ -1250,7 +1328,13 @@ fn a_qr_code_shown_by_the_new_device_is_checked_and_signed_by_the_trusted_one() 
         .unwrap();
     settle(&mut server, &mut laptop, &mut phone);
     assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::TheyScannedQr);
-    assert!(!laptop.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        !laptop
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
     laptop
         .machine
         .confirm_qr_scanned(user_id(BOB), &txn)
@@ -1260,7 +1344,13 @@ fn a_qr_code_shown_by_the_new_device_is_checked_and_signed_by_the_trusted_one() 
     assert_eq!(phase(&phone, BOB, &txn), VerificationPhase::Done);
     assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::Done);
     assert_eq!(laptop_signers(&server), 2, "the phone signed the laptop");
-    assert!(laptop.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        laptop
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
     assert!(
         phone
             .machine
@@ -1296,7 +1386,13 @@ fn a_new_device_shown_a_servers_master_key_is_caught_by_the_trusted_one() {
         }
     );
     assert_eq!(laptop_signers(&server), 1);
-    assert!(!laptop.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        !laptop
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
 }
 
 #[test]

@@ -429,7 +429,7 @@ impl OlmMachine {
                 if current.as_deref() != Some(master.as_str()) {
                     return false;
                 }
-                match self.verify_user(ids.other_user.as_str()) {
+                match self.verify_user(&ids.other_user) {
                     Ok(request) => {
                         self.queued.push(request);
                         true

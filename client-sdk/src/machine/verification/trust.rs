@@ -42,7 +42,7 @@ impl OlmMachine {
             self.sign_own_device(ids.other_device_str());
         } else if master_verified
             && self.has_cross_signing_keys()
-            && let Ok(request) = self.verify_user(ids.other_user.as_str())
+            && let Ok(request) = self.verify_user(&ids.other_user)
         {
             self.queued.push(request);
         }
@@ -64,7 +64,7 @@ impl OlmMachine {
     /// device holds it.
     pub(super) fn sign_own_device(&mut self, device_id: &str) {
         if self.has_cross_signing_keys()
-            && let Ok(request) = self.verify_own_device(device_id)
+            && let Ok(request) = self.verify_own_device(device_id.into())
         {
             self.queued.push(request);
         }
