@@ -10,7 +10,9 @@
 //! cancel with one of the spec's codes ([`CancelCode`]). The SAS exchange
 //! itself is typestate in `sas`; this module routes events to it, keeps
 //! the timeouts (the machine has no clock: `now_ms` comes in with every
-//! call) and turns a success into trust:
+//! sync and every call that starts something, and
+//! [`OlmMachine::expire_verifications`] is its tick) and turns a success
+//! into trust:
 //!
 //! - the other device becomes locally verified ([`LocalTrust::Verified`](super::LocalTrust::Verified));
 //! - another user's master key, when MAC'd and the one we know, is signed
@@ -601,10 +603,12 @@ impl OlmMachine {
         self.verifications.flows.values().map(Flow::view).collect()
     }
 
-    /// Cancels with `m.timeout` every flow past its deadline: a request
-    /// [`REQUEST_TIMEOUT_MS`] after it was sent, a SAS flow
-    /// [`SAS_TIMEOUT_MS`] after its start. Each sync calls this with its
-    /// `now_ms`; an application may call it between syncs.
+    /// The machine's tick: cancels with `m.timeout` every flow past a
+    /// deadline ([`REQUEST_TIMEOUT_MS`] after its request,
+    /// [`SAS_TIMEOUT_MS`] after its SAS start, [`IDLE_TIMEOUT_MS`] since
+    /// its last message) and forgets finished flows idle for
+    /// [`IDLE_TIMEOUT_MS`]. Each sync calls this with its `now_ms`; an
+    /// application may call it between syncs.
     pub fn expire_verifications(&mut self, now_ms: u64) {
         self.verifications.observe(now_ms);
         let expired: Vec<FlowKey> = self

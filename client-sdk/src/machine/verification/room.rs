@@ -100,7 +100,8 @@ impl OlmMachine {
     /// of our in-room flows in this room go to it. Everything else is left
     /// alone: other people's verifications share the room, and nothing is
     /// answered for a flow we do not have (the room is no place to tell
-    /// third parties about it). Our own events are our echoes.
+    /// third parties about it). Our own user's events are our echoes,
+    /// but for another device's answer to a request made to us.
     pub fn receive_room_verification_event(
         &mut self,
         room_id: &RoomId,
