@@ -369,3 +369,43 @@ fn a_request_another_of_our_devices_declined_in_the_room_is_dismissed() {
         cancelled(CancelCode::User, false)
     );
 }
+
+#[test]
+fn a_to_device_request_another_of_our_devices_took_is_dismissed_when_told() {
+    let mut server = FakeServer::default();
+    let (_alice, mut phone, mut laptop) = alice_and_bob(&mut server);
+    // Alice's client asks all of Bob's devices at once, as the spec allows.
+    let now = phone.now_ms;
+    for device in ["BOBPHONE", "BOBLAPTOP"] {
+        deliver(
+            &mut server,
+            (BOB, device),
+            request_from_alice("to-all", now),
+        );
+    }
+    step(&mut server, &mut phone);
+    step(&mut server, &mut laptop);
+    laptop
+        .machine
+        .accept_verification_request(user_id(ALICE), "to-all")
+        .unwrap();
+    step(&mut server, &mut laptop);
+    // Alice tells Bob's other device that the laptop took it.
+    deliver(
+        &mut server,
+        (BOB, "BOBPHONE"),
+        json!({"type": "m.key.verification.cancel", "sender": ALICE,
+               "content": {"code": "m.accepted", "reason": "Accepted elsewhere",
+                           "transaction_id": "to-all"}}),
+    );
+    step(&mut server, &mut phone);
+    assert_eq!(
+        phase(&phone, ALICE, "to-all"),
+        cancelled(CancelCode::Accepted, false)
+    );
+    assert_eq!(phase(&laptop, ALICE, "to-all"), VerificationPhase::Ready);
+    assert!(
+        cancels(&server, ALICE, "ALICEDEV").is_empty(),
+        "the phone answers nothing"
+    );
+}
