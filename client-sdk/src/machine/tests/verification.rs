@@ -36,6 +36,22 @@ fn phase(client: &Client, other: &str, txn: &str) -> VerificationPhase {
         .phase
 }
 
+/// Alice asks Bob's phone and it accepts; returns the transaction id
+/// with both sides ready.
+fn ready(server: &mut FakeServer, alice: &mut Client, bob: &mut Client) -> String {
+    let txn = alice
+        .machine
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
+        .unwrap();
+    settle(server, alice, bob);
+    bob.machine
+        .accept_verification_request(user_id(ALICE), &txn)
+        .unwrap();
+    settle(server, alice, bob);
+    assert_eq!(phase(alice, BOB, &txn), VerificationPhase::Ready);
+    txn
+}
+
 /// Alice asks Bob's phone, it accepts, Alice starts SAS; returns the
 /// transaction id with Bob holding the start.
 fn started(server: &mut FakeServer, alice: &mut Client, bob: &mut Client) -> String {
@@ -421,15 +437,7 @@ fn a_request_older_than_ten_minutes_is_ignored() {
 fn concurrent_starts_resolve_to_the_smaller_user_ids_start() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
-    let txn = alice
-        .machine
-        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
-        .unwrap();
-    settle(&mut server, &mut alice, &mut bob);
-    bob.machine
-        .accept_verification_request(user_id(ALICE), &txn)
-        .unwrap();
-    settle(&mut server, &mut alice, &mut bob);
+    let txn = ready(&mut server, &mut alice, &mut bob);
     // Both start before seeing the other's start.
     alice
         .machine

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Sends, Timeline, phase, settle, step};
+use super::{Sends, Timeline, phase, ready, settle, step};
 use crate::machine::{
     CancelCode,
     VerificationPhase::{self, Cancelled},
@@ -60,6 +60,35 @@ fn cancels(server: &FakeServer, user: &str, device: &str) -> Vec<(String, String
 
 fn cancelled(code: CancelCode, by_us: bool) -> VerificationPhase {
     Cancelled { code, by_us }
+}
+
+/// Alice asks Bob in the room; returns the request's event id once each
+/// of `bob`'s devices (taking the room's events in the clear) holds it.
+fn requested_in_room(
+    server: &mut FakeServer,
+    timeline: &mut Timeline,
+    alice: &mut Client,
+    bob: [&mut Client; 2],
+) -> String {
+    let request = alice
+        .machine
+        .room_verification_request(user_id(BOB))
+        .unwrap();
+    let txn = timeline.post(server, alice, Sends::Encrypted, "m.room.message", &request);
+    alice
+        .machine
+        .room_verification_request_sent(
+            room_id(super::ROOM),
+            user_id(BOB),
+            event_id(&txn),
+            alice.now_ms,
+        )
+        .unwrap();
+    for device in bob {
+        timeline.step(server, device, Sends::Clear);
+        assert_eq!(phase(device, ALICE, &txn), VerificationPhase::Requested);
+    }
+    txn
 }
 
 #[test]
@@ -175,15 +204,7 @@ fn each_message_of_a_flow_restarts_its_idle_clock_but_not_its_request_deadline()
 fn a_second_attempt_from_the_same_device_cancels_both() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
-    let first = alice
-        .machine
-        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
-        .unwrap();
-    settle(&mut server, &mut alice, &mut bob);
-    bob.machine
-        .accept_verification_request(user_id(ALICE), &first)
-        .unwrap();
-    settle(&mut server, &mut alice, &mut bob);
+    let first = ready(&mut server, &mut alice, &mut bob);
     let second = alice
         .machine
         .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
@@ -221,15 +242,7 @@ fn a_second_attempt_from_the_same_device_cancels_both() {
 fn crossing_starts_with_different_methods_cancel_with_unexpected_message() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
-    let txn = alice
-        .machine
-        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
-        .unwrap();
-    settle(&mut server, &mut alice, &mut bob);
-    bob.machine
-        .accept_verification_request(user_id(ALICE), &txn)
-        .unwrap();
-    settle(&mut server, &mut alice, &mut bob);
+    let txn = ready(&mut server, &mut alice, &mut bob);
     alice
         .machine
         .start_sas(user_id(BOB), &txn, alice.now_ms)
@@ -286,29 +299,12 @@ fn a_request_another_of_our_devices_took_in_the_room_is_dismissed() {
     let mut server = FakeServer::default();
     let (mut alice, mut phone, mut laptop) = alice_and_bob(&mut server);
     let mut timeline = Timeline::default();
-    let request = alice
-        .machine
-        .room_verification_request(user_id(BOB))
-        .unwrap();
-    let txn = timeline.post(
+    let txn = requested_in_room(
         &mut server,
+        &mut timeline,
         &mut alice,
-        Sends::Encrypted,
-        "m.room.message",
-        &request,
+        [&mut phone, &mut laptop],
     );
-    alice
-        .machine
-        .room_verification_request_sent(
-            room_id(super::ROOM),
-            user_id(BOB),
-            event_id(&txn),
-            alice.now_ms,
-        )
-        .unwrap();
-    timeline.step(&mut server, &mut phone, Sends::Encrypted);
-    timeline.step(&mut server, &mut laptop, Sends::Clear);
-    assert_eq!(phase(&laptop, ALICE, &txn), VerificationPhase::Requested);
 
     phone
         .machine
@@ -336,28 +332,12 @@ fn a_request_another_of_our_devices_declined_in_the_room_is_dismissed() {
     let mut server = FakeServer::default();
     let (mut alice, mut phone, mut laptop) = alice_and_bob(&mut server);
     let mut timeline = Timeline::default();
-    let request = alice
-        .machine
-        .room_verification_request(user_id(BOB))
-        .unwrap();
-    let txn = timeline.post(
+    let txn = requested_in_room(
         &mut server,
+        &mut timeline,
         &mut alice,
-        Sends::Clear,
-        "m.room.message",
-        &request,
+        [&mut phone, &mut laptop],
     );
-    alice
-        .machine
-        .room_verification_request_sent(
-            room_id(super::ROOM),
-            user_id(BOB),
-            event_id(&txn),
-            alice.now_ms,
-        )
-        .unwrap();
-    timeline.step(&mut server, &mut phone, Sends::Clear);
-    timeline.step(&mut server, &mut laptop, Sends::Clear);
     phone
         .machine
         .cancel_verification(user_id(ALICE), &txn)
