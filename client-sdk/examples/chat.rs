@@ -440,10 +440,7 @@ async fn accept_verification(
             .into_iter()
             .find(|v| !v.we_requested && v.transaction_id == rest)
             .ok_or("no such verification request")?;
-        (
-            OwnedUserId::try_from(named.user_id.as_str())?,
-            named.transaction_id,
-        )
+        (named.user_id, named.transaction_id)
     };
     client
         .accept_verification_request(&user, &transaction_id)
@@ -540,10 +537,7 @@ async fn drive_verifications(client: Client, prompts: Prompts, synced: Arc<Notif
             };
             let mut moved = false;
             for flow in &flows {
-                let Ok(user) = OwnedUserId::try_from(flow.user_id.as_str()) else {
-                    continue;
-                };
-                let key = (user, flow.transaction_id.clone());
+                let key = (flow.user_id.clone(), flow.transaction_id.clone());
                 if shown.get(&key) == Some(&flow.phase) {
                     continue;
                 }
@@ -571,7 +565,10 @@ async fn take_step(
     started_here: &mut BTreeSet<FlowKey>,
 ) -> Result<bool, myelin_sdk::Error> {
     let (user, transaction_id) = key;
-    let device = &flow.device_id;
+    let device = flow
+        .device_id
+        .as_deref()
+        .map_or("(any device)", |d| d.as_str());
     match &flow.phase {
         VerificationPhase::Requested if !flow.we_requested => {
             prompts.note_request(key.clone());

@@ -70,14 +70,14 @@ impl Client {
     pub async fn verify_user(&self, user_id: &UserId) -> Result<()> {
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
-        if machine.user_identity(user_id.as_str()).is_none() {
+        if machine.user_identity(user_id).is_none() {
             // Not tracked yet (no shared encrypted room), or their keys
             // came after our last query: query them now.
-            machine.refresh_user_keys(user_id.as_str());
+            machine.refresh_user_keys(user_id);
             let requests = machine.outgoing_requests();
             self.send_machine_requests(machine, requests).await?;
         }
-        let outgoing = machine.verify_user(user_id.as_str())?;
+        let outgoing = machine.verify_user(user_id)?;
         self.send_signature(machine, &outgoing).await
     }
 
@@ -101,11 +101,11 @@ impl Client {
             .any(|device| device.device_id == device_id.as_str());
         if !is_known {
             // A device that logged in after our last query: query again.
-            machine.refresh_user_keys(own.as_str());
+            machine.refresh_user_keys(&own);
             let requests = machine.outgoing_requests();
             self.send_machine_requests(machine, requests).await?;
         }
-        let outgoing = machine.verify_own_device(device_id.as_str())?;
+        let outgoing = machine.verify_own_device(device_id)?;
         self.send_signature(machine, &outgoing).await
     }
 
@@ -118,7 +118,7 @@ impl Client {
     ///
     /// [`Error::NotLoggedIn`] and store errors.
     pub async fn pin_identity(&self, user_id: &UserId) -> Result<bool> {
-        self.with_machine(|machine| machine.pin_identity(user_id.as_str()))
+        self.with_machine(|machine| machine.pin_identity(user_id))
             .await
     }
 
@@ -133,7 +133,7 @@ impl Client {
     ///
     /// [`Error::NotLoggedIn`] and store errors.
     pub async fn acknowledge_identity_change(&self, user_id: &UserId) -> Result<bool> {
-        self.with_machine(|machine| machine.acknowledge_identity_change(user_id.as_str()))
+        self.with_machine(|machine| machine.acknowledge_identity_change(user_id))
             .await
     }
 
@@ -144,14 +144,8 @@ impl Client {
     ///
     /// [`Error::NotLoggedIn`] and store errors.
     pub async fn verification_violations(&self) -> Result<Vec<OwnedUserId>> {
-        let users = self
-            .with_machine(|machine| machine.verification_violations())
-            .await?;
-        // The machine's users came from checked, typed ids.
-        Ok(users
-            .into_iter()
-            .filter_map(|user| UserId::parse(user).ok())
-            .collect())
+        self.with_machine(|machine| machine.verification_violations())
+            .await
     }
 
     /// Whether a verification violation of a room's reader refuses sending
@@ -172,7 +166,7 @@ impl Client {
     ///
     /// [`Error::NotLoggedIn`] and store errors.
     pub async fn user_identity(&self, user_id: &UserId) -> Result<Option<UserIdentity>> {
-        self.with_machine(|machine| machine.user_identity(user_id.as_str()))
+        self.with_machine(|machine| machine.user_identity(user_id))
             .await
     }
 

@@ -343,7 +343,7 @@ impl Client {
         late: &mut Vec<DecryptedRoomEvent>,
     ) {
         for bundle in machine.room_key_bundles_to_import(now_ms()) {
-            let (room_id, sender) = (bundle.room_id.as_str(), bundle.sender.as_str());
+            let (room_id, sender) = (&bundle.room_id, &bundle.sender);
             let ciphertext = match self.download_media(&bundle.url).await {
                 Ok(ciphertext) => ciphertext,
                 Err(error) => {
@@ -382,19 +382,14 @@ impl Client {
         user_id: &UserId,
     ) -> Result<()> {
         let (ciphertext, keys) = self
-            .with_machine(|machine| machine.build_room_key_bundle(room_id.as_str()))
+            .with_machine(|machine| machine.build_room_key_bundle(room_id))
             .await??;
         let url = self.upload_ciphertext(ciphertext).await?;
         let file = EncryptedFile { url, keys };
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
         for _ in 0..MAX_SHARE_ROUNDS {
-            let step = machine.share_room_key_bundle(
-                room_id.as_str(),
-                user_id.as_str(),
-                &file,
-                now_ms(),
-            )?;
+            let step = machine.share_room_key_bundle(room_id, user_id, &file, now_ms())?;
             match step {
                 BundleShare::Prepare(requests) => {
                     self.send_machine_requests(machine, requests).await?;
@@ -418,14 +413,14 @@ impl Client {
         enabled: bool,
     ) -> Result<()> {
         self.with_machine(|machine| {
-            machine.set_share_history_on_invite(room_id.as_str(), enabled);
+            machine.set_share_history_on_invite(room_id, enabled);
         })
         .await
     }
 
     /// Whether the room hands its history to users we invite.
     pub(crate) async fn shares_history_on_invite(&self, room_id: &RoomId) -> Result<bool> {
-        self.with_machine(|machine| machine.shares_history_on_invite(room_id.as_str()))
+        self.with_machine(|machine| machine.shares_history_on_invite(room_id))
             .await
     }
 

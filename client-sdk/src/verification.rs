@@ -7,7 +7,7 @@
 //! out as room events through [`crate::Room::send`], so they are encrypted
 //! in an encrypted room. See `spec-notes/verification.md`.
 
-use ruma::{DeviceId, OwnedRoomId, RoomId, UserId};
+use ruma::{DeviceId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use crate::{
@@ -32,10 +32,8 @@ impl Client {
         user_id: &UserId,
         device_id: &DeviceId,
     ) -> Result<String> {
-        self.verification_step(|machine| {
-            machine.request_verification(user_id.as_str(), device_id.as_str(), now_ms())
-        })
-        .await
+        self.verification_step(|machine| machine.request_verification(user_id, device_id, now_ms()))
+            .await
     }
 
     /// Asks every other device of ours to verify this one; the first to
@@ -66,17 +64,12 @@ impl Client {
         user_id: &UserId,
     ) -> Result<String> {
         let content = self
-            .with_machine(|machine| machine.room_verification_request(user_id.as_str()))
+            .with_machine(|machine| machine.room_verification_request(user_id))
             .await?
             .map_err(MachineError::from)?;
         let event_id = self.room(room_id).send("m.room.message", content).await?;
         self.verification_step(|machine| {
-            machine.room_verification_request_sent(
-                room_id.as_str(),
-                user_id.as_str(),
-                event_id.as_str(),
-                now_ms(),
-            )
+            machine.room_verification_request_sent(room_id, user_id, &event_id, now_ms())
         })
         .await?;
         Ok(event_id.to_string())
@@ -94,7 +87,7 @@ impl Client {
         transaction_id: &str,
     ) -> Result<()> {
         self.verification_step(|machine| {
-            machine.accept_verification_request(user_id.as_str(), transaction_id)
+            machine.accept_verification_request(user_id, transaction_id)
         })
         .await
     }
@@ -106,10 +99,8 @@ impl Client {
     /// [`Error::Crypto`] with a [`VerificationError`]; network and store
     /// errors.
     pub async fn start_sas(&self, user_id: &UserId, transaction_id: &str) -> Result<()> {
-        self.verification_step(|machine| {
-            machine.start_sas(user_id.as_str(), transaction_id, now_ms())
-        })
-        .await
+        self.verification_step(|machine| machine.start_sas(user_id, transaction_id, now_ms()))
+            .await
     }
 
     /// Accepts the other side's SAS start.
@@ -119,7 +110,7 @@ impl Client {
     /// [`Error::Crypto`] with a [`VerificationError`]; network and store
     /// errors.
     pub async fn accept_sas(&self, user_id: &UserId, transaction_id: &str) -> Result<()> {
-        self.verification_step(|machine| machine.accept_sas(user_id.as_str(), transaction_id))
+        self.verification_step(|machine| machine.accept_sas(user_id, transaction_id))
             .await
     }
 
@@ -130,7 +121,7 @@ impl Client {
     /// [`Error::Crypto`] with a [`VerificationError`]; network and store
     /// errors.
     pub async fn confirm_sas(&self, user_id: &UserId, transaction_id: &str) -> Result<()> {
-        self.verification_step(|machine| machine.confirm_sas(user_id.as_str(), transaction_id))
+        self.verification_step(|machine| machine.confirm_sas(user_id, transaction_id))
             .await
     }
 
@@ -142,7 +133,7 @@ impl Client {
     /// [`Error::Crypto`] with a [`VerificationError`]; network and store
     /// errors.
     pub async fn sas_mismatch(&self, user_id: &UserId, transaction_id: &str) -> Result<()> {
-        self.verification_step(|machine| machine.sas_mismatch(user_id.as_str(), transaction_id))
+        self.verification_step(|machine| machine.sas_mismatch(user_id, transaction_id))
             .await
     }
 
@@ -153,10 +144,8 @@ impl Client {
     /// [`Error::Crypto`] with a [`VerificationError`]; network and store
     /// errors.
     pub async fn cancel_verification(&self, user_id: &UserId, transaction_id: &str) -> Result<()> {
-        self.verification_step(|machine| {
-            machine.cancel_verification(user_id.as_str(), transaction_id)
-        })
-        .await
+        self.verification_step(|machine| machine.cancel_verification(user_id, transaction_id))
+            .await
     }
 
     /// The QR code to show another user in a ready flow (the bytes to
@@ -171,7 +160,7 @@ impl Client {
         user_id: &UserId,
         transaction_id: &str,
     ) -> Result<Vec<u8>> {
-        self.verification_step(|machine| machine.generate_qr_code(user_id.as_str(), transaction_id))
+        self.verification_step(|machine| machine.generate_qr_code(user_id, transaction_id))
             .await
     }
 
@@ -190,7 +179,7 @@ impl Client {
         data: &[u8],
     ) -> Result<()> {
         self.verification_step(|machine| {
-            machine.scan_qr_code(user_id.as_str(), transaction_id, data, now_ms())
+            machine.scan_qr_code(user_id, transaction_id, data, now_ms())
         })
         .await
     }
@@ -203,10 +192,8 @@ impl Client {
     /// [`Error::Crypto`] with a [`VerificationError`]; network and store
     /// errors.
     pub async fn confirm_qr_scanned(&self, user_id: &UserId, transaction_id: &str) -> Result<()> {
-        self.verification_step(|machine| {
-            machine.confirm_qr_scanned(user_id.as_str(), transaction_id)
-        })
-        .await
+        self.verification_step(|machine| machine.confirm_qr_scanned(user_id, transaction_id))
+            .await
     }
 
     /// One verification: its phase and, once keys are exchanged, the emoji
@@ -220,7 +207,7 @@ impl Client {
         user_id: &UserId,
         transaction_id: &str,
     ) -> Result<Option<Verification>> {
-        self.with_machine(|machine| machine.verification(user_id.as_str(), transaction_id))
+        self.with_machine(|machine| machine.verification(user_id, transaction_id))
             .await
     }
 
@@ -263,10 +250,7 @@ impl Client {
         messages: Vec<RoomVerificationMessage>,
     ) -> Result<()> {
         for message in messages {
-            let Ok(room_id) = OwnedRoomId::try_from(message.room_id) else {
-                continue;
-            };
-            self.room(&room_id)
+            self.room(&message.room_id)
                 .send(&message.event_type, message.content)
                 .await?;
         }
@@ -296,5 +280,5 @@ pub(crate) fn route_room_verification_event(
         "origin_server_ts": event.origin_server_ts,
         "content": content,
     });
-    machine.receive_room_verification_event(room_id.as_str(), &clear, now_ms());
+    machine.receive_room_verification_event(room_id, &clear, now_ms());
 }

@@ -19,6 +19,7 @@
 //! [spec]: https://spec.matrix.org/v1.16/client-server-api/#cross-signing
 
 use myelin_crypto::{PickleError, PickleKey, cross_signing::CrossSigningKey};
+use ruma::{DeviceId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -138,7 +139,8 @@ impl OlmMachine {
     /// Tracks `user_id`'s devices and identity and has them queried again
     /// at the next [`OlmMachine::outgoing_requests`]: for a user we share
     /// no encrypted room with, or whose identity we have not seen yet.
-    pub fn refresh_user_keys(&mut self, user_id: &str) {
+    pub fn refresh_user_keys(&mut self, user_id: &UserId) {
+        let user_id = user_id.as_str();
         if !self.devices.track(user_id) {
             self.devices.mark_changed(user_id);
         }
@@ -159,7 +161,8 @@ impl OlmMachine {
     ///
     /// [`CrossSigningError`]: not set up, our own user, no identity known,
     /// an unacknowledged identity change.
-    pub fn verify_user(&mut self, user_id: &str) -> Result<OutgoingRequest, MachineError> {
+    pub fn verify_user(&mut self, user_id: &UserId) -> Result<OutgoingRequest, MachineError> {
+        let user_id = user_id.as_str();
         if user_id == self.user_id {
             return Err(CrossSigningError::OwnUser.into());
         }
@@ -255,7 +258,11 @@ impl OlmMachine {
     /// [`CrossSigningError::NotSetUp`] without our keys;
     /// [`CrossSigningError::UnknownDevice`] for a device not in our
     /// (queried, checked) device list.
-    pub fn verify_own_device(&mut self, device_id: &str) -> Result<OutgoingRequest, MachineError> {
+    pub fn verify_own_device(
+        &mut self,
+        device_id: &DeviceId,
+    ) -> Result<OutgoingRequest, MachineError> {
+        let device_id = device_id.as_str();
         let device_keys = self
             .devices
             .user_record(self.user_id.as_str())

@@ -40,6 +40,7 @@ use myelin_crypto::{
     attachment::{self, AttachmentError, AttachmentKeys, EncryptedFile},
     megolm::{ExportedSessionKey, InboundGroupSession, MEGOLM_ALGORITHM},
 };
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -72,14 +73,14 @@ const MAX_BUNDLE_ATTEMPTS: u32 = 3;
 /// A bundle announcement that arrived over Olm and waits to be imported.
 #[derive(Clone, Serialize, Deserialize)]
 pub(super) struct PendingBundle {
-    room_id: String,
-    sender: String,
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
     /// The curve25519 key of the Olm session that delivered it.
     sender_key: String,
     /// The ed25519 key the Olm payload claimed for that device.
     claimed_ed25519: String,
     /// The `EncryptedFile` object (holds the bundle's key).
-    file: Value,
+    pub(super) file: Value,
     received_ms: u64,
     #[serde(default)]
     attempts: u32,
@@ -90,9 +91,9 @@ pub(super) struct PendingBundle {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomKeyBundle {
     /// The room whose history it holds.
-    pub room_id: String,
+    pub room_id: OwnedRoomId,
     /// Who shared it (the user who invited us).
-    pub sender: String,
+    pub sender: OwnedUserId,
     /// The `mxc://` URI of the encrypted bundle.
     pub url: String,
 }
@@ -119,9 +120,9 @@ pub enum BundleError {
     #[error("no room key bundle from `{sender}` for `{room_id}` is waiting")]
     NotPending {
         /// The room.
-        room_id: String,
+        room_id: OwnedRoomId,
         /// The would-be sender.
-        sender: String,
+        sender: OwnedUserId,
     },
     /// We did not join the room after an invite from the bundle's sender,
     /// or joined too long ago.
@@ -161,15 +162,15 @@ struct BundleContents {
 impl OlmMachine {
     /// Opts `room_id` in (or out) of handing its history to users we
     /// invite. Off by default.
-    pub fn set_share_history_on_invite(&mut self, room_id: &str, enabled: bool) {
-        self.room_mut(room_id).share_history_on_invite = enabled;
-        self.save_room(room_id);
+    pub fn set_share_history_on_invite(&mut self, room_id: &RoomId, enabled: bool) {
+        self.room_mut(room_id.as_str()).share_history_on_invite = enabled;
+        self.save_room(room_id.as_str());
     }
 
     /// Whether `room_id` hands its history to users we invite.
-    pub fn shares_history_on_invite(&self, room_id: &str) -> bool {
+    pub fn shares_history_on_invite(&self, room_id: &RoomId) -> bool {
         self.rooms
-            .get(room_id)
+            .get(room_id.as_str())
             .is_some_and(|r| r.share_history_on_invite)
     }
 
@@ -183,12 +184,12 @@ impl OlmMachine {
     /// encrypted; [`MachineError::Attachment`] if encryption fails.
     pub fn build_room_key_bundle(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
     ) -> Result<(Vec<u8>, AttachmentKeys), MachineError> {
-        if !self.is_encrypted(room_id) {
-            return Err(MachineError::RoomNotEncrypted(room_id.to_owned()));
+        if !self.is_encrypted(room_id.as_str()) {
+            return Err(MachineError::RoomNotEncrypted(room_id.to_string()));
         }
-        let mut contents = self.bundle_contents(room_id);
+        let mut contents = self.bundle_contents(room_id.as_str());
         let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&contents).unwrap_or_default());
         super::zeroize_json(&mut contents);
         Ok(attachment::encrypt(&plaintext)?)
@@ -207,23 +208,23 @@ impl OlmMachine {
     /// whose identity changed, unacknowledged; Olm failures.
     pub fn share_room_key_bundle(
         &mut self,
-        room_id: &str,
-        user_id: &str,
+        room_id: &RoomId,
+        user_id: &UserId,
         file: &EncryptedFile,
         now_ms: u64,
     ) -> Result<BundleShare, MachineError> {
-        if !self.is_encrypted(room_id) {
-            return Err(MachineError::RoomNotEncrypted(room_id.to_owned()));
+        if !self.is_encrypted(room_id.as_str()) {
+            return Err(MachineError::RoomNotEncrypted(room_id.to_string()));
         }
-        let users = vec![user_id.to_owned()];
-        if self.devices.track(user_id) {
-            self.save_user_devices(user_id);
+        let users = vec![user_id.to_string()];
+        if self.devices.track(user_id.as_str()) {
+            self.save_user_devices(user_id.as_str());
         }
-        if self.devices.is_outdated(user_id) {
+        if self.devices.is_outdated(user_id.as_str()) {
             return self.pending_or_new_query(users).map(BundleShare::Prepare);
         }
         self.check_verification_violations(&users)?;
-        let recipients = self.recipients(room_id, &users);
+        let recipients = self.recipients(room_id.as_str(), &users);
         let missing = self.devices_to_claim(&recipients.devices, now_ms);
         if !missing.is_empty() {
             return self.pending_or_new_claim(missing).map(BundleShare::Prepare);
@@ -284,8 +285,8 @@ impl OlmMachine {
     /// or a plaintext that is not a bundle.
     pub fn import_room_key_bundle(
         &mut self,
-        room_id: &str,
-        sender: &str,
+        room_id: &RoomId,
+        sender: &UserId,
         ciphertext: &[u8],
         now_ms: u64,
     ) -> Result<BundleImport, BundleError> {
@@ -302,7 +303,7 @@ impl OlmMachine {
             return Err(BundleError::NotInvitedBySender);
         }
         if !self.is_from_sender_device(&bundle) {
-            if !self.devices.is_outdated(sender) {
+            if !self.devices.is_outdated(sender.as_str()) {
                 self.drop_bundle(&key);
             }
             return Err(BundleError::UnknownSenderDevice);
@@ -316,8 +317,8 @@ impl OlmMachine {
         let mut import = BundleImport::default();
         let mut output = SyncOutput::default();
         for room_key in &contents.room_keys {
-            let stored = shared_session(room_id, room_key)
-                .map(|entry| entry.shared_by(sender))
+            let stored = shared_session(room_id.as_str(), room_key)
+                .map(|entry| entry.shared_by(sender.as_str()))
                 .is_some_and(|entry| self.accept_inbound(entry, &mut output));
             if stored {
                 import.imported += 1;
@@ -328,7 +329,7 @@ impl OlmMachine {
         for withheld in &contents.withheld {
             let code = withheld.get("code").and_then(Value::as_str);
             if let (Some(key_id), Some(code)) = (SessionKeyId::from_json(Some(withheld)), code)
-                && key_id.room_id == room_id
+                && key_id.room_id == room_id.as_str()
             {
                 self.record_withheld(key_id, code);
                 import.withheld += 1;
@@ -341,7 +342,7 @@ impl OlmMachine {
 
     /// Reports that a bundle could not be downloaded. It is offered again
     /// until it has failed a few times.
-    pub fn mark_room_key_bundle_failed(&mut self, room_id: &str, sender: &str) {
+    pub fn mark_room_key_bundle_failed(&mut self, room_id: &RoomId, sender: &UserId) {
         let key = (room_id.to_owned(), sender.to_owned());
         let Some(bundle) = self.bundles.get_mut(&key) else {
             return;
@@ -355,9 +356,14 @@ impl OlmMachine {
         }
     }
 
-    /// Keeps an Olm-delivered bundle announcement until we join its room.
+    /// Keeps an Olm-delivered bundle announcement until we join its room;
+    /// one without a valid room id is dropped.
     pub(super) fn receive_room_key_bundle(&mut self, olm: &DecryptedOlm, now_ms: u64) {
-        let room_id = olm.content.get("room_id").and_then(Value::as_str);
+        let room_id = olm
+            .content
+            .get("room_id")
+            .and_then(Value::as_str)
+            .and_then(|id| OwnedRoomId::try_from(id).ok());
         let file = olm.content.get("file");
         let (Some(room_id), Some(file)) = (room_id, file) else {
             return;
@@ -365,10 +371,10 @@ impl OlmMachine {
         if EncryptedFile::from_json(file).is_err() {
             return;
         }
-        let key = (room_id.to_owned(), olm.sender.to_string());
+        let key = (room_id.clone(), olm.sender.clone());
         let bundle = PendingBundle {
-            room_id: room_id.to_owned(),
-            sender: olm.sender.to_string(),
+            room_id,
+            sender: olm.sender.clone(),
             sender_key: olm.sender_key.clone(),
             claimed_ed25519: olm.claimed_ed25519.clone(),
             file: file.clone(),
@@ -403,7 +409,7 @@ impl OlmMachine {
 
     /// Drops the bundles of a room we left.
     pub(super) fn forget_room_key_bundles(&mut self, room_id: &str) {
-        let keys: Vec<(String, String)> = self
+        let keys: Vec<BundleKey> = self
             .bundles
             .keys()
             .filter(|(room, _)| room == room_id)
@@ -417,7 +423,7 @@ impl OlmMachine {
     /// The bundle's room has us joined, on an invite from the bundle's
     /// sender, recently.
     fn may_import(&self, bundle: &PendingBundle, now_ms: u64) -> bool {
-        self.rooms.get(&bundle.room_id).is_some_and(|room| {
+        self.rooms.get(bundle.room_id.as_str()).is_some_and(|room| {
             room.members.get(self.user_id.as_str()) == Some(&Membership::Join)
                 && room.inviter.as_deref() == Some(bundle.sender.as_str())
                 && room
@@ -431,10 +437,12 @@ impl OlmMachine {
     fn is_from_sender_device(&self, bundle: &PendingBundle) -> bool {
         self.devices
             .device_by_curve(&bundle.sender_key)
-            .is_some_and(|d| d.user_id == bundle.sender && d.ed25519 == bundle.claimed_ed25519)
+            .is_some_and(|d| {
+                d.user_id == bundle.sender.as_str() && d.ed25519 == bundle.claimed_ed25519
+            })
     }
 
-    fn drop_bundle(&mut self, key: &(String, String)) {
+    fn drop_bundle(&mut self, key: &BundleKey) {
         if self.bundles.remove(key).is_some() {
             self.changes.delete(bundle_key(key));
         }
@@ -500,10 +508,13 @@ fn shared_session(room_id: &str, room_key: &Value) -> Option<InboundEntry> {
     Some(entry.with_shared_history(shared_history))
 }
 
+/// A pending bundle's room and sender.
+pub(super) type BundleKey = (OwnedRoomId, OwnedUserId);
+
 /// The record of a pending bundle: the room and sender as a JSON pair, so
 /// that no two (room, sender) pairs share a key, whatever `/` their ids
-/// (unchecked: the sender is the server's word) carry.
-fn bundle_key(key: &(String, String)) -> String {
+/// carry (a room id's opaque part may hold one).
+fn bundle_key(key: &BundleKey) -> String {
     // A pair of strings always serialises.
     let pair = serde_json::to_string(key).unwrap_or_default();
     format!("{RECORD_KIND}/{pair}")

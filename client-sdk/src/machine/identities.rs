@@ -30,6 +30,7 @@
 use std::collections::BTreeSet;
 
 use myelin_crypto::{olm::Ed25519PublicKey, verify_json_signature};
+use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -43,7 +44,7 @@ use super::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserIdentity {
     /// The user.
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     /// The master key (unpadded base64): what an out-of-band comparison
     /// checks.
     pub master_key: String,
@@ -88,7 +89,8 @@ impl OlmMachine {
     /// on (after [`DeviceWarning::IdentityChanged`]). This does not make it
     /// verified: verify the user again for that. Returns whether an identity
     /// is known.
-    pub fn pin_identity(&mut self, user_id: &str) -> bool {
+    pub fn pin_identity(&mut self, user_id: &UserId) -> bool {
+        let user_id = user_id.as_str();
         let Some(record) = self.devices.users.get_mut(user_id) else {
             return false;
         };
@@ -102,16 +104,16 @@ impl OlmMachine {
     }
 
     /// `user_id`'s cross-signing identity, if the server served one.
-    pub fn user_identity(&self, user_id: &str) -> Option<UserIdentity> {
-        let record = self.devices.user_record(user_id)?;
+    pub fn user_identity(&self, user_id: &UserId) -> Option<UserIdentity> {
+        let record = self.devices.user_record(user_id.as_str())?;
         let identity = record.identity.as_ref()?;
         Some(UserIdentity {
             user_id: user_id.to_owned(),
             master_key: identity.master.clone(),
             self_signing_key: identity.self_signing.clone(),
-            is_verified: self.devices.verified_users.contains(user_id),
+            is_verified: self.devices.verified_users.contains(user_id.as_str()),
             has_changed: record.pinned_master.as_deref() != Some(&identity.master),
-            has_verification_violation: self.devices.has_verification_violation(user_id),
+            has_verification_violation: self.devices.has_verification_violation(user_id.as_str()),
         })
     }
 
@@ -121,7 +123,8 @@ impl OlmMachine {
     /// room keys go to their devices again. The new identity is not
     /// verified by this; verify the user again for that. Returns whether
     /// the user is known.
-    pub fn acknowledge_identity_change(&mut self, user_id: &str) -> bool {
+    pub fn acknowledge_identity_change(&mut self, user_id: &UserId) -> bool {
+        let user_id = user_id.as_str();
         let Some(record) = self.devices.users.get_mut(user_id) else {
             return false;
         };
@@ -137,12 +140,12 @@ impl OlmMachine {
     /// Users in verification violation: verified once, showing another
     /// master key now, not acknowledged. Each is refused room keys while
     /// [`OlmMachine::set_verification_violations_block_sending`] is on.
-    pub fn verification_violations(&self) -> Vec<String> {
+    pub fn verification_violations(&self) -> Vec<OwnedUserId> {
         self.devices
             .users
             .keys()
             .filter(|user| self.devices.has_verification_violation(user))
-            .cloned()
+            .filter_map(|user| OwnedUserId::try_from(user.as_str()).ok())
             .collect()
     }
 

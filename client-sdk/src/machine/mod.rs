@@ -247,7 +247,7 @@ pub struct OlmMachine {
     /// Sessions we asked our other devices for and have not got yet.
     key_requests: BTreeSet<SessionKeyId>,
     /// Room key bundles waiting for us to join, by (room id, sender).
-    bundles: BTreeMap<(String, String), PendingBundle>,
+    bundles: BTreeMap<history::BundleKey, PendingBundle>,
     /// Undecryptable events by event id: (room id, event).
     pending_utd: BTreeMap<String, (String, Value)>,
     in_flight: BTreeMap<String, InFlight>,
@@ -702,10 +702,12 @@ impl OlmMachine {
                 let event_id = events::event_id(&event).unwrap_or_default().to_owned();
                 self.pending_utd.insert(event_id, (room_id, event));
             }
-            history::RECORD_KIND => {
-                let bundle: PendingBundle = decode(records, key)?;
-                self.load_bundle(key, bundle);
-            }
+            history::RECORD_KIND => match decode::<PendingBundle>(records, key) {
+                Ok(bundle) => self.load_bundle(key, bundle),
+                // Saved before ids were checked, with a room id that is
+                // not one: a bundle anyone may send, and none we can use.
+                Err(_) => self.changes.delete(key.to_owned()),
+            },
             cross_signing::RECORD => {
                 let record: cross_signing::CrossSigningRecord = decode(records, key)?;
                 self.load_cross_signing(record)?;

@@ -60,7 +60,7 @@ pub async fn two_users_verify_each_other_by_emoji_on(url: &str) {
         .unwrap();
     let request = until_phase(&bob, &alice_id, &txn, VerificationPhase::Requested).await;
     assert!(!request.we_requested);
-    assert_eq!(request.device_id.to_string(), alice_device.to_string());
+    assert_eq!(request.device_id.as_deref(), Some(&*alice_device));
     bob.accept_verification_request(&alice_id, &txn)
         .await
         .unwrap();

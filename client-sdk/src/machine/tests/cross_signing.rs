@@ -24,7 +24,7 @@ pub(super) fn bootstrap(client: &mut Client, server: &mut FakeServer) {
 /// `verifier` verifies `user` (whose keys it has queried) and the server
 /// takes the signature.
 pub(super) fn verify(client: &mut Client, server: &mut FakeServer, user: &str) {
-    let request = client.machine.verify_user(user).unwrap();
+    let request = client.machine.verify_user(super::user_id(user)).unwrap();
     assert!(matches!(request.request, Request::SignaturesUpload { .. }));
     client.answer(server, &request);
     client.save();
@@ -85,7 +85,7 @@ fn bootstrap_uploads_keys_that_chain_to_the_master_key() {
     let own = alice.machine.identity_keys().ed25519;
     verify_json_signature(&own, ALICE, "ed25519:ALICEDEV", device).unwrap();
 
-    let identity = alice.machine.user_identity(ALICE).unwrap();
+    let identity = alice.machine.user_identity(super::user_id(ALICE)).unwrap();
     assert!(identity.is_verified);
     assert_eq!(format!("ed25519:{}", identity.master_key), master_id);
     // Nothing is sent twice.
@@ -97,7 +97,7 @@ fn bootstrap_uploads_keys_that_chain_to_the_master_key() {
 fn a_verified_users_cross_signed_devices_are_verified_and_others_are_not() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, mut bob2) = cross_signed_alice_and_bob(&mut server);
-    let identity = alice.machine.user_identity(BOB).unwrap();
+    let identity = alice.machine.user_identity(super::user_id(BOB)).unwrap();
     assert!(!identity.is_verified && !identity.has_changed);
     assert!(
         !alice
@@ -111,7 +111,13 @@ fn a_verified_users_cross_signed_devices_are_verified_and_others_are_not() {
     assert_eq!(decrypted.verification, VerificationState::Unverified);
 
     verify(&mut alice, &mut server, BOB);
-    assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        alice
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
     assert!(
         alice
             .machine
@@ -168,7 +174,12 @@ fn our_own_devices_are_verified_once_our_self_signing_key_signs_them() {
     let (mut alice, mut bob, bob2) = cross_signed_alice_and_bob(&mut server);
     // Bob's phone trusts his identity (it made it) and so his signed
     // devices; the laptop, unsigned, is not verified even for him.
-    assert!(bob.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        bob.machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
     assert!(
         !bob.machine
             .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
@@ -179,7 +190,13 @@ fn our_own_devices_are_verified_once_our_self_signing_key_signs_them() {
             .is_device_verified(super::user_id(ALICE), super::device_id("ALICEDEV"))
     );
     // The laptop never made the keys: it does not trust Bob's identity.
-    assert!(!bob2.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        !bob2
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
     let message = alice.send(&mut server, ROOM, "hi");
     bob.sync(&mut server, vec![]);
     assert_eq!(
@@ -245,7 +262,11 @@ fn a_self_signing_key_not_signed_by_the_master_key_is_refused() {
         output.warnings
     );
     assert_eq!(
-        alice.machine.user_identity(BOB).unwrap().self_signing_key,
+        alice
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .self_signing_key,
         None
     );
     assert!(
@@ -299,7 +320,11 @@ fn a_device_signature_by_another_key_under_the_self_signing_key_id_is_refused() 
 fn a_changed_master_key_is_not_trusted_until_acknowledged_and_verified_again() {
     let mut server = FakeServer::default();
     let (mut alice, _bob, mut bob2) = alice_verified_bob(&mut server);
-    let old_master = alice.machine.user_identity(BOB).unwrap().master_key;
+    let old_master = alice
+        .machine
+        .user_identity(super::user_id(BOB))
+        .unwrap()
+        .master_key;
 
     // New keys for Bob, made on his laptop (a reset, or the server's own
     // keys: Alice cannot tell which).
@@ -309,7 +334,7 @@ fn a_changed_master_key_is_not_trusted_until_acknowledged_and_verified_again() {
         user_id: BOB.to_owned(),
     };
     assert!(output.warnings.contains(&changed), "{:?}", output.warnings);
-    let identity = alice.machine.user_identity(BOB).unwrap();
+    let identity = alice.machine.user_identity(super::user_id(BOB)).unwrap();
     assert!(identity.has_changed && !identity.is_verified);
     assert_ne!(identity.master_key, old_master);
     // The laptop is signed by the new self-signing key; neither device is
@@ -325,15 +350,15 @@ fn a_changed_master_key_is_not_trusted_until_acknowledged_and_verified_again() {
             .is_device_verified(super::user_id(BOB), super::device_id("BOBPHONE"))
     );
     assert!(matches!(
-        alice.machine.verify_user(BOB),
+        alice.machine.verify_user(super::user_id(BOB)),
         Err(MachineError::CrossSigning(CrossSigningError::IdentityChanged(user))) if user == BOB
     ));
     // The warning is raised once per change, not at every query.
     server.notify_change(BOB);
     assert!(!alice.sync(&mut server, vec![]).warnings.contains(&changed));
 
-    assert!(alice.machine.pin_identity(BOB));
-    let identity = alice.machine.user_identity(BOB).unwrap();
+    assert!(alice.machine.pin_identity(super::user_id(BOB)));
+    let identity = alice.machine.user_identity(super::user_id(BOB)).unwrap();
     assert!(!identity.has_changed && !identity.is_verified);
     verify(&mut alice, &mut server, BOB);
     assert!(
@@ -354,7 +379,13 @@ fn keys_and_trust_survive_a_reload() {
     let (mut alice, _bob, _bob2) = alice_verified_bob(&mut server);
     alice.reload();
     assert!(alice.machine.has_cross_signing_keys());
-    assert!(alice.machine.user_identity(ALICE).unwrap().is_verified);
+    assert!(
+        alice
+            .machine
+            .user_identity(super::user_id(ALICE))
+            .unwrap()
+            .is_verified
+    );
     assert!(
         alice
             .machine
@@ -393,7 +424,11 @@ fn keys_and_trust_survive_a_reload() {
 fn a_refused_reset_keeps_the_keys_in_force() {
     let mut server = FakeServer::default();
     let (mut alice, _bob, _bob2) = alice_verified_bob(&mut server);
-    let master = alice.machine.user_identity(ALICE).unwrap().master_key;
+    let master = alice
+        .machine
+        .user_identity(super::user_id(ALICE))
+        .unwrap()
+        .master_key;
     let reset = alice.machine.bootstrap_cross_signing();
     alice
         .machine
@@ -401,7 +436,7 @@ fn a_refused_reset_keeps_the_keys_in_force() {
         .unwrap();
     alice.save();
     alice.reload();
-    let identity = alice.machine.user_identity(ALICE).unwrap();
+    let identity = alice.machine.user_identity(super::user_id(ALICE)).unwrap();
     assert_eq!(identity.master_key, master);
     assert!(identity.is_verified);
     assert!(
@@ -415,18 +450,18 @@ fn a_refused_reset_keeps_the_keys_in_force() {
 fn verifying_needs_our_keys_and_their_identity() {
     let mut server = FakeServer::default();
     let (mut alice, _bob, _bob2) = alice_and_bob(&mut server);
-    let not_set_up = alice.machine.verify_user(BOB);
+    let not_set_up = alice.machine.verify_user(super::user_id(BOB));
     assert!(matches!(
         not_set_up,
         Err(MachineError::CrossSigning(CrossSigningError::NotSetUp))
     ));
     bootstrap(&mut alice, &mut server);
     assert!(matches!(
-        alice.machine.verify_user(BOB),
+        alice.machine.verify_user(super::user_id(BOB)),
         Err(MachineError::CrossSigning(CrossSigningError::UnknownIdentity(user))) if user == BOB
     ));
     assert!(matches!(
-        alice.machine.verify_user(ALICE),
+        alice.machine.verify_user(super::user_id(ALICE)),
         Err(MachineError::CrossSigning(CrossSigningError::OwnUser))
     ));
 }
@@ -450,7 +485,11 @@ fn an_answer_for_replaced_pending_keys_does_not_install_them() {
     assert_eq!(
         format!(
             "ed25519:{}",
-            alice.machine.user_identity(ALICE).unwrap().master_key
+            alice
+                .machine
+                .user_identity(super::user_id(ALICE))
+                .unwrap()
+                .master_key
         ),
         public_key(&body["master_key"]).0
     );
@@ -466,14 +505,18 @@ fn an_own_device_we_sign_is_verified_for_us_and_for_who_verified_us() {
             .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
     );
     assert!(matches!(
-        bob.machine.verify_own_device("NOSUCHDEVICE"),
+        bob.machine
+            .verify_own_device(super::device_id("NOSUCHDEVICE")),
         Err(MachineError::CrossSigning(
             CrossSigningError::UnknownDevice(_)
         ))
     ));
 
     // Bob, on his phone, vouches for his laptop.
-    let request = bob.machine.verify_own_device("BOBLAPTOP").unwrap();
+    let request = bob
+        .machine
+        .verify_own_device(super::device_id("BOBLAPTOP"))
+        .unwrap();
     bob.answer(&mut server, &request);
     bob.save();
     assert!(

@@ -4,8 +4,9 @@ use myelin_crypto::attachment::{self, EncryptedFile};
 use serde_json::{Value, json};
 
 use super::{
-    ALICE, BOB, CAROL, ROOM, encrypted_room,
+    ALICE, BOB, CAROL, ROOM, encrypted_room, room_id,
     server::{Client, FakeServer, body},
+    user_id,
 };
 use crate::machine::{
     BundleError, BundleShare, CryptoStore, Membership, RoomUpdate, UtdCause,
@@ -46,7 +47,10 @@ impl Client {
         bundle_room: &str,
         user: &str,
     ) -> Vec<u8> {
-        let (ciphertext, keys) = self.machine.build_room_key_bundle(bundle_room).unwrap();
+        let (ciphertext, keys) = self
+            .machine
+            .build_room_key_bundle(super::room_id(bundle_room))
+            .unwrap();
         let file = EncryptedFile {
             url: "mxc://example.org/bundle".to_owned(),
             keys,
@@ -65,7 +69,7 @@ impl Client {
         for _ in 0..5 {
             let step = self
                 .machine
-                .share_room_key_bundle(room_id, user, file, self.now_ms)
+                .share_room_key_bundle(super::room_id(room_id), user_id(user), file, self.now_ms)
                 .unwrap();
             self.save();
             match step {
@@ -131,7 +135,7 @@ fn an_invitee_reads_the_shared_history_marked_as_shared_by_the_inviter() {
 
     let import = bob
         .machine
-        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &ciphertext, bob.now_ms)
         .unwrap();
     bob.save();
     assert_eq!((import.imported, import.withheld), (1, 0));
@@ -154,7 +158,7 @@ fn an_invitee_reads_the_shared_history_marked_as_shared_by_the_inviter() {
     assert_eq!(again.shared_by.as_deref(), Some(ALICE));
     assert!(matches!(
         bob.machine
-            .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms),
+            .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &ciphertext, bob.now_ms),
         Err(BundleError::NotPending { .. })
     ));
 }
@@ -216,7 +220,7 @@ fn sessions_from_a_period_without_shared_history_are_withheld_not_shared() {
     bob.sync(&mut server, vec![joined(ROOM, BOB)]);
     let import = bob
         .machine
-        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &ciphertext, bob.now_ms)
         .unwrap();
     assert_eq!((import.imported, import.withheld), (1, 1));
     assert_eq!(body(&bob.decrypt(ROOM, &public).unwrap()), "for everyone");
@@ -268,12 +272,12 @@ fn bundles_from_anyone_but_the_inviter_or_for_another_room_are_refused() {
     assert_eq!(ready[0].sender, ALICE);
     assert!(matches!(
         bob.machine
-            .import_room_key_bundle(ROOM, CAROL, &from_carol, bob.now_ms),
+            .import_room_key_bundle(room_id(ROOM), user_id(CAROL), &from_carol, bob.now_ms),
         Err(BundleError::NotInvitedBySender)
     ));
     assert!(matches!(
         bob.machine
-            .import_room_key_bundle(OTHER_ROOM, ALICE, &[], bob.now_ms),
+            .import_room_key_bundle(room_id(OTHER_ROOM), user_id(ALICE), &[], bob.now_ms),
         Err(BundleError::NotInvitedBySender)
     ));
 
@@ -281,7 +285,7 @@ fn bundles_from_anyone_but_the_inviter_or_for_another_room_are_refused() {
     // its keys name another room and are skipped.
     let import = bob
         .machine
-        .import_room_key_bundle(ROOM, ALICE, &mislabelled, bob.now_ms)
+        .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &mislabelled, bob.now_ms)
         .unwrap();
     assert_eq!((import.imported, import.skipped), (0, 1));
     assert!(import.late_decryptions.is_empty());
@@ -304,7 +308,7 @@ fn a_tampered_bundle_is_refused() {
     ciphertext[0] ^= 1;
     let error = bob
         .machine
-        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &ciphertext, bob.now_ms)
         .unwrap_err();
     assert!(matches!(
         error,
@@ -324,7 +328,7 @@ fn a_tampered_bundle_is_refused() {
     let mut bob = Client::new(&mut server, BOB, "BOBPHONE");
     alice.sync(&mut server, vec![encrypted_room(&[ALICE])]);
     alice.send(&mut server, ROOM, "y");
-    let (ciphertext, keys) = alice.machine.build_room_key_bundle(ROOM).unwrap();
+    let (ciphertext, keys) = alice.machine.build_room_key_bundle(room_id(ROOM)).unwrap();
     let mut file = EncryptedFile {
         url: "mxc://example.org/bundle".to_owned(),
         keys,
@@ -337,7 +341,7 @@ fn a_tampered_bundle_is_refused() {
     bob.sync(&mut server, vec![joined(ROOM, BOB)]);
     assert!(matches!(
         bob.machine
-            .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms),
+            .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &ciphertext, bob.now_ms),
         Err(BundleError::File(attachment::AttachmentError::HashMismatch))
     ));
 }
@@ -351,14 +355,14 @@ fn a_bundle_is_imported_only_soon_after_joining() {
     assert!(bob.machine.room_key_bundles_to_import(later).is_empty());
     assert!(matches!(
         bob.machine
-            .import_room_key_bundle(ROOM, ALICE, &ciphertext, later),
+            .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &ciphertext, later),
         Err(BundleError::NotInvitedBySender)
     ));
     // Leaving forgets it altogether.
     bob.sync(&mut server, vec![super::membership(BOB, Membership::Leave)]);
     assert!(matches!(
         bob.machine
-            .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms),
+            .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &ciphertext, bob.now_ms),
         Err(BundleError::NotPending { .. })
     ));
 }
@@ -385,7 +389,7 @@ fn a_session_received_from_its_creator_is_extended_but_never_downgraded() {
     bob.sync(&mut server, vec![joined(ROOM, BOB)]);
     let import = bob
         .machine
-        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &ciphertext, bob.now_ms)
         .unwrap();
     assert_eq!(import.imported, 1);
     // The bundle's copy is the same ratchet from an earlier index: the
@@ -404,7 +408,7 @@ fn a_session_received_from_its_creator_is_extended_but_never_downgraded() {
     bob.sync(&mut server, vec![]);
     let import = bob
         .machine
-        .import_room_key_bundle(ROOM, ALICE, &again, bob.now_ms)
+        .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &again, bob.now_ms)
         .unwrap();
     assert_eq!((import.imported, import.skipped), (0, 1));
     assert!(!bob.decrypt(ROOM, &before).unwrap().forwarded);
@@ -417,7 +421,7 @@ fn a_key_from_its_creator_upgrades_a_session_a_bundle_gave() {
         alice_shares_history_with_bob(&mut server, "before the join");
     bob.sync(&mut server, vec![joined(ROOM, BOB)]);
     bob.machine
-        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &ciphertext, bob.now_ms)
         .unwrap();
     assert_eq!(
         bob.decrypt(ROOM, &before).unwrap().shared_by.as_deref(),
@@ -465,7 +469,7 @@ fn a_forged_copy_of_a_known_session_is_ignored() {
     bob.sync(&mut server, vec![joined(ROOM, BOB)]);
     let import = bob
         .machine
-        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &ciphertext, bob.now_ms)
         .unwrap();
     assert_eq!((import.imported, import.skipped), (0, 1));
     // Bob's session is untouched: what it decrypted still does, and the
@@ -489,7 +493,7 @@ fn shared_history_does_not_show_as_verified() {
         crate::machine::LocalTrust::Verified
     ));
     bob.machine
-        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &ciphertext, bob.now_ms)
         .unwrap();
     let decrypted = bob.decrypt(ROOM, &event).unwrap();
     assert_eq!(body(&decrypted), "old history");
@@ -524,7 +528,7 @@ fn a_bundle_keeps_the_shared_history_flag_its_entries_carry() {
     bob.sync(&mut server, vec![joined(ROOM, BOB)]);
     let import = bob
         .machine
-        .import_room_key_bundle(ROOM, ALICE, &ciphertext, bob.now_ms)
+        .import_room_key_bundle(room_id(ROOM), user_id(ALICE), &ciphertext, bob.now_ms)
         .unwrap();
     assert_eq!(import.imported, 1);
     // Bob may read it, but never hands it on to the next newcomer.
@@ -542,13 +546,14 @@ fn bundles_whose_ids_carry_a_slash_do_not_share_a_record() {
         keys: attachment::encrypt(b"{}").unwrap().1,
     }
     .to_json();
-    // Two announcements (the server writes a to-device `sender`) whose
-    // room and sender, joined by `/`, read the same: a historical user id
-    // may hold `/` and `@` in its localpart, and the room id is the Olm
-    // payload's word.
+    // Announcements (the server writes a to-device `sender`) whose ids
+    // carry `/`: a historical user id may hold `/` and `@` in its
+    // localpart, a room id's opaque part `/`. A room id that is not one
+    // (the Olm payload's word) is refused.
     for (room_id, sender) in [
-        ("!room:example.org/@m", ALICE),
+        ("!ro/om:example.org", ALICE),
         ("!room:example.org", "@m/@alice:example.org"),
+        ("room:example.org", ALICE),
     ] {
         let olm = crate::machine::olm::DecryptedOlm {
             sender: super::user(sender),
@@ -573,7 +578,7 @@ fn bundles_whose_ids_carry_a_slash_do_not_share_a_record() {
         .find(|(key, _)| key.starts_with("bundle/") && key.contains(&format!("\"{ALICE}\"")))
         .map(|(key, value)| (key.clone(), value.clone()))
         .unwrap();
-    let old_key = format!("bundle/!room:example.org/@m/{ALICE}");
+    let old_key = format!("bundle/!ro/om:example.org/{ALICE}");
     let mut moved = crate::machine::Changes::default();
     moved.records.insert(new_key.clone(), None);
     moved.records.insert(old_key.clone(), Some(value));
@@ -583,4 +588,45 @@ fn bundles_whose_ids_carry_a_slash_do_not_share_a_record() {
     let migration = bob.machine.take_changes();
     assert_eq!(migration.records.get(&old_key), Some(&None));
     assert!(matches!(migration.records.get(&new_key), Some(Some(_))));
+}
+
+#[test]
+fn a_bundle_record_written_with_string_ids_still_loads() {
+    let mut server = FakeServer::default();
+    let mut bob = Client::new(&mut server, BOB, "BOBPHONE");
+    let file = EncryptedFile {
+        url: "mxc://example.org/bundle".to_owned(),
+        keys: attachment::encrypt(b"{}").unwrap().1,
+    }
+    .to_json();
+    // The record as the machine wrote it when it kept ids as strings (and
+    // before it counted attempts), and one whose room id was never valid.
+    let record = |room_id: &str| {
+        serde_json::to_vec(&json!({
+            "room_id": room_id,
+            "sender": ALICE,
+            "sender_key": "curve",
+            "claimed_ed25519": "ed",
+            "file": file,
+            "received_ms": 1_000,
+        }))
+        .unwrap()
+    };
+    let valid = format!("bundle/{}", json!([ROOM, ALICE]));
+    let invalid = format!("bundle/{}", json!(["not a room", ALICE]));
+    let mut old = crate::machine::Changes::default();
+    old.records.insert(valid.clone(), Some(record(ROOM)));
+    old.records
+        .insert(invalid.clone(), Some(record("not a room")));
+    bob.store.save(old).unwrap();
+    bob.reload();
+    let key = (room_id(ROOM).to_owned(), user_id(ALICE).to_owned());
+    assert_eq!(
+        bob.machine.bundles.get(&key).map(|b| b.file.clone()),
+        Some(file)
+    );
+    assert_eq!(bob.machine.bundles.len(), 1);
+    let changes = bob.machine.take_changes();
+    assert_eq!(changes.records.get(&invalid), Some(&None), "dropped");
+    assert!(!changes.records.contains_key(&valid), "kept as it was");
 }

@@ -36,7 +36,7 @@ fn a_verified_users_new_identity_blocks_sending_until_acknowledged() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = bobs_identity_changed_after_alice_verified_him(&mut server);
 
-    let identity = alice.machine.user_identity(BOB).unwrap();
+    let identity = alice.machine.user_identity(super::user_id(BOB)).unwrap();
     assert!(identity.has_verification_violation && !identity.is_verified);
     assert_eq!(
         alice.machine.verification_violations(),
@@ -55,7 +55,7 @@ fn a_verified_users_new_identity_blocks_sending_until_acknowledged() {
         alice.now_ms,
     ));
     // Pinning the new key (TOFU) is not acknowledging the violation.
-    assert!(alice.machine.pin_identity(BOB));
+    assert!(alice.machine.pin_identity(super::user_id(BOB)));
     refused_for_bob(
         alice
             .machine
@@ -70,8 +70,12 @@ fn a_verified_users_new_identity_blocks_sending_until_acknowledged() {
             .share_room_key(super::room_id(ROOM), alice.now_ms),
     );
 
-    assert!(alice.machine.acknowledge_identity_change(BOB));
-    let identity = alice.machine.user_identity(BOB).unwrap();
+    assert!(
+        alice
+            .machine
+            .acknowledge_identity_change(super::user_id(BOB))
+    );
+    let identity = alice.machine.user_identity(super::user_id(BOB)).unwrap();
     assert!(!identity.has_verification_violation && !identity.has_changed);
     assert!(!identity.is_verified);
     assert!(alice.machine.verification_violations().is_empty());
@@ -86,9 +90,15 @@ fn a_verified_users_new_identity_blocks_sending_until_acknowledged() {
 fn verifying_the_new_identity_also_ends_the_violation() {
     let mut server = FakeServer::default();
     let (mut alice, _bob, _) = bobs_identity_changed_after_alice_verified_him(&mut server);
-    assert!(alice.machine.pin_identity(BOB));
+    assert!(alice.machine.pin_identity(super::user_id(BOB)));
     verify(&mut alice, &mut server, BOB);
-    assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        alice
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
     assert!(alice.machine.verification_violations().is_empty());
     alice.send(&mut server, ROOM, "to the verified new identity");
 }
@@ -99,7 +109,7 @@ fn a_new_identity_of_a_user_never_verified_does_not_block() {
     let (mut alice, _bob, mut bob2) = cross_signed_alice_and_bob(&mut server);
     bootstrap(&mut bob2, &mut server);
     alice.sync(&mut server, vec![]);
-    let identity = alice.machine.user_identity(BOB).unwrap();
+    let identity = alice.machine.user_identity(super::user_id(BOB)).unwrap();
     assert!(identity.has_changed && !identity.has_verification_violation);
     alice.send(&mut server, ROOM, "fine");
 }

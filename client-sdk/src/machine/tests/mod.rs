@@ -50,6 +50,11 @@ fn device_id(id: &str) -> &DeviceId {
     id.into()
 }
 
+/// A test's event id, borrowed, which it spells right.
+fn event_id(id: &str) -> &ruma::EventId {
+    <&ruma::EventId>::try_from(id).expect("a valid event id")
+}
+
 /// An encrypted room's state with `members` joined.
 fn encrypted_room(members: &[&str]) -> RoomUpdate {
     RoomUpdate {

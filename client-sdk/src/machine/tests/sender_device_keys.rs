@@ -91,7 +91,10 @@ fn a_cross_signed_device_that_keys_query_no_longer_lists_keeps_its_messages_attr
     let mut server = FakeServer::default();
     let (mut alice, mut bob, mut laptop) = alice_verified_bob(&mut server);
     // Bob vouches for his laptop; the laptop learns the signature.
-    let request = bob.machine.verify_own_device("BOBLAPTOP").unwrap();
+    let request = bob
+        .machine
+        .verify_own_device(super::device_id("BOBLAPTOP"))
+        .unwrap();
     bob.answer(&mut server, &request);
     bob.save();
     laptop.sync(&mut server, vec![]);

@@ -7,9 +7,13 @@ use serde_json::{Value, json};
 use super::{
     ALICE, BOB, CAROL, ROOM, alice_and_bob, body,
     cross_signing::bootstrap,
+    device_id, event_id, room_id,
     server::{Client, FakeServer},
+    user_id,
 };
 use crate::machine::{CancelCode, VerificationPhase, VerificationState, verification};
+
+mod timing;
 
 /// One sync of `client`: it reads its inbox and sends what it queued.
 fn step(server: &mut FakeServer, client: &mut Client) {
@@ -25,7 +29,27 @@ fn settle(server: &mut FakeServer, a: &mut Client, b: &mut Client) {
 }
 
 fn phase(client: &Client, other: &str, txn: &str) -> VerificationPhase {
-    client.machine.verification(other, txn).unwrap().phase
+    client
+        .machine
+        .verification(user_id(other), txn)
+        .unwrap()
+        .phase
+}
+
+/// Alice asks Bob's phone and it accepts; returns the transaction id
+/// with both sides ready.
+fn ready(server: &mut FakeServer, alice: &mut Client, bob: &mut Client) -> String {
+    let txn = alice
+        .machine
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
+        .unwrap();
+    settle(server, alice, bob);
+    bob.machine
+        .accept_verification_request(user_id(ALICE), &txn)
+        .unwrap();
+    settle(server, alice, bob);
+    assert_eq!(phase(alice, BOB, &txn), VerificationPhase::Ready);
+    txn
 }
 
 /// Alice asks Bob's phone, it accepts, Alice starts SAS; returns the
@@ -33,18 +57,21 @@ fn phase(client: &Client, other: &str, txn: &str) -> VerificationPhase {
 fn started(server: &mut FakeServer, alice: &mut Client, bob: &mut Client) -> String {
     let txn = alice
         .machine
-        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
         .unwrap();
     step(server, alice);
     step(server, bob);
     assert_eq!(phase(bob, ALICE, &txn), VerificationPhase::Requested);
     bob.machine
-        .accept_verification_request(ALICE, &txn)
+        .accept_verification_request(user_id(ALICE), &txn)
         .unwrap();
     step(server, bob);
     step(server, alice);
     assert_eq!(phase(alice, BOB, &txn), VerificationPhase::Ready);
-    alice.machine.start_sas(BOB, &txn, alice.now_ms).unwrap();
+    alice
+        .machine
+        .start_sas(user_id(BOB), &txn, alice.now_ms)
+        .unwrap();
     step(server, alice);
     step(server, bob);
     assert_eq!(phase(bob, ALICE, &txn), VerificationPhase::Started);
@@ -66,7 +93,7 @@ fn swap_key_in_inbox(server: &mut FakeServer, user: &str, device: &str) {
 }
 
 fn sas(client: &Client, other: &str, txn: &str) -> (Vec<&'static str>, [u16; 3]) {
-    let view = client.machine.verification(other, txn).unwrap();
+    let view = client.machine.verification(user_id(other), txn).unwrap();
     let emoji = view
         .emoji
         .expect("emoji shown")
@@ -90,7 +117,7 @@ fn both_sides_see_the_same_sas_and_end_verified() {
     );
 
     let txn = started(&mut server, &mut alice, &mut bob);
-    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    bob.machine.accept_sas(user_id(ALICE), &txn).unwrap();
     settle(&mut server, &mut alice, &mut bob);
     let (alice_emoji, alice_decimals) = sas(&alice, BOB, &txn);
     let (bob_emoji, bob_decimals) = sas(&bob, ALICE, &txn);
@@ -99,7 +126,7 @@ fn both_sides_see_the_same_sas_and_end_verified() {
     assert_eq!(alice_decimals, bob_decimals);
     assert!(alice_decimals.iter().all(|d| (1000..=9191).contains(d)));
 
-    alice.machine.confirm_sas(BOB, &txn).unwrap();
+    alice.machine.confirm_sas(user_id(BOB), &txn).unwrap();
     // Nothing is trusted on one side's confirmation alone.
     settle(&mut server, &mut alice, &mut bob);
     assert!(
@@ -107,7 +134,7 @@ fn both_sides_see_the_same_sas_and_end_verified() {
             .is_device_verified(super::user_id(ALICE), super::device_id("ALICEDEV"))
     );
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Confirmed);
-    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    bob.machine.confirm_sas(user_id(ALICE), &txn).unwrap();
     settle(&mut server, &mut alice, &mut bob);
 
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
@@ -122,8 +149,19 @@ fn both_sides_see_the_same_sas_and_end_verified() {
             .is_device_verified(super::user_id(ALICE), super::device_id("ALICEDEV"))
     );
     // The master keys were MAC'd: each signed the other's identity.
-    assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
-    assert!(bob.machine.user_identity(ALICE).unwrap().is_verified);
+    assert!(
+        alice
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
+    assert!(
+        bob.machine
+            .user_identity(super::user_id(ALICE))
+            .unwrap()
+            .is_verified
+    );
 }
 
 #[test]
@@ -139,23 +177,33 @@ fn verifying_an_own_device_signs_it_with_the_self_signing_key() {
             .len()
     };
     assert_eq!(signers(&server), 1, "only the device's own signature");
-    assert!(!bob2.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        !bob2
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
 
     let txn = bob
         .machine
-        .request_verification(BOB, "BOBLAPTOP", bob.now_ms)
+        .request_verification(user_id(BOB), device_id("BOBLAPTOP"), bob.now_ms)
         .unwrap();
     step(&mut server, &mut bob);
     step(&mut server, &mut bob2);
-    bob2.machine.accept_verification_request(BOB, &txn).unwrap();
+    bob2.machine
+        .accept_verification_request(user_id(BOB), &txn)
+        .unwrap();
     settle(&mut server, &mut bob, &mut bob2);
-    bob2.machine.start_sas(BOB, &txn, bob2.now_ms).unwrap();
+    bob2.machine
+        .start_sas(user_id(BOB), &txn, bob2.now_ms)
+        .unwrap();
     settle(&mut server, &mut bob, &mut bob2);
-    bob.machine.accept_sas(BOB, &txn).unwrap();
+    bob.machine.accept_sas(user_id(BOB), &txn).unwrap();
     settle(&mut server, &mut bob, &mut bob2);
     assert_eq!(sas(&bob, BOB, &txn), sas(&bob2, BOB, &txn));
-    bob.machine.confirm_sas(BOB, &txn).unwrap();
-    bob2.machine.confirm_sas(BOB, &txn).unwrap();
+    bob.machine.confirm_sas(user_id(BOB), &txn).unwrap();
+    bob2.machine.confirm_sas(user_id(BOB), &txn).unwrap();
     settle(&mut server, &mut bob, &mut bob2);
 
     assert_eq!(phase(&bob, BOB, &txn), VerificationPhase::Done);
@@ -170,7 +218,12 @@ fn verifying_an_own_device_signs_it_with_the_self_signing_key() {
     assert_eq!(signers(&server), 2, "signed by the self-signing key too");
     // The laptop, which holds no cross-signing keys, now trusts the master
     // key the phone MAC'd, and through it the devices it signs.
-    assert!(bob2.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        bob2.machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
 }
 
 #[test]
@@ -178,7 +231,7 @@ fn a_server_swapping_the_accepters_key_breaks_the_commitment() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let txn = started(&mut server, &mut alice, &mut bob);
-    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    bob.machine.accept_sas(user_id(ALICE), &txn).unwrap();
     step(&mut server, &mut bob); // accept out
     step(&mut server, &mut alice); // Alice's key out
     step(&mut server, &mut bob); // Bob's key out
@@ -216,7 +269,7 @@ fn a_server_swapping_the_starters_key_shows_different_sas_and_cannot_get_verifie
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let txn = started(&mut server, &mut alice, &mut bob);
-    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    bob.machine.accept_sas(user_id(ALICE), &txn).unwrap();
     step(&mut server, &mut bob); // accept out
     step(&mut server, &mut alice); // Alice's key out
     swap_key_in_inbox(&mut server, BOB, "BOBPHONE");
@@ -229,8 +282,8 @@ fn a_server_swapping_the_starters_key_shows_different_sas_and_cannot_get_verifie
     assert_ne!(alice_decimals, bob_decimals);
 
     // Careless users confirm anyway: the MACs do not verify.
-    alice.machine.confirm_sas(BOB, &txn).unwrap();
-    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    alice.machine.confirm_sas(user_id(BOB), &txn).unwrap();
+    bob.machine.confirm_sas(user_id(ALICE), &txn).unwrap();
     settle(&mut server, &mut alice, &mut bob);
     let cancelled = |client: &Client, other: &str| match phase(client, other, &txn) {
         VerificationPhase::Cancelled { code, .. } => code,
@@ -254,9 +307,9 @@ fn a_user_reporting_different_emoji_cancels_with_mismatched_sas() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let txn = started(&mut server, &mut alice, &mut bob);
-    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    bob.machine.accept_sas(user_id(ALICE), &txn).unwrap();
     settle(&mut server, &mut alice, &mut bob);
-    bob.machine.sas_mismatch(ALICE, &txn).unwrap();
+    bob.machine.sas_mismatch(user_id(ALICE), &txn).unwrap();
     settle(&mut server, &mut alice, &mut bob);
     assert_eq!(
         phase(&alice, BOB, &txn),
@@ -265,7 +318,7 @@ fn a_user_reporting_different_emoji_cancels_with_mismatched_sas() {
             by_us: false
         }
     );
-    assert!(alice.machine.confirm_sas(BOB, &txn).is_err());
+    assert!(alice.machine.confirm_sas(user_id(BOB), &txn).is_err());
     assert!(
         !alice
             .machine
@@ -279,11 +332,11 @@ fn an_unexpected_message_cancels_the_flow() {
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let txn = alice
         .machine
-        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
         .unwrap();
     settle(&mut server, &mut alice, &mut bob);
     bob.machine
-        .accept_verification_request(ALICE, &txn)
+        .accept_verification_request(user_id(ALICE), &txn)
         .unwrap();
     settle(&mut server, &mut alice, &mut bob);
     // A key before any start or accept, as the server might inject.
@@ -329,7 +382,7 @@ fn a_message_for_an_unknown_flow_is_answered_with_unknown_transaction() {
     assert_eq!(to_bob[0]["type"], "m.key.verification.cancel");
     assert_eq!(to_bob[0]["content"]["code"], "m.unknown_transaction");
     assert_eq!(to_bob[0]["content"]["transaction_id"], "nope");
-    assert!(alice.machine.verification(BOB, "nope").is_none());
+    assert!(alice.machine.verification(user_id(BOB), "nope").is_none());
 }
 
 #[test]
@@ -338,7 +391,7 @@ fn an_unanswered_request_and_a_stalled_sas_time_out() {
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let txn = alice
         .machine
-        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
         .unwrap();
     settle(&mut server, &mut alice, &mut bob);
     alice.now_ms += verification::REQUEST_TIMEOUT_MS - 1;
@@ -356,14 +409,14 @@ fn an_unanswered_request_and_a_stalled_sas_time_out() {
     // A started flow has five minutes.
     bob.now_ms = alice.now_ms;
     let txn = started(&mut server, &mut alice, &mut bob);
-    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    bob.machine.accept_sas(user_id(ALICE), &txn).unwrap();
     settle(&mut server, &mut alice, &mut bob);
     assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::ShowingSas);
     bob.now_ms += verification::SAS_TIMEOUT_MS;
     settle(&mut server, &mut alice, &mut bob);
     assert_eq!(phase(&bob, ALICE, &txn), timeout(true));
     assert_eq!(phase(&alice, BOB, &txn), timeout(false));
-    assert!(alice.machine.confirm_sas(BOB, &txn).is_err());
+    assert!(alice.machine.confirm_sas(user_id(BOB), &txn).is_err());
 }
 
 #[test]
@@ -372,30 +425,27 @@ fn a_request_older_than_ten_minutes_is_ignored() {
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let txn = alice
         .machine
-        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
         .unwrap();
     step(&mut server, &mut alice);
     bob.now_ms = alice.now_ms + verification::REQUEST_TIMEOUT_MS;
     step(&mut server, &mut bob);
-    assert!(bob.machine.verification(ALICE, &txn).is_none());
+    assert!(bob.machine.verification(user_id(ALICE), &txn).is_none());
 }
 
 #[test]
 fn concurrent_starts_resolve_to_the_smaller_user_ids_start() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
-    let txn = alice
-        .machine
-        .request_verification(BOB, "BOBPHONE", alice.now_ms)
-        .unwrap();
-    settle(&mut server, &mut alice, &mut bob);
-    bob.machine
-        .accept_verification_request(ALICE, &txn)
-        .unwrap();
-    settle(&mut server, &mut alice, &mut bob);
+    let txn = ready(&mut server, &mut alice, &mut bob);
     // Both start before seeing the other's start.
-    alice.machine.start_sas(BOB, &txn, alice.now_ms).unwrap();
-    bob.machine.start_sas(ALICE, &txn, bob.now_ms).unwrap();
+    alice
+        .machine
+        .start_sas(user_id(BOB), &txn, alice.now_ms)
+        .unwrap();
+    bob.machine
+        .start_sas(user_id(ALICE), &txn, bob.now_ms)
+        .unwrap();
     let types = |server: &FakeServer, user: &str, device: &str| -> Vec<String> {
         server.inboxes[&(user.to_owned(), device.to_owned())]
             .iter()
@@ -422,8 +472,8 @@ fn concurrent_starts_resolve_to_the_smaller_user_ids_start() {
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::ShowingSas);
     assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::ShowingSas);
     assert_eq!(sas(&alice, BOB, &txn), sas(&bob, ALICE, &txn));
-    alice.machine.confirm_sas(BOB, &txn).unwrap();
-    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    alice.machine.confirm_sas(user_id(BOB), &txn).unwrap();
+    bob.machine.confirm_sas(user_id(ALICE), &txn).unwrap();
     settle(&mut server, &mut alice, &mut bob);
     assert!(
         alice
@@ -442,11 +492,11 @@ fn a_message_from_another_device_of_the_user_cancels_with_user_mismatch() {
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let txn = alice
         .machine
-        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
         .unwrap();
     settle(&mut server, &mut alice, &mut bob);
     bob.machine
-        .accept_verification_request(ALICE, &txn)
+        .accept_verification_request(user_id(ALICE), &txn)
         .unwrap();
     settle(&mut server, &mut alice, &mut bob);
     // Bob's laptop (or the server in its name) starts in the phone's flow.
@@ -480,10 +530,10 @@ fn a_device_verified_by_sas_shows_as_verified_and_gets_only_verified_keys() {
     );
 
     let txn = started(&mut server, &mut alice, &mut bob);
-    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    bob.machine.accept_sas(user_id(ALICE), &txn).unwrap();
     settle(&mut server, &mut alice, &mut bob);
-    alice.machine.confirm_sas(BOB, &txn).unwrap();
-    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    alice.machine.confirm_sas(user_id(BOB), &txn).unwrap();
+    bob.machine.confirm_sas(user_id(ALICE), &txn).unwrap();
     settle(&mut server, &mut alice, &mut bob);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
 
@@ -517,7 +567,9 @@ fn a_request_to_all_our_devices_goes_to_the_first_that_answers() {
     step(&mut server, &mut bob2);
     step(&mut server, &mut tablet);
     assert_eq!(phase(&tablet, BOB, &txn), VerificationPhase::Requested);
-    bob2.machine.accept_verification_request(BOB, &txn).unwrap();
+    bob2.machine
+        .accept_verification_request(user_id(BOB), &txn)
+        .unwrap();
     settle(&mut server, &mut bob, &mut bob2);
     step(&mut server, &mut tablet);
     assert_eq!(
@@ -527,18 +579,20 @@ fn a_request_to_all_our_devices_goes_to_the_first_that_answers() {
             by_us: false
         }
     );
-    let view = bob.machine.verification(BOB, &txn).unwrap();
+    let view = bob.machine.verification(user_id(BOB), &txn).unwrap();
     assert_eq!(
-        (view.device_id.as_str(), view.phase),
-        ("BOBLAPTOP", VerificationPhase::Ready)
+        (view.device_id.as_deref(), view.phase),
+        (Some(device_id("BOBLAPTOP")), VerificationPhase::Ready)
     );
 
-    bob.machine.start_sas(BOB, &txn, bob.now_ms).unwrap();
+    bob.machine
+        .start_sas(user_id(BOB), &txn, bob.now_ms)
+        .unwrap();
     settle(&mut server, &mut bob, &mut bob2);
-    bob2.machine.accept_sas(BOB, &txn).unwrap();
+    bob2.machine.accept_sas(user_id(BOB), &txn).unwrap();
     settle(&mut server, &mut bob, &mut bob2);
-    bob.machine.confirm_sas(BOB, &txn).unwrap();
-    bob2.machine.confirm_sas(BOB, &txn).unwrap();
+    bob.machine.confirm_sas(user_id(BOB), &txn).unwrap();
+    bob2.machine.confirm_sas(user_id(BOB), &txn).unwrap();
     settle(&mut server, &mut bob, &mut bob2);
     assert!(
         bob.machine
@@ -569,39 +623,51 @@ fn a_request_without_sas_is_cancelled_with_unknown_method() {
             },
         }));
     step(&mut server, &mut bob);
-    assert!(bob.machine.verification(ALICE, "qr-only").is_none());
+    assert!(
+        bob.machine
+            .verification(user_id(ALICE), "qr-only")
+            .is_none()
+    );
     let to_alice = &server.inboxes[&(ALICE.to_owned(), "ALICEDEV".to_owned())];
     assert_eq!(to_alice.len(), 1, "{to_alice:?}");
     assert_eq!(to_alice[0]["content"]["code"], "m.unknown_method");
 }
 
 #[test]
-fn a_device_flooding_requests_holds_only_a_few_open_and_finished_flows_are_dropped() {
+fn a_device_flooding_requests_holds_only_a_few_flows_and_finished_ones_are_dropped() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
-    for _ in 0..3 * verification::MAX_OPEN_FLOWS_PER_USER {
+    for _ in 0..3 * verification::MAX_FLOWS_PER_USER {
         bob.machine
-            .request_verification(ALICE, "ALICEDEV", bob.now_ms)
+            .request_verification(user_id(ALICE), device_id("ALICEDEV"), bob.now_ms)
             .unwrap();
     }
     settle(&mut server, &mut bob, &mut alice);
     let from_bob = |alice: &Client| {
-        alice
+        let flows: Vec<_> = alice
             .machine
             .verifications()
-            .iter()
+            .into_iter()
             .filter(|v| v.user_id == BOB)
-            .count()
+            .collect();
+        let open = flows
+            .iter()
+            .filter(|v| !matches!(v.phase, VerificationPhase::Cancelled { .. }))
+            .count();
+        (flows.len(), open)
     };
-    assert_eq!(from_bob(&alice), verification::MAX_OPEN_FLOWS_PER_USER);
+    // Each second attempt of the device cancelled the one before; past
+    // the cap, the rest was ignored.
+    assert_eq!(from_bob(&alice), (verification::MAX_FLOWS_PER_USER, 1));
 
-    // They time out, stay visible for a while, then are dropped.
-    alice.now_ms += verification::REQUEST_TIMEOUT_MS;
+    // The open one times out and stays visible for a while; the others,
+    // idle as long, are forgotten; then it is too.
+    alice.now_ms += verification::IDLE_TIMEOUT_MS;
     step(&mut server, &mut alice);
-    assert_eq!(from_bob(&alice), verification::MAX_OPEN_FLOWS_PER_USER);
-    alice.now_ms += verification::FINISHED_KEPT_MS;
+    assert_eq!(from_bob(&alice), (1, 0));
+    alice.now_ms += verification::IDLE_TIMEOUT_MS;
     step(&mut server, &mut alice);
-    assert_eq!(from_bob(&alice), 0);
+    assert_eq!(from_bob(&alice), (0, 0));
 }
 
 /// A room's timeline as the fake server holds it: every event in order,
@@ -674,7 +740,7 @@ impl Timeline {
             };
             client
                 .machine
-                .receive_room_verification_event(ROOM, &clear, client.now_ms);
+                .receive_room_verification_event(room_id(ROOM), &clear, client.now_ms);
         }
         self.read.insert(reader, self.events.len());
         for message in client.machine.take_room_verification_messages() {
@@ -707,27 +773,38 @@ fn in_room_ready(
     bob: &mut Client,
     bob_sends: Sends,
 ) -> String {
-    let request = alice.machine.room_verification_request(BOB).unwrap();
+    let request = alice
+        .machine
+        .room_verification_request(user_id(BOB))
+        .unwrap();
     let txn = timeline.post(server, alice, Sends::Encrypted, "m.room.message", &request);
     alice
         .machine
-        .room_verification_request_sent(ROOM, BOB, &txn, alice.now_ms)
+        .room_verification_request_sent(room_id(ROOM), user_id(BOB), event_id(&txn), alice.now_ms)
         .unwrap();
     timeline.step(server, bob, bob_sends);
-    let view = bob.machine.verification(ALICE, &txn).unwrap();
+    let view = bob.machine.verification(user_id(ALICE), &txn).unwrap();
     assert_eq!(
-        (view.phase, view.room_id.as_deref(), view.device_id.as_str()),
-        (VerificationPhase::Requested, Some(ROOM), "ALICEDEV")
+        (
+            view.phase,
+            view.room_id.as_deref(),
+            view.device_id.as_deref()
+        ),
+        (
+            VerificationPhase::Requested,
+            Some(room_id(ROOM)),
+            Some(device_id("ALICEDEV"))
+        )
     );
     bob.machine
-        .accept_verification_request(ALICE, &txn)
+        .accept_verification_request(user_id(ALICE), &txn)
         .unwrap();
     timeline.step(server, bob, bob_sends);
     timeline.step(server, alice, Sends::Encrypted);
-    let view = alice.machine.verification(BOB, &txn).unwrap();
+    let view = alice.machine.verification(user_id(BOB), &txn).unwrap();
     assert_eq!(
-        (view.phase, view.device_id.as_str()),
-        (VerificationPhase::Ready, "BOBPHONE"),
+        (view.phase, view.device_id.as_deref()),
+        (VerificationPhase::Ready, Some(device_id("BOBPHONE"))),
         "the phone's ready picked the device"
     );
     txn
@@ -745,16 +822,19 @@ fn an_in_room_flow_runs_on_encrypted_room_events_and_verifies_both_sides() {
         &mut bob,
         Sends::Encrypted,
     );
-    alice.machine.start_sas(BOB, &txn, alice.now_ms).unwrap();
+    alice
+        .machine
+        .start_sas(user_id(BOB), &txn, alice.now_ms)
+        .unwrap();
     let both = |t: &mut Timeline, s: &mut FakeServer, a: &mut Client, b: &mut Client| {
         t.settle(s, (a, Sends::Encrypted), (b, Sends::Encrypted));
     };
     both(&mut timeline, &mut server, &mut alice, &mut bob);
-    bob.machine.accept_sas(ALICE, &txn).unwrap();
+    bob.machine.accept_sas(user_id(ALICE), &txn).unwrap();
     both(&mut timeline, &mut server, &mut alice, &mut bob);
     assert_eq!(sas(&alice, BOB, &txn), sas(&bob, ALICE, &txn));
-    alice.machine.confirm_sas(BOB, &txn).unwrap();
-    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    alice.machine.confirm_sas(user_id(BOB), &txn).unwrap();
+    bob.machine.confirm_sas(user_id(ALICE), &txn).unwrap();
     both(&mut timeline, &mut server, &mut alice, &mut bob);
 
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
@@ -831,16 +911,18 @@ fn in_room_events_in_the_clear_are_taken_as_matrix_js_sdk_sends_them() {
         &mut bob,
         Sends::Clear,
     );
-    bob.machine.start_sas(ALICE, &txn, bob.now_ms).unwrap();
+    bob.machine
+        .start_sas(user_id(ALICE), &txn, bob.now_ms)
+        .unwrap();
     let both = |t: &mut Timeline, s: &mut FakeServer, a: &mut Client, b: &mut Client| {
         t.settle(s, (a, Sends::Encrypted), (b, Sends::Clear));
     };
     both(&mut timeline, &mut server, &mut alice, &mut bob);
-    alice.machine.accept_sas(BOB, &txn).unwrap();
+    alice.machine.accept_sas(user_id(BOB), &txn).unwrap();
     both(&mut timeline, &mut server, &mut alice, &mut bob);
     assert_eq!(sas(&alice, BOB, &txn), sas(&bob, ALICE, &txn));
-    alice.machine.confirm_sas(BOB, &txn).unwrap();
-    bob.machine.confirm_sas(ALICE, &txn).unwrap();
+    alice.machine.confirm_sas(user_id(BOB), &txn).unwrap();
+    bob.machine.confirm_sas(user_id(ALICE), &txn).unwrap();
     both(&mut timeline, &mut server, &mut alice, &mut bob);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
     assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
@@ -866,7 +948,10 @@ fn room_events_outside_our_flow_or_room_are_ignored() {
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let mut timeline = Timeline::default();
     // A request addressed to Carol opens nothing for Bob, who shares the room.
-    let mut to_carol = alice.machine.room_verification_request(BOB).unwrap();
+    let mut to_carol = alice
+        .machine
+        .room_verification_request(user_id(BOB))
+        .unwrap();
     to_carol["to"] = json!(CAROL);
     let carols = timeline.post(
         &mut server,
@@ -876,7 +961,7 @@ fn room_events_outside_our_flow_or_room_are_ignored() {
         &to_carol,
     );
     timeline.step(&mut server, &mut bob, Sends::Clear);
-    assert!(bob.machine.verification(ALICE, &carols).is_none());
+    assert!(bob.machine.verification(user_id(ALICE), &carols).is_none());
 
     let txn = in_room_ready(
         &mut server,
@@ -894,15 +979,17 @@ fn room_events_outside_our_flow_or_room_are_ignored() {
         "type": "m.key.verification.start", "sender": BOB, "event_id": "$elsewhere",
         "origin_server_ts": alice.now_ms, "content": content,
     });
-    alice
-        .machine
-        .receive_room_verification_event("!other:example.org", &event, alice.now_ms);
+    alice.machine.receive_room_verification_event(
+        room_id("!other:example.org"),
+        &event,
+        alice.now_ms,
+    );
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Ready);
     // Without the reference, or with another relation: nothing either.
     event["content"]["m.relates_to"]["rel_type"] = json!("m.thread");
     alice
         .machine
-        .receive_room_verification_event(ROOM, &event, alice.now_ms);
+        .receive_room_verification_event(room_id(ROOM), &event, alice.now_ms);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Ready);
     assert!(alice.machine.take_room_verification_messages().is_empty());
     assert_eq!(timeline.events.len(), start);
@@ -910,7 +997,7 @@ fn room_events_outside_our_flow_or_room_are_ignored() {
     event["content"]["m.relates_to"]["rel_type"] = json!("m.reference");
     alice
         .machine
-        .receive_room_verification_event(ROOM, &event, alice.now_ms);
+        .receive_room_verification_event(room_id(ROOM), &event, alice.now_ms);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Started);
 }
 
@@ -919,9 +1006,9 @@ fn in_room_verification_is_for_other_users() {
     let mut server = FakeServer::default();
     let (alice, _, _) = alice_and_bob(&mut server);
     assert_eq!(
-        alice.machine.room_verification_request(ALICE),
+        alice.machine.room_verification_request(user_id(ALICE)),
         Err(verification::VerificationError::NotAnotherUser {
-            user_id: ALICE.to_owned()
+            user_id: user_id(ALICE).to_owned()
         })
     );
 }
@@ -934,7 +1021,7 @@ fn cross_signed_and_ready(server: &mut FakeServer, alice: &mut Client, bob: &mut
     settle(server, alice, bob);
     let txn = alice
         .machine
-        .request_verification(BOB, "BOBPHONE", alice.now_ms)
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), alice.now_ms)
         .unwrap();
     step(server, alice);
     let request = &server.inboxes[&(BOB.to_owned(), "BOBPHONE".to_owned())][0];
@@ -950,7 +1037,7 @@ fn cross_signed_and_ready(server: &mut FakeServer, alice: &mut Client, bob: &mut
     );
     step(server, bob);
     bob.machine
-        .accept_verification_request(ALICE, &txn)
+        .accept_verification_request(user_id(ALICE), &txn)
         .unwrap();
     settle(server, alice, bob);
     assert_eq!(phase(alice, BOB, &txn), VerificationPhase::Ready);
@@ -963,25 +1050,49 @@ fn a_qr_code_scanned_by_the_other_user_verifies_both_identities() {
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let txn = cross_signed_and_ready(&mut server, &mut alice, &mut bob);
 
-    let code = bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    let code = bob.machine.generate_qr_code(user_id(ALICE), &txn).unwrap();
     assert_eq!(&code[..8], b"MATRIX\x02\x00", "mode 0: another user");
     alice
         .machine
-        .scan_qr_code(BOB, &txn, &code, alice.now_ms)
+        .scan_qr_code(user_id(BOB), &txn, &code, alice.now_ms)
         .unwrap();
     settle(&mut server, &mut alice, &mut bob);
     assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::TheyScannedQr);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Confirmed);
     // Nothing is trusted before Bob's user confirms the scan.
-    assert!(!alice.machine.user_identity(BOB).unwrap().is_verified);
-    assert!(!bob.machine.user_identity(ALICE).unwrap().is_verified);
+    assert!(
+        !alice
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
+    assert!(
+        !bob.machine
+            .user_identity(super::user_id(ALICE))
+            .unwrap()
+            .is_verified
+    );
 
-    bob.machine.confirm_qr_scanned(ALICE, &txn).unwrap();
+    bob.machine
+        .confirm_qr_scanned(user_id(ALICE), &txn)
+        .unwrap();
     settle(&mut server, &mut alice, &mut bob);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
     assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
-    assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
-    assert!(bob.machine.user_identity(ALICE).unwrap().is_verified);
+    assert!(
+        alice
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
+    assert!(
+        bob.machine
+            .user_identity(super::user_id(ALICE))
+            .unwrap()
+            .is_verified
+    );
     // The devices their owners cross-signed are verified through them.
     assert!(
         alice
@@ -999,14 +1110,16 @@ fn a_qr_code_over_a_key_we_do_not_know_is_refused_and_cancels() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let txn = cross_signed_and_ready(&mut server, &mut alice, &mut bob);
-    let mut code = bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    let mut code = bob.machine.generate_qr_code(user_id(ALICE), &txn).unwrap();
     // key2, the master key Bob believes Alice has, is one a server made up
     // for her: bytes 10 + txn length + 32 onwards.
     let key2 = 10 + txn.len() + 32;
     let fake = vodozemac::Ed25519SecretKey::new().public_key();
     code[key2..key2 + 32].copy_from_slice(fake.as_bytes());
     assert_eq!(
-        alice.machine.scan_qr_code(BOB, &txn, &code, alice.now_ms),
+        alice
+            .machine
+            .scan_qr_code(user_id(BOB), &txn, &code, alice.now_ms),
         Err(verification::VerificationError::Qr(
             verification::QrError::KeyMismatch
         ))
@@ -1019,7 +1132,13 @@ fn a_qr_code_over_a_key_we_do_not_know_is_refused_and_cancels() {
             by_us: false
         }
     );
-    assert!(!alice.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        !alice
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
 }
 
 #[test]
@@ -1027,7 +1146,7 @@ fn a_reciprocate_without_the_codes_secret_verifies_nothing() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let txn = cross_signed_and_ready(&mut server, &mut alice, &mut bob);
-    bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    bob.machine.generate_qr_code(user_id(ALICE), &txn).unwrap();
     // Alice's device never saw the code; a start with a guessed secret.
     server
         .inboxes
@@ -1049,8 +1168,17 @@ fn a_reciprocate_without_the_codes_secret_verifies_nothing() {
             by_us: true
         }
     );
-    assert!(bob.machine.confirm_qr_scanned(ALICE, &txn).is_err());
-    assert!(!bob.machine.user_identity(ALICE).unwrap().is_verified);
+    assert!(
+        bob.machine
+            .confirm_qr_scanned(user_id(ALICE), &txn)
+            .is_err()
+    );
+    assert!(
+        !bob.machine
+            .user_identity(super::user_id(ALICE))
+            .unwrap()
+            .is_verified
+    );
 }
 
 #[test]
@@ -1069,22 +1197,35 @@ fn a_qr_code_verification_runs_in_a_room_too() {
         Sends::Clear,
     );
 
-    let code = bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    let code = bob.machine.generate_qr_code(user_id(ALICE), &txn).unwrap();
     alice
         .machine
-        .scan_qr_code(BOB, &txn, &code, alice.now_ms)
+        .scan_qr_code(user_id(BOB), &txn, &code, alice.now_ms)
         .unwrap();
     let both = |t: &mut Timeline, s: &mut FakeServer, a: &mut Client, b: &mut Client| {
         t.settle(s, (a, Sends::Encrypted), (b, Sends::Clear));
     };
     both(&mut timeline, &mut server, &mut alice, &mut bob);
     assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::TheyScannedQr);
-    bob.machine.confirm_qr_scanned(ALICE, &txn).unwrap();
+    bob.machine
+        .confirm_qr_scanned(user_id(ALICE), &txn)
+        .unwrap();
     both(&mut timeline, &mut server, &mut alice, &mut bob);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Done);
     assert_eq!(phase(&bob, ALICE, &txn), VerificationPhase::Done);
-    assert!(alice.machine.user_identity(BOB).unwrap().is_verified);
-    assert!(bob.machine.user_identity(ALICE).unwrap().is_verified);
+    assert!(
+        alice
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
+    assert!(
+        bob.machine
+            .user_identity(super::user_id(ALICE))
+            .unwrap()
+            .is_verified
+    );
     // The reciprocate start went into the room, referencing the request.
     let start = timeline
         .events
@@ -1105,15 +1246,21 @@ fn a_qr_code_verification_runs_in_a_room_too() {
 fn own_devices_ready(server: &mut FakeServer, phone: &mut Client, laptop: &mut Client) -> String {
     bootstrap(phone, server);
     settle(server, phone, laptop);
-    assert!(!laptop.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        !laptop
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
     let txn = laptop
         .machine
-        .request_verification(BOB, "BOBPHONE", laptop.now_ms)
+        .request_verification(user_id(BOB), device_id("BOBPHONE"), laptop.now_ms)
         .unwrap();
     settle(server, laptop, phone);
     phone
         .machine
-        .accept_verification_request(BOB, &txn)
+        .accept_verification_request(user_id(BOB), &txn)
         .unwrap();
     settle(server, laptop, phone);
     assert_eq!(phase(laptop, BOB, &txn), VerificationPhase::Ready);
@@ -1133,24 +1280,33 @@ fn a_qr_code_shown_by_the_device_that_trusts_the_master_key_verifies_the_new_one
     let (_alice, mut phone, mut laptop) = alice_and_bob(&mut server);
     let txn = own_devices_ready(&mut server, &mut phone, &mut laptop);
 
-    let code = phone.machine.generate_qr_code(BOB, &txn).unwrap();
+    let code = phone.machine.generate_qr_code(user_id(BOB), &txn).unwrap();
     assert_eq!(
         code[7], 0x01,
         "mode 1: shown by a device that trusts the master key"
     );
     laptop
         .machine
-        .scan_qr_code(BOB, &txn, &code, laptop.now_ms)
+        .scan_qr_code(user_id(BOB), &txn, &code, laptop.now_ms)
         .unwrap();
     settle(&mut server, &mut laptop, &mut phone);
     assert_eq!(phase(&phone, BOB, &txn), VerificationPhase::TheyScannedQr);
-    phone.machine.confirm_qr_scanned(BOB, &txn).unwrap();
+    phone
+        .machine
+        .confirm_qr_scanned(user_id(BOB), &txn)
+        .unwrap();
     settle(&mut server, &mut laptop, &mut phone);
 
     assert_eq!(phase(&phone, BOB, &txn), VerificationPhase::Done);
     assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::Done);
     assert_eq!(laptop_signers(&server), 2, "the phone signed the laptop");
-    assert!(laptop.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        laptop
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
     assert!(
         laptop
             .machine
@@ -1169,25 +1325,40 @@ fn a_qr_code_shown_by_the_new_device_is_checked_and_signed_by_the_trusted_one() 
     let (_alice, mut phone, mut laptop) = alice_and_bob(&mut server);
     let txn = own_devices_ready(&mut server, &mut phone, &mut laptop);
 
-    let code = laptop.machine.generate_qr_code(BOB, &txn).unwrap();
+    let code = laptop.machine.generate_qr_code(user_id(BOB), &txn).unwrap();
     assert_eq!(
         code[7], 0x02,
         "mode 2: shown by a device that trusts no master key"
     );
     phone
         .machine
-        .scan_qr_code(BOB, &txn, &code, phone.now_ms)
+        .scan_qr_code(user_id(BOB), &txn, &code, phone.now_ms)
         .unwrap();
     settle(&mut server, &mut laptop, &mut phone);
     assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::TheyScannedQr);
-    assert!(!laptop.machine.user_identity(BOB).unwrap().is_verified);
-    laptop.machine.confirm_qr_scanned(BOB, &txn).unwrap();
+    assert!(
+        !laptop
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
+    laptop
+        .machine
+        .confirm_qr_scanned(user_id(BOB), &txn)
+        .unwrap();
     settle(&mut server, &mut laptop, &mut phone);
 
     assert_eq!(phase(&phone, BOB, &txn), VerificationPhase::Done);
     assert_eq!(phase(&laptop, BOB, &txn), VerificationPhase::Done);
     assert_eq!(laptop_signers(&server), 2, "the phone signed the laptop");
-    assert!(laptop.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        laptop
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
     assert!(
         phone
             .machine
@@ -1200,14 +1371,16 @@ fn a_new_device_shown_a_servers_master_key_is_caught_by_the_trusted_one() {
     let mut server = FakeServer::default();
     let (_alice, mut phone, mut laptop) = alice_and_bob(&mut server);
     let txn = own_devices_ready(&mut server, &mut phone, &mut laptop);
-    let mut code = laptop.machine.generate_qr_code(BOB, &txn).unwrap();
+    let mut code = laptop.machine.generate_qr_code(user_id(BOB), &txn).unwrap();
     // key2, the master key the laptop believes in, replaced by one the
     // server made up.
     let key2 = 10 + txn.len() + 32;
     let fake = vodozemac::Ed25519SecretKey::new().public_key();
     code[key2..key2 + 32].copy_from_slice(fake.as_bytes());
     assert_eq!(
-        phone.machine.scan_qr_code(BOB, &txn, &code, phone.now_ms),
+        phone
+            .machine
+            .scan_qr_code(user_id(BOB), &txn, &code, phone.now_ms),
         Err(verification::VerificationError::Qr(
             verification::QrError::KeyMismatch
         ))
@@ -1221,7 +1394,13 @@ fn a_new_device_shown_a_servers_master_key_is_caught_by_the_trusted_one() {
         }
     );
     assert_eq!(laptop_signers(&server), 1);
-    assert!(!laptop.machine.user_identity(BOB).unwrap().is_verified);
+    assert!(
+        !laptop
+            .machine
+            .user_identity(super::user_id(BOB))
+            .unwrap()
+            .is_verified
+    );
 }
 
 #[test]
@@ -1229,10 +1408,12 @@ fn a_code_whose_mode_does_not_fit_the_flow_is_refused() {
     let mut server = FakeServer::default();
     let (mut alice, mut bob, _) = alice_and_bob(&mut server);
     let txn = cross_signed_and_ready(&mut server, &mut alice, &mut bob);
-    let mut code = bob.machine.generate_qr_code(ALICE, &txn).unwrap();
+    let mut code = bob.machine.generate_qr_code(user_id(ALICE), &txn).unwrap();
     code[7] = 0x02;
     assert_eq!(
-        alice.machine.scan_qr_code(BOB, &txn, &code, alice.now_ms),
+        alice
+            .machine
+            .scan_qr_code(user_id(BOB), &txn, &code, alice.now_ms),
         Err(verification::VerificationError::Qr(
             verification::QrError::WrongMode(0x02)
         ))
@@ -1252,7 +1433,9 @@ fn a_room_event_delivered_twice_is_taken_once() {
         &mut bob,
         Sends::Clear,
     );
-    bob.machine.start_sas(ALICE, &txn, bob.now_ms).unwrap();
+    bob.machine
+        .start_sas(user_id(ALICE), &txn, bob.now_ms)
+        .unwrap();
     timeline.step(&mut server, &mut bob, Sends::Clear);
     timeline.step(&mut server, &mut alice, Sends::Encrypted);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Started);
@@ -1262,7 +1445,7 @@ fn a_room_event_delivered_twice_is_taken_once() {
     assert_eq!(start["type"], "m.key.verification.start");
     alice
         .machine
-        .receive_room_verification_event(ROOM, &start, alice.now_ms);
+        .receive_room_verification_event(room_id(ROOM), &start, alice.now_ms);
     assert_eq!(phase(&alice, BOB, &txn), VerificationPhase::Started);
     assert!(alice.machine.take_room_verification_messages().is_empty());
 }

@@ -3,6 +3,7 @@
 //! against the step it is at (in-room events reach `receive_flow_event`
 //! through `room`).
 
+use ruma::{DeviceId, UserId};
 use serde_json::{Value, json};
 
 use super::{
@@ -16,9 +17,13 @@ impl OlmMachine {
     /// A to-device `m.key.verification.*` event (in the clear, as every
     /// client sends them).
     pub(in crate::machine) fn receive_verification_event(&mut self, event: &Value, now_ms: u64) {
+        self.verifications.observe(now_ms);
         let (Some(event_type), Some(sender), Some(content)) = (
             event.get("type").and_then(Value::as_str),
-            event.get("sender").and_then(Value::as_str),
+            event
+                .get("sender")
+                .and_then(Value::as_str)
+                .and_then(|s| <&UserId>::try_from(s).ok()),
             event.get("content"),
         ) else {
             return;
@@ -29,12 +34,12 @@ impl OlmMachine {
         let key = (sender.to_owned(), transaction_id.to_owned());
         let known = self.verifications.flows.contains_key(&key);
         match event_type {
-            REQUEST | START if !known && self.has_too_many_open_flows(sender) => {}
+            REQUEST | START if !known && self.has_too_many_flows(sender) => {}
             REQUEST if !known => {
                 let Some(timestamp) = content.get("timestamp").and_then(Value::as_u64) else {
                     return;
                 };
-                let ids = self.flow_ids(sender, "", transaction_id);
+                let ids = self.flow_ids(sender, None, transaction_id);
                 self.receive_request(ids, content, timestamp, now_ms);
             }
             START if !known => self.receive_start_without_request(sender, content, now_ms),
@@ -43,10 +48,10 @@ impl OlmMachine {
                 // A flow we never had (or lost in a restart): say so to the
                 // device that sent it, when the message names it (to-device
                 // events do not say which device sent them).
-                let Some(device) = content.get("from_device").and_then(Value::as_str) else {
+                let Some(device) = from_device(content) else {
                     return;
                 };
-                let ids = self.flow_ids(sender, device, transaction_id);
+                let ids = self.flow_ids(sender, Some(device), transaction_id);
                 self.send_cancel(&ids, &CancelCode::UnknownTransaction);
             }
             _ => self.receive_flow_event(sender, transaction_id, event_type, content, now_ms),
@@ -64,7 +69,7 @@ impl OlmMachine {
         timestamp: u64,
         now_ms: u64,
     ) {
-        let Some(device) = content.get("from_device").and_then(Value::as_str) else {
+        let Some(device) = from_device(content) else {
             return;
         };
         let sender = ids.other_user.clone();
@@ -72,74 +77,94 @@ impl OlmMachine {
         // as the spec says (and as matrix-js-sdk does).
         if now_ms.saturating_sub(timestamp) >= REQUEST_TIMEOUT_MS
             || timestamp.saturating_sub(now_ms) > REQUEST_FUTURE_MS
-            || self.devices.device(&sender, device).is_none()
+            || self
+                .devices
+                .device(sender.as_str(), device.as_str())
+                .is_none()
             || (sender == self.user_id && device == self.device_id)
         {
             return;
         }
-        device.clone_into(&mut ids.other_device);
+        ids.other_device = Some(device.to_owned());
+        if self.refuse_second_attempt(&ids) {
+            return;
+        }
         let their_methods = methods(content);
         if !their_methods.iter().any(|m| m == sas::SAS_V1) {
             self.send_cancel(&ids, &CancelCode::UnknownMethod);
             return;
         }
-        self.verifications.flows.insert(
-            (sender, ids.transaction_id.clone()),
-            Flow {
-                ids,
-                broadcast_to: Vec::new(),
-                their_methods,
-                shown_qr: None,
-                room_events: Vec::new(),
-                we_requested: false,
-                requested_ms: timestamp,
-                started_ms: None,
-                start: None,
-                state: State::Requested,
-            },
-        );
+        let mut flow = Flow::new(ids, false, timestamp, now_ms);
+        flow.their_methods = their_methods;
+        self.verifications.open(flow);
+    }
+
+    /// The spec: "When the same device attempts to initiate multiple
+    /// verification attempts, the recipient should cancel all attempts
+    /// with that device." When `ids.other_device` already has an
+    /// unfinished flow with us that it initiated, every unfinished flow
+    /// with that device and the new attempt are cancelled with
+    /// `m.unexpected_message`, and this returns true: neither side can
+    /// tell which one the user meant.
+    fn refuse_second_attempt(&mut self, ids: &FlowIds) -> bool {
+        let with_device: Vec<(FlowKey, bool)> = self
+            .verifications
+            .flows
+            .iter()
+            .filter(|(_, flow)| {
+                !flow.state.is_finished()
+                    && flow.ids.other_user == ids.other_user
+                    && flow.ids.other_device == ids.other_device
+            })
+            .map(|(key, flow)| (key.clone(), flow.we_requested))
+            .collect();
+        if !with_device.iter().any(|(_, we_requested)| !we_requested) {
+            return false;
+        }
+        for ((user, transaction_id), _) in with_device {
+            self.cancel_flow(&user, &transaction_id, CancelCode::UnexpectedMessage);
+        }
+        self.send_cancel(ids, &CancelCode::UnexpectedMessage);
+        true
     }
 
     pub(super) fn receive_start_without_request(
         &mut self,
-        sender: &str,
+        sender: &UserId,
         content: &Value,
         now_ms: u64,
     ) {
         let (Some(device), Some(transaction_id)) = (
-            content.get("from_device").and_then(Value::as_str),
+            from_device(content),
             content.get("transaction_id").and_then(Value::as_str),
         ) else {
             return;
         };
-        if self.devices.device(sender, device).is_none() {
+        if self
+            .devices
+            .device(sender.as_str(), device.as_str())
+            .is_none()
+        {
             return;
         }
-        let ids = self.flow_ids(sender, device, transaction_id);
+        let ids = self.flow_ids(sender, Some(device), transaction_id);
+        if self.refuse_second_attempt(&ids) {
+            return;
+        }
         if let Err(code) = sas::check_start(content) {
             self.send_cancel(&ids, &code);
             return;
         }
-        self.verifications.flows.insert(
-            (sender.to_owned(), transaction_id.to_owned()),
-            Flow {
-                ids,
-                broadcast_to: Vec::new(),
-                their_methods: Vec::new(),
-                shown_qr: None,
-                room_events: Vec::new(),
-                we_requested: false,
-                requested_ms: now_ms,
-                started_ms: Some(now_ms),
-                start: Some(content.clone()),
-                state: State::ReceivedStart(ReceivedStart::new(content.clone())),
-            },
-        );
+        let mut flow = Flow::new(ids, false, now_ms, now_ms);
+        flow.started_ms = Some(now_ms);
+        flow.start = Some(content.clone());
+        flow.state = State::ReceivedStart(ReceivedStart::new(content.clone()));
+        self.verifications.open(flow);
     }
 
     pub(super) fn receive_flow_event(
         &mut self,
-        sender: &str,
+        sender: &UserId,
         transaction_id: &str,
         event_type: &str,
         content: &Value,
@@ -158,38 +183,55 @@ impl OlmMachine {
                 .and_then(Value::as_str)
                 .map_or(CancelCode::Other(String::new()), CancelCode::from_wire);
             flow.state = State::Cancelled { code, by_us: false };
+            // One of our devices declined a request sent to all of them:
+            // the spec has the others told `m.user`.
+            let declined = std::mem::take(&mut flow.broadcast_to);
+            let ids = flow.ids.clone();
+            self.verifications.touch(sender, transaction_id);
+            if ids.other_device.is_none() {
+                for device in declined {
+                    let to = FlowIds {
+                        other_device: Some(device),
+                        ..ids.clone()
+                    };
+                    self.send_cancel(&to, &CancelCode::User);
+                }
+            }
             return;
         }
         if flow.is_expired(now_ms) {
             self.cancel_flow(sender, transaction_id, CancelCode::Timeout);
             return;
         }
-        if flow.ids.other_device.is_empty() {
+        self.verifications.touch(sender, transaction_id);
+        let Some(flow) = self.verifications.flows.get_mut(&key) else {
+            return;
+        };
+        if flow.ids.other_device.is_none() {
             // A request to all our devices, or one in a room (which every
             // device of the user sees): the first ready from one of them
             // picks it. Our other devices hear `m.accepted`; in a room,
             // everyone sees the ready. Nothing else is expected before.
-            let device = content.get("from_device").and_then(Value::as_str);
             let in_room = flow.ids.room_id.is_some();
-            let Some(device) = device.filter(|d| {
+            let Some(device) = from_device(content).filter(|d| {
                 event_type == READY
                     && if in_room {
-                        self.devices.device(sender, d).is_some()
+                        self.devices.device(sender.as_str(), d.as_str()).is_some()
                     } else {
                         flow.broadcast_to.iter().any(|t| t == d)
                     }
             }) else {
                 return;
             };
-            flow.ids.other_device = device.to_owned();
-            let others: Vec<String> = std::mem::take(&mut flow.broadcast_to)
+            flow.ids.other_device = Some(device.to_owned());
+            let others: Vec<_> = std::mem::take(&mut flow.broadcast_to)
                 .into_iter()
                 .filter(|d| d != device)
                 .collect();
             let ids = flow.ids.clone();
             for other in others {
                 let to = FlowIds {
-                    other_device: other,
+                    other_device: Some(other),
                     ..ids.clone()
                 };
                 self.send_cancel(&to, &CancelCode::Accepted);
@@ -199,8 +241,8 @@ impl OlmMachine {
             return;
         };
         // Messages that name their device must come from the flow's.
-        if let Some(device) = content.get("from_device").and_then(Value::as_str)
-            && device != flow.ids.other_device
+        if let Some(device) = from_device(content)
+            && flow.ids.other_device.as_deref() != Some(device)
         {
             self.cancel_flow(sender, transaction_id, CancelCode::UserMismatch);
             return;
@@ -256,8 +298,8 @@ impl OlmMachine {
                 if ours.start().get("method") != content.get("method") {
                     return Err(CancelCode::UnexpectedMessage);
                 }
-                let we_win = (&flow.ids.own_user, &flow.ids.own_device)
-                    < (&flow.ids.other_user, &flow.ids.other_device);
+                let we_win = (flow.ids.own_user.as_str(), flow.ids.own_device.as_str())
+                    < (flow.ids.other_user.as_str(), flow.ids.other_device_str());
                 if we_win {
                     return Ok(());
                 }
@@ -313,7 +355,7 @@ impl OlmMachine {
 
     /// Their MAC: held until the user confirms, then checked against the
     /// keys we know for them; success applies the trust and sends done.
-    pub(super) fn receive_mac(&mut self, user_id: &str, transaction_id: &str, content: &Value) {
+    pub(super) fn receive_mac(&mut self, user_id: &UserId, transaction_id: &str, content: &Value) {
         let known = self.keys_known_for(user_id, transaction_id);
         let key = (user_id.to_owned(), transaction_id.to_owned());
         let Some(flow) = self.verifications.flows.get_mut(&key) else {
@@ -327,7 +369,7 @@ impl OlmMachine {
             State::Confirmed(confirmed) => confirmed.verify_mac(&flow.ids, content, &known),
             _ => Err(CancelCode::UnexpectedMessage),
         };
-        let device_key_id = format!("ed25519:{}", flow.ids.other_device);
+        let device_key_id = format!("ed25519:{}", flow.ids.other_device_str());
         match verified {
             Ok(keys) if keys.contains(&device_key_id) => {
                 flow.state = State::WaitingForDone;
@@ -362,4 +404,12 @@ impl OlmMachine {
         }
         Ok(())
     }
+}
+
+/// The `from_device` a message names.
+pub(super) fn from_device(content: &Value) -> Option<&DeviceId> {
+    content
+        .get("from_device")
+        .and_then(Value::as_str)
+        .map(<&DeviceId>::from)
 }

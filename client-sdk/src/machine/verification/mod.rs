@@ -10,7 +10,9 @@
 //! cancel with one of the spec's codes ([`CancelCode`]). The SAS exchange
 //! itself is typestate in `sas`; this module routes events to it, keeps
 //! the timeouts (the machine has no clock: `now_ms` comes in with every
-//! call) and turns a success into trust:
+//! sync and every call that starts something, and
+//! [`OlmMachine::expire_verifications`] is its tick) and turns a success
+//! into trust:
 //!
 //! - the other device becomes locally verified ([`LocalTrust::Verified`](super::LocalTrust::Verified));
 //! - another user's master key, when MAC'd and the one we know, is signed
@@ -34,25 +36,30 @@ mod trust;
 
 use std::collections::BTreeMap;
 
+use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{Value, json};
 
 use self::sas::{AwaitingKey, Confirmed, FlowIds, KeysExchanged, ReceivedStart, SentStart};
 pub use self::{emoji::Emoji, qr::QrError, room::RoomVerificationMessage};
 use super::{InFlight, OlmMachine, Request};
 
-/// An unanswered request expires ten minutes after it was sent.
+/// A flow must complete within ten minutes of its request (the spec's
+/// "does not complete within 10 minutes"); an incoming request older than
+/// this is ignored.
 pub const REQUEST_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 /// A started SAS flow expires five minutes after its start.
 pub const SAS_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+/// A transaction id unused for this long (nothing sent or received in its
+/// flow) expires: an unfinished flow is cancelled with `m.timeout`, a
+/// finished one, kept until then for the application to show how it
+/// ended, is forgotten.
+pub const IDLE_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 /// An incoming request more than this far in the future is ignored.
-const REQUEST_FUTURE_MS: u64 = 5 * 60 * 1000;
-/// Unfinished flows one user's devices may have open with us at once;
-/// further requests and starts are ignored, so a known device cannot grow
-/// the machine without bound.
-pub const MAX_OPEN_FLOWS_PER_USER: usize = 8;
-/// How long a finished flow stays visible after its request's deadline,
-/// for the application to show how it ended; then it is dropped.
-pub const FINISHED_KEPT_MS: u64 = REQUEST_TIMEOUT_MS;
+pub const REQUEST_FUTURE_MS: u64 = 5 * 60 * 1000;
+/// Flows one user's devices may have with us at once, finished ones
+/// included until they are forgotten; further requests and starts are
+/// ignored, so a known device cannot grow the machine without bound.
+pub const MAX_FLOWS_PER_USER: usize = 8;
 
 const REQUEST: &str = "m.key.verification.request";
 const READY: &str = "m.key.verification.ready";
@@ -185,15 +192,16 @@ pub enum VerificationPhase {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
     /// The other user.
-    pub user_id: String,
-    /// The other device; empty while a request to all our other devices
-    /// ([`OlmMachine::request_own_verification`]) waits for an answer.
-    pub device_id: String,
+    pub user_id: OwnedUserId,
+    /// The other device; `None` while a request to all our other devices
+    /// ([`OlmMachine::request_own_verification`]), or one we sent in a
+    /// room, waits for an answer.
+    pub device_id: Option<OwnedDeviceId>,
     /// The transaction id naming the flow (for an in-room flow, the event
     /// id of its request).
     pub transaction_id: String,
     /// The room of an in-room flow; `None` over to-device messages.
-    pub room_id: Option<String>,
+    pub room_id: Option<OwnedRoomId>,
     /// Whether this device sent the request (or the first start).
     pub we_requested: bool,
     /// Where it stands.
@@ -212,15 +220,18 @@ pub enum VerificationError {
     #[error("no device `{device_id}` known for `{user_id}`")]
     UnknownDevice {
         /// The user.
-        user_id: String,
+        user_id: OwnedUserId,
         /// The device.
-        device_id: String,
+        device_id: OwnedDeviceId,
     },
+    /// No other device of ours is known to ask.
+    #[error("no other device of ours is known")]
+    NoOtherOwnDevice,
     /// No flow with this user and transaction id.
     #[error("no verification `{transaction_id}` with `{user_id}`")]
     UnknownFlow {
         /// The other user.
-        user_id: String,
+        user_id: OwnedUserId,
         /// The transaction id.
         transaction_id: String,
     },
@@ -229,7 +240,7 @@ pub enum VerificationError {
     #[error("in-room verification is with another user, not `{user_id}`")]
     NotAnotherUser {
         /// The user asked for.
-        user_id: String,
+        user_id: OwnedUserId,
     },
     /// A QR code could not be shown or was refused.
     #[error(transparent)]
@@ -246,11 +257,9 @@ pub enum VerificationError {
 
 /// One flow.
 pub(super) struct Flow {
-    /// `other_device` is empty while a request to all our other devices
-    /// waits for the first `ready`.
     ids: FlowIds,
     /// The devices a request to all our other devices went to.
-    broadcast_to: Vec<String>,
+    broadcast_to: Vec<OwnedDeviceId>,
     /// The methods the other side offered (in its request or ready).
     their_methods: Vec<String>,
     /// The QR code we showed, if any.
@@ -262,6 +271,8 @@ pub(super) struct Flow {
     /// was no request.
     requested_ms: u64,
     started_ms: Option<u64>,
+    /// When a message of the flow was last sent or received.
+    last_activity_ms: u64,
     /// The start in force, for the commitment.
     start: Option<Value>,
     state: State,
@@ -324,12 +335,16 @@ impl State {
     }
 }
 
-type FlowKey = (String, String);
+/// The other user and the transaction id.
+type FlowKey = (OwnedUserId, String);
 
 /// Every flow of the machine.
 #[derive(Default)]
 pub(super) struct Verifications {
     flows: BTreeMap<FlowKey, Flow>,
+    /// The latest `now_ms` the machine was given: the time of messages we
+    /// send from calls that carry none (the machine has no clock).
+    now_ms: u64,
     /// Messages of in-room flows waiting for the application to send them
     /// as room events.
     room_outbox: Vec<RoomVerificationMessage>,
@@ -353,40 +368,33 @@ impl OlmMachine {
     /// [`VerificationError::UnknownDevice`] for a device not queried yet.
     pub fn request_verification(
         &mut self,
-        user_id: &str,
-        device_id: &str,
+        user_id: &UserId,
+        device_id: &DeviceId,
         now_ms: u64,
     ) -> Result<String, VerificationError> {
-        if self.devices.device(user_id, device_id).is_none() || device_id == self.device_id {
+        if self
+            .devices
+            .device(user_id.as_str(), device_id.as_str())
+            .is_none()
+            || (user_id == self.user_id && device_id == self.device_id)
+        {
             return Err(VerificationError::UnknownDevice {
                 user_id: user_id.to_owned(),
                 device_id: device_id.to_owned(),
             });
         }
         let transaction_id = new_transaction_id();
-        let ids = self.flow_ids(user_id, device_id, &transaction_id);
+        let ids = self.flow_ids(user_id, Some(device_id), &transaction_id);
         let content = json!({
             "from_device": self.device_id,
             "methods": self.offered_methods(user_id),
             "timestamp": now_ms,
             "transaction_id": transaction_id,
         });
+        self.verifications.observe(now_ms);
+        self.verifications
+            .open(Flow::new(ids.clone(), true, now_ms, now_ms));
         self.send_verification_event(&ids, REQUEST, content);
-        self.verifications.flows.insert(
-            (user_id.to_owned(), transaction_id.clone()),
-            Flow {
-                ids,
-                broadcast_to: Vec::new(),
-                their_methods: Vec::new(),
-                shown_qr: None,
-                room_events: Vec::new(),
-                we_requested: true,
-                requested_ms: now_ms,
-                started_ms: None,
-                start: None,
-                state: State::Requested,
-            },
-        );
         Ok(transaction_id)
     }
 
@@ -396,21 +404,18 @@ impl OlmMachine {
     ///
     /// # Errors
     ///
-    /// [`VerificationError::UnknownDevice`] (device `*`) when no other
-    /// device of ours is known.
+    /// [`VerificationError::NoOtherOwnDevice`] when no other device of
+    /// ours is known.
     pub fn request_own_verification(&mut self, now_ms: u64) -> Result<String, VerificationError> {
-        let own = self.user_id.to_string();
-        let targets: Vec<String> = self
+        let own = self.user_id.clone();
+        let targets: Vec<OwnedDeviceId> = self
             .devices
-            .devices_of(&own)
-            .map(|d| d.device_id.clone())
+            .devices_of(own.as_str())
+            .map(|d| OwnedDeviceId::from(d.device_id.as_str()))
             .filter(|d| *d != self.device_id)
             .collect();
         if targets.is_empty() {
-            return Err(VerificationError::UnknownDevice {
-                user_id: own,
-                device_id: "*".to_owned(),
-            });
+            return Err(VerificationError::NoOtherOwnDevice);
         }
         let transaction_id = new_transaction_id();
         let content = json!({
@@ -421,30 +426,24 @@ impl OlmMachine {
         });
         let messages: serde_json::Map<String, Value> = targets
             .iter()
-            .map(|d| (d.clone(), content.clone()))
+            .map(|d| (d.to_string(), content.clone()))
             .collect();
-        let body = json!({ "messages": { own.clone(): messages } });
+        let body = json!({ "messages": { own.as_str(): messages } });
         let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
             event_type: REQUEST.to_owned(),
             txn_id: txn_id.to_owned(),
             body,
         });
         self.queued.push(request);
-        self.verifications.flows.insert(
-            (own.clone(), transaction_id.clone()),
-            Flow {
-                ids: self.flow_ids(&own, "", &transaction_id),
-                broadcast_to: targets,
-                their_methods: Vec::new(),
-                shown_qr: None,
-                room_events: Vec::new(),
-                we_requested: true,
-                requested_ms: now_ms,
-                started_ms: None,
-                start: None,
-                state: State::Requested,
-            },
+        self.verifications.observe(now_ms);
+        let mut flow = Flow::new(
+            self.flow_ids(&own, None, &transaction_id),
+            true,
+            now_ms,
+            now_ms,
         );
+        flow.broadcast_to = targets;
+        self.verifications.open(flow);
         Ok(transaction_id)
     }
 
@@ -455,7 +454,7 @@ impl OlmMachine {
     /// [`VerificationError`]: no such flow, or not an incoming request.
     pub fn accept_verification_request(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<(), VerificationError> {
         let flow = self.flow_mut(user_id, transaction_id)?;
@@ -479,10 +478,11 @@ impl OlmMachine {
     /// [`VerificationError`]: no such flow, or not ready.
     pub fn start_sas(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
         now_ms: u64,
     ) -> Result<(), VerificationError> {
+        self.verifications.observe(now_ms);
         let flow = self.flow_mut(user_id, transaction_id)?;
         if !matches!(flow.state, State::Ready) {
             return Err(wrong_phase(flow, "start SAS"));
@@ -504,7 +504,7 @@ impl OlmMachine {
     /// [`VerificationError`]: no such flow, or no start to accept.
     pub fn accept_sas(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<(), VerificationError> {
         let flow = self.flow_mut(user_id, transaction_id)?;
@@ -530,7 +530,7 @@ impl OlmMachine {
     /// [`VerificationError`]: no such flow, or no SAS shown.
     pub fn confirm_sas(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<(), VerificationError> {
         let own_keys = self.own_verification_keys();
@@ -560,7 +560,7 @@ impl OlmMachine {
     /// [`VerificationError`]: no such flow, or no SAS shown.
     pub fn sas_mismatch(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<(), VerificationError> {
         let flow = self.flow_mut(user_id, transaction_id)?;
@@ -578,7 +578,7 @@ impl OlmMachine {
     /// [`VerificationError`]: no such flow, or already finished.
     pub fn cancel_verification(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<(), VerificationError> {
         let flow = self.flow_mut(user_id, transaction_id)?;
@@ -590,7 +590,7 @@ impl OlmMachine {
     }
 
     /// One verification, if known.
-    pub fn verification(&self, user_id: &str, transaction_id: &str) -> Option<Verification> {
+    pub fn verification(&self, user_id: &UserId, transaction_id: &str) -> Option<Verification> {
         let flow = self
             .verifications
             .flows
@@ -603,11 +603,14 @@ impl OlmMachine {
         self.verifications.flows.values().map(Flow::view).collect()
     }
 
-    /// Cancels with `m.timeout` every flow past its deadline: a request
-    /// [`REQUEST_TIMEOUT_MS`] after it was sent, a SAS flow
-    /// [`SAS_TIMEOUT_MS`] after its start. Each sync calls this with its
-    /// `now_ms`; an application may call it between syncs.
+    /// The machine's tick: cancels with `m.timeout` every flow past a
+    /// deadline ([`REQUEST_TIMEOUT_MS`] after its request,
+    /// [`SAS_TIMEOUT_MS`] after its SAS start, [`IDLE_TIMEOUT_MS`] since
+    /// its last message) and forgets finished flows idle for
+    /// [`IDLE_TIMEOUT_MS`]. Each sync calls this with its `now_ms`; an
+    /// application may call it between syncs.
     pub fn expire_verifications(&mut self, now_ms: u64) {
+        self.verifications.observe(now_ms);
         let expired: Vec<FlowKey> = self
             .verifications
             .flows
@@ -620,22 +623,22 @@ impl OlmMachine {
         }
         self.verifications.flows.retain(|_, flow| {
             !flow.state.is_finished()
-                || now_ms.saturating_sub(flow.requested_ms) < REQUEST_TIMEOUT_MS + FINISHED_KEPT_MS
+                || now_ms.saturating_sub(flow.last_activity_ms) < IDLE_TIMEOUT_MS
         });
     }
 
-    /// Whether `sender`'s devices already have as many unfinished flows
-    /// with us as [`MAX_OPEN_FLOWS_PER_USER`].
-    fn has_too_many_open_flows(&self, sender: &str) -> bool {
+    /// Whether `sender`'s devices already have as many flows with us as
+    /// [`MAX_FLOWS_PER_USER`].
+    fn has_too_many_flows(&self, sender: &UserId) -> bool {
         self.verifications
             .flows
-            .iter()
-            .filter(|((user, _), flow)| user == sender && !flow.state.is_finished())
+            .keys()
+            .filter(|(user, _)| user == sender)
             .count()
-            >= MAX_OPEN_FLOWS_PER_USER
+            >= MAX_FLOWS_PER_USER
     }
 
-    fn cancel_flow(&mut self, user_id: &str, transaction_id: &str, code: CancelCode) {
+    fn cancel_flow(&mut self, user_id: &UserId, transaction_id: &str, code: CancelCode) {
         let key = (user_id.to_owned(), transaction_id.to_owned());
         let Some(flow) = self.verifications.flows.get_mut(&key) else {
             return;
@@ -647,8 +650,8 @@ impl OlmMachine {
         let ids = flow.ids.clone();
         // A room is one audience; a request to all our devices that none
         // took yet is cancelled at each of them.
-        let targets = if ids.other_device.is_empty() && ids.room_id.is_none() {
-            flow.broadcast_to.clone()
+        let targets = if ids.other_device.is_none() && ids.room_id.is_none() {
+            flow.broadcast_to.iter().cloned().map(Some).collect()
         } else {
             vec![ids.other_device.clone()]
         };
@@ -676,6 +679,8 @@ impl OlmMachine {
     /// clear as every client sends them (they carry public keys and MACs
     /// only).
     fn send_verification_event(&mut self, ids: &FlowIds, event_type: &str, content: Value) {
+        self.verifications
+            .touch(&ids.other_user, &ids.transaction_id);
         let content = ids.tag(content);
         if let Some(room_id) = &ids.room_id {
             self.verifications
@@ -687,7 +692,8 @@ impl OlmMachine {
                 });
             return;
         }
-        let body = json!({ "messages": { ids.other_user.clone(): { ids.other_device.clone(): content } } });
+        let body =
+            json!({ "messages": { ids.other_user.as_str(): { ids.other_device_str(): content } } });
         let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
             event_type: event_type.to_owned(),
             txn_id: txn_id.to_owned(),
@@ -696,12 +702,17 @@ impl OlmMachine {
         self.queued.push(request);
     }
 
-    fn flow_ids(&self, user_id: &str, device_id: &str, transaction_id: &str) -> FlowIds {
+    fn flow_ids(
+        &self,
+        user_id: &UserId,
+        device_id: Option<&DeviceId>,
+        transaction_id: &str,
+    ) -> FlowIds {
         FlowIds {
-            own_user: self.user_id.to_string(),
-            own_device: self.device_id.to_string(),
+            own_user: self.user_id.clone(),
+            own_device: self.device_id.clone(),
             other_user: user_id.to_owned(),
-            other_device: device_id.to_owned(),
+            other_device: device_id.map(ToOwned::to_owned),
             transaction_id: transaction_id.to_owned(),
             room_id: None,
         }
@@ -709,7 +720,7 @@ impl OlmMachine {
 
     fn flow_mut(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<&mut Flow, VerificationError> {
         self.verifications
@@ -729,7 +740,49 @@ impl OlmMachine {
     }
 }
 
+impl Verifications {
+    /// Moves the machine's idea of the time forward to `now_ms`.
+    fn observe(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    fn open(&mut self, flow: Flow) {
+        let key = (flow.ids.other_user.clone(), flow.ids.transaction_id.clone());
+        self.flows.insert(key, flow);
+    }
+
+    /// Marks `(user, transaction_id)` as used now: a message of it was sent
+    /// or received.
+    fn touch(&mut self, user: &UserId, transaction_id: &str) {
+        let now_ms = self.now_ms;
+        if let Some(flow) = self
+            .flows
+            .get_mut(&(user.to_owned(), transaction_id.to_owned()))
+        {
+            flow.last_activity_ms = flow.last_activity_ms.max(now_ms);
+        }
+    }
+}
+
 impl Flow {
+    /// A flow in `Requested` (or, for a start without request, the caller
+    /// sets its state), requested at `requested_ms` and opened at `now_ms`.
+    fn new(ids: FlowIds, we_requested: bool, requested_ms: u64, now_ms: u64) -> Self {
+        Self {
+            ids,
+            broadcast_to: Vec::new(),
+            their_methods: Vec::new(),
+            shown_qr: None,
+            room_events: Vec::new(),
+            we_requested,
+            requested_ms,
+            started_ms: None,
+            last_activity_ms: now_ms,
+            start: None,
+            state: State::Requested,
+        }
+    }
+
     fn view(&self) -> Verification {
         let (emoji, decimals) = match &self.state {
             State::KeysExchanged(exchanged) => (
@@ -750,11 +803,16 @@ impl Flow {
         }
     }
 
+    /// Whether the flow is past one of its deadlines: not complete
+    /// [`REQUEST_TIMEOUT_MS`] after its request, SAS not done
+    /// [`SAS_TIMEOUT_MS`] after its start, or idle for [`IDLE_TIMEOUT_MS`]
+    /// (which bounds a request dated in the future too).
     fn is_expired(&self, now_ms: u64) -> bool {
-        match self.started_ms {
-            Some(started) => now_ms.saturating_sub(started) >= SAS_TIMEOUT_MS,
-            None => now_ms.saturating_sub(self.requested_ms) >= REQUEST_TIMEOUT_MS,
-        }
+        now_ms.saturating_sub(self.requested_ms) >= REQUEST_TIMEOUT_MS
+            || now_ms.saturating_sub(self.last_activity_ms) >= IDLE_TIMEOUT_MS
+            || self
+                .started_ms
+                .is_some_and(|started| now_ms.saturating_sub(started) >= SAS_TIMEOUT_MS)
     }
 }
 
@@ -792,10 +850,10 @@ fn new_transaction_id() -> String {
 #[cfg(test)]
 pub(crate) fn test_start_content(user_id: &str, device_id: &str, transaction_id: &str) -> Value {
     sas::start_content(&FlowIds {
-        own_user: user_id.to_owned(),
-        own_device: device_id.to_owned(),
-        other_user: String::new(),
-        other_device: String::new(),
+        own_user: user_id.try_into().expect("a user id"),
+        own_device: device_id.into(),
+        other_user: user_id.try_into().expect("a user id"),
+        other_device: None,
         transaction_id: transaction_id.to_owned(),
         room_id: None,
     })

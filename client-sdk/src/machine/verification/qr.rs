@@ -20,6 +20,7 @@
 //!
 //! [spec]: https://spec.matrix.org/v1.16/client-server-api/#qr-codes
 
+use ruma::{DeviceId, UserId};
 use serde_json::{Value, json};
 use vodozemac::Ed25519PublicKey;
 
@@ -201,7 +202,7 @@ pub(crate) fn check_scanned(
 }
 
 /// The reciprocate start's content (before [`super::sas::FlowIds::tag`]).
-pub(crate) fn reciprocate_content(own_device: &str, secret: &[u8]) -> Value {
+pub(crate) fn reciprocate_content(own_device: &DeviceId, secret: &[u8]) -> Value {
     json!({
         "from_device": own_device,
         "method": RECIPROCATE,
@@ -227,7 +228,7 @@ impl OlmMachine {
     /// the QR code methods when we can make or check a code: for another
     /// user, with our cross-signing keys at hand; for our own devices,
     /// once our master key is known.
-    pub(super) fn offered_methods(&self, other_user: &str) -> Vec<&'static str> {
+    pub(super) fn offered_methods(&self, other_user: &UserId) -> Vec<&'static str> {
         let mut methods = vec![SAS_V1];
         let qr = if other_user == self.user_id {
             self.served_own_master().is_some()
@@ -254,7 +255,7 @@ impl OlmMachine {
     /// [`VerificationError`] for no such flow or one not ready.
     pub fn generate_qr_code(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<Vec<u8>, VerificationError> {
         let flow = self.flow_mut(user_id, transaction_id)?;
@@ -264,7 +265,7 @@ impl OlmMachine {
         if !flow.their_methods.iter().any(|m| m == QR_SCAN) {
             return Err(QrError::Unavailable("the other side cannot scan").into());
         }
-        let other_device = flow.ids.other_device.clone();
+        let other_device = flow.ids.other_device_str().to_owned();
         let (code, shown) = if user_id == self.user_id {
             let master = self
                 .served_own_master()
@@ -313,7 +314,7 @@ impl OlmMachine {
     /// know).
     pub fn scan_qr_code(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
         data: &[u8],
         now_ms: u64,
@@ -323,7 +324,7 @@ impl OlmMachine {
         if !matches!(flow.state, State::Ready) {
             return Err(wrong_phase(flow, "scan a QR code"));
         }
-        let other_device = flow.ids.other_device.clone();
+        let other_device = flow.ids.other_device_str().to_owned();
         let own_user = user_id == self.user_id;
         let (key1, key2, trust) = match code.mode {
             MODE_OTHER_USER if !own_user => {
@@ -375,7 +376,7 @@ impl OlmMachine {
     /// [`VerificationError`]: no such flow, or no scan of our code.
     pub fn confirm_qr_scanned(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> Result<(), VerificationError> {
         let flow = self.flow_mut(user_id, transaction_id)?;
@@ -422,7 +423,7 @@ impl OlmMachine {
             QrTrust::UserMaster(master) => {
                 let current = self
                     .devices
-                    .user_record(&ids.other_user)
+                    .user_record(ids.other_user.as_str())
                     .and_then(|r| r.identity.as_ref())
                     .map(|identity| identity.master.clone());
                 if current.as_deref() != Some(master.as_str()) {
@@ -440,13 +441,21 @@ impl OlmMachine {
                 if self.served_own_master().as_deref() != Some(master.as_str()) {
                     return false;
                 }
-                self.set_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
+                self.set_trust(
+                    ids.other_user.as_str(),
+                    ids.other_device_str(),
+                    LocalTrust::Verified,
+                );
                 self.trust_own_master(master);
                 true
             }
             QrTrust::OwnDevice => {
-                self.set_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
-                self.sign_own_device(&ids.other_device);
+                self.set_trust(
+                    ids.other_user.as_str(),
+                    ids.other_device_str(),
+                    LocalTrust::Verified,
+                );
+                self.sign_own_device(ids.other_device_str());
                 true
             }
         }
@@ -454,7 +463,7 @@ impl OlmMachine {
 
     /// Our trusted master key and `user_id`'s pinned one, for a code with
     /// another user.
-    fn qr_masters(&self, user_id: &str) -> Result<(String, String), QrError> {
+    fn qr_masters(&self, user_id: &UserId) -> Result<(String, String), QrError> {
         let own = self
             .devices
             .own
@@ -464,7 +473,7 @@ impl OlmMachine {
             .ok_or(QrError::Unavailable("our cross-signing keys"))?;
         let theirs = self
             .devices
-            .user_record(user_id)
+            .user_record(user_id.as_str())
             .and_then(|r| {
                 let identity = r.identity.as_ref()?;
                 (r.pinned_master.as_deref() == Some(&identity.master))
@@ -565,8 +574,8 @@ mod tests {
     #[test]
     fn only_our_secret_answers_the_code() {
         let (code, shown) = other_user_code(&key(), &key());
-        assert!(shown.is_answered_by(&reciprocate_content("DEV", &code.secret)));
-        assert!(!shown.is_answered_by(&reciprocate_content("DEV", &[7; 16])));
+        assert!(shown.is_answered_by(&reciprocate_content("DEV".into(), &code.secret)));
+        assert!(!shown.is_answered_by(&reciprocate_content("DEV".into(), &[7; 16])));
         assert!(!shown.is_answered_by(&json!({"method": RECIPROCATE})));
     }
 }

@@ -9,9 +9,13 @@
 //!
 //! [spec]: https://spec.matrix.org/v1.16/client-server-api/#key-verification-framework
 
+use ruma::{EventId, OwnedRoomId, RoomId, UserId};
 use serde_json::{Value, json};
 
-use super::{Flow, REQUEST, State, VerificationError, Verifications};
+use super::{
+    CANCEL, CancelCode, Flow, READY, REQUEST, State, VerificationError, Verifications,
+    incoming::from_device,
+};
 use crate::machine::OlmMachine;
 
 /// The room event type that carries an in-room request.
@@ -23,7 +27,7 @@ const ROOM_MESSAGE: &str = "m.room.message";
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomVerificationMessage {
     /// The room.
-    pub room_id: String,
+    pub room_id: OwnedRoomId,
     /// The event type (`m.key.verification.ready`, `.start`, ...).
     pub event_type: String,
     /// The content, with `m.relates_to` referencing the request.
@@ -40,7 +44,7 @@ impl OlmMachine {
     ///
     /// [`VerificationError::NotAnotherUser`] for our own user: our devices
     /// verify each other over to-device messages.
-    pub fn room_verification_request(&self, user_id: &str) -> Result<Value, VerificationError> {
+    pub fn room_verification_request(&self, user_id: &UserId) -> Result<Value, VerificationError> {
         if user_id == self.user_id {
             return Err(VerificationError::NotAnotherUser {
                 user_id: user_id.to_owned(),
@@ -67,9 +71,9 @@ impl OlmMachine {
     /// [`VerificationError::NotAnotherUser`] for our own user.
     pub fn room_verification_request_sent(
         &mut self,
-        room_id: &str,
-        user_id: &str,
-        event_id: &str,
+        room_id: &RoomId,
+        user_id: &UserId,
+        event_id: &EventId,
         now_ms: u64,
     ) -> Result<(), VerificationError> {
         if user_id == self.user_id {
@@ -77,23 +81,11 @@ impl OlmMachine {
                 user_id: user_id.to_owned(),
             });
         }
-        let mut ids = self.flow_ids(user_id, "", event_id);
+        let mut ids = self.flow_ids(user_id, None, event_id.as_str());
         ids.room_id = Some(room_id.to_owned());
-        self.verifications.flows.insert(
-            (user_id.to_owned(), event_id.to_owned()),
-            Flow {
-                ids,
-                broadcast_to: Vec::new(),
-                their_methods: Vec::new(),
-                shown_qr: None,
-                room_events: Vec::new(),
-                we_requested: true,
-                requested_ms: now_ms,
-                started_ms: None,
-                start: None,
-                state: State::Requested,
-            },
-        );
+        self.verifications.observe(now_ms);
+        self.verifications
+            .open(Flow::new(ids, true, now_ms, now_ms));
         Ok(())
     }
 
@@ -108,16 +100,27 @@ impl OlmMachine {
     /// of our in-room flows in this room go to it. Everything else is left
     /// alone: other people's verifications share the room, and nothing is
     /// answered for a flow we do not have (the room is no place to tell
-    /// third parties about it). Our own events are our echoes.
-    pub fn receive_room_verification_event(&mut self, room_id: &str, event: &Value, now_ms: u64) {
+    /// third parties about it). Our own user's events are our echoes,
+    /// but for another device's answer to a request made to us.
+    pub fn receive_room_verification_event(
+        &mut self,
+        room_id: &RoomId,
+        event: &Value,
+        now_ms: u64,
+    ) {
         let (Some(event_type), Some(sender), Some(content)) = (
             event.get("type").and_then(Value::as_str),
-            event.get("sender").and_then(Value::as_str),
+            event
+                .get("sender")
+                .and_then(Value::as_str)
+                .and_then(|s| <&UserId>::try_from(s).ok()),
             event.get("content"),
         ) else {
             return;
         };
+        self.verifications.observe(now_ms);
         if sender == self.user_id {
+            self.receive_own_room_event(room_id, event_type, content);
             return;
         }
         if event_type == ROOM_MESSAGE {
@@ -127,12 +130,7 @@ impl OlmMachine {
         if !event_type.starts_with("m.key.verification.") {
             return;
         }
-        let relation = content.get("m.relates_to");
-        let Some(transaction_id) = relation
-            .filter(|r| r.get("rel_type").and_then(Value::as_str) == Some("m.reference"))
-            .and_then(|r| r.get("event_id"))
-            .and_then(Value::as_str)
-        else {
+        let Some(transaction_id) = referenced_request(content) else {
             return;
         };
         let event_id = event.get("event_id").and_then(Value::as_str).unwrap_or("");
@@ -145,10 +143,45 @@ impl OlmMachine {
         self.receive_flow_event(sender, transaction_id, event_type, content, now_ms);
     }
 
+    /// An event of our own user: our echo, or another of our devices
+    /// answering a request made to us. Its `ready` means that device took
+    /// the request (the spec: our other devices "will know that the
+    /// request has already been accepted, and that they should ignore
+    /// it"), its `cancel` that it declined; either way the request still
+    /// waiting here is dismissed. A flow this device already answered is
+    /// left to the requester, who takes the first `ready` it sees.
+    fn receive_own_room_event(&mut self, room_id: &RoomId, event_type: &str, content: &Value) {
+        let code = match event_type {
+            READY => CancelCode::Accepted,
+            CANCEL => content
+                .get("code")
+                .and_then(Value::as_str)
+                .map_or(CancelCode::User, CancelCode::from_wire),
+            _ => return,
+        };
+        let Some(transaction_id) = referenced_request(content) else {
+            return;
+        };
+        if from_device(content) == Some(&*self.device_id) {
+            return;
+        }
+        let waiting = self.verifications.flows.values_mut().find(|flow| {
+            flow.ids.transaction_id == transaction_id
+                && flow.ids.room_id.as_deref() == Some(room_id)
+                && !flow.we_requested
+                && matches!(flow.state, State::Requested)
+        });
+        if let Some(flow) = waiting {
+            flow.state = State::Cancelled { code, by_us: false };
+            let user = flow.ids.other_user.clone();
+            self.verifications.touch(&user, transaction_id);
+        }
+    }
+
     fn receive_room_request(
         &mut self,
-        room_id: &str,
-        sender: &str,
+        room_id: &RoomId,
+        sender: &UserId,
         event: &Value,
         content: &Value,
         now_ms: u64,
@@ -165,13 +198,22 @@ impl OlmMachine {
             .verifications
             .flows
             .contains_key(&(sender.to_owned(), event_id.to_owned()));
-        if !is_request || !to_us || known || self.has_too_many_open_flows(sender) {
+        if !is_request || !to_us || known || self.has_too_many_flows(sender) {
             return;
         }
-        let mut ids = self.flow_ids(sender, "", event_id);
+        let mut ids = self.flow_ids(sender, None, event_id);
         ids.room_id = Some(room_id.to_owned());
         self.receive_request(ids, content, timestamp, now_ms);
     }
+}
+
+/// The request event an in-room verification event references (`m.reference`).
+fn referenced_request(content: &Value) -> Option<&str> {
+    content
+        .get("m.relates_to")
+        .filter(|r| r.get("rel_type").and_then(Value::as_str) == Some("m.reference"))
+        .and_then(|r| r.get("event_id"))
+        .and_then(Value::as_str)
 }
 
 impl Verifications {
@@ -183,9 +225,9 @@ impl Verifications {
     /// message a flow does not expect ends it.
     fn take_new_room_event(
         &mut self,
-        user: &str,
+        user: &UserId,
         transaction_id: &str,
-        room_id: &str,
+        room_id: &RoomId,
         event_id: &str,
     ) -> bool {
         let Some(flow) = self

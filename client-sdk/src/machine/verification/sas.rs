@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use vodozemac::{
@@ -32,17 +33,26 @@ pub(crate) const SAS_DECIMAL: &str = "decimal";
 /// Who is who in one flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FlowIds {
-    pub(crate) own_user: String,
-    pub(crate) own_device: String,
-    pub(crate) other_user: String,
-    pub(crate) other_device: String,
+    pub(crate) own_user: OwnedUserId,
+    pub(crate) own_device: OwnedDeviceId,
+    pub(crate) other_user: OwnedUserId,
+    /// `None` while a request to all our other devices, or one we sent in
+    /// a room, waits for the first `ready`.
+    pub(crate) other_device: Option<OwnedDeviceId>,
     pub(crate) transaction_id: String,
     /// The room of an in-room flow (whose transaction id is the request's
     /// event id); `None` for a flow over to-device messages.
-    pub(crate) room_id: Option<String>,
+    pub(crate) room_id: Option<OwnedRoomId>,
 }
 
 impl FlowIds {
+    /// The other device's id as the SAS and MAC info strings carry it;
+    /// empty before a device took the flow, when no SAS can run (a start
+    /// needs a ready flow).
+    pub(crate) fn other_device_str(&self) -> &str {
+        self.other_device.as_deref().map_or("", DeviceId::as_str)
+    }
+
     /// `content` with the field that names the flow: `transaction_id` in a
     /// to-device message; in a room, `m.relates_to` referencing the request
     /// event (and no `transaction_id`, which the spec leaves out there).
@@ -354,8 +364,16 @@ fn sas_info(
     our_key: &Curve25519PublicKey,
     their_key: &Curve25519PublicKey,
 ) -> String {
-    let ours = (&ids.own_user, &ids.own_device, our_key.to_base64());
-    let theirs = (&ids.other_user, &ids.other_device, their_key.to_base64());
+    let ours = (
+        ids.own_user.as_str(),
+        ids.own_device.as_str(),
+        our_key.to_base64(),
+    );
+    let theirs = (
+        ids.other_user.as_str(),
+        ids.other_device_str(),
+        their_key.to_base64(),
+    );
     let (first, second) = if we_started {
         (ours, theirs)
     } else {
@@ -383,8 +401,8 @@ fn mac_content(
     keys: &BTreeMap<String, String>,
 ) -> Value {
     let base = mac_base(
-        (&ids.own_user, &ids.own_device),
-        (&ids.other_user, &ids.other_device),
+        (ids.own_user.as_str(), ids.own_device.as_str()),
+        (ids.other_user.as_str(), ids.other_device_str()),
         &ids.transaction_id,
     );
     let mut macs = Map::new();
@@ -419,8 +437,8 @@ pub(crate) fn verify_mac(
     known: &BTreeMap<String, String>,
 ) -> Result<Vec<String>, CancelCode> {
     let base = mac_base(
-        (&ids.other_user, &ids.other_device),
-        (&ids.own_user, &ids.own_device),
+        (ids.other_user.as_str(), ids.other_device_str()),
+        (ids.own_user.as_str(), ids.own_device.as_str()),
         &ids.transaction_id,
     );
     let macs = content
@@ -462,10 +480,10 @@ mod tests {
 
     fn ids(own: (&str, &str), other: (&str, &str)) -> FlowIds {
         FlowIds {
-            own_user: own.0.to_owned(),
-            own_device: own.1.to_owned(),
-            other_user: other.0.to_owned(),
-            other_device: other.1.to_owned(),
+            own_user: own.0.try_into().unwrap(),
+            own_device: own.1.into(),
+            other_user: other.0.try_into().unwrap(),
+            other_device: Some(other.1.into()),
             transaction_id: "txn".to_owned(),
             room_id: None,
         }

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use ruma::UserId;
+
 use super::sas::FlowIds;
 use crate::machine::{LocalTrust, OlmMachine};
 
@@ -16,10 +18,14 @@ impl OlmMachine {
         verified: &[String],
         known: &BTreeMap<String, String>,
     ) {
-        self.set_trust(&ids.other_user, &ids.other_device, LocalTrust::Verified);
-        let master_verified = verified
-            .iter()
-            .any(|id| *id != format!("ed25519:{}", ids.other_device) && known.contains_key(id));
+        self.set_trust(
+            ids.other_user.as_str(),
+            ids.other_device_str(),
+            LocalTrust::Verified,
+        );
+        let master_verified = verified.iter().any(|id| {
+            *id != format!("ed25519:{}", ids.other_device_str()) && known.contains_key(id)
+        });
         if ids.other_user == self.user_id {
             if master_verified && self.devices.own.trusted_master.is_none() {
                 // Our other device vouched, by MAC, for the master key the
@@ -27,13 +33,13 @@ impl OlmMachine {
                 // now trusts it, and with it every device it signs.
                 let master = verified.iter().find_map(|id| {
                     let key = known.get(id)?;
-                    (*id != format!("ed25519:{}", ids.other_device)).then(|| key.clone())
+                    (*id != format!("ed25519:{}", ids.other_device_str())).then(|| key.clone())
                 });
                 if let Some(master) = master {
                     self.trust_own_master(&master);
                 }
             }
-            self.sign_own_device(&ids.other_device);
+            self.sign_own_device(ids.other_device_str());
         } else if master_verified
             && self.has_cross_signing_keys()
             && let Ok(request) = self.verify_user(&ids.other_user)
@@ -58,7 +64,7 @@ impl OlmMachine {
     /// device holds it.
     pub(super) fn sign_own_device(&mut self, device_id: &str) {
         if self.has_cross_signing_keys()
-            && let Ok(request) = self.verify_own_device(device_id)
+            && let Ok(request) = self.verify_own_device(device_id.into())
         {
             self.queued.push(request);
         }
@@ -81,7 +87,7 @@ impl OlmMachine {
     /// their current master key if it is the pinned one.
     pub(super) fn keys_known_for(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         transaction_id: &str,
     ) -> BTreeMap<String, String> {
         let mut keys = BTreeMap::new();
@@ -92,13 +98,16 @@ impl OlmMachine {
         else {
             return keys;
         };
-        if let Some(device) = self.devices.device(user_id, &flow.ids.other_device) {
+        if let Some(device) = self
+            .devices
+            .device(user_id.as_str(), flow.ids.other_device_str())
+        {
             keys.insert(
                 format!("ed25519:{}", device.device_id),
                 device.ed25519.clone(),
             );
         }
-        if let Some(record) = self.devices.user_record(user_id)
+        if let Some(record) = self.devices.user_record(user_id.as_str())
             && let Some(identity) = &record.identity
             && record.pinned_master.as_deref() == Some(&identity.master)
         {
