@@ -910,6 +910,38 @@ mod tests {
     }
 
     #[test]
+    fn federation_is_off_by_default_and_checked_when_on() {
+        let defaults = Config::default();
+        assert!(!defaults.federation.enabled);
+        assert!(defaults.federation.verify_certificates);
+        assert!(defaults.federation.allowed_ip_ranges.is_empty());
+        let without_certificate = Config::from_toml_str("[federation]\nenabled = true").unwrap();
+        assert!(matches!(
+            without_certificate.validate(),
+            Err(ConfigError::Invalid {
+                key: "federation.tls",
+                ..
+            })
+        ));
+        let bad_address =
+            Config::from_toml_str("[federation.addresses]\n\"a.example\" = \"nowhere\"").unwrap();
+        assert!(matches!(
+            bad_address.validate(),
+            Err(ConfigError::Invalid {
+                key: "federation.addresses",
+                ..
+            })
+        ));
+        let good = Config::from_toml_str(
+            "[federation]\nallowed_ip_ranges = [\"127.0.0.0/8\"]\n\
+             [federation.addresses]\n\"a.example:8448\" = \"[::1]:8448\"",
+        )
+        .unwrap();
+        good.validate().unwrap();
+        assert_eq!(good.federation.allowed_ip_ranges.len(), 1);
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = Config::from_toml_str("bindd = \"127.0.0.1:1\"").expect_err("unknown key");
         assert!(err.contains("bindd"), "{err}");

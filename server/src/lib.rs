@@ -16,8 +16,9 @@
 //! # }
 //! ```
 //!
-//! Not yet supported: rooms, sync, end-to-end encryption endpoints and
-//! federation (see the open issues); profile lookups of remote users.
+//! Not yet supported: federation beyond its transport and identity layer
+//! (`service::federation`: no transactions, joins or PDUs yet); profile
+//! and key lookups of remote users from the client API.
 
 pub mod config;
 pub mod http;
