@@ -1,16 +1,15 @@
 //! The extractor for authenticated federation requests.
 
 use axum::{
-    body::Bytes,
     extract::{FromRequest, OriginalUri, Request},
-    http::{StatusCode, header},
+    http::header,
 };
 use myelin_crypto::parse_canonical_object;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedServerName};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    http::{AppState, error::MatrixError},
+    http::{AppState, error::MatrixError, extract::body_bytes},
     service::federation::SignedRequest,
 };
 
@@ -45,15 +44,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Signed<T> {
             .iter()
             .filter_map(|value| value.to_str().ok().map(str::to_owned))
             .collect();
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    MatrixError::too_large()
-                } else {
-                    MatrixError::not_json("could not read the request body")
-                }
-            })?;
+        let bytes = body_bytes(request, state).await?;
         let content = if bytes.is_empty() {
             None
         } else {
