@@ -43,6 +43,7 @@ backend_tests!(
     expired_cached_keys_are_fetched_again_at_most_once_per_interval,
     old_keys_verify_only_what_they_signed_before_expiry,
     forged_key_documents_are_not_cached,
+    notaries_are_asked_when_the_origin_is_down,
 );
 
 const QUERY_KEYS: &str = "/_matrix/federation/v1/user/keys/query";
@@ -90,6 +91,11 @@ async fn servers_fetch_each_others_keys_and_verify_signed_requests(backend: Back
         .unwrap();
     assert_eq!(answer["device_keys"], json!({}));
     assert_eq!(b.count_rows(&stored(a)).await, 1);
+
+    // Both listeners stop cleanly.
+    for server in servers {
+        server.stop().await.unwrap();
+    }
 }
 
 async fn profiles_aliases_and_device_keys_are_served_to_other_servers(backend: Backend) {
@@ -699,6 +705,41 @@ async fn forged_key_documents_are_not_cached(backend: Backend) {
     );
 }
 
+async fn notaries_are_asked_when_the_origin_is_down(backend: Backend) {
+    let (storage, _data) = open(backend).await;
+    let origin = FakeOrigins::default();
+    let clock = TestClock::at(1_700_000_000_000);
+    let notary = ServerName::parse("notary.example").unwrap();
+    let keys = remote_keys_with_notaries(&storage, &origin, &clock, vec![notary]).await;
+    let now = clock.now();
+    let key = SigningKey::generate("one").unwrap();
+
+    // What a notary relays must carry the origin's own valid signature.
+    let mut forged = key_document(REMOTE, &key, now + DAY, &[]);
+    forged.remove("signatures");
+    let impostor =
+        SigningKey::from_seed_base64(&SigningKey::generate("x").unwrap().to_seed_base64(), "one")
+            .unwrap();
+    sign_json(remote(), &impostor, &mut forged).unwrap();
+    origin.relay(vec![forged.clone()]);
+    let refused = keys.verify_key(remote(), "ed25519:one", Millis(now)).await;
+    assert!(
+        matches!(refused, Err(KeyLookupError::NotFound { .. })),
+        "{refused:?}"
+    );
+
+    // The genuine document among forged ones is found.
+    clock.advance(60_000);
+    origin.relay(vec![forged, key_document(REMOTE, &key, now + DAY, &[])]);
+    let found = keys
+        .verify_key(remote(), "ed25519:one", Millis(clock.now()))
+        .await
+        .unwrap();
+    assert_eq!(found, key.public_key());
+    // The origin was tried first each time.
+    assert_eq!(origin.fetches(), 2);
+}
+
 // ---- helpers ----
 
 const REMOTE: &str = "remote.example";
@@ -843,10 +884,12 @@ impl TestClock {
     }
 }
 
-/// Origins that serve whatever document the test sets, counting fetches.
+/// Origins that serve whatever document the test sets, counting fetches,
+/// and a notary that relays whatever the test gives it.
 #[derive(Clone, Default)]
 struct FakeOrigins {
     documents: Arc<Mutex<HashMap<String, CanonicalJsonObject>>>,
+    relayed: Arc<Mutex<Vec<CanonicalJsonObject>>>,
     fetches: Arc<AtomicUsize>,
 }
 
@@ -864,6 +907,10 @@ impl FakeOrigins {
             .lock()
             .unwrap()
             .insert(server.to_string(), document);
+    }
+
+    fn relay(&self, documents: Vec<CanonicalJsonObject>) {
+        *self.relayed.lock().unwrap() = documents;
     }
 
     fn go_down(&self) {
@@ -895,7 +942,7 @@ impl KeyFetcher for FakeOrigins {
         _notary: &ServerName,
         _server: &ServerName,
     ) -> Result<Vec<CanonicalJsonObject>, FederationError> {
-        Err(FederationError::Unreachable("no notary".to_owned()))
+        Ok(self.relayed.lock().unwrap().clone())
     }
 }
 
@@ -903,6 +950,15 @@ async fn remote_keys(
     storage: &Arc<dyn Storage>,
     origins: &FakeOrigins,
     clock: &TestClock,
+) -> RemoteKeys {
+    remote_keys_with_notaries(storage, origins, clock, Vec::new()).await
+}
+
+async fn remote_keys_with_notaries(
+    storage: &Arc<dyn Storage>,
+    origins: &FakeOrigins,
+    clock: &TestClock,
+    notaries: Vec<OwnedServerName>,
 ) -> RemoteKeys {
     let own =
         ServerKeys::load_or_generate(storage.clone(), ServerName::parse("us.example").unwrap())
@@ -912,7 +968,7 @@ async fn remote_keys(
         storage.clone(),
         Arc::new(origins.clone()),
         Arc::new(own),
-        Vec::new(),
+        notaries,
         clock.clock(),
     )
 }
