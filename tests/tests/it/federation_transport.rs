@@ -14,6 +14,7 @@ use std::{
 use async_trait::async_trait;
 use myelin_crypto::{PublicKeyMap, PublicKeySet, SigningKey, sign_json, verify_json};
 use myelin_server::{
+    config::TlsConfig,
     service::{
         federation::{
             Clock, FederationError, KeyFetcher, KeyLookupError, RemoteKeys,
@@ -44,6 +45,7 @@ backend_tests!(
     old_keys_verify_only_what_they_signed_before_expiry,
     forged_key_documents_are_not_cached,
     notaries_are_asked_when_the_origin_is_down,
+    peer_certificates_are_checked_unless_switched_off,
 );
 
 const QUERY_KEYS: &str = "/_matrix/federation/v1/user/keys/query";
@@ -540,6 +542,75 @@ async fn outgoing_requests_to_loopback_need_an_allowed_range(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(allowed["server"]["name"], "Myelin");
+}
+
+async fn peer_certificates_are_checked_unless_switched_off(backend: Backend) {
+    // A test CA, and certificates for `localhost` issued by it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let issued: Vec<TlsConfig> = (0..2)
+        .map(|i| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let certificate = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+                .unwrap()
+                .signed_by(&key, &ca)
+                .unwrap();
+            let tls = TlsConfig {
+                certificate: dir.path().join(format!("cert{i}.pem")),
+                private_key: dir.path().join(format!("key{i}.pem")),
+            };
+            std::fs::write(&tls.certificate, certificate.pem()).unwrap();
+            std::fs::write(&tls.private_key, key.serialize_pem()).unwrap();
+            tls
+        })
+        .collect();
+    // 0 trusts the CA; 0 and 1 have CA-issued certificates; 2 keeps its
+    // self-signed one. Every server checks certificates.
+    let servers = TestServer::start_federated_with(backend, 3, |i, config| {
+        config.federation.verify_certificates = true;
+        if let Some(tls) = issued.get(i) {
+            config.federation.tls = Some(tls.clone());
+        }
+        if i == 0 {
+            config.federation.extra_ca_file = Some(ca_file.clone());
+        }
+    })
+    .await;
+    let (a, b, c) = (&servers[0], &servers[1], &servers[2]);
+    let (state_a, _storage_a) = myelin_server::open(&a.config).await.unwrap();
+    let (state_b, _storage_b) = myelin_server::open(&b.config).await.unwrap();
+    let version = "/_matrix/federation/v1/version";
+
+    let trusted = state_a
+        .federation
+        .client()
+        .get(&server_name(b), version)
+        .await;
+    assert_eq!(trusted.unwrap()["server"]["name"], "Myelin");
+    for refused in [
+        // B does not trust the test CA.
+        state_b
+            .federation
+            .client()
+            .get(&server_name(a), version)
+            .await,
+        // C's self-signed certificate is trusted by nobody.
+        state_a
+            .federation
+            .client()
+            .get(&server_name(c), version)
+            .await,
+    ] {
+        assert!(
+            matches!(&refused, Err(FederationError::Unreachable(reason)) if reason.contains("TLS")),
+            "{refused:?}"
+        );
+    }
 }
 
 async fn expired_cached_keys_are_fetched_again_at_most_once_per_interval(backend: Backend) {
