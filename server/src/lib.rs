@@ -44,7 +44,7 @@ use service::{
     e2ee::{DeviceLists, E2eeKeys},
     federation::{
         Federation, FederationClient, RemoteKeys,
-        discovery::Discovery,
+        discovery::{Discovery, NetworkLookups},
         system_clock,
         transport::{Transport, TransportSetupError},
     },
@@ -278,10 +278,15 @@ fn federation(
     server_name: ruma::OwnedServerName,
 ) -> Result<Federation, StartError> {
     let settings = &config.federation;
+    let transport = Transport::new(settings)?;
+    let discovery = Discovery::new(
+        &settings.addresses,
+        Box::new(NetworkLookups::new(transport.clone())),
+    );
     let client = Arc::new(FederationClient::new(
         server_keys.clone(),
-        Transport::new(settings)?,
-        Discovery::new(&settings.addresses),
+        transport,
+        discovery,
     ));
     let notaries = settings
         .trusted_notaries

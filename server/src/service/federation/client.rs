@@ -108,7 +108,7 @@ impl FederationClient {
             },
         )
         .map_err(|e| FederationError::InvalidRequest(e.to_string()))?;
-        let resolved = self.discovery.resolve(&self.transport, destination).await;
+        let resolved = self.discovery.resolve(destination).await;
         let mut request = Request::builder()
             .method(method)
             .uri(path_and_query)
