@@ -5,7 +5,8 @@
 //! - [`auth`]: the `X-Matrix` request signature, made and checked;
 //! - [`keys`]: other servers' keys, fetched, verified, cached, looked up by
 //!   the time they must be valid at; the notary's answers;
-//! - [`discovery`]: server name → address, `Host` header and TLS name;
+//! - [`discovery`]: server name → address, `Host` header and TLS name
+//!   (well-known delegation, SRV records);
 //! - [`transport`]: one HTTPS exchange to a checked address;
 //! - [`client`]: [`FederationClient`], signed `get`/`post`/`put`.
 //!
