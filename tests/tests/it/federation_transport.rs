@@ -502,6 +502,21 @@ async fn notary_answers_carry_the_origins_and_our_signature(backend: Backend) {
             "not signed by the notary"
         );
     }
+    // One query names at most 100 servers.
+    let servers: serde_json::Map<String, Value> = (0..101)
+        .map(|i| (format!("s{i}.invalid"), json!({})))
+        .collect();
+    let answer = federation_request(
+        b,
+        Method::POST,
+        "/_matrix/key/v2/query",
+        Some(&json!({ "server_keys": servers })),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{}", answer.1);
+    assert_eq!(answer.1["errcode"], "M_INVALID_PARAM");
+
     // A server nobody can reach: no document, not an error.
     let answer = federation_request(
         b,
