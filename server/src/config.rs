@@ -14,7 +14,7 @@ use std::{
 use ruma::{OwnedServerName, RoomVersionId, ServerName};
 use serde::Deserialize;
 
-use crate::service::rooms::version::RoomVersion;
+use crate::service::{push::PrunePolicy, rooms::version::RoomVersion};
 
 /// Everything the server needs to know at start-up.
 #[derive(Debug, Clone, Deserialize)]
@@ -169,13 +169,27 @@ pub struct PushConfig {
     /// Wait before retrying a failed post to a gateway, in milliseconds;
     /// each next retry waits twice as long, five retries at most.
     pub retry_delay_ms: u64,
+    /// How long an event that notified a user stays in their
+    /// `GET /notifications` once their read receipt has passed it, in
+    /// milliseconds (unread ones stay).
+    pub read_notification_retention_ms: u64,
+    /// Most notifications kept per user, read or not (the newest).
+    pub max_notifications_per_user: u32,
+    /// Between two prunings of notifications, in milliseconds.
+    pub prune_interval_ms: u64,
 }
 
 impl Default for PushConfig {
     fn default() -> Self {
+        let prune = PrunePolicy::default();
+        let millis =
+            |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         Self {
             allow_private_gateways: false,
             retry_delay_ms: 1000,
+            read_notification_retention_ms: millis(prune.read_retention),
+            max_notifications_per_user: prune.keep_per_user,
+            prune_interval_ms: millis(prune.interval),
         }
     }
 }

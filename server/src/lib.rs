@@ -54,7 +54,7 @@ use service::{
     presence::Presence,
     profile::Profiles,
     public_rooms::PublicRooms,
-    push::{Push, PushServices, RetryPolicy},
+    push::{PrunePolicy, Push, PushServices, RetryPolicy},
     push_rules::PushRules,
     pushers::Pushers,
     rate_limit::{AccountBudgets, RateLimiter},
@@ -185,6 +185,11 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
             first_delay: Duration::from_millis(config.push.retry_delay_ms),
             ..RetryPolicy::default()
         },
+        PrunePolicy {
+            interval: Duration::from_millis(config.push.prune_interval_ms.max(1)),
+            read_retention: Duration::from_millis(config.push.read_notification_retention_ms),
+            keep_per_user: config.push.max_notifications_per_user,
+        },
     ));
     let to_device = Arc::new(ToDevice::new(
         storage.clone(),
@@ -230,6 +235,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         room_events,
         storage.clone(),
         profiles.clone(),
+        push_rules.clone(),
         server_name,
         default_version,
         config.limits.create_room_events,

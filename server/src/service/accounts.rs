@@ -12,7 +12,10 @@ use super::{
     password::{Password, PasswordHasher},
     rate_limit::RateLimiter,
     tokens::{self, AccessToken},
-    uia::{AuthSubmission, AuthType, RegistrationParams, Stage, UiaAction, UiaLimits, UiaSessions},
+    uia::{
+        AuthSubmission, AuthType, RegisteredAccount, RegistrationParams, Stage, UiaAction,
+        UiaLimits, UiaSessions,
+    },
 };
 use crate::{
     config::{Config, PasswordPolicy, RegistrationConfig, RegistrationMode},
@@ -35,15 +38,34 @@ pub struct Registration {
     pub device_id: Option<OwnedDeviceId>,
     /// Display name for the first device.
     pub initial_device_display_name: Option<String>,
-    /// Create the account without logging in.
-    pub inhibit_login: bool,
-    /// Hand out a refresh token, with an access token that expires.
-    pub refresh_token: bool,
+    /// Create the account without logging in (`None`: as the first
+    /// request of the session said, else no).
+    pub inhibit_login: Option<bool>,
+    /// Hand out a refresh token, with an access token that expires (`None`:
+    /// as the first request of the session said, else no).
+    pub refresh_token: Option<bool>,
     /// The UIA step.
     pub auth: Option<AuthSubmission>,
     /// A guest's access token: the guest account becomes a full one, with
     /// its user id, instead of a new account being created.
     pub guest_access_token: Option<AccessToken>,
+}
+
+/// How a registration asked to be logged in.
+struct RegistrationLogin<'a> {
+    is_inhibited: bool,
+    display_name: Option<&'a str>,
+    refresh_token: bool,
+}
+
+impl Registration {
+    fn login(&self) -> RegistrationLogin<'_> {
+        RegistrationLogin {
+            is_inhibited: self.inhibit_login == Some(true),
+            display_name: self.initial_device_display_name.as_deref(),
+            refresh_token: self.refresh_token == Some(true),
+        }
+    }
 }
 
 /// A request to log in with a password (`POST /login`).
@@ -165,13 +187,18 @@ impl Accounts {
         // Later stages may carry only `auth`: the first request's
         // parameters fill in what they leave out.
         let session = request.auth.as_ref().and_then(|auth| auth.session.clone());
-        if let Some(kept) = session.and_then(|id| self.uia.registration_params(&id)) {
+        if let Some(kept) = session
+            .as_deref()
+            .and_then(|id| self.uia.registration_params(id))
+        {
             request.username = request.username.or(kept.username);
             request.password = request.password.or(kept.password);
             request.device_id = request.device_id.or(kept.device_id);
             request.initial_device_display_name = request
                 .initial_device_display_name
                 .or(kept.initial_device_display_name);
+            request.inhibit_login = request.inhibit_login.or(kept.inhibit_login);
+            request.refresh_token = request.refresh_token.or(kept.refresh_token);
         }
         let flow: &[AuthType] = match self.registration.mode {
             RegistrationMode::Closed => {
@@ -182,6 +209,17 @@ impl Accounts {
             RegistrationMode::Open => &[AuthType::Dummy],
             RegistrationMode::Token => &[AuthType::RegistrationToken],
         };
+        if let Some(account) = session
+            .as_deref()
+            .and_then(|id| self.uia.registered_account(id))
+        {
+            return self.register_again(account, request).await;
+        }
+        // A generated username is chosen now and kept with the session, so
+        // requests racing to complete it name one account, never two.
+        if request.username.is_none() && request.guest_access_token.is_none() {
+            request.username = Some(random_localpart());
+        }
         // Fail fast on what the client can fix before asking it to authenticate.
         let user_id = match &request.username {
             Some(username) => {
@@ -206,7 +244,7 @@ impl Accounts {
             .authorize(
                 UiaAction::Register,
                 &[flow],
-                request.auth,
+                request.auth.take(),
                 |stage| async move {
                     match stage {
                         Stage::RegistrationToken(token) => {
@@ -223,6 +261,8 @@ impl Accounts {
                 password: request.password.clone(),
                 device_id: request.device_id.clone(),
                 initial_device_display_name: request.initial_device_display_name.clone(),
+                inhibit_login: request.inhibit_login,
+                refresh_token: request.refresh_token,
             };
             self.uia.remember_registration(&challenge.session, params);
         }
@@ -230,30 +270,74 @@ impl Accounts {
 
         let password = request
             .password
+            .take()
             .ok_or_else(|| ServiceError::MissingParam("password".to_owned()))?;
-        let user_id = match (request.guest_access_token, user_id) {
+        let user_id = match (request.guest_access_token.take(), user_id) {
             (Some(guest), _) => self.upgrade_guest(&guest, &password).await?,
-            (None, Some(user_id)) => {
-                self.create_account(&user_id, &password, false, false)
-                    .await?;
-                user_id
-            }
-            (None, None) => {
-                let user_id = self.user_id_for_new_localpart(&random_localpart())?;
+            (None, user_id) => {
+                // Without a guest token a username was given or generated.
+                let user_id =
+                    user_id.ok_or_else(|| ServiceError::MissingParam("username".to_owned()))?;
                 self.create_account(&user_id, &password, false, false)
                     .await?;
                 user_id
             }
         };
-        if request.inhibit_login {
+        let registered = self
+            .log_in_registered(user_id.clone(), request.device_id.clone(), &request.login())
+            .await?;
+        if let Some(session) = &session {
+            let device_id = match &registered {
+                Registered::LoggedIn(new) => Some(new.device_id.clone()),
+                Registered::AccountOnly(_) => None,
+            };
+            let account = RegisteredAccount { user_id, device_id };
+            self.uia.remember_registered(session, account);
+        }
+        Ok(registered)
+    }
+
+    /// Answers a retry of a completed registration as the first answer
+    /// was given: the same account, logged in again on the same device
+    /// (whose earlier token ends), so a client whose answer was lost can
+    /// go on; never a second account.
+    ///
+    /// # Errors
+    /// `Forbidden` when the retry names another username: the session was
+    /// spent on a different request.
+    async fn register_again(
+        &self,
+        account: RegisteredAccount,
+        request: Registration,
+    ) -> Result<Registered, ServiceError> {
+        if let Some(username) = &request.username
+            && self.user_id_for_new_localpart(username).ok().as_ref() != Some(&account.user_id)
+        {
+            return Err(ServiceError::Forbidden(
+                "this session completed a registration for another username".to_owned(),
+            ));
+        }
+        let device_id = account.device_id.or_else(|| request.device_id.clone());
+        self.log_in_registered(account.user_id, device_id, &request.login())
+            .await
+    }
+
+    /// Opens the new account's first session, unless `inhibit_login`.
+    async fn log_in_registered(
+        &self,
+        user_id: OwnedUserId,
+        device_id: Option<OwnedDeviceId>,
+        login: &RegistrationLogin<'_>,
+    ) -> Result<Registered, ServiceError> {
+        if login.is_inhibited {
             return Ok(Registered::AccountOnly(user_id));
         }
         let session = self
             .open_session(
                 user_id,
-                request.device_id,
-                request.initial_device_display_name.as_deref(),
-                request.refresh_token,
+                device_id,
+                login.display_name,
+                login.refresh_token,
                 false,
             )
             .await?;

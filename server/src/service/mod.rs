@@ -9,7 +9,6 @@ pub mod address_policy;
 pub mod committed;
 pub mod devices;
 pub mod e2ee;
-pub mod event_writer;
 pub mod federation;
 mod inbox_marks;
 pub mod key_backup;

@@ -25,6 +25,24 @@ const MAX_STATUS_MSG_CHARS: usize = 1024;
 /// `currently_active`.
 const CURRENTLY_ACTIVE: Duration = Duration::from_secs(5 * 60);
 
+/// How often a syncing online user's activity is written again: well
+/// inside [`CURRENTLY_ACTIVE`], so they never read as inactive while they
+/// sync, and rarely enough that syncs do not write on every call.
+const ACTIVITY_REFRESH: Duration = Duration::from_secs(60);
+
+/// A sync's `set_presence` parameter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetPresence {
+    /// Mark the user online (the default).
+    #[default]
+    Online,
+    /// Leave the user's presence alone.
+    Offline,
+    /// Mark the user idle.
+    Unavailable,
+}
+
 /// What a presence read shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceView {
@@ -122,11 +140,61 @@ impl Presence {
         if !self.enabled {
             return Ok(());
         }
-        let state = PresenceState {
-            presence: presence.to_owned(),
-            status_msg,
-            last_active_ts: Millis::now().0,
+        self.store(
+            user_id,
+            PresenceState {
+                presence: presence.to_owned(),
+                status_msg,
+                last_active_ts: Millis::now().0,
+            },
+        )
+        .await
+    }
+
+    /// What a sync's `set_presence` does: `online` (a sync without the
+    /// parameter) and `unavailable` mark the syncing user so, keeping
+    /// their status message; `offline` leaves their presence as it is.
+    /// Nothing is written while the stored presence already says so, except
+    /// that an online user's activity is refreshed every
+    /// [`ACTIVITY_REFRESH`], so a syncing user stays `currently_active`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn sync_presence(
+        &self,
+        user_id: &UserId,
+        set_presence: SetPresence,
+    ) -> Result<(), ServiceError> {
+        let presence = match set_presence {
+            SetPresence::Offline => return Ok(()),
+            _ if !self.enabled => return Ok(()),
+            SetPresence::Online => "online",
+            SetPresence::Unavailable => "unavailable",
         };
+        let now = Millis::now().0;
+        let stored = self.storage.presence(user_id).await?;
+        let is_current = stored.as_ref().is_some_and(|state| {
+            let age = u64::try_from(now.saturating_sub(state.last_active_ts)).unwrap_or(0);
+            state.presence == presence
+                && (presence != "online" || Duration::from_millis(age) < ACTIVITY_REFRESH)
+        });
+        if is_current {
+            return Ok(());
+        }
+        let status_msg = stored.and_then(|state| state.status_msg);
+        self.store(
+            user_id,
+            PresenceState {
+                presence: presence.to_owned(),
+                status_msg,
+                last_active_ts: now,
+            },
+        )
+        .await
+    }
+
+    /// Stores the user's new presence and wakes the syncs that carry it.
+    async fn store(&self, user_id: &UserId, state: PresenceState) -> Result<(), ServiceError> {
         let storage = &self.storage;
         let state = &state;
         self.stream

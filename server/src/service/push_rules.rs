@@ -9,7 +9,13 @@
 
 use std::sync::Arc;
 
-use ruma::{UserId, push::Ruleset};
+use ruma::{
+    RoomId, UserId,
+    push::{
+        ConditionalPushRule, NewConditionalPushRule, NewPushRule, NewSimplePushRule, PushCondition,
+        RuleKind, Ruleset,
+    },
+};
 use serde_json::{Value, json};
 
 use super::{ServiceError, account_data::AccountData};
@@ -95,6 +101,122 @@ impl PushRules {
     }
 }
 
+impl PushRules {
+    /// Gives `new_room` the user's rules for `old_room`, which it replaces
+    /// (room upgrades; spec-notes/push.md, "Room upgrades"). Rules the user
+    /// already has for the new room stay as they are.
+    ///
+    /// # Errors
+    /// Storage failures; `TooLarge` when the copies would pass the rule
+    /// set's size limit.
+    pub async fn copy_room_rules(
+        &self,
+        user_id: &UserId,
+        old_room: &RoomId,
+        new_room: &RoomId,
+    ) -> Result<(), ServiceError> {
+        // Most joins are to rooms the user has no rules for: read, not write.
+        let mut rules = self.ruleset(user_id).await?;
+        if !copy_room_rules(&mut rules, old_room, new_room) {
+            return Ok(());
+        }
+        self.change(user_id, |rules| {
+            copy_room_rules(rules, old_room, new_room);
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Copies into `rules` what applies to `old_room` only, for `new_room`: the
+/// room rule named after it, and the user's override and underride rules
+/// whose room conditions all read `room_id == old_room` (with those
+/// conditions rewritten). A copied override or underride rule takes the
+/// old rule's id with the room id replaced, or, when the id does not name
+/// the room, the new room's id (as Synapse names them). Enabled or not, a
+/// copy is as the original was. Returns whether anything was copied.
+fn copy_room_rules(rules: &mut Ruleset, old_room: &RoomId, new_room: &RoomId) -> bool {
+    let mut copies: Vec<(NewPushRule, RuleKind, bool)> = Vec::new();
+    if let Some(rule) = rules.room.get(old_room.as_str())
+        && rules.room.get(new_room.as_str()).is_none()
+    {
+        let copy = NewSimplePushRule::new(new_room.to_owned(), rule.actions.clone());
+        copies.push((NewPushRule::Room(copy), RuleKind::Room, rule.enabled));
+    }
+    for (kind, set) in [
+        (RuleKind::Override, &rules.override_),
+        (RuleKind::Underride, &rules.underride),
+    ] {
+        for rule in set.iter().filter(|rule| !rule.default) {
+            let Some(copy) = conditional_copy(rule, old_room, new_room) else {
+                continue;
+            };
+            if set.get(copy.rule_id.as_str()).is_some() {
+                continue;
+            }
+            let new = match kind {
+                RuleKind::Override => NewPushRule::Override(copy),
+                _ => NewPushRule::Underride(copy),
+            };
+            copies.push((new, kind.clone(), rule.enabled));
+        }
+    }
+    let copied = !copies.is_empty();
+    for (copy, kind, enabled) in copies {
+        let rule_id = copy.rule_id().to_owned();
+        // Neither call can fail: the ids are not server-default ones
+        // (those start with `.`, room ids with `!`, and a rule id taken
+        // from a user rule is a user rule's), and the rule was just added.
+        if rules.insert(copy, None, None).is_ok() {
+            let _ = rules.set_enabled(kind, &rule_id, enabled);
+        }
+    }
+    copied
+}
+
+/// `rule` for `new_room`, when its room conditions all name `old_room`.
+fn conditional_copy(
+    rule: &ConditionalPushRule,
+    old_room: &RoomId,
+    new_room: &RoomId,
+) -> Option<NewConditionalPushRule> {
+    let is_room_condition = |condition: &PushCondition| matches!(condition, PushCondition::EventMatch(data) if data.key == "room_id");
+    let mut room_conditions = rule
+        .conditions
+        .iter()
+        .filter(|condition| is_room_condition(condition))
+        .peekable();
+    room_conditions.peek()?;
+    let names_old_room = room_conditions.all(|condition| {
+        matches!(condition, PushCondition::EventMatch(data) if data.pattern == old_room.as_str())
+    });
+    if !names_old_room {
+        return None;
+    }
+    let conditions = rule
+        .conditions
+        .iter()
+        .map(|condition| match condition {
+            PushCondition::EventMatch(data) if data.key == "room_id" => {
+                let mut data = data.clone();
+                data.pattern = new_room.to_string();
+                PushCondition::EventMatch(data)
+            }
+            other => other.clone(),
+        })
+        .collect();
+    let rule_id = if rule.rule_id.contains(old_room.as_str()) {
+        rule.rule_id.replace(old_room.as_str(), new_room.as_str())
+    } else {
+        new_room.to_string()
+    };
+    Some(NewConditionalPushRule::new(
+        rule_id,
+        conditions,
+        rule.actions.clone(),
+    ))
+}
+
 /// A rule set as clients get it: every kind present, empty ones as `[]`
 /// (ruma leaves empty kinds out; clients written against other servers
 /// expect all five).
@@ -106,4 +228,87 @@ pub fn ruleset_json(rules: &Ruleset) -> Value {
         }
     }
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{owned_room_id, owned_user_id, push::Action};
+    use serde_json::json;
+
+    use super::*;
+
+    fn user_rules(extra: serde_json::Value) -> Ruleset {
+        let mut rules = Ruleset::server_default(&owned_user_id!("@a:x"));
+        let extra: Ruleset = serde_json::from_value(extra).unwrap();
+        rules.override_.extend(extra.override_);
+        rules.underride.extend(extra.underride);
+        rules.room.extend(extra.room);
+        rules
+    }
+
+    fn event_match(key: &str, pattern: &str) -> serde_json::Value {
+        json!({ "kind": "event_match", "key": key, "pattern": pattern })
+    }
+
+    #[test]
+    fn rules_for_the_old_room_only_are_copied() {
+        let (old, new) = (owned_room_id!("!old:x"), owned_room_id!("!new:x"));
+        let mut rules = user_rules(json!({
+            "room": [{ "rule_id": "!old:x", "actions": [], "enabled": false, "default": false }],
+            "override": [
+                { "rule_id": "mute !old:x", "actions": [], "enabled": true, "default": false,
+                  "conditions": [event_match("room_id", "!old:x"), event_match("sender", "@b:x")] },
+                { "rule_id": "two rooms", "actions": [], "enabled": true, "default": false,
+                  "conditions": [event_match("room_id", "!old:x"), event_match("room_id", "!other:x")] },
+                { "rule_id": "anywhere", "actions": [], "enabled": true, "default": false,
+                  "conditions": [event_match("sender", "@b:x")] },
+            ],
+            "underride": [
+                { "rule_id": "loud", "actions": ["notify"], "enabled": true, "default": false,
+                  "conditions": [event_match("room_id", "!old:x")] },
+            ],
+        }));
+        assert!(copy_room_rules(&mut rules, &old, &new));
+
+        let room = rules.room.get("!new:x").expect("room rule copied");
+        assert!(!room.enabled && room.actions.is_empty());
+        let muted = rules.override_.get("mute !new:x").expect("override copied");
+        let conditions = serde_json::to_value(&muted.conditions).unwrap();
+        assert_eq!(
+            conditions,
+            json!([
+                event_match("room_id", "!new:x"),
+                event_match("sender", "@b:x")
+            ])
+        );
+        let loud = rules
+            .underride
+            .get("!new:x")
+            .expect("underride copied, named for the room");
+        assert!(loud.actions.iter().any(Action::should_notify));
+        // Nothing else: not the rule for two rooms, not the one for anywhere.
+        assert_eq!(rules.override_.iter().filter(|r| !r.default).count(), 4);
+        // The originals stay.
+        assert!(rules.room.get("!old:x").is_some());
+
+        // A second copy finds everything there and changes nothing.
+        let before = serde_json::to_value(&rules).unwrap();
+        assert!(!copy_room_rules(&mut rules, &old, &new));
+        assert_eq!(serde_json::to_value(&rules).unwrap(), before);
+    }
+
+    #[test]
+    fn rules_already_set_for_the_new_room_stay() {
+        let (old, new) = (owned_room_id!("!old:x"), owned_room_id!("!new:x"));
+        let mut rules = user_rules(json!({
+            "room": [
+                { "rule_id": "!old:x", "actions": [], "enabled": true, "default": false },
+                { "rule_id": "!new:x", "actions": ["notify"], "enabled": true, "default": false },
+            ],
+        }));
+        assert!(!copy_room_rules(&mut rules, &old, &new));
+        let kept = rules.room.get("!new:x").unwrap();
+        assert!(kept.actions.iter().any(Action::should_notify));
+        assert!(!copy_room_rules(&mut user_rules(json!({})), &old, &new));
+    }
 }

@@ -181,6 +181,18 @@ struct SessionState {
     started: Instant,
     /// For a registration: what its first request asked for.
     registration: Option<RegistrationParams>,
+    /// For a completed registration: the account it created.
+    registered: Option<RegisteredAccount>,
+}
+
+/// The account a completed registration session created, so that a retry
+/// of the same request gets the same answer instead of a second account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredAccount {
+    /// The new account.
+    pub user_id: OwnedUserId,
+    /// The device its first session opened (`None` with `inhibit_login`).
+    pub device_id: Option<OwnedDeviceId>,
 }
 
 /// What a registration's first request asked for, kept with its session:
@@ -196,6 +208,10 @@ pub struct RegistrationParams {
     pub device_id: Option<OwnedDeviceId>,
     /// The first device's display name.
     pub initial_device_display_name: Option<String>,
+    /// Whether to open no session.
+    pub inhibit_login: Option<bool>,
+    /// Whether to hand out a refresh token.
+    pub refresh_token: Option<bool>,
 }
 
 impl UiaSessions {
@@ -231,7 +247,13 @@ impl UiaSessions {
             Some(AuthSubmission { session, stage }) => (session, Some(stage)),
             None => (None, None),
         };
+        let quoted = session.clone();
         let (session, completed) = self.resume_or_start(session, &action, Instant::now())?;
+        if flows.contains(&completed.as_slice()) {
+            // "Completed stages cannot be retried by clients": a retry of
+            // a completed (registration) session is answered as the call.
+            return Ok(());
+        }
         let challenge = |completed, error| {
             ServiceError::AuthRequired(Box::new(UiaChallenge {
                 session: session.clone(),
@@ -264,7 +286,18 @@ impl UiaSessions {
         let mut completed = completed;
         completed.push(kind);
         if flows.contains(&completed.as_slice()) {
-            self.lock().remove(&session);
+            let mut sessions = self.lock();
+            // A registration session the client knows is kept until it
+            // expires: the spec has a retried completed request answered
+            // with the call's result, and the session remembers which
+            // account that is (`remember_registered`).
+            if action == UiaAction::Register && quoted.as_ref() == Some(&session) {
+                if let Some(state) = sessions.get_mut(&session) {
+                    state.completed = completed;
+                }
+            } else {
+                sessions.remove(&session);
+            }
             return Ok(());
         }
         if let Some(state) = self.lock().get_mut(&session) {
@@ -291,17 +324,21 @@ impl UiaSessions {
             return Ok((id, state.completed.clone()));
         }
         let user_id = action.user_id();
-        let alike = |state: &SessionState| state.user_id.as_deref() == user_id;
+        // Sessions of finished registrations are kept only to answer
+        // retries; they hold no place (`remember_registered` bounds them).
+        let open = |state: &&SessionState| state.registered.is_none();
+        let alike = |state: &&SessionState| state.user_id.as_deref() == user_id;
         let cap = match user_id {
             Some(_) => self.limits.per_user,
             None => (self.limits.total / 2).max(1),
         };
-        let alike_full = sessions.values().filter(|state| alike(state)).count() >= cap;
-        if alike_full || sessions.len() >= self.limits.total {
+        let alike_full = sessions.values().filter(open).filter(alike).count() >= cap;
+        if alike_full || sessions.values().filter(open).count() >= self.limits.total {
             // The oldest session of the full set expires first; a place
             // frees then at the latest.
             let oldest = sessions
                 .values()
+                .filter(open)
                 .filter(|state| !alike_full || alike(state))
                 .map(|state| state.started)
                 .min();
@@ -321,6 +358,7 @@ impl UiaSessions {
                 completed: Vec::new(),
                 started: now,
                 registration: None,
+                registered: None,
             },
         );
         Ok((id, Vec::new()))
@@ -336,6 +374,44 @@ impl UiaSessions {
         {
             state.registration = Some(params);
         }
+    }
+
+    /// Records the account a completed registration session created; the
+    /// password it kept is forgotten, as no later request needs it.
+    /// At most [`UiaLimits::total`] of them are kept: past it, the one
+    /// started first is forgotten (its retries then start over, which
+    /// costs a client only a lost answer it asked for twice).
+    pub fn remember_registered(&self, session: &str, account: RegisteredAccount) {
+        let mut sessions = self.lock();
+        if let Some(state) = sessions.get_mut(session) {
+            if let Some(params) = &mut state.registration {
+                params.password = None;
+            }
+            state.registered = Some(account);
+        }
+        let finished = sessions
+            .values()
+            .filter(|state| state.registered.is_some())
+            .count();
+        if finished > self.limits.total {
+            let oldest = sessions
+                .iter()
+                .filter(|(_, state)| state.registered.is_some())
+                .min_by_key(|(_, state)| state.started)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                sessions.remove(&oldest);
+            }
+        }
+    }
+
+    /// The account a completed registration session already created.
+    pub fn registered_account(&self, session: &str) -> Option<RegisteredAccount> {
+        let register = UiaAction::Register.digest();
+        self.lock()
+            .get(session)
+            .filter(|state| state.action == register)
+            .and_then(|state| state.registered.clone())
     }
 
     /// The parameters a registration session keeps.
@@ -386,18 +462,97 @@ mod tests {
     #[tokio::test]
     async fn completing_the_flow_succeeds_and_ends_the_session() {
         let uia = UiaSessions::new(LIMITS);
+        let action = || UiaAction::ChangePassword("@a:x".try_into().unwrap());
+        let c = challenge(
+            uia.authorize(action(), DUMMY, None, |_| async { Ok(()) })
+                .await,
+        );
+        let auth = || AuthSubmission {
+            session: Some(c.session.clone()),
+            stage: Stage::Dummy,
+        };
+        uia.authorize(action(), DUMMY, Some(auth()), |_| async { Ok(()) })
+            .await
+            .unwrap();
+        assert!(uia.lock().is_empty());
+        // The spent session buys nothing more: a retry starts over.
+        let (again, completed) = uia
+            .resume_or_start(Some(c.session.clone()), &action(), Instant::now())
+            .unwrap();
+        assert_ne!(again, c.session);
+        assert!(completed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_completed_registration_answers_its_retries() {
+        let uia = UiaSessions::new(LIMITS);
         let c = challenge(
             uia.authorize(UiaAction::Register, DUMMY, None, |_| async { Ok(()) })
                 .await,
         );
-        let auth = AuthSubmission {
+        let auth = || AuthSubmission {
             session: Some(c.session.clone()),
             stage: Stage::Dummy,
         };
-        uia.authorize(UiaAction::Register, DUMMY, Some(auth), |_| async { Ok(()) })
-            .await
+        uia.authorize(UiaAction::Register, DUMMY, Some(auth()), |_| async {
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let account = RegisteredAccount {
+            user_id: "@a:x".try_into().unwrap(),
+            device_id: None,
+        };
+        uia.remember_registered(&c.session, account.clone());
+        uia.authorize(UiaAction::Register, DUMMY, Some(auth()), |_| async {
+            panic!("a completed stage is not verified again")
+        })
+        .await
+        .unwrap();
+        assert_eq!(uia.registered_account(&c.session), Some(account));
+
+        // A registration done in one request quoted no session: there is
+        // nothing a retry could name, so nothing is kept.
+        let one_shot = AuthSubmission {
+            session: None,
+            stage: Stage::Dummy,
+        };
+        uia.authorize(UiaAction::Register, DUMMY, Some(one_shot), |_| async {
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(uia.lock().len(), 1);
+    }
+
+    #[test]
+    fn finished_registrations_hold_no_place_and_are_bounded() {
+        let uia = UiaSessions::new(UiaLimits {
+            total: 2,
+            per_user: 1,
+        });
+        let start = Instant::now();
+        for n in 0..3u64 {
+            let (id, _) = uia
+                .resume_or_start(None, &UiaAction::Register, start + Duration::from_secs(n))
+                .unwrap();
+            let account = RegisteredAccount {
+                user_id: format!("@u{n}:x").try_into().unwrap(),
+                device_id: None,
+            };
+            uia.remember_registered(&id, account);
+        }
+        // The first is forgotten; the two others stay, and take no place.
+        let kept: Vec<String> = uia
+            .lock()
+            .values()
+            .filter_map(|state| state.registered.as_ref())
+            .map(|account| account.user_id.to_string())
+            .collect();
+        assert_eq!(kept.len(), 2);
+        assert!(!kept.contains(&"@u0:x".to_owned()));
+        uia.resume_or_start(None, &UiaAction::Register, start)
             .unwrap();
-        assert!(uia.lock().is_empty());
     }
 
     #[tokio::test]

@@ -83,6 +83,18 @@ pub trait PushStore {
         only_highlights: bool,
     ) -> Result<Vec<Notification>, StorageError>;
 
+    /// Deletes up to `batch` rows that no count or page needs any more:
+    /// those at or before their user's read receipt in the room that were
+    /// evaluated before `read_before_ts`, and those past the newest
+    /// `keep_per_user` of their user. Returns how many went; fewer than
+    /// `batch` means none is left.
+    async fn prune_push_actions(
+        &self,
+        read_before_ts: i64,
+        keep_per_user: u32,
+        batch: u32,
+    ) -> Result<u64, StorageError>;
+
     /// The user's pushers with the time each was set, in milliseconds since
     /// the epoch (the gateway's `pushkey_ts`).
     async fn pushers_with_ts(&self, user_id: &UserId) -> Result<Vec<(String, i64)>, StorageError>;

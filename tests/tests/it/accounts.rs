@@ -8,6 +8,8 @@ use serde_json::json;
 backend_tests!(
     register_with_the_dummy_flow,
     registration_keeps_the_first_requests_parameters,
+    registration_keeps_inhibit_login_and_refresh_token,
+    a_retried_completed_registration_gets_the_same_account,
     register_refuses_taken_invalid_and_weak,
     register_with_inhibit_login_opens_no_session,
     register_without_username_generates_one,
@@ -593,4 +595,120 @@ async fn registration_keeps_the_first_requests_parameters(backend: Backend) {
         .request(Method::POST, url, None, Some(auth_only))
         .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "M_MISSING_PARAM");
+}
+
+/// Starts a registration with `first` and returns its UIA session.
+async fn registration_session(server: &TestServer, first: serde_json::Value) -> String {
+    let (status, challenge) = server
+        .request(Method::POST, server.v3("/register"), None, Some(first))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{challenge}");
+    challenge["session"].as_str().expect("session").to_owned()
+}
+
+async fn registration_keeps_inhibit_login_and_refresh_token(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let url = server.v3("/register");
+    let first = json!({ "username": "erin", "password": PASSWORD, "inhibit_login": true });
+    let session = registration_session(&server, first).await;
+    let auth_only = json!({ "auth": { "type": "m.login.dummy", "session": session } });
+    let (status, answer) = server
+        .request(Method::POST, url.clone(), None, Some(auth_only))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["user_id"], server.user_id("erin"));
+    assert!(
+        answer.get("access_token").is_none() && answer.get("device_id").is_none(),
+        "inhibit_login from the first request was kept: {answer}"
+    );
+
+    let first = json!({ "username": "frank", "password": PASSWORD, "refresh_token": true });
+    let session = registration_session(&server, first).await;
+    let auth_only = json!({ "auth": { "type": "m.login.dummy", "session": session } });
+    let (status, answer) = server
+        .request(Method::POST, url.clone(), None, Some(auth_only))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(
+        answer["refresh_token"].is_string() && answer["expires_in_ms"].is_u64(),
+        "refresh_token from the first request was kept: {answer}"
+    );
+
+    // A later stage may still say otherwise.
+    let first = json!({ "username": "gina", "password": PASSWORD, "inhibit_login": true });
+    let session = registration_session(&server, first).await;
+    let last = json!({
+        "inhibit_login": false, "auth": { "type": "m.login.dummy", "session": session },
+    });
+    let (status, answer) = server
+        .request(Method::POST, url.clone(), None, Some(last))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer["access_token"].is_string(), "{answer}");
+
+    for wrong in [
+        json!({ "inhibit_login": "yes" }),
+        json!({ "refresh_token": 1 }),
+    ] {
+        let answer = server
+            .request(Method::POST, url.clone(), None, Some(wrong))
+            .await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, "M_BAD_JSON");
+    }
+}
+
+async fn a_retried_completed_registration_gets_the_same_account(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let url = server.v3("/register");
+    let first = json!({ "username": "hank", "password": PASSWORD });
+    let session = registration_session(&server, first).await;
+    let last = json!({ "auth": { "type": "m.login.dummy", "session": session } });
+    let (status, answer) = server
+        .request(Method::POST, url.clone(), None, Some(last.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let first_token = answer["access_token"].as_str().expect("token").to_owned();
+
+    // The answer was lost: the retry gets the same account on the same
+    // device, and the token it replaces ends.
+    let (status, again) = server
+        .request(Method::POST, url.clone(), None, Some(last.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["user_id"], answer["user_id"]);
+    assert_eq!(again["device_id"], answer["device_id"]);
+    let token = again["access_token"].as_str().expect("token");
+    assert_ne!(token, first_token);
+    assert_eq!(server.whoami(token).await.0, StatusCode::OK);
+    assert_eq!(
+        server.whoami(&first_token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server.count_rows("SELECT COUNT(*) FROM accounts").await,
+        1,
+        "no second account"
+    );
+
+    // Requests racing to complete one session without a username make
+    // one account between them, never two.
+    let session = registration_session(&server, json!({ "password": PASSWORD })).await;
+    let last = json!({ "auth": { "type": "m.login.dummy", "session": session } });
+    let (first, second) = tokio::join!(
+        server.request(Method::POST, url.clone(), None, Some(last.clone())),
+        server.request(Method::POST, url.clone(), None, Some(last)),
+    );
+    assert!(
+        first.0 == StatusCode::OK || second.0 == StatusCode::OK,
+        "{first:?} {second:?}"
+    );
+    assert_eq!(server.count_rows("SELECT COUNT(*) FROM accounts").await, 2);
+
+    // The spent session does not serve another request.
+    let other = json!({
+        "username": "ivan", "password": PASSWORD,
+        "auth": { "type": "m.login.dummy", "session": session },
+    });
+    let answer = server.request(Method::POST, url, None, Some(other)).await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
 }

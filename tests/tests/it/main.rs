@@ -62,6 +62,7 @@ mod server_keys;
 mod storage;
 mod stored_events;
 mod sync;
+mod sync_filters;
 mod sync_format;
 mod sync_gaps;
 mod sync_lazy;

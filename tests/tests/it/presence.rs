@@ -16,6 +16,8 @@ backend_tests!(
     presence_changes_are_checked,
     presence_can_be_turned_off,
     presence_changes_reach_room_mates_in_sync,
+    sync_sets_presence_as_set_presence_says,
+    sync_sets_no_presence_when_presence_is_off,
 );
 
 fn status_url(server: &TestServer, user_id: &str) -> String {
@@ -193,4 +195,75 @@ async fn presence_changes_reach_room_mates_in_sync(backend: Backend) {
     // An initial sync shows the room mates' current presence.
     let initial = initial_sync(&server, &bob.token, 1).await;
     assert_eq!(presence_of(&initial, &alice.user_id).len(), 1, "{initial}");
+}
+
+async fn sync_sets_presence_as_set_presence_says(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice.token, json!({})).await;
+    invite(&server, &alice.token, &room, &bob.user_id).await;
+    join(&server, &bob.token, &room).await;
+    let status = |answer: (StatusCode, Value)| {
+        assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+        answer.1["presence"].as_str().expect("presence").to_owned()
+    };
+    let body = json!({ "presence": "unavailable", "status_msg": "at lunch" });
+    put(&server, &alice.token, &alice.user_id, body).await;
+
+    // `offline` leaves presence alone.
+    sync_ok(&server, &alice.token, &[("set_presence", "offline")]).await;
+    assert_eq!(
+        status(get(&server, &bob.token, &alice.user_id).await),
+        "unavailable"
+    );
+
+    // A sync without the parameter marks the user online, status kept, and
+    // room mates hear of it.
+    let bob_since = next_batch(&initial_sync(&server, &bob.token, 1).await);
+    sync_ok(&server, &alice.token, &[("timeout", "0")]).await;
+    let (code, answer) = get(&server, &bob.token, &alice.user_id).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(answer["presence"], "online", "{answer}");
+    assert_eq!(answer["status_msg"], "at lunch");
+    assert_eq!(answer["currently_active"], true);
+    let news = sync_since(&server, &bob.token, &bob_since).await;
+    let events = presence_of(&news, &alice.user_id);
+    assert_eq!(events.len(), 1, "{news}");
+    assert_eq!(events[0]["content"]["presence"], "online");
+
+    // `unavailable` marks the user idle; syncing again changes nothing more.
+    sync_ok(&server, &alice.token, &[("set_presence", "unavailable")]).await;
+    assert_eq!(
+        status(get(&server, &bob.token, &alice.user_id).await),
+        "unavailable"
+    );
+    let written = "SELECT MAX(stream_ordering) FROM presence";
+    let before = server.count_rows(written).await;
+    sync_ok(&server, &alice.token, &[("set_presence", "unavailable")]).await;
+    assert_eq!(
+        server.count_rows(written).await,
+        before,
+        "nothing new to write"
+    );
+
+    for wrong in ["busy", "ONLINE", "", "online\u{0}"] {
+        let answer =
+            crate::sync_support::sync(&server, &alice.token, &[("set_presence", wrong)]).await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    }
+    assert_eq!(
+        status(get(&server, &bob.token, &alice.user_id).await),
+        "unavailable"
+    );
+}
+
+async fn sync_sets_no_presence_when_presence_is_off(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| config.presence.enabled = false).await;
+    let alice = server.register("alice").await;
+    sync_ok(&server, &alice.token, &[("set_presence", "online")]).await;
+    sync_ok(&server, &alice.token, &[("set_presence", "unavailable")]).await;
+    let (_, answer) = get(&server, &alice.token, &alice.user_id).await;
+    assert_eq!(answer["presence"], "offline", "{answer}");
+    assert_eq!(server.count_rows("SELECT COUNT(*) FROM presence").await, 0);
 }

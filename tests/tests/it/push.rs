@@ -25,6 +25,7 @@ backend_tests!(
     encrypted_and_e2e_only_events_are_pushed_without_content,
     counts_follow_the_rules_and_reset_on_read,
     notifications_list_what_notified,
+    notifications_are_pruned_once_read_or_past_the_cap,
     a_rejected_pushkey_removes_the_pusher,
     a_failing_gateway_is_retried,
     an_invite_notifies_the_invitee,
@@ -537,5 +538,80 @@ async fn an_invite_notifies_the_invitee(backend: Backend) {
         notification["devices"][0]["tweaks"]["sound"],
         json!("default"),
         "{body}"
+    );
+}
+
+/// The event ids `GET /notifications` lists for `token`, newest first.
+async fn listed(server: &TestServer, token: &str) -> Vec<String> {
+    let (status, page) = server
+        .request(Method::GET, server.v3("/notifications"), Some(token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["notifications"]
+        .as_array()
+        .expect("notifications")
+        .iter()
+        .map(|n| {
+            n["event"]["event_id"]
+                .as_str()
+                .expect("event_id")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Waits (ten seconds at most) for the pruning task, which runs on its
+/// own clock, to leave exactly `expected` listed.
+async fn listed_becomes(server: &TestServer, token: &str, expected: &[&String]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = listed(server, token).await;
+        if now.iter().collect::<Vec<_>>() == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listed {now:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn notifications_are_pruned_once_read_or_past_the_cap(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
+        config.push.prune_interval_ms = 20;
+        config.push.read_notification_retention_ms = 0;
+        config.push.max_notifications_per_user = 3;
+    })
+    .await;
+    let (alice, bob, room) = pair(&server, json!({ "preset": "public_chat" })).await;
+    let mut sent = Vec::new();
+    for body in ["one", "two", "three", "four", "five"] {
+        sent.push(send_text(&server, &alice.token, &room, body).await);
+    }
+    // Past the cap, the oldest go, unread as they are.
+    listed_becomes(&server, &bob.token, &[&sent[4], &sent[3], &sent[2]]).await;
+    assert_eq!(
+        counts(&server, &bob.token, &room).await,
+        json!({ "notification_count": 3, "highlight_count": 0 })
+    );
+    // Read (and older than the retention, here none): gone; the unread stays.
+    let (status, _) = server
+        .request(
+            Method::POST,
+            room_url(
+                &server,
+                &room,
+                &format!("/receipt/m.read/{}", enc(&sent[3])),
+            ),
+            Some(&bob.token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    listed_becomes(&server, &bob.token, &[&sent[4]]).await;
+    assert_eq!(
+        counts(&server, &bob.token, &room).await,
+        json!({ "notification_count": 1, "highlight_count": 0 })
     );
 }

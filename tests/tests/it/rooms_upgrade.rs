@@ -15,6 +15,7 @@ backend_tests!(
     an_upgrade_carries_the_room_over_and_tombstones_the_old_one,
     an_e2e_only_room_stays_e2e_only_when_upgraded,
     only_those_who_may_tombstone_can_upgrade,
+    members_push_rules_follow_the_room,
 );
 
 async fn upgrade(
@@ -217,4 +218,136 @@ async fn only_those_who_may_tombstone_can_upgrade(backend: Backend) {
     // Nothing refused left a tombstone behind.
     let (status, _) = get_state(&server, &alice.token, &room, "m.room.tombstone", "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// `/pushrules/global{rest}` for `token`.
+async fn push_rule(
+    server: &TestServer,
+    token: &str,
+    method: Method,
+    rest: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let url = server.v3(&format!("/pushrules/global{rest}"));
+    server.request(method, url, Some(token), body).await
+}
+
+async fn members_push_rules_follow_the_room(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let old = create_room(
+        &server,
+        &alice.token,
+        json!({ "preset": "public_chat", "room_version": "10" }),
+    )
+    .await;
+    join(&server, &bob.token, &old).await;
+    let room_condition =
+        |room: &str| json!({ "kind": "event_match", "key": "room_id", "pattern": room });
+    // Alice mutes the room; bob has a keyword rule for it, and one for
+    // elsewhere too, which is not the room's.
+    let mute = json!({ "actions": [] });
+    let (status, _) = push_rule(
+        &server,
+        &alice.token,
+        Method::PUT,
+        &format!("/room/{}", enc(&old)),
+        Some(mute),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let keyword = json!({
+        "actions": ["notify", { "set_tweak": "highlight" }],
+        "conditions": [
+            room_condition(&old),
+            { "kind": "event_match", "key": "content.body", "pattern": "tea" },
+        ],
+    });
+    let (status, _) = push_rule(
+        &server,
+        &bob.token,
+        Method::PUT,
+        "/override/tea",
+        Some(keyword),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let elsewhere =
+        json!({ "actions": [], "conditions": [room_condition("!elsewhere:localhost")] });
+    let (status, _) = push_rule(
+        &server,
+        &bob.token,
+        Method::PUT,
+        "/underride/elsewhere",
+        Some(elsewhere),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = push_rule(
+        &server,
+        &bob.token,
+        Method::PUT,
+        "/override/tea/enabled",
+        Some(json!({ "enabled": false })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let new = upgraded(&server, &alice.token, &old, "11").await;
+    // The upgrader's rule is there at once.
+    let (status, rule) = push_rule(
+        &server,
+        &alice.token,
+        Method::GET,
+        &format!("/room/{}", enc(&new)),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rule}");
+    assert_eq!(rule["actions"], json!([]));
+    assert_eq!(rule["rule_id"], new.as_str());
+
+    // Bob's arrives when he joins the new room, its condition naming it,
+    // disabled as the original is.
+    let new_id = enc(&new);
+    let (status, _) = push_rule(
+        &server,
+        &bob.token,
+        Method::GET,
+        &format!("/override/{new_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    join(&server, &bob.token, &new).await;
+    let (status, rule) = push_rule(
+        &server,
+        &bob.token,
+        Method::GET,
+        &format!("/override/{new_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rule}");
+    assert_eq!(rule["enabled"], false, "{rule}");
+    assert_eq!(
+        rule["conditions"],
+        json!([room_condition(&new), { "kind": "event_match", "key": "content.body", "pattern": "tea" }])
+    );
+    assert_eq!(
+        rule["actions"],
+        json!(["notify", { "set_tweak": "highlight" }])
+    );
+    let (_, all) = push_rule(&server, &bob.token, Method::GET, "/", None).await;
+    let underrides = all["underride"].as_array().expect("underride");
+    assert!(
+        !underrides
+            .iter()
+            .any(|r| r["conditions"].to_string().contains(&new)),
+        "a rule for another room was not copied: {all}"
+    );
+    // The originals stay.
+    let (status, _) = push_rule(&server, &bob.token, Method::GET, "/override/tea", None).await;
+    assert_eq!(status, StatusCode::OK);
 }

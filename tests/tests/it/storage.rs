@@ -24,6 +24,7 @@ backend_tests!(
     latest_room_events_reads_each_rooms_newest,
     cached_reads_answer_as_the_database_does,
     transaction_ids_outlive_the_move_onto_event_rows,
+    push_actions_are_pruned_when_read_and_old_or_past_the_cap,
 );
 
 /// A storage on a fresh database, with what keeps that database alive.
@@ -855,4 +856,95 @@ async fn transaction_ids_outlive_the_move_onto_event_rows(backend: Backend) {
             .unwrap(),
         Some(events[0].clone())
     );
+}
+
+/// Pruning keeps every unread row and every recent one, and each user's
+/// newest rows up to the cap; it drops read rows evaluated before the
+/// cut-off and the rows past the cap.
+async fn push_actions_are_pruned_when_read_and_old_or_past_the_cap(backend: Backend) {
+    let (store, _keep) = open(backend).await;
+    let group = NewStateGroup {
+        prev_group: None,
+        chain_length: 0,
+        entries: Vec::new(),
+    };
+    let ids: Vec<OwnedEventId> = (1..=6)
+        .map(|n| OwnedEventId::try_from(format!("$e{n}")).unwrap())
+        .collect();
+    let room = <&RoomId>::try_from("!r:x").unwrap();
+    let chain: Vec<NewEvent<'_>> = (1..=6)
+        .map(|n| {
+            let index = usize::try_from(n - 1).unwrap();
+            new_event(n, &ids[index], room, n == 1, &ids[index..=index], &group)
+        })
+        .collect();
+    store.append_event_chains(&[chain]).await.unwrap();
+    let (bob, carol) = (user_id!("@bob:x"), user_id!("@carol:x"));
+    // Events 2 to 6 notified bob and carol; event n was evaluated at n * 100.
+    let rows: Vec<storage::NewPushAction<'_>> = [bob, carol]
+        .into_iter()
+        .flat_map(|user| {
+            ids[1..]
+                .iter()
+                .zip(2..)
+                .map(move |(event_id, n)| storage::NewPushAction {
+                    user_id: user,
+                    room_id: room,
+                    event_id,
+                    position: StreamPosition(n),
+                    actions: "[\"notify\"]",
+                    is_highlight: false,
+                    ts: n * 100,
+                })
+        })
+        .collect();
+    store.add_push_actions(&rows).await.unwrap();
+    // Bob read up to event 4; carol read nothing.
+    store
+        .set_receipt(
+            &storage::Receipt {
+                room_id: room.to_owned(),
+                receipt_type: "m.read".to_owned(),
+                user_id: bob.to_string(),
+                thread_id: String::new(),
+                event_id: ids[3].to_string(),
+                ts: 1,
+            },
+            StreamPosition(7),
+        )
+        .await
+        .unwrap();
+    let left = |user| {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<String> = store
+                .notifications(user, None, 100, false)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|n| n.event_id.to_string())
+                .collect();
+            ids.reverse();
+            ids
+        }
+    };
+
+    // Read rows evaluated before 350 go (bob's events 2 and 3); bob's
+    // event 4, read but newer, and all of carol's, unread, stay.
+    assert_eq!(store.prune_push_actions(350, 100, 1000).await.unwrap(), 2);
+    assert_eq!(left(bob).await, ["$e4", "$e5", "$e6"]);
+    assert_eq!(left(carol).await, ["$e2", "$e3", "$e4", "$e5", "$e6"]);
+    assert_eq!(store.prune_push_actions(350, 100, 1000).await.unwrap(), 0);
+
+    // A cap of two keeps each user's two newest, unread or not, and a
+    // batch stops the statement short.
+    assert_eq!(store.prune_push_actions(0, 2, 2).await.unwrap(), 2);
+    assert_eq!(store.prune_push_actions(0, 2, 1000).await.unwrap(), 2);
+    assert_eq!(left(bob).await, ["$e5", "$e6"]);
+    assert_eq!(left(carol).await, ["$e5", "$e6"]);
+    let counts = store
+        .notification_counts(room, carol, StreamPosition(7))
+        .await
+        .unwrap();
+    assert_eq!(counts.notifications, 2);
 }

@@ -33,10 +33,8 @@ pub struct RegisterRequest {
     password: Option<String>,
     device_id: Option<OwnedDeviceId>,
     initial_device_display_name: Option<String>,
-    #[serde(default)]
-    inhibit_login: bool,
-    #[serde(default)]
-    refresh_token: bool,
+    inhibit_login: Option<bool>,
+    refresh_token: Option<bool>,
     auth: Option<AuthData>,
     guest_access_token: Option<String>,
 }

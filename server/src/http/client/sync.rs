@@ -19,10 +19,11 @@ use crate::{
     },
     service::{
         ServiceError,
-        presence::PresenceView,
+        presence::{PresenceView, SetPresence},
         rooms::pdu::Pdu,
         sync::{
             RoomUpdate, StreamToken, SyncRequest, SyncResponse, SyncToken,
+            event_fields::EventFields,
             filter::{EventFilter, EventFormat, Filter},
             history::Direction,
         },
@@ -37,6 +38,8 @@ pub struct SyncQuery {
     #[serde(default)]
     full_state: bool,
     filter: Option<String>,
+    #[serde(default)]
+    set_presence: SetPresence,
 }
 
 /// `GET /sync`.
@@ -57,7 +60,12 @@ pub async fn sync_events(
             parse_json(json.as_bytes())?
         }
     };
+    state
+        .presence
+        .sync_presence(&session.user_id, query.set_presence)
+        .await?;
     let format = filter.event_format;
+    let fields = filter.event_fields.as_deref().and_then(EventFields::new);
     let request = SyncRequest {
         since: query.since.as_deref().map(SyncToken::parse).transpose()?,
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
@@ -69,7 +77,7 @@ pub async fn sync_events(
         .sync
         .sync(&session.user_id, &session.device_id, &request)
         .await?;
-    json_response(&SyncBody::new(&response, format))
+    json_response(&SyncBody::new(&response, format, fields.as_ref()))
 }
 
 #[derive(Serialize)]
@@ -196,19 +204,36 @@ struct TimelineBody<'a> {
     prev_batch: String,
 }
 
-/// A room event in the filter's `event_format`.
+/// A room event in the filter's `event_format`, with only its
+/// `event_fields` when the filter names some.
 #[derive(Serialize)]
 #[serde(untagged)]
 enum SyncEvent<'a> {
     Client(ClientEvent<'a>),
-    Federation(Value),
+    Json(Value),
+}
+
+/// How the filter shapes the room events of a sync.
+#[derive(Clone, Copy)]
+struct Shape<'a> {
+    format: EventFormat,
+    fields: Option<&'a EventFields>,
 }
 
 impl<'a> SyncEvent<'a> {
-    fn new(pdu: &'a Pdu, transaction_id: Option<&'a str>, format: EventFormat) -> Self {
-        match format {
+    fn new(pdu: &'a Pdu, transaction_id: Option<&'a str>, shape: Shape<'_>) -> Self {
+        let event = match shape.format {
             EventFormat::Client => Self::Client(ClientEvent::in_sync(pdu, transaction_id)),
-            EventFormat::Federation => Self::Federation(federation_event(pdu, transaction_id)),
+            EventFormat::Federation => Self::Json(federation_event(pdu, transaction_id)),
+        };
+        match shape.fields {
+            None => event,
+            Some(fields) => match serde_json::to_value(&event) {
+                Ok(whole) => Self::Json(fields.project(&whole)),
+                // Only a stored event that no longer parses fails here; it
+                // is served whole rather than dropped.
+                Err(_) => event,
+            },
         }
     }
 }
@@ -232,13 +257,18 @@ fn federation_event(pdu: &Pdu, transaction_id: Option<&str>) -> Value {
 }
 
 impl<'a> SyncBody<'a> {
-    fn new(response: &'a SyncResponse, format: EventFormat) -> Self {
+    fn new(
+        response: &'a SyncResponse,
+        format: EventFormat,
+        fields: Option<&'a EventFields>,
+    ) -> Self {
+        let shape = Shape { format, fields };
         let room = |update: &'a RoomUpdate| RoomBody {
             state: Events {
                 events: update
                     .state
                     .iter()
-                    .map(|pdu| SyncEvent::new(pdu, None, format))
+                    .map(|pdu| SyncEvent::new(pdu, None, shape))
                     .collect(),
             },
             timeline: TimelineBody {
@@ -251,7 +281,7 @@ impl<'a> SyncBody<'a> {
                             .transaction_ids
                             .get(pdu.event_id())
                             .map(String::as_str);
-                        SyncEvent::new(pdu, txn, format)
+                        SyncEvent::new(pdu, txn, shape)
                     })
                     .collect(),
                 limited: update.timeline.limited,

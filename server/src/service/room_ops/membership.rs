@@ -7,7 +7,7 @@ use ruma::{
 
 use tracing::warn;
 
-use super::{RoomOps, state_event, with_reason};
+use super::{RoomOps, state_event, upgrade::predecessor, with_reason};
 use crate::service::{
     ServiceError,
     room_events::RoomState,
@@ -63,6 +63,11 @@ impl RoomOps {
                 state_event(user_id, "m.room.member", user_id.as_str(), content),
             )
             .await?;
+        if membership != Some("join")
+            && let Some(old_room) = predecessor(&state)
+        {
+            self.carry_push_rules(user_id, &old_room, &room_id).await;
+        }
         Ok(room_id)
     }
 

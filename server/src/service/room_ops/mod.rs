@@ -18,6 +18,7 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedServerName, UserId};
 use super::{
     ServiceError,
     profile::Profiles,
+    push_rules::PushRules,
     room_events::{LocalEvent, RoomEvents},
     rooms::version::RoomVersion,
 };
@@ -32,6 +33,7 @@ pub struct RoomOps {
     events: Arc<RoomEvents>,
     storage: Arc<dyn Storage>,
     profiles: Arc<Profiles>,
+    push_rules: Arc<PushRules>,
     server_name: OwnedServerName,
     default_version: RoomVersion,
     create_room_events: usize,
@@ -46,6 +48,7 @@ impl RoomOps {
         events: Arc<RoomEvents>,
         storage: Arc<dyn Storage>,
         profiles: Arc<Profiles>,
+        push_rules: Arc<PushRules>,
         server_name: OwnedServerName,
         default_version: RoomVersion,
         create_room_events: usize,
@@ -54,6 +57,7 @@ impl RoomOps {
             events,
             storage,
             profiles,
+            push_rules,
             server_name,
             default_version,
             create_room_events,

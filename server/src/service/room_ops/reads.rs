@@ -36,7 +36,7 @@ impl RoomOps {
         let member = state.get(&StateEventType::RoomMember, user_id.as_str());
         let membership = state.membership_of(user_id.as_str());
         if membership == Some("join") || state.is_world_readable() {
-            return Ok(state.state.into_values().collect());
+            return Ok(state.into_events().collect());
         }
         match (membership, member) {
             // "After this API is called, however, a user will no longer be
@@ -135,7 +135,6 @@ impl RoomOps {
     ) -> Result<BTreeMap<String, JoinedMember>, ServiceError> {
         #[derive(Deserialize)]
         struct Member {
-            membership: String,
             displayname: Option<String>,
             avatar_url: Option<String>,
         }
@@ -144,20 +143,17 @@ impl RoomOps {
             return Err(ServiceError::not_in_room());
         }
         Ok(state
-            .state
-            .iter()
-            .filter(|((kind, _), _)| *kind == StateEventType::RoomMember)
-            .filter_map(|((_, key), pdu)| {
+            .members_in(&["join"])
+            .filter_map(|user| {
+                let pdu = state.get(&StateEventType::RoomMember, user.as_str())?;
                 let member: Member = serde_json::from_str(pdu.content().get()).ok()?;
-                (member.membership == "join").then(|| {
-                    (
-                        key.clone(),
-                        JoinedMember {
-                            display_name: member.displayname,
-                            avatar_url: member.avatar_url,
-                        },
-                    )
-                })
+                Some((
+                    user.to_string(),
+                    JoinedMember {
+                        display_name: member.displayname,
+                        avatar_url: member.avatar_url,
+                    },
+                ))
             })
             .collect())
     }

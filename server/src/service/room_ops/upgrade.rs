@@ -63,6 +63,8 @@ impl RoomOps {
         let request = replacement_request(&old, room_id, user_id, version, additional_creators);
         let is_public = self.is_public(room_id).await?;
         let new_room = self.create_room(user_id, request).await?;
+        // Members who join later get theirs when they do (`join`).
+        self.carry_push_rules(user_id, room_id, &new_room).await;
         self.move_aliases(user_id, room_id, &new_room, &old).await?;
         if is_public {
             self.storage.set_room_public(&new_room, true).await?;
@@ -93,6 +95,25 @@ impl RoomOps {
         }
         info!(old = %room_id, new = %new_room, %version, "room upgraded");
         Ok(new_room)
+    }
+
+    /// Gives the user's push rules for `old_room` to its replacement, as
+    /// Synapse does when a member reaches the new room. Best effort: the
+    /// join or upgrade has happened, and a rule set at its size limit only
+    /// means the user sets the new room's rules by hand.
+    pub(super) async fn carry_push_rules(
+        &self,
+        user_id: &UserId,
+        old_room: &RoomId,
+        new_room: &RoomId,
+    ) {
+        if let Err(error) = self
+            .push_rules
+            .copy_room_rules(user_id, old_room, new_room)
+            .await
+        {
+            tracing::debug!(%old_room, %new_room, %error, "push rules not carried over");
+        }
     }
 
     /// Points the old room's local aliases at the new room, which takes
@@ -252,6 +273,18 @@ fn integer_power_levels(levels: &mut CanonicalJsonObject) {
             }
             (_, value) => integer(value),
         }
+    }
+}
+
+/// The room a room's create event names as its `predecessor`.
+pub(super) fn predecessor(state: &RoomState) -> Option<OwnedRoomId> {
+    let create = content_of(state, "m.room.create")?;
+    match create.get("predecessor")? {
+        CanonicalJsonValue::Object(predecessor) => match predecessor.get("room_id")? {
+            CanonicalJsonValue::String(room_id) => OwnedRoomId::try_from(room_id.as_str()).ok(),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

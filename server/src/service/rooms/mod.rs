@@ -15,6 +15,8 @@
 //! - [`local_rules`]: what this server adds for events its own users ask it
 //!   to sign (restricted joins it vouches for, event shapes no client may
 //!   build).
+//! - [`state`]: a room's current state, its member index and the state
+//!   groups that record it.
 //! - [`resolve`]: state resolution (v1 for room version 1, v2, and v2.1
 //!   from room version 12) when the DAG forks.
 //!
@@ -94,6 +96,7 @@ pub mod e2e_policy;
 pub mod local_rules;
 pub mod pdu;
 pub mod resolve;
+pub mod state;
 pub mod version;
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
-//! The parts of a sync filter that Myelin applies.
+//! Sync filters (spec-notes/sync.md, "Filters").
 //!
 //! <https://spec.matrix.org/v1.16/client-server-api/#filtering>: unknown
 //! fields are ignored, as the spec allows for fields a server does not support.
 
 use std::collections::HashSet;
 
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::Deserialize;
 
 /// Default number of timeline events per room.
@@ -20,18 +20,19 @@ pub const MAX_TIMELINE_LIMIT: u32 = 500;
 /// check does; fields this server does not apply are still type-checked.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Filter {
-    /// Only these event fields (type-checked, not applied).
+    /// Only these fields of the room events returned (dotted paths,
+    /// [`super::event_fields`]).
     #[serde(default)]
     pub event_fields: Option<Vec<String>>,
     /// The format of the events returned.
     #[serde(default)]
     pub event_format: EventFormat,
-    /// Presence events (type-checked; presence is not served).
+    /// Presence events (`m.presence`, sent by the user they describe).
     #[serde(default)]
-    pub presence: Option<EventFilter>,
-    /// Global account data (type-checked, not applied).
+    pub presence: EventFilter,
+    /// Global account data (sent by the user).
     #[serde(default)]
-    pub account_data: Option<EventFilter>,
+    pub account_data: EventFilter,
     /// Filters on rooms.
     #[serde(default)]
     pub room: RoomFilter,
@@ -65,12 +66,13 @@ pub struct RoomFilter {
     /// The state.
     #[serde(default)]
     pub state: EventFilter,
-    /// Typing and receipts (type-checked, not applied).
+    /// Receipts (`m.receipt`, each user's receipts sent by that user) and
+    /// typing (`m.typing`, which has no sender).
     #[serde(default)]
-    pub ephemeral: Option<EventFilter>,
-    /// Room account data (type-checked, not applied).
+    pub ephemeral: EventFilter,
+    /// Room account data (sent by the user).
     #[serde(default)]
-    pub account_data: Option<EventFilter>,
+    pub account_data: EventFilter,
 }
 
 /// A filter on room events (the spec's `RoomEventFilter`, which is also
@@ -89,12 +91,13 @@ pub struct EventFilter {
     /// Never events from these senders.
     #[serde(default)]
     pub not_senders: HashSet<OwnedUserId>,
-    /// Only these rooms (type-checked; the room filter's `rooms` applies).
+    /// Only these rooms (applied to ephemeral events and room account
+    /// data; for the timeline and state the room filter's `rooms` applies).
     #[serde(default)]
-    pub rooms: Option<Vec<OwnedRoomId>>,
-    /// Never these rooms (type-checked; the room filter's `not_rooms` applies).
+    pub rooms: Option<HashSet<OwnedRoomId>>,
+    /// Never these rooms (as `rooms`).
     #[serde(default)]
-    pub not_rooms: Option<Vec<OwnedRoomId>>,
+    pub not_rooms: HashSet<OwnedRoomId>,
     /// Only events with (or without) a `url` (type-checked, not applied).
     #[serde(default)]
     pub contains_url: Option<bool>,
@@ -128,6 +131,32 @@ impl EventFilter {
             .min(MAX_TIMELINE_LIMIT)
     }
 
+    /// The limit the client gave, for the kinds that have no default one
+    /// (presence, account data, ephemeral events).
+    pub fn given_limit(&self) -> Option<usize> {
+        self.limit
+            .map(|limit| usize::try_from(limit).unwrap_or(usize::MAX))
+    }
+
+    /// Whether the filter lets events of this room through (`rooms`,
+    /// `not_rooms`).
+    pub fn allows_room(&self, room_id: &RoomId) -> bool {
+        self.rooms
+            .as_ref()
+            .is_none_or(|rooms| rooms.contains(room_id))
+            && !self.not_rooms.contains(room_id)
+    }
+
+    /// Keeps the events `allows` lets through (the filter's own test,
+    /// given how to read an event's type and sender), at most the filter's
+    /// limit of them (the first ones).
+    pub fn retain_limited<T>(&self, events: &mut Vec<T>, allows: impl Fn(&Self, &T) -> bool) {
+        events.retain(|event| allows(self, event));
+        if let Some(limit) = self.given_limit() {
+            events.truncate(limit);
+        }
+    }
+
     /// Whether lazy-loading may leave out members this client was sent
     /// before.
     pub fn omits_redundant_members(&self) -> bool {
@@ -141,11 +170,14 @@ impl EventFilter {
 
     /// Whether an event of this type from this sender passes.
     pub fn allows_event(&self, kind: &str, sender: &UserId) -> bool {
-        self.allows_type(kind)
-            && self
-                .senders
-                .as_ref()
-                .is_none_or(|senders| senders.contains(sender))
+        self.allows_type(kind) && self.allows_sender(sender)
+    }
+
+    /// Whether events from this sender pass.
+    pub fn allows_sender(&self, sender: &UserId) -> bool {
+        self.senders
+            .as_ref()
+            .is_none_or(|senders| senders.contains(sender))
             && !self.not_senders.contains(sender)
     }
 }

@@ -6,6 +6,7 @@
 //! ever returned twice or skipped. Memberships are read as of `since` and
 //! `now` from their history for the same reason.
 
+pub mod event_fields;
 pub mod filter;
 pub mod history;
 mod lazy_members;
@@ -420,7 +421,6 @@ impl Sync {
         let now = self.events.current_position();
         let typing_now = self.typing.current();
         let since = request.since.map(|token| token.position);
-        let typing_since = request.since.and_then(|token| token.typing);
         let room_filter = &request.filter.room;
         // Kinds with nothing new since the token need no query (most
         // incremental syncs wake for a room event and nothing else).
@@ -541,33 +541,19 @@ impl Sync {
                     } else {
                         RoomUpdate::empty(room_id, now)
                     };
-                    let (room_data, rest): (Vec<_>, Vec<_>) = account_data
+                    let (mut room_data, rest): (Vec<_>, Vec<_>) = account_data
                         .into_iter()
                         .partition(|entry| entry.room_id.as_ref() == Some(room_id));
                     account_data = rest;
-                    update.account_data = room_data;
-                    // Receipts from before the user's membership event are
-                    // not theirs to see: a newcomer learns nothing of who
-                    // read what before they came. (In a first sync the
-                    // latest member event counts, so a profile change hides
-                    // what was read before it too.)
-                    let receipts_from = if newly_joined {
-                        membership.position
-                    } else {
-                        since.unwrap_or(StreamPosition(0))
-                    };
-                    if self.events.changed_since(Kind::Receipt, receipts_from) {
-                        update.receipts = self
-                            .storage
-                            .receipts_between(room_id, receipts_from, now)
-                            .await?
-                            .into_iter()
-                            .filter(|r| r.receipt_type == "m.read" || r.user_id == user_id.as_str())
-                            .collect();
+                    let room_data_filter = &room_filter.account_data;
+                    if room_data_filter.allows_room(room_id) {
+                        room_data_filter.retain_limited(&mut room_data, |filter, entry| {
+                            filter.allows_event(&entry.data_type, user_id)
+                        });
+                        update.account_data = room_data;
                     }
-                    update.typing = self
-                        .typing
-                        .typers_since(room_id, if newly_joined { None } else { typing_since });
+                    self.add_ephemeral(&context, &mut update, newly_joined.then_some(&membership))
+                        .await?;
                     if update.has_news() || request.full_state || newly_joined {
                         update.unread_count =
                             self.storage.count_unread(room_id, user_id, now).await?;
@@ -618,6 +604,12 @@ impl Sync {
             .into_iter()
             .filter(|entry| entry.room_id.is_none())
             .collect();
+        request
+            .filter
+            .account_data
+            .retain_limited(&mut response.account_data, |filter, entry| {
+                filter.allows_event(&entry.data_type, user_id)
+            });
         let own_events: Vec<OwnedEventId> = response
             .joined
             .iter()
@@ -649,6 +641,12 @@ impl Sync {
             response.presence = self
                 .presence_of_room_mates(user_id, since, now, &joined_now)
                 .await?;
+            request
+                .filter
+                .presence
+                .retain_limited(&mut response.presence, |filter, (sender, _)| {
+                    filter.allows_event("m.presence", sender)
+                });
         }
         response.one_time_key_counts =
             one_time_key_counts(self.storage.as_ref(), user_id, device_id).await?;
@@ -657,6 +655,59 @@ impl Sync {
             .unused_fallback_key_types(user_id, device_id)
             .await?;
         Ok(response)
+    }
+
+    /// A joined room's receipts and typing since the token, as the
+    /// filter's `room.ephemeral` allows them. `joined`, for a room the
+    /// user has just joined, is their membership: receipts from before it
+    /// are not theirs to see, nor is who typed before.
+    async fn add_ephemeral(
+        &self,
+        context: &SyncContext<'_>,
+        update: &mut RoomUpdate,
+        joined: Option<&Membership>,
+    ) -> Result<(), ServiceError> {
+        let filter = &context.request.filter.room.ephemeral;
+        let room_id = update.room_id.as_ref();
+        if !filter.allows_room(room_id) {
+            return Ok(());
+        }
+        let mut room_left = filter.given_limit().unwrap_or(usize::MAX);
+        // Receipts from before the user's membership event are not theirs
+        // to see: a newcomer learns nothing of who read what before they
+        // came. (In a first sync the latest member event counts, so a
+        // profile change hides what was read before it too.)
+        let receipts_from = match joined {
+            Some(membership) => membership.position,
+            None => context.since.unwrap_or(StreamPosition(0)),
+        };
+        if room_left > 0
+            && filter.allows_type("m.receipt")
+            && self.events.changed_since(Kind::Receipt, receipts_from)
+        {
+            let user_id = context.user_id;
+            update.receipts = self
+                .storage
+                .receipts_between(room_id, receipts_from, context.now)
+                .await?
+                .into_iter()
+                .filter(|r| r.receipt_type == "m.read" || r.user_id == user_id.as_str())
+                .filter(|r| {
+                    <&UserId>::try_from(r.user_id.as_str())
+                        .is_ok_and(|reader| filter.allows_sender(reader))
+                })
+                .collect();
+            if !update.receipts.is_empty() {
+                room_left -= 1;
+            }
+        }
+        if room_left > 0 && filter.allows_type("m.typing") {
+            let typing_since = context.request.since.and_then(|token| token.typing);
+            update.typing = self
+                .typing
+                .typers_since(room_id, if joined.is_some() { None } else { typing_since });
+        }
+        Ok(())
     }
 
     /// For an initial sync: the first page `room_update` reads for each

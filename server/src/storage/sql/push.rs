@@ -117,6 +117,44 @@ macro_rules! sql_push_store {
                     .collect()
             }
 
+            async fn prune_push_actions(
+                &self,
+                read_before_ts: i64,
+                keep_per_user: u32,
+                batch: u32,
+            ) -> Result<u64, StorageError> {
+                let mut tx = self.pool.begin().await?;
+                let read = format!(
+                    "DELETE FROM event_push_actions WHERE (user_id, event_id) IN \
+                     (SELECT a.user_id, a.event_id FROM event_push_actions a \
+                      WHERE a.ts < $1 AND a.stream_ordering <= {READ_UPTO} LIMIT $2)"
+                );
+                let mut pruned = sqlx::query(&read)
+                    .bind(read_before_ts)
+                    .bind(i64::from(batch))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let left = batch.saturating_sub(u32::try_from(pruned).unwrap_or(batch));
+                if left > 0 {
+                    pruned += sqlx::query(
+                        "DELETE FROM event_push_actions WHERE (user_id, event_id) IN \
+                         (SELECT user_id, event_id FROM \
+                          (SELECT user_id, event_id, ROW_NUMBER() OVER \
+                           (PARTITION BY user_id ORDER BY stream_ordering DESC) AS newer \
+                           FROM event_push_actions) ranked \
+                          WHERE newer > $1 LIMIT $2)",
+                    )
+                    .bind(i64::from(keep_per_user))
+                    .bind(i64::from(left))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(pruned)
+            }
+
             async fn pushers_with_ts(
                 &self,
                 user_id: &UserId,

@@ -11,13 +11,20 @@
 
 use std::sync::Arc;
 
-use ruma::{OwnedEventId, OwnedUserId};
+use ruma::{OwnedEventId, OwnedUserId, events::TimelineEventType};
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
-use super::{ServiceError, room_events::Transaction, rooms::pdu::Pdu};
-use crate::storage::{
-    ChainOutcome, NewEvent, NewStateGroup, NewTransaction, Storage, StreamPosition,
+use super::Transaction;
+use crate::{
+    service::{
+        ServiceError,
+        rooms::{
+            pdu::Pdu,
+            state::{RoomState, join_rule, membership},
+        },
+    },
+    storage::{ChainOutcome, NewEvent, NewStateGroup, NewTransaction, Storage, StreamPosition},
 };
 
 /// Chains written in one transaction at most; a bigger backlog waits for the next.
@@ -52,7 +59,7 @@ pub struct PendingEvent {
 
 impl PendingEvent {
     /// An event with no membership, transaction or redaction attached yet.
-    pub fn new(position: StreamPosition, pdu: Pdu, state_group: i64) -> Self {
+    fn new(position: StreamPosition, pdu: Pdu, state_group: i64) -> Self {
         Self {
             position,
             event_type: pdu.kind().to_string(),
@@ -67,6 +74,48 @@ impl PendingEvent {
             transaction: None,
             redaction: None,
         }
+    }
+
+    /// Moves `state` past an authorized event that follows every current
+    /// extremity, and says what to write for it. `redaction` is the
+    /// redacted form of the event it redacts, applied with it.
+    ///
+    /// # Errors
+    /// `Internal` when the redacted form does not parse (nothing changed then).
+    pub fn advance(
+        state: &mut RoomState,
+        pdu: Pdu,
+        redaction: Option<(OwnedEventId, String)>,
+        position: StreamPosition,
+    ) -> Result<Self, ServiceError> {
+        // Everything that can fail comes before the first change to `state`.
+        let redacted_slot = match &redaction {
+            Some((target, json)) if state.event_by_id(target).is_some() => Some(
+                Pdu::from_storage(state.version, target.clone(), json.clone()).map_err(|e| {
+                    ServiceError::Internal(format!("redacted event is invalid: {e}"))
+                })?,
+            ),
+            _ => None,
+        };
+        // A state event's group is numbered by its stream position, which
+        // is unique.
+        let change = state.advance(&pdu, redacted_slot, position.0);
+        let mut pending = Self::new(position, pdu, change.state_group);
+        pending.new_state_group = change.new_group;
+        if *pending.pdu.kind() == TimelineEventType::RoomMember {
+            let target = pending
+                .pdu
+                .state_key()
+                .and_then(|key| ruma::UserId::parse(key).ok());
+            pending.membership = target.zip(membership(&pending.pdu));
+        }
+        if *pending.pdu.kind() == TimelineEventType::RoomJoinRules
+            && pending.pdu.state_key() == Some("")
+        {
+            pending.join_rule = Some(join_rule(&pending.pdu).unwrap_or_default());
+        }
+        pending.redaction = redaction;
+        Ok(pending)
     }
 
     fn as_new_event(&self) -> NewEvent<'_> {
