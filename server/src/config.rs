@@ -74,6 +74,8 @@ pub struct Config {
     pub limits: Limits,
     /// Serve the client API over TLS instead of plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// The Server-Server API: its listener, and how this server reaches others.
+    pub federation: FederationConfig,
     /// Log output.
     pub log: LogConfig,
 }
@@ -102,6 +104,7 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             limits: Limits::default(),
             tls: None,
+            federation: FederationConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -482,6 +485,59 @@ pub struct TlsConfig {
     pub private_key: PathBuf,
 }
 
+/// The Server-Server API (`[federation]`).
+///
+/// Off by default: a fresh checkout serves only the client API and needs no
+/// certificate. Turned on, the server listens on `bind` over TLS (the
+/// certificate in `[federation.tls]` is required) and other servers find it
+/// as the spec's server discovery says (`server_name` with an explicit port,
+/// `/.well-known/matrix/server`, or port 8448).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Serve the federation listener.
+    pub enabled: bool,
+    /// Address and port the federation listener binds.
+    pub bind: SocketAddr,
+    /// The federation listener's certificate and key (required when enabled).
+    pub tls: Option<TlsConfig>,
+    /// Check remote servers' certificates against the web PKI roots (plus
+    /// `extra_ca_file`). Turn off only for test set-ups with self-signed
+    /// peers: anyone on the path could then pose as any server.
+    pub verify_certificates: bool,
+    /// A PEM file of further certificate authorities to trust for remote servers.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Non-public address ranges (`127.0.0.0/8`, `::1`, `10.0.0.0/8`) that
+    /// outgoing federation requests may reach. Empty, the server never
+    /// connects to loopback, private or link-local addresses, whatever a
+    /// server name resolves to.
+    pub allowed_ip_ranges: Vec<IpRange>,
+    /// Fixed addresses (`host:port`) for server names, used before any
+    /// discovery: for tests and private deployments.
+    pub addresses: std::collections::BTreeMap<String, String>,
+    /// Servers asked for other servers' keys (`/_matrix/key/v2/query`) when
+    /// the origin itself cannot be reached. Empty: only origins are asked.
+    pub trusted_notaries: Vec<String>,
+    /// How long one outgoing request may take, connection included, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            bind: SocketAddr::from(([0, 0, 0, 0], 8448)),
+            tls: None,
+            verify_certificates: true,
+            extra_ca_file: None,
+            allowed_ip_ranges: Vec::new(),
+            addresses: std::collections::BTreeMap::new(),
+            trusted_notaries: Vec::new(),
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
 /// Logging (`[log]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -730,8 +786,47 @@ impl Config {
                 reason: "supported room versions are 1 to 12".to_owned(),
             });
         }
+        self.validate_federation()?;
         self.database()?;
         Ok(server_name)
+    }
+
+    fn validate_federation(&self) -> Result<(), ConfigError> {
+        let federation = &self.federation;
+        if federation.enabled && federation.tls.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "federation.tls",
+                reason: "the federation listener needs a certificate and key".to_owned(),
+            });
+        }
+        if federation.request_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "federation.request_timeout_ms",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        for (name, address) in &federation.addresses {
+            ServerName::parse(name).map_err(|e| ConfigError::Invalid {
+                key: "federation.addresses",
+                reason: format!("{name:?}: {e}"),
+            })?;
+            let has_port = address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !has_port {
+                return Err(ConfigError::Invalid {
+                    key: "federation.addresses",
+                    reason: format!("{address:?} is not host:port"),
+                });
+            }
+        }
+        for notary in &federation.trusted_notaries {
+            ServerName::parse(notary).map_err(|e| ConfigError::Invalid {
+                key: "federation.trusted_notaries",
+                reason: format!("{notary:?}: {e}"),
+            })?;
+        }
+        Ok(())
     }
 
     /// Settings that are valid but risky, each as a sentence for the
@@ -743,6 +838,12 @@ impl Config {
                 "registration is open and the server listens beyond loopback: anyone who \
                  can reach it can create accounts (set registration.mode to \"token\" or \
                  \"closed\")",
+            );
+        }
+        if self.federation.enabled && !self.federation.verify_certificates {
+            warnings.push(
+                "federation.verify_certificates is off: anyone on the network path can \
+                 pose as any remote server",
             );
         }
         warnings
@@ -820,6 +921,38 @@ mod tests {
         let mut gated = Config::default();
         gated.registration.mode = RegistrationMode::Token;
         assert!(gated.warnings(public).is_empty());
+    }
+
+    #[test]
+    fn federation_is_off_by_default_and_checked_when_on() {
+        let defaults = Config::default();
+        assert!(!defaults.federation.enabled);
+        assert!(defaults.federation.verify_certificates);
+        assert!(defaults.federation.allowed_ip_ranges.is_empty());
+        let without_certificate = Config::from_toml_str("[federation]\nenabled = true").unwrap();
+        assert!(matches!(
+            without_certificate.validate(),
+            Err(ConfigError::Invalid {
+                key: "federation.tls",
+                ..
+            })
+        ));
+        let bad_address =
+            Config::from_toml_str("[federation.addresses]\n\"a.example\" = \"nowhere\"").unwrap();
+        assert!(matches!(
+            bad_address.validate(),
+            Err(ConfigError::Invalid {
+                key: "federation.addresses",
+                ..
+            })
+        ));
+        let good = Config::from_toml_str(
+            "[federation]\nallowed_ip_ranges = [\"127.0.0.0/8\"]\n\
+             [federation.addresses]\n\"a.example:8448\" = \"[::1]:8448\"",
+        )
+        .unwrap();
+        good.validate().unwrap();
+        assert_eq!(good.federation.allowed_ip_ranges.len(), 1);
     }
 
     #[test]

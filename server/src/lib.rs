@@ -16,8 +16,9 @@
 //! # }
 //! ```
 //!
-//! Not yet supported: rooms, sync, end-to-end encryption endpoints and
-//! federation (see the open issues); profile lookups of remote users.
+//! Not yet supported: federation beyond its transport and identity layer
+//! (`service::federation`: no transactions, joins or PDUs yet); profile
+//! and key lookups of remote users from the client API.
 
 pub mod config;
 pub mod http;
@@ -41,6 +42,12 @@ use service::{
     committed::CommittedFeed,
     devices::Devices,
     e2ee::{DeviceLists, E2eeKeys},
+    federation::{
+        Federation, FederationClient, RemoteKeys,
+        discovery::{Discovery, NetworkLookups},
+        system_clock,
+        transport::{Transport, TransportSetupError},
+    },
     key_backup::KeyBackup,
     media::{Media, MediaQuota},
     notifier::Notifier,
@@ -76,6 +83,9 @@ pub enum StartError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The federation client could not be set up.
+    #[error(transparent)]
+    Federation(#[from] TransportSetupError),
     /// A service could not start.
     #[error("cannot start the services: {0}")]
     Services(ServiceError),
@@ -95,6 +105,12 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         .await
         .map_err(StartError::SigningKey)?;
     let server_keys = Arc::new(server_keys);
+    let federation = Arc::new(federation(
+        config,
+        &storage,
+        &server_keys,
+        server_name.clone(),
+    )?);
     let notifier = Arc::new(Notifier::default());
     let stream = Arc::new(Stream::new(storage.max_stream_position().await?));
     let device_lists = Arc::new(DeviceLists::new(
@@ -238,6 +254,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         public_rooms,
         budgets: Arc::new(AccountBudgets::new(&config.rate_limits)),
         trusted_proxies: config.rate_limits.trusted_proxies.clone().into(),
+        federation,
         to_device,
         e2ee_keys,
         key_backup,
@@ -258,19 +275,115 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     Ok((state, storage))
 }
 
+/// The federation services: the outbound client, the remote key cache
+/// that fetches through it, and request authentication on top.
+fn federation(
+    config: &Config,
+    storage: &Arc<dyn Storage>,
+    server_keys: &Arc<ServerKeys>,
+    server_name: ruma::OwnedServerName,
+) -> Result<Federation, StartError> {
+    let settings = &config.federation;
+    let transport = Transport::new(settings)?;
+    let discovery = Discovery::new(
+        &settings.addresses,
+        Box::new(NetworkLookups::new(transport.clone())),
+    );
+    let client = Arc::new(FederationClient::new(
+        server_keys.clone(),
+        transport,
+        discovery,
+    ));
+    let notaries = settings
+        .trusted_notaries
+        .iter()
+        .filter_map(|name| ruma::ServerName::parse(name).ok())
+        .collect();
+    let keys = Arc::new(RemoteKeys::new(
+        storage.clone(),
+        client.clone(),
+        server_keys.clone(),
+        notaries,
+        system_clock(),
+    ));
+    Ok(Federation::new(server_name, keys, client, system_clock()))
+}
+
 /// Serves the client API on `listener` until `shutdown` resolves, then
-/// finishes in-flight requests and closes the database.
+/// finishes in-flight requests and closes the database. With
+/// `[federation] enabled`, the federation listener binds its configured
+/// address too.
 ///
 /// The listener is bound by the caller, so tests can bind port 0.
 ///
 /// # Errors
-/// When start-up fails (see [`open`]) or the listener fails.
+/// When start-up fails (see [`open`]) or a listener fails.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let federation = if config.federation.enabled {
+        Some(TcpListener::bind(config.federation.bind).await?)
+    } else {
+        None
+    };
+    run_with_federation(listener, federation, config, shutdown).await
+}
+
+/// [`run`] with the federation listener bound by the caller too (tests
+/// bind port 0 and name the server after it). `federation_listener` is
+/// used only when `[federation] enabled`.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_federation(
+    listener: TcpListener,
+    federation_listener: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let (state, storage) = open(&config).await?;
+    let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
+    let federation = match (&config.federation.tls, federation_listener) {
+        (Some(tls), Some(tcp)) if config.federation.enabled => {
+            let address = tcp.local_addr()?;
+            let tls_listener = TlsListener::new(tcp, tls)?;
+            let app = http::federation::app(state.clone(), config.max_request_body_bytes);
+            info!(%address, "serving federation over HTTPS");
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(tls_listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }))
+        }
+        _ => None,
+    };
+    let served = serve_client_api(listener, state, &config, shutdown).await;
+    if let Some(federation) = federation {
+        if served.is_err() {
+            // The shutdown signal may never come now.
+            federation.abort();
+        }
+        match federation.await {
+            Err(error) if error.is_cancelled() => {}
+            Ok(result) => result?,
+            Err(error) => warn!(%error, "the federation listener stopped abnormally"),
+        }
+    }
+    storage.close().await;
+    served?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn serve_client_api(
+    listener: TcpListener,
+    state: AppState,
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let app = http::app(state, config.max_request_body_bytes)
         .into_make_service_with_connect_info::<http::PeerAddr>();
     let address = listener.local_addr()?;
@@ -292,7 +405,5 @@ pub async fn run(
                 .await?;
         }
     }
-    storage.close().await;
-    info!("stopped");
     Ok(())
 }

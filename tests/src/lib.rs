@@ -6,9 +6,9 @@
 //! `MYELIN_TEST_DATABASE_URL` names a server whose user may create
 //! databases; [`backend_tests!`] generates both variants.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
-use myelin_server::config::{Config, Secret};
+use myelin_server::config::{Config, Secret, TlsConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection};
@@ -159,6 +159,9 @@ pub struct TestServer {
     pub config: Config,
     /// An HTTP client for it.
     pub client: reqwest::Client,
+    /// `https://127.0.0.1:PORT` of its federation listener, for servers
+    /// started by [`TestServer::start_federated`].
+    pub federation_url: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), myelin_server::StartError>>>,
     _data_dir: tempfile::TempDir,
@@ -175,6 +178,70 @@ impl TestServer {
     /// `MYELIN_TEST_LOG` set (a `tracing` filter), the server's logs go to
     /// the test's output.
     pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        Self::launch(backend, None, configure).await
+    }
+
+    /// Starts `count` servers that federate with each other over loopback
+    /// (see [`Self::start_federated_with`]).
+    pub async fn start_federated(backend: Backend, count: usize) -> Vec<Self> {
+        Self::start_federated_with(backend, count, |_, _| {}).await
+    }
+
+    /// Starts `count` servers, each named `localhost:PORT` after its
+    /// federation listener (TLS with a fresh self-signed certificate),
+    /// with a `[federation] addresses` map naming every one of them,
+    /// certificate checks off and loopback allowed for outgoing requests.
+    /// `configure(i, config)` adjusts server `i` last.
+    pub async fn start_federated_with(
+        backend: Backend,
+        count: usize,
+        configure: impl Fn(usize, &mut Config),
+    ) -> Vec<Self> {
+        let mut listeners = Vec::new();
+        for _ in 0..count {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback");
+            listeners.push(listener);
+        }
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("local address").port())
+            .collect();
+        let addresses: BTreeMap<String, String> = ports
+            .iter()
+            .map(|port| (format!("localhost:{port}"), format!("127.0.0.1:{port}")))
+            .collect();
+        let mut servers = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let server = Self::launch(backend.clone(), Some(listener), |config| {
+                config.server_name = format!("localhost:{}", ports[i]);
+                config.federation.addresses = addresses.clone();
+                configure(i, config);
+            })
+            .await;
+            // The listeners were bound before the server started: this
+            // answer waits for it to be serving, so its database is
+            // migrated and its keys exist before a test opens them.
+            let (status, _) = server
+                .request(
+                    Method::GET,
+                    format!("{}/_matrix/client/versions", server.base_url),
+                    None,
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "server {i} did not start");
+            servers.push(server);
+        }
+        servers
+    }
+
+    async fn launch(
+        backend: Backend,
+        federation: Option<TcpListener>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         if let Ok(filter) = std::env::var("MYELIN_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
@@ -192,6 +259,18 @@ impl TestServer {
             ..Config::default()
         };
         config.rate_limits.enabled = false;
+        let federation_url = federation.as_ref().map(|listener| {
+            let address = listener.local_addr().expect("local address");
+            config.federation.enabled = true;
+            config.federation.bind = address;
+            config.federation.tls = Some(self_signed_certificate(data_dir.path()));
+            config.federation.verify_certificates = false;
+            config.federation.allowed_ip_ranges = vec![
+                "127.0.0.0/8".parse().expect("range"),
+                "::1".parse().expect("range"),
+            ];
+            format!("https://{address}")
+        });
         configure(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -204,9 +283,14 @@ impl TestServer {
             "http"
         };
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(myelin_server::run(listener, config.clone(), async move {
-            stop.await.ok();
-        }));
+        let task = tokio::spawn(myelin_server::run_with_federation(
+            listener,
+            federation,
+            config.clone(),
+            async move {
+                stop.await.ok();
+            },
+        ));
         Self {
             base_url: format!("{scheme}://{address}"),
             server_name: config.server_name.clone(),
@@ -215,10 +299,35 @@ impl TestServer {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("HTTP client"),
+            federation_url,
             shutdown: Some(shutdown),
             task: Some(task),
             _data_dir: data_dir,
             _database: database,
+        }
+    }
+
+    /// An HTTP client for the federation listener, which accepts its
+    /// self-signed certificate.
+    pub fn federation_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("HTTP client")
+    }
+
+    /// The current signing key's id and seed, read from the database: a
+    /// test can then sign as this server.
+    pub async fn signing_key_seed(&self) -> (String, String) {
+        let url = self.database_url();
+        let query = "SELECT key_id, seed FROM server_signing_keys WHERE expired_ts IS NULL";
+        if url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&url).await.expect("open SQLite");
+            sqlx::query_as(query).fetch_one(&pool).await.expect("key")
+        } else {
+            let pool = sqlx::PgPool::connect(&url).await.expect("open PostgreSQL");
+            sqlx::query_as(query).fetch_one(&pool).await.expect("key")
         }
     }
 
@@ -336,6 +445,20 @@ impl Drop for TestServer {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// Writes a self-signed certificate for `localhost` and its key into `dir`.
+fn self_signed_certificate(dir: &std::path::Path) -> TlsConfig {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let certificate = dir.join("federation-cert.pem");
+    let private_key = dir.join("federation-key.pem");
+    std::fs::write(&certificate, certified.cert.pem()).expect("write certificate");
+    std::fs::write(&private_key, certified.signing_key.serialize_pem()).expect("write key");
+    TlsConfig {
+        certificate,
+        private_key,
     }
 }
 

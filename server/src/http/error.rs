@@ -216,6 +216,26 @@ impl From<ServiceError> for MatrixError {
     }
 }
 
+impl From<crate::service::federation::AuthError> for MatrixError {
+    fn from(error: crate::service::federation::AuthError) -> Self {
+        use crate::service::federation::AuthError;
+        match error {
+            AuthError::Storage(detail) => internal(&detail),
+            // Synapse's words for the cases remote servers log.
+            AuthError::WrongDestination => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "M_UNAUTHORIZED",
+                "Destination mismatch",
+            ),
+            other => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "M_UNAUTHORIZED",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
 /// The devices a to-device send did not reach, as `[{user_id, device_id}]`.
 pub fn inbox_full(refused: &[crate::service::to_device::RefusedDevice]) -> Value {
     refused

@@ -26,17 +26,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = MatrixError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    MatrixError::too_large()
-                } else {
-                    MatrixError::not_json("could not read the request body")
-                }
-            })?;
-        parse_json(&bytes).map(Json)
+        parse_json(&body_bytes(request, state).await?).map(Json)
     }
+}
+
+/// The whole request body: over the configured limit it is `M_TOO_LARGE`,
+/// unreadable `M_NOT_JSON`.
+///
+/// # Errors
+/// As above.
+pub async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, MatrixError> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                MatrixError::too_large()
+            } else {
+                MatrixError::not_json("could not read the request body")
+            }
+        })
 }
 
 /// Parses JSON, telling malformed text apart from a well-formed wrong shape.

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod error;
 pub mod extract;
+pub mod federation;
 pub mod guest_access;
 pub mod keys;
 pub mod media;
@@ -24,6 +25,7 @@ use tracing::Instrument;
 
 use crate::config::IpRange;
 use crate::service::e2ee::E2eeKeys;
+use crate::service::federation::Federation;
 use crate::service::public_rooms::PublicRooms;
 use crate::service::rate_limit::{AccountBudgets, Budget};
 use crate::service::{
@@ -75,6 +77,8 @@ pub struct AppState {
     pub public_rooms: Arc<PublicRooms>,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[IpRange]>,
+    /// Other servers: request authentication, their keys, the outbound client.
+    pub federation: Arc<Federation>,
 }
 
 /// The peer address of a connection, plain or TLS, as `ConnectInfo`.
@@ -193,7 +197,7 @@ fn budget_of(method: &Method, route: &str) -> Option<Budget> {
 
 /// One span per request with the method and the matched route, never the
 /// query string (it may hold an access token) nor the body.
-async fn trace_request(request: Request, next: Next) -> Response {
+pub(crate) async fn trace_request(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -5,9 +5,11 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod address_policy;
 pub mod committed;
 pub mod devices;
 pub mod e2ee;
+pub mod federation;
 mod inbox_marks;
 pub mod key_backup;
 pub mod media;

@@ -74,6 +74,29 @@ impl Profiles {
         self.get(user_id).await
     }
 
+    /// A local user's profile as another server asks for it
+    /// (`GET /_matrix/federation/v1/query/profile`). The request is
+    /// authenticated by the server's signature, which satisfies
+    /// `require_auth`; with `shared_rooms_only`, remote users are refused,
+    /// since no room is shared over federation yet.
+    ///
+    /// # Errors
+    /// `InvalidParam` for a user of another server; `Forbidden` as above;
+    /// `NotFound` for an unknown user.
+    pub async fn lookup_for_server(&self, user_id: &UserId) -> Result<Profile, ServiceError> {
+        if user_id.server_name() != self.server_name {
+            return Err(ServiceError::InvalidParam(
+                "the user is not a user of this server".to_owned(),
+            ));
+        }
+        if self.lookup.shared_rooms_only {
+            return Err(ServiceError::Forbidden(
+                "this profile is not disclosed to you".to_owned(),
+            ));
+        }
+        self.get(user_id).await
+    }
+
     /// A user's profile.
     ///
     /// # Errors

@@ -11,6 +11,7 @@ mod key_backup;
 mod keys;
 mod media;
 mod push;
+mod remote_keys;
 mod rooms;
 mod sql;
 mod to_device;
@@ -34,6 +35,7 @@ pub use key_backup::{
 pub use keys::{KeyStore, StoredSigningKey};
 pub use media::{MediaContent, MediaRecord, MediaStore, MediaUsage};
 pub use push::{NewPushAction, Notification, NotificationCounts, PushStore};
+pub use remote_keys::{RemoteKey, RemoteKeyDocument, RemoteKeyStore};
 pub use rooms::{
     ChainOutcome, Membership, NewEvent, NewStateGroup, NewTransaction, RoomHead, RoomRecord,
     RoomStore, StateEntry, StoredEvent, StreamPosition,
@@ -208,6 +210,7 @@ pub trait Storage:
     + KeyStore
     + MediaStore
     + PushStore
+    + RemoteKeyStore
     + RoomStore
     + ToDeviceStore
     + UserDataStore

@@ -248,7 +248,7 @@ impl PersistentData {
 }
 
 /// A storage on a fresh database, with what keeps that database alive.
-async fn open(backend: Backend) -> (Arc<dyn Storage>, PersistentData) {
+pub(crate) async fn open(backend: Backend) -> (Arc<dyn Storage>, PersistentData) {
     let data = PersistentData::new(backend).await;
     let location = match &data.database {
         None => DatabaseLocation::Sqlite(data.dir.path().join("myelin.db")),

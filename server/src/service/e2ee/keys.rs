@@ -212,6 +212,19 @@ impl E2eeKeys {
         Ok(claimed)
     }
 
+    /// `POST /_matrix/federation/v1/user/keys/claim` from another server:
+    /// [`Self::claim`] for local users only.
+    ///
+    /// # Errors
+    /// `InvalidParam` for a user of another server, or past the limit.
+    pub async fn claim_for_server(
+        &self,
+        wanted: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, String>>,
+    ) -> Result<ClaimedKeys, ServiceError> {
+        self.check_all_local(wanted.keys())?;
+        self.claim(wanted).await
+    }
+
     /// `GET /keys/changes`: what a sync from `from` to `to` would list in
     /// `device_lists` (with `to` no later than now).
     ///

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::E2eeKeys;
 use crate::{
     service::ServiceError,
-    storage::{CrossSigningKeyType, KeySignature, SignatureTarget},
+    storage::{CrossSigningKeyType, KeySignature, SignatureTarget, StreamPosition},
 };
 
 /// Key objects as served, each JSON text.
@@ -42,6 +42,59 @@ impl E2eeKeys {
         requester: &UserId,
         wanted: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
     ) -> Result<QueriedKeys, ServiceError> {
+        self.query_as(Some(requester), wanted).await
+    }
+
+    /// `POST /_matrix/federation/v1/user/keys/query` from another server:
+    /// the keys of local users only, with no user-signing key, only the
+    /// owners' own signatures, and no device names (they are the owner's
+    /// business).
+    ///
+    /// # Errors
+    /// `InvalidParam` for a user of another server or too many users;
+    /// storage failures.
+    pub async fn query_for_server(
+        &self,
+        wanted: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> Result<QueriedKeys, ServiceError> {
+        self.check_all_local(wanted.keys())?;
+        self.query_as(None, wanted).await
+    }
+
+    /// `GET /_matrix/federation/v1/user/devices/{userId}`: a local user's
+    /// devices with their keys (no names), master and self-signing keys,
+    /// and the device-list stream position they are current as of.
+    ///
+    /// # Errors
+    /// `InvalidParam` for a user of another server; storage failures.
+    pub async fn devices_for_server(
+        &self,
+        user_id: &UserId,
+    ) -> Result<(QueriedKeys, StreamPosition), ServiceError> {
+        let position = self.device_lists.position();
+        let wanted = BTreeMap::from([(user_id.to_owned(), Vec::new())]);
+        Ok((self.query_for_server(wanted).await?, position))
+    }
+
+    /// Refuses a request that names any user of another server.
+    pub(super) fn check_all_local<'a>(
+        &self,
+        mut users: impl Iterator<Item = &'a OwnedUserId>,
+    ) -> Result<(), ServiceError> {
+        match users.find(|user_id| !self.is_local(user_id)) {
+            Some(user_id) => Err(ServiceError::InvalidParam(format!(
+                "{user_id} is not a user of this server"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Self::query`] for `requester`, or for another server when `None`.
+    async fn query_as(
+        &self,
+        requester: Option<&UserId>,
+        wanted: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> Result<QueriedKeys, ServiceError> {
         // Each user costs a few reads and a share of the answer.
         if wanted.len() > self.max_query_users {
             return Err(ServiceError::InvalidParam(format!(
@@ -60,7 +113,7 @@ impl E2eeKeys {
                 .key_signatures(&user_id)
                 .await?
                 .into_iter()
-                .filter(|s| s.signer_user_id == user_id || s.signer_user_id == requester)
+                .filter(|s| s.signer_user_id == user_id || Some(&*s.signer_user_id) == requester)
                 .collect();
             let mut served = BTreeMap::new();
             for device in self.storage.devices_with_keys(&user_id).await? {
@@ -70,6 +123,7 @@ impl E2eeKeys {
                 let target = SignatureTarget::Device(device.device_id.clone());
                 let unsigned = device
                     .display_name
+                    .filter(|_| requester.is_some())
                     .map(|name| serde_json::json!({ "device_display_name": name }));
                 let on_device = signatures_on(&signatures, &target);
                 let json = served_json(&device.json, &on_device, unsigned)?;
@@ -82,7 +136,7 @@ impl E2eeKeys {
                 let map = match key.key_type {
                     CrossSigningKeyType::Master => &mut answer.master_keys,
                     CrossSigningKeyType::SelfSigning => &mut answer.self_signing_keys,
-                    CrossSigningKeyType::UserSigning if user_id == requester => {
+                    CrossSigningKeyType::UserSigning if Some(&*user_id) == requester => {
                         &mut answer.user_signing_keys
                     }
                     CrossSigningKeyType::UserSigning => continue,

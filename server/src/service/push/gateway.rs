@@ -8,27 +8,19 @@
 //! public, and the connection goes to those checked addresses only (a name
 //! that resolves differently a moment later cannot redirect it).
 
-use std::{
-    future::Future,
-    io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    pin::Pin,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{net::IpAddr, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Request, Uri, header};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
-    client::legacy::{
-        Client,
-        connect::{HttpConnector, dns::Name},
-    },
+    client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
 use serde_json::Value;
+
+use crate::service::address_policy::{AddressPolicy, CheckedResolver, is_refused};
 
 /// How long one request to a gateway may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -65,14 +57,19 @@ impl GatewayError {
 #[derive(Debug, Clone)]
 pub struct GatewayClient {
     client: Client<HttpsConnector<HttpConnector<CheckedResolver>>, Full<Bytes>>,
-    allow_private: bool,
+    policy: AddressPolicy,
 }
 
 impl GatewayClient {
     /// A client that reaches loopback and private addresses only when
     /// `allow_private`.
     pub fn new(allow_private: bool) -> Self {
-        let mut http = HttpConnector::new_with_resolver(CheckedResolver { allow_private });
+        let policy = if allow_private {
+            AddressPolicy::allow_all()
+        } else {
+            AddressPolicy::public_only()
+        };
+        let mut http = HttpConnector::new_with_resolver(CheckedResolver(policy.clone()));
         http.enforce_http(false);
         http.set_connect_timeout(Some(REQUEST_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -82,7 +79,7 @@ impl GatewayClient {
             .wrap_connector(http);
         Self {
             client: Client::builder(TokioExecutor::new()).build(https),
-            allow_private,
+            policy,
         }
     }
 
@@ -102,8 +99,7 @@ impl GatewayClient {
         // An address written in the URL is never resolved, so it is checked here.
         let host = uri.host().unwrap_or_default();
         if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>()
-            && !self.allow_private
-            && !is_public(ip)
+            && !self.policy.permits(ip)
         {
             return Err(GatewayError::Refused("a private address"));
         }
@@ -113,7 +109,7 @@ impl GatewayClient {
             .map_err(|_| GatewayError::Refused("not a valid request URL"))?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
-                if is_refused_by_resolver(&e) {
+                if is_refused(&e) {
                     GatewayError::Refused("resolves to no public address")
                 } else {
                     GatewayError::Unreachable(e.to_string())
@@ -136,124 +132,9 @@ impl GatewayClient {
     }
 }
 
-/// Resolves gateway hosts and keeps only the addresses the server may
-/// connect to.
-#[derive(Debug, Clone, Copy)]
-struct CheckedResolver {
-    allow_private: bool,
-}
-
-impl tower::Service<Name> for CheckedResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, io::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
-                .await?
-                .filter(|address| allow_private || is_public(address.ip()))
-                .collect();
-            if addresses.is_empty() {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "the gateway resolves to no public address",
-                ));
-            }
-            Ok(addresses.into_iter())
-        })
-    }
-}
-
-/// Whether `error` comes from [`CheckedResolver`] refusing every address.
-fn is_refused_by_resolver(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(error) = cause {
-        if error
-            .downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
-        {
-            return true;
-        }
-        cause = error.source();
-    }
-    false
-}
-
-/// Whether `ip` is a public unicast address: not loopback, private,
-/// link-local, shared (CGNAT), documentation, unspecified or multicast.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => is_public_v4(ip),
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(v4) => is_public_v4(v4),
-            None => is_public_v6(ip),
-        },
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_documentation()
-        || ip.is_multicast()
-        || a == 0
-        // 100.64.0.0/10, shared address space.
-        || (a == 100 && (64..128).contains(&b))
-        // 198.18.0.0/15, benchmarking.
-        || (a == 198 && (18..20).contains(&b))
-        // 240.0.0.0/4, reserved.
-        || a >= 240)
-}
-
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        // fc00::/7, unique local.
-        || (first & 0xfe00) == 0xfc00
-        // fe80::/10, link-local.
-        || (first & 0xffc0) == 0xfe80
-        // 2001:db8::/32, documentation.
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn private_and_loopback_addresses_are_not_public() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
-        }
-        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
-    }
 
     #[tokio::test]
     async fn a_loopback_gateway_is_refused_unless_allowed() {

@@ -27,6 +27,7 @@ mod media;
 mod message_batch;
 mod push;
 mod recent;
+mod remote_keys;
 mod rooms;
 mod to_device;
 mod user_data;
