@@ -27,7 +27,7 @@ use myelin_crypto::{
     PickleError, PickleKey,
     megolm::{InboundGroupSession, MEGOLM_ALGORITHM, OutboundGroupSession},
 };
-use ruma::RoomId;
+use ruma::{OwnedRoomId, RoomId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -42,7 +42,7 @@ pub(super) const RECORD_KIND: &str = "outbound";
 
 /// A room's current outbound session and whom it went to.
 pub(super) struct OutboundEntry {
-    pub(super) room_id: String,
+    pub(super) room_id: OwnedRoomId,
     session: OutboundGroupSession,
     created_ms: u64,
     /// (user, device) -> curve25519 key it was shared with.
@@ -61,7 +61,7 @@ pub(super) struct OutboundEntry {
 /// The session itself: saved after every message, so it stays small.
 #[derive(Serialize, Deserialize)]
 pub(super) struct OutboundRecord {
-    room_id: String,
+    room_id: OwnedRoomId,
     pickle: String,
     created_ms: u64,
     #[serde(default)]
@@ -72,7 +72,7 @@ pub(super) struct OutboundRecord {
 /// message in a room of a thousand devices does not rewrite the list.
 #[derive(Serialize, Deserialize)]
 pub(super) struct SharesRecord {
-    room_id: String,
+    room_id: OwnedRoomId,
     shared_with: Vec<((String, String), String)>,
     withheld_from: Vec<((String, String), String)>,
     #[serde(default)]
@@ -82,7 +82,7 @@ pub(super) struct SharesRecord {
 pub(super) const SHARES_RECORD_KIND: &str = "outbound_shares";
 
 impl SharesRecord {
-    pub(super) fn room_id(&self) -> &str {
+    pub(super) fn room_id(&self) -> &RoomId {
         &self.room_id
     }
 }
@@ -143,7 +143,7 @@ struct MegolmPayload<'a> {
     #[serde(rename = "type")]
     event_type: &'a str,
     content: &'a Value,
-    room_id: &'a str,
+    room_id: &'a RoomId,
 }
 
 /// Who gets the key and who gets a withheld notice.
@@ -169,14 +169,13 @@ impl OlmMachine {
         room_id: &RoomId,
         now_ms: u64,
     ) -> Result<Vec<OutgoingRequest>, MachineError> {
-        let room_id = room_id.as_str();
         self.meta.last_now_ms = self.meta.last_now_ms.max(now_ms);
         let room = self
             .rooms
             .get(room_id)
             .filter(|r| r.encryption.is_some())
-            .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_owned()))?;
-        let mut users = room.readers();
+            .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_string()))?;
+        let mut users: Vec<String> = room.readers().iter().map(ToString::to_string).collect();
         users.push(self.user_id.to_string());
         users.sort();
         users.dedup();
@@ -266,16 +265,15 @@ impl OlmMachine {
         content: &Value,
         now_ms: u64,
     ) -> Result<Value, MachineError> {
-        let room_id = room_id.as_str();
         let settings = self
             .rooms
             .get(room_id)
             .and_then(|r| r.encryption)
-            .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_owned()))?;
-        let mut readers = self
+            .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_string()))?;
+        let mut readers: Vec<String> = self
             .rooms
             .get(room_id)
-            .map(RoomState::readers)
+            .map(|room| room.readers().iter().map(ToString::to_string).collect())
             .unwrap_or_default();
         readers.push(self.user_id.to_string());
         self.check_verification_violations(&readers)?;
@@ -290,7 +288,7 @@ impl OlmMachine {
                         now_ms,
                     )
             })
-            .ok_or_else(|| MachineError::RoomKeyNotShared(room_id.to_owned()))?;
+            .ok_or_else(|| MachineError::RoomKeyNotShared(room_id.to_string()))?;
         let plaintext = MegolmPayload {
             event_type,
             content,
@@ -324,7 +322,7 @@ impl OlmMachine {
             .map(|e| e.session.session_id())
     }
 
-    pub(super) fn recipients(&self, room_id: &str, users: &[String]) -> Recipients {
+    pub(super) fn recipients(&self, room_id: &RoomId, users: &[String]) -> Recipients {
         let only_verified =
             self.only_verified_globally || self.rooms.get(room_id).is_some_and(|r| r.only_verified);
         let mut recipients = Recipients {
@@ -350,7 +348,7 @@ impl OlmMachine {
         recipients
     }
 
-    fn rotate_if_needed(&mut self, room_id: &str, recipients: &Recipients, now_ms: u64) {
+    fn rotate_if_needed(&mut self, room_id: &RoomId, recipients: &Recipients, now_ms: u64) {
         let Some(settings) = self.rooms.get(room_id).and_then(|r| r.encryption) else {
             return;
         };
@@ -395,8 +393,8 @@ impl OlmMachine {
 
     /// Stops the outbound session of `room_id` (of every room, for `None`)
     /// from encrypting until the next share has checked who it reached.
-    pub(super) fn recheck_outbound(&mut self, room_id: Option<&str>) {
-        let rooms: Vec<String> = match room_id {
+    pub(super) fn recheck_outbound(&mut self, room_id: Option<&RoomId>) {
+        let rooms: Vec<OwnedRoomId> = match room_id {
             Some(room_id) => vec![room_id.to_owned()],
             None => self.outbound.keys().cloned().collect(),
         };
@@ -409,7 +407,7 @@ impl OlmMachine {
         }
     }
 
-    fn start_outbound_session(&mut self, room_id: &str, now_ms: u64) {
+    fn start_outbound_session(&mut self, room_id: &RoomId, now_ms: u64) {
         let session = OutboundGroupSession::new();
         let shared_history = self
             .rooms
@@ -464,7 +462,7 @@ impl OlmMachine {
     /// with an Olm session that does not hold the current session yet.
     fn room_key_messages(
         &mut self,
-        room_id: &str,
+        room_id: &RoomId,
         devices: &[Device],
     ) -> Result<Option<OutgoingRequest>, MachineError> {
         let Some(entry) = self.outbound.get(room_id) else {
@@ -532,7 +530,7 @@ impl OlmMachine {
     /// share sends them the session again.
     pub(super) fn room_keys_not_sent(
         &mut self,
-        room_id: &str,
+        room_id: &RoomId,
         session_id: &str,
         devices: &[(String, String)],
     ) {
@@ -556,7 +554,7 @@ impl OlmMachine {
     /// At most one request of each kind.
     fn withheld_messages(
         &mut self,
-        room_id: &str,
+        room_id: &RoomId,
         excluded: impl Iterator<Item = (Device, &'static str)>,
     ) -> Vec<OutgoingRequest> {
         let sender_key = self.account.identity_keys().curve25519.to_base64();

@@ -163,14 +163,14 @@ impl OlmMachine {
     /// Opts `room_id` in (or out) of handing its history to users we
     /// invite. Off by default.
     pub fn set_share_history_on_invite(&mut self, room_id: &RoomId, enabled: bool) {
-        self.room_mut(room_id.as_str()).share_history_on_invite = enabled;
-        self.save_room(room_id.as_str());
+        self.room_mut(room_id).share_history_on_invite = enabled;
+        self.save_room(room_id);
     }
 
     /// Whether `room_id` hands its history to users we invite.
     pub fn shares_history_on_invite(&self, room_id: &RoomId) -> bool {
         self.rooms
-            .get(room_id.as_str())
+            .get(room_id)
             .is_some_and(|r| r.share_history_on_invite)
     }
 
@@ -186,7 +186,7 @@ impl OlmMachine {
         &self,
         room_id: &RoomId,
     ) -> Result<(Vec<u8>, AttachmentKeys), MachineError> {
-        if !self.is_encrypted(room_id.as_str()) {
+        if !self.is_room_encrypted(room_id) {
             return Err(MachineError::RoomNotEncrypted(room_id.to_string()));
         }
         let mut contents = self.bundle_contents(room_id.as_str());
@@ -213,7 +213,7 @@ impl OlmMachine {
         file: &EncryptedFile,
         now_ms: u64,
     ) -> Result<BundleShare, MachineError> {
-        if !self.is_encrypted(room_id.as_str()) {
+        if !self.is_room_encrypted(room_id) {
             return Err(MachineError::RoomNotEncrypted(room_id.to_string()));
         }
         let users = vec![user_id.to_string()];
@@ -224,7 +224,7 @@ impl OlmMachine {
             return self.pending_or_new_query(users).map(BundleShare::Prepare);
         }
         self.check_verification_violations(&users)?;
-        let recipients = self.recipients(room_id.as_str(), &users);
+        let recipients = self.recipients(room_id, &users);
         let missing = self.devices_to_claim(&recipients.devices, now_ms);
         if !missing.is_empty() {
             return self.pending_or_new_claim(missing).map(BundleShare::Prepare);
@@ -408,7 +408,7 @@ impl OlmMachine {
     }
 
     /// Drops the bundles of a room we left.
-    pub(super) fn forget_room_key_bundles(&mut self, room_id: &str) {
+    pub(super) fn forget_room_key_bundles(&mut self, room_id: &RoomId) {
         let keys: Vec<BundleKey> = self
             .bundles
             .keys()
@@ -425,7 +425,7 @@ impl OlmMachine {
     fn may_import(&self, bundle: &PendingBundle, now_ms: u64) -> bool {
         self.rooms.get(bundle.room_id.as_str()).is_some_and(|room| {
             room.members.get(self.user_id.as_str()) == Some(&Membership::Join)
-                && room.inviter.as_deref() == Some(bundle.sender.as_str())
+                && room.inviter.as_deref() == Some(&*bundle.sender)
                 && room
                     .joined_ms
                     .is_some_and(|joined| now_ms.saturating_sub(joined) < BUNDLE_IMPORT_WINDOW_MS)

@@ -26,7 +26,7 @@ use myelin_crypto::{
     megolm::{InboundGroupSession, MEGOLM_ALGORITHM, MegolmError, SessionKey},
     olm::{Curve25519PublicKey, Ed25519PublicKey},
 };
-use ruma::RoomId;
+use ruma::{OwnedDeviceId, OwnedRoomId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -51,7 +51,7 @@ pub(super) const UTD_RECORD_KIND: &str = "utd";
 /// Names one inbound session.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(super) struct SessionKeyId {
-    pub(super) room_id: String,
+    pub(super) room_id: OwnedRoomId,
     pub(super) sender_key: String,
     pub(super) session_id: String,
 }
@@ -59,11 +59,12 @@ pub(super) struct SessionKeyId {
 impl SessionKeyId {
     /// Reads `room_id`, `sender_key` and `session_id` from a to-device
     /// content (withheld notices, key requests, forwarded keys, bundle and
-    /// backup entries); `None` unless [`SessionKeyId::new`] takes them.
+    /// backup entries); `None` unless the room id parses and
+    /// [`SessionKeyId::new`] takes the rest.
     pub(super) fn from_json(object: Option<&Value>) -> Option<Self> {
         let field = |name: &str| object?.get(name)?.as_str();
         Self::new(
-            field("room_id")?,
+            <&RoomId>::try_from(field("room_id")?).ok()?,
             field("sender_key")?,
             field("session_id")?,
         )
@@ -75,7 +76,7 @@ impl SessionKeyId {
     /// record keys built from these parts (`inbound/{room}/{key}/{session}`)
     /// unambiguous: a `/` in the room id, or in a made-up "key", cannot make
     /// two sessions share a record and overwrite each other.
-    pub(super) fn new(room_id: &str, sender_key: &str, session_id: &str) -> Option<Self> {
+    pub(super) fn new(room_id: &RoomId, sender_key: &str, session_id: &str) -> Option<Self> {
         Curve25519PublicKey::from_base64(sender_key).ok()?;
         Ed25519PublicKey::from_base64(session_id).ok()?;
         Some(Self {
@@ -250,13 +251,13 @@ impl OlmMachine {
         room_id: &RoomId,
         event: &Value,
     ) -> Result<DecryptedRoomEvent, UnableToDecrypt> {
-        self.decrypt_in_room(room_id.as_str(), event)
+        self.decrypt_in_room(room_id, event)
     }
 
     /// [`OlmMachine::decrypt_room_event`] for a room id the machine holds.
     fn decrypt_in_room(
         &mut self,
-        room_id: &str,
+        room_id: &RoomId,
         event: &Value,
     ) -> Result<DecryptedRoomEvent, UnableToDecrypt> {
         let id = event_id(event).unwrap_or_default().to_owned();
@@ -316,9 +317,11 @@ impl OlmMachine {
         if field("algorithm") != Some(MEGOLM_ALGORITHM) {
             return;
         }
-        let (Some(room_id), Some(session_id), Some(session_key)) =
-            (field("room_id"), field("session_id"), field("session_key"))
-        else {
+        let (Some(room_id), Some(session_id), Some(session_key)) = (
+            field("room_id").and_then(|id| <&RoomId>::try_from(id).ok()),
+            field("session_id"),
+            field("session_key"),
+        ) else {
             return;
         };
         let Ok(key) = SessionKey::from_base64(session_key) else {
@@ -446,7 +449,7 @@ impl OlmMachine {
     }
 
     fn retry_pending(&mut self, key_id: &SessionKeyId, output: &mut SyncOutput) {
-        let waiting: Vec<(String, Value)> = self
+        let waiting: Vec<(OwnedRoomId, Value)> = self
             .pending_utd
             .values()
             .filter(|(room_id, event)| *room_id == key_id.room_id && names_session(event, key_id))
@@ -461,13 +464,14 @@ impl OlmMachine {
 
     fn try_decrypt(
         &mut self,
-        room_id: &str,
+        room_id: &RoomId,
         event: &Value,
         id: &str,
     ) -> Result<DecryptedRoomEvent, UtdCause> {
         let sender = event
             .get("sender")
             .and_then(Value::as_str)
+            .and_then(|sender| <&UserId>::try_from(sender).ok())
             .ok_or(UtdCause::Malformed)?;
         let content = event.get("content").ok_or(UtdCause::Malformed)?;
         let field = |name: &str| content.get(name).and_then(Value::as_str);
@@ -486,7 +490,7 @@ impl OlmMachine {
             sender_key: sender_key.to_owned(),
             session_id: session_id.to_owned(),
         };
-        let verification = self.attribute(&key_id, sender)?;
+        let verification = self.attribute(&key_id, sender.as_str())?;
         let Some(entry) = self.inbound.get_mut(&key_id) else {
             return Err(
                 match (self.withheld.get(&key_id), self.withheld_hints.get(&key_id)) {
@@ -518,7 +522,7 @@ impl OlmMachine {
         }
         let mut plaintext: Value =
             serde_json::from_slice(&plaintext).map_err(|_| UtdCause::Malformed)?;
-        if plaintext.get("room_id").and_then(Value::as_str) != Some(room_id) {
+        if plaintext.get("room_id").and_then(Value::as_str) != Some(room_id.as_str()) {
             return Err(UtdCause::WrongRoom);
         }
         let event_type = plaintext
@@ -529,11 +533,11 @@ impl OlmMachine {
         let sender_device = self
             .devices
             .device_by_curve(sender_key)
-            .map(|d| d.device_id.clone())
-            .or_else(|| (sender_key == self.own_curve()).then(|| self.device_id.to_string()))
+            .map(|d| OwnedDeviceId::from(d.device_id.as_str()))
+            .or_else(|| (sender_key == self.own_curve()).then(|| self.device_id.clone()))
             .or_else(|| {
                 let announced = self.inbound.get(&key_id)?.sender_device_keys.as_ref()?;
-                Some(announced.get("device_id")?.as_str()?.to_owned())
+                Some(announced.get("device_id")?.as_str()?.into())
             });
         Ok(DecryptedRoomEvent {
             event_id: id.to_owned(),
@@ -709,7 +713,7 @@ fn advances_to(earlier: &mut InboundGroupSession, later: &InboundEntry) -> bool 
 }
 
 /// The session an `m.room.encrypted` event of `room_id` names.
-fn session_key_id(room_id: &str, event: &Value) -> Option<SessionKeyId> {
+fn session_key_id(room_id: &RoomId, event: &Value) -> Option<SessionKeyId> {
     let content = event.get("content")?;
     let field = |name: &str| content.get(name).and_then(Value::as_str);
     SessionKeyId::new(room_id, field("sender_key")?, field("session_id")?)

@@ -104,7 +104,7 @@ pub mod verification;
 use std::collections::{BTreeMap, BTreeSet};
 
 use myelin_crypto::{PickleKey, olm::Account};
-use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -237,8 +237,8 @@ pub struct OlmMachine {
     devices: DeviceTracker,
     cross_signing: CrossSigningState,
     olm_sessions: OlmSessions,
-    rooms: BTreeMap<String, RoomState>,
-    outbound: BTreeMap<String, OutboundEntry>,
+    rooms: BTreeMap<OwnedRoomId, RoomState>,
+    outbound: BTreeMap<OwnedRoomId, OutboundEntry>,
     inbound: BTreeMap<SessionKeyId, InboundEntry>,
     /// Withheld codes we can attribute to the session's device.
     withheld: BTreeMap<SessionKeyId, String>,
@@ -249,7 +249,7 @@ pub struct OlmMachine {
     /// Room key bundles waiting for us to join, by (room id, sender).
     bundles: BTreeMap<history::BundleKey, PendingBundle>,
     /// Undecryptable events by event id: (room id, event).
-    pending_utd: BTreeMap<String, (String, Value)>,
+    pending_utd: BTreeMap<String, (OwnedRoomId, Value)>,
     in_flight: BTreeMap<String, InFlight>,
     /// To-device requests in flight -> the record that keeps them until
     /// the server has them.
@@ -320,7 +320,16 @@ impl OlmMachine {
         };
         let (later, first): (Vec<&String>, Vec<&String>) = records.keys().partition(|k| refines(k));
         for key in first.into_iter().chain(later) {
-            machine.load_record(records, key)?;
+            match machine.load_record(records, key) {
+                Err(LoadError::Corrupt(_))
+                    if records
+                        .get(key)
+                        .is_some_and(|bytes| holds_invalid_id(bytes)) =>
+                {
+                    machine.drop_record_with_invalid_id(key);
+                }
+                result => result?,
+            }
         }
         // Derived from what was loaded; no record changes.
         machine.devices.refresh_trust(&[], true);
@@ -698,7 +707,7 @@ impl OlmMachine {
                 self.key_requests = requests.into_iter().collect();
             }
             inbound::UTD_RECORD_KIND => {
-                let (room_id, event): (String, Value) = decode(records, key)?;
+                let (room_id, event): (OwnedRoomId, Value) = decode(records, key)?;
                 let event_id = events::event_id(&event).unwrap_or_default().to_owned();
                 self.pending_utd.insert(event_id, (room_id, event));
             }
@@ -740,6 +749,17 @@ impl OlmMachine {
         Ok(())
     }
 
+    /// A record saved before its ids were parsed, with one that never was
+    /// an id: nothing sent or received under it could be used, and keeping
+    /// it would fail every load. It goes, and its deletion is saved.
+    fn drop_record_with_invalid_id(&mut self, key: &str) {
+        tracing::warn!(
+            record = key,
+            "dropping a stored record whose id does not parse"
+        );
+        self.changes.delete(key.to_owned());
+    }
+
     fn put<T: Serialize>(&mut self, key: String, value: &T) {
         // Serialising these plain structs (strings, maps, integers) cannot
         // fail; an empty record would then fail loudly at load.
@@ -776,6 +796,49 @@ pub(super) fn zeroize_json(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(zeroize_json),
         Value::Object(fields) => fields.values_mut().for_each(zeroize_json),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// Whether a record's JSON holds an id the machine parses (a room id, a
+/// user id) that does not parse: where typed records name rooms and users,
+/// in `room_id`, `user_id`, `inviter` fields, `members` keys, and the room
+/// of an undecryptable event or of an `m.room_key` batch. Such a record was
+/// saved before its ids were checked.
+fn holds_invalid_id(bytes: &[u8]) -> bool {
+    fn is_room_id(value: &Value) -> bool {
+        value
+            .as_str()
+            .is_some_and(|id| <&RoomId>::try_from(id).is_ok())
+    }
+    fn is_user_id(id: &str) -> bool {
+        <&UserId>::try_from(id).is_ok()
+    }
+    fn walk(value: &Value) -> bool {
+        match value {
+            Value::Object(fields) => fields.iter().any(|(name, field)| {
+                let invalid = match (name.as_str(), field) {
+                    ("room_id", Value::String(_)) => !is_room_id(field),
+                    ("user_id" | "inviter", Value::String(id)) => !is_user_id(id),
+                    ("members", Value::Object(members)) => members.keys().any(|id| !is_user_id(id)),
+                    ("room_keys", Value::Array(target)) => {
+                        target.first().is_some_and(|room| !is_room_id(room))
+                    }
+                    _ => false,
+                };
+                invalid || walk(field)
+            }),
+            Value::Array(items) => items.iter().any(walk),
+            _ => false,
+        }
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Array(items)) => match items.as_slice() {
+            // An undecryptable event's record: `[room id, event]`.
+            [room @ Value::String(_), _] => !is_room_id(room),
+            items => items.iter().any(walk),
+        },
+        Ok(value) => walk(&value),
+        Err(_) => false,
     }
 }
 

@@ -88,7 +88,7 @@ pub(super) struct PendingToDevice {
 
 /// The room, the session and the (user, device) pairs of an `m.room_key`
 /// batch.
-pub(super) type RoomKeysTarget = (String, String, Vec<(String, String)>);
+pub(super) type RoomKeysTarget = (ruma::OwnedRoomId, String, Vec<(String, String)>);
 
 pub(super) const PENDING_RECORD_KIND: &str = "to_device";
 
@@ -117,7 +117,7 @@ pub(crate) enum InFlight {
     },
     /// `m.room_key` for these devices, of this room's session.
     RoomKeys {
-        room_id: String,
+        room_id: ruma::OwnedRoomId,
         session_id: String,
         devices: Vec<(String, String)>,
     },

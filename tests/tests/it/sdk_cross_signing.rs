@@ -81,10 +81,7 @@ pub async fn a_verified_users_signed_device_is_verified_and_an_unsigned_one_is_n
         .await
         .unwrap();
     let from_laptop = until_decrypted(&alice, "from the laptop").await;
-    assert_eq!(
-        from_laptop.sender_device.as_deref(),
-        Some(laptop_id.as_str())
-    );
+    assert_eq!(from_laptop.sender_device.as_deref(), Some(&*laptop_id));
     assert_eq!(from_laptop.verification, VerificationState::Unverified);
     assert!(!alice.is_device_verified(&bob_id, &laptop_id).await.unwrap());
 

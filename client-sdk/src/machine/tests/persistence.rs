@@ -4,7 +4,7 @@ use super::{
     BOB, ROOM, alice_and_bob, body,
     server::{Client, FakeServer},
 };
-use crate::machine::{Request, UtdCause};
+use crate::machine::{Changes, CryptoStore, Request, UtdCause};
 
 fn is_olm_to_device(request: &Request) -> bool {
     matches!(request, Request::ToDevice { event_type, .. } if event_type == "m.room.encrypted")
@@ -101,4 +101,45 @@ fn a_change_set_that_could_not_be_saved_is_taken_again_under_newer_changes() {
     let again = alice.machine.take_changes();
     assert!(lost.records.keys().all(|k| again.records.contains_key(k)));
     assert_ne!(again.records[&room_key], lost.records[&room_key]);
+}
+
+#[test]
+fn records_saved_under_ids_that_never_parsed_are_dropped_at_load() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _bob2) = alice_and_bob(&mut server);
+    alice.send(&mut server, ROOM, "before the restart");
+    // Written before ids were parsed: the room's records, copied under a
+    // room id that is none.
+    let records = alice.store.load_all().unwrap();
+    let mut legacy = Changes::default();
+    let mut invalid_keys = Vec::new();
+    for (key, value) in &records {
+        let kind = key.split('/').next().unwrap_or_default();
+        let renamed = match kind {
+            "room" | "outbound" | "outbound_shares" | "inbound" | "replay" => {
+                key.replace(ROOM, "not a room")
+            }
+            _ => continue,
+        };
+        let value = String::from_utf8(value.clone())
+            .unwrap()
+            .replace(ROOM, "not a room");
+        legacy.put(renamed.clone(), value.into_bytes());
+        invalid_keys.push(renamed);
+    }
+    assert!(invalid_keys.iter().any(|k| k.starts_with("outbound/")));
+    alice.store.save(legacy).unwrap();
+
+    alice.reload();
+    let deleted = alice.machine.take_changes().records;
+    for key in &invalid_keys {
+        assert_eq!(deleted.get(key), Some(&None), "{key} not dropped");
+    }
+    // What was valid still works: the room, its session, Bob's devices.
+    let event = alice.send(&mut server, ROOM, "after the restart");
+    bob.sync(&mut server, vec![]);
+    assert_eq!(
+        body(&bob.decrypt(ROOM, &event).unwrap()),
+        "after the restart"
+    );
 }
