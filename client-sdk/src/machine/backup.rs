@@ -472,7 +472,7 @@ impl OlmMachine {
                 Some(self.account.identity_keys().ed25519)
             } else {
                 self.devices
-                    .device(self.user_id.as_str(), device_id)
+                    .device(&self.user_id, device_id.into())
                     .filter(|d| self.devices.is_verified(d))
                     .and_then(|d| Ed25519PublicKey::from_base64(&d.ed25519).ok())
             };

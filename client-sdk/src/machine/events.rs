@@ -59,7 +59,7 @@ pub struct DecryptedRoomEvent {
     /// The user whose room key bundle (MSC4268 history sharing) gave us
     /// this session, if that is how it arrived. The event's sender is then
     /// only that user's word: show it as "history shared by" them.
-    pub shared_by: Option<String>,
+    pub shared_by: Option<OwnedUserId>,
 }
 
 /// An event that could not be decrypted, and why.

@@ -27,12 +27,12 @@ use myelin_crypto::{
     PickleError, PickleKey,
     megolm::{InboundGroupSession, MEGOLM_ALGORITHM, OutboundGroupSession},
 };
-use ruma::{OwnedRoomId, RoomId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{
-    Device, InFlight, LocalTrust, MachineError, OlmMachine, OutgoingRequest, Request,
+    Device, DeviceKey, InFlight, LocalTrust, MachineError, OlmMachine, OutgoingRequest, Request,
     history::SHARED_HISTORY_FIELD,
     inbound::{InboundEntry, SessionKeyId},
     rooms::RoomState,
@@ -46,9 +46,9 @@ pub(super) struct OutboundEntry {
     session: OutboundGroupSession,
     created_ms: u64,
     /// (user, device) -> curve25519 key it was shared with.
-    shared_with: BTreeMap<(String, String), String>,
+    shared_with: BTreeMap<DeviceKey, String>,
     /// (user, device) -> withheld code already sent for this session.
-    withheld_from: BTreeMap<(String, String), String>,
+    withheld_from: BTreeMap<DeviceKey, String>,
     /// Something happened that may have excluded a device the session
     /// reached (a departure, a deleted or distrusted device): it must not
     /// encrypt again until a share has checked.
@@ -73,8 +73,8 @@ pub(super) struct OutboundRecord {
 #[derive(Serialize, Deserialize)]
 pub(super) struct SharesRecord {
     room_id: OwnedRoomId,
-    shared_with: Vec<((String, String), String)>,
-    withheld_from: Vec<((String, String), String)>,
+    shared_with: Vec<(DeviceKey, String)>,
+    withheld_from: Vec<(DeviceKey, String)>,
     #[serde(default)]
     must_recheck: bool,
 }
@@ -119,7 +119,7 @@ impl OutboundEntry {
     }
 
     fn shares_record(&self) -> SharesRecord {
-        let pairs = |map: &BTreeMap<(String, String), String>| {
+        let pairs = |map: &BTreeMap<DeviceKey, String>| {
             map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         SharesRecord {
@@ -174,9 +174,9 @@ impl OlmMachine {
             .rooms
             .get(room_id)
             .filter(|r| r.encryption.is_some())
-            .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_string()))?;
-        let mut users: Vec<String> = room.readers().iter().map(ToString::to_string).collect();
-        users.push(self.user_id.to_string());
+            .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_owned()))?;
+        let mut users = room.readers();
+        users.push(self.user_id.clone());
         users.sort();
         users.dedup();
 
@@ -188,7 +188,7 @@ impl OlmMachine {
         }
         //    A user whose server fails keys/query is not waited for: the
         //    devices we know for them get the key (see `query_backoff`).
-        let (stale, outdated): (Vec<String>, Vec<String>) = users
+        let (stale, outdated): (Vec<OwnedUserId>, Vec<OwnedUserId>) = users
             .iter()
             .filter(|u| self.devices.is_outdated(u))
             .cloned()
@@ -269,13 +269,13 @@ impl OlmMachine {
             .rooms
             .get(room_id)
             .and_then(|r| r.encryption)
-            .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_string()))?;
-        let mut readers: Vec<String> = self
+            .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_owned()))?;
+        let mut readers = self
             .rooms
             .get(room_id)
-            .map(|room| room.readers().iter().map(ToString::to_string).collect())
+            .map(RoomState::readers)
             .unwrap_or_default();
-        readers.push(self.user_id.to_string());
+        readers.push(self.user_id.clone());
         self.check_verification_violations(&readers)?;
         let entry = self
             .outbound
@@ -288,7 +288,7 @@ impl OlmMachine {
                         now_ms,
                     )
             })
-            .ok_or_else(|| MachineError::RoomKeyNotShared(room_id.to_string()))?;
+            .ok_or_else(|| MachineError::RoomKeyNotShared(room_id.to_owned()))?;
         let plaintext = MegolmPayload {
             event_type,
             content,
@@ -322,7 +322,7 @@ impl OlmMachine {
             .map(|e| e.session.session_id())
     }
 
-    pub(super) fn recipients(&self, room_id: &RoomId, users: &[String]) -> Recipients {
+    pub(super) fn recipients(&self, room_id: &RoomId, users: &[OwnedUserId]) -> Recipients {
         let only_verified =
             self.only_verified_globally || self.rooms.get(room_id).is_some_and(|r| r.only_verified);
         let mut recipients = Recipients {
@@ -424,7 +424,7 @@ impl OlmMachine {
         let entry = InboundEntry::new(
             key_id,
             inbound,
-            Some(self.user_id.to_string()),
+            Some(self.user_id.clone()),
             own_key.ed25519.to_base64(),
         )
         .with_shared_history(shared_history);
@@ -445,11 +445,7 @@ impl OlmMachine {
 
     /// Those of `devices` we have no Olm session with and have not failed
     /// to claim a key for recently.
-    pub(super) fn devices_to_claim(
-        &self,
-        devices: &[Device],
-        now_ms: u64,
-    ) -> Vec<(String, String)> {
+    pub(super) fn devices_to_claim(&self, devices: &[Device], now_ms: u64) -> Vec<DeviceKey> {
         devices
             .iter()
             .filter(|d| !self.has_olm_session(d))
@@ -500,7 +496,7 @@ impl OlmMachine {
                 .entry(device.user_id.as_str())
                 .or_insert_with(|| Value::Object(Map::new()))
             {
-                devices.insert(device.device_id.clone(), encrypted);
+                devices.insert(device.device_id.to_string(), encrypted);
             }
         }
         let mut sent_to = Vec::with_capacity(targets.len());
@@ -532,7 +528,7 @@ impl OlmMachine {
         &mut self,
         room_id: &RoomId,
         session_id: &str,
-        devices: &[(String, String)],
+        devices: &[DeviceKey],
     ) {
         let Some(entry) = self.outbound.get_mut(room_id) else {
             return;
@@ -579,8 +575,8 @@ impl OlmMachine {
             });
             notices.push((device, content));
         }
-        let mut sealed: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-        let mut in_clear: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut sealed: BTreeMap<OwnedUserId, Map<String, Value>> = BTreeMap::new();
+        let mut in_clear: BTreeMap<OwnedUserId, Map<String, Value>> = BTreeMap::new();
         for (device, content) in notices {
             let encrypted = if self.has_olm_session(&device) {
                 self.encrypt_for_device(&device, "m.room_key.withheld", &content)
@@ -595,7 +591,7 @@ impl OlmMachine {
             target
                 .entry(device.user_id.clone())
                 .or_default()
-                .insert(device.device_id.clone(), content);
+                .insert(device.device_id.to_string(), content);
         }
         let mut requests = Vec::new();
         for (event_type, messages) in [
@@ -617,7 +613,7 @@ impl OlmMachine {
 
     /// The users whose device lists want a keys/query now: outdated, not
     /// being queried, and not on a server that is backing off.
-    pub(super) fn users_to_query_now(&self) -> Vec<String> {
+    pub(super) fn users_to_query_now(&self) -> Vec<OwnedUserId> {
         let now_ms = self.meta.last_now_ms;
         let mut users = self.devices.users_to_query();
         users.retain(|u| !self.query_backoff.is_backing_off(u, now_ms));
@@ -628,9 +624,9 @@ impl OlmMachine {
     /// the caller must wait for that answer.
     pub(super) fn pending_or_new_query(
         &mut self,
-        users: Vec<String>,
+        users: Vec<OwnedUserId>,
     ) -> Result<Vec<OutgoingRequest>, MachineError> {
-        let to_query: Vec<String> = self
+        let to_query: Vec<OwnedUserId> = self
             .users_to_query_now()
             .into_iter()
             .filter(|u| users.contains(u))
@@ -644,7 +640,7 @@ impl OlmMachine {
     /// are, the caller must wait for that answer.
     pub(super) fn pending_or_new_claim(
         &mut self,
-        devices: Vec<(String, String)>,
+        devices: Vec<DeviceKey>,
     ) -> Result<Vec<OutgoingRequest>, MachineError> {
         let to_claim = self.not_being_claimed(devices);
         self.claim_request(to_claim)

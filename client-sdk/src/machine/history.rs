@@ -187,7 +187,7 @@ impl OlmMachine {
         room_id: &RoomId,
     ) -> Result<(Vec<u8>, AttachmentKeys), MachineError> {
         if !self.is_room_encrypted(room_id) {
-            return Err(MachineError::RoomNotEncrypted(room_id.to_string()));
+            return Err(MachineError::RoomNotEncrypted(room_id.to_owned()));
         }
         let mut contents = self.bundle_contents(room_id.as_str());
         let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&contents).unwrap_or_default());
@@ -214,13 +214,13 @@ impl OlmMachine {
         now_ms: u64,
     ) -> Result<BundleShare, MachineError> {
         if !self.is_room_encrypted(room_id) {
-            return Err(MachineError::RoomNotEncrypted(room_id.to_string()));
+            return Err(MachineError::RoomNotEncrypted(room_id.to_owned()));
         }
-        let users = vec![user_id.to_string()];
-        if self.devices.track(user_id.as_str()) {
-            self.save_user_devices(user_id.as_str());
+        let users = vec![user_id.to_owned()];
+        if self.devices.track(user_id) {
+            self.save_user_devices(user_id);
         }
-        if self.devices.is_outdated(user_id.as_str()) {
+        if self.devices.is_outdated(user_id) {
             return self.pending_or_new_query(users).map(BundleShare::Prepare);
         }
         self.check_verification_violations(&users)?;
@@ -230,7 +230,7 @@ impl OlmMachine {
             return self.pending_or_new_claim(missing).map(BundleShare::Prepare);
         }
         let content = json!({"room_id": room_id, "file": file.to_json()});
-        let mut messages: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut messages: BTreeMap<OwnedUserId, Map<String, Value>> = BTreeMap::new();
         let targets: Vec<_> = recipients
             .devices
             .into_iter()
@@ -241,7 +241,7 @@ impl OlmMachine {
             messages
                 .entry(device.user_id.clone())
                 .or_default()
-                .insert(device.device_id.clone(), encrypted);
+                .insert(device.device_id.to_string(), encrypted);
         }
         if messages.is_empty() {
             return Ok(BundleShare::Deliver(None));
@@ -303,7 +303,7 @@ impl OlmMachine {
             return Err(BundleError::NotInvitedBySender);
         }
         if !self.is_from_sender_device(&bundle) {
-            if !self.devices.is_outdated(sender.as_str()) {
+            if !self.devices.is_outdated(&sender) {
                 self.drop_bundle(&key);
             }
             return Err(BundleError::UnknownSenderDevice);
@@ -318,7 +318,7 @@ impl OlmMachine {
         let mut output = SyncOutput::default();
         for room_key in &contents.room_keys {
             let stored = shared_session(room_id.as_str(), room_key)
-                .map(|entry| entry.shared_by(sender.as_str()))
+                .map(|entry| entry.shared_by(sender))
                 .is_some_and(|entry| self.accept_inbound(entry, &mut output));
             if stored {
                 import.imported += 1;

@@ -26,7 +26,7 @@ use myelin_crypto::{
     megolm::{InboundGroupSession, MEGOLM_ALGORITHM, MegolmError, SessionKey},
     olm::{Curve25519PublicKey, Ed25519PublicKey},
 };
-use ruma::{OwnedDeviceId, OwnedRoomId, RoomId, UserId};
+use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -92,7 +92,7 @@ pub(super) struct InboundEntry {
     session: InboundGroupSession,
     /// The user whose Olm session delivered the key; `None` for a
     /// forwarded key, which our own device relayed.
-    sender: Option<String>,
+    sender: Option<OwnedUserId>,
     /// Whether the key came by forwarding rather than from the session's
     /// creator.
     forwarded: bool,
@@ -102,7 +102,7 @@ pub(super) struct InboundEntry {
     /// (MSC4268 `shared_history`).
     shared_history: bool,
     /// The user whose room key bundle gave us the session, if it came so.
-    shared_by: Option<String>,
+    shared_by: Option<OwnedUserId>,
     /// The checked MSC4147 `sender_device_keys` the creator's `m.room_key`
     /// carried: who the device is when keys/query does not list it.
     sender_device_keys: Option<Map<String, Value>>,
@@ -114,14 +114,14 @@ pub(super) struct InboundEntry {
 pub(super) struct InboundRecord {
     key_id: SessionKeyId,
     pickle: String,
-    sender: Option<String>,
+    sender: Option<OwnedUserId>,
     #[serde(default)]
     forwarded: bool,
     claimed_ed25519: String,
     #[serde(default)]
     shared_history: bool,
     #[serde(default)]
-    shared_by: Option<String>,
+    shared_by: Option<OwnedUserId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sender_device_keys: Option<Map<String, Value>>,
 }
@@ -147,7 +147,7 @@ impl InboundEntry {
     pub(super) fn new(
         key_id: SessionKeyId,
         session: InboundGroupSession,
-        sender: Option<String>,
+        sender: Option<OwnedUserId>,
         claimed_ed25519: String,
     ) -> Self {
         Self {
@@ -176,7 +176,7 @@ impl InboundEntry {
     }
 
     /// Marks the session as received in `user`'s room key bundle.
-    pub(super) fn shared_by(mut self, user: &str) -> Self {
+    pub(super) fn shared_by(mut self, user: &UserId) -> Self {
         self.shared_by = Some(user.to_owned());
         self
     }
@@ -336,7 +336,7 @@ impl OlmMachine {
         let entry = InboundEntry::new(
             key_id,
             InboundGroupSession::new(&key),
-            Some(olm.sender.to_string()),
+            Some(olm.sender.clone()),
             olm.claimed_ed25519.clone(),
         )
         .with_shared_history(shared_history)
@@ -405,7 +405,10 @@ impl OlmMachine {
     pub(super) fn receive_withheld(&mut self, event: &Value) {
         let content = event.get("content");
         let (Some(sender), Some(key_id), Some(code)) = (
-            event.get("sender").and_then(Value::as_str),
+            event
+                .get("sender")
+                .and_then(Value::as_str)
+                .and_then(|sender| <&UserId>::try_from(sender).ok()),
             SessionKeyId::from_json(content),
             content.and_then(|c| c.get("code")).and_then(Value::as_str),
         ) else {
@@ -490,7 +493,7 @@ impl OlmMachine {
             sender_key: sender_key.to_owned(),
             session_id: session_id.to_owned(),
         };
-        let verification = self.attribute(&key_id, sender.as_str())?;
+        let verification = self.attribute(&key_id, sender)?;
         let Some(entry) = self.inbound.get_mut(&key_id) else {
             return Err(
                 match (self.withheld.get(&key_id), self.withheld_hints.get(&key_id)) {
@@ -564,7 +567,7 @@ impl OlmMachine {
     fn attribute(
         &self,
         key_id: &SessionKeyId,
-        sender: &str,
+        sender: &UserId,
     ) -> Result<VerificationState, UtdCause> {
         let state = self.attribute_device(key_id, sender)?;
         let handed_on = self
@@ -588,7 +591,7 @@ impl OlmMachine {
     fn attribute_device(
         &self,
         key_id: &SessionKeyId,
-        sender: &str,
+        sender: &UserId,
     ) -> Result<VerificationState, UtdCause> {
         if let Some(entry) = self.inbound.get(key_id)
             && entry.sender.as_deref().is_some_and(|s| s != sender)
@@ -639,12 +642,12 @@ impl OlmMachine {
     fn attribute_announced_device(
         &self,
         key_id: &SessionKeyId,
-        sender: &str,
+        sender: &UserId,
     ) -> Option<VerificationState> {
         let entry = self.inbound.get(key_id)?;
         let announced = entry.sender_device_keys.as_ref()?;
         if entry.sender.as_deref() != Some(sender)
-            || announced.get("user_id").and_then(Value::as_str) != Some(sender)
+            || announced.get("user_id").and_then(Value::as_str) != Some(sender.as_str())
         {
             return None;
         }

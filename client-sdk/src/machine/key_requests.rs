@@ -62,7 +62,7 @@ impl OlmMachine {
         }
         let Some(device) = field("requesting_device_id")
             .filter(|d| *d != self.device_id)
-            .and_then(|d| self.devices.device(self.user_id.as_str(), d))
+            .and_then(|d| self.devices.device(&self.user_id, d.into()))
             .filter(|d| self.devices.is_verified(d))
             .cloned()
         else {

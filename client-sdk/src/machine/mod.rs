@@ -159,30 +159,30 @@ pub enum MachineError {
     /// E2E-only policy refuses to send into it in plaintext or to invent
     /// encryption for it.
     #[error("room `{0}` is not encrypted")]
-    RoomNotEncrypted(String),
+    RoomNotEncrypted(OwnedRoomId),
 
     /// The room's current Megolm session is missing, used up, or must rotate;
     /// call [`OlmMachine::share_room_key`] until it returns no request.
     #[error("no shared room key for `{0}`; share one first")]
-    RoomKeyNotShared(String),
+    RoomKeyNotShared(OwnedRoomId),
 
     /// There is no Olm session with this device (no key could be claimed).
     #[error("no olm session with {user_id}'s device {device_id}")]
     NoOlmSession {
         /// The device's user.
-        user_id: String,
+        user_id: OwnedUserId,
         /// The device.
-        device_id: String,
+        device_id: OwnedDeviceId,
     },
 
     /// Users who were verified now show another master key, and the change
     /// was not acknowledged ([`OlmMachine::acknowledge_identity_change`]):
     /// room keys are not shared with, and nothing is encrypted for, a room
     /// they read (a verification violation; see [`identities`]).
-    #[error("verified users changed identity: {}", user_ids.join(", "))]
+    #[error("verified users changed identity: {}", join_ids(user_ids))]
     VerificationViolation {
         /// Every reader of the room in violation.
-        user_ids: Vec<String>,
+        user_ids: Vec<OwnedUserId>,
     },
 
     /// A keys/query or keys/claim this step depends on is in flight (issued
@@ -205,6 +205,15 @@ pub enum MachineError {
     /// An interactive verification step could not be taken.
     #[error(transparent)]
     Verification(#[from] VerificationError),
+}
+
+/// One device, by its user and device ids.
+pub(crate) type DeviceKey = (OwnedUserId, OwnedDeviceId);
+
+/// `user_ids` for a message: `@a:x, @b:y`.
+fn join_ids(user_ids: &[OwnedUserId]) -> String {
+    let ids: Vec<&str> = user_ids.iter().map(|id| id.as_str()).collect();
+    ids.join(", ")
 }
 
 /// Errors from loading a machine from its store.
@@ -256,12 +265,12 @@ pub struct OlmMachine {
     pending_records: BTreeMap<String, String>,
     /// Devices whose Olm session looks wedged: (user, device) -> when we
     /// last started a fresh session for it.
-    wedged: BTreeMap<(String, String), u64>,
+    wedged: BTreeMap<DeviceKey, u64>,
     /// Servers whose keys/query failed, not asked again for a while.
     query_backoff: query_backoff::QueryBackoff,
     /// Devices a claim returned no key for, with when, so sharing does not
     /// claim for them again and again.
-    claim_failures: BTreeMap<(String, String), u64>,
+    claim_failures: BTreeMap<DeviceKey, u64>,
     queued: Vec<OutgoingRequest>,
     warnings: Vec<DeviceWarning>,
     utd_counts: BTreeMap<&'static str, u64>,
@@ -287,9 +296,9 @@ impl OlmMachine {
     /// [`OlmMachine::outgoing_requests`] uploads the device keys.
     pub fn new(user_id: &UserId, device_id: &DeviceId, pickle_key: PickleKey) -> Self {
         let mut machine = Self::empty(user_id, device_id, pickle_key, Account::new());
-        machine.devices.track(user_id.as_str());
+        machine.devices.track(&user_id);
         machine.save_account();
-        machine.save_user_devices(user_id.as_str());
+        machine.save_user_devices(&user_id);
         machine
     }
 
@@ -374,7 +383,7 @@ impl OlmMachine {
     pub fn receive_sync_changes(&mut self, sync: SyncChanges) -> SyncOutput {
         self.meta.last_now_ms = self.meta.last_now_ms.max(sync.now_ms);
         self.receive_key_counts(&sync);
-        let mut changed: Vec<String> = sync.changed_devices.iter().map(|u| u.to_string()).collect();
+        let mut changed = sync.changed_devices.clone();
         if sync.is_initial {
             changed.extend(self.devices.tracked_users());
         }
@@ -384,8 +393,8 @@ impl OlmMachine {
         }
         for user in &sync.left_devices {
             if *user != self.user_id {
-                self.devices.untrack(user.as_str());
-                self.save_user_devices(user.as_str());
+                self.devices.untrack(&user);
+                self.save_user_devices(&user);
             }
         }
         for update in &sync.rooms {
@@ -617,7 +626,7 @@ impl OlmMachine {
             meta: AccountMeta::new(user_id.as_str(), device_id.as_str()),
             pickle_key,
             account,
-            devices: DeviceTracker::new(user_id.as_str()),
+            devices: DeviceTracker::new(user_id),
             cross_signing: CrossSigningState::default(),
             olm_sessions: OlmSessions::default(),
             rooms: BTreeMap::new(),
@@ -801,8 +810,9 @@ pub(super) fn zeroize_json(value: &mut Value) {
 
 /// Whether a record's JSON holds an id the machine parses (a room id, a
 /// user id) that does not parse: where typed records name rooms and users,
-/// in `room_id`, `user_id`, `inviter` fields, `members` keys, and the room
-/// of an undecryptable event or of an `m.room_key` batch. Such a record was
+/// in `room_id`, `user_id`, `inviter`, `sender`, `shared_by` fields,
+/// `members` keys, and the room of an undecryptable event or of an
+/// `m.room_key` batch. Such a record was
 /// saved before its ids were checked.
 fn holds_invalid_id(bytes: &[u8]) -> bool {
     fn is_room_id(value: &Value) -> bool {
@@ -818,7 +828,9 @@ fn holds_invalid_id(bytes: &[u8]) -> bool {
             Value::Object(fields) => fields.iter().any(|(name, field)| {
                 let invalid = match (name.as_str(), field) {
                     ("room_id", Value::String(_)) => !is_room_id(field),
-                    ("user_id" | "inviter", Value::String(id)) => !is_user_id(id),
+                    ("user_id" | "inviter" | "sender" | "shared_by", Value::String(id)) => {
+                        !is_user_id(id)
+                    }
                     ("members", Value::Object(members)) => members.keys().any(|id| !is_user_id(id)),
                     ("room_keys", Value::Array(target)) => {
                         target.first().is_some_and(|room| !is_room_id(room))

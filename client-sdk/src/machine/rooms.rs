@@ -166,8 +166,8 @@ impl OlmMachine {
                 .map(|r| r.readers())
                 .unwrap_or_default();
             for user in readers {
-                if self.devices.track(user.as_str()) {
-                    self.save_user_devices(user.as_str());
+                if self.devices.track(&user) {
+                    self.save_user_devices(&user);
                 }
             }
         }
@@ -242,7 +242,7 @@ impl OlmMachine {
 
     fn refuse_encryption_change(&mut self, room_id: &RoomId) {
         self.warnings.push(DeviceWarning::EncryptionChangeRefused {
-            room_id: room_id.to_string(),
+            room_id: room_id.to_owned(),
         });
     }
 

@@ -142,7 +142,7 @@ pub async fn replacing_cross_signing_keys_needs_the_password_on(url: &str) {
     // The laptop is told, and trusts the new keys for nothing until it
     // acknowledges them (and, not having made them, not even then).
     let changed = DeviceWarning::IdentityChanged {
-        user_id: alice_id.to_string(),
+        user_id: alice_id.clone(),
     };
     sync_until(&laptop, |update| update.device_warnings.contains(&changed)).await;
     let seen = laptop.user_identity(&alice_id).await.unwrap().unwrap();

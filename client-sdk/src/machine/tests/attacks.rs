@@ -190,8 +190,8 @@ fn a_known_device_whose_identity_keys_change_is_refused() {
     assert_eq!(
         output.warnings,
         vec![DeviceWarning::IdentityKeysChanged {
-            user_id: BOB.to_owned(),
-            device_id: "BOBPHONE".to_owned()
+            user_id: super::user(BOB),
+            device_id: "BOBPHONE".into()
         }]
     );
     assert_eq!(alice.machine.devices(super::user_id(BOB)), known);
@@ -245,7 +245,7 @@ fn device_keys_without_a_valid_self_signature_are_ignored() {
         .machine
         .devices(super::user_id(BOB))
         .into_iter()
-        .map(|d| d.device_id)
+        .map(|d| d.device_id.to_string())
         .collect();
     assert_eq!(ids, ["BOBLAPTOP", "BOBPHONE"]);
 }
@@ -547,8 +547,8 @@ fn a_deleted_device_id_that_returns_with_other_keys_is_refused() {
         output
             .warnings
             .contains(&DeviceWarning::IdentityKeysChanged {
-                user_id: BOB.to_owned(),
-                device_id: "BOBLAPTOP".to_owned(),
+                user_id: super::user(BOB),
+                device_id: "BOBLAPTOP".into(),
             }),
         "{:?}",
         output.warnings

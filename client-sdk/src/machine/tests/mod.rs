@@ -120,7 +120,7 @@ fn an_initial_sync_refreshes_every_tracked_device_list() {
         .machine
         .devices(user_id(ALICE))
         .into_iter()
-        .map(|d| d.device_id)
+        .map(|d| d.device_id.to_string())
         .collect();
     assert!(devices.contains(&"ALICELAPTOP".to_owned()), "{devices:?}");
 }
@@ -699,7 +699,7 @@ fn e2e_only_never_sends_plaintext_and_refuses_downgrades() {
     assert_eq!(
         output.warnings,
         vec![DeviceWarning::EncryptionChangeRefused {
-            room_id: ROOM.to_owned()
+            room_id: room(ROOM)
         }]
     );
     assert!(alice.machine.is_room_encrypted(room_id(ROOM)));

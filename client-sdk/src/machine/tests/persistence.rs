@@ -109,7 +109,8 @@ fn records_saved_under_ids_that_never_parsed_are_dropped_at_load() {
     let (mut alice, mut bob, _bob2) = alice_and_bob(&mut server);
     alice.send(&mut server, ROOM, "before the restart");
     // Written before ids were parsed: the room's records, copied under a
-    // room id that is none.
+    // room id that is none, and Bob's device list under a user id that is
+    // none.
     let records = alice.store.load_all().unwrap();
     let mut legacy = Changes::default();
     let mut invalid_keys = Vec::new();
@@ -119,15 +120,18 @@ fn records_saved_under_ids_that_never_parsed_are_dropped_at_load() {
             "room" | "outbound" | "outbound_shares" | "inbound" | "replay" => {
                 key.replace(ROOM, "not a room")
             }
+            "devices" if key.ends_with(BOB) => key.replace(BOB, "not a user"),
             _ => continue,
         };
         let value = String::from_utf8(value.clone())
             .unwrap()
-            .replace(ROOM, "not a room");
+            .replace(ROOM, "not a room")
+            .replace(BOB, "not a user");
         legacy.put(renamed.clone(), value.into_bytes());
         invalid_keys.push(renamed);
     }
     assert!(invalid_keys.iter().any(|k| k.starts_with("outbound/")));
+    assert!(invalid_keys.iter().any(|k| k.starts_with("devices/")));
     alice.store.save(legacy).unwrap();
 
     alice.reload();

@@ -423,7 +423,7 @@ impl OlmMachine {
             QrTrust::UserMaster(master) => {
                 let current = self
                     .devices
-                    .user_record(ids.other_user.as_str())
+                    .user_record(&ids.other_user)
                     .and_then(|r| r.identity.as_ref())
                     .map(|identity| identity.master.clone());
                 if current.as_deref() != Some(master.as_str()) {
@@ -442,8 +442,8 @@ impl OlmMachine {
                     return false;
                 }
                 self.set_trust(
-                    ids.other_user.as_str(),
-                    ids.other_device_str(),
+                    &ids.other_user,
+                    ids.other_device_str().into(),
                     LocalTrust::Verified,
                 );
                 self.trust_own_master(master);
@@ -451,8 +451,8 @@ impl OlmMachine {
             }
             QrTrust::OwnDevice => {
                 self.set_trust(
-                    ids.other_user.as_str(),
-                    ids.other_device_str(),
+                    &ids.other_user,
+                    ids.other_device_str().into(),
                     LocalTrust::Verified,
                 );
                 self.sign_own_device(ids.other_device_str());
@@ -473,7 +473,7 @@ impl OlmMachine {
             .ok_or(QrError::Unavailable("our cross-signing keys"))?;
         let theirs = self
             .devices
-            .user_record(user_id.as_str())
+            .user_record(&user_id)
             .and_then(|r| {
                 let identity = r.identity.as_ref()?;
                 (r.pinned_master.as_deref() == Some(&identity.master))
@@ -486,7 +486,7 @@ impl OlmMachine {
     /// The master key the server serves for our user.
     fn served_own_master(&self) -> Option<String> {
         self.devices
-            .user_record(self.user_id.as_str())
+            .user_record(&self.user_id)
             .and_then(|r| r.identity.as_ref())
             .map(|identity| identity.master.clone())
     }
@@ -494,7 +494,7 @@ impl OlmMachine {
     /// The ed25519 key of another device of ours, as queried.
     fn own_device_key(&self, device_id: &str) -> Result<String, QrError> {
         self.devices
-            .device(self.user_id.as_str(), device_id)
+            .device(&self.user_id, device_id.into())
             .map(|device| device.ed25519.clone())
             .ok_or(QrError::Unavailable("the other device's key"))
     }

@@ -19,8 +19,8 @@ impl OlmMachine {
         known: &BTreeMap<String, String>,
     ) {
         self.set_trust(
-            ids.other_user.as_str(),
-            ids.other_device_str(),
+            &ids.other_user,
+            ids.other_device_str().into(),
             LocalTrust::Verified,
         );
         let master_verified = verified.iter().any(|id| {
@@ -56,8 +56,7 @@ impl OlmMachine {
         }
         self.devices.own.trusted_master = Some(master.to_owned());
         self.save_cross_signing();
-        let own = self.user_id.to_string();
-        self.refresh_trust(&[own]);
+        self.refresh_trust(&[self.user_id.clone()]);
     }
 
     /// Signs another device of ours with our self-signing key, when this
@@ -100,14 +99,14 @@ impl OlmMachine {
         };
         if let Some(device) = self
             .devices
-            .device(user_id.as_str(), flow.ids.other_device_str())
+            .device(user_id, flow.ids.other_device_str().into())
         {
             keys.insert(
                 format!("ed25519:{}", device.device_id),
                 device.ed25519.clone(),
             );
         }
-        if let Some(record) = self.devices.user_record(user_id.as_str())
+        if let Some(record) = self.devices.user_record(&user_id)
             && let Some(identity) = &record.identity
             && record.pinned_master.as_deref() == Some(&identity.master)
         {
