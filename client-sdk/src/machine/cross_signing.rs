@@ -122,7 +122,7 @@ impl OlmMachine {
     /// had (if any) stay in force.
     pub fn bootstrap_cross_signing(&mut self) -> OutgoingRequest {
         let keys = PrivateKeys::generate();
-        let (master, self_signing, user_signing) = keys.public_objects(self.user_id.as_str());
+        let (master, self_signing, user_signing) = keys.public_objects(&self.user_id);
         let master_key = keys.master.public_key().to_base64();
         let body = json!({
             "master_key": master,
@@ -205,7 +205,7 @@ impl OlmMachine {
             .pending
             .take_if(|keys| keys.master.public_key().to_base64() == master)
             .ok_or("the uploaded cross-signing keys are no longer pending")?;
-        let (master_key, _, _) = keys.public_objects(self.user_id.as_str());
+        let (master_key, _, _) = keys.public_objects(&self.user_id);
         let master = keys.master.public_key().to_base64();
         let identity = UserIdentityRecord {
             master_key: master_key.as_object().cloned().unwrap_or_default(),
@@ -427,7 +427,7 @@ impl PrivateKeys {
 
     /// The three public key objects to upload, the self- and user-signing
     /// keys signed by the master key.
-    fn public_objects(&self, user_id: &str) -> (Value, Value, Value) {
+    fn public_objects(&self, user_id: &UserId) -> (Value, Value, Value) {
         let object = |key: &CrossSigningKey, usage: &str| {
             let public_key = key.public_key().to_base64();
             json!({
@@ -440,7 +440,7 @@ impl PrivateKeys {
             let mut value = object(key, usage);
             if let Some(map) = value.as_object_mut() {
                 // Strings and arrays only: canonicalization cannot fail.
-                let _ = self.master.sign_json(user_id, map);
+                let _ = self.master.sign_json(user_id.as_str(), map);
             }
             value
         };

@@ -317,9 +317,7 @@ impl OlmMachine {
 
     /// The id of the room's current outbound session, if any.
     pub fn outbound_session_id(&self, room_id: &RoomId) -> Option<String> {
-        self.outbound
-            .get(room_id.as_str())
-            .map(|e| e.session.session_id())
+        self.outbound.get(room_id).map(|e| e.session.session_id())
     }
 
     pub(super) fn recipients(&self, room_id: &RoomId, users: &[OwnedUserId]) -> Recipients {

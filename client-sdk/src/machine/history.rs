@@ -189,7 +189,7 @@ impl OlmMachine {
         if !self.is_room_encrypted(room_id) {
             return Err(MachineError::RoomNotEncrypted(room_id.to_owned()));
         }
-        let mut contents = self.bundle_contents(room_id.as_str());
+        let mut contents = self.bundle_contents(room_id);
         let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&contents).unwrap_or_default());
         super::zeroize_json(&mut contents);
         Ok(attachment::encrypt(&plaintext)?)
@@ -317,7 +317,7 @@ impl OlmMachine {
         let mut import = BundleImport::default();
         let mut output = SyncOutput::default();
         for room_key in &contents.room_keys {
-            let stored = shared_session(room_id.as_str(), room_key)
+            let stored = shared_session(room_id, room_key)
                 .map(|entry| entry.shared_by(sender))
                 .is_some_and(|entry| self.accept_inbound(entry, &mut output));
             if stored {
@@ -329,7 +329,7 @@ impl OlmMachine {
         for withheld in &contents.withheld {
             let code = withheld.get("code").and_then(Value::as_str);
             if let (Some(key_id), Some(code)) = (SessionKeyId::from_json(Some(withheld)), code)
-                && key_id.room_id == room_id.as_str()
+                && key_id.room_id == room_id
             {
                 self.record_withheld(key_id, code);
                 import.withheld += 1;
@@ -423,8 +423,8 @@ impl OlmMachine {
     /// The bundle's room has us joined, on an invite from the bundle's
     /// sender, recently.
     fn may_import(&self, bundle: &PendingBundle, now_ms: u64) -> bool {
-        self.rooms.get(bundle.room_id.as_str()).is_some_and(|room| {
-            room.members.get(self.user_id.as_str()) == Some(&Membership::Join)
+        self.rooms.get(&bundle.room_id).is_some_and(|room| {
+            room.members.get(&self.user_id) == Some(&Membership::Join)
                 && room.inviter.as_deref() == Some(&*bundle.sender)
                 && room
                     .joined_ms
@@ -437,9 +437,7 @@ impl OlmMachine {
     fn is_from_sender_device(&self, bundle: &PendingBundle) -> bool {
         self.devices
             .device_by_curve(&bundle.sender_key)
-            .is_some_and(|d| {
-                d.user_id == bundle.sender.as_str() && d.ed25519 == bundle.claimed_ed25519
-            })
+            .is_some_and(|d| d.user_id == bundle.sender && d.ed25519 == bundle.claimed_ed25519)
     }
 
     fn drop_bundle(&mut self, key: &BundleKey) {
@@ -450,7 +448,7 @@ impl OlmMachine {
 
     /// MSC4268's bundle for `room_id`: every session flagged
     /// `shared_history`, and a withheld entry for each of the others.
-    pub(super) fn bundle_contents(&self, room_id: &str) -> Value {
+    pub(super) fn bundle_contents(&self, room_id: &RoomId) -> Value {
         let mut room_keys = Vec::new();
         let mut withheld = Vec::new();
         for entry in self
@@ -486,7 +484,7 @@ impl OlmMachine {
 
 /// An inbound session from one `room_keys` entry of a bundle for
 /// `room_id`; `None` if it is for another room or malformed.
-fn shared_session(room_id: &str, room_key: &Value) -> Option<InboundEntry> {
+fn shared_session(room_id: &RoomId, room_key: &Value) -> Option<InboundEntry> {
     let field = |name: &str| room_key.get(name).and_then(Value::as_str);
     let key_id = SessionKeyId::from_json(Some(room_key))?;
     if field("algorithm") != Some(MEGOLM_ALGORITHM) || key_id.room_id != room_id {

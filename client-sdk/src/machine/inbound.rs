@@ -26,7 +26,7 @@ use myelin_crypto::{
     megolm::{InboundGroupSession, MEGOLM_ALGORITHM, MegolmError, SessionKey},
     olm::{Curve25519PublicKey, Ed25519PublicKey},
 };
-use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -536,7 +536,7 @@ impl OlmMachine {
         let sender_device = self
             .devices
             .device_by_curve(sender_key)
-            .map(|d| OwnedDeviceId::from(d.device_id.as_str()))
+            .map(|d| d.device_id.clone())
             .or_else(|| (sender_key == self.own_curve()).then(|| self.device_id.clone()))
             .or_else(|| {
                 let announced = self.inbound.get(&key_id)?.sender_device_keys.as_ref()?;

@@ -31,11 +31,11 @@ impl OlmMachine {
             return;
         }
         self.save_key_requests();
-        let (user_id, device_id) = (self.user_id.to_string(), self.device_id.to_string());
+        let (user_id, device_id) = (self.user_id.clone(), self.device_id.clone());
         let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
             event_type: "m.room_key_request".to_owned(),
             txn_id: txn_id.to_owned(),
-            body: json!({"messages": {user_id: {"*": {
+            body: json!({"messages": {user_id.as_str(): {"*": {
                 "action": "request",
                 "body": {
                     "algorithm": MEGOLM_ALGORITHM,

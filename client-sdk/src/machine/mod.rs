@@ -315,7 +315,7 @@ impl OlmMachine {
         records: &BTreeMap<String, Vec<u8>>,
     ) -> Result<Self, LoadError> {
         let meta: AccountMeta = decode(records, identity::ACCOUNT_RECORD)?;
-        if meta.user_id != user_id.as_str() || meta.device_id != device_id.as_str() {
+        if meta.user_id != user_id || meta.device_id != device_id {
             return Err(LoadError::WrongDevice);
         }
         let account = Account::from_pickle(&meta.pickle, &pickle_key)
@@ -623,7 +623,7 @@ impl OlmMachine {
         Self {
             user_id: user_id.to_owned(),
             device_id: device_id.to_owned(),
-            meta: AccountMeta::new(user_id.as_str(), device_id.as_str()),
+            meta: AccountMeta::new(user_id, device_id),
             pickle_key,
             account,
             devices: DeviceTracker::new(user_id),

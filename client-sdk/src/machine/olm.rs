@@ -546,14 +546,14 @@ impl OlmMachine {
             .ok_or(NotForUs)?;
         let message: OlmMessage =
             serde_json::from_value(ciphertext.clone()).map_err(|_| Malformed)?;
-        let plaintext = self.olm_decrypt(sender.as_str(), &sender_key, &message, now_ms)?;
+        let plaintext = self.olm_decrypt(sender, &sender_key, &message, now_ms)?;
         let payload: Value = serde_json::from_slice(&plaintext).map_err(|_| Malformed)?;
         self.check_payload(sender, &sender_key, payload)
     }
 
     fn olm_decrypt(
         &mut self,
-        sender: &str,
+        sender: &UserId,
         sender_key: &str,
         message: &OlmMessage,
         now_ms: u64,
@@ -603,7 +603,7 @@ impl OlmMachine {
         }
     }
 
-    fn mark_wedged(&mut self, sender: &str, sender_key: &str, now_ms: u64) {
+    fn mark_wedged(&mut self, sender: &UserId, sender_key: &str, now_ms: u64) {
         let Some(device) = self.devices.device_by_curve(sender_key) else {
             return;
         };
@@ -658,9 +658,7 @@ impl OlmMachine {
         };
         let announced = sender_device_keys.as_ref().map(|(device, _)| device);
         match self.devices.device_by_curve(sender_key) {
-            Some(device)
-                if device.user_id != sender.as_str() || device.ed25519 != claimed_ed25519 =>
-            {
+            Some(device) if device.user_id != *sender || device.ed25519 != claimed_ed25519 => {
                 return Err(PayloadMismatch);
             }
             Some(device) if announced.is_some_and(|a| a.device_id != device.device_id) => {

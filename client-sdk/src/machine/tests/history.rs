@@ -200,7 +200,7 @@ fn sessions_from_a_period_without_shared_history_are_withheld_not_shared() {
         private_session
     );
 
-    let contents = alice.machine.bundle_contents(ROOM);
+    let contents = alice.machine.bundle_contents(room_id(ROOM));
     let ids = |section: &str| -> Vec<String> {
         contents[section]
             .as_array()
@@ -386,7 +386,7 @@ fn a_session_received_from_its_creator_is_extended_but_never_downgraded() {
     assert!(!direct.forwarded);
     // The m.room_key carried Alice's shared_history flag: Bob may pass the
     // session on to whoever he invites.
-    let bobs_bundle = bob.machine.bundle_contents(ROOM);
+    let bobs_bundle = bob.machine.bundle_contents(room_id(ROOM));
     assert_eq!(bobs_bundle["room_keys"].as_array().unwrap().len(), 1);
     let utd = bob.decrypt(ROOM, &before).unwrap_err();
     assert_eq!(utd.cause, UtdCause::SentBeforeWeJoined);
@@ -459,7 +459,7 @@ fn a_forged_copy_of_a_known_session_is_ignored() {
 
     // Alice (or whoever holds the bundle's key) hands Bob a copy of the
     // session under its real id but with another ratchet, from index 0.
-    let mut contents = alice.machine.bundle_contents(ROOM);
+    let mut contents = alice.machine.bundle_contents(room_id(ROOM));
     let key = contents["room_keys"][0]["session_key"].as_str().unwrap();
     let mut bytes = Base64::<Standard, Vec<u8>>::parse(key)
         .unwrap()
@@ -518,7 +518,7 @@ fn a_bundle_keeps_the_shared_history_flag_its_entries_carry() {
     alice.send(&mut server, ROOM, "not for re-sharing");
     // A bundle (from another client, say) whose entry does not say the
     // session's creator agreed to share it on.
-    let mut contents = alice.machine.bundle_contents(ROOM);
+    let mut contents = alice.machine.bundle_contents(room_id(ROOM));
     contents["room_keys"][0]
         .as_object_mut()
         .unwrap()
@@ -538,7 +538,7 @@ fn a_bundle_keeps_the_shared_history_flag_its_entries_carry() {
         .unwrap();
     assert_eq!(import.imported, 1);
     // Bob may read it, but never hands it on to the next newcomer.
-    let onward = bob.machine.bundle_contents(ROOM);
+    let onward = bob.machine.bundle_contents(room_id(ROOM));
     assert_eq!(onward["room_keys"].as_array().unwrap().len(), 0, "{onward}");
     assert_eq!(onward["withheld"].as_array().unwrap().len(), 1);
 }

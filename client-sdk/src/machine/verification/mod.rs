@@ -408,7 +408,7 @@ impl OlmMachine {
         let targets: Vec<OwnedDeviceId> = self
             .devices
             .devices_of(&own)
-            .map(|d| OwnedDeviceId::from(d.device_id.as_str()))
+            .map(|d| d.device_id.clone())
             .filter(|d| *d != self.device_id)
             .collect();
         if targets.is_empty() {
