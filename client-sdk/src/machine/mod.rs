@@ -767,6 +767,17 @@ impl OlmMachine {
             "dropping a stored record whose id does not parse"
         );
         self.changes.delete(key.to_owned());
+        // A session whose recipients are lost must not encrypt again: the
+        // next share starts a new one.
+        if let Some(room_id) = key
+            .strip_prefix(group::SHARES_RECORD_KIND)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|room_id| <&RoomId>::try_from(room_id).ok())
+            && self.outbound.remove(room_id).is_some()
+        {
+            self.changes
+                .delete(format!("{}/{room_id}", group::RECORD_KIND));
+        }
     }
 
     fn put<T: Serialize>(&mut self, key: String, value: &T) {
@@ -811,9 +822,9 @@ pub(super) fn zeroize_json(value: &mut Value) {
 /// Whether a record's JSON holds an id the machine parses (a room id, a
 /// user id) that does not parse: where typed records name rooms and users,
 /// in `room_id`, `user_id`, `inviter`, `sender`, `shared_by` fields,
-/// `members` keys, and the room of an undecryptable event or of an
-/// `m.room_key` batch. Such a record was
-/// saved before its ids were checked.
+/// `members` keys, the users of the devices a session reached, and the room
+/// and devices of an undecryptable event or of an `m.room_key` batch. Such
+/// a record was saved before its ids were checked.
 fn holds_invalid_id(bytes: &[u8]) -> bool {
     fn is_room_id(value: &Value) -> bool {
         value
@@ -822,6 +833,14 @@ fn holds_invalid_id(bytes: &[u8]) -> bool {
     }
     fn is_user_id(id: &str) -> bool {
         <&UserId>::try_from(id).is_ok()
+    }
+    /// `[[user, device], …]` or `[[[user, device], value], …]`.
+    fn names_invalid_user(devices: &[Value]) -> bool {
+        devices.iter().any(|entry| {
+            let user = entry.pointer("/0/0").or_else(|| entry.pointer("/0"));
+            user.and_then(Value::as_str)
+                .is_some_and(|id| !is_user_id(id))
+        })
     }
     fn walk(value: &Value) -> bool {
         match value {
@@ -832,9 +851,15 @@ fn holds_invalid_id(bytes: &[u8]) -> bool {
                         !is_user_id(id)
                     }
                     ("members", Value::Object(members)) => members.keys().any(|id| !is_user_id(id)),
-                    ("room_keys", Value::Array(target)) => {
-                        target.first().is_some_and(|room| !is_room_id(room))
+                    ("shared_with" | "withheld_from", Value::Array(shares)) => {
+                        names_invalid_user(shares)
                     }
+                    ("room_keys", Value::Array(target)) => match target.as_slice() {
+                        [room, _session, Value::Array(devices)] => {
+                            !is_room_id(room) || names_invalid_user(devices)
+                        }
+                        _ => false,
+                    },
                     _ => false,
                 };
                 invalid || walk(field)

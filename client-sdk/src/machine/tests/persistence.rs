@@ -1,7 +1,7 @@
 //! What a crash between saving and sending must not lose.
 
 use super::{
-    BOB, ROOM, alice_and_bob, body,
+    BOB, ROOM, alice_and_bob, body, room_id,
     server::{Client, FakeServer},
 };
 use crate::machine::{Changes, CryptoStore, Request, UtdCause};
@@ -132,6 +132,18 @@ fn records_saved_under_ids_that_never_parsed_are_dropped_at_load() {
     }
     assert!(invalid_keys.iter().any(|k| k.starts_with("outbound/")));
     assert!(invalid_keys.iter().any(|k| k.starts_with("devices/")));
+    // And the room's own session shared with a user id that is none: its
+    // recipients are lost, so the session must not encrypt again.
+    let shares_key = format!("outbound_shares/{ROOM}");
+    let shares = String::from_utf8(records[&shares_key].clone()).unwrap();
+    assert!(shares.contains(BOB));
+    legacy.put(
+        shares_key.clone(),
+        shares.replace(BOB, "not a user").into_bytes(),
+    );
+    invalid_keys.push(shares_key);
+    invalid_keys.push(format!("outbound/{ROOM}"));
+    let first_session = alice.machine.outbound_session_id(room_id(ROOM)).unwrap();
     alice.store.save(legacy).unwrap();
 
     alice.reload();
@@ -140,7 +152,12 @@ fn records_saved_under_ids_that_never_parsed_are_dropped_at_load() {
         assert_eq!(deleted.get(key), Some(&None), "{key} not dropped");
     }
     // What was valid still works: the room, its session, Bob's devices.
+    assert_eq!(alice.machine.outbound_session_id(room_id(ROOM)), None);
     let event = alice.send(&mut server, ROOM, "after the restart");
+    assert_ne!(
+        alice.machine.outbound_session_id(room_id(ROOM)).unwrap(),
+        first_session
+    );
     bob.sync(&mut server, vec![]);
     assert_eq!(
         body(&bob.decrypt(ROOM, &event).unwrap()),
