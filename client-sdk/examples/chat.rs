@@ -409,7 +409,7 @@ async fn request_verification(
             .devices(&user)
             .await?
             .into_iter()
-            .map(|device| OwnedDeviceId::from(device.device_id))
+            .map(|device| device.device_id)
             .collect(),
     };
     if devices.is_empty() {

@@ -303,7 +303,7 @@ impl OlmMachine {
             return Err(BundleError::NotInvitedBySender);
         }
         if !self.is_from_sender_device(&bundle) {
-            if !self.devices.is_outdated(&sender) {
+            if !self.devices.is_outdated(sender) {
                 self.drop_bundle(&key);
             }
             return Err(BundleError::UnknownSenderDevice);

@@ -232,7 +232,7 @@ impl OlmMachine {
     /// ours, which decides everyone's) changed; a device that stops being
     /// verified must not keep a room's current key (`group`).
     pub(super) fn refresh_trust(&mut self, users: &[OwnedUserId]) {
-        let all = users.iter().any(|user| *user == self.user_id);
+        let all = users.contains(&self.user_id);
         if self.devices.refresh_trust(users, all) {
             self.recheck_outbound(None);
         }

@@ -296,9 +296,9 @@ impl OlmMachine {
     /// [`OlmMachine::outgoing_requests`] uploads the device keys.
     pub fn new(user_id: &UserId, device_id: &DeviceId, pickle_key: PickleKey) -> Self {
         let mut machine = Self::empty(user_id, device_id, pickle_key, Account::new());
-        machine.devices.track(&user_id);
+        machine.devices.track(user_id);
         machine.save_account();
-        machine.save_user_devices(&user_id);
+        machine.save_user_devices(user_id);
         machine
     }
 
@@ -393,8 +393,8 @@ impl OlmMachine {
         }
         for user in &sync.left_devices {
             if *user != self.user_id {
-                self.devices.untrack(&user);
-                self.save_user_devices(&user);
+                self.devices.untrack(user);
+                self.save_user_devices(user);
             }
         }
         for update in &sync.rooms {

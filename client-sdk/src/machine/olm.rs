@@ -666,7 +666,7 @@ impl OlmMachine {
             }
             Some(_) => {}
             None if announced
-                .and_then(|a| self.devices.device(&sender, &a.device_id))
+                .and_then(|a| self.devices.device(sender, &a.device_id))
                 .is_some() =>
             {
                 // The device id is known with another curve25519 key.
@@ -674,10 +674,10 @@ impl OlmMachine {
             }
             None => {
                 // Unknown device: learn it, and judge what it sent when we do.
-                if !self.devices.track(&sender) {
-                    self.devices.mark_changed(&sender);
+                if !self.devices.track(sender) {
+                    self.devices.mark_changed(sender);
                 }
-                self.save_user_devices(&sender);
+                self.save_user_devices(sender);
             }
         }
         let event_type = field("type").ok_or(Malformed)?.to_owned();

@@ -137,7 +137,7 @@ impl OlmMachine {
         ) else {
             return;
         };
-        if self.devices.device(&sender, device).is_none() {
+        if self.devices.device(sender, device).is_none() {
             return;
         }
         let ids = self.flow_ids(sender, Some(device), transaction_id);
@@ -209,7 +209,7 @@ impl OlmMachine {
             let Some(device) = from_device(content).filter(|d| {
                 event_type == READY
                     && if in_room {
-                        self.devices.device(&sender, d).is_some()
+                        self.devices.device(sender, d).is_some()
                     } else {
                         flow.broadcast_to.iter().any(|t| t == d)
                     }

@@ -465,7 +465,7 @@ impl OlmMachine {
             .ok_or(QrError::Unavailable("our cross-signing keys"))?;
         let theirs = self
             .devices
-            .user_record(&user_id)
+            .user_record(user_id)
             .and_then(|r| {
                 let identity = r.identity.as_ref()?;
                 (r.pinned_master.as_deref() == Some(&identity.master))

@@ -52,7 +52,8 @@ impl OlmMachine {
         }
         self.devices.own.trusted_master = Some(master.to_owned());
         self.save_cross_signing();
-        self.refresh_trust(&[self.user_id.clone()]);
+        let own = self.user_id.clone();
+        self.refresh_trust(&[own]);
     }
 
     /// Signs another device of ours with our self-signing key, when this
@@ -99,7 +100,7 @@ impl OlmMachine {
                 device.ed25519.clone(),
             );
         }
-        if let Some(record) = self.devices.user_record(&user_id)
+        if let Some(record) = self.devices.user_record(user_id)
             && let Some(identity) = &record.identity
             && record.pinned_master.as_deref() == Some(&identity.master)
         {
