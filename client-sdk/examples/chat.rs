@@ -409,7 +409,7 @@ async fn request_verification(
             .devices(&user)
             .await?
             .into_iter()
-            .map(|device| OwnedDeviceId::from(device.device_id))
+            .map(|device| device.device_id)
             .collect(),
     };
     if devices.is_empty() {
@@ -713,7 +713,10 @@ fn e2e_label(event: &DecryptedRoomEvent) -> String {
         VerificationState::UnknownDevice => "unknown device",
         VerificationState::AuthenticityNotGuaranteed => "authenticity not guaranteed",
     };
-    let device = event.sender_device.as_deref().unwrap_or("?");
+    let device = event
+        .sender_device
+        .as_ref()
+        .map_or("?", |device| device.as_str());
     let origin = match (&event.shared_by, event.forwarded) {
         (Some(inviter), _) => format!(", history shared by {inviter}"),
         (None, true) => ", forwarded".to_owned(),

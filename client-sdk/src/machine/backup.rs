@@ -36,6 +36,7 @@ use myelin_crypto::{
     olm::Ed25519PublicKey,
     verify_json_signature,
 };
+use ruma::RoomId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
@@ -288,9 +289,13 @@ impl OlmMachine {
         let mut restore = BackupRestore::default();
         let mut output = SyncOutput::default();
         for (room_id, room) in rooms {
+            // An entry filed under a room id that is not one is invalid.
+            let room_id = <&RoomId>::try_from(room_id.as_str()).ok();
             let sessions = room.get("sessions").and_then(Value::as_object);
             for (session_id, data) in sessions.into_iter().flatten() {
-                let Some(entry) = restored_session(&key, room_id, session_id, data) else {
+                let entry =
+                    room_id.and_then(|room_id| restored_session(&key, room_id, session_id, data));
+                let Some(entry) = entry else {
                     restore.invalid += 1;
                     continue;
                 };
@@ -467,7 +472,7 @@ impl OlmMachine {
                 Some(self.account.identity_keys().ed25519)
             } else {
                 self.devices
-                    .device(self.user_id.as_str(), device_id)
+                    .device(&self.user_id, device_id.into())
                     .filter(|d| self.devices.is_verified(d))
                     .and_then(|d| Ed25519PublicKey::from_base64(&d.ed25519).ok())
             };
@@ -546,7 +551,7 @@ fn backup_plaintext(entry: &InboundEntry) -> Zeroizing<Vec<u8>> {
 /// does not decrypt or is not a Megolm room key.
 fn restored_session(
     key: &BackupDecryptionKey,
-    room_id: &str,
+    room_id: &RoomId,
     session_id: &str,
     data: &Value,
 ) -> Option<InboundEntry> {
@@ -559,7 +564,11 @@ fn restored_session(
 }
 
 /// [`restored_session`] once the entry decrypted.
-fn session_from_backup(room_id: &str, session_id: &str, session: &Value) -> Option<InboundEntry> {
+fn session_from_backup(
+    room_id: &RoomId,
+    session_id: &str,
+    session: &Value,
+) -> Option<InboundEntry> {
     let field = |name: &str| session.get(name).and_then(Value::as_str);
     if field("algorithm") != Some(MEGOLM_ALGORITHM) {
         return None;

@@ -19,7 +19,7 @@
 //! [spec]: https://spec.matrix.org/v1.16/client-server-api/#cross-signing
 
 use myelin_crypto::{PickleError, PickleKey, cross_signing::CrossSigningKey};
-use ruma::{DeviceId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -45,20 +45,20 @@ pub enum CrossSigningError {
     /// No master key is known for the user: their keys have not been queried
     /// yet, or they never set up cross-signing.
     #[error("no cross-signing identity known for `{0}`")]
-    UnknownIdentity(String),
+    UnknownIdentity(OwnedUserId),
     /// The user's master key changed since it was pinned; acknowledge the
     /// change ([`OlmMachine::pin_identity`]) before verifying the new one.
     #[error("the identity of `{0}` changed; acknowledge it first")]
-    IdentityChanged(String),
+    IdentityChanged(OwnedUserId),
     /// Our own identity is trusted through our keys, not by verifying it.
     #[error("cannot verify our own user")]
     OwnUser,
     /// The device is not one of ours that a keys/query showed us.
     #[error("no device `{0}` of ours is known")]
-    UnknownDevice(String),
+    UnknownDevice(OwnedDeviceId),
     /// The user's master key object cannot be signed (not canonical JSON).
     #[error("the master key of `{0}` cannot be signed")]
-    Unsignable(String),
+    Unsignable(OwnedUserId),
     /// The server refused signatures (`failures` of
     /// `/keys/signatures/upload`), as (user id, key id or device id) pairs
     /// named as the server named them.
@@ -71,10 +71,10 @@ pub enum CrossSigningError {
 pub(crate) enum SignatureUpload {
     /// One of our devices' keys (this one's after a bootstrap), signed by
     /// our self-signing key.
-    OwnDevice { device_id: String },
+    OwnDevice { device_id: OwnedDeviceId },
     /// Another user's master key, signed by our user-signing key.
     UserMaster {
-        user_id: String,
+        user_id: OwnedUserId,
         master_key: Map<String, Value>,
     },
 }
@@ -122,7 +122,7 @@ impl OlmMachine {
     /// had (if any) stay in force.
     pub fn bootstrap_cross_signing(&mut self) -> OutgoingRequest {
         let keys = PrivateKeys::generate();
-        let (master, self_signing, user_signing) = keys.public_objects(self.user_id.as_str());
+        let (master, self_signing, user_signing) = keys.public_objects(&self.user_id);
         let master_key = keys.master.public_key().to_base64();
         let body = json!({
             "master_key": master,
@@ -140,7 +140,6 @@ impl OlmMachine {
     /// at the next [`OlmMachine::outgoing_requests`]: for a user we share
     /// no encrypted room with, or whose identity we have not seen yet.
     pub fn refresh_user_keys(&mut self, user_id: &UserId) {
-        let user_id = user_id.as_str();
         if !self.devices.track(user_id) {
             self.devices.mark_changed(user_id);
         }
@@ -162,7 +161,6 @@ impl OlmMachine {
     /// [`CrossSigningError`]: not set up, our own user, no identity known,
     /// an unacknowledged identity change.
     pub fn verify_user(&mut self, user_id: &UserId) -> Result<OutgoingRequest, MachineError> {
-        let user_id = user_id.as_str();
         if user_id == self.user_id {
             return Err(CrossSigningError::OwnUser.into());
         }
@@ -188,7 +186,7 @@ impl OlmMachine {
         keys.user_signing
             .sign_json(self.user_id.as_str(), &mut master_key)
             .map_err(|_| CrossSigningError::Unsignable(user_id.to_owned()))?;
-        let body = json!({ user_id: { identity.master.clone(): master_key } });
+        let body = json!({ user_id.as_str(): { identity.master.clone(): master_key } });
         let upload = SignatureUpload::UserMaster {
             user_id: user_id.to_owned(),
             master_key,
@@ -207,7 +205,7 @@ impl OlmMachine {
             .pending
             .take_if(|keys| keys.master.public_key().to_base64() == master)
             .ok_or("the uploaded cross-signing keys are no longer pending")?;
-        let (master_key, _, _) = keys.public_objects(self.user_id.as_str());
+        let (master_key, _, _) = keys.public_objects(&self.user_id);
         let master = keys.master.public_key().to_base64();
         let identity = UserIdentityRecord {
             master_key: master_key.as_object().cloned().unwrap_or_default(),
@@ -216,14 +214,14 @@ impl OlmMachine {
             user_signing: Some(keys.user_signing.public_key().to_base64()),
         };
         self.devices.own.trusted_master = Some(master.clone());
-        if let Some(record) = self.devices.users.get_mut(self.user_id.as_str()) {
+        if let Some(record) = self.devices.users.get_mut(&self.user_id) {
             record.pinned_master = Some(master);
             record.identity = Some(identity);
         }
         self.cross_signing.active = Some(keys);
         self.cross_signing.own_device_signature_sent = false;
         self.save_cross_signing();
-        let own = self.user_id.to_string();
+        let own = self.user_id.clone();
         self.save_user_devices(&own);
         self.refresh_trust(&[own]);
         Ok(())
@@ -243,7 +241,7 @@ impl OlmMachine {
             return None;
         }
         let device_keys = self.device_keys().as_object().cloned()?;
-        let device_id = self.device_id.to_string();
+        let device_id = self.device_id.clone();
         self.own_device_signature(&device_id, device_keys).ok()
     }
 
@@ -262,10 +260,9 @@ impl OlmMachine {
         &mut self,
         device_id: &DeviceId,
     ) -> Result<OutgoingRequest, MachineError> {
-        let device_id = device_id.as_str();
         let device_keys = self
             .devices
-            .user_record(self.user_id.as_str())
+            .user_record(&self.user_id)
             .and_then(|r| r.own_device_keys.get(device_id))
             .cloned()
             .ok_or_else(|| CrossSigningError::UnknownDevice(device_id.to_owned()))?;
@@ -274,7 +271,7 @@ impl OlmMachine {
 
     fn own_device_signature(
         &mut self,
-        device_id: &str,
+        device_id: &DeviceId,
         mut device_keys: Map<String, Value>,
     ) -> Result<OutgoingRequest, MachineError> {
         let keys = self
@@ -288,8 +285,8 @@ impl OlmMachine {
             .ok_or(CrossSigningError::NotSetUp)?;
         keys.self_signing
             .sign_json(self.user_id.as_str(), &mut device_keys)
-            .map_err(|_| CrossSigningError::Unsignable(self.user_id.to_string()))?;
-        let body = json!({ self.user_id.to_string(): { device_id: device_keys } });
+            .map_err(|_| CrossSigningError::Unsignable(self.user_id.clone()))?;
+        let body = json!({ self.user_id.as_str(): { device_id.as_str(): device_keys } });
         let upload = SignatureUpload::OwnDevice {
             device_id: device_id.to_owned(),
         };
@@ -371,8 +368,8 @@ impl OlmMachine {
 
     /// Records our accepted signature on one of our other devices, so it is
     /// verified before the next keys/query shows it.
-    fn mark_own_device_signed(&mut self, device_id: &str) {
-        let own = self.user_id.to_string();
+    fn mark_own_device_signed(&mut self, device_id: &DeviceId) {
+        let own = self.user_id.clone();
         let self_signing_key = self.devices.own_self_signing_key();
         if let Some(device) = self
             .devices
@@ -387,7 +384,7 @@ impl OlmMachine {
 
     /// Records our accepted signature on `user_id`'s master key, so the user
     /// is verified before the next keys/query shows it.
-    fn add_own_signature(&mut self, user_id: &str, signed: &Map<String, Value>) {
+    fn add_own_signature(&mut self, user_id: &UserId, signed: &Map<String, Value>) {
         let Some(signature) = signed
             .get("signatures")
             .and_then(|s| s.get(self.user_id.as_str()))
@@ -430,7 +427,7 @@ impl PrivateKeys {
 
     /// The three public key objects to upload, the self- and user-signing
     /// keys signed by the master key.
-    fn public_objects(&self, user_id: &str) -> (Value, Value, Value) {
+    fn public_objects(&self, user_id: &UserId) -> (Value, Value, Value) {
         let object = |key: &CrossSigningKey, usage: &str| {
             let public_key = key.public_key().to_base64();
             json!({
@@ -443,7 +440,7 @@ impl PrivateKeys {
             let mut value = object(key, usage);
             if let Some(map) = value.as_object_mut() {
                 // Strings and arrays only: canonicalization cannot fail.
-                let _ = self.master.sign_json(user_id, map);
+                let _ = self.master.sign_json(user_id.as_str(), map);
             }
             value
         };

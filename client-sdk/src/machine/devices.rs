@@ -30,7 +30,7 @@ use myelin_crypto::{
     olm::{Curve25519PublicKey, Ed25519PublicKey},
     verify_json_signature,
 };
-use ruma::{DeviceId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -58,9 +58,9 @@ pub enum LocalTrust {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
     /// Its user.
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     /// Its device id.
-    pub device_id: String,
+    pub device_id: OwnedDeviceId,
     /// Its ed25519 fingerprint key, unpadded base64.
     pub ed25519: String,
     /// Its curve25519 identity key, unpadded base64.
@@ -84,23 +84,23 @@ pub enum DeviceWarning {
     /// refused and the old ones kept.
     IdentityKeysChanged {
         /// The device's user.
-        user_id: String,
+        user_id: OwnedUserId,
         /// The device.
-        device_id: String,
+        device_id: OwnedDeviceId,
     },
     /// A device's keys had a missing or invalid self-signature, or were
     /// filed under another user or device id; they were ignored.
     InvalidDeviceKeys {
         /// The user the keys were filed under.
-        user_id: String,
+        user_id: OwnedUserId,
         /// The device id they were filed under.
-        device_id: String,
+        device_id: OwnedDeviceId,
     },
     /// A room's `m.room.encryption` changed to something weaker or was
     /// replaced by another algorithm; the change was refused.
     EncryptionChangeRefused {
         /// The room.
-        room_id: String,
+        room_id: OwnedRoomId,
     },
     /// The user's master cross-signing key is not the one we pinned when we
     /// first saw them (or, for our own user, not the one this device
@@ -110,23 +110,23 @@ pub enum DeviceWarning {
     /// again.
     IdentityChanged {
         /// The user.
-        user_id: String,
+        user_id: OwnedUserId,
     },
     /// A user's cross-signing keys were malformed, or a self-signing or
     /// user-signing key was not signed by the master key; they were ignored.
     InvalidCrossSigningKeys {
         /// The user.
-        user_id: String,
+        user_id: OwnedUserId,
     },
 }
 
 /// One user's record: tracking state and devices.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct UserDevices {
-    pub(super) user_id: String,
+    pub(super) user_id: OwnedUserId,
     pub(super) tracked: bool,
     pub(super) outdated: bool,
-    pub(super) devices: BTreeMap<String, Device>,
+    pub(super) devices: BTreeMap<OwnedDeviceId, Device>,
     /// The cross-signing keys from the last keys/query that had them.
     #[serde(default)]
     pub(super) identity: Option<UserIdentityRecord>,
@@ -144,12 +144,12 @@ pub(super) struct UserDevices {
     /// `signatures` and `unsigned`: the exact object our self-signing key
     /// signs to vouch for it ([`OlmMachine::verify_own_device`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(super) own_device_keys: BTreeMap<String, serde_json::Map<String, Value>>,
+    pub(super) own_device_keys: BTreeMap<OwnedDeviceId, serde_json::Map<String, Value>>,
     /// Every device id the user ever had that is gone from their list,
     /// with the (ed25519, curve25519) keys it had: the same id with other
     /// keys is refused, however long it was away.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(super) removed_devices: BTreeMap<String, (String, String)>,
+    pub(super) removed_devices: BTreeMap<OwnedDeviceId, (String, String)>,
 }
 
 /// Device ids remembered per user once their device is gone. The server
@@ -157,29 +157,50 @@ pub(super) struct UserDevices {
 /// many, some are forgotten (the first in sort order).
 const MAX_REMOVED_DEVICES: usize = 10_000;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct DeviceTracker {
-    pub(super) users: BTreeMap<String, UserDevices>,
+    pub(super) users: BTreeMap<OwnedUserId, UserDevices>,
     /// Our own user, and the master key this device trusts as ours.
     pub(super) own: OwnIdentity,
     /// Users whose current identity is verified (derived from `users` and
     /// `own`, refreshed whenever either changes: [`DeviceTracker::refresh_trust`]).
-    pub(super) verified_users: BTreeSet<String>,
+    pub(super) verified_users: BTreeSet<OwnedUserId>,
     /// curve25519 key -> (user, device), across every user.
-    by_curve: BTreeMap<String, (String, String)>,
-    querying: BTreeSet<String>,
-    changed_while_querying: BTreeSet<String>,
+    by_curve: BTreeMap<String, (OwnedUserId, OwnedDeviceId)>,
+    querying: BTreeSet<OwnedUserId>,
+    changed_while_querying: BTreeSet<OwnedUserId>,
+}
+
+impl UserDevices {
+    /// A user we know nothing of yet: untracked, no devices.
+    fn new(user_id: &UserId) -> Self {
+        Self {
+            user_id: user_id.to_owned(),
+            tracked: false,
+            outdated: false,
+            devices: BTreeMap::new(),
+            identity: None,
+            pinned_master: None,
+            verified_master: None,
+            own_device_keys: BTreeMap::new(),
+            removed_devices: BTreeMap::new(),
+        }
+    }
 }
 
 impl DeviceTracker {
     /// A tracker for `own_user_id`'s device, knowing nobody yet.
-    pub(super) fn new(own_user_id: &str) -> Self {
+    pub(super) fn new(own_user_id: &UserId) -> Self {
         Self {
+            users: BTreeMap::new(),
             own: OwnIdentity {
                 user_id: own_user_id.to_owned(),
                 trusted_master: None,
             },
-            ..Self::default()
+            verified_users: BTreeSet::new(),
+            by_curve: BTreeMap::new(),
+            querying: BTreeSet::new(),
+            changed_while_querying: BTreeSet::new(),
         }
     }
 
@@ -194,14 +215,11 @@ impl DeviceTracker {
     }
 
     /// Starts tracking `user`; returns whether they were not tracked yet.
-    pub(super) fn track(&mut self, user: &str) -> bool {
+    pub(super) fn track(&mut self, user: &UserId) -> bool {
         let entry = self
             .users
             .entry(user.to_owned())
-            .or_insert_with(|| UserDevices {
-                user_id: user.to_owned(),
-                ..UserDevices::default()
-            });
+            .or_insert_with(|| UserDevices::new(user));
         if entry.tracked {
             return false;
         }
@@ -210,7 +228,7 @@ impl DeviceTracker {
         true
     }
 
-    pub(super) fn mark_changed(&mut self, user: &str) {
+    pub(super) fn mark_changed(&mut self, user: &UserId) {
         if let Some(entry) = self.users.get_mut(user)
             && entry.tracked
         {
@@ -221,21 +239,21 @@ impl DeviceTracker {
         }
     }
 
-    pub(super) fn untrack(&mut self, user: &str) {
+    pub(super) fn untrack(&mut self, user: &UserId) {
         if let Some(entry) = self.users.get_mut(user) {
             entry.tracked = false;
             entry.outdated = false;
         }
     }
 
-    pub(super) fn is_outdated(&self, user: &str) -> bool {
+    pub(super) fn is_outdated(&self, user: &UserId) -> bool {
         self.users
             .get(user)
             .is_none_or(|u| !u.tracked || u.outdated)
     }
 
     /// Every tracked user.
-    pub(super) fn tracked_users(&self) -> Vec<String> {
+    pub(super) fn tracked_users(&self) -> Vec<OwnedUserId> {
         self.users
             .values()
             .filter(|u| u.tracked)
@@ -244,7 +262,7 @@ impl DeviceTracker {
     }
 
     /// Outdated tracked users with no query in flight.
-    pub(super) fn users_to_query(&self) -> Vec<String> {
+    pub(super) fn users_to_query(&self) -> Vec<OwnedUserId> {
         self.users
             .values()
             .filter(|u| u.tracked && u.outdated && !self.querying.contains(&u.user_id))
@@ -252,24 +270,24 @@ impl DeviceTracker {
             .collect()
     }
 
-    pub(super) fn query_started(&mut self, users: &[String]) {
+    pub(super) fn query_started(&mut self, users: &[OwnedUserId]) {
         self.querying.extend(users.iter().cloned());
     }
 
-    pub(super) fn query_finished(&mut self, users: &[String]) {
+    pub(super) fn query_finished(&mut self, users: &[OwnedUserId]) {
         for user in users {
             self.querying.remove(user);
         }
     }
 
-    pub(super) fn devices_of(&self, user: &str) -> impl Iterator<Item = &Device> {
+    pub(super) fn devices_of(&self, user: &UserId) -> impl Iterator<Item = &Device> {
         self.users
             .get(user)
             .into_iter()
             .flat_map(|u| u.devices.values())
     }
 
-    pub(super) fn device(&self, user: &str, device_id: &str) -> Option<&Device> {
+    pub(super) fn device(&self, user: &UserId, device_id: &DeviceId) -> Option<&Device> {
         self.users.get(user)?.devices.get(device_id)
     }
 
@@ -279,11 +297,15 @@ impl DeviceTracker {
     }
 
     /// The keys a device of `user` had before it left their list, if it did.
-    pub(super) fn removed_keys(&self, user: &str, device_id: &str) -> Option<&(String, String)> {
+    pub(super) fn removed_keys(
+        &self,
+        user: &UserId,
+        device_id: &DeviceId,
+    ) -> Option<&(String, String)> {
         self.users.get(user)?.removed_devices.get(device_id)
     }
 
-    pub(super) fn user_record(&self, user: &str) -> Option<&UserDevices> {
+    pub(super) fn user_record(&self, user: &UserId) -> Option<&UserDevices> {
         self.users.get(user)
     }
 
@@ -302,7 +324,7 @@ impl DeviceTracker {
 impl OlmMachine {
     /// The devices we know for `user`.
     pub fn devices(&self, user_id: &UserId) -> Vec<Device> {
-        self.devices.devices_of(user_id.as_str()).cloned().collect()
+        self.devices.devices_of(user_id).cloned().collect()
     }
 
     /// Whether a known device is verified: locally
@@ -311,7 +333,7 @@ impl OlmMachine {
     /// [`OlmMachine::verify_user`]). Blacklisted devices never are.
     pub fn is_device_verified(&self, user_id: &UserId, device_id: &DeviceId) -> bool {
         self.devices
-            .device(user_id.as_str(), device_id.as_str())
+            .device(user_id, device_id)
             .is_some_and(|device| self.devices.is_verified(device))
     }
 
@@ -326,11 +348,16 @@ impl OlmMachine {
         device_id: &DeviceId,
         trust: LocalTrust,
     ) -> bool {
-        self.set_trust(user_id.as_str(), device_id.as_str(), trust)
+        self.set_trust(user_id, device_id, trust)
     }
 
     /// [`OlmMachine::set_device_trust`] for ids the machine holds.
-    pub(super) fn set_trust(&mut self, user_id: &str, device_id: &str, trust: LocalTrust) -> bool {
+    pub(super) fn set_trust(
+        &mut self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        trust: LocalTrust,
+    ) -> bool {
         let Some(user) = self.devices.users.get_mut(user_id) else {
             return false;
         };
@@ -343,20 +370,20 @@ impl OlmMachine {
         true
     }
 
-    pub(super) fn query_request(&mut self, users: Vec<String>) -> Option<OutgoingRequest> {
+    pub(super) fn query_request(&mut self, users: Vec<OwnedUserId>) -> Option<OutgoingRequest> {
         if users.is_empty() {
             return None;
         }
         self.devices.query_started(&users);
         let device_keys: serde_json::Map<String, Value> =
-            users.iter().map(|u| (u.clone(), json!([]))).collect();
+            users.iter().map(|u| (u.to_string(), json!([]))).collect();
         let body = json!({"device_keys": device_keys, "timeout": 10_000});
         Some(self.issue(InFlight::Query(users), |_| Request::KeysQuery { body }))
     }
 
     pub(super) fn receive_query_response(
         &mut self,
-        users: &[String],
+        users: &[OwnedUserId],
         response: &Value,
     ) -> Result<(), &'static str> {
         let all_keys = response
@@ -364,11 +391,11 @@ impl OlmMachine {
             .and_then(Value::as_object)
             .ok_or("missing device_keys")?;
         // Our own identity first: whether others are verified depends on it.
-        let (own, others): (Vec<&String>, Vec<&String>) =
+        let (own, others): (Vec<&OwnedUserId>, Vec<&OwnedUserId>) =
             users.iter().partition(|u| **u == self.user_id);
         let now_ms = self.meta.last_now_ms;
         for user_id in own.into_iter().chain(others) {
-            let Some(keys) = all_keys.get(user_id).and_then(Value::as_object) else {
+            let Some(keys) = all_keys.get(user_id.as_str()).and_then(Value::as_object) else {
                 // A failure for this user: it stays outdated, and its
                 // server is not asked again for a while.
                 self.query_backoff.failed([user_id], now_ms);
@@ -391,28 +418,29 @@ impl OlmMachine {
     /// is the owner's checked self-signing key from the same answer.
     fn receive_user_devices(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         keys: &serde_json::Map<String, Value>,
         self_signing_key: Option<&str>,
     ) {
         let mut seen = BTreeSet::new();
         for (device_id, object) in keys {
-            seen.insert(device_id.clone());
+            let device_id = <&DeviceId>::from(device_id.as_str());
+            seen.insert(device_id.to_owned());
             let Some(mut parsed) = parse_device_keys(user_id, device_id, object) else {
                 self.warnings.push(DeviceWarning::InvalidDeviceKeys {
                     user_id: user_id.to_owned(),
-                    device_id: device_id.clone(),
+                    device_id: device_id.to_owned(),
                 });
                 continue;
             };
-            if user_id == self.user_id && *device_id == self.device_id {
+            if user_id == self.user_id && device_id == self.device_id {
                 let ours = self.account.identity_keys();
                 if parsed.ed25519 != ours.ed25519.to_base64()
                     || parsed.curve25519 != ours.curve25519.to_base64()
                 {
                     self.warnings.push(DeviceWarning::IdentityKeysChanged {
                         user_id: user_id.to_owned(),
-                        device_id: device_id.clone(),
+                        device_id: device_id.to_owned(),
                     });
                 } else {
                     self.keep_served_signatures(object);
@@ -433,7 +461,7 @@ impl OlmMachine {
                 {
                     self.warnings.push(DeviceWarning::IdentityKeysChanged {
                         user_id: user_id.to_owned(),
-                        device_id: device_id.clone(),
+                        device_id: device_id.to_owned(),
                     });
                 }
                 Some(_) => {
@@ -465,7 +493,7 @@ impl OlmMachine {
                     // that left it out of one answer to forget its keys.
                     self.warnings.push(DeviceWarning::IdentityKeysChanged {
                         user_id: user_id.to_owned(),
-                        device_id: device_id.clone(),
+                        device_id: device_id.to_owned(),
                     });
                     continue;
                 }
@@ -475,17 +503,17 @@ impl OlmMachine {
                         // server replaying keys under a second name.
                         self.warnings.push(DeviceWarning::InvalidDeviceKeys {
                             user_id: user_id.to_owned(),
-                            device_id: device_id.clone(),
+                            device_id: device_id.to_owned(),
                         });
                         continue;
                     }
                     self.devices.by_curve.insert(
                         parsed.curve25519.clone(),
-                        (user_id.to_owned(), device_id.clone()),
+                        (user_id.to_owned(), device_id.to_owned()),
                     );
                     if let Some(user) = self.devices.users.get_mut(user_id) {
                         user.removed_devices.remove(device_id);
-                        user.devices.insert(device_id.clone(), parsed);
+                        user.devices.insert(device_id.to_owned(), parsed);
                     }
                 }
             }
@@ -516,7 +544,7 @@ impl OlmMachine {
                 user.devices.remove(&device.device_id);
                 user.own_device_keys.remove(&device.device_id);
                 user.removed_devices.insert(
-                    device.device_id.clone(),
+                    device.device_id.to_owned(),
                     (device.ed25519.clone(), device.curve25519.clone()),
                 );
                 while user.removed_devices.len() > MAX_REMOVED_DEVICES {
@@ -526,7 +554,7 @@ impl OlmMachine {
         }
     }
 
-    pub(super) fn save_user_devices(&mut self, user_id: &str) {
+    pub(super) fn save_user_devices(&mut self, user_id: &UserId) {
         if let Some(record) = self.devices.user_record(user_id).cloned() {
             self.put(format!("{RECORD_KIND}/{user_id}"), &record);
         }
@@ -535,9 +563,15 @@ impl OlmMachine {
 
 /// Checks one device's keys from a `/keys/query` answer: ids match where it
 /// is filed, both keys parse, and the self-signature verifies.
-pub(super) fn parse_device_keys(user_id: &str, device_id: &str, object: &Value) -> Option<Device> {
+pub(super) fn parse_device_keys(
+    user_id: &UserId,
+    device_id: &DeviceId,
+    object: &Value,
+) -> Option<Device> {
     let map = object.as_object()?;
-    if map.get("user_id")?.as_str()? != user_id || map.get("device_id")?.as_str()? != device_id {
+    if map.get("user_id")?.as_str()? != user_id.as_str()
+        || map.get("device_id")?.as_str()? != device_id.as_str()
+    {
         return None;
     }
     let keys = map.get("keys")?;
@@ -545,7 +579,13 @@ pub(super) fn parse_device_keys(user_id: &str, device_id: &str, object: &Value) 
     let curve25519 = keys.get(format!("curve25519:{device_id}"))?.as_str()?;
     let signing_key = Ed25519PublicKey::from_base64(ed25519).ok()?;
     Curve25519PublicKey::from_base64(curve25519).ok()?;
-    verify_json_signature(&signing_key, user_id, &format!("ed25519:{device_id}"), map).ok()?;
+    verify_json_signature(
+        &signing_key,
+        user_id.as_str(),
+        &format!("ed25519:{device_id}"),
+        map,
+    )
+    .ok()?;
     Some(Device {
         user_id: user_id.to_owned(),
         device_id: device_id.to_owned(),

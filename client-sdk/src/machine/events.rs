@@ -1,6 +1,7 @@
 //! What decryption hands the application: a decrypted event, or a typed
 //! reason why not.
 
+use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId};
 use serde_json::Value;
 
 /// How far the device that sent an event is trusted.
@@ -33,11 +34,11 @@ pub struct DecryptedRoomEvent {
     /// The event id of the `m.room.encrypted` event.
     pub event_id: String,
     /// The room.
-    pub room_id: String,
+    pub room_id: OwnedRoomId,
     /// The sender (checked against the sending device's owner).
-    pub sender: String,
+    pub sender: OwnedUserId,
     /// The sending device, when known.
-    pub sender_device: Option<String>,
+    pub sender_device: Option<OwnedDeviceId>,
     /// The sending device's curve25519 key.
     pub sender_key: String,
     /// How far the sending device is trusted.
@@ -58,7 +59,7 @@ pub struct DecryptedRoomEvent {
     /// The user whose room key bundle (MSC4268 history sharing) gave us
     /// this session, if that is how it arrived. The event's sender is then
     /// only that user's word: show it as "history shared by" them.
-    pub shared_by: Option<String>,
+    pub shared_by: Option<OwnedUserId>,
 }
 
 /// An event that could not be decrypted, and why.

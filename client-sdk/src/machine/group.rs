@@ -27,12 +27,12 @@ use myelin_crypto::{
     PickleError, PickleKey,
     megolm::{InboundGroupSession, MEGOLM_ALGORITHM, OutboundGroupSession},
 };
-use ruma::RoomId;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{
-    Device, InFlight, LocalTrust, MachineError, OlmMachine, OutgoingRequest, Request,
+    Device, DeviceKey, InFlight, LocalTrust, MachineError, OlmMachine, OutgoingRequest, Request,
     history::SHARED_HISTORY_FIELD,
     inbound::{InboundEntry, SessionKeyId},
     rooms::RoomState,
@@ -42,13 +42,13 @@ pub(super) const RECORD_KIND: &str = "outbound";
 
 /// A room's current outbound session and whom it went to.
 pub(super) struct OutboundEntry {
-    pub(super) room_id: String,
+    pub(super) room_id: OwnedRoomId,
     session: OutboundGroupSession,
     created_ms: u64,
     /// (user, device) -> curve25519 key it was shared with.
-    shared_with: BTreeMap<(String, String), String>,
+    shared_with: BTreeMap<DeviceKey, String>,
     /// (user, device) -> withheld code already sent for this session.
-    withheld_from: BTreeMap<(String, String), String>,
+    withheld_from: BTreeMap<DeviceKey, String>,
     /// Something happened that may have excluded a device the session
     /// reached (a departure, a deleted or distrusted device): it must not
     /// encrypt again until a share has checked.
@@ -61,7 +61,7 @@ pub(super) struct OutboundEntry {
 /// The session itself: saved after every message, so it stays small.
 #[derive(Serialize, Deserialize)]
 pub(super) struct OutboundRecord {
-    room_id: String,
+    room_id: OwnedRoomId,
     pickle: String,
     created_ms: u64,
     #[serde(default)]
@@ -72,9 +72,9 @@ pub(super) struct OutboundRecord {
 /// message in a room of a thousand devices does not rewrite the list.
 #[derive(Serialize, Deserialize)]
 pub(super) struct SharesRecord {
-    room_id: String,
-    shared_with: Vec<((String, String), String)>,
-    withheld_from: Vec<((String, String), String)>,
+    room_id: OwnedRoomId,
+    shared_with: Vec<(DeviceKey, String)>,
+    withheld_from: Vec<(DeviceKey, String)>,
     #[serde(default)]
     must_recheck: bool,
 }
@@ -82,7 +82,7 @@ pub(super) struct SharesRecord {
 pub(super) const SHARES_RECORD_KIND: &str = "outbound_shares";
 
 impl SharesRecord {
-    pub(super) fn room_id(&self) -> &str {
+    pub(super) fn room_id(&self) -> &RoomId {
         &self.room_id
     }
 }
@@ -119,7 +119,7 @@ impl OutboundEntry {
     }
 
     fn shares_record(&self) -> SharesRecord {
-        let pairs = |map: &BTreeMap<(String, String), String>| {
+        let pairs = |map: &BTreeMap<DeviceKey, String>| {
             map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         SharesRecord {
@@ -143,7 +143,7 @@ struct MegolmPayload<'a> {
     #[serde(rename = "type")]
     event_type: &'a str,
     content: &'a Value,
-    room_id: &'a str,
+    room_id: &'a RoomId,
 }
 
 /// Who gets the key and who gets a withheld notice.
@@ -169,7 +169,6 @@ impl OlmMachine {
         room_id: &RoomId,
         now_ms: u64,
     ) -> Result<Vec<OutgoingRequest>, MachineError> {
-        let room_id = room_id.as_str();
         self.meta.last_now_ms = self.meta.last_now_ms.max(now_ms);
         let room = self
             .rooms
@@ -177,7 +176,7 @@ impl OlmMachine {
             .filter(|r| r.encryption.is_some())
             .ok_or_else(|| MachineError::RoomNotEncrypted(room_id.to_owned()))?;
         let mut users = room.readers();
-        users.push(self.user_id.to_string());
+        users.push(self.user_id.clone());
         users.sort();
         users.dedup();
 
@@ -189,7 +188,7 @@ impl OlmMachine {
         }
         //    A user whose server fails keys/query is not waited for: the
         //    devices we know for them get the key (see `query_backoff`).
-        let (stale, outdated): (Vec<String>, Vec<String>) = users
+        let (stale, outdated): (Vec<OwnedUserId>, Vec<OwnedUserId>) = users
             .iter()
             .filter(|u| self.devices.is_outdated(u))
             .cloned()
@@ -266,7 +265,6 @@ impl OlmMachine {
         content: &Value,
         now_ms: u64,
     ) -> Result<Value, MachineError> {
-        let room_id = room_id.as_str();
         let settings = self
             .rooms
             .get(room_id)
@@ -277,7 +275,7 @@ impl OlmMachine {
             .get(room_id)
             .map(RoomState::readers)
             .unwrap_or_default();
-        readers.push(self.user_id.to_string());
+        readers.push(self.user_id.clone());
         self.check_verification_violations(&readers)?;
         let entry = self
             .outbound
@@ -319,12 +317,10 @@ impl OlmMachine {
 
     /// The id of the room's current outbound session, if any.
     pub fn outbound_session_id(&self, room_id: &RoomId) -> Option<String> {
-        self.outbound
-            .get(room_id.as_str())
-            .map(|e| e.session.session_id())
+        self.outbound.get(room_id).map(|e| e.session.session_id())
     }
 
-    pub(super) fn recipients(&self, room_id: &str, users: &[String]) -> Recipients {
+    pub(super) fn recipients(&self, room_id: &RoomId, users: &[OwnedUserId]) -> Recipients {
         let only_verified =
             self.only_verified_globally || self.rooms.get(room_id).is_some_and(|r| r.only_verified);
         let mut recipients = Recipients {
@@ -350,7 +346,7 @@ impl OlmMachine {
         recipients
     }
 
-    fn rotate_if_needed(&mut self, room_id: &str, recipients: &Recipients, now_ms: u64) {
+    fn rotate_if_needed(&mut self, room_id: &RoomId, recipients: &Recipients, now_ms: u64) {
         let Some(settings) = self.rooms.get(room_id).and_then(|r| r.encryption) else {
             return;
         };
@@ -395,8 +391,8 @@ impl OlmMachine {
 
     /// Stops the outbound session of `room_id` (of every room, for `None`)
     /// from encrypting until the next share has checked who it reached.
-    pub(super) fn recheck_outbound(&mut self, room_id: Option<&str>) {
-        let rooms: Vec<String> = match room_id {
+    pub(super) fn recheck_outbound(&mut self, room_id: Option<&RoomId>) {
+        let rooms: Vec<OwnedRoomId> = match room_id {
             Some(room_id) => vec![room_id.to_owned()],
             None => self.outbound.keys().cloned().collect(),
         };
@@ -409,7 +405,7 @@ impl OlmMachine {
         }
     }
 
-    fn start_outbound_session(&mut self, room_id: &str, now_ms: u64) {
+    fn start_outbound_session(&mut self, room_id: &RoomId, now_ms: u64) {
         let session = OutboundGroupSession::new();
         let shared_history = self
             .rooms
@@ -426,7 +422,7 @@ impl OlmMachine {
         let entry = InboundEntry::new(
             key_id,
             inbound,
-            Some(self.user_id.to_string()),
+            Some(self.user_id.clone()),
             own_key.ed25519.to_base64(),
         )
         .with_shared_history(shared_history);
@@ -447,11 +443,7 @@ impl OlmMachine {
 
     /// Those of `devices` we have no Olm session with and have not failed
     /// to claim a key for recently.
-    pub(super) fn devices_to_claim(
-        &self,
-        devices: &[Device],
-        now_ms: u64,
-    ) -> Vec<(String, String)> {
+    pub(super) fn devices_to_claim(&self, devices: &[Device], now_ms: u64) -> Vec<DeviceKey> {
         devices
             .iter()
             .filter(|d| !self.has_olm_session(d))
@@ -464,7 +456,7 @@ impl OlmMachine {
     /// with an Olm session that does not hold the current session yet.
     fn room_key_messages(
         &mut self,
-        room_id: &str,
+        room_id: &RoomId,
         devices: &[Device],
     ) -> Result<Option<OutgoingRequest>, MachineError> {
         let Some(entry) = self.outbound.get(room_id) else {
@@ -502,7 +494,7 @@ impl OlmMachine {
                 .entry(device.user_id.as_str())
                 .or_insert_with(|| Value::Object(Map::new()))
             {
-                devices.insert(device.device_id.clone(), encrypted);
+                devices.insert(device.device_id.to_string(), encrypted);
             }
         }
         let mut sent_to = Vec::with_capacity(targets.len());
@@ -532,9 +524,9 @@ impl OlmMachine {
     /// share sends them the session again.
     pub(super) fn room_keys_not_sent(
         &mut self,
-        room_id: &str,
+        room_id: &RoomId,
         session_id: &str,
-        devices: &[(String, String)],
+        devices: &[DeviceKey],
     ) {
         let Some(entry) = self.outbound.get_mut(room_id) else {
             return;
@@ -556,7 +548,7 @@ impl OlmMachine {
     /// At most one request of each kind.
     fn withheld_messages(
         &mut self,
-        room_id: &str,
+        room_id: &RoomId,
         excluded: impl Iterator<Item = (Device, &'static str)>,
     ) -> Vec<OutgoingRequest> {
         let sender_key = self.account.identity_keys().curve25519.to_base64();
@@ -581,8 +573,8 @@ impl OlmMachine {
             });
             notices.push((device, content));
         }
-        let mut sealed: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-        let mut in_clear: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut sealed: BTreeMap<OwnedUserId, Map<String, Value>> = BTreeMap::new();
+        let mut in_clear: BTreeMap<OwnedUserId, Map<String, Value>> = BTreeMap::new();
         for (device, content) in notices {
             let encrypted = if self.has_olm_session(&device) {
                 self.encrypt_for_device(&device, "m.room_key.withheld", &content)
@@ -597,7 +589,7 @@ impl OlmMachine {
             target
                 .entry(device.user_id.clone())
                 .or_default()
-                .insert(device.device_id.clone(), content);
+                .insert(device.device_id.to_string(), content);
         }
         let mut requests = Vec::new();
         for (event_type, messages) in [
@@ -619,7 +611,7 @@ impl OlmMachine {
 
     /// The users whose device lists want a keys/query now: outdated, not
     /// being queried, and not on a server that is backing off.
-    pub(super) fn users_to_query_now(&self) -> Vec<String> {
+    pub(super) fn users_to_query_now(&self) -> Vec<OwnedUserId> {
         let now_ms = self.meta.last_now_ms;
         let mut users = self.devices.users_to_query();
         users.retain(|u| !self.query_backoff.is_backing_off(u, now_ms));
@@ -630,9 +622,9 @@ impl OlmMachine {
     /// the caller must wait for that answer.
     pub(super) fn pending_or_new_query(
         &mut self,
-        users: Vec<String>,
+        users: Vec<OwnedUserId>,
     ) -> Result<Vec<OutgoingRequest>, MachineError> {
-        let to_query: Vec<String> = self
+        let to_query: Vec<OwnedUserId> = self
             .users_to_query_now()
             .into_iter()
             .filter(|u| users.contains(u))
@@ -646,7 +638,7 @@ impl OlmMachine {
     /// are, the caller must wait for that answer.
     pub(super) fn pending_or_new_claim(
         &mut self,
-        devices: Vec<(String, String)>,
+        devices: Vec<DeviceKey>,
     ) -> Result<Vec<OutgoingRequest>, MachineError> {
         let to_claim = self.not_being_claimed(devices);
         self.claim_request(to_claim)

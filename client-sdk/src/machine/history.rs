@@ -163,14 +163,14 @@ impl OlmMachine {
     /// Opts `room_id` in (or out) of handing its history to users we
     /// invite. Off by default.
     pub fn set_share_history_on_invite(&mut self, room_id: &RoomId, enabled: bool) {
-        self.room_mut(room_id.as_str()).share_history_on_invite = enabled;
-        self.save_room(room_id.as_str());
+        self.room_mut(room_id).share_history_on_invite = enabled;
+        self.save_room(room_id);
     }
 
     /// Whether `room_id` hands its history to users we invite.
     pub fn shares_history_on_invite(&self, room_id: &RoomId) -> bool {
         self.rooms
-            .get(room_id.as_str())
+            .get(room_id)
             .is_some_and(|r| r.share_history_on_invite)
     }
 
@@ -186,10 +186,10 @@ impl OlmMachine {
         &self,
         room_id: &RoomId,
     ) -> Result<(Vec<u8>, AttachmentKeys), MachineError> {
-        if !self.is_encrypted(room_id.as_str()) {
-            return Err(MachineError::RoomNotEncrypted(room_id.to_string()));
+        if !self.is_room_encrypted(room_id) {
+            return Err(MachineError::RoomNotEncrypted(room_id.to_owned()));
         }
-        let mut contents = self.bundle_contents(room_id.as_str());
+        let mut contents = self.bundle_contents(room_id);
         let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&contents).unwrap_or_default());
         super::zeroize_json(&mut contents);
         Ok(attachment::encrypt(&plaintext)?)
@@ -213,24 +213,24 @@ impl OlmMachine {
         file: &EncryptedFile,
         now_ms: u64,
     ) -> Result<BundleShare, MachineError> {
-        if !self.is_encrypted(room_id.as_str()) {
-            return Err(MachineError::RoomNotEncrypted(room_id.to_string()));
+        if !self.is_room_encrypted(room_id) {
+            return Err(MachineError::RoomNotEncrypted(room_id.to_owned()));
         }
-        let users = vec![user_id.to_string()];
-        if self.devices.track(user_id.as_str()) {
-            self.save_user_devices(user_id.as_str());
+        let users = vec![user_id.to_owned()];
+        if self.devices.track(user_id) {
+            self.save_user_devices(user_id);
         }
-        if self.devices.is_outdated(user_id.as_str()) {
+        if self.devices.is_outdated(user_id) {
             return self.pending_or_new_query(users).map(BundleShare::Prepare);
         }
         self.check_verification_violations(&users)?;
-        let recipients = self.recipients(room_id.as_str(), &users);
+        let recipients = self.recipients(room_id, &users);
         let missing = self.devices_to_claim(&recipients.devices, now_ms);
         if !missing.is_empty() {
             return self.pending_or_new_claim(missing).map(BundleShare::Prepare);
         }
         let content = json!({"room_id": room_id, "file": file.to_json()});
-        let mut messages: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut messages: BTreeMap<OwnedUserId, Map<String, Value>> = BTreeMap::new();
         let targets: Vec<_> = recipients
             .devices
             .into_iter()
@@ -241,7 +241,7 @@ impl OlmMachine {
             messages
                 .entry(device.user_id.clone())
                 .or_default()
-                .insert(device.device_id.clone(), encrypted);
+                .insert(device.device_id.to_string(), encrypted);
         }
         if messages.is_empty() {
             return Ok(BundleShare::Deliver(None));
@@ -303,7 +303,7 @@ impl OlmMachine {
             return Err(BundleError::NotInvitedBySender);
         }
         if !self.is_from_sender_device(&bundle) {
-            if !self.devices.is_outdated(sender.as_str()) {
+            if !self.devices.is_outdated(sender) {
                 self.drop_bundle(&key);
             }
             return Err(BundleError::UnknownSenderDevice);
@@ -317,8 +317,8 @@ impl OlmMachine {
         let mut import = BundleImport::default();
         let mut output = SyncOutput::default();
         for room_key in &contents.room_keys {
-            let stored = shared_session(room_id.as_str(), room_key)
-                .map(|entry| entry.shared_by(sender.as_str()))
+            let stored = shared_session(room_id, room_key)
+                .map(|entry| entry.shared_by(sender))
                 .is_some_and(|entry| self.accept_inbound(entry, &mut output));
             if stored {
                 import.imported += 1;
@@ -329,7 +329,7 @@ impl OlmMachine {
         for withheld in &contents.withheld {
             let code = withheld.get("code").and_then(Value::as_str);
             if let (Some(key_id), Some(code)) = (SessionKeyId::from_json(Some(withheld)), code)
-                && key_id.room_id == room_id.as_str()
+                && key_id.room_id == room_id
             {
                 self.record_withheld(key_id, code);
                 import.withheld += 1;
@@ -408,7 +408,7 @@ impl OlmMachine {
     }
 
     /// Drops the bundles of a room we left.
-    pub(super) fn forget_room_key_bundles(&mut self, room_id: &str) {
+    pub(super) fn forget_room_key_bundles(&mut self, room_id: &RoomId) {
         let keys: Vec<BundleKey> = self
             .bundles
             .keys()
@@ -423,9 +423,9 @@ impl OlmMachine {
     /// The bundle's room has us joined, on an invite from the bundle's
     /// sender, recently.
     fn may_import(&self, bundle: &PendingBundle, now_ms: u64) -> bool {
-        self.rooms.get(bundle.room_id.as_str()).is_some_and(|room| {
-            room.members.get(self.user_id.as_str()) == Some(&Membership::Join)
-                && room.inviter.as_deref() == Some(bundle.sender.as_str())
+        self.rooms.get(&bundle.room_id).is_some_and(|room| {
+            room.members.get(&self.user_id) == Some(&Membership::Join)
+                && room.inviter.as_deref() == Some(&*bundle.sender)
                 && room
                     .joined_ms
                     .is_some_and(|joined| now_ms.saturating_sub(joined) < BUNDLE_IMPORT_WINDOW_MS)
@@ -437,9 +437,7 @@ impl OlmMachine {
     fn is_from_sender_device(&self, bundle: &PendingBundle) -> bool {
         self.devices
             .device_by_curve(&bundle.sender_key)
-            .is_some_and(|d| {
-                d.user_id == bundle.sender.as_str() && d.ed25519 == bundle.claimed_ed25519
-            })
+            .is_some_and(|d| d.user_id == bundle.sender && d.ed25519 == bundle.claimed_ed25519)
     }
 
     fn drop_bundle(&mut self, key: &BundleKey) {
@@ -450,7 +448,7 @@ impl OlmMachine {
 
     /// MSC4268's bundle for `room_id`: every session flagged
     /// `shared_history`, and a withheld entry for each of the others.
-    pub(super) fn bundle_contents(&self, room_id: &str) -> Value {
+    pub(super) fn bundle_contents(&self, room_id: &RoomId) -> Value {
         let mut room_keys = Vec::new();
         let mut withheld = Vec::new();
         for entry in self
@@ -486,7 +484,7 @@ impl OlmMachine {
 
 /// An inbound session from one `room_keys` entry of a bundle for
 /// `room_id`; `None` if it is for another room or malformed.
-fn shared_session(room_id: &str, room_key: &Value) -> Option<InboundEntry> {
+fn shared_session(room_id: &RoomId, room_key: &Value) -> Option<InboundEntry> {
     let field = |name: &str| room_key.get(name).and_then(Value::as_str);
     let key_id = SessionKeyId::from_json(Some(room_key))?;
     if field("algorithm") != Some(MEGOLM_ALGORITHM) || key_id.room_id != room_id {

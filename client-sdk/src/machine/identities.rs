@@ -30,7 +30,7 @@
 use std::collections::BTreeSet;
 
 use myelin_crypto::{olm::Ed25519PublicKey, verify_json_signature};
-use ruma::{OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -66,9 +66,9 @@ pub(super) const VIOLATION_POLICY_RECORD: &str = "verification_violation_policy"
 
 /// Our own user, and the master key this device trusts as ours (the one it
 /// generated).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct OwnIdentity {
-    pub(super) user_id: String,
+    pub(super) user_id: OwnedUserId,
     pub(super) trusted_master: Option<String>,
 }
 
@@ -90,7 +90,6 @@ impl OlmMachine {
     /// verified: verify the user again for that. Returns whether an identity
     /// is known.
     pub fn pin_identity(&mut self, user_id: &UserId) -> bool {
-        let user_id = user_id.as_str();
         let Some(record) = self.devices.users.get_mut(user_id) else {
             return false;
         };
@@ -105,15 +104,15 @@ impl OlmMachine {
 
     /// `user_id`'s cross-signing identity, if the server served one.
     pub fn user_identity(&self, user_id: &UserId) -> Option<UserIdentity> {
-        let record = self.devices.user_record(user_id.as_str())?;
+        let record = self.devices.user_record(user_id)?;
         let identity = record.identity.as_ref()?;
         Some(UserIdentity {
             user_id: user_id.to_owned(),
             master_key: identity.master.clone(),
             self_signing_key: identity.self_signing.clone(),
-            is_verified: self.devices.verified_users.contains(user_id.as_str()),
+            is_verified: self.devices.verified_users.contains(user_id),
             has_changed: record.pinned_master.as_deref() != Some(&identity.master),
-            has_verification_violation: self.devices.has_verification_violation(user_id.as_str()),
+            has_verification_violation: self.devices.has_verification_violation(user_id),
         })
     }
 
@@ -124,7 +123,6 @@ impl OlmMachine {
     /// verified by this; verify the user again for that. Returns whether
     /// the user is known.
     pub fn acknowledge_identity_change(&mut self, user_id: &UserId) -> bool {
-        let user_id = user_id.as_str();
         let Some(record) = self.devices.users.get_mut(user_id) else {
             return false;
         };
@@ -145,7 +143,7 @@ impl OlmMachine {
             .users
             .keys()
             .filter(|user| self.devices.has_verification_violation(user))
-            .filter_map(|user| OwnedUserId::try_from(user.as_str()).ok())
+            .cloned()
             .collect()
     }
 
@@ -165,12 +163,12 @@ impl OlmMachine {
     /// them is in verification violation, naming them all.
     pub(super) fn check_verification_violations(
         &self,
-        users: &[String],
+        users: &[OwnedUserId],
     ) -> Result<(), MachineError> {
         if !self.violations_block_sending {
             return Ok(());
         }
-        let user_ids: Vec<String> = users
+        let user_ids: Vec<OwnedUserId> = users
             .iter()
             .filter(|user| self.devices.has_verification_violation(user))
             .cloned()
@@ -186,10 +184,14 @@ impl OlmMachine {
     /// answer; returns their checked self-signing key, for their devices.
     pub(super) fn receive_user_identity(
         &mut self,
-        user_id: &str,
+        user_id: &UserId,
         response: &Value,
     ) -> Option<String> {
-        let key_object = |field: &str| response.get(field).and_then(|keys| keys.get(user_id));
+        let key_object = |field: &str| {
+            response
+                .get(field)
+                .and_then(|keys| keys.get(user_id.as_str()))
+        };
         let identity = match key_object("master_keys") {
             None => None,
             Some(object) => {
@@ -229,8 +231,8 @@ impl OlmMachine {
     /// Recomputes which users are verified after `users`' identities (or
     /// ours, which decides everyone's) changed; a device that stops being
     /// verified must not keep a room's current key (`group`).
-    pub(super) fn refresh_trust(&mut self, users: &[String]) {
-        let all = users.iter().any(|user| *user == self.user_id);
+    pub(super) fn refresh_trust(&mut self, users: &[OwnedUserId]) {
+        let all = users.contains(&self.user_id);
         if self.devices.refresh_trust(users, all) {
             self.recheck_outbound(None);
         }
@@ -243,14 +245,14 @@ impl OlmMachine {
 impl DeviceTracker {
     /// Recomputes `verified_users` for `users`, or for everyone when `all`;
     /// returns whether someone stopped being verified.
-    pub(super) fn refresh_trust(&mut self, users: &[String], all: bool) -> bool {
-        let targets: BTreeSet<String> = if all {
+    pub(super) fn refresh_trust(&mut self, users: &[OwnedUserId], all: bool) -> bool {
+        let targets: BTreeSet<OwnedUserId> = if all {
             self.users.keys().cloned().collect()
         } else {
             users.iter().cloned().collect()
         };
         // Our own identity first: everyone else's depends on it.
-        let (own, others): (Vec<String>, Vec<String>) = targets
+        let (own, others): (Vec<OwnedUserId>, Vec<OwnedUserId>) = targets
             .into_iter()
             .partition(|user| *user == self.own.user_id);
         let mut lost = false;
@@ -266,7 +268,7 @@ impl DeviceTracker {
 
     /// Records, for every verified user, the master key they are verified
     /// with; returns the users whose record changed.
-    pub(super) fn remember_verified_masters(&mut self) -> Vec<String> {
+    pub(super) fn remember_verified_masters(&mut self) -> Vec<OwnedUserId> {
         let mut changed = Vec::new();
         for user in &self.verified_users {
             let Some(record) = self.users.get_mut(user) else {
@@ -283,7 +285,7 @@ impl DeviceTracker {
 
     /// Whether `user` was verified with a master key other than the one
     /// served now (or none is served now) and no one acknowledged it.
-    pub(super) fn has_verification_violation(&self, user: &str) -> bool {
+    pub(super) fn has_verification_violation(&self, user: &UserId) -> bool {
         self.users.get(user).is_some_and(|record| {
             record.verified_master.as_ref().is_some_and(|verified| {
                 record.identity.as_ref().map(|i| &i.master) != Some(verified)
@@ -292,7 +294,11 @@ impl DeviceTracker {
     }
 
     /// Keeps one of our other devices' keys as served, to sign later.
-    pub(super) fn keep_own_device_keys(&mut self, device_id: &str, object: &Map<String, Value>) {
+    pub(super) fn keep_own_device_keys(
+        &mut self,
+        device_id: &DeviceId,
+        object: &Map<String, Value>,
+    ) {
         let mut object = object.clone();
         object.remove("signatures");
         object.remove("unsigned");
@@ -330,7 +336,7 @@ impl DeviceTracker {
                 .is_some_and(|identity| identity.self_signing == device.self_signing_key)
     }
 
-    fn is_identity_verified(&self, user: &str) -> bool {
+    fn is_identity_verified(&self, user: &UserId) -> bool {
         let Some(record) = self.users.get(user) else {
             return false;
         };
@@ -350,9 +356,19 @@ impl DeviceTracker {
 
 /// Whether `object` carries a valid signature by `user_id`'s ed25519 key
 /// `public_key` (unpadded base64), under the key id `ed25519:<public_key>`.
-pub(super) fn is_signed_by(object: &Map<String, Value>, user_id: &str, public_key: &str) -> bool {
+pub(super) fn is_signed_by(
+    object: &Map<String, Value>,
+    user_id: &UserId,
+    public_key: &str,
+) -> bool {
     Ed25519PublicKey::from_base64(public_key).is_ok_and(|key| {
-        verify_json_signature(&key, user_id, &format!("ed25519:{public_key}"), object).is_ok()
+        verify_json_signature(
+            &key,
+            user_id.as_str(),
+            &format!("ed25519:{public_key}"),
+            object,
+        )
+        .is_ok()
     })
 }
 
@@ -361,7 +377,7 @@ pub(super) fn is_signed_by(object: &Map<String, Value>, user_id: &str, public_ke
 /// self- or user-signing key was present but malformed or not signed by the
 /// master key (it is left out).
 fn parse_identity(
-    user_id: &str,
+    user_id: &UserId,
     master: &Value,
     self_signing: Option<&Value>,
     user_signing: Option<&Value>,
@@ -391,8 +407,8 @@ fn parse_identity(
 
 /// A cross-signing key object's public key, if it is `user_id`'s, lists
 /// `usage`, and holds exactly one ed25519 key whose id names it.
-fn parse_key(user_id: &str, usage: &str, object: &Map<String, Value>) -> Option<String> {
-    if object.get("user_id")?.as_str()? != user_id {
+fn parse_key(user_id: &UserId, usage: &str, object: &Map<String, Value>) -> Option<String> {
+    if object.get("user_id")?.as_str()? != user_id.as_str() {
         return None;
     }
     let usages = object.get("usage")?.as_array()?;

@@ -13,6 +13,7 @@ use myelin_crypto::{
     megolm::MEGOLM_ALGORITHM,
     olm::{Curve25519PublicKey, OLM_ALGORITHM, SIGNED_CURVE25519},
 };
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -24,8 +25,8 @@ pub(super) const SETTINGS_RECORD: &str = "settings";
 /// The account record: the pickled account and what the server knows of it.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct AccountMeta {
-    pub(super) user_id: String,
-    pub(super) device_id: String,
+    pub(super) user_id: OwnedUserId,
+    pub(super) device_id: OwnedDeviceId,
     /// The encrypted account pickle.
     pub(super) pickle: String,
     /// Whether the server acknowledged our device keys.
@@ -48,7 +49,7 @@ pub(super) struct AccountMeta {
 }
 
 impl AccountMeta {
-    pub(super) fn new(user_id: &str, device_id: &str) -> Self {
+    pub(super) fn new(user_id: &UserId, device_id: &DeviceId) -> Self {
         Self {
             user_id: user_id.to_owned(),
             device_id: device_id.to_owned(),

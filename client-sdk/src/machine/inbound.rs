@@ -26,7 +26,7 @@ use myelin_crypto::{
     megolm::{InboundGroupSession, MEGOLM_ALGORITHM, MegolmError, SessionKey},
     olm::{Curve25519PublicKey, Ed25519PublicKey},
 };
-use ruma::RoomId;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -51,7 +51,7 @@ pub(super) const UTD_RECORD_KIND: &str = "utd";
 /// Names one inbound session.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(super) struct SessionKeyId {
-    pub(super) room_id: String,
+    pub(super) room_id: OwnedRoomId,
     pub(super) sender_key: String,
     pub(super) session_id: String,
 }
@@ -59,11 +59,12 @@ pub(super) struct SessionKeyId {
 impl SessionKeyId {
     /// Reads `room_id`, `sender_key` and `session_id` from a to-device
     /// content (withheld notices, key requests, forwarded keys, bundle and
-    /// backup entries); `None` unless [`SessionKeyId::new`] takes them.
+    /// backup entries); `None` unless the room id parses and
+    /// [`SessionKeyId::new`] takes the rest.
     pub(super) fn from_json(object: Option<&Value>) -> Option<Self> {
         let field = |name: &str| object?.get(name)?.as_str();
         Self::new(
-            field("room_id")?,
+            <&RoomId>::try_from(field("room_id")?).ok()?,
             field("sender_key")?,
             field("session_id")?,
         )
@@ -75,7 +76,7 @@ impl SessionKeyId {
     /// record keys built from these parts (`inbound/{room}/{key}/{session}`)
     /// unambiguous: a `/` in the room id, or in a made-up "key", cannot make
     /// two sessions share a record and overwrite each other.
-    pub(super) fn new(room_id: &str, sender_key: &str, session_id: &str) -> Option<Self> {
+    pub(super) fn new(room_id: &RoomId, sender_key: &str, session_id: &str) -> Option<Self> {
         Curve25519PublicKey::from_base64(sender_key).ok()?;
         Ed25519PublicKey::from_base64(session_id).ok()?;
         Some(Self {
@@ -91,7 +92,7 @@ pub(super) struct InboundEntry {
     session: InboundGroupSession,
     /// The user whose Olm session delivered the key; `None` for a
     /// forwarded key, which our own device relayed.
-    sender: Option<String>,
+    sender: Option<OwnedUserId>,
     /// Whether the key came by forwarding rather than from the session's
     /// creator.
     forwarded: bool,
@@ -101,7 +102,7 @@ pub(super) struct InboundEntry {
     /// (MSC4268 `shared_history`).
     shared_history: bool,
     /// The user whose room key bundle gave us the session, if it came so.
-    shared_by: Option<String>,
+    shared_by: Option<OwnedUserId>,
     /// The checked MSC4147 `sender_device_keys` the creator's `m.room_key`
     /// carried: who the device is when keys/query does not list it.
     sender_device_keys: Option<Map<String, Value>>,
@@ -113,14 +114,14 @@ pub(super) struct InboundEntry {
 pub(super) struct InboundRecord {
     key_id: SessionKeyId,
     pickle: String,
-    sender: Option<String>,
+    sender: Option<OwnedUserId>,
     #[serde(default)]
     forwarded: bool,
     claimed_ed25519: String,
     #[serde(default)]
     shared_history: bool,
     #[serde(default)]
-    shared_by: Option<String>,
+    shared_by: Option<OwnedUserId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sender_device_keys: Option<Map<String, Value>>,
 }
@@ -146,7 +147,7 @@ impl InboundEntry {
     pub(super) fn new(
         key_id: SessionKeyId,
         session: InboundGroupSession,
-        sender: Option<String>,
+        sender: Option<OwnedUserId>,
         claimed_ed25519: String,
     ) -> Self {
         Self {
@@ -175,7 +176,7 @@ impl InboundEntry {
     }
 
     /// Marks the session as received in `user`'s room key bundle.
-    pub(super) fn shared_by(mut self, user: &str) -> Self {
+    pub(super) fn shared_by(mut self, user: &UserId) -> Self {
         self.shared_by = Some(user.to_owned());
         self
     }
@@ -250,13 +251,13 @@ impl OlmMachine {
         room_id: &RoomId,
         event: &Value,
     ) -> Result<DecryptedRoomEvent, UnableToDecrypt> {
-        self.decrypt_in_room(room_id.as_str(), event)
+        self.decrypt_in_room(room_id, event)
     }
 
     /// [`OlmMachine::decrypt_room_event`] for a room id the machine holds.
     fn decrypt_in_room(
         &mut self,
-        room_id: &str,
+        room_id: &RoomId,
         event: &Value,
     ) -> Result<DecryptedRoomEvent, UnableToDecrypt> {
         let id = event_id(event).unwrap_or_default().to_owned();
@@ -316,9 +317,11 @@ impl OlmMachine {
         if field("algorithm") != Some(MEGOLM_ALGORITHM) {
             return;
         }
-        let (Some(room_id), Some(session_id), Some(session_key)) =
-            (field("room_id"), field("session_id"), field("session_key"))
-        else {
+        let (Some(room_id), Some(session_id), Some(session_key)) = (
+            field("room_id").and_then(|id| <&RoomId>::try_from(id).ok()),
+            field("session_id"),
+            field("session_key"),
+        ) else {
             return;
         };
         let Ok(key) = SessionKey::from_base64(session_key) else {
@@ -333,7 +336,7 @@ impl OlmMachine {
         let entry = InboundEntry::new(
             key_id,
             InboundGroupSession::new(&key),
-            Some(olm.sender.to_string()),
+            Some(olm.sender.clone()),
             olm.claimed_ed25519.clone(),
         )
         .with_shared_history(shared_history)
@@ -402,7 +405,10 @@ impl OlmMachine {
     pub(super) fn receive_withheld(&mut self, event: &Value) {
         let content = event.get("content");
         let (Some(sender), Some(key_id), Some(code)) = (
-            event.get("sender").and_then(Value::as_str),
+            event
+                .get("sender")
+                .and_then(Value::as_str)
+                .and_then(|sender| <&UserId>::try_from(sender).ok()),
             SessionKeyId::from_json(content),
             content.and_then(|c| c.get("code")).and_then(Value::as_str),
         ) else {
@@ -446,7 +452,7 @@ impl OlmMachine {
     }
 
     fn retry_pending(&mut self, key_id: &SessionKeyId, output: &mut SyncOutput) {
-        let waiting: Vec<(String, Value)> = self
+        let waiting: Vec<(OwnedRoomId, Value)> = self
             .pending_utd
             .values()
             .filter(|(room_id, event)| *room_id == key_id.room_id && names_session(event, key_id))
@@ -461,13 +467,14 @@ impl OlmMachine {
 
     fn try_decrypt(
         &mut self,
-        room_id: &str,
+        room_id: &RoomId,
         event: &Value,
         id: &str,
     ) -> Result<DecryptedRoomEvent, UtdCause> {
         let sender = event
             .get("sender")
             .and_then(Value::as_str)
+            .and_then(|sender| <&UserId>::try_from(sender).ok())
             .ok_or(UtdCause::Malformed)?;
         let content = event.get("content").ok_or(UtdCause::Malformed)?;
         let field = |name: &str| content.get(name).and_then(Value::as_str);
@@ -518,7 +525,7 @@ impl OlmMachine {
         }
         let mut plaintext: Value =
             serde_json::from_slice(&plaintext).map_err(|_| UtdCause::Malformed)?;
-        if plaintext.get("room_id").and_then(Value::as_str) != Some(room_id) {
+        if plaintext.get("room_id").and_then(Value::as_str) != Some(room_id.as_str()) {
             return Err(UtdCause::WrongRoom);
         }
         let event_type = plaintext
@@ -530,10 +537,10 @@ impl OlmMachine {
             .devices
             .device_by_curve(sender_key)
             .map(|d| d.device_id.clone())
-            .or_else(|| (sender_key == self.own_curve()).then(|| self.device_id.to_string()))
+            .or_else(|| (sender_key == self.own_curve()).then(|| self.device_id.clone()))
             .or_else(|| {
                 let announced = self.inbound.get(&key_id)?.sender_device_keys.as_ref()?;
-                Some(announced.get("device_id")?.as_str()?.to_owned())
+                Some(announced.get("device_id")?.as_str()?.into())
             });
         Ok(DecryptedRoomEvent {
             event_id: id.to_owned(),
@@ -560,7 +567,7 @@ impl OlmMachine {
     fn attribute(
         &self,
         key_id: &SessionKeyId,
-        sender: &str,
+        sender: &UserId,
     ) -> Result<VerificationState, UtdCause> {
         let state = self.attribute_device(key_id, sender)?;
         let handed_on = self
@@ -584,7 +591,7 @@ impl OlmMachine {
     fn attribute_device(
         &self,
         key_id: &SessionKeyId,
-        sender: &str,
+        sender: &UserId,
     ) -> Result<VerificationState, UtdCause> {
         if let Some(entry) = self.inbound.get(key_id)
             && entry.sender.as_deref().is_some_and(|s| s != sender)
@@ -635,12 +642,12 @@ impl OlmMachine {
     fn attribute_announced_device(
         &self,
         key_id: &SessionKeyId,
-        sender: &str,
+        sender: &UserId,
     ) -> Option<VerificationState> {
         let entry = self.inbound.get(key_id)?;
         let announced = entry.sender_device_keys.as_ref()?;
         if entry.sender.as_deref() != Some(sender)
-            || announced.get("user_id").and_then(Value::as_str) != Some(sender)
+            || announced.get("user_id").and_then(Value::as_str) != Some(sender.as_str())
         {
             return None;
         }
@@ -709,7 +716,7 @@ fn advances_to(earlier: &mut InboundGroupSession, later: &InboundEntry) -> bool 
 }
 
 /// The session an `m.room.encrypted` event of `room_id` names.
-fn session_key_id(room_id: &str, event: &Value) -> Option<SessionKeyId> {
+fn session_key_id(room_id: &RoomId, event: &Value) -> Option<SessionKeyId> {
     let content = event.get("content")?;
     let field = |name: &str| content.get(name).and_then(Value::as_str);
     SessionKeyId::new(room_id, field("sender_key")?, field("session_id")?)

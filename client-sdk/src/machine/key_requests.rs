@@ -31,11 +31,11 @@ impl OlmMachine {
             return;
         }
         self.save_key_requests();
-        let (user_id, device_id) = (self.user_id.to_string(), self.device_id.to_string());
+        let (user_id, device_id) = (self.user_id.clone(), self.device_id.clone());
         let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
             event_type: "m.room_key_request".to_owned(),
             txn_id: txn_id.to_owned(),
-            body: json!({"messages": {user_id: {"*": {
+            body: json!({"messages": {user_id.as_str(): {"*": {
                 "action": "request",
                 "body": {
                     "algorithm": MEGOLM_ALGORITHM,
@@ -62,7 +62,7 @@ impl OlmMachine {
         }
         let Some(device) = field("requesting_device_id")
             .filter(|d| *d != self.device_id)
-            .and_then(|d| self.devices.device(self.user_id.as_str(), d))
+            .and_then(|d| self.devices.device(&self.user_id, d.into()))
             .filter(|d| self.devices.is_verified(d))
             .cloned()
         else {

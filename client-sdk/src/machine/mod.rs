@@ -104,7 +104,7 @@ pub mod verification;
 use std::collections::{BTreeMap, BTreeSet};
 
 use myelin_crypto::{PickleKey, olm::Account};
-use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -159,30 +159,30 @@ pub enum MachineError {
     /// E2E-only policy refuses to send into it in plaintext or to invent
     /// encryption for it.
     #[error("room `{0}` is not encrypted")]
-    RoomNotEncrypted(String),
+    RoomNotEncrypted(OwnedRoomId),
 
     /// The room's current Megolm session is missing, used up, or must rotate;
     /// call [`OlmMachine::share_room_key`] until it returns no request.
     #[error("no shared room key for `{0}`; share one first")]
-    RoomKeyNotShared(String),
+    RoomKeyNotShared(OwnedRoomId),
 
     /// There is no Olm session with this device (no key could be claimed).
     #[error("no olm session with {user_id}'s device {device_id}")]
     NoOlmSession {
         /// The device's user.
-        user_id: String,
+        user_id: OwnedUserId,
         /// The device.
-        device_id: String,
+        device_id: OwnedDeviceId,
     },
 
     /// Users who were verified now show another master key, and the change
     /// was not acknowledged ([`OlmMachine::acknowledge_identity_change`]):
     /// room keys are not shared with, and nothing is encrypted for, a room
     /// they read (a verification violation; see [`identities`]).
-    #[error("verified users changed identity: {}", user_ids.join(", "))]
+    #[error("verified users changed identity: {}", join_ids(user_ids))]
     VerificationViolation {
         /// Every reader of the room in violation.
-        user_ids: Vec<String>,
+        user_ids: Vec<OwnedUserId>,
     },
 
     /// A keys/query or keys/claim this step depends on is in flight (issued
@@ -205,6 +205,15 @@ pub enum MachineError {
     /// An interactive verification step could not be taken.
     #[error(transparent)]
     Verification(#[from] VerificationError),
+}
+
+/// One device, by its user and device ids.
+pub(crate) type DeviceKey = (OwnedUserId, OwnedDeviceId);
+
+/// `user_ids` for a message: `@a:x, @b:y`.
+fn join_ids(user_ids: &[OwnedUserId]) -> String {
+    let ids: Vec<&str> = user_ids.iter().map(|id| id.as_str()).collect();
+    ids.join(", ")
 }
 
 /// Errors from loading a machine from its store.
@@ -237,8 +246,8 @@ pub struct OlmMachine {
     devices: DeviceTracker,
     cross_signing: CrossSigningState,
     olm_sessions: OlmSessions,
-    rooms: BTreeMap<String, RoomState>,
-    outbound: BTreeMap<String, OutboundEntry>,
+    rooms: BTreeMap<OwnedRoomId, RoomState>,
+    outbound: BTreeMap<OwnedRoomId, OutboundEntry>,
     inbound: BTreeMap<SessionKeyId, InboundEntry>,
     /// Withheld codes we can attribute to the session's device.
     withheld: BTreeMap<SessionKeyId, String>,
@@ -249,19 +258,19 @@ pub struct OlmMachine {
     /// Room key bundles waiting for us to join, by (room id, sender).
     bundles: BTreeMap<history::BundleKey, PendingBundle>,
     /// Undecryptable events by event id: (room id, event).
-    pending_utd: BTreeMap<String, (String, Value)>,
+    pending_utd: BTreeMap<String, (OwnedRoomId, Value)>,
     in_flight: BTreeMap<String, InFlight>,
     /// To-device requests in flight -> the record that keeps them until
     /// the server has them.
     pending_records: BTreeMap<String, String>,
     /// Devices whose Olm session looks wedged: (user, device) -> when we
     /// last started a fresh session for it.
-    wedged: BTreeMap<(String, String), u64>,
+    wedged: BTreeMap<DeviceKey, u64>,
     /// Servers whose keys/query failed, not asked again for a while.
     query_backoff: query_backoff::QueryBackoff,
     /// Devices a claim returned no key for, with when, so sharing does not
     /// claim for them again and again.
-    claim_failures: BTreeMap<(String, String), u64>,
+    claim_failures: BTreeMap<DeviceKey, u64>,
     queued: Vec<OutgoingRequest>,
     warnings: Vec<DeviceWarning>,
     utd_counts: BTreeMap<&'static str, u64>,
@@ -287,9 +296,9 @@ impl OlmMachine {
     /// [`OlmMachine::outgoing_requests`] uploads the device keys.
     pub fn new(user_id: &UserId, device_id: &DeviceId, pickle_key: PickleKey) -> Self {
         let mut machine = Self::empty(user_id, device_id, pickle_key, Account::new());
-        machine.devices.track(user_id.as_str());
+        machine.devices.track(user_id);
         machine.save_account();
-        machine.save_user_devices(user_id.as_str());
+        machine.save_user_devices(user_id);
         machine
     }
 
@@ -306,7 +315,7 @@ impl OlmMachine {
         records: &BTreeMap<String, Vec<u8>>,
     ) -> Result<Self, LoadError> {
         let meta: AccountMeta = decode(records, identity::ACCOUNT_RECORD)?;
-        if meta.user_id != user_id.as_str() || meta.device_id != device_id.as_str() {
+        if meta.user_id != user_id || meta.device_id != device_id {
             return Err(LoadError::WrongDevice);
         }
         let account = Account::from_pickle(&meta.pickle, &pickle_key)
@@ -320,7 +329,16 @@ impl OlmMachine {
         };
         let (later, first): (Vec<&String>, Vec<&String>) = records.keys().partition(|k| refines(k));
         for key in first.into_iter().chain(later) {
-            machine.load_record(records, key)?;
+            match machine.load_record(records, key) {
+                Err(LoadError::Corrupt(_))
+                    if records
+                        .get(key)
+                        .is_some_and(|bytes| holds_invalid_id(bytes)) =>
+                {
+                    machine.drop_record_with_invalid_id(key);
+                }
+                result => result?,
+            }
         }
         // Derived from what was loaded; no record changes.
         machine.devices.refresh_trust(&[], true);
@@ -365,7 +383,7 @@ impl OlmMachine {
     pub fn receive_sync_changes(&mut self, sync: SyncChanges) -> SyncOutput {
         self.meta.last_now_ms = self.meta.last_now_ms.max(sync.now_ms);
         self.receive_key_counts(&sync);
-        let mut changed: Vec<String> = sync.changed_devices.iter().map(|u| u.to_string()).collect();
+        let mut changed = sync.changed_devices.clone();
         if sync.is_initial {
             changed.extend(self.devices.tracked_users());
         }
@@ -375,8 +393,8 @@ impl OlmMachine {
         }
         for user in &sync.left_devices {
             if *user != self.user_id {
-                self.devices.untrack(user.as_str());
-                self.save_user_devices(user.as_str());
+                self.devices.untrack(user);
+                self.save_user_devices(user);
             }
         }
         for update in &sync.rooms {
@@ -605,10 +623,10 @@ impl OlmMachine {
         Self {
             user_id: user_id.to_owned(),
             device_id: device_id.to_owned(),
-            meta: AccountMeta::new(user_id.as_str(), device_id.as_str()),
+            meta: AccountMeta::new(user_id, device_id),
             pickle_key,
             account,
-            devices: DeviceTracker::new(user_id.as_str()),
+            devices: DeviceTracker::new(user_id),
             cross_signing: CrossSigningState::default(),
             olm_sessions: OlmSessions::default(),
             rooms: BTreeMap::new(),
@@ -698,7 +716,7 @@ impl OlmMachine {
                 self.key_requests = requests.into_iter().collect();
             }
             inbound::UTD_RECORD_KIND => {
-                let (room_id, event): (String, Value) = decode(records, key)?;
+                let (room_id, event): (OwnedRoomId, Value) = decode(records, key)?;
                 let event_id = events::event_id(&event).unwrap_or_default().to_owned();
                 self.pending_utd.insert(event_id, (room_id, event));
             }
@@ -740,6 +758,28 @@ impl OlmMachine {
         Ok(())
     }
 
+    /// A record saved before its ids were parsed, with one that never was
+    /// an id: nothing sent or received under it could be used, and keeping
+    /// it would fail every load. It goes, and its deletion is saved.
+    fn drop_record_with_invalid_id(&mut self, key: &str) {
+        tracing::warn!(
+            record = key,
+            "dropping a stored record whose id does not parse"
+        );
+        self.changes.delete(key.to_owned());
+        // A session whose recipients are lost must not encrypt again: the
+        // next share starts a new one.
+        if let Some(room_id) = key
+            .strip_prefix(group::SHARES_RECORD_KIND)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|room_id| <&RoomId>::try_from(room_id).ok())
+            && self.outbound.remove(room_id).is_some()
+        {
+            self.changes
+                .delete(format!("{}/{room_id}", group::RECORD_KIND));
+        }
+    }
+
     fn put<T: Serialize>(&mut self, key: String, value: &T) {
         // Serialising these plain structs (strings, maps, integers) cannot
         // fail; an empty record would then fail loudly at load.
@@ -776,6 +816,66 @@ pub(super) fn zeroize_json(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(zeroize_json),
         Value::Object(fields) => fields.values_mut().for_each(zeroize_json),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// Whether a record's JSON holds an id the machine parses (a room id, a
+/// user id) that does not parse: where typed records name rooms and users,
+/// in `room_id`, `user_id`, `inviter`, `sender`, `shared_by` fields,
+/// `members` keys, the users of the devices a session reached, and the room
+/// and devices of an undecryptable event or of an `m.room_key` batch. Such
+/// a record was saved before its ids were checked.
+fn holds_invalid_id(bytes: &[u8]) -> bool {
+    fn is_room_id(value: &Value) -> bool {
+        value
+            .as_str()
+            .is_some_and(|id| <&RoomId>::try_from(id).is_ok())
+    }
+    fn is_user_id(id: &str) -> bool {
+        <&UserId>::try_from(id).is_ok()
+    }
+    /// `[[user, device], …]` or `[[[user, device], value], …]`.
+    fn names_invalid_user(devices: &[Value]) -> bool {
+        devices.iter().any(|entry| {
+            let user = entry.pointer("/0/0").or_else(|| entry.pointer("/0"));
+            user.and_then(Value::as_str)
+                .is_some_and(|id| !is_user_id(id))
+        })
+    }
+    fn walk(value: &Value) -> bool {
+        match value {
+            Value::Object(fields) => fields.iter().any(|(name, field)| {
+                let invalid = match (name.as_str(), field) {
+                    ("room_id", Value::String(_)) => !is_room_id(field),
+                    ("user_id" | "inviter" | "sender" | "shared_by", Value::String(id)) => {
+                        !is_user_id(id)
+                    }
+                    ("members", Value::Object(members)) => members.keys().any(|id| !is_user_id(id)),
+                    ("shared_with" | "withheld_from", Value::Array(shares)) => {
+                        names_invalid_user(shares)
+                    }
+                    ("room_keys", Value::Array(target)) => match target.as_slice() {
+                        [room, _session, Value::Array(devices)] => {
+                            !is_room_id(room) || names_invalid_user(devices)
+                        }
+                        _ => false,
+                    },
+                    _ => false,
+                };
+                invalid || walk(field)
+            }),
+            Value::Array(items) => items.iter().any(walk),
+            _ => false,
+        }
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Array(items)) => match items.as_slice() {
+            // An undecryptable event's record: `[room id, event]`.
+            [room @ Value::String(_), _] => !is_room_id(room),
+            items => items.iter().any(walk),
+        },
+        Ok(value) => walk(&value),
+        Err(_) => false,
     }
 }
 

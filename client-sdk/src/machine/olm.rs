@@ -50,7 +50,7 @@ use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
 use super::{
-    Device, InFlight, MachineError, OlmMachine, OutgoingRequest, Request, SyncOutput,
+    Device, DeviceKey, InFlight, MachineError, OlmMachine, OutgoingRequest, Request, SyncOutput,
     devices::parse_device_keys, history::ROOM_KEY_BUNDLE_EVENT,
 };
 
@@ -288,24 +288,21 @@ impl ToDeviceRejection {
 
 impl OlmMachine {
     /// Builds the `/keys/claim` request for `devices`, if any.
-    pub(super) fn claim_request(
-        &mut self,
-        devices: Vec<(String, String)>,
-    ) -> Option<OutgoingRequest> {
+    pub(super) fn claim_request(&mut self, devices: Vec<DeviceKey>) -> Option<OutgoingRequest> {
         if devices.is_empty() {
             return None;
         }
         let mut body: Map<String, Value> = Map::new();
         for (user, device) in &devices {
-            let entry = body.entry(user.clone()).or_insert_with(|| json!({}));
-            entry[device] = json!(SIGNED_CURVE25519);
+            let entry = body.entry(user.as_str()).or_insert_with(|| json!({}));
+            entry[device.as_str()] = json!(SIGNED_CURVE25519);
         }
         let body = json!({"one_time_keys": body, "timeout": 10_000});
         Some(self.issue(InFlight::Claim(devices), |_| Request::KeysClaim { body }))
     }
 
     /// Devices marked wedged whose fresh session has not been claimed yet.
-    pub(super) fn wedged_devices_needing_claim(&self) -> Vec<(String, String)> {
+    pub(super) fn wedged_devices_needing_claim(&self) -> Vec<DeviceKey> {
         let wanted = self.wedged.iter().filter(|(_, done)| **done == 0);
         self.not_being_claimed(wanted.map(|(device, _)| device.clone()))
     }
@@ -313,9 +310,9 @@ impl OlmMachine {
     /// Those of `devices` that no claim in flight asks for already.
     pub(super) fn not_being_claimed(
         &self,
-        devices: impl IntoIterator<Item = (String, String)>,
-    ) -> Vec<(String, String)> {
-        let claiming: Vec<&(String, String)> = self
+        devices: impl IntoIterator<Item = DeviceKey>,
+    ) -> Vec<DeviceKey> {
+        let claiming: Vec<&DeviceKey> = self
             .in_flight
             .values()
             .filter_map(|r| match r {
@@ -332,7 +329,7 @@ impl OlmMachine {
 
     pub(super) fn receive_claim_response(
         &mut self,
-        devices: &[(String, String)],
+        devices: &[DeviceKey],
         response: &Value,
     ) -> Result<(), &'static str> {
         let keys = response
@@ -342,8 +339,8 @@ impl OlmMachine {
         let now_ms = self.now_hint();
         for (user_id, device_id) in devices {
             let claimed = keys
-                .get(user_id)
-                .and_then(|d| d.get(device_id))
+                .get(user_id.as_str())
+                .and_then(|d| d.get(device_id.as_str()))
                 .and_then(Value::as_object)
                 .and_then(|k| k.values().next());
             let Some(device) = self.devices.device(user_id, device_id).cloned() else {
@@ -374,7 +371,7 @@ impl OlmMachine {
         let signing_key = Ed25519PublicKey::from_base64(&device.ed25519).ok()?;
         verify_json_signature(
             &signing_key,
-            &device.user_id,
+            device.user_id.as_str(),
             &format!("ed25519:{}", device.device_id),
             object,
         )
@@ -388,8 +385,7 @@ impl OlmMachine {
 
     fn queue_dummy(&mut self, device: &Device) {
         if let Ok(content) = self.encrypt_for_device(device, "m.dummy", &json!({})) {
-            let body =
-                json!({"messages": {device.user_id.clone(): {device.device_id.clone(): content}}});
+            let body = json!({"messages": {device.user_id.as_str(): {device.device_id.as_str(): content}}});
             let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
                 event_type: "m.room.encrypted".to_owned(),
                 txn_id: txn_id.to_owned(),
@@ -400,7 +396,7 @@ impl OlmMachine {
     }
 
     /// Whether a device was claimed for recently without getting a key.
-    pub(super) fn claim_failed_recently(&self, device: &(String, String), now_ms: u64) -> bool {
+    pub(super) fn claim_failed_recently(&self, device: &DeviceKey, now_ms: u64) -> bool {
         self.claim_failures
             .get(device)
             .is_some_and(|when| now_ms.saturating_sub(*when) < CLAIM_RETRY_MS)
@@ -550,14 +546,14 @@ impl OlmMachine {
             .ok_or(NotForUs)?;
         let message: OlmMessage =
             serde_json::from_value(ciphertext.clone()).map_err(|_| Malformed)?;
-        let plaintext = self.olm_decrypt(sender.as_str(), &sender_key, &message, now_ms)?;
+        let plaintext = self.olm_decrypt(sender, &sender_key, &message, now_ms)?;
         let payload: Value = serde_json::from_slice(&plaintext).map_err(|_| Malformed)?;
         self.check_payload(sender, &sender_key, payload)
     }
 
     fn olm_decrypt(
         &mut self,
-        sender: &str,
+        sender: &UserId,
         sender_key: &str,
         message: &OlmMessage,
         now_ms: u64,
@@ -607,7 +603,7 @@ impl OlmMachine {
         }
     }
 
-    fn mark_wedged(&mut self, sender: &str, sender_key: &str, now_ms: u64) {
+    fn mark_wedged(&mut self, sender: &UserId, sender_key: &str, now_ms: u64) {
         let Some(device) = self.devices.device_by_curve(sender_key) else {
             return;
         };
@@ -653,7 +649,7 @@ impl OlmMachine {
         let sender_device_keys = match payload.get("sender_device_keys") {
             None | Some(Value::Null) => None,
             Some(keys) => Some(check_sender_device_keys(
-                sender.as_str(),
+                sender,
                 sender_key,
                 &claimed_ed25519,
                 field("sender_device"),
@@ -662,9 +658,7 @@ impl OlmMachine {
         };
         let announced = sender_device_keys.as_ref().map(|(device, _)| device);
         match self.devices.device_by_curve(sender_key) {
-            Some(device)
-                if device.user_id != sender.as_str() || device.ed25519 != claimed_ed25519 =>
-            {
+            Some(device) if device.user_id != *sender || device.ed25519 != claimed_ed25519 => {
                 return Err(PayloadMismatch);
             }
             Some(device) if announced.is_some_and(|a| a.device_id != device.device_id) => {
@@ -672,7 +666,7 @@ impl OlmMachine {
             }
             Some(_) => {}
             None if announced
-                .and_then(|a| self.devices.device(sender.as_str(), &a.device_id))
+                .and_then(|a| self.devices.device(sender, &a.device_id))
                 .is_some() =>
             {
                 // The device id is known with another curve25519 key.
@@ -680,10 +674,10 @@ impl OlmMachine {
             }
             None => {
                 // Unknown device: learn it, and judge what it sent when we do.
-                if !self.devices.track(sender.as_str()) {
-                    self.devices.mark_changed(sender.as_str());
+                if !self.devices.track(sender) {
+                    self.devices.mark_changed(sender);
                 }
-                self.save_user_devices(sender.as_str());
+                self.save_user_devices(sender);
             }
         }
         let event_type = field("type").ok_or(Malformed)?.to_owned();
@@ -760,7 +754,7 @@ impl OlmPayload {
 /// could put the object in the session, and only the ed25519 key's holder
 /// could sign it.
 fn check_sender_device_keys(
-    sender: &str,
+    sender: &UserId,
     sender_key: &str,
     claimed_ed25519: &str,
     sender_device: Option<&str>,
@@ -772,7 +766,7 @@ fn check_sender_device_keys(
         .get("device_id")
         .and_then(Value::as_str)
         .ok_or(invalid)?;
-    let device = parse_device_keys(sender, device_id, keys).ok_or(invalid)?;
+    let device = parse_device_keys(sender, device_id.into(), keys).ok_or(invalid)?;
     if device.curve25519 != sender_key
         || device.ed25519 != claimed_ed25519
         || sender_device.is_some_and(|named| named != device_id)

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use ruma::{OwnedServerName, UserId};
+use ruma::{OwnedServerName, OwnedUserId, UserId};
 
 /// The first wait after a failure.
 const BASE_MS: u64 = 5_000;
@@ -30,9 +30,15 @@ pub(super) struct QueryBackoff {
 
 impl QueryBackoff {
     /// Records a failed query for `users` at `now_ms`.
-    pub(super) fn failed<'a>(&mut self, users: impl IntoIterator<Item = &'a String>, now_ms: u64) {
-        let mut servers: Vec<OwnedServerName> =
-            users.into_iter().filter_map(|u| server_of(u)).collect();
+    pub(super) fn failed<'a>(
+        &mut self,
+        users: impl IntoIterator<Item = &'a OwnedUserId>,
+        now_ms: u64,
+    ) {
+        let mut servers: Vec<OwnedServerName> = users
+            .into_iter()
+            .map(|u| u.server_name().to_owned())
+            .collect();
         servers.sort_unstable();
         servers.dedup();
         for server in servers {
@@ -49,39 +55,33 @@ impl QueryBackoff {
     }
 
     /// Records an answer for `user`: their server is fine again.
-    pub(super) fn answered(&mut self, user: &str) {
-        if let Some(server) = server_of(user) {
-            self.servers.remove(&server);
-        }
+    pub(super) fn answered(&mut self, user: &UserId) {
+        self.servers.remove(user.server_name());
     }
 
     /// Whether `user`'s server is not to be asked at `now_ms`.
-    pub(super) fn is_backing_off(&self, user: &str, now_ms: u64) -> bool {
-        server_of(user)
-            .and_then(|server| self.servers.get(&server))
+    pub(super) fn is_backing_off(&self, user: &UserId, now_ms: u64) -> bool {
+        self.servers
+            .get(user.server_name())
             .is_some_and(|(_, retry_at)| now_ms < *retry_at)
     }
-}
-
-/// The server name of a user id (the port included); `None` for a string
-/// that is not a user id, which belongs to no server and backs none off.
-fn server_of(user: &str) -> Option<OwnedServerName> {
-    UserId::parse(user)
-        .ok()
-        .map(|user| user.server_name().to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn user(id: &str) -> OwnedUserId {
+        UserId::parse(id).unwrap()
+    }
+
     #[test]
     fn failures_back_off_per_server_doubling_up_to_the_maximum() {
         let mut backoff = QueryBackoff::default();
-        let bob = "@bob:down.example".to_owned();
+        let bob = user("@bob:down.example");
         backoff.failed([&bob], 0);
-        assert!(backoff.is_backing_off("@carol:down.example", BASE_MS - 1));
-        assert!(!backoff.is_backing_off("@dave:up.example", 0));
+        assert!(backoff.is_backing_off(&user("@carol:down.example"), BASE_MS - 1));
+        assert!(!backoff.is_backing_off(&user("@dave:up.example"), 0));
         assert!(!backoff.is_backing_off(&bob, BASE_MS));
         backoff.failed([&bob], BASE_MS);
         assert!(backoff.is_backing_off(&bob, 3 * BASE_MS - 1));
@@ -89,22 +89,15 @@ mod tests {
             backoff.failed([&bob], 0);
         }
         assert!(!backoff.is_backing_off(&bob, MAX_MS));
-        backoff.answered("@carol:down.example");
+        backoff.answered(&user("@carol:down.example"));
         assert!(!backoff.is_backing_off(&bob, 0));
     }
 
     #[test]
-    fn strings_that_are_not_user_ids_back_no_server_off() {
+    fn servers_are_told_apart_by_port() {
         let mut backoff = QueryBackoff::default();
-        // Read as `local:server`, these would name the server of the
-        // second and the port of the third.
-        let strays = ["down.example", "@carol", "@dave:up.example:80:80"].map(str::to_owned);
-        backoff.failed(&strays, 0);
-        assert!(backoff.servers.is_empty());
-        assert!(!backoff.is_backing_off("@bob:down.example", 0));
-        let ported = "@erin:up.example:8448".to_owned();
-        backoff.failed([&ported], 0);
-        assert!(backoff.is_backing_off("@frank:up.example:8448", 0));
-        assert!(!backoff.is_backing_off("@frank:up.example", 0));
+        backoff.failed([&user("@erin:up.example:8448")], 0);
+        assert!(backoff.is_backing_off(&user("@frank:up.example:8448"), 0));
+        assert!(!backoff.is_backing_off(&user("@frank:up.example"), 0));
     }
 }

@@ -5,6 +5,7 @@
 //! under the same id. To-device requests use the request id as their
 //! transaction id, so a retried send is idempotent on the server.
 
+use ruma::{OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -88,7 +89,7 @@ pub(super) struct PendingToDevice {
 
 /// The room, the session and the (user, device) pairs of an `m.room_key`
 /// batch.
-pub(super) type RoomKeysTarget = (String, String, Vec<(String, String)>);
+pub(super) type RoomKeysTarget = (OwnedRoomId, String, Vec<super::DeviceKey>);
 
 pub(super) const PENDING_RECORD_KIND: &str = "to_device";
 
@@ -98,9 +99,9 @@ pub(super) const PENDING_RECORD_KIND: &str = "to_device";
 pub(crate) enum InFlight {
     Upload,
     /// Users whose device lists this query fetches.
-    Query(Vec<String>),
+    Query(Vec<OwnedUserId>),
     /// (user, device) pairs whose keys this claim asks for.
-    Claim(Vec<(String, String)>),
+    Claim(Vec<super::DeviceKey>),
     ToDevice,
     /// Our new cross-signing keys, named by their master key.
     SigningKeysUpload(String),
@@ -117,8 +118,8 @@ pub(crate) enum InFlight {
     },
     /// `m.room_key` for these devices, of this room's session.
     RoomKeys {
-        room_id: String,
+        room_id: OwnedRoomId,
         session_id: String,
-        devices: Vec<(String, String)>,
+        devices: Vec<super::DeviceKey>,
     },
 }

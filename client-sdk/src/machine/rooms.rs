@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use myelin_crypto::megolm::MEGOLM_ALGORITHM;
-use ruma::RoomId;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -54,17 +54,17 @@ impl EncryptionSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct RoomState {
-    pub(super) room_id: String,
+    pub(super) room_id: OwnedRoomId,
     pub(super) encryption: Option<EncryptionSettings>,
     pub(super) history_visibility: Option<String>,
-    pub(super) members: BTreeMap<String, Membership>,
+    pub(super) members: BTreeMap<OwnedUserId, Membership>,
     /// Share keys only with verified devices in this room.
     pub(super) only_verified: bool,
     /// Who invited us, while we are invited or joined after an invite.
     #[serde(default)]
-    pub(super) inviter: Option<String>,
+    pub(super) inviter: Option<OwnedUserId>,
     /// When we joined (the caller's clock at the sync that showed it).
     #[serde(default)]
     pub(super) joined_ms: Option<u64>,
@@ -75,8 +75,22 @@ pub(super) struct RoomState {
 }
 
 impl RoomState {
+    /// A room we know nothing of yet: not encrypted, no members.
+    fn new(room_id: &RoomId) -> Self {
+        Self {
+            room_id: room_id.to_owned(),
+            encryption: None,
+            history_visibility: None,
+            members: BTreeMap::new(),
+            only_verified: false,
+            inviter: None,
+            joined_ms: None,
+            share_history_on_invite: false,
+        }
+    }
+
     /// The users who may read the next message.
-    pub(super) fn readers(&self) -> Vec<String> {
+    pub(super) fn readers(&self) -> Vec<OwnedUserId> {
         let invitees_read = self.history_visibility.as_deref() != Some("joined");
         self.members
             .iter()
@@ -100,11 +114,6 @@ impl RoomState {
 impl OlmMachine {
     /// Whether the machine knows `room_id` as encrypted.
     pub fn is_room_encrypted(&self, room_id: &RoomId) -> bool {
-        self.is_encrypted(room_id.as_str())
-    }
-
-    /// [`OlmMachine::is_room_encrypted`] for a room id the machine holds.
-    pub(super) fn is_encrypted(&self, room_id: &str) -> bool {
         self.rooms
             .get(room_id)
             .is_some_and(|r| r.encryption.is_some())
@@ -114,7 +123,6 @@ impl OlmMachine {
     /// with every device not blacklisted (`false`). Excluded devices get an
     /// `m.room_key.withheld` with code `m.unverified`.
     pub fn set_only_verified(&mut self, room_id: &RoomId, only_verified: bool) {
-        let room_id = room_id.as_str();
         let room = self.room_mut(room_id);
         room.only_verified = only_verified;
         self.save_room(room_id);
@@ -129,7 +137,7 @@ impl OlmMachine {
     }
 
     pub(super) fn receive_room_update(&mut self, update: &RoomUpdate) {
-        let room_id = update.room_id.as_str();
+        let room_id = &update.room_id;
         if let Some(content) = &update.encryption {
             self.receive_encryption(room_id, content);
         }
@@ -143,14 +151,13 @@ impl OlmMachine {
         }
         for (user, membership) in &update.members {
             if *user == self.user_id {
-                let inviter = update.inviter.as_ref().map(|inviter| inviter.as_str());
-                self.receive_own_membership(room_id, *membership, inviter);
+                self.receive_own_membership(room_id, *membership, update.inviter.as_deref());
             }
             self.room_mut(room_id)
                 .members
-                .insert(user.to_string(), *membership);
+                .insert(user.clone(), *membership);
         }
-        if self.is_encrypted(room_id) {
+        if self.is_room_encrypted(room_id) {
             // Everyone who may read an encrypted room is tracked, including
             // members from before the room turned encrypted.
             let readers = self
@@ -171,12 +178,12 @@ impl OlmMachine {
     /// shared history we accept (see `history`).
     fn receive_own_membership(
         &mut self,
-        room_id: &str,
+        room_id: &RoomId,
         membership: Membership,
-        inviter: Option<&str>,
+        inviter: Option<&UserId>,
     ) {
         let now_ms = self.meta.last_now_ms;
-        let own = self.user_id.to_string();
+        let own = self.user_id.clone();
         let room = self.room_mut(room_id);
         let previous = room.members.get(&own).copied();
         match membership {
@@ -184,7 +191,7 @@ impl OlmMachine {
                 // The same invite seen again without its sender (a timeline
                 // replayed after our join) keeps what the first sighting said.
                 if inviter.is_some() || previous != Some(Membership::Invite) {
-                    room.inviter = inviter.map(str::to_owned);
+                    room.inviter = inviter.map(UserId::to_owned);
                 }
                 room.joined_ms = None;
             }
@@ -200,7 +207,7 @@ impl OlmMachine {
         }
     }
 
-    fn receive_encryption(&mut self, room_id: &str, content: &Value) {
+    fn receive_encryption(&mut self, room_id: &RoomId, content: &Value) {
         let algorithm = content.get("algorithm").and_then(Value::as_str);
         let proposed = EncryptionSettings {
             rotation_period_ms: content
@@ -233,22 +240,19 @@ impl OlmMachine {
         }
     }
 
-    fn refuse_encryption_change(&mut self, room_id: &str) {
+    fn refuse_encryption_change(&mut self, room_id: &RoomId) {
         self.warnings.push(DeviceWarning::EncryptionChangeRefused {
             room_id: room_id.to_owned(),
         });
     }
 
-    pub(super) fn room_mut(&mut self, room_id: &str) -> &mut RoomState {
+    pub(super) fn room_mut(&mut self, room_id: &RoomId) -> &mut RoomState {
         self.rooms
             .entry(room_id.to_owned())
-            .or_insert_with(|| RoomState {
-                room_id: room_id.to_owned(),
-                ..RoomState::default()
-            })
+            .or_insert_with(|| RoomState::new(room_id))
     }
 
-    pub(super) fn save_room(&mut self, room_id: &str) {
+    pub(super) fn save_room(&mut self, room_id: &RoomId) {
         if let Some(room) = self.rooms.get(room_id).cloned() {
             self.put(format!("{RECORD_KIND}/{room_id}"), &room);
         }

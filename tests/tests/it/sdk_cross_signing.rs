@@ -81,10 +81,7 @@ pub async fn a_verified_users_signed_device_is_verified_and_an_unsigned_one_is_n
         .await
         .unwrap();
     let from_laptop = until_decrypted(&alice, "from the laptop").await;
-    assert_eq!(
-        from_laptop.sender_device.as_deref(),
-        Some(laptop_id.as_str())
-    );
+    assert_eq!(from_laptop.sender_device.as_deref(), Some(&*laptop_id));
     assert_eq!(from_laptop.verification, VerificationState::Unverified);
     assert!(!alice.is_device_verified(&bob_id, &laptop_id).await.unwrap());
 
@@ -145,7 +142,7 @@ pub async fn replacing_cross_signing_keys_needs_the_password_on(url: &str) {
     // The laptop is told, and trusts the new keys for nothing until it
     // acknowledges them (and, not having made them, not even then).
     let changed = DeviceWarning::IdentityChanged {
-        user_id: alice_id.to_string(),
+        user_id: alice_id.clone(),
     };
     sync_until(&laptop, |update| update.device_warnings.contains(&changed)).await;
     let seen = laptop.user_identity(&alice_id).await.unwrap().unwrap();

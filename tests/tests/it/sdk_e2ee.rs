@@ -53,7 +53,7 @@ pub async fn users_and_devices_exchange_encrypted_messages_on(url: &str) {
     assert_eq!(seen.sender, alice.user_id().unwrap().as_str());
     assert_eq!(
         seen.sender_device.as_deref(),
-        Some(alice.session().unwrap().device_id.as_str())
+        Some(&*alice.session().unwrap().device_id)
     );
     assert_eq!(seen.room_id, room_id.as_str());
     assert_eq!(seen.event_type, "m.room.message");
@@ -76,7 +76,7 @@ pub async fn users_and_devices_exchange_encrypted_messages_on(url: &str) {
     let seen = until_decrypted(&bob, "from my laptop").await;
     assert_eq!(
         seen.sender_device.as_deref(),
-        Some(alice_laptop.session().unwrap().device_id.as_str())
+        Some(&*alice_laptop.session().unwrap().device_id)
     );
     until_decrypted(&alice, "from my laptop").await;
 

@@ -84,10 +84,10 @@ async fn an_invitee_reads_the_history_shared_on_invite(backend: Backend) {
         .unwrap()
         .expect("the shared history decrypts");
     assert_eq!(decrypted.content["body"], "before bob");
-    assert_eq!(decrypted.sender, alice_id.as_str());
+    assert_eq!(decrypted.sender, alice_id);
     // Marked: Bob has only Alice's word for who sent what before he came.
     assert!(decrypted.forwarded);
-    assert_eq!(decrypted.shared_by.as_deref(), Some(alice_id.as_str()));
+    assert_eq!(decrypted.shared_by.as_ref(), Some(&alice_id));
 
     // What Alice says now reaches Bob directly, from her own Olm session;
     // it is the same session, so the history now has her word too.

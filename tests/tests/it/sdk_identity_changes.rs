@@ -35,7 +35,7 @@ async fn a_verified_users_new_identity_blocks_sending_until_acknowledged(backend
     let bob_laptop = second_device(url, &bob).await;
     bob_laptop.bootstrap_cross_signing(PASSWORD).await.unwrap();
     let changed = DeviceWarning::IdentityChanged {
-        user_id: bob_id.to_string(),
+        user_id: bob_id.clone(),
     };
     sync_until(&alice, |update| update.device_warnings.contains(&changed)).await;
     let identity = alice.user_identity(&bob_id).await.unwrap().unwrap();

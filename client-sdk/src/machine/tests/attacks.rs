@@ -190,8 +190,8 @@ fn a_known_device_whose_identity_keys_change_is_refused() {
     assert_eq!(
         output.warnings,
         vec![DeviceWarning::IdentityKeysChanged {
-            user_id: BOB.to_owned(),
-            device_id: "BOBPHONE".to_owned()
+            user_id: super::user(BOB),
+            device_id: "BOBPHONE".into()
         }]
     );
     assert_eq!(alice.machine.devices(super::user_id(BOB)), known);
@@ -245,7 +245,7 @@ fn device_keys_without_a_valid_self_signature_are_ignored() {
         .machine
         .devices(super::user_id(BOB))
         .into_iter()
-        .map(|d| d.device_id)
+        .map(|d| d.device_id.to_string())
         .collect();
     assert_eq!(ids, ["BOBLAPTOP", "BOBPHONE"]);
 }
@@ -272,7 +272,7 @@ fn a_forwarded_key_from_another_user_is_ignored() {
     let session_id = event["content"]["session_id"].as_str().unwrap();
     let sender_key = event["content"]["sender_key"].as_str().unwrap();
     let key_id = crate::machine::inbound::SessionKeyId {
-        room_id: ROOM.to_owned(),
+        room_id: ROOM.try_into().unwrap(),
         sender_key: sender_key.to_owned(),
         session_id: session_id.to_owned(),
     };
@@ -547,8 +547,8 @@ fn a_deleted_device_id_that_returns_with_other_keys_is_refused() {
         output
             .warnings
             .contains(&DeviceWarning::IdentityKeysChanged {
-                user_id: BOB.to_owned(),
-                device_id: "BOBLAPTOP".to_owned(),
+                user_id: super::user(BOB),
+                device_id: "BOBLAPTOP".into(),
             }),
         "{:?}",
         output.warnings
@@ -593,5 +593,70 @@ fn to_device_events_whose_sender_is_not_a_user_id_are_refused_and_counted() {
     assert_eq!(
         bob.decrypt(ROOM, &event).unwrap_err().cause,
         UtdCause::MissingRoomKey
+    );
+}
+
+#[test]
+fn room_keys_and_withheld_notices_naming_no_room_id_are_refused() {
+    let mut server = FakeServer::default();
+    let (mut alice, mut bob, _) = alice_and_bob(&mut server);
+    // An Olm session Alice -> Bob, so that what follows is really hers.
+    alice.send(&mut server, ROOM, "hello");
+    bob.sync(&mut server, vec![]);
+    bob.save();
+    let bob_device = alice
+        .machine
+        .devices(super::user_id(BOB))
+        .into_iter()
+        .find(|d| d.device_id == "BOBPHONE")
+        .unwrap();
+    let group = myelin_crypto::megolm::OutboundGroupSession::new();
+    let sender_key = alice.machine.identity_keys().curve25519.to_base64();
+    let olm_payload = |event_type: &str, content: Value| {
+        json!({
+            "type": event_type, "content": content,
+            "sender": ALICE, "sender_device": "ALICEDEV",
+            "keys": {"ed25519": alice.machine.identity_keys().ed25519.to_base64()},
+            "recipient": BOB, "recipient_keys": {"ed25519": bob_device.ed25519},
+        })
+    };
+    let room_key = olm_payload(
+        "m.room_key",
+        json!({
+            "algorithm": "m.megolm.v1.aes-sha2", "room_id": "not a room",
+            "session_id": group.session_id(), "session_key": group.session_key().to_base64(),
+        }),
+    );
+    let withheld_content = json!({
+        "algorithm": "m.megolm.v1.aes-sha2", "room_id": "room:example.org",
+        "session_id": group.session_id(), "sender_key": sender_key,
+        "code": "m.unverified",
+    });
+    let withheld = olm_payload("m.room_key.withheld", withheld_content.clone());
+    deliver_olm(&mut server, &mut alice, &bob_device, ALICE, &room_key);
+    deliver_olm(&mut server, &mut alice, &bob_device, ALICE, &withheld);
+    server
+        .inboxes
+        .entry((BOB.to_owned(), "BOBPHONE".to_owned()))
+        .or_default()
+        .push(json!({"type": "m.room_key.withheld", "sender": ALICE, "content": withheld_content}));
+
+    bob.sync(&mut server, vec![]);
+    // Nothing was kept: no session, no withheld code, no record.
+    assert!(
+        bob.machine
+            .inbound
+            .keys()
+            .all(|key_id| key_id.session_id != group.session_id())
+    );
+    assert!(bob.machine.withheld.is_empty());
+    assert!(bob.machine.withheld_hints.is_empty());
+    let changes = bob.machine.take_changes();
+    assert!(
+        changes
+            .records
+            .keys()
+            .all(|key| !key.contains(&group.session_id())),
+        "{changes:?}"
     );
 }

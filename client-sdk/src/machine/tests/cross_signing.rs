@@ -256,7 +256,7 @@ fn a_self_signing_key_not_signed_by_the_master_key_is_refused() {
         output
             .warnings
             .contains(&DeviceWarning::InvalidCrossSigningKeys {
-                user_id: BOB.to_owned()
+                user_id: super::user(BOB)
             }),
         "{:?}",
         output.warnings
@@ -331,7 +331,7 @@ fn a_changed_master_key_is_not_trusted_until_acknowledged_and_verified_again() {
     bootstrap(&mut bob2, &mut server);
     let output = alice.sync(&mut server, vec![]);
     let changed = DeviceWarning::IdentityChanged {
-        user_id: BOB.to_owned(),
+        user_id: super::user(BOB),
     };
     assert!(output.warnings.contains(&changed), "{:?}", output.warnings);
     let identity = alice.machine.user_identity(super::user_id(BOB)).unwrap();

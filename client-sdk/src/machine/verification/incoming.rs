@@ -77,10 +77,7 @@ impl OlmMachine {
         // as the spec says (and as matrix-js-sdk does).
         if now_ms.saturating_sub(timestamp) >= REQUEST_TIMEOUT_MS
             || timestamp.saturating_sub(now_ms) > REQUEST_FUTURE_MS
-            || self
-                .devices
-                .device(sender.as_str(), device.as_str())
-                .is_none()
+            || self.devices.device(&sender, device).is_none()
             || (sender == self.user_id && device == self.device_id)
         {
             return;
@@ -140,11 +137,7 @@ impl OlmMachine {
         ) else {
             return;
         };
-        if self
-            .devices
-            .device(sender.as_str(), device.as_str())
-            .is_none()
-        {
+        if self.devices.device(sender, device).is_none() {
             return;
         }
         let ids = self.flow_ids(sender, Some(device), transaction_id);
@@ -216,7 +209,7 @@ impl OlmMachine {
             let Some(device) = from_device(content).filter(|d| {
                 event_type == READY
                     && if in_room {
-                        self.devices.device(sender.as_str(), d.as_str()).is_some()
+                        self.devices.device(sender, d).is_some()
                     } else {
                         flow.broadcast_to.iter().any(|t| t == d)
                     }

@@ -372,10 +372,7 @@ impl OlmMachine {
         device_id: &DeviceId,
         now_ms: u64,
     ) -> Result<String, VerificationError> {
-        if self
-            .devices
-            .device(user_id.as_str(), device_id.as_str())
-            .is_none()
+        if self.devices.device(user_id, device_id).is_none()
             || (user_id == self.user_id && device_id == self.device_id)
         {
             return Err(VerificationError::UnknownDevice {
@@ -410,8 +407,8 @@ impl OlmMachine {
         let own = self.user_id.clone();
         let targets: Vec<OwnedDeviceId> = self
             .devices
-            .devices_of(own.as_str())
-            .map(|d| OwnedDeviceId::from(d.device_id.as_str()))
+            .devices_of(&own)
+            .map(|d| d.device_id.clone())
             .filter(|d| *d != self.device_id)
             .collect();
         if targets.is_empty() {

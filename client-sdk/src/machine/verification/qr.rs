@@ -265,7 +265,7 @@ impl OlmMachine {
         if !flow.their_methods.iter().any(|m| m == QR_SCAN) {
             return Err(QrError::Unavailable("the other side cannot scan").into());
         }
-        let other_device = flow.ids.other_device_str().to_owned();
+        let other_device = flow.ids.other_device_id().to_owned();
         let (code, shown) = if user_id == self.user_id {
             let master = self
                 .served_own_master()
@@ -324,7 +324,7 @@ impl OlmMachine {
         if !matches!(flow.state, State::Ready) {
             return Err(wrong_phase(flow, "scan a QR code"));
         }
-        let other_device = flow.ids.other_device_str().to_owned();
+        let other_device = flow.ids.other_device_id().to_owned();
         let own_user = user_id == self.user_id;
         let (key1, key2, trust) = match code.mode {
             MODE_OTHER_USER if !own_user => {
@@ -423,7 +423,7 @@ impl OlmMachine {
             QrTrust::UserMaster(master) => {
                 let current = self
                     .devices
-                    .user_record(ids.other_user.as_str())
+                    .user_record(&ids.other_user)
                     .and_then(|r| r.identity.as_ref())
                     .map(|identity| identity.master.clone());
                 if current.as_deref() != Some(master.as_str()) {
@@ -441,21 +441,13 @@ impl OlmMachine {
                 if self.served_own_master().as_deref() != Some(master.as_str()) {
                     return false;
                 }
-                self.set_trust(
-                    ids.other_user.as_str(),
-                    ids.other_device_str(),
-                    LocalTrust::Verified,
-                );
+                self.set_trust(&ids.other_user, ids.other_device_id(), LocalTrust::Verified);
                 self.trust_own_master(master);
                 true
             }
             QrTrust::OwnDevice => {
-                self.set_trust(
-                    ids.other_user.as_str(),
-                    ids.other_device_str(),
-                    LocalTrust::Verified,
-                );
-                self.sign_own_device(ids.other_device_str());
+                self.set_trust(&ids.other_user, ids.other_device_id(), LocalTrust::Verified);
+                self.sign_own_device(ids.other_device_id());
                 true
             }
         }
@@ -473,7 +465,7 @@ impl OlmMachine {
             .ok_or(QrError::Unavailable("our cross-signing keys"))?;
         let theirs = self
             .devices
-            .user_record(user_id.as_str())
+            .user_record(user_id)
             .and_then(|r| {
                 let identity = r.identity.as_ref()?;
                 (r.pinned_master.as_deref() == Some(&identity.master))
@@ -486,15 +478,15 @@ impl OlmMachine {
     /// The master key the server serves for our user.
     fn served_own_master(&self) -> Option<String> {
         self.devices
-            .user_record(self.user_id.as_str())
+            .user_record(&self.user_id)
             .and_then(|r| r.identity.as_ref())
             .map(|identity| identity.master.clone())
     }
 
     /// The ed25519 key of another device of ours, as queried.
-    fn own_device_key(&self, device_id: &str) -> Result<String, QrError> {
+    fn own_device_key(&self, device_id: &DeviceId) -> Result<String, QrError> {
         self.devices
-            .device(self.user_id.as_str(), device_id)
+            .device(&self.user_id, device_id)
             .map(|device| device.ed25519.clone())
             .ok_or(QrError::Unavailable("the other device's key"))
     }

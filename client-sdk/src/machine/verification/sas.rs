@@ -50,7 +50,13 @@ impl FlowIds {
     /// empty before a device took the flow, when no SAS can run (a start
     /// needs a ready flow).
     pub(crate) fn other_device_str(&self) -> &str {
-        self.other_device.as_deref().map_or("", DeviceId::as_str)
+        self.other_device_id().as_str()
+    }
+
+    /// The other device's id; empty (naming no device) before a device
+    /// took the flow.
+    pub(crate) fn other_device_id(&self) -> &DeviceId {
+        self.other_device.as_deref().unwrap_or_else(|| "".into())
     }
 
     /// `content` with the field that names the flow: `transaction_id` in a

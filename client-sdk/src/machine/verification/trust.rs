@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use ruma::UserId;
+use ruma::{DeviceId, UserId};
 
 use super::sas::FlowIds;
 use crate::machine::{LocalTrust, OlmMachine};
@@ -18,11 +18,7 @@ impl OlmMachine {
         verified: &[String],
         known: &BTreeMap<String, String>,
     ) {
-        self.set_trust(
-            ids.other_user.as_str(),
-            ids.other_device_str(),
-            LocalTrust::Verified,
-        );
+        self.set_trust(&ids.other_user, ids.other_device_id(), LocalTrust::Verified);
         let master_verified = verified.iter().any(|id| {
             *id != format!("ed25519:{}", ids.other_device_str()) && known.contains_key(id)
         });
@@ -39,7 +35,7 @@ impl OlmMachine {
                     self.trust_own_master(&master);
                 }
             }
-            self.sign_own_device(ids.other_device_str());
+            self.sign_own_device(ids.other_device_id());
         } else if master_verified
             && self.has_cross_signing_keys()
             && let Ok(request) = self.verify_user(&ids.other_user)
@@ -56,15 +52,15 @@ impl OlmMachine {
         }
         self.devices.own.trusted_master = Some(master.to_owned());
         self.save_cross_signing();
-        let own = self.user_id.to_string();
+        let own = self.user_id.clone();
         self.refresh_trust(&[own]);
     }
 
     /// Signs another device of ours with our self-signing key, when this
     /// device holds it.
-    pub(super) fn sign_own_device(&mut self, device_id: &str) {
+    pub(super) fn sign_own_device(&mut self, device_id: &DeviceId) {
         if self.has_cross_signing_keys()
-            && let Ok(request) = self.verify_own_device(device_id.into())
+            && let Ok(request) = self.verify_own_device(device_id)
         {
             self.queued.push(request);
         }
@@ -98,16 +94,13 @@ impl OlmMachine {
         else {
             return keys;
         };
-        if let Some(device) = self
-            .devices
-            .device(user_id.as_str(), flow.ids.other_device_str())
-        {
+        if let Some(device) = self.devices.device(user_id, flow.ids.other_device_id()) {
             keys.insert(
                 format!("ed25519:{}", device.device_id),
                 device.ed25519.clone(),
             );
         }
-        if let Some(record) = self.devices.user_record(user_id.as_str())
+        if let Some(record) = self.devices.user_record(user_id)
             && let Some(identity) = &record.identity
             && record.pinned_master.as_deref() == Some(&identity.master)
         {
