@@ -35,8 +35,8 @@ pub use keys::{KeyStore, StoredSigningKey};
 pub use media::{MediaContent, MediaRecord, MediaStore, MediaUsage};
 pub use push::{NewPushAction, Notification, NotificationCounts, PushStore};
 pub use rooms::{
-    ChainOutcome, Membership, NewEvent, NewStateGroup, NewTransaction, RoomHead, RoomRecord,
-    RoomStore, StateEntry, StoredEvent, StreamPosition,
+    ChainOutcome, DagEvent, EventStatus, Membership, NewEvent, NewStateGroup, NewTransaction,
+    RoomHead, RoomRecord, RoomStore, StateEntry, StoredEvent, StreamPosition, WithheldEvent,
 };
 pub use sql::{PostgresStorage, SqliteStorage};
 pub use to_device::{Queued, ToDeviceMessage, ToDeviceSend, ToDeviceStore, UserMessages};

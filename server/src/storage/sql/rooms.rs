@@ -5,8 +5,8 @@ use ruma::{DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, Us
 
 use super::{PostgresStorage, SqliteStorage, conflict_on_unique, recent::RecentEvent};
 use crate::storage::{
-    ChainOutcome, Membership, NewEvent, RoomHead, RoomRecord, RoomStore, StateEntry, StorageError,
-    StoredEvent, StreamPosition,
+    ChainOutcome, DagEvent, EventStatus, Membership, NewEvent, NewStateGroup, RoomHead, RoomRecord,
+    RoomStore, StateEntry, StorageError, StoredEvent, StreamPosition, WithheldEvent,
 };
 
 type EventRow = (i64, String, String, String, i64);
@@ -201,33 +201,15 @@ macro_rules! sql_room_store {
                     .map_err(conflict_on_unique("room id"))?;
                 }
                 if let Some(group) = &event.new_state_group {
-                    sqlx::query(
-                        "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(event.state_group)
-                    .bind(event.room_id.as_str())
-                    .bind(group.prev_group)
-                    .bind(group.chain_length)
-                    .execute(&mut *conn)
-                    .await?;
-                    for entry in &group.entries {
-                        sqlx::query(
-                            "INSERT INTO state_group_entries \
-                             (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(event.state_group)
-                        .bind(&entry.event_type)
-                        .bind(&entry.state_key)
-                        .bind(entry.event_id.as_str())
-                        .execute(&mut *conn)
-                        .await?;
-                    }
+                    Self::insert_state_group(&mut *conn, event.state_group, event.room_id, group).await?;
+                }
+                if let Some((id, group)) = event.room_state {
+                    Self::insert_state_group(&mut *conn, id, event.room_id, group).await?;
                 }
                 sqlx::query(
                     "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, \
-                     sender, depth, state_group, json, txn_device_id, txn_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     sender, depth, state_group, json, txn_device_id, txn_id, room_state_group) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(event.position.0)
                 .bind(event.event_id.as_str())
@@ -240,6 +222,7 @@ macro_rules! sql_room_store {
                 .bind(event.json)
                 .bind(event.transaction.as_ref().map(|t| t.device_id.as_str()))
                 .bind(event.transaction.as_ref().map(|t| t.txn_id))
+                .bind(event.room_state.map(|(id, _)| id))
                 .execute(&mut *conn)
                 .await
                 .map_err(conflict_on_unique("event id"))?;
@@ -289,6 +272,39 @@ macro_rules! sql_room_store {
                         .bind(event.event_id.as_str())
                         .execute(&mut *conn)
                         .await?;
+                }
+                Ok(())
+            }
+
+            /// Writes one state group (a delta or a snapshot) inside the
+            /// caller's transaction.
+            async fn insert_state_group(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                state_group: i64,
+                room_id: &RoomId,
+                group: &NewStateGroup,
+            ) -> Result<(), StorageError> {
+                sqlx::query(
+                    "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(state_group)
+                .bind(room_id.as_str())
+                .bind(group.prev_group)
+                .bind(group.chain_length)
+                .execute(&mut *conn)
+                .await?;
+                for entry in &group.entries {
+                    sqlx::query(
+                        "INSERT INTO state_group_entries \
+                         (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(state_group)
+                    .bind(&entry.event_type)
+                    .bind(&entry.state_key)
+                    .bind(entry.event_id.as_str())
+                    .execute(&mut *conn)
+                    .await?;
                 }
                 Ok(())
             }
@@ -409,6 +425,66 @@ macro_rules! sql_room_store {
                 Ok(outcomes)
             }
 
+            async fn withhold_event(&self, event: &WithheldEvent<'_>) -> Result<(), StorageError> {
+                let mut tx = self.pool.begin().await?;
+                if let Some(group) = event.new_state_group {
+                    Self::insert_state_group(&mut tx, event.state_group, event.room_id, group).await?;
+                }
+                let accepted: Option<(i64,)> =
+                    sqlx::query_as("SELECT stream_ordering FROM events WHERE event_id = $1")
+                        .bind(event.event_id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if accepted.is_some() {
+                    return Err(StorageError::Conflict("event id"));
+                }
+                sqlx::query(
+                    "INSERT INTO withheld_events \
+                     (event_id, room_id, rejected, depth, state_group, json) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(event.event_id.as_str())
+                .bind(event.room_id.as_str())
+                .bind(event.is_rejected)
+                .bind(event.depth)
+                .bind(event.state_group)
+                .bind(event.json)
+                .execute(&mut *tx)
+                .await
+                .map_err(conflict_on_unique("event id"))?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn dag_event(&self, event_id: &EventId) -> Result<Option<DagEvent>, StorageError> {
+                if let Some(event) = self.event(event_id).await? {
+                    return Ok(Some(DagEvent {
+                        event_id: event.event_id,
+                        room_id: event.room_id,
+                        json: event.json,
+                        state_group: event.state_group,
+                        status: EventStatus::Accepted,
+                    }));
+                }
+                let row: Option<(String, bool, i64, String)> = sqlx::query_as(
+                    "SELECT room_id, rejected, state_group, json FROM withheld_events \
+                     WHERE event_id = $1",
+                )
+                .bind(event_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|(room_id, rejected, state_group, json)| {
+                    Ok(DagEvent {
+                        event_id: event_id.to_owned(),
+                        room_id: parse_id("withheld_events", room_id)?,
+                        json,
+                        state_group,
+                        status: if rejected { EventStatus::Rejected } else { EventStatus::SoftFailed },
+                    })
+                })
+                .transpose()
+            }
+
             async fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>, StorageError> {
                 let row: Option<(String, bool)> =
                     sqlx::query_as("SELECT room_version, is_public FROM rooms WHERE room_id = $1")
@@ -449,7 +525,8 @@ macro_rules! sql_room_store {
 
             async fn room_head(&self, room_id: &RoomId) -> Result<Option<RoomHead>, StorageError> {
                 let latest: Option<(i64, i64)> = sqlx::query_as(
-                    "SELECT state_group, (SELECT MAX(depth) FROM events WHERE room_id = $1) \
+                    "SELECT COALESCE(room_state_group, state_group), \
+                     (SELECT MAX(depth) FROM events WHERE room_id = $1) \
                      FROM events WHERE room_id = $1 ORDER BY stream_ordering DESC LIMIT 1",
                 )
                 .bind(room_id.as_str())
@@ -483,7 +560,8 @@ macro_rules! sql_room_store {
                          UNION ALL SELECT MAX(stream_ordering) FROM receipts \
                          UNION ALL SELECT MAX(stream_ordering) FROM device_list_changes \
                          UNION ALL SELECT MAX(stream_ordering) FROM presence \
-                         UNION ALL SELECT MAX(position) FROM to_device_stream) AS positions",
+                         UNION ALL SELECT MAX(position) FROM to_device_stream \
+                         UNION ALL SELECT MAX(state_group) FROM state_groups) AS positions",
                     )
                         .fetch_one(&self.pool)
                         .await?;
