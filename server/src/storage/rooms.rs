@@ -145,7 +145,8 @@ pub struct StoredEvent {
     pub room_id: OwnedRoomId,
     /// Its canonical JSON as served.
     pub json: String,
-    /// The state group after it.
+    /// The state group of the room's state after it (after a fork, the
+    /// resolution of the forks rather than the state after the event alone).
     pub state_group: i64,
 }
 

@@ -17,6 +17,7 @@
 
 mod event_writer;
 mod local;
+mod remote;
 mod send_queue;
 
 use std::{
@@ -32,7 +33,10 @@ use ruma::{
 };
 use tracing::debug;
 
-pub use self::local::{LocalEvent, Transaction, transaction_key};
+pub use self::{
+    local::{LocalEvent, Transaction, transaction_key},
+    remote::{Rejection, RemoteEventError, RemoteOutcome},
+};
 use self::{
     event_writer::{EventWriter, PendingEvent},
     send_queue::{RoomSlot, interested_users},

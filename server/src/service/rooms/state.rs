@@ -284,7 +284,7 @@ impl RoomState {
     }
 
     /// A full snapshot of this state, as a state group.
-    fn snapshot(&self) -> NewStateGroup {
+    pub fn snapshot(&self) -> NewStateGroup {
         NewStateGroup {
             prev_group: None,
             chain_length: 0,

@@ -324,7 +324,8 @@ macro_rules! sql_room_store {
                     event_id: event.event_id.to_owned(),
                     room_id: event.room_id.to_owned(),
                     json: event.json.to_owned(),
-                    state_group: event.state_group,
+                    // What clients read: the room's state after it.
+                    state_group: event.room_state.map_or(event.state_group, |(id, _)| id),
                 };
                 self.cache.recent().record(RecentEvent {
                     event: stored.clone(),
@@ -457,12 +458,20 @@ macro_rules! sql_room_store {
             }
 
             async fn dag_event(&self, event_id: &EventId) -> Result<Option<DagEvent>, StorageError> {
-                if let Some(event) = self.event(event_id).await? {
+                // Not `event`: that answers with the room's state after an
+                // event, this with the state after the event itself.
+                let accepted: Option<(String, i64, String)> = sqlx::query_as(
+                    "SELECT room_id, state_group, json FROM events WHERE event_id = $1",
+                )
+                .bind(event_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                if let Some((room_id, state_group, json)) = accepted {
                     return Ok(Some(DagEvent {
-                        event_id: event.event_id,
-                        room_id: event.room_id,
-                        json: event.json,
-                        state_group: event.state_group,
+                        event_id: event_id.to_owned(),
+                        room_id: parse_id("events", room_id)?,
+                        json,
+                        state_group,
                         status: EventStatus::Accepted,
                     }));
                 }
@@ -503,7 +512,7 @@ macro_rules! sql_room_store {
                     return Ok(Some(event));
                 }
                 let row: Option<EventRow> = sqlx::query_as(
-                    "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
+                    "SELECT stream_ordering, event_id, room_id, json, COALESCE(room_state_group, state_group) FROM events \
                      WHERE event_id = $1",
                 )
                 .bind(event_id.as_str())
@@ -625,11 +634,11 @@ macro_rules! sql_room_store {
                     return Ok(events);
                 }
                 let sql = if newest_first {
-                    "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
+                    "SELECT stream_ordering, event_id, room_id, json, COALESCE(room_state_group, state_group) FROM events \
                      WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
                      ORDER BY stream_ordering DESC LIMIT $4"
                 } else {
-                    "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
+                    "SELECT stream_ordering, event_id, room_id, json, COALESCE(room_state_group, state_group) FROM events \
                      WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
                      ORDER BY stream_ordering ASC LIMIT $4"
                 };
@@ -657,7 +666,7 @@ macro_rules! sql_room_store {
                         .map(|i| {
                             format!(
                                 "SELECT * FROM (SELECT stream_ordering, event_id, room_id, json, \
-                                 state_group FROM events WHERE room_id = ${} AND stream_ordering <= $1 \
+                                 COALESCE(room_state_group, state_group) FROM events WHERE room_id = ${} AND stream_ordering <= $1 \
                                  ORDER BY stream_ordering DESC LIMIT $2) AS room{i}",
                                 i + 3
                             )
@@ -703,7 +712,7 @@ macro_rules! sql_room_store {
                 before: StreamPosition,
             ) -> Result<Vec<StoredEvent>, StorageError> {
                 let rows: Vec<EventRow> = sqlx::query_as(
-                    "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
+                    "SELECT stream_ordering, event_id, room_id, json, COALESCE(room_state_group, state_group) FROM events \
                      WHERE room_id = $1 AND state_key IS NOT NULL \
                      AND stream_ordering > $2 AND stream_ordering < $3 ORDER BY stream_ordering",
                 )
@@ -724,7 +733,8 @@ macro_rules! sql_room_store {
                     return Ok(Some(group));
                 }
                 let row: Option<(i64,)> = sqlx::query_as(
-                    "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering < $2 \
+                    "SELECT COALESCE(room_state_group, state_group) FROM events \
+                     WHERE room_id = $1 AND stream_ordering < $2 \
                      ORDER BY stream_ordering DESC LIMIT 1",
                 )
                 .bind(room_id.as_str())
