@@ -33,13 +33,13 @@ use ruma::{
 };
 use tracing::debug;
 
-pub use self::{
-    local::{LocalEvent, Transaction, transaction_key},
-    remote::{Rejection, RemoteEventError, RemoteOutcome},
-};
 use self::{
     event_writer::{EventWriter, PendingEvent},
     send_queue::{RoomSlot, interested_users},
+};
+pub use self::{
+    local::{LocalEvent, Transaction, transaction_key},
+    remote::{Rejection, RemoteEventError, RemoteOutcome},
 };
 pub use super::rooms::state::{RoomState, membership};
 use super::{

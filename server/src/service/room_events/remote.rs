@@ -41,9 +41,7 @@ use crate::{
         },
         stream::Kind,
     },
-    storage::{
-        ChainOutcome, DagEvent, EventStatus, NewStateGroup, StorageError, WithheldEvent,
-    },
+    storage::{ChainOutcome, DagEvent, EventStatus, NewStateGroup, StorageError, WithheldEvent},
 };
 
 /// What became of an event from another server.
@@ -159,23 +157,27 @@ impl RoomEvents {
         };
         let state_before = before.as_ref().unwrap_or(current);
 
-        let fetch = |id: &EventId| cited.auth_events.get(id).cloned().or_else(|| {
-            // From version 12 the create event is implied, not cited.
-            state_before.event_by_id(id).cloned()
-        });
+        let fetch = |id: &EventId| {
+            cited.auth_events.get(id).cloned().or_else(|| {
+                // From version 12 the create event is implied, not cited.
+                state_before.event_by_id(id).cloned()
+            })
+        };
         if let Err(error) = check_auth_events(version, &pdu, fetch) {
             return self
                 .withhold_rejected(current, before, &pdu, Rejection::AuthEvents(error))
                 .await;
         }
-        if let Err(error) = check_state(version, &pdu, |kind, key| state_before.get(kind, key).cloned())
-        {
+        if let Err(error) = check_state(version, &pdu, |kind, key| {
+            state_before.get(kind, key).cloned()
+        }) {
             return self
                 .withhold_rejected(current, before, &pdu, Rejection::StateBefore(error))
                 .await;
         }
         if !follows_tip
-            && let Err(error) = check_state(version, &pdu, |kind, key| current.get(kind, key).cloned())
+            && let Err(error) =
+                check_state(version, &pdu, |kind, key| current.get(kind, key).cloned())
         {
             let before = before.unwrap_or_else(|| current.clone());
             self.withhold_soft_failed(before, &pdu).await?;
@@ -190,7 +192,10 @@ impl RoomEvents {
         let (pending, next) = match before {
             // Follows the tip: the current state moves past it, as past a
             // local event.
-            None => (PendingEvent::advance(current, pdu, redaction, position)?, None),
+            None => (
+                PendingEvent::advance(current, pdu, redaction, position)?,
+                None,
+            ),
             Some(mut after) => {
                 let mut pending = PendingEvent::advance(&mut after, pdu, redaction, position)?;
                 let cites_all = current
@@ -295,7 +300,10 @@ impl RoomEvents {
     ) -> Result<RoomState, RemoteEventError> {
         let version = current.version;
         let (events, group) = if let [prev] = prev_events {
-            (self.group_pdus(version, prev.state_group).await?, Some(prev.state_group))
+            (
+                self.group_pdus(version, prev.state_group).await?,
+                Some(prev.state_group),
+            )
         } else {
             let mut states = Vec::with_capacity(prev_events.len());
             for prev in prev_events {
@@ -303,11 +311,16 @@ impl RoomEvents {
                 states.push(
                     entries
                         .into_iter()
-                        .map(|e| ((StateEventType::from(e.event_type), e.state_key), e.event_id))
+                        .map(|e| {
+                            (
+                                (StateEventType::from(e.event_type), e.state_key),
+                                e.event_id,
+                            )
+                        })
                         .collect::<StateMap<OwnedEventId>>(),
                 );
             }
-            (self.resolve(version, states).await?, None)
+            (self.resolve(version, states, None).await?, None)
         };
         Ok(RoomState::before_event(
             version,
@@ -328,8 +341,14 @@ impl RoomEvents {
         after: &RoomState,
         group_id: i64,
     ) -> Result<(RoomState, NewStateGroup), RemoteEventError> {
+        // The event itself is not stored yet.
+        let newest = after.extremities().last();
         let resolved = self
-            .resolve(current.version, vec![current.state_map(), after.state_map()])
+            .resolve(
+                current.version,
+                vec![current.state_map(), after.state_map()],
+                newest,
+            )
             .await?;
         Ok(RoomState::resolved(
             current.version,
@@ -341,14 +360,20 @@ impl RoomEvents {
     }
 
     /// Resolves several states into one ([`resolve_state`]), loading every
-    /// event it may read: the states' events and their auth chains.
+    /// event it may read: the states' events and their auth chains, and
+    /// `unstored`, an event not written yet.
     async fn resolve(
         &self,
         version: RoomVersion,
         states: Vec<StateMap<OwnedEventId>>,
+        unstored: Option<&Pdu>,
     ) -> Result<Vec<Pdu>, RemoteEventError> {
         let events = self
-            .auth_closure(version, states.iter().flat_map(|s| s.values().cloned()))
+            .auth_closure(
+                version,
+                states.iter().flat_map(|s| s.values().cloned()),
+                unstored,
+            )
             .await?;
         let fetch = |id: &EventId| events.get(id).cloned();
         let internal = |e: crate::service::rooms::resolve::ResolveError| {
@@ -366,22 +391,27 @@ impl RoomEvents {
             .collect())
     }
 
-    /// `start` and every event reachable from them through `auth_events`.
+    /// `start` and every event reachable from them through `auth_events`,
+    /// taking `unstored` as it is rather than from storage.
     async fn auth_closure(
         &self,
         version: RoomVersion,
         start: impl Iterator<Item = OwnedEventId>,
+        unstored: Option<&Pdu>,
     ) -> Result<HashMap<OwnedEventId, Pdu>, RemoteEventError> {
         let mut events = HashMap::new();
         let mut queue: Vec<OwnedEventId> = start.collect();
         let mut seen: HashSet<OwnedEventId> = queue.iter().cloned().collect();
         while let Some(id) = queue.pop() {
-            // An event that cannot be found is left out; resolution says
-            // whether it needed it.
-            let Some(stored) = self.storage.dag_event(&id).await? else {
-                continue;
+            let pdu = match unstored {
+                Some(pdu) if pdu.event_id() == id => pdu.clone(),
+                // An event that cannot be found is left out; resolution
+                // says whether it needed it.
+                _ => match self.storage.dag_event(&id).await? {
+                    Some(stored) => dag_pdu(version, stored)?,
+                    None => continue,
+                },
             };
-            let pdu = dag_pdu(version, stored)?;
             for auth in pdu.auth_events() {
                 if seen.insert(auth.clone()) {
                     queue.push(auth.clone());
@@ -400,9 +430,13 @@ impl RoomEvents {
     ) -> Result<Vec<Pdu>, RemoteEventError> {
         let mut pdus = Vec::new();
         for entry in self.storage.state_group_entries(state_group).await? {
-            let stored = self.storage.dag_event(&entry.event_id).await?.ok_or_else(|| {
-                ServiceError::Internal(format!("state event {} is not stored", entry.event_id))
-            })?;
+            let stored = self
+                .storage
+                .dag_event(&entry.event_id)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::Internal(format!("state event {} is not stored", entry.event_id))
+                })?;
             pdus.push(dag_pdu(version, stored)?);
         }
         Ok(pdus)

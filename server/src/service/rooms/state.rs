@@ -321,8 +321,7 @@ impl RoomState {
         let chain_length = usize::try_from(self.chain_length).unwrap_or(usize::MAX);
         match self.state_group {
             Some(prev_group)
-                if !self.slots.is_empty()
-                    && chain_length < max_delta_chain(self.slots.len()) =>
+                if !self.slots.is_empty() && chain_length < max_delta_chain(self.slots.len()) =>
             {
                 NewStateGroup {
                     prev_group: Some(prev_group),
