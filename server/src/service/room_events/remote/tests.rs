@@ -161,6 +161,26 @@ impl Server {
         self.pdu(&id).await
     }
 
+    /// Alice says something.
+    async fn say(&self, room_id: &OwnedRoomId, body: &str) -> Pdu {
+        let content = json!({ "msgtype": "m.text", "body": body });
+        self.send(room_id, &user("alice"), "m.room.message", None, content)
+            .await
+    }
+
+    /// Alice bans bob.
+    async fn ban_bob(&self, room_id: &OwnedRoomId) -> Pdu {
+        let content = json!({ "membership": "ban" });
+        self.send(
+            room_id,
+            &user("alice"),
+            "m.room.member",
+            Some(bob().as_str()),
+            content,
+        )
+        .await
+    }
+
     async fn state(&self, room_id: &OwnedRoomId) -> RoomState {
         self.events.current_state(room_id).await.unwrap().unwrap()
     }
@@ -275,6 +295,19 @@ fn remote_event(
     Pdu::from_signed(version, signed).unwrap()
 }
 
+/// A message of `sender`'s on `prev`, as `remote.example` builds it.
+fn remote_message(state: &RoomState, prev: &Pdu, sender: &OwnedUserId, body: &str) -> Pdu {
+    remote_event(
+        state,
+        &[prev],
+        sender,
+        "m.room.message",
+        None,
+        json!({ "msgtype": "m.text", "body": body }),
+        1,
+    )
+}
+
 /// The tip of the room (its one forward extremity).
 fn tip(state: &RoomState) -> Pdu {
     assert_eq!(state.extremities().len(), 1, "the room is a line");
@@ -316,15 +349,7 @@ async fn a_remote_message_on_the_tip_is_served_and_wakes_local_syncs() {
         let join = bob_joins(&server, &room_id).await;
         let mut listener = server.notifier.listen(&user("alice"));
         let state = server.state(&room_id).await;
-        let message = remote_event(
-            &state,
-            &[&join],
-            &bob(),
-            "m.room.message",
-            None,
-            json!({ "msgtype": "m.text", "body": "hello" }),
-            1,
-        );
+        let message = remote_message(&state, &join, &bob(), "hello");
         assert_matches!(server.append(&message).await, RemoteOutcome::Accepted);
         assert!(
             listener.woken().now_or_never().is_some(),
@@ -337,15 +362,7 @@ async fn a_remote_message_on_the_tip_is_served_and_wakes_local_syncs() {
             Some("join")
         );
         // The next local event follows it.
-        let reply = server
-            .send(
-                &room_id,
-                &user("alice"),
-                "m.room.message",
-                None,
-                json!({ "body": "hi" }),
-            )
-            .await;
+        let reply = server.say(&room_id, "hi").await;
         assert_eq!(reply.prev_events(), [message.event_id().to_owned()]);
         // The same event again is stored once.
         assert_matches!(
@@ -371,15 +388,7 @@ async fn events_the_rules_forbid_are_rejected_and_never_served() {
         let joined = server.state(&room_id).await;
 
         // Carol never joined: her own auth events forbid her message.
-        let stranger = remote_event(
-            &joined,
-            &[&join],
-            &carol(),
-            "m.room.message",
-            None,
-            json!({ "body": "let me in" }),
-            1,
-        );
+        let stranger = remote_message(&joined, &join, &carol(), "let me in");
         assert_matches!(
             server.append(&stranger).await,
             RemoteOutcome::Rejected(Rejection::AuthEvents(_))
@@ -387,24 +396,8 @@ async fn events_the_rules_forbid_are_rejected_and_never_served() {
 
         // Bob is banned; a message citing the ban as its prev event (but
         // his join among its auth events) fails against the state before it.
-        let ban = server
-            .send(
-                &room_id,
-                &user("alice"),
-                "m.room.member",
-                Some(bob().as_str()),
-                json!({ "membership": "ban" }),
-            )
-            .await;
-        let after_ban = remote_event(
-            &joined,
-            &[&ban],
-            &bob(),
-            "m.room.message",
-            None,
-            json!({ "body": "still here" }),
-            1,
-        );
+        let ban = server.ban_bob(&room_id).await;
+        let after_ban = remote_message(&joined, &ban, &bob(), "still here");
         assert_matches!(
             server.append(&after_ban).await,
             RemoteOutcome::Rejected(Rejection::StateBefore(ref e)) if *e.rule() == AuthRule::SenderMembership
@@ -451,15 +444,7 @@ async fn events_the_rules_forbid_are_rejected_and_never_served() {
         );
         let mut as_carol_sees_it = joined.clone();
         as_carol_sees_it.advance(&forged_join, None, 0);
-        let cites_rejected = remote_event(
-            &as_carol_sees_it,
-            &[&join],
-            &carol(),
-            "m.room.message",
-            None,
-            json!({ "body": "trust me" }),
-            1,
-        );
+        let cites_rejected = remote_message(&as_carol_sees_it, &join, &carol(), "trust me");
         assert!(
             cites_rejected
                 .auth_events()
@@ -490,25 +475,9 @@ async fn an_event_the_current_state_forbids_is_soft_failed() {
         let join = bob_joins(&server, &room_id).await;
         let joined = server.state(&room_id).await;
         // Bob is banned here while his server, not yet aware, sends on.
-        let ban = server
-            .send(
-                &room_id,
-                &user("alice"),
-                "m.room.member",
-                Some(bob().as_str()),
-                json!({ "membership": "ban" }),
-            )
-            .await;
+        let ban = server.ban_bob(&room_id).await;
         let mut listener = server.notifier.listen(&user("alice"));
-        let message = remote_event(
-            &joined,
-            &[&join],
-            &bob(),
-            "m.room.message",
-            None,
-            json!({ "body": "unaware" }),
-            1,
-        );
+        let message = remote_message(&joined, &join, &bob(), "unaware");
         assert_matches!(
             server.append(&message).await,
             RemoteOutcome::SoftFailed(ref e) if *e.rule() == AuthRule::SenderMembership
@@ -534,15 +503,7 @@ async fn an_event_the_current_state_forbids_is_soft_failed() {
         assert!(listener.woken().now_or_never().is_none(), "nobody is woken");
         let state = server.state(&room_id).await;
         assert_eq!(tip(&state).event_id(), ban.event_id(), "not an extremity");
-        let next = server
-            .send(
-                &room_id,
-                &user("alice"),
-                "m.room.message",
-                None,
-                json!({ "body": "x" }),
-            )
-            .await;
+        let next = server.say(&room_id, "x").await;
         assert_eq!(next.prev_events(), [ban.event_id().to_owned()]);
         // A later event of bob's server on the soft-failed one is judged
         // on the state after it (bob joined) and soft-fails too.
@@ -551,15 +512,7 @@ async fn an_event_the_current_state_forbids_is_soft_failed() {
             s.advance(&message, None, 0);
             s
         };
-        let follow_up = remote_event(
-            &soft_state,
-            &[&message],
-            &bob(),
-            "m.room.message",
-            None,
-            json!({}),
-            1,
-        );
+        let follow_up = remote_message(&soft_state, &message, &bob(), "");
         assert_matches!(
             server.append(&follow_up).await,
             RemoteOutcome::SoftFailed(_)
@@ -580,25 +533,9 @@ async fn missing_prev_events_are_named() {
         let join = bob_joins(&server, &room_id).await;
         let state = server.state(&room_id).await;
         // An event of bob's server that this one has not seen...
-        let unseen = remote_event(
-            &state,
-            &[&join],
-            &bob(),
-            "m.room.message",
-            None,
-            json!({}),
-            1,
-        );
+        let unseen = remote_message(&state, &join, &bob(), "");
         // ...and one on top of it.
-        let next = remote_event(
-            &state,
-            &[&unseen],
-            &bob(),
-            "m.room.message",
-            None,
-            json!({}),
-            1,
-        );
+        let next = remote_message(&state, &unseen, &bob(), "");
         let missing = server.events.append_remote(next.clone()).await;
         assert_matches!(
             missing,
@@ -754,15 +691,7 @@ async fn conflicting_topics_resolve_alike(version: RoomVersion) {
         );
 
         // The next local event joins the forks, on the resolved state.
-        let merge = here
-            .send(
-                &room_id,
-                &user("alice"),
-                "m.room.message",
-                None,
-                json!({ "body": "merge" }),
-            )
-            .await;
+        let merge = here.say(&room_id, "merge").await;
         let mut cited = merge.prev_events().to_vec();
         cited.sort();
         assert_eq!(cited, expected, "{version}");
@@ -804,15 +733,7 @@ async fn a_banned_moderators_concurrent_state_change_is_soft_failed() {
         let room_id = server.create_room(RoomVersion::V12).await;
         let join = bob_joins(&server, &room_id).await;
         let fork_point = server.state(&room_id).await;
-        server
-            .send(
-                &room_id,
-                &user("alice"),
-                "m.room.member",
-                Some(bob().as_str()),
-                json!({ "membership": "ban" }),
-            )
-            .await;
+        server.ban_bob(&room_id).await;
         // Bob (power 50) renames the room on his fork.
         let change = remote_event(
             &fork_point,
