@@ -175,12 +175,12 @@ impl RoomEvents {
                 .withhold_rejected(current, before, &pdu, Rejection::StateBefore(error))
                 .await;
         }
-        if !follows_tip
+        // Skipped when the state before it is the current state.
+        if let Some(before) = &before
             && let Err(error) =
                 check_state(version, &pdu, |kind, key| current.get(kind, key).cloned())
         {
-            let before = before.unwrap_or_else(|| current.clone());
-            self.withhold_soft_failed(before, &pdu).await?;
+            self.withhold_soft_failed(before.clone(), &pdu).await?;
             debug!(event_id = %pdu.event_id(), %error, "soft-failed a remote event");
             return Ok(RemoteOutcome::SoftFailed(error));
         }
