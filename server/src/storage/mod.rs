@@ -37,8 +37,8 @@ pub use media::{MediaContent, MediaRecord, MediaStore, MediaUsage};
 pub use push::{NewPushAction, Notification, NotificationCounts, PushStore};
 pub use remote_keys::{RemoteKey, RemoteKeyDocument, RemoteKeyStore};
 pub use rooms::{
-    ChainOutcome, Membership, NewEvent, NewStateGroup, NewTransaction, RoomHead, RoomRecord,
-    RoomStore, StateEntry, StoredEvent, StreamPosition,
+    ChainOutcome, DagEvent, EventStatus, Membership, NewEvent, NewStateGroup, NewTransaction,
+    RoomHead, RoomRecord, RoomStore, StateEntry, StoredEvent, StreamPosition, WithheldEvent,
 };
 pub use sql::{PostgresStorage, SqliteStorage};
 pub use to_device::{Queued, ToDeviceMessage, ToDeviceSend, ToDeviceStore, UserMessages};

@@ -72,6 +72,10 @@ pub struct NewEvent<'a> {
     pub new_state_group: Option<&'a NewStateGroup>,
     /// The room's forward extremities once it is accepted.
     pub forward_extremities: &'a [OwnedEventId],
+    /// The room's current state after it, when that is not the state after
+    /// the event itself (an event from another server that forked the DAG:
+    /// the resolution of both forks): the group's id and the group to write.
+    pub room_state: Option<(i64, &'a NewStateGroup)>,
     /// For an `m.room.member` event: the target and the new membership.
     pub membership: Option<(&'a UserId, &'a str)>,
     /// For the room's `m.room.join_rules` event: its rule.
@@ -141,8 +145,57 @@ pub struct StoredEvent {
     pub room_id: OwnedRoomId,
     /// Its canonical JSON as served.
     pub json: String,
-    /// The state group after it.
+    /// The state group of the room's state after it (after a fork, the
+    /// resolution of the forks rather than the state after the event alone).
     pub state_group: i64,
+}
+
+/// An event from another server kept for the room's DAG but withheld
+/// from clients: it gets no stream position.
+#[derive(Debug)]
+pub struct WithheldEvent<'a> {
+    /// Its id.
+    pub event_id: &'a EventId,
+    /// Its room.
+    pub room_id: &'a RoomId,
+    /// Rejected (it fails the authorization rules), or else soft-failed
+    /// (allowed where it was sent, not by the room's current state).
+    pub is_rejected: bool,
+    /// Its depth in the DAG.
+    pub depth: i64,
+    /// Its canonical JSON.
+    pub json: &'a str,
+    /// The state after a soft-failed event; the state before a rejected one.
+    pub state_group: i64,
+    /// A state group to create with it.
+    pub new_state_group: Option<&'a NewStateGroup>,
+}
+
+/// How this server took an event it stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStatus {
+    /// In the room's timeline, at a stream position.
+    Accepted,
+    /// Kept for the DAG, withheld from clients: allowed by the state before
+    /// it but not by the room's state when it arrived.
+    SoftFailed,
+    /// Kept only to be recognised again: it fails the authorization rules.
+    Rejected,
+}
+
+/// Any event of a room's DAG this server stores, whatever its status.
+#[derive(Debug, Clone)]
+pub struct DagEvent {
+    /// Its id.
+    pub event_id: OwnedEventId,
+    /// Its room.
+    pub room_id: OwnedRoomId,
+    /// Its canonical JSON.
+    pub json: String,
+    /// The state after it (before it, for a rejected event).
+    pub state_group: i64,
+    /// How it was taken.
+    pub status: EventStatus,
 }
 
 /// Where a room's DAG ends.
@@ -152,7 +205,7 @@ pub struct RoomHead {
     pub forward_extremities: Vec<OwnedEventId>,
     /// The greatest depth in the room.
     pub depth: i64,
-    /// The state group after the latest event.
+    /// The state group of the room's current state.
     pub state_group: i64,
     /// That group's delta chain length.
     pub chain_length: i32,
@@ -175,6 +228,16 @@ pub trait RoomStore: Send + Sync {
         &self,
         chains: &[Vec<NewEvent<'_>>],
     ) -> Result<Vec<ChainOutcome>, StorageError>;
+
+    /// Keeps a soft-failed or rejected event (and its state group).
+    ///
+    /// # Errors
+    /// [`StorageError::Conflict`] if an event with its id is stored.
+    async fn withhold_event(&self, event: &WithheldEvent<'_>) -> Result<(), StorageError>;
+
+    /// Any stored event of a room's DAG by id, withheld ones included
+    /// (never for clients: [`RoomStore::event`] serves those).
+    async fn dag_event(&self, event_id: &EventId) -> Result<Option<DagEvent>, StorageError>;
 
     /// The room, if this server knows it.
     async fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>, StorageError>;

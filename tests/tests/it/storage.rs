@@ -318,6 +318,7 @@ fn new_event<'a>(
         join_rule: None,
         transaction: None,
         redaction: None,
+        room_state: None,
     }
 }
 

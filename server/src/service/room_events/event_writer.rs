@@ -53,18 +53,27 @@ pub struct PendingEvent {
     pub transaction: Option<Transaction>,
     /// For an applied redaction: the redacted event and its redacted JSON.
     pub redaction: Option<(OwnedEventId, String)>,
+    /// The room's current state after it when a fork made that a
+    /// resolution rather than the state after the event: its group's id
+    /// and the snapshot to write.
+    pub room_state: Option<(i64, NewStateGroup)>,
     event_type: String,
-    extremities: [OwnedEventId; 1],
+    extremities: Vec<OwnedEventId>,
 }
 
 impl PendingEvent {
-    /// An event with no membership, transaction or redaction attached yet.
-    fn new(position: StreamPosition, pdu: Pdu, state_group: i64) -> Self {
+    /// An event with no membership, transaction or redaction attached yet,
+    /// leaving the room with `extremities`.
+    fn new(
+        position: StreamPosition,
+        pdu: Pdu,
+        state_group: i64,
+        extremities: Vec<OwnedEventId>,
+    ) -> Self {
         Self {
             position,
             event_type: pdu.kind().to_string(),
-            // A local event follows every extremity, so it is the only one left.
-            extremities: [pdu.event_id().to_owned()],
+            extremities,
             pdu,
             creates_room_version: None,
             state_group,
@@ -73,12 +82,15 @@ impl PendingEvent {
             join_rule: None,
             transaction: None,
             redaction: None,
+            room_state: None,
         }
     }
 
-    /// Moves `state` past an authorized event that follows every current
-    /// extremity, and says what to write for it. `redaction` is the
-    /// redacted form of the event it redacts, applied with it.
+    /// Moves `state` past an authorized event, and says what to write for
+    /// it. `state` is the room's current state for an event that follows
+    /// every extremity (every local one), else the state before the event.
+    /// `redaction` is the redacted form of the event it redacts, applied
+    /// with it.
     ///
     /// # Errors
     /// `Internal` when the redacted form does not parse (nothing changed then).
@@ -100,7 +112,12 @@ impl PendingEvent {
         // A state event's group is numbered by its stream position, which
         // is unique.
         let change = state.advance(&pdu, redacted_slot, position.0);
-        let mut pending = Self::new(position, pdu, change.state_group);
+        let extremities = state
+            .extremities()
+            .iter()
+            .map(|pdu| pdu.event_id().to_owned())
+            .collect();
+        let mut pending = Self::new(position, pdu, change.state_group, extremities);
         pending.new_state_group = change.new_group;
         if *pending.pdu.kind() == TimelineEventType::RoomMember {
             let target = pending
@@ -147,6 +164,7 @@ impl PendingEvent {
                 .redaction
                 .as_ref()
                 .map(|(target, json)| (&**target, json.as_str())),
+            room_state: self.room_state.as_ref().map(|(id, group)| (*id, group)),
         }
     }
 }

@@ -224,14 +224,19 @@ impl RoomEvents {
                 "you may not redact this event".to_owned(),
             ));
         }
-        let rules = state.version.rules().redaction.clone();
-        let redacted = ruma::canonical_json::redact(original.as_object().clone(), &rules, None)
-            .map_err(|e| ServiceError::Internal(format!("redaction failed: {e}")))?;
-        Ok((
-            original.event_id().to_owned(),
-            myelin_crypto::to_canonical_string(&redacted),
-        ))
+        redacted_form(&original)
     }
+}
+
+/// An event's id and its redacted JSON, to store in its place.
+pub(super) fn redacted_form(original: &Pdu) -> Result<(OwnedEventId, String), ServiceError> {
+    let rules = original.room_version().rules().redaction.clone();
+    let redacted = ruma::canonical_json::redact(original.as_object().clone(), &rules, None)
+        .map_err(|e| ServiceError::Internal(format!("redaction failed: {e}")))?;
+    Ok((
+        original.event_id().to_owned(),
+        myelin_crypto::to_canonical_string(&redacted),
+    ))
 }
 
 /// The current state event that `event` would repeat: same slot, same

@@ -17,6 +17,7 @@
 
 mod event_writer;
 mod local;
+mod remote;
 mod send_queue;
 
 use std::{
@@ -32,10 +33,13 @@ use ruma::{
 };
 use tracing::debug;
 
-pub use self::local::{LocalEvent, Transaction, transaction_key};
 use self::{
     event_writer::{EventWriter, PendingEvent},
     send_queue::{RoomSlot, interested_users},
+};
+pub use self::{
+    local::{LocalEvent, Transaction, transaction_key},
+    remote::{Rejection, RemoteEventError, RemoteOutcome},
 };
 pub use super::rooms::state::{RoomState, membership};
 use super::{

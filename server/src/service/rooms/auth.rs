@@ -24,7 +24,8 @@
 //! `auth_events` from the current state, and [`check_auth`] runs 4 and 5 in
 //! one call (its auth events *are* the relevant slice of the current state).
 //!
-//! Rejected events are never stored, so the lookups here never return one;
+//! Rejected events are kept apart from accepted ones and never handed to
+//! the lookups here (a cited rejected event is one they cannot find);
 //! [`Pdu`]'s `rejected()` is accordingly always `false`.
 //!
 //! Note on `redact`: since room version 3 the `redact` power level is not an

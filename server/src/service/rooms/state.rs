@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ruma::{EventId, UserId, events::StateEventType};
+use ruma::{EventId, OwnedEventId, UserId, events::StateEventType, state_res::StateMap};
 use serde::Deserialize;
 
 use super::{pdu::Pdu, version::RoomVersion};
@@ -38,7 +38,9 @@ pub struct RoomState {
     /// cite them with their reference hashes.
     extremities: Vec<Pdu>,
     depth: i64,
-    state_group: i64,
+    /// `None` for a state no group records yet (the resolution of several
+    /// states before an event from another server).
+    state_group: Option<i64>,
     chain_length: i32,
 }
 
@@ -92,13 +94,65 @@ impl RoomState {
             members: BTreeMap::new(),
             extremities: head.extremities,
             depth: head.depth,
-            state_group: head.state_group,
+            state_group: Some(head.state_group),
             chain_length: head.chain_length,
         };
         for pdu in events {
             state.put(pdu);
         }
         state
+    }
+
+    /// The state before an event that does not follow the room's current
+    /// state (an event from another server): `events`, recorded in
+    /// `state_group` when it is the state after one stored event, or in no
+    /// group yet when it is a resolution of several. `extremities` and
+    /// `depth` are the room's, so that advancing past the event says what
+    /// they become. The next state group written from it is a snapshot.
+    pub fn before_event(
+        version: RoomVersion,
+        events: impl IntoIterator<Item = Pdu>,
+        extremities: Vec<Pdu>,
+        depth: i64,
+        state_group: Option<i64>,
+    ) -> Self {
+        let mut state = Self::with_head(
+            version,
+            events,
+            Head {
+                extremities,
+                depth,
+                state_group: 0,
+                // Its delta chain is unknown here: snapshot next.
+                chain_length: i32::MAX,
+            },
+        );
+        state.state_group = state_group;
+        state
+    }
+
+    /// The room's current state where the DAG forked: `events`, the
+    /// resolution of the forks' states, recorded in a new group numbered
+    /// `state_group`, which is returned to be written (a snapshot).
+    pub fn resolved(
+        version: RoomVersion,
+        events: impl IntoIterator<Item = Pdu>,
+        extremities: Vec<Pdu>,
+        depth: i64,
+        state_group: i64,
+    ) -> (Self, NewStateGroup) {
+        let state = Self::with_head(
+            version,
+            events,
+            Head {
+                extremities,
+                depth,
+                state_group,
+                chain_length: 0,
+            },
+        );
+        let snapshot = state.snapshot();
+        (state, snapshot)
     }
 
     /// The state event in one slot.
@@ -141,9 +195,18 @@ impl RoomState {
         self.depth
     }
 
-    /// The state group of the current state.
-    pub fn state_group(&self) -> i64 {
+    /// The state group that records this state (`None` for a resolved
+    /// state not recorded yet).
+    pub fn state_group(&self) -> Option<i64> {
         self.state_group
+    }
+
+    /// `(type, state key)` to event id, as state resolution takes it.
+    pub fn state_map(&self) -> StateMap<OwnedEventId> {
+        self.slots
+            .iter()
+            .map(|(slot, pdu)| (slot.clone(), pdu.event_id().to_owned()))
+            .collect()
     }
 
     /// A user's membership (`join`, `invite`, `leave`, `ban`, `knock`), if any.
@@ -179,34 +242,58 @@ impl RoomState {
             .filter_map(|(user, _)| <&UserId>::try_from(user).ok())
     }
 
-    /// Moves the state past an authorized event that follows every
-    /// current extremity. A state event fills its slot and gets a new state
-    /// group, numbered `new_group_id`; `redacted` is the redacted form of
-    /// a current state event the event redacts, which takes its place.
+    /// Moves the state past an authorized event. A state event fills its
+    /// slot and gets a new state group, numbered `new_group_id` (as does
+    /// any event on a state no group records yet); `redacted` is the
+    /// redacted form of a current state event the event redacts, which
+    /// takes its place. The event replaces the extremities it cites (a
+    /// local event cites them all, and is left alone).
     pub fn advance(
         &mut self,
         pdu: &Pdu,
         redacted: Option<Pdu>,
         new_group_id: i64,
     ) -> StateGroupChange {
-        let mut change = StateGroupChange {
-            state_group: self.state_group,
-            new_group: None,
+        let key = pdu.state_map_key();
+        let new_group = match (&key, self.state_group) {
+            (Some(key), _) => Some(self.next_state_group(key, pdu.event_id())),
+            (None, None) => Some(self.snapshot()),
+            (None, Some(_)) => None,
         };
-        if let Some(key) = pdu.state_map_key() {
-            let group = self.next_state_group(&key, pdu.event_id());
-            self.state_group = new_group_id;
+        let state_group = match (&new_group, self.state_group) {
+            (None, Some(current)) => current,
+            _ => new_group_id,
+        };
+        if let Some(group) = &new_group {
             self.chain_length = group.chain_length;
-            change.state_group = new_group_id;
-            change.new_group = Some(group);
         }
-        self.extremities = vec![pdu.clone()];
-        self.depth = i64::from(pdu.depth());
+        self.state_group = Some(state_group);
+        let cited = pdu.prev_events();
+        self.extremities
+            .retain(|extremity| !cited.iter().any(|id| id == extremity.event_id()));
+        self.extremities.push(pdu.clone());
+        self.depth = self.depth.max(i64::from(pdu.depth()));
         if let Some(redacted) = redacted {
             self.put(redacted);
         }
         self.put(pdu.clone());
-        change
+        StateGroupChange {
+            state_group,
+            new_group,
+        }
+    }
+
+    /// A full snapshot of this state, as a state group.
+    pub fn snapshot(&self) -> NewStateGroup {
+        NewStateGroup {
+            prev_group: None,
+            chain_length: 0,
+            entries: self
+                .slots
+                .iter()
+                .map(|(slot, pdu)| state_entry(slot, pdu.event_id()))
+                .collect(),
+        }
     }
 
     /// Puts a state event in its slot.
@@ -231,32 +318,40 @@ impl RoomState {
         key: &(StateEventType, String),
         event_id: &EventId,
     ) -> NewStateGroup {
-        let entry = |(kind, state_key): &(StateEventType, String), event_id: &EventId| StateEntry {
-            event_type: kind.to_string(),
-            state_key: state_key.clone(),
-            event_id: event_id.to_owned(),
-        };
         let chain_length = usize::try_from(self.chain_length).unwrap_or(usize::MAX);
-        if self.slots.is_empty() || chain_length >= max_delta_chain(self.slots.len()) {
-            let mut entries: Vec<StateEntry> = self
-                .slots
-                .iter()
-                .filter(|(slot, _)| *slot != key)
-                .map(|(slot, pdu)| entry(slot, pdu.event_id()))
-                .collect();
-            entries.push(entry(key, event_id));
-            NewStateGroup {
-                prev_group: None,
-                chain_length: 0,
-                entries,
+        match self.state_group {
+            Some(prev_group)
+                if !self.slots.is_empty() && chain_length < max_delta_chain(self.slots.len()) =>
+            {
+                NewStateGroup {
+                    prev_group: Some(prev_group),
+                    chain_length: self.chain_length + 1,
+                    entries: vec![state_entry(key, event_id)],
+                }
             }
-        } else {
-            NewStateGroup {
-                prev_group: Some(self.state_group),
-                chain_length: self.chain_length + 1,
-                entries: vec![entry(key, event_id)],
+            _ => {
+                let mut entries: Vec<StateEntry> = self
+                    .slots
+                    .iter()
+                    .filter(|(slot, _)| *slot != key)
+                    .map(|(slot, pdu)| state_entry(slot, pdu.event_id()))
+                    .collect();
+                entries.push(state_entry(key, event_id));
+                NewStateGroup {
+                    prev_group: None,
+                    chain_length: 0,
+                    entries,
+                }
             }
         }
+    }
+}
+
+fn state_entry((kind, state_key): &(StateEventType, String), event_id: &EventId) -> StateEntry {
+    StateEntry {
+        event_type: kind.to_string(),
+        state_key: state_key.clone(),
+        event_id: event_id.to_owned(),
     }
 }
 
@@ -411,7 +506,8 @@ mod tests {
             (topic.state_group, delta.prev_group, delta.entries.len()),
             (9, Some(7), 1)
         );
-        assert_eq!(state.state_group(), 9);
-        assert_eq!(state.extremities().len(), 1);
+        assert_eq!(state.state_group(), Some(9));
+        // These events cite no prev_events, so each leaves the others.
+        assert_eq!(state.extremities().len(), 3);
     }
 }

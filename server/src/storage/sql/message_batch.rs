@@ -96,6 +96,7 @@ fn is_plain_message(event: &NewEvent<'_>) -> bool {
         && event.new_state_group.is_none()
         && event.membership.is_none()
         && event.redaction.is_none()
+        && event.room_state.is_none()
 }
 
 /// `Ok(false)` when a statement failed and the transaction was rolled back.

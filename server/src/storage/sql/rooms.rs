@@ -5,8 +5,8 @@ use ruma::{DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, Us
 
 use super::{PostgresStorage, SqliteStorage, conflict_on_unique, recent::RecentEvent};
 use crate::storage::{
-    ChainOutcome, Membership, NewEvent, RoomHead, RoomRecord, RoomStore, StateEntry, StorageError,
-    StoredEvent, StreamPosition,
+    ChainOutcome, DagEvent, EventStatus, Membership, NewEvent, NewStateGroup, RoomHead, RoomRecord,
+    RoomStore, StateEntry, StorageError, StoredEvent, StreamPosition, WithheldEvent,
 };
 
 type EventRow = (i64, String, String, String, i64);
@@ -201,33 +201,15 @@ macro_rules! sql_room_store {
                     .map_err(conflict_on_unique("room id"))?;
                 }
                 if let Some(group) = &event.new_state_group {
-                    sqlx::query(
-                        "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(event.state_group)
-                    .bind(event.room_id.as_str())
-                    .bind(group.prev_group)
-                    .bind(group.chain_length)
-                    .execute(&mut *conn)
-                    .await?;
-                    for entry in &group.entries {
-                        sqlx::query(
-                            "INSERT INTO state_group_entries \
-                             (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(event.state_group)
-                        .bind(&entry.event_type)
-                        .bind(&entry.state_key)
-                        .bind(entry.event_id.as_str())
-                        .execute(&mut *conn)
-                        .await?;
-                    }
+                    Self::insert_state_group(&mut *conn, event.state_group, event.room_id, group).await?;
+                }
+                if let Some((id, group)) = event.room_state {
+                    Self::insert_state_group(&mut *conn, id, event.room_id, group).await?;
                 }
                 sqlx::query(
                     "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, \
-                     sender, depth, state_group, json, txn_device_id, txn_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     sender, depth, state_group, json, txn_device_id, txn_id, room_state_group) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(event.position.0)
                 .bind(event.event_id.as_str())
@@ -240,6 +222,7 @@ macro_rules! sql_room_store {
                 .bind(event.json)
                 .bind(event.transaction.as_ref().map(|t| t.device_id.as_str()))
                 .bind(event.transaction.as_ref().map(|t| t.txn_id))
+                .bind(event.room_state.map(|(id, _)| id))
                 .execute(&mut *conn)
                 .await
                 .map_err(conflict_on_unique("event id"))?;
@@ -293,6 +276,39 @@ macro_rules! sql_room_store {
                 Ok(())
             }
 
+            /// Writes one state group (a delta or a snapshot) inside the
+            /// caller's transaction.
+            async fn insert_state_group(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                state_group: i64,
+                room_id: &RoomId,
+                group: &NewStateGroup,
+            ) -> Result<(), StorageError> {
+                sqlx::query(
+                    "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(state_group)
+                .bind(room_id.as_str())
+                .bind(group.prev_group)
+                .bind(group.chain_length)
+                .execute(&mut *conn)
+                .await?;
+                for entry in &group.entries {
+                    sqlx::query(
+                        "INSERT INTO state_group_entries \
+                         (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(state_group)
+                    .bind(&entry.event_type)
+                    .bind(&entry.state_key)
+                    .bind(entry.event_id.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(())
+            }
+
             /// Updates the read cache for an event that was committed
             /// (before its position is published).
             fn cache_committed(&self, event: &NewEvent<'_>) {
@@ -308,7 +324,8 @@ macro_rules! sql_room_store {
                     event_id: event.event_id.to_owned(),
                     room_id: event.room_id.to_owned(),
                     json: event.json.to_owned(),
-                    state_group: event.state_group,
+                    // What clients read: the room's state after it.
+                    state_group: event.room_state.map_or(event.state_group, |(id, _)| id),
                 };
                 self.cache.recent().record(RecentEvent {
                     event: stored.clone(),
@@ -409,6 +426,74 @@ macro_rules! sql_room_store {
                 Ok(outcomes)
             }
 
+            async fn withhold_event(&self, event: &WithheldEvent<'_>) -> Result<(), StorageError> {
+                let mut tx = self.pool.begin().await?;
+                if let Some(group) = event.new_state_group {
+                    Self::insert_state_group(&mut tx, event.state_group, event.room_id, group).await?;
+                }
+                let accepted: Option<(i64,)> =
+                    sqlx::query_as("SELECT stream_ordering FROM events WHERE event_id = $1")
+                        .bind(event.event_id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if accepted.is_some() {
+                    return Err(StorageError::Conflict("event id"));
+                }
+                sqlx::query(
+                    "INSERT INTO withheld_events \
+                     (event_id, room_id, rejected, depth, state_group, json) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(event.event_id.as_str())
+                .bind(event.room_id.as_str())
+                .bind(event.is_rejected)
+                .bind(event.depth)
+                .bind(event.state_group)
+                .bind(event.json)
+                .execute(&mut *tx)
+                .await
+                .map_err(conflict_on_unique("event id"))?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn dag_event(&self, event_id: &EventId) -> Result<Option<DagEvent>, StorageError> {
+                // Not `event`: that answers with the room's state after an
+                // event, this with the state after the event itself.
+                let accepted: Option<(String, i64, String)> = sqlx::query_as(
+                    "SELECT room_id, state_group, json FROM events WHERE event_id = $1",
+                )
+                .bind(event_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                if let Some((room_id, state_group, json)) = accepted {
+                    return Ok(Some(DagEvent {
+                        event_id: event_id.to_owned(),
+                        room_id: parse_id("events", room_id)?,
+                        json,
+                        state_group,
+                        status: EventStatus::Accepted,
+                    }));
+                }
+                let row: Option<(String, bool, i64, String)> = sqlx::query_as(
+                    "SELECT room_id, rejected, state_group, json FROM withheld_events \
+                     WHERE event_id = $1",
+                )
+                .bind(event_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|(room_id, rejected, state_group, json)| {
+                    Ok(DagEvent {
+                        event_id: event_id.to_owned(),
+                        room_id: parse_id("withheld_events", room_id)?,
+                        json,
+                        state_group,
+                        status: if rejected { EventStatus::Rejected } else { EventStatus::SoftFailed },
+                    })
+                })
+                .transpose()
+            }
+
             async fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>, StorageError> {
                 let row: Option<(String, bool)> =
                     sqlx::query_as("SELECT room_version, is_public FROM rooms WHERE room_id = $1")
@@ -427,7 +512,7 @@ macro_rules! sql_room_store {
                     return Ok(Some(event));
                 }
                 let row: Option<EventRow> = sqlx::query_as(
-                    "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
+                    "SELECT stream_ordering, event_id, room_id, json, COALESCE(room_state_group, state_group) FROM events \
                      WHERE event_id = $1",
                 )
                 .bind(event_id.as_str())
@@ -449,7 +534,8 @@ macro_rules! sql_room_store {
 
             async fn room_head(&self, room_id: &RoomId) -> Result<Option<RoomHead>, StorageError> {
                 let latest: Option<(i64, i64)> = sqlx::query_as(
-                    "SELECT state_group, (SELECT MAX(depth) FROM events WHERE room_id = $1) \
+                    "SELECT COALESCE(room_state_group, state_group), \
+                     (SELECT MAX(depth) FROM events WHERE room_id = $1) \
                      FROM events WHERE room_id = $1 ORDER BY stream_ordering DESC LIMIT 1",
                 )
                 .bind(room_id.as_str())
@@ -483,7 +569,8 @@ macro_rules! sql_room_store {
                          UNION ALL SELECT MAX(stream_ordering) FROM receipts \
                          UNION ALL SELECT MAX(stream_ordering) FROM device_list_changes \
                          UNION ALL SELECT MAX(stream_ordering) FROM presence \
-                         UNION ALL SELECT MAX(position) FROM to_device_stream) AS positions",
+                         UNION ALL SELECT MAX(position) FROM to_device_stream \
+                         UNION ALL SELECT MAX(state_group) FROM state_groups) AS positions",
                     )
                         .fetch_one(&self.pool)
                         .await?;
@@ -547,11 +634,11 @@ macro_rules! sql_room_store {
                     return Ok(events);
                 }
                 let sql = if newest_first {
-                    "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
+                    "SELECT stream_ordering, event_id, room_id, json, COALESCE(room_state_group, state_group) FROM events \
                      WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
                      ORDER BY stream_ordering DESC LIMIT $4"
                 } else {
-                    "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
+                    "SELECT stream_ordering, event_id, room_id, json, COALESCE(room_state_group, state_group) FROM events \
                      WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
                      ORDER BY stream_ordering ASC LIMIT $4"
                 };
@@ -579,7 +666,7 @@ macro_rules! sql_room_store {
                         .map(|i| {
                             format!(
                                 "SELECT * FROM (SELECT stream_ordering, event_id, room_id, json, \
-                                 state_group FROM events WHERE room_id = ${} AND stream_ordering <= $1 \
+                                 COALESCE(room_state_group, state_group) FROM events WHERE room_id = ${} AND stream_ordering <= $1 \
                                  ORDER BY stream_ordering DESC LIMIT $2) AS room{i}",
                                 i + 3
                             )
@@ -625,7 +712,7 @@ macro_rules! sql_room_store {
                 before: StreamPosition,
             ) -> Result<Vec<StoredEvent>, StorageError> {
                 let rows: Vec<EventRow> = sqlx::query_as(
-                    "SELECT stream_ordering, event_id, room_id, json, state_group FROM events \
+                    "SELECT stream_ordering, event_id, room_id, json, COALESCE(room_state_group, state_group) FROM events \
                      WHERE room_id = $1 AND state_key IS NOT NULL \
                      AND stream_ordering > $2 AND stream_ordering < $3 ORDER BY stream_ordering",
                 )
@@ -646,7 +733,8 @@ macro_rules! sql_room_store {
                     return Ok(Some(group));
                 }
                 let row: Option<(i64,)> = sqlx::query_as(
-                    "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering < $2 \
+                    "SELECT COALESCE(room_state_group, state_group) FROM events \
+                     WHERE room_id = $1 AND stream_ordering < $2 \
                      ORDER BY stream_ordering DESC LIMIT 1",
                 )
                 .bind(room_id.as_str())
