@@ -3,7 +3,10 @@
 //! are asked of that server; a server that does not answer is a failure,
 //! not an error.
 
+use std::time::{Duration, Instant};
+
 use myelin_tests::{Backend, TestServer, backend_tests};
+use tokio::net::TcpListener;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -15,6 +18,7 @@ backend_tests!(
     clients_see_and_claim_keys_of_remote_users,
     clients_see_remote_profiles,
     an_unreachable_server_is_a_failure,
+    a_slow_server_is_a_failure_after_the_timeout,
 );
 
 async fn clients_see_and_claim_keys_of_remote_users(backend: Backend) {
@@ -142,4 +146,51 @@ async fn an_unreachable_server_is_a_failure(backend: Backend) {
         )
         .await;
     assert_eq!(profile.0, StatusCode::NOT_FOUND, "{}", profile.1);
+}
+
+async fn a_slow_server_is_a_failure_after_the_timeout(backend: Backend) {
+    // A "server" that accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_name = format!("localhost:{}", silent.local_addr().expect("address").port());
+    let address = silent.local_addr().expect("address").to_string();
+    let accepting = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let servers = TestServer::start_federated_with(backend, 2, |_, config| {
+        config
+            .federation
+            .addresses
+            .insert(silent_name.clone(), address.clone());
+    })
+    .await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let alice = a.register("alice").await;
+    let bob = Device::new(&b.register("bob").await);
+    bob.publish(b).await;
+    let bob_id = bob.account.user_id.as_str();
+    let stuck = format!("@carol:{silent_name}");
+
+    let started = Instant::now();
+    let answer = keys_call(
+        a,
+        &alice.token,
+        "/query",
+        json!({ "device_keys": { &stuck: [], bob_id: [] }, "timeout": 1000 }),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(answer.1["failures"][&silent_name].is_object(), "{}", answer.1);
+    // The server that answered in time is not held up by the other.
+    assert_eq!(
+        answer.1["device_keys"][bob_id],
+        json!({ bob.account.device_id.as_str(): bob.device_keys() }),
+        "{}",
+        answer.1
+    );
+    accepting.abort();
 }
