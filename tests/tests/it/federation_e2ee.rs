@@ -6,9 +6,9 @@
 use std::time::{Duration, Instant};
 
 use myelin_tests::{Backend, TestServer, backend_tests};
-use tokio::net::TcpListener;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use tokio::net::TcpListener;
 
 use crate::keys_support::{
     CrossSigning, Device, claim_one, claimed_key, keys_call, query, upload_signing_keys,
@@ -184,7 +184,11 @@ async fn a_slow_server_is_a_failure_after_the_timeout(backend: Backend) {
     let took = started.elapsed();
     assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
     assert!(took < Duration::from_secs(5), "took {took:?}");
-    assert!(answer.1["failures"][&silent_name].is_object(), "{}", answer.1);
+    assert!(
+        answer.1["failures"][&silent_name].is_object(),
+        "{}",
+        answer.1
+    );
     // The server that answered in time is not held up by the other.
     assert_eq!(
         answer.1["device_keys"][bob_id],

@@ -213,3 +213,98 @@ fn claimed_key(keys: &Value, algorithm: &str) -> Option<OneTimeKey> {
         json: key.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use myelin_crypto::cross_signing::CrossSigningKey;
+    use ruma::{ServerName, user_id};
+
+    use super::*;
+
+    /// A key object signed by `key` as `user_id`.
+    fn signed(key: &CrossSigningKey, user_id: &str, object: Value) -> Value {
+        let Value::Object(mut object) = object else {
+            panic!("an object")
+        };
+        key.sign_json(user_id, &mut object).expect("sign");
+        Value::Object(object)
+    }
+
+    /// Device keys of `device_id`, whose ed25519 key is `key`: the device
+    /// is named after its public key, so the key id is `ed25519:<device>`.
+    fn device_keys(key: &CrossSigningKey, user_id: &str) -> (String, Value) {
+        let device_id = key.public_key().to_base64();
+        let object = json!({
+            "user_id": user_id,
+            "device_id": device_id,
+            "algorithms": ["m.megolm.v1.aes-sha2"],
+            "keys": {
+                format!("ed25519:{device_id}"): device_id,
+                format!("curve25519:{device_id}"): CrossSigningKey::generate().public_key().to_base64(),
+            },
+        });
+        (device_id, signed(key, user_id, object))
+    }
+
+    fn cross_signing_key(key: &CrossSigningKey, user_id: &str, usage: &str) -> Value {
+        json!({
+            "user_id": user_id,
+            "usage": [usage],
+            "keys": { key.key_id(): key.public_key().to_base64() },
+        })
+    }
+
+    #[test]
+    fn only_keys_that_verify_are_kept() {
+        let server = ServerName::parse("b.example").expect("server name");
+        let bob = user_id!("@bob:b.example");
+        let (good_device, good) = device_keys(&CrossSigningKey::generate(), bob.as_str());
+        let (forged_device, mut forged) = device_keys(&CrossSigningKey::generate(), bob.as_str());
+        forged["algorithms"] = json!(["m.olm.v1.curve25519-aes-sha2"]);
+        let master = CrossSigningKey::generate();
+        let self_signing = CrossSigningKey::generate();
+        let master_json = cross_signing_key(&master, bob.as_str(), "master");
+        let answer = |self_signing_json: Value| {
+            json!({
+                "device_keys": { bob: { &good_device: good, &forged_device: forged } },
+                "master_keys": { bob: master_json },
+                "self_signing_keys": { bob: self_signing_json },
+            })
+        };
+        let unsigned = cross_signing_key(&self_signing, bob.as_str(), "self_signing");
+        let signed_by_master = signed(&master, bob.as_str(), unsigned.clone());
+
+        let mut keys = QueriedKeys::default();
+        add_user_keys(&mut keys, &server, bob, &[], &answer(signed_by_master));
+        let devices = &keys.device_keys[bob];
+        assert!(devices.contains_key(good_device.as_str()));
+        assert!(!devices.contains_key(forged_device.as_str()), "forged kept");
+        assert!(keys.master_keys.contains_key(bob));
+        assert!(keys.self_signing_keys.contains_key(bob));
+
+        // A self-signing key the master key did not sign is left out.
+        let mut keys = QueriedKeys::default();
+        add_user_keys(&mut keys, &server, bob, &[], &answer(unsigned));
+        assert!(keys.master_keys.contains_key(bob));
+        assert!(keys.self_signing_keys.is_empty());
+
+        // A server answering for another server's user is not believed.
+        let eve = user_id!("@eve:c.example");
+        let (device, eve_keys) = device_keys(&CrossSigningKey::generate(), eve.as_str());
+        let mut keys = QueriedKeys::default();
+        let answer = json!({ "device_keys": { eve: { device: eve_keys } } });
+        add_user_keys(&mut keys, &server, eve, &[], &answer);
+        assert!(keys.device_keys.is_empty());
+    }
+
+    #[test]
+    fn a_claimed_key_must_be_one_of_the_algorithm_asked_for() {
+        let key = json!({ "signed_curve25519:AAA": { "key": "k" } });
+        let claimed = claimed_key(&key, "signed_curve25519").expect("a key");
+        assert_eq!(claimed.key_id, "signed_curve25519:AAA");
+        assert!(claimed_key(&key, "curve25519").is_none());
+        let two = json!({ "signed_curve25519:A": "a", "signed_curve25519:B": "b" });
+        assert!(claimed_key(&two, "signed_curve25519").is_none());
+        assert!(claimed_key(&json!({ "signed_curve25519:A": 1 }), "signed_curve25519").is_none());
+    }
+}
