@@ -306,7 +306,13 @@ fn federation(
         notaries,
         system_clock(),
     ));
-    Ok(Federation::new(server_name, keys, client, system_clock()))
+    Ok(Federation::new(
+        server_name,
+        keys,
+        client,
+        system_clock(),
+        settings.enabled,
+    ))
 }
 
 /// Serves the client API on `listener` until `shutdown` resolves, then

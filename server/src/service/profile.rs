@@ -57,12 +57,26 @@ impl Profiles {
         viewer: Option<&UserId>,
         user_id: &UserId,
     ) -> Result<Profile, ServiceError> {
+        self.check_lookup(viewer, user_id).await?;
+        self.get(user_id).await
+    }
+
+    /// Whether the configuration lets `viewer` see `user_id`'s profile,
+    /// wherever that profile comes from.
+    ///
+    /// # Errors
+    /// `Forbidden` when it does not; storage failures.
+    pub async fn check_lookup(
+        &self,
+        viewer: Option<&UserId>,
+        user_id: &UserId,
+    ) -> Result<(), ServiceError> {
         let refused = || ServiceError::Forbidden("this profile is not disclosed to you".to_owned());
         let Some(viewer) = viewer else {
             return if self.lookup.require_auth {
                 Err(refused())
             } else {
-                self.get(user_id).await
+                Ok(())
             };
         };
         if self.lookup.shared_rooms_only
@@ -71,7 +85,7 @@ impl Profiles {
         {
             return Err(refused());
         }
-        self.get(user_id).await
+        Ok(())
     }
 
     /// A local user's profile as another server asks for it
@@ -100,7 +114,8 @@ impl Profiles {
     /// A user's profile.
     ///
     /// # Errors
-    /// `NotFound` for an unknown user. Remote users are unknown until federation lands.
+    /// `NotFound` for an unknown user; other servers' users are asked over
+    /// federation instead (`Federation::query_profile`).
     pub async fn get(&self, user_id: &UserId) -> Result<Profile, ServiceError> {
         if user_id.server_name() != self.server_name {
             return Err(ServiceError::NotFound(

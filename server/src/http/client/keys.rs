@@ -7,7 +7,7 @@
 //!
 //! [spec]: https://spec.matrix.org/v1.16/client-server-api/#end-to-end-encryption
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use axum::{Json as Reply, extract::State, response::Response};
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId};
@@ -62,11 +62,37 @@ pub async fn upload_keys(
     Ok(Reply(json!({ "one_time_key_counts": counts })))
 }
 
-/// The body of `POST /keys/query`; `timeout` is accepted and ignored (no
-/// remote server is asked yet).
+/// How long remote servers get when the client names no `timeout`.
+const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a client may make remote servers wait.
+const MAX_REMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The body of `POST /keys/query`.
 #[derive(Debug, Deserialize)]
 pub struct QueryKeysBody {
     device_keys: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    /// Milliseconds remote servers get to answer.
+    timeout: Option<u64>,
+}
+
+/// The client's `timeout`, capped, or the default.
+fn remote_timeout(timeout: Option<u64>) -> Duration {
+    timeout.map_or(DEFAULT_REMOTE_TIMEOUT, |ms| {
+        Duration::from_millis(ms).min(MAX_REMOTE_TIMEOUT)
+    })
+}
+
+/// The requested users of other servers, with what is asked of each.
+fn remote_part<T: Clone>(
+    state: &AppState,
+    wanted: &BTreeMap<OwnedUserId, T>,
+) -> BTreeMap<OwnedUserId, T> {
+    let server_name = state.federation.server_name();
+    wanted
+        .iter()
+        .filter(|(user_id, _)| user_id.server_name() != server_name)
+        .map(|(user_id, what)| (user_id.clone(), what.clone()))
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -84,10 +110,19 @@ pub async fn get_keys(
     Authed(session): Authed,
     Json(body): Json<QueryKeysBody>,
 ) -> Result<Response, MatrixError> {
-    let keys = state
+    // The local part first: it also enforces the request's size limits.
+    let remote = remote_part(&state, &body.device_keys);
+    let mut keys = state
         .e2ee_keys
         .query(&session.user_id, body.device_keys)
         .await?;
+    let (remote, failures) = state
+        .federation
+        .query_keys(remote, remote_timeout(body.timeout))
+        .await;
+    keys.device_keys.extend(remote.device_keys);
+    keys.master_keys.extend(remote.master_keys);
+    keys.self_signing_keys.extend(remote.self_signing_keys);
     let by_user = |keys: BTreeMap<OwnedUserId, String>| {
         keys.into_iter()
             .map(|(user_id, json)| Ok((user_id, raw(json)?)))
@@ -106,14 +141,16 @@ pub async fn get_keys(
         master_keys: by_user(keys.master_keys)?,
         self_signing_keys: by_user(keys.self_signing_keys)?,
         user_signing_keys: by_user(keys.user_signing_keys)?,
-        failures: unreachable_servers(keys.failures),
+        failures,
     })
 }
 
-/// The body of `POST /keys/claim`; `timeout` is ignored.
+/// The body of `POST /keys/claim`.
 #[derive(Debug, Deserialize)]
 pub struct ClaimKeysBody {
     one_time_keys: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, String>>,
+    /// Milliseconds remote servers get to answer.
+    timeout: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -128,7 +165,13 @@ pub async fn claim_keys(
     Authed(_session): Authed,
     Json(body): Json<ClaimKeysBody>,
 ) -> Result<Response, MatrixError> {
-    let claimed = state.e2ee_keys.claim(body.one_time_keys).await?;
+    let remote = remote_part(&state, &body.one_time_keys);
+    let mut claimed = state.e2ee_keys.claim(body.one_time_keys).await?;
+    let (remote, failures) = state
+        .federation
+        .claim_keys(remote, remote_timeout(body.timeout))
+        .await;
+    claimed.one_time_keys.extend(remote.one_time_keys);
     let mut one_time_keys = BTreeMap::new();
     for (user_id, devices) in claimed.one_time_keys {
         let mut by_device = BTreeMap::new();
@@ -139,7 +182,7 @@ pub async fn claim_keys(
     }
     json_response(&ClaimKeysReply {
         one_time_keys,
-        failures: unreachable_servers(claimed.failures),
+        failures,
     })
 }
 
@@ -227,20 +270,6 @@ pub async fn upload_signatures(
         })
         .collect();
     Ok(Reply(json!({ "failures": failures })))
-}
-
-/// `failures` for servers that were not asked: federation is not there yet.
-fn unreachable_servers(servers: Vec<OwnedServerName>) -> BTreeMap<OwnedServerName, Value> {
-    servers
-        .into_iter()
-        .map(|server| {
-            let failure = json!({
-                "status": 503,
-                "message": "this server does not federate yet",
-            });
-            (server, failure)
-        })
-        .collect()
 }
 
 fn raw(json: String) -> Result<Box<RawValue>, MatrixError> {

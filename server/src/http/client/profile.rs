@@ -36,7 +36,12 @@ async fn get_fields(
     fields: &[ProfileField],
 ) -> Result<Reply<Value>, MatrixError> {
     let viewer = viewer.0.as_ref().map(|session| &*session.user_id);
-    let profile = state.profiles.lookup(viewer, user_id).await?;
+    let profile = if user_id.server_name() == state.federation.server_name() {
+        state.profiles.lookup(viewer, user_id).await?
+    } else {
+        state.profiles.check_lookup(viewer, user_id).await?;
+        state.federation.query_profile(user_id).await?
+    };
     Ok(Reply(profile_json(profile, fields)))
 }
 

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use tracing::debug;
 
 use super::{
@@ -39,8 +39,6 @@ pub struct KeysUpload {
 pub struct ClaimedKeys {
     /// Keys by user, then device.
     pub one_time_keys: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKey>>,
-    /// Servers that could not be asked (every remote one: no federation yet).
-    pub failures: Vec<OwnedServerName>,
 }
 
 /// The key service.
@@ -191,8 +189,8 @@ impl E2eeKeys {
         }
         let mut claimed = ClaimedKeys::default();
         for (user_id, devices) in wanted {
+            // Other servers' users are asked over federation by the caller.
             if !self.is_local(&user_id) {
-                claimed.failures.push(user_id.server_name().to_owned());
                 continue;
             }
             let mut keys = BTreeMap::new();
@@ -207,8 +205,6 @@ impl E2eeKeys {
             }
             claimed.one_time_keys.insert(user_id, keys);
         }
-        claimed.failures.sort();
-        claimed.failures.dedup();
         Ok(claimed)
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::{Map, Value};
 
 use super::E2eeKeys;
@@ -23,8 +23,6 @@ pub struct QueriedKeys {
     pub self_signing_keys: BTreeMap<OwnedUserId, String>,
     /// The requester's own user-signing key, if asked for and present.
     pub user_signing_keys: BTreeMap<OwnedUserId, String>,
-    /// Servers that could not be asked (every remote one: no federation yet).
-    pub failures: Vec<OwnedServerName>,
 }
 
 impl E2eeKeys {
@@ -104,8 +102,8 @@ impl E2eeKeys {
         }
         let mut answer = QueriedKeys::default();
         for (user_id, devices) in wanted {
+            // Other servers' users are asked over federation by the caller.
             if !self.is_local(&user_id) {
-                answer.failures.push(user_id.server_name().to_owned());
                 continue;
             }
             let signatures: Vec<KeySignature> = self
@@ -144,8 +142,6 @@ impl E2eeKeys {
                 map.insert(user_id.clone(), json);
             }
         }
-        answer.failures.sort();
-        answer.failures.dedup();
         Ok(answer)
     }
 }

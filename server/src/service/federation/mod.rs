@@ -8,7 +8,9 @@
 //! - [`discovery`]: server name → address, `Host` header and TLS name
 //!   (well-known delegation, SRV records);
 //! - [`transport`]: one HTTPS exchange to a checked address;
-//! - [`client`]: [`FederationClient`], signed `get`/`post`/`put`.
+//! - [`client`]: [`FederationClient`], signed `get`/`post`/`put`;
+//! - [`user_keys`], [`profile`]: remote users' keys and profiles for local
+//!   clients.
 //!
 //! Not here yet: transactions (PDUs and EDUs), joins, invites, backfill.
 
@@ -16,7 +18,9 @@ pub mod auth;
 pub mod client;
 pub mod discovery;
 pub mod keys;
+pub mod profile;
 pub mod transport;
+pub mod user_keys;
 
 use std::sync::Arc;
 
@@ -72,6 +76,8 @@ pub struct Federation {
     keys: Arc<RemoteKeys>,
     client: Arc<FederationClient>,
     clock: Clock,
+    /// Whether this server talks to others at all (`[federation] enabled`).
+    enabled: bool,
 }
 
 impl std::fmt::Debug for Federation {
@@ -83,18 +89,21 @@ impl std::fmt::Debug for Federation {
 }
 
 impl Federation {
-    /// Ties the parts together.
+    /// Ties the parts together; with `enabled` false, nothing is sent to
+    /// other servers on clients' behalf.
     pub fn new(
         server_name: OwnedServerName,
         keys: Arc<RemoteKeys>,
         client: Arc<FederationClient>,
         clock: Clock,
+        enabled: bool,
     ) -> Self {
         Self {
             server_name,
             keys,
             client,
             clock,
+            enabled,
         }
     }
 
