@@ -598,6 +598,9 @@ async fn take_step(
             return Ok(true);
         }
         VerificationPhase::ShowingSas => {
+            // Asked before the question is printed: whoever reads the
+            // question may answer at once.
+            prompts.ask_comparison(key.clone());
             if let Some(emoji) = &flow.emoji {
                 let shown: Vec<String> = emoji
                     .iter()
@@ -609,7 +612,6 @@ async fn take_step(
                 println!("* numbers with {user} {device}: {a} {b} {c}");
             }
             println!("* do they match what {user} sees? y/n");
-            prompts.ask_comparison(key.clone());
         }
         VerificationPhase::Done => {
             prompts.forget(key);
