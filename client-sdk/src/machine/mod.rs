@@ -95,6 +95,7 @@ mod olm;
 mod query_backoff;
 mod requests;
 mod rooms;
+pub mod secret_storage;
 pub mod store;
 mod sync;
 #[cfg(test)]
