@@ -189,7 +189,7 @@ impl SecretStorageKey {
     pub fn check(&self, iv: &str, mac: &str) -> Result<(), SecretStorageError> {
         let iv = decode_iv(iv)?;
         let mac = base64::decode(mac).map_err(|_| SecretStorageError::Malformed)?;
-        let keys = self.derive("");
+        let keys = self.derive("")?;
         let mut ciphertext = [0u8; 32];
         keys.apply_keystream(&iv, &mut ciphertext);
         keys.verify_mac(&ciphertext, &mac)
@@ -209,7 +209,7 @@ impl SecretStorageKey {
         let mut iv = [0u8; 16];
         fill_random(&mut iv)?;
         iv[8] &= 0x7f;
-        let keys = self.derive(name);
+        let keys = self.derive(name)?;
         let mut ciphertext = secret.to_vec();
         keys.apply_keystream(&iv, &mut ciphertext);
         let mac = keys.mac(&ciphertext).finalize().into_bytes();
@@ -236,7 +236,7 @@ impl SecretStorageKey {
         let ciphertext =
             base64::decode(&secret.ciphertext).map_err(|_| SecretStorageError::Malformed)?;
         let mac = base64::decode(&secret.mac).map_err(|_| SecretStorageError::Malformed)?;
-        let keys = self.derive(name);
+        let keys = self.derive(name)?;
         keys.verify_mac(&ciphertext, &mac)?;
         let mut plaintext = Zeroizing::new(ciphertext);
         keys.apply_keystream(&iv, &mut plaintext);
@@ -244,16 +244,20 @@ impl SecretStorageKey {
     }
 
     /// The AES and HMAC keys for one secret name.
-    fn derive(&self, name: &str) -> SecretKeys {
+    ///
+    /// Neither step can fail (64 bytes is far below HKDF-SHA-256's output
+    /// limit, HMAC takes keys of any length); an error is reported as
+    /// [`SecretStorageError::Malformed`] rather than a panic.
+    fn derive(&self, name: &str) -> Result<SecretKeys, SecretStorageError> {
         let hkdf = Hkdf::<Sha256>::new(Some(&[0; 32]), self.0.as_slice());
         let mut okm = Zeroizing::new([0u8; 64]);
         hkdf.expand(name.as_bytes(), okm.as_mut_slice())
-            .expect("64 bytes is a valid HKDF-SHA-256 output length");
+            .map_err(|_| SecretStorageError::Malformed)?;
         let mut aes = Zeroizing::new([0u8; 32]);
-        let mut hmac = Zeroizing::new([0u8; 32]);
         aes.copy_from_slice(&okm[..32]);
-        hmac.copy_from_slice(&okm[32..]);
-        SecretKeys { aes, hmac }
+        let mac = <HmacSha256 as Mac>::new_from_slice(&okm[32..])
+            .map_err(|_| SecretStorageError::Malformed)?;
+        Ok(SecretKeys { aes, mac })
     }
 }
 
@@ -266,7 +270,8 @@ impl std::fmt::Debug for SecretStorageKey {
 /// The per-name keys HKDF expands a [`SecretStorageKey`] into.
 struct SecretKeys {
     aes: Zeroizing<[u8; 32]>,
-    hmac: Zeroizing<[u8; 32]>,
+    /// Keyed, not yet fed; cloned for each use.
+    mac: HmacSha256,
 }
 
 impl SecretKeys {
@@ -275,8 +280,7 @@ impl SecretKeys {
     }
 
     fn mac(&self, ciphertext: &[u8]) -> HmacSha256 {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(self.hmac.as_slice())
-            .expect("HMAC takes keys of any length");
+        let mut mac = self.mac.clone();
         mac.update(ciphertext);
         mac
     }
