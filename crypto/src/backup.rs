@@ -101,6 +101,20 @@ impl BackupDecryptionKey {
         Zeroizing::new(*self.0.secret_key().to_bytes())
     }
 
+    /// The private key as unpadded base64: the secret that secret storage
+    /// keeps under `m.megolm_backup.v1`.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(base64::encode(self.to_bytes().as_slice()))
+    }
+
+    /// The key [`BackupDecryptionKey::to_base64`] gave, or `None` if `key`
+    /// is not 32 bytes of base64.
+    pub fn from_base64(key: &str) -> Option<Self> {
+        let bytes = Zeroizing::new(base64::decode(key).ok()?);
+        let bytes: &[u8; 32] = bytes.as_slice().try_into().ok()?;
+        Some(Self::from_bytes(bytes))
+    }
+
     /// The key sealed under `key` (AES-256-GCM, as the cross-signing keys
     /// are), for the machine's store.
     ///

@@ -122,7 +122,7 @@ use self::{
     rooms::RoomState,
 };
 pub use self::{
-    backup::{BackupError, BackupRestore},
+    backup::{BACKUP_SECRET, BackupError, BackupRestore, backup_recovery_key},
     cross_signing::CrossSigningError,
     devices::{Device, DeviceWarning, LocalTrust},
     events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
