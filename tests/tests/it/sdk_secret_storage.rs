@@ -5,14 +5,15 @@
 //! nothing; the server holds only ciphertext.
 
 use myelin_sdk::{
-    Client, Error, RoomSecurity,
+    Client, Error,
     machine::secret_storage::{SecretStorageError, SecretStorageKey, Unlock},
 };
 use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
 use reqwest::{Method, StatusCode};
 
 use crate::{
-    sdk_e2ee::{second_device, shared_room, until_decrypted},
+    sdk_backup::alice_and_bob,
+    sdk_e2ee::{second_device, until_decrypted},
     sdk_support::registered,
 };
 
@@ -47,12 +48,8 @@ fn is_secret_storage_error(error: &Error, expected: fn(&SecretStorageError) -> b
 }
 
 async fn a_new_device_unlocks_cross_signing_and_backup_with_the_recovery_key(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let (server, alice, bob, room) = alice_and_bob(backend).await;
     let url = server.base_url.as_str();
-    let suffix = &random_suffix()[..8];
-    let alice = registered(url, &format!("alice{suffix}")).await;
-    let bob = registered(url, &format!("bob{suffix}")).await;
-    let room = shared_room(&alice, &bob, RoomSecurity::Encrypted).await;
 
     alice.bootstrap_cross_signing(PASSWORD).await.unwrap();
     alice.enable_backup().await.unwrap();
