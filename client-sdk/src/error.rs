@@ -56,6 +56,10 @@ pub enum Error {
     /// say).
     #[error("key backup: {0}")]
     Backup(#[from] crate::machine::BackupError),
+    /// Secret storage could not be set up or unlocked: a wrong or mistyped
+    /// recovery key or passphrase, or stored data this SDK cannot read.
+    #[error("secret storage: {0}")]
+    SecretStorage(#[from] crate::machine::secret_storage::SecretStorageError),
     /// An attachment could not be encrypted, or its `file` object or
     /// downloaded ciphertext did not check out (nothing was decrypted).
     #[error("attachment: {0}")]

@@ -119,6 +119,7 @@ mod error;
 pub mod events;
 mod http;
 pub mod room;
+mod secret_storage;
 mod session;
 pub mod store;
 pub mod sync;
@@ -137,6 +138,7 @@ pub use self::{
     events::{RoomEvent, StrippedStateEvent, ToDeviceEvent},
     http::RetryPolicy,
     room::{CreateRoom, Membership, Messages, PendingEvent, Room, RoomInfo, RoomSecurity},
+    secret_storage::SecretStorageUnlock,
     session::{AccessToken, SessionMeta},
     store::{Changes, MemoryStore, SecretBox, SqliteStore, Store, StoreError},
     sync::{LoopControl, SyncHandler, SyncSettings, SyncStream, SyncUpdate},

@@ -26,17 +26,14 @@ use vodozemac::{
 };
 use zeroize::Zeroizing;
 
-use crate::{AtRestKey, PickleError, PickleKey, base64};
+use crate::{
+    AtRestKey, PickleError, PickleKey, base64,
+    recovery_key::{self, RecoveryKeyError},
+};
 
 /// The algorithm name in a backup version's `algorithm` field.
 pub const BACKUP_ALGORITHM: &str = "m.megolm_backup.v1.curve25519-aes-sha2";
 
-/// The two bytes every recovery key starts with.
-const RECOVERY_KEY_PREFIX: [u8; 2] = [0x8b, 0x01];
-/// Prefix, 32-byte private key, parity byte.
-const RECOVERY_KEY_LENGTH: usize = RECOVERY_KEY_PREFIX.len() + 32 + 1;
-/// The recovery key is shown to users in groups of this many characters.
-const RECOVERY_KEY_GROUP: usize = 4;
 /// Binds a sealed backup key to its purpose (AES-GCM associated data).
 const PICKLE_CONTEXT: &[u8] = b"myelin.backup.v1.decryption_key";
 
@@ -50,7 +47,7 @@ pub enum BackupError {
     #[error("recovery key is not valid base58")]
     RecoveryKeyEncoding,
     /// The recovery key decodes to the wrong number of bytes.
-    #[error("recovery key has {0} bytes, expected {RECOVERY_KEY_LENGTH}")]
+    #[error("recovery key has {0} bytes, expected 35")]
     RecoveryKeyLength(usize),
     /// The recovery key does not start with `0x8B 0x01`.
     #[error("recovery key has the wrong prefix")]
@@ -69,6 +66,17 @@ pub enum BackupError {
     /// ciphertext, or a low-order ephemeral key.
     #[error("backup entry failed to decrypt")]
     Decryption,
+}
+
+impl From<RecoveryKeyError> for BackupError {
+    fn from(error: RecoveryKeyError) -> Self {
+        match error {
+            RecoveryKeyError::Encoding => Self::RecoveryKeyEncoding,
+            RecoveryKeyError::Length(length) => Self::RecoveryKeyLength(length),
+            RecoveryKeyError::Prefix => Self::RecoveryKeyPrefix,
+            RecoveryKeyError::Parity => Self::RecoveryKeyParity,
+        }
+    }
 }
 
 /// The private half of a backup key. Zeroized on drop; `Debug` is redacted.
@@ -91,6 +99,20 @@ impl BackupDecryptionKey {
     /// The 32 private bytes, for sealed storage.
     pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(*self.0.secret_key().to_bytes())
+    }
+
+    /// The private key as unpadded base64: the secret that secret storage
+    /// keeps under `m.megolm_backup.v1`.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(base64::encode(self.to_bytes().as_slice()))
+    }
+
+    /// The key [`BackupDecryptionKey::to_base64`] gave, or `None` if `key`
+    /// is not 32 bytes of base64.
+    pub fn from_base64(key: &str) -> Option<Self> {
+        let bytes = Zeroizing::new(base64::decode(key).ok()?);
+        let bytes: &[u8; 32] = bytes.as_slice().try_into().ok()?;
+        Some(Self::from_bytes(bytes))
     }
 
     /// The key sealed under `key` (AES-256-GCM, as the cross-signing keys
@@ -129,20 +151,7 @@ impl BackupDecryptionKey {
     /// a parity byte (the XOR of all the previous bytes), shown in groups of
     /// four characters separated by spaces.
     pub fn to_recovery_key(&self) -> Zeroizing<String> {
-        let mut bytes = Zeroizing::new(Vec::with_capacity(RECOVERY_KEY_LENGTH));
-        bytes.extend_from_slice(&RECOVERY_KEY_PREFIX);
-        bytes.extend_from_slice(self.to_bytes().as_slice());
-        let parity = bytes.iter().fold(0, |parity, byte| parity ^ byte);
-        bytes.push(parity);
-        let encoded = Zeroizing::new(bs58::encode(bytes.as_slice()).into_string());
-        let mut grouped = Zeroizing::new(String::with_capacity(encoded.len() * 5 / 4));
-        for (index, character) in encoded.chars().enumerate() {
-            if index > 0 && index % RECOVERY_KEY_GROUP == 0 {
-                grouped.push(' ');
-            }
-            grouped.push(character);
-        }
-        grouped
+        recovery_key::encode(&self.to_bytes())
     }
 
     /// Parses a recovery key as the user typed it: whitespace anywhere is
@@ -153,28 +162,7 @@ impl BackupDecryptionKey {
     /// [`BackupError::RecoveryKeyEncoding`], [`BackupError::RecoveryKeyLength`],
     /// [`BackupError::RecoveryKeyPrefix`] or [`BackupError::RecoveryKeyParity`].
     pub fn from_recovery_key(recovery_key: &str) -> Result<Self, BackupError> {
-        let compact: Zeroizing<String> = Zeroizing::new(
-            recovery_key
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect(),
-        );
-        let bytes = Zeroizing::new(
-            bs58::decode(compact.as_str())
-                .into_vec()
-                .map_err(|_| BackupError::RecoveryKeyEncoding)?,
-        );
-        if bytes.len() != RECOVERY_KEY_LENGTH {
-            return Err(BackupError::RecoveryKeyLength(bytes.len()));
-        }
-        if bytes[..2] != RECOVERY_KEY_PREFIX {
-            return Err(BackupError::RecoveryKeyPrefix);
-        }
-        if bytes.iter().fold(0, |parity, byte| parity ^ byte) != 0 {
-            return Err(BackupError::RecoveryKeyParity);
-        }
-        let mut key = Zeroizing::new([0; 32]);
-        key.copy_from_slice(&bytes[2..34]);
+        let key = recovery_key::decode(recovery_key)?;
         Ok(Self::from_bytes(&key))
     }
 

@@ -36,6 +36,21 @@ impl CrossSigningKey {
         Self(Ed25519SecretKey::new())
     }
 
+    /// The 32-byte seed as unpadded base64: the secret that secret storage
+    /// keeps under `m.cross_signing.<role>`.
+    pub fn to_base64_seed(&self) -> Zeroizing<String> {
+        let seed = Zeroizing::new(*self.0.to_bytes());
+        Zeroizing::new(base64::encode(seed.as_ref()))
+    }
+
+    /// The key whose seed [`CrossSigningKey::to_base64_seed`] gave, or
+    /// `None` if `seed` is not 32 bytes of base64.
+    pub fn from_base64_seed(seed: &str) -> Option<Self> {
+        let bytes = Zeroizing::new(base64::decode(seed).ok()?);
+        let seed: &[u8; 32] = bytes.as_slice().try_into().ok()?;
+        Some(Self(Ed25519SecretKey::from_slice(seed)))
+    }
+
     /// The public key.
     pub fn public_key(&self) -> Ed25519PublicKey {
         self.0.public_key()
@@ -127,6 +142,17 @@ mod tests {
         verify_json_signature(&master.public_key(), "@a:x", &key_id, &object).unwrap();
         let other = CrossSigningKey::generate();
         assert!(verify_json_signature(&other.public_key(), "@a:x", &key_id, &object).is_err());
+    }
+
+    #[test]
+    fn seeds_round_trip() {
+        let master = CrossSigningKey::generate();
+        let seed = master.to_base64_seed();
+        assert_eq!(seed.len(), 43); // unpadded base64 of 32 bytes
+        let loaded = CrossSigningKey::from_base64_seed(&seed).unwrap();
+        assert_eq!(loaded.public_key(), master.public_key());
+        assert!(CrossSigningKey::from_base64_seed("AAAA").is_none());
+        assert!(CrossSigningKey::from_base64_seed("not base64!").is_none());
     }
 
     #[test]

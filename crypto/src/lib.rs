@@ -35,9 +35,13 @@
 //!   all of them. Thin wrappers over vodozemac, which nothing else in the
 //!   workspace names.
 //! - [`backup`]: server-side key backup (`m.megolm_backup.v1.curve25519-aes-sha2`
-//!   via vodozemac's `pk_encryption`) and the recovery key encoding.
+//!   via vodozemac's `pk_encryption`).
 //! - [`attachment`]: encrypted attachments (AES-256-CTR, SHA-256 of the
 //!   ciphertext, the key as a JWK), whole-buffer or streaming.
+//! - [`recovery_key`]: the spec's base58 recovery key encoding, shared by
+//!   backup and secret storage; [`secret_storage`]: secrets in account data
+//!   (`m.secret_storage.v1.aes-hmac-sha2`), keys from a recovery key or a
+//!   passphrase.
 //!
 //! # Example
 //!
@@ -110,6 +114,8 @@ pub mod megolm;
 pub mod olm;
 pub mod pdu;
 pub mod pickle;
+pub mod recovery_key;
+pub mod secret_storage;
 pub mod signing;
 #[cfg(test)]
 mod testing;

@@ -57,6 +57,21 @@ pub(super) const UPLOADED_RECORD_KIND: &str = "backed_up";
 /// Sessions per upload request.
 pub(super) const UPLOAD_BATCH: usize = 100;
 
+/// The secret storage name of the backup's private key.
+pub const BACKUP_SECRET: &str = "m.megolm_backup.v1";
+
+/// The recovery key of the backup whose private key secret storage held
+/// under [`BACKUP_SECRET`], for [`OlmMachine::restore_backup`].
+///
+/// # Errors
+///
+/// [`BackupError::Malformed`] if `secret` is not 32 bytes of base64.
+pub fn backup_recovery_key(secret: &str) -> Result<Zeroizing<String>, BackupError> {
+    BackupDecryptionKey::from_base64(secret)
+        .map(|key| key.to_recovery_key())
+        .ok_or(BackupError::Malformed("backup secret is not a private key"))
+}
+
 /// Why a backup could not be enabled or restored.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -234,6 +249,15 @@ impl OlmMachine {
             .and_then(|b| b.private_key);
         self.activate_backup(id, public_key, private_key);
         Ok(())
+    }
+
+    /// The private key of the backup this device uploads to, if it holds
+    /// it, as secret storage keeps it under [`BACKUP_SECRET`]: unpadded
+    /// base64. A device that reads it back restores with
+    /// [`backup_recovery_key`]'s recovery key.
+    pub fn backup_secret(&self) -> Option<Zeroizing<String>> {
+        let key = self.backup.as_ref()?.private_key.as_ref()?;
+        Some(key.to_base64())
     }
 
     /// The backup version this device uploads to, if any.

@@ -22,6 +22,7 @@ use myelin_crypto::{PickleError, PickleKey, cross_signing::CrossSigningKey};
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
 
 use super::{
     InFlight, LoadError, MachineError, OlmMachine, OutgoingRequest, Request,
@@ -33,6 +34,14 @@ pub(super) const RECORD: &str = "cross_signing";
 pub(super) const MASTER: &str = "master";
 pub(super) const SELF_SIGNING: &str = "self_signing";
 pub(super) const USER_SIGNING: &str = "user_signing";
+
+/// The secret storage names of our master, self-signing and user-signing
+/// keys, in that order.
+pub const SECRET_NAMES: [&str; 3] = [
+    "m.cross_signing.master",
+    "m.cross_signing.self_signing",
+    "m.cross_signing.user_signing",
+];
 
 /// Why a cross-signing step could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +65,10 @@ pub enum CrossSigningError {
     /// The device is not one of ours that a keys/query showed us.
     #[error("no device `{0}` of ours is known")]
     UnknownDevice(OwnedDeviceId),
+    /// Imported private keys are not base64 seeds, or not the public keys of
+    /// our published identity.
+    #[error("the cross-signing keys do not match our published identity")]
+    KeysMismatch,
     /// The user's master key object cannot be signed (not canonical JSON).
     #[error("the master key of `{0}` cannot be signed")]
     Unsignable(OwnedUserId),
@@ -149,6 +162,71 @@ impl OlmMachine {
     /// Whether this device holds cross-signing keys the server accepted.
     pub fn has_cross_signing_keys(&self) -> bool {
         self.cross_signing.active.is_some()
+    }
+
+    /// The cross-signing private keys this device holds (accepted by the
+    /// server), as secret storage keeps them: each of [`SECRET_NAMES`] with
+    /// its unpadded base64 seed.
+    pub fn cross_signing_secrets(&self) -> Option<[(&'static str, Zeroizing<String>); 3]> {
+        let keys = self.cross_signing.active.as_ref()?;
+        let [master, self_signing, user_signing] = SECRET_NAMES;
+        Some([
+            (master, keys.master.to_base64_seed()),
+            (self_signing, keys.self_signing.to_base64_seed()),
+            (user_signing, keys.user_signing.to_base64_seed()),
+        ])
+    }
+
+    /// Takes our cross-signing private keys (unpadded base64 seeds, as read
+    /// from secret storage) on a device that did not make them. Each must be
+    /// the public key of our identity as the last keys/query showed it, so
+    /// query our own keys first ([`OlmMachine::refresh_user_keys`]). Like
+    /// after a bootstrap, the next [`OlmMachine::outgoing_requests`] signs
+    /// this device with the self-signing key.
+    ///
+    /// # Errors
+    ///
+    /// [`CrossSigningError::UnknownIdentity`] before our identity is known,
+    /// [`CrossSigningError::KeysMismatch`] for keys that are not seeds or
+    /// not our identity's.
+    pub fn import_cross_signing_keys(
+        &mut self,
+        master: &str,
+        self_signing: &str,
+        user_signing: &str,
+    ) -> Result<(), CrossSigningError> {
+        let own = self.user_id.clone();
+        let identity = self
+            .devices
+            .users
+            .get(&own)
+            .and_then(|record| record.identity.as_ref())
+            .ok_or_else(|| CrossSigningError::UnknownIdentity(own.clone()))?;
+        let parse =
+            |seed| CrossSigningKey::from_base64_seed(seed).ok_or(CrossSigningError::KeysMismatch);
+        let keys = PrivateKeys {
+            master: parse(master)?,
+            self_signing: parse(self_signing)?,
+            user_signing: parse(user_signing)?,
+        };
+        let public = |key: &CrossSigningKey| Some(key.public_key().to_base64());
+        if public(&keys.master).as_ref() != Some(&identity.master)
+            || public(&keys.self_signing) != identity.self_signing
+            || public(&keys.user_signing) != identity.user_signing
+        {
+            return Err(CrossSigningError::KeysMismatch);
+        }
+        let master = identity.master.clone();
+        self.devices.own.trusted_master = Some(master.clone());
+        if let Some(record) = self.devices.users.get_mut(&own) {
+            record.pinned_master = Some(master);
+        }
+        self.cross_signing.active = Some(keys);
+        self.cross_signing.own_device_signature_sent = false;
+        self.save_cross_signing();
+        self.save_user_devices(&own);
+        self.refresh_trust(&[own]);
+        Ok(())
     }
 
     /// Signs `user_id`'s current master key with our user-signing key and

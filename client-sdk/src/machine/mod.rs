@@ -95,6 +95,7 @@ mod olm;
 mod query_backoff;
 mod requests;
 mod rooms;
+pub mod secret_storage;
 pub mod store;
 mod sync;
 #[cfg(test)]
@@ -121,7 +122,7 @@ use self::{
     rooms::RoomState,
 };
 pub use self::{
-    backup::{BackupError, BackupRestore},
+    backup::{BACKUP_SECRET, BackupError, BackupRestore, backup_recovery_key},
     cross_signing::CrossSigningError,
     devices::{Device, DeviceWarning, LocalTrust},
     events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},

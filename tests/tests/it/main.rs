@@ -57,6 +57,7 @@ mod sdk_interop;
 mod sdk_keys_query_backoff;
 mod sdk_persist_before_send;
 mod sdk_restart;
+mod sdk_secret_storage;
 mod sdk_support;
 mod sdk_verification;
 mod server_keys;

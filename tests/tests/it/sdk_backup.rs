@@ -74,7 +74,7 @@ async fn read_history(client: &Client, room_id: &RoomId) -> Vec<Result<(String, 
 }
 
 /// A server with Alice and Bob in an encrypted room.
-async fn alice_and_bob(backend: Backend) -> (TestServer, Client, Client, Room) {
+pub(crate) async fn alice_and_bob(backend: Backend) -> (TestServer, Client, Client, Room) {
     let server = TestServer::start(backend).await;
     let url = server.base_url.as_str();
     let suffix = &random_suffix()[..8];

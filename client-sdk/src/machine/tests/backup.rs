@@ -396,3 +396,39 @@ fn a_new_backup_key_survives_a_failed_creation_and_a_restart() {
     alice.send_outgoing(&mut server);
     assert_eq!(server.backup_versions.len(), 1);
 }
+
+#[test]
+fn backup_secret_restores_on_a_new_device() {
+    let (mut server, mut alice, mut bob, _bob2, recovery_key) = backing_up();
+    let event = backed_up_message(&mut server, &mut alice, &mut bob, "kept in the backup");
+    let secret = alice.machine.backup_secret().unwrap();
+    // The secret is the key the user was shown.
+    assert_eq!(
+        crate::machine::backup_recovery_key(&secret)
+            .unwrap()
+            .as_str(),
+        recovery_key.as_str()
+    );
+
+    let mut new = new_device_with_utd(&mut server, &event);
+    assert!(new.machine.backup_secret().is_none());
+    let restored = restore(
+        &server,
+        &mut new,
+        &crate::machine::backup_recovery_key(&secret).unwrap(),
+    );
+    assert_eq!(restored.imported, 1);
+    assert_eq!(
+        body(&new.decrypt(ROOM, &event).unwrap()),
+        "kept in the backup"
+    );
+    // Having restored it, the new device holds the key too.
+    assert_eq!(
+        new.machine.backup_secret().unwrap().as_str(),
+        secret.as_str()
+    );
+    assert!(matches!(
+        crate::machine::backup_recovery_key("AAAA"),
+        Err(BackupError::Malformed(_))
+    ));
+}

@@ -549,3 +549,78 @@ fn an_own_device_we_sign_is_verified_for_us_and_for_who_verified_us() {
             .is_device_verified(super::user_id(BOB), super::device_id("BOBLAPTOP"))
     );
 }
+
+/// A new device of Alice's that queried her keys.
+fn alices_new_device(server: &mut FakeServer) -> Client {
+    let mut alice2 = Client::new(server, ALICE, "ALICE2");
+    alice2.machine.refresh_user_keys(super::user_id(ALICE));
+    alice2.send_outgoing(server);
+    alice2
+}
+
+#[test]
+fn imported_keys_sign_the_new_device() {
+    let mut server = FakeServer::default();
+    let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");
+    bootstrap(&mut alice, &mut server);
+    let secrets = alice.machine.cross_signing_secrets().unwrap();
+    let names: Vec<_> = secrets.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, crate::machine::cross_signing::SECRET_NAMES);
+
+    let mut alice2 = alices_new_device(&mut server);
+    assert!(alice2.machine.cross_signing_secrets().is_none());
+    let [(_, master), (_, self_signing), (_, user_signing)] = secrets;
+    alice2
+        .machine
+        .import_cross_signing_keys(&master, &self_signing, &user_signing)
+        .unwrap();
+    assert!(alice2.machine.has_cross_signing_keys());
+    alice2.save();
+    alice2.send_outgoing(&mut server);
+
+    // The new device is signed by the self-signing key on the server…
+    let keys = &server.cross_signing[ALICE];
+    let (ssk_id, ssk) = public_key(&keys["self_signing_key"]);
+    let device = server.device_keys[ALICE]["ALICE2"].as_object().unwrap();
+    verify_json_signature(&ssk, ALICE, &ssk_id, device).unwrap();
+    // … its own identity is verified, and it survives a restart.
+    alice2.reload();
+    assert!(alice2.machine.has_cross_signing_keys());
+    let identity = alice2.machine.user_identity(super::user_id(ALICE)).unwrap();
+    assert!(identity.is_verified);
+}
+
+#[test]
+fn keys_that_are_not_our_identity_are_refused() {
+    let mut server = FakeServer::default();
+    let mut alice = Client::new(&mut server, ALICE, "ALICEDEV");
+    // Before any identity is known.
+    let seed = CrossSigningKey::generate().to_base64_seed();
+    assert_eq!(
+        alice
+            .machine
+            .import_cross_signing_keys(&seed, &seed, &seed)
+            .unwrap_err(),
+        CrossSigningError::UnknownIdentity(super::user_id(ALICE).to_owned())
+    );
+    bootstrap(&mut alice, &mut server);
+    let [(_, master), (_, self_signing), (_, user_signing)] =
+        alice.machine.cross_signing_secrets().unwrap();
+
+    let mut alice2 = alices_new_device(&mut server);
+    for (m, s, u) in [
+        (seed.as_str(), self_signing.as_str(), user_signing.as_str()),
+        (master.as_str(), seed.as_str(), user_signing.as_str()),
+        (master.as_str(), self_signing.as_str(), seed.as_str()),
+        (master.as_str(), "not base64!", user_signing.as_str()),
+    ] {
+        assert_eq!(
+            alice2
+                .machine
+                .import_cross_signing_keys(m, s, u)
+                .unwrap_err(),
+            CrossSigningError::KeysMismatch
+        );
+    }
+    assert!(!alice2.machine.has_cross_signing_keys());
+}

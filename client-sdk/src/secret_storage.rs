@@ -1,0 +1,169 @@
+//! The client's secret storage: keeping this device's cross-signing keys
+//! and backup key in account data under a recovery key or passphrase, and
+//! reading them back on a new device. The contents and the cryptography are
+//! [`crate::machine::secret_storage`]; this module moves them to and from
+//! the server. See `spec-notes/recovery.md`.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::{
+    Client, Error, ErrorKind,
+    error::Result,
+    http::Request,
+    machine::{
+        BACKUP_SECRET, MachineError, backup_recovery_key,
+        cross_signing::SECRET_NAMES,
+        secret_storage::{
+            DEFAULT_KEY_EVENT, SecretStorageError, SecretStorageKey, Unlock, key_event_type,
+        },
+    },
+};
+
+/// What unlocking secret storage gave this device.
+#[derive(Debug)]
+pub struct SecretStorageUnlock {
+    /// Whether the cross-signing keys were imported: this device is then
+    /// signed by them, and can verify users and our other devices.
+    pub cross_signing: bool,
+    /// The key backup's recovery key, when secret storage holds the backup
+    /// key: pass it to [`Client::restore_backup`].
+    pub backup_recovery_key: Option<Zeroizing<String>>,
+}
+
+impl Client {
+    /// Sets up secret storage ([spec]) with a new default key, random or
+    /// from `passphrase`, and stores in it the secrets this device holds:
+    /// the cross-signing private keys (after
+    /// [`Client::bootstrap_cross_signing`]) and the backup key (after
+    /// [`Client::enable_backup`]). Returns the recovery key, to show the
+    /// user once; with a passphrase, either opens it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SecretStorage`] if the system's random generator failed;
+    /// network and store errors (a key whose secrets were not all written
+    /// is not made the default).
+    ///
+    /// [spec]: https://spec.matrix.org/v1.16/client-server-api/#secret-storage
+    pub async fn enable_secret_storage(
+        &self,
+        passphrase: Option<&str>,
+    ) -> Result<Zeroizing<String>> {
+        let secrets = {
+            let mut slot = self.machine().await?;
+            let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
+            let mut secrets: Vec<(&str, Zeroizing<String>)> = machine
+                .cross_signing_secrets()
+                .map(Vec::from)
+                .unwrap_or_default();
+            secrets.extend(
+                machine
+                    .backup_secret()
+                    .map(|secret| (BACKUP_SECRET, secret)),
+            );
+            secrets
+        };
+        let created = SecretStorageKey::create(passphrase)?;
+        let key_id = created.key.key_id();
+        self.put_account_data(&key_event_type(key_id), &created.description)
+            .await?;
+        for (name, secret) in &secrets {
+            let content = created.key.encrypt_secret(name, secret)?;
+            self.put_account_data(name, &content).await?;
+        }
+        self.put_account_data(DEFAULT_KEY_EVENT, &json!({ "key": key_id }))
+            .await?;
+        Ok(created.recovery_key)
+    }
+
+    /// Opens the default secret storage key with what the user typed, and
+    /// takes the secrets this device can use: the cross-signing keys
+    /// (checked against our published identity, then this device is signed
+    /// with them) and the backup key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SecretStorage`] with
+    /// [`SecretStorageError::RecoveryKey`] for a mistyped recovery key,
+    /// [`SecretStorageError::WrongKey`] for another key or passphrase, or
+    /// another variant for stored data this SDK cannot read; a Matrix error
+    /// with [`ErrorKind::NotFound`] when there is no secret storage; network
+    /// and store errors. Nothing is imported then.
+    pub async fn unlock_secret_storage(&self, unlock: Unlock<'_>) -> Result<SecretStorageUnlock> {
+        let default_key = self.account_data(DEFAULT_KEY_EVENT).await?;
+        let key_id = default_key
+            .as_ref()
+            .and_then(|content| content.get("key"))
+            .and_then(Value::as_str)
+            .ok_or(SecretStorageError::Malformed)?;
+        let description = self
+            .account_data(&key_event_type(key_id))
+            .await?
+            .ok_or(SecretStorageError::Malformed)?;
+        let key = SecretStorageKey::open(key_id, &description, unlock)?;
+
+        let mut cross_signing = Vec::new();
+        for name in SECRET_NAMES {
+            if let Some(content) = self.account_data(name).await? {
+                cross_signing.push(key.decrypt_secret(name, &content)?);
+            }
+        }
+        let backup_recovery_key = match self.account_data(BACKUP_SECRET).await? {
+            Some(content) => Some(backup_recovery_key(
+                &key.decrypt_secret(BACKUP_SECRET, &content)?,
+            )?),
+            None => None,
+        };
+
+        let imported = if let [master, self_signing, user_signing] = cross_signing.as_slice() {
+            let user_id = self.user_id()?;
+            let mut slot = self.machine().await?;
+            let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
+            // Our identity as the server publishes it now, to check the
+            // keys against.
+            machine.refresh_user_keys(&user_id);
+            let requests = machine.outgoing_requests();
+            self.send_machine_requests(machine, requests).await?;
+            machine
+                .import_cross_signing_keys(master, self_signing, user_signing)
+                .map_err(MachineError::from)?;
+            let requests = machine.outgoing_requests();
+            self.send_machine_requests(machine, requests).await?;
+            true
+        } else {
+            false
+        };
+        Ok(SecretStorageUnlock {
+            cross_signing: imported,
+            backup_recovery_key,
+        })
+    }
+
+    /// `GET /user/{userId}/account_data/{type}`, `None` when not set.
+    async fn account_data(&self, event_type: &str) -> Result<Option<Value>> {
+        let user_id = self.user_id()?;
+        let request = Request::v3(
+            Method::GET,
+            &["user", user_id.as_str(), "account_data", event_type],
+        );
+        match self.inner.http.send(&request).await {
+            Ok(content) => Ok(Some(content)),
+            Err(error) if error.kind() == Some(&ErrorKind::NotFound) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `PUT /user/{userId}/account_data/{type}`.
+    async fn put_account_data(&self, event_type: &str, content: &Value) -> Result<()> {
+        let user_id = self.user_id()?;
+        let request = Request::v3(
+            Method::PUT,
+            &["user", user_id.as_str(), "account_data", event_type],
+        )
+        .json(content.clone());
+        let _: Value = self.inner.http.send(&request).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,138 @@
+//! Secret storage through the SDK against a Myelin server: Alice keeps her
+//! cross-signing keys and backup key in secret storage, logs in on a
+//! brand-new device and unlocks them with the recovery key (or passphrase);
+//! a mistyped or wrong key is refused with a typed error and imports
+//! nothing; the server holds only ciphertext.
+
+use myelin_sdk::{
+    Client, Error,
+    machine::secret_storage::{SecretStorageError, SecretStorageKey, Unlock},
+};
+use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
+use reqwest::{Method, StatusCode};
+
+use crate::{
+    sdk_backup::alice_and_bob,
+    sdk_e2ee::{second_device, until_decrypted},
+    sdk_support::registered,
+};
+
+backend_tests!(
+    a_new_device_unlocks_cross_signing_and_backup_with_the_recovery_key,
+    a_passphrase_unlocks_secret_storage
+);
+
+/// `name`'s account data as the server stores it, read with a token of
+/// Alice's own.
+async fn stored(server: &TestServer, alice: &Client, name: &str) -> String {
+    let user_id = alice.user_id().unwrap();
+    let token = server.login(user_id.localpart(), None).await.token;
+    let url = server.v3(&format!("/user/{user_id}/account_data/{name}"));
+    let (status, content) = server.request(Method::GET, url, Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{content}");
+    content.to_string()
+}
+
+/// Whether `client` trusts its user's identity: it holds the master key.
+async fn own_identity_verified(client: &Client) -> bool {
+    let user_id = client.user_id().unwrap();
+    client
+        .user_identity(&user_id)
+        .await
+        .unwrap()
+        .is_some_and(|identity| identity.is_verified)
+}
+
+fn is_secret_storage_error(error: &Error, expected: fn(&SecretStorageError) -> bool) -> bool {
+    matches!(error, Error::SecretStorage(e) if expected(e))
+}
+
+async fn a_new_device_unlocks_cross_signing_and_backup_with_the_recovery_key(backend: Backend) {
+    let (server, alice, bob, room) = alice_and_bob(backend).await;
+    let url = server.base_url.as_str();
+
+    alice.bootstrap_cross_signing(PASSWORD).await.unwrap();
+    alice.enable_backup().await.unwrap();
+    room.send_text("from alice").await.unwrap();
+    until_decrypted(&bob, "from alice").await;
+    bob.room(room.room_id())
+        .send_text("from bob")
+        .await
+        .unwrap();
+    // The sync that brings Bob's key uploads both sessions.
+    until_decrypted(&alice, "from bob").await;
+
+    let recovery_key = alice.enable_secret_storage(None).await.unwrap();
+    let master = stored(&server, &alice, "m.cross_signing.master").await;
+    assert!(master.contains("\"encrypted\""), "{master}");
+    let default_key = stored(&server, &alice, "m.secret_storage.default_key").await;
+    assert!(default_key.contains("\"key\""), "{default_key}");
+
+    let new = second_device(url, &alice).await;
+
+    // A typo (one character dropped) and another key are told apart, and
+    // neither imports anything.
+    let typo: String = recovery_key.chars().skip(1).collect();
+    let refused = new
+        .unlock_secret_storage(Unlock::RecoveryKey(&typo))
+        .await
+        .unwrap_err();
+    assert!(
+        is_secret_storage_error(&refused, |e| matches!(
+            e,
+            SecretStorageError::RecoveryKey(_)
+        )),
+        "{refused:?}"
+    );
+    let other = SecretStorageKey::create(None).unwrap().recovery_key;
+    let refused = new
+        .unlock_secret_storage(Unlock::RecoveryKey(&other))
+        .await
+        .unwrap_err();
+    assert!(
+        is_secret_storage_error(&refused, |e| *e == SecretStorageError::WrongKey),
+        "{refused:?}"
+    );
+    assert!(!own_identity_verified(&new).await);
+
+    // The recovery key: the new device holds the cross-signing keys (and
+    // so is signed by them) and can read the backup.
+    let unlocked = new
+        .unlock_secret_storage(Unlock::RecoveryKey(&recovery_key))
+        .await
+        .unwrap();
+    assert!(unlocked.cross_signing);
+    assert!(own_identity_verified(&new).await);
+    let backup_key = unlocked.backup_recovery_key.unwrap();
+    let restore = new.restore_backup(&backup_key).await.unwrap();
+    assert_eq!((restore.imported, restore.invalid), (2, 0));
+}
+
+async fn a_passphrase_unlocks_secret_storage(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let url = server.base_url.as_str();
+    let alice = registered(url, &format!("alice{}", &random_suffix()[..8])).await;
+    alice.bootstrap_cross_signing(PASSWORD).await.unwrap();
+    alice
+        .enable_secret_storage(Some("correct horse battery staple"))
+        .await
+        .unwrap();
+
+    let new = second_device(url, &alice).await;
+    let refused = new
+        .unlock_secret_storage(Unlock::Passphrase("correct horse battery stapler"))
+        .await
+        .unwrap_err();
+    assert!(
+        is_secret_storage_error(&refused, |e| *e == SecretStorageError::WrongKey),
+        "{refused:?}"
+    );
+    let unlocked = new
+        .unlock_secret_storage(Unlock::Passphrase("correct horse battery staple"))
+        .await
+        .unwrap();
+    assert!(unlocked.cross_signing);
+    // No backup was enabled, so secret storage holds no backup key.
+    assert!(unlocked.backup_recovery_key.is_none());
+    assert!(own_identity_verified(&new).await);
+}
