@@ -98,20 +98,14 @@ impl CommittedFeed {
 }
 
 impl CommittedReader {
-    /// The chains waiting, at least one and at most `max`, in the order
-    /// they were committed; empty once every writer is gone. Call
-    /// [`CommittedReader::handled`] when done with them.
-    pub async fn next_batch(&mut self, max: usize) -> Vec<CommittedEvents> {
-        let mut batch = Vec::new();
-        self.receiver.recv_many(&mut batch, max).await;
-        batch
+    /// The next chain, `None` once every writer is gone. Call
+    /// [`CommittedReader::handled`] when done with it.
+    pub async fn next(&mut self) -> Option<CommittedEvents> {
+        self.receiver.recv().await
     }
 
-    /// Marks `count` more chains as handled.
-    pub fn handled(&self, count: usize) {
-        let count = u64::try_from(count).unwrap_or(u64::MAX);
-        self.progress
-            .handled
-            .send_modify(|handled| *handled += count);
+    /// Marks the last chain [`CommittedReader::next`] returned as handled.
+    pub fn handled(&self) {
+        self.progress.handled.send_modify(|handled| *handled += 1);
     }
 }

@@ -17,7 +17,7 @@ mod prune;
 use std::{collections::HashMap, sync::Arc};
 
 use ruma::{
-    OwnedRoomId, OwnedServerName, OwnedUserId, UserId,
+    OwnedServerName, OwnedUserId, UserId,
     push::{Action, Ruleset},
     serde::Raw,
 };
@@ -37,13 +37,6 @@ use crate::storage::{Millis, NewPushAction, Notification, Storage, StreamPositio
 
 /// Most notifications `GET /notifications` returns in one page.
 pub const MAX_NOTIFICATIONS_PAGE: usize = 100;
-
-/// Most committed chains evaluated together. Under load the feed fills
-/// while a batch is evaluated, and the next batch takes all of it: one
-/// write of push actions (one commit) per batch instead of one per chain,
-/// and each member's rules read once, so the evaluator keeps up with the
-/// group-commit writer instead of competing with it for the database.
-const MAX_CHAINS_PER_EVALUATION: usize = 256;
 
 /// Evaluates push rules and reads their results back.
 #[derive(Debug)]
@@ -125,65 +118,58 @@ struct Notified {
     event: Pdu,
     position: StreamPosition,
     actions: Vec<Action>,
-    /// Whether its room is E2E-only: then it is pushed without content.
-    is_e2e_only: bool,
 }
 
 impl Evaluator {
     async fn run(self, mut committed: CommittedReader) {
-        loop {
-            let batch = committed.next_batch(MAX_CHAINS_PER_EVALUATION).await;
-            if batch.is_empty() {
-                return;
+        while let Some(chain) = committed.next().await {
+            let room_id = chain.room_id.clone();
+            if let Err(error) = self.evaluate(chain).await {
+                warn!(%room_id, %error, "push rules could not be evaluated");
             }
-            let count = batch.len();
-            if let Err(error) = self.evaluate(batch).await {
-                warn!(%error, chains = count, "push rules could not be evaluated");
-            }
-            committed.handled(count);
+            committed.handled();
         }
     }
 
-    /// Evaluates committed chains for their rooms' local members, stores
-    /// what notifies in one write, and hands it to the gateways. A batch
-    /// reads each room's context and each member's rules once.
-    async fn evaluate(&self, batch: Vec<CommittedEvents>) -> Result<(), ServiceError> {
-        let mut rooms: HashMap<OwnedRoomId, Option<RoomPushContext>> = HashMap::new();
+    /// Evaluates one committed chain for the room's local members, stores
+    /// what notifies, and hands it to the gateways.
+    async fn evaluate(&self, chain: CommittedEvents) -> Result<(), ServiceError> {
+        let server_name = &self.server_name;
+        let room_id = chain.room_id.clone();
+        let Some(room) = self
+            .events
+            .read_state(&room_id, |state| {
+                RoomPushContext::of(room_id.clone(), state, server_name)
+            })
+            .await?
+        else {
+            return Ok(());
+        };
         let mut rulesets: HashMap<OwnedUserId, Ruleset> = HashMap::new();
         let mut notified = Vec::new();
-        for chain in batch {
-            if !rooms.contains_key(&chain.room_id) {
-                let context = self.room_context(&chain.room_id).await?;
-                rooms.insert(chain.room_id.clone(), context);
-            }
-            let Some(room) = &rooms[&chain.room_id] else {
-                continue;
-            };
-            for (position, event) in chain.events {
-                let raw = RawValue::from_string(event.canonical_json().to_owned())
-                    .map_err(|e| ServiceError::Internal(format!("event json: {e}")))?;
-                let raw = Raw::<Value>::from_json(raw);
-                for (user_id, display_name) in room.recipients(&event, &self.server_name) {
-                    // The sender's own events never notify them (ruma also
-                    // skips them; this spares loading their rules).
-                    if user_id == event.sender() {
-                        continue;
-                    }
-                    if !rulesets.contains_key(&user_id) {
-                        let rules = self.push_rules.ruleset(&user_id).await?;
-                        rulesets.insert(user_id.clone(), rules);
-                    }
-                    let context = room.for_member(user_id.clone(), display_name);
-                    let actions = rulesets[&user_id].get_actions(&raw, &context).await;
-                    if actions.iter().any(Action::should_notify) {
-                        notified.push(Notified {
-                            user_id,
-                            event: event.clone(),
-                            position,
-                            actions: actions.to_vec(),
-                            is_e2e_only: room.is_e2e_only,
-                        });
-                    }
+        for (position, event) in &chain.events {
+            let raw = RawValue::from_string(event.canonical_json().to_owned())
+                .map_err(|e| ServiceError::Internal(format!("event json: {e}")))?;
+            let raw = Raw::<Value>::from_json(raw);
+            for (user_id, display_name) in room.recipients(event, server_name) {
+                // The sender's own events never notify them (ruma also
+                // skips them; this spares loading their rules).
+                if user_id == event.sender() {
+                    continue;
+                }
+                if !rulesets.contains_key(&user_id) {
+                    let rules = self.push_rules.ruleset(&user_id).await?;
+                    rulesets.insert(user_id.clone(), rules);
+                }
+                let context = room.for_member(user_id.clone(), display_name);
+                let actions = rulesets[&user_id].get_actions(&raw, &context).await;
+                if actions.iter().any(Action::should_notify) {
+                    notified.push(Notified {
+                        user_id,
+                        event: event.clone(),
+                        position: *position,
+                        actions: actions.to_vec(),
+                    });
                 }
             }
         }
@@ -197,25 +183,11 @@ impl Evaluator {
                     &notice.user_id,
                     &notice.event,
                     &notice.actions,
-                    notice.is_e2e_only,
+                    room.is_e2e_only,
                 )
                 .await;
         }
         Ok(())
-    }
-
-    /// What the push rules ask of a room, from its current state (`None`
-    /// for a room this server no longer knows).
-    async fn room_context(
-        &self,
-        room_id: &OwnedRoomId,
-    ) -> Result<Option<RoomPushContext>, ServiceError> {
-        let server_name = &self.server_name;
-        self.events
-            .read_state(room_id, |state| {
-                RoomPushContext::of(room_id.clone(), state, server_name)
-            })
-            .await
     }
 
     /// Stores the notifying actions, for counts and `GET /notifications`.
