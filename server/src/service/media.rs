@@ -247,6 +247,12 @@ impl Media {
                     "{name} is longer than {MAX_LABEL_BYTES} bytes"
                 )));
             }
+            // Stored as text: PostgreSQL refuses NUL, so both backends do.
+            if value.is_some_and(|v| v.contains('\0')) {
+                return Err(ServiceError::InvalidParam(format!(
+                    "{name} must not contain NUL"
+                )));
+            }
         }
         let sha256 = staged.commit(&self.dir).await?;
         let content = MediaContent {
