@@ -20,8 +20,10 @@
 //! [signature]: https://spec.matrix.org/v1.16/server-server-api/#signing-events
 //! [reference hash]: https://spec.matrix.org/v1.16/server-server-api/#calculating-the-reference-hash-for-an-event
 
+use std::collections::BTreeSet;
+
 use ruma::{
-    CanonicalJsonObject, OwnedEventId, OwnedRoomId, RoomVersionId, ServerName,
+    CanonicalJsonObject, OwnedEventId, OwnedRoomId, OwnedServerName, RoomVersionId, ServerName,
     room_version_rules::{EventIdFormatVersion, RoomIdFormatVersion, RoomVersionRules},
     serde::{Base64, base64::Standard},
     signatures::{self, JsonError as RumaJsonError, VerificationError},
@@ -164,6 +166,29 @@ pub fn verify_event(
         }
         Err(error) => Err(EventError::Signature(SignatureError::from_ruma(error))),
     }
+}
+
+/// The servers whose signatures [`verify_event`] requires on `pdu`: the
+/// sender's server, and where the room version says so the event id's server
+/// and the server of `join_authorised_via_users_server`. A receiver fetches
+/// the keys of exactly these servers (never of every server a PDU names in
+/// its `signatures`, which the sender chooses).
+///
+/// # Errors
+///
+/// [`EventError::UnsupportedRoomVersion`]; [`EventError::Malformed`] when a
+/// field naming a server is missing or does not parse.
+pub fn required_signers(
+    room_version: &RoomVersionId,
+    pdu: &CanonicalJsonObject,
+) -> Result<BTreeSet<OwnedServerName>, EventError> {
+    let rules = rules(room_version)?;
+    signatures::required_server_signatures_to_verify_event(pdu, &rules.signatures).map_err(
+        |error| match error {
+            VerificationError::Json(error) => EventError::from_ruma_json(error),
+            other => EventError::Malformed(other.to_string()),
+        },
+    )
 }
 
 /// Computes the event's reference hash as unpadded base64, in the alphabet the

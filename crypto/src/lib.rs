@@ -125,7 +125,7 @@ pub use self::{
     device_signing::{DeviceSignatureError, verify_json_signature},
     event::{
         EventError, Verified, content_hash, event_id, hash_and_sign_event, reference_hash,
-        room_id_from_create_event, sign_event, verify_event,
+        required_signers, room_id_from_create_event, sign_event, verify_event,
     },
     json::{JsonError, canonicalize, parse_canonical_object, to_canonical_string},
     keys::{KeyError, SigningKey},

@@ -9,6 +9,7 @@
 //!   (well-known delegation, SRV records);
 //! - [`transport`]: one HTTPS exchange to a checked address;
 //! - [`client`]: [`FederationClient`], signed `get`/`post`/`put`;
+//! - [`pdu_check`]: a received PDU's format, signatures and content hash;
 //! - [`user_keys`], [`profile`]: remote users' keys and profiles for local
 //!   clients.
 //!
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod client;
 pub mod discovery;
 pub mod keys;
+pub mod pdu_check;
 pub mod profile;
 pub mod transport;
 pub mod user_keys;
