@@ -8,6 +8,10 @@
 //!    the resolution of the states after each): reject on failure.
 //! 6. Against the room's current state: soft-fail on failure.
 //!
+//! Then Myelin's E2E-only policy, against the current state: an event that
+//! breaks it (plaintext, or weakening the policy or the encryption) is
+//! withheld as a soft-failed one is.
+//!
 //! An accepted event gets a stream position and is written by the
 //! [`EventWriter`](super::event_writer::EventWriter), so sync, the notifier
 //! and push evaluation take it as they take a local one. It replaces the
@@ -34,6 +38,7 @@ use crate::{
         committed::CommittedEvents,
         rooms::{
             auth::{AuthError, check_auth_events, check_state, is_redaction_allowed},
+            e2e_policy::{self, PolicyError},
             pdu::Pdu,
             resolve::{StateMap, auth_chain, resolve_state},
             state::RoomState,
@@ -54,6 +59,10 @@ pub enum RemoteOutcome {
     SoftFailed(AuthError),
     /// Fails the authorization rules: kept only to be recognised again.
     Rejected(Rejection),
+    /// Allowed by the rules but not by the room's E2E-only policy
+    /// (`org.myelin.room.policy`): kept for the DAG like a soft-failed
+    /// event, never served to clients, not an extremity.
+    PolicyWithheld(PolicyError),
     /// Stored before (the same event again), with this status.
     AlreadyStored(EventStatus),
 }
@@ -183,6 +192,17 @@ impl RoomEvents {
             self.withhold_soft_failed(before.clone(), &pdu).await?;
             debug!(event_id = %pdu.event_id(), %error, "soft-failed a remote event");
             return Ok(RemoteOutcome::SoftFailed(error));
+        }
+        // Myelin's E2E-only policy holds whichever server an event comes
+        // from: one that breaks it stays in the DAG, never reaches a client
+        // here, and never changes this server's state of the room.
+        if let Err(error) = e2e_policy::check(e2e_policy::Proposed::of(&pdu), |kind, key| {
+            current.get(kind, key)
+        }) {
+            self.withhold_soft_failed(state_before.clone(), &pdu)
+                .await?;
+            debug!(event_id = %pdu.event_id(), %error, "withheld a remote event by the room's policy");
+            return Ok(RemoteOutcome::PolicyWithheld(error));
         }
         let redaction = self.remote_redaction(state_before, &pdu).await?;
 

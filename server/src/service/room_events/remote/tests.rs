@@ -756,3 +756,80 @@ async fn a_banned_moderators_concurrent_state_change_is_soft_failed() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn remote_events_breaking_the_e2e_only_policy_are_withheld() {
+    for postgres in backends() {
+        let server = Server::start(postgres).await;
+        let room_id = server.create_room(RoomVersion::V12).await;
+        let alice = user("alice");
+        let megolm = json!({ "algorithm": "m.megolm.v1.aes-sha2" });
+        server
+            .send(&room_id, &alice, "m.room.encryption", Some(""), megolm)
+            .await;
+        let policy = json!({ "e2e_required": true });
+        server
+            .send(&room_id, &alice, "org.myelin.room.policy", Some(""), policy)
+            .await;
+        let join = bob_joins(&server, &room_id).await;
+
+        // Plaintext from bob's server is kept out of the room here.
+        let state = server.state(&room_id).await;
+        let plaintext = remote_message(&state, &join, &bob(), "in the clear");
+        assert_matches!(
+            server.append(&plaintext).await,
+            RemoteOutcome::PolicyWithheld(_)
+        );
+        assert!(
+            !server
+                .timeline(&room_id)
+                .await
+                .contains(&plaintext.event_id().to_owned())
+        );
+        assert_eq!(
+            server.state(&room_id).await.extremities()[0].event_id(),
+            join.event_id()
+        );
+
+        // So is a weaker encryption setting, which bob's power level allows.
+        let downgrade = remote_event(
+            &state,
+            &[&join],
+            &bob(),
+            "m.room.encryption",
+            Some(""),
+            json!({ "algorithm": "m.olm.v1.curve25519-aes-sha2" }),
+            2,
+        );
+        assert_matches!(
+            server.append(&downgrade).await,
+            RemoteOutcome::PolicyWithheld(_)
+        );
+        let encryption = server
+            .state(&room_id)
+            .await
+            .get(&StateEventType::RoomEncryption, "")
+            .map(|pdu| pdu.content().get().to_owned());
+        assert_eq!(
+            encryption.as_deref(),
+            Some(r#"{"algorithm":"m.megolm.v1.aes-sha2"}"#)
+        );
+
+        // Ciphertext is taken.
+        let ciphertext = remote_event(
+            &state,
+            &[&join],
+            &bob(),
+            "m.room.encrypted",
+            None,
+            json!({ "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA", "sender_key": "k", "session_id": "s", "device_id": "D" }),
+            3,
+        );
+        assert_matches!(server.append(&ciphertext).await, RemoteOutcome::Accepted);
+        assert_eq!(
+            server.timeline(&room_id).await.last(),
+            Some(&ciphertext.event_id().to_owned())
+        );
+        server.stop().await;
+    }
+}
