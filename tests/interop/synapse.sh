@@ -16,6 +16,11 @@
 # key, server_name localhost) on a free 127.0.0.1 port, with open registration
 # (m.login.dummy) and rate limits raised out of the way; it is removed on exit
 # unless MYELIN_SYNAPSE_KEEP=1.
+#
+# With MYELIN_SYNAPSE_FEDERATION=1, Synapse also federates: its server name is
+# localhost:FEDPORT, served over TLS with a fresh self-signed certificate on
+# that port; it accepts self-signed peers and may connect to loopback (test
+# set-ups only). MYELIN_INTEROP_SERVER_NAME then carries that name.
 set -euo pipefail
 
 synapse_version=1.163.2
@@ -61,12 +66,32 @@ trap 'exit 143' TERM
 
 port=$(free_port)
 url=http://127.0.0.1:$port
+server_name=localhost
+federation_config=
+if [[ "${MYELIN_SYNAPSE_FEDERATION:-0}" == 1 ]]; then
+  federation_port=$(free_port)
+  server_name=localhost:$federation_port
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost \
+    -keyout "$data/tls.key" -out "$data/tls.crt" 2>/dev/null
+  federation_config="
+  - port: $federation_port
+    bind_addresses: ['127.0.0.1']
+    type: http
+    tls: true
+    resources:
+      - names: [federation]
+tls_certificate_path: $data/tls.crt
+tls_private_key_path: $data/tls.key
+federation_verify_certificates: false
+ip_range_whitelist: ['127.0.0.0/8']"
+fi
 secret() { "$python" -c 'import secrets; print(secrets.token_hex(32))'; }
 
 # rc_* values: high enough that no test ever meets them.
 lots='{per_second: 100000, burst_count: 1000000}'
 cat > "$data/homeserver.yaml" <<EOF
-server_name: localhost
+server_name: $server_name
 public_baseurl: $url/
 pid_file: $data/homeserver.pid
 report_stats: false
@@ -78,7 +103,7 @@ listeners:
     x_forwarded: false
     resources:
       - names: [client, federation]
-        compress: false
+        compress: false$federation_config
 database:
   name: sqlite3
   args:
@@ -163,6 +188,6 @@ if [[ $# -eq 0 ]]; then
   wait "$pid"
 else
   status=0
-  HOMESERVER_URL=$url MYELIN_INTEROP_SERVER_NAME=localhost "$@" "$url" || status=$?
+  HOMESERVER_URL=$url MYELIN_INTEROP_SERVER_NAME=$server_name "$@" "$url" || status=$?
   exit "$status"
 fi
