@@ -49,6 +49,9 @@
 //!   keys of its past messages (MSC4268; off by default)
 //! - `/backup`: back the room keys up on the server and print the recovery
 //!   key; `/restore KEY` on a new device reads old messages again
+//! - `/export FILE PASSPHRASE`: write every room key to FILE in the spec's
+//!   export format (Element imports it); `/import FILE PASSPHRASE` reads
+//!   such a file
 //! - `/quit`; anything else is sent to the current room.
 
 use std::{
@@ -339,6 +342,32 @@ async fn run_command(
                     decrypted_body(event),
                     e2e_label(event)
                 );
+            }
+        }
+        "/export" | "/import" => {
+            let Some((path, passphrase)) = rest.split_once(' ') else {
+                return Err(format!("usage: {command} FILE PASSPHRASE").into());
+            };
+            if command == "/export" {
+                let file = client.export_room_keys(passphrase).await?;
+                std::fs::write(path, file)?;
+                println!("* room keys written to {path}; keep it as safe as the passphrase");
+            } else {
+                let file = std::fs::read_to_string(path)?;
+                let import = client.import_room_keys(&file, passphrase).await?;
+                println!(
+                    "* imported {} of {} keys ({} known already, {} unusable)",
+                    import.imported, import.total, import.unchanged, import.invalid
+                );
+                for event in &import.late_decryptions {
+                    println!(
+                        "[{}] {} (earlier, from the file): {} {}",
+                        event.room_id,
+                        event.sender,
+                        decrypted_body(event),
+                        e2e_label(event)
+                    );
+                }
             }
         }
         "/invite" | "/history" | "/leave" | "/only-verified" | "/share-history" => {

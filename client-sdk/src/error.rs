@@ -60,6 +60,10 @@ pub enum Error {
     /// recovery key or passphrase, or stored data this SDK cannot read.
     #[error("secret storage: {0}")]
     SecretStorage(#[from] crate::machine::secret_storage::SecretStorageError),
+    /// A room key export file could not be written or read: a wrong
+    /// passphrase, an altered or damaged file.
+    #[error("room key export: {0}")]
+    KeyExport(#[source] myelin_crypto::key_export::KeyExportError),
     /// An attachment could not be encrypted, or its `file` object or
     /// downloaded ciphertext did not check out (nothing was decrypted).
     #[error("attachment: {0}")]

@@ -118,6 +118,7 @@ mod encryption;
 mod error;
 pub mod events;
 mod http;
+mod key_export;
 pub mod room;
 mod secret_storage;
 mod session;

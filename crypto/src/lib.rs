@@ -109,6 +109,7 @@ pub mod cross_signing;
 pub mod device_signing;
 pub mod event;
 pub mod json;
+pub mod key_export;
 pub mod keys;
 pub mod megolm;
 pub mod olm;

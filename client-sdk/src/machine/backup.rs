@@ -560,15 +560,29 @@ fn parse_version(
 
 /// The JSON a session is backed up as (the spec's `BackedUpSessionData`).
 fn backup_plaintext(entry: &InboundEntry) -> Zeroizing<Vec<u8>> {
-    let data = json!({
-        "algorithm": MEGOLM_ALGORITHM,
-        "sender_key": entry.key_id.sender_key,
-        "sender_claimed_keys": {"ed25519": entry.claimed_ed25519()},
-        "forwarding_curve25519_key_chain": [],
-        "session_key": entry.export().to_base64(),
-    });
+    let mut data = Value::Object(exported_session(entry));
     // Serialising a `Value` of strings cannot fail.
-    Zeroizing::new(serde_json::to_vec(&data).unwrap_or_default())
+    let plaintext = Zeroizing::new(serde_json::to_vec(&data).unwrap_or_default());
+    super::zeroize_json(&mut data);
+    plaintext
+}
+
+/// A session as backups and key exports hold it (`session_key` exported
+/// from its first known index); exports add its room and session ids.
+pub(super) fn exported_session(entry: &InboundEntry) -> Map<String, Value> {
+    let mut session = Map::new();
+    session.insert("algorithm".to_owned(), MEGOLM_ALGORITHM.into());
+    session.insert(
+        "sender_key".to_owned(),
+        entry.key_id.sender_key.as_str().into(),
+    );
+    session.insert(
+        "sender_claimed_keys".to_owned(),
+        json!({"ed25519": entry.claimed_ed25519()}),
+    );
+    session.insert("forwarding_curve25519_key_chain".to_owned(), json!([]));
+    session.insert("session_key".to_owned(), entry.export().to_base64().into());
+    session
 }
 
 /// The session one backup entry holds, as a forwarded key; `None` if it
@@ -587,8 +601,9 @@ fn restored_session(
     entry
 }
 
-/// [`restored_session`] once the entry decrypted.
-fn session_from_backup(
+/// The session a decrypted backup entry or an export entry holds, as a
+/// forwarded key; `None` if it is not a Megolm room key of `session_id`.
+pub(super) fn session_from_backup(
     room_id: &RoomId,
     session_id: &str,
     session: &Value,

@@ -90,6 +90,7 @@ pub mod history;
 pub mod identities;
 pub mod identity;
 mod inbound;
+mod key_export;
 mod key_requests;
 mod olm;
 mod query_backoff;
@@ -128,6 +129,7 @@ pub use self::{
     events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
     history::{BundleError, BundleImport, BundleShare, RoomKeyBundle},
     identities::UserIdentity,
+    key_export::{KeyImport, NotAKeyList},
     olm::ToDeviceRejection,
     requests::{OutgoingRequest, Request},
     store::{Changes, CryptoStore, MemoryStore},

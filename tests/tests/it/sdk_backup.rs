@@ -7,7 +7,7 @@
 use myelin_sdk::{
     Client, Error, Room, RoomSecurity,
     machine::{BackupError, LocalTrust, UtdCause},
-    myelin_crypto::backup::BackupDecryptionKey,
+    myelin_crypto::{backup::BackupDecryptionKey, key_export::KeyExportError},
     ruma::RoomId,
 };
 use myelin_tests::{Backend, TestServer, backend_tests, random_suffix};
@@ -23,7 +23,8 @@ backend_tests!(
     a_new_device_reads_old_messages_with_the_recovery_key_only,
     the_recovery_key_is_not_lost_when_the_backup_cannot_be_created_at_once,
     a_replaced_backup_stops_the_uploads,
-    another_device_backs_up_once_it_verified_the_creator
+    another_device_backs_up_once_it_verified_the_creator,
+    a_key_export_file_carries_history_to_a_new_device
 );
 
 /// Alice's backup, read with a token of her own (the server's view).
@@ -284,4 +285,49 @@ async fn the_recovery_key_is_not_lost_when_the_backup_cannot_be_created_at_once(
     .await;
     let restore = new.restore_backup(&recovery_key).await.unwrap();
     assert_eq!(restore.imported, 1);
+}
+
+async fn a_key_export_file_carries_history_to_a_new_device(backend: Backend) {
+    let (server, alice, bob, room) = alice_and_bob(backend).await;
+    let room_id = room.room_id().to_owned();
+    room.send_text("from alice").await.unwrap();
+    until_decrypted(&bob, "from alice").await;
+    bob.room(&room_id).send_text("from bob").await.unwrap();
+    until_decrypted(&alice, "from bob").await;
+    let file = alice
+        .export_room_keys("a long export passphrase")
+        .await
+        .unwrap();
+    assert!(file.starts_with("-----BEGIN MEGOLM SESSION DATA-----"));
+
+    let new = second_device(&server.base_url, &alice).await;
+    sync_until(&new, |update| {
+        update.joined.iter().any(|r| r.room_id == room_id)
+    })
+    .await;
+    let before = read_history(&new, &room_id).await;
+    assert_eq!(before, vec![Err(UtdCause::MissingRoomKey); 2]);
+
+    let refused = new.import_room_keys(&file, "not the passphrase").await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::KeyExport(KeyExportError::WrongPassphrase))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(read_history(&new, &room_id).await, before);
+
+    let import = new
+        .import_room_keys(&file, "a long export passphrase")
+        .await
+        .unwrap();
+    assert_eq!((import.total, import.imported, import.invalid), (2, 2, 0));
+    assert_eq!(
+        read_history(&new, &room_id).await,
+        vec![
+            Ok(("from alice".to_owned(), true)),
+            Ok(("from bob".to_owned(), true))
+        ]
+    );
 }

@@ -5,6 +5,7 @@ mod backup;
 mod cross_signing;
 mod history;
 mod identity_changes;
+mod key_export;
 mod persistence;
 mod sender_device_keys;
 mod server;
