@@ -323,6 +323,16 @@ impl OlmMachine {
         self.own_device_signature(&device_id, device_keys).ok()
     }
 
+    /// Whether the server accepted this device's signature by the
+    /// self-signing key of the identity we hold the keys of.
+    pub(super) fn is_this_device_cross_signed(&self) -> bool {
+        self.cross_signing.own_device_signature_sent
+            && self.cross_signing.active.as_ref().is_some_and(|keys| {
+                self.devices.own_self_signing_key()
+                    == Some(keys.self_signing.public_key().to_base64())
+            })
+    }
+
     /// Vouches for another of our devices: signs its keys with our
     /// self-signing key and returns the `/keys/signatures/upload` request.
     /// Once the server accepts, the device is verified for every user who

@@ -332,6 +332,11 @@ impl OlmMachine {
     /// whose identity is verified (our own, or one we signed with
     /// [`OlmMachine::verify_user`]). Blacklisted devices never are.
     pub fn is_device_verified(&self, user_id: &UserId, device_id: &DeviceId) -> bool {
+        // This device is not in our device list: it is verified once our
+        // self-signing key's signature on it was accepted.
+        if user_id == self.user_id && device_id == self.device_id {
+            return self.is_this_device_cross_signed();
+        }
         self.devices
             .device(user_id, device_id)
             .is_some_and(|device| self.devices.is_verified(device))

@@ -103,6 +103,13 @@ async fn a_new_device_unlocks_cross_signing_and_backup_with_the_recovery_key(bac
         .unwrap();
     assert!(unlocked.cross_signing);
     assert!(own_identity_verified(&new).await);
+    // It counts itself verified at once, as the old device sees it.
+    let own = new.session().unwrap();
+    assert!(
+        new.is_device_verified(&own.user_id, &own.device_id)
+            .await
+            .unwrap()
+    );
     let backup_key = unlocked.backup_recovery_key.unwrap();
     let restore = new.restore_backup(&backup_key).await.unwrap();
     assert_eq!((restore.imported, restore.invalid), (2, 0));
