@@ -49,6 +49,8 @@
 //!   keys of its past messages (MSC4268; off by default)
 //! - `/backup`: back the room keys up on the server and print the recovery
 //!   key; `/restore KEY` on a new device reads old messages again
+//! - `/request-secrets`: ask your other (verified) devices for the
+//!   cross-signing keys and the backup key this device lacks
 //! - `/export FILE PASSPHRASE`: write every room key to FILE in the spec's
 //!   export format (Element imports it); `/import FILE PASSPHRASE` reads
 //!   such a file
@@ -64,8 +66,8 @@ use myelin_sdk::{
     Changes, Client, CreateRoom, Decryption, LoopControl, Registration, RoomEvent, RoomSecurity,
     SqliteStore, SyncSettings, SyncUpdate,
     machine::{
-        DecryptedRoomEvent, LocalTrust, UnableToDecrypt, Verification, VerificationPhase,
-        VerificationState,
+        DecryptedRoomEvent, LocalTrust, ReceivedSecret, UnableToDecrypt, Verification,
+        VerificationPhase, VerificationState,
     },
     ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId},
 };
@@ -328,6 +330,12 @@ async fn run_command(
                 println!("* room keys are backed up");
             }
         }
+        "/request-secrets" => match client.request_secrets().await? {
+            0 => println!("* this device holds the cross-signing and backup keys already"),
+            asked => println!(
+                "* asked your other devices for {asked} secrets; a device that verified this one answers"
+            ),
+        },
         "/restore" => {
             let restored = client.restore_backup(rest).await?;
             println!(
@@ -696,6 +704,22 @@ fn print_update(update: &SyncUpdate) {
     }
     for left in &update.left {
         println!("* left {}", left.room_id);
+    }
+    for secret in &update.secrets {
+        match secret {
+            ReceivedSecret::CrossSigningKeys => {
+                println!(
+                    "* cross-signing keys received from your other device; this device is verified"
+                );
+            }
+            ReceivedSecret::BackupKey(recovery_key) => {
+                println!(
+                    "* backup key received; read old messages with /restore {}",
+                    recovery_key.as_str()
+                );
+            }
+            _ => {}
+        }
     }
 }
 

@@ -329,6 +329,7 @@ impl Client {
             tracing::warn!(?warning, "device warning");
         }
         update.device_warnings.extend(output.warnings);
+        update.secrets.extend(output.secrets);
         let changes = sealed_changes(&self.inner.secrets, machine)?;
         Ok((slot, changes))
     }

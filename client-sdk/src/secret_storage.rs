@@ -141,6 +141,26 @@ impl Client {
         })
     }
 
+    /// Asks our other devices for the secrets this device lacks: the
+    /// cross-signing private keys and the key backup's key. Only our own
+    /// devices that verified this one answer (verify it first, by SAS with
+    /// one of them); the answers arrive in later syncs as
+    /// [`SyncUpdate::secrets`](crate::SyncUpdate::secrets): the
+    /// cross-signing keys imported (this device then counts as verified),
+    /// the backup key as a recovery key for [`Client::restore_backup`].
+    /// Returns how many secrets were asked for (0 when it holds them all).
+    ///
+    /// # Errors
+    /// [`Error::NotLoggedIn`]; network and store errors.
+    pub async fn request_secrets(&self) -> Result<usize> {
+        let mut slot = self.machine().await?;
+        let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
+        let asked = machine.request_secrets();
+        let requests = machine.outgoing_requests();
+        self.send_machine_requests(machine, requests).await?;
+        Ok(asked)
+    }
+
     /// `GET /user/{userId}/account_data/{type}`, `None` when not set.
     async fn account_data(&self, event_type: &str) -> Result<Option<Value>> {
         let user_id = self.user_id()?;

@@ -96,6 +96,7 @@ mod olm;
 mod query_backoff;
 mod requests;
 mod rooms;
+mod secret_sharing;
 pub mod secret_storage;
 pub mod store;
 mod sync;
@@ -132,6 +133,7 @@ pub use self::{
     key_export::{KeyImport, NotAKeyList},
     olm::ToDeviceRejection,
     requests::{OutgoingRequest, Request},
+    secret_sharing::ReceivedSecret,
     store::{Changes, CryptoStore, MemoryStore},
     sync::{Membership, RoomUpdate, SyncChanges, SyncOutput},
     verification::{
@@ -258,6 +260,8 @@ pub struct OlmMachine {
     withheld_hints: BTreeMap<SessionKeyId, String>,
     /// Sessions we asked our other devices for and have not got yet.
     key_requests: BTreeSet<SessionKeyId>,
+    /// Secrets we asked our other devices for, and answers we owe them.
+    secret_sharing: secret_sharing::SecretSharing,
     /// Room key bundles waiting for us to join, by (room id, sender).
     bundles: BTreeMap<history::BundleKey, PendingBundle>,
     /// Undecryptable events by event id: (room id, event).
@@ -422,8 +426,13 @@ impl OlmMachine {
         }
         let users = self.users_to_query_now();
         requests.extend(self.query_request(users));
-        let wedged: Vec<_> = self.wedged_devices_needing_claim();
-        requests.extend(self.claim_request(wedged));
+        let mut claims: Vec<_> = self.wedged_devices_needing_claim();
+        for device in self.secret_devices_needing_claim(self.now_hint()) {
+            if !claims.contains(&device) {
+                claims.push(device);
+            }
+        }
+        requests.extend(self.claim_request(claims));
         requests.extend(self.own_device_signature_request());
         requests.extend(self.pending_backup_request());
         requests.extend(self.backup_upload_request());
@@ -638,6 +647,7 @@ impl OlmMachine {
             withheld: BTreeMap::new(),
             withheld_hints: BTreeMap::new(),
             key_requests: BTreeSet::new(),
+            secret_sharing: secret_sharing::SecretSharing::default(),
             bundles: BTreeMap::new(),
             pending_utd: BTreeMap::new(),
             in_flight: BTreeMap::new(),

@@ -352,6 +352,7 @@ impl OlmMachine {
                 Some(session) => {
                     self.claim_failures.remove(&wedged_key);
                     self.add_olm_session(&device.curve25519, session, now_ms);
+                    self.answer_waiting_secret_requests(&device);
                     if let Some(when) = self.wedged.get_mut(&wedged_key) {
                         *when = now_ms.max(1);
                         self.queue_dummy(&device);
@@ -494,6 +495,7 @@ impl OlmMachine {
                 match decrypted.event_type.as_str() {
                     "m.room_key" => self.receive_room_key(&decrypted, output),
                     "m.forwarded_room_key" => self.receive_forwarded_room_key(&decrypted, output),
+                    "m.secret.send" => self.receive_secret_send(&decrypted, output),
                     ROOM_KEY_BUNDLE_EVENT => self.receive_room_key_bundle(&decrypted, now_ms),
                     "m.room_key.withheld" => self.receive_olm_withheld(&decrypted),
                     "m.dummy" => {}
@@ -504,12 +506,13 @@ impl OlmMachine {
             }
             "m.room_key.withheld" => self.receive_withheld(event),
             "m.room_key_request" => self.receive_key_request(event),
+            "m.secret.request" => self.receive_secret_request(event),
             t if t.starts_with("m.key.verification.") => {
                 self.receive_verification_event(event, now_ms);
             }
-            // Room keys are only ever accepted inside Olm: a plaintext
-            // m.room_key could come from anyone, the server included.
-            "m.room_key" | "m.forwarded_room_key" | ROOM_KEY_BUNDLE_EVENT => {}
+            // Room keys and secrets are only ever accepted inside Olm: a
+            // plaintext one could come from anyone, the server included.
+            "m.room_key" | "m.forwarded_room_key" | "m.secret.send" | ROOM_KEY_BUNDLE_EVENT => {}
             _ => output.to_device.push(event.clone()),
         }
     }
@@ -710,7 +713,7 @@ impl OlmMachine {
 
     /// The latest `now_ms` the machine was given; claims have no clock of
     /// their own and use it to timestamp sessions.
-    fn now_hint(&self) -> u64 {
+    pub(super) fn now_hint(&self) -> u64 {
         self.meta.last_now_ms
     }
 }

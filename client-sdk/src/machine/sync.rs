@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::Value;
 
-use super::{devices::DeviceWarning, events::DecryptedRoomEvent};
+use super::{devices::DeviceWarning, events::DecryptedRoomEvent, secret_sharing::ReceivedSecret};
 
 /// The encryption-relevant parts of one `/sync` response, plus the time.
 #[derive(Debug, Default, Clone)]
@@ -101,4 +101,6 @@ pub struct SyncOutput {
     pub late_decryptions: Vec<DecryptedRoomEvent>,
     /// Problems with other devices, for the application to show.
     pub warnings: Vec<DeviceWarning>,
+    /// Secrets our other devices sent at our request.
+    pub secrets: Vec<ReceivedSecret>,
 }

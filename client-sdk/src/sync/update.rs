@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::events::{RoomEvent, StrippedStateEvent, ToDeviceEvent, parse_each};
-use crate::machine::{DecryptedRoomEvent, DeviceWarning, UnableToDecrypt};
+use crate::machine::{DecryptedRoomEvent, DeviceWarning, ReceivedSecret, UnableToDecrypt};
 
 /// Everything one sync delivered.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -49,6 +49,9 @@ pub struct SyncUpdate {
     /// Problems the crypto machine found with other users' keys (a changed
     /// identity, refused device keys), for the application to show.
     pub device_warnings: Vec<DeviceWarning>,
+    /// Secrets our other devices sent at [`Client::request_secrets`](crate::Client::request_secrets)'s
+    /// request (cross-signing keys imported; the backup's recovery key).
+    pub secrets: Vec<ReceivedSecret>,
 }
 
 impl SyncUpdate {
@@ -63,6 +66,7 @@ impl SyncUpdate {
             && self.account_data.is_empty()
             && self.decrypted.is_empty()
             && self.device_warnings.is_empty()
+            && self.secrets.is_empty()
     }
 
     /// Every timeline event of joined rooms, with its room.
@@ -276,6 +280,7 @@ impl SyncResponse {
             decrypted: Vec::new(),
             undecryptable: Vec::new(),
             device_warnings: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 }

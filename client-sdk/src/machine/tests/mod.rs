@@ -7,6 +7,7 @@ mod history;
 mod identity_changes;
 mod key_export;
 mod persistence;
+mod secret_sharing;
 mod sender_device_keys;
 mod server;
 mod verification;
