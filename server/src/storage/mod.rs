@@ -25,11 +25,11 @@ use crate::config::DatabaseLocation;
 
 pub use accounts::AccountStore;
 pub use device_lists::{DeviceListChange, DeviceListStore};
-pub use federation_inbox::FederationInboxStore;
 pub use e2ee_keys::{
     CrossSigningKey, CrossSigningKeyType, DeviceKeys, E2eeKeyStore, KeySignature, OneTimeKey,
     QueriedDevice, SignatureTarget,
 };
+pub use federation_inbox::FederationInboxStore;
 pub use key_backup::{
     BackedUpKey, BackupInfo, BackupVersion, KeyBackupStore, KeyRank, KeySelection, KeysState,
     KeysUpload, NotABackupVersion,
@@ -43,9 +43,7 @@ pub use rooms::{
     RoomHead, RoomRecord, RoomStore, StateEntry, StoredEvent, StreamPosition, WithheldEvent,
 };
 pub use sql::{PostgresStorage, SqliteStorage};
-pub use to_device::{
-    Queued, SendId, ToDeviceMessage, ToDeviceSend, ToDeviceStore, UserMessages,
-};
+pub use to_device::{Queued, SendId, ToDeviceMessage, ToDeviceSend, ToDeviceStore, UserMessages};
 pub use user_data::{AccountDataEntry, NewPusher, PresenceState, Receipt, UserDataStore};
 
 /// Milliseconds since the Unix epoch, as Matrix timestamps are.

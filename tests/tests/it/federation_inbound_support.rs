@@ -12,9 +12,8 @@ use myelin_server::service::{
 use myelin_tests::TestServer;
 use reqwest::{Method, StatusCode, header};
 use ruma_ids::{
-    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId,
-    OwnedRoomId, OwnedServerName, OwnedUserId, RoomVersionId, ServerName, UInt,
-    events::TimelineEventType,
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
+    OwnedServerName, OwnedUserId, RoomVersionId, ServerName, UInt, events::TimelineEventType,
 };
 use serde_json::{Value, json};
 
@@ -50,8 +49,9 @@ impl Peer {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let content: Option<CanonicalJsonObject> =
-            body.as_ref().map(|body| serde_json::from_value(body.clone()).unwrap());
+        let content: Option<CanonicalJsonObject> = body
+            .as_ref()
+            .map(|body| serde_json::from_value(body.clone()).unwrap());
         let authorization = authorization_header(
             &self.key,
             &self.name,
@@ -143,9 +143,7 @@ impl Peer {
             v1_ids: None,
         };
         new.auth_events = auth_events_for(view.version, &new, |kind, key| {
-            view.state
-                .get(&(kind.to_string(), key.to_owned()))
-                .cloned()
+            view.state.get(&(kind.to_string(), key.to_owned())).cloned()
         })
         .unwrap();
         let signed = build_pdu(new, &self.name, &self.key, &view.version.id()).unwrap();
@@ -188,7 +186,8 @@ impl RoomView {
             );
             if key.0 == "m.room.create" {
                 let id = event["content"]["room_version"].as_str().unwrap_or("1");
-                version = Some(RoomVersion::try_from(&RoomVersionId::try_from(id).unwrap()).unwrap());
+                version =
+                    Some(RoomVersion::try_from(&RoomVersionId::try_from(id).unwrap()).unwrap());
             }
             state.insert(
                 key,
@@ -211,19 +210,39 @@ impl RoomView {
     }
 }
 
+impl RoomView {
+    /// The newest event's id.
+    pub fn tip_id(&self) -> OwnedEventId {
+        event_id_of(self, &self.tip)
+    }
+}
+
 /// The PDU `server` stores under `event_id` in its timeline, if any.
 pub async fn stored_event(server: &TestServer, event_id: &str) -> Option<Value> {
-    stored_json(server, "SELECT json FROM events WHERE event_id = $1", event_id).await
+    stored_json(
+        server,
+        "SELECT json FROM events WHERE event_id = $1",
+        event_id,
+    )
+    .await
 }
 
 async fn stored_json(server: &TestServer, query: &str, bind: &str) -> Option<Value> {
     let url = server.database_url();
     let row: Option<(String,)> = if url.starts_with("sqlite:") {
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        sqlx::query_as(query).bind(bind).fetch_optional(&pool).await.unwrap()
+        sqlx::query_as(query)
+            .bind(bind)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
     } else {
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        sqlx::query_as(query).bind(bind).fetch_optional(&pool).await.unwrap()
+        sqlx::query_as(query)
+            .bind(bind)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
     };
     row.map(|(json,)| serde_json::from_str(&json).unwrap())
 }

@@ -52,7 +52,12 @@ pub async fn get_room_state_ids(
         .inbound
         .state_for_server(&signed.origin, &room_id, &at.event_id)
         .await?;
-    let ids = |events: &[DagEvent]| events.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>();
+    let ids = |events: &[DagEvent]| {
+        events
+            .iter()
+            .map(|e| e.event_id.clone())
+            .collect::<Vec<_>>()
+    };
     Ok(Json(json!({
         "pdu_ids": ids(&state_at.state),
         "auth_chain_ids": ids(&state_at.auth_chain),
@@ -137,8 +142,16 @@ pub async fn get_public_rooms(
     Query(query): Query<PublicRoomsQuery>,
     signed: Signed<IgnoredAny>,
 ) -> Result<Json<Value>, MatrixError> {
-    let listed = state.public_rooms.list_for_server(&signed.origin, None).await?;
-    let page = public_rooms_page(&listed, &PublicRoomsFilter::default(), query.limit, query.since)?;
+    let listed = state
+        .public_rooms
+        .list_for_server(&signed.origin, None)
+        .await?;
+    let page = public_rooms_page(
+        &listed,
+        &PublicRoomsFilter::default(),
+        query.limit,
+        query.since,
+    )?;
     Ok(Json(page))
 }
 
@@ -182,8 +195,9 @@ fn pdus(events: &[DagEvent]) -> Result<Vec<Value>, MatrixError> {
 /// `v` (repeated) and `limit` of a `/backfill` query.
 fn backfill_request(uri: &Uri) -> Result<Backfill, MatrixError> {
     // Pairs, since `v` repeats.
-    let axum::extract::Query(pairs) = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
-        .map_err(|_| MatrixError::invalid_param("malformed query"))?;
+    let axum::extract::Query(pairs) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+            .map_err(|_| MatrixError::invalid_param("malformed query"))?;
     let mut from = Vec::new();
     let mut limit = MAX_BACKFILL;
     for (key, value) in pairs {

@@ -32,9 +32,10 @@ impl RoomEvents {
         let pdu = dag_pdu(version, event.clone())?;
         let mut prev_events = Vec::with_capacity(pdu.prev_events().len());
         for id in pdu.prev_events() {
-            let prev = self.storage.dag_event(id).await?.ok_or_else(|| {
-                ServiceError::Internal(format!("prev event {id} is not stored"))
-            })?;
+            let prev =
+                self.storage.dag_event(id).await?.ok_or_else(|| {
+                    ServiceError::Internal(format!("prev event {id} is not stored"))
+                })?;
             prev_events.push(prev);
         }
         match prev_events.as_slice() {

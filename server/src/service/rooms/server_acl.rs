@@ -121,7 +121,10 @@ mod tests {
         assert!(is_server_allowed(&acl, server_name!("a.trusted.example")));
         assert!(!is_server_allowed(&acl, server_name!("trusted.example")));
         assert!(!is_server_allowed(&json!({}), server_name!("a.example")));
-        assert!(!is_server_allowed(&json!({ "deny": [] }), server_name!("a.example")));
+        assert!(!is_server_allowed(
+            &json!({ "deny": [] }),
+            server_name!("a.example")
+        ));
     }
 
     #[test]

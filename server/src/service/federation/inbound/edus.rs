@@ -90,7 +90,11 @@ impl Inbound {
     }
 
     /// `m.typing`: the user types (for [`REMOTE_TYPING_TIMEOUT`]) or stops.
-    async fn receive_typing(&self, origin: &ServerName, content: Value) -> Result<(), ServiceError> {
+    async fn receive_typing(
+        &self,
+        origin: &ServerName,
+        content: Value,
+    ) -> Result<(), ServiceError> {
         let typing: TypingContent = parse(content)?;
         check_origin(origin, &typing.user_id)?;
         let members = self
@@ -245,7 +249,11 @@ impl Inbound {
             .ok_or_else(ServiceError::not_in_room)
     }
 
-    async fn check_room_acl(&self, origin: &ServerName, room_id: &RoomId) -> Result<(), ServiceError> {
+    async fn check_room_acl(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+    ) -> Result<(), ServiceError> {
         let allowed = self
             .services
             .events

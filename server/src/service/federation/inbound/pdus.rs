@@ -3,8 +3,8 @@
 //! room write path lacks are asked of the origin first.
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, RoomId,
-    RoomVersionId, ServerName,
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, RoomId, RoomVersionId,
+    ServerName,
 };
 use serde_json::{Value, json};
 use tracing::debug;
@@ -219,7 +219,13 @@ impl Inbound {
             "/_matrix/federation/v1/get_missing_events/{}",
             encode_segment(room_id.as_str())
         );
-        let answer = match self.services.federation.client().post(origin, &path, &body).await {
+        let answer = match self
+            .services
+            .federation
+            .client()
+            .post(origin, &path, &body)
+            .await
+        {
             Ok(answer) => answer,
             Err(error) => {
                 debug!(%origin, %error, "get_missing_events failed");

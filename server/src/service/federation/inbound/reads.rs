@@ -190,7 +190,10 @@ impl Inbound {
         for latest in request.latest_events.into_iter().take(MAX_START_EVENTS) {
             let mut latest_only = BinaryHeap::new();
             self.enqueue(room_id, &latest, &mut latest_only).await?;
-            for prev in latest_only.into_iter().flat_map(|latest| latest.prev_events) {
+            for prev in latest_only
+                .into_iter()
+                .flat_map(|latest| latest.prev_events)
+            {
                 if seen.insert(prev.clone()) {
                     self.enqueue(room_id, &prev, &mut queue).await?;
                 }
@@ -220,7 +223,11 @@ impl Inbound {
     /// Refuses a server the room's ACL denies or that is not in the room
     /// (no joined user, and the room not `world_readable`); an unknown
     /// room is refused the same way.
-    async fn check_reader(&self, origin: &ServerName, room_id: &RoomId) -> Result<(), ServiceError> {
+    async fn check_reader(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+    ) -> Result<(), ServiceError> {
         let may_read = self
             .services
             .events
@@ -245,7 +252,11 @@ impl Inbound {
     }
 
     /// A served event of `room_id`.
-    async fn room_event(&self, room_id: &RoomId, event_id: &EventId) -> Result<DagEvent, ServiceError> {
+    async fn room_event(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<DagEvent, ServiceError> {
         let event = self.served_event(event_id).await?;
         if event.room_id != room_id {
             return Err(ServiceError::NotFound(
@@ -269,8 +280,9 @@ impl Inbound {
             return Ok(());
         }
         let version = self.services.events.room_version(room_id).await?;
-        let pdu = Pdu::from_storage(version, event.event_id.clone(), event.json.clone())
-            .map_err(|e| ServiceError::Internal(format!("stored event {event_id} is invalid: {e}")))?;
+        let pdu = Pdu::from_storage(version, event.event_id.clone(), event.json.clone()).map_err(
+            |e| ServiceError::Internal(format!("stored event {event_id} is invalid: {e}")),
+        )?;
         queue.push(Deepest {
             depth: u64::from(pdu.depth()),
             prev_events: pdu.prev_events().to_vec(),
@@ -287,9 +299,9 @@ fn may_read(state: &RoomState, origin: &ServerName) -> bool {
         return false;
     }
     state.is_world_readable()
-        || state.members_in(&["join"]).any(|user| {
-            ruma::UserId::parse(user).is_ok_and(|user| user.server_name() == origin)
-        })
+        || state
+            .members_in(&["join"])
+            .any(|user| ruma::UserId::parse(user).is_ok_and(|user| user.server_name() == origin))
 }
 
 /// An event and the prev events it cites, ordered by depth (deepest
