@@ -16,9 +16,9 @@
 //! # }
 //! ```
 //!
-//! Not yet supported: federation beyond its transport and identity layer
-//! (`service::federation`: no transactions, joins or PDUs yet); profile
-//! and key lookups of remote users from the client API.
+//! Not yet supported: sending federation transactions, and joining,
+//! inviting or leaving over federation (`service::federation` receives
+//! transactions and serves the room DAG to other servers).
 
 pub mod config;
 pub mod http;

@@ -359,11 +359,26 @@ async fn remote_edus_reach_local_sync(backend: Backend) {
         "edu_type": "m.device_list_update",
         "content": { "user_id": bob, "device_id": "BOBPHONE", "stream_id": 1, "prev_id": [], "deleted": false },
     });
-    // Users of another server than the origin: ignored.
-    let carol = format!("@carol:{}", a.server_name);
+    // EDUs naming a user of another server than the origin (alice, of
+    // A, joined): ignored.
     let foreign_typing = json!({
         "edu_type": "m.typing",
-        "content": { "room_id": setup.room_id, "user_id": carol, "typing": true },
+        "content": { "room_id": setup.room_id, "user_id": setup.alice.user_id, "typing": true },
+    });
+    let foreign_receipt = json!({
+        "edu_type": "m.receipt",
+        "content": { setup.room_id.clone(): { "m.read": { setup.alice.user_id.clone(): {
+            "event_ids": [read_up_to], "data": { "ts": 1 },
+        } } } },
+    });
+    let foreign_to_device = json!({
+        "edu_type": "m.direct_to_device",
+        "content": {
+            "sender": setup.alice.user_id,
+            "type": "m.room_key_request",
+            "message_id": "m2",
+            "messages": { setup.alice.user_id.clone(): { "*": { "n": 2 } } },
+        },
     });
     let (status, _) = setup
         .peer
@@ -403,8 +418,12 @@ async fn remote_edus_reach_local_sync(backend: Backend) {
     let typing = ephemeral.iter().find(|e| e["type"] == "m.typing").unwrap();
     assert_eq!(typing["content"]["user_ids"], json!([bob]));
     let receipt = ephemeral.iter().find(|e| e["type"] == "m.receipt").unwrap();
-    assert!(
-        receipt["content"][read_up_to.as_str()]["m.read"][bob.as_str()].is_object(),
+    let readers = receipt["content"][read_up_to.as_str()]["m.read"]
+        .as_object()
+        .unwrap();
+    assert_eq!(
+        readers.keys().collect::<Vec<_>>(),
+        [bob.as_str()],
         "{receipt}"
     );
     let changed = synced["device_lists"]["changed"].as_array().unwrap();
