@@ -7,6 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
+    federation_fake_peer::FakePeer,
     federation_inbound_support::{Peer, RoomView, stored_event},
     rooms_support::{create_room, enc, put_state, send_text},
     sync_support::{initial_sync, next_batch, sync_ok, timeline},
@@ -19,6 +20,7 @@ backend_tests!(
     remote_edus_reach_local_sync,
     dag_reads_answer_servers_in_the_room,
     events_with_unknown_prev_events_wait_for_them,
+    missing_events_are_fetched_from_the_origin,
 );
 
 /// Servers A and B, alice on A in a public room, and B speaking as itself.
@@ -392,7 +394,10 @@ async fn remote_edus_reach_local_sync(backend: Backend) {
                 receipt,
                 keys,
                 foreign_typing,
+                foreign_receipt,
+                foreign_to_device,
                 json!({ "nonsense": 1 }),
+                json!({ "edu_type": "m.typing", "content": { "room_id": 3 } }),
             ],
         )
         .await;
@@ -590,6 +595,111 @@ async fn events_with_unknown_prev_events_wait_for_them(backend: Backend) {
     let (_, answer) = setup.peer.send(a, "gap-again", &[&second], &[]).await;
     assert_eq!(answer["pdus"][second_id.as_str()], json!({}));
     assert!(stored_event(a, second_id.as_str()).await.is_some());
+}
+
+async fn missing_events_are_fetched_from_the_origin(backend: Backend) {
+    let fake = FakePeer::start().await;
+    let servers =
+        TestServer::start_federated_with(backend, 1, |_, config| fake.add_to(config)).await;
+    let a = &servers[0];
+    let alice = a.register("alice").await;
+    let room_id = create_room(a, &alice.token, json!({ "preset": "public_chat" })).await;
+    let peer = fake.identity();
+    let bob = peer.user("bob");
+    let view = RoomView::read(a, &alice.token, &room_id).await;
+    let (join_id, join) = peer.event(
+        &view,
+        &bob,
+        "m.room.member",
+        Some(bob.as_str()),
+        json!({ "membership": "join" }),
+        &[],
+    );
+    let (_, answer) = peer.send(a, "join", &[&join], &[]).await;
+    assert_eq!(answer, json!({ "pdus": { join_id.as_str(): {} } }));
+
+    let view = RoomView::read(a, &alice.token, &room_id).await;
+    let text = |body: &str| json!({ "msgtype": "m.text", "body": body });
+    let (one_id, one) = peer.event(&view, &bob, "m.room.message", None, text("one"), &[]);
+    let (two_id, two) = peer.event(&view, &bob, "m.room.message", None, text("two"), &[&one]);
+    let (three_id, three) = peer.event(&view, &bob, "m.room.message", None, text("three"), &[&two]);
+    // Newest first: A must order them itself.
+    fake.answer_missing_events(vec![two, one]);
+    let (_, answer) = peer.send(a, "gap", &[&three], &[]).await;
+    assert_eq!(answer, json!({ "pdus": { three_id.as_str(): {} } }));
+    for id in [&one_id, &two_id, &three_id] {
+        assert!(stored_event(a, id.as_str()).await.is_some(), "{id} stored");
+    }
+    assert_eq!(
+        fake.missing_events_asked(),
+        [json!({
+            "earliest_events": [join_id],
+            "latest_events": [three_id],
+            "limit": 10,
+            "min_depth": 0,
+        })]
+    );
+    let synced = initial_sync(a, &alice.token, 10).await;
+    let bodies: Vec<&str> = timeline(&synced, "join", &room_id)
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["one", "two", "three"]);
+
+    // What the origin gives must pass the checks: a forged event is not
+    // taken, and neither is the event that needs it.
+    let view = RoomView::read(a, &alice.token, &room_id).await;
+    let (forged_id, mut forged) =
+        peer.event(&view, &bob, "m.room.message", None, text("forged"), &[]);
+    let (after_id, after) = peer.event(
+        &view,
+        &bob,
+        "m.room.message",
+        None,
+        text("after"),
+        &[&forged],
+    );
+    let signatures = forged["signatures"][peer.name.as_str()]
+        .as_object_mut()
+        .unwrap();
+    for signature in signatures.values_mut() {
+        *signature = json!("AAAA".repeat(21) + "AA");
+    }
+    fake.answer_missing_events(vec![forged]);
+    let (_, answer) = peer.send(a, "forged-gap", &[&after], &[]).await;
+    assert!(
+        answer["pdus"][after_id.as_str()]["error"].is_string(),
+        "{answer}"
+    );
+    for id in [&forged_id, &after_id] {
+        assert!(stored_event(a, id.as_str()).await.is_none());
+    }
+
+    // A missing auth event is fetched with `/event`: bob's new name, on
+    // its own fork, authorises a message that follows the room's tip.
+    let mut view = RoomView::read(a, &alice.token, &room_id).await;
+    let (renamed_id, renamed) = peer.event(
+        &view,
+        &bob,
+        "m.room.member",
+        Some(bob.as_str()),
+        json!({ "membership": "join", "displayname": "Bob" }),
+        &[],
+    );
+    fake.serve_event(renamed_id.as_str(), renamed);
+    view.state.insert(
+        ("m.room.member".to_owned(), bob.to_string()),
+        renamed_id.clone(),
+    );
+    let (named_id, named) = peer.event(&view, &bob, "m.room.message", None, text("named"), &[]);
+    let (_, answer) = peer.send(a, "auth-gap", &[&named], &[]).await;
+    assert_eq!(answer, json!({ "pdus": { named_id.as_str(): {} } }));
+    assert!(stored_event(a, renamed_id.as_str()).await.is_some());
+    assert_eq!(
+        fake.missing_events_asked().len(),
+        2,
+        "prev events were all known"
+    );
 }
 
 fn myelin_tests_user(user_id: &str) -> ruma_ids::OwnedUserId {

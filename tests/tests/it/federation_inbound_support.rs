@@ -25,6 +25,11 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// Speaks for `name` with `key`.
+    pub fn new(name: OwnedServerName, key: SigningKey) -> Self {
+        Self { name, key }
+    }
+
     /// Speaks for `server` with the key it publishes.
     pub async fn of(server: &TestServer) -> Self {
         let (key_id, seed) = server.signing_key_seed().await;

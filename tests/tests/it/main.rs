@@ -14,6 +14,7 @@ mod devices;
 mod e2e_only_rooms;
 mod errors;
 mod federation_e2ee;
+mod federation_fake_peer;
 mod federation_inbound;
 mod federation_inbound_support;
 mod federation_transport;

@@ -66,10 +66,8 @@ const PRUNE_INTERVAL_MS: i64 = 60 * 1000;
 #[derive(Debug, Deserialize)]
 pub struct Transaction {
     /// The server that sent it; must be the one that signed the request.
+    /// (`origin_server_ts` is not read: each PDU carries its own time.)
     pub origin: String,
-    /// When it was sent (unused: each PDU carries its own time).
-    #[serde(default)]
-    pub origin_server_ts: Option<Value>,
     /// Up to [`MAX_PDUS`] PDUs, each checked on its own.
     #[serde(default)]
     pub pdus: Vec<Value>,

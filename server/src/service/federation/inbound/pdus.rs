@@ -16,6 +16,7 @@ use crate::service::{
     room_events::{RemoteEventError, RemoteOutcome},
     rooms::{pdu::Pdu, version::RoomVersion},
 };
+use crate::storage::EventStatus;
 
 /// Most events fetched from the origin for one transaction
 /// (`/get_missing_events` and `/event` answers together).
@@ -309,7 +310,6 @@ fn claimed_event_id(
 /// The answer for a PDU the write path judged: taken (accepted or
 /// soft-failed, which the spec counts as received), or the rejection.
 fn outcome_answer(outcome: RemoteOutcome) -> Result<(), String> {
-    use crate::storage::EventStatus;
     match outcome {
         RemoteOutcome::Accepted
         | RemoteOutcome::SoftFailed(_)
