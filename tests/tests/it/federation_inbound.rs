@@ -146,7 +146,6 @@ async fn pdus_failing_the_checks_get_error_entries(backend: Backend) {
     let bob = setup.peer.user("bob");
     setup.join_bob().await;
     let view = setup.view().await;
-    let text = |body: &str| json!({ "msgtype": "m.text", "body": body });
 
     let (good_id, good) = setup
         .peer
@@ -159,14 +158,7 @@ async fn pdus_failing_the_checks_get_error_entries(backend: Backend) {
         text("forged"),
         &[&good],
     );
-    // A signature that does not verify: the event id (its reference hash)
-    // is unchanged, since signatures are not hashed.
-    let signatures = forged["signatures"][setup.peer.name.as_str()]
-        .as_object_mut()
-        .unwrap();
-    for signature in signatures.values_mut() {
-        *signature = json!("AAAA".repeat(21) + "AA");
-    }
+    forge_signatures(&mut forged);
     let (changed_id, mut changed) = setup.peer.event(
         &view,
         &bob,
@@ -571,7 +563,6 @@ async fn events_with_unknown_prev_events_wait_for_them(backend: Backend) {
     let bob = setup.peer.user("bob");
     setup.join_bob().await;
     let view = setup.view().await;
-    let text = |body: &str| json!({ "msgtype": "m.text", "body": body });
     let (first_id, first) = setup
         .peer
         .event(&view, &bob, "m.room.message", None, text("one"), &[]);
@@ -619,7 +610,6 @@ async fn missing_events_are_fetched_from_the_origin(backend: Backend) {
     assert_eq!(answer, json!({ "pdus": { join_id.as_str(): {} } }));
 
     let view = RoomView::read(a, &alice.token, &room_id).await;
-    let text = |body: &str| json!({ "msgtype": "m.text", "body": body });
     let (one_id, one) = peer.event(&view, &bob, "m.room.message", None, text("one"), &[]);
     let (two_id, two) = peer.event(&view, &bob, "m.room.message", None, text("two"), &[&one]);
     let (three_id, three) = peer.event(&view, &bob, "m.room.message", None, text("three"), &[&two]);
@@ -659,12 +649,7 @@ async fn missing_events_are_fetched_from_the_origin(backend: Backend) {
         text("after"),
         &[&forged],
     );
-    let signatures = forged["signatures"][peer.name.as_str()]
-        .as_object_mut()
-        .unwrap();
-    for signature in signatures.values_mut() {
-        *signature = json!("AAAA".repeat(21) + "AA");
-    }
+    forge_signatures(&mut forged);
     fake.answer_missing_events(vec![forged]);
     let (_, answer) = peer.send(a, "forged-gap", &[&after], &[]).await;
     assert!(
@@ -700,6 +685,21 @@ async fn missing_events_are_fetched_from_the_origin(backend: Backend) {
         2,
         "prev events were all known"
     );
+}
+
+/// Replaces every signature of `pdu` with one that does not verify; its
+/// event id (the reference hash, which leaves signatures out) stays.
+fn forge_signatures(pdu: &mut Value) {
+    for by_key in pdu["signatures"].as_object_mut().unwrap().values_mut() {
+        for signature in by_key.as_object_mut().unwrap().values_mut() {
+            *signature = json!("AAAA".repeat(21) + "AA");
+        }
+    }
+}
+
+/// A text message's content.
+fn text(body: &str) -> Value {
+    json!({ "msgtype": "m.text", "body": body })
 }
 
 fn myelin_tests_user(user_id: &str) -> ruma_ids::OwnedUserId {

@@ -146,7 +146,12 @@ impl Inbound {
         receipt: UserReceipt,
     ) -> Result<(), ServiceError> {
         check_origin(origin, user_id)?;
-        self.check_room_acl(origin, room_id).await?;
+        if !self
+            .room_allows(room_id, |state| acl_allows(state, origin))
+            .await?
+        {
+            return Err(ServiceError::not_in_room());
+        }
         // A receipt names one event; the spec's list exists for history.
         let Some(event_id) = receipt.event_ids.last() else {
             return Ok(());
@@ -247,23 +252,6 @@ impl Inbound {
             .await?
             .flatten()
             .ok_or_else(ServiceError::not_in_room)
-    }
-
-    async fn check_room_acl(
-        &self,
-        origin: &ServerName,
-        room_id: &RoomId,
-    ) -> Result<(), ServiceError> {
-        let allowed = self
-            .services
-            .events
-            .read_state(room_id, |state| acl_allows(state, origin))
-            .await?;
-        if allowed == Some(true) {
-            Ok(())
-        } else {
-            Err(ServiceError::not_in_room())
-        }
     }
 }
 

@@ -25,7 +25,7 @@ use std::{
     },
 };
 
-use ruma::{OwnedServerName, ServerName, events::StateEventType};
+use ruma::{OwnedServerName, RoomId, ServerName, events::StateEventType};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{debug, warn};
@@ -243,6 +243,17 @@ pub fn acl_allows(state: &RoomState, server: &ServerName) -> bool {
     };
     let content: Value = serde_json::from_str(acl.content().get()).unwrap_or(Value::Null);
     is_server_allowed(&content, server)
+}
+
+impl Inbound {
+    /// Whether the room is known here and `check` holds of its current state.
+    async fn room_allows(
+        &self,
+        room_id: &RoomId,
+        check: impl FnOnce(&RoomState) -> bool,
+    ) -> Result<bool, ServiceError> {
+        Ok(self.services.events.read_state(room_id, check).await? == Some(true))
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

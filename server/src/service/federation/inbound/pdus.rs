@@ -99,12 +99,10 @@ impl Inbound {
         budget: &mut FetchBudget,
     ) -> Result<(), String> {
         let allowed = self
-            .services
-            .events
-            .read_state(room_id, |state| acl_allows(state, origin))
+            .room_allows(room_id, |state| acl_allows(state, origin))
             .await
             .map_err(internal)?;
-        if allowed != Some(true) {
+        if !allowed {
             return Err("the room's server ACL denies the origin".to_owned());
         }
         let CheckedPdu { pdu, .. } = self.check(version, object).await?;

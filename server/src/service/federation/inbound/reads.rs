@@ -229,11 +229,9 @@ impl Inbound {
         room_id: &RoomId,
     ) -> Result<(), ServiceError> {
         let may_read = self
-            .services
-            .events
-            .read_state(room_id, |state| may_read(state, origin))
+            .room_allows(room_id, |state| may_read(state, origin))
             .await?;
-        if may_read == Some(true) {
+        if may_read {
             Ok(())
         } else {
             Err(ServiceError::Forbidden(
