@@ -125,6 +125,7 @@ impl Inbound {
                 Err(RemoteEventError::MissingEvents { .. }) => {
                     return Err("events it cites could not be fetched".to_owned());
                 }
+                Err(RemoteEventError::Service(error)) => return Err(internal(error)),
                 Err(error) => return Err(error.to_string()),
             }
         }
