@@ -16,9 +16,9 @@
 //! # }
 //! ```
 //!
-//! Not yet supported: federation beyond its transport and identity layer
-//! (`service::federation`: no transactions, joins or PDUs yet); profile
-//! and key lookups of remote users from the client API.
+//! Not yet supported: sending federation transactions, and joining,
+//! inviting or leaving over federation (`service::federation` receives
+//! transactions and serves the room DAG to other servers).
 
 pub mod config;
 pub mod http;
@@ -45,6 +45,7 @@ use service::{
     federation::{
         Federation, FederationClient, RemoteKeys,
         discovery::{Discovery, NetworkLookups},
+        inbound::{Inbound, InboundServices},
         system_clock,
         transport::{Transport, TransportSetupError},
     },
@@ -207,7 +208,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         room_events.clone(),
         notifier,
         typing.clone(),
-        device_lists,
+        device_lists.clone(),
         to_device.clone(),
         FilterLimits {
             max_bytes: config.limits.filter_bytes,
@@ -230,6 +231,18 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     let key_backup = Arc::new(KeyBackup::new(
         storage.clone(),
         config.limits.backup_versions_per_user,
+    ));
+    let inbound = Arc::new(Inbound::new(
+        storage.clone(),
+        InboundServices {
+            events: room_events.clone(),
+            federation: federation.clone(),
+            typing: typing.clone(),
+            account_data: account_data.clone(),
+            to_device: to_device.clone(),
+            device_lists,
+        },
+        system_clock(),
     ));
     let rooms = Arc::new(RoomOps::new(
         room_events,
@@ -255,6 +268,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         budgets: Arc::new(AccountBudgets::new(&config.rate_limits)),
         trusted_proxies: config.rate_limits.trusted_proxies.clone().into(),
         federation,
+        inbound,
         to_device,
         e2ee_keys,
         key_backup,

@@ -449,7 +449,7 @@ impl Drop for TestServer {
 }
 
 /// Writes a self-signed certificate for `localhost` and its key into `dir`.
-fn self_signed_certificate(dir: &std::path::Path) -> TlsConfig {
+pub fn self_signed_certificate(dir: &std::path::Path) -> TlsConfig {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
     let certificate = dir.join("federation-cert.pem");

@@ -8,6 +8,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use ruma::ServerName;
+
 use super::{
     ServiceError,
     rate_limit::RateLimiter,
@@ -51,6 +53,23 @@ impl PublicRooms {
         search: Option<&str>,
     ) -> Result<Arc<Vec<PublicRoom>>, ServiceError> {
         self.limiter.check(&format!("ip:{client}"))?;
+        self.listing(search).await
+    }
+
+    /// [`Self::list`] for another server, rate-limited per server name.
+    ///
+    /// # Errors
+    /// `LimitExceeded` past the server's rate; storage failures.
+    pub async fn list_for_server(
+        &self,
+        origin: &ServerName,
+        search: Option<&str>,
+    ) -> Result<Arc<Vec<PublicRoom>>, ServiceError> {
+        self.limiter.check(&format!("server:{origin}"))?;
+        self.listing(search).await
+    }
+
+    async fn listing(&self, search: Option<&str>) -> Result<Arc<Vec<PublicRoom>>, ServiceError> {
         if let Some(search) = search.filter(|search| !search.is_empty()) {
             return Ok(Arc::new(self.rooms.public_rooms(Some(search)).await?));
         }

@@ -13,7 +13,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId};
 use tracing::debug;
 
 use super::{
@@ -23,7 +23,8 @@ use super::{
     stream::{Kind, Stream},
 };
 use crate::storage::{
-    Queued, Storage, StorageError, StreamPosition, ToDeviceMessage, ToDeviceSend, UserMessages,
+    Millis, Queued, SendId, Storage, StorageError, StreamPosition, ToDeviceMessage, ToDeviceSend,
+    UserMessages,
 };
 
 /// Most to-device messages one sync returns; the rest follow in the next
@@ -116,8 +117,56 @@ impl ToDevice {
         txn_id: &str,
         messages: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
     ) -> Result<Vec<RefusedDevice>, ServiceError> {
-        check_identifier("the event type", event_type, MAX_EVENT_TYPE_BYTES)?;
         check_identifier("the transaction id", txn_id, MAX_TXN_ID_BYTES)?;
+        self.check_send(event_type, &messages)?;
+        if let Some(remote) = messages
+            .keys()
+            .find(|user_id| user_id.server_name() != self.server_name)
+        {
+            return Err(ServiceError::InvalidParam(format!(
+                "{remote} is on another server; to-device messages cannot reach other \
+                 servers yet (no federation)"
+            )));
+        }
+        let send_id = SendId::Device {
+            device_id: sender_device,
+            txn_id,
+        };
+        self.queue(sender, send_id, event_type, messages).await
+    }
+
+    /// Delivers the messages of an `m.direct_to_device` EDU from `origin`
+    /// to local users' devices, as [`Self::send`] does; a `message_id`
+    /// already delivered from `origin` delivers nothing. The caller keeps
+    /// only local recipients and checks that `sender` is of `origin`.
+    ///
+    /// # Errors
+    /// As [`Self::send`], but for the recipients' server.
+    pub async fn receive_remote(
+        &self,
+        origin: &ServerName,
+        sender: &UserId,
+        event_type: &str,
+        message_id: &str,
+        messages: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+    ) -> Result<Vec<RefusedDevice>, ServiceError> {
+        check_identifier("the message id", message_id, MAX_TXN_ID_BYTES)?;
+        self.check_send(event_type, &messages)?;
+        let send_id = SendId::Federation {
+            origin,
+            message_id,
+            received: Millis::now(),
+        };
+        self.queue(sender, send_id, event_type, messages).await
+    }
+
+    /// Refuses a bad event type or an oversized content.
+    fn check_send(
+        &self,
+        event_type: &str,
+        messages: &BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+    ) -> Result<(), ServiceError> {
+        check_identifier("the event type", event_type, MAX_EVENT_TYPE_BYTES)?;
         let max_bytes = self.limits.max_message_bytes;
         if messages
             .values()
@@ -128,15 +177,17 @@ impl ToDevice {
                 "a to-device message's content is limited to {max_bytes} bytes"
             )));
         }
-        if let Some(remote) = messages
-            .keys()
-            .find(|user_id| user_id.server_name() != self.server_name)
-        {
-            return Err(ServiceError::InvalidParam(format!(
-                "{remote} is on another server; to-device messages cannot reach other \
-                 servers yet (no federation)"
-            )));
-        }
+        Ok(())
+    }
+
+    /// Stores a checked send for local recipients and wakes their devices.
+    async fn queue(
+        &self,
+        sender: &UserId,
+        send_id: SendId<'_>,
+        event_type: &str,
+        messages: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+    ) -> Result<Vec<RefusedDevice>, ServiceError> {
         let messages: BTreeMap<OwnedUserId, UserMessages> = messages
             .into_iter()
             .map(|(user_id, by_device)| (user_id, user_messages(by_device)))
@@ -150,8 +201,7 @@ impl ToDevice {
             .append(Kind::ToDevice, |position| async move {
                 let send = ToDeviceSend {
                     sender,
-                    sender_device,
-                    txn_id,
+                    send_id,
                     event_type,
                     messages,
                     position,

@@ -7,6 +7,7 @@
 mod accounts;
 mod device_lists;
 mod e2ee_keys;
+mod federation_inbox;
 mod key_backup;
 mod keys;
 mod media;
@@ -28,6 +29,7 @@ pub use e2ee_keys::{
     CrossSigningKey, CrossSigningKeyType, DeviceKeys, E2eeKeyStore, KeySignature, OneTimeKey,
     QueriedDevice, SignatureTarget,
 };
+pub use federation_inbox::FederationInboxStore;
 pub use key_backup::{
     BackedUpKey, BackupInfo, BackupVersion, KeyBackupStore, KeyRank, KeySelection, KeysState,
     KeysUpload, NotABackupVersion,
@@ -41,7 +43,7 @@ pub use rooms::{
     RoomHead, RoomRecord, RoomStore, StateEntry, StoredEvent, StreamPosition, WithheldEvent,
 };
 pub use sql::{PostgresStorage, SqliteStorage};
-pub use to_device::{Queued, ToDeviceMessage, ToDeviceSend, ToDeviceStore, UserMessages};
+pub use to_device::{Queued, SendId, ToDeviceMessage, ToDeviceSend, ToDeviceStore, UserMessages};
 pub use user_data::{AccountDataEntry, NewPusher, PresenceState, Receipt, UserDataStore};
 
 /// Milliseconds since the Unix epoch, as Matrix timestamps are.
@@ -206,6 +208,7 @@ pub trait Storage:
     AccountStore
     + DeviceListStore
     + E2eeKeyStore
+    + FederationInboxStore
     + KeyBackupStore
     + KeyStore
     + MediaStore

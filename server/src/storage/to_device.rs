@@ -6,9 +6,9 @@
 use std::{collections::BTreeMap, fmt};
 
 use async_trait::async_trait;
-use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, ServerName, UserId};
 
-use super::{StorageError, StreamPosition};
+use super::{Millis, StorageError, StreamPosition};
 
 /// The messages of one send for one recipient user.
 #[derive(Clone, Default)]
@@ -33,10 +33,8 @@ impl fmt::Debug for UserMessages {
 pub struct ToDeviceSend<'a> {
     /// Who sends.
     pub sender: &'a UserId,
-    /// From which device; transaction ids are scoped to it.
-    pub sender_device: &'a DeviceId,
-    /// The client's transaction id.
-    pub txn_id: &'a str,
+    /// What makes the send unique: the same id again stores nothing.
+    pub send_id: SendId<'a>,
     /// The event type every message of the send has.
     pub event_type: &'a str,
     /// Recipients (local users only) and what they get.
@@ -47,6 +45,28 @@ pub struct ToDeviceSend<'a> {
     pub max_pending: u64,
     /// Most messages from this sender a device's inbox may hold.
     pub max_pending_per_sender: u64,
+}
+
+/// What identifies a send, so that one repeated is stored once.
+#[derive(Debug, Clone, Copy)]
+pub enum SendId<'a> {
+    /// A local client's transaction id, scoped to its device.
+    Device {
+        /// The sending device.
+        device_id: &'a DeviceId,
+        /// The client's transaction id.
+        txn_id: &'a str,
+    },
+    /// The `message_id` of an `m.direct_to_device` EDU, scoped to the
+    /// server that sent it.
+    Federation {
+        /// The sending server.
+        origin: &'a ServerName,
+        /// The EDU's `message_id`.
+        message_id: &'a str,
+        /// When it arrived (ids are forgotten after a while).
+        received: Millis,
+    },
 }
 
 /// What became of a send.
@@ -61,7 +81,7 @@ pub enum Queued {
         /// The devices that did not.
         refused: Vec<(OwnedUserId, OwnedDeviceId)>,
     },
-    /// The sending device used this transaction id before; nothing was stored.
+    /// The send's id was used before; nothing was stored.
     Duplicate,
     /// Every recipient device's inbox was full; nothing was stored, the
     /// transaction id included.

@@ -921,7 +921,7 @@ async fn read(response: reqwest::Response) -> (StatusCode, Value, Option<String>
 
 /// A signed key document for `server`: `key` current until `valid_until`,
 /// and old keys `(id, public key, expired_ts)`.
-fn key_document(
+pub(crate) fn key_document(
     server: &str,
     key: &SigningKey,
     valid_until: i64,

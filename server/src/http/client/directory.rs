@@ -123,7 +123,7 @@ pub struct PublicRoomsQuery {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct PublicRoomsFilter {
-    generic_search_term: Option<String>,
+    pub(crate) generic_search_term: Option<String>,
     /// Room types to list; `null` stands for rooms without a type.
     room_types: Option<Vec<Option<String>>>,
 }
@@ -144,7 +144,7 @@ pub async fn get_public_rooms(
     Query(query): Query<PublicRoomsQuery>,
 ) -> Result<Reply<Value>, MatrixError> {
     let filter = PublicRoomsFilter::default();
-    public_rooms_page(
+    list_public_rooms(
         &state,
         client,
         query.server,
@@ -167,7 +167,7 @@ pub async fn get_public_rooms_filtered(
     // The spec puts `server` in the query string here; older clients sent it
     // in the body.
     let server = query.server.or(body.server);
-    public_rooms_page(&state, client, server, filter, body.limit, body.since).await
+    list_public_rooms(&state, client, server, filter, body.limit, body.since).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,7 +175,7 @@ pub struct ServerQuery {
     server: Option<String>,
 }
 
-async fn public_rooms_page(
+async fn list_public_rooms(
     state: &AppState,
     client: std::net::IpAddr,
     server: Option<String>,
@@ -194,6 +194,20 @@ async fn public_rooms_page(
         .public_rooms
         .list(client, filter.generic_search_term.as_deref())
         .await?;
+    Ok(Reply(public_rooms_page(&listed, &filter, limit, since)?))
+}
+
+/// One page of a directory listing, `{chunk, total_room_count_estimate,
+/// next_batch?, prev_batch?}`, for clients and other servers.
+///
+/// # Errors
+/// `M_INVALID_PARAM` for a `since` token that is not one.
+pub(crate) fn public_rooms_page(
+    listed: &[PublicRoom],
+    filter: &PublicRoomsFilter,
+    limit: Option<usize>,
+    since: Option<String>,
+) -> Result<Value, MatrixError> {
     let rooms: Vec<&PublicRoom> = listed
         .iter()
         .filter(|room| {
@@ -226,7 +240,7 @@ async fn public_rooms_page(
     if start > 0 {
         page["prev_batch"] = json!(start.saturating_sub(limit).to_string());
     }
-    Ok(Reply(page))
+    Ok(page)
 }
 
 fn public_room_json(room: &PublicRoom) -> Value {

@@ -5,7 +5,7 @@ mod account_data;
 mod auth_data;
 mod capabilities;
 mod devices;
-mod directory;
+pub(crate) mod directory;
 mod events;
 mod key_backup;
 mod keys;

@@ -7,7 +7,9 @@
 //! [`Signed`] request, which yields the origin server.
 
 mod auth;
+mod events;
 mod query;
+mod send;
 mod user_keys;
 
 use axum::{
@@ -16,7 +18,7 @@ use axum::{
     http::{HeaderValue, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use serde_json::{Value, json};
 
@@ -32,7 +34,24 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/query/directory", get(query::get_room_information))
         .route("/user/keys/query", post(user_keys::get_keys))
         .route("/user/keys/claim", post(user_keys::claim_keys))
-        .route("/user/devices/{user_id}", get(user_keys::get_devices));
+        .route("/user/devices/{user_id}", get(user_keys::get_devices))
+        .route("/send/{txn_id}", put(send::send_transaction))
+        .route("/event/{event_id}", get(events::get_event))
+        .route("/state/{room_id}", get(events::get_room_state))
+        .route("/state_ids/{room_id}", get(events::get_room_state_ids))
+        .route(
+            "/event_auth/{room_id}/{event_id}",
+            get(events::get_event_authorization),
+        )
+        .route("/backfill/{room_id}", get(events::get_backfill))
+        .route(
+            "/get_missing_events/{room_id}",
+            post(events::get_missing_events),
+        )
+        .route(
+            "/publicRooms",
+            get(events::get_public_rooms).post(events::get_public_rooms_filtered),
+        );
     Router::new()
         .nest("/_matrix/federation/v1", v1)
         .nest("/_matrix/key", keys::router())

@@ -10,14 +10,17 @@
 //! - [`transport`]: one HTTPS exchange to a checked address;
 //! - [`client`]: [`FederationClient`], signed `get`/`post`/`put`;
 //! - [`pdu_check`]: a received PDU's format, signatures and content hash;
+//! - [`inbound`]: transactions received (PDUs and EDUs) and the reads of
+//!   a room's DAG other servers make;
 //! - [`user_keys`], [`profile`]: remote users' keys and profiles for local
 //!   clients.
 //!
-//! Not here yet: transactions (PDUs and EDUs), joins, invites, backfill.
+//! Not here yet: sending transactions, joins, invites.
 
 pub mod auth;
 pub mod client;
 pub mod discovery;
+pub mod inbound;
 pub mod keys;
 pub mod pdu_check;
 pub mod profile;

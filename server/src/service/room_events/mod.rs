@@ -15,6 +15,7 @@
 //! ([`event_writer::PendingEvent::advance`]) is shared by every kind of
 //! event; only building and vouching for an event is local.
 
+mod dag;
 mod event_writer;
 mod local;
 mod remote;

@@ -313,7 +313,7 @@ impl RoomEvents {
 
     /// The state before an event that does not follow the tip: the state
     /// after its one prev event, or the resolution of the states after each.
-    async fn state_before(
+    pub(super) async fn state_before(
         &self,
         current: &RoomState,
         prev_events: &[DagEvent],
@@ -555,7 +555,7 @@ fn same_ids(ids: &[OwnedEventId], extremities: &[Pdu]) -> bool {
 }
 
 /// A stored event as a [`Pdu`].
-fn dag_pdu(version: RoomVersion, stored: DagEvent) -> Result<Pdu, ServiceError> {
+pub(super) fn dag_pdu(version: RoomVersion, stored: DagEvent) -> Result<Pdu, ServiceError> {
     let event_id = stored.event_id.clone();
     Pdu::from_storage(version, stored.event_id, stored.json)
         .map_err(|e| ServiceError::Internal(format!("stored event {event_id} is invalid: {e}")))

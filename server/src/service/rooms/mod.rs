@@ -17,6 +17,7 @@
 //!   build).
 //! - [`state`]: a room's current state, its member index and the state
 //!   groups that record it.
+//! - [`server_acl`]: whether a room's `m.room.server_acl` lets a server in.
 //! - [`resolve`]: state resolution (v1 for room version 1, v2, and v2.1
 //!   from room version 12) when the DAG forks.
 //!
@@ -96,6 +97,7 @@ pub mod e2e_policy;
 pub mod local_rules;
 pub mod pdu;
 pub mod resolve;
+pub mod server_acl;
 pub mod state;
 pub mod version;
 

@@ -7,7 +7,7 @@ use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
 use super::{PostgresStorage, SqliteStorage, device_gone, rooms::parse_id};
 use crate::storage::{
-    Queued, StorageError, StreamPosition, ToDeviceMessage, ToDeviceSend, ToDeviceStore,
+    Queued, SendId, StorageError, StreamPosition, ToDeviceMessage, ToDeviceSend, ToDeviceStore,
     UserMessages,
 };
 
@@ -42,15 +42,36 @@ macro_rules! sql_to_device_store {
             ) -> Result<Queued, StorageError> {
                 let mut tx = self.pool.begin().await?;
                 let queued = 'queue: {
-                    let fresh = sqlx::query(
-                        "INSERT INTO to_device_transactions (user_id, device_id, txn_id) \
-                         VALUES ($1, $2, $3) ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
-                    )
-                    .bind(send.sender.as_str())
-                    .bind(send.sender_device.as_str())
-                    .bind(send.txn_id)
-                    .execute(&mut *tx)
-                    .await?;
+                    let fresh = match send.send_id {
+                        SendId::Device { device_id, txn_id } => {
+                            sqlx::query(
+                                "INSERT INTO to_device_transactions (user_id, device_id, txn_id) \
+                                 VALUES ($1, $2, $3) \
+                                 ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
+                            )
+                            .bind(send.sender.as_str())
+                            .bind(device_id.as_str())
+                            .bind(txn_id)
+                            .execute(&mut *tx)
+                            .await?
+                        }
+                        SendId::Federation {
+                            origin,
+                            message_id,
+                            received,
+                        } => {
+                            sqlx::query(
+                                "INSERT INTO federation_to_device_messages \
+                                 (origin, message_id, received_ts) VALUES ($1, $2, $3) \
+                                 ON CONFLICT (origin, message_id) DO NOTHING",
+                            )
+                            .bind(origin.as_str())
+                            .bind(message_id)
+                            .bind(received.0)
+                            .execute(&mut *tx)
+                            .await?
+                        }
+                    };
                     if fresh.rows_affected() == 0 {
                         break 'queue Queued::Duplicate;
                     }
