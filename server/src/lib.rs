@@ -45,6 +45,7 @@ use service::{
     federation::{
         Federation, FederationClient, RemoteKeys,
         discovery::{Discovery, NetworkLookups},
+        membership::RemoteMembership,
         system_clock,
         transport::{Transport, TransportSetupError},
     },
@@ -231,8 +232,15 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         storage.clone(),
         config.limits.backup_versions_per_user,
     ));
+    let membership = Arc::new(RemoteMembership::new(
+        room_events.clone(),
+        storage.clone(),
+        federation.clone(),
+        server_keys.clone(),
+    ));
     let rooms = Arc::new(RoomOps::new(
         room_events,
+        membership.clone(),
         storage.clone(),
         profiles.clone(),
         push_rules.clone(),
@@ -255,6 +263,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         budgets: Arc::new(AccountBudgets::new(&config.rate_limits)),
         trusted_proxies: config.rate_limits.trusted_proxies.clone().into(),
         federation,
+        membership,
         to_device,
         e2ee_keys,
         key_backup,

@@ -181,6 +181,9 @@ pub enum EventStatus {
     SoftFailed,
     /// Kept only to be recognised again: it fails the authorization rules.
     Rejected,
+    /// Known outside the timeline: the state and auth chain a join over
+    /// federation brought. Its `state_group` is the state before that join.
+    Outlier,
 }
 
 /// Any event of a room's DAG this server stores, whatever its status.

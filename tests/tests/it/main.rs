@@ -14,6 +14,7 @@ mod devices;
 mod e2e_only_rooms;
 mod errors;
 mod federation_e2ee;
+mod federation_membership;
 mod federation_transport;
 mod guests;
 mod key_backup;

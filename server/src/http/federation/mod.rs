@@ -7,6 +7,7 @@
 //! [`Signed`] request, which yields the origin server.
 
 mod auth;
+mod membership;
 mod query;
 mod user_keys;
 
@@ -16,7 +17,7 @@ use axum::{
     http::{HeaderValue, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use serde_json::{Value, json};
 
@@ -32,9 +33,39 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/query/directory", get(query::get_room_information))
         .route("/user/keys/query", post(user_keys::get_keys))
         .route("/user/keys/claim", post(user_keys::claim_keys))
-        .route("/user/devices/{user_id}", get(user_keys::get_devices));
+        .route("/user/devices/{user_id}", get(user_keys::get_devices))
+        .route(
+            "/make_join/{room_id}/{user_id}",
+            get(membership::create_join_event_template),
+        )
+        .route(
+            "/make_leave/{room_id}/{user_id}",
+            get(membership::create_leave_event_template),
+        )
+        .route(
+            "/make_knock/{room_id}/{user_id}",
+            get(membership::create_knock_event_template),
+        )
+        .route(
+            "/send_knock/{room_id}/{event_id}",
+            put(membership::create_knock_event),
+        );
+    let v2 = Router::new()
+        .route(
+            "/send_join/{room_id}/{event_id}",
+            put(membership::create_join_event),
+        )
+        .route(
+            "/send_leave/{room_id}/{event_id}",
+            put(membership::create_leave_event),
+        )
+        .route(
+            "/invite/{room_id}/{event_id}",
+            put(membership::create_invite),
+        );
     Router::new()
         .nest("/_matrix/federation/v1", v1)
+        .nest("/_matrix/federation/v2", v2)
         .nest("/_matrix/key", keys::router())
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async { MatrixError::method_not_allowed() })

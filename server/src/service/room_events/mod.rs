@@ -16,8 +16,10 @@
 //! event; only building and vouching for an event is local.
 
 mod event_writer;
+mod import;
 mod local;
 mod remote;
+mod resident;
 mod send_queue;
 
 use std::{
@@ -38,6 +40,7 @@ use self::{
     send_queue::{RoomSlot, interested_users},
 };
 pub use self::{
+    import::JoinedState,
     local::{LocalEvent, Transaction, transaction_key},
     remote::{Rejection, RemoteEventError, RemoteOutcome},
 };
@@ -51,7 +54,7 @@ use super::{
     server_keys::ServerKeys,
     stream::{Kind, Stream},
 };
-use crate::storage::{ChainOutcome, Storage, StorageError, StreamPosition};
+use crate::storage::{ChainOutcome, EventStatus, Storage, StorageError, StreamPosition};
 
 /// Tries at creating a room before giving up on finding a free id.
 const MAX_CREATE_ATTEMPTS: u32 = 16;
@@ -302,12 +305,18 @@ impl RoomEvents {
     /// # Errors
     /// `NotFound` when it is unknown.
     pub async fn pdu(&self, version: RoomVersion, event_id: &EventId) -> Result<Pdu, ServiceError> {
-        let stored = self
-            .storage
-            .event(event_id)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound("no such event".to_owned()))?;
-        Pdu::from_storage(version, stored.event_id, stored.json)
+        let (event_id, json) = match self.storage.event(event_id).await? {
+            Some(stored) => (stored.event_id, stored.json),
+            // A room joined over federation has state from before the
+            // join: outliers, outside the timeline.
+            None => match self.storage.dag_event(event_id).await? {
+                Some(outlier) if outlier.status == EventStatus::Outlier => {
+                    (outlier.event_id, outlier.json)
+                }
+                _ => return Err(ServiceError::NotFound("no such event".to_owned())),
+            },
+        };
+        Pdu::from_storage(version, event_id.clone(), json)
             .map_err(|e| ServiceError::Internal(format!("stored event {event_id} is invalid: {e}")))
     }
 

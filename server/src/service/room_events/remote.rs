@@ -393,7 +393,7 @@ impl RoomEvents {
 
     /// `start` and every event reachable from them through `auth_events`,
     /// taking `unstored` as it is rather than from storage.
-    async fn auth_closure(
+    pub(super) async fn auth_closure(
         &self,
         version: RoomVersion,
         start: impl Iterator<Item = OwnedEventId>,

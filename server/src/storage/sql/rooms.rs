@@ -278,7 +278,7 @@ macro_rules! sql_room_store {
 
             /// Writes one state group (a delta or a snapshot) inside the
             /// caller's transaction.
-            async fn insert_state_group(
+            pub(super) async fn insert_state_group(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 state_group: i64,
                 room_id: &RoomId,
@@ -482,16 +482,32 @@ macro_rules! sql_room_store {
                 .bind(event_id.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(|(room_id, rejected, state_group, json)| {
-                    Ok(DagEvent {
+                if let Some((room_id, rejected, state_group, json)) = row {
+                    return Ok(Some(DagEvent {
                         event_id: event_id.to_owned(),
                         room_id: parse_id("withheld_events", room_id)?,
                         json,
                         state_group,
                         status: if rejected { EventStatus::Rejected } else { EventStatus::SoftFailed },
+                    }));
+                }
+                let outlier: Option<(String, i64, String)> = sqlx::query_as(
+                    "SELECT room_id, state_group, json FROM outlier_events WHERE event_id = $1",
+                )
+                .bind(event_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                outlier
+                    .map(|(room_id, state_group, json)| {
+                        Ok(DagEvent {
+                            event_id: event_id.to_owned(),
+                            room_id: parse_id("outlier_events", room_id)?,
+                            json,
+                            state_group,
+                            status: EventStatus::Outlier,
+                        })
                     })
-                })
-                .transpose()
+                    .transpose()
             }
 
             async fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>, StorageError> {
