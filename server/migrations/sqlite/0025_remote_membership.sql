@@ -27,3 +27,11 @@ CREATE TABLE out_of_room_memberships (
     -- A JSON array of stripped state events (`invite_room_state`).
     stripped_state TEXT NOT NULL
 );
+
+-- For a room joined over federation: the state group of the state before
+-- the join, the room's state before its first timeline event, which
+-- `events` cannot tell.
+CREATE TABLE imported_rooms (
+    room_id     TEXT   PRIMARY KEY NOT NULL,
+    state_group BIGINT NOT NULL
+);

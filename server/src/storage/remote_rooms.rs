@@ -78,7 +78,8 @@ pub struct StoredOutOfRoomMembership {
 #[async_trait]
 pub trait RemoteRoomStore: Send + Sync {
     /// Writes the outliers, state group and memberships of a join over
-    /// federation, in one transaction.
+    /// federation, in one transaction; the group is the room's state
+    /// before its first event from then on.
     async fn store_imported_state(&self, state: &ImportedState<'_>) -> Result<(), StorageError>;
 
     /// Records a membership event of a room this server does not hold,

@@ -312,7 +312,9 @@ pub trait RoomStore: Send + Sync {
         before: StreamPosition,
     ) -> Result<Vec<StoredEvent>, StorageError>;
 
-    /// The state group after the room's last event before `position`.
+    /// The state group after the room's last event before `position`
+    /// (before the first event of a room joined over federation: the state
+    /// before that join).
     async fn state_group_before(
         &self,
         room_id: &RoomId,

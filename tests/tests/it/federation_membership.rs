@@ -36,7 +36,6 @@ async fn a_remote_user_joins_by_room_id_and_by_alias(backend: Backend) {
                 "preset": "public_chat",
                 "room_version": version,
                 "name": "Lobby",
-                "room_alias_name": alias,
                 "initial_state": [{
                     "type": "m.room.encryption",
                     "state_key": "",
@@ -94,28 +93,34 @@ async fn a_remote_user_joins_by_room_id_and_by_alias(backend: Backend) {
         assert_eq!(joins.len(), 1, "v{version}: {synced}");
         assert_eq!(joins[0]["content"]["membership"], "join");
 
-        // By an alias of A: a second user of B.
-        let carol = b.register(&format!("carol{version}")).await;
+        // By an alias of A, for a room B does not hold.
+        let aliased = create_room(
+            a,
+            &alice.token,
+            json!({ "preset": "public_chat", "room_version": version, "room_alias_name": alias }),
+        )
+        .await;
         let full_alias = format!("#{alias}:{}", a.server_name);
         let answer = b
             .request(
                 Method::POST,
                 b.v3(&format!("/join/{}", enc(&full_alias))),
-                Some(&carol.token),
+                Some(&bob.token),
                 Some(json!({})),
             )
             .await;
         assert_eq!(
             answer,
-            (StatusCode::OK, json!({ "room_id": room_id })),
+            (StatusCode::OK, json!({ "room_id": aliased })),
             "v{version}"
         );
-        let synced = initial_sync(a, &alice.token, 20).await;
-        assert!(
-            timeline(&synced, "join", &room_id)
-                .iter()
-                .any(|event| event["state_key"] == carol.user_id.as_str()),
-            "v{version}: {synced}"
+        assert_eq!(
+            member_on(a, &alice.token, &aliased, &bob.user_id).await,
+            "join"
+        );
+        assert_eq!(
+            member_on(b, &bob.token, &aliased, &alice.user_id).await,
+            "join"
         );
     }
 }

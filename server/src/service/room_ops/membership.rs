@@ -37,12 +37,20 @@ impl RoomOps {
     ) -> Result<OwnedRoomId, ServiceError> {
         let room_id = match self.resolve_room(target).await {
             Ok(room_id) => room_id,
-            // A room only other servers hold: joined through one of them.
             Err(ServiceError::NotFound(_)) => {
-                let mut extra = content;
-                extra.remove("join_authorised_via_users_server");
-                let content = self.member_content(user_id, "join", extra).await?;
-                return self.remote.join(user_id, target, via, content).await;
+                let (room_id, mut servers) = self.remote.resolve(target).await?;
+                if self.storage.room(&room_id).await?.is_none() {
+                    // A room only other servers hold: joined through one of them.
+                    let mut extra = content;
+                    extra.remove("join_authorised_via_users_server");
+                    let content = self.member_content(user_id, "join", extra).await?;
+                    servers.splice(0..0, via.iter().cloned());
+                    self.remote
+                        .join(user_id, &room_id, servers, content)
+                        .await?;
+                    return Ok(room_id);
+                }
+                room_id
             }
             Err(error) => return Err(error),
         };

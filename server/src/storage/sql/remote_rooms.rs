@@ -32,6 +32,14 @@ macro_rules! sql_remote_room_store {
                 }
                 Self::insert_state_group(&mut tx, state.state_group, state.room_id, state.group)
                     .await?;
+                sqlx::query(
+                    "INSERT INTO imported_rooms (room_id, state_group) VALUES ($1, $2) \
+                     ON CONFLICT (room_id) DO UPDATE SET state_group = excluded.state_group",
+                )
+                .bind(state.room_id.as_str())
+                .bind(state.state_group)
+                .execute(&mut *tx)
+                .await?;
                 for (user_id, membership, event_id) in state.memberships {
                     sqlx::query(
                         "INSERT INTO membership_history \

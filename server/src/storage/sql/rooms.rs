@@ -748,16 +748,20 @@ macro_rules! sql_room_store {
                 if let Some(group) = self.cache.recent().state_group_before(room_id, position) {
                     return Ok(Some(group));
                 }
-                let row: Option<(i64,)> = sqlx::query_as(
-                    "SELECT COALESCE(room_state_group, state_group) FROM events \
-                     WHERE room_id = $1 AND stream_ordering < $2 \
-                     ORDER BY stream_ordering DESC LIMIT 1",
+                // Before a room's first event: nothing, or for a room
+                // joined over federation the state before that join.
+                let (group,): (Option<i64>,) = sqlx::query_as(
+                    "SELECT COALESCE( \
+                         (SELECT COALESCE(room_state_group, state_group) FROM events \
+                          WHERE room_id = $1 AND stream_ordering < $2 \
+                          ORDER BY stream_ordering DESC LIMIT 1), \
+                         (SELECT state_group FROM imported_rooms WHERE room_id = $1))",
                 )
                 .bind(room_id.as_str())
                 .bind(position.0)
-                .fetch_optional(&self.pool)
+                .fetch_one(&self.pool)
                 .await?;
-                Ok(row.map(|(group,)| group))
+                Ok(group)
             }
 
             async fn state_group_entry(

@@ -27,10 +27,29 @@ const MAX_JOIN_CANDIDATES: usize = 8;
 const MAX_ANSWER_EVENTS: usize = 50_000;
 
 impl RemoteMembership {
+    /// The room a room id or an alias of another server names, and the
+    /// servers its directory says to join it through (none for a room id).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown alias (or federation off); `BadGateway`
+    /// when the alias's server cannot answer.
+    pub async fn resolve(
+        &self,
+        target: &RoomOrAliasId,
+    ) -> Result<(OwnedRoomId, Vec<OwnedServerName>), ServiceError> {
+        match <&RoomId>::try_from(target) {
+            Ok(room_id) => Ok((room_id.to_owned(), Vec::new())),
+            Err(_) if !self.federation.is_enabled() => {
+                Err(ServiceError::NotFound("no such room alias".to_owned()))
+            }
+            Err(alias) => self.resolve_alias(alias).await,
+        }
+    }
+
     /// Joins `user_id` to a room this server does not hold, through the
     /// first of the candidate servers that lets them in: `via`, the server
-    /// of a pending invite, the room's or alias's server. `content` is the
-    /// member event's content (profile, reason).
+    /// of a pending invite, the room id's server. `content` is the member
+    /// event's content (profile, reason).
     ///
     /// # Errors
     /// `NotFound` when no server knows the room (or federation is off);
@@ -39,23 +58,15 @@ impl RemoteMembership {
     pub async fn join(
         &self,
         user_id: &UserId,
-        target: &RoomOrAliasId,
-        via: &[OwnedServerName],
+        room_id: &RoomId,
+        via: Vec<OwnedServerName>,
         content: CanonicalJsonObject,
-    ) -> Result<OwnedRoomId, ServiceError> {
+    ) -> Result<(), ServiceError> {
         if !self.federation.is_enabled() {
             return Err(ServiceError::NotFound("no such room".to_owned()));
         }
-        let mut candidates: Vec<OwnedServerName> = via.to_vec();
-        let room_id = match <&RoomId>::try_from(target) {
-            Ok(room_id) => room_id.to_owned(),
-            Err(alias) => {
-                let (room_id, servers) = self.resolve_alias(alias).await?;
-                candidates.extend(servers);
-                room_id
-            }
-        };
-        if let Some(inviter) = self.pending_invite(user_id, &room_id).await? {
+        let mut candidates = via;
+        if let Some(inviter) = self.pending_invite(user_id, room_id).await? {
             candidates.push(inviter.sender().server_name().to_owned());
         }
         if let Some(server) = room_id.server_name() {
@@ -73,10 +84,10 @@ impl RemoteMembership {
             }
             tried.push(server.clone());
             match self
-                .join_via(&server, user_id, &room_id, content.clone())
+                .join_via(&server, user_id, room_id, content.clone())
                 .await
             {
-                Ok(()) => return Ok(room_id),
+                Ok(()) => return Ok(()),
                 Err(error) => {
                     tracing::info!(%server, %room_id, %error, "a join through another server failed");
                     last_error = error;
