@@ -183,7 +183,7 @@ impl RoomEvents {
                 room_id: pdu.room_id(),
                 user_id,
                 membership: &membership,
-                room_version: &pdu.room_version().id().to_string(),
+                room_version: pdu.room_version().id().as_ref(),
                 json: pdu.canonical_json(),
                 stripped_state,
             })

@@ -210,9 +210,7 @@ fn sign_template(
     }
     template.insert(
         "origin_server_ts".to_owned(),
-        CanonicalJsonValue::Integer(
-            ruma::Int::try_from(MilliSecondsSinceUnixEpoch::now().get()).unwrap_or_default(),
-        ),
+        CanonicalJsonValue::Integer(ruma::Int::from(MilliSecondsSinceUnixEpoch::now().get())),
     );
     hash_and_sign_event(
         keys.server_name(),
