@@ -208,12 +208,13 @@ async fn the_resident_refuses_joins_that_are_not_what_they_claim(backend: Backen
         let template = make_join(a, b, &b_key, &public, &bob).await;
         assert_eq!(template.0, StatusCode::OK, "v{version}: {}", template.1);
 
-        // A join of a user of another server than the one asking.
+        // A join of a user of another server than the one asking, signed
+        // by that user's server (whose key B got hold of).
         let mallory = format!("@mallory:{}", a.server_name);
         let mut forged = template.1["event"].clone();
         forged["sender"] = json!(mallory);
         forged["state_key"] = json!(mallory);
-        let (event_id, forged) = sign_event(b, &b_key, version, forged);
+        let (event_id, forged) = sign_event(a, &signing_key(a).await, version, forged);
         let answer = send_join(a, b, &b_key, &public, &event_id, &forged).await;
         assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
 
