@@ -18,6 +18,8 @@ backend_tests!(
     a_remote_user_joins_by_room_id_and_by_alias,
     a_remote_user_is_invited_joins_and_rejects,
     the_resident_refuses_joins_that_are_not_what_they_claim,
+    a_restricted_room_admits_members_of_its_allowed_room,
+    a_remote_user_knocks,
 );
 
 const VERSIONS: [&str; 2] = ["10", "12"];
@@ -270,6 +272,136 @@ async fn the_resident_refuses_joins_that_are_not_what_they_claim(backend: Backen
             StatusCode::BAD_REQUEST,
             "M_INCOMPATIBLE_ROOM_VERSION",
         );
+    }
+}
+
+async fn a_restricted_room_admits_members_of_its_allowed_room(backend: Backend) {
+    let servers = TestServer::start_federated(backend, 2).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    for version in VERSIONS {
+        let lobby = create_room(
+            a,
+            &alice.token,
+            json!({ "preset": "public_chat", "room_version": version }),
+        )
+        .await;
+        let restricted = create_room(
+            a,
+            &alice.token,
+            json!({
+                "preset": "private_chat",
+                "room_version": version,
+                "initial_state": [{
+                    "type": "m.room.join_rules",
+                    "state_key": "",
+                    "content": {
+                        "join_rule": "restricted",
+                        "allow": [{ "type": "m.room_membership", "room_id": lobby }],
+                    },
+                }],
+            }),
+        )
+        .await;
+        let via = format!("?server_name={}", enc(&a.server_name));
+        let join = |room: &str| {
+            b.request(
+                Method::POST,
+                b.v3(&format!("/join/{}{via}", enc(room))),
+                Some(&bob.token),
+                Some(json!({})),
+            )
+        };
+        // Not yet a member of the allowed room: refused.
+        let answer = join(&restricted).await;
+        assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+        assert_eq!(join(&lobby).await.0, StatusCode::OK, "v{version}");
+        // Now A vouches for the join with its signature.
+        let answer = join(&restricted).await;
+        assert_eq!(
+            answer,
+            (StatusCode::OK, json!({ "room_id": restricted })),
+            "v{version}"
+        );
+        let synced = initial_sync(a, &alice.token, 30).await;
+        let bob_join = timeline(&synced, "join", &restricted)
+            .iter()
+            .find(|event| event["state_key"] == bob.user_id.as_str())
+            .unwrap_or_else(|| panic!("v{version}: {synced}"))
+            .clone();
+        assert_eq!(
+            bob_join["content"]["join_authorised_via_users_server"],
+            alice.user_id.as_str(),
+            "v{version}"
+        );
+        assert_eq!(
+            member_on(b, &bob.token, &restricted, &bob.user_id).await,
+            "join"
+        );
+    }
+}
+
+async fn a_remote_user_knocks(backend: Backend) {
+    let servers = TestServer::start_federated(backend, 2).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let alice = a.register("alice").await;
+    let b_key = signing_key(b).await;
+    for version in VERSIONS {
+        let room_id = create_room(
+            a,
+            &alice.token,
+            json!({
+                "preset": "private_chat",
+                "room_version": version,
+                "name": "Knock here",
+                "initial_state": [{
+                    "type": "m.room.join_rules",
+                    "state_key": "",
+                    "content": { "join_rule": "knock" },
+                }],
+            }),
+        )
+        .await;
+        let bob = format!("@bob:{}", b.server_name);
+        let path = format!(
+            "/_matrix/federation/v1/make_knock/{}/{}?ver={version}",
+            enc(&room_id),
+            enc(&bob)
+        );
+        let template = signed_request(a, b, &b_key, Method::GET, &path, None).await;
+        assert_eq!(template.0, StatusCode::OK, "v{version}: {}", template.1);
+        assert_eq!(template.1["event"]["content"]["membership"], "knock");
+        let (event_id, knock) = sign_event(b, &b_key, version, template.1["event"].clone());
+        let path = format!(
+            "/_matrix/federation/v1/send_knock/{}/{}",
+            enc(&room_id),
+            enc(&event_id)
+        );
+        let answer = signed_request(a, b, &b_key, Method::PUT, &path, Some(&knock)).await;
+        assert_eq!(answer.0, StatusCode::OK, "v{version}: {}", answer.1);
+        let stripped = answer.1["knock_room_state"].as_array().unwrap();
+        assert!(
+            stripped
+                .iter()
+                .any(|event| event["type"] == "m.room.name"
+                    && event["content"]["name"] == "Knock here"),
+            "v{version}: {}",
+            answer.1
+        );
+        assert_eq!(member_on(a, &alice.token, &room_id, &bob).await, "knock");
+        // A knock with the join's template is not a knock.
+        let path = format!(
+            "/_matrix/federation/v1/send_knock/{}/{}",
+            enc(&room_id),
+            enc(&event_id)
+        );
+        let mut join = template.1["event"].clone();
+        join["content"]["membership"] = json!("join");
+        let (join_id, join) = sign_event(b, &b_key, version, join);
+        let path = path.replace(&enc(&event_id), &enc(&join_id));
+        let answer = signed_request(a, b, &b_key, Method::PUT, &path, Some(&join)).await;
+        assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     }
 }
 
