@@ -19,14 +19,13 @@ use super::{RoomEvents, event_writer::PendingEvent, send_queue::interested_users
 use crate::{
     service::{
         ServiceError,
-        committed::CommittedEvents,
         rooms::{
             pdu::Pdu,
             state::{Head, RoomState, membership},
         },
         stream::Kind,
     },
-    storage::{ChainOutcome, ImportedState, OutOfRoomMembership, Outlier},
+    storage::{ImportedState, OutOfRoomMembership, Outlier},
 };
 
 /// A resident server's answer to a join, checked: every event is of the
@@ -125,24 +124,10 @@ impl RoomEvents {
         let mut pending = PendingEvent::advance(&mut after, join, None, position)?;
         pending.creates_room_version = Some(version.id().to_string());
         let interested = interested_users(&after, &[&pending]);
-        let fed = (position, pending.pdu.clone());
-        let written = self.writer.write(vec![pending]).await;
-        self.stream.mark(Kind::Membership, position);
-        let outcome = match written {
-            Ok(ChainOutcome { written: 1, .. }) => {
-                self.committed.committed(CommittedEvents {
-                    room_id: room_id.clone(),
-                    events: vec![fed],
-                });
-                *guard = Some(after);
-                Ok(())
-            }
-            Ok(ChainOutcome { error, .. }) => Err(error.map_or_else(
-                || ServiceError::Internal("the join was not written".to_owned()),
-                ServiceError::Storage,
-            )),
-            Err(error) => Err(error),
-        };
+        let outcome = self.write_one(pending).await;
+        if outcome.is_ok() {
+            *guard = Some(after);
+        }
         // Released on every path: a position left reserved would hold back
         // every later one.
         drop(group_reservation);

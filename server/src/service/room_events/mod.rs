@@ -47,7 +47,7 @@ pub use self::{
 pub use super::rooms::state::{RoomState, membership};
 use super::{
     ServiceError,
-    committed::CommittedFeed,
+    committed::{CommittedEvents, CommittedFeed},
     notifier::Notifier,
     room_slots::RoomSlots,
     rooms::{pdu::Pdu, state::Head, version::RoomVersion},
@@ -193,6 +193,37 @@ impl RoomEvents {
         Err(ServiceError::Internal(
             "no free room id after several attempts".to_owned(),
         ))
+    }
+
+    /// Writes one event that comes outside the local send queue (from
+    /// another server, or the first of a room joined through one) and,
+    /// once committed, hands it to the push evaluator; the caller
+    /// publishes its position.
+    ///
+    /// # Errors
+    /// When it was not written.
+    async fn write_one(&self, pending: PendingEvent) -> Result<(), ServiceError> {
+        let position = pending.position;
+        let is_membership = pending.membership.is_some();
+        let fed = (position, pending.pdu.clone());
+        let room_id = pending.pdu.room_id().to_owned();
+        let written = self.writer.write(vec![pending]).await;
+        if is_membership {
+            self.stream.mark(Kind::Membership, position);
+        }
+        match written? {
+            ChainOutcome { written: 1, .. } => {
+                self.committed.committed(CommittedEvents {
+                    room_id,
+                    events: vec![fed],
+                });
+                Ok(())
+            }
+            ChainOutcome { error, .. } => Err(error.map_or_else(
+                || ServiceError::Internal("the event was not written".to_owned()),
+                ServiceError::Storage,
+            )),
+        }
     }
 
     /// A timestamp for a create event: the clock, but past every create

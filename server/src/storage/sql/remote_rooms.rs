@@ -41,17 +41,14 @@ macro_rules! sql_remote_room_store {
                 .execute(&mut *tx)
                 .await?;
                 for (user_id, membership, event_id) in state.memberships {
-                    sqlx::query(
-                        "INSERT INTO membership_history \
-                         (user_id, room_id, stream_ordering, membership, event_id) \
-                         VALUES ($1, $2, $3, $4, $5)",
+                    Self::insert_membership(
+                        &mut tx,
+                        user_id,
+                        state.room_id,
+                        state.position,
+                        membership,
+                        event_id,
                     )
-                    .bind(user_id.as_str())
-                    .bind(state.room_id.as_str())
-                    .bind(state.position.0)
-                    .bind(*membership)
-                    .bind(event_id.as_str())
-                    .execute(&mut *tx)
                     .await?;
                 }
                 tx.commit().await?;
@@ -80,17 +77,14 @@ macro_rules! sql_remote_room_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(conflict_on_unique("event id"))?;
-                sqlx::query(
-                    "INSERT INTO membership_history \
-                     (user_id, room_id, stream_ordering, membership, event_id) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                Self::insert_membership(
+                    &mut tx,
+                    membership.user_id,
+                    membership.room_id,
+                    membership.position,
+                    membership.membership,
+                    membership.event_id,
                 )
-                .bind(membership.user_id.as_str())
-                .bind(membership.room_id.as_str())
-                .bind(membership.position.0)
-                .bind(membership.membership)
-                .bind(membership.event_id.as_str())
-                .execute(&mut *tx)
                 .await?;
                 sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
                     .bind(membership.user_id.as_str())

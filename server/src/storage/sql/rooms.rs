@@ -227,17 +227,14 @@ macro_rules! sql_room_store {
                 .await
                 .map_err(conflict_on_unique("event id"))?;
                 if let Some((user_id, membership)) = event.membership {
-                    sqlx::query(
-                        "INSERT INTO membership_history \
-                         (user_id, room_id, stream_ordering, membership, event_id) \
-                         VALUES ($1, $2, $3, $4, $5)",
+                    Self::insert_membership(
+                        &mut *conn,
+                        user_id,
+                        event.room_id,
+                        event.position,
+                        membership,
+                        event.event_id,
                     )
-                    .bind(user_id.as_str())
-                    .bind(event.room_id.as_str())
-                    .bind(event.position.0)
-                    .bind(membership)
-                    .bind(event.event_id.as_str())
-                    .execute(&mut *conn)
                     .await?;
                     sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
                         .bind(user_id.as_str())
@@ -273,6 +270,31 @@ macro_rules! sql_room_store {
                         .execute(&mut *conn)
                         .await?;
                 }
+                Ok(())
+            }
+
+            /// Records a membership change at `position`, inside the
+            /// caller's transaction.
+            pub(super) async fn insert_membership(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                user_id: &UserId,
+                room_id: &RoomId,
+                position: StreamPosition,
+                membership: &str,
+                event_id: &EventId,
+            ) -> Result<(), StorageError> {
+                sqlx::query(
+                    "INSERT INTO membership_history \
+                     (user_id, room_id, stream_ordering, membership, event_id) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(user_id.as_str())
+                .bind(room_id.as_str())
+                .bind(position.0)
+                .bind(membership)
+                .bind(event_id.as_str())
+                .execute(&mut *conn)
+                .await?;
                 Ok(())
             }
 
