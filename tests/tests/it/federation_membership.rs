@@ -260,6 +260,15 @@ async fn the_resident_refuses_joins_that_are_not_what_they_claim(backend: Backen
         let answer = make_join(a, b, &b_key, &private, &mallory).await;
         assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
 
+        // A room id with a NUL character is refused, not a database error.
+        let path = format!(
+            "/_matrix/federation/v1/make_join/!a%00b:{}/{}?ver={version}",
+            enc(&a.server_name),
+            enc(&bob)
+        );
+        let answer = signed_request(a, b, &b_key, Method::GET, &path, None).await;
+        assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{}", answer.1);
+
         // A room version the joining server does not name.
         let path = format!(
             "/_matrix/federation/v1/make_join/{}/{}?ver=1",

@@ -60,6 +60,7 @@ pub async fn create_join_event(
     Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
     signed: Signed<CanonicalJsonObject>,
 ) -> Result<Json<Value>, MatrixError> {
+    without_nul(&[room_id.as_str(), event_id.as_str()])?;
     let join = state
         .membership
         .send_membership(
@@ -95,6 +96,7 @@ pub async fn create_leave_event(
     Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
     signed: Signed<CanonicalJsonObject>,
 ) -> Result<Json<Value>, MatrixError> {
+    without_nul(&[room_id.as_str(), event_id.as_str()])?;
     state
         .membership
         .send_membership(
@@ -115,6 +117,7 @@ pub async fn create_knock_event(
     Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
     signed: Signed<CanonicalJsonObject>,
 ) -> Result<Json<Value>, MatrixError> {
+    without_nul(&[room_id.as_str(), event_id.as_str()])?;
     let knock = state
         .membership
         .send_membership(
@@ -144,6 +147,7 @@ pub async fn create_invite(
     Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
     signed: Signed<InviteBody>,
 ) -> Result<Json<Value>, MatrixError> {
+    without_nul(&[room_id.as_str(), event_id.as_str()])?;
     let body = signed.body;
     let event = state
         .membership
@@ -168,6 +172,7 @@ async fn make(
     signed: Signed<IgnoredAny>,
     kind: MembershipKind,
 ) -> Result<Json<Value>, MatrixError> {
+    without_nul(&[room_id.as_str(), user_id.as_str()])?;
     let versions: Vec<String> = query
         .as_deref()
         .unwrap_or_default()
@@ -184,6 +189,17 @@ async fn make(
         "room_version": version.to_string(),
         "event": Value::from(ruma::CanonicalJsonValue::Object(template)),
     })))
+}
+
+/// Refuses identifiers with NUL characters, which no database text
+/// column (PostgreSQL's least of all) can hold.
+fn without_nul(ids: &[&str]) -> Result<(), MatrixError> {
+    if ids.iter().any(|id| id.contains('\0')) {
+        return Err(MatrixError::invalid_param(
+            "identifiers must not contain NUL characters",
+        ));
+    }
+    Ok(())
 }
 
 fn events_json(pdus: &[Pdu]) -> Vec<Value> {

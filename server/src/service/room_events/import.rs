@@ -102,7 +102,10 @@ impl RoomEvents {
             })
             .filter_map(|pdu| {
                 let user = <&ruma::UserId>::try_from(pdu.state_key()?).ok()?;
-                Some((user, membership(pdu)?, pdu.event_id()))
+                let membership = membership(pdu).filter(|m| {
+                    matches!(m.as_str(), "join" | "invite" | "leave" | "ban" | "knock")
+                })?;
+                Some((user, membership, pdu.event_id()))
             })
             .collect();
         let memberships: Vec<(&ruma::UserId, &str, &ruma::EventId)> = members

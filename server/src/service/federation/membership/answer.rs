@@ -34,7 +34,8 @@ pub enum AnswerError {
     /// The create event names another room version than the answer.
     #[error("the room's create event is of room version {0}")]
     WrongVersion(String),
-    /// A state event that is not one, or two events in one slot.
+    /// A state event that is not one, holds a NUL character in its type or
+    /// state key, or shares its slot with another.
     #[error("event {0} is not a state event or shares its slot")]
     BadState(OwnedEventId),
     /// An event fails the authorization rules against its auth events (or
@@ -77,8 +78,10 @@ pub fn check_join_answer(
     }
     let mut slots = HashMap::new();
     for pdu in &state {
+        // No database text column can hold a NUL character.
         let key = pdu
             .state_map_key()
+            .filter(|(kind, key)| !kind.to_string().contains('\0') && !key.contains('\0'))
             .ok_or_else(|| AnswerError::BadState(pdu.event_id().to_owned()))?;
         if slots.insert(key, pdu.clone()).is_some() {
             return Err(AnswerError::BadState(pdu.event_id().to_owned()));

@@ -344,6 +344,7 @@ impl RemoteMembership {
         let room_id = answer
             .get("room_id")
             .and_then(Value::as_str)
+            .filter(|id| !id.contains('\0'))
             .and_then(|id| OwnedRoomId::try_from(id).ok())
             .ok_or_else(|| {
                 ServiceError::BadGateway(format!("{server} answered without a room id"))
