@@ -46,6 +46,7 @@ use service::{
         Federation, FederationClient, RemoteKeys,
         discovery::{Discovery, NetworkLookups},
         inbound::{Inbound, InboundServices},
+        membership::RemoteMembership,
         system_clock,
         transport::{Transport, TransportSetupError},
     },
@@ -244,8 +245,15 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         },
         system_clock(),
     ));
+    let membership = Arc::new(RemoteMembership::new(
+        room_events.clone(),
+        storage.clone(),
+        federation.clone(),
+        server_keys.clone(),
+    ));
     let rooms = Arc::new(RoomOps::new(
         room_events,
+        membership.clone(),
         storage.clone(),
         profiles.clone(),
         push_rules.clone(),
@@ -269,6 +277,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         trusted_proxies: config.rate_limits.trusted_proxies.clone().into(),
         federation,
         inbound,
+        membership,
         to_device,
         e2ee_keys,
         key_backup,

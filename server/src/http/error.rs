@@ -209,6 +209,13 @@ impl From<ServiceError> for MatrixError {
             )
             .with("org.myelin.inbox_full", inbox_full(&refused)),
             ServiceError::TooLarge(m) => Self::new(S::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", m),
+            ServiceError::IncompatibleRoomVersion(version) => Self::new(
+                S::BAD_REQUEST,
+                "M_INCOMPATIBLE_ROOM_VERSION",
+                format!("the room is of version {version}"),
+            )
+            .with("room_version", Value::String(version)),
+            ServiceError::BadGateway(m) => Self::new(S::BAD_GATEWAY, "M_UNKNOWN", m),
             ServiceError::AuthRequired(challenge) => uia_challenge(*challenge),
             ServiceError::Storage(e) => internal(&e),
             ServiceError::Internal(detail) => internal(&detail),

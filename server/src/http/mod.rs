@@ -26,6 +26,7 @@ use tracing::Instrument;
 use crate::config::IpRange;
 use crate::service::e2ee::E2eeKeys;
 use crate::service::federation::{Federation, inbound::Inbound};
+use crate::service::federation::{Federation, membership::RemoteMembership};
 use crate::service::public_rooms::PublicRooms;
 use crate::service::rate_limit::{AccountBudgets, Budget};
 use crate::service::{
@@ -81,6 +82,8 @@ pub struct AppState {
     pub federation: Arc<Federation>,
     /// What other servers send and ask: transactions, the room DAG.
     pub inbound: Arc<Inbound>,
+    /// Joins, leaves, knocks and invites with other servers.
+    pub membership: Arc<RemoteMembership>,
 }
 
 /// The peer address of a connection, plain or TLS, as `ConnectInfo`.

@@ -140,6 +140,14 @@ pub enum ServiceError {
     /// A request is larger than a configured or spec limit allows.
     #[error("too large: {0}")]
     TooLarge(String),
+    /// Another server's room is of a version the requesting server does
+    /// not support (`make_join`'s `ver`, an invite's version).
+    #[error("incompatible room version {0}")]
+    IncompatibleRoomVersion(String),
+    /// Another server this request depends on failed or answered with
+    /// something that does not hold (a join through it).
+    #[error("bad gateway: {0}")]
+    BadGateway(String),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

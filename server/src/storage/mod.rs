@@ -13,6 +13,7 @@ mod keys;
 mod media;
 mod push;
 mod remote_keys;
+mod remote_rooms;
 mod rooms;
 mod sql;
 mod to_device;
@@ -38,6 +39,9 @@ pub use keys::{KeyStore, StoredSigningKey};
 pub use media::{MediaContent, MediaRecord, MediaStore, MediaUsage};
 pub use push::{NewPushAction, Notification, NotificationCounts, PushStore};
 pub use remote_keys::{RemoteKey, RemoteKeyDocument, RemoteKeyStore};
+pub use remote_rooms::{
+    ImportedState, OutOfRoomMembership, Outlier, RemoteRoomStore, StoredOutOfRoomMembership,
+};
 pub use rooms::{
     ChainOutcome, DagEvent, EventStatus, Membership, NewEvent, NewStateGroup, NewTransaction,
     RoomHead, RoomRecord, RoomStore, StateEntry, StoredEvent, StreamPosition, WithheldEvent,
@@ -214,6 +218,7 @@ pub trait Storage:
     + MediaStore
     + PushStore
     + RemoteKeyStore
+    + RemoteRoomStore
     + RoomStore
     + ToDeviceStore
     + UserDataStore

@@ -181,6 +181,9 @@ pub enum EventStatus {
     SoftFailed,
     /// Kept only to be recognised again: it fails the authorization rules.
     Rejected,
+    /// Known outside the timeline: the state and auth chain a join over
+    /// federation brought. Its `state_group` is the state before that join.
+    Outlier,
 }
 
 /// Any event of a room's DAG this server stores, whatever its status.
@@ -309,7 +312,9 @@ pub trait RoomStore: Send + Sync {
         before: StreamPosition,
     ) -> Result<Vec<StoredEvent>, StorageError>;
 
-    /// The state group after the room's last event before `position`.
+    /// The state group after the room's last event before `position`
+    /// (before the first event of a room joined over federation: the state
+    /// before that join).
     async fn state_group_before(
         &self,
         room_id: &RoomId,

@@ -17,6 +17,7 @@ mod federation_e2ee;
 mod federation_fake_peer;
 mod federation_inbound;
 mod federation_inbound_support;
+mod federation_membership;
 mod federation_transport;
 mod guests;
 mod key_backup;

@@ -1,7 +1,11 @@
 //! Creating rooms and changing membership.
 
-use axum::{Json as Reply, extract::State, http::StatusCode};
-use ruma::{CanonicalJsonObject, OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId};
+use axum::{
+    Json as Reply,
+    extract::{RawQuery, State},
+    http::StatusCode,
+};
+use ruma::{CanonicalJsonObject, OwnedRoomId, OwnedRoomOrAliasId, OwnedServerName, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -134,16 +138,62 @@ fn join_content(body: &[u8]) -> Result<CanonicalJsonObject, MatrixError> {
     Ok(content)
 }
 
-/// `POST /join/{roomIdOrAlias}`.
+/// `POST /join/{roomIdOrAlias}?server_name=…&via=…`.
 pub async fn join_room_by_id_or_alias(
     State(state): State<AppState>,
     Authed(session): Authed,
     Path(target): Path<OwnedRoomOrAliasId>,
+    RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Reply<Value>, MatrixError> {
     let content = join_content(&body)?;
-    let room_id = state.rooms.join(&session.user_id, &target, content).await?;
+    let via = via_servers(query.as_deref());
+    let room_id = state
+        .rooms
+        .join(&session.user_id, &target, &via, content)
+        .await?;
     Ok(Reply(json!({ "room_id": room_id })))
+}
+
+/// Servers to join a room through: each `server_name` and `via` query
+/// parameter that is a server name (others are skipped), at most ten.
+fn via_servers(query: Option<&str>) -> Vec<OwnedServerName> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(key, _)| matches!(*key, "server_name" | "via"))
+        .filter_map(|(_, value)| OwnedServerName::try_from(percent_decode(value)).ok())
+        .take(10)
+        .collect()
+}
+
+/// Decodes `%XX` escapes (and `+` as a space) of a query value.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// `POST /knock/{roomIdOrAlias}`.
@@ -166,14 +216,17 @@ pub async fn join_room_by_id(
     State(state): State<AppState>,
     Authed(session): Authed,
     Path(room_id): Path<OwnedRoomId>,
+    RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Reply<Value>, MatrixError> {
     let content = join_content(&body)?;
+    let via = via_servers(query.as_deref());
     let room_id = state
         .rooms
         .join(
             &session.user_id,
             <&ruma::RoomOrAliasId>::from(&*room_id),
+            &via,
             content,
         )
         .await?;

@@ -325,11 +325,10 @@ impl<'a> SyncBody<'a> {
                     .invited
                     .iter()
                     .map(|invite| {
-                        let events: Vec<StrippedEvent<'_>> = invite
-                            .invite_state
-                            .iter()
-                            .map(StrippedEvent::from)
-                            .collect();
+                        let mut events: Vec<Value> = invite.remote_state.clone();
+                        events.extend(invite.invite_state.iter().map(|pdu| {
+                            serde_json::to_value(StrippedEvent::from(pdu)).unwrap_or_default()
+                        }));
                         (
                             &invite.room_id,
                             json!({ "invite_state": { "events": events } }),

@@ -8,6 +8,7 @@
 
 mod auth;
 mod events;
+mod membership;
 mod query;
 mod send;
 mod user_keys;
@@ -51,9 +52,39 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route(
             "/publicRooms",
             get(events::get_public_rooms).post(events::get_public_rooms_filtered),
+        )
+        .route(
+            "/make_join/{room_id}/{user_id}",
+            get(membership::create_join_event_template),
+        )
+        .route(
+            "/make_leave/{room_id}/{user_id}",
+            get(membership::create_leave_event_template),
+        )
+        .route(
+            "/make_knock/{room_id}/{user_id}",
+            get(membership::create_knock_event_template),
+        )
+        .route(
+            "/send_knock/{room_id}/{event_id}",
+            put(membership::create_knock_event),
+        );
+    let v2 = Router::new()
+        .route(
+            "/send_join/{room_id}/{event_id}",
+            put(membership::create_join_event),
+        )
+        .route(
+            "/send_leave/{room_id}/{event_id}",
+            put(membership::create_leave_event),
+        )
+        .route(
+            "/invite/{room_id}/{event_id}",
+            put(membership::create_invite),
         );
     Router::new()
         .nest("/_matrix/federation/v1", v1)
+        .nest("/_matrix/federation/v2", v2)
         .nest("/_matrix/key", keys::router())
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async { MatrixError::method_not_allowed() })

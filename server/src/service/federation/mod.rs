@@ -12,16 +12,16 @@
 //! - [`pdu_check`]: a received PDU's format, signatures and content hash;
 //! - [`inbound`]: transactions received (PDUs and EDUs) and the reads of
 //!   a room's DAG other servers make;
+//! - [`membership`]: joins, leaves, knocks and invites across servers;
 //! - [`user_keys`], [`profile`]: remote users' keys and profiles for local
 //!   clients.
-//!
-//! Not here yet: sending transactions, joins, invites.
 
 pub mod auth;
 pub mod client;
 pub mod discovery;
 pub mod inbound;
 pub mod keys;
+pub mod membership;
 pub mod pdu_check;
 pub mod profile;
 pub mod transport;
@@ -72,6 +72,20 @@ pub enum FederationError {
     /// The request could not be built (a bad path or body).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+}
+
+/// Percent-encodes everything but unreserved characters, for a query
+/// value or a path segment (user, room and event ids).
+pub(crate) fn percent_encode(value: &str) -> String {
+    use std::fmt::Write;
+    value.bytes().fold(String::new(), |mut encoded, byte| {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+        encoded
+    })
 }
 
 /// Federation as the HTTP layer sees it: authenticating requests, and the
@@ -125,6 +139,11 @@ impl Federation {
     /// This server's name.
     pub fn server_name(&self) -> &ServerName {
         &self.server_name
+    }
+
+    /// Whether this server talks to others (`[federation] enabled`).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
     }
 
     /// The server that signed `request`, given its `Authorization` header

@@ -21,7 +21,7 @@ impl Federation {
         }
         let path = format!(
             "/_matrix/federation/v1/query/profile?user_id={}",
-            query_component(user_id.as_str())
+            super::percent_encode(user_id.as_str())
         );
         let answer = self
             .client
@@ -41,18 +41,4 @@ impl Federation {
             avatar_url: field("avatar_url"),
         })
     }
-}
-
-/// `value` percent-encoded for a query string: every byte but the
-/// unreserved characters.
-fn query_component(value: &str) -> String {
-    use std::fmt::Write;
-    value.bytes().fold(String::new(), |mut encoded, byte| {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            encoded.push(char::from(byte));
-        } else {
-            let _ = write!(encoded, "%{byte:02X}");
-        }
-        encoded
-    })
 }

@@ -181,6 +181,52 @@ impl RoomEvents {
         }
     }
 
+    /// An invite of a user of another server, built and signed on the
+    /// room's current state under its lock and checked as every local
+    /// event is, but not written: the invitee's server must sign it first
+    /// (`PUT /v2/invite`). Returns it with the state events that describe
+    /// the room to the invitee.
+    ///
+    /// # Errors
+    /// `Forbidden` when the rules refuse or the sender is not in the room.
+    pub async fn build_remote_invite(
+        &self,
+        room_id: &RoomId,
+        event: &LocalEvent,
+    ) -> Result<(Pdu, Vec<Pdu>), ServiceError> {
+        let slot = self.slot(room_id);
+        let mut guard = slot.state.lock().await;
+        let state = match self.loaded(room_id, &mut guard).await {
+            Ok(state) => state,
+            Err(ServiceError::NotFound(_)) => return Err(ServiceError::not_in_room()),
+            Err(error) => return Err(error),
+        };
+        let pdu = self.build(
+            state,
+            Some(room_id.to_owned()),
+            event,
+            MilliSecondsSinceUnixEpoch::now(),
+        )?;
+        check_e2e_policy(state, &pdu)?;
+        let join_rules = state.get(&StateEventType::RoomJoinRules, "");
+        // The invitee's existence is the invitee's server's to vouch for.
+        match local_rules::check(
+            &pdu,
+            self.keys.server_name(),
+            |user| state.membership_of(user),
+            join_rules,
+        )
+        .map_err(local_rule_error)?
+        {
+            Requirement::None | Requirement::ExistingUser(_) => {}
+            Requirement::MemberOfOneOf { .. } => {
+                return Err(ServiceError::Forbidden("not an invite".to_owned()));
+            }
+        }
+        let described = state.describing_events(pdu.sender()).cloned().collect();
+        Ok((pdu, described))
+    }
+
     /// Whether `user` can be invited: a user of this server with an
     /// account (users elsewhere need federation, which is not there yet).
     ///
@@ -189,7 +235,7 @@ impl RoomEvents {
     pub async fn check_invitee(&self, user: &UserId) -> Result<(), ServiceError> {
         if user.server_name() != self.keys.server_name() {
             return Err(ServiceError::InvalidParam(
-                "users on other servers are not reachable yet (no federation)".to_owned(),
+                "users on other servers are invited through their server".to_owned(),
             ));
         }
         match self.storage.account(user).await? {

@@ -17,8 +17,10 @@
 
 mod dag;
 mod event_writer;
+mod import;
 mod local;
 mod remote;
+mod resident;
 mod send_queue;
 
 use std::{
@@ -39,20 +41,21 @@ use self::{
     send_queue::{RoomSlot, interested_users},
 };
 pub use self::{
+    import::JoinedState,
     local::{LocalEvent, Transaction, transaction_key},
     remote::{Rejection, RemoteEventError, RemoteOutcome},
 };
 pub use super::rooms::state::{RoomState, membership};
 use super::{
     ServiceError,
-    committed::CommittedFeed,
+    committed::{CommittedEvents, CommittedFeed},
     notifier::Notifier,
     room_slots::RoomSlots,
     rooms::{pdu::Pdu, state::Head, version::RoomVersion},
     server_keys::ServerKeys,
     stream::{Kind, Stream},
 };
-use crate::storage::{ChainOutcome, Storage, StorageError, StreamPosition};
+use crate::storage::{ChainOutcome, EventStatus, Storage, StorageError, StreamPosition};
 
 /// Tries at creating a room before giving up on finding a free id.
 const MAX_CREATE_ATTEMPTS: u32 = 16;
@@ -193,6 +196,37 @@ impl RoomEvents {
         ))
     }
 
+    /// Writes one event that comes outside the local send queue (from
+    /// another server, or the first of a room joined through one) and,
+    /// once committed, hands it to the push evaluator; the caller
+    /// publishes its position.
+    ///
+    /// # Errors
+    /// When it was not written.
+    async fn write_one(&self, pending: PendingEvent) -> Result<(), ServiceError> {
+        let position = pending.position;
+        let is_membership = pending.membership.is_some();
+        let fed = (position, pending.pdu.clone());
+        let room_id = pending.pdu.room_id().to_owned();
+        let written = self.writer.write(vec![pending]).await;
+        if is_membership {
+            self.stream.mark(Kind::Membership, position);
+        }
+        match written? {
+            ChainOutcome { written: 1, .. } => {
+                self.committed.committed(CommittedEvents {
+                    room_id,
+                    events: vec![fed],
+                });
+                Ok(())
+            }
+            ChainOutcome { error, .. } => Err(error.map_or_else(
+                || ServiceError::Internal("the event was not written".to_owned()),
+                ServiceError::Storage,
+            )),
+        }
+    }
+
     /// A timestamp for a create event: the clock, but past every create
     /// timestamp this process has handed out, so no two are alike.
     fn next_create_ts(&self) -> MilliSecondsSinceUnixEpoch {
@@ -303,12 +337,18 @@ impl RoomEvents {
     /// # Errors
     /// `NotFound` when it is unknown.
     pub async fn pdu(&self, version: RoomVersion, event_id: &EventId) -> Result<Pdu, ServiceError> {
-        let stored = self
-            .storage
-            .event(event_id)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound("no such event".to_owned()))?;
-        Pdu::from_storage(version, stored.event_id, stored.json)
+        let (event_id, json) = match self.storage.event(event_id).await? {
+            Some(stored) => (stored.event_id, stored.json),
+            // A room joined over federation has state from before the
+            // join: outliers, outside the timeline.
+            None => match self.storage.dag_event(event_id).await? {
+                Some(outlier) if outlier.status == EventStatus::Outlier => {
+                    (outlier.event_id, outlier.json)
+                }
+                _ => return Err(ServiceError::NotFound("no such event".to_owned())),
+            },
+        };
+        Pdu::from_storage(version, event_id.clone(), json)
             .map_err(|e| ServiceError::Internal(format!("stored event {event_id} is invalid: {e}")))
     }
 

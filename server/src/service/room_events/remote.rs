@@ -35,7 +35,6 @@ use super::{RoomEvents, event_writer::PendingEvent, send_queue::interested_users
 use crate::{
     service::{
         ServiceError,
-        committed::CommittedEvents,
         rooms::{
             auth::{AuthError, check_auth_events, check_state, is_redaction_allowed},
             e2e_policy::{self, PolicyError},
@@ -44,9 +43,8 @@ use crate::{
             state::RoomState,
             version::RoomVersion,
         },
-        stream::Kind,
     },
-    storage::{ChainOutcome, DagEvent, EventStatus, NewStateGroup, StorageError, WithheldEvent},
+    storage::{DagEvent, EventStatus, NewStateGroup, StorageError, WithheldEvent},
 };
 
 /// What became of an event from another server.
@@ -237,32 +235,15 @@ impl RoomEvents {
             }
         };
         let interested = interested_users(next.as_ref().unwrap_or(current), &[&pending]);
-        let is_membership = pending.membership.is_some();
-        let fed = (position, pending.pdu.clone());
-        let written = self.writer.write(vec![pending]).await;
-        if is_membership {
-            self.stream.mark(Kind::Membership, position);
-        }
-        let outcome = match written {
-            Ok(ChainOutcome { written: 1, .. }) => {
-                self.committed.committed(CommittedEvents {
-                    room_id: room_id.clone(),
-                    events: vec![fed],
-                });
+        let outcome = match self.write_one(pending).await {
+            Ok(()) => {
                 if let Some(next) = next {
                     *guard = Some(next);
                 }
                 Ok(RemoteOutcome::Accepted)
             }
-            Ok(ChainOutcome { error, .. }) => {
-                // The state moved past an event that was not written.
-                *guard = None;
-                Err(error.map_or_else(
-                    || ServiceError::Internal("the event was not written".to_owned()),
-                    ServiceError::Storage,
-                ))
-            }
             Err(error) => {
+                // The state moved past an event that was not written.
                 *guard = None;
                 Err(error)
             }
@@ -413,7 +394,7 @@ impl RoomEvents {
 
     /// `start` and every event reachable from them through `auth_events`,
     /// taking `unstored` as it is rather than from storage.
-    async fn auth_closure(
+    pub(super) async fn auth_closure(
         &self,
         version: RoomVersion,
         start: impl Iterator<Item = OwnedEventId>,

@@ -1,8 +1,8 @@
 //! Membership changes: join, invite, leave, kick, ban, unban and forget.
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomId, RoomOrAliasId, UserId,
-    events::StateEventType,
+    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, OwnedServerName, RoomId, RoomOrAliasId,
+    ServerName, UserId, events::StateEventType,
 };
 
 use tracing::warn;
@@ -32,9 +32,28 @@ impl RoomOps {
         &self,
         user_id: &UserId,
         target: &RoomOrAliasId,
+        via: &[OwnedServerName],
         content: CanonicalJsonObject,
     ) -> Result<OwnedRoomId, ServiceError> {
-        let room_id = self.resolve_room(target).await?;
+        let room_id = match self.resolve_room(target).await {
+            Ok(room_id) => room_id,
+            Err(ServiceError::NotFound(_)) => {
+                let (room_id, mut servers) = self.remote.resolve(target).await?;
+                if self.storage.room(&room_id).await?.is_none() {
+                    // A room only other servers hold: joined through one of them.
+                    let mut extra = content;
+                    extra.remove("join_authorised_via_users_server");
+                    let content = self.member_content(user_id, "join", extra).await?;
+                    servers.splice(0..0, via.iter().cloned());
+                    self.remote
+                        .join(user_id, &room_id, servers, content)
+                        .await?;
+                    return Ok(room_id);
+                }
+                room_id
+            }
+            Err(error) => return Err(error),
+        };
         let state = self.room_state(&room_id).await?;
         let is_guest = self
             .storage
@@ -49,7 +68,7 @@ impl RoomOps {
         extra.remove("join_authorised_via_users_server");
         let membership = state.membership_of(user_id.as_str());
         if !matches!(membership, Some("join" | "invite"))
-            && let Some(authoriser) = self.restricted_join_authoriser(&state)
+            && let Some(authoriser) = restricted_join_authoriser(&state, &self.server_name)
         {
             extra.insert(
                 "join_authorised_via_users_server".to_owned(),
@@ -91,7 +110,8 @@ impl RoomOps {
     /// Invites `target` to the room.
     ///
     /// # Errors
-    /// `NotFound` for an unknown room or local user; `Forbidden` from the rules.
+    /// `NotFound` for an unknown room or local user; `Forbidden` from the
+    /// rules (or the invitee's server).
     pub async fn invite(
         &self,
         sender: &UserId,
@@ -99,6 +119,13 @@ impl RoomOps {
         target: &UserId,
         reason: Option<String>,
     ) -> Result<(), ServiceError> {
+        if target.server_name() != self.server_name {
+            let content = self
+                .member_content(target, "invite", with_reason(reason))
+                .await?;
+            let event = state_event(sender, "m.room.member", target.as_str(), content);
+            return self.remote.invite(room_id, event).await;
+        }
         self.set_membership(sender, room_id, target, "invite", reason)
             .await
     }
@@ -113,6 +140,13 @@ impl RoomOps {
         room_id: &RoomId,
         reason: Option<String>,
     ) -> Result<(), ServiceError> {
+        if self.storage.room(room_id).await?.is_none() {
+            // An invite from another server to a room held only there.
+            let content = self
+                .member_content(user_id, "leave", with_reason(reason))
+                .await?;
+            return self.remote.reject_invite(user_id, room_id, content).await;
+        }
         self.set_membership(user_id, room_id, user_id, "leave", reason)
             .await
     }
@@ -271,32 +305,31 @@ impl RoomOps {
             }
         };
         if self.storage.room(&room_id).await?.is_none() {
-            return Err(ServiceError::NotFound(
-                "no such room (federation is not supported yet)".to_owned(),
-            ));
+            return Err(ServiceError::NotFound("no such room".to_owned()));
         }
         Ok(room_id)
     }
+}
 
-    /// For a restricted room: the most powerful local member, who
-    /// authorises the join. Whether the user may join (is a member of an
-    /// allowed room) is decided where the event is signed.
-    fn restricted_join_authoriser(&self, state: &RoomState) -> Option<String> {
-        let rules = state.get(&StateEventType::RoomJoinRules, "")?;
-        local_rules::allowed_rooms(rules)?;
-        let lookup = |kind: &StateEventType, key: &str| state.get(kind, key).cloned();
-        state
-            .members_in(&["join"])
-            .filter(|member| member.server_name() == self.server_name)
-            .filter_map(|member| {
-                Some((
-                    user_power_level(state.version, member, lookup).ok()?,
-                    member.to_string(),
-                ))
-            })
-            .max_by(|a, b| a.0.cmp(&b.0))
-            .map(|(_, member)| member)
-    }
+/// For a restricted room: the most powerful local member, who
+/// authorises the join (of a local user, or of another server's user
+/// asking through `make_join`). Whether the user may join (is a member of
+/// an allowed room) is decided where the event is signed.
+pub fn restricted_join_authoriser(state: &RoomState, server_name: &ServerName) -> Option<String> {
+    let rules = state.get(&StateEventType::RoomJoinRules, "")?;
+    local_rules::allowed_rooms(rules)?;
+    let lookup = |kind: &StateEventType, key: &str| state.get(kind, key).cloned();
+    state
+        .members_in(&["join"])
+        .filter(|member| member.server_name() == server_name)
+        .filter_map(|member| {
+            Some((
+                user_power_level(state.version, member, lookup).ok()?,
+                member.to_string(),
+            ))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, member)| member)
 }
 
 /// Whether the room's `m.room.guest_access` is `can_join`.

@@ -17,6 +17,7 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedServerName, UserId};
 
 use super::{
     ServiceError,
+    federation::membership::RemoteMembership,
     profile::Profiles,
     push_rules::PushRules,
     room_events::{LocalEvent, RoomEvents},
@@ -26,11 +27,13 @@ use crate::storage::Storage;
 
 pub use create::{CreateRoom, InitialState, Preset};
 pub use directory::PublicRoom;
+pub use membership::restricted_join_authoriser;
 
 /// Client-facing room operations.
 #[derive(Debug)]
 pub struct RoomOps {
     events: Arc<RoomEvents>,
+    remote: Arc<RemoteMembership>,
     storage: Arc<dyn Storage>,
     profiles: Arc<Profiles>,
     push_rules: Arc<PushRules>,
@@ -44,8 +47,13 @@ impl RoomOps {
     ///
     /// `create_room_events` caps what one `createRoom` may add beyond the
     /// preset's events (`initial_state` entries plus invites).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the services a room operation may need, each passed once"
+    )]
     pub fn new(
         events: Arc<RoomEvents>,
+        remote: Arc<RemoteMembership>,
         storage: Arc<dyn Storage>,
         profiles: Arc<Profiles>,
         push_rules: Arc<PushRules>,
@@ -55,6 +63,7 @@ impl RoomOps {
     ) -> Self {
         Self {
             events,
+            remote,
             storage,
             profiles,
             push_rules,

@@ -225,6 +225,28 @@ impl RoomState {
             .is_some_and(|v| v.history_visibility == "world_readable")
     }
 
+    /// The state events that describe the room to someone invited to it
+    /// or knocking on it (its stripped state): what names and describes
+    /// it, and the membership of `sender` (the inviter; a knock is its own
+    /// sender's, left out by the caller).
+    pub fn describing_events<'s>(&'s self, sender: &UserId) -> impl Iterator<Item = &'s Pdu> + 's {
+        let described = [
+            StateEventType::RoomCreate,
+            StateEventType::RoomJoinRules,
+            StateEventType::RoomName,
+            StateEventType::RoomAvatar,
+            StateEventType::RoomCanonicalAlias,
+            StateEventType::RoomEncryption,
+            // An invitee's client can tell an E2E-only room before
+            // joining it (spec-notes/e2e-only-rooms.md).
+            StateEventType::from(super::e2e_policy::POLICY_EVENT_TYPE),
+            StateEventType::RoomTopic,
+        ]
+        .into_iter()
+        .filter_map(|kind| self.get(&kind, ""));
+        described.chain(self.get(&StateEventType::RoomMember, sender.as_str()))
+    }
+
     /// Every user with a membership event and that membership, by user id.
     pub fn members(&self) -> impl Iterator<Item = (&str, &str)> {
         self.members

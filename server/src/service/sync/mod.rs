@@ -32,7 +32,6 @@ use super::{
     e2ee::{DeviceListUpdate, DeviceLists, keys::one_time_key_counts},
     notifier::Notifier,
     room_events::{RoomEvents, RoomState},
-    rooms::e2e_policy::POLICY_EVENT_TYPE,
     rooms::pdu::Pdu,
     rooms::version::RoomVersion,
     stream::Kind,
@@ -253,6 +252,9 @@ pub struct InviteUpdate {
     pub room_id: OwnedRoomId,
     /// The state that describes the room to the invitee, with the invite itself.
     pub invite_state: Vec<Pdu>,
+    /// For an invite from another server to a room this server does not
+    /// hold: the stripped state events that server sent with it.
+    pub remote_state: Vec<serde_json::Value>,
 }
 
 /// A sync response.
@@ -584,16 +586,31 @@ impl Sync {
                 "leave" | "ban" if changed => {
                     let was_in = matches!(was, Some("join" | "invite" | "knock"));
                     if was_in || (since.is_none() && room_filter.include_leave) {
-                        let range = TimelineRange {
-                            room_id,
-                            version: self.events.room_version(room_id).await?,
-                            after: since,
-                            upto: membership.position,
-                            joined_now: false,
+                        let update = match self.events.room_version(room_id).await {
+                            Ok(version) => {
+                                let range = TimelineRange {
+                                    room_id,
+                                    version,
+                                    after: since,
+                                    upto: membership.position,
+                                    joined_now: false,
+                                };
+                                self.room_update(
+                                    &context,
+                                    range,
+                                    since.is_none(),
+                                    &mut visibility,
+                                    None,
+                                )
+                                .await?
+                            }
+                            // A rejected invite to a room held elsewhere:
+                            // nothing to show but that it is left.
+                            Err(ServiceError::NotFound(_)) => {
+                                RoomUpdate::empty(room_id, membership.position)
+                            }
+                            Err(error) => return Err(error),
                         };
-                        let update = self
-                            .room_update(&context, range, since.is_none(), &mut visibility, None)
-                            .await?;
                         response.left.push(update);
                     }
                 }
@@ -844,36 +861,50 @@ impl Sync {
         room_id: &RoomId,
         membership: &Membership,
     ) -> Result<InviteUpdate, ServiceError> {
-        let version = self.events.room_version(room_id).await?;
+        let version = match self.events.room_version(room_id).await {
+            Ok(version) => version,
+            Err(ServiceError::NotFound(_)) => {
+                return self.out_of_room_invite(room_id, membership).await;
+            }
+            Err(error) => return Err(error),
+        };
         let invite = self.events.pdu(version, &membership.event_id).await?;
         let mut invite_state = Vec::new();
         if let Some(state) = self.events.current_state(room_id).await? {
-            for kind in [
-                StateEventType::RoomCreate,
-                StateEventType::RoomJoinRules,
-                StateEventType::RoomName,
-                StateEventType::RoomAvatar,
-                StateEventType::RoomCanonicalAlias,
-                StateEventType::RoomEncryption,
-                // An invitee's client can tell an E2E-only room before
-                // joining it (spec-notes/e2e-only-rooms.md).
-                StateEventType::from(POLICY_EVENT_TYPE),
-                StateEventType::RoomTopic,
-            ] {
-                invite_state.extend(state.get(&kind, "").cloned());
-            }
-            // The inviter's membership; a knock is its own sender's.
             invite_state.extend(
                 state
-                    .get(&StateEventType::RoomMember, invite.sender().as_str())
-                    .filter(|member| member.event_id() != invite.event_id())
+                    .describing_events(invite.sender())
+                    .filter(|event| event.event_id() != invite.event_id())
                     .cloned(),
             );
         }
         invite_state.push(invite);
         Ok(InviteUpdate {
             room_id: room_id.to_owned(),
+            remote_state: Vec::new(),
             invite_state,
+        })
+    }
+
+    /// An invite from another server to a room this server does not hold:
+    /// the stripped state it came with, and the invite.
+    async fn out_of_room_invite(
+        &self,
+        room_id: &RoomId,
+        membership: &Membership,
+    ) -> Result<InviteUpdate, ServiceError> {
+        let stored = self
+            .storage
+            .out_of_room_membership(&membership.event_id)
+            .await?
+            .ok_or_else(|| ServiceError::Internal("an invite is not stored".to_owned()))?;
+        let version = super::room_events::parse_version(&stored.room_version)?;
+        let invite = Pdu::from_storage(version, stored.event_id, stored.json)
+            .map_err(|e| ServiceError::Internal(format!("a stored invite is invalid: {e}")))?;
+        Ok(InviteUpdate {
+            room_id: room_id.to_owned(),
+            remote_state: serde_json::from_str(&stored.stripped_state).unwrap_or_default(),
+            invite_state: vec![invite],
         })
     }
 }

@@ -29,6 +29,7 @@ mod message_batch;
 mod push;
 mod recent;
 mod remote_keys;
+mod remote_rooms;
 mod rooms;
 mod to_device;
 mod user_data;

@@ -227,17 +227,14 @@ macro_rules! sql_room_store {
                 .await
                 .map_err(conflict_on_unique("event id"))?;
                 if let Some((user_id, membership)) = event.membership {
-                    sqlx::query(
-                        "INSERT INTO membership_history \
-                         (user_id, room_id, stream_ordering, membership, event_id) \
-                         VALUES ($1, $2, $3, $4, $5)",
+                    Self::insert_membership(
+                        &mut *conn,
+                        user_id,
+                        event.room_id,
+                        event.position,
+                        membership,
+                        event.event_id,
                     )
-                    .bind(user_id.as_str())
-                    .bind(event.room_id.as_str())
-                    .bind(event.position.0)
-                    .bind(membership)
-                    .bind(event.event_id.as_str())
-                    .execute(&mut *conn)
                     .await?;
                     sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
                         .bind(user_id.as_str())
@@ -276,9 +273,34 @@ macro_rules! sql_room_store {
                 Ok(())
             }
 
+            /// Records a membership change at `position`, inside the
+            /// caller's transaction.
+            pub(super) async fn insert_membership(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                user_id: &UserId,
+                room_id: &RoomId,
+                position: StreamPosition,
+                membership: &str,
+                event_id: &EventId,
+            ) -> Result<(), StorageError> {
+                sqlx::query(
+                    "INSERT INTO membership_history \
+                     (user_id, room_id, stream_ordering, membership, event_id) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(user_id.as_str())
+                .bind(room_id.as_str())
+                .bind(position.0)
+                .bind(membership)
+                .bind(event_id.as_str())
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
             /// Writes one state group (a delta or a snapshot) inside the
             /// caller's transaction.
-            async fn insert_state_group(
+            pub(super) async fn insert_state_group(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 state_group: i64,
                 room_id: &RoomId,
@@ -482,16 +504,32 @@ macro_rules! sql_room_store {
                 .bind(event_id.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(|(room_id, rejected, state_group, json)| {
-                    Ok(DagEvent {
+                if let Some((room_id, rejected, state_group, json)) = row {
+                    return Ok(Some(DagEvent {
                         event_id: event_id.to_owned(),
                         room_id: parse_id("withheld_events", room_id)?,
                         json,
                         state_group,
                         status: if rejected { EventStatus::Rejected } else { EventStatus::SoftFailed },
+                    }));
+                }
+                let outlier: Option<(String, i64, String)> = sqlx::query_as(
+                    "SELECT room_id, state_group, json FROM outlier_events WHERE event_id = $1",
+                )
+                .bind(event_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                outlier
+                    .map(|(room_id, state_group, json)| {
+                        Ok(DagEvent {
+                            event_id: event_id.to_owned(),
+                            room_id: parse_id("outlier_events", room_id)?,
+                            json,
+                            state_group,
+                            status: EventStatus::Outlier,
+                        })
                     })
-                })
-                .transpose()
+                    .transpose()
             }
 
             async fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>, StorageError> {
@@ -732,16 +770,20 @@ macro_rules! sql_room_store {
                 if let Some(group) = self.cache.recent().state_group_before(room_id, position) {
                     return Ok(Some(group));
                 }
-                let row: Option<(i64,)> = sqlx::query_as(
-                    "SELECT COALESCE(room_state_group, state_group) FROM events \
-                     WHERE room_id = $1 AND stream_ordering < $2 \
-                     ORDER BY stream_ordering DESC LIMIT 1",
+                // Before a room's first event: nothing, or for a room
+                // joined over federation the state before that join.
+                let (group,): (Option<i64>,) = sqlx::query_as(
+                    "SELECT COALESCE( \
+                         (SELECT COALESCE(room_state_group, state_group) FROM events \
+                          WHERE room_id = $1 AND stream_ordering < $2 \
+                          ORDER BY stream_ordering DESC LIMIT 1), \
+                         (SELECT state_group FROM imported_rooms WHERE room_id = $1))",
                 )
                 .bind(room_id.as_str())
                 .bind(position.0)
-                .fetch_optional(&self.pool)
+                .fetch_one(&self.pool)
                 .await?;
-                Ok(row.map(|(group,)| group))
+                Ok(group)
             }
 
             async fn state_group_entry(

@@ -20,7 +20,7 @@ use crate::{
     service::{
         committed::CommittedFeed,
         notifier::Notifier,
-        room_events::{LocalEvent, RoomEvents},
+        room_events::{JoinedState, LocalEvent, RoomEvents},
         rooms::{
             auth::{AuthRule, auth_events_for},
             testing::{content, power_levels, user},
@@ -831,5 +831,95 @@ async fn remote_events_breaking_the_e2e_only_policy_are_withheld() {
             Some(&ciphertext.event_id().to_owned())
         );
         server.stop().await;
+/// A room joined through another server: the state and auth chain the
+/// resident answers with are outliers (found by id, never in the
+/// timeline), the join is the first timeline event, the state before it
+/// is the room's state before its first event, a restart loads the state
+/// from the outliers, and the room's next events are taken on the join.
+#[tokio::test]
+async fn a_room_imported_from_a_join_takes_the_next_events() {
+    for postgres in backends() {
+        for version in [RoomVersion::V10, RoomVersion::V12] {
+            let resident = Server::start(postgres).await;
+            let room_id = resident.create_room(version).await;
+            resident.say(&room_id, "before bob").await;
+            let join = bob_joins(&resident, &room_id).await;
+            let (state, auth_chain) = resident
+                .events
+                .state_before_membership(&join)
+                .await
+                .unwrap();
+            assert!(
+                state
+                    .iter()
+                    .all(|pdu| pdu.state_key() != Some(bob().as_str())),
+                "the state before bob's first join has no member event of his"
+            );
+
+            let joiner = Server::start(postgres).await;
+            joiner
+                .events
+                .import_joined_room(JoinedState {
+                    state,
+                    auth_chain,
+                    join: join.clone(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                joiner.timeline(&room_id).await,
+                [join.event_id().to_owned()]
+            );
+            let resident_state = resident.state(&room_id).await;
+            let create = resident_state.get(&StateEventType::RoomCreate, "").unwrap();
+            assert_eq!(
+                joiner.status(create.event_id()).await,
+                Some(EventStatus::Outlier)
+            );
+            assert!(
+                joiner
+                    .storage
+                    .state_group_before(&room_id, StreamPosition(1))
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "the state before the join is the room's state before its first event"
+            );
+
+            // A restart loads the state from the outliers.
+            let keys = ServerKeys::load_or_generate(
+                joiner.storage.clone(),
+                server_name!("a.test").to_owned(),
+            )
+            .await
+            .unwrap();
+            let reopened = RoomEvents::new(
+                joiner.storage.clone(),
+                Arc::new(keys),
+                Arc::new(Notifier::default()),
+                Arc::new(Stream::new(
+                    joiner.storage.max_stream_position().await.unwrap(),
+                )),
+                16,
+                CommittedFeed::new().0,
+            );
+            let state = reopened.current_state(&room_id).await.unwrap().unwrap();
+            assert_eq!(state.membership_of(bob().as_str()), Some("join"));
+            assert_eq!(state.membership_of(user("alice").as_str()), Some("join"));
+            assert_eq!(state.len(), resident_state.len());
+
+            // The room's next event, on the join, is taken.
+            let message = remote_message(&state, &join, &bob(), "after the join");
+            assert_matches!(
+                reopened.append_remote(message.clone()).await.unwrap(),
+                RemoteOutcome::Accepted
+            );
+            assert_eq!(
+                joiner.timeline(&room_id).await,
+                [join.event_id().to_owned(), message.event_id().to_owned()]
+            );
+            resident.stop().await;
+            joiner.stop().await;
+        }
     }
 }
