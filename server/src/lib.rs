@@ -45,6 +45,7 @@ use service::{
     federation::{
         Federation, FederationClient, RemoteKeys,
         discovery::{Discovery, NetworkLookups},
+        sender::{Backoff, FederationSender},
         system_clock,
         transport::{Transport, TransportSetupError},
     },
@@ -113,6 +114,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     )?);
     let notifier = Arc::new(Notifier::default());
     let stream = Arc::new(Stream::new(storage.max_stream_position().await?));
+    let outbound = federation_sender(config, &storage, &stream, &federation, server_name.clone());
     let device_lists = Arc::new(DeviceLists::new(
         storage.clone(),
         stream.clone(),
@@ -165,6 +167,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         stream.clone(),
         notifier.clone(),
         room_events.clone(),
+        outbound.clone(),
         config.limits.account_data_entries,
     ));
     let push_rules = Arc::new(PushRules::new(
@@ -195,7 +198,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         storage.clone(),
         stream.clone(),
         notifier.clone(),
-        server_name.clone(),
+        outbound.clone(),
         ToDeviceLimits {
             max_pending: config.max_pending_to_device,
             max_pending_per_sender: config.max_pending_to_device_per_sender,
@@ -255,6 +258,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         budgets: Arc::new(AccountBudgets::new(&config.rate_limits)),
         trusted_proxies: config.rate_limits.trusted_proxies.clone().into(),
         federation,
+        outbound,
         to_device,
         e2ee_keys,
         key_backup,
@@ -313,6 +317,33 @@ fn federation(
         system_clock(),
         settings.enabled,
     ))
+}
+
+/// The outbound federation sender, sending through the federation
+/// client; started only when federation is enabled (EDUs queued meanwhile
+/// wait for it).
+fn federation_sender(
+    config: &Config,
+    storage: &Arc<dyn Storage>,
+    stream: &Arc<Stream>,
+    federation: &Federation,
+    server_name: ruma::OwnedServerName,
+) -> FederationSender {
+    let settings = &config.federation;
+    let sender = FederationSender::new(
+        storage.clone(),
+        stream.clone(),
+        server_name,
+        federation.client().clone(),
+        Backoff {
+            initial: Duration::from_millis(settings.sender_backoff_initial_ms),
+            max: Duration::from_millis(settings.sender_backoff_max_ms),
+        },
+    );
+    if settings.enabled {
+        sender.start();
+    }
+    sender
 }
 
 /// Serves the client API on `listener` until `shutdown` resolves, then

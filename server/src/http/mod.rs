@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use crate::config::IpRange;
 use crate::service::e2ee::E2eeKeys;
-use crate::service::federation::Federation;
+use crate::service::federation::{Federation, sender::FederationSender};
 use crate::service::public_rooms::PublicRooms;
 use crate::service::rate_limit::{AccountBudgets, Budget};
 use crate::service::{
@@ -79,6 +79,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[IpRange]>,
     /// Other servers: request authentication, their keys, the outbound client.
     pub federation: Arc<Federation>,
+    /// Local PDUs and EDUs out to other servers.
+    pub outbound: FederationSender,
 }
 
 /// The peer address of a connection, plain or TLS, as `ConnectInfo`.

@@ -7,6 +7,7 @@
 mod accounts;
 mod device_lists;
 mod e2ee_keys;
+mod federation_outbound;
 mod key_backup;
 mod keys;
 mod media;
@@ -28,6 +29,7 @@ pub use e2ee_keys::{
     CrossSigningKey, CrossSigningKeyType, DeviceKeys, E2eeKeyStore, KeySignature, OneTimeKey,
     QueriedDevice, SignatureTarget,
 };
+pub use federation_outbound::{OutboundEdu, OutboundStore, OutgoingEvent};
 pub use key_backup::{
     BackedUpKey, BackupInfo, BackupVersion, KeyBackupStore, KeyRank, KeySelection, KeysState,
     KeysUpload, NotABackupVersion,
@@ -206,6 +208,7 @@ pub trait Storage:
     AccountStore
     + DeviceListStore
     + E2eeKeyStore
+    + OutboundStore
     + KeyBackupStore
     + KeyStore
     + MediaStore

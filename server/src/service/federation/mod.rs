@@ -11,9 +11,10 @@
 //! - [`client`]: [`FederationClient`], signed `get`/`post`/`put`;
 //! - [`pdu_check`]: a received PDU's format, signatures and content hash;
 //! - [`user_keys`], [`profile`]: remote users' keys and profiles for local
-//!   clients.
+//!   clients;
+//! - [`sender`]: local PDUs and EDUs out to other servers, in transactions.
 //!
-//! Not here yet: transactions (PDUs and EDUs), joins, invites, backfill.
+//! Not here yet: transactions received, joins, invites, backfill.
 
 pub mod auth;
 pub mod client;
@@ -21,6 +22,7 @@ pub mod discovery;
 pub mod keys;
 pub mod pdu_check;
 pub mod profile;
+pub mod sender;
 pub mod transport;
 pub mod user_keys;
 

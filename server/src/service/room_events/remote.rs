@@ -542,4 +542,4 @@ fn dag_pdu(version: RoomVersion, stored: DagEvent) -> Result<Pdu, ServiceError> 
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

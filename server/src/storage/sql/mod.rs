@@ -21,6 +21,7 @@ mod accounts;
 mod cache;
 mod device_lists;
 mod e2ee_keys;
+mod federation_outbound;
 mod key_backup;
 mod keys;
 mod media;
