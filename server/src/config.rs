@@ -520,6 +520,11 @@ pub struct FederationConfig {
     pub trusted_notaries: Vec<String>,
     /// How long one outgoing request may take, connection included, in milliseconds.
     pub request_timeout_ms: u64,
+    /// How long the sender waits before sending a failed transaction
+    /// again, in milliseconds; the wait doubles after each failure.
+    pub sender_backoff_initial_ms: u64,
+    /// The longest wait between attempts at a transaction, in milliseconds.
+    pub sender_backoff_max_ms: u64,
 }
 
 impl Default for FederationConfig {
@@ -534,6 +539,8 @@ impl Default for FederationConfig {
             addresses: std::collections::BTreeMap::new(),
             trusted_notaries: Vec::new(),
             request_timeout_ms: 30_000,
+            sender_backoff_initial_ms: 5_000,
+            sender_backoff_max_ms: 3_600_000,
         }
     }
 }
@@ -803,6 +810,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "federation.request_timeout_ms",
                 reason: "must be at least 1".to_owned(),
+            });
+        }
+        if federation.sender_backoff_initial_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "federation.sender_backoff_initial_ms",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if federation.sender_backoff_max_ms < federation.sender_backoff_initial_ms {
+            return Err(ConfigError::Invalid {
+                key: "federation.sender_backoff_max_ms",
+                reason: "must be at least federation.sender_backoff_initial_ms".to_owned(),
             });
         }
         for (name, address) in &federation.addresses {

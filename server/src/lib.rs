@@ -47,6 +47,7 @@ use service::{
         discovery::{Discovery, NetworkLookups},
         inbound::{Inbound, InboundServices},
         membership::RemoteMembership,
+        sender::{Backoff, FederationSender},
         system_clock,
         transport::{Transport, TransportSetupError},
     },
@@ -115,6 +116,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     )?);
     let notifier = Arc::new(Notifier::default());
     let stream = Arc::new(Stream::new(storage.max_stream_position().await?));
+    let outbound = federation_sender(config, &storage, &stream, &federation, server_name.clone());
     let device_lists = Arc::new(DeviceLists::new(
         storage.clone(),
         stream.clone(),
@@ -167,6 +169,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         stream.clone(),
         notifier.clone(),
         room_events.clone(),
+        outbound.clone(),
         config.limits.account_data_entries,
     ));
     let push_rules = Arc::new(PushRules::new(
@@ -197,7 +200,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         storage.clone(),
         stream.clone(),
         notifier.clone(),
-        server_name.clone(),
+        outbound.clone(),
         ToDeviceLimits {
             max_pending: config.max_pending_to_device,
             max_pending_per_sender: config.max_pending_to_device_per_sender,
@@ -278,6 +281,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         federation,
         inbound,
         membership,
+        outbound,
         to_device,
         e2ee_keys,
         key_backup,
@@ -336,6 +340,33 @@ fn federation(
         system_clock(),
         settings.enabled,
     ))
+}
+
+/// The outbound federation sender, sending through the federation
+/// client; started only when federation is enabled (EDUs queued meanwhile
+/// wait for it).
+fn federation_sender(
+    config: &Config,
+    storage: &Arc<dyn Storage>,
+    stream: &Arc<Stream>,
+    federation: &Federation,
+    server_name: ruma::OwnedServerName,
+) -> FederationSender {
+    let settings = &config.federation;
+    let sender = FederationSender::new(
+        storage.clone(),
+        stream.clone(),
+        server_name,
+        federation.client().clone(),
+        Backoff {
+            initial: Duration::from_millis(settings.sender_backoff_initial_ms),
+            max: Duration::from_millis(settings.sender_backoff_max_ms),
+        },
+    );
+    if settings.enabled {
+        sender.start();
+    }
+    sender
 }
 
 /// Serves the client API on `listener` until `shutdown` resolves, then

@@ -25,8 +25,9 @@ use tracing::Instrument;
 
 use crate::config::IpRange;
 use crate::service::e2ee::E2eeKeys;
-use crate::service::federation::{Federation, inbound::Inbound};
-use crate::service::federation::{Federation, membership::RemoteMembership};
+use crate::service::federation::{
+    Federation, inbound::Inbound, membership::RemoteMembership, sender::FederationSender,
+};
 use crate::service::public_rooms::PublicRooms;
 use crate::service::rate_limit::{AccountBudgets, Budget};
 use crate::service::{
@@ -84,6 +85,8 @@ pub struct AppState {
     pub inbound: Arc<Inbound>,
     /// Joins, leaves, knocks and invites with other servers.
     pub membership: Arc<RemoteMembership>,
+    /// Local PDUs and EDUs out to other servers.
+    pub outbound: FederationSender,
 }
 
 /// The peer address of a connection, plain or TLS, as `ConnectInfo`.

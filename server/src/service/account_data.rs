@@ -7,6 +7,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
     ServiceError,
+    federation::sender::FederationSender,
     notifier::Notifier,
     room_events::RoomEvents,
     stream::{Kind, Stream},
@@ -31,6 +32,8 @@ pub struct AccountData {
     stream: Arc<Stream>,
     notifier: Arc<Notifier>,
     events: Arc<RoomEvents>,
+    /// Sends public receipts to the room's other servers.
+    outbound: FederationSender,
     /// Most entries one account may keep.
     max_entries: u64,
     /// Entries the server edits (push rules, tags) are read-modify-write of
@@ -48,6 +51,7 @@ impl AccountData {
         stream: Arc<Stream>,
         notifier: Arc<Notifier>,
         events: Arc<RoomEvents>,
+        outbound: FederationSender,
         max_entries: u64,
     ) -> Self {
         Self {
@@ -55,6 +59,7 @@ impl AccountData {
             stream,
             notifier,
             events,
+            outbound,
             max_entries,
             edits: (0..ACCOUNT_LOCKS).map(|_| Mutex::new(())).collect(),
         }
@@ -234,6 +239,7 @@ impl AccountData {
                     ts: Millis::now().0,
                 };
                 let storage = &self.storage;
+                let receipt = &receipt;
                 self.stream
                     .append(Kind::Receipt, |position| async move {
                         Ok(storage.set_receipt(&receipt, position).await?)
@@ -241,6 +247,7 @@ impl AccountData {
                     .await?;
                 if wakes_room {
                     self.notifier.wake(joined.iter().map(|member| &**member));
+                    self.outbound.read_receipt(receipt, &joined).await?;
                 } else {
                     self.notifier.wake([user_id]);
                 }

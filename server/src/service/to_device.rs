@@ -13,11 +13,12 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, ServerName, UserId};
 use tracing::debug;
 
 use super::{
     ServiceError,
+    federation::sender::FederationSender,
     inbox_marks::InboxMarks,
     notifier::Notifier,
     stream::{Kind, Stream},
@@ -71,18 +72,20 @@ pub struct ToDevice {
     storage: Arc<dyn Storage>,
     stream: Arc<Stream>,
     notifier: Arc<Notifier>,
-    server_name: OwnedServerName,
+    /// Sends messages for users of other servers.
+    outbound: FederationSender,
     limits: ToDeviceLimits,
     inboxes: InboxMarks,
 }
 
 impl ToDevice {
-    /// Builds the service with the inbox and message limits.
+    /// Builds the service with the inbox and message limits; messages for
+    /// users of other servers go to `outbound`.
     pub fn new(
         storage: Arc<dyn Storage>,
         stream: Arc<Stream>,
         notifier: Arc<Notifier>,
-        server_name: OwnedServerName,
+        outbound: FederationSender,
         limits: ToDeviceLimits,
     ) -> Self {
         Self {
@@ -90,7 +93,7 @@ impl ToDevice {
             storage,
             stream,
             notifier,
-            server_name,
+            outbound,
             limits,
         }
     }
@@ -98,17 +101,17 @@ impl ToDevice {
     /// Queues one send: `messages` maps each recipient to device ids (or
     /// `*`) and the content (a JSON object's text) each gets. A retried
     /// `txn_id` from the same device succeeds without sending again.
-    /// Unknown local users and devices are skipped. Returns the devices
-    /// that got nothing because their inbox is full (all of it, or the
-    /// sender's share of it); the others got their message.
+    /// Unknown local users and devices are skipped; users of other servers
+    /// get theirs through federation, one EDU per server. Returns the
+    /// devices that got nothing because their inbox is full (all of it, or
+    /// the sender's share of it), or because their server has too many
+    /// EDUs waiting; the others got their message.
     ///
     /// # Errors
-    /// `InvalidParam` for a bad event type or transaction id, or a recipient
-    /// on another server (there is no federation yet, and dropping the
-    /// message silently would let the sender believe it was delivered);
-    /// `TooLarge` for a content over the message limit; `ToDeviceInboxFull`
-    /// when every recipient device's inbox is full, in which case nothing
-    /// of the send is stored, its transaction id included.
+    /// `InvalidParam` for a bad event type or transaction id; `TooLarge`
+    /// for a content over the message limit; `ToDeviceInboxFull` when every
+    /// local recipient device's inbox is full, in which case nothing of
+    /// the send is stored, its transaction id included.
     pub async fn send(
         &self,
         sender: &UserId,
@@ -119,20 +122,14 @@ impl ToDevice {
     ) -> Result<Vec<RefusedDevice>, ServiceError> {
         check_identifier("the transaction id", txn_id, MAX_TXN_ID_BYTES)?;
         self.check_send(event_type, &messages)?;
-        if let Some(remote) = messages
-            .keys()
-            .find(|user_id| user_id.server_name() != self.server_name)
-        {
-            return Err(ServiceError::InvalidParam(format!(
-                "{remote} is on another server; to-device messages cannot reach other \
-                 servers yet (no federation)"
-            )));
-        }
+        let (local, remote): (BTreeMap<_, _>, BTreeMap<_, _>) = messages
+            .into_iter()
+            .partition(|(user_id, _)| user_id.server_name() == self.outbound.server_name());
         let send_id = SendId::Device {
             device_id: sender_device,
             txn_id,
         };
-        self.queue(sender, send_id, event_type, messages).await
+        self.queue(sender, send_id, event_type, local, remote).await
     }
 
     /// Delivers the messages of an `m.direct_to_device` EDU from `origin`
@@ -157,7 +154,8 @@ impl ToDevice {
             message_id,
             received: Millis::now(),
         };
-        self.queue(sender, send_id, event_type, messages).await
+        self.queue(sender, send_id, event_type, messages, BTreeMap::new())
+            .await
     }
 
     /// Refuses a bad event type or an oversized content.
@@ -180,13 +178,15 @@ impl ToDevice {
         Ok(())
     }
 
-    /// Stores a checked send for local recipients and wakes their devices.
+    /// Stores a checked send for local recipients and wakes their devices,
+    /// then hands the messages of `remote` users to the outbound sender.
     async fn queue(
         &self,
         sender: &UserId,
         send_id: SendId<'_>,
         event_type: &str,
         messages: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+        remote: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
     ) -> Result<Vec<RefusedDevice>, ServiceError> {
         let messages: BTreeMap<OwnedUserId, UserMessages> = messages
             .into_iter()
@@ -219,28 +219,48 @@ impl ToDevice {
                             if let Ok(Queued::Delivered { delivered, .. }) = &outcome {
                                 inboxes.written(delivered, position);
                             }
-                            break Ok(outcome?);
+                            break Ok((outcome?, position));
                         }
                     }
                 }
             })
             .await?;
         match queued {
-            Queued::Delivered { delivered, refused } => {
+            (
+                Queued::Delivered {
+                    delivered,
+                    mut refused,
+                },
+                position,
+            ) => {
                 debug!(
                     %sender,
                     recipients = delivered.len(),
                     refused = refused.len(),
+                    remote_users = remote.len(),
                     "to-device messages queued"
                 );
                 self.notifier.wake_devices(delivered);
+                // The send's stream position makes each EDU's message id
+                // unique; a retried transaction id never gets this far.
+                if !remote.is_empty() {
+                    let unsent = self
+                        .outbound
+                        .to_device(sender, event_type, &position.0.to_string(), remote)
+                        .await?;
+                    refused.extend(
+                        unsent
+                            .into_iter()
+                            .map(|(user_id, device_id)| (user_id, OwnedDeviceId::from(device_id))),
+                    );
+                }
                 Ok(refused)
             }
-            Queued::Duplicate => {
+            (Queued::Duplicate, _) => {
                 debug!(%sender, "to-device transaction retried");
                 Ok(Vec::new())
             }
-            Queued::InboxFull(refused) => {
+            (Queued::InboxFull(refused), _) => {
                 debug!(%sender, refused = refused.len(), "to-device inboxes full");
                 Err(ServiceError::ToDeviceInboxFull(refused))
             }

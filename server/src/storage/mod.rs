@@ -8,6 +8,7 @@ mod accounts;
 mod device_lists;
 mod e2ee_keys;
 mod federation_inbox;
+mod federation_outbound;
 mod key_backup;
 mod keys;
 mod media;
@@ -31,6 +32,7 @@ pub use e2ee_keys::{
     QueriedDevice, SignatureTarget,
 };
 pub use federation_inbox::FederationInboxStore;
+pub use federation_outbound::{OutboundEdu, OutboundStore, OutgoingEvent};
 pub use key_backup::{
     BackedUpKey, BackupInfo, BackupVersion, KeyBackupStore, KeyRank, KeySelection, KeysState,
     KeysUpload, NotABackupVersion,
@@ -213,6 +215,7 @@ pub trait Storage:
     + DeviceListStore
     + E2eeKeyStore
     + FederationInboxStore
+    + OutboundStore
     + KeyBackupStore
     + KeyStore
     + MediaStore

@@ -142,13 +142,16 @@ pub async fn set_typing(
         .rooms
         .joined_members(&session.user_id, &room_id)
         .await?;
-    let members = members
+    let members: Vec<OwnedUserId> = members
         .into_keys()
         .filter_map(|id| OwnedUserId::try_from(id).ok())
         .collect();
     let timeout = body
         .typing
         .then(|| Duration::from_millis(body.timeout.unwrap_or(30_000)));
+    state
+        .outbound
+        .typing(&room_id, &user_id, body.typing, &members);
     state.typing.set(&room_id, &user_id, timeout, members);
     Ok(empty_object())
 }

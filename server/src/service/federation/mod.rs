@@ -14,7 +14,8 @@
 //!   a room's DAG other servers make;
 //! - [`membership`]: joins, leaves, knocks and invites across servers;
 //! - [`user_keys`], [`profile`]: remote users' keys and profiles for local
-//!   clients.
+//!   clients;
+//! - [`sender`]: local PDUs and EDUs out to other servers, in transactions.
 
 pub mod auth;
 pub mod client;
@@ -24,6 +25,7 @@ pub mod keys;
 pub mod membership;
 pub mod pdu_check;
 pub mod profile;
+pub mod sender;
 pub mod transport;
 pub mod user_keys;
 

@@ -36,6 +36,8 @@ use ruma::{
 };
 use tracing::debug;
 
+#[cfg(test)]
+pub(crate) use self::remote::tests as remote_tests;
 use self::{
     event_writer::{EventWriter, PendingEvent},
     send_queue::{RoomSlot, interested_users},

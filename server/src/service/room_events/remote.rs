@@ -543,4 +543,4 @@ pub(super) fn dag_pdu(version: RoomVersion, stored: DagEvent) -> Result<Pdu, Ser
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -22,6 +22,7 @@ mod cache;
 mod device_lists;
 mod e2ee_keys;
 mod federation_inbox;
+mod federation_outbound;
 mod key_backup;
 mod keys;
 mod media;

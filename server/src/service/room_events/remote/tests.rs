@@ -36,7 +36,7 @@ fn remote_key() -> SigningKey {
     SigningKey::from_seed(&[9; 32], "remote").expect("a 32-byte seed is a valid key")
 }
 
-fn bob() -> OwnedUserId {
+pub(crate) fn bob() -> OwnedUserId {
     user("@bob:remote.example")
 }
 
@@ -221,7 +221,12 @@ impl Server {
     }
 }
 
-fn local(sender: &OwnedUserId, kind: &str, state_key: Option<&str>, body: Value) -> LocalEvent {
+pub(crate) fn local(
+    sender: &OwnedUserId,
+    kind: &str,
+    state_key: Option<&str>,
+    body: Value,
+) -> LocalEvent {
     LocalEvent {
         sender: sender.clone(),
         event_type: TimelineEventType::from(kind),
@@ -234,7 +239,7 @@ fn local(sender: &OwnedUserId, kind: &str, state_key: Option<&str>, body: Value)
 
 /// An event as `remote.example` builds it: on `prev`, citing the auth
 /// events `state` holds, `ts_offset` milliseconds after the prev events.
-fn remote_event(
+pub(crate) fn remote_event(
     state: &RoomState,
     prev: &[&Pdu],
     sender: &OwnedUserId,
@@ -296,7 +301,12 @@ fn remote_event(
 }
 
 /// A message of `sender`'s on `prev`, as `remote.example` builds it.
-fn remote_message(state: &RoomState, prev: &Pdu, sender: &OwnedUserId, body: &str) -> Pdu {
+pub(crate) fn remote_message(
+    state: &RoomState,
+    prev: &Pdu,
+    sender: &OwnedUserId,
+    body: &str,
+) -> Pdu {
     remote_event(
         state,
         &[prev],
@@ -309,7 +319,7 @@ fn remote_message(state: &RoomState, prev: &Pdu, sender: &OwnedUserId, body: &st
 }
 
 /// The tip of the room (its one forward extremity).
-fn tip(state: &RoomState) -> Pdu {
+pub(crate) fn tip(state: &RoomState) -> Pdu {
     assert_eq!(state.extremities().len(), 1, "the room is a line");
     state.extremities()[0].clone()
 }
@@ -330,7 +340,7 @@ async fn bob_joins(server: &Server, room_id: &OwnedRoomId) -> Pdu {
     join
 }
 
-fn backends() -> Vec<bool> {
+pub(crate) fn backends() -> Vec<bool> {
     let postgres = std::env::var("MYELIN_TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty());
     if postgres {
         vec![false, true]
