@@ -13,6 +13,7 @@ mod deactivation;
 mod devices;
 mod e2e_only_rooms;
 mod errors;
+mod federation_chat;
 mod federation_e2ee;
 mod federation_fake_peer;
 mod federation_inbound;

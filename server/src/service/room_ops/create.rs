@@ -92,8 +92,10 @@ impl RoomOps {
         }
         let initial_state = e2e_policy_last(std::mem::take(&mut request.initial_state))?;
         // Checked again when each invite is signed; checked first so that a
-        // bad invitee does not leave a half-built room behind.
-        for invitee in &request.invite {
+        // bad invitee does not leave a half-built room behind. Users of
+        // other servers are their servers' to vouch for, when invited.
+        let is_local = |invitee: &&OwnedUserId| invitee.server_name() == self.server_name;
+        for invitee in request.invite.iter().filter(is_local) {
             self.events.check_invitee(invitee).await?;
         }
         let alias = match &request.room_alias_name {
@@ -201,18 +203,19 @@ impl RoomOps {
                 object(json!({ "topic": topic })),
             ));
         }
+        let mut remote_events = Vec::new();
         for invitee in &request.invite {
             let mut content = CanonicalJsonObject::new();
             if request.is_direct {
                 content.insert("is_direct".to_owned(), CanonicalJsonValue::Bool(true));
             }
             let content = self.member_content(invitee, "invite", content).await?;
-            events.push(state_event(
-                creator,
-                "m.room.member",
-                invitee.as_str(),
-                content,
-            ));
+            let event = state_event(creator, "m.room.member", invitee.as_str(), content);
+            if is_local(&invitee) {
+                events.push(event);
+            } else {
+                remote_events.push(event);
+            }
         }
         for event in events {
             if let Err(error) = self.events.send(&room_id, event).await {
@@ -235,6 +238,11 @@ impl RoomOps {
                 }
                 return Err(error);
             }
+        }
+        // Through the invitees' servers, once the room is whole; a refusal
+        // fails the request but leaves the room, as a failed /invite would.
+        for event in remote_events {
+            self.remote.invite(&room_id, event).await?;
         }
         if request.is_public {
             self.storage.set_room_public(&room_id, true).await?;

@@ -306,12 +306,14 @@ fn claimed_event_id(
     }
 }
 
-/// The answer for a PDU the write path judged: taken (accepted or
-/// soft-failed, which the spec counts as received), or the rejection.
+/// The answer for a PDU the write path judged: taken (accepted,
+/// soft-failed or withheld by the E2E-only policy, which the spec counts as
+/// received), or the rejection.
 fn outcome_answer(outcome: RemoteOutcome) -> Result<(), String> {
     match outcome {
         RemoteOutcome::Accepted
         | RemoteOutcome::SoftFailed(_)
+        | RemoteOutcome::PolicyWithheld(_)
         | RemoteOutcome::AlreadyStored(EventStatus::Accepted | EventStatus::SoftFailed) => Ok(()),
         RemoteOutcome::Rejected(rejection) => Err(format!("rejected: {rejection:?}")),
         RemoteOutcome::AlreadyStored(_) => Err("rejected before".to_owned()),

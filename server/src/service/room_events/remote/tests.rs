@@ -841,6 +841,9 @@ async fn remote_events_breaking_the_e2e_only_policy_are_withheld() {
             Some(&ciphertext.event_id().to_owned())
         );
         server.stop().await;
+    }
+}
+
 /// A room joined through another server: the state and auth chain the
 /// resident answers with are outliers (found by id, never in the
 /// timeline), the join is the first timeline event, the state before it
