@@ -121,6 +121,7 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
         storage.clone(),
         stream.clone(),
         notifier.clone(),
+        outbound.clone(),
         config.limits.device_list_window,
     ));
     let accounts = Arc::new(

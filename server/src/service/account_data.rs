@@ -242,7 +242,7 @@ impl AccountData {
                 let receipt = &receipt;
                 self.stream
                     .append(Kind::Receipt, |position| async move {
-                        Ok(storage.set_receipt(&receipt, position).await?)
+                        Ok(storage.set_receipt(receipt, position).await?)
                     })
                     .await?;
                 if wakes_room {

@@ -554,6 +554,19 @@ impl Accounts {
         Ok(())
     }
 
+    /// Tells those who share a room with the user, on this server and
+    /// others, that these devices of theirs were deleted.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn devices_deleted(
+        &self,
+        user_id: &UserId,
+        device_ids: &[OwnedDeviceId],
+    ) -> Result<(), ServiceError> {
+        self.device_lists.devices_deleted(user_id, device_ids).await
+    }
+
     /// Tells those who share a room with the user that their devices changed.
     ///
     /// # Errors

@@ -98,7 +98,7 @@ impl Devices {
             .confirm_identity(user_id, action, auth)
             .await?;
         self.storage.delete_devices(user_id, &device_ids).await?;
-        self.accounts.devices_changed(user_id).await?;
+        self.accounts.devices_deleted(user_id, &device_ids).await?;
         info!(%user_id, count = device_ids.len(), "devices deleted");
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! (spec-notes/federation-sender.md).
 
 use async_trait::async_trait;
-use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, ServerName};
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, ServerName, UserId};
 
 use super::{StorageError, StreamPosition};
 
@@ -88,6 +88,15 @@ pub trait OutboundStore: Send + Sync {
         destination: &ServerName,
         limit: u32,
     ) -> Result<Vec<OutboundEdu>, StorageError>;
+
+    /// The position of `user_id`'s last public device-list change before
+    /// `position`: the `prev_id` of the `m.device_list_update` made at
+    /// `position`.
+    async fn device_list_change_before(
+        &self,
+        user_id: &UserId,
+        position: StreamPosition,
+    ) -> Result<Option<StreamPosition>, StorageError>;
 
     /// `destination` acknowledged a transaction, in one transaction: its
     /// cursor moves to `cursor` (when given) and its EDUs up to `edus_upto`

@@ -150,6 +150,18 @@ impl E2eeKeys {
                         .await?)
                 },
             )
+            .await?;
+        let uploaded = |kind: CrossSigningKeyType| {
+            keys.iter()
+                .find(|key| key.key_type == kind)
+                .map(|key| key.json.as_str())
+        };
+        self.device_lists
+            .federate_signing_keys(
+                user_id,
+                uploaded(CrossSigningKeyType::Master),
+                uploaded(CrossSigningKeyType::SelfSigning),
+            )
             .await
     }
 

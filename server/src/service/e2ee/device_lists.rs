@@ -8,11 +8,12 @@
 
 use std::{collections::BTreeSet, future::Future, sync::Arc};
 
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId};
 
 use crate::{
     service::{
         ServiceError,
+        federation::sender::{FederationSender, edus::DeviceChange},
         notifier::Notifier,
         stream::{Kind, Stream},
     },
@@ -41,23 +42,28 @@ pub struct DeviceLists {
     storage: Arc<dyn Storage>,
     stream: Arc<Stream>,
     notifier: Arc<Notifier>,
+    /// Tells other servers of local users' changes.
+    outbound: FederationSender,
     /// Widest range of stream positions whose changes are read.
     window: u64,
 }
 
 impl DeviceLists {
     /// Builds the service; changes are read over at most `window` stream
-    /// positions (see [`Self::changes_in_rooms`]).
+    /// positions (see [`Self::changes_in_rooms`]); other servers hear of
+    /// local users' changes through `outbound`.
     pub fn new(
         storage: Arc<dyn Storage>,
         stream: Arc<Stream>,
         notifier: Arc<Notifier>,
+        outbound: FederationSender,
         window: u64,
     ) -> Self {
         Self {
             storage,
             stream,
             notifier,
+            outbound,
             window,
         }
     }
@@ -79,6 +85,86 @@ impl DeviceLists {
                 .await?)
         })
         .await
+    }
+
+    /// Records that a user deleted devices, and tells the other servers
+    /// sharing a room with the user.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn devices_deleted(
+        &self,
+        user_id: &UserId,
+        device_ids: &[OwnedDeviceId],
+    ) -> Result<(), ServiceError> {
+        let storage = &self.storage;
+        let changes = &[DeviceListChange::public(user_id)];
+        let position = self
+            .publish(changes, |position| async move {
+                storage
+                    .record_device_list_changes(changes, position)
+                    .await?;
+                Ok(position)
+            })
+            .await?;
+        for device_id in device_ids {
+            self.federate_device(user_id, device_id, position, None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Tells the other servers sharing a room with `user_id` that one of
+    /// the user's devices changed at `position`: its new `keys`, or
+    /// deleted (`None`).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn federate_device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        position: StreamPosition,
+        keys: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let destinations = self.room_servers(user_id, position).await?;
+        let change = DeviceChange {
+            user_id,
+            device_id,
+            position,
+            keys,
+        };
+        self.outbound.device_list_update(change, destinations).await
+    }
+
+    /// Tells the other servers sharing a room with `user_id` of the user's
+    /// new master and self-signing keys (`CrossSigningKey` JSON texts).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn federate_signing_keys(
+        &self,
+        user_id: &UserId,
+        master_key: Option<&str>,
+        self_signing_key: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let destinations = self.room_servers(user_id, self.stream.current()).await?;
+        self.outbound
+            .signing_key_update(user_id, master_key, self_signing_key, destinations)
+            .await
+    }
+
+    /// The servers, other than this one, of those sharing a room with
+    /// `user_id` at `at`.
+    async fn room_servers(
+        &self,
+        user_id: &UserId,
+        at: StreamPosition,
+    ) -> Result<std::collections::BTreeSet<ruma::OwnedServerName>, ServiceError> {
+        let mates = self.room_mates(user_id, at).await?;
+        Ok(self
+            .outbound
+            .other_servers(mates.iter().map(|mate| &**mate)))
     }
 
     /// Runs `write`, which must store `changes` at the position it is given

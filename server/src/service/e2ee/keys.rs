@@ -118,7 +118,8 @@ impl E2eeKeys {
         {
             let storage = &self.storage;
             let keys = &keys;
-            self.device_lists
+            let position = self
+                .device_lists
                 .publish(
                     &[DeviceListChange::public(user_id)],
                     |position| async move {
@@ -129,8 +130,12 @@ impl E2eeKeys {
                             Err(StorageError::Conflict(_)) => Err(identity_changed()),
                             other => other.map_err(device_gone),
                         }
+                        .map(|()| position)
                     },
                 )
+                .await?;
+            self.device_lists
+                .federate_device(user_id, device_id, position, Some(&keys.json))
                 .await?;
             debug!(%user_id, %device_id, "device keys stored");
         }

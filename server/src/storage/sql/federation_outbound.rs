@@ -1,7 +1,7 @@
 //! [`OutboundStore`] in SQL.
 
 use async_trait::async_trait;
-use ruma::{OwnedServerName, ServerName};
+use ruma::{OwnedServerName, ServerName, UserId};
 
 use super::{PostgresStorage, SqliteStorage, rooms::parse_id};
 use crate::storage::{OutboundEdu, OutboundStore, OutgoingEvent, StorageError, StreamPosition};
@@ -167,6 +167,22 @@ macro_rules! sql_outbound_store {
                     .into_iter()
                     .map(|(id, json)| OutboundEdu { id, json })
                     .collect())
+            }
+
+            async fn device_list_change_before(
+                &self,
+                user_id: &UserId,
+                position: StreamPosition,
+            ) -> Result<Option<StreamPosition>, StorageError> {
+                let (before,): (Option<i64>,) = sqlx::query_as(
+                    "SELECT MAX(stream_ordering) FROM device_list_changes \
+                     WHERE user_id = $1 AND viewer = '' AND stream_ordering < $2",
+                )
+                .bind(user_id.as_str())
+                .bind(position.0)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(before.map(StreamPosition))
             }
 
             async fn acknowledge_outbound(

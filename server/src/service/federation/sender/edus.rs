@@ -4,11 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ruma::{OwnedServerName, OwnedUserId, RoomId, UserId};
+use ruma::{DeviceId, OwnedServerName, OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
 use super::FederationSender;
-use crate::{service::ServiceError, storage::Receipt};
+use crate::{
+    service::ServiceError,
+    storage::{Receipt, StreamPosition},
+};
 
 impl FederationSender {
     /// A local user started or stopped typing in a room whose joined
@@ -122,5 +125,96 @@ impl FederationSender {
             .filter(|(server, _)| full.contains(server))
             .flat_map(|(_, users)| users)
             .collect())
+    }
+}
+
+/// A change of one of a local user's devices, as `m.device_list_update`
+/// tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceChange<'a> {
+    /// Whose device.
+    pub user_id: &'a UserId,
+    /// Which device.
+    pub device_id: &'a DeviceId,
+    /// The device-list stream position of the change: the EDU's
+    /// `stream_id`, which the user's next change names as its `prev_id`.
+    pub position: StreamPosition,
+    /// The device's keys (a `DeviceKeys` object's JSON text), or `None`
+    /// when the device was deleted.
+    pub keys: Option<&'a str>,
+}
+
+impl FederationSender {
+    /// `m.device_list_update` for a change of a local user's device, to
+    /// `destinations` (the servers sharing a room with the user). Its
+    /// `prev_id` is the user's previous change, so the changes form a
+    /// chain; a destination that missed a link fetches the whole list
+    /// (`/user/devices`).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn device_list_update(
+        &self,
+        change: DeviceChange<'_>,
+        destinations: BTreeSet<OwnedServerName>,
+    ) -> Result<(), ServiceError> {
+        if change.user_id.server_name() != self.server_name() || destinations.is_empty() {
+            return Ok(());
+        }
+        let prev = self
+            .shared
+            .storage
+            .device_list_change_before(change.user_id, change.position)
+            .await?;
+        let mut content = json!({
+            "user_id": change.user_id,
+            "device_id": change.device_id,
+            "stream_id": change.position.0,
+            "prev_id": prev.map(|prev| prev.0).into_iter().collect::<Vec<_>>(),
+            "deleted": change.keys.is_none(),
+        });
+        if let Some(keys) = change.keys {
+            content["keys"] = serde_json::from_str(keys)
+                .map_err(|e| ServiceError::Internal(format!("stored device keys: {e}")))?;
+        }
+        let edu = json!({ "edu_type": "m.device_list_update", "content": content });
+        self.queue_edus(destinations.into_iter().map(|d| (d, edu.clone())).collect())
+            .await?;
+        Ok(())
+    }
+
+    /// `m.signing_key_update` for a local user's new cross-signing keys
+    /// (`CrossSigningKey` objects' JSON text), to `destinations`. The
+    /// user-signing key is private to the user and never sent.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn signing_key_update(
+        &self,
+        user_id: &UserId,
+        master_key: Option<&str>,
+        self_signing_key: Option<&str>,
+        destinations: BTreeSet<OwnedServerName>,
+    ) -> Result<(), ServiceError> {
+        if user_id.server_name() != self.server_name()
+            || destinations.is_empty()
+            || (master_key.is_none() && self_signing_key.is_none())
+        {
+            return Ok(());
+        }
+        let mut content = json!({ "user_id": user_id });
+        for (field, key) in [
+            ("master_key", master_key),
+            ("self_signing_key", self_signing_key),
+        ] {
+            if let Some(key) = key {
+                content[field] = serde_json::from_str(key)
+                    .map_err(|e| ServiceError::Internal(format!("stored signing key: {e}")))?;
+            }
+        }
+        let edu = json!({ "edu_type": "m.signing_key_update", "content": content });
+        self.queue_edus(destinations.into_iter().map(|d| (d, edu.clone())).collect())
+            .await?;
+        Ok(())
     }
 }

@@ -20,8 +20,13 @@ use tokio::{sync::Notify, time::Instant};
 
 use super::{Backoff, FederationSender, TransactionSender};
 use crate::{
+    config::Config,
     config::{DatabaseLocation, Secret},
-    service::to_device::{ToDevice, ToDeviceLimits},
+    service::{
+        accounts::Accounts,
+        e2ee::{DeviceLists, E2eeKeys, keys::KeysUpload},
+        to_device::{ToDevice, ToDeviceLimits},
+    },
     service::{
         committed::CommittedFeed,
         federation::FederationError,
@@ -192,6 +197,8 @@ impl Database {
 struct Server {
     events: Arc<RoomEvents>,
     to_device: ToDevice,
+    keys: E2eeKeys,
+    device_lists: Arc<DeviceLists>,
     sender: FederationSender,
 }
 
@@ -223,6 +230,27 @@ impl Server {
             },
         );
         sender.start();
+        let device_lists = Arc::new(DeviceLists::new(
+            storage.clone(),
+            stream.clone(),
+            notifier.clone(),
+            sender.clone(),
+            1000,
+        ));
+        let accounts = Accounts::new(
+            storage.clone(),
+            server_name!("a.test").to_owned(),
+            &Config::default(),
+            device_lists.clone(),
+        )
+        .unwrap();
+        let keys = E2eeKeys::new(
+            storage.clone(),
+            device_lists.clone(),
+            Arc::new(accounts),
+            100,
+            100,
+        );
         let to_device = ToDevice::new(
             storage,
             stream,
@@ -237,6 +265,8 @@ impl Server {
         Self {
             events,
             to_device,
+            keys,
+            device_lists,
             sender,
         }
     }
@@ -611,6 +641,76 @@ async fn typing_and_public_receipts_go_to_the_servers_of_the_room() {
                 "data": { "ts": 1234 },
             } } } })],
             "the public receipt only"
+        );
+        database.drop().await;
+    }
+}
+
+/// `ALICEDEVICE`'s keys, signed by a fresh Olm account.
+fn alice_device_keys() -> Value {
+    let account = myelin_crypto::olm::Account::new();
+    let identity = account.identity_keys();
+    let mut keys = json!({
+        "user_id": "@alice:a.test",
+        "device_id": "ALICEDEVICE",
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            "ed25519:ALICEDEVICE": identity.ed25519.to_base64(),
+            "curve25519:ALICEDEVICE": identity.curve25519.to_base64(),
+        },
+    });
+    account
+        .sign_json(
+            "@alice:a.test",
+            "ALICEDEVICE",
+            keys.as_object_mut().unwrap(),
+        )
+        .unwrap();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_changes_go_to_the_servers_sharing_a_room_as_a_chain() {
+    for postgres in backends() {
+        let database = Database::create(postgres).await;
+        let fake = Arc::new(FakeDestinations::default());
+        let server = Server::open(&database, fake.clone()).await;
+        server.room_with_bob().await;
+        let session = Session {
+            user_id: user("alice"),
+            device_id: device_id!("ALICEDEVICE").to_owned(),
+            is_guest: false,
+        };
+        let device_keys = alice_device_keys();
+        let upload = KeysUpload {
+            device_keys: Some(device_keys.to_string()),
+            one_time_keys: Vec::new(),
+            fallback_keys: Vec::new(),
+        };
+        server.keys.upload(&session, upload).await.unwrap();
+        server
+            .device_lists
+            .devices_deleted(&user("alice"), &[device_id!("ALICEDEVICE").to_owned()])
+            .await
+            .unwrap();
+        fake.until("both updates", |_| {
+            fake.edus("remote.example", "m.device_list_update").len() == 2
+        })
+        .await;
+        let updates = fake.edus("remote.example", "m.device_list_update");
+        let added = &updates[0];
+        assert_eq!(added["user_id"], "@alice:a.test");
+        assert_eq!(added["device_id"], "ALICEDEVICE");
+        assert_eq!(added["deleted"], false);
+        assert_eq!(added["keys"], device_keys);
+        let deleted = &updates[1];
+        assert_eq!(deleted["deleted"], true);
+        assert!(deleted.get("keys").is_none());
+        assert!(deleted["stream_id"].as_i64() > added["stream_id"].as_i64());
+        assert_eq!(
+            deleted["prev_id"],
+            json!([added["stream_id"]]),
+            "each change names the one before"
         );
         database.drop().await;
     }
