@@ -13,7 +13,7 @@ use crate::{
     encryption::http_request,
     error::Result,
     http::Request,
-    machine::{BackupRestore, OlmMachine, OutgoingRequest},
+    machine::{BackupAlgorithm, BackupRestore, OlmMachine, OutgoingRequest},
 };
 
 /// The errcode for an upload to a backup version that is not the current
@@ -38,6 +38,12 @@ impl Client {
     /// same key after the next syncs, so the key returned is always the
     /// backup's. [`Client::backup_version`] says once the backup is live.
     ///
+    /// The backup is authenticated (MSC4048, [`BackupAlgorithm::Authenticated`]):
+    /// keys the server writes into it are refused, and restored keys keep
+    /// the trust their sender's device had. Clients without MSC4048 cannot
+    /// read it; [`Client::enable_backup_with`] makes a backup of the spec's
+    /// algorithm for them.
+    ///
     /// # Errors
     ///
     /// Store errors while saving the key (no backup is created then, and
@@ -45,9 +51,22 @@ impl Client {
     ///
     /// [spec]: https://spec.matrix.org/v1.16/client-server-api/#server-side-key-backups
     pub async fn enable_backup(&self) -> Result<Zeroizing<String>> {
+        self.enable_backup_with(BackupAlgorithm::Authenticated)
+            .await
+    }
+
+    /// [`Client::enable_backup`] with the algorithm given.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::enable_backup`].
+    pub async fn enable_backup_with(
+        &self,
+        algorithm: BackupAlgorithm,
+    ) -> Result<Zeroizing<String>> {
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
-        let (outgoing, recovery_key) = machine.enable_backup()?;
+        let (outgoing, recovery_key) = machine.enable_backup_with(algorithm)?;
         if let Err(error) = self.commit_machine(machine).await {
             // Never shown, never to be used.
             let _ = machine.mark_request_failed(&outgoing.request_id);
@@ -68,10 +87,13 @@ impl Client {
     }
 
     /// Restores the server's current key backup with the recovery key the
-    /// user wrote down: every room key in it is imported (as a key not
-    /// vouched for by its sender, like a forwarded key), and the events
+    /// user wrote down: every room key in it is imported, and the events
     /// that waited for one of them are returned decrypted. This device then
-    /// uploads its own keys to the same backup.
+    /// uploads its own keys to the same backup. Keys of a spec-algorithm
+    /// backup count as forwarded (anyone with its public key could have
+    /// written them); those of an authenticated backup keep the trust their
+    /// sender's device had, and its entries without a valid MAC are refused
+    /// ([`BackupRestore::refused`]).
     ///
     /// Entries that do not decrypt or are not the session they claim are
     /// skipped and counted ([`BackupRestore::invalid`]).
@@ -102,7 +124,8 @@ impl Client {
         let restore = machine.restore_backup(recovery_key, &version, &keys)?;
         tracing::info!(
             version = %restore.version, imported = restore.imported,
-            unchanged = restore.unchanged, invalid = restore.invalid, "restored key backup"
+            unchanged = restore.unchanged, invalid = restore.invalid, refused = restore.refused,
+            "restored key backup"
         );
         let requests = machine.outgoing_requests();
         self.send_machine_requests(machine, requests).await?;

@@ -12,7 +12,9 @@
 //! key can write an entry, and the spec's MAC is computed over an empty
 //! message (a historical libolm quirk that every implementation keeps), so
 //! it authenticates nothing. Callers must treat what they decrypt as
-//! unauthenticated, exactly like a forwarded room key.
+//! unauthenticated, exactly like a forwarded room key, unless the entry
+//! carries a valid MAC of the authenticated backup
+//! ([`crate::backup_mac`]).
 //!
 //! [recovery key]: https://spec.matrix.org/v1.16/client-server-api/#recovery-key
 //! [backup algorithm]: https://spec.matrix.org/v1.16/client-server-api/#backup-algorithm-mmegolm_backupv1curve25519-aes-sha2

@@ -104,6 +104,7 @@
 pub mod at_rest;
 pub mod attachment;
 pub mod backup;
+pub mod backup_mac;
 mod base64;
 pub mod cross_signing;
 pub mod device_signing;

@@ -1,4 +1,7 @@
-//! Server-side key backup (`m.megolm_backup.v1.curve25519-aes-sha2`).
+//! Server-side key backup: the spec's `m.megolm_backup.v1.curve25519-aes-sha2`
+//! and, by default, its authenticated form (MSC4048), whose entries carry a
+//! MAC keyed by the backup's private key ([`BackupAlgorithm`],
+//! `spec-notes/key-backup.md`).
 //!
 //! [`OlmMachine::enable_backup`] makes a new backup key, asks the server
 //! for a backup version whose `auth_data` holds the public key (signed by
@@ -15,9 +18,10 @@
 //! ([`BackupError::WrongRecoveryKey`]); otherwise each entry is decrypted on
 //! its own, and one that does not decrypt, is malformed, or is not the
 //! session it is filed under is skipped without touching the others. The
-//! algorithm authenticates nothing (anyone with the public key, the server
-//! included, can write an entry), so restored sessions are stored exactly
-//! like forwarded keys: not attributed to their sender's Olm session
+//! spec's algorithm authenticates nothing (anyone with the public key, the
+//! server included, can write an entry), so its restored sessions are
+//! stored exactly like forwarded keys (an authenticated backup's refuses
+//! entries without a valid MAC and keeps the rest as their senders'): not attributed to their sender's Olm session
 //! (`forwarded`), merged into a session we hold only if it is the same
 //! ratchet, and never replacing a better copy.
 //!
@@ -32,11 +36,12 @@ use std::collections::BTreeMap;
 use myelin_crypto::{
     PickleError,
     backup::{BACKUP_ALGORITHM, BackupDecryptionKey, BackupEncryptionKey, EncryptedEntry},
+    backup_mac::{AUTHENTICATED_BACKUP_ALGORITHM, BackupMacKey, UNAUTHENTICATED_FIELD},
     megolm::{ExportedSessionKey, InboundGroupSession, MEGOLM_ALGORITHM},
     olm::Ed25519PublicKey,
     verify_json_signature,
 };
-use ruma::RoomId;
+use ruma::{OwnedUserId, RoomId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
@@ -110,8 +115,37 @@ pub struct BackupRestore {
     /// Entries that did not decrypt, did not hold a room key, or held
     /// another session than the one they are filed under.
     pub invalid: usize,
+    /// Entries of an authenticated backup without a valid MAC: written by
+    /// someone who does not hold the backup key (the server, say), so never
+    /// decrypted.
+    pub refused: usize,
     /// Events kept undecryptable that the restored keys decrypted.
     pub late_decryptions: Vec<DecryptedRoomEvent>,
+}
+
+/// The algorithm of a new backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupAlgorithm {
+    /// `org.matrix.msc4048.curve25519-aes-sha2`: every entry carries a MAC
+    /// keyed by the backup's private key, so keys nobody holding it wrote
+    /// (the server's, say) are refused, and restored keys keep the trust
+    /// their sender's device had. Only devices holding the private key
+    /// upload; clients that do not implement MSC4048 cannot read it.
+    Authenticated,
+    /// The spec's `m.megolm_backup.v1.curve25519-aes-sha2`, which every
+    /// client reads: anyone with the public key can add entries, so
+    /// restored keys count as forwarded ones.
+    Spec,
+}
+
+impl BackupAlgorithm {
+    /// The name in a backup version's `algorithm`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Authenticated => AUTHENTICATED_BACKUP_ALGORITHM,
+            Self::Spec => BACKUP_ALGORITHM,
+        }
+    }
 }
 
 /// The backup this device uploads to.
@@ -120,6 +154,8 @@ pub(super) struct ActiveBackup {
     public_key: BackupEncryptionKey,
     /// Held when this device created or restored the backup.
     private_key: Option<BackupDecryptionKey>,
+    /// Whether its entries carry the MSC4048 MAC.
+    authenticated: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -128,6 +164,8 @@ pub(super) struct BackupRecord {
     public_key: String,
     /// The private key, sealed under the pickle key.
     pickle: Option<String>,
+    #[serde(default)]
+    authenticated: bool,
 }
 
 /// A backup whose recovery key was handed out and whose version the
@@ -160,10 +198,25 @@ impl OlmMachine {
     /// confirms it or [`OlmMachine::cancel_backup_creation`] gives up on it
     /// (for a caller that could not save the key, and so never showed it).
     ///
+    /// The backup is authenticated ([`BackupAlgorithm::Authenticated`]);
+    /// [`OlmMachine::enable_backup_with`] chooses.
+    ///
     /// # Errors
     ///
     /// [`BackupError::KeyStorage`] if the key could not be sealed or signed.
     pub fn enable_backup(&mut self) -> Result<(OutgoingRequest, Zeroizing<String>), BackupError> {
+        self.enable_backup_with(BackupAlgorithm::Authenticated)
+    }
+
+    /// [`OlmMachine::enable_backup`] with the algorithm given.
+    ///
+    /// # Errors
+    ///
+    /// [`BackupError::KeyStorage`] if the key could not be sealed or signed.
+    pub fn enable_backup_with(
+        &mut self,
+        algorithm: BackupAlgorithm,
+    ) -> Result<(OutgoingRequest, Zeroizing<String>), BackupError> {
         let key = BackupDecryptionKey::new();
         let mut auth_data = key.encryption_key().auth_data();
         self.account
@@ -176,7 +229,7 @@ impl OlmMachine {
         let pickle = key
             .pickle(&self.pickle_key)
             .map_err(|_| BackupError::KeyStorage)?;
-        let body = json!({"algorithm": BACKUP_ALGORITHM, "auth_data": auth_data});
+        let body = json!({"algorithm": algorithm.name(), "auth_data": auth_data});
         let pending = PendingBackup { pickle, body };
         self.put(PENDING_RECORD.to_owned(), &pending);
         self.pending_backup = Some(pending.clone());
@@ -238,16 +291,21 @@ impl OlmMachine {
     /// made it); [`BackupError::UnsupportedAlgorithm`] or
     /// [`BackupError::Malformed`].
     pub fn trust_backup(&mut self, version: &Value) -> Result<(), BackupError> {
-        let (id, public_key, auth_data) = parse_version(version)?;
-        if !self.signed_by_trusted_own_device(auth_data) {
+        let parsed = parse_version(version)?;
+        if !self.signed_by_trusted_own_device(parsed.auth_data) {
             return Err(BackupError::Untrusted);
         }
         let private_key = self
             .backup
             .take()
-            .filter(|b| b.version == id && b.public_key == public_key)
+            .filter(|b| b.version == parsed.id && b.public_key == parsed.public_key)
             .and_then(|b| b.private_key);
-        self.activate_backup(id, public_key, private_key);
+        self.activate_backup(
+            parsed.id,
+            parsed.public_key,
+            private_key,
+            parsed.authenticated,
+        );
         Ok(())
     }
 
@@ -305,7 +363,8 @@ impl OlmMachine {
         version: &Value,
         keys: &Value,
     ) -> Result<BackupRestore, BackupError> {
-        let (version, key) = open_version(recovery_key, version)?;
+        let (version, key, authenticated) = open_version(recovery_key, version)?;
+        let mac_key = authenticated.then(|| BackupMacKey::derive(&key));
         let rooms = keys
             .get("rooms")
             .and_then(Value::as_object)
@@ -317,8 +376,21 @@ impl OlmMachine {
             let room_id = <&RoomId>::try_from(room_id.as_str()).ok();
             let sessions = room.get("sessions").and_then(Value::as_object);
             for (session_id, data) in sessions.into_iter().flatten() {
-                let entry =
-                    room_id.and_then(|room_id| restored_session(&key, room_id, session_id, data));
+                if let Some(mac_key) = &mac_key
+                    && !has_valid_mac(mac_key, &self.user_id, data)
+                {
+                    restore.refused += 1;
+                    continue;
+                }
+                let entry = room_id.and_then(|room_id| {
+                    let mut session = decrypted_session(&key, data)?;
+                    let sender = authenticated
+                        .then(|| self.vouched_sender(&session))
+                        .flatten();
+                    let entry = session_from_backup(room_id, session_id, &session, sender);
+                    super::zeroize_json(&mut session);
+                    entry
+                });
                 let Some(entry) = entry else {
                     restore.invalid += 1;
                     continue;
@@ -335,7 +407,12 @@ impl OlmMachine {
                 }
             }
         }
-        self.activate_backup(version.clone(), key.encryption_key(), Some(key));
+        self.activate_backup(
+            version.clone(),
+            key.encryption_key(),
+            Some(key),
+            authenticated,
+        );
         restore.version = version;
         restore.late_decryptions = output.late_decryptions;
         Ok(restore)
@@ -351,6 +428,14 @@ impl OlmMachine {
         let backup = self.backup.as_ref().filter(|_| !uploading)?;
         let version = backup.version.clone();
         let public_key = backup.public_key;
+        // An authenticated backup takes only entries MACed with a key
+        // derived from its private key: without it, this device cannot
+        // write there.
+        let mac_key = match (backup.authenticated, &backup.private_key) {
+            (false, _) => None,
+            (true, Some(private_key)) => Some(BackupMacKey::derive(private_key)),
+            (true, None) => return None,
+        };
         let batch: Vec<SessionKeyId> = self
             .inbound
             .keys()
@@ -365,14 +450,19 @@ impl OlmMachine {
                 continue;
             };
             // Only a low-order public key fails, and ours is generated.
-            let Ok(encrypted) = public_key.encrypt(&backup_plaintext(entry)) else {
+            let plaintext = backup_plaintext(entry, mac_key.is_some());
+            let Ok(encrypted) = public_key.encrypt(&plaintext) else {
                 continue;
             };
+            let mut session_data = encrypted.to_json();
+            if let Some(mac_key) = &mac_key {
+                mac_key.sign(self.user_id.as_str(), &mut session_data);
+            }
             let data = json!({
                 "first_message_index": entry.first_known_index(),
                 "forwarded_count": u32::from(entry.is_forwarded()),
                 "is_verified": false,
-                "session_data": encrypted.to_json(),
+                "session_data": session_data,
             });
             rooms
                 .entry(key_id.room_id.as_str())
@@ -408,10 +498,23 @@ impl OlmMachine {
         if self.pending_backup.as_ref().map(|p| p.pickle.as_str()) != Some(pickle) {
             return Ok(()); // cancelled, or replaced by a newer backup
         }
+        let pending_algorithm = self
+            .pending_backup
+            .as_ref()
+            .and_then(|p| p.body.get("algorithm"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let pending_algorithm = pending_algorithm.as_deref();
         self.cancel_backup_creation();
         let key = BackupDecryptionKey::from_pickle(pickle, &self.pickle_key)
             .map_err(|_| "backup key pickle did not open")?;
-        self.activate_backup(version.to_owned(), key.encryption_key(), Some(key));
+        let authenticated = pending_algorithm == Some(AUTHENTICATED_BACKUP_ALGORITHM);
+        self.activate_backup(
+            version.to_owned(),
+            key.encryption_key(),
+            Some(key),
+            authenticated,
+        );
         Ok(())
     }
 
@@ -444,6 +547,7 @@ impl OlmMachine {
             version: record.version,
             public_key,
             private_key,
+            authenticated: record.authenticated,
         });
         Ok(())
     }
@@ -452,11 +556,27 @@ impl OlmMachine {
         self.backed_up.insert(record.key_id, record.version);
     }
 
+    /// The sender an authenticated backup entry vouches for: the user whose
+    /// device has the entry's `sender_key` and the ed25519 key it claims,
+    /// unless the writer marked the key unauthenticated.
+    fn vouched_sender(&self, session: &Value) -> Option<OwnedUserId> {
+        if session.get(UNAUTHENTICATED_FIELD).is_some() {
+            return None;
+        }
+        let sender_key = session.get("sender_key").and_then(Value::as_str)?;
+        let claimed = session
+            .pointer("/sender_claimed_keys/ed25519")
+            .and_then(Value::as_str)?;
+        let device = self.devices.device_by_curve(sender_key)?;
+        (device.ed25519 == claimed).then(|| device.user_id.clone())
+    }
+
     fn activate_backup(
         &mut self,
         version: String,
         public_key: BackupEncryptionKey,
         private_key: Option<BackupDecryptionKey>,
+        authenticated: bool,
     ) {
         let pickle = match private_key.as_ref().map(|k| k.pickle(&self.pickle_key)) {
             Some(Ok(pickle)) => Some(pickle),
@@ -469,12 +589,14 @@ impl OlmMachine {
             version: version.clone(),
             public_key: public_key.to_base64(),
             pickle,
+            authenticated,
         };
         self.put(RECORD.to_owned(), &record);
         self.backup = Some(ActiveBackup {
             version,
             public_key,
             private_key,
+            authenticated,
         });
     }
 
@@ -519,32 +641,41 @@ impl OlmMachine {
     }
 }
 
-/// Checks a backup version against a recovery key; returns the version id
-/// and the key.
+/// Checks a backup version against a recovery key; returns the version
+/// id, the key and whether the backup is authenticated.
 fn open_version(
     recovery_key: &str,
     version: &Value,
-) -> Result<(String, BackupDecryptionKey), BackupError> {
-    let (id, public_key, _) = parse_version(version)?;
+) -> Result<(String, BackupDecryptionKey, bool), BackupError> {
+    let parsed = parse_version(version)?;
     let key = BackupDecryptionKey::from_recovery_key(recovery_key)
         .map_err(BackupError::InvalidRecoveryKey)?;
-    if key.encryption_key() != public_key {
+    if key.encryption_key() != parsed.public_key {
         return Err(BackupError::WrongRecoveryKey);
     }
-    Ok((id, key))
+    Ok((parsed.id, key, parsed.authenticated))
 }
 
-/// A backup version's id, public key and `auth_data`.
-fn parse_version(
-    version: &Value,
-) -> Result<(String, BackupEncryptionKey, &Map<String, Value>), BackupError> {
+/// What a backup version says of itself.
+struct ParsedVersion<'a> {
+    id: String,
+    public_key: BackupEncryptionKey,
+    auth_data: &'a Map<String, Value>,
+    /// `org.matrix.msc4048.curve25519-aes-sha2`: entries carry a MAC.
+    authenticated: bool,
+}
+
+/// A backup version of one of the two algorithms this SDK reads.
+fn parse_version(version: &Value) -> Result<ParsedVersion<'_>, BackupError> {
     let algorithm = version
         .get("algorithm")
         .and_then(Value::as_str)
         .ok_or(BackupError::Malformed("no `algorithm`"))?;
-    if algorithm != BACKUP_ALGORITHM {
-        return Err(BackupError::UnsupportedAlgorithm(algorithm.to_owned()));
-    }
+    let authenticated = match algorithm {
+        AUTHENTICATED_BACKUP_ALGORITHM => true,
+        BACKUP_ALGORITHM => false,
+        other => return Err(BackupError::UnsupportedAlgorithm(other.to_owned())),
+    };
     let id = version
         .get("version")
         .and_then(Value::as_str)
@@ -555,12 +686,33 @@ fn parse_version(
         .ok_or(BackupError::Malformed("no `auth_data` object"))?;
     let public_key = BackupEncryptionKey::from_auth_data(auth_data)
         .map_err(|_| BackupError::Malformed("no curve25519 `public_key` in `auth_data`"))?;
-    Ok((id.to_owned(), public_key, auth_data))
+    Ok(ParsedVersion {
+        id: id.to_owned(),
+        public_key,
+        auth_data,
+        authenticated,
+    })
 }
 
-/// The JSON a session is backed up as (the spec's `BackedUpSessionData`).
-fn backup_plaintext(entry: &InboundEntry) -> Zeroizing<Vec<u8>> {
-    let mut data = Value::Object(exported_session(entry));
+/// Whether a backup entry's `session_data` carries `user_id`'s valid MAC.
+fn has_valid_mac(mac_key: &BackupMacKey, user_id: &ruma::UserId, data: &Value) -> bool {
+    data.get("session_data")
+        .and_then(Value::as_object)
+        .is_some_and(|session_data| mac_key.verify(user_id.as_str(), session_data))
+}
+
+/// The JSON a session is backed up as (the spec's `BackedUpSessionData`);
+/// for an authenticated backup, a key this device cannot vouch for (a
+/// forwarded one) says so.
+fn backup_plaintext(entry: &InboundEntry, authenticated: bool) -> Zeroizing<Vec<u8>> {
+    let mut session = exported_session(entry);
+    if authenticated && entry.is_forwarded() {
+        session.insert(
+            UNAUTHENTICATED_FIELD.to_owned(),
+            "m.forwarded_room_key".into(),
+        );
+    }
+    let mut data = Value::Object(session);
     // Serialising a `Value` of strings cannot fail.
     let plaintext = Zeroizing::new(serde_json::to_vec(&data).unwrap_or_default());
     super::zeroize_json(&mut data);
@@ -585,28 +737,22 @@ pub(super) fn exported_session(entry: &InboundEntry) -> Map<String, Value> {
     session
 }
 
-/// The session one backup entry holds, as a forwarded key; `None` if it
-/// does not decrypt or is not a Megolm room key.
-fn restored_session(
-    key: &BackupDecryptionKey,
-    room_id: &RoomId,
-    session_id: &str,
-    data: &Value,
-) -> Option<InboundEntry> {
+/// The decrypted room key JSON of one backup entry; `None` if it does
+/// not decrypt.
+fn decrypted_session(key: &BackupDecryptionKey, data: &Value) -> Option<Value> {
     let encrypted = EncryptedEntry::from_json(data.get("session_data")?).ok()?;
     let plaintext = key.decrypt(&encrypted).ok()?;
-    let mut session: Value = serde_json::from_slice(&plaintext).ok()?;
-    let entry = session_from_backup(room_id, session_id, &session);
-    super::zeroize_json(&mut session);
-    entry
+    serde_json::from_slice(&plaintext).ok()
 }
 
-/// The session a decrypted backup entry or an export entry holds, as a
-/// forwarded key; `None` if it is not a Megolm room key of `session_id`.
+/// The session a decrypted backup entry or an export entry holds; `None`
+/// if it is not a Megolm room key of `session_id`. It is a forwarded key
+/// unless `sender` names the user an authenticated backup vouches for.
 pub(super) fn session_from_backup(
     room_id: &RoomId,
     session_id: &str,
     session: &Value,
+    sender: Option<OwnedUserId>,
 ) -> Option<InboundEntry> {
     let field = |name: &str| session.get(name).and_then(Value::as_str);
     if field("algorithm") != Some(MEGOLM_ALGORITHM) {
@@ -621,6 +767,10 @@ pub(super) fn session_from_backup(
         return None; // filed under another session's id
     }
     let key_id = SessionKeyId::new(room_id, field("sender_key")?, session_id)?;
-    // `forwarded`: the backup's writer, not the sender, vouches for it.
-    Some(InboundEntry::new(key_id, session, None, claimed.to_owned()))
+    Some(InboundEntry::new(
+        key_id,
+        session,
+        sender,
+        claimed.to_owned(),
+    ))
 }

@@ -84,7 +84,7 @@ impl OlmMachine {
             let entry = room_id
                 .zip(field("session_id"))
                 .and_then(|(room_id, session_id)| {
-                    session_from_backup(room_id, session_id, session)
+                    session_from_backup(room_id, session_id, session, None)
                 });
             let Some(entry) = entry else {
                 import.invalid += 1;

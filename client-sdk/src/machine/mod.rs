@@ -124,7 +124,7 @@ use self::{
     rooms::RoomState,
 };
 pub use self::{
-    backup::{BACKUP_SECRET, BackupError, BackupRestore, backup_recovery_key},
+    backup::{BACKUP_SECRET, BackupAlgorithm, BackupError, BackupRestore, backup_recovery_key},
     cross_signing::CrossSigningError,
     devices::{Device, DeviceWarning, LocalTrust},
     events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},

@@ -6,7 +6,7 @@
 
 use myelin_sdk::{
     Client, Error, Room, RoomSecurity,
-    machine::{BackupError, LocalTrust, UtdCause},
+    machine::{BackupAlgorithm, BackupError, LocalTrust, UtdCause},
     myelin_crypto::{backup::BackupDecryptionKey, key_export::KeyExportError},
     ruma::RoomId,
 };
@@ -133,10 +133,14 @@ async fn a_new_device_reads_old_messages_with_the_recovery_key_only(backend: Bac
     assert_eq!(new.backup_version().await.unwrap(), None);
     assert_eq!(read_history(&new, &room_id).await, before);
 
-    // The right one restores both sessions, as keys not vouched for by
-    // their senders.
+    // The right one restores both sessions. The backup is authenticated:
+    // only Alice's devices could have written its entries, so the keys
+    // count as their senders' (not forwarded), as they did there.
     let restore = new.restore_backup(&recovery_key).await.unwrap();
-    assert_eq!((restore.imported, restore.invalid), (2, 0));
+    assert_eq!(
+        (restore.imported, restore.invalid, restore.refused),
+        (2, 0, 0)
+    );
     let mut late: Vec<&str> = restore
         .late_decryptions
         .iter()
@@ -147,8 +151,8 @@ async fn a_new_device_reads_old_messages_with_the_recovery_key_only(backend: Bac
     assert_eq!(
         read_history(&new, &room_id).await,
         vec![
-            Ok(("from alice".to_owned(), true)),
-            Ok(("from bob".to_owned(), true))
+            Ok(("from alice".to_owned(), false)),
+            Ok(("from bob".to_owned(), false))
         ]
     );
     assert_eq!(
@@ -203,7 +207,12 @@ async fn a_replaced_backup_stops_the_uploads(backend: Backend) {
 async fn another_device_backs_up_once_it_verified_the_creator(backend: Backend) {
     let (server, alice, _bob, room) = alice_and_bob(backend).await;
     let room_id = room.room_id().to_owned();
-    alice.enable_backup().await.unwrap();
+    // Of the spec's algorithm: a device without the backup key cannot
+    // write to an authenticated one.
+    alice
+        .enable_backup_with(BackupAlgorithm::Spec)
+        .await
+        .unwrap();
     let laptop = second_device(server.base_url.as_str(), &alice).await;
     sync_until(&laptop, |update| {
         update.joined.iter().any(|r| r.room_id == room_id)

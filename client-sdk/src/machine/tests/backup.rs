@@ -1,5 +1,6 @@
 //! Key backup: uploads once per session, restore on a new device, and a
-//! server that serves a wrong, damaged or forged backup.
+//! server that serves a wrong, damaged or forged backup; the spec algorithm
+//! and the authenticated one (MSC4048), which refuses what the server writes.
 
 use myelin_crypto::{
     backup::{BackupDecryptionKey, BackupEncryptionKey, EncryptedEntry},
@@ -13,7 +14,7 @@ use super::{
     ALICE, BOB, ROOM, alice_and_bob, encrypted_room,
     server::{Client, FakeServer, body},
 };
-use crate::machine::{BackupError, BackupRestore, LocalTrust, UtdCause};
+use crate::machine::{BackupAlgorithm, BackupError, BackupRestore, LocalTrust, UtdCause};
 
 /// Alice and Bob (two devices) in a room; Alice has enabled a backup
 /// (version 1). Returns them and the recovery key.
@@ -26,7 +27,16 @@ fn backing_up() -> (FakeServer, Client, Client, Client, Zeroizing<String>) {
 
 /// Alice enables a backup and the server creates version 1.
 fn enable(server: &mut FakeServer, alice: &mut Client) -> Zeroizing<String> {
-    let (request, recovery_key) = alice.machine.enable_backup().unwrap();
+    enable_with(server, alice, BackupAlgorithm::Spec)
+}
+
+/// Alice enables a backup of `algorithm` and the server creates version 1.
+fn enable_with(
+    server: &mut FakeServer,
+    alice: &mut Client,
+    algorithm: BackupAlgorithm,
+) -> Zeroizing<String> {
+    let (request, recovery_key) = alice.machine.enable_backup_with(algorithm).unwrap();
     alice.save();
     alice.answer(server, &request);
     alice.save();
@@ -431,4 +441,123 @@ fn backup_secret_restores_on_a_new_device() {
         crate::machine::backup_recovery_key("AAAA"),
         Err(BackupError::Malformed(_))
     ));
+}
+
+/// [`backing_up`] with an authenticated backup.
+fn backing_up_authenticated() -> (FakeServer, Client, Client, Client, Zeroizing<String>) {
+    let mut server = FakeServer::default();
+    let (mut alice, bob, bob2) = alice_and_bob(&mut server);
+    let recovery_key = enable_with(&mut server, &mut alice, BackupAlgorithm::Authenticated);
+    (server, alice, bob, bob2, recovery_key)
+}
+
+#[test]
+fn an_authenticated_backup_restores_keys_as_their_senders_vouched() {
+    let (mut server, mut alice, mut bob, _, recovery_key) = backing_up_authenticated();
+    assert_eq!(
+        server.backup_versions[0]["algorithm"],
+        "org.matrix.msc4048.curve25519-aes-sha2"
+    );
+    let old = backed_up_message(&mut server, &mut alice, &mut bob, "vouched for");
+    // Every entry carries Alice's MAC.
+    let session_id = old["content"]["session_id"].as_str().unwrap();
+    let stored = &stored_room(&mut server)[session_id]["session_data"];
+    assert!(
+        stored["signatures"][ALICE]["org.matrix.msc4048.hmac-sha-256:backup_mac_key"].is_string(),
+        "{stored}"
+    );
+
+    let mut new = new_device_with_utd(&mut server, &old);
+    assert!(new.machine.set_device_trust(
+        super::user_id(BOB),
+        super::device_id("BOBPHONE"),
+        LocalTrust::Verified
+    ));
+    let restore = restore(&server, &mut new, &recovery_key);
+    assert_eq!((restore.imported, restore.refused), (1, 0));
+    let event = &restore.late_decryptions[0];
+    assert_eq!(body(event), "vouched for");
+    // Only Alice's devices could have written it, and one of them had it
+    // from Bob's phone: it counts as Bob's, as it did there.
+    assert!(!event.forwarded);
+    assert_eq!(
+        event.verification,
+        crate::machine::VerificationState::Verified
+    );
+}
+
+#[test]
+fn keys_the_server_writes_into_an_authenticated_backup_are_refused() {
+    let (mut server, mut alice, mut bob, mut bob2, recovery_key) = backing_up_authenticated();
+    let old = backed_up_message(&mut server, &mut alice, &mut bob, "genuine");
+    // Bob's laptop writes a session Alice never backed up.
+    let from_laptop = bob2.send(&mut server, ROOM, "injected");
+    let laptop_session = from_laptop["content"]["session_id"].as_str().unwrap();
+
+    // The server knows the public key, and Bob gave it his laptop's
+    // session: it writes an entry for it, and one under the genuine
+    // entry's MAC.
+    let public_key = BackupEncryptionKey::from_auth_data(
+        server.backup_versions[0]["auth_data"].as_object().unwrap(),
+    )
+    .unwrap();
+    let genuine_session = old["content"]["session_id"].as_str().unwrap().to_owned();
+    let genuine_key = BackupDecryptionKey::from_recovery_key(&recovery_key).unwrap();
+    let room = stored_room(&mut server);
+    let genuine_data = room[&genuine_session]["session_data"].clone();
+    let entry = EncryptedEntry::from_json(&genuine_data).unwrap();
+    let mut session: Value = serde_json::from_slice(&genuine_key.decrypt(&entry).unwrap()).unwrap();
+    let laptop_key = bob2.machine.export_room_keys();
+    let laptop_export: Value = serde_json::from_str(&laptop_key).unwrap();
+    let laptop_entry = laptop_export
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["session_id"] == laptop_session)
+        .unwrap();
+    for field in ["sender_key", "session_key", "sender_claimed_keys"] {
+        session[field] = laptop_entry[field].clone();
+    }
+    room.insert(laptop_session.to_owned(), forge(&public_key, &session));
+    let mut copied_mac = forge(&public_key, &session);
+    copied_mac["session_data"]["signatures"] = genuine_data["signatures"].clone();
+    room.insert(format!("{laptop_session}-copy"), copied_mac);
+
+    let mut new = new_device_with_utd(&mut server, &old);
+    let restore = restore(&server, &mut new, &recovery_key);
+    assert_eq!((restore.imported, restore.refused), (1, 2));
+    assert_eq!(body(&restore.late_decryptions[0]), "genuine");
+    assert_eq!(
+        new.decrypt(ROOM, &from_laptop).unwrap_err().cause,
+        UtdCause::MissingRoomKey
+    );
+}
+
+#[test]
+fn only_a_device_holding_the_key_uploads_to_an_authenticated_backup() {
+    let (mut server, mut alice, mut bob, mut bob2, _) = backing_up_authenticated();
+    // Alice's second device trusts the backup (her first device signed
+    // it) but holds no private key: it cannot MAC, so it sends nothing.
+    let mut laptop = Client::new(&mut server, ALICE, "ALICELAPTOP");
+    laptop.sync(&mut server, vec![encrypted_room(&[ALICE, BOB])]);
+    assert!(laptop.machine.set_device_trust(
+        super::user_id(ALICE),
+        super::device_id("ALICEDEV"),
+        LocalTrust::Verified
+    ));
+    let version = server.backup("1").0;
+    laptop.machine.trust_backup(&version).unwrap();
+    bob2.sync(&mut server, vec![]);
+    bob.sync(&mut server, vec![]);
+    let sent = bob.send(&mut server, ROOM, "for everyone");
+    laptop.sync(&mut server, vec![]);
+    laptop.decrypt(ROOM, &sent).unwrap();
+    let uploads = server.backup_uploads;
+    laptop.send_outgoing(&mut server);
+    assert_eq!(server.backup_uploads, uploads);
+    // Alice's first device, which holds the key, does.
+    alice.sync(&mut server, vec![]);
+    alice.send_outgoing(&mut server);
+    let session_id = sent["content"]["session_id"].as_str().unwrap();
+    assert!(backed_up_sessions(&server).iter().any(|s| s == session_id));
 }
