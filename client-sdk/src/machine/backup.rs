@@ -20,10 +20,11 @@
 //! session it is filed under is skipped without touching the others. The
 //! spec's algorithm authenticates nothing (anyone with the public key, the
 //! server included, can write an entry), so its restored sessions are
-//! stored exactly like forwarded keys (an authenticated backup's refuses
-//! entries without a valid MAC and keeps the rest as their senders'): not attributed to their sender's Olm session
-//! (`forwarded`), merged into a session we hold only if it is the same
-//! ratchet, and never replacing a better copy.
+//! stored exactly like forwarded keys: not attributed to their sender's Olm
+//! session (`forwarded`), merged into a session we hold only if it is the
+//! same ratchet, and never replacing a better copy. An authenticated
+//! backup's restore refuses entries without a valid MAC and keeps the rest
+//! as their senders'.
 //!
 //! A device uploads to a backup whose private key it holds (it created or
 //! restored it), or, with [`OlmMachine::trust_backup`], to one whose
