@@ -399,6 +399,42 @@ async fn a_remote_user_knocks(backend: Backend) {
             answer.1
         );
         assert_eq!(member_on(a, &alice.token, &room_id, &bob).await, "knock");
+
+        // A user of B knocks through the client API: B asks A.
+        let carol = b.register(&format!("carol{version}")).await;
+        let answer = b
+            .request(
+                Method::POST,
+                b.v3(&format!(
+                    "/knock/{}?via={}",
+                    enc(&room_id),
+                    enc(&a.server_name)
+                )),
+                Some(&carol.token),
+                Some(json!({ "reason": "let me in" })),
+            )
+            .await;
+        assert_eq!(
+            answer,
+            (StatusCode::OK, json!({ "room_id": room_id })),
+            "v{version}"
+        );
+        assert_eq!(
+            member_on(a, &alice.token, &room_id, &carol.user_id).await,
+            "knock"
+        );
+        let synced = initial_sync(b, &carol.token, 10).await;
+        let knock_state = synced["rooms"]["knock"][&room_id]["knock_state"]["events"]
+            .as_array()
+            .unwrap_or_else(|| panic!("v{version}: no knock in {synced}"));
+        assert!(
+            knock_state
+                .iter()
+                .any(|event| event["type"] == "m.room.name"
+                    && event["content"]["name"] == "Knock here"),
+            "v{version}: {synced}"
+        );
+
         // A knock with the join's template is not a knock.
         let path = format!(
             "/_matrix/federation/v1/send_knock/{}/{}",

@@ -10,8 +10,8 @@ use ruma::{
 use serde_json::Value;
 
 use super::{
-    Expected, RemoteMembership, answer::check_join_answer, encode, remote_error, sign_template,
-    stripped_event,
+    Expected, MembershipKind, RemoteMembership, answer::check_join_answer, encode, remote_error,
+    sign_template, stripped_event, stripped_state,
 };
 use crate::service::{
     ServiceError,
@@ -46,21 +46,22 @@ impl RemoteMembership {
         }
     }
 
-    /// Joins `user_id` to a room this server does not hold, through the
-    /// first of the candidate servers that lets them in: `via`, the server
-    /// of a pending invite, the room id's server. `content` is the member
-    /// event's content (profile, reason).
+    /// Joins `user_id` to a room this server does not hold, or knocks on
+    /// it, through the first of the candidate servers that lets them in:
+    /// `via`, the server of a pending invite, the room id's server.
+    /// `content` is the member event's content (profile, reason).
     ///
     /// # Errors
     /// `NotFound` when no server knows the room (or federation is off);
     /// `Forbidden` when the rules refuse; `BadGateway` when every server
     /// failed or answered with something that does not hold.
-    pub async fn join(
+    pub async fn join_or_knock(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
         via: Vec<OwnedServerName>,
         content: CanonicalJsonObject,
+        kind: MembershipKind,
     ) -> Result<(), ServiceError> {
         if !self.federation.is_enabled() {
             return Err(ServiceError::NotFound("no such room".to_owned()));
@@ -83,13 +84,20 @@ impl RemoteMembership {
                 break;
             }
             tried.push(server.clone());
-            match self
-                .join_via(&server, user_id, room_id, content.clone())
-                .await
-            {
+            let outcome = match kind {
+                MembershipKind::Knock => {
+                    self.knock_via(&server, user_id, room_id, content.clone())
+                        .await
+                }
+                _ => {
+                    self.join_via(&server, user_id, room_id, content.clone())
+                        .await
+                }
+            };
+            match outcome {
                 Ok(()) => return Ok(()),
                 Err(error) => {
-                    tracing::info!(%server, %room_id, %error, "a join through another server failed");
+                    tracing::info!(%server, %room_id, %error, "a join or knock through another server failed");
                     last_error = error;
                 }
             }
@@ -194,6 +202,51 @@ impl RemoteMembership {
         }
     }
 
+    /// One try at knocking through `server`: the knock is kept as an
+    /// out-of-room membership with the stripped state the resident answers.
+    async fn knock_via(
+        &self,
+        server: &ServerName,
+        user_id: &UserId,
+        room_id: &RoomId,
+        content: CanonicalJsonObject,
+    ) -> Result<(), ServiceError> {
+        let (version, template) = self
+            .make(
+                server,
+                room_id,
+                user_id,
+                "make_knock",
+                &supported_versions(),
+            )
+            .await?;
+        let expected = Expected {
+            room_id,
+            user_id,
+            membership: "knock",
+        };
+        let knock = sign_template(&self.keys, version, template, &expected, content)?;
+        let path = format!(
+            "/_matrix/federation/v1/send_knock/{}/{}",
+            encode(room_id.as_str()),
+            encode(knock.event_id().as_str())
+        );
+        let answer = self
+            .federation
+            .client()
+            .put(server, &path, &pdu_json(&knock))
+            .await
+            .map_err(|error| remote_error(server, error))?;
+        let described = answer
+            .get("knock_room_state")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        self.events
+            .record_out_of_room_membership(&knock, &stripped_state(described))
+            .await
+    }
+
     /// One try at joining through `server`.
     async fn join_via(
         &self,
@@ -202,14 +255,8 @@ impl RemoteMembership {
         room_id: &RoomId,
         content: CanonicalJsonObject,
     ) -> Result<(), ServiceError> {
-        let versions: String = RoomVersion::ALL
-            .iter()
-            .filter(|version| !version.has_origin_chosen_event_ids())
-            .map(|version| format!("ver={version}"))
-            .collect::<Vec<_>>()
-            .join("&");
         let (version, template) = self
-            .make(server, room_id, user_id, "make_join", &versions)
+            .make(server, room_id, user_id, "make_join", &supported_versions())
             .await?;
         let expected = Expected {
             room_id,
@@ -388,6 +435,17 @@ impl RemoteMembership {
         })?;
         Ok(Some(pdu))
     }
+}
+
+/// `ver=…` for every room version this server joins over federation
+/// (from 3 on: in versions 1 and 2 the joining server would choose ids).
+fn supported_versions() -> String {
+    RoomVersion::ALL
+        .iter()
+        .filter(|version| !version.has_origin_chosen_event_ids())
+        .map(|version| format!("ver={version}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// An event as JSON to send.

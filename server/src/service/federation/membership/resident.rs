@@ -17,9 +17,6 @@ use crate::service::{
 };
 use crate::storage::EventStatus;
 
-/// Stripped state events kept with an invite at most; a server sends about ten.
-const MAX_INVITE_STATE_EVENTS: usize = 64;
-
 /// Which membership a `make_*`/`send_*` pair is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MembershipKind {
@@ -285,7 +282,7 @@ impl RemoteMembership {
                 }
             },
             Err(ServiceError::NotFound(_)) => {
-                let stripped = stripped_state(invite_room_state);
+                let stripped = super::stripped_state(invite_room_state);
                 self.events
                     .record_out_of_room_membership(&signed, &stripped)
                     .await?;
@@ -359,29 +356,4 @@ fn authoriser_of(pdu: &Pdu) -> Option<ruma::OwnedUserId> {
     serde_json::from_str::<Content>(pdu.content().get())
         .ok()?
         .join_authorised_via_users_server
-}
-
-/// The stripped state events of an invite, as JSON to keep: only objects
-/// with a string `type`, `state_key` and `sender` and an object `content`,
-/// reduced to those fields, at most [`MAX_INVITE_STATE_EVENTS`].
-fn stripped_state(events: &[Value]) -> String {
-    let kept: Vec<Value> = events
-        .iter()
-        .filter(|event| {
-            event["type"].is_string()
-                && event["state_key"].is_string()
-                && event["sender"].is_string()
-                && event["content"].is_object()
-        })
-        .take(MAX_INVITE_STATE_EVENTS)
-        .map(|event| {
-            serde_json::json!({
-                "type": event["type"],
-                "state_key": event["state_key"],
-                "sender": event["sender"],
-                "content": event["content"],
-            })
-        })
-        .collect();
-    Value::Array(kept).to_string()
 }
