@@ -109,7 +109,8 @@ impl RemoteMembership {
     /// not hold: a leave through the inviting server.
     ///
     /// # Errors
-    /// `NotFound` without such an invite; the errors of the leave there.
+    /// `Forbidden` (not in the room) without such an invite; the errors of
+    /// the leave there.
     pub async fn reject_invite(
         &self,
         user_id: &UserId,
@@ -121,25 +122,9 @@ impl RemoteMembership {
             .await?
             .ok_or_else(ServiceError::not_in_room)?;
         let server = invite.sender().server_name();
-        let (version, template) = self
-            .make(server, room_id, user_id, "make_leave", "")
+        let (_, leave, _) = self
+            .exchange(server, room_id, user_id, MembershipKind::Leave, content)
             .await?;
-        let expected = Expected {
-            room_id,
-            user_id,
-            membership: "leave",
-        };
-        let leave = sign_template(&self.keys, version, template, &expected, content)?;
-        let path = format!(
-            "/_matrix/federation/v2/send_leave/{}/{}",
-            encode(room_id.as_str()),
-            encode(leave.event_id().as_str())
-        );
-        self.federation
-            .client()
-            .put(server, &path, &pdu_json(&leave))
-            .await
-            .map_err(|error| remote_error(server, error))?;
         self.events
             .record_out_of_room_membership(&leave, "[]")
             .await
@@ -211,32 +196,9 @@ impl RemoteMembership {
         room_id: &RoomId,
         content: CanonicalJsonObject,
     ) -> Result<(), ServiceError> {
-        let (version, template) = self
-            .make(
-                server,
-                room_id,
-                user_id,
-                "make_knock",
-                &supported_versions(),
-            )
+        let (_, knock, answer) = self
+            .exchange(server, room_id, user_id, MembershipKind::Knock, content)
             .await?;
-        let expected = Expected {
-            room_id,
-            user_id,
-            membership: "knock",
-        };
-        let knock = sign_template(&self.keys, version, template, &expected, content)?;
-        let path = format!(
-            "/_matrix/federation/v1/send_knock/{}/{}",
-            encode(room_id.as_str()),
-            encode(knock.event_id().as_str())
-        );
-        let answer = self
-            .federation
-            .client()
-            .put(server, &path, &pdu_json(&knock))
-            .await
-            .map_err(|error| remote_error(server, error))?;
         let described = answer
             .get("knock_room_state")
             .and_then(Value::as_array)
@@ -255,26 +217,9 @@ impl RemoteMembership {
         room_id: &RoomId,
         content: CanonicalJsonObject,
     ) -> Result<(), ServiceError> {
-        let (version, template) = self
-            .make(server, room_id, user_id, "make_join", &supported_versions())
+        let (version, join, answer) = self
+            .exchange(server, room_id, user_id, MembershipKind::Join, content)
             .await?;
-        let expected = Expected {
-            room_id,
-            user_id,
-            membership: "join",
-        };
-        let join = sign_template(&self.keys, version, template, &expected, content)?;
-        let path = format!(
-            "/_matrix/federation/v2/send_join/{}/{}",
-            encode(room_id.as_str()),
-            encode(join.event_id().as_str())
-        );
-        let answer = self
-            .federation
-            .client()
-            .put(server, &path, &pdu_json(&join))
-            .await
-            .map_err(|error| remote_error(server, error))?;
         let state = self.answer_events(version, &answer, "state").await?;
         let auth_chain = self.answer_events(version, &answer, "auth_chain").await?;
         // A restricted join comes back with the authorising server's
@@ -297,7 +242,44 @@ impl RemoteMembership {
         self.events.import_joined_room(joined).await
     }
 
-    /// `make_join` or `make_leave` on `server`: the room version and the
+    /// `make_*` on `server`, the template filled in with `content` and
+    /// signed, then `send_*`: the room version, the event sent and the
+    /// resident's answer.
+    async fn exchange(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        kind: MembershipKind,
+        content: CanonicalJsonObject,
+    ) -> Result<(RoomVersion, Pdu, Value), ServiceError> {
+        let (make, send, query) = match kind {
+            MembershipKind::Join => ("make_join", "v2/send_join", supported_versions()),
+            MembershipKind::Knock => ("make_knock", "v1/send_knock", supported_versions()),
+            MembershipKind::Leave => ("make_leave", "v2/send_leave", String::new()),
+        };
+        let (version, template) = self.make(server, room_id, user_id, make, &query).await?;
+        let expected = Expected {
+            room_id,
+            user_id,
+            membership: kind.as_str(),
+        };
+        let event = sign_template(&self.keys, version, template, &expected, content)?;
+        let path = format!(
+            "/_matrix/federation/{send}/{}/{}",
+            encode(room_id.as_str()),
+            encode(event.event_id().as_str())
+        );
+        let answer = self
+            .federation
+            .client()
+            .put(server, &path, &pdu_json(&event))
+            .await
+            .map_err(|error| remote_error(server, error))?;
+        Ok((version, event, answer))
+    }
+
+    /// `make_join`, `make_leave` or `make_knock` on `server`: the room version and the
     /// event template.
     async fn make(
         &self,
