@@ -17,6 +17,11 @@ use crate::service::{
 };
 use crate::storage::EventStatus;
 
+/// Pending invites a local user may have before invites from other
+/// servers are refused: each one from another server is kept, so a
+/// server could otherwise grow the invitee's list without end.
+const MAX_PENDING_INVITES: usize = 100;
+
 /// Which membership a `make_*`/`send_*` pair is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MembershipKind {
@@ -262,6 +267,18 @@ impl RemoteMembership {
         }
         if self.ignores(invitee, unchecked.sender()).await? {
             return Err(ServiceError::Forbidden("the invitee refuses".to_owned()));
+        }
+        let pending = self
+            .storage
+            .memberships_of(invitee, None)
+            .await?
+            .iter()
+            .filter(|m| m.membership == "invite")
+            .count();
+        if pending >= MAX_PENDING_INVITES {
+            return Err(ServiceError::Forbidden(
+                "the invitee has too many pending invites".to_owned(),
+            ));
         }
         self.checked(version, object.clone()).await?;
         self.countersign(version, &mut object)?;
