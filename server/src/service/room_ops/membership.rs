@@ -39,6 +39,11 @@ impl RoomOps {
         let room_id = match self.locate(target, via).await? {
             Located::Here(room_id) => room_id,
             Located::Elsewhere(room_id, servers) => {
+                // Guest access is the room's to grant and its residents'
+                // to judge, who cannot tell a guest from anyone else.
+                if self.is_guest(user_id).await? {
+                    return Err(ServiceError::GuestAccessForbidden);
+                }
                 let mut extra = content;
                 extra.remove("join_authorised_via_users_server");
                 let content = self.member_content(user_id, "join", extra).await?;
@@ -49,12 +54,7 @@ impl RoomOps {
             }
         };
         let state = self.room_state(&room_id).await?;
-        let is_guest = self
-            .storage
-            .account(user_id)
-            .await?
-            .is_some_and(|account| account.is_guest);
-        if is_guest && !lets_guests_join(&state) {
+        if self.is_guest(user_id).await? && !lets_guests_join(&state) {
             return Err(ServiceError::GuestAccessForbidden);
         }
         let mut extra = content;
@@ -111,6 +111,15 @@ impl RoomOps {
         self.set_membership(user_id, &room_id, user_id, "knock", reason)
             .await?;
         Ok(room_id)
+    }
+
+    /// Whether the account is a guest's.
+    async fn is_guest(&self, user_id: &UserId) -> Result<bool, ServiceError> {
+        Ok(self
+            .storage
+            .account(user_id)
+            .await?
+            .is_some_and(|account| account.is_guest))
     }
 
     /// Where the room a room id or alias names is: here, or only on other
