@@ -20,6 +20,7 @@ backend_tests!(
     the_resident_refuses_joins_that_are_not_what_they_claim,
     a_restricted_room_admits_members_of_its_allowed_room,
     a_remote_user_knocks,
+    invites_from_another_server_are_bounded_per_user,
 );
 
 const VERSIONS: [&str; 2] = ["10", "12"];
@@ -399,6 +400,42 @@ async fn a_remote_user_knocks(backend: Backend) {
             answer.1
         );
         assert_eq!(member_on(a, &alice.token, &room_id, &bob).await, "knock");
+
+        // A user of B knocks through the client API: B asks A.
+        let carol = b.register(&format!("carol{version}")).await;
+        let answer = b
+            .request(
+                Method::POST,
+                b.v3(&format!(
+                    "/knock/{}?via={}",
+                    enc(&room_id),
+                    enc(&a.server_name)
+                )),
+                Some(&carol.token),
+                Some(json!({ "reason": "let me in" })),
+            )
+            .await;
+        assert_eq!(
+            answer,
+            (StatusCode::OK, json!({ "room_id": room_id })),
+            "v{version}"
+        );
+        assert_eq!(
+            member_on(a, &alice.token, &room_id, &carol.user_id).await,
+            "knock"
+        );
+        let synced = initial_sync(b, &carol.token, 10).await;
+        let knock_state = synced["rooms"]["knock"][&room_id]["knock_state"]["events"]
+            .as_array()
+            .unwrap_or_else(|| panic!("v{version}: no knock in {synced}"));
+        assert!(
+            knock_state
+                .iter()
+                .any(|event| event["type"] == "m.room.name"
+                    && event["content"]["name"] == "Knock here"),
+            "v{version}: {synced}"
+        );
+
         // A knock with the join's template is not a knock.
         let path = format!(
             "/_matrix/federation/v1/send_knock/{}/{}",
@@ -412,6 +449,57 @@ async fn a_remote_user_knocks(backend: Backend) {
         let answer = signed_request(a, b, &b_key, Method::PUT, &path, Some(&join)).await;
         assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     }
+}
+
+async fn invites_from_another_server_are_bounded_per_user(backend: Backend) {
+    let servers = TestServer::start_federated(backend, 2).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let bob = b.register("bob").await;
+    let a_key = signing_key(a).await;
+    let alice = a.user_id("alice");
+    let invite = |i: usize| {
+        let event = json!({
+            "room_id": format!("!room{i}:{}", a.server_name),
+            "sender": alice,
+            "type": "m.room.member",
+            "state_key": bob.user_id,
+            "content": { "membership": "invite" },
+            "prev_events": [],
+            "auth_events": [],
+            "depth": 1,
+            "origin_server_ts": 1_700_000_000_000_u64 + i as u64,
+        });
+        sign_event(a, &a_key, "10", event)
+    };
+    for i in 0..100 {
+        let answer = send_invite(a, b, &a_key, invite(i)).await;
+        assert_eq!(answer.0, StatusCode::OK, "invite {i}: {}", answer.1);
+    }
+    let answer = send_invite(a, b, &a_key, invite(100)).await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let synced = initial_sync(b, &bob.token, 1).await;
+    assert_eq!(
+        synced["rooms"]["invite"]
+            .as_object()
+            .map(serde_json::Map::len),
+        Some(100)
+    );
+}
+
+/// `PUT /v2/invite` of `(event_id, event)` to `invitee_server`, signed as `origin`.
+async fn send_invite(
+    origin: &TestServer,
+    invitee_server: &TestServer,
+    key: &SigningKey,
+    (event_id, event): (String, Value),
+) -> (StatusCode, Value) {
+    let path = format!(
+        "/_matrix/federation/v2/invite/{}/{}",
+        enc(event["room_id"].as_str().unwrap()),
+        enc(&event_id)
+    );
+    let body = json!({ "room_version": "10", "event": event, "invite_room_state": [] });
+    signed_request(invitee_server, origin, key, Method::PUT, &path, Some(&body)).await
 }
 
 /// The room's state in an initial sync, by `type/state_key`, from its

@@ -196,17 +196,19 @@ fn percent_decode(value: &str) -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
-/// `POST /knock/{roomIdOrAlias}`.
+/// `POST /knock/{roomIdOrAlias}?server_name=…&via=…`.
 pub async fn knock_room(
     State(state): State<AppState>,
     Authed(session): Authed,
     Path(target): Path<OwnedRoomOrAliasId>,
+    RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Reply<Value>, MatrixError> {
     let body = optional_body::<ReasonBody>(&body)?;
+    let via = via_servers(query.as_deref());
     let room_id = state
         .rooms
-        .knock(&session.user_id, &target, body.reason)
+        .knock(&session.user_id, &target, &via, body.reason)
         .await?;
     Ok(Reply(json!({ "room_id": room_id })))
 }

@@ -22,7 +22,7 @@ use crate::{
         presence::{PresenceView, SetPresence},
         rooms::pdu::Pdu,
         sync::{
-            RoomUpdate, StreamToken, SyncRequest, SyncResponse, SyncToken,
+            InviteUpdate, RoomUpdate, StreamToken, SyncRequest, SyncResponse, SyncToken,
             event_fields::EventFields,
             filter::{EventFilter, EventFormat, Filter},
             history::Direction,
@@ -325,10 +325,7 @@ impl<'a> SyncBody<'a> {
                     .invited
                     .iter()
                     .map(|invite| {
-                        let mut events: Vec<Value> = invite.remote_state.clone();
-                        events.extend(invite.invite_state.iter().map(|pdu| {
-                            serde_json::to_value(StrippedEvent::from(pdu)).unwrap_or_default()
-                        }));
+                        let events = stripped_events(invite);
                         (
                             &invite.room_id,
                             json!({ "invite_state": { "events": events } }),
@@ -344,8 +341,7 @@ impl<'a> SyncBody<'a> {
                     .knocked
                     .iter()
                     .map(|knock| {
-                        let events: Vec<StrippedEvent<'_>> =
-                            knock.invite_state.iter().map(StrippedEvent::from).collect();
+                        let events = stripped_events(knock);
                         (
                             &knock.room_id,
                             json!({ "knock_state": { "events": events } }),
@@ -594,4 +590,17 @@ fn presence_events(changes: &[(OwnedUserId, PresenceState)]) -> Value {
         })
         .collect();
     json!({ "events": events })
+}
+
+/// An invite's or a knock's stripped state: what another server sent with
+/// it (for a room held elsewhere), then the events this server holds.
+fn stripped_events(update: &InviteUpdate) -> Vec<Value> {
+    let mut events = update.remote_state.clone();
+    events.extend(
+        update
+            .invite_state
+            .iter()
+            .map(|pdu| serde_json::to_value(StrippedEvent::from(pdu)).unwrap_or_default()),
+    );
+    events
 }

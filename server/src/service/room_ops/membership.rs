@@ -10,6 +10,7 @@ use tracing::warn;
 use super::{RoomOps, state_event, upgrade::predecessor, with_reason};
 use crate::service::{
     ServiceError,
+    federation::membership::MembershipKind,
     room_events::RoomState,
     rooms::{auth::user_power_level, local_rules},
 };
@@ -35,32 +36,25 @@ impl RoomOps {
         via: &[OwnedServerName],
         content: CanonicalJsonObject,
     ) -> Result<OwnedRoomId, ServiceError> {
-        let room_id = match self.resolve_room(target).await {
-            Ok(room_id) => room_id,
-            Err(ServiceError::NotFound(_)) => {
-                let (room_id, mut servers) = self.remote.resolve(target).await?;
-                if self.storage.room(&room_id).await?.is_none() {
-                    // A room only other servers hold: joined through one of them.
-                    let mut extra = content;
-                    extra.remove("join_authorised_via_users_server");
-                    let content = self.member_content(user_id, "join", extra).await?;
-                    servers.splice(0..0, via.iter().cloned());
-                    self.remote
-                        .join(user_id, &room_id, servers, content)
-                        .await?;
-                    return Ok(room_id);
+        let room_id = match self.locate(target, via).await? {
+            Located::Here(room_id) => room_id,
+            Located::Elsewhere(room_id, servers) => {
+                // Guest access is the room's to grant and its residents'
+                // to judge, who cannot tell a guest from anyone else.
+                if self.is_guest(user_id).await? {
+                    return Err(ServiceError::GuestAccessForbidden);
                 }
-                room_id
+                let mut extra = content;
+                extra.remove("join_authorised_via_users_server");
+                let content = self.member_content(user_id, "join", extra).await?;
+                self.remote
+                    .join_or_knock(user_id, &room_id, servers, content, MembershipKind::Join)
+                    .await?;
+                return Ok(room_id);
             }
-            Err(error) => return Err(error),
         };
         let state = self.room_state(&room_id).await?;
-        let is_guest = self
-            .storage
-            .account(user_id)
-            .await?
-            .is_some_and(|account| account.is_guest);
-        if is_guest && !lets_guests_join(&state) {
+        if self.is_guest(user_id).await? && !lets_guests_join(&state) {
             return Err(ServiceError::GuestAccessForbidden);
         }
         let mut extra = content;
@@ -99,12 +93,57 @@ impl RoomOps {
         &self,
         user_id: &UserId,
         target: &RoomOrAliasId,
+        via: &[OwnedServerName],
         reason: Option<String>,
     ) -> Result<OwnedRoomId, ServiceError> {
-        let room_id = self.resolve_room(target).await?;
+        let room_id = match self.locate(target, via).await? {
+            Located::Here(room_id) => room_id,
+            Located::Elsewhere(room_id, servers) => {
+                let content = self
+                    .member_content(user_id, "knock", with_reason(reason))
+                    .await?;
+                self.remote
+                    .join_or_knock(user_id, &room_id, servers, content, MembershipKind::Knock)
+                    .await?;
+                return Ok(room_id);
+            }
+        };
         self.set_membership(user_id, &room_id, user_id, "knock", reason)
             .await?;
         Ok(room_id)
+    }
+
+    /// Whether the account is a guest's.
+    async fn is_guest(&self, user_id: &UserId) -> Result<bool, ServiceError> {
+        Ok(self
+            .storage
+            .account(user_id)
+            .await?
+            .is_some_and(|account| account.is_guest))
+    }
+
+    /// Where the room a room id or alias names is: here, or only on other
+    /// servers (with the servers to go through: `via`, then those an
+    /// alias's directory names).
+    async fn locate(
+        &self,
+        target: &RoomOrAliasId,
+        via: &[OwnedServerName],
+    ) -> Result<Located, ServiceError> {
+        match self.resolve_room(target).await {
+            Ok(room_id) => Ok(Located::Here(room_id)),
+            Err(ServiceError::NotFound(_)) => {
+                let (room_id, servers) = self.remote.resolve(target).await?;
+                if self.storage.room(&room_id).await?.is_some() {
+                    // Another server's alias of a room this server holds.
+                    return Ok(Located::Here(room_id));
+                }
+                let mut through = via.to_vec();
+                through.extend(servers);
+                Ok(Located::Elsewhere(room_id, through))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Invites `target` to the room.
@@ -330,6 +369,14 @@ pub fn restricted_join_authoriser(state: &RoomState, server_name: &ServerName) -
         })
         .max_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, member)| member)
+}
+
+/// Where a room is, for a join or a knock.
+enum Located {
+    /// This server holds it.
+    Here(OwnedRoomId),
+    /// Only other servers do; these to go through.
+    Elsewhere(OwnedRoomId, Vec<OwnedServerName>),
 }
 
 /// Whether the room's `m.room.guest_access` is `can_join`.

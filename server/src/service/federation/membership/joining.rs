@@ -10,8 +10,8 @@ use ruma::{
 use serde_json::Value;
 
 use super::{
-    Expected, RemoteMembership, answer::check_join_answer, encode, remote_error, sign_template,
-    stripped_event,
+    Expected, MembershipKind, RemoteMembership, answer::check_join_answer, encode, remote_error,
+    sign_template, stripped_event, stripped_state,
 };
 use crate::service::{
     ServiceError,
@@ -46,21 +46,22 @@ impl RemoteMembership {
         }
     }
 
-    /// Joins `user_id` to a room this server does not hold, through the
-    /// first of the candidate servers that lets them in: `via`, the server
-    /// of a pending invite, the room id's server. `content` is the member
-    /// event's content (profile, reason).
+    /// Joins `user_id` to a room this server does not hold, or knocks on
+    /// it, through the first of the candidate servers that lets them in:
+    /// `via`, the server of a pending invite, the room id's server.
+    /// `content` is the member event's content (profile, reason).
     ///
     /// # Errors
     /// `NotFound` when no server knows the room (or federation is off);
     /// `Forbidden` when the rules refuse; `BadGateway` when every server
     /// failed or answered with something that does not hold.
-    pub async fn join(
+    pub async fn join_or_knock(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
         via: Vec<OwnedServerName>,
         content: CanonicalJsonObject,
+        kind: MembershipKind,
     ) -> Result<(), ServiceError> {
         if !self.federation.is_enabled() {
             return Err(ServiceError::NotFound("no such room".to_owned()));
@@ -83,13 +84,20 @@ impl RemoteMembership {
                 break;
             }
             tried.push(server.clone());
-            match self
-                .join_via(&server, user_id, room_id, content.clone())
-                .await
-            {
+            let outcome = match kind {
+                MembershipKind::Knock => {
+                    self.knock_via(&server, user_id, room_id, content.clone())
+                        .await
+                }
+                _ => {
+                    self.join_via(&server, user_id, room_id, content.clone())
+                        .await
+                }
+            };
+            match outcome {
                 Ok(()) => return Ok(()),
                 Err(error) => {
-                    tracing::info!(%server, %room_id, %error, "a join through another server failed");
+                    tracing::info!(%server, %room_id, %error, "a join or knock through another server failed");
                     last_error = error;
                 }
             }
@@ -101,7 +109,8 @@ impl RemoteMembership {
     /// not hold: a leave through the inviting server.
     ///
     /// # Errors
-    /// `NotFound` without such an invite; the errors of the leave there.
+    /// `Forbidden` (not in the room) without such an invite; the errors of
+    /// the leave there.
     pub async fn reject_invite(
         &self,
         user_id: &UserId,
@@ -113,25 +122,9 @@ impl RemoteMembership {
             .await?
             .ok_or_else(ServiceError::not_in_room)?;
         let server = invite.sender().server_name();
-        let (version, template) = self
-            .make(server, room_id, user_id, "make_leave", "")
+        let (_, leave, _) = self
+            .exchange(server, room_id, user_id, MembershipKind::Leave, content)
             .await?;
-        let expected = Expected {
-            room_id,
-            user_id,
-            membership: "leave",
-        };
-        let leave = sign_template(&self.keys, version, template, &expected, content)?;
-        let path = format!(
-            "/_matrix/federation/v2/send_leave/{}/{}",
-            encode(room_id.as_str()),
-            encode(leave.event_id().as_str())
-        );
-        self.federation
-            .client()
-            .put(server, &path, &pdu_json(&leave))
-            .await
-            .map_err(|error| remote_error(server, error))?;
         self.events
             .record_out_of_room_membership(&leave, "[]")
             .await
@@ -194,6 +187,28 @@ impl RemoteMembership {
         }
     }
 
+    /// One try at knocking through `server`: the knock is kept as an
+    /// out-of-room membership with the stripped state the resident answers.
+    async fn knock_via(
+        &self,
+        server: &ServerName,
+        user_id: &UserId,
+        room_id: &RoomId,
+        content: CanonicalJsonObject,
+    ) -> Result<(), ServiceError> {
+        let (_, knock, answer) = self
+            .exchange(server, room_id, user_id, MembershipKind::Knock, content)
+            .await?;
+        let described = answer
+            .get("knock_room_state")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        self.events
+            .record_out_of_room_membership(&knock, &stripped_state(described))
+            .await
+    }
+
     /// One try at joining through `server`.
     async fn join_via(
         &self,
@@ -202,32 +217,9 @@ impl RemoteMembership {
         room_id: &RoomId,
         content: CanonicalJsonObject,
     ) -> Result<(), ServiceError> {
-        let versions: String = RoomVersion::ALL
-            .iter()
-            .filter(|version| !version.has_origin_chosen_event_ids())
-            .map(|version| format!("ver={version}"))
-            .collect::<Vec<_>>()
-            .join("&");
-        let (version, template) = self
-            .make(server, room_id, user_id, "make_join", &versions)
+        let (version, join, answer) = self
+            .exchange(server, room_id, user_id, MembershipKind::Join, content)
             .await?;
-        let expected = Expected {
-            room_id,
-            user_id,
-            membership: "join",
-        };
-        let join = sign_template(&self.keys, version, template, &expected, content)?;
-        let path = format!(
-            "/_matrix/federation/v2/send_join/{}/{}",
-            encode(room_id.as_str()),
-            encode(join.event_id().as_str())
-        );
-        let answer = self
-            .federation
-            .client()
-            .put(server, &path, &pdu_json(&join))
-            .await
-            .map_err(|error| remote_error(server, error))?;
         let state = self.answer_events(version, &answer, "state").await?;
         let auth_chain = self.answer_events(version, &answer, "auth_chain").await?;
         // A restricted join comes back with the authorising server's
@@ -250,7 +242,44 @@ impl RemoteMembership {
         self.events.import_joined_room(joined).await
     }
 
-    /// `make_join` or `make_leave` on `server`: the room version and the
+    /// `make_*` on `server`, the template filled in with `content` and
+    /// signed, then `send_*`: the room version, the event sent and the
+    /// resident's answer.
+    async fn exchange(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        kind: MembershipKind,
+        content: CanonicalJsonObject,
+    ) -> Result<(RoomVersion, Pdu, Value), ServiceError> {
+        let (make, send, query) = match kind {
+            MembershipKind::Join => ("make_join", "v2/send_join", supported_versions()),
+            MembershipKind::Knock => ("make_knock", "v1/send_knock", supported_versions()),
+            MembershipKind::Leave => ("make_leave", "v2/send_leave", String::new()),
+        };
+        let (version, template) = self.make(server, room_id, user_id, make, &query).await?;
+        let expected = Expected {
+            room_id,
+            user_id,
+            membership: kind.as_str(),
+        };
+        let event = sign_template(&self.keys, version, template, &expected, content)?;
+        let path = format!(
+            "/_matrix/federation/{send}/{}/{}",
+            encode(room_id.as_str()),
+            encode(event.event_id().as_str())
+        );
+        let answer = self
+            .federation
+            .client()
+            .put(server, &path, &pdu_json(&event))
+            .await
+            .map_err(|error| remote_error(server, error))?;
+        Ok((version, event, answer))
+    }
+
+    /// `make_join`, `make_leave` or `make_knock` on `server`: the room version and the
     /// event template.
     async fn make(
         &self,
@@ -388,6 +417,17 @@ impl RemoteMembership {
         })?;
         Ok(Some(pdu))
     }
+}
+
+/// `ver=…` for every room version this server joins over federation
+/// (from 3 on: in versions 1 and 2 the joining server would choose ids).
+fn supported_versions() -> String {
+    RoomVersion::ALL
+        .iter()
+        .filter(|version| !version.has_origin_chosen_event_ids())
+        .map(|version| format!("ver={version}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// An event as JSON to send.

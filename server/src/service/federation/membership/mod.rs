@@ -20,6 +20,7 @@ use myelin_crypto::{hash_and_sign_event, sign_event};
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, ServerName, UserId,
 };
+use serde_json::Value;
 
 pub use resident::{MembershipKind, SendJoinAnswer};
 
@@ -36,6 +37,10 @@ use crate::{
     },
     storage::{Millis, Storage},
 };
+
+/// Stripped state events kept with an invite or a knock at most; a
+/// server sends about ten.
+const MAX_INVITE_STATE_EVENTS: usize = 64;
 
 /// Joins, leaves, knocks and invites with other servers.
 pub struct RemoteMembership {
@@ -253,6 +258,31 @@ pub fn stripped_event(pdu: &Pdu) -> serde_json::Value {
         "content": serde_json::from_str::<serde_json::Value>(pdu.content().get())
             .unwrap_or_default(),
     })
+}
+
+/// The stripped state events of an invite or a knock, as JSON to keep: only objects
+/// with a string `type`, `state_key` and `sender` and an object `content`,
+/// reduced to those fields, at most [`MAX_INVITE_STATE_EVENTS`].
+fn stripped_state(events: &[Value]) -> String {
+    let kept: Vec<Value> = events
+        .iter()
+        .filter(|event| {
+            event["type"].is_string()
+                && event["state_key"].is_string()
+                && event["sender"].is_string()
+                && event["content"].is_object()
+        })
+        .take(MAX_INVITE_STATE_EVENTS)
+        .map(|event| {
+            serde_json::json!({
+                "type": event["type"],
+                "state_key": event["state_key"],
+                "sender": event["sender"],
+                "content": event["content"],
+            })
+        })
+        .collect();
+    Value::Array(kept).to_string()
 }
 
 /// Percent-encodes an identifier for a path segment or query value.

@@ -17,8 +17,10 @@ use crate::service::{
 };
 use crate::storage::EventStatus;
 
-/// Stripped state events kept with an invite at most; a server sends about ten.
-const MAX_INVITE_STATE_EVENTS: usize = 64;
+/// Pending invites a local user may have before invites from other
+/// servers are refused: each one from another server is kept, so a
+/// server could otherwise grow the invitee's list without end.
+const MAX_PENDING_INVITES: usize = 100;
 
 /// Which membership a `make_*`/`send_*` pair is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +268,18 @@ impl RemoteMembership {
         if self.ignores(invitee, unchecked.sender()).await? {
             return Err(ServiceError::Forbidden("the invitee refuses".to_owned()));
         }
+        let pending = self
+            .storage
+            .memberships_of(invitee, None)
+            .await?
+            .iter()
+            .filter(|m| m.membership == "invite")
+            .count();
+        if pending >= MAX_PENDING_INVITES {
+            return Err(ServiceError::Forbidden(
+                "the invitee has too many pending invites".to_owned(),
+            ));
+        }
         self.checked(version, object.clone()).await?;
         self.countersign(version, &mut object)?;
         let signed = Pdu::from_object(version, object.clone())
@@ -285,7 +299,7 @@ impl RemoteMembership {
                 }
             },
             Err(ServiceError::NotFound(_)) => {
-                let stripped = stripped_state(invite_room_state);
+                let stripped = super::stripped_state(invite_room_state);
                 self.events
                     .record_out_of_room_membership(&signed, &stripped)
                     .await?;
@@ -359,29 +373,4 @@ fn authoriser_of(pdu: &Pdu) -> Option<ruma::OwnedUserId> {
     serde_json::from_str::<Content>(pdu.content().get())
         .ok()?
         .join_authorised_via_users_server
-}
-
-/// The stripped state events of an invite, as JSON to keep: only objects
-/// with a string `type`, `state_key` and `sender` and an object `content`,
-/// reduced to those fields, at most [`MAX_INVITE_STATE_EVENTS`].
-fn stripped_state(events: &[Value]) -> String {
-    let kept: Vec<Value> = events
-        .iter()
-        .filter(|event| {
-            event["type"].is_string()
-                && event["state_key"].is_string()
-                && event["sender"].is_string()
-                && event["content"].is_object()
-        })
-        .take(MAX_INVITE_STATE_EVENTS)
-        .map(|event| {
-            serde_json::json!({
-                "type": event["type"],
-                "state_key": event["state_key"],
-                "sender": event["sender"],
-                "content": event["content"],
-            })
-        })
-        .collect();
-    Value::Array(kept).to_string()
 }
