@@ -454,6 +454,14 @@ async fn a_remote_users_own_events_are_not_sent_back() {
         })
         .await;
         assert_eq!(fake.bodies("remote.example"), ["from alice"]);
+        // Nor is bob's join, the event that made his server a destination.
+        let senders: Vec<Value> = fake
+            .acknowledged("remote.example")
+            .iter()
+            .flat_map(|body| body["pdus"].as_array().cloned().unwrap())
+            .map(|pdu| pdu["sender"].clone())
+            .collect();
+        assert_eq!(senders, ["@alice:a.test"]);
         database.drop().await;
     }
 }
