@@ -720,6 +720,13 @@ async fn device_changes_go_to_the_servers_sharing_a_room_as_a_chain() {
             json!([added["stream_id"]]),
             "each change names the one before"
         );
+        // A server that fetches the list learns where the chain stands.
+        let (_, stream_id) = server
+            .keys
+            .devices_for_server(&user("alice"))
+            .await
+            .unwrap();
+        assert_eq!(Some(stream_id.0), deleted["stream_id"].as_i64());
         database.drop().await;
     }
 }
