@@ -15,6 +15,8 @@ mod push;
 mod remote_keys;
 mod rooms;
 mod sql;
+#[cfg(test)]
+pub(crate) mod testing;
 mod to_device;
 mod user_data;
 
