@@ -31,7 +31,7 @@ use crate::{
         notifier::Notifier,
         room_events::{
             RemoteOutcome, RoomEvents,
-            remote_tests::{backends, bob, local, remote_event, remote_message, tip},
+            remote_tests::{backends, bob, bob_join, local, remote_message, tip},
         },
         rooms::{testing::user, version::RoomVersion},
         server_keys::ServerKeys,
@@ -264,16 +264,7 @@ impl Server {
         )
         .await;
         let state = self.events.current_state(&room_id).await.unwrap().unwrap();
-        let join = remote_event(
-            &state,
-            &[&tip(&state)],
-            &bob(),
-            "m.room.member",
-            Some(bob().as_str()),
-            json!({ "membership": "join" }),
-            1,
-        );
-        let outcome = self.events.append_remote(join).await.unwrap();
+        let outcome = self.events.append_remote(bob_join(&state)).await.unwrap();
         assert!(matches!(outcome, RemoteOutcome::Accepted), "{outcome:?}");
         room_id
     }

@@ -216,7 +216,7 @@ pub(crate) fn local(
 
 /// An event as `remote.example` builds it: on `prev`, citing the auth
 /// events `state` holds, `ts_offset` milliseconds after the prev events.
-pub(crate) fn remote_event(
+fn remote_event(
     state: &RoomState,
     prev: &[&Pdu],
     sender: &OwnedUserId,
@@ -301,18 +301,22 @@ pub(crate) fn tip(state: &RoomState) -> Pdu {
     state.extremities()[0].clone()
 }
 
-/// Bob of `remote.example` joins; returns his join.
-async fn bob_joins(server: &Server, room_id: &OwnedRoomId) -> Pdu {
-    let state = server.state(room_id).await;
-    let join = remote_event(
-        &state,
-        &[&tip(&state)],
+/// Bob's join, as `remote.example` builds it on the tip of `state`.
+pub(crate) fn bob_join(state: &RoomState) -> Pdu {
+    remote_event(
+        state,
+        &[&tip(state)],
         &bob(),
         "m.room.member",
         Some(bob().as_str()),
         json!({ "membership": "join" }),
         1,
-    );
+    )
+}
+
+/// Bob of `remote.example` joins; returns his join.
+async fn bob_joins(server: &Server, room_id: &OwnedRoomId) -> Pdu {
+    let join = bob_join(&server.state(room_id).await);
     assert_matches!(server.append(&join).await, RemoteOutcome::Accepted);
     join
 }
