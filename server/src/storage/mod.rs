@@ -17,6 +17,8 @@ mod remote_keys;
 mod remote_rooms;
 mod rooms;
 mod sql;
+#[cfg(test)]
+pub(crate) mod testing;
 mod to_device;
 mod user_data;
 

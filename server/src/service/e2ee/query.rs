@@ -61,7 +61,9 @@ impl E2eeKeys {
 
     /// `GET /_matrix/federation/v1/user/devices/{userId}`: a local user's
     /// devices with their keys (no names), master and self-signing keys,
-    /// and the device-list stream position they are current as of.
+    /// and the user's last device-list change they are current as of: the
+    /// `stream_id` the `prev_id` of the user's next `m.device_list_update`
+    /// names (0 before any change).
     ///
     /// # Errors
     /// `InvalidParam` for a user of another server; storage failures.
@@ -69,7 +71,12 @@ impl E2eeKeys {
         &self,
         user_id: &UserId,
     ) -> Result<(QueriedKeys, StreamPosition), ServiceError> {
-        let position = self.device_lists.position();
+        let now = self.device_lists.position();
+        let position = self
+            .storage
+            .device_list_change_before(user_id, StreamPosition(now.0 + 1))
+            .await?
+            .unwrap_or(StreamPosition(0));
         let wanted = BTreeMap::from([(user_id.to_owned(), Vec::new())]);
         Ok((self.query_for_server(wanted).await?, position))
     }

@@ -15,13 +15,11 @@ use std::{
 use async_trait::async_trait;
 use ruma::{OwnedRoomId, OwnedServerName, ServerName, device_id, server_name};
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor};
 use tokio::{sync::Notify, time::Instant};
 
 use super::{Backoff, FederationSender, TransactionSender};
 use crate::{
     config::Config,
-    config::{DatabaseLocation, Secret},
     service::{
         accounts::Accounts,
         e2ee::{DeviceLists, E2eeKeys, keys::KeysUpload},
@@ -33,13 +31,16 @@ use crate::{
         notifier::Notifier,
         room_events::{
             RemoteOutcome, RoomEvents,
-            remote_tests::{backends, bob, local, remote_event, remote_message, tip},
+            remote_tests::{backends, bob, bob_join, local, remote_message, tip},
         },
         rooms::{testing::user, version::RoomVersion},
         server_keys::ServerKeys,
         stream::Stream,
     },
-    storage::{self, IssuedTokens, Millis, NewAccount, Receipt, Session, Storage, TokenHash},
+    storage::{
+        self, IssuedTokens, Millis, NewAccount, Receipt, Session, Storage, TokenHash,
+        testing::TestDatabase,
+    },
 };
 
 /// The wait after a first failure in these tests.
@@ -152,47 +153,6 @@ impl FakeDestinations {
     }
 }
 
-/// A database that outlives the server opened on it (for restarts).
-struct Database {
-    location: DatabaseLocation,
-    postgres: Option<(String, String)>,
-    _dir: tempfile::TempDir,
-}
-
-impl Database {
-    async fn create(postgres: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        if !postgres {
-            return Self {
-                location: DatabaseLocation::Sqlite(dir.path().join("db")),
-                postgres: None,
-                _dir: dir,
-            };
-        }
-        let admin = std::env::var("MYELIN_TEST_DATABASE_URL").unwrap();
-        let name = format!("myelin_sender_{}", rand::random::<u64>());
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .unwrap();
-        let (base, _) = admin.rsplit_once('/').unwrap();
-        Self {
-            location: DatabaseLocation::Postgres(Secret::new(format!("{base}/{name}"))),
-            postgres: Some((admin, name)),
-            _dir: dir,
-        }
-    }
-
-    async fn drop(self) {
-        if let Some((admin, name)) = &self.postgres {
-            let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-            conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                .await
-                .unwrap();
-        }
-    }
-}
-
 /// `a.test`, its sender started, sending to `destinations`.
 struct Server {
     events: Arc<RoomEvents>,
@@ -203,7 +163,7 @@ struct Server {
 }
 
 impl Server {
-    async fn open(database: &Database, destinations: Arc<FakeDestinations>) -> Self {
+    async fn open(database: &TestDatabase, destinations: Arc<FakeDestinations>) -> Self {
         let storage = storage::open(&database.location).await.unwrap();
         alice_with_a_device(&*storage).await;
         let keys = ServerKeys::load_or_generate(storage.clone(), server_name!("a.test").to_owned())
@@ -304,16 +264,7 @@ impl Server {
         )
         .await;
         let state = self.events.current_state(&room_id).await.unwrap().unwrap();
-        let join = remote_event(
-            &state,
-            &[&tip(&state)],
-            &bob(),
-            "m.room.member",
-            Some(bob().as_str()),
-            json!({ "membership": "join" }),
-            1,
-        );
-        let outcome = self.events.append_remote(join).await.unwrap();
+        let outcome = self.events.append_remote(bob_join(&state)).await.unwrap();
         assert!(matches!(outcome, RemoteOutcome::Accepted), "{outcome:?}");
         room_id
     }
@@ -375,7 +326,7 @@ async fn alice_with_a_device(storage: &dyn Storage) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_events_go_to_the_servers_of_the_room_only() {
     for postgres in backends() {
-        let database = Database::create(postgres).await;
+        let database = TestDatabase::create(postgres).await;
         let fake = Arc::new(FakeDestinations::default());
         let server = Server::open(&database, fake.clone()).await;
         let room_id = server.room_with_bob().await;
@@ -428,14 +379,14 @@ async fn local_events_go_to_the_servers_of_the_room_only() {
             ["remote.example", "third.example"],
             "never this server, nor anyone else"
         );
-        database.drop().await;
+        database.remove().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_users_own_events_are_not_sent_back() {
     for postgres in backends() {
-        let database = Database::create(postgres).await;
+        let database = TestDatabase::create(postgres).await;
         let fake = Arc::new(FakeDestinations::default());
         let server = Server::open(&database, fake.clone()).await;
         let room_id = server.room_with_bob().await;
@@ -454,14 +405,22 @@ async fn a_remote_users_own_events_are_not_sent_back() {
         })
         .await;
         assert_eq!(fake.bodies("remote.example"), ["from alice"]);
-        database.drop().await;
+        // Nor is bob's join, the event that made his server a destination.
+        let senders: Vec<Value> = fake
+            .acknowledged("remote.example")
+            .iter()
+            .flat_map(|body| body["pdus"].as_array().cloned().unwrap())
+            .map(|pdu| pdu["sender"].clone())
+            .collect();
+        assert_eq!(senders, ["@alice:a.test"]);
+        database.remove().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_goes_in_transactions_of_at_most_50_pdus() {
     for postgres in backends() {
-        let database = Database::create(postgres).await;
+        let database = TestDatabase::create(postgres).await;
         let fake = FakeDestinations::down();
         let server = Server::open(&database, fake.clone()).await;
         let room_id = server.room_with_bob().await;
@@ -489,14 +448,14 @@ async fn a_backlog_goes_in_transactions_of_at_most_50_pdus() {
             sizes.contains(&50),
             "the backlog fills transactions: {sizes:?}"
         );
-        database.drop().await;
+        database.remove().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_destination_gets_the_same_transaction_with_growing_delays() {
     for postgres in backends() {
-        let database = Database::create(postgres).await;
+        let database = TestDatabase::create(postgres).await;
         let fake = Arc::new(FakeDestinations::default());
         let server = Server::open(&database, fake.clone()).await;
         let room_id = server.room_with_bob().await;
@@ -530,14 +489,14 @@ async fn a_failing_destination_gets_the_same_transaction_with_growing_delays() {
             attempts[4..].iter().all(|a| a.txn_id != first[0].txn_id),
             "later transactions have other ids"
         );
-        database.drop().await;
+        database.remove().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_down_destination_missed_goes_out_after_a_restart() {
     for postgres in backends() {
-        let database = Database::create(postgres).await;
+        let database = TestDatabase::create(postgres).await;
         let down = FakeDestinations::down();
         let server = Server::open(&database, down.clone()).await;
         let room_id = server.room_with_bob().await;
@@ -590,14 +549,14 @@ async fn what_a_down_destination_missed_goes_out_after_a_restart() {
         })
         .await;
         assert_eq!(up.edus("remote.example", "m.direct_to_device").len(), 1);
-        database.drop().await;
+        database.remove().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_and_public_receipts_go_to_the_servers_of_the_room() {
     for postgres in backends() {
-        let database = Database::create(postgres).await;
+        let database = TestDatabase::create(postgres).await;
         let fake = Arc::new(FakeDestinations::default());
         let server = Server::open(&database, fake.clone()).await;
         let room_id = server.room_with_bob().await;
@@ -642,7 +601,7 @@ async fn typing_and_public_receipts_go_to_the_servers_of_the_room() {
             } } } })],
             "the public receipt only"
         );
-        database.drop().await;
+        database.remove().await;
     }
 }
 
@@ -672,7 +631,7 @@ fn alice_device_keys() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_changes_go_to_the_servers_sharing_a_room_as_a_chain() {
     for postgres in backends() {
-        let database = Database::create(postgres).await;
+        let database = TestDatabase::create(postgres).await;
         let fake = Arc::new(FakeDestinations::default());
         let server = Server::open(&database, fake.clone()).await;
         server.room_with_bob().await;
@@ -712,6 +671,13 @@ async fn device_changes_go_to_the_servers_sharing_a_room_as_a_chain() {
             json!([added["stream_id"]]),
             "each change names the one before"
         );
-        database.drop().await;
+        // A server that fetches the list learns where the chain stands.
+        let (_, stream_id) = server
+            .keys
+            .devices_for_server(&user("alice"))
+            .await
+            .unwrap();
+        assert_eq!(Some(stream_id.0), deleted["stream_id"].as_i64());
+        database.remove().await;
     }
 }

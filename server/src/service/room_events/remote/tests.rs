@@ -12,11 +12,9 @@ use ruma::{
     server_name,
 };
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor};
 
 use super::*;
 use crate::{
-    config::{DatabaseLocation, Secret},
     service::{
         committed::CommittedFeed,
         notifier::Notifier,
@@ -28,7 +26,7 @@ use crate::{
         server_keys::ServerKeys,
         stream::Stream,
     },
-    storage::{self, Storage, StreamPosition},
+    storage::{self, Storage, StreamPosition, testing::TestDatabase},
 };
 
 /// The other server's signing key.
@@ -49,30 +47,13 @@ struct Server {
     events: Arc<RoomEvents>,
     storage: Arc<dyn Storage>,
     notifier: Arc<Notifier>,
-    _dir: tempfile::TempDir,
-    database: Option<(String, String)>,
+    database: Option<TestDatabase>,
 }
 
 impl Server {
     async fn start(postgres: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (location, database) = if postgres {
-            let admin = std::env::var("MYELIN_TEST_DATABASE_URL").unwrap();
-            let name = format!("myelin_remote_{}", rand::random::<u64>());
-            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            conn.execute(format!("CREATE DATABASE {name}").as_str())
-                .await
-                .unwrap();
-            let (base, _) = admin.rsplit_once('/').unwrap();
-            let url = format!("{base}/{name}");
-            (
-                DatabaseLocation::Postgres(Secret::new(url)),
-                Some((admin, name)),
-            )
-        } else {
-            (DatabaseLocation::Sqlite(dir.path().join("db")), None)
-        };
-        let storage = storage::open(&location).await.unwrap();
+        let database = TestDatabase::create(postgres).await;
+        let storage = storage::open(&database.location).await.unwrap();
         let keys = ServerKeys::load_or_generate(storage.clone(), server_name!("a.test").to_owned())
             .await
             .unwrap();
@@ -89,17 +70,13 @@ impl Server {
             events,
             storage,
             notifier,
-            _dir: dir,
-            database,
+            database: Some(database),
         }
     }
 
     async fn stop(self) {
-        if let Some((admin, name)) = &self.database {
-            let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-            conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                .await
-                .unwrap();
+        if let Some(database) = self.database {
+            database.remove().await;
         }
     }
 
@@ -239,7 +216,7 @@ pub(crate) fn local(
 
 /// An event as `remote.example` builds it: on `prev`, citing the auth
 /// events `state` holds, `ts_offset` milliseconds after the prev events.
-pub(crate) fn remote_event(
+fn remote_event(
     state: &RoomState,
     prev: &[&Pdu],
     sender: &OwnedUserId,
@@ -324,18 +301,22 @@ pub(crate) fn tip(state: &RoomState) -> Pdu {
     state.extremities()[0].clone()
 }
 
-/// Bob of `remote.example` joins; returns his join.
-async fn bob_joins(server: &Server, room_id: &OwnedRoomId) -> Pdu {
-    let state = server.state(room_id).await;
-    let join = remote_event(
-        &state,
-        &[&tip(&state)],
+/// Bob's join, as `remote.example` builds it on the tip of `state`.
+pub(crate) fn bob_join(state: &RoomState) -> Pdu {
+    remote_event(
+        state,
+        &[&tip(state)],
         &bob(),
         "m.room.member",
         Some(bob().as_str()),
         json!({ "membership": "join" }),
         1,
-    );
+    )
+}
+
+/// Bob of `remote.example` joins; returns his join.
+async fn bob_joins(server: &Server, room_id: &OwnedRoomId) -> Pdu {
+    let join = bob_join(&server.state(room_id).await);
     assert_matches!(server.append(&join).await, RemoteOutcome::Accepted);
     join
 }
@@ -692,7 +673,6 @@ async fn conflicting_topics_resolve_alike(version: RoomVersion) {
             )),
             storage: here.storage.clone(),
             notifier: here.notifier.clone(),
-            _dir: tempfile::tempdir().unwrap(),
             database: None,
         };
         assert_eq!(
