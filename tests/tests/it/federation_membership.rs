@@ -436,6 +436,19 @@ async fn a_remote_user_knocks(backend: Backend) {
             "v{version}: {synced}"
         );
 
+        // She withdraws it: a leave through A.
+        let answer = membership(b, &carol.token, &room_id, "leave", json!({})).await;
+        assert_eq!(answer, (StatusCode::OK, json!({})), "v{version}");
+        assert_eq!(
+            member_on(a, &alice.token, &room_id, &carol.user_id).await,
+            "leave"
+        );
+        let synced = initial_sync(b, &carol.token, 10).await;
+        assert!(
+            synced["rooms"]["knock"].get(&room_id).is_none(),
+            "v{version}: {synced}"
+        );
+
         // A knock with the join's template is not a knock.
         let path = format!(
             "/_matrix/federation/v1/send_knock/{}/{}",

@@ -180,11 +180,14 @@ impl RoomOps {
         reason: Option<String>,
     ) -> Result<(), ServiceError> {
         if self.storage.room(room_id).await?.is_none() {
-            // An invite from another server to a room held only there.
+            // An invite from, or a knock on, a room held only elsewhere.
             let content = self
                 .member_content(user_id, "leave", with_reason(reason))
                 .await?;
-            return self.remote.reject_invite(user_id, room_id, content).await;
+            return self
+                .remote
+                .leave_out_of_room(user_id, room_id, content)
+                .await;
         }
         self.set_membership(user_id, room_id, user_id, "leave", reason)
             .await

@@ -67,7 +67,7 @@ impl RemoteMembership {
             return Err(ServiceError::NotFound("no such room".to_owned()));
         }
         let mut candidates = via;
-        if let Some(inviter) = self.pending_invite(user_id, room_id).await? {
+        if let Some((inviter, _)) = self.pending(user_id, room_id, &["invite"]).await? {
             candidates.push(inviter.sender().server_name().to_owned());
         }
         if let Some(server) = room_id.server_name() {
@@ -106,28 +106,60 @@ impl RemoteMembership {
     }
 
     /// Rejects an invite from another server to a room this server does
-    /// not hold: a leave through the inviting server.
+    /// not hold (a leave through the inviting server), or withdraws a knock
+    /// on one (through the servers of the room's stripped state, then the
+    /// room id's).
     ///
     /// # Errors
-    /// `Forbidden` (not in the room) without such an invite; the errors of
-    /// the leave there.
-    pub async fn reject_invite(
+    /// `Forbidden` (not in the room) without such an invite or knock; the
+    /// errors of the leave there.
+    pub async fn leave_out_of_room(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
         content: CanonicalJsonObject,
     ) -> Result<(), ServiceError> {
-        let invite = self
-            .pending_invite(user_id, room_id)
+        let (pending, stripped_state) = self
+            .pending(user_id, room_id, &["invite", "knock"])
             .await?
             .ok_or_else(ServiceError::not_in_room)?;
-        let server = invite.sender().server_name();
-        let (_, leave, _) = self
-            .exchange(server, room_id, user_id, MembershipKind::Leave, content)
-            .await?;
-        self.events
-            .record_out_of_room_membership(&leave, "[]")
-            .await
+        let mut candidates: Vec<OwnedServerName> = Vec::new();
+        if pending.sender() != user_id {
+            candidates.push(pending.sender().server_name().to_owned());
+        }
+        let described: Vec<Value> = serde_json::from_str(&stripped_state).unwrap_or_default();
+        candidates.extend(
+            described
+                .iter()
+                .filter_map(|event| event["sender"].as_str())
+                .filter_map(|sender| <&UserId>::try_from(sender).ok())
+                .map(|sender| sender.server_name().to_owned()),
+        );
+        candidates.extend(room_id.server_name().map(ToOwned::to_owned));
+        candidates.retain(|server| server != self.server_name());
+        candidates.dedup();
+        let mut last_error = ServiceError::not_in_room();
+        for server in candidates.iter().take(MAX_JOIN_CANDIDATES) {
+            match self
+                .exchange(
+                    server,
+                    room_id,
+                    user_id,
+                    MembershipKind::Leave,
+                    content.clone(),
+                )
+                .await
+            {
+                Ok((_, leave, _)) => {
+                    return self
+                        .events
+                        .record_out_of_room_membership(&leave, "[]")
+                        .await;
+                }
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error)
     }
 
     /// Invites a user of another server to a local room: the invite is
@@ -391,16 +423,19 @@ impl RemoteMembership {
         Ok((room_id, servers))
     }
 
-    /// The user's pending invite to a room this server does not hold.
-    async fn pending_invite(
+    /// The user's pending out-of-room membership in a room this server does
+    /// not hold, if it is one of `memberships`: the event and the stripped
+    /// state kept with it.
+    async fn pending(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
-    ) -> Result<Option<Pdu>, ServiceError> {
-        let memberships = self.storage.memberships_of(user_id, None).await?;
-        let Some(invite) = memberships
+        memberships: &[&str],
+    ) -> Result<Option<(Pdu, String)>, ServiceError> {
+        let current = self.storage.memberships_of(user_id, None).await?;
+        let Some(invite) = current
             .iter()
-            .find(|m| m.room_id == room_id && m.membership == "invite")
+            .find(|m| m.room_id == room_id && memberships.contains(&m.membership.as_str()))
         else {
             return Ok(None);
         };
@@ -413,9 +448,9 @@ impl RemoteMembership {
         };
         let version = parse_version(&stored.room_version)?;
         let pdu = Pdu::from_storage(version, stored.event_id, stored.json).map_err(|error| {
-            ServiceError::Internal(format!("a stored invite is invalid: {error}"))
+            ServiceError::Internal(format!("a stored membership event is invalid: {error}"))
         })?;
-        Ok(Some(pdu))
+        Ok(Some((pdu, stored.stripped_state)))
     }
 }
 
