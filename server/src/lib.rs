@@ -114,7 +114,8 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     )?);
     let notifier = Arc::new(Notifier::default());
     let stream = Arc::new(Stream::new(storage.max_stream_position().await?));
-    let outbound = federation_sender(config, &storage, &stream, &federation, server_name.clone());
+    let outbound =
+        federation_sender(config, &storage, &stream, &federation, server_name.clone()).await?;
     let device_lists = Arc::new(DeviceLists::new(
         storage.clone(),
         stream.clone(),
@@ -323,13 +324,13 @@ fn federation(
 /// The outbound federation sender, sending through the federation
 /// client; started only when federation is enabled (EDUs queued meanwhile
 /// wait for it).
-fn federation_sender(
+async fn federation_sender(
     config: &Config,
     storage: &Arc<dyn Storage>,
     stream: &Arc<Stream>,
     federation: &Federation,
     server_name: ruma::OwnedServerName,
-) -> FederationSender {
+) -> Result<FederationSender, StartError> {
     let settings = &config.federation;
     let sender = FederationSender::new(
         storage.clone(),
@@ -342,9 +343,9 @@ fn federation_sender(
         },
     );
     if settings.enabled {
-        sender.start();
+        sender.start().await.map_err(StartError::Services)?;
     }
-    sender
+    Ok(sender)
 }
 
 /// Serves the client API on `listener` until `shutdown` resolves, then
