@@ -17,8 +17,9 @@
 //! ```
 //!
 //! Not yet supported: federation beyond its transport and identity layer
-//! (`service::federation`: no transactions, joins or PDUs yet); profile
-//! and key lookups of remote users from the client API.
+//! and the transactions it sends (`service::federation`: no transactions
+//! received, no joins yet); profile and key lookups of remote users from
+//! the client API.
 
 pub mod config;
 pub mod http;
