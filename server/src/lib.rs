@@ -384,6 +384,7 @@ pub async fn run_with_federation(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let (state, storage) = open(&config).await?;
+    let outbound = state.outbound.clone();
     let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
     let federation = match (&config.federation.tls, federation_listener) {
         (Some(tls), Some(tcp)) if config.federation.enabled => {
@@ -412,6 +413,8 @@ pub async fn run_with_federation(
             Err(error) => warn!(%error, "the federation listener stopped abnormally"),
         }
     }
+    // Unsent work stays in storage for the next start.
+    outbound.stop();
     storage.close().await;
     served?;
     info!("stopped");
