@@ -16,9 +16,9 @@
 //! # }
 //! ```
 //!
-//! Not yet supported: sending federation transactions, and joining,
-//! inviting or leaving over federation (`service::federation` receives
-//! transactions and serves the room DAG to other servers).
+//! Federation (`service::federation`) receives and sends transactions,
+//! serves the room DAG to other servers and joins, invites and leaves
+//! across servers; spec-notes/federation.md lists what it does not do yet.
 
 pub mod config;
 pub mod http;
@@ -116,7 +116,8 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
     )?);
     let notifier = Arc::new(Notifier::default());
     let stream = Arc::new(Stream::new(storage.max_stream_position().await?));
-    let outbound = federation_sender(config, &storage, &stream, &federation, server_name.clone());
+    let outbound =
+        federation_sender(config, &storage, &stream, &federation, server_name.clone()).await?;
     let device_lists = Arc::new(DeviceLists::new(
         storage.clone(),
         stream.clone(),
@@ -346,13 +347,13 @@ fn federation(
 /// The outbound federation sender, sending through the federation
 /// client; started only when federation is enabled (EDUs queued meanwhile
 /// wait for it).
-fn federation_sender(
+async fn federation_sender(
     config: &Config,
     storage: &Arc<dyn Storage>,
     stream: &Arc<Stream>,
     federation: &Federation,
     server_name: ruma::OwnedServerName,
-) -> FederationSender {
+) -> Result<FederationSender, StartError> {
     let settings = &config.federation;
     let sender = FederationSender::new(
         storage.clone(),
@@ -365,9 +366,9 @@ fn federation_sender(
         },
     );
     if settings.enabled {
-        sender.start();
+        sender.start().await.map_err(StartError::Services)?;
     }
-    sender
+    Ok(sender)
 }
 
 /// Serves the client API on `listener` until `shutdown` resolves, then
@@ -405,6 +406,7 @@ pub async fn run_with_federation(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let (state, storage) = open(&config).await?;
+    let outbound = state.outbound.clone();
     let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
     let federation = match (&config.federation.tls, federation_listener) {
         (Some(tls), Some(tcp)) if config.federation.enabled => {
@@ -433,6 +435,8 @@ pub async fn run_with_federation(
             Err(error) => warn!(%error, "the federation listener stopped abnormally"),
         }
     }
+    // Unsent work stays in storage for the next start.
+    outbound.stop();
     storage.close().await;
     served?;
     info!("stopped");

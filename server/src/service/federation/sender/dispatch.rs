@@ -110,16 +110,13 @@ pub(super) async fn run(shared: Arc<Shared>) {
 async fn start(
     shared: &Arc<Shared>,
 ) -> Result<(HashSet<OwnedServerName>, StreamPosition), StorageError> {
-    let scanned = match shared.storage.outbound_scan_position().await? {
-        Some(scanned) => scanned,
-        None => {
-            // The first start: what was sent before this sender existed
-            // stays unsent.
-            let now = shared.stream.current();
-            shared.storage.record_outbound_scan(&[], now).await?;
-            now
-        }
-    };
+    // Recorded by `FederationSender::start` before any event could be
+    // missed.
+    let scanned = shared
+        .storage
+        .outbound_scan_position()
+        .await?
+        .unwrap_or_else(|| shared.stream.current());
     let mut known = HashSet::new();
     for (destination, cursor) in shared.storage.outbound_destinations().await? {
         shared.wake(&destination);

@@ -142,6 +142,8 @@ struct Shared {
 struct Queues {
     is_started: bool,
     by_destination: HashMap<OwnedServerName, Arc<Queue>>,
+    /// The dispatcher's and the destination tasks', for [`FederationSender::stop`].
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 /// A destination task's inbox.
@@ -179,9 +181,37 @@ impl FederationSender {
     /// Starts sending (on the current tokio runtime): a task per destination
     /// with work left from before, and the dispatcher that wakes them as
     /// local events commit.
-    pub fn start(&self) {
-        lock(&self.shared.queues).is_started = true;
-        tokio::spawn(dispatch::run(self.shared.clone()));
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn start(&self) -> Result<(), ServiceError> {
+        let storage = &self.shared.storage;
+        if storage.outbound_scan_position().await?.is_none() {
+            // The very first start: sending begins with what commits after
+            // it, and that is recorded before this returns, so a crash
+            // cannot move the beginning past an event committed since.
+            storage
+                .record_outbound_scan(&[], self.shared.stream.current())
+                .await?;
+        }
+        // Started before the dispatcher runs: the destinations it wakes
+        // at once get their tasks.
+        let mut queues = lock(&self.shared.queues);
+        queues.is_started = true;
+        let dispatcher = tokio::spawn(dispatch::run(self.shared.clone()));
+        queues.tasks.push(dispatcher.abort_handle());
+        Ok(())
+    }
+
+    /// Stops every task at once, as a crash would: what was not
+    /// acknowledged is sent after the next start.
+    pub fn stop(&self) {
+        let mut queues = lock(&self.shared.queues);
+        queues.is_started = false;
+        queues.by_destination.clear();
+        for task in queues.tasks.drain(..) {
+            task.abort();
+        }
     }
 
     /// This server's name.
@@ -272,11 +302,12 @@ impl Shared {
             queues
                 .by_destination
                 .insert(destination.to_owned(), queue.clone());
-            tokio::spawn(destination::run(
+            let task = tokio::spawn(destination::run(
                 self.clone(),
                 destination.to_owned(),
                 queue.clone(),
             ));
+            queues.tasks.push(task.abort_handle());
         }
         queue
     }

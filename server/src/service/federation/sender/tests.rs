@@ -155,6 +155,7 @@ impl FakeDestinations {
 
 /// `a.test`, its sender started, sending to `destinations`.
 struct Server {
+    storage: Arc<dyn Storage>,
     events: Arc<RoomEvents>,
     to_device: ToDevice,
     keys: E2eeKeys,
@@ -189,7 +190,7 @@ impl Server {
                 max: INITIAL_BACKOFF * 8,
             },
         );
-        sender.start();
+        sender.start().await.unwrap();
         let device_lists = Arc::new(DeviceLists::new(
             storage.clone(),
             stream.clone(),
@@ -212,7 +213,7 @@ impl Server {
             100,
         );
         let to_device = ToDevice::new(
-            storage,
+            storage.clone(),
             stream,
             notifier,
             sender.clone(),
@@ -223,12 +224,19 @@ impl Server {
             },
         );
         Self {
+            storage,
             events,
             to_device,
             keys,
             device_lists,
             sender,
         }
+    }
+
+    /// Stops sending and closes the database, as a shutdown does.
+    async fn stop(self) {
+        self.sender.stop();
+        self.storage.close().await;
     }
 
     /// A public room of alice's that bob of `remote.example` joined.
@@ -520,7 +528,7 @@ async fn what_a_down_destination_missed_goes_out_after_a_restart() {
         assert!(refused.is_empty());
         down.until("an attempt", |attempts| !attempts.is_empty())
             .await;
-        drop(server);
+        server.stop().await;
 
         let up = Arc::new(FakeDestinations::default());
         let restarted = Server::open(&database, up.clone()).await;
