@@ -223,9 +223,7 @@ async fn two_example_clients_chat_end_to_end_encrypted(backend: Backend) {
 /// old message, shown as his first device showed it: the backup is
 /// authenticated (only Bob's devices could have written the key), so the
 /// key is Alice's device's word, not "authenticity not guaranteed".
-async fn history_restored_from_the_backup_shows_as_it_did_on_the_first_device(
-    backend: Backend,
-) {
+async fn history_restored_from_the_backup_shows_as_it_did_on_the_first_device(backend: Backend) {
     let server = TestServer::start(backend).await;
     let stores = tempfile::tempdir().expect("store dir");
     let (mut alice, mut bob, room_id) = alice_and_bob_in_a_room(&server, stores.path()).await;

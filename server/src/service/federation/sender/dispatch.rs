@@ -12,10 +12,14 @@ use std::{
 };
 
 use ruma::{OwnedRoomId, OwnedServerName, UserId};
+use serde_json::Value;
 use tracing::warn;
 
 use super::Shared;
-use crate::storage::{OutgoingEvent, StorageError, StreamPosition};
+use crate::{
+    service::rooms::server_acl::is_server_allowed,
+    storage::{OutgoingEvent, StorageError, StreamPosition},
+};
 
 /// Events read in one page.
 pub(super) const PAGE: u32 = 500;
@@ -28,18 +32,26 @@ const SCAN_WRITE_INTERVAL: i64 = 1000;
 /// The servers events concern: those with members joined to the room as of
 /// the event, and the server of a membership event's target (an invite,
 /// kick or ban reaches the user's server even when nobody of it is
-/// joined). Each room's members are read again only after a membership
-/// event of the room.
+/// joined), less those the room's `m.room.server_acl` denies. Each room's
+/// members and ACL are read again only after a membership or ACL event of
+/// the room.
 #[derive(Default)]
 pub(super) struct Concerned {
-    rooms: HashMap<OwnedRoomId, BTreeSet<OwnedServerName>>,
+    rooms: HashMap<OwnedRoomId, RoomServers>,
+}
+
+/// A room's servers with members, and its server ACL's content.
+#[derive(Clone)]
+struct RoomServers {
+    servers: BTreeSet<OwnedServerName>,
+    acl: Option<Value>,
 }
 
 impl Concerned {
     /// Notes a membership event of any server: its room's members changed.
     /// Returns whether `event` was sent from this server (and is to be sent).
     pub(super) fn see(&mut self, shared: &Shared, event: &OutgoingEvent) -> bool {
-        if event.event_type == "m.room.member" {
+        if event.event_type == "m.room.member" || event.event_type == "m.room.server_acl" {
             self.rooms.remove(&event.room_id);
         }
         event.sender.server_name() == shared.server_name
@@ -51,12 +63,15 @@ impl Concerned {
         shared: &Shared,
         event: &OutgoingEvent,
     ) -> Result<BTreeSet<OwnedServerName>, StorageError> {
-        let mut servers = match self.rooms.get(&event.room_id) {
-            Some(servers) => servers.clone(),
+        let RoomServers { mut servers, acl } = match self.rooms.get(&event.room_id) {
+            Some(room) => room.clone(),
             None => {
-                let servers = shared.room_servers(&event.room_id, event.position).await?;
-                self.rooms.insert(event.room_id.clone(), servers.clone());
-                servers
+                let room = RoomServers {
+                    servers: shared.room_servers(&event.room_id, event.position).await?,
+                    acl: shared.server_acl(&event.room_id, event.position).await?,
+                };
+                self.rooms.insert(event.room_id.clone(), room.clone());
+                room
             }
         };
         if event.event_type == "m.room.member"
@@ -67,6 +82,9 @@ impl Concerned {
             && target.server_name() != shared.server_name
         {
             servers.insert(target.server_name().to_owned());
+        }
+        if let Some(acl) = &acl {
+            servers.retain(|server| is_server_allowed(acl, server));
         }
         Ok(servers)
     }

@@ -334,6 +334,33 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The content of the room's `m.room.server_acl` as of the event at
+    /// `at`, if it has one.
+    async fn server_acl(
+        &self,
+        room_id: &ruma::RoomId,
+        at: StreamPosition,
+    ) -> Result<Option<Value>, StorageError> {
+        let after = StreamPosition(at.0 + 1);
+        let Some(group) = self.storage.state_group_before(room_id, after).await? else {
+            return Ok(None);
+        };
+        let Some(event_id) = self
+            .storage
+            .state_group_entry(group, "m.room.server_acl", "")
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(event) = self.storage.event(&event_id).await? else {
+            return Ok(None);
+        };
+        let json: Value = serde_json::from_str(&event.json).unwrap_or(Value::Null);
+        Ok(json.get("content").cloned())
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means a panic elsewhere; the data is still whole.
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())

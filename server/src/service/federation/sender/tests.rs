@@ -392,6 +392,46 @@ async fn local_events_go_to_the_servers_of_the_room_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_the_rooms_acl_denies_get_nothing_more() {
+    for postgres in backends() {
+        let database = TestDatabase::create(postgres).await;
+        let fake = Arc::new(FakeDestinations::default());
+        let server = Server::open(&database, fake.clone()).await;
+        let room_id = server.room_with_bob().await;
+        server.say(&room_id, "before the acl").await;
+        server
+            .send(
+                &room_id,
+                "m.room.server_acl",
+                Some(""),
+                json!({ "allow": ["*"], "deny": ["remote.example"] }),
+            )
+            .await;
+        server.say(&room_id, "while denied").await;
+        // Lifted again: what follows reaches bob's server, in order, so the
+        // message sent while it was denied was passed over, not delayed.
+        server
+            .send(
+                &room_id,
+                "m.room.server_acl",
+                Some(""),
+                json!({ "allow": ["*"] }),
+            )
+            .await;
+        server.say(&room_id, "after the acl").await;
+        fake.until("the message after the acl", |_| {
+            fake.bodies("remote.example").len() >= 2
+        })
+        .await;
+        assert_eq!(
+            fake.bodies("remote.example"),
+            ["before the acl", "after the acl"]
+        );
+        database.remove().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_users_own_events_are_not_sent_back() {
     for postgres in backends() {
         let database = TestDatabase::create(postgres).await;
