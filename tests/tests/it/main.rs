@@ -10,6 +10,7 @@ mod accounts;
 mod attacks;
 mod context;
 mod deactivation;
+mod dehydrated_devices;
 mod devices;
 mod e2e_only_rooms;
 mod errors;
