@@ -48,6 +48,7 @@ mod sdk_attachments;
 mod sdk_backup;
 mod sdk_chat;
 mod sdk_cross_signing;
+mod sdk_dehydrated_devices;
 mod sdk_e2ee;
 mod sdk_errors;
 mod sdk_example;
