@@ -371,3 +371,62 @@ fn random_device_id() -> OwnedDeviceId {
         .collect();
     id.into()
 }
+
+#[cfg(test)]
+mod tests {
+    use myelin_crypto::megolm::OutboundGroupSession;
+    use ruma::user_id;
+    use serde_json::json;
+
+    use super::{DehydrationKey, room_key_entry};
+
+    #[test]
+    fn only_room_keys_addressed_to_the_device_by_their_sender_are_taken() {
+        let outbound = OutboundGroupSession::new();
+        let payload = json!({
+            "type": "m.room_key",
+            "sender": "@bob:example.org",
+            "recipient": "@alice:example.org",
+            "recipient_keys": { "ed25519": "OURS" },
+            "keys": { "ed25519": "BOBS" },
+            "content": {
+                "algorithm": "m.megolm.v1.aes-sha2",
+                "room_id": "!room:example.org",
+                "session_id": outbound.session_id(),
+                "session_key": outbound.session_key().to_base64(),
+            },
+        });
+        let alice = user_id!("@alice:example.org");
+        let take = |payload: &serde_json::Value, sender: &str| {
+            room_key_entry(payload, sender, "BOBCURVE", alice, "OURS")
+        };
+        let entry = take(&payload, "@bob:example.org").expect("a room key");
+        assert_eq!(entry["session_id"], outbound.session_id());
+        assert_eq!(entry["sender_key"], "BOBCURVE");
+        assert_eq!(entry["sender_claimed_keys"]["ed25519"], "BOBS");
+
+        assert!(
+            take(&payload, "@mallory:example.org").is_none(),
+            "another sender"
+        );
+        let mut other = payload.clone();
+        other["recipient_keys"]["ed25519"] = json!("ANOTHER");
+        assert!(take(&other, "@bob:example.org").is_none(), "another device");
+        let mut other = payload.clone();
+        other["content"]["session_id"] = json!("not the session");
+        assert!(take(&other, "@bob:example.org").is_none(), "mislabelled");
+        let mut other = payload;
+        other["type"] = json!("m.forwarded_room_key");
+        assert!(take(&other, "@bob:example.org").is_none(), "not m.room_key");
+    }
+
+    #[test]
+    fn the_key_round_trips_through_its_secret_form_only_at_32_bytes() {
+        let key = DehydrationKey::random();
+        let again = DehydrationKey::from_secret(&key.to_secret()).expect("32 bytes");
+        assert_eq!(*again.0, *key.0);
+        assert!(DehydrationKey::from_secret("c2hvcnQ").is_err());
+        assert!(DehydrationKey::from_secret("not base64!").is_err());
+        assert_eq!(format!("{key:?}"), "DehydrationKey { .. }");
+    }
+}

@@ -56,6 +56,11 @@ async fn call(
         .await
 }
 
+/// `GET /dehydrated_device`.
+async fn stored(server: &TestServer, token: &str) -> (StatusCode, Value) {
+    call(server, Method::GET, "/dehydrated_device", token, None).await
+}
+
 /// Stores `device` as its owner's dehydrated device, which must succeed.
 async fn put_ok(server: &TestServer, device: &Device, data: Value) {
     let answer = call(
@@ -141,29 +146,15 @@ async fn a_dehydrated_device_is_stored_read_back_and_deleted(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(versions["unstable_features"]["org.matrix.msc3814"], true);
 
-    let none = call(
-        &server,
-        Method::GET,
-        "/dehydrated_device",
-        &alice.token,
-        None,
-    )
-    .await;
+    let none = stored(&server, &alice.token).await;
     assert_error(&none, StatusCode::NOT_FOUND, "M_NOT_FOUND");
 
     let device = dehydrated(&alice, "DEHYDRATED1");
     let data = json!({ "algorithm": "m.dehydration.v1.olm", "device_pickle": "ZZZ", "n": [1, 2] });
     put_ok(&server, &device, data.clone()).await;
-    let stored = call(
-        &server,
-        Method::GET,
-        "/dehydrated_device",
-        &alice.token,
-        None,
-    )
-    .await;
+    let answer = stored(&server, &alice.token).await;
     assert_eq!(
-        stored,
+        answer,
         (
             StatusCode::OK,
             json!({ "device_id": "DEHYDRATED1", "device_data": data })
@@ -193,14 +184,7 @@ async fn a_dehydrated_device_is_stored_read_back_and_deleted(backend: Backend) {
         deleted,
         (StatusCode::OK, json!({ "device_id": "DEHYDRATED1" }))
     );
-    let gone = call(
-        &server,
-        Method::GET,
-        "/dehydrated_device",
-        &alice.token,
-        None,
-    )
-    .await;
+    let gone = stored(&server, &alice.token).await;
     assert_error(&gone, StatusCode::NOT_FOUND, "M_NOT_FOUND");
     assert!(
         !queried_devices(&server, &bob.token, &alice.user_id)
@@ -228,16 +212,9 @@ async fn a_new_dehydrated_device_replaces_the_old_one(backend: Backend) {
 
     let new = dehydrated(&alice, "NEW");
     put_ok(&server, &new, json!({ "v": 2 })).await;
-    let stored = call(
-        &server,
-        Method::GET,
-        "/dehydrated_device",
-        &alice.token,
-        None,
-    )
-    .await;
+    let answer = stored(&server, &alice.token).await;
     assert_eq!(
-        stored.1,
+        answer.1,
         json!({ "device_id": "NEW", "device_data": { "v": 2 } })
     );
     let listed = queried_devices(&server, &bob.token, &alice.user_id).await;
@@ -280,15 +257,8 @@ async fn logging_out_everywhere_keeps_the_dehydrated_device(backend: Backend) {
         vec!["KEPT".to_owned()]
     );
     let later = server.login("alice", None).await;
-    let stored = call(
-        &server,
-        Method::GET,
-        "/dehydrated_device",
-        &later.token,
-        None,
-    )
-    .await;
-    assert_eq!(stored.1["device_id"], "KEPT");
+    let answer = stored(&server, &later.token).await;
+    assert_eq!(answer.1["device_id"], "KEPT");
 }
 
 async fn messages_to_the_device_come_in_pages_until_acknowledged(backend: Backend) {
@@ -408,14 +378,7 @@ async fn malformed_and_oversized_bodies_are_refused(backend: Backend) {
     unsigned_key["one_time_keys"] = json!({ "signed_curve25519:x": { "key": "abc" } });
     let refused = put(unsigned_key).await;
     assert_eq!(refused.0, StatusCode::BAD_REQUEST, "{}", refused.1);
-    let none = call(
-        &server,
-        Method::GET,
-        "/dehydrated_device",
-        &alice.token,
-        None,
-    )
-    .await;
+    let none = stored(&server, &alice.token).await;
     assert_error(&none, StatusCode::NOT_FOUND, "M_NOT_FOUND");
 
     put_ok(&server, &device, json!({})).await;
