@@ -1,7 +1,7 @@
 //! MSC3814 dehydrated devices: `PUT`, `GET` and `DELETE /dehydrated_device`
 //! and the paged `POST /dehydrated_device/{deviceId}/events`, raw HTTP.
 
-use myelin_tests::{Account, Backend, TestServer, assert_error, backend_tests};
+use myelin_tests::{Account, Backend, PASSWORD, TestServer, assert_error, backend_tests};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -256,6 +256,17 @@ async fn logging_out_everywhere_keeps_the_dehydrated_device(backend: Backend) {
         queried_devices(&server, &bob.token, &alice.user_id).await,
         vec!["KEPT".to_owned()]
     );
+    // No session can be opened on it.
+    let body = json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": "alice" },
+        "password": PASSWORD,
+        "device_id": "KEPT",
+    });
+    let takeover = server
+        .request(Method::POST, server.v3("/login"), None, Some(body))
+        .await;
+    assert_error(&takeover, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     let later = server.login("alice", None).await;
     let answer = stored(&server, &later.token).await;
     assert_eq!(answer.1["device_id"], "KEPT");
