@@ -60,6 +60,10 @@ pub enum Error {
     /// recovery key or passphrase, or stored data this SDK cannot read.
     #[error("secret storage: {0}")]
     SecretStorage(#[from] crate::machine::secret_storage::SecretStorageError),
+    /// A dehydrated device could not be made or opened (a malformed
+    /// dehydration key, data of another algorithm, a wrong key).
+    #[error("dehydrated device: {0}")]
+    Dehydration(#[from] crate::machine::dehydration::DeviceDehydrationError),
     /// A room key export file could not be written or read: a wrong
     /// passphrase, an altered or damaged file.
     #[error("room key export: {0}")]

@@ -118,6 +118,12 @@ impl Request {
         Self::under("client", "v1", method, segments)
     }
 
+    /// `method /_matrix/client/unstable/org.matrix.msc3814.v1/<segments>`
+    /// (dehydrated devices).
+    pub(crate) fn msc3814(method: Method, segments: &[&str]) -> Self {
+        Self::under("client", "unstable/org.matrix.msc3814.v1", method, segments)
+    }
+
     /// `method /_matrix/media/v3/<segments>` (uploads).
     pub(crate) fn media_v3(method: Method, segments: &[&str]) -> Self {
         Self::under("media", "v3", method, segments)
@@ -291,7 +297,9 @@ impl Http {
                 .path_segments_mut()
                 .map_err(|()| Error::InvalidInput("homeserver URL cannot be a base".to_owned()))?;
             path.pop_if_empty()
-                .extend(["_matrix", request.api, request.version])
+                .extend(["_matrix", request.api])
+                // An unstable prefix is two segments (`unstable/<feature>`).
+                .extend(request.version.split('/'))
                 .extend(&request.segments);
         }
         if !request.query.is_empty() {

@@ -113,6 +113,7 @@
 mod backup;
 mod client;
 mod cross_signing;
+mod dehydration;
 mod discovery;
 mod encryption;
 mod error;
@@ -134,6 +135,7 @@ pub use ruma;
 
 pub use self::{
     client::{Client, ClientBuilder, Registration, WhoAmI},
+    dehydration::Rehydration,
     encryption::Decryption,
     error::{Error, ErrorKind, MatrixError, Result},
     events::{RoomEvent, StrippedStateEvent, ToDeviceEvent},

@@ -92,17 +92,7 @@ impl Client {
     /// with [`ErrorKind::NotFound`] when there is no secret storage; network
     /// and store errors. Nothing is imported then.
     pub async fn unlock_secret_storage(&self, unlock: Unlock<'_>) -> Result<SecretStorageUnlock> {
-        let default_key = self.account_data(DEFAULT_KEY_EVENT).await?;
-        let key_id = default_key
-            .as_ref()
-            .and_then(|content| content.get("key"))
-            .and_then(Value::as_str)
-            .ok_or(SecretStorageError::Malformed)?;
-        let description = self
-            .account_data(&key_event_type(key_id))
-            .await?
-            .ok_or(SecretStorageError::Malformed)?;
-        let key = SecretStorageKey::open(key_id, &description, unlock)?;
+        let key = self.open_secret_storage(unlock).await?;
 
         let mut cross_signing = Vec::new();
         for name in SECRET_NAMES {
@@ -162,7 +152,29 @@ impl Client {
     }
 
     /// `GET /user/{userId}/account_data/{type}`, `None` when not set.
-    async fn account_data(&self, event_type: &str) -> Result<Option<Value>> {
+    /// The account's default secret storage key, opened with `unlock`.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretStorageError::NotSetUp`] when the account has none;
+    /// [`SecretStorageError::WrongKey`] and others for what `unlock` gives.
+    pub(crate) async fn open_secret_storage(&self, unlock: Unlock<'_>) -> Result<SecretStorageKey> {
+        let default_key = self
+            .account_data(DEFAULT_KEY_EVENT)
+            .await?
+            .ok_or(SecretStorageError::NotSetUp)?;
+        let key_id = default_key
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or(SecretStorageError::Malformed)?;
+        let description = self
+            .account_data(&key_event_type(key_id))
+            .await?
+            .ok_or(SecretStorageError::Malformed)?;
+        Ok(SecretStorageKey::open(key_id, &description, unlock)?)
+    }
+
+    pub(crate) async fn account_data(&self, event_type: &str) -> Result<Option<Value>> {
         let user_id = self.user_id()?;
         let request = Request::v3(
             Method::GET,
@@ -176,7 +188,7 @@ impl Client {
     }
 
     /// `PUT /user/{userId}/account_data/{type}`.
-    async fn put_account_data(&self, event_type: &str, content: &Value) -> Result<()> {
+    pub(crate) async fn put_account_data(&self, event_type: &str, content: &Value) -> Result<()> {
         let user_id = self.user_id()?;
         let request = Request::v3(
             Method::PUT,

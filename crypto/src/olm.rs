@@ -73,6 +73,29 @@ pub enum OlmError {
     },
 }
 
+/// An account encrypted as MSC3814 dehydrated-device data (both fields
+/// unpadded base64, as the `device_pickle` and `nonce` the server keeps).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DehydratedAccount {
+    /// The encrypted account.
+    pub ciphertext: String,
+    /// The nonce it was encrypted with.
+    pub nonce: String,
+}
+
+impl fmt::Debug for DehydratedAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DehydratedAccount").finish_non_exhaustive()
+    }
+}
+
+/// A dehydrated account could not be made or opened: a wrong key, damaged
+/// data, or an account the format cannot carry. The text is vodozemac's,
+/// which names no secret.
+#[derive(Debug, thiserror::Error)]
+#[error("dehydrated device: {0}")]
+pub struct DehydrationError(String);
+
 /// A device's Olm account.
 ///
 /// `Debug` shows the public identity keys only.
@@ -214,6 +237,43 @@ impl Account {
             .map_err(|e| OlmError::SessionCreation {
                 reason: e.to_string(),
             })
+    }
+
+    /// The account as MSC3814 dehydrated-device data, encrypted with
+    /// `key` (ChaCha20-Poly1305, vodozemac's format): its identity, one-time
+    /// and fallback keys, to be stored on the server while no device of the
+    /// user is online. Only a fresh account (no Olm sessions) is meant for
+    /// this, since the format keeps no sessions.
+    ///
+    /// # Errors
+    ///
+    /// [`DehydrationError`] if the account cannot be put in that format.
+    pub fn to_dehydrated_device(
+        &self,
+        key: &[u8; 32],
+    ) -> Result<DehydratedAccount, DehydrationError> {
+        let result = self
+            .0
+            .to_dehydrated_device(key)
+            .map_err(|e| DehydrationError(e.to_string()))?;
+        Ok(DehydratedAccount {
+            ciphertext: result.ciphertext,
+            nonce: result.nonce,
+        })
+    }
+
+    /// Loads an account from [`Account::to_dehydrated_device`]'s output.
+    ///
+    /// # Errors
+    ///
+    /// [`DehydrationError`] for a wrong key or damaged data.
+    pub fn from_dehydrated_device(
+        data: &DehydratedAccount,
+        key: &[u8; 32],
+    ) -> Result<Self, DehydrationError> {
+        vz::Account::from_dehydrated_device(&data.ciphertext, &data.nonce, key)
+            .map(Self)
+            .map_err(|e| DehydrationError(e.to_string()))
     }
 
     /// The account as an encrypted pickle.

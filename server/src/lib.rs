@@ -40,6 +40,7 @@ use service::{
     account_data::AccountData,
     accounts::Accounts,
     committed::CommittedFeed,
+    dehydrated_devices::DehydratedDevices,
     devices::Devices,
     e2ee::{DeviceLists, E2eeKeys},
     federation::{
@@ -276,7 +277,15 @@ pub async fn open(config: &Config) -> Result<(AppState, Arc<dyn Storage>), Start
                 .then_some(config.rate_limits.public_rooms),
         ),
     ));
+    let dehydrated_devices = Arc::new(DehydratedDevices::new(
+        storage.clone(),
+        accounts.clone(),
+        e2ee_keys.clone(),
+        to_device.clone(),
+        stream.clone(),
+    ));
     let state = AppState {
+        dehydrated_devices,
         public_rooms,
         budgets: Arc::new(AccountBudgets::new(&config.rate_limits)),
         trusted_proxies: config.rate_limits.trusted_proxies.clone().into(),

@@ -362,6 +362,27 @@ impl OlmMachine {
         device_id: &DeviceId,
         mut device_keys: Map<String, Value>,
     ) -> Result<OutgoingRequest, MachineError> {
+        self.sign_with_self_signing_key(&mut device_keys)?;
+        let body = json!({ self.user_id.as_str(): { device_id.as_str(): device_keys } });
+        let upload = SignatureUpload::OwnDevice {
+            device_id: device_id.to_owned(),
+        };
+        Ok(self.issue(InFlight::Signatures(upload), |_| {
+            Request::SignaturesUpload { body }
+        }))
+    }
+
+    /// Adds our self-signing key's signature to the device keys of one of
+    /// our devices.
+    ///
+    /// # Errors
+    ///
+    /// [`CrossSigningError::NotSetUp`] unless we hold the self-signing key
+    /// the server publishes for us.
+    pub(super) fn sign_with_self_signing_key(
+        &self,
+        device_keys: &mut Map<String, Value>,
+    ) -> Result<(), CrossSigningError> {
         let keys = self
             .cross_signing
             .active
@@ -372,15 +393,8 @@ impl OlmMachine {
             })
             .ok_or(CrossSigningError::NotSetUp)?;
         keys.self_signing
-            .sign_json(self.user_id.as_str(), &mut device_keys)
-            .map_err(|_| CrossSigningError::Unsignable(self.user_id.clone()))?;
-        let body = json!({ self.user_id.as_str(): { device_id.as_str(): device_keys } });
-        let upload = SignatureUpload::OwnDevice {
-            device_id: device_id.to_owned(),
-        };
-        Ok(self.issue(InFlight::Signatures(upload), |_| {
-            Request::SignaturesUpload { body }
-        }))
+            .sign_json(self.user_id.as_str(), device_keys)
+            .map_err(|_| CrossSigningError::Unsignable(self.user_id.clone()))
     }
 
     pub(super) fn receive_signatures_upload(

@@ -83,6 +83,7 @@
 
 mod backup;
 pub mod cross_signing;
+pub mod dehydration;
 pub mod devices;
 mod events;
 mod group;

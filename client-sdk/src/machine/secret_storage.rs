@@ -39,6 +39,10 @@ pub fn key_event_type(key_id: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SecretStorageError {
+    /// The account has no default secret storage key: secret storage was
+    /// never set up.
+    #[error("secret storage is not set up")]
+    NotSetUp,
     /// The recovery key was mistyped or is not a recovery key.
     #[error(transparent)]
     RecoveryKey(RecoveryKeyError),

@@ -203,3 +203,31 @@ fn debug_shows_no_secrets() {
     assert!(debug.starts_with("Account { identity_keys:"));
     assert!(debug.ends_with(".. }"));
 }
+
+#[test]
+fn a_dehydrated_account_opens_with_its_key_only_and_keeps_its_keys() {
+    let mut dehydrated = Account::new();
+    dehydrated.generate_one_time_keys(2);
+    let key = [7u8; 32];
+    let data = dehydrated.to_dehydrated_device(&key).expect("dehydrate");
+
+    assert!(Account::from_dehydrated_device(&data, &[8u8; 32]).is_err());
+    let mut tampered = data.clone();
+    tampered.nonce = "AAAAAAAAAAAAAAAA".to_owned();
+    assert!(Account::from_dehydrated_device(&tampered, &key).is_err());
+
+    let mut rehydrated = Account::from_dehydrated_device(&data, &key).expect("rehydrate");
+    assert_eq!(rehydrated.identity_keys(), dehydrated.identity_keys());
+    // A session started on one of its one-time keys before dehydration
+    // opens on the rehydrated account.
+    let sender = Account::new();
+    let (_, one_time_key) = dehydrated.unpublished_one_time_keys()[0];
+    let mut outbound = sender
+        .create_outbound_session(dehydrated.identity_keys().curve25519, one_time_key)
+        .expect("outbound");
+    let message = outbound.encrypt(b"room key").expect("encrypt");
+    let (_, plaintext) = rehydrated
+        .create_inbound_session(sender.identity_keys().curve25519, &pre_key(message))
+        .expect("inbound");
+    assert_eq!(plaintext, b"room key");
+}

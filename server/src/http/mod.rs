@@ -31,10 +31,10 @@ use crate::service::federation::{
 use crate::service::public_rooms::PublicRooms;
 use crate::service::rate_limit::{AccountBudgets, Budget};
 use crate::service::{
-    account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup,
-    media::Media, presence::Presence, profile::Profiles, push::Push, push_rules::PushRules,
-    pushers::Pushers, room_ops::RoomOps, server_keys::ServerKeys, sync::Sync, to_device::ToDevice,
-    typing::Typing,
+    account_data::AccountData, accounts::Accounts, dehydrated_devices::DehydratedDevices,
+    devices::Devices, key_backup::KeyBackup, media::Media, presence::Presence, profile::Profiles,
+    push::Push, push_rules::PushRules, pushers::Pushers, room_ops::RoomOps,
+    server_keys::ServerKeys, sync::Sync, to_device::ToDevice, typing::Typing,
 };
 use error::MatrixError;
 
@@ -45,6 +45,8 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     /// Device management.
     pub devices: Arc<Devices>,
+    /// MSC3814 dehydrated devices.
+    pub dehydrated_devices: Arc<DehydratedDevices>,
     /// Profiles.
     pub profiles: Arc<Profiles>,
     /// The server's signing keys.

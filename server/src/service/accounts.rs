@@ -429,7 +429,8 @@ impl Accounts {
     ///
     /// # Errors
     /// `Forbidden` for an unknown user or a wrong password (the two are not
-    /// told apart); `LimitExceeded` past the per-address or per-account rate.
+    /// told apart); `LimitExceeded` past the per-address or per-account rate;
+    /// `InvalidParam` for the id of the user's dehydrated device.
     pub async fn login(
         &self,
         login: PasswordLogin,
@@ -703,6 +704,19 @@ impl Accounts {
         refresh_token: bool,
         is_guest: bool,
     ) -> Result<NewSession, ServiceError> {
+        // The dehydrated device holds no session: one opened on it would
+        // let a sync take the messages waiting for the next device.
+        if let Some(requested) = &device_id
+            && self
+                .storage
+                .dehydrated_device(&user_id)
+                .await?
+                .is_some_and(|dehydrated| dehydrated.device_id == *requested)
+        {
+            return Err(ServiceError::InvalidParam(
+                "this device id is the user's dehydrated device".to_owned(),
+            ));
+        }
         let session = Session {
             user_id,
             device_id: device_id.unwrap_or_else(random_device_id),

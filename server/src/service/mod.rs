@@ -7,6 +7,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod address_policy;
 pub mod committed;
+pub mod dehydrated_devices;
 pub mod devices;
 pub mod e2ee;
 pub mod federation;

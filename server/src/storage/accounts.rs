@@ -80,7 +80,8 @@ pub trait AccountStore: Send + Sync {
         device_ids: &[OwnedDeviceId],
     ) -> Result<(), StorageError>;
 
-    /// Deletes all of a user's devices and tokens but `keep`.
+    /// Deletes all of a user's devices and tokens but `keep` and the
+    /// dehydrated device (which has no tokens).
     async fn delete_devices_except(
         &self,
         user_id: &UserId,

@@ -5,6 +5,7 @@
 //! versioned migrations under `server/migrations/<backend>/`, run at start-up.
 
 mod accounts;
+mod dehydrated_devices;
 mod device_lists;
 mod e2ee_keys;
 mod federation_inbox;
@@ -28,6 +29,7 @@ use ruma::{OwnedDeviceId, OwnedUserId};
 use crate::config::DatabaseLocation;
 
 pub use accounts::AccountStore;
+pub use dehydrated_devices::{DehydratedDevice, DehydratedDeviceStore};
 pub use device_lists::{DeviceListChange, DeviceListStore};
 pub use e2ee_keys::{
     CrossSigningKey, CrossSigningKeyType, DeviceKeys, E2eeKeyStore, KeySignature, OneTimeKey,
@@ -214,6 +216,7 @@ pub enum StorageError {
 #[async_trait]
 pub trait Storage:
     AccountStore
+    + DehydratedDeviceStore
     + DeviceListStore
     + E2eeKeyStore
     + FederationInboxStore

@@ -4,6 +4,7 @@ mod account;
 mod account_data;
 mod auth_data;
 mod capabilities;
+mod dehydrated_devices;
 mod devices;
 pub(crate) mod directory;
 mod events;
@@ -235,12 +236,24 @@ pub fn router() -> Router<AppState> {
         "/register/m.login.registration_token/validity",
         get(register::check_registration_token_validity),
     );
+    let msc3814 = Router::new()
+        .route(
+            "/dehydrated_device",
+            get(dehydrated_devices::get_dehydrated_device)
+                .put(dehydrated_devices::put_dehydrated_device)
+                .delete(dehydrated_devices::delete_dehydrated_device),
+        )
+        .route(
+            "/dehydrated_device/{device_id}/events",
+            post(dehydrated_devices::get_dehydrated_events),
+        );
     Router::new()
         .route("/versions", get(versions::get_supported_versions))
         .nest("/v3", v3.clone())
         // r0 is the pre-1.0 name of v3; older clients still use it.
         .nest("/r0", v3)
         .nest("/v1", v1)
+        .nest("/unstable/org.matrix.msc3814.v1", msc3814)
 }
 
 /// `{}`: the body of endpoints that answer nothing.

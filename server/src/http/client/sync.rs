@@ -109,8 +109,8 @@ struct RoomBody<'a> {
 
 /// Events the server builds itself (account data, receipts, typing).
 #[derive(Serialize)]
-struct RawEvents {
-    events: Vec<Box<RawValue>>,
+pub(super) struct RawEvents {
+    pub(super) events: Vec<Box<RawValue>>,
 }
 
 /// `{"type": …, "content": …}` with the content spliced in verbatim.
@@ -121,7 +121,7 @@ fn raw_event(kind: &str, content: &str) -> Option<Box<RawValue>> {
 
 /// `{"sender": …, "type": …, "content": …}` per message, the content spliced
 /// in as the sender sent it.
-fn to_device_events(messages: &[ToDeviceMessage]) -> RawEvents {
+pub(super) fn to_device_events(messages: &[ToDeviceMessage]) -> RawEvents {
     let event = |message: &ToDeviceMessage| {
         let sender = serde_json::to_string(message.sender.as_str()).ok()?;
         let kind = serde_json::to_string(&message.event_type).ok()?;

@@ -14,6 +14,7 @@ pub async fn get_supported_versions() -> Json<Value> {
             "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6",
             "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"
         ],
-        "unstable_features": {}
+        // Dehydrated devices (`spec-notes/dehydrated-devices.md`).
+        "unstable_features": { "org.matrix.msc3814": true }
     }))
 }

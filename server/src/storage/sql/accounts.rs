@@ -410,8 +410,13 @@ macro_rules! sql_account_store {
                 user_id: &UserId,
                 keep: Option<&DeviceId>,
             ) -> Result<(), StorageError> {
-                // `''` is never a device id, so `None` keeps nothing.
-                sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2")
+                // `''` is never a device id, so `None` keeps nothing but
+                // the dehydrated device: it has no session to end.
+                sqlx::query(
+                    "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2 \
+                     AND device_id NOT IN \
+                     (SELECT device_id FROM dehydrated_devices WHERE user_id = $1)",
+                )
                     .bind(user_id.as_str())
                     .bind(keep.map_or("", DeviceId::as_str))
                     .execute(&self.pool)

@@ -19,6 +19,7 @@ use super::{Storage, StorageError};
 
 mod accounts;
 mod cache;
+mod dehydrated_devices;
 mod device_lists;
 mod e2ee_keys;
 mod federation_inbox;
