@@ -121,6 +121,11 @@ impl Client {
             .await?;
         let mut slot = self.machine().await?;
         let machine = slot.as_mut().ok_or(Error::NotLoggedIn)?;
+        // Device lists due for a query are brought up to date first: an
+        // authenticated backup's key is its sender's only if the sender's
+        // device is known when it is restored.
+        let requests = machine.outgoing_requests();
+        self.send_machine_requests(machine, requests).await?;
         let restore = machine.restore_backup(recovery_key, &version, &keys)?;
         tracing::info!(
             version = %restore.version, imported = restore.imported,

@@ -251,6 +251,13 @@ async fn history_restored_from_the_backup_shows_as_it_did_on_the_first_device(ba
         .expect("its login", |l| l.starts_with("* logged in as @bob"))
         .await;
     laptop.type_line(&format!("/switch {room_id}")).await;
+    // Its first sync shows the room (the old message, undecryptable), and
+    // so who is in it: the restore can tell whose devices sent the keys.
+    laptop
+        .expect("the old message, undecryptable", |l| {
+            l.contains("** unable to decrypt: ")
+        })
+        .await;
     laptop.type_line(&format!("/restore {recovery_key}")).await;
     laptop
         .expect("the restore", |l| l.starts_with("* restored 1 keys"))
