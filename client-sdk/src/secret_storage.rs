@@ -15,6 +15,7 @@ use crate::{
     machine::{
         BACKUP_SECRET, MachineError, backup_recovery_key,
         cross_signing::SECRET_NAMES,
+        dehydration::DEHYDRATION_SECRET,
         secret_storage::{
             DEFAULT_KEY_EVENT, SecretStorageError, SecretStorageKey, Unlock, key_event_type,
         },
@@ -65,11 +66,23 @@ impl Client {
             );
             secrets
         };
+        self.store_under_new_key(&secrets, passphrase).await
+    }
+
+    /// Makes a new secret storage key (random, or from `passphrase`),
+    /// writes `secrets` encrypted under it alone, and then makes it the
+    /// default, so a key whose secrets were not all written never is.
+    /// Returns its recovery key.
+    async fn store_under_new_key(
+        &self,
+        secrets: &[(&str, Zeroizing<String>)],
+        passphrase: Option<&str>,
+    ) -> Result<Zeroizing<String>> {
         let created = SecretStorageKey::create(passphrase)?;
         let key_id = created.key.key_id();
         self.put_account_data(&key_event_type(key_id), &created.description)
             .await?;
-        for (name, secret) in &secrets {
+        for (name, secret) in secrets {
             let content = created.key.encrypt_secret(name, secret)?;
             self.put_account_data(name, &content).await?;
         }
@@ -131,6 +144,37 @@ impl Client {
         })
     }
 
+    /// Replaces the default secret storage key: opens it with `current`,
+    /// makes a new one (random, or from `passphrase`), encrypts every
+    /// secret the old key held under the new key alone, then makes the new
+    /// key the default. Returns the new recovery key, to show the user
+    /// once; the old recovery key and passphrase open nothing afterwards.
+    /// The secrets kept are the cross-signing keys, the backup key and the
+    /// dehydrated device's key, whichever are stored.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::unlock_secret_storage`] for `current` (nothing is
+    /// changed then); network errors (the old key stays the default until
+    /// every secret is written under the new one).
+    pub async fn rotate_secret_storage_key(
+        &self,
+        current: Unlock<'_>,
+        passphrase: Option<&str>,
+    ) -> Result<Zeroizing<String>> {
+        let old = self.open_secret_storage(current).await?;
+        let mut secrets = Vec::new();
+        for name in SECRET_NAMES
+            .into_iter()
+            .chain([BACKUP_SECRET, DEHYDRATION_SECRET])
+        {
+            if let Some(content) = self.account_data(name).await? {
+                secrets.push((name, old.decrypt_secret(name, &content)?));
+            }
+        }
+        self.store_under_new_key(&secrets, passphrase).await
+    }
+
     /// Asks our other devices for the secrets this device lacks: the
     /// cross-signing private keys and the key backup's key. Only our own
     /// devices that verified this one answer (verify it first, by SAS with
@@ -151,7 +195,6 @@ impl Client {
         Ok(asked)
     }
 
-    /// `GET /user/{userId}/account_data/{type}`, `None` when not set.
     /// The account's default secret storage key, opened with `unlock`.
     ///
     /// # Errors
@@ -174,6 +217,7 @@ impl Client {
         Ok(SecretStorageKey::open(key_id, &description, unlock)?)
     }
 
+    /// `GET /user/{userId}/account_data/{type}`, `None` when not set.
     pub(crate) async fn account_data(&self, event_type: &str) -> Result<Option<Value>> {
         let user_id = self.user_id()?;
         let request = Request::v3(

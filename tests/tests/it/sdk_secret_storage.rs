@@ -19,7 +19,8 @@ use crate::{
 
 backend_tests!(
     a_new_device_unlocks_cross_signing_and_backup_with_the_recovery_key,
-    a_passphrase_unlocks_secret_storage
+    a_passphrase_unlocks_secret_storage,
+    a_rotated_key_replaces_the_old_one
 );
 
 /// `name`'s account data as the server stores it, read with a token of
@@ -142,4 +143,60 @@ async fn a_passphrase_unlocks_secret_storage(backend: Backend) {
     // No backup was enabled, so secret storage holds no backup key.
     assert!(unlocked.backup_recovery_key.is_none());
     assert!(own_identity_verified(&new).await);
+}
+
+/// A new default key takes every secret over; the old recovery key opens
+/// nothing afterwards, and a wrong current key changes nothing.
+async fn a_rotated_key_replaces_the_old_one(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let url = server.base_url.as_str();
+    let alice = registered(url, &format!("alice{}", &random_suffix()[..8])).await;
+    alice.bootstrap_cross_signing(PASSWORD).await.unwrap();
+    alice.enable_backup().await.unwrap();
+    let old = alice.enable_secret_storage(None).await.unwrap();
+
+    let other = SecretStorageKey::create(None).unwrap().recovery_key;
+    let refused = alice
+        .rotate_secret_storage_key(Unlock::RecoveryKey(&other), None)
+        .await
+        .unwrap_err();
+    assert!(
+        is_secret_storage_error(&refused, |e| *e == SecretStorageError::WrongKey),
+        "{refused:?}"
+    );
+    let new_key = alice
+        .rotate_secret_storage_key(Unlock::RecoveryKey(&old), Some("a new passphrase"))
+        .await
+        .unwrap();
+    assert_ne!(new_key.as_str(), old.as_str());
+
+    let device = second_device(url, &alice).await;
+    let refused = device
+        .unlock_secret_storage(Unlock::RecoveryKey(&old))
+        .await
+        .unwrap_err();
+    assert!(
+        is_secret_storage_error(&refused, |e| *e == SecretStorageError::WrongKey),
+        "{refused:?}"
+    );
+    // The new recovery key and the new passphrase both open every secret.
+    let unlocked = device
+        .unlock_secret_storage(Unlock::Passphrase("a new passphrase"))
+        .await
+        .unwrap();
+    assert!(unlocked.cross_signing);
+    assert!(unlocked.backup_recovery_key.is_some());
+    let unlocked = device
+        .unlock_secret_storage(Unlock::RecoveryKey(&new_key))
+        .await
+        .unwrap();
+    assert!(unlocked.backup_recovery_key.is_some());
+    // The secrets are held under the new key alone.
+    let master = stored(&server, &alice, "m.cross_signing.master").await;
+    let stored: serde_json::Value = serde_json::from_str(&master).unwrap();
+    assert_eq!(
+        stored["encrypted"].as_object().unwrap().len(),
+        1,
+        "{stored}"
+    );
 }
