@@ -141,7 +141,7 @@ pub use self::{
     events::{RoomEvent, StrippedStateEvent, ToDeviceEvent},
     http::RetryPolicy,
     room::{CreateRoom, Membership, Messages, PendingEvent, Room, RoomInfo, RoomSecurity},
-    secret_storage::SecretStorageUnlock,
+    secret_storage::{SecretStorageRotation, SecretStorageUnlock},
     session::{AccessToken, SessionMeta},
     store::{Changes, MemoryStore, SecretBox, SqliteStore, Store, StoreError},
     sync::{LoopControl, SyncHandler, SyncSettings, SyncStream, SyncUpdate},

@@ -33,6 +33,16 @@ pub struct SecretStorageUnlock {
     pub backup_recovery_key: Option<Zeroizing<String>>,
 }
 
+/// What rotating the secret storage key gave.
+#[derive(Debug)]
+pub struct SecretStorageRotation {
+    /// The new key's recovery key, to show the user once.
+    pub recovery_key: Zeroizing<String>,
+    /// Whether every secret is now under the new key alone; `false` when a
+    /// write failed after the switch and the old key still opens some.
+    pub old_key_retired: bool,
+}
+
 impl Client {
     /// Sets up secret storage ([spec]) with a new default key, random or
     /// from `passphrase`, and stores in it the secrets this device holds:
@@ -145,23 +155,28 @@ impl Client {
     }
 
     /// Replaces the default secret storage key: opens it with `current`,
-    /// makes a new one (random, or from `passphrase`), encrypts every
-    /// secret the old key held under the new key alone, then makes the new
-    /// key the default. Returns the new recovery key, to show the user
-    /// once; the old recovery key and passphrase open nothing afterwards.
-    /// The secrets kept are the cross-signing keys, the backup key and the
-    /// dehydrated device's key, whichever are stored.
+    /// makes a new one (random, or from `passphrase`), and moves every
+    /// secret the old key held to the new key. The secrets are the
+    /// cross-signing keys, the backup key and the dehydrated device's key,
+    /// whichever are stored.
+    ///
+    /// In three steps, so that an interrupted rotation never locks the
+    /// user out: each secret is first written under both keys, then the new
+    /// key becomes the default, then each secret is written under the new
+    /// key alone. An error before the switch leaves the old key the default
+    /// and opening everything; after it, the new key is the one, and
+    /// [`SecretStorageRotation::old_key_retired`] says whether the old key
+    /// still opens some secrets (rotate again to retire it).
     ///
     /// # Errors
     ///
     /// As [`Client::unlock_secret_storage`] for `current` (nothing is
-    /// changed then); network errors (the old key stays the default until
-    /// every secret is written under the new one).
+    /// changed then); network errors before the switch.
     pub async fn rotate_secret_storage_key(
         &self,
         current: Unlock<'_>,
         passphrase: Option<&str>,
-    ) -> Result<Zeroizing<String>> {
+    ) -> Result<SecretStorageRotation> {
         let old = self.open_secret_storage(current).await?;
         let mut secrets = Vec::new();
         for name in SECRET_NAMES
@@ -169,10 +184,39 @@ impl Client {
             .chain([BACKUP_SECRET, DEHYDRATION_SECRET])
         {
             if let Some(content) = self.account_data(name).await? {
-                secrets.push((name, old.decrypt_secret(name, &content)?));
+                secrets.push((name, old.decrypt_secret(name, &content)?, content));
             }
         }
-        self.store_under_new_key(&secrets, passphrase).await
+        let created = SecretStorageKey::create(passphrase)?;
+        let key_id = created.key.key_id();
+        self.put_account_data(&key_event_type(key_id), &created.description)
+            .await?;
+        for (name, secret, old_content) in &secrets {
+            let mut both = created.key.encrypt_secret(name, secret)?;
+            if let (Some(old_entries), Some(entries)) = (
+                old_content.get("encrypted").and_then(Value::as_object),
+                both.get_mut("encrypted").and_then(Value::as_object_mut),
+            ) {
+                for (id, entry) in old_entries {
+                    entries.entry(id.clone()).or_insert_with(|| entry.clone());
+                }
+            }
+            self.put_account_data(name, &both).await?;
+        }
+        self.put_account_data(DEFAULT_KEY_EVENT, &json!({ "key": key_id }))
+            .await?;
+        let mut old_key_retired = true;
+        for (name, secret, _) in &secrets {
+            let content = created.key.encrypt_secret(name, secret)?;
+            if let Err(error) = self.put_account_data(name, &content).await {
+                tracing::warn!(%error, name, "the old secret storage key still opens a secret");
+                old_key_retired = false;
+            }
+        }
+        Ok(SecretStorageRotation {
+            recovery_key: created.recovery_key,
+            old_key_retired,
+        })
     }
 
     /// Asks our other devices for the secrets this device lacks: the

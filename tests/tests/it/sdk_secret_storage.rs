@@ -164,10 +164,12 @@ async fn a_rotated_key_replaces_the_old_one(backend: Backend) {
         is_secret_storage_error(&refused, |e| *e == SecretStorageError::WrongKey),
         "{refused:?}"
     );
-    let new_key = alice
+    let rotation = alice
         .rotate_secret_storage_key(Unlock::RecoveryKey(&old), Some("a new passphrase"))
         .await
         .unwrap();
+    assert!(rotation.old_key_retired);
+    let new_key = rotation.recovery_key;
     assert_ne!(new_key.as_str(), old.as_str());
 
     let device = second_device(url, &alice).await;
