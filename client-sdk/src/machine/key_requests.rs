@@ -53,22 +53,11 @@ impl OlmMachine {
     /// Answers a request from one of our own verified devices with the
     /// session, if we have it.
     pub(super) fn receive_key_request(&mut self, event: &Value) {
-        let content = event.get("content");
-        let field = |name: &str| content.and_then(|c| c.get(name)).and_then(Value::as_str);
-        if event.get("sender").and_then(Value::as_str) != Some(self.user_id.as_str())
-            || field("action") != Some("request")
-        {
-            return;
-        }
-        let Some(device) = field("requesting_device_id")
-            .filter(|d| *d != self.device_id)
-            .and_then(|d| self.devices.device(&self.user_id, d.into()))
-            .filter(|d| self.devices.is_verified(d))
-            .cloned()
-        else {
+        let Some(device) = self.requesting_own_verified_device(event) else {
             return;
         };
-        let Some(key_id) = SessionKeyId::from_json(content.and_then(|c| c.get("body"))) else {
+        let body = event.get("content").and_then(|c| c.get("body"));
+        let Some(key_id) = SessionKeyId::from_json(body) else {
             return;
         };
         let Some((exported, claimed_ed25519)) = self
@@ -78,7 +67,7 @@ impl OlmMachine {
         else {
             return;
         };
-        let mut forwarded = json!({
+        let forwarded = json!({
             "algorithm": MEGOLM_ALGORITHM,
             "room_id": key_id.room_id,
             "sender_key": key_id.sender_key,
@@ -87,21 +76,9 @@ impl OlmMachine {
             "sender_claimed_ed25519_key": claimed_ed25519,
             "forwarding_curve25519_key_chain": [],
         });
-        // Without an Olm session with that device there is no safe channel;
-        // the request is dropped (the device asks again after a restart).
-        let encrypted = self.encrypt_for_device(&device, "m.forwarded_room_key", &forwarded);
-        super::zeroize_json(&mut forwarded);
-        let Ok(encrypted) = encrypted else {
-            return;
-        };
-        let body =
-            json!({"messages": {device.user_id.clone(): {device.device_id.clone(): encrypted}}});
-        let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
-            event_type: "m.room.encrypted".to_owned(),
-            txn_id: txn_id.to_owned(),
-            body,
-        });
-        self.queued.push(request);
+        // Without an Olm session with that device the request is dropped
+        // (the device asks again after a restart).
+        self.queue_olm_to_device(&device, "m.forwarded_room_key", forwarded);
     }
 
     /// Accepts a forwarded key we asked for, from our own verified device.
@@ -110,12 +87,7 @@ impl OlmMachine {
         olm: &DecryptedOlm,
         output: &mut SyncOutput,
     ) {
-        let from_own_verified_device = olm.sender == self.user_id
-            && self
-                .devices
-                .device_by_curve(&olm.sender_key)
-                .is_some_and(|d| d.user_id == self.user_id && self.devices.is_verified(d));
-        if !from_own_verified_device {
+        if !self.is_from_own_verified_device(olm) {
             return;
         }
         let field = |name: &str| olm.content.get(name).and_then(Value::as_str);

@@ -385,15 +385,60 @@ impl OlmMachine {
     }
 
     fn queue_dummy(&mut self, device: &Device) {
-        if let Ok(content) = self.encrypt_for_device(device, "m.dummy", &json!({})) {
-            let body = json!({"messages": {device.user_id.as_str(): {device.device_id.as_str(): content}}});
-            let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
-                event_type: "m.room.encrypted".to_owned(),
-                txn_id: txn_id.to_owned(),
-                body,
-            });
-            self.queued.push(request);
+        self.queue_olm_to_device(device, "m.dummy", json!({}));
+    }
+
+    /// Queues `content` as an Olm-encrypted `event_type` to one device,
+    /// wiping the plaintext after. Without an Olm session with the device
+    /// there is no safe channel and nothing is sent.
+    pub(super) fn queue_olm_to_device(
+        &mut self,
+        device: &Device,
+        event_type: &str,
+        mut content: Value,
+    ) {
+        let encrypted = self.encrypt_for_device(device, event_type, &content);
+        super::zeroize_json(&mut content);
+        let Ok(encrypted) = encrypted else {
+            return;
+        };
+        let body =
+            json!({"messages": {device.user_id.as_str(): {device.device_id.as_str(): encrypted}}});
+        let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
+            event_type: "m.room.encrypted".to_owned(),
+            txn_id: txn_id.to_owned(),
+            body,
+        });
+        self.queued.push(request);
+    }
+
+    /// Whether a decrypted Olm event comes from one of our own devices
+    /// that the user verified.
+    pub(super) fn is_from_own_verified_device(&self, olm: &DecryptedOlm) -> bool {
+        olm.sender == self.user_id
+            && self
+                .devices
+                .device_by_curve(&olm.sender_key)
+                .is_some_and(|d| d.user_id == self.user_id && self.devices.is_verified(d))
+    }
+
+    /// The device a plaintext request event names as asking
+    /// (`requesting_device_id`), when the request is an `action: request`
+    /// from our own user and that device is another of ours the user
+    /// verified.
+    pub(super) fn requesting_own_verified_device(&self, event: &Value) -> Option<Device> {
+        let content = event.get("content");
+        let field = |name: &str| content.and_then(|c| c.get(name)).and_then(Value::as_str);
+        if event.get("sender").and_then(Value::as_str) != Some(self.user_id.as_str())
+            || field("action") != Some("request")
+        {
+            return None;
         }
+        field("requesting_device_id")
+            .filter(|d| *d != self.device_id)
+            .and_then(|d| self.devices.device(&self.user_id, d.into()))
+            .filter(|d| self.devices.is_verified(d))
+            .cloned()
     }
 
     /// Whether a device was claimed for recently without getting a key.

@@ -115,21 +115,11 @@ impl OlmMachine {
 
     /// Answers an `m.secret.request` from one of our own verified devices.
     pub(super) fn receive_secret_request(&mut self, event: &Value) {
-        let content = event.get("content");
-        let field = |name: &str| content.and_then(|c| c.get(name)).and_then(Value::as_str);
-        if event.get("sender").and_then(Value::as_str) != Some(self.user_id.as_str())
-            || field("action") != Some("request")
-        {
-            return;
-        }
-        let Some(device) = field("requesting_device_id")
-            .filter(|d| *d != self.device_id)
-            .and_then(|d| self.devices.device(&self.user_id, d.into()))
-            .filter(|d| self.devices.is_verified(d))
-            .cloned()
-        else {
+        let Some(device) = self.requesting_own_verified_device(event) else {
             return;
         };
+        let content = event.get("content");
+        let field = |name: &str| content.and_then(|c| c.get(name)).and_then(Value::as_str);
         let (Some(name), Some(request_id)) = (
             field("name").and_then(known_secret),
             field("request_id").map(str::to_owned),
@@ -175,20 +165,8 @@ impl OlmMachine {
         let Some(secret) = self.secret(name) else {
             return;
         };
-        let mut content = json!({"request_id": request_id, "secret": secret.as_str()});
-        let encrypted = self.encrypt_for_device(device, "m.secret.send", &content);
-        super::zeroize_json(&mut content);
-        let Ok(encrypted) = encrypted else {
-            return;
-        };
-        let body =
-            json!({"messages": {device.user_id.as_str(): {device.device_id.as_str(): encrypted}}});
-        let request = self.issue(InFlight::ToDevice, |txn_id| Request::ToDevice {
-            event_type: "m.room.encrypted".to_owned(),
-            txn_id: txn_id.to_owned(),
-            body,
-        });
-        self.queued.push(request);
+        let content = json!({"request_id": request_id, "secret": secret.as_str()});
+        self.queue_olm_to_device(device, "m.secret.send", content);
     }
 
     /// The secret `name` as secret storage keeps it, if we hold it.
@@ -204,12 +182,7 @@ impl OlmMachine {
 
     /// Takes an `m.secret.send` we asked for, from our own verified device.
     pub(super) fn receive_secret_send(&mut self, olm: &DecryptedOlm, output: &mut SyncOutput) {
-        let from_own_verified_device = olm.sender == self.user_id
-            && self
-                .devices
-                .device_by_curve(&olm.sender_key)
-                .is_some_and(|d| d.user_id == self.user_id && self.devices.is_verified(d));
-        if !from_own_verified_device {
+        if !self.is_from_own_verified_device(olm) {
             return;
         }
         let field = |name: &str| olm.content.get(name).and_then(Value::as_str);
