@@ -63,6 +63,7 @@ mod sdk_identity_changes;
 mod sdk_interop;
 mod sdk_keys_query_backoff;
 mod sdk_persist_before_send;
+mod sdk_recovery;
 mod sdk_restart;
 mod sdk_secret_storage;
 mod sdk_support;

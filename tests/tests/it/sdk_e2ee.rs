@@ -453,7 +453,7 @@ pub async fn until_decrypted(client: &Client, body: &str) -> DecryptedRoomEvent 
     found.expect("the loop stops only when found")
 }
 
-fn event(history: &[RoomEvent], id: &OwnedEventId) -> RoomEvent {
+pub(crate) fn event(history: &[RoomEvent], id: &OwnedEventId) -> RoomEvent {
     history
         .iter()
         .find(|event| &event.event_id == id)

@@ -35,7 +35,7 @@ async fn stored(server: &TestServer, alice: &Client, name: &str) -> String {
 }
 
 /// Whether `client` trusts its user's identity: it holds the master key.
-async fn own_identity_verified(client: &Client) -> bool {
+pub(crate) async fn own_identity_verified(client: &Client) -> bool {
     let user_id = client.user_id().unwrap();
     client
         .user_identity(&user_id)
