@@ -12,6 +12,12 @@
 //! through `/.well-known/matrix/client`). The password is only needed the
 //! first time; set `MYELIN_REGISTER=1` to register the account instead.
 //!
+//! On a new device of an account that keeps its keys in secret storage
+//! (`/recovery setup` on another device), the client asks for the
+//! recovery key first: it unlocks the cross-signing keys (this device then
+//! counts as verified), restores the key backup, and shows each room's
+//! history. `/skip` goes on without.
+//!
 //! Every timeline line says how it reached you: `[e2e verified]`,
 //! `[e2e unverified]`, `[e2e unknown device]`, `[e2e blacklisted]`,
 //! `[e2e authenticity not guaranteed]` when the key did not come from the
@@ -47,8 +53,13 @@
 //!   verified devices
 //! - `/share-history on|off`: hand people you invite to the current room the
 //!   keys of its past messages (MSC4268; off by default)
-//! - `/backup`: back the room keys up on the server and print the recovery
-//!   key; `/restore KEY` on a new device reads old messages again
+//! - `/recovery setup`: create the cross-signing keys if there are none,
+//!   back the room keys up, and keep both in secret storage; prints the
+//!   recovery key, once. `/recovery show KEY` prints the key backup's own
+//!   recovery key, read from secret storage; `/recovery rotate KEY`
+//!   replaces the recovery key (the old one opens nothing afterwards)
+//! - `/backup`: back the room keys up on the server and print the backup's
+//!   recovery key; `/restore KEY` on a new device reads old messages again
 //! - `/request-secrets`: ask your other (verified) devices for the
 //!   cross-signing keys and the backup key this device lacks
 //! - `/export FILE PASSPHRASE`: write every room key to FILE in the spec's
@@ -63,11 +74,11 @@ use std::{
 };
 
 use myelin_sdk::{
-    Changes, Client, CreateRoom, Decryption, LoopControl, Registration, RoomEvent, RoomSecurity,
-    SqliteStore, SyncSettings, SyncUpdate,
+    Changes, Client, CreateRoom, Decryption, LoopControl, Membership, Registration, RoomEvent,
+    RoomSecurity, SqliteStore, SyncSettings, SyncUpdate,
     machine::{
-        DecryptedRoomEvent, LocalTrust, ReceivedSecret, UnableToDecrypt, Verification,
-        VerificationPhase, VerificationState,
+        BackupRestore, DecryptedRoomEvent, LocalTrust, ReceivedSecret, UnableToDecrypt,
+        Verification, VerificationPhase, VerificationState, secret_storage::Unlock,
     },
     ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId},
 };
@@ -127,6 +138,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
+    let mut awaiting_recovery_key = client.needs_recovery().await?;
+    if awaiting_recovery_key {
+        // One sync first, so the rooms whose history the recovery shows
+        // are known.
+        client.sync_once(&SyncSettings::default()).await?;
+        println!(
+            "* this account keeps its keys in secret storage and this device is not verified yet: type your recovery key (or /skip)"
+        );
+    }
+
     // Verifications move on with each sync; a task of their own takes
     // their steps (the sync handler must not await the client).
     let prompts = Prompts::default();
@@ -174,6 +195,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let line = line.trim();
         let outcome = match prompts.take_answer(line) {
             Some((flow, matches)) => answer_sas(&client, flow, matches).await,
+            None if awaiting_recovery_key => {
+                let outcome = if line == "/skip" {
+                    Ok(())
+                } else {
+                    recover(&client, line).await
+                };
+                awaiting_recovery_key = outcome.is_err();
+                outcome.map(|()| true)
+            }
             None => run_command(&client, &prompts, &mut current, line).await,
         };
         match outcome {
@@ -336,12 +366,9 @@ async fn run_command(
                 "* asked your other devices for {asked} secrets; a device that verified this one answers"
             ),
         },
+        "/recovery" => recovery_command(client, rest).await?,
         "/restore" => {
-            let restored = client.restore_backup(rest).await?;
-            println!(
-                "* restored {} keys from backup version {} ({} unusable)",
-                restored.imported, restored.version, restored.invalid
-            );
+            let restored = restore(client, rest).await?;
             for event in &restored.late_decryptions {
                 println!(
                     "[{}] {} (earlier, from backup): {} {}",
@@ -399,17 +426,7 @@ async fn run_command(
                     room.set_share_history_on_invite(on).await?;
                     println!("* invitees to {room_id} get the keys of its history: {on}");
                 }
-                _ => {
-                    let page = room.messages(None, 20).await?;
-                    for event in page.events.iter().rev() {
-                        let decryption = if event.event_type == "m.room.encrypted" {
-                            Some(client.decrypt_event(room_id, event).await?)
-                        } else {
-                            None
-                        };
-                        print_event(room_id, event, decryption.as_ref());
-                    }
-                }
+                _ => print_history(client, room_id).await?,
             }
         }
         _ => {
@@ -424,6 +441,105 @@ async fn run_command(
         }
     }
     Ok(true)
+}
+
+/// The last 20 events of `room_id`, decrypted.
+async fn print_history(
+    client: &Client,
+    room_id: &OwnedRoomId,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let page = client.room(room_id).messages(None, 20).await?;
+    for event in page.events.iter().rev() {
+        let decryption = if event.event_type == "m.room.encrypted" {
+            Some(client.decrypt_event(room_id, event).await?)
+        } else {
+            None
+        };
+        print_event(room_id, event, decryption.as_ref());
+    }
+    Ok(())
+}
+
+/// Restores the key backup with its recovery key, and says how much.
+async fn restore(
+    client: &Client,
+    backup_key: &str,
+) -> Result<BackupRestore, Box<dyn std::error::Error>> {
+    let restored = client.restore_backup(backup_key).await?;
+    println!(
+        "* restored {} keys from backup version {} ({} unusable)",
+        restored.imported, restored.version, restored.invalid
+    );
+    Ok(restored)
+}
+
+/// A new device's recovery: secret storage unlocked with the recovery key
+/// (the cross-signing keys make this device verified), the key backup
+/// restored with the backup key it held, and every room's history shown.
+async fn recover(client: &Client, recovery_key: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let unlocked = client
+        .unlock_secret_storage(Unlock::RecoveryKey(recovery_key))
+        .await?;
+    if unlocked.cross_signing {
+        println!("* cross-signing keys unlocked; this device is verified");
+    }
+    if let Some(backup_key) = &unlocked.backup_recovery_key {
+        restore(client, backup_key).await?;
+    }
+    for room in client.rooms() {
+        if room.membership == Membership::Join {
+            print_history(client, &room.room_id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `/recovery setup|show KEY|rotate KEY`.
+async fn recovery_command(client: &Client, rest: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let (action, key) = rest.split_once(' ').unwrap_or((rest, ""));
+    match action {
+        "setup" => {
+            if client.user_identity(&client.user_id()?).await?.is_none() {
+                let password = std::env::var("MYELIN_PASSWORD").unwrap_or_default();
+                client.bootstrap_cross_signing(&password).await?;
+                println!("* cross-signing keys created; this device is signed");
+            }
+            if client.backup_version().await?.is_none() {
+                client.enable_backup().await?;
+            }
+            let recovery_key = client.enable_secret_storage(None).await?;
+            println!(
+                "* write down the recovery key; on a new device it unlocks your identity and your message history (shown only now):"
+            );
+            println!("  {}", recovery_key.as_str());
+        }
+        "show" => {
+            let unlocked = client
+                .unlock_secret_storage(Unlock::RecoveryKey(key))
+                .await?;
+            match unlocked.backup_recovery_key {
+                Some(backup_key) => {
+                    println!("* the key backup's recovery key: {}", backup_key.as_str())
+                }
+                None => println!("* secret storage holds no key backup key"),
+            }
+        }
+        "rotate" => {
+            let rotation = client
+                .rotate_secret_storage_key(Unlock::RecoveryKey(key), None)
+                .await?;
+            if rotation.old_key_retired {
+                println!("* the old recovery key opens nothing now; write down the new one:");
+            } else {
+                println!(
+                    "* the old recovery key still opens some secrets (run /recovery rotate again); write down the new one:"
+                );
+            }
+            println!("  {}", rotation.recovery_key.as_str());
+        }
+        _ => return Err("usage: /recovery setup | show KEY | rotate KEY".into()),
+    }
+    Ok(())
 }
 
 /// `/verify USER [DEVICE]`: sends the request(s); the rest of the flow is

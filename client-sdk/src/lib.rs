@@ -120,6 +120,7 @@ mod error;
 pub mod events;
 mod http;
 mod key_export;
+mod recovery;
 pub mod room;
 mod secret_storage;
 mod session;

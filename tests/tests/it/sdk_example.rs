@@ -18,6 +18,7 @@ use tokio::{
 backend_tests!(
     two_example_clients_chat_end_to_end_encrypted,
     history_restored_from_the_backup_shows_as_it_did_on_the_first_device,
+    a_new_device_recovers_identity_and_history_with_the_recovery_key,
     two_example_clients_verify_each_other_by_emoji
 );
 
@@ -93,6 +94,17 @@ impl ChatProcess {
             Ok(Some(line)) => line,
             _ => panic!("{} never printed {what}; it printed: {seen:#?}", self.name),
         }
+    }
+
+    /// Reads up to the line starting with `announcement`, and returns the
+    /// recovery key printed on the next line.
+    async fn recovery_key_after(&mut self, announcement: &str) -> String {
+        self.expect(announcement, |l| l.starts_with(announcement))
+            .await;
+        self.expect("the recovery key", |l| l.starts_with("  "))
+            .await
+            .trim()
+            .to_owned()
     }
 
     async fn quit(mut self) {
@@ -234,15 +246,9 @@ async fn history_restored_from_the_backup_shows_as_it_did_on_the_first_device(ba
     assert!(line.contains("[e2e unverified, device "), "{line}");
 
     bob.type_line("/backup").await;
-    bob.expect("the prompt to write the key down", |l| {
-        l.starts_with("* write down the recovery key")
-    })
-    .await;
     let recovery_key = bob
-        .expect("the recovery key", |l| l.starts_with("  "))
-        .await
-        .trim()
-        .to_owned();
+        .recovery_key_after("* write down the recovery key")
+        .await;
     bob.expect("the backup", |l| l == "* room keys are backed up")
         .await;
 
@@ -267,6 +273,71 @@ async fn history_restored_from_the_backup_shows_as_it_did_on_the_first_device(ba
         .expect("the old message", |l| l.contains("kept in the backup"))
         .await;
     assert!(line.contains("[e2e unverified, device "), "{line}");
+    alice.quit().await;
+    bob.quit().await;
+    laptop.quit().await;
+}
+
+/// Bob keeps his keys in secret storage (`/recovery setup`), reads the
+/// backup's key back with the recovery key, and rotates the recovery key;
+/// a new device of his asks for the recovery key as it starts, refuses the
+/// old one, and with the new one counts as verified, restores the backup
+/// and shows Alice's earlier message.
+async fn a_new_device_recovers_identity_and_history_with_the_recovery_key(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let stores = tempfile::tempdir().expect("store dir");
+    let (mut alice, mut bob, _) = alice_and_bob_in_a_room(&server, stores.path()).await;
+    alice.type_line("kept for recovery").await;
+    bob.expect("Alice's message", |l| l.contains("kept for recovery"))
+        .await;
+
+    bob.type_line("/recovery setup").await;
+    bob.expect("the cross-signing keys", |l| {
+        l == "* cross-signing keys created; this device is signed"
+    })
+    .await;
+    let first_key = bob
+        .recovery_key_after("* write down the recovery key")
+        .await;
+    bob.type_line(&format!("/recovery show {first_key}")).await;
+    let backup_key = bob
+        .expect("the backup's key", |l| {
+            l.starts_with("* the key backup's recovery key: ")
+        })
+        .await;
+    bob.type_line(&format!("/recovery rotate {first_key}"))
+        .await;
+    let recovery_key = bob
+        .recovery_key_after("* the old recovery key opens nothing now")
+        .await;
+    assert_ne!(recovery_key, first_key);
+    bob.type_line(&format!("/recovery show {recovery_key}"))
+        .await;
+    bob.expect("the same backup key", |l| l == backup_key).await;
+
+    let mut laptop = ChatProcess::login(&server, "bob", stores.path().join("laptop.db"));
+    laptop
+        .expect("the question", |l| {
+            l.starts_with("* this account keeps its keys in secret storage")
+        })
+        .await;
+    laptop.type_line(&first_key).await;
+    laptop
+        .expect("the old key refused", |l| l.starts_with("* error: "))
+        .await;
+    laptop.type_line(&recovery_key).await;
+    laptop
+        .expect("its verification", |l| {
+            l == "* cross-signing keys unlocked; this device is verified"
+        })
+        .await;
+    laptop
+        .expect("the restore", |l| l.starts_with("* restored 1 keys"))
+        .await;
+    let line = laptop
+        .expect("the history", |l| l.contains("kept for recovery"))
+        .await;
+    assert!(line.contains("[e2e "), "{line}");
     alice.quit().await;
     bob.quit().await;
     laptop.quit().await;
