@@ -277,10 +277,11 @@ export const SYNC_WAIT_MS = 15_000;
 export const loops = [];
 
 // Starts LABEL's client (REG: a registration or login response) with its own
-// sync loop, and with the SDK's Rust crypto (keys in memory) when RUST_CRYPTO.
+// sync loop, and with the SDK's Rust crypto (keys in memory) when RUST_CRYPTO,
+// asking CRYPTO_CALLBACKS (createClient's) for secret storage keys.
 // Every /sync response body is kept (rawSyncs) to check what the server
 // sent, as opposed to what the SDK made of it.
-export async function startSyncLoop(label, reg, startOpts, { rustCrypto = false } = {}) {
+export async function startSyncLoop(label, reg, startOpts, { rustCrypto = false, cryptoCallbacks } = {}) {
     const rawSyncs = [];
     const loop = { label, rawSyncs, states: [], trouble: null, gate: null, held: 0, gateEvents: new EventEmitter() };
     loop.client = createClient({
@@ -291,6 +292,7 @@ export async function startSyncLoop(label, reg, startOpts, { rustCrypto = false 
         store: new MemoryStore(),
         localTimeoutMs: REQUEST_TIMEOUT_MS,
         logger: sdkLogger(` ${label}`),
+        cryptoCallbacks,
         fetchFn: async (input, init) => {
             const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
             if (loop.gate && url.pathname.endsWith("/sync")) {

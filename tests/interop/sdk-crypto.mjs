@@ -1,8 +1,10 @@
 // Interop of the two crypto stacks: myelin-sdk clients (Rust, the ignored
 // tests in tests/tests/it/sdk_interop.rs) and matrix-js-sdk with its Rust
 // crypto (matrix-sdk-crypto-wasm) exchange encrypted messages in both
-// directions and verify each other by SAS (emoji; to-device and in a room)
-// and by QR code, through the homeserver given on the command line.
+// directions, verify each other by SAS (emoji; to-device and in a room)
+// and by QR code, and each recovers on a new device, with the recovery
+// key, the identity and history the other kept in secret storage and key
+// backup, through the homeserver given on the command line.
 //
 //   node sdk-crypto.mjs HOMESERVER_URL     (normally through run.sh)
 //
@@ -18,7 +20,13 @@
 // /request_verification_dm {user_id, room_id} (in the room),
 // /accept_verification {user_id}, /start_sas, /sas, /confirm_sas,
 // /generate_qr, /scan_qr {data}, /confirm_qr_scanned and
-// /verification_outcome (each {transaction_id}). It then runs the Rust
+// /verification_outcome (each {transaction_id}); and for recovery, with a
+// js client of its own, /recovery_setup {bodies} (a new js user sets up
+// secret storage and key backup and sends them), /recovery_login
+// {user_id, password, recovery_key} (a new js device of that user takes
+// its cross-signing keys from secret storage), /recovery_restore
+// {recovery_key, room_id, bodies} (restores the backup from secret
+// storage) and /recovery_finish (logs it out). It then runs the Rust
 // tests (`sdk_interop::`, one at a time) with MYELIN_SDK_HOMESERVER,
 // MYELIN_INTEROP_PEER (the API's URL) and MYELIN_INTEROP_PEER_USER, and
 // exits with their status.
@@ -29,10 +37,13 @@
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { EventEmitter } from "node:events";
-import { MatrixEventEvent, RoomEvent, ClientEvent } from "matrix-js-sdk";
-import { CryptoEvent, EventShieldColour, EventShieldReason, VerificationPhase, VerificationRequestEvent, VerifierEvent } from "matrix-js-sdk/lib/crypto-api/index.js";
+import { MatrixEventEvent, Method, RoomEvent, ClientEvent } from "matrix-js-sdk";
 import {
-    baseUrl, check, collectSyncPhaseFailures, finish, isReady, limitRunTime, registerUser, startSyncLoop, when,
+    CryptoEvent, decodeRecoveryKey, EventShieldColour, EventShieldReason, VerificationPhase, VerificationRequestEvent, VerifierEvent,
+} from "matrix-js-sdk/lib/crypto-api/index.js";
+import { RustBackupManager } from "matrix-js-sdk/lib/rust-crypto/backup.js";
+import {
+    anon, baseUrl, check, collectSyncPhaseFailures, finish, isReady, limitRunTime, registerUser, startSyncLoop, stopSyncLoop, when,
 } from "./harness.mjs";
 
 limitRunTime(300_000);
@@ -91,10 +102,48 @@ function follow(request) {
 }
 const news = [[flowNews, "news"]];
 
+// Recovery scenarios (secret storage and key backup) use a js client of
+// their own: a new js user's, or a new device of the Rust user's. Its
+// secret storage keys are those it created and the recovery key the user
+// typed last (`ring`).
+let recovering = null;
+let ring = null;
+function recoveringClient() {
+    if (!recovering) throw new Error("no recovery client: run /recovery_setup or /recovery_login first");
+    return recovering.client;
+}
+const secretStorageCallbacks = {
+    getSecretStorageKey: async ({ keys }) => {
+        const ids = Object.keys(keys);
+        const created = ids.find((id) => ring.created.has(id));
+        if (created) return [created, ring.created.get(created)];
+        return ring.typed && ids.length > 0 ? [ids[0], decodeRecoveryKey(ring.typed)] : null;
+    },
+    cacheSecretStorageKey: (keyId, _info, key) => ring.created.set(keyId, key),
+};
+async function startRecoveringClient(registration) {
+    ring = { created: new Map(), typed: null };
+    recovering = await startSyncLoop("js-recovery", registration, { initialSyncLimit: 20 },
+        { rustCrypto: true, cryptoCallbacks: secretStorageCallbacks });
+    await when("the recovery client's sync loop is PREPARED", [], () => isReady(recovering));
+    return recovering.client;
+}
+// The js-sdk backs up new room keys after a random delay of up to 10 s; its
+// knob for tests takes that away, to keep the run short.
+RustBackupManager.maxBackupLoopStartDelayMillis = 0;
+// Waits until CLIENT's timeline of ROOM_ID shows each of BODIES decrypted.
+async function untilAllDecrypted(client, room_id, bodies) {
+    const decrypted = () => (client.getRoom(room_id)?.getLiveTimeline().getEvents() ?? [])
+        .filter((e) => !e.isBeingDecrypted() && !e.isDecryptionFailure())
+        .map((e) => e.getContent().body);
+    await when(`the recovery client decrypts ${JSON.stringify(bodies)}`, [[client, RoomEvent.Timeline], [client, MatrixEventEvent.Decrypted]],
+        () => bodies.every((body) => decrypted().includes(body)));
+}
+
 // Waits until OK holds of COMPUTE()'s (asynchronous) answer, asking again
-// whenever the js client emits one of EVENTS or completes a sync; answers
-// the last value.
-async function untilComputed(what, events, compute, ok) {
+// whenever the js client (or CLIENT) emits one of EVENTS or completes a
+// sync; answers the last value.
+async function untilComputed(what, events, compute, ok, client = js) {
     let latest = null;
     let running = false;
     const look = () => {
@@ -106,12 +155,14 @@ async function untilComputed(what, events, compute, ok) {
         );
     };
     const sources = [...events, ClientEvent.Sync];
-    for (const name of sources) js.on(name, look);
+    for (const name of sources) client.on(name, look);
     try {
         look();
         return await when(what, news, () => latest !== null && ok(latest) && latest);
+    } catch (err) {
+        throw new Error(`${err?.message ?? err}; last seen: ${JSON.stringify(latest)}`);
     } finally {
-        for (const name of sources) js.off(name, look);
+        for (const name of sources) client.off(name, look);
     }
 }
 function flowOf(transaction_id) {
@@ -154,8 +205,10 @@ const commands = {
     // (a field name), waits until that field is true: the js client
     // refetches a user's keys after the server reports a change, a
     // moment after it happened.
-    async device_status({ user_id, device_id, until }) {
-        const crypto = js.getCrypto();
+    // On the recovery scenario's client with {recovering: true}.
+    async device_status({ user_id, device_id, until, recovering: onRecovering }) {
+        const client = onRecovering ? recoveringClient() : js;
+        const crypto = client.getCrypto();
         await crypto.getUserDeviceInfo([user_id], true);
         const status = async () => {
             const device = await crypto.getDeviceVerificationStatus(user_id, device_id);
@@ -171,7 +224,7 @@ const commands = {
         };
         if (!until) return status();
         return untilComputed(`the js client finds ${until} for ${user_id}'s ${device_id}`,
-            [CryptoEvent.DevicesUpdated, CryptoEvent.UserTrustStatusChanged], status, (s) => s[until] === true);
+            [CryptoEvent.DevicesUpdated, CryptoEvent.UserTrustStatusChanged], status, (s) => s[until] === true, client);
     },
     // Verification (CryptoApi): to-device to one device, or in a room.
     async request_verification({ user_id, device_id }) {
@@ -253,6 +306,92 @@ const commands = {
         await when("the verification ends", news, () =>
             [VerificationPhase.Done, VerificationPhase.Cancelled].includes(flow.request.phase) && (!flow.outcome || flow.settled));
         return { ...flowView(flow), verifier: flow.outcome ? await flow.outcome : null };
+    },
+    // A new js user, on its first device: cross-signing, then secret
+    // storage with a recovery key and a new key backup
+    // (bootstrapSecretStorage with setupNewKeyBackup, which calls
+    // resetKeyBackup and stores the backup key in secret storage); it sends
+    // BODIES in an encrypted room of its own and waits until the backup
+    // holds their room key. Answers what the user's new device needs.
+    async recovery_setup({ bodies }) {
+        const owner = await registerUser("recovery");
+        const client = await startRecoveringClient(owner);
+        const crypto = client.getCrypto();
+        await crypto.bootstrapCrossSigning({ authUploadDeviceSigningKeys: (makeRequest) => makeRequest(null) });
+        let recoveryKey = null;
+        await crypto.bootstrapSecretStorage({
+            createSecretStorageKey: async () => {
+                const key = await crypto.createRecoveryKeyFromPassphrase();
+                recoveryKey = key.encodedPrivateKey;
+                return key;
+            },
+            setupNewKeyBackup: true,
+        });
+        const { room_id } = await client.createRoom({
+            initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
+        });
+        await when("the recovery client has its encrypted room", [[client, RoomEvent.MyMembership]],
+            () => client.getRoom(room_id)?.hasEncryptionStateEvent());
+        for (const body of bodies) await client.sendTextMessage(room_id, body);
+        const backup = await untilComputed("the key backup holds the room key", [CryptoEvent.KeyBackupSessionsRemaining],
+            () => client.http.authedRequest(Method.Get, "/room_keys/version"), (info) => info.count >= 1, client);
+        return {
+            user_id: owner.user_id, password: owner.password, device_id: owner.device_id,
+            recovery_key: recoveryKey, room_id, backup_algorithm: backup.algorithm,
+        };
+    },
+    // A new js device of USER_ID's: logs in and, with the recovery key the
+    // user typed, imports the cross-signing keys from secret storage
+    // (bootstrapCrossSigning, which then signs this device).
+    async recovery_login({ user_id, password, recovery_key }) {
+        const login = await anon.loginRequest({
+            type: "m.login.password",
+            identifier: { type: "m.id.user", user: user_id },
+            password,
+            initial_device_display_name: "interop js recovery",
+        });
+        const client = await startRecoveringClient(login);
+        ring.typed = recovery_key;
+        const crypto = client.getCrypto();
+        // The keys are imported only once the user's public identity is
+        // known to this device (else "importCrossSigningKeys failed").
+        await untilComputed("the recovery client knows its user's identity", [CryptoEvent.KeysChanged],
+            () => crypto.userHasCrossSigningKeys(user_id, true), (has) => has, client);
+        await crypto.bootstrapCrossSigning({});
+        return { device_id: login.device_id };
+    },
+    // The recovery client restores the key backup with the backup key it
+    // reads from secret storage (opened with RECOVERY_KEY):
+    // loadSessionBackupPrivateKeyFromSecretStorage, checkKeyBackupAndEnable,
+    // restoreKeyBackup; then waits until BODIES decrypt in ROOM_ID.
+    // Answers the backup's algorithm, and what was restored or the error
+    // that stopped the js-sdk.
+    async recovery_restore({ recovery_key, room_id, bodies }) {
+        const client = recoveringClient();
+        const crypto = client.getCrypto();
+        ring.typed = recovery_key;
+        // The js-sdk keeps the server's backup version from its last look:
+        // a new one since is seen only after this check.
+        await crypto.checkKeyBackupAndEnable();
+        const info = await crypto.getKeyBackupInfo();
+        let restored;
+        try {
+            await crypto.loadSessionBackupPrivateKeyFromSecretStorage();
+            await crypto.checkKeyBackupAndEnable();
+            restored = await crypto.restoreKeyBackup();
+        } catch (err) {
+            return { algorithm: info?.algorithm, error: String(err?.message ?? err) };
+        }
+        await untilAllDecrypted(client, room_id, bodies);
+        return { algorithm: info?.algorithm, imported: restored.imported, total: restored.total, error: null };
+    },
+    // Stops the recovery client and logs it out (its device is deleted).
+    async recovery_finish() {
+        const client = recoveringClient();
+        stopSyncLoop(recovering);
+        recovering = null;
+        await client.logout();
+        return {};
     },
     // How the js client shows an event it decrypted: its shield.
     async encryption_info({ room_id, body }) {

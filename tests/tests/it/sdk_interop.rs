@@ -14,6 +14,8 @@
 //! client with (`tests/interop/with-server.sh tests/interop/run.sh
 //! sdk-crypto.mjs` runs them against Myelin).
 
+mod recovery;
+
 use std::time::Duration;
 
 use myelin_sdk::{

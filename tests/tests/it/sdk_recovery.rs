@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use myelin_sdk::{
     Client, MemoryStore, RoomSecurity,
-    machine::{UtdCause, VerificationState, secret_storage::Unlock},
+    machine::{UtdCause, VerificationState},
     ruma::{OwnedUserId, RoomId},
 };
 use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
@@ -22,7 +22,7 @@ use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
 use crate::{
     sdk_backup::{read_history, stored_backup},
     sdk_e2ee::{event, has_membership, second_device, shared_room, until_decrypted},
-    sdk_secret_storage::own_identity_verified,
+    sdk_secret_storage::unlocked_with,
     sdk_support::{client_on, registered, sync_until},
 };
 
@@ -138,15 +138,9 @@ async fn after_losing_every_device_the_recovery_key_brings_back_identity_and_his
             .all(|room| update.joined.iter().any(|r| &r.room_id == *room))
     })
     .await;
-    assert!(!own_identity_verified(&new).await);
+    assert!(!new.is_device_verified(&alice_id, &new_id).await.unwrap());
 
-    let unlocked = new
-        .unlock_secret_storage(Unlock::RecoveryKey(&recovery_key))
-        .await
-        .unwrap();
-    assert!(unlocked.cross_signing);
-    assert!(own_identity_verified(&new).await);
-    assert!(new.is_device_verified(&alice_id, &new_id).await.unwrap());
+    let unlocked = unlocked_with(&new, &recovery_key).await;
     let restore = new
         .restore_backup(&unlocked.backup_recovery_key.unwrap())
         .await

@@ -5,7 +5,7 @@
 //! nothing; the server holds only ciphertext.
 
 use myelin_sdk::{
-    Client, Error,
+    Client, Error, SecretStorageUnlock,
     machine::secret_storage::{SecretStorageError, SecretStorageKey, Unlock},
 };
 use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
@@ -35,13 +35,34 @@ async fn stored(server: &TestServer, alice: &Client, name: &str) -> String {
 }
 
 /// Whether `client` trusts its user's identity: it holds the master key.
-pub(crate) async fn own_identity_verified(client: &Client) -> bool {
+async fn own_identity_verified(client: &Client) -> bool {
     let user_id = client.user_id().unwrap();
     client
         .user_identity(&user_id)
         .await
         .unwrap()
         .is_some_and(|identity| identity.is_verified)
+}
+
+/// Unlocks secret storage on `device` with `recovery_key`, and checks that
+/// the cross-signing keys came with it: the identity is trusted and the
+/// device counts itself verified at once, as the user's other devices see
+/// it.
+pub(crate) async fn unlocked_with(device: &Client, recovery_key: &str) -> SecretStorageUnlock {
+    let unlocked = device
+        .unlock_secret_storage(Unlock::RecoveryKey(recovery_key))
+        .await
+        .unwrap();
+    assert!(unlocked.cross_signing);
+    assert!(own_identity_verified(device).await);
+    let own = device.session().unwrap();
+    assert!(
+        device
+            .is_device_verified(&own.user_id, &own.device_id)
+            .await
+            .unwrap()
+    );
+    unlocked
 }
 
 fn is_secret_storage_error(error: &Error, expected: fn(&SecretStorageError) -> bool) -> bool {
@@ -98,19 +119,7 @@ async fn a_new_device_unlocks_cross_signing_and_backup_with_the_recovery_key(bac
 
     // The recovery key: the new device holds the cross-signing keys (and
     // so is signed by them) and can read the backup.
-    let unlocked = new
-        .unlock_secret_storage(Unlock::RecoveryKey(&recovery_key))
-        .await
-        .unwrap();
-    assert!(unlocked.cross_signing);
-    assert!(own_identity_verified(&new).await);
-    // It counts itself verified at once, as the old device sees it.
-    let own = new.session().unwrap();
-    assert!(
-        new.is_device_verified(&own.user_id, &own.device_id)
-            .await
-            .unwrap()
-    );
+    let unlocked = unlocked_with(&new, &recovery_key).await;
     let backup_key = unlocked.backup_recovery_key.unwrap();
     let restore = new.restore_backup(&backup_key).await.unwrap();
     assert_eq!((restore.imported, restore.invalid), (2, 0));
