@@ -28,7 +28,7 @@ backend_tests!(
 );
 
 /// Alice's backup, read with a token of her own (the server's view).
-async fn stored_backup(server: &TestServer, alice: &Client) -> (Value, Value) {
+pub(crate) async fn stored_backup(server: &TestServer, alice: &Client) -> (Value, Value) {
     let localpart = alice.user_id().unwrap().localpart().to_owned();
     let token = server.login(&localpart, None).await.token;
     let (status, version) = server
@@ -51,7 +51,10 @@ async fn stored_backup(server: &TestServer, alice: &Client) -> (Value, Value) {
 
 /// Every encrypted message in the room's history, decrypted by `client`:
 /// body and whether the key was forwarded, or the failure.
-async fn read_history(client: &Client, room_id: &RoomId) -> Vec<Result<(String, bool), UtdCause>> {
+pub(crate) async fn read_history(
+    client: &Client,
+    room_id: &RoomId,
+) -> Vec<Result<(String, bool), UtdCause>> {
     let history = client
         .room(room_id)
         .messages(None, 100)
