@@ -10,7 +10,7 @@ use myelin_sdk::{
     Client, Error, MemoryStore, RoomSecurity, SyncSettings,
     machine::{BackupAlgorithm, BackupError, RestoreProgress, UtdCause, secret_storage::Unlock},
 };
-use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests};
+use myelin_tests::{Backend, PASSWORD, backend_tests};
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
