@@ -4,20 +4,20 @@
 //! its progress, old versions deleted, and a server that swaps the
 //! authenticated backup for an unauthenticated one refused.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use myelin_sdk::{
-    Client, Error, MemoryStore, RoomSecurity, SyncSettings,
+    Client, Error, RoomSecurity, SyncSettings,
     machine::{BackupAlgorithm, BackupError, RestoreProgress, UtdCause, secret_storage::Unlock},
 };
-use myelin_tests::{Backend, PASSWORD, backend_tests};
+use myelin_tests::{Backend, backend_tests};
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::{
-    sdk_backup::{alice_and_bob, read_history, stored_backup},
+    sdk_backup::{alice_and_bob, read_history, spec_backup_behind_its_back, stored_backup},
     sdk_e2ee::{second_device, shared_room, until_decrypted},
-    sdk_support::{FaultyProxy, client_on, quick_sync},
+    sdk_support::{FaultyProxy, quick_sync},
 };
 
 backend_tests!(
@@ -60,12 +60,7 @@ async fn undecryptable_events_are_decrypted_with_keys_fetched_from_the_backup(ba
     // Alice's laptop (behind a proxy that counts requests) takes the
     // backup key from secret storage, without restoring anything.
     let proxy = FaultyProxy::start(server.base_url.as_str()).await;
-    let laptop = client_on(&proxy.url, Arc::new(MemoryStore::new())).await;
-    let localpart = alice.user_id().unwrap().localpart().to_owned();
-    laptop
-        .login_password(&localpart, PASSWORD, Some("laptop"))
-        .await
-        .unwrap();
+    let laptop = second_device(&proxy.url, &alice).await;
     laptop
         .unlock_secret_storage(Unlock::RecoveryKey(&ssss_key))
         .await
@@ -241,21 +236,7 @@ async fn a_server_swapping_in_an_unauthenticated_backup_is_refused(backend: Back
     // Alice's own signed auth_data (the signature does not cover the
     // algorithm): anyone could write keys into it.
     let (version, _) = stored_backup(&server, &alice).await;
-    let token = server
-        .login(alice.user_id().unwrap().localpart(), None)
-        .await
-        .token;
-    let body = json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
-                      "auth_data": version["auth_data"]});
-    let (status, answer) = server
-        .request(
-            Method::POST,
-            server.v3("/room_keys/version"),
-            Some(&token),
-            Some(body),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
+    spec_backup_behind_its_back(&server, &alice, &version["auth_data"]).await;
 
     // Alice's device does not take it.
     let refused = alice.trust_current_backup().await.unwrap_err();

@@ -45,6 +45,26 @@ async fn own_identity_verified(client: &Client) -> bool {
         .is_some_and(|identity| identity.is_verified)
 }
 
+/// A server with Alice, whose cross-signing keys and backup key are in
+/// secret storage; returns them and its recovery key.
+async fn alice_with_secret_storage(backend: Backend) -> (TestServer, Client, String) {
+    let server = TestServer::start(backend).await;
+    let url = server.base_url.as_str();
+    let alice = registered(url, &format!("alice{}", &random_suffix()[..8])).await;
+    alice.bootstrap_cross_signing(PASSWORD).await.unwrap();
+    alice.enable_backup().await.unwrap();
+    let recovery_key = alice.enable_secret_storage(None).await.unwrap();
+    (server, alice, recovery_key.to_string())
+}
+
+/// Why `device` could not open secret storage with `recovery_key`.
+async fn unlock_error(device: &Client, recovery_key: &str) -> Error {
+    device
+        .unlock_secret_storage(Unlock::RecoveryKey(recovery_key))
+        .await
+        .unwrap_err()
+}
+
 fn is_secret_storage_error(error: &Error, expected: fn(&SecretStorageError) -> bool) -> bool {
     matches!(error, Error::SecretStorage(e) if expected(e))
 }
@@ -149,12 +169,8 @@ async fn a_passphrase_unlocks_secret_storage(backend: Backend) {
 /// A new default key takes every secret over; the old recovery key opens
 /// nothing afterwards, and a wrong current key changes nothing.
 async fn a_rotated_key_replaces_the_old_one(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let (server, alice, old) = alice_with_secret_storage(backend).await;
     let url = server.base_url.as_str();
-    let alice = registered(url, &format!("alice{}", &random_suffix()[..8])).await;
-    alice.bootstrap_cross_signing(PASSWORD).await.unwrap();
-    alice.enable_backup().await.unwrap();
-    let old = alice.enable_secret_storage(None).await.unwrap();
 
     let other = SecretStorageKey::create(None).unwrap().recovery_key;
     let refused = alice
@@ -174,10 +190,7 @@ async fn a_rotated_key_replaces_the_old_one(backend: Backend) {
     assert_ne!(new_key.as_str(), old.as_str());
 
     let device = second_device(url, &alice).await;
-    let refused = device
-        .unlock_secret_storage(Unlock::RecoveryKey(&old))
-        .await
-        .unwrap_err();
+    let refused = unlock_error(&device, &old).await;
     assert!(
         is_secret_storage_error(&refused, |e| *e == SecretStorageError::WrongKey),
         "{refused:?}"
@@ -207,12 +220,8 @@ async fn a_rotated_key_replaces_the_old_one(backend: Backend) {
 /// Removing secret storage clears every entry (empty content, as other
 /// clients expect): a new device finds none, and it can be set up again.
 async fn removed_secret_storage_opens_nothing_and_can_be_set_up_again(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let (server, alice, old) = alice_with_secret_storage(backend).await;
     let url = server.base_url.as_str();
-    let alice = registered(url, &format!("alice{}", &random_suffix()[..8])).await;
-    alice.bootstrap_cross_signing(PASSWORD).await.unwrap();
-    alice.enable_backup().await.unwrap();
-    let old = alice.enable_secret_storage(None).await.unwrap();
     let default_key: serde_json::Value =
         serde_json::from_str(&stored(&server, &alice, "m.secret_storage.default_key").await)
             .unwrap();
@@ -235,10 +244,7 @@ async fn removed_secret_storage_opens_nothing_and_can_be_set_up_again(backend: B
     }
 
     let device = second_device(url, &alice).await;
-    let refused = device
-        .unlock_secret_storage(Unlock::RecoveryKey(&old))
-        .await
-        .unwrap_err();
+    let refused = unlock_error(&device, &old).await;
     assert!(
         is_secret_storage_error(&refused, |e| *e == SecretStorageError::NotSetUp),
         "{refused:?}"
