@@ -617,6 +617,18 @@ pub(crate) fn http_request(request: &machine::Request) -> Request {
                 .query("version", version.clone())
                 .json(body.clone())
         }
+        machine::Request::BackupKeysFetch {
+            version,
+            room_id,
+            session_id,
+        } => {
+            let mut path = vec!["room_keys", "keys", room_id.as_str()];
+            path.extend(session_id.as_deref());
+            Request::v3(Method::GET, &path).query("version", version.clone())
+        }
+        machine::Request::BackupVersionDelete { version } => {
+            Request::v3(Method::DELETE, &["room_keys", "version", version])
+        }
         machine::Request::ToDevice {
             event_type,
             txn_id,

@@ -5,15 +5,17 @@
 //! the server. See `spec-notes/recovery.md`.
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
+
+use myelin_crypto::backup_mac::MAC_SECRET;
 
 use crate::{
     Client, Error, ErrorKind,
     error::Result,
     http::Request,
     machine::{
-        BACKUP_SECRET, MachineError, backup_recovery_key,
+        BACKUP_SECRET, MachineError, OlmMachine, backup_recovery_key,
         cross_signing::SECRET_NAMES,
         dehydration::DEHYDRATION_SECRET,
         secret_storage::{
@@ -29,7 +31,10 @@ pub struct SecretStorageUnlock {
     /// signed by them, and can verify users and our other devices.
     pub cross_signing: bool,
     /// The key backup's recovery key, when secret storage holds the backup
-    /// key: pass it to [`Client::restore_backup`].
+    /// key. The device keeps the key (sealed in its store) when it opens the
+    /// server's current backup: it uploads its keys there and fetches the
+    /// keys of undecryptable events from it. Pass it to
+    /// [`Client::restore_backup`] to import every key at once.
     pub backup_recovery_key: Option<Zeroizing<String>>,
 }
 
@@ -73,6 +78,13 @@ impl Client {
                 machine
                     .backup_secret()
                     .map(|secret| (BACKUP_SECRET, secret)),
+            );
+            // Its presence tells a new device the backup must be
+            // authenticated (MSC4048), which pins it there.
+            secrets.extend(
+                machine
+                    .backup_mac_secret()
+                    .map(|secret| (MAC_SECRET, secret)),
             );
             secrets
         };
@@ -129,6 +141,19 @@ impl Client {
             )?),
             None => None,
         };
+        // The MAC key only says the user's backup is authenticated: its
+        // entry must decrypt under our key (the server cannot write one),
+        // and then an unauthenticated backup is refused from now on.
+        if let Some(content) = self.account_data(MAC_SECRET).await? {
+            key.decrypt_secret(MAC_SECRET, &content)?;
+            self.with_machine(OlmMachine::pin_authenticated_backup)
+                .await?;
+        }
+        if let Some(recovery_key) = &backup_recovery_key
+            && let Err(error) = self.use_backup_key(recovery_key).await
+        {
+            tracing::warn!(%error, "the backup key from secret storage does not open the current backup");
+        }
 
         let imported = if let [master, self_signing, user_signing] = cross_signing.as_slice() {
             let user_id = self.user_id()?;
@@ -179,10 +204,7 @@ impl Client {
     ) -> Result<SecretStorageRotation> {
         let old = self.open_secret_storage(current).await?;
         let mut secrets = Vec::new();
-        for name in SECRET_NAMES
-            .into_iter()
-            .chain([BACKUP_SECRET, DEHYDRATION_SECRET])
-        {
+        for name in stored_secret_names() {
             if let Some(content) = self.account_data(name).await? {
                 secrets.push((name, old.decrypt_secret(name, &content)?, content));
             }
@@ -217,6 +239,41 @@ impl Client {
             recovery_key: created.recovery_key,
             old_key_retired,
         })
+    }
+
+    /// Removes secret storage from the account: the default key is unset,
+    /// every secret this SDK stores (cross-signing keys, backup key and
+    /// MAC key, dehydrated device key) is cleared, and so is the default
+    /// key's description. Account data cannot be deleted, so each is
+    /// written with empty content, which matrix-js-sdk and
+    /// matrix-rust-sdk read as absent. The default key goes first: an
+    /// interrupted removal leaves no key that other devices would use.
+    ///
+    /// The secrets stay on the devices that hold them; the recovery key
+    /// and passphrase open nothing afterwards.
+    /// [`Client::enable_secret_storage`] sets it up afresh.
+    ///
+    /// # Errors
+    ///
+    /// Network and store errors (call again to finish).
+    pub async fn disable_secret_storage(&self) -> Result<()> {
+        let default_key = self.account_data(DEFAULT_KEY_EVENT).await?;
+        let empty = json!({});
+        self.put_account_data(DEFAULT_KEY_EVENT, &empty).await?;
+        for name in stored_secret_names() {
+            if self.account_data(name).await?.is_some() {
+                self.put_account_data(name, &empty).await?;
+            }
+        }
+        if let Some(key_id) = default_key
+            .as_ref()
+            .and_then(|content| content.get("key"))
+            .and_then(Value::as_str)
+        {
+            self.put_account_data(&key_event_type(key_id), &empty)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Asks our other devices for the secrets this device lacks: the
@@ -261,14 +318,17 @@ impl Client {
         Ok(SecretStorageKey::open(key_id, &description, unlock)?)
     }
 
-    /// `GET /user/{userId}/account_data/{type}`, `None` when not set.
+    /// `GET /user/{userId}/account_data/{type}`, `None` when not set or
+    /// cleared (empty content: account data cannot be deleted, so clients
+    /// write `{}` to remove an entry).
     pub(crate) async fn account_data(&self, event_type: &str) -> Result<Option<Value>> {
         let user_id = self.user_id()?;
         let request = Request::v3(
             Method::GET,
             &["user", user_id.as_str(), "account_data", event_type],
         );
-        match self.inner.http.send(&request).await {
+        match self.inner.http.send::<Value>(&request).await {
+            Ok(content) if content.as_object().is_some_and(Map::is_empty) => Ok(None),
             Ok(content) => Ok(Some(content)),
             Err(error) if error.kind() == Some(&ErrorKind::NotFound) => Ok(None),
             Err(error) => Err(error),
@@ -286,4 +346,11 @@ impl Client {
         let _: Value = self.inner.http.send(&request).await?;
         Ok(())
     }
+}
+
+/// Every secret this SDK keeps in secret storage.
+fn stored_secret_names() -> impl Iterator<Item = &'static str> {
+    SECRET_NAMES
+        .into_iter()
+        .chain([BACKUP_SECRET, MAC_SECRET, DEHYDRATION_SECRET])
 }

@@ -26,6 +26,9 @@ pub const MAC_KEY_ID: &str = "org.matrix.msc4048.hmac-sha-256:backup_mac_key";
 /// came from (absent when the writer vouches for its sender).
 pub const UNAUTHENTICATED_FIELD: &str = "org.matrix.msc4048.unauthenticated";
 
+/// The secret storage name of the MAC key (MSC4048).
+pub const MAC_SECRET: &str = "m.megolm_backup.v1.mac";
+
 const INFO: &[u8] = b"MATRIX_BACKUP_MAC_KEY";
 
 type HmacSha256 = Hmac<Sha256>;
@@ -41,6 +44,12 @@ impl BackupMacKey {
             .expand(INFO, mac_key.as_mut_slice())
             .unwrap_or_else(|_| unreachable!("32 bytes is a valid HKDF-SHA-256 output length"));
         Self(mac_key)
+    }
+
+    /// The key in unpadded base64, as secret storage keeps it under
+    /// [`MAC_SECRET`].
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(base64::encode(self.0.as_slice()))
     }
 
     /// Adds the MAC of `session_data` as `user_id`'s signature.
@@ -140,5 +149,9 @@ mod tests {
             .expand(b"MATRIX_BACKUP_MAC_KEY", &mut expected)
             .unwrap();
         assert_eq!(*BackupMacKey::derive(&private).0, expected);
+        assert_eq!(
+            *BackupMacKey::derive(&private).to_base64(),
+            base64::encode(&expected)
+        );
     }
 }

@@ -125,7 +125,9 @@ impl Server {
             Request::SigningKeysUpload { .. }
             | Request::SignaturesUpload { .. }
             | Request::BackupVersionCreate { .. }
-            | Request::BackupKeysUpload { .. } => json!({}),
+            | Request::BackupKeysUpload { .. }
+            | Request::BackupKeysFetch { .. }
+            | Request::BackupVersionDelete { .. } => json!({}),
         }
     }
 

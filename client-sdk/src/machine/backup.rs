@@ -31,12 +31,17 @@
 //! `auth_data` is signed by this device or by one of our own devices the
 //! user verified: never to a public key the server alone vouches for, which
 //! would hand it every room key (`spec-notes/key-backup.md`).
+//!
+//! Reading a backup is [`super::backup_restore`]; fetching the keys of
+//! undecryptable events from it, [`super::backup_fetch`]; which versions
+//! are accepted (the authenticated-backup pin) and deleting replaced ones,
+//! [`super::backup_policy`].
 
 use std::collections::BTreeMap;
 
 use myelin_crypto::{
     PickleError,
-    backup::{BACKUP_ALGORITHM, BackupDecryptionKey, BackupEncryptionKey, EncryptedEntry},
+    backup::{BACKUP_ALGORITHM, BackupDecryptionKey, BackupEncryptionKey},
     backup_mac::{AUTHENTICATED_BACKUP_ALGORITHM, BackupMacKey, UNAUTHENTICATED_FIELD},
     megolm::{ExportedSessionKey, InboundGroupSession, MEGOLM_ALGORITHM},
     olm::Ed25519PublicKey,
@@ -48,7 +53,8 @@ use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
 use super::{
-    DecryptedRoomEvent, MachineError, OlmMachine, OutgoingRequest, Request, SyncOutput,
+    DecryptedRoomEvent, MachineError, OlmMachine, OutgoingRequest, Request,
+    history::SHARED_HISTORY_FIELD,
     inbound::{InboundEntry, SessionKeyId, inbound_key},
     requests::InFlight,
 };
@@ -101,6 +107,16 @@ pub enum BackupError {
     /// The new backup key could not be sealed or its `auth_data` signed.
     #[error("the backup key could not be stored or signed")]
     KeyStorage,
+    /// The backup is of the spec's algorithm while the user's backups are
+    /// authenticated (MSC4048): a server swapping versions could otherwise
+    /// write keys into it. Only the user choosing the spec's algorithm
+    /// ([`BackupAlgorithm::Spec`] at enable time) lifts this.
+    #[error("the backup is not authenticated, and the user's backups are")]
+    Downgrade,
+    /// This device does not hold the private key of the backup it uses
+    /// (none is active, or it only uploads to it).
+    #[error("this device holds no backup key to read the backup with")]
+    NoBackupKey,
 }
 
 /// What restoring a backup did.
@@ -151,12 +167,12 @@ impl BackupAlgorithm {
 
 /// The backup this device uploads to.
 pub(super) struct ActiveBackup {
-    version: String,
+    pub(super) version: String,
     public_key: BackupEncryptionKey,
     /// Held when this device created or restored the backup.
-    private_key: Option<BackupDecryptionKey>,
+    pub(super) private_key: Option<BackupDecryptionKey>,
     /// Whether its entries carry the MSC4048 MAC.
-    authenticated: bool,
+    pub(super) authenticated: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -177,7 +193,15 @@ pub(super) struct PendingBackup {
     pickle: String,
     /// The `POST /room_keys/version` body (signed `auth_data`).
     body: Value,
+    /// The version the new one replaces, deleted once the new one exists.
+    #[serde(default)]
+    replaces: Option<String>,
 }
+
+/// The record of an old backup version to delete from the server.
+pub(super) const RETIRED_RECORD_KIND: &str = "backup_retired";
+/// The record saying the user's backups are authenticated (MSC4048).
+pub(super) const PIN_RECORD: &str = "backup_pin";
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct UploadedRecord {
@@ -209,7 +233,14 @@ impl OlmMachine {
         self.enable_backup_with(BackupAlgorithm::Authenticated)
     }
 
-    /// [`OlmMachine::enable_backup`] with the algorithm given.
+    /// [`OlmMachine::enable_backup`] with the algorithm given. The backup
+    /// this device used, if any, is deleted from the server once the new
+    /// one exists.
+    ///
+    /// Choosing [`BackupAlgorithm::Spec`] is the user's explicit consent to
+    /// an unauthenticated backup: it lifts the pin that otherwise refuses
+    /// one once the user had an authenticated backup
+    /// ([`BackupError::Downgrade`]).
     ///
     /// # Errors
     ///
@@ -217,6 +248,22 @@ impl OlmMachine {
     pub fn enable_backup_with(
         &mut self,
         algorithm: BackupAlgorithm,
+    ) -> Result<(OutgoingRequest, Zeroizing<String>), BackupError> {
+        let replaces = self.backup_version().map(str::to_owned);
+        self.enable_backup_replacing(algorithm, replaces)
+    }
+
+    /// [`OlmMachine::enable_backup_with`], naming the version the new one
+    /// replaces (the server's current one, which another device may have
+    /// made): it is deleted from the server once the new one exists.
+    ///
+    /// # Errors
+    ///
+    /// [`BackupError::KeyStorage`] if the key could not be sealed or signed.
+    pub fn enable_backup_replacing(
+        &mut self,
+        algorithm: BackupAlgorithm,
+        replaces: Option<String>,
     ) -> Result<(OutgoingRequest, Zeroizing<String>), BackupError> {
         let key = BackupDecryptionKey::new();
         let mut auth_data = key.encryption_key().auth_data();
@@ -231,7 +278,14 @@ impl OlmMachine {
             .pickle(&self.pickle_key)
             .map_err(|_| BackupError::KeyStorage)?;
         let body = json!({"algorithm": algorithm.name(), "auth_data": auth_data});
-        let pending = PendingBackup { pickle, body };
+        let pending = PendingBackup {
+            pickle,
+            body,
+            replaces,
+        };
+        if algorithm == BackupAlgorithm::Spec {
+            self.set_backup_pin(false);
+        }
         self.put(PENDING_RECORD.to_owned(), &pending);
         self.pending_backup = Some(pending.clone());
         Ok((self.backup_create_request(pending), key.to_recovery_key()))
@@ -260,7 +314,7 @@ impl OlmMachine {
     }
 
     fn backup_create_request(&mut self, pending: PendingBackup) -> OutgoingRequest {
-        let PendingBackup { pickle, body } = pending;
+        let PendingBackup { pickle, body, .. } = pending;
         self.issue(InFlight::BackupCreate { pickle }, |_| {
             Request::BackupVersionCreate { body }
         })
@@ -268,16 +322,6 @@ impl OlmMachine {
 
     pub(super) fn load_pending_backup(&mut self, pending: PendingBackup) {
         self.pending_backup = Some(pending);
-    }
-
-    /// Checks that `recovery_key` opens the backup `version` (the answer of
-    /// `GET /room_keys/version`), before downloading its keys.
-    ///
-    /// # Errors
-    ///
-    /// As [`OlmMachine::restore_backup`].
-    pub fn check_recovery_key(recovery_key: &str, version: &Value) -> Result<(), BackupError> {
-        open_version(recovery_key, version).map(drop)
     }
 
     /// Uploads to the server's current backup `version` (the answer of
@@ -296,6 +340,7 @@ impl OlmMachine {
         if !self.signed_by_trusted_own_device(parsed.auth_data) {
             return Err(BackupError::Untrusted);
         }
+        self.refuse_downgrade(parsed.authenticated)?;
         let private_key = self
             .backup
             .take()
@@ -324,10 +369,12 @@ impl OlmMachine {
         self.backup.as_ref().map(|b| b.version.as_str())
     }
 
-    /// Reports that the server refused an upload because its backup version
-    /// is gone or is no longer the current one (`M_WRONG_ROOM_KEYS_VERSION`
-    /// or 404): the backup is disabled until one is enabled or restored.
-    /// Returns whether a backup was disabled.
+    /// Reports that the server answered a backup request with
+    /// `M_WRONG_ROOM_KEYS_VERSION` or a 404. For an upload, the version is
+    /// gone or no longer the current one: the backup is disabled until one
+    /// is enabled or restored, and this returns `true`. For a fetch of
+    /// keys, the backup does not have them: they are not asked for again
+    /// for a while. For the deletion of an old version, it is gone already.
     ///
     /// # Errors
     ///
@@ -337,8 +384,19 @@ impl OlmMachine {
             .in_flight
             .remove(request_id)
             .ok_or_else(|| MachineError::UnknownRequest(request_id.to_owned()))?;
-        let InFlight::BackupUpload { version, .. } = in_flight else {
-            return Ok(false);
+        let version = match in_flight {
+            InFlight::BackupUpload { version, .. } => version,
+            InFlight::BackupFetch {
+                room_id, sessions, ..
+            } => {
+                self.backup_keys_missing(&room_id, &sessions);
+                return Ok(false);
+            }
+            InFlight::BackupVersionDelete { version } => {
+                self.forget_retired_backup(&version);
+                return Ok(false);
+            }
+            _ => return Ok(false),
         };
         if self.backup_version() != Some(version.as_str()) {
             return Ok(false);
@@ -346,77 +404,6 @@ impl OlmMachine {
         self.backup = None;
         self.changes.delete(RECORD.to_owned());
         Ok(true)
-    }
-
-    /// Restores a backup on this device: `version` is the answer of
-    /// `GET /room_keys/version`, `keys` that of
-    /// `GET /room_keys/keys?version=…`. The backup is used for uploads from
-    /// now on.
-    ///
-    /// # Errors
-    ///
-    /// [`BackupError::InvalidRecoveryKey`], [`BackupError::WrongRecoveryKey`],
-    /// [`BackupError::UnsupportedAlgorithm`] or [`BackupError::Malformed`]
-    /// (for the version; bad entries are only counted).
-    pub fn restore_backup(
-        &mut self,
-        recovery_key: &str,
-        version: &Value,
-        keys: &Value,
-    ) -> Result<BackupRestore, BackupError> {
-        let (version, key, authenticated) = open_version(recovery_key, version)?;
-        let mac_key = authenticated.then(|| BackupMacKey::derive(&key));
-        let rooms = keys
-            .get("rooms")
-            .and_then(Value::as_object)
-            .ok_or(BackupError::Malformed("no `rooms` object"))?;
-        let mut restore = BackupRestore::default();
-        let mut output = SyncOutput::default();
-        for (room_id, room) in rooms {
-            // An entry filed under a room id that is not one is invalid.
-            let room_id = <&RoomId>::try_from(room_id.as_str()).ok();
-            let sessions = room.get("sessions").and_then(Value::as_object);
-            for (session_id, data) in sessions.into_iter().flatten() {
-                if let Some(mac_key) = &mac_key
-                    && !has_valid_mac(mac_key, &self.user_id, data)
-                {
-                    restore.refused += 1;
-                    continue;
-                }
-                let entry = room_id.and_then(|room_id| {
-                    let mut session = decrypted_session(&key, data)?;
-                    let sender = authenticated
-                        .then(|| self.vouched_sender(&session))
-                        .flatten();
-                    let entry = session_from_backup(room_id, session_id, &session, sender);
-                    super::zeroize_json(&mut session);
-                    entry
-                });
-                let Some(entry) = entry else {
-                    restore.invalid += 1;
-                    continue;
-                };
-                let key_id = entry.key_id.clone();
-                let is_new = !self.inbound.contains_key(&key_id);
-                if self.accept_inbound(entry, &mut output) {
-                    restore.imported += 1;
-                    if is_new {
-                        self.mark_backed_up(key_id, &version);
-                    }
-                } else {
-                    restore.unchanged += 1;
-                }
-            }
-        }
-        self.activate_backup(
-            version.clone(),
-            key.encryption_key(),
-            Some(key),
-            authenticated,
-        );
-        restore.version = version;
-        restore.late_decryptions = output.late_decryptions;
-        Ok(restore)
     }
 
     /// The next batch of sessions to upload, if a backup is active and no
@@ -433,6 +420,9 @@ impl OlmMachine {
         // derived from its private key: without it, this device cannot
         // write there.
         let mac_key = match (backup.authenticated, &backup.private_key) {
+            // Pinned after this backup was chosen (secret storage said
+            // the user's backups are authenticated): not written to.
+            (false, _) if self.backup_pinned => return None,
             (false, _) => None,
             (true, Some(private_key)) => Some(BackupMacKey::derive(private_key)),
             (true, None) => return None,
@@ -506,7 +496,14 @@ impl OlmMachine {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let pending_algorithm = pending_algorithm.as_deref();
+        let replaces = self
+            .pending_backup
+            .as_ref()
+            .and_then(|p| p.replaces.clone());
         self.cancel_backup_creation();
+        if let Some(old) = replaces.filter(|old| old != version) {
+            self.retire_backup(old);
+        }
         let key = BackupDecryptionKey::from_pickle(pickle, &self.pickle_key)
             .map_err(|_| "backup key pickle did not open")?;
         let authenticated = pending_algorithm == Some(AUTHENTICATED_BACKUP_ALGORITHM);
@@ -557,22 +554,7 @@ impl OlmMachine {
         self.backed_up.insert(record.key_id, record.version);
     }
 
-    /// The sender an authenticated backup entry vouches for: the user whose
-    /// device has the entry's `sender_key` and the ed25519 key it claims,
-    /// unless the writer marked the key unauthenticated.
-    fn vouched_sender(&self, session: &Value) -> Option<OwnedUserId> {
-        if session.get(UNAUTHENTICATED_FIELD).is_some() {
-            return None;
-        }
-        let sender_key = session.get("sender_key").and_then(Value::as_str)?;
-        let claimed = session
-            .pointer("/sender_claimed_keys/ed25519")
-            .and_then(Value::as_str)?;
-        let device = self.devices.device_by_curve(sender_key)?;
-        (device.ed25519 == claimed).then(|| device.user_id.clone())
-    }
-
-    fn activate_backup(
+    pub(super) fn activate_backup(
         &mut self,
         version: String,
         public_key: BackupEncryptionKey,
@@ -593,6 +575,9 @@ impl OlmMachine {
             authenticated,
         };
         self.put(RECORD.to_owned(), &record);
+        if authenticated {
+            self.set_backup_pin(true);
+        }
         self.backup = Some(ActiveBackup {
             version,
             public_key,
@@ -629,7 +614,7 @@ impl OlmMachine {
         })
     }
 
-    fn mark_backed_up(&mut self, key_id: SessionKeyId, version: &str) {
+    pub(super) fn mark_backed_up(&mut self, key_id: SessionKeyId, version: &str) {
         let record = UploadedRecord {
             key_id: key_id.clone(),
             version: version.to_owned(),
@@ -642,32 +627,17 @@ impl OlmMachine {
     }
 }
 
-/// Checks a backup version against a recovery key; returns the version
-/// id, the key and whether the backup is authenticated.
-fn open_version(
-    recovery_key: &str,
-    version: &Value,
-) -> Result<(String, BackupDecryptionKey, bool), BackupError> {
-    let parsed = parse_version(version)?;
-    let key = BackupDecryptionKey::from_recovery_key(recovery_key)
-        .map_err(BackupError::InvalidRecoveryKey)?;
-    if key.encryption_key() != parsed.public_key {
-        return Err(BackupError::WrongRecoveryKey);
-    }
-    Ok((parsed.id, key, parsed.authenticated))
-}
-
 /// What a backup version says of itself.
-struct ParsedVersion<'a> {
-    id: String,
-    public_key: BackupEncryptionKey,
+pub(super) struct ParsedVersion<'a> {
+    pub(super) id: String,
+    pub(super) public_key: BackupEncryptionKey,
     auth_data: &'a Map<String, Value>,
     /// `org.matrix.msc4048.curve25519-aes-sha2`: entries carry a MAC.
-    authenticated: bool,
+    pub(super) authenticated: bool,
 }
 
 /// A backup version of one of the two algorithms this SDK reads.
-fn parse_version(version: &Value) -> Result<ParsedVersion<'_>, BackupError> {
+pub(super) fn parse_version(version: &Value) -> Result<ParsedVersion<'_>, BackupError> {
     let algorithm = version
         .get("algorithm")
         .and_then(Value::as_str)
@@ -693,13 +663,6 @@ fn parse_version(version: &Value) -> Result<ParsedVersion<'_>, BackupError> {
         auth_data,
         authenticated,
     })
-}
-
-/// Whether a backup entry's `session_data` carries `user_id`'s valid MAC.
-fn has_valid_mac(mac_key: &BackupMacKey, user_id: &ruma::UserId, data: &Value) -> bool {
-    data.get("session_data")
-        .and_then(Value::as_object)
-        .is_some_and(|session_data| mac_key.verify(user_id.as_str(), session_data))
 }
 
 /// The JSON a session is backed up as (the spec's `BackedUpSessionData`);
@@ -735,15 +698,10 @@ pub(super) fn exported_session(entry: &InboundEntry) -> Map<String, Value> {
     );
     session.insert("forwarding_curve25519_key_chain".to_owned(), json!([]));
     session.insert("session_key".to_owned(), entry.export().to_base64().into());
+    if entry.is_history_shared() {
+        session.insert(SHARED_HISTORY_FIELD.to_owned(), true.into());
+    }
     session
-}
-
-/// The decrypted room key JSON of one backup entry; `None` if it does
-/// not decrypt.
-fn decrypted_session(key: &BackupDecryptionKey, data: &Value) -> Option<Value> {
-    let encrypted = EncryptedEntry::from_json(data.get("session_data")?).ok()?;
-    let plaintext = key.decrypt(&encrypted).ok()?;
-    serde_json::from_slice(&plaintext).ok()
 }
 
 /// The session a decrypted backup entry or an export entry holds; `None`
@@ -763,15 +721,16 @@ pub(super) fn session_from_backup(
     let claimed = session
         .pointer("/sender_claimed_keys/ed25519")
         .and_then(Value::as_str)?;
+    // MSC3061's flag, as the creator set it (the key export and backup
+    // formats of matrix-rust-sdk carry it under the same name).
+    let shared_history = session.get(SHARED_HISTORY_FIELD) == Some(&Value::Bool(true));
     let session = InboundGroupSession::import(&session_key);
     if session.session_id() != session_id {
         return None; // filed under another session's id
     }
     let key_id = SessionKeyId::new(room_id, field("sender_key")?, session_id)?;
-    Some(InboundEntry::new(
-        key_id,
-        session,
-        sender,
-        claimed.to_owned(),
-    ))
+    Some(
+        InboundEntry::new(key_id, session, sender, claimed.to_owned())
+            .with_shared_history(shared_history),
+    )
 }

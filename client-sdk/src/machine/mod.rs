@@ -82,6 +82,9 @@
 )]
 
 mod backup;
+mod backup_fetch;
+mod backup_policy;
+mod backup_restore;
 pub mod cross_signing;
 pub mod dehydration;
 pub mod devices;
@@ -126,6 +129,8 @@ use self::{
 };
 pub use self::{
     backup::{BACKUP_SECRET, BackupAlgorithm, BackupError, BackupRestore, backup_recovery_key},
+    backup_fetch::MISSING_RETRY_MS,
+    backup_restore::{OpenedBackup, RESTORE_BATCH, RestoreProgress, backup_rooms},
     cross_signing::CrossSigningError,
     devices::{Device, DeviceWarning, LocalTrust},
     events::{DecryptedRoomEvent, UnableToDecrypt, UtdCause, VerificationState},
@@ -294,6 +299,13 @@ pub struct OlmMachine {
     pending_backup: Option<backup::PendingBackup>,
     /// Session -> the backup version its current copy was uploaded to.
     backed_up: BTreeMap<SessionKeyId, String>,
+    /// Whether the user's backups are authenticated (MSC4048): an
+    /// unauthenticated one is then refused unless the user enables one.
+    backup_pinned: bool,
+    /// Old backup versions to delete from the server.
+    retired_backups: BTreeSet<String>,
+    /// Sessions of undecryptable events asked of the backup.
+    backup_fetches: backup_fetch::BackupFetches,
     /// Interactive verifications in progress or finished (memory only).
     verifications: verification::Verifications,
     changes: Changes,
@@ -409,6 +421,7 @@ impl OlmMachine {
             self.receive_room_update(update);
         }
         let mut output = SyncOutput::default();
+        self.take_backup_decryptions(&mut output);
         for event in &sync.to_device_events {
             self.receive_to_device(event, sync.now_ms, &mut output);
         }
@@ -437,6 +450,8 @@ impl OlmMachine {
         requests.extend(self.own_device_signature_request());
         requests.extend(self.pending_backup_request());
         requests.extend(self.backup_upload_request());
+        requests.extend(self.backup_fetch_requests());
+        requests.extend(self.backup_delete_requests());
         requests.append(&mut self.queued);
         requests
     }
@@ -492,6 +507,17 @@ impl OlmMachine {
                 self.receive_backup_uploaded(&version, sessions);
                 Ok(())
             }
+            InFlight::BackupFetch {
+                room_id,
+                sessions,
+                whole_room,
+            } => self
+                .receive_backup_keys(&room_id, &sessions, whole_room, response)
+                .map_err(malformed),
+            InFlight::BackupVersionDelete { version } => {
+                self.forget_retired_backup(&version);
+                Ok(())
+            }
             InFlight::ToDevice | InFlight::RoomKeys { .. } => Ok(()),
         }
     }
@@ -524,13 +550,17 @@ impl OlmMachine {
                 session_id,
                 devices,
             } => self.room_keys_not_sent(&room_id, &session_id, &devices),
+            InFlight::BackupFetch {
+                room_id, sessions, ..
+            } => self.backup_fetch_failed(&room_id, &sessions),
             InFlight::Upload
             | InFlight::Claim(_)
             | InFlight::ToDevice
             | InFlight::SigningKeysUpload(_)
             | InFlight::Signatures(_)
             | InFlight::BackupCreate { .. }
-            | InFlight::BackupUpload { .. } => {}
+            | InFlight::BackupUpload { .. }
+            | InFlight::BackupVersionDelete { .. } => {}
         }
         Ok(())
     }
@@ -665,6 +695,9 @@ impl OlmMachine {
             backup: None,
             pending_backup: None,
             backed_up: BTreeMap::new(),
+            backup_pinned: false,
+            retired_backups: BTreeSet::new(),
+            backup_fetches: backup_fetch::BackupFetches::default(),
             verifications: verification::Verifications::default(),
             changes: Changes::default(),
         }
@@ -752,6 +785,13 @@ impl OlmMachine {
             backup::PENDING_RECORD => {
                 let pending: backup::PendingBackup = decode(records, key)?;
                 self.load_pending_backup(pending);
+            }
+            backup::PIN_RECORD => {
+                self.backup_pinned = decode(records, key)?;
+            }
+            backup::RETIRED_RECORD_KIND => {
+                let version: String = decode(records, key)?;
+                self.retired_backups.insert(version);
             }
             backup::UPLOADED_RECORD_KIND => {
                 let record: backup::UploadedRecord = decode(records, key)?;

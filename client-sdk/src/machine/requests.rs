@@ -64,6 +64,26 @@ pub enum Request {
         /// The request body (`{"rooms": {room: {"sessions": {id: data}}}}`).
         body: Value,
     },
+    /// `GET /_matrix/client/v3/room_keys/keys/{room_id}/{session_id}?version={version}`,
+    /// or `GET /_matrix/client/v3/room_keys/keys/{room_id}?version={version}`
+    /// without a session: keys for undecryptable events. A 404 means the
+    /// backup does not have them: report it with
+    /// [`crate::machine::OlmMachine::mark_backup_gone`].
+    BackupKeysFetch {
+        /// The backup version.
+        version: String,
+        /// The room.
+        room_id: OwnedRoomId,
+        /// The session, or `None` for every session of the room.
+        session_id: Option<String>,
+    },
+    /// `DELETE /_matrix/client/v3/room_keys/version/{version}`: an old
+    /// backup version a new one replaced. A 404 means it is gone already:
+    /// report it with [`crate::machine::OlmMachine::mark_backup_gone`].
+    BackupVersionDelete {
+        /// The version to delete.
+        version: String,
+    },
     /// `PUT /_matrix/client/v3/sendToDevice/{event_type}/{txn_id}` with
     /// this body (`{"messages": {user: {device: content}}}`).
     ToDevice {
@@ -115,6 +135,17 @@ pub(crate) enum InFlight {
     BackupUpload {
         version: String,
         sessions: Vec<super::inbound::SessionKeyId>,
+    },
+    /// Keys of these sessions of this room, from the backup.
+    BackupFetch {
+        room_id: OwnedRoomId,
+        sessions: Vec<String>,
+        /// Whether the request asks for the whole room.
+        whole_room: bool,
+    },
+    /// The deletion of an old backup version.
+    BackupVersionDelete {
+        version: String,
     },
     /// `m.room_key` for these devices, of this room's session.
     RoomKeys {

@@ -40,7 +40,8 @@ pub struct SyncUpdate {
     /// The `m.room.encrypted` timeline events of this update that
     /// decrypted, then events of earlier updates (or of
     /// [`Client::decrypt_event`](crate::Client::decrypt_event)) whose key
-    /// arrived in this one.
+    /// arrived in this one, or was fetched from the key backup after the
+    /// previous sync (when this device holds the backup's key).
     pub decrypted: Vec<DecryptedRoomEvent>,
     /// The `m.room.encrypted` timeline events of this update that did not
     /// decrypt, with their room and why. Those whose key may still arrive

@@ -51,6 +51,7 @@ mod rooms_upgrade;
 mod rooms_versions;
 mod sdk_attachments;
 mod sdk_backup;
+mod sdk_backup_reads;
 mod sdk_chat;
 mod sdk_cross_signing;
 mod sdk_dehydrated_devices;

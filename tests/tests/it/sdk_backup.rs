@@ -49,6 +49,30 @@ pub(crate) async fn stored_backup(server: &TestServer, alice: &Client) -> (Value
     (version, keys)
 }
 
+/// A new current backup version of the spec's algorithm with `auth_data`,
+/// made for Alice behind her device's back (by another client, or the
+/// server); returns the server's answer.
+pub(crate) async fn spec_backup_behind_its_back(
+    server: &TestServer,
+    alice: &Client,
+    auth_data: &Value,
+) -> Value {
+    let localpart = alice.user_id().unwrap().localpart().to_owned();
+    let token = server.login(&localpart, None).await.token;
+    let body = json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+                      "auth_data": auth_data});
+    let (status, answer) = server
+        .request(
+            Method::POST,
+            server.v3("/room_keys/version"),
+            Some(&token),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
+}
+
 /// Every encrypted message in the room's history, decrypted by `client`:
 /// body and whether the key was forwarded, or the failure.
 pub(crate) async fn read_history(
@@ -169,19 +193,10 @@ async fn a_replaced_backup_stops_the_uploads(backend: Backend) {
     alice.enable_backup().await.unwrap();
 
     // Someone (another client of Alice's) makes a new backup version.
+    let auth_data = json!({"public_key": "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo"});
+    let answer = spec_backup_behind_its_back(&server, &alice, &auth_data).await;
     let localpart = alice.user_id().unwrap().localpart().to_owned();
     let token = server.login(&localpart, None).await.token;
-    let body = json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
-                      "auth_data": {"public_key": "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo"}});
-    let (status, answer) = server
-        .request(
-            Method::POST,
-            server.v3("/room_keys/version"),
-            Some(&token),
-            Some(body),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
 
     // Alice's next upload is refused as for a stale version: she stops.
     room.send_text("after the replacement").await.unwrap();

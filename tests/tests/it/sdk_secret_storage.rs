@@ -20,7 +20,8 @@ use crate::{
 backend_tests!(
     a_new_device_unlocks_cross_signing_and_backup_with_the_recovery_key,
     a_passphrase_unlocks_secret_storage,
-    a_rotated_key_replaces_the_old_one
+    a_rotated_key_replaces_the_old_one,
+    removed_secret_storage_opens_nothing_and_can_be_set_up_again
 );
 
 /// `name`'s account data as the server stores it, read with a token of
@@ -63,6 +64,26 @@ pub(crate) async fn unlocked_with(device: &Client, recovery_key: &str) -> Secret
             .unwrap()
     );
     unlocked
+}
+
+/// A server with Alice, whose cross-signing keys and backup key are in
+/// secret storage; returns them and its recovery key.
+async fn alice_with_secret_storage(backend: Backend) -> (TestServer, Client, String) {
+    let server = TestServer::start(backend).await;
+    let url = server.base_url.as_str();
+    let alice = registered(url, &format!("alice{}", &random_suffix()[..8])).await;
+    alice.bootstrap_cross_signing(PASSWORD).await.unwrap();
+    alice.enable_backup().await.unwrap();
+    let recovery_key = alice.enable_secret_storage(None).await.unwrap();
+    (server, alice, recovery_key.to_string())
+}
+
+/// Why `device` could not open secret storage with `recovery_key`.
+async fn unlock_error(device: &Client, recovery_key: &str) -> Error {
+    device
+        .unlock_secret_storage(Unlock::RecoveryKey(recovery_key))
+        .await
+        .unwrap_err()
 }
 
 fn is_secret_storage_error(error: &Error, expected: fn(&SecretStorageError) -> bool) -> bool {
@@ -157,12 +178,8 @@ async fn a_passphrase_unlocks_secret_storage(backend: Backend) {
 /// A new default key takes every secret over; the old recovery key opens
 /// nothing afterwards, and a wrong current key changes nothing.
 async fn a_rotated_key_replaces_the_old_one(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let (server, alice, old) = alice_with_secret_storage(backend).await;
     let url = server.base_url.as_str();
-    let alice = registered(url, &format!("alice{}", &random_suffix()[..8])).await;
-    alice.bootstrap_cross_signing(PASSWORD).await.unwrap();
-    alice.enable_backup().await.unwrap();
-    let old = alice.enable_secret_storage(None).await.unwrap();
 
     let other = SecretStorageKey::create(None).unwrap().recovery_key;
     let refused = alice
@@ -182,10 +199,7 @@ async fn a_rotated_key_replaces_the_old_one(backend: Backend) {
     assert_ne!(new_key.as_str(), old.as_str());
 
     let device = second_device(url, &alice).await;
-    let refused = device
-        .unlock_secret_storage(Unlock::RecoveryKey(&old))
-        .await
-        .unwrap_err();
+    let refused = unlock_error(&device, &old).await;
     assert!(
         is_secret_storage_error(&refused, |e| *e == SecretStorageError::WrongKey),
         "{refused:?}"
@@ -210,4 +224,47 @@ async fn a_rotated_key_replaces_the_old_one(backend: Backend) {
         1,
         "{stored}"
     );
+}
+
+/// Removing secret storage clears every entry (empty content, as other
+/// clients expect): a new device finds none, and it can be set up again.
+async fn removed_secret_storage_opens_nothing_and_can_be_set_up_again(backend: Backend) {
+    let (server, alice, old) = alice_with_secret_storage(backend).await;
+    let url = server.base_url.as_str();
+    let default_key: serde_json::Value =
+        serde_json::from_str(&stored(&server, &alice, "m.secret_storage.default_key").await)
+            .unwrap();
+    let description = format!(
+        "m.secret_storage.key.{}",
+        default_key["key"].as_str().unwrap()
+    );
+
+    alice.disable_secret_storage().await.unwrap();
+    for name in [
+        "m.secret_storage.default_key",
+        description.as_str(),
+        "m.cross_signing.master",
+        "m.cross_signing.self_signing",
+        "m.cross_signing.user_signing",
+        "m.megolm_backup.v1",
+        "m.megolm_backup.v1.mac",
+    ] {
+        assert_eq!(stored(&server, &alice, name).await, "{}", "{name}");
+    }
+
+    let device = second_device(url, &alice).await;
+    let refused = unlock_error(&device, &old).await;
+    assert!(
+        is_secret_storage_error(&refused, |e| *e == SecretStorageError::NotSetUp),
+        "{refused:?}"
+    );
+
+    // Set up afresh, it holds the secrets again under the new key.
+    let fresh = alice.enable_secret_storage(None).await.unwrap();
+    let unlocked = device
+        .unlock_secret_storage(Unlock::RecoveryKey(&fresh))
+        .await
+        .unwrap();
+    assert!(unlocked.cross_signing);
+    assert!(unlocked.backup_recovery_key.is_some());
 }

@@ -18,7 +18,7 @@ use crate::machine::{BackupAlgorithm, BackupError, BackupRestore, LocalTrust, Ut
 
 /// Alice and Bob (two devices) in a room; Alice has enabled a backup
 /// (version 1). Returns them and the recovery key.
-fn backing_up() -> (FakeServer, Client, Client, Client, Zeroizing<String>) {
+pub(super) fn backing_up() -> (FakeServer, Client, Client, Client, Zeroizing<String>) {
     let mut server = FakeServer::default();
     let (mut alice, bob, bob2) = alice_and_bob(&mut server);
     let recovery_key = enable(&mut server, &mut alice);
@@ -31,7 +31,7 @@ fn enable(server: &mut FakeServer, alice: &mut Client) -> Zeroizing<String> {
 }
 
 /// Alice enables a backup of `algorithm` and the server creates version 1.
-fn enable_with(
+pub(super) fn enable_with(
     server: &mut FakeServer,
     alice: &mut Client,
     algorithm: BackupAlgorithm,
@@ -59,7 +59,7 @@ fn backed_up_sessions(server: &FakeServer) -> Vec<String> {
 }
 
 /// Bob's phone sends `text`; Alice receives the key and backs it up.
-fn backed_up_message(
+pub(super) fn backed_up_message(
     server: &mut FakeServer,
     alice: &mut Client,
     bob: &mut Client,
@@ -83,7 +83,7 @@ fn restore(server: &FakeServer, device: &mut Client, recovery_key: &str) -> Back
 }
 
 /// A brand-new device of Alice's in the room, holding `event` undecryptable.
-fn new_device_with_utd(server: &mut FakeServer, event: &Value) -> Client {
+pub(super) fn new_device_with_utd(server: &mut FakeServer, event: &Value) -> Client {
     let mut new = Client::new(server, ALICE, "ALICENEW");
     new.sync(server, vec![encrypted_room(&[ALICE, BOB])]);
     let utd = new.decrypt(ROOM, event).unwrap_err();
@@ -444,7 +444,8 @@ fn backup_secret_restores_on_a_new_device() {
 }
 
 /// [`backing_up`] with an authenticated backup.
-fn backing_up_authenticated() -> (FakeServer, Client, Client, Client, Zeroizing<String>) {
+pub(super) fn backing_up_authenticated() -> (FakeServer, Client, Client, Client, Zeroizing<String>)
+{
     let mut server = FakeServer::default();
     let (mut alice, bob, bob2) = alice_and_bob(&mut server);
     let recovery_key = enable_with(&mut server, &mut alice, BackupAlgorithm::Authenticated);

@@ -2,6 +2,7 @@
 
 mod attacks;
 mod backup;
+mod backup_reads;
 mod cross_signing;
 mod history;
 mod identity_changes;

@@ -34,6 +34,10 @@ pub(super) struct FakeServer {
     pub(super) backup_keys: BTreeMap<String, BTreeMap<String, Map<String, Value>>>,
     /// How many backup upload requests arrived.
     pub(super) backup_uploads: usize,
+    /// How many backup key fetches arrived.
+    pub(super) backup_fetches: usize,
+    /// Backup versions deleted, in order.
+    pub(super) deleted_backup_versions: Vec<String>,
     next_event: u64,
 }
 
@@ -89,6 +93,28 @@ impl FakeServer {
                     }
                 }
                 json!({"count": stored.values().map(Map::len).sum::<usize>(), "etag": "1"})
+            }
+            Request::BackupKeysFetch {
+                version,
+                room_id,
+                session_id,
+            } => {
+                self.backup_fetches += 1;
+                let room = self
+                    .backup_keys
+                    .get(version)
+                    .and_then(|rooms| rooms.get(room_id.as_str()))
+                    .cloned()
+                    .unwrap_or_default();
+                match session_id {
+                    Some(session_id) => room.get(session_id).cloned().unwrap_or(Value::Null),
+                    None => json!({"sessions": room}),
+                }
+            }
+            Request::BackupVersionDelete { version } => {
+                self.deleted_backup_versions.push(version.clone());
+                self.backup_keys.remove(version);
+                json!({})
             }
             Request::ToDevice {
                 event_type, body, ..
