@@ -441,7 +441,11 @@ impl OlmMachine {
                 continue;
             };
             // Only a low-order public key fails, and ours is generated.
-            let plaintext = backup_plaintext(entry, mac_key.is_some());
+            let plaintext = if mac_key.is_some() {
+                self.authenticated_backup_plaintext(entry)
+            } else {
+                backup_plaintext(exported_session(entry))
+            };
             let Ok(encrypted) = public_key.encrypt(&plaintext) else {
                 continue;
             };
@@ -614,6 +618,32 @@ impl OlmMachine {
         })
     }
 
+    /// What an authenticated backup holds for `entry`. A key this device
+    /// cannot vouch for (a forwarded one) says so; one it can carries its
+    /// creator's signed device keys when they are known
+    /// ([`SENDER_DEVICE_KEYS_FIELD`]), so that a device restoring it after
+    /// the creator's device is gone can still tell whose it is.
+    fn authenticated_backup_plaintext(&self, entry: &InboundEntry) -> Zeroizing<Vec<u8>> {
+        let mut session = exported_session(entry);
+        if entry.is_forwarded() {
+            session.insert(
+                UNAUTHENTICATED_FIELD.to_owned(),
+                "m.forwarded_room_key".into(),
+            );
+        } else if entry.key_id.sender_key == self.own_curve() {
+            session.insert(
+                SENDER_DEVICE_KEYS_FIELD.to_owned(),
+                self.sender_device_keys(),
+            );
+        } else if let Some(keys) = entry.sender_device_keys() {
+            session.insert(
+                SENDER_DEVICE_KEYS_FIELD.to_owned(),
+                Value::Object(keys.clone()),
+            );
+        }
+        backup_plaintext(session)
+    }
+
     pub(super) fn mark_backed_up(&mut self, key_id: SessionKeyId, version: &str) {
         let record = UploadedRecord {
             key_id: key_id.clone(),
@@ -665,17 +695,9 @@ pub(super) fn parse_version(version: &Value) -> Result<ParsedVersion<'_>, Backup
     })
 }
 
-/// The JSON a session is backed up as (the spec's `BackedUpSessionData`);
-/// for an authenticated backup, a key this device cannot vouch for (a
-/// forwarded one) says so.
-fn backup_plaintext(entry: &InboundEntry, authenticated: bool) -> Zeroizing<Vec<u8>> {
-    let mut session = exported_session(entry);
-    if authenticated && entry.is_forwarded() {
-        session.insert(
-            UNAUTHENTICATED_FIELD.to_owned(),
-            "m.forwarded_room_key".into(),
-        );
-    }
+/// The plaintext of a backup entry: the session as the spec's
+/// `BackedUpSessionData`.
+fn backup_plaintext(session: Map<String, Value>) -> Zeroizing<Vec<u8>> {
     let mut data = Value::Object(session);
     // Serialising a `Value` of strings cannot fail.
     let plaintext = Zeroizing::new(serde_json::to_vec(&data).unwrap_or_default());
@@ -703,6 +725,12 @@ pub(super) fn exported_session(entry: &InboundEntry) -> Map<String, Value> {
     }
     session
 }
+
+/// The field of an authenticated backup entry holding the signed device
+/// keys of the session's creator (as MSC4147's `sender_device_keys`), so
+/// that the session can be attributed once that device is gone from its
+/// owner's list (`spec-notes/key-backup.md`).
+pub(super) const SENDER_DEVICE_KEYS_FIELD: &str = "org.myelin.sender_device_keys";
 
 /// The session a decrypted backup entry or an export entry holds; `None`
 /// if it is not a Megolm room key of `session_id`. It is a forwarded key

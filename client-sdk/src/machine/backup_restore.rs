@@ -22,7 +22,10 @@ use serde_json::{Map, Value};
 
 use super::{
     OlmMachine, SyncOutput,
-    backup::{BackupError, BackupRestore, parse_version, session_from_backup},
+    backup::{
+        BackupError, BackupRestore, SENDER_DEVICE_KEYS_FIELD, parse_version, session_from_backup,
+    },
+    olm::check_sender_device_keys,
 };
 
 /// Sessions imported between two progress reports of a full restore.
@@ -185,11 +188,13 @@ impl OlmMachine {
             }
             let entry = room_id.and_then(|room_id| {
                 let mut session = decrypted_session(&backup.key, data)?;
-                let sender = backup
+                let (sender, device_keys) = backup
                     .is_authenticated()
                     .then(|| self.vouched_sender(&session))
-                    .flatten();
-                let entry = session_from_backup(room_id, session_id, &session, sender);
+                    .flatten()
+                    .unzip();
+                let entry = session_from_backup(room_id, session_id, &session, sender)
+                    .map(|entry| entry.with_sender_device_keys(device_keys.flatten()));
                 super::zeroize_json(&mut session);
                 entry
             });
@@ -269,10 +274,14 @@ impl OlmMachine {
         Ok(restore)
     }
 
-    /// The sender an authenticated backup entry vouches for: the user whose
-    /// device has the entry's `sender_key` and the ed25519 key it claims,
-    /// unless the writer marked the key unauthenticated.
-    fn vouched_sender(&self, session: &Value) -> Option<OwnedUserId> {
+    /// The sender an authenticated backup entry vouches for, unless the
+    /// writer marked the key unauthenticated: the user whose device has
+    /// the entry's `sender_key` and the ed25519 key it claims. A device no
+    /// longer listed is known by the signed device keys the entry carries
+    /// ([`SENDER_DEVICE_KEYS_FIELD`]), returned with it for the session's
+    /// attribution, which checks that the owner's self-signing key signed
+    /// them.
+    fn vouched_sender(&self, session: &Value) -> Option<(OwnedUserId, Option<Map<String, Value>>)> {
         if session.get(UNAUTHENTICATED_FIELD).is_some() {
             return None;
         }
@@ -280,8 +289,17 @@ impl OlmMachine {
         let claimed = session
             .pointer("/sender_claimed_keys/ed25519")
             .and_then(Value::as_str)?;
-        let device = self.devices.device_by_curve(sender_key)?;
-        (device.ed25519 == claimed).then(|| device.user_id.clone())
+        if let Some(device) = self.devices.device_by_curve(sender_key) {
+            return (device.ed25519 == claimed).then(|| (device.user_id.clone(), None));
+        }
+        let keys = session.get(SENDER_DEVICE_KEYS_FIELD)?;
+        let owner = keys
+            .get("user_id")
+            .and_then(Value::as_str)
+            .and_then(|id| OwnedUserId::try_from(id).ok())?;
+        let (_, checked) =
+            check_sender_device_keys(&owner, sender_key, claimed, None, keys).ok()?;
+        Some((owner, Some(checked)))
     }
 }
 

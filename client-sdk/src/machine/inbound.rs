@@ -169,6 +169,12 @@ impl InboundEntry {
         self
     }
 
+    /// The checked MSC4147 device keys of the session's creator, if its
+    /// room key carried them.
+    pub(super) fn sender_device_keys(&self) -> Option<&Map<String, Value>> {
+        self.sender_device_keys.as_ref()
+    }
+
     /// Sets the session's `shared_history` flag.
     pub(super) fn with_shared_history(mut self, shared_history: bool) -> Self {
         self.shared_history = shared_history;
@@ -663,7 +669,7 @@ impl OlmMachine {
         })
     }
 
-    fn own_curve(&self) -> String {
+    pub(super) fn own_curve(&self) -> String {
         self.account.identity_keys().curve25519.to_base64()
     }
 }

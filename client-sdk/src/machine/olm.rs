@@ -801,7 +801,7 @@ impl OlmPayload {
 /// the two keys vouch for each other: only the curve25519 key's holder
 /// could put the object in the session, and only the ed25519 key's holder
 /// could sign it.
-fn check_sender_device_keys(
+pub(super) fn check_sender_device_keys(
     sender: &UserId,
     sender_key: &str,
     claimed_ed25519: &str,

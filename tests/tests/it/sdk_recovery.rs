@@ -4,8 +4,8 @@
 //! keys in the key backup, and then loses every device. On a fresh device
 //! the recovery key alone gives her back her identity (the device signs
 //! itself) and every room key; Bob still sees her as verified and trusts
-//! the new device, with no warning. Bob's earlier messages decrypt; hers,
-//! from the devices she lost, not yet (see the test).
+//! the new device, with no warning. Every earlier message decrypts, hers
+//! from the devices she lost included, as verified.
 //!
 //! The steps on their own are in `sdk_secret_storage` (unlocking on a new
 //! device) and `sdk_backup` (restoring a backup).
@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use myelin_sdk::{
     Client, MemoryStore, RoomSecurity,
-    machine::{UtdCause, VerificationState},
+    machine::VerificationState,
     ruma::{OwnedUserId, RoomId},
 };
 use myelin_tests::{Backend, PASSWORD, TestServer, backend_tests, random_suffix};
@@ -145,28 +145,39 @@ async fn after_losing_every_device_the_recovery_key_brings_back_identity_and_his
         .restore_backup(&unlocked.backup_recovery_key.unwrap())
         .await
         .unwrap();
-    assert_eq!((restore.imported, restore.invalid), (6, 0));
-    // Bob's messages decrypt, as his. Alice's own, sent from devices that
-    // no longer exist, do not yet: a backup entry does not carry its
-    // sending device's keys, and a key that no device on Alice's (fresh)
-    // list holds is refused (spec-notes/recovery.md, "Not built yet").
-    let from_gone_devices = Err(UtdCause::SenderMismatch);
+    // Keys the device already fetched for undecryptable events once it
+    // held the backup key count as unchanged.
+    assert_eq!(
+        (
+            restore.imported + restore.unchanged,
+            restore.refused,
+            restore.invalid
+        ),
+        (6, 0, 0)
+    );
+    // Every message decrypts, Alice's own from her lost devices included:
+    // the authenticated backup carried their signed device keys, which
+    // her self-signing key vouches for. None counts as forwarded.
+    let decrypted = |bodies: [&str; 3]| bodies.map(|b| Ok((b.to_owned(), false))).to_vec();
     assert_eq!(
         read_history(&new, &one).await,
-        [
-            from_gone_devices.clone(),
-            from_gone_devices.clone(),
-            Ok(("one: bob".to_owned(), false))
-        ]
+        decrypted(["one: bob", "one: laptop", "one: phone"])
     );
     assert_eq!(
         read_history(&new, &two).await,
-        [
-            from_gone_devices.clone(),
-            from_gone_devices,
-            Ok(("two: bob".to_owned(), false))
-        ]
+        decrypted([
+            "two: bob",
+            "two: phone, carol gone",
+            "two: phone, carol here"
+        ])
     );
+    let history = new.room(&two).messages(None, 100).await.unwrap().events;
+    let from_lost_phone = new
+        .decrypt_event(&two, &event(&history, &after))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from_lost_phone.verification, VerificationState::Verified);
 
     // Bob: the same verified identity, the new device trusted through it,
     // the old ones gone, and nothing to warn about. (His first sync brings
