@@ -108,15 +108,16 @@ pub struct Ledger {
     pub findings: Findings,
 }
 
-/// What the checks found.
+/// What the checks found. Sets: each cycle checks the whole history
+/// again, and a problem found again is the same problem.
 #[derive(Debug, Default)]
 pub struct Findings {
     /// Acknowledged things missing.
-    pub lost: Vec<String>,
+    pub lost: BTreeSet<String>,
     /// Things delivered or stored more than once.
-    pub duplicated: Vec<String>,
+    pub duplicated: BTreeSet<String>,
     /// Resumed sync tokens that skipped or repeated events.
-    pub gaps: Vec<String>,
+    pub gaps: BTreeSet<String>,
 }
 
 impl Findings {
@@ -143,7 +144,7 @@ impl Ledger {
         self.ack(Kind::Send);
         if let Some(earlier) = self.events.get(marker) {
             if earlier.event_id != event.event_id {
-                self.findings.duplicated.push(format!(
+                self.findings.duplicated.insert(format!(
                     "transaction {marker} answered {} and later {}",
                     earlier.event_id, event.event_id
                 ));
@@ -160,7 +161,7 @@ impl Ledger {
             let times = self.claimed.entry((owner, key_id.clone())).or_default();
             *times += 1;
             if *times == 2 {
-                self.findings.duplicated.push(format!(
+                self.findings.duplicated.insert(format!(
                     "one-time key {key_id} of client {owner} was claimed twice"
                 ));
             }

@@ -214,18 +214,20 @@ async fn cycles(
     let mut observer = Observer::new(world.observer.session());
     observer.catch_up(&api).await?;
     let mut workers: Vec<Worker> = (0..cli.clients).map(|i| Worker::new(i, seed)).collect();
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut ledger = Ledger::default();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut counters = Counters::default();
     let mut progress = Progress::default();
     for cycle in 1..=cli.cycles {
         let first_checkpoint = observer.checkpoints.len();
+        // Shared by the clients while they run; the checks own it again.
+        let shared = Arc::new(Mutex::new(std::mem::take(&mut ledger)));
         let stop = Arc::new(AtomicBool::new(false));
         let following = tokio::spawn(observer.follow(api.clone(), stop.clone()));
         let loads: Vec<_> = workers
             .into_iter()
             .map(|worker| {
-                tokio::spawn(worker.load(world.clone(), api.clone(), ledger.clone(), stop.clone()))
+                tokio::spawn(worker.load(world.clone(), api.clone(), shared.clone(), stop.clone()))
             })
             .collect();
         let load = Duration::from_millis(rng.gen_range(cli.min_load_ms..=cli.max_load_ms));
@@ -236,7 +238,7 @@ async fn cycles(
             tokio::time::sleep(load / 2).await;
             server::restart_postgres(cluster).await?;
             counters.postgres_restarts += 1;
-            await_recovery(&ledger).await?;
+            await_recovery(&shared).await?;
             tokio::time::sleep(load / 2).await;
         } else {
             tokio::time::sleep(load).await;
@@ -254,7 +256,7 @@ async fn cycles(
         *server = command.start().await?;
         api = Api::new(&server.url(), MAX_429_RETRIES)?;
         for worker in &mut workers {
-            worker.resolve(&world, &api, &ledger).await?;
+            worker.resolve(&world, &api, &shared).await?;
         }
         observer.catch_up(&api).await?;
         let resumed = pick_resumed(
@@ -264,8 +266,9 @@ async fn cycles(
         );
         counters.tokens_resumed += resumed.len();
         let is_final = cycle == cli.cycles;
-        let mut ledger = ledger
-            .lock()
+        ledger = Arc::try_unwrap(shared)
+            .map_err(|_| anyhow::anyhow!("a client still holds the ledger"))?
+            .into_inner()
             .map_err(|_| anyhow::anyhow!("ledger poisoned"))?;
         verify::check(
             &api,
@@ -292,10 +295,6 @@ async fn cycles(
             ledger.findings.gaps.len(),
         );
     }
-    let ledger = Arc::try_unwrap(ledger)
-        .map_err(|_| anyhow::anyhow!("the ledger is still shared"))?
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("ledger poisoned"))?;
     Ok((ledger, counters))
 }
 

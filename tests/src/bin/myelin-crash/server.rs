@@ -95,10 +95,10 @@ impl ServerCommand {
             let mut serving = Some(serving);
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("serving over") {
-                    if let Some(sender) = serving.take() {
-                        let _ = sender.send(serving_address(&line));
-                    }
+                if line.contains("serving over")
+                    && let Some(sender) = serving.take()
+                {
+                    let _ = sender.send(serving_address(&line));
                 }
                 if let Ok(mut tail) = tail.lock() {
                     if tail.len() == LOG_TAIL {

@@ -68,7 +68,7 @@ pub async fn check(
             )
             .await?;
         if !reply.status.is_success() {
-            findings.lost.push(format!(
+            findings.lost.insert(format!(
                 "the acknowledged registration of {} ({})",
                 session.user_id, reply.status
             ));
@@ -99,30 +99,31 @@ fn room_events<'a>(
         if *n > 1 {
             findings
                 .duplicated
-                .push(format!("event {event_id} delivered {n} times"));
+                .insert(format!("event {event_id} delivered {n} times"));
         }
     }
     for (marker, ids) in &by_marker {
         let distinct: HashSet<&&str> = ids.iter().collect();
         if distinct.len() > 1 {
-            findings.duplicated.push(format!(
+            findings.duplicated.insert(format!(
                 "transaction {marker} stored as {} events",
                 distinct.len()
             ));
         }
     }
     for (marker, acked) in acked {
-        match by_marker.get(marker.as_str()) {
-            None => findings.lost.push(format!(
+        let finding = match by_marker.get(marker.as_str()) {
+            None => format!(
                 "event {} (transaction {marker}) in {} was never delivered",
                 acked.event_id, acked.room_id
-            )),
-            Some(ids) if !ids.contains(&acked.event_id.as_str()) => findings.lost.push(format!(
+            ),
+            Some(ids) if !ids.contains(&acked.event_id.as_str()) => format!(
                 "transaction {marker} was answered {} but {} was delivered",
                 acked.event_id, ids[0]
-            )),
-            Some(_) => {}
-        }
+            ),
+            Some(_) => continue,
+        };
+        findings.lost.insert(finding);
     }
 }
 
@@ -136,14 +137,14 @@ fn to_device(ledger: &Ledger, delivered: &[String], findings: &mut Findings) {
         if *n > 1 {
             findings
                 .duplicated
-                .push(format!("to-device message {marker} delivered {n} times"));
+                .insert(format!("to-device message {marker} delivered {n} times"));
         }
     }
     for marker in &ledger.to_device {
         if !times.contains_key(marker.as_str()) {
             findings
                 .lost
-                .push(format!("to-device message {marker} was never delivered"));
+                .insert(format!("to-device message {marker} was never delivered"));
         }
     }
 }
@@ -182,12 +183,12 @@ async fn resumed_token(
         if before.contains(event_id.as_str()) || !seen.insert(event_id.as_str()) {
             findings
                 .gaps
-                .push(format!("since={} repeated {event_id}", checkpoint.token));
+                .insert(format!("since={} repeated {event_id}", checkpoint.token));
         }
     }
     for acked in ledger.events.values() {
         if !before.contains(acked.event_id.as_str()) && !seen.contains(acked.event_id.as_str()) {
-            findings.gaps.push(format!(
+            findings.gaps.insert(format!(
                 "since={} skipped {}",
                 checkpoint.token, acked.event_id
             ));
@@ -218,7 +219,7 @@ async fn one_time_keys(
         let claimed = claimed.remove(&index).unwrap_or_default();
         for key in &claimed {
             if !is_uploaded(key) {
-                findings.duplicated.push(format!(
+                findings.duplicated.insert(format!(
                     "one-time key {key} of client {index} was claimed but never uploaded"
                 ));
             }
@@ -249,12 +250,12 @@ async fn one_time_keys(
             .and_then(Value::as_u64)
             .unwrap_or(0) as usize;
         if count < at_least {
-            findings.lost.push(format!(
+            findings.lost.insert(format!(
                 "client {index} has {count} one-time keys, at least {at_least} were uploaded and never claimed"
             ));
         }
         if count > at_most {
-            findings.duplicated.push(format!(
+            findings.duplicated.insert(format!(
                 "client {index} has {count} one-time keys, at most {at_most} can be left"
             ));
         }
@@ -305,7 +306,7 @@ async fn device_keys(
         if key(served).is_none() || key(served) != key(Some(&client.device_keys)) {
             findings
                 .lost
-                .push(format!("the device keys of client {index}"));
+                .insert(format!("the device keys of client {index}"));
         }
     }
     Ok(())
@@ -341,7 +342,7 @@ async fn backup(
             if answer.pointer(&path).is_none() {
                 findings
                     .lost
-                    .push(format!("backup key {session} of client {index}"));
+                    .insert(format!("backup key {session} of client {index}"));
             }
         }
     }
@@ -376,7 +377,7 @@ async fn media(
         if !status.is_success() || bytes.as_ref() != upload.bytes.as_slice() {
             findings
                 .lost
-                .push(format!("media {} ({status})", upload.content_uri));
+                .insert(format!("media {} ({status})", upload.content_uri));
         }
     }
     Ok(())
