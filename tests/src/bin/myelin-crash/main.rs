@@ -57,6 +57,9 @@ use crate::{
 const MAX_429_RETRIES: u32 = 50;
 /// How long the server may take to serve again after its database restarted.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(60);
+/// Tokens are resumed only if fewer events than this followed them (the
+/// sync filter's timeline limit is 500 per room).
+const MAX_EVENTS_AFTER_TOKEN: usize = 400;
 /// Findings printed per category; the counts cover all of them.
 const FINDINGS_SHOWN: usize = 20;
 
@@ -252,6 +255,8 @@ async fn cycles(
             workers.push(load.await.context("a client task panicked")??);
         }
         observer = following.await.context("the observer task panicked")??;
+        // Every token handed out so far was handed out before the kill.
+        let before_kill = first_checkpoint..observer.checkpoints.len();
 
         *server = command.start().await?;
         api = Api::new(&server.url(), MAX_429_RETRIES)?;
@@ -260,7 +265,8 @@ async fn cycles(
         }
         observer.catch_up(&api).await?;
         let resumed = pick_resumed(
-            &observer.checkpoints[first_checkpoint..],
+            &observer.checkpoints[before_kill],
+            observer.delivered.len(),
             cli.resumed_tokens,
             &mut rng,
         );
@@ -319,13 +325,23 @@ async fn await_recovery(ledger: &Mutex<Ledger>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cycle's last token and up to `n - 1` random earlier ones.
-fn pick_resumed(checkpoints: &[Checkpoint], n: usize, rng: &mut StdRng) -> Vec<Checkpoint> {
+/// The last token before the kill and up to `n - 1` random earlier ones
+/// of the cycle, of those that a single sync can resume: with fewer than
+/// [`MAX_EVENTS_AFTER_TOKEN`] events delivered after them, no room's
+/// timeline reaches the filter's limit.
+fn pick_resumed(
+    checkpoints: &[Checkpoint],
+    delivered: usize,
+    n: usize,
+    rng: &mut StdRng,
+) -> Vec<Checkpoint> {
     let Some(last) = checkpoints.last() else {
         return Vec::new();
     };
     let mut picked = vec![last.clone()];
-    let earlier = &checkpoints[..checkpoints.len() - 1];
+    let resumable = checkpoints[..checkpoints.len() - 1]
+        .partition_point(|c| c.delivered + MAX_EVENTS_AFTER_TOKEN <= delivered);
+    let earlier = &checkpoints[resumable..checkpoints.len() - 1];
     for _ in 1..n {
         if earlier.is_empty() {
             break;
