@@ -66,8 +66,8 @@ pub struct AckedMedia {
     pub bytes: Vec<u8>,
 }
 
-/// An acknowledged registration.
-#[derive(Debug, Clone)]
+/// An acknowledged registration. No `Debug`: it holds a token.
+#[derive(Clone)]
 pub struct AckedAccount {
     /// The new user id.
     pub user_id: String,
@@ -76,7 +76,7 @@ pub struct AckedAccount {
 }
 
 /// Everything acknowledged so far, and the counts.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Ledger {
     /// Room events by their marker (the sender's transaction id).
     pub events: BTreeMap<String, AckedEvent>,

@@ -24,8 +24,7 @@ pub const MARKER_FIELD: &str = "org.myelin.crash.txn";
 /// The event type of the harness's to-device messages.
 pub const TO_DEVICE_TYPE: &str = "org.myelin.crash";
 
-/// A load client: one account with one device.
-#[derive(Debug)]
+/// A load client: one account with one device. No `Debug`: it holds a token.
 pub struct Client {
     /// Full user id.
     pub user_id: String,
@@ -55,8 +54,8 @@ pub struct World {
     pub http: reqwest::Client,
 }
 
-/// A logged-in device.
-#[derive(Debug, Clone)]
+/// A logged-in device. No `Debug`: it holds a token.
+#[derive(Clone)]
 pub struct Device {
     /// Full user id.
     pub user_id: String,
