@@ -73,7 +73,19 @@ pub async fn check_pdu(
         }
         public_keys.insert(signer.to_string(), set);
     }
-    let verified = verify_event(&public_keys, &version.id(), pdu.as_object())
+    check_with_keys(pdu, &public_keys)
+}
+
+/// The signature and content hash checks of [`check_pdu`] on a well-formed
+/// `pdu`, with the keys of the servers that must sign it already in hand.
+///
+/// # Errors
+/// [`PduCheckError::Signature`] when a required signature is missing or
+/// does not verify; [`PduCheckError::Malformed`] when the redacted form of
+/// an event whose content hash failed is not a valid event.
+pub fn check_with_keys(pdu: Pdu, public_keys: &PublicKeyMap) -> Result<CheckedPdu, PduCheckError> {
+    let version = pdu.room_version();
+    let verified = verify_event(public_keys, &version.id(), pdu.as_object())
         .map_err(|error| PduCheckError::Signature(error.to_string()))?;
     if verified.is_content_hash_valid() {
         return Ok(CheckedPdu {
