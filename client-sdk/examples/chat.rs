@@ -59,7 +59,8 @@
 //!   recovery key, read from secret storage; `/recovery rotate KEY`
 //!   replaces the recovery key (the old one opens nothing afterwards)
 //! - `/backup`: back the room keys up on the server and print the backup's
-//!   recovery key; `/restore KEY` on a new device reads old messages again
+//!   recovery key; `/restore KEY` on a new device reads old messages
+//!   again, drawing a progress bar
 //! - `/request-secrets`: ask your other (verified) devices for the
 //!   cross-signing keys and the backup key this device lacks
 //! - `/export FILE PASSPHRASE`: write every room key to FILE in the spec's
@@ -77,8 +78,9 @@ use myelin_sdk::{
     Changes, Client, CreateRoom, Decryption, LoopControl, Membership, Registration, RoomEvent,
     RoomSecurity, SqliteStore, SyncSettings, SyncUpdate,
     machine::{
-        BackupRestore, DecryptedRoomEvent, LocalTrust, ReceivedSecret, UnableToDecrypt,
-        Verification, VerificationPhase, VerificationState, secret_storage::Unlock,
+        BackupRestore, DecryptedRoomEvent, LocalTrust, ReceivedSecret, RestoreProgress,
+        UnableToDecrypt, Verification, VerificationPhase, VerificationState,
+        secret_storage::Unlock,
     },
     ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId},
 };
@@ -460,17 +462,36 @@ async fn print_history(
     Ok(())
 }
 
-/// Restores the key backup with its recovery key, and says how much.
+/// Restores the key backup with its recovery key, with a progress bar,
+/// and says how much.
 async fn restore(
     client: &Client,
     backup_key: &str,
 ) -> Result<BackupRestore, Box<dyn std::error::Error>> {
-    let restored = client.restore_backup(backup_key).await?;
+    let restored = client
+        .restore_backup_with_progress(backup_key, draw_progress)
+        .await?;
     println!(
-        "* restored {} keys from backup version {} ({} unusable)",
-        restored.imported, restored.version, restored.invalid
+        "* restored {} keys from backup version {} ({} unusable, {} refused as not written by your devices)",
+        restored.imported, restored.version, restored.invalid, restored.refused
     );
     Ok(restored)
+}
+
+/// Draws a restore's progress as a bar on stderr, redrawn in place.
+fn draw_progress(progress: RestoreProgress) {
+    const WIDTH: usize = 30;
+    let done = progress.done();
+    let filled = (done * WIDTH).checked_div(progress.total).unwrap_or(WIDTH);
+    eprint!(
+        "\r[{}{}] {done}/{} keys",
+        "#".repeat(filled),
+        " ".repeat(WIDTH - filled),
+        progress.total
+    );
+    if done == progress.total {
+        eprintln!();
+    }
 }
 
 /// A new device's recovery: secret storage unlocked with the recovery key
