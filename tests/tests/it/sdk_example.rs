@@ -331,8 +331,10 @@ async fn a_new_device_recovers_identity_and_history_with_the_recovery_key(backen
             l == "* cross-signing keys unlocked; this device is verified"
         })
         .await;
+    // The key may already have been fetched for the waiting message once
+    // the device held the backup key; the restore then finds it in place.
     laptop
-        .expect("the restore", |l| l.starts_with("* restored 1 keys"))
+        .expect("the restore", |l| l.starts_with("* restored "))
         .await;
     let line = laptop
         .expect("the history", |l| l.contains("kept for recovery"))
