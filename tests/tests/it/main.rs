@@ -66,6 +66,7 @@ mod sdk_keys_query_backoff;
 mod sdk_persist_before_send;
 mod sdk_recovery;
 mod sdk_restart;
+mod sdk_secret_sharing;
 mod sdk_secret_storage;
 mod sdk_support;
 mod sdk_verification;
