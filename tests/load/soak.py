@@ -63,7 +63,7 @@ def run_round(load, url, index, seconds, out):
     done = subprocess.run(
         [load, "--homeserver", url, "--label", f"soak-{index}", "--json", out,
          "--scenarios", "send-spread-rooms,delivery",
-         "--duration", str(seconds), "--delivery-count", "50", "--delivery-warmup", "2"],
+         "--duration", str(seconds), "--delivery-count", "50"],
         capture_output=True, text=True,
     )
     if done.returncode != 0:
