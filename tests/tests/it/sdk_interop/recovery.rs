@@ -63,7 +63,12 @@ async fn myelin_sdk_recovers_what_matrix_js_sdk_kept_in_secret_storage_and_backu
         .restore_backup(&unlocked.backup_recovery_key.unwrap())
         .await
         .unwrap();
-    assert_eq!((restore.imported, restore.invalid), (1, 0));
+    // Unlocking kept the backup key, and the key of the waiting messages
+    // may have been fetched already: the restore then finds it in place.
+    assert_eq!(
+        (restore.imported + restore.unchanged, restore.invalid),
+        (1, 0)
+    );
     // A spec-algorithm backup's keys count as forwarded.
     assert_eq!(
         read_history(&rust, &room_id).await,
