@@ -434,6 +434,10 @@ impl OlmMachine {
             .take(UPLOAD_BATCH)
             .cloned()
             .collect();
+        // This device's signed keys, made once for the batch's own sessions.
+        let own = mac_key
+            .is_some()
+            .then(|| (self.own_curve(), self.sender_device_keys()));
         let mut rooms: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
         let mut sessions = Vec::new();
         for key_id in &batch {
@@ -441,8 +445,8 @@ impl OlmMachine {
                 continue;
             };
             // Only a low-order public key fails, and ours is generated.
-            let plaintext = if mac_key.is_some() {
-                self.authenticated_backup_plaintext(entry)
+            let plaintext = if let Some((own_curve, own_keys)) = &own {
+                authenticated_backup_plaintext(entry, own_curve, own_keys)
             } else {
                 backup_plaintext(exported_session(entry))
             };
@@ -618,32 +622,6 @@ impl OlmMachine {
         })
     }
 
-    /// What an authenticated backup holds for `entry`. A key this device
-    /// cannot vouch for (a forwarded one) says so; one it can carries its
-    /// creator's signed device keys when they are known
-    /// ([`SENDER_DEVICE_KEYS_FIELD`]), so that a device restoring it after
-    /// the creator's device is gone can still tell whose it is.
-    fn authenticated_backup_plaintext(&self, entry: &InboundEntry) -> Zeroizing<Vec<u8>> {
-        let mut session = exported_session(entry);
-        if entry.is_forwarded() {
-            session.insert(
-                UNAUTHENTICATED_FIELD.to_owned(),
-                "m.forwarded_room_key".into(),
-            );
-        } else if entry.key_id.sender_key == self.own_curve() {
-            session.insert(
-                SENDER_DEVICE_KEYS_FIELD.to_owned(),
-                self.sender_device_keys(),
-            );
-        } else if let Some(keys) = entry.sender_device_keys() {
-            session.insert(
-                SENDER_DEVICE_KEYS_FIELD.to_owned(),
-                Value::Object(keys.clone()),
-            );
-        }
-        backup_plaintext(session)
-    }
-
     pub(super) fn mark_backed_up(&mut self, key_id: SessionKeyId, version: &str) {
         let record = UploadedRecord {
             key_id: key_id.clone(),
@@ -693,6 +671,34 @@ pub(super) fn parse_version(version: &Value) -> Result<ParsedVersion<'_>, Backup
         auth_data,
         authenticated,
     })
+}
+
+/// What an authenticated backup holds for `entry`. A key this device
+/// cannot vouch for (a forwarded one) says so; one it can carries its
+/// creator's signed device keys when they are known
+/// ([`SENDER_DEVICE_KEYS_FIELD`]: `own_keys` for this device's own sessions,
+/// whose sender key is `own_curve`), so that a device restoring it after the
+/// creator's device is gone can still tell whose it is.
+fn authenticated_backup_plaintext(
+    entry: &InboundEntry,
+    own_curve: &str,
+    own_keys: &Value,
+) -> Zeroizing<Vec<u8>> {
+    let mut session = exported_session(entry);
+    if entry.is_forwarded() {
+        session.insert(
+            UNAUTHENTICATED_FIELD.to_owned(),
+            "m.forwarded_room_key".into(),
+        );
+    } else if entry.key_id.sender_key == own_curve {
+        session.insert(SENDER_DEVICE_KEYS_FIELD.to_owned(), own_keys.clone());
+    } else if let Some(keys) = entry.sender_device_keys() {
+        session.insert(
+            SENDER_DEVICE_KEYS_FIELD.to_owned(),
+            Value::Object(keys.clone()),
+        );
+    }
+    backup_plaintext(session)
 }
 
 /// The plaintext of a backup entry: the session as the spec's
